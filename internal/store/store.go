@@ -175,11 +175,16 @@ type HistoryQuery struct {
 	ID    string
 	Since time.Time // zero = no bound; versions with LastUpdated >= Since
 	At    time.Time // zero = no bound; versions with LastUpdated < At (used for _at / stable paging)
+	// Count is the page size; 0 or less means DefaultHistoryCount.
 	Count int
 	// Before is an opaque cursor from a previous page's Next; empty for the first page.
 	Before string
 	Filter *AccessFilter
 }
+
+// DefaultHistoryCount is the History page size used when HistoryQuery.Count
+// is not positive.
+const DefaultHistoryCount = 50
 
 // HistoryPage is one page of history, newest first.
 type HistoryPage struct {
@@ -202,12 +207,16 @@ type Query struct {
 	// Offset is the position of the first match on this page.
 	Offset int
 	// Snapshot, when set, pages through the ordered result of an earlier
-	// search (SearchResult.Snapshot) instead of re-running Where/Sort.
+	// search (SearchResult.Snapshot) instead of re-running Where/Sort. The
+	// store keeps at most a bounded number of matches (10,000) per snapshot;
+	// pages past that bound re-run the snapshot's original Where/Sort with
+	// LIMIT/OFFSET. Include, RevInclude and Filter are taken from this Query,
+	// so callers pass them again on every page.
 	Snapshot string
 	// Total asks for SearchResult.Total: TotalNone, TotalEstimate, TotalAccurate.
-	Total       TotalMode
-	Include     []Include
-	RevInclude  []Include
+	Total      TotalMode
+	Include    []Include
+	RevInclude []Include
 	// Filter restricts every match and every included resource (the access
 	// control seam). nil = unrestricted.
 	Filter *AccessFilter
@@ -285,9 +294,21 @@ type TokenMatch struct {
 	// Text: match TokenRow.Text by normalized prefix (:text); Code holds the normalized text.
 	Text bool
 	// Identifier type match (:of-type): System/Code of the Identifier.type, value in Value.
+	// Such rows are indexed under OfTypeParam(param) with Code OfTypeCode(type code, value).
 	OfType bool
 	Value  string
 }
+
+// OfTypeParam is the Param under which the extractor stores the rows that
+// answer token :of-type searches on param (e.g. "identifier:of-type"). For
+// every Identifier with a value and a typed coding it emits one TokenRow with
+// Param OfTypeParam(param), System = the type coding's system and Code =
+// OfTypeCode(the type coding's code, Identifier.value).
+func OfTypeParam(param string) string { return param + ":of-type" }
+
+// OfTypeCode is the TokenRow.Code of an :of-type row: the Identifier.type
+// code and the Identifier.value joined by "|".
+func OfTypeCode(typeCode, value string) string { return typeCode + "|" + value }
 
 // ReferenceMatch matches a reference parameter: by TargetType/ID (either
 // may be empty for "any type"), or by URL (absolute/canonical).

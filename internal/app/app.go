@@ -1,0 +1,71 @@
+// Package app assembles the parts of Lapis from a config.Config: the R4
+// definitions, the store, the validator, the search-index extractor, the
+// search parser and the resource service. The serve and import commands
+// (and the end-to-end tests) share it, so they run exactly the same code.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/extract"
+	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/resource"
+	"github.com/lapis-health/lapis/internal/search"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// App is an assembled Lapis instance without its HTTP listener.
+type App struct {
+	Config   config.Config
+	Registry *definitions.Registry
+	Store    store.Store
+	Service  *resource.Service
+	Logger   *slog.Logger
+}
+
+// Open builds an App. cfg must have been normalized. The caller must Close it.
+func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*App, error) {
+	reg, err := definitions.Load()
+	if err != nil {
+		return nil, fmt.Errorf("loading R4 definitions: %w", err)
+	}
+	ex, err := extract.New(reg, cfg.FHIRBase())
+	if err != nil {
+		return nil, fmt.Errorf("compiling search parameters: %w", err)
+	}
+	st, err := database.Open(ctx, cfg.DatabaseURL, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := resource.New(resource.Config{
+		Store:     st,
+		Registry:  reg,
+		Validator: validate.New(reg),
+		Indexer:   ex,
+		Parser:    search.NewParser(reg, cfg.FHIRBase(), cfg.MaxCount, cfg.DefaultCount),
+		BaseURL:   cfg.FHIRBase(),
+		Logger:    logger,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &App{Config: cfg, Registry: reg, Store: st, Service: svc, Logger: logger}, nil
+}
+
+// Ping checks that the database answers (for /readyz).
+func (a *App) Ping(ctx context.Context) error {
+	_, err := a.Store.Read(ctx, "Patient", "readyz-probe")
+	if err == nil || err == store.ErrNotFound {
+		return nil
+	}
+	return err
+}
+
+// Close releases the store.
+func (a *App) Close() error { return a.Store.Close() }

@@ -1,0 +1,101 @@
+// Package cli is the lapis command line: it parses flags and environment
+// variables into a config.Config and runs the chosen command. Every command
+// exits 0 on success and otherwise prints one line "lapis: <error>" on
+// stderr and exits non-zero.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/lapis-health/lapis/internal/config"
+)
+
+// Version is the Lapis version reported by "lapis version" and the
+// CapabilityStatement.
+const Version = "0.1.0"
+
+// dbFlags are the flags every command that opens the database shares.
+type dbFlags struct {
+	DataDir  string `name:"data-dir" env:"LAPIS_DATA_DIR" help:"Directory for the embedded database (default ~/.local/share/lapis)." placeholder:"DIR"`
+	Database string `name:"database" env:"LAPIS_DATABASE_URL" help:"Database URL: postgres://... for PostgreSQL, sqlite:PATH, or empty for the embedded SQLite database in --data-dir." placeholder:"URL"`
+	BaseURL  string `name:"base-url" env:"LAPIS_BASE_URL" help:"Public base URL of the server (the FHIR base is BASE/fhir); default http://ADDR." placeholder:"URL"`
+}
+
+func (f dbFlags) apply(c *config.Config) {
+	if f.DataDir != "" {
+		c.DataDir = f.DataDir
+	}
+	c.DatabaseURL = f.Database
+	c.BaseURL = f.BaseURL
+}
+
+type grammar struct {
+	Serve   serveCmd   `cmd:"" help:"Run the FHIR server."`
+	Import  importCmd  `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
+	Version versionCmd `cmd:"" help:"Print the version."`
+}
+
+// env carries the process streams to commands.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// Main runs the lapis command line with args (without the program name)
+// and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var g grammar
+	exit := -1
+	parser, err := kong.New(&g,
+		kong.Name("lapis"),
+		kong.Description("Lapis: a secure FHIR R4 server."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exit = code }),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "lapis: %v\n", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if exit >= 0 { // --help
+		return exit
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "lapis: %s\n", oneLine(err))
+		return 2
+	}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	if err := kctx.Run(e); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return 130
+		}
+		fmt.Fprintf(stderr, "lapis: %s\n", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(e *env) error {
+	_, err := fmt.Fprintf(e.stdout, "lapis %s\n", Version)
+	return err
+}

@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/server"
+)
+
+type serveCmd struct {
+	dbFlags
+	Addr         string           `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
+	MaxBody      string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
+	DefaultCount int              `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
+	MaxCount     int              `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
+	AllowRemote  bool             `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
+	LogLevel     string           `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
+}
+
+func (c *serveCmd) config() (config.Config, error) {
+	cfg := config.Defaults()
+	c.apply(&cfg)
+	cfg.Addr = c.Addr
+	n, err := parseSize(c.MaxBody)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.MaxBodyBytes = n
+	cfg.DefaultCount = c.DefaultCount
+	cfg.MaxCount = c.MaxCount
+	cfg.AllowRemote = c.AllowRemote
+	cfg.LogLevel = c.LogLevel
+	return cfg, cfg.Normalize(true)
+}
+
+func newLogger(e *env, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(strings.ToUpper(level)))
+	return slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func (c *serveCmd) Run(e *env) error {
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	log := newLogger(e, cfg.LogLevel)
+	a, err := app.Open(e.ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	api := fhirapi.New(fhirapi.Config{
+		BaseURL:         cfg.FHIRBase(),
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		SoftwareName:    "Lapis",
+		SoftwareVersion: Version,
+		Logger:          log,
+	}, a.Service, a.Registry)
+	srv := server.New(server.Options{Addr: cfg.Addr, FHIR: api, Ready: a, Logger: log})
+	ln, err := srv.Listen()
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	dialect := "sqlite"
+	if config.IsPostgres(cfg.DatabaseURL) {
+		dialect = "postgres"
+	}
+	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version)
+	return srv.Serve(e.ctx, ln)
+}
+
+// parseSize parses a byte size: a plain number or one with a KB, KiB, MB,
+// MiB, GB or GiB suffix.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("invalid size %q: want a positive number of bytes, e.g. 16MiB", s)
+	}
+	return n * mult, nil
+}

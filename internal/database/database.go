@@ -1,0 +1,94 @@
+// Package database opens the configured store: PostgreSQL for a
+// postgres:// URL, otherwise the embedded SQLite database. Opening runs the
+// embedded schema migrations, which is safe while other processes (a
+// running server, admin commands) open the same database.
+package database
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/postgres"
+	"github.com/lapis-health/lapis/internal/store/sqlite"
+)
+
+// SQLiteFile is the name of the SQLite database inside the data directory.
+const SQLiteFile = "lapis.db"
+
+// Open opens the store named by databaseURL:
+//
+//   - "postgres://..." or "postgresql://...": PostgreSQL;
+//   - "": SQLite at <dataDir>/lapis.db (dataDir is created with mode 0700);
+//   - "sqlite:PATH", "sqlite://PATH" or "file:PATH": SQLite at PATH (a
+//     relative PATH is relative to the working directory; URL query
+//     parameters are ignored).
+func Open(ctx context.Context, databaseURL, dataDir string) (store.Store, error) {
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		return postgres.Open(ctx, databaseURL)
+	case databaseURL == "":
+		if dataDir == "" {
+			return nil, fmt.Errorf("database: no database URL and no data directory")
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("database: %w", err)
+		}
+		return sqlite.Open(ctx, filepath.Join(dataDir, SQLiteFile))
+	case strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
+		path, err := SQLitePath(databaseURL)
+		if err != nil {
+			return nil, err
+		}
+		if dir := filepath.Dir(path); dir != "" {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("database: %w", err)
+			}
+		}
+		return sqlite.Open(ctx, path)
+	}
+	return nil, fmt.Errorf("database: unsupported database URL scheme in %q", redact(databaseURL))
+}
+
+// SQLitePath returns the file path of a "sqlite:" or "file:" URL.
+func SQLitePath(databaseURL string) (string, error) {
+	rest, ok := strings.CutPrefix(databaseURL, "sqlite:")
+	if !ok {
+		rest, _ = strings.CutPrefix(databaseURL, "file:")
+	}
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if strings.HasPrefix(rest, "//") {
+		// sqlite:///abs/path or file://localhost/abs/path
+		rest = strings.TrimPrefix(rest, "//")
+		if i := strings.IndexByte(rest, '/'); i > 0 {
+			host := rest[:i]
+			if host != "localhost" {
+				return "", fmt.Errorf("database: SQLite URL %q names a host", databaseURL)
+			}
+			rest = rest[i:]
+		}
+	}
+	p, err := url.PathUnescape(rest)
+	if err != nil {
+		return "", fmt.Errorf("database: %w", err)
+	}
+	if p == "" {
+		return "", fmt.Errorf("database: SQLite URL %q has no path", databaseURL)
+	}
+	return p, nil
+}
+
+// redact hides the password of a URL for error messages.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

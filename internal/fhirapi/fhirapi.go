@@ -1,0 +1,665 @@
+// Package fhirapi is the FHIR R4 RESTful HTTP API of Lapis (R4 http.html):
+// routing on net/http ServeMux patterns, content negotiation (JSON only),
+// request limits, conditional headers (If-Match, If-None-Match,
+// If-Modified-Since, If-None-Exist), Prefer handling, _summary/_elements,
+// _pretty, OperationOutcome errors for every failure, and the generated
+// CapabilityStatement. The FHIR semantics live in package resource; this
+// package only translates HTTP to service calls and results to responses.
+//
+// Routes (relative to the path of Config.BaseURL, e.g. /fhir):
+//
+//	GET    /metadata                       capabilities (no authentication, CORS *)
+//	POST   /                               batch / transaction
+//	GET    /  ?_type=...                   system search; POST /_search likewise
+//	GET    /_history                       system history
+//	GET    /{type}                         search (POST /{type}/_search with a form body)
+//	POST   /{type}                         create (If-None-Exist: conditional create)
+//	PUT    /{type}?criteria                conditional update
+//	PATCH  /{type}?criteria                conditional patch
+//	DELETE /{type}?criteria                conditional delete
+//	GET    /{type}/_history                type history
+//	GET    /{type}/{id}                    read
+//	PUT    /{type}/{id}                    update (create with the client id)
+//	PATCH  /{type}/{id}                    JSON Patch
+//	DELETE /{type}/{id}                    delete
+//	GET    /{type}/{id}/_history           instance history
+//	GET    /{type}/{id}/_history/{vid}     vread
+//
+// Authentication plugs in as Config.Middleware, wrapping every route except
+// /metadata.
+package fhirapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/resource"
+)
+
+// DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is 0.
+const DefaultMaxBodyBytes = 16 << 20
+
+// Config configures the HTTP API.
+type Config struct {
+	// BaseURL is the public FHIR base URL ("http://127.0.0.1:8080/fhir");
+	// its path is the route prefix and it is used in Location headers.
+	BaseURL string
+	// MaxBodyBytes limits request bodies (0 = DefaultMaxBodyBytes); larger
+	// bodies are answered with 413.
+	MaxBodyBytes int64
+	// SoftwareName and SoftwareVersion appear in the CapabilityStatement.
+	SoftwareName    string
+	SoftwareVersion string
+	// Middleware, if set, wraps every FHIR route except /metadata: the
+	// authentication seam. It may reject requests (it should answer with
+	// an OperationOutcome) or put the caller's identity into the request
+	// context for the resource.Access implementation.
+	Middleware func(http.Handler) http.Handler
+	// CapabilityHook, if set, may modify the generated CapabilityStatement
+	// (as a JSON object) once at startup, e.g. to add
+	// rest[0].security with the SMART oauth-uris extension.
+	CapabilityHook func(capability map[string]any)
+	// Logger receives internal errors and panics; nil = slog.Default().
+	Logger *slog.Logger
+}
+
+type api struct {
+	cfg       Config
+	svc       *resource.Service
+	reg       *definitions.Registry
+	base      string // BaseURL without trailing slash
+	prefix    string // path of BaseURL without trailing slash ("" or "/fhir")
+	maxBody   int64
+	mux       *http.ServeMux
+	protected http.Handler
+	capJSON   []byte
+	log       *slog.Logger
+}
+
+// New returns the FHIR API handler. Mount it at the path of cfg.BaseURL
+// (or at "/"): requests outside that path are answered 404.
+func New(cfg Config, svc *resource.Service, reg *definitions.Registry) http.Handler {
+	a := &api{cfg: cfg, svc: svc, reg: reg, log: cfg.Logger, maxBody: cfg.MaxBodyBytes}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.maxBody <= 0 {
+		a.maxBody = DefaultMaxBodyBytes
+	}
+	a.base = strings.TrimSuffix(cfg.BaseURL, "/")
+	if u, err := url.Parse(a.base); err == nil {
+		a.prefix = strings.TrimSuffix(u.Path, "/")
+	}
+	a.capJSON = a.capabilityStatement()
+	a.routes()
+	var h http.Handler = http.HandlerFunc(a.route)
+	if cfg.Middleware != nil {
+		h = cfg.Middleware(h)
+	}
+	a.protected = h
+	return http.HandlerFunc(a.serve)
+}
+
+func (a *api) routes() {
+	p := a.prefix
+	m := http.NewServeMux()
+	handle := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
+		m.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := h(w, r); err != nil {
+				a.writeError(w, r, err)
+			}
+		})
+	}
+	if p != "" {
+		handle("GET "+p, a.searchSystem)
+		handle("POST "+p, a.bundle)
+	}
+	handle("GET "+p+"/{$}", a.searchSystem)
+	handle("POST "+p+"/{$}", a.bundle)
+	handle("POST "+p+"/_search", a.searchSystem)
+	handle("GET "+p+"/_history", a.historySystem)
+	handle("GET "+p+"/{type}", a.searchType)
+	handle("POST "+p+"/{type}", a.create)
+	handle("PUT "+p+"/{type}", a.conditionalUpdate)
+	handle("PATCH "+p+"/{type}", a.conditionalPatch)
+	handle("DELETE "+p+"/{type}", a.conditionalDelete)
+	handle("POST "+p+"/{type}/_search", a.searchType)
+	handle("GET "+p+"/{type}/_history", a.historyType)
+	handle("GET "+p+"/{type}/{id}", a.read)
+	handle("PUT "+p+"/{type}/{id}", a.update)
+	handle("PATCH "+p+"/{type}/{id}", a.patch)
+	handle("DELETE "+p+"/{type}/{id}", a.delete)
+	handle("GET "+p+"/{type}/{id}/_history", a.historyInstance)
+	handle("GET "+p+"/{type}/{id}/_history/{vid}", a.vread)
+	a.mux = m
+}
+
+// serve is the outermost handler: panic recovery, /metadata (outside the
+// authentication middleware), and everything else through the middleware.
+func (a *api) serve(w http.ResponseWriter, r *http.Request) {
+	tw := &trackingWriter{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.log.ErrorContext(r.Context(), "panic in FHIR handler", "method", r.Method, "panic", fmt.Sprint(v))
+			if !tw.wrote {
+				a.writeError(tw, r, resource.InternalError())
+			}
+		}
+	}()
+	if r.URL.Path == a.prefix+"/metadata" {
+		a.metadata(tw, r)
+		return
+	}
+	a.protected.ServeHTTP(tw, r)
+}
+
+// route checks negotiation and dispatches through the mux with FHIR
+// errors for unknown routes (404) and wrong methods (405).
+func (a *api) route(w http.ResponseWriter, r *http.Request) {
+	if err := negotiate(r); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		if allow := a.allowed(r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			a.writeError(w, r, outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", ")))
+			return
+		}
+		a.writeError(w, r, outcome.New(http.StatusNotFound, "not-found", "no FHIR interaction is defined for %s %s", r.Method, r.URL.Path))
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// allowed lists the methods with a route for r's path.
+func (a *api) allowed(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		c := r.Clone(r.Context())
+		c.Method = m
+		if _, p := a.mux.Handler(c); p != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// trackingWriter records whether the response has started.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// ---------------------------------------------------------------------------
+// Responses
+
+// writeBody writes a JSON body with the FHIR content type, indented when
+// _pretty=true.
+func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body []byte) {
+	if r.URL.Query().Get("_pretty") == "true" && len(body) > 0 {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, body, "", "  "); err == nil {
+			body = buf.Bytes()
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// writeError renders err as an OperationOutcome. Errors that are not
+// *outcome.Error are logged and become a generic 500.
+func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var oe *outcome.Error
+	if !errors.As(err, &oe) {
+		a.log.ErrorContext(r.Context(), "internal error in FHIR handler", "method", r.Method, "err", err.Error())
+		oe = resource.InternalError()
+	}
+	if oe.Status >= 500 && oe.Status != http.StatusServiceUnavailable {
+		a.log.WarnContext(r.Context(), "FHIR request failed", "method", r.Method, "status", oe.Status)
+	}
+	a.writeBody(w, r, oe.Status, oe.JSON())
+}
+
+// setVersionHeaders sets ETag and Last-Modified for a resource version.
+func setVersionHeaders(w http.ResponseWriter, res *resource.Result) {
+	if res.Resource == nil {
+		return
+	}
+	w.Header().Set("ETag", resource.ETag(res.Resource.VersionID))
+	w.Header().Set("Last-Modified", res.Resource.LastUpdated.UTC().Format(http.TimeFormat))
+}
+
+func (a *api) versionURL(res *resource.Result) string {
+	r := res.Resource
+	return a.base + "/" + r.Type + "/" + r.ID + "/_history/" + strconv.FormatInt(r.VersionID, 10)
+}
+
+// writeWrite renders the result of a create, update or patch honouring
+// Prefer: return.
+func (a *api) writeWrite(w http.ResponseWriter, r *http.Request, res *resource.Result) {
+	setVersionHeaders(w, res)
+	if res.Resource != nil {
+		if res.Status == http.StatusCreated {
+			w.Header().Set("Location", a.versionURL(res))
+		} else {
+			w.Header().Set("Content-Location", a.versionURL(res))
+		}
+	}
+	switch parsePrefer(r).ret {
+	case resource.ReturnMinimal:
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(res.Status)
+	case resource.ReturnOutcome:
+		issues := res.Issues
+		if len(issues) == 0 {
+			msg := "the interaction succeeded"
+			if res.Resource != nil {
+				msg = fmt.Sprintf("%s/%s version %d", res.Resource.Type, res.Resource.ID, res.Resource.VersionID)
+				switch res.Status {
+				case http.StatusCreated:
+					msg += " was created"
+				default:
+					msg += " is current"
+				}
+			}
+			issues = []outcome.Issue{{Severity: "information", Code: "informational", Diagnostics: msg}}
+		}
+		a.writeBody(w, r, res.Status, marshal(outcome.Resource(issues)))
+	default:
+		a.writeBody(w, r, res.Status, res.Body)
+	}
+}
+
+func marshal(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+
+func (a *api) read(w http.ResponseWriter, r *http.Request) error {
+	typ, id := r.PathValue("type"), r.PathValue("id")
+	summary, elements, err := subsetParams(r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Read(r.Context(), typ, id)
+	if err != nil {
+		return err
+	}
+	return a.writeRead(w, r, res, summary, elements)
+}
+
+func (a *api) vread(w http.ResponseWriter, r *http.Request) error {
+	typ, id, vid := r.PathValue("type"), r.PathValue("id"), r.PathValue("vid")
+	summary, elements, err := subsetParams(r)
+	if err != nil {
+		return err
+	}
+	v, perr := strconv.ParseInt(vid, 10, 64)
+	if perr != nil || v < 1 {
+		if !resource.ValidID(vid) {
+			return outcome.BadRequest("invalid version id %q", vid)
+		}
+		return outcome.NotFound("%s/%s has no version %q", typ, id, vid)
+	}
+	res, err := a.svc.VRead(r.Context(), typ, id, v)
+	if err != nil {
+		return err
+	}
+	return a.writeRead(w, r, res, summary, elements)
+}
+
+// writeRead answers a read/vread, honouring If-None-Match,
+// If-Modified-Since, _summary and _elements.
+func (a *api) writeRead(w http.ResponseWriter, r *http.Request, res *resource.Result, summary string, elements []string) error {
+	setVersionHeaders(w, res)
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		for _, tag := range strings.Split(inm, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" {
+				w.WriteHeader(http.StatusNotModified)
+				return nil
+			}
+			if v, err := resource.ParseETag(tag); err == nil && v == res.Resource.VersionID {
+				w.WriteHeader(http.StatusNotModified)
+				return nil
+			}
+		}
+	} else if ims := r.Header.Get("If-Modified-Since"); ims != "" {
+		if t, err := http.ParseTime(ims); err == nil && !res.Resource.LastUpdated.Truncate(time.Second).After(t) {
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		}
+	}
+	body, err := resource.Subset(a.reg, res.Body, summary, elements)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, http.StatusOK, body)
+	return nil
+}
+
+// subsetParams reads _summary and _elements for read interactions.
+func subsetParams(r *http.Request) (string, []string, error) {
+	q, err := queryParams(r)
+	if err != nil {
+		return "", nil, err
+	}
+	summary := q.Get("_summary")
+	if !resource.ValidSummary(summary) {
+		return "", nil, outcome.BadRequest("invalid _summary %q (expected true, text, data, count or false)", summary)
+	}
+	var elements []string
+	for _, v := range q["_elements"] {
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				elements = append(elements, e)
+			}
+		}
+	}
+	if err := resource.CheckElements(elements); err != nil {
+		return "", nil, err
+	}
+	return summary, elements, nil
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request) error {
+	typ := r.PathValue("type")
+	if r.URL.RawQuery != "" {
+		if q, _ := criteria(r); q != "" {
+			return outcome.BadRequest("create does not take search parameters; use the If-None-Exist header for a conditional create")
+		}
+	}
+	if err := requireJSONBody(r); err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Create(r.Context(), typ, body, r.Header.Get("If-None-Exist"))
+	if err != nil {
+		return err
+	}
+	a.writeWrite(w, r, res)
+	return nil
+}
+
+func (a *api) update(w http.ResponseWriter, r *http.Request) error {
+	if err := requireJSONBody(r); err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Update(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	a.writeWrite(w, r, res)
+	return nil
+}
+
+func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
+	q, err := criteria(r)
+	if err != nil {
+		return err
+	}
+	if q == "" {
+		return outcome.BadRequest("PUT to a resource type needs search criteria (conditional update) or an id in the URL")
+	}
+	if err := requireJSONBody(r); err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.ConditionalUpdate(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	a.writeWrite(w, r, res)
+	return nil
+}
+
+// requirePatchBody checks the Content-Type of a PATCH body.
+func requirePatchBody(r *http.Request) error {
+	mt, err := bodyMediaType(r)
+	if err != nil {
+		return err
+	}
+	switch {
+	case mt == mtJSONPatch:
+		return nil
+	case isXML(mt):
+		return outcome.New(http.StatusUnsupportedMediaType, "not-supported", "XML patches are not supported; send a JSON Patch (application/json-patch+json)")
+	case isJSONType(mt):
+		return outcome.New(http.StatusUnsupportedMediaType, "not-supported", "FHIRPath Patch (Parameters) is not supported; send a JSON Patch (application/json-patch+json)")
+	default:
+		return outcome.New(http.StatusUnsupportedMediaType, "not-supported", "Content-Type %q is not supported for PATCH; send application/json-patch+json", mt)
+	}
+}
+
+func (a *api) patch(w http.ResponseWriter, r *http.Request) error {
+	if err := requirePatchBody(r); err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Patch(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	a.writeWrite(w, r, res)
+	return nil
+}
+
+func (a *api) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
+	q, err := criteria(r)
+	if err != nil {
+		return err
+	}
+	if q == "" {
+		return outcome.BadRequest("PATCH to a resource type needs search criteria (conditional patch) or an id in the URL")
+	}
+	if err := requirePatchBody(r); err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.ConditionalPatch(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	a.writeWrite(w, r, res)
+	return nil
+}
+
+func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
+	res, err := a.svc.Delete(r.Context(), r.PathValue("type"), r.PathValue("id"), r.Header.Get("If-Match"))
+	if err != nil {
+		return err
+	}
+	a.writeDelete(w, r, res)
+	return nil
+}
+
+func (a *api) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
+	q, err := criteria(r)
+	if err != nil {
+		return err
+	}
+	if q == "" {
+		return outcome.BadRequest("DELETE of a resource type needs search criteria (conditional delete) or an id in the URL")
+	}
+	res, err := a.svc.ConditionalDelete(r.Context(), r.PathValue("type"), q)
+	if err != nil {
+		return err
+	}
+	a.writeDelete(w, r, res)
+	return nil
+}
+
+// writeDelete answers a delete: 204 without a body, or 200 with an
+// OperationOutcome when Prefer: return=OperationOutcome (or
+// representation, since a deleted resource has no representation).
+func (a *api) writeDelete(w http.ResponseWriter, r *http.Request, res *resource.Result) {
+	if res.Resource != nil {
+		w.Header().Set("ETag", resource.ETag(res.Resource.VersionID))
+	}
+	prefer := r.Header.Get("Prefer") != "" && parsePrefer(r).ret == resource.ReturnOutcome
+	if !prefer {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	issues := res.Issues
+	if len(issues) == 0 {
+		issues = []outcome.Issue{{Severity: "information", Code: "informational", Diagnostics: "deleted"}}
+	}
+	a.writeBody(w, r, http.StatusOK, marshal(outcome.Resource(issues)))
+}
+
+// searchParams collects the parameters of a search: the query string and,
+// for POST _search, the form body.
+func (a *api) searchParams(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	params, err := queryParams(r)
+	if err != nil {
+		return nil, err
+	}
+	if r.Method == http.MethodPost {
+		mt, err := bodyMediaType(r)
+		if err != nil {
+			return nil, err
+		}
+		body, err := a.readBody(w, r)
+		if err != nil {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(body)) > 0 {
+			if mt != mtForm {
+				return nil, outcome.New(http.StatusUnsupportedMediaType, "not-supported", "POST _search expects an application/x-www-form-urlencoded body")
+			}
+			form, err := url.ParseQuery(string(body))
+			if err != nil {
+				return nil, outcome.BadRequest("the form body is malformed: %s", err.Error())
+			}
+			for k, vs := range form {
+				params[k] = append(params[k], vs...)
+			}
+		} else if mt != "" && mt != mtForm {
+			return nil, outcome.New(http.StatusUnsupportedMediaType, "not-supported", "POST _search expects an application/x-www-form-urlencoded body")
+		}
+	}
+	params.Del("_format")
+	params.Del("_pretty")
+	return params, nil
+}
+
+func (a *api) searchType(w http.ResponseWriter, r *http.Request) error {
+	params, err := a.searchParams(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Search(r.Context(), r.PathValue("type"), params, parsePrefer(r).strict)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, http.StatusOK, res.Body)
+	return nil
+}
+
+func (a *api) searchSystem(w http.ResponseWriter, r *http.Request) error {
+	params, err := a.searchParams(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Search(r.Context(), "", params, parsePrefer(r).strict)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, http.StatusOK, res.Body)
+	return nil
+}
+
+func (a *api) history(w http.ResponseWriter, r *http.Request, typ, id string) error {
+	params, err := queryParams(r)
+	if err != nil {
+		return err
+	}
+	params.Del("_format")
+	params.Del("_pretty")
+	res, err := a.svc.History(r.Context(), typ, id, params, parsePrefer(r).strict)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, http.StatusOK, res.Body)
+	return nil
+}
+
+func (a *api) historySystem(w http.ResponseWriter, r *http.Request) error {
+	return a.history(w, r, "", "")
+}
+
+func (a *api) historyType(w http.ResponseWriter, r *http.Request) error {
+	return a.history(w, r, r.PathValue("type"), "")
+}
+
+func (a *api) historyInstance(w http.ResponseWriter, r *http.Request) error {
+	return a.history(w, r, r.PathValue("type"), r.PathValue("id"))
+}
+
+func (a *api) bundle(w http.ResponseWriter, r *http.Request) error {
+	if err := requireJSONBody(r); err != nil {
+		return err
+	}
+	body, err := a.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.Bundle(r.Context(), body, parsePrefer(r).ret)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, res.Status, res.Body)
+	return nil
+}

@@ -1,0 +1,824 @@
+package resource
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Return is the Prefer: return preference for write responses.
+type Return int
+
+// Return preferences (RFC 7240 / R4 http.html#ops).
+const (
+	ReturnRepresentation Return = iota // the resource (default)
+	ReturnMinimal                      // no body
+	ReturnOutcome                      // an OperationOutcome
+)
+
+// entry is one parsed request entry of a batch or transaction.
+type entry struct {
+	index    int
+	fullURL  string
+	method   string
+	rawURL   string
+	typ, id  string
+	version  int64  // vread
+	history  bool   // .../_history
+	query    string // raw query string (search or conditional criteria)
+	hasQuery bool
+	resource map[string]any
+	patch    []patchOp
+
+	ifNoneExist string
+	ifMatch     int64
+	ifNoneMatch string
+
+	// resolved during transaction processing
+	targetID string
+	existing *store.Resource // conditional create matched this
+	result   *Result
+}
+
+// Bundle processes a batch or transaction Bundle (POST [base]) and returns
+// the batch-response / transaction-response Bundle (R4 http.html#transaction
+// and bundle.html#transaction).
+//
+// A transaction is one store transaction: all entries succeed or none is
+// written, and the first failing entry's status and OperationOutcome are
+// returned (the issues name the entry). Entries are processed in the order
+// DELETE, POST, PUT/PATCH, GET/HEAD; ids of creates and conditional updates
+// are resolved first, then every reference to an entry's fullUrl
+// (urn:uuid:, urn:oid: or absolute) is rewritten to the resolved Type/id,
+// and conditional references (Type?criteria) are resolved to their single
+// match (412 when none or several match). Two entries touching the same
+// resource, or sharing a fullUrl, make the transaction fail with 400.
+//
+// Batch entries are independent (each in its own store transaction, in
+// request order); failures are reported per entry.
+func (s *Service) Bundle(ctx context.Context, body []byte, ret Return) (*Result, error) {
+	doc, err := DecodeJSON(body)
+	if err != nil {
+		return nil, err
+	}
+	if rt, _ := doc["resourceType"].(string); rt != "Bundle" {
+		return nil, outcome.BadRequest("POST to the base URL expects a Bundle of type batch or transaction").At("resourceType")
+	}
+	btype, _ := doc["type"].(string)
+	var op Interaction
+	switch btype {
+	case "transaction":
+		op = InteractionTransaction
+	case "batch":
+		op = InteractionBatch
+	default:
+		return nil, outcome.BadRequest("Bundle.type must be batch or transaction, not %q", btype).At("Bundle.type")
+	}
+	if err := s.access.Check(ctx, op, ""); err != nil {
+		return nil, err
+	}
+	rawEntries, ok := doc["entry"].([]any)
+	if _, present := doc["entry"]; present && !ok {
+		return nil, outcome.BadRequest("Bundle.entry must be an array").At("Bundle.entry")
+	}
+	if len(rawEntries) > s.maxEntries {
+		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the Bundle has %d entries; the maximum is %d", len(rawEntries), s.maxEntries)
+	}
+	entries := make([]*entry, len(rawEntries))
+	var parseErrs []*outcome.Error
+	for i, raw := range rawEntries {
+		e, err := s.parseEntry(i, raw)
+		if err != nil {
+			oe := entryError(i, err)
+			if op == InteractionTransaction {
+				return nil, oe
+			}
+			parseErrs = append(parseErrs, oe)
+			entries[i] = &entry{index: i, result: &Result{Status: oe.Status}}
+			entries[i].result.Issues = oe.Issues
+			continue
+		}
+		entries[i] = e
+	}
+	if op == InteractionTransaction {
+		return s.transaction(ctx, entries, ret)
+	}
+	return s.batch(ctx, entries, ret)
+}
+
+// entryError prefixes the issues of err with the entry's location.
+func entryError(i int, err error) *outcome.Error {
+	var oe *outcome.Error
+	if !errors.As(err, &oe) {
+		return InternalError()
+	}
+	prefix := fmt.Sprintf("Bundle.entry[%d]", i)
+	c := &outcome.Error{Status: oe.Status, Issues: make([]outcome.Issue, len(oe.Issues))}
+	for j, is := range oe.Issues {
+		is.Diagnostics = prefix + ": " + is.Diagnostics
+		var exprs []string
+		for _, e := range is.Expression {
+			if k := strings.IndexByte(e, '.'); k > 0 && e[0] >= 'A' && e[0] <= 'Z' && e[:k] != "Bundle" {
+				exprs = append(exprs, prefix+".resource"+e[k:])
+			} else if e == "resourceType" || e == "id" {
+				exprs = append(exprs, prefix+".resource."+e)
+			} else {
+				exprs = append(exprs, prefix+"."+e)
+			}
+		}
+		if len(exprs) == 0 {
+			exprs = []string{prefix}
+		}
+		is.Expression = exprs
+		c.Issues[j] = is
+	}
+	return c
+}
+
+// parseEntry decodes one Bundle.entry.
+func (s *Service) parseEntry(i int, raw any) (*entry, error) {
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return nil, outcome.BadRequest("the entry must be an object")
+	}
+	e := &entry{index: i}
+	if fu, present := m["fullUrl"]; present {
+		s, ok := fu.(string)
+		if !ok || s == "" {
+			return nil, outcome.BadRequest("fullUrl must be a non-empty string").At("fullUrl")
+		}
+		e.fullURL = s
+	}
+	req, ok := m["request"].(map[string]any)
+	if !ok {
+		return nil, outcome.BadRequest("the entry has no request").At("request")
+	}
+	e.method, _ = req["method"].(string)
+	e.rawURL, _ = req["url"].(string)
+	switch e.method {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE":
+	default:
+		return nil, outcome.BadRequest("request.method %q is not one of GET, HEAD, POST, PUT, PATCH, DELETE", e.method).At("request.method")
+	}
+	if e.rawURL == "" {
+		return nil, outcome.BadRequest("the entry has no request.url").At("request.url")
+	}
+	e.ifNoneExist, _ = req["ifNoneExist"].(string)
+	e.ifNoneMatch, _ = req["ifNoneMatch"].(string)
+	if im, _ := req["ifMatch"].(string); im != "" {
+		v, err := parseIfMatch(im)
+		if err != nil {
+			return nil, err
+		}
+		e.ifMatch = v
+	}
+	if err := s.parseEntryURL(e); err != nil {
+		return nil, err
+	}
+	res, hasRes := m["resource"].(map[string]any)
+	if _, present := m["resource"]; present && !hasRes {
+		return nil, outcome.BadRequest("resource must be a JSON object").At("resource")
+	}
+	switch e.method {
+	case "POST", "PUT":
+		if !hasRes {
+			return nil, outcome.BadRequest("a %s entry needs a resource", e.method).At("resource")
+		}
+		if err := s.checkBodyType(res, e.typ); err != nil {
+			return nil, err
+		}
+		if e.method == "PUT" && !e.hasQuery {
+			if err := checkBodyID(res, e.id); err != nil {
+				return nil, err
+			}
+		}
+		e.resource = res
+	case "PATCH":
+		if !hasRes {
+			return nil, outcome.BadRequest("a PATCH entry needs a Binary resource holding a JSON Patch").At("resource")
+		}
+		ops, err := patchFromBinary(res)
+		if err != nil {
+			return nil, err
+		}
+		e.patch = ops
+	}
+	return e, nil
+}
+
+// patchFromBinary extracts a JSON Patch from a Binary resource
+// (contentType application/json-patch+json, base64 data), the R4 way of
+// carrying a patch in a Bundle.
+func patchFromBinary(res map[string]any) ([]patchOp, error) {
+	if rt, _ := res["resourceType"].(string); rt != "Binary" {
+		return nil, outcome.New(http.StatusBadRequest, "not-supported", "a PATCH entry must carry a Binary resource with contentType application/json-patch+json").At("resource")
+	}
+	ct, _ := res["contentType"].(string)
+	if mt, _, _ := strings.Cut(ct, ";"); strings.TrimSpace(mt) != "application/json-patch+json" {
+		return nil, outcome.New(http.StatusUnsupportedMediaType, "not-supported", "unsupported patch format %q; only application/json-patch+json is supported", ct).At("resource.contentType")
+	}
+	data, _ := res["data"].(string)
+	raw, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		return nil, outcome.BadRequest("Binary.data is not valid base64").At("resource.data")
+	}
+	return parsePatch(raw)
+}
+
+// parseEntryURL splits request.url into type, id, version, history and query.
+func (s *Service) parseEntryURL(e *entry) error {
+	u := e.rawURL
+	if strings.HasPrefix(u, s.base+"/") {
+		u = u[len(s.base)+1:]
+	} else if strings.Contains(u, "://") {
+		return outcome.BadRequest("request.url %q is not relative to this server's base", e.rawURL).At("request.url")
+	}
+	u = strings.TrimPrefix(u, "/")
+	path, query, hasQuery := strings.Cut(u, "?")
+	e.query, e.hasQuery = query, hasQuery
+	var segs []string
+	if path != "" {
+		segs = strings.Split(path, "/")
+	}
+	bad := func() error {
+		return outcome.BadRequest("request.url %q is not a supported %s URL", e.rawURL, e.method).At("request.url")
+	}
+	for _, seg := range segs {
+		if seg == "" {
+			return bad()
+		}
+	}
+	if len(segs) == 1 && segs[0] == "_history" {
+		if e.method != "GET" && e.method != "HEAD" {
+			return bad()
+		}
+		e.history = true
+		return nil
+	}
+	if len(segs) == 0 {
+		if (e.method == "GET" || e.method == "HEAD") && hasQuery {
+			return nil // system search
+		}
+		return bad()
+	}
+	e.typ = segs[0]
+	if !s.reg.IsResourceType(e.typ) {
+		return outcome.NotFound("unknown resource type %q in request.url", e.typ).At("request.url")
+	}
+	get := e.method == "GET" || e.method == "HEAD"
+	switch len(segs) {
+	case 1:
+		if (e.method == "PUT" || e.method == "DELETE" || e.method == "PATCH") && (!hasQuery || query == "") {
+			return outcome.BadRequest("a %s to %q needs an id or search criteria", e.method, e.rawURL).At("request.url")
+		}
+		if e.method == "POST" && hasQuery {
+			return bad()
+		}
+		return nil
+	case 2:
+		if segs[1] == "_history" {
+			if !get {
+				return bad()
+			}
+			e.history = true
+			return nil
+		}
+		if e.method == "POST" {
+			return bad()
+		}
+		e.id = segs[1]
+	case 3:
+		if !get || segs[2] != "_history" {
+			return bad()
+		}
+		e.id, e.history = segs[1], true
+	case 4:
+		if !get || segs[2] != "_history" {
+			return bad()
+		}
+		e.id = segs[1]
+		v, err := strconv.ParseInt(segs[3], 10, 64)
+		if err != nil || v < 1 {
+			return outcome.NotFound("%s/%s has no version %q", e.typ, segs[1], segs[3]).At("request.url")
+		}
+		e.version = v
+	default:
+		return bad()
+	}
+	if err := checkID(e.id); err != nil {
+		return err
+	}
+	if hasQuery && !get {
+		return bad()
+	}
+	return nil
+}
+
+// interaction returns the Access interaction of an entry.
+func (e *entry) interaction() Interaction {
+	switch e.method {
+	case "POST":
+		return InteractionCreate
+	case "PUT":
+		return InteractionUpdate
+	case "PATCH":
+		return InteractionPatch
+	case "DELETE":
+		return InteractionDelete
+	}
+	switch {
+	case e.history && e.id != "":
+		return InteractionHistoryInstance
+	case e.history && e.typ != "":
+		return InteractionHistoryType
+	case e.history:
+		return InteractionHistorySystem
+	case e.version > 0:
+		return InteractionVRead
+	case e.id != "":
+		return InteractionRead
+	case e.typ != "":
+		return InteractionSearchType
+	default:
+		return InteractionSearchSystem
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Transaction
+
+func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return) (*Result, error) {
+	versioned := false
+	seenFull := map[string]int{}
+	for _, e := range entries {
+		if err := s.access.Check(ctx, e.interaction(), e.typ); err != nil {
+			return nil, entryError(e.index, err)
+		}
+		if e.hasQuery && e.method != "GET" && e.method != "HEAD" || e.ifNoneExist != "" {
+			if err := s.access.Check(ctx, InteractionSearchType, e.typ); err != nil {
+				return nil, entryError(e.index, err)
+			}
+		}
+		if e.ifMatch != 0 {
+			versioned = true
+		}
+		if e.fullURL != "" {
+			if j, dup := seenFull[e.fullURL]; dup {
+				return nil, entryError(e.index, outcome.New(http.StatusBadRequest, "duplicate", "fullUrl %q is also used by entry %d", e.fullURL, j).At("fullUrl"))
+			}
+			seenFull[e.fullURL] = e.index
+		}
+	}
+	var failed error
+	err := s.update(ctx, !versioned, func(tx store.Tx) error {
+		failed = nil
+		err := s.runTransaction(ctx, tx, entries)
+		var oe *outcome.Error
+		if errors.As(err, &oe) {
+			failed = err
+		}
+		return err
+	})
+	if failed != nil {
+		return nil, failed
+	}
+	if err != nil {
+		if versioned && errors.Is(err, store.ErrConflict) {
+			return nil, preconditionFailed("a resource was modified concurrently; the transaction was not applied")
+		}
+		return nil, s.internal(ctx, "transaction", err)
+	}
+	for _, e := range entries {
+		if (e.method == "GET" || e.method == "HEAD") && (e.history || e.version > 0) {
+			r, err := s.get(ctx, s.st, e)
+			if err != nil {
+				oe := entryError(e.index, s.internal(ctx, "transaction read", err))
+				r = &Result{Status: oe.Status, Issues: oe.Issues}
+			}
+			e.result = r
+		}
+	}
+	b := s.newBundle("transaction-response")
+	for _, e := range entries {
+		b.Entry = append(b.Entry, s.responseEntry(e, ret))
+	}
+	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+}
+
+// runTransaction processes the entries inside tx. It returns an entry-
+// located *outcome.Error for client errors.
+func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*entry) error {
+	now := s.timestamp()
+	// Per-attempt state (the store may retry the whole function).
+	work := make([]*entry, len(entries))
+	for i, e := range entries {
+		c := *e
+		if e.resource != nil {
+			c.resource = deepCopy(e.resource).(map[string]any)
+		}
+		c.targetID, c.existing, c.result = "", nil, nil
+		work[i] = &c
+	}
+	defer func() {
+		for i := range entries {
+			entries[i].result = work[i].result
+			entries[i].targetID = work[i].targetID
+		}
+	}()
+	byMethod := func(methods ...string) []*entry {
+		var out []*entry
+		for _, e := range work {
+			for _, m := range methods {
+				if e.method == m {
+					out = append(out, e)
+				}
+			}
+		}
+		return out
+	}
+	touched := map[string]int{}
+	touch := func(e *entry, typ, id string) error {
+		key := typ + "/" + id
+		if j, dup := touched[key]; dup {
+			return entryError(e.index, outcome.New(http.StatusBadRequest, "duplicate", "%s is also the target of entry %d; a transaction may touch each resource only once", key, j))
+		}
+		touched[key] = e.index
+		return nil
+	}
+	rw := &refRewriter{reg: s.reg, mapping: map[string]string{}}
+
+	// 1. DELETE
+	for _, e := range byMethod("DELETE") {
+		var r *Result
+		var err error
+		if e.hasQuery {
+			matches, merr := s.conditionalMatches(ctx, tx, e.typ, e.query)
+			if merr != nil {
+				return entryError(e.index, merr)
+			}
+			switch len(matches) {
+			case 0:
+				r = &Result{Status: http.StatusNoContent}
+			case 1:
+				if err := touch(e, e.typ, matches[0].ID); err != nil {
+					return err
+				}
+				r, err = s.deleteTx(ctx, tx, e.typ, matches[0].ID, e.ifMatch, now)
+			default:
+				err = preconditionFailed("the criteria match more than one %s resource; multiple deletes are not supported", e.typ)
+			}
+		} else {
+			if err := touch(e, e.typ, e.id); err != nil {
+				return err
+			}
+			r, err = s.deleteTx(ctx, tx, e.typ, e.id, e.ifMatch, now)
+		}
+		if err != nil {
+			return s.txEntryError(e, err)
+		}
+		e.result = r
+	}
+
+	// 2. Resolve the ids of creates (conditional creates may match) and of
+	// updates, so that references can be rewritten before anything is
+	// written.
+	for _, e := range byMethod("POST") {
+		if e.ifNoneExist != "" {
+			matches, err := s.conditionalMatches(ctx, tx, e.typ, rw.rewriteQuery(e.ifNoneExist))
+			if err != nil {
+				return entryError(e.index, err)
+			}
+			switch len(matches) {
+			case 0:
+			case 1:
+				m := matches[0]
+				e.existing = &m
+				e.targetID = m.ID
+			default:
+				return entryError(e.index, preconditionFailed("the ifNoneExist criteria match more than one %s resource", e.typ))
+			}
+		}
+		if e.targetID == "" {
+			e.targetID = NewID()
+		}
+		if err := touch(e, e.typ, e.targetID); err != nil {
+			return err
+		}
+		if e.fullURL != "" {
+			rw.mapping[e.fullURL] = e.typ + "/" + e.targetID
+		}
+	}
+	for _, e := range byMethod("PUT", "PATCH") {
+		switch {
+		case !e.hasQuery:
+			e.targetID = e.id
+		case e.method == "PUT":
+			id, err := s.resolveConditionalUpdate(ctx, tx, e.typ, rw.rewriteQuery(e.query), e.resource)
+			if err != nil {
+				return entryError(e.index, err)
+			}
+			e.targetID = id
+		default:
+			id, err := s.resolveSingle(ctx, tx, e.typ, rw.rewriteQuery(e.query))
+			if err != nil {
+				return entryError(e.index, err)
+			}
+			e.targetID = id
+		}
+		if err := touch(e, e.typ, e.targetID); err != nil {
+			return err
+		}
+		if e.fullURL != "" && e.method == "PUT" {
+			rw.mapping[e.fullURL] = e.typ + "/" + e.targetID
+		}
+	}
+
+	// 3. Rewrite references in every resource.
+	for _, e := range work {
+		if e.resource == nil {
+			continue
+		}
+		rw.cond = func(ref string) (string, error) {
+			typ, q, _ := strings.Cut(ref, "?")
+			if !s.reg.IsResourceType(typ) {
+				return "", outcome.BadRequest("conditional reference %q names an unknown resource type", ref)
+			}
+			matches, err := s.conditionalMatches(ctx, tx, typ, q)
+			if err != nil {
+				return "", err
+			}
+			if len(matches) != 1 {
+				return "", preconditionFailed("conditional reference %q matches %d resources; exactly one is required", ref, len(matches))
+			}
+			return typ + "/" + matches[0].ID, nil
+		}
+		if err := rw.rewriteResource(e.resource); err != nil {
+			return entryError(e.index, err)
+		}
+	}
+
+	// 4. POST
+	for _, e := range byMethod("POST") {
+		if e.existing != nil {
+			e.result = &Result{Status: http.StatusOK, Resource: e.existing, Body: e.existing.Body}
+			continue
+		}
+		r, err := s.writeVersion(ctx, tx, e.typ, e.targetID, nil, e.resource, http.MethodPost, now)
+		if err != nil {
+			return s.txEntryError(e, err)
+		}
+		e.result = &Result{Status: http.StatusCreated, Resource: r, Body: r.Body}
+	}
+	// 5. PUT and PATCH
+	for _, e := range byMethod("PUT", "PATCH") {
+		var r *Result
+		var err error
+		if e.method == "PUT" {
+			r, err = s.updateTx(ctx, tx, e.typ, e.targetID, e.resource, e.ifMatch, http.MethodPut, now)
+		} else {
+			r, err = s.patchTx(ctx, tx, e.typ, e.targetID, e.patch, e.ifMatch, now)
+		}
+		if err != nil {
+			return s.txEntryError(e, err)
+		}
+		e.result = r
+	}
+	// 6. GET / HEAD (history and vread run after the commit: the store
+	// transaction has no history or version access).
+	for _, e := range byMethod("GET", "HEAD") {
+		if e.history || e.version > 0 {
+			continue
+		}
+		if e.hasQuery {
+			e.query = rw.rewriteQuery(e.query)
+		}
+		r, err := s.get(ctx, tx, e)
+		if err != nil {
+			return s.txEntryError(e, err)
+		}
+		e.result = r
+	}
+	return nil
+}
+
+// txEntryError turns an entry failure into the transaction's error: client
+// errors are located at the entry; store errors pass through.
+func (s *Service) txEntryError(e *entry, err error) error {
+	var oe *outcome.Error
+	if errors.As(err, &oe) {
+		return entryError(e.index, oe)
+	}
+	if errors.Is(err, errHidden) {
+		return entryError(e.index, notFound(e.typ, e.id))
+	}
+	return err
+}
+
+// get performs a read-type entry (read, vread, search, history) against r.
+func (s *Service) get(ctx context.Context, r reader, e *entry) (*Result, error) {
+	params, err := url.ParseQuery(e.query)
+	if err != nil {
+		return nil, outcome.BadRequest("the query string of request.url cannot be decoded")
+	}
+	switch {
+	case e.history:
+		return s.History(ctx, e.typ, e.id, params, false)
+	case e.version > 0:
+		return s.VRead(ctx, e.typ, e.id, e.version)
+	case e.id != "":
+		res, err := s.readVisible(ctx, r, e.typ, e.id)
+		if err != nil {
+			return nil, err
+		}
+		if e.ifNoneMatch != "" {
+			if v, err := ParseETag(e.ifNoneMatch); err == nil && v == res.VersionID || strings.TrimSpace(e.ifNoneMatch) == "*" {
+				return &Result{Status: http.StatusNotModified, Resource: res}, nil
+			}
+		}
+		return &Result{Status: http.StatusOK, Resource: res, Body: res.Body}, nil
+	default:
+		b, err := s.search(ctx, r, e.typ, params, false)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+	}
+}
+
+// responseEntry renders the response entry of a processed request entry.
+func (s *Service) responseEntry(e *entry, ret Return) *bundleEntry {
+	be := &bundleEntry{}
+	r := e.result
+	if r == nil {
+		r = &Result{Status: http.StatusInternalServerError}
+	}
+	resp := &entryResponse{Status: statusLine(r.Status)}
+	be.Response = resp
+	if r.Status >= 400 {
+		issues := r.Issues
+		if len(issues) == 0 {
+			issues = InternalError().Issues
+		}
+		resp.Outcome = marshalJSON(outcome.Resource(issues))
+		return be
+	}
+	if res := r.Resource; res != nil {
+		resp.Etag = ETag(res.VersionID)
+		resp.LastModified = instant(res)
+		if !res.Deleted {
+			be.FullURL = s.fullURL(res.Type, res.ID)
+		}
+		if e.method == "POST" || e.method == "PUT" || e.method == "PATCH" {
+			resp.Location = versionLocation(res)
+		}
+	}
+	write := e.method == "POST" || e.method == "PUT" || e.method == "PATCH" || e.method == "DELETE"
+	switch {
+	case !write:
+		if e.method != "HEAD" && r.Status != http.StatusNotModified {
+			be.Resource = r.Body
+		}
+	case ret == ReturnOutcome:
+		issues := r.Issues
+		if len(issues) == 0 {
+			issues = []outcome.Issue{{Severity: "information", Code: "informational", Diagnostics: "the interaction succeeded"}}
+		}
+		resp.Outcome = marshalJSON(outcome.Resource(issues))
+	case ret == ReturnRepresentation && e.method != "DELETE":
+		be.Resource = r.Body
+	}
+	return be
+}
+
+// ---------------------------------------------------------------------------
+// Batch
+
+func (s *Service) batch(ctx context.Context, entries []*entry, ret Return) (*Result, error) {
+	for _, e := range entries {
+		if e.result != nil {
+			continue // failed to parse
+		}
+		r, err := s.batchEntry(ctx, e)
+		if err != nil {
+			oe := entryError(e.index, s.internal(ctx, "batch entry", err))
+			r = &Result{Status: oe.Status, Issues: oe.Issues}
+		}
+		e.result = r
+	}
+	b := s.newBundle("batch-response")
+	for _, e := range entries {
+		b.Entry = append(b.Entry, s.responseEntry(e, ret))
+	}
+	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+}
+
+func (s *Service) batchEntry(ctx context.Context, e *entry) (*Result, error) {
+	switch e.method {
+	case "POST":
+		return s.createParsed(ctx, e.typ, e.resource, e.ifNoneExist)
+	case "PUT":
+		if e.hasQuery {
+			return s.updateParsed(ctx, e.typ, "", e.query, e.resource, e.ifMatch)
+		}
+		return s.updateParsed(ctx, e.typ, e.id, "", e.resource, e.ifMatch)
+	case "PATCH":
+		return s.patchParsed(ctx, e.typ, e.id, e.query, e.patch, e.ifMatch)
+	case "DELETE":
+		if e.hasQuery {
+			return s.ConditionalDelete(ctx, e.typ, e.query)
+		}
+		return s.Delete(ctx, e.typ, e.id, etagOrEmpty(e.ifMatch))
+	}
+	if err := s.access.Check(ctx, e.interaction(), e.typ); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, s.st, e)
+}
+
+func etagOrEmpty(v int64) string {
+	if v == 0 {
+		return ""
+	}
+	return ETag(v)
+}
+
+// createParsed is Create for an already decoded resource.
+func (s *Service) createParsed(ctx context.Context, typ string, res map[string]any, ifNoneExist string) (*Result, error) {
+	if err := s.access.Check(ctx, InteractionCreate, typ); err != nil {
+		return nil, err
+	}
+	if ifNoneExist != "" {
+		if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+			return nil, err
+		}
+	}
+	var out *Result
+	err := s.update(ctx, true, func(tx store.Tx) error {
+		r, err := s.createTx(ctx, tx, typ, deepCopy(res).(map[string]any), ifNoneExist, "", s.timestamp())
+		out = r
+		return err
+	})
+	return out, err
+}
+
+// updateParsed is Update / ConditionalUpdate for a decoded resource.
+func (s *Service) updateParsed(ctx context.Context, typ, id, criteria string, res map[string]any, ifMatch int64) (*Result, error) {
+	if err := s.access.Check(ctx, InteractionUpdate, typ); err != nil {
+		return nil, err
+	}
+	if criteria != "" {
+		if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+			return nil, err
+		}
+	}
+	var out *Result
+	err := s.update(ctx, ifMatch == 0, func(tx store.Tx) error {
+		var r *Result
+		var err error
+		if criteria != "" {
+			r, err = s.conditionalUpdateTx(ctx, tx, typ, criteria, deepCopy(res).(map[string]any), ifMatch, s.timestamp())
+		} else {
+			r, err = s.updateTx(ctx, tx, typ, id, deepCopy(res).(map[string]any), ifMatch, http.MethodPut, s.timestamp())
+		}
+		out = r
+		return err
+	})
+	if err != nil && ifMatch != 0 && errors.Is(err, store.ErrConflict) {
+		return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", ifMatch)
+	}
+	return out, err
+}
+
+// patchParsed is Patch / ConditionalPatch for decoded operations.
+func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops []patchOp, ifMatch int64) (*Result, error) {
+	if err := s.access.Check(ctx, InteractionPatch, typ); err != nil {
+		return nil, err
+	}
+	var out *Result
+	err := s.update(ctx, ifMatch == 0, func(tx store.Tx) error {
+		target := id
+		if criteria != "" {
+			t, err := s.resolveSingle(ctx, tx, typ, criteria)
+			if err != nil {
+				return err
+			}
+			target = t
+		}
+		r, err := s.patchTx(ctx, tx, typ, target, ops, ifMatch, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil && ifMatch != 0 && errors.Is(err, store.ErrConflict) {
+		return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", ifMatch)
+	}
+	return out, err
+}
+

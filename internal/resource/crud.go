@@ -1,0 +1,601 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Create stores a new resource of type typ from a JSON body (POST
+// [base]/[type]). Any id in the body is ignored and a new one is assigned
+// (R4 http.html#create). When ifNoneExist is not empty it is the search
+// query of an If-None-Exist header (conditional create): no match creates
+// the resource (201), one match returns that resource without writing
+// (200), several matches fail with 412.
+func (s *Service) Create(ctx context.Context, typ string, body []byte, ifNoneExist string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionCreate, typ); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(ifNoneExist) != "" {
+		if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.decodeForType(body, typ)
+	if err != nil {
+		return nil, err
+	}
+	var out *Result
+	err = s.update(ctx, true, func(tx store.Tx) error {
+		r, err := s.createTx(ctx, tx, typ, deepCopy(res).(map[string]any), ifNoneExist, "", s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		return nil, s.internal(ctx, "create", err)
+	}
+	return out, nil
+}
+
+// createTx creates res (conditionally when ifNoneExist is set) inside tx.
+// id is the id to assign ("" = a new one).
+func (s *Service) createTx(ctx context.Context, tx store.Tx, typ string, res map[string]any, ifNoneExist, id string, now time.Time) (*Result, error) {
+	if strings.TrimSpace(ifNoneExist) != "" {
+		matches, err := s.conditionalMatches(ctx, tx, typ, ifNoneExist)
+		if err != nil {
+			return nil, err
+		}
+		switch len(matches) {
+		case 0:
+		case 1:
+			m := matches[0]
+			return &Result{Status: http.StatusOK, Resource: &m, Body: m.Body, Issues: []outcome.Issue{{
+				Severity: "information", Code: "duplicate",
+				Diagnostics: fmt.Sprintf("a matching resource exists (%s/%s); nothing was created", m.Type, m.ID),
+			}}}, nil
+		default:
+			return nil, preconditionFailed("the If-None-Exist criteria match more than one %s resource", typ)
+		}
+	}
+	if id == "" {
+		id = NewID()
+	}
+	r, err := s.writeVersion(ctx, tx, typ, id, nil, res, http.MethodPost, now)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Status: http.StatusCreated, Resource: r, Body: r.Body}, nil
+}
+
+// conditionalMatches runs the criteria of a conditional interaction
+// inside tx (under the access filter) and returns up to two matches.
+func (s *Service) conditionalMatches(ctx context.Context, r reader, typ, criteria string) ([]store.Resource, error) {
+	req, err := s.parser.ParseConditional(typ, criteria)
+	if err != nil {
+		return nil, err
+	}
+	q := req.Query
+	q.Count = 2
+	q.Offset = 0
+	q.Total = store.TotalNone
+	q.Include, q.RevInclude, q.Sort = nil, nil, nil
+	q.Snapshot = ""
+	q.Filter = s.access.Filter(ctx)
+	res, err := r.Search(ctx, &q)
+	if err != nil {
+		return nil, err
+	}
+	return res.Matches, nil
+}
+
+// Read returns the current version of typ/id (GET [base]/[type]/[id]).
+// A deleted resource is a 410, an unknown one a 404.
+func (s *Service) Read(ctx context.Context, typ, id string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionRead, typ); err != nil {
+		return nil, err
+	}
+	r, err := s.readVisible(ctx, s.st, typ, id)
+	if err != nil {
+		return nil, s.internal(ctx, "read", err)
+	}
+	return &Result{Status: http.StatusOK, Resource: r, Body: r.Body}, nil
+}
+
+// readVisible reads the current, non-deleted version of typ/id.
+func (s *Service) readVisible(ctx context.Context, rd reader, typ, id string) (*store.Resource, error) {
+	cur, err := s.current(ctx, rd, typ, id)
+	if errors.Is(err, errHidden) {
+		return nil, notFound(typ, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		return nil, notFound(typ, id)
+	}
+	if cur.Deleted {
+		return nil, gone(typ, id)
+	}
+	return cur, nil
+}
+
+// VRead returns one version of typ/id (GET [base]/[type]/[id]/_history/[vid]).
+// A delete-marker version is a 410.
+func (s *Service) VRead(ctx context.Context, typ, id string, version int64) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionVRead, typ); err != nil {
+		return nil, err
+	}
+	r, err := s.vread(ctx, s.st, typ, id, version)
+	if err != nil {
+		return nil, s.internal(ctx, "vread", err)
+	}
+	return &Result{Status: http.StatusOK, Resource: r, Body: r.Body}, nil
+}
+
+type vreader interface {
+	reader
+	VRead(ctx context.Context, typ, id string, version int64) (*store.Resource, error)
+}
+
+func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version int64) (*store.Resource, error) {
+	if version < 1 {
+		return nil, outcome.NotFound("%s/%s has no version %d", typ, id, version)
+	}
+	if s.access.Filter(ctx) != nil {
+		// Membership is decided on the current version.
+		if _, err := s.current(ctx, st, typ, id); err != nil {
+			if errors.Is(err, errHidden) {
+				return nil, notFound(typ, id)
+			}
+			return nil, err
+		}
+	}
+	r, err := st.VRead(ctx, typ, id, version)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, outcome.NotFound("%s/%s has no version %d", typ, id, version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.Deleted {
+		return nil, outcome.New(http.StatusGone, "deleted", "version %d of %s/%s is a deletion", version, typ, id)
+	}
+	return r, nil
+}
+
+// Update replaces typ/id with the body (PUT [base]/[type]/[id]). The body's
+// resourceType and id must match the URL (400 otherwise). A resource that
+// does not exist (or is deleted) is created with the client's id (201).
+// ifMatch is the If-Match header ("" for none): W/"n" must be the current
+// version, else 412.
+func (s *Service) Update(ctx context.Context, typ, id string, body []byte, ifMatch string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionUpdate, typ); err != nil {
+		return nil, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.decodeForType(body, typ)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBodyID(res, id); err != nil {
+		return nil, err
+	}
+	var out *Result
+	err = s.update(ctx, version == 0, func(tx store.Tx) error {
+		r, err := s.updateTx(ctx, tx, typ, id, deepCopy(res).(map[string]any), version, http.MethodPut, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		if version != 0 && errors.Is(err, store.ErrConflict) {
+			return nil, preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
+		}
+		return nil, s.internal(ctx, "update", err)
+	}
+	return out, nil
+}
+
+// checkBodyID checks that the body's id equals the URL id (R4: a missing
+// or different id is a 400).
+func checkBodyID(res map[string]any, id string) error {
+	bid, present := res["id"]
+	if !present {
+		return outcome.BadRequest("the resource has no id; an update must carry the id %q of the URL", id).At("id")
+	}
+	if bs, ok := bid.(string); !ok || bs != id {
+		return outcome.BadRequest("the resource id %v does not match the id %q in the URL", bid, id).At("id")
+	}
+	return nil
+}
+
+// updateTx writes res as the next version of typ/id inside tx.
+func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res map[string]any, ifMatch int64, method string, now time.Time) (*Result, error) {
+	cur, err := s.current(ctx, tx, typ, id)
+	if errors.Is(err, errHidden) {
+		return nil, notFound(typ, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ifMatch != 0 {
+		if cur == nil || cur.Deleted {
+			return nil, preconditionFailed("If-Match version %d given but %s/%s does not exist", ifMatch, typ, id)
+		}
+		if cur.VersionID != ifMatch {
+			return nil, preconditionFailed("If-Match version %d is not the current version %d of %s/%s", ifMatch, cur.VersionID, typ, id)
+		}
+	}
+	r, err := s.writeVersion(ctx, tx, typ, id, cur, res, method, now)
+	if err != nil {
+		return nil, err
+	}
+	status := http.StatusOK
+	if cur == nil || cur.Deleted {
+		status = http.StatusCreated
+	}
+	return &Result{Status: status, Resource: r, Body: r.Body}, nil
+}
+
+// ConditionalUpdate updates the resource matching criteria (PUT
+// [base]/[type]?[criteria]). No match: the resource is created, with the
+// body's id when given (update-as-create) or a new id. One match: it is
+// updated; a body id different from the match is a 400. Several matches:
+// 412.
+func (s *Service) ConditionalUpdate(ctx context.Context, typ, criteria string, body []byte, ifMatch string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionUpdate, typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+		return nil, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.decodeForType(body, typ)
+	if err != nil {
+		return nil, err
+	}
+	var out *Result
+	err = s.update(ctx, version == 0, func(tx store.Tx) error {
+		r, err := s.conditionalUpdateTx(ctx, tx, typ, criteria, deepCopy(res).(map[string]any), version, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		if version != 0 && errors.Is(err, store.ErrConflict) {
+			return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
+		}
+		return nil, s.internal(ctx, "conditional update", err)
+	}
+	return out, nil
+}
+
+// resolveConditionalUpdate returns the id a conditional update writes to
+// and whether it matched an existing resource.
+func (s *Service) resolveConditionalUpdate(ctx context.Context, tx store.Tx, typ, criteria string, res map[string]any) (string, error) {
+	matches, err := s.conditionalMatches(ctx, tx, typ, criteria)
+	if err != nil {
+		return "", err
+	}
+	bid, hasID := res["id"]
+	bidStr, _ := bid.(string)
+	if hasID && (bidStr == "" || !ValidID(bidStr)) {
+		return "", outcome.BadRequest("invalid resource id %v", bid).At("id")
+	}
+	switch len(matches) {
+	case 0:
+		if hasID {
+			return bidStr, nil
+		}
+		return NewID(), nil
+	case 1:
+		if hasID && bidStr != matches[0].ID {
+			return "", outcome.BadRequest("the resource id %q does not match the id %q of the resource found by the criteria", bidStr, matches[0].ID).At("id")
+		}
+		return matches[0].ID, nil
+	default:
+		return "", preconditionFailed("the criteria match more than one %s resource", typ)
+	}
+}
+
+func (s *Service) conditionalUpdateTx(ctx context.Context, tx store.Tx, typ, criteria string, res map[string]any, ifMatch int64, now time.Time) (*Result, error) {
+	id, err := s.resolveConditionalUpdate(ctx, tx, typ, criteria, res)
+	if err != nil {
+		return nil, err
+	}
+	return s.updateTx(ctx, tx, typ, id, res, ifMatch, http.MethodPut, now)
+}
+
+// Patch applies a JSON Patch (RFC 6902, application/json-patch+json) to
+// typ/id (PATCH [base]/[type]/[id]). A malformed patch is a 400; a patch
+// that cannot be applied (failed test, missing path) or whose result is
+// not a valid resource is a 422; changing id or resourceType is a 400.
+func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMatch string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionPatch, typ); err != nil {
+		return nil, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := parsePatch(patch)
+	if err != nil {
+		return nil, err
+	}
+	var out *Result
+	err = s.update(ctx, version == 0, func(tx store.Tx) error {
+		r, err := s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		if version != 0 && errors.Is(err, store.ErrConflict) {
+			return nil, preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
+		}
+		return nil, s.internal(ctx, "patch", err)
+	}
+	return out, nil
+}
+
+// ConditionalPatch patches the single resource matching criteria (PATCH
+// [base]/[type]?[criteria]): no match 404, several 412.
+func (s *Service) ConditionalPatch(ctx context.Context, typ, criteria string, patch []byte, ifMatch string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionPatch, typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+		return nil, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := parsePatch(patch)
+	if err != nil {
+		return nil, err
+	}
+	var out *Result
+	err = s.update(ctx, version == 0, func(tx store.Tx) error {
+		id, err := s.resolveSingle(ctx, tx, typ, criteria)
+		if err != nil {
+			return err
+		}
+		r, err := s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		if version != 0 && errors.Is(err, store.ErrConflict) {
+			return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
+		}
+		return nil, s.internal(ctx, "conditional patch", err)
+	}
+	return out, nil
+}
+
+// resolveSingle returns the id of the single match of criteria: none is a
+// 404, several a 412.
+func (s *Service) resolveSingle(ctx context.Context, r reader, typ, criteria string) (string, error) {
+	matches, err := s.conditionalMatches(ctx, r, typ, criteria)
+	if err != nil {
+		return "", err
+	}
+	switch len(matches) {
+	case 0:
+		return "", outcome.NotFound("no %s resource matches the criteria", typ)
+	case 1:
+		return matches[0].ID, nil
+	default:
+		return "", preconditionFailed("the criteria match more than one %s resource", typ)
+	}
+}
+
+func parsePatch(patch []byte) ([]patchOp, error) {
+	ops, err := parseJSONPatch(patch)
+	if err != nil {
+		return nil, patchOutcome(err)
+	}
+	return ops, nil
+}
+
+func patchOutcome(err error) error {
+	var pe *PatchError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	if pe.Malformed {
+		return outcome.New(http.StatusBadRequest, "invalid", "%s", pe.Error())
+	}
+	return outcome.New(http.StatusUnprocessableEntity, "processing", "%s", pe.Error())
+}
+
+// patchTx applies ops to the current version of typ/id inside tx.
+func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops []patchOp, ifMatch int64, now time.Time) (*Result, error) {
+	cur, err := s.current(ctx, tx, typ, id)
+	if errors.Is(err, errHidden) || (err == nil && cur == nil) {
+		return nil, notFound(typ, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cur.Deleted {
+		return nil, gone(typ, id)
+	}
+	if ifMatch != 0 && cur.VersionID != ifMatch {
+		return nil, preconditionFailed("If-Match version %d is not the current version %d of %s/%s", ifMatch, cur.VersionID, typ, id)
+	}
+	doc, err := DecodeJSON(cur.Body)
+	if err != nil {
+		return nil, fmt.Errorf("decode stored %s: %w", typ, errors.New(err.Error()))
+	}
+	patched, err := applyOps(doc, ops)
+	if err != nil {
+		return nil, patchOutcome(err)
+	}
+	res, ok := patched.(map[string]any)
+	if !ok {
+		return nil, outcome.New(http.StatusUnprocessableEntity, "processing", "the patched document is not a JSON object")
+	}
+	if rt, _ := res["resourceType"].(string); rt != typ {
+		return nil, outcome.BadRequest("a patch may not change the resourceType").At("resourceType")
+	}
+	if rid, _ := res["id"].(string); rid != id {
+		return nil, outcome.BadRequest("a patch may not change the id").At("id")
+	}
+	r, err := s.writeVersion(ctx, tx, typ, id, cur, res, http.MethodPatch, now)
+	if err != nil {
+		var oe *outcome.Error
+		if errors.As(err, &oe) && oe.Status == http.StatusBadRequest {
+			// The patch document was fine; its result is not a valid resource.
+			return nil, &outcome.Error{Status: http.StatusUnprocessableEntity, Issues: oe.Issues}
+		}
+		return nil, err
+	}
+	return &Result{Status: http.StatusOK, Resource: r, Body: r.Body}, nil
+}
+
+// Delete deletes typ/id (DELETE [base]/[type]/[id]) by storing a delete
+// marker version. Deleting a resource that does not exist or is already
+// deleted succeeds without writing (idempotent, R4 http.html#delete):
+// Result.Status is 204 and Result.Resource is nil. ifMatch, when given,
+// must be the current version (412 otherwise).
+func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionDelete, typ); err != nil {
+		return nil, err
+	}
+	version, err := parseIfMatch(ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	var out *Result
+	err = s.update(ctx, version == 0, func(tx store.Tx) error {
+		r, err := s.deleteTx(ctx, tx, typ, id, version, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		if version != 0 && errors.Is(err, store.ErrConflict) {
+			return nil, preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
+		}
+		return nil, s.internal(ctx, "delete", err)
+	}
+	return out, nil
+}
+
+func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifMatch int64, now time.Time) (*Result, error) {
+	cur, err := s.current(ctx, tx, typ, id)
+	if errors.Is(err, errHidden) {
+		return nil, notFound(typ, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ifMatch != 0 && (cur == nil || cur.Deleted || cur.VersionID != ifMatch) {
+		return nil, preconditionFailed("If-Match version %d is not the current version of %s/%s", ifMatch, typ, id)
+	}
+	if cur == nil {
+		return &Result{Status: http.StatusNoContent, Issues: []outcome.Issue{{Severity: "information", Code: "not-found",
+			Diagnostics: fmt.Sprintf("%s/%s does not exist; nothing was deleted", typ, id)}}}, nil
+	}
+	if cur.Deleted {
+		return &Result{Status: http.StatusNoContent, Resource: cur, Issues: []outcome.Issue{{Severity: "information", Code: "deleted",
+			Diagnostics: fmt.Sprintf("%s/%s was already deleted", typ, id)}}}, nil
+	}
+	r, err := s.writeDelete(ctx, tx, cur, now)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Status: http.StatusNoContent, Resource: r, Issues: []outcome.Issue{{Severity: "information", Code: "informational",
+		Diagnostics: fmt.Sprintf("%s/%s was deleted (version %d)", typ, id, r.VersionID)}}}, nil
+}
+
+// ConditionalDelete deletes the resource matching criteria (DELETE
+// [base]/[type]?[criteria]). Lapis supports single conditional deletes:
+// no match succeeds with 204 and nothing deleted (like a delete of a
+// missing resource), one match is deleted, several matches fail with 412.
+func (s *Service) ConditionalDelete(ctx context.Context, typ, criteria string) (*Result, error) {
+	if err := s.checkType(typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionDelete, typ); err != nil {
+		return nil, err
+	}
+	if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+		return nil, err
+	}
+	var out *Result
+	err := s.update(ctx, true, func(tx store.Tx) error {
+		r, err := s.conditionalDeleteTx(ctx, tx, typ, criteria, s.timestamp())
+		out = r
+		return err
+	})
+	if err != nil {
+		return nil, s.internal(ctx, "conditional delete", err)
+	}
+	return out, nil
+}
+
+func (s *Service) conditionalDeleteTx(ctx context.Context, tx store.Tx, typ, criteria string, now time.Time) (*Result, error) {
+	matches, err := s.conditionalMatches(ctx, tx, typ, criteria)
+	if err != nil {
+		return nil, err
+	}
+	switch len(matches) {
+	case 0:
+		return &Result{Status: http.StatusNoContent, Issues: []outcome.Issue{{Severity: "information", Code: "not-found",
+			Diagnostics: fmt.Sprintf("no %s resource matches the criteria; nothing was deleted", typ)}}}, nil
+	case 1:
+		return s.deleteTx(ctx, tx, typ, matches[0].ID, 0, now)
+	default:
+		return nil, preconditionFailed("the criteria match more than one %s resource; multiple deletes are not supported", typ)
+	}
+}

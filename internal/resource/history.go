@@ -1,0 +1,176 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// HistoryCursorParam is the query parameter carrying the opaque history
+// paging cursor in next links.
+const HistoryCursorParam = "_cursor"
+
+// History returns a history Bundle (R4 http.html#history): of one resource
+// (typ and id set), of a type (typ set) or of the whole system (neither).
+// Supported parameters: _since (instant or dateTime), _count, and the
+// paging cursor of next links. _at and _list are not supported (400 when
+// strict, ignored otherwise); unknown parameters likewise.
+func (s *Service) History(ctx context.Context, typ, id string, params url.Values, strict bool) (*Result, error) {
+	op := InteractionHistorySystem
+	if typ != "" {
+		if err := s.checkType(typ); err != nil {
+			return nil, err
+		}
+		op = InteractionHistoryType
+		if id != "" {
+			if err := checkID(id); err != nil {
+				return nil, err
+			}
+			op = InteractionHistoryInstance
+		}
+	}
+	if err := s.access.Check(ctx, op, typ); err != nil {
+		return nil, err
+	}
+	hq := store.HistoryQuery{Type: typ, ID: id, Count: s.defHistory, Filter: s.access.Filter(ctx)}
+	links := url.Values{}
+	onlyTotal := false
+	for key, vals := range params {
+		if len(vals) == 0 {
+			continue
+		}
+		v := vals[0]
+		switch key {
+		case "_format", "_pretty":
+		case "_since":
+			r, err := fhirtime.Parse(v)
+			if err != nil || r.Precision < fhirtime.Day {
+				return nil, outcome.BadRequest("invalid _since %q: expected an instant such as 2024-01-02T03:04:05Z", v)
+			}
+			hq.Since = time.UnixMilli(r.Lo).UTC()
+			links.Set("_since", v)
+		case "_count":
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 0 {
+				return nil, outcome.BadRequest("invalid _count %q: expected a non-negative integer", v)
+			}
+			if n > s.maxHistory {
+				n = s.maxHistory
+			}
+			if n == 0 {
+				onlyTotal = true
+				n = 1
+			}
+			hq.Count = n
+			links.Set("_count", strconv.Itoa(n))
+		case HistoryCursorParam:
+			hq.Before = v
+		default:
+			if strict {
+				return nil, outcome.New(http.StatusBadRequest, "not-supported", "history parameter %q is not supported", key)
+			}
+		}
+	}
+	if id != "" && hq.Filter != nil {
+		if _, err := s.current(ctx, s.st, typ, id); err != nil {
+			if errors.Is(err, errHidden) {
+				return nil, notFound(typ, id)
+			}
+			return nil, s.internal(ctx, "history", err)
+		}
+	}
+	page, err := s.st.History(ctx, hq)
+	if errors.Is(err, store.ErrNotFound) && hq.Before != "" {
+		return nil, outcome.BadRequest("invalid %s paging cursor", HistoryCursorParam)
+	}
+	if err != nil {
+		return nil, s.internal(ctx, "history", err)
+	}
+	if id != "" && page.Total == 0 && hq.Before == "" && hq.Since.IsZero() {
+		return nil, notFound(typ, id)
+	}
+	path := s.base
+	if typ != "" {
+		path += "/" + typ
+		if id != "" {
+			path += "/" + id
+		}
+	}
+	path += "/_history"
+	b := s.newBundle("history")
+	total := page.Total
+	b.Total = &total
+	self := cloneValues(links)
+	if hq.Before != "" {
+		self.Set(HistoryCursorParam, hq.Before)
+	}
+	b.Link = append(b.Link, bundleLink{Relation: "self", URL: withQuery(path, self)})
+	if page.Next != "" && !onlyTotal {
+		next := cloneValues(links)
+		if next.Get("_count") == "" {
+			next.Set("_count", strconv.Itoa(hq.Count))
+		}
+		next.Set(HistoryCursorParam, page.Next)
+		b.Link = append(b.Link, bundleLink{Relation: "next", URL: withQuery(path, next)})
+	}
+	if !onlyTotal {
+		for i := range page.Versions {
+			b.Entry = append(b.Entry, s.historyEntry(&page.Versions[i]))
+		}
+	}
+	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+}
+
+func (s *Service) historyEntry(v *store.Resource) *bundleEntry {
+	e := &bundleEntry{FullURL: s.fullURL(v.Type, v.ID)}
+	method := v.Method
+	if method == "" {
+		method = http.MethodPut
+		if v.VersionID == 1 {
+			method = http.MethodPost
+		}
+	}
+	req := &entryRequest{Method: method, URL: v.Type + "/" + v.ID}
+	resp := &entryResponse{Etag: ETag(v.VersionID), LastModified: instant(v)}
+	switch {
+	case v.Deleted:
+		resp.Status = statusLine(http.StatusNoContent)
+	case method == http.MethodPost:
+		req.URL = v.Type
+		resp.Status = statusLine(http.StatusCreated)
+		resp.Location = versionLocation(v)
+	case v.VersionID == 1:
+		resp.Status = statusLine(http.StatusCreated)
+		resp.Location = versionLocation(v)
+	default:
+		resp.Status = statusLine(http.StatusOK)
+	}
+	if !v.Deleted {
+		e.Resource = v.Body
+	}
+	e.Request, e.Response = req, resp
+	return e
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v))
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}

@@ -1,0 +1,198 @@
+package resource
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+)
+
+// refRewriter rewrites references inside transaction entries (R4
+// bundle.html#references and http.html#trules): every reference to the
+// fullUrl of another entry is replaced by the entry's resolved "Type/id",
+// in Reference.reference, in elements of type uri, url, oid and uuid, and
+// in <a href> / <img src> of the narrative; canonical elements are left
+// alone. Conditional references ("Patient?identifier=x|y") in
+// Reference.reference are resolved by cond.
+type refRewriter struct {
+	reg     *definitions.Registry
+	mapping map[string]string // fullUrl -> "Type/id"
+	// cond resolves a conditional reference to "Type/id"; nil leaves them.
+	cond func(ref string) (string, error)
+}
+
+var condRefRE = regexp.MustCompile(`^[A-Z][A-Za-z]+\?.`)
+
+// isConditionalRef reports whether ref is a conditional reference.
+func isConditionalRef(ref string) bool { return condRefRE.MatchString(ref) }
+
+// rewriteResource rewrites the references of a resource in place.
+func (rw *refRewriter) rewriteResource(res map[string]any) error {
+	typ, _ := res["resourceType"].(string)
+	if typ == "" {
+		return nil
+	}
+	return rw.walkObject(typ, res)
+}
+
+// walkObject walks the members of an object whose definition path (a type
+// name or a backbone element path) is path.
+func (rw *refRewriter) walkObject(path string, obj map[string]any) error {
+	for key, val := range obj {
+		if key == "resourceType" {
+			continue
+		}
+		if strings.HasPrefix(key, "_") {
+			// Primitive extension sibling: {id, extension}.
+			if err := rw.walkValue("Element", "", val, false); err != nil {
+				return err
+			}
+			continue
+		}
+		typ, childPath := rw.elementType(path, key)
+		isRef := path == "Reference" && key == "reference"
+		if arr, ok := val.([]any); ok {
+			for i, item := range arr {
+				nv, err := rw.rewriteValue(typ, childPath, item, isRef)
+				if err != nil {
+					return err
+				}
+				arr[i] = nv
+			}
+			continue
+		}
+		nv, err := rw.rewriteValue(typ, childPath, val, isRef)
+		if err != nil {
+			return err
+		}
+		obj[key] = nv
+	}
+	return nil
+}
+
+func (rw *refRewriter) walkValue(childPath, typ string, val any, isRef bool) error {
+	if arr, ok := val.([]any); ok {
+		for i, item := range arr {
+			nv, err := rw.rewriteValue(typ, childPath, item, isRef)
+			if err != nil {
+				return err
+			}
+			arr[i] = nv
+		}
+		return nil
+	}
+	_, err := rw.rewriteValue(typ, childPath, val, isRef)
+	return err
+}
+
+// rewriteValue rewrites one value of type typ and returns its replacement.
+func (rw *refRewriter) rewriteValue(typ, childPath string, val any, isRef bool) (any, error) {
+	switch v := val.(type) {
+	case string:
+		switch {
+		case isRef:
+			if t, ok := rw.mapping[v]; ok {
+				return t, nil
+			}
+			if rw.cond != nil && isConditionalRef(v) {
+				return rw.cond(v)
+			}
+		case typ == "uri" || typ == "url" || typ == "oid" || typ == "uuid":
+			if t, ok := rw.mapping[v]; ok {
+				return t, nil
+			}
+		case typ == "xhtml":
+			return rw.rewriteXHTML(v), nil
+		}
+		return v, nil
+	case map[string]any:
+		if typ == "Resource" {
+			return v, rw.rewriteResource(v)
+		}
+		if childPath == "" {
+			return v, nil
+		}
+		return v, rw.walkObject(childPath, v)
+	default:
+		return val, nil
+	}
+}
+
+// elementType returns the type code of member key of the object at path
+// and the definition path of its children ("" when unknown or primitive).
+func (rw *refRewriter) elementType(path, key string) (string, string) {
+	if e := rw.reg.Element(path + "." + key); e != nil && !e.Choice {
+		if len(e.Types) == 0 {
+			return "", e.Path // element with a content reference
+		}
+		t := e.Types[0]
+		switch {
+		case t == "BackboneElement" || t == "Element" && e.Path != "Element":
+			return t, e.Path
+		case rw.reg.IsPrimitive(t):
+			return t, ""
+		default:
+			return t, t
+		}
+	}
+	for _, c := range rw.reg.Children(path) {
+		if !c.Choice || !strings.HasPrefix(key, c.Name) || len(key) == len(c.Name) {
+			continue
+		}
+		suffix := key[len(c.Name):]
+		for _, t := range c.Types {
+			if strings.EqualFold(t, suffix) {
+				if rw.reg.IsPrimitive(t) {
+					return t, ""
+				}
+				return t, t
+			}
+		}
+	}
+	return "", ""
+}
+
+// rewriteXHTML replaces placeholder URLs in href and src attributes.
+func (rw *refRewriter) rewriteXHTML(div string) string {
+	if !strings.Contains(div, "urn:") && len(rw.mapping) == 0 {
+		return div
+	}
+	for from, to := range rw.mapping {
+		if !strings.Contains(div, from) {
+			continue
+		}
+		for _, attr := range []string{"href", "src"} {
+			for _, q := range []string{`"`, `'`} {
+				div = strings.ReplaceAll(div, attr+"="+q+from+q, attr+"="+q+to+q)
+			}
+		}
+	}
+	return div
+}
+
+// rewriteQuery replaces placeholders in a conditional query string or a
+// request URL (raw and percent-encoded forms).
+func (rw *refRewriter) rewriteQuery(q string) string {
+	for from, to := range rw.mapping {
+		if strings.Contains(q, from) {
+			q = strings.ReplaceAll(q, from, to)
+		}
+		if enc := queryEscape(from); enc != from && strings.Contains(q, enc) {
+			q = strings.ReplaceAll(q, enc, to)
+		}
+	}
+	return q
+}
+
+func queryEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == ':' || c == '/' {
+			b.WriteString("%" + strings.ToUpper(string("0123456789abcdef"[c>>4])+string("0123456789abcdef"[c&15])))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,159 @@
+package resource
+
+import (
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+)
+
+var (
+	regOnce sync.Once
+	regVal  *definitions.Registry
+	regErr  error
+)
+
+func testRegistry(t testing.TB) *definitions.Registry {
+	t.Helper()
+	regOnce.Do(func() { regVal, regErr = definitions.Load() })
+	if regErr != nil {
+		t.Fatal(regErr)
+	}
+	return regVal
+}
+
+func TestRefRewriter(t *testing.T) {
+	reg := testRegistry(t)
+	const pat = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"
+	rw := &refRewriter{reg: reg, mapping: map[string]string{
+		pat:                      "Patient/abc",
+		"urn:oid:1.2.3":          "Practitioner/p1",
+		"http://other/Patient/9": "Patient/9",
+	}, cond: func(ref string) (string, error) { return "Organization/o1", nil }}
+	doc := decodeAny(t, `{
+	  "resourceType": "Observation",
+	  "status": "final",
+	  "code": {"text": "x"},
+	  "subject": {"reference": "`+pat+`"},
+	  "performer": [{"reference": "urn:oid:1.2.3"}, {"reference": "Organization?identifier=a|b"}, {"reference": "http://other/Patient/9"}],
+	  "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"`+pat+`\">p</a><img src='`+pat+`'/></div>"},
+	  "extension": [{"url": "http://example.org/ext", "valueReference": {"reference": "`+pat+`"}},
+	                {"url": "http://example.org/u", "valueUri": "`+pat+`"},
+	                {"url": "http://example.org/c", "valueCanonical": "`+pat+`"},
+	                {"url": "http://example.org/s", "valueString": "`+pat+`"}],
+	  "component": [{"code": {"text": "c"}, "extension": [{"url": "http://e", "valueReference": {"reference": "`+pat+`"}}]}],
+	  "contained": [{"resourceType": "Provenance", "id": "p", "recorded": "2020-01-01T00:00:00Z", "agent": [{"who": {"reference": "`+pat+`"}}], "target": [{"reference": "`+pat+`"}]}],
+	  "_status": {"extension": [{"url": "http://e", "valueReference": {"reference": "`+pat+`"}}]},
+	  "identifier": [{"system": "urn:ietf:rfc:3986", "value": "`+pat+`"}]
+	}`).(map[string]any)
+	if err := rw.rewriteResource(doc); err != nil {
+		t.Fatal(err)
+	}
+	want := decodeAny(t, `{
+	  "resourceType": "Observation",
+	  "status": "final",
+	  "code": {"text": "x"},
+	  "subject": {"reference": "Patient/abc"},
+	  "performer": [{"reference": "Practitioner/p1"}, {"reference": "Organization/o1"}, {"reference": "Patient/9"}],
+	  "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"Patient/abc\">p</a><img src='Patient/abc'/></div>"},
+	  "extension": [{"url": "http://example.org/ext", "valueReference": {"reference": "Patient/abc"}},
+	                {"url": "http://example.org/u", "valueUri": "Patient/abc"},
+	                {"url": "http://example.org/c", "valueCanonical": "`+pat+`"},
+	                {"url": "http://example.org/s", "valueString": "`+pat+`"}],
+	  "component": [{"code": {"text": "c"}, "extension": [{"url": "http://e", "valueReference": {"reference": "Patient/abc"}}]}],
+	  "contained": [{"resourceType": "Provenance", "id": "p", "recorded": "2020-01-01T00:00:00Z", "agent": [{"who": {"reference": "Patient/abc"}}], "target": [{"reference": "Patient/abc"}]}],
+	  "_status": {"extension": [{"url": "http://e", "valueReference": {"reference": "Patient/abc"}}]},
+	  "identifier": [{"system": "urn:ietf:rfc:3986", "value": "`+pat+`"}]
+	}`)
+	if !jsonEqual(doc, want) {
+		got, _ := json.MarshalIndent(doc, "", " ")
+		t.Fatalf("got %s", got)
+	}
+	if q := rw.rewriteQuery("subject=" + pat + "&x=urn%3Auuid%3A61ebe359-bfdc-4613-8bf2-c5e300945f0a"); q != "subject=Patient/abc&x=Patient/abc" {
+		t.Fatalf("rewriteQuery: %s", q)
+	}
+}
+
+func TestMarshalResource(t *testing.T) {
+	m := decodeAny(t, `{"name":[{"text":"a<b>&"}],"id":"x","resourceType":"Patient","meta":{"versionId":"1"},"active":true,"x":1.50}`).(map[string]any)
+	b, err := MarshalResource(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"resourceType":"Patient","id":"x","meta":{"versionId":"1"},"active":true,"name":[{"text":"a<b>&"}],"x":1.50}`
+	if string(b) != want {
+		t.Fatalf("got %s\nwant %s", b, want)
+	}
+}
+
+func TestIDsAndETags(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		id := NewID()
+		if !ValidID(id) || len(id) != 36 || seen[id] {
+			t.Fatalf("bad id %q", id)
+		}
+		seen[id] = true
+	}
+	for in, want := range map[string]int64{`W/"3"`: 3, `"12"`: 12, `7`: 7, ` W/"1" `: 1} {
+		if v, err := ParseETag(in); err != nil || v != want {
+			t.Errorf("ParseETag(%q) = %d, %v", in, v, err)
+		}
+	}
+	for _, in := range []string{`W/"x"`, `W/"0"`, `*`, ``, `W/"-1"`} {
+		if _, err := ParseETag(in); err == nil {
+			t.Errorf("ParseETag(%q) accepted", in)
+		}
+	}
+	if ETag(5) != `W/"5"` {
+		t.Fatal(ETag(5))
+	}
+}
+
+func TestSubset(t *testing.T) {
+	reg := testRegistry(t)
+	body := []byte(`{"resourceType":"Patient","id":"1","meta":{"versionId":"1"},"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},"active":true,"name":[{"family":"F"}],"photo":[{"contentType":"image/png"}],"birthDate":"2000-01-01","_birthDate":{"extension":[{"url":"http://e","valueString":"s"}]},"multipleBirthBoolean":false}`)
+	keys := func(b []byte) map[string]bool {
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for k := range m {
+			out[k] = true
+		}
+		tags := m["meta"].(map[string]any)["tag"]
+		if tags == nil {
+			out["!untagged"] = true
+		}
+		return out
+	}
+	sub := func(summary string, elements ...string) map[string]bool {
+		b, err := Subset(reg, body, summary, elements)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys(b)
+	}
+	k := sub("true")
+	if !k["name"] || !k["active"] || !k["birthDate"] || k["photo"] || k["text"] || k["multipleBirthBoolean"] || k["!untagged"] {
+		t.Errorf("_summary=true: %v", k)
+	}
+	k = sub("text")
+	if !k["text"] || !k["id"] || k["name"] || k["!untagged"] {
+		t.Errorf("_summary=text: %v", k)
+	}
+	k = sub("data")
+	if k["text"] || !k["photo"] || k["!untagged"] {
+		t.Errorf("_summary=data: %v", k)
+	}
+	k = sub("false")
+	if !k["text"] || !k["!untagged"] {
+		t.Errorf("_summary=false: %v", k)
+	}
+	k = sub("", "birthDate", "multipleBirth")
+	if !k["birthDate"] || !k["_birthDate"] || !k["multipleBirthBoolean"] || k["name"] || !k["id"] || !k["meta"] || k["!untagged"] {
+		t.Errorf("_elements: %v", k)
+	}
+}

@@ -1,0 +1,147 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/search"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// SnapshotParam is the query parameter of paging links that names the
+// stored result snapshot (store.SearchResult.Snapshot) being paged through.
+const SnapshotParam = "_snapshot"
+
+// Search runs a search (R4 search.html) of typ ("" for a system-level
+// search, where _type may list types) and returns a searchset Bundle:
+//
+//   - link self (the recognised parameters), first, previous and next
+//     (paging through the stored snapshot of the ordered result with
+//     _snapshot and _offset; an expired snapshot re-runs the search);
+//   - total unless _total=none;
+//   - entry.fullUrl, entry.search.mode "match"/"include", resources
+//     subsetted by _summary/_elements;
+//   - an OperationOutcome entry (search.mode "outcome") with a warning per
+//     ignored parameter or adjusted value.
+//
+// strict is Prefer: handling=strict (unknown parameters are a 400).
+func (s *Service) Search(ctx context.Context, typ string, params url.Values, strict bool) (*Result, error) {
+	op := InteractionSearchSystem
+	if typ != "" {
+		if err := s.checkType(typ); err != nil {
+			return nil, err
+		}
+		op = InteractionSearchType
+	}
+	if err := s.access.Check(ctx, op, typ); err != nil {
+		return nil, err
+	}
+	b, err := s.search(ctx, s.st, typ, params, strict)
+	if err != nil {
+		return nil, s.internal(ctx, "search", err)
+	}
+	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+}
+
+func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool) (*bundle, error) {
+	params = cloneValues(params)
+	snapshot := params.Get(SnapshotParam)
+	delete(params, SnapshotParam)
+	req, err := s.parser.Parse(typ, params, strict)
+	if err != nil {
+		return nil, err
+	}
+	q := req.Query
+	q.Filter = s.access.Filter(ctx)
+	q.Snapshot = snapshot
+	res, err := r.Search(ctx, &q)
+	if errors.Is(err, store.ErrSnapshotExpired) && q.Snapshot != "" {
+		q.Snapshot = ""
+		res, err = r.Search(ctx, &q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.searchBundle(typ, req, &q, res)
+}
+
+func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, res *store.SearchResult) (*bundle, error) {
+	b := s.newBundle("searchset")
+	if q.Total != store.TotalNone && res.Total >= 0 {
+		t := res.Total
+		b.Total = &t
+	}
+	path := s.base
+	if typ != "" {
+		path += "/" + typ
+	}
+	snap := res.Snapshot
+	if snap == "" {
+		snap = q.Snapshot
+	}
+	link := func(rel string, offset int) {
+		v := cloneValues(req.Canonical)
+		v.Del("_offset")
+		if offset > 0 {
+			v.Set("_offset", strconv.Itoa(offset))
+		}
+		if rel != "self" || q.Snapshot != "" {
+			if snap != "" {
+				v.Set(SnapshotParam, snap)
+			}
+		}
+		if rel != "self" {
+			v.Set("_count", strconv.Itoa(q.Count))
+		}
+		b.Link = append(b.Link, bundleLink{Relation: rel, URL: withQuery(path, v)})
+	}
+	link("self", q.Offset)
+	if q.Count > 0 {
+		if q.Offset > 0 || res.HasMore {
+			link("first", 0)
+		}
+		if q.Offset > 0 {
+			link("previous", max(0, q.Offset-q.Count))
+		}
+		if res.HasMore {
+			link("next", q.Offset+q.Count)
+		}
+	}
+	if len(req.Warnings) > 0 || len(req.Ignored) > 0 {
+		var issues []outcome.Issue
+		for _, w := range req.Warnings {
+			issues = append(issues, outcome.Issue{Severity: "warning", Code: "processing", Diagnostics: w})
+		}
+		if len(req.Warnings) == 0 {
+			for _, k := range req.Ignored {
+				issues = append(issues, outcome.Issue{Severity: "warning", Code: "not-supported", Diagnostics: "parameter " + k + " was ignored"})
+			}
+		}
+		b.Entry = append(b.Entry, &bundleEntry{Resource: marshalJSON(outcome.Resource(issues)), Search: &entrySearch{Mode: "outcome"}})
+	}
+	add := func(r *store.Resource, mode string) error {
+		body, err := Subset(s.reg, r.Body, req.Summary, req.Elements)
+		if err != nil {
+			return err
+		}
+		b.Entry = append(b.Entry, &bundleEntry{FullURL: s.fullURL(r.Type, r.ID), Resource: body, Search: &entrySearch{Mode: mode}})
+		return nil
+	}
+	if req.Summary != "count" {
+		for i := range res.Matches {
+			if err := add(&res.Matches[i], "match"); err != nil {
+				return nil, err
+			}
+		}
+		for i := range res.Included {
+			if err := add(&res.Included[i], "include"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return b, nil
+}

@@ -1,0 +1,172 @@
+// Package postgres is the store.Store on PostgreSQL (pgx v5, pgxpool). Each
+// Put is one round trip (a data-modifying WITH statement that upserts the
+// current row, appends the history row and drops the old index rows); the
+// new index rows are buffered and sent with unnest arrays, one statement per
+// index table, before the next search in the transaction or at commit.
+// Search SQL is shared with the SQLite store through package sqlgen.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/sqlgen"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune a Store; the zero value is the production configuration.
+type Options struct {
+	// SnapshotCap overrides sqlgen.SnapshotCap when positive (tests).
+	SnapshotCap int
+}
+
+// Store is a store.Store on a PostgreSQL database.
+type Store struct {
+	pool *pgxpool.Pool
+	eng  *sqlgen.Engine
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at url (postgres://...) and migrates its
+// schema.
+func Open(ctx context.Context, url string) (*Store, error) {
+	return OpenWith(ctx, url, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: migrate: %w", err)
+	}
+	return &Store{pool: pool, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}, nil
+}
+
+// migrate applies the embedded goose migrations under a PostgreSQL
+// advisory lock, so processes opening the database together take turns.
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
+	if err != nil {
+		return err
+	}
+	_, err = p.Up(ctx)
+	return err
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Pool returns the connection pool (for tests and diagnostics).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Engine returns the shared SQL engine (for tests and diagnostics).
+func (s *Store) Engine() *sqlgen.Engine { return s.eng }
+
+// Read returns the current version of a resource.
+func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
+	return s.eng.Read(ctx, querier{s.pool}, typ, id, false)
+}
+
+// VRead returns one version of a resource.
+func (s *Store) VRead(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
+	return s.eng.VRead(ctx, querier{s.pool}, typ, id, version)
+}
+
+// History lists versions, newest first.
+func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.HistoryPage, error) {
+	return s.eng.History(ctx, querier{s.pool}, q)
+}
+
+// Search runs a search.
+func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
+	qr := querier{s.pool}
+	return s.eng.Search(ctx, qr, qr, q)
+}
+
+// Update runs fn in one READ COMMITTED transaction; Tx.Read and Put lock
+// the rows they read.
+func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	ptx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	t := &tx{s: s, tx: ptx}
+	if err := fn(t); err != nil {
+		ptx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := t.flush(ctx); err != nil {
+		ptx.Rollback(context.WithoutCancel(ctx))
+		return mapErr(err)
+	}
+	return mapErr(ptx.Commit(ctx))
+}
+
+// mapErr reports serialization failures, deadlocks and unique violations
+// as store.ErrConflict.
+func mapErr(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "40001", "40P01", "23505":
+			return fmt.Errorf("%w: %s", store.ErrConflict, pe.Message)
+		}
+	}
+	return err
+}
+
+// querier adapts pgxpool.Pool and pgx.Tx to sqlgen.Querier.
+type querier struct {
+	c interface {
+		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	}
+}
+
+func (q querier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Rows, error) {
+	r, err := q.c.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return r, nil
+}
+
+func (q querier) Exec(ctx context.Context, sql string, args ...any) error {
+	_, err := q.c.Exec(ctx, sql, args...)
+	return mapErr(err)
+}

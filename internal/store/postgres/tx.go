@@ -1,0 +1,250 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/sqlgen"
+)
+
+// createSQL inserts a new resource (version 1) and its history row; no row
+// comes back when the resource already exists (or a concurrent transaction
+// created it first).
+const createSQL = `WITH ins AS (
+	INSERT INTO resources (type, id, version, last_updated, deleted, method, idx_mask, body)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	ON CONFLICT (type, id) DO NOTHING
+	RETURNING rid
+), h AS (
+	INSERT INTO history (rid, type, id, version, last_updated, deleted, method, body)
+	SELECT rid, $1, $2, $3, $4, $5, $6, $8 FROM ins
+)
+SELECT rid FROM ins`
+
+// updateSQL replaces the current version $9 with version $3, appends the
+// history row and drops the old index rows; no row comes back when the
+// current version is not $9.
+var updateSQL = func() string {
+	s := `WITH up AS (
+	UPDATE resources SET version = $3, last_updated = $4, deleted = $5, method = $6, idx_mask = $7, body = $8
+	WHERE type = $1 AND id = $2 AND version = $9
+	RETURNING rid
+), h AS (
+	INSERT INTO history (rid, type, id, version, last_updated, deleted, method, body)
+	SELECT rid, $1, $2, $3, $4, $5, $6, $8 FROM up
+)`
+	for i, t := range sqlgen.IndexTables {
+		s += ", d" + string(rune('0'+i)) + " AS (DELETE FROM " + t + " WHERE rid IN (SELECT rid FROM up))"
+	}
+	return s + "\nSELECT rid FROM up"
+}()
+
+// Index row inserts from parallel arrays.
+const (
+	insString    = `INSERT INTO idx_string (rid, type, param, grp, norm, exact) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[])`
+	insToken     = `INSERT INTO idx_token (rid, type, param, grp, system, code, text) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])`
+	insReference = `INSERT INTO idx_reference (rid, type, param, grp, target_type, target_id, url) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[])`
+	insDate      = `INSERT INTO idx_date (rid, type, param, grp, lo, hi) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[])`
+	insNumber    = `INSERT INTO idx_number (rid, type, param, grp, lo, hi) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[])`
+	insQuantity  = `INSERT INTO idx_quantity (rid, type, param, grp, system, code, unit, lo, hi) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::float8[], $9::float8[])`
+	insURI       = `INSERT INTO idx_uri (rid, type, param, grp, uri) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[])`
+)
+
+// pending is an index row waiting to be sent, with its resource's rid and type.
+type pending[R any] struct {
+	rid int64
+	typ string
+	row R
+}
+
+// buffer holds the index rows of the Puts not yet sent.
+type buffer struct {
+	strings    []pending[store.StringRow]
+	tokens     []pending[store.TokenRow]
+	references []pending[store.ReferenceRow]
+	dates      []pending[store.DateRow]
+	numbers    []pending[store.NumberRow]
+	quantities []pending[store.QuantityRow]
+	uris       []pending[store.URIRow]
+	rids       map[int64]bool
+}
+
+func (b *buffer) len() int {
+	return len(b.strings) + len(b.tokens) + len(b.references) + len(b.dates) + len(b.numbers) + len(b.quantities) + len(b.uris)
+}
+
+func add[R any](dst *[]pending[R], rid int64, typ string, rows []R) {
+	for _, r := range rows {
+		*dst = append(*dst, pending[R]{rid, typ, r})
+	}
+}
+
+func drop[R any](dst *[]pending[R], rid int64) {
+	out := (*dst)[:0]
+	for _, p := range *dst {
+		if p.rid != rid {
+			out = append(out, p)
+		}
+	}
+	*dst = out
+}
+
+// tx is a store.Tx on a pgx transaction.
+type tx struct {
+	s   *Store
+	tx  pgx.Tx
+	buf buffer
+}
+
+// Read returns the current version, locked FOR UPDATE.
+func (t *tx) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
+	return t.s.eng.Read(ctx, querier{t.tx}, typ, id, true)
+}
+
+// Search sends the buffered index rows and runs a search in the transaction.
+func (t *tx) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, mapErr(err)
+	}
+	qr := querier{t.tx}
+	return t.s.eng.Search(ctx, qr, qr, q)
+}
+
+// Put stores a new version in one round trip and buffers its index rows.
+func (t *tx) Put(ctx context.Context, w *store.Write) error {
+	if w.Version < 1 {
+		return store.ErrConflict
+	}
+	ix := &w.Index
+	if w.Deleted {
+		ix = &store.Index{}
+	}
+	body := w.Body
+	if w.Deleted || body == nil {
+		body = []byte{}
+	}
+	ms := w.LastUpdated.UnixMilli()
+	mask := sqlgen.Mask(ix)
+	var rid int64
+	var err error
+	if w.Version == 1 {
+		err = t.tx.QueryRow(ctx, createSQL, w.Type, w.ID, w.Version, ms, w.Deleted, w.Method, mask, body).Scan(&rid)
+	} else {
+		err = t.tx.QueryRow(ctx, updateSQL, w.Type, w.ID, w.Version, ms, w.Deleted, w.Method, mask, body, w.Version-1).Scan(&rid)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrConflict
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	b := &t.buf
+	if b.rids[rid] {
+		drop(&b.strings, rid)
+		drop(&b.tokens, rid)
+		drop(&b.references, rid)
+		drop(&b.dates, rid)
+		drop(&b.numbers, rid)
+		drop(&b.quantities, rid)
+		drop(&b.uris, rid)
+	}
+	if mask == 0 {
+		return nil
+	}
+	if b.rids == nil {
+		b.rids = make(map[int64]bool)
+	}
+	b.rids[rid] = true
+	add(&b.strings, rid, w.Type, ix.Strings)
+	add(&b.tokens, rid, w.Type, ix.Tokens)
+	add(&b.references, rid, w.Type, ix.References)
+	add(&b.dates, rid, w.Type, ix.Dates)
+	add(&b.numbers, rid, w.Type, ix.Numbers)
+	add(&b.quantities, rid, w.Type, ix.Quantities)
+	add(&b.uris, rid, w.Type, ix.URIs)
+	return nil
+}
+
+// columns gathers the common columns of buffered rows.
+func columns[R any](ps []pending[R]) (rids []int64, types []string) {
+	rids = make([]int64, len(ps))
+	types = make([]string, len(ps))
+	for i, p := range ps {
+		rids[i], types[i] = p.rid, p.typ
+	}
+	return
+}
+
+// flush sends the buffered index rows in one batch.
+func (t *tx) flush(ctx context.Context) error {
+	b := &t.buf
+	if b.len() == 0 {
+		return nil
+	}
+	batch := &pgx.Batch{}
+	if ps := b.strings; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, norm, exact := make([]string, len(ps)), make([]int32, len(ps)), make([]string, len(ps)), make([]string, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], norm[i], exact[i] = p.row.Param, p.row.Group, p.row.Norm, p.row.Exact
+		}
+		batch.Queue(insString, rid, typ, param, grp, norm, exact)
+	}
+	if ps := b.tokens; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, sys, code, text := make([]string, len(ps)), make([]int32, len(ps)), make([]string, len(ps)), make([]string, len(ps)), make([]string, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], sys[i], code[i], text[i] = p.row.Param, p.row.Group, p.row.System, p.row.Code, p.row.Text
+		}
+		batch.Queue(insToken, rid, typ, param, grp, sys, code, text)
+	}
+	if ps := b.references; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, tt, tid, u := make([]string, len(ps)), make([]int32, len(ps)), make([]string, len(ps)), make([]string, len(ps)), make([]string, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], tt[i], tid[i], u[i] = p.row.Param, p.row.Group, p.row.TargetType, p.row.TargetID, p.row.URL
+		}
+		batch.Queue(insReference, rid, typ, param, grp, tt, tid, u)
+	}
+	if ps := b.dates; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, lo, hi := make([]string, len(ps)), make([]int32, len(ps)), make([]int64, len(ps)), make([]int64, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], lo[i], hi[i] = p.row.Param, p.row.Group, p.row.Lo, p.row.Hi
+		}
+		batch.Queue(insDate, rid, typ, param, grp, lo, hi)
+	}
+	if ps := b.numbers; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, lo, hi := make([]string, len(ps)), make([]int32, len(ps)), make([]float64, len(ps)), make([]float64, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], lo[i], hi[i] = p.row.Param, p.row.Group, p.row.Lo, p.row.Hi
+		}
+		batch.Queue(insNumber, rid, typ, param, grp, lo, hi)
+	}
+	if ps := b.quantities; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, sys, code, unit := make([]string, len(ps)), make([]int32, len(ps)), make([]string, len(ps)), make([]string, len(ps)), make([]string, len(ps))
+		lo, hi := make([]float64, len(ps)), make([]float64, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], sys[i], code[i], unit[i], lo[i], hi[i] = p.row.Param, p.row.Group, p.row.System, p.row.Code, p.row.Unit, p.row.Lo, p.row.Hi
+		}
+		batch.Queue(insQuantity, rid, typ, param, grp, sys, code, unit, lo, hi)
+	}
+	if ps := b.uris; len(ps) > 0 {
+		rid, typ := columns(ps)
+		param, grp, u := make([]string, len(ps)), make([]int32, len(ps)), make([]string, len(ps))
+		for i, p := range ps {
+			param[i], grp[i], u[i] = p.row.Param, p.row.Group, p.row.URI
+		}
+		batch.Queue(insURI, rid, typ, param, grp, u)
+	}
+	if err := t.tx.SendBatch(ctx, batch).Close(); err != nil {
+		return err
+	}
+	t.buf = buffer{}
+	return nil
+}

@@ -1,0 +1,105 @@
+package sqlgen
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// History lists versions newest first (by the history sequence), paged by
+// an opaque cursor that is the sequence of the last version returned.
+func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery) (*store.HistoryPage, error) {
+	count := hq.Count
+	if count <= 0 {
+		count = store.DefaultHistoryCount
+	}
+	b := &Builder{D: e.D}
+	g := &gen{b: b, filter: hq.Filter}
+	from := " FROM history h"
+	var conds []string
+	if hq.Type != "" {
+		conds = append(conds, "h.type = "+b.Arg(hq.Type))
+		if hq.ID != "" {
+			conds = append(conds, "h.id = "+b.Arg(hq.ID))
+		}
+	}
+	if !hq.Since.IsZero() {
+		conds = append(conds, "h.last_updated >= "+b.Arg(hq.Since.UnixMilli()))
+	}
+	if !hq.At.IsZero() {
+		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
+	}
+	if f := g.access("r", hq.Type); f != "" {
+		from += " JOIN resources r ON r.rid = h.rid"
+		conds = append(conds, f)
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	page := &store.HistoryPage{}
+	// Total (without the cursor).
+	rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from+where, b.Args...)
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	if rows.Next() {
+		err = rows.Scan(&total)
+	}
+	rows.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	page.Total = int(total)
+
+	if hq.Before != "" {
+		seq, err := strconv.ParseInt(hq.Before, 36, 64)
+		if err != nil {
+			return nil, store.ErrNotFound
+		}
+		c := "h.seq < " + b.Arg(seq)
+		if where == "" {
+			where = " WHERE " + c
+		} else {
+			where += " AND " + c
+		}
+	}
+	sql := "SELECT h.seq, h.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.method, h.body" + from + where +
+		" ORDER BY h.seq DESC LIMIT " + b.Arg(int64(count+1))
+	rows, err = qr.Query(ctx, sql, b.Args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var lastSeq int64
+	for rows.Next() {
+		if len(page.Versions) == count {
+			page.Next = strconv.FormatInt(lastSeq, 36)
+			break
+		}
+		var seq int64
+		_, r, err := ScanResource(seqRows{rows, &seq})
+		if err != nil {
+			return nil, err
+		}
+		lastSeq = seq
+		page.Versions = append(page.Versions, r)
+	}
+	return page, rows.Err()
+}
+
+// seqRows scans a leading sequence column before the resource columns.
+type seqRows struct {
+	Rows
+	seq *int64
+}
+
+func (s seqRows) Scan(dest ...any) error {
+	return s.Rows.Scan(append([]any{s.seq}, dest...)...)
+}

@@ -1,0 +1,494 @@
+package sqlgen
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Paging and include bounds.
+const (
+	// SnapshotCap is the most matches a search orders up front and stores
+	// in a paging snapshot; pages past it use LIMIT/OFFSET on the live query.
+	SnapshotCap = 10000
+	// SnapshotTTL is how long a paging snapshot lives.
+	SnapshotTTL = time.Hour
+	// IterateRounds bounds the rounds of _include/_revinclude :iterate.
+	IterateRounds = 5
+	// IterateMax bounds the resources added by :iterate rounds.
+	IterateMax = 1000
+	// IncludeMax bounds the resources added by the first include round.
+	IncludeMax = 10000
+)
+
+// Engine runs searches, reads and history for one database. It is safe for
+// concurrent use.
+type Engine struct {
+	D Dialect
+	// Cap overrides SnapshotCap when positive (tests).
+	Cap int
+	// Now returns the current time (tests may replace it); nil = time.Now.
+	Now func() time.Time
+
+	lastCleanup atomic.Int64
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Engine) cap() int {
+	if e.Cap > 0 {
+		return e.Cap
+	}
+	return SnapshotCap
+}
+
+// ResourceColumns are the columns scanned by ScanResource, prefixed by alias.
+func ResourceColumns(alias string) string {
+	a := alias + "."
+	return a + "rid, " + a + "type, " + a + "id, " + a + "version, " + a + "last_updated, " + a + "deleted, " + a + "method, " + a + "body"
+}
+
+// Scanner is a row source (database/sql and pgx rows).
+type Scanner interface {
+	Scan(dest ...any) error
+}
+
+// ScanResource scans the ResourceColumns of one row.
+func ScanResource(rows Scanner) (int64, store.Resource, error) {
+	var rid, ms int64
+	var r store.Resource
+	err := rows.Scan(&rid, &r.Type, &r.ID, &r.VersionID, &ms, &r.Deleted, &r.Method, &r.Body)
+	r.LastUpdated = time.UnixMilli(ms).UTC()
+	if r.Deleted {
+		r.Body = nil
+	}
+	return rid, r, err
+}
+
+// Read returns the current version of one resource (locked FOR UPDATE on
+// PostgreSQL when forUpdate).
+func (e *Engine) Read(ctx context.Context, q Querier, typ, id string, forUpdate bool) (*store.Resource, error) {
+	b := &Builder{D: e.D}
+	sql := "SELECT " + ResourceColumns("r") + " FROM resources r WHERE r.type = " + b.Arg(typ) + " AND r.id = " + b.Arg(id)
+	if forUpdate && e.D == Postgres {
+		sql += " FOR UPDATE"
+	}
+	return queryOne(ctx, q, sql, b.Args)
+}
+
+// VRead returns one version from the history table.
+func (e *Engine) VRead(ctx context.Context, q Querier, typ, id string, version int64) (*store.Resource, error) {
+	b := &Builder{D: e.D}
+	sql := "SELECT " + ResourceColumns("h") + " FROM history h WHERE h.type = " + b.Arg(typ) + " AND h.id = " + b.Arg(id) +
+		" AND h.version = " + b.Arg(version)
+	return queryOne(ctx, q, sql, b.Args)
+}
+
+func queryOne(ctx context.Context, q Querier, sql string, args []any) (*store.Resource, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, store.ErrNotFound
+	}
+	_, r, err := ScanResource(rows)
+	if err != nil {
+		return nil, err
+	}
+	return &r, rows.Err()
+}
+
+// base renders the FROM/WHERE of a search (no ORDER BY).
+func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
+	g := &gen{b: b, filter: q.Filter}
+	sc := scope{alias: "r", typ: q.Type}
+	conds := []string{"NOT r.deleted"}
+	switch {
+	case q.Type != "":
+		conds = append(conds, "r.type = "+b.Arg(q.Type))
+	case len(q.Types) == 1:
+		sc.typ = q.Types[0]
+		conds = append(conds, "r.type = "+b.Arg(q.Types[0]))
+	case len(q.Types) > 1:
+		conds = append(conds, "r.type IN "+b.List(q.Types))
+	}
+	w, err := g.where(sc, q.Where)
+	if err != nil {
+		return "", err
+	}
+	if w != "" {
+		conds = append(conds, w)
+	}
+	if f := g.access("r", sc.typ); f != "" {
+		conds = append(conds, f)
+	}
+	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
+}
+
+// orderBy renders the ORDER BY of a search; ties are broken by rid.
+func (e *Engine) orderBy(b *Builder, q *store.Query) (string, error) {
+	g := &gen{b: b, n: 1000}
+	var terms []string
+	for _, k := range q.Sort {
+		s, err := g.sortExpr("r", k)
+		if err != nil {
+			return "", err
+		}
+		terms = append(terms, s)
+	}
+	if len(q.Sort) == 0 && q.Type == "" && len(q.Types) != 1 {
+		terms = append(terms, "r.last_updated ASC")
+	}
+	terms = append(terms, "r.rid ASC")
+	return " ORDER BY " + strings.Join(terms, ", "), nil
+}
+
+// ridQuery renders SELECT r.rid ... ORDER BY ... LIMIT limit OFFSET offset.
+func (e *Engine) ridQuery(q *store.Query, limit, offset int) (string, []any, error) {
+	b := &Builder{D: e.D}
+	from, err := e.base(b, q)
+	if err != nil {
+		return "", nil, err
+	}
+	ob, err := e.orderBy(b, q)
+	if err != nil {
+		return "", nil, err
+	}
+	sql := "SELECT r.rid" + from + ob + " LIMIT " + b.Arg(int64(limit))
+	if offset > 0 {
+		sql += " OFFSET " + b.Arg(int64(offset))
+	}
+	return sql, b.Args, nil
+}
+
+func (e *Engine) rids(ctx context.Context, qr Querier, q *store.Query, limit, offset int) ([]int64, error) {
+	sql, args, err := e.ridQuery(q, limit, offset)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := qr.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var rid int64
+		if err := rows.Scan(&rid); err != nil {
+			return nil, err
+		}
+		out = append(out, rid)
+	}
+	return out, rows.Err()
+}
+
+// Count returns the number of matches of q.
+func (e *Engine) Count(ctx context.Context, qr Querier, q *store.Query) (int, error) {
+	b := &Builder{D: e.D}
+	from, err := e.base(b, q)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from, b.Args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var n int64
+	if rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	return int(n), rows.Err()
+}
+
+// SQL returns the rid query of q's first page, for EXPLAIN in tests and tools.
+func (e *Engine) SQL(q *store.Query) (string, []any, error) {
+	return e.ridQuery(q, e.cap()+1, 0)
+}
+
+// Search runs q. rq serves reads; wq stores paging snapshots (on SQLite the
+// writer connection, inside a Tx the transaction itself).
+func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*store.SearchResult, error) {
+	if q.Snapshot != "" {
+		return e.searchSnapshot(ctx, rq, q)
+	}
+	count, offset := max(q.Count, 0), max(q.Offset, 0)
+	res := &store.SearchResult{Total: -1}
+	if count == 0 {
+		if q.Total != store.TotalNone {
+			n, err := e.Count(ctx, rq, q)
+			if err != nil {
+				return nil, err
+			}
+			res.Total = n
+		}
+		return res, nil
+	}
+	limit := e.cap()
+	var page []int64
+	if offset >= limit {
+		// Deep page without a snapshot: live LIMIT/OFFSET.
+		rids, err := e.rids(ctx, rq, q, count+1, offset)
+		if err != nil {
+			return nil, err
+		}
+		res.HasMore = len(rids) > count
+		page = rids[:min(len(rids), count)]
+		if q.Total != store.TotalNone {
+			if res.Total, err = e.Count(ctx, rq, q); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		rids, err := e.rids(ctx, rq, q, limit+1, 0)
+		if err != nil {
+			return nil, err
+		}
+		truncated := len(rids) > limit
+		if truncated {
+			rids = rids[:limit]
+			if q.Total != store.TotalNone {
+				if res.Total, err = e.Count(ctx, rq, q); err != nil {
+					return nil, err
+				}
+			}
+		} else if q.Total != store.TotalNone {
+			res.Total = len(rids)
+		}
+		end := min(offset+count, len(rids))
+		page = rids[min(offset, len(rids)):end]
+		res.HasMore = truncated || end < len(rids)
+		if res.HasMore {
+			id, err := e.saveSnapshot(ctx, wq, q, rids, res.Total, truncated)
+			if err != nil {
+				return nil, err
+			}
+			res.Snapshot = id
+		}
+	}
+	return e.finish(ctx, rq, q, page, res)
+}
+
+// finish loads the page's bodies and its included resources.
+func (e *Engine) finish(ctx context.Context, rq Querier, q *store.Query, page []int64, res *store.SearchResult) (*store.SearchResult, error) {
+	matches, err := e.Load(ctx, rq, page, q.Filter)
+	if err != nil {
+		return nil, err
+	}
+	res.Matches = make([]store.Resource, 0, len(matches))
+	for _, m := range matches {
+		res.Matches = append(res.Matches, m.Resource)
+	}
+	if len(q.Include) > 0 || len(q.RevInclude) > 0 {
+		inc, err := e.includes(ctx, rq, q, matches)
+		if err != nil {
+			return nil, err
+		}
+		res.Included = inc
+	}
+	return res, nil
+}
+
+// Loaded is a resource with its surrogate key.
+type Loaded struct {
+	RID int64
+	store.Resource
+}
+
+// Load returns the current, non-deleted, visible resources with the given
+// rids, in the order of rids (missing ones skipped).
+func (e *Engine) Load(ctx context.Context, qr Querier, rids []int64, filter *store.AccessFilter) ([]Loaded, error) {
+	if len(rids) == 0 {
+		return nil, nil
+	}
+	b := &Builder{D: e.D}
+	g := &gen{b: b, filter: filter}
+	sql := "SELECT " + ResourceColumns("r") + " FROM resources r WHERE " + b.RidIn("r.rid", rids) + " AND NOT r.deleted"
+	if f := g.access("r", ""); f != "" {
+		sql += " AND " + f
+	}
+	rows, err := qr.Query(ctx, sql, b.Args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	byRID := make(map[int64]store.Resource, len(rids))
+	for rows.Next() {
+		rid, r, err := ScanResource(rows)
+		if err != nil {
+			return nil, err
+		}
+		byRID[rid] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Loaded, 0, len(byRID))
+	for _, rid := range rids {
+		if r, ok := byRID[rid]; ok {
+			out = append(out, Loaded{RID: rid, Resource: r})
+			delete(byRID, rid)
+		}
+	}
+	return out, nil
+}
+
+// snapshot is the decoded search_snapshot row.
+type snapshot struct {
+	created   int64
+	total     int
+	truncated bool
+	query     []byte
+	rids      []int64
+}
+
+func encodeRids(rids []int64) []byte {
+	buf := make([]byte, 0, len(rids)*3)
+	var prev int64
+	for _, r := range rids {
+		buf = binary.AppendVarint(buf, r-prev)
+		prev = r
+	}
+	return buf
+}
+
+func decodeRids(buf []byte) ([]int64, error) {
+	var out []int64
+	var prev int64
+	for len(buf) > 0 {
+		d, n := binary.Varint(buf)
+		if n <= 0 {
+			return nil, errors.New("sqlgen: corrupt snapshot")
+		}
+		prev += d
+		out = append(out, prev)
+		buf = buf[n:]
+	}
+	return out, nil
+}
+
+// storedQuery is the part of a Query kept with a snapshot to serve pages
+// past its cap.
+type storedQuery struct {
+	Type   string
+	Types  []string
+	Where  []store.Clause
+	Sort   []store.SortKey
+	Filter *store.AccessFilter
+}
+
+func (e *Engine) saveSnapshot(ctx context.Context, wq Querier, q *store.Query, rids []int64, total int, truncated bool) (string, error) {
+	var idb [16]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(idb[:])
+	var qj []byte
+	if truncated {
+		var buf bytes.Buffer
+		err := gob.NewEncoder(&buf).Encode(storedQuery{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter})
+		if err != nil {
+			return "", err
+		}
+		qj = buf.Bytes()
+	}
+	now := e.now().UnixMilli()
+	if last := e.lastCleanup.Load(); now-last > int64(time.Minute/time.Millisecond) && e.lastCleanup.CompareAndSwap(last, now) {
+		b := &Builder{D: e.D}
+		if err := wq.Exec(ctx, "DELETE FROM search_snapshot WHERE created < "+b.Arg(now-SnapshotTTL.Milliseconds()), b.Args...); err != nil {
+			return "", err
+		}
+	}
+	b := &Builder{D: e.D}
+	sql := "INSERT INTO search_snapshot (id, created, total, truncated, query, rids) VALUES (" +
+		b.Arg(id) + ", " + b.Arg(now) + ", " + b.Arg(int64(total)) + ", " + b.Arg(truncated) + ", " + b.Arg(qj) + ", " + b.Arg(encodeRids(rids)) + ")"
+	if err := wq.Exec(ctx, sql, b.Args...); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func (e *Engine) loadSnapshot(ctx context.Context, rq Querier, id string) (*snapshot, error) {
+	b := &Builder{D: e.D}
+	rows, err := rq.Query(ctx, "SELECT created, total, truncated, query, rids FROM search_snapshot WHERE id = "+b.Arg(id), b.Args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, store.ErrSnapshotExpired
+	}
+	var s snapshot
+	var total int64
+	var enc []byte
+	if err := rows.Scan(&s.created, &total, &s.truncated, &s.query, &enc); err != nil {
+		return nil, err
+	}
+	if e.now().UnixMilli()-s.created > SnapshotTTL.Milliseconds() {
+		return nil, store.ErrSnapshotExpired
+	}
+	s.total = int(total)
+	if s.rids, err = decodeRids(enc); err != nil {
+		return nil, err
+	}
+	return &s, rows.Err()
+}
+
+func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query) (*store.SearchResult, error) {
+	s, err := e.loadSnapshot(ctx, rq, q.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	count, offset := max(q.Count, 0), max(q.Offset, 0)
+	res := &store.SearchResult{Total: s.total, Snapshot: q.Snapshot}
+	if q.Total == store.TotalNone {
+		res.Total = -1
+	}
+	if count == 0 {
+		return res, nil
+	}
+	var page []int64
+	if offset+count <= len(s.rids) || !s.truncated {
+		end := min(offset+count, len(s.rids))
+		page = s.rids[min(offset, len(s.rids)):end]
+		res.HasMore = s.truncated || end < len(s.rids)
+	} else {
+		var sq storedQuery
+		if err := gob.NewDecoder(bytes.NewReader(s.query)).Decode(&sq); err != nil {
+			return nil, fmt.Errorf("sqlgen: snapshot query: %w", err)
+		}
+		live := &store.Query{Type: sq.Type, Types: sq.Types, Where: sq.Where, Sort: sq.Sort, Filter: sq.Filter}
+		rids, err := e.rids(ctx, rq, live, count+1, offset)
+		if err != nil {
+			return nil, err
+		}
+		res.HasMore = len(rids) > count
+		page = rids[:min(len(rids), count)]
+	}
+	return e.finish(ctx, rq, q, page, res)
+}

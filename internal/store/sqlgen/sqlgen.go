@@ -1,0 +1,105 @@
+// Package sqlgen holds the SQL shared by the SQLite and PostgreSQL stores:
+// it turns a store.Query into parameterised SQL (values are always bound,
+// never spliced into the text) and runs searches, reads and history through
+// a small Querier interface that each dialect adapts its driver to. The few
+// dialect differences (placeholders, substring search, rid lists) are
+// methods of Dialect.
+package sqlgen
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+)
+
+// Dialect is the SQL flavour of a database.
+type Dialect int
+
+// Supported dialects.
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+// Placeholder returns the bind parameter marker for the n-th (1-based)
+// argument: "?n" on SQLite, "$n" on PostgreSQL. Numbered markers let
+// fragments be built in any order.
+func (d Dialect) Placeholder(n int) string {
+	if d == Postgres {
+		return "$" + strconv.Itoa(n)
+	}
+	return "?" + strconv.Itoa(n)
+}
+
+// Contains returns a condition that is true when the text expression hay
+// contains the text expression needle.
+func (d Dialect) Contains(hay, needle string) string {
+	if d == Postgres {
+		return "strpos(" + hay + ", " + needle + ") > 0"
+	}
+	return "instr(" + hay + ", " + needle + ") > 0"
+}
+
+// Rows is the result of a query, as both database/sql and pgx provide it.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Querier runs SQL. Dialect packages adapt *sql.DB, *sql.Tx, pgxpool.Pool
+// and pgx.Tx to it.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) error
+}
+
+// Builder accumulates bind arguments for SQL built from fragments.
+type Builder struct {
+	D    Dialect
+	Args []any
+}
+
+// Arg binds v and returns its placeholder.
+func (b *Builder) Arg(v any) string {
+	b.Args = append(b.Args, v)
+	return b.D.Placeholder(len(b.Args))
+}
+
+// Text binds a string used where PostgreSQL cannot infer the parameter type
+// (inside functions) and returns CAST(placeholder AS TEXT).
+func (b *Builder) Text(v string) string {
+	return "CAST(" + b.Arg(v) + " AS TEXT)"
+}
+
+// List binds each value and returns "(p1, p2, ...)" for an IN list.
+func (b *Builder) List(vals []string) string {
+	var sb strings.Builder
+	sb.WriteByte('(')
+	for i, v := range vals {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(b.Arg(v))
+	}
+	sb.WriteByte(')')
+	return sb.String()
+}
+
+// RidIn returns a condition that col is one of rids, binding the list as a
+// single argument (a PostgreSQL bigint[]; a JSON array read with json_each
+// on SQLite), so the SQL text does not depend on the list's length.
+func (b *Builder) RidIn(col string, rids []int64) string {
+	if b.D == Postgres {
+		return col + " = ANY(" + b.Arg(rids) + ")"
+	}
+	js, _ := json.Marshal(rids)
+	return col + " IN (SELECT value FROM json_each(" + b.Arg(string(js)) + "))"
+}
+
+// prefixUpper is appended to a prefix to form the exclusive upper bound of
+// the range of strings starting with it (byte order: COLLATE "C" on
+// PostgreSQL, BINARY on SQLite).
+const prefixUpper = "\U0010FFFF"

@@ -1,0 +1,541 @@
+package sqlgen
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Index tables, in the order of their bit in resources.idx_mask.
+const (
+	TableString    = "idx_string"
+	TableToken     = "idx_token"
+	TableReference = "idx_reference"
+	TableDate      = "idx_date"
+	TableNumber    = "idx_number"
+	TableQuantity  = "idx_quantity"
+	TableURI       = "idx_uri"
+)
+
+// IndexTables lists every index table; the position of a table is its bit
+// in resources.idx_mask.
+var IndexTables = [...]string{TableString, TableToken, TableReference, TableDate, TableNumber, TableQuantity, TableURI}
+
+// Mask returns the idx_mask bits of the tables that ix has rows for.
+func Mask(ix *store.Index) int64 {
+	var m int64
+	if len(ix.Strings) > 0 {
+		m |= 1 << 0
+	}
+	if len(ix.Tokens) > 0 {
+		m |= 1 << 1
+	}
+	if len(ix.References) > 0 {
+		m |= 1 << 2
+	}
+	if len(ix.Dates) > 0 {
+		m |= 1 << 3
+	}
+	if len(ix.Numbers) > 0 {
+		m |= 1 << 4
+	}
+	if len(ix.Quantities) > 0 {
+		m |= 1 << 5
+	}
+	if len(ix.URIs) > 0 {
+		m |= 1 << 6
+	}
+	return m
+}
+
+// scope is the resource row a condition is about.
+type scope struct {
+	alias string // SQL alias of the resources row
+	typ   string // its type when known ("" for several types)
+	// corr forces correlated EXISTS subqueries (inside negations, where
+	// NOT EXISTS is an anti-join on both databases).
+	corr bool
+}
+
+// gen renders conditions into a Builder.
+type gen struct {
+	b      *Builder
+	filter *store.AccessFilter
+	n      int // alias counter
+}
+
+func (g *gen) alias(p string) string {
+	g.n++
+	return p + strconv.Itoa(g.n)
+}
+
+// member renders "the scoped resource has a row in from (whose alias is x)
+// satisfying where".
+func (g *gen) member(sc scope, x, from, where string) string {
+	if sc.corr || sc.typ == "" {
+		return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + where + ")"
+	}
+	return sc.alias + ".rid IN (SELECT " + x + ".rid FROM " + from + " WHERE " + x + ".type = " + g.b.Arg(sc.typ) + " AND " + where + ")"
+}
+
+// where renders the AND of clauses (plus nothing else) for the scope; ""
+// when there are none.
+func (g *gen) where(sc scope, clauses []store.Clause) (string, error) {
+	var parts []string
+	for _, c := range clauses {
+		s, err := g.clause(sc, c)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " AND "), nil
+}
+
+// simpleTable returns the index table of a predicate on one index row kind,
+// or "" for other predicates.
+func simpleTable(p *store.Predicate) string {
+	switch {
+	case p.Missing != nil:
+		return ""
+	case p.String != nil:
+		return TableString
+	case p.Token != nil:
+		return TableToken
+	case p.Reference != nil:
+		return TableReference
+	case p.Date != nil:
+		return TableDate
+	case p.Number != nil:
+		return TableNumber
+	case p.Quantity != nil:
+		return TableQuantity
+	case p.URI != nil:
+		return TableURI
+	}
+	return ""
+}
+
+// rowParam is the Param of the index rows a simple predicate reads.
+func rowParam(p *store.Predicate) string {
+	if p.Token != nil && p.Token.OfType {
+		return store.OfTypeParam(p.Param)
+	}
+	return p.Param
+}
+
+// clause renders an OR of predicates, negated when c.Negate. Predicates on
+// the same index table and parameter share one subquery.
+func (g *gen) clause(sc scope, c store.Clause) (string, error) {
+	if len(c.Any) == 0 {
+		if c.Negate {
+			return "1=1", nil
+		}
+		return "1=0", nil
+	}
+	if c.Negate {
+		sc.corr = true
+	}
+	type group struct {
+		table, param string
+		conds        []string
+		x            string
+	}
+	var groups []*group
+	var parts []string
+	var idIn []string
+	for i := range c.Any {
+		p := &c.Any[i]
+		if t := simpleTable(p); t != "" {
+			param := rowParam(p)
+			var gr *group
+			for _, e := range groups {
+				if e.table == t && e.param == param {
+					gr = e
+				}
+			}
+			if gr == nil {
+				gr = &group{table: t, param: param, x: g.alias("x")}
+				groups = append(groups, gr)
+			}
+			cond, err := g.simple(gr.x, p)
+			if err != nil {
+				return "", err
+			}
+			gr.conds = append(gr.conds, cond)
+			continue
+		}
+		if p.ID != nil {
+			idIn = append(idIn, *p.ID)
+			continue
+		}
+		s, err := g.complex(sc, p)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, s)
+	}
+	if len(idIn) == 1 {
+		parts = append(parts, sc.alias+".id = "+g.b.Arg(idIn[0]))
+	} else if len(idIn) > 1 {
+		parts = append(parts, sc.alias+".id IN "+g.b.List(idIn))
+	}
+	for _, gr := range groups {
+		cond := gr.conds[0]
+		if len(gr.conds) > 1 {
+			cond = "(" + strings.Join(gr.conds, " OR ") + ")"
+		}
+		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, gr.x+".param = "+g.b.Arg(gr.param)+" AND "+cond))
+	}
+	expr := parts[0]
+	if len(parts) > 1 {
+		expr = "(" + strings.Join(parts, " OR ") + ")"
+	}
+	if c.Negate {
+		return "NOT (" + expr + ")", nil
+	}
+	return expr, nil
+}
+
+// complex renders predicates that are not a test on one index row.
+func (g *gen) complex(sc scope, p *store.Predicate) (string, error) {
+	switch {
+	case p.Missing != nil:
+		return g.missing(sc, p.Param, *p.Missing), nil
+	case p.LastUpdated != nil:
+		col := sc.alias + ".last_updated"
+		return g.rangeCond(col, col, p.LastUpdated, true), nil
+	case p.Chain != nil:
+		return g.chain(sc, p)
+	case p.Has != nil:
+		return g.has(sc, p.Has)
+	case len(p.Composite) > 0:
+		return g.composite(sc, p.Composite)
+	}
+	return "", fmt.Errorf("sqlgen: predicate on %q has no match", p.Param)
+}
+
+// missing renders :missing: whether the resource has any index row for param.
+func (g *gen) missing(sc scope, param string, missing bool) string {
+	switch param {
+	case "_id", "_lastUpdated":
+		if missing {
+			return "1=0"
+		}
+		return "1=1"
+	}
+	ph := g.b.Arg(param)
+	x := g.alias("m")
+	var sb strings.Builder
+	sb.WriteString("EXISTS (")
+	for i, t := range IndexTables {
+		if i > 0 {
+			sb.WriteString(" UNION ALL ")
+		}
+		sb.WriteString("SELECT 1 FROM " + t + " " + x + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + x + ".param = " + ph)
+	}
+	sb.WriteString(")")
+	if missing {
+		return "NOT " + sb.String()
+	}
+	return sb.String()
+}
+
+// simple renders the condition of a one-row predicate on alias x.
+func (g *gen) simple(x string, p *store.Predicate) (string, error) {
+	switch {
+	case p.String != nil:
+		m := p.String
+		switch m.Mode {
+		case store.StringExact:
+			return x + ".norm = " + g.b.Arg(store.NormalizeString(m.Value)) + " AND " + x + ".exact = " + g.b.Arg(m.Value), nil
+		case store.StringContains:
+			return g.b.D.Contains(x+".norm", g.b.Text(m.Value)), nil
+		default:
+			return g.prefix(x+".norm", m.Value), nil
+		}
+	case p.Token != nil:
+		return g.token(x, p.Token), nil
+	case p.Reference != nil:
+		m := p.Reference
+		if m.URL != "" {
+			if m.Below {
+				return g.prefix(x+".url", m.URL), nil
+			}
+			return x + ".url = " + g.b.Arg(m.URL), nil
+		}
+		var c []string
+		if m.TargetID != "" {
+			c = append(c, x+".target_id = "+g.b.Arg(m.TargetID))
+		}
+		if m.TargetType != "" {
+			c = append(c, x+".target_type = "+g.b.Arg(m.TargetType))
+		}
+		if len(c) == 0 {
+			return "1=1", nil
+		}
+		return strings.Join(c, " AND "), nil
+	case p.Date != nil:
+		return g.rangeCond(x+".lo", x+".hi", p.Date, true), nil
+	case p.Number != nil:
+		return g.rangeCond(x+".lo", x+".hi", p.Number, false), nil
+	case p.Quantity != nil:
+		m := p.Quantity
+		c := g.rangeCond(x+".lo", x+".hi", &m.Range, false)
+		switch {
+		case m.System != "" && m.Code != "":
+			c += " AND " + x + ".system = " + g.b.Arg(m.System) + " AND " + x + ".code = " + g.b.Arg(m.Code)
+		case m.System != "":
+			c += " AND " + x + ".system = " + g.b.Arg(m.System)
+		case m.Code != "":
+			ph := g.b.Arg(m.Code)
+			c += " AND (" + x + ".code = " + ph + " OR " + x + ".unit = " + ph + ")"
+		}
+		return c, nil
+	case p.URI != nil:
+		m := p.URI
+		switch {
+		case m.Below:
+			return g.prefix(x+".uri", m.Value), nil
+		case m.Above:
+			return x + ".uri = substr(" + g.b.Text(m.Value) + ", 1, length(" + x + ".uri))", nil
+		default:
+			return x + ".uri = " + g.b.Arg(m.Value), nil
+		}
+	}
+	return "", fmt.Errorf("sqlgen: predicate on %q is not a one-row predicate", p.Param)
+}
+
+// prefix renders "col starts with v" as an index-friendly byte-order range.
+func (g *gen) prefix(col, v string) string {
+	if v == "" {
+		return "1=1"
+	}
+	return col + " >= " + g.b.Arg(v) + " AND " + col + " < " + g.b.Arg(v+prefixUpper)
+}
+
+func (g *gen) token(x string, m *store.TokenMatch) string {
+	if m.Text {
+		return g.prefix(x+".text", m.Code)
+	}
+	if m.OfType {
+		c := x + ".code = " + g.b.Arg(store.OfTypeCode(m.Code, m.Value))
+		if m.System != nil {
+			c += " AND " + x + ".system = " + g.b.Arg(*m.System)
+		}
+		return c
+	}
+	switch {
+	case m.System == nil:
+		return x + ".code = " + g.b.Arg(m.Code)
+	case m.Code == "":
+		return x + ".system = " + g.b.Arg(*m.System)
+	default:
+		return x + ".code = " + g.b.Arg(m.Code) + " AND " + x + ".system = " + g.b.Arg(*m.System)
+	}
+}
+
+// rangeArg converts a range bound for binding: dates are int64 milliseconds.
+func rangeArg(v float64, isInt bool) any {
+	if !isInt {
+		return v
+	}
+	switch {
+	case math.IsInf(v, -1) || v < float64(math.MinInt64):
+		return int64(math.MinInt64)
+	case math.IsInf(v, 1) || v > float64(math.MaxInt64/2):
+		return int64(math.MaxInt64)
+	}
+	return int64(math.Floor(v))
+}
+
+// rangeCond renders the RangeMatch semantics documented in package store.
+func (g *gen) rangeCond(lo, hi string, m *store.RangeMatch, isInt bool) string {
+	L := func() string { return g.b.Arg(rangeArg(m.Lo, isInt)) }
+	H := func() string { return g.b.Arg(rangeArg(m.Hi, isInt)) }
+	switch m.Prefix {
+	case store.PrefixNe:
+		return "NOT (" + lo + " >= " + L() + " AND " + hi + " <= " + H() + ")"
+	case store.PrefixGt:
+		return hi + " > " + H()
+	case store.PrefixLt:
+		return lo + " < " + L()
+	case store.PrefixGe:
+		return hi + " >= " + L()
+	case store.PrefixLe:
+		return lo + " <= " + H()
+	case store.PrefixSa:
+		return lo + " > " + H()
+	case store.PrefixEb:
+		return hi + " < " + L()
+	case store.PrefixAp:
+		return lo + " <= " + g.b.Arg(rangeArg(m.ApHi, isInt)) + " AND " + hi + " >= " + g.b.Arg(rangeArg(m.ApLo, isInt))
+	default:
+		return lo + " >= " + L() + " AND " + hi + " <= " + H()
+	}
+}
+
+// chain renders a forward chain: a reference row of the scoped resource
+// points at a visible resource of Chain.TargetType satisfying Chain.Where.
+func (g *gen) chain(sc scope, p *store.Predicate) (string, error) {
+	x, t := g.alias("c"), g.alias("t")
+	inner, err := g.clause(scope{alias: t, typ: p.Chain.TargetType}, p.Chain.Where)
+	if err != nil {
+		return "", err
+	}
+	from := TableReference + " " + x + " JOIN resources " + t + " ON " + t + ".type = " + x + ".target_type AND " + t + ".id = " + x + ".target_id"
+	w := x + ".param = " + g.b.Arg(p.Param)
+	if p.Chain.TargetType != "" {
+		w += " AND " + x + ".target_type = " + g.b.Arg(p.Chain.TargetType)
+	}
+	w += " AND NOT " + t + ".deleted AND " + inner
+	if f := g.access(t, p.Chain.TargetType); f != "" {
+		w += " AND " + f
+	}
+	return g.member(sc, x, from, w), nil
+}
+
+// has renders a reverse chain: a visible resource of Has.Type satisfying
+// Has.Where references the scoped resource through Has.RefParam.
+func (g *gen) has(sc scope, h *store.Has) (string, error) {
+	x, hr := g.alias("h"), g.alias("hr")
+	inner, err := g.clause(scope{alias: hr, typ: h.Type}, h.Where)
+	if err != nil {
+		return "", err
+	}
+	from := TableReference + " " + x + " JOIN resources " + hr + " ON " + hr + ".rid = " + x + ".rid"
+	w := x + ".type = " + g.b.Arg(h.Type) + " AND " + x + ".param = " + g.b.Arg(h.RefParam) +
+		" AND NOT " + hr + ".deleted AND " + inner
+	if f := g.access(hr, h.Type); f != "" {
+		w += " AND " + f
+	}
+	if sc.corr || sc.typ == "" {
+		return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".target_type = " + sc.alias + ".type AND " +
+			x + ".target_id = " + sc.alias + ".id AND " + w + ")", nil
+	}
+	return sc.alias + ".id IN (SELECT " + x + ".target_id FROM " + from + " WHERE " + x + ".target_type = " +
+		g.b.Arg(sc.typ) + " AND " + w + ")", nil
+}
+
+// composite renders components matched on rows of one Group.
+func (g *gen) composite(sc scope, comps []store.Predicate) (string, error) {
+	var from, w strings.Builder
+	var first string
+	for i := range comps {
+		p := &comps[i]
+		t := simpleTable(p)
+		if t == "" {
+			return "", fmt.Errorf("sqlgen: composite component %q is not a one-row predicate", p.Param)
+		}
+		x := g.alias("k")
+		cond, err := g.simple(x, p)
+		if err != nil {
+			return "", err
+		}
+		if i == 0 {
+			first = x
+			from.WriteString(t + " " + x)
+		} else {
+			from.WriteString(" JOIN " + t + " " + x + " ON " + x + ".rid = " + first + ".rid AND " + x + ".grp = " + first + ".grp")
+			w.WriteString(" AND ")
+		}
+		w.WriteString(x + ".param = " + g.b.Arg(rowParam(p)) + " AND " + cond)
+	}
+	return g.member(sc, first, from.String(), first+".grp > 0 AND "+w.String()), nil
+}
+
+// access renders the AccessFilter for the resource row alias (of type typ
+// when known); "" when unrestricted.
+func (g *gen) access(alias, typ string) string {
+	if g.filter == nil || g.filter.Compartment == nil {
+		return ""
+	}
+	c := g.filter.Compartment
+	f := g.alias("f")
+	sub := func(cond string) string {
+		return alias + ".rid IN (SELECT " + f + ".rid FROM " + TableReference + " " + f + " WHERE " + f + ".target_id = " +
+			g.b.Arg(c.ID) + " AND " + f + ".target_type = " + g.b.Arg(c.Type) + " AND " + cond + ")"
+	}
+	if typ != "" {
+		var parts []string
+		if typ == c.Type {
+			parts = append(parts, alias+".id = "+g.b.Arg(c.ID))
+		}
+		if ps := c.Params[typ]; len(ps) > 0 {
+			parts = append(parts, sub(f+".type = "+g.b.Arg(typ)+" AND "+f+".param IN "+g.b.List(ps)))
+		}
+		switch len(parts) {
+		case 0:
+			return "1=0"
+		case 1:
+			return parts[0]
+		}
+		return "(" + parts[0] + " OR " + parts[1] + ")"
+	}
+	types := make([]string, 0, len(c.Params))
+	for t, ps := range c.Params {
+		if len(ps) > 0 {
+			types = append(types, t)
+		}
+	}
+	sort.Strings(types)
+	self := "(" + alias + ".type = " + g.b.Arg(c.Type) + " AND " + alias + ".id = " + g.b.Arg(c.ID) + ")"
+	if len(types) == 0 {
+		return self
+	}
+	var ors []string
+	for _, t := range types {
+		ors = append(ors, "("+f+".type = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+")")
+	}
+	return "(" + self + " OR " + sub("("+strings.Join(ors, " OR ")+")") + ")"
+}
+
+// sortExpr returns the ORDER BY term of a sort key.
+func (g *gen) sortExpr(alias string, k store.SortKey) (string, error) {
+	dir := " ASC"
+	agg := "min"
+	if k.Desc {
+		dir, agg = " DESC", "max"
+	}
+	switch k.Param {
+	case "_id":
+		return alias + ".id" + dir, nil
+	case "_lastUpdated":
+		return alias + ".last_updated" + dir, nil
+	}
+	var table, col string
+	switch k.Type {
+	case "date":
+		table, col = TableDate, "lo"
+		if k.Desc {
+			col = "hi"
+		}
+	case "number":
+		table, col = TableNumber, "lo"
+		if k.Desc {
+			col = "hi"
+		}
+	case "quantity":
+		table, col = TableQuantity, "lo"
+		if k.Desc {
+			col = "hi"
+		}
+	case "string":
+		table, col = TableString, "norm"
+	case "token":
+		table, col = TableToken, "code"
+	case "reference":
+		table, col = TableReference, "url"
+	case "uri":
+		table, col = TableURI, "uri"
+	default:
+		return "", fmt.Errorf("sqlgen: cannot sort by %q of type %q", k.Param, k.Type)
+	}
+	x := g.alias("s")
+	return "(SELECT " + agg + "(" + x + "." + col + ") FROM " + table + " " + x + " WHERE " + x + ".rid = " + alias +
+		".rid AND " + x + ".param = " + g.b.Arg(k.Param) + ")" + dir + " NULLS LAST", nil
+}

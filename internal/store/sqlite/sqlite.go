@@ -1,0 +1,240 @@
+// Package sqlite is the embedded store.Store on SQLite (modernc.org/sqlite,
+// pure Go). It uses WAL with one writer connection, on which every Update is
+// a BEGIN IMMEDIATE transaction, and a pool of read-only connections for
+// reads and searches. Search SQL is shared with the PostgreSQL store through
+// package sqlgen.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/sqlgen"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune a Store; the zero value is the production configuration.
+type Options struct {
+	// SnapshotCap overrides sqlgen.SnapshotCap when positive (tests).
+	SnapshotCap int
+	// Readers is the size of the read connection pool (default
+	// max(4, GOMAXPROCS)).
+	Readers int
+}
+
+// Store is a store.Store on one SQLite database file.
+type Store struct {
+	w, r *sql.DB
+	eng  *sqlgen.Engine
+
+	readStmt *sql.Stmt // on r
+	ws       *writeStmts
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the SQLite database at path and migrates
+// its schema.
+func Open(ctx context.Context, path string) (*Store, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+func dsn(path string, extra ...string) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "cache_size(-32000)")
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Add(extra[i], extra[i+1])
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
+	w, err := sql.Open("sqlite", dsn(path, "_txlock", "immediate"))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn(path, "_pragma", "query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	n := opts.Readers
+	if n <= 0 {
+		n = max(4, runtime.GOMAXPROCS(0))
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	r.SetConnMaxIdleTime(0)
+	r.SetConnMaxLifetime(0)
+	s := &Store{w: w, r: r, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}}
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate applies the embedded goose migrations. Several processes may
+// migrate the same file at once: the migration transactions serialise on
+// the SQLite write lock, and a process that loses the race sees the
+// migration fail and then finds nothing pending.
+func migrate(ctx context.Context, db *sql.DB) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys)
+		if err != nil {
+			return err
+		}
+		_, err = p.Up(ctx)
+		if err == nil {
+			return nil
+		}
+		last = err
+		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	var errs []error
+	if s.readStmt != nil {
+		errs = append(errs, s.readStmt.Close())
+	}
+	if s.ws != nil {
+		errs = append(errs, s.ws.close())
+	}
+	if s.r != nil {
+		if _, err := s.w.Exec("PRAGMA optimize"); err != nil {
+			errs = append(errs, err)
+		}
+		errs = append(errs, s.r.Close())
+	}
+	errs = append(errs, s.w.Close())
+	return errors.Join(errs...)
+}
+
+// Engine returns the shared SQL engine (for tests and diagnostics).
+func (s *Store) Engine() *sqlgen.Engine { return s.eng }
+
+// Read returns the current version of a resource.
+func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
+	rows, err := s.readStmt.QueryContext(ctx, typ, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, store.ErrNotFound
+	}
+	_, r, err := sqlgen.ScanResource(rows)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// VRead returns one version of a resource.
+func (s *Store) VRead(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
+	return s.eng.VRead(ctx, querier{s.r}, typ, id, version)
+}
+
+// History lists versions, newest first.
+func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.HistoryPage, error) {
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return s.eng.History(ctx, querier{tx}, q)
+}
+
+// Search runs a search in one read transaction; paging snapshots are
+// written through the writer connection.
+func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return s.eng.Search(ctx, querier{tx}, querier{s.w}, q)
+}
+
+// Update runs fn in a BEGIN IMMEDIATE transaction on the writer connection.
+func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	sqlTx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	t := &tx{s: s, tx: sqlTx}
+	if err := fn(t); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	return sqlTx.Commit()
+}
+
+// querier adapts database/sql to sqlgen.Querier.
+type querier struct {
+	c interface {
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	}
+}
+
+type rows struct{ *sql.Rows }
+
+func (r rows) Close() { r.Rows.Close() }
+
+func (q querier) Query(ctx context.Context, query string, args ...any) (sqlgen.Rows, error) {
+	r, err := q.c.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows{r}, nil
+}
+
+func (q querier) Exec(ctx context.Context, query string, args ...any) error {
+	_, err := q.c.ExecContext(ctx, query, args...)
+	return err
+}
