@@ -236,9 +236,10 @@ func patchFromBinary(res map[string]any) ([]patchOp, error) {
 // parseEntryURL splits request.url into type, id, version, history and query.
 func (s *Service) parseEntryURL(e *entry) error {
 	u := e.rawURL
-	if strings.HasPrefix(u, s.base+"/") {
-		u = u[len(s.base)+1:]
-	} else if strings.Contains(u, "://") {
+	pathPart, _, _ := strings.Cut(u, "?")
+	if strings.HasPrefix(u, s.base+"/") || u == s.base {
+		u = strings.TrimPrefix(u[len(s.base):], "/")
+	} else if strings.Contains(pathPart, "://") {
 		return outcome.BadRequest("request.url %q is not relative to this server's base", e.rawURL).At("request.url")
 	}
 	u = strings.TrimPrefix(u, "/")

@@ -238,8 +238,9 @@ func jsonErrorText(body []byte, err error) string {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		line, col := lineCol(body, int(se.Offset))
-		return fmt.Sprintf("%s at line %d, column %d (byte offset %d)", se.Error(), line, col, se.Offset)
+		// Offset counts the bytes read up to and including the offending one.
+		line, col := lineCol(body, int(se.Offset)-1)
+		return fmt.Sprintf("%s at line %d, column %d (byte offset %d)", se.Error(), line, col, se.Offset-1)
 	case errors.As(err, &te):
 		line, col := lineCol(body, int(te.Offset))
 		return fmt.Sprintf("unexpected %s at line %d, column %d", te.Value, line, col)

@@ -191,7 +191,13 @@ func (e *emitter) token(typ string, v any) {
 				e.tokRow("", val, "")
 			}
 		case "Reference":
-			// A token over a Reference (not used by R4): its identifier.
+			// Only reached through R4's DocumentReference-relationship,
+			// whose component definitions are swapped (the token
+			// component's expression is "target"): index the reference
+			// string as the code, and a logical identifier as such.
+			if ref := str(x, "reference"); ref != "" && ref[0] != '#' {
+				e.tokRow("", ref, "")
+			}
 			if id, ok := x["identifier"].(map[string]any); ok {
 				e.token("Identifier", id)
 			}
@@ -225,6 +231,12 @@ func (e *emitter) reference(typ string, v any) {
 		if x == "" || x[0] == '#' {
 			return
 		}
+		if typ == "code" {
+			// DocumentReference-relationship's swapped components give
+			// the reference component a code: keep it as a bare id.
+			e.refRow("", x, x)
+			return
+		}
 		if typ == "canonical" || typ == "uri" || typ == "url" {
 			if i := strings.LastIndexByte(x, '|'); i >= 0 {
 				x = x[:i]
@@ -233,6 +245,13 @@ func (e *emitter) reference(typ string, v any) {
 		t, id := e.local(x)
 		e.refRow(t, id, x)
 	case map[string]any:
+		if typ == "Attachment" { // Consent.source[x]
+			if u := str(x, "url"); u != "" {
+				t, id := e.local(u)
+				e.refRow(t, id, u)
+			}
+			return
+		}
 		if typ != "Reference" && typ != "" {
 			return // a contained resource (Bundle.entry[0].resource) and the like
 		}

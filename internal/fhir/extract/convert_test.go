@@ -327,3 +327,15 @@ func TestSplitReference(t *testing.T) {
 		}
 	}
 }
+
+func TestDocumentReferenceRelationship(t *testing.T) {
+	// R4 defines the components of DocumentReference-relationship in the
+	// wrong order (reference -> code, token -> target); both are indexed.
+	checkRows(t, `{"resourceType":"DocumentReference","status":"current","content":[{"attachment":{"url":"http://x"}}],
+	  "relatesTo":[{"code":"replaces","target":{"reference":"DocumentReference/d0"}}]}`,
+		[]string{"relationship$1", "relationship$2", "relatesto", "relation"},
+		`reference relationship$1 g1 /replaces replaces`,
+		`token relationship$2 g1 |DocumentReference/d0 ""`,
+		`reference relatesto g0 DocumentReference/d0 DocumentReference/d0`,
+		`token relation g0 |replaces ""`)
+}

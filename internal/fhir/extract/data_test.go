@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -152,4 +153,31 @@ func TestRealData(t *testing.T) {
 		`token component-code-value-quantity$1 g2 http://loinc.org|3150-0 "inhaled oxygen concentration"`,
 		`quantity component-code-value-quantity$2 g2 40..40 http://unitsofmeasure.org|% "%"`)
 	check(uobs, []string{"date"}, `date date g0 `+dateRange(ms("1975-04-07T06:51:45Z"), ms("1975-04-07T06:51:45.999Z")))
+}
+
+// TestConcurrentExtract runs Extract from several goroutines (run with
+// -race): the Extractor is shared by all import workers.
+func TestConcurrentExtract(t *testing.T) {
+	e := newTestExtractor(t)
+	res := loadBundle(t, bundleFiles(t, syntheaDir, 1)[0])
+	want := make([]string, len(res))
+	for i, r := range res {
+		idx, _ := e.Extract(r)
+		want[i] = dumpIndex(idx)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, r := range res {
+				idx, err := e.Extract(r)
+				if err != nil || dumpIndex(idx) != want[i] {
+					t.Errorf("resource %d: different result under concurrency (%v)", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -54,6 +54,7 @@ type paramPlan struct {
 	ptype string
 	expr  string
 	node  node         // compiled evaluator; nil when fb is set
+	ctxs  []int32      // contexts the node's values may have
 	fb    fallbackExpr // fallback evaluator
 	comps []compPlan   // composite components
 }
@@ -63,6 +64,7 @@ type compPlan struct {
 	ptype string
 	expr  string
 	node  node
+	ctxs  []int32
 	fb    fallbackExpr // evaluated against the composite node's JSON
 }
 
@@ -137,7 +139,7 @@ func (e *Extractor) compileParam(c *compiler, rt string, sp *definitions.SearchP
 		p.fb = fb
 		e.fallbacks = append(e.fallbacks, Fallback{rt, sp.Code, sp.Expression, err.Error()})
 	default:
-		p.node = cp.n
+		p.node, p.ctxs = cp.n, cp.ctxs
 	}
 	if sp.Type != "composite" {
 		return p, nil
@@ -174,7 +176,7 @@ func (e *Extractor) compileParam(c *compiler, rt string, sp *definitions.SearchP
 			}
 			cpl.fb = fb
 		default:
-			cpl.node = ccp.n
+			cpl.node, cpl.ctxs = ccp.n, ccp.ctxs
 		}
 		p.comps = append(p.comps, cpl)
 	}

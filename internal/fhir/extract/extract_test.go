@@ -1,6 +1,7 @@
 package extract
 
 import (
+	"sort"
 	"sync"
 	"testing"
 
@@ -90,4 +91,37 @@ func TestCompileAll(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d (type, parameter) pairs compiled", compiled, params)
+}
+
+// TestTypeCombinations logs every (parameter type, value type) pair the
+// R4 expressions can produce, marking those the converters ignore.
+func TestTypeCombinations(t *testing.T) {
+	e := newTestExtractor(t)
+	seen := map[string][]string{}
+	add := func(ptype string, ctxs []int32, key string) {
+		for _, c := range ctxs {
+			combo := ptype + " <- " + e.t.ctxs[c].typ
+			if len(seen[combo]) < 3 {
+				seen[combo] = append(seen[combo], key)
+			}
+		}
+	}
+	for _, rt := range testReg.ResourceTypes() {
+		for _, p := range e.plans[rt].params {
+			if p.comps == nil {
+				add(p.ptype, p.ctxs, rt+"."+p.code)
+			}
+			for _, c := range p.comps {
+				add(c.ptype, c.ctxs, rt+"."+c.param)
+			}
+		}
+	}
+	var combos []string
+	for c := range seen {
+		combos = append(combos, c)
+	}
+	sort.Strings(combos)
+	for _, c := range combos {
+		t.Logf("%-40s e.g. %v", c, seen[c])
+	}
 }

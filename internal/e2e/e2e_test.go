@@ -1,0 +1,627 @@
+// Package e2e runs the real lapis binary over HTTP against SQLite and
+// PostgreSQL: the CLI contract, import, and the main FHIR flows.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+)
+
+var lapisBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lapis-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	lapisBin = filepath.Join(dir, "lapis")
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	cmd := exec.Command("go", "build", "-o", lapisBin, "./cmd/lapis")
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building lapis:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syntheaDir is the shared Synthea data.
+func syntheaFiles(t *testing.T, n int) []string {
+	_, file, _, _ := runtime.Caller(0)
+	files, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data", "synthea", "*.json"))
+	sort.Strings(files)
+	if len(files) < n {
+		t.Skipf("Synthea data not found (need ../shared/data/synthea)")
+	}
+	return files[:n]
+}
+
+type instance struct {
+	t       *testing.T
+	dataDir string
+	dbURL   string
+	base    string
+	cmd     *exec.Cmd
+	logs    *bytes.Buffer
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lapis runs a lapis command against the instance's database.
+func (in *instance) lapis(args ...string) (stdout, stderr string, code int) {
+	in.t.Helper()
+	all := append(append([]string{}, args[:1]...), "--data-dir", in.dataDir, "--database", in.dbURL)
+	all = append(all, args[1:]...)
+	return run(in.t, all...)
+}
+
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(lapisBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running lapis: %v", err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func start(t *testing.T, dbURL string) *instance {
+	t.Helper()
+	in := &instance{t: t, dataDir: t.TempDir(), dbURL: dbURL, logs: &bytes.Buffer{}}
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	in.base = "http://" + addr + "/fhir"
+	in.cmd = exec.Command(lapisBin, "serve", "--addr", addr, "--data-dir", in.dataDir, "--database", dbURL)
+	in.cmd.Stderr = in.logs
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = in.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = in.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = in.cmd.Process.Kill()
+			t.Error("server did not shut down within 10s")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", in.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(in.base + "/metadata")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return in
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("server did not start: %s", in.logs.String())
+	return nil
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+func (in *instance) do(method, path string, body any, headers ...string) *response {
+	in.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	u := path
+	if !strings.HasPrefix(path, "http") {
+		u = in.base + path
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := &response{status: resp.StatusCode, header: resp.Header, raw: raw}
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &r.body)
+	}
+	return r
+}
+
+func (r *response) expect(t *testing.T, status int) *response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, truncate(r.raw))
+	}
+	return r
+}
+
+func (r *response) outcome(t *testing.T) {
+	t.Helper()
+	if r.body["resourceType"] != "OperationOutcome" {
+		t.Fatalf("body is not an OperationOutcome: %s", truncate(r.raw))
+	}
+}
+
+func truncate(b []byte) string {
+	if len(b) > 800 {
+		return string(b[:800]) + "..."
+	}
+	return string(b)
+}
+
+func ids(t *testing.T, bundle map[string]any, mode string) []string {
+	t.Helper()
+	var out []string
+	entries, _ := bundle["entry"].([]any)
+	for _, e := range entries {
+		em := e.(map[string]any)
+		if mode != "" {
+			s, _ := em["search"].(map[string]any)
+			if s == nil || s["mode"] != mode {
+				continue
+			}
+		}
+		res := em["resource"].(map[string]any)
+		out = append(out, res["resourceType"].(string)+"/"+res["id"].(string))
+	}
+	return out
+}
+
+func link(bundle map[string]any, rel string) string {
+	links, _ := bundle["link"].([]any)
+	for _, l := range links {
+		lm := l.(map[string]any)
+		if lm["relation"] == rel {
+			return lm["url"].(string)
+		}
+	}
+	return ""
+}
+
+func dialects(t *testing.T) map[string]func(t *testing.T) string {
+	return map[string]func(t *testing.T) string{
+		"sqlite":   func(t *testing.T) string { return "" },
+		"postgres": func(t *testing.T) string { return pgtest.New(t) },
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	for name, db := range dialects(t) {
+		t.Run(name, func(t *testing.T) {
+			in := start(t, db(t))
+			files := syntheaFiles(t, 3)
+			t.Run("import", func(t *testing.T) { testImport(t, in, files) })
+			t.Run("crud", func(t *testing.T) { testCRUD(t, in) })
+			t.Run("search", func(t *testing.T) { testSearch(t, in) })
+			t.Run("paging", func(t *testing.T) { testPaging(t, in) })
+			t.Run("transaction", func(t *testing.T) { testTransaction(t, in) })
+			t.Run("rejections", func(t *testing.T) { testRejections(t, in) })
+		})
+	}
+}
+
+func testImport(t *testing.T, in *instance, files []string) {
+	// Import while the server runs: the server must see the data at once.
+	before := in.do("GET", "/Patient?_summary=count", nil).expect(t, 200)
+	out, errOut, code := in.lapis(append([]string{"import", "--json"}, files...)...)
+	if code != 0 {
+		t.Fatalf("import exit %d: %s", code, errOut)
+	}
+	var rep struct{ Files, Resources, Failed int }
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("import --json output %q: %v", out, err)
+	}
+	if rep.Files != len(files) || rep.Failed != 0 || rep.Resources < 100 {
+		t.Fatalf("report %+v", rep)
+	}
+	after := in.do("GET", "/Patient?_summary=count", nil).expect(t, 200)
+	if after.body["total"].(float64) != before.body["total"].(float64)+float64(len(files)) {
+		t.Fatalf("patients before %v after %v", before.body["total"], after.body["total"])
+	}
+
+	// NDJSON with ids, one bad line: imported, the bad line reported, exit non-zero.
+	nd := filepath.Join(t.TempDir(), "x.ndjson")
+	os.WriteFile(nd, []byte(`{"resourceType":"Patient","id":"nd-1","gender":"female"}
+{"resourceType":"Patient","id":"nd-2","gender":"bogus"}
+not json
+{"resourceType":"Observation","id":"nd-3","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/nd-1"}}
+`), 0o600)
+	_, errOut, code = in.lapis("import", "--json", nd)
+	if code == 0 || !strings.Contains(errOut, "line 3") || !strings.Contains(errOut, "entry 2") {
+		t.Fatalf("ndjson import: exit %d stderr %q", code, errOut)
+	}
+	in.do("GET", "/Patient/nd-1", nil).expect(t, 200)
+	in.do("GET", "/Patient/nd-2", nil).expect(t, 404)
+	in.do("GET", "/Observation/nd-3", nil).expect(t, 200)
+	// A missing file: non-zero exit, one line on stderr.
+	_, errOut, code = in.lapis("import", "/nonexistent/file.json")
+	if code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("missing file: exit %d stderr %q", code, errOut)
+	}
+}
+
+func patient(family string) map[string]any {
+	return map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": family, "given": []any{"Test"}}},
+		"gender": "female", "birthDate": "1980-05-17",
+		"identifier": []any{map[string]any{"system": "http://example.org/mrn", "value": family}}}
+}
+
+func testCRUD(t *testing.T, in *instance) {
+	r := in.do("POST", "/Patient", patient("Crudova")).expect(t, 201)
+	id, _ := r.body["id"].(string)
+	loc := r.header.Get("Location")
+	if id == "" || !strings.HasPrefix(loc, in.base+"/Patient/"+id+"/_history/1") || r.header.Get("ETag") != `W/"1"` {
+		t.Fatalf("create: id %q Location %q ETag %q", id, loc, r.header.Get("ETag"))
+	}
+	meta := r.body["meta"].(map[string]any)
+	if meta["versionId"] != "1" || meta["lastUpdated"] == nil {
+		t.Fatalf("meta %v", meta)
+	}
+	rd := in.do("GET", "/Patient/"+id, nil).expect(t, 200)
+	if rd.header.Get("Last-Modified") == "" || rd.header.Get("ETag") != `W/"1"` {
+		t.Fatalf("read headers %v", rd.header)
+	}
+	in.do("GET", "/Patient/"+id, nil, "If-None-Match", `W/"1"`).expect(t, 304)
+	upd := patient("Crudova")
+	upd["id"] = id
+	upd["active"] = true
+	in.do("PUT", "/Patient/"+id, upd, "If-Match", `W/"1"`).expect(t, 200)
+	in.do("PUT", "/Patient/"+id, upd, "If-Match", `W/"1"`).expect(t, 412).outcome(t)
+	in.do("PATCH", "/Patient/"+id, `[{"op":"replace","path":"/active","value":false}]`, "Content-Type", "application/json-patch+json").expect(t, 200)
+	h := in.do("GET", "/Patient/"+id+"/_history", nil).expect(t, 200)
+	if h.body["type"] != "history" || len(h.body["entry"].([]any)) != 3 {
+		t.Fatalf("history: %s", truncate(h.raw))
+	}
+	v1 := in.do("GET", "/Patient/"+id+"/_history/1", nil).expect(t, 200)
+	if v1.body["active"] != nil {
+		t.Fatalf("vread 1 has active: %s", truncate(v1.raw))
+	}
+	if d := in.do("DELETE", "/Patient/"+id, nil); d.status != 200 && d.status != 204 {
+		t.Fatalf("delete: %d", d.status)
+	}
+	in.do("GET", "/Patient/"+id, nil).expect(t, 410).outcome(t)
+	in.do("GET", "/Patient/"+id+"/_history/3", nil).expect(t, 200)
+	// Create-on-update with a client id, conditional create.
+	p := patient("Clientid")
+	p["id"] = "client-chosen-1"
+	in.do("PUT", "/Patient/client-chosen-1", p).expect(t, 201)
+	c1 := in.do("POST", "/Patient", patient("Condova"), "If-None-Exist", "identifier=http://example.org/mrn|Condova").expect(t, 201)
+	c2 := in.do("POST", "/Patient", patient("Condova"), "If-None-Exist", "identifier=http://example.org/mrn|Condova").expect(t, 200)
+	if c1.body["id"] != c2.body["id"] {
+		t.Fatalf("conditional create made a second resource")
+	}
+	// Conditional update by identifier, conditional delete.
+	cu := patient("Condova")
+	cu["active"] = true
+	in.do("PUT", "/Patient?identifier=http://example.org/mrn|Condova", cu).expect(t, 200)
+	in.do("DELETE", "/Patient?identifier=http://example.org/mrn|Condova", nil)
+	in.do("GET", "/Patient/"+c1.body["id"].(string), nil).expect(t, 410)
+	// Prefer: return=minimal.
+	m := in.do("POST", "/Patient", patient("Minimal"), "Prefer", "return=minimal").expect(t, 201)
+	if len(m.raw) != 0 || m.header.Get("Location") == "" {
+		t.Fatalf("return=minimal gave a body %q", m.raw)
+	}
+}
+
+func testSearch(t *testing.T, in *instance) {
+	pid := ""
+	{
+		r := in.do("GET", "/Patient?name=Test&family=Crudova&_summary=count", nil).expect(t, 200)
+		_ = r
+		b := in.do("GET", "/Observation?code=http://loinc.org|29463-7&_count=1", nil).expect(t, 200)
+		es := ids(t, b.body, "match")
+		if len(es) != 1 {
+			t.Fatalf("no body-weight observation: %s", truncate(b.raw))
+		}
+		obs := in.do("GET", "/"+es[0], nil).expect(t, 200)
+		pid = strings.TrimPrefix(obs.body["subject"].(map[string]any)["reference"].(string), "Patient/")
+	}
+	count := func(q string) int {
+		t.Helper()
+		r := in.do("GET", q, nil).expect(t, 200)
+		return int(r.body["total"].(float64))
+	}
+	all := count("/Observation?patient=" + pid + "&_summary=count")
+	if all == 0 {
+		t.Fatal("patient has no observations")
+	}
+	if n := count("/Observation?subject=Patient/" + pid + "&_summary=count"); n != all {
+		t.Fatalf("subject=Patient/id %d vs patient=id %d", n, all)
+	}
+	if n := count("/Observation?patient=" + url.QueryEscape(in.base+"/Patient/"+pid) + "&_summary=count"); n != all {
+		t.Fatalf("absolute reference %d vs %d", n, all)
+	}
+	weight := count("/Observation?patient=" + pid + "&code=http://loinc.org|29463-7")
+	lab := count("/Observation?patient=" + pid + "&category=laboratory")
+	labNew := count("/Observation?patient=" + pid + "&category=laboratory&date=ge2015-01-01")
+	labOld := count("/Observation?patient=" + pid + "&category=laboratory&date=lt2015-01-01")
+	if weight == 0 || lab == 0 || labNew+labOld != lab {
+		t.Fatalf("weight %d lab %d new %d old %d", weight, lab, labNew, labOld)
+	}
+	// POST _search gives the same results as GET.
+	req, _ := http.NewRequest("POST", in.base+"/Observation/_search", strings.NewReader("patient="+pid+"&category=laboratory"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pb map[string]any
+	json.NewDecoder(resp.Body).Decode(&pb)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || int(pb["total"].(float64)) != lab {
+		t.Fatalf("POST _search: %d total %v want %d", resp.StatusCode, pb["total"], lab)
+	}
+	// Chain and reverse chain.
+	pat := in.do("GET", "/Patient/"+pid, nil).expect(t, 200)
+	family := pat.body["name"].([]any)[0].(map[string]any)["family"].(string)
+	if n := count("/Observation?subject:Patient.family=" + url.QueryEscape(family) + "&code=http://loinc.org|29463-7"); n < weight {
+		t.Fatalf("chain gave %d, want >= %d", n, weight)
+	}
+	hb := in.do("GET", "/Patient?_has:Observation:patient:code=29463-7&_id="+pid, nil).expect(t, 200)
+	if got := ids(t, hb.body, "match"); len(got) != 1 || got[0] != "Patient/"+pid {
+		t.Fatalf("_has: %v", got)
+	}
+	// _include and _revinclude.
+	ib := in.do("GET", "/Observation?patient="+pid+"&code=http://loinc.org|29463-7&_include=Observation:patient", nil).expect(t, 200)
+	if inc := ids(t, ib.body, "include"); len(inc) != 1 || inc[0] != "Patient/"+pid {
+		t.Fatalf("_include: %v", inc)
+	}
+	rb := in.do("GET", "/Patient?_id="+pid+"&_revinclude=Observation:patient&_count=1000", nil).expect(t, 200)
+	if n := len(ids(t, rb.body, "include")); n != all {
+		t.Fatalf("_revinclude gave %d observations, want %d", n, all)
+	}
+	// _sort descending by date.
+	sb := in.do("GET", "/Observation?patient="+pid+"&code=http://loinc.org|29463-7&_sort=-date", nil).expect(t, 200)
+	var prev string
+	for _, e := range sb.body["entry"].([]any) {
+		d := e.(map[string]any)["resource"].(map[string]any)["effectiveDateTime"].(string)
+		if prev != "" && d > prev {
+			t.Fatalf("not sorted descending: %s after %s", d, prev)
+		}
+		prev = d
+	}
+	// String search is case- and accent-insensitive starts-with.
+	in.do("POST", "/Patient", patient("Zoë-Ångström")).expect(t, 201)
+	if n := count("/Patient?family=zoe-ang"); n != 1 {
+		t.Fatalf("accent-insensitive search found %d", n)
+	}
+	if n := count("/Patient?family:exact=Zoë-Ångström"); n != 1 {
+		t.Fatalf(":exact found %d", n)
+	}
+	if n := count("/Patient?family:contains=ngstr"); n != 1 {
+		t.Fatalf(":contains found %d", n)
+	}
+	// Unknown parameters are ignored (and left out of the self link) unless strict.
+	u := in.do("GET", "/Patient?bogus=1&family=zoe", nil).expect(t, 200)
+	if strings.Contains(link(u.body, "self"), "bogus") {
+		t.Fatalf("self link keeps unknown param: %s", link(u.body, "self"))
+	}
+	in.do("GET", "/Patient?bogus=1", nil, "Prefer", "handling=strict").expect(t, 400).outcome(t)
+}
+
+func testPaging(t *testing.T, in *instance) {
+	first := in.do("GET", "/Observation?_count=50&_sort=_id", nil).expect(t, 200)
+	total := int(first.body["total"].(float64))
+	seen := map[string]bool{}
+	page := first
+	pages := 0
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	// Concurrent writers must not shift the pages.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			body, _ := json.Marshal(map[string]any{"resourceType": "Observation", "id": fmt.Sprintf("aaaa-paging-%d", i), "status": "final", "code": map[string]any{"text": "x"}})
+			req, _ := http.NewRequest("PUT", in.base+fmt.Sprintf("/Observation/aaaa-paging-%d", i), bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/fhir+json")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	for {
+		pages++
+		for _, id := range ids(t, page.body, "match") {
+			if seen[id] {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("%s seen twice (page %d)", id, pages)
+			}
+			seen[id] = true
+		}
+		next := link(page.body, "next")
+		if next == "" {
+			break
+		}
+		page = in.do("GET", next, nil).expect(t, 200)
+		if pages > 1000 {
+			t.Fatal("too many pages")
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if len(seen) != total {
+		t.Fatalf("paged through %d resources, total said %d", len(seen), total)
+	}
+	// previous link of the second page leads back to the first.
+	second := in.do("GET", link(first.body, "next"), nil).expect(t, 200)
+	back := in.do("GET", link(second.body, "previous"), nil).expect(t, 200)
+	if fmt.Sprint(ids(t, back.body, "match")) != fmt.Sprint(ids(t, first.body, "match")) {
+		t.Fatal("previous page differs from the first page")
+	}
+}
+
+func testTransaction(t *testing.T, in *instance) {
+	tx := map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
+		map[string]any{"fullUrl": "urn:uuid:5c1b7d2a-0000-4000-8000-000000000001", "resource": patient("Transacta"),
+			"request": map[string]any{"method": "POST", "url": "Patient"}},
+		map[string]any{"fullUrl": "urn:uuid:5c1b7d2a-0000-4000-8000-000000000002", "resource": map[string]any{
+			"resourceType": "Observation", "status": "final", "code": map[string]any{"text": "t"},
+			"subject": map[string]any{"reference": "urn:uuid:5c1b7d2a-0000-4000-8000-000000000001"}},
+			"request": map[string]any{"method": "POST", "url": "Observation"}},
+	}}
+	r := in.do("POST", "", tx).expect(t, 200)
+	if r.body["type"] != "transaction-response" {
+		t.Fatalf("type %v", r.body["type"])
+	}
+	es := r.body["entry"].([]any)
+	loc0 := es[0].(map[string]any)["response"].(map[string]any)["location"].(string)
+	loc1 := es[1].(map[string]any)["response"].(map[string]any)["location"].(string)
+	pid := strings.Split(loc0, "/")[1]
+	obs := in.do("GET", "/"+strings.Join(strings.Split(loc1, "/")[:2], "/"), nil).expect(t, 200)
+	if obs.body["subject"].(map[string]any)["reference"] != "Patient/"+pid {
+		t.Fatalf("urn:uuid not rewritten: %v", obs.body["subject"])
+	}
+	// Atomic: a bad second entry means nothing is written.
+	before := in.do("GET", "/Patient?family=Atomica&_summary=count", nil).expect(t, 200).body["total"]
+	bad := map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{
+		map[string]any{"resource": patient("Atomica"), "request": map[string]any{"method": "POST", "url": "Patient"}},
+		map[string]any{"resource": map[string]any{"resourceType": "Observation", "status": "not-a-status", "code": map[string]any{"text": "t"}},
+			"request": map[string]any{"method": "POST", "url": "Observation"}},
+	}}
+	in.do("POST", "", bad).expect(t, 400).outcome(t)
+	after := in.do("GET", "/Patient?family=Atomica&_summary=count", nil).expect(t, 200).body["total"]
+	if before != after {
+		t.Fatalf("failed transaction wrote data: %v -> %v", before, after)
+	}
+}
+
+func testRejections(t *testing.T, in *instance) {
+	cases := []struct {
+		name, method, path, body string
+		headers                  []string
+		status                   int
+	}{
+		{"malformed json", "POST", "/Patient", `{"resourceType":"Patient",`, nil, 400},
+		{"unknown element", "POST", "/Patient", `{"resourceType":"Patient","foo":1}`, nil, 400},
+		{"bad date", "POST", "/Patient", `{"resourceType":"Patient","birthDate":"1980-13-01"}`, nil, 400},
+		{"type mismatch", "POST", "/Patient", `{"resourceType":"Observation","status":"final","code":{"text":"x"}}`, nil, 400},
+		{"id mismatch", "PUT", "/Patient/abc", `{"resourceType":"Patient","id":"xyz"}`, nil, 400},
+		{"invalid id", "GET", "/Patient/" + strings.Repeat("x", 65), "", nil, 400},
+		{"unknown type", "GET", "/Foo/1", "", nil, 404},
+		{"xml body", "POST", "/Patient", `<Patient/>`, []string{"Content-Type", "application/fhir+xml"}, 415},
+		{"xml accept", "GET", "/metadata", "", []string{"Accept", "application/fhir+xml"}, 406},
+		{"bad search date", "GET", "/Observation?date=2015-13-01", "", nil, 400},
+		{"bad prefix", "GET", "/Observation?date=xx2015", "", nil, 400},
+		{"not found", "GET", "/Patient/does-not-exist", "", nil, 404},
+		{"too large", "POST", "/Patient", `{"resourceType":"Patient","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">` + strings.Repeat("x", 17<<20) + `</div>"}}`, nil, 413},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			r := in.do(c.method, c.path, body, c.headers...)
+			if r.status != c.status {
+				t.Fatalf("status %d, want %d: %s", r.status, c.status, truncate(r.raw))
+			}
+			r.outcome(t)
+		})
+	}
+}
+
+func TestCLIContract(t *testing.T) {
+	_, errOut, code := run(t, "serve", "--addr", "0.0.0.0:1")
+	if code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.HasPrefix(errOut, "lapis: ") {
+		t.Fatalf("non-loopback serve: exit %d stderr %q", code, errOut)
+	}
+	_, errOut, code = run(t, "serve", "--bogus-flag")
+	if code == 0 || errOut == "" {
+		t.Fatalf("bad flag: exit %d", code)
+	}
+	out, _, code := run(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "lapis ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	// Env variables configure serve like flags.
+	cmd := exec.Command(lapisBin, "serve")
+	port := freePort(t)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("LAPIS_ADDR=127.0.0.1:%d", port), "LAPIS_DATA_DIR="+t.TempDir(), "LAPIS_BASE_URL=https://fhir.example.org")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", port))
+		if err == nil {
+			var cs map[string]any
+			json.NewDecoder(resp.Body).Decode(&cs)
+			resp.Body.Close()
+			impl := cs["implementation"].(map[string]any)
+			if impl["url"] != "https://fhir.example.org/fhir" {
+				t.Fatalf("implementation.url %v", impl["url"])
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("server configured by env did not start")
+}

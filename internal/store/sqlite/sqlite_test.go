@@ -1,0 +1,24 @@
+package sqlite_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/sqlite"
+	"github.com/lapis-health/lapis/internal/store/storetest"
+)
+
+func open(t *testing.T) store.Store {
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "lapis.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, open)
+}
