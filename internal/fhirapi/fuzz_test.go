@@ -3,6 +3,7 @@ package fhirapi
 import (
 	"net/http"
 	"testing"
+	"time"
 )
 
 // FuzzCreate posts arbitrary bodies to POST /fhir/Patient: the server must
@@ -19,7 +20,11 @@ func FuzzCreate(f *testing.F) {
 	f.Add(`{"resourceType":"Patient","_active":{"extension":[]}}`)
 	e := newEnv(f)
 	f.Fuzz(func(t *testing.T, body string) {
+		start := time.Now()
 		r := e.do("POST", "/fhir/Patient", body, "Content-Type: application/fhir+json")
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %v for %q", d, body)
+		}
 		if r.code >= 500 {
 			t.Fatalf("status %d for %q: %s", r.code, body, r.body)
 		}

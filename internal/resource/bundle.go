@@ -89,7 +89,7 @@ func (s *Service) Bundle(ctx context.Context, body []byte, ret Return) (*Result,
 	if _, present := doc["entry"]; present && !ok {
 		return nil, outcome.BadRequest("Bundle.entry must be an array").At("Bundle.entry")
 	}
-	if len(rawEntries) > s.maxEntries {
+	if s.maxEntries > 0 && len(rawEntries) > s.maxEntries {
 		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the Bundle has %d entries; the maximum is %d", len(rawEntries), s.maxEntries)
 	}
 	entries := make([]*entry, len(rawEntries))
@@ -822,4 +822,3 @@ func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops
 	}
 	return out, err
 }
-

@@ -65,12 +65,12 @@ func (s *Service) History(ctx context.Context, typ, id string, params url.Values
 			if n > s.maxHistory {
 				n = s.maxHistory
 			}
+			links.Set("_count", strconv.Itoa(n))
 			if n == 0 {
 				onlyTotal = true
 				n = 1
 			}
 			hq.Count = n
-			links.Set("_count", strconv.Itoa(n))
 		case HistoryCursorParam:
 			hq.Before = v
 		default:

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -154,45 +155,69 @@ func (rw *refRewriter) elementType(path, key string) (string, string) {
 
 // rewriteXHTML replaces placeholder URLs in href and src attributes.
 func (rw *refRewriter) rewriteXHTML(div string) string {
-	if !strings.Contains(div, "urn:") && len(rw.mapping) == 0 {
+	if len(rw.mapping) == 0 {
 		return div
 	}
-	for from, to := range rw.mapping {
-		if !strings.Contains(div, from) {
-			continue
-		}
-		for _, attr := range []string{"href", "src"} {
-			for _, q := range []string{`"`, `'`} {
-				div = strings.ReplaceAll(div, attr+"="+q+from+q, attr+"="+q+to+q)
-			}
-		}
-	}
-	return div
-}
-
-// rewriteQuery replaces placeholders in a conditional query string or a
-// request URL (raw and percent-encoded forms).
-func (rw *refRewriter) rewriteQuery(q string) string {
-	for from, to := range rw.mapping {
-		if strings.Contains(q, from) {
-			q = strings.ReplaceAll(q, from, to)
-		}
-		if enc := queryEscape(from); enc != from && strings.Contains(q, enc) {
-			q = strings.ReplaceAll(q, enc, to)
-		}
-	}
-	return q
-}
-
-func queryEscape(s string) string {
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == ':' || c == '/' {
-			b.WriteString("%" + strings.ToUpper(string("0123456789abcdef"[c>>4])+string("0123456789abcdef"[c&15])))
+	rest := div
+	changed := false
+	for {
+		i := strings.Index(rest, "=")
+		if i < 0 || i+1 >= len(rest) {
+			break
+		}
+		q := rest[i+1]
+		isAttr := (q == '"' || q == '\'') && (strings.HasSuffix(rest[:i], "href") || strings.HasSuffix(rest[:i], "src"))
+		if !isAttr {
+			b.WriteString(rest[:i+1])
+			rest = rest[i+1:]
 			continue
 		}
-		b.WriteByte(c)
+		end := strings.IndexByte(rest[i+2:], q)
+		if end < 0 {
+			break
+		}
+		val := rest[i+2 : i+2+end]
+		b.WriteString(rest[:i+2])
+		if to, ok := rw.mapping[val]; ok {
+			b.WriteString(to)
+			changed = true
+		} else {
+			b.WriteString(val)
+		}
+		rest = rest[i+2+end:]
 	}
+	if !changed {
+		return div
+	}
+	b.WriteString(rest)
 	return b.String()
+}
+
+// rewriteQuery replaces placeholders used as parameter values in a
+// conditional query string or a request URL query.
+func (rw *refRewriter) rewriteQuery(q string) string {
+	if len(rw.mapping) == 0 || q == "" {
+		return q
+	}
+	parts := strings.Split(q, "&")
+	changed := false
+	for i, p := range parts {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok {
+			continue
+		}
+		uv, err := url.QueryUnescape(v)
+		if err != nil {
+			continue
+		}
+		if to, found := rw.mapping[uv]; found {
+			parts[i] = k + "=" + url.QueryEscape(to)
+			changed = true
+		}
+	}
+	if !changed {
+		return q
+	}
+	return strings.Join(parts, "&")
 }

@@ -70,7 +70,7 @@ func TestRefRewriter(t *testing.T) {
 		got, _ := json.MarshalIndent(doc, "", " ")
 		t.Fatalf("got %s", got)
 	}
-	if q := rw.rewriteQuery("subject=" + pat + "&x=urn%3Auuid%3A61ebe359-bfdc-4613-8bf2-c5e300945f0a"); q != "subject=Patient/abc&x=Patient/abc" {
+	if q := rw.rewriteQuery("subject=" + pat + "&x=urn%3Auuid%3A61ebe359-bfdc-4613-8bf2-c5e300945f0a&y=z"); q != "subject=Patient%2Fabc&x=Patient%2Fabc&y=z" {
 		t.Fatalf("rewriteQuery: %s", q)
 	}
 }

@@ -77,7 +77,7 @@ type Config struct {
 	// Now returns the current time; nil means time.Now (tests override it).
 	Now func() time.Time
 	// MaxBundleEntries bounds the entries of a batch or transaction
-	// (0 means 1000).
+	// (0 means no limit beyond the HTTP body size limit).
 	MaxBundleEntries int
 	// DefaultHistoryCount and MaxHistoryCount bound history pages (0 means
 	// 50 and 1000).
@@ -121,9 +121,6 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
-	}
-	if s.maxEntries <= 0 {
-		s.maxEntries = 1000
 	}
 	if s.defHistory <= 0 {
 		s.defHistory = 50
@@ -349,7 +346,7 @@ func (s *Service) internal(ctx context.Context, op string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		return outcome.New(http.StatusConflict, "conflict", "the resource was modified concurrently; retry the request")
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, errHidden):
 		return outcome.NotFound("resource not found")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return outcome.New(http.StatusServiceUnavailable, "timeout", "the request was cancelled or timed out")

@@ -8,7 +8,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 )
 
-// Subsetted is the meta.tag added to resources returned with _summary or
+// subsettedTag is the meta.tag added to resources returned with _summary or
 // _elements (R4 search.html#summary).
 var subsettedTag = map[string]any{
 	"system":  "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",

@@ -37,10 +37,10 @@ type types struct {
 func newTypes(reg *definitions.Registry) *types {
 	t := &types{reg: reg, idx: map[ctxInfo]int32{}}
 	// Well-known contexts for FHIRPath values created by the evaluator.
-	t.intern(ctxInfo{typ: "boolean", path: "boolean", kind: ckPrimitive})  // ctxBoolean = 0
-	t.intern(ctxInfo{typ: "string", path: "string", kind: ckPrimitive})    // ctxString = 1
-	t.intern(ctxInfo{typ: "decimal", path: "decimal", kind: ckPrimitive})  // ctxDecimal = 2
-	t.intern(ctxInfo{typ: "integer", path: "integer", kind: ckPrimitive})  // ctxInteger = 3
+	t.intern(ctxInfo{typ: "boolean", path: "boolean", kind: ckPrimitive}) // ctxBoolean = 0
+	t.intern(ctxInfo{typ: "string", path: "string", kind: ckPrimitive})   // ctxString = 1
+	t.intern(ctxInfo{typ: "decimal", path: "decimal", kind: ckPrimitive}) // ctxDecimal = 2
+	t.intern(ctxInfo{typ: "integer", path: "integer", kind: ckPrimitive}) // ctxInteger = 3
 	return t
 }
 

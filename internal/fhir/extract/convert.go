@@ -170,22 +170,7 @@ func (e *emitter) token(typ string, v any) {
 				e.tokRow("", "", ntext)
 			}
 		case "Identifier":
-			sys, val := str(x, "system"), str(x, "value")
-			if sys == "" && val == "" {
-				return
-			}
-			text := ""
-			if t, ok := x["type"].(map[string]any); ok {
-				text = str(t, "text")
-				if text == "" {
-					each(t, "coding", func(c map[string]any) {
-						if text == "" {
-							text = str(c, "display")
-						}
-					})
-				}
-			}
-			e.tokRow(sys, val, norm(text))
+			e.identifier(x)
 		case "ContactPoint":
 			if val := str(x, "value"); val != "" {
 				e.tokRow("", val, "")
@@ -203,6 +188,37 @@ func (e *emitter) token(typ string, v any) {
 			}
 		}
 	}
+}
+
+// identifier emits an Identifier (system|value, text = type.text or the
+// first type coding's display) and, for each coded Identifier.type, the
+// row that answers :of-type (store.OfTypeParam, store.OfTypeCode).
+func (e *emitter) identifier(x map[string]any) {
+	sys, val := str(x, "system"), str(x, "value")
+	if sys == "" && val == "" {
+		return
+	}
+	typ, _ := x["type"].(map[string]any)
+	text := str(typ, "text")
+	if text == "" {
+		each(typ, "coding", func(c map[string]any) {
+			if text == "" {
+				text = str(c, "display")
+			}
+		})
+	}
+	e.tokRow(sys, val, norm(text))
+	if val == "" || typ == nil {
+		return
+	}
+	each(typ, "coding", func(c map[string]any) {
+		if code := str(c, "code"); code != "" {
+			e.idx.Tokens = append(e.idx.Tokens, store.TokenRow{
+				Param: store.OfTypeParam(e.param), Group: e.group,
+				System: str(c, "system"), Code: store.OfTypeCode(code, val),
+			})
+		}
+	})
 }
 
 // coding emits one Coding; ccText is the CodeableConcept.text (normalized)

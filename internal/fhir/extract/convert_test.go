@@ -103,7 +103,7 @@ func TestStringPrimitive(t *testing.T) {
 
 func TestTokenTypes(t *testing.T) {
 	res := `{"resourceType":"Patient","id":"p1","active":true,"gender":"female",
-	  "identifier":[{"system":"urn:mrn","value":"123","type":{"text":"Medical Record"}},
+	  "identifier":[{"system":"urn:mrn","value":"123","type":{"text":"Medical Record","coding":[{"system":"http://terminology.hl7.org/CodeSystem/v2-0203","code":"MR"}]}},
 	                {"system":"urn:ssn","value":"999","type":{"coding":[{"code":"SS","display":"Social Security"}]}},
 	                {"use":"official"}],
 	  "telecom":[{"system":"phone","value":"555-1234"},{"system":"email","value":"a@b.org"}],
@@ -114,9 +114,11 @@ func TestTokenTypes(t *testing.T) {
 	checkRows(t, res, []string{"active", "gender"},
 		`token active g0 |true ""`,
 		`token gender g0 |female ""`)
-	checkRows(t, res, []string{"identifier"},
+	checkRows(t, res, []string{"identifier", "identifier:of-type"},
 		`token identifier g0 urn:mrn|123 "medical record"`,
-		`token identifier g0 urn:ssn|999 "social security"`)
+		`token identifier g0 urn:ssn|999 "social security"`,
+		`token identifier:of-type g0 http://terminology.hl7.org/CodeSystem/v2-0203|MR|123 ""`,
+		`token identifier:of-type g0 |SS|999 ""`)
 	checkRows(t, res, []string{"telecom", "phone", "email"},
 		`token telecom g0 |555-1234 ""`,
 		`token telecom g0 |a@b.org ""`,

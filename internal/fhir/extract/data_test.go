@@ -142,6 +142,11 @@ func TestRealData(t *testing.T) {
 		`token identifier g0 http://hl7.org/fhir/sid/us-ssn|999-22-1962 "social security number"`,
 		`token identifier g0 urn:oid:2.16.840.1.113883.4.3.25|S99942380 "driver's license"`,
 		`token identifier g0 http://standardhealthrecord.org/fhir/StructureDefinition/passportNumber|X45815551X "passport number"`)
+	check(pat, []string{"identifier:of-type"},
+		`token identifier:of-type g0 http://terminology.hl7.org/CodeSystem/v2-0203|MR|e925b0f3-8006-43f6-aa31-94bd215e55e7 ""`,
+		`token identifier:of-type g0 http://terminology.hl7.org/CodeSystem/v2-0203|SS|999-22-1962 ""`,
+		`token identifier:of-type g0 http://terminology.hl7.org/CodeSystem/v2-0203|DL|S99942380 ""`,
+		`token identifier:of-type g0 http://terminology.hl7.org/CodeSystem/v2-0203|PPN|X45815551X ""`)
 	check("Encounter/abbc5979-3aca-43fe-91a6-8065b7e4a90f", []string{"date"},
 		`date date g0 `+dateRange(ms("1991-06-07T23:37:54Z"), ms("1991-06-07T23:52:54.999Z")))
 	// US Core: an Observation with components (pulse oximetry), a profile.

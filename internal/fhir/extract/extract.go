@@ -9,6 +9,20 @@
 // extension(), and/or/=/!=). An expression outside that subset is
 // evaluated by the general FHIRPath engine github.com/gofhir/fhirpath
 // instead (see Fallbacks); with the R4 definitions there are none.
+//
+// Values become rows according to the parameter type and the FHIR type of
+// the value (FHIR R4 search.html). Conventions beyond the row doc comments
+// in package store:
+//   - token: a CodeableConcept.text that is not the display of one of its
+//     codings gets its own row with empty System and Code (for :text);
+//     every Identifier with a value and a coded type also gets a row under
+//     store.OfTypeParam (for :of-type).
+//   - reference: references to contained resources ("#id") and
+//     identifier-only references are not indexed; a Resource (Bundle
+//     composition/message) is not indexed either.
+//   - composite: a group is emitted only when every component has a value.
+//   - Values whose JSON shape contradicts their definition are skipped; a
+//     panic while evaluating one parameter loses that parameter only.
 package extract
 
 import (
@@ -228,6 +242,8 @@ func (e *Extractor) Extract(resource map[string]any) (store.Index, error) {
 		e.param(s, &idx, p, resource, &js)
 	}
 	if cap(s.buf) <= 1<<16 {
+		// Drop the references into this resource before pooling.
+		clear(s.buf[:cap(s.buf)])
 		s.buf = s.buf[:0]
 		e.pool.Put(s)
 	}

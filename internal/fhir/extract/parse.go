@@ -13,16 +13,16 @@ import (
 type astKind int
 
 const (
-	astIdent   astKind = iota // name (member of the focus, or a type name at the root)
-	astMember                 // left.name
-	astCall                   // [left.]name(args)
-	astIndex                  // left[arg]
-	astBinary                 // left op right
-	astString                 // 'literal'
-	astNumber                 // 12, 1.5
-	astBool                   // true / false
-	astVar                    // %resource, %context, $this
-	astTypeSpec               // a type name on the right of is/as
+	astIdent    astKind = iota // name (member of the focus, or a type name at the root)
+	astMember                  // left.name
+	astCall                    // [left.]name(args)
+	astIndex                   // left[arg]
+	astBinary                  // left op right
+	astString                  // 'literal'
+	astNumber                  // 12, 1.5
+	astBool                    // true / false
+	astVar                     // %resource, %context, $this
+	astTypeSpec                // a type name on the right of is/as
 )
 
 type ast struct {

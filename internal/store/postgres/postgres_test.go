@@ -20,6 +20,15 @@ func open(t *testing.T) store.Store {
 	return s
 }
 
+func openBench(b *testing.B) *postgres.Store {
+	s, err := postgres.Open(context.Background(), pgtest.New(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestStore(t *testing.T) {
 	storetest.Run(t, open)
 }

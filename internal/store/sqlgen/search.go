@@ -120,19 +120,30 @@ func queryOne(ctx context.Context, q Querier, sql string, args []any) (*store.Re
 
 // base renders the FROM/WHERE of a search (no ORDER BY).
 func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
-	g := &gen{b: b, filter: q.Filter}
+	g := &gen{b: b, filter: q.Filter, sqlite: e.D == SQLite}
 	sc := scope{alias: "r", typ: q.Type}
+	if sc.typ == "" && len(q.Types) == 1 {
+		sc.typ = q.Types[0]
+	}
+	// SQLite plans without (or with sampled) statistics: drive the search
+	// from the most selective clause, probe the others per candidate with
+	// correlated EXISTS, and keep the type index out of the way ("+r.type")
+	// when a clause can drive. PostgreSQL plans semi-joins from statistics.
+	driver, typeCol := -1, "r.type"
+	if e.D == SQLite {
+		driver = Driver(q.Where)
+		if driver >= 0 && sc.typ != "" && !hasID(q.Where[driver]) {
+			typeCol = "+r.type"
+		}
+	}
 	conds := []string{"NOT r.deleted"}
 	switch {
-	case q.Type != "":
-		conds = append(conds, "r.type = "+b.Arg(q.Type))
-	case len(q.Types) == 1:
-		sc.typ = q.Types[0]
-		conds = append(conds, "r.type = "+b.Arg(q.Types[0]))
+	case sc.typ != "":
+		conds = append(conds, typeCol+" = "+b.Arg(sc.typ))
 	case len(q.Types) > 1:
 		conds = append(conds, "r.type IN "+b.List(q.Types))
 	}
-	w, err := g.where(sc, q.Where)
+	w, err := g.where(sc, q.Where, driver)
 	if err != nil {
 		return "", err
 	}
@@ -143,6 +154,15 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		conds = append(conds, f)
 	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
+}
+
+func hasID(c store.Clause) bool {
+	for _, p := range c.Any {
+		if p.ID != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // orderBy renders the ORDER BY of a search; ties are broken by rid.

@@ -64,6 +64,7 @@ type scope struct {
 // gen renders conditions into a Builder.
 type gen struct {
 	b      *Builder
+	sqlite bool // prefer correlated probes in nested clauses
 	filter *store.AccessFilter
 	n      int // alias counter
 }
@@ -83,11 +84,17 @@ func (g *gen) member(sc scope, x, from, where string) string {
 }
 
 // where renders the AND of clauses (plus nothing else) for the scope; ""
-// when there are none.
-func (g *gen) where(sc scope, clauses []store.Clause) (string, error) {
+// when there are none. When driver >= 0 only that clause uses the
+// uncorrelated "rid IN (subquery)" form and the others are correlated
+// EXISTS probes (see Engine.base).
+func (g *gen) where(sc scope, clauses []store.Clause, driver int) (string, error) {
 	var parts []string
-	for _, c := range clauses {
-		s, err := g.clause(sc, c)
+	for i, c := range clauses {
+		csc := sc
+		if driver >= 0 && i != driver {
+			csc.corr = true
+		}
+		s, err := g.clause(csc, c)
 		if err != nil {
 			return "", err
 		}
@@ -383,7 +390,7 @@ func (g *gen) rangeCond(lo, hi string, m *store.RangeMatch, isInt bool) string {
 // points at a visible resource of Chain.TargetType satisfying Chain.Where.
 func (g *gen) chain(sc scope, p *store.Predicate) (string, error) {
 	x, t := g.alias("c"), g.alias("t")
-	inner, err := g.clause(scope{alias: t, typ: p.Chain.TargetType}, p.Chain.Where)
+	inner, err := g.clause(scope{alias: t, typ: p.Chain.TargetType, corr: g.sqlite}, p.Chain.Where)
 	if err != nil {
 		return "", err
 	}
@@ -403,7 +410,7 @@ func (g *gen) chain(sc scope, p *store.Predicate) (string, error) {
 // Has.Where references the scoped resource through Has.RefParam.
 func (g *gen) has(sc scope, h *store.Has) (string, error) {
 	x, hr := g.alias("h"), g.alias("hr")
-	inner, err := g.clause(scope{alias: hr, typ: h.Type}, h.Where)
+	inner, err := g.clause(scope{alias: hr, typ: h.Type, corr: g.sqlite}, h.Where)
 	if err != nil {
 		return "", err
 	}
@@ -538,4 +545,83 @@ func (g *gen) sortExpr(alias string, k store.SortKey) (string, error) {
 	x := g.alias("s")
 	return "(SELECT " + agg + "(" + x + "." + col + ") FROM " + table + " " + x + " WHERE " + x + ".rid = " + alias +
 		".rid AND " + x + ".param = " + g.b.Arg(k.Param) + ")" + dir + " NULLS LAST", nil
+}
+
+// Selectivity ranks used to pick the clause that drives a SQLite search.
+const (
+	rankID = iota
+	rankReference
+	rankEqual
+	rankPrefix
+	rankJoin
+	rankRange
+	rankWeak
+	rankNone // cannot drive (negated, :missing)
+)
+
+// rank estimates how selective a clause is (lower = fewer rows), from the
+// kind of its weakest alternative.
+func rank(c store.Clause) int {
+	if c.Negate || len(c.Any) == 0 {
+		return rankNone
+	}
+	worst := rankID
+	for i := range c.Any {
+		worst = max(worst, predRank(&c.Any[i]))
+	}
+	return worst
+}
+
+func predRank(p *store.Predicate) int {
+	switch {
+	case p.Missing != nil:
+		return rankNone
+	case p.ID != nil:
+		return rankID
+	case p.Reference != nil:
+		if p.Reference.TargetID != "" || (p.Reference.URL != "" && !p.Reference.Below) {
+			return rankReference
+		}
+		return rankWeak
+	case p.Token != nil:
+		if p.Token.Text || p.Token.Code == "" {
+			return rankWeak
+		}
+		return rankEqual
+	case p.String != nil:
+		switch p.String.Mode {
+		case store.StringExact:
+			return rankEqual
+		case store.StringContains:
+			return rankWeak
+		}
+		if len(p.String.Value) < 3 {
+			return rankWeak
+		}
+		return rankPrefix
+	case p.URI != nil:
+		if p.URI.Below || p.URI.Above {
+			return rankWeak
+		}
+		return rankEqual
+	case p.Chain != nil, p.Has != nil:
+		return rankJoin
+	case len(p.Composite) > 0:
+		return rankEqual
+	case p.Date != nil, p.Number != nil, p.Quantity != nil, p.LastUpdated != nil:
+		return rankRange
+	}
+	return rankNone
+}
+
+// Driver returns the index of the clause that should drive a SQLite
+// search (the most selective by rank, first on ties), or -1 when none can.
+func Driver(clauses []store.Clause) int {
+	best, bestRank := -1, rankNone
+	for i, c := range clauses {
+		if r := rank(c); r < bestRank {
+			best, bestRank = i, r
+		}
+	}
+	return best
 }

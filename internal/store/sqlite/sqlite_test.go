@@ -19,6 +19,15 @@ func open(t *testing.T) store.Store {
 	return s
 }
 
+func openBench(b *testing.B) *sqlite.Store {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "lapis.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestStore(t *testing.T) {
 	storetest.Run(t, open)
 }

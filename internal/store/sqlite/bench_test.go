@@ -1,0 +1,17 @@
+package sqlite_test
+
+import (
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/store/storetest"
+)
+
+func BenchmarkPut(b *testing.B) { storetest.BenchPut(b, openBench(b)) }
+
+func BenchmarkRead(b *testing.B) { storetest.BenchRead(b, openBench(b)) }
+
+func BenchmarkSearch(b *testing.B) {
+	s := openBench(b)
+	storetest.SearchFixture(b, s)
+	storetest.BenchSearch(b, s)
+}
