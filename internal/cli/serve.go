@@ -14,12 +14,12 @@ import (
 
 type serveCmd struct {
 	dbFlags
-	Addr         string           `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
+	Addr         string `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
 	MaxBody      string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
-	DefaultCount int              `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
-	MaxCount     int              `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
-	AllowRemote  bool             `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
-	LogLevel     string           `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
+	DefaultCount int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
+	MaxCount     int    `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
+	AllowRemote  bool   `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
+	LogLevel     string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
 }
 
 func (c *serveCmd) config() (config.Config, error) {

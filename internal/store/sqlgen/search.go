@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/gob"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -165,7 +165,9 @@ func hasID(c store.Clause) bool {
 	return false
 }
 
-// orderBy renders the ORDER BY of a search; ties are broken by rid.
+// orderBy renders the ORDER BY of a search: the sort keys, by default
+// insertion order (rid) for a type-level search and last_updated for a
+// system-level one; ties are always broken by rid, so the order is total.
 func (e *Engine) orderBy(b *Builder, q *store.Query) (string, error) {
 	g := &gen{b: b, n: 1000}
 	var terms []string
@@ -176,7 +178,7 @@ func (e *Engine) orderBy(b *Builder, q *store.Query) (string, error) {
 		}
 		terms = append(terms, s)
 	}
-	if len(q.Sort) == 0 && q.Type == "" && len(q.Types) != 1 {
+	if len(q.Sort) == 0 && q.Type == "" {
 		terms = append(terms, "r.last_updated ASC")
 	}
 	terms = append(terms, "r.rid ASC")

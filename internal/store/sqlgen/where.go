@@ -235,15 +235,16 @@ func (g *gen) missing(sc scope, param string, missing bool) string {
 		}
 		return "1=1"
 	}
-	ph := g.b.Arg(param)
+	// A composite parameter has rows only under its components' params.
 	x := g.alias("m")
+	ph := "(" + x + ".param = " + g.b.Arg(param) + " OR " + x + ".param = " + g.b.Arg(param+"$1") + ")"
 	var sb strings.Builder
 	sb.WriteString("EXISTS (")
 	for i, t := range IndexTables {
 		if i > 0 {
 			sb.WriteString(" UNION ALL ")
 		}
-		sb.WriteString("SELECT 1 FROM " + t + " " + x + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + x + ".param = " + ph)
+		sb.WriteString("SELECT 1 FROM " + t + " " + x + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + ph)
 	}
 	sb.WriteString(")")
 	if missing {

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -38,11 +39,22 @@ type Options struct {
 // Store is a store.Store on one SQLite database file.
 type Store struct {
 	w, r *sql.DB
-	eng  *sqlgen.Engine
+	// sw stores paging snapshots: its own connection, so a Store.Search
+	// made while an Update holds w waits on SQLite's busy timeout instead
+	// of deadlocking on the pool.
+	sw  *sql.DB
+	eng *sqlgen.Engine
 
 	readStmt *sql.Stmt // on r
 	ws       *writeStmts
+
+	optimized atomic.Int64 // UnixNano of the last PRAGMA optimize
+
+	ins map[insKey]*sql.Stmt // multi-row index INSERTs on w, prepared at Open
 }
+
+// optimizeEvery is how often Update refreshes planner statistics.
+const optimizeEvery = time.Hour
 
 var _ store.Store = (*Store)(nil)
 
@@ -59,6 +71,8 @@ func dsn(path string, extra ...string) string {
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "cache_size(-32000)")
+	q.Add("_pragma", "mmap_size(268435456)")
+	q.Add("_pragma", "temp_store(MEMORY)")
 	for i := 0; i+1 < len(extra); i += 2 {
 		q.Add(extra[i], extra[i+1])
 	}
@@ -67,7 +81,7 @@ func dsn(path string, extra ...string) string {
 
 // OpenWith is Open with options.
 func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
-	w, err := sql.Open("sqlite", dsn(path, "_txlock", "immediate"))
+	w, err := sql.Open("sqlite", dsn(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)"))
 	if err != nil {
 		return nil, err
 	}
@@ -92,11 +106,27 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
-	s := &Store{w: w, r: r, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}}
+	sw, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	sw.SetMaxOpenConns(1)
+	sw.SetConnMaxIdleTime(0)
+	sw.SetConnMaxLifetime(0)
+	s := &Store{w: w, r: r, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
+	// Refresh planner statistics that are missing or stale (cheap with
+	// analysis_limit); repeated hourly after commits.
+	if _, err := w.ExecContext(ctx, "PRAGMA optimize=0x10002"); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.optimized.Store(time.Now().UnixNano())
 	return s, nil
 }
 
@@ -141,11 +171,17 @@ func (s *Store) Close() error {
 	if s.ws != nil {
 		errs = append(errs, s.ws.close())
 	}
+	for _, st := range s.ins {
+		errs = append(errs, st.Close())
+	}
 	if s.r != nil {
 		if _, err := s.w.Exec("PRAGMA optimize"); err != nil {
 			errs = append(errs, err)
 		}
 		errs = append(errs, s.r.Close())
+	}
+	if s.sw != nil {
+		errs = append(errs, s.sw.Close())
 	}
 	errs = append(errs, s.w.Close())
 	return errors.Join(errs...)
@@ -197,7 +233,7 @@ func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult
 		return nil, err
 	}
 	defer tx.Rollback()
-	return s.eng.Search(ctx, querier{tx}, querier{s.w}, q)
+	return s.eng.Search(ctx, querier{tx}, querier{s.sw}, q)
 }
 
 // Update runs fn in a BEGIN IMMEDIATE transaction on the writer connection.
@@ -211,7 +247,13 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 		sqlTx.Rollback()
 		return err
 	}
-	return sqlTx.Commit()
+	if err := sqlTx.Commit(); err != nil {
+		return err
+	}
+	if last := s.optimized.Load(); time.Since(time.Unix(0, last)) > optimizeEvery && s.optimized.CompareAndSwap(last, time.Now().UnixNano()) {
+		_, _ = s.w.ExecContext(ctx, "PRAGMA optimize")
+	}
+	return nil
 }
 
 // querier adapts database/sql to sqlgen.Querier.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
@@ -18,13 +19,6 @@ const (
 	stInsRes
 	stUpdRes
 	stInsHist
-	stInsString
-	stInsToken
-	stInsReference
-	stInsDate
-	stInsNumber
-	stInsQuantity
-	stInsURI
 	stDelIdx // + table bit
 )
 
@@ -35,13 +29,6 @@ var writeSQL = func() []string {
 		"INSERT INTO resources (type, id, version, last_updated, deleted, method, idx_mask, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 		"UPDATE resources SET version = ?1, last_updated = ?2, deleted = ?3, method = ?4, idx_mask = ?5, body = ?6 WHERE rid = ?7",
 		"INSERT INTO history (rid, type, id, version, last_updated, deleted, method, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-		"INSERT INTO idx_string (rid, type, param, grp, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-		"INSERT INTO idx_token (rid, type, param, grp, system, code, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-		"INSERT INTO idx_reference (rid, type, param, grp, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-		"INSERT INTO idx_date (rid, type, param, grp, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-		"INSERT INTO idx_number (rid, type, param, grp, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-		"INSERT INTO idx_quantity (rid, type, param, grp, system, code, unit, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-		"INSERT INTO idx_uri (rid, type, param, grp, uri) VALUES (?1, ?2, ?3, ?4, ?5)",
 	}
 	for _, t := range sqlgen.IndexTables {
 		l = append(l, "DELETE FROM "+t+" WHERE rid = ?1")
@@ -72,7 +59,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		}
 		s.ws.list = append(s.ws.list, st)
 	}
-	return nil
+	return s.prepareInserts(ctx)
 }
 
 // tx is a store.Tx on the writer connection.
@@ -80,6 +67,13 @@ type tx struct {
 	s     *Store
 	tx    *sql.Tx
 	stmts []*sql.Stmt // tx-bound copies of s.ws.list, made lazily
+	ins   map[insKey]*sql.Stmt
+}
+
+// insKey names a prepared multi-row index INSERT.
+type insKey struct {
+	table string
+	rows  int
 }
 
 func (t *tx) stmt(ctx context.Context, i int) *sql.Stmt {
@@ -169,45 +163,142 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 	return t.insertIndex(ctx, rid, w.Type, ix)
 }
 
-func (t *tx) insertIndex(ctx context.Context, rid int64, typ string, ix *store.Index) error {
-	exec := func(i int, args ...any) error {
-		_, err := t.stmt(ctx, i).ExecContext(ctx, args...)
-		return err
-	}
-	for _, r := range ix.Strings {
-		if err := exec(stInsString, rid, typ, r.Param, r.Group, r.Norm, r.Exact); err != nil {
-			return err
+// maxRowsPerInsert bounds the rows of one multi-row index INSERT.
+const maxRowsPerInsert = 32
+
+// indexCols are the columns of each index table after rid, type, param, grp.
+var indexCols = map[string][]string{
+	sqlgen.TableString:    {"norm", "exact"},
+	sqlgen.TableToken:     {"system", "code", "text"},
+	sqlgen.TableReference: {"target_type", "target_id", "url"},
+	sqlgen.TableDate:      {"lo", "hi"},
+	sqlgen.TableNumber:    {"lo", "hi"},
+	sqlgen.TableQuantity:  {"system", "code", "unit", "lo", "hi"},
+	sqlgen.TableURI:       {"uri"},
+}
+
+// insertSizes are the row counts of the prepared multi-row index INSERTs
+// (powers of two up to maxRowsPerInsert); a batch is split into them.
+var insertSizes = []int{32, 16, 8, 4, 2, 1}
+
+func insertSQL(table string, n int) string {
+	cols := append([]string{"rid", "type", "param", "grp"}, indexCols[table]...)
+	var sb strings.Builder
+	sb.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			sb.WriteString(", ")
 		}
-	}
-	for _, r := range ix.Tokens {
-		if err := exec(stInsToken, rid, typ, r.Param, r.Group, r.System, r.Code, r.Text); err != nil {
-			return err
+		sb.WriteByte('(')
+		for j := range cols {
+			if j > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteByte('?')
 		}
+		sb.WriteByte(')')
 	}
-	for _, r := range ix.References {
-		if err := exec(stInsReference, rid, typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL); err != nil {
-			return err
-		}
-	}
-	for _, r := range ix.Dates {
-		if err := exec(stInsDate, rid, typ, r.Param, r.Group, r.Lo, r.Hi); err != nil {
-			return err
-		}
-	}
-	for _, r := range ix.Numbers {
-		if err := exec(stInsNumber, rid, typ, r.Param, r.Group, r.Lo, r.Hi); err != nil {
-			return err
-		}
-	}
-	for _, r := range ix.Quantities {
-		if err := exec(stInsQuantity, rid, typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi); err != nil {
-			return err
-		}
-	}
-	for _, r := range ix.URIs {
-		if err := exec(stInsURI, rid, typ, r.Param, r.Group, r.URI); err != nil {
-			return err
+	return sb.String()
+}
+
+// prepareInserts prepares every multi-row index INSERT on the writer (at
+// Open: inside a transaction the single writer connection is busy).
+func (s *Store) prepareInserts(ctx context.Context) error {
+	for _, table := range sqlgen.IndexTables {
+		for _, n := range insertSizes {
+			st, err := s.w.PrepareContext(ctx, insertSQL(table, n))
+			if err != nil {
+				return err
+			}
+			s.ins[insKey{table, n}] = st
 		}
 	}
 	return nil
+}
+
+// insertStmt returns the transaction's statement inserting n rows into table.
+func (t *tx) insertStmt(ctx context.Context, table string, n int) *sql.Stmt {
+	key := insKey{table, n}
+	if ts, ok := t.ins[key]; ok {
+		return ts
+	}
+	if t.ins == nil {
+		t.ins = make(map[insKey]*sql.Stmt)
+	}
+	ts := t.tx.StmtContext(ctx, t.s.ins[key])
+	t.ins[key] = ts
+	return ts
+}
+
+// insertRows inserts rows (each a full argument list) into table with
+// multi-row INSERTs.
+func (t *tx) insertRows(ctx context.Context, table string, rows [][]any) error {
+	for len(rows) > 0 {
+		n := 1
+		for _, size := range insertSizes {
+			if size <= len(rows) {
+				n = size
+				break
+			}
+		}
+		st := t.insertStmt(ctx, table, n)
+		args := make([]any, 0, n*len(rows[0]))
+		for _, r := range rows[:n] {
+			args = append(args, r...)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+func (t *tx) insertIndex(ctx context.Context, rid int64, typ string, ix *store.Index) error {
+	var rows [][]any
+	flush := func(table string) error {
+		err := t.insertRows(ctx, table, rows)
+		rows = rows[:0]
+		return err
+	}
+	for _, r := range ix.Strings {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.Norm, r.Exact})
+	}
+	if err := flush(sqlgen.TableString); err != nil {
+		return err
+	}
+	for _, r := range ix.Tokens {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.System, r.Code, r.Text})
+	}
+	if err := flush(sqlgen.TableToken); err != nil {
+		return err
+	}
+	for _, r := range ix.References {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL})
+	}
+	if err := flush(sqlgen.TableReference); err != nil {
+		return err
+	}
+	for _, r := range ix.Dates {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.Lo, r.Hi})
+	}
+	if err := flush(sqlgen.TableDate); err != nil {
+		return err
+	}
+	for _, r := range ix.Numbers {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.Lo, r.Hi})
+	}
+	if err := flush(sqlgen.TableNumber); err != nil {
+		return err
+	}
+	for _, r := range ix.Quantities {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi})
+	}
+	if err := flush(sqlgen.TableQuantity); err != nil {
+		return err
+	}
+	for _, r := range ix.URIs {
+		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.URI})
+	}
+	return flush(sqlgen.TableURI)
 }

@@ -18,7 +18,8 @@ import (
 )
 
 // Run runs the suite; open returns a new, empty store for each subtest (and
-// closes it in t.Cleanup).
+// closes it in t.Cleanup). Subtests run in parallel, so open must be safe
+// for concurrent use.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -56,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			tc.fn(t, open(t))
 		})
 	}
@@ -516,7 +518,9 @@ func testReference(t *testing.T, s store.Store) {
 		&store.Write{Type: "Observation", ID: "4", Index: store.Index{References: []store.ReferenceRow{{Param: "subject", URL: "http://elsewhere/fhir/Patient/a"}}}},
 		&store.Write{Type: "Questionnaire", ID: "q", Index: store.Index{References: []store.ReferenceRow{{Param: "derived-from", URL: "http://x.org/Questionnaire/base"}}}},
 	)
-	rm := func(m store.ReferenceMatch) store.Clause { return one(store.Predicate{Param: "subject", Reference: &m}) }
+	rm := func(m store.ReferenceMatch) store.Clause {
+		return one(store.Predicate{Param: "subject", Reference: &m})
+	}
 	eq(t, "type+id", find(t, s, "Observation", rm(store.ReferenceMatch{TargetType: "Patient", TargetID: "a"})), []string{"1"})
 	eq(t, "id any type", find(t, s, "Observation", rm(store.ReferenceMatch{TargetID: "a"})), []string{"1", "2"})
 	eq(t, "url", find(t, s, "Observation", rm(store.ReferenceMatch{URL: "http://elsewhere/fhir/Patient/a"})), []string{"4"})
@@ -643,7 +647,8 @@ func testIDAndLastUpdated(t *testing.T, s store.Store) {
 func testMissing(t *testing.T, s store.Store) {
 	createAll(t, s,
 		&store.Write{Type: "Patient", ID: "1", Index: store.Index{Dates: []store.DateRow{{Param: "birthdate", Lo: 1, Hi: 2}}}},
-		&store.Write{Type: "Patient", ID: "2", Index: store.Index{Tokens: []store.TokenRow{tok("gender", "", "female")}}},
+		&store.Write{Type: "Patient", ID: "2", Index: store.Index{Tokens: []store.TokenRow{tok("gender", "", "female"), {Param: "cv$1", Group: 1, Code: "x"}},
+			Numbers: []store.NumberRow{{Param: "cv$2", Group: 1, Lo: 1, Hi: 1}}}},
 		&store.Write{Type: "Patient", ID: "3"},
 	)
 	miss := func(param string, v bool) []string {
@@ -653,6 +658,8 @@ func testMissing(t *testing.T, s store.Store) {
 	eq(t, "birthdate:missing=false", miss("birthdate", false), []string{"1"})
 	eq(t, "gender:missing=true", miss("gender", true), []string{"1", "3"})
 	eq(t, "gender:missing=false", miss("gender", false), []string{"2"})
+	eq(t, "composite:missing=true", miss("cv", true), []string{"1", "3"})
+	eq(t, "composite:missing=false", miss("cv", false), []string{"2"})
 }
 
 func testOrAnd(t *testing.T, s store.Store) {
@@ -662,8 +669,12 @@ func testOrAnd(t *testing.T, s store.Store) {
 		&store.Write{Type: "Observation", ID: "3", Index: store.Index{Tokens: []store.TokenRow{tok("code", "s", "c"), tok("status", "", "amended")},
 			Strings: []store.StringRow{str("note", "x")}}},
 	)
-	code := func(c string) store.Predicate { return store.Predicate{Param: "code", Token: &store.TokenMatch{Code: c}} }
-	status := func(c string) store.Predicate { return store.Predicate{Param: "status", Token: &store.TokenMatch{Code: c}} }
+	code := func(c string) store.Predicate {
+		return store.Predicate{Param: "code", Token: &store.TokenMatch{Code: c}}
+	}
+	status := func(c string) store.Predicate {
+		return store.Predicate{Param: "status", Token: &store.TokenMatch{Code: c}}
+	}
 	eq(t, "a,c", find(t, s, "Observation", store.Clause{Any: []store.Predicate{code("a"), code("c")}}), []string{"1", "3"})
 	eq(t, "a,c & final", find(t, s, "Observation", store.Clause{Any: []store.Predicate{code("a"), code("c")}}, one(status("final"))), []string{"1"})
 	eq(t, "mixed OR", find(t, s, "Observation", store.Clause{Any: []store.Predicate{code("b"), {Param: "note", String: &store.StringMatch{Value: "x"}}, {Param: "_id", ID: ptr("1")}}}), []string{"1", "2", "3"})

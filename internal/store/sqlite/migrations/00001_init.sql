@@ -64,8 +64,9 @@ CREATE TABLE idx_reference (
     url         TEXT    NOT NULL
 );
 CREATE INDEX idx_reference_rid ON idx_reference (rid, param);
-CREATE INDEX idx_reference_search ON idx_reference (type, param, target_id, target_type, rid);
-CREATE INDEX idx_reference_target ON idx_reference (target_id, target_type, type, param, rid);
+-- Serves both searches (target_id, type, param[, target_type]) and lookups
+-- by target (_revinclude, _has, chains, compartments).
+CREATE INDEX idx_reference_target ON idx_reference (target_id, type, param, target_type, rid);
 CREATE INDEX idx_reference_url ON idx_reference (type, param, url, rid);
 
 CREATE TABLE idx_date (
