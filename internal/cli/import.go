@@ -9,6 +9,7 @@ import (
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/importer"
+	"github.com/lapis-health/lapis/internal/store"
 )
 
 type importCmd struct {
@@ -38,6 +39,12 @@ func (c *importCmd) Run(e *env) error {
 	rep, err := importer.New(a.Service, opts).Import(e.ctx, c.Files)
 	if err != nil {
 		return err
+	}
+	// Fresh statistics, so that searches get good plans right after a bulk load.
+	if an, ok := a.Store.(store.Analyzer); ok && rep.Resources > 0 {
+		if err := an.Analyze(e.ctx); err != nil {
+			return fmt.Errorf("refreshing planner statistics: %w", err)
+		}
 	}
 	if c.JSON {
 		if err := json.NewEncoder(e.stdout).Encode(rep); err != nil {

@@ -430,3 +430,10 @@ type SearchResult struct {
 	// HasMore is true when matches exist beyond this page.
 	HasMore bool
 }
+
+// Analyzer is implemented by stores that can refresh the query planner's
+// statistics; bulk loaders call it after a large import so that searches
+// get good plans at once.
+type Analyzer interface {
+	Analyze(ctx context.Context) error
+}

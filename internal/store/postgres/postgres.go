@@ -35,6 +35,7 @@ type Options struct {
 
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
+	stopSnapshots func() // stops the background paging-snapshot writer
 	pool *pgxpool.Pool
 	eng  *sqlgen.Engine
 }
@@ -61,7 +62,9 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	return &Store{pool: pool, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}, nil
+	st := &Store{pool: pool, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
+	st.stopSnapshots = st.eng.StartSnapshotWriter(querier{pool})
+	return st, nil
 }
 
 // migrate applies the embedded goose migrations under a PostgreSQL
@@ -87,6 +90,9 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 
 // Close closes the connection pool.
 func (s *Store) Close() error {
+	if s.stopSnapshots != nil {
+		s.stopSnapshots()
+	}
 	s.pool.Close()
 	return nil
 }
@@ -169,4 +175,10 @@ func (q querier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Row
 func (q querier) Exec(ctx context.Context, sql string, args ...any) error {
 	_, err := q.c.Exec(ctx, sql, args...)
 	return mapErr(err)
+}
+
+// Analyze refreshes the planner statistics (ANALYZE) after a bulk load.
+func (s *Store) Analyze(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, "ANALYZE")
+	return err
 }

@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/gob"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,6 +39,8 @@ type Engine struct {
 	Now func() time.Time
 
 	lastCleanup atomic.Int64
+	cache       snapCache
+	writer      atomic.Pointer[snapWriter]
 }
 
 func (e *Engine) now() time.Time {
@@ -382,7 +382,7 @@ type snapshot struct {
 	created   int64
 	total     int
 	truncated bool
-	query     []byte
+	query     []byte // queryKey of the search
 	rids      []int64
 }
 
@@ -411,15 +411,6 @@ func decodeRids(buf []byte) ([]int64, error) {
 	return out, nil
 }
 
-// storedQuery is the part of a Query kept with a snapshot to serve pages
-// past its cap.
-type storedQuery struct {
-	Type   string
-	Types  []string
-	Where  []store.Clause
-	Sort   []store.SortKey
-	Filter *store.AccessFilter
-}
 
 func (e *Engine) saveSnapshot(ctx context.Context, wq Querier, q *store.Query, rids []int64, total int, truncated bool) (string, error) {
 	var idb [16]byte
@@ -427,32 +418,40 @@ func (e *Engine) saveSnapshot(ctx context.Context, wq Querier, q *store.Query, r
 		return "", err
 	}
 	id := hex.EncodeToString(idb[:])
-	var qj []byte
-	if truncated {
-		var buf bytes.Buffer
-		err := gob.NewEncoder(&buf).Encode(storedQuery{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter})
-		if err != nil {
-			return "", err
+	s := &snapshot{created: e.now().UnixMilli(), total: total, truncated: truncated, query: queryKey(q), rids: rids}
+	e.cache.put(id, s)
+	if w := e.writer.Load(); w != nil {
+		select {
+		case w.q <- pendingSnap{id, s}:
+		default: // writer saturated: this instance still serves it from memory
 		}
-		qj = buf.Bytes()
+		return id, nil
 	}
+	return id, e.storeSnapshot(ctx, wq, id, s)
+}
+
+// storeSnapshot writes a snapshot row (and now and then removes expired ones).
+func (e *Engine) storeSnapshot(ctx context.Context, wq Querier, id string, s *snapshot) error {
 	now := e.now().UnixMilli()
 	if last := e.lastCleanup.Load(); now-last > int64(time.Minute/time.Millisecond) && e.lastCleanup.CompareAndSwap(last, now) {
 		b := &Builder{D: e.D}
 		if err := wq.Exec(ctx, "DELETE FROM search_snapshot WHERE created < "+b.Arg(now-SnapshotTTL.Milliseconds()), b.Args...); err != nil {
-			return "", err
+			return err
 		}
 	}
 	b := &Builder{D: e.D}
 	sql := "INSERT INTO search_snapshot (id, created, total, truncated, query, rids) VALUES (" +
-		b.Arg(id) + ", " + b.Arg(now) + ", " + b.Arg(int64(total)) + ", " + b.Arg(truncated) + ", " + b.Arg(qj) + ", " + b.Arg(encodeRids(rids)) + ")"
-	if err := wq.Exec(ctx, sql, b.Args...); err != nil {
-		return "", err
-	}
-	return id, nil
+		b.Arg(id) + ", " + b.Arg(s.created) + ", " + b.Arg(int64(s.total)) + ", " + b.Arg(s.truncated) + ", " + b.Arg(s.query) + ", " + b.Arg(encodeRids(s.rids)) + ")"
+	return wq.Exec(ctx, sql, b.Args...)
 }
 
 func (e *Engine) loadSnapshot(ctx context.Context, rq Querier, id string) (*snapshot, error) {
+	if s := e.cache.get(id); s != nil {
+		if e.now().UnixMilli()-s.created > SnapshotTTL.Milliseconds() {
+			return nil, store.ErrSnapshotExpired
+		}
+		return s, nil
+	}
 	b := &Builder{D: e.D}
 	rows, err := rq.Query(ctx, "SELECT created, total, truncated, query, rids FROM search_snapshot WHERE id = "+b.Arg(id), b.Args...)
 	if err != nil {
@@ -486,6 +485,10 @@ func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query)
 	if err != nil {
 		return nil, err
 	}
+	if !bytes.Equal(s.query, queryKey(q)) {
+		// Computed for another query or another caller's access filter.
+		return nil, store.ErrSnapshotExpired
+	}
 	count, offset := max(q.Count, 0), max(q.Offset, 0)
 	res := &store.SearchResult{Total: s.total, Snapshot: q.Snapshot}
 	if q.Total == store.TotalNone {
@@ -500,11 +503,7 @@ func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query)
 		page = s.rids[min(offset, len(s.rids)):end]
 		res.HasMore = s.truncated || end < len(s.rids)
 	} else {
-		var sq storedQuery
-		if err := gob.NewDecoder(bytes.NewReader(s.query)).Decode(&sq); err != nil {
-			return nil, fmt.Errorf("sqlgen: snapshot query: %w", err)
-		}
-		live := &store.Query{Type: sq.Type, Types: sq.Types, Where: sq.Where, Sort: sq.Sort, Filter: sq.Filter}
+		live := &store.Query{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter}
 		rids, err := e.rids(ctx, rq, live, count+1, offset)
 		if err != nil {
 			return nil, err

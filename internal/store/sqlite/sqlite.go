@@ -38,6 +38,7 @@ type Options struct {
 
 // Store is a store.Store on one SQLite database file.
 type Store struct {
+	stopSnapshots func() // stops the background paging-snapshot writer
 	w, r *sql.DB
 	// sw stores paging snapshots: its own connection, so a Store.Search
 	// made while an Update holds w waits on SQLite's busy timeout instead
@@ -116,6 +117,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	sw.SetConnMaxIdleTime(0)
 	sw.SetConnMaxLifetime(0)
 	s := &Store{w: w, r: r, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
+	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -165,6 +167,9 @@ func migrate(ctx context.Context, db *sql.DB) error {
 // Close closes both connection pools.
 func (s *Store) Close() error {
 	var errs []error
+	if s.stopSnapshots != nil {
+		s.stopSnapshots()
+	}
 	if s.readStmt != nil {
 		errs = append(errs, s.readStmt.Close())
 	}
@@ -278,5 +283,11 @@ func (q querier) Query(ctx context.Context, query string, args ...any) (sqlgen.R
 
 func (q querier) Exec(ctx context.Context, query string, args ...any) error {
 	_, err := q.c.ExecContext(ctx, query, args...)
+	return err
+}
+
+// Analyze refreshes the planner statistics (ANALYZE) after a bulk load.
+func (s *Store) Analyze(ctx context.Context) error {
+	_, err := s.w.ExecContext(ctx, "ANALYZE")
 	return err
 }

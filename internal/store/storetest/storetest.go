@@ -914,8 +914,10 @@ func testPagingPastCap(t *testing.T, s store.Store) {
 		t.Fatalf("first: %+v", first)
 	}
 	got := ids(first.Matches)
-	// Later pages are asked for with the snapshot only (no Where/Sort).
-	next := &store.Query{Type: "Patient", Count: 5, Snapshot: first.Snapshot}
+	// Later pages repeat the query with the snapshot.
+	nq := *q
+	nq.Snapshot = first.Snapshot
+	next := &nq
 	for off := 5; ; off += 5 {
 		next.Offset = off
 		p, err := s.Search(ctx, next)
@@ -1051,9 +1053,14 @@ func testAccessFilter(t *testing.T, s store.Store) {
 	}
 	second := search(t, s, &store.Query{Type: "Observation", Filter: f, Count: 1, Offset: 1, Snapshot: first.Snapshot})
 	eq(t, "filtered second page", ids(second.Matches), []string{"oa2"})
-	// A snapshot paged by a caller with another filter yields only what it may see.
-	stolen := search(t, s, &store.Query{Type: "Observation", Filter: compartment("b"), Count: 1, Offset: 1, Snapshot: first.Snapshot})
-	eq(t, "other filter on snapshot", ids(stolen.Matches), []string{})
+	// A snapshot is bound to its query and filter: another caller (or a
+	// tampered link) cannot page through it, nor learn its total.
+	if _, err := s.Search(ctx, &store.Query{Type: "Observation", Filter: compartment("b"), Count: 1, Offset: 1, Snapshot: first.Snapshot}); !errors.Is(err, store.ErrSnapshotExpired) {
+		t.Fatalf("snapshot used under another filter: %v", err)
+	}
+	if _, err := s.Search(ctx, &store.Query{Type: "Patient", Filter: f, Count: 1, Offset: 1, Snapshot: first.Snapshot}); !errors.Is(err, store.ErrSnapshotExpired) {
+		t.Fatalf("snapshot used for another query: %v", err)
+	}
 }
 
 func testTxSearch(t *testing.T, s store.Store) {
