@@ -411,7 +411,7 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 	for _, e := range entries {
 		b.Entry = append(b.Entry, s.responseEntry(e, ret))
 	}
-	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
 // runTransaction processes the entries inside tx. It returns an entry-
@@ -650,7 +650,7 @@ func (s *Service) get(ctx context.Context, r reader, e *entry) (*Result, error) 
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+		return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 	}
 }
 
@@ -718,7 +718,7 @@ func (s *Service) batch(ctx context.Context, entries []*entry, ret Return) (*Res
 	for _, e := range entries {
 		b.Entry = append(b.Entry, s.responseEntry(e, ret))
 	}
-	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
 func (s *Service) batchEntry(ctx context.Context, e *entry) (*Result, error) {

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -79,4 +80,95 @@ func (s *Service) newBundle(typ string) *bundle {
 		Meta:         &bundleMeta{LastUpdated: fhirtime.FormatInstant(s.timestamp())},
 		Type:         typ,
 	}
+}
+
+// bytes renders the Bundle as JSON. It writes entry resources byte for byte
+// (they are stored compact JSON produced by MarshalResource) instead of
+// letting encoding/json re-validate and compact every one of them, which
+// dominated the cost of large search pages.
+func (b *bundle) bytes() []byte {
+	size := 256
+	for _, e := range b.Entry {
+		size += len(e.Resource) + 128
+	}
+	buf := make([]byte, 0, size)
+	field := func(name string, v any) {
+		if len(buf) > 1 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '"')
+		buf = append(buf, name...)
+		buf = append(buf, '"', ':')
+		buf = appendJSON(buf, v)
+	}
+	buf = append(buf, '{')
+	field("resourceType", b.ResourceType)
+	if b.ID != "" {
+		field("id", b.ID)
+	}
+	if b.Meta != nil {
+		field("meta", b.Meta)
+	}
+	field("type", b.Type)
+	if b.Timestamp != "" {
+		field("timestamp", b.Timestamp)
+	}
+	if b.Total != nil {
+		field("total", *b.Total)
+	}
+	if len(b.Link) > 0 {
+		field("link", b.Link)
+	}
+	if len(b.Entry) > 0 {
+		buf = append(buf, `,"entry":[`...)
+		for i, e := range b.Entry {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			start := len(buf)
+			buf = append(buf, '{')
+			sep := func() {
+				if len(buf) > start+1 {
+					buf = append(buf, ',')
+				}
+			}
+			if e.FullURL != "" {
+				sep()
+				buf = append(buf, `"fullUrl":`...)
+				buf = appendJSON(buf, e.FullURL)
+			}
+			if len(e.Resource) > 0 {
+				sep()
+				buf = append(buf, `"resource":`...)
+				buf = append(buf, e.Resource...)
+			}
+			if e.Search != nil {
+				sep()
+				buf = append(buf, `"search":`...)
+				buf = appendJSON(buf, e.Search)
+			}
+			if e.Request != nil {
+				sep()
+				buf = append(buf, `"request":`...)
+				buf = appendJSON(buf, e.Request)
+			}
+			if e.Response != nil {
+				sep()
+				buf = append(buf, `"response":`...)
+				buf = appendJSON(buf, e.Response)
+			}
+			buf = append(buf, '}')
+		}
+		buf = append(buf, ']')
+	}
+	return append(buf, '}')
+}
+
+// appendJSON appends v encoded without HTML escaping.
+func appendJSON(buf []byte, v any) []byte {
+	var b bytes.Buffer
+	if err := encodeValue(&b, v); err != nil {
+		return append(buf, "null"...)
+	}
+	return append(buf, b.Bytes()...)
 }

@@ -126,7 +126,7 @@ func (s *Service) History(ctx context.Context, typ, id string, params url.Values
 			b.Entry = append(b.Entry, s.historyEntry(&page.Versions[i]))
 		}
 	}
-	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
 func (s *Service) historyEntry(v *store.Resource) *bundleEntry {

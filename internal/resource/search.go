@@ -44,7 +44,7 @@ func (s *Service) Search(ctx context.Context, typ string, params url.Values, str
 	if err != nil {
 		return nil, s.internal(ctx, "search", err)
 	}
-	return &Result{Status: http.StatusOK, Body: marshalJSON(b)}, nil
+	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
 func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool) (*bundle, error) {

@@ -38,6 +38,7 @@ type Options struct {
 
 // Store is a store.Store on one SQLite database file.
 type Store struct {
+	stmts         *stmtCache // prepared read statements by SQL text
 	stopSnapshots func() // stops the background paging-snapshot writer
 	w, r *sql.DB
 	// sw stores paging snapshots: its own connection, so a Store.Search
@@ -118,6 +119,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	sw.SetConnMaxLifetime(0)
 	s := &Store{w: w, r: r, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
+	s.stmts = newStmtCache(r, 512)
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -169,6 +171,9 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
+	}
+	if s.stmts != nil {
+		errs = append(errs, s.stmts.close())
 	}
 	if s.readStmt != nil {
 		errs = append(errs, s.readStmt.Close())
@@ -227,7 +232,7 @@ func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.Histo
 		return nil, err
 	}
 	defer tx.Rollback()
-	return s.eng.History(ctx, querier{tx}, q)
+	return s.eng.History(ctx, readQuerier{tx, s.stmts}, q)
 }
 
 // Search runs a search in one read transaction; paging snapshots are
@@ -238,7 +243,7 @@ func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult
 		return nil, err
 	}
 	defer tx.Rollback()
-	return s.eng.Search(ctx, querier{tx}, querier{s.sw}, q)
+	return s.eng.Search(ctx, readQuerier{tx, s.stmts}, querier{s.sw}, q)
 }
 
 // Update runs fn in a BEGIN IMMEDIATE transaction on the writer connection.

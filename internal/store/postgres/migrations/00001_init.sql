@@ -1,4 +1,5 @@
 -- +goose Up
+-- The (rid, param, ...) indexes cover the per-candidate checks of searches.
 -- Current version of every resource; rid is the surrogate key used by the
 -- index tables and search snapshots.
 CREATE TABLE resources (
@@ -51,7 +52,7 @@ CREATE TABLE idx_token (
     code   TEXT COLLATE "C" NOT NULL,
     text   TEXT COLLATE "C" NOT NULL
 );
-CREATE INDEX idx_token_rid ON idx_token (rid, param);
+CREATE INDEX idx_token_rid ON idx_token (rid, param, code, system);
 CREATE INDEX idx_token_search ON idx_token (type, param, code, system, rid);
 
 CREATE TABLE idx_reference (
@@ -63,7 +64,7 @@ CREATE TABLE idx_reference (
     target_id   TEXT COLLATE "C" NOT NULL,
     url         TEXT COLLATE "C" NOT NULL
 );
-CREATE INDEX idx_reference_rid ON idx_reference (rid, param);
+CREATE INDEX idx_reference_rid ON idx_reference (rid, param, target_id, target_type);
 -- Serves both searches (target_id, type, param[, target_type]) and lookups
 -- by target (_revinclude, _has, chains, compartments).
 CREATE INDEX idx_reference_target ON idx_reference (target_id, type, param, target_type, rid);
@@ -77,7 +78,7 @@ CREATE TABLE idx_date (
     lo    BIGINT NOT NULL,
     hi    BIGINT NOT NULL
 );
-CREATE INDEX idx_date_rid ON idx_date (rid, param);
+CREATE INDEX idx_date_rid ON idx_date (rid, param, lo, hi);
 CREATE INDEX idx_date_search ON idx_date (type, param, lo, hi, rid);
 
 CREATE TABLE idx_number (

@@ -1,4 +1,5 @@
 -- +goose Up
+-- The (rid, param, ...) indexes cover the per-candidate checks of searches.
 -- Current version of every resource; rid is the surrogate key used by the
 -- index tables and search snapshots.
 CREATE TABLE resources (
@@ -15,6 +16,9 @@ CREATE TABLE resources (
 CREATE UNIQUE INDEX resources_type_id ON resources (type, id);
 CREATE INDEX resources_type_last_updated ON resources (type, last_updated);
 CREATE INDEX resources_last_updated ON resources (last_updated);
+-- Narrow covering index: searches check type/deleted per candidate rid here
+-- instead of in the wide table rows (bodies inline).
+CREATE INDEX resources_live ON resources (rid, type, deleted);
 
 -- Every version (delete markers included); seq orders history pages.
 CREATE TABLE history (
@@ -51,7 +55,7 @@ CREATE TABLE idx_token (
     code   TEXT    NOT NULL,
     text   TEXT    NOT NULL
 );
-CREATE INDEX idx_token_rid ON idx_token (rid, param);
+CREATE INDEX idx_token_rid ON idx_token (rid, param, code, system);
 CREATE INDEX idx_token_search ON idx_token (type, param, code, system, rid);
 
 CREATE TABLE idx_reference (
@@ -63,7 +67,7 @@ CREATE TABLE idx_reference (
     target_id   TEXT    NOT NULL,
     url         TEXT    NOT NULL
 );
-CREATE INDEX idx_reference_rid ON idx_reference (rid, param);
+CREATE INDEX idx_reference_rid ON idx_reference (rid, param, target_id, target_type);
 -- Serves both searches (target_id, type, param[, target_type]) and lookups
 -- by target (_revinclude, _has, chains, compartments).
 CREATE INDEX idx_reference_target ON idx_reference (target_id, type, param, target_type, rid);
@@ -77,7 +81,7 @@ CREATE TABLE idx_date (
     lo    INTEGER NOT NULL,
     hi    INTEGER NOT NULL
 );
-CREATE INDEX idx_date_rid ON idx_date (rid, param);
+CREATE INDEX idx_date_rid ON idx_date (rid, param, lo, hi);
 CREATE INDEX idx_date_search ON idx_date (type, param, lo, hi, rid);
 
 CREATE TABLE idx_number (
