@@ -36,8 +36,8 @@ type Options struct {
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	stopSnapshots func() // stops the background paging-snapshot writer
-	pool *pgxpool.Pool
-	eng  *sqlgen.Engine
+	pool          *pgxpool.Pool
+	eng           *sqlgen.Engine
 }
 
 var _ store.Store = (*Store)(nil)

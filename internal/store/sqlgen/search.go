@@ -411,7 +411,6 @@ func decodeRids(buf []byte) ([]int64, error) {
 	return out, nil
 }
 
-
 func (e *Engine) saveSnapshot(ctx context.Context, wq Querier, q *store.Query, rids []int64, total int, truncated bool) (string, error) {
 	var idb [16]byte
 	if _, err := rand.Read(idb[:]); err != nil {

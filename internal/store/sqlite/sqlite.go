@@ -39,8 +39,8 @@ type Options struct {
 // Store is a store.Store on one SQLite database file.
 type Store struct {
 	stmts         *stmtCache // prepared read statements by SQL text
-	stopSnapshots func() // stops the background paging-snapshot writer
-	w, r *sql.DB
+	stopSnapshots func()     // stops the background paging-snapshot writer
+	w, r          *sql.DB
 	// sw stores paging snapshots: its own connection, so a Store.Search
 	// made while an Update holds w waits on SQLite's busy timeout instead
 	// of deadlocking on the pool.
