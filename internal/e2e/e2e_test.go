@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	// The binary under test is built from cmd/lapis; importing its code
+	// makes go test's result cache notice when it changes.
+	_ "github.com/lapis-health/lapis/internal/cli"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 

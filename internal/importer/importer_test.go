@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -100,8 +101,14 @@ func TestImportSynthea(t *testing.T) {
 	}
 }
 
+// BenchmarkImportSynthea imports 10 Synthea bundles (LAPIS_BENCH_FILES
+// overrides the number) into a fresh SQLite database.
 func BenchmarkImportSynthea(b *testing.B) {
-	files := synthea(b, 10)
+	n := 10
+	if v, err := strconv.Atoi(os.Getenv("LAPIS_BENCH_FILES")); err == nil && v > 0 {
+		n = v
+	}
+	files := synthea(b, n)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		a := openApp(b)

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/store"
@@ -566,13 +569,27 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 		}
 	}
 
-	// 4. POST
+	// 4. POST. New resources are prepared (validated, indexed, rendered)
+	// in parallel, then stored in entry order.
+	var creates []*entry
 	for _, e := range byMethod("POST") {
 		if e.existing != nil {
 			e.result = &Result{Status: http.StatusOK, Resource: e.existing, Body: e.existing.Body}
 			continue
 		}
-		r, err := s.writeVersion(ctx, tx, e.typ, e.targetID, nil, e.resource, http.MethodPost, now)
+		creates = append(creates, e)
+	}
+	writes := make([]*store.Write, len(creates))
+	errs := make([]error, len(creates))
+	parallel(len(creates), func(i int) {
+		e := creates[i]
+		writes[i], errs[i] = s.prepareVersion(e.typ, e.targetID, nil, e.resource, http.MethodPost, now)
+	})
+	for i, e := range creates {
+		if errs[i] != nil {
+			return s.txEntryError(e, errs[i])
+		}
+		r, err := s.putVersion(ctx, tx, writes[i])
 		if err != nil {
 			return s.txEntryError(e, err)
 		}
@@ -821,4 +838,31 @@ func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops
 		return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", ifMatch)
 	}
 	return out, err
+}
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }

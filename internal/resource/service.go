@@ -425,6 +425,18 @@ func (s *Service) checkBodyType(res map[string]any, typ string) error {
 // writeVersion stamps res as the next version of typ/id after cur (nil if
 // the resource does not exist), validates and indexes it, and stores it.
 func (s *Service) writeVersion(ctx context.Context, tx store.Tx, typ, id string, cur *store.Resource, res map[string]any, method string, now time.Time) (*store.Resource, error) {
+	w, err := s.prepareVersion(typ, id, cur, res, method, now)
+	if err != nil {
+		return nil, err
+	}
+	return s.putVersion(ctx, tx, w)
+}
+
+// prepareVersion turns res into the next version after cur (nil for a new
+// resource): it sets id and meta, validates, extracts the search index and
+// renders the body. It touches no database, so callers may run it
+// concurrently for independent resources.
+func (s *Service) prepareVersion(typ, id string, cur *store.Resource, res map[string]any, method string, now time.Time) (*store.Write, error) {
 	version := int64(1)
 	if cur != nil {
 		version = cur.VersionID + 1
@@ -459,14 +471,19 @@ func (s *Service) writeVersion(ctx context.Context, tx store.Tx, typ, id string,
 	if err != nil {
 		return nil, fmt.Errorf("marshal resource: %w", err)
 	}
-	w := &store.Write{Type: typ, ID: id, Version: version, LastUpdated: now, Method: method, Body: body, Index: index}
+	return &store.Write{Type: typ, ID: id, Version: version, LastUpdated: now, Method: method, Body: body, Index: index}, nil
+}
+
+// putVersion stores a prepared version and checks it stays visible to the
+// caller.
+func (s *Service) putVersion(ctx context.Context, tx store.Tx, w *store.Write) (*store.Resource, error) {
 	if err := tx.Put(ctx, w); err != nil {
 		return nil, err
 	}
-	if err := s.checkWrittenVisible(ctx, tx, typ, id); err != nil {
+	if err := s.checkWrittenVisible(ctx, tx, w.Type, w.ID); err != nil {
 		return nil, err
 	}
-	return &store.Resource{Type: typ, ID: id, VersionID: version, LastUpdated: now, Body: body, Method: method}, nil
+	return &store.Resource{Type: w.Type, ID: w.ID, VersionID: w.Version, LastUpdated: w.LastUpdated, Body: w.Body, Method: w.Method}, nil
 }
 
 // writeDelete stores a delete marker after cur.

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,9 +40,10 @@ type Options struct {
 
 // Store is a store.Store on one SQLite database file.
 type Store struct {
-	stmts         *stmtCache // prepared read statements by SQL text
-	stopSnapshots func()     // stops the background paging-snapshot writer
-	w, r          *sql.DB
+	stopCheckpoints func()     // stops the background WAL checkpointer
+	stmts           *stmtCache // prepared read statements by SQL text
+	stopSnapshots   func()     // stops the background paging-snapshot writer
+	w, r            *sql.DB
 	// sw stores paging snapshots: its own connection, so a Store.Search
 	// made while an Update holds w waits on SQLite's busy timeout instead
 	// of deadlocking on the pool.
@@ -83,7 +86,9 @@ func dsn(path string, extra ...string) string {
 
 // OpenWith is Open with options.
 func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
-	w, err := sql.Open("sqlite", dsn(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)"))
+	// The writer does not checkpoint the WAL itself (wal_autocheckpoint 0):
+	// a background checkpointer does, off the write path.
+	w, err := sql.Open("sqlite", dsn(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)", "_pragma", "wal_autocheckpoint(0)"))
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +125,14 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	s := &Store{w: w, r: r, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
 	s.stmts = newStmtCache(r, 512)
+	s.stopCheckpoints = s.startCheckpointer(sw)
+	// The database holds patient data: readable by its owner only.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.Close()
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+	}
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -171,6 +184,9 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
+	}
+	if s.stopCheckpoints != nil {
+		s.stopCheckpoints()
 	}
 	if s.stmts != nil {
 		errs = append(errs, s.stmts.close())
@@ -295,4 +311,37 @@ func (q querier) Exec(ctx context.Context, query string, args ...any) error {
 func (s *Store) Analyze(ctx context.Context) error {
 	_, err := s.w.ExecContext(ctx, "ANALYZE")
 	return err
+}
+
+// checkpointEvery is how often the background checkpointer copies the WAL
+// back into the database file.
+const checkpointEvery = 500 * time.Millisecond
+
+// startCheckpointer checkpoints the WAL in the background (PASSIVE: it
+// never blocks readers or the writer), so commits do not pay for it. On
+// stop it makes a final TRUNCATE checkpoint.
+func (s *Store) startCheckpointer(db *sql.DB) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(checkpointEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				_, _ = db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+				return
+			case <-t.C:
+				_, _ = db.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-stopped
+		})
+	}
 }
