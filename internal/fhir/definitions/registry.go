@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
 	"sort"
 	"strings"
 )
@@ -99,14 +100,14 @@ func Load() (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("definitions: open embedded data: %w", err)
 	}
-	var wf wireFile
+	var wf wire.File
 	if err := json.NewDecoder(zr).Decode(&wf); err != nil {
 		return nil, fmt.Errorf("definitions: decode embedded data: %w", err)
 	}
 	return build(&wf)
 }
 
-func build(wf *wireFile) (*Registry, error) {
+func build(wf *wire.File) (*Registry, error) {
 	r := &Registry{
 		version:     wf.FHIRVersion,
 		kinds:       make(map[string]string, len(wf.Types)),

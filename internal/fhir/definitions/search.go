@@ -2,6 +2,7 @@ package definitions
 
 import (
 	"fmt"
+	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
 	"sort"
 	"strings"
 )
@@ -69,8 +70,8 @@ func (r *Registry) SearchParam(resourceType, code string) *SearchParam {
 	return r.searchIdx[resourceType][code]
 }
 
-func (r *Registry) buildSearch(wsps []wireSearchParam) error {
-	byURL := make(map[string]*wireSearchParam, len(wsps))
+func (r *Registry) buildSearch(wsps []wire.SearchParam) error {
+	byURL := make(map[string]*wire.SearchParam, len(wsps))
 	for i := range wsps {
 		byURL[wsps[i].URL] = &wsps[i]
 	}

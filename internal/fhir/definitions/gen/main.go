@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
 	"log"
 	"os"
 	"path/filepath"
@@ -30,58 +31,6 @@ import (
 	"strconv"
 	"strings"
 )
-
-// ---- wire format (must match ../load.go) ----
-
-type wireFile struct {
-	FHIRVersion  string              `json:"fhirVersion"`
-	Types        []wireType          `json:"types"`
-	ValueSets    map[string][]string `json:"valueSets"`
-	SearchParams []wireSearchParam   `json:"searchParams"`
-	Compartment  map[string][]string `json:"patientCompartment"`
-	Regex        map[string]string   `json:"primitiveRegex"`
-}
-
-type wireType struct {
-	Name     string     `json:"name"`
-	Kind     string     `json:"kind"`
-	Abstract bool       `json:"abstract,omitempty"`
-	Base     string     `json:"base,omitempty"`
-	Elements []wireElem `json:"elements"`
-}
-
-type wireElem struct {
-	Path       string   `json:"p"`
-	Min        int      `json:"n,omitempty"`
-	Max        int      `json:"x"`
-	Types      []string `json:"t,omitempty"`
-	Targets    []string `json:"tp,omitempty"`
-	ContentRef string   `json:"cr,omitempty"`
-	BindStr    string   `json:"bs,omitempty"`
-	BindVS     string   `json:"bv,omitempty"`
-	Modifier   bool     `json:"m,omitempty"`
-	Summary    bool     `json:"s,omitempty"`
-}
-
-type wireSearchParam struct {
-	Code        string          `json:"code"`
-	Type        string          `json:"type"`
-	URL         string          `json:"url"`
-	Description string          `json:"desc,omitempty"`
-	Expression  string          `json:"expr,omitempty"`
-	Base        []string        `json:"base"`
-	Targets     []string        `json:"target,omitempty"`
-	MultipleOr  *bool           `json:"multipleOr,omitempty"`
-	MultipleAnd *bool           `json:"multipleAnd,omitempty"`
-	Comparators []string        `json:"comparator,omitempty"`
-	Modifiers   []string        `json:"modifier,omitempty"`
-	Components  []wireComponent `json:"component,omitempty"`
-}
-
-type wireComponent struct {
-	Definition string `json:"definition"`
-	Expression string `json:"expression"`
-}
 
 // ---- source format (subset) ----
 
@@ -233,7 +182,7 @@ func readBundle(path string) ([]json.RawMessage, error) {
 }
 
 func run(src, out string) error {
-	wf := wireFile{
+	wf := wire.File{
 		FHIRVersion: "4.0.1",
 		ValueSets:   map[string][]string{},
 		Compartment: map[string][]string{},
@@ -332,14 +281,14 @@ func run(src, out string) error {
 			log.Printf("skipping non-R4 SearchParameter %s (version %s)", sp.URL, sp.Version)
 			continue
 		}
-		w := wireSearchParam{
+		w := wire.SearchParam{
 			Code: sp.Code, Type: sp.Type, URL: sp.URL, Description: sp.Description,
 			Expression: sp.Expression, Base: sp.Base, Targets: sp.Target,
 			MultipleOr: sp.MultipleOr, MultipleAnd: sp.MultipleAnd,
 			Comparators: sp.Comparator, Modifiers: sp.Modifier,
 		}
 		for _, c := range sp.Component {
-			w.Components = append(w.Components, wireComponent{Definition: c.Definition, Expression: c.Expression})
+			w.Components = append(w.Components, wire.Component{Definition: c.Definition, Expression: c.Expression})
 		}
 		wf.SearchParams = append(wf.SearchParams, w)
 	}
@@ -388,8 +337,8 @@ func run(src, out string) error {
 
 // convertSD turns one StructureDefinition into its wire form. For primitive
 // types it also returns the value regex.
-func convertSD(sd *structureDefinition) (wireType, string, error) {
-	wt := wireType{Name: sd.ID, Kind: sd.Kind, Abstract: sd.Abstract}
+func convertSD(sd *structureDefinition) (wire.Type, string, error) {
+	wt := wire.Type{Name: sd.ID, Kind: sd.Kind, Abstract: sd.Abstract}
 	if sd.BaseDefinition != "" {
 		wt.Base = lastSegment(sd.BaseDefinition)
 	}
@@ -403,7 +352,7 @@ func convertSD(sd *structureDefinition) (wireType, string, error) {
 	isResource := sd.Kind == "resource"
 	var regex string
 	var dropped []string
-	var out []wireElem
+	var out []wire.Elem
 	seen := map[string]bool{}
 	for i := range sd.Snapshot.Element {
 		el := &sd.Snapshot.Element[i]
@@ -462,18 +411,18 @@ func convertSD(sd *structureDefinition) (wireType, string, error) {
 				pos = j + 1
 			}
 		}
-		out = append(out, wireElem{})
+		out = append(out, wire.Elem{})
 		copy(out[pos+1:], out[pos:])
 		out[pos] = w
 		seen[p] = true
 		// A new backbone element also needs the Element/BackboneElement children.
 		if len(w.Types) == 1 && (w.Types[0] == "BackboneElement" || w.Types[0] == "Element") {
-			extra := []wireElem{
+			extra := []wire.Elem{
 				{Path: p + ".id", Max: 1, Types: []string{"string"}},
 				{Path: p + ".extension", Max: -1, Types: []string{"Extension"}},
 			}
 			if w.Types[0] == "BackboneElement" {
-				extra = append(extra, wireElem{Path: p + ".modifierExtension", Max: -1, Types: []string{"Extension"}, Modifier: true, Summary: true})
+				extra = append(extra, wire.Elem{Path: p + ".modifierExtension", Max: -1, Types: []string{"Extension"}, Modifier: true, Summary: true})
 			}
 			out = append(out[:pos+1], append(extra, out[pos+1:]...)...)
 		}
@@ -498,8 +447,8 @@ func mergeTypes(el, d *elementDefinition) []typeRef {
 	return el.Type
 }
 
-func convertElement(el, d *elementDefinition, isResource bool) (wireElem, error) {
-	w := wireElem{Path: el.Path}
+func convertElement(el, d *elementDefinition, isResource bool) (wire.Elem, error) {
+	w := wire.Elem{Path: el.Path}
 	min, max := el.Min, el.Max
 	types := el.Type
 	cref := el.ContentReference
