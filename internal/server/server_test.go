@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+)
+
+type pinger struct{ err error }
+
+func (p pinger) Ping(context.Context) error { return p.err }
+
+func start(t *testing.T, ready Pinger, fhir http.Handler) (string, context.CancelFunc, chan error) {
+	t.Helper()
+	s := New(Options{Addr: "127.0.0.1:0", FHIR: fhir, Ready: ready, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(cancel)
+	return "http://" + ln.Addr().String(), cancel, done
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func TestServer(t *testing.T) {
+	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("fhir:" + r.URL.Path)) })
+	base, cancel, done := start(t, pinger{}, fhir)
+	resp, body := get(t, base+"/healthz")
+	if resp.StatusCode != 200 || body != "ok\n" {
+		t.Fatalf("healthz %d %q", resp.StatusCode, body)
+	}
+	for _, h := range []string{"X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Content-Security-Policy"} {
+		if resp.Header.Get(h) == "" {
+			t.Errorf("missing %s", h)
+		}
+	}
+	if resp, _ := get(t, base+"/readyz"); resp.StatusCode != 200 {
+		t.Fatalf("readyz %d", resp.StatusCode)
+	}
+	if _, body := get(t, base+"/fhir/Patient/1"); body != "fhir:/fhir/Patient/1" {
+		t.Fatalf("fhir route: %q", body)
+	}
+	if _, body := get(t, base+"/fhir"); body != "fhir:/fhir" {
+		t.Fatalf("fhir base: %q", body)
+	}
+	if resp, _ := get(t, base+"/elsewhere"); resp.StatusCode != 404 {
+		t.Fatalf("unknown path %d", resp.StatusCode)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no graceful shutdown")
+	}
+}
+
+func TestReadyzDown(t *testing.T) {
+	base, _, _ := start(t, pinger{errors.New("db down")}, http.NotFoundHandler())
+	resp, body := get(t, base+"/readyz")
+	if resp.StatusCode != 503 || body != "database unavailable\n" {
+		t.Fatalf("readyz %d %q", resp.StatusCode, body)
+	}
+}
