@@ -41,6 +41,8 @@ func (f dbFlags) apply(c *config.Config) {
 type grammar struct {
 	Serve   serveCmd   `cmd:"" help:"Run the FHIR server."`
 	Import  importCmd  `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
+	Client  clientCmd  `cmd:"" help:"Manage OAuth clients."`
+	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }
 

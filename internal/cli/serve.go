@@ -3,23 +3,26 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/server"
 )
 
 type serveCmd struct {
 	dbFlags
-	Addr         string `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
-	MaxBody      string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
-	DefaultCount int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
-	MaxCount     int    `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
-	AllowRemote  bool   `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
-	LogLevel     string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
+	Addr                string `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
+	MaxBody             string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
+	DefaultCount        int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
+	MaxCount            int    `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
+	AllowRemote         bool   `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
+	DevAllowPrivateJWKS bool   `name:"dev-allow-private-jwks" env:"LAPIS_DEV_ALLOW_PRIVATE_JWKS" help:"Development only: let clients' jwks_uri point at loopback/private addresses over http."`
+	LogLevel            string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
 }
 
 func (c *serveCmd) config() (config.Config, error) {
@@ -55,14 +58,32 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	defer a.Close()
+	auth, err := oauth.Open(e.ctx, oauth.Options{
+		Issuer:           cfg.FHIRBase(),
+		DatabaseURL:      cfg.DatabaseURL,
+		DataDir:          cfg.DataDir,
+		AllowPrivateJWKS: c.DevAllowPrivateJWKS,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	defer auth.Close()
 	api := fhirapi.New(fhirapi.Config{
 		BaseURL:         cfg.FHIRBase(),
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,
+		CapabilityHook:  auth.CapabilityHook,
 		Logger:          log,
 	}, a.Service, a.Registry)
-	srv := server.New(server.Options{Addr: cfg.Addr, FHIR: api, Ready: a, Logger: log})
+	// The FHIR API and the authorization server share the /fhir prefix:
+	// the issuer is the FHIR base.
+	mux := http.NewServeMux()
+	mux.Handle("/fhir", api)
+	mux.Handle("/fhir/", api)
+	auth.Mount(mux)
+	srv := server.New(server.Options{Addr: cfg.Addr, FHIR: mux, Ready: a, Logger: log})
 	ln, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)

@@ -1,0 +1,546 @@
+// Package authdb stores the data of the authorization server — registered
+// clients, signing keys, used client-assertion ids and revoked tokens — in
+// the same database as the FHIR store: the SQLite file <data-dir>/lapis.db
+// by default, or PostgreSQL for a postgres:// URL.
+//
+// The schema has its own embedded goose migrations per dialect, tracked in
+// their own version table (lapis_auth_goose_version), so they never collide
+// with the FHIR store's migrations. One SQL implementation serves both
+// dialects; only the placeholders differ. Nothing is cached here: every call
+// reads the database, so admin commands run by another process (lapis
+// client delete, lapis keys rotate) take effect at once.
+package authdb
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/lapis-health/lapis/internal/database"
+)
+
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+var migrations embed.FS
+
+// VersionTable is the goose version table of the authorization schema.
+const VersionTable = "lapis_auth_goose_version"
+
+// migrationLockID is the PostgreSQL advisory lock taken while migrating
+// (distinct from the FHIR store's).
+const migrationLockID = 0x6c617069735f6175 // "lapis_au"
+
+// ErrNotFound is returned when a client does not exist.
+var ErrNotFound = errors.New("authdb: not found")
+
+// ErrExists is returned when creating a client whose id is taken.
+var ErrExists = errors.New("authdb: already exists")
+
+// Client types.
+const (
+	// Public clients cannot keep a secret (browser and native apps).
+	Public = "public"
+	// Confidential clients authenticate with a server-generated secret.
+	Confidential = "confidential"
+	// Backend clients authenticate with a JWT signed by a registered key
+	// (SMART Backend Services, private_key_jwt).
+	Backend = "backend"
+)
+
+// Client is a registered OAuth client.
+type Client struct {
+	// ID is the client_id.
+	ID string `json:"client_id"`
+	// Name is a human-readable label.
+	Name string `json:"name"`
+	// Type is Public, Confidential or Backend.
+	Type string `json:"type"`
+	// SecretHash is the SHA-256 of a confidential client's secret.
+	SecretHash []byte `json:"-"`
+	// RedirectURIs are compared exactly.
+	RedirectURIs []string `json:"redirect_uris"`
+	// LaunchURI is the app's EHR launch URL.
+	LaunchURI string `json:"launch_uri,omitempty"`
+	// Scopes are the scopes the client may be granted.
+	Scopes []string `json:"scopes"`
+	// JWKS is a registered JSON Web Key Set (backend clients).
+	JWKS string `json:"jwks,omitempty"`
+	// JWKSURI is a registered JWKS URL (backend clients).
+	JWKSURI string `json:"jwks_uri,omitempty"`
+	// CreatedAt is the registration time.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// SigningKey is one of the server's signing keys; the private half is
+// stored encrypted by the caller.
+type SigningKey struct {
+	// KID is the key id (the RFC 7638 thumbprint).
+	KID string
+	// Alg is the JWS algorithm, e.g. ES256 or RS256.
+	Alg string
+	// PublicJWK is the public key as a JWK.
+	PublicJWK string
+	// PrivateEnc is the encrypted private key.
+	PrivateEnc []byte
+	// CreatedAt is when the key was generated.
+	CreatedAt time.Time
+	// RetiredAt is when the key stopped signing (zero while active).
+	RetiredAt time.Time
+	// PublishUntil is when a retired key leaves the JWKS.
+	PublishUntil time.Time
+}
+
+// DB is the authorization data store.
+type DB struct {
+	w, r     *sql.DB // writer and readers (the same pool on PostgreSQL)
+	postgres bool
+	q        queries
+	// Prepared hot-path statements (SQLite would otherwise re-parse the
+	// SQL on every call).
+	getClient, getRevoked, activeKID, insertJTI *sql.Stmt
+	// lastPrune is the UnixNano of the last purge of expired rows.
+	lastPrune atomic.Int64
+}
+
+// Open opens the authorization store named by databaseURL (same rules as
+// database.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
+// and applies its migrations.
+func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
+	d := &DB{}
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		db, err := sql.Open("pgx", databaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("authdb: %w", err)
+		}
+		db.SetMaxOpenConns(max(8, 2*runtime.GOMAXPROCS(0)))
+		db.SetMaxIdleConns(max(8, 2*runtime.GOMAXPROCS(0)))
+		d.w, d.r, d.postgres = db, db, true
+	default:
+		path, err := sqlitePath(databaseURL, dataDir)
+		if err != nil {
+			return nil, err
+		}
+		w, err := sql.Open("sqlite", sqliteDSN(path, "_txlock", "immediate"))
+		if err != nil {
+			return nil, fmt.Errorf("authdb: %w", err)
+		}
+		w.SetMaxOpenConns(1)
+		w.SetMaxIdleConns(1)
+		w.SetConnMaxIdleTime(0)
+		w.SetConnMaxLifetime(0)
+		r, err := sql.Open("sqlite", sqliteDSN(path, "_pragma", "query_only(1)"))
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("authdb: %w", err)
+		}
+		n := max(4, runtime.GOMAXPROCS(0))
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		r.SetConnMaxIdleTime(0)
+		r.SetConnMaxLifetime(0)
+		d.w, d.r = w, r
+	}
+	if err := d.migrate(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("authdb: migrate: %w", err)
+	}
+	d.q = newQueries(d.postgres)
+	for _, p := range []struct {
+		db   *sql.DB
+		sql  string
+		stmt **sql.Stmt
+	}{{d.r, d.q.getClient, &d.getClient}, {d.r, d.q.getRevoked, &d.getRevoked}, {d.r, d.q.activeKID, &d.activeKID}, {d.w, d.q.insertJTI, &d.insertJTI}} {
+		st, err := p.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("authdb: prepare: %w", err)
+		}
+		*p.stmt = st
+	}
+	return d, nil
+}
+
+func sqlitePath(databaseURL, dataDir string) (string, error) {
+	if databaseURL == "" {
+		if dataDir == "" {
+			return "", errors.New("authdb: no database URL and no data directory")
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return "", fmt.Errorf("authdb: %w", err)
+		}
+		return filepath.Join(dataDir, database.SQLiteFile), nil
+	}
+	if !strings.HasPrefix(databaseURL, "sqlite:") && !strings.HasPrefix(databaseURL, "file:") {
+		return "", errors.New("authdb: unsupported database URL scheme")
+	}
+	p, err := database.SQLitePath(databaseURL)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return "", fmt.Errorf("authdb: %w", err)
+	}
+	return p, nil
+}
+
+func sqliteDSN(path string, extra ...string) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Add(extra[i], extra[i+1])
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+func (d *DB) migrate(ctx context.Context) error {
+	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+	if d.postgres {
+		dir, dialect = "migrations/postgres", goose.DialectPostgres
+	}
+	fsys, err := fs.Sub(migrations, dir)
+	if err != nil {
+		return err
+	}
+	opts := []goose.ProviderOption{goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true)}
+	if d.postgres {
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	// SQLite: processes migrating at once serialise on the write lock; the
+	// loser fails, retries and finds nothing pending.
+	var last error
+	for attempt := range 5 {
+		p, err := goose.NewProvider(dialect, d.w, fsys, opts...)
+		if err != nil {
+			return err
+		}
+		if _, err = p.Up(ctx); err == nil {
+			return nil
+		}
+		last = err
+		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}
+
+// Close closes the connection pools.
+func (d *DB) Close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if d.w != nil {
+		errs = append(errs, d.w.Close())
+	}
+	if d.r != nil && d.r != d.w {
+		errs = append(errs, d.r.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Postgres reports whether the store is on PostgreSQL.
+func (d *DB) Postgres() bool { return d.postgres }
+
+// queries holds every statement, with placeholders for the dialect.
+type queries struct {
+	insertClient, getClient, listClients, deleteClient    string
+	listKeys, insertKey, retireKeys, pruneKeys, activeKID string
+	insertJTI, pruneJTI                                   string
+	insertRevoked, getRevoked, pruneRevoked               string
+}
+
+func newQueries(pg bool) queries {
+	b := func(s string) string {
+		if !pg {
+			return s
+		}
+		var sb strings.Builder
+		n := 0
+		for _, c := range s {
+			if c == '?' {
+				n++
+				sb.WriteString("$" + strconv.Itoa(n))
+				continue
+			}
+			sb.WriteRune(c)
+		}
+		return sb.String()
+	}
+	const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at"
+	return queries{
+		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+		getClient:     b("SELECT " + clientCols + " FROM oauth_client WHERE client_id = ?"),
+		listClients:   "SELECT " + clientCols + " FROM oauth_client ORDER BY created_at, client_id",
+		deleteClient:  b("DELETE FROM oauth_client WHERE client_id = ?"),
+		listKeys:      b("SELECT kid, alg, public_jwk, private_enc, created_at, retired_at, publish_until FROM oauth_signing_key WHERE publish_until IS NULL OR publish_until > ? ORDER BY created_at DESC, kid DESC"),
+		insertKey:     b("INSERT INTO oauth_signing_key (kid, alg, public_jwk, private_enc, created_at) VALUES (?, ?, ?, ?, ?)"),
+		retireKeys:    b("UPDATE oauth_signing_key SET retired_at = ?, publish_until = ? WHERE retired_at IS NULL"),
+		pruneKeys:     b("DELETE FROM oauth_signing_key WHERE publish_until IS NOT NULL AND publish_until <= ?"),
+		activeKID:     b("SELECT kid FROM oauth_signing_key WHERE alg = ? AND retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1"),
+		insertJTI:     b("INSERT INTO oauth_assertion_jti (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+		pruneJTI:      b("DELETE FROM oauth_assertion_jti WHERE expires_at < ?"),
+		insertRevoked: b("INSERT INTO oauth_revoked_token (jti, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+		getRevoked:    b("SELECT 1 FROM oauth_revoked_token WHERE jti = ?"),
+		pruneRevoked:  b("DELETE FROM oauth_revoked_token WHERE expires_at < ?"),
+	}
+}
+
+// CreateClient registers c. It returns ErrExists if c.ID is taken.
+func (d *DB) CreateClient(ctx context.Context, c *Client) error {
+	redirects, err := json.Marshal(nonNil(c.RedirectURIs))
+	if err != nil {
+		return err
+	}
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = time.Now()
+	}
+	res, err := d.w.ExecContext(ctx, d.q.insertClient, c.ID, c.Name, c.Type, hexOrEmpty(c.SecretHash), string(redirects),
+		c.LaunchURI, strings.Join(c.Scopes, " "), c.JWKS, c.JWKSURI, c.CreatedAt.Unix())
+	if err != nil {
+		return fmt.Errorf("authdb: create client: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return ErrExists
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanClient(s scanner) (*Client, error) {
+	var c Client
+	var secret, redirects, scopes string
+	var created int64
+	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created); err != nil {
+		return nil, err
+	}
+	if secret != "" {
+		h, err := hex.DecodeString(secret)
+		if err != nil {
+			return nil, fmt.Errorf("authdb: corrupt secret hash for client %q", c.ID)
+		}
+		c.SecretHash = h
+	}
+	if err := json.Unmarshal([]byte(redirects), &c.RedirectURIs); err != nil {
+		return nil, fmt.Errorf("authdb: corrupt redirect URIs for client %q", c.ID)
+	}
+	c.Scopes = strings.Fields(scopes)
+	c.CreatedAt = time.Unix(created, 0).UTC()
+	return &c, nil
+}
+
+// Client returns the client with id, or ErrNotFound.
+func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
+	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authdb: read client: %w", err)
+	}
+	return c, nil
+}
+
+// Clients lists every client, oldest first.
+func (d *DB) Clients(ctx context.Context) ([]Client, error) {
+	rows, err := d.r.QueryContext(ctx, d.q.listClients)
+	if err != nil {
+		return nil, fmt.Errorf("authdb: list clients: %w", err)
+	}
+	defer rows.Close()
+	var out []Client
+	for rows.Next() {
+		c, err := scanClient(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *c)
+	}
+	return out, rows.Err()
+}
+
+// DeleteClient removes a client, or returns ErrNotFound.
+func (d *DB) DeleteClient(ctx context.Context, id string) error {
+	res, err := d.w.ExecContext(ctx, d.q.deleteClient, id)
+	if err != nil {
+		return fmt.Errorf("authdb: delete client: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SigningKeys returns the keys that are active or still published, newest
+// first.
+func (d *DB) SigningKeys(ctx context.Context) ([]SigningKey, error) {
+	rows, err := d.r.QueryContext(ctx, d.q.listKeys, time.Now().Unix())
+	if err != nil {
+		return nil, fmt.Errorf("authdb: list keys: %w", err)
+	}
+	defer rows.Close()
+	var out []SigningKey
+	for rows.Next() {
+		var k SigningKey
+		var priv string
+		var created int64
+		var retired, until sql.NullInt64
+		if err := rows.Scan(&k.KID, &k.Alg, &k.PublicJWK, &priv, &created, &retired, &until); err != nil {
+			return nil, fmt.Errorf("authdb: list keys: %w", err)
+		}
+		k.PrivateEnc = []byte(priv)
+		k.CreatedAt = time.Unix(created, 0)
+		if retired.Valid {
+			k.RetiredAt = time.Unix(retired.Int64, 0)
+		}
+		if until.Valid {
+			k.PublishUntil = time.Unix(until.Int64, 0)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// ActiveKID returns the id of the newest active key for alg, or
+// ErrNotFound.
+func (d *DB) ActiveKID(ctx context.Context, alg string) (string, error) {
+	var kid string
+	err := d.activeKID.QueryRowContext(ctx, alg).Scan(&kid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("authdb: active key: %w", err)
+	}
+	return kid, nil
+}
+
+// AddSigningKeys stores new active keys. If retire is true, the keys that
+// were active are first retired and stay published until publishUntil, and
+// keys whose publication ended are deleted; all in one transaction.
+func (d *DB) AddSigningKeys(ctx context.Context, keys []SigningKey, retire bool, publishUntil time.Time) error {
+	tx, err := d.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("authdb: add keys: %w", err)
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	if retire {
+		if _, err := tx.ExecContext(ctx, d.q.retireKeys, now.Unix(), publishUntil.Unix()); err != nil {
+			return fmt.Errorf("authdb: retire keys: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, d.q.pruneKeys, now.Unix()); err != nil {
+			return fmt.Errorf("authdb: prune keys: %w", err)
+		}
+	}
+	for _, k := range keys {
+		created := k.CreatedAt
+		if created.IsZero() {
+			created = now
+		}
+		if _, err := tx.ExecContext(ctx, d.q.insertKey, k.KID, k.Alg, k.PublicJWK, string(k.PrivateEnc), created.Unix()); err != nil {
+			return fmt.Errorf("authdb: insert key: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// UseAssertionID records a client assertion's jti until expires. It
+// reports false if the same client already used that jti (a replay).
+func (d *DB) UseAssertionID(ctx context.Context, clientID, jti string, expires time.Time) (bool, error) {
+	d.prune(ctx)
+	res, err := d.insertJTI.ExecContext(ctx, clientID, jti, expires.Unix())
+	if err != nil {
+		return false, fmt.Errorf("authdb: record jti: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("authdb: record jti: %w", err)
+	}
+	return n == 1, nil
+}
+
+// RevokeToken marks the token with id jti revoked; the mark is kept until
+// the token expires.
+func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) error {
+	d.prune(ctx)
+	if _, err := d.w.ExecContext(ctx, d.q.insertRevoked, jti, expires.Unix()); err != nil {
+		return fmt.Errorf("authdb: revoke: %w", err)
+	}
+	return nil
+}
+
+// Revoked reports whether the token with id jti was revoked.
+func (d *DB) Revoked(ctx context.Context, jti string) (bool, error) {
+	var one int
+	err := d.getRevoked.QueryRowContext(ctx, jti).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("authdb: revoked: %w", err)
+	}
+	return true, nil
+}
+
+// pruneEvery is how often expired jti and revocation rows are deleted.
+const pruneEvery = time.Minute
+
+// prune deletes expired rows at most once per pruneEvery (best effort).
+func (d *DB) prune(ctx context.Context) {
+	now := time.Now()
+	last := d.lastPrune.Load()
+	if now.UnixNano()-last < int64(pruneEvery) || !d.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	// A minute of slack past expiry covers clock skew between instances.
+	cut := now.Add(-time.Minute).Unix()
+	_, _ = d.w.ExecContext(ctx, d.q.pruneJTI, cut)
+	_, _ = d.w.ExecContext(ctx, d.q.pruneRevoked, cut)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func hexOrEmpty(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return hex.EncodeToString(b)
+}

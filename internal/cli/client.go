@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/oauth/keys"
+)
+
+// clientCmd manages OAuth clients. It writes straight to the database, so
+// a running server sees changes at once.
+type clientCmd struct {
+	Create clientCreateCmd `cmd:"" help:"Register a client; prints its id (and, for confidential clients, its secret, shown only once)."`
+	List   clientListCmd   `cmd:"" help:"List registered clients."`
+	Delete clientDeleteCmd `cmd:"" help:"Delete a client."`
+}
+
+type clientCreateCmd struct {
+	dbFlags
+	Name        string   `name:"name" required:"" help:"Display name."`
+	Type        string   `name:"type" required:"" enum:"public,confidential,backend" help:"public, confidential (secret) or backend (private_key_jwt)."`
+	RedirectURI []string `name:"redirect-uri" help:"Exact redirect URI (repeatable)." placeholder:"URI"`
+	LaunchURI   string   `name:"launch-uri" help:"EHR launch URL of the app." placeholder:"URI"`
+	Scope       []string `name:"scope" required:"" help:"Allowed scopes, space-separated (repeatable)." placeholder:"SCOPES"`
+	JWKSFile    string   `name:"jwks-file" help:"JWKS file with the backend client's public keys." type:"existingfile" xor:"jwks" placeholder:"FILE"`
+	JWKSURI     string   `name:"jwks-uri" help:"URL of the backend client's JWKS." xor:"jwks" placeholder:"URL"`
+	JSON        bool     `name:"json" help:"Print one JSON object {\"client_id\",\"client_secret\"}."`
+}
+
+// openAuthDB opens the authorization store named by the shared flags.
+func openAuthDB(e *env, f dbFlags) (*authdb.DB, config.Config, error) {
+	cfg := config.Defaults()
+	f.apply(&cfg)
+	if err := cfg.Normalize(false); err != nil {
+		return nil, cfg, err
+	}
+	db, err := authdb.Open(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	return db, cfg, err
+}
+
+func (c *clientCreateCmd) Run(e *env) error {
+	reg := oauth.Registration{Name: c.Name, Type: c.Type, RedirectURIs: c.RedirectURI, LaunchURI: c.LaunchURI, Scopes: c.Scope, JWKSURI: c.JWKSURI}
+	if c.JWKSFile != "" {
+		b, err := os.ReadFile(c.JWKSFile)
+		if err != nil {
+			return err
+		}
+		reg.JWKS = b
+	}
+	db, _, err := openAuthDB(e, c.dbFlags)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	out, err := oauth.RegisterClient(e.ctx, db, reg)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	fmt.Fprintf(e.stdout, "client_id: %s\n", out.ClientID)
+	if out.ClientSecret != "" {
+		fmt.Fprintf(e.stdout, "client_secret: %s\n(the secret is shown only now; it is stored hashed)\n", out.ClientSecret)
+	}
+	return nil
+}
+
+type clientListCmd struct {
+	dbFlags
+	JSON bool `name:"json" help:"Print a JSON array."`
+}
+
+func (c *clientListCmd) Run(e *env) error {
+	db, _, err := openAuthDB(e, c.dbFlags)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	clients, err := db.Clients(e.ctx)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		if clients == nil {
+			clients = []authdb.Client{}
+		}
+		return json.NewEncoder(e.stdout).Encode(clients)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tNAME\tSCOPES")
+	for _, cl := range clients {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "))
+	}
+	return tw.Flush()
+}
+
+type clientDeleteCmd struct {
+	dbFlags
+	ID string `arg:"" name:"ID" help:"Client id."`
+}
+
+func (c *clientDeleteCmd) Run(e *env) error {
+	db, _, err := openAuthDB(e, c.dbFlags)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.DeleteClient(e.ctx, c.ID); errors.Is(err, authdb.ErrNotFound) {
+		return fmt.Errorf("no client %q", c.ID)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted client %s\n", c.ID)
+	return nil
+}
+
+// keysCmd manages the authorization server's signing keys.
+type keysCmd struct {
+	Rotate keysRotateCmd `cmd:"" help:"Generate new signing keys; old public keys stay published until their tokens expire."`
+}
+
+type keysRotateCmd struct {
+	dbFlags
+	KEKFile string `name:"kek-file" env:"LAPIS_KEK_FILE" help:"Key-encryption-key file (default DATA-DIR/auth-kek)." placeholder:"FILE"`
+}
+
+func (c *keysRotateCmd) Run(e *env) error {
+	db, cfg, err := openAuthDB(e, c.dbFlags)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	kek := c.KEKFile
+	if kek == "" {
+		kek = filepath.Join(cfg.DataDir, keys.KEKFile)
+	}
+	m, err := keys.Open(e.ctx, db, keys.Options{KEKFile: kek})
+	if err != nil {
+		return err
+	}
+	if err := m.Rotate(e.ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "signing keys rotated")
+	return nil
+}

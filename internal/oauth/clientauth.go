@@ -1,0 +1,298 @@
+package oauth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
+)
+
+// Client authentication methods (token_endpoint_auth_methods_supported).
+const (
+	AuthNone              = "none"
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+)
+
+// AssertionType is the only accepted client_assertion_type (RFC 7523).
+const AssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// AssertionAlgorithms are the accepted client-assertion algorithms.
+var AssertionAlgorithms = []jose.SignatureAlgorithm{jose.RS384, jose.ES384}
+
+// Assertion limits.
+const (
+	maxAssertionBytes = 16 << 10
+	maxAssertionAhead = 5 * time.Minute
+	clockSkew         = 30 * time.Second
+	maxJTILen         = 255
+)
+
+// AuthenticatedClient is the client a request authenticated as.
+type AuthenticatedClient struct {
+	// Client is the registered client.
+	Client *authdb.Client
+	// Method is how it authenticated (AuthNone for a public client).
+	Method string
+}
+
+// HashSecret returns the stored form of a client secret: its SHA-256. A
+// server-generated 256-bit secret needs no slow hash.
+func HashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+// authenticateClient authenticates the client of a token, introspection
+// or revocation request by exactly one method. Every failure is
+// invalid_client (401 with a challenge when Basic was used or no
+// credentials were given).
+func (s *Server) authenticateClient(ctx context.Context, r *http.Request, form url.Values) (*AuthenticatedClient, error) {
+	id, secret, basic, err := basicCredentials(r)
+	if err != nil {
+		return nil, errInvalidClient(true)
+	}
+	assertion, assertionType := form.Get("client_assertion"), form.Get("client_assertion_type")
+	hasAssertion := assertion != "" || assertionType != ""
+	postSecret := form.Get("client_secret")
+	formID := form.Get("client_id")
+	n := 0
+	for _, b := range []bool{basic, hasAssertion, postSecret != ""} {
+		if b {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, errInvalidRequest("more than one client authentication method used")
+	}
+	switch {
+	case basic:
+		if formID != "" && formID != id {
+			return nil, errInvalidRequest("client_id does not match the authenticated client")
+		}
+		return s.checkSecret(ctx, id, secret, AuthClientSecretBasic, true)
+	case postSecret != "":
+		if formID == "" {
+			return nil, errInvalidClient(false)
+		}
+		return s.checkSecret(ctx, formID, postSecret, AuthClientSecretPost, false)
+	case hasAssertion:
+		c, err := s.checkAssertion(ctx, assertionType, assertion, formID)
+		if err != nil {
+			return nil, err
+		}
+		return &AuthenticatedClient{Client: c, Method: AuthPrivateKeyJWT}, nil
+	case formID != "":
+		c, err := s.cfg.Clients.Client(ctx, formID)
+		if errors.Is(err, authdb.ErrNotFound) {
+			return nil, errInvalidClient(false)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c.Type != authdb.Public {
+			return nil, errInvalidClient(false)
+		}
+		return &AuthenticatedClient{Client: c, Method: AuthNone}, nil
+	}
+	return nil, errInvalidClient(true)
+}
+
+// basicCredentials decodes an HTTP Basic Authorization header. By RFC 6749
+// §2.3.1 the id and secret are application/x-www-form-urlencoded before
+// Basic encoding, so they are form-decoded here (openid-client sends "-"
+// as "%2D").
+func basicCredentials(r *http.Request) (id, secret string, ok bool, err error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", "", false, nil
+	}
+	scheme, rest, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "Basic") {
+		return "", "", false, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(rest))
+	if err != nil {
+		return "", "", true, err
+	}
+	rawID, rawSecret, found := strings.Cut(string(raw), ":")
+	if !found {
+		return "", "", true, errors.New("no colon")
+	}
+	if id, err = url.QueryUnescape(rawID); err != nil {
+		return "", "", true, err
+	}
+	if secret, err = url.QueryUnescape(rawSecret); err != nil {
+		return "", "", true, err
+	}
+	if id == "" {
+		return "", "", true, errors.New("empty id")
+	}
+	return id, secret, true, nil
+}
+
+// dummyHash keeps the work of a failed lookup equal to a real comparison.
+var dummyHash = HashSecret("lapis-no-such-client")
+
+func (s *Server) checkSecret(ctx context.Context, id, secret, method string, basic bool) (*AuthenticatedClient, error) {
+	got := HashSecret(secret)
+	c, err := s.cfg.Clients.Client(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		subtle.ConstantTimeCompare(got, dummyHash)
+		return nil, errInvalidClient(basic)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Type != authdb.Confidential || len(c.SecretHash) != sha256.Size || subtle.ConstantTimeCompare(got, c.SecretHash) != 1 {
+		return nil, errInvalidClient(basic)
+	}
+	return &AuthenticatedClient{Client: c, Method: method}, nil
+}
+
+// checkAssertion authenticates a SMART Backend Services client by its
+// signed JWT (conformance.md §3): RS384/ES384, key by kid (and jku only if
+// it equals the registered JWKS URL), iss = sub = client id, aud = the
+// token URL, exp at most five minutes ahead, jti never reused. Every
+// failure is invalid_client.
+func (s *Server) checkAssertion(ctx context.Context, typ, assertion, formID string) (*authdb.Client, error) {
+	fail := errInvalidClient(false)
+	if typ != AssertionType || assertion == "" || len(assertion) > maxAssertionBytes {
+		return nil, fail
+	}
+	tok, err := jwt.ParseSigned(assertion, AssertionAlgorithms)
+	if err != nil || len(tok.Headers) != 1 {
+		return nil, fail
+	}
+	hdr := tok.Headers[0]
+	if hdr.KeyID == "" {
+		return nil, fail
+	}
+	var unverified jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
+		return nil, fail
+	}
+	if unverified.Issuer == "" || unverified.Issuer != unverified.Subject || (formID != "" && formID != unverified.Issuer) {
+		return nil, fail
+	}
+	c, err := s.cfg.Clients.Client(ctx, unverified.Issuer)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return nil, fail
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Type != authdb.Backend {
+		return nil, fail
+	}
+	if jku, ok := hdr.ExtraHeaders["jku"]; ok {
+		if s, _ := jku.(string); s == "" || c.JWKSURI == "" || s != c.JWKSURI {
+			return nil, fail
+		}
+	}
+	key, err := s.assertionKey(ctx, c, hdr)
+	if err != nil {
+		return nil, fail
+	}
+	var claims jwt.Claims
+	if err := tok.Claims(key.Key, &claims); err != nil {
+		return nil, fail
+	}
+	now := s.now()
+	switch {
+	case claims.Issuer != c.ID || claims.Subject != c.ID,
+		!claims.Audience.Contains(s.ep.token),
+		claims.Expiry == nil,
+		!now.Before(claims.Expiry.Time()),
+		claims.Expiry.Time().After(now.Add(maxAssertionAhead + clockSkew)),
+		claims.NotBefore != nil && claims.NotBefore.Time().After(now.Add(clockSkew)),
+		claims.IssuedAt != nil && claims.IssuedAt.Time().After(now.Add(clockSkew)),
+		claims.ID == "" || len(claims.ID) > maxJTILen:
+		return nil, fail
+	}
+	fresh, err := s.cfg.Assertions.UseAssertionID(ctx, c.ID, claims.ID, claims.Expiry.Time())
+	if err != nil {
+		return nil, err
+	}
+	if !fresh {
+		return nil, fail
+	}
+	return c, nil
+}
+
+// assertionKey finds the one registered key with the header's kid and a
+// key type matching its alg. A jwks_uri is fetched again (rate-limited)
+// when the kid is not found, to follow the client's key rotation.
+func (s *Server) assertionKey(ctx context.Context, c *authdb.Client, hdr jose.Header) (*jose.JSONWebKey, error) {
+	find := func(set *jose.JSONWebKeySet) (*jose.JSONWebKey, int) {
+		var found *jose.JSONWebKey
+		n := 0
+		for i := range set.Keys {
+			k := &set.Keys[i]
+			if k.KeyID == hdr.KeyID && keyFits(k, hdr.Algorithm) {
+				found = k
+				n++
+			}
+		}
+		return found, n
+	}
+	switch {
+	case c.JWKS != "":
+		set, err := jwksfetch.Parse([]byte(c.JWKS))
+		if err != nil {
+			return nil, err
+		}
+		if k, n := find(set); n == 1 {
+			return k, nil
+		}
+	case c.JWKSURI != "":
+		set, err := s.cfg.JWKS.Get(ctx, c.JWKSURI, false)
+		if err != nil {
+			s.log.Warn("oauth: fetching client JWKS failed", "client_id", c.ID, "error", err.Error())
+			return nil, err
+		}
+		k, n := find(set)
+		if n == 1 {
+			return k, nil
+		}
+		if n == 0 {
+			if set, err = s.cfg.JWKS.Get(ctx, c.JWKSURI, true); err == nil {
+				if k, n := find(set); n == 1 {
+					return k, nil
+				}
+			}
+		}
+	}
+	return nil, errors.New("no matching key")
+}
+
+// keyFits reports whether k is a public verification key usable with alg.
+func keyFits(k *jose.JSONWebKey, alg string) bool {
+	if (k.Algorithm != "" && k.Algorithm != alg) || (k.Use != "" && k.Use != "sig") {
+		return false
+	}
+	switch alg {
+	case string(jose.RS384):
+		_, ok := k.Key.(*rsa.PublicKey)
+		return ok
+	case string(jose.ES384):
+		pk, ok := k.Key.(*ecdsa.PublicKey)
+		return ok && pk.Curve == elliptic.P384()
+	}
+	return false
+}

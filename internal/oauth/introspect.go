@@ -1,0 +1,113 @@
+package oauth
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+)
+
+// handleIntrospect is RFC 7662 token introspection. The caller must
+// authenticate as a confidential or backend client (any such client may
+// introspect any token); the answer is {"active":false} for anything
+// unknown, expired or revoked.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	if cors(w, r, "POST") {
+		return
+	}
+	form, err := parseForm(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	client, err := s.authenticateClient(r.Context(), r, form)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if client.Client.Type == authdb.Public {
+		s.writeError(w, r, errInvalidClient(true))
+		return
+	}
+	token := form.Get("token")
+	if token == "" {
+		s.writeError(w, r, errInvalidRequest("token is required"))
+		return
+	}
+	c, err := s.verifier.Verify(r.Context(), token)
+	if errors.Is(err, ErrInvalidToken) {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, introspection{
+		Active: true, Scope: c.Scope, ClientID: c.ClientID, Subject: c.Subject, Issuer: c.Issuer,
+		Audience: c.Audience, Expiry: c.Expiry, IssuedAt: c.IssuedAt, NotBefore: c.NotBefore, ID: c.ID,
+		TokenType: "Bearer", Patient: c.Patient, Encounter: c.Encounter, FHIRUser: c.FHIRUser,
+	})
+}
+
+// introspection is an active RFC 7662 response.
+type introspection struct {
+	Active    bool   `json:"active"`
+	Scope     string `json:"scope"`
+	ClientID  string `json:"client_id"`
+	Subject   string `json:"sub"`
+	Issuer    string `json:"iss"`
+	Audience  string `json:"aud"`
+	Expiry    int64  `json:"exp"`
+	IssuedAt  int64  `json:"iat"`
+	NotBefore int64  `json:"nbf,omitempty"`
+	ID        string `json:"jti"`
+	TokenType string `json:"token_type"`
+	Patient   string `json:"patient,omitempty"`
+	Encounter string `json:"encounter,omitempty"`
+	FHIRUser  string `json:"fhirUser,omitempty"`
+}
+
+// handleRevoke is RFC 7009 revocation of access tokens. The client
+// authenticates as for the token endpoint (public clients by client_id);
+// a token issued to another client is refused with unauthorized_client;
+// unknown, malformed or expired tokens are answered 200, as the RFC asks.
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	if cors(w, r, "POST") {
+		return
+	}
+	form, err := parseForm(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	client, err := s.authenticateClient(r.Context(), r, form)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	token := form.Get("token")
+	if token == "" {
+		s.writeError(w, r, errInvalidRequest("token is required"))
+		return
+	}
+	c, err := s.verifier.verifySignature(r.Context(), token)
+	if errors.Is(err, ErrInvalidToken) {
+		writeJSON(w, http.StatusOK, struct{}{})
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if c.ClientID != client.Client.ID {
+		s.writeError(w, r, errUnauthorizedClient("token was not issued to this client"))
+		return
+	}
+	if err := s.cfg.Revocations.RevokeToken(r.Context(), c.ID, time.Unix(c.Expiry, 0)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}

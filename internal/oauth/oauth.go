@@ -1,0 +1,283 @@
+// Package oauth is Lapis's OAuth 2.0 / SMART App Launch authorization
+// server: discovery documents, the JWKS, the token endpoint, token
+// introspection (RFC 7662) and revocation (RFC 7009), and the Verifier the
+// FHIR API uses to check bearer access tokens.
+//
+// Endpoints, all under the FHIR base URL, which is also the issuer:
+//
+//	[base]/.well-known/smart-configuration  SMART discovery
+//	[base]/.well-known/openid-configuration OpenID Connect discovery
+//	[base]/auth/jwks                         public signing keys
+//	[base]/auth/authorize                    authorization (next slice)
+//	[base]/auth/token                        token endpoint
+//	[base]/auth/introspect                   introspection
+//	[base]/auth/revoke                       revocation
+//
+// The token endpoint is a composer: each grant type is a GrantHandler
+// (client_credentials now; authorization_code and refresh_token plug in
+// the same way), client authentication (client_secret_basic,
+// client_secret_post, private_key_jwt) runs before the handler. Protocol
+// logic never touches SQL: it uses the narrow storage interfaces below,
+// implemented by internal/authdb.
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
+	"github.com/lapis-health/lapis/internal/oauth/keys"
+)
+
+// Paths of the endpoints, relative to the FHIR base URL.
+const (
+	PathSMARTConfiguration  = "/.well-known/smart-configuration"
+	PathOpenIDConfiguration = "/.well-known/openid-configuration"
+	PathJWKS                = "/auth/jwks"
+	PathAuthorize           = "/auth/authorize"
+	PathToken               = "/auth/token"
+	PathIntrospect          = "/auth/introspect"
+	PathRevoke              = "/auth/revoke"
+)
+
+// MaxBackendTokenLifetime caps access tokens of client_credentials grants
+// (SMART Backend Services recommends five minutes).
+const MaxBackendTokenLifetime = 5 * time.Minute
+
+// ClientStore looks up registered clients.
+type ClientStore interface {
+	Client(ctx context.Context, id string) (*authdb.Client, error)
+}
+
+// AssertionStore remembers client-assertion ids until they expire, so a
+// replayed assertion is refused.
+type AssertionStore interface {
+	UseAssertionID(ctx context.Context, clientID, jti string, expires time.Time) (fresh bool, err error)
+}
+
+// RevocationStore records and answers token revocations.
+type RevocationStore interface {
+	RevokeToken(ctx context.Context, jti string, expires time.Time) error
+	Revoked(ctx context.Context, jti string) (bool, error)
+}
+
+// Keys signs tokens and resolves the server's public keys.
+type Keys interface {
+	Sign(ctx context.Context, alg jose.SignatureAlgorithm, typ string, payload []byte) (string, error)
+	PublicKey(ctx context.Context, kid string) (*jose.JSONWebKey, error)
+	JWKS(ctx context.Context) (jose.JSONWebKeySet, error)
+}
+
+// JWKSFetcher fetches a client's registered JWKS URL.
+type JWKSFetcher interface {
+	Get(ctx context.Context, url string, refresh bool) (*jose.JSONWebKeySet, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Issuer is the FHIR base URL ("https://host/fhir"); it is the issuer
+	// of every token and document, byte for byte, and the access tokens'
+	// audience. The endpoints live under its path.
+	Issuer string
+	// Clients, Assertions, Revocations and Keys are the storage.
+	Clients     ClientStore
+	Assertions  AssertionStore
+	Revocations RevocationStore
+	Keys        Keys
+	// JWKS fetches clients' jwks_uri documents.
+	JWKS JWKSFetcher
+	// BackendTokenLifetime is the lifetime of client_credentials access
+	// tokens (default and maximum MaxBackendTokenLifetime).
+	BackendTokenLifetime time.Duration
+	// Logger receives internal errors (never secrets or tokens).
+	Logger *slog.Logger
+	// Now overrides the clock (tests).
+	Now func() time.Time
+}
+
+// Server is the authorization server.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	prefix   string // path of the issuer, without trailing slash
+	ep       endpoints
+	grants   map[string]GrantHandler
+	verifier *Verifier
+	closer   func() error
+}
+
+// endpoints are the absolute endpoint URLs, shared by all discovery
+// documents and the CapabilityStatement.
+type endpoints struct {
+	authorize, token, introspect, revoke, jwks string
+}
+
+// New builds a Server with the client_credentials grant.
+func New(cfg Config) (*Server, error) {
+	u, err := url.Parse(cfg.Issuer)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("oauth: issuer %q is not an absolute http(s) URL", cfg.Issuer)
+	}
+	if cfg.Clients == nil || cfg.Assertions == nil || cfg.Revocations == nil || cfg.Keys == nil || cfg.JWKS == nil {
+		return nil, errors.New("oauth: incomplete configuration")
+	}
+	if cfg.BackendTokenLifetime <= 0 || cfg.BackendTokenLifetime > MaxBackendTokenLifetime {
+		cfg.BackendTokenLifetime = MaxBackendTokenLifetime
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, grants: map[string]GrantHandler{}}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	base := strings.TrimRight(cfg.Issuer, "/")
+	s.prefix = strings.TrimRight(u.Path, "/")
+	s.ep = endpoints{
+		authorize:  base + PathAuthorize,
+		token:      base + PathToken,
+		introspect: base + PathIntrospect,
+		revoke:     base + PathRevoke,
+		jwks:       base + PathJWKS,
+	}
+	s.verifier = NewVerifier(VerifierConfig{Issuer: cfg.Issuer, Audience: cfg.Issuer, Keys: cfg.Keys, Revocations: cfg.Revocations, Now: s.now})
+	s.Register(&ClientCredentials{s: s})
+	return s, nil
+}
+
+// Options are the settings of Open.
+type Options struct {
+	// Issuer is the FHIR base URL (config.Config.FHIRBase()).
+	Issuer string
+	// DatabaseURL and DataDir select the database as for the FHIR store.
+	DatabaseURL, DataDir string
+	// KEKFile is the key-encryption-key file (default DataDir/auth-kek).
+	KEKFile string
+	// AllowPrivateJWKS lets jwks_uri point at loopback/private addresses
+	// over plain http: development and tests only.
+	AllowPrivateJWKS bool
+	// Logger receives internal errors.
+	Logger *slog.Logger
+}
+
+// Open opens the authorization database, loads (or creates) the signing
+// keys and returns a ready Server; Close releases the database.
+func Open(ctx context.Context, opts Options) (*Server, error) {
+	db, err := authdb.Open(ctx, opts.DatabaseURL, opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	kek := opts.KEKFile
+	if kek == "" {
+		if opts.DataDir == "" {
+			db.Close()
+			return nil, errors.New("oauth: no data directory for the key-encryption key")
+		}
+		kek = filepath.Join(opts.DataDir, keys.KEKFile)
+	}
+	km, err := keys.Open(ctx, db, keys.Options{KEKFile: kek})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s, err := New(Config{
+		Issuer: opts.Issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
+		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: opts.AllowPrivateJWKS}), Logger: opts.Logger,
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.closer = db.Close
+	return s, nil
+}
+
+// Close releases what Open opened.
+func (s *Server) Close() error {
+	if s.closer != nil {
+		return s.closer()
+	}
+	return nil
+}
+
+// Verifier returns the access-token verifier for the FHIR API.
+func (s *Server) Verifier() *Verifier { return s.verifier }
+
+// TokenURL returns the absolute token endpoint URL (the required aud of
+// client assertions).
+func (s *Server) TokenURL() string { return s.ep.token }
+
+// Mount registers the endpoints on mux under the issuer's path (e.g.
+// /fhir/auth/token). These patterns are more specific than the FHIR API's
+// "/fhir/", so both can share one mux.
+func (s *Server) Mount(mux *http.ServeMux) {
+	mux.HandleFunc(s.prefix+PathSMARTConfiguration, s.handleSMARTConfiguration)
+	mux.HandleFunc(s.prefix+PathOpenIDConfiguration, s.handleOpenIDConfiguration)
+	mux.HandleFunc(s.prefix+PathJWKS, s.handleJWKS)
+	mux.HandleFunc(s.prefix+PathToken, s.handleToken)
+	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
+	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
+}
+
+// Handler returns a handler serving only the authorization endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.Mount(mux)
+	return mux
+}
+
+// cors allows cross-origin calls: the endpoints use no cookies and every
+// credential travels explicitly, so any origin may call them.
+func cors(w http.ResponseWriter, r *http.Request, methods string) (done bool) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", methods+", OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept")
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+// maxForm bounds token, introspection and revocation request bodies.
+const maxForm = 64 << 10
+
+// parseForm reads an application/x-www-form-urlencoded POST body. A
+// parameter given twice is invalid (RFC 6749 §3.1); query parameters are
+// ignored.
+func parseForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		return nil, &Error{Code: CodeInvalidRequest, Description: "method must be POST", Status: http.StatusMethodNotAllowed}
+	}
+	ct := r.Header.Get("Content-Type")
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	if !strings.EqualFold(strings.TrimSpace(ct), "application/x-www-form-urlencoded") {
+		return nil, errInvalidRequest("content type must be application/x-www-form-urlencoded")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		return nil, errInvalidRequest("malformed request body")
+	}
+	for _, v := range r.PostForm {
+		if len(v) > 1 {
+			return nil, errInvalidRequest("a parameter is repeated")
+		}
+	}
+	return r.PostForm, nil
+}
