@@ -26,6 +26,9 @@ type ctxInfo struct {
 	typ  string // FHIR type code: "CodeableConcept", "dateTime", "BackboneElement", "Observation"
 	path string // definition path children are looked up under
 	kind ctxKind
+	// system is the code system implied by the required binding of a
+	// "code" element (see codeSystem); "" otherwise.
+	system string
 }
 
 type types struct {
@@ -75,7 +78,11 @@ func (t *types) ctxForType(typ string, e *definitions.ElementDef) (int32, error)
 	case typ == "Resource" || typ == "DomainResource":
 		return t.intern(ctxInfo{typ: "Resource", path: "Resource", kind: ckAnyResource}), nil
 	case t.reg.IsPrimitive(typ):
-		return t.intern(ctxInfo{typ: typ, path: typ, kind: ckPrimitive}), nil
+		ci := ctxInfo{typ: typ, path: typ, kind: ckPrimitive}
+		if typ == "code" && e != nil {
+			ci.system = codeSystem(e.Binding)
+		}
+		return t.intern(ci), nil
 	case t.reg.TypeKind(typ) == "complex-type":
 		return t.intern(ctxInfo{typ: typ, path: typ, kind: ckComplex}), nil
 	case t.reg.TypeKind(typ) == "resource":

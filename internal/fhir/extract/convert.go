@@ -451,7 +451,7 @@ func (e *emitter) number(typ string, v any) {
 			}
 		case isQuantityType(typ):
 			if f, ok := toFloat(x["value"]); ok && finite(f) {
-				e.numRow(f, f)
+				e.numRow(comparatorRange(str(x, "comparator"), f))
 			}
 		}
 	}
@@ -526,9 +526,27 @@ func (e *emitter) quantity(typ string, v any) {
 		e.qtyRow(str(units, "system"), str(units, "code"), str(units, "unit"), lo, hi)
 	case isQuantityType(typ):
 		if f, ok := toFloat(x["value"]); ok && finite(f) {
-			e.qtyRow(str(x, "system"), str(x, "code"), str(x, "unit"), f, f)
+			lo, hi := comparatorRange(str(x, "comparator"), f)
+			e.qtyRow(str(x, "system"), str(x, "code"), str(x, "unit"), lo, hi)
 		}
 	}
+}
+
+// comparatorRange is the range of a Quantity value with a comparator: "<5"
+// is every value below 5 (open ends as ±MaxFloat64), so that it does not
+// match value-quantity=5 but does match lt5.
+func comparatorRange(comparator string, f float64) (lo, hi float64) {
+	switch comparator {
+	case "<":
+		return -math.MaxFloat64, math.Nextafter(f, math.Inf(-1))
+	case "<=":
+		return -math.MaxFloat64, f
+	case ">":
+		return math.Nextafter(f, math.Inf(1)), math.MaxFloat64
+	case ">=":
+		return f, math.MaxFloat64
+	}
+	return f, f
 }
 
 // ---- uri ----

@@ -113,7 +113,7 @@ func TestTokenTypes(t *testing.T) {
 	  "meta":{"tag":[{"system":"urn:t","code":"x","display":"X Tag"}],"security":[{"system":"urn:s","code":"R"}]}}`
 	checkRows(t, res, []string{"active", "gender"},
 		`token active g0 |true ""`,
-		`token gender g0 |female ""`)
+		`token gender g0 http://hl7.org/fhir/administrative-gender|female ""`)
 	checkRows(t, res, []string{"identifier", "identifier:of-type"},
 		`token identifier g0 urn:mrn|123 "medical record"`,
 		`token identifier g0 urn:ssn|999 "social security"`,
@@ -339,5 +339,5 @@ func TestDocumentReferenceRelationship(t *testing.T) {
 		`reference relationship$1 g1 /replaces replaces`,
 		`token relationship$2 g1 |DocumentReference/d0 ""`,
 		`reference relatesto g0 DocumentReference/d0 DocumentReference/d0`,
-		`token relation g0 |replaces ""`)
+		`token relation g0 http://hl7.org/fhir/document-relationship-type|replaces ""`)
 }

@@ -118,7 +118,7 @@ func TestRealData(t *testing.T) {
 	check(obs, []string{"code", "category", "status"},
 		`token code g0 http://loinc.org|8302-2 "body height"`,
 		`token category g0 http://terminology.hl7.org/CodeSystem/observation-category|vital-signs "vital-signs"`,
-		`token status g0 |final ""`)
+		`token status g0 http://hl7.org/fhir/observation-status|final ""`)
 	check(obs, []string{"patient", "subject", "encounter"},
 		`reference patient g0 `+pat+` `+pat,
 		`reference subject g0 `+pat+` `+pat,
@@ -135,7 +135,7 @@ func TestRealData(t *testing.T) {
 		`string family g0 "koepp" "Koepp"`,
 		`string given g0 "abdul" "Abdul"`,
 		`date birthdate g0 `+dateRange(ms("1956-08-03T00:00:00Z"), ms("1956-08-03T23:59:59.999Z")),
-		`token gender g0 |male ""`)
+		`token gender g0 http://hl7.org/fhir/administrative-gender|male ""`)
 	check(pat, []string{"identifier"},
 		`token identifier g0 https://github.com/synthetichealth/synthea|e925b0f3-8006-43f6-aa31-94bd215e55e7 ""`,
 		`token identifier g0 http://hospital.smarthealthit.org|e925b0f3-8006-43f6-aa31-94bd215e55e7 "medical record number"`,

@@ -347,6 +347,16 @@ func (e *Extractor) emitItem(em *emitter, ptype string, it item) {
 	if isObj != (ci.kind != ckPrimitive) {
 		return
 	}
+	if ci.system != "" && ptype == "token" {
+		// A code bound (required) to a value set of one code system:
+		// index that system so that system|code searches match.
+		if code, ok := it.v.(string); ok {
+			if code != "" {
+				em.tokRow(ci.system, code, "")
+			}
+			return
+		}
+	}
 	em.emit(ptype, ci.typ, it.v)
 }
 

@@ -100,7 +100,10 @@ func (g *gen) where(sc scope, clauses []store.Clause, driver int) (string, error
 		}
 		parts = append(parts, s)
 	}
-	return strings.Join(parts, " AND "), nil
+	if len(parts) == 0 {
+		return "", nil
+	}
+	return joinTree(parts, " AND "), nil
 }
 
 // simpleTable returns the index table of a predicate on one index row kind,
@@ -192,20 +195,38 @@ func (g *gen) clause(sc scope, c store.Clause) (string, error) {
 		parts = append(parts, sc.alias+".id IN "+g.b.List(idIn))
 	}
 	for _, gr := range groups {
-		cond := gr.conds[0]
-		if len(gr.conds) > 1 {
-			cond = "(" + strings.Join(gr.conds, " OR ") + ")"
-		}
+		cond := orTree(gr.conds)
 		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, gr.x+".param = "+g.b.Arg(gr.param)+" AND "+cond))
 	}
-	expr := parts[0]
-	if len(parts) > 1 {
-		expr = "(" + strings.Join(parts, " OR ") + ")"
-	}
+	expr := orTree(parts)
 	if c.Negate {
 		return "NOT (" + expr + ")", nil
 	}
 	return expr, nil
+}
+
+// orTree joins conditions with OR as a balanced tree of parentheses: SQLite
+// parses "a OR b OR c ..." into a left-deep tree whose depth grows with the
+// number of values and is limited (1000), so hundreds of comma-separated
+// values must not become one flat chain.
+func orTree(conds []string) string { return joinTree(conds, " OR ") }
+
+// joinTree joins conds with op (" OR ", " AND ") as a balanced tree.
+func joinTree(conds []string, op string) string {
+	const flat = 16
+	switch {
+	case len(conds) == 1:
+		return conds[0]
+	case len(conds) <= flat:
+		return "(" + strings.Join(conds, op) + ")"
+	}
+	// Split into at most flat balanced groups.
+	size := (len(conds) + flat - 1) / flat
+	var groups []string
+	for i := 0; i < len(conds); i += size {
+		groups = append(groups, joinTree(conds[i:min(i+size, len(conds))], op))
+	}
+	return joinTree(groups, op)
 }
 
 // complex renders predicates that are not a test on one index row.
@@ -544,7 +565,13 @@ func (g *gen) sortExpr(alias string, k store.SortKey) (string, error) {
 		return "", fmt.Errorf("sqlgen: cannot sort by %q of type %q", k.Param, k.Type)
 	}
 	x := g.alias("s")
-	return "(SELECT " + agg + "(" + x + "." + col + ") FROM " + table + " " + x + " WHERE " + x + ".rid = " + alias +
+	expr := x + "." + col
+	if k.Type == "reference" {
+		// Local references sort by Type/id however they were written
+		// (relative or absolute with this server's base); others by URL.
+		expr = "CASE WHEN " + x + ".target_type <> '' THEN " + x + ".target_type || '/' || " + x + ".target_id ELSE " + x + ".url END"
+	}
+	return "(SELECT " + agg + "(" + expr + ") FROM " + table + " " + x + " WHERE " + x + ".rid = " + alias +
 		".rid AND " + x + ".param = " + g.b.Arg(k.Param) + ")" + dir + " NULLS LAST", nil
 }
 
