@@ -37,9 +37,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
@@ -169,8 +171,17 @@ func (a *api) serve(w http.ResponseWriter, r *http.Request) {
 // route checks negotiation and dispatches through the mux with FHIR
 // errors for unknown routes (404) and wrong methods (405).
 func (a *api) route(w http.ResponseWriter, r *http.Request) {
+	if err := checkPath(r); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	if err := negotiate(r); err != nil {
 		a.writeError(w, r, err)
+		return
+	}
+	if allow := a.reserved(r); allow != nil && !slices.Contains(allow, r.Method) {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		a.writeError(w, r, outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", ")))
 		return
 	}
 	if _, pattern := a.mux.Handler(r); pattern == "" {
@@ -183,6 +194,66 @@ func (a *api) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mux.ServeHTTP(w, r)
+}
+
+// checkPath refuses request paths that are not in canonical form: empty
+// segments ("//") and dot-segments ("." and "..", also percent-encoded).
+// ServeMux would answer them with a redirect to a different URL, and a
+// dot-segment is never a usable FHIR id or type.
+func checkPath(r *http.Request) error {
+	p := r.URL.EscapedPath()
+	if p == "" || p == "/" {
+		return nil
+	}
+	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, seg := range segs {
+		if seg == "" {
+			if i == len(segs)-1 {
+				continue // trailing slash
+			}
+			return outcome.BadRequest("the URL path %q has an empty segment", truncate(p, 200))
+		}
+		d, err := url.PathUnescape(seg)
+		if err != nil {
+			return outcome.BadRequest("the URL path %q has an invalid percent-encoding", truncate(p, 200))
+		}
+		if d == "." || d == ".." {
+			return outcome.BadRequest("the URL path %q has a dot-segment (%q); use the canonical URL", truncate(p, 200), d)
+		}
+	}
+	return nil
+}
+
+// truncate shortens s to at most n bytes for messages.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// reserved returns the methods allowed on the paths whose last segment is
+// a reserved name (_history, _search) that the {type} and {id} patterns
+// would otherwise capture; nil for other paths.
+func (a *api) reserved(r *http.Request) []string {
+	rest, ok := strings.CutPrefix(r.URL.Path, a.prefix+"/")
+	if !ok {
+		return nil
+	}
+	segs := strings.Split(rest, "/")
+	if len(segs) > 2 {
+		return nil
+	}
+	switch segs[len(segs)-1] {
+	case "_history":
+		return []string{http.MethodGet, http.MethodHead}
+	case "_search":
+		return []string{http.MethodPost}
+	}
+	return nil
 }
 
 // allowed lists the methods with a route for r's path.
@@ -223,7 +294,7 @@ func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter 
 // writeBody writes a JSON body with the FHIR content type, indented when
 // _pretty=true.
 func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body []byte) {
-	if r.URL.Query().Get("_pretty") == "true" && len(body) > 0 {
+	if q, _ := resource.ParseQuery(r.URL.RawQuery); q.Get("_pretty") == "true" && len(body) > 0 {
 		var buf bytes.Buffer
 		if err := json.Indent(&buf, body, "", "  "); err == nil {
 			body = buf.Bytes()
@@ -329,8 +400,8 @@ func (a *api) vread(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v, perr := strconv.ParseInt(vid, 10, 64)
-	if perr != nil || v < 1 {
+	v, ok := resource.ParseVersion(vid)
+	if !ok {
 		if !resource.ValidID(vid) {
 			return outcome.BadRequest("invalid version id %q", vid)
 		}
@@ -400,7 +471,11 @@ func subsetParams(r *http.Request) (string, []string, error) {
 func (a *api) create(w http.ResponseWriter, r *http.Request) error {
 	typ := r.PathValue("type")
 	if r.URL.RawQuery != "" {
-		if q, _ := criteria(r); q != "" {
+		q, err := criteria(r)
+		if err != nil {
+			return err
+		}
+		if q != "" {
 			return outcome.BadRequest("create does not take search parameters; use the If-None-Exist header for a conditional create")
 		}
 	}
@@ -436,6 +511,9 @@ func (a *api) update(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
+	if err := a.checkType(r); err != nil {
+		return err
+	}
 	q, err := criteria(r)
 	if err != nil {
 		return err
@@ -455,6 +533,15 @@ func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.writeWrite(w, r, res)
+	return nil
+}
+
+// checkType refuses an unknown resource type in the URL (404) before the
+// rest of the request is looked at.
+func (a *api) checkType(r *http.Request) error {
+	if typ := r.PathValue("type"); !a.reg.IsResourceType(typ) {
+		return outcome.NotFound("unknown resource type %q", truncate(typ, 100))
+	}
 	return nil
 }
 
@@ -493,6 +580,9 @@ func (a *api) patch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
+	if err := a.checkType(r); err != nil {
+		return err
+	}
 	q, err := criteria(r)
 	if err != nil {
 		return err
@@ -525,6 +615,9 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
+	if err := a.checkType(r); err != nil {
+		return err
+	}
 	q, err := criteria(r)
 	if err != nil {
 		return err

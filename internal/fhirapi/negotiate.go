@@ -41,13 +41,35 @@ func isJSONType(mt string) bool {
 	return false
 }
 
+// fhirVersionOK reports whether a fhirVersion media type parameter
+// (versioning.html#mt-version) names R4: absent, "4.0" or "4.0.x".
+func fhirVersionOK(params map[string]string) (string, bool) {
+	v, ok := params["fhirversion"]
+	if !ok {
+		return "", true
+	}
+	v = strings.TrimSpace(v)
+	return v, v == "4.0" || strings.HasPrefix(v, "4.0.")
+}
+
+// parseMediaType parses a media type leniently: a malformed parameter list
+// still yields the lower-cased type.
+func parseMediaType(s string) (string, map[string]string) {
+	mt, params, err := mime.ParseMediaType(s)
+	if err != nil {
+		mt = strings.ToLower(strings.TrimSpace(strings.SplitN(s, ";", 2)[0]))
+	}
+	return mt, params
+}
+
 // negotiate checks _format and Accept: JSON (or anything accepting JSON)
-// passes; XML and other formats fail with 406.
+// passes; XML, other formats and other FHIR versions fail with 406.
 func negotiate(r *http.Request) error {
-	if f := r.URL.Query().Get("_format"); f != "" {
-		mt := strings.ToLower(strings.TrimSpace(f))
-		if i := strings.IndexByte(mt, ';'); i >= 0 {
-			mt = strings.TrimSpace(mt[:i])
+	q, _ := resource.ParseQuery(r.URL.RawQuery) // a malformed query is reported by the handler
+	if f := q.Get("_format"); f != "" {
+		mt, params := parseMediaType(f)
+		if v, ok := fhirVersionOK(params); !ok {
+			return outcome.New(http.StatusNotAcceptable, "not-supported", "_format %q: FHIR version %q is not supported; this server speaks FHIR 4.0 (R4)", f, v)
 		}
 		switch {
 		case mt == "json" || isJSONType(mt):
@@ -64,6 +86,7 @@ func negotiate(r *http.Request) error {
 	}
 	sawAny := false
 	sawXML := false
+	badVersion := ""
 	for _, h := range accepts {
 		for _, part := range strings.Split(h, ",") {
 			part = strings.TrimSpace(part)
@@ -71,14 +94,15 @@ func negotiate(r *http.Request) error {
 				continue
 			}
 			sawAny = true
-			mt, params, err := mime.ParseMediaType(part)
-			if err != nil {
-				mt = strings.ToLower(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]))
-			}
+			mt, params := parseMediaType(part)
 			if q, ok := params["q"]; ok {
 				if f, err := strconv.ParseFloat(q, 64); err == nil && f <= 0 {
 					continue
 				}
+			}
+			if v, ok := fhirVersionOK(params); !ok {
+				badVersion = v
+				continue
 			}
 			switch {
 			case isJSONType(mt), mt == "*/*", mt == "application/*":
@@ -90,6 +114,9 @@ func negotiate(r *http.Request) error {
 	}
 	if !sawAny {
 		return nil
+	}
+	if badVersion != "" {
+		return outcome.New(http.StatusNotAcceptable, "not-supported", "FHIR version %q is not supported; this server produces FHIR 4.0 (R4) as application/fhir+json", badVersion)
 	}
 	if sawXML {
 		return outcome.New(http.StatusNotAcceptable, "not-supported", "XML is not supported; this server produces application/fhir+json only")
@@ -110,6 +137,9 @@ func bodyMediaType(r *http.Request) (string, error) {
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
 		return "", outcome.New(http.StatusUnsupportedMediaType, "not-supported", "charset %q is not supported; send UTF-8", cs)
+	}
+	if v, ok := fhirVersionOK(params); !ok {
+		return "", outcome.New(http.StatusUnsupportedMediaType, "not-supported", "FHIR version %q is not supported; send FHIR 4.0 (R4) content", v)
 	}
 	return mt, nil
 }
@@ -133,6 +163,13 @@ func requireJSONBody(r *http.Request) error {
 
 // readBody reads the request body within the size limit.
 func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	for _, ce := range r.Header.Values("Content-Encoding") {
+		for _, c := range strings.Split(ce, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return nil, outcome.New(http.StatusUnsupportedMediaType, "not-supported", "Content-Encoding %q is not supported; send the body uncompressed", c)
+			}
+		}
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -182,11 +219,7 @@ func parsePrefer(r *http.Request) preferences {
 
 // queryParams decodes the query string; a malformed one is a 400.
 func queryParams(r *http.Request) (url.Values, error) {
-	v, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return nil, outcome.BadRequest("the query string is malformed: %s", err.Error())
-	}
-	return v, nil
+	return resource.ParseQuery(r.URL.RawQuery)
 }
 
 // criteria returns the query string of a conditional interaction without

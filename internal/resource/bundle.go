@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,8 +307,11 @@ func (s *Service) parseEntryURL(e *entry) error {
 			return bad()
 		}
 		e.id = segs[1]
-		v, err := strconv.ParseInt(segs[3], 10, 64)
-		if err != nil || v < 1 {
+		v, ok := ParseVersion(segs[3])
+		if !ok {
+			if !ValidID(segs[3]) {
+				return outcome.BadRequest("invalid version id %q in request.url", segs[3]).At("request.url")
+			}
 			return outcome.NotFound("%s/%s has no version %q", e.typ, segs[1], segs[3]).At("request.url")
 		}
 		e.version = v
@@ -373,6 +374,17 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 		}
 		if e.ifMatch != 0 {
 			versioned = true
+		}
+		if e.history {
+			// History runs after the commit; refuse bad parameters before
+			// anything is written.
+			params, err := ParseQuery(e.query)
+			if err == nil {
+				_, _, _, err = s.historyParams(params, false)
+			}
+			if err != nil {
+				return nil, entryError(e.index, err)
+			}
 		}
 		if e.fullURL != "" {
 			if j, dup := seenFull[e.fullURL]; dup {
@@ -642,9 +654,9 @@ func (s *Service) txEntryError(e *entry, err error) error {
 
 // get performs a read-type entry (read, vread, search, history) against r.
 func (s *Service) get(ctx context.Context, r reader, e *entry) (*Result, error) {
-	params, err := url.ParseQuery(e.query)
+	params, err := ParseQuery(e.query)
 	if err != nil {
-		return nil, outcome.BadRequest("the query string of request.url cannot be decoded")
+		return nil, outcome.BadRequest("the query string of request.url cannot be decoded: %s", err.Error())
 	}
 	switch {
 	case e.history:

@@ -79,6 +79,9 @@ func (s *Service) createTx(ctx context.Context, tx store.Tx, typ string, res map
 // conditionalMatches runs the criteria of a conditional interaction
 // inside tx (under the access filter) and returns up to two matches.
 func (s *Service) conditionalMatches(ctx context.Context, r reader, typ, criteria string) ([]store.Resource, error) {
+	// ';' is not a separator in FHIR queries; keep url.ParseQuery from
+	// refusing it.
+	criteria = strings.ReplaceAll(criteria, ";", "%3B")
 	req, err := s.parser.ParseConditional(typ, criteria)
 	if err != nil {
 		return nil, err
@@ -318,10 +321,22 @@ func (s *Service) resolveConditionalUpdate(ctx context.Context, tx store.Tx, typ
 	}
 	switch len(matches) {
 	case 0:
-		if hasID {
-			return bidStr, nil
+		if !hasID {
+			return NewID(), nil
 		}
-		return NewID(), nil
+		// R4 http.html#cond-update: no match and a body id that already
+		// exists is a 409; an unknown (or deleted) id is an update as create.
+		cur, err := s.current(ctx, tx, typ, bidStr)
+		if errors.Is(err, errHidden) {
+			return "", outcome.New(http.StatusConflict, "conflict", "no %s matches the criteria, and the resource id %q in the body cannot be used", typ, bidStr).At("id")
+		}
+		if err != nil {
+			return "", err
+		}
+		if cur != nil && !cur.Deleted {
+			return "", outcome.New(http.StatusConflict, "conflict", "no %s matches the criteria, but %s/%s exists; a conditional update may not overwrite a resource the criteria do not match", typ, typ, bidStr).At("id")
+		}
+		return bidStr, nil
 	case 1:
 		if hasID && bidStr != matches[0].ID {
 			return "", outcome.BadRequest("the resource id %q does not match the id %q of the resource found by the criteria", bidStr, matches[0].ID).At("id")
@@ -467,7 +482,7 @@ func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops 
 	if ifMatch != 0 && cur.VersionID != ifMatch {
 		return nil, preconditionFailed("If-Match version %d is not the current version %d of %s/%s", ifMatch, cur.VersionID, typ, id)
 	}
-	doc, err := DecodeJSON(cur.Body)
+	doc, err := decodeStored(cur.Body)
 	if err != nil {
 		return nil, fmt.Errorf("decode stored %s: %w", typ, errors.New(err.Error()))
 	}

@@ -40,45 +40,11 @@ func (s *Service) History(ctx context.Context, typ, id string, params url.Values
 	if err := s.access.Check(ctx, op, typ); err != nil {
 		return nil, err
 	}
-	hq := store.HistoryQuery{Type: typ, ID: id, Count: s.defHistory, Filter: s.access.Filter(ctx)}
-	links := url.Values{}
-	onlyTotal := false
-	for key, vals := range params {
-		if len(vals) == 0 {
-			continue
-		}
-		v := vals[0]
-		switch key {
-		case "_format", "_pretty":
-		case "_since":
-			r, err := fhirtime.Parse(v)
-			if err != nil || r.Precision < fhirtime.Day {
-				return nil, outcome.BadRequest("invalid _since %q: expected an instant such as 2024-01-02T03:04:05Z", v)
-			}
-			hq.Since = time.UnixMilli(r.Lo).UTC()
-			links.Set("_since", v)
-		case "_count":
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || n < 0 {
-				return nil, outcome.BadRequest("invalid _count %q: expected a non-negative integer", v)
-			}
-			if n > s.maxHistory {
-				n = s.maxHistory
-			}
-			links.Set("_count", strconv.Itoa(n))
-			if n == 0 {
-				onlyTotal = true
-				n = 1
-			}
-			hq.Count = n
-		case HistoryCursorParam:
-			hq.Before = v
-		default:
-			if strict {
-				return nil, outcome.New(http.StatusBadRequest, "not-supported", "history parameter %q is not supported", key)
-			}
-		}
+	hq, links, onlyTotal, err := s.historyParams(params, strict)
+	if err != nil {
+		return nil, err
 	}
+	hq.Type, hq.ID, hq.Filter = typ, id, s.access.Filter(ctx)
 	if id != "" && hq.Filter != nil {
 		if _, err := s.current(ctx, s.st, typ, id); err != nil {
 			if errors.Is(err, errHidden) {
@@ -132,7 +98,10 @@ func (s *Service) History(ctx context.Context, typ, id string, params url.Values
 func (s *Service) historyEntry(v *store.Resource) *bundleEntry {
 	e := &bundleEntry{FullURL: s.fullURL(v.Type, v.ID)}
 	method := v.Method
-	if method == "" {
+	switch {
+	case v.Deleted:
+		method = http.MethodDelete
+	case method == "":
 		method = http.MethodPut
 		if v.VersionID == 1 {
 			method = http.MethodPost
@@ -173,4 +142,54 @@ func withQuery(path string, q url.Values) string {
 		return path
 	}
 	return path + "?" + q.Encode()
+}
+
+// historyParams checks the parameters of a history interaction and returns
+// the query (without type, id and filter), the parameters for paging links
+// and whether only the total is wanted (_count=0).
+func (s *Service) historyParams(params url.Values, strict bool) (store.HistoryQuery, url.Values, bool, error) {
+	hq := store.HistoryQuery{Count: s.defHistory}
+	links := url.Values{}
+	onlyTotal := false
+	for key, vals := range params {
+		if len(vals) == 0 {
+			continue
+		}
+		v := vals[0]
+		switch key {
+		case "_format", "_pretty":
+		case "_since":
+			r, err := fhirtime.Parse(v)
+			if err != nil || r.Precision < fhirtime.Day {
+				return hq, nil, false, outcome.BadRequest("invalid _since %q: expected an instant such as 2024-01-02T03:04:05Z", v)
+			}
+			hq.Since = time.UnixMilli(r.Lo).UTC()
+			links.Set("_since", v)
+		case "_count":
+			v = strings.TrimSpace(v)
+			n, err := strconv.Atoi(v)
+			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange && v[0] != '-' {
+				n, err = s.maxHistory, nil
+			}
+			if err != nil || n < 0 {
+				return hq, nil, false, outcome.BadRequest("invalid _count %q: expected a non-negative integer", v)
+			}
+			if n > s.maxHistory {
+				n = s.maxHistory
+			}
+			links.Set("_count", strconv.Itoa(n))
+			if n == 0 {
+				onlyTotal = true
+				n = 1
+			}
+			hq.Count = n
+		case HistoryCursorParam:
+			hq.Before = v
+		default:
+			if strict {
+				return hq, nil, false, outcome.New(http.StatusBadRequest, "not-supported", "history parameter %q is not supported", key)
+			}
+		}
+	}
+	return hq, links, onlyTotal, nil
 }

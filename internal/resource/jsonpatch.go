@@ -3,11 +3,14 @@ package resource
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
 	"strconv"
 	"strings"
+
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
 )
 
 // PatchError is returned by ApplyJSONPatch. Malformed reports whether the
@@ -40,17 +43,61 @@ type patchOp struct {
 // maxPatchOps bounds the number of operations in one patch document.
 const maxPatchOps = 10000
 
+// maxPatchNodes bounds the number of JSON values (objects, arrays and
+// scalars) a patch may add to a document.
+const maxPatchNodes = 1 << 20
+
+// measure returns the number of JSON values in v (counting stops past
+// limit) and its nesting depth (0 for a scalar).
+func measure(v any, limit int) (nodes, depth int) {
+	var walk func(v any, d int)
+	walk = func(v any, d int) {
+		if nodes > limit {
+			return
+		}
+		nodes++
+		switch c := v.(type) {
+		case map[string]any:
+			depth = max(depth, d+1)
+			for _, x := range c {
+				walk(x, d+1)
+			}
+		case []any:
+			depth = max(depth, d+1)
+			for _, x := range c {
+				walk(x, d+1)
+			}
+		}
+	}
+	walk(v, 0)
+	return nodes, depth
+}
+
 // parseJSONPatch decodes and checks an RFC 6902 JSON Patch document (an
 // array of operation objects). Numbers are kept exact (json.Number).
 func parseJSONPatch(doc []byte) ([]patchOp, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var raw any
-	if err := dec.Decode(&raw); err != nil {
-		return nil, &PatchError{Malformed: true, Op: -1, Msg: "not valid JSON: " + jsonErrorText(doc, err)}
+	doc = stripBOM(doc)
+	if len(bytes.TrimSpace(doc)) == 0 {
+		return nil, &PatchError{Malformed: true, Op: -1, Msg: "the body is empty; a JSON array of operations was expected"}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, &PatchError{Malformed: true, Op: -1, Msg: "unexpected data after the JSON Patch array"}
+	var raw any
+	err := checkJSON(doc, func() error {
+		dec := json.NewDecoder(bytes.NewReader(doc))
+		dec.UseNumber()
+		if err := dec.Decode(&raw); err != nil {
+			return &PatchError{Malformed: true, Op: -1, Msg: "not valid JSON: " + jsonErrorText(doc, err)}
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return &PatchError{Malformed: true, Op: -1, Msg: "unexpected data after the JSON Patch array"}
+		}
+		return nil
+	}, "the document")
+	if err != nil {
+		var oe *outcome.Error
+		if errors.As(err, &oe) {
+			err = &PatchError{Malformed: true, Op: -1, Msg: oe.Issues[0].Diagnostics}
+		}
+		return nil, err
 	}
 	list, ok := raw.([]any)
 	if !ok {
@@ -123,8 +170,38 @@ func ApplyJSONPatch(doc any, patch []byte) (any, error) {
 
 func applyOps(doc any, ops []patchOp) (any, error) {
 	doc = deepCopy(doc)
+	// "copy" can double the document with every operation; bound its
+	// size and nesting so that a short patch cannot exhaust memory or the
+	// stack.
+	nodes, _ := measure(doc, maxPatchNodes)
+	grow := func(path []string, v any, added bool) error {
+		n, d := measure(v, maxPatchNodes)
+		if added {
+			nodes += n
+		}
+		if nodes > maxPatchNodes {
+			return fmt.Errorf("the patched document would be too large (more than %d values)", maxPatchNodes)
+		}
+		if len(path)+d > MaxJSONDepth {
+			return fmt.Errorf("the patched document would be nested too deeply (more than %d levels)", MaxJSONDepth)
+		}
+		return nil
+	}
 	var err error
 	for i, op := range ops {
+		switch op.Op {
+		case "add", "replace", "move", "copy":
+			v := op.Value
+			if op.Op == "move" || op.Op == "copy" {
+				v, err = ptrGet(doc, op.From)
+			}
+			if err == nil {
+				err = grow(op.Path, v, op.Op != "move")
+			}
+		}
+		if err != nil {
+			return nil, &PatchError{Op: i, Msg: err.Error()}
+		}
 		switch op.Op {
 		case "add":
 			doc, err = ptrAdd(doc, op.Path, deepCopy(op.Value))

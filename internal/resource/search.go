@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/search"
@@ -15,6 +16,21 @@ import (
 // SnapshotParam is the query parameter of paging links that names the
 // stored result snapshot (store.SearchResult.Snapshot) being paged through.
 const SnapshotParam = "_snapshot"
+
+// ParseQuery decodes a query string. Unlike url.ParseQuery it treats ';'
+// as an ordinary character (FHIR uses only '&' as a separator, and ';'
+// appears in values such as _format=application/fhir+json;fhirVersion=4.0).
+func ParseQuery(raw string) (url.Values, error) {
+	v, err := url.ParseQuery(strings.ReplaceAll(raw, ";", "%3B"))
+	if err != nil {
+		var ee url.EscapeError
+		if errors.As(err, &ee) {
+			return nil, outcome.BadRequest("the query string is malformed: invalid percent-encoding %q", string(ee))
+		}
+		return nil, outcome.BadRequest("the query string is malformed")
+	}
+	return v, nil
+}
 
 // Search runs a search (R4 search.html) of typ ("" for a system-level
 // search, where _type may list types) and returns a searchset Bundle:

@@ -160,8 +160,25 @@ type Result struct {
 // idRE is the FHIR id grammar.
 var idRE = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
-// ValidID reports whether s is a valid FHIR resource id.
-func ValidID(s string) bool { return idRE.MatchString(s) }
+// ValidID reports whether s is a valid FHIR resource id. "." and "..",
+// which the id grammar allows, are refused: as URL path segments they are
+// dot-segments that address a different resource (RFC 3986 §5.2.4).
+func ValidID(s string) bool { return idRE.MatchString(s) && s != "." && s != ".." }
+
+// ParseVersion parses a version id as this server writes them: a positive
+// decimal integer without sign or leading zeros. ok is false otherwise.
+func ParseVersion(s string) (int64, bool) {
+	if s == "" || len(s) > 18 || s[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil && v > 0
+}
 
 // NewID returns a new random server-assigned id: a lowercase RFC 4122
 // version 4 UUID (36 characters, a valid FHIR id).
@@ -185,8 +202,8 @@ func ParseETag(s string) (int64, error) {
 	if len(t) >= 2 && t[0] == '"' && t[len(t)-1] == '"' {
 		t = t[1 : len(t)-1]
 	}
-	v, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || v < 1 {
+	v, ok := ParseVersion(t)
+	if !ok {
 		return 0, fmt.Errorf("invalid version ETag %q (expected W/\"<version>\")", s)
 	}
 	return v, nil
@@ -207,11 +224,49 @@ func parseIfMatch(s string) (int64, error) {
 // JSON
 
 // DecodeJSON decodes a JSON object with exact numbers (json.Number) and
-// rejects trailing data. Errors are 400 outcomes naming the position.
+// rejects trailing data. A leading UTF-8 byte order mark is ignored. Beyond
+// JSON syntax it rejects what encoding/json would silently accept or
+// repair: invalid UTF-8, duplicate object members, escaped NUL characters,
+// unpaired surrogate escapes, and nesting deeper than MaxJSONDepth. Errors
+// are 400 outcomes naming the position.
 func DecodeJSON(body []byte) (map[string]any, error) {
+	body = stripBOM(body)
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, outcome.New(http.StatusBadRequest, "structure", "the request body is empty; a JSON resource was expected")
 	}
+	var v any
+	err := checkJSON(body, func() error {
+		var err error
+		v, err = decodeValue(body)
+		return err
+	}, "the body")
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, outcome.New(http.StatusBadRequest, "structure", "the body must be a JSON object (a FHIR resource), not %s", jsonKind(v))
+	}
+	return m, nil
+}
+
+// decodeStored decodes a stored resource body (written by this server, so
+// already checked).
+func decodeStored(body []byte) (map[string]any, error) {
+	v, err := decodeValue(body)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("stored body is %s, not an object", jsonKind(v))
+	}
+	return m, nil
+}
+
+// decodeValue decodes one JSON value with exact numbers and no trailing
+// data.
+func decodeValue(body []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
@@ -222,11 +277,26 @@ func DecodeJSON(body []byte) (map[string]any, error) {
 		line, col := lineCol(body, int(dec.InputOffset()))
 		return nil, outcome.New(http.StatusBadRequest, "structure", "the body is not valid JSON: unexpected data after the top-level value at line %d, column %d", line, col)
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, outcome.New(http.StatusBadRequest, "structure", "the body must be a JSON object (a FHIR resource)")
+	return v, nil
+}
+
+// jsonKind names the JSON type of a decoded value for messages.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case map[string]any:
+		return "an object"
 	}
-	return m, nil
+	return "an unexpected value"
 }
 
 // jsonErrorText describes a decoding error with its line and column.

@@ -47,7 +47,7 @@ func Subset(reg *definitions.Registry, body []byte, summary string, elements []s
 	if !subsetSummary && len(elements) == 0 {
 		return body, nil
 	}
-	res, err := DecodeJSON(body)
+	res, err := decodeStored(body)
 	if err != nil {
 		return nil, err
 	}
