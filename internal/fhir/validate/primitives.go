@@ -3,6 +3,7 @@ package validate
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"math"
 	"regexp"
 	"strconv"
@@ -72,7 +73,19 @@ func buildPrimChecks(reg *definitions.Registry) map[string]primCheck {
 				continue
 			}
 			rx := anchored(re)
-			m[t] = stringCheck(t, rx.MatchString)
+			switch t {
+			case "date", "dateTime", "instant":
+				// The regexes admit impossible days (2021-02-29).
+				m[t] = stringCheck(t, func(s string) bool {
+					if !rx.MatchString(s) {
+						return false
+					}
+					_, err := fhirtime.Parse(s)
+					return err == nil
+				})
+			default:
+				m[t] = stringCheck(t, rx.MatchString)
+			}
 		}
 	}
 	return m
@@ -148,6 +161,9 @@ func intCheck(typ string, min, max int64) primCheck {
 		switch x := val.(type) {
 		case json.Number:
 			s := string(x)
+			if strings.HasPrefix(s, "-0") {
+				return fmt.Sprintf("Invalid %s value %s (-0 is not an integer in FHIR)", typ, quote(s))
+			}
 			if strings.ContainsAny(s, ".eE") {
 				return fmt.Sprintf("Invalid %s value %s (expected a whole number)", typ, quote(s))
 			}

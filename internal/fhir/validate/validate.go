@@ -528,6 +528,8 @@ func (v *Validator) validateValue(s *state, p *prop, val any) {
 		}
 		if !strings.HasPrefix(str, "<div") || len(str) < 5 || !(str[4] == '>' || str[4] == ' ' || str[4] == '\t' || str[4] == '\n' || str[4] == '\r' || str[4] == '/') {
 			s.add(CodeValue, "The narrative must be an XHTML <div> element (the string must start with \"<div\")")
+		} else if msg := checkNarrative(str); msg != "" {
+			s.add(CodeValue, "%s", capitalize(msg))
 		}
 	case kindResource:
 		m, ok := val.(map[string]any)

@@ -224,6 +224,13 @@ func TestFloat64Input(t *testing.T) {
 	}
 }
 
+func TestCalendarDates(t *testing.T) {
+	check(t, "leap day", `{"resourceType":"Patient","birthDate":"2020-02-29"}`)
+	check(t, "not a leap year", `{"resourceType":"Patient","birthDate":"2021-02-29"}`, want{CodeValue, "Patient.birthDate", ""})
+	check(t, "april 31", `{"resourceType":"Patient","deceasedDateTime":"2020-04-31T10:00:00Z"}`, want{CodeValue, "Patient.deceasedDateTime", ""})
+	check(t, "minus zero", `{"resourceType":"Patient","multipleBirthInteger":-0}`, want{CodeValue, "Patient.multipleBirthInteger", "-0"})
+}
+
 func TestPrimitiveExtensions(t *testing.T) {
 	check(t, "ext not object", `{"resourceType":"Patient","birthDate":"2000","_birthDate":"x"}`, want{CodeStructure, "Patient.birthDate", `"_birthDate" must contain objects`})
 	check(t, "ext empty", `{"resourceType":"Patient","birthDate":"2000","_birthDate":{}}`, want{CodeStructure, "Patient.birthDate", "Empty objects"})
@@ -238,7 +245,7 @@ func TestPrimitiveExtensions(t *testing.T) {
 	check(t, "ext only array ok", `{"resourceType":"Patient","name":[{"_given":[{"id":"a"}]}]}`)
 	check(t, "ext null single", `{"resourceType":"Patient","_birthDate":null}`, want{CodeStructure, "Patient.birthDate", "null"})
 	check(t, "ext on choice", obs(`,"valueString":"x","_valueString":{"id":"v"}`))
-	check(t, "ext on div", `{"resourceType":"Patient","text":{"status":"generated","div":"<div></div>","_div":{"id":"x"}}}`, want{CodeStructure, "Patient.text._div", "Unknown element"})
+	check(t, "ext on div", `{"resourceType":"Patient","text":{"status":"generated","div":"<div>x</div>","_div":{"id":"x"}}}`, want{CodeStructure, "Patient.text._div", "Unknown element"})
 }
 
 func TestNullsAndEmpties(t *testing.T) {
@@ -321,9 +328,18 @@ func TestNarrative(t *testing.T) {
 	check(t, "not div", n(`"<p>x</p>"`), want{CodeValue, "Patient.text.div", "must be an XHTML <div> element"})
 	check(t, "divx", n(`"<divx>"`), want{CodeValue, "Patient.text.div", "<div"})
 	check(t, "plain text", n(`"hello"`), want{CodeValue, "Patient.text.div", "<div"})
+	check(t, "empty", n(`"<div xmlns=\"http://www.w3.org/1999/xhtml\"> </div>"`), want{CodeValue, "Patient.text.div", "txt-2"})
+	check(t, "image only", n(`"<div><img src=\"data:image/png;base64,AA==\"/></div>"`))
+	check(t, "script", n(`"<div><script>alert(1)</script></div>"`), want{CodeValue, "Patient.text.div", "<script>"})
+	check(t, "onerror", n(`"<div><img src=\"x\" onerror=\"alert(1)\"/>x</div>"`), want{CodeValue, "Patient.text.div", "onerror"})
+	check(t, "javascript url", n(`"<div><a href=\" JavaScript:alert(1)\">x</a></div>"`), want{CodeValue, "Patient.text.div", "script URL"})
+	check(t, "iframe", n(`"<div><iframe src=\"http://x\"></iframe>x</div>"`), want{CodeValue, "Patient.text.div", "<iframe>"})
+	check(t, "not well-formed", n(`"<div><p>x</div>"`), want{CodeValue, "Patient.text.div", "well-formed"})
+	check(t, "entities", n(`"<div>a &amp; b &nbsp; &lt;c&gt;</div>"`))
+	check(t, "trailing text", n(`"<div>x</div>y"`), want{CodeValue, "Patient.text.div", "single <div>"})
 	check(t, "not string", n(`{"x":1}`), want{CodeValue, "Patient.text.div", "must be a string"})
 	check(t, "missing div", `{"resourceType":"Patient","text":{"status":"generated"}}`, want{CodeRequired, "Patient.text.div", "Missing required"})
-	check(t, "bad status", `{"resourceType":"Patient","text":{"status":"made","div":"<div/>"}}`, want{CodeCodeInvalid, "Patient.text.status", ""})
+	check(t, "bad status", `{"resourceType":"Patient","text":{"status":"made","div":"<div>x</div>"}}`, want{CodeCodeInvalid, "Patient.text.status", ""})
 }
 
 func TestIssueOrderDeterministic(t *testing.T) {
