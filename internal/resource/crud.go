@@ -103,13 +103,7 @@ func (s *Service) conditionalMatches(ctx context.Context, r reader, typ, criteri
 // Read returns the current version of typ/id (GET [base]/[type]/[id]).
 // A deleted resource is a 410, an unknown one a 404.
 func (s *Service) Read(ctx context.Context, typ, id string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionRead, typ); err != nil {
+	if err := s.admit(ctx, InteractionRead, typ, id, false); err != nil {
 		return nil, err
 	}
 	r, err := s.readVisible(ctx, s.st, typ, id)
@@ -140,13 +134,7 @@ func (s *Service) readVisible(ctx context.Context, rd reader, typ, id string) (*
 // VRead returns one version of typ/id (GET [base]/[type]/[id]/_history/[vid]).
 // A delete-marker version is a 410.
 func (s *Service) VRead(ctx context.Context, typ, id string, version int64) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionVRead, typ); err != nil {
+	if err := s.admit(ctx, InteractionVRead, typ, id, false); err != nil {
 		return nil, err
 	}
 	r, err := s.vread(ctx, s.st, typ, id, version)
@@ -193,13 +181,7 @@ func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version
 // ifMatch is the If-Match header ("" for none): W/"n" must be the current
 // version, else 412.
 func (s *Service) Update(ctx context.Context, typ, id string, body []byte, ifMatch string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionUpdate, typ); err != nil {
+	if err := s.admit(ctx, InteractionUpdate, typ, id, false); err != nil {
 		return nil, err
 	}
 	version, err := parseIfMatch(ifMatch)
@@ -275,13 +257,7 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res
 // updated; a body id different from the match is a 400. Several matches:
 // 412.
 func (s *Service) ConditionalUpdate(ctx context.Context, typ, criteria string, body []byte, ifMatch string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionUpdate, typ); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+	if err := s.admit(ctx, InteractionUpdate, typ, "", true); err != nil {
 		return nil, err
 	}
 	version, err := parseIfMatch(ifMatch)
@@ -360,13 +336,7 @@ func (s *Service) conditionalUpdateTx(ctx context.Context, tx store.Tx, typ, cri
 // that cannot be applied (failed test, missing path) or whose result is
 // not a valid resource is a 422; changing id or resourceType is a 400.
 func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMatch string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionPatch, typ); err != nil {
+	if err := s.admit(ctx, InteractionPatch, typ, id, false); err != nil {
 		return nil, err
 	}
 	version, err := parseIfMatch(ifMatch)
@@ -395,13 +365,7 @@ func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMat
 // ConditionalPatch patches the single resource matching criteria (PATCH
 // [base]/[type]?[criteria]): no match 404, several 412.
 func (s *Service) ConditionalPatch(ctx context.Context, typ, criteria string, patch []byte, ifMatch string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionPatch, typ); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+	if err := s.admit(ctx, InteractionPatch, typ, "", true); err != nil {
 		return nil, err
 	}
 	version, err := parseIfMatch(ifMatch)
@@ -518,13 +482,7 @@ func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops 
 // Result.Status is 204 and Result.Resource is nil. ifMatch, when given,
 // must be the current version (412 otherwise).
 func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionDelete, typ); err != nil {
+	if err := s.admit(ctx, InteractionDelete, typ, id, false); err != nil {
 		return nil, err
 	}
 	version, err := parseIfMatch(ifMatch)
@@ -578,13 +536,7 @@ func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifM
 // no match succeeds with 204 and nothing deleted (like a delete of a
 // missing resource), one match is deleted, several matches fail with 412.
 func (s *Service) ConditionalDelete(ctx context.Context, typ, criteria string) (*Result, error) {
-	if err := s.checkType(typ); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionDelete, typ); err != nil {
-		return nil, err
-	}
-	if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
+	if err := s.admit(ctx, InteractionDelete, typ, "", true); err != nil {
 		return nil, err
 	}
 	var out *Result
@@ -613,4 +565,26 @@ func (s *Service) conditionalDeleteTx(ctx context.Context, tx store.Tx, typ, cri
 	default:
 		return nil, preconditionFailed("the criteria match more than one %s resource; multiple deletes are not supported", typ)
 	}
+}
+
+// admit runs the checks every interaction starts with: a known resource
+// type, a valid id (instance interactions), and the access decision for op
+// — plus search access for conditional interactions, which have criteria
+// instead of an id.
+func (s *Service) admit(ctx context.Context, op Interaction, typ, id string, conditional bool) error {
+	if err := s.checkType(typ); err != nil {
+		return err
+	}
+	if !conditional {
+		if err := checkID(id); err != nil {
+			return err
+		}
+	}
+	if err := s.access.Check(ctx, op, typ); err != nil {
+		return err
+	}
+	if conditional {
+		return s.access.Check(ctx, InteractionSearchType, typ)
+	}
+	return nil
 }
