@@ -495,14 +495,28 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) update(w http.ResponseWriter, r *http.Request) error {
-	if err := requireJSONBody(r); err != nil {
+	return a.bodyWrite(w, r, requireJSONBody, func(body []byte) (*resource.Result, error) {
+		return a.svc.Update(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
+	})
+}
+
+func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
+	return a.conditionalBodyWrite(w, r, "PUT", "update", requireJSONBody, func(q string, body []byte) (*resource.Result, error) {
+		return a.svc.ConditionalUpdate(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
+	})
+}
+
+// bodyWrite checks the request's Content-Type, reads the body and answers
+// with the result of the write that run makes of it.
+func (a *api) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http.Request) error, run func(body []byte) (*resource.Result, error)) error {
+	if err := check(r); err != nil {
 		return err
 	}
 	body, err := a.readBody(w, r)
 	if err != nil {
 		return err
 	}
-	res, err := a.svc.Update(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
+	res, err := run(body)
 	if err != nil {
 		return err
 	}
@@ -510,7 +524,9 @@ func (a *api) update(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
+// conditionalBodyWrite is bodyWrite for conditional interactions on a type
+// ([type]?criteria): the criteria are required.
+func (a *api) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, method, what string, check func(*http.Request) error, run func(criteria string, body []byte) (*resource.Result, error)) error {
 	if err := a.checkType(r); err != nil {
 		return err
 	}
@@ -519,21 +535,9 @@ func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if q == "" {
-		return outcome.BadRequest("PUT to a resource type needs search criteria (conditional update) or an id in the URL")
+		return outcome.BadRequest("%s to a resource type needs search criteria (conditional %s) or an id in the URL", method, what)
 	}
-	if err := requireJSONBody(r); err != nil {
-		return err
-	}
-	body, err := a.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.ConditionalUpdate(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
-	if err != nil {
-		return err
-	}
-	a.writeWrite(w, r, res)
-	return nil
+	return a.bodyWrite(w, r, check, func(body []byte) (*resource.Result, error) { return run(q, body) })
 }
 
 // checkType refuses an unknown resource type in the URL (404) before the
@@ -564,45 +568,15 @@ func requirePatchBody(r *http.Request) error {
 }
 
 func (a *api) patch(w http.ResponseWriter, r *http.Request) error {
-	if err := requirePatchBody(r); err != nil {
-		return err
-	}
-	body, err := a.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.Patch(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
-	if err != nil {
-		return err
-	}
-	a.writeWrite(w, r, res)
-	return nil
+	return a.bodyWrite(w, r, requirePatchBody, func(body []byte) (*resource.Result, error) {
+		return a.svc.Patch(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
+	})
 }
 
 func (a *api) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
-	if err := a.checkType(r); err != nil {
-		return err
-	}
-	q, err := criteria(r)
-	if err != nil {
-		return err
-	}
-	if q == "" {
-		return outcome.BadRequest("PATCH to a resource type needs search criteria (conditional patch) or an id in the URL")
-	}
-	if err := requirePatchBody(r); err != nil {
-		return err
-	}
-	body, err := a.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.ConditionalPatch(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
-	if err != nil {
-		return err
-	}
-	a.writeWrite(w, r, res)
-	return nil
+	return a.conditionalBodyWrite(w, r, "PATCH", "patch", requirePatchBody, func(q string, body []byte) (*resource.Result, error) {
+		return a.svc.ConditionalPatch(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
+	})
 }
 
 func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
