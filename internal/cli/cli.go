@@ -41,6 +41,7 @@ func (f dbFlags) apply(c *config.Config) {
 type grammar struct {
 	Serve   serveCmd   `cmd:"" help:"Run the FHIR server."`
 	Import  importCmd  `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
+	Reindex reindexCmd `cmd:"" help:"Recompute the search index of stored resources (after an upgrade changes extraction)."`
 	Client  clientCmd  `cmd:"" help:"Manage OAuth clients."`
 	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
 	Version versionCmd `cmd:"" help:"Print the version."`

@@ -437,3 +437,12 @@ type SearchResult struct {
 type Analyzer interface {
 	Analyze(ctx context.Context) error
 }
+
+// IndexWriter is implemented by transactions that can replace the search
+// index rows of a resource's current version without writing a new version
+// (re-indexing after the extraction rules change).
+type IndexWriter interface {
+	// PutIndex replaces the index rows of the current version of typ/id.
+	// It returns ErrNotFound when the resource does not exist or is deleted.
+	PutIndex(ctx context.Context, typ, id string, ix *Index) error
+}

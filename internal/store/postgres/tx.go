@@ -141,30 +141,7 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	b := &t.buf
-	if b.rids[rid] {
-		drop(&b.strings, rid)
-		drop(&b.tokens, rid)
-		drop(&b.references, rid)
-		drop(&b.dates, rid)
-		drop(&b.numbers, rid)
-		drop(&b.quantities, rid)
-		drop(&b.uris, rid)
-	}
-	if mask == 0 {
-		return nil
-	}
-	if b.rids == nil {
-		b.rids = make(map[int64]bool)
-	}
-	b.rids[rid] = true
-	add(&b.strings, rid, w.Type, ix.Strings)
-	add(&b.tokens, rid, w.Type, ix.Tokens)
-	add(&b.references, rid, w.Type, ix.References)
-	add(&b.dates, rid, w.Type, ix.Dates)
-	add(&b.numbers, rid, w.Type, ix.Numbers)
-	add(&b.quantities, rid, w.Type, ix.Quantities)
-	add(&b.uris, rid, w.Type, ix.URIs)
+	t.buffer(rid, w.Type, mask, ix)
 	return nil
 }
 
@@ -246,5 +223,62 @@ func (t *tx) flush(ctx context.Context) error {
 		return err
 	}
 	t.buf = buffer{}
+	return nil
+}
+
+// buffer queues the index rows of rid (replacing rows queued earlier in
+// this transaction) for the next flush.
+func (t *tx) buffer(rid int64, typ string, mask int64, ix *store.Index) {
+	b := &t.buf
+	if b.rids[rid] {
+		drop(&b.strings, rid)
+		drop(&b.tokens, rid)
+		drop(&b.references, rid)
+		drop(&b.dates, rid)
+		drop(&b.numbers, rid)
+		drop(&b.quantities, rid)
+		drop(&b.uris, rid)
+	}
+	if mask == 0 {
+		return
+	}
+	if b.rids == nil {
+		b.rids = make(map[int64]bool)
+	}
+	b.rids[rid] = true
+	add(&b.strings, rid, typ, ix.Strings)
+	add(&b.tokens, rid, typ, ix.Tokens)
+	add(&b.references, rid, typ, ix.References)
+	add(&b.dates, rid, typ, ix.Dates)
+	add(&b.numbers, rid, typ, ix.Numbers)
+	add(&b.quantities, rid, typ, ix.Quantities)
+	add(&b.uris, rid, typ, ix.URIs)
+}
+
+// reindexSQL sets the index mask of a live resource and drops its index
+// rows; no row comes back when it does not exist or is deleted.
+var reindexSQL = func() string {
+	s := `WITH up AS (
+	UPDATE resources SET idx_mask = $3 WHERE type = $1 AND id = $2 AND NOT deleted
+	RETURNING rid
+)`
+	for i, t := range sqlgen.IndexTables {
+		s += ", d" + string(rune('0'+i)) + " AS (DELETE FROM " + t + " WHERE rid IN (SELECT rid FROM up))"
+	}
+	return s + "\nSELECT rid FROM up"
+}()
+
+// PutIndex replaces the index rows of the current version (store.IndexWriter).
+func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) error {
+	mask := sqlgen.Mask(ix)
+	var rid int64
+	err := t.tx.QueryRow(ctx, reindexSQL, typ, id, mask).Scan(&rid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	t.buffer(rid, typ, mask, ix)
 	return nil
 }

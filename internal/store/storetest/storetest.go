@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TxSearch", testTxSearch},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
+		{"PutIndex", testPutIndex},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1197,5 +1198,41 @@ func testConcurrentCreate(t *testing.T, s store.Store) {
 	wg.Wait()
 	if ok != 1 || conflicts != n-1 {
 		t.Fatalf("ok %d conflicts %d", ok, conflicts)
+	}
+}
+
+func testPutIndex(t *testing.T, s store.Store) {
+	create(t, s, "Observation", "o1", store.Index{Tokens: []store.TokenRow{tok("code", "", "old")}})
+	create(t, s, "Observation", "o2", store.Index{Tokens: []store.TokenRow{tok("code", "", "old")}})
+	put(t, s, &store.Write{Type: "Observation", ID: "o2", Version: 2, LastUpdated: t0, Method: "DELETE", Deleted: true})
+	code := func(c string) store.Clause {
+		return one(store.Predicate{Param: "code", Token: &store.TokenMatch{Code: c}})
+	}
+	err := s.Update(ctx, func(tx store.Tx) error {
+		iw, ok := tx.(store.IndexWriter)
+		if !ok {
+			t.Skip("transaction does not implement store.IndexWriter")
+		}
+		ix := store.Index{Tokens: []store.TokenRow{tok("code", "http://x", "new")}, Strings: []store.StringRow{str("note", "fresh")}}
+		if err := iw.PutIndex(ctx, "Observation", "o1", &ix); err != nil {
+			return err
+		}
+		if err := iw.PutIndex(ctx, "Observation", "o2", &ix); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("PutIndex on a deleted resource: %v", err)
+		}
+		if err := iw.PutIndex(ctx, "Observation", "nope", &ix); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("PutIndex on a missing resource: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "old rows gone", find(t, s, "Observation", code("old")), []string{})
+	eq(t, "new rows", find(t, s, "Observation", code("new")), []string{"o1"})
+	eq(t, "new string rows", find(t, s, "Observation", one(store.Predicate{Param: "note", String: &store.StringMatch{Value: "fre"}})), []string{"o1"})
+	r, err := s.Read(ctx, "Observation", "o1")
+	if err != nil || r.VersionID != 1 {
+		t.Fatalf("version changed by PutIndex: %+v %v", r, err)
 	}
 }

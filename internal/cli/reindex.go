@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+type reindexCmd struct {
+	dbFlags
+	Types []string `name:"type" help:"Resource type to re-index (repeatable; default all)."`
+	JSON  bool     `name:"json" help:"Print the result as one JSON object on stdout."`
+}
+
+func (c *reindexCmd) Run(e *env) error {
+	cfg := config.Defaults()
+	c.apply(&cfg)
+	if err := cfg.Normalize(false); err != nil {
+		return err
+	}
+	a, err := app.Open(e.ctx, cfg, newLogger(e, "warn"))
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	progress := func(int) {}
+	if isTerminal(e.stderr) {
+		progress = func(n int) { fmt.Fprintf(e.stderr, "\r%d resources re-indexed", n) }
+	}
+	n, err := a.Service.Reindex(e.ctx, c.Types, progress)
+	if isTerminal(e.stderr) {
+		fmt.Fprintln(e.stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if an, ok := a.Store.(store.Analyzer); ok && n > 0 {
+		if err := an.Analyze(e.ctx); err != nil {
+			return fmt.Errorf("refreshing planner statistics: %w", err)
+		}
+	}
+	if c.JSON {
+		return json.NewEncoder(e.stdout).Encode(map[string]int{"reindexed": n})
+	}
+	_, err = fmt.Fprintf(e.stdout, "re-indexed %d resources\n", n)
+	return err
+}

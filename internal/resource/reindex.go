@@ -1,0 +1,82 @@
+package resource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// reindexPage is the number of resources re-indexed per store transaction.
+const reindexPage = 500
+
+// Reindex recomputes the search index rows of every current resource of
+// the given types (all types when none are given) from its stored body,
+// without writing new versions. Run it after the search-parameter
+// extraction changes. progress, when set, is called after each page with
+// the running count. It returns the number of resources re-indexed.
+func (s *Service) Reindex(ctx context.Context, types []string, progress func(n int)) (int, error) {
+	if len(types) == 0 {
+		types = s.reg.ResourceTypes()
+	}
+	total := 0
+	for _, typ := range types {
+		if !s.reg.IsResourceType(typ) {
+			return total, fmt.Errorf("unknown resource type %q", typ)
+		}
+		q := &store.Query{Type: typ, Count: reindexPage, Total: store.TotalNone, Sort: []store.SortKey{{Param: "_id", Type: "token"}}}
+		for {
+			page, err := s.st.Search(ctx, q)
+			if err != nil {
+				return total, err
+			}
+			if len(page.Matches) > 0 {
+				if err := s.reindexPage(ctx, page.Matches); err != nil {
+					return total, err
+				}
+				total += len(page.Matches)
+				if progress != nil {
+					progress(total)
+				}
+			}
+			if !page.HasMore {
+				break
+			}
+			q.Snapshot, q.Offset = page.Snapshot, q.Offset+reindexPage
+		}
+	}
+	return total, nil
+}
+
+// reindexPage extracts and stores the index rows of one page of resources
+// in one transaction. A resource deleted meanwhile is skipped.
+func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
+	indexes := make([]store.Index, len(rs))
+	errs := make([]error, len(rs))
+	parallel(len(rs), func(i int) {
+		res, err := DecodeJSON(rs[i].Body)
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		indexes[i], errs[i] = s.idx.Extract(res)
+	})
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", rs[i].Type, rs[i].ID, err)
+		}
+	}
+	return s.st.Update(ctx, func(tx store.Tx) error {
+		iw, ok := tx.(store.IndexWriter)
+		if !ok {
+			return errors.New("this store cannot re-index")
+		}
+		for i := range rs {
+			if err := iw.PutIndex(ctx, rs[i].Type, rs[i].ID, &indexes[i]); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+}
