@@ -44,6 +44,8 @@ type grammar struct {
 	Reindex reindexCmd `cmd:"" help:"Recompute the search index of stored resources (after an upgrade changes extraction)."`
 	Client  clientCmd  `cmd:"" help:"Manage OAuth clients."`
 	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
+	User    userCmd    `cmd:"" help:"Manage patient and practitioner logins."`
+	Demo    demoCmd    `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }
 

@@ -63,6 +63,7 @@ func (c *serveCmd) Run(e *env) error {
 		DatabaseURL:      cfg.DatabaseURL,
 		DataDir:          cfg.DataDir,
 		AllowPrivateJWKS: c.DevAllowPrivateJWKS,
+		Patients:         FHIRPatients{Service: a.Service},
 		Logger:           log,
 	})
 	if err != nil {

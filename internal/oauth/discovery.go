@@ -65,7 +65,7 @@ func (s *Server) openIDConfiguration() map[string]any {
 		"id_token_signing_alg_values_supported":            []string{"RS256"},
 		"code_challenge_methods_supported":                 []string{"S256"},
 		"scopes_supported":                                 ScopesSupported,
-		"claims_supported":                                 []string{"iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser", "name"},
+		"claims_supported":                                 []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser", "name"},
 	}
 }
 

@@ -11,7 +11,8 @@ import (
 // handleIntrospect is RFC 7662 token introspection. The caller must
 // authenticate as a confidential or backend client (any such client may
 // introspect any token); the answer is {"active":false} for anything
-// unknown, expired or revoked.
+// unknown, expired or revoked. Opaque tokens are looked up as refresh
+// tokens.
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if cors(w, r, "POST") {
 		return
@@ -33,6 +34,19 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	token := form.Get("token")
 	if token == "" {
 		s.writeError(w, r, errInvalidRequest("token is required"))
+		return
+	}
+	if !looksLikeJWT(token) {
+		ri, err := s.introspectRefresh(r.Context(), token)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if ri == nil {
+			writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+			return
+		}
+		writeJSON(w, http.StatusOK, ri)
 		return
 	}
 	c, err := s.verifier.Verify(r.Context(), token)
@@ -69,7 +83,8 @@ type introspection struct {
 	FHIRUser  string `json:"fhirUser,omitempty"`
 }
 
-// handleRevoke is RFC 7009 revocation of access tokens. The client
+// handleRevoke is RFC 7009 revocation of access tokens and refresh tokens
+// (a refresh token revokes its whole family, access tokens included). The client
 // authenticates as for the token endpoint (public clients by client_id);
 // a token issued to another client is refused with unauthorized_client;
 // unknown, malformed or expired tokens are answered 200, as the RFC asks.
@@ -90,6 +105,15 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	token := form.Get("token")
 	if token == "" {
 		s.writeError(w, r, errInvalidRequest("token is required"))
+		return
+	}
+	if !looksLikeJWT(token) {
+		// A refresh token: revoke its whole family (access tokens too).
+		if err := s.revokeRefresh(r.Context(), token, client.Client.ID); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
 		return
 	}
 	c, err := s.verifier.verifySignature(r.Context(), token)

@@ -99,6 +99,31 @@ type Config struct {
 	// BackendTokenLifetime is the lifetime of client_credentials access
 	// tokens (default and maximum MaxBackendTokenLifetime).
 	BackendTokenLifetime time.Duration
+	// Codes and Refresh store authorization codes and token families;
+	// with both set the authorization_code and refresh_token grants are
+	// enabled (Open sets them; NewCodeStore adapts *authdb.DB).
+	Codes   CodeStore
+	Refresh RefreshStore
+	// AccessTokenLifetime is the lifetime of user access tokens and
+	// id_tokens (default DefaultAccessTokenLifetime).
+	AccessTokenLifetime time.Duration
+	// OfflineRefreshLifetime, OnlineRefreshLifetime and
+	// RefreshGracePeriod default to the constants of the same names with
+	// the Default prefix.
+	OfflineRefreshLifetime time.Duration
+	OnlineRefreshLifetime  time.Duration
+	RefreshGracePeriod     time.Duration
+	// Accounts, Sessions and Launches store user accounts, browser
+	// sessions (with authorization requests in progress) and EHR launch
+	// contexts; /authorize and its pages answer 503 until all three are
+	// set (Open sets them to the database).
+	Accounts AccountStore
+	Sessions SessionStore
+	Launches LaunchStore
+	// Patients searches the FHIR store for the patient pickers (optional).
+	Patients PatientLister
+	// Login is the lockout policy (zero fields take DefaultLoginPolicy).
+	Login LoginPolicy
 	// Logger receives internal errors (never secrets or tokens).
 	Logger *slog.Logger
 	// Now overrides the clock (tests).
@@ -115,6 +140,8 @@ type Server struct {
 	grants   map[string]GrantHandler
 	verifier *Verifier
 	closer   func() error
+	ui       *pagesUI
+	secure   bool // https issuer: Secure, __Host- session cookies
 }
 
 // endpoints are the absolute endpoint URLs, shared by all discovery
@@ -123,7 +150,9 @@ type endpoints struct {
 	authorize, token, introspect, revoke, jwks string
 }
 
-// New builds a Server with the client_credentials grant.
+// New builds a Server with the client_credentials grant, and the
+// authorization_code and refresh_token grants when Codes and Refresh are
+// configured.
 func New(cfg Config) (*Server, error) {
 	u, err := url.Parse(cfg.Issuer)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
@@ -134,6 +163,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BackendTokenLifetime <= 0 || cfg.BackendTokenLifetime > MaxBackendTokenLifetime {
 		cfg.BackendTokenLifetime = MaxBackendTokenLifetime
+	}
+	if (cfg.Codes == nil) != (cfg.Refresh == nil) {
+		return nil, errors.New("oauth: Codes and Refresh must be configured together")
+	}
+	if cfg.AccessTokenLifetime <= 0 {
+		cfg.AccessTokenLifetime = DefaultAccessTokenLifetime
+	}
+	if cfg.OfflineRefreshLifetime <= 0 {
+		cfg.OfflineRefreshLifetime = DefaultOfflineRefreshLifetime
+	}
+	if cfg.OnlineRefreshLifetime <= 0 {
+		cfg.OnlineRefreshLifetime = DefaultOnlineRefreshLifetime
+	}
+	if cfg.RefreshGracePeriod <= 0 {
+		cfg.RefreshGracePeriod = DefaultRefreshGracePeriod
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, grants: map[string]GrantHandler{}}
 	if s.log == nil {
@@ -153,6 +197,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.verifier = NewVerifier(VerifierConfig{Issuer: cfg.Issuer, Audience: cfg.Issuer, Keys: cfg.Keys, Revocations: cfg.Revocations, Now: s.now})
 	s.Register(&ClientCredentials{s: s})
+	s.initPages()
+	if cfg.Codes != nil {
+		s.Register(&AuthorizationCode{s: s})
+		s.Register(&RefreshTokenGrant{s: s})
+	}
 	return s, nil
 }
 
@@ -167,6 +216,11 @@ type Options struct {
 	// AllowPrivateJWKS lets jwks_uri point at loopback/private addresses
 	// over plain http: development and tests only.
 	AllowPrivateJWKS bool
+	// Patients searches the FHIR store for the patient pickers of
+	// /authorize and the EHR launch page (wire it to the resource service).
+	Patients PatientLister
+	// Login is the login lockout policy (zero: DefaultLoginPolicy).
+	Login LoginPolicy
 	// Logger receives internal errors.
 	Logger *slog.Logger
 }
@@ -193,6 +247,8 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s, err := New(Config{
 		Issuer: opts.Issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
+		Codes: NewCodeStore(db), Refresh: db,
+		Accounts: db, Sessions: db, Launches: db, Patients: opts.Patients, Login: opts.Login,
 		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: opts.AllowPrivateJWKS}), Logger: opts.Logger,
 	})
 	if err != nil {
@@ -228,6 +284,7 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathToken, s.handleToken)
 	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
 	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
+	s.mountPages(mux)
 }
 
 // Handler returns a handler serving only the authorization endpoints.

@@ -37,6 +37,11 @@ type TokenResponse struct {
 	IDToken      string `json:"id_token,omitempty"`
 	Patient      string `json:"patient,omitempty"`
 	Encounter    string `json:"encounter,omitempty"`
+	// NeedPatientBanner and SMARTStyleURL come with a patient or EHR
+	// launch context; FHIRContext is the SMART 2.2 object form.
+	NeedPatientBanner *bool              `json:"need_patient_banner,omitempty"`
+	SMARTStyleURL     string             `json:"smart_style_url,omitempty"`
+	FHIRContext       []ContextReference `json:"fhirContext,omitempty"`
 }
 
 // GrantHandler handles one grant type at the token endpoint.

@@ -1,0 +1,750 @@
+package oauth
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+)
+
+// Paths of the authorization pages, relative to the FHIR base URL.
+const (
+	PathLogin         = "/auth/login"
+	PathConsent       = "/auth/consent"
+	PathSelectPatient = "/auth/select-patient"
+	PathLaunch        = "/auth/launch"
+	PathLogout        = "/auth/logout"
+	PathSMARTStyle    = "/auth/smart-style.json"
+)
+
+// AuthorizeRequestLifetime bounds the time between /authorize and the
+// user's decision.
+const AuthorizeRequestLifetime = 15 * time.Minute
+
+// AccountStore reads accounts and keeps the failed-login record.
+type AccountStore interface {
+	AccountByUsername(ctx context.Context, username string) (*authdb.Account, error)
+	AccountBySubject(ctx context.Context, subject string) (*authdb.Account, error)
+	RecordLoginFailure(ctx context.Context, key string, at time.Time) error
+	LoginFailures(ctx context.Context, key string, since time.Time) (int, error)
+	ClearLoginFailures(ctx context.Context, key string) error
+}
+
+// PatientSummary is a patient as shown on the pickers.
+type PatientSummary struct {
+	ID, Name, BirthDate, Gender string
+}
+
+// EncounterSummary is an encounter as shown on the launch page.
+type EncounterSummary struct {
+	ID, Label string
+}
+
+// PatientLister searches the FHIR store for the patient pickers (wired to
+// the resource service).
+type PatientLister interface {
+	// SearchPatients returns up to limit patients whose name matches
+	// name (all patients when name is empty).
+	SearchPatients(ctx context.Context, name string, limit int) ([]PatientSummary, error)
+	// Patient returns the patient with id, or nil if there is none.
+	Patient(ctx context.Context, id string) (*PatientSummary, error)
+	// Encounters returns up to limit encounters of the patient, newest
+	// first.
+	Encounters(ctx context.Context, patientID string, limit int) ([]EncounterSummary, error)
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+// pages are the parsed page templates.
+var pages = template.Must(template.New("").ParseFS(templateFS, "templates/*.html"))
+
+// authzRequest is an authorization request in progress, stored
+// server-side between the pages; forms carry only its random id.
+type authzRequest struct {
+	ClientID      string    `json:"client_id"`
+	ClientName    string    `json:"client_name"`
+	RedirectURI   string    `json:"redirect_uri"`
+	State         string    `json:"state"`
+	CodeChallenge string    `json:"code_challenge"`
+	Nonce         string    `json:"nonce,omitempty"`
+	Scopes        []string  `json:"scopes"`
+	PromptLogin   bool      `json:"prompt_login,omitempty"`
+	Created       time.Time `json:"created"`
+	// EHR launch context (resolved and consumed at /authorize).
+	EHR             bool   `json:"ehr,omitempty"`
+	LaunchSubject   string `json:"launch_subject,omitempty"`
+	LaunchPatient   string `json:"launch_patient,omitempty"`
+	LaunchEncounter string `json:"launch_encounter,omitempty"`
+	// Patient picked by a practitioner (standalone launch/patient).
+	Patient string `json:"patient,omitempty"`
+}
+
+// page is the data of every page template.
+type page struct {
+	Title, Nonce, Base, CSRF, Req, Error, Client, Next, Username string
+	User, PatientName, Query, Message                            string
+	Choices                                                      []consentChoice
+	Fixed                                                        []string
+	Offline                                                      bool
+	Patients                                                     []PatientSummary
+	Selected                                                     *PatientSummary
+	Encounters                                                   []EncounterSummary
+	Clients                                                      []authdb.Client
+}
+
+// pageHeaders are set on every HTML page and every /authorize answer.
+func pageHeaders(w http.ResponseWriter, nonce string) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+}
+
+// render writes a page.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	p.Nonce = base64.RawStdEncoding.EncodeToString(b)
+	p.Base = s.prefix
+	pageHeaders(w, p.Nonce)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	var sb strings.Builder
+	if err := pages.ExecuteTemplate(&sb, name, p); err != nil {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: template", slog.String("page", name), slog.String("error", err.Error()))
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(sb.String()))
+}
+
+// errorPage shows an error to the user without redirecting (unknown
+// client, untrusted redirect URI, expired session, bad form).
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.render(w, r, status, "message", &page{Title: "Authorization error", Message: msg})
+}
+
+// internalError logs err and shows a generic error page.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: internal error", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
+	s.errorPage(w, r, http.StatusInternalServerError, "Something went wrong. Please try again later.")
+}
+
+// authorizeError is an error returned to the client's redirect URI (RFC
+// 6749 §4.1.2.1).
+type authorizeError struct{ code, desc string }
+
+// redirectTo appends params to a registered URI, keeping its own query.
+func redirectTo(base string, params url.Values) string {
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + params.Encode()
+}
+
+// redirectStatus is 302 for GET and 303 (See Other: the browser follows
+// with GET) after a POST.
+func redirectStatus(r *http.Request) int {
+	if r.Method == http.MethodPost {
+		return http.StatusSeeOther
+	}
+	return http.StatusFound
+}
+
+// redirectError sends the user back to the client with an error and the
+// state echoed exactly.
+func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e authorizeError) {
+	p := url.Values{"error": {e.code}, "error_description": {e.desc}}
+	if state != "" {
+		p.Set("state", state)
+	}
+	pageHeaders(w, "x")
+	http.Redirect(w, r, redirectTo(redirectURI, p), redirectStatus(r))
+}
+
+// pagesReady reports whether the stores of the pages are configured.
+func (s *Server) pagesReady() bool {
+	return s.cfg.Accounts != nil && s.cfg.Sessions != nil && s.cfg.Launches != nil
+}
+
+// maxPageForm bounds the bodies of /authorize and the page forms.
+const maxPageForm = 64 << 10
+
+// parsePageForm reads a POSTed form (body only).
+func parsePageForm(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageForm)
+	return r.ParseForm()
+}
+
+var codeChallengeRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)
+
+// handleAuthorize is the authorization endpoint, GET and POST (SMART
+// authorize-post). Validation order: the client and its redirect URI first,
+// whose failures are shown on an error page (never redirected); every
+// later failure redirects to the redirect URI with error,
+// error_description and the state.
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	if !s.pagesReady() {
+		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
+		return
+	}
+	var params url.Values
+	switch r.Method {
+	case http.MethodGet:
+		params = r.URL.Query()
+	case http.MethodPost:
+		if err := parsePageForm(w, r); err != nil {
+			s.errorPage(w, r, http.StatusBadRequest, "The authorization request is malformed.")
+			return
+		}
+		params = r.Form // query and body parameters merged
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
+		return
+	}
+	ctx := r.Context()
+	if len(params["client_id"]) != 1 || len(params["redirect_uri"]) > 1 {
+		s.errorPage(w, r, http.StatusBadRequest, "The request has no valid client_id or repeats redirect_uri.")
+		return
+	}
+	client, err := s.cfg.Clients.Client(ctx, params.Get("client_id"))
+	if errors.Is(err, authdb.ErrNotFound) {
+		s.errorPage(w, r, http.StatusBadRequest, "Unknown application (client_id).")
+		return
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	redirectURI := params.Get("redirect_uri")
+	if redirectURI == "" || !slices.Contains(client.RedirectURIs, redirectURI) {
+		s.errorPage(w, r, http.StatusBadRequest, "The redirect_uri is missing or not registered for this application.")
+		return
+	}
+	state := params.Get("state")
+	fail := func(code, desc string) { s.redirectError(w, r, redirectURI, state, authorizeError{code, desc}) }
+	for k, v := range params {
+		if len(v) > 1 {
+			fail(CodeInvalidRequest, "parameter "+k+" is repeated")
+			return
+		}
+	}
+	switch rt := params.Get("response_type"); {
+	case rt == "":
+		fail(CodeInvalidRequest, "response_type is required")
+		return
+	case rt != "code":
+		fail("unsupported_response_type", "only response_type=code is supported")
+		return
+	}
+	if client.Type == authdb.Backend {
+		fail(CodeUnauthorizedClient, "this client may not use the authorization code flow")
+		return
+	}
+	challenge := params.Get("code_challenge")
+	if challenge == "" {
+		fail(CodeInvalidRequest, "PKCE is required: code_challenge is missing")
+		return
+	}
+	if params.Get("code_challenge_method") != "S256" {
+		fail(CodeInvalidRequest, "code_challenge_method must be S256")
+		return
+	}
+	if !codeChallengeRE.MatchString(challenge) {
+		fail(CodeInvalidRequest, "code_challenge is malformed")
+		return
+	}
+	if params.Get("aud") != s.cfg.Issuer {
+		fail(CodeInvalidRequest, "aud must be this server's FHIR base URL")
+		return
+	}
+	if state == "" {
+		fail(CodeInvalidRequest, "state is required")
+		return
+	}
+	if len(params.Get("nonce")) > 512 {
+		fail(CodeInvalidRequest, "nonce is too long")
+		return
+	}
+	prompt := strings.Fields(params.Get("prompt"))
+	ar := &authzRequest{
+		ClientID: client.ID, ClientName: client.Name, RedirectURI: redirectURI, State: state, CodeChallenge: challenge,
+		Nonce: params.Get("nonce"), PromptLogin: slices.Contains(prompt, "login"), Created: s.now(),
+	}
+	ar.Scopes = allowedScopes(strings.Fields(params.Get("scope")), client.Scopes)
+	if len(ar.Scopes) == 0 {
+		fail(CodeInvalidScope, "no requested scope is allowed for this client")
+		return
+	}
+	sess, err := s.loadSession(ctx, r)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if slices.Contains(prompt, "none") {
+		// Lapis always asks for consent, so it can never answer without
+		// interaction.
+		if !sess.loggedIn() {
+			fail("login_required", "the user is not logged in")
+		} else {
+			fail("consent_required", "the user must approve the request")
+		}
+		return
+	}
+	if launch := params.Get("launch"); launch != "" {
+		l, err := s.cfg.Launches.ConsumeLaunch(ctx, hashToken(launch), s.now())
+		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
+			s.internalError(w, r, err)
+			return
+		}
+		if l == nil || l.ClientID != client.ID {
+			fail(CodeInvalidRequest, "the launch value is invalid, expired or already used")
+			return
+		}
+		ar.EHR, ar.LaunchSubject, ar.LaunchPatient, ar.LaunchEncounter = true, l.Subject, l.Patient, l.Encounter
+	}
+	if sess == nil {
+		if sess, err = s.ensureSession(w, r); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	reqID := randomToken()
+	if err := s.saveRequest(ctx, reqID, sess, ar); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.continueFlow(w, r, sess, reqID, ar, "")
+}
+
+// saveRequest stores ar under reqID, bound to the session.
+func (s *Server) saveRequest(ctx context.Context, reqID string, sess *session, ar *authzRequest) error {
+	b, err := json.Marshal(ar)
+	if err != nil {
+		return err
+	}
+	return s.cfg.Sessions.SaveAuthzRequest(ctx, hashToken(reqID), sess.ID, b, ar.Created.Add(AuthorizeRequestLifetime))
+}
+
+// loadRequest returns the request reqID if it belongs to the session.
+func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, consume bool) (*authzRequest, error) {
+	if reqID == "" || len(reqID) > 128 {
+		return nil, authdb.ErrNotFound
+	}
+	get := s.cfg.Sessions.AuthzRequest
+	if consume {
+		get = s.cfg.Sessions.ConsumeAuthzRequest
+	}
+	sid, data, err := get(ctx, hashToken(reqID), s.now())
+	if err != nil {
+		return nil, err
+	}
+	if sid != sess.ID {
+		return nil, authdb.ErrNotFound
+	}
+	var ar authzRequest
+	if err := json.Unmarshal(data, &ar); err != nil {
+		return nil, err
+	}
+	return &ar, nil
+}
+
+// needsLogin reports whether the request needs the user to log in (again:
+// prompt=login is cleared by the login made for this request).
+func needsLogin(sess *session, ar *authzRequest) bool {
+	return !sess.loggedIn() || ar.PromptLogin
+}
+
+// continueFlow shows the next page of a request: login, patient picker or
+// consent.
+func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, loginErr string) {
+	ctx := r.Context()
+	var acct *authdb.Account
+	if !needsLogin(sess, ar) {
+		a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
+		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
+			s.internalError(w, r, err)
+			return
+		}
+		acct = a
+	}
+	if acct == nil {
+		status := http.StatusOK
+		if loginErr != "" {
+			status = http.StatusUnauthorized
+		}
+		s.render(w, r, status, "login", &page{Title: "Sign in", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, Error: loginErr})
+		return
+	}
+	if ar.EHR && ar.LaunchSubject != acct.Subject {
+		_, _ = s.loadRequest(ctx, reqID, sess, true)
+		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the launch belongs to another user"})
+		return
+	}
+	if ar.EHR || patientID(acct) != "" || !slices.Contains(ar.Scopes, "launch/patient") || ar.Patient != "" {
+		s.renderConsent(w, r, sess, reqID, ar, acct, "")
+		return
+	}
+	s.renderPicker(w, r, sess, reqID, ar, acct, "", "")
+}
+
+// contextPatient is the patient in context of the request for acct.
+func contextPatient(ar *authzRequest, acct *authdb.Account) string {
+	switch {
+	case ar.EHR:
+		return ar.LaunchPatient
+	case patientID(acct) != "":
+		return patientID(acct)
+	default:
+		return ar.Patient
+	}
+}
+
+func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, acct *authdb.Account, msg string) {
+	p := &page{Title: "Allow access", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, User: acct.Username + " (" + acct.FHIRUser + ")", Error: msg}
+	if pid := contextPatient(ar, acct); pid != "" {
+		p.PatientName = pid
+		if s.cfg.Patients != nil {
+			if ps, err := s.cfg.Patients.Patient(r.Context(), pid); err == nil && ps != nil && ps.Name != "" {
+				p.PatientName = ps.Name
+			}
+		}
+	}
+	for _, sc := range ar.Scopes {
+		switch sc {
+		case "openid", "profile":
+			if !slices.Contains(p.Fixed, "Confirm who you are") {
+				p.Fixed = append(p.Fixed, "Confirm who you are")
+			}
+		case "fhirUser":
+			p.Fixed = append(p.Fixed, "See your user record ("+acct.FHIRUser+")")
+		case "launch/patient", "launch":
+			if p.PatientName != "" && !slices.Contains(p.Fixed, "Know which patient's record is open") {
+				p.Fixed = append(p.Fixed, "Know which patient's record is open")
+			}
+		case "online_access":
+			p.Fixed = append(p.Fixed, "Keep access while you are using it")
+		case "offline_access":
+			p.Offline = true
+		}
+	}
+	p.Choices = consentChoices(ar.Scopes)
+	s.render(w, r, http.StatusOK, "consent", p)
+}
+
+func (s *Server) renderPicker(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, acct *authdb.Account, q, msg string) {
+	p := &page{Title: "Choose a patient", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, User: acct.Username, Query: q, Error: msg}
+	if s.cfg.Patients == nil {
+		p.Error = "Patient search is not available on this server."
+	} else {
+		ps, err := s.cfg.Patients.SearchPatients(r.Context(), q, 50)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		p.Patients = ps
+	}
+	s.render(w, r, http.StatusOK, "picker", p)
+}
+
+// pageSession loads the session of a POSTed page form, parses the form
+// and checks its CSRF token; on failure it has answered.
+func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, bool) {
+	if !s.pagesReady() {
+		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
+		return nil, false
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
+		return nil, false
+	}
+	if err := parsePageForm(w, r); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "The form is malformed.")
+		return nil, false
+	}
+	sess, err := s.loadSession(r.Context(), r)
+	if err != nil {
+		s.internalError(w, r, err)
+		return nil, false
+	}
+	if sess == nil {
+		s.errorPage(w, r, http.StatusForbidden, "Your session has expired. Please return to the application and start again.")
+		return nil, false
+	}
+	if !checkCSRF(sess, r) {
+		s.errorPage(w, r, http.StatusForbidden, "The form could not be verified (CSRF). Please return to the application and start again.")
+		return nil, false
+	}
+	return sess, true
+}
+
+// clientIP is the address failed logins are counted against: the TCP
+// peer (proxy headers are not trusted).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// handleLogin checks a username and password and continues the request
+// (or goes to the launch page).
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.pageSession(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	reqID := r.PostForm.Get("req")
+	var ar *authzRequest
+	if reqID != "" {
+		var err error
+		if ar, err = s.loadRequest(ctx, reqID, sess, false); errors.Is(err, authdb.ErrNotFound) {
+			s.errorPage(w, r, http.StatusBadRequest, "This authorization request has expired. Please return to the application and start again.")
+			return
+		} else if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	acct, err := s.authenticate(ctx, r.PostForm.Get("username"), r.PostForm.Get("password"), clientIP(r))
+	if errors.Is(err, errBadLogin) {
+		p := &page{Title: "Sign in", CSRF: sess.CSRF, Req: reqID, Next: r.PostForm.Get("next"), Error: "Invalid username or password.", Username: NormalizeUsername(r.PostForm.Get("username"))}
+		if ar != nil {
+			p.Client = ar.ClientName
+		}
+		s.render(w, r, http.StatusUnauthorized, "login", p)
+		return
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if err := s.logIn(w, r, sess, acct); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if ar == nil {
+		pageHeaders(w, "x")
+		http.Redirect(w, r, s.prefix+PathLaunch, http.StatusSeeOther)
+		return
+	}
+	if ar.PromptLogin {
+		ar.PromptLogin = false
+		if err := s.saveRequest(ctx, reqID, sess, ar); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	s.continueFlow(w, r, sess, reqID, ar, "")
+}
+
+// handleSelectPatient searches for, or picks, the patient of a
+// practitioner's standalone launch.
+func (s *Server) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.pageSession(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	reqID := r.PostForm.Get("req")
+	ar, err := s.loadRequest(ctx, reqID, sess, false)
+	if errors.Is(err, authdb.ErrNotFound) {
+		s.errorPage(w, r, http.StatusBadRequest, "This authorization request has expired. Please return to the application and start again.")
+		return
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if needsLogin(sess, ar) {
+		s.continueFlow(w, r, sess, reqID, ar, "")
+		return
+	}
+	acct, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
+	if err != nil {
+		s.continueFlow(w, r, sess, reqID, ar, "")
+		return
+	}
+	if !IsPractitioner(acct) || ar.EHR {
+		s.errorPage(w, r, http.StatusForbidden, "Only practitioners choose a patient.")
+		return
+	}
+	q := strings.TrimSpace(r.PostForm.Get("q"))
+	if len(q) > 200 {
+		q = q[:200]
+	}
+	pid := r.PostForm.Get("patient")
+	if r.PostForm.Get("action") != "select" || pid == "" {
+		s.renderPicker(w, r, sess, reqID, ar, acct, q, "")
+		return
+	}
+	var ps *PatientSummary
+	if s.cfg.Patients != nil && len(pid) <= 64 {
+		if ps, err = s.cfg.Patients.Patient(ctx, pid); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	if ps == nil {
+		s.renderPicker(w, r, sess, reqID, ar, acct, q, "Choose a patient from the list.")
+		return
+	}
+	ar.Patient = ps.ID
+	if err := s.saveRequest(ctx, reqID, sess, ar); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	s.renderConsent(w, r, sess, reqID, ar, acct, "")
+}
+
+// handleConsent applies the user's decision: a code bound to exactly the
+// ticked scopes, or access_denied.
+func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.pageSession(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	reqID := r.PostForm.Get("req")
+	peek, err := s.loadRequest(ctx, reqID, sess, false)
+	if errors.Is(err, authdb.ErrNotFound) {
+		s.errorPage(w, r, http.StatusBadRequest, "This authorization request has expired or was already answered. Please return to the application and start again.")
+		return
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	var acct *authdb.Account
+	if !needsLogin(sess, peek) {
+		if acct, err = s.cfg.Accounts.AccountBySubject(ctx, sess.Subject); err != nil && !errors.Is(err, authdb.ErrNotFound) {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	if acct == nil || (peek.EHR && peek.LaunchSubject != acct.Subject) || contextMissing(peek, acct) {
+		s.continueFlow(w, r, sess, reqID, peek, "")
+		return
+	}
+	// Single use: the request is consumed before the code is issued.
+	ar, err := s.loadRequest(ctx, reqID, sess, true)
+	if errors.Is(err, authdb.ErrNotFound) {
+		s.errorPage(w, r, http.StatusBadRequest, "This authorization request was already answered.")
+		return
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if r.PostForm.Get("decision") != "approve" {
+		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the user denied the request"})
+		return
+	}
+	patient := contextPatient(ar, acct)
+	g := &Grant{
+		ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser,
+		Scopes:      grantedScopes(ar.Scopes, r.PostForm["scope"], ar.EHR, patient != ""),
+		RedirectURI: ar.RedirectURI, CodeChallenge: ar.CodeChallenge, Nonce: ar.Nonce,
+		Patient: patient, AuthTime: sess.AuthTime,
+	}
+	if ar.EHR {
+		g.Encounter = ar.LaunchEncounter
+		g.NeedPatientBanner = true
+		g.SMARTStyleURL = s.smartStyleURL()
+	}
+	code, err := s.issueCode(ctx, g)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "oauth: issue code", slog.String("client_id", ar.ClientID), slog.String("error", err.Error()))
+		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{CodeServerError, "the authorization code could not be issued"})
+		return
+	}
+	pageHeaders(w, "x")
+	http.Redirect(w, r, redirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}}), http.StatusSeeOther)
+}
+
+// contextMissing reports whether a practitioner's standalone launch still
+// lacks its patient.
+func contextMissing(ar *authzRequest, acct *authdb.Account) bool {
+	return !ar.EHR && patientID(acct) == "" && slices.Contains(ar.Scopes, "launch/patient") && ar.Patient == ""
+}
+
+// issueCode issues the code of a grant (through a test hook when set).
+func (s *Server) issueCode(ctx context.Context, g *Grant) (string, error) {
+	if s.ui.issueCode != nil {
+		return s.ui.issueCode(ctx, g)
+	}
+	return s.IssueCode(ctx, g)
+}
+
+// handleLogout ends the session.
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.pageSession(w, r)
+	if !ok {
+		return
+	}
+	if err := s.cfg.Sessions.DeleteSession(r.Context(), hashToken(sess.token)); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	s.render(w, r, http.StatusOK, "message", &page{Title: "Signed out", Message: "You are signed out."})
+}
+
+// pagesUI is the per-Server state of the authorization pages.
+type pagesUI struct {
+	acct accounts
+	// issueCode replaces IssueCode in tests.
+	issueCode func(context.Context, *Grant) (string, error)
+	// cop rejects cross-origin POSTs to the page forms.
+	cop *http.CrossOriginProtection
+}
+
+// mountPages registers /authorize, the page forms and the SMART style
+// document. Page forms are protected by CSRF tokens and
+// http.CrossOriginProtection; /authorize itself accepts cross-origin POSTs
+// (SMART authorize-post is an auto-submitted form from the app).
+func (s *Server) mountPages(mux *http.ServeMux) {
+	protect := func(h http.HandlerFunc) http.Handler { return s.ui.cop.Handler(h) }
+	mux.HandleFunc(s.prefix+PathAuthorize, s.handleAuthorize)
+	mux.Handle(s.prefix+PathLogin, protect(s.handleLogin))
+	mux.Handle(s.prefix+PathConsent, protect(s.handleConsent))
+	mux.Handle(s.prefix+PathSelectPatient, protect(s.handleSelectPatient))
+	mux.Handle(s.prefix+PathLaunch, protect(s.handleLaunch))
+	mux.Handle(s.prefix+PathLogout, protect(s.handleLogout))
+	mux.HandleFunc(s.prefix+PathSMARTStyle, s.handleSMARTStyle)
+}
+
+// initPages sets up the pages' state (called by New).
+func (s *Server) initPages() {
+	s.ui = &pagesUI{acct: accounts{sem: make(chan struct{}, maxConcurrentHashes)}, cop: http.NewCrossOriginProtection()}
+	s.ui.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.errorPage(w, r, http.StatusForbidden, "Cross-origin form submissions are not allowed.")
+	}))
+	s.secure = strings.HasPrefix(s.cfg.Issuer, "https://")
+	if s.cfg.Login.MaxFailures <= 0 {
+		s.cfg.Login.MaxFailures = DefaultLoginPolicy.MaxFailures
+	}
+	if s.cfg.Login.MaxFailuresPerIP <= 0 {
+		s.cfg.Login.MaxFailuresPerIP = DefaultLoginPolicy.MaxFailuresPerIP
+	}
+	if s.cfg.Login.Window <= 0 {
+		s.cfg.Login.Window = DefaultLoginPolicy.Window
+	}
+}

@@ -1,0 +1,6 @@
+package oauth
+
+import "context"
+
+// SetCodeIssuer replaces IssueCode for the tests (captures the Grant).
+func (s *Server) SetCodeIssuer(f func(context.Context, *Grant) (string, error)) { s.ui.issueCode = f }
