@@ -45,6 +45,7 @@ type grammar struct {
 	Client  clientCmd  `cmd:"" help:"Manage OAuth clients."`
 	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
 	User    userCmd    `cmd:"" help:"Manage patient and practitioner logins."`
+	Grants  grantsCmd  `cmd:"" help:"List and revoke the access users gave apps."`
 	Demo    demoCmd    `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }

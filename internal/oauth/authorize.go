@@ -728,6 +728,7 @@ func (s *Server) mountPages(mux *http.ServeMux) {
 	mux.Handle(s.prefix+PathSelectPatient, protect(s.handleSelectPatient))
 	mux.Handle(s.prefix+PathLaunch, protect(s.handleLaunch))
 	mux.Handle(s.prefix+PathLogout, protect(s.handleLogout))
+	mux.Handle(s.prefix+PathApps, protect(s.handleApps))
 	mux.HandleFunc(s.prefix+PathSMARTStyle, s.handleSMARTStyle)
 }
 

@@ -284,6 +284,7 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathToken, s.handleToken)
 	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
 	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
+	mux.HandleFunc(s.prefix+PathAdmin, s.handleAdmin)
 	s.mountPages(mux)
 }
 

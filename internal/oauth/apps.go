@@ -1,0 +1,169 @@
+package oauth
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+)
+
+// PathApps is the page where a signed-in user sees the apps holding live
+// grants for them and revokes them, relative to the FHIR base.
+const PathApps = "/auth/apps"
+
+// appsPage is the data of the "apps" and "apps_login" templates.
+type appsPage struct {
+	Title, Nonce, Base, CSRF, Error, Message, User, Username string
+	Apps                                                     []appView
+}
+
+// appView is one app on the apps page.
+type appView struct {
+	ClientID, Name, Created, LastUsed string
+	Scopes                            []string
+}
+
+// renderApps writes an apps page with the headers of every page.
+func (s *Server) renderApps(w http.ResponseWriter, r *http.Request, status int, name string, p *appsPage) {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	p.Nonce = base64.RawStdEncoding.EncodeToString(b)
+	p.Base = s.prefix
+	pageHeaders(w, p.Nonce)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	var sb strings.Builder
+	if err := pages.ExecuteTemplate(&sb, name, p); err != nil {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: template", slog.String("page", name), slog.String("error", err.Error()))
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(sb.String()))
+}
+
+// handleApps is the apps page. GET shows the sign-in form, or, for a
+// signed-in user, the apps that hold live grants for them (name, scopes,
+// authorized and last used) each with a Revoke button. POST (CSRF token
+// and cross-origin protection, like every page form) either signs in
+// (action=login, under the login lockout policy) or revokes every token
+// family of one app for this user (action=revoke, client_id): its refresh
+// tokens are deleted and its access tokens are on the revocation list
+// the Verifier and introspection consult, so both stop working at once.
+func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
+	st := s.adminStore()
+	if !s.pagesReady() || st == nil {
+		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
+		return
+	}
+	var sess *session
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		var err error
+		if sess, err = s.ensureSession(w, r); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	case http.MethodPost:
+		var ok bool
+		if sess, ok = s.pageSession(w, r); !ok {
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
+		return
+	}
+	ctx := r.Context()
+	if r.Method == http.MethodPost && r.PostForm.Get("action") == "login" {
+		username := r.PostForm.Get("username")
+		acct, err := s.authenticate(ctx, username, r.PostForm.Get("password"), clientIP(r))
+		if errors.Is(err, errBadLogin) {
+			s.renderApps(w, r, http.StatusUnauthorized, "apps_login", &appsPage{Title: "Sign in", CSRF: sess.CSRF,
+				Error: "Invalid username or password.", Username: NormalizeUsername(username)})
+			return
+		} else if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if err := s.logIn(w, r, sess, acct); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		pageHeaders(w, "x")
+		http.Redirect(w, r, s.prefix+PathApps, http.StatusSeeOther)
+		return
+	}
+	var acct *authdb.Account
+	if sess.loggedIn() {
+		a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
+		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
+			s.internalError(w, r, err)
+			return
+		}
+		acct = a
+	}
+	if acct == nil {
+		status := http.StatusOK
+		if r.Method == http.MethodPost {
+			status = http.StatusForbidden
+		}
+		s.renderApps(w, r, status, "apps_login", &appsPage{Title: "Sign in", CSRF: sess.CSRF})
+		return
+	}
+	grants, err := st.Grants(ctx, authdb.GrantFilter{Subject: acct.Subject}, s.now())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	p := &appsPage{Title: "Connected apps", CSRF: sess.CSRF, User: acct.Username}
+	status := http.StatusOK
+	if r.Method == http.MethodPost {
+		if r.PostForm.Get("action") != "revoke" || r.PostForm.Get("client_id") == "" {
+			s.errorPage(w, r, http.StatusBadRequest, "The form is malformed.")
+			return
+		}
+		id := r.PostForm.Get("client_id")
+		name := ""
+		kept := grants[:0:0]
+		for _, g := range grants {
+			if g.ClientID == id {
+				name = appName(g)
+				continue
+			}
+			kept = append(kept, g)
+		}
+		n, err := st.RevokeGrants(ctx, authdb.GrantFilter{ClientID: id, Subject: acct.Subject}, s.now())
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if n == 0 && name == "" {
+			p.Error = "That app has no access to revoke."
+			status = http.StatusNotFound
+		} else {
+			p.Message = "Access for " + name + " was revoked. It can no longer read your records."
+			if name == "" {
+				p.Message = "Access was revoked."
+			}
+			s.log.LogAttrs(ctx, slog.LevelInfo, "oauth: user revoked an app", slog.String("client_id", id), slog.String("subject", acct.Subject), slog.Int("revoked", n))
+		}
+		grants = kept
+	}
+	for _, g := range grants {
+		p.Apps = append(p.Apps, appView{ClientID: g.ClientID, Name: appName(g), Scopes: g.Scopes,
+			Created: g.CreatedAt.UTC().Format("2006-01-02 15:04 MST"), LastUsed: g.LastUsedAt.UTC().Format("2006-01-02 15:04 MST")})
+	}
+	s.renderApps(w, r, status, "apps", p)
+}
+
+// appName is the name shown for a grant's client.
+func appName(g authdb.GrantSummary) string {
+	if g.ClientName != "" {
+		return g.ClientName
+	}
+	return "Deleted app " + g.ClientID
+}
