@@ -403,9 +403,41 @@ type Include struct {
 
 // AccessFilter restricts what a search, read or history returns. It is the
 // single place where access control is pushed down into SQL.
+//
+// The model has two forms:
+//
+//   - Types == nil (legacy form): every resource type is visible, limited
+//     to Compartment when it is set.
+//   - Types != nil (per-type form): a resource of type T is visible when
+//     it satisfies at least one of the rules of Types[T], or of Types["*"]
+//     when T has no entry of its own (the wildcard does not add to an
+//     explicit entry: whoever builds the filter merges it in). A type with
+//     no entry and no wildcard, or with an empty rule list, is invisible.
+//     A rule requiring the compartment while Compartment is nil matches
+//     nothing (fails closed).
+//
+// The filter applies to the matches of a search (so totals and paging stay
+// right), to history, and to every resource reached through _include,
+// _revinclude (also :iterate), chains and _has.
 type AccessFilter struct {
-	// Compartment limits results to one compartment (e.g. Patient/123).
-	Compartment *Compartment
+	// Compartment limits results to one compartment (e.g. Patient/123):
+	// in the legacy form for every type, in the per-type form for the
+	// rules with Compartment set.
+	Compartment *Compartment `json:",omitempty"`
+	// Types gives, per resource type ("*" for any other type), the rules
+	// of which a visible resource satisfies at least one; nil means the
+	// legacy form.
+	Types map[string][]AccessRule `json:",omitempty"`
+}
+
+// AccessRule is one way a resource can be visible: inside the filter's
+// compartment (when Compartment is set) and satisfying every clause of
+// Where (a clause being an OR of predicates). The zero rule matches every
+// resource of its type. Where should hold simple index predicates (tokens,
+// e.g. the categories of a granular SMART scope), not chains or _has.
+type AccessRule struct {
+	Compartment bool     `json:",omitempty"`
+	Where       []Clause `json:",omitempty"`
 }
 
 // Compartment describes membership in a compartment: a resource of type T is

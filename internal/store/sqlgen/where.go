@@ -478,11 +478,93 @@ func (g *gen) composite(sc scope, comps []store.Predicate) (string, error) {
 }
 
 // access renders the AccessFilter for the resource row alias (of type typ
-// when known); "" when unrestricted.
+// when known); "" when unrestricted. See store.AccessFilter for the model.
 func (g *gen) access(alias, typ string) string {
-	if g.filter == nil || g.filter.Compartment == nil {
+	f := g.filter
+	if f == nil {
 		return ""
 	}
+	if f.Types == nil {
+		if f.Compartment == nil {
+			return ""
+		}
+		return g.compartment(alias, typ)
+	}
+	if typ != "" {
+		rules, ok := f.Types[typ]
+		if !ok {
+			rules = f.Types["*"]
+		}
+		return g.rules(alias, typ, rules)
+	}
+	// Several types: one branch per explicit type, and the wildcard rules
+	// for the others.
+	explicit := make([]string, 0, len(f.Types))
+	for t := range f.Types {
+		if t != "*" {
+			explicit = append(explicit, t)
+		}
+	}
+	sort.Strings(explicit)
+	var ors []string
+	for _, t := range explicit {
+		r := g.rules(alias, t, f.Types[t])
+		if r == "1=0" {
+			continue
+		}
+		ors = append(ors, "("+alias+".type = "+g.b.Arg(t)+" AND "+r+")")
+	}
+	if w, ok := f.Types["*"]; ok {
+		if r := g.rules(alias, "", w); r != "1=0" {
+			if len(explicit) > 0 {
+				r = alias + ".type NOT IN " + g.b.List(explicit) + " AND " + r
+			}
+			ors = append(ors, "("+r+")")
+		}
+	}
+	if len(ors) == 0 {
+		return "1=0"
+	}
+	return orTree(ors)
+}
+
+// rules renders "the resource (of type typ when known) satisfies one of
+// rules": "1=1" when one is unconditional, "1=0" when none can match.
+func (g *gen) rules(alias, typ string, rules []store.AccessRule) string {
+	var ors []string
+	for _, r := range rules {
+		var ands []string
+		if r.Compartment {
+			if g.filter.Compartment == nil {
+				continue // no compartment to be in: fail closed
+			}
+			c := g.compartment(alias, typ)
+			if c == "1=0" {
+				continue
+			}
+			ands = append(ands, c)
+		}
+		if len(r.Where) > 0 {
+			w, err := g.where(scope{alias: alias, typ: typ, corr: true}, r.Where, -1)
+			if err != nil {
+				continue // a rule that cannot be rendered grants nothing
+			}
+			ands = append(ands, w)
+		}
+		if len(ands) == 0 {
+			return "1=1"
+		}
+		ors = append(ors, joinTree(ands, " AND "))
+	}
+	if len(ors) == 0 {
+		return "1=0"
+	}
+	return orTree(ors)
+}
+
+// compartment renders membership of the alias row (of type typ when known)
+// in the filter's compartment.
+func (g *gen) compartment(alias, typ string) string {
 	c := g.filter.Compartment
 	f := g.alias("f")
 	sub := func(cond string) string {
@@ -520,7 +602,7 @@ func (g *gen) access(alias, typ string) string {
 	for _, t := range types {
 		ors = append(ors, "("+f+".type = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+")")
 	}
-	return "(" + self + " OR " + sub("("+strings.Join(ors, " OR ")+")") + ")"
+	return "(" + self + " OR " + sub(orTree(ors)) + ")"
 }
 
 // sortExpr returns the ORDER BY term of a sort key.

@@ -51,6 +51,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Include", testInclude},
 		{"Iterate", testIterate},
 		{"AccessFilter", testAccessFilter},
+		{"AccessFilterTypes", testAccessFilterTypes},
+		{"AccessFilterGranular", testAccessFilterGranular},
+		{"AccessFilterMixed", testAccessFilterMixed},
 		{"TxSearch", testTxSearch},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
@@ -1235,4 +1238,150 @@ func testPutIndex(t *testing.T, s store.Store) {
 	if err != nil || r.VersionID != 1 {
 		t.Fatalf("version changed by PutIndex: %+v %v", r, err)
 	}
+}
+
+// perType returns a per-type filter on compartment Patient/id (id "" for
+// no compartment).
+func perType(id string, types map[string][]store.AccessRule) *store.AccessFilter {
+	f := &store.AccessFilter{Types: types}
+	if id != "" {
+		f.Compartment = compartment(id).Compartment
+	}
+	return f
+}
+
+var inComp = []store.AccessRule{{Compartment: true}}
+
+// testAccessFilterTypes: only the listed types are visible, through every
+// path (matches, system level, includes, revincludes, iterate, chains,
+// _has, history); the wildcard covers unlisted types.
+func testAccessFilterTypes(t *testing.T, s store.Store) {
+	incFixture(t, s)
+	q := func(q *store.Query) []string { return sorted(refs(search(t, s, q).Matches)) }
+	inc := func(q *store.Query) []string { return sorted(refs(search(t, s, q).Included)) }
+	// Patient and Observation in compartment a; nothing else.
+	f := perType("a", map[string][]store.AccessRule{"Patient": inComp, "Observation": inComp})
+	eq(t, "observations", q(&store.Query{Type: "Observation", Filter: f}), []string{"Observation/oa1", "Observation/oa2"})
+	eq(t, "practitioners invisible", q(&store.Query{Type: "Practitioner", Filter: f}), []string{})
+	eq(t, "system level", q(&store.Query{Filter: f}), []string{"Observation/oa1", "Observation/oa2", "Patient/a"})
+	eq(t, "include *", inc(&store.Query{Type: "Observation", Filter: f, Include: []store.Include{{SourceType: "Observation", Param: "*"}}}), []string{"Patient/a"})
+	eq(t, "revinclude provenance", inc(&store.Query{Type: "Patient", Filter: f, RevInclude: []store.Include{{SourceType: "Provenance", Param: "target"}, {SourceType: "*", Param: "*"}}}),
+		[]string{"Observation/oa1", "Observation/oa2"})
+	chain := one(store.Predicate{Param: "performer", Chain: &store.Chain{TargetType: "Practitioner", Where: one(store.Predicate{Param: "_id", ID: ptr("dr")})}})
+	eq(t, "chain to invisible type", q(&store.Query{Type: "Observation", Filter: f, Where: []store.Clause{chain}}), []string{})
+	has := one(store.Predicate{Has: &store.Has{Type: "Provenance", RefParam: "target", Where: one(store.Predicate{Param: "_id", ID: ptr("prov")})}})
+	eq(t, "_has through invisible type", q(&store.Query{Type: "Patient", Filter: f, Where: []store.Clause{has}}), []string{})
+	p, err := s.History(ctx, store.HistoryQuery{Filter: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "history", sorted(refs(p.Versions)), []string{"Observation/oa1", "Observation/oa2", "Patient/a"})
+	if p.Total != 3 {
+		t.Errorf("history total %d", p.Total)
+	}
+	// Unrestricted Practitioner (a user/ scope) next to compartment rules:
+	// chains and includes reach it, but not Organization.
+	f = perType("a", map[string][]store.AccessRule{"Patient": inComp, "Observation": inComp, "Practitioner": {{}}})
+	eq(t, "chain to visible type", q(&store.Query{Type: "Observation", Filter: f, Where: []store.Clause{chain}}), []string{"Observation/oa1"})
+	eq(t, "include:iterate stops at invisible type", inc(&store.Query{Type: "Observation", Filter: f,
+		Include: []store.Include{{SourceType: "Observation", Param: "performer"}, {SourceType: "Practitioner", Param: "organization", Iterate: true}}}),
+		[]string{"Practitioner/dr"})
+	eq(t, "all practitioners", q(&store.Query{Type: "Practitioner", Filter: f}), []string{"Practitioner/dr"})
+	// Wildcard: every type in the compartment, plus explicit Practitioner.
+	f = perType("a", map[string][]store.AccessRule{"*": inComp, "Practitioner": {{}}})
+	eq(t, "wildcard system level", q(&store.Query{Filter: f}), []string{"Observation/oa1", "Observation/oa2", "Patient/a", "Practitioner/dr"})
+	eq(t, "wildcard typed", q(&store.Query{Type: "Observation", Filter: f}), []string{"Observation/oa1", "Observation/oa2"})
+	eq(t, "wildcard Organization (not in compartment)", q(&store.Query{Type: "Organization", Filter: f}), []string{})
+	// Unconditional wildcard: everything.
+	f = perType("", map[string][]store.AccessRule{"*": {{}}})
+	if n := len(search(t, s, &store.Query{Filter: f}).Matches); n != 9 {
+		t.Errorf("unconditional wildcard: %d matches", n)
+	}
+	// Fail closed: compartment rules without a compartment; empty rule lists.
+	f = perType("", map[string][]store.AccessRule{"Observation": inComp, "Patient": {}})
+	eq(t, "compartment rule without compartment", q(&store.Query{Type: "Observation", Filter: f}), []string{})
+	eq(t, "empty rule list", q(&store.Query{Type: "Patient", Filter: f}), []string{})
+	eq(t, "nothing at system level", q(&store.Query{Filter: f}), []string{})
+	eq(t, "empty types map", q(&store.Query{Filter: &store.AccessFilter{Types: map[string][]store.AccessRule{}}}), []string{})
+}
+
+// granFixture: observations of patients a and b with categories.
+func granFixture(t *testing.T, s store.Store) {
+	cat := func(code string) store.TokenRow { return tok("category", "http://cat", code) }
+	createAll(t, s,
+		&store.Write{Type: "Patient", ID: "a"},
+		&store.Write{Type: "Patient", ID: "b"},
+		&store.Write{Type: "Observation", ID: "alab", Index: store.Index{Tokens: []store.TokenRow{cat("laboratory")}, References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "avit", Index: store.Index{Tokens: []store.TokenRow{cat("vital-signs")}, References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "asoc", Index: store.Index{Tokens: []store.TokenRow{cat("social-history"), tok("category", "http://other", "laboratory")}, References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "anone", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "blab", Index: store.Index{Tokens: []store.TokenRow{cat("laboratory")}, References: []store.ReferenceRow{ref("subject", "Patient", "b")}}},
+	)
+}
+
+func catClause(codes ...string) store.Clause {
+	sys := "http://cat"
+	var c store.Clause
+	for _, code := range codes {
+		c.Any = append(c.Any, store.Predicate{Param: "category", Token: &store.TokenMatch{System: &sys, Code: code}})
+	}
+	return c
+}
+
+// testAccessFilterGranular: rules with token clauses filter matches,
+// includes, totals and paging exactly.
+func testAccessFilterGranular(t *testing.T, s store.Store) {
+	granFixture(t, s)
+	f := perType("a", map[string][]store.AccessRule{
+		"Patient":     inComp,
+		"Observation": {{Compartment: true, Where: []store.Clause{catClause("laboratory", "social-history")}}},
+	})
+	r := search(t, s, &store.Query{Type: "Observation", Filter: f})
+	eq(t, "granular", ids(r.Matches), []string{"alab", "asoc"})
+	if r.Total != 2 {
+		t.Errorf("granular total %d", r.Total)
+	}
+	first := search(t, s, &store.Query{Type: "Observation", Filter: f, Count: 1})
+	if first.Total != 2 || first.Snapshot == "" || !first.HasMore {
+		t.Fatalf("granular first page: %+v", first)
+	}
+	second := search(t, s, &store.Query{Type: "Observation", Filter: f, Count: 1, Offset: 1, Snapshot: first.Snapshot})
+	eq(t, "granular second page", ids(second.Matches), []string{"asoc"})
+	eq(t, "granular revinclude", sorted(refs(search(t, s, &store.Query{Type: "Patient", Filter: f,
+		RevInclude: []store.Include{{SourceType: "Observation", Param: "subject"}}}).Included)), []string{"Observation/alab", "Observation/asoc"})
+	eq(t, "granular system level", sorted(refs(search(t, s, &store.Query{Filter: f}).Matches)), []string{"Observation/alab", "Observation/asoc", "Patient/a"})
+	// The system must match too: laboratory in another system does not count.
+	f2 := perType("a", map[string][]store.AccessRule{"Observation": {{Compartment: true, Where: []store.Clause{catClause("laboratory")}}}})
+	eq(t, "granular system", ids(search(t, s, &store.Query{Type: "Observation", Filter: f2}).Matches), []string{"alab"})
+	// Without a compartment (user/ granular scope): every patient's.
+	f3 := perType("", map[string][]store.AccessRule{"Observation": {{Where: []store.Clause{catClause("laboratory")}}}})
+	eq(t, "granular without compartment", ids(search(t, s, &store.Query{Type: "Observation", Filter: f3}).Matches), []string{"alab", "blab"})
+	// Clauses are ANDed within a rule.
+	f4 := perType("", map[string][]store.AccessRule{"Observation": {{Where: []store.Clause{catClause("laboratory"), catClause("social-history")}}}})
+	eq(t, "clauses ANDed", ids(search(t, s, &store.Query{Type: "Observation", Filter: f4}).Matches), []string{})
+	// A snapshot is bound to its rules.
+	if _, err := s.Search(ctx, &store.Query{Type: "Observation", Filter: f3, Count: 1, Offset: 1, Snapshot: first.Snapshot}); !errors.Is(err, store.ErrSnapshotExpired) {
+		t.Fatalf("snapshot used under other rules: %v", err)
+	}
+	p, err := s.History(ctx, store.HistoryQuery{Type: "Observation", Filter: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eq(t, "granular history", sorted(refs(p.Versions)), []string{"Observation/alab", "Observation/asoc"})
+}
+
+// testAccessFilterMixed: several rules per type are ORed (a patient/ scope
+// on every category next to a user/ scope on laboratory).
+func testAccessFilterMixed(t *testing.T, s store.Store) {
+	granFixture(t, s)
+	f := perType("a", map[string][]store.AccessRule{
+		"Observation": {{Compartment: true, Where: []store.Clause{catClause("vital-signs")}}, {Where: []store.Clause{catClause("laboratory")}}},
+		"Patient":     {{Compartment: true}, {Where: []store.Clause{one(store.Predicate{Param: "_id", ID: ptr("b")})}}},
+	})
+	eq(t, "mixed observations", ids(search(t, s, &store.Query{Type: "Observation", Filter: f}).Matches), []string{"alab", "avit", "blab"})
+	eq(t, "mixed patients", ids(search(t, s, &store.Query{Type: "Patient", Filter: f}).Matches), []string{"a", "b"})
+	eq(t, "mixed system level", sorted(refs(search(t, s, &store.Query{Filter: f}).Matches)),
+		[]string{"Observation/alab", "Observation/avit", "Observation/blab", "Patient/a", "Patient/b"})
+	eq(t, "mixed include", sorted(refs(search(t, s, &store.Query{Type: "Observation", Filter: f,
+		Include: []store.Include{{SourceType: "Observation", Param: "subject"}}}).Included)), []string{"Patient/a", "Patient/b"})
 }

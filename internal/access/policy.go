@@ -1,0 +1,316 @@
+package access
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/resource"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Policy is the resource.Access that enforces the SMART scopes of the
+// Principal in the request context.
+//
+// The model:
+//
+//   - Check maps the interaction to a permission (read, vread,
+//     history-instance → r; search-type, search-system, history-type,
+//     history-system → s; create → c; update, patch → u; delete → d) and
+//     passes when a scope of the caller grants it on the type (or on "*").
+//     A patient/ scope counts only when the caller has a patient in
+//     context. Transactions and batches pass when the caller has any data
+//     scope; their entries are checked one by one. Any other interaction
+//     (e.g. operations, until they get their own Interaction) is refused.
+//     No caller → 401 (code "login"); not granted → 403 (code "forbidden",
+//     naming the missing scope).
+//   - Filter gives every store query its visibility rules, per resource
+//     type, from the scopes that grant r or s: a patient/ scope makes the
+//     type visible inside the patient's compartment (R4 Patient
+//     CompartmentDefinition), a user/ or system/ scope makes it visible
+//     everywhere, a granular scope (?category=…) adds a token condition.
+//     Several scopes on one type are alternatives (OR); types no scope
+//     covers are invisible, also through _include, _revinclude, chains and
+//     _has. A caller whose scopes make every type visible everywhere gets
+//     no filter at all.
+//   - user/ scopes are not further limited by the user's identity
+//     (FHIRUser): Lapis has no per-user ACL yet, so user/ is "what the
+//     practitioner's scopes say, across patients", as system/ is for
+//     backend clients.
+type Policy struct {
+	reg         *definitions.Registry
+	compartment map[string][]string
+
+	mu    sync.Mutex
+	cache map[string]*compiled
+}
+
+// cacheMax bounds the compiled-scope cache (scope sets are few: one per
+// client configuration, not per token).
+const cacheMax = 1024
+
+// compiled is what a scope set means, independently of the patient.
+type compiled struct {
+	grants *Grants
+	err    error
+	// types are the filter rules (nil with all = true).
+	types map[string][]store.AccessRule
+	// all: every type visible everywhere (no filter).
+	all bool
+	// patientRules: some rules need the compartment.
+	patientRules bool
+}
+
+// NewPolicy returns the Policy for the R4 definitions in reg.
+func NewPolicy(reg *definitions.Registry) *Policy {
+	comp := map[string][]string{}
+	for _, t := range reg.ResourceTypes() {
+		if ps := reg.PatientCompartment(t); len(ps) > 0 {
+			comp[t] = ps
+		}
+	}
+	return &Policy{reg: reg, compartment: comp, cache: map[string]*compiled{}}
+}
+
+var _ resource.Access = (*Policy)(nil)
+
+// permFor returns the permission an interaction needs (0 for the bundle
+// interactions, ok=false for unknown ones).
+func permFor(op resource.Interaction) (Perm, bool) {
+	switch op {
+	case resource.InteractionRead, resource.InteractionVRead, resource.InteractionHistoryInstance:
+		return PermRead, true
+	case resource.InteractionSearchType, resource.InteractionSearchSystem,
+		resource.InteractionHistoryType, resource.InteractionHistorySystem:
+		return PermSearch, true
+	case resource.InteractionCreate:
+		return PermCreate, true
+	case resource.InteractionUpdate, resource.InteractionPatch:
+		return PermUpdate, true
+	case resource.InteractionDelete:
+		return PermDelete, true
+	case resource.InteractionTransaction, resource.InteractionBatch:
+		return 0, true
+	}
+	return 0, false
+}
+
+// Check implements resource.Access.
+func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string) error {
+	pr := FromContext(ctx)
+	if pr == nil {
+		return outcome.New(http.StatusUnauthorized, "login", "authentication is required")
+	}
+	c := p.compile(pr.Scopes)
+	if c.err != nil {
+		return outcome.New(http.StatusForbidden, "forbidden", "the credential's scopes are malformed")
+	}
+	perm, known := permFor(op)
+	if !known {
+		return outcome.New(http.StatusForbidden, "forbidden", "the interaction %s is not permitted", op)
+	}
+	patientOK := pr.Patient != ""
+	for _, s := range c.grants.Scopes {
+		if s.Context == ContextPatient && !patientOK {
+			continue
+		}
+		if perm == 0 {
+			return nil // bundle: entries are checked individually
+		}
+		if s.Perms&perm == 0 {
+			continue
+		}
+		if typ == "" || s.Type == "*" || s.Type == typ {
+			return nil
+		}
+	}
+	if perm == 0 {
+		return outcome.New(http.StatusForbidden, "forbidden", "no scope grants access to any data")
+	}
+	return outcome.New(http.StatusForbidden, "forbidden", "%s", missing(c.grants, pr, perm, typ))
+}
+
+// missing describes the scope a refused interaction needs.
+func missing(g *Grants, pr *Principal, perm Perm, typ string) string {
+	if typ == "" {
+		typ = "*"
+	}
+	ctx := ContextUser
+	for _, s := range g.Scopes {
+		ctx = s.Context
+		break
+	}
+	msg := "insufficient scope: " + ctx + "/" + typ + "." + perm.String() + " is required"
+	if ctx == ContextPatient && pr.Patient == "" {
+		msg += " (patient/ scopes need a patient in context)"
+	}
+	return msg
+}
+
+// nothing is the filter that lets nothing through.
+var nothing = &store.AccessFilter{Types: map[string][]store.AccessRule{}}
+
+// Filter implements resource.Access.
+func (p *Policy) Filter(ctx context.Context) *store.AccessFilter {
+	pr := FromContext(ctx)
+	if pr == nil {
+		return nothing
+	}
+	c := p.compile(pr.Scopes)
+	switch {
+	case c.err != nil:
+		return nothing
+	case c.all:
+		return nil
+	}
+	f := &store.AccessFilter{Types: c.types}
+	if c.patientRules && pr.Patient != "" {
+		f.Compartment = &store.Compartment{Type: "Patient", ID: pr.Patient, Params: p.compartment}
+	}
+	return f
+}
+
+// Grants returns the parsed scopes of the caller in ctx (nil without one).
+func (p *Policy) Grants(ctx context.Context) (*Grants, error) {
+	pr := FromContext(ctx)
+	if pr == nil {
+		return nil, nil
+	}
+	c := p.compile(pr.Scopes)
+	return c.grants, c.err
+}
+
+// compile parses and compiles a scope set, memoized.
+func (p *Policy) compile(scopes []string) *compiled {
+	key := strings.Join(scopes, " ")
+	p.mu.Lock()
+	c, ok := p.cache[key]
+	p.mu.Unlock()
+	if ok {
+		return c
+	}
+	c = p.build(scopes)
+	p.mu.Lock()
+	if len(p.cache) >= cacheMax {
+		clear(p.cache)
+	}
+	p.cache[key] = c
+	p.mu.Unlock()
+	return c
+}
+
+func (p *Policy) build(scopes []string) *compiled {
+	g, err := ParseScopes(scopes)
+	if err != nil {
+		return &compiled{err: err}
+	}
+	c := &compiled{grants: g}
+	types := map[string][]store.AccessRule{}
+	for _, s := range g.Scopes {
+		if s.Perms&(PermRead|PermSearch) == 0 {
+			continue
+		}
+		rule := store.AccessRule{Compartment: s.Context == ContextPatient}
+		if len(s.Params) > 0 {
+			where, ok := p.granular(s.Type, s.Params)
+			if !ok {
+				continue // a restriction we cannot enforce grants nothing
+			}
+			rule.Where = where
+		}
+		types[s.Type] = append(types[s.Type], rule)
+	}
+	// A type with its own entry does not fall back to "*": merge.
+	if wild, ok := types["*"]; ok {
+		for t := range types {
+			if t != "*" {
+				types[t] = append(types[t], wild...)
+			}
+		}
+	}
+	for t, rs := range types {
+		types[t] = simplify(rs)
+	}
+	if rs, ok := types["*"]; ok && len(rs) == 1 && isZero(rs[0]) {
+		all := true
+		for _, rs := range types {
+			if len(rs) != 1 || !isZero(rs[0]) {
+				all = false
+			}
+		}
+		if all {
+			c.all = true
+			return c
+		}
+	}
+	for _, rs := range types {
+		for _, r := range rs {
+			if r.Compartment {
+				c.patientRules = true
+			}
+		}
+	}
+	c.types = types
+	return c
+}
+
+func isZero(r store.AccessRule) bool { return !r.Compartment && len(r.Where) == 0 }
+
+// simplify drops rules implied by others: an unconditional rule implies
+// all; an unconditional compartment rule implies the conditional
+// compartment ones.
+func simplify(rs []store.AccessRule) []store.AccessRule {
+	var comp bool
+	for _, r := range rs {
+		if isZero(r) {
+			return []store.AccessRule{{}}
+		}
+		if r.Compartment && len(r.Where) == 0 {
+			comp = true
+		}
+	}
+	if !comp {
+		return rs
+	}
+	out := []store.AccessRule{{Compartment: true}}
+	for _, r := range rs {
+		if !r.Compartment {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// granular turns the restrictions of a scope on typ into store clauses.
+// Only token parameters are supported (category, code, status, ...); on an
+// explicit type the parameter must exist and be a token.
+func (p *Policy) granular(typ string, params []Param) ([]store.Clause, bool) {
+	var where []store.Clause
+	for _, prm := range params {
+		if typ != "*" {
+			sp := p.reg.SearchParam(typ, prm.Name)
+			if sp == nil || sp.Type != "token" {
+				return nil, false
+			}
+		}
+		var cl store.Clause
+		vals := append([]string(nil), prm.Values...)
+		sort.Strings(vals)
+		for _, v := range vals {
+			m := &store.TokenMatch{Code: v}
+			if sys, code, ok := strings.Cut(v, "|"); ok {
+				if code == "" {
+					return nil, false // "system|" would grant a whole code system
+				}
+				m.System, m.Code = &sys, code
+			}
+			cl.Any = append(cl.Any, store.Predicate{Param: prm.Name, Token: m})
+		}
+		where = append(where, cl)
+	}
+	return where, true
+}
