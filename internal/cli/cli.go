@@ -46,6 +46,7 @@ type grammar struct {
 	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
 	User    userCmd    `cmd:"" help:"Manage patient and practitioner logins."`
 	Grants  grantsCmd  `cmd:"" help:"List and revoke the access users gave apps."`
+	Apikey  apikeyCmd  `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API."`
 	Demo    demoCmd    `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }

@@ -21,6 +21,7 @@ type clientCmd struct {
 	Create clientCreateCmd `cmd:"" help:"Register a client; prints its id (and, for confidential clients, its secret, shown only once)."`
 	List   clientListCmd   `cmd:"" help:"List registered clients."`
 	Delete clientDeleteCmd `cmd:"" help:"Delete a client."`
+	Basic  clientBasicCmd  `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client."`
 }
 
 type clientCreateCmd struct {

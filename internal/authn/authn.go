@@ -1,0 +1,453 @@
+// Package authn authenticates callers of the FHIR API. New returns the
+// middleware for fhirapi.Config.Middleware: it accepts
+//
+//   - Authorization: Bearer <access token> issued by the Lapis
+//     authorization server (checked by the oauth Verifier: signature,
+//     exp/nbf, iss, aud, revocation; verified signatures are cached there);
+//   - Authorization: Bearer <API key> and X-API-Key: <API key> (recognised
+//     by KeyPrefix; format and checksum are checked before any lookup);
+//   - Authorization: Basic <client id:secret> for clients with Basic
+//     enabled (lapis client basic enable), with lockout after repeated
+//     failures per client id and per address;
+//
+// and puts an *access.Principal into the request context. It never
+// decides what the caller may do: that is package access.
+//
+// API keys and Basic clients are read from the database on every request
+// (no cache), so revocation, rotation and Basic disable by another process
+// take effect at once; access-token revocation is likewise checked by the
+// Verifier on every request. Only the presence of any Basic-enabled client
+// (for the WWW-Authenticate challenge) is cached, for basicProbeTTL.
+//
+// Rejections are 401 with WWW-Authenticate (RFC 6750) and an
+// OperationOutcome that says nothing about why beyond "missing",
+// "malformed" or "invalid"; credentials are never logged.
+package authn
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/oauth"
+)
+
+// Methods recorded in access.Principal.Method.
+const (
+	MethodBearer = "bearer"
+	MethodAPIKey = "apikey"
+	MethodBasic  = "basic"
+)
+
+// HeaderAPIKey is the alternative header for API keys.
+const HeaderAPIKey = "X-API-Key"
+
+// TokenVerifier verifies access tokens (*oauth.Verifier). It returns
+// oauth.ErrInvalidToken for any token that does not verify; other errors
+// are infrastructure failures.
+type TokenVerifier interface {
+	Verify(ctx context.Context, token string) (*oauth.AccessClaims, error)
+}
+
+// APIKeyStore reads API keys (*authdb.DB).
+type APIKeyStore interface {
+	// APIKeyByHash returns the key with that SHA-256, or authdb.ErrNotFound.
+	APIKeyByHash(ctx context.Context, hash []byte) (*authdb.APIKey, error)
+	// TouchAPIKey records a use unless one within minInterval is recorded.
+	TouchAPIKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) error
+}
+
+// BasicStore reads clients and their Basic setting and keeps the failure
+// counts of the lockout (*authdb.DB).
+type BasicStore interface {
+	Client(ctx context.Context, id string) (*authdb.Client, error)
+	BasicEnabled(ctx context.Context, clientID string) (bool, error)
+	AnyBasicEnabled(ctx context.Context) (bool, error)
+	RecordLoginFailure(ctx context.Context, key string, at time.Time) error
+	LoginFailures(ctx context.Context, key string, since time.Time) (int, error)
+	ClearLoginFailures(ctx context.Context, key string) error
+}
+
+// Lockout is the Basic lockout policy: after MaxFailures failures for one
+// client id, or MaxFailuresPerIP from one address, within Window, Basic
+// requests for that id or from that address are refused (with the same
+// 401 as a wrong secret) until the window has passed.
+type Lockout struct {
+	MaxFailures      int
+	MaxFailuresPerIP int
+	Window           time.Duration
+}
+
+// DefaultLockout: 10 failures per client id or per address in 15 minutes.
+var DefaultLockout = Lockout{MaxFailures: 10, MaxFailuresPerIP: 10, Window: 15 * time.Minute}
+
+// Config configures the middleware.
+type Config struct {
+	// Verifier checks access tokens; nil rejects every JWT bearer token.
+	Verifier TokenVerifier
+	// APIKeys looks API keys up; nil rejects every API key.
+	APIKeys APIKeyStore
+	// Basic enables HTTP Basic for clients that have it enabled; nil
+	// rejects every Basic credential and offers no Basic challenge.
+	Basic BasicStore
+	// Realm is the WWW-Authenticate realm (default "lapis").
+	Realm string
+	// Lockout is the Basic lockout policy (zero: DefaultLockout).
+	Lockout Lockout
+	// ClientIP returns the caller's address for API-key allow-lists and
+	// the lockout (default: the host of r.RemoteAddr). Behind a reverse
+	// proxy, supply one that trusts X-Forwarded-For only from the proxy.
+	ClientIP func(r *http.Request) netip.Addr
+	// TouchInterval bounds how often an API key's last-used time is
+	// written (default one minute).
+	TouchInterval time.Duration
+	// Logger receives rejections (never credentials) and infrastructure
+	// errors; nil = slog.Default().
+	Logger *slog.Logger
+	// Now overrides the clock (tests).
+	Now func() time.Time
+}
+
+// basicProbeTTL is how long "is Basic enabled for any client" is cached.
+const basicProbeTTL = 5 * time.Second
+
+// maxCredentialBytes bounds any credential the middleware looks at.
+const maxCredentialBytes = 8 << 10
+
+type middleware struct {
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+	next http.Handler
+
+	challengeBearer, challengeBasic string
+
+	mu          sync.Mutex
+	basicAny    bool
+	basicProbed time.Time
+}
+
+// New returns the authentication middleware.
+func New(cfg Config) func(http.Handler) http.Handler {
+	if cfg.Realm == "" {
+		cfg.Realm = "lapis"
+	}
+	if cfg.Lockout.MaxFailures <= 0 {
+		cfg.Lockout.MaxFailures = DefaultLockout.MaxFailures
+	}
+	if cfg.Lockout.MaxFailuresPerIP <= 0 {
+		cfg.Lockout.MaxFailuresPerIP = DefaultLockout.MaxFailuresPerIP
+	}
+	if cfg.Lockout.Window <= 0 {
+		cfg.Lockout.Window = DefaultLockout.Window
+	}
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = RemoteIP
+	}
+	if cfg.TouchInterval <= 0 {
+		cfg.TouchInterval = time.Minute
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	realm := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(cfg.Realm)
+	return func(next http.Handler) http.Handler {
+		return &middleware{cfg: cfg, log: log, now: now, next: next,
+			challengeBearer: `Bearer realm="` + realm + `"`, challengeBasic: `Basic realm="` + realm + `"`}
+	}
+}
+
+// RemoteIP is the host of r.RemoteAddr.
+func RemoteIP(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// failure kinds.
+type failure int
+
+const (
+	missing   failure = iota + 1 // no credential: challenge only
+	malformed                    // error="invalid_request"
+	invalid                      // error="invalid_token"
+)
+
+// errRejected carries a failure kind and a log reason (never a secret).
+type errRejected struct {
+	kind   failure
+	reason string
+}
+
+func (e *errRejected) Error() string { return e.reason }
+
+func reject(kind failure, reason string) error { return &errRejected{kind: kind, reason: reason} }
+
+func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p, err := m.authenticate(r)
+	if err != nil {
+		m.fail(w, r, err)
+		return
+	}
+	m.next.ServeHTTP(w, r.WithContext(access.WithPrincipal(r.Context(), p)))
+}
+
+func (m *middleware) authenticate(r *http.Request) (*access.Principal, error) {
+	authz := r.Header.Values("Authorization")
+	keys := r.Header.Values(HeaderAPIKey)
+	switch {
+	case len(authz)+len(keys) == 0:
+		return nil, reject(missing, "no credential")
+	case len(authz)+len(keys) > 1:
+		return nil, reject(malformed, "more than one credential")
+	case len(keys) == 1:
+		return m.apiKey(r, strings.TrimSpace(keys[0]))
+	}
+	h := authz[0]
+	if len(h) > maxCredentialBytes {
+		return nil, reject(malformed, "credential too long")
+	}
+	scheme, cred, _ := strings.Cut(strings.TrimSpace(h), " ")
+	cred = strings.TrimSpace(cred)
+	if cred == "" {
+		return nil, reject(malformed, "empty credential")
+	}
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		if IsAPIKey(cred) {
+			return m.apiKey(r, cred)
+		}
+		return m.bearer(r, cred)
+	case strings.EqualFold(scheme, "Basic"):
+		return m.basic(r, cred)
+	}
+	return nil, reject(malformed, "unsupported authorization scheme")
+}
+
+func (m *middleware) bearer(r *http.Request, token string) (*access.Principal, error) {
+	if m.cfg.Verifier == nil {
+		return nil, reject(invalid, "bearer tokens not accepted")
+	}
+	c, err := m.cfg.Verifier.Verify(r.Context(), token)
+	if errors.Is(err, oauth.ErrInvalidToken) {
+		return nil, reject(invalid, "invalid access token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &access.Principal{Method: MethodBearer, ClientID: c.ClientID, Subject: c.Subject, FHIRUser: relativeFHIRUser(c.FHIRUser),
+		Scopes: c.Scopes(), Patient: c.Patient, TokenID: c.ID}, nil
+}
+
+// relativeFHIRUser turns the absolute fhirUser of a token
+// ("https://host/fhir/Practitioner/1") into "Practitioner/1".
+func relativeFHIRUser(u string) string {
+	if !strings.Contains(u, "://") {
+		return u
+	}
+	i := strings.LastIndexByte(u, '/')
+	if i <= 0 {
+		return u
+	}
+	j := strings.LastIndexByte(u[:i], '/')
+	return u[j+1:]
+}
+
+// dummyKeyHash keeps a failed lookup's work equal to a real comparison.
+var dummyKeyHash = HashAPIKey("lapis-no-such-key")
+
+func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, error) {
+	if m.cfg.APIKeys == nil {
+		return nil, reject(invalid, "api keys not accepted")
+	}
+	if !ValidAPIKeyFormat(key) {
+		return nil, reject(invalid, "api key: bad format or checksum")
+	}
+	ctx := r.Context()
+	h := HashAPIKey(key)
+	k, err := m.cfg.APIKeys.APIKeyByHash(ctx, h)
+	if errors.Is(err, authdb.ErrNotFound) {
+		subtle.ConstantTimeCompare(h, dummyKeyHash)
+		return nil, reject(invalid, "api key: unknown")
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	switch {
+	case subtle.ConstantTimeCompare(h, k.Hash) != 1:
+		return nil, reject(invalid, "api key: unknown")
+	case !k.RevokedAt.IsZero():
+		return nil, reject(invalid, "api key "+k.ID+": revoked")
+	case !k.Valid(now):
+		return nil, reject(invalid, "api key "+k.ID+": expired")
+	case len(k.AllowIPs) > 0 && !ipAllowed(k.AllowIPs, m.cfg.ClientIP(r)):
+		return nil, reject(invalid, "api key "+k.ID+": address not allowed")
+	}
+	if k.LastUsedAt.IsZero() || now.Sub(k.LastUsedAt) >= m.cfg.TouchInterval {
+		if err := m.cfg.APIKeys.TouchAPIKey(ctx, k.ID, now, m.cfg.TouchInterval); err != nil {
+			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
+		}
+	}
+	return &access.Principal{Method: MethodAPIKey, ClientID: k.ID, Scopes: k.Scopes, Patient: k.Patient, TokenID: k.ID}, nil
+}
+
+func decodeBasic(cred string) (id, secret string, ok bool) {
+	raw, err := base64.StdEncoding.DecodeString(cred)
+	if err != nil {
+		return "", "", false
+	}
+	id, secret, found := strings.Cut(string(raw), ":")
+	if !found || id == "" || secret == "" {
+		return "", "", false
+	}
+	return id, secret, true
+}
+
+// dummySecretHash keeps an unknown client's work equal to a known one's.
+var dummySecretHash = oauth.HashSecret("lapis-no-such-client")
+
+func (m *middleware) basic(r *http.Request, cred string) (*access.Principal, error) {
+	id, secret, ok := decodeBasic(cred)
+	if !ok {
+		return nil, reject(malformed, "basic: malformed credential")
+	}
+	st := m.cfg.Basic
+	if st == nil {
+		return nil, reject(invalid, "basic not accepted")
+	}
+	ctx := r.Context()
+	now := m.now()
+	lo := m.cfg.Lockout
+	clientKey, ipKey := "basic:client:"+id, "basic:ip:"+m.cfg.ClientIP(r).String()
+	since := now.Add(-lo.Window)
+	nClient, err := st.LoginFailures(ctx, clientKey, since)
+	if err != nil {
+		return nil, err
+	}
+	nIP, err := st.LoginFailures(ctx, ipKey, since)
+	if err != nil {
+		return nil, err
+	}
+	if nClient >= lo.MaxFailures || nIP >= lo.MaxFailuresPerIP {
+		return nil, reject(invalid, "basic: locked out")
+	}
+	got := oauth.HashSecret(secret)
+	c, err := st.Client(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		c, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	enabled := false
+	if c != nil {
+		if enabled, err = st.BasicEnabled(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	want := dummySecretHash
+	if c != nil && len(c.SecretHash) == len(want) {
+		want = c.SecretHash
+	}
+	match := subtle.ConstantTimeCompare(got, want) == 1
+	if c == nil || !enabled || c.Type != authdb.Confidential || !match {
+		for _, k := range []string{clientKey, ipKey} {
+			if err := st.RecordLoginFailure(ctx, k, now); err != nil {
+				return nil, err
+			}
+		}
+		// The id is logged only for a registered client: an unknown "id"
+		// may be a secret typed into the wrong field.
+		reason := "basic: unknown client"
+		if c != nil {
+			reason = "basic: bad secret or basic not enabled for client " + c.ID
+		}
+		return nil, reject(invalid, reason)
+	}
+	if nClient > 0 {
+		if err := st.ClearLoginFailures(ctx, clientKey); err != nil {
+			m.log.Warn("authn: clearing basic failures failed", "client_id", id, "error", err.Error())
+		}
+	}
+	return &access.Principal{Method: MethodBasic, ClientID: c.ID, Scopes: c.Scopes, TokenID: "basic:" + c.ID}, nil
+}
+
+// basicOffered reports whether any client has Basic enabled (cached for
+// basicProbeTTL).
+func (m *middleware) basicOffered(ctx context.Context) bool {
+	if m.cfg.Basic == nil {
+		return false
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.basicProbed.IsZero() && now.Sub(m.basicProbed) < basicProbeTTL && !now.Before(m.basicProbed) {
+		return m.basicAny
+	}
+	on, err := m.cfg.Basic.AnyBasicEnabled(ctx)
+	if err != nil {
+		m.log.Warn("authn: basic probe failed", "error", err.Error())
+		return m.basicAny
+	}
+	m.basicAny, m.basicProbed = on, now
+	return on
+}
+
+var (
+	bodyMissing   = outcome.New(http.StatusUnauthorized, "login", "Authentication is required").JSON()
+	bodyMalformed = outcome.New(http.StatusUnauthorized, "login", "The credential is malformed").JSON()
+	bodyInvalid   = outcome.New(http.StatusUnauthorized, "login", "The credential is invalid, expired or revoked").JSON()
+	bodyInternal  = outcome.New(http.StatusServiceUnavailable, "transient", "Authentication is temporarily unavailable").JSON()
+)
+
+func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
+	h := w.Header()
+	h.Set("Content-Type", "application/fhir+json")
+	h.Set("Cache-Control", "no-store")
+	var rej *errRejected
+	if !errors.As(err, &rej) {
+		m.log.Error("authn: authentication failed", "error", err.Error(), "method", r.Method, "path", r.URL.Path)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(bodyInternal)
+		return
+	}
+	bearer, body := m.challengeBearer, bodyMissing
+	switch rej.kind {
+	case malformed:
+		bearer, body = bearer+`, error="invalid_request"`, bodyMalformed
+	case invalid:
+		bearer, body = bearer+`, error="invalid_token"`, bodyInvalid
+	}
+	h.Add("WWW-Authenticate", bearer)
+	if m.basicOffered(r.Context()) {
+		h.Add("WWW-Authenticate", m.challengeBasic)
+	}
+	if rej.kind != missing {
+		m.log.Info("authn: rejected", "reason", rej.reason, "remote", m.cfg.ClientIP(r).String(), "path", r.URL.Path)
+	}
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = w.Write(body)
+}
