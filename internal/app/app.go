@@ -28,8 +28,22 @@ type App struct {
 	Logger   *slog.Logger
 }
 
-// Open builds an App. cfg must have been normalized. The caller must Close it.
+// Options are optional parts of an App.
+type Options struct {
+	// Access, when set, builds the access-control policy the resource
+	// service consults (nil: allow everything, for admin commands acting
+	// on the database directly).
+	Access func(reg *definitions.Registry) resource.Access
+}
+
+// Open builds an App without access control (admin commands, tests). cfg
+// must have been normalized. The caller must Close it.
 func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*App, error) {
+	return OpenWith(ctx, cfg, logger, Options{})
+}
+
+// OpenWith builds an App with options.
+func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts Options) (*App, error) {
 	reg, err := definitions.Load()
 	if err != nil {
 		return nil, fmt.Errorf("loading R4 definitions: %w", err)
@@ -42,7 +56,12 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*App, er
 	if err != nil {
 		return nil, err
 	}
+	var acc resource.Access
+	if opts.Access != nil {
+		acc = opts.Access(reg)
+	}
 	svc, err := resource.New(resource.Config{
+		Access:    acc,
 		Store:     st,
 		Registry:  reg,
 		Validator: validate.New(reg),

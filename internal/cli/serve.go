@@ -7,10 +7,14 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhirapi"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
 )
 
@@ -53,7 +57,10 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	log := newLogger(e, cfg.LogLevel)
-	a, err := app.Open(e.ctx, cfg, log)
+	// Every FHIR interaction is authorized by the caller's SMART scopes.
+	a, err := app.OpenWith(e.ctx, cfg, log, app.Options{
+		Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) },
+	})
 	if err != nil {
 		return err
 	}
@@ -76,7 +83,15 @@ func (c *serveCmd) Run(e *env) error {
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,
 		CapabilityHook:  auth.CapabilityHook,
-		Logger:          log,
+		// Every FHIR route but /metadata needs a bearer token, API key or
+		// (per client, when enabled) Basic credentials.
+		Middleware: authn.New(authn.Config{
+			Verifier: auth.Verifier(),
+			APIKeys:  auth.DB(),
+			Basic:    auth.DB(),
+			Logger:   log,
+		}),
+		Logger: log,
 	}, a.Service, a.Registry)
 	// The FHIR API and the authorization server share the /fhir prefix:
 	// the issuer is the FHIR base.

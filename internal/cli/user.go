@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lapis-health/lapis/internal/access"
 	"io"
 	"net/http"
 	"net/url"
@@ -251,7 +252,7 @@ type FHIRPatients struct {
 
 // searchEntries runs a search and returns the resources of its matches.
 func (f FHIRPatients) searchEntries(ctx context.Context, typ string, params url.Values) ([]map[string]any, error) {
-	res, err := f.Service.Search(ctx, typ, params, false)
+	res, err := f.Service.Search(internalCaller(ctx), typ, params, false)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +328,7 @@ func (f FHIRPatients) Patient(ctx context.Context, id string) (*oauth.PatientSum
 	if !resource.ValidID(id) {
 		return nil, nil
 	}
-	res, err := f.Service.Read(ctx, "Patient", id)
+	res, err := f.Service.Read(internalCaller(ctx), "Patient", id)
 	var oe *outcome.Error
 	if errors.As(err, &oe) && (oe.Status == http.StatusNotFound || oe.Status == http.StatusGone) {
 		return nil, nil
@@ -372,4 +373,15 @@ func (f FHIRPatients) Encounters(ctx context.Context, patientID string, limit in
 		out = append(out, oauth.EncounterSummary{ID: str(r, "id"), Label: label})
 	}
 	return out, nil
+}
+
+// internalCaller marks ctx as the authorization server itself looking up
+// patients and encounters for its pickers (the user has already been
+// authenticated by it): read and search on those two types only.
+func internalCaller(ctx context.Context) context.Context {
+	return access.WithPrincipal(ctx, &access.Principal{
+		Method:   "internal",
+		ClientID: "lapis-authorization-server",
+		Scopes:   []string{"system/Patient.rs", "system/Encounter.rs"},
+	})
 }

@@ -62,6 +62,7 @@ func syntheaFiles(t *testing.T, n int) []string {
 
 type instance struct {
 	t       *testing.T
+	apiKey  string // a system/*.cruds API key every request carries
 	dataDir string
 	dbURL   string
 	base    string
@@ -81,8 +82,7 @@ func freePort(t *testing.T) int {
 // lapis runs a lapis command against the instance's database.
 func (in *instance) lapis(args ...string) (stdout, stderr string, code int) {
 	in.t.Helper()
-	all := append(append([]string{}, args[:1]...), "--data-dir", in.dataDir, "--database", in.dbURL)
-	all = append(all, args[1:]...)
+	all := append(append([]string{}, args...), "--data-dir", in.dataDir, "--database", in.dbURL)
 	return run(in.t, all...)
 }
 
@@ -132,6 +132,15 @@ func start(t *testing.T, dbURL string) *instance {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				out, errOut, code := in.lapis("apikey", "create", "--name", "e2e", "--scope", "system/*.cruds", "--json")
+				if code != 0 {
+					t.Fatalf("apikey create: %s", errOut)
+				}
+				var k struct{ Key string }
+				if err := json.Unmarshal([]byte(out), &k); err != nil || k.Key == "" {
+					t.Fatalf("apikey create output %q: %v", out, err)
+				}
+				in.apiKey = k.Key
 				return in
 			}
 		}
@@ -172,7 +181,14 @@ func (in *instance) do(method, path string, body any, headers ...string) *respon
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
+	if in.apiKey != "" {
+		req.Header.Set("X-API-Key", in.apiKey)
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i])
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -257,6 +273,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Run("paging", func(t *testing.T) { testPaging(t, in) })
 			t.Run("transaction", func(t *testing.T) { testTransaction(t, in) })
 			t.Run("rejections", func(t *testing.T) { testRejections(t, in) })
+			t.Run("authentication", func(t *testing.T) { testAuthentication(t, in) })
 		})
 	}
 }
@@ -402,6 +419,7 @@ func testSearch(t *testing.T, in *instance) {
 	// POST _search gives the same results as GET.
 	req, _ := http.NewRequest("POST", in.base+"/Observation/_search", strings.NewReader("patient="+pid+"&category=laboratory"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-API-Key", in.apiKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -481,6 +499,7 @@ func testPaging(t *testing.T, in *instance) {
 			body, _ := json.Marshal(map[string]any{"resourceType": "Observation", "id": fmt.Sprintf("aaaa-paging-%d", i), "status": "final", "code": map[string]any{"text": "x"}})
 			req, _ := http.NewRequest("PUT", in.base+fmt.Sprintf("/Observation/aaaa-paging-%d", i), bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/fhir+json")
+			req.Header.Set("X-API-Key", in.apiKey)
 			if resp, err := http.DefaultClient.Do(req); err == nil {
 				resp.Body.Close()
 			}
@@ -627,4 +646,39 @@ func TestCLIContract(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("server configured by env did not start")
+}
+
+// testAuthentication checks that the FHIR API needs a credential (but
+// /metadata does not) and that a key limited to one patient sees only that
+// patient's compartment.
+func testAuthentication(t *testing.T, in *instance) {
+	for _, h := range [][]string{{"X-API-Key", ""}, {"X-API-Key", "lapis_bogus"}, {"X-API-Key", "", "Authorization", "Bearer not-a-token"}} {
+		r := in.do("GET", "/Patient", nil, h...)
+		if r.status != 401 || r.header.Get("WWW-Authenticate") == "" {
+			t.Fatalf("%v: status %d, WWW-Authenticate %q", h, r.status, r.header.Get("WWW-Authenticate"))
+		}
+		r.outcome(t)
+	}
+	in.do("GET", "/metadata", nil, "X-API-Key", "").expect(t, 200)
+	// A patient-bound key: its own Patient and Observations only.
+	b := in.do("GET", "/Observation?code=http://loinc.org|29463-7&_count=1", nil).expect(t, 200)
+	obs := in.do("GET", "/"+ids(t, b.body, "match")[0], nil).expect(t, 200)
+	pid := strings.TrimPrefix(obs.body["subject"].(map[string]any)["reference"].(string), "Patient/")
+	out, errOut, code := in.lapis("apikey", "create", "--name", "one-patient", "--scope", "patient/*.rs", "--patient", pid, "--json")
+	if code != 0 {
+		t.Fatalf("apikey create: %s", errOut)
+	}
+	var k struct{ Key string }
+	_ = json.Unmarshal([]byte(out), &k)
+	own := in.do("GET", "/Observation?_summary=count", nil, "X-API-Key", k.Key).expect(t, 200)
+	all := in.do("GET", "/Observation?patient="+pid+"&_summary=count", nil).expect(t, 200)
+	if own.body["total"] != all.body["total"] {
+		t.Fatalf("patient key sees %v observations, the patient has %v", own.body["total"], all.body["total"])
+	}
+	in.do("GET", "/Patient/"+pid, nil, "X-API-Key", k.Key).expect(t, 200)
+	other := in.do("GET", "/Patient?_id:not="+pid+"&_count=1", nil).expect(t, 200)
+	if es := ids(t, other.body, "match"); len(es) == 1 {
+		in.do("GET", "/"+es[0], nil, "X-API-Key", k.Key).expect(t, 404)
+	}
+	in.do("POST", "/Patient", patient("Nowrite"), "X-API-Key", k.Key).expect(t, 403).outcome(t)
 }

@@ -140,6 +140,7 @@ type Server struct {
 	grants   map[string]GrantHandler
 	verifier *Verifier
 	closer   func() error
+	db       *authdb.DB // set by Open
 	ui       *pagesUI
 	secure   bool // https issuer: Secure, __Host- session cookies
 }
@@ -256,6 +257,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.closer = db.Close
+	s.db = db
 	return s, nil
 }
 
@@ -269,6 +271,11 @@ func (s *Server) Close() error {
 
 // Verifier returns the access-token verifier for the FHIR API.
 func (s *Server) Verifier() *Verifier { return s.verifier }
+
+// DB returns the authorization database opened by Open (nil for a Server
+// built with New): the API-key and Basic-auth stores of the FHIR API's
+// authentication middleware live there too.
+func (s *Server) DB() *authdb.DB { return s.db }
 
 // TokenURL returns the absolute token endpoint URL (the required aud of
 // client assertions).

@@ -268,7 +268,7 @@ func (f *fixture) testStandalone(t *testing.T) {
 		t.Errorf("fhirUser %q, want %q", claims.FHIRUser, f.base+"/Patient/"+f.patientID)
 	}
 	var pat map[string]any
-	getJSON(t, http.DefaultClient, claims.FHIRUser, &pat)
+	getJSON(t, f.fhir, claims.FHIRUser, &pat)
 	if pat["resourceType"] != "Patient" {
 		t.Errorf("fhirUser read: %v", pat["resourceType"])
 	}
@@ -402,7 +402,7 @@ func (f *fixture) testEHRLaunch(t *testing.T) {
 		t.Error("empty SMART style document")
 	}
 	var encRes map[string]any
-	getJSON(t, http.DefaultClient, f.base+"/Encounter/"+enc, &encRes)
+	getJSON(t, f.fhir, f.base+"/Encounter/"+enc, &encRes)
 	if encRes["resourceType"] != "Encounter" {
 		t.Errorf("Encounter read: %v", encRes["resourceType"])
 	}
@@ -759,7 +759,7 @@ func (f *fixture) testPractitionerStandalone(t *testing.T) {
 	}
 	_ = idt.Claims(&claims)
 	var pr map[string]any
-	getJSON(t, http.DefaultClient, claims.FHIRUser, &pr)
+	getJSON(t, f.fhir, claims.FHIRUser, &pr)
 	if pr["resourceType"] != "Practitioner" {
 		t.Errorf("fhirUser %s read: %v", claims.FHIRUser, pr["resourceType"])
 	}

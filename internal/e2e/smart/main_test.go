@@ -281,6 +281,9 @@ type demoOut struct {
 // fixture is a server with clients and logins made through the CLI.
 type fixture struct {
 	*instance
+	// fhir reads the FHIR API with a system/*.rs API key (for test set-up
+	// and checks that are not about the token under test).
+	fhir         *http.Client
 	app          *app
 	public       clientOut // public SMART app (standalone and EHR launch)
 	confidential clientOut // confidential SMART app with a launch URI (EHR launch)
@@ -318,7 +321,10 @@ func setup(t *testing.T, dbURL string) *fixture {
 			} `json:"resource"`
 		} `json:"entry"`
 	}
-	getJSON(t, http.DefaultClient, in.base+"/Patient?_count=1&_sort=_id", &bundle)
+	var key struct{ Key string }
+	in.cliJSON("", &key, []string{"apikey", "create"}, "--name", "e2e reader", "--scope", "system/*.rs")
+	f.fhir = &http.Client{Transport: apiKeyTransport{key.Key}}
+	getJSON(t, f.fhir, in.base+"/Patient?_count=1&_sort=_id", &bundle)
 	if len(bundle.Entry) == 0 {
 		t.Fatal("no Patient after import")
 	}
@@ -521,4 +527,13 @@ func truncate(s string) string {
 		return s[:3000] + "..."
 	}
 	return s
+}
+
+// apiKeyTransport adds an API key to every request.
+type apiKeyTransport struct{ key string }
+
+func (a apiKeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-API-Key", a.key)
+	return http.DefaultTransport.RoundTrip(r)
 }
