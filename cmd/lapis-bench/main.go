@@ -123,22 +123,21 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 			rep.Resources, rep.Failed, el.Seconds(), float64(rep.Resources)/el.Seconds(), float64(ru.Maxrss)/1024)
 	}
 
-	port, err := freePort()
+	// An API key for the load (the FHIR API requires a credential).
+	keyOut, err := exec.Command(bin, "apikey", "create", "--data-dir", dir, "--database", dbURL, "--name", "bench", "--scope", "system/*.rs", "--json").Output()
+	if err != nil {
+		return fmt.Errorf("apikey create: %w", err)
+	}
+	var key struct{ Key string }
+	if err := json.Unmarshal(keyOut, &key); err != nil || key.Key == "" {
+		return fmt.Errorf("apikey create output %q: %v", keyOut, err)
+	}
+	base, stop, err := startServe(bin, dir, dbURL)
 	if err != nil {
 		return err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	srv := exec.Command(bin, "serve", "--addr", addr, "--data-dir", dir, "--database", dbURL, "--log-level", "warn")
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = srv.Process.Signal(os.Interrupt); _ = srv.Wait() }()
-	base := "http://" + addr + "/fhir"
-	if err := waitUp(base); err != nil {
-		return err
-	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}
+	defer stop()
+	client := &http.Client{Transport: &keyTransport{key: key.Key, base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
 
 	patients, err := ids(client, base+"/Patient?_count=200&_elements=id")
 	if err != nil || len(patients) == 0 {
@@ -164,7 +163,84 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 		report(fmt.Sprintf("patient&code=29463-7 (%d conns)", c), load(client, s1w, c, dur))
 		report(fmt.Sprintf("patient&category&date (%d conns)", c), load(client, s2, c, dur))
 	}
+
+	// Security overhead: the same reads through this server (API key,
+	// authentication + scope check), through a second server on the same
+	// data with --dev-no-auth, and through a bare net/http handler serving
+	// the bytes of one Patient from memory.
+	fmt.Println("# security overhead, read by id")
+	report("secured (X-API-Key, scope-checked)", load(client, urls, conns, dur))
+	openBase, stopOpen, err := startServe(bin, dir, dbURL, "--dev-no-auth")
+	if err != nil {
+		return err
+	}
+	var openURLs []string
+	for _, u := range urls {
+		openURLs = append(openURLs, strings.Replace(u, base, openBase, 1))
+	}
+	plain := &http.Client{Transport: &keyTransport{base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
+	report("security off (--dev-no-auth)", load(plain, openURLs, conns, dur))
+	stopOpen()
+	resp, err := client.Get(urls[0])
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
+		_, _ = w.Write(body)
+	})}
+	go bare.Serve(ln)
+	defer bare.Close()
+	var bareURLs []string
+	for _, u := range urls {
+		bareURLs = append(bareURLs, strings.Replace(u, base, "http://"+ln.Addr().String()+"/fhir", 1))
+	}
+	report("bare net/http handler, same bytes", load(plain, bareURLs, conns, dur))
 	return nil
+}
+
+// startServe starts "lapis serve" on a free loopback port and returns its
+// FHIR base and a function that stops it.
+func startServe(bin, dir, dbURL string, extra ...string) (string, func(), error) {
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	args := append([]string{"serve", "--addr", addr, "--data-dir", dir, "--database", dbURL, "--log-level", "error"}, extra...)
+	srv := exec.Command(bin, args...)
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = srv.Process.Signal(os.Interrupt); _ = srv.Wait() }
+	base := "http://" + addr + "/fhir"
+	if err := waitUp(base); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return base, stop, nil
+}
+
+// keyTransport adds the API key (when set) to every request.
+type keyTransport struct {
+	key  string
+	base http.RoundTripper
+}
+
+func (k *keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if k.key == "" {
+		return k.base.RoundTrip(r)
+	}
+	r = r.Clone(r.Context())
+	r.Header.Set("X-API-Key", k.key)
+	return k.base.RoundTrip(r)
 }
 
 type result struct {
@@ -286,9 +362,12 @@ type wrkResult struct{ rps, p50, p99 float64 }
 // wrkLoad drives the phase with wrk (a C load generator, so the server keeps
 // more of the 2 cores than with the Go generator), requesting the URLs in
 // random order through a Lua script.
-func wrkLoad(_ *http.Client, urls []string, conns int, dur time.Duration) result {
+func wrkLoad(client *http.Client, urls []string, conns int, dur time.Duration) result {
 	u, _ := url.Parse(urls[0])
 	var lua strings.Builder
+	if kt, ok := client.Transport.(*keyTransport); ok && kt.key != "" {
+		fmt.Fprintf(&lua, "wrk.headers[\"X-API-Key\"] = %q\n", kt.key)
+	}
 	lua.WriteString("paths = {")
 	for _, x := range urls {
 		p, _ := url.Parse(x)

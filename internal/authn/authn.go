@@ -429,6 +429,9 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 	h.Set("Cache-Control", "no-store")
 	var rej *errRejected
 	if !errors.As(err, &rej) {
+		if r.Context().Err() != nil {
+			return // the client went away; nothing to answer or report
+		}
 		m.log.Error("authn: authentication failed", "error", err.Error(), "method", r.Method, "path", r.URL.Path)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write(bodyInternal)

@@ -25,6 +25,7 @@ type serveCmd struct {
 	DefaultCount        int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
 	MaxCount            int    `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
 	AllowRemote         bool   `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
+	DevNoAuth           bool   `name:"dev-no-auth" env:"LAPIS_DEV_NO_AUTH" help:"Benchmarks only: serve the FHIR API without authentication or scope checks (loopback only; refused with --allow-remote)."`
 	DevAllowPrivateJWKS bool   `name:"dev-allow-private-jwks" env:"LAPIS_DEV_ALLOW_PRIVATE_JWKS" help:"Development only: let clients' jwks_uri point at loopback/private addresses over http."`
 	LogLevel            string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
 }
@@ -56,11 +57,17 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if c.DevNoAuth && cfg.AllowRemote {
+		return fmt.Errorf("--dev-no-auth cannot be combined with --allow-remote")
+	}
 	log := newLogger(e, cfg.LogLevel)
 	// Every FHIR interaction is authorized by the caller's SMART scopes.
-	a, err := app.OpenWith(e.ctx, cfg, log, app.Options{
-		Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) },
-	})
+	opts := app.Options{Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) }}
+	if c.DevNoAuth {
+		log.Warn("SECURITY DISABLED: --dev-no-auth serves the FHIR API without authentication or access control")
+		opts.Access = nil
+	}
+	a, err := app.OpenWith(e.ctx, cfg, log, opts)
 	if err != nil {
 		return err
 	}
@@ -77,6 +84,15 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	defer auth.Close()
+	mw := authn.New(authn.Config{
+		Verifier: auth.Verifier(),
+		APIKeys:  auth.DB(),
+		Basic:    auth.DB(),
+		Logger:   log,
+	})
+	if c.DevNoAuth {
+		mw = nil
+	}
 	api := fhirapi.New(fhirapi.Config{
 		BaseURL:         cfg.FHIRBase(),
 		MaxBodyBytes:    cfg.MaxBodyBytes,
@@ -85,13 +101,8 @@ func (c *serveCmd) Run(e *env) error {
 		CapabilityHook:  auth.CapabilityHook,
 		// Every FHIR route but /metadata needs a bearer token, API key or
 		// (per client, when enabled) Basic credentials.
-		Middleware: authn.New(authn.Config{
-			Verifier: auth.Verifier(),
-			APIKeys:  auth.DB(),
-			Basic:    auth.DB(),
-			Logger:   log,
-		}),
-		Logger: log,
+		Middleware: mw,
+		Logger:     log,
 	}, a.Service, a.Registry)
 	// The FHIR API and the authorization server share the /fhir prefix:
 	// the issuer is the FHIR base.
