@@ -37,3 +37,11 @@ func TestMainErrors(t *testing.T) {
 		t.Fatalf("help: %d %q", code, out.String())
 	}
 }
+
+func TestDevNoAuthNeverRemote(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := Main([]string{"serve", "--dev-no-auth", "--allow-remote", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir()}, nil, &out, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "--dev-no-auth cannot be combined with --allow-remote") {
+		t.Fatalf("exit %d: %q", code, errb.String())
+	}
+}
