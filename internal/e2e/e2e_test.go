@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -24,38 +22,19 @@ import (
 	// The binary under test is built from cmd/lapis; importing its code
 	// makes go test's result cache notice when it changes.
 	_ "github.com/lapis-health/lapis/internal/cli"
+	"github.com/lapis-health/lapis/internal/testutil/lapisbin"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 var lapisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lapis-e2e-")
-	if err != nil {
-		panic(err)
-	}
-	lapisBin = filepath.Join(dir, "lapis")
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	cmd := exec.Command("go", "build", "-o", lapisBin, "./cmd/lapis")
-	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building lapis:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { lapisbin.Main(m, &lapisBin) }
 
-// syntheaDir is the shared Synthea data.
+// syntheaFiles returns the first n shared Synthea bundles.
 func syntheaFiles(t *testing.T, n int) []string {
-	_, file, _, _ := runtime.Caller(0)
-	files, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data", "synthea", "*.json"))
-	sort.Strings(files)
+	files := lapisbin.SyntheaFiles(t)
 	if len(files) < n {
-		t.Skipf("Synthea data not found (need ../shared/data/synthea)")
+		t.Skipf("need %d Synthea bundles, found %d", n, len(files))
 	}
 	return files[:n]
 }

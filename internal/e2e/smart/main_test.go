@@ -22,9 +22,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -34,38 +32,20 @@ import (
 	// The binary under test is built from cmd/lapis; importing its code
 	// makes go test's result cache notice when it changes.
 	_ "github.com/lapis-health/lapis/internal/cli"
+	"github.com/lapis-health/lapis/internal/testutil/lapisbin"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 var lapisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lapis-e2e-smart-")
-	if err != nil {
-		panic(err)
-	}
-	lapisBin = filepath.Join(dir, "lapis")
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	cmd := exec.Command("go", "build", "-o", lapisBin, "./cmd/lapis")
-	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building lapis:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { lapisbin.Main(m, &lapisBin) }
 
 // syntheaFiles returns the n smallest Synthea bundles of ../shared/data/synthea.
 func syntheaFiles(t *testing.T, n int) []string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	files, _ := filepath.Glob(filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "shared", "data", "synthea", "*.json"))
+	files := lapisbin.SyntheaFiles(t)
 	if len(files) < n {
-		t.Skipf("Synthea data not found (need ../shared/data/synthea)")
+		t.Skipf("need %d Synthea bundles, found %d", n, len(files))
 	}
 	size := map[string]int64{}
 	for _, f := range files {
