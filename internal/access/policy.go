@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -105,7 +106,7 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 	if pr == nil {
 		return outcome.New(http.StatusUnauthorized, "login", "authentication is required")
 	}
-	c := p.compile(pr.Scopes)
+	c := p.compile(pr.Scopes, PermRead|PermSearch)
 	if c.err != nil {
 		return outcome.New(http.StatusForbidden, "forbidden", "the credential's scopes are malformed")
 	}
@@ -154,13 +155,25 @@ func missing(g *Grants, pr *Principal, perm Perm, typ string) string {
 // nothing is the filter that lets nothing through.
 var nothing = &store.AccessFilter{Types: map[string][]store.AccessRule{}}
 
-// Filter implements resource.Access.
+// Filter implements resource.Access: the rows reads and searches may see
+// (scopes with r or s).
 func (p *Policy) Filter(ctx context.Context) *store.AccessFilter {
+	return p.filter(ctx, PermRead|PermSearch)
+}
+
+// WriteFilter implements resource.WriteFilterer: the rows an update, patch
+// or delete may target and a create or update may produce (scopes with c,
+// u or d), so that write-only clients can write.
+func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
+	return p.filter(ctx, PermCreate|PermUpdate|PermDelete)
+}
+
+func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
 	pr := FromContext(ctx)
 	if pr == nil {
 		return nothing
 	}
-	c := p.compile(pr.Scopes)
+	c := p.compile(pr.Scopes, perms)
 	switch {
 	case c.err != nil:
 		return nothing
@@ -180,20 +193,21 @@ func (p *Policy) Grants(ctx context.Context) (*Grants, error) {
 	if pr == nil {
 		return nil, nil
 	}
-	c := p.compile(pr.Scopes)
+	c := p.compile(pr.Scopes, PermRead|PermSearch)
 	return c.grants, c.err
 }
 
-// compile parses and compiles a scope set, memoized.
-func (p *Policy) compile(scopes []string) *compiled {
-	key := strings.Join(scopes, " ")
+// compile parses and compiles a scope set for the permissions perms (a
+// scope counts when it grants any of them), memoized.
+func (p *Policy) compile(scopes []string, perms Perm) *compiled {
+	key := strconv.Itoa(int(perms)) + " " + strings.Join(scopes, " ")
 	p.mu.Lock()
 	c, ok := p.cache[key]
 	p.mu.Unlock()
 	if ok {
 		return c
 	}
-	c = p.build(scopes)
+	c = p.build(scopes, perms)
 	p.mu.Lock()
 	if len(p.cache) >= cacheMax {
 		clear(p.cache)
@@ -203,7 +217,7 @@ func (p *Policy) compile(scopes []string) *compiled {
 	return c
 }
 
-func (p *Policy) build(scopes []string) *compiled {
+func (p *Policy) build(scopes []string, perms Perm) *compiled {
 	g, err := ParseScopes(scopes)
 	if err != nil {
 		return &compiled{err: err}
@@ -211,7 +225,7 @@ func (p *Policy) build(scopes []string) *compiled {
 	c := &compiled{grants: g}
 	types := map[string][]store.AccessRule{}
 	for _, s := range g.Scopes {
-		if s.Perms&(PermRead|PermSearch) == 0 {
+		if s.Perms&perms == 0 {
 			continue
 		}
 		rule := store.AccessRule{Compartment: s.Context == ContextPatient}

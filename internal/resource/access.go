@@ -62,3 +62,12 @@ func (AllowAll) Check(context.Context, Interaction, string) error { return nil }
 
 // Filter returns nil (no restriction).
 func (AllowAll) Filter(context.Context) *store.AccessFilter { return nil }
+
+// WriteFilterer is implemented by Access policies whose write permissions
+// reach other resources than their read permissions (a write-only ingest
+// client, say). WriteFilter restricts the resources an update, patch or
+// delete may target and a create, update or patch may produce; without it
+// Filter is used for writes too.
+type WriteFilterer interface {
+	WriteFilter(ctx context.Context) *store.AccessFilter
+}

@@ -115,7 +115,7 @@ func (s *Service) Read(ctx context.Context, typ, id string) (*Result, error) {
 
 // readVisible reads the current, non-deleted version of typ/id.
 func (s *Service) readVisible(ctx context.Context, rd reader, typ, id string) (*store.Resource, error) {
-	cur, err := s.current(ctx, rd, typ, id)
+	cur, err := s.current(ctx, rd, typ, id, false)
 	if errors.Is(err, errHidden) {
 		return nil, notFound(typ, id)
 	}
@@ -155,7 +155,7 @@ func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version
 	}
 	if s.access.Filter(ctx) != nil {
 		// Membership is decided on the current version.
-		if _, err := s.current(ctx, st, typ, id); err != nil {
+		if _, err := s.current(ctx, st, typ, id, false); err != nil {
 			if errors.Is(err, errHidden) {
 				return nil, notFound(typ, id)
 			}
@@ -225,7 +225,7 @@ func checkBodyID(res map[string]any, id string) error {
 
 // updateTx writes res as the next version of typ/id inside tx.
 func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res map[string]any, ifMatch int64, method string, now time.Time) (*Result, error) {
-	cur, err := s.current(ctx, tx, typ, id)
+	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
 		return nil, notFound(typ, id)
 	}
@@ -302,7 +302,7 @@ func (s *Service) resolveConditionalUpdate(ctx context.Context, tx store.Tx, typ
 		}
 		// R4 http.html#cond-update: no match and a body id that already
 		// exists is a 409; an unknown (or deleted) id is an update as create.
-		cur, err := s.current(ctx, tx, typ, bidStr)
+		cur, err := s.current(ctx, tx, typ, bidStr, true)
 		if errors.Is(err, errHidden) {
 			return "", outcome.New(http.StatusConflict, "conflict", "no %s matches the criteria, and the resource id %q in the body cannot be used", typ, bidStr).At("id")
 		}
@@ -433,7 +433,7 @@ func patchOutcome(err error) error {
 
 // patchTx applies ops to the current version of typ/id inside tx.
 func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops []patchOp, ifMatch int64, now time.Time) (*Result, error) {
-	cur, err := s.current(ctx, tx, typ, id)
+	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) || (err == nil && cur == nil) {
 		return nil, notFound(typ, id)
 	}
@@ -505,7 +505,7 @@ func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*
 }
 
 func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifMatch int64, now time.Time) (*Result, error) {
-	cur, err := s.current(ctx, tx, typ, id)
+	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
 		return nil, notFound(typ, id)
 	}

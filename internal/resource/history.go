@@ -46,7 +46,7 @@ func (s *Service) History(ctx context.Context, typ, id string, params url.Values
 	}
 	hq.Type, hq.ID, hq.Filter = typ, id, s.access.Filter(ctx)
 	if id != "" && hq.Filter != nil {
-		if _, err := s.current(ctx, s.st, typ, id); err != nil {
+		if _, err := s.current(ctx, s.st, typ, id, false); err != nil {
 			if errors.Is(err, errHidden) {
 				return nil, notFound(typ, id)
 			}

@@ -604,9 +604,19 @@ type reader interface {
 	Search(ctx context.Context, q *store.Query) (*store.SearchResult, error)
 }
 
-// visible reports whether typ/id is inside the access filter of ctx.
-func (s *Service) visible(ctx context.Context, r reader, typ, id string) (bool, error) {
-	f := s.access.Filter(ctx)
+// filter returns the access filter for reads, or for writes when write
+// is set.
+func (s *Service) filter(ctx context.Context, write bool) *store.AccessFilter {
+	if write {
+		if wf, ok := s.access.(WriteFilterer); ok {
+			return wf.WriteFilter(ctx)
+		}
+	}
+	return s.access.Filter(ctx)
+}
+
+// visible reports whether typ/id is inside the access filter f.
+func (s *Service) visible(ctx context.Context, r reader, typ, id string, f *store.AccessFilter) (bool, error) {
 	if f == nil {
 		return true, nil
 	}
@@ -628,10 +638,11 @@ func (s *Service) visible(ctx context.Context, r reader, typ, id string) (bool, 
 // checkWrittenVisible rolls back a write whose result is outside the
 // access filter.
 func (s *Service) checkWrittenVisible(ctx context.Context, tx store.Tx, typ, id string) error {
-	if s.access.Filter(ctx) == nil {
+	f := s.filter(ctx, true)
+	if f == nil {
 		return nil
 	}
-	ok, err := s.visible(ctx, tx, typ, id)
+	ok, err := s.visible(ctx, tx, typ, id, f)
 	if err != nil {
 		return err
 	}
@@ -642,9 +653,9 @@ func (s *Service) checkWrittenVisible(ctx context.Context, tx store.Tx, typ, id 
 }
 
 // current reads the current version of typ/id inside tx. It returns nil
-// (and no error) when the resource does not exist or is outside the access
-// filter.
-func (s *Service) current(ctx context.Context, r reader, typ, id string) (*store.Resource, error) {
+// (and no error) when the resource does not exist, and errHidden when it is
+// outside the access filter (the write filter when write is set).
+func (s *Service) current(ctx context.Context, r reader, typ, id string, write bool) (*store.Resource, error) {
 	cur, err := r.Read(ctx, typ, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -652,11 +663,11 @@ func (s *Service) current(ctx context.Context, r reader, typ, id string) (*store
 	if err != nil {
 		return nil, err
 	}
-	if s.access.Filter(ctx) != nil {
+	if f := s.filter(ctx, write); f != nil {
 		if cur.Deleted {
 			return nil, errHidden
 		}
-		ok, err := s.visible(ctx, r, typ, id)
+		ok, err := s.visible(ctx, r, typ, id, f)
 		if err != nil {
 			return nil, err
 		}
