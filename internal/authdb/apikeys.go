@@ -151,17 +151,32 @@ func (d *DB) APIKeys(ctx context.Context) ([]APIKey, error) {
 }
 
 // RevokeAPIKey revokes the key with id at now (idempotent). It returns
-// ErrNotFound for an unknown id.
+// ErrNotFound for an unknown id. The revocation is appended to the
+// revocation log in the same transaction.
 func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
-	res, err := d.w.ExecContext(ctx, d.ph("UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"), now.Unix(), id)
+	tx, err := d.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("authdb: revoke api key: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, d.ph("UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"), now.Unix(), id)
 	if err != nil {
 		return fmt.Errorf("authdb: revoke api key: %w", err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		_ = tx.Rollback()
 		if _, err := d.APIKey(ctx, id); err != nil {
 			return err
 		}
+		return nil
 	}
+	if err := d.logRevocation(ctx, tx, RevAPIKey, id, now); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("authdb: revoke api key: %w", err)
+	}
+	d.revoked(ctx)
 	return nil
 }
 
@@ -204,7 +219,15 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if err := d.insertAPIKey(ctx, tx, next); err != nil {
 		return err
 	}
-	return tx.Commit()
+	// The old key's expiry moved: caches holding it must re-read it.
+	if err := d.logRevocation(ctx, tx, RevAPIKey, oldID, now); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("authdb: rotate api key: %w", err)
+	}
+	d.revoked(ctx)
+	return nil
 }
 
 // TouchAPIKey records a use of the key id at at, unless a use at or after

@@ -117,6 +117,8 @@ type DB struct {
 	getClient, getRevoked, activeKID, insertJTI *sql.Stmt
 	// lastPrune is the UnixNano of the last purge of expired rows.
 	lastPrune atomic.Int64
+	// rev is the revocation-log watcher (revlog.go), made on first use.
+	rev revHolder
 }
 
 // Open opens the authorization store named by databaseURL (same rules as
@@ -255,6 +257,7 @@ func (d *DB) migrate(ctx context.Context) error {
 
 // Close closes the connection pools.
 func (d *DB) Close() error {
+	d.rev.close()
 	var errs []error
 	for _, st := range []*sql.Stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
 		if st != nil {
@@ -391,15 +394,28 @@ func (d *DB) Clients(ctx context.Context) ([]Client, error) {
 	return out, rows.Err()
 }
 
-// DeleteClient removes a client, or returns ErrNotFound.
+// DeleteClient removes a client, or returns ErrNotFound. The deletion is
+// appended to the revocation log in the same transaction.
 func (d *DB) DeleteClient(ctx context.Context, id string) error {
-	res, err := d.w.ExecContext(ctx, d.q.deleteClient, id)
+	tx, err := d.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("authdb: delete client: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, d.q.deleteClient, id)
 	if err != nil {
 		return fmt.Errorf("authdb: delete client: %w", err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return ErrNotFound
 	}
+	if err := d.logRevocation(ctx, tx, RevClient, id, time.Now()); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("authdb: delete client: %w", err)
+	}
+	d.revoked(ctx)
 	return nil
 }
 
@@ -493,12 +509,25 @@ func (d *DB) UseAssertionID(ctx context.Context, clientID, jti string, expires t
 }
 
 // RevokeToken marks the token with id jti revoked; the mark is kept until
-// the token expires.
+// the token expires. The revocation is appended to the revocation log in
+// the same transaction.
 func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) error {
 	d.prune(ctx)
-	if _, err := d.w.ExecContext(ctx, d.q.insertRevoked, jti, expires.Unix()); err != nil {
+	tx, err := d.w.BeginTx(ctx, nil)
+	if err != nil {
 		return fmt.Errorf("authdb: revoke: %w", err)
 	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, d.q.insertRevoked, jti, expires.Unix()); err != nil {
+		return fmt.Errorf("authdb: revoke: %w", err)
+	}
+	if err := d.logRevocation(ctx, tx, RevToken, jti, time.Now()); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("authdb: revoke: %w", err)
+	}
+	d.revoked(ctx)
 	return nil
 }
 
@@ -529,6 +558,7 @@ func (d *DB) prune(ctx context.Context) {
 	cut := now.Add(-time.Minute).Unix()
 	_, _ = d.w.ExecContext(ctx, d.q.pruneJTI, cut)
 	_, _ = d.w.ExecContext(ctx, d.q.pruneRevoked, cut)
+	d.pruneRevLog(ctx, now)
 }
 
 func nonNil(s []string) []string {

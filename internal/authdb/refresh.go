@@ -180,6 +180,7 @@ func (d *DB) RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceS
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("authdb: rotate: %w", err)
 		}
+		d.revoked(ctx)
 		return ErrRefreshReused
 	}
 	expires := max(next.ExpiresAt.Unix(), accessExpires.Unix())
@@ -224,6 +225,7 @@ func (d *DB) RevokeFamily(ctx context.Context, familyID string, now time.Time) e
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("authdb: revoke family: %w", err)
 	}
+	d.revoked(ctx)
 	return nil
 }
 
@@ -232,6 +234,9 @@ func (d *DB) revokeFamilyTx(ctx context.Context, tx *sql.Tx, familyID string, no
 		"ON CONFLICT (family_id) DO UPDATE SET revoked_at = excluded.revoked_at"),
 		familyID, now.Unix(), now.Add(tombstoneLifetime).Unix(), now.Unix()); err != nil {
 		return fmt.Errorf("authdb: revoke family: %w", err)
+	}
+	if err := d.logFamilyRevocation(ctx, tx, familyID, now); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, d.rebind("INSERT INTO oauth_revoked_token (jti, expires_at) SELECT jti, expires_at FROM oauth_family_access WHERE family_id = ? AND expires_at > ? ON CONFLICT DO NOTHING"),
 		familyID, now.Unix()); err != nil {

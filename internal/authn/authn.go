@@ -5,7 +5,7 @@
 //     authorization server (checked by the oauth Verifier: signature,
 //     exp/nbf, iss, aud, revocation; verified signatures are cached there);
 //   - Authorization: Bearer <API key> and X-API-Key: <API key> (recognised
-//     by KeyPrefix; format and checksum are checked before any lookup);
+//     by apikey.Prefix; format and checksum are checked before any lookup);
 //   - Authorization: Basic <client id:secret> for clients with Basic
 //     enabled (lapis client basic enable), with lockout after repeated
 //     failures per client id and per address;
@@ -13,11 +13,26 @@
 // and puts an *access.Principal into the request context. It never
 // decides what the caller may do: that is package access.
 //
-// API keys and Basic clients are read from the database on every request
-// (no cache), so revocation, rotation and Basic disable by another process
-// take effect at once; access-token revocation is likewise checked by the
-// Verifier on every request. Only the presence of any Basic-enabled client
-// (for the WWW-Authenticate challenge) is cached, for basicProbeTTL.
+// The authenticated hot path does no database round trip: access tokens
+// that passed every check are cached by the Verifier, and API keys that
+// passed the database check are cached here (by the key's SHA-256, for
+// APIKeyCacheTTL, never past the key's expiry or rotation grace; the
+// last-used time is still written at most once per TouchInterval). Both
+// caches are kept honest by the revocation log (authdb.RevWatcher), which
+// every revocation appends to in its own transaction:
+//
+//   - a revocation, rotation or client deletion made by this process is
+//     evicted before the revoking call returns;
+//   - one made by any other process (another instance, the lapis CLI) is
+//     evicted within one poll interval, ~250 ms;
+//   - when the log cannot be read for 2 s, both caches are bypassed and
+//     every request is checked in the database (fail closed) until the
+//     poller recovers, when the caches are flushed.
+//
+// A cold miss does the full database check. Basic clients are read from
+// the database on every request (no cache); only the presence of any
+// Basic-enabled client (for the WWW-Authenticate challenge) is cached, for
+// basicProbeTTL.
 //
 // Rejections are 401 with WWW-Authenticate (RFC 6750) and an
 // OperationOutcome that says nothing about why beyond "missing",
@@ -29,6 +44,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"github.com/lapis-health/lapis/internal/apikey"
 	"log/slog"
 	"net"
 	"net/http"
@@ -112,6 +128,16 @@ type Config struct {
 	// TouchInterval bounds how often an API key's last-used time is
 	// written (default one minute).
 	TouchInterval time.Duration
+	// Revocations is the revocation-log feed that keeps the API-key cache
+	// honest (default: APIKeys.RevLog() when APIKeys is, or embeds, an
+	// *authdb.DB). With no feed, API keys are not cached: every request
+	// reads the database.
+	Revocations oauth.RevocationFeed
+	// APIKeyCacheTTL bounds how long a verified API key is cached (default
+	// one minute; negative: no cache).
+	APIKeyCacheTTL time.Duration
+	// APIKeyCacheSize bounds the API-key cache (default 10,000 keys).
+	APIKeyCacheSize int
 	// Logger receives rejections (never credentials) and infrastructure
 	// errors; nil = slog.Default().
 	Logger *slog.Logger
@@ -132,6 +158,8 @@ type middleware struct {
 	next http.Handler
 
 	challengeBearer, challengeBasic string
+
+	keys *keyCache // nil: no API-key cache
 
 	mu          sync.Mutex
 	basicAny    bool
@@ -167,8 +195,19 @@ func New(cfg Config) func(http.Handler) http.Handler {
 		now = time.Now
 	}
 	realm := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(cfg.Realm)
+	if cfg.Revocations == nil {
+		if rl, ok := cfg.APIKeys.(revLogger); ok {
+			if w := rl.RevLog(); w != nil {
+				cfg.Revocations = w
+			}
+		}
+	}
+	var keys *keyCache
+	if cfg.APIKeys != nil && cfg.Revocations != nil && cfg.APIKeyCacheTTL >= 0 {
+		keys = newKeyCache(cfg.Revocations, cfg.APIKeyCacheTTL, cfg.APIKeyCacheSize, now)
+	}
 	return func(next http.Handler) http.Handler {
-		return &middleware{cfg: cfg, log: log, now: now, next: next,
+		return &middleware{cfg: cfg, log: log, now: now, next: next, keys: keys,
 			challengeBearer: `Bearer realm="` + realm + `"`, challengeBasic: `Basic realm="` + realm + `"`}
 	}
 }
@@ -236,7 +275,7 @@ func (m *middleware) authenticate(r *http.Request) (*access.Principal, error) {
 	}
 	switch {
 	case strings.EqualFold(scheme, "Bearer"):
-		if IsAPIKey(cred) {
+		if apikey.IsKey(cred) {
 			return m.apiKey(r, cred)
 		}
 		return m.bearer(r, cred)
@@ -276,26 +315,34 @@ func relativeFHIRUser(u string) string {
 }
 
 // dummyKeyHash keeps a failed lookup's work equal to a real comparison.
-var dummyKeyHash = HashAPIKey("lapis-no-such-key")
+var dummyKeyHash = apikey.Hash("lapis-no-such-key")
 
 func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, error) {
 	if m.cfg.APIKeys == nil {
 		return nil, reject(invalid, "api keys not accepted")
 	}
-	if !ValidAPIKeyFormat(key) {
+	if !apikey.ValidFormat(key) {
 		return nil, reject(invalid, "api key: bad format or checksum")
 	}
 	ctx := r.Context()
-	h := HashAPIKey(key)
-	k, err := m.cfg.APIKeys.APIKeyByHash(ctx, h)
-	if errors.Is(err, authdb.ErrNotFound) {
-		subtle.ConstantTimeCompare(h, dummyKeyHash)
-		return nil, reject(invalid, "api key: unknown")
-	}
-	if err != nil {
-		return nil, err
-	}
+	hk := keyHash(key)
+	h := hk[:]
 	now := m.now()
+	ent := m.keys.get(hk, now)
+	var k *authdb.APIKey
+	if ent != nil {
+		k = ent.key
+	} else {
+		var err error
+		k, err = m.cfg.APIKeys.APIKeyByHash(ctx, h)
+		if errors.Is(err, authdb.ErrNotFound) {
+			subtle.ConstantTimeCompare(h, dummyKeyHash)
+			return nil, reject(invalid, "api key: unknown")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case subtle.ConstantTimeCompare(h, k.Hash) != 1:
 		return nil, reject(invalid, "api key: unknown")
@@ -303,10 +350,22 @@ func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, err
 		return nil, reject(invalid, "api key "+k.ID+": revoked")
 	case !k.Valid(now):
 		return nil, reject(invalid, "api key "+k.ID+": expired")
-	case len(k.AllowIPs) > 0 && !ipAllowed(k.AllowIPs, m.cfg.ClientIP(r)):
+	case len(k.AllowIPs) > 0 && !apikey.Allowed(k.AllowIPs, m.cfg.ClientIP(r)):
 		return nil, reject(invalid, "api key "+k.ID+": address not allowed")
 	}
-	if k.LastUsedAt.IsZero() || now.Sub(k.LastUsedAt) >= m.cfg.TouchInterval {
+	if ent == nil {
+		ent = m.keys.put(hk, k, now)
+	}
+	last, due := k.LastUsedAt, false
+	if ent != nil {
+		t := ent.touched.Load()
+		if t == 0 || now.Sub(time.Unix(0, t)) >= m.cfg.TouchInterval {
+			due = ent.touched.CompareAndSwap(t, now.UnixNano()) // one writer per interval
+		}
+	} else {
+		due = last.IsZero() || now.Sub(last) >= m.cfg.TouchInterval
+	}
+	if due {
 		if err := m.cfg.APIKeys.TouchAPIKey(ctx, k.ID, now, m.cfg.TouchInterval); err != nil {
 			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
 		}

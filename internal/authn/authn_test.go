@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/lapis-health/lapis/internal/apikey"
 	"io"
 	"log/slog"
 	"net/http"
@@ -129,12 +130,12 @@ func (e *env) token(mod func(c *oauth.AccessClaims)) (string, *oauth.AccessClaim
 
 // apiKey creates a key directly in the store.
 func (e *env) apiKey(k authdb.APIKey) string {
-	key, prefix, h, err := authn.NewAPIKey()
+	key, prefix, h, err := apikey.New()
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	if k.ID == "" {
-		k.ID, _ = authn.NewAPIKeyID()
+		k.ID, _ = apikey.NewID()
 	}
 	if k.Name == "" {
 		k.Name = "test"
@@ -313,7 +314,7 @@ func TestAPIKeys(t *testing.T) {
 		if e.store.lookups.Load() != n {
 			t.Fatal("malformed key caused a database lookup")
 		}
-		unknown, _, _, _ := authn.NewAPIKey()
+		unknown, _, _, _ := apikey.New()
 		want401(t, e.do("X-API-Key", unknown), "invalid_token")
 
 		revoked := e.apiKey(authdb.APIKey{ID: "ak_rev"})
@@ -336,7 +337,7 @@ func TestAPIKeys(t *testing.T) {
 
 		// Rotation: both keys work during the grace period, then only the new one.
 		old := e.apiKey(authdb.APIKey{ID: "ak_old", Name: "etl"})
-		newKey, prefix, h, _ := authn.NewAPIKey()
+		newKey, prefix, h, _ := apikey.New()
 		if err := e.db.RotateAPIKey(ctx, "ak_old", &authdb.APIKey{ID: "ak_new", Hash: h, Prefix: prefix}, time.Now().Add(time.Hour), time.Now()); err != nil {
 			t.Fatal(err)
 		}
@@ -438,7 +439,7 @@ func (failingStore) APIKeyByHash(context.Context, []byte) (*authdb.APIKey, error
 
 func TestInfrastructureError(t *testing.T) {
 	h := authn.New(authn.Config{APIKeys: failingStore{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})(http.HandlerFunc(echo))
-	key, _, _, _ := authn.NewAPIKey()
+	key, _, _, _ := apikey.New()
 	req := httptest.NewRequest("GET", "/Patient", nil)
 	req.Header.Set("X-API-Key", key)
 	w := httptest.NewRecorder()
@@ -451,17 +452,17 @@ func TestInfrastructureError(t *testing.T) {
 func TestKeyFormatAndScopes(t *testing.T) {
 	seen := map[string]bool{}
 	for range 200 {
-		k, prefix, h, err := authn.NewAPIKey()
-		if err != nil || len(k) != authn.KeyLen || !authn.ValidAPIKeyFormat(k) || !strings.HasPrefix(k, prefix) || len(h) != 32 ||
-			!authn.KeyPattern.MatchString("leaked: "+k+" here") || seen[k] {
+		k, prefix, h, err := apikey.New()
+		if err != nil || len(k) != apikey.Len || !apikey.ValidFormat(k) || !strings.HasPrefix(k, prefix) || len(h) != 32 ||
+			!apikey.Pattern.MatchString("leaked: "+k+" here") || seen[k] {
 			t.Fatalf("%q %q %v", k, prefix, err)
 		}
 		seen[k] = true
 		// Every single-character typo is caught by the checksum.
-		for i := len(authn.KeyPrefix); i < len(k); i += 7 {
+		for i := len(apikey.Prefix); i < len(k); i += 7 {
 			b := []byte(k)
 			b[i] = map[bool]byte{true: 'Z', false: 'Y'}[b[i] != 'Z']
-			if authn.ValidAPIKeyFormat(string(b)) {
+			if apikey.ValidFormat(string(b)) {
 				t.Fatalf("typo at %d accepted", i)
 			}
 		}
@@ -483,15 +484,15 @@ func TestKeyFormatAndScopes(t *testing.T) {
 		{nil, "", false},
 		{[]string{"patient/*.rs"}, "bad id!", false},
 	} {
-		if err := authn.CheckAPIKeyScopes(c.scopes, c.patient); (err == nil) != c.ok {
+		if err := apikey.CheckScopes(c.scopes, c.patient); (err == nil) != c.ok {
 			t.Errorf("%v %q: %v", c.scopes, c.patient, err)
 		}
 	}
-	got, err := authn.ParseAllowList([]string{"10.1.2.3/8,::1", "2001:db8::1/32"})
+	got, err := apikey.ParseAllowList([]string{"10.1.2.3/8,::1", "2001:db8::1/32"})
 	if err != nil || strings.Join(got, " ") != "10.0.0.0/8 ::1/128 2001:db8::/32" {
 		t.Fatal(got, err)
 	}
-	if _, err := authn.ParseAllowList([]string{"nope"}); err == nil {
+	if _, err := apikey.ParseAllowList([]string{"nope"}); err == nil {
 		t.Fatal("bad CIDR accepted")
 	}
 }

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lapis-health/lapis/internal/apikey"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/authn"
 )
 
 // apikeyCmd manages API keys. It writes straight to the database; a
@@ -56,21 +56,21 @@ func (c *apikeyCreateCmd) Run(e *env) error {
 	for _, s := range c.Scope {
 		scopes = append(scopes, strings.Fields(s)...)
 	}
-	if err := authn.CheckAPIKeyScopes(scopes, c.Patient); err != nil {
+	if err := apikey.CheckScopes(scopes, c.Patient); err != nil {
 		return err
 	}
-	ips, err := authn.ParseAllowList(c.AllowIP)
+	ips, err := apikey.ParseAllowList(c.AllowIP)
 	if err != nil {
 		return err
 	}
 	if c.Expires < 0 {
 		return errors.New("--expires must be positive")
 	}
-	key, prefix, hash, err := authn.NewAPIKey()
+	key, prefix, hash, err := apikey.New()
 	if err != nil {
 		return err
 	}
-	id, err := authn.NewAPIKeyID()
+	id, err := apikey.NewID()
 	if err != nil {
 		return err
 	}
@@ -180,11 +180,11 @@ func (c *apikeyRotateCmd) Run(e *env) error {
 	if c.Grace < 0 {
 		return errors.New("--grace must not be negative")
 	}
-	key, prefix, hash, err := authn.NewAPIKey()
+	key, prefix, hash, err := apikey.New()
 	if err != nil {
 		return err
 	}
-	id, err := authn.NewAPIKeyID()
+	id, err := apikey.NewID()
 	if err != nil {
 		return err
 	}

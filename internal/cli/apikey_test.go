@@ -3,12 +3,12 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"github.com/lapis-health/lapis/internal/apikey"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -43,7 +43,7 @@ func TestAPIKeyCommands(t *testing.T) {
 			id, _ := m["id"].(string)
 			prefix, _ := m["prefix"].(string)
 			scopes, _ := m["scopes"].([]any)
-			if !authn.ValidAPIKeyFormat(key) || !strings.HasPrefix(id, "ak_") || !strings.HasPrefix(key, prefix) || len(prefix) >= len(key)/2 ||
+			if !apikey.ValidFormat(key) || !strings.HasPrefix(id, "ak_") || !strings.HasPrefix(key, prefix) || len(prefix) >= len(key)/2 ||
 				m["name"] != "etl" || len(scopes) != 2 || m["expires_at"] == nil {
 				t.Fatalf("create output %v", m)
 			}
@@ -53,7 +53,7 @@ func TestAPIKeyCommands(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer adb.Close()
-			stored, err := adb.APIKeyByHash(context.Background(), authn.HashAPIKey(key))
+			stored, err := adb.APIKeyByHash(context.Background(), apikey.Hash(key))
 			if err != nil || stored.ID != id || len(stored.AllowIPs) != 2 || stored.ExpiresAt.Before(time.Now().Add(719*time.Hour)) {
 				t.Fatalf("%+v %v", stored, err)
 			}
@@ -81,7 +81,7 @@ func TestAPIKeyCommands(t *testing.T) {
 			newKey, _ := r["key"].(string)
 			newID, _ := r["id"].(string)
 			until, _ := time.Parse(time.RFC3339, r["old_valid_until"].(string))
-			if !authn.ValidAPIKeyFormat(newKey) || newKey == key || newID == id || r["replaces"] != id || r["name"] != "etl" ||
+			if !apikey.ValidFormat(newKey) || newKey == key || newID == id || r["replaces"] != id || r["name"] != "etl" ||
 				until.Before(time.Now().Add(59*time.Minute)) || until.After(time.Now().Add(61*time.Minute)) {
 				t.Fatalf("rotate output %v", r)
 			}

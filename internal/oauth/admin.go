@@ -203,6 +203,11 @@ func noContent(w http.ResponseWriter) {
 //	DELETE users/{username}     delete a login, end its sessions, revoke its grants
 //	GET    grants               live grants (?client_id=, ?username= filter)
 //	POST   grants/revoke        {"client_id", "username"?}: revoke a client's grants for one user or all
+//	POST   apikeys              create an API key; returns the key once (see routeAPIKeys)
+//	GET    apikeys              list API keys (never the key or its hash)
+//	GET    apikeys/{id}         one API key
+//	DELETE apikeys/{id}         revoke an API key
+//	POST   apikeys/{id}/rotate  replace an API key; the old one stays valid for "grace"
 //
 // Every request needs a bearer access token with ScopeAdmin (see
 // authenticateAdmin); authentication runs before routing, so an
@@ -219,7 +224,7 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	rest := strings.TrimPrefix(r.URL.Path, s.prefix+PathAdmin)
 	coll, id, hasID := strings.Cut(rest, "/")
-	if hasID && (id == "" || strings.Contains(id, "/")) {
+	if hasID && (id == "" || strings.Contains(id, "/")) && coll != "apikeys" {
 		s.writeError(w, r, adminNotFound("resource"))
 		return
 	}
@@ -261,6 +266,8 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 		if s.allowMethods(w, r, http.MethodGet) {
 			a.listGrants()
 		}
+	case coll == "apikeys":
+		a.routeAPIKeys(id, hasID)
 	case coll == "grants" && id == "revoke":
 		if s.allowMethods(w, r, http.MethodPost) {
 			a.revokeGrants()

@@ -11,6 +11,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
 
@@ -32,6 +33,16 @@ type RevocationChecker interface {
 	Revoked(ctx context.Context, jti string) (bool, error)
 }
 
+// RevocationFeed delivers the revocation log (*authdb.RevWatcher): new
+// entries to subscribers, and whether it is current (Healthy).
+type RevocationFeed interface {
+	Subscribe(fn authdb.RevSubscriber) (cancel func())
+	Healthy() bool
+}
+
+// revLogger is implemented by *authdb.DB.
+type revLogger interface{ RevLog() *authdb.RevWatcher }
+
 // VerifierConfig configures a Verifier.
 type VerifierConfig struct {
 	// Issuer and Audience must match the token's iss and aud exactly.
@@ -39,6 +50,12 @@ type VerifierConfig struct {
 	// Keys resolves signing keys; Revocations answers revocation.
 	Keys        PublicKeys
 	Revocations RevocationChecker
+	// Feed is the revocation log. With a healthy feed, a cached token is
+	// accepted without asking Revocations (no database round trip); the
+	// feed evicts revoked tokens. Default: Revocations.RevLog() when
+	// Revocations is an *authdb.DB; nil: revocation is checked on every
+	// call.
+	Feed RevocationFeed
 	// CacheSize bounds the verified-token cache (default 100,000).
 	CacheSize int
 	// CacheTTL bounds how long a verified token is cached (default 5
@@ -49,16 +66,32 @@ type VerifierConfig struct {
 }
 
 // Verifier validates Lapis access tokens: signature (ES256 allow-list, key
-// by kid), exp/nbf, iss, aud and revocation. Verified signatures are cached
-// (bounded; entries expire no later than the token), so the hot path does
-// no signature work; revocation is checked on every call against the
-// database, so a revocation by any instance takes effect at once.
+// by kid), exp/nbf, iss, aud and revocation.
+//
+// A token that passed every check, revocation included, is cached
+// (bounded; entries expire no later than the token and after CacheTTL).
+// While the revocation feed is healthy, a cache hit is the whole check: no
+// signature work and no database round trip. Revocation still takes
+// effect quickly everywhere:
+//
+//   - revoked by this process (same *authdb.DB): evicted before the
+//     revoking call returns;
+//   - revoked by another instance: evicted when the feed's poller reads
+//     the revocation log, within ~250 ms (one poll interval);
+//   - feed unhealthy (no successful poll for 2 s): every call checks
+//     revocation in the database again (fail closed), and the cache is
+//     flushed when the feed recovers.
+//
+// Revoked jtis seen on the feed are remembered (bounded, for CacheTTL) so
+// a verification racing with the revocation cannot re-cache the token.
+// A cold miss does the full check, revocation in the database included.
 type Verifier struct {
 	cfg VerifierConfig
 	now func() time.Time
 
-	mu    sync.RWMutex
-	cache map[[32]byte]cached
+	mu      sync.RWMutex
+	cache   map[[32]byte]cached
+	revoked map[string]time.Time // jti -> forget after
 }
 
 type cached struct {
@@ -74,29 +107,108 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 5 * time.Minute
 	}
-	v := &Verifier{cfg: cfg, now: cfg.Now, cache: map[[32]byte]cached{}}
+	v := &Verifier{cfg: cfg, now: cfg.Now, cache: map[[32]byte]cached{}, revoked: map[string]time.Time{}}
 	if v.now == nil {
 		v.now = time.Now
 	}
+	if v.cfg.Feed == nil {
+		if rl, ok := cfg.Revocations.(revLogger); ok {
+			if w := rl.RevLog(); w != nil {
+				v.cfg.Feed = w
+			}
+		}
+	}
+	if v.cfg.Feed != nil {
+		v.cfg.Feed.Subscribe(v.onRevocations)
+	}
 	return v
+}
+
+// onRevocations evicts what the revocation log names: tokens by jti (and
+// the jti is remembered), every token of a deleted client; reset flushes
+// the cache.
+func (v *Verifier) onRevocations(entries []authdb.RevEntry, reset bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if reset {
+		clear(v.cache)
+	}
+	var jtis, clients map[string]bool
+	now := v.now()
+	for _, e := range entries {
+		switch e.Kind {
+		case authdb.RevToken:
+			if jtis == nil {
+				jtis = map[string]bool{}
+			}
+			jtis[e.Subject] = true
+			v.rememberRevoked(e.Subject, now)
+		case authdb.RevClient:
+			if clients == nil {
+				clients = map[string]bool{}
+			}
+			clients[e.Subject] = true
+		}
+	}
+	if jtis == nil && clients == nil {
+		return
+	}
+	for k, c := range v.cache {
+		if jtis[c.claims.ID] || clients[c.claims.ClientID] {
+			delete(v.cache, k)
+		}
+	}
+}
+
+// rememberRevoked records a revoked jti for CacheTTL (v.mu held). The set
+// is bounded by CacheSize; when it is full of live entries, the whole
+// cache and set are dropped (safe: every token is then checked in the
+// database again).
+func (v *Verifier) rememberRevoked(jti string, now time.Time) {
+	if len(v.revoked) >= v.cfg.CacheSize {
+		for k, until := range v.revoked {
+			if !now.Before(until) {
+				delete(v.revoked, k)
+			}
+		}
+		if len(v.revoked) >= v.cfg.CacheSize {
+			clear(v.revoked)
+			clear(v.cache)
+		}
+	}
+	v.revoked[jti] = now.Add(v.cfg.CacheTTL)
 }
 
 // Verify checks an access token and returns its claims, or
 // ErrInvalidToken; other errors are infrastructure failures (database
 // down) and should be answered 500/503.
 func (v *Verifier) Verify(ctx context.Context, token string) (*AccessClaims, error) {
-	c, err := v.verifySignature(ctx, token)
+	c, key, until, hit, err := v.check(ctx, token)
 	if err != nil {
 		return nil, err
+	}
+	feedOK := v.cfg.Feed != nil && v.cfg.Feed.Healthy()
+	if hit && feedOK {
+		return c, nil // revoked tokens were evicted by the feed
 	}
 	revoked, err := v.Revoked(ctx, c.ID)
 	if err != nil {
 		return nil, err
 	}
 	if revoked {
+		v.evict(key)
 		return nil, ErrInvalidToken
 	}
+	if !hit {
+		v.store(key, c, until)
+	}
 	return c, nil
+}
+
+func (v *Verifier) evict(key [32]byte) {
+	v.mu.Lock()
+	delete(v.cache, key)
+	v.mu.Unlock()
 }
 
 // Revoked reports whether the token with id jti has been revoked.
@@ -107,61 +219,77 @@ func (v *Verifier) Revoked(ctx context.Context, jti string) (bool, error) {
 // maxTokenBytes bounds the tokens the verifier parses.
 const maxTokenBytes = 8 << 10
 
-// verifySignature checks everything but revocation, using the cache.
+// verifySignature checks everything but revocation, using the cache (a
+// miss is not cached: only fully verified tokens are).
 func (v *Verifier) verifySignature(ctx context.Context, token string) (*AccessClaims, error) {
+	c, _, _, _, err := v.check(ctx, token)
+	return c, err
+}
+
+// check checks everything but revocation, using the cache. It returns the
+// cache key and, on a miss, until when the claims may be cached; hit
+// reports a cache hit.
+func (v *Verifier) check(ctx context.Context, token string) (c *AccessClaims, key [32]byte, until time.Time, hit bool, err error) {
 	if len(token) == 0 || len(token) > maxTokenBytes {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
 	now := v.now()
-	key := sha256.Sum256([]byte(token))
+	key = sha256.Sum256([]byte(token))
 	v.mu.RLock()
 	e, ok := v.cache[key]
 	v.mu.RUnlock()
 	if ok && now.Before(e.until) {
 		if e.claims.NotBefore != 0 && now.Unix() < e.claims.NotBefore {
-			return nil, ErrInvalidToken
+			return nil, key, until, false, ErrInvalidToken
 		}
-		return e.claims, nil
+		return e.claims, key, e.until, true, nil
 	}
 	tok, err := jwt.ParseSigned(token, AccessTokenAlgorithms)
 	if err != nil || len(tok.Headers) != 1 || tok.Headers[0].KeyID == "" {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
 	if typ, _ := tok.Headers[0].ExtraHeaders[jose.HeaderType].(string); typ != AccessTokenType {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
 	jwk, err := v.cfg.Keys.PublicKey(ctx, tok.Headers[0].KeyID)
 	if errors.Is(err, keys.ErrUnknownKey) {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
 	if err != nil {
-		return nil, err
+		return nil, key, until, false, err
 	}
 	if jwk.Algorithm != "" && jwk.Algorithm != tok.Headers[0].Algorithm {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
 	var raw json.RawMessage
 	if err := tok.Claims(jwk.Key, &raw); err != nil {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
-	var c AccessClaims
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return nil, ErrInvalidToken
+	c = new(AccessClaims)
+	if err := json.Unmarshal(raw, c); err != nil {
+		return nil, key, until, false, ErrInvalidToken
 	}
 	exp := time.Unix(c.Expiry, 0)
 	if c.Issuer != v.cfg.Issuer || c.Audience != v.cfg.Audience || c.ID == "" || c.Expiry == 0 ||
 		!now.Before(exp) || (c.NotBefore != 0 && now.Unix() < c.NotBefore) {
-		return nil, ErrInvalidToken
+		return nil, key, until, false, ErrInvalidToken
 	}
-	v.store(key, &c, earlier(exp, now.Add(v.cfg.CacheTTL)))
-	return &c, nil
+	return c, key, earlier(exp, now.Add(v.cfg.CacheTTL)), false, nil
 }
 
+// store caches verified claims, unless the feed has meanwhile named the
+// jti as revoked (a verification racing with a revocation).
 func (v *Verifier) store(key [32]byte, c *AccessClaims, until time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	now := v.now()
+	if r, ok := v.revoked[c.ID]; ok {
+		if now.Before(r) {
+			return
+		}
+		delete(v.revoked, c.ID)
+	}
 	if len(v.cache) >= v.cfg.CacheSize {
-		now := v.now()
 		for k, e := range v.cache {
 			if !now.Before(e.until) {
 				delete(v.cache, k)

@@ -1,4 +1,8 @@
-package authn
+// Package apikey is the format of Lapis API keys: generation (prefix,
+// 256 random bits, CRC-32 checksum), hashing, format checks, and the
+// validation of their scopes and IP allow-lists. Both the authentication
+// middleware and the admin API use it.
+package apikey
 
 import (
 	"crypto/rand"
@@ -13,7 +17,7 @@ import (
 	"strings"
 )
 
-// API key format: KeyPrefix, 43 base62 characters of 256 random bits, and
+// API key format: Prefix, 43 base62 characters of 256 random bits, and
 // 6 base62 characters of the CRC-32 (IEEE) of everything before them, e.g.
 //
 //	lapis_3vQ8…(43)…Xk2a7Z
@@ -23,29 +27,29 @@ import (
 // and random guesses without a database lookup. Only the key's SHA-256 is
 // stored.
 const (
-	KeyPrefix     = "lapis_"
+	Prefix        = "lapis_"
 	keyBodyLen    = 43 // ceil(256 / log2(62))
 	keyCheckLen   = 6  // 62^6 > 2^32
-	KeyLen        = len(KeyPrefix) + keyBodyLen + keyCheckLen
-	displayPrefix = len(KeyPrefix) + 8
+	Len           = len(Prefix) + keyBodyLen + keyCheckLen
+	displayPrefix = len(Prefix) + 8
 )
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-// KeyPattern matches API keys (for secret scanners; the checksum is what
+// Pattern matches API keys (for secret scanners; the checksum is what
 // tells a real key from a look-alike).
-var KeyPattern = regexp.MustCompile(`\blapis_[0-9A-Za-z]{49}\b`)
+var Pattern = regexp.MustCompile(`\blapis_[0-9A-Za-z]{49}\b`)
 
-// NewAPIKey returns a fresh API key, its display prefix (non-secret, for
+// New returns a fresh API key, its display prefix (non-secret, for
 // listings) and its SHA-256 (what is stored).
-func NewAPIKey() (key, prefix string, hash []byte, err error) {
+func New() (key, prefix string, hash []byte, err error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return "", "", nil, err
 	}
 	body := new(big.Int).SetBytes(b)
 	var sb strings.Builder
-	sb.WriteString(KeyPrefix)
+	sb.WriteString(Prefix)
 	digits := make([]byte, keyBodyLen)
 	sixtyTwo, mod := big.NewInt(62), new(big.Int)
 	for i := keyBodyLen - 1; i >= 0; i-- {
@@ -55,7 +59,7 @@ func NewAPIKey() (key, prefix string, hash []byte, err error) {
 	sb.Write(digits)
 	sb.WriteString(checksum(sb.String()))
 	key = sb.String()
-	h := HashAPIKey(key)
+	h := Hash(key)
 	return key, key[:displayPrefix], h, nil
 }
 
@@ -69,33 +73,33 @@ func checksum(s string) string {
 	return string(out[:])
 }
 
-// IsAPIKey reports whether s looks like an API key (the prefix), so it is
+// IsKey reports whether s looks like an API key (the prefix), so it is
 // not handed to the JWT verifier.
-func IsAPIKey(s string) bool { return strings.HasPrefix(s, KeyPrefix) }
+func IsKey(s string) bool { return strings.HasPrefix(s, Prefix) }
 
-// ValidAPIKeyFormat reports whether key has the API key format and a
+// ValidFormat reports whether key has the API key format and a
 // correct checksum (no database lookup).
-func ValidAPIKeyFormat(key string) bool {
-	if len(key) != KeyLen || !strings.HasPrefix(key, KeyPrefix) {
+func ValidFormat(key string) bool {
+	if len(key) != Len || !strings.HasPrefix(key, Prefix) {
 		return false
 	}
-	for i := len(KeyPrefix); i < KeyLen; i++ {
+	for i := len(Prefix); i < Len; i++ {
 		if strings.IndexByte(base62, key[i]) < 0 {
 			return false
 		}
 	}
-	return checksum(key[:KeyLen-keyCheckLen]) == key[KeyLen-keyCheckLen:]
+	return checksum(key[:Len-keyCheckLen]) == key[Len-keyCheckLen:]
 }
 
-// HashAPIKey is the stored form of a key: its SHA-256. A 256-bit random
+// Hash is the stored form of a key: its SHA-256. A 256-bit random
 // key needs no slow hash.
-func HashAPIKey(key string) []byte {
+func Hash(key string) []byte {
 	h := sha256.Sum256([]byte(key))
 	return h[:]
 }
 
-// NewAPIKeyID returns a fresh public key id ("ak_" + 16 hex digits).
-func NewAPIKeyID() (string, error) {
+// NewID returns a fresh public key id ("ak_" + 16 hex digits).
+func NewID() (string, error) {
 	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
@@ -109,11 +113,11 @@ var (
 	errScopes = errors.New("api key scopes must be system/… or patient/… SMART scopes")
 )
 
-// CheckAPIKeyScopes validates the scopes and patient of a new API key:
+// CheckScopes validates the scopes and patient of a new API key:
 // every scope is system/… or patient/…; patient/ scopes need a patient
 // (and a patient needs patient/ scopes); the two kinds do not mix, so a
 // patient-bound key can never reach beyond that patient's compartment.
-func CheckAPIKeyScopes(scopes []string, patient string) error {
+func CheckScopes(scopes []string, patient string) error {
 	if len(scopes) == 0 {
 		return errors.New("at least one scope is required")
 	}
@@ -163,8 +167,8 @@ func ParseAllowList(in []string) ([]string, error) {
 	return out, nil
 }
 
-// ipAllowed reports whether addr is in one of the prefixes.
-func ipAllowed(prefixes []string, addr netip.Addr) bool {
+// Allowed reports whether addr is in one of the prefixes.
+func Allowed(prefixes []string, addr netip.Addr) bool {
 	if !addr.IsValid() {
 		return false
 	}
