@@ -195,19 +195,11 @@ func (s *Service) Update(ctx context.Context, typ, id string, body []byte, ifMat
 	if err := checkBodyID(res, id); err != nil {
 		return nil, err
 	}
-	var out *Result
-	err = s.update(ctx, version == 0, func(tx store.Tx) error {
-		r, err := s.updateTx(ctx, tx, typ, id, deepCopy(res).(map[string]any), version, http.MethodPut, s.timestamp())
-		out = r
-		return err
+	return s.versionedWrite(ctx, version, "update", func(tx store.Tx) (*Result, error) {
+		return s.updateTx(ctx, tx, typ, id, deepCopy(res).(map[string]any), version, http.MethodPut, s.timestamp())
+	}, func() error {
+		return preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
 	})
-	if err != nil {
-		if version != 0 && errors.Is(err, store.ErrConflict) {
-			return nil, preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
-		}
-		return nil, s.internal(ctx, "update", err)
-	}
-	return out, nil
 }
 
 // checkBodyID checks that the body's id equals the URL id (R4: a missing
@@ -268,19 +260,11 @@ func (s *Service) ConditionalUpdate(ctx context.Context, typ, criteria string, b
 	if err != nil {
 		return nil, err
 	}
-	var out *Result
-	err = s.update(ctx, version == 0, func(tx store.Tx) error {
-		r, err := s.conditionalUpdateTx(ctx, tx, typ, criteria, deepCopy(res).(map[string]any), version, s.timestamp())
-		out = r
-		return err
+	return s.versionedWrite(ctx, version, "conditional update", func(tx store.Tx) (*Result, error) {
+		return s.conditionalUpdateTx(ctx, tx, typ, criteria, deepCopy(res).(map[string]any), version, s.timestamp())
+	}, func() error {
+		return preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
 	})
-	if err != nil {
-		if version != 0 && errors.Is(err, store.ErrConflict) {
-			return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
-		}
-		return nil, s.internal(ctx, "conditional update", err)
-	}
-	return out, nil
 }
 
 // resolveConditionalUpdate returns the id a conditional update writes to
@@ -347,19 +331,11 @@ func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMat
 	if err != nil {
 		return nil, err
 	}
-	var out *Result
-	err = s.update(ctx, version == 0, func(tx store.Tx) error {
-		r, err := s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
-		out = r
-		return err
+	return s.versionedWrite(ctx, version, "patch", func(tx store.Tx) (*Result, error) {
+		return s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
+	}, func() error {
+		return preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
 	})
-	if err != nil {
-		if version != 0 && errors.Is(err, store.ErrConflict) {
-			return nil, preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
-		}
-		return nil, s.internal(ctx, "patch", err)
-	}
-	return out, nil
 }
 
 // ConditionalPatch patches the single resource matching criteria (PATCH
@@ -376,23 +352,15 @@ func (s *Service) ConditionalPatch(ctx context.Context, typ, criteria string, pa
 	if err != nil {
 		return nil, err
 	}
-	var out *Result
-	err = s.update(ctx, version == 0, func(tx store.Tx) error {
+	return s.versionedWrite(ctx, version, "conditional patch", func(tx store.Tx) (*Result, error) {
 		id, err := s.resolveSingle(ctx, tx, typ, criteria)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		r, err := s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
-		out = r
-		return err
+		return s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
+	}, func() error {
+		return preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
 	})
-	if err != nil {
-		if version != 0 && errors.Is(err, store.ErrConflict) {
-			return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
-		}
-		return nil, s.internal(ctx, "conditional patch", err)
-	}
-	return out, nil
 }
 
 // resolveSingle returns the id of the single match of criteria: none is a
@@ -489,19 +457,11 @@ func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*
 	if err != nil {
 		return nil, err
 	}
-	var out *Result
-	err = s.update(ctx, version == 0, func(tx store.Tx) error {
-		r, err := s.deleteTx(ctx, tx, typ, id, version, s.timestamp())
-		out = r
-		return err
+	return s.versionedWrite(ctx, version, "delete", func(tx store.Tx) (*Result, error) {
+		return s.deleteTx(ctx, tx, typ, id, version, s.timestamp())
+	}, func() error {
+		return preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
 	})
-	if err != nil {
-		if version != 0 && errors.Is(err, store.ErrConflict) {
-			return nil, preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
-		}
-		return nil, s.internal(ctx, "delete", err)
-	}
-	return out, nil
 }
 
 func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifMatch int64, now time.Time) (*Result, error) {
@@ -587,4 +547,24 @@ func (s *Service) admit(ctx context.Context, op Interaction, typ, id string, con
 		return s.access.Check(ctx, InteractionSearchType, typ)
 	}
 	return nil
+}
+
+// versionedWrite runs write in one store transaction (retried on conflict
+// when no version was asked for). A conflict under If-Match (version != 0)
+// becomes the 412 made by stale; any other store failure is an internal
+// error reported under op.
+func (s *Service) versionedWrite(ctx context.Context, version int64, op string, write func(tx store.Tx) (*Result, error), stale func() error) (*Result, error) {
+	var out *Result
+	err := s.update(ctx, version == 0, func(tx store.Tx) error {
+		r, err := write(tx)
+		out = r
+		return err
+	})
+	if err != nil {
+		if version != 0 && errors.Is(err, store.ErrConflict) {
+			return nil, stale()
+		}
+		return nil, s.internal(ctx, op, err)
+	}
+	return out, nil
 }
