@@ -20,7 +20,6 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // lockedBuffer is a log sink safe for the server's goroutines.
@@ -58,22 +57,7 @@ func (l *lockedBuffer) take(t *testing.T) []map[string]any {
 // newKeyEnv is newCodeEnv with the server's log captured.
 func newKeyEnv(t *testing.T, dialect string) (*codeEnv, *lockedBuffer) {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
-	db, err := authdb.Open(ctx, dbURL, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	kek := filepath.Join(dir, keys.KEKFile)
-	km, err := keys.Open(ctx, db, keys.Options{KEKFile: kek})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, km, dir := openStores(t, dialect)
 	logs := &lockedBuffer{}
 	ce := &codeEnv{}
 	ts := httptest.NewUnstartedServer(nil)
@@ -90,7 +74,7 @@ func newKeyEnv(t *testing.T, dialect string) (*codeEnv, *lockedBuffer) {
 	ts.Config.Handler = mux
 	ts.Start()
 	t.Cleanup(ts.Close)
-	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: kek}
+	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 	return ce, logs
 }
 

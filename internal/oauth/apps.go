@@ -1,12 +1,9 @@
 package oauth
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/lapis-health/lapis/internal/authdb"
 )
@@ -29,20 +26,8 @@ type appView struct {
 
 // renderApps writes an apps page with the headers of every page.
 func (s *Server) renderApps(w http.ResponseWriter, r *http.Request, status int, name string, p *appsPage) {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	p.Nonce = base64.RawStdEncoding.EncodeToString(b)
-	p.Base = s.prefix
-	pageHeaders(w, p.Nonce)
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	var sb strings.Builder
-	if err := pages.ExecuteTemplate(&sb, name, p); err != nil {
-		s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: template", slog.String("page", name), slog.String("error", err.Error()))
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(sb.String()))
+	p.Nonce, p.Base = newNonce(), s.prefix
+	s.execute(w, r, status, name, p, p.Nonce)
 }
 
 // handleApps is the apps page. GET shows the sign-in form, or, for a

@@ -25,7 +25,6 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // codeEnv is an env whose server has the authorization_code and
@@ -39,22 +38,7 @@ func (e *codeEnv) advance(d time.Duration) { e.skew.Add(int64(d)) }
 
 func newCodeEnv(t testing.TB, dialect string) *codeEnv {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
-	db, err := authdb.Open(ctx, dbURL, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	kek := filepath.Join(dir, keys.KEKFile)
-	km, err := keys.Open(ctx, db, keys.Options{KEKFile: kek})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, km, dir := openStores(t, dialect)
 	ce := &codeEnv{}
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
@@ -70,7 +54,7 @@ func newCodeEnv(t testing.TB, dialect string) *codeEnv {
 	ts.Config.Handler = mux
 	ts.Start()
 	t.Cleanup(ts.Close)
-	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: kek}
+	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 	return ce
 }
 

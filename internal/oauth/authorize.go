@@ -119,14 +119,25 @@ func pageHeaders(w http.ResponseWriter, nonce string) {
 
 // render writes a page.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
+	p.Nonce, p.Base = newNonce(), s.prefix
+	s.execute(w, r, status, name, p, p.Nonce)
+}
+
+// newNonce returns a fresh CSP nonce for a page's inline style.
+func newNonce() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
-	p.Nonce = base64.RawStdEncoding.EncodeToString(b)
-	p.Base = s.prefix
-	pageHeaders(w, p.Nonce)
+	return base64.RawStdEncoding.EncodeToString(b)
+}
+
+// execute renders the template name with data and writes it with the
+// headers every page carries; a template failure is logged and answered
+// 500 without a half-written page.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request, status int, name string, data any, nonce string) {
+	pageHeaders(w, nonce)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	var sb strings.Builder
-	if err := pages.ExecuteTemplate(&sb, name, p); err != nil {
+	if err := pages.ExecuteTemplate(&sb, name, data); err != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: template", slog.String("page", name), slog.String("error", err.Error()))
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return

@@ -44,22 +44,7 @@ type env struct {
 
 func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
-	db, err := authdb.Open(ctx, dbURL, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	kek := filepath.Join(dir, keys.KEKFile)
-	km, err := keys.Open(ctx, db, keys.Options{KEKFile: kek})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, km, dir := openStores(t, dialect)
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
 	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
@@ -72,7 +57,7 @@ func newEnv(t testing.TB, dialect string) *env {
 	ts.Config.Handler = mux
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: kek}
+	return &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 }
 
 func dialects(t *testing.T, f func(t *testing.T, e *env)) {
@@ -594,4 +579,26 @@ func TestKeyRotation(t *testing.T) {
 			}
 		}
 	})
+}
+
+// openStores opens a fresh authorization database (SQLite in a temporary
+// directory, or a fresh PostgreSQL database) and its signing keys; it
+// returns them with the data directory.
+func openStores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
+	t.Helper()
+	dir := t.TempDir()
+	dbURL := ""
+	if dialect == "postgres" {
+		dbURL = pgtest.New(t)
+	}
+	db, err := authdb.Open(context.Background(), dbURL, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, km, dir
 }
