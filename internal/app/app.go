@@ -86,5 +86,19 @@ func (a *App) Ping(ctx context.Context) error {
 	return err
 }
 
+// RefreshStatistics refreshes the query planner's statistics when the
+// store can (after a bulk load or re-index, so searches get good plans at
+// once).
+func (a *App) RefreshStatistics(ctx context.Context) error {
+	an, ok := a.Store.(store.Analyzer)
+	if !ok {
+		return nil
+	}
+	if err := an.Analyze(ctx); err != nil {
+		return fmt.Errorf("refreshing planner statistics: %w", err)
+	}
+	return nil
+}
+
 // Close releases the store.
 func (a *App) Close() error { return a.Store.Close() }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 )
 
@@ -36,6 +37,24 @@ func (f dbFlags) apply(c *config.Config) {
 	}
 	c.DatabaseURL = f.Database
 	c.BaseURL = f.BaseURL
+}
+
+// config is the normalized configuration of an admin command.
+func (f dbFlags) config() (config.Config, error) {
+	cfg := config.Defaults()
+	f.apply(&cfg)
+	return cfg, cfg.Normalize(false)
+}
+
+// openApp opens the FHIR store and service for an admin command (no access
+// control: admin commands act on the database directly).
+func openApp(e *env, f dbFlags) (*app.App, config.Config, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return nil, cfg, err
+	}
+	a, err := app.Open(e.ctx, cfg, newLogger(e, "warn"))
+	return a, cfg, err
 }
 
 type grammar struct {

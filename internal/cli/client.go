@@ -38,9 +38,8 @@ type clientCreateCmd struct {
 
 // openAuthDB opens the authorization store named by the shared flags.
 func openAuthDB(e *env, f dbFlags) (*authdb.DB, config.Config, error) {
-	cfg := config.Defaults()
-	f.apply(&cfg)
-	if err := cfg.Normalize(false); err != nil {
+	cfg, err := f.config()
+	if err != nil {
 		return nil, cfg, err
 	}
 	db, err := authdb.Open(e.ctx, cfg.DatabaseURL, cfg.DataDir)

@@ -6,10 +6,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/lapis-health/lapis/internal/app"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/importer"
-	"github.com/lapis-health/lapis/internal/store"
 )
 
 type importCmd struct {
@@ -21,13 +18,7 @@ type importCmd struct {
 }
 
 func (c *importCmd) Run(e *env) error {
-	cfg := config.Defaults()
-	c.apply(&cfg)
-	if err := cfg.Normalize(false); err != nil {
-		return err
-	}
-	log := newLogger(e, "warn")
-	a, err := app.Open(e.ctx, cfg, log)
+	a, _, err := openApp(e, c.dbFlags)
 	if err != nil {
 		return err
 	}
@@ -40,10 +31,9 @@ func (c *importCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	// Fresh statistics, so that searches get good plans right after a bulk load.
-	if an, ok := a.Store.(store.Analyzer); ok && rep.Resources > 0 {
-		if err := an.Analyze(e.ctx); err != nil {
-			return fmt.Errorf("refreshing planner statistics: %w", err)
+	if rep.Resources > 0 {
+		if err := a.RefreshStatistics(e.ctx); err != nil {
+			return err
 		}
 	}
 	if c.JSON {

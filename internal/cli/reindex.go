@@ -3,10 +3,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-
-	"github.com/lapis-health/lapis/internal/app"
-	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/store"
 )
 
 type reindexCmd struct {
@@ -16,12 +12,7 @@ type reindexCmd struct {
 }
 
 func (c *reindexCmd) Run(e *env) error {
-	cfg := config.Defaults()
-	c.apply(&cfg)
-	if err := cfg.Normalize(false); err != nil {
-		return err
-	}
-	a, err := app.Open(e.ctx, cfg, newLogger(e, "warn"))
+	a, _, err := openApp(e, c.dbFlags)
 	if err != nil {
 		return err
 	}
@@ -37,9 +28,9 @@ func (c *reindexCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if an, ok := a.Store.(store.Analyzer); ok && n > 0 {
-		if err := an.Analyze(e.ctx); err != nil {
-			return fmt.Errorf("refreshing planner statistics: %w", err)
+	if n > 0 {
+		if err := a.RefreshStatistics(e.ctx); err != nil {
+			return err
 		}
 	}
 	if c.JSON {

@@ -18,9 +18,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
@@ -152,12 +150,7 @@ func (c *demoCmd) Run(e *env) error {
 	if c.Users < 0 || c.Users > 1000 {
 		return errors.New("--users must be between 0 and 1000")
 	}
-	cfg := config.Defaults()
-	c.apply(&cfg)
-	if err := cfg.Normalize(false); err != nil {
-		return err
-	}
-	a, err := app.Open(e.ctx, cfg, newLogger(e, "warn"))
+	a, cfg, err := openApp(e, c.dbFlags)
 	if err != nil {
 		return err
 	}
