@@ -93,6 +93,17 @@ func (c *serveCmd) Run(e *env) error {
 	if c.DevNoAuth {
 		mw = nil
 	}
+	// The request pipeline, outermost first. Each stage is a
+	// func(http.Handler) http.Handler; nil stages are skipped.
+	//
+	//  1. outer: every request (server-level: metrics, client IP from
+	//     trusted proxies, network rules, per-IP limits on the OAuth
+	//     endpoints, request log). Listed in serve order.
+	//  2. fhirStages: the FHIR API after /metadata: authentication first,
+	//     then per-principal policies (allow-lists, CORS, rate limits),
+	//     then audit, closest to the handler.
+	var outer []func(http.Handler) http.Handler
+	fhirStages := []func(http.Handler) http.Handler{mw}
 	api := fhirapi.New(fhirapi.Config{
 		BaseURL:         cfg.FHIRBase(),
 		MaxBodyBytes:    cfg.MaxBodyBytes,
@@ -101,7 +112,7 @@ func (c *serveCmd) Run(e *env) error {
 		CapabilityHook:  auth.CapabilityHook,
 		// Every FHIR route but /metadata needs a bearer token, API key or
 		// (per client, when enabled) Basic credentials.
-		Middleware: mw,
+		Middleware: chain(fhirStages...),
 		Logger:     log,
 	}, a.Service, a.Registry)
 	// The FHIR API and the authorization server share the /fhir prefix:
@@ -110,7 +121,11 @@ func (c *serveCmd) Run(e *env) error {
 	mux.Handle("/fhir", api)
 	mux.Handle("/fhir/", api)
 	auth.Mount(mux)
-	srv := server.New(server.Options{Addr: cfg.Addr, FHIR: mux, Ready: a, Logger: log})
+	var fhirHandler http.Handler = mux
+	if f := chain(outer...); f != nil {
+		fhirHandler = f(mux)
+	}
+	srv := server.New(server.Options{Addr: cfg.Addr, FHIR: fhirHandler, Ready: a, Logger: log})
 	ln, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -121,6 +136,26 @@ func (c *serveCmd) Run(e *env) error {
 	}
 	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version)
 	return srv.Serve(e.ctx, ln)
+}
+
+// chain composes middleware, the first outermost, skipping nil stages; it
+// returns nil when there is none.
+func chain(stages ...func(http.Handler) http.Handler) func(http.Handler) http.Handler {
+	var live []func(http.Handler) http.Handler
+	for _, st := range stages {
+		if st != nil {
+			live = append(live, st)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return func(h http.Handler) http.Handler {
+		for i := len(live) - 1; i >= 0; i-- {
+			h = live[i](h)
+		}
+		return h
+	}
 }
 
 // parseSize parses a byte size: a plain number or one with a KB, KiB, MB,
