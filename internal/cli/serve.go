@@ -9,10 +9,12 @@ import (
 
 	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
@@ -61,6 +63,11 @@ func (c *serveCmd) Run(e *env) error {
 		return fmt.Errorf("--dev-no-auth cannot be combined with --allow-remote")
 	}
 	log := newLogger(e, cfg.LogLevel)
+	// mets holds this process's Prometheus instruments; auditSink receives
+	// every audit event (replaced by the audit recorder when it is built).
+	mets := metrics.New()
+	var auditSink audit.Sink = audit.Discard{}
+	_, _ = mets, auditSink
 	// Every FHIR interaction is authorized by the caller's SMART scopes.
 	opts := app.Options{Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) }}
 	if c.DevNoAuth {
