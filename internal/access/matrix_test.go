@@ -265,6 +265,12 @@ var principals = map[string]*access.Principal{
 	"granular": {Scopes: []string{"patient/Patient.rs",
 		"patient/Observation.rs?category=" + obsCat + "|laboratory",
 		"patient/Condition.rs?category=" + cndCat + "|problem-list-item"}, Patient: "pa"},
+	// Read without search: Observations can be read and included, never
+	// matched by a search.
+	"read-not-search": {Scopes: []string{"patient/Patient.rs", "patient/Observation.r"}, Patient: "pa"},
+	// Granular search narrower than read.
+	"search-narrower": {Scopes: []string{"patient/Patient.rs", "patient/Observation.r",
+		"patient/Observation.s?category=" + obsCat + "|laboratory"}, Patient: "pa"},
 	"mixed":       {Scopes: []string{"user/Practitioner.rs", "patient/Patient.rs", "patient/Observation.rs"}, Patient: "pa"},
 	"user":        {Scopes: []string{"user/*.cruds"}, FHIRUser: "Practitioner/dr"},
 	"user-v1":     {Scopes: []string{"user/*.*"}},
@@ -358,6 +364,18 @@ var readCells = []cell{
 	{"limited", "system search", find("", ""), ok, ids("Observation/oal", "Observation/oav", "Patient/pa", "total:3"), nil},
 	{"limited", "system history", history("", ""), ok, ids("Observation/oal", "Observation/oav", "Patient/pa"), nil},
 	{"limited", "batch", bundle("batch", get("Observation/oal"), get("Condition/ca")), ok, ids("200 Observation/oal", "403 "), nil},
+
+	// r without s: reads and includes, never search matches.
+	{"read-not-search", "read", read("Observation", "oal"), ok, ids("Observation/oal"), nil},
+	{"read-not-search", "search type", find("Observation", "patient=pa"), forbidden, nil, nil},
+	{"read-not-search", "system search", find("", ""), ok, ids("Patient/pa", "total:1"), nil},
+	{"read-not-search", "system search _type", find("", "_type=Observation,Patient"), ok, ids("Patient/pa", "total:1"), nil},
+	{"read-not-search", "_revinclude", find("Patient", "_revinclude=Observation:subject"), ok, ids("+Observation/oal", "+Observation/oav", "Patient/pa", "total:1"), nil},
+	{"search-narrower", "read other category", read("Observation", "oav"), ok, ids("Observation/oav"), nil},
+	{"search-narrower", "search", find("Observation", "patient=pa"), ok, ids("Observation/oal", "total:1"), nil},
+	{"search-narrower", "search vital", find("Observation", "category=vital-signs"), ok, ids("total:0"), nil},
+	{"search-narrower", "system search", find("", ""), ok, ids("Observation/oal", "Patient/pa", "total:2"), nil},
+	{"search-narrower", "_revinclude", find("Patient", "_revinclude=Observation:subject"), ok, ids("+Observation/oal", "+Observation/oav", "Patient/pa", "total:1"), nil},
 
 	// Granular (conformance §2.9 fine-grained): laboratory observations and
 	// problem-list conditions of pa.

@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"net/http"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,6 +160,26 @@ var nothing = &store.AccessFilter{Types: map[string][]store.AccessRule{}}
 // (scopes with r or s).
 func (p *Policy) Filter(ctx context.Context) *store.AccessFilter {
 	return p.filter(ctx, PermRead|PermSearch)
+}
+
+// MatchFilter implements resource.MatchFilterer: the rows a search may
+// match (scopes with s), or nil when that is exactly what Filter allows. A
+// type granted r without s can be read and included, never matched; a
+// granular s scope narrows matches even when r is broader.
+func (p *Policy) MatchFilter(ctx context.Context) *store.AccessFilter {
+	pr := FromContext(ctx)
+	if pr == nil {
+		return nothing
+	}
+	rs := p.compile(pr.Scopes, PermRead|PermSearch)
+	s := p.compile(pr.Scopes, PermSearch)
+	if s.err != nil || rs.err != nil {
+		return nothing
+	}
+	if s.all || (!rs.all && reflect.DeepEqual(s.types, rs.types)) {
+		return nil
+	}
+	return p.filter(ctx, PermSearch)
 }
 
 // WriteFilter implements resource.WriteFilterer: the rows an update, patch

@@ -63,6 +63,14 @@ func (AllowAll) Check(context.Context, Interaction, string) error { return nil }
 // Filter returns nil (no restriction).
 func (AllowAll) Filter(context.Context) *store.AccessFilter { return nil }
 
+// MatchFilterer is implemented by Access policies that let a caller read
+// more than it may search (SMART r without s, or a granular s narrower
+// than r). MatchFilter further restricts the matches of a search (not its
+// included resources); nil means no further restriction.
+type MatchFilterer interface {
+	MatchFilter(ctx context.Context) *store.AccessFilter
+}
+
 // WriteFilterer is implemented by Access policies whose write permissions
 // reach other resources than their read permissions (a write-only ingest
 // client, say). WriteFilter restricts the resources an update, patch or

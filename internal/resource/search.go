@@ -73,6 +73,9 @@ func (s *Service) search(ctx context.Context, r reader, typ string, params url.V
 	}
 	q := req.Query
 	q.Filter = s.access.Filter(ctx)
+	if mf, ok := s.access.(MatchFilterer); ok {
+		q.MatchFilter = mf.MatchFilter(ctx)
+	}
 	q.Snapshot = snapshot
 	res, err := r.Search(ctx, &q)
 	if errors.Is(err, store.ErrSnapshotExpired) && q.Snapshot != "" {

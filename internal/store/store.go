@@ -220,6 +220,10 @@ type Query struct {
 	// Filter restricts every match and every included resource (the access
 	// control seam). nil = unrestricted.
 	Filter *AccessFilter
+	// MatchFilter, when set, further restricts the matches (not included
+	// resources): a caller may be allowed to read more than it may search
+	// (SMART r without s), and included resources count as reads.
+	MatchFilter *AccessFilter
 }
 
 // TotalMode says whether and how the total is computed.

@@ -153,6 +153,16 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	if f := g.access("r", sc.typ); f != "" {
 		conds = append(conds, f)
 	}
+	if q.MatchFilter != nil {
+		// Matches must also pass the match filter; includes, chains and
+		// _has see only Filter.
+		g.filter = q.MatchFilter
+		f := g.access("r", sc.typ)
+		g.filter = q.Filter
+		if f != "" {
+			conds = append(conds, f)
+		}
+	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
 }
 
@@ -502,7 +512,7 @@ func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query)
 		page = s.rids[min(offset, len(s.rids)):end]
 		res.HasMore = s.truncated || end < len(s.rids)
 	} else {
-		live := &store.Query{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter}
+		live := &store.Query{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter, MatchFilter: q.MatchFilter}
 		rids, err := e.rids(ctx, rq, live, count+1, offset)
 		if err != nil {
 			return nil, err
