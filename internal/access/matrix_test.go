@@ -483,3 +483,33 @@ func TestMatrix(t *testing.T) {
 		})
 	}
 }
+
+// TestDeletedStatus: a deleted resource answers 410 to a caller granted its
+// whole type, and 404 (it cannot be placed in or out of a compartment or a
+// category any more) to one whose grant on the type is restricted.
+func TestDeletedStatus(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			e := open(t, dialect)
+			if _, err := e.admin.Delete(context.Background(), "Observation", "oal", ""); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				scopes  []string
+				patient string
+				want    int
+			}{
+				{[]string{"system/*.rs"}, "", http.StatusGone},
+				{[]string{"system/Observation.rs"}, "", http.StatusGone},
+				{[]string{"user/Observation.rs", "user/Patient.rs"}, "", http.StatusGone},
+				{[]string{"patient/Observation.rs"}, "pa", notFound},
+				{[]string{"system/Observation.rs?category=" + obsCat + "|laboratory"}, "", notFound},
+			} {
+				ctx := access.WithPrincipal(context.Background(), &access.Principal{Scopes: c.scopes, Patient: c.patient})
+				if status, _ := outcomeOf(t, ctx, e.svc, read("Observation", "oal")); status != c.want {
+					t.Errorf("%v: status %d, want %d", c.scopes, status, c.want)
+				}
+			}
+		})
+	}
+}

@@ -44,8 +44,9 @@ const (
 //     resource outside the filter behave as if the resource did not exist
 //     (404); a create or update whose result falls outside the filter is
 //     rolled back with 403. Deleted resources cannot be tested against a
-//     filter, so with a filter a read of a deleted resource answers 404
-//     instead of 410.
+//     filter, so when the filter restricts the type by compartment or
+//     criteria a read of a deleted resource answers 404 instead of 410 (a
+//     type granted whole still answers 410).
 //
 // Implementations read the caller's identity from ctx (placed there by the
 // authentication middleware of the HTTP layer). AllowAll is the default.
