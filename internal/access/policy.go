@@ -115,6 +115,9 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 	if !known {
 		return outcome.New(http.StatusForbidden, "forbidden", "the interaction %s is not permitted", op)
 	}
+	if typ == AuditType {
+		return checkAudit(pr, perm)
+	}
 	patientOK := pr.Patient != ""
 	for _, s := range c.grants.Scopes {
 		if s.Context == ContextPatient && !patientOK {
@@ -239,6 +242,27 @@ func (p *Policy) compile(scopes []string, perms Perm) *compiled {
 }
 
 func (p *Policy) build(scopes []string, perms Perm) *compiled {
+	c := p.buildScopes(scopes, perms)
+	if c.err != nil {
+		return c
+	}
+	// AuditEvent: visible to admins only (for reads), never through a
+	// data scope, whatever its wildcard.
+	seeAudit := perms&(PermCreate|PermUpdate|PermDelete) == 0 && isAdmin(scopes)
+	switch {
+	case c.all && seeAudit:
+	case c.all:
+		c.all = false
+		c.types = map[string][]store.AccessRule{"*": {{}}, AuditType: {}}
+	case seeAudit:
+		c.types[AuditType] = []store.AccessRule{{}}
+	default:
+		c.types[AuditType] = []store.AccessRule{}
+	}
+	return c
+}
+
+func (p *Policy) buildScopes(scopes []string, perms Perm) *compiled {
 	g, err := ParseScopes(scopes)
 	if err != nil {
 		return &compiled{err: err}

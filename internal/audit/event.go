@@ -2,6 +2,14 @@
 // FHIR interaction and every security event becomes a FHIR AuditEvent
 // (IHE Basic Audit Log Patterns), chained by hash so that modification,
 // deletion and reordering are detectable.
+//
+// The parts: Stage is the FHIR API stage that turns each request into an
+// Event (writes wait until their record is durable, reads do not);
+// Recorder is the Sink of a running process (bounded queue, group commit
+// into this process's chain in DB, then a throttled copy into the FHIR
+// store as AuditEvent resources); Render gives the BALP shape; Verify
+// walks the chains; Alerter evaluates the alert rules off the request
+// path. See the README's "Audit trail" for the cost design.
 package audit
 
 import (

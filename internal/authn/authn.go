@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -143,6 +144,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// Audit, when set, receives authentication failures and API-key use
+	// (at most once per key per TouchInterval); never credentials.
+	Audit audit.Sink
 }
 
 // basicProbeTTL is how long "is Basic enabled for any client" is cached.
@@ -366,6 +370,11 @@ func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, err
 		due = last.IsZero() || now.Sub(last) >= m.cfg.TouchInterval
 	}
 	if due {
+		if m.cfg.Audit != nil {
+			m.cfg.Audit.Record(ctx, audit.Event{Time: now, Kind: audit.KindAPIKeyUsed, Action: "E", Outcome: audit.OutcomeSuccess,
+				Description: "API key used", ClientID: k.ID, Method: MethodAPIKey, CredentialID: k.ID, Patient: k.Patient,
+				Address: m.cfg.ClientIP(r).String()})
+		}
 		if err := m.cfg.APIKeys.TouchAPIKey(ctx, k.ID, now, m.cfg.TouchInterval); err != nil {
 			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
 		}
@@ -510,6 +519,19 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if rej.kind != missing {
 		m.log.Info("authn: rejected", "reason", rej.reason, "remote", m.cfg.ClientIP(r).String(), "path", r.URL.Path)
 	}
+	if m.cfg.Audit != nil {
+		desc := map[failure]string{missing: "credential missing", malformed: "credential malformed", invalid: "credential invalid"}[rej.kind]
+		m.cfg.Audit.Record(r.Context(), audit.Event{Time: m.now(), Kind: audit.KindAuthnFailure, Action: "E", Outcome: audit.OutcomeMinor,
+			Description: desc, Status: http.StatusUnauthorized, Address: m.cfg.ClientIP(r).String(), UserAgent: truncateUA(r.UserAgent())})
+	}
 	w.WriteHeader(http.StatusUnauthorized)
 	_, _ = w.Write(body)
+}
+
+// truncateUA bounds the user agent kept in audit events.
+func truncateUA(s string) string {
+	if len(s) > 256 {
+		return s[:256]
+	}
+	return s
 }

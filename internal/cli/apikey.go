@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/lapis-health/lapis/internal/apikey"
+	"github.com/lapis-health/lapis/internal/audit"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -87,6 +88,10 @@ func (c *apikeyCreateCmd) Run(e *env) error {
 	if err := db.CreateAPIKey(e.ctx, k); err != nil {
 		return err
 	}
+	if err := recordAdminEvent(e, c.dbFlags, audit.Event{Kind: audit.KindAPIKeyCreated, Description: "cli apikey create " + id,
+		Entities: []audit.Entity{{Type: "Basic", ID: id, Role: "apikey"}}}); err != nil {
+		return fmt.Errorf("api key %s created, but its audit record failed (revoke it and retry): %w", id, err)
+	}
 	return printKey(e, c.JSON, key, k, "", time.Time{})
 }
 
@@ -162,6 +167,10 @@ func (c *apikeyRevokeCmd) Run(e *env) error {
 	} else if err != nil {
 		return err
 	}
+	if err := recordAdminEvent(e, c.dbFlags, audit.Event{Kind: audit.KindAPIKeyRevoked, Description: "cli apikey revoke",
+		Entities: []audit.Entity{{Type: "Basic", ID: c.ID, Role: "apikey"}}}); err != nil {
+		return fmt.Errorf("api key revoked, but its audit record failed: %w", err)
+	}
 	if c.JSON {
 		return json.NewEncoder(e.stdout).Encode(map[string]any{"id": c.ID, "revoked": true})
 	}
@@ -206,6 +215,10 @@ func (c *apikeyRotateCmd) Run(e *env) error {
 	old, err := db.APIKey(e.ctx, c.ID)
 	if err != nil {
 		return err
+	}
+	if err := recordAdminEvent(e, c.dbFlags, audit.Event{Kind: audit.KindAPIKeyRotated, Description: "cli apikey rotate " + id,
+		Entities: []audit.Entity{{Type: "Basic", ID: c.ID, Role: "apikey"}, {Type: "Basic", ID: id, Role: "apikey"}}}); err != nil {
+		return fmt.Errorf("api key rotated to %s, but its audit record failed (revoke it and retry): %w", id, err)
 	}
 	return printKey(e, c.JSON, key, next, c.ID, old.ExpiresAt)
 }

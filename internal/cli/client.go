@@ -18,10 +18,11 @@ import (
 // clientCmd manages OAuth clients. It writes straight to the database, so
 // a running server sees changes at once.
 type clientCmd struct {
-	Create clientCreateCmd `cmd:"" help:"Register a client; prints its id (and, for confidential clients, its secret, shown only once)."`
-	List   clientListCmd   `cmd:"" help:"List registered clients."`
-	Delete clientDeleteCmd `cmd:"" help:"Delete a client."`
-	Basic  clientBasicCmd  `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client."`
+	Create  clientCreateCmd  `cmd:"" help:"Register a client; prints its id (and, for confidential clients, its secret, shown only once)."`
+	List    clientListCmd    `cmd:"" help:"List registered clients."`
+	Delete  clientDeleteCmd  `cmd:"" help:"Delete a client."`
+	Basic   clientBasicCmd   `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client."`
+	Network clientNetworkCmd `cmd:"" help:"Show or replace a client's network rules (IP allow-list, CORS origins)."`
 }
 
 type clientCreateCmd struct {
@@ -33,6 +34,8 @@ type clientCreateCmd struct {
 	Scope       []string `name:"scope" required:"" help:"Allowed scopes, space-separated (repeatable)." placeholder:"SCOPES"`
 	JWKSFile    string   `name:"jwks-file" help:"JWKS file with the backend client's public keys." type:"existingfile" xor:"jwks" placeholder:"FILE"`
 	JWKSURI     string   `name:"jwks-uri" help:"URL of the backend client's JWKS." xor:"jwks" placeholder:"URL"`
+	AllowIP     []string `name:"allow-ip" help:"Only accept the client's tokens from this CIDR or address (repeatable; default anywhere)." placeholder:"CIDR"`
+	CORSOrigin  []string `name:"cors-origin" help:"Browser origin allowed to call the FHIR API with the client's tokens (repeatable)." placeholder:"URL"`
 	JSON        bool     `name:"json" help:"Print one JSON object {\"client_id\",\"client_secret\"}."`
 }
 
@@ -55,6 +58,10 @@ func (c *clientCreateCmd) Run(e *env) error {
 		}
 		reg.JWKS = b
 	}
+	rules, err := netRules(c.AllowIP, c.CORSOrigin)
+	if err != nil {
+		return err
+	}
 	db, _, err := openAuthDB(e, c.dbFlags)
 	if err != nil {
 		return err
@@ -62,6 +69,9 @@ func (c *clientCreateCmd) Run(e *env) error {
 	defer db.Close()
 	out, err := oauth.RegisterClient(e.ctx, db, reg)
 	if err != nil {
+		return err
+	}
+	if err := setNetRules(e, db, out.ClientID, rules); err != nil {
 		return err
 	}
 	if c.JSON {

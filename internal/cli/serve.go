@@ -15,6 +15,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhirapi"
 	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
@@ -22,6 +23,8 @@ import (
 
 type serveCmd struct {
 	dbFlags
+	rateLimitFlags
+	gatewayFlags
 	Addr                string `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
 	MaxBody             string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
 	DefaultCount        int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
@@ -30,6 +33,7 @@ type serveCmd struct {
 	DevNoAuth           bool   `name:"dev-no-auth" env:"LAPIS_DEV_NO_AUTH" help:"Benchmarks only: serve the FHIR API without authentication or scope checks (loopback only; refused with --allow-remote)."`
 	DevAllowPrivateJWKS bool   `name:"dev-allow-private-jwks" env:"LAPIS_DEV_ALLOW_PRIVATE_JWKS" help:"Development only: let clients' jwks_uri point at loopback/private addresses over http."`
 	LogLevel            string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
+	auditFlags
 }
 
 func (c *serveCmd) config() (config.Config, error) {
@@ -45,6 +49,9 @@ func (c *serveCmd) config() (config.Config, error) {
 	cfg.MaxCount = c.MaxCount
 	cfg.AllowRemote = c.AllowRemote
 	cfg.LogLevel = c.LogLevel
+	if err := c.applyGateway(&cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Normalize(true)
 }
 
@@ -79,6 +86,13 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	defer a.Close()
+	// The audit recorder (serve_audit.go); closed before the store.
+	auditRT, err := c.auditFlags.startAudit(e.ctx, e, a, cfg, mets, log)
+	if err != nil {
+		return err
+	}
+	defer auditRT.close()
+	auditSink = auditRT.sink
 	auth, err := oauth.Open(e.ctx, oauth.Options{
 		Issuer:           cfg.FHIRBase(),
 		DatabaseURL:      cfg.DatabaseURL,
@@ -86,16 +100,24 @@ func (c *serveCmd) Run(e *env) error {
 		AllowPrivateJWKS: c.DevAllowPrivateJWKS,
 		Patients:         FHIRPatients{Service: a.Service},
 		Logger:           log,
+		Audit:            auditSink,
 	})
 	if err != nil {
 		return err
 	}
 	defer auth.Close()
+	// Network rules and transport (serve_gateway.go).
+	gw, err := c.buildGateway(e.ctx, cfg, auth.DB(), mets, auditSink, log)
+	if err != nil {
+		return err
+	}
 	mw := authn.New(authn.Config{
+		ClientIP: netpolicy.ClientIP,
 		Verifier: auth.Verifier(),
 		APIKeys:  auth.DB(),
 		Basic:    auth.DB(),
 		Logger:   log,
+		Audit:    auditSink,
 	})
 	if c.DevNoAuth {
 		mw = nil
@@ -110,7 +132,20 @@ func (c *serveCmd) Run(e *env) error {
 	//     then per-principal policies (allow-lists, CORS, rate limits),
 	//     then audit, closest to the handler.
 	var outer []func(http.Handler) http.Handler
-	fhirStages := []func(http.Handler) http.Handler{mw}
+	outer = append(outer, gw.outer()...)
+	// CORS preflights carry no credential: answered before authentication;
+	// the client's allow-list and CORS rules right after it.
+	fhirStages := []func(http.Handler) http.Handler{gw.preflight, mw, gw.principal}
+	// Rate limits per client and patient (serve_ratelimit.go), after
+	// authentication; their per-IP stage joins outer below.
+	rl, err := c.rateLimitFlags.stages(cfg, log, mets, auditSink)
+	if err != nil {
+		return err
+	}
+	defer rl.Close()
+	fhirStages = append(fhirStages, rl.FHIR)
+	// Audit stays the LAST stage (closest to the handler, after rate limits).
+	fhirStages = append(fhirStages, auditRT.stage)
 	api := fhirapi.New(fhirapi.Config{
 		BaseURL:         cfg.FHIRBase(),
 		MaxBodyBytes:    cfg.MaxBodyBytes,
@@ -129,13 +164,18 @@ func (c *serveCmd) Run(e *env) error {
 	mux.Handle("/fhir/", api)
 	auth.Mount(mux)
 	var fhirHandler http.Handler = mux
+	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
+	outer = append(outer, rl.AuthIP)
 	if f := chain(outer...); f != nil {
 		fhirHandler = f(mux)
 	}
-	srv := server.New(server.Options{Addr: cfg.Addr, FHIR: fhirHandler, Ready: a, Logger: log})
+	srv := server.New(gw.serverOptions(server.Options{Addr: cfg.Addr, FHIR: fhirHandler, Ready: a, Logger: log}))
 	ln, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	if err := gw.startMetrics(e.ctx); err != nil {
+		return err
 	}
 	dialect := "sqlite"
 	if config.IsPostgres(cfg.DatabaseURL) {

@@ -87,7 +87,7 @@ func (c *Config) Normalize(checkListen bool) error {
 		return fmt.Errorf("invalid --database: want postgres://..., sqlite:PATH or empty for the embedded database")
 	}
 	if checkListen && !c.AllowRemote && !isLoopback(host) {
-		return fmt.Errorf("refusing to listen on %q: authentication is not enabled yet, so Lapis serves loopback only (use 127.0.0.1 or pass --allow-remote)", c.Addr)
+		return fmt.Errorf("refusing to serve plain HTTP on %q: outside loopback Lapis needs --tls-cert/--tls-key, or --allow-remote behind a TLS-terminating proxy", c.Addr)
 	}
 	return nil
 }

@@ -294,15 +294,20 @@ func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter 
 // writeBody writes a JSON body with the FHIR content type, indented when
 // _pretty=true.
 func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body []byte) {
-	if q, _ := resource.ParseQuery(r.URL.RawQuery); q.Get("_pretty") == "true" && len(body) > 0 {
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, body, "", "  "); err == nil {
-			body = buf.Bytes()
+	if r.URL.RawQuery != "" && len(body) > 0 {
+		if q, _ := resource.ParseQuery(r.URL.RawQuery); q.Get("_pretty") == "true" {
+			var buf bytes.Buffer
+			if err := json.Indent(&buf, body, "", "  "); err == nil {
+				body = buf.Bytes()
+			}
 		}
 	}
+	// Canonical keys assigned directly (what Header.Set does, without its
+	// key check and with one allocation for both values).
 	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	v := make([]string, 2)
+	v[0], v[1] = contentType, strconv.Itoa(len(body))
+	h["Content-Type"], h["Content-Length"] = v[0:1:1], v[1:2:2]
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
@@ -328,9 +333,26 @@ func setVersionHeaders(w http.ResponseWriter, res *resource.Result) {
 	if res.Resource == nil {
 		return
 	}
-	w.Header().Set("ETag", resource.ETag(res.Resource.VersionID))
-	w.Header().Set("Last-Modified", res.Resource.LastUpdated.UTC().Format(http.TimeFormat))
+	var etag string
+	if v := res.Resource.VersionID; v >= 0 && v < int64(len(smallETags)) {
+		etag = smallETags[v]
+	} else {
+		etag = resource.ETag(v)
+	}
+	var buf [len(http.TimeFormat) + 4]byte
+	v := make([]string, 2)
+	v[0], v[1] = etag, string(res.Resource.LastUpdated.UTC().AppendFormat(buf[:0], http.TimeFormat))
+	h := w.Header()
+	h["Etag"], h["Last-Modified"] = v[0:1:1], v[1:2:2]
 }
+
+// smallETags are the ETags of the first versions, made once.
+var smallETags = func() (t [64]string) {
+	for i := range t {
+		t[i] = resource.ETag(int64(i))
+	}
+	return t
+}()
 
 func (a *api) versionURL(res *resource.Result) string {
 	r := res.Resource
@@ -446,6 +468,9 @@ func (a *api) writeRead(w http.ResponseWriter, r *http.Request, res *resource.Re
 
 // subsetParams reads _summary and _elements for read interactions.
 func subsetParams(r *http.Request) (string, []string, error) {
+	if r.URL.RawQuery == "" {
+		return "", nil, nil
+	}
 	q, err := queryParams(r)
 	if err != nil {
 		return "", nil, err

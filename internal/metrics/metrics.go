@@ -1,11 +1,13 @@
 // Package metrics holds the Prometheus instruments of one Lapis process
-// (requests, latencies, refusals by reason, rate-limit state, audit lag)
-// in a registry of its own, and serves them at /metrics. Every method is
+// (requests by route class, method and status; latencies; requests in
+// flight; refusals by reason; rate-limit state; audit lag; the TLS
+// certificate) in a registry of its own, and serves them at /metrics. Every method is
 // safe on a nil *Metrics, so packages can take an optional observer.
 package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,11 @@ type Metrics struct {
 	auditLag      prometheus.Gauge
 	auditQueue    prometheus.Gauge
 	alertsSent    *prometheus.CounterVec
+	requests      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	inFlight      prometheus.Gauge
+	certExpiry    prometheus.Gauge
+	certReloads   *prometheus.CounterVec
 }
 
 // New creates the instruments in a fresh registry (with the Go runtime and
@@ -39,7 +46,14 @@ func New() *Metrics {
 	m.auditLag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_lag_seconds", Help: "Age of the oldest audit record of the last written batch when it was written."})
 	m.auditQueue = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_queue_depth", Help: "Audit records waiting to be written."})
 	m.alertsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_alerts_total", Help: "Alerts raised, by rule and delivery result."}, []string{"rule", "result"})
-	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.alertsSent)
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_http_requests_total", Help: "HTTP requests by route class, method and status code."}, []string{"route", "method", "status"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lapis_http_request_duration_seconds", Help: "HTTP request latency by route class and method, until the handler returns.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"route", "method"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_http_requests_in_flight", Help: "HTTP requests being served."})
+	m.certExpiry = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_tls_certificate_expiry_timestamp_seconds", Help: "NotAfter of the TLS certificate being served (Unix time)."})
+	m.certReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_tls_certificate_reloads_total", Help: "TLS certificate reloads after the files changed, by result."}, []string{"result"})
+	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.alertsSent,
+		m.requests, m.latency, m.inFlight, m.certExpiry, m.certReloads)
 	return m
 }
 
@@ -123,4 +137,49 @@ func (m *Metrics) AlertSent(rule string, ok bool) {
 		r = "failed"
 	}
 	m.alertsSent.WithLabelValues(rule, r).Inc()
+}
+
+// methodLabel bounds the method label to the methods Lapis serves.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
+}
+
+// RequestStarted counts a request in flight; call the returned function
+// when it ends with its route class (a fixed word such as "fhir.read",
+// never a raw path), status code and duration.
+func (m *Metrics) RequestStarted() func(route, method string, status int, d time.Duration) {
+	if m == nil {
+		return func(string, string, int, time.Duration) {}
+	}
+	m.inFlight.Inc()
+	return func(route, method string, status int, d time.Duration) {
+		m.inFlight.Dec()
+		meth := methodLabel(method)
+		m.requests.WithLabelValues(route, meth, strconv.Itoa(status)).Inc()
+		m.latency.WithLabelValues(route, meth).Observe(d.Seconds())
+	}
+}
+
+// CertificateLoaded records the NotAfter of the certificate now served.
+func (m *Metrics) CertificateLoaded(notAfter time.Time) {
+	if m == nil {
+		return
+	}
+	m.certExpiry.Set(float64(notAfter.Unix()))
+}
+
+// CertificateReload counts a reload attempt of changed certificate files.
+func (m *Metrics) CertificateReload(ok bool) {
+	if m == nil {
+		return
+	}
+	r := "ok"
+	if !ok {
+		r = "failed"
+	}
+	m.certReloads.WithLabelValues(r).Inc()
 }

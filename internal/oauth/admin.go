@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 )
 
 // ScopeAdmin is the scope of the admin API. It is a system/ scope, so it is
@@ -197,6 +198,8 @@ func noContent(w http.ResponseWriter) {
 //	GET    clients              list clients
 //	GET    clients/{id}         one client
 //	DELETE clients/{id}         delete a client and revoke its user grants
+//	GET    clients/{id}/network the client's IP allow-list and CORS origins
+//	PUT    clients/{id}/network replace them ({"allow_ips": [...], "cors_origins": [...]})
 //	POST   users                create a login; returns username, subject, fhir_user
 //	GET    users                list logins
 //	GET    users/{username}     one login
@@ -224,7 +227,8 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	rest := strings.TrimPrefix(r.URL.Path, s.prefix+PathAdmin)
 	coll, id, hasID := strings.Cut(rest, "/")
-	if hasID && (id == "" || strings.Contains(id, "/")) && coll != "apikeys" {
+	clientNetwork := coll == "clients" && strings.HasSuffix(id, "/network") && strings.Count(id, "/") == 1
+	if hasID && (id == "" || strings.Contains(id, "/")) && coll != "apikeys" && !clientNetwork {
 		s.writeError(w, r, adminNotFound("resource"))
 		return
 	}
@@ -237,6 +241,10 @@ func (s *Server) handleAdmin(w http.ResponseWriter, r *http.Request) {
 			} else {
 				a.listClients()
 			}
+		}
+	case clientNetwork:
+		if s.allowMethods(w, r, http.MethodGet, http.MethodPut) {
+			a.clientNetwork(strings.TrimSuffix(id, "/network"))
 		}
 	case coll == "clients":
 		if s.allowMethods(w, r, http.MethodGet, http.MethodDelete) {
@@ -292,6 +300,7 @@ func (a *adminCall) fail(err error) { a.s.writeError(a.w, a.r, err) }
 func (a *adminCall) audit(action string, attrs ...slog.Attr) {
 	attrs = append([]slog.Attr{slog.String("action", action), slog.String("admin_client_id", a.admin.ClientID)}, attrs...)
 	a.s.log.LogAttrs(a.r.Context(), slog.LevelInfo, "oauth: admin", attrs...)
+	a.recordAdmin(action, attrs)
 }
 
 // AdminClientRequest is the body of POST clients: the fields of "lapis
@@ -312,6 +321,12 @@ type AdminClientRequest struct {
 	JWKS json.RawMessage `json:"jwks"`
 	// JWKSURI is a backend client's JWKS URL.
 	JWKSURI string `json:"jwks_uri"`
+	// AllowIPs restricts where the client's tokens may be used from
+	// (CIDRs or addresses; empty: anywhere).
+	AllowIPs []string `json:"allow_ips"`
+	// CORSOrigins are the browser origins allowed to call the FHIR API
+	// with the client's tokens.
+	CORSOrigins []string `json:"cors_origins"`
 }
 
 // recordingStore passes creations to a store and remembers the store's
@@ -343,6 +358,16 @@ func (a *adminCall) createClient() {
 	if len(req.JWKS) > 0 && string(req.JWKS) != "null" {
 		reg.JWKS = req.JWKS
 	}
+	rules, err := netpolicy.ClientRulesFrom("", req.AllowIPs, req.CORSOrigins)
+	if err != nil {
+		a.fail(errInvalidRequest(err.Error()))
+		return
+	}
+	ns, hasNet := a.st.(clientNetRulesStore)
+	if !hasNet && (len(rules.AllowIPs) > 0 || len(rules.CORSOrigins) > 0) {
+		a.fail(&Error{Code: codeUnavailable, Description: "client network rules are not configured", Status: http.StatusServiceUnavailable})
+		return
+	}
 	rs := &recordingStore{AdminStore: a.st}
 	out, err := RegisterClient(a.r.Context(), rs, reg)
 	if err != nil {
@@ -353,8 +378,79 @@ func (a *adminCall) createClient() {
 		}
 		return
 	}
+	if len(rules.AllowIPs) > 0 || len(rules.CORSOrigins) > 0 {
+		// No client may exist without the restrictions it was created with.
+		rules.ClientID = out.ClientID
+		if err := ns.SetClientNetRules(a.r.Context(), rules); err != nil {
+			_ = a.st.DeleteClient(a.r.Context(), out.ClientID)
+			a.fail(err)
+			return
+		}
+	}
 	a.audit("create_client", slog.String("client_id", out.ClientID), slog.String("type", req.Type))
 	writeJSON(a.w, http.StatusCreated, out)
+}
+
+// clientNetRulesStore reads and replaces clients' network rules
+// (*authdb.DB).
+type clientNetRulesStore interface {
+	ClientNetRulesFor(ctx context.Context, clientID string) (authdb.ClientNetRules, error)
+	SetClientNetRules(ctx context.Context, r authdb.ClientNetRules) error
+}
+
+// AdminNetworkRequest is the body of PUT clients/{id}/network: both lists
+// are replaced (empty lists remove the rules).
+type AdminNetworkRequest struct {
+	// AllowIPs are CIDRs or addresses (empty: anywhere).
+	AllowIPs []string `json:"allow_ips"`
+	// CORSOrigins are browser origins, https://host[:port].
+	CORSOrigins []string `json:"cors_origins"`
+}
+
+// clientNetwork serves GET and PUT clients/{id}/network.
+func (a *adminCall) clientNetwork(id string) {
+	ns, ok := a.st.(clientNetRulesStore)
+	if !ok {
+		a.fail(&Error{Code: codeUnavailable, Description: "client network rules are not configured", Status: http.StatusServiceUnavailable})
+		return
+	}
+	ctx := a.r.Context()
+	if a.r.Method == http.MethodPut {
+		var req AdminNetworkRequest
+		if err := decodeJSONBody(a.w, a.r, &req); err != nil {
+			a.fail(err)
+			return
+		}
+		rules, err := netpolicy.ClientRulesFrom(id, req.AllowIPs, req.CORSOrigins)
+		if err != nil {
+			a.fail(errInvalidRequest(err.Error()))
+			return
+		}
+		if err := ns.SetClientNetRules(ctx, rules); errors.Is(err, authdb.ErrNotFound) {
+			a.fail(adminNotFound("client"))
+			return
+		} else if err != nil {
+			a.fail(err)
+			return
+		}
+		a.audit("set_client_network", slog.String("client_id", id), slog.Int("allow_ips", len(rules.AllowIPs)), slog.Int("cors_origins", len(rules.CORSOrigins)))
+	}
+	rules, err := ns.ClientNetRulesFor(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		a.fail(adminNotFound("client"))
+		return
+	} else if err != nil {
+		a.fail(err)
+		return
+	}
+	writeJSON(a.w, http.StatusOK, map[string]any{"client_id": id, "allow_ips": nonNilStrings(rules.AllowIPs), "cors_origins": nonNilStrings(rules.CORSOrigins)})
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func (a *adminCall) listClients() {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 )
 
@@ -540,6 +541,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	acct, err := s.authenticate(ctx, r.PostForm.Get("username"), r.PostForm.Get("password"), clientIP(r))
 	if errors.Is(err, errBadLogin) {
+		// Never the username: users type passwords into it.
+		s.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "login failed", Status: http.StatusUnauthorized})
 		p := &page{Title: "Sign in", CSRF: sess.CSRF, Req: reqID, Next: r.PostForm.Get("next"), Error: "Invalid username or password.", Username: NormalizeUsername(r.PostForm.Get("username"))}
 		if ar != nil {
 			p.Client = ar.ClientName
@@ -554,6 +557,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
+	s.record(r, audit.Event{Kind: audit.KindLogin, Description: "login", Subject: acct.Subject, FHIRUser: acct.FHIRUser})
 	if ar == nil {
 		pageHeaders(w, "x")
 		http.Redirect(w, r, s.prefix+PathLaunch, http.StatusSeeOther)
@@ -665,6 +669,7 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.PostForm.Get("decision") != "approve" {
+		s.record(r, audit.Event{Kind: audit.KindConsent, Outcome: audit.OutcomeMinor, Description: "consent denied", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser})
 		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the user denied the request"})
 		return
 	}
@@ -686,6 +691,7 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{CodeServerError, "the authorization code could not be issued"})
 		return
 	}
+	s.record(r, audit.Event{Kind: audit.KindConsent, Description: "consent given", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser, Patient: patient})
 	pageHeaders(w, "x")
 	http.Redirect(w, r, redirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}}), http.StatusSeeOther)
 }
@@ -715,6 +721,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	s.record(r, audit.Event{Kind: audit.KindLogout, Description: "logout", Subject: sess.Subject})
 	s.render(w, r, http.StatusOK, "message", &page{Title: "Signed out", Message: "You are signed out."})
 }
 

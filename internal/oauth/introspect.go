@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 )
 
@@ -113,6 +114,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		s.record(r, audit.Event{Kind: audit.KindTokenRevoked, Description: "refresh token family revoked", ClientID: client.Client.ID})
 		writeJSON(w, http.StatusOK, struct{}{})
 		return
 	}
@@ -133,5 +135,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.record(r, audit.Event{Kind: audit.KindTokenRevoked, Description: "access token revoked", ClientID: client.Client.ID,
+		Subject: c.Subject, Method: "access_token", CredentialID: c.ID, Patient: c.Patient})
 	writeJSON(w, http.StatusOK, struct{}{})
 }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
@@ -128,6 +129,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// Audit, when set, receives the security events (logins, consent,
+	// tokens issued, refreshed and revoked, grant failures, admin API
+	// changes); never credentials.
+	Audit audit.Sink
 }
 
 // Server is the authorization server.
@@ -224,6 +229,8 @@ type Options struct {
 	Login LoginPolicy
 	// Logger receives internal errors.
 	Logger *slog.Logger
+	// Audit receives the security events (optional).
+	Audit audit.Sink
 }
 
 // Open opens the authorization database, loads (or creates) the signing
@@ -251,6 +258,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		Codes: NewCodeStore(db), Refresh: db,
 		Accounts: db, Sessions: db, Launches: db, Patients: opts.Patients, Login: opts.Login,
 		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: opts.AllowPrivateJWKS}), Logger: opts.Logger,
+		Audit: opts.Audit,
 	})
 	if err != nil {
 		db.Close()

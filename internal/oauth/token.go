@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
@@ -90,14 +91,23 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	client, err := s.authenticateClient(r.Context(), r, form)
 	if err != nil {
+		s.record(r, audit.Event{Kind: audit.KindTokenFailure, Outcome: audit.OutcomeMinor, Description: "client authentication failed; grant " + safeWord(gt),
+			ClientID: s.knownClient(r.Context(), form.Get("client_id"))})
 		s.writeError(w, r, err)
 		return
 	}
 	resp, err := h.Handle(r.Context(), &TokenRequest{Form: form, Client: client})
 	if err != nil {
+		s.record(r, audit.Event{Kind: audit.KindTokenFailure, Outcome: audit.OutcomeMinor, Description: "grant " + safeWord(gt) + " refused",
+			ClientID: client.Client.ID})
 		s.writeError(w, r, err)
 		return
 	}
+	kind := audit.KindTokenIssued
+	if gt == "refresh_token" {
+		kind = audit.KindTokenRefreshed
+	}
+	s.record(r, tokenEvent(kind, gt, resp))
 	writeJSON(w, http.StatusOK, resp)
 }
 

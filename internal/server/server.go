@@ -1,22 +1,46 @@
-// Package server is the HTTP listener of Lapis: it mounts the FHIR API under
-// /fhir next to the health endpoints, applies the transport limits (header,
-// read and idle timeouts) and shuts down gracefully. Gateway policies and
-// authentication are composed in front of the FHIR handler by the caller.
+// Package server is the HTTP listener of Lapis: it mounts the FHIR API
+// under /fhir next to the health endpoints and /metrics, serves plain HTTP
+// or TLS (certificate files reloaded without restart, TLS 1.2 minimum with
+// AEAD ECDHE suites only), applies the transport limits (header, read,
+// write and idle timeouts, header size), sets the security headers every
+// response carries (HSTS on TLS), gives every request an X-Request-ID,
+// counts it in the metrics, writes the request log line and shuts down
+// gracefully. Gateway policies and authentication are composed in front of
+// the FHIR handler by the caller.
 package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/metrics"
 )
 
 // Pinger reports whether the database answers; /readyz uses it.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
+
+// Default transport limits.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 60 * time.Second
+	DefaultWriteTimeout      = 120 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	// DefaultCertCheckInterval is how often, at most, the certificate
+	// files are checked for changes.
+	DefaultCertCheckInterval = 5 * time.Second
+)
+
+// HSTS is the Strict-Transport-Security value sent on TLS responses.
+const HSTS = "max-age=63072000; includeSubDomains"
 
 // Options configure a Server.
 type Options struct {
@@ -26,18 +50,48 @@ type Options struct {
 	FHIR http.Handler
 	// Ready, when set, is consulted by /readyz.
 	Ready Pinger
-	// Logger receives lifecycle messages.
+	// Logger receives lifecycle messages and the request log.
 	Logger *slog.Logger
+
+	// TLSCertFile and TLSKeyFile, when both set, make the server speak
+	// TLS only. The files are re-read when they change (checked at most
+	// every CertCheckInterval); an invalid new pair is logged and the
+	// previous certificate kept.
+	TLSCertFile, TLSKeyFile string
+	// CertCheckInterval overrides DefaultCertCheckInterval.
+	CertCheckInterval time.Duration
+
+	// Timeouts and header limit; zero values take the defaults above.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                                            int
+
+	// Metrics receives the request instruments (nil: none) and is served
+	// at /metrics to requests MetricsAllowed accepts.
+	Metrics *metrics.Metrics
+	// MetricsAllowed decides whether this listener answers /metrics for
+	// r (otherwise 404). Nil: only loopback peers that sent no forwarding
+	// header.
+	MetricsAllowed func(r *http.Request) bool
+	// SlowRequest is the duration above which a successful request is
+	// logged at info (default one second).
+	SlowRequest time.Duration
 }
 
 // Server is a configured HTTP server.
 type Server struct {
-	http *http.Server
-	opts Options
+	http  *http.Server
+	opts  Options
+	certs *certReloader // nil: plain HTTP
 }
 
-// New builds a Server.
+// New builds a Server; the TLS files are loaded by Listen.
 func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MetricsAllowed == nil {
+		opts.MetricsAllowed = LocalOnly
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/fhir", opts.FHIR)
 	mux.Handle("/fhir/", opts.FHIR)
@@ -58,22 +112,67 @@ func New(opts Options) *Server {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	h := securityHeaders(mux)
-	return &Server{
-		opts: opts,
-		http: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       60 * time.Second,
-			WriteTimeout:      120 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	if opts.Metrics != nil {
+		mh := opts.Metrics.Handler()
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			if !opts.MetricsAllowed(r) {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("Cache-Control", "no-store")
+			mh.ServeHTTP(w, r)
+		})
+	}
+	s := &Server{opts: opts}
+	h := requestLog(opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(mux))
+	s.http = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(opts.ReadTimeout, DefaultReadTimeout),
+		WriteTimeout:      orDefault(opts.WriteTimeout, DefaultWriteTimeout),
+		IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	if opts.MaxHeaderBytes > 0 {
+		s.http.MaxHeaderBytes = opts.MaxHeaderBytes
+	}
+	return s
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// TLSConfig is the server TLS configuration: TLS 1.2 minimum, and for
+// TLS 1.2 only ECDHE key exchange with AEAD ciphers (AES-GCM,
+// ChaCha20-Poly1305); TLS 1.3 suites are fixed by Go and all AEAD.
+func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
+		GetCertificate: getCert,
+		NextProtos:     []string{"h2", "http/1.1"},
 	}
 }
 
-// securityHeaders sets the headers every response carries.
+// TLS reports whether the server speaks TLS.
+func (s *Server) TLS() bool { return s.opts.TLSCertFile != "" || s.opts.TLSKeyFile != "" }
+
+// securityHeaders sets the headers every response carries: no sniffing,
+// no framing, no referrer, a deny-all CSP, HSTS on TLS, and Cache-Control:
+// no-store under /fhir (PHI), which handlers of public documents
+// (discovery, JWKS) override.
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -81,21 +180,55 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		if r.TLS != nil {
+			h.Set("Strict-Transport-Security", HSTS)
+		}
+		if p := r.URL.Path; p == "/fhir" || len(p) > 6 && p[:6] == "/fhir/" {
+			h.Set("Cache-Control", "no-store")
+		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// Listen opens the listening socket (so callers learn the bound address,
-// e.g. with port 0 in tests).
+// Listen loads the TLS certificate, if any, and opens the listening
+// socket (so callers learn the bound address, e.g. with port 0 in tests).
 func (s *Server) Listen() (net.Listener, error) {
+	if s.TLS() && s.certs == nil {
+		if s.opts.TLSCertFile == "" || s.opts.TLSKeyFile == "" {
+			return nil, errors.New("TLS needs both a certificate file and a key file")
+		}
+		interval := s.opts.CertCheckInterval
+		if interval <= 0 {
+			interval = DefaultCertCheckInterval
+		}
+		c, err := newCertReloader(s.opts.TLSCertFile, s.opts.TLSKeyFile, interval, s.opts.Logger, s.opts.Metrics)
+		if err != nil {
+			return nil, err
+		}
+		s.certs = c
+		s.http.TLSConfig = TLSConfig(c.GetCertificate)
+	}
 	return net.Listen("tcp", s.opts.Addr)
 }
 
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully,
 // letting in-flight requests finish for up to 10 seconds.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.TLS() && s.certs == nil {
+		return errors.New("server: TLS configured but Listen was not called")
+	}
+	return serveUntil(ctx, s.http, ln, s.certs != nil)
+}
+
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, useTLS bool) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(ln) }()
+	go func() {
+		if useTLS {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -103,11 +236,43 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.http.Shutdown(sctx); err != nil {
+	if err := srv.Shutdown(sctx); err != nil {
 		return err
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// ServeMetrics serves m's /metrics (and nothing else) on ln, plain HTTP
+// and without access restriction, until ctx is cancelled: bind it to an
+// address only the monitoring system reaches (--metrics-addr).
+func ServeMetrics(ctx context.Context, ln net.Listener, m *metrics.Metrics, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	if log == nil {
+		log = slog.Default()
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return serveUntil(ctx, srv, ln, false)
+}
+
+// LocalOnly is the default /metrics guard: the direct peer is a loopback
+// address and the request carries no forwarding header (a reverse proxy
+// on the same host would otherwise make every caller look local).
+func LocalOnly(r *http.Request) bool {
+	if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-IP") != "" {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -116,12 +116,12 @@ func (s *Store) Engine() *sqlgen.Engine { return s.eng }
 
 // Read returns the current version of a resource.
 func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
-	return s.eng.Read(ctx, querier{s.pool}, typ, id, false)
+	return s.rawRead(ctx, typ, id)
 }
 
 // VRead returns one version of a resource.
 func (s *Store) VRead(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
-	return s.eng.VRead(ctx, querier{s.pool}, typ, id, version)
+	return s.rawVRead(ctx, typ, id, version)
 }
 
 // History lists versions, newest first.

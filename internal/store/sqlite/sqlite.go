@@ -50,8 +50,8 @@ type Store struct {
 	sw  *sql.DB
 	eng *sqlgen.Engine
 
-	readStmt *sql.Stmt // on r
-	ws       *writeStmts
+	raw *rawPool // Read and VRead (rawread.go)
+	ws  *writeStmts
 
 	optimized atomic.Int64 // UnixNano of the last PRAGMA optimize
 
@@ -113,8 +113,15 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
+	raw, err := openRawPool(r.Driver(), dsn(path, "_pragma", "query_only(1)"), n)
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
 	sw, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
+		raw.close()
 		w.Close()
 		r.Close()
 		return nil, err
@@ -122,7 +129,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	sw.SetMaxOpenConns(1)
 	sw.SetConnMaxIdleTime(0)
 	sw.SetConnMaxLifetime(0)
-	s := &Store{w: w, r: r, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
+	s := &Store{w: w, r: r, raw: raw, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
 	s.stmts = newStmtCache(r, 512)
 	s.stopCheckpoints = s.startCheckpointer(sw)
@@ -191,8 +198,8 @@ func (s *Store) Close() error {
 	if s.stmts != nil {
 		errs = append(errs, s.stmts.close())
 	}
-	if s.readStmt != nil {
-		errs = append(errs, s.readStmt.Close())
+	if s.raw != nil {
+		errs = append(errs, s.raw.close())
 	}
 	if s.ws != nil {
 		errs = append(errs, s.ws.close())
@@ -218,27 +225,12 @@ func (s *Store) Engine() *sqlgen.Engine { return s.eng }
 
 // Read returns the current version of a resource.
 func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
-	rows, err := s.readStmt.QueryContext(ctx, typ, id)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		return nil, store.ErrNotFound
-	}
-	_, r, err := sqlgen.ScanResource(rows)
-	if err != nil {
-		return nil, err
-	}
-	return &r, nil
+	return s.raw.read(ctx, typ, id)
 }
 
 // VRead returns one version of a resource.
 func (s *Store) VRead(ctx context.Context, typ, id string, version int64) (*store.Resource, error) {
-	return s.eng.VRead(ctx, querier{s.r}, typ, id, version)
+	return s.raw.vread(ctx, typ, id, version)
 }
 
 // History lists versions, newest first.

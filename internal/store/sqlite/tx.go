@@ -47,10 +47,6 @@ func (w *writeStmts) close() error {
 }
 
 func (s *Store) prepare(ctx context.Context) error {
-	var err error
-	if s.readStmt, err = s.r.PrepareContext(ctx, readSQL); err != nil {
-		return err
-	}
 	s.ws = &writeStmts{}
 	for _, q := range writeSQL {
 		st, err := s.w.PrepareContext(ctx, q)

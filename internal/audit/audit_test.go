@@ -1,0 +1,648 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/extract"
+	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+)
+
+const base = "http://lapis.test/fhir"
+
+var (
+	regOnce sync.Once
+	reg     *definitions.Registry
+	ex      *extract.Extractor
+)
+
+func registry(t testing.TB) (*definitions.Registry, *extract.Extractor) {
+	t.Helper()
+	regOnce.Do(func() {
+		var err error
+		reg, err = definitions.Load()
+		if err != nil {
+			panic(err)
+		}
+		ex, err = extract.New(reg, base)
+		if err != nil {
+			panic(err)
+		}
+	})
+	return reg, ex
+}
+
+type env struct {
+	db  *DB
+	st  store.Store
+	rec *Recorder
+	url string
+}
+
+func dialects(t *testing.T, fn func(t *testing.T, url string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db")) })
+	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.New(t)) })
+}
+
+func open(t testing.TB, url string, mod func(*Config)) *env {
+	t.Helper()
+	_, ix := registry(t)
+	ctx := context.Background()
+	st, err := database.Open(ctx, url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	db, err := OpenDB(ctx, url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg := Config{DB: db, Store: st, Indexer: ix, Site: base, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AnchorEvery: -1}
+	if mod != nil {
+		mod(&cfg)
+	}
+	rec, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Close() })
+	return &env{db: db, st: st, rec: rec, url: url}
+}
+
+func readEvent(i int) Event {
+	return Event{Kind: KindREST, Action: "R", Interaction: "read", Outcome: OutcomeSuccess, Status: 200,
+		ClientID: "app", Subject: "u1", FHIRUser: "Practitioner/p1", Method: "bearer", CredentialID: "jti-" + fmt.Sprint(i),
+		Address: "10.0.0.1", Patient: "pat1", Returned: 1,
+		Entities: []Entity{{Type: "Observation", ID: fmt.Sprintf("o%d", i), Version: "2", Role: "domain"}}}
+}
+
+func write(t *testing.T, e *env, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if err := e.rec.Commit(context.Background(), readEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Commit returns once the chain rows are durable; wait for the
+	// AuditEvent resources too.
+	e.rec.Close()
+}
+
+func verify(t *testing.T, e *env) *Report {
+	t.Helper()
+	rep, err := Verify(context.Background(), e.db, e.st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestChainVerifies(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		e := open(t, url, nil)
+		write(t, e, 10)
+		rep := verify(t, e)
+		if !rep.OK || rep.Records != 10 || rep.Chains != 1 || rep.Pending != 0 {
+			t.Fatalf("report = %+v", rep)
+		}
+	})
+}
+
+// tamper runs SQL against the chain table or the FHIR store.
+func tamper(t *testing.T, e *env, q string, args ...any) {
+	t.Helper()
+	if e.db.Postgres() {
+		q = e.db.q(q)
+	}
+	res, err := e.db.SQL().Exec(q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		t.Fatalf("%s: no row changed", q)
+	}
+}
+
+func rowAt(t *testing.T, e *env, seq int64) Row {
+	t.Helper()
+	rows, err := e.db.Page(context.Background(), e.rec.Chain(), seq-1, 1)
+	if err != nil || len(rows) != 1 || rows[0].Seq != seq {
+		t.Fatalf("row %d: %v %v", seq, rows, err)
+	}
+	return rows[0]
+}
+
+func only(t *testing.T, rep *Report, kinds ...string) {
+	t.Helper()
+	if rep.OK || len(rep.Findings) != len(kinds) {
+		t.Fatalf("findings = %+v, want kinds %v", rep.Findings, kinds)
+	}
+	for i, k := range kinds {
+		if rep.Findings[i].Kind != k {
+			t.Fatalf("finding %d = %+v, want %s", i, rep.Findings[i], k)
+		}
+	}
+}
+
+func TestTamperModified(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		e := open(t, url, nil)
+		write(t, e, 6)
+		r := rowAt(t, e, 3)
+		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"4"`), 1)
+		tamper(t, e, "UPDATE audit_record SET body = ? WHERE chain_id = ? AND seq = ?", body, r.Chain, 3)
+		rep := verify(t, e)
+		// The chain copy fails its hash and no longer equals the resource.
+		only(t, rep, FindingModified, FindingModified)
+		if f := rep.Findings[0]; f.Seq != 3 || f.Chain != r.Chain || f.Resource != "AuditEvent/"+r.ResourceID {
+			t.Fatalf("finding = %+v", f)
+		}
+	})
+}
+
+func TestTamperModifiedResource(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		e := open(t, url, nil)
+		write(t, e, 4)
+		r := rowAt(t, e, 2)
+		// Rewrite the served AuditEvent through the store (a privileged
+		// database user editing the resource table).
+		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"8"`), 1)
+		err := e.st.Update(context.Background(), func(tx store.Tx) error {
+			w, err := prepareWrite(ex, &Row{Chain: r.Chain, Seq: r.Seq, ResourceID: r.ResourceID, Version: 2, Recorded: r.Recorded, Body: bytes.Replace(body, []byte(`"versionId":"1"`), []byte(`"versionId":"2"`), 1)})
+			if err != nil {
+				return err
+			}
+			w.Method = "PUT"
+			return tx.Put(context.Background(), w)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := verify(t, e)
+		only(t, rep, FindingModified)
+		if f := rep.Findings[0]; f.Seq != 2 || f.Resource != "AuditEvent/"+r.ResourceID {
+			t.Fatalf("finding = %+v", f)
+		}
+	})
+}
+
+func TestTamperDeleted(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		e := open(t, url, nil)
+		write(t, e, 6)
+		r := rowAt(t, e, 4)
+		tamper(t, e, "DELETE FROM audit_record WHERE chain_id = ? AND seq = ?", r.Chain, 4)
+		rep := verify(t, e)
+		// The gap, and the resource no chain holds any more.
+		only(t, rep, FindingDeleted, FindingInserted)
+		if f := rep.Findings[0]; f.Seq != 4 || f.Chain != r.Chain {
+			t.Fatalf("finding = %+v", f)
+		}
+		if f := rep.Findings[1]; f.Resource != "AuditEvent/"+r.ResourceID {
+			t.Fatalf("finding = %+v", f)
+		}
+	})
+}
+
+func TestTamperReordered(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		e := open(t, url, nil)
+		write(t, e, 6)
+		a, b := rowAt(t, e, 2), rowAt(t, e, 3)
+		tamper(t, e, "UPDATE audit_record SET seq = -1 WHERE chain_id = ? AND seq = 2", a.Chain)
+		tamper(t, e, "UPDATE audit_record SET seq = 2 WHERE chain_id = ? AND seq = 3", a.Chain)
+		tamper(t, e, "UPDATE audit_record SET seq = 3 WHERE chain_id = ? AND seq = -1", a.Chain)
+		rep := verify(t, e)
+		only(t, rep, FindingReordered, FindingReordered)
+		if f := rep.Findings[0]; f.Seq != 2 || f.Resource != "AuditEvent/"+b.ResourceID {
+			t.Fatalf("finding = %+v", f)
+		}
+		if f := rep.Findings[1]; f.Seq != 3 || f.Resource != "AuditEvent/"+a.ResourceID {
+			t.Fatalf("finding = %+v", f)
+		}
+	})
+}
+
+func TestTamperRewrittenAndTruncated(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		var stream bytes.Buffer
+		e := open(t, url, func(c *Config) { c.Stream = &stream })
+		write(t, e, 5)
+		anchors, err := ReadAnchors(bytes.NewReader(stream.Bytes()))
+		if err != nil || anchors[e.rec.Chain()].Seq != 5 {
+			t.Fatalf("anchors %v %v", anchors, err)
+		}
+		// Recompute row 3's hash after editing it: row 4 no longer links.
+		r := rowAt(t, e, 3)
+		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"4"`), 1)
+		tamper(t, e, "UPDATE audit_record SET body = ?, hash = ? WHERE chain_id = ? AND seq = 3", body, Hash(r.Chain, 3, r.PrevHash, body), r.Chain)
+		// And drop the tail record.
+		tamper(t, e, "DELETE FROM audit_record WHERE chain_id = ? AND seq = 5", r.Chain)
+		rep, err := Verify(context.Background(), e.db, e.st, anchors)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[string]int64{}
+		for _, f := range rep.Findings {
+			kinds[f.Kind] = f.Seq
+		}
+		if kinds[FindingBroken] != 4 || kinds[FindingTruncated] != 5 {
+			t.Fatalf("findings = %+v", rep.Findings)
+		}
+		// Without the anchor the tail deletion is invisible but the
+		// orphaned resource is not.
+		rep = verify(t, e)
+		if rep.OK {
+			t.Fatal("verify passed")
+		}
+	})
+}
+
+func TestBALPValidates(t *testing.T) {
+	r, _ := registry(t)
+	v := validate.New(r)
+	events := []Event{readEvent(1),
+		{Kind: KindREST, Action: "E", Interaction: "search-type", Status: 200, Outcome: OutcomeSuccess, ClientID: "c", Address: "::1", Returned: 20,
+			Entities: []Entity{{Role: "query", Query: "Observation?patient=1&code=x"}}},
+		{Kind: KindLoginFailure, Outcome: OutcomeMinor, Address: "127.0.0.1", Description: "login failed"},
+		{Kind: KindTokenIssued, ClientID: "c", CredentialID: "jti", Method: "client_credentials"},
+		{Kind: KindAPIKeyRevoked, ClientID: "admin", Subject: "s"},
+		{Kind: KindNetworkRefused, Address: "192.0.2.1", Outcome: OutcomeMinor, Status: 403},
+		{Kind: KindREST, Action: "U", Interaction: "update", FHIRUser: "Patient/p", Status: 500, Outcome: OutcomeSerious},
+	}
+	for _, e := range events {
+		b := Render(&e, "id1", time.Now(), Source{Site: base, Instance: "chain-1"})
+		var m map[string]any
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		if issues := v.Validate(m); len(issues) > 0 {
+			t.Errorf("%s: %v\n%s", e.Kind, issues, b)
+		}
+	}
+	b := Render(&events[0], "id1", time.Now(), Source{Site: base, Instance: "chain-1"})
+	for _, want := range []string{`"code":"rest"`, `"system":"http://hl7.org/fhir/restful-interaction","code":"read"`, `"action":"R"`, `"requestor":true`,
+		`"reference":"Practitioner/p1"`, `"value":"app"`, `"address":"10.0.0.1"`, `"reference":"Patient/pat1"`, `"reference":"Observation/o1/_history/2"`, `"code":"110153"`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("missing %s in %s", want, b)
+		}
+	}
+}
+
+func TestSanitizeQuery(t *testing.T) {
+	c := Classify("GET", "/Observation", "patient=Patient/p9&access_token=SECRET&api_key=K1&client_assertion=A&password=P&Code=X&_count=5")
+	for _, bad := range []string{"SECRET", "K1", "=A&", "=P&", "=X&"} {
+		if strings.Contains(c.Query, bad) {
+			t.Errorf("query %q contains %s", c.Query, bad)
+		}
+	}
+	if !strings.Contains(c.Query, "_count=5") || !strings.Contains(c.Query, "access_token=%5Bredacted%5D") && !strings.Contains(c.Query, "access_token=[redacted]") {
+		t.Errorf("query = %q", c.Query)
+	}
+	if c.Patient != "p9" || c.Interaction != "search-type" || c.Action != "E" {
+		t.Errorf("classified = %+v", c)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct{ method, path, interaction, action string }{
+		{"GET", "/Patient/1", "read", "R"},
+		{"GET", "/Patient/1/_history/2", "vread", "R"},
+		{"GET", "/Patient/1/_history", "history-instance", "R"},
+		{"GET", "/Patient/_history", "history-type", "R"},
+		{"GET", "/_history", "history-system", "R"},
+		{"GET", "/Patient", "search-type", "E"},
+		{"POST", "/Patient/_search", "search-type", "E"},
+		{"GET", "/", "search-system", "E"},
+		{"POST", "/", "transaction", "E"},
+		{"POST", "/Patient", "create", "C"},
+		{"PUT", "/Patient/1", "update", "U"},
+		{"PATCH", "/Patient/1", "patch", "U"},
+		{"DELETE", "/Patient/1", "delete", "D"},
+		{"GET", "/Patient/1/$everything", "operation", "E"},
+	} {
+		c := Classify(tc.method, tc.path, "")
+		if c.Interaction != tc.interaction || c.Action != tc.action {
+			t.Errorf("%s %s = %s %s", tc.method, tc.path, c.Interaction, c.Action)
+		}
+	}
+}
+
+// slowCommitter records when Commit returns.
+type fakeRecorder struct {
+	mu       sync.Mutex
+	events   []Event
+	commit   chan struct{}
+	fail     bool
+	commited atomic.Bool
+}
+
+func (f *fakeRecorder) Record(_ context.Context, e Event) {
+	f.mu.Lock()
+	f.events = append(f.events, e)
+	f.mu.Unlock()
+}
+
+func (f *fakeRecorder) Commit(ctx context.Context, e Event) error {
+	<-f.commit
+	f.Record(ctx, e)
+	f.commited.Store(true)
+	if f.fail {
+		return ErrUnavailable
+	}
+	return nil
+}
+
+func TestStageWritesWait(t *testing.T) {
+	fr := &fakeRecorder{commit: make(chan struct{})}
+	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", base+"/Patient/p1/_history/1")
+		w.WriteHeader(201)
+		w.Write([]byte(`{"resourceType":"Patient"}`))
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	done := make(chan *http.Response)
+	go func() {
+		resp, err := http.Post(srv.URL+"/fhir/Patient", "application/fhir+json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	select {
+	case <-done:
+		t.Fatal("response released before the audit record was committed")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(fr.commit)
+	resp := <-done
+	if resp.StatusCode != 201 || resp.Header.Get("Location") == "" {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	ev := fr.events[0]
+	if ev.Action != "C" || len(ev.Entities) != 1 || ev.Entities[0].ID != "p1" || ev.Entities[0].Version != "1" || ev.Patient != "p1" {
+		t.Fatalf("event = %+v", ev)
+	}
+}
+
+func TestStageWriteFailsWhenAuditFails(t *testing.T) {
+	fr := &fakeRecorder{commit: make(chan struct{}), fail: true}
+	close(fr.commit)
+	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.Write([]byte(`{"resourceType":"Patient","id":"x"}`))
+	}))
+	rr := httptest.NewRecorder()
+	h.ServeHTTP(rr, httptest.NewRequest("PUT", "/fhir/Patient/x", strings.NewReader("{}")))
+	if rr.Code != 500 || !strings.Contains(rr.Body.String(), "OperationOutcome") || strings.Contains(rr.Body.String(), `"id":"x"`) {
+		t.Fatalf("%d %s", rr.Code, rr.Body)
+	}
+}
+
+func TestStageReadsAndAuditEventWrites(t *testing.T) {
+	fr := &fakeRecorder{commit: make(chan struct{})}
+	close(fr.commit)
+	var called atomic.Int32
+	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		called.Add(1)
+		w.Write([]byte(`{"resourceType":"Bundle","entry":[{"fullUrl":"a"},`))
+		w.(http.Flusher).Flush()
+		w.Write([]byte(`{"full`))
+		w.Write([]byte(`Url":"b"}]}`))
+	}))
+	ctx := access.WithPrincipal(context.Background(), &access.Principal{ClientID: "c1", Patient: "p7", TokenID: "jti1", Method: "bearer"})
+	rr := httptest.NewRecorder()
+	h.ServeHTTP(rr, httptest.NewRequest("GET", "/fhir/Observation?code=1", nil).WithContext(ctx))
+	if !rr.Flushed {
+		t.Fatal("read response was not streamed")
+	}
+	ev := fr.events[0]
+	if ev.Returned != 2 || ev.ClientID != "c1" || ev.Patient != "p7" || ev.CredentialID != "jti1" || ev.Interaction != "search-type" {
+		t.Fatalf("event = %+v", ev)
+	}
+	for _, m := range []string{"POST", "PUT", "DELETE", "PATCH"} {
+		path := "/fhir/AuditEvent/1"
+		if m == "POST" {
+			path = "/fhir/AuditEvent"
+		}
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, httptest.NewRequest(m, path, strings.NewReader("{}")).WithContext(ctx))
+		if rr.Code != 405 || !strings.Contains(rr.Body.String(), "OperationOutcome") {
+			t.Errorf("%s: %d %s", m, rr.Code, rr.Body)
+		}
+	}
+	if called.Load() != 1 {
+		t.Fatal("an AuditEvent write reached the handler")
+	}
+}
+
+func TestAlerts(t *testing.T) {
+	var mu sync.Mutex
+	var got []Alert
+	fail := atomic.Int32{}
+	fail.Store(1)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Add(-1) >= 0 {
+			w.WriteHeader(503) // first attempt fails: retried
+			return
+		}
+		var a Alert
+		json.NewDecoder(r.Body).Decode(&a)
+		mu.Lock()
+		got = append(got, a)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	if err := CheckWebhook("http://10.0.0.1/hook"); err == nil {
+		t.Fatal("http to a private address accepted")
+	}
+	if err := CheckWebhook("https://user:pw@example.com/"); err == nil {
+		t.Fatal("credentials in URL accepted")
+	}
+	al, err := NewAlerter(AlertConfig{Webhook: hook.URL, VolumeLimit: 100, VolumeWindow: time.Hour, AuthFailureLimit: 3, AuthFailureWindow: time.Minute,
+		Refusals: true, Backoff: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer al.Close()
+	for i := 0; i < 11; i++ {
+		al.Observe(&Event{Kind: KindREST, ClientID: "bulk", Returned: 10})
+	}
+	al.Observe(&Event{Kind: KindREST, ClientID: "other", Returned: 99})
+	for i := 0; i < 5; i++ {
+		al.Observe(&Event{Kind: KindAuthnFailure, Address: "192.0.2.9"})
+	}
+	al.Observe(&Event{Kind: KindNetworkRefused, Address: "192.0.2.10"})
+	al.Observe(&Event{Kind: KindNetworkRefused, Address: "192.0.2.10"})
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	rules := map[string]Alert{}
+	for _, a := range got {
+		rules[a.Rule] = a
+	}
+	if len(got) != 3 || rules[RuleVolume].ClientID != "bulk" || rules[RuleVolume].Count != 110 || rules[RuleAuthFailures].Address != "192.0.2.9" || rules[RuleRefused].Address != "192.0.2.10" {
+		t.Fatalf("alerts = %+v", got)
+	}
+}
+
+func TestIngestRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	dialects(t, func(t *testing.T, url string) {
+		// Full speed copy, and no give-up on a full queue (the race
+		// detector makes the writer slow).
+		e := open(t, url, func(c *Config) { c.CopyDuty, c.EnqueueTimeout, c.DrainTimeout = 1, time.Hour, time.Hour })
+		const n = 20000
+		start := time.Now()
+		for i := 0; i < n-1; i++ {
+			e.rec.Record(context.Background(), readEvent(i))
+		}
+		if err := e.rec.Commit(context.Background(), readEvent(n)); err != nil {
+			t.Fatal(err)
+		}
+		durable := time.Since(start)
+		e.rec.Close()
+		el := time.Since(start)
+		t.Logf("%d records: durable in the chain after %v (%.0f records/s); searchable AuditEvents after %v (%.0f records/s)",
+			n, durable, n/durable.Seconds(), el, n/el.Seconds())
+		if rep := verify(t, e); !rep.OK || rep.Records != n || rep.Pending != 0 {
+			t.Fatalf("%+v", rep)
+		}
+	})
+}
+
+func TestLostRecordsAreLogged(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	e := open(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"), func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logs.Write(p)
+		}), nil))
+	})
+	e.rec.Close()
+	if err := e.rec.Commit(context.Background(), readEvent(1)); err != ErrUnavailable {
+		t.Fatalf("Commit after Close = %v", err)
+	}
+	e.rec.Record(context.Background(), readEvent(2))
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), `"msg":"audit record lost"`); n != 2 {
+		t.Fatalf("%d lost records logged: %s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "jti-") {
+		t.Fatal("the lost-record log line carries a credential id")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestStageTransactionEntities(t *testing.T) {
+	fr := &fakeRecorder{commit: make(chan struct{})}
+	close(fr.commit)
+	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte(`{"resourceType":"Bundle","type":"transaction-response","entry":[` +
+			`{"fullUrl":"x","response":{"status":"201 Created","location":"Patient/p1/_history/1"}},` +
+			`{"fullUrl":"y","response":{"status":"200 OK","location":"Observation/o2/_history/3"}}]}`))
+	}))
+	rr := httptest.NewRecorder()
+	h.ServeHTTP(rr, httptest.NewRequest("POST", "/fhir", strings.NewReader(`{"resourceType":"Bundle","type":"batch","entry":[]}`)))
+	ev := fr.events[0]
+	if ev.Interaction != "batch" || ev.Action != "E" || len(ev.Entities) != 2 || ev.Entities[1].Type != "Observation" || ev.Entities[1].Version != "3" || ev.Returned != 2 {
+		t.Fatalf("event = %+v", ev)
+	}
+}
+
+// A process that crashed after its chain commit but before the copy
+// leaves rows only in the chain table: the next start copies them.
+func TestRecoveryAfterCrash(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		_, ix := registry(t)
+		st, err := database.Open(ctx, url, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		db, err := OpenDB(ctx, url, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		chain, at := "crashed-chain", time.Now().Add(-2*time.Minute).UTC().Truncate(time.Millisecond)
+		if err := db.StartChain(ctx, chain, "h", at); err != nil {
+			t.Fatal(err)
+		}
+		var rows []Row
+		prev := Genesis
+		for i := 1; i <= 3; i++ {
+			ev := readEvent(i)
+			id := fmt.Sprintf("crashed-%d", i)
+			body := Render(&ev, id, at, Source{Site: base, Instance: chain})
+			h := Hash(chain, int64(i), prev, body)
+			rows = append(rows, Row{Chain: chain, Seq: int64(i), PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body})
+			prev = h
+		}
+		if err := db.Append(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Verify(ctx, db, st, nil)
+		if err != nil || !rep.OK || rep.Pending != 3 {
+			t.Fatalf("before recovery: %+v %v", rep, err)
+		}
+		rec, err := Start(ctx, Config{DB: db, Store: st, Indexer: ix, Site: base, AnchorEvery: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if r, err := st.Read(ctx, "AuditEvent", "crashed-3"); err == nil && bytes.Equal(r.Body, rows[2].Body) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rec.Close()
+		rep, err = Verify(ctx, db, st, nil)
+		if err != nil || !rep.OK || rep.Pending != 0 || rep.Records != 3 || rep.Chains != 2 {
+			t.Fatalf("after recovery: %+v %v", rep, err)
+		}
+	})
+}

@@ -1,0 +1,327 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/lapis-health/lapis/internal/database"
+)
+
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+var migrations embed.FS
+
+// VersionTable is the goose version table of the audit schema, distinct
+// from the FHIR store's and the authorization server's.
+const VersionTable = "lapis_audit_goose_version"
+
+// migrationLockID is the PostgreSQL advisory lock taken while migrating.
+const migrationLockID = 0x6c617069735f6175 + 1 // distinct from authdb's
+
+// Row is one link of a hash chain as stored in audit_record.
+type Row struct {
+	Chain        string
+	Seq          int64
+	PrevHash     string // hex SHA-256
+	Hash         string // hex SHA-256
+	ResourceID   string // AuditEvent id
+	Version      int64
+	Recorded     time.Time
+	Body         []byte // the AuditEvent JSON exactly as stored in the FHIR store
+	Materialized bool   // written to the FHIR store too
+}
+
+// DB is the chain table: the write-ahead copy of every audit record and
+// its link in its instance's hash chain. It lives in the same database as
+// the FHIR store (SQLite file or PostgreSQL), with its own migrations.
+type DB struct {
+	db       *sql.DB // writer (one connection on SQLite)
+	r        *sql.DB // readers (the same pool on PostgreSQL)
+	postgres bool
+}
+
+// OpenDB opens the chain table in the database named by databaseURL (the
+// rules of database.Open) and applies its migrations.
+func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
+	d := &DB{}
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		db, err := sql.Open("pgx", databaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		db.SetMaxOpenConns(4)
+		db.SetMaxIdleConns(4)
+		d.db, d.r, d.postgres = db, db, true
+	default:
+		path, err := sqlitePath(databaseURL, dataDir)
+		if err != nil {
+			return nil, err
+		}
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Add("_txlock", "immediate")
+		// Like the FHIR store's writer, never checkpoint on the commit
+		// path: the store's background checkpointer does it (a write's
+		// response waits for this connection's commits).
+		w := url.Values{}
+		for k, v := range q {
+			w[k] = v
+		}
+		w.Add("_pragma", "wal_autocheckpoint(0)")
+		db, err := sql.Open("sqlite", "file:"+path+"?"+w.Encode())
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetMaxIdleConns(1)
+		db.SetConnMaxIdleTime(0)
+		db.SetConnMaxLifetime(0)
+		q.Del("_txlock")
+		q.Add("_pragma", "query_only(1)")
+		r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		r.SetMaxOpenConns(2)
+		r.SetMaxIdleConns(2)
+		d.db, d.r = db, r
+	}
+	if err := d.migrate(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("audit: migrate: %w", err)
+	}
+	return d, nil
+}
+
+func sqlitePath(databaseURL, dataDir string) (string, error) {
+	if databaseURL == "" {
+		if dataDir == "" {
+			return "", errors.New("audit: no database URL and no data directory")
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return "", fmt.Errorf("audit: %w", err)
+		}
+		return filepath.Join(dataDir, database.SQLiteFile), nil
+	}
+	if !strings.HasPrefix(databaseURL, "sqlite:") && !strings.HasPrefix(databaseURL, "file:") {
+		return "", errors.New("audit: unsupported database URL scheme")
+	}
+	return database.SQLitePath(databaseURL)
+}
+
+func (d *DB) migrate(ctx context.Context) error {
+	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+	if d.postgres {
+		dir, dialect = "migrations/postgres", goose.DialectPostgres
+	}
+	fsys, err := fs.Sub(migrations, dir)
+	if err != nil {
+		return err
+	}
+	opts := []goose.ProviderOption{goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true)}
+	if d.postgres {
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	var last error
+	for attempt := range 5 {
+		p, err := goose.NewProvider(dialect, d.db, fsys, opts...)
+		if err != nil {
+			return err
+		}
+		if _, err = p.Up(ctx); err == nil {
+			return nil
+		}
+		last = err
+		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}
+
+// Close closes the connection pools.
+func (d *DB) Close() error {
+	err := d.db.Close()
+	if d.r != d.db {
+		err = errors.Join(err, d.r.Close())
+	}
+	return err
+}
+
+// SQL returns the underlying pool (tests use it to tamper with records).
+func (d *DB) SQL() *sql.DB { return d.db }
+
+// Postgres reports whether the chain table is on PostgreSQL.
+func (d *DB) Postgres() bool { return d.postgres }
+
+// q rewrites ? placeholders to $n on PostgreSQL.
+func (d *DB) q(s string) string {
+	if !d.postgres {
+		return s
+	}
+	var sb strings.Builder
+	n := 0
+	for _, c := range s {
+		if c == '?' {
+			n++
+			sb.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		sb.WriteRune(c)
+	}
+	return sb.String()
+}
+
+func (d *DB) boolLit(b bool) string {
+	switch {
+	case d.postgres && b:
+		return "TRUE"
+	case d.postgres:
+		return "FALSE"
+	case b:
+		return "1"
+	}
+	return "0"
+}
+
+// StartChain registers a new chain.
+func (d *DB) StartChain(ctx context.Context, chain, host string, at time.Time) error {
+	_, err := d.db.ExecContext(ctx, d.q("INSERT INTO audit_chain (chain_id, started_at, host) VALUES (?, ?, ?)"), chain, at.UnixMilli(), host)
+	return err
+}
+
+// Append stores rows in one transaction (a batch of the group commit),
+// with multi-row INSERTs.
+func (d *DB) Append(ctx context.Context, rows []Row) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	const chunk = 100
+	for len(rows) > 0 {
+		n := min(chunk, len(rows))
+		var sb strings.Builder
+		sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized) VALUES ")
+		args := make([]any, 0, n*8)
+		for i, r := range rows[:n] {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, " + d.boolLit(false) + ")")
+			args = append(args, r.Chain, r.Seq, r.PrevHash, r.Hash, r.ResourceID, r.Version, r.Recorded.UnixMilli(), r.Body)
+		}
+		if _, err := tx.ExecContext(ctx, d.q(sb.String()), args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return tx.Commit()
+}
+
+// MarkMaterialized records that the rows seq from..to of chain are in the
+// FHIR store.
+func (d *DB) MarkMaterialized(ctx context.Context, chain string, from, to int64) error {
+	_, err := d.db.ExecContext(ctx, d.q("UPDATE audit_record SET materialized = "+d.boolLit(true)+" WHERE chain_id = ? AND seq >= ? AND seq <= ?"), chain, from, to)
+	return err
+}
+
+// Pending returns up to limit rows not yet in the FHIR store recorded
+// before olderThan (recovery after a crash).
+func (d *DB) Pending(ctx context.Context, olderThan time.Time, limit int) ([]Row, error) {
+	return d.query(ctx, d.q("SELECT chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized FROM audit_record WHERE materialized = "+d.boolLit(false)+" AND recorded_at < ? ORDER BY chain_id, seq LIMIT ?"), olderThan.UnixMilli(), limit)
+}
+
+// Chains lists the chain ids, oldest first.
+func (d *DB) Chains(ctx context.Context) ([]string, error) {
+	rs, err := d.r.QueryContext(ctx, "SELECT chain_id FROM audit_chain UNION SELECT DISTINCT chain_id FROM audit_record ORDER BY 1")
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []string
+	for rs.Next() {
+		var c string
+		if err := rs.Scan(&c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rs.Err()
+}
+
+// Head is the last record of a chain.
+type Head struct {
+	Chain string
+	Seq   int64
+	Hash  string
+}
+
+// Heads returns the last record (seq and hash) of every chain.
+func (d *DB) Heads(ctx context.Context) ([]Head, error) {
+	rs, err := d.r.QueryContext(ctx, "SELECT r.chain_id, r.seq, r.hash FROM audit_record r JOIN (SELECT chain_id, MAX(seq) AS seq FROM audit_record GROUP BY chain_id) m ON m.chain_id = r.chain_id AND m.seq = r.seq ORDER BY r.chain_id")
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []Head
+	for rs.Next() {
+		var h Head
+		if err := rs.Scan(&h.Chain, &h.Seq, &h.Hash); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rs.Err()
+}
+
+// Page returns up to limit rows of chain with seq > after, by seq.
+func (d *DB) Page(ctx context.Context, chain string, after int64, limit int) ([]Row, error) {
+	return d.query(ctx, d.q("SELECT chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized FROM audit_record WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"), chain, after, limit)
+}
+
+func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
+	rs, err := d.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []Row
+	for rs.Next() {
+		var r Row
+		var ms int64
+		if err := rs.Scan(&r.Chain, &r.Seq, &r.PrevHash, &r.Hash, &r.ResourceID, &r.Version, &ms, &r.Body, &r.Materialized); err != nil {
+			return nil, err
+		}
+		r.Recorded = time.UnixMilli(ms).UTC()
+		out = append(out, r)
+	}
+	return out, rs.Err()
+}

@@ -1,0 +1,499 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+)
+
+// Committer is the recorder as the HTTP stage uses it: Record for reads,
+// Commit (wait until durable) for writes.
+type Committer interface {
+	Sink
+	Commit(ctx context.Context, e Event) error
+}
+
+// StageConfig configures the FHIR audit stage.
+type StageConfig struct {
+	// Recorder receives the events (required).
+	Recorder Committer
+	// BaseURL is the FHIR base URL; its path is stripped from request paths.
+	BaseURL string
+	// ClientIP returns the caller's address (default: the peer address).
+	ClientIP func(r *http.Request) string
+}
+
+// Stage returns the FHIR API stage that records every interaction and
+// refuses writes to AuditEvent. It belongs closest to the handler, after
+// authentication and the gateway policies. Reads are recorded
+// asynchronously after the response is streamed; writes (create, update,
+// patch, delete, transaction, batch, operations) are buffered and released
+// only after their record is durable — or answered 500 when it cannot be.
+func Stage(cfg StageConfig) func(http.Handler) http.Handler {
+	prefix := ""
+	if u, err := url.Parse(strings.TrimSuffix(cfg.BaseURL, "/")); err == nil {
+		prefix = strings.TrimSuffix(u.Path, "/")
+	}
+	clientIP := cfg.ClientIP
+	if clientIP == nil {
+		clientIP = peerIP
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := Classify(r.Method, strings.TrimPrefix(r.URL.Path, prefix), r.URL.RawQuery)
+			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: clientIP(r), UserAgent: truncate(r.UserAgent(), 256)}
+			if p := access.FromContext(r.Context()); p != nil {
+				e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
+			}
+			if c.Type == "AuditEvent" && c.Write {
+				e.Status, e.Outcome, e.Description = http.StatusMethodNotAllowed, OutcomeMinor, "AuditEvent is read-only"
+				e.Entities = c.entities("", "")
+				_ = cfg.Recorder.Commit(r.Context(), e)
+				writeOutcome(w, outcome.New(http.StatusMethodNotAllowed, "not-supported", "AuditEvent resources are written by the server only"))
+				return
+			}
+			var body *prefixReader
+			if r.Body != nil && r.Method == http.MethodPost && (c.Interaction == "transaction" || c.Search) {
+				body = &prefixReader{r: r.Body, max: 64 << 10}
+				r.Body = body
+			}
+			if !c.Write {
+				rw := &readWriter{ResponseWriter: w}
+				next.ServeHTTP(rw, r)
+				c.finishQuery(r, body)
+				fillEvent(&e, &c, rw.status(), rw.Header(), rw.fullURLs)
+				cfg.Recorder.Record(r.Context(), e)
+				return
+			}
+			bw := &bufferWriter{header: http.Header{}}
+			next.ServeHTTP(bw, r)
+			if c.Interaction == "transaction" && body != nil {
+				if m := bundleTypeRE.FindSubmatch(body.buf.Bytes()); m != nil {
+					c.Interaction = string(m[1])
+				}
+			}
+			e.Interaction = c.Interaction
+			if c.Interaction == "transaction" || c.Interaction == "batch" {
+				e.Entities = bundleEntities(bw.body.Bytes())
+			}
+			fillEvent(&e, &c, bw.status(), bw.header, bytes.Count(bw.body.Bytes(), fullURLKey))
+			if err := cfg.Recorder.Commit(r.Context(), e); err != nil {
+				writeOutcome(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
+				return
+			}
+			dst := w.Header()
+			for k, v := range bw.header {
+				dst[k] = v
+			}
+			w.WriteHeader(bw.status())
+			w.Write(bw.body.Bytes())
+		})
+	}
+}
+
+var bundleTypeRE = regexp.MustCompile(`"type"\s*:\s*"(batch|transaction)"`)
+
+// locationRE finds the entry.response.location of a Bundle response
+// ("Type/id/_history/v").
+var locationRE = regexp.MustCompile(`"location"\s*:\s*"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?"`)
+
+// maxBundleEntities bounds the entities listed for one Bundle.
+const maxBundleEntities = 100
+
+// bundleEntities lists the resources a transaction or batch response
+// reports as written.
+func bundleEntities(body []byte) []Entity {
+	var out []Entity
+	for _, m := range locationRE.FindAllSubmatch(body, maxBundleEntities) {
+		out = append(out, Entity{Type: string(m[1]), ID: string(m[2]), Version: string(m[3]), Role: "domain"})
+	}
+	return out
+}
+
+var fullURLKey = []byte(`"fullUrl"`)
+
+func writeOutcome(w http.ResponseWriter, e *outcome.Error) {
+	w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
+	w.WriteHeader(e.Status)
+	w.Write(e.JSON())
+}
+
+func peerIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// fillEvent completes e from the response.
+func fillEvent(e *Event, c *Classified, status int, h http.Header, fullURLs int) {
+	e.Status = status
+	switch {
+	case status < 400:
+		e.Outcome = OutcomeSuccess
+	case status < 500:
+		e.Outcome = OutcomeMinor
+	default:
+		e.Outcome = OutcomeSerious
+	}
+	id, version := c.ID, ""
+	if loc := h.Get("Location"); loc != "" && status < 400 {
+		if t, i, v := parseLocation(loc); t == c.Type && validID(i) {
+			id, version = i, v
+		}
+	}
+	if version == "" && status < 400 {
+		if v := strings.TrimSuffix(strings.TrimPrefix(h.Get("ETag"), `W/"`), `"`); validID(v) {
+			version = v
+		}
+	}
+	if c.VersionID != "" {
+		version = c.VersionID
+	}
+	e.Entities = append(e.Entities, c.entities(id, version)...)
+	if e.Patient == "" {
+		e.Patient = c.Patient
+		if e.Patient == "" && c.Type == "Patient" && id != "" && status < 400 {
+			e.Patient = id
+		}
+	}
+	if status < 400 {
+		switch {
+		case c.Search || c.History || c.Interaction == "transaction" || c.Interaction == "batch":
+			e.Returned = fullURLs
+		case c.Action == "R":
+			e.Returned = 1
+		}
+	}
+}
+
+// parseLocation splits ".../Type/id/_history/v".
+func parseLocation(loc string) (typ, id, version string) {
+	if u, err := url.Parse(loc); err == nil {
+		loc = u.Path
+	}
+	parts := strings.Split(strings.Trim(loc, "/"), "/")
+	n := len(parts)
+	if n >= 4 && parts[n-2] == "_history" {
+		return parts[n-4], parts[n-3], parts[n-1]
+	}
+	if n >= 2 {
+		return parts[n-2], parts[n-1], ""
+	}
+	return "", "", ""
+}
+
+// readWriter passes the response through, noting the status and counting
+// the Bundle entries streamed.
+type readWriter struct {
+	http.ResponseWriter
+	code     int
+	fullURLs int
+	tail     []byte
+}
+
+func (w *readWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *readWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	// Count "fullUrl" keys also across chunk boundaries.
+	if len(w.tail) > 0 {
+		joined := append(w.tail, p[:min(len(p), len(fullURLKey)-1)]...)
+		w.fullURLs += bytes.Count(joined, fullURLKey)
+	}
+	w.fullURLs += bytes.Count(p, fullURLKey)
+	if len(p) >= len(fullURLKey)-1 {
+		w.tail = append(w.tail[:0], p[len(p)-(len(fullURLKey)-1):]...)
+	} else {
+		w.tail = append(w.tail, p...)
+		if len(w.tail) > len(fullURLKey)-1 {
+			w.tail = w.tail[len(w.tail)-(len(fullURLKey)-1):]
+		}
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *readWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// Flush passes flushes through (streamed Bundles).
+func (w *readWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *readWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bufferWriter holds a write's response until its record is durable.
+type bufferWriter struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (w *bufferWriter) Header() http.Header { return w.header }
+
+func (w *bufferWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *bufferWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.body.Write(p)
+}
+
+func (w *bufferWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// prefixReader keeps the first max bytes read from r.
+type prefixReader struct {
+	r   io.ReadCloser
+	max int
+	buf bytes.Buffer
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if room := p.max - p.buf.Len(); room > 0 && n > 0 {
+		p.buf.Write(b[:min(n, room)])
+	}
+	return n, err
+}
+
+func (p *prefixReader) Close() error { return p.r.Close() }
+
+// Classified is what a request is, from its method, path and query.
+type Classified struct {
+	Interaction string // FHIR restful-interaction code
+	Action      string // C, R, U, D, E
+	Type, ID    string
+	VersionID   string
+	Write       bool // changes data: the response waits for the record
+	Search      bool
+	History     bool
+	Query       string // sanitized "Type?query" for searches
+	Patient     string // patient targeted by the path or the parameters
+	rawQuery    string
+}
+
+// Classify maps a request (path relative to the FHIR base) to its
+// interaction.
+func Classify(method, path, rawQuery string) Classified {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) == 1 && parts[0] == "" {
+		parts = nil
+	}
+	c := Classified{rawQuery: rawQuery}
+	op := ""
+	for _, p := range parts {
+		if strings.HasPrefix(p, "$") {
+			op = p
+		}
+	}
+	if len(parts) > 0 && !strings.HasPrefix(parts[0], "$") && !strings.HasPrefix(parts[0], "_") {
+		c.Type = parts[0]
+	}
+	if len(parts) > 1 && !strings.HasPrefix(parts[1], "$") && !strings.HasPrefix(parts[1], "_") {
+		c.ID = parts[1]
+	}
+	switch {
+	case op != "":
+		c.Interaction, c.Action = "operation", "E"
+		c.Write = method != http.MethodGet && method != http.MethodHead
+	case method == http.MethodGet || method == http.MethodHead:
+		switch {
+		case len(parts) == 0:
+			c.Interaction, c.Action, c.Search = "search-system", "E", true
+		case len(parts) == 1 && parts[0] == "_history":
+			c.Interaction, c.Action, c.History = "history-system", "R", true
+		case len(parts) == 1:
+			c.Interaction, c.Action, c.Search = "search-type", "E", true
+		case len(parts) == 2 && parts[1] == "_history":
+			c.Interaction, c.Action, c.History = "history-type", "R", true
+		case len(parts) == 2:
+			c.Interaction, c.Action = "read", "R"
+		case len(parts) == 3 && parts[2] == "_history":
+			c.Interaction, c.Action, c.History = "history-instance", "R", true
+		case len(parts) == 4 && parts[2] == "_history":
+			c.Interaction, c.Action, c.VersionID = "vread", "R", parts[3]
+		default:
+			c.Interaction, c.Action = "read", "R"
+		}
+	case method == http.MethodPost:
+		switch {
+		case len(parts) == 0:
+			c.Interaction, c.Action, c.Write = "transaction", "E", true
+		case len(parts) == 1 && parts[0] == "_search":
+			c.Interaction, c.Action, c.Search = "search-system", "E", true
+		case len(parts) == 2 && parts[1] == "_search":
+			c.Interaction, c.Action, c.Search = "search-type", "E", true
+		default:
+			c.Interaction, c.Action, c.Write = "create", "C", true
+		}
+	case method == http.MethodPut:
+		c.Interaction, c.Action, c.Write = "update", "U", true
+	case method == http.MethodPatch:
+		c.Interaction, c.Action, c.Write = "patch", "U", true
+	case method == http.MethodDelete:
+		c.Interaction, c.Action, c.Write = "delete", "D", true
+	default:
+		c.Interaction, c.Action = "operation", "E"
+	}
+	if c.Search || c.History || c.Write {
+		c.finishQuery(nil, nil)
+	}
+	return c
+}
+
+// finishQuery sets Query and Patient from the URL query and, for POST
+// searches, the form body.
+func (c *Classified) finishQuery(r *http.Request, body *prefixReader) {
+	raw := c.rawQuery
+	if body != nil && c.Search && r != nil && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		if raw != "" {
+			raw += "&"
+		}
+		raw += body.buf.String()
+	}
+	if raw == "" {
+		c.Query = ""
+		return
+	}
+	vals, _ := url.ParseQuery(raw)
+	c.Query = c.Type + "?" + SanitizeQuery(vals)
+	if c.Patient == "" {
+		c.Patient = patientFromParams(c.Type, vals)
+	}
+}
+
+func (c *Classified) entities(id, version string) []Entity {
+	var out []Entity
+	if c.Type != "" && id != "" {
+		out = append(out, Entity{Type: c.Type, ID: id, Version: version, Role: "domain"})
+	}
+	if c.Query != "" && c.Query != c.Type+"?" {
+		out = append(out, Entity{Role: "query", Query: c.Query})
+	}
+	return out
+}
+
+// patientFromParams finds the patient a search targets.
+func patientFromParams(typ string, v url.Values) string {
+	for name, vals := range v {
+		base, mod, _ := strings.Cut(name, ":")
+		if len(vals) != 1 || strings.Contains(vals[0], ",") {
+			continue
+		}
+		val := vals[0]
+		switch {
+		case typ == "Patient" && base == "_id":
+			if validID(val) {
+				return val
+			}
+		case base == "patient" || base == "subject" || base == "beneficiary":
+			if id, ok := strings.CutPrefix(val, "Patient/"); ok && validID(id) {
+				return id
+			}
+			if (base == "patient" || mod == "Patient") && validID(val) {
+				return val
+			}
+		}
+	}
+	return ""
+}
+
+// redacted replaces the value of a parameter that could carry a
+// credential.
+const redacted = "[redacted]"
+
+// credentialParam reports whether a query parameter name could carry a
+// credential: OAuth and API-key parameter names, and anything that looks
+// like a token, secret, password, key or assertion.
+func credentialParam(name string) bool {
+	n := strings.ToLower(name)
+	if i := strings.IndexByte(n, ':'); i >= 0 {
+		n = n[:i]
+	}
+	switch n {
+	case "code", "key", "state", "nonce", "session", "sid", "auth", "authorization", "client_secret", "code_verifier":
+		return true
+	}
+	for _, s := range []string{"token", "secret", "password", "passwd", "pwd", "assertion", "apikey", "api_key", "api-key", "credential", "bearer"} {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// SanitizeQuery encodes the parameters in a stable order with the value
+// of every credential-like parameter replaced by "[redacted]" and long
+// values shortened.
+func SanitizeQuery(v url.Values) string {
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		if len(k) > 128 {
+			continue
+		}
+		for _, val := range v[k] {
+			if b.Len() > 4096 {
+				b.WriteString("&_truncated=true")
+				return b.String()
+			}
+			if b.Len() > 0 {
+				b.WriteByte('&')
+			}
+			b.WriteString(url.QueryEscape(k))
+			b.WriteByte('=')
+			if credentialParam(k) {
+				b.WriteString(redacted)
+				continue
+			}
+			b.WriteString(url.QueryEscape(truncate(val, 512)))
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,575 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// ErrUnavailable is returned by Commit when the record could not be made
+// durable (database failure, queue saturated or recorder closed).
+var ErrUnavailable = errors.New("audit: record could not be written")
+
+// Updater runs a store transaction; store.Store implements it.
+type Updater interface {
+	Update(ctx context.Context, fn func(tx store.Tx) error) error
+}
+
+// Indexer extracts the search index of a resource; *extract.Extractor
+// implements it.
+type Indexer interface {
+	Extract(resource map[string]any) (store.Index, error)
+}
+
+// Observer sees every committed event, on the writer goroutine (off the
+// request path); it must not block. The alert engine implements it.
+type Observer interface {
+	Observe(e *Event)
+}
+
+// Config configures a Recorder.
+type Config struct {
+	// DB is the chain table (required).
+	DB *DB
+	// Store receives the records as AuditEvent resources, so they are
+	// readable and searchable through the FHIR API (required).
+	Store Updater
+	// Indexer extracts the AuditEvents' search index (required).
+	Indexer Indexer
+	// Site is the FHIR base URL (AuditEvent.source.site).
+	Site string
+	// Host names the machine in the chain registry (default os.Hostname).
+	Host string
+	// Stream, when set, receives every committed record as one JSON line
+	// (for a SIEM), and the chain head periodically.
+	Stream io.Writer
+	// Observer, when set, sees every committed event (alerts).
+	Observer Observer
+	// Metrics receives the queue and write figures (may be nil).
+	Metrics *metrics.Metrics
+	// Logger receives failures and the periodic chain head (default
+	// slog.Default()).
+	Logger *slog.Logger
+	// QueueSize bounds the records waiting to be written (default 16384).
+	QueueSize int
+	// MaxBatch bounds the records of one group commit (default 1024).
+	MaxBatch int
+	// EnqueueTimeout is how long Record blocks on a full queue before it
+	// gives up and logs the record's loss as an error (default 5 s).
+	EnqueueTimeout time.Duration
+	// AnchorEvery is the period of the chain-head log line and stream
+	// anchor (default 1 minute; negative disables).
+	AnchorEvery time.Duration
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+	// GroupDelay is how long a batch holding only asynchronous records
+	// waits for more before it is written (default 5 ms; negative: none).
+	GroupDelay time.Duration
+	// DrainTimeout bounds the copy's final catch-up on Close (default
+	// 10 s); what is left is copied by the next start's recovery.
+	DrainTimeout time.Duration
+	// CopyBatch is the number of AuditEvents the copy writes per FHIR
+	// store transaction (default 25: on SQLite the copy holds the one
+	// write lock that FHIR writes and the chain also need, so its
+	// transactions stay short).
+	CopyBatch int
+	// CopyDuty is the share of time the copy into the FHIR store may be
+	// busy while records keep coming (default 0.25): it sleeps after each
+	// batch so that the index writes of AuditEvents never compete with
+	// requests for more than a fraction of a core. The backlog waits,
+	// durable, in the chain table. 1 = no pause.
+	CopyDuty float64
+}
+
+// Recorder is the audit Sink of a running server: a bounded queue and one
+// writer goroutine that appends records to this instance's hash chain in
+// group commits, then stores them as AuditEvent resources.
+type Recorder struct {
+	cfg   Config
+	chain string
+	q     chan *item
+
+	mu     sync.RWMutex
+	closed bool
+	done   chan struct{}
+
+	// The materializer copies committed chain rows into the FHIR store at
+	// its own pace (the chain table is the durable queue).
+	kick  chan struct{}
+	mstop chan struct{}
+	mdone chan struct{}
+
+	// writer state (writer goroutine only)
+	seq  int64
+	prev string
+}
+
+type item struct {
+	e    Event
+	at   time.Time
+	wait chan error // nil for asynchronous records
+}
+
+// Start registers a new chain for this process, materializes records a
+// crashed process left in the chain table only, and starts the writer.
+func Start(ctx context.Context, cfg Config) (*Recorder, error) {
+	if cfg.DB == nil || cfg.Store == nil || cfg.Indexer == nil {
+		return nil, errors.New("audit: DB, Store and Indexer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 16384
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1024
+	}
+	if cfg.EnqueueTimeout <= 0 {
+		cfg.EnqueueTimeout = 5 * time.Second
+	}
+	if cfg.AnchorEvery == 0 {
+		cfg.AnchorEvery = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CopyBatch <= 0 {
+		cfg.CopyBatch = 25
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.GroupDelay == 0 {
+		cfg.GroupDelay = 5 * time.Millisecond
+	}
+	if cfg.CopyDuty <= 0 || cfg.CopyDuty > 1 {
+		cfg.CopyDuty = 0.25
+	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	r := &Recorder{cfg: cfg, chain: uuid.NewString(), q: make(chan *item, cfg.QueueSize), done: make(chan struct{}), prev: Genesis,
+		kick: make(chan struct{}, 1), mstop: make(chan struct{}), mdone: make(chan struct{})}
+	if err := cfg.DB.StartChain(ctx, r.chain, cfg.Host, cfg.Now()); err != nil {
+		return nil, fmt.Errorf("audit: start chain: %w", err)
+	}
+	go r.run()
+	go r.materializeLoop()
+	return r, nil
+}
+
+// Chain returns this process's chain id.
+func (r *Recorder) Chain() string { return r.chain }
+
+// Record queues e and returns at once; when the queue is full it blocks up
+// to the EnqueueTimeout. Reads and security events use it.
+func (r *Recorder) Record(ctx context.Context, e Event) {
+	_ = r.enqueue(&item{e: e})
+}
+
+// Commit queues e and waits until its batch is durable in the chain table.
+// Writes use it: a write is acknowledged only after its record is.
+func (r *Recorder) Commit(ctx context.Context, e Event) error {
+	it := &item{e: e, wait: make(chan error, 1)}
+	if err := r.enqueue(it); err != nil {
+		return err
+	}
+	// The writer always answers (also when the batch fails or on Close);
+	// the request context is not consulted: the write already happened and
+	// its record must be settled before the response is released.
+	return <-it.wait
+}
+
+func (r *Recorder) enqueue(it *item) error {
+	if it.e.Time.IsZero() {
+		it.e.Time = r.cfg.Now()
+	}
+	it.at = r.cfg.Now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		r.lost(&it.e, "recorder closed")
+		return ErrUnavailable
+	}
+	select {
+	case r.q <- it:
+	default:
+		t := time.NewTimer(r.cfg.EnqueueTimeout)
+		defer t.Stop()
+		select {
+		case r.q <- it:
+		case <-t.C:
+			r.lost(&it.e, "queue full")
+			return ErrUnavailable
+		}
+	}
+	r.cfg.Metrics.AuditQueued(1)
+	r.cfg.Metrics.AuditQueueDepth(len(r.q))
+	return nil
+}
+
+// lost logs a record that could not be queued (never silently dropped).
+func (r *Recorder) lost(e *Event, why string) {
+	r.cfg.Metrics.Refused("audit_lost")
+	r.cfg.Logger.Error("audit record lost", "reason", why, "kind", string(e.Kind), "action", e.Action,
+		"interaction", e.Interaction, "client_id", e.ClientID, "status", e.Status, "time", e.Time)
+}
+
+// Close drains the queue, writes the final chain head and stops the
+// writer.
+func (r *Recorder) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	close(r.q)
+	r.mu.Unlock()
+	<-r.done
+	close(r.mstop)
+	<-r.mdone
+	return nil
+}
+
+// materializeLoop copies this chain's committed rows into the FHIR store
+// in batches, following a cursor, woken after every chain commit.
+func (r *Recorder) materializeLoop() {
+	defer close(r.mdone)
+	if err := r.recover(); err != nil {
+		r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next start", "err", err)
+	}
+	var cursor int64
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var deadline time.Time
+	for {
+		stopping := false
+		select {
+		case <-r.kick:
+		case <-t.C:
+		case <-r.mstop:
+			stopping = true
+			deadline = r.cfg.Now().Add(r.cfg.DrainTimeout)
+		}
+		for {
+			rows, err := r.cfg.DB.Page(context.Background(), r.chain, cursor, r.cfg.CopyBatch)
+			if err != nil {
+				r.cfg.Logger.Error("audit records not yet searchable", "err", err)
+				break
+			}
+			pending := rows[:0]
+			for _, row := range rows {
+				if !row.Materialized {
+					pending = append(pending, row)
+				}
+			}
+			began := time.Now()
+			if err := r.materialize(context.Background(), pending); err != nil {
+				// Durable in the chain table; retried on the next tick
+				// or by the next start's recovery.
+				r.cfg.Logger.Error("audit records not yet searchable", "records", len(pending), "err", err)
+				break
+			}
+			if len(rows) > 0 {
+				cursor = rows[len(rows)-1].Seq
+			}
+			if stopping && r.cfg.Now().After(deadline) {
+				break
+			}
+			if !stopping && len(pending) > 0 && r.cfg.CopyDuty < 1 {
+				pause := time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))
+				select {
+				case <-time.After(pause):
+				case <-r.mstop:
+					// Stopping: read again, the writer may have committed more.
+					stopping = true
+					deadline = r.cfg.Now().Add(r.cfg.DrainTimeout)
+					continue
+				}
+			}
+			if len(rows) < r.cfg.CopyBatch {
+				break
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+func (r *Recorder) run() {
+	defer close(r.done)
+	var tick <-chan time.Time
+	if r.cfg.AnchorEvery > 0 {
+		t := time.NewTicker(r.cfg.AnchorEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	anchored := int64(0)
+	batch := make([]*item, 0, r.cfg.MaxBatch)
+	for {
+		var first *item
+		var ok bool
+		select {
+		case first, ok = <-r.q:
+		case <-tick:
+			if r.seq != anchored {
+				r.anchor()
+				anchored = r.seq
+			}
+			continue
+		}
+		if !ok {
+			if r.seq != anchored {
+				r.anchor()
+			}
+			return
+		}
+		batch = append(batch[:0], first)
+		waiter := first.wait != nil
+	fill:
+		for len(batch) < r.cfg.MaxBatch {
+			select {
+			case it, ok := <-r.q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, it)
+				waiter = waiter || it.wait != nil
+			default:
+				break fill
+			}
+		}
+		// A batch of asynchronous records only (reads, security events)
+		// waits up to GroupDelay for company: far fewer transactions under
+		// a steady stream of reads. A write's record is never delayed.
+		if !waiter && len(batch) < r.cfg.MaxBatch && r.cfg.GroupDelay > 0 {
+			timer := time.NewTimer(r.cfg.GroupDelay)
+		linger:
+			for len(batch) < r.cfg.MaxBatch && !waiter {
+				select {
+				case it, ok := <-r.q:
+					if !ok {
+						break linger
+					}
+					batch = append(batch, it)
+					waiter = it.wait != nil
+				case <-timer.C:
+					break linger
+				}
+			}
+			timer.Stop()
+		}
+		r.cfg.Metrics.AuditQueueDepth(len(r.q))
+		r.write(batch)
+	}
+}
+
+// anchor publishes the chain head: an external copy of it lets verify
+// detect truncation of the tail.
+func (r *Recorder) anchor() {
+	r.cfg.Logger.Info("audit chain head", "chain", r.chain, "seq", r.seq, "hash", r.prev)
+	if r.cfg.Stream != nil {
+		line, _ := json.Marshal(map[string]any{"anchor": true, "chain": r.chain, "seq": r.seq, "hash": r.prev, "time": r.cfg.Now().UTC()})
+		r.cfg.Stream.Write(append(line, '\n'))
+	}
+}
+
+// write commits one batch: chain rows first (the durable record), then the
+// waiters are released, then the records become AuditEvent resources.
+func (r *Recorder) write(batch []*item) {
+	ctx := context.Background()
+	rows := make([]Row, len(batch))
+	seq, prev := r.seq, r.prev
+	src := Source{Site: r.cfg.Site, Instance: r.chain}
+	for i, it := range batch {
+		seq++
+		at := it.e.Time.UTC().Truncate(time.Millisecond)
+		id := uuid.NewString()
+		body := Render(&it.e, id, at, src)
+		h := Hash(r.chain, seq, prev, body)
+		rows[i] = Row{Chain: r.chain, Seq: seq, PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body}
+		prev = h
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = r.cfg.DB.Append(ctx, rows); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+	}
+	if err != nil {
+		r.cfg.Logger.Error("audit batch not written", "records", len(rows), "err", err)
+		for _, it := range batch {
+			r.lost(&it.e, "database write failed")
+			if it.wait != nil {
+				it.wait <- ErrUnavailable
+			}
+		}
+		return
+	}
+	r.seq, r.prev = seq, prev
+	_ = ctx
+	oldest := batch[0].at
+	for _, it := range batch {
+		if it.wait != nil {
+			it.wait <- nil
+		}
+		if it.at.Before(oldest) {
+			oldest = it.at
+		}
+	}
+	r.cfg.Metrics.AuditWritten(len(rows), r.cfg.Now().Sub(oldest))
+	if r.cfg.Stream != nil {
+		var buf bytes.Buffer
+		for i := range rows {
+			writeStreamLine(&buf, &rows[i])
+		}
+		if _, err := r.cfg.Stream.Write(buf.Bytes()); err != nil {
+			r.cfg.Logger.Error("audit stream write failed", "err", err)
+		}
+	}
+	if r.cfg.Observer != nil {
+		for _, it := range batch {
+			r.cfg.Observer.Observe(&it.e)
+		}
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// StreamLine is one JSON line of the audit stream.
+type StreamLine struct {
+	Chain    string          `json:"chain"`
+	Seq      int64           `json:"seq"`
+	PrevHash string          `json:"prev_hash"`
+	Hash     string          `json:"hash"`
+	Resource json.RawMessage `json:"resource"`
+}
+
+func writeStreamLine(buf *bytes.Buffer, row *Row) {
+	b, _ := json.Marshal(StreamLine{Chain: row.Chain, Seq: row.Seq, PrevHash: row.PrevHash, Hash: row.Hash, Resource: row.Body})
+	buf.Write(b)
+	buf.WriteByte('\n')
+}
+
+// materialize stores rows as AuditEvent resources and marks them done.
+func (r *Recorder) materialize(ctx context.Context, rows []Row) error {
+	return Materialize(ctx, r.cfg.DB, r.cfg.Store, r.cfg.Indexer, rows)
+}
+
+// Materialize stores chain rows as AuditEvent resources (idempotently:
+// rows already stored are skipped) and marks them in the chain table.
+func Materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	writes := make([]*store.Write, 0, len(rows))
+	for i := range rows {
+		w, err := prepareWrite(ix, &rows[i])
+		if err != nil {
+			return err
+		}
+		writes = append(writes, w)
+	}
+	err := st.Update(ctx, func(tx store.Tx) error {
+		for _, w := range writes {
+			if err := tx.Put(ctx, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrConflict) {
+		// Some are stored already (recovery racing the writer): one by one.
+		err = nil
+		for _, w := range writes {
+			e := st.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, w) })
+			if e != nil && !errors.Is(e, store.ErrConflict) {
+				err = e
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	// Mark runs of consecutive rows of one chain with one statement.
+	start := 0
+	for i := 1; i <= len(rows); i++ {
+		if i == len(rows) || rows[i].Chain != rows[start].Chain || rows[i].Seq != rows[i-1].Seq+1 {
+			if err := db.MarkMaterialized(ctx, rows[start].Chain, rows[start].Seq, rows[i-1].Seq); err != nil {
+				return err
+			}
+			start = i
+		}
+	}
+	return nil
+}
+
+func prepareWrite(ix Indexer, row *Row) (*store.Write, error) {
+	dec := json.NewDecoder(bytes.NewReader(row.Body))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("audit: stored record %s/%d: %w", row.Chain, row.Seq, err)
+	}
+	idx, err := ix.Extract(m)
+	if err != nil {
+		return nil, fmt.Errorf("audit: index record %s/%d: %w", row.Chain, row.Seq, err)
+	}
+	return &store.Write{Type: "AuditEvent", ID: row.ResourceID, Version: row.Version, LastUpdated: row.Recorded,
+		Method: "POST", Body: row.Body, Index: idx}, nil
+}
+
+// recover materializes rows left unmaterialized by a process that stopped
+// between its chain commit and its resource write (older than a minute,
+// so live writers of other instances are left alone). It runs in the
+// background at the copy's duty cycle and stops with the recorder.
+func (r *Recorder) recover() error {
+	before := r.cfg.Now().Add(-time.Minute)
+	total := 0
+	defer func() {
+		if total > 0 {
+			r.cfg.Logger.Warn("audit records recovered into the FHIR store", "records", total)
+		}
+	}()
+	for {
+		select {
+		case <-r.mstop:
+			return nil
+		default:
+		}
+		rows, err := r.cfg.DB.Pending(context.Background(), before, r.cfg.CopyBatch)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		began := time.Now()
+		if err := r.materialize(context.Background(), rows); err != nil {
+			return err
+		}
+		total += len(rows)
+		if r.cfg.CopyDuty < 1 {
+			select {
+			case <-time.After(time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))):
+			case <-r.mstop:
+				return nil
+			}
+		}
+	}
+}

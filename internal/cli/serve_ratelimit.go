@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/ratelimit"
+)
+
+// rateLimitFlags are the rate-limit flags of `lapis serve` (embedded in
+// serveCmd).
+type rateLimitFlags struct {
+	RateLimitClient       string `name:"rate-limit-client" env:"LAPIS_RATE_LIMIT_CLIENT" default:"100/s" help:"Limit per OAuth client or API key on the FHIR API, N/PERIOD in cost units (PERIOD s, m, h); 0 disables."`
+	RateLimitClientBurst  int    `name:"rate-limit-client-burst" env:"LAPIS_RATE_LIMIT_CLIENT_BURST" default:"200" help:"Burst per client, in cost units (0 = N)."`
+	RateLimitPatient      string `name:"rate-limit-patient" env:"LAPIS_RATE_LIMIT_PATIENT" default:"50/s" help:"Limit per patient (in context, or read/searched) on the FHIR API, N/PERIOD in cost units; 0 disables."`
+	RateLimitPatientBurst int    `name:"rate-limit-patient-burst" env:"LAPIS_RATE_LIMIT_PATIENT_BURST" default:"100" help:"Burst per patient, in cost units (0 = N)."`
+	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints (authorize, login, consent, select-patient, token, introspect, revoke), N/PERIOD requests; 0 disables."`
+	RateLimitAuthIPBurst  int    `name:"rate-limit-auth-ip-burst" env:"LAPIS_RATE_LIMIT_AUTH_IP_BURST" default:"100" help:"Burst per IP address on the OAuth endpoints (0 = N)."`
+	RateLimitCosts        string `name:"rate-limit-costs" env:"LAPIS_RATE_LIMIT_COSTS" help:"Cost units per FHIR interaction, e.g. read=1,vread=1,search=2,history=2,create=3,update=3,patch=3,delete=3,batch=1,batch-min=3,operation=3 (batch is per entry; unnamed keys keep these defaults)." placeholder:"KEY=N,..."`
+	RedisURL              string `name:"redis-url" env:"LAPIS_REDIS_URL" help:"Share the rate limits of every instance through this Redis (redis://[user:password@]host:port[/db], rediss:// for TLS); default: in-process limits." placeholder:"URL"`
+	RateLimitRedisFailure string `name:"rate-limit-redis-failure" env:"LAPIS_RATE_LIMIT_REDIS_FAILURE" default:"open" enum:"open,closed" help:"When Redis cannot answer: open (admit under each instance's own in-process limits) or closed (refuse with 503)."`
+}
+
+// rateLimitStages are the rate-limit stages of the request pipeline.
+type rateLimitStages struct {
+	// FHIR goes into fhirStages after authentication.
+	FHIR func(http.Handler) http.Handler
+	// AuthIP goes into outer, after the client-IP resolver.
+	AuthIP func(http.Handler) http.Handler
+	// Close releases the Redis connections.
+	Close func()
+}
+
+// stages builds the limiter and the stages from the flags; obs is the
+// process's *metrics.Metrics and sink its audit sink.
+func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, sink audit.Sink) (rateLimitStages, error) {
+	st := rateLimitStages{Close: func() {}}
+	client, err := ratelimit.ParseLimit(f.RateLimitClient, f.RateLimitClientBurst)
+	if err != nil {
+		return st, fmt.Errorf("--rate-limit-client: %w", err)
+	}
+	patient, err := ratelimit.ParseLimit(f.RateLimitPatient, f.RateLimitPatientBurst)
+	if err != nil {
+		return st, fmt.Errorf("--rate-limit-patient: %w", err)
+	}
+	ip, err := ratelimit.ParseLimit(f.RateLimitAuthIP, f.RateLimitAuthIPBurst)
+	if err != nil {
+		return st, fmt.Errorf("--rate-limit-auth-ip: %w", err)
+	}
+	costs, err := ratelimit.ParseCosts(f.RateLimitCosts)
+	if err != nil {
+		return st, fmt.Errorf("--rate-limit-costs: %w", err)
+	}
+	u, err := url.Parse(cfg.FHIRBase())
+	if err != nil {
+		return st, fmt.Errorf("FHIR base URL: %w", err)
+	}
+	prefix := u.Path
+	paths := map[string]ratelimit.Endpoint{
+		prefix + oauth.PathAuthorize:     {Browser: true},
+		prefix + oauth.PathLogin:         {Browser: true},
+		prefix + oauth.PathConsent:       {Browser: true},
+		prefix + oauth.PathSelectPatient: {Browser: true},
+		prefix + oauth.PathToken:         {},
+		prefix + oauth.PathIntrospect:    {},
+		prefix + oauth.PathRevoke:        {},
+	}
+	var limiter ratelimit.Limiter
+	backend := "in-process"
+	if f.RedisURL != "" {
+		// The Redis client's own messages (one per failed dial) become
+		// debug lines of our JSON log; the rate limiter logs outages
+		// itself, throttled. (The client's logger is process-wide; serve
+		// sets it once.)
+		redis.SetLogger(redisLogger{log})
+		rl, err := ratelimit.OpenRedis(f.RedisURL, ratelimit.RedisOptions{})
+		if err != nil {
+			return st, fmt.Errorf("--redis-url: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := rl.Ping(ctx); err != nil {
+			log.Warn("rate limit: Redis does not answer yet", "failure_mode", f.RateLimitRedisFailure, "error", err.Error())
+		}
+		cancel()
+		limiter, backend = rl, "redis"
+		st.Close = func() { _ = rl.Close() }
+	}
+	m := ratelimit.New(ratelimit.Options{
+		Limiter:      limiter,
+		FailOpen:     f.RateLimitRedisFailure != "closed",
+		Client:       client,
+		Patient:      patient,
+		IP:           ip,
+		Costs:        costs,
+		FHIRBase:     prefix,
+		AuthPaths:    paths,
+		ClientIP:     netpolicy.ClientIP,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		Metrics:      obs,
+		Audit:        sink,
+		Logger:       log,
+	})
+	st.FHIR, st.AuthIP = m.FHIR, m.AuthEndpoints
+	log.Info("rate limits", "backend", backend, "client", client.String(), "patient", patient.String(),
+		"auth_ip", ip.String(), "costs", costs.String(), "redis_failure", f.RateLimitRedisFailure)
+	return st, nil
+}
+
+// redisLogger routes the Redis client's messages into the process log at
+// debug level.
+type redisLogger struct{ log *slog.Logger }
+
+// Printf logs one message of the Redis client.
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+}

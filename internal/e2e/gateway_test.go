@@ -1,0 +1,435 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gwLogs collects a server's stderr.
+type gwLogs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *gwLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *gwLogs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// gwServer is a lapis serve process speaking TLS.
+type gwServer struct {
+	t       *testing.T
+	base    string // https://127.0.0.1:PORT/fhir
+	addr    string
+	dataDir string
+	dbURL   string
+	client  *http.Client
+	logs    *gwLogs
+}
+
+// gwCert writes a self-signed certificate for 127.0.0.1 into dir and
+// returns the certificate and key paths and a pool that trusts it.
+func gwCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "lapis e2e"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(leaf)
+	return certFile, keyFile, pool
+}
+
+func startGateway(t *testing.T, dbURL string, extra ...string) *gwServer {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, pool := gwCert(t, dir)
+	s := &gwServer{t: t, dataDir: filepath.Join(dir, "data"), dbURL: dbURL, logs: &gwLogs{}}
+	s.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.base = "https://" + s.addr + "/fhir"
+	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	args := append([]string{"serve", "--addr", s.addr, "--data-dir", s.dataDir, "--database", dbURL,
+		"--tls-cert", certFile, "--tls-key", keyFile, "--log-level", "debug"}, extra...)
+	cmd := exec.Command(lapisBin, args...)
+	cmd.Stderr = s.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("server did not shut down within 10s")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := s.client.Get(s.base + "/metadata")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start: %v\n%s", err, s.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *gwServer) lapis(args ...string) string {
+	s.t.Helper()
+	out, errOut, code := run(s.t, append(args, "--data-dir", s.dataDir, "--database", s.dbURL)...)
+	if code != 0 {
+		s.t.Fatalf("lapis %v: %s", args, errOut)
+	}
+	return out
+}
+
+type gwResp struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (s *gwServer) do(method, u string, body io.Reader, hdr ...string) gwResp {
+	s.t.Helper()
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return gwResp{resp.StatusCode, resp.Header, string(b)}
+}
+
+func TestGatewayTLS(t *testing.T) {
+	for name, dbURL := range dialects(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			s := startGateway(t, dbURL(t), "--trusted-proxies", "127.0.0.1/32", "--allow-ip", "127.0.0.0/8,2001:db8::/32", "--metrics-addr", metricsAddr)
+			testGatewayTLS(t, s)
+			// The separate metrics listener (plain HTTP, unrestricted).
+			resp, err := http.Get("http://" + metricsAddr + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(b), "lapis_http_requests_total") {
+				t.Fatalf("--metrics-addr: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func testGatewayTLS(t *testing.T, s *gwServer) {
+	// TLS versions: 1.1 refused, 1.2 and 1.3 accepted.
+	for _, c := range []struct {
+		v  uint16
+		ok bool
+	}{{tls.VersionTLS11, false}, {tls.VersionTLS12, true}, {tls.VersionTLS13, true}} {
+		conn, err := tls.Dial("tcp", s.addr, &tls.Config{InsecureSkipVerify: true, MinVersion: c.v, MaxVersion: c.v})
+		if (err == nil) != c.ok {
+			t.Errorf("TLS version %x: err %v", c.v, err)
+		}
+		if err == nil {
+			conn.Close()
+		}
+	}
+
+	// A confidential client restricted to a network the test is not on,
+	// and one browser origin.
+	var cl struct{ ClientID, ClientSecret string }
+	out := s.lapis("client", "create", "--name", "gw", "--type", "confidential", "--scope", "system/*.rs",
+		"--allow-ip", "192.0.2.0/24", "--cors-origin", "https://app.example", "--json")
+	if err := json.Unmarshal([]byte(out), &struct {
+		ClientID     *string `json:"client_id"`
+		ClientSecret *string `json:"client_secret"`
+	}{&cl.ClientID, &cl.ClientSecret}); err != nil || cl.ClientID == "" {
+		t.Fatalf("client create: %q %v", out, err)
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.rs"}}
+	req, _ := http.NewRequest(http.MethodPost, s.base+"/auth/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(cl.ClientID), url.QueryEscape(cl.ClientSecret))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	tb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_ = json.Unmarshal(tb, &tok)
+	if resp.StatusCode != 200 || tok.AccessToken == "" {
+		t.Fatalf("token: %d %s", resp.StatusCode, tb)
+	}
+	if resp.Header.Get("Strict-Transport-Security") != "max-age=63072000; includeSubDomains" {
+		t.Fatalf("no HSTS on the token response: %v", resp.Header)
+	}
+	bearer := "Bearer " + tok.AccessToken
+
+	// The client's allow-list excludes 127.0.0.1: 403 that says nothing.
+	r := s.do("GET", s.base+"/Patient?name=Secretname&_count=1", nil, "Authorization", bearer)
+	if r.status != 403 || !strings.Contains(r.body, `"forbidden"`) || strings.Contains(r.body, "192.0.2") {
+		t.Fatalf("restricted client: %d %s", r.status, r.body)
+	}
+	// Widen it with the CLI; running servers pick it up within seconds.
+	s.lapis("client", "network", cl.ClientID, "--allow-ip", "127.0.0.1", "--allow-ip", "192.0.2.0/24")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r = s.do("GET", s.base+"/Patient?name=Secretname&_count=1", nil, "Authorization", bearer)
+		if r.status == 200 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r.status != 200 {
+		t.Fatalf("after widening the allow-list: %d %s", r.status, r.body)
+	}
+	for h, want := range map[string]string{
+		"Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+		"Cache-Control":             "no-store",
+		"X-Content-Type-Options":    "nosniff",
+	} {
+		if got := r.header.Get(h); got != want {
+			t.Errorf("%s = %q, want %q", h, got, want)
+		}
+	}
+	if len(r.header.Get("X-Request-ID")) != 32 {
+		t.Errorf("X-Request-ID %q", r.header.Get("X-Request-ID"))
+	}
+	if r = s.do("GET", s.base+"/Patient?_count=1", nil, "Authorization", bearer, "X-Request-ID", "trace-42"); r.header.Get("X-Request-ID") != "trace-42" {
+		t.Errorf("request id not kept: %q", r.header.Get("X-Request-ID"))
+	}
+
+	// CORS: the registered origin is echoed; another origin is refused.
+	r = s.do("GET", s.base+"/Patient?_count=1", nil, "Authorization", bearer, "Origin", "https://app.example")
+	if r.status != 200 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example" || r.header.Get("Access-Control-Allow-Credentials") != "" {
+		t.Fatalf("CORS actual request: %d %v", r.status, r.header)
+	}
+	if r = s.do("GET", s.base+"/Patient?_count=1", nil, "Authorization", bearer, "Origin", "https://evil.example"); r.status != 403 {
+		t.Fatalf("unregistered origin: %d", r.status)
+	}
+	r = s.do("OPTIONS", s.base+"/Patient", nil, "Origin", "https://app.example", "Access-Control-Request-Method", "GET", "Access-Control-Request-Headers", "authorization")
+	if r.status != 204 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Fatalf("preflight: %d %v", r.status, r.header)
+	}
+	if r = s.do("OPTIONS", s.base+"/Patient", nil, "Origin", "https://evil.example", "Access-Control-Request-Method", "GET"); r.status != 403 {
+		t.Fatalf("preflight from another origin: %d", r.status)
+	}
+
+	// The peer (127.0.0.1) is a trusted proxy: a forwarded address outside
+	// the global allow-list is refused, one inside it accepted.
+	if r = s.do("GET", s.base+"/Patient?_count=1", nil, "Authorization", bearer, "X-Forwarded-For", "198.51.100.7"); r.status != 403 {
+		t.Fatalf("forwarded address outside the allow-list: %d", r.status)
+	}
+	if r = s.do("GET", s.base+"/.well-known/smart-configuration", nil, "X-Forwarded-For", "2001:db8::9"); r.status != 200 {
+		t.Fatalf("forwarded IPv6 address inside the allow-list: %d", r.status)
+	}
+	// API-key allow-lists see the resolved address too.
+	var key struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal([]byte(s.lapis("apikey", "create", "--name", "gw", "--scope", "system/*.rs", "--allow-ip", "2001:db8:7::/48", "--json")), &key); err != nil || key.Key == "" {
+		t.Fatalf("apikey create: %v", err)
+	}
+	if r = s.do("GET", s.base+"/Patient?_count=1", nil, "X-API-Key", key.Key, "X-Forwarded-For", "2001:db8:7::1"); r.status != 200 {
+		t.Fatalf("API key from its forwarded network: %d %s", r.status, r.body)
+	}
+	if r = s.do("GET", s.base+"/Patient?_count=1", nil, "X-API-Key", key.Key); r.status != 401 {
+		t.Fatalf("API key from elsewhere: %d", r.status)
+	}
+	// Scanner user agents are refused by default.
+	if r = s.do("GET", s.base+"/metadata", nil, "User-Agent", "sqlmap/1.8"); r.status != 403 {
+		t.Fatalf("scanner user agent: %d", r.status)
+	}
+
+	// /metrics on the main listener: loopback only, and not through a proxy header.
+	r = s.do("GET", "https://"+s.addr+"/metrics", nil)
+	if r.status != 200 {
+		t.Fatalf("/metrics: %d", r.status)
+	}
+	for _, want := range []string{`lapis_http_requests_total{method="GET",route="fhir.search-type",status="200"}`,
+		// client_allowlist: 1, plus the refusals while the widened list
+		// reaches the running server.
+		`lapis_refusals_total{reason="client_allowlist"} `, `lapis_refusals_total{reason="cors"} 2`,
+		`lapis_refusals_total{reason="ip_allowlist"} 1`, `lapis_refusals_total{reason="user_agent"} 1`,
+		"lapis_http_request_duration_seconds_bucket", "lapis_http_requests_in_flight", "lapis_tls_certificate_expiry_timestamp_seconds"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if r = s.do("GET", "https://"+s.addr+"/metrics", nil, "X-Forwarded-For", "198.51.100.7"); r.status != 404 {
+		t.Errorf("/metrics for a forwarded remote caller: %d", r.status)
+	}
+
+	// The request log: one line per request, no query values, no tokens.
+	logs := s.logs.String()
+	if !strings.Contains(logs, `"route":"/fhir/Patient"`) || !strings.Contains(logs, `"client_id":"`+cl.ClientID+`"`) {
+		t.Errorf("request log lines missing")
+	}
+	for _, secret := range []string{tok.AccessToken, cl.ClientSecret, key.Key, "Secretname"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("log carries a secret or query value")
+		}
+	}
+}
+
+// TestGatewayPlainRemote checks the listening rule: plain HTTP on a
+// non-loopback address needs --allow-remote; TLS does not.
+func TestGatewayPlainRemote(t *testing.T) {
+	dir := t.TempDir()
+	_, errOut, code := run(t, "serve", "--addr", "0.0.0.0:0", "--data-dir", dir)
+	if code == 0 || !strings.Contains(errOut, "allow-remote") {
+		t.Fatalf("plain HTTP on 0.0.0.0: code %d %s", code, errOut)
+	}
+	_, errOut, code = run(t, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--tls-cert", filepath.Join(dir, "x.crt"))
+	if code == 0 || !strings.Contains(errOut, "--tls-key") {
+		t.Fatalf("certificate without key: code %d %s", code, errOut)
+	}
+	certFile, keyFile, _ := gwCert(t, dir)
+	port := freePort(t)
+	cmd := exec.Command(lapisBin, "serve", "--addr", fmt.Sprintf("0.0.0.0:%d", port), "--data-dir", dir, "--tls-cert", certFile, "--tls-key", keyFile)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TLS on 0.0.0.0 did not serve: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestGatewaySearchTimeout checks the search time budget on the real
+// binary: a search over budget is a 503 OperationOutcome, a read is not
+// affected.
+func TestGatewaySearchTimeout(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d/fhir", port)
+	cmd := exec.Command(lapisBin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dir, "--dev-no-auth", "--search-timeout", "1ns")
+	logs := &gwLogs{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	}()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if code, _ := get("/metadata"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, body := get("/Patient?name=x")
+	if code != 503 || !strings.Contains(body, `"code":"timeout"`) || !strings.Contains(body, "OperationOutcome") {
+		t.Fatalf("search over budget: %d %s", code, body)
+	}
+	if code, body = get("/Patient/nope"); code != 404 {
+		t.Fatalf("read under a search budget: %d %s", code, body)
+	}
+}

@@ -1,0 +1,55 @@
+package metrics
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNilSafe(t *testing.T) {
+	var m *Metrics
+	m.Refused("x")
+	m.RateLimitChecked("client", true)
+	m.RateLimitBackendFailure(true)
+	m.AuditQueued(1)
+	m.AuditWritten(1, time.Second)
+	m.AuditQueueDepth(1)
+	m.AlertSent("r", true)
+	m.RequestStarted()("fhir.read", "GET", 200, time.Millisecond)
+	m.CertificateLoaded(time.Now())
+	m.CertificateReload(false)
+}
+
+func TestExposition(t *testing.T) {
+	m := New()
+	done := m.RequestStarted()
+	mid := scrape(t, m)
+	if !strings.Contains(mid, "lapis_http_requests_in_flight 1") {
+		t.Fatal("in-flight not counted")
+	}
+	done("fhir.search-type", "BREW", 429, 3*time.Millisecond)
+	m.Refused("ip_allowlist")
+	m.CertificateLoaded(time.Unix(2000000000, 0))
+	m.CertificateReload(true)
+	body := scrape(t, m)
+	for _, want := range []string{
+		`lapis_http_requests_total{method="OTHER",route="fhir.search-type",status="429"} 1`,
+		`lapis_http_request_duration_seconds_bucket{method="OTHER",route="fhir.search-type",le="0.005"} 1`,
+		`lapis_http_requests_in_flight 0`,
+		`lapis_refusals_total{reason="ip_allowlist"} 1`,
+		`lapis_tls_certificate_expiry_timestamp_seconds 2e+09`,
+		`lapis_tls_certificate_reloads_total{result="ok"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+}
+
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	return w.Body.String()
+}

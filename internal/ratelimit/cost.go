@@ -1,0 +1,248 @@
+package ratelimit
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Costs are the cost units each kind of FHIR interaction spends.
+type Costs struct {
+	Read      int // read
+	VRead     int // vread
+	Search    int // search (type, system, _search)
+	History   int // history (instance, type, system)
+	Create    int
+	Update    int
+	Patch     int
+	Delete    int
+	Batch     int // per entry of a batch or transaction Bundle
+	BatchMin  int // least a batch or transaction costs
+	Operation int // $operations
+}
+
+// DefaultCosts are the costs when none are configured.
+func DefaultCosts() Costs {
+	return Costs{Read: 1, VRead: 1, Search: 2, History: 2, Create: 3, Update: 3, Patch: 3, Delete: 3, Batch: 1, BatchMin: 3, Operation: 3}
+}
+
+// maxCost bounds a configured cost.
+const maxCost = 10_000
+
+// ParseCosts reads "read=1,search=2,…" over DefaultCosts. Keys: read,
+// vread, search, history, create, update, patch, delete, batch (per
+// entry), batch-min, operation.
+func ParseCosts(s string) (Costs, error) {
+	c := DefaultCosts()
+	fields := map[string]*int{
+		"read": &c.Read, "vread": &c.VRead, "search": &c.Search, "history": &c.History,
+		"create": &c.Create, "update": &c.Update, "patch": &c.Patch, "delete": &c.Delete,
+		"batch": &c.Batch, "batch-min": &c.BatchMin, "operation": &c.Operation,
+	}
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		p := fields[strings.TrimSpace(k)]
+		if !ok || p == nil {
+			return c, fmt.Errorf("invalid rate-limit cost %q: want KEY=N with KEY one of read, vread, search, history, create, update, patch, delete, batch, batch-min, operation", part)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > maxCost {
+			return c, fmt.Errorf("invalid rate-limit cost %q: N must be an integer from 0 to %d", part, maxCost)
+		}
+		*p = n
+	}
+	return c, nil
+}
+
+// String formats c as ParseCosts reads it.
+func (c Costs) String() string {
+	return fmt.Sprintf("read=%d,vread=%d,search=%d,history=%d,create=%d,update=%d,patch=%d,delete=%d,batch=%d,batch-min=%d,operation=%d",
+		c.Read, c.VRead, c.Search, c.History, c.Create, c.Update, c.Patch, c.Delete, c.Batch, c.BatchMin, c.Operation)
+}
+
+// interaction is the kind of a FHIR request, from its method and path.
+type interaction int
+
+const (
+	ixRead interaction = iota
+	ixVRead
+	ixSearch
+	ixHistory
+	ixCreate
+	ixUpdate
+	ixPatch
+	ixDelete
+	ixBatch
+	ixOperation
+)
+
+// classify maps a request to its interaction. segs are the path segments
+// after the FHIR base (no empty ones).
+func classify(method string, segs []string) interaction {
+	for _, s := range segs {
+		if strings.HasPrefix(s, "$") {
+			return ixOperation
+		}
+	}
+	get := method == http.MethodGet || method == http.MethodHead
+	switch len(segs) {
+	case 0:
+		if method == http.MethodPost {
+			return ixBatch
+		}
+		return ixSearch
+	case 1:
+		switch {
+		case segs[0] == "_history":
+			return ixHistory
+		case segs[0] == "_search" || get:
+			return ixSearch
+		}
+		return methodInteraction(method)
+	case 2:
+		switch {
+		case segs[1] == "_history":
+			return ixHistory
+		case segs[1] == "_search":
+			return ixSearch
+		case get:
+			return ixRead
+		}
+		return methodInteraction(method)
+	case 3:
+		if segs[2] == "_history" {
+			return ixHistory
+		}
+	case 4:
+		if segs[2] == "_history" {
+			return ixVRead
+		}
+	}
+	return ixRead
+}
+
+// methodInteraction is the write a method performs (POST create, PUT
+// update, PATCH patch, DELETE delete); other methods cost a read.
+func methodInteraction(method string) interaction {
+	switch method {
+	case http.MethodPost:
+		return ixCreate
+	case http.MethodPut:
+		return ixUpdate
+	case http.MethodPatch:
+		return ixPatch
+	case http.MethodDelete:
+		return ixDelete
+	}
+	return ixRead
+}
+
+// cost is the price of an interaction; entries counts a Bundle's entries.
+func (c Costs) cost(ix interaction, entries int) int {
+	switch ix {
+	case ixVRead:
+		return c.VRead
+	case ixSearch:
+		return c.Search
+	case ixHistory:
+		return c.History
+	case ixCreate:
+		return c.Create
+	case ixUpdate:
+		return c.Update
+	case ixPatch:
+		return c.Patch
+	case ixDelete:
+		return c.Delete
+	case ixBatch:
+		return max(c.Batch*entries, c.BatchMin)
+	case ixOperation:
+		return c.Operation
+	}
+	return c.Read
+}
+
+// peekBody reads up to limit bytes of r's body and puts them back in
+// front of the rest, so the handler reads the body unchanged. It returns
+// the bytes read and whether that was the whole body.
+func peekBody(r *http.Request, limit int64) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	whole := err == nil && int64(len(b)) <= limit
+	rest := r.Body
+	r.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(b), rest), Closer: rest}
+	if err != nil {
+		return nil, false
+	}
+	return b, whole
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// countEntries counts the elements of the top-level "entry" array of a
+// JSON Bundle without building it; 0 when the body is not such a JSON
+// object (the handler then answers 400 and the minimum cost applies).
+func countEntries(body []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return 0
+		}
+		if k != "entry" {
+			if err := skipValue(dec); err != nil {
+				return 0
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return 0
+		}
+		n := 0
+		for dec.More() {
+			if err := skipValue(dec); err != nil {
+				return n
+			}
+			n++
+		}
+		return n
+	}
+	return 0
+}
+
+// skipValue consumes one JSON value token by token (no allocation of the
+// value, depth-first over delimiters).
+func skipValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}

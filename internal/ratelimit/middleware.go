@@ -1,0 +1,475 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+)
+
+// Scopes: the names of the limits, used as RateLimit policy names, metric
+// labels and key prefixes.
+const (
+	ScopeClient  = "client"
+	ScopePatient = "patient"
+	ScopeIP      = "ip"
+)
+
+// Observer receives rate-limit metrics; *metrics.Metrics satisfies it.
+type Observer interface {
+	RateLimitChecked(scope string, allowed bool)
+	RateLimitBackendFailure(failOpen bool)
+	Refused(reason string)
+}
+
+// Options configures the Middleware.
+type Options struct {
+	// Limiter decides; nil means a fresh in-process Memory limiter.
+	Limiter Limiter
+	// FailOpen chooses what happens when Limiter fails (Redis
+	// unreachable): true admits the request through Fallback, so each
+	// instance still enforces the limits on its own; false refuses it
+	// with 503 and Retry-After.
+	FailOpen bool
+	// Fallback is the limiter used when Limiter fails and FailOpen is
+	// set; nil means a fresh Memory limiter.
+	Fallback Limiter
+
+	// Client, Patient and IP are the limits per client (OAuth client id
+	// or API key id), per patient and per IP address on AuthPaths. A
+	// disabled Limit is not checked.
+	Client, Patient, IP Limit
+	// Costs price FHIR interactions; the zero value means DefaultCosts.
+	Costs Costs
+
+	// FHIRBase is the path of the FHIR base URL ("/fhir", or "" at the
+	// root).
+	FHIRBase string
+	// AuthPaths are the full paths (e.g. "/fhir/auth/token") limited per
+	// IP address by AuthEndpoints; Browser marks those that serve pages
+	// to a browser (answered in plain text rather than JSON).
+	AuthPaths map[string]Endpoint
+	// ClientIP resolves the caller's address; nil means the host of
+	// r.RemoteAddr.
+	ClientIP func(*http.Request) netip.Addr
+	// MaxBodyBytes bounds the part of a batch/transaction or _search body
+	// read to price it (0 = 16 MiB); a larger body costs the minimum and
+	// is refused by the handler.
+	MaxBodyBytes int64
+
+	// Metrics, Audit and Logger are optional observers.
+	Metrics Observer
+	Audit   audit.Sink
+	Logger  *slog.Logger
+	// Now is the clock of the backend-failure log throttle (nil =
+	// time.Now).
+	Now func() time.Time
+}
+
+// Endpoint describes a path limited per IP address.
+type Endpoint struct {
+	// Browser is true for pages a user's browser loads (authorize,
+	// login, consent, patient picker): their refusal is plain text.
+	Browser bool
+}
+
+// backendLogEvery is the least time between two log lines about a failing
+// backend.
+const backendLogEvery = 10 * time.Second
+
+// Middleware enforces the limits. Its FHIR stage goes after
+// authentication (it keys on the authenticated principal); its
+// AuthEndpoints stage goes in front of the OAuth endpoints.
+type Middleware struct {
+	o        Options
+	limiter  Limiter
+	fallback Limiter
+	costs    Costs
+	prefix   string
+	clientIP func(*http.Request) netip.Addr
+	maxBody  int64
+	obs      Observer
+	sink     audit.Sink
+	log      *slog.Logger
+	now      func() time.Time
+
+	logMu      sync.Mutex
+	lastLog    time.Time
+	suppressed int
+}
+
+// New returns the middleware for o.
+func New(o Options) *Middleware {
+	m := &Middleware{o: o, limiter: o.Limiter, fallback: o.Fallback, costs: o.Costs, clientIP: o.ClientIP,
+		maxBody: o.MaxBodyBytes, obs: o.Metrics, sink: o.Audit, log: o.Logger, now: o.Now}
+	if m.limiter == nil {
+		m.limiter = NewMemory(MemoryOptions{})
+	}
+	if m.fallback == nil {
+		m.fallback = NewMemory(MemoryOptions{})
+	}
+	if m.costs == (Costs{}) {
+		m.costs = DefaultCosts()
+	}
+	m.prefix = strings.TrimSuffix(o.FHIRBase, "/")
+	if m.clientIP == nil {
+		m.clientIP = RemoteAddr
+	}
+	if m.maxBody <= 0 {
+		m.maxBody = 16 << 20
+	}
+	if m.obs == nil {
+		m.obs = nopObserver{}
+	}
+	if m.sink == nil {
+		m.sink = audit.Discard{}
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	return m
+}
+
+// RemoteAddr is the host of r.RemoteAddr (the direct peer), the zero Addr
+// when it does not parse.
+func RemoteAddr(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) RateLimitChecked(string, bool) {}
+func (nopObserver) RateLimitBackendFailure(bool)  {}
+func (nopObserver) Refused(string)                {}
+
+// errClosed marks a check refused because the backend failed and the
+// middleware fails closed.
+var errClosed = errors.New("ratelimit: backend unavailable (failing closed)")
+
+// decision is the outcome of one checked limit.
+type decision struct {
+	scope string
+	limit Limit
+	res   Result
+}
+
+// check spends cost units of id's bucket in scope. On a backend failure
+// it counts the failure, logs (throttled) and either falls back (fail
+// open) or returns errClosed.
+func (m *Middleware) check(ctx context.Context, scope, id string, l Limit, cost int) (decision, error) {
+	key := scope + ":" + hashID(id)
+	res, err := m.limiter.AllowN(ctx, key, l, cost)
+	if err != nil {
+		m.obs.RateLimitBackendFailure(m.o.FailOpen)
+		m.backendFailed(err)
+		if !m.o.FailOpen {
+			return decision{scope: scope, limit: l}, errClosed
+		}
+		res, _ = m.fallback.AllowN(ctx, key, l, cost)
+	}
+	m.obs.RateLimitChecked(scope, res.Allowed)
+	return decision{scope: scope, limit: l, res: res}, nil
+}
+
+// hashID turns an identifier into a fixed-length key part, so that keys
+// are bounded in size and Redis never stores patient ids, client ids or
+// addresses in the clear.
+func hashID(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:16])
+}
+
+// backendFailed logs a backend failure at most once per backendLogEvery,
+// with the number of failures not logged since.
+func (m *Middleware) backendFailed(err error) {
+	now := m.now()
+	m.logMu.Lock()
+	if !m.lastLog.IsZero() && now.Sub(m.lastLog) < backendLogEvery {
+		m.suppressed++
+		m.logMu.Unlock()
+		return
+	}
+	n := m.suppressed
+	m.lastLog, m.suppressed = now, 0
+	m.logMu.Unlock()
+	mode := "closed (refusing with 503)"
+	if m.o.FailOpen {
+		mode = "open (in-process limits only)"
+	}
+	m.log.Warn("rate limit backend unavailable", "mode", mode, "error", err.Error(), "failures_not_logged", n)
+}
+
+// FHIR is the stage for the FHIR API, after authentication: it charges
+// the interaction's cost to the caller's client and to the patient in
+// context or the patients the request targets. Requests without a
+// principal (/metadata, --dev-no-auth) pass unlimited.
+func (m *Middleware) FHIR(next http.Handler) http.Handler {
+	if !m.o.Client.Enabled() && !m.o.Patient.Enabled() {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := access.FromContext(r.Context())
+		if p == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rest, ok := strings.CutPrefix(r.URL.Path, m.prefix)
+		if !ok || (rest != "" && rest[0] != '/') {
+			next.ServeHTTP(w, r)
+			return
+		}
+		var segs []string
+		for s := range strings.SplitSeq(rest, "/") {
+			if s != "" {
+				segs = append(segs, s)
+			}
+		}
+		ix := classify(r.Method, segs)
+		entries := 0
+		var form url.Values
+		switch {
+		case ix == ixBatch:
+			if body, whole := peekBody(r, m.maxBody); whole {
+				entries = countEntries(body)
+			}
+		case ix == ixSearch && r.Method == http.MethodPost && isForm(r):
+			if body, whole := peekBody(r, min(m.maxBody, 1<<20)); whole {
+				form, _ = url.ParseQuery(string(body))
+			}
+		}
+		cost := m.costs.cost(ix, entries)
+		if cost == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		var ds []decision
+		if m.o.Client.Enabled() && p.ClientID != "" {
+			d, err := m.check(r.Context(), ScopeClient, p.ClientID, m.o.Client, cost)
+			if err != nil {
+				m.unavailable(w, false, true)
+				return
+			}
+			ds = append(ds, d)
+			if !d.res.Allowed {
+				m.refuse(w, r, ds, d, p, "", false, true)
+				return
+			}
+		}
+		if m.o.Patient.Enabled() {
+			var patients []string
+			if p.Patient != "" {
+				patients = []string{p.Patient}
+			} else {
+				q := form
+				if r.URL.RawQuery != "" {
+					q = r.URL.Query()
+					for k, v := range form {
+						q[k] = append(q[k], v...)
+					}
+				}
+				patients = targetPatients(segs, q)
+			}
+			var worst *decision
+			for _, id := range patients {
+				d, err := m.check(r.Context(), ScopePatient, id, m.o.Patient, cost)
+				if err != nil {
+					m.unavailable(w, false, true)
+					return
+				}
+				if !d.res.Allowed {
+					ds = append(ds, d)
+					m.refuse(w, r, ds, d, p, id, false, true)
+					return
+				}
+				if worst == nil || d.res.Remaining < worst.res.Remaining {
+					worst = &d
+				}
+			}
+			if worst != nil {
+				ds = append(ds, *worst)
+			}
+		}
+		setHeaders(w.Header(), ds)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// AuthEndpoints is the stage for the unauthenticated OAuth endpoints: a
+// request to one of AuthPaths (other than a CORS preflight) costs 1 unit
+// of its IP address's limit. Other requests pass untouched.
+func (m *Middleware) AuthEndpoints(next http.Handler) http.Handler {
+	if !m.o.IP.Enabled() || len(m.o.AuthPaths) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ep, ok := m.o.AuthPaths[r.URL.Path]
+		if !ok || r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		d, err := m.check(r.Context(), ScopeIP, ipKey(m.clientIP(r)), m.o.IP, 1)
+		if err != nil {
+			m.unavailable(w, ep.Browser, false)
+			return
+		}
+		if !d.res.Allowed {
+			m.refuse(w, r, []decision{d}, d, nil, "", ep.Browser, false)
+			return
+		}
+		setHeaders(w.Header(), []decision{d})
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ipKey is the bucket of an address: the address for IPv4, its /64 for
+// IPv6 (one host commonly holds a whole /64).
+func ipKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown"
+	}
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+func isForm(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == "application/x-www-form-urlencoded"
+}
+
+// seconds rounds d up to whole seconds (delay-seconds), at least min.
+func seconds(d time.Duration, least int64) int64 {
+	s := int64(math.Ceil(d.Seconds()))
+	return max(s, least)
+}
+
+// setHeaders writes RateLimit-Policy and RateLimit
+// (draft-ietf-httpapi-ratelimit-headers, structured-field lists).
+func setHeaders(h http.Header, ds []decision) {
+	if len(ds) == 0 {
+		return
+	}
+	var pol, cur strings.Builder
+	for i, d := range ds {
+		if i > 0 {
+			pol.WriteString(", ")
+			cur.WriteString(", ")
+		}
+		pol.WriteString(`"` + d.scope + `";q=` + strconv.Itoa(d.limit.Rate) + ";w=" + strconv.FormatInt(int64(d.limit.Period/time.Second), 10))
+		t := d.res.Reset
+		if !d.res.Allowed {
+			t = d.res.RetryAfter
+		}
+		cur.WriteString(`"` + d.scope + `";r=` + strconv.Itoa(d.res.Remaining) + ";t=" + strconv.FormatInt(seconds(t, 0), 10))
+	}
+	h.Set("RateLimit-Policy", pol.String())
+	h.Set("RateLimit", cur.String())
+}
+
+// refuse answers 429 for the refused decision d, counts and audits it.
+func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, ds []decision, d decision, p *access.Principal, patient string, browser, fhir bool) {
+	m.obs.Refused("ratelimit")
+	ev := audit.Event{
+		Time: m.now(), Kind: audit.KindRateLimited, Action: "E", Outcome: audit.OutcomeMinor,
+		Description: "rate limit exceeded (" + d.scope + ")", Status: http.StatusTooManyRequests,
+		UserAgent: truncate(r.UserAgent(), 256),
+	}
+	if a := m.clientIP(r); a.IsValid() {
+		ev.Address = a.String()
+	}
+	if p != nil {
+		ev.ClientID, ev.Subject, ev.FHIRUser, ev.Method, ev.CredentialID = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID
+		ev.Patient = p.Patient
+	}
+	if patient != "" {
+		ev.Patient = patient
+	}
+	m.sink.Record(r.Context(), ev)
+
+	retry := seconds(d.res.RetryAfter, 1)
+	h := w.Header()
+	setHeaders(h, ds)
+	h.Set("Retry-After", strconv.FormatInt(retry, 10))
+	h.Set("Cache-Control", "no-store")
+	msg := "too many requests for this " + scopeNoun(d.scope) + "; retry after " + strconv.FormatInt(retry, 10) + " s"
+	page := "Too many requests from this address. Please wait " + strconv.FormatInt(retry, 10) + " seconds and try again.\n"
+	writeRefusal(w, http.StatusTooManyRequests, "throttled", msg, page, browser, fhir)
+}
+
+// unavailable answers 503 when the backend failed and the middleware
+// fails closed.
+func (m *Middleware) unavailable(w http.ResponseWriter, browser, fhir bool) {
+	m.obs.Refused("ratelimit")
+	h := w.Header()
+	h.Set("Retry-After", "1")
+	h.Set("Cache-Control", "no-store")
+	writeRefusal(w, http.StatusServiceUnavailable, "transient", "rate limiting is temporarily unavailable; retry later",
+		"The service is temporarily unavailable. Please try again in a moment.\n", browser, fhir)
+}
+
+func scopeNoun(scope string) string {
+	switch scope {
+	case ScopeIP:
+		return "address"
+	}
+	return scope
+}
+
+// writeRefusal writes a FHIR OperationOutcome, an RFC 6749 error object
+// or plain text for browser pages.
+func writeRefusal(w http.ResponseWriter, status int, issueCode, msg, page string, browser, fhir bool) {
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	switch {
+	case fhir:
+		h.Set("Content-Type", "application/fhir+json; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = w.Write(outcome.New(status, issueCode, "%s", msg).JSON())
+	case browser:
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(page))
+	default:
+		h.Set("Content-Type", "application/json")
+		h.Set("Pragma", "no-cache")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
+	}
+}
+
+// truncate shortens s to at most n bytes of valid UTF-8.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.ToValidUTF8(s, "")
+}
