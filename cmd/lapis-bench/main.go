@@ -44,6 +44,7 @@ func main() {
 		skip     = flag.Bool("skip-import", false, "skip the import phase (then -datadir must hold data)")
 		keep     = flag.String("datadir", "", "data directory to use (default: a temporary one)")
 		loader   = flag.String("loader", "auto", "load generator: wrk (Debian package wrk), go, or auto (wrk when installed)")
+		auditCmp = flag.Bool("audit", false, "only compare read-by-id latency with the audit trail on and off (audit.go)")
 	)
 	flag.Parse()
 	useWrk := *loader == "wrk"
@@ -54,13 +55,13 @@ func main() {
 	if useWrk {
 		load = wrkLoad
 	}
-	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip); err != nil {
+	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp); err != nil {
 		fmt.Fprintln(os.Stderr, "lapis-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool) error {
+func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "lapis-bench-")
 	if err != nil {
@@ -147,6 +148,9 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	var urls []string
 	for _, p := range patients {
 		urls = append(urls, base+"/Patient/"+p)
+	}
+	if auditCmp {
+		return compareAudit(bin, dir, dbURL, key.Key, patients, conns, dur)
 	}
 	report("read Patient/{id}", load(client, urls, conns, dur))
 	// The two searches. The Synthea set has no heart-rate (8867-4)

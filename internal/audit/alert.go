@@ -174,7 +174,7 @@ func (a *Alerter) Observe(e *Event) {
 				if key == "client:" || key == "address:" {
 					continue
 				}
-				if n, fire := a.count(RuleAuthFailures+"\x00"+key, 1, a.cfg.AuthFailureLimit, a.cfg.AuthFailureWindow, now); fire {
+				if n, fire := a.count(RuleAuthFailures+"\x00"+key, e.occurrences(), a.cfg.AuthFailureLimit, a.cfg.AuthFailureWindow, now); fire {
 					a.raise(Alert{Rule: RuleAuthFailures, Time: now, ClientID: e.ClientID, Address: e.Address, Count: n, Threshold: a.cfg.AuthFailureLimit,
 						Window: a.cfg.AuthFailureWindow.String(), Detail: "repeated authentication failures"})
 				}
@@ -182,7 +182,7 @@ func (a *Alerter) Observe(e *Event) {
 		}
 	case KindNetworkRefused:
 		if a.cfg.Refusals {
-			if n, fire := a.count(RuleRefused+"\x00"+e.ClientID+"\x00"+e.Address, 1, 0, time.Minute, now); fire {
+			if n, fire := a.count(RuleRefused+"\x00"+e.ClientID+"\x00"+e.Address, e.occurrences(), 0, time.Minute, now); fire {
 				a.raise(Alert{Rule: RuleRefused, Time: now, ClientID: e.ClientID, Address: e.Address, Count: n, Threshold: 0,
 					Window: time.Minute.String(), Detail: "request refused by an allow-list"})
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pressly/goose/v3"
 
 	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/database"
@@ -643,6 +646,61 @@ func TestRecoveryAfterCrash(t *testing.T) {
 		rep, err = Verify(ctx, db, st, nil)
 		if err != nil || !rep.OK || rep.Pending != 0 || rep.Records != 3 || rep.Chains != 2 {
 			t.Fatalf("after recovery: %+v %v", rep, err)
+		}
+	})
+}
+
+// The 00002 migration turns the per-record flag of 00001 into the
+// chain's copied_seq.
+func TestMigrationCopiedSeq(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		db, err := OpenDB(ctx, url, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+		if db.Postgres() {
+			dir, dialect = "migrations/postgres", goose.DialectPostgres
+		}
+		fsys, _ := fs.Sub(migrations, dir)
+		p, err := goose.NewProvider(dialect, db.SQL(), fsys, goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.DownTo(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		tf := map[bool]string{true: "1", false: "0"}
+		if db.Postgres() {
+			tf = map[bool]string{true: "TRUE", false: "FALSE"}
+		}
+		exec := func(q string) {
+			if _, err := db.SQL().Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		exec("INSERT INTO audit_chain (chain_id, started_at) VALUES ('a', 0), ('b', 0), ('c', 0)")
+		for _, r := range []struct {
+			chain string
+			seq   int
+			done  bool
+		}{{"a", 1, true}, {"a", 2, true}, {"a", 3, false}, {"a", 4, false}, {"b", 1, true}, {"b", 2, true}} {
+			exec(fmt.Sprintf("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized) VALUES ('%s', %d, '', '', 'x', 1, 0, '', %s)", r.chain, r.seq, tf[r.done]))
+		}
+		if _, err := p.Up(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for chain, want := range map[string]int64{"a": 2, "b": 2, "c": 0} {
+			var got int64
+			if err := db.SQL().QueryRow(db.q("SELECT copied_seq FROM audit_chain WHERE chain_id = ?"), chain).Scan(&got); err != nil || got != want {
+				t.Errorf("chain %s: copied_seq %d (%v), want %d", chain, got, err, want)
+			}
+		}
+		rows, err := db.Page(ctx, "a", 0, 10)
+		if err != nil || len(rows) != 4 || !rows[1].Materialized || rows[2].Materialized {
+			t.Fatalf("rows %+v %v", rows, err)
 		}
 	})
 }

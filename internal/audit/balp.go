@@ -194,6 +194,12 @@ func Render(e *Event, id string, at time.Time, src Source) []byte {
 		}
 		desc += "HTTP " + strconv.Itoa(e.Status)
 	}
+	if e.Occurrences > 1 {
+		if desc != "" {
+			desc += "; "
+		}
+		desc += strconv.Itoa(e.Occurrences) + " occurrences"
+	}
 	ae.OutcomeDesc = desc
 
 	// The user (requestor) when there is one.

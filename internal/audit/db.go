@@ -42,7 +42,7 @@ type Row struct {
 	Version      int64
 	Recorded     time.Time
 	Body         []byte // the AuditEvent JSON exactly as stored in the FHIR store
-	Materialized bool   // written to the FHIR store too
+	Materialized bool   // copied into the FHIR store (seq <= the chain's copied_seq)
 }
 
 // DB is the chain table: the write-ahead copy of every audit record and
@@ -199,18 +199,6 @@ func (d *DB) q(s string) string {
 	return sb.String()
 }
 
-func (d *DB) boolLit(b bool) string {
-	switch {
-	case d.postgres && b:
-		return "TRUE"
-	case d.postgres:
-		return "FALSE"
-	case b:
-		return "1"
-	}
-	return "0"
-}
-
 // StartChain registers a new chain.
 func (d *DB) StartChain(ctx context.Context, chain, host string, at time.Time) error {
 	_, err := d.db.ExecContext(ctx, d.q("INSERT INTO audit_chain (chain_id, started_at, host) VALUES (?, ?, ?)"), chain, at.UnixMilli(), host)
@@ -229,13 +217,13 @@ func (d *DB) Append(ctx context.Context, rows []Row) error {
 	for len(rows) > 0 {
 		n := min(chunk, len(rows))
 		var sb strings.Builder
-		sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized) VALUES ")
+		sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body) VALUES ")
 		args := make([]any, 0, n*8)
 		for i, r := range rows[:n] {
 			if i > 0 {
 				sb.WriteByte(',')
 			}
-			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, " + d.boolLit(false) + ")")
+			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
 			args = append(args, r.Chain, r.Seq, r.PrevHash, r.Hash, r.ResourceID, r.Version, r.Recorded.UnixMilli(), r.Body)
 		}
 		if _, err := tx.ExecContext(ctx, d.q(sb.String()), args...); err != nil {
@@ -246,17 +234,34 @@ func (d *DB) Append(ctx context.Context, rows []Row) error {
 	return tx.Commit()
 }
 
-// MarkMaterialized records that the rows seq from..to of chain are in the
-// FHIR store.
-func (d *DB) MarkMaterialized(ctx context.Context, chain string, from, to int64) error {
-	_, err := d.db.ExecContext(ctx, d.q("UPDATE audit_record SET materialized = "+d.boolLit(true)+" WHERE chain_id = ? AND seq >= ? AND seq <= ?"), chain, from, to)
+// SetCopied records that the records of chain up to seq are in the FHIR
+// store (it never moves backwards).
+func (d *DB) SetCopied(ctx context.Context, chain string, seq int64) error {
+	_, err := d.db.ExecContext(ctx, d.q("UPDATE audit_chain SET copied_seq = ? WHERE chain_id = ? AND copied_seq < ?"), seq, chain, seq)
 	return err
 }
 
-// Pending returns up to limit rows not yet in the FHIR store recorded
-// before olderThan (recovery after a crash).
-func (d *DB) Pending(ctx context.Context, olderThan time.Time, limit int) ([]Row, error) {
-	return d.query(ctx, d.q("SELECT chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized FROM audit_record WHERE materialized = "+d.boolLit(false)+" AND recorded_at < ? ORDER BY chain_id, seq LIMIT ?"), olderThan.UnixMilli(), limit)
+// Stale lists the chains with records not yet copied into the FHIR store
+// whose last record is older than olderThan (their process stopped or
+// crashed before its copy caught up), with how far they were copied.
+func (d *DB) Stale(ctx context.Context, olderThan time.Time) (map[string]int64, error) {
+	rs, err := d.r.QueryContext(ctx, d.q(`SELECT c.chain_id, c.copied_seq FROM audit_chain c
+		WHERE EXISTS (SELECT 1 FROM audit_record r WHERE r.chain_id = c.chain_id AND r.seq > c.copied_seq)
+		AND (SELECT MAX(r.recorded_at) FROM audit_record r WHERE r.chain_id = c.chain_id) < ?`), olderThan.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[string]int64{}
+	for rs.Next() {
+		var c string
+		var n int64
+		if err := rs.Scan(&c, &n); err != nil {
+			return nil, err
+		}
+		out[c] = n
+	}
+	return out, rs.Err()
 }
 
 // Chains lists the chain ids, oldest first.
@@ -304,7 +309,10 @@ func (d *DB) Heads(ctx context.Context) ([]Head, error) {
 
 // Page returns up to limit rows of chain with seq > after, by seq.
 func (d *DB) Page(ctx context.Context, chain string, after int64, limit int) ([]Row, error) {
-	return d.query(ctx, d.q("SELECT chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, materialized FROM audit_record WHERE chain_id = ? AND seq > ? ORDER BY seq LIMIT ?"), chain, after, limit)
+	return d.query(ctx, d.q(`SELECT r.chain_id, r.seq, r.prev_hash, r.hash, r.resource_id, r.version, r.recorded_at, r.body,
+		CASE WHEN r.seq <= COALESCE(c.copied_seq, 0) THEN 1 ELSE 0 END
+		FROM audit_record r LEFT JOIN audit_chain c ON c.chain_id = r.chain_id
+		WHERE r.chain_id = ? AND r.seq > ? ORDER BY r.seq LIMIT ?`), chain, after, limit)
 }
 
 func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
@@ -317,10 +325,12 @@ func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
 	for rs.Next() {
 		var r Row
 		var ms int64
-		if err := rs.Scan(&r.Chain, &r.Seq, &r.PrevHash, &r.Hash, &r.ResourceID, &r.Version, &ms, &r.Body, &r.Materialized); err != nil {
+		var copied int64
+		if err := rs.Scan(&r.Chain, &r.Seq, &r.PrevHash, &r.Hash, &r.ResourceID, &r.Version, &ms, &r.Body, &copied); err != nil {
 			return nil, err
 		}
 		r.Recorded = time.UnixMilli(ms).UTC()
+		r.Materialized = copied == 1
 		out = append(out, r)
 	}
 	return out, rs.Err()

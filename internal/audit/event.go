@@ -85,6 +85,9 @@ type Event struct {
 	Patient  string // patient in context or searched patient (id)
 	Entities []Entity
 	Returned int // resources returned (searches, reads)
+	// Occurrences is how many identical refusals this record stands for
+	// when a Coalescer merged them (0 or 1: one).
+	Occurrences int
 }
 
 // Sink receives events. Record must not block the caller for long and

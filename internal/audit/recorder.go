@@ -122,8 +122,9 @@ type item struct {
 	wait chan error // nil for asynchronous records
 }
 
-// Start registers a new chain for this process, materializes records a
-// crashed process left in the chain table only, and starts the writer.
+// Start registers a new chain for this process and starts the writer and
+// the copy (which first copies, in the background, the records a stopped
+// or crashed process left in the chain table only).
 func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 	if cfg.DB == nil || cfg.Store == nil || cfg.Indexer == nil {
 		return nil, errors.New("audit: DB, Store and Indexer are required")
@@ -509,14 +510,14 @@ func Materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row
 	if err != nil {
 		return err
 	}
-	// Mark runs of consecutive rows of one chain with one statement.
-	start := 0
-	for i := 1; i <= len(rows); i++ {
-		if i == len(rows) || rows[i].Chain != rows[start].Chain || rows[i].Seq != rows[i-1].Seq+1 {
-			if err := db.MarkMaterialized(ctx, rows[start].Chain, rows[start].Seq, rows[i-1].Seq); err != nil {
-				return err
-			}
-			start = i
+	// Rows come in seq order per chain: record how far each got.
+	last := map[string]int64{}
+	for _, r := range rows {
+		last[r.Chain] = max(last[r.Chain], r.Seq)
+	}
+	for ch, seq := range last {
+		if err := db.SetCopied(ctx, ch, seq); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -537,39 +538,49 @@ func prepareWrite(ix Indexer, row *Row) (*store.Write, error) {
 		Method: "POST", Body: row.Body, Index: idx}, nil
 }
 
-// recover materializes rows left unmaterialized by a process that stopped
-// between its chain commit and its resource write (older than a minute,
-// so live writers of other instances are left alone). It runs in the
+// recover copies the records of chains whose process stopped or crashed
+// between its chain commit and its copy (chains idle for a minute, so
+// live writers of other instances are left alone). It runs in the
 // background at the copy's duty cycle and stops with the recorder.
 func (r *Recorder) recover() error {
-	before := r.cfg.Now().Add(-time.Minute)
+	stale, err := r.cfg.DB.Stale(context.Background(), r.cfg.Now().Add(-time.Minute))
+	if err != nil {
+		return err
+	}
 	total := 0
 	defer func() {
 		if total > 0 {
 			r.cfg.Logger.Warn("audit records recovered into the FHIR store", "records", total)
 		}
 	}()
-	for {
-		select {
-		case <-r.mstop:
-			return nil
-		default:
-		}
-		rows, err := r.cfg.DB.Pending(context.Background(), before, r.cfg.CopyBatch)
-		if err != nil || len(rows) == 0 {
-			return err
-		}
-		began := time.Now()
-		if err := r.materialize(context.Background(), rows); err != nil {
-			return err
-		}
-		total += len(rows)
-		if r.cfg.CopyDuty < 1 {
+	for chain, cursor := range stale {
+		for {
 			select {
-			case <-time.After(time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))):
 			case <-r.mstop:
 				return nil
+			default:
+			}
+			rows, err := r.cfg.DB.Page(context.Background(), chain, cursor, r.cfg.CopyBatch)
+			if err != nil || len(rows) == 0 {
+				if err != nil {
+					return err
+				}
+				break
+			}
+			began := time.Now()
+			if err := r.materialize(context.Background(), rows); err != nil {
+				return err
+			}
+			total += len(rows)
+			cursor = rows[len(rows)-1].Seq
+			if r.cfg.CopyDuty < 1 {
+				select {
+				case <-time.After(time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))):
+				case <-r.mstop:
+					return nil
+				}
 			}
 		}
 	}
+	return nil
 }

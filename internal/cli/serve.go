@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/app"
@@ -92,7 +93,12 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	defer auditRT.close()
-	auditSink = auditRT.sink
+	// Refusals a caller can repeat at request rate (429s, allow-list and
+	// authentication failures) are merged per second and per caller, so a
+	// flood cannot crowd out the trail; closed (flushed) before the recorder.
+	coalescer := audit.NewCoalescer(auditRT.sink, time.Second)
+	defer coalescer.Close()
+	auditSink = coalescer
 	auth, err := oauth.Open(e.ctx, oauth.Options{
 		Issuer:           cfg.FHIRBase(),
 		DatabaseURL:      cfg.DatabaseURL,

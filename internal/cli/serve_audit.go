@@ -22,6 +22,7 @@ type auditFlags struct {
 	Audit             bool          `name:"audit" env:"LAPIS_AUDIT" default:"true" negatable:"" help:"Record every FHIR interaction and security event as a hash-chained AuditEvent (--no-audit: benchmarks only)."`
 	AuditStream       string        `name:"audit-stream" env:"LAPIS_AUDIT_STREAM" help:"Also write every audit record as a JSON line to stdout or to FILE (appended), for a SIEM." placeholder:"stdout|FILE"`
 	AuditQueue        int           `name:"audit-queue" env:"LAPIS_AUDIT_QUEUE" default:"16384" help:"Audit records that may wait to be written; a full queue holds requests back (never drops silently)."`
+	AuditCopyDuty     float64       `name:"audit-copy-duty" env:"LAPIS_AUDIT_COPY_DUTY" default:"0.25" help:"Share of one core (0.01-1) the copy of audit records into searchable AuditEvents may use while records keep coming."`
 	AlertWebhook      string        `name:"alert-webhook" env:"LAPIS_ALERT_WEBHOOK" help:"POST each alert as JSON to URL (https, or http on loopback)." placeholder:"URL"`
 	AlertVolume       int           `name:"alert-volume" env:"LAPIS_ALERT_VOLUME" default:"10000" help:"Alert when one client is returned more resources than this within --alert-volume-window (0 disables)."`
 	AlertVolumeWindow time.Duration `name:"alert-volume-window" env:"LAPIS_ALERT_VOLUME_WINDOW" default:"1h" help:"Window of --alert-volume."`
@@ -41,6 +42,9 @@ type auditRuntime struct {
 // and returns the Sink and the FHIR stage. With --no-audit it returns the
 // Discard sink and no stage.
 func (f auditFlags) startAudit(ctx context.Context, e *env, a *app.App, cfg config.Config, mets *metrics.Metrics, log *slog.Logger) (*auditRuntime, error) {
+	if f.AuditCopyDuty < 0.01 || f.AuditCopyDuty > 1 {
+		return nil, fmt.Errorf("--audit-copy-duty must be between 0.01 and 1")
+	}
 	if !f.Audit {
 		log.Warn("AUDIT DISABLED: --no-audit records no AuditEvents")
 		return &auditRuntime{sink: audit.Discard{}, close: func() {}}, nil
@@ -79,7 +83,7 @@ func (f auditFlags) startAudit(ctx context.Context, e *env, a *app.App, cfg conf
 	}
 	rec, err := audit.Start(ctx, audit.Config{
 		DB: db, Store: a.Store, Indexer: ex, Site: cfg.FHIRBase(),
-		Stream: stream, Observer: al, Metrics: mets, Logger: log, QueueSize: f.AuditQueue,
+		Stream: stream, Observer: al, Metrics: mets, Logger: log, QueueSize: f.AuditQueue, CopyDuty: f.AuditCopyDuty,
 	})
 	if err != nil {
 		al.Close()
