@@ -117,6 +117,8 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	// Client allow-lists hold at the token endpoints too.
+	auth.SetClientNetwork(gw.clients)
 	mw := authn.New(authn.Config{
 		ClientIP: netpolicy.ClientIP,
 		Verifier: auth.Verifier(),

@@ -79,6 +79,7 @@ func isLoopbackHost(host string) bool {
 type gateway struct {
 	flags        *gatewayFlags
 	policy       *netpolicy.Policy
+	clients      *netpolicy.ClientRules // per-client allow-lists and CORS origins
 	metricsAllow []netip.Prefix
 	mets         *metrics.Metrics
 	log          *slog.Logger
@@ -138,7 +139,7 @@ func (g *gatewayFlags) buildGateway(ctx context.Context, cfg config.Config, rule
 	if len(allow) > 0 && len(trusted) == 0 && !isLoopbackAddr(cfg.Addr) {
 		log.Info("gateway: --allow-ip applies to the direct peer (no --trusted-proxies)")
 	}
-	return &gateway{flags: g, policy: p, metricsAllow: metricsAllow, mets: mets, log: log}, nil
+	return &gateway{flags: g, policy: p, clients: cr, metricsAllow: metricsAllow, mets: mets, log: log}, nil
 }
 
 func isLoopbackAddr(addr string) bool {

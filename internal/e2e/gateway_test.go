@@ -217,45 +217,68 @@ func testGatewayTLS(t *testing.T, s *gwServer) {
 		t.Fatalf("client create: %q %v", out, err)
 	}
 	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.rs"}}
-	req, _ := http.NewRequest(http.MethodPost, s.base+"/auth/token", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(cl.ClientID), url.QueryEscape(cl.ClientSecret))
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	token := func() (int, string, http.Header) {
+		req, _ := http.NewRequest(http.MethodPost, s.base+"/auth/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(url.QueryEscape(cl.ClientID), url.QueryEscape(cl.ClientSecret))
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		tb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = json.Unmarshal(tb, &tok)
+		return resp.StatusCode, tok.AccessToken, resp.Header
 	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
+	// eventually polls until f is true: running servers pick rule changes
+	// up within seconds.
+	eventually := func(what string, f func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s", what)
+			}
+		}
 	}
-	tb, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	_ = json.Unmarshal(tb, &tok)
-	if resp.StatusCode != 200 || tok.AccessToken == "" {
-		t.Fatalf("token: %d %s", resp.StatusCode, tb)
+	// The allow-list excludes 127.0.0.1: no token either (invalid_client,
+	// as for a wrong secret).
+	if status, _, _ := token(); status != http.StatusUnauthorized {
+		t.Fatalf("token from outside the client's allow-list: %d", status)
 	}
-	if resp.Header.Get("Strict-Transport-Security") != "max-age=63072000; includeSubDomains" {
-		t.Fatalf("no HSTS on the token response: %v", resp.Header)
-	}
-	bearer := "Bearer " + tok.AccessToken
-
-	// The client's allow-list excludes 127.0.0.1: 403 that says nothing.
-	r := s.do("GET", s.base+"/Patient?name=Secretname&_count=1", nil, "Authorization", bearer)
-	if r.status != 403 || !strings.Contains(r.body, `"forbidden"`) || strings.Contains(r.body, "192.0.2") {
+	// Widen it with the CLI: a token, and FHIR access.
+	s.lapis("client", "network", cl.ClientID, "--allow-ip", "127.0.0.1", "--allow-ip", "192.0.2.0/24")
+	var bearer string
+	eventually("token after widening", func() bool {
+		status, at, h := token()
+		if status == 200 && h.Get("Strict-Transport-Security") != "max-age=63072000; includeSubDomains" {
+			t.Fatalf("no HSTS on the token response: %v", h)
+		}
+		bearer = "Bearer " + at
+		return status == 200
+	})
+	var r gwResp
+	eventually("FHIR after widening", func() bool {
+		r = s.do("GET", s.base+"/Patient?name=Secretname&_count=1", nil, "Authorization", bearer)
+		return r.status == 200
+	})
+	// Narrow it again: the token already issued is refused on the FHIR API,
+	// with a 403 that says nothing.
+	s.lapis("client", "network", cl.ClientID, "--allow-ip", "192.0.2.0/24")
+	eventually("FHIR after narrowing", func() bool {
+		r = s.do("GET", s.base+"/Patient?name=Secretname&_count=1", nil, "Authorization", bearer)
+		return r.status == 403
+	})
+	if !strings.Contains(r.body, `"forbidden"`) || strings.Contains(r.body, "192.0.2") {
 		t.Fatalf("restricted client: %d %s", r.status, r.body)
 	}
-	// Widen it with the CLI; running servers pick it up within seconds.
 	s.lapis("client", "network", cl.ClientID, "--allow-ip", "127.0.0.1", "--allow-ip", "192.0.2.0/24")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually("FHIR after widening again", func() bool {
 		r = s.do("GET", s.base+"/Patient?name=Secretname&_count=1", nil, "Authorization", bearer)
-		if r.status == 200 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if r.status != 200 {
-		t.Fatalf("after widening the allow-list: %d %s", r.status, r.body)
-	}
+		return r.status == 200
+	})
 	for h, want := range map[string]string{
 		"Strict-Transport-Security": "max-age=63072000; includeSubDomains",
 		"Cache-Control":             "no-store",
@@ -338,7 +361,7 @@ func testGatewayTLS(t *testing.T, s *gwServer) {
 	if !strings.Contains(logs, `"route":"/fhir/Patient"`) || !strings.Contains(logs, `"client_id":"`+cl.ClientID+`"`) {
 		t.Errorf("request log lines missing")
 	}
-	for _, secret := range []string{tok.AccessToken, cl.ClientSecret, key.Key, "Secretname"} {
+	for _, secret := range []string{strings.TrimPrefix(bearer, "Bearer "), cl.ClientSecret, key.Key, "Secretname"} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("log carries a secret or query value")
 		}

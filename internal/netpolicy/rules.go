@@ -160,6 +160,16 @@ func (c *ClientRules) rule(ctx context.Context, clientID string) (*clientRule, e
 	return r, nil
 }
 
+// AllowsAddress reports whether clientID may call from addr: true when
+// the client has no allow-list or addr is on it.
+func (c *ClientRules) AllowsAddress(ctx context.Context, clientID string, addr netip.Addr) (bool, error) {
+	r, err := c.rule(ctx, clientID)
+	if err != nil {
+		return false, err
+	}
+	return r == nil || !r.hasAllow || contains(r.allow, addr), nil
+}
+
 func (c *ClientRules) anyOrigin(origin string) bool {
 	if c == nil {
 		return false

@@ -9,7 +9,11 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -63,6 +67,41 @@ func HashSecret(secret string) []byte {
 // invalid_client (401 with a challenge when Basic was used or no
 // credentials were given).
 func (s *Server) authenticateClient(ctx context.Context, r *http.Request, form url.Values) (*AuthenticatedClient, error) {
+	c, err := s.clientCredentials(ctx, r, form)
+	if err != nil {
+		return nil, err
+	}
+	if s.network == nil {
+		return c, nil
+	}
+	// A client with an allow-list may use the token, introspection and
+	// revocation endpoints only from its networks, as it may the FHIR API.
+	ok, err := s.network.AllowsAddress(ctx, c.Client.ID, netpolicy.ClientIP(r))
+	if err != nil {
+		return nil, fmt.Errorf("oauth: reading the client's network rules: %w", err)
+	}
+	if !ok {
+		s.record(r, audit.Event{Kind: audit.KindNetworkRefused, Outcome: audit.OutcomeMinor,
+			Description: "address not on the client's allow-list", ClientID: c.Client.ID})
+		return nil, errInvalidClient(c.Method == AuthClientSecretBasic)
+	}
+	return c, nil
+}
+
+// ClientNetwork decides whether a client may authenticate from an address
+// (its allow-list; *netpolicy.ClientRules).
+type ClientNetwork interface {
+	AllowsAddress(ctx context.Context, clientID string, addr netip.Addr) (bool, error)
+}
+
+// SetClientNetwork makes client authentication at the token, introspection
+// and revocation endpoints honour the clients' network allow-lists. Call
+// it before serving.
+func (s *Server) SetClientNetwork(n ClientNetwork) { s.network = n }
+
+// clientCredentials authenticates the client of a token, introspection or
+// revocation request by the method it used.
+func (s *Server) clientCredentials(ctx context.Context, r *http.Request, form url.Values) (*AuthenticatedClient, error) {
 	id, secret, basic, err := basicCredentials(r)
 	if err != nil {
 		return nil, errInvalidClient(true)
