@@ -19,7 +19,7 @@ const loginTimeout = 5 * time.Minute
 
 type loginCmd struct {
 	connFlags
-	RedirectPort int    `name:"redirect-port" help:"Loopback port of the redirect http://127.0.0.1:PORT/callback (register that URI for the client; default: the profile's, else a free port)." placeholder:"PORT"`
+	RedirectPort int    `name:"redirect-port" help:"Loopback port of the redirect http://127.0.0.1:PORT/callback (default: the profile's, else a free port; Lapis accepts any port on a registered http://127.0.0.1/callback, other servers may need the exact URI registered)." placeholder:"PORT"`
 	NoBrowser    bool   `name:"no-browser" help:"Only print the URL to open (do not start a browser)."`
 	Launch       string `name:"launch" help:"EHR launch parameter." placeholder:"VALUE"`
 	JSON         bool   `name:"json" help:"Print one JSON object {\"profile\",\"expires_at\",\"scope\",\"patient\",\"refresh_token\":true/false} (never the tokens)."`

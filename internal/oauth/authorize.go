@@ -247,7 +247,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirectURI := params.Get("redirect_uri")
-	if redirectURI == "" || !slices.Contains(client.RedirectURIs, redirectURI) {
+	if redirectURI == "" || !redirectAllowed(client.RedirectURIs, redirectURI) {
 		s.errorPage(w, r, http.StatusBadRequest, "The redirect_uri is missing or not registered for this application.")
 		return
 	}
@@ -767,3 +767,31 @@ func (s *Server) initPages() {
 		s.cfg.Login.Window = DefaultLoginPolicy.Window
 	}
 }
+
+// redirectAllowed reports whether redirectURI is registered: exactly, or —
+// for native apps' loopback redirects (RFC 8252 §7.3) — a registered
+// http://127.0.0.1 or http://[::1] URI that differs only in its port, which
+// the app picks when it starts listening.
+func redirectAllowed(registered []string, redirectURI string) bool {
+	if slices.Contains(registered, redirectURI) {
+		return true
+	}
+	got, err := url.Parse(redirectURI)
+	if err != nil || got.Scheme != "http" || !loopbackIP(got.Hostname()) || got.User != nil || got.Fragment != "" {
+		return false
+	}
+	for _, r := range registered {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "http" || !loopbackIP(u.Hostname()) {
+			continue
+		}
+		if u.Hostname() == got.Hostname() && u.EscapedPath() == got.EscapedPath() && u.RawQuery == got.RawQuery {
+			return true
+		}
+	}
+	return false
+}
+
+// loopbackIP reports whether host is the IPv4 or IPv6 loopback literal
+// (not "localhost", which RFC 8252 §8.3 advises against).
+func loopbackIP(host string) bool { return host == "127.0.0.1" || host == "::1" }
