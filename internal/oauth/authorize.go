@@ -184,7 +184,8 @@ func redirectStatus(r *http.Request) int {
 // redirectError sends the user back to the client with an error and the
 // state echoed exactly.
 func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e authorizeError) {
-	p := url.Values{"error": {e.code}, "error_description": {e.desc}}
+	// iss (RFC 9207) lets the client detect mix-up attacks.
+	p := url.Values{"error": {e.code}, "error_description": {e.desc}, "iss": {s.cfg.Issuer}}
 	if state != "" {
 		p.Set("state", state)
 	}
@@ -693,7 +694,7 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.record(r, audit.Event{Kind: audit.KindConsent, Description: "consent given", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser, Patient: patient})
 	pageHeaders(w, "x")
-	http.Redirect(w, r, redirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}}), http.StatusSeeOther)
+	http.Redirect(w, r, redirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}, "iss": {s.cfg.Issuer}}), http.StatusSeeOther)
 }
 
 // contextMissing reports whether a practitioner's standalone launch still

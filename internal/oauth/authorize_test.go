@@ -275,7 +275,7 @@ func TestAuthorizeStandalone(t *testing.T) {
 			}
 			loc := p.location(t)
 			q := loc.Query()
-			if loc.Scheme+"://"+loc.Host+loc.Path != appCB || q.Get("code") == "" || q.Get("state") != params.Get("state") || q.Get("error") != "" {
+			if loc.Scheme+"://"+loc.Host+loc.Path != appCB || q.Get("code") == "" || q.Get("state") != params.Get("state") || q.Get("error") != "" || q.Get("iss") != e.issuer {
 				t.Fatalf("redirect %s", loc)
 			}
 			g := e.lastGrant()
@@ -309,7 +309,7 @@ func TestAuthorizeStandalone(t *testing.T) {
 				t.Fatalf("SSO: %s", p.body)
 			}
 			p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"deny"}})
-			if q := p.location(t).Query(); q.Get("error") != "access_denied" || q.Get("state") != params.Get("state") || q.Get("code") != "" {
+			if q := p.location(t).Query(); q.Get("error") != "access_denied" || q.Get("state") != params.Get("state") || q.Get("code") != "" || q.Get("iss") != e.issuer {
 				t.Fatalf("deny: %v", q)
 			}
 			// prompt=login asks again.

@@ -43,6 +43,7 @@ func (s *Server) smartConfiguration() map[string]any {
 		"grant_types_supported":                            []string{"authorization_code", "refresh_token", "client_credentials"},
 		"response_types_supported":                         []string{"code"},
 		"code_challenge_methods_supported":                 []string{"S256"},
+		"authorization_response_iss_parameter_supported":   true,
 		"scopes_supported":                                 ScopesSupported,
 		"capabilities":                                     Capabilities,
 	}
@@ -64,6 +65,7 @@ func (s *Server) openIDConfiguration() map[string]any {
 		"subject_types_supported":                          []string{"public"},
 		"id_token_signing_alg_values_supported":            []string{"RS256"},
 		"code_challenge_methods_supported":                 []string{"S256"},
+		"authorization_response_iss_parameter_supported":   true,
 		"scopes_supported":                                 ScopesSupported,
 		"claims_supported":                                 []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser", "name"},
 	}
