@@ -506,21 +506,7 @@ func formInputs(body string) url.Values {
 func userAgent(t *testing.T, base, authURL, username, password string) {
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	get := func(u string) string {
-		resp, err := hc.Get(u)
-		if err != nil {
-			t.Errorf("user agent: %v", err)
-			return ""
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return b.String()
-	}
-	post := func(u string, form url.Values) string {
-		req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Origin", strings.TrimSuffix(base, "/fhir"))
+	do := func(req *http.Request) string {
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Errorf("user agent: %v", err)
@@ -530,6 +516,20 @@ func userAgent(t *testing.T, base, authURL, username, password string) {
 		var b bytes.Buffer
 		b.ReadFrom(resp.Body)
 		return b.String()
+	}
+	get := func(u string) string {
+		req, err := http.NewRequest("GET", u, nil)
+		if err != nil {
+			t.Errorf("user agent: %v", err)
+			return ""
+		}
+		return do(req)
+	}
+	post := func(u string, form url.Values) string {
+		req, _ := http.NewRequest("POST", u, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", strings.TrimSuffix(base, "/fhir"))
+		return do(req)
 	}
 	loginPage := get(authURL)
 	form := formInputs(loginPage)

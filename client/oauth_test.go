@@ -174,20 +174,9 @@ func TestConcurrentRequestsShareOneTokenRequest(t *testing.T) {
 	ts.delay = 50 * time.Millisecond
 	f, base := tokenFHIR(t, ts, nil)
 	c := newTestClient(t, base, WithAuth(ClientCredentials(ClientCredentialsConfig{TokenURL: ts.url(), ClientID: testClientID, ClientSecret: testSecret})))
-	var wg sync.WaitGroup
-	var failures atomic.Int32
-	for i := 0; i < 100; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := c.Capabilities(context.Background()); err != nil {
-				failures.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if n := ts.requests.Load(); n != 1 || failures.Load() != 0 || len(f.requests) != 100 {
-		t.Fatalf("token requests = %d, failures = %d, FHIR requests = %d", n, failures.Load(), len(f.requests))
+	failures := concurrentCapabilities(c, 100)
+	if n := ts.requests.Load(); n != 1 || failures != 0 || len(f.requests) != 100 {
+		t.Fatalf("token requests = %d, failures = %d, FHIR requests = %d", n, failures, len(f.requests))
 	}
 }
 
@@ -251,20 +240,9 @@ func TestConcurrentUnauthorizedCauseOneRenewal(t *testing.T) {
 	if _, err := auth.Token(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var failures atomic.Int32
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := c.Capabilities(context.Background()); err != nil {
-				failures.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if n := ts.requests.Load(); n != 2 || failures.Load() != 0 {
-		t.Fatalf("token requests = %d (want 2), failures %d", n, failures.Load())
+	failures := concurrentCapabilities(c, 50)
+	if n := ts.requests.Load(); n != 2 || failures != 0 {
+		t.Fatalf("token requests = %d (want 2), failures %d", n, failures)
 	}
 }
 
@@ -516,4 +494,22 @@ func TestLogsCarryRoutesNotIdentifiers(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", s, out)
 		}
 	}
+}
+
+// concurrentCapabilities makes n Capabilities calls at once on c and
+// returns how many of them failed.
+func concurrentCapabilities(c *Client, n int) int32 {
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Capabilities(context.Background()); err != nil {
+				failures.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return failures.Load()
 }

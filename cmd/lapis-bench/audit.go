@@ -12,7 +12,7 @@ import (
 // but set too high to refuse; the loads alternate, at 1 connection
 // (latency) and at conns.
 func compareAudit(bin, dir, dbURL, key string, patients []string, conns int, dur time.Duration) error {
-	limits := []string{"--rate-limit-client", "1000000/s", "--rate-limit-patient", "1000000/s"}
+	limits := benchLimits()
 	onBase, stopOn, err := startServe(bin, dir, dbURL, limits...)
 	if err != nil {
 		return err

@@ -133,7 +133,9 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	if err := json.Unmarshal(keyOut, &key); err != nil || key.Key == "" {
 		return fmt.Errorf("apikey create output %q: %v", keyOut, err)
 	}
-	base, stop, err := startServe(bin, dir, dbURL)
+	// The full gateway: rate limits evaluated on every request (limits high
+	// enough never to refuse the load) and the audit trail on (defaults).
+	base, stop, err := startServe(bin, dir, dbURL, benchLimits()...)
 	if err != nil {
 		return err
 	}
@@ -173,17 +175,26 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	// data with --dev-no-auth, and through a bare net/http handler serving
 	// the bytes of one Patient from memory.
 	fmt.Println("# security overhead, read by id")
-	report("secured (X-API-Key, scope-checked)", load(client, urls, conns, dur))
-	openBase, stopOpen, err := startServe(bin, dir, dbURL, "--dev-no-auth")
+	report("secured + rate limits + audit (X-API-Key, scope-checked)", load(client, urls, conns, dur))
+	rebase := func(newBase string) []string {
+		var out []string
+		for _, u := range urls {
+			out = append(out, strings.Replace(u, base, newBase, 1))
+		}
+		return out
+	}
+	noAuditBase, stopNoAudit, err := startServe(bin, dir, dbURL, append(benchLimits(), "--no-audit")...)
 	if err != nil {
 		return err
 	}
-	var openURLs []string
-	for _, u := range urls {
-		openURLs = append(openURLs, strings.Replace(u, base, openBase, 1))
+	report("secured + rate limits, audit off", load(client, rebase(noAuditBase), conns, dur))
+	stopNoAudit()
+	openBase, stopOpen, err := startServe(bin, dir, dbURL, "--dev-no-auth", "--no-audit")
+	if err != nil {
+		return err
 	}
 	plain := &http.Client{Transport: &keyTransport{base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
-	report("security off (--dev-no-auth)", load(plain, openURLs, conns, dur))
+	report("security off (--dev-no-auth, audit off)", load(plain, rebase(openBase), conns, dur))
 	stopOpen()
 	resp, err := client.Get(urls[0])
 	if err != nil {
@@ -207,6 +218,12 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 	report("bare net/http handler, same bytes", load(plain, bareURLs, conns, dur))
 	return nil
+}
+
+// benchLimits keep the rate limiter evaluating every request without ever
+// refusing the benchmark's load.
+func benchLimits() []string {
+	return []string{"--rate-limit-client", "1000000/s", "--rate-limit-patient", "1000000/s"}
 }
 
 // startServe starts "lapis serve" on a free loopback port and returns its

@@ -3,7 +3,8 @@
 // current row, appends the history row and drops the old index rows); the
 // new index rows are buffered and sent with unnest arrays, one statement per
 // index table, before the next search in the transaction or at commit.
-// Search SQL is shared with the SQLite store through package sqlgen.
+// Search SQL is shared with the SQLite store through package sqlgen. Read
+// and VRead run on a small pool of their own with generic plans (read.go).
 package postgres
 
 import (
@@ -37,6 +38,7 @@ type Options struct {
 type Store struct {
 	stopSnapshots func() // stops the background paging-snapshot writer
 	pool          *pgxpool.Pool
+	reads         *pgxpool.Pool // Read and VRead (read.go)
 	eng           *sqlgen.Engine
 }
 
@@ -62,7 +64,9 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
-	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+	_, planModeSet := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]
+	readCfg := readPoolConfig(cfg, planModeSet)
+	if !planModeSet {
 		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -73,7 +77,12 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	st := &Store{pool: pool, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
+	reads, err := pgxpool.NewWithConfig(ctx, readCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	st := &Store{pool: pool, reads: reads, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
 	st.stopSnapshots = st.eng.StartSnapshotWriter(querier{pool})
 	return st, nil
 }
@@ -99,11 +108,12 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return err
 }
 
-// Close closes the connection pool.
+// Close closes the connection pools.
 func (s *Store) Close() error {
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
 	}
+	s.reads.Close()
 	s.pool.Close()
 	return nil
 }

@@ -1,8 +1,10 @@
 // Package sqlite is the embedded store.Store on SQLite (modernc.org/sqlite,
 // pure Go). It uses WAL with one writer connection, on which every Update is
 // a BEGIN IMMEDIATE transaction, and a pool of read-only connections for
-// reads and searches. Search SQL is shared with the PostgreSQL store through
-// package sqlgen.
+// searches and history. Read and VRead, the hottest queries, use a second,
+// small set of read-only connections opened through the driver directly,
+// outside database/sql (rawread.go). Search SQL is shared with the
+// PostgreSQL store through package sqlgen.
 package sqlite
 
 import (
