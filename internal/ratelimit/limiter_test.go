@@ -287,3 +287,30 @@ func containsSecret(s string) bool {
 	}
 	return false
 }
+
+// TestMemoryNoStaleClock: a limit far above the offered rate never refuses,
+// however the requests interleave (the clock is read under the lock; a time
+// read before waiting for it is older than the TAT others advanced).
+func TestMemoryNoStaleClock(t *testing.T) {
+	var clock atomic.Int64
+	start := time.Now()
+	// Every reading of the clock moves it 10 µs on: the offered rate is
+	// 100,000/s against a limit of 1,000,000/s with a 2 µs tolerance.
+	m := NewMemory(MemoryOptions{Now: func() time.Time { return start.Add(time.Duration(clock.Add(10_000))) }})
+	l := Limit{Rate: 1_000_000, Period: time.Second, Burst: 2}
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 2000 {
+				if r, _ := m.AllowN(context.Background(), "k", l, 1); !r.Allowed {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if refused.Load() != 0 {
+		t.Fatalf("%d of 16000 requests refused below the limit", refused.Load())
+	}
+}

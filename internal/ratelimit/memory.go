@@ -56,9 +56,13 @@ func (m *Memory) AllowN(_ context.Context, key string, limit Limit, n int) (Resu
 	if !limit.Enabled() {
 		return Result{Allowed: true}, nil
 	}
-	now := m.now().Sub(m.origin)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// The clock is read under the lock: a time taken before waiting for
+	// it would be older than the TAT another request just advanced, and
+	// at high rates (small tolerance) that stale time refuses requests
+	// the limit allows.
+	now := m.now().Sub(m.origin)
 	if now-m.lastSweep >= sweepEvery {
 		m.sweep(now)
 	}
