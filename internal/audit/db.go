@@ -6,7 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
+	"github.com/lapis-health/lapis/internal/migrate"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,9 +15,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
 
 	"github.com/lapis-health/lapis/internal/database"
 )
@@ -128,42 +126,7 @@ func sqlitePath(databaseURL, dataDir string) (string, error) {
 }
 
 func (d *DB) migrate(ctx context.Context) error {
-	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
-	if d.postgres {
-		dir, dialect = "migrations/postgres", goose.DialectPostgres
-	}
-	fsys, err := fs.Sub(migrations, dir)
-	if err != nil {
-		return err
-	}
-	opts := []goose.ProviderOption{goose.WithTableName(VersionTable), goose.WithDisableGlobalRegistry(true)}
-	if d.postgres {
-		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
-		if err != nil {
-			return err
-		}
-		opts = append(opts, goose.WithSessionLocker(locker))
-	}
-	var last error
-	for attempt := range 5 {
-		p, err := goose.NewProvider(dialect, d.db, fsys, opts...)
-		if err != nil {
-			return err
-		}
-		if _, err = p.Up(ctx); err == nil {
-			return nil
-		}
-		last = err
-		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
-		}
-	}
-	return last
+	return migrate.Up(ctx, d.db, migrations, d.postgres, VersionTable, migrationLockID)
 }
 
 // Close closes the connection pools.

@@ -1,0 +1,58 @@
+// Package migrate applies a package's embedded goose migrations to its
+// own version table, on SQLite or PostgreSQL, safely when several
+// processes start at once.
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"io/fs"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// Up applies the migrations in migrations/sqlite or migrations/postgres
+// of fsys to db, recording them in table. On PostgreSQL an advisory lock
+// (lockID) serialises concurrent starts; on SQLite processes migrating at
+// once serialise on the write lock, and a loser retries and finds nothing
+// pending.
+func Up(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string, lockID int64) error {
+	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+	if postgres {
+		dir, dialect = "migrations/postgres", goose.DialectPostgres
+	}
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return err
+	}
+	opts := []goose.ProviderOption{goose.WithTableName(table), goose.WithDisableGlobalRegistry(true)}
+	if postgres {
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	var last error
+	for attempt := range 5 {
+		p, err := goose.NewProvider(dialect, db, sub, opts...)
+		if err != nil {
+			return err
+		}
+		if _, err = p.Up(ctx); err == nil {
+			return nil
+		}
+		last = err
+		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return last
+}
