@@ -145,7 +145,7 @@ func TestBackendServicesRejectsBadKeys(t *testing.T) {
 		"P-256":          {Key: p256},
 		"small RSA":      {Key: smallRSA},
 		"public JWK":     {KeyJWK: pubJWK},
-		"garbage PEM":    {KeyPEM: []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")},
+		"garbage PEM":    {KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{0, 0, 0}})},
 		"two keys":       {Key: rsaKey, KeyJWK: pubJWK},
 		"not PEM at all": {KeyPEM: []byte("hello")},
 	}

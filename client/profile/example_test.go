@@ -32,7 +32,7 @@ func ExampleParse() {
 
 	// An inline secret is refused, without repeating it.
 	_, err = profile.Parse([]byte(`{"profiles": {"x": {"base_url": "https://h/fhir",
-	  "auth": {"method": "apikey", "api_key": "lapis_sk_live_123"}}}}`))
+	  "auth": {"method": "apikey", "api_key": "my-inline-key"}}}}`))
 	fmt.Println(err)
 	// Output:
 	// lapis: client_credentials, secret env:LAPIS_CLIENT_SECRET

@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -159,9 +160,10 @@ func TestLoadErrors(t *testing.T) {
 		t.Error("missing file loaded")
 	}
 	bad := filepath.Join(dir, "bad.json")
-	os.WriteFile(bad, []byte(`{"profiles":{"a":{"base_url":"https://h/fhir","auth":{"method":"apikey","api_key":"sk_live_123"}}}}`), 0o600)
+	inline := "inline-" + rand.Text() // an inline secret, which must be refused and never echoed
+	os.WriteFile(bad, []byte(`{"profiles":{"a":{"base_url":"https://h/fhir","auth":{"method":"apikey","api_key":"`+inline+`"}}}}`), 0o600)
 	_, err := Load(bad)
-	if err == nil || !strings.Contains(err.Error(), bad) || strings.Contains(err.Error(), "sk_live_123") {
+	if err == nil || !strings.Contains(err.Error(), bad) || strings.Contains(err.Error(), inline) {
 		t.Errorf("bad file: %v", err)
 	}
 	t.Setenv("XDG_CONFIG_HOME", dir)

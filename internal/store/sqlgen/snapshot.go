@@ -114,10 +114,10 @@ func (e *Engine) StartSnapshotWriter(w Querier) (stop func()) {
 // differs (a tampered link, or another caller's filter) does not use it.
 func queryKey(q *store.Query) []byte {
 	j, _ := json.Marshal(struct {
-		Type   string
-		Types  []string
-		Where  []store.Clause
-		Sort   []store.SortKey
+		Type        string
+		Types       []string
+		Where       []store.Clause
+		Sort        []store.SortKey
 		Filter      *store.AccessFilter
 		MatchFilter *store.AccessFilter `json:",omitempty"`
 	}{q.Type, q.Types, q.Where, q.Sort, q.Filter, q.MatchFilter})
