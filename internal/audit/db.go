@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"github.com/lapis-health/lapis/internal/migrate"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -66,7 +64,7 @@ func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 		db.SetMaxIdleConns(4)
 		d.db, d.r, d.postgres = db, db, true
 	default:
-		path, err := sqlitePath(databaseURL, dataDir)
+		path, err := database.SQLiteFilePath(databaseURL, dataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -109,21 +107,6 @@ func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	return d, nil
 }
 
-func sqlitePath(databaseURL, dataDir string) (string, error) {
-	if databaseURL == "" {
-		if dataDir == "" {
-			return "", errors.New("audit: no database URL and no data directory")
-		}
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return "", fmt.Errorf("audit: %w", err)
-		}
-		return filepath.Join(dataDir, database.SQLiteFile), nil
-	}
-	if !strings.HasPrefix(databaseURL, "sqlite:") && !strings.HasPrefix(databaseURL, "file:") {
-		return "", errors.New("audit: unsupported database URL scheme")
-	}
-	return database.SQLitePath(databaseURL)
-}
 
 func (d *DB) migrate(ctx context.Context) error {
 	return migrate.Up(ctx, d.db, migrations, d.postgres, VersionTable, migrationLockID)

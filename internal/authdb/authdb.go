@@ -21,8 +21,6 @@ import (
 	"fmt"
 	"github.com/lapis-health/lapis/internal/migrate"
 	"net/url"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -134,7 +132,7 @@ func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 		db.SetMaxIdleConns(max(8, 2*runtime.GOMAXPROCS(0)))
 		d.w, d.r, d.postgres = db, db, true
 	default:
-		path, err := sqlitePath(databaseURL, dataDir)
+		path, err := database.SQLiteFilePath(databaseURL, dataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -178,28 +176,6 @@ func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	return d, nil
 }
 
-func sqlitePath(databaseURL, dataDir string) (string, error) {
-	if databaseURL == "" {
-		if dataDir == "" {
-			return "", errors.New("authdb: no database URL and no data directory")
-		}
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return "", fmt.Errorf("authdb: %w", err)
-		}
-		return filepath.Join(dataDir, database.SQLiteFile), nil
-	}
-	if !strings.HasPrefix(databaseURL, "sqlite:") && !strings.HasPrefix(databaseURL, "file:") {
-		return "", errors.New("authdb: unsupported database URL scheme")
-	}
-	p, err := database.SQLitePath(databaseURL)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return "", fmt.Errorf("authdb: %w", err)
-	}
-	return p, nil
-}
 
 func sqliteDSN(path string, extra ...string) string {
 	q := url.Values{}

@@ -6,6 +6,7 @@ package database
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -52,6 +53,30 @@ func Open(ctx context.Context, databaseURL, dataDir string) (store.Store, error)
 		return sqlite.Open(ctx, path)
 	}
 	return nil, fmt.Errorf("database: unsupported database URL scheme in %q", redact(databaseURL))
+}
+
+// SQLiteFilePath returns the SQLite file of a configuration: the "sqlite:"
+// or "file:" URL's path, or, with no URL, SQLiteFile in dataDir. It creates
+// the file's directory (0700) when missing.
+func SQLiteFilePath(databaseURL, dataDir string) (string, error) {
+	var p string
+	switch {
+	case databaseURL == "" && dataDir == "":
+		return "", errors.New("database: no database URL and no data directory")
+	case databaseURL == "":
+		p = filepath.Join(dataDir, SQLiteFile)
+	case !strings.HasPrefix(databaseURL, "sqlite:") && !strings.HasPrefix(databaseURL, "file:"):
+		return "", errors.New("database: unsupported database URL scheme")
+	default:
+		var err error
+		if p, err = SQLitePath(databaseURL); err != nil {
+			return "", err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return "", fmt.Errorf("database: %w", err)
+	}
+	return p, nil
 }
 
 // SQLitePath returns the file path of a "sqlite:" or "file:" URL.
