@@ -107,7 +107,6 @@ func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	return d, nil
 }
 
-
 func (d *DB) migrate(ctx context.Context) error {
 	return migrate.Up(ctx, d.db, migrations, d.postgres, VersionTable, migrationLockID)
 }

@@ -176,7 +176,6 @@ func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	return d, nil
 }
 
-
 func sqliteDSN(path string, extra ...string) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
