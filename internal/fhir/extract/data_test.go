@@ -9,11 +9,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
-const (
-	syntheaDir = "/work/shared/data/synthea"
-	uscoreDir  = "/work/shared/data/uscore"
+// The shared test data directories, relative to the repository.
+var (
+	syntheaDir = []string{"data", "synthea"}
+	uscoreDir  = []string{"data", "uscore"}
 )
 
 // loadBundle reads a transaction Bundle and returns its resources decoded
@@ -60,12 +63,8 @@ func loadBundle(t testing.TB, path string) []map[string]any {
 	return out
 }
 
-func bundleFiles(t testing.TB, dir string, n int) []string {
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	sort.Strings(files)
-	if len(files) == 0 {
-		t.Skipf("no test data in %s", dir)
-	}
+func bundleFiles(t testing.TB, dir []string, n int) []string {
+	files := shareddata.Glob(t, "*.json", dir...)
 	if n > 0 && len(files) > n {
 		files = files[:n]
 	}

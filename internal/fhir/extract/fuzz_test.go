@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
 // FuzzExtract feeds arbitrary JSON to Extract: it must never panic (not
@@ -21,8 +24,8 @@ func FuzzExtract(f *testing.F) {
 	f.Add([]byte(`{"resourceType":"Patient","name":[{"given":["a",null,3]}],"birthDate":"2020-02-30","deceasedBoolean":"x"}`), uint8(0))
 	f.Add([]byte(`{"component":[{"code":1,"valueQuantity":[]}],"subject":{"reference":"Patient/"}}`), uint8(120))
 	f.Add([]byte(`{"period":{"start":"2020","end":"2019"},"meta":{"tag":"x","profile":[1]}}`), uint8(50))
-	if files, err := os.ReadDir(uscoreDir); err == nil && len(files) > 0 {
-		for i, r := range loadBundle(f, uscoreDir+"/uscore_bundle_patient_85.json") {
+	if file := filepath.Join(append([]string{shareddata.Root(), "..", "shared"}, append(uscoreDir, "uscore_bundle_patient_85.json")...)...); fileExists(file) {
+		for i, r := range loadBundle(f, file) {
 			if i%20 == 0 {
 				b, _ := json.Marshal(r)
 				f.Add(b, uint8(0))
@@ -45,3 +48,5 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -2,7 +2,10 @@ package validate
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
 // firstResource returns the first entry resource of the given type in a
@@ -23,7 +26,8 @@ func firstResource(b *testing.B, file, typ string) map[string]any {
 	return nil
 }
 
-const benchFile = "/work/shared/data/synthea/Abdul_Koepp_e925b0f3-8006-43f6-aa31-94bd215e55e7.json"
+// benchFile is one Synthea bundle of the shared test data.
+var benchFile = filepath.Join(shareddata.Root(), "..", "shared", "data", "synthea", "Abdul_Koepp_e925b0f3-8006-43f6-aa31-94bd215e55e7.json")
 
 func benchResource(b *testing.B, typ string) {
 	v := testValidator(b)

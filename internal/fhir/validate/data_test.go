@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
 func decode(t testing.TB, b []byte) map[string]any {
@@ -21,15 +22,8 @@ func decode(t testing.TB, b []byte) map[string]any {
 	return m
 }
 
-func bundleFiles(t testing.TB, pattern string, limit int) []string {
-	files, err := filepath.Glob(pattern)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Skipf("no files match %s", pattern)
-	}
-	sort.Strings(files)
+func bundleFiles(t testing.TB, dir []string, limit int) []string {
+	files := shareddata.Glob(t, "*.json", dir...)
 	if limit > 0 && len(files) > limit {
 		files = files[:limit]
 	}
@@ -96,7 +90,7 @@ func TestSyntheaBundles(t *testing.T) {
 		limit = 0
 	}
 	total := 0
-	for _, f := range bundleFiles(t, "/work/shared/data/synthea/*.json", limit) {
+	for _, f := range bundleFiles(t, []string{"data", "synthea"}, limit) {
 		total += validateBundleFile(t, v, f)
 	}
 	t.Logf("validated %d Synthea resources", total)
@@ -105,7 +99,7 @@ func TestSyntheaBundles(t *testing.T) {
 func TestUSCoreBundles(t *testing.T) {
 	v := testValidator(t)
 	total := 0
-	for _, f := range bundleFiles(t, "/work/shared/data/uscore/*.json", 0) {
+	for _, f := range bundleFiles(t, []string{"data", "uscore"}, 0) {
 		total += validateBundleFile(t, v, f)
 	}
 	t.Logf("validated %d US Core resources", total)

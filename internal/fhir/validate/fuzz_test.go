@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
 func FuzzValidate(f *testing.F) {
@@ -17,7 +20,7 @@ func FuzzValidate(f *testing.F) {
 		`{"resourceType":"Observation","valueString":"a","valueBoolean":true,"valueInteger":1,"subject":{"reference":"Foo/1"}}`,
 		`{"resourceType":"Patient","_name":[null],"name":null,"text":{"div":7}}`,
 	}
-	if b, err := os.ReadFile("/work/shared/data/uscore/uscore_bundle_asserted-date.json"); err == nil {
+	if b, err := os.ReadFile(filepath.Join(shareddata.Root(), "..", "shared", "data", "uscore", "uscore_bundle_asserted-date.json")); err == nil {
 		seeds = append(seeds, string(b))
 	}
 	for _, s := range seeds {

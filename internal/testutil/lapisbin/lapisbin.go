@@ -9,8 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
 // root is the module root (this file is internal/testutil/lapisbin/lapisbin.go).
@@ -41,12 +42,8 @@ func Main(m *testing.M, bin *string) {
 }
 
 // SyntheaFiles returns the Synthea bundles of ../shared/data/synthea,
-// sorted by name; the test is skipped when they are absent.
+// sorted by name; the test is skipped when they are absent (and fails
+// under CI).
 func SyntheaFiles(t testing.TB) []string {
-	files, _ := filepath.Glob(filepath.Join(root(), "..", "shared", "data", "synthea", "*.json"))
-	sort.Strings(files)
-	if len(files) == 0 {
-		t.Skip("Synthea data not found (need ../shared/data/synthea)")
-	}
-	return files
+	return shareddata.Glob(t, "*.json", "data", "synthea")
 }
