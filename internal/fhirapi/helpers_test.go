@@ -57,8 +57,15 @@ type envOption func(*Config, *resourceConfig)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
+	return newEnvDir(t, t.TempDir(), opts...)
+}
+
+// newEnvDir is newEnv on the SQLite data directory dir (which may hold a
+// database already).
+func newEnvDir(t testing.TB, dir string, opts ...envOption) *env {
+	t.Helper()
 	reg, val, x := shared(t)
-	st, err := database.Open(context.Background(), "", t.TempDir())
+	st, err := database.Open(context.Background(), "", dir)
 	if err != nil {
 		t.Fatal(err)
 	}

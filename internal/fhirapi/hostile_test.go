@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -161,19 +162,31 @@ func malformedBodies() map[string]string {
 
 func TestHostileInput(t *testing.T) {
 	// Failed requests must not change anything, so one seeded environment
-	// serves every case until a request succeeds in writing.
-	fresh := func() *env {
-		e := newEnv(t, func(c *Config, rc *resourceConfig) {
-			c.MaxBodyBytes = 8 << 20
-			rc.MaxBundleEntries = 5000
-		})
+	// serves every case until a request succeeds in writing; then a copy of
+	// the seeded database file replaces it (cheaper than migrating a new one).
+	opts := func(c *Config, rc *resourceConfig) {
+		c.MaxBodyBytes = 8 << 20
+		rc.MaxBundleEntries = 5000
+	}
+	seeded := t.TempDir()
+	{
+		e := newEnvDir(t, seeded, opts)
 		// Seed: Patient/p1 (2 versions), Patient/gone (deleted), Observation/o1.
 		e.do("PUT", "/fhir/Patient/p1", `{"resourceType":"Patient","id":"p1","identifier":[{"system":"http://h","value":"1"}]}`).expect(t, 201)
 		e.do("PUT", "/fhir/Patient/p1", `{"resourceType":"Patient","id":"p1","identifier":[{"system":"http://h","value":"1"}],"active":true}`).expect(t, 200)
 		e.do("PUT", "/fhir/Patient/gone", `{"resourceType":"Patient","id":"gone"}`).expect(t, 201)
 		e.do("DELETE", "/fhir/Patient/gone", "").expect(t, 204)
 		e.do("PUT", "/fhir/Observation/o1", `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`).expect(t, 201)
-		return e
+		if err := e.st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := func() *env {
+		dir := t.TempDir()
+		if err := os.CopyFS(dir, os.DirFS(seeded)); err != nil {
+			t.Fatal(err)
+		}
+		return newEnvDir(t, dir, opts)
 	}
 	e := fresh()
 
