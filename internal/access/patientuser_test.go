@@ -232,3 +232,35 @@ func fixtureRef(body string) (typ, id string) {
 	id, _, _ = strings.Cut(rest, `"`)
 	return typ, id
 }
+
+// TestEffective: the scopes and patient in context that decide what a
+// caller may do, by who the user is.
+func TestEffective(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		p       access.Principal
+		scopes  []string
+		patient string
+		ok      bool
+	}{
+		{"practitioner", access.Principal{Method: "bearer", FHIRUser: "Practitioner/dr", Scopes: []string{"user/*.rs", "patient/*.rs"}, Patient: "pb"},
+			[]string{"user/*.rs", "patient/*.rs"}, "pb", true},
+		{"patient", access.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"openid", "user/*.rs", "system/Observation.rs?category=a|b", "system/lapis.admin", "patient/Condition.r"}},
+			[]string{"openid", "patient/*.rs", "patient/Observation.rs?category=a|b", "patient/Condition.r"}, "pa", true},
+		{"patient, own context", access.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"user/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
+		{"patient, other context", access.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"patient/*.rs"}, Patient: "pb"}, nil, "", false},
+		{"patient, no id", access.Principal{Method: "bearer", FHIRUser: "Patient/", Scopes: []string{"user/*.rs"}}, nil, "", false},
+		{"patient, path", access.Principal{Method: "bearer", FHIRUser: "Patient/pa/_history/1", Scopes: []string{"user/*.rs"}}, nil, "", false},
+		{"related person", access.Principal{Method: "bearer", FHIRUser: "RelatedPerson/rp", Scopes: []string{"user/*.rs", "patient/*.rs", "system/*.rs"}, Patient: "pa"},
+			[]string{"patient/*.rs"}, "pa", true},
+		{"access token without a user", access.Principal{Method: "bearer", Scopes: []string{"user/*.rs", "system/*.rs"}}, []string{"system/*.rs"}, "", true},
+		{"backend token", access.Principal{Method: "bearer", Scopes: []string{"system/*.rs"}}, []string{"system/*.rs"}, "", true},
+		{"api key", access.Principal{Method: "apikey", Scopes: []string{"patient/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
+		{"basic client", access.Principal{Method: "basic", Scopes: []string{"user/*.rs"}}, []string{"user/*.rs"}, "", true},
+	} {
+		scopes, patient, ok := access.Effective(&c.p)
+		if !slices.Equal(scopes, c.scopes) || patient != c.patient || ok != c.ok {
+			t.Errorf("%s: %q %q %v, want %q %q %v", c.name, scopes, patient, ok, c.scopes, c.patient, c.ok)
+		}
+	}
+}

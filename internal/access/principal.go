@@ -59,6 +59,19 @@ func (p *Principal) PatientUser() (string, bool) {
 	return id, true
 }
 
+// methodBearer is Principal.Method for OAuth access tokens.
+const methodBearer = "bearer"
+
+// hasUserScope reports whether scopes hold a user/ scope.
+func hasUserScope(scopes []string) bool {
+	for _, s := range scopes {
+		if strings.HasPrefix(s, ContextUser+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // staffUser reports whether FHIRUser names a member of staff, for whom
 // user/ scopes mean what they say across patients.
 func staffUser(fhirUser string) bool {
@@ -76,13 +89,25 @@ func staffUser(fhirUser string) bool {
 //     credential with another patient in context, or a malformed
 //     FHIRUser, grants nothing (ok is false);
 //   - staff (Practitioner/…, PractitionerRole/…) and callers without a
-//     user (backend clients, API keys, Basic) keep their scopes;
+//     user (backend clients, API keys, Basic) keep their scopes, except
+//     that an access token without a fhirUser has no user for its user/
+//     scopes (only client_credentials tokens lack one, and they carry
+//     system/ scopes): they grant nothing;
 //   - any other user (RelatedPerson/…, Person/…) keeps only its patient/
 //     scopes (with the patient in context): user/ and system/ grant
 //     nothing.
 func Effective(p *Principal) (scopes []string, patient string, ok bool) {
-	if p.FHIRUser == "" || staffUser(p.FHIRUser) {
+	if staffUser(p.FHIRUser) || p.FHIRUser == "" && (p.Method != methodBearer || !hasUserScope(p.Scopes)) {
 		return p.Scopes, p.Patient, true
+	}
+	if p.FHIRUser == "" {
+		out := make([]string, 0, len(p.Scopes))
+		for _, s := range p.Scopes {
+			if !strings.HasPrefix(s, ContextUser+"/") {
+				out = append(out, s)
+			}
+		}
+		return out, p.Patient, true
 	}
 	id, isPatient := p.PatientUser()
 	if isPatient {
