@@ -39,10 +39,19 @@ import (
 //     covers are invisible, also through _include, _revinclude, chains and
 //     _has. A caller whose scopes make every type visible everywhere gets
 //     no filter at all.
-//   - user/ scopes are not further limited by the user's identity
-//     (FHIRUser): Lapis has no per-user ACL yet, so user/ is "what the
-//     practitioner's scopes say, across patients", as system/ is for
-//     backend clients.
+//   - Writes made through a patient/ scope (the write filter) are held to
+//     the patient's exclusive compartment (store.Compartment.Exclusive):
+//     the resource, before and after the write, must reference the patient
+//     in context through a compartment parameter and no other Patient
+//     through any of them (an Observation with subject B and performer A
+//     is B's, not A's to write; an Appointment with A and B as actors is
+//     not A's alone), and the only Patient writable is the patient's own.
+//   - The user's identity (FHIRUser) bounds the scopes (see Effective): a
+//     patient user is limited to their own compartment whatever the token
+//     carries, so a mis-issued user/ or system/ scope cannot widen it.
+//     For staff (Practitioner, PractitionerRole) user/ is "what the
+//     practitioner's scopes say, across patients" (Lapis has no per-user
+//     ACL yet), as system/ is for backend clients.
 type Policy struct {
 	reg         *definitions.Registry
 	compartment map[string][]string
@@ -107,7 +116,11 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 	if pr == nil {
 		return outcome.New(http.StatusUnauthorized, "login", "authentication is required")
 	}
-	c := p.compile(pr.Scopes, PermRead|PermSearch)
+	scopes, patient, valid := Effective(pr)
+	if !valid {
+		return outcome.New(http.StatusForbidden, "forbidden", "the credential's patient context does not match its user")
+	}
+	c := p.compile(scopes, PermRead|PermSearch)
 	if c.err != nil {
 		return outcome.New(http.StatusForbidden, "forbidden", "the credential's scopes are malformed")
 	}
@@ -116,9 +129,9 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 		return outcome.New(http.StatusForbidden, "forbidden", "the interaction %s is not permitted", op)
 	}
 	if typ == AuditType {
-		return checkAudit(pr, perm)
+		return checkAudit(scopes, perm)
 	}
-	patientOK := pr.Patient != ""
+	patientOK := patient != ""
 	for _, s := range c.grants.Scopes {
 		if s.Context == ContextPatient && !patientOK {
 			continue
@@ -136,11 +149,11 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 	if perm == 0 {
 		return outcome.New(http.StatusForbidden, "forbidden", "no scope grants access to any data")
 	}
-	return outcome.New(http.StatusForbidden, "forbidden", "%s", missing(c.grants, pr, perm, typ))
+	return outcome.New(http.StatusForbidden, "forbidden", "%s", missing(c.grants, patient, perm, typ))
 }
 
 // missing describes the scope a refused interaction needs.
-func missing(g *Grants, pr *Principal, perm Perm, typ string) string {
+func missing(g *Grants, patient string, perm Perm, typ string) string {
 	if typ == "" {
 		typ = "*"
 	}
@@ -150,7 +163,7 @@ func missing(g *Grants, pr *Principal, perm Perm, typ string) string {
 		break
 	}
 	msg := "insufficient scope: " + ctx + "/" + typ + "." + perm.String() + " is required"
-	if ctx == ContextPatient && pr.Patient == "" {
+	if ctx == ContextPatient && patient == "" {
 		msg += " (patient/ scopes need a patient in context)"
 	}
 	return msg
@@ -174,8 +187,12 @@ func (p *Policy) MatchFilter(ctx context.Context) *store.AccessFilter {
 	if pr == nil {
 		return nothing
 	}
-	rs := p.compile(pr.Scopes, PermRead|PermSearch)
-	s := p.compile(pr.Scopes, PermSearch)
+	scopes, _, valid := Effective(pr)
+	if !valid {
+		return nothing
+	}
+	rs := p.compile(scopes, PermRead|PermSearch)
+	s := p.compile(scopes, PermSearch)
 	if s.err != nil || rs.err != nil {
 		return nothing
 	}
@@ -187,7 +204,9 @@ func (p *Policy) MatchFilter(ctx context.Context) *store.AccessFilter {
 
 // WriteFilter implements resource.WriteFilterer: the rows an update, patch
 // or delete may target and a create or update may produce (scopes with c,
-// u or d), so that write-only clients can write.
+// u or d), so that write-only clients can write. Its compartment is
+// exclusive: a patient/ scope writes only resources that belong to the
+// patient in context alone.
 func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
 	return p.filter(ctx, PermCreate|PermUpdate|PermDelete)
 }
@@ -197,7 +216,11 @@ func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
 	if pr == nil {
 		return nothing
 	}
-	c := p.compile(pr.Scopes, perms)
+	scopes, patient, valid := Effective(pr)
+	if !valid {
+		return nothing
+	}
+	c := p.compile(scopes, perms)
 	switch {
 	case c.err != nil:
 		return nothing
@@ -205,8 +228,9 @@ func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
 		return nil
 	}
 	f := &store.AccessFilter{Types: c.types}
-	if c.patientRules && pr.Patient != "" {
-		f.Compartment = &store.Compartment{Type: "Patient", ID: pr.Patient, Params: p.compartment}
+	if c.patientRules && patient != "" {
+		f.Compartment = &store.Compartment{Type: "Patient", ID: patient, Params: p.compartment,
+			Exclusive: perms&(PermCreate|PermUpdate|PermDelete) != 0}
 	}
 	return f
 }
@@ -217,7 +241,11 @@ func (p *Policy) Grants(ctx context.Context) (*Grants, error) {
 	if pr == nil {
 		return nil, nil
 	}
-	c := p.compile(pr.Scopes, PermRead|PermSearch)
+	scopes, _, valid := Effective(pr)
+	if !valid {
+		return &Grants{}, nil
+	}
+	c := p.compile(scopes, PermRead|PermSearch)
 	return c.grants, c.err
 }
 

@@ -40,7 +40,7 @@ func appsTokens(t *testing.T, srv *oauth.Server, issuer, clientID string, acct *
 	t.Helper()
 	code, err := srv.IssueCode(context.Background(), &oauth.Grant{ClientID: clientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser,
 		Scopes: []string{"launch/patient", "openid", "fhirUser", "offline_access", "patient/*.rs"}, RedirectURI: appCB,
-		CodeChallenge: challenge(pkceVerifier), Patient: "p1", AuthTime: time.Now()})
+		CodeChallenge: challenge(pkceVerifier), Patient: strings.TrimPrefix(acct.FHIRUser, "Patient/"), AuthTime: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,11 @@ func (s *Server) issueForGrant(ctx context.Context, g *Grant, family string, now
 	if !g.AuthTime.IsZero() {
 		sess.AuthTime = g.AuthTime.Unix()
 	}
-	scopes := uniqueScopes(g.Scopes)
+	scopes, bounded, err := userContext(uniqueScopes(g.Scopes), &sess)
+	if err != nil {
+		return nil, err
+	}
+	sess = *bounded
 	resp, claims, err := s.accessResponse(ctx, g.ClientID, g.Subject, scopes, &sess)
 	if err != nil {
 		return nil, err
@@ -169,9 +173,37 @@ func (s *Server) issueForGrant(ctx context.Context, g *Grant, family string, now
 	return resp, nil
 }
 
+// errPatientMismatch refuses a grant of a patient user whose patient in
+// context is not the user's own record (none is ever issued).
+var errPatientMismatch = errInvalidGrant("the grant's patient context does not match its user")
+
+// userContext bounds a user's token by the user (see scopesForUser): the
+// scopes, and for a patient user the patient in context, which is the
+// user's own record (filled in when missing; another patient is refused).
+func userContext(scopes []string, sess *launchSession) ([]string, *launchSession, error) {
+	scopes = scopesForUser(scopes, sess.FHIRUser)
+	if id, ok := strings.CutPrefix(sess.FHIRUser, "Patient/"); ok {
+		if id == "" || (sess.Patient != "" && sess.Patient != id) {
+			return nil, nil, errPatientMismatch
+		}
+		if sess.Patient == "" {
+			c := *sess
+			c.Patient = id
+			sess = &c
+		}
+	}
+	return scopes, sess, nil
+}
+
 // accessResponse signs an access token for the scopes and launch context
-// and builds the token response around it (no refresh or id token).
+// and builds the token response around it (no refresh or id token). The
+// scopes and context are bounded by the user first (userContext), so no
+// path issues a patient user more than their own compartment.
 func (s *Server) accessResponse(ctx context.Context, clientID, subject string, scopes []string, sess *launchSession) (*TokenResponse, *AccessClaims, error) {
+	scopes, sess, err := userContext(scopes, sess)
+	if err != nil {
+		return nil, nil, err
+	}
 	lifetime := s.cfg.AccessTokenLifetime
 	tok, claims, err := s.IssueAccessToken(ctx, AccessClaims{
 		Subject: subject, ClientID: clientID, Scope: strings.Join(scopes, " "),

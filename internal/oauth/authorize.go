@@ -419,13 +419,15 @@ func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *sess
 	s.renderPicker(w, r, sess, reqID, ar, acct, "", "")
 }
 
-// contextPatient is the patient in context of the request for acct.
+// contextPatient is the patient in context of the request for acct: a
+// patient's own record, whatever the request says; the launch's patient
+// for an EHR launch; the picked patient otherwise.
 func contextPatient(ar *authzRequest, acct *authdb.Account) string {
 	switch {
-	case ar.EHR:
-		return ar.LaunchPatient
 	case patientID(acct) != "":
 		return patientID(acct)
+	case ar.EHR:
+		return ar.LaunchPatient
 	default:
 		return ar.Patient
 	}
@@ -459,7 +461,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *ses
 			p.Offline = true
 		}
 	}
-	p.Choices = consentChoices(ar.Scopes)
+	p.Choices = consentChoices(scopesForUser(ar.Scopes, acct.FHIRUser))
 	s.render(w, r, http.StatusOK, "consent", p)
 }
 
@@ -677,7 +679,7 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	patient := contextPatient(ar, acct)
 	g := &Grant{
 		ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser,
-		Scopes:      grantedScopes(ar.Scopes, r.PostForm["scope"], ar.EHR, patient != ""),
+		Scopes:      grantedScopes(scopesForUser(ar.Scopes, acct.FHIRUser), r.PostForm["scope"], ar.EHR, patient != ""),
 		RedirectURI: ar.RedirectURI, CodeChallenge: ar.CodeChallenge, Nonce: ar.Nonce,
 		Patient: patient, AuthTime: sess.AuthTime,
 	}

@@ -93,6 +93,45 @@ func allowedScopes(requested, registered []string) []string {
 	return out
 }
 
+// staffUser reports whether fhirUser ("Practitioner/ID") names a member of
+// staff, whose user/ scopes reach across patients.
+func staffUser(fhirUser string) bool {
+	return strings.HasPrefix(fhirUser, "Practitioner/") || strings.HasPrefix(fhirUser, "PractitionerRole/")
+}
+
+// scopesForUser bounds the scopes granted to a user by who the user is
+// (fhirUser): a user/ scope means "what this user may see", so
+//
+//   - staff (Practitioner/…, PractitionerRole/…) keep their user/ scopes;
+//   - for a patient ("Patient/ID") every user/ scope becomes the patient/
+//     scope of the same type, permissions and restrictions: the patient's
+//     own compartment, with the patient in context;
+//   - any other user gets no user/ scope.
+//
+// system/ scopes are never granted to a user. The order is kept and
+// duplicates are dropped. The resource server applies the same bound
+// again from the token's fhirUser (access.Effective).
+func scopesForUser(scopes []string, fhirUser string) []string {
+	patient := strings.HasPrefix(fhirUser, "Patient/")
+	staff := staffUser(fhirUser)
+	out := make([]string, 0, len(scopes))
+	for _, sc := range scopes {
+		switch {
+		case strings.HasPrefix(sc, "system/"):
+			continue
+		case strings.HasPrefix(sc, "user/") && !staff:
+			if !patient {
+				continue
+			}
+			sc = "patient/" + strings.TrimPrefix(sc, "user/")
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
 // category is a category sub-scope offered on the consent page.
 type category struct {
 	Token string // system|code

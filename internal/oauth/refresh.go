@@ -79,7 +79,13 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 	if !rt.RotatedAt.IsZero() && rt.RotatedAt.Before(graceStart) {
 		return nil, s.refreshReused(ctx, rt.FamilyID, rt.ClientID, now)
 	}
-	granted := strings.Fields(rt.Scope)
+	var sess launchSession
+	if err := json.Unmarshal(rt.Session, &sess); err != nil {
+		return nil, fmt.Errorf("oauth: corrupt refresh session: %w", err)
+	}
+	// What the refresh token may still grant, bounded by its user (a
+	// token from before that bound narrows here, and stays narrowed).
+	granted := scopesForUser(strings.Fields(rt.Scope), sess.FHIRUser)
 	scopes := granted
 	if requested := strings.Fields(req.Form.Get("scope")); len(requested) > 0 {
 		for _, sc := range requested {
@@ -88,10 +94,6 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 			}
 		}
 		scopes = uniqueScopes(requested)
-	}
-	var sess launchSession
-	if err := json.Unmarshal(rt.Session, &sess); err != nil {
-		return nil, fmt.Errorf("oauth: corrupt refresh session: %w", err)
 	}
 	resp, claims, err := s.accessResponse(ctx, rt.ClientID, rt.Subject, scopes, &sess)
 	if err != nil {
@@ -102,7 +104,7 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 	if slices.Contains(granted, ScopeOfflineAccess) {
 		expires = now.Add(s.cfg.OfflineRefreshLifetime)
 	}
-	nrt := &authdb.RefreshToken{Hash: tokenHash(next), ClientID: rt.ClientID, Subject: rt.Subject, Scope: rt.Scope,
+	nrt := &authdb.RefreshToken{Hash: tokenHash(next), ClientID: rt.ClientID, Subject: rt.Subject, Scope: strings.Join(granted, " "),
 		Session: rt.Session, IssuedAt: now, ExpiresAt: expires}
 	err = s.cfg.Refresh.RotateRefreshToken(ctx, h, now, graceStart, nrt, claims.ID, time.Unix(claims.Expiry, 0))
 	switch {

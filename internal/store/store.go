@@ -447,10 +447,18 @@ type AccessRule struct {
 // Compartment describes membership in a compartment: a resource of type T is
 // in Patient/ID when it is that Patient, or when any of Params[T] references
 // it. Types missing from Params are outside the compartment.
+//
+// Exclusive narrows membership to resources that belong to this
+// compartment's owner alone, as writes in a patient's context need: a
+// resource of type T is in it when Params[T] references Patient/ID and
+// references no other resource of type Type (another Patient); a resource
+// of type Type itself only when it is Patient/ID and references no other
+// Patient through Params[Type] (its links).
 type Compartment struct {
-	Type   string
-	ID     string
-	Params map[string][]string
+	Type      string
+	ID        string
+	Params    map[string][]string
+	Exclusive bool `json:",omitempty"`
 }
 
 // SearchResult is one page of a search.

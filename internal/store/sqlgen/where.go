@@ -563,7 +563,8 @@ func (g *gen) rules(alias, typ string, rules []store.AccessRule) string {
 }
 
 // compartment renders membership of the alias row (of type typ when known)
-// in the filter's compartment.
+// in the filter's compartment (its exclusive form when Exclusive is set:
+// see store.Compartment).
 func (g *gen) compartment(alias, typ string) string {
 	c := g.filter.Compartment
 	f := g.alias("f")
@@ -571,21 +572,35 @@ func (g *gen) compartment(alias, typ string) string {
 		return alias + ".rid IN (SELECT " + f + ".rid FROM " + TableReference + " " + f + " WHERE " + f + ".target_id = " +
 			g.b.Arg(c.ID) + " AND " + f + ".target_type = " + g.b.Arg(c.Type) + " AND " + cond + ")"
 	}
+	// alone: the row references no other resource of the compartment's
+	// type through the parameters cond (on reference alias o) selects.
+	alone := func(cond func(o string) string) string {
+		o := g.alias("f")
+		return "NOT EXISTS (SELECT 1 FROM " + TableReference + " " + o + " WHERE " + o + ".rid = " + alias + ".rid AND " +
+			o + ".target_type = " + g.b.Arg(c.Type) + " AND " + o + ".target_id <> " + g.b.Arg(c.ID) + " AND " + cond(o) + ")"
+	}
 	if typ != "" {
+		ps := c.Params[typ]
 		var parts []string
 		if typ == c.Type {
 			parts = append(parts, alias+".id = "+g.b.Arg(c.ID))
 		}
-		if ps := c.Params[typ]; len(ps) > 0 {
+		if len(ps) > 0 && (typ != c.Type || !c.Exclusive) {
 			parts = append(parts, sub(f+".type = "+g.b.Arg(typ)+" AND "+f+".param IN "+g.b.List(ps)))
 		}
+		var in string
 		switch len(parts) {
 		case 0:
 			return "1=0"
 		case 1:
-			return parts[0]
+			in = parts[0]
+		default:
+			in = "(" + parts[0] + " OR " + parts[1] + ")"
 		}
-		return "(" + parts[0] + " OR " + parts[1] + ")"
+		if !c.Exclusive || len(ps) == 0 {
+			return in
+		}
+		return "(" + in + " AND " + alone(func(o string) string { return o + ".param IN " + g.b.List(ps) }) + ")"
 	}
 	types := make([]string, 0, len(c.Params))
 	for t, ps := range c.Params {
@@ -598,11 +613,24 @@ func (g *gen) compartment(alias, typ string) string {
 	if len(types) == 0 {
 		return self
 	}
-	var ors []string
-	for _, t := range types {
-		ors = append(ors, "("+f+".type = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+")")
+	byType := func(o string, member bool) string {
+		var ors []string
+		for _, t := range types {
+			if member && c.Exclusive && t == c.Type {
+				continue // exclusive: a Patient is only in its own compartment
+			}
+			ors = append(ors, "("+o+".type = "+g.b.Arg(t)+" AND "+o+".param IN "+g.b.List(c.Params[t])+")")
+		}
+		if len(ors) == 0 {
+			return "1=0"
+		}
+		return orTree(ors)
 	}
-	return "(" + self + " OR " + sub(orTree(ors)) + ")"
+	in := "(" + self + " OR " + sub(byType(f, true)) + ")"
+	if !c.Exclusive {
+		return in
+	}
+	return "(" + in + " AND " + alone(func(o string) string { return byType(o, false) }) + ")"
 }
 
 // sortExpr returns the ORDER BY term of a sort key.

@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AccessFilterTypes", testAccessFilterTypes},
 		{"AccessFilterGranular", testAccessFilterGranular},
 		{"AccessFilterMixed", testAccessFilterMixed},
+		{"AccessFilterExclusive", testAccessFilterExclusive},
 		{"TxSearch", testTxSearch},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
@@ -404,6 +405,52 @@ func testHistory(t *testing.T, s store.Store) {
 	if err != nil || len(p.Versions) != 7 || p.Next != "" {
 		t.Fatalf("default count: %d %q %v", len(p.Versions), p.Next, err)
 	}
+}
+
+// testAccessFilterExclusive: an exclusive compartment (writes in a
+// patient's context) holds only the resources that reference Patient/a and
+// no other Patient through a compartment parameter, and of the Patients
+// only a itself, linking to no other; in the legacy and per-type forms, for
+// one type and at system level.
+func testAccessFilterExclusive(t *testing.T, s store.Store) {
+	createAll(t, s,
+		&store.Write{Type: "Patient", ID: "a"},
+		&store.Write{Type: "Patient", ID: "b"},
+		&store.Write{Type: "Patient", ID: "c", Index: store.Index{References: []store.ReferenceRow{ref("link", "Patient", "a")}}},
+		&store.Write{Type: "Patient", ID: "d", Index: store.Index{References: []store.ReferenceRow{ref("link", "Patient", "a"), ref("link", "Patient", "b")}}},
+		&store.Write{Type: "Observation", ID: "oa", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a"), ref("performer", "Practitioner", "dr")}}},
+		&store.Write{Type: "Observation", ID: "oaa", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a"), ref("performer", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "oba", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "b"), ref("performer", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "oab", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a"), ref("performer", "Patient", "b")}}},
+		&store.Write{Type: "Observation", ID: "oga", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Group", "g"), ref("performer", "Patient", "a")}}},
+		// Another Patient through a parameter outside the compartment does
+		// not count.
+		&store.Write{Type: "Observation", ID: "oafocus", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a"), ref("focus", "Patient", "b")}}},
+		&store.Write{Type: "Encounter", ID: "ea", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		&store.Write{Type: "Practitioner", ID: "dr"},
+	)
+	shared := compartment("a")
+	excl := compartment("a")
+	excl.Compartment.Exclusive = true
+	q := func(q *store.Query) []string { return sorted(refs(search(t, s, q).Matches)) }
+	eq(t, "shared observations", q(&store.Query{Type: "Observation", Filter: shared}),
+		[]string{"Observation/oa", "Observation/oaa", "Observation/oab", "Observation/oafocus", "Observation/oba", "Observation/oga"})
+	eq(t, "exclusive observations", q(&store.Query{Type: "Observation", Filter: excl}),
+		[]string{"Observation/oa", "Observation/oaa", "Observation/oafocus", "Observation/oga"})
+	eq(t, "shared patients", q(&store.Query{Type: "Patient", Filter: shared}), []string{"Patient/a", "Patient/c", "Patient/d"})
+	eq(t, "exclusive patients", q(&store.Query{Type: "Patient", Filter: excl}), []string{"Patient/a"})
+	eq(t, "exclusive practitioners", q(&store.Query{Type: "Practitioner", Filter: excl}), []string{})
+	wantAll := []string{"Encounter/ea", "Observation/oa", "Observation/oaa", "Observation/oafocus", "Observation/oga", "Patient/a"}
+	eq(t, "exclusive system level", q(&store.Query{Filter: excl}), wantAll)
+	pt := perType("a", map[string][]store.AccessRule{"*": inComp})
+	pt.Compartment.Exclusive = true
+	eq(t, "exclusive per type", q(&store.Query{Type: "Observation", Filter: pt}),
+		[]string{"Observation/oa", "Observation/oaa", "Observation/oafocus", "Observation/oga"})
+	eq(t, "exclusive per type system level", q(&store.Query{Filter: pt}), wantAll)
+	// A linking Patient is excluded even when a links back to it.
+	createAll(t, s, &store.Write{Type: "Patient", ID: "a", Version: 2, Index: store.Index{References: []store.ReferenceRow{ref("link", "Patient", "c")}}})
+	eq(t, "exclusive: own record linking another", q(&store.Query{Type: "Patient", Filter: excl}), []string{})
+	eq(t, "shared: own record linking another", q(&store.Query{Type: "Patient", Filter: shared}), []string{"Patient/a", "Patient/c", "Patient/d"})
 }
 
 func testHistoryFilter(t *testing.T, s store.Store) {
