@@ -271,9 +271,9 @@ var principals = map[string]*access.Principal{
 	// Granular search narrower than read.
 	"search-narrower": {Scopes: []string{"patient/Patient.rs", "patient/Observation.r",
 		"patient/Observation.s?category=" + obsCat + "|laboratory"}, Patient: "pa"},
-	"mixed":       {Scopes: []string{"user/Practitioner.rs", "patient/Patient.rs", "patient/Observation.rs"}, Patient: "pa"},
+	"mixed":       {Scopes: []string{"user/Practitioner.rs", "patient/Patient.rs", "patient/Observation.rs"}, Patient: "pa", FHIRUser: "Practitioner/dr"},
 	"user":        {Scopes: []string{"user/*.cruds"}, FHIRUser: "Practitioner/dr"},
-	"user-v1":     {Scopes: []string{"user/*.*"}},
+	"user-v1":     {Scopes: []string{"user/*.*"}, FHIRUser: "Practitioner/dr"},
 	"system-read": {Scopes: []string{"system/*.rs"}},
 }
 
@@ -495,17 +495,18 @@ func TestDeletedStatus(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, c := range []struct {
-				scopes  []string
-				patient string
-				want    int
+				scopes   []string
+				patient  string
+				fhirUser string
+				want     int
 			}{
-				{[]string{"system/*.rs"}, "", http.StatusGone},
-				{[]string{"system/Observation.rs"}, "", http.StatusGone},
-				{[]string{"user/Observation.rs", "user/Patient.rs"}, "", http.StatusGone},
-				{[]string{"patient/Observation.rs"}, "pa", notFound},
-				{[]string{"system/Observation.rs?category=" + obsCat + "|laboratory"}, "", notFound},
+				{[]string{"system/*.rs"}, "", "", http.StatusGone},
+				{[]string{"system/Observation.rs"}, "", "", http.StatusGone},
+				{[]string{"user/Observation.rs", "user/Patient.rs"}, "", "Practitioner/dr", http.StatusGone},
+				{[]string{"patient/Observation.rs"}, "pa", "", notFound},
+				{[]string{"system/Observation.rs?category=" + obsCat + "|laboratory"}, "", "", notFound},
 			} {
-				ctx := access.WithPrincipal(context.Background(), &access.Principal{Scopes: c.scopes, Patient: c.patient})
+				ctx := access.WithPrincipal(context.Background(), &access.Principal{Scopes: c.scopes, Patient: c.patient, FHIRUser: c.fhirUser})
 				if status, _ := outcomeOf(t, ctx, e.svc, read("Observation", "oal")); status != c.want {
 					t.Errorf("%v: status %d, want %d", c.scopes, status, c.want)
 				}

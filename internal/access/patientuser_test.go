@@ -256,7 +256,8 @@ func TestEffective(t *testing.T) {
 		{"access token without a user", access.Principal{Method: "bearer", Scopes: []string{"user/*.rs", "system/*.rs"}}, []string{"system/*.rs"}, "", true},
 		{"backend token", access.Principal{Method: "bearer", Scopes: []string{"system/*.rs"}}, []string{"system/*.rs"}, "", true},
 		{"api key", access.Principal{Method: "apikey", Scopes: []string{"patient/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
-		{"basic client", access.Principal{Method: "basic", Scopes: []string{"user/*.rs"}}, []string{"user/*.rs"}, "", true},
+		{"basic client", access.Principal{Method: "basic", Scopes: []string{"user/*.rs", "system/Patient.rs"}}, []string{"system/Patient.rs"}, "", true},
+		{"api key with a user/ scope", access.Principal{Method: "apikey", Scopes: []string{"user/*.rs"}}, []string{}, "", true},
 	} {
 		scopes, patient, ok := access.Effective(&c.p)
 		if !slices.Equal(scopes, c.scopes) || patient != c.patient || ok != c.ok {

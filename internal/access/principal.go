@@ -90,14 +90,14 @@ func staffUser(fhirUser string) bool {
 //     FHIRUser, grants nothing (ok is false);
 //   - staff (Practitioner/…, PractitionerRole/…) and callers without a
 //     user (backend clients, API keys, Basic) keep their scopes, except
-//     that an access token without a fhirUser has no user for its user/
-//     scopes (only client_credentials tokens lack one, and they carry
-//     system/ scopes): they grant nothing;
+//     that a credential without a fhirUser has no user for its user/
+//     scopes (client_credentials tokens, API keys and Basic clients act
+//     for no user): they grant nothing;
 //   - any other user (RelatedPerson/…, Person/…) keeps only its patient/
 //     scopes (with the patient in context): user/ and system/ grant
 //     nothing.
 func Effective(p *Principal) (scopes []string, patient string, ok bool) {
-	if staffUser(p.FHIRUser) || p.FHIRUser == "" && (p.Method != methodBearer || !hasUserScope(p.Scopes)) {
+	if staffUser(p.FHIRUser) || p.FHIRUser == "" && !hasUserScope(p.Scopes) {
 		return p.Scopes, p.Patient, true
 	}
 	if p.FHIRUser == "" {
