@@ -772,13 +772,17 @@ func (s *Server) initPages() {
 // redirectAllowed reports whether redirectURI is registered: exactly, or —
 // for native apps' loopback redirects (RFC 8252 §7.3) — a registered
 // http://127.0.0.1 or http://[::1] URI that differs only in its port, which
-// the app picks when it starts listening.
+// the app picks when it starts listening. A port outside 1-65535 is never
+// allowed.
 func redirectAllowed(registered []string, redirectURI string) bool {
+	got, err := url.Parse(redirectURI)
+	if err != nil || !portOK(got) {
+		return false
+	}
 	if slices.Contains(registered, redirectURI) {
 		return true
 	}
-	got, err := url.Parse(redirectURI)
-	if err != nil || got.Scheme != "http" || !loopbackIP(got.Hostname()) || got.User != nil || got.Fragment != "" {
+	if got.Scheme != "http" || !loopbackIP(got.Hostname()) || got.User != nil || got.Fragment != "" {
 		return false
 	}
 	for _, r := range registered {
