@@ -70,7 +70,7 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 		return nil, err
 	}
 	if rt.ClientID != req.Client.Client.ID {
-		return nil, errInvalidGrant("refresh token was issued to another client")
+		return nil, errInvalidGrant(bad) // never confirm another client's token
 	}
 	if !now.Before(rt.ExpiresAt) {
 		return nil, errInvalidGrant(bad)
@@ -171,21 +171,22 @@ func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshInt
 }
 
 // revokeRefresh revokes the family of an opaque refresh token presented
-// by clientID (RFC 7009). Unknown tokens are not an error; a token of
-// another client is unauthorized_client.
-func (s *Server) revokeRefresh(ctx context.Context, tok, clientID string) error {
+// by clientID (RFC 7009) and reports whether it did. Unknown tokens and
+// tokens of another client are left alone, without an error (the caller
+// answers both like a revocation, so nothing is disclosed).
+func (s *Server) revokeRefresh(ctx context.Context, tok, clientID string) (bool, error) {
 	if s.cfg.Refresh == nil || len(tok) > maxCredentialLen {
-		return nil
+		return false, nil
 	}
 	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenHash(tok))
 	if errors.Is(err, authdb.ErrNotFound) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if rt.ClientID != clientID {
-		return errUnauthorizedClient("token was not issued to this client")
+		return false, nil
 	}
-	return s.cfg.Refresh.RevokeFamily(ctx, rt.FamilyID, s.now())
+	return true, s.cfg.Refresh.RevokeFamily(ctx, rt.FamilyID, s.now())
 }
