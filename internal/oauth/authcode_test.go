@@ -597,6 +597,43 @@ func TestRefreshRotation(t *testing.T) {
 	})
 }
 
+// TestRefreshGraceRetryOnce: inside the grace period a rotated refresh
+// token may be retried once (a lost response); the next redemption is
+// reuse and revokes the whole family, access tokens included, instead of
+// minting another live branch (RFC 9700 §4.14.2).
+func TestRefreshGraceRetryOnce(t *testing.T) {
+	codeDialects(t, func(t *testing.T, e *codeEnv) {
+		ctx := context.Background()
+		pub := acPublicClient(e)
+		f := acExchangeForm(e.code(acGrant(pub)))
+		f.Set("client_id", pub)
+		r0 := e.post(oauth.PathToken, f, nil)
+		if r0.status != 200 {
+			t.Fatalf("%d %s", r0.status, r0.raw)
+		}
+		refresh := func(tok string) result {
+			return e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {pub}}, nil)
+		}
+		rt0 := r0.body["refresh_token"].(string)
+		if r := refresh(rt0); r.status != 200 {
+			t.Fatalf("refresh: %d %s", r.status, r.raw)
+		}
+		e.advance(5 * time.Second)
+		retry := refresh(rt0)
+		if retry.status != 200 {
+			t.Fatalf("the one retry: %d %s", retry.status, retry.raw)
+		}
+		e.advance(5 * time.Second)
+		acWantError(t, "second retry inside the grace period", refresh(rt0), 400, "invalid_grant")
+		acWantError(t, "the retry's refresh token after the reuse", refresh(retry.body["refresh_token"].(string)), 400, "invalid_grant")
+		for _, at := range []string{r0.body["access_token"].(string), retry.body["access_token"].(string)} {
+			if _, err := e.srv.Verifier().Verify(ctx, at); err == nil {
+				t.Fatal("access token of a reused family still valid")
+			}
+		}
+	})
+}
+
 // TestIssueCodeValidation refuses grants the token side could not honour.
 func TestIssueCodeValidation(t *testing.T) {
 	e := newCodeEnv(t, "sqlite")

@@ -22,9 +22,10 @@ const (
 	// DefaultOnlineRefreshLifetime: online_access refresh tokens live 12
 	// hours from the authorization, not extended by refreshes.
 	DefaultOnlineRefreshLifetime = 12 * time.Hour
-	// DefaultRefreshGracePeriod: a rotated refresh token is still accepted
-	// this long after its rotation (a retry after a lost response); later
-	// its reuse revokes the whole family.
+	// DefaultRefreshGracePeriod: a rotated refresh token is accepted once
+	// more within this time after its rotation (the retry of a lost
+	// response), while its successor is unused; any other reuse revokes
+	// the whole family (RFC 9700 §4.14.2).
 	DefaultRefreshGracePeriod = 30 * time.Second
 )
 
@@ -39,8 +40,10 @@ type RefreshStore interface {
 }
 
 // RefreshTokenGrant is the refresh_token grant (RFC 6749 §6): opaque
-// 256-bit tokens stored hashed, rotated on every use; a rotated token
-// reused after the grace period revokes its family; scope may narrow,
+// 256-bit tokens stored hashed, rotated on every use; a rotated token may
+// be retried once within the grace period (see
+// authdb.DB.RotateRefreshToken), any other reuse revokes its family; scope
+// may narrow,
 // never widen; the client must be the one the token was issued to
 // (confidential clients re-authenticate). The new access token keeps the
 // launch context.
