@@ -247,8 +247,12 @@ func TestRefreshConcurrentRedemption(t *testing.T) {
 			}
 			var wg sync.WaitGroup
 			var errA, errB error
-			wg.Go(func() { errA = db.RotateRefreshToken(ctx, tok("r1"), now, now.Add(-30*time.Second), next("a"), fam+"-jtia", now.Add(time.Hour)) })
-			wg.Go(func() { errB = db.RotateRefreshToken(ctx, tok("r0"), now, now.Add(-30*time.Second), next("b"), fam+"-jtib", now.Add(time.Hour)) })
+			wg.Go(func() {
+				errA = db.RotateRefreshToken(ctx, tok("r1"), now, now.Add(-30*time.Second), next("a"), fam+"-jtia", now.Add(time.Hour))
+			})
+			wg.Go(func() {
+				errB = db.RotateRefreshToken(ctx, tok("r0"), now, now.Add(-30*time.Second), next("b"), fam+"-jtib", now.Add(time.Hour))
+			})
 			wg.Wait()
 			for _, err := range []error{errA, errB} {
 				if err != nil && !errors.Is(err, authdb.ErrRefreshReused) && !errors.Is(err, authdb.ErrNotFound) {
