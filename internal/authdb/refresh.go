@@ -14,9 +14,9 @@ import (
 // exchange was still running).
 var ErrRevoked = errors.New("authdb: token family revoked")
 
-// ErrRefreshReused is returned by RotateRefreshToken for a refresh token
-// that was already rotated before the grace period: the whole family has
-// been revoked in the same transaction.
+// ErrRefreshReused is returned by RotateRefreshToken for a rotated refresh
+// token presented again other than as the one retry the grace period
+// allows: the whole family has been revoked in the same transaction.
 var ErrRefreshReused = errors.New("authdb: rotated refresh token reused")
 
 // tombstoneLifetime is how long the row of a family revoked before it was
@@ -81,7 +81,7 @@ func (d *DB) StartFamily(ctx context.Context, f *Family, accessJTI string, acces
 	}
 	if rt != nil {
 		rt.FamilyID = f.ID
-		if err := d.insertRefresh(ctx, tx, rt); err != nil {
+		if err := d.insertRefresh(ctx, tx, rt, nil); err != nil {
 			return err
 		}
 	}
@@ -99,9 +99,15 @@ func (d *DB) insertAccess(ctx context.Context, tx *sql.Tx, family, jti string, e
 	return nil
 }
 
-func (d *DB) insertRefresh(ctx context.Context, tx *sql.Tx, rt *RefreshToken) error {
-	if _, err := tx.ExecContext(ctx, d.rebind("INSERT INTO oauth_refresh_token (token_hash, family_id, client_id, subject, scope, session, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-		hex.EncodeToString(rt.Hash), rt.FamilyID, rt.ClientID, rt.Subject, rt.Scope, string(rt.Session), rt.IssuedAt.Unix(), rt.ExpiresAt.Unix()); err != nil {
+// insertRefresh stores rt, the successor of the token parent (nil for the
+// first token of a family).
+func (d *DB) insertRefresh(ctx context.Context, tx *sql.Tx, rt *RefreshToken, parent []byte) error {
+	var p sql.NullString
+	if parent != nil {
+		p = sql.NullString{String: hex.EncodeToString(parent), Valid: true}
+	}
+	if _, err := tx.ExecContext(ctx, d.rebind("INSERT INTO oauth_refresh_token (token_hash, family_id, client_id, subject, scope, session, issued_at, expires_at, parent_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		hex.EncodeToString(rt.Hash), rt.FamilyID, rt.ClientID, rt.Subject, rt.Scope, string(rt.Session), rt.IssuedAt.Unix(), rt.ExpiresAt.Unix(), p); err != nil {
 		return fmt.Errorf("authdb: insert refresh token: %w", err)
 	}
 	return nil
@@ -146,26 +152,55 @@ func (d *DB) RefreshToken(ctx context.Context, hash []byte) (*RefreshToken, erro
 }
 
 // RotateRefreshToken exchanges the refresh token oldHash for next, in one
-// transaction: the old token must exist, be unexpired at now, belong to a
-// family that is not revoked, and be either current or rotated no earlier
-// than graceStart (a retry after a lost response). Every current token of
-// the family is marked rotated at now, next joins the family, the new
-// access token's jti is recorded under it and the family's expiry is
-// extended. An old token rotated before graceStart revokes the family and
-// returns ErrRefreshReused; an ineligible one returns ErrNotFound.
+// transaction: the old token must exist, be unexpired at now and belong to
+// a family that is not revoked. A current token is rotated: it is marked
+// rotated at now, next joins the family as its successor, the new access
+// token's jti is recorded under it and the family's expiry is extended.
+//
+// A token already rotated is accepted once more, as the retry of a lost
+// response (RFC 9700 §4.14.2), only if it was rotated no earlier than
+// graceStart, its successor is still the family's current token and it
+// has no other successor; next then replaces that successor (marked
+// rotated: it was never delivered). Any other presentation of a rotated
+// token — after the grace period, a second retry, or after its successor
+// was itself used — is reuse: the family is revoked and ErrRefreshReused
+// returned. So one token yields at most two successors and a family has
+// at most one current token. An ineligible token returns ErrNotFound.
+//
+// Concurrent calls for one family are serialized (PostgreSQL: the
+// family's row lock; SQLite: the single writer), so these limits hold
+// under any interleaving.
 func (d *DB) RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceStart time.Time, next *RefreshToken, accessJTI string, accessExpires time.Time) error {
 	tx, err := d.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("authdb: rotate: %w", err)
 	}
 	defer tx.Rollback()
-	q := "SELECT " + refreshCols + " FROM oauth_refresh_token t WHERE t.token_hash = ?"
-	if d.postgres {
-		q += " FOR UPDATE"
-	}
-	old, err := scanRefresh(tx.QueryRowContext(ctx, d.rebind(q), hex.EncodeToString(oldHash)))
+	hexOld := hex.EncodeToString(oldHash)
+	var family string
+	err = tx.QueryRowContext(ctx, d.rebind("SELECT family_id FROM oauth_refresh_token WHERE token_hash = ?"), hexOld).Scan(&family)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("authdb: rotate: %w", err)
+	}
+	if d.postgres {
+		// Every rotation and revocation of the family waits here; the
+		// reads below (each a fresh READ COMMITTED snapshot) then see
+		// what the previous holder committed.
+		var one int
+		err := tx.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_token_family WHERE family_id = ? AND revoked_at IS NULL FOR UPDATE"), family).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("authdb: rotate: %w", err)
+		}
+	}
+	old, err := scanRefresh(tx.QueryRowContext(ctx, d.rebind("SELECT "+refreshCols+" FROM oauth_refresh_token t WHERE t.token_hash = ?"), hexOld))
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound // revoked meanwhile
 	}
 	if err != nil {
 		return fmt.Errorf("authdb: rotate: %w", err)
@@ -173,15 +208,24 @@ func (d *DB) RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceS
 	if !now.Before(old.ExpiresAt) {
 		return ErrNotFound
 	}
-	if !old.RotatedAt.IsZero() && old.RotatedAt.Before(graceStart) {
-		if err := d.revokeFamilyTx(ctx, tx, old.FamilyID, now); err != nil {
+	if !old.RotatedAt.IsZero() {
+		retry, err := d.retryAllowed(ctx, tx, old, hexOld, graceStart)
+		if err != nil {
 			return err
 		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("authdb: rotate: %w", err)
+		switch retry {
+		case retryUnknown:
+			return ErrNotFound
+		case retryReuse:
+			if err := d.revokeFamilyTx(ctx, tx, old.FamilyID, now); err != nil {
+				return err
+			}
+			if err := tx.Commit(); err != nil {
+				return fmt.Errorf("authdb: rotate: %w", err)
+			}
+			d.revoked(ctx)
+			return ErrRefreshReused
 		}
-		d.revoked(ctx)
-		return ErrRefreshReused
 	}
 	expires := max(next.ExpiresAt.Unix(), accessExpires.Unix())
 	res, err := tx.ExecContext(ctx, d.rebind("UPDATE oauth_token_family SET expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END WHERE family_id = ? AND revoked_at IS NULL"),
@@ -192,12 +236,14 @@ func (d *DB) RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceS
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return ErrNotFound
 	}
+	// The current token (old itself, or on a retry its undelivered
+	// successor) is rotated now.
 	if _, err := tx.ExecContext(ctx, d.rebind("UPDATE oauth_refresh_token SET rotated_at = ? WHERE family_id = ? AND rotated_at IS NULL"),
 		now.Unix(), old.FamilyID); err != nil {
 		return fmt.Errorf("authdb: rotate: %w", err)
 	}
 	next.FamilyID = old.FamilyID
-	if err := d.insertRefresh(ctx, tx, next); err != nil {
+	if err := d.insertRefresh(ctx, tx, next, oldHash); err != nil {
 		return err
 	}
 	if err := d.insertAccess(ctx, tx, old.FamilyID, accessJTI, accessExpires); err != nil {
@@ -207,6 +253,53 @@ func (d *DB) RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceS
 		return fmt.Errorf("authdb: rotate: %w", err)
 	}
 	return nil
+}
+
+// Verdicts on a rotated refresh token presented again.
+const (
+	retryOK      = iota // the one retry of a lost response
+	retryReuse          // reuse: revoke the family
+	retryUnknown        // its successor predates parent_hash: refuse, revoke nothing
+)
+
+// retryAllowed judges a rotated token presented again (in the rotation's
+// transaction, the family serialized): see RotateRefreshToken.
+func (d *DB) retryAllowed(ctx context.Context, tx *sql.Tx, old *RefreshToken, hexOld string, graceStart time.Time) (int, error) {
+	if old.RotatedAt.Before(graceStart) {
+		return retryReuse, nil
+	}
+	rows, err := tx.QueryContext(ctx, d.rebind("SELECT parent_hash FROM oauth_refresh_token WHERE family_id = ? AND rotated_at IS NULL"), old.FamilyID)
+	if err != nil {
+		return 0, fmt.Errorf("authdb: rotate: %w", err)
+	}
+	var parents []sql.NullString
+	for rows.Next() {
+		var p sql.NullString
+		if err := rows.Scan(&p); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("authdb: rotate: %w", err)
+		}
+		parents = append(parents, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("authdb: rotate: %w", err)
+	}
+	if len(parents) != 1 || parents[0].String != hexOld {
+		if len(parents) == 1 && !parents[0].Valid {
+			return retryUnknown, nil
+		}
+		return retryReuse, nil // its successor was used (or superseded)
+	}
+	var children int
+	if err := tx.QueryRowContext(ctx, d.rebind("SELECT COUNT(*) FROM oauth_refresh_token WHERE family_id = ? AND parent_hash = ?"),
+		old.FamilyID, hexOld).Scan(&children); err != nil {
+		return 0, fmt.Errorf("authdb: rotate: %w", err)
+	}
+	if children != 1 {
+		return retryReuse, nil // already retried once
+	}
+	return retryOK, nil
 }
 
 // RevokeFamily revokes a token family: its refresh tokens are deleted and

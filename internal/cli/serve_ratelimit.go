@@ -24,7 +24,7 @@ type rateLimitFlags struct {
 	RateLimitClientBurst  int    `name:"rate-limit-client-burst" env:"LAPIS_RATE_LIMIT_CLIENT_BURST" default:"200" help:"Burst per client, in cost units (0 = N)."`
 	RateLimitPatient      string `name:"rate-limit-patient" env:"LAPIS_RATE_LIMIT_PATIENT" default:"50/s" help:"Limit per patient (in context, or read/searched) on the FHIR API, N/PERIOD in cost units; 0 disables."`
 	RateLimitPatientBurst int    `name:"rate-limit-patient-burst" env:"LAPIS_RATE_LIMIT_PATIENT_BURST" default:"100" help:"Burst per patient, in cost units (0 = N)."`
-	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints (authorize, login, consent, select-patient, token, introspect, revoke), N/PERIOD requests; 0 disables."`
+	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints and pages (authorize, login, consent, select-patient, apps, token, introspect, revoke), N/PERIOD requests; 0 disables."`
 	RateLimitAuthIPBurst  int    `name:"rate-limit-auth-ip-burst" env:"LAPIS_RATE_LIMIT_AUTH_IP_BURST" default:"100" help:"Burst per IP address on the OAuth endpoints (0 = N)."`
 	RateLimitCosts        string `name:"rate-limit-costs" env:"LAPIS_RATE_LIMIT_COSTS" help:"Cost units per FHIR interaction, e.g. read=1,vread=1,search=2,history=2,create=3,update=3,patch=3,delete=3,batch=1,batch-min=3,operation=3 (batch is per entry; unnamed keys keep these defaults)." placeholder:"KEY=N,..."`
 	RedisURL              string `name:"redis-url" env:"LAPIS_REDIS_URL" help:"Share the rate limits of every instance through this Redis (redis://[user:password@]host:port[/db], rediss:// for TLS); default: in-process limits." placeholder:"URL"`
@@ -66,14 +66,11 @@ func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimi
 		return st, fmt.Errorf("FHIR base URL: %w", err)
 	}
 	prefix := u.Path
-	paths := map[string]ratelimit.Endpoint{
-		prefix + oauth.PathAuthorize:     {Browser: true},
-		prefix + oauth.PathLogin:         {Browser: true},
-		prefix + oauth.PathConsent:       {Browser: true},
-		prefix + oauth.PathSelectPatient: {Browser: true},
-		prefix + oauth.PathToken:         {},
-		prefix + oauth.PathIntrospect:    {},
-		prefix + oauth.PathRevoke:        {},
+	// One list, kept by the oauth package: every page that takes a
+	// password and every endpoint that authenticates a client.
+	paths := map[string]ratelimit.Endpoint{}
+	for p, browser := range oauth.IPLimitedEndpoints() {
+		paths[prefix+p] = ratelimit.Endpoint{Browser: browser}
 	}
 	var limiter ratelimit.Limiter
 	backend := "in-process"

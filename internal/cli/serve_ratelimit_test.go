@@ -1,15 +1,20 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 func defaultRateLimitFlags() rateLimitFlags {
@@ -80,4 +85,61 @@ func TestRateLimitStages(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), `lapis_ratelimit_checks_total{result="limited",scope="ip"} 1`) {
 		t.Fatal("rate-limit metric not exported")
 	}
+}
+
+// TestRateLimitPasswordPages: every page that takes a password (the apps
+// page's sign-in as much as /auth/login) and every endpoint oauth lists is
+// behind the per-IP limit: a burst of 300 concurrent POSTs to
+// /fhir/auth/apps beyond a burst of 100 is answered 429 in plain text.
+func TestRateLimitPasswordPages(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.Addr, cfg.DataDir = "127.0.0.1:8080", t.TempDir()
+	if err := cfg.Normalize(true); err != nil {
+		t.Fatal(err)
+	}
+	f := defaultRateLimitFlags()
+	f.RateLimitAuthIP, f.RateLimitAuthIPBurst = "1/m", 100
+	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := st.AuthIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for range 300 {
+		wg.Go(func() {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest("POST", "/fhir"+oauth.PathApps, strings.NewReader("action=login")))
+			if w.Code == http.StatusTooManyRequests && !strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+				t.Errorf("429 for a page in %q", w.Header().Get("Content-Type"))
+			}
+			mu.Lock()
+			codes[w.Code]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if codes[http.StatusTooManyRequests] < 190 || codes[http.StatusOK]+codes[http.StatusTooManyRequests] != 300 {
+		t.Fatalf("300 POSTs to the apps page: %v", codes)
+	}
+	// Every endpoint of the list is limited (a fresh address each).
+	for i, p := range slices.Sorted(maps.Keys(oauth.IPLimitedEndpoints())) {
+		for range 101 {
+			h.ServeHTTP(httptest.NewRecorder(), ipRequest(p, i))
+		}
+		w := httptest.NewRecorder()
+		if h.ServeHTTP(w, ipRequest(p, i)); w.Code != http.StatusTooManyRequests {
+			t.Errorf("%s not limited per IP: %d", p, w.Code)
+		}
+	}
+}
+
+// ipRequest is a POST to the endpoint p (relative to /fhir) from the i-th
+// test address.
+func ipRequest(p string, i int) *http.Request {
+	r := httptest.NewRequest("POST", "/fhir"+p, nil)
+	r.RemoteAddr = fmt.Sprintf("198.51.100.%d:1234", i+1)
+	return r
 }

@@ -264,6 +264,17 @@ func TestRateLimitAccuracyMemory(t *testing.T) {
 			t.Fatalf("4th token request: %d %s", resp.StatusCode, body)
 		}
 	}
+	// The same per-IP budget guards every page that takes a password: the
+	// apps page's sign-in is refused too, in plain text for the browser.
+	resp, err := http.Post(s.base+"/auth/apps", "application/x-www-form-urlencoded", strings.NewReader("action=login&username=a&password=b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("apps sign-in over the per-IP limit: %d %s", resp.StatusCode, body)
+	}
 }
 
 func rlGet(t *testing.T, u, key string) (int, http.Header) {

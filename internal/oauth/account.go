@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/crypto/argon2"
 
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 )
 
@@ -154,13 +157,29 @@ var DefaultLoginPolicy = LoginPolicy{MaxFailures: 5, MaxFailuresPerIP: 20, Windo
 // errBadLogin is the only login failure a user ever sees.
 var errBadLogin = errors.New("invalid username or password")
 
-// maxConcurrentHashes bounds concurrent argon2id computations (each takes
-// Argon2Memory), so a login flood cannot exhaust memory.
+// errBusy is a sign-in refused because every password-hashing slot stayed
+// busy for hashWait (answered 503 with Retry-After; not a failed login).
+var errBusy = errors.New("too many sign-ins in progress")
+
+// maxConcurrentHashes caps concurrent argon2id computations (each takes
+// Argon2Memory and a core for 30-60 ms); hashSlots is the bound actually
+// used: half the cores, at least one, at most this.
 const maxConcurrentHashes = 4
+
+// hashWait is how long a sign-in waits for a hashing slot before it is
+// answered 503: long enough to absorb a burst of legitimate logins, short
+// enough that a flood cannot pile requests up.
+const hashWait = 2 * time.Second
+
+// hashSlots is the number of concurrent argon2id computations for
+// GOMAXPROCS procs: a login flood then leaves at least half the cores to
+// the FHIR API.
+func hashSlots(procs int) int { return min(max(procs/2, 1), maxConcurrentHashes) }
 
 // accounts holds the login machinery of a Server.
 type accounts struct {
 	sem       chan struct{}
+	wait      time.Duration
 	dummyOnce sync.Once
 	dummy     string
 }
@@ -176,15 +195,64 @@ func (a *accounts) dummyHash() string {
 	return a.dummy
 }
 
-// verify runs VerifyPassword under the concurrency bound.
+// verify runs VerifyPassword under the concurrency bound, waiting at most
+// a.wait for a slot (errBusy).
 func (a *accounts) verify(ctx context.Context, encoded, password string) (bool, error) {
 	select {
 	case a.sem <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
+	default:
+		t := time.NewTimer(a.wait)
+		defer t.Stop()
+		select {
+		case a.sem <- struct{}{}:
+		case <-t.C:
+			return false, errBusy
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
 	defer func() { <-a.sem }()
 	return VerifyPassword(encoded, password), nil
+}
+
+// signIn is the one password check of the authorization server: every
+// page that takes a password (/auth/login, /auth/apps) calls it, and
+// nothing else verifies a password. It applies the argon2id concurrency
+// bound (errBusy when no slot frees within hashWait) and the lockout
+// policy per account and per address (authenticate), logs the user into
+// sess on success, and records the outcome as an audit event (login, or
+// login.failure, which feeds the auth-failure alert). The per-IP rate
+// limit runs in front of it: every page that calls signIn is in
+// IPLimitedEndpoints. Every refusal is errBadLogin (the page shows its
+// generic message, 401); errBusy and other errors are for signInError.
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, sess *session, username, password string) (*authdb.Account, error) {
+	acct, err := s.authenticate(r.Context(), username, password, clientIP(r))
+	if errors.Is(err, errBadLogin) {
+		// Never the username: users type passwords into it.
+		s.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "login failed",
+			Method: "password", Status: http.StatusUnauthorized})
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.logIn(w, r, sess, acct); err != nil {
+		return nil, err
+	}
+	s.record(r, audit.Event{Kind: audit.KindLogin, Description: "login", Subject: acct.Subject, FHIRUser: acct.FHIRUser, Method: "password"})
+	return acct, nil
+}
+
+// signInError answers a sign-in that failed other than by errBadLogin:
+// 503 with Retry-After when the hashing slots are busy, else an internal
+// error.
+func (s *Server) signInError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errBusy) {
+		w.Header().Set("Retry-After", "1")
+		s.errorPage(w, r, http.StatusServiceUnavailable, "Too many sign-ins are in progress. Please wait a moment and try again.")
+		return
+	}
+	s.internalError(w, r, err)
 }
 
 // authenticate checks a username and password under the lockout policy.
@@ -195,7 +263,7 @@ func (s *Server) authenticate(ctx context.Context, username, password, ip string
 	now := s.now()
 	since := now.Add(-pol.Window)
 	username = NormalizeUsername(username)
-	userKey, ipKey := "user:"+username, "ip:"+ip
+	userKey, ipKey := "user:"+username, "ip:"+lockoutAddress(ip)
 	if len(password) > 4*MaxPasswordLen || len(username) > 256 {
 		return nil, errBadLogin
 	}
@@ -237,4 +305,16 @@ func (s *Server) authenticate(ctx context.Context, username, password, ip string
 		return nil, err
 	}
 	return acct, nil
+}
+
+// lockoutAddress is the unit failed logins are counted against per
+// address: the address for IPv4, its /64 for IPv6 (one host commonly holds
+// a whole /64), as for the per-IP rate limit.
+func lockoutAddress(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }

@@ -34,7 +34,7 @@ func (s *Server) renderApps(w http.ResponseWriter, r *http.Request, status int, 
 // signed-in user, the apps that hold live grants for them (name, scopes,
 // authorized and last used) each with a Revoke button. POST (CSRF token
 // and cross-origin protection, like every page form) either signs in
-// (action=login, under the login lockout policy) or revokes every token
+// (action=login, through signIn like /auth/login) or revokes every token
 // family of one app for this user (action=revoke, client_id): its refresh
 // tokens are deleted and its access tokens are on the revocation list
 // the Verifier and introspection consult, so both stop working at once.
@@ -65,17 +65,13 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method == http.MethodPost && r.PostForm.Get("action") == "login" {
 		username := r.PostForm.Get("username")
-		acct, err := s.authenticate(ctx, username, r.PostForm.Get("password"), clientIP(r))
+		_, err := s.signIn(w, r, sess, username, r.PostForm.Get("password"))
 		if errors.Is(err, errBadLogin) {
 			s.renderApps(w, r, http.StatusUnauthorized, "apps_login", &appsPage{Title: "Sign in", CSRF: sess.CSRF,
 				Error: "Invalid username or password.", Username: NormalizeUsername(username)})
 			return
 		} else if err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-		if err := s.logIn(w, r, sess, acct); err != nil {
-			s.internalError(w, r, err)
+			s.signInError(w, r, err)
 			return
 		}
 		pageHeaders(w, "x")

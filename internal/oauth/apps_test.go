@@ -82,7 +82,7 @@ func TestAppsPage(t *testing.T) {
 					Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
 			}
 			pub, other := reg("Patient app"), reg("Other app")
-			intro, err := oauth.RegisterClient(ctx, e.db, oauth.Registration{Name: "rs", Type: authdb.Confidential, Scopes: []string{"system/*.rs"}})
+			intro, err := oauth.RegisterClient(ctx, e.db, oauth.Registration{Name: "rs", Type: authdb.Confidential, Scopes: []string{oauth.ScopeIntrospect}})
 			if err != nil {
 				t.Fatal(err)
 			}

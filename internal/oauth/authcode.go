@@ -85,7 +85,7 @@ func (g *AuthorizationCode) Handle(ctx context.Context, req *TokenRequest) (*Tok
 		return nil, err
 	}
 	if grant.ClientID != req.Client.Client.ID {
-		return nil, errInvalidGrant("authorization code was issued to another client")
+		return nil, errInvalidGrant(bad) // never confirm another client's code
 	}
 	if req.Form.Get("redirect_uri") != grant.RedirectURI {
 		return nil, errInvalidGrant("redirect_uri does not match the authorization request")

@@ -167,7 +167,8 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		}
 
 		// The access token carries the launch context; introspection shows
-		// it (by a confidential client), iss/sub equal the id_token's.
+		// it (to a resource server registered with ScopeIntrospect), iss/sub
+		// equal the id_token's.
 		claims, err := e.srv.Verifier().Verify(ctx, tok.AccessToken)
 		if err != nil {
 			t.Fatal(err)
@@ -175,7 +176,7 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		if claims.Patient != "p-1" || claims.ClientID != id || claims.Subject != g.Subject || claims.FHIRUser != e.issuer+"/Patient/p-1" || claims.Scope != tok.Extra("scope") {
 			t.Fatalf("claims %+v", claims)
 		}
-		rs := acConfidentialClient(e)
+		rs := e.register(oauth.Registration{Name: "resource server", Type: authdb.Confidential, Scopes: []string{oauth.ScopeIntrospect}})
 		in := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(rs.ClientID, rs.ClientSecret))
 		if in.status != 200 || in.body["active"] != true || in.body["patient"] != "p-1" || in.body["client_id"] != id ||
 			in.body["iss"] != idt.Issuer || in.body["sub"] != idt.Subject || in.body["fhirUser"] != idc.FHIRUser || in.body["scope"] != tok.Extra("scope") {
@@ -184,6 +185,13 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		in = e.post(oauth.PathIntrospect, url.Values{"token": {tok.RefreshToken}}, basic(rs.ClientID, rs.ClientSecret))
 		if in.body["active"] != true || in.body["patient"] != "p-1" || in.body["client_id"] != id || in.body["scope"] != tok.Extra("scope") {
 			t.Fatalf("refresh introspection: %s", in.raw)
+		}
+		// Any other confidential client learns nothing about either token.
+		nosy := acConfidentialClient(e)
+		for _, tk := range []string{tok.AccessToken, tok.RefreshToken} {
+			if in := e.post(oauth.PathIntrospect, url.Values{"token": {tk}}, basic(nosy.ClientID, nosy.ClientSecret)); in.status != 200 || in.raw != "{\"active\":false}\n" {
+				t.Fatalf("another client's token introspected: %d %s", in.status, in.raw)
+			}
 		}
 
 		// Refresh through x/oauth2's TokenSource (an expired token forces it).
@@ -535,11 +543,19 @@ func TestRefreshRotation(t *testing.T) {
 		}
 
 		// RFC 7009: revoking a refresh token revokes its family; another
-		// client may not revoke it.
+		// client's attempt is answered 200 (nothing disclosed) and changes
+		// nothing.
 		r := issue(acGrant(pub))
 		rt, at := r.body["refresh_token"].(string), r.body["access_token"].(string)
-		rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}}, basic(conf.ClientID, conf.ClientSecret))
-		acWantError(t, "revoke a foreign refresh token", rv, 400, "unauthorized_client")
+		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}}, basic(conf.ClientID, conf.ClientSecret)); rv.status != 200 || strings.TrimSpace(rv.raw) != "{}" {
+			t.Fatalf("revoke a foreign refresh token: %d %s", rv.status, rv.raw)
+		}
+		if _, err := e.srv.Verifier().Verify(ctx, at); err != nil {
+			t.Fatalf("a foreign revocation revoked the family: %v", err)
+		}
+		if rt2, _ := e.db.RefreshToken(ctx, sha256Sum(rt)); rt2 == nil {
+			t.Fatal("a foreign revocation deleted the refresh token")
+		}
 		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}, "client_id": {pub}}, nil); rv.status != 200 {
 			t.Fatalf("revoke: %d %s", rv.status, rv.raw)
 		}
@@ -581,6 +597,43 @@ func TestRefreshRotation(t *testing.T) {
 	})
 }
 
+// TestRefreshGraceRetryOnce: inside the grace period a rotated refresh
+// token may be retried once (a lost response); the next redemption is
+// reuse and revokes the whole family, access tokens included, instead of
+// minting another live branch (RFC 9700 §4.14.2).
+func TestRefreshGraceRetryOnce(t *testing.T) {
+	codeDialects(t, func(t *testing.T, e *codeEnv) {
+		ctx := context.Background()
+		pub := acPublicClient(e)
+		f := acExchangeForm(e.code(acGrant(pub)))
+		f.Set("client_id", pub)
+		r0 := e.post(oauth.PathToken, f, nil)
+		if r0.status != 200 {
+			t.Fatalf("%d %s", r0.status, r0.raw)
+		}
+		refresh := func(tok string) result {
+			return e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {pub}}, nil)
+		}
+		rt0 := r0.body["refresh_token"].(string)
+		if r := refresh(rt0); r.status != 200 {
+			t.Fatalf("refresh: %d %s", r.status, r.raw)
+		}
+		e.advance(5 * time.Second)
+		retry := refresh(rt0)
+		if retry.status != 200 {
+			t.Fatalf("the one retry: %d %s", retry.status, retry.raw)
+		}
+		e.advance(5 * time.Second)
+		acWantError(t, "second retry inside the grace period", refresh(rt0), 400, "invalid_grant")
+		acWantError(t, "the retry's refresh token after the reuse", refresh(retry.body["refresh_token"].(string)), 400, "invalid_grant")
+		for _, at := range []string{r0.body["access_token"].(string), retry.body["access_token"].(string)} {
+			if _, err := e.srv.Verifier().Verify(ctx, at); err == nil {
+				t.Fatal("access token of a reused family still valid")
+			}
+		}
+	})
+}
+
 // TestIssueCodeValidation refuses grants the token side could not honour.
 func TestIssueCodeValidation(t *testing.T) {
 	e := newCodeEnv(t, "sqlite")
@@ -609,4 +662,10 @@ func TestIssueCodeValidation(t *testing.T) {
 	if _, err := e.db.ConsumeAuthCode(ctx, h[:], time.Now()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// sha256Sum is the stored form (hash) of a refresh token.
+func sha256Sum(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
 }

@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 )
 
 // Paths of the authorization pages, relative to the FHIR base URL.
@@ -512,9 +514,13 @@ func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, 
 	return sess, true
 }
 
-// clientIP is the address failed logins are counted against: the TCP
-// peer (proxy headers are not trusted).
+// clientIP is the caller's address, as the rate limits and network rules
+// see it (netpolicy.ClientIP: the TCP peer, or the client a trusted proxy
+// names): failed logins are counted against it and audit events carry it.
 func clientIP(r *http.Request) string {
+	if a := netpolicy.ClientIP(r); a.IsValid() {
+		return a.String()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
@@ -542,10 +548,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	acct, err := s.authenticate(ctx, r.PostForm.Get("username"), r.PostForm.Get("password"), clientIP(r))
+	_, err := s.signIn(w, r, sess, r.PostForm.Get("username"), r.PostForm.Get("password"))
 	if errors.Is(err, errBadLogin) {
-		// Never the username: users type passwords into it.
-		s.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "login failed", Status: http.StatusUnauthorized})
 		p := &page{Title: "Sign in", CSRF: sess.CSRF, Req: reqID, Next: r.PostForm.Get("next"), Error: "Invalid username or password.", Username: NormalizeUsername(r.PostForm.Get("username"))}
 		if ar != nil {
 			p.Client = ar.ClientName
@@ -553,14 +557,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnauthorized, "login", p)
 		return
 	} else if err != nil {
-		s.internalError(w, r, err)
+		s.signInError(w, r, err)
 		return
 	}
-	if err := s.logIn(w, r, sess, acct); err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	s.record(r, audit.Event{Kind: audit.KindLogin, Description: "login", Subject: acct.Subject, FHIRUser: acct.FHIRUser})
 	if ar == nil {
 		pageHeaders(w, "x")
 		http.Redirect(w, r, s.prefix+PathLaunch, http.StatusSeeOther)
@@ -755,7 +754,7 @@ func (s *Server) mountPages(mux *http.ServeMux) {
 
 // initPages sets up the pages' state (called by New).
 func (s *Server) initPages() {
-	s.ui = &pagesUI{acct: accounts{sem: make(chan struct{}, maxConcurrentHashes)}, cop: http.NewCrossOriginProtection()}
+	s.ui = &pagesUI{acct: accounts{sem: make(chan struct{}, hashSlots(runtime.GOMAXPROCS(0))), wait: hashWait}, cop: http.NewCrossOriginProtection()}
 	s.ui.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusForbidden, "Cross-origin form submissions are not allowed.")
 	}))
@@ -774,13 +773,17 @@ func (s *Server) initPages() {
 // redirectAllowed reports whether redirectURI is registered: exactly, or —
 // for native apps' loopback redirects (RFC 8252 §7.3) — a registered
 // http://127.0.0.1 or http://[::1] URI that differs only in its port, which
-// the app picks when it starts listening.
+// the app picks when it starts listening. A port outside 1-65535 is never
+// allowed.
 func redirectAllowed(registered []string, redirectURI string) bool {
+	got, err := url.Parse(redirectURI)
+	if err != nil || !portOK(got) {
+		return false
+	}
 	if slices.Contains(registered, redirectURI) {
 		return true
 	}
-	got, err := url.Parse(redirectURI)
-	if err != nil || got.Scheme != "http" || !loopbackIP(got.Hostname()) || got.User != nil || got.Fragment != "" {
+	if got.Scheme != "http" || !loopbackIP(got.Hostname()) || got.User != nil || got.Fragment != "" {
 		return false
 	}
 	for _, r := range registered {

@@ -68,7 +68,7 @@ type authEnv struct {
 
 const appCB = "https://app.example/cb"
 
-func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy) *authEnv {
+func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy, mods ...func(*oauth.Config)) *authEnv {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -87,9 +87,13 @@ func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy) *authEnv {
 	}
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
-	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
+	cfg := oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
 		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true}), Codes: oauth.NewCodeStore(db), Refresh: db,
-		Accounts: db, Sessions: db, Launches: db, Patients: fakePatients{}, Login: pol})
+		Accounts: db, Sessions: db, Launches: db, Patients: fakePatients{}, Login: pol}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	srv, err := oauth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

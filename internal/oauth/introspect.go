@@ -3,17 +3,37 @@ package oauth
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 )
 
+// ScopeIntrospect, registered for a confidential or backend client (a
+// resource server, a gateway), lets it introspect the tokens of every
+// client; like ScopeAdmin it is a system/ scope, so public clients cannot
+// hold it:
+//
+//	lapis client create --name gateway --type confidential --scope system/lapis.introspect
+const ScopeIntrospect = "system/lapis.introspect"
+
+// introspectsAll reports whether c may introspect other clients' tokens:
+// it is registered with ScopeIntrospect or ScopeAdmin.
+func introspectsAll(c *authdb.Client) bool {
+	return c.Type != authdb.Public && (slices.Contains(c.Scopes, ScopeIntrospect) || slices.Contains(c.Scopes, ScopeAdmin))
+}
+
+// inactive is the answer for every token the caller may not learn about.
+var inactive = map[string]bool{"active": false}
+
 // handleIntrospect is RFC 7662 token introspection. The caller must
-// authenticate as a confidential or backend client (any such client may
-// introspect any token); the answer is {"active":false} for anything
-// unknown, expired or revoked. Opaque tokens are looked up as refresh
-// tokens.
+// authenticate as a confidential or backend client. It learns about its
+// own tokens; only a client registered with ScopeIntrospect or ScopeAdmin
+// learns about other clients' tokens (RFC 7662 §4: a token of another
+// client is answered exactly as an unknown one). The answer is
+// {"active":false} for anything unknown, expired, revoked or not the
+// caller's. Opaque tokens are looked up as refresh tokens.
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if cors(w, r, "POST") {
 		return
@@ -43,8 +63,8 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		if ri == nil {
-			writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		if ri == nil || (ri.ClientID != client.Client.ID && !introspectsAll(client.Client)) {
+			writeJSON(w, http.StatusOK, inactive)
 			return
 		}
 		writeJSON(w, http.StatusOK, ri)
@@ -52,11 +72,15 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	c, err := s.verifier.Verify(r.Context(), token)
 	if errors.Is(err, ErrInvalidToken) {
-		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
 	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	if c.ClientID != client.Client.ID && !introspectsAll(client.Client) {
+		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
 	writeJSON(w, http.StatusOK, introspection{
@@ -86,9 +110,11 @@ type introspection struct {
 
 // handleRevoke is RFC 7009 revocation of access tokens and refresh tokens
 // (a refresh token revokes its whole family, access tokens included). The client
-// authenticates as for the token endpoint (public clients by client_id);
-// a token issued to another client is refused with unauthorized_client;
-// unknown, malformed or expired tokens are answered 200, as the RFC asks.
+// authenticates as for the token endpoint (public clients by client_id).
+// Only the caller's own tokens are revoked; a token issued to another
+// client is left alone and answered like an unknown, malformed or expired
+// one — 200 (RFC 7009 §2.1-2.2), so the answer never confirms that another
+// client's token exists.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	if cors(w, r, "POST") {
 		return
@@ -110,8 +136,13 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	if !looksLikeJWT(token) {
 		// A refresh token: revoke its whole family (access tokens too).
-		if err := s.revokeRefresh(r.Context(), token, client.Client.ID); err != nil {
+		revoked, err := s.revokeRefresh(r.Context(), token, client.Client.ID)
+		if err != nil {
 			s.writeError(w, r, err)
+			return
+		}
+		if !revoked {
+			writeJSON(w, http.StatusOK, struct{}{})
 			return
 		}
 		s.record(r, audit.Event{Kind: audit.KindTokenRevoked, Description: "refresh token family revoked", ClientID: client.Client.ID})
@@ -128,7 +159,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.ClientID != client.Client.ID {
-		s.writeError(w, r, errUnauthorizedClient("token was not issued to this client"))
+		writeJSON(w, http.StatusOK, struct{}{})
 		return
 	}
 	if err := s.cfg.Revocations.RevokeToken(r.Context(), c.ID, time.Unix(c.Expiry, 0)); err != nil {

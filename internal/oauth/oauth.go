@@ -51,6 +51,23 @@ const (
 	PathRevoke              = "/auth/revoke"
 )
 
+// IPLimitedEndpoints are the endpoints, relative to the FHIR base, that
+// the per-IP rate limit of `lapis serve` guards (--rate-limit-auth-ip),
+// mapped to whether they are pages a browser loads (refused in plain
+// text) rather than JSON endpoints: every endpoint that authenticates a
+// client, every page that takes a password (PathLogin, PathApps: the
+// callers of signIn) and the pages of an authorization request. Not
+// limited: the discovery documents, the JWKS and the SMART style (public,
+// cacheable), the launch and logout pages (they need a signed-in session
+// and its CSRF token) and the admin API (bearer tokens with
+// system/lapis.admin).
+func IPLimitedEndpoints() map[string]bool {
+	return map[string]bool{
+		PathAuthorize: true, PathLogin: true, PathConsent: true, PathSelectPatient: true, PathApps: true,
+		PathToken: false, PathIntrospect: false, PathRevoke: false,
+	}
+}
+
 // MaxBackendTokenLifetime caps access tokens of client_credentials grants
 // (SMART Backend Services recommends five minutes).
 const MaxBackendTokenLifetime = 5 * time.Minute

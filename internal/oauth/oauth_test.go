@@ -465,13 +465,24 @@ func TestIntrospectionRevocation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret))
-		if r.status != 200 || r.body["active"] != true || r.body["client_id"] != a.ClientID || r.body["scope"] != "system/*.rs" ||
-			r.body["iss"] != e.issuer || r.body["sub"] != a.ClientID || r.body["token_type"] != "Bearer" {
-			t.Fatalf("introspect: %d %s", r.status, r.raw)
+		gw := e.register(oauth.Registration{Name: "gateway", Type: authdb.Confidential, Scopes: []string{oauth.ScopeIntrospect}})
+		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
+		// The token's own client, a resource server (ScopeIntrospect) and
+		// an admin client see it; any other client learns nothing (RFC
+		// 7662 §4), exactly as for an unknown token.
+		for _, c := range []*oauth.Registered{a, gw, admin} {
+			r := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(c.ClientID, c.ClientSecret))
+			if r.status != 200 || r.body["active"] != true || r.body["client_id"] != a.ClientID || r.body["scope"] != "system/*.rs" ||
+				r.body["iss"] != e.issuer || r.body["sub"] != a.ClientID || r.body["token_type"] != "Bearer" {
+				t.Fatalf("introspect: %d %s", r.status, r.raw)
+			}
+			if exp, ok := r.body["exp"].(float64); !ok || int64(exp) < time.Now().Unix() {
+				t.Fatalf("exp %v", r.body["exp"])
+			}
 		}
-		if exp, ok := r.body["exp"].(float64); !ok || int64(exp) < time.Now().Unix() {
-			t.Fatalf("exp %v", r.body["exp"])
+		r := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret))
+		if r.status != 200 || strings.TrimSpace(r.raw) != `{"active":false}` {
+			t.Fatalf("another client introspected a's token: %d %s", r.status, r.raw)
 		}
 		r = e.post(oauth.PathIntrospect, url.Values{"token": {"invalid_token_value"}}, basic(a.ClientID, a.ClientSecret))
 		if r.status != 200 || strings.TrimSpace(r.raw) != `{"active":false}` {
@@ -480,8 +491,9 @@ func TestIntrospectionRevocation(t *testing.T) {
 		if r = e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, nil); r.status != 401 || r.body["error"] != "invalid_client" {
 			t.Fatalf("unauthenticated introspection: %d %s", r.status, r.raw)
 		}
-		// Another client may not revoke a's token.
-		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret)); r.status != 400 {
+		// Another client's revocation of a's token is answered like any
+		// other (200, RFC 7009 §2.2) and has no effect.
+		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret)); r.status != 200 || strings.TrimSpace(r.raw) != "{}" {
 			t.Fatalf("foreign revoke: %d %s", r.status, r.raw)
 		}
 		if r = e.post(oauth.PathRevoke, url.Values{"token": {"garbage"}}, basic(a.ClientID, a.ClientSecret)); r.status != 200 {
@@ -493,7 +505,7 @@ func TestIntrospectionRevocation(t *testing.T) {
 		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}, "token_type_hint": {"access_token"}}, basic(a.ClientID, a.ClientSecret)); r.status != 200 {
 			t.Fatalf("revoke: %d %s", r.status, r.raw)
 		}
-		r = e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret))
+		r = e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(gw.ClientID, gw.ClientSecret))
 		if strings.TrimSpace(r.raw) != `{"active":false}` {
 			t.Fatalf("revoked token introspected as %s", r.raw)
 		}

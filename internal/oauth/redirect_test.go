@@ -24,9 +24,44 @@ func TestRedirectAllowed(t *testing.T) {
 		{"http://[::1]:40000/cb", false},
 		{"http://127.0.0.1:40000/cb?x=1", false}, // another loopback address is another URI
 		{"http://127.0.0.2:8765/callback", false},
+		// Loopback ports must be real ports.
+		{"http://127.0.0.1:0/callback", false},
+		{"http://127.0.0.1:99999/callback", false},
+		{"http://127.0.0.1:65536/callback", false},
+		{"http://127.0.0.1:65535/callback", true},
+		{"http://127.0.0.1:1/callback", true},
+		{"http://127.0.0.1:08765/callback", false},
+		{"http://127.0.0.1:/callback", false},
+		{"http://127.0.0.1:x/callback", false},
+		{"http://[::1]:0/cb?x=1", false},
+		{"http://[::1]:70000/cb?x=1", false},
 	} {
 		if got := redirectAllowed(reg, c.uri); got != c.ok {
 			t.Errorf("%s: %v, want %v", c.uri, got, c.ok)
+		}
+	}
+}
+
+// TestRegisterRedirectPort: registration refuses redirect, launch and
+// JWKS URIs whose port is not 1-65535.
+func TestRegisterRedirectPort(t *testing.T) {
+	for _, c := range []struct {
+		uri string
+		ok  bool
+	}{
+		{"http://127.0.0.1:8765/cb", true},
+		{"http://127.0.0.1/cb", true},
+		{"https://app.example:443/cb", true},
+		{"com.example.app:/cb", true},
+		{"http://127.0.0.1:0/cb", false},
+		{"http://127.0.0.1:99999/cb", false},
+		{"http://[::1]:65536/cb", false},
+		{"https://app.example:00443/cb", false},
+		{"http://127.0.0.1:/cb", false},
+		{"http://127.0.0.1:port/cb", false},
+	} {
+		if err := checkURI(c.uri, false); (err == nil) != c.ok {
+			t.Errorf("%s: %v, want ok=%v", c.uri, err, c.ok)
 		}
 	}
 }

@@ -22,9 +22,10 @@ const (
 	// DefaultOnlineRefreshLifetime: online_access refresh tokens live 12
 	// hours from the authorization, not extended by refreshes.
 	DefaultOnlineRefreshLifetime = 12 * time.Hour
-	// DefaultRefreshGracePeriod: a rotated refresh token is still accepted
-	// this long after its rotation (a retry after a lost response); later
-	// its reuse revokes the whole family.
+	// DefaultRefreshGracePeriod: a rotated refresh token is accepted once
+	// more within this time after its rotation (the retry of a lost
+	// response), while its successor is unused; any other reuse revokes
+	// the whole family (RFC 9700 §4.14.2).
 	DefaultRefreshGracePeriod = 30 * time.Second
 )
 
@@ -39,8 +40,10 @@ type RefreshStore interface {
 }
 
 // RefreshTokenGrant is the refresh_token grant (RFC 6749 §6): opaque
-// 256-bit tokens stored hashed, rotated on every use; a rotated token
-// reused after the grace period revokes its family; scope may narrow,
+// 256-bit tokens stored hashed, rotated on every use; a rotated token may
+// be retried once within the grace period (see
+// authdb.DB.RotateRefreshToken), any other reuse revokes its family; scope
+// may narrow,
 // never widen; the client must be the one the token was issued to
 // (confidential clients re-authenticate). The new access token keeps the
 // launch context.
@@ -70,7 +73,7 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 		return nil, err
 	}
 	if rt.ClientID != req.Client.Client.ID {
-		return nil, errInvalidGrant("refresh token was issued to another client")
+		return nil, errInvalidGrant(bad) // never confirm another client's token
 	}
 	if !now.Before(rt.ExpiresAt) {
 		return nil, errInvalidGrant(bad)
@@ -173,21 +176,22 @@ func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshInt
 }
 
 // revokeRefresh revokes the family of an opaque refresh token presented
-// by clientID (RFC 7009). Unknown tokens are not an error; a token of
-// another client is unauthorized_client.
-func (s *Server) revokeRefresh(ctx context.Context, tok, clientID string) error {
+// by clientID (RFC 7009) and reports whether it did. Unknown tokens and
+// tokens of another client are left alone, without an error (the caller
+// answers both like a revocation, so nothing is disclosed).
+func (s *Server) revokeRefresh(ctx context.Context, tok, clientID string) (bool, error) {
 	if s.cfg.Refresh == nil || len(tok) > maxCredentialLen {
-		return nil
+		return false, nil
 	}
 	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenHash(tok))
 	if errors.Is(err, authdb.ErrNotFound) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if rt.ClientID != clientID {
-		return errUnauthorizedClient("token was not issued to this client")
+		return false, nil
 	}
-	return s.cfg.Refresh.RevokeFamily(ctx, rt.FamilyID, s.now())
+	return true, s.cfg.Refresh.RevokeFamily(ctx, rt.FamilyID, s.now())
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -131,5 +132,20 @@ func checkURI(s string, web bool) error {
 	if (web || u.Scheme == "http" || u.Scheme == "https") && ((u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
 		return errors.New("must be an absolute http(s) URL")
 	}
+	if !portOK(u) {
+		return errors.New("the port must be a number from 1 to 65535")
+	}
 	return nil
+}
+
+// portOK reports whether u's port, if it has one, is a decimal number from
+// 1 to 65535 without leading zeros (url.Parse lets 0, 99999, 08080 and an
+// empty port after the colon through).
+func portOK(u *url.URL) bool {
+	p := u.Port()
+	if p == "" {
+		return !strings.HasSuffix(u.Host, ":")
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == p
 }

@@ -63,10 +63,24 @@ type VerifierConfig struct {
 	CacheTTL time.Duration
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// LegacyHighSBefore: a token issued (iat) before this time may carry
+	// a high-S ECDSA signature — Lapis releases before the low-S rule
+	// signed with either form. Tokens issued later must be low-S (see
+	// keys.LowS), so each token has exactly one valid string. Default:
+	// DefaultLegacyHighSWindow after NewVerifier, which covers the
+	// instances of a rolling upgrade; one access-token lifetime later no
+	// high-S token is accepted any more.
+	LegacyHighSBefore time.Time
 }
 
+// DefaultLegacyHighSWindow is how long after a Verifier starts tokens
+// signed with a high-S ECDSA signature (by an older Lapis still running
+// during an upgrade) are still issued and accepted.
+const DefaultLegacyHighSWindow = 10 * time.Minute
+
 // Verifier validates Lapis access tokens: signature (ES256 allow-list, key
-// by kid), exp/nbf, iss, aud and revocation.
+// by kid, low-S form, canonical encoding), exp/nbf, iss, aud and
+// revocation.
 //
 // A token that passed every check, revocation included, is cached
 // (bounded; entries expire no later than the token and after CacheTTL).
@@ -110,6 +124,9 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 	v := &Verifier{cfg: cfg, now: cfg.Now, cache: map[[32]byte]cached{}, revoked: map[string]time.Time{}}
 	if v.now == nil {
 		v.now = time.Now
+	}
+	if v.cfg.LegacyHighSBefore.IsZero() {
+		v.cfg.LegacyHighSBefore = v.now().Add(DefaultLegacyHighSWindow)
 	}
 	if v.cfg.Feed == nil {
 		if rl, ok := cfg.Revocations.(revLogger); ok {
@@ -251,6 +268,13 @@ func (v *Verifier) check(ctx context.Context, token string) (c *AccessClaims, ke
 	if typ, _ := tok.Headers[0].ExtraHeaders[jose.HeaderType].(string); typ != AccessTokenType {
 		return nil, key, until, false, ErrInvalidToken
 	}
+	// One token, one string: the signature must be canonically encoded
+	// (go-jose's decoder ignores the unused bits of the last character)
+	// and, checked below once iat is known, in its low-S form.
+	sig, err := keys.SignatureOf(token)
+	if err != nil {
+		return nil, key, until, false, ErrInvalidToken
+	}
 	jwk, err := v.cfg.Keys.PublicKey(ctx, tok.Headers[0].KeyID)
 	if errors.Is(err, keys.ErrUnknownKey) {
 		return nil, key, until, false, ErrInvalidToken
@@ -272,6 +296,9 @@ func (v *Verifier) check(ctx context.Context, token string) (c *AccessClaims, ke
 	exp := time.Unix(c.Expiry, 0)
 	if c.Issuer != v.cfg.Issuer || c.Audience != v.cfg.Audience || c.ID == "" || c.Expiry == 0 ||
 		!now.Before(exp) || (c.NotBefore != 0 && now.Unix() < c.NotBefore) {
+		return nil, key, until, false, ErrInvalidToken
+	}
+	if !keys.LowS(jose.SignatureAlgorithm(tok.Headers[0].Algorithm), sig) && c.IssuedAt >= v.cfg.LegacyHighSBefore.Unix() {
 		return nil, key, until, false, ErrInvalidToken
 	}
 	return c, key, earlier(exp, now.Add(v.cfg.CacheTTL)), false, nil

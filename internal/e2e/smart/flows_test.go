@@ -273,8 +273,10 @@ func (f *fixture) testStandalone(t *testing.T) {
 		t.Errorf("fhirUser read: %v", pat["resourceType"])
 	}
 
-	// Introspection of the access token by a confidential client (§2.8).
-	in := postForm(t, f.base+"/auth/introspect", url.Values{"token": {r.str("access_token")}}, f.system.ClientID, f.system.ClientSecret).expect(t, 200)
+	// Introspection of the access token by a resource server (§2.8); the
+	// caller must be registered with system/lapis.introspect to see another
+	// client's token.
+	in := postForm(t, f.base+"/auth/introspect", url.Values{"token": {r.str("access_token")}}, f.rs.ClientID, f.rs.ClientSecret).expect(t, 200)
 	if in.body["active"] != true || in.str("client_id") != f.public.ClientID || in.str("patient") != f.patientID ||
 		in.str("sub") != idt.Subject || in.str("iss") != idt.Issuer {
 		t.Errorf("introspection: %s", in.raw)
@@ -314,7 +316,7 @@ func (f *fixture) testStandalone(t *testing.T) {
 	postForm(t, f.base+"/auth/revoke", url.Values{"token": {rt}, "client_id": {f.public.ClientID}}, "", "").expect(t, 200)
 	postForm(t, f.base+"/auth/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt},
 		"client_id": {f.public.ClientID}}, "", "").expect(t, 400, 401)
-	in = postForm(t, f.base+"/auth/introspect", url.Values{"token": {at}}, f.system.ClientID, f.system.ClientSecret).expect(t, 200)
+	in = postForm(t, f.base+"/auth/introspect", url.Values{"token": {at}}, f.rs.ClientID, f.rs.ClientSecret).expect(t, 200)
 	if in.body["active"] != false {
 		t.Errorf("access token of a revoked family still active: %s", in.raw)
 	}
@@ -522,7 +524,7 @@ func (f *fixture) testNegative(t *testing.T) {
 		// RFC 6749 §4.1.2: what the first exchange issued is revoked.
 		postForm(t, f.base+"/auth/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.str("refresh_token")},
 			"client_id": {f.public.ClientID}}, "", "").expect(t, 400, 401)
-		in := postForm(t, f.base+"/auth/introspect", url.Values{"token": {first.str("access_token")}}, f.system.ClientID, f.system.ClientSecret).expect(t, 200)
+		in := postForm(t, f.base+"/auth/introspect", url.Values{"token": {first.str("access_token")}}, f.rs.ClientID, f.rs.ClientSecret).expect(t, 200)
 		if in.body["active"] != false {
 			t.Errorf("access token of a replayed code still active: %s", in.raw)
 		}

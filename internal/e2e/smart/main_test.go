@@ -268,6 +268,9 @@ type fixture struct {
 	public       clientOut // public SMART app (standalone and EHR launch)
 	confidential clientOut // confidential SMART app with a launch URI (EHR launch)
 	system       clientOut // confidential client_credentials client
+	// rs is a resource server registered with system/lapis.introspect: it
+	// may introspect every client's tokens (others see only their own).
+	rs           clientOut
 	patientID    string
 	patientUser  userOut // created with user create --password-stdin
 	practitioner userOut // from lapis demo
@@ -290,8 +293,10 @@ func setup(t *testing.T, dbURL string) *fixture {
 	in.cliJSON("", &f.system, []string{"client", "create"},
 		"--name", "Reporting", "--type", "confidential",
 		"--scope", "system/Patient.rs system/Observation.rs")
-	if f.public.ClientID == "" || f.public.ClientSecret != "" || f.confidential.ClientSecret == "" || f.system.ClientSecret == "" {
-		t.Fatalf("client create output: %+v %+v %+v", f.public, f.confidential, f.system)
+	in.cliJSON("", &f.rs, []string{"client", "create"},
+		"--name", "Resource server", "--type", "confidential", "--scope", "system/lapis.introspect")
+	if f.public.ClientID == "" || f.public.ClientSecret != "" || f.confidential.ClientSecret == "" || f.system.ClientSecret == "" || f.rs.ClientSecret == "" {
+		t.Fatalf("client create output: %+v %+v %+v %+v", f.public, f.confidential, f.system, f.rs)
 	}
 	// A patient of the imported data, found over the FHIR API.
 	var bundle struct {

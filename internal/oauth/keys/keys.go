@@ -262,7 +262,8 @@ func (m *Manager) activeKID(ctx context.Context, alg jose.SignatureAlgorithm) (s
 
 // Sign signs payload with the active key for alg, with the JOSE header
 // typ (e.g. "at+jwt" or "JWT") and the key's kid, and returns the compact
-// serialization.
+// serialization. ECDSA signatures always come in their low-S form (see
+// LowS).
 func (m *Manager) Sign(ctx context.Context, alg jose.SignatureAlgorithm, typ string, payload []byte) (string, error) {
 	kid, err := m.activeKID(ctx, alg)
 	if err != nil {
@@ -284,7 +285,13 @@ func (m *Manager) Sign(ctx context.Context, alg jose.SignatureAlgorithm, typ str
 	if err != nil {
 		return "", err
 	}
-	return jws.CompactSerialize()
+	compact, err := jws.CompactSerialize()
+	if err != nil {
+		return "", err
+	}
+	// crypto/ecdsa picks s or n−s at random: keep the one form the
+	// verifier accepts (lows.go).
+	return normalizeLowS(alg, compact)
 }
 
 func (m *Manager) newSigner(ctx context.Context, alg jose.SignatureAlgorithm, kid, typ string) (jose.Signer, error) {
