@@ -69,6 +69,9 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 		Parser:    search.NewParser(reg, cfg.FHIRBase(), cfg.MaxCount, cfg.DefaultCount),
 		BaseURL:   cfg.FHIRBase(),
 		Logger:    logger,
+
+		MaxBundleEntries: cfg.MaxBundleEntries,
+		MaxResponseBytes: cfg.MaxResponseBytes,
 	})
 	if err != nil {
 		st.Close()

@@ -30,6 +30,8 @@ type serveCmd struct {
 	MaxBody             string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
 	DefaultCount        int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
 	MaxCount            int    `name:"max-count" env:"LAPIS_MAX_COUNT" default:"1000" help:"Largest _count honoured."`
+	MaxBundleEntries    int    `name:"max-bundle-entries" env:"LAPIS_MAX_BUNDLE_ENTRIES" default:"1000" help:"Most entries in a batch or transaction Bundle (more: 413 before any entry runs); 0 = no limit."`
+	MaxResponse         string `name:"max-response" env:"LAPIS_MAX_RESPONSE" default:"32MiB" help:"Largest Bundle the FHIR API builds: a batch or transaction response, a search or history page (bytes, or with KiB/MiB/GiB; over it: 413 too-costly, per entry in a batch); 0 = no limit."`
 	AllowRemote         bool   `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
 	DevNoAuth           bool   `name:"dev-no-auth" env:"LAPIS_DEV_NO_AUTH" help:"Benchmarks only: serve the FHIR API without authentication or scope checks (loopback only; refused with --allow-remote)."`
 	DevAllowPrivateJWKS bool   `name:"dev-allow-private-jwks" env:"LAPIS_DEV_ALLOW_PRIVATE_JWKS" help:"Development only: let clients' jwks_uri point at loopback/private addresses over http."`
@@ -48,6 +50,12 @@ func (c *serveCmd) config() (config.Config, error) {
 	cfg.MaxBodyBytes = n
 	cfg.DefaultCount = c.DefaultCount
 	cfg.MaxCount = c.MaxCount
+	cfg.MaxBundleEntries = c.MaxBundleEntries
+	if m := strings.TrimSpace(c.MaxResponse); m != "" && m != "0" {
+		if cfg.MaxResponseBytes, err = parseSize(m); err != nil {
+			return cfg, fmt.Errorf("--max-response: %w", err)
+		}
+	}
 	cfg.AllowRemote = c.AllowRemote
 	cfg.LogLevel = c.LogLevel
 	if err := c.applyGateway(&cfg); err != nil {
@@ -189,7 +197,8 @@ func (c *serveCmd) Run(e *env) error {
 	if config.IsPostgres(cfg.DatabaseURL) {
 		dialect = "postgres"
 	}
-	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version)
+	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version,
+		"max_bundle_entries", cfg.MaxBundleEntries, "max_response_bytes", cfg.MaxResponseBytes)
 	return srv.Serve(e.ctx, ln)
 }
 

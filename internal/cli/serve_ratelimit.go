@@ -26,7 +26,7 @@ type rateLimitFlags struct {
 	RateLimitPatientBurst int    `name:"rate-limit-patient-burst" env:"LAPIS_RATE_LIMIT_PATIENT_BURST" default:"100" help:"Burst per patient, in cost units (0 = N)."`
 	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints and pages (authorize, login, consent, select-patient, apps, token, introspect, revoke), N/PERIOD requests; 0 disables."`
 	RateLimitAuthIPBurst  int    `name:"rate-limit-auth-ip-burst" env:"LAPIS_RATE_LIMIT_AUTH_IP_BURST" default:"100" help:"Burst per IP address on the OAuth endpoints (0 = N)."`
-	RateLimitCosts        string `name:"rate-limit-costs" env:"LAPIS_RATE_LIMIT_COSTS" help:"Cost units per FHIR interaction, e.g. read=1,vread=1,search=2,history=2,create=3,update=3,patch=3,delete=3,batch=1,batch-min=3,operation=3 (batch is per entry; unnamed keys keep these defaults)." placeholder:"KEY=N,..."`
+	RateLimitCosts        string `name:"rate-limit-costs" env:"LAPIS_RATE_LIMIT_COSTS" help:"Cost units per FHIR interaction, e.g. read=1,vread=1,search=2,history=2,create=3,update=3,patch=3,delete=3,batch=1,batch-min=3,operation=3 (batch is per Bundle entry, a GET entry costing at least its read or search; unnamed keys keep these defaults)." placeholder:"KEY=N,..."`
 	RedisURL              string `name:"redis-url" env:"LAPIS_REDIS_URL" help:"Share the rate limits of every instance through this Redis (redis://[user:password@]host:port[/db], rediss:// for TLS); default: in-process limits." placeholder:"URL"`
 	RateLimitRedisFailure string `name:"rate-limit-redis-failure" env:"LAPIS_RATE_LIMIT_REDIS_FAILURE" default:"open" enum:"open,closed" help:"When Redis cannot answer: open (admit under each instance's own in-process limits) or closed (refuse with 503)."`
 }
@@ -103,9 +103,11 @@ func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimi
 		AuthPaths:    paths,
 		ClientIP:     netpolicy.ClientIP,
 		MaxBodyBytes: cfg.MaxBodyBytes,
-		Metrics:      obs,
-		Audit:        sink,
-		Logger:       log,
+		// Bundles over the entry limit are refused before they run.
+		MaxBundleEntries: cfg.MaxBundleEntries,
+		Metrics:          obs,
+		Audit:            sink,
+		Logger:           log,
 	})
 	st.FHIR, st.AuthIP = m.FHIR, m.AuthEndpoints
 	log.Info("rate limits", "backend", backend, "client", client.String(), "patient", patient.String(),

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/lapis-health/lapis/internal/config"
 )
 
 func TestParseSize(t *testing.T) {
@@ -43,5 +47,44 @@ func TestDevNoAuthNeverRemote(t *testing.T) {
 	code := Main([]string{"serve", "--dev-no-auth", "--allow-remote", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir()}, nil, &out, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "--dev-no-auth cannot be combined with --allow-remote") {
 		t.Fatalf("exit %d: %q", code, errb.String())
+	}
+}
+
+// TestServeResponseLimits: --max-bundle-entries and --max-response (and
+// their LAPIS_ variables) reach the configuration, with the config
+// package's defaults; 0 lifts a limit.
+func TestServeResponseLimits(t *testing.T) {
+	parse := func(args ...string) (config.Config, error) {
+		t.Helper()
+		var g grammar
+		p, err := kong.New(&g, kong.Exit(func(int) { t.Fatal("exit") }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Parse(append([]string{"serve"}, args...)); err != nil {
+			return config.Config{}, err
+		}
+		return g.Serve.config()
+	}
+	cfg, err := parse()
+	if err != nil || cfg.MaxBundleEntries != config.DefaultMaxBundleEntries || cfg.MaxResponseBytes != config.DefaultMaxResponseBytes {
+		t.Fatalf("defaults: %d entries, %d bytes, %v", cfg.MaxBundleEntries, cfg.MaxResponseBytes, err)
+	}
+	if cfg, err := parse("--max-bundle-entries", "0", "--max-response", "0"); err != nil || cfg.MaxBundleEntries != 0 || cfg.MaxResponseBytes != 0 {
+		t.Fatalf("no limits: %d entries, %d bytes, %v", cfg.MaxBundleEntries, cfg.MaxResponseBytes, err)
+	}
+	t.Setenv("LAPIS_MAX_BUNDLE_ENTRIES", "300")
+	t.Setenv("LAPIS_MAX_RESPONSE", "8MiB")
+	if cfg, err := parse(); err != nil || cfg.MaxBundleEntries != 300 || cfg.MaxResponseBytes != 8<<20 {
+		t.Fatalf("from the environment: %d entries, %d bytes, %v", cfg.MaxBundleEntries, cfg.MaxResponseBytes, err)
+	}
+	for _, bad := range [][]string{{"--max-bundle-entries", "-1"}, {"--max-response", "lots"}, {"--max-response", "-5"}} {
+		if _, err := parse(bad...); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	// The admin commands (lapis import) keep no limit.
+	if d := config.Defaults(); d.MaxBundleEntries != 0 || d.MaxResponseBytes != 0 {
+		t.Fatalf("config.Defaults: %d entries, %d bytes, want no limits", d.MaxBundleEntries, d.MaxResponseBytes)
 	}
 }

@@ -29,12 +29,31 @@ type Config struct {
 	MaxBodyBytes int64
 	// DefaultCount and MaxCount bound search page sizes.
 	DefaultCount, MaxCount int
+	// MaxBundleEntries bounds the entries of a batch or transaction Bundle
+	// (0 = no limit: the admin commands, e.g. lapis import, which works
+	// with Prefer: return=minimal).
+	MaxBundleEntries int
+	// MaxResponseBytes bounds every Bundle the FHIR API renders: a batch
+	// or transaction response, a search or a history page (0 = no limit).
+	MaxResponseBytes int64
 	// AllowRemote permits listening on a non-loopback address. Until
 	// authentication is enabled the server refuses to, by default.
 	AllowRemote bool
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 }
+
+// Serve defaults of the response bounds (lapis serve; the admin commands
+// keep no limit).
+const (
+	// DefaultMaxBundleEntries is --max-bundle-entries: comfortably above
+	// the largest Synthea patient Bundle (293 entries), far below what
+	// makes one request a denial of service.
+	DefaultMaxBundleEntries = 1000
+	// DefaultMaxResponseBytes is --max-response: twice the default request
+	// body limit.
+	DefaultMaxResponseBytes = 32 << 20
+)
 
 // Defaults returns a Config with every default filled in.
 func Defaults() Config {
@@ -79,6 +98,12 @@ func (c *Config) Normalize(checkListen bool) error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		return fmt.Errorf("invalid max body size %d: must be positive", c.MaxBodyBytes)
+	}
+	if c.MaxBundleEntries < 0 {
+		return fmt.Errorf("invalid max bundle entries %d: must be positive, or 0 for no limit", c.MaxBundleEntries)
+	}
+	if c.MaxResponseBytes < 0 {
+		return fmt.Errorf("invalid max response size %d: must be positive, or 0 for no limit", c.MaxResponseBytes)
 	}
 	if c.DefaultCount <= 0 || c.MaxCount < c.DefaultCount {
 		return fmt.Errorf("invalid page sizes: default %d, max %d", c.DefaultCount, c.MaxCount)

@@ -20,7 +20,7 @@ type Costs struct {
 	Update    int
 	Patch     int
 	Delete    int
-	Batch     int // per entry of a batch or transaction Bundle
+	Batch     int // per entry of a batch or transaction Bundle (a GET entry costs at least what the same read or search costs)
 	BatchMin  int // least a batch or transaction costs
 	Operation int // $operations
 }
@@ -145,8 +145,9 @@ func methodInteraction(method string) interaction {
 	return ixRead
 }
 
-// cost is the price of an interaction; entries counts a Bundle's entries.
-func (c Costs) cost(ix interaction, entries int) int {
+// cost is the price of an interaction other than a batch or transaction
+// (see bundleCost).
+func (c Costs) cost(ix interaction) int {
 	switch ix {
 	case ixVRead:
 		return c.VRead
@@ -163,7 +164,7 @@ func (c Costs) cost(ix interaction, entries int) int {
 	case ixDelete:
 		return c.Delete
 	case ixBatch:
-		return max(c.Batch*entries, c.BatchMin)
+		return c.BatchMin
 	case ixOperation:
 		return c.Operation
 	}
@@ -192,45 +193,150 @@ type readCloser struct {
 	io.Closer
 }
 
-// countEntries counts the elements of the top-level "entry" array of a
-// JSON Bundle without building it; 0 when the body is not such a JSON
-// object (the handler then answers 400 and the minimum cost applies).
-func countEntries(body []byte) int {
+// maxBundleCost bounds the price of one Bundle (far above any burst; it
+// only keeps the sum from overflowing).
+const maxBundleCost = 1 << 40
+
+// bundleCost prices a batch or transaction Bundle from its JSON body,
+// without building it: every entry costs Batch, and a GET or HEAD entry
+// what the same request would cost on its own when that is more (a
+// search Search, a history History, a read Read…), so a Bundle of
+// searches costs what the searches cost. The total is at least BatchMin.
+// prefix is the path of the FHIR base ("/fhir"), to read absolute entry
+// URLs. A Bundle with more than maxEntries entries (when positive) costs
+// BatchMin: the handler refuses it before running any. A body that is
+// not a JSON object costs BatchMin (the handler answers 400), and an
+// entry list that breaks off costs the entries before the break.
+//
+// Members are matched exactly, as the handler matches them (encoding/json
+// would also take "REQUEST" for "request"; a Bundle with both must not
+// be priced by one and run by the other).
+func (c Costs) bundleCost(body []byte, prefix string, maxEntries int) int {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return 0
+		return c.BatchMin
 	}
 	for dec.More() {
 		k, err := dec.Token()
 		if err != nil {
-			return 0
+			return c.BatchMin
 		}
 		if k != "entry" {
 			if err := skipValue(dec); err != nil {
-				return 0
+				return c.BatchMin
 			}
 			continue
 		}
 		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
-			return 0
+			return c.BatchMin
 		}
-		n := 0
+		total, n := 0, 0
 		for dec.More() {
-			if err := skipValue(dec); err != nil {
-				return n
+			if n++; maxEntries > 0 && n > maxEntries {
+				return c.BatchMin
 			}
-			n++
+			method, url, err := entryRequest(dec)
+			if err != nil {
+				break
+			}
+			total = min(total+c.entryCost(method, url, prefix), maxBundleCost)
 		}
-		return n
+		return max(total, c.BatchMin)
 	}
-	return 0
+	return c.BatchMin
 }
 
-// skipValue consumes one JSON value token by token (no allocation of the
-// value, depth-first over delimiters).
-func skipValue(dec *json.Decoder) error {
-	depth := 0
-	for {
+// entryCost prices one Bundle entry (see bundleCost).
+func (c Costs) entryCost(method, rawURL, prefix string) int {
+	if method != http.MethodGet && method != http.MethodHead {
+		return c.Batch
+	}
+	path, _, _ := strings.Cut(rawURL, "?")
+	if i := strings.Index(path, "://"); i >= 0 {
+		// An absolute URL (the handler accepts its own base only): the
+		// path after the host, below the FHIR base.
+		rest := path[i+3:]
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			path, _ = strings.CutPrefix(rest[j:], prefix)
+		} else {
+			path = ""
+		}
+	}
+	var segs []string
+	for s := range strings.SplitSeq(path, "/") {
+		if s != "" {
+			segs = append(segs, s)
+		}
+	}
+	return max(c.Batch, c.cost(classify(http.MethodGet, segs)))
+}
+
+// entryRequest reads one element of a Bundle's entry array and returns
+// its request.method and request.url ("" when absent or not strings).
+func entryRequest(dec *json.Decoder) (method, url string, err error) {
+	t, err := dec.Token()
+	if err != nil {
+		return "", "", err
+	}
+	if t != json.Delim('{') {
+		return "", "", skipOpened(dec, t)
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return "", "", err
+		}
+		if k != "request" {
+			if err := skipValue(dec); err != nil {
+				return "", "", err
+			}
+			continue
+		}
+		t, err := dec.Token()
+		if err != nil {
+			return "", "", err
+		}
+		if t != json.Delim('{') {
+			if err := skipOpened(dec, t); err != nil {
+				return "", "", err
+			}
+			continue
+		}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return "", "", err
+			}
+			v, err := dec.Token()
+			if err != nil {
+				return "", "", err
+			}
+			str, _ := v.(string)
+			switch k {
+			case "method":
+				method = str
+			case "url":
+				url = str
+			}
+			if err := skipOpened(dec, v); err != nil {
+				return "", "", err
+			}
+		}
+		if _, err := dec.Token(); err != nil { // '}' of request
+			return "", "", err
+		}
+	}
+	_, err = dec.Token() // '}' of the entry
+	return method, url, err
+}
+
+// skipOpened finishes skipping a value whose first token t was read: the
+// rest of an object or array, nothing for a scalar.
+func skipOpened(dec *json.Decoder, t json.Token) error {
+	if t != json.Delim('{') && t != json.Delim('[') {
+		return nil
+	}
+	for depth := 1; depth > 0; {
 		t, err := dec.Token()
 		if err != nil {
 			return err
@@ -241,8 +347,16 @@ func skipValue(dec *json.Decoder) error {
 		case json.Delim('}'), json.Delim(']'):
 			depth--
 		}
-		if depth == 0 {
-			return nil
-		}
 	}
+	return nil
+}
+
+// skipValue consumes one JSON value token by token (no allocation of the
+// value, depth-first over delimiters).
+func skipValue(dec *json.Decoder) error {
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	return skipOpened(dec, t)
 }

@@ -108,11 +108,25 @@ func TestMemoryGCRA(t *testing.T) {
 	if r, _ := m.AllowN(ctx, "other", l, 5); !r.Allowed || r.Remaining != 0 {
 		t.Fatalf("other key: %+v", r)
 	}
-	// A cost above the burst is capped at the burst, so it can pass once
-	// the key is idle instead of never.
+	// A cost above the burst passes once the key is idle (instead of
+	// never) and is charged in full: 50 units at 100 ms each leave a
+	// debt of 45 units beyond the burst.
+	if r, _ := m.AllowN(ctx, "k", l, 50); r.Allowed || r.RetryAfter != 500*time.Millisecond {
+		t.Fatalf("cost above burst on a key not idle: %+v, want refused until the bucket is full (500ms)", r)
+	}
 	c.Advance(time.Second)
+	if r, _ := m.AllowN(ctx, "k", l, 50); !r.Allowed || r.Remaining != 0 || r.Reset != 5*time.Second {
+		t.Fatalf("cost above burst on an idle key: %+v, want admitted, reset 5s", r)
+	}
+	if r, _ := m.AllowN(ctx, "k", l, 1); r.Allowed || r.RetryAfter != 4600*time.Millisecond {
+		t.Fatalf("after a 50-unit request: %+v, want refused, retry after 4.6s (45 units of debt + 1)", r)
+	}
+	if r, _ := m.AllowN(ctx, "k", l, 50); r.Allowed || r.RetryAfter != 5*time.Second {
+		t.Fatalf("second 50-unit request: %+v, want refused until the debt is paid (5s)", r)
+	}
+	c.Advance(5 * time.Second)
 	if r, _ := m.AllowN(ctx, "k", l, 50); !r.Allowed {
-		t.Fatalf("cost above burst on an idle key refused: %+v", r)
+		t.Fatalf("50-unit request after the debt is paid: %+v", r)
 	}
 	// A disabled limit always admits.
 	if r, _ := m.AllowN(ctx, "k", Limit{}, 1000); !r.Allowed {
@@ -230,9 +244,19 @@ func TestRedisLimiter(t *testing.T) {
 	if res, _ := r.AllowN(ctx, "client:b", l, 3); res.Allowed {
 		t.Fatalf("cost 3 with 2 left admitted: %+v", res)
 	}
-	// A cost above the burst is capped at the burst.
+	// A cost above the burst passes on a full bucket and is charged in
+	// full: the next unit waits for the 495 units of debt and itself.
 	if res, _ := r.AllowN(ctx, "client:c", l, 500); !res.Allowed {
 		t.Fatalf("cost above burst on a fresh key refused: %+v", res)
+	}
+	if res, _ := r.AllowN(ctx, "client:c", l, 1); res.Allowed || res.RetryAfter < 495*time.Minute || res.RetryAfter > 497*time.Minute {
+		t.Fatalf("after a 500-unit request at 1/min burst 5: %+v, want refused for ~496 min", res)
+	}
+	if res, _ := r.AllowN(ctx, "client:d", l, 1); !res.Allowed {
+		t.Fatalf("another key: %+v", res)
+	}
+	if res, _ := r.AllowN(ctx, "client:d", l, 6); res.Allowed {
+		t.Fatalf("cost above burst on a key not idle admitted: %+v", res)
 	}
 	// The keys carry the Lapis prefix.
 	if reply, err := srv.Command("EXISTS rate:lapis:rl:client:a"); err != nil || reply != ":1" {

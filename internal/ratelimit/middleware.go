@@ -72,6 +72,10 @@ type Options struct {
 	// read to price it (0 = 16 MiB); a larger body costs the minimum and
 	// is refused by the handler.
 	MaxBodyBytes int64
+	// MaxBundleEntries is the handler's entry limit of a batch or
+	// transaction (0 = none): a Bundle with more is refused before any
+	// entry runs, so it costs the minimum.
+	MaxBundleEntries int
 
 	// Metrics, Audit and Logger are optional observers.
 	Metrics Observer
@@ -252,19 +256,18 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 			}
 		}
 		ix := classify(r.Method, segs)
-		entries := 0
+		cost := m.costs.cost(ix)
 		var form url.Values
 		switch {
 		case ix == ixBatch:
 			if body, whole := peekBody(r, m.maxBody); whole {
-				entries = countEntries(body)
+				cost = m.costs.bundleCost(body, m.prefix, m.o.MaxBundleEntries)
 			}
 		case ix == ixSearch && r.Method == http.MethodPost && isForm(r):
 			if body, whole := peekBody(r, min(m.maxBody, 1<<20)); whole {
 				form, _ = url.ParseQuery(string(body))
 			}
 		}
-		cost := m.costs.cost(ix, entries)
 		if cost == 0 {
 			next.ServeHTTP(w, r)
 			return

@@ -211,13 +211,7 @@ func TestFHIRCosts(t *testing.T) {
 	// whole body.
 	costOf := func(body string) int {
 		t.Helper()
-		h := newHarness(t, Options{Client: Limit{Rate: 1, Period: time.Hour, Burst: 100}})
-		w := h.do("POST", "/fhir/", body, "X-Test-Client", "c", "Content-Type", "application/fhir+json")
-		if w.Code != 200 || w.Header().Get("X-Body-Len") != strconv.Itoa(len(body)) {
-			t.Fatalf("batch: %d, body %s", w.Code, w.Header().Get("X-Body-Len"))
-		}
-		r, _ := strconv.Atoi(rateLimitRE.FindStringSubmatch(w.Header().Get("RateLimit"))[1])
-		return 100 - r
+		return bundleCostOf(t, Options{}, body)
 	}
 	entries := make([]string, 7)
 	for i := range entries {
@@ -233,10 +227,98 @@ func TestFHIRCosts(t *testing.T) {
 	if c := costOf(`not json`); c != 3 {
 		t.Fatalf("malformed batch cost %d, want the minimum 3", c)
 	}
-	// A batch above the burst costs the burst (it can pass when idle).
+	// A batch above the burst costs what its entries cost (see
+	// TestBundleCost for what happens at the limiter).
 	many := `{"resourceType":"Bundle","type":"batch","entry":[` + strings.Repeat(`{},`, 499) + `{}]}`
-	if c := costOf(many); c != 100 {
-		t.Fatalf("500-entry batch cost %d, want the burst 100", c)
+	if c := costOf(many); c != 500 {
+		t.Fatalf("500-entry batch cost %d, want 500", c)
+	}
+}
+
+// bundleCostOf sends body as a batch through the middleware (o plus a
+// client limit with a burst far above any cost) and returns what it
+// cost; the handler must still read the whole body.
+func bundleCostOf(t *testing.T, o Options, body string) int {
+	t.Helper()
+	const burst = 1_000_000
+	o.Client = Limit{Rate: 1, Period: time.Hour, Burst: burst}
+	h := newHarness(t, o)
+	w := h.do("POST", "/fhir/", body, "X-Test-Client", "c", "Content-Type", "application/fhir+json")
+	if w.Code != 200 || w.Header().Get("X-Body-Len") != strconv.Itoa(len(body)) {
+		t.Fatalf("batch: %d, body %s", w.Code, w.Header().Get("X-Body-Len"))
+	}
+	r, _ := strconv.Atoi(rateLimitRE.FindStringSubmatch(w.Header().Get("RateLimit"))[1])
+	return burst - r
+}
+
+// TestBundleCost: a Bundle costs what its entries would cost as requests
+// of their own (GET entries: a search 2, a read 1, a history 2; writes
+// the per-entry batch cost), whatever their number; one with more entries
+// than the handler takes costs the minimum; and a Bundle costing more
+// than the burst is not capped at the burst: it passes only on a full
+// bucket and is charged in full.
+func TestBundleCost(t *testing.T) {
+	e := func(method, url string) string {
+		return `{"fullUrl":"urn:uuid:x","resource":{"resourceType":"Patient","request":{"method":"DELETE"}},"request":{"method":"` + method + `","url":"` + url + `"}}`
+	}
+	b := func(entries ...string) string {
+		return `{"resourceType":"Bundle","type":"batch","entry":[` + strings.Join(entries, ",") + `]}`
+	}
+	rep := func(n int, entry string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = entry
+		}
+		return out
+	}
+	search := e("GET", "Observation?_count=1000&_include=*")
+	for _, tc := range []struct {
+		name string
+		body string
+		want int
+	}{
+		{"1500 searches (the hostile batch)", b(rep(1500, search)...), 3000},
+		{"searches by absolute URL", b(rep(4, e("GET", "http://lapis.test/fhir/Observation?code=x"))...), 8},
+		{"system search", b(e("GET", "?_type=Patient"), e("GET", "/?_type=Patient")), 4},
+		{"reads, vread, history, operation", b(e("GET", "Patient/1"), e("HEAD", "Patient/1"), e("GET", "Patient/1/_history/2"), e("GET", "Patient/1/_history"), e("GET", "Patient/1/$everything")), 1 + 1 + 1 + 2 + 3},
+		{"writes cost the per-entry batch cost", b(e("POST", "Patient"), e("PUT", "Patient/1"), e("PATCH", "Patient/1"), e("DELETE", "Patient/1")), 4},
+		{"293 creates (the largest Synthea transaction)", b(rep(293, e("POST", "Patient"))...), 293},
+		{"a method elsewhere than request.method does not count", b(`{"request":{"url":"Observation"},"Request":{"method":"GET"},"resource":{"method":"GET"}}`, e("POST", "Patient"), e("POST", "Patient")), 3},
+		{"no request", b(`{}`, `[]`, `"x"`, `{"request":[1]}`, `{"request":{"method":{"x":"GET"},"url":["Observation"]}}`), 5},
+		{"truncated entry list", `{"resourceType":"Bundle","entry":[` + search + `,` + search + `,{"request":`, 4},
+	} {
+		if got := bundleCostOf(t, Options{}, tc.body); got != tc.want {
+			t.Errorf("%s: cost %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// Configured costs apply per entry.
+	c, _ := ParseCosts("search=5,batch=2")
+	if got := bundleCostOf(t, Options{Costs: c}, b(search, e("GET", "Patient/1"), e("POST", "Patient"))); got != 5+2+2 {
+		t.Errorf("configured costs: %d, want 9", got)
+	}
+	// Over the handler's entry limit: refused before it runs, the minimum.
+	if got := bundleCostOf(t, Options{MaxBundleEntries: 1000}, b(rep(1001, search)...)); got != 3 {
+		t.Errorf("1001 entries over a limit of 1000: cost %d, want 3", got)
+	}
+	if got := bundleCostOf(t, Options{MaxBundleEntries: 1000}, b(rep(1000, search)...)); got != 2000 {
+		t.Errorf("1000 entries at a limit of 1000: cost %d, want 2000", got)
+	}
+
+	// At the limiter: burst 200 at 100/s. A 1,500-search batch (3000
+	// units) passes on a full bucket and leaves a debt of 2800 units: the
+	// client's next request waits 28 s, where capping the cost at the
+	// burst let it send the same batch again after 2 s.
+	h := newHarness(t, Options{Client: Limit{Rate: 100, Period: time.Second, Burst: 200}})
+	hostile := b(rep(1500, search)...)
+	if w := h.do("POST", "/fhir/", hostile, "X-Test-Client", "c", "Content-Type", "application/fhir+json"); w.Code != 200 {
+		t.Fatalf("first hostile batch on a full bucket: %d", w.Code)
+	}
+	w := h.do("GET", "/fhir/Patient/1", "", "X-Test-Client", "c")
+	if w.Code != 429 {
+		t.Fatalf("read after a 3000-unit batch: %d, want 429", w.Code)
+	}
+	if ra, _ := strconv.Atoi(w.Header().Get("Retry-After")); ra < 27 || ra > 29 {
+		t.Fatalf("Retry-After %q after a 3000-unit batch at 100/s burst 200, want ~28 s", w.Header().Get("Retry-After"))
 	}
 }
 

@@ -5,8 +5,10 @@
 //
 // Limits use the generic cell rate algorithm (GCRA): a limit "N per
 // period with burst B" admits one cost unit every period/N and lets a
-// caller that has been idle spend up to B units at once. Requests are
-// cost-weighted (a search or a write costs more than a read, see Costs).
+// caller that has been idle spend up to B units at once (or send one
+// request costing more, charged in full: it then waits until that is paid
+// off). Requests are cost-weighted (a search or a write costs more than a
+// read, a Bundle what its entries cost, see Costs).
 //
 // Two Limiter implementations share these semantics: Memory, exact and
 // in-process (the default), and Redis (GCRA in a Lua script through
@@ -115,6 +117,18 @@ func ParseLimit(s string, burst int) (Limit, error) {
 	return Limit{Rate: n, Period: d, Burst: burst}, nil
 }
 
+// overBurst returns the cost n (at least 1) and the burst to check it
+// against. A cost above the limit's burst would never be admitted, and
+// capping it to the burst would make a huge request as cheap as a
+// burst-sized one; instead it is admitted only when the bucket is full
+// (the caller has been idle for a whole burst) and charged in full, so
+// the caller's next requests wait until it is paid off. Over time a
+// caller spends no more than the rate, whatever its requests cost.
+func overBurst(l Limit, n int) (cost, burst int) {
+	n = max(n, 1)
+	return n, max(l.burst(), n)
+}
+
 // Result is a limiter's decision on one check.
 type Result struct {
 	// Allowed reports whether the cost was admitted (and consumed).
@@ -141,15 +155,15 @@ var ErrUnavailable = errors.New("ratelimit: backend unavailable")
 // gcra is the shared GCRA step: given the stored theoretical arrival
 // time tat (0 when unknown) and now, both as offsets from one origin, it
 // returns the decision and the new tat (unchanged when refused). It is
-// the algorithm of redis_rate's Lua script in integer nanoseconds, with a
-// cost above the burst capped to the burst, so that no single request is
-// refused forever.
+// the algorithm of redis_rate's Lua script in integer nanoseconds, with
+// the burst raised to the cost for a cost above the burst (see
+// overBurst).
 func gcra(tat, now time.Duration, l Limit, n int) (Result, time.Duration) {
-	n = min(max(n, 1), l.burst())
+	n, burst := overBurst(l, n)
 	iv := l.interval()
 	tat = max(tat, now)
 	newTAT := tat + time.Duration(n)*iv
-	burstOffset := time.Duration(l.burst()) * iv
+	burstOffset := time.Duration(burst) * iv
 	allowAt := newTAT - burstOffset
 	if now < allowAt {
 		return Result{Allowed: false, Remaining: 0, RetryAfter: allowAt - now, Reset: tat - now}, tat

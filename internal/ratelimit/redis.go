@@ -92,8 +92,8 @@ func (r *Redis) AllowN(ctx context.Context, key string, limit Limit, n int) (Res
 	if down {
 		return Result{}, fmt.Errorf("%w: backing off after a failure", ErrUnavailable)
 	}
-	n = min(max(n, 1), limit.burst())
-	res, err := r.rl.AllowN(ctx, RedisKeyPrefix+key, redis_rate.Limit{Rate: limit.Rate, Burst: limit.burst(), Period: limit.Period}, n)
+	n, burst := overBurst(limit, n)
+	res, err := r.rl.AllowN(ctx, RedisKeyPrefix+key, redis_rate.Limit{Rate: limit.Rate, Burst: burst, Period: limit.Period}, n)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.mu.Lock()

@@ -65,6 +65,10 @@ type entry struct {
 //
 // Batch entries are independent (each in its own store transaction, in
 // request order); failures are reported per entry.
+//
+// A Bundle with more than Config.MaxBundleEntries entries is refused with
+// 413 before any entry runs, and the response is held to
+// Config.MaxResponseBytes (see there).
 func (s *Service) Bundle(ctx context.Context, body []byte, ret Return) (*Result, error) {
 	doc, err := DecodeJSON(body)
 	if err != nil {
@@ -91,7 +95,7 @@ func (s *Service) Bundle(ctx context.Context, body []byte, ret Return) (*Result,
 		return nil, outcome.BadRequest("Bundle.entry must be an array").At("Bundle.entry")
 	}
 	if s.maxEntries > 0 && len(rawEntries) > s.maxEntries {
-		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the Bundle has %d entries; the maximum is %d", len(rawEntries), s.maxEntries)
+		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the Bundle has %d entries; the maximum is %d: split it into smaller Bundles", len(rawEntries), s.maxEntries)
 	}
 	entries := make([]*entry, len(rawEntries))
 	var parseErrs []*outcome.Error
@@ -394,9 +398,11 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 		}
 	}
 	var failed error
+	var left int64 // response bytes left after the committed entries
 	err := s.update(ctx, !versioned, func(tx store.Tx) error {
 		failed = nil
-		err := s.runTransaction(ctx, tx, entries)
+		var err error
+		left, err = s.runTransaction(ctx, tx, entries, ret)
 		var oe *outcome.Error
 		if errors.As(err, &oe) {
 			failed = err
@@ -412,26 +418,68 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 		}
 		return nil, s.internal(ctx, "transaction", err)
 	}
+	b := s.newBundle("transaction-response")
+	b.Entry = make([]*bundleEntry, 0, len(entries))
 	for _, e := range entries {
 		if (e.method == "GET" || e.method == "HEAD") && (e.history || e.version > 0) {
-			r, err := s.get(ctx, s.st, e)
+			// After the commit: what does not fit becomes an entry error.
+			r, err := s.get(ctx, s.st, e, left)
+			if errors.Is(err, errTooLarge) {
+				err = s.responseTooLarge("transaction", false)
+			}
 			if err != nil {
 				oe := entryError(e.index, s.internal(ctx, "transaction read", err))
 				r = &Result{Status: oe.Status, Issues: oe.Issues}
 			}
 			e.result = r
+			be, _ := s.fitEntry(e, ret, left, "transaction")
+			left -= be.size()
+			b.Entry = append(b.Entry, be)
+			continue
 		}
-	}
-	b := s.newBundle("transaction-response")
-	for _, e := range entries {
 		b.Entry = append(b.Entry, s.responseEntry(e, ret))
 	}
 	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
+// responseTooLarge is the 413 outcome of the entry that takes a batch or
+// transaction response (typ) past MaxResponseBytes; rolledBack says that
+// the transaction was not applied.
+func (s *Service) responseTooLarge(typ string, rolledBack bool) *outcome.Error {
+	msg := "the %s response would be larger than the response size limit of %d bytes with this entry's result; split the Bundle, lower _count or drop _include/_revinclude in its searches, or send Prefer: return=minimal"
+	if rolledBack {
+		msg += "; nothing was written"
+	}
+	return outcome.New(http.StatusRequestEntityTooLarge, "too-costly", msg, typ, s.maxResp)
+}
+
+// fitEntry renders the response entry of a processed entry within left
+// bytes of the response (typ: batch or transaction). A write whose
+// resource does not fit is reported without it, with a warning (the
+// write stands); a read whose resource does not fit becomes a 413 entry.
+// fitted is false when a resource was left out.
+func (s *Service) fitEntry(e *entry, ret Return, left int64, typ string) (be *bundleEntry, fitted bool) {
+	be = s.responseEntry(e, ret)
+	if len(be.Resource) == 0 || be.size() <= left {
+		return be, true
+	}
+	switch e.method {
+	case "POST", "PUT", "PATCH", "DELETE":
+		be.Resource = nil
+		be.Response.Outcome = marshalJSON(outcome.Resource([]outcome.Issue{{Severity: "warning", Code: "too-costly",
+			Diagnostics: fmt.Sprintf("the resource is left out: the %s response reached the response size limit of %d bytes; the %s succeeded (read the resource back, or send Prefer: return=minimal)", typ, s.maxResp, e.method)}}))
+		return be, false
+	}
+	oe := entryError(e.index, s.responseTooLarge(typ, false))
+	e.result = &Result{Status: oe.Status, Issues: oe.Issues}
+	return s.responseEntry(e, ret), false
+}
+
 // runTransaction processes the entries inside tx. It returns an entry-
-// located *outcome.Error for client errors.
-func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*entry) error {
+// located *outcome.Error for client errors, among them a response that
+// would exceed MaxResponseBytes (rendered with ret), and the response
+// bytes left for the entries that run after the commit.
+func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*entry, ret Return) (int64, error) {
 	now := s.timestamp()
 	// Per-attempt state (the store may retry the whole function).
 	work := make([]*entry, len(entries))
@@ -478,14 +526,14 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 		if e.hasQuery {
 			matches, merr := s.conditionalMatches(ctx, tx, e.typ, e.query)
 			if merr != nil {
-				return entryError(e.index, merr)
+				return 0, entryError(e.index, merr)
 			}
 			switch len(matches) {
 			case 0:
 				r = &Result{Status: http.StatusNoContent}
 			case 1:
 				if err := touch(e, e.typ, matches[0].ID); err != nil {
-					return err
+					return 0, err
 				}
 				r, err = s.deleteTx(ctx, tx, e.typ, matches[0].ID, e.ifMatch, now)
 			default:
@@ -493,12 +541,12 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 			}
 		} else {
 			if err := touch(e, e.typ, e.id); err != nil {
-				return err
+				return 0, err
 			}
 			r, err = s.deleteTx(ctx, tx, e.typ, e.id, e.ifMatch, now)
 		}
 		if err != nil {
-			return s.txEntryError(e, err)
+			return 0, s.txEntryError(e, err)
 		}
 		e.result = r
 	}
@@ -510,7 +558,7 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 		if e.ifNoneExist != "" {
 			matches, err := s.conditionalMatches(ctx, tx, e.typ, rw.rewriteQuery(e.ifNoneExist))
 			if err != nil {
-				return entryError(e.index, err)
+				return 0, entryError(e.index, err)
 			}
 			switch len(matches) {
 			case 0:
@@ -519,14 +567,14 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 				e.existing = &m
 				e.targetID = m.ID
 			default:
-				return entryError(e.index, preconditionFailed("the ifNoneExist criteria match more than one %s resource", e.typ))
+				return 0, entryError(e.index, preconditionFailed("the ifNoneExist criteria match more than one %s resource", e.typ))
 			}
 		}
 		if e.targetID == "" {
 			e.targetID = NewID()
 		}
 		if err := touch(e, e.typ, e.targetID); err != nil {
-			return err
+			return 0, err
 		}
 		if e.fullURL != "" {
 			rw.mapping[e.fullURL] = e.typ + "/" + e.targetID
@@ -539,18 +587,18 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 		case e.method == "PUT":
 			id, err := s.resolveConditionalUpdate(ctx, tx, e.typ, rw.rewriteQuery(e.query), e.resource)
 			if err != nil {
-				return entryError(e.index, err)
+				return 0, entryError(e.index, err)
 			}
 			e.targetID = id
 		default:
 			id, err := s.resolveSingle(ctx, tx, e.typ, rw.rewriteQuery(e.query))
 			if err != nil {
-				return entryError(e.index, err)
+				return 0, entryError(e.index, err)
 			}
 			e.targetID = id
 		}
 		if err := touch(e, e.typ, e.targetID); err != nil {
-			return err
+			return 0, err
 		}
 		if e.fullURL != "" && e.method == "PUT" {
 			rw.mapping[e.fullURL] = e.typ + "/" + e.targetID
@@ -577,7 +625,7 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 			return typ + "/" + matches[0].ID, nil
 		}
 		if err := rw.rewriteResource(e.resource); err != nil {
-			return entryError(e.index, err)
+			return 0, entryError(e.index, err)
 		}
 	}
 
@@ -599,11 +647,11 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 	})
 	for i, e := range creates {
 		if errs[i] != nil {
-			return s.txEntryError(e, errs[i])
+			return 0, s.txEntryError(e, errs[i])
 		}
 		r, err := s.putVersion(ctx, tx, writes[i])
 		if err != nil {
-			return s.txEntryError(e, err)
+			return 0, s.txEntryError(e, err)
 		}
 		e.result = &Result{Status: http.StatusCreated, Resource: r, Body: r.Body}
 	}
@@ -617,9 +665,20 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 			r, err = s.patchTx(ctx, tx, e.typ, e.targetID, e.patch, e.ifMatch, now)
 		}
 		if err != nil {
-			return s.txEntryError(e, err)
+			return 0, s.txEntryError(e, err)
 		}
 		e.result = r
+	}
+	// The response so far must fit: what the writes return (in entry
+	// order), then each GET.
+	left := s.maxResp - s.newBundle("transaction-response").size()
+	for _, e := range work {
+		if e.result == nil {
+			continue
+		}
+		if left -= s.responseEntry(e, ret).size() + 1; left < 0 {
+			return 0, entryError(e.index, s.responseTooLarge("transaction", true))
+		}
 	}
 	// 6. GET / HEAD (history and vread run after the commit: the store
 	// transaction has no history or version access).
@@ -630,13 +689,19 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 		if e.hasQuery {
 			e.query = rw.rewriteQuery(e.query)
 		}
-		r, err := s.get(ctx, tx, e)
+		r, err := s.get(ctx, tx, e, left)
+		if errors.Is(err, errTooLarge) {
+			return 0, entryError(e.index, s.responseTooLarge("transaction", true))
+		}
 		if err != nil {
-			return s.txEntryError(e, err)
+			return 0, s.txEntryError(e, err)
 		}
 		e.result = r
+		if left -= s.responseEntry(e, ret).size() + 1; left < 0 {
+			return 0, entryError(e.index, s.responseTooLarge("transaction", true))
+		}
 	}
-	return nil
+	return left, nil
 }
 
 // txEntryError turns an entry failure into the transaction's error: client
@@ -653,14 +718,15 @@ func (s *Service) txEntryError(e *entry, err error) error {
 }
 
 // get performs a read-type entry (read, vread, search, history) against r.
-func (s *Service) get(ctx context.Context, r reader, e *entry) (*Result, error) {
+// A search or history Bundle larger than limit bytes is errTooLarge.
+func (s *Service) get(ctx context.Context, r reader, e *entry, limit int64) (*Result, error) {
 	params, err := ParseQuery(e.query)
 	if err != nil {
 		return nil, outcome.BadRequest("the query string of request.url cannot be decoded: %s", err.Error())
 	}
 	switch {
 	case e.history:
-		return s.History(ctx, e.typ, e.id, params, false)
+		return s.history(ctx, e.typ, e.id, params, false, limit)
 	case e.version > 0:
 		return s.VRead(ctx, e.typ, e.id, e.version)
 	case e.id != "":
@@ -675,7 +741,7 @@ func (s *Service) get(ctx context.Context, r reader, e *entry) (*Result, error) 
 		}
 		return &Result{Status: http.StatusOK, Resource: res, Body: res.Body}, nil
 	default:
-		b, err := s.search(ctx, r, e.typ, params, false)
+		b, err := s.search(ctx, r, e.typ, params, false, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -731,26 +797,57 @@ func (s *Service) responseEntry(e *entry, ret Return) *bundleEntry {
 // ---------------------------------------------------------------------------
 // Batch
 
+// batch runs the entries one by one, rendering each response entry as it
+// goes within MaxResponseBytes: once a GET entry's result does not fit,
+// the later GET entries are not run (413 entries); writes still run, and
+// a representation that does not fit is left out (fitEntry).
 func (s *Service) batch(ctx context.Context, entries []*entry, ret Return) (*Result, error) {
-	for _, e := range entries {
-		if e.result != nil {
-			continue // failed to parse
-		}
-		r, err := s.batchEntry(ctx, e)
-		if err != nil {
-			oe := entryError(e.index, s.internal(ctx, "batch entry", err))
-			r = &Result{Status: oe.Status, Issues: oe.Issues}
-		}
-		e.result = r
-	}
 	b := s.newBundle("batch-response")
+	b.Entry = make([]*bundleEntry, 0, len(entries))
+	// Room is kept for the status and outcome of every entry still to
+	// come, so that those stay within the limit too.
+	left := s.maxResp - b.size() - int64(len(entries))*entryReserve
+	full := -1 // the entry at which the response reached its limit
 	for _, e := range entries {
-		b.Entry = append(b.Entry, s.responseEntry(e, ret))
+		left += entryReserve
+		get := e.method == "GET" || e.method == "HEAD"
+		switch {
+		case e.result != nil: // failed to parse
+		case get && full >= 0:
+			oe := entryError(e.index, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "not run: the batch response reached the response size limit of %d bytes at entry %d; send the remaining entries in another Bundle", s.maxResp, full))
+			e.result = &Result{Status: oe.Status, Issues: oe.Issues}
+		default:
+			r, err := s.batchEntry(ctx, e, left)
+			if errors.Is(err, errTooLarge) {
+				full = e.index
+				err = s.responseTooLarge("batch", false)
+			}
+			if err != nil {
+				oe := entryError(e.index, s.internal(ctx, "batch entry", err))
+				r = &Result{Status: oe.Status, Issues: oe.Issues}
+			}
+			e.result = r
+		}
+		be, fitted := s.fitEntry(e, ret, left, "batch")
+		if !fitted && get && full < 0 {
+			full = e.index
+		}
+		left -= be.size() + 1
+		e.result = nil // the response entry holds what is sent
+		b.Entry = append(b.Entry, be)
 	}
 	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
-func (s *Service) batchEntry(ctx context.Context, e *entry) (*Result, error) {
+// entryReserve is the room a batch keeps for each response entry beyond
+// its resource: a status line, ETag, location, or a short OperationOutcome
+// (entries that echo long parts of the request in their outcome may take
+// more).
+const entryReserve = 512
+
+// batchEntry runs one batch entry; a GET whose Bundle would be larger
+// than limit bytes is errTooLarge.
+func (s *Service) batchEntry(ctx context.Context, e *entry, limit int64) (*Result, error) {
 	switch e.method {
 	case "POST":
 		return s.createParsed(ctx, e.typ, e.resource, e.ifNoneExist)
@@ -770,7 +867,7 @@ func (s *Service) batchEntry(ctx context.Context, e *entry) (*Result, error) {
 	if err := s.access.Check(ctx, e.interaction(), e.typ); err != nil {
 		return nil, err
 	}
-	return s.get(ctx, s.st, e)
+	return s.get(ctx, s.st, e, limit)
 }
 
 func etagOrEmpty(v int64) string {

@@ -3,6 +3,7 @@ package resource
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -82,16 +83,46 @@ func (s *Service) newBundle(typ string) *bundle {
 	}
 }
 
+// errTooLarge marks a Bundle that would exceed the byte budget it is
+// rendered under (Config.MaxResponseBytes, or what a batch has left).
+var errTooLarge = errors.New("resource: the response would exceed its size limit")
+
+// size bounds the bytes e adds to a rendered Bundle: its resource and
+// outcome byte for byte, the other members with the room their keys and
+// punctuation take. (The strings are URLs, ids, status lines and
+// instants: JSON escaping does not grow them.)
+func (e *bundleEntry) size() int64 {
+	n := len(e.FullURL) + len(e.Resource) + 32
+	if e.Search != nil {
+		n += len(e.Search.Mode) + 24
+	}
+	if e.Request != nil {
+		n += len(e.Request.Method) + len(e.Request.URL) + 40
+	}
+	if r := e.Response; r != nil {
+		n += len(r.Status) + len(r.Location) + len(r.Etag) + len(r.LastModified) + len(r.Outcome) + 96
+	}
+	return int64(n)
+}
+
+// size bounds the bytes of the rendered Bundle.
+func (b *bundle) size() int64 {
+	n := int64(256 + len(b.Type))
+	for _, l := range b.Link {
+		n += int64(len(l.Relation) + len(l.URL) + 32)
+	}
+	for _, e := range b.Entry {
+		n += e.size() + 1
+	}
+	return n
+}
+
 // bytes renders the Bundle as JSON. It writes entry resources byte for byte
 // (they are stored compact JSON produced by MarshalResource) instead of
 // letting encoding/json re-validate and compact every one of them, which
 // dominated the cost of large search pages.
 func (b *bundle) bytes() []byte {
-	size := 256
-	for _, e := range b.Entry {
-		size += len(e.Resource) + 128
-	}
-	buf := make([]byte, 0, size)
+	buf := make([]byte, 0, b.size())
 	field := func(name string, v any) {
 		if len(buf) > 1 {
 			buf = append(buf, ',')

@@ -24,6 +24,16 @@ const HistoryCursorParam = "_cursor"
 // paging cursor of next links. _at and _list are not supported (400 when
 // strict, ignored otherwise); unknown parameters likewise.
 func (s *Service) History(ctx context.Context, typ, id string, params url.Values, strict bool) (*Result, error) {
+	r, err := s.history(ctx, typ, id, params, strict, s.maxResp)
+	if errors.Is(err, errTooLarge) {
+		return nil, s.pageTooLarge("history page", "lower _count")
+	}
+	return r, err
+}
+
+// history is History rendering a Bundle of at most limit bytes (else
+// errTooLarge).
+func (s *Service) history(ctx context.Context, typ, id string, params url.Values, strict bool, limit int64) (*Result, error) {
 	op := InteractionHistorySystem
 	if typ != "" {
 		if err := s.checkType(typ); err != nil {
@@ -87,9 +97,14 @@ func (s *Service) History(ctx context.Context, typ, id string, params url.Values
 		next.Set(HistoryCursorParam, page.Next)
 		b.Link = append(b.Link, bundleLink{Relation: "next", URL: withQuery(path, next)})
 	}
+	size := b.size()
 	if !onlyTotal {
 		for i := range page.Versions {
-			b.Entry = append(b.Entry, s.historyEntry(&page.Versions[i]))
+			e := s.historyEntry(&page.Versions[i])
+			if size += e.size() + 1; size > limit {
+				return nil, errTooLarge
+			}
+			b.Entry = append(b.Entry, e)
 		}
 	}
 	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil

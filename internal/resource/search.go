@@ -56,14 +56,25 @@ func (s *Service) Search(ctx context.Context, typ string, params url.Values, str
 	if err := s.access.Check(ctx, op, typ); err != nil {
 		return nil, err
 	}
-	b, err := s.search(ctx, s.st, typ, params, strict)
+	b, err := s.search(ctx, s.st, typ, params, strict, s.maxResp)
+	if errors.Is(err, errTooLarge) {
+		return nil, s.pageTooLarge("search result page", "lower _count, select less with _elements or _summary, or drop _include/_revinclude")
+	}
 	if err != nil {
 		return nil, s.internal(ctx, "search", err)
 	}
 	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
 }
 
-func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool) (*bundle, error) {
+// pageTooLarge is the 413 outcome of a search or history page over
+// MaxResponseBytes.
+func (s *Service) pageTooLarge(what, remedy string) *outcome.Error {
+	return outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the %s is larger than the response size limit of %d bytes; %s", what, s.maxResp, remedy)
+}
+
+// search runs a search and returns its searchset Bundle, or errTooLarge
+// when the Bundle would be larger than limit bytes.
+func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64) (*bundle, error) {
 	params = cloneValues(params)
 	snapshot := params.Get(SnapshotParam)
 	delete(params, SnapshotParam)
@@ -85,10 +96,12 @@ func (s *Service) search(ctx context.Context, r reader, typ string, params url.V
 	if err != nil {
 		return nil, err
 	}
-	return s.searchBundle(typ, req, &q, res)
+	return s.searchBundle(typ, req, &q, res, limit)
 }
 
-func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, res *store.SearchResult) (*bundle, error) {
+// searchBundle renders a search result, or returns errTooLarge as soon as
+// the Bundle grows past limit bytes (before subsetting the rest).
+func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, res *store.SearchResult, limit int64) (*bundle, error) {
 	b := s.newBundle("searchset")
 	if q.Total != store.TotalNone && res.Total >= 0 {
 		t := res.Total
@@ -142,12 +155,20 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 		}
 		b.Entry = append(b.Entry, &bundleEntry{Resource: marshalJSON(outcome.Resource(issues)), Search: &entrySearch{Mode: "outcome"}})
 	}
+	size := b.size()
+	if size > limit {
+		return nil, errTooLarge
+	}
 	add := func(r *store.Resource, mode string) error {
 		body, err := Subset(s.reg, r.Body, req.Summary, req.Elements)
 		if err != nil {
 			return err
 		}
-		b.Entry = append(b.Entry, &bundleEntry{FullURL: s.fullURL(r.Type, r.ID), Resource: body, Search: &entrySearch{Mode: mode}})
+		e := &bundleEntry{FullURL: s.fullURL(r.Type, r.ID), Resource: body, Search: &entrySearch{Mode: mode}}
+		if size += e.size() + 1; size > limit {
+			return errTooLarge
+		}
+		b.Entry = append(b.Entry, e)
 		return nil
 	}
 	if req.Summary != "count" {

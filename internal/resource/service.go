@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -76,9 +77,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now (tests override it).
 	Now func() time.Time
-	// MaxBundleEntries bounds the entries of a batch or transaction
-	// (0 means no limit beyond the HTTP body size limit).
+	// MaxBundleEntries bounds the entries of a batch or transaction: a
+	// Bundle with more is refused with 413 before any entry runs (0 means
+	// no limit beyond the HTTP body size limit).
 	MaxBundleEntries int
+	// MaxResponseBytes bounds the size of every Bundle the service renders
+	// (0 means no limit), so that no request makes the server hold a
+	// response that grows with an input (batch entries, _count, _include,
+	// history pages):
+	//   - a search or history page over it is refused with 413
+	//     (too-costly);
+	//   - a transaction whose response would exceed it is refused with
+	//     413 and writes nothing;
+	//   - in a batch, a GET entry whose result does not fit in what is
+	//     left gets a 413 entry outcome and the later GET entries do not
+	//     run; write entries still run (they are independent), but a
+	//     representation that does not fit is left out with a warning.
+	MaxResponseBytes int64
 	// DefaultHistoryCount and MaxHistoryCount bound history pages (0 means
 	// 50 and 1000).
 	DefaultHistoryCount, MaxHistoryCount int
@@ -96,6 +111,7 @@ type Service struct {
 	log        *slog.Logger
 	now        func() time.Time
 	maxEntries int
+	maxResp    int64 // MaxResponseBytes; math.MaxInt64 when unlimited
 	defHistory int
 	maxHistory int
 }
@@ -121,6 +137,10 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.maxResp = cfg.MaxResponseBytes
+	if s.maxResp <= 0 {
+		s.maxResp = math.MaxInt64
 	}
 	if s.defHistory <= 0 {
 		s.defHistory = 50
