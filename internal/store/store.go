@@ -179,6 +179,13 @@ type HistoryQuery struct {
 	Count int
 	// Before is an opaque cursor from a previous page's Next; empty for the first page.
 	Before string
+	// Version, with Type and ID, selects that one version (a vread through
+	// Filter); the page's Total is then the number of versions returned.
+	Version int64
+	// Filter restricts the versions returned: a version is returned when
+	// the resource's current version passes the filter and, where the
+	// filter limits the type to a compartment or criteria, that version
+	// itself was inside them (decided on the index rows it had).
 	Filter *AccessFilter
 }
 

@@ -67,6 +67,9 @@ type gen struct {
 	sqlite bool // prefer correlated probes in nested clauses
 	filter *store.AccessFilter
 	n      int // alias counter
+	// hist renders access rules on a history row from the history access
+	// tables (see versions).
+	hist bool
 }
 
 func (g *gen) alias(p string) string {
@@ -195,8 +198,12 @@ func (g *gen) clause(sc scope, c store.Clause) (string, error) {
 		parts = append(parts, sc.alias+".id IN "+g.b.List(idIn))
 	}
 	for _, gr := range groups {
-		cond := orTree(gr.conds)
-		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, gr.x+".param = "+g.b.Arg(gr.param)+" AND "+cond))
+		cond := gr.x + ".param = " + g.b.Arg(gr.param) + " AND " + orTree(gr.conds)
+		if g.hist {
+			parts = append(parts, g.histMember(sc, gr.table, gr.x, cond))
+			continue
+		}
+		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, cond))
 	}
 	expr := orTree(parts)
 	if c.Negate {
@@ -545,6 +552,9 @@ func (g *gen) rules(alias, typ string, rules []store.AccessRule) string {
 			ands = append(ands, c)
 		}
 		if len(r.Where) > 0 {
+			if g.hist && !histDecidable(r.Where) {
+				continue // not decidable on an earlier version: fail closed
+			}
 			w, err := g.where(scope{alias: alias, typ: typ, corr: true}, r.Where, -1)
 			if err != nil {
 				continue // a rule that cannot be rendered grants nothing
@@ -563,13 +573,23 @@ func (g *gen) rules(alias, typ string, rules []store.AccessRule) string {
 }
 
 // compartment renders membership of the alias row (of type typ when known)
-// in the filter's compartment.
+// in the filter's compartment. In hist mode the alias is a history row and
+// its references are those kept for its version.
 func (g *gen) compartment(alias, typ string) string {
 	c := g.filter.Compartment
 	f := g.alias("f")
 	sub := func(cond string) string {
+		if g.hist {
+			return "EXISTS (SELECT 1 FROM " + TableHistoryReference + " " + f + " WHERE " + f + ".seq = " + alias + ".seq AND " +
+				f + ".target_id = " + g.b.Arg(c.ID) + " AND " + f + ".target_type = " + g.b.Arg(c.Type) + " AND " + cond + ")"
+		}
 		return alias + ".rid IN (SELECT " + f + ".rid FROM " + TableReference + " " + f + " WHERE " + f + ".target_id = " +
 			g.b.Arg(c.ID) + " AND " + f + ".target_type = " + g.b.Arg(c.Type) + " AND " + cond + ")"
+	}
+	// The type of the row holding the reference.
+	typeCol := f + ".type"
+	if g.hist {
+		typeCol = alias + ".type"
 	}
 	if typ != "" {
 		var parts []string
@@ -577,7 +597,7 @@ func (g *gen) compartment(alias, typ string) string {
 			parts = append(parts, alias+".id = "+g.b.Arg(c.ID))
 		}
 		if ps := c.Params[typ]; len(ps) > 0 {
-			parts = append(parts, sub(f+".type = "+g.b.Arg(typ)+" AND "+f+".param IN "+g.b.List(ps)))
+			parts = append(parts, sub(typeCol+" = "+g.b.Arg(typ)+" AND "+f+".param IN "+g.b.List(ps)))
 		}
 		switch len(parts) {
 		case 0:
@@ -600,7 +620,7 @@ func (g *gen) compartment(alias, typ string) string {
 	}
 	var ors []string
 	for _, t := range types {
-		ors = append(ors, "("+f+".type = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+")")
+		ors = append(ors, "("+typeCol+" = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+")")
 	}
 	return "(" + self + " OR " + sub(orTree(ors)) + ")"
 }
