@@ -428,8 +428,9 @@ type Include struct {
 //     nothing (fails closed).
 //
 // The filter applies to the matches of a search (so totals and paging stay
-// right), to history, and to every resource reached through _include,
-// _revinclude (also :iterate), chains and _has.
+// right), to history (per version: see HistoryQuery.Filter), and to every
+// resource reached through _include, _revinclude (also :iterate), chains
+// and _has.
 type AccessFilter struct {
 	// Compartment limits results to one compartment (e.g. Patient/123):
 	// in the legacy form for every type, in the per-type form for the
