@@ -13,6 +13,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/resource"
+	"github.com/lapis-health/lapis/internal/store"
 )
 
 // historyEntries renders a history Bundle as its "Type/id/version" entries
@@ -297,6 +298,55 @@ func TestHistoryVersionMembership(t *testing.T) {
 					check(t, who+" instance history deleted", historyVersions(t, ctx, e.svc, "Observation", "od", 0), []string{"Observation/od/1", "Observation/od/deleted/2"})
 				}
 			})
+		})
+	}
+}
+
+// TestHistoryVersionsReindex: earlier versions whose kept rows are missing
+// (written before they were kept) are hidden from compartment-limited
+// callers, and Reindex restores exactly the ones that were inside.
+func TestHistoryVersionsReindex(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			e := open(t, dialect)
+			admin := context.Background()
+			for _, b := range []string{
+				obs("om", "laboratory", "Patient/pb", ""), obs("om", "laboratory", "Patient/pa", ""),
+				obs("oe", "laboratory", "Patient/pa", ""), obs("oe", "laboratory", "Patient/pa", "Practitioner/dr"),
+			} {
+				var h struct{ ID string }
+				json.Unmarshal([]byte(b), &h)
+				if _, err := e.admin.Update(admin, "Observation", h.ID, []byte(b), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Forget the kept rows of the earlier versions.
+			err := e.st.Update(admin, func(tx store.Tx) error {
+				for _, id := range []string{"om", "oe"} {
+					if err := tx.(store.VersionIndexWriter).PutVersionIndex(admin, "Observation", id, 1, &store.Index{}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := access.WithPrincipal(context.Background(), principals["patient"])
+			mine := func(id string) []string { return historyVersions(t, ctx, e.svc, "Observation", id, 0) }
+			if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/2"}) {
+				t.Errorf("without kept rows: %q", got)
+			}
+			if _, err := e.admin.Reindex(admin, []string{"Observation"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/1", "Observation/oe/2"}) {
+				t.Errorf("after reindex: %q", got)
+			}
+			if got := mine("om"); !slices.Equal(got, []string{"Observation/om/2"}) {
+				t.Errorf("after reindex, another patient's version: %q", got)
+			}
 		})
 	}
 }

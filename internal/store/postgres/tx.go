@@ -299,3 +299,41 @@ func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) erro
 	t.buffer(rid, typ, id, mask, ix)
 	return nil
 }
+
+// PutVersionIndex replaces the access rows kept for a superseded version
+// (store.VersionIndexWriter).
+func (t *tx) PutVersionIndex(ctx context.Context, typ, id string, version int64, ix *store.Index) error {
+	var seq, cur int64
+	var deleted bool
+	err := t.tx.QueryRow(ctx, sqlgen.VersionSQL(sqlgen.Postgres), typ, id, version).Scan(&seq, &deleted, &cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	if deleted || version == cur {
+		return nil
+	}
+	tokens, refs := sqlgen.KeptRows(ix)
+	batch := &pgx.Batch{}
+	batch.Queue("DELETE FROM "+sqlgen.TableHistoryToken+" WHERE seq = $1", seq)
+	batch.Queue("DELETE FROM "+sqlgen.TableHistoryReference+" WHERE seq = $1", seq)
+	if len(tokens) > 0 {
+		param, code, sys := make([]string, len(tokens)), make([]string, len(tokens)), make([]string, len(tokens))
+		for i, r := range tokens {
+			param[i], code[i], sys[i] = r.Param, r.Code, r.System
+		}
+		batch.Queue("INSERT INTO "+sqlgen.TableHistoryToken+" (seq, param, code, system) SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+			seq, param, code, sys)
+	}
+	if len(refs) > 0 {
+		param, tid, tt := make([]string, len(refs)), make([]string, len(refs)), make([]string, len(refs))
+		for i, r := range refs {
+			param[i], tid[i], tt[i] = r.Param, r.TargetID, r.TargetType
+		}
+		batch.Queue("INSERT INTO "+sqlgen.TableHistoryReference+" (seq, param, target_id, target_type) SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+			seq, param, tid, tt)
+	}
+	return mapErr(t.tx.SendBatch(ctx, batch).Close())
+}

@@ -43,10 +43,12 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	if !hq.At.IsZero() {
 		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
 	}
+	joined := false
 	nargs := len(b.Args)
 	if f := g.access("r", hq.Type); f == "1=1" {
 		b.Args = b.Args[:nargs] // unrestricted: drop what the rules bound
 	} else if f != "" {
+		joined = true
 		drv := ""
 		if hq.ID == "" {
 			drv = g.compartmentDriver(hq.Type)
@@ -68,12 +70,21 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			conds = append(conds, "(h.version = r.version OR "+g.versions("h", hq.Type)+")")
 		}
 	}
+	if hq.Superseded {
+		if !joined {
+			from += " JOIN resources r ON r.rid = h.rid"
+		}
+		conds = append(conds, "h.version < r.version")
+	}
 	where := ""
 	if len(conds) > 0 {
 		where = " WHERE " + strings.Join(conds, " AND ")
 	}
 	page := &store.HistoryPage{}
-	if hq.Version == 0 {
+	switch {
+	case hq.Superseded:
+		page.Total = -1
+	case hq.Version == 0:
 		// Total (without the cursor).
 		rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from+where, b.Args...)
 		if err != nil {

@@ -42,6 +42,41 @@ func KeepSQL(d Dialect, table, typ, id, version, ridCond string) string {
 	return "INSERT OR IGNORE INTO " + into + " (seq, " + cols + ") " + sel
 }
 
+// VersionSQL returns the query of the seq and deleted flag of a version
+// (type, id and version bound as the first three arguments) and the
+// resource's current version number.
+func VersionSQL(d Dialect) string {
+	return "SELECT h.seq, h.deleted, r.version FROM history h JOIN resources r ON r.rid = h.rid WHERE h.type = " +
+		d.Placeholder(1) + " AND h.id = " + d.Placeholder(2) + " AND h.version = " + d.Placeholder(3)
+}
+
+// KeptRows returns the rows of ix kept for a superseded version (what
+// KeepSQL copies): its tokens and its local references, without
+// duplicates.
+func KeptRows(ix *store.Index) ([]store.TokenRow, []store.ReferenceRow) {
+	type tk struct{ param, code, system string }
+	type rk struct{ param, id, typ string }
+	var tokens []store.TokenRow
+	var refs []store.ReferenceRow
+	seenT, seenR := map[tk]bool{}, map[rk]bool{}
+	for _, r := range ix.Tokens {
+		if k := (tk{r.Param, r.Code, r.System}); !seenT[k] {
+			seenT[k] = true
+			tokens = append(tokens, r)
+		}
+	}
+	for _, r := range ix.References {
+		if r.TargetType == "" {
+			continue
+		}
+		if k := (rk{r.Param, r.TargetID, r.TargetType}); !seenR[k] {
+			seenR[k] = true
+			refs = append(refs, r)
+		}
+	}
+	return tokens, refs
+}
+
 // rowLevel reports whether the filter limits some visible resource of typ
 // (of any type when typ is "") by its content: a rule requiring the
 // compartment or criteria. Without one, every version of a visible resource

@@ -340,3 +340,39 @@ func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) erro
 	}
 	return t.insertIndex(ctx, rid, typ, ix)
 }
+
+// PutVersionIndex replaces the access rows kept for a superseded version
+// (store.VersionIndexWriter).
+func (t *tx) PutVersionIndex(ctx context.Context, typ, id string, version int64, ix *store.Index) error {
+	var seq, cur int64
+	var deleted bool
+	err := t.tx.QueryRowContext(ctx, sqlgen.VersionSQL(sqlgen.SQLite), typ, id, version).Scan(&seq, &deleted, &cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if deleted || version == cur {
+		return nil
+	}
+	for _, table := range []string{sqlgen.TableHistoryToken, sqlgen.TableHistoryReference} {
+		if _, err := t.tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE seq = ?1", seq); err != nil {
+			return err
+		}
+	}
+	tokens, refs := sqlgen.KeptRows(ix)
+	for _, r := range tokens {
+		if _, err := t.tx.ExecContext(ctx, "INSERT OR IGNORE INTO "+sqlgen.TableHistoryToken+" (seq, param, code, system) VALUES (?1, ?2, ?3, ?4)",
+			seq, r.Param, r.Code, r.System); err != nil {
+			return err
+		}
+	}
+	for _, r := range refs {
+		if _, err := t.tx.ExecContext(ctx, "INSERT OR IGNORE INTO "+sqlgen.TableHistoryReference+" (seq, param, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
+			seq, r.Param, r.TargetID, r.TargetType); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"History", testHistory},
 		{"HistoryFilter", testHistoryFilter},
 		{"HistoryVersions", testHistoryVersions},
+		{"VersionIndex", testVersionIndex},
 		{"String", testString},
 		{"Token", testToken},
 		{"Reference", testReference},

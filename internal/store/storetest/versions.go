@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -136,5 +137,84 @@ func testHistoryVersions(t *testing.T, s store.Store) {
 				}
 			}
 		})
+	}
+}
+
+// testVersionIndex: Superseded lists the versions that are no longer
+// current, and PutVersionIndex replaces the rows kept for one of them
+// (deciding its membership), leaving current versions and delete markers
+// alone.
+func testVersionIndex(t *testing.T, s store.Store) {
+	subject := func(p string) store.Index {
+		return store.Index{References: []store.ReferenceRow{ref("subject", "Patient", p), ref("subject", "Patient", p)}}
+	}
+	w := func(id string, v int64, del bool, x store.Index) *store.Write {
+		w := &store.Write{Type: "Observation", ID: id, Version: v, LastUpdated: t0, Method: "PUT", Deleted: del, Index: x}
+		if !del {
+			w.Body = body("Observation", id, v)
+		}
+		return w
+	}
+	for _, x := range []*store.Write{
+		w("o1", 1, false, subject("b")), w("o1", 2, false, subject("a")),
+		w("o2", 1, false, subject("a")), w("o2", 2, true, store.Index{}), w("o2", 3, false, subject("a")),
+		w("o3", 1, false, subject("a")),
+	} {
+		put(t, s, x)
+	}
+	p, err := s.History(ctx, store.HistoryQuery{Type: "Observation", Superseded: true, Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Total != -1 || len(p.Versions) != 1 || p.Next == "" {
+		t.Fatalf("superseded first page: %+v", p)
+	}
+	var got []string
+	for {
+		for _, v := range p.Versions {
+			got = append(got, fmt.Sprintf("%s/%d", v.ID, v.VersionID))
+		}
+		if p.Next == "" {
+			break
+		}
+		if p, err = s.History(ctx, store.HistoryQuery{Type: "Observation", Superseded: true, Count: 1, Before: p.Next}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eq(t, "superseded", got, []string{"o2/2", "o2/1", "o1/1"})
+
+	inA := func() []string {
+		t.Helper()
+		p, err := s.History(ctx, store.HistoryQuery{Type: "Observation", Filter: compartment("a")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sorted(refs(p.Versions))
+	}
+	eq(t, "before", inA(), []string{"Observation/o1", "Observation/o2", "Observation/o2", "Observation/o3"})
+	putVersion := func(id string, v int64, x store.Index) error {
+		return s.Update(ctx, func(tx store.Tx) error {
+			vw, ok := tx.(store.VersionIndexWriter)
+			if !ok {
+				t.Fatal("no VersionIndexWriter")
+			}
+			return vw.PutVersionIndex(ctx, "Observation", id, v, &x)
+		})
+	}
+	// o1/1 was b's; re-keyed as a's it becomes visible to a, and o2/1
+	// re-keyed as b's is hidden. The current o3/1 and the delete marker
+	// o2/2 are left alone.
+	for _, c := range []struct {
+		id string
+		v  int64
+		x  store.Index
+	}{{"o1", 1, subject("a")}, {"o2", 1, subject("b")}, {"o3", 1, subject("b")}, {"o2", 2, subject("a")}} {
+		if err := putVersion(c.id, c.v, c.x); err != nil {
+			t.Fatalf("%s/%d: %v", c.id, c.v, err)
+		}
+	}
+	eq(t, "after", inA(), []string{"Observation/o1", "Observation/o1", "Observation/o2", "Observation/o3"})
+	if err := putVersion("o1", 9, subject("a")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown version: %v", err)
 	}
 }
