@@ -158,13 +158,17 @@ func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version
 	var r *store.Resource
 	if f := s.access.Filter(ctx); f != nil {
 		// The resource must be visible now (its current version) ...
-		if _, err := s.current(ctx, st, typ, id, false); err != nil {
+		cur, err := s.current(ctx, st, typ, id, false)
+		if err != nil {
 			if errors.Is(err, errHidden) {
 				return nil, notFound(typ, id)
 			}
 			return nil, err
 		}
-		if !unrestricted(f, typ) {
+		switch {
+		case cur != nil && cur.VersionID == version:
+			r = cur
+		case !unrestricted(f, typ):
 			// ... and, when the grant on the type is limited by content,
 			// so must the version itself have been: an earlier version
 			// may have been in another compartment or category.
