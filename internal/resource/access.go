@@ -42,11 +42,13 @@ const (
 //     (searches, history, conditional matching and included resources), or
 //     nil for none. Reads, vreads, updates, patches and deletes of a
 //     resource outside the filter behave as if the resource did not exist
-//     (404); a create or update whose result falls outside the filter is
-//     rolled back with 403. Deleted resources cannot be tested against a
-//     filter, so when the filter restricts the type by compartment or
-//     criteria a read of a deleted resource answers 404 instead of 410 (a
-//     type granted whole still answers 410).
+//     (404); a version that was outside the filter (an Observation since
+//     corrected from another patient, or recategorised) is left out of
+//     history and answers vread with 404. A create or update whose result
+//     falls outside the filter is rolled back with 403. Deleted resources
+//     cannot be tested against a filter, so when the filter restricts the
+//     type by compartment or criteria a read of a deleted resource answers
+//     404 instead of 410 (a type granted whole still answers 410).
 //
 // Implementations read the caller's identity from ctx (placed there by the
 // authentication middleware of the HTTP layer). AllowAll is the default.

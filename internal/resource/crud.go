@@ -147,27 +147,50 @@ func (s *Service) VRead(ctx context.Context, typ, id string, version int64) (*Re
 type vreader interface {
 	reader
 	VRead(ctx context.Context, typ, id string, version int64) (*store.Resource, error)
+	History(ctx context.Context, q store.HistoryQuery) (*store.HistoryPage, error)
 }
 
 func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version int64) (*store.Resource, error) {
+	noVersion := outcome.NotFound("%s/%s has no version %d", typ, id, version)
 	if version < 1 {
-		return nil, outcome.NotFound("%s/%s has no version %d", typ, id, version)
+		return nil, noVersion
 	}
-	if s.access.Filter(ctx) != nil {
-		// Membership is decided on the current version.
-		if _, err := s.current(ctx, st, typ, id, false); err != nil {
+	var r *store.Resource
+	if f := s.access.Filter(ctx); f != nil {
+		// The resource must be visible now (its current version) ...
+		cur, err := s.current(ctx, st, typ, id, false)
+		if err != nil {
 			if errors.Is(err, errHidden) {
 				return nil, notFound(typ, id)
 			}
 			return nil, err
 		}
+		switch {
+		case cur != nil && cur.VersionID == version:
+			r = cur
+		case !unrestricted(f, typ):
+			// ... and, when the grant on the type is limited by content,
+			// so must the version itself have been: an earlier version
+			// may have been in another compartment or category.
+			page, err := st.History(ctx, store.HistoryQuery{Type: typ, ID: id, Version: version, Count: 1, Filter: f})
+			if err != nil {
+				return nil, err
+			}
+			if len(page.Versions) == 0 {
+				return nil, noVersion
+			}
+			r = &page.Versions[0]
+		}
 	}
-	r, err := st.VRead(ctx, typ, id, version)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, outcome.NotFound("%s/%s has no version %d", typ, id, version)
-	}
-	if err != nil {
-		return nil, err
+	if r == nil {
+		var err error
+		r, err = st.VRead(ctx, typ, id, version)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, noVersion
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	if r.Deleted {
 		return nil, outcome.New(http.StatusGone, "deleted", "version %d of %s/%s is a deletion", version, typ, id)

@@ -13,9 +13,13 @@ const reindexPage = 500
 
 // Reindex recomputes the search index rows of every current resource of
 // the given types (all types when none are given) from its stored body,
-// without writing new versions. Run it after the search-parameter
-// extraction changes. progress, when set, is called after each page with
-// the running count. It returns the number of resources re-indexed.
+// without writing new versions, and the rows kept for access filters of
+// every earlier version (store.VersionIndexWriter), so that callers limited
+// to a compartment or to categories see exactly the earlier versions that
+// were inside them. Run it after the search-parameter extraction changes
+// or an upgrade that adds kept rows. progress, when set, is called after
+// each page of current resources with the running count. It returns the
+// number of resources re-indexed.
 func (s *Service) Reindex(ctx context.Context, types []string, progress func(n int)) (int, error) {
 	if len(types) == 0 {
 		types = s.reg.ResourceTypes()
@@ -45,8 +49,65 @@ func (s *Service) Reindex(ctx context.Context, types []string, progress func(n i
 			}
 			q.Snapshot, q.Offset = page.Snapshot, q.Offset+reindexPage
 		}
+		if err := s.reindexVersions(ctx, typ); err != nil {
+			return total, err
+		}
 	}
 	return total, nil
+}
+
+// reindexVersions recomputes the rows kept for access filters of every
+// superseded version of typ, a page per store transaction.
+func (s *Service) reindexVersions(ctx context.Context, typ string) error {
+	hq := store.HistoryQuery{Type: typ, Count: reindexPage, Superseded: true}
+	for {
+		page, err := s.st.History(ctx, hq)
+		if err != nil {
+			return err
+		}
+		var vs []store.Resource
+		for _, v := range page.Versions {
+			if !v.Deleted {
+				vs = append(vs, v)
+			}
+		}
+		indexes := make([]store.Index, len(vs))
+		errs := make([]error, len(vs))
+		parallel(len(vs), func(i int) {
+			res, err := DecodeJSON(vs[i].Body)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			indexes[i], errs[i] = s.idx.Extract(res)
+		})
+		for i, err := range errs {
+			if err != nil {
+				return fmt.Errorf("%s/%s version %d: %w", vs[i].Type, vs[i].ID, vs[i].VersionID, err)
+			}
+		}
+		if len(vs) > 0 {
+			err = s.st.Update(ctx, func(tx store.Tx) error {
+				vw, ok := tx.(store.VersionIndexWriter)
+				if !ok {
+					return errors.New("this store cannot re-index earlier versions")
+				}
+				for i := range vs {
+					if err := vw.PutVersionIndex(ctx, vs[i].Type, vs[i].ID, vs[i].VersionID, &indexes[i]); err != nil && !errors.Is(err, store.ErrNotFound) {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if page.Next == "" {
+			return nil
+		}
+		hq.Before = page.Next
+	}
 }
 
 // reindexPage extracts and stores the index rows of one page of resources

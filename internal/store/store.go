@@ -179,6 +179,17 @@ type HistoryQuery struct {
 	Count int
 	// Before is an opaque cursor from a previous page's Next; empty for the first page.
 	Before string
+	// Version, with Type and ID, selects that one version (a vread through
+	// Filter); the page's Total is then the number of versions returned.
+	Version int64
+	// Superseded selects only the versions that are no longer current
+	// (maintenance: VersionIndexWriter); the page's Total is then -1 (not
+	// computed).
+	Superseded bool
+	// Filter restricts the versions returned: a version is returned when
+	// the resource's current version passes the filter and, where the
+	// filter limits the type to a compartment or criteria, that version
+	// itself was inside them (decided on the index rows it had).
 	Filter *AccessFilter
 }
 
@@ -189,7 +200,7 @@ const DefaultHistoryCount = 50
 // HistoryPage is one page of history, newest first.
 type HistoryPage struct {
 	Versions []Resource
-	Total    int    // number of versions matching the query (all pages)
+	Total    int    // number of versions matching the query (all pages); -1 when not computed
 	Next     string // cursor for the following page; "" if none
 }
 
@@ -421,8 +432,9 @@ type Include struct {
 //     nothing (fails closed).
 //
 // The filter applies to the matches of a search (so totals and paging stay
-// right), to history, and to every resource reached through _include,
-// _revinclude (also :iterate), chains and _has.
+// right), to history (per version: see HistoryQuery.Filter), and to every
+// resource reached through _include, _revinclude (also :iterate), chains
+// and _has.
 type AccessFilter struct {
 	// Compartment limits results to one compartment (e.g. Patient/123):
 	// in the legacy form for every type, in the per-type form for the
@@ -489,4 +501,17 @@ type IndexWriter interface {
 	// PutIndex replaces the index rows of the current version of typ/id.
 	// It returns ErrNotFound when the resource does not exist or is deleted.
 	PutIndex(ctx context.Context, typ, id string, ix *Index) error
+}
+
+// VersionIndexWriter is implemented by transactions that can replace the
+// rows kept, for access filters, from the index of a superseded version
+// (its tokens and local references; see HistoryQuery.Filter), e.g. for
+// versions written before those rows were kept or under older extraction
+// rules.
+type VersionIndexWriter interface {
+	// PutVersionIndex replaces the rows kept for version of typ/id with
+	// those of ix. It does nothing for the current version (whose rows are
+	// the index itself, see IndexWriter) and for a delete marker, and
+	// returns ErrNotFound when that version does not exist.
+	PutVersionIndex(ctx context.Context, typ, id string, version int64, ix *Index) error
 }

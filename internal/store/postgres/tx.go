@@ -25,7 +25,9 @@ const createSQL = `WITH ins AS (
 SELECT rid FROM ins`
 
 // updateSQL replaces the current version $9 with version $3, appends the
-// history row and drops the old index rows; no row comes back when the
+// history row, keeps the access rows of version $9 (sqlgen.KeepSQL: the
+// sub-statements share one snapshot, so they read the index rows before
+// their deletion) and drops the old index rows; no row comes back when the
 // current version is not $9.
 var updateSQL = func() string {
 	s := `WITH up AS (
@@ -35,6 +37,10 @@ var updateSQL = func() string {
 ), h AS (
 	INSERT INTO history (rid, type, id, version, last_updated, deleted, method, body)
 	SELECT rid, $1, $2, $3, $4, $5, $6, $8 FROM up
+), kt AS (
+	` + sqlgen.KeepSQL(sqlgen.Postgres, sqlgen.TableToken, "$1", "$2", "$9", "IN (SELECT rid FROM up)") + `
+), kr AS (
+	` + sqlgen.KeepSQL(sqlgen.Postgres, sqlgen.TableReference, "$1", "$2", "$9", "IN (SELECT rid FROM up)") + `
 )`
 	for i, t := range sqlgen.IndexTables {
 		s += ", d" + string(rune('0'+i)) + " AS (DELETE FROM " + t + " WHERE rid IN (SELECT rid FROM up))"
@@ -70,6 +76,8 @@ type buffer struct {
 	quantities []pending[store.QuantityRow]
 	uris       []pending[store.URIRow]
 	rids       map[int64]bool
+	// keys are the "type/id" of the resources in rids.
+	keys map[string]bool
 }
 
 func (b *buffer) len() int {
@@ -133,6 +141,13 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 	if w.Version == 1 {
 		err = t.tx.QueryRow(ctx, createSQL, w.Type, w.ID, w.Version, ms, w.Deleted, w.Method, mask, body).Scan(&rid)
 	} else {
+		if t.buf.keys[w.Type+"/"+w.ID] {
+			// The version superseded here was written in this transaction:
+			// its index rows must be in the table to be kept.
+			if err := t.flush(ctx); err != nil {
+				return mapErr(err)
+			}
+		}
 		err = t.tx.QueryRow(ctx, updateSQL, w.Type, w.ID, w.Version, ms, w.Deleted, w.Method, mask, body, w.Version-1).Scan(&rid)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -141,7 +156,7 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	t.buffer(rid, w.Type, mask, ix)
+	t.buffer(rid, w.Type, w.ID, mask, ix)
 	return nil
 }
 
@@ -228,7 +243,7 @@ func (t *tx) flush(ctx context.Context) error {
 
 // buffer queues the index rows of rid (replacing rows queued earlier in
 // this transaction) for the next flush.
-func (t *tx) buffer(rid int64, typ string, mask int64, ix *store.Index) {
+func (t *tx) buffer(rid int64, typ, id string, mask int64, ix *store.Index) {
 	b := &t.buf
 	if b.rids[rid] {
 		drop(&b.strings, rid)
@@ -244,8 +259,10 @@ func (t *tx) buffer(rid int64, typ string, mask int64, ix *store.Index) {
 	}
 	if b.rids == nil {
 		b.rids = make(map[int64]bool)
+		b.keys = make(map[string]bool)
 	}
 	b.rids[rid] = true
+	b.keys[typ+"/"+id] = true
 	add(&b.strings, rid, typ, ix.Strings)
 	add(&b.tokens, rid, typ, ix.Tokens)
 	add(&b.references, rid, typ, ix.References)
@@ -279,6 +296,44 @@ func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) erro
 	if err != nil {
 		return mapErr(err)
 	}
-	t.buffer(rid, typ, mask, ix)
+	t.buffer(rid, typ, id, mask, ix)
 	return nil
+}
+
+// PutVersionIndex replaces the access rows kept for a superseded version
+// (store.VersionIndexWriter).
+func (t *tx) PutVersionIndex(ctx context.Context, typ, id string, version int64, ix *store.Index) error {
+	var seq, cur int64
+	var deleted bool
+	err := t.tx.QueryRow(ctx, sqlgen.VersionSQL(sqlgen.Postgres), typ, id, version).Scan(&seq, &deleted, &cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	if deleted || version == cur {
+		return nil
+	}
+	tokens, refs := sqlgen.KeptRows(ix)
+	batch := &pgx.Batch{}
+	batch.Queue("DELETE FROM "+sqlgen.TableHistoryToken+" WHERE seq = $1", seq)
+	batch.Queue("DELETE FROM "+sqlgen.TableHistoryReference+" WHERE seq = $1", seq)
+	if len(tokens) > 0 {
+		param, code, sys := make([]string, len(tokens)), make([]string, len(tokens)), make([]string, len(tokens))
+		for i, r := range tokens {
+			param[i], code[i], sys[i] = r.Param, r.Code, r.System
+		}
+		batch.Queue("INSERT INTO "+sqlgen.TableHistoryToken+" (seq, param, code, system) SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+			seq, param, code, sys)
+	}
+	if len(refs) > 0 {
+		param, tid, tt := make([]string, len(refs)), make([]string, len(refs)), make([]string, len(refs))
+		for i, r := range refs {
+			param[i], tid[i], tt[i] = r.Param, r.TargetID, r.TargetType
+		}
+		batch.Queue("INSERT INTO "+sqlgen.TableHistoryReference+" (seq, param, target_id, target_type) SELECT $1::bigint, * FROM unnest($2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+			seq, param, tid, tt)
+	}
+	return mapErr(t.tx.SendBatch(ctx, batch).Close())
 }

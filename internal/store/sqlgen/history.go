@@ -10,6 +10,15 @@ import (
 
 // History lists versions newest first (by the history sequence), paged by
 // an opaque cursor that is the sequence of the last version returned.
+//
+// With an access filter, a version is listed when the resource's current
+// version passes the filter (tested on the index tables) and, where the
+// filter limits the type by content (a compartment, criteria), when the
+// version is the current one or passed the filter itself (tested on the
+// history access tables). Totals and pages are computed by the same
+// query, so they agree. When every visible resource must be in the
+// filter's compartment the query is driven by the compartment's
+// references (an index range), not by a scan of the history.
 func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery) (*store.HistoryPage, error) {
 	count := hq.Count
 	if count <= 0 {
@@ -23,6 +32,9 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 		conds = append(conds, "h.type = "+b.Arg(hq.Type))
 		if hq.ID != "" {
 			conds = append(conds, "h.id = "+b.Arg(hq.ID))
+			if hq.Version > 0 {
+				conds = append(conds, "h.version = "+b.Arg(hq.Version))
+			}
 		}
 	}
 	if !hq.Since.IsZero() {
@@ -31,32 +43,66 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	if !hq.At.IsZero() {
 		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
 	}
-	if f := g.access("r", hq.Type); f != "" {
-		from += " JOIN resources r ON r.rid = h.rid"
+	joined := false
+	nargs := len(b.Args)
+	if f := g.access("r", hq.Type); f == "1=1" {
+		b.Args = b.Args[:nargs] // unrestricted: drop what the rules bound
+	} else if f != "" {
+		joined = true
+		drv := ""
+		if hq.ID == "" {
+			drv = g.compartmentDriver(hq.Type)
+		}
+		if drv != "" {
+			// Candidates from the compartment's references, then their
+			// versions by (type, id); SQLite keeps that join order.
+			join := " JOIN "
+			if e.D == SQLite {
+				join = " CROSS JOIN "
+			}
+			from = " FROM resources r" + join + "history h ON h.type = r.type AND h.id = r.id"
+			conds = append(conds, "r.rid IN ("+drv+")")
+		} else {
+			from += " JOIN resources r ON r.rid = h.rid"
+		}
 		conds = append(conds, f)
+		if rowLevel(hq.Filter, hq.Type) {
+			conds = append(conds, "(h.version = r.version OR "+g.versions("h", hq.Type)+")")
+		}
+	}
+	if hq.Superseded {
+		if !joined {
+			from += " JOIN resources r ON r.rid = h.rid"
+		}
+		conds = append(conds, "h.version < r.version")
 	}
 	where := ""
 	if len(conds) > 0 {
 		where = " WHERE " + strings.Join(conds, " AND ")
 	}
 	page := &store.HistoryPage{}
-	// Total (without the cursor).
-	rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from+where, b.Args...)
-	if err != nil {
-		return nil, err
+	switch {
+	case hq.Superseded:
+		page.Total = -1
+	case hq.Version == 0:
+		// Total (without the cursor).
+		rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from+where, b.Args...)
+		if err != nil {
+			return nil, err
+		}
+		var total int64
+		if rows.Next() {
+			err = rows.Scan(&total)
+		}
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		page.Total = int(total)
 	}
-	var total int64
-	if rows.Next() {
-		err = rows.Scan(&total)
-	}
-	rows.Close()
-	if err != nil {
-		return nil, err
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	page.Total = int(total)
 
 	if hq.Before != "" {
 		seq, err := strconv.ParseInt(hq.Before, 36, 64)
@@ -72,7 +118,7 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	}
 	sql := "SELECT h.seq, h.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.method, h.body" + from + where +
 		" ORDER BY h.seq DESC LIMIT " + b.Arg(int64(count+1))
-	rows, err = qr.Query(ctx, sql, b.Args...)
+	rows, err := qr.Query(ctx, sql, b.Args...)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +136,9 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 		}
 		lastSeq = seq
 		page.Versions = append(page.Versions, r)
+	}
+	if hq.Version > 0 {
+		page.Total = len(page.Versions)
 	}
 	return page, rows.Err()
 }

@@ -67,6 +67,9 @@ type gen struct {
 	sqlite bool // prefer correlated probes in nested clauses
 	filter *store.AccessFilter
 	n      int // alias counter
+	// hist renders access rules on a history row from the history access
+	// tables (see versions).
+	hist bool
 }
 
 func (g *gen) alias(p string) string {
@@ -195,8 +198,12 @@ func (g *gen) clause(sc scope, c store.Clause) (string, error) {
 		parts = append(parts, sc.alias+".id IN "+g.b.List(idIn))
 	}
 	for _, gr := range groups {
-		cond := orTree(gr.conds)
-		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, gr.x+".param = "+g.b.Arg(gr.param)+" AND "+cond))
+		cond := gr.x + ".param = " + g.b.Arg(gr.param) + " AND " + orTree(gr.conds)
+		if g.hist {
+			parts = append(parts, g.histMember(sc, gr.table, gr.x, cond))
+			continue
+		}
+		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, cond))
 	}
 	expr := orTree(parts)
 	if c.Negate {
@@ -545,6 +552,9 @@ func (g *gen) rules(alias, typ string, rules []store.AccessRule) string {
 			ands = append(ands, c)
 		}
 		if len(r.Where) > 0 {
+			if g.hist && !histDecidable(r.Where) {
+				continue // not decidable on an earlier version: fail closed
+			}
 			w, err := g.where(scope{alias: alias, typ: typ, corr: true}, r.Where, -1)
 			if err != nil {
 				continue // a rule that cannot be rendered grants nothing
@@ -564,13 +574,26 @@ func (g *gen) rules(alias, typ string, rules []store.AccessRule) string {
 
 // compartment renders membership of the alias row (of type typ when known)
 // in the filter's compartment (its exclusive form when Exclusive is set:
-// see store.Compartment).
+// see store.Compartment). In hist mode the alias is a history row and its
+// references are those kept for its version (the exclusive form, used by
+// write filters only, never applies there).
 func (g *gen) compartment(alias, typ string) string {
 	c := g.filter.Compartment
 	f := g.alias("f")
 	sub := func(cond string) string {
+		if g.hist {
+			return "EXISTS (SELECT 1 FROM " + TableHistoryReference + " " + f + " WHERE " + f + ".seq = " + alias + ".seq AND " +
+				f + ".target_id = " + g.b.Arg(c.ID) + " AND " + f + ".target_type = " + g.b.Arg(c.Type) + " AND " + cond + ")"
+		}
 		return alias + ".rid IN (SELECT " + f + ".rid FROM " + TableReference + " " + f + " WHERE " + f + ".target_id = " +
 			g.b.Arg(c.ID) + " AND " + f + ".target_type = " + g.b.Arg(c.Type) + " AND " + cond + ")"
+	}
+	// typeCol: the column holding the type of the row of reference alias o.
+	typeCol := func(o string) string {
+		if g.hist {
+			return alias + ".type"
+		}
+		return o + ".type"
 	}
 	// alone: the row references no other resource of the compartment's
 	// type through the parameters cond (on reference alias o) selects.
@@ -579,14 +602,15 @@ func (g *gen) compartment(alias, typ string) string {
 		return "NOT EXISTS (SELECT 1 FROM " + TableReference + " " + o + " WHERE " + o + ".rid = " + alias + ".rid AND " +
 			o + ".target_type = " + g.b.Arg(c.Type) + " AND " + o + ".target_id <> " + g.b.Arg(c.ID) + " AND " + cond(o) + ")"
 	}
+	exclusive := c.Exclusive && !g.hist
 	if typ != "" {
 		ps := c.Params[typ]
 		var parts []string
 		if typ == c.Type {
 			parts = append(parts, alias+".id = "+g.b.Arg(c.ID))
 		}
-		if len(ps) > 0 && (typ != c.Type || !c.Exclusive) {
-			parts = append(parts, sub(f+".type = "+g.b.Arg(typ)+" AND "+f+".param IN "+g.b.List(ps)))
+		if len(ps) > 0 && (typ != c.Type || !exclusive) {
+			parts = append(parts, sub(typeCol(f)+" = "+g.b.Arg(typ)+" AND "+f+".param IN "+g.b.List(ps)))
 		}
 		var in string
 		switch len(parts) {
@@ -597,7 +621,7 @@ func (g *gen) compartment(alias, typ string) string {
 		default:
 			in = "(" + parts[0] + " OR " + parts[1] + ")"
 		}
-		if !c.Exclusive || len(ps) == 0 {
+		if !exclusive || len(ps) == 0 {
 			return in
 		}
 		return "(" + in + " AND " + alone(func(o string) string { return o + ".param IN " + g.b.List(ps) }) + ")"
@@ -616,10 +640,14 @@ func (g *gen) compartment(alias, typ string) string {
 	byType := func(o string, member bool) string {
 		var ors []string
 		for _, t := range types {
-			if member && c.Exclusive && t == c.Type {
+			if member && exclusive && t == c.Type {
 				continue // exclusive: a Patient is only in its own compartment
 			}
-			ors = append(ors, "("+o+".type = "+g.b.Arg(t)+" AND "+o+".param IN "+g.b.List(c.Params[t])+")")
+			col := o + ".type"
+			if member {
+				col = typeCol(o)
+			}
+			ors = append(ors, "("+col+" = "+g.b.Arg(t)+" AND "+o+".param IN "+g.b.List(c.Params[t])+")")
 		}
 		if len(ors) == 0 {
 			return "1=0"
@@ -627,7 +655,7 @@ func (g *gen) compartment(alias, typ string) string {
 		return orTree(ors)
 	}
 	in := "(" + self + " OR " + sub(byType(f, true)) + ")"
-	if !c.Exclusive {
+	if !exclusive {
 		return in
 	}
 	return "(" + in + " AND " + alone(func(o string) string { return byType(o, false) }) + ")"

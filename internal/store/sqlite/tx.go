@@ -19,6 +19,8 @@ const (
 	stInsRes
 	stUpdRes
 	stInsHist
+	stKeepTok
+	stKeepRef
 	stDelIdx // + table bit
 )
 
@@ -29,6 +31,8 @@ var writeSQL = func() []string {
 		"INSERT INTO resources (type, id, version, last_updated, deleted, method, idx_mask, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 		"UPDATE resources SET version = ?1, last_updated = ?2, deleted = ?3, method = ?4, idx_mask = ?5, body = ?6 WHERE rid = ?7",
 		"INSERT INTO history (rid, type, id, version, last_updated, deleted, method, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+		sqlgen.KeepSQL(sqlgen.SQLite, sqlgen.TableToken, "?1", "?2", "?3", "= ?4"),
+		sqlgen.KeepSQL(sqlgen.SQLite, sqlgen.TableReference, "?1", "?2", "?3", "= ?4"),
 	}
 	for _, t := range sqlgen.IndexTables {
 		l = append(l, "DELETE FROM "+t+" WHERE rid = ?1")
@@ -137,11 +141,25 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 		if _, err := t.stmt(ctx, stUpdRes).ExecContext(ctx, w.Version, ms, w.Deleted, w.Method, mask, body, rid); err != nil {
 			return err
 		}
-		for i := range sqlgen.IndexTables {
-			if oldMask&(1<<i) != 0 {
-				if _, err := t.stmt(ctx, stDelIdx+i).ExecContext(ctx, rid); err != nil {
+		for i, table := range sqlgen.IndexTables {
+			if oldMask&(1<<i) == 0 {
+				continue
+			}
+			// The superseded version keeps the rows access filters test.
+			keep := -1
+			switch table {
+			case sqlgen.TableToken:
+				keep = stKeepTok
+			case sqlgen.TableReference:
+				keep = stKeepRef
+			}
+			if keep >= 0 {
+				if _, err := t.stmt(ctx, keep).ExecContext(ctx, w.Type, w.ID, cur, rid); err != nil {
 					return err
 				}
+			}
+			if _, err := t.stmt(ctx, stDelIdx+i).ExecContext(ctx, rid); err != nil {
+				return err
 			}
 		}
 	} else {
@@ -321,4 +339,40 @@ func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) erro
 		return err
 	}
 	return t.insertIndex(ctx, rid, typ, ix)
+}
+
+// PutVersionIndex replaces the access rows kept for a superseded version
+// (store.VersionIndexWriter).
+func (t *tx) PutVersionIndex(ctx context.Context, typ, id string, version int64, ix *store.Index) error {
+	var seq, cur int64
+	var deleted bool
+	err := t.tx.QueryRowContext(ctx, sqlgen.VersionSQL(sqlgen.SQLite), typ, id, version).Scan(&seq, &deleted, &cur)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if deleted || version == cur {
+		return nil
+	}
+	for _, table := range []string{sqlgen.TableHistoryToken, sqlgen.TableHistoryReference} {
+		if _, err := t.tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE seq = ?1", seq); err != nil {
+			return err
+		}
+	}
+	tokens, refs := sqlgen.KeptRows(ix)
+	for _, r := range tokens {
+		if _, err := t.tx.ExecContext(ctx, "INSERT OR IGNORE INTO "+sqlgen.TableHistoryToken+" (seq, param, code, system) VALUES (?1, ?2, ?3, ?4)",
+			seq, r.Param, r.Code, r.System); err != nil {
+			return err
+		}
+	}
+	for _, r := range refs {
+		if _, err := t.tx.ExecContext(ctx, "INSERT OR IGNORE INTO "+sqlgen.TableHistoryReference+" (seq, param, target_id, target_type) VALUES (?1, ?2, ?3, ?4)",
+			seq, r.Param, r.TargetID, r.TargetType); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -31,6 +31,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SameTxUpdates", testSameTxUpdates},
 		{"History", testHistory},
 		{"HistoryFilter", testHistoryFilter},
+		{"HistoryVersions", testHistoryVersions},
+		{"VersionIndex", testVersionIndex},
 		{"String", testString},
 		{"Token", testToken},
 		{"Reference", testReference},

@@ -1,0 +1,143 @@
+package sqlgen
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// recorder is a Querier that records the SQL it is given and returns no rows.
+type recorder struct {
+	sqls []string
+	args [][]any
+}
+
+type noRows struct{}
+
+func (noRows) Next() bool        { return false }
+func (noRows) Scan(...any) error { return nil }
+func (noRows) Err() error        { return nil }
+func (noRows) Close()            {}
+
+func (r *recorder) Query(_ context.Context, sql string, args ...any) (Rows, error) {
+	r.sqls = append(r.sqls, sql)
+	r.args = append(r.args, args)
+	return noRows{}, nil
+}
+
+func (r *recorder) Exec(context.Context, string, ...any) error { return nil }
+
+var placeholder = regexp.MustCompile(`[?$](\d+)`)
+
+// historySQL returns the SQL of the page query of hq, checking that every
+// bound argument is used (PostgreSQL refuses unused ones) and that no
+// value reaches the SQL text.
+func historySQL(t *testing.T, d Dialect, hq store.HistoryQuery) string {
+	t.Helper()
+	r := &recorder{}
+	if _, err := (&Engine{D: d}).History(context.Background(), r, hq); err != nil {
+		t.Fatal(err)
+	}
+	for i, sql := range r.sqls {
+		used := map[int]bool{}
+		for _, m := range placeholder.FindAllStringSubmatch(sql, -1) {
+			n, _ := strconv.Atoi(m[1])
+			used[n] = true
+		}
+		for n := 1; n <= len(r.args[i]); n++ {
+			if !used[n] {
+				t.Errorf("argument %d (%v) bound but not used: %s", n, r.args[i][n-1], sql)
+			}
+		}
+		if len(used) != len(r.args[i]) {
+			t.Errorf("%d placeholders, %d arguments: %s", len(used), len(r.args[i]), sql)
+		}
+		if strings.Contains(sql, "DROP") {
+			t.Errorf("value in SQL: %s", sql)
+		}
+	}
+	return r.sqls[len(r.sqls)-1]
+}
+
+// TestHistorySQL: history under a filter limiting types by content tests
+// each version on the kept rows and, when every visible type needs the
+// compartment, is driven by the compartment's references; whole-type
+// grants keep the plain history query.
+func TestHistorySQL(t *testing.T) {
+	comp := &store.Compartment{Type: "Patient", ID: evil, Params: map[string][]string{"Observation": {"subject", evil}}}
+	sys := evil
+	lab := []store.Clause{{Any: []store.Predicate{{Param: "category", Token: &store.TokenMatch{System: &sys, Code: evil}}}}}
+	cases := []struct {
+		name          string
+		typ           string
+		f             *store.AccessFilter
+		join, perVers bool
+		driven        bool
+	}{
+		{"no filter", "", nil, false, false, false},
+		{"whole types", "", &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{}}, "Patient": {{}}}}, true, false, false},
+		{"whole type", "Observation", &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{}}}}, false, false, false},
+		{"patient", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"*": {{Compartment: true}}, "AuditEvent": {}}}, true, true, true},
+		{"patient type", "Observation", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"*": {{Compartment: true}}}}, true, true, true},
+		{"legacy compartment", "", &store.AccessFilter{Compartment: comp}, true, true, true},
+		{"granular patient", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"Observation": {{Compartment: true, Where: lab}}}}, true, true, true},
+		{"granular user", "Observation", &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{Where: lab}}}}, true, true, false},
+		{"mixed", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"Practitioner": {{}}, "*": {{Compartment: true}}}}, true, true, false},
+	}
+	for _, d := range []Dialect{SQLite, Postgres} {
+		for _, c := range cases {
+			sql := historySQL(t, d, store.HistoryQuery{Type: c.typ, Filter: c.f, Count: 10})
+			if got := strings.Contains(sql, "resources r"); got != c.join {
+				t.Errorf("%d %s: joins resources %v, want %v: %s", d, c.name, got, c.join, sql)
+			}
+			if got := strings.Contains(sql, "h.version = r.version OR"); got != c.perVers {
+				t.Errorf("%d %s: per-version test %v, want %v: %s", d, c.name, got, c.perVers, sql)
+			}
+			if got := strings.Contains(sql, "FROM resources r"); got != c.driven {
+				t.Errorf("%d %s: driven by the compartment %v, want %v: %s", d, c.name, got, c.driven, sql)
+			}
+			if c.driven && !strings.Contains(sql, "r.rid IN (SELECT dr.rid FROM idx_reference dr WHERE dr.target_id = ") {
+				t.Errorf("%d %s: no compartment driver: %s", d, c.name, sql)
+			}
+		}
+		// Instance history and a version of it: driven by (type, id).
+		f := &store.AccessFilter{Compartment: comp}
+		for _, v := range []int64{0, 2} {
+			sql := historySQL(t, d, store.HistoryQuery{Type: "Observation", ID: evil, Version: v, Filter: f})
+			if !strings.HasPrefix(sql[strings.Index(sql, " FROM "):], " FROM history h JOIN resources r ON r.rid = h.rid WHERE h.type = ") {
+				t.Errorf("%d instance history: %s", d, sql)
+			}
+		}
+	}
+}
+
+// TestHistDecidable: only rules testable on the kept rows (tokens,
+// references by target, _id, _lastUpdated) are rendered for earlier
+// versions; others fail closed.
+func TestHistDecidable(t *testing.T) {
+	p := func(p store.Predicate) []store.Clause { return []store.Clause{{Any: []store.Predicate{p}}} }
+	id := "x"
+	for _, c := range []struct {
+		where []store.Clause
+		want  bool
+	}{
+		{p(store.Predicate{Param: "category", Token: &store.TokenMatch{Code: "x"}}), true},
+		{[]store.Clause{{Negate: true, Any: []store.Predicate{{Param: "category", Token: &store.TokenMatch{Code: "x"}}}}}, true},
+		{p(store.Predicate{Param: "_id", ID: &id}), true},
+		{p(store.Predicate{Param: "_lastUpdated", LastUpdated: &store.RangeMatch{}}), true},
+		{p(store.Predicate{Param: "subject", Reference: &store.ReferenceMatch{TargetType: "Patient", TargetID: "x"}}), true},
+		{p(store.Predicate{Param: "subject", Reference: &store.ReferenceMatch{URL: "http://x"}}), false},
+		{p(store.Predicate{Param: "code", Token: &store.TokenMatch{Code: "x", Text: true}}), false},
+		{p(store.Predicate{Param: "name", String: &store.StringMatch{Value: "x"}}), false},
+		{p(store.Predicate{Param: "category", Missing: new(bool)}), false},
+		{p(store.Predicate{Param: "subject", Chain: &store.Chain{}}), false},
+	} {
+		if got := histDecidable(c.where); got != c.want {
+			t.Errorf("%+v: %v, want %v", c.where[0].Any[0], got, c.want)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+package sqlgen
+
+import (
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Tables holding, per superseded version (keyed by its history seq), the
+// index rows an access filter may test: tokens (granular scopes) and local
+// references (compartments). The current version of a resource is tested
+// on the index tables; every earlier version on these, so that a caller
+// whose grant is limited to a compartment or to categories sees a version
+// only when that version itself was inside the limit.
+const (
+	TableHistoryToken     = "history_token"
+	TableHistoryReference = "history_reference"
+)
+
+// KeepSQL returns the statement that copies the index rows of table
+// (TableToken or TableReference) of a resource's current version into the
+// history access table, keyed by that version's seq, before the version is
+// superseded. typ, id and version are SQL expressions (placeholders) naming
+// the version; ridCond completes "x.rid <ridCond>" to select its rows.
+// Only local references (with a target type) are kept: compartments are
+// made of them.
+func KeepSQL(d Dialect, table, typ, id, version, ridCond string) string {
+	var into, cols, where string
+	switch table {
+	case TableToken:
+		into, cols = TableHistoryToken, "param, code, system"
+	case TableReference:
+		into, cols, where = TableHistoryReference, "param, target_id, target_type", " AND x.target_type <> ''"
+	default:
+		panic("sqlgen: no history access table for " + table)
+	}
+	sel := "SELECT DISTINCT h.seq, x." + strings.ReplaceAll(cols, ", ", ", x.") + " FROM " + table + " x JOIN history h ON h.type = " + typ +
+		" AND h.id = " + id + " AND h.version = " + version + " WHERE x.rid " + ridCond + where
+	if d == Postgres {
+		return "INSERT INTO " + into + " (seq, " + cols + ") " + sel + " ON CONFLICT DO NOTHING"
+	}
+	return "INSERT OR IGNORE INTO " + into + " (seq, " + cols + ") " + sel
+}
+
+// VersionSQL returns the query of the seq and deleted flag of a version
+// (type, id and version bound as the first three arguments) and the
+// resource's current version number.
+func VersionSQL(d Dialect) string {
+	return "SELECT h.seq, h.deleted, r.version FROM history h JOIN resources r ON r.rid = h.rid WHERE h.type = " +
+		d.Placeholder(1) + " AND h.id = " + d.Placeholder(2) + " AND h.version = " + d.Placeholder(3)
+}
+
+// KeptRows returns the rows of ix kept for a superseded version (what
+// KeepSQL copies): its tokens and its local references, without
+// duplicates.
+func KeptRows(ix *store.Index) ([]store.TokenRow, []store.ReferenceRow) {
+	type tk struct{ param, code, system string }
+	type rk struct{ param, id, typ string }
+	var tokens []store.TokenRow
+	var refs []store.ReferenceRow
+	seenT, seenR := map[tk]bool{}, map[rk]bool{}
+	for _, r := range ix.Tokens {
+		if k := (tk{r.Param, r.Code, r.System}); !seenT[k] {
+			seenT[k] = true
+			tokens = append(tokens, r)
+		}
+	}
+	for _, r := range ix.References {
+		if r.TargetType == "" {
+			continue
+		}
+		if k := (rk{r.Param, r.TargetID, r.TargetType}); !seenR[k] {
+			seenR[k] = true
+			refs = append(refs, r)
+		}
+	}
+	return tokens, refs
+}
+
+// rowLevel reports whether the filter limits some visible resource of typ
+// (of any type when typ is "") by its content: a rule requiring the
+// compartment or criteria. Without one, every version of a visible resource
+// is visible and history needs no per-version test.
+func rowLevel(f *store.AccessFilter, typ string) bool {
+	if f == nil {
+		return false
+	}
+	if f.Types == nil {
+		return f.Compartment != nil
+	}
+	limited := func(rs []store.AccessRule) bool {
+		for _, r := range rs {
+			if r.Compartment || len(r.Where) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if typ != "" {
+		rs, ok := f.Types[typ]
+		if !ok {
+			rs = f.Types["*"]
+		}
+		return limited(rs)
+	}
+	for _, rs := range f.Types {
+		if limited(rs) {
+			return true
+		}
+	}
+	return false
+}
+
+// versions renders "the history row alias (of type typ when known) was
+// inside the filter in its own version", testing the history access tables
+// instead of the index tables. Rules that cannot be decided on them fail
+// closed.
+func (g *gen) versions(alias, typ string) string {
+	g.hist = true
+	defer func() { g.hist = false }()
+	return g.access(alias, typ)
+}
+
+// histDecidable reports whether clauses can be tested on the history
+// access tables: tokens (not :text), references by target id, _id and
+// _lastUpdated.
+func histDecidable(clauses []store.Clause) bool {
+	for _, c := range clauses {
+		for i := range c.Any {
+			p := &c.Any[i]
+			switch {
+			case p.Missing != nil, len(p.Composite) > 0, p.Chain != nil, p.Has != nil:
+				return false
+			case p.ID != nil, p.LastUpdated != nil:
+			case p.Token != nil:
+				if p.Token.Text {
+					return false
+				}
+			case p.Reference != nil:
+				if p.Reference.URL != "" || p.Reference.TargetID == "" {
+					return false
+				}
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// histMember renders "the history row of sc has a row in the history
+// access table standing for table (whose alias is x) satisfying where".
+func (g *gen) histMember(sc scope, table, x, where string) string {
+	switch table {
+	case TableToken:
+		table = TableHistoryToken
+	case TableReference:
+		table = TableHistoryReference
+	default:
+		return "1=0" // not kept; histDecidable keeps such rules out
+	}
+	return "EXISTS (SELECT 1 FROM " + table + " " + x + " WHERE " + x + ".seq = " + sc.alias + ".seq AND " + where + ")"
+}
+
+// compartmentDriver returns a query of rids that contains every resource
+// the filter lets through for typ (any type when typ is ""), drawn from
+// the compartment's references by index, or "" when some visible resource
+// need not be in the compartment (no such bounded set exists).
+func (g *gen) compartmentDriver(typ string) string {
+	f := g.filter
+	if f == nil || f.Compartment == nil {
+		return ""
+	}
+	onlyCompartment := func(rs []store.AccessRule) bool {
+		for _, r := range rs {
+			if !r.Compartment {
+				return false
+			}
+		}
+		return true
+	}
+	if f.Types != nil {
+		if typ != "" {
+			rs, ok := f.Types[typ]
+			if !ok {
+				rs = f.Types["*"]
+			}
+			if !onlyCompartment(rs) {
+				return ""
+			}
+		} else {
+			for _, rs := range f.Types {
+				if !onlyCompartment(rs) {
+					return ""
+				}
+			}
+		}
+	}
+	c := f.Compartment
+	var parts []string
+	if ps := c.Params[typ]; typ == "" || len(ps) > 0 {
+		q := "SELECT dr.rid FROM " + TableReference + " dr WHERE dr.target_id = " + g.b.Arg(c.ID) + " AND dr.target_type = " + g.b.Arg(c.Type)
+		if typ != "" {
+			q += " AND dr.type = " + g.b.Arg(typ) + " AND dr.param IN " + g.b.List(ps)
+		}
+		parts = append(parts, q)
+	}
+	if typ == "" || typ == c.Type {
+		parts = append(parts, "SELECT ds.rid FROM resources ds WHERE ds.type = "+g.b.Arg(c.Type)+" AND ds.id = "+g.b.Arg(c.ID))
+	}
+	if len(parts) == 0 {
+		return "SELECT 0 WHERE 1=0" // nothing of typ is in the compartment
+	}
+	return strings.Join(parts, " UNION ALL ")
+}
