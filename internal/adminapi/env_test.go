@@ -260,17 +260,27 @@ func (l *lockedBuffer) take(t *testing.T) []map[string]any {
 	return out
 }
 
-// events is an admin.Auditor that keeps the events.
+// events is an admin.Auditor that keeps the events, or fails.
 type events struct {
 	mu   sync.Mutex
 	list []audit.Event
+	fail error
 }
 
 func (ev *events) Commit(_ context.Context, e audit.Event) error {
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
+	if ev.fail != nil {
+		return ev.fail
+	}
 	ev.list = append(ev.list, e)
 	return nil
+}
+
+func (ev *events) failWith(err error) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	ev.fail = err
 }
 
 // take returns the events recorded since the last call.
