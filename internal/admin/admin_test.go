@@ -100,8 +100,12 @@ func TestOneEventPerAction(t *testing.T) {
 						_, err := s.SetClientNetwork(ctx, client, api.NetworkRequest{AllowIPs: []string{"10.0.0.0/8"}})
 						return []string{client}, err
 					}},
-					{"enable_basic", audit.KindAdmin, func(ctx context.Context) ([]string, error) { return []string{client}, s.SetClientBasic(ctx, client, true) }},
-					{"disable_basic", audit.KindAdmin, func(ctx context.Context) ([]string, error) { return []string{client}, s.SetClientBasic(ctx, client, false) }},
+					{"enable_basic", audit.KindAdmin, func(ctx context.Context) ([]string, error) {
+						return []string{client}, s.SetClientBasic(ctx, client, true)
+					}},
+					{"disable_basic", audit.KindAdmin, func(ctx context.Context) ([]string, error) {
+						return []string{client}, s.SetClientBasic(ctx, client, false)
+					}},
 					{"create_user", audit.KindAdmin, func(ctx context.Context) ([]string, error) {
 						u, err := s.CreateUser(ctx, api.UserRequest{Username: "user-" + name, Password: "a long password", FHIRUser: "Patient/p1"})
 						if err != nil {
