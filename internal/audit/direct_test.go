@@ -96,3 +96,31 @@ func TestDirect(t *testing.T) {
 		}
 	})
 }
+
+// TestDirectCopiedWhileRunning: a running server's recorder copies an
+// admin command's chain into the FHIR store without a restart.
+func TestDirectCopiedWhileRunning(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		e := open(t, url, func(c *Config) { c.RecoverEvery = time.Millisecond })
+		d := NewDirect(e.db, base)
+		past := time.Now().Add(-2 * time.Minute) // idle for longer than a live writer could be
+		d.now = func() time.Time { return past }
+		for range 2 {
+			if err := d.Commit(ctx, Event{Kind: KindAdmin, Description: "admin test", ClientID: "lapis-cli"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		var rep *Report
+		for time.Now().Before(deadline) {
+			if rep = verify(t, e); rep.Pending == 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !rep.OK || rep.Pending != 0 || rep.Records != 2 {
+			t.Fatalf("the running recorder did not copy the idle chain: %+v", rep)
+		}
+	})
+}
