@@ -91,7 +91,12 @@ func TestTypedClient(t *testing.T) {
 		if _, err := a.RotateAPIKey(ctx, k.ID, api.RotateRequest{}); !errors.Is(err, api.ErrConflict) {
 			t.Fatalf("rotate twice: %v", err)
 		}
-		if ks, err := a.APIKeys(ctx, api.APIKeyFilter{Owner: "dev:1"}); err != nil || len(ks) != 2 || ks[0].Status != api.StatusExpired || ks[1].Status != api.StatusActive {
+		ks, err := a.APIKeys(ctx, api.APIKeyFilter{Owner: "dev:1"})
+		status := map[string]string{}
+		for _, k := range ks {
+			status[k.ID] = k.Status
+		}
+		if err != nil || len(ks) != 2 || status[k.ID] != api.StatusExpired || status[k2.ID] != api.StatusActive {
 			t.Fatalf("keys: %+v %v", ks, err)
 		}
 		if err := a.RevokeAPIKey(ctx, k2.ID); err != nil {
