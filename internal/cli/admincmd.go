@@ -115,17 +115,17 @@ func (a *commandAudit) close() {
 	}
 }
 
-// flags are the command-line names of the request fields the service
-// refuses.
-var flags = map[string]string{
+// fieldFlags are the command-line names of the request fields the
+// service refuses.
+var fieldFlags = map[string]string{
 	"name": "--name", "owner": "--owner", "expires_in": "--expires", "grace": "--grace", "client_id": "--client",
 }
 
 // flagWording rewords a refusal of the service with the flag at fault.
 func flagWording(err error) error {
 	var ie *admin.InvalidError
-	if errors.As(err, &ie) && flags[ie.Field] != "" {
-		return errors.New(flags[ie.Field] + " " + ie.Reason)
+	if errors.As(err, &ie) && fieldFlags[ie.Field] != "" {
+		return errors.New(fieldFlags[ie.Field] + " " + ie.Reason)
 	}
 	return err
 }
