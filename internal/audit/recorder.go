@@ -85,6 +85,11 @@ type Config struct {
 	// write lock that FHIR writes and the chain also need, so its
 	// transactions stay short).
 	CopyBatch int
+	// RecoverEvery is how often the copy also looks for chains other
+	// processes left idle with records not yet in the FHIR store (admin
+	// commands' audit.Direct chains, crashed instances), besides at start
+	// (default 1 minute; negative: only at start).
+	RecoverEvery time.Duration
 	// CopyDuty is the share of time the copy into the FHIR store may be
 	// busy while records keep coming (default 0.25): it sleeps after each
 	// batch so that the index writes of AuditEvents never compete with
@@ -158,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 	}
 	if cfg.CopyDuty <= 0 || cfg.CopyDuty > 1 {
 		cfg.CopyDuty = 0.25
+	}
+	if cfg.RecoverEvery == 0 {
+		cfg.RecoverEvery = time.Minute
 	}
 	if cfg.Host == "" {
 		cfg.Host, _ = os.Hostname()
@@ -257,11 +265,18 @@ func (r *Recorder) materializeLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var deadline time.Time
+	recovered := r.cfg.Now()
 	for {
 		stopping := false
 		select {
 		case <-r.kick:
 		case <-t.C:
+			if r.cfg.RecoverEvery > 0 && r.cfg.Now().Sub(recovered) >= r.cfg.RecoverEvery {
+				recovered = r.cfg.Now()
+				if err := r.recover(); err != nil {
+					r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
+				}
+			}
 		case <-r.mstop:
 			stopping = true
 			deadline = r.cfg.Now().Add(r.cfg.DrainTimeout)

@@ -42,6 +42,15 @@ type APIKey struct {
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 	// ReplacedBy is the id of the key this one was rotated to.
 	ReplacedBy string `json:"replaced_by,omitempty"`
+	// Owner is who manages the key ("admin", a developer account's id);
+	// empty when it has none. A rotated key's successor keeps it.
+	Owner string `json:"owner,omitempty"`
+}
+
+// APIKeyFilter selects API keys; an empty field matches every value.
+type APIKeyFilter struct {
+	// Owner is the keys' owner.
+	Owner string
 }
 
 // Valid reports whether the key may be used at now (not revoked, not
@@ -50,7 +59,7 @@ func (k *APIKey) Valid(now time.Time) bool {
 	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
 
-const apiKeyCols = "id, name, key_hash, prefix, scopes, patient, allow_ips, created_at, expires_at, revoked_at, last_used_at, replaced_by"
+const apiKeyCols = "id, name, key_hash, prefix, scopes, patient, allow_ips, created_at, expires_at, revoked_at, last_used_at, replaced_by, owner"
 
 func nullUnix(t time.Time) any {
 	if t.IsZero() {
@@ -71,7 +80,7 @@ func scanAPIKey(s scanner) (*APIKey, error) {
 	var hash, scopes, ips string
 	var created int64
 	var expires, revoked, used sql.NullInt64
-	if err := s.Scan(&k.ID, &k.Name, &hash, &k.Prefix, &scopes, &k.Patient, &ips, &created, &expires, &revoked, &used, &k.ReplacedBy); err != nil {
+	if err := s.Scan(&k.ID, &k.Name, &hash, &k.Prefix, &scopes, &k.Patient, &ips, &created, &expires, &revoked, &used, &k.ReplacedBy, &k.Owner); err != nil {
 		return nil, err
 	}
 	h, err := hex.DecodeString(hash)
@@ -92,9 +101,9 @@ func (d *DB) insertAPIKey(ctx context.Context, ex interface {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	_, err := ex.ExecContext(ctx, d.ph("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err := ex.ExecContext(ctx, d.ph("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		k.ID, k.Name, hex.EncodeToString(k.Hash), k.Prefix, strings.Join(k.Scopes, " "), k.Patient, strings.Join(k.AllowIPs, " "),
-		k.CreatedAt.Unix(), nullUnix(k.ExpiresAt), nullUnix(k.RevokedAt), nullUnix(k.LastUsedAt), k.ReplacedBy)
+		k.CreatedAt.Unix(), nullUnix(k.ExpiresAt), nullUnix(k.RevokedAt), nullUnix(k.LastUsedAt), k.ReplacedBy, k.Owner)
 	if err != nil {
 		return fmt.Errorf("authdb: create api key: %w", err)
 	}
@@ -134,7 +143,17 @@ func (d *DB) APIKey(ctx context.Context, id string) (*APIKey, error) {
 // APIKeys lists every key (revoked and expired ones included), oldest
 // first.
 func (d *DB) APIKeys(ctx context.Context) ([]APIKey, error) {
-	rows, err := d.r.QueryContext(ctx, "SELECT "+apiKeyCols+" FROM api_key ORDER BY created_at, id")
+	return d.APIKeysBy(ctx, APIKeyFilter{})
+}
+
+// APIKeysBy lists the keys matching f (revoked and expired ones
+// included), oldest first.
+func (d *DB) APIKeysBy(ctx context.Context, f APIKeyFilter) ([]APIKey, error) {
+	q, args := "SELECT "+apiKeyCols+" FROM api_key", []any(nil)
+	if f.Owner != "" {
+		q, args = q+" WHERE owner = ?", append(args, f.Owner)
+	}
+	rows, err := d.r.QueryContext(ctx, d.ph(q+" ORDER BY created_at, id"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("authdb: list api keys: %w", err)
 	}
@@ -182,7 +201,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 
 // RotateAPIKey replaces the key oldID by next in one transaction: next
 // (with ID, Hash and Prefix set by the caller) takes the old key's name,
-// scopes, patient, allow-list and expiry; the old key stays valid until
+// scopes, patient, allow-list, expiry and owner; the old key stays valid until
 // oldUntil (or its own expiry, if earlier) and records its successor. It
 // returns ErrNotFound for an unknown id and ErrAPIKeyRotated for a key
 // that was already rotated, or is revoked or expired.
@@ -202,7 +221,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if old.ReplacedBy != "" || !old.Valid(now) {
 		return ErrAPIKeyRotated
 	}
-	next.Name, next.Scopes, next.Patient, next.AllowIPs, next.ExpiresAt = old.Name, old.Scopes, old.Patient, old.AllowIPs, old.ExpiresAt
+	next.Name, next.Scopes, next.Patient, next.AllowIPs, next.ExpiresAt, next.Owner = old.Name, old.Scopes, old.Patient, old.AllowIPs, old.ExpiresAt, old.Owner
 	if next.CreatedAt.IsZero() {
 		next.CreatedAt = now
 	}

@@ -82,6 +82,15 @@ type Client struct {
 	JWKSURI string `json:"jwks_uri,omitempty"`
 	// CreatedAt is the registration time.
 	CreatedAt time.Time `json:"created_at"`
+	// Owner is who manages the client ("admin", a developer account's
+	// id); empty when it has none.
+	Owner string `json:"owner,omitempty"`
+}
+
+// ClientFilter selects clients; an empty field matches every value.
+type ClientFilter struct {
+	// Owner is the clients' owner.
+	Owner string
 }
 
 // SigningKey is one of the server's signing keys; the private half is
@@ -220,6 +229,9 @@ type queries struct {
 	insertRevoked, getRevoked, pruneRevoked               string
 }
 
+// clientCols are the columns of oauth_client, in scanClient's order.
+const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at, owner"
+
 func newQueries(pg bool) queries {
 	b := func(s string) string {
 		if !pg {
@@ -237,9 +249,8 @@ func newQueries(pg bool) queries {
 		}
 		return sb.String()
 	}
-	const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at"
 	return queries{
-		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 		getClient:     b("SELECT " + clientCols + " FROM oauth_client WHERE client_id = ?"),
 		listClients:   "SELECT " + clientCols + " FROM oauth_client ORDER BY created_at, client_id",
 		deleteClient:  b("DELETE FROM oauth_client WHERE client_id = ?"),
@@ -266,7 +277,7 @@ func (d *DB) CreateClient(ctx context.Context, c *Client) error {
 		c.CreatedAt = time.Now()
 	}
 	res, err := d.w.ExecContext(ctx, d.q.insertClient, c.ID, c.Name, c.Type, hexOrEmpty(c.SecretHash), string(redirects),
-		c.LaunchURI, strings.Join(c.Scopes, " "), c.JWKS, c.JWKSURI, c.CreatedAt.Unix())
+		c.LaunchURI, strings.Join(c.Scopes, " "), c.JWKS, c.JWKSURI, c.CreatedAt.Unix(), c.Owner)
 	if err != nil {
 		return fmt.Errorf("authdb: create client: %w", err)
 	}
@@ -282,7 +293,7 @@ func scanClient(s scanner) (*Client, error) {
 	var c Client
 	var secret, redirects, scopes string
 	var created int64
-	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created); err != nil {
+	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created, &c.Owner); err != nil {
 		return nil, err
 	}
 	if secret != "" {
@@ -314,7 +325,16 @@ func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
 
 // Clients lists every client, oldest first.
 func (d *DB) Clients(ctx context.Context) ([]Client, error) {
-	rows, err := d.r.QueryContext(ctx, d.q.listClients)
+	return d.ClientsBy(ctx, ClientFilter{})
+}
+
+// ClientsBy lists the clients matching f, oldest first.
+func (d *DB) ClientsBy(ctx context.Context, f ClientFilter) ([]Client, error) {
+	q, args := d.q.listClients, []any(nil)
+	if f.Owner != "" {
+		q, args = d.ph("SELECT "+clientCols+" FROM oauth_client WHERE owner = ? ORDER BY created_at, client_id"), []any{f.Owner}
+	}
+	rows, err := d.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("authdb: list clients: %w", err)
 	}

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/fhir/extract"
 )
 
 // auditCmd groups the audit-trail commands.
@@ -104,37 +102,4 @@ func (c *auditVerifyCmd) Run(e *env) error {
 		return errFindings
 	}
 	return nil
-}
-
-// recordAdminEvent appends a security event of an admin command (API key
-// created, rotated, revoked) to the audit trail: a chain of its own for
-// this process, committed before the command reports success.
-func recordAdminEvent(e *env, f dbFlags, ev audit.Event) error {
-	a, cfg, err := openApp(e, f)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	ex, err := extract.New(a.Registry, cfg.FHIRBase())
-	if err != nil {
-		return err
-	}
-	db, err := audit.OpenDB(e.ctx, cfg.DatabaseURL, cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	rec, err := audit.Start(e.ctx, audit.Config{DB: db, Store: a.Store, Indexer: ex, Site: cfg.FHIRBase(), Logger: newLogger(e, "warn"), AnchorEvery: -1})
-	if err != nil {
-		return err
-	}
-	defer rec.Close()
-	ev.ClientID, ev.Method, ev.Address = "lapis-cli", "cli", "local"
-	if ev.Action == "" {
-		ev.Action = "E"
-	}
-	if u, err := user.Current(); err == nil {
-		ev.Subject = "os:" + u.Username
-	}
-	return rec.Commit(e.ctx, ev)
 }

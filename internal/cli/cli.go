@@ -61,11 +61,11 @@ type grammar struct {
 	Serve   serveCmd   `cmd:"" help:"Run the FHIR server."`
 	Import  importCmd  `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
 	Reindex reindexCmd `cmd:"" help:"Recompute the search index of stored resources (after an upgrade changes extraction)."`
-	Client  clientsCmd `cmd:"" help:"Manage OAuth clients (local database, or a remote server with --server/--profile)."`
+	Client  clientCmd  `cmd:"" help:"Manage OAuth clients (local database, or a remote server with --server/--profile)."`
 	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
-	User    usersCmd   `cmd:"" help:"Manage patient and practitioner logins (local database, or a remote server with --server/--profile)."`
-	Grants  grantsCmds `cmd:"" help:"List and revoke the access users gave apps (local database, or a remote server with --server/--profile)."`
-	Apikey  apikeysCmd `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API (local database, or a remote server with --server/--profile)."`
+	User    userCmd    `cmd:"" help:"Manage patient and practitioner logins (local database, or a remote server with --server/--profile)."`
+	Grants  grantsCmd  `cmd:"" help:"List and revoke the access users gave apps (local database, or a remote server with --server/--profile)."`
+	Apikey  apikeyCmd  `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API (local database, or a remote server with --server/--profile)."`
 	Demo    demoCmd    `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
 	Audit   auditCmd   `cmd:"" help:"Verify the tamper-evident audit trail."`
 	Login   loginCmd   `cmd:"" group:"Client" help:"Log in to a SMART server in the browser (PKCE) and store the tokens for the profile."`

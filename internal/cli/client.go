@@ -1,32 +1,31 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
+	adminclient "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
 
-// clientCmd manages OAuth clients. It writes straight to the database, so
-// a running server sees changes at once.
+// clientCmd manages OAuth clients: in the local database (a running
+// server sees changes at once) or on a remote server (see admincmd.go).
 type clientCmd struct {
 	Create  clientCreateCmd  `cmd:"" help:"Register a client; prints its id (and, for confidential clients, its secret, shown only once)."`
 	List    clientListCmd    `cmd:"" help:"List registered clients."`
-	Delete  clientDeleteCmd  `cmd:"" help:"Delete a client."`
-	Basic   clientBasicCmd   `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client."`
+	Delete  clientDeleteCmd  `cmd:"" help:"Delete a client (and revoke the access users gave it)."`
+	Basic   clientBasicCmd   `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client (local database only)."`
 	Network clientNetworkCmd `cmd:"" help:"Show or replace a client's network rules (IP allow-list, CORS origins)."`
 }
 
 type clientCreateCmd struct {
-	dbFlags
+	adminFlags
 	Name        string   `name:"name" required:"" help:"Display name."`
 	Type        string   `name:"type" required:"" enum:"public,confidential,backend" help:"public, confidential (secret) or backend (private_key_jwt)."`
 	RedirectURI []string `name:"redirect-uri" help:"Exact redirect URI (repeatable)." placeholder:"URI"`
@@ -36,6 +35,7 @@ type clientCreateCmd struct {
 	JWKSURI     string   `name:"jwks-uri" help:"URL of the backend client's JWKS." xor:"jwks" placeholder:"URL"`
 	AllowIP     []string `name:"allow-ip" help:"Only accept the client's tokens from this CIDR or address (repeatable; default anywhere)." placeholder:"CIDR"`
 	CORSOrigin  []string `name:"cors-origin" help:"Browser origin allowed to call the FHIR API with the client's tokens (repeatable)." placeholder:"URL"`
+	Owner       string   `name:"owner" help:"Who manages the client, e.g. admin or a developer account id (optional)." placeholder:"OWNER"`
 	JSON        bool     `name:"json" help:"Print one JSON object {\"client_id\",\"client_secret\"}."`
 }
 
@@ -50,87 +50,71 @@ func openAuthDB(e *env, f dbFlags) (*authdb.DB, config.Config, error) {
 }
 
 func (c *clientCreateCmd) Run(e *env) error {
-	reg := oauth.Registration{Name: c.Name, Type: c.Type, RedirectURIs: c.RedirectURI, LaunchURI: c.LaunchURI, Scopes: c.Scope, JWKSURI: c.JWKSURI}
+	req := adminclient.ClientRequest{Name: c.Name, Type: c.Type, RedirectURIs: c.RedirectURI, LaunchURI: c.LaunchURI, Scopes: c.Scope, JWKSURI: c.JWKSURI,
+		AllowIPs: c.AllowIP, CORSOrigins: c.CORSOrigin, Owner: c.Owner}
 	if c.JWKSFile != "" {
-		b, err := os.ReadFile(c.JWKSFile)
+		b, err := readFileLimited(c.JWKSFile)
 		if err != nil {
 			return err
 		}
-		reg.JWKS = b
+		if !json.Valid(b) {
+			return usagef("%s: not valid JSON", c.JWKSFile)
+		}
+		req.JWKS = b
 	}
-	rules, err := netRules(c.AllowIP, c.CORSOrigin)
-	if err != nil {
-		return err
-	}
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	out, err := oauth.RegisterClient(e.ctx, db, reg)
-	if err != nil {
-		return err
-	}
-	if err := setNetRules(e, db, out.ClientID, rules); err != nil {
-		return err
-	}
-	if c.JSON {
-		return json.NewEncoder(e.stdout).Encode(out)
-	}
-	fmt.Fprintf(e.stdout, "client_id: %s\n", out.ClientID)
-	if out.ClientSecret != "" {
-		fmt.Fprintf(e.stdout, "client_secret: %s\n(the secret is shown only now; it is stored hashed)\n", out.ClientSecret)
-	}
-	return nil
+	return c.run(e, func(ctx context.Context, b adminBackend) error {
+		out, err := b.CreateClient(ctx, req)
+		if err != nil {
+			return err
+		}
+		if c.JSON {
+			return json.NewEncoder(e.stdout).Encode(out)
+		}
+		fmt.Fprintf(e.stdout, "client_id: %s\n", out.ClientID)
+		if out.ClientSecret != "" {
+			fmt.Fprintf(e.stdout, "client_secret: %s\n(the secret is shown only now; it is stored hashed)\n", out.ClientSecret)
+		}
+		return nil
+	})
 }
 
 type clientListCmd struct {
-	dbFlags
-	JSON bool `name:"json" help:"Print a JSON array."`
+	adminFlags
+	Owner string `name:"owner" help:"Only the clients of this owner." placeholder:"OWNER"`
+	JSON  bool   `name:"json" help:"Print a JSON array."`
 }
 
 func (c *clientListCmd) Run(e *env) error {
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	clients, err := db.Clients(e.ctx)
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		if clients == nil {
-			clients = []authdb.Client{}
+	return c.run(e, func(ctx context.Context, b adminBackend) error {
+		clients, err := b.Clients(ctx, adminclient.ClientFilter{Owner: c.Owner})
+		if err != nil {
+			return err
 		}
-		return json.NewEncoder(e.stdout).Encode(clients)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tNAME\tSCOPES")
-	for _, cl := range clients {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "))
-	}
-	return tw.Flush()
+		if c.JSON {
+			return json.NewEncoder(e.stdout).Encode(clients)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tNAME\tSCOPES")
+		for _, cl := range clients {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "))
+		}
+		return tw.Flush()
+	})
 }
 
 type clientDeleteCmd struct {
-	dbFlags
+	adminFlags
 	ID string `arg:"" name:"ID" help:"Client id."`
 }
 
 func (c *clientDeleteCmd) Run(e *env) error {
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.DeleteClient(e.ctx, c.ID); errors.Is(err, authdb.ErrNotFound) {
-		return fmt.Errorf("no client %q", c.ID)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "deleted client %s\n", c.ID)
-	return nil
+	return c.run(e, func(ctx context.Context, b adminBackend) error {
+		if err := b.DeleteClient(ctx, c.ID); err != nil {
+			return notFound(err, "client", c.ID)
+		}
+		fmt.Fprintf(e.stdout, "deleted client %s\n", c.ID)
+		return nil
+	})
 }
 
 // keysCmd manages the authorization server's signing keys.

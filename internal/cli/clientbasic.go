@@ -1,12 +1,11 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"time"
 
-	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/admin"
 )
 
 // clientBasicCmd turns HTTP Basic on the FHIR API on or off per client
@@ -28,31 +27,7 @@ type clientBasicJSON struct {
 	Basic    bool   `json:"basic"`
 }
 
-func (c *clientBasicEnableCmd) Run(e *env) error {
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	cl, err := db.Client(e.ctx, c.ID)
-	if errors.Is(err, authdb.ErrNotFound) {
-		return fmt.Errorf("no client %q", c.ID)
-	}
-	if err != nil {
-		return err
-	}
-	if cl.Type != authdb.Confidential {
-		return fmt.Errorf("client %q is %s: only confidential clients (with a secret) can use Basic", c.ID, cl.Type)
-	}
-	if err := db.EnableBasic(e.ctx, c.ID, time.Now()); err != nil {
-		return err
-	}
-	if c.JSON {
-		return json.NewEncoder(e.stdout).Encode(clientBasicJSON{ClientID: c.ID, Basic: true})
-	}
-	fmt.Fprintf(e.stdout, "basic auth enabled for client %s\n", c.ID)
-	return nil
-}
+func (c *clientBasicEnableCmd) Run(e *env) error { return setBasic(e, c.dbFlags, c.ID, true, c.JSON) }
 
 type clientBasicDisableCmd struct {
 	dbFlags
@@ -60,18 +35,21 @@ type clientBasicDisableCmd struct {
 	JSON bool   `name:"json" help:"Print one JSON object {\"client_id\",\"basic\"}."`
 }
 
-func (c *clientBasicDisableCmd) Run(e *env) error {
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.DisableBasic(e.ctx, c.ID); err != nil {
-		return err
-	}
-	if c.JSON {
-		return json.NewEncoder(e.stdout).Encode(clientBasicJSON{ClientID: c.ID, Basic: false})
-	}
-	fmt.Fprintf(e.stdout, "basic auth disabled for client %s\n", c.ID)
-	return nil
+func (c *clientBasicDisableCmd) Run(e *env) error { return setBasic(e, c.dbFlags, c.ID, false, c.JSON) }
+
+func setBasic(e *env, f dbFlags, id string, on, asJSON bool) error {
+	return localAdmin(e, f, func(ctx context.Context, s *admin.Service) error {
+		if err := s.SetClientBasic(ctx, id, on); err != nil {
+			return notFound(err, "client", id)
+		}
+		if asJSON {
+			return json.NewEncoder(e.stdout).Encode(clientBasicJSON{ClientID: id, Basic: on})
+		}
+		state := "disabled"
+		if on {
+			state = "enabled"
+		}
+		fmt.Fprintf(e.stdout, "basic auth %s for client %s\n", state, id)
+		return nil
+	})
 }

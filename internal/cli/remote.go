@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/lapis-health/lapis/client"
+	adminclient "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/client/profile"
 )
 
@@ -46,12 +47,13 @@ func exitCode(err error) int {
 	var ue *usageError
 	var ce *client.Error
 	var oe *client.OAuthError
+	var ae *adminclient.Error
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
 	case errors.Is(err, client.ErrUnauthorized), errors.As(err, &oe), errors.Is(err, profile.ErrNoToken):
 		return exitAuth
-	case errors.As(err, &ce) && ce.StatusCode == http.StatusForbidden:
+	case errors.As(err, &ce) && ce.StatusCode == http.StatusForbidden, errors.As(err, &ae) && ae.StatusCode == http.StatusForbidden:
 		return exitAuth
 	case client.IsNotFound(err) || client.IsGone(err):
 		return exitNotFound

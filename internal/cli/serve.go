@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/adminapi"
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authn"
@@ -179,6 +181,19 @@ func (c *serveCmd) Run(e *env) error {
 	mux.Handle("/fhir", api)
 	mux.Handle("/fhir/", api)
 	auth.Mount(mux)
+	// The admin API: the admin service behind the admin commands, over
+	// HTTP; its actions are recorded (durably) before they are answered.
+	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
+	adm, err := adminapi.New(adminapi.Config{
+		Issuer:   cfg.FHIRBase(),
+		Service:  admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log}),
+		Verifier: auth.Verifier(),
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+	adm.Mount(mux)
 	var fhirHandler http.Handler = mux
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)

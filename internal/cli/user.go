@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/lapis-health/lapis/internal/access"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,15 +16,21 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
-	"github.com/lapis-health/lapis/internal/authdb"
+	adminclient "github.com/lapis-health/lapis/client/admin"
+	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/app"
+
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
-// userCmd manages the accounts of patients and practitioners. It writes
-// straight to the database, so a running server sees changes at once.
+// userCmd manages the logins of patients and practitioners: in the local
+// database (a running server sees changes at once) or on a remote server
+// (see admincmd.go).
 type userCmd struct {
 	Create userCreateCmd `cmd:"" help:"Create a login linked to a FHIR Patient or Practitioner."`
 	List   userListCmd   `cmd:"" help:"List logins."`
@@ -33,7 +38,7 @@ type userCmd struct {
 }
 
 type userCreateCmd struct {
-	dbFlags
+	adminFlags
 	Username      string `name:"username" required:"" help:"Login name (case-insensitive)." placeholder:"NAME"`
 	PasswordStdin bool   `name:"password-stdin" required:"" help:"Read the password from the first line of standard input (never from the command line)."`
 	FHIRUser      string `name:"fhir-user" required:"" help:"The user's FHIR resource: Patient/ID or Practitioner/ID." placeholder:"TYPE/ID"`
@@ -66,70 +71,68 @@ func (c *userCreateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	a, err := oauth.CreateAccount(e.ctx, db, c.Username, pw, c.FHIRUser)
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		return json.NewEncoder(e.stdout).Encode(userJSON{Username: a.Username, Subject: a.Subject, FHIRUser: a.FHIRUser})
-	}
-	fmt.Fprintf(e.stdout, "created user %s (%s), subject %s\n", a.Username, a.FHIRUser, a.Subject)
-	return nil
+	return c.run(e, func(ctx context.Context, b adminBackend) error {
+		u, err := b.CreateUser(ctx, adminclient.UserRequest{Username: c.Username, Password: pw, FHIRUser: c.FHIRUser})
+		if err != nil {
+			return err
+		}
+		if c.JSON {
+			return json.NewEncoder(e.stdout).Encode(userJSON{Username: u.Username, Subject: u.Subject, FHIRUser: u.FHIRUser})
+		}
+		fmt.Fprintf(e.stdout, "created user %s (%s), subject %s\n", u.Username, u.FHIRUser, u.Subject)
+		return nil
+	})
 }
 
 type userListCmd struct {
-	dbFlags
+	adminFlags
 	JSON bool `name:"json" help:"Print a JSON array."`
 }
 
+// userListJSON is one login in user list --json.
+type userListJSON struct {
+	Subject   string    `json:"subject"`
+	Username  string    `json:"username"`
+	FHIRUser  string    `json:"fhir_user"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
 func (c *userListCmd) Run(e *env) error {
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	accts, err := db.Accounts(e.ctx)
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		if accts == nil {
-			accts = []authdb.Account{}
+	return c.run(e, func(ctx context.Context, b adminBackend) error {
+		users, err := b.Users(ctx)
+		if err != nil {
+			return err
 		}
-		return json.NewEncoder(e.stdout).Encode(accts)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "USERNAME\tFHIR_USER\tSUBJECT")
-	for _, a := range accts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Username, a.FHIRUser, a.Subject)
-	}
-	return tw.Flush()
+		if c.JSON {
+			out := make([]userListJSON, 0, len(users))
+			for _, u := range users {
+				out = append(out, userListJSON{Subject: u.Subject, Username: u.Username, FHIRUser: u.FHIRUser, CreatedAt: u.CreatedAt})
+			}
+			return json.NewEncoder(e.stdout).Encode(out)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "USERNAME\tFHIR_USER\tSUBJECT")
+		for _, u := range users {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Username, u.FHIRUser, u.Subject)
+		}
+		return tw.Flush()
+	})
 }
 
 type userDeleteCmd struct {
-	dbFlags
+	adminFlags
 	Username string `arg:"" name:"USERNAME" help:"Login name."`
 }
 
 func (c *userDeleteCmd) Run(e *env) error {
-	db, _, err := openAuthDB(e, c.dbFlags)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	name := oauth.NormalizeUsername(c.Username)
-	if err := db.DeleteAccount(e.ctx, name); errors.Is(err, authdb.ErrNotFound) {
-		return fmt.Errorf("no user %q", name)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "deleted user %s\n", name)
-	return nil
+	return c.run(e, func(ctx context.Context, b adminBackend) error {
+		if err := b.DeleteUser(ctx, name); err != nil {
+			return notFound(err, "user", name)
+		}
+		fmt.Fprintf(e.stdout, "deleted user %s\n", name)
+		return nil
+	})
 }
 
 // demoCmd creates demo logins: a practitioner and the first N patients of
@@ -150,42 +153,42 @@ func (c *demoCmd) Run(e *env) error {
 	if c.Users < 0 || c.Users > 1000 {
 		return errors.New("--users must be between 0 and 1000")
 	}
-	a, cfg, err := openApp(e, c.dbFlags)
+	a, _, err := openApp(e, c.dbFlags)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	db, err := authdb.Open(e.ctx, cfg.DatabaseURL, cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+	return localAdmin(e, c.dbFlags, func(ctx context.Context, s *admin.Service) error { return c.demo(ctx, e, a, s) })
+}
+
+func (c *demoCmd) demo(ctx context.Context, e *env, a *app.App, s *admin.Service) error {
 	fp := FHIRPatients{Service: a.Service}
 
 	prID := c.PractitionerID
 	if prID != "" {
-		if _, err := a.Service.Read(e.ctx, "Practitioner", prID); err != nil {
+		if _, err := a.Service.Read(ctx, "Practitioner", prID); err != nil {
 			return fmt.Errorf("practitioner %q: %w", prID, err)
 		}
 	} else {
-		res, err := a.Service.Create(e.ctx, "Practitioner", []byte(`{"resourceType":"Practitioner","active":true,"name":[{"use":"official","family":"Demo","given":["Dana"],"prefix":["Dr."]}]}`), "")
+		res, err := a.Service.Create(ctx, "Practitioner", []byte(`{"resourceType":"Practitioner","active":true,"name":[{"use":"official","family":"Demo","given":["Dana"],"prefix":["Dr."]}]}`), "")
 		if err != nil {
 			return fmt.Errorf("creating the demo Practitioner: %w", err)
 		}
 		prID = res.Resource.ID
 	}
 	var out demoJSON
-	if out.Practitioner, err = demoLogin(e.ctx, db, "dr.demo", "Practitioner/"+prID); err != nil {
+	var err error
+	if out.Practitioner, err = demoLogin(ctx, s, "dr.demo", "Practitioner/"+prID); err != nil {
 		return err
 	}
 	out.Patients = []userJSON{}
 	if c.Users > 0 {
-		pts, err := fp.SearchPatients(e.ctx, "", c.Users)
+		pts, err := fp.SearchPatients(ctx, "", c.Users)
 		if err != nil {
 			return err
 		}
 		for _, p := range pts {
-			u, err := demoLogin(e.ctx, db, demoUsername(p.Name), "Patient/"+p.ID)
+			u, err := demoLogin(ctx, s, demoUsername(p.Name), "Patient/"+p.ID)
 			if err != nil {
 				return err
 			}
@@ -217,17 +220,17 @@ func demoUsername(name string) string {
 
 // demoLogin creates a login with a random password, adding a random
 // suffix when the name is taken.
-func demoLogin(ctx context.Context, db *authdb.DB, name, fhirUser string) (userJSON, error) {
+func demoLogin(ctx context.Context, s *admin.Service, name, fhirUser string) (userJSON, error) {
 	pwb := make([]byte, 12)
 	_, _ = rand.Read(pwb)
 	pw := base64.RawURLEncoding.EncodeToString(pwb)
 	try := name
 	for range 5 {
-		a, err := oauth.CreateAccount(ctx, db, try, pw, fhirUser)
+		u, err := s.CreateUser(ctx, adminclient.UserRequest{Username: try, Password: pw, FHIRUser: fhirUser})
 		if err == nil {
-			return userJSON{Username: a.Username, Password: pw, Subject: a.Subject, FHIRUser: a.FHIRUser}, nil
+			return userJSON{Username: u.Username, Password: pw, Subject: u.Subject, FHIRUser: u.FHIRUser}, nil
 		}
-		if !strings.Contains(err.Error(), "is taken") {
+		if !errors.Is(err, adminclient.ErrConflict) {
 			return userJSON{}, err
 		}
 		sfx := make([]byte, 2)

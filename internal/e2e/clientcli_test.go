@@ -259,9 +259,26 @@ func testClientCLIAdmin(t *testing.T, in *instance) {
 		t.Errorf("user delete: %q", got)
 	}
 	var cl clientOut
-	decodeJSON(t, c.ok("", append([]string{"client", "create", "--name", "made remotely", "--type", "confidential", "--scope", "system/*.rs", "--json"}, remote...)...), &cl)
+	decodeJSON(t, c.ok("", append([]string{"client", "create", "--name", "made remotely", "--type", "confidential", "--scope", "system/*.rs", "--owner", "dev:e2e", "--json"}, remote...)...), &cl)
 	if cl.ClientID == "" || cl.ClientSecret == "" {
 		t.Fatalf("client create %+v", cl)
+	}
+	// network rules and owners: remote and local print the same
+	got := c.ok("", append([]string{"client", "network", cl.ClientID, "--allow-ip", "192.0.2.0/24", "--json"}, remote...)...)
+	for _, cmd := range [][]string{{"client", "network", cl.ClientID, "--json"}, {"client", "network", cl.ClientID}, {"client", "list", "--owner", "dev:e2e", "--json"}} {
+		local, errOut, code := in.lapis(cmd...)
+		if code != 0 {
+			t.Fatalf("local %v: %s", cmd, errOut)
+		}
+		if remoteOut := c.ok("", append(cmd, remote...)...); remoteOut != local {
+			t.Errorf("%v: remote output differs from local\nremote %s\nlocal  %s", cmd, remoteOut, local)
+		}
+		if cmd[1] == "network" && cmd[len(cmd)-1] == "--json" && local != got {
+			t.Errorf("client network after the remote change: %s, the change printed %s", local, got)
+		}
+		if cmd[1] == "list" && (strings.Count(local, `"client_id"`) != 1 || !strings.Contains(local, `"owner":"dev:e2e"`)) {
+			t.Errorf("client list --owner: %s", local)
+		}
 	}
 	if got := c.ok("", append([]string{"client", "delete", cl.ClientID}, remote...)...); got != "deleted client "+cl.ClientID+"\n" {
 		t.Errorf("client delete: %q", got)

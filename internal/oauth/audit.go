@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"strings"
 
@@ -87,27 +86,4 @@ func safeWord(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// adminKinds maps admin actions to audit kinds.
-var adminKinds = map[string]audit.Kind{
-	"create_apikey": audit.KindAPIKeyCreated,
-	"rotate_apikey": audit.KindAPIKeyRotated,
-	"revoke_apikey": audit.KindAPIKeyRevoked,
-}
-
-// recordAdmin sends an admin action as an audit event.
-func (a *adminCall) recordAdmin(action string, attrs []slog.Attr) {
-	kind, ok := adminKinds[action]
-	if !ok {
-		kind = audit.KindAdmin
-	}
-	e := audit.Event{Kind: kind, Description: "admin " + action, ClientID: a.admin.ClientID, Method: "access_token", CredentialID: a.admin.ID}
-	for _, at := range attrs {
-		if at.Key == "key_id" {
-			e.Entities = append(e.Entities, audit.Entity{Type: "Basic", ID: at.Value.String(), Role: "apikey"})
-			e.Description += " " + safeWord(at.Value.String())
-		}
-	}
-	a.s.record(a.r, e)
 }

@@ -147,8 +147,8 @@ type Config struct {
 	// Now overrides the clock (tests).
 	Now func() time.Time
 	// Audit, when set, receives the security events (logins, consent,
-	// tokens issued, refreshed and revoked, grant failures, admin API
-	// changes); never credentials.
+	// tokens issued, refreshed and revoked, grant failures); never
+	// credentials. The admin API (package adminapi) records its own.
 	Audit audit.Sink
 }
 
@@ -317,7 +317,6 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathToken, s.handleToken)
 	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
 	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
-	mux.HandleFunc(s.prefix+PathAdmin, s.handleAdmin)
 	s.mountPages(mux)
 }
 

@@ -1,137 +1,39 @@
-package oauth_test
+package adminapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/lapis-health/lapis/internal/apikey"
-	"log/slog"
+	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	api "github.com/lapis-health/lapis/client/admin"
+	"github.com/lapis-health/lapis/internal/adminapi"
+	"github.com/lapis-health/lapis/internal/apikey"
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
-	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
-	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
 
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// take returns the log lines and audit events since the last call.
+func (e *env) take(t *testing.T) ([]map[string]any, []audit.Event) {
+	return e.logs.take(t), e.events.take()
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// take returns the JSON log records written since the last call.
-func (l *lockedBuffer) take(t *testing.T) []map[string]any {
+// wantAudit asserts exactly one admin log line with these attributes and
+// exactly one audit event of the action, by the admin client over its
+// access token, naming the changed ids (and nothing secret in either).
+func wantAudit(t *testing.T, e *env, action string, attrs map[string]string, secrets ...string) {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	l.b.Reset()
-	return out
-}
-
-// newKeyEnv is newCodeEnv with the server's log captured.
-func newKeyEnv(t *testing.T, dialect string) (*codeEnv, *lockedBuffer) {
-	t.Helper()
-	db, km, dir := openStores(t, dialect)
-	logs := &lockedBuffer{}
-	ce := &codeEnv{}
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
-	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
-		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true}), Codes: oauth.NewCodeStore(db), Refresh: db,
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-		Now:    func() time.Time { return time.Now().Add(time.Duration(ce.skew.Load())) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	ts.Config.Handler = mux
-	ts.Start()
-	t.Cleanup(ts.Close)
-	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
-	return ce, logs
-}
-
-func keyDialects(t *testing.T, f func(t *testing.T, e *codeEnv, logs *lockedBuffer)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) {
-			e, logs := newKeyEnv(t, d)
-			f(t, e, logs)
-		})
-	}
-}
-
-func bodyKeys(m map[string]any) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-func wantKeys(t *testing.T, what string, m map[string]any, want ...string) {
-	t.Helper()
-	sort.Strings(want)
-	if got := bodyKeys(m); !slices.Equal(got, want) {
-		t.Fatalf("%s: fields %v, want %v", what, got, want)
-	}
-}
-
-func strs(v any) []string {
-	var out []string
-	for _, x := range v.([]any) {
-		out = append(out, x.(string))
-	}
-	return out
-}
-
-func parseTime(t *testing.T, v any) time.Time {
-	t.Helper()
-	s, _ := v.(string)
-	tm, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		t.Fatalf("time %v: %v", v, err)
-	}
-	return tm
-}
-
-// wantAudit asserts exactly one admin log line with these attributes (and
-// nothing secret in it).
-func wantAudit(t *testing.T, logs *lockedBuffer, action string, attrs map[string]string, secrets ...string) {
-	t.Helper()
-	recs := logs.take(t)
-	if len(recs) != 1 {
-		t.Fatalf("%s: %d log lines: %v", action, len(recs), recs)
+	recs, evs := e.take(t)
+	if len(recs) != 1 || len(evs) != 1 {
+		t.Fatalf("%s: %d log lines, %d audit events: %v %+v", action, len(recs), len(evs), recs, evs)
 	}
 	r := recs[0]
-	if r["msg"] != "oauth: admin" || r["action"] != action || r["admin_client_id"] == "" {
+	if r["msg"] != "admin" || r["action"] != action || r["admin_client_id"] == "" {
 		t.Fatalf("%s: log %v", action, r)
 	}
 	want := []string{"time", "level", "msg", "action", "admin_client_id"}
@@ -142,10 +44,17 @@ func wantAudit(t *testing.T, logs *lockedBuffer, action string, attrs map[string
 		}
 	}
 	wantKeys(t, action+" log", r, want...)
+	ev := evs[0]
+	kinds := map[string]audit.Kind{"create_apikey": audit.KindAPIKeyCreated, "rotate_apikey": audit.KindAPIKeyRotated, "revoke_apikey": audit.KindAPIKeyRevoked}
+	if ev.Kind != kinds[action] || ev.Action != "E" || ev.ClientID != r["admin_client_id"] || ev.Method != "access_token" ||
+		ev.CredentialID == "" || ev.Address != "127.0.0.1" || !strings.HasPrefix(ev.Description, "admin "+action+" "+attrs["key_id"]) ||
+		!slices.ContainsFunc(ev.Entities, func(en audit.Entity) bool { return en.ID == attrs["key_id"] && en.Role == "apikey" }) {
+		t.Fatalf("%s: audit event %+v", action, ev)
+	}
 	raw, _ := json.Marshal(r)
 	for _, s := range secrets {
-		if strings.Contains(string(raw), s) {
-			t.Fatalf("%s: log leaks %q", action, s)
+		if strings.Contains(string(raw), s) || strings.Contains(fmt.Sprintf("%+v", ev), s) {
+			t.Fatalf("%s: log or audit event leaks %q", action, s)
 		}
 	}
 }
@@ -153,16 +62,16 @@ func wantAudit(t *testing.T, logs *lockedBuffer, action string, attrs map[string
 // TestAdminAPIKeys covers the apikeys endpoints' happy paths: create (with
 // every option), list, get, rotate and revoke, each logged once by id.
 func TestAdminAPIKeys(t *testing.T) {
-	keyDialects(t, func(t *testing.T, e *codeEnv, logs *lockedBuffer) {
+	dialects(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
 		tok := e.ccToken(admin)
-		logs.take(t)
+		e.take(t)
 		now := time.Now()
 
 		// A system key with an allow-list and a lifetime as a duration
 		// string.
-		r := e.adminCall("POST", "apikeys", tok, `{"name":" ETL ","scopes":["system/Patient.rs system/Observation.rs"],"expires_in":"720h","allow_ips":["10.1.2.3/8, 2001:db8::1","::ffff:192.0.2.7"]}`)
+		r := e.call("POST", "apikeys", tok, `{"name":" ETL ","scopes":["system/Patient.rs system/Observation.rs"],"expires_in":"720h","allow_ips":["10.1.2.3/8, 2001:db8::1","::ffff:192.0.2.7"]}`)
 		wantAdmin(t, "create system key", r, 201, "")
 		wantKeys(t, "create", r.body, "key", "id", "prefix", "name", "scopes", "allow_ips", "expires_at")
 		key, id := r.body["key"].(string), r.body["id"].(string)
@@ -174,10 +83,10 @@ func TestAdminAPIKeys(t *testing.T) {
 		if exp := parseTime(t, r.body["expires_at"]); exp.Sub(now.Add(720*time.Hour)).Abs() > 5*time.Second {
 			t.Fatalf("expires_at %v", exp)
 		}
-		if loc := r.hdr.Get("Location"); loc != e.issuer+oauth.PathAdmin+"apikeys/"+id {
+		if loc := r.hdr.Get("Location"); loc != e.issuer+adminapi.Path+"apikeys/"+id {
 			t.Fatalf("Location %q", loc)
 		}
-		wantAudit(t, logs, "create_apikey", map[string]string{"key_id": id}, key, "ETL", "system/Patient.rs")
+		wantAudit(t, e, "create_apikey", map[string]string{"key_id": id}, key, "ETL", "system/Patient.rs")
 		// Stored only as its hash, and usable.
 		stored, err := e.db.APIKeyByHash(ctx, apikey.Hash(key))
 		if err != nil || stored.ID != id || !stored.Valid(time.Now()) || stored.Name != "ETL" {
@@ -185,29 +94,29 @@ func TestAdminAPIKeys(t *testing.T) {
 		}
 
 		// A patient-bound key, lifetime in seconds.
-		r = e.adminCall("POST", "apikeys", tok, `{"name":"portal","scopes":["patient/Observation.rs","patient/Patient.r"],"patient":"p-1","expires_in":3600}`)
+		r = e.call("POST", "apikeys", tok, `{"name":"portal","scopes":["patient/Observation.rs","patient/Patient.r"],"patient":"p-1","expires_in":3600}`)
 		wantAdmin(t, "create patient key", r, 201, "")
 		wantKeys(t, "create patient", r.body, "key", "id", "prefix", "name", "scopes", "patient", "expires_at")
 		pid := r.body["id"].(string)
 		if r.body["patient"] != "p-1" || parseTime(t, r.body["expires_at"]).Sub(now.Add(time.Hour)).Abs() > 5*time.Second {
 			t.Fatalf("create patient: %s", r.raw)
 		}
-		logs.take(t)
+		e.take(t)
 		// expires_at, and no expiry at all.
 		at := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
-		r = e.adminCall("POST", "apikeys", tok, `{"name":"until","scopes":["system/*.rs"],"expires_at":"`+at.Format(time.RFC3339)+`"}`)
+		r = e.call("POST", "apikeys", tok, `{"name":"until","scopes":["system/*.rs"],"expires_at":"`+at.Format(time.RFC3339)+`"}`)
 		wantAdmin(t, "create with expires_at", r, 201, "")
 		if !parseTime(t, r.body["expires_at"]).Equal(at) {
 			t.Fatalf("expires_at: %s", r.raw)
 		}
-		r = e.adminCall("POST", "apikeys", tok, `{"name":"forever","scopes":["system/*.read"],"patient":"","allow_ips":[]}`)
+		r = e.call("POST", "apikeys", tok, `{"name":"forever","scopes":["system/*.read"],"patient":"","allow_ips":[]}`)
 		wantAdmin(t, "create without expiry", r, 201, "")
 		wantKeys(t, "create without expiry", r.body, "key", "id", "prefix", "name", "scopes")
 		forever, foreverKey := r.body["id"].(string), r.body["key"].(string)
-		logs.take(t)
+		e.take(t)
 
 		// List: never the key or its hash.
-		r = e.adminCall("GET", "apikeys", tok, "")
+		r = e.call("GET", "apikeys", tok, "")
 		wantAdmin(t, "list", r, 200, "")
 		wantKeys(t, "list", r.body, "apikeys")
 		list := r.body["apikeys"].([]any)
@@ -224,10 +133,10 @@ func TestAdminAPIKeys(t *testing.T) {
 		if first["id"] != id || first["status"] != "active" || parseTime(t, first["created_at"]).Sub(now).Abs() > 5*time.Second {
 			t.Fatalf("list entry: %v", first)
 		}
-		if len(logs.take(t)) != 0 {
+		if l, ev := e.take(t); len(l) != 0 || len(ev) != 0 {
 			t.Fatal("reads are logged")
 		}
-		r = e.adminCall("GET", "apikeys/"+pid, tok, "")
+		r = e.call("GET", "apikeys/"+pid, tok, "")
 		wantAdmin(t, "get", r, 200, "")
 		wantKeys(t, "get", r.body, "id", "name", "prefix", "scopes", "patient", "created_at", "expires_at", "status")
 		if r.body["patient"] != "p-1" || r.body["status"] != "active" || strings.Contains(r.raw, "key\"") {
@@ -237,13 +146,13 @@ func TestAdminAPIKeys(t *testing.T) {
 		if err := e.db.TouchAPIKey(ctx, pid, time.Now(), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if r = e.adminCall("GET", "apikeys/"+pid, tok, ""); r.body["last_used_at"] == nil {
+		if r = e.call("GET", "apikeys/"+pid, tok, ""); r.body["last_used_at"] == nil {
 			t.Fatalf("last_used_at: %s", r.raw)
 		}
 
 		// Rotate with a grace period: the new key inherits everything, the
 		// old one stays valid until old_valid_until.
-		r = e.adminCall("POST", "apikeys/"+id+"/rotate", tok, `{"grace":"1h"}`)
+		r = e.call("POST", "apikeys/"+id+"/rotate", tok, `{"grace":"1h"}`)
 		wantAdmin(t, "rotate", r, 201, "")
 		wantKeys(t, "rotate", r.body, "key", "id", "prefix", "name", "scopes", "allow_ips", "expires_at", "replaces", "old_valid_until")
 		key2, id2 := r.body["key"].(string), r.body["id"].(string)
@@ -251,58 +160,58 @@ func TestAdminAPIKeys(t *testing.T) {
 			parseTime(t, r.body["old_valid_until"]).Sub(time.Now().Add(time.Hour)).Abs() > 5*time.Second {
 			t.Fatalf("rotate: %s", r.raw)
 		}
-		if loc := r.hdr.Get("Location"); loc != e.issuer+oauth.PathAdmin+"apikeys/"+id2 {
+		if loc := r.hdr.Get("Location"); loc != e.issuer+adminapi.Path+"apikeys/"+id2 {
 			t.Fatalf("rotate Location %q", loc)
 		}
-		wantAudit(t, logs, "rotate_apikey", map[string]string{"key_id": id2, "replaces": id}, key, key2)
-		if r = e.adminCall("GET", "apikeys/"+id, tok, ""); r.body["status"] != "rotated" || r.body["replaced_by"] != id2 {
+		wantAudit(t, e, "rotate_apikey", map[string]string{"key_id": id2, "replaces": id}, key, key2)
+		if r = e.call("GET", "apikeys/"+id, tok, ""); r.body["status"] != "rotated" || r.body["replaced_by"] != id2 {
 			t.Fatalf("old key after rotate: %s", r.raw)
 		}
 		if k, err := e.db.APIKeyByHash(ctx, apikey.Hash(key2)); err != nil || k.ID != id2 || !k.Valid(time.Now()) {
 			t.Fatalf("new key %+v %v", k, err)
 		}
-		wantAdmin(t, "rotate twice", e.adminCall("POST", "apikeys/"+id+"/rotate", tok, `{"grace":60}`), 409, "conflict")
+		wantAdmin(t, "rotate twice", e.call("POST", "apikeys/"+id+"/rotate", tok, `{"grace":60}`), 409, "conflict")
 		// Default grace (24h) with no body; grace 0 ends the old key at once.
-		r = e.adminCall("POST", "apikeys/"+pid+"/rotate", tok, "")
+		r = e.call("POST", "apikeys/"+pid+"/rotate", tok, "")
 		wantAdmin(t, "rotate, no body", r, 201, "")
 		if r.body["patient"] != "p-1" || !parseTime(t, r.body["old_valid_until"]).Equal(parseTime(t, r.body["expires_at"])) {
 			// The patient key expires in an hour, before the default grace.
 			t.Fatalf("rotate, no body: %s", r.raw)
 		}
-		r = e.adminCall("POST", "apikeys/"+forever+"/rotate", tok, "")
-		if old := parseTime(t, r.body["old_valid_until"]); r.status != 201 || old.Sub(time.Now().Add(oauth.DefaultAPIKeyGrace)).Abs() > 5*time.Second {
+		r = e.call("POST", "apikeys/"+forever+"/rotate", tok, "")
+		if old := parseTime(t, r.body["old_valid_until"]); r.status != 201 || old.Sub(time.Now().Add(api.DefaultGrace)).Abs() > 5*time.Second {
 			t.Fatalf("rotate, default grace: %s", r.raw)
 		}
 		forever2 := r.body["id"].(string)
-		r = e.adminCall("POST", "apikeys/"+forever2+"/rotate", tok, `{"grace":0}`)
+		r = e.call("POST", "apikeys/"+forever2+"/rotate", tok, `{"grace":0}`)
 		wantAdmin(t, "rotate, grace 0", r, 201, "")
-		if r = e.adminCall("GET", "apikeys/"+forever2, tok, ""); r.body["status"] != "expired" {
+		if r = e.call("GET", "apikeys/"+forever2, tok, ""); r.body["status"] != "expired" {
 			t.Fatalf("grace 0: %s", r.raw)
 		}
-		logs.take(t)
+		e.take(t)
 
 		// Revoke: 204, at once, idempotent.
-		r = e.adminCall("DELETE", "apikeys/"+id2, tok, "")
+		r = e.call("DELETE", "apikeys/"+id2, tok, "")
 		if r.status != 204 || r.raw != "" {
 			t.Fatalf("revoke: %d %s", r.status, r.raw)
 		}
-		wantAudit(t, logs, "revoke_apikey", map[string]string{"key_id": id2})
+		wantAudit(t, e, "revoke_apikey", map[string]string{"key_id": id2})
 		if k, _ := e.db.APIKeyByHash(ctx, apikey.Hash(key2)); k.Valid(time.Now()) {
 			t.Fatal("revoked key still valid")
 		}
-		r = e.adminCall("GET", "apikeys/"+id2, tok, "")
+		r = e.call("GET", "apikeys/"+id2, tok, "")
 		if r.body["status"] != "revoked" || r.body["revoked_at"] == nil {
 			t.Fatalf("after revoke: %s", r.raw)
 		}
-		if r = e.adminCall("DELETE", "apikeys/"+id2, tok, ""); r.status != 204 {
+		if r = e.call("DELETE", "apikeys/"+id2, tok, ""); r.status != 204 {
 			t.Fatalf("revoke again: %d %s", r.status, r.raw)
 		}
-		logs.take(t)
-		wantAdmin(t, "rotate revoked", e.adminCall("POST", "apikeys/"+id2+"/rotate", tok, ""), 409, "conflict")
+		e.take(t)
+		wantAdmin(t, "rotate revoked", e.call("POST", "apikeys/"+id2+"/rotate", tok, ""), 409, "conflict")
 
 		// Expiry shows in the status.
 		e.advance(2 * time.Hour)
-		r = e.adminCall("GET", "apikeys", e.ccToken(admin), "")
+		r = e.call("GET", "apikeys", e.ccToken(admin), "")
 		status := map[string]string{}
 		for _, x := range r.body["apikeys"].([]any) {
 			m := x.(map[string]any)
@@ -311,7 +220,7 @@ func TestAdminAPIKeys(t *testing.T) {
 		if status[id] != "expired" || status[pid] != "expired" || status[id2] != "revoked" || len(status) != 8 {
 			t.Fatalf("statuses %v", status)
 		}
-		if len(logs.take(t)) != 0 {
+		if l, ev := e.take(t); len(l) != 0 || len(ev) != 0 {
 			t.Fatal("rejections or reads are logged as actions")
 		}
 	})
@@ -320,13 +229,13 @@ func TestAdminAPIKeys(t *testing.T) {
 // TestAdminAPIKeysRejections covers every refusal of the apikeys
 // endpoints; none creates or changes a key.
 func TestAdminAPIKeysRejections(t *testing.T) {
-	keyDialects(t, func(t *testing.T, e *codeEnv, logs *lockedBuffer) {
+	dialects(t, func(t *testing.T, e *env) {
 		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin, "system/Patient.rs"}})
 		tok := e.ccToken(admin, oauth.ScopeAdmin)
-		r := e.adminCall("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)
+		r := e.call("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)
 		wantAdmin(t, "setup", r, 201, "")
 		id := r.body["id"].(string)
-		logs.take(t)
+		e.take(t)
 
 		// Authentication and scope, before routing.
 		const good = `{"name":"k","scopes":["system/*.rs"]}`
@@ -334,9 +243,9 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 			{"POST", "apikeys", good}, {"GET", "apikeys", ""}, {"GET", "apikeys/" + id, ""},
 			{"DELETE", "apikeys/" + id, ""}, {"POST", "apikeys/" + id + "/rotate", ""}, {"GET", "apikeys/x/y/z", ""},
 		} {
-			wantAdmin(t, "no token "+c.method+" "+c.path, e.adminCall(c.method, c.path, "", c.body), 401, "invalid_token")
-			wantAdmin(t, "bad token "+c.method+" "+c.path, e.adminCall(c.method, c.path, "garbage", c.body), 401, "invalid_token")
-			r := e.adminCall(c.method, c.path, e.ccToken(admin, "system/Patient.rs"), c.body)
+			wantAdmin(t, "no token "+c.method+" "+c.path, e.call(c.method, c.path, "", c.body), 401, "invalid_token")
+			wantAdmin(t, "bad token "+c.method+" "+c.path, e.call(c.method, c.path, "garbage", c.body), 401, "invalid_token")
+			r := e.call(c.method, c.path, e.ccToken(admin, "system/Patient.rs"), c.body)
 			wantAdmin(t, "wrong scope "+c.method+" "+c.path, r, 403, "insufficient_scope")
 		}
 
@@ -373,16 +282,16 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 			"not an object":          `["k"]`,
 			"trailing data":          good + ` {}`,
 		} {
-			r := e.adminCall("POST", "apikeys", tok, body)
+			r := e.call("POST", "apikeys", tok, body)
 			wantAdmin(t, what, r, 400, "invalid_request")
 			if strings.Contains(r.raw, "--") {
 				t.Fatalf("%s: CLI wording: %s", what, r.raw)
 			}
 		}
 		big := `{"name":"` + strings.Repeat("a", 70<<10) + `","scopes":["system/*.rs"]}`
-		wantAdmin(t, "oversize body", e.adminCall("POST", "apikeys", tok, big), 413, "invalid_request")
-		wantAdmin(t, "form body", e.adminCall("POST", "apikeys", tok, good, func(r *http.Request) { r.Header.Set("Content-Type", "application/x-www-form-urlencoded") }), 415, "invalid_request")
-		wantAdmin(t, "no content type", e.adminCall("POST", "apikeys", tok, good, func(r *http.Request) { r.Header.Del("Content-Type") }), 415, "invalid_request")
+		wantAdmin(t, "oversize body", e.call("POST", "apikeys", tok, big), 413, "invalid_request")
+		wantAdmin(t, "form body", e.call("POST", "apikeys", tok, good, func(r *http.Request) { r.Header.Set("Content-Type", "application/x-www-form-urlencoded") }), 415, "invalid_request")
+		wantAdmin(t, "no content type", e.call("POST", "apikeys", tok, good, func(r *http.Request) { r.Header.Del("Content-Type") }), 415, "invalid_request")
 
 		// Rotate bodies.
 		for what, body := range map[string]string{
@@ -391,19 +300,19 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 			"unknown rotate field": `{"grace":"1h","expires_in":60}`,
 			"rotate trailing":      `{} {}`,
 		} {
-			wantAdmin(t, what, e.adminCall("POST", "apikeys/"+id+"/rotate", tok, body), 400, "invalid_request")
+			wantAdmin(t, what, e.call("POST", "apikeys/"+id+"/rotate", tok, body), 400, "invalid_request")
 		}
-		wantAdmin(t, "rotate form body", e.adminCall("POST", "apikeys/"+id+"/rotate", tok, `{}`, func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }), 415, "invalid_request")
-		wantAdmin(t, "rotate oversize", e.adminCall("POST", "apikeys/"+id+"/rotate", tok, `{"grace":"`+strings.Repeat("1", 70<<10)+`s"}`), 413, "invalid_request")
+		wantAdmin(t, "rotate form body", e.call("POST", "apikeys/"+id+"/rotate", tok, `{}`, func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }), 415, "invalid_request")
+		wantAdmin(t, "rotate oversize", e.call("POST", "apikeys/"+id+"/rotate", tok, `{"grace":"`+strings.Repeat("1", 70<<10)+`s"}`), 413, "invalid_request")
 
 		// Unknown ids and paths.
-		wantAdmin(t, "get unknown", e.adminCall("GET", "apikeys/ak_0000000000000000", tok, ""), 404, "not_found")
-		wantAdmin(t, "revoke unknown", e.adminCall("DELETE", "apikeys/ak_0000000000000000", tok, ""), 404, "not_found")
-		wantAdmin(t, "rotate unknown", e.adminCall("POST", "apikeys/ak_0000000000000000/rotate", tok, ""), 404, "not_found")
+		wantAdmin(t, "get unknown", e.call("GET", "apikeys/ak_0000000000000000", tok, ""), 404, "not_found")
+		wantAdmin(t, "revoke unknown", e.call("DELETE", "apikeys/ak_0000000000000000", tok, ""), 404, "not_found")
+		wantAdmin(t, "rotate unknown", e.call("POST", "apikeys/ak_0000000000000000/rotate", tok, ""), 404, "not_found")
 		for _, p := range []string{"apikeys/", "apikeys//rotate", "apikeys/" + id + "/", "apikeys/" + id + "/revoke", "apikeys/" + id + "/rotate/x", "apikeys/" + id + "/rotate/"} {
-			wantAdmin(t, "path "+p, e.adminCall("GET", p, tok, ""), 404, "not_found")
+			wantAdmin(t, "path "+p, e.call("GET", p, tok, ""), 404, "not_found")
 			if !strings.Contains(p, "//") { // ServeMux redirects unclean paths
-				wantAdmin(t, "path POST "+p, e.adminCall("POST", p, tok, `{}`), 404, "not_found")
+				wantAdmin(t, "path POST "+p, e.call("POST", p, tok, `{}`), 404, "not_found")
 			}
 		}
 
@@ -413,7 +322,7 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 			{"POST", "apikeys/" + id, "GET, DELETE"}, {"PUT", "apikeys/" + id, "GET, DELETE"},
 			{"GET", "apikeys/" + id + "/rotate", "POST"}, {"DELETE", "apikeys/" + id + "/rotate", "POST"},
 		} {
-			r := e.adminCall(c.method, c.path, tok, "")
+			r := e.call(c.method, c.path, tok, "")
 			wantAdmin(t, c.method+" "+c.path, r, 405, "invalid_request")
 			if r.hdr.Get("Allow") != c.allow {
 				t.Fatalf("%s %s: Allow %q, want %q", c.method, c.path, r.hdr.Get("Allow"), c.allow)
@@ -421,12 +330,16 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 		}
 
 		// Nothing changed, nothing logged as an action.
-		r = e.adminCall("GET", "apikeys", tok, "")
+		r = e.call("GET", "apikeys", tok, "")
 		if list := r.body["apikeys"].([]any); len(list) != 1 || list[0].(map[string]any)["status"] != "active" {
 			t.Fatalf("after rejections: %s", r.raw)
 		}
-		for _, rec := range logs.take(t) {
-			if rec["msg"] == "oauth: admin" {
+		recs, evs := e.take(t)
+		if len(evs) != 0 {
+			t.Fatalf("rejections recorded as actions: %+v", evs)
+		}
+		for _, rec := range recs {
+			if rec["msg"] == "admin" {
 				t.Fatalf("rejection logged as an action: %v", rec)
 			}
 		}

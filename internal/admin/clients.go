@@ -1,0 +1,220 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	api "github.com/lapis-health/lapis/client/admin"
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/oauth"
+)
+
+// creator passes the creations of oauth.RegisterClient and
+// oauth.CreateAccount to the store with the owner set, and remembers the
+// store's error, telling storage failures (internal) from validation
+// errors (the caller's).
+type creator struct {
+	Store
+	owner string
+	err   error
+}
+
+func (c *creator) CreateClient(ctx context.Context, cl *authdb.Client) error {
+	cl.Owner = c.owner
+	c.err = c.Store.CreateClient(ctx, cl)
+	return c.err
+}
+
+func (c *creator) CreateAccount(ctx context.Context, a *authdb.Account) error {
+	c.err = c.Store.CreateAccount(ctx, a)
+	return c.err
+}
+
+func oauthClient(c *authdb.Client) api.OAuthClient {
+	return api.OAuthClient{ID: c.ID, Name: c.Name, Type: c.Type, RedirectURIs: nonNil(c.RedirectURIs), LaunchURI: c.LaunchURI,
+		Scopes: nonNil(c.Scopes), JWKS: c.JWKS, JWKSURI: c.JWKSURI, CreatedAt: c.CreatedAt.UTC(), Owner: c.Owner}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// clientRules checks and canonicalises a client's network rules.
+func clientRules(id string, allowIPs, origins []string) (authdb.ClientNetRules, error) {
+	r, err := netpolicy.ClientRulesFrom(id, allowIPs, origins)
+	if err != nil {
+		return r, invalid("", "client network rules: "+err.Error())
+	}
+	return r, nil
+}
+
+// CreateClient registers a client (see oauth.RegisterClient for the
+// rules) with its network rules and owner, and returns its id and, for a
+// confidential client, its secret (shown only here). No client exists
+// without the network rules it was created with.
+func (s *Service) CreateClient(ctx context.Context, req api.ClientRequest) (*api.Registered, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwner(req.Owner); err != nil {
+		return nil, err
+	}
+	rules, err := clientRules("", req.AllowIPs, req.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
+	reg := oauth.Registration{Name: req.Name, Type: req.Type, RedirectURIs: req.RedirectURIs, LaunchURI: req.LaunchURI,
+		Scopes: req.Scopes, JWKSURI: req.JWKSURI}
+	if len(req.JWKS) > 0 && string(req.JWKS) != "null" {
+		reg.JWKS = req.JWKS
+	}
+	cr := &creator{Store: s.st, owner: req.Owner}
+	out, err := oauth.RegisterClient(ctx, cr, reg)
+	switch {
+	case err != nil && cr.err != nil:
+		return nil, cr.err
+	case err != nil:
+		return nil, invalid("", err.Error())
+	}
+	if len(rules.AllowIPs) > 0 || len(rules.CORSOrigins) > 0 {
+		rules.ClientID = out.ClientID
+		if err := s.st.SetClientNetRules(ctx, rules); err != nil {
+			if derr := s.st.DeleteClient(ctx, out.ClientID); derr != nil {
+				return nil, fmt.Errorf("storing the network rules failed (%w) and the client %s could not be removed: %v", err, out.ClientID, derr)
+			}
+			return nil, fmt.Errorf("storing the network rules failed; the client was not created: %w", err)
+		}
+	}
+	attrs := []slog.Attr{slog.String("client_id", out.ClientID), slog.String("type", req.Type)}
+	if req.Owner != "" {
+		attrs = append(attrs, slog.String("owner", req.Owner))
+	}
+	if err := s.done(ctx, a, change{action: "create_client", targets: []string{out.ClientID}, attrs: attrs}); err != nil {
+		return nil, err
+	}
+	return &api.Registered{ClientID: out.ClientID, ClientSecret: out.ClientSecret}, nil
+}
+
+// Clients lists the clients matching f, oldest first.
+func (s *Service) Clients(ctx context.Context, f api.ClientFilter) ([]api.OAuthClient, error) {
+	cs, err := s.st.ClientsBy(ctx, authdb.ClientFilter{Owner: f.Owner})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.OAuthClient, 0, len(cs))
+	for i := range cs {
+		out = append(out, oauthClient(&cs[i]))
+	}
+	return out, nil
+}
+
+// OAuthClient returns the client id.
+func (s *Service) OAuthClient(ctx context.Context, id string) (*api.OAuthClient, error) {
+	c, err := s.st.Client(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return nil, &NotFoundError{What: "client"}
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := oauthClient(c)
+	return &out, nil
+}
+
+// DeleteClient deletes the client id and revokes every grant users gave
+// it (its tokens stop verifying at once).
+func (s *Service) DeleteClient(ctx context.Context, id string) error {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.st.DeleteClient(ctx, id); errors.Is(err, authdb.ErrNotFound) {
+		return &NotFoundError{What: "client"}
+	} else if err != nil {
+		return err
+	}
+	n, err := s.st.RevokeGrants(ctx, authdb.GrantFilter{ClientID: id}, s.now())
+	if err != nil {
+		return err
+	}
+	return s.done(ctx, a, change{action: "delete_client", targets: []string{id},
+		attrs: []slog.Attr{slog.String("client_id", id), slog.Int("grants_revoked", n)}})
+}
+
+func network(r authdb.ClientNetRules) *api.Network {
+	return &api.Network{ClientID: r.ClientID, AllowIPs: nonNil(r.AllowIPs), CORSOrigins: nonNil(r.CORSOrigins)}
+}
+
+// ClientNetwork returns the network rules of the client id.
+func (s *Service) ClientNetwork(ctx context.Context, id string) (*api.Network, error) {
+	r, err := s.st.ClientNetRulesFor(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return nil, &NotFoundError{What: "client"}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return network(r), nil
+}
+
+// SetClientNetwork replaces both lists of network rules of the client id
+// (empty lists remove them); running servers enforce them within seconds.
+func (s *Service) SetClientNetwork(ctx context.Context, id string, req api.NetworkRequest) (*api.Network, error) {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rules, err := clientRules(id, req.AllowIPs, req.CORSOrigins)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.st.SetClientNetRules(ctx, rules); errors.Is(err, authdb.ErrNotFound) {
+		return nil, &NotFoundError{What: "client"}
+	} else if err != nil {
+		return nil, err
+	}
+	if err := s.done(ctx, a, change{action: "set_client_network", targets: []string{id},
+		attrs: []slog.Attr{slog.String("client_id", id), slog.Int("allow_ips", len(rules.AllowIPs)), slog.Int("cors_origins", len(rules.CORSOrigins))}}); err != nil {
+		return nil, err
+	}
+	return network(rules), nil
+}
+
+// SetClientBasic lets a confidential client authenticate to the FHIR API
+// with HTTP Basic (on), or stops it (off; idempotent, also for a client
+// that no longer exists).
+func (s *Service) SetClientBasic(ctx context.Context, id string, on bool) error {
+	a, err := s.actor(ctx)
+	if err != nil {
+		return err
+	}
+	action := "disable_basic"
+	if on {
+		action = "enable_basic"
+		c, err := s.st.Client(ctx, id)
+		if errors.Is(err, authdb.ErrNotFound) {
+			return &NotFoundError{What: "client"}
+		} else if err != nil {
+			return err
+		}
+		if c.Type != authdb.Confidential {
+			return invalid("", fmt.Sprintf("client %q is %s: only confidential clients (with a secret) can use Basic", id, c.Type))
+		}
+		err = s.st.EnableBasic(ctx, id, s.now())
+		if errors.Is(err, authdb.ErrNotFound) {
+			return &NotFoundError{What: "client"}
+		} else if err != nil {
+			return err
+		}
+	} else if err := s.st.DisableBasic(ctx, id); err != nil {
+		return err
+	}
+	return s.done(ctx, a, change{action: action, targets: []string{id}, attrs: []slog.Attr{slog.String("client_id", id)}})
+}

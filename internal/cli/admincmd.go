@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/lapis-health/lapis/client"
+	adminclient "github.com/lapis-health/lapis/client/admin"
+	"github.com/lapis-health/lapis/client/profile"
+	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/config"
+)
+
+// The admin commands (client, user, grants, apikey) act on the local
+// database by default, through the admin service (package admin): the
+// change, then its audit record, appended to the audit trail before the
+// command reports success. With --server URL, --profile NAME or
+// LAPIS_PROFILE they act on a remote Lapis through its admin API
+// ([base]/auth/admin/, package client/admin), with a token of the
+// client_credentials grant carrying system/lapis.admin, where the same
+// service runs. Each command has one implementation for both modes, over
+// adminBackend, and prints the same output (text or --json) in both.
+
+// adminBackend is what the admin commands act on: *admin.Service (local)
+// and *adminclient.Client (remote) have these methods.
+type adminBackend interface {
+	CreateClient(ctx context.Context, req adminclient.ClientRequest) (*adminclient.Registered, error)
+	Clients(ctx context.Context, f adminclient.ClientFilter) ([]adminclient.OAuthClient, error)
+	DeleteClient(ctx context.Context, id string) error
+	ClientNetwork(ctx context.Context, id string) (*adminclient.Network, error)
+	SetClientNetwork(ctx context.Context, id string, req adminclient.NetworkRequest) (*adminclient.Network, error)
+	CreateUser(ctx context.Context, req adminclient.UserRequest) (*adminclient.User, error)
+	Users(ctx context.Context) ([]adminclient.User, error)
+	DeleteUser(ctx context.Context, username string) error
+	Grants(ctx context.Context, f adminclient.GrantFilter) ([]adminclient.Grant, error)
+	RevokeGrants(ctx context.Context, req adminclient.RevokeRequest) (*adminclient.Revoked, error)
+	CreateAPIKey(ctx context.Context, req adminclient.APIKeyRequest) (*adminclient.NewAPIKey, error)
+	APIKeys(ctx context.Context, f adminclient.APIKeyFilter) ([]adminclient.APIKey, error)
+	RevokeAPIKey(ctx context.Context, id string) error
+	RotateAPIKey(ctx context.Context, id string, req adminclient.RotateRequest) (*adminclient.NewAPIKey, error)
+}
+
+var (
+	_ adminBackend = (*admin.Service)(nil)
+	_ adminBackend = (*adminclient.Client)(nil)
+)
+
+// adminFlags select the target of an admin command: the local database
+// (dbFlags) or a remote server (remoteFlags).
+type adminFlags struct {
+	dbFlags
+	remoteFlags
+}
+
+// run runs fn on the backend the flags name and closes it. Refusals of
+// the service are worded with the command's flags.
+func (f *adminFlags) run(e *env, fn func(ctx context.Context, b adminBackend) error) error {
+	if f.remote() {
+		c, err := adminClient(e, &f.remoteFlags, f.dbFlags)
+		if err != nil {
+			return err
+		}
+		return fn(e.ctx, c)
+	}
+	return localAdmin(e, f.dbFlags, func(ctx context.Context, s *admin.Service) error { return fn(ctx, s) })
+}
+
+// localAdmin runs fn with the admin service on the local database, acting
+// as the command's user (admin.CommandActor).
+func localAdmin(e *env, f dbFlags, fn func(ctx context.Context, s *admin.Service) error) error {
+	cfg, err := f.config()
+	if err != nil {
+		return err
+	}
+	db, err := authdb.Open(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rec := &commandAudit{cfg: cfg}
+	defer rec.close()
+	s := admin.New(admin.Config{Store: db, Audit: rec, Logger: newLogger(e, "warn")})
+	return flagWording(fn(admin.WithActor(e.ctx, admin.CommandActor()), s))
+}
+
+// commandAudit is the audit sink of a local admin command: a chain of its
+// own in the audit table, appended directly (audit.Direct), opened on the
+// first event so that reads touch nothing. One command uses it at a time.
+type commandAudit struct {
+	cfg config.Config
+	db  *audit.DB
+	d   *audit.Direct
+}
+
+// Commit implements admin.Auditor.
+func (a *commandAudit) Commit(ctx context.Context, ev audit.Event) error {
+	if a.d == nil {
+		db, err := audit.OpenDB(ctx, a.cfg.DatabaseURL, a.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		a.db, a.d = db, audit.NewDirect(db, a.cfg.FHIRBase())
+	}
+	return a.d.Commit(ctx, ev)
+}
+
+func (a *commandAudit) close() {
+	if a.db != nil {
+		a.db.Close()
+	}
+}
+
+// fieldFlags are the command-line names of the request fields the
+// service refuses.
+var fieldFlags = map[string]string{
+	"name": "--name", "owner": "--owner", "expires_in": "--expires", "grace": "--grace", "client_id": "--client",
+}
+
+// flagWording rewords a refusal of the service with the flag at fault.
+func flagWording(err error) error {
+	var ie *admin.InvalidError
+	if errors.As(err, &ie) && fieldFlags[ie.Field] != "" {
+		return errors.New(fieldFlags[ie.Field] + " " + ie.Reason)
+	}
+	return err
+}
+
+// adminClient connects to the admin API named by f. Local flags (a data
+// directory or database URL) alongside are refused: the target must be
+// unambiguous.
+func adminClient(e *env, f *remoteFlags, db dbFlags) (*adminclient.Client, error) {
+	if db.DataDir != "" || db.Database != "" {
+		return nil, usagef("give --server/--profile (remote admin API) or --data-dir/--database (local database), not both (check LAPIS_PROFILE, LAPIS_DATA_DIR and LAPIS_DATABASE_URL)")
+	}
+	p, err := f.resolve(false)
+	if err != nil {
+		return nil, err
+	}
+	switch p.Auth.Method {
+	case profile.MethodClientCredentials, profile.MethodBackendServices:
+	default:
+		return nil, usagef("the admin API needs a client_credentials or backend_services client registered with scope %s (--client-id and --client-secret-env, or such a profile)", adminclient.Scope)
+	}
+	p.Auth.Scopes = []string{adminclient.Scope}
+	if err := p.Validate(); err != nil {
+		return nil, usagef("%v", err)
+	}
+	c, err := withTokenCache(p).Client(e.ctx, client.WithUserAgent(userAgent()), client.WithLogger(cliLogger(e)))
+	if err != nil {
+		return nil, err
+	}
+	return adminclient.New(c), nil
+}
+
+// notFound rewords "not found" as the commands say it: no client "x".
+func notFound(err error, what, id string) error {
+	if errors.Is(err, adminclient.ErrNotFound) {
+		return fmt.Errorf("no %s %q", what, id)
+	}
+	return err
+}
+
+// readFileLimited reads a small input file (at most 1 MiB).
+func readFileLimited(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("%s: larger than 1 MiB", name)
+	}
+	return b, nil
+}
