@@ -241,6 +241,7 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 	}
 
 	values, clauses := 0, 0 // search criteria values and occurrences so far (see MaxValues)
+	costs := map[string]int{} // estimated cost per parameter key (see Cost)
 	ignored := map[string]bool{}
 	ignore := func(key, msg string) {
 		if !ignored[key] {
@@ -424,9 +425,28 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 					return nil, err
 				}
 				q.Where = append(q.Where, cl)
+				costs[key] += ClauseCost(cl)
 				recognised(key, v)
 			}
 		}
+	}
+	if len(q.Sort) > 0 {
+		costs["_sort"] = len(q.Sort) * costSort
+	}
+	if n := includesCost(q.Include); n > 0 {
+		costs["_include"] = n
+	}
+	if n := includesCost(q.RevInclude); n > 0 {
+		costs["_revinclude"] = n
+	}
+	if total := Cost(q); total > MaxCost {
+		worst, worstCost := "", 0
+		for k, c := range costs {
+			if c > worstCost || c == worstCost && k < worst {
+				worst, worstCost = k, c
+			}
+		}
+		return nil, tooCostly(total, worst, worstCost)
 	}
 	if req.Summary == "count" {
 		q.Count = 0
