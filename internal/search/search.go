@@ -240,8 +240,9 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 		req.Canonical["_type"] = []string{strings.Join(q.Types, ",")}
 	}
 
+	// costs is the estimated cost per parameter key (see Cost).
+	costs := map[string]int{}
 	values, clauses := 0, 0 // search criteria values and occurrences so far (see MaxValues)
-	costs := map[string]int{} // estimated cost per parameter key (see Cost)
 	ignored := map[string]bool{}
 	ignore := func(key, msg string) {
 		if !ignored[key] {
