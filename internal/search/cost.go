@@ -25,16 +25,18 @@ const (
 	// costValue is one plain value: one index probe or range.
 	costValue = 1
 	// costScan is one value that cannot use an index prefix (:contains,
-	// :text, uri :above) or that probes every index table (:missing).
-	costScan = 4
+	// :text, uri :above), tested on every row of its parameter, or that
+	// probes every index table (:missing).
+	costScan = 8
 	// costComponent is each component of one composite value: the
 	// components are index rows joined on their group.
 	costComponent = 2
 	// costJoin is one chain or _has: a join through the reference index
 	// to resources of another type, whose criteria cost costJoinFactor
-	// times their own cost (they are evaluated per referenced resource).
-	costJoin       = 16
-	costJoinFactor = 2
+	// times their own cost (they are tested once per reference row, so
+	// their work is the product of their values and the references).
+	costJoin       = 32
+	costJoinFactor = 8
 	// costSort is each _sort key: a correlated lookup per match, up to the
 	// snapshot cap.
 	costSort = 8

@@ -75,8 +75,8 @@ func TestCostBound(t *testing.T) {
 		{"params at the clause cap", "Patient", strings.TrimSuffix(strings.Repeat("name="+plain(MaxValues/MaxClauses)+"&", MaxClauses), "&")},
 		{"composites", "Observation", "code-value-quantity=" + repeat(100, composite)},
 		{"chains", "Observation", strings.TrimSuffix(strings.Repeat("subject:Patient.name=x&", 16), "&")},
-		{"chain values", "Observation", "subject:Patient.identifier=" + plain(200)},
-		{"_has values", "Patient", "_has:Observation:subject:code=" + plain(200)},
+		{"chain values", "Observation", "subject:Patient.identifier=" + plain(100)},
+		{"_has values", "Patient", "_has:Observation:subject:code=" + plain(100)},
 		{"sort and includes", "Observation", "code=x&_sort=-date,code&_include=Observation:subject&_revinclude:iterate=Provenance:target"},
 	}
 	for _, c := range admitted {
