@@ -110,7 +110,9 @@ func hostileConcurrency(t *testing.T, db string, files []string) {
 		return resp.StatusCode, body, time.Since(start)
 	}
 	st, body, _ := get(victim, "/Patient?_count=1&_elements=id")
-	var page struct{ Entry []struct{ Resource struct{ ID string } } }
+	var page struct {
+		Entry []struct{ Resource struct{ ID string } }
+	}
 	if err := json.Unmarshal(body, &page); st != 200 || err != nil || len(page.Entry) == 0 {
 		t.Fatalf("no patient: %d %.300s", st, body)
 	}
