@@ -163,7 +163,6 @@ func (f rateLimitFlags) concurrency(cfg config.Config, searchConns int, log *slo
 		ClientIP:  netpolicy.ClientIP,
 		Metrics:   obs,
 		Audit:     sink,
-		Logger:    log,
 	})
 	log.Info("concurrency limit per client", "searches", n, "search_connections", searchConns, "wait", f.ConcurrencyWait.String())
 	return c.Stage, nil

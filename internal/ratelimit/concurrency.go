@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"container/list"
 	"context"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -43,10 +42,9 @@ type ConcurrencyOptions struct {
 	// ClientIP resolves the caller's address for audit events; nil means
 	// the host of r.RemoteAddr.
 	ClientIP func(*http.Request) netip.Addr
-	// Metrics, Audit and Logger are optional observers.
+	// Metrics and Audit are optional observers.
 	Metrics Observer
 	Audit   audit.Sink
-	Logger  *slog.Logger
 }
 
 // Concurrency limits how many database-heavy FHIR requests (searches,
