@@ -37,7 +37,7 @@ type hostileAttack struct {
 
 const (
 	hostileAttackers = 8
-	hostileDuration  = 3 * time.Second
+	hostileDuration  = 2 * time.Second
 )
 
 // orList joins n values made by f with commas, URL-encoded.
