@@ -22,6 +22,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
+	"github.com/lapis-health/lapis/internal/store"
 )
 
 type serveCmd struct {
@@ -162,6 +163,18 @@ func (c *serveCmd) Run(e *env) error {
 	}
 	defer rl.Close()
 	fhirStages = append(fhirStages, rl.FHIR)
+	// Then the per-client concurrency limit on searches, history and
+	// batches, sized to the store's search connections: no client can
+	// hold all of them.
+	searchConns := 0
+	if sc, ok := a.Store.(store.SearchConns); ok {
+		searchConns = sc.SearchConns()
+	}
+	conc, err := c.rateLimitFlags.concurrency(cfg, searchConns, log, mets, auditSink)
+	if err != nil {
+		return err
+	}
+	fhirStages = append(fhirStages, conc)
 	// Audit stays the LAST stage (closest to the handler, after rate limits).
 	fhirStages = append(fhirStages, auditRT.stage)
 	api := fhirapi.New(fhirapi.Config{

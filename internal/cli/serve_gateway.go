@@ -32,7 +32,7 @@ type gatewayFlags struct {
 	ReadTimeout       time.Duration `name:"read-timeout" env:"LAPIS_READ_TIMEOUT" default:"60s" help:"Time to read the whole request, body included."`
 	WriteTimeout      time.Duration `name:"write-timeout" env:"LAPIS_WRITE_TIMEOUT" default:"120s" help:"Time to write the response, from the end of the request headers."`
 	IdleTimeout       time.Duration `name:"idle-timeout" env:"LAPIS_IDLE_TIMEOUT" default:"120s" help:"How long an idle keep-alive connection stays open."`
-	SearchTimeout     time.Duration `name:"search-timeout" env:"LAPIS_SEARCH_TIMEOUT" default:"30s" help:"Time budget of a FHIR search or history request (0 = none); beyond it the answer is a 503 OperationOutcome."`
+	SearchTimeout     time.Duration `name:"search-timeout" env:"LAPIS_SEARCH_TIMEOUT" default:"10s" help:"Time budget of a FHIR search or history request (0 = none); beyond it the query is interrupted and the answer is a 503 OperationOutcome."`
 	MetricsAddr       string        `name:"metrics-addr" env:"LAPIS_METRICS_ADDR" help:"Also serve /metrics, unrestricted, on this separate listener (e.g. a private interface); default off." placeholder:"HOST:PORT"`
 	MetricsAllow      []string      `name:"metrics-allow" env:"LAPIS_METRICS_ALLOW" sep:"," help:"CIDRs besides loopback that may read /metrics on the main listener." placeholder:"CIDR"`
 }

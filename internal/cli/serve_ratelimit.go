@@ -29,6 +29,10 @@ type rateLimitFlags struct {
 	RateLimitCosts        string `name:"rate-limit-costs" env:"LAPIS_RATE_LIMIT_COSTS" help:"Cost units per FHIR interaction, e.g. read=1,vread=1,search=2,history=2,create=3,update=3,patch=3,delete=3,batch=1,batch-min=3,operation=3 (batch is per Bundle entry, a GET entry costing at least its read or search; unnamed keys keep these defaults)." placeholder:"KEY=N,..."`
 	RedisURL              string `name:"redis-url" env:"LAPIS_REDIS_URL" help:"Share the rate limits of every instance through this Redis (redis://[user:password@]host:port[/db], rediss:// for TLS); default: in-process limits." placeholder:"URL"`
 	RateLimitRedisFailure string `name:"rate-limit-redis-failure" env:"LAPIS_RATE_LIMIT_REDIS_FAILURE" default:"open" enum:"open,closed" help:"When Redis cannot answer: open (admit under each instance's own in-process limits) or closed (refuse with 503)."`
+	// The concurrency limit is per instance (it guards this instance's
+	// database connections), never shared through Redis.
+	MaxConcurrentPerClient int           `name:"max-concurrent-per-client" env:"LAPIS_MAX_CONCURRENT_PER_CLIENT" default:"0" help:"Most FHIR searches, history requests and batch/transaction Bundles of one client (OAuth client or API key) that run at once; 0 = one less than the database connections that serve searches (at least 1), -1 = no limit."`
+	ConcurrencyWait        time.Duration `name:"concurrency-wait" env:"LAPIS_CONCURRENCY_WAIT" default:"5s" help:"How long a request over --max-concurrent-per-client waits, in its client's line, for one of the client's requests to finish before it is refused with 429 (0 = refuse at once)."`
 }
 
 // rateLimitStages are the rate-limit stages of the request pipeline.
@@ -122,4 +126,43 @@ type redisLogger struct{ log *slog.Logger }
 // Printf logs one message of the Redis client.
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+}
+
+// defaultConcurrencyConns is the number of search connections assumed
+// when the store cannot say.
+const defaultConcurrencyConns = 4
+
+// concurrency builds the per-client concurrency stage from the flags;
+// searchConns is the number of database connections that serve searches
+// (store.SearchConns; 0 when unknown). The stage is nil when disabled.
+func (f rateLimitFlags) concurrency(cfg config.Config, searchConns int, log *slog.Logger, obs ratelimit.Observer, sink audit.Sink) (func(http.Handler) http.Handler, error) {
+	n := f.MaxConcurrentPerClient
+	switch {
+	case n < -1:
+		return nil, fmt.Errorf("--max-concurrent-per-client: %d is not a limit (want a positive number, 0 for the default or -1 for none)", n)
+	case f.ConcurrencyWait < 0:
+		return nil, fmt.Errorf("--concurrency-wait must not be negative")
+	case n == -1:
+		log.Info("concurrency limit per client off")
+		return nil, nil
+	case n == 0:
+		if searchConns <= 0 {
+			searchConns = defaultConcurrencyConns
+		}
+		n = max(1, searchConns-1)
+	}
+	u, err := url.Parse(cfg.FHIRBase())
+	if err != nil {
+		return nil, fmt.Errorf("FHIR base URL: %w", err)
+	}
+	c := ratelimit.NewConcurrency(ratelimit.ConcurrencyOptions{
+		PerClient: n,
+		MaxWait:   f.ConcurrencyWait,
+		FHIRBase:  u.Path,
+		ClientIP:  netpolicy.ClientIP,
+		Metrics:   obs,
+		Audit:     sink,
+	})
+	log.Info("concurrency limit per client", "searches", n, "search_connections", searchConns, "wait", f.ConcurrencyWait.String())
+	return c.Stage, nil
 }

@@ -20,6 +20,10 @@
 // Responses carry Retry-After when refused, and the RateLimit-Policy and
 // RateLimit fields of draft-ietf-httpapi-ratelimit-headers on every
 // response the FHIR and OAuth limits saw.
+//
+// Concurrency is the companion limit on time rather than rate: how many
+// searches, history requests and batches one client runs at once, so that
+// no client can hold every database connection that serves searches.
 package ratelimit
 
 import (

@@ -240,6 +240,8 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 		req.Canonical["_type"] = []string{strings.Join(q.Types, ",")}
 	}
 
+	// costs is the estimated cost per parameter key (see Cost).
+	costs := map[string]int{}
 	values, clauses := 0, 0 // search criteria values and occurrences so far (see MaxValues)
 	ignored := map[string]bool{}
 	ignore := func(key, msg string) {
@@ -424,9 +426,28 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 					return nil, err
 				}
 				q.Where = append(q.Where, cl)
+				costs[key] += ClauseCost(cl)
 				recognised(key, v)
 			}
 		}
+	}
+	if len(q.Sort) > 0 {
+		costs["_sort"] = len(q.Sort) * costSort
+	}
+	if n := includesCost(q.Include); n > 0 {
+		costs["_include"] = n
+	}
+	if n := includesCost(q.RevInclude); n > 0 {
+		costs["_revinclude"] = n
+	}
+	if total := Cost(q); total > MaxCost {
+		worst, worstCost := "", 0
+		for k, c := range costs {
+			if c > worstCost || c == worstCost && k < worst {
+				worst, worstCost = k, c
+			}
+		}
+		return nil, tooCostly(total, worst, worstCost)
 	}
 	if req.Summary == "count" {
 		q.Count = 0

@@ -494,6 +494,13 @@ type Analyzer interface {
 	Analyze(ctx context.Context) error
 }
 
+// SearchConns is implemented by stores that can say how many searches and
+// history requests their database connections run at once (the size of
+// the pool that serves them), to size per-client concurrency limits.
+type SearchConns interface {
+	SearchConns() int
+}
+
 // IndexWriter is implemented by transactions that can replace the search
 // index rows of a resource's current version without writing a new version
 // (re-indexing after the extraction rules change).

@@ -124,6 +124,10 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Engine returns the shared SQL engine (for tests and diagnostics).
 func (s *Store) Engine() *sqlgen.Engine { return s.eng }
 
+// SearchConns implements store.SearchConns: the connections of the main
+// pool, which serves searches, history and writes.
+func (s *Store) SearchConns() int { return int(s.pool.Config().MaxConns) }
+
 // Read returns the current version of a resource.
 func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
 	return s.rawRead(ctx, typ, id)

@@ -3,6 +3,7 @@ package sqlgen
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -161,8 +162,19 @@ func (g *gen) clause(sc scope, c store.Clause) (string, error) {
 	var groups []*group
 	var parts []string
 	var idIn []string
+	var comps [][]*store.Predicate // composite values, by composite parameter
 	for i := range c.Any {
 		p := &c.Any[i]
+		if len(p.Composite) > 0 {
+			sig := compositeSig(p)
+			j := slices.IndexFunc(comps, func(cs []*store.Predicate) bool { return compositeSig(cs[0]) == sig })
+			if j < 0 {
+				comps = append(comps, nil)
+				j = len(comps) - 1
+			}
+			comps[j] = append(comps[j], p)
+			continue
+		}
 		if t := simpleTable(p); t != "" {
 			param := rowParam(p)
 			var gr *group
@@ -204,6 +216,13 @@ func (g *gen) clause(sc scope, c store.Clause) (string, error) {
 			continue
 		}
 		parts = append(parts, g.member(sc, gr.x, gr.table+" "+gr.x, cond))
+	}
+	for _, cs := range comps {
+		s, err := g.composite(sc, cs)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, s)
 	}
 	expr := orTree(parts)
 	if c.Negate {
@@ -248,8 +267,6 @@ func (g *gen) complex(sc scope, p *store.Predicate) (string, error) {
 		return g.chain(sc, p)
 	case p.Has != nil:
 		return g.has(sc, p.Has)
-	case len(p.Composite) > 0:
-		return g.composite(sc, p.Composite)
 	}
 	return "", fmt.Errorf("sqlgen: predicate on %q has no match", p.Param)
 }
@@ -457,31 +474,124 @@ func (g *gen) has(sc scope, h *store.Has) (string, error) {
 		g.b.Arg(sc.typ) + " AND " + w + ")", nil
 }
 
-// composite renders components matched on rows of one Group.
-func (g *gen) composite(sc scope, comps []store.Predicate) (string, error) {
-	var from, w strings.Builder
-	var first string
+// compositeSig identifies the index rows a composite value is matched on:
+// the table and Param of each component. Values of one composite
+// parameter share it.
+func compositeSig(p *store.Predicate) string {
+	var sb strings.Builder
+	for i := range p.Composite {
+		c := &p.Composite[i]
+		sb.WriteString(simpleTable(c) + " " + rowParam(c) + "\x00")
+	}
+	return sb.String()
+}
+
+// composite renders the OR of composite values that share their component
+// rows (compositeSig): one subquery joining the components' index rows on
+// their Group, whatever the number of values, with the values that share
+// a first component (a code, typically) merged under it, so that the
+// subquery makes one index probe per distinct first component and tests
+// the rest on the rows it finds. (One subquery per value would scan the
+// same rows once per value.)
+func (g *gen) composite(sc scope, alts []*store.Predicate) (string, error) {
+	comps := alts[0].Composite
+	xs := make([]string, len(comps))
+	var from strings.Builder
+	var w []string
 	for i := range comps {
 		p := &comps[i]
 		t := simpleTable(p)
 		if t == "" {
 			return "", fmt.Errorf("sqlgen: composite component %q is not a one-row predicate", p.Param)
 		}
-		x := g.alias("k")
-		cond, err := g.simple(x, p)
+		xs[i] = g.alias("k")
+		if i == 0 {
+			from.WriteString(t + " " + xs[0])
+		} else {
+			from.WriteString(" JOIN " + t + " " + xs[i] + " ON " + xs[i] + ".rid = " + xs[0] + ".rid AND " + xs[i] + ".grp = " + xs[0] + ".grp")
+		}
+		w = append(w, xs[i]+".param = "+g.b.Arg(rowParam(p)))
+	}
+	// Group the values by their first component: equal conditions with
+	// equal arguments, rendered apart to compare them.
+	type byFirst struct {
+		key   string
+		first *store.Predicate
+		rest  [][]store.Predicate // the other components of each value
+	}
+	var firsts []*byFirst
+	for _, a := range alts {
+		if len(a.Composite) != len(comps) {
+			return "", fmt.Errorf("sqlgen: composite %q values differ in their components", a.Param)
+		}
+		scratch := &gen{b: &Builder{D: g.b.D}}
+		c0, err := scratch.simple(xs[0], &a.Composite[0])
 		if err != nil {
 			return "", err
 		}
-		if i == 0 {
-			first = x
-			from.WriteString(t + " " + x)
-		} else {
-			from.WriteString(" JOIN " + t + " " + x + " ON " + x + ".rid = " + first + ".rid AND " + x + ".grp = " + first + ".grp")
-			w.WriteString(" AND ")
+		key := c0 + "\x00" + fmt.Sprint(scratch.b.Args...)
+		k := slices.IndexFunc(firsts, func(f *byFirst) bool { return f.key == key })
+		if k < 0 {
+			firsts = append(firsts, &byFirst{key: key, first: &a.Composite[0]})
+			k = len(firsts) - 1
 		}
-		w.WriteString(x + ".param = " + g.b.Arg(rowParam(p)) + " AND " + cond)
+		firsts[k].rest = append(firsts[k].rest, a.Composite[1:])
 	}
-	return g.member(sc, first, from.String(), first+".grp > 0 AND "+w.String()), nil
+	ors := make([]string, 0, len(firsts))
+	for _, f := range firsts {
+		c0, err := g.simple(xs[0], f.first)
+		if err != nil {
+			return "", err
+		}
+		var rest []string
+		for _, r := range f.rest {
+			if len(r) == 0 {
+				rest = nil // a one-component value: the first component decides
+				break
+			}
+			ands := make([]string, len(r))
+			for j := range r {
+				if ands[j], err = g.simple(xs[j+1], &r[j]); err != nil {
+					return "", err
+				}
+			}
+			rest = append(rest, joinTree(ands, " AND "))
+		}
+		if len(rest) > 0 {
+			c0 += " AND " + orTree(rest)
+		}
+		ors = append(ors, c0)
+	}
+	where := xs[0] + ".grp > 0 AND " + strings.Join(w, " AND ")
+	if len(ors) == 1 {
+		where += " AND " + ors[0]
+	} else {
+		// Several first components: when they are all codes, list them
+		// for the index (one probe per code instead of a scan of the
+		// parameter's rows); the OR still decides.
+		if codes := tokenCodes(firsts, func(f *byFirst) *store.Predicate { return f.first }); codes != nil {
+			where += " AND " + xs[0] + ".code IN " + g.b.List(codes)
+		}
+		where += " AND " + orTree(ors)
+	}
+	return g.member(sc, xs[0], from.String(), where), nil
+}
+
+// tokenCodes returns the distinct codes of the token predicates of list
+// (got from each element by pred), or nil unless every one is a plain
+// match of a code (with or without a system).
+func tokenCodes[E any](list []E, pred func(E) *store.Predicate) []string {
+	var codes []string
+	for _, e := range list {
+		p := pred(e)
+		if p.Token == nil || p.Token.Text || p.Token.OfType || p.Token.Code == "" {
+			return nil
+		}
+		if !slices.Contains(codes, p.Token.Code) {
+			codes = append(codes, p.Token.Code)
+		}
+	}
+	return codes
 }
 
 // access renders the AccessFilter for the resource row alias (of type typ

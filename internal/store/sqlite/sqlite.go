@@ -55,6 +55,8 @@ type Store struct {
 	raw *rawPool // Read and VRead (rawread.go)
 	ws  *writeStmts
 
+	readers int // size of the pool r
+
 	optimized atomic.Int64 // UnixNano of the last PRAGMA optimize
 
 	ins map[insKey]*sql.Stmt // multi-row index INSERTs on w, prepared at Open
@@ -131,7 +133,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	sw.SetMaxOpenConns(1)
 	sw.SetConnMaxIdleTime(0)
 	sw.SetConnMaxLifetime(0)
-	s := &Store{w: w, r: r, raw: raw, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
+	s := &Store{w: w, r: r, raw: raw, readers: n, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
 	s.stmts = newStmtCache(r, 512)
 	s.stopCheckpoints = s.startCheckpointer(sw)
@@ -224,6 +226,10 @@ func (s *Store) Close() error {
 
 // Engine returns the shared SQL engine (for tests and diagnostics).
 func (s *Store) Engine() *sqlgen.Engine { return s.eng }
+
+// SearchConns implements store.SearchConns: the read connections that
+// serve searches and history.
+func (s *Store) SearchConns() int { return s.readers }
 
 // Read returns the current version of a resource.
 func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {

@@ -80,8 +80,15 @@ type readQuerier struct {
 	cache *stmtCache
 }
 
+// Query runs query computed in full before its first row (eager): the
+// driver interrupts a statement whose context ends only while it computes
+// that row (sqlite3_interrupt from a watcher that lives for the first
+// step); the steps behind later rows run to their end whatever the
+// context says. A search whose matches are sparse, which finds its first
+// match at once and the others after long scans, would otherwise outlive
+// its time budget and hold its connection.
 func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlgen.Rows, error) {
-	st, err := q.cache.get(ctx, query)
+	st, err := q.cache.get(ctx, eager(query))
 	if err != nil {
 		return nil, err
 	}
@@ -95,4 +102,13 @@ func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlg
 func (q readQuerier) Exec(ctx context.Context, query string, args ...any) error {
 	_, err := q.tx.ExecContext(ctx, query, args...)
 	return err
+}
+
+// eager rewrites a SELECT so that SQLite computes all of its rows before
+// returning the first: a MATERIALIZED common table expression is filled in
+// full when first read. Its rows are read back in the order they were
+// stored, which is the order of the SELECT's ORDER BY (SQLite keeps the
+// ORDER BY of a subquery that is the whole outer query).
+func eager(query string) string {
+	return "WITH lapis_eager AS MATERIALIZED (" + query + ") SELECT * FROM lapis_eager"
 }
