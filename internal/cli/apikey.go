@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 // apikeyCmd manages API keys. It writes straight to the database; a
@@ -46,6 +47,7 @@ type apikeyCreateCmd struct {
 	Expires time.Duration `name:"expires" help:"Lifetime, e.g. 720h (default: no expiry)." placeholder:"DURATION"`
 	AllowIP []string      `name:"allow-ip" sep:"none" help:"Accept the key only from these addresses (CIDR, IPv4 or IPv6; repeatable)." placeholder:"CIDR"`
 	JSON    bool          `name:"json" help:"Print one JSON object {\"key\",\"id\",\"prefix\",\"name\",\"scopes\",...}."`
+	Force   bool          `name:"force" help:"Create the key even if the --patient does not exist (yet)."`
 }
 
 func (c *apikeyCreateCmd) Run(e *env) error {
@@ -66,6 +68,11 @@ func (c *apikeyCreateCmd) Run(e *env) error {
 	}
 	if c.Expires < 0 {
 		return errors.New("--expires must be positive")
+	}
+	if c.Patient != "" && !c.Force {
+		if err := checkRecord(e, c.dbFlags, func(rc oauth.RecordChecker) error { return oauth.CheckPatient(e.ctx, rc, c.Patient) }, "key"); err != nil {
+			return err
+		}
 	}
 	key, prefix, hash, err := apikey.New()
 	if err != nil {

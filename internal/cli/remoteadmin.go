@@ -276,7 +276,7 @@ func (c *userCreateRemote) Run(e *env) error {
 		return err
 	}
 	var out oauth.AdminUser
-	if err := a.call(e.ctx, http.MethodPost, "users", oauth.AdminUserRequest{Username: c.Username, Password: pw, FHIRUser: c.FHIRUser}, &out); err != nil {
+	if err := a.call(e.ctx, http.MethodPost, "users", oauth.AdminUserRequest{Username: c.Username, Password: pw, FHIRUser: c.FHIRUser, Force: c.Force}, &out); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -382,7 +382,7 @@ func (c *apikeyCreateRemote) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	req := oauth.AdminAPIKeyRequest{Name: c.Name, Scopes: scopes, Patient: c.Patient, AllowIPs: c.AllowIP}
+	req := oauth.AdminAPIKeyRequest{Name: c.Name, Scopes: scopes, Patient: c.Patient, AllowIPs: c.AllowIP, Force: c.Force}
 	if c.Expires > 0 {
 		d := oauth.AdminDuration(c.Expires)
 		req.ExpiresIn = &d
@@ -406,6 +406,9 @@ func adminAPIKeyBody(r oauth.AdminAPIKeyRequest) map[string]any {
 	}
 	if r.ExpiresIn != nil {
 		m["expires_in"] = time.Duration(*r.ExpiresIn).String()
+	}
+	if r.Force {
+		m["force"] = true
 	}
 	return m
 }

@@ -38,6 +38,7 @@ type userCreateCmd struct {
 	PasswordStdin bool   `name:"password-stdin" required:"" help:"Read the password from the first line of standard input (never from the command line)."`
 	FHIRUser      string `name:"fhir-user" required:"" help:"The user's FHIR resource: Patient/ID or Practitioner/ID." placeholder:"TYPE/ID"`
 	JSON          bool   `name:"json" help:"Print one JSON object {\"username\",\"subject\",\"fhir_user\"}."`
+	Force         bool   `name:"force" help:"Create the login even if the --fhir-user resource does not exist (yet)."`
 }
 
 // userJSON is the output of user create and of each demo login.
@@ -65,6 +66,14 @@ func (c *userCreateCmd) Run(e *env) error {
 	pw, err := readPassword(e.stdin)
 	if err != nil {
 		return err
+	}
+	if err := oauth.ValidateAccount(c.Username, pw, c.FHIRUser); err != nil {
+		return err
+	}
+	if !c.Force {
+		if err := checkRecord(e, c.dbFlags, func(rc oauth.RecordChecker) error { return oauth.CheckFHIRUser(e.ctx, rc, c.FHIRUser) }, "login"); err != nil {
+			return err
+		}
 	}
 	db, _, err := openAuthDB(e, c.dbFlags)
 	if err != nil {
@@ -366,6 +375,46 @@ func (f FHIRPatients) Encounters(ctx context.Context, patientID string, limit in
 		out = append(out, oauth.EncounterSummary{ID: str(r, "id"), Label: label})
 	}
 	return out, nil
+}
+
+// RecordExists implements oauth.RecordChecker for the resources logins
+// and API keys point at: whether Patient/id or Practitioner/id is stored
+// and not deleted.
+func (f FHIRPatients) RecordExists(ctx context.Context, typ, id string) (bool, error) {
+	if typ != "Patient" && typ != "Practitioner" {
+		return false, fmt.Errorf("cannot check %s resources", typ)
+	}
+	if !resource.ValidID(id) {
+		return false, nil
+	}
+	ctx = access.WithPrincipal(ctx, &access.Principal{
+		Method:   "internal",
+		ClientID: "lapis-authorization-server",
+		Scopes:   []string{"system/" + typ + ".r"},
+	})
+	_, err := f.Service.Read(ctx, typ, id)
+	var oe *outcome.Error
+	if errors.As(err, &oe) && (oe.Status == http.StatusNotFound || oe.Status == http.StatusGone) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// checkRecord runs check against the FHIR store of the command's database
+// (for a login's --fhir-user or an API key's --patient); a missing
+// resource is one line that names the override.
+func checkRecord(e *env, f dbFlags, check func(oauth.RecordChecker) error, what string) error {
+	a, _, err := openApp(e, f)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	err = check(FHIRPatients{Service: a.Service})
+	var me *oauth.MissingRecordError
+	if errors.As(err, &me) {
+		return fmt.Errorf("%s does not exist in the FHIR store (--force creates the %s anyway)", me.Reference, what)
+	}
+	return err
 }
 
 // internalCaller marks ctx as the authorization server itself looking up

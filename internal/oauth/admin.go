@@ -503,8 +503,11 @@ type AdminUserRequest struct {
 	// Password is the initial password (8-256 characters; stored as an
 	// argon2id hash, never logged).
 	Password string `json:"password"`
-	// FHIRUser is "Patient/ID" or "Practitioner/ID".
+	// FHIRUser is "Patient/ID" or "Practitioner/ID"; it must exist
+	// unless Force is set.
 	FHIRUser string `json:"fhir_user"`
+	// Force creates the login even if FHIRUser does not exist (yet).
+	Force bool `json:"force,omitempty"`
 }
 
 // AdminUser is a login as the admin API shows it.
@@ -524,6 +527,12 @@ func (a *adminCall) createUser() {
 	if err := decodeJSONBody(a.w, a.r, &req); err != nil {
 		a.fail(err)
 		return
+	}
+	if ValidateAccount(req.Username, req.Password, req.FHIRUser) == nil {
+		if err := a.s.adminCheckFHIRUser(a.r.Context(), req.Force, req.FHIRUser); err != nil {
+			a.fail(err)
+			return
+		}
 	}
 	rs := &recordingStore{AdminStore: a.st}
 	acct, err := CreateAccount(a.r.Context(), rs, req.Username, req.Password, req.FHIRUser)

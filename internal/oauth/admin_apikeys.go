@@ -82,7 +82,8 @@ type AdminAPIKeyRequest struct {
 	// Scopes are SMART scopes, system/… or patient/… (each entry may hold
 	// several, space-separated).
 	Scopes []string `json:"scopes"`
-	// Patient is the patient id patient/ scopes are bound to.
+	// Patient is the patient id patient/ scopes are bound to; it must
+	// exist unless Force is set.
 	Patient string `json:"patient"`
 	// ExpiresIn is the key's lifetime (seconds or a duration string);
 	// ExpiresAt an RFC 3339 end of validity. At most one; neither: no
@@ -92,6 +93,8 @@ type AdminAPIKeyRequest struct {
 	// AllowIPs are CIDR prefixes or addresses (IPv4 or IPv6; entries may
 	// hold several, comma- or space-separated).
 	AllowIPs []string `json:"allow_ips"`
+	// Force creates the key even if Patient does not exist (yet).
+	Force bool `json:"force,omitempty"`
 }
 
 // AdminAPIKeyRotateRequest is the (optional) body of POST
@@ -227,6 +230,10 @@ func (a *adminCall) createAPIKey(ks APIKeyStore) {
 			return
 		}
 		expires = *req.ExpiresAt
+	}
+	if err := a.s.adminCheckPatient(a.r.Context(), req.Force, req.Patient); err != nil {
+		a.fail(err)
+		return
 	}
 	key, prefix, hash, err := apikey.New()
 	if err != nil {

@@ -138,7 +138,9 @@ func TestAssertionAudience(t *testing.T) {
 			return e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"},
 				"client_assertion_type": {oauth.AssertionType}, "client_assertion": {assertion}}, nil)
 		}
-		rs := func(c map[string]any) string { return sign(t, bk.rsa, jose.RS384, "b41528b6f37a9500edb8a905a595bdd7", c, nil) }
+		rs := func(c map[string]any) string {
+			return sign(t, bk.rsa, jose.RS384, "b41528b6f37a9500edb8a905a595bdd7", c, nil)
+		}
 		for name, aud := range map[string]any{
 			"token URL":            e.token,
 			"issuer":               e.issuer,
@@ -442,4 +444,69 @@ func mustRequest(t *testing.T, method, u, form string) *http.Request {
 	}
 	req.Header.Set("Accept", "application/json")
 	return req
+}
+
+// recordPatients is fakePatients that also answers RecordExists, as
+// FHIRPatients does in lapis serve.
+type recordPatients struct{ fakePatients }
+
+func (recordPatients) RecordExists(_ context.Context, typ, id string) (bool, error) {
+	switch typ {
+	case "Patient":
+		return id == "p1" || id == "p2", nil
+	case "Practitioner":
+		return id == "dr1", nil
+	}
+	return false, nil
+}
+
+// TestAdminChecksFHIRRecords: the admin API refuses a login whose
+// fhir_user, or an API key whose patient, does not exist (400 saying so)
+// unless "force": true.
+func TestAdminChecksFHIRRecords(t *testing.T) {
+	for _, d := range []string{"sqlite", "postgres"} {
+		t.Run(d, func(t *testing.T) {
+			ctx := context.Background()
+			e := newAuthEnv(t, d, oauth.LoginPolicy{}, func(c *oauth.Config) { c.Patients = recordPatients{} })
+			adm, err := oauth.RegisterClient(ctx, e.db, oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := (&clientcredentials.Config{ClientID: adm.ClientID, ClientSecret: adm.ClientSecret, TokenURL: e.issuer + oauth.PathToken}).Token(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			call := func(path, body string) (int, map[string]any) {
+				t.Helper()
+				req, _ := http.NewRequest("POST", e.issuer+oauth.PathAdmin+path, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+				r := (&env{t: t}).do(req)
+				return r.status, r.body
+			}
+			for _, c := range []struct {
+				path, body string
+				status     int
+				missing    string
+			}{
+				{"users", `{"username":"a","password":"long enough pw","fhir_user":"Patient/123"}`, 400, "Patient/123"},
+				{"users", `{"username":"a","password":"long enough pw","fhir_user":"Practitioner/nope"}`, 400, "Practitioner/nope"},
+				{"users", `{"username":"a","password":"long enough pw","fhir_user":"Patient/p1"}`, 201, ""},
+				{"users", `{"username":"b","password":"long enough pw","fhir_user":"Practitioner/dr1"}`, 201, ""},
+				{"users", `{"username":"c","password":"long enough pw","fhir_user":"Patient/123","force":true}`, 201, ""},
+				{"users", `{"username":"d","password":"short","fhir_user":"Patient/123"}`, 400, ""}, // the password's error
+				{"apikeys", `{"name":"k","scopes":["patient/*.rs"],"patient":"123"}`, 400, "Patient/123"},
+				{"apikeys", `{"name":"k","scopes":["patient/*.rs"],"patient":"p2"}`, 201, ""},
+				{"apikeys", `{"name":"k","scopes":["patient/*.rs"],"patient":"123","force":true}`, 201, ""},
+				{"apikeys", `{"name":"k","scopes":["system/*.rs"]}`, 201, ""},
+			} {
+				status, body := call(c.path, c.body)
+				desc, _ := body["error_description"].(string)
+				if status != c.status || (c.missing != "" && (body["error"] != "invalid_request" || !strings.Contains(desc, c.missing+" does not exist") || !strings.Contains(desc, "force"))) ||
+					(c.status == 400 && c.missing == "" && strings.Contains(desc, "does not exist")) {
+					t.Errorf("%s %s: %d %v", c.path, c.body, status, body)
+				}
+			}
+		})
+	}
 }
