@@ -82,7 +82,7 @@ func (s *Server) adminCheckPatient(ctx context.Context, force bool, id string) e
 func adminMissing(err error, what string) error {
 	var me *MissingRecordError
 	if errors.As(err, &me) {
-		return errInvalidRequest(me.Error() + " (set force to create the " + what + " anyway)")
+		return errInvalidRequest(me.Error() + " (set force, lapis --force, to create the " + what + " anyway)")
 	}
 	return err
 }
