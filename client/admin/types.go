@@ -113,8 +113,11 @@ type UserRequest struct {
 	// Password is the initial password (8-256 characters; stored as an
 	// argon2id hash, never logged).
 	Password string `json:"password"`
-	// FHIRUser is "Patient/ID" or "Practitioner/ID".
+	// FHIRUser is "Patient/ID" or "Practitioner/ID"; it must exist in the
+	// FHIR store unless Force is set.
 	FHIRUser string `json:"fhir_user"`
+	// Force creates the login even if FHIRUser does not exist (yet).
+	Force bool `json:"force,omitempty"`
 }
 
 // Grant is the live access one user gave one app: every unrevoked,
@@ -219,6 +222,9 @@ type APIKeyRequest struct {
 	AllowIPs []string `json:"allow_ips,omitempty"`
 	// Owner is who manages the key (optional).
 	Owner string `json:"owner,omitempty"`
+	// Force creates the key even if Patient does not exist (yet) in the
+	// FHIR store.
+	Force bool `json:"force,omitempty"`
 }
 
 // APIKeyFilter selects API keys; an empty field matches every value.

@@ -30,6 +30,7 @@ import (
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 // Store is the authorization database as the admin actions use it
@@ -78,6 +79,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// Records checks that the FHIR resource a login or a patient-bound
+	// API key points at exists (unless the request forces it); nil skips
+	// the check.
+	Records oauth.RecordChecker
 }
 
 // Service performs the admin actions. Reads need no Actor; every change
@@ -87,11 +92,12 @@ type Service struct {
 	audit Auditor
 	log   *slog.Logger
 	now   func() time.Time
+	recs  oauth.RecordChecker
 }
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{st: cfg.Store, audit: cfg.Audit, log: cfg.Logger, now: cfg.Now}
+	s := &Service{st: cfg.Store, audit: cfg.Audit, log: cfg.Logger, now: cfg.Now, recs: cfg.Records}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -162,6 +168,16 @@ func (e *InvalidError) Error() string {
 }
 
 func invalid(field, reason string) error { return &InvalidError{Field: field, Reason: reason} }
+
+// missingRecord turns an oauth.MissingRecordError into a refusal that says
+// how to override it (what: "login", "key").
+func missingRecord(err error, what string) error {
+	var me *oauth.MissingRecordError
+	if errors.As(err, &me) {
+		return invalid("", me.Reference+" does not exist in the FHIR store (--force, or \"force\": true in the admin API, creates the "+what+" anyway)")
+	}
+	return err
+}
 
 // NotFoundError says that a client, user or API key does not exist; it
 // matches api.ErrNotFound.

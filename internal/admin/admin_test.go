@@ -337,3 +337,53 @@ func TestDeletesRevokeGrants(t *testing.T) {
 		}
 	})
 }
+
+// recordsFake is a record checker that knows Patient/p1 and
+// Practitioner/dr1.
+type recordsFake struct{}
+
+func (recordsFake) RecordExists(_ context.Context, typ, id string) (bool, error) {
+	return typ+"/"+id == "Patient/p1" || typ+"/"+id == "Practitioner/dr1", nil
+}
+
+// TestRecordsChecked: a login whose FHIR user, or a patient-bound key
+// whose patient, does not exist is refused (naming the resource and the
+// override) unless forced; format errors come first.
+func TestRecordsChecked(t *testing.T) {
+	openBoth(t, func(t *testing.T, db *authdb.DB) {
+		s := admin.New(admin.Config{Store: db, Audit: &events{}, Logger: slog.New(slog.DiscardHandler), Records: recordsFake{}})
+		ctx := admin.WithActor(context.Background(), actors["api"])
+		for _, c := range []struct {
+			req     api.UserRequest
+			missing string
+		}{
+			{api.UserRequest{Username: "a", Password: "long enough pw", FHIRUser: "Patient/123"}, "Patient/123"},
+			{api.UserRequest{Username: "a", Password: "long enough pw", FHIRUser: "Practitioner/nope"}, "Practitioner/nope"},
+			{api.UserRequest{Username: "a", Password: "long enough pw", FHIRUser: "Patient/p1"}, ""},
+			{api.UserRequest{Username: "b", Password: "long enough pw", FHIRUser: "Practitioner/dr1"}, ""},
+			{api.UserRequest{Username: "c", Password: "long enough pw", FHIRUser: "Patient/123", Force: true}, ""},
+		} {
+			_, err := s.CreateUser(ctx, c.req)
+			if c.missing == "" && err != nil || c.missing != "" && (err == nil || !strings.Contains(err.Error(), c.missing+" does not exist") || !strings.Contains(err.Error(), "force")) {
+				t.Errorf("%+v: %v", c.req, err)
+			}
+		}
+		if _, err := s.CreateUser(ctx, api.UserRequest{Username: "d", Password: "short", FHIRUser: "Patient/123"}); err == nil || strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("short password: %v", err)
+		}
+		for _, c := range []struct {
+			req     api.APIKeyRequest
+			missing bool
+		}{
+			{api.APIKeyRequest{Name: "k", Scopes: []string{"patient/*.rs"}, Patient: "123"}, true},
+			{api.APIKeyRequest{Name: "k", Scopes: []string{"patient/*.rs"}, Patient: "p1"}, false},
+			{api.APIKeyRequest{Name: "k", Scopes: []string{"patient/*.rs"}, Patient: "123", Force: true}, false},
+			{api.APIKeyRequest{Name: "k", Scopes: []string{"system/*.rs"}}, false},
+		} {
+			_, err := s.CreateAPIKey(ctx, c.req)
+			if c.missing != (err != nil) || c.missing && !strings.Contains(err.Error(), "Patient/123 does not exist") {
+				t.Errorf("%+v: %v", c.req, err)
+			}
+		}
+	})
+}

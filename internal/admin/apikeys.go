@@ -10,6 +10,7 @@ import (
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 func apiKeyOf(k *authdb.APIKey, now time.Time) api.APIKey {
@@ -66,6 +67,11 @@ func (s *Service) CreateAPIKey(ctx context.Context, req api.APIKeyRequest) (*api
 	ips, err := apikey.ParseAllowList(req.AllowIPs)
 	if err != nil {
 		return nil, keyInvalid(err)
+	}
+	if s.recs != nil && !req.Force && req.Patient != "" {
+		if err := missingRecord(oauth.CheckPatient(ctx, s.recs, req.Patient), "key"); err != nil {
+			return nil, err
+		}
 	}
 	now := s.now()
 	var expires time.Time

@@ -23,6 +23,11 @@ func (s *Service) CreateUser(ctx context.Context, req api.UserRequest) (*api.Use
 	if err != nil {
 		return nil, err
 	}
+	if s.recs != nil && !req.Force && oauth.ValidateAccount(req.Username, req.Password, req.FHIRUser) == nil {
+		if err := missingRecord(oauth.CheckFHIRUser(ctx, s.recs, req.FHIRUser), "login"); err != nil {
+			return nil, err
+		}
+	}
 	cr := &creator{Store: s.st}
 	acct, err := oauth.CreateAccount(ctx, cr, req.Username, req.Password, req.FHIRUser)
 	switch {

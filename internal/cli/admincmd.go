@@ -11,6 +11,7 @@ import (
 	adminclient "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/client/profile"
 	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
@@ -84,7 +85,9 @@ func localAdmin(e *env, f dbFlags, fn func(ctx context.Context, s *admin.Service
 	defer db.Close()
 	rec := &commandAudit{cfg: cfg}
 	defer rec.close()
-	s := admin.New(admin.Config{Store: db, Audit: rec, Logger: newLogger(e, "warn")})
+	recs := &storeRecords{e: e, f: f}
+	defer recs.close()
+	s := admin.New(admin.Config{Store: db, Audit: rec, Logger: newLogger(e, "warn"), Records: recs})
 	return flagWording(fn(admin.WithActor(e.ctx, admin.CommandActor()), s))
 }
 
@@ -180,4 +183,31 @@ func readFileLimited(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than 1 MiB", name)
 	}
 	return b, nil
+}
+
+// storeRecords is the record checker of the local admin commands: it
+// opens the FHIR store of the command's database on its first use only
+// (a command given --force, or not naming a resource, never opens it).
+type storeRecords struct {
+	e   *env
+	f   dbFlags
+	app *app.App
+}
+
+// RecordExists implements oauth.RecordChecker.
+func (r *storeRecords) RecordExists(ctx context.Context, typ, id string) (bool, error) {
+	if r.app == nil {
+		a, _, err := openApp(r.e, r.f)
+		if err != nil {
+			return false, err
+		}
+		r.app = a
+	}
+	return FHIRPatients{Service: r.app.Service}.RecordExists(ctx, typ, id)
+}
+
+func (r *storeRecords) close() {
+	if r.app != nil {
+		r.app.Close()
+	}
 }

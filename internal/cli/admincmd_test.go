@@ -107,7 +107,7 @@ func TestLocalAdminAudit(t *testing.T) {
 			}
 
 			var u struct{ Subject string }
-			json.Unmarshal([]byte(lapis("a long password\n", "user", "create", "--username", "alice", "--password-stdin", "--fhir-user", "Patient/1", "--json")), &u)
+			json.Unmarshal([]byte(lapis("a long password\n", "user", "create", "--username", "alice", "--password-stdin", "--fhir-user", "Patient/1", "--force", "--json")), &u)
 			wantRecord("user create", "admin create_user "+u.Subject)
 
 			// A grant alice gave the app dies with the app.

@@ -31,10 +31,11 @@ type apikeyCreateCmd struct {
 	AllowIP []string      `name:"allow-ip" sep:"none" help:"Accept the key only from these addresses (CIDR, IPv4 or IPv6; repeatable)." placeholder:"CIDR"`
 	Owner   string        `name:"owner" help:"Who manages the key, e.g. admin or a developer account id (optional)." placeholder:"OWNER"`
 	JSON    bool          `name:"json" help:"Print one JSON object {\"key\",\"id\",\"prefix\",\"name\",\"scopes\",...}."`
+	Force   bool          `name:"force" help:"Create the key even if the --patient does not exist (yet)."`
 }
 
 func (c *apikeyCreateCmd) Run(e *env) error {
-	req := adminclient.APIKeyRequest{Name: c.Name, Scopes: c.Scope, Patient: c.Patient, AllowIPs: c.AllowIP, Owner: c.Owner}
+	req := adminclient.APIKeyRequest{Name: c.Name, Scopes: c.Scope, Patient: c.Patient, AllowIPs: c.AllowIP, Owner: c.Owner, Force: c.Force}
 	if c.Expires != 0 { // 0: no expiry; negative: refused
 		d := adminclient.Duration(c.Expires)
 		req.ExpiresIn = &d

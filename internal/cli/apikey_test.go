@@ -58,7 +58,7 @@ func TestAPIKeyCommands(t *testing.T) {
 				t.Fatalf("%+v %v", stored, err)
 			}
 
-			code, out, errs = run(append([]string{"apikey", "create", "--name", "app", "--scope", "patient/Observation.rs", "--patient", "p1", "--json"}, db...)...)
+			code, out, errs = run(append([]string{"apikey", "create", "--name", "app", "--scope", "patient/Observation.rs", "--patient", "p1", "--json", "--force"}, db...)...)
 			if code != 0 || oneObject(t, out)["patient"] != "p1" {
 				t.Fatalf("patient key: %d %s %s", code, out, errs)
 			}

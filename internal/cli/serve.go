@@ -199,7 +199,7 @@ func (c *serveCmd) Run(e *env) error {
 	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
 	adm, err := adminapi.New(adminapi.Config{
 		Issuer:   cfg.FHIRBase(),
-		Service:  admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log}),
+		Service:  admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: FHIRPatients{Service: a.Service}}),
 		Verifier: auth.Verifier(),
 		Logger:   log,
 	})

@@ -43,6 +43,7 @@ type userCreateCmd struct {
 	PasswordStdin bool   `name:"password-stdin" required:"" help:"Read the password from the first line of standard input (never from the command line)."`
 	FHIRUser      string `name:"fhir-user" required:"" help:"The user's FHIR resource: Patient/ID or Practitioner/ID." placeholder:"TYPE/ID"`
 	JSON          bool   `name:"json" help:"Print one JSON object {\"username\",\"subject\",\"fhir_user\"}."`
+	Force         bool   `name:"force" help:"Create the login even if the --fhir-user resource does not exist (yet)."`
 }
 
 // userJSON is the output of user create and of each demo login.
@@ -72,7 +73,7 @@ func (c *userCreateCmd) Run(e *env) error {
 		return err
 	}
 	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		u, err := b.CreateUser(ctx, adminclient.UserRequest{Username: c.Username, Password: pw, FHIRUser: c.FHIRUser})
+		u, err := b.CreateUser(ctx, adminclient.UserRequest{Username: c.Username, Password: pw, FHIRUser: c.FHIRUser, Force: c.Force})
 		if err != nil {
 			return err
 		}
@@ -380,4 +381,27 @@ func internalCaller(ctx context.Context) context.Context {
 		ClientID: "lapis-authorization-server",
 		Scopes:   []string{"system/Patient.rs", "system/Encounter.rs"},
 	})
+}
+
+// RecordExists implements oauth.RecordChecker for the resources logins
+// and API keys point at: whether Patient/id or Practitioner/id is stored
+// and not deleted.
+func (f FHIRPatients) RecordExists(ctx context.Context, typ, id string) (bool, error) {
+	if typ != "Patient" && typ != "Practitioner" {
+		return false, fmt.Errorf("cannot check %s resources", typ)
+	}
+	if !resource.ValidID(id) {
+		return false, nil
+	}
+	ctx = access.WithPrincipal(ctx, &access.Principal{
+		Method:   "internal",
+		ClientID: "lapis-authorization-server",
+		Scopes:   []string{"system/" + typ + ".r"},
+	})
+	_, err := f.Service.Read(ctx, typ, id)
+	var oe *outcome.Error
+	if errors.As(err, &oe) && (oe.Status == http.StatusNotFound || oe.Status == http.StatusGone) {
+		return false, nil
+	}
+	return err == nil, err
 }

@@ -31,7 +31,7 @@ func TestUserCommands(t *testing.T) {
 				dbURL = pgtest.New(t)
 				dbArgs = append(dbArgs, "--database", dbURL)
 			}
-			code, out, errs := runIn("s3cret passphrase\n", append([]string{"user", "create", "--username", "Alice", "--password-stdin", "--fhir-user", "Patient/p1", "--json"}, dbArgs...)...)
+			code, out, errs := runIn("s3cret passphrase\n", append([]string{"user", "create", "--username", "Alice", "--password-stdin", "--fhir-user", "Patient/p1", "--json", "--force"}, dbArgs...)...)
 			if code != 0 {
 				t.Fatalf("create: %d %s", code, errs)
 			}
@@ -54,11 +54,11 @@ func TestUserCommands(t *testing.T) {
 				stdin string
 				args  []string
 			}{
-				{"another password\n", []string{"user", "create", "--username", "alice", "--password-stdin", "--fhir-user", "Patient/p2", "--json"}},
-				{"short\n", []string{"user", "create", "--username", "bob", "--password-stdin", "--fhir-user", "Patient/p2", "--json"}},
+				{"another password\n", []string{"user", "create", "--username", "alice", "--password-stdin", "--fhir-user", "Patient/p2", "--json", "--force"}},
+				{"short\n", []string{"user", "create", "--username", "bob", "--password-stdin", "--fhir-user", "Patient/p2", "--json", "--force"}},
 				{"long enough pw\n", []string{"user", "create", "--username", "bob", "--password-stdin", "--fhir-user", "Organization/o1", "--json"}},
-				{"", []string{"user", "create", "--username", "bob", "--password-stdin", "--fhir-user", "Patient/p2", "--json"}},
-				{"long enough pw\n", []string{"user", "create", "--username", "bob", "--fhir-user", "Patient/p2", "--json"}},
+				{"", []string{"user", "create", "--username", "bob", "--password-stdin", "--fhir-user", "Patient/p2", "--json", "--force"}},
+				{"long enough pw\n", []string{"user", "create", "--username", "bob", "--fhir-user", "Patient/p2", "--json", "--force"}},
 				{"", []string{"user", "delete", "nobody"}},
 			} {
 				code, out, errs := runIn(bad.stdin, append(bad.args, dbArgs...)...)

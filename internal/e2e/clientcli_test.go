@@ -241,7 +241,7 @@ func testClientCLIAdmin(t *testing.T, in *instance) {
 
 	// users and clients: the remote --json output is byte for byte the local one
 	var u struct{ Username, Subject string }
-	decodeJSON(t, c.ok("correct horse battery\n", append([]string{"user", "create", "--username", "Remote.User", "--password-stdin", "--fhir-user", "Patient/123", "--json"}, remote...)...), &u)
+	decodeJSON(t, c.ok("correct horse battery\n", append([]string{"user", "create", "--username", "Remote.User", "--password-stdin", "--fhir-user", "Patient/123", "--force", "--json"}, remote...)...), &u)
 	if u.Username != "remote.user" || u.Subject == "" {
 		t.Fatalf("user create %+v", u)
 	}

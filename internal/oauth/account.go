@@ -105,16 +105,10 @@ func NormalizeUsername(u string) string { return strings.ToLower(strings.TrimSpa
 // stored as an argon2id hash) and the FHIR user ("Patient/ID" or
 // "Practitioner/ID"). The subject is a new random UUID that never changes.
 func CreateAccount(ctx context.Context, store AccountCreator, username, password, fhirUser string) (*authdb.Account, error) {
+	if err := ValidateAccount(username, password, fhirUser); err != nil {
+		return nil, err
+	}
 	username = NormalizeUsername(username)
-	if !usernameRE.MatchString(username) {
-		return nil, errors.New("the username must be 1-64 characters: letters, digits, '.', '_', '@', '+' or '-'")
-	}
-	if n := len([]rune(password)); n < MinPasswordLen || n > MaxPasswordLen {
-		return nil, fmt.Errorf("the password must be %d to %d characters", MinPasswordLen, MaxPasswordLen)
-	}
-	if !fhirUserRE.MatchString(fhirUser) || strings.HasSuffix(fhirUser, "/.") || strings.HasSuffix(fhirUser, "/..") {
-		return nil, errors.New("the FHIR user must be Patient/ID or Practitioner/ID")
-	}
 	h, err := HashPassword(password)
 	if err != nil {
 		return nil, err
@@ -126,6 +120,22 @@ func CreateAccount(ctx context.Context, store AccountCreator, username, password
 		return nil, err
 	}
 	return a, nil
+}
+
+// ValidateAccount checks what CreateAccount checks before storing: the
+// username, the password length and the form of the FHIR user (not
+// whether that resource exists: see CheckFHIRUser).
+func ValidateAccount(username, password, fhirUser string) error {
+	if !usernameRE.MatchString(NormalizeUsername(username)) {
+		return errors.New("the username must be 1-64 characters: letters, digits, '.', '_', '@', '+' or '-'")
+	}
+	if n := len([]rune(password)); n < MinPasswordLen || n > MaxPasswordLen {
+		return fmt.Errorf("the password must be %d to %d characters", MinPasswordLen, MaxPasswordLen)
+	}
+	if !fhirUserRE.MatchString(fhirUser) || strings.HasSuffix(fhirUser, "/.") || strings.HasSuffix(fhirUser, "/..") {
+		return errors.New("the FHIR user must be Patient/ID or Practitioner/ID")
+	}
+	return nil
 }
 
 // IsPractitioner reports whether the account is a practitioner's.

@@ -36,7 +36,7 @@ type codeEnv struct {
 
 func (e *codeEnv) advance(d time.Duration) { e.skew.Add(int64(d)) }
 
-func newCodeEnv(t testing.TB, dialect string) *codeEnv {
+func newCodeEnv(t testing.TB, dialect string, setup ...func(*oauth.Server)) *codeEnv {
 	t.Helper()
 	db, km, dir := openStores(t, dialect)
 	ce := &codeEnv{}
@@ -48,6 +48,9 @@ func newCodeEnv(t testing.TB, dialect string) *codeEnv {
 		Now:    func() time.Time { return time.Now().Add(time.Duration(ce.skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(srv)
 	}
 	mux := http.NewServeMux()
 	srv.Mount(mux)

@@ -71,6 +71,27 @@ func (s *Server) authenticateClient(ctx context.Context, r *http.Request, form u
 	if err != nil {
 		return nil, err
 	}
+	return s.allowedFrom(ctx, r, c)
+}
+
+// hasClientCredentials reports whether a request names or authenticates
+// its client in any way: HTTP Basic, a client assertion, a client secret or
+// a client_id.
+func hasClientCredentials(r *http.Request, form url.Values) bool {
+	if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Basic") {
+		return true
+	}
+	for _, k := range []string{"client_id", "client_secret", "client_assertion", "client_assertion_type"} {
+		if form.Get(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// allowedFrom refuses an identified client outside its network
+// allow-list.
+func (s *Server) allowedFrom(ctx context.Context, r *http.Request, c *AuthenticatedClient) (*AuthenticatedClient, error) {
 	if s.network == nil {
 		return c, nil
 	}
@@ -207,76 +228,108 @@ func (s *Server) checkSecret(ctx context.Context, id, secret, method string, bas
 // checkAssertion authenticates a SMART Backend Services client by its
 // signed JWT (conformance.md §3): RS384/ES384, key by kid (and jku only if
 // it equals the registered JWKS URL), iss = sub = client id, aud = the
-// token URL, exp at most five minutes ahead, jti never reused. Every
-// failure is invalid_client.
+// token URL (SMART) or the issuer identifier (RFC 7523bis, openid-client's
+// default), as a string or in an array; exp at most five minutes ahead,
+// jti never reused. Every failure is invalid_client whose description
+// names what failed (never a key).
 func (s *Server) checkAssertion(ctx context.Context, typ, assertion, formID string) (*authdb.Client, error) {
-	fail := errInvalidClient(false)
-	if typ != AssertionType || assertion == "" || len(assertion) > maxAssertionBytes {
-		return nil, fail
+	fail := func(desc string) error {
+		e := errInvalidClient(false)
+		e.Description = "client assertion: " + desc
+		return e
+	}
+	switch {
+	case typ != AssertionType:
+		return nil, fail("client_assertion_type must be " + AssertionType)
+	case assertion == "":
+		return nil, fail("client_assertion is missing")
+	case len(assertion) > maxAssertionBytes:
+		return nil, fail("client_assertion is too large")
 	}
 	tok, err := jwt.ParseSigned(assertion, AssertionAlgorithms)
 	if err != nil || len(tok.Headers) != 1 {
-		return nil, fail
+		return nil, fail("not a JWS compact serialization signed with RS384 or ES384")
 	}
 	hdr := tok.Headers[0]
 	if hdr.KeyID == "" {
-		return nil, fail
+		return nil, fail("the header has no kid")
 	}
 	var unverified jwt.Claims
 	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
-		return nil, fail
+		return nil, fail("the claims are not a JSON object")
 	}
-	if unverified.Issuer == "" || unverified.Issuer != unverified.Subject || (formID != "" && formID != unverified.Issuer) {
-		return nil, fail
+	switch {
+	case unverified.Issuer == "":
+		return nil, fail("iss is missing")
+	case unverified.Issuer != unverified.Subject:
+		return nil, fail("iss and sub must both be the client id")
+	case formID != "" && formID != unverified.Issuer:
+		return nil, fail("iss does not match client_id")
 	}
 	c, err := s.cfg.Clients.Client(ctx, unverified.Issuer)
 	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, fail
+		return nil, fail("iss is not a client registered for private_key_jwt")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if c.Type != authdb.Backend {
-		return nil, fail
+		return nil, fail("iss is not a client registered for private_key_jwt")
 	}
 	if jku, ok := hdr.ExtraHeaders["jku"]; ok {
 		if s, _ := jku.(string); s == "" || c.JWKSURI == "" || s != c.JWKSURI {
-			return nil, fail
+			return nil, fail("jku is not the client's registered JWKS URL")
 		}
 	}
 	key, err := s.assertionKey(ctx, c, hdr)
 	if err != nil {
-		return nil, fail
+		return nil, fail(err.Error())
 	}
 	var claims jwt.Claims
 	if err := tok.Claims(key.Key, &claims); err != nil {
-		return nil, fail
+		return nil, fail("the signature does not verify with the registered key of that kid")
 	}
 	now := s.now()
 	switch {
-	case claims.Issuer != c.ID || claims.Subject != c.ID,
-		!claims.Audience.Contains(s.ep.token),
-		claims.Expiry == nil,
-		!now.Before(claims.Expiry.Time()),
-		claims.Expiry.Time().After(now.Add(maxAssertionAhead + clockSkew)),
-		claims.NotBefore != nil && claims.NotBefore.Time().After(now.Add(clockSkew)),
-		claims.IssuedAt != nil && claims.IssuedAt.Time().After(now.Add(clockSkew)),
-		claims.ID == "" || len(claims.ID) > maxJTILen:
-		return nil, fail
+	case claims.Issuer != c.ID || claims.Subject != c.ID:
+		return nil, fail("iss and sub must both be the client id")
+	case !s.assertionAudience(claims.Audience):
+		return nil, fail("aud must be the token endpoint URL (" + s.ep.token + ") or the issuer (" + s.cfg.Issuer + ")")
+	case claims.Expiry == nil:
+		return nil, fail("exp is missing")
+	case !now.Before(claims.Expiry.Time()):
+		return nil, fail("exp has passed")
+	case claims.Expiry.Time().After(now.Add(maxAssertionAhead + clockSkew)):
+		return nil, fail("exp is more than 5 minutes ahead")
+	case claims.NotBefore != nil && claims.NotBefore.Time().After(now.Add(clockSkew)):
+		return nil, fail("nbf is in the future")
+	case claims.IssuedAt != nil && claims.IssuedAt.Time().After(now.Add(clockSkew)):
+		return nil, fail("iat is in the future")
+	case claims.ID == "":
+		return nil, fail("jti is missing")
+	case len(claims.ID) > maxJTILen:
+		return nil, fail("jti is longer than 255 characters")
 	}
 	fresh, err := s.cfg.Assertions.UseAssertionID(ctx, c.ID, claims.ID, claims.Expiry.Time())
 	if err != nil {
 		return nil, err
 	}
 	if !fresh {
-		return nil, fail
+		return nil, fail("jti was already used")
 	}
 	return c, nil
 }
 
+// assertionAudience reports whether a client assertion's aud (a string or
+// an array) holds the token endpoint URL or the issuer identifier.
+func (s *Server) assertionAudience(aud jwt.Audience) bool {
+	return aud.Contains(s.ep.token) || aud.Contains(s.cfg.Issuer)
+}
+
 // assertionKey finds the one registered key with the header's kid and a
 // key type matching its alg. A jwks_uri is fetched again (rate-limited)
-// when the kid is not found, to follow the client's key rotation.
+// when the kid is not found, to follow the client's key rotation. Its
+// errors are safe to show the client (they name no key).
 func (s *Server) assertionKey(ctx context.Context, c *authdb.Client, hdr jose.Header) (*jose.JSONWebKey, error) {
 	find := func(set *jose.JSONWebKeySet) (*jose.JSONWebKey, int) {
 		var found *jose.JSONWebKey
@@ -290,34 +343,40 @@ func (s *Server) assertionKey(ctx context.Context, c *authdb.Client, hdr jose.He
 		}
 		return found, n
 	}
+	n := 0
 	switch {
 	case c.JWKS != "":
 		set, err := jwksfetch.Parse([]byte(c.JWKS))
 		if err != nil {
-			return nil, err
+			s.log.Warn("oauth: client's registered JWKS is invalid", "client_id", c.ID, "error", err.Error())
+			return nil, errors.New("the client's registered JWKS is not usable")
 		}
-		if k, n := find(set); n == 1 {
+		var k *jose.JSONWebKey
+		if k, n = find(set); n == 1 {
 			return k, nil
 		}
 	case c.JWKSURI != "":
 		set, err := s.cfg.JWKS.Get(ctx, c.JWKSURI, false)
 		if err != nil {
 			s.log.Warn("oauth: fetching client JWKS failed", "client_id", c.ID, "error", err.Error())
-			return nil, err
+			return nil, errors.New("the client's jwks_uri could not be fetched")
 		}
-		k, n := find(set)
-		if n == 1 {
+		var k *jose.JSONWebKey
+		if k, n = find(set); n == 1 {
 			return k, nil
 		}
 		if n == 0 {
 			if set, err = s.cfg.JWKS.Get(ctx, c.JWKSURI, true); err == nil {
-				if k, n := find(set); n == 1 {
+				if k, n = find(set); n == 1 {
 					return k, nil
 				}
 			}
 		}
 	}
-	return nil, errors.New("no matching key")
+	if n > 1 {
+		return nil, errors.New("several registered keys have that kid and fit alg")
+	}
+	return nil, errors.New("no registered key has that kid and fits alg")
 }
 
 // keyFits reports whether k is a public verification key usable with alg.

@@ -12,6 +12,7 @@
 //	[base]/auth/token                        token endpoint
 //	[base]/auth/introspect                   introspection
 //	[base]/auth/revoke                       revocation
+//	[base]/auth/userinfo                     OpenID Connect UserInfo
 //
 // The token endpoint is a composer: each grant type is a GrantHandler
 // (client_credentials now; authorization_code and refresh_token plug in
@@ -171,7 +172,7 @@ type Server struct {
 // endpoints are the absolute endpoint URLs, shared by all discovery
 // documents and the CapabilityStatement.
 type endpoints struct {
-	authorize, token, introspect, revoke, jwks string
+	authorize, token, introspect, revoke, jwks, userinfo string
 }
 
 // New builds a Server with the client_credentials grant, and the
@@ -218,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 		introspect: base + PathIntrospect,
 		revoke:     base + PathRevoke,
 		jwks:       base + PathJWKS,
+		userinfo:   base + PathUserInfo,
 	}
 	s.verifier = NewVerifier(VerifierConfig{Issuer: cfg.Issuer, Audience: cfg.Issuer, Keys: cfg.Keys, Revocations: cfg.Revocations, Now: s.now})
 	s.Register(&ClientCredentials{s: s})
@@ -317,6 +319,7 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathToken, s.handleToken)
 	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
 	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
+	mux.HandleFunc(s.prefix+PathUserInfo, s.handleUserInfo)
 	s.mountPages(mux)
 }
 

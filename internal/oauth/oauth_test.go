@@ -413,7 +413,7 @@ func TestBackendServices(t *testing.T) {
 			{"expired", form(rs(with(inline.ClientID, "exp", now.Add(-time.Minute).Unix()))), []int{400, 401}, "invalid_client"},
 			{"no exp", form(rs(with(inline.ClientID, "exp", nil))), []int{400, 401}, "invalid_client"},
 			{"no jti", form(rs(with(inline.ClientID, "jti", nil))), []int{400, 401}, "invalid_client"},
-			{"aud not the token URL", form(rs(with(inline.ClientID, "aud", e.issuer))), []int{400, 401}, "invalid_client"},
+			{"aud neither the token URL nor the issuer", form(rs(with(inline.ClientID, "aud", e.issuer+"/"))), []int{400, 401}, "invalid_client"},
 			{"bad signature (other key, same kid)", form(sign(t, other.rsa, jose.RS384, "b41528b6f37a9500edb8a905a595bdd7", good(inline.ClientID), nil)), []int{400, 401}, "invalid_client"},
 			{"unknown kid", form(sign(t, bk.rsa, jose.RS384, "no-such-kid", good(inline.ClientID), nil)), []int{400, 401}, "invalid_client"},
 			{"kid of the other key type", form(sign(t, bk.rsa, jose.RS384, "4b49a739d1eb115b3225f4cf9beb6d1b", good(inline.ClientID), nil)), []int{400, 401}, "invalid_client"},
@@ -422,7 +422,7 @@ func TestBackendServices(t *testing.T) {
 			{"jku on a client with inline JWKS", form(sign(t, bk.ec, jose.ES384, "4b49a739d1eb115b3225f4cf9beb6d1b", good(inline.ClientID), map[jose.HeaderKey]any{"jku": jwksSrv.URL + "/jwks.json"})), []int{400, 401}, "invalid_client"},
 			{"garbage assertion", form("not.a.jwt"), []int{400, 401}, "invalid_client"},
 			{"client_id differs from iss", func() url.Values { f := form(rs(good(inline.ClientID))); f.Set("client_id", byURI.ClientID); return f }(), []int{400, 401}, "invalid_client"},
-			{"scope not registered", func() url.Values { f := form(rs(good(byURI.ClientID))); f.Set("scope", "system/Patient.rs"); return f }(), []int{400}, "invalid_scope"},
+			{"scope not registered", func() url.Values { f := form(rs(good(byURI.ClientID))); f.Set("scope", "system/Patient.cud"); return f }(), []int{400}, "invalid_scope"},
 			{"user scope", func() url.Values { f := form(rs(good(inline.ClientID))); f.Set("scope", "user/*.read"); return f }(), []int{400}, "invalid_scope"},
 		}
 		for _, c := range cases {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -45,7 +46,8 @@ type RefreshStore interface {
 // authdb.DB.RotateRefreshToken), any other reuse revokes its family; scope
 // may narrow,
 // never widen; the client must be the one the token was issued to
-// (confidential clients re-authenticate). The new access token keeps the
+// (confidential clients re-authenticate; a public client may omit
+// client_id, its token identifies it). The new access token keeps the
 // launch context.
 type RefreshTokenGrant struct{ s *Server }
 
@@ -121,6 +123,42 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 	}
 	resp.RefreshToken = next
 	return resp, nil
+}
+
+// identifyClient implements clientIdentifier: a refresh request without
+// client credentials or client_id (fhirclient's refresh) comes from the
+// client its token was issued to, if that is a public client. Expiry,
+// rotation, the grace retry and reuse are judged by Handle as for any
+// other request, so a reused token presented this way still revokes its
+// family.
+func (g *RefreshTokenGrant) identifyClient(ctx context.Context, form url.Values) (*AuthenticatedClient, error) {
+	s := g.s
+	tok := form.Get("refresh_token")
+	if tok == "" {
+		return nil, errInvalidRequest("refresh_token is required")
+	}
+	bad := errInvalidGrant("refresh token is invalid, expired or revoked")
+	if len(tok) > maxCredentialLen {
+		return nil, bad
+	}
+	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenHash(tok))
+	if errors.Is(err, authdb.ErrNotFound) {
+		return nil, bad
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.cfg.Clients.Client(ctx, rt.ClientID)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return nil, bad
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Type != authdb.Public {
+		return nil, errInvalidClient(true) // confidential clients authenticate
+	}
+	return &AuthenticatedClient{Client: c, Method: AuthNone}, nil
 }
 
 // refreshReused revokes a family whose rotated refresh token came back

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
@@ -54,6 +55,16 @@ type GrantHandler interface {
 	Handle(ctx context.Context, req *TokenRequest) (*TokenResponse, error)
 }
 
+// clientIdentifier is implemented by grant handlers whose grant itself
+// identifies the client when the request carries no client credentials
+// and no client_id: the refresh_token grant, whose token names its public
+// client (RFC 6749 §6 asks a public client for no authentication). It
+// returns a public client only; a confidential or backend client must
+// authenticate (invalid_client).
+type clientIdentifier interface {
+	identifyClient(ctx context.Context, form url.Values) (*AuthenticatedClient, error)
+}
+
 // Register adds a grant handler to the token endpoint (authorization_code
 // and refresh_token plug in here).
 func (s *Server) Register(h GrantHandler) { s.grants[h.GrantType()] = h }
@@ -89,7 +100,16 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &Error{Code: CodeUnsupportedGrantType, Description: "grant type not supported", Status: http.StatusBadRequest})
 		return
 	}
-	client, err := s.authenticateClient(r.Context(), r, form)
+	var client *AuthenticatedClient
+	if ci, ok := h.(clientIdentifier); ok && !hasClientCredentials(r, form) {
+		// A public client identified by its grant (RFC 6749 §6).
+		client, err = ci.identifyClient(r.Context(), form)
+		if err == nil {
+			client, err = s.allowedFrom(r.Context(), r, client)
+		}
+	} else {
+		client, err = s.authenticateClient(r.Context(), r, form)
+	}
 	if err != nil {
 		s.record(r, audit.Event{Kind: audit.KindTokenFailure, Outcome: audit.OutcomeMinor, Description: "client authentication failed; grant " + safeWord(gt),
 			ClientID: s.knownClient(r.Context(), form.Get("client_id"))})
@@ -183,9 +203,15 @@ func (g *ClientCredentials) Handle(ctx context.Context, req *TokenRequest) (*Tok
 }
 
 // systemScopes returns the scopes to grant for a client_credentials
-// request: every requested scope must be a system/ scope the client is
-// registered for; no scope requested means all its registered system/
-// scopes.
+// request. No scope requested means all the client's registered system/
+// scopes. Otherwise any subset of the registration is granted as
+// requested (RFC 6749 §3.3): a registered scope itself, or a system/
+// resource scope that a registered one covers — a wildcard narrowed to a
+// type (system/*.rs → system/Patient.rs), fewer permissions
+// (system/Patient.r), a v1 form of the same permissions
+// (system/Patient.read) or a granular restriction added
+// (system/Observation.rs?category=…). A scope beyond the registration, not
+// a system/ scope or malformed is refused with invalid_scope naming it.
 func systemScopes(requested string, registered []string) ([]string, error) {
 	var out []string
 	req := strings.Fields(requested)
@@ -200,13 +226,52 @@ func systemScopes(requested string, registered []string) ([]string, error) {
 		}
 		return out, nil
 	}
-	for _, sc := range req {
-		if !strings.HasPrefix(sc, "system/") || !slices.Contains(registered, sc) {
-			return nil, errInvalidScope("scope not allowed for this client")
-		}
-		if !slices.Contains(out, sc) {
-			out = append(out, sc)
+	var regRes []resourceScope
+	for _, sc := range registered {
+		if rs, ok := parseResourceScope(sc); ok && rs.context == access.ContextSystem {
+			regRes = append(regRes, rs)
 		}
 	}
+	for _, sc := range req {
+		if slices.Contains(out, sc) {
+			continue
+		}
+		if !strings.HasPrefix(sc, "system/") {
+			return nil, errInvalidScope("scope " + scopeForError(sc) + " is not a system/ scope (client_credentials grants system/ scopes only)")
+		}
+		if !slices.Contains(registered, sc) && !coveredSystemScope(sc, regRes) {
+			return nil, errInvalidScope("scope " + scopeForError(sc) + " exceeds the client's registration")
+		}
+		out = append(out, sc)
+	}
 	return out, nil
+}
+
+// coveredSystemScope reports whether sc is a well-formed system/ resource
+// scope within one of the registered resource scopes.
+func coveredSystemScope(sc string, registered []resourceScope) bool {
+	rs, ok := parseResourceScope(sc)
+	if !ok || rs.context != access.ContextSystem {
+		return false
+	}
+	if g, err := access.ParseScopes([]string{sc}); err != nil || len(g.Scopes) != 1 {
+		return false // e.g. a granular restriction on a v1 permission
+	}
+	return slices.ContainsFunc(registered, func(reg resourceScope) bool { return reg.covers(rs) })
+}
+
+// scopeForError renders a requested scope for an error_description: only
+// the characters RFC 6749 §5.2 allows there (others become "?"), at most
+// 128 of them.
+func scopeForError(sc string) string {
+	b := []byte(sc)
+	if len(b) > 128 {
+		b = append(b[:125], "..."...)
+	}
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }

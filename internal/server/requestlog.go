@@ -174,7 +174,7 @@ func methodName(m string) string {
 var authPages = map[string]bool{
 	"authorize": true, "token": true, "introspect": true, "revoke": true, "jwks": true, "login": true,
 	"consent": true, "select-patient": true, "launch": true, "logout": true, "apps": true,
-	"smart-style.json": true, "admin": true,
+	"smart-style.json": true, "admin": true, "userinfo": true,
 }
 
 // Route classifies r for metrics and logs: class is a fixed word (e.g.

@@ -213,6 +213,7 @@ func TestRoute(t *testing.T) {
 		{"GET", "/fhir/pat'ient/1", "fhir.read", "/fhir/{type}/{id}"},
 		{"GET", "/fhir/Patient/1/$everything", "fhir.other", "/fhir/{path}"},
 		{"POST", "/fhir/auth/token", "auth.token", "/fhir/auth/token"},
+		{"GET", "/fhir/auth/userinfo", "auth.userinfo", "/fhir/auth/userinfo"},
 		{"GET", "/fhir/auth/smart-style.json", "auth.smart-style", "/fhir/auth/smart-style.json"},
 		{"GET", "/fhir/auth/admin/clients/x", "auth.admin", "/fhir/auth/admin/{path}"},
 		{"GET", "/fhir/auth/whatever", "auth.other", "/fhir/auth/{other}"},
