@@ -118,7 +118,7 @@ func TestGatewayTLS(t *testing.T) {
 			s := startGateway(t, dbURL(t), "--trusted-proxies", "127.0.0.1/32", "--allow-ip", "127.0.0.0/8,2001:db8::/32", "--metrics-addr", "127.0.0.1:0")
 			// The metrics listener is logged before "lapis serving".
 			var ml struct{ Addr string }
-			if err := json.Unmarshal([]byte(s.WaitLog(t, time.Second, `"msg":"metrics listener"`)), &ml); err != nil || ml.Addr == "" {
+			if err := json.Unmarshal([]byte(s.WaitLog(t, time.Minute, `"msg":"metrics listener"`)), &ml); err != nil || ml.Addr == "" {
 				t.Fatalf("metrics listener line: %v", err)
 			}
 			metricsAddr := ml.Addr

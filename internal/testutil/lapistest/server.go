@@ -88,16 +88,20 @@ func Launch(opts Options) (*Server, error) {
 	if opts.Bin == "" || opts.DataDir == "" {
 		return nil, errors.New("lapistest: Options.Bin and Options.DataDir are required")
 	}
+	level := ""
 	for i, a := range opts.Args {
-		lv := ""
 		if a == "--log-level" && i+1 < len(opts.Args) {
-			lv = opts.Args[i+1]
+			level = opts.Args[i+1]
 		} else if v, ok := strings.CutPrefix(a, "--log-level="); ok {
-			lv = v
+			level = v
 		}
-		if lv == "warn" || lv == "error" {
-			return nil, errors.New("lapistest: --log-level above info hides the \"lapis serving\" line")
-		}
+	}
+	switch level {
+	case "warn", "error":
+		return nil, errors.New("lapistest: --log-level above info hides the \"lapis serving\" line")
+	case "":
+		// Info, whatever LAPIS_LOG_LEVEL the environment sets.
+		opts.Args = append([]string{"--log-level", "info"}, opts.Args...)
 	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
