@@ -290,9 +290,6 @@ func (s *Server) Restart() error {
 // Logs returns everything the server processes wrote so far (all runs).
 func (s *Server) Logs() string { return s.logs.String() }
 
-// LogLines gives access to the output for waiting on a line (Logs.WaitLine).
-func (s *Server) LogLines() *Logs { return s.logs }
-
 // WaitLog waits up to timeout for a line of the server's output (of any
 // run) containing every one of subs and returns it; it fails t when none
 // comes or the process exits first.
