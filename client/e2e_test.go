@@ -8,7 +8,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -17,7 +16,6 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
@@ -25,7 +23,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -36,6 +33,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/lapis-health/lapis/client"
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 )
 
 // The end-to-end test runs the SDK against the real lapis binary, built
@@ -45,11 +43,10 @@ import (
 
 // lapisServer is a running `lapis serve` on SQLite in a temp directory.
 type lapisServer struct {
+	*lapistest.Server
 	t       *testing.T
-	bin     string
 	dataDir string
 	base    string
-	logs    *lockedBuffer
 }
 
 type lockedBuffer struct {
@@ -69,103 +66,28 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// buildLapis builds cmd/lapis into a temp dir. It also stats every Go
-// source file of the server, so go test's result cache is invalidated when
-// the server changes.
-func buildLapis(t *testing.T) string {
+// startLapis starts lapis serve (the binary is built on first use); with
+// tlsFiles (cert, key, CA PEM) it serves HTTPS.
+func startLapis(t *testing.T, tlsFiles ...string) *lapisServer {
 	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range []string{"cmd", "internal"} {
-		_ = filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
-				_, _ = os.Stat(p)
-			}
-			return nil
-		})
-	}
-	bin := filepath.Join(t.TempDir(), "lapis")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/lapis")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building lapis: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startLapis starts lapis serve; with tlsFiles (cert, key, CA PEM) it
-// serves HTTPS.
-func startLapis(t *testing.T, bin string, tlsFiles ...string) *lapisServer {
-	s := &lapisServer{t: t, bin: bin, dataDir: t.TempDir(), logs: &lockedBuffer{}}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	s.base = "http://" + addr + "/fhir"
-	args := []string{"serve", "--addr", addr, "--data-dir", s.dataDir, "--database", ""}
-	probe := http.DefaultClient
+	var opts lapistest.Options
 	if len(tlsFiles) == 3 {
-		s.base = "https://" + addr + "/fhir"
-		args = append(args, "--tls-cert", tlsFiles[0], "--tls-key", tlsFiles[1])
+		opts.Args = []string{"--tls-cert", tlsFiles[0], "--tls-key", tlsFiles[1]}
 		pool := x509.NewCertPool()
 		ca, _ := os.ReadFile(tlsFiles[2])
 		pool.AppendCertsFromPEM(ca)
-		probe = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		opts.RootCAs = pool
 	}
-	cmd := exec.Command(s.bin, args...)
-	cmd.Stderr = s.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := probe.Get(s.base + "/metadata"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("lapis did not start:\n%s", s.logs.String())
-	return nil
+	srv := lapistest.Start(t, opts)
+	return &lapisServer{Server: srv, t: t, dataDir: srv.DataDir, base: srv.Base}
 }
 
 // cli runs an admin command with --json against the server's database.
 func (s *lapisServer) cli(stdin string, v any, args ...string) {
 	s.t.Helper()
-	args = append(args, "--data-dir", s.dataDir, "--json")
-	cmd := exec.Command(s.bin, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		s.t.Fatalf("lapis %s: %v\n%s", strings.Join(args[:2], " "), err, errb.String())
-	}
-	if err := json.Unmarshal(out.Bytes(), v); err != nil {
-		s.t.Fatalf("lapis %s output %q: %v", strings.Join(args[:2], " "), out.String(), err)
+	out := s.MustCLI(s.t, stdin, append(args, "--json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		s.t.Fatalf("lapis %s output %q: %v", strings.Join(args[:2], " "), out, err)
 	}
 }
 
@@ -178,8 +100,7 @@ func TestEndToEndAgainstLapis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test (builds and runs lapis)")
 	}
-	bin := buildLapis(t)
-	s := startLapis(t, bin)
+	s := startLapis(t)
 	ctx := context.Background()
 
 	var key struct{ Key string }
@@ -353,14 +274,15 @@ func TestEndToEndAgainstLapis(t *testing.T) {
 	})
 
 	t.Run("PKCE login and refresh", func(t *testing.T) {
-		port := freePort(t)
-		redirect := fmt.Sprintf("http://127.0.0.1:%d/callback", port)
+		// A loopback redirect on any port (RFC 8252 §7.3): the login
+		// listens on a free one.
+		redirect := "http://127.0.0.1/callback"
 		var pub clientOut
 		s.cli("", &pub, "client", "create", "--name", "sdk cli", "--type", "public", "--redirect-uri", redirect,
 			"--scope", "launch/patient openid fhirUser offline_access patient/*.rs")
 		var user struct{ Username string }
 		s.cli("pw-for-the-sdk-e2e\n", &user, "user", "create", "--username", "sdk.user", "--password-stdin", "--fhir-user", "Patient/"+patientID)
-		login := &client.PKCELogin{FHIRBase: s.base, ClientID: pub.ClientID, RedirectPort: port,
+		login := &client.PKCELogin{FHIRBase: s.base, ClientID: pub.ClientID,
 			Scopes:      []string{"launch/patient", "openid", "fhirUser", "offline_access", "patient/*.rs"},
 			OpenBrowser: func(u string) error { go userAgent(t, s.base, u, user.Username, "pw-for-the-sdk-e2e"); return nil }}
 		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -402,7 +324,7 @@ func TestEndToEndAgainstLapis(t *testing.T) {
 
 	t.Run("TLS with a private CA", func(t *testing.T) {
 		cert, key, ca := writeTLSFiles(t)
-		ts := startLapis(t, bin, cert, key, ca)
+		ts := startLapis(t, cert, key, ca)
 		var k struct{ Key string }
 		ts.cli("", &k, "apikey", "create", "--name", "tls", "--scope", "system/*.rs")
 		c, err := client.New(ts.base, client.WithAuth(client.APIKey(k.Key)), client.WithTLS(client.TLSConfig{CAFile: ca}))

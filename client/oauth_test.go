@@ -22,13 +22,16 @@ type tokenServer struct {
 	srv       *httptest.Server
 	requests  atomic.Int32
 	expiresIn int
-	delay     time.Duration
-	mu        sync.Mutex
-	forms     []url.Values
-	basic     []string // "id:secret" from Basic auth
-	issued    []string
-	refresh   string // current valid refresh token (refresh grant)
-	check     func(r *http.Request, form url.Values) (int, string)
+	// gate, when set, holds every token request until it is closed (and
+	// arrived is told each time one is held).
+	gate    chan struct{}
+	arrived chan struct{}
+	mu      sync.Mutex
+	forms   []url.Values
+	basic   []string // "id:secret" from Basic auth
+	issued  []string
+	refresh string // current valid refresh token (refresh grant)
+	check   func(r *http.Request, form url.Values) (int, string)
 }
 
 const (
@@ -41,8 +44,12 @@ func newTokenServer(t *testing.T) *tokenServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
 		n := ts.requests.Add(1)
-		if ts.delay > 0 {
-			time.Sleep(ts.delay)
+		if ts.gate != nil {
+			select {
+			case ts.arrived <- struct{}{}:
+			default:
+			}
+			<-ts.gate
 		}
 		_ = r.ParseForm()
 		ts.mu.Lock()
@@ -169,12 +176,43 @@ func TestShortLivedTokensAreStillReused(t *testing.T) {
 	}
 }
 
+// holdTokens makes ts hold token requests until release is called (at
+// the latest when the test ends).
+func holdTokens(t *testing.T, ts *tokenServer) (release func()) {
+	ts.gate, ts.arrived = make(chan struct{}), make(chan struct{}, 1)
+	var once sync.Once
+	release = func() { once.Do(func() { close(ts.gate) }) }
+	t.Cleanup(release)
+	return release
+}
+
+// countClockReads makes auth's clock call tick (with the number of reads
+// so far) on every read: Token reads it once per caller, under the lock
+// that decides whether the caller starts a token request or waits for the
+// one in flight, and a token request reads it twice before it is sent.
+func countClockReads(auth *OAuth, tick func(n int64)) {
+	var n atomic.Int64
+	auth.now = func() time.Time {
+		tick(n.Add(1))
+		return time.Now()
+	}
+}
+
 func TestConcurrentRequestsShareOneTokenRequest(t *testing.T) {
 	ts := newTokenServer(t)
-	ts.delay = 50 * time.Millisecond
+	release := holdTokens(t, ts)
 	f, base := tokenFHIR(t, ts, nil)
-	c := newTestClient(t, base, WithAuth(ClientCredentials(ClientCredentialsConfig{TokenURL: ts.url(), ClientID: testClientID, ClientSecret: testSecret})))
-	failures := concurrentCapabilities(c, 100)
+	auth := ClientCredentials(ClientCredentialsConfig{TokenURL: ts.url(), ClientID: testClientID, ClientSecret: testSecret})
+	// The token request is held until all 100 callers have decided (and
+	// the request was sent): none can have been served a token yet.
+	const callers = 100
+	countClockReads(auth, func(n int64) {
+		if n == callers+2 {
+			release()
+		}
+	})
+	c := newTestClient(t, base, WithAuth(auth))
+	failures := concurrentCapabilities(c, callers)
 	if n := ts.requests.Load(); n != 1 || failures != 0 || len(f.requests) != 100 {
 		t.Fatalf("token requests = %d, failures = %d, FHIR requests = %d", n, failures, len(f.requests))
 	}
@@ -182,16 +220,38 @@ func TestConcurrentRequestsShareOneTokenRequest(t *testing.T) {
 
 func TestWaitingCallerCancelDoesNotBreakSharedFetch(t *testing.T) {
 	ts := newTokenServer(t)
-	ts.delay = 100 * time.Millisecond
+	release := holdTokens(t, ts)
 	auth := ClientCredentials(ClientCredentialsConfig{TokenURL: ts.url(), ClientID: testClientID, ClientSecret: testSecret})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if _, err := auth.Token(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	second := make(chan struct{})
+	countClockReads(auth, func(n int64) {
+		if n == 4 { // first caller, its token request (2), second caller
+			close(second)
+		}
+	})
+	// The first caller gives up while its token request is held.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-ts.arrived
+		cancel()
+	}()
+	if _, err := auth.Token(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
-	tok, err := auth.Token(context.Background())
-	if err != nil || tok.AccessToken != "access-token-1" || ts.requests.Load() != 1 {
-		t.Fatalf("tok %v err %v requests %d", tok, err, ts.requests.Load())
+	// A second caller joins the same request, which then completes.
+	type result struct {
+		tok *Token
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		tok, err := auth.Token(context.Background())
+		got <- result{tok, err}
+	}()
+	<-second
+	release()
+	r := <-got
+	if r.err != nil || r.tok.AccessToken != "access-token-1" || ts.requests.Load() != 1 {
+		t.Fatalf("tok %v err %v requests %d", r.tok, r.err, ts.requests.Load())
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -107,29 +108,56 @@ func TestRetryAfterBeyondMaxWaitIsNotWaitedFor(t *testing.T) {
 
 func TestRetryWaitStopsOnContextCancel(t *testing.T) {
 	srv, _, _ := throttler(t, 1, 503, func() string { return "20" })
-	c := newTestClient(t, srv.URL) // real sleep
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	c := newTestClient(t, srv.URL)
+	// The real wait, observed: the caller cancels once it has begun.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	start := time.Now()
-	_, err := c.Read(ctx, "Patient", "p1")
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
+	var waited error
+	c.sleep = func(ctx context.Context, d time.Duration) error {
+		if d != 20*time.Second {
+			t.Errorf("wait %v, want the Retry-After of 20 s", d)
+		}
+		cancel()
+		waited = sleepCtx(ctx, d)
+		return waited
 	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Fatalf("waited %v despite cancellation", el)
+	_, err := c.Read(ctx, "Patient", "p1")
+	if !errors.Is(err, context.Canceled) || !errors.Is(waited, context.Canceled) {
+		t.Fatalf("err = %v, wait ended with %v", err, waited)
 	}
 }
 
 func TestRetryRealWaitHonoursRetryAfter(t *testing.T) {
 	srv, hits, _ := throttler(t, 1, 429, func() string { return "1" })
 	c := newTestClient(t, srv.URL)
-	start := time.Now()
+	waits := recordSleeps(c)
 	if _, err := c.Read(context.Background(), "Patient", "p1"); err != nil {
 		t.Fatal(err)
 	}
-	if el := time.Since(start); el < time.Second || hits.Load() != 2 {
-		t.Fatalf("elapsed %v hits %d", el, hits.Load())
+	if hits.Load() != 2 || len(*waits) != 1 || (*waits)[0] != time.Second {
+		t.Fatalf("hits %d waits %v", hits.Load(), *waits)
 	}
+}
+
+// TestSleepCtx checks the real wait (on a fake clock): it lasts the
+// duration asked for, and ends early, with the context's error, when the
+// context ends.
+func TestSleepCtx(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		if err := sleepCtx(context.Background(), 1500*time.Millisecond); err != nil || time.Since(start) != 1500*time.Millisecond {
+			t.Fatalf("sleepCtx: %v after %v", err, time.Since(start))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		defer cancel()
+		start = time.Now()
+		if err := sleepCtx(ctx, 20*time.Second); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 150*time.Millisecond {
+			t.Fatalf("cancelled sleepCtx: %v after %v", err, time.Since(start))
+		}
+		if err := sleepCtx(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("sleepCtx(0) after the deadline: %v", err)
+		}
+	})
 }
 
 // onceReader is a body that can be read only once (like a pipe or a

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -184,31 +185,45 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
+// TestWatcherReload runs the polling watcher on a fake clock
+// (testing/synctest): each step waits exactly for the next poll.
 func TestWatcherReload(t *testing.T) {
+	synctest.Test(t, testWatcherReload)
+}
+
+func testWatcherReload(t *testing.T) {
+	const interval = 10 * time.Millisecond
+	// poll lets n polling intervals pass (on the fake clock) and waits
+	// until the watcher has handled their polls.
+	poll := func(n int) {
+		time.Sleep(time.Duration(n) * interval)
+		synctest.Wait()
+	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "profiles.json")
 	writeFile(t, path, `{"profiles":{"a":{"base_url":"https://one.example/fhir"}}}`)
 	var mu sync.Mutex
 	var errs []error
 	reloads := make(chan struct{}, 10)
-	w, err := NewWatcher(path, 10*time.Millisecond,
+	w, err := NewWatcher(path, interval,
 		OnError(func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }),
 		OnReload(func(*Config) { reloads <- struct{}{} }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	time.Sleep(interval / 2) // between polls from now on
 	if p, err := w.Current("a"); err != nil || p.BaseURL != "https://one.example/fhir" {
 		t.Fatalf("initial: %v %v", p, err)
 	}
 
-	// A valid change is picked up by the polling goroutine.
+	// A valid change is picked up by the next poll.
 	writeFile(t, path, `{"profiles":{"a":{"base_url":"https://two.example/fhir"},"b":{"base_url":"https://b.example/fhir"}}}`)
-	select {
-	case <-reloads:
-	case <-time.After(5 * time.Second):
-		t.Fatal("change not picked up")
+	poll(1)
+	if len(reloads) != 1 {
+		t.Fatalf("change picked up %d times by the next poll, want 1", len(reloads))
 	}
+	<-reloads
 	if p, err := w.Current("a"); err != nil || p.BaseURL != "https://two.example/fhir" {
 		t.Fatalf("after change: %v %v", p, err)
 	}
@@ -216,24 +231,22 @@ func TestWatcherReload(t *testing.T) {
 		t.Errorf("new profile: %v", err)
 	}
 
-	// An invalid edit keeps the old configuration and is reported once.
+	// An invalid edit keeps the old configuration and is reported once,
+	// however many polls see it.
 	writeFile(t, path, `{"profiles":{"a":{"base_url":"https://three.example/fhir","auth":{"method":"apikey","api_key":"inline-key"}}}}`)
-	deadline := time.Now().Add(5 * time.Second)
-	for w.Err() == nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll(1)
 	if w.Err() == nil || strings.Contains(w.Err().Error(), "inline-key") {
 		t.Fatalf("invalid edit: err %v", w.Err())
 	}
 	if p, err := w.Current("a"); err != nil || p.BaseURL != "https://two.example/fhir" {
 		t.Fatalf("old config not kept: %v %v", p, err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	poll(5)
 	mu.Lock()
 	n := len(errs)
 	mu.Unlock()
-	if n != 1 {
-		t.Errorf("invalid edit reported %d times, want 1", n)
+	if n != 1 || len(reloads) != 0 {
+		t.Errorf("invalid edit reported %d times (and %d reloads), want once", n, len(reloads))
 	}
 
 	// Fixing the file recovers; Check reports the change at once.

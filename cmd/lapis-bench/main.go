@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 )
 
 func main() {
@@ -242,27 +243,26 @@ func benchLimits() []string {
 	return []string{"--rate-limit-client", "1000000/s", "--rate-limit-patient", "1000000/s"}
 }
 
-// startServe starts "lapis serve" on a free loopback port and returns its
-// FHIR base and a function that stops it.
+// startServe starts "lapis serve" on a loopback port it binds itself and
+// returns its FHIR base and a function that stops it (printing the
+// server's error lines).
 func startServe(bin, dir, dbURL string, extra ...string) (string, func(), error) {
-	port, err := freePort()
+	// Info level: the "lapis serving" line tells the bound address.
+	srv, err := lapistest.Launch(lapistest.Options{Bin: bin, DataDir: dir, Database: dbURL, Args: append([]string{"--log-level", "info"}, extra...)})
 	if err != nil {
 		return "", nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	args := append([]string{"serve", "--addr", addr, "--data-dir", dir, "--database", dbURL, "--log-level", "error"}, extra...)
-	srv := exec.Command(bin, args...)
-	srv.Stderr = os.Stderr
-	if err := srv.Start(); err != nil {
-		return "", nil, err
+	stop := func() {
+		if err := srv.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "lapis-bench:", err)
+		}
+		for _, line := range strings.Split(srv.Logs(), "\n") {
+			if strings.Contains(line, `"level":"ERROR"`) {
+				fmt.Fprintln(os.Stderr, line)
+			}
+		}
 	}
-	stop := func() { _ = srv.Process.Signal(os.Interrupt); _ = srv.Wait() }
-	base := "http://" + addr + "/fhir"
-	if err := waitUp(base); err != nil {
-		stop()
-		return "", nil, err
-	}
-	return base, stop, nil
+	return srv.Base, stop, nil
 }
 
 // keyTransport adds the API key (when set) to every request.
@@ -369,29 +369,6 @@ func ids(client *http.Client, u string) ([]string, error) {
 		out = append(out, e.Resource.ID)
 	}
 	return out, nil
-}
-
-func waitUp(base string) error {
-	for i := 0; i < 100; i++ {
-		resp, err := http.Get(base + "/metadata")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("server did not start")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 type wrkResult struct{ rps, p50, p99 float64 }

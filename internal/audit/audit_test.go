@@ -26,6 +26,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 const base = "http://lapis.test/fhir"
@@ -462,8 +463,7 @@ func TestStageReadsAndAuditEventWrites(t *testing.T) {
 }
 
 func TestAlerts(t *testing.T) {
-	var mu sync.Mutex
-	var got []Alert
+	delivered := make(chan Alert, 10)
 	fail := atomic.Int32{}
 	fail.Store(1)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -473,11 +473,17 @@ func TestAlerts(t *testing.T) {
 		}
 		var a Alert
 		json.NewDecoder(r.Body).Decode(&a)
-		mu.Lock()
-		got = append(got, a)
-		mu.Unlock()
+		delivered <- a
 	}))
 	defer hook.Close()
+	// Every alert raised is logged at once (before its delivery).
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
 	if err := CheckWebhook("http://10.0.0.1/hook"); err == nil {
 		t.Fatal("http to a private address accepted")
 	}
@@ -485,11 +491,12 @@ func TestAlerts(t *testing.T) {
 		t.Fatal("credentials in URL accepted")
 	}
 	al, err := NewAlerter(AlertConfig{Webhook: hook.URL, VolumeLimit: 100, VolumeWindow: time.Hour, AuthFailureLimit: 3, AuthFailureWindow: time.Minute,
-		Refusals: true, Backoff: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Refusals: true, Backoff: 10 * time.Millisecond, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer al.Close()
+	closeAlerter := sync.OnceFunc(al.Close)
+	defer closeAlerter()
 	for i := 0; i < 11; i++ {
 		al.Observe(&Event{Kind: KindREST, ClientID: "bulk", Returned: 10})
 	}
@@ -499,19 +506,27 @@ func TestAlerts(t *testing.T) {
 	}
 	al.Observe(&Event{Kind: KindNetworkRefused, Address: "192.0.2.10"})
 	al.Observe(&Event{Kind: KindNetworkRefused, Address: "192.0.2.10"})
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 3 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
+	// Exactly three alerts were raised, so exactly three are delivered.
 	mu.Lock()
-	defer mu.Unlock()
+	raised := strings.Count(logs.String(), `"msg":"audit alert"`)
+	mu.Unlock()
+	if raised != 3 {
+		t.Fatalf("%d alerts raised, want 3: %s", raised, logs.String())
+	}
+	var got []Alert
+	for range raised {
+		select {
+		case a := <-delivered:
+			got = append(got, a)
+		case <-time.After(time.Minute):
+			t.Fatalf("%d of %d alerts delivered", len(got), raised)
+		}
+	}
+	// Once the delivery goroutine has stopped, nothing else was posted.
+	closeAlerter()
+	if len(delivered) != 0 {
+		t.Fatalf("%d alerts delivered twice", len(delivered))
+	}
 	rules := map[string]Alert{}
 	for _, a := range got {
 		rules[a.Rule] = a
@@ -659,13 +674,11 @@ func TestRecoveryAfterCrash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if r, err := st.Read(ctx, "AuditEvent", "crashed-3"); err == nil && bytes.Equal(r.Body, rows[2].Body) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		// The recorder copies the pending records in the background.
+		poll.Try(time.Minute, func() bool {
+			r, err := st.Read(ctx, "AuditEvent", "crashed-3")
+			return err == nil && bytes.Equal(r.Body, rows[2].Body)
+		})
 		rec.Close()
 		rep, err = Verify(ctx, db, st, nil)
 		if err != nil || !rep.OK || rep.Pending != 0 || rep.Records != 3 || rep.Chains != 2 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -24,9 +25,17 @@ func (s *sinkRec) events() []Event {
 	return append([]Event(nil), s.ev...)
 }
 
+// TestCoalescer runs on a fake clock (testing/synctest): the merged
+// record comes when the interval ends, not before.
 func TestCoalescer(t *testing.T) {
+	synctest.Test(t, testCoalescer)
+}
+
+func testCoalescer(t *testing.T) {
+	const interval = 50 * time.Millisecond
 	next := &sinkRec{}
-	c := NewCoalescer(next, 50*time.Millisecond)
+	c := NewCoalescer(next, interval)
+	defer c.Close()
 	ctx := context.Background()
 	for range 100 {
 		c.Record(ctx, Event{Kind: KindRateLimited, ClientID: "c1", Address: "10.0.0.1", Status: 429})
@@ -37,10 +46,13 @@ func TestCoalescer(t *testing.T) {
 	if got := len(next.events()); got != 4 {
 		t.Fatalf("before the interval ends: %d events, want 4 (first c1, first c2, two REST)", got)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for len(next.events()) < 5 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	time.Sleep(interval - time.Millisecond)
+	synctest.Wait()
+	if got := len(next.events()); got != 4 {
+		t.Fatalf("just before the interval ends: %d events, want 4", got)
 	}
+	time.Sleep(interval / 4) // the next check after the interval ended
+	synctest.Wait()
 	ev := next.events()
 	if len(ev) != 5 || ev[4].ClientID != "c1" || ev[4].Occurrences != 99 {
 		t.Fatalf("after the interval: %+v", ev)

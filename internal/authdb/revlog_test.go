@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -86,6 +87,15 @@ func TestRevocationLogWrites(t *testing.T) {
 type fakeLog struct {
 	mu   sync.Mutex
 	rows []authdb.RevEntry
+	down bool // reads fail
+}
+
+var errLogDown = errors.New("log unreachable")
+
+func (f *fakeLog) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
 }
 
 func (f *fakeLog) add(seq int64, subject string) {
@@ -98,6 +108,9 @@ func (f *fakeLog) add(seq int64, subject string) {
 func (f *fakeLog) RevocationsSince(_ context.Context, after int64, limit int) ([]authdb.RevEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return nil, errLogDown
+	}
 	var out []authdb.RevEntry
 	for _, r := range f.rows {
 		if r.Seq > after && len(out) < limit {
@@ -110,6 +123,9 @@ func (f *fakeLog) RevocationsSince(_ context.Context, after int64, limit int) ([
 func (f *fakeLog) RevocationHead(context.Context) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return 0, errLogDown
+	}
 	if len(f.rows) == 0 {
 		return 0, nil
 	}
@@ -117,8 +133,13 @@ func (f *fakeLog) RevocationHead(context.Context) (int64, error) {
 }
 
 // TestRevWatcherGaps: an entry committed after a higher seq was read is
-// still delivered (once), and a gap that never fills is given up.
+// still delivered (once), and a gap that never fills is given up after
+// GapTimeout (on synctest's fake clock).
 func TestRevWatcherGaps(t *testing.T) {
+	synctest.Test(t, testRevWatcherGaps)
+}
+
+func testRevWatcherGaps(t *testing.T) {
 	src := &fakeLog{}
 	w := authdb.NewRevWatcher(src, authdb.RevWatcherOptions{Interval: time.Hour, GapTimeout: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -144,7 +165,8 @@ func TestRevWatcherGaps(t *testing.T) {
 	_ = w.Sync(ctx)
 	src.add(5, "e") // seq 4 never commits
 	_ = w.Sync(ctx)
-	time.Sleep(60 * time.Millisecond)
+	_ = w.Sync(ctx) // gap at 4 still awaited
+	time.Sleep(50*time.Millisecond + time.Nanosecond)
 	_ = w.Sync(ctx) // gap at 4 given up
 	src.add(6, "f")
 	_ = w.Sync(ctx)
@@ -153,6 +175,65 @@ func TestRevWatcherGaps(t *testing.T) {
 	if want := "a c b e f"; join(got) != want {
 		t.Fatalf("delivered %q, want %q", join(got), want)
 	}
+}
+
+// TestRevWatcherInterval: the poller delivers a new entry at its next
+// poll (so within Interval), not before; with the log unreachable the
+// watcher turns unhealthy after StaleAfter (callers then bypass their
+// caches), and its first good poll after that tells subscribers to reset.
+// It runs on synctest's fake clock.
+func TestRevWatcherInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval, stale = 250 * time.Millisecond, 2 * time.Second
+		src := &fakeLog{}
+		w := authdb.NewRevWatcher(src, authdb.RevWatcherOptions{Interval: interval, StaleAfter: stale,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		defer w.Close()
+		var mu sync.Mutex
+		var got []string
+		resets := 0
+		w.Subscribe(func(es []authdb.RevEntry, reset bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, e := range es {
+				got = append(got, e.Subject)
+			}
+			if reset {
+				resets++
+			}
+		})
+		state := func() (string, int) {
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return join(got), resets
+		}
+		time.Sleep(interval / 2) // between polls from now on
+		src.add(1, "a")
+		if d, _ := state(); d != "" {
+			t.Fatalf("delivered %q before the next poll", d)
+		}
+		time.Sleep(interval)
+		if d, _ := state(); d != "a" || !w.Healthy() {
+			t.Fatalf("after one interval: delivered %q, healthy %v", d, w.Healthy())
+		}
+
+		src.setDown(true)
+		time.Sleep(stale - interval)
+		if !w.Healthy() {
+			t.Fatal("unhealthy before StaleAfter")
+		}
+		time.Sleep(interval)
+		if w.Healthy() {
+			t.Fatal("healthy after StaleAfter without a successful poll")
+		}
+		src.add(2, "b")
+		src.setDown(false)
+		time.Sleep(interval)
+		if d, n := state(); d != "a b" || n != 1 || !w.Healthy() {
+			t.Fatalf("after recovery: delivered %q, %d resets, healthy %v", d, n, w.Healthy())
+		}
+	})
 }
 
 func join(s []string) string {

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -80,6 +81,16 @@ func (c *serveCmd) Run(e *env) error {
 	}
 	if c.DevNoAuth && cfg.AllowRemote {
 		return fmt.Errorf("--dev-no-auth cannot be combined with --allow-remote")
+	}
+	// Port 0 lets the kernel pick a free port: bind it now, before anything
+	// derives a URL from the address, so that the default base URL (the
+	// FHIR base and the issuer) names the port actually bound.
+	bound, err := c.bindPortZero(&cfg)
+	if err != nil {
+		return err
+	}
+	if bound != nil {
+		defer bound.Close()
 	}
 	log := newLogger(e, cfg.LogLevel)
 	// mets holds this process's Prometheus instruments; auditSink receives
@@ -213,7 +224,7 @@ func (c *serveCmd) Run(e *env) error {
 	if f := chain(outer...); f != nil {
 		fhirHandler = f(mux)
 	}
-	srv := server.New(gw.serverOptions(server.Options{Addr: cfg.Addr, FHIR: fhirHandler, Ready: a, Logger: log}))
+	srv := server.New(gw.serverOptions(server.Options{Addr: cfg.Addr, Listener: bound, FHIR: fhirHandler, Ready: a, Logger: log}))
 	ln, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -228,6 +239,26 @@ func (c *serveCmd) Run(e *env) error {
 	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version,
 		"max_bundle_entries", cfg.MaxBundleEntries, "max_response_bytes", cfg.MaxResponseBytes)
 	return srv.Serve(e.ctx, ln)
+}
+
+// bindPortZero opens the listening socket early when the port of --addr is
+// 0, records the bound address in c and reloads *cfg from it (so a
+// default base URL carries the real port). It returns nil for any other
+// port: the server binds later, as usual.
+func (c *serveCmd) bindPortZero(cfg *config.Config) (net.Listener, error) {
+	if _, port, err := net.SplitHostPort(cfg.Addr); err != nil || port != "0" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	c.Addr = ln.Addr().String()
+	if *cfg, err = c.config(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 // chain composes middleware, the first outermost, skipping nil stages; it

@@ -1,13 +1,20 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/alecthomas/kong"
-
 	"github.com/lapis-health/lapis/internal/config"
+
+	"github.com/alecthomas/kong"
 )
 
 func TestParseSize(t *testing.T) {
@@ -47,6 +54,68 @@ func TestDevNoAuthNeverRemote(t *testing.T) {
 	code := Main([]string{"serve", "--dev-no-auth", "--allow-remote", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir()}, nil, &out, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "--dev-no-auth cannot be combined with --allow-remote") {
 		t.Fatalf("exit %d: %q", code, errb.String())
+	}
+}
+
+// TestServePortZero checks --addr HOST:0: the kernel picks the port, and
+// the default base URL (FHIR base, issuer) and the "lapis serving" log
+// line name the port actually bound, so tests and supervisors can start a
+// server without guessing a free port first.
+func TestServePortZero(t *testing.T) {
+	var g grammar
+	parser, err := kong.New(&g, kong.Name("lapis"), kong.Exit(func(int) { t.Fatal("kong exit") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx, err := parser.Parse([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database", "", "--base-url", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logR, logW := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := kctx.Run(&env{ctx: ctx, stdin: strings.NewReader(""), stdout: io.Discard, stderr: logW})
+		logW.CloseWithError(fmt.Errorf("serve returned: %v", err))
+		done <- err
+	}()
+	var serving struct {
+		Msg      string `json:"msg"`
+		Addr     string `json:"addr"`
+		FHIRBase string `json:"fhir_base"`
+	}
+	sc := bufio.NewScanner(logR)
+	for serving.Msg != "lapis serving" {
+		if !sc.Scan() {
+			t.Fatalf("no \"lapis serving\" line: %v", sc.Err())
+		}
+		serving.Msg = ""
+		_ = json.Unmarshal(sc.Bytes(), &serving)
+	}
+	go func() { _, _ = io.Copy(io.Discard, logR) }()
+	host, port, err := net.SplitHostPort(serving.Addr)
+	if err != nil || host != "127.0.0.1" || port == "0" {
+		t.Fatalf("serving addr %q", serving.Addr)
+	}
+	if want := "http://" + serving.Addr + "/fhir"; serving.FHIRBase != want {
+		t.Fatalf("fhir_base %q, want %q", serving.FHIRBase, want)
+	}
+	resp, err := http.Get(serving.FHIRBase + "/.well-known/smart-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var smart struct {
+		Issuer string `json:"issuer"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&smart)
+	resp.Body.Close()
+	if err != nil || smart.Issuer != serving.FHIRBase {
+		t.Fatalf("issuer %q (%v), want %q", smart.Issuer, err, serving.FHIRBase)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }
 

@@ -12,104 +12,40 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
-
-// auditLogs is a concurrency-safe buffer for the server's stderr.
-type auditLogs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *auditLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *auditLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type auditServer struct {
 	*instance
-	logs   *auditLogs
 	stream string
-	stop   func()
 }
 
 // startAudited starts lapis serve at debug level with the audit stream in
 // a file.
 func startAudited(t *testing.T, dbURL string) *auditServer {
 	t.Helper()
-	in := &instance{t: t, dataDir: t.TempDir(), dbURL: dbURL, logs: &bytes.Buffer{}}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	in.base = "http://" + addr + "/fhir"
-	s := &auditServer{instance: in, logs: &auditLogs{}, stream: filepath.Join(in.dataDir, "audit.jsonl")}
-	in.cmd = exec.Command(lapisBin, "serve", "--addr", addr, "--data-dir", in.dataDir, "--database", dbURL,
-		"--log-level", "debug", "--audit-stream", s.stream, "--alert-auth-failures", "2")
-	in.cmd.Stderr = s.logs
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	s.stop = func() {
-		once.Do(func() {
-			_ = in.cmd.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { _ = in.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				_ = in.cmd.Process.Kill()
-				t.Error("server did not shut down within 15s")
-			}
-		})
-	}
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(in.base + "/metadata"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("server did not start: %s", s.logs.String())
-	return nil
+	dir := t.TempDir()
+	stream := filepath.Join(dir, "audit.jsonl")
+	in := serve(t, lapistest.Options{DataDir: dir, Database: dbURL,
+		Args: []string{"--log-level", "debug", "--audit-stream", stream, "--alert-auth-failures", "2"}})
+	return &auditServer{instance: in, stream: stream}
 }
 
 // cli runs a lapis command on the server's database and decodes its JSON.
 func (s *auditServer) cli(t *testing.T, stdin string, v any, args ...string) {
 	t.Helper()
-	all := append(append([]string{}, args...), "--data-dir", s.dataDir, "--database", s.dbURL)
-	cmd := exec.Command(lapisBin, all...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("lapis %v: %v: %s", args, err, errb.String())
-	}
+	out := s.MustCLI(t, stdin, args...)
 	if v != nil {
-		if err := json.Unmarshal(out.Bytes(), v); err != nil {
-			t.Fatalf("lapis %v output %q: %v", args, out.String(), err)
+		if err := json.Unmarshal([]byte(out), v); err != nil {
+			t.Fatalf("lapis %v output %q: %v", args, out, err)
 		}
 	}
 }
@@ -222,8 +158,10 @@ func testAuditTrail(t *testing.T, dbURL string) {
 	if st, _ := form(t, nil, s.base+"/auth/revoke", url.Values{"token": {ccTok}}, cc.ClientID, cc.ClientSecret); st != 200 {
 		t.Fatalf("revoke: %d", st)
 	}
-	time.Sleep(400 * time.Millisecond) // the revocation log reaches the token cache
-	s.do("GET", "/Patient/"+pid, nil, "X-API-Key", "", "Authorization", "Bearer "+ccTok).expect(t, 401)
+	// The revocation reaches the token cache (through the revocation log).
+	poll.Until(t, 10*time.Second, "revoked token refused", func() bool {
+		return s.do("GET", "/Patient/"+pid, nil, "X-API-Key", "", "Authorization", "Bearer "+ccTok).status == 401
+	})
 	bogus := "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJvZ3Vz"
 	sec.add(t, strings.TrimPrefix(bogus, "Bearer "))
 	s.do("GET", "/Patient/"+pid, nil, "X-API-Key", "", "Authorization", bogus).expect(t, 401)
@@ -339,15 +277,13 @@ func testAuditTrail(t *testing.T, dbURL string) {
 			t.Errorf("%s: a non-admin saw an AuditEvent", q)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// Reads are audited asynchronously: wait for their AuditEvents.
 	var all *response
-	for time.Now().Before(deadline) {
+	poll.Try(10*time.Second, func() bool {
 		all = s.do("GET", "/AuditEvent?patient="+pid+"&subtype=read&_count=100", nil, asAdmin...).expect(t, 200)
-		if n, _ := all.body["total"].(float64); n >= 2 {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		n, _ := all.body["total"].(float64)
+		return n >= 2
+	})
 	es := ids(t, all.body, "match")
 	if len(es) < 2 {
 		t.Fatalf("admin search by patient found %d reads", len(es))
@@ -406,12 +342,14 @@ func testAuditTrail(t *testing.T, dbURL string) {
 		dump.Write(b.raw)
 		next = link(b.body, "next")
 	}
-	s.stop()
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	stream, err := os.ReadFile(s.stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := s.logs.String()
+	logs := s.Logs()
 	if !strings.Contains(logs, `"level":"DEBUG"`) && !strings.Contains(logs, "audit chain head") {
 		t.Log("note: no debug lines were logged")
 	}

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +14,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -20,9 +23,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 )
 
 // cliRun is one run of the client-side CLI with extra environment and
@@ -40,7 +45,7 @@ func newCLI(t *testing.T, env ...string) *cliRun {
 func (c *cliRun) run(stdin string, args ...string) (string, string, int) {
 	c.t.Helper()
 	var out, errb bytes.Buffer
-	cmd := exec.Command(lapisBin, args...)
+	cmd := exec.Command(lapistest.Binary(c.t), args...)
 	cmd.Env = append(append(os.Environ(), "XDG_CONFIG_HOME="+c.config, "LAPIS_PROFILE=", "LAPIS_DATA_DIR=", "LAPIS_DATABASE_URL="), c.env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -477,41 +482,64 @@ func (b *fakeBrowser) do(method, u string, form url.Values) *formPage {
 }
 
 // browserLogin runs "lapis login ARGS… --json" with a $BROWSER that hands
-// the authorization URL to the test, logs the user in and approves every
-// scope like a person would, and returns the command's stdout.
-func browserLogin(t *testing.T, in *instance, c *cliRun, port int, username, password string, args ...string) string {
+// the authorization URL to the test (through a named pipe), logs the user
+// in and approves every scope like a person would, and returns the
+// command's stdout.
+func browserLogin(t *testing.T, in *instance, c *cliRun, username, password string, args ...string) string {
 	t.Helper()
-	redirect := fmt.Sprintf("http://127.0.0.1:%d/callback", port)
 	dir := t.TempDir()
-	urlFile := filepath.Join(dir, "url")
+	fifo := filepath.Join(dir, "url")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	script := filepath.Join(dir, "browser.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\nprintf '%s' \"$1\" > \""+urlFile+".tmp\" && mv \""+urlFile+".tmp\" \""+urlFile+"\"\n"), 0o700)
+	os.WriteFile(script, []byte("#!/bin/sh\nprintf '%s\\n' \"$1\" > \""+fifo+"\"\n"), 0o700)
+	// Opened read-write, the pipe never blocks the open and always has a
+	// writer: a read waits for the browser's line.
+	pipe, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pipe.Close()
+	urls := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(pipe).ReadString('\n')
+		urls <- strings.TrimSpace(line)
+	}()
 
-	// The test reads stderr while lapis login still writes to it.
-	var stdout, stderr syncBuffer
-	cmd := exec.Command(lapisBin, append(append([]string{"login"}, args...), "--json")...)
+	var stdout bytes.Buffer
+	stderr := &lapistest.Logs{} // read while lapis login still writes to it
+	cmd := exec.Command(lapistest.Binary(t), append(append([]string{"login"}, args...), "--json")...)
 	cmd.Env = append(append(os.Environ(), "XDG_CONFIG_HOME="+c.config, "LAPIS_PROFILE="), append(c.env, "BROWSER="+script)...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
 	var authURL string
-	for deadline := time.Now().Add(20 * time.Second); authURL == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		b, _ := os.ReadFile(urlFile)
-		authURL = string(b)
-	}
-	if authURL == "" {
-		cmd.Process.Kill()
+	select {
+	case authURL = <-urls:
+	case <-exited:
+		t.Fatalf("lapis login ended (%v) without starting the browser; stderr %s", waitErr, stderr.String())
+	case <-time.After(time.Minute):
 		t.Fatalf("the browser was not started; stderr %s", stderr.String())
 	}
 	u, _ := url.Parse(authURL)
 	q := u.Query()
-	if q.Get("code_challenge_method") != "S256" || q.Get("state") == "" || q.Get("redirect_uri") != redirect || q.Get("aud") != in.base {
+	redirect, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || q.Get("code_challenge_method") != "S256" || q.Get("state") == "" || q.Get("aud") != in.base ||
+		redirect.Scheme != "http" || redirect.Hostname() != "127.0.0.1" || redirect.Port() == "" || redirect.Path != "/callback" {
 		t.Fatalf("authorization URL %s", authURL)
 	}
-	if !strings.Contains(stderr.String(), authURL) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, ok := stderr.WaitLine(ctx, exited, 0, authURL); !ok {
 		t.Errorf("the URL is not printed for the user: %s", stderr.String())
 	}
 
@@ -535,16 +563,15 @@ func browserLogin(t *testing.T, in *instance, c *cliRun, port int, username, pas
 	}
 	end := b.do("POST", origin+"/fhir/auth/consent", url.Values{"csrf": {consent.hidden(t, "csrf")}, "req": {consent.hidden(t, "req")},
 		"decision": {"approve"}, "scope": scopes})
-	if end.url.Host != fmt.Sprintf("127.0.0.1:%d", port) {
-		t.Fatalf("consent ended at %s (%d)", end.url, end.status)
+	if end.url.Host != redirect.Host {
+		t.Fatalf("consent ended at %s (%d), not at the CLI's redirect %s", end.url, end.status, redirect)
 	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("lapis login: %v: %s", err, stderr.String())
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("lapis login: %v: %s", waitErr, stderr.String())
 		}
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
+	case <-time.After(time.Minute):
 		t.Fatal("lapis login did not finish")
 	}
 	if strings.Contains(stdout.String()+stderr.String(), "eyJ") {
@@ -565,14 +592,30 @@ func TestClientCLILogin(t *testing.T) {
 	c := newCLI(t)
 	local := []string{"--data-dir", in.dataDir, "--database", in.dbURL}
 	c.ok("a long passphrase\n", append([]string{"user", "create", "--username", "pat", "--password-stdin", "--fhir-user", "Patient/" + pat.ID}, local...)...)
-	port := freePort(t)
-	redirect := fmt.Sprintf("http://127.0.0.1:%d/callback", port)
+	// A native app's loopback redirect: any port (RFC 8252 §7.3); the CLI
+	// listens on a free one.
 	var app clientOut
-	decodeJSON(t, c.ok("", append([]string{"client", "create", "--name", "lapis cli", "--type", "public", "--redirect-uri", redirect,
+	decodeJSON(t, c.ok("", append([]string{"client", "create", "--name", "lapis cli", "--type", "public", "--redirect-uri", "http://127.0.0.1/callback",
 		"--scope", "openid fhirUser offline_access patient/*.rs", "--json"}, local...)...), &app)
+	// --redirect-port and a profile's redirect_port choose the port: shown
+	// on a port held here, which the login cannot listen on.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldPort := held.Addr().(*net.TCPAddr).Port
+	busy := func(args ...string) {
+		t.Helper()
+		_, errOut, code := c.run("", append(append([]string{"login"}, args...), "--no-browser")...)
+		if code == 0 || !strings.Contains(errOut, "redirect port") || !strings.Contains(errOut, fmt.Sprintf("127.0.0.1:%d", heldPort)) {
+			t.Fatalf("login on a busy redirect port: exit %d %q", code, errOut)
+		}
+	}
+	busy("--server", in.base, "--client-id", app.ClientID, "--redirect-port", fmt.Sprint(heldPort))
 
-	out := browserLogin(t, in, c, port, "pat", "a long passphrase", "--server", in.base, "--client-id", app.ClientID,
-		"--redirect-port", fmt.Sprint(port), "--scope", "openid fhirUser offline_access patient/*.rs")
+	out := browserLogin(t, in, c, "pat", "a long passphrase", "--server", in.base, "--client-id", app.ClientID,
+		"--scope", "openid fhirUser offline_access patient/*.rs")
 	var res struct {
 		Scope   string
 		Patient string
@@ -627,10 +670,12 @@ func TestClientCLILogin(t *testing.T) {
 	// The same through a profile of method login (tokens stored under its name).
 	os.MkdirAll(filepath.Join(c.config, "lapis"), 0o700)
 	os.WriteFile(filepath.Join(c.config, "lapis", "profiles.json"), []byte(fmt.Sprintf(`{"profiles": {"me": {"base_url": %q,
-	  "auth": {"method": "login", "client_id": %q, "redirect_port": %d, "scopes": ["openid", "fhirUser", "offline_access", "patient/*.rs"]}}}}`,
-		in.base, app.ClientID, port)), 0o600)
+	  "auth": {"method": "login", "client_id": %q, "scopes": ["openid", "fhirUser", "offline_access", "patient/*.rs"]}},
+	  "busy": {"base_url": %q, "auth": {"method": "login", "client_id": %q, "redirect_port": %d}}}}`,
+		in.base, app.ClientID, in.base, app.ClientID, heldPort)), 0o600)
+	busy("--profile", "busy")
 	c.fails(3, "get", "Patient/"+pat.ID, "--profile", "me") // not logged in yet
-	decodeJSON(t, browserLogin(t, in, c, port, "pat", "a long passphrase", "--profile", "me"), &res)
+	decodeJSON(t, browserLogin(t, in, c, "pat", "a long passphrase", "--profile", "me"), &res)
 	if res.Patient != pat.ID {
 		t.Fatalf("profile login %+v", res)
 	}
@@ -638,22 +683,4 @@ func TestClientCLILogin(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.config, "lapis", "tokens", "me.json")); err != nil {
 		t.Errorf("profile token file: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -4,129 +4,80 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	// The binary under test is built from cmd/lapis; importing its code
 	// makes go test's result cache notice when it changes.
 	_ "github.com/lapis-health/lapis/internal/cli"
-	"github.com/lapis-health/lapis/internal/testutil/lapisbin"
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
-var lapisBin string
-
-func TestMain(m *testing.M) { lapisbin.Main(m, &lapisBin) }
+func TestMain(m *testing.M) { lapistest.Main(m) }
 
 // syntheaFiles returns the first n shared Synthea bundles.
 func syntheaFiles(t *testing.T, n int) []string {
-	files := lapisbin.SyntheaFiles(t)
+	files := lapistest.SyntheaFiles(t)
 	if len(files) < n {
 		t.Skipf("need %d Synthea bundles, found %d", n, len(files))
 	}
 	return files[:n]
 }
 
+// instance is a lapis serve process (lapistest.Server) with the test that
+// uses it.
 type instance struct {
+	*lapistest.Server
 	t       *testing.T
 	apiKey  string // a system/*.cruds API key every request carries
 	dataDir string
 	dbURL   string
 	base    string
-	cmd     *exec.Cmd
-	logs    *bytes.Buffer
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // lapis runs a lapis command against the instance's database.
 func (in *instance) lapis(args ...string) (stdout, stderr string, code int) {
 	in.t.Helper()
-	all := append(append([]string{}, args...), "--data-dir", in.dataDir, "--database", in.dbURL)
-	return run(in.t, all...)
+	r := in.CLI(in.t, "", args...)
+	return r.Stdout, r.Stderr, r.Code
 }
 
 func run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	cmd := exec.Command(lapisBin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running lapis: %v", err)
-	}
-	return out.String(), errb.String(), code
+	r := lapistest.Run(t, nil, "", args...)
+	return r.Stdout, r.Stderr, r.Code
 }
 
+// serve starts lapis serve (lapistest.Start).
+func serve(t *testing.T, opts lapistest.Options) *instance {
+	t.Helper()
+	s := lapistest.Start(t, opts)
+	return &instance{Server: s, t: t, dataDir: s.DataDir, dbURL: s.Database, base: s.Base}
+}
+
+// start starts lapis serve on dbURL with a system/*.cruds API key.
 func start(t *testing.T, dbURL string) *instance {
 	t.Helper()
-	in := &instance{t: t, dataDir: t.TempDir(), dbURL: dbURL, logs: &bytes.Buffer{}}
-	port := freePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	in.base = "http://" + addr + "/fhir"
-	in.cmd = exec.Command(lapisBin, "serve", "--addr", addr, "--data-dir", in.dataDir, "--database", dbURL)
-	in.cmd.Stderr = in.logs
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
+	in := serve(t, lapistest.Options{Database: dbURL})
+	out, errOut, code := in.lapis("apikey", "create", "--name", "e2e", "--scope", "system/*.cruds", "--json")
+	if code != 0 {
+		t.Fatalf("apikey create: %s", errOut)
 	}
-	t.Cleanup(func() {
-		_ = in.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = in.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = in.cmd.Process.Kill()
-			t.Error("server did not shut down within 10s")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", in.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(in.base + "/metadata")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				out, errOut, code := in.lapis("apikey", "create", "--name", "e2e", "--scope", "system/*.cruds", "--json")
-				if code != 0 {
-					t.Fatalf("apikey create: %s", errOut)
-				}
-				var k struct{ Key string }
-				if err := json.Unmarshal([]byte(out), &k); err != nil || k.Key == "" {
-					t.Fatalf("apikey create output %q: %v", out, err)
-				}
-				in.apiKey = k.Key
-				return in
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	var k struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &k); err != nil || k.Key == "" {
+		t.Fatalf("apikey create output %q: %v", out, err)
 	}
-	t.Fatalf("server did not start: %s", in.logs.String())
-	return nil
+	in.apiKey = k.Key
+	return in
 }
 
 type response struct {
@@ -149,36 +100,17 @@ func (in *instance) do(method, path string, body any, headers ...string) *respon
 		j, _ := json.Marshal(b)
 		rd = bytes.NewReader(j)
 	}
-	u := path
-	if !strings.HasPrefix(path, "http") {
-		u = in.base + path
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		in.t.Fatal(err)
-	}
+	var hdr []string
 	if rd != nil {
-		req.Header.Set("Content-Type", "application/fhir+json")
+		hdr = append(hdr, "Content-Type", "application/fhir+json")
 	}
 	if in.apiKey != "" {
-		req.Header.Set("X-API-Key", in.apiKey)
+		hdr = append(hdr, "X-API-Key", in.apiKey)
 	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		if headers[i+1] == "" {
-			req.Header.Del(headers[i])
-			continue
-		}
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		in.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := &response{status: resp.StatusCode, header: resp.Header, raw: raw}
-	if len(raw) > 0 {
-		_ = json.Unmarshal(raw, &r.body)
+	res := in.Do(in.t, method, path, rd, append(hdr, headers...)...)
+	r := &response{status: res.Status, header: res.Header, raw: res.Body}
+	if len(res.Body) > 0 {
+		_ = json.Unmarshal(res.Body, &r.body)
 	}
 	return r
 }
@@ -463,34 +395,30 @@ func testPaging(t *testing.T, in *instance) {
 	seen := map[string]bool{}
 	page := first
 	pages := 0
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	// Concurrent writers must not shift the pages.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			body, _ := json.Marshal(map[string]any{"resourceType": "Observation", "id": fmt.Sprintf("aaaa-paging-%d", i), "status": "final", "code": map[string]any{"text": "x"}})
-			req, _ := http.NewRequest("PUT", in.base+fmt.Sprintf("/Observation/aaaa-paging-%d", i), bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/fhir+json")
-			req.Header.Set("X-API-Key", in.apiKey)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
-			time.Sleep(5 * time.Millisecond)
+	// Writes must not shift the pages: before each page a new Observation
+	// that sorts first is written, and another one is written while the
+	// page is being read.
+	put := func(id string) {
+		body, _ := json.Marshal(map[string]any{"resourceType": "Observation", "id": id, "status": "final", "code": map[string]any{"text": "x"}})
+		req, _ := http.NewRequest("PUT", in.base+"/Observation/"+id, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("X-API-Key", in.apiKey)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
 		}
-	}()
+	}
+	var wg sync.WaitGroup
+	during := make(chan int, 1)
+	wg.Go(func() {
+		for i := range during {
+			put(fmt.Sprintf("aaaa-paging-c%d", i))
+		}
+	})
+	defer func() { close(during); wg.Wait() }()
 	for {
 		pages++
 		for _, id := range ids(t, page.body, "match") {
 			if seen[id] {
-				close(stop)
-				wg.Wait()
 				t.Fatalf("%s seen twice (page %d)", id, pages)
 			}
 			seen[id] = true
@@ -499,13 +427,16 @@ func testPaging(t *testing.T, in *instance) {
 		if next == "" {
 			break
 		}
+		put(fmt.Sprintf("aaaa-paging-%d", pages))
+		select {
+		case during <- pages:
+		default: // the previous concurrent write is still running
+		}
 		page = in.do("GET", next, nil).expect(t, 200)
 		if pages > 1000 {
 			t.Fatal("too many pages")
 		}
 	}
-	close(stop)
-	wg.Wait()
 	if len(seen) != total {
 		t.Fatalf("paged through %d resources, total said %d", len(seen), total)
 	}
@@ -601,30 +532,24 @@ func TestCLIContract(t *testing.T) {
 		t.Fatalf("version: %d %q", code, out)
 	}
 	// Env variables configure serve like flags.
-	cmd := exec.Command(lapisBin, "serve")
-	port := freePort(t)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("LAPIS_ADDR=127.0.0.1:%d", port), "LAPIS_DATA_DIR="+t.TempDir(), "LAPIS_BASE_URL=https://fhir.example.org")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	s := lapistest.Start(t, lapistest.Options{EnvConfig: true, DataDir: dir,
+		Env: []string{"LAPIS_ADDR=127.0.0.1:0", "LAPIS_DATA_DIR=" + dir, "LAPIS_DATABASE_URL=", "LAPIS_BASE_URL=https://fhir.example.org"}})
+	if s.Base != "https://fhir.example.org/fhir" {
+		t.Fatalf("served FHIR base %q", s.Base)
 	}
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/fhir/metadata", port))
-		if err == nil {
-			var cs map[string]any
-			json.NewDecoder(resp.Body).Decode(&cs)
-			resp.Body.Close()
-			impl := cs["implementation"].(map[string]any)
-			if impl["url"] != "https://fhir.example.org/fhir" {
-				t.Fatalf("implementation.url %v", impl["url"])
-			}
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if files, _ := os.ReadDir(dir); len(files) == 0 {
+		t.Fatal("LAPIS_DATA_DIR is empty: the server did not use it")
 	}
-	t.Fatal("server configured by env did not start")
+	var cs map[string]any
+	res := s.Do(t, "GET", "http://"+s.Addr+"/fhir/metadata", nil)
+	if err := json.Unmarshal(res.Body, &cs); err != nil {
+		t.Fatalf("metadata %d: %v", res.Status, err)
+	}
+	impl := cs["implementation"].(map[string]any)
+	if impl["url"] != "https://fhir.example.org/fhir" {
+		t.Fatalf("implementation.url %v", impl["url"])
+	}
 }
 
 // testAuthentication checks that the FHIR API needs a credential (but

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,48 +9,28 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
-
-// gwLogs collects a server's stderr.
-type gwLogs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *gwLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *gwLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // gwServer is a lapis serve process speaking TLS.
 type gwServer struct {
-	t       *testing.T
-	base    string // https://127.0.0.1:PORT/fhir
-	addr    string
-	dataDir string
-	dbURL   string
-	client  *http.Client
-	logs    *gwLogs
+	*lapistest.Server
+	t      *testing.T
+	base   string // https://127.0.0.1:PORT/fhir
+	addr   string
+	client *http.Client
 }
 
 // gwCert writes a self-signed certificate for 127.0.0.1 into dir and
@@ -95,54 +74,17 @@ func startGateway(t *testing.T, dbURL string, extra ...string) *gwServer {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile, pool := gwCert(t, dir)
-	s := &gwServer{t: t, dataDir: filepath.Join(dir, "data"), dbURL: dbURL, logs: &gwLogs{}}
-	s.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	s.base = "https://" + s.addr + "/fhir"
-	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	args := append([]string{"serve", "--addr", s.addr, "--data-dir", s.dataDir, "--database", dbURL,
-		"--tls-cert", certFile, "--tls-key", keyFile, "--log-level", "debug"}, extra...)
-	cmd := exec.Command(lapisBin, args...)
-	cmd.Stderr = s.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	srv := lapistest.Start(t, lapistest.Options{DataDir: filepath.Join(dir, "data"), Database: dbURL, RootCAs: pool,
+		Args: append([]string{"--tls-cert", certFile, "--tls-key", keyFile, "--log-level", "debug"}, extra...)})
+	if !strings.HasPrefix(srv.Base, "https://127.0.0.1:") {
+		t.Fatalf("TLS server's FHIR base %q", srv.Base)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("server did not shut down within 10s")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := s.client.Get(s.base + "/metadata")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start: %v\n%s", err, s.logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return &gwServer{Server: srv, t: t, base: srv.Base, addr: srv.Addr, client: srv.Client}
 }
 
 func (s *gwServer) lapis(args ...string) string {
 	s.t.Helper()
-	out, errOut, code := run(s.t, append(args, "--data-dir", s.dataDir, "--database", s.dbURL)...)
-	if code != 0 {
-		s.t.Fatalf("lapis %v: %s", args, errOut)
-	}
-	return out
+	return s.MustCLI(s.t, "", args...)
 }
 
 type gwResp struct {
@@ -173,8 +115,13 @@ func TestGatewayTLS(t *testing.T) {
 	for name, dbURL := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			s := startGateway(t, dbURL(t), "--trusted-proxies", "127.0.0.1/32", "--allow-ip", "127.0.0.0/8,2001:db8::/32", "--metrics-addr", metricsAddr)
+			s := startGateway(t, dbURL(t), "--trusted-proxies", "127.0.0.1/32", "--allow-ip", "127.0.0.0/8,2001:db8::/32", "--metrics-addr", "127.0.0.1:0")
+			// The metrics listener is logged before "lapis serving".
+			var ml struct{ Addr string }
+			if err := json.Unmarshal([]byte(s.WaitLog(t, time.Minute, `"msg":"metrics listener"`)), &ml); err != nil || ml.Addr == "" {
+				t.Fatalf("metrics listener line: %v", err)
+			}
+			metricsAddr := ml.Addr
 			testGatewayTLS(t, s)
 			// The separate metrics listener (plain HTTP, unrestricted).
 			resp, err := http.Get("http://" + metricsAddr + "/metrics")
@@ -237,11 +184,7 @@ func testGatewayTLS(t *testing.T, s *gwServer) {
 	// up within seconds.
 	eventually := func(what string, f func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 10 s", what)
-			}
-		}
+		poll.Until(t, 20*time.Second, what, f)
 	}
 	// The allow-list excludes 127.0.0.1: no token either (invalid_client,
 	// as for a wrong secret).
@@ -357,7 +300,7 @@ func testGatewayTLS(t *testing.T, s *gwServer) {
 	}
 
 	// The request log: one line per request, no query values, no tokens.
-	logs := s.logs.String()
+	logs := s.Logs()
 	if !strings.Contains(logs, `"route":"/fhir/Patient"`) || !strings.Contains(logs, `"client_id":"`+cl.ClientID+`"`) {
 		t.Errorf("request log lines missing")
 	}
@@ -380,32 +323,14 @@ func TestGatewayPlainRemote(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "--tls-key") {
 		t.Fatalf("certificate without key: code %d %s", code, errOut)
 	}
-	certFile, keyFile, _ := gwCert(t, dir)
-	port := freePort(t)
-	cmd := exec.Command(lapisBin, "serve", "--addr", fmt.Sprintf("0.0.0.0:%d", port), "--data-dir", dir, "--tls-cert", certFile, "--tls-key", keyFile)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	certFile, keyFile, pool := gwCert(t, dir)
+	srv := lapistest.Start(t, lapistest.Options{DataDir: dir, Addr: "0.0.0.0:0", RootCAs: pool, Args: []string{"--tls-cert", certFile, "--tls-key", keyFile}})
+	_, port, _ := net.SplitHostPort(srv.Addr)
+	if srv.Base != "https://localhost:"+port+"/fhir" {
+		t.Fatalf("FHIR base %q for %s", srv.Base, srv.Addr)
 	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}()
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TLS on 0.0.0.0 did not serve: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if r := srv.Do(t, "GET", "https://127.0.0.1:"+port+"/healthz", nil); r.Status != 200 {
+		t.Fatalf("TLS on 0.0.0.0: %d", r.Status)
 	}
 }
 
@@ -413,40 +338,10 @@ func TestGatewayPlainRemote(t *testing.T) {
 // binary: a search over budget is a 503 OperationOutcome, a read is not
 // affected.
 func TestGatewaySearchTimeout(t *testing.T) {
-	dir := t.TempDir()
-	port := freePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d/fhir", port)
-	cmd := exec.Command(lapisBin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dir, "--dev-no-auth", "--search-timeout", "1ns")
-	logs := &gwLogs{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	}()
+	s := lapistest.Start(t, lapistest.Options{Args: []string{"--dev-no-auth", "--search-timeout", "1ns"}})
 	get := func(path string) (int, string) {
-		resp, err := http.Get(base + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if code, _ := get("/metadata"); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server did not start")
-		}
-		time.Sleep(100 * time.Millisecond)
+		r := s.Do(t, "GET", path, nil)
+		return r.Status, string(r.Body)
 	}
 	code, body := get("/Patient?name=x")
 	if code != 503 || !strings.Contains(body, `"code":"timeout"`) || !strings.Contains(body, "OperationOutcome") {

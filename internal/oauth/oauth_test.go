@@ -28,6 +28,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 // env is an authorization server over real HTTP on one database.
@@ -571,17 +572,21 @@ func TestKeyRotation(t *testing.T) {
 		if err != nil || len(set.Keys) != 4 {
 			t.Fatalf("JWKS after rotation: %d keys, %v", len(set.Keys), err)
 		}
-		time.Sleep(1100 * time.Millisecond) // the active-key cache
-		fresh, _, err := e.srv.IssueAccessToken(ctx, oauth.AccessClaims{Subject: "s", ClientID: "c", Scope: "system/*.rs"}, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
 		kid := func(tok string) string {
 			h, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
 			var m map[string]any
 			_ = json.Unmarshal(h, &m)
 			return m["kid"].(string)
 		}
+		// The active-key cache (one second) picks the rotation up.
+		var fresh string
+		poll.Until(t, time.Minute, "a token signed with the new key", func() bool {
+			fresh, _, err = e.srv.IssueAccessToken(ctx, oauth.AccessClaims{Subject: "s", ClientID: "c", Scope: "system/*.rs"}, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kid(fresh) != kid(old)
+		})
 		if kid(old) == kid(fresh) {
 			t.Fatal("new token signed with the retired key")
 		}

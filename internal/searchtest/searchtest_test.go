@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -84,14 +85,29 @@ func load(t *testing.T, dialect string) *env {
 	if _, err := e.app.Service.Bundle(ctx, body, 0); err != nil {
 		t.Fatalf("loading fixtures: %v", err)
 	}
-	time.Sleep(5 * time.Millisecond)
-	e.t1 = time.Now().UTC().Format(tsLayout)
-	time.Sleep(5 * time.Millisecond)
+	// T1 is a millisecond (the precision of lastUpdated) after the
+	// fixtures' and before p5's.
+	t1 := nextMillisecond(time.Now())
+	e.t1 = t1.UTC().Format(tsLayout)
+	nextMillisecond(t1)
 	p5 := `{"resourceType":"Patient","id":"p5","name":[{"family":"van Dyke","given":["Dick"]}],"gender":"other","birthDate":"2001-01-01"}`
 	if _, err := e.app.Service.Update(ctx, "Patient", "p5", []byte(p5), ""); err != nil {
 		t.Fatalf("updating p5: %v", err)
 	}
 	return e
+}
+
+// nextMillisecond waits until the clock the server stamps lastUpdated
+// with (milliseconds) has moved past after's millisecond, which takes
+// under a millisecond, and returns its reading.
+func nextMillisecond(after time.Time) time.Time {
+	for {
+		now := time.Now()
+		if now.Truncate(time.Millisecond).After(after.Truncate(time.Millisecond)) {
+			return now
+		}
+		runtime.Gosched()
+	}
 }
 
 // result is a parsed searchset Bundle.

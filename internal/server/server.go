@@ -46,6 +46,10 @@ const HSTS = "max-age=63072000; includeSubDomains"
 type Options struct {
 	// Addr is the listen address.
 	Addr string
+	// Listener, when set, is the socket Listen returns instead of opening
+	// Addr (a caller that had to bind first, e.g. to learn the port the
+	// kernel picked for port 0).
+	Listener net.Listener
 	// FHIR serves everything under /fhir.
 	FHIR http.Handler
 	// Ready, when set, is consulted by /readyz.
@@ -207,6 +211,9 @@ func (s *Server) Listen() (net.Listener, error) {
 		}
 		s.certs = c
 		s.http.TLSConfig = TLSConfig(c.GetCertificate)
+	}
+	if s.opts.Listener != nil {
+		return s.opts.Listener, nil
 	}
 	return net.Listen("tcp", s.opts.Addr)
 }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/metrics"
@@ -138,16 +139,23 @@ func TestTLSVersions(t *testing.T) {
 	}
 }
 
+// TestTLSReload checks the files on every handshake (a 1 ns interval),
+// so each step is seen by the next handshake; the interval itself is
+// checked by TestCertReloadInterval.
 func TestTLSReload(t *testing.T) {
 	dir := t.TempDir()
 	writePair(t, dir, "first")
 	m := metrics.New()
-	addr := startTLS(t, dir, 50*time.Millisecond, m)
-	if cn, _, err := handshake(addr, tls.VersionTLS12, tls.VersionTLS13); err != nil || cn != "first" {
-		t.Fatalf("initial cert %q %v", cn, err)
+	addr := startTLS(t, dir, time.Nanosecond, m)
+	serving := func(want, when string) {
+		t.Helper()
+		if cn, _, err := handshake(addr, tls.VersionTLS12, tls.VersionTLS13); err != nil || cn != want {
+			t.Fatalf("%s: serving %q (%v), want %q", when, cn, err, want)
+		}
 	}
+	serving("first", "initial cert")
 	writePair(t, dir, "second")
-	waitCN(t, addr, "second")
+	serving("second", "after a new pair")
 
 	// An invalid new pair (key of another certificate) keeps the old one.
 	other := t.TempDir()
@@ -156,23 +164,16 @@ func TestTLSReload(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "key.pem"), kb, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
 	for range 3 {
-		if cn, _, err := handshake(addr, tls.VersionTLS12, tls.VersionTLS13); err != nil || cn != "second" {
-			t.Fatalf("after a broken pair: %q %v", cn, err)
-		}
-		time.Sleep(60 * time.Millisecond)
+		serving("second", "after a broken pair")
 	}
 	// Garbage is kept out too; then a good pair is picked up again.
 	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
-	if cn, _, err := handshake(addr, tls.VersionTLS12, tls.VersionTLS13); err != nil || cn != "second" {
-		t.Fatalf("after garbage: %q %v", cn, err)
-	}
+	serving("second", "after garbage")
 	writePair(t, dir, "fourth")
-	waitCN(t, addr, "fourth")
+	serving("fourth", "after a good pair again")
 
 	w := scrapeText(t, m)
 	for _, want := range []string{`lapis_tls_certificate_reloads_total{result="ok"} 2`, `lapis_tls_certificate_reloads_total{result="failed"}`, "lapis_tls_certificate_expiry_timestamp_seconds"} {
@@ -182,19 +183,38 @@ func TestTLSReload(t *testing.T) {
 	}
 }
 
-func waitCN(t *testing.T, addr, want string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cn, _, err := handshake(addr, tls.VersionTLS12, tls.VersionTLS13)
-		if err == nil && cn == want {
-			return
+// TestCertReloadInterval: the files are checked at most once per
+// interval, on a handshake (synctest's fake clock).
+func TestCertReloadInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 5 * time.Second
+		dir := t.TempDir()
+		writePair(t, dir, "first")
+		c, err := newCertReloader(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), interval, quiet, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("certificate %q not picked up (serving %q, %v)", want, cn, err)
+		cn := func() string {
+			cert, err := c.GetCertificate(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return cert.Leaf.Subject.CommonName
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		writePair(t, dir, "second")
+		time.Sleep(interval - time.Millisecond)
+		if got := cn(); got != "first" {
+			t.Fatalf("checked before the interval: serving %q", got)
+		}
+		time.Sleep(time.Millisecond)
+		if got := cn(); got != "second" {
+			t.Fatalf("not checked after the interval: serving %q", got)
+		}
+		writePair(t, dir, "third")
+		if got := cn(); got != "second" {
+			t.Fatalf("checked twice within the interval: serving %q", got)
+		}
+	})
 }
 
 func TestTLSStartupErrors(t *testing.T) {

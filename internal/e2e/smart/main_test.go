@@ -7,7 +7,6 @@
 package smart
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,13 +14,11 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strings"
@@ -32,18 +29,16 @@ import (
 	// The binary under test is built from cmd/lapis; importing its code
 	// makes go test's result cache notice when it changes.
 	_ "github.com/lapis-health/lapis/internal/cli"
-	"github.com/lapis-health/lapis/internal/testutil/lapisbin"
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
-var lapisBin string
-
-func TestMain(m *testing.M) { lapisbin.Main(m, &lapisBin) }
+func TestMain(m *testing.M) { lapistest.Main(m) }
 
 // syntheaFiles returns the n smallest Synthea bundles of ../shared/data/synthea.
 func syntheaFiles(t *testing.T, n int) []string {
 	t.Helper()
-	files := lapisbin.SyntheaFiles(t)
+	files := lapistest.SyntheaFiles(t)
 	if len(files) < n {
 		t.Skipf("need %d Synthea bundles, found %d", n, len(files))
 	}
@@ -136,39 +131,12 @@ func (a *app) lastLaunch() url.Values {
 
 // instance is a running lapis server set up through the CLI.
 type instance struct {
+	*lapistest.Server
 	t       *testing.T
 	dataDir string
 	dbURL   string
 	host    string // http://127.0.0.1:PORT
 	base    string // FHIR base = issuer
-	cmd     *exec.Cmd
-	logs    *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // cli runs `lapis SUB... --data-dir D --database DB ARGS...` with stdin,
@@ -177,14 +145,11 @@ func (in *instance) cli(stdin string, sub []string, args ...string) string {
 	in.t.Helper()
 	all := append(append([]string{}, sub...), "--data-dir", in.dataDir, "--database", in.dbURL)
 	all = append(all, args...)
-	var out, errb bytes.Buffer
-	cmd := exec.Command(lapisBin, all...)
-	cmd.Stdin = strings.NewReader(stdin)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		in.t.Fatalf("lapis %s: %v\nstdout: %s\nstderr: %s", strings.Join(sub, " "), err, out.String(), errb.String())
+	r := lapistest.Run(in.t, nil, stdin, all...)
+	if r.Code != 0 {
+		in.t.Fatalf("lapis %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(sub, " "), r.Code, r.Stdout, r.Stderr)
 	}
-	return out.String()
+	return r.Stdout
 }
 
 // cliJSON runs a --json command and decodes its one JSON object.
@@ -196,47 +161,14 @@ func (in *instance) cliJSON(stdin string, v any, sub []string, args ...string) {
 	}
 }
 
-// start imports two Synthea bundles and starts lapis serve on a free port.
+// start imports two Synthea bundles and starts lapis serve.
 func start(t *testing.T, dbURL string) *instance {
 	t.Helper()
-	in := &instance{t: t, dataDir: t.TempDir(), dbURL: dbURL, logs: &syncBuffer{}}
+	in := &instance{t: t, dataDir: t.TempDir(), dbURL: dbURL}
 	in.cli("", []string{"import"}, syntheaFiles(t, 2)...)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	in.host = "http://" + addr
-	in.base = in.host + "/fhir"
-	in.cmd = exec.Command(lapisBin, "serve", "--addr", addr, "--data-dir", in.dataDir, "--database", dbURL)
-	in.cmd.Stderr = in.logs
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = in.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = in.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = in.cmd.Process.Kill()
-			<-done
-			t.Error("server did not shut down within 10s")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", in.logs.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(in.base + "/metadata")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return in
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("server did not start: %s", in.logs.String())
-	return nil
+	in.Server = lapistest.Start(t, lapistest.Options{DataDir: in.dataDir, Database: dbURL})
+	in.host, in.base = in.Origin, in.Base
+	return in
 }
 
 // clientOut is the output of lapis client create --json.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/store"
@@ -118,8 +119,14 @@ func TestRawReadDeletedAndMissing(t *testing.T) {
 }
 
 // A read honours its context before it starts and while it waits for a
-// connection; the connection it waited for is not lost.
+// connection; the connection it waited for is not lost. It runs in a
+// synctest bubble: the timeout is on the fake clock, and the second read
+// is known to wait before the connection comes back.
 func TestRawReadContext(t *testing.T) {
+	synctest.Test(t, testRawReadContext)
+}
+
+func testRawReadContext(t *testing.T) {
 	s := openRaw(t, 1)
 	putVersion(t, s, 1, false)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -144,7 +151,12 @@ func TestRawReadContext(t *testing.T) {
 		_, err := s.Read(context.Background(), "Patient", "p1")
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	synctest.Wait() // the read waits for the connection
+	select {
+	case err := <-done:
+		t.Fatalf("read without a free connection returned: %v", err)
+	default:
+	}
 	s.raw.put(rc)
 	if err := <-done; err != nil {
 		t.Fatalf("read after the connection came back: %v", err)

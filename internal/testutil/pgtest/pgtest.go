@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 // DefaultURL is the server used when LAPIS_TEST_POSTGRES is unset.
@@ -37,11 +38,10 @@ func New(t testing.TB) string {
 		startOnce.Do(func() {
 			_ = exec.Command("sh", "-c", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start").Run()
 		})
-		deadline := time.Now().Add(10 * time.Second)
-		for err != nil && time.Now().Before(deadline) {
-			time.Sleep(250 * time.Millisecond)
+		poll.Try(30*time.Second, func() bool {
 			conn, err = connect(ctx, admin)
-		}
+			return err == nil
+		})
 	}
 	if err != nil {
 		if os.Getenv("CI") != "" {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 // Server is a running private redis-server.
@@ -82,14 +84,10 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The daemon is not our child: watch for its pid to go.
+	if !poll.Try(5*time.Second, func() bool { return syscall.Kill(pid, 0) != nil }) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 func (s *Server) readPID() int {
@@ -118,20 +116,16 @@ func (s *Server) Command(cmd string) (string, error) {
 }
 
 func (s *Server) waitPing(d time.Duration) error {
-	deadline := time.Now().Add(d)
 	var err error
-	for time.Now().Before(deadline) {
+	if poll.Try(d, func() bool {
 		var reply string
-		if reply, err = s.Command("PING"); err == nil && reply == "+PONG" {
-			// The pid file may lag the first PONG by a moment.
-			for s.readPID() == 0 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
+		reply, err = s.Command("PING")
+		// The pid file may lag the first PONG by a moment.
+		return err == nil && reply == "+PONG" && s.readPID() != 0
+	}) {
+		return nil
 	}
-	return fmt.Errorf("redis-server did not answer PING within %s: %v", d, err)
+	return fmt.Errorf("redis-server did not answer PING (and write its pid file) within %s: %v", d, err)
 }
 
 func freePort(t testing.TB) int {
