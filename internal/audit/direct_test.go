@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/testutil/poll"
+
 	"github.com/lapis-health/lapis/internal/database"
 )
 
@@ -72,13 +74,10 @@ func TestDirect(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if rep, err = Verify(ctx, db, st, nil); err == nil && rep.Pending == 0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		poll.Try(10*time.Second, func() bool {
+			rep, err = Verify(ctx, db, st, nil)
+			return err == nil && rep.Pending == 0
+		})
 		rec.Close()
 		rep, err = Verify(ctx, db, st, nil)
 		if err != nil || !rep.OK || rep.Pending != 0 || rep.Records != 4 {
@@ -111,14 +110,8 @@ func TestDirectCopiedWhileRunning(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		deadline := time.Now().Add(15 * time.Second)
 		var rep *Report
-		for time.Now().Before(deadline) {
-			if rep = verify(t, e); rep.Pending == 0 {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		poll.Try(15*time.Second, func() bool { rep = verify(t, e); return rep.Pending == 0 })
 		if !rep.OK || rep.Pending != 0 || rep.Records != 2 {
 			t.Fatalf("the running recorder did not copy the idle chain: %+v", rep)
 		}

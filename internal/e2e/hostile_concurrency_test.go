@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/testutil/lapisbin"
+	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -63,7 +63,7 @@ func orList(n int, f func(i int) string) string {
 // machine, where the attack's own CPU delays a few victim requests by
 // hundreds of milliseconds; the latencies are logged.
 func TestHostileConcurrency(t *testing.T) {
-	files := lapisbin.SyntheaFiles(t)
+	files := lapistest.SyntheaFiles(t)
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			db := ""
