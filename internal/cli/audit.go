@@ -26,7 +26,7 @@ func (c *auditHeadsCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	db, err := audit.OpenDB(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := audit.OpenDB(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (c *auditVerifyCmd) Run(e *env) error {
 		return err
 	}
 	defer a.Close()
-	db, err := audit.OpenDB(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := audit.OpenDB(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func recordAdminEvent(e *env, f dbFlags, ev audit.Event) error {
 	if err != nil {
 		return err
 	}
-	db, err := audit.OpenDB(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := audit.OpenDB(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return err
 	}
