@@ -454,9 +454,12 @@ func (a Audit) check() error {
 	return nil
 }
 
+// fhirDir is where the FHIR base is under the base URL.
+const fhirDir = "/fhir"
+
 // FHIRBase returns the FHIR base URL, BaseURL + "/fhir": the issuer of
 // the authorization server too.
-func (c *Config) FHIRBase() string { return c.Server.BaseURL + "/fhir" }
+func (c *Config) FHIRBase() string { return c.Server.BaseURL + fhirDir }
 
 // FHIRPath returns the path of the FHIR base URL ("/fhir", or
 // "/lapis/fhir" for the base URL https://host/lapis): every route of the
@@ -464,9 +467,9 @@ func (c *Config) FHIRBase() string { return c.Server.BaseURL + "/fhir" }
 func (c *Config) FHIRPath() string {
 	u, err := url.Parse(c.Server.BaseURL)
 	if err != nil {
-		return "/fhir"
+		return fhirDir
 	}
-	return u.Path + "/fhir"
+	return u.Path + fhirDir
 }
 
 // Origin returns the origin of the base URL, scheme://host[:port].
