@@ -77,10 +77,10 @@ type env struct {
 func open(t *testing.T, dialect string) *env {
 	t.Helper()
 	cfg := config.Defaults()
-	cfg.BaseURL = base
-	cfg.DataDir = t.TempDir()
+	cfg.Server.BaseURL = base
+	cfg.Database.DataDir = t.TempDir()
 	if dialect == "postgres" {
-		cfg.DatabaseURL = pgtest.New(t)
+		cfg.Database.URL = pgtest.New(t)
 	}
 	if err := cfg.Normalize(false); err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func open(t *testing.T, dialect string) *env {
 	}
 	svc, err := resource.New(resource.Config{
 		Store: a.Store, Registry: a.Registry, Validator: validate.New(a.Registry), Indexer: ex,
-		Parser:  search.NewParser(a.Registry, cfg.FHIRBase(), cfg.MaxCount, cfg.DefaultCount),
+		Parser:  search.NewParser(a.Registry, cfg.FHIRBase(), cfg.FHIR.MaxCount, cfg.FHIR.DefaultCount),
 		BaseURL: cfg.FHIRBase(), Access: access.NewPolicy(a.Registry),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

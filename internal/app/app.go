@@ -1,7 +1,11 @@
-// Package app assembles the parts of Lapis from a config.Config: the R4
-// definitions, the store, the validator, the search-index extractor, the
-// search parser and the resource service. The serve and import commands
-// (and the end-to-end tests) share it, so they run exactly the same code.
+// Package app is the composition root of Lapis: it assembles the parts
+// from a config.Config and nothing else does. Open builds the core the
+// admin commands share (the R4 definitions, the store, the validator, the
+// search-index extractor, the search parser and the resource service);
+// NewServer builds a whole server on it (the audit trail, the
+// authorization server, the gateway, the rate limits, authentication and
+// the FHIR API, under one base path), so lapis serve and the tests run
+// exactly the same code.
 package app
 
 import (
@@ -52,7 +56,7 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 	if err != nil {
 		return nil, fmt.Errorf("compiling search parameters: %w", err)
 	}
-	st, err := database.Open(ctx, cfg.DatabaseURL, cfg.DataDir)
+	st, err := database.Open(ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -66,12 +70,12 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 		Registry:  reg,
 		Validator: validate.New(reg),
 		Indexer:   ex,
-		Parser:    search.NewParser(reg, cfg.FHIRBase(), cfg.MaxCount, cfg.DefaultCount),
+		Parser:    search.NewParser(reg, cfg.FHIRBase(), cfg.FHIR.MaxCount, cfg.FHIR.DefaultCount),
 		BaseURL:   cfg.FHIRBase(),
 		Logger:    logger,
 
-		MaxBundleEntries: cfg.MaxBundleEntries,
-		MaxResponseBytes: cfg.MaxResponseBytes,
+		MaxBundleEntries: cfg.FHIR.MaxBundleEntries,
+		MaxResponseBytes: cfg.FHIR.MaxResponseBytes,
 	})
 	if err != nil {
 		st.Close()

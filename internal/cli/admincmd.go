@@ -78,7 +78,7 @@ func localAdmin(e *env, f dbFlags, fn func(ctx context.Context, s *admin.Service
 	if err != nil {
 		return err
 	}
-	db, err := authdb.Open(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := authdb.Open(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ type commandAudit struct {
 // Commit implements admin.Auditor.
 func (a *commandAudit) Commit(ctx context.Context, ev audit.Event) error {
 	if a.d == nil {
-		db, err := audit.OpenDB(ctx, a.cfg.DatabaseURL, a.cfg.DataDir)
+		db, err := audit.OpenDB(ctx, a.cfg.Database.URL, a.cfg.Database.DataDir)
 		if err != nil {
 			return err
 		}
@@ -203,7 +203,7 @@ func (r *storeRecords) RecordExists(ctx context.Context, typ, id string) (bool, 
 		}
 		r.app = a
 	}
-	return FHIRPatients{Service: r.app.Service}.RecordExists(ctx, typ, id)
+	return app.Patients{Service: r.app.Service}.RecordExists(ctx, typ, id)
 }
 
 func (r *storeRecords) close() {

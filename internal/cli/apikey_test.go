@@ -3,10 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"github.com/lapis-health/lapis/internal/apikey"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/apikey"
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"

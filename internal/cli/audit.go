@@ -24,7 +24,7 @@ func (c *auditHeadsCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	db, err := audit.OpenDB(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := audit.OpenDB(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func (c *auditVerifyCmd) Run(e *env) error {
 		return err
 	}
 	defer a.Close()
-	db, err := audit.OpenDB(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := audit.OpenDB(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return err
 	}

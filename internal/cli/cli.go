@@ -22,7 +22,7 @@ import (
 
 // Version is the Lapis version reported by "lapis version" and the
 // CapabilityStatement.
-const Version = "0.1.0"
+const Version = app.Version
 
 // dbFlags are the flags every command that opens the database shares.
 type dbFlags struct {
@@ -33,10 +33,10 @@ type dbFlags struct {
 
 func (f dbFlags) apply(c *config.Config) {
 	if f.DataDir != "" {
-		c.DataDir = f.DataDir
+		c.Database.DataDir = f.DataDir
 	}
-	c.DatabaseURL = f.Database
-	c.BaseURL = f.BaseURL
+	c.Database.URL = f.Database
+	c.Server.BaseURL = f.BaseURL
 }
 
 // config is the normalized configuration of an admin command.

@@ -45,7 +45,7 @@ func openAuthDB(e *env, f dbFlags) (*authdb.DB, config.Config, error) {
 	if err != nil {
 		return nil, cfg, err
 	}
-	db, err := authdb.Open(e.ctx, cfg.DatabaseURL, cfg.DataDir)
+	db, err := authdb.Open(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
 	return db, cfg, err
 }
 
@@ -135,7 +135,7 @@ func (c *keysRotateCmd) Run(e *env) error {
 	defer db.Close()
 	kek := c.KEKFile
 	if kek == "" {
-		kek = filepath.Join(cfg.DataDir, keys.KEKFile)
+		kek = filepath.Join(cfg.Database.DataDir, keys.KEKFile)
 	}
 	m, err := keys.Open(e.ctx, db, keys.Options{KEKFile: kek})
 	if err != nil {

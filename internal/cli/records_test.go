@@ -35,7 +35,7 @@ func TestCreateChecksFHIRRecords(t *testing.T) {
 			// The store as lapis serve opens it (access policy on), with a
 			// patient, a deleted patient and a practitioner.
 			cfg := config.Defaults()
-			cfg.DataDir, cfg.DatabaseURL = dir, dbURL
+			cfg.Database.DataDir, cfg.Database.URL = dir, dbURL
 			if err := cfg.Normalize(false); err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +59,7 @@ func TestCreateChecksFHIRRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			// RecordExists under the server's policy (its own principal).
-			fp := FHIRPatients{Service: ap.Service}
+			fp := app.Patients{Service: ap.Service}
 			for _, c := range []struct {
 				typ, id string
 				want    bool
@@ -113,7 +113,7 @@ func TestCreateChecksFHIRRecords(t *testing.T) {
 }
 
 func TestFHIRPatientsIsARecordChecker(t *testing.T) {
-	var _ oauth.RecordChecker = FHIRPatients{}
+	var _ oauth.RecordChecker = app.Patients{}
 	// The remote commands send force to the admin API.
 	for _, v := range []any{adminclient.APIKeyRequest{Name: "k", Force: true}, adminclient.UserRequest{Username: "u", Force: true}} {
 		if b, _ := json.Marshal(v); !strings.Contains(string(b), `"force":true`) {

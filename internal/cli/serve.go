@@ -4,26 +4,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
-	"github.com/lapis-health/lapis/internal/admin"
-	"github.com/lapis-health/lapis/internal/adminapi"
 	"github.com/lapis-health/lapis/internal/app"
-	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/fhir/definitions"
-	"github.com/lapis-health/lapis/internal/fhirapi"
-	"github.com/lapis-health/lapis/internal/metrics"
-	"github.com/lapis-health/lapis/internal/netpolicy"
-	"github.com/lapis-health/lapis/internal/oauth"
-	"github.com/lapis-health/lapis/internal/resource"
-	"github.com/lapis-health/lapis/internal/server"
-	"github.com/lapis-health/lapis/internal/store"
 )
 
 type serveCmd struct {
@@ -43,28 +30,118 @@ type serveCmd struct {
 	auditFlags
 }
 
+// gatewayFlags are the network, transport and operations flags of
+// lapis serve (embedded in serveCmd).
+type gatewayFlags struct {
+	TLSCert           string        `name:"tls-cert" env:"LAPIS_TLS_CERT" help:"TLS certificate file (PEM, with intermediates); with --tls-key, serve HTTPS only. Reloaded when the file changes." placeholder:"FILE"`
+	TLSKey            string        `name:"tls-key" env:"LAPIS_TLS_KEY" help:"TLS private key file (PEM)." placeholder:"FILE"`
+	TrustedProxies    []string      `name:"trusted-proxies" env:"LAPIS_TRUSTED_PROXIES" sep:"," help:"CIDRs of reverse proxies whose forwarding header gives the client address (comma-separated or repeated)." placeholder:"CIDR"`
+	ForwardedHeader   string        `name:"forwarded-header" env:"LAPIS_FORWARDED_HEADER" default:"X-Forwarded-For" enum:"X-Forwarded-For,Forwarded" help:"The header the trusted proxies set: X-Forwarded-For or Forwarded (RFC 7239); the other is ignored."`
+	AllowIP           []string      `name:"allow-ip" env:"LAPIS_ALLOW_IP" sep:"," help:"Global allow-list for the FHIR API and the authorization endpoints (CIDRs, repeatable; empty allows all)." placeholder:"CIDR"`
+	DenyUserAgent     []string      `name:"deny-user-agent" env:"LAPIS_DENY_USER_AGENT" sep:"none" help:"Refuse requests whose User-Agent matches this regular expression (case-insensitive, repeatable)." placeholder:"REGEX"`
+	UserAgentDefaults bool          `name:"default-deny-user-agents" env:"LAPIS_DEFAULT_DENY_USER_AGENTS" default:"true" negatable:"" help:"Also refuse well-known scanner user agents (sqlmap, nikto, nmap, nuclei, ...)."`
+	ReadHeaderTimeout time.Duration `name:"read-header-timeout" env:"LAPIS_READ_HEADER_TIMEOUT" default:"10s" help:"Time to read the request headers."`
+	ReadTimeout       time.Duration `name:"read-timeout" env:"LAPIS_READ_TIMEOUT" default:"60s" help:"Time to read the whole request, body included."`
+	WriteTimeout      time.Duration `name:"write-timeout" env:"LAPIS_WRITE_TIMEOUT" default:"120s" help:"Time to write the response, from the end of the request headers."`
+	IdleTimeout       time.Duration `name:"idle-timeout" env:"LAPIS_IDLE_TIMEOUT" default:"120s" help:"How long an idle keep-alive connection stays open."`
+	SearchTimeout     time.Duration `name:"search-timeout" env:"LAPIS_SEARCH_TIMEOUT" default:"10s" help:"Time budget of a FHIR search or history request (0 = none); beyond it the query is interrupted and the answer is a 503 OperationOutcome."`
+	MetricsAddr       string        `name:"metrics-addr" env:"LAPIS_METRICS_ADDR" help:"Also serve /metrics, unrestricted, on this separate listener (e.g. a private interface); default off." placeholder:"HOST:PORT"`
+	MetricsAllow      []string      `name:"metrics-allow" env:"LAPIS_METRICS_ALLOW" sep:"," help:"CIDRs besides loopback that may read /metrics on the main listener." placeholder:"CIDR"`
+}
+
+// rateLimitFlags are the rate-limit flags of `lapis serve` (embedded in
+// serveCmd).
+type rateLimitFlags struct {
+	RateLimitClient       string `name:"rate-limit-client" env:"LAPIS_RATE_LIMIT_CLIENT" default:"100/s" help:"Limit per OAuth client or API key on the FHIR API, N/PERIOD in cost units (PERIOD s, m, h); 0 disables."`
+	RateLimitClientBurst  int    `name:"rate-limit-client-burst" env:"LAPIS_RATE_LIMIT_CLIENT_BURST" default:"200" help:"Burst per client, in cost units (0 = N)."`
+	RateLimitPatient      string `name:"rate-limit-patient" env:"LAPIS_RATE_LIMIT_PATIENT" default:"50/s" help:"Limit per patient (in context, or read/searched) on the FHIR API, N/PERIOD in cost units; 0 disables."`
+	RateLimitPatientBurst int    `name:"rate-limit-patient-burst" env:"LAPIS_RATE_LIMIT_PATIENT_BURST" default:"100" help:"Burst per patient, in cost units (0 = N)."`
+	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints and pages (authorize, login, consent, select-patient, apps, token, introspect, revoke), N/PERIOD requests; 0 disables."`
+	RateLimitAuthIPBurst  int    `name:"rate-limit-auth-ip-burst" env:"LAPIS_RATE_LIMIT_AUTH_IP_BURST" default:"100" help:"Burst per IP address on the OAuth endpoints (0 = N)."`
+	RateLimitCosts        string `name:"rate-limit-costs" env:"LAPIS_RATE_LIMIT_COSTS" help:"Cost units per FHIR interaction, e.g. read=1,vread=1,search=2,history=2,create=3,update=3,patch=3,delete=3,batch=1,batch-min=3,operation=3 (batch is per Bundle entry, a GET entry costing at least its read or search; unnamed keys keep these defaults)." placeholder:"KEY=N,..."`
+	RedisURL              string `name:"redis-url" env:"LAPIS_REDIS_URL" help:"Share the rate limits of every instance through this Redis (redis://[user:password@]host:port[/db], rediss:// for TLS); default: in-process limits." placeholder:"URL"`
+	RateLimitRedisFailure string `name:"rate-limit-redis-failure" env:"LAPIS_RATE_LIMIT_REDIS_FAILURE" default:"open" enum:"open,closed" help:"When Redis cannot answer: open (admit under each instance's own in-process limits) or closed (refuse with 503)."`
+	// The concurrency limit is per instance (it guards this instance's
+	// database connections), never shared through Redis.
+	MaxConcurrentPerClient int           `name:"max-concurrent-per-client" env:"LAPIS_MAX_CONCURRENT_PER_CLIENT" default:"0" help:"Most FHIR searches, history requests and batch/transaction Bundles of one client (OAuth client or API key) that run at once; 0 = one less than the database connections that serve searches (at least 1), -1 = no limit."`
+	ConcurrencyWait        time.Duration `name:"concurrency-wait" env:"LAPIS_CONCURRENCY_WAIT" default:"5s" help:"How long a request over --max-concurrent-per-client waits, in its client's line, for one of the client's requests to finish before it is refused with 429 (0 = refuse at once)."`
+}
+
+// auditFlags are serve's audit-trail and alert flags (embedded in
+// serveCmd).
+type auditFlags struct {
+	Audit             bool          `name:"audit" env:"LAPIS_AUDIT" default:"true" negatable:"" help:"Record every FHIR interaction and security event as a hash-chained AuditEvent (--no-audit: benchmarks only)."`
+	AuditStream       string        `name:"audit-stream" env:"LAPIS_AUDIT_STREAM" help:"Also write every audit record as a JSON line to stdout or to FILE (appended), for a SIEM." placeholder:"stdout|FILE"`
+	AuditQueue        int           `name:"audit-queue" env:"LAPIS_AUDIT_QUEUE" default:"16384" help:"Audit records that may wait to be written; a full queue holds requests back (never drops silently)."`
+	AuditCopyDuty     float64       `name:"audit-copy-duty" env:"LAPIS_AUDIT_COPY_DUTY" default:"0.25" help:"Share of one core (0.01-1) the copy of audit records into searchable AuditEvents may use while records keep coming."`
+	AlertWebhook      string        `name:"alert-webhook" env:"LAPIS_ALERT_WEBHOOK" help:"POST each alert as JSON to URL (https, or http on loopback)." placeholder:"URL"`
+	AlertVolume       int           `name:"alert-volume" env:"LAPIS_ALERT_VOLUME" default:"10000" help:"Alert when one client is returned more resources than this within --alert-volume-window (0 disables)."`
+	AlertVolumeWindow time.Duration `name:"alert-volume-window" env:"LAPIS_ALERT_VOLUME_WINDOW" default:"1h" help:"Window of --alert-volume."`
+	AlertAuthFailures int           `name:"alert-auth-failures" env:"LAPIS_ALERT_AUTH_FAILURES" default:"10" help:"Alert when one client or address fails authentication more often than this within --alert-auth-window (0 disables)."`
+	AlertAuthWindow   time.Duration `name:"alert-auth-window" env:"LAPIS_ALERT_AUTH_WINDOW" default:"5m" help:"Window of --alert-auth-failures."`
+	AlertRefusals     bool          `name:"alert-refusals" env:"LAPIS_ALERT_REFUSALS" default:"true" negatable:"" help:"Alert on requests refused by an allow-list."`
+}
+
+// config maps the flags onto a normalized config.Config; the config
+// package checks the values.
 func (c *serveCmd) config() (config.Config, error) {
-	cfg := config.Defaults()
+	cfg := config.ServeDefaults()
 	c.apply(&cfg)
-	cfg.Addr = c.Addr
+	cfg.Server.Addr = c.Addr
+	cfg.Server.AllowRemote = c.AllowRemote
+	g := c.gatewayFlags
+	cfg.Server.ReadHeaderTimeout, cfg.Server.ReadTimeout, cfg.Server.WriteTimeout, cfg.Server.IdleTimeout = g.ReadHeaderTimeout, g.ReadTimeout, g.WriteTimeout, g.IdleTimeout
+	cfg.TLS = config.TLS{CertFile: g.TLSCert, KeyFile: g.TLSKey}
 	n, err := parseSize(c.MaxBody)
 	if err != nil {
 		return cfg, err
 	}
-	cfg.MaxBodyBytes = n
-	cfg.DefaultCount = c.DefaultCount
-	cfg.MaxCount = c.MaxCount
-	cfg.MaxBundleEntries = c.MaxBundleEntries
+	cfg.FHIR.MaxBodyBytes = n
+	cfg.FHIR.DefaultCount = c.DefaultCount
+	cfg.FHIR.MaxCount = c.MaxCount
+	cfg.FHIR.MaxBundleEntries = c.MaxBundleEntries
+	cfg.FHIR.MaxResponseBytes = 0
 	if m := strings.TrimSpace(c.MaxResponse); m != "" && m != "0" {
-		if cfg.MaxResponseBytes, err = parseSize(m); err != nil {
+		if cfg.FHIR.MaxResponseBytes, err = parseSize(m); err != nil {
 			return cfg, fmt.Errorf("--max-response: %w", err)
 		}
 	}
-	cfg.AllowRemote = c.AllowRemote
-	cfg.LogLevel = c.LogLevel
-	if err := c.applyGateway(&cfg); err != nil {
-		return cfg, err
+	cfg.FHIR.SearchTimeout = g.SearchTimeout
+	cfg.Auth = config.Auth{DevNoAuth: c.DevNoAuth, DevAllowPrivateJWKS: c.DevAllowPrivateJWKS}
+	cfg.Gateway = config.Gateway{
+		TrustedProxies:        g.TrustedProxies,
+		ForwardedHeader:       g.ForwardedHeader,
+		AllowIPs:              g.AllowIP,
+		DenyUserAgents:        g.DenyUserAgent,
+		DefaultDenyUserAgents: g.UserAgentDefaults,
 	}
+	cfg.Metrics = config.Metrics{Addr: g.MetricsAddr, Allow: g.MetricsAllow}
+	r := c.rateLimitFlags
+	cfg.RateLimit = config.RateLimit{
+		Client: r.RateLimitClient, ClientBurst: r.RateLimitClientBurst,
+		Patient: r.RateLimitPatient, PatientBurst: r.RateLimitPatientBurst,
+		AuthIP: r.RateLimitAuthIP, AuthIPBurst: r.RateLimitAuthIPBurst,
+		Costs:        r.RateLimitCosts,
+		RedisURL:     r.RedisURL,
+		RedisFailure: r.RateLimitRedisFailure,
+
+		MaxConcurrentPerClient: r.MaxConcurrentPerClient,
+		ConcurrencyWait:        r.ConcurrencyWait,
+	}
+	a := c.auditFlags
+	cfg.Audit = config.Audit{
+		Enabled:           a.Audit,
+		Stream:            a.AuditStream,
+		Queue:             a.AuditQueue,
+		CopyDuty:          a.AuditCopyDuty,
+		AlertWebhook:      a.AlertWebhook,
+		AlertVolume:       a.AlertVolume,
+		AlertVolumeWindow: a.AlertVolumeWindow,
+		AlertAuthFailures: a.AlertAuthFailures,
+		AlertAuthWindow:   a.AlertAuthWindow,
+		AlertRefusals:     a.AlertRefusals,
+	}
+	cfg.LogLevel = c.LogLevel
 	return cfg, cfg.Normalize(true)
 }
 
@@ -79,9 +156,6 @@ func (c *serveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if c.DevNoAuth && cfg.AllowRemote {
-		return fmt.Errorf("--dev-no-auth cannot be combined with --allow-remote")
-	}
 	// Port 0 lets the kernel pick a free port: bind it now, before anything
 	// derives a URL from the address, so that the default base URL (the
 	// FHIR base and the issuer) names the port actually bound.
@@ -92,193 +166,41 @@ func (c *serveCmd) Run(e *env) error {
 	if bound != nil {
 		defer bound.Close()
 	}
-	log := newLogger(e, cfg.LogLevel)
-	// mets holds this process's Prometheus instruments; auditSink receives
-	// every audit event (replaced by the audit recorder when it is built).
-	mets := metrics.New()
-	var auditSink audit.Sink = audit.Discard{}
-	_, _ = mets, auditSink
-	// Every FHIR interaction is authorized by the caller's SMART scopes.
-	opts := app.Options{Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) }}
-	if c.DevNoAuth {
-		log.Warn("SECURITY DISABLED: --dev-no-auth serves the FHIR API without authentication or access control")
-		opts.Access = nil
-	}
-	a, err := app.OpenWith(e.ctx, cfg, log, opts)
+	srv, err := app.NewServer(e.ctx, cfg, newLogger(e, cfg.LogLevel), e.stdout, app.WithListener(bound))
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	// The audit recorder (serve_audit.go); closed before the store.
-	auditRT, err := c.auditFlags.startAudit(e.ctx, e, a, cfg, mets, log)
-	if err != nil {
-		return err
-	}
-	defer auditRT.close()
-	// Refusals a caller can repeat at request rate (429s, allow-list and
-	// authentication failures) are merged per second and per caller, so a
-	// flood cannot crowd out the trail; closed (flushed) before the recorder.
-	coalescer := audit.NewCoalescer(auditRT.sink, time.Second)
-	defer coalescer.Close()
-	auditSink = coalescer
-	auth, err := oauth.Open(e.ctx, oauth.Options{
-		Issuer:           cfg.FHIRBase(),
-		DatabaseURL:      cfg.DatabaseURL,
-		DataDir:          cfg.DataDir,
-		AllowPrivateJWKS: c.DevAllowPrivateJWKS,
-		Patients:         FHIRPatients{Service: a.Service},
-		Logger:           log,
-		Audit:            auditSink,
-	})
-	if err != nil {
-		return err
-	}
-	defer auth.Close()
-	// Network rules and transport (serve_gateway.go).
-	gw, err := c.buildGateway(e.ctx, cfg, auth.DB(), mets, auditSink, log)
-	if err != nil {
-		return err
-	}
-	// Client allow-lists hold at the token endpoints too.
-	auth.SetClientNetwork(gw.clients)
-	mw := authn.New(authn.Config{
-		ClientIP: netpolicy.ClientIP,
-		Verifier: auth.Verifier(),
-		APIKeys:  auth.DB(),
-		Basic:    auth.DB(),
-		Logger:   log,
-		Audit:    auditSink,
-	})
-	if c.DevNoAuth {
-		mw = nil
-	}
-	// The request pipeline, outermost first. Each stage is a
-	// func(http.Handler) http.Handler; nil stages are skipped.
-	//
-	//  1. outer: every request (server-level: metrics, client IP from
-	//     trusted proxies, network rules, per-IP limits on the OAuth
-	//     endpoints, request log). Listed in serve order.
-	//  2. fhirStages: the FHIR API after /metadata: authentication first,
-	//     then per-principal policies (allow-lists, CORS, rate limits),
-	//     then audit, closest to the handler.
-	var outer []func(http.Handler) http.Handler
-	outer = append(outer, gw.outer()...)
-	// CORS preflights carry no credential: answered before authentication;
-	// the client's allow-list and CORS rules right after it.
-	fhirStages := []func(http.Handler) http.Handler{gw.preflight, mw, gw.principal}
-	// Rate limits per client and patient (serve_ratelimit.go), after
-	// authentication; their per-IP stage joins outer below.
-	rl, err := c.rateLimitFlags.stages(cfg, log, mets, auditSink)
-	if err != nil {
-		return err
-	}
-	defer rl.Close()
-	fhirStages = append(fhirStages, rl.FHIR)
-	// Then the per-client concurrency limit on searches, history and
-	// batches, sized to the store's search connections: no client can
-	// hold all of them.
-	searchConns := 0
-	if sc, ok := a.Store.(store.SearchConns); ok {
-		searchConns = sc.SearchConns()
-	}
-	conc, err := c.rateLimitFlags.concurrency(cfg, searchConns, log, mets, auditSink)
-	if err != nil {
-		return err
-	}
-	fhirStages = append(fhirStages, conc)
-	// Audit stays the LAST stage (closest to the handler, after rate limits).
-	fhirStages = append(fhirStages, auditRT.stage)
-	api := fhirapi.New(fhirapi.Config{
-		BaseURL:         cfg.FHIRBase(),
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		SoftwareName:    "Lapis",
-		SoftwareVersion: Version,
-		CapabilityHook:  auth.CapabilityHook,
-		// Every FHIR route but /metadata needs a bearer token, API key or
-		// (per client, when enabled) Basic credentials.
-		Middleware: chain(fhirStages...),
-		Logger:     log,
-	}, a.Service, a.Registry)
-	// The FHIR API and the authorization server share the /fhir prefix:
-	// the issuer is the FHIR base.
-	mux := http.NewServeMux()
-	mux.Handle("/fhir", api)
-	mux.Handle("/fhir/", api)
-	auth.Mount(mux)
-	// The admin API: the admin service behind the admin commands, over
-	// HTTP; its actions are recorded (durably) before they are answered.
-	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
-	adm, err := adminapi.New(adminapi.Config{
-		Issuer:   cfg.FHIRBase(),
-		Service:  admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: FHIRPatients{Service: a.Service}}),
-		Verifier: auth.Verifier(),
-		Logger:   log,
-	})
-	if err != nil {
-		return err
-	}
-	adm.Mount(mux)
-	var fhirHandler http.Handler = mux
-	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
-	outer = append(outer, rl.AuthIP)
-	if f := chain(outer...); f != nil {
-		fhirHandler = f(mux)
-	}
-	srv := server.New(gw.serverOptions(server.Options{Addr: cfg.Addr, Listener: bound, FHIR: fhirHandler, Ready: a, Logger: log}))
-	ln, err := srv.Listen()
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
-	if err := gw.startMetrics(e.ctx); err != nil {
-		return err
-	}
-	dialect := "sqlite"
-	if config.IsPostgres(cfg.DatabaseURL) {
-		dialect = "postgres"
-	}
-	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version,
-		"max_bundle_entries", cfg.MaxBundleEntries, "max_response_bytes", cfg.MaxResponseBytes)
-	return srv.Serve(e.ctx, ln)
+	defer srv.Close()
+	return srv.Run(e.ctx)
 }
 
 // bindPortZero opens the listening socket early when the port of --addr is
 // 0, records the bound address in c and reloads *cfg from it (so a
-// default base URL carries the real port). It returns nil for any other
+// default base URL, or a --base-url on port 0 of the same host, carries
+// the real port). It returns nil for any other
 // port: the server binds later, as usual.
 func (c *serveCmd) bindPortZero(cfg *config.Config) (net.Listener, error) {
-	if _, port, err := net.SplitHostPort(cfg.Addr); err != nil || port != "0" {
+	if _, port, err := net.SplitHostPort(cfg.Server.Addr); err != nil || port != "0" {
 		return nil, nil
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", cfg.Server.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Server.Addr, err)
 	}
 	c.Addr = ln.Addr().String()
+	// A --base-url on port 0 of the same host (http://127.0.0.1:0/lapis)
+	// names the port just bound too.
+	if u, err := url.Parse(c.BaseURL); err == nil && u.Port() == "0" {
+		if host, port, err := net.SplitHostPort(c.Addr); err == nil && u.Hostname() == host {
+			u.Host = net.JoinHostPort(host, port)
+			c.BaseURL = u.String()
+		}
+	}
 	if *cfg, err = c.config(); err != nil {
 		ln.Close()
 		return nil, err
 	}
 	return ln, nil
-}
-
-// chain composes middleware, the first outermost, skipping nil stages; it
-// returns nil when there is none.
-func chain(stages ...func(http.Handler) http.Handler) func(http.Handler) http.Handler {
-	var live []func(http.Handler) http.Handler
-	for _, st := range stages {
-		if st != nil {
-			live = append(live, st)
-		}
-	}
-	if len(live) == 0 {
-		return nil
-	}
-	return func(h http.Handler) http.Handler {
-		for i := len(live) - 1; i >= 0; i-- {
-			h = live[i](h)
-		}
-		return h
-	}
 }
 
 // parseSize parses a byte size: a plain number or one with a KB, KiB, MB,

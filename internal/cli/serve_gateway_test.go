@@ -8,7 +8,9 @@ import (
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
-func TestApplyGateway(t *testing.T) {
+// TestServeTLSFlags: with --tls-cert and --tls-key lapis serve may bind
+// any address and its default base URL is https.
+func TestServeTLSFlags(t *testing.T) {
 	cases := []struct {
 		addr, cert, key string
 		remote          bool
@@ -24,24 +26,30 @@ func TestApplyGateway(t *testing.T) {
 		{addr: "127.0.0.1:8443", key: "k", wantErr: "--tls-key"},
 	}
 	for _, c := range cases {
-		sc := serveCmd{Addr: c.addr, MaxBody: "1MiB", DefaultCount: 20, MaxCount: 100, AllowRemote: c.remote, LogLevel: "info"}
-		sc.TLSCert, sc.TLSKey = c.cert, c.key
-		cfg, err := sc.config()
+		args := []string{"--addr", c.addr}
+		if c.cert != "" {
+			args = append(args, "--tls-cert", c.cert)
+		}
+		if c.key != "" {
+			args = append(args, "--tls-key", c.key)
+		}
+		if c.remote {
+			args = append(args, "--allow-remote")
+		}
+		cfg, err := parseServe(t, args...)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%+v: err %v, want %q", c, err, c.wantErr)
 			}
 			continue
 		}
-		if err != nil || cfg.BaseURL != c.wantBase {
-			t.Errorf("%+v: %v base %q", c, err, cfg.BaseURL)
+		if err != nil || cfg.Server.BaseURL != c.wantBase {
+			t.Errorf("%+v: %v base %q", c, err, cfg.Server.BaseURL)
 		}
 	}
 	// An explicit base URL is kept.
-	sc := serveCmd{Addr: "0.0.0.0:8443", MaxBody: "1MiB", DefaultCount: 20, MaxCount: 100, LogLevel: "info"}
-	sc.BaseURL, sc.TLSCert, sc.TLSKey = "https://fhir.example.org", "c", "k"
-	if cfg, err := sc.config(); err != nil || cfg.BaseURL != "https://fhir.example.org" {
-		t.Fatalf("%v %q", err, cfg.BaseURL)
+	if cfg, err := parseServe(t, "--addr", "0.0.0.0:8443", "--base-url", "https://fhir.example.org", "--tls-cert", "c", "--tls-key", "k"); err != nil || cfg.Server.BaseURL != "https://fhir.example.org" {
+		t.Fatalf("%v %q", err, cfg.Server.BaseURL)
 	}
 }
 

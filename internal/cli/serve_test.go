@@ -9,12 +9,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/lapis-health/lapis/internal/config"
+	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/lapis-health/lapis/internal/config"
 )
 
 func TestParseSize(t *testing.T) {
@@ -54,6 +55,108 @@ func TestDevNoAuthNeverRemote(t *testing.T) {
 	code := Main([]string{"serve", "--dev-no-auth", "--allow-remote", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir()}, nil, &out, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "--dev-no-auth cannot be combined with --allow-remote") {
 		t.Fatalf("exit %d: %q", code, errb.String())
+	}
+}
+
+// parseServe parses a lapis serve command line into its configuration.
+func parseServe(t *testing.T, args ...string) (config.Config, error) {
+	t.Helper()
+	var g grammar
+	p, err := kong.New(&g, kong.Exit(func(int) { t.Fatal("exit") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse(append([]string{"serve"}, args...)); err != nil {
+		return config.Config{}, err
+	}
+	return g.Serve.config()
+}
+
+// TestServeResponseLimits: --max-bundle-entries and --max-response (and
+// their LAPIS_ variables) reach the configuration, with the config
+// package's defaults; 0 lifts a limit.
+func TestServeResponseLimits(t *testing.T) {
+	parse := func(args ...string) (config.Config, error) { return parseServe(t, args...) }
+	cfg, err := parse()
+	if err != nil || cfg.FHIR.MaxBundleEntries != config.DefaultMaxBundleEntries || cfg.FHIR.MaxResponseBytes != config.DefaultMaxResponseBytes {
+		t.Fatalf("defaults: %d entries, %d bytes, %v", cfg.FHIR.MaxBundleEntries, cfg.FHIR.MaxResponseBytes, err)
+	}
+	if cfg, err := parse("--max-bundle-entries", "0", "--max-response", "0"); err != nil || cfg.FHIR.MaxBundleEntries != 0 || cfg.FHIR.MaxResponseBytes != 0 {
+		t.Fatalf("no limits: %d entries, %d bytes, %v", cfg.FHIR.MaxBundleEntries, cfg.FHIR.MaxResponseBytes, err)
+	}
+	t.Setenv("LAPIS_MAX_BUNDLE_ENTRIES", "300")
+	t.Setenv("LAPIS_MAX_RESPONSE", "8MiB")
+	if cfg, err := parse(); err != nil || cfg.FHIR.MaxBundleEntries != 300 || cfg.FHIR.MaxResponseBytes != 8<<20 {
+		t.Fatalf("from the environment: %d entries, %d bytes, %v", cfg.FHIR.MaxBundleEntries, cfg.FHIR.MaxResponseBytes, err)
+	}
+	for _, bad := range [][]string{{"--max-bundle-entries", "-1"}, {"--max-response", "lots"}, {"--max-response", "-5"}} {
+		if _, err := parse(bad...); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	// The admin commands (lapis import) keep no limit.
+	if d := config.Defaults(); d.FHIR.MaxBundleEntries != 0 || d.FHIR.MaxResponseBytes != 0 {
+		t.Fatalf("config.Defaults: %d entries, %d bytes, want no limits", d.FHIR.MaxBundleEntries, d.FHIR.MaxResponseBytes)
+	}
+}
+
+// TestServeDefaults: the defaults of the serve flags (shown by --help)
+// are config.ServeDefaults, so code that builds a server from the config
+// package (tests) runs what lapis serve runs.
+func TestServeDefaults(t *testing.T) {
+	got, err := parseServe(t, "--data-dir", "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.ServeDefaults()
+	want.Database.DataDir = "/data"
+	if err := want.Normalize(true); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("flag defaults\n%+v\nconfig.ServeDefaults\n%+v", got, want)
+	}
+}
+
+// TestServeFlags: every serve flag reaches its field of the
+// configuration.
+func TestServeFlags(t *testing.T) {
+	got, err := parseServe(t,
+		"--addr", "0.0.0.0:8443", "--base-url", "https://example.org/lapis/", "--data-dir", "/data", "--database", "postgres://db/lapis",
+		"--tls-cert", "c.pem", "--tls-key", "k.pem", "--read-header-timeout", "1s", "--read-timeout", "2s", "--write-timeout", "3s", "--idle-timeout", "4s",
+		"--max-body", "1MiB", "--default-count", "5", "--max-count", "50", "--max-bundle-entries", "7", "--max-response", "2MiB", "--search-timeout", "5s",
+		"--dev-allow-private-jwks",
+		"--trusted-proxies", "10.0.0.0/8", "--forwarded-header", "Forwarded", "--allow-ip", "192.0.2.0/24,198.51.100.7", "--deny-user-agent", "curl", "--no-default-deny-user-agents",
+		"--metrics-addr", "127.0.0.1:9090", "--metrics-allow", "10.1.0.0/16",
+		"--rate-limit-client", "5/s", "--rate-limit-client-burst", "6", "--rate-limit-patient", "7/m", "--rate-limit-patient-burst", "8",
+		"--rate-limit-auth-ip", "9/h", "--rate-limit-auth-ip-burst", "10", "--rate-limit-costs", "read=2", "--redis-url", "redis://r:6379/1", "--rate-limit-redis-failure", "closed", "--max-concurrent-per-client", "2", "--concurrency-wait", "7s",
+		"--audit-stream", "stdout", "--audit-queue", "99", "--audit-copy-duty", "0.5", "--alert-webhook", "https://alerts.example.org/hook",
+		"--alert-volume", "11", "--alert-volume-window", "2h", "--alert-auth-failures", "12", "--alert-auth-window", "3m", "--no-alert-refusals",
+		"--log-level", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Config{
+		Server: config.Server{Addr: "0.0.0.0:8443", BaseURL: "https://example.org/lapis",
+			ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second},
+		TLS:      config.TLS{CertFile: "c.pem", KeyFile: "k.pem"},
+		Database: config.Database{URL: "postgres://db/lapis", DataDir: "/data"},
+		FHIR:     config.FHIR{MaxBodyBytes: 1 << 20, DefaultCount: 5, MaxCount: 50, MaxBundleEntries: 7, MaxResponseBytes: 2 << 20, SearchTimeout: 5 * time.Second},
+		Auth:     config.Auth{DevAllowPrivateJWKS: true},
+		Gateway: config.Gateway{TrustedProxies: []string{"10.0.0.0/8"}, ForwardedHeader: "Forwarded", AllowIPs: []string{"192.0.2.0/24", "198.51.100.7"},
+			DenyUserAgents: []string{"curl"}},
+		Metrics: config.Metrics{Addr: "127.0.0.1:9090", Allow: []string{"10.1.0.0/16"}},
+		RateLimit: config.RateLimit{Client: "5/s", ClientBurst: 6, Patient: "7/m", PatientBurst: 8, AuthIP: "9/h", AuthIPBurst: 10,
+			Costs: "read=2", RedisURL: "redis://r:6379/1", RedisFailure: "closed", MaxConcurrentPerClient: 2, ConcurrencyWait: 7 * time.Second},
+		Audit: config.Audit{Enabled: true, Stream: "stdout", Queue: 99, CopyDuty: 0.5, AlertWebhook: "https://alerts.example.org/hook",
+			AlertVolume: 11, AlertVolumeWindow: 2 * time.Hour, AlertAuthFailures: 12, AlertAuthWindow: 3 * time.Minute},
+		LogLevel: "debug",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got\n%+v\nwant\n%+v", got, want)
+	}
+	if cfg, err := parseServe(t, "--dev-no-auth", "--allow-remote", "--no-audit"); err == nil || cfg.Auth.DevNoAuth != true || cfg.Server.AllowRemote != true || cfg.Audit.Enabled {
+		t.Fatalf("--dev-no-auth --allow-remote --no-audit: %+v %v", cfg, err)
 	}
 }
 
@@ -116,44 +219,5 @@ func TestServePortZero(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
-	}
-}
-
-// TestServeResponseLimits: --max-bundle-entries and --max-response (and
-// their LAPIS_ variables) reach the configuration, with the config
-// package's defaults; 0 lifts a limit.
-func TestServeResponseLimits(t *testing.T) {
-	parse := func(args ...string) (config.Config, error) {
-		t.Helper()
-		var g grammar
-		p, err := kong.New(&g, kong.Exit(func(int) { t.Fatal("exit") }))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.Parse(append([]string{"serve"}, args...)); err != nil {
-			return config.Config{}, err
-		}
-		return g.Serve.config()
-	}
-	cfg, err := parse()
-	if err != nil || cfg.MaxBundleEntries != config.DefaultMaxBundleEntries || cfg.MaxResponseBytes != config.DefaultMaxResponseBytes {
-		t.Fatalf("defaults: %d entries, %d bytes, %v", cfg.MaxBundleEntries, cfg.MaxResponseBytes, err)
-	}
-	if cfg, err := parse("--max-bundle-entries", "0", "--max-response", "0"); err != nil || cfg.MaxBundleEntries != 0 || cfg.MaxResponseBytes != 0 {
-		t.Fatalf("no limits: %d entries, %d bytes, %v", cfg.MaxBundleEntries, cfg.MaxResponseBytes, err)
-	}
-	t.Setenv("LAPIS_MAX_BUNDLE_ENTRIES", "300")
-	t.Setenv("LAPIS_MAX_RESPONSE", "8MiB")
-	if cfg, err := parse(); err != nil || cfg.MaxBundleEntries != 300 || cfg.MaxResponseBytes != 8<<20 {
-		t.Fatalf("from the environment: %d entries, %d bytes, %v", cfg.MaxBundleEntries, cfg.MaxResponseBytes, err)
-	}
-	for _, bad := range [][]string{{"--max-bundle-entries", "-1"}, {"--max-response", "lots"}, {"--max-response", "-5"}} {
-		if _, err := parse(bad...); err == nil {
-			t.Errorf("%v accepted", bad)
-		}
-	}
-	// The admin commands (lapis import) keep no limit.
-	if d := config.Defaults(); d.MaxBundleEntries != 0 || d.MaxResponseBytes != 0 {
-		t.Fatalf("config.Defaults: %d entries, %d bytes, want no limits", d.MaxBundleEntries, d.MaxResponseBytes)
 	}
 }

@@ -77,7 +77,7 @@ func TestUserCommands(t *testing.T) {
 
 			// demo: a practitioner and logins for the first N patients.
 			cfg := config.Defaults()
-			cfg.DataDir, cfg.DatabaseURL = dir, dbURL
+			cfg.Database.DataDir, cfg.Database.URL = dir, dbURL
 			if err := cfg.Normalize(false); err != nil {
 				t.Fatal(err)
 			}
@@ -105,8 +105,4 @@ func TestUserCommands(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestFHIRPatientsIsAPatientLister(t *testing.T) {
-	var _ oauth.PatientLister = FHIRPatients{}
 }

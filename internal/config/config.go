@@ -2,29 +2,85 @@
 // Values come from command-line flags, then LAPIS_* environment variables,
 // then defaults (the precedence is flag > environment > default); the cli
 // package fills a Config and every other package receives it explicitly.
+// The settings are grouped by the part of Lapis they configure; Normalize
+// derives what follows from them (the public base URL, once) and checks
+// them all, with the parsers of the packages that own a syntax (address
+// lists, rate limits, alert webhooks), which receive their settings as
+// options and never import config. Its errors name the command-line flag,
+// which is what the user wrote.
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/ratelimit"
 )
 
 // Config is the configuration of one Lapis process.
 type Config struct {
+	Server    Server
+	TLS       TLS
+	Database  Database
+	FHIR      FHIR
+	Auth      Auth
+	Gateway   Gateway
+	Metrics   Metrics
+	RateLimit RateLimit
+	Audit     Audit
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+// Server is the HTTP listener.
+type Server struct {
 	// Addr is the listen address, HOST:PORT.
 	Addr string
-	// BaseURL is the public URL of this server without a trailing slash;
-	// the FHIR base is BaseURL + "/fhir". Defaults to http://Addr.
+	// BaseURL is the public URL of this server without a trailing slash,
+	// optionally with a path (https://host/lapis); the FHIR base is
+	// BaseURL + "/fhir" (FHIRBase). Defaults to http://Addr (https with
+	// TLS).
 	BaseURL string
-	// DataDir holds the embedded SQLite database (and later key material).
+	// AllowRemote permits plain HTTP on a non-loopback address (behind a
+	// TLS-terminating proxy). A TLS listener may bind any address.
+	AllowRemote bool
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are
+	// the transport timeouts (all positive).
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+}
+
+// TLS is the listener's certificate; both files or neither.
+type TLS struct {
+	// CertFile is the certificate chain (PEM), reloaded when it changes.
+	CertFile string
+	// KeyFile is the private key (PEM).
+	KeyFile string
+}
+
+// Enabled reports whether TLS files are configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Database selects the database.
+type Database struct {
+	// URL selects PostgreSQL (postgres://...) or an explicit SQLite file
+	// (sqlite:PATH); empty = SQLite in DataDir.
+	URL string
+	// DataDir holds the embedded SQLite database and the key-encryption
+	// key.
 	DataDir string
-	// DatabaseURL selects PostgreSQL (postgres://...) or an explicit SQLite
-	// file (sqlite:PATH); empty = SQLite in DataDir.
-	DatabaseURL string
+}
+
+// FHIR bounds the FHIR API.
+type FHIR struct {
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64
 	// DefaultCount and MaxCount bound search page sizes.
@@ -36,11 +92,99 @@ type Config struct {
 	// MaxResponseBytes bounds every Bundle the FHIR API renders: a batch
 	// or transaction response, a search or a history page (0 = no limit).
 	MaxResponseBytes int64
-	// AllowRemote permits listening on a non-loopback address. Until
-	// authentication is enabled the server refuses to, by default.
-	AllowRemote bool
-	// LogLevel is debug, info, warn or error.
-	LogLevel string
+	// SearchTimeout is the time budget of a search or history request
+	// (0 = none).
+	SearchTimeout time.Duration
+}
+
+// Auth configures authentication of the FHIR API.
+type Auth struct {
+	// DevNoAuth serves the FHIR API without authentication or scope
+	// checks (benchmarks only; loopback only).
+	DevNoAuth bool
+	// DevAllowPrivateJWKS lets clients' jwks_uri point at loopback or
+	// private addresses over http (development only).
+	DevAllowPrivateJWKS bool
+}
+
+// Gateway is the network policy in front of the FHIR API and the
+// authorization endpoints.
+type Gateway struct {
+	// TrustedProxies are the CIDRs of reverse proxies whose
+	// ForwardedHeader gives the client address.
+	TrustedProxies []string
+	// ForwardedHeader is X-Forwarded-For or Forwarded.
+	ForwardedHeader string
+	// AllowIPs is the global allow-list (CIDRs; empty allows all).
+	AllowIPs []string
+	// DenyUserAgents are regular expressions of refused user agents.
+	DenyUserAgents []string
+	// DefaultDenyUserAgents also refuses well-known scanners.
+	DefaultDenyUserAgents bool
+}
+
+// Metrics is the /metrics endpoint.
+type Metrics struct {
+	// Addr, when set, is a separate unrestricted /metrics listener.
+	Addr string
+	// Allow are the CIDRs besides loopback that may read /metrics on the
+	// main listener.
+	Allow []string
+}
+
+// RateLimit are the rate limits, each N/PERIOD as ratelimit.ParseLimit
+// reads it ("0" or "" disables).
+type RateLimit struct {
+	// Client and ClientBurst limit each OAuth client or API key.
+	Client      string
+	ClientBurst int
+	// Patient and PatientBurst limit each patient.
+	Patient      string
+	PatientBurst int
+	// AuthIP and AuthIPBurst limit each client address on the OAuth
+	// endpoints and pages.
+	AuthIP      string
+	AuthIPBurst int
+	// Costs are the cost units per interaction, as ratelimit.ParseCosts
+	// reads them.
+	Costs string
+	// RedisURL shares the limits through Redis (empty: in-process).
+	RedisURL string
+	// RedisFailure is open or closed: what happens when Redis does not
+	// answer.
+	RedisFailure string
+	// MaxConcurrentPerClient bounds the searches, history requests and
+	// Bundles one client runs at once on this instance: 0 = the store's
+	// search connections − 1 (at least 1), -1 = no limit.
+	MaxConcurrentPerClient int
+	// ConcurrencyWait is how long a request over that bound waits in its
+	// client's line before a 429 (0 = refuse at once).
+	ConcurrencyWait time.Duration
+}
+
+// Audit is the audit trail and its alerts.
+type Audit struct {
+	// Enabled records every interaction and security event.
+	Enabled bool
+	// Stream also writes each record as a JSON line to "stdout" or a file.
+	Stream string
+	// Queue is how many records may wait to be written.
+	Queue int
+	// CopyDuty is the share of one core (0.01-1) the copy into searchable
+	// AuditEvents may use.
+	CopyDuty float64
+	// AlertWebhook receives each alert as JSON.
+	AlertWebhook string
+	// AlertVolume and AlertVolumeWindow: alert when one client is
+	// returned more resources within the window (0 disables).
+	AlertVolume       int
+	AlertVolumeWindow time.Duration
+	// AlertAuthFailures and AlertAuthWindow: alert on repeated failed
+	// authentication (0 disables).
+	AlertAuthFailures int
+	AlertAuthWindow   time.Duration
+	// AlertRefusals alerts on requests refused by an allow-list.
+	AlertRefusals bool
 }
 
 // Serve defaults of the response bounds (lapis serve; the admin commands
@@ -55,16 +199,53 @@ const (
 	DefaultMaxResponseBytes = 32 << 20
 )
 
-// Defaults returns a Config with every default filled in.
+// Defaults returns a Config with every default filled in, as the admin
+// commands use it: without the response bounds of ServeDefaults.
 func Defaults() Config {
 	return Config{
-		Addr:         "127.0.0.1:8080",
-		DataDir:      defaultDataDir(),
-		MaxBodyBytes: 16 << 20,
-		DefaultCount: 20,
-		MaxCount:     1000,
-		LogLevel:     "info",
+		Server: Server{
+			Addr:              "127.0.0.1:8080",
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			WriteTimeout:      120 * time.Second,
+			IdleTimeout:       120 * time.Second,
+		},
+		Database: Database{DataDir: defaultDataDir()},
+		FHIR: FHIR{
+			MaxBodyBytes:  16 << 20,
+			DefaultCount:  20,
+			MaxCount:      1000,
+			SearchTimeout: 10 * time.Second,
+		},
+		Gateway: Gateway{ForwardedHeader: "X-Forwarded-For", DefaultDenyUserAgents: true},
+		RateLimit: RateLimit{
+			Client: "100/s", ClientBurst: 200,
+			Patient: "50/s", PatientBurst: 100,
+			AuthIP: "10/s", AuthIPBurst: 100,
+			RedisFailure:    "open",
+			ConcurrencyWait: 5 * time.Second,
+		},
+		Audit: Audit{
+			Enabled:           true,
+			Queue:             16384,
+			CopyDuty:          0.25,
+			AlertVolume:       10000,
+			AlertVolumeWindow: time.Hour,
+			AlertAuthFailures: 10,
+			AlertAuthWindow:   5 * time.Minute,
+			AlertRefusals:     true,
+		},
+		LogLevel: "info",
 	}
+}
+
+// ServeDefaults returns the defaults of lapis serve: Defaults with the
+// response bounds.
+func ServeDefaults() Config {
+	c := Defaults()
+	c.FHIR.MaxBundleEntries = DefaultMaxBundleEntries
+	c.FHIR.MaxResponseBytes = DefaultMaxResponseBytes
+	return c
 }
 
 func defaultDataDir() string {
@@ -77,48 +258,242 @@ func defaultDataDir() string {
 	return "lapis-data"
 }
 
-// Normalize fills derived defaults (BaseURL from Addr) and validates the
-// configuration. checkListen also enforces the loopback rule for servers.
-func (c *Config) Normalize(checkListen bool) error {
-	host, port, err := net.SplitHostPort(c.Addr)
+// Normalize fills the derived defaults (the base URL from the listen
+// address) and checks the configuration. serve also checks what only a
+// server needs: the listener (the loopback rule, TLS), the gateway, rate
+// limits and the audit trail.
+func (c *Config) Normalize(serve bool) error {
+	host, port, err := net.SplitHostPort(c.Server.Addr)
 	if err != nil {
-		return fmt.Errorf("invalid --addr %q: want HOST:PORT", c.Addr)
+		return fmt.Errorf("invalid --addr %q: want HOST:PORT", c.Server.Addr)
 	}
-	if c.BaseURL == "" {
+	if serve {
+		if err := c.TLS.check(); err != nil {
+			return err
+		}
+	}
+	if c.Server.BaseURL == "" {
+		scheme := "http"
+		if serve && c.TLS.Enabled() {
+			scheme = "https"
+		}
 		h := host
 		if h == "" || h == "0.0.0.0" || h == "::" {
 			h = "localhost"
 		}
-		c.BaseURL = "http://" + net.JoinHostPort(h, port)
+		c.Server.BaseURL = scheme + "://" + net.JoinHostPort(h, port)
 	}
-	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
-	u, err := url.Parse(c.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("invalid --base-url %q: want an absolute http(s) URL without query or fragment", c.BaseURL)
+	c.Server.BaseURL = strings.TrimRight(c.Server.BaseURL, "/")
+	if err := checkBaseURL(c.Server.BaseURL); err != nil {
+		return err
 	}
-	if c.MaxBodyBytes <= 0 {
-		return fmt.Errorf("invalid max body size %d: must be positive", c.MaxBodyBytes)
+	if err := c.FHIR.check(); err != nil {
+		return err
 	}
-	if c.MaxBundleEntries < 0 {
-		return fmt.Errorf("invalid max bundle entries %d: must be positive, or 0 for no limit", c.MaxBundleEntries)
-	}
-	if c.MaxResponseBytes < 0 {
-		return fmt.Errorf("invalid max response size %d: must be positive, or 0 for no limit", c.MaxResponseBytes)
-	}
-	if c.DefaultCount <= 0 || c.MaxCount < c.DefaultCount {
-		return fmt.Errorf("invalid page sizes: default %d, max %d", c.DefaultCount, c.MaxCount)
-	}
-	if c.DatabaseURL != "" && !IsPostgres(c.DatabaseURL) && !strings.HasPrefix(c.DatabaseURL, "sqlite:") && !strings.HasPrefix(c.DatabaseURL, "file:") {
+	if c.Database.URL != "" && !IsPostgres(c.Database.URL) && !strings.HasPrefix(c.Database.URL, "sqlite:") && !strings.HasPrefix(c.Database.URL, "file:") {
 		return fmt.Errorf("invalid --database: want postgres://..., sqlite:PATH or empty for the embedded database")
 	}
-	if checkListen && !c.AllowRemote && !isLoopback(host) {
-		return fmt.Errorf("refusing to serve plain HTTP on %q: outside loopback Lapis needs --tls-cert/--tls-key, or --allow-remote behind a TLS-terminating proxy", c.Addr)
+	if !serve {
+		return nil
+	}
+	loopback := isLoopback(host)
+	if !c.Server.AllowRemote && !c.TLS.Enabled() && !loopback {
+		return fmt.Errorf("refusing to serve plain HTTP on %q: outside loopback Lapis needs --tls-cert/--tls-key, or --allow-remote behind a TLS-terminating proxy", c.Server.Addr)
+	}
+	if c.Auth.DevNoAuth && (c.Server.AllowRemote || !loopback) {
+		return errors.New("--dev-no-auth cannot be combined with --allow-remote (or a non-loopback --addr)")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--read-header-timeout", c.Server.ReadHeaderTimeout}, {"--read-timeout", c.Server.ReadTimeout}, {"--write-timeout", c.Server.WriteTimeout}, {"--idle-timeout", c.Server.IdleTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive", d.name)
+		}
+	}
+	if _, err := c.Gateway.Parse(); err != nil {
+		return err
+	}
+	if _, err := c.Metrics.AllowPrefixes(); err != nil {
+		return err
+	}
+	if _, err := c.RateLimit.Parse(); err != nil {
+		return err
+	}
+	return c.Audit.check()
+}
+
+func (t TLS) check() error {
+	if t.Enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		return errors.New("--tls-cert and --tls-key must be given together")
 	}
 	return nil
 }
 
-// FHIRBase returns the FHIR base URL, BaseURL + "/fhir".
-func (c *Config) FHIRBase() string { return c.BaseURL + "/fhir" }
+// checkBaseURL accepts an absolute http(s) URL without credentials, query
+// or fragment whose path, if any, is made of plain segments: the path is
+// the prefix of every route, so it must not be read as a pattern or
+// normalised differently by a proxy.
+func checkBaseURL(s string) error {
+	bad := fmt.Errorf("invalid --base-url %q: want an absolute http(s) URL without query or fragment, e.g. https://fhir.example.org or https://example.org/lapis", s)
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || u.Opaque != "" {
+		return bad
+	}
+	if u.Path == "" {
+		return nil
+	}
+	if u.RawPath != "" {
+		return fmt.Errorf("invalid --base-url %q: the path must not be percent-encoded", s)
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(u.Path, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." || strings.TrimLeft(seg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~") != "" {
+			return fmt.Errorf("invalid --base-url %q: each path segment must be letters, digits, '-', '.', '_' or '~'", s)
+		}
+	}
+	return nil
+}
+
+func (f FHIR) check() error {
+	if f.MaxBodyBytes <= 0 {
+		return fmt.Errorf("invalid max body size %d: must be positive", f.MaxBodyBytes)
+	}
+	if f.MaxBundleEntries < 0 {
+		return fmt.Errorf("invalid max bundle entries %d: must be positive, or 0 for no limit", f.MaxBundleEntries)
+	}
+	if f.MaxResponseBytes < 0 {
+		return fmt.Errorf("invalid max response size %d: must be positive, or 0 for no limit", f.MaxResponseBytes)
+	}
+	if f.DefaultCount <= 0 || f.MaxCount < f.DefaultCount {
+		return fmt.Errorf("invalid page sizes: default %d, max %d", f.DefaultCount, f.MaxCount)
+	}
+	if f.SearchTimeout < 0 {
+		return errors.New("--search-timeout must not be negative")
+	}
+	return nil
+}
+
+// GatewayRules are the parsed address lists of a Gateway.
+type GatewayRules struct {
+	TrustedProxies, AllowIPs []netip.Prefix
+	// DenyUserAgents are the configured rules, then the defaults when
+	// DefaultDenyUserAgents is set.
+	DenyUserAgents []string
+}
+
+// Parse checks and parses the gateway's address lists.
+func (g Gateway) Parse() (GatewayRules, error) {
+	var r GatewayRules
+	var err error
+	if r.TrustedProxies, err = netpolicy.ParsePrefixes(g.TrustedProxies); err != nil {
+		return r, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if r.AllowIPs, err = netpolicy.ParsePrefixes(g.AllowIPs); err != nil {
+		return r, fmt.Errorf("--allow-ip: %w", err)
+	}
+	switch g.ForwardedHeader {
+	case "X-Forwarded-For", "Forwarded":
+	default:
+		return r, fmt.Errorf("invalid --forwarded-header %q: want X-Forwarded-For or Forwarded", g.ForwardedHeader)
+	}
+	r.DenyUserAgents = append([]string(nil), g.DenyUserAgents...)
+	if g.DefaultDenyUserAgents {
+		r.DenyUserAgents = append(r.DenyUserAgents, netpolicy.DefaultDenyUserAgents...)
+	}
+	return r, nil
+}
+
+// AllowPrefixes checks and parses Allow.
+func (m Metrics) AllowPrefixes() ([]netip.Prefix, error) {
+	p, err := netpolicy.ParsePrefixes(m.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-allow: %w", err)
+	}
+	return p, nil
+}
+
+// RateLimits are the parsed limits of a RateLimit.
+type RateLimits struct {
+	Client, Patient, AuthIP ratelimit.Limit
+	Costs                   ratelimit.Costs
+}
+
+// Parse checks and parses the limits and costs.
+func (r RateLimit) Parse() (RateLimits, error) {
+	var l RateLimits
+	var err error
+	if l.Client, err = ratelimit.ParseLimit(r.Client, r.ClientBurst); err != nil {
+		return l, fmt.Errorf("--rate-limit-client: %w", err)
+	}
+	if l.Patient, err = ratelimit.ParseLimit(r.Patient, r.PatientBurst); err != nil {
+		return l, fmt.Errorf("--rate-limit-patient: %w", err)
+	}
+	if l.AuthIP, err = ratelimit.ParseLimit(r.AuthIP, r.AuthIPBurst); err != nil {
+		return l, fmt.Errorf("--rate-limit-auth-ip: %w", err)
+	}
+	if l.Costs, err = ratelimit.ParseCosts(r.Costs); err != nil {
+		return l, fmt.Errorf("--rate-limit-costs: %w", err)
+	}
+	switch r.RedisFailure {
+	case "open", "closed":
+	default:
+		return l, fmt.Errorf("invalid --rate-limit-redis-failure %q: want open or closed", r.RedisFailure)
+	}
+	if r.MaxConcurrentPerClient < -1 {
+		return l, fmt.Errorf("--max-concurrent-per-client: %d is not a limit (want a positive number, 0 for the default or -1 for none)", r.MaxConcurrentPerClient)
+	}
+	if r.ConcurrencyWait < 0 {
+		return l, errors.New("--concurrency-wait must not be negative")
+	}
+	return l, nil
+}
+
+func (a Audit) check() error {
+	if a.CopyDuty < 0.01 || a.CopyDuty > 1 {
+		return errors.New("--audit-copy-duty must be between 0.01 and 1")
+	}
+	if !a.Enabled {
+		return nil
+	}
+	if a.AlertWebhook != "" {
+		if err := audit.CheckWebhook(a.AlertWebhook); err != nil {
+			return fmt.Errorf("--alert-webhook: %w", err)
+		}
+	}
+	return nil
+}
+
+// fhirDir is where the FHIR base is under the base URL.
+const fhirDir = "/fhir"
+
+// FHIRBase returns the FHIR base URL, BaseURL + "/fhir": the issuer of
+// the authorization server too.
+func (c *Config) FHIRBase() string { return c.Server.BaseURL + fhirDir }
+
+// FHIRPath returns the path of the FHIR base URL ("/fhir", or
+// "/lapis/fhir" for the base URL https://host/lapis): every route of the
+// FHIR API and the authorization server is under it.
+func (c *Config) FHIRPath() string {
+	u, err := url.Parse(c.Server.BaseURL)
+	if err != nil {
+		return fhirDir
+	}
+	return u.Path + fhirDir
+}
+
+// Origin returns the origin of the base URL, scheme://host[:port].
+func (c *Config) Origin() string {
+	u, err := url.Parse(c.Server.BaseURL)
+	if err != nil {
+		return c.Server.BaseURL
+	}
+	return u.Scheme + "://" + u.Host
+}
 
 // IsPostgres reports whether a database URL selects PostgreSQL.
 func IsPostgres(u string) bool {
@@ -129,6 +504,6 @@ func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

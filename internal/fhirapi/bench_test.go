@@ -29,7 +29,7 @@ func benchServer(b *testing.B, n int) (http.Handler, []string) {
 		b.Skip("Synthea data not found")
 	}
 	cfg := config.Defaults()
-	cfg.DataDir = b.TempDir()
+	cfg.Database.DataDir = b.TempDir()
 	if err := cfg.Normalize(false); err != nil {
 		b.Fatal(err)
 	}

@@ -45,8 +45,8 @@ func costEnv(t *testing.T, dialect string, maxResp int64) *env {
 	def := config.Defaults()
 	e := newEnvOn(t, dialect, func(c *Config, rc *resourceConfig) {
 		reg, _, _ := shared(t)
-		c.MaxBodyBytes = def.MaxBodyBytes
-		rc.Parser = search.NewParser(reg, testBase, def.MaxCount, def.DefaultCount)
+		c.MaxBodyBytes = def.FHIR.MaxBodyBytes
+		rc.Parser = search.NewParser(reg, testBase, def.FHIR.MaxCount, def.FHIR.DefaultCount)
 		rc.MaxBundleEntries = config.DefaultMaxBundleEntries
 		rc.MaxResponseBytes = maxResp
 	})
@@ -192,7 +192,7 @@ func TestHostileCost(t *testing.T) {
 			t.Run("huge _count is clamped", func(t *testing.T) {
 				r := e.do("GET", "/fhir/Observation?_count=100000000&_include=*", "").expect(t, 200)
 				b := r.json(t)
-				if n := len(entries(b)); n > config.Defaults().MaxCount+20+1 {
+				if n := len(entries(b)); n > config.Defaults().FHIR.MaxCount+20+1 {
 					t.Errorf("%d entries for a _count above the maximum", n)
 				}
 			})

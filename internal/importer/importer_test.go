@@ -18,7 +18,7 @@ import (
 func openApp(tb testing.TB) *app.App {
 	tb.Helper()
 	cfg := config.Defaults()
-	cfg.DataDir = tb.TempDir()
+	cfg.Database.DataDir = tb.TempDir()
 	if err := cfg.Normalize(false); err != nil {
 		tb.Fatal(err)
 	}

@@ -447,4 +447,4 @@ func mustRequest(t *testing.T, method, u, form string) *http.Request {
 }
 
 // recordPatients is fakePatients that also answers RecordExists, as
-// FHIRPatients does in lapis serve.
+// app.Patients does in lapis serve.

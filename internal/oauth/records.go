@@ -8,7 +8,7 @@ import (
 
 // RecordChecker reports whether a FHIR resource exists (stored and not
 // deleted): the Patient or Practitioner a login is linked to, the patient
-// an API key is bound to. FHIRPatients in internal/cli implements it over
+// an API key is bound to. app.Patients implements it over
 // the resource service; the admin API uses Config.Patients when it
 // implements RecordChecker.
 type RecordChecker interface {

@@ -23,8 +23,8 @@ func TestWiring(t *testing.T) {
 	ctx := context.Background()
 	ts := httptest.NewUnstartedServer(nil)
 	cfg := config.Defaults()
-	cfg.Addr = ts.Listener.Addr().String()
-	cfg.DataDir = t.TempDir()
+	cfg.Server.Addr = ts.Listener.Addr().String()
+	cfg.Database.DataDir = t.TempDir()
 	if err := cfg.Normalize(false); err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	auth, err := oauth.Open(ctx, oauth.Options{Issuer: cfg.FHIRBase(), DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, Logger: log})
+	auth, err := oauth.Open(ctx, oauth.Options{Issuer: cfg.FHIRBase(), DatabaseURL: cfg.Database.URL, DataDir: cfg.Database.DataDir, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 func TestReindex(t *testing.T) {
 	ctx := context.Background()
 	cfg := config.Defaults()
-	cfg.DataDir = t.TempDir()
+	cfg.Database.DataDir = t.TempDir()
 	if err := cfg.Normalize(false); err != nil {
 		t.Fatal(err)
 	}

@@ -39,10 +39,10 @@ type env struct {
 func openApp(t *testing.T, dialect string) *app.App {
 	t.Helper()
 	cfg := config.Defaults()
-	cfg.BaseURL = base
-	cfg.DataDir = t.TempDir()
+	cfg.Server.BaseURL = base
+	cfg.Database.DataDir = t.TempDir()
 	if dialect == "postgres" {
-		cfg.DatabaseURL = pgtest.New(t)
+		cfg.Database.URL = pgtest.New(t)
 	}
 	if err := cfg.Normalize(false); err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 // line and the mux.
 func BenchmarkOverhead(b *testing.B) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
-	h := New(Options{Addr: "127.0.0.1:0", FHIR: ok, Logger: quiet, Metrics: metrics.New()}).http.Handler
+	h := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: ok, Logger: quiet, Metrics: metrics.New()}).http.Handler
 	r := httptest.NewRequest("GET", "/fhir/Patient/123", nil)
 	r.RemoteAddr = "127.0.0.1:5000"
 	b.ReportAllocs()

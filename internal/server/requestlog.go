@@ -104,7 +104,7 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 // status, duration, client id and request id. Volume: 5xx are logged at
 // warn, 4xx and requests slower than slow at info, the rest at debug; the
 // audit trail, not this log, is the record of every interaction.
-func requestLog(log *slog.Logger, m *metrics.Metrics, slow time.Duration, next http.Handler) http.Handler {
+func requestLog(base string, log *slog.Logger, m *metrics.Metrics, slow time.Duration, next http.Handler) http.Handler {
 	if slow <= 0 {
 		slow = time.Second
 	}
@@ -119,7 +119,7 @@ func requestLog(log *slog.Logger, m *metrics.Metrics, slow time.Duration, next h
 		w.Header().Set(HeaderRequestID, id)
 		ri := &requestInfo{id: id}
 		sw := &statusWriter{ResponseWriter: w}
-		class, pattern := Route(r)
+		class, pattern := Route(base, r)
 		defer func() {
 			d := time.Since(start)
 			status := sw.status
@@ -169,7 +169,7 @@ func methodName(m string) string {
 	return "OTHER"
 }
 
-// authPages are the authorization endpoints under /fhir/auth/ (a fixed
+// authPages are the authorization endpoints under BASE/auth/ (a fixed
 // set, so that metric labels stay bounded).
 var authPages = map[string]bool{
 	"authorize": true, "token": true, "introspect": true, "revoke": true, "jwks": true, "login": true,
@@ -177,24 +177,25 @@ var authPages = map[string]bool{
 	"smart-style.json": true, "admin": true, "userinfo": true,
 }
 
-// Route classifies r for metrics and logs: class is a fixed word (e.g.
-// "fhir.read", "fhir.search-type", "auth.token", "healthz", "other") and
-// pattern the route with ids replaced ("/fhir/Patient/{id}"); neither
-// carries the query string or an id.
-func Route(r *http.Request) (class, pattern string) {
+// Route classifies r for metrics and logs, base being the path of the
+// FHIR base URL ("/fhir"): class is a fixed word (e.g. "fhir.read",
+// "fhir.search-type", "auth.token", "healthz", "other") and pattern the
+// route with ids replaced ("/fhir/Patient/{id}"); neither carries the
+// query string or an id.
+func Route(base string, r *http.Request) (class, pattern string) {
 	p := r.URL.Path
 	switch p {
 	case "/healthz", "/readyz", "/metrics":
 		return p[1:], p
 	}
-	rest, ok := strings.CutPrefix(p, "/fhir")
+	rest, ok := strings.CutPrefix(p, base)
 	if !ok || (rest != "" && rest[0] != '/') {
 		return "other", "/{other}"
 	}
 	rest = strings.TrimPrefix(rest, "/")
 	rest = strings.TrimSuffix(rest, "/")
 	if r.Method == http.MethodOptions {
-		return "fhir.options", "/fhir/{path}"
+		return "fhir.options", base + "/{path}"
 	}
 	segs := strings.Split(rest, "/")
 	if rest == "" {
@@ -204,72 +205,72 @@ func Route(r *http.Request) (class, pattern string) {
 	switch {
 	case len(segs) == 0:
 		if method == http.MethodPost {
-			return "fhir.batch", "/fhir"
+			return "fhir.batch", base
 		}
-		return "fhir.search-system", "/fhir"
+		return "fhir.search-system", base
 	case segs[0] == "metadata" && len(segs) == 1:
-		return "fhir.metadata", "/fhir/metadata"
+		return "fhir.metadata", base + "/metadata"
 	case segs[0] == ".well-known":
-		return "auth.discovery", "/fhir/.well-known/{document}"
+		return "auth.discovery", base + "/.well-known/{document}"
 	case segs[0] == "auth":
 		if len(segs) > 1 && authPages[segs[1]] {
 			if segs[1] == "admin" {
-				return "auth.admin", "/fhir/auth/admin/{path}"
+				return "auth.admin", base + "/auth/admin/{path}"
 			}
-			return "auth." + strings.TrimSuffix(segs[1], ".json"), "/fhir/auth/" + segs[1]
+			return "auth." + strings.TrimSuffix(segs[1], ".json"), base + "/auth/" + segs[1]
 		}
-		return "auth.other", "/fhir/auth/{other}"
+		return "auth.other", base + "/auth/{other}"
 	case segs[0] == "_search" && len(segs) == 1:
-		return "fhir.search-system", "/fhir/_search"
+		return "fhir.search-system", base + "/_search"
 	case segs[0] == "_history" && len(segs) == 1:
-		return "fhir.history-system", "/fhir/_history"
+		return "fhir.history-system", base + "/_history"
 	}
 	typ := "{type}"
 	if isTypeName(segs[0]) {
 		typ = segs[0]
 	}
-	base := "/fhir/" + typ
+	tbase := base + "/" + typ
 	switch len(segs) {
 	case 1:
 		switch method {
 		case http.MethodGet, http.MethodHead:
-			return "fhir.search-type", base
+			return "fhir.search-type", tbase
 		case http.MethodPost:
-			return "fhir.create", base
+			return "fhir.create", tbase
 		case http.MethodPut:
-			return "fhir.conditional-update", base
+			return "fhir.conditional-update", tbase
 		case http.MethodPatch:
-			return "fhir.conditional-patch", base
+			return "fhir.conditional-patch", tbase
 		case http.MethodDelete:
-			return "fhir.conditional-delete", base
+			return "fhir.conditional-delete", tbase
 		}
 	case 2:
 		switch segs[1] {
 		case "_search":
-			return "fhir.search-type", base + "/_search"
+			return "fhir.search-type", tbase + "/_search"
 		case "_history":
-			return "fhir.history-type", base + "/_history"
+			return "fhir.history-type", tbase + "/_history"
 		}
 		switch method {
 		case http.MethodGet, http.MethodHead:
-			return "fhir.read", base + "/{id}"
+			return "fhir.read", tbase + "/{id}"
 		case http.MethodPut:
-			return "fhir.update", base + "/{id}"
+			return "fhir.update", tbase + "/{id}"
 		case http.MethodPatch:
-			return "fhir.patch", base + "/{id}"
+			return "fhir.patch", tbase + "/{id}"
 		case http.MethodDelete:
-			return "fhir.delete", base + "/{id}"
+			return "fhir.delete", tbase + "/{id}"
 		}
 	case 3:
 		if segs[2] == "_history" {
-			return "fhir.history-instance", base + "/{id}/_history"
+			return "fhir.history-instance", tbase + "/{id}/_history"
 		}
 	case 4:
 		if segs[2] == "_history" {
-			return "fhir.vread", base + "/{id}/_history/{vid}"
+			return "fhir.vread", tbase + "/{id}/_history/{vid}"
 		}
 	}
-	return "fhir.other", "/fhir/{path}"
+	return "fhir.other", base + "/{path}"
 }
 
 // isTypeName reports whether s looks like a FHIR resource type name
@@ -288,9 +289,9 @@ func isTypeName(s string) bool {
 }
 
 // isSearch reports whether r is a FHIR search or history request (the
-// requests under the search time budget).
-func isSearch(r *http.Request) bool {
-	class, _ := Route(r)
+// requests under the search time budget) of the FHIR base path base.
+func isSearch(base string, r *http.Request) bool {
+	class, _ := Route(base, r)
 	switch class {
 	case "fhir.search-system", "fhir.search-type", "fhir.history-system", "fhir.history-type", "fhir.history-instance":
 		return true
@@ -299,16 +300,16 @@ func isSearch(r *http.Request) bool {
 }
 
 // SearchTimeout returns a stage that gives FHIR searches and history
-// requests (GET, and POST _search) a deadline of d; the FHIR layer
-// answers a search cut off by it with an OperationOutcome (503,
-// "timeout"). d <= 0: no stage.
-func SearchTimeout(d time.Duration) func(http.Handler) http.Handler {
+// requests (GET, and POST _search) under the FHIR base path base a
+// deadline of d; the FHIR layer answers a search cut off by it with an
+// OperationOutcome (503, "timeout"). d <= 0: no stage.
+func SearchTimeout(base string, d time.Duration) func(http.Handler) http.Handler {
 	if d <= 0 {
 		return nil
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !isSearch(r) {
+			if !isSearch(base, r) {
 				next.ServeHTTP(w, r)
 				return
 			}

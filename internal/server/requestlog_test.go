@@ -57,7 +57,7 @@ func TestRequestLogAndMetrics(t *testing.T) {
 		}
 		_, _ = w.Write([]byte("{}"))
 	})
-	h := New(Options{Addr: "127.0.0.1:0", FHIR: fhir, Logger: log, Metrics: m}).http.Handler
+	h := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Logger: log, Metrics: m}).http.Handler
 
 	do := func(method, target string, hdr ...string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, target, nil)
@@ -136,7 +136,7 @@ func TestRequestLogAndMetrics(t *testing.T) {
 
 func TestMetricsEndpointGuard(t *testing.T) {
 	m := metrics.New()
-	h := New(Options{Addr: "127.0.0.1:0", FHIR: http.NotFoundHandler(), Logger: quiet, Metrics: m}).http.Handler
+	h := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: http.NotFoundHandler(), Logger: quiet, Metrics: m}).http.Handler
 	get := func(peer string, hdr ...string) int {
 		r := httptest.NewRequest("GET", "/metrics", nil)
 		r.RemoteAddr = peer
@@ -163,14 +163,14 @@ func TestMetricsEndpointGuard(t *testing.T) {
 		t.Fatalf("through a local proxy: %d", c)
 	}
 	// A custom guard.
-	h = New(Options{Addr: "127.0.0.1:0", FHIR: http.NotFoundHandler(), Logger: quiet, Metrics: m,
+	h = New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: http.NotFoundHandler(), Logger: quiet, Metrics: m,
 		MetricsAllowed: func(r *http.Request) bool { return r.RemoteAddr == "192.0.2.1:5" }}).http.Handler
 	if c := get("192.0.2.1:5"); c != 200 {
 		t.Fatalf("custom guard: %d", c)
 	}
 
 	// The separate listener serves /metrics to anyone who reaches it.
-	s := New(Options{Addr: "127.0.0.1:0", FHIR: http.NotFoundHandler(), Logger: quiet})
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: http.NotFoundHandler(), Logger: quiet})
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -224,16 +224,31 @@ func TestRoute(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := httptest.NewRequest(c.method, "http://x"+strings.ReplaceAll(c.path, "'", "%27"), nil)
-		if class, pattern := Route(r); class != c.class || pattern != c.pattern {
+		if class, pattern := Route("/fhir", r); class != c.class || pattern != c.pattern {
 			t.Errorf("%s %s: %s %s, want %s %s", c.method, c.path, class, pattern, c.class, c.pattern)
 		}
+		// The same routes under a base path with a prefix.
+		r = httptest.NewRequest(c.method, "http://x/lapis"+strings.ReplaceAll(c.path, "'", "%27"), nil)
+		class, pattern := Route("/lapis/fhir", r)
+		if c.class == "readyz" {
+			class, pattern = c.class, c.pattern // /lapis/readyz is no health endpoint
+		} else if c.class != "other" {
+			pattern = strings.TrimPrefix(pattern, "/lapis")
+		}
+		if class != c.class || pattern != c.pattern {
+			t.Errorf("/lapis: %s %s: %s %s, want %s %s", c.method, c.path, class, pattern, c.class, c.pattern)
+		}
+	}
+	// Outside the base path: not FHIR.
+	if class, _ := Route("/lapis/fhir", httptest.NewRequest("GET", "/fhir/Patient/1", nil)); class != "other" {
+		t.Errorf("/fhir/Patient/1 under /lapis/fhir: %s", class)
 	}
 }
 
 func TestSearchTimeout(t *testing.T) {
 	var deadline time.Time
 	var has bool
-	h := SearchTimeout(50 * time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := SearchTimeout("/fhir", 50*time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		deadline, has = r.Context().Deadline()
 	}))
 	for _, c := range []struct {
@@ -255,7 +270,7 @@ func TestSearchTimeout(t *testing.T) {
 			t.Errorf("%s %s: deadline %v (%v)", c.method, c.path, has, deadline)
 		}
 	}
-	if SearchTimeout(0) != nil {
+	if SearchTimeout("/fhir", 0) != nil {
 		t.Fatal("zero budget made a stage")
 	}
 }

@@ -1,5 +1,6 @@
 // Package server is the HTTP listener of Lapis: it mounts the FHIR API
-// under /fhir next to the health endpoints and /metrics, serves plain HTTP
+// under its base path (/fhir by default) next to the health endpoints and
+// /metrics at the root, serves plain HTTP
 // or TLS (certificate files reloaded without restart, TLS 1.2 minimum with
 // AEAD ECDHE suites only), applies the transport limits (header, read,
 // write and idle timeouts, header size), sets the security headers every
@@ -17,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/metrics"
@@ -50,7 +52,11 @@ type Options struct {
 	// Addr (a caller that had to bind first, e.g. to learn the port the
 	// kernel picked for port 0).
 	Listener net.Listener
-	// FHIR serves everything under /fhir.
+	// Base is the path of the FHIR base URL ("/fhir", "/lapis/fhir"),
+	// without a trailing slash; empty is the root.
+	Base string
+	// FHIR serves everything under Base: the FHIR API and the
+	// authorization server.
 	FHIR http.Handler
 	// Ready, when set, is consulted by /readyz.
 	Ready Pinger
@@ -96,9 +102,16 @@ func New(opts Options) *Server {
 	if opts.MetricsAllowed == nil {
 		opts.MetricsAllowed = LocalOnly
 	}
+	if opts.Base != "" && (opts.Base[0] != '/' || strings.HasSuffix(opts.Base, "/")) {
+		panic("server: invalid base path " + opts.Base)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/fhir", opts.FHIR)
-	mux.Handle("/fhir/", opts.FHIR)
+	if opts.FHIR != nil {
+		if opts.Base != "" {
+			mux.Handle(opts.Base, opts.FHIR)
+		}
+		mux.Handle(opts.Base+"/", opts.FHIR)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -128,7 +141,7 @@ func New(opts Options) *Server {
 		})
 	}
 	s := &Server{opts: opts}
-	h := requestLog(opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(mux))
+	h := requestLog(opts.Base, opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(opts.Base, mux))
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
@@ -175,9 +188,9 @@ func (s *Server) TLS() bool { return s.opts.TLSCertFile != "" || s.opts.TLSKeyFi
 
 // securityHeaders sets the headers every response carries: no sniffing,
 // no framing, no referrer, a deny-all CSP, HSTS on TLS, and Cache-Control:
-// no-store under /fhir (PHI), which handlers of public documents
-// (discovery, JWKS) override.
-func securityHeaders(next http.Handler) http.Handler {
+// no-store under the FHIR base path (PHI), which handlers of public
+// documents (discovery, JWKS) override.
+func securityHeaders(base string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
@@ -187,7 +200,7 @@ func securityHeaders(next http.Handler) http.Handler {
 		if r.TLS != nil {
 			h.Set("Strict-Transport-Security", HSTS)
 		}
-		if p := r.URL.Path; p == "/fhir" || len(p) > 6 && p[:6] == "/fhir/" {
+		if p := r.URL.Path; p == base || strings.HasPrefix(p, base+"/") {
 			h.Set("Cache-Control", "no-store")
 		}
 		next.ServeHTTP(w, r)

@@ -16,7 +16,7 @@ func (p pinger) Ping(context.Context) error { return p.err }
 
 func start(t *testing.T, ready Pinger, fhir http.Handler) (string, context.CancelFunc, chan error) {
 	t.Helper()
-	s := New(Options{Addr: "127.0.0.1:0", FHIR: fhir, Ready: ready, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Ready: ready, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -79,5 +79,38 @@ func TestReadyzDown(t *testing.T) {
 	resp, body := get(t, base+"/readyz")
 	if resp.StatusCode != 503 || body != "database unavailable\n" {
 		t.Fatalf("readyz %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestServerBasePath: with a base path the FHIR handler is mounted there
+// only, the health endpoints stay at the root, and Cache-Control: no-store
+// follows the base path.
+func TestServerBasePath(t *testing.T) {
+	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("fhir:" + r.URL.Path)) })
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/lapis/fhir", FHIR: fhir, Ready: pinger{}, Logger: slog.New(slog.DiscardHandler)})
+	ln, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + ln.Addr().String()
+	for _, p := range []string{"/lapis/fhir", "/lapis/fhir/Patient/1", "/lapis/fhir/auth/token"} {
+		resp, body := get(t, base+p)
+		if body != "fhir:"+p || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: %q, Cache-Control %q", p, body, resp.Header.Get("Cache-Control"))
+		}
+	}
+	for _, p := range []string{"/fhir/Patient/1", "/fhir", "/lapis", "/lapis/fhirx", "/lapis/healthz"} {
+		if resp, _ := get(t, base+p); resp.StatusCode != 404 {
+			t.Errorf("%s: %d, want 404", p, resp.StatusCode)
+		}
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if resp, body := get(t, base+p); resp.StatusCode != 200 || body != "ok\n" || resp.Header.Get("Cache-Control") != "" {
+			t.Errorf("%s: %d %q", p, resp.StatusCode, body)
+		}
 	}
 }

@@ -67,7 +67,7 @@ func writePair(t *testing.T, dir, cn string) {
 func startTLS(t *testing.T, dir string, interval time.Duration, m *metrics.Metrics) string {
 	t.Helper()
 	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("fhir")) })
-	s := New(Options{Addr: "127.0.0.1:0", FHIR: fhir, Logger: quiet, TLSCertFile: filepath.Join(dir, "cert.pem"), TLSKeyFile: filepath.Join(dir, "key.pem"),
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Logger: quiet, TLSCertFile: filepath.Join(dir, "cert.pem"), TLSKeyFile: filepath.Join(dir, "key.pem"),
 		CertCheckInterval: interval, Metrics: m})
 	ln, err := s.Listen()
 	if err != nil {
@@ -219,11 +219,11 @@ func TestCertReloadInterval(t *testing.T) {
 
 func TestTLSStartupErrors(t *testing.T) {
 	dir := t.TempDir()
-	s := New(Options{Addr: "127.0.0.1:0", FHIR: http.NotFoundHandler(), Logger: quiet, TLSCertFile: filepath.Join(dir, "missing.pem"), TLSKeyFile: filepath.Join(dir, "missing.key")})
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: http.NotFoundHandler(), Logger: quiet, TLSCertFile: filepath.Join(dir, "missing.pem"), TLSKeyFile: filepath.Join(dir, "missing.key")})
 	if _, err := s.Listen(); err == nil {
 		t.Fatal("missing files accepted")
 	}
-	s = New(Options{Addr: "127.0.0.1:0", FHIR: http.NotFoundHandler(), Logger: quiet, TLSCertFile: filepath.Join(dir, "c.pem")})
+	s = New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: http.NotFoundHandler(), Logger: quiet, TLSCertFile: filepath.Join(dir, "c.pem")})
 	if _, err := s.Listen(); err == nil {
 		t.Fatal("certificate without key accepted")
 	}

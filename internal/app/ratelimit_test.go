@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"fmt"
@@ -17,49 +17,31 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 )
 
-func defaultRateLimitFlags() rateLimitFlags {
-	return rateLimitFlags{RateLimitClient: "100/s", RateLimitClientBurst: 200, RateLimitPatient: "50/s", RateLimitPatientBurst: 100,
-		RateLimitAuthIP: "10/s", RateLimitAuthIPBurst: 100, RateLimitRedisFailure: "open"}
-}
-
-func TestRateLimitFlagErrors(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.Addr = "127.0.0.1:8080"
-	log := slog.New(slog.DiscardHandler)
-	for _, tc := range []struct {
-		edit func(*rateLimitFlags)
-		want string
-	}{
-		{func(f *rateLimitFlags) { f.RateLimitClient = "lots" }, "--rate-limit-client: invalid rate limit"},
-		{func(f *rateLimitFlags) { f.RateLimitPatient = "5/fortnight" }, "--rate-limit-patient: invalid rate limit"},
-		{func(f *rateLimitFlags) { f.RateLimitAuthIPBurst = -1 }, "--rate-limit-auth-ip: invalid burst"},
-		{func(f *rateLimitFlags) { f.RateLimitCosts = "read=1,fetch=2" }, "--rate-limit-costs: invalid rate-limit cost"},
-		{func(f *rateLimitFlags) { f.RedisURL = "http://user:hunter2@example" }, "--redis-url: invalid Redis URL"},
-	} {
-		f := defaultRateLimitFlags()
-		tc.edit(&f)
-		_, err := f.stages(cfg, log, nil, nil)
-		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
-			t.Errorf("error %v, want prefix %q", err, tc.want)
-		}
-		if err != nil && strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("error repeats the Redis password: %v", err)
-		}
+// TestRateLimitRedisURL: a bad --redis-url is refused when the server is
+// built, without repeating its password.
+func TestRateLimitRedisURL(t *testing.T) {
+	cfg := config.ServeDefaults()
+	cfg.RateLimit.RedisURL = "http://user:hunter2@example"
+	_, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), nil, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "--redis-url: invalid Redis URL") {
+		t.Fatalf("error %v", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error repeats the Redis password: %v", err)
 	}
 }
 
 // TestRateLimitStages checks the wiring: the per-IP stage guards the OAuth
 // endpoints under the FHIR base path and reports to *metrics.Metrics.
 func TestRateLimitStages(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.Addr, cfg.DataDir = "127.0.0.1:8080", t.TempDir()
+	cfg := config.ServeDefaults()
+	cfg.Database.DataDir = t.TempDir()
+	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
 	}
-	f := defaultRateLimitFlags()
-	f.RateLimitAuthIP, f.RateLimitAuthIPBurst = "1/m", 1
 	mets := metrics.New()
-	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{})
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,19 +69,47 @@ func TestRateLimitStages(t *testing.T) {
 	}
 }
 
+// TestRateLimitBasePath: under a base URL with a path, the per-IP limit
+// guards the OAuth endpoints under that path (and no longer /fhir/auth/).
+func TestRateLimitBasePath(t *testing.T) {
+	cfg := config.ServeDefaults()
+	cfg.Database.DataDir = t.TempDir()
+	cfg.Server.BaseURL = "http://127.0.0.1:8080/lapis"
+	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
+	if err := cfg.Normalize(true); err != nil {
+		t.Fatal(err)
+	}
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := st.AuthIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for path, want := range map[string]int{"/lapis/fhir/auth/token": 429, "/fhir/auth/token": 200} {
+		var code int
+		for range 2 {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest("POST", path, nil))
+			code = w.Code
+		}
+		if code != want {
+			t.Errorf("second POST %s: %d, want %d", path, code, want)
+		}
+	}
+}
+
 // TestRateLimitPasswordPages: every page that takes a password (the apps
 // page's sign-in as much as /auth/login) and every endpoint oauth lists is
 // behind the per-IP limit: a burst of 300 concurrent POSTs to
 // /fhir/auth/apps beyond a burst of 100 is answered 429 in plain text.
 func TestRateLimitPasswordPages(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.Addr, cfg.DataDir = "127.0.0.1:8080", t.TempDir()
+	cfg := config.ServeDefaults()
+	cfg.Database.DataDir = t.TempDir()
+	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 100
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
 	}
-	f := defaultRateLimitFlags()
-	f.RateLimitAuthIP, f.RateLimitAuthIPBurst = "1/m", 100
-	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"log/slog"
@@ -12,33 +12,37 @@ import (
 	"github.com/lapis-health/lapis/internal/config"
 )
 
-func TestConcurrencyFlags(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.Addr = "127.0.0.1:8080"
+// TestConcurrencyConfig: --max-concurrent-per-client and
+// --concurrency-wait are checked by the configuration; -1 builds no
+// stage, and the default leaves one search connection to the other
+// clients.
+func TestConcurrencyConfig(t *testing.T) {
+	base := config.ServeDefaults()
+	base.Server.Addr = "127.0.0.1:8080"
+	cfg := base
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	f := defaultRateLimitFlags()
-	f.MaxConcurrentPerClient = -2
-	if _, err := f.concurrency(cfg, 4, log, nil, nil); err == nil || !strings.HasPrefix(err.Error(), "--max-concurrent-per-client") {
+	bad := base
+	bad.RateLimit.MaxConcurrentPerClient = -2
+	if err := bad.Normalize(true); err == nil || !strings.Contains(err.Error(), "--max-concurrent-per-client") {
 		t.Errorf("-2: %v", err)
 	}
-	f = defaultRateLimitFlags()
-	f.ConcurrencyWait = -1
-	if _, err := f.concurrency(cfg, 4, log, nil, nil); err == nil || !strings.HasPrefix(err.Error(), "--concurrency-wait") {
+	bad = base
+	bad.RateLimit.ConcurrencyWait = -1
+	if err := bad.Normalize(true); err == nil || !strings.Contains(err.Error(), "--concurrency-wait") {
 		t.Errorf("negative wait: %v", err)
 	}
-	f = defaultRateLimitFlags()
-	f.MaxConcurrentPerClient = -1
-	if st, err := f.concurrency(cfg, 4, log, nil, nil); err != nil || st != nil {
+	off := cfg
+	off.RateLimit.MaxConcurrentPerClient = -1
+	if st, err := newConcurrency(off, 4, log, nil, nil); err != nil || st != nil {
 		t.Errorf("-1: stage %v, %v; want none", st != nil, err)
 	}
-
-	// The default leaves one search connection to the other clients.
+	wait0 := cfg
+	wait0.RateLimit.ConcurrencyWait = 0
 	for _, c := range []struct{ conns, want int }{{4, 3}, {8, 7}, {1, 1}, {0, defaultConcurrencyConns - 1}} {
-		f = defaultRateLimitFlags()
-		st, err := f.concurrency(cfg, c.conns, log, nil, nil)
+		st, err := newConcurrency(wait0, c.conns, log, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/fhir/extract"
+	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/netpolicy"
+)
+
+// auditRuntime is what startAudit built; close stops it (after the server).
+type auditRuntime struct {
+	sink  audit.Sink
+	stage func(http.Handler) http.Handler
+	close func()
+}
+
+// startAudit opens the chain table, starts the recorder and the alerter,
+// and returns the Sink and the FHIR stage; stdout receives the stream
+// "stdout". With the audit trail off it returns the Discard sink and no
+// stage.
+func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer, mets *metrics.Metrics, log *slog.Logger) (*auditRuntime, error) {
+	f := cfg.Audit
+	if !f.Enabled {
+		log.Warn("AUDIT DISABLED: --no-audit records no AuditEvents")
+		return &auditRuntime{sink: audit.Discard{}, close: func() {}}, nil
+	}
+	var stream io.Writer
+	var streamFile *os.File
+	switch f.Stream {
+	case "":
+	case "stdout", "-":
+		stream = stdout
+	default:
+		fh, err := os.OpenFile(f.Stream, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("--audit-stream: %w", err)
+		}
+		stream, streamFile = fh, fh
+	}
+	closeStream := func() {
+		if streamFile != nil {
+			streamFile.Close()
+		}
+	}
+	ex, err := extract.New(a.Registry, cfg.FHIRBase())
+	if err != nil {
+		closeStream()
+		return nil, err
+	}
+	db, err := audit.OpenDB(ctx, cfg.Database.URL, cfg.Database.DataDir)
+	if err != nil {
+		closeStream()
+		return nil, err
+	}
+	al, err := audit.NewAlerter(audit.AlertConfig{
+		Webhook:     f.AlertWebhook,
+		VolumeLimit: f.AlertVolume, VolumeWindow: f.AlertVolumeWindow,
+		AuthFailureLimit: f.AlertAuthFailures, AuthFailureWindow: f.AlertAuthWindow,
+		Refusals: f.AlertRefusals,
+		Metrics:  mets, Logger: log,
+	})
+	if err != nil {
+		db.Close()
+		closeStream()
+		return nil, fmt.Errorf("--alert-webhook: %w", err)
+	}
+	rec, err := audit.Start(ctx, audit.Config{
+		DB: db, Store: a.Store, Indexer: ex, Site: cfg.FHIRBase(),
+		Stream: stream, Observer: al, Metrics: mets, Logger: log, QueueSize: f.Queue, CopyDuty: f.CopyDuty,
+	})
+	if err != nil {
+		al.Close()
+		db.Close()
+		closeStream()
+		return nil, err
+	}
+	log.Info("audit trail on", "chain", rec.Chain())
+	stage := audit.Stage(audit.StageConfig{
+		Recorder: rec,
+		BaseURL:  cfg.FHIRBase(),
+		ClientIP: func(r *http.Request) string {
+			if ip := netpolicy.ClientIP(r); ip.IsValid() {
+				return ip.String()
+			}
+			return ""
+		},
+	})
+	return &auditRuntime{sink: rec, stage: stage, close: func() {
+		rec.Close()
+		al.Close()
+		db.Close()
+		closeStream()
+	}}, nil
+}

@@ -1,0 +1,287 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/adminapi"
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/authn"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/resource"
+	"github.com/lapis-health/lapis/internal/server"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Version is the Lapis version reported by "lapis version" and the
+// CapabilityStatement.
+const Version = "0.1.0"
+
+// Server is a complete Lapis server: the FHIR API and the authorization
+// server behind the gateway policies, the rate limits and the audit
+// trail, on one listener. NewServer is the one place its parts are put
+// together.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	gw      *gateway
+	http    *server.Server
+	closers []func()
+	once    sync.Once
+}
+
+// NewServer builds every part of a server from cfg, which must have been
+// normalized for serving: the store and the resource service, the audit
+// recorder, the authorization server, the gateway, the rate limits, the
+// authentication middleware and the FHIR API, all under the FHIR base
+// path cfg.FHIRPath(). stdout receives the audit stream "stdout" (nil:
+// os.Stdout). Nothing listens until Listen; the caller must Close the
+// Server once it has stopped serving.
+func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Writer, opts ...ServerOption) (_ *Server, err error) {
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	var so serverOptions
+	for _, o := range opts {
+		o(&so)
+	}
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	// mets holds this process's Prometheus instruments.
+	mets := metrics.New()
+	// Every FHIR interaction is authorized by the caller's SMART scopes.
+	aopts := Options{Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) }}
+	if cfg.Auth.DevNoAuth {
+		log.Warn("SECURITY DISABLED: --dev-no-auth serves the FHIR API without authentication or access control")
+		aopts.Access = nil
+	}
+	a, err := OpenWith(ctx, cfg, log, aopts)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { a.Close() })
+	// The audit recorder; closed after the stages that feed it.
+	auditRT, err := startAudit(ctx, a, cfg, stdout, mets, log)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, auditRT.close)
+	// Refusals a caller can repeat at request rate (429s, allow-list and
+	// authentication failures) are merged per second and per caller, so a
+	// flood cannot crowd out the trail; closed (flushed) before the recorder.
+	coalescer := audit.NewCoalescer(auditRT.sink, time.Second)
+	s.closers = append(s.closers, func() { coalescer.Close() })
+	var auditSink audit.Sink = coalescer
+	auth, err := oauth.Open(ctx, oauth.Options{
+		Issuer:           cfg.FHIRBase(),
+		DatabaseURL:      cfg.Database.URL,
+		DataDir:          cfg.Database.DataDir,
+		AllowPrivateJWKS: cfg.Auth.DevAllowPrivateJWKS,
+		Patients:         Patients{Service: a.Service},
+		Logger:           log,
+		Audit:            auditSink,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { auth.Close() })
+	// Network rules and transport. The reload of the client rules stops
+	// when the Server closes (before the authorization database), or
+	// with ctx.
+	bg, cancel := context.WithCancel(ctx)
+	s.closers = append(s.closers, cancel)
+	gw, err := newGateway(bg, cfg, auth.DB(), mets, auditSink, log)
+	if err != nil {
+		return nil, err
+	}
+	s.gw = gw
+	// Client allow-lists hold at the token endpoints too.
+	auth.SetClientNetwork(gw.clients)
+	mw := authn.New(authn.Config{
+		ClientIP: netpolicy.ClientIP,
+		Verifier: auth.Verifier(),
+		APIKeys:  auth.DB(),
+		Basic:    auth.DB(),
+		Logger:   log,
+		Audit:    auditSink,
+	})
+	if cfg.Auth.DevNoAuth {
+		mw = nil
+	}
+	// The request pipeline, outermost first. Each stage is a
+	// func(http.Handler) http.Handler; nil stages are skipped.
+	//
+	//  1. outer: every request under the FHIR base (server-level: client
+	//     IP from trusted proxies, network rules, search time budget,
+	//     per-IP limits on the OAuth endpoints). The server adds metrics
+	//     and the request log around it.
+	//  2. fhirStages: the FHIR API after /metadata: authentication first,
+	//     then per-principal policies (allow-lists, CORS, rate limits),
+	//     then audit, closest to the handler.
+	var outer []func(http.Handler) http.Handler
+	outer = append(outer, gw.outer()...)
+	// CORS preflights carry no credential: answered before authentication;
+	// the client's allow-list and CORS rules right after it.
+	fhirStages := []func(http.Handler) http.Handler{gw.preflight, mw, gw.principal}
+	// Rate limits per client and patient, after authentication; their
+	// per-IP stage joins outer below.
+	rl, err := newRateLimits(cfg, log, mets, auditSink)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, rl.Close)
+	fhirStages = append(fhirStages, rl.FHIR)
+	// Then the per-client concurrency limit on searches, history and
+	// batches, sized to the store's search connections: no client can
+	// hold all of them.
+	searchConns := 0
+	if sc, ok := a.Store.(store.SearchConns); ok {
+		searchConns = sc.SearchConns()
+	}
+	conc, err := newConcurrency(cfg, searchConns, log, mets, auditSink)
+	if err != nil {
+		return nil, err
+	}
+	fhirStages = append(fhirStages, conc)
+	// Audit stays the LAST stage (closest to the handler, after rate limits).
+	fhirStages = append(fhirStages, auditRT.stage)
+	api := fhirapi.New(fhirapi.Config{
+		BaseURL:         cfg.FHIRBase(),
+		MaxBodyBytes:    cfg.FHIR.MaxBodyBytes,
+		SoftwareName:    "Lapis",
+		SoftwareVersion: Version,
+		CapabilityHook:  auth.CapabilityHook,
+		// Every FHIR route but /metadata needs a bearer token, API key or
+		// (per client, when enabled) Basic credentials.
+		Middleware: chain(fhirStages...),
+		Logger:     log,
+	}, a.Service, a.Registry)
+	// The FHIR API and the authorization server share the FHIR base
+	// path (the issuer is the FHIR base): the authorization endpoints
+	// under it, the FHIR API for the rest.
+	mux := http.NewServeMux()
+	auth.Mount(mux)
+	// The admin API: the admin service behind the admin commands, over
+	// HTTP; its actions are recorded (durably) before they are answered.
+	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
+	adm, err := adminapi.New(adminapi.Config{
+		Issuer:   cfg.FHIRBase(),
+		Service:  admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}}),
+		Verifier: auth.Verifier(),
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	adm.Mount(mux)
+	mux.Handle("/", api)
+	var handler http.Handler = mux
+	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
+	outer = append(outer, rl.AuthIP)
+	if f := chain(outer...); f != nil {
+		handler = f(mux)
+	}
+	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), FHIR: handler, Ready: a, Logger: log}))
+	return s, nil
+}
+
+// Listen loads the TLS certificate, if any, and opens the configured
+// listening socket.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := s.http.Listen()
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", s.cfg.Server.Addr, err)
+	}
+	return ln, nil
+}
+
+// Serve starts the separate metrics listener, if configured, and serves
+// on ln (from Listen, or any listener for plain HTTP) until ctx is
+// cancelled, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.gw.startMetrics(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	dialect := "sqlite"
+	if config.IsPostgres(s.cfg.Database.URL) {
+		dialect = "postgres"
+	}
+	s.log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", s.cfg.FHIRBase(), "database", dialect, "version", Version,
+		"max_bundle_entries", s.cfg.FHIR.MaxBundleEntries, "max_response_bytes", s.cfg.FHIR.MaxResponseBytes)
+	return s.http.Serve(ctx, ln)
+}
+
+// Run listens on the configured address and serves until ctx is
+// cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Close releases everything NewServer opened, in reverse order: the rate
+// limiter, the client rules' reload, the authorization database, the
+// audit trail (flushed) and the store. Call it after Serve returns.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			s.closers[i]()
+		}
+	})
+	return nil
+}
+
+// chain composes middleware, the first outermost, skipping nil stages; it
+// returns nil when there is none.
+func chain(stages ...func(http.Handler) http.Handler) func(http.Handler) http.Handler {
+	var live []func(http.Handler) http.Handler
+	for _, st := range stages {
+		if st != nil {
+			live = append(live, st)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return func(h http.Handler) http.Handler {
+		for i := len(live) - 1; i >= 0; i-- {
+			h = live[i](h)
+		}
+		return h
+	}
+}
+
+// ServerOption adjusts how NewServer builds a Server.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	listener net.Listener
+}
+
+// WithListener makes the Server serve on ln (already bound, e.g. to learn
+// the port the kernel picked for port 0) instead of opening its address;
+// a nil ln changes nothing.
+func WithListener(ln net.Listener) ServerOption {
+	return func(o *serverOptions) { o.listener = ln }
+}

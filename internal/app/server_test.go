@@ -1,0 +1,244 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+)
+
+// syncBuffer is an io.Writer safe for the audit writer and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestServerBasePath starts a whole server (as lapis serve builds it)
+// whose base URL has a path, http://ADDR/lapis, on both dialects: the
+// FHIR API, the discovery documents and the authorization endpoints are
+// under /lapis/fhir and carry it in every URL they publish; a token from
+// client_credentials reads a resource there; the request log, the metrics
+// and the audit trail understand the routes; the health endpoints and
+// /metrics stay at the root and nothing is served at /fhir.
+func TestServerBasePath(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := "http://" + ln.Addr().String()
+			cfg := config.ServeDefaults()
+			cfg.Server.Addr = ln.Addr().String()
+			cfg.Server.BaseURL = root + "/lapis"
+			cfg.Database.DataDir = t.TempDir()
+			if dialect == "postgres" {
+				cfg.Database.URL = pgtest.New(t)
+			}
+			cfg.Audit.Stream = "stdout"
+			if err := cfg.Normalize(true); err != nil {
+				t.Fatal(err)
+			}
+			fhirBase := root + "/lapis/fhir"
+			ctx := context.Background()
+			stream := &syncBuffer{}
+			srv, err := NewServer(ctx, cfg, slog.New(slog.DiscardHandler), stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(sctx, ln) }()
+			stopped := false
+			shutdown := func() {
+				if !stopped {
+					stopped = true
+					stop()
+					if err := <-done; err != nil {
+						t.Errorf("serve: %v", err)
+					}
+					srv.Close()
+				}
+			}
+			t.Cleanup(shutdown)
+
+			// Discovery: the CapabilityStatement and the SMART
+			// configuration name the FHIR base with its path.
+			var capStmt struct {
+				Implementation struct{ URL string }
+				Rest           []struct {
+					Security struct {
+						Extension []struct {
+							URL       string
+							Extension []struct {
+								URL      string
+								ValueURI string
+							}
+						}
+					}
+				}
+			}
+			getJSON(t, fhirBase+"/metadata", "", 200, &capStmt)
+			if capStmt.Implementation.URL != fhirBase {
+				t.Errorf("CapabilityStatement implementation.url %q, want %q", capStmt.Implementation.URL, fhirBase)
+			}
+			uris := map[string]string{}
+			for _, r := range capStmt.Rest {
+				for _, e := range r.Security.Extension {
+					for _, u := range e.Extension {
+						uris[u.URL] = u.ValueURI
+					}
+				}
+			}
+			if uris["token"] != fhirBase+"/auth/token" {
+				t.Errorf("CapabilityStatement oauth-uris %v", uris)
+			}
+			var smart map[string]any
+			getJSON(t, fhirBase+"/.well-known/smart-configuration", "", 200, &smart)
+			for k, want := range map[string]string{"issuer": fhirBase, "token_endpoint": fhirBase + "/auth/token",
+				"authorization_endpoint": fhirBase + "/auth/authorize", "jwks_uri": fhirBase + "/auth/jwks"} {
+				if smart[k] != want {
+					t.Errorf("smart-configuration %s = %v, want %s", k, smart[k], want)
+				}
+			}
+			var jwks map[string]any
+			getJSON(t, fhirBase+"/auth/jwks", "", 200, &jwks)
+
+			// A token from client_credentials at the token endpoint under
+			// the path.
+			db, err := authdb.Open(ctx, cfg.Database.URL, cfg.Database.DataDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc, err := oauth.RegisterClient(ctx, db, oauth.Registration{Name: "cc", Type: authdb.Confidential, Scopes: []string{"system/*.cruds"}})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest("POST", fhirBase+"/auth/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.cruds"}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(cc.ClientID, cc.ClientSecret)
+			var tok struct {
+				AccessToken string `json:"access_token"`
+			}
+			do(t, req, 200, &tok)
+			if tok.AccessToken == "" {
+				t.Fatal("no access token")
+			}
+
+			// An authenticated create, read and search under the path.
+			req, _ = http.NewRequest("POST", fhirBase+"/Patient", strings.NewReader(`{"resourceType":"Patient","name":[{"family":"Base"}]}`))
+			req.Header.Set("Content-Type", "application/fhir+json")
+			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			var created struct{ ID string }
+			do(t, req, 201, &created)
+			id := created.ID
+			getJSON(t, fhirBase+"/Patient/"+id, "", 401, nil)
+			var pt map[string]any
+			getJSON(t, fhirBase+"/Patient/"+id, tok.AccessToken, 200, &pt)
+			if pt["id"] != id {
+				t.Fatalf("read %v", pt)
+			}
+			var bundle struct {
+				Link  []struct{ Relation, URL string }
+				Entry []struct{ FullURL string }
+			}
+			getJSON(t, fhirBase+"/Patient?family=Base", tok.AccessToken, 200, &bundle)
+			if len(bundle.Entry) != 1 || bundle.Entry[0].FullURL != fhirBase+"/Patient/"+id || len(bundle.Link) == 0 || !strings.HasPrefix(bundle.Link[0].URL, fhirBase+"/Patient?") {
+				t.Fatalf("search %+v", bundle)
+			}
+
+			// Nothing at /fhir; health and metrics at the root.
+			for _, p := range []string{"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/lapis/metadata"} {
+				getJSON(t, root+p, "", 404, nil)
+			}
+			for _, p := range []string{"/healthz", "/readyz"} {
+				getJSON(t, root+p, "", 200, nil)
+			}
+			resp, err := http.Get(root + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{`route="fhir.read"`, `route="auth.token"`, `route="fhir.metadata"`, `route="auth.discovery"`} {
+				if !strings.Contains(string(m), want) {
+					t.Errorf("metrics: no %s", want)
+				}
+			}
+
+			// The audit trail classified the read under the path (the
+			// stream is complete once the recorder has closed).
+			shutdown()
+			var found bool
+			for line := range strings.Lines(stream.String()) {
+				if strings.Contains(line, `"Patient/`+id+`"`) && strings.Contains(line, `"code":"read"`) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no audit record of the read of Patient/%s in the stream:\n%s", id, stream.String())
+			}
+		})
+	}
+}
+
+// getJSON GETs u (with a bearer token when tok is set), checks the status
+// and decodes the body into v (when v is not nil).
+func getJSON(t *testing.T, u, tok string, status int, v any) {
+	t.Helper()
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	do(t, req, status, v)
+}
+
+func do(t *testing.T, req *http.Request, status int, v any) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status {
+		t.Fatalf("%s %s: %d, want %d: %s", req.Method, req.URL, resp.StatusCode, status, b)
+	}
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s %s: %v: %s", req.Method, req.URL, err, b)
+		}
+	}
+}
+
+func TestPatientsIsAPatientLister(t *testing.T) {
+	var _ oauth.PatientLister = Patients{}
+}
