@@ -24,7 +24,7 @@ var prefixFixtures = func() []string {
 		{"q375", `"value":37.5`},
 		{"q38", `"value":38`},
 		{"q45", `"value":45`},
-		{"qlt37", `"value":37,"comparator":"<"`},    // everything below 37
+		{"qlt37", `"value":37,"comparator":"<"`},     // everything below 37
 		{"qge375", `"value":37.5,"comparator":">="`}, // 37.5 and above
 	} {
 		out = append(out, fmt.Sprintf(`{"resourceType":"Observation","id":%q,"status":"final",
