@@ -224,6 +224,13 @@ type Query struct {
 	// resources): a caller may be allowed to read more than it may search
 	// (SMART r without s), and included resources count as reads.
 	MatchFilter *AccessFilter
+	// Compartment, when set, restricts the matches to the members of one
+	// compartment (compartment search, Patient/{id}/$everything): the
+	// compartment resource itself and the resources of the types in
+	// Params that reference it through one of their Params (see
+	// Compartment; Exclusive is ignored). Filter and MatchFilter still
+	// apply.
+	Compartment *Compartment
 }
 
 // TotalMode says whether and how the total is computed.
