@@ -168,7 +168,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 // Everything).
 func EverythingParameters(body []byte) (url.Values, error) {
 	var p struct {
-		ResourceType string `json:"resourceType"`
+		ResourceType string                       `json:"resourceType"`
 		Parameter    []map[string]json.RawMessage `json:"parameter"`
 	}
 	if err := json.Unmarshal(body, &p); err != nil || p.ResourceType != "Parameters" {
