@@ -13,8 +13,10 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -185,7 +187,7 @@ func (c *serveCmd) Run(e *env) error {
 	if f := chain(outer...); f != nil {
 		fhirHandler = f(mux)
 	}
-	srv := server.New(gw.serverOptions(server.Options{Addr: cfg.Addr, FHIR: fhirHandler, Ready: a, Logger: log}))
+	srv := server.New(gw.serverOptions(server.Options{Addr: cfg.Addr, FHIR: fhirHandler, Ready: a, Logger: log, Landing: landing.Handler(cfg.FHIRBase())}))
 	ln, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -197,7 +199,7 @@ func (c *serveCmd) Run(e *env) error {
 	if config.IsPostgres(cfg.DatabaseURL) {
 		dialect = "postgres"
 	}
-	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "version", Version,
+	log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", cfg.FHIRBase(), "database", dialect, "database_location", database.Location(cfg.DatabaseURL, cfg.DataDir), "version", Version,
 		"max_bundle_entries", cfg.MaxBundleEntries, "max_response_bytes", cfg.MaxResponseBytes)
 	return srv.Serve(e.ctx, ln)
 }

@@ -50,6 +50,8 @@ type Options struct {
 	FHIR http.Handler
 	// Ready, when set, is consulted by /readyz.
 	Ready Pinger
+	// Landing, when set, serves GET / (other paths outside /fhir stay 404).
+	Landing http.Handler
 	// Logger receives lifecycle messages and the request log.
 	Logger *slog.Logger
 
@@ -95,6 +97,9 @@ func New(opts Options) *Server {
 	mux := http.NewServeMux()
 	mux.Handle("/fhir", opts.FHIR)
 	mux.Handle("/fhir/", opts.FHIR)
+	if opts.Landing != nil {
+		mux.Handle("GET /{$}", opts.Landing)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
