@@ -17,8 +17,10 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -199,7 +201,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	if f := chain(outer...); f != nil {
 		handler = f(mux)
 	}
-	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), FHIR: handler, Ready: a, Logger: log}))
+	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: handler, Ready: a, Logger: log}))
 	return s, nil
 }
 
@@ -225,7 +227,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if config.IsPostgres(s.cfg.Database.URL) {
 		dialect = "postgres"
 	}
-	s.log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", s.cfg.FHIRBase(), "database", dialect, "version", Version,
+	s.log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", s.cfg.FHIRBase(), "database", dialect, "database_location", database.Location(s.cfg.Database.URL, s.cfg.Database.DataDir), "version", Version,
 		"max_bundle_entries", s.cfg.FHIR.MaxBundleEntries, "max_response_bytes", s.cfg.FHIR.MaxResponseBytes)
 	return s.http.Serve(ctx, ln)
 }

@@ -628,7 +628,7 @@ func TestStageTransactionEntities(t *testing.T) {
 	rr := httptest.NewRecorder()
 	h.ServeHTTP(rr, httptest.NewRequest("POST", "/fhir", strings.NewReader(`{"resourceType":"Bundle","type":"batch","entry":[]}`)))
 	ev := fr.events[0]
-	if ev.Interaction != "batch" || ev.Action != "E" || len(ev.Entities) != 2 || ev.Entities[1].Type != "Observation" || ev.Entities[1].Version != "3" || ev.Returned != 2 {
+	if ev.Interaction != "batch" || ev.Action != "E" || len(ev.Entities) != 2 || ev.Entities[1].Type != "Observation" || ev.Entities[1].Version != "3" || ev.Returned != 0 {
 		t.Fatalf("event = %+v", ev)
 	}
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -82,10 +83,12 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				}
 			}
 			e.Interaction = c.Interaction
+			returned := bytes.Count(bw.body.Bytes(), fullURLKey)
 			if c.Interaction == "transaction" || c.Interaction == "batch" {
 				e.Entities = bundleEntities(bw.body.Bytes())
+				returned = bundleReturned(bw.body.Bytes())
 			}
-			fillEvent(&e, &c, bw.status(), bw.header, bytes.Count(bw.body.Bytes(), fullURLKey))
+			fillEvent(&e, &c, bw.status(), bw.header, returned)
 			if err := cfg.Recorder.Commit(r.Context(), e); err != nil {
 				writeOutcome(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
 				return
@@ -121,6 +124,50 @@ func bundleEntities(body []byte) []Entity {
 
 var fullURLKey = []byte(`"fullUrl"`)
 
+// bundleReturned counts the resources a batch or transaction response
+// returns as read (Event.Returned): an entry that is not a write (it has
+// no response.location) and carries a resource counts 1 (a read or
+// vread), or, when that resource is a searchset or history Bundle (a
+// search or history entry), the entries of that Bundle with a fullUrl.
+// Resources a write echoes back (Prefer: return=representation) were sent
+// by the client, not read: they do not count.
+func bundleReturned(body []byte) int {
+	var b struct {
+		Entry []struct {
+			Resource *struct {
+				ResourceType string `json:"resourceType"`
+				Type         string `json:"type"`
+				Entry        []struct {
+					FullURL string `json:"fullUrl"`
+				} `json:"entry"`
+			} `json:"resource"`
+			Response *struct {
+				Location string `json:"location"`
+			} `json:"response"`
+		} `json:"entry"`
+	}
+	if json.Unmarshal(body, &b) != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range b.Entry {
+		r := e.Resource
+		if r == nil || e.Response != nil && e.Response.Location != "" {
+			continue
+		}
+		if r.ResourceType != "Bundle" || r.Type != "searchset" && r.Type != "history" {
+			n++
+			continue
+		}
+		for _, inner := range r.Entry {
+			if inner.FullURL != "" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 func writeOutcome(w http.ResponseWriter, e *outcome.Error) {
 	w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
 	w.WriteHeader(e.Status)
@@ -142,8 +189,9 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// fillEvent completes e from the response.
-func fillEvent(e *Event, c *Classified, status int, h http.Header, fullURLs int) {
+// fillEvent completes e from the response; returned is the number of
+// resources the response returns as read (searches, history, batches).
+func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int) {
 	e.Status = status
 	switch {
 	case status < 400:
@@ -177,7 +225,7 @@ func fillEvent(e *Event, c *Classified, status int, h http.Header, fullURLs int)
 	if status < 400 {
 		switch {
 		case c.Search || c.History || c.Interaction == "transaction" || c.Interaction == "batch":
-			e.Returned = fullURLs
+			e.Returned = returned
 		case c.Action == "R":
 			e.Returned = 1
 		}
@@ -312,6 +360,7 @@ type Classified struct {
 	Query       string // sanitized "Type?query" for searches
 	Patient     string // patient targeted by the path or the parameters
 	rawQuery    string
+	queryPath   string // the path searched when it is not Type (compartment search, $everything)
 }
 
 // Classify maps a request (path relative to the FHIR base) to its
@@ -334,10 +383,31 @@ func Classify(method, path, rawQuery string) Classified {
 	if len(parts) > 1 && !strings.HasPrefix(parts[1], "$") && !strings.HasPrefix(parts[1], "_") {
 		c.ID = parts[1]
 	}
+	// Compartment search: Patient/1/Observation (GET), .../_search (POST).
+	compartment := op == "" && len(parts) >= 3 && parts[2] != "_history" &&
+		(len(parts) == 3 && (method == http.MethodGet || method == http.MethodHead) ||
+			len(parts) == 4 && parts[3] == "_search" && method == http.MethodPost)
 	switch {
+	case op == "$everything" && len(parts) == 3 && parts[0] == "Patient":
+		// A read-only operation that returns resources like a search.
+		c.Interaction, c.Action, c.Search = "operation", "E", true
+		c.queryPath = strings.Join(parts, "/")
+		if validID(parts[1]) {
+			c.Patient = parts[1]
+		}
 	case op != "":
 		c.Interaction, c.Action = "operation", "E"
 		c.Write = method != http.MethodGet && method != http.MethodHead
+	case compartment:
+		c.Interaction, c.Action, c.Search = "search-type", "E", true
+		c.queryPath = strings.Join(parts[:3], "/")
+		c.Type, c.ID = parts[2], ""
+		if c.Type == "*" {
+			c.Interaction, c.Type = "search-system", ""
+		}
+		if parts[0] == "Patient" && validID(parts[1]) {
+			c.Patient = parts[1]
+		}
 	case method == http.MethodGet || method == http.MethodHead:
 		switch {
 		case len(parts) == 0:
@@ -394,11 +464,15 @@ func (c *Classified) finishQuery(r *http.Request, body *prefixReader) {
 		raw += body.buf.String()
 	}
 	if raw == "" {
-		c.Query = ""
+		c.Query = c.queryPath
 		return
 	}
 	vals, _ := url.ParseQuery(raw)
-	c.Query = c.Type + "?" + SanitizeQuery(vals)
+	if c.queryPath != "" {
+		c.Query = c.queryPath + "?" + SanitizeQuery(vals)
+	} else {
+		c.Query = c.Type + "?" + SanitizeQuery(vals)
+	}
 	if c.Patient == "" {
 		c.Patient = patientFromParams(c.Type, vals)
 	}

@@ -109,6 +109,44 @@ func SQLitePath(databaseURL string) (string, error) {
 	return p, nil
 }
 
+// Location describes where the configured database is, for logs, without
+// credentials: the absolute SQLite file path, or "postgres://HOST/DB" (no
+// user, password or query parameters). It does not touch the file system.
+func Location(databaseURL, dataDir string) string {
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		u, err := url.Parse(databaseURL)
+		if err != nil {
+			return "postgres (unparseable URL)"
+		}
+		host := u.Host
+		if host == "" {
+			host = u.Query().Get("host") // a Unix socket directory
+		}
+		db := strings.TrimPrefix(u.Path, "/")
+		if db == "" {
+			db = u.Query().Get("dbname")
+		}
+		return "postgres://" + host + "/" + db
+	case databaseURL == "":
+		return absPath(filepath.Join(dataDir, SQLiteFile))
+	case strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
+		p, err := SQLitePath(databaseURL)
+		if err != nil {
+			return "sqlite (invalid URL)"
+		}
+		return absPath(p)
+	}
+	return "(unsupported database URL)"
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 // redact hides the password of a URL for error messages.
 func redact(s string) string {
 	u, err := url.Parse(s)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -114,4 +115,34 @@ func TestConcurrentMigrationsSQLite(t *testing.T) {
 
 func TestOpenPostgres(t *testing.T) {
 	openConcurrently(t, pgtest.New(t), "")
+}
+
+// TestLocation: the database location logged at start names the file or
+// the PostgreSQL host and database, never a credential.
+func TestLocation(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ url, dir, want string }{
+		{"", "/var/lib/lapis", "/var/lib/lapis/lapis.db"},
+		{"", "data", filepath.Join(wd, "data", "lapis.db")},
+		{"sqlite:/srv/x.db?_pragma=foo", "", "/srv/x.db"},
+		{"sqlite:///srv/y.db", "", "/srv/y.db"},
+		{"file:rel.db", "", filepath.Join(wd, "rel.db")},
+		{"postgres://lapis:s3cret@db.example:5432/lapis?sslmode=require&password=other", "", "postgres://db.example:5432/lapis"},
+		{"postgresql://user@/lapis?host=/run/postgresql", "", "postgres:///run/postgresql/lapis"},
+		{"postgres://u:p@h/?dbname=d", "", "postgres://h/d"},
+		{"mysql://u:p@h/d", "", "(unsupported database URL)"},
+	} {
+		got := database.Location(c.url, c.dir)
+		if got != c.want {
+			t.Errorf("Location(%q, %q) = %q, want %q", c.url, c.dir, got, c.want)
+		}
+		for _, secret := range []string{"s3cret", "other", ":p@"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("Location(%q) = %q shows a credential", c.url, got)
+			}
+		}
+	}
 }

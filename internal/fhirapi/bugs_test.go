@@ -36,9 +36,13 @@ func TestBugValidateNarrativeScript(t *testing.T) {
 	}
 }
 
-// internal/fhir/validate accepts "-0" as an integer; the R4 integer
-// grammar is [0]|[-+]?[1-9][0-9]*.
-func TestBugValidateIntegerMinusZero(t *testing.T) {
+// The R4 integer grammar is -?([0]|([1-9][0-9]*)) (datatypes.html): "-0"
+// is an integer. unsignedInt ([0]|([1-9][0-9]*)) and positiveInt
+// ([1-9][0-9]*) have no sign.
+func TestValidateIntegerMinusZero(t *testing.T) {
 	e := newEnv(t)
-	e.do("POST", "/fhir/Patient", `{"resourceType":"Patient","multipleBirthInteger":-0}`).outcome(t, http.StatusBadRequest)
+	e.do("POST", "/fhir/Patient", `{"resourceType":"Patient","multipleBirthInteger":-0}`).expect(t, http.StatusCreated)
+	e.do("POST", "/fhir/Observation", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueInteger":-0}`).expect(t, http.StatusCreated)
+	e.do("POST", "/fhir/Patient", `{"resourceType":"Patient","extension":[{"url":"http://example.org/u","valueUnsignedInt":-0}]}`).outcome(t, http.StatusBadRequest)
+	e.do("POST", "/fhir/Patient", `{"resourceType":"Patient","extension":[{"url":"http://example.org/u","valuePositiveInt":-0}]}`).outcome(t, http.StatusBadRequest)
 }

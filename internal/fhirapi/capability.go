@@ -7,6 +7,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/resource"
 )
 
 // capabilityStatement generates the CapabilityStatement from what the
@@ -62,6 +63,9 @@ func (a *api) capabilityStatement() []byte {
 		if len(params) > 0 {
 			r["searchParam"] = params
 		}
+		if t == "Patient" {
+			r["operation"] = []any{map[string]any{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}}
+		}
 		resources = append(resources, r)
 	}
 	for _, r := range resources {
@@ -102,6 +106,7 @@ func (a *api) capabilityStatement() []byte {
 				map[string]any{"code": "search-system"},
 				map[string]any{"code": "history-system"},
 			},
+			"compartment": []any{resource.PatientCompartmentURL},
 			"searchParam": []any{
 				map[string]any{"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
 				map[string]any{"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},

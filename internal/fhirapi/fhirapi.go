@@ -24,6 +24,8 @@
 //	DELETE /{type}/{id}                    delete
 //	GET    /{type}/{id}/_history           instance history
 //	GET    /{type}/{id}/_history/{vid}     vread
+//	GET    /Patient/{id}/{type}            compartment search (POST …/{type}/_search likewise; {type} may be *)
+//	GET    /Patient/{id}/$everything       Patient $everything (POST with a Parameters body likewise)
 //
 // Authentication plugs in as Config.Middleware, wrapping every route except
 // /metadata.
@@ -143,6 +145,10 @@ func (a *api) routes() {
 	handle("DELETE "+p+"/{type}/{id}", a.delete)
 	handle("GET "+p+"/{type}/{id}/_history", a.historyInstance)
 	handle("GET "+p+"/{type}/{id}/_history/{vid}", a.vread)
+	handle("GET "+p+"/{comp}/{cid}/{type}", a.searchCompartment)
+	handle("POST "+p+"/{comp}/{cid}/{type}/_search", a.searchCompartment)
+	handle("GET "+p+"/Patient/{id}/$everything", a.everything)
+	handle("POST "+p+"/Patient/{id}/$everything", a.everything)
 	a.mux = m
 }
 
@@ -706,6 +712,59 @@ func (a *api) searchSystem(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := a.svc.Search(r.Context(), "", params, parsePrefer(r).strict)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, http.StatusOK, res.Body)
+	return nil
+}
+
+// searchCompartment serves a compartment search, [base]/Patient/{id}/{type}.
+func (a *api) searchCompartment(w http.ResponseWriter, r *http.Request) error {
+	comp, id, typ := r.PathValue("comp"), r.PathValue("cid"), r.PathValue("type")
+	if strings.HasPrefix(typ, "$") {
+		return outcome.New(http.StatusNotFound, "not-supported", "the operation %s is not supported on %s", truncate(typ, 100), truncate(comp, 100))
+	}
+	params, err := a.searchParams(w, r)
+	if err != nil {
+		return err
+	}
+	res, err := a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
+	if err != nil {
+		return err
+	}
+	a.writeBody(w, r, http.StatusOK, res.Body)
+	return nil
+}
+
+// everything serves Patient/{id}/$everything: GET with query parameters,
+// POST with a Parameters body.
+func (a *api) everything(w http.ResponseWriter, r *http.Request) error {
+	params, err := queryParams(r)
+	if err != nil {
+		return err
+	}
+	params.Del("_format")
+	params.Del("_pretty")
+	if r.Method == http.MethodPost {
+		body, err := a.readBody(w, r)
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(body)) > 0 {
+			if err := requireJSONBody(r); err != nil {
+				return err
+			}
+			bp, err := resource.EverythingParameters(body)
+			if err != nil {
+				return err
+			}
+			for k, vs := range bp {
+				params[k] = append(params[k], vs...)
+			}
+		}
+	}
+	res, err := a.svc.Everything(r.Context(), r.PathValue("id"), params)
 	if err != nil {
 		return err
 	}

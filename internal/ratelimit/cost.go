@@ -118,12 +118,18 @@ func classify(method string, segs []string) interaction {
 		}
 		return methodInteraction(method)
 	case 3:
-		if segs[2] == "_history" {
+		switch {
+		case segs[2] == "_history":
 			return ixHistory
+		case get:
+			return ixSearch // compartment search: Patient/1/Observation
 		}
 	case 4:
-		if segs[2] == "_history" {
+		switch {
+		case segs[2] == "_history":
 			return ixVRead
+		case segs[3] == "_search":
+			return ixSearch // Patient/1/Observation/_search
 		}
 	}
 	return ixRead

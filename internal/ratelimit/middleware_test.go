@@ -367,7 +367,11 @@ func TestClassify(t *testing.T) {
 		{"GET", "Patient/1/_history/3", ixVRead},
 		{"GET", "$export", ixOperation},
 		{"GET", "Patient/1/$everything", ixOperation},
+		{"POST", "Patient/1/$everything", ixOperation},
 		{"POST", "Group/1/$export", ixOperation},
+		{"GET", "Patient/1/Observation", ixSearch},
+		{"HEAD", "Patient/1/*", ixSearch},
+		{"POST", "Patient/1/Observation/_search", ixSearch},
 		{"GET", "a/b/c/d/e", ixRead},
 	} {
 		var segs []string
@@ -389,6 +393,8 @@ func TestTargetPatients(t *testing.T) {
 		{"Patient/123/_history/2", "", []string{"123"}},
 		{"Patient/_history", "", nil},
 		{"Patient/$match", "", nil},
+		{"Patient/123/Observation", "code=x", []string{"123"}},
+		{"Patient/123/$everything", "", []string{"123"}},
 		{"Patient", "_id=1,2", []string{"1", "2"}},
 		{"Observation", "_id=1", nil},
 		{"Observation", "patient=7&code=x", []string{"7"}},

@@ -75,6 +75,29 @@ func (s *Service) pageTooLarge(what, remedy string) *outcome.Error {
 // search runs a search and returns its searchset Bundle, or errTooLarge
 // when the Bundle would be larger than limit bytes.
 func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64) (*bundle, error) {
+	return s.scopedSearch(ctx, r, typ, params, strict, limit, nil)
+}
+
+// searchScope narrows a search to a compartment (compartment search,
+// $everything) and says where its links point.
+type searchScope struct {
+	// compartment restricts the matches (store.Query.Compartment).
+	compartment *store.Compartment
+	// path is the URL of the links ("" = the type's or system's search).
+	path string
+	// links, when set, adjusts the parameters of the links.
+	links func(url.Values)
+	// warnings are added to the parser's.
+	warnings []string
+	// fit cuts a page short where the next match would take the Bundle
+	// past the size limit (the next link continues from there) instead
+	// of failing with errTooLarge; only a first match that does not fit
+	// alone is errTooLarge.
+	fit bool
+}
+
+// scopedSearch is search narrowed by sc (nil = none).
+func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64, sc *searchScope) (*bundle, error) {
 	params = cloneValues(params)
 	snapshot := params.Get(SnapshotParam)
 	delete(params, SnapshotParam)
@@ -88,6 +111,10 @@ func (s *Service) search(ctx context.Context, r reader, typ string, params url.V
 		q.MatchFilter = mf.MatchFilter(ctx)
 	}
 	q.Snapshot = snapshot
+	if sc != nil {
+		q.Compartment = sc.compartment
+		req.Warnings = append(req.Warnings, sc.warnings...)
+	}
 	res, err := r.Search(ctx, &q)
 	if errors.Is(err, store.ErrSnapshotExpired) && q.Snapshot != "" {
 		q.Snapshot = ""
@@ -96,12 +123,12 @@ func (s *Service) search(ctx context.Context, r reader, typ string, params url.V
 	if err != nil {
 		return nil, err
 	}
-	return s.searchBundle(typ, req, &q, res, limit)
+	return s.searchBundle(typ, req, &q, res, limit, sc)
 }
 
 // searchBundle renders a search result, or returns errTooLarge as soon as
 // the Bundle grows past limit bytes (before subsetting the rest).
-func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, res *store.SearchResult, limit int64) (*bundle, error) {
+func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, res *store.SearchResult, limit int64, sc *searchScope) (*bundle, error) {
 	b := s.newBundle("searchset")
 	if q.Total != store.TotalNone && res.Total >= 0 {
 		t := res.Total
@@ -111,12 +138,19 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 	if typ != "" {
 		path += "/" + typ
 	}
+	if sc != nil && sc.path != "" {
+		path = sc.path
+	}
+	fit := sc != nil && sc.fit
 	snap := res.Snapshot
 	if snap == "" {
 		snap = q.Snapshot
 	}
 	link := func(rel string, offset int) {
 		v := cloneValues(req.Canonical)
+		if sc != nil && sc.links != nil {
+			sc.links(v)
+		}
 		v.Del("_offset")
 		if offset > 0 {
 			v.Set("_offset", strconv.Itoa(offset))
@@ -131,18 +165,24 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 		}
 		b.Link = append(b.Link, bundleLink{Relation: rel, URL: withQuery(path, v)})
 	}
-	link("self", q.Offset)
-	if q.Count > 0 {
-		if q.Offset > 0 || res.HasMore {
-			link("first", 0)
-		}
-		if q.Offset > 0 {
-			link("previous", max(0, q.Offset-q.Count))
-		}
-		if res.HasMore {
-			link("next", q.Offset+q.Count)
+	links := func(more bool, next int) {
+		b.Link = b.Link[:0]
+		link("self", q.Offset)
+		if q.Count > 0 {
+			if q.Offset > 0 || more {
+				link("first", 0)
+			}
+			if q.Offset > 0 {
+				link("previous", max(0, q.Offset-q.Count))
+			}
+			if more {
+				link("next", next)
+			}
 		}
 	}
+	// With fit, room is kept for a next link from the start: the page may
+	// be cut short and need one.
+	links(res.HasMore || fit && len(res.Matches) > 1, q.Offset+q.Count)
 	if len(req.Warnings) > 0 || len(req.Ignored) > 0 {
 		var issues []outcome.Issue
 		for _, w := range req.Warnings {
@@ -174,8 +214,15 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 	if req.Summary != "count" {
 		for i := range res.Matches {
 			if err := add(&res.Matches[i], "match"); err != nil {
+				if fit && i > 0 && errors.Is(err, errTooLarge) && len(res.Included) == 0 {
+					links(true, q.Offset+i)
+					return b, nil
+				}
 				return nil, err
 			}
+		}
+		if fit {
+			links(res.HasMore, q.Offset+q.Count)
 		}
 		for i := range res.Included {
 			if err := add(&res.Included[i], "include"); err != nil {

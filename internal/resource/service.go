@@ -114,6 +114,9 @@ type Service struct {
 	maxResp    int64 // MaxResponseBytes; math.MaxInt64 when unlimited
 	defHistory int
 	maxHistory int
+	// compParams are the Patient compartment parameters per type (R4
+	// CompartmentDefinition/patient).
+	compParams map[string][]string
 }
 
 // New returns a Service. It fails if a required collaborator is missing.
@@ -131,6 +134,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.access == nil {
 		s.access = AllowAll{}
+	}
+	s.compParams = map[string][]string{}
+	for _, t := range s.reg.ResourceTypes() {
+		if ps := s.reg.PatientCompartment(t); len(ps) > 0 {
+			s.compParams[t] = ps
+		}
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -10,8 +10,10 @@
 //   - Number values denote the implicit range of their precision: half a
 //     unit of the last significant digit on each side, half-open at the top
 //     ("100" → [99.5, 100.5), "100.00" → [99.995, 100.005), "1e2" → [50,
-//     150), "1.0e2" → [95, 105)). RangeMatch.Hi is the largest float below
-//     the open bound.
+//     150), "1.0e2" → [95, 105)) for eq, ne and ap. RangeMatch.Hi is the
+//     largest float below the open bound. The ordering prefixes (lt, gt,
+//     le, ge, sa, eb) compare with the exact value, as R4 specifies
+//     ("lt100": less than exactly 100): their range is [v, v].
 //   - ap on numbers and quantities widens the range by 10% of the value on
 //     each side; ap on dates widens it by 10% of the distance between the
 //     value (its midpoint) and now, at least one day on each side.

@@ -184,13 +184,13 @@ func TestPredicates(t *testing.T) {
 				Lo: ms("2020-01-01T00:00:00Z"), Hi: ms("2020-01-01T00:00:00.999Z")}}}}}},
 		{"quantity full", "Observation", "value-quantity=le5.4|http://unitsofmeasure.org|mg",
 			[]store.Clause{{Any: []store.Predicate{{Param: "value-quantity", Quantity: &store.QuantityMatch{
-				Range: store.RangeMatch{Prefix: store.PrefixLe, Lo: 5.35, Hi: math.Nextafter(5.45, 0)}, System: "http://unitsofmeasure.org", Code: "mg"}}}}}},
+				Range: store.RangeMatch{Prefix: store.PrefixLe, Lo: 5.4, Hi: 5.4}, System: "http://unitsofmeasure.org", Code: "mg"}}}}}},
 		{"quantity ||code", "Observation", "value-quantity=5.4||mg",
 			[]store.Clause{{Any: []store.Predicate{{Param: "value-quantity", Quantity: &store.QuantityMatch{
 				Range: store.RangeMatch{Prefix: store.PrefixEq, Lo: 5.35, Hi: math.Nextafter(5.45, 0)}, Code: "mg"}}}}}},
 		{"quantity number only", "Observation", "value-quantity=gt5",
 			[]store.Clause{{Any: []store.Predicate{{Param: "value-quantity", Quantity: &store.QuantityMatch{
-				Range: store.RangeMatch{Prefix: store.PrefixGt, Lo: 4.5, Hi: math.Nextafter(5.5, 0)}}}}}}},
+				Range: store.RangeMatch{Prefix: store.PrefixGt, Lo: 5, Hi: 5}}}}}}},
 		{"number", "RiskAssessment", "probability=100",
 			[]store.Clause{{Any: []store.Predicate{{Param: "probability", Number: &store.RangeMatch{Prefix: store.PrefixEq, Lo: 99.5, Hi: math.Nextafter(100.5, 0)}}}}}},
 		{"number ap", "RiskAssessment", "probability=ap100",
@@ -199,7 +199,7 @@ func TestPredicates(t *testing.T) {
 		{"composite", "Observation", "code-value-quantity=http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]",
 			[]store.Clause{{Any: []store.Predicate{{Param: "code-value-quantity", Composite: []store.Predicate{
 				{Param: "code-value-quantity$1", Token: &store.TokenMatch{System: ptr("http://loinc.org"), Code: "8480-6"}},
-				{Param: "code-value-quantity$2", Quantity: &store.QuantityMatch{Range: store.RangeMatch{Prefix: store.PrefixGt, Lo: 99.5, Hi: math.Nextafter(100.5, 0)},
+				{Param: "code-value-quantity$2", Quantity: &store.QuantityMatch{Range: store.RangeMatch{Prefix: store.PrefixGt, Lo: 100, Hi: 100},
 					System: "http://unitsofmeasure.org", Code: "mm[Hg]"}},
 			}}}}}},
 		{"composite escaped $", "Observation", `code-value-string=a\$b$x`,
@@ -312,6 +312,29 @@ func TestDatePrecisionAndAp(t *testing.T) {
 	for _, cl := range r.Query.Where {
 		if dd := cl.Any[0].Date; dd.ApLo != 0 || dd.ApHi != 0 {
 			t.Errorf("%s: ap range set", dd.Prefix)
+		}
+	}
+}
+
+// TestNumberPrefixRanges pins R4's prefix semantics for numbers and
+// quantities: eq, ne and ap use the precision range of the search value,
+// the ordering prefixes the exact value ("lt100": less than exactly 100).
+func TestNumberPrefixRanges(t *testing.T) {
+	p := newTestParser(t)
+	lo, hi := 36.5, math.Nextafter(37.5, 0)
+	for _, c := range []struct {
+		pfx    string
+		lo, hi float64
+	}{
+		{"", lo, hi}, {"eq", lo, hi}, {"ne", lo, hi}, {"ap", lo, hi},
+		{"lt", 37, 37}, {"gt", 37, 37}, {"le", 37, 37}, {"ge", 37, 37}, {"sa", 37, 37}, {"eb", 37, 37},
+	} {
+		n := one(t, parseOK(t, p, "RiskAssessment", "probability="+c.pfx+"37", false)).Number
+		q := one(t, parseOK(t, p, "Observation", "value-quantity="+c.pfx+"37||Cel", false)).Quantity.Range
+		for _, r := range []*store.RangeMatch{n, &q} {
+			if r.Lo != c.lo || r.Hi != c.hi {
+				t.Errorf("%q37: range [%v, %v], want [%v, %v]", c.pfx, r.Lo, r.Hi, c.lo, c.hi)
+			}
 		}
 	}
 }

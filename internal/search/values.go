@@ -125,10 +125,19 @@ func parseNumber(s string) (v, lo, hi float64, ok bool) {
 	return v, lo, hi, true
 }
 
-// numberRange builds the RangeMatch of a number or quantity value. For ap
-// the range is widened by 10% of the value on each side (spec: "within 10%
-// of the stated value").
+// numberRange builds the RangeMatch of a number or quantity value.
+//
+// FHIR R4 (search.html#number): eq, ne and ap use the implicit precision
+// range of the value ("100" is [99.5, 100.5)), but the ordering prefixes
+// compare with the exact value: "lt100" is "less than exactly 100", so
+// lt, gt, le, ge, sa and eb get the degenerate range [v, v]. For ap the
+// range is widened by 10% of the value on each side (spec: "within 10% of
+// the stated value").
 func numberRange(p store.Prefix, v, lo, hi float64) store.RangeMatch {
+	switch p {
+	case store.PrefixLt, store.PrefixGt, store.PrefixLe, store.PrefixGe, store.PrefixSa, store.PrefixEb:
+		return store.RangeMatch{Prefix: p, Lo: v, Hi: v}
+	}
 	r := store.RangeMatch{Prefix: p, Lo: lo, Hi: hi}
 	if p == store.PrefixAp {
 		m := math.Abs(v) * 0.1

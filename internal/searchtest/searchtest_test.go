@@ -62,29 +62,7 @@ func load(t *testing.T, dialect string) *env {
 	e := &env{app: openApp(t, dialect)}
 	ctx := context.Background()
 	e.t0 = time.Now().UTC().Add(-time.Millisecond).Format(tsLayout)
-	type req struct {
-		Method string `json:"method"`
-		URL    string `json:"url"`
-	}
-	type entry struct {
-		Resource json.RawMessage `json:"resource"`
-		Request  req             `json:"request"`
-	}
-	var entries []entry
-	for _, f := range fixtures {
-		var head struct {
-			ResourceType string `json:"resourceType"`
-			ID           string `json:"id"`
-		}
-		if err := json.Unmarshal([]byte(f), &head); err != nil {
-			t.Fatalf("fixture %.60s: %v", f, err)
-		}
-		entries = append(entries, entry{json.RawMessage(f), req{"PUT", head.ResourceType + "/" + head.ID}})
-	}
-	body, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
-	if _, err := e.app.Service.Bundle(ctx, body, 0); err != nil {
-		t.Fatalf("loading fixtures: %v", err)
-	}
+	putAll(t, e.app, fixtures)
 	// T1 is a millisecond (the precision of lastUpdated) after the
 	// fixtures' and before p5's.
 	t1 := nextMillisecond(time.Now())
@@ -95,6 +73,35 @@ func load(t *testing.T, dialect string) *env {
 		t.Fatalf("updating p5: %v", err)
 	}
 	return e
+}
+
+// putAll creates the resources (JSON, each with its id) in one
+// transaction of PUTs.
+func putAll(t *testing.T, a *app.App, resources []string) {
+	t.Helper()
+	type req struct {
+		Method string `json:"method"`
+		URL    string `json:"url"`
+	}
+	type entry struct {
+		Resource json.RawMessage `json:"resource"`
+		Request  req             `json:"request"`
+	}
+	var entries []entry
+	for _, f := range resources {
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(f), &head); err != nil {
+			t.Fatalf("fixture %.60s: %v", f, err)
+		}
+		entries = append(entries, entry{json.RawMessage(f), req{"PUT", head.ResourceType + "/" + head.ID}})
+	}
+	body, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+	if _, err := a.Service.Bundle(context.Background(), body, 0); err != nil {
+		t.Fatalf("loading fixtures: %v", err)
+	}
 }
 
 // nextMillisecond waits until the clock the server stamps lastUpdated
@@ -438,7 +445,7 @@ var cases = []tc{
 	{typ: "RiskAssessment", query: "probability=gt0.24", want: ids("ra2", "ra3")},
 	{typ: "RiskAssessment", query: "probability=lt0.2", want: ids("ra1")},
 	{typ: "RiskAssessment", query: "probability=le0.25", want: ids("ra1", "ra2", "ra3")},
-	{typ: "RiskAssessment", query: "probability=ge0.3", want: ids("ra2", "ra3")},
+	{typ: "RiskAssessment", query: "probability=ge0.3", want: ids("ra3")}, // ge compares with exactly 0.3
 	{typ: "RiskAssessment", query: "probability=ge0.30", want: ids("ra3")},
 	{typ: "RiskAssessment", query: "probability=ne0.25", want: ids("ra1", "ra3")},
 	{typ: "RiskAssessment", query: "probability=sa0.15", want: ids("ra2", "ra3")},

@@ -60,6 +60,8 @@ type Options struct {
 	FHIR http.Handler
 	// Ready, when set, is consulted by /readyz.
 	Ready Pinger
+	// Landing, when set, serves GET / (other paths outside /fhir stay 404).
+	Landing http.Handler
 	// Logger receives lifecycle messages and the request log.
 	Logger *slog.Logger
 
@@ -111,6 +113,9 @@ func New(opts Options) *Server {
 			mux.Handle(opts.Base, opts.FHIR)
 		}
 		mux.Handle(opts.Base+"/", opts.FHIR)
+	}
+	if opts.Landing != nil {
+		mux.Handle("GET /{$}", opts.Landing)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -112,5 +113,37 @@ func TestServerBasePath(t *testing.T) {
 		if resp, body := get(t, base+p); resp.StatusCode != 200 || body != "ok\n" || resp.Header.Get("Cache-Control") != "" {
 			t.Errorf("%s: %d %q", p, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestLanding: GET / serves the landing handler when one is set; other
+// paths outside /fhir stay 404, and without one / is 404 too.
+func TestLanding(t *testing.T) {
+	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("fhir")) })
+	landing := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("landing")) })
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Landing: landing, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	for _, c := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{"GET", "/", 200, "landing"},
+		{"HEAD", "/", 200, ""},
+		{"GET", "/index.html", 404, ""},
+		{"GET", "/x/", 404, ""},
+		{"POST", "/", 405, ""},
+		{"GET", "/fhir", 200, "fhir"},
+	} {
+		rr := httptest.NewRecorder()
+		s.http.Handler.ServeHTTP(rr, httptest.NewRequest(c.method, c.path, nil))
+		if rr.Code != c.code || c.body != "" && rr.Body.String() != c.body {
+			t.Errorf("%s %s: %d %q", c.method, c.path, rr.Code, rr.Body.String())
+		}
+	}
+	s = New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	rr := httptest.NewRecorder()
+	s.http.Handler.ServeHTTP(rr, httptest.NewRequest("GET", "/", nil))
+	if rr.Code != 404 {
+		t.Errorf("without a landing page: %d", rr.Code)
 	}
 }

@@ -235,6 +235,13 @@ type Query struct {
 	// resources): a caller may be allowed to read more than it may search
 	// (SMART r without s), and included resources count as reads.
 	MatchFilter *AccessFilter
+	// Compartment, when set, restricts the matches to the members of one
+	// compartment (compartment search, Patient/{id}/$everything): the
+	// compartment resource itself and the resources of the types in
+	// Params that reference it through one of their Params (see
+	// Compartment; Exclusive is ignored). Filter and MatchFilter still
+	// apply.
+	Compartment *Compartment
 }
 
 // TotalMode says whether and how the total is computed.
@@ -361,7 +368,10 @@ const (
 //	sa: row.Lo > Hi    eb: row.Hi < Lo
 //	ap: ranges overlap [ApLo, ApHi] (the search value widened by the approximation margin)
 //
-// Dates are Unix ms; numbers and quantities are float64.
+// Dates are Unix ms; numbers and quantities are float64. For numbers and
+// quantities the parser passes Lo == Hi == the exact search value with the
+// ordering prefixes (gt, lt, ge, le, sa, eb), as R4 compares those with the
+// exact value; eq, ne and ap use the value's precision range.
 type RangeMatch struct {
 	Prefix     Prefix
 	Lo, Hi     float64

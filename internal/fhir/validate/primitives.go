@@ -52,11 +52,11 @@ func buildPrimChecks(reg *definitions.Registry) map[string]primCheck {
 		case "decimal":
 			m[t] = checkDecimal
 		case "integer":
-			m[t] = intCheck(t, math.MinInt32, math.MaxInt32)
+			m[t] = intCheck(t, math.MinInt32, math.MaxInt32, intGrammar(reg, t))
 		case "unsignedInt":
-			m[t] = intCheck(t, 0, math.MaxInt32)
+			m[t] = intCheck(t, 0, math.MaxInt32, intGrammar(reg, t))
 		case "positiveInt":
-			m[t] = intCheck(t, 1, math.MaxInt32)
+			m[t] = intCheck(t, 1, math.MaxInt32, intGrammar(reg, t))
 		case "string", "markdown":
 			m[t] = stringCheck(t, checkString)
 		case "uri", "url", "canonical":
@@ -154,16 +154,37 @@ func isRangeErr(err error) bool {
 	return ok && ne.Err == strconv.ErrRange
 }
 
-func intCheck(typ string, min, max int64) primCheck {
+// intGrammars are the R4 lexical forms of the integer types, used when the
+// definitions carry none (R4 datatypes.html: integer admits "-0",
+// unsignedInt and positiveInt have no sign).
+var intGrammars = map[string]string{
+	"integer":     `-?([0]|([1-9][0-9]*))`,
+	"unsignedInt": `[0]|([1-9][0-9]*)`,
+	"positiveInt": `\+?[1-9][0-9]*`,
+}
+
+// intGrammar returns the anchored lexical form of an integer type: the
+// regex of its definition, else intGrammars.
+func intGrammar(reg *definitions.Registry, typ string) *regexp.Regexp {
+	if re := reg.PrimitiveRegex(typ); re != "" {
+		return anchored(re)
+	}
+	return anchored(intGrammars[typ])
+}
+
+// intCheck validates an integer type: a whole JSON number within [min,
+// max] written in the type's lexical form (grammar): "-0" is an integer
+// (R4: -?([0]|([1-9][0-9]*))) but not an unsignedInt or positiveInt.
+func intCheck(typ string, min, max int64, grammar *regexp.Regexp) primCheck {
 	rangeMsg := fmt.Sprintf("must be between %d and %d", min, max)
+	formMsg := "expected a whole number without leading zeros"
+	if min >= 0 {
+		formMsg = "expected a whole number without sign or leading zeros"
+	}
 	return func(val any) string {
-		var n int64
 		switch x := val.(type) {
 		case json.Number:
 			s := string(x)
-			if strings.HasPrefix(s, "-0") {
-				return fmt.Sprintf("Invalid %s value %s (-0 is not an integer in FHIR)", typ, quote(s))
-			}
 			if strings.ContainsAny(s, ".eE") {
 				return fmt.Sprintf("Invalid %s value %s (expected a whole number)", typ, quote(s))
 			}
@@ -171,7 +192,13 @@ func intCheck(typ string, min, max int64) primCheck {
 			if err != nil {
 				return fmt.Sprintf("Invalid %s value %s (%s)", typ, quote(s), rangeMsg)
 			}
-			n = i
+			if i < min || i > max {
+				return fmt.Sprintf("Invalid %s value %d (%s)", typ, i, rangeMsg)
+			}
+			if !grammar.MatchString(s) {
+				return fmt.Sprintf("Invalid %s value %s (%s)", typ, quote(s), formMsg)
+			}
+			return ""
 		case float64:
 			if x != math.Trunc(x) || math.IsInf(x, 0) {
 				return fmt.Sprintf("Invalid %s value %v (expected a whole number)", typ, x)
@@ -179,14 +206,13 @@ func intCheck(typ string, min, max int64) primCheck {
 			if x < float64(min) || x > float64(max) {
 				return fmt.Sprintf("Invalid %s value %v (%s)", typ, x, rangeMsg)
 			}
+			if min >= 0 && math.Signbit(x) {
+				return fmt.Sprintf("Invalid %s value \"-0\" (%s)", typ, formMsg)
+			}
 			return ""
 		default:
 			return fmt.Sprintf("Expected a JSON number (%s), found %s", typ, kindOf(val))
 		}
-		if n < min || n > max {
-			return fmt.Sprintf("Invalid %s value %d (%s)", typ, n, rangeMsg)
-		}
-		return ""
 	}
 }
 

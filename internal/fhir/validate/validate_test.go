@@ -228,7 +228,41 @@ func TestCalendarDates(t *testing.T) {
 	check(t, "leap day", `{"resourceType":"Patient","birthDate":"2020-02-29"}`)
 	check(t, "not a leap year", `{"resourceType":"Patient","birthDate":"2021-02-29"}`, want{CodeValue, "Patient.birthDate", ""})
 	check(t, "april 31", `{"resourceType":"Patient","deceasedDateTime":"2020-04-31T10:00:00Z"}`, want{CodeValue, "Patient.deceasedDateTime", ""})
-	check(t, "minus zero", `{"resourceType":"Patient","multipleBirthInteger":-0}`, want{CodeValue, "Patient.multipleBirthInteger", "-0"})
+}
+
+// TestIntegerMinusZero: R4 integer is -?([0]|([1-9][0-9]*)), so "-0" is an
+// integer; unsignedInt ([0]|([1-9][0-9]*)) and positiveInt ([1-9][0-9]*)
+// have no sign.
+func TestIntegerMinusZero(t *testing.T) {
+	check(t, "integer -0", `{"resourceType":"Patient","multipleBirthInteger":-0}`)
+	check(t, "valueInteger -0", obs(`,"valueInteger":-0`))
+	check(t, "integer -0.0", `{"resourceType":"Patient","multipleBirthInteger":-0.0}`, want{CodeValue, "Patient.multipleBirthInteger", "whole number"})
+	check(t, "unsignedInt -0", obs(`,"extension":[{"url":"u","valueAttachment":{"size":-0}}]`),
+		want{CodeValue, "Observation.extension[0].valueAttachment.size", "without sign"})
+	check(t, "valueUnsignedInt -0", obs(`,"extension":[{"url":"u","valueUnsignedInt":-0}]`),
+		want{CodeValue, "Observation.extension[0].valueUnsignedInt", "without sign"})
+	check(t, "valuePositiveInt -0", obs(`,"extension":[{"url":"u","valuePositiveInt":-0}]`),
+		want{CodeValue, "Observation.extension[0].valuePositiveInt", "between 1 and"})
+	check(t, "valuePositiveInt 1", obs(`,"extension":[{"url":"u","valuePositiveInt":1}]`))
+	check(t, "valueUnsignedInt 0", obs(`,"extension":[{"url":"u","valueUnsignedInt":0}]`))
+	// Decoded without UseNumber, -0 is a float64 with the sign bit.
+	v := testValidator(t)
+	for _, c := range []struct {
+		doc string
+		ok  bool
+	}{
+		{`{"resourceType":"Patient","multipleBirthInteger":-0}`, true},
+		{`{"resourceType":"Patient","extension":[{"url":"u","valueUnsignedInt":-0}]}`, false},
+		{`{"resourceType":"Patient","extension":[{"url":"u","valueUnsignedInt":0}]}`, true},
+	} {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(c.doc), &m); err != nil {
+			t.Fatal(err)
+		}
+		if is := v.Validate(m); (len(is) == 0) != c.ok {
+			t.Errorf("float64 %s: %+v", c.doc, is)
+		}
+	}
 }
 
 func TestPrimitiveExtensions(t *testing.T) {

@@ -129,11 +129,16 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	// from the most selective clause, probe the others per candidate with
 	// correlated EXISTS, and keep the type index out of the way ("+r.type")
 	// when a clause can drive. PostgreSQL plans semi-joins from statistics.
+	// A compartment (one patient's resources, found through the reference
+	// index by target) drives on SQLite whatever the clauses.
 	driver, typeCol := -1, "r.type"
 	if e.D == SQLite {
 		driver = Driver(q.Where)
 		if driver >= 0 && sc.typ != "" && !hasID(q.Where[driver]) {
 			typeCol = "+r.type"
+		}
+		if q.Compartment != nil {
+			driver, typeCol = len(q.Where), "+r.type"
 		}
 	}
 	conds := []string{"NOT r.deleted"}
@@ -141,7 +146,7 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	case sc.typ != "":
 		conds = append(conds, typeCol+" = "+b.Arg(sc.typ))
 	case len(q.Types) > 1:
-		conds = append(conds, "r.type IN "+b.List(q.Types))
+		conds = append(conds, typeCol+" IN "+b.List(q.Types))
 	}
 	w, err := g.where(sc, q.Where, driver)
 	if err != nil {
@@ -162,6 +167,14 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		if f != "" {
 			conds = append(conds, f)
 		}
+	}
+	if q.Compartment != nil {
+		// Compartment search: membership as the access filter renders it.
+		c := *q.Compartment
+		c.Exclusive = false
+		g.filter = &store.AccessFilter{Compartment: &c}
+		conds = append(conds, g.compartment("r", sc.typ))
+		g.filter = q.Filter
 	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
 }
@@ -512,7 +525,7 @@ func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query)
 		page = s.rids[min(offset, len(s.rids)):end]
 		res.HasMore = s.truncated || end < len(s.rids)
 	} else {
-		live := &store.Query{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter, MatchFilter: q.MatchFilter}
+		live := &store.Query{Type: q.Type, Types: q.Types, Where: q.Where, Sort: q.Sort, Filter: q.Filter, MatchFilter: q.MatchFilter, Compartment: q.Compartment}
 		rids, err := e.rids(ctx, rq, live, count+1, offset)
 		if err != nil {
 			return nil, err

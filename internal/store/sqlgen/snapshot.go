@@ -110,7 +110,7 @@ func (e *Engine) StartSnapshotWriter(w Querier) (stop func()) {
 }
 
 // queryKey identifies what a snapshot was computed for: the type, the
-// criteria, the order and the access filters. A page request whose query
+// criteria, the compartment, the order and the access filters. A page request whose query
 // differs (a tampered link, or another caller's filter) does not use it.
 func queryKey(q *store.Query) []byte {
 	j, _ := json.Marshal(struct {
@@ -120,7 +120,8 @@ func queryKey(q *store.Query) []byte {
 		Sort        []store.SortKey
 		Filter      *store.AccessFilter
 		MatchFilter *store.AccessFilter `json:",omitempty"`
-	}{q.Type, q.Types, q.Where, q.Sort, q.Filter, q.MatchFilter})
+		Compartment *store.Compartment  `json:",omitempty"`
+	}{q.Type, q.Types, q.Where, q.Sort, q.Filter, q.MatchFilter, q.Compartment})
 	sum := sha256.Sum256(j)
 	return sum[:]
 }

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AccessFilterGranular", testAccessFilterGranular},
 		{"AccessFilterMixed", testAccessFilterMixed},
 		{"AccessFilterExclusive", testAccessFilterExclusive},
+		{"QueryCompartment", testQueryCompartment},
 		{"TxSearch", testTxSearch},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
@@ -453,6 +454,59 @@ func testAccessFilterExclusive(t *testing.T, s store.Store) {
 	createAll(t, s, &store.Write{Type: "Patient", ID: "a", Version: 2, Index: store.Index{References: []store.ReferenceRow{ref("link", "Patient", "c")}}})
 	eq(t, "exclusive: own record linking another", q(&store.Query{Type: "Patient", Filter: excl}), []string{})
 	eq(t, "shared: own record linking another", q(&store.Query{Type: "Patient", Filter: shared}), []string{"Patient/a", "Patient/c", "Patient/d"})
+}
+
+// testQueryCompartment: Query.Compartment restricts matches to one
+// compartment (compartment search, $everything) on top of the access
+// filters, at type and system level, with totals and paging.
+func testQueryCompartment(t *testing.T, s store.Store) {
+	createAll(t, s,
+		&store.Write{Type: "Patient", ID: "a"},
+		&store.Write{Type: "Patient", ID: "b"},
+		&store.Write{Type: "Patient", ID: "c", Index: store.Index{References: []store.ReferenceRow{ref("link", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "oa", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		&store.Write{Type: "Observation", ID: "ob", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "b")}}},
+		&store.Write{Type: "Observation", ID: "oba", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "b"), ref("performer", "Patient", "a")}}},
+		// focus is not a compartment parameter.
+		&store.Write{Type: "Observation", ID: "ofocus", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "b"), ref("focus", "Patient", "a")}}},
+		&store.Write{Type: "Encounter", ID: "ea", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+		// Practitioner is not in the compartment even when it references a.
+		&store.Write{Type: "Practitioner", ID: "dr", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+	)
+	ca := compartment("a").Compartment
+	q := func(q *store.Query) []string { return sorted(refs(search(t, s, q).Matches)) }
+	eq(t, "observations of a", q(&store.Query{Type: "Observation", Compartment: ca}), []string{"Observation/oa", "Observation/oba"})
+	eq(t, "patients of a", q(&store.Query{Type: "Patient", Compartment: ca}), []string{"Patient/a", "Patient/c"})
+	eq(t, "practitioners of a", q(&store.Query{Type: "Practitioner", Compartment: ca}), []string{})
+	everything := []string{"Encounter/ea", "Observation/oa", "Observation/oba", "Patient/a", "Patient/c"}
+	eq(t, "everything of a", q(&store.Query{Compartment: ca}), everything)
+	eq(t, "everything of a, two types", q(&store.Query{Types: []string{"Observation", "Practitioner"}, Compartment: ca}), []string{"Observation/oa", "Observation/oba"})
+	// Exclusive is ignored: oba is in a's compartment for a search.
+	excl := *ca
+	excl.Exclusive = true
+	eq(t, "exclusive ignored", q(&store.Query{Type: "Observation", Compartment: &excl}), []string{"Observation/oa", "Observation/oba"})
+	// With the criteria and with another patient's access filter.
+	eq(t, "with criteria", q(&store.Query{Type: "Observation", Compartment: ca,
+		Where: []store.Clause{one(store.Predicate{Param: "subject", Reference: &store.ReferenceMatch{TargetType: "Patient", TargetID: "b"}})}}),
+		[]string{"Observation/oba"})
+	eq(t, "b's filter, a's compartment", q(&store.Query{Type: "Observation", Compartment: ca, Filter: compartment("b")}), []string{"Observation/oba"})
+	eq(t, "b's filter, everything of a", q(&store.Query{Compartment: ca, Filter: compartment("b")}), []string{"Observation/oba"})
+	eq(t, "match filter", q(&store.Query{Compartment: ca, MatchFilter: perType("", map[string][]store.AccessRule{"Encounter": {{}}})}), []string{"Encounter/ea"})
+	// Totals and paging through a snapshot keep the restriction; a
+	// snapshot is not reused for another compartment.
+	r := search(t, s, &store.Query{Compartment: ca, Count: 2})
+	if r.Total != len(everything) || !r.HasMore || r.Snapshot == "" {
+		t.Fatalf("first page: total %d, more %v, snapshot %q", r.Total, r.HasMore, r.Snapshot)
+	}
+	got := refs(r.Matches)
+	for off := 2; off < len(everything); off += 2 {
+		p := search(t, s, &store.Query{Compartment: ca, Count: 2, Offset: off, Snapshot: r.Snapshot})
+		got = append(got, refs(p.Matches)...)
+	}
+	eq(t, "paged", sorted(got), everything)
+	if _, err := s.Search(ctx, &store.Query{Compartment: compartment("b").Compartment, Count: 2, Offset: 2, Snapshot: r.Snapshot}); !errors.Is(err, store.ErrSnapshotExpired) {
+		t.Errorf("snapshot of a's compartment used for b's: %v", err)
+	}
 }
 
 func testHistoryFilter(t *testing.T, s store.Store) {
