@@ -177,4 +177,3 @@ func firstPatient(t *testing.T, svc *resource.Service) string {
 	}
 	return b.Entry[0].Resource.ID
 }
-
