@@ -40,6 +40,7 @@ type Store struct {
 	pool          *pgxpool.Pool
 	reads         *pgxpool.Pool // Read and VRead (read.go)
 	eng           *sqlgen.Engine
+	stats         sqlgen.StatsSchedule // when Update runs ANALYZE
 }
 
 var _ store.Store = (*Store)(nil)
@@ -83,6 +84,17 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	st := &Store{pool: pool, reads: reads, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
+	// Growth is measured from the data present now; autovacuum (tuned per
+	// table by the migrations) covers slow change, so no time-based
+	// refresh.
+	st.stats.Every = -1
+	var rows int64
+	if err := pool.QueryRow(ctx, "SELECT COALESCE(MAX(rid), 0) FROM resources").Scan(&rows); err != nil {
+		reads.Close()
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	st.stats.Reset(rows)
 	st.stopSnapshots = st.eng.StartSnapshotWriter(querier{pool})
 	return st, nil
 }
@@ -165,7 +177,28 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 		ptx.Rollback(context.WithoutCancel(ctx))
 		return mapErr(err)
 	}
-	return mapErr(ptx.Commit(ctx))
+	if err := ptx.Commit(ctx); err != nil {
+		return mapErr(err)
+	}
+	if s.stats.Wrote(t.puts) {
+		// The data has grown by a factor since the last ANALYZE: refresh
+		// the statistics of the store's tables now rather than when
+		// autovacuum comes round (up to a minute and a scale factor
+		// later), so searches plan on the data as it is.
+		err := s.analyzeTables(context.WithoutCancel(ctx))
+		s.stats.Done(err == nil)
+	}
+	return nil
+}
+
+// statsTables are the tables whose statistics searches plan with.
+const statsTables = "resources, history, idx_string, idx_token, idx_reference, idx_date, idx_number, idx_quantity, idx_uri, history_token, history_reference"
+
+// analyzeTables ANALYZEs the store's tables. ANALYZE invalidates the
+// cached plans that depend on them, on every connection.
+func (s *Store) analyzeTables(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, "ANALYZE "+statsTables)
+	return err
 }
 
 // mapErr reports serialization failures, deadlocks and unique violations

@@ -102,9 +102,10 @@ func drop[R any](dst *[]pending[R], rid int64) {
 
 // tx is a store.Tx on a pgx transaction.
 type tx struct {
-	s   *Store
-	tx  pgx.Tx
-	buf buffer
+	s    *Store
+	tx   pgx.Tx
+	buf  buffer
+	puts int64 // resource versions and index sets written (statistics schedule)
 }
 
 // Read returns the current version, locked FOR UPDATE.
@@ -123,6 +124,7 @@ func (t *tx) Search(ctx context.Context, q *store.Query) (*store.SearchResult, e
 
 // Put stores a new version in one round trip and buffers its index rows.
 func (t *tx) Put(ctx context.Context, w *store.Write) error {
+	t.puts++
 	if w.Version < 1 {
 		return store.ErrConflict
 	}
@@ -287,6 +289,7 @@ var reindexSQL = func() string {
 
 // PutIndex replaces the index rows of the current version (store.IndexWriter).
 func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) error {
+	t.puts++
 	mask := sqlgen.Mask(ix)
 	var rid int64
 	err := t.tx.QueryRow(ctx, reindexSQL, typ, id, mask).Scan(&rid)

@@ -20,6 +20,7 @@ import (
 // filter's compartment the query is driven by the compartment's
 // references (an index range), not by a scan of the history.
 func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery) (*store.HistoryPage, error) {
+	qr = e.explaining(ctx, qr)
 	count := hq.Count
 	if count <= 0 {
 		count = store.DefaultHistoryCount

@@ -78,41 +78,73 @@ func (e *Engine) includes(ctx context.Context, rq Querier, q *store.Query, match
 func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFilter, from []int64, inc store.Include, rev bool) ([]int64, error) {
 	b := &Builder{D: e.D}
 	g := &gen{b: b, filter: filter}
-	var conds []string
+	// The plan is fixed by the SQL, whatever the statistics say (stale,
+	// missing or skewed statistics once made the planner scan every
+	// reference of the source type): from the given rids, along the
+	// reference index that starts with the joined column, to each target
+	// or source by its key. SQLite keeps the order of a CROSS JOIN and is
+	// told the index; PostgreSQL cannot flatten a LATERAL subquery with
+	// OFFSET 0, so it runs it per outer row, through the index on the
+	// outer row's values.
+	var outer, inner []string // conditions on the given rows (and x when !rev); on the rows found
 	var sql string
 	if !rev {
 		// from --(x)--> t
-		sql = "SELECT DISTINCT t.rid FROM " + TableReference + " x JOIN resources t ON t.type = x.target_type AND t.id = x.target_id WHERE " +
-			b.RidIn("x.rid", from)
+		outer = append(outer, b.RidIn("x.rid", from))
+		if inc.SourceType != "" && inc.SourceType != "*" {
+			outer = append(outer, "x.type = "+b.Arg(inc.SourceType))
+		}
+		if inc.Param != "" && inc.Param != "*" {
+			outer = append(outer, "x.param = "+b.Arg(inc.Param))
+		}
+		if inc.TargetType != "" && inc.TargetType != "*" {
+			outer = append(outer, "x.target_type = "+b.Arg(inc.TargetType))
+		}
+		inner = append(inner, "t.type = x.target_type", "t.id = x.target_id", "NOT t.deleted")
 		if f := g.access("t", inc.TargetType); f != "" {
-			conds = append(conds, f)
+			inner = append(inner, f)
+		}
+		if e.D == SQLite {
+			sql = "SELECT DISTINCT t.rid FROM " + TableReference + " x INDEXED BY idx_reference_rid CROSS JOIN resources t WHERE " +
+				strings.Join(append(outer, inner...), " AND ") + " ORDER BY t.rid"
+		} else {
+			sql = "SELECT DISTINCT l.rid FROM " + TableReference + " x CROSS JOIN LATERAL (SELECT t.rid FROM resources t WHERE " +
+				strings.Join(inner, " AND ") + " OFFSET 0) l WHERE " + strings.Join(outer, " AND ") + " ORDER BY l.rid"
 		}
 	} else {
 		// t --(x)--> m, m in from
-		sql = "SELECT DISTINCT t.rid FROM resources m JOIN " + TableReference + " x ON x.target_type = m.type AND x.target_id = m.id" +
-			" JOIN resources t ON t.rid = x.rid WHERE " + b.RidIn("m.rid", from)
+		outer = append(outer, b.RidIn("m.rid", from))
 		if inc.TargetType != "" && inc.TargetType != "*" {
-			conds = append(conds, "m.type = "+b.Arg(inc.TargetType))
+			typeCol := "m.type"
+			if e.D == SQLite {
+				typeCol = "+m.type" // m by rid, never by the type index
+			}
+			outer = append(outer, typeCol+" = "+b.Arg(inc.TargetType))
 		}
+		inner = append(inner, "x.target_id = m.id", "x.target_type = m.type")
+		if inc.SourceType != "" && inc.SourceType != "*" {
+			inner = append(inner, "x.type = "+b.Arg(inc.SourceType))
+		}
+		if inc.Param != "" && inc.Param != "*" {
+			inner = append(inner, "x.param = "+b.Arg(inc.Param))
+		}
+		inner = append(inner, "t.rid = x.rid", "NOT t.deleted")
 		st := inc.SourceType
 		if st == "*" {
 			st = ""
 		}
 		if f := g.access("t", st); f != "" {
-			conds = append(conds, f)
+			inner = append(inner, f)
+		}
+		if e.D == SQLite {
+			sql = "SELECT DISTINCT t.rid FROM resources m CROSS JOIN " + TableReference + " x INDEXED BY idx_reference_target CROSS JOIN resources t WHERE " +
+				strings.Join(append(outer, inner...), " AND ") + " ORDER BY t.rid"
+		} else {
+			sql = "SELECT DISTINCT l.rid FROM resources m CROSS JOIN LATERAL (SELECT t.rid FROM " + TableReference + " x JOIN resources t ON t.rid = x.rid WHERE " +
+				strings.Join(inner, " AND ") + " OFFSET 0) l WHERE " + strings.Join(outer, " AND ") + " ORDER BY l.rid"
 		}
 	}
-	conds = append(conds, "NOT t.deleted")
-	if inc.SourceType != "" && inc.SourceType != "*" {
-		conds = append(conds, "x.type = "+b.Arg(inc.SourceType))
-	}
-	if inc.Param != "" && inc.Param != "*" {
-		conds = append(conds, "x.param = "+b.Arg(inc.Param))
-	}
-	if !rev && inc.TargetType != "" && inc.TargetType != "*" {
-		conds = append(conds, "x.target_type = "+b.Arg(inc.TargetType))
-	}
-	sql += " AND " + strings.Join(conds, " AND ") + " ORDER BY t.rid LIMIT " + b.Arg(int64(IncludeMax+1))
+	sql += " LIMIT " + b.Arg(int64(IncludeMax+1))
 	rows, err := rq.Query(ctx, sql, b.Args...)
 	if err != nil {
 		return nil, err

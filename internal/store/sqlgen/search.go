@@ -276,6 +276,7 @@ func (e *Engine) SQL(q *store.Query) (string, []any, error) {
 // Search runs q. rq serves reads; wq stores paging snapshots (on SQLite the
 // writer connection, inside a Tx the transaction itself).
 func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*store.SearchResult, error) {
+	rq = e.explaining(ctx, rq)
 	if q.Snapshot != "" {
 		return e.searchSnapshot(ctx, rq, q)
 	}

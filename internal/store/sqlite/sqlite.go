@@ -18,7 +18,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -57,13 +56,10 @@ type Store struct {
 
 	readers int // size of the pool r
 
-	optimized atomic.Int64 // UnixNano of the last PRAGMA optimize
+	stats sqlgen.StatsSchedule // when planner statistics are refreshed
 
 	ins map[insKey]*sql.Stmt // multi-row index INSERTs on w, prepared at Open
 }
-
-// optimizeEvery is how often Update refreshes planner statistics.
-const optimizeEvery = time.Hour
 
 var _ store.Store = (*Store)(nil)
 
@@ -149,12 +145,17 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	// Refresh planner statistics that are missing or stale (cheap with
-	// analysis_limit); repeated hourly after commits.
-	if _, err := w.ExecContext(ctx, "PRAGMA optimize=0x10002"); err != nil {
+	// analysis_limit); repeated as the data grows (Update).
+	if err := s.refreshStats(ctx, "PRAGMA optimize=0x10002"); err != nil {
 		s.Close()
 		return nil, err
 	}
-	s.optimized.Store(time.Now().UnixNano())
+	var rows int64
+	if err := w.QueryRowContext(ctx, "SELECT COALESCE(MAX(rid), 0) FROM resources").Scan(&rows); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.stats.Reset(rows)
 	return s, nil
 }
 
@@ -276,10 +277,41 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	if err := sqlTx.Commit(); err != nil {
 		return err
 	}
-	if last := s.optimized.Load(); time.Since(time.Unix(0, last)) > optimizeEvery && s.optimized.CompareAndSwap(last, time.Now().UnixNano()) {
-		_, _ = s.w.ExecContext(ctx, "PRAGMA optimize")
+	if s.stats.Wrote(t.puts) {
+		// The data has grown by a factor (or the statistics are old):
+		// refresh them now, so the next searches plan on data as it is.
+		// With analysis_limit this takes milliseconds, and growth-spaced
+		// refreshes are rare.
+		err := s.refreshStats(context.WithoutCancel(ctx), "ANALYZE")
+		s.stats.Done(err == nil)
 	}
 	return nil
+}
+
+// refreshStats runs stmt (ANALYZE or PRAGMA optimize) on the writer and
+// makes every other connection load the new statistics.
+//
+// A connection reads sqlite_stat1 when it loads the schema and keeps it:
+// ANALYZE on the writer does not change the schema cookie, so pooled read
+// connections (and their prepared statements) would go on planning with
+// the statistics they loaded first, such as those of the empty database
+// they were opened on, until they are closed. Creating and dropping a
+// table in the same transaction changes the cookie; each connection then
+// reloads schema and statistics when its next statement starts, and
+// prepared statements are re-prepared (sqlite3_prepare_v2) on the new
+// ones.
+func (s *Store) refreshStats(ctx context.Context, stmt string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range []string{stmt, "CREATE TABLE lapis_stats_epoch (x INTEGER)", "DROP TABLE lapis_stats_epoch"} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("sqlite: refreshing planner statistics: %w", err)
+		}
+	}
+	return tx.Commit()
 }
 
 // querier adapts database/sql to sqlgen.Querier.
@@ -307,10 +339,10 @@ func (q querier) Exec(ctx context.Context, query string, args ...any) error {
 	return err
 }
 
-// Analyze refreshes the planner statistics (ANALYZE) after a bulk load.
+// Analyze refreshes the planner statistics (ANALYZE) after a bulk load;
+// every connection plans with them from its next statement.
 func (s *Store) Analyze(ctx context.Context) error {
-	_, err := s.w.ExecContext(ctx, "ANALYZE")
-	return err
+	return s.refreshStats(ctx, "ANALYZE")
 }
 
 // checkpointEvery is how often the background checkpointer copies the WAL

@@ -112,3 +112,9 @@ func (q readQuerier) Exec(ctx context.Context, query string, args ...any) error 
 func eager(query string) string {
 	return "WITH lapis_eager AS MATERIALIZED (" + query + ") SELECT * FROM lapis_eager"
 }
+
+// Explain implements sqlgen.Explainer: the plan of query as Query runs it
+// (eager), prepared afresh on the transaction's connection.
+func (q readQuerier) Explain(ctx context.Context, query string, args ...any) ([]string, error) {
+	return sqlgen.ExplainRows(ctx, querier{q.tx}, sqlgen.SQLite, eager(query), args...)
+}

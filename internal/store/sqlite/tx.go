@@ -68,6 +68,7 @@ type tx struct {
 	tx    *sql.Tx
 	stmts []*sql.Stmt // tx-bound copies of s.ws.list, made lazily
 	ins   map[insKey]*sql.Stmt
+	puts  int64 // resource versions and index sets written (statistics schedule)
 }
 
 // insKey names a prepared multi-row index INSERT.
@@ -114,6 +115,7 @@ func (t *tx) Search(ctx context.Context, q *store.Query) (*store.SearchResult, e
 
 // Put stores a new version and replaces the resource's index rows.
 func (t *tx) Put(ctx context.Context, w *store.Write) error {
+	t.puts++
 	var rid, cur, oldMask int64
 	err := t.stmt(ctx, stCur).QueryRowContext(ctx, w.Type, w.ID).Scan(&rid, &cur, &oldMask)
 	exists := true
@@ -319,6 +321,7 @@ func (t *tx) insertIndex(ctx context.Context, rid int64, typ string, ix *store.I
 
 // PutIndex replaces the index rows of the current version (store.IndexWriter).
 func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) error {
+	t.puts++
 	var rid, oldMask int64
 	var deleted bool
 	err := t.tx.QueryRowContext(ctx, "SELECT rid, idx_mask, deleted FROM resources WHERE type = ?1 AND id = ?2", typ, id).Scan(&rid, &oldMask, &deleted)
