@@ -19,11 +19,11 @@ import (
 
 	"github.com/pressly/goose/v3"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
@@ -435,7 +435,7 @@ func TestStageReadsAndAuditEventWrites(t *testing.T) {
 		w.Write([]byte(`{"full`))
 		w.Write([]byte(`Url":"b"}]}`))
 	}))
-	ctx := access.WithPrincipal(context.Background(), &access.Principal{ClientID: "c1", Patient: "p7", TokenID: "jti1", Method: "bearer"})
+	ctx := principal.NewContext(context.Background(), &principal.Principal{ClientID: "c1", Patient: "p7", TokenID: "jti1", Method: "bearer"})
 	rr := httptest.NewRecorder()
 	h.ServeHTTP(rr, httptest.NewRequest("GET", "/fhir/Observation?code=1", nil).WithContext(ctx))
 	if !rr.Flushed {

@@ -10,7 +10,7 @@
 //     enabled (lapis client basic enable), with lockout after repeated
 //     failures per client id and per address;
 //
-// and puts an *access.Principal into the request context. It never
+// and puts a *principal.Principal into the request context. It never
 // decides what the caller may do: that is package access.
 //
 // The authenticated hot path does no database round trip: access tokens
@@ -44,7 +44,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"github.com/lapis-health/lapis/internal/apikey"
 	"log/slog"
 	"net"
 	"net/http"
@@ -53,14 +52,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
-// Methods recorded in access.Principal.Method.
+// Methods recorded in principal.Principal.Method.
 const (
 	MethodBearer = "bearer"
 	MethodAPIKey = "apikey"
@@ -254,10 +254,10 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.fail(w, r, err)
 		return
 	}
-	m.next.ServeHTTP(w, r.WithContext(access.WithPrincipal(r.Context(), p)))
+	m.next.ServeHTTP(w, r.WithContext(principal.NewContext(r.Context(), p)))
 }
 
-func (m *middleware) authenticate(r *http.Request) (*access.Principal, error) {
+func (m *middleware) authenticate(r *http.Request) (*principal.Principal, error) {
 	authz := r.Header.Values("Authorization")
 	keys := r.Header.Values(HeaderAPIKey)
 	switch {
@@ -289,7 +289,7 @@ func (m *middleware) authenticate(r *http.Request) (*access.Principal, error) {
 	return nil, reject(malformed, "unsupported authorization scheme")
 }
 
-func (m *middleware) bearer(r *http.Request, token string) (*access.Principal, error) {
+func (m *middleware) bearer(r *http.Request, token string) (*principal.Principal, error) {
 	if m.cfg.Verifier == nil {
 		return nil, reject(invalid, "bearer tokens not accepted")
 	}
@@ -300,7 +300,7 @@ func (m *middleware) bearer(r *http.Request, token string) (*access.Principal, e
 	if err != nil {
 		return nil, err
 	}
-	return &access.Principal{Method: MethodBearer, ClientID: c.ClientID, Subject: c.Subject, FHIRUser: relativeFHIRUser(c.FHIRUser),
+	return &principal.Principal{Method: MethodBearer, ClientID: c.ClientID, Subject: c.Subject, FHIRUser: relativeFHIRUser(c.FHIRUser),
 		Scopes: c.Scopes(), Patient: c.Patient, TokenID: c.ID}, nil
 }
 
@@ -321,7 +321,7 @@ func relativeFHIRUser(u string) string {
 // dummyKeyHash keeps a failed lookup's work equal to a real comparison.
 var dummyKeyHash = apikey.Hash("lapis-no-such-key")
 
-func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, error) {
+func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, error) {
 	if m.cfg.APIKeys == nil {
 		return nil, reject(invalid, "api keys not accepted")
 	}
@@ -379,7 +379,7 @@ func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, err
 			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
 		}
 	}
-	return &access.Principal{Method: MethodAPIKey, ClientID: k.ID, Scopes: k.Scopes, Patient: k.Patient, TokenID: k.ID}, nil
+	return &principal.Principal{Method: MethodAPIKey, ClientID: k.ID, Scopes: k.Scopes, Patient: k.Patient, TokenID: k.ID}, nil
 }
 
 func decodeBasic(cred string) (id, secret string, ok bool) {
@@ -397,7 +397,7 @@ func decodeBasic(cred string) (id, secret string, ok bool) {
 // dummySecretHash keeps an unknown client's work equal to a known one's.
 var dummySecretHash = oauth.HashSecret("lapis-no-such-client")
 
-func (m *middleware) basic(r *http.Request, cred string) (*access.Principal, error) {
+func (m *middleware) basic(r *http.Request, cred string) (*principal.Principal, error) {
 	id, secret, ok := decodeBasic(cred)
 	if !ok {
 		return nil, reject(malformed, "basic: malformed credential")
@@ -460,7 +460,7 @@ func (m *middleware) basic(r *http.Request, cred string) (*access.Principal, err
 			m.log.Warn("authn: clearing basic failures failed", "client_id", id, "error", err.Error())
 		}
 	}
-	return &access.Principal{Method: MethodBasic, ClientID: c.ID, Scopes: c.Scopes, TokenID: "basic:" + c.ID}, nil
+	return &principal.Principal{Method: MethodBasic, ClientID: c.ID, Scopes: c.Scopes, TokenID: "basic:" + c.ID}, nil
 }
 
 // basicOffered reports whether any client has Basic enabled (cached for

@@ -10,11 +10,11 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/server"
 )
 
@@ -164,7 +164,7 @@ func (gw *gateway) preflight(next http.Handler) http.Handler { return gw.policy.
 func (gw *gateway) principal(next http.Handler) http.Handler {
 	checked := gw.policy.Client(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := access.FromContext(r.Context()); p != nil {
+		if p := principal.FromContext(r.Context()); p != nil {
 			server.SetClientID(r.Context(), p.ClientID)
 		}
 		checked.ServeHTTP(w, r)

@@ -19,9 +19,9 @@ import (
 	"time"
 
 	adminclient "github.com/lapis-health/lapis/client/admin"
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/principal"
 
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -375,7 +375,7 @@ func (f FHIRPatients) Encounters(ctx context.Context, patientID string, limit in
 // patients and encounters for its pickers (the user has already been
 // authenticated by it): read and search on those two types only.
 func internalCaller(ctx context.Context) context.Context {
-	return access.WithPrincipal(ctx, &access.Principal{
+	return principal.NewContext(ctx, &principal.Principal{
 		Method:   "internal",
 		ClientID: "lapis-authorization-server",
 		Scopes:   []string{"system/Patient.rs", "system/Encounter.rs"},
