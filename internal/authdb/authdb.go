@@ -13,6 +13,7 @@ package authdb
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
 	"encoding/hex"
@@ -85,6 +86,13 @@ type Client struct {
 	// Owner is who manages the client ("admin", a developer account's
 	// id); empty when it has none.
 	Owner string `json:"owner,omitempty"`
+}
+
+// HashSecret returns the stored form of a client secret (SecretHash):
+// its SHA-256. A server-generated 256-bit secret needs no slow hash.
+func HashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
 }
 
 // ClientFilter selects clients; an empty field matches every value.

@@ -56,7 +56,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/oauth/token"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -71,10 +71,17 @@ const (
 const HeaderAPIKey = "X-API-Key"
 
 // TokenVerifier verifies access tokens (*oauth.Verifier). It returns
-// oauth.ErrInvalidToken for any token that does not verify; other errors
+// token.ErrInvalid for any token that does not verify; other errors
 // are infrastructure failures.
 type TokenVerifier interface {
-	Verify(ctx context.Context, token string) (*oauth.AccessClaims, error)
+	Verify(ctx context.Context, tok string) (*token.Claims, error)
+}
+
+// RevocationFeed delivers the revocation log (*authdb.RevWatcher): new
+// entries to subscribers, and whether it is current (Healthy).
+type RevocationFeed interface {
+	Subscribe(fn authdb.RevSubscriber) (cancel func())
+	Healthy() bool
 }
 
 // APIKeyStore reads API keys (*authdb.DB).
@@ -133,7 +140,7 @@ type Config struct {
 	// honest (default: APIKeys.RevLog() when APIKeys is, or embeds, an
 	// *authdb.DB). With no feed, API keys are not cached: every request
 	// reads the database.
-	Revocations oauth.RevocationFeed
+	Revocations RevocationFeed
 	// APIKeyCacheTTL bounds how long a verified API key is cached (default
 	// one minute; negative: no cache).
 	APIKeyCacheTTL time.Duration
@@ -289,12 +296,12 @@ func (m *middleware) authenticate(r *http.Request) (*principal.Principal, error)
 	return nil, reject(malformed, "unsupported authorization scheme")
 }
 
-func (m *middleware) bearer(r *http.Request, token string) (*principal.Principal, error) {
+func (m *middleware) bearer(r *http.Request, tok string) (*principal.Principal, error) {
 	if m.cfg.Verifier == nil {
 		return nil, reject(invalid, "bearer tokens not accepted")
 	}
-	c, err := m.cfg.Verifier.Verify(r.Context(), token)
-	if errors.Is(err, oauth.ErrInvalidToken) {
+	c, err := m.cfg.Verifier.Verify(r.Context(), tok)
+	if errors.Is(err, token.ErrInvalid) {
 		return nil, reject(invalid, "invalid access token")
 	}
 	if err != nil {
@@ -395,7 +402,7 @@ func decodeBasic(cred string) (id, secret string, ok bool) {
 }
 
 // dummySecretHash keeps an unknown client's work equal to a known one's.
-var dummySecretHash = oauth.HashSecret("lapis-no-such-client")
+var dummySecretHash = authdb.HashSecret("lapis-no-such-client")
 
 func (m *middleware) basic(r *http.Request, cred string) (*principal.Principal, error) {
 	id, secret, ok := decodeBasic(cred)
@@ -422,7 +429,7 @@ func (m *middleware) basic(r *http.Request, cred string) (*principal.Principal, 
 	if nClient >= lo.MaxFailures || nIP >= lo.MaxFailuresPerIP {
 		return nil, reject(invalid, "basic: locked out")
 	}
-	got := oauth.HashSecret(secret)
+	got := authdb.HashSecret(secret)
 	c, err := st.Client(ctx, id)
 	if errors.Is(err, authdb.ErrNotFound) {
 		c, err = nil, nil
