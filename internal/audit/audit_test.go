@@ -19,12 +19,12 @@ import (
 
 	"github.com/pressly/goose/v3"
 
-	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -68,7 +68,7 @@ func open(t testing.TB, url string, mod func(*Config)) *env {
 	t.Helper()
 	_, ix := registry(t)
 	ctx := context.Background()
-	st, err := database.Open(ctx, url, "")
+	st, err := backend.Open(ctx, url, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +624,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		_, ix := registry(t)
-		st, err := database.Open(ctx, url, "")
+		st, err := backend.Open(ctx, url, "")
 		if err != nil {
 			t.Fatal(err)
 		}

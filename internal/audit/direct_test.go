@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/store/backend"
 )
 
 // TestDirect: a Direct sink appends each event to its own chain before
@@ -19,7 +19,7 @@ func TestDirect(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		_, ix := registry(t)
-		st, err := database.Open(ctx, url, "")
+		st, err := backend.Open(ctx, url, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -135,7 +135,7 @@ type DB struct {
 }
 
 // Open opens the authorization store named by databaseURL (same rules as
-// database.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
+// backend.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
 // and applies its migrations.
 func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	d := &DB{}
