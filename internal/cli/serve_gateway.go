@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
@@ -85,10 +86,31 @@ type gateway struct {
 	log          *slog.Logger
 }
 
+// netRules is the authorization database as the gateway's per-client
+// rules read it (netpolicy.RulesSource over *authdb.DB).
+type netRules struct{ db *authdb.DB }
+
+func (n netRules) ClientNetRules(ctx context.Context) ([]netpolicy.Rules, error) {
+	rows, err := n.db.ClientNetRules(ctx)
+	out := make([]netpolicy.Rules, len(rows))
+	for i, r := range rows {
+		out[i] = netpolicy.Rules(r)
+	}
+	return out, err
+}
+
+func (n netRules) ClientNetRulesFor(ctx context.Context, clientID string) (netpolicy.Rules, error) {
+	r, err := n.db.ClientNetRulesFor(ctx, clientID)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return netpolicy.Rules{ClientID: clientID}, nil
+	}
+	return netpolicy.Rules(r), err
+}
+
 // buildGateway parses the flags, loads the per-client rules from rules
 // (the authorization database) and starts their background reload; it
 // stops with ctx.
-func (g *gatewayFlags) buildGateway(ctx context.Context, cfg config.Config, rules netpolicy.RulesSource, mets *metrics.Metrics, sink audit.Sink, log *slog.Logger) (*gateway, error) {
+func (g *gatewayFlags) buildGateway(ctx context.Context, cfg config.Config, rules *authdb.DB, mets *metrics.Metrics, sink audit.Sink, log *slog.Logger) (*gateway, error) {
 	trusted, err := netpolicy.ParsePrefixes(g.TrustedProxies)
 	if err != nil {
 		return nil, fmt.Errorf("--trusted-proxies: %w", err)
@@ -116,7 +138,7 @@ func (g *gatewayFlags) buildGateway(ctx context.Context, cfg config.Config, rule
 	if g.SearchTimeout < 0 {
 		return nil, errors.New("--search-timeout must not be negative")
 	}
-	cr := netpolicy.NewClientRules(rules, 0, log)
+	cr := netpolicy.NewClientRules(netRules{rules}, 0, log)
 	if err := cr.Load(ctx); err != nil {
 		return nil, fmt.Errorf("loading client network rules: %w", err)
 	}

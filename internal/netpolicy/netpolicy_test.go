@@ -41,17 +41,38 @@ func (s *recSink) last() audit.Event {
 	return s.events[len(s.events)-1]
 }
 
-type staticRules []authdb.ClientNetRules
+type staticRules []Rules
 
-func (s staticRules) ClientNetRules(context.Context) ([]authdb.ClientNetRules, error) { return s, nil }
+func (s staticRules) ClientNetRules(context.Context) ([]Rules, error) { return s, nil }
 
-func (s staticRules) ClientNetRulesFor(_ context.Context, id string) (authdb.ClientNetRules, error) {
+func (s staticRules) ClientNetRulesFor(_ context.Context, id string) (Rules, error) {
 	for _, r := range s {
 		if r.ClientID == id {
 			return r, nil
 		}
 	}
-	return authdb.ClientNetRules{}, authdb.ErrNotFound
+	return Rules{ClientID: id}, nil
+}
+
+// dbRules reads the rules from the authorization database, as the
+// composition root does (internal/cli netRules).
+type dbRules struct{ db *authdb.DB }
+
+func (d dbRules) ClientNetRules(ctx context.Context) ([]Rules, error) {
+	rows, err := d.db.ClientNetRules(ctx)
+	out := make([]Rules, len(rows))
+	for i, r := range rows {
+		out[i] = Rules(r)
+	}
+	return out, err
+}
+
+func (d dbRules) ClientNetRulesFor(ctx context.Context, id string) (Rules, error) {
+	r, err := d.db.ClientNetRulesFor(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return Rules{ClientID: id}, nil
+	}
+	return Rules(r), err
 }
 
 var ok200 = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
@@ -299,7 +320,7 @@ func TestClientRulesDatabase(t *testing.T) {
 			if _, err := db.ClientNetRulesFor(ctx, "gone"); !errors.Is(err, authdb.ErrNotFound) {
 				t.Fatalf("rules of a deleted client: %v", err)
 			}
-			p := newRulesPolicy(t, db, nil)
+			p := newRulesPolicy(t, dbRules{db}, nil)
 			// c is restricted to 203.0.113.1: the shared checks expect c to be
 			// refused from 192.0.2.9.
 			checkClientRules(t, p)
@@ -352,9 +373,9 @@ func TestNormalizeOrigin(t *testing.T) {
 
 type failingRules struct{}
 
-func (failingRules) ClientNetRules(context.Context) ([]authdb.ClientNetRules, error) { return nil, nil }
-func (failingRules) ClientNetRulesFor(context.Context, string) (authdb.ClientNetRules, error) {
-	return authdb.ClientNetRules{}, errors.New("database down")
+func (failingRules) ClientNetRules(context.Context) ([]Rules, error) { return nil, nil }
+func (failingRules) ClientNetRulesFor(context.Context, string) (Rules, error) {
+	return Rules{}, errors.New("database down")
 }
 
 func TestClientRulesFailClosedAndAPIKeys(t *testing.T) {
@@ -380,7 +401,7 @@ type countingRules struct {
 	lookups int
 }
 
-func (c *countingRules) ClientNetRulesFor(ctx context.Context, id string) (authdb.ClientNetRules, error) {
+func (c *countingRules) ClientNetRulesFor(ctx context.Context, id string) (Rules, error) {
 	c.lookups++
 	return c.staticRules.ClientNetRulesFor(ctx, id)
 }
