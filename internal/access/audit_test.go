@@ -7,6 +7,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
@@ -17,7 +18,7 @@ func TestAuditEventAdminOnly(t *testing.T) {
 	}
 	p := NewPolicy(reg)
 	as := func(scopes ...string) context.Context {
-		return WithPrincipal(context.Background(), &Principal{Method: "bearer", ClientID: "c", Scopes: scopes})
+		return principal.NewContext(context.Background(), &principal.Principal{Method: "bearer", ClientID: "c", Scopes: scopes})
 	}
 	status := func(err error) int {
 		var oe *outcome.Error

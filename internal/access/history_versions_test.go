@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -193,7 +193,7 @@ func TestHistoryVersionMembership(t *testing.T) {
 			put("Patient", "pa", `{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha-Renamed"}],"generalPractitioner":[{"reference":"Practitioner/dr"}]}`)
 
 			as := func(who string) context.Context {
-				return access.WithPrincipal(context.Background(), principals[who])
+				return principal.NewContext(context.Background(), principals[who])
 			}
 			check := func(t *testing.T, name string, got, want []string) {
 				t.Helper()
@@ -333,7 +333,7 @@ func TestHistoryVersionsReindex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := access.WithPrincipal(context.Background(), principals["patient"])
+			ctx := principal.NewContext(context.Background(), principals["patient"])
 			mine := func(id string) []string { return historyVersions(t, ctx, e.svc, "Observation", id, 0) }
 			if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/2"}) {
 				t.Errorf("without kept rows: %q", got)

@@ -20,6 +20,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
@@ -255,7 +256,7 @@ func outcomeOf(t *testing.T, ctx context.Context, s *resource.Service, o op) (in
 }
 
 // principals of the matrix.
-var principals = map[string]*access.Principal{
+var principals = map[string]*principal.Principal{
 	"anonymous":         nil,
 	"openid":            {Scopes: []string{"openid", "fhirUser", "launch/patient"}, Patient: "pa"},
 	"patient":           {Scopes: []string{"launch/patient", "patient/*.cruds"}, Patient: "pa"},
@@ -457,7 +458,7 @@ func TestMatrix(t *testing.T) {
 					t.Run(c.who+"/"+c.name, func(t *testing.T) {
 						ctx := context.Background()
 						if p := principals[c.who]; p != nil {
-							ctx = access.WithPrincipal(ctx, p)
+							ctx = principal.NewContext(ctx, p)
 						} else if _, known := principals[c.who]; !known {
 							t.Fatalf("unknown principal %s", c.who)
 						}
@@ -506,7 +507,7 @@ func TestDeletedStatus(t *testing.T) {
 				{[]string{"patient/Observation.rs"}, "pa", "", notFound},
 				{[]string{"system/Observation.rs?category=" + obsCat + "|laboratory"}, "", "", notFound},
 			} {
-				ctx := access.WithPrincipal(context.Background(), &access.Principal{Scopes: c.scopes, Patient: c.patient, FHIRUser: c.fhirUser})
+				ctx := principal.NewContext(context.Background(), &principal.Principal{Scopes: c.scopes, Patient: c.patient, FHIRUser: c.fhirUser})
 				if status, _ := outcomeOf(t, ctx, e.svc, read("Observation", "oal")); status != c.want {
 					t.Errorf("%v: status %d, want %d", c.scopes, status, c.want)
 				}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -49,7 +50,7 @@ func condCreate(typ, body, ifNoneExist string) op {
 // patientUsers are credentials whose user is the patient pa (FHIRUser
 // Patient/pa), whatever their scopes say, next to the patient/ credential
 // of the matrix and a staff user.
-var patientUsers = map[string]*access.Principal{
+var patientUsers = map[string]*principal.Principal{
 	// Finding 1: a patient user's token carrying user/ scopes.
 	"pu-user-rs": {Method: "bearer", FHIRUser: "Patient/pa", Subject: "u-pa", Scopes: []string{"openid", "fhirUser", "user/*.rs"}, Patient: "pa"},
 	// ... without a patient claim.
@@ -195,7 +196,7 @@ func TestPatientUserAndWrites(t *testing.T) {
 							t.Fatalf("unknown principal %s", c.who)
 						}
 						before := counts()
-						status, got := outcomeOf(t, access.WithPrincipal(context.Background(), p), e.svc, c.op)
+						status, got := outcomeOf(t, principal.NewContext(context.Background(), p), e.svc, c.op)
 						if status != c.status {
 							t.Errorf("status %d, want %d (%v)", status, c.status, got)
 						}
@@ -238,26 +239,26 @@ func fixtureRef(body string) (typ, id string) {
 func TestEffective(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		p       access.Principal
+		p       principal.Principal
 		scopes  []string
 		patient string
 		ok      bool
 	}{
-		{"practitioner", access.Principal{Method: "bearer", FHIRUser: "Practitioner/dr", Scopes: []string{"user/*.rs", "patient/*.rs"}, Patient: "pb"},
+		{"practitioner", principal.Principal{Method: "bearer", FHIRUser: "Practitioner/dr", Scopes: []string{"user/*.rs", "patient/*.rs"}, Patient: "pb"},
 			[]string{"user/*.rs", "patient/*.rs"}, "pb", true},
-		{"patient", access.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"openid", "user/*.rs", "system/Observation.rs?category=a|b", "system/lapis.admin", "patient/Condition.r"}},
+		{"patient", principal.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"openid", "user/*.rs", "system/Observation.rs?category=a|b", "system/lapis.admin", "patient/Condition.r"}},
 			[]string{"openid", "patient/*.rs", "patient/Observation.rs?category=a|b", "patient/Condition.r"}, "pa", true},
-		{"patient, own context", access.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"user/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
-		{"patient, other context", access.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"patient/*.rs"}, Patient: "pb"}, nil, "", false},
-		{"patient, no id", access.Principal{Method: "bearer", FHIRUser: "Patient/", Scopes: []string{"user/*.rs"}}, nil, "", false},
-		{"patient, path", access.Principal{Method: "bearer", FHIRUser: "Patient/pa/_history/1", Scopes: []string{"user/*.rs"}}, nil, "", false},
-		{"related person", access.Principal{Method: "bearer", FHIRUser: "RelatedPerson/rp", Scopes: []string{"user/*.rs", "patient/*.rs", "system/*.rs"}, Patient: "pa"},
+		{"patient, own context", principal.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"user/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
+		{"patient, other context", principal.Principal{Method: "bearer", FHIRUser: "Patient/pa", Scopes: []string{"patient/*.rs"}, Patient: "pb"}, nil, "", false},
+		{"patient, no id", principal.Principal{Method: "bearer", FHIRUser: "Patient/", Scopes: []string{"user/*.rs"}}, nil, "", false},
+		{"patient, path", principal.Principal{Method: "bearer", FHIRUser: "Patient/pa/_history/1", Scopes: []string{"user/*.rs"}}, nil, "", false},
+		{"related person", principal.Principal{Method: "bearer", FHIRUser: "RelatedPerson/rp", Scopes: []string{"user/*.rs", "patient/*.rs", "system/*.rs"}, Patient: "pa"},
 			[]string{"patient/*.rs"}, "pa", true},
-		{"access token without a user", access.Principal{Method: "bearer", Scopes: []string{"user/*.rs", "system/*.rs"}}, []string{"system/*.rs"}, "", true},
-		{"backend token", access.Principal{Method: "bearer", Scopes: []string{"system/*.rs"}}, []string{"system/*.rs"}, "", true},
-		{"api key", access.Principal{Method: "apikey", Scopes: []string{"patient/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
-		{"basic client", access.Principal{Method: "basic", Scopes: []string{"user/*.rs", "system/Patient.rs"}}, []string{"system/Patient.rs"}, "", true},
-		{"api key with a user/ scope", access.Principal{Method: "apikey", Scopes: []string{"user/*.rs"}}, []string{}, "", true},
+		{"access token without a user", principal.Principal{Method: "bearer", Scopes: []string{"user/*.rs", "system/*.rs"}}, []string{"system/*.rs"}, "", true},
+		{"backend token", principal.Principal{Method: "bearer", Scopes: []string{"system/*.rs"}}, []string{"system/*.rs"}, "", true},
+		{"api key", principal.Principal{Method: "apikey", Scopes: []string{"patient/*.rs"}, Patient: "pa"}, []string{"patient/*.rs"}, "pa", true},
+		{"basic client", principal.Principal{Method: "basic", Scopes: []string{"user/*.rs", "system/Patient.rs"}}, []string{"system/Patient.rs"}, "", true},
+		{"api key with a user/ scope", principal.Principal{Method: "apikey", Scopes: []string{"user/*.rs"}}, []string{}, "", true},
 	} {
 		scopes, patient, ok := access.Effective(&c.p)
 		if !slices.Equal(scopes, c.scopes) || patient != c.patient || ok != c.ok {

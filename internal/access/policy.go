@@ -11,6 +11,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -112,7 +113,7 @@ func permFor(op resource.Interaction) (Perm, bool) {
 
 // Check implements resource.Access.
 func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string) error {
-	pr := FromContext(ctx)
+	pr := principal.FromContext(ctx)
 	if pr == nil {
 		return outcome.New(http.StatusUnauthorized, "login", "authentication is required")
 	}
@@ -183,7 +184,7 @@ func (p *Policy) Filter(ctx context.Context) *store.AccessFilter {
 // type granted r without s can be read and included, never matched; a
 // granular s scope narrows matches even when r is broader.
 func (p *Policy) MatchFilter(ctx context.Context) *store.AccessFilter {
-	pr := FromContext(ctx)
+	pr := principal.FromContext(ctx)
 	if pr == nil {
 		return nothing
 	}
@@ -212,7 +213,7 @@ func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
 }
 
 func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
-	pr := FromContext(ctx)
+	pr := principal.FromContext(ctx)
 	if pr == nil {
 		return nothing
 	}
@@ -237,7 +238,7 @@ func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
 
 // Grants returns the parsed scopes of the caller in ctx (nil without one).
 func (p *Policy) Grants(ctx context.Context) (*Grants, error) {
-	pr := FromContext(ctx)
+	pr := principal.FromContext(ctx)
 	if pr == nil {
 		return nil, nil
 	}

@@ -5,61 +5,12 @@
 package access
 
 import (
-	"context"
 	"strings"
+
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
-// Principal is an authenticated caller of the FHIR API, put into the
-// request context by the authentication middleware.
-type Principal struct {
-	// Method is how the caller authenticated: "bearer", "apikey" or "basic".
-	Method string
-	// ClientID is the OAuth client (or the API key's id).
-	ClientID string
-	// Subject and FHIRUser identify the user, when there is one
-	// (FHIRUser is "Patient/ID" or "Practitioner/ID"). FHIRUser bounds what
-	// the scopes grant: see Effective.
-	Subject  string
-	FHIRUser string
-	// Scopes are the granted SMART scopes.
-	Scopes []string
-	// Patient is the patient in context (launch/patient, or the patient an
-	// API key is bound to); patient/ scopes are limited to its compartment.
-	Patient string
-	// TokenID identifies the credential (jti or key id) for audit; never
-	// the secret itself.
-	TokenID string
-}
-
-type principalKey struct{}
-
-// WithPrincipal returns ctx carrying p.
-func WithPrincipal(ctx context.Context, p *Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
-}
-
-// FromContext returns the caller, or nil when the request is
-// unauthenticated.
-func FromContext(ctx context.Context) *Principal {
-	p, _ := ctx.Value(principalKey{}).(*Principal)
-	return p
-}
-
-// PatientUser returns the Patient id of a caller whose user is a patient
-// (FHIRUser "Patient/ID"), and whether it is one. The id is "" when the
-// FHIRUser is malformed ("Patient/", "Patient/a/b").
-func (p *Principal) PatientUser() (string, bool) {
-	id, ok := strings.CutPrefix(p.FHIRUser, "Patient/")
-	if !ok {
-		return "", false
-	}
-	if strings.Contains(id, "/") {
-		id = ""
-	}
-	return id, true
-}
-
-// methodBearer is Principal.Method for OAuth access tokens.
+// methodBearer is principal.Principal.Method for OAuth access tokens.
 const methodBearer = "bearer"
 
 // hasUserScope reports whether scopes hold a user/ scope.
@@ -96,7 +47,7 @@ func staffUser(fhirUser string) bool {
 //   - any other user (RelatedPerson/…, Person/…) keeps only its patient/
 //     scopes (with the patient in context): user/ and system/ grant
 //     nothing.
-func Effective(p *Principal) (scopes []string, patient string, ok bool) {
+func Effective(p *principal.Principal) (scopes []string, patient string, ok bool) {
 	if staffUser(p.FHIRUser) || p.FHIRUser == "" && !hasUserScope(p.Scopes) {
 		return p.Scopes, p.Patient, true
 	}

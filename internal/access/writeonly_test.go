@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // TestWriteOnlyScopes: a client with create/update scopes but no read
@@ -13,7 +13,7 @@ import (
 // write outside its types; a patient-bound writer stays in its compartment.
 func TestWriteOnlyScopes(t *testing.T) {
 	e := open(t, "sqlite")
-	feed := access.WithPrincipal(context.Background(), &access.Principal{Method: "apikey", ClientID: "feed", Scopes: []string{"system/Observation.cu"}})
+	feed := principal.NewContext(context.Background(), &principal.Principal{Method: "apikey", ClientID: "feed", Scopes: []string{"system/Observation.cu"}})
 	body := `{"resourceType":"Observation","status":"final","code":{"text":"feed"},"subject":{"reference":"Patient/pa"}}`
 	if st, _ := outcomeOf(t, feed, e.svc, create("Observation", body)); st != http.StatusCreated {
 		t.Fatalf("create by a write-only client: %d", st)
@@ -35,7 +35,7 @@ func TestWriteOnlyScopes(t *testing.T) {
 		t.Fatalf("delete without d: %d", st)
 	}
 	// A patient-bound writer cannot write into another patient's compartment.
-	pw := access.WithPrincipal(context.Background(), &access.Principal{Method: "apikey", ClientID: "pw", Patient: "pa", Scopes: []string{"patient/Observation.c"}})
+	pw := principal.NewContext(context.Background(), &principal.Principal{Method: "apikey", ClientID: "pw", Patient: "pa", Scopes: []string{"patient/Observation.c"}})
 	mine := `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pa"}}`
 	other := `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pb"}}`
 	if st, _ := outcomeOf(t, pw, e.svc, create("Observation", mine)); st != http.StatusCreated {

@@ -49,9 +49,9 @@ func nonNil(s []string) []string {
 func clientRules(id string, allowIPs, origins []string) (authdb.ClientNetRules, error) {
 	r, err := netpolicy.ClientRulesFrom(id, allowIPs, origins)
 	if err != nil {
-		return r, invalid("", "client network rules: "+err.Error())
+		return authdb.ClientNetRules{}, invalid("", "client network rules: "+err.Error())
 	}
-	return r, nil
+	return authdb.ClientNetRules(r), nil
 }
 
 // CreateClient registers a client (see oauth.RegisterClient for the

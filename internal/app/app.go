@@ -14,13 +14,13 @@ import (
 	"log/slog"
 
 	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/backend"
 )
 
 // App is an assembled Lapis instance without its HTTP listener.
@@ -56,7 +56,7 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 	if err != nil {
 		return nil, fmt.Errorf("compiling search parameters: %w", err)
 	}
-	st, err := database.Open(ctx, cfg.Database.URL, cfg.Database.DataDir)
+	st, err := backend.Open(ctx, cfg.Database.URL, cfg.Database.DataDir)
 	if err != nil {
 		return nil, err
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // TestConcurrencyConfig: --max-concurrent-per-client and
@@ -67,7 +67,7 @@ func admitted(t *testing.T, stage func(http.Handler) http.Handler, n int) int {
 		}))
 		for range n {
 			r := httptest.NewRequest("GET", "/fhir/Observation?code=x", nil)
-			r = r.WithContext(access.WithPrincipal(r.Context(), &access.Principal{ClientID: "c"}))
+			r = r.WithContext(principal.NewContext(r.Context(), &principal.Principal{ClientID: "c"}))
 			go h.ServeHTTP(httptest.NewRecorder(), r)
 		}
 		synctest.Wait()

@@ -2,17 +2,19 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/server"
 )
 
@@ -29,7 +31,7 @@ type gateway struct {
 // newGateway builds the network policy of cfg, loads the per-client rules
 // from rules (the authorization database) and starts their background
 // reload; it stops with ctx.
-func newGateway(ctx context.Context, cfg config.Config, rules netpolicy.RulesSource, mets *metrics.Metrics, sink audit.Sink, log *slog.Logger) (*gateway, error) {
+func newGateway(ctx context.Context, cfg config.Config, rules *authdb.DB, mets *metrics.Metrics, sink audit.Sink, log *slog.Logger) (*gateway, error) {
 	gr, err := cfg.Gateway.Parse()
 	if err != nil {
 		return nil, err
@@ -38,7 +40,7 @@ func newGateway(ctx context.Context, cfg config.Config, rules netpolicy.RulesSou
 	if err != nil {
 		return nil, err
 	}
-	cr := netpolicy.NewClientRules(rules, 0, log)
+	cr := netpolicy.NewClientRules(netRules{rules}, 0, log)
 	if err := cr.Load(ctx); err != nil {
 		return nil, fmt.Errorf("loading client network rules: %w", err)
 	}
@@ -93,7 +95,7 @@ func (gw *gateway) preflight(next http.Handler) http.Handler { return gw.policy.
 func (gw *gateway) principal(next http.Handler) http.Handler {
 	checked := gw.policy.Client(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := access.FromContext(r.Context()); p != nil {
+		if p := principal.FromContext(r.Context()); p != nil {
 			server.SetClientID(r.Context(), p.ClientID)
 		}
 		checked.ServeHTTP(w, r)
@@ -152,4 +154,28 @@ func (gw *gateway) startMetrics(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// netRules is the authorization database as the gateway's per-client
+// rules read it (netpolicy.RulesSource over *authdb.DB).
+type netRules struct{ db *authdb.DB }
+
+// ClientNetRules implements netpolicy.RulesSource.
+func (n netRules) ClientNetRules(ctx context.Context) ([]netpolicy.Rules, error) {
+	rows, err := n.db.ClientNetRules(ctx)
+	out := make([]netpolicy.Rules, len(rows))
+	for i, r := range rows {
+		out[i] = netpolicy.Rules(r)
+	}
+	return out, err
+}
+
+// ClientNetRulesFor implements netpolicy.RulesSource: a client without
+// rules (or unknown) has empty ones.
+func (n netRules) ClientNetRulesFor(ctx context.Context, clientID string) (netpolicy.Rules, error) {
+	r, err := n.db.ClientNetRulesFor(ctx, clientID)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return netpolicy.Rules{ClientID: clientID}, nil
+	}
+	return netpolicy.Rules(r), err
 }

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
@@ -151,7 +151,7 @@ func (f Patients) Encounters(ctx context.Context, patientID string, limit int) (
 // patients and encounters for its pickers (the user has already been
 // authenticated by it): read and search on those two types only.
 func internalCaller(ctx context.Context) context.Context {
-	return access.WithPrincipal(ctx, &access.Principal{
+	return principal.NewContext(ctx, &principal.Principal{
 		Method:   "internal",
 		ClientID: "lapis-authorization-server",
 		Scopes:   []string{"system/Patient.rs", "system/Encounter.rs"},
@@ -168,7 +168,7 @@ func (f Patients) RecordExists(ctx context.Context, typ, id string) (bool, error
 	if !resource.ValidID(id) {
 		return false, nil
 	}
-	ctx = access.WithPrincipal(ctx, &access.Principal{
+	ctx = principal.NewContext(ctx, &principal.Principal{
 		Method:   "internal",
 		ClientID: "lapis-authorization-server",
 		Scopes:   []string{"system/" + typ + ".r"},

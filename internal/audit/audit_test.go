@@ -19,12 +19,12 @@ import (
 
 	"github.com/pressly/goose/v3"
 
-	"github.com/lapis-health/lapis/internal/access"
-	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
@@ -69,7 +69,7 @@ func open(t testing.TB, url string, mod func(*Config)) *env {
 	t.Helper()
 	_, ix := registry(t)
 	ctx := context.Background()
-	st, err := database.Open(ctx, url, "")
+	st, err := backend.Open(ctx, url, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +436,7 @@ func TestStageReadsAndAuditEventWrites(t *testing.T) {
 		w.Write([]byte(`{"full`))
 		w.Write([]byte(`Url":"b"}]}`))
 	}))
-	ctx := access.WithPrincipal(context.Background(), &access.Principal{ClientID: "c1", Patient: "p7", TokenID: "jti1", Method: "bearer"})
+	ctx := principal.NewContext(context.Background(), &principal.Principal{ClientID: "c1", Patient: "p7", TokenID: "jti1", Method: "bearer"})
 	rr := httptest.NewRecorder()
 	h.ServeHTTP(rr, httptest.NewRequest("GET", "/fhir/Observation?code=1", nil).WithContext(ctx))
 	if !rr.Flushed {
@@ -639,7 +639,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		_, ix := registry(t)
-		st, err := database.Open(ctx, url, "")
+		st, err := backend.Open(ctx, url, "")
 		if err != nil {
 			t.Fatal(err)
 		}

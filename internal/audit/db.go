@@ -51,7 +51,7 @@ type DB struct {
 }
 
 // OpenDB opens the chain table in the database named by databaseURL (the
-// rules of database.Open) and applies its migrations.
+// rules of backend.Open) and applies its migrations.
 func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	d := &DB{}
 	switch {

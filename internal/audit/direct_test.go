@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
-
-	"github.com/lapis-health/lapis/internal/database"
 )
 
 // TestDirect: a Direct sink appends each event to its own chain before
@@ -21,7 +20,7 @@ func TestDirect(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		_, ix := registry(t)
-		st, err := database.Open(ctx, url, "")
+		st, err := backend.Open(ctx, url, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,8 +12,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // Committer is the recorder as the HTTP stage uses it: Record for reads,
@@ -52,7 +52,7 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c := Classify(r.Method, strings.TrimPrefix(r.URL.Path, prefix), r.URL.RawQuery)
 			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: clientIP(r), UserAgent: truncate(r.UserAgent(), 256)}
-			if p := access.FromContext(r.Context()); p != nil {
+			if p := principal.FromContext(r.Context()); p != nil {
 				e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
 			}
 			if c.Type == "AuditEvent" && c.Write {

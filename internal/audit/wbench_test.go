@@ -7,7 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
 )
 
@@ -44,7 +44,7 @@ func BenchmarkStageRead(b *testing.B) {
 		h    http.Handler
 	}{{"bare", inner}, {"audited", Stage(StageConfig{Recorder: nopRecorder{}, BaseURL: base})(inner)}} {
 		b.Run(tc.name, func(b *testing.B) {
-			ctx := access.WithPrincipal(context.Background(), &access.Principal{ClientID: "c", TokenID: "k", Method: "apikey"})
+			ctx := principal.NewContext(context.Background(), &principal.Principal{ClientID: "c", TokenID: "k", Method: "apikey"})
 			req := httptest.NewRequest("GET", "/fhir/Patient/123", nil).WithContext(ctx)
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {

@@ -13,6 +13,7 @@ package authdb
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
 	"encoding/hex"
@@ -87,6 +88,13 @@ type Client struct {
 	Owner string `json:"owner,omitempty"`
 }
 
+// HashSecret returns the stored form of a client secret (SecretHash):
+// its SHA-256. A server-generated 256-bit secret needs no slow hash.
+func HashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
 // ClientFilter selects clients; an empty field matches every value.
 type ClientFilter struct {
 	// Owner is the clients' owner.
@@ -127,7 +135,7 @@ type DB struct {
 }
 
 // Open opens the authorization store named by databaseURL (same rules as
-// database.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
+// backend.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
 // and applies its migrations.
 func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 	d := &DB{}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -27,7 +27,7 @@ func TestAuthDB(t *testing.T) {
 			for i := range 3 {
 				wg.Go(func() {
 					if i == 0 {
-						st, err := database.Open(ctx, url, dir)
+						st, err := backend.Open(ctx, url, dir)
 						if err == nil {
 							st.Close()
 						}

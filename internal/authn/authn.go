@@ -10,7 +10,7 @@
 //     enabled (lapis client basic enable), with lockout after repeated
 //     failures per client id and per address;
 //
-// and puts an *access.Principal into the request context. It never
+// and puts a *principal.Principal into the request context. It never
 // decides what the caller may do: that is package access.
 //
 // The authenticated hot path does no database round trip: access tokens
@@ -44,7 +44,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"github.com/lapis-health/lapis/internal/apikey"
 	"log/slog"
 	"net"
 	"net/http"
@@ -53,14 +52,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/oauth/token"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
-// Methods recorded in access.Principal.Method.
+// Methods recorded in principal.Principal.Method.
 const (
 	MethodBearer = "bearer"
 	MethodAPIKey = "apikey"
@@ -71,10 +71,17 @@ const (
 const HeaderAPIKey = "X-API-Key"
 
 // TokenVerifier verifies access tokens (*oauth.Verifier). It returns
-// oauth.ErrInvalidToken for any token that does not verify; other errors
+// token.ErrInvalid for any token that does not verify; other errors
 // are infrastructure failures.
 type TokenVerifier interface {
-	Verify(ctx context.Context, token string) (*oauth.AccessClaims, error)
+	Verify(ctx context.Context, tok string) (*token.Claims, error)
+}
+
+// RevocationFeed delivers the revocation log (*authdb.RevWatcher): new
+// entries to subscribers, and whether it is current (Healthy).
+type RevocationFeed interface {
+	Subscribe(fn authdb.RevSubscriber) (cancel func())
+	Healthy() bool
 }
 
 // APIKeyStore reads API keys (*authdb.DB).
@@ -133,7 +140,7 @@ type Config struct {
 	// honest (default: APIKeys.RevLog() when APIKeys is, or embeds, an
 	// *authdb.DB). With no feed, API keys are not cached: every request
 	// reads the database.
-	Revocations oauth.RevocationFeed
+	Revocations RevocationFeed
 	// APIKeyCacheTTL bounds how long a verified API key is cached (default
 	// one minute; negative: no cache).
 	APIKeyCacheTTL time.Duration
@@ -254,10 +261,10 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.fail(w, r, err)
 		return
 	}
-	m.next.ServeHTTP(w, r.WithContext(access.WithPrincipal(r.Context(), p)))
+	m.next.ServeHTTP(w, r.WithContext(principal.NewContext(r.Context(), p)))
 }
 
-func (m *middleware) authenticate(r *http.Request) (*access.Principal, error) {
+func (m *middleware) authenticate(r *http.Request) (*principal.Principal, error) {
 	authz := r.Header.Values("Authorization")
 	keys := r.Header.Values(HeaderAPIKey)
 	switch {
@@ -289,18 +296,18 @@ func (m *middleware) authenticate(r *http.Request) (*access.Principal, error) {
 	return nil, reject(malformed, "unsupported authorization scheme")
 }
 
-func (m *middleware) bearer(r *http.Request, token string) (*access.Principal, error) {
+func (m *middleware) bearer(r *http.Request, tok string) (*principal.Principal, error) {
 	if m.cfg.Verifier == nil {
 		return nil, reject(invalid, "bearer tokens not accepted")
 	}
-	c, err := m.cfg.Verifier.Verify(r.Context(), token)
-	if errors.Is(err, oauth.ErrInvalidToken) {
+	c, err := m.cfg.Verifier.Verify(r.Context(), tok)
+	if errors.Is(err, token.ErrInvalid) {
 		return nil, reject(invalid, "invalid access token")
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &access.Principal{Method: MethodBearer, ClientID: c.ClientID, Subject: c.Subject, FHIRUser: relativeFHIRUser(c.FHIRUser),
+	return &principal.Principal{Method: MethodBearer, ClientID: c.ClientID, Subject: c.Subject, FHIRUser: relativeFHIRUser(c.FHIRUser),
 		Scopes: c.Scopes(), Patient: c.Patient, TokenID: c.ID}, nil
 }
 
@@ -321,7 +328,7 @@ func relativeFHIRUser(u string) string {
 // dummyKeyHash keeps a failed lookup's work equal to a real comparison.
 var dummyKeyHash = apikey.Hash("lapis-no-such-key")
 
-func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, error) {
+func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, error) {
 	if m.cfg.APIKeys == nil {
 		return nil, reject(invalid, "api keys not accepted")
 	}
@@ -379,7 +386,7 @@ func (m *middleware) apiKey(r *http.Request, key string) (*access.Principal, err
 			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
 		}
 	}
-	return &access.Principal{Method: MethodAPIKey, ClientID: k.ID, Scopes: k.Scopes, Patient: k.Patient, TokenID: k.ID}, nil
+	return &principal.Principal{Method: MethodAPIKey, ClientID: k.ID, Scopes: k.Scopes, Patient: k.Patient, TokenID: k.ID}, nil
 }
 
 func decodeBasic(cred string) (id, secret string, ok bool) {
@@ -395,9 +402,9 @@ func decodeBasic(cred string) (id, secret string, ok bool) {
 }
 
 // dummySecretHash keeps an unknown client's work equal to a known one's.
-var dummySecretHash = oauth.HashSecret("lapis-no-such-client")
+var dummySecretHash = authdb.HashSecret("lapis-no-such-client")
 
-func (m *middleware) basic(r *http.Request, cred string) (*access.Principal, error) {
+func (m *middleware) basic(r *http.Request, cred string) (*principal.Principal, error) {
 	id, secret, ok := decodeBasic(cred)
 	if !ok {
 		return nil, reject(malformed, "basic: malformed credential")
@@ -422,7 +429,7 @@ func (m *middleware) basic(r *http.Request, cred string) (*access.Principal, err
 	if nClient >= lo.MaxFailures || nIP >= lo.MaxFailuresPerIP {
 		return nil, reject(invalid, "basic: locked out")
 	}
-	got := oauth.HashSecret(secret)
+	got := authdb.HashSecret(secret)
 	c, err := st.Client(ctx, id)
 	if errors.Is(err, authdb.ErrNotFound) {
 		c, err = nil, nil
@@ -460,7 +467,7 @@ func (m *middleware) basic(r *http.Request, cred string) (*access.Principal, err
 			m.log.Warn("authn: clearing basic failures failed", "client_id", id, "error", err.Error())
 		}
 	}
-	return &access.Principal{Method: MethodBasic, ClientID: c.ID, Scopes: c.Scopes, TokenID: "basic:" + c.ID}, nil
+	return &principal.Principal{Method: MethodBasic, ClientID: c.ID, Scopes: c.Scopes, TokenID: "basic:" + c.ID}, nil
 }
 
 // basicOffered reports whether any client has Basic enabled (cached for

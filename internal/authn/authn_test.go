@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"github.com/lapis-health/lapis/internal/apikey"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,7 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/apikey"
+	"github.com/lapis-health/lapis/internal/principal"
+
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -98,7 +99,7 @@ func newEnv(t testing.TB, dialect string) *env {
 
 // echo answers the Principal as JSON.
 func echo(w http.ResponseWriter, r *http.Request) {
-	p := access.FromContext(r.Context())
+	p := principal.FromContext(r.Context())
 	if p == nil {
 		http.Error(w, "no principal", 500)
 		return
@@ -154,7 +155,7 @@ type result struct {
 	status int
 	hdr    http.Header
 	body   []byte
-	p      access.Principal
+	p      principal.Principal
 }
 
 func (e *env) do(hdrs ...string) result {
@@ -242,7 +243,7 @@ func TestBearer(t *testing.T) {
 		if r.status != 200 {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
-		want := access.Principal{Method: "bearer", ClientID: "app", Subject: "sub-1", FHIRUser: "Practitioner/pr1", Scopes: []string{"patient/*.rs", "openid"}, Patient: "p1", TokenID: c.ID}
+		want := principal.Principal{Method: "bearer", ClientID: "app", Subject: "sub-1", FHIRUser: "Practitioner/pr1", Scopes: []string{"patient/*.rs", "openid"}, Patient: "p1", TokenID: c.ID}
 		if got, _ := json.Marshal(r.p); string(got) != string(must(json.Marshal(want))) {
 			t.Fatalf("principal %s", got)
 		}

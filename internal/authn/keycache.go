@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 // Defaults of the verified API-key cache.
@@ -26,7 +25,7 @@ type revLogger interface{ RevLog() *authdb.RevWatcher }
 // outage. Entries expire after ttl and never past the key's own expiry
 // (for a rotated key: the end of its grace period).
 type keyCache struct {
-	feed oauth.RevocationFeed
+	feed RevocationFeed
 	ttl  time.Duration
 	size int
 	now  func() time.Time
@@ -43,7 +42,7 @@ type keyEntry struct {
 	touched atomic.Int64
 }
 
-func newKeyCache(feed oauth.RevocationFeed, ttl time.Duration, size int, now func() time.Time) *keyCache {
+func newKeyCache(feed RevocationFeed, ttl time.Duration, size int, now func() time.Time) *keyCache {
 	if ttl == 0 {
 		ttl = defaultKeyCacheTTL
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
@@ -44,7 +45,7 @@ func TestCreateChecksFHIRRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			admin := access.WithPrincipal(ctx, &access.Principal{Method: "test", ClientID: "t", Scopes: []string{"system/*.cruds"}})
+			admin := principal.NewContext(ctx, &principal.Principal{Method: "test", ClientID: "t", Scopes: []string{"system/*.cruds"}})
 			create := func(body string) string {
 				r, err := ap.Service.Create(admin, strings.SplitN(strings.SplitN(body, `"resourceType":"`, 2)[1], `"`, 2)[0], []byte(body), "")
 				if err != nil {

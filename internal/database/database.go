@@ -1,59 +1,21 @@
-// Package database opens the configured store: PostgreSQL for a
-// postgres:// URL, otherwise the embedded SQLite database. Opening runs the
-// embedded schema migrations, which is safe while other processes (a
-// running server, admin commands) open the same database.
+// Package database names the database of a Lapis configuration: the
+// SQLite file of a "sqlite:"/"file:" URL or of a data directory. It sits
+// below every package that opens that database (the FHIR store, the
+// authorization database, the audit chain) and imports none of them;
+// package store/backend opens the FHIR store itself.
 package database
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/lapis-health/lapis/internal/store"
-	"github.com/lapis-health/lapis/internal/store/postgres"
-	"github.com/lapis-health/lapis/internal/store/sqlite"
 )
 
 // SQLiteFile is the name of the SQLite database inside the data directory.
 const SQLiteFile = "lapis.db"
-
-// Open opens the store named by databaseURL:
-//
-//   - "postgres://..." or "postgresql://...": PostgreSQL;
-//   - "": SQLite at <dataDir>/lapis.db (dataDir is created with mode 0700);
-//   - "sqlite:PATH", "sqlite://PATH" or "file:PATH": SQLite at PATH (a
-//     relative PATH is relative to the working directory; URL query
-//     parameters are ignored).
-func Open(ctx context.Context, databaseURL, dataDir string) (store.Store, error) {
-	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		return postgres.Open(ctx, databaseURL)
-	case databaseURL == "":
-		if dataDir == "" {
-			return nil, fmt.Errorf("database: no database URL and no data directory")
-		}
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("database: %w", err)
-		}
-		return sqlite.Open(ctx, filepath.Join(dataDir, SQLiteFile))
-	case strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
-		path, err := SQLitePath(databaseURL)
-		if err != nil {
-			return nil, err
-		}
-		if dir := filepath.Dir(path); dir != "" {
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return nil, fmt.Errorf("database: %w", err)
-			}
-		}
-		return sqlite.Open(ctx, path)
-	}
-	return nil, fmt.Errorf("database: unsupported database URL scheme in %q", redact(databaseURL))
-}
 
 // SQLiteFilePath returns the SQLite file of a configuration: the "sqlite:"
 // or "file:" URL's path, or, with no URL, SQLiteFile in dataDir. It creates
@@ -145,13 +107,4 @@ func absPath(p string) string {
 		return a
 	}
 	return p
-}
-
-// redact hides the password of a URL for error messages.
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // compartmentEnv loads a small data set on a dialect:
@@ -35,12 +36,12 @@ func compartmentEnv(t *testing.T, dialect string, opts ...envOption) *env {
 		rc.Access = access.NewPolicy(reg)
 		c.Middleware = func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				p := &access.Principal{Method: "bearer", ClientID: "test", Scopes: []string{"system/*.cruds"}}
+				p := &principal.Principal{Method: "bearer", ClientID: "test", Scopes: []string{"system/*.cruds"}}
 				if s := r.Header.Get("X-Scopes"); s != "" {
 					p.Scopes = strings.Fields(s)
 					p.Patient = r.Header.Get("X-Patient")
 				}
-				next.ServeHTTP(w, r.WithContext(access.WithPrincipal(r.Context(), p)))
+				next.ServeHTTP(w, r.WithContext(principal.NewContext(r.Context(), p)))
 			})
 		}
 	}}, opts...)

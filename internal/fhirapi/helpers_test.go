@@ -11,13 +11,13 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/backend"
 )
 
 const testBase = "http://lapis.test/fhir"
@@ -65,7 +65,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 func newEnvDir(t testing.TB, dir string, opts ...envOption) *env {
 	t.Helper()
 	reg, val, x := shared(t)
-	st, err := database.Open(context.Background(), "", dir)
+	st, err := backend.Open(context.Background(), "", dir)
 	if err != nil {
 		t.Fatal(err)
 	}

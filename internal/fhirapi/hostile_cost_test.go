@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
+	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -404,7 +404,7 @@ func newEnvOn(t testing.TB, dialect string, opts ...envOption) *env {
 	if dialect == "postgres" {
 		dsn = pgtest.New(t)
 	}
-	st, err := database.Open(context.Background(), dsn, t.TempDir())
+	st, err := backend.Open(context.Background(), dsn, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,13 +42,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
-// methodAPIKey is access.Principal.Method for API keys (authn.MethodAPIKey).
+// methodAPIKey is principal.Principal.Method for API keys (authn.MethodAPIKey).
 const methodAPIKey = "apikey"
 
 // Refusal reasons passed to metrics.Refused.
@@ -239,7 +239,7 @@ func (p *Policy) Client(next http.Handler) http.Handler {
 		var rule *clientRule
 		// API keys carry their own allow-list (checked by authn); their
 		// ClientID is the key id, not an OAuth client.
-		if pr := access.FromContext(r.Context()); pr != nil && pr.Method != methodAPIKey {
+		if pr := principal.FromContext(r.Context()); pr != nil && pr.Method != methodAPIKey {
 			clientID = pr.ClientID
 			var err error
 			if rule, err = p.opts.Clients.rule(r.Context(), clientID); err != nil {

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -41,17 +41,38 @@ func (s *recSink) last() audit.Event {
 	return s.events[len(s.events)-1]
 }
 
-type staticRules []authdb.ClientNetRules
+type staticRules []Rules
 
-func (s staticRules) ClientNetRules(context.Context) ([]authdb.ClientNetRules, error) { return s, nil }
+func (s staticRules) ClientNetRules(context.Context) ([]Rules, error) { return s, nil }
 
-func (s staticRules) ClientNetRulesFor(_ context.Context, id string) (authdb.ClientNetRules, error) {
+func (s staticRules) ClientNetRulesFor(_ context.Context, id string) (Rules, error) {
 	for _, r := range s {
 		if r.ClientID == id {
 			return r, nil
 		}
 	}
-	return authdb.ClientNetRules{}, authdb.ErrNotFound
+	return Rules{ClientID: id}, nil
+}
+
+// dbRules reads the rules from the authorization database, as the
+// composition root does (internal/cli netRules).
+type dbRules struct{ db *authdb.DB }
+
+func (d dbRules) ClientNetRules(ctx context.Context) ([]Rules, error) {
+	rows, err := d.db.ClientNetRules(ctx)
+	out := make([]Rules, len(rows))
+	for i, r := range rows {
+		out[i] = Rules(r)
+	}
+	return out, err
+}
+
+func (d dbRules) ClientNetRulesFor(ctx context.Context, id string) (Rules, error) {
+	r, err := d.db.ClientNetRulesFor(ctx, id)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return Rules{ClientID: id}, nil
+	}
+	return Rules(r), err
 }
 
 var ok200 = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
@@ -157,8 +178,8 @@ func TestUserAgentRules(t *testing.T) {
 	}
 }
 
-func principal(r *http.Request, clientID string) *http.Request {
-	return r.WithContext(access.WithPrincipal(r.Context(), &access.Principal{Method: "bearer", ClientID: clientID}))
+func withPrincipal(r *http.Request, clientID string) *http.Request {
+	return r.WithContext(principal.NewContext(r.Context(), &principal.Principal{Method: "bearer", ClientID: clientID}))
 }
 
 func newRulesPolicy(t *testing.T, src RulesSource, sink audit.Sink) *Policy {
@@ -181,37 +202,37 @@ func newRulesPolicy(t *testing.T, src RulesSource, sink audit.Sink) *Policy {
 func checkClientRules(t *testing.T, p *Policy) {
 	t.Helper()
 	h := p.Resolve(p.Client(ok200))
-	if w := serve(h, principal(req("192.0.2.9:1"), "a")); w.Code != 200 {
+	if w := serve(h, withPrincipal(req("192.0.2.9:1"), "a")); w.Code != 200 {
 		t.Fatalf("allowed client address refused: %d", w.Code)
 	}
-	if w := serve(h, principal(req("[2001:db8::77]:1"), "a")); w.Code != 200 {
+	if w := serve(h, withPrincipal(req("[2001:db8::77]:1"), "a")); w.Code != 200 {
 		t.Fatalf("allowed IPv6 client address refused: %d", w.Code)
 	}
-	want403(t, serve(h, principal(req("198.51.100.9:1"), "a")), "client a elsewhere")
-	if w := serve(h, principal(req("198.51.100.9:1"), "b")); w.Code != 200 {
+	want403(t, serve(h, withPrincipal(req("198.51.100.9:1"), "a")), "client a elsewhere")
+	if w := serve(h, withPrincipal(req("198.51.100.9:1"), "b")); w.Code != 200 {
 		t.Fatalf("client without allow-list refused: %d", w.Code)
 	}
-	if w := serve(h, principal(req("198.51.100.9:1"), "unknown")); w.Code != 200 {
+	if w := serve(h, withPrincipal(req("198.51.100.9:1"), "unknown")); w.Code != 200 {
 		t.Fatalf("client without rules refused: %d", w.Code)
 	}
-	want403(t, serve(h, principal(req("192.0.2.9:1"), "c")), "client with broken allow-list (fail closed)")
+	want403(t, serve(h, withPrincipal(req("192.0.2.9:1"), "c")), "client with broken allow-list (fail closed)")
 
 	// CORS on actual requests.
-	w := serve(h, principal(req("192.0.2.9:1", "Origin", "https://APP.example:443"), "a"))
+	w := serve(h, withPrincipal(req("192.0.2.9:1", "Origin", "https://APP.example:443"), "a"))
 	if w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != "https://app.example" || w.Header().Get("Vary") != "Origin" {
 		t.Fatalf("registered origin: %d %v", w.Code, w.Header())
 	}
 	if w.Header().Get("Access-Control-Allow-Credentials") != "" {
 		t.Fatal("credentials allowed")
 	}
-	want403(t, serve(h, principal(req("192.0.2.9:1", "Origin", "https://evil.example"), "a")), "other origin")
-	want403(t, serve(h, principal(req("192.0.2.9:1", "Origin", "http://localhost:3000"), "a")), "origin of another client")
-	want403(t, serve(h, principal(req("192.0.2.9:1", "Origin", "null"), "a")), "null origin")
-	if w := serve(h, principal(req("192.0.2.9:1", "Origin", "http://localhost:3000"), "b")); w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != "http://localhost:3000" {
+	want403(t, serve(h, withPrincipal(req("192.0.2.9:1", "Origin", "https://evil.example"), "a")), "other origin")
+	want403(t, serve(h, withPrincipal(req("192.0.2.9:1", "Origin", "http://localhost:3000"), "a")), "origin of another client")
+	want403(t, serve(h, withPrincipal(req("192.0.2.9:1", "Origin", "null"), "a")), "null origin")
+	if w := serve(h, withPrincipal(req("192.0.2.9:1", "Origin", "http://localhost:3000"), "b")); w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != "http://localhost:3000" {
 		t.Fatalf("client b origin: %d %v", w.Code, w.Header())
 	}
 	// Same origin is not CORS.
-	if w := serve(h, principal(req("192.0.2.9:1", "Origin", "https://fhir.example.org"), "a")); w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != "" {
+	if w := serve(h, withPrincipal(req("192.0.2.9:1", "Origin", "https://fhir.example.org"), "a")); w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("same origin: %d %v", w.Code, w.Header())
 	}
 
@@ -299,7 +320,7 @@ func TestClientRulesDatabase(t *testing.T) {
 			if _, err := db.ClientNetRulesFor(ctx, "gone"); !errors.Is(err, authdb.ErrNotFound) {
 				t.Fatalf("rules of a deleted client: %v", err)
 			}
-			p := newRulesPolicy(t, db, nil)
+			p := newRulesPolicy(t, dbRules{db}, nil)
 			// c is restricted to 203.0.113.1: the shared checks expect c to be
 			// refused from 192.0.2.9.
 			checkClientRules(t, p)
@@ -313,8 +334,8 @@ func TestClientRulesDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			set(authdb.ClientNetRules{ClientID: "late", AllowIPs: []string{"203.0.113.0/24"}})
-			want403(t, serve(p.Client(ok200), principal(req("198.51.100.9:1"), "late")), "client created after the reload")
-			if w := serve(p.Client(ok200), principal(req("203.0.113.5:1"), "late")); w.Code != 200 {
+			want403(t, serve(p.Client(ok200), withPrincipal(req("198.51.100.9:1"), "late")), "client created after the reload")
+			if w := serve(p.Client(ok200), withPrincipal(req("203.0.113.5:1"), "late")); w.Code != 200 {
 				t.Fatalf("late client from its network: %d", w.Code)
 			}
 			// Clearing the rules lifts the restriction after a reload.
@@ -322,7 +343,7 @@ func TestClientRulesDatabase(t *testing.T) {
 			if err := p.opts.Clients.Load(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if w := serve(p.Client(ok200), principal(req("198.51.100.9:1"), "a")); w.Code != 200 {
+			if w := serve(p.Client(ok200), withPrincipal(req("198.51.100.9:1"), "a")); w.Code != 200 {
 				t.Fatalf("cleared rules still enforced: %d", w.Code)
 			}
 		})
@@ -352,20 +373,20 @@ func TestNormalizeOrigin(t *testing.T) {
 
 type failingRules struct{}
 
-func (failingRules) ClientNetRules(context.Context) ([]authdb.ClientNetRules, error) { return nil, nil }
-func (failingRules) ClientNetRulesFor(context.Context, string) (authdb.ClientNetRules, error) {
-	return authdb.ClientNetRules{}, errors.New("database down")
+func (failingRules) ClientNetRules(context.Context) ([]Rules, error) { return nil, nil }
+func (failingRules) ClientNetRulesFor(context.Context, string) (Rules, error) {
+	return Rules{}, errors.New("database down")
 }
 
 func TestClientRulesFailClosedAndAPIKeys(t *testing.T) {
 	p := newRulesPolicy(t, failingRules{}, nil)
-	w := serve(p.Client(ok200), principal(req("192.0.2.1:1"), "x"))
+	w := serve(p.Client(ok200), withPrincipal(req("192.0.2.1:1"), "x"))
 	if w.Code != http.StatusServiceUnavailable || strings.Contains(w.Body.String(), "database") {
 		t.Fatalf("unreadable rules: %d %s", w.Code, w.Body.String())
 	}
 	// API keys have their own allow-list: no client lookup.
 	r := req("192.0.2.1:1")
-	r = r.WithContext(access.WithPrincipal(r.Context(), &access.Principal{Method: "apikey", ClientID: "ak_1"}))
+	r = r.WithContext(principal.NewContext(r.Context(), &principal.Principal{Method: "apikey", ClientID: "ak_1"}))
 	if w := serve(p.Client(ok200), r); w.Code != 200 {
 		t.Fatalf("API key: %d", w.Code)
 	}
@@ -380,7 +401,7 @@ type countingRules struct {
 	lookups int
 }
 
-func (c *countingRules) ClientNetRulesFor(ctx context.Context, id string) (authdb.ClientNetRules, error) {
+func (c *countingRules) ClientNetRulesFor(ctx context.Context, id string) (Rules, error) {
 	c.lookups++
 	return c.staticRules.ClientNetRulesFor(ctx, id)
 }
@@ -390,14 +411,14 @@ func TestClientRulesLookups(t *testing.T) {
 	p := newRulesPolicy(t, src, nil)
 	h := p.Client(ok200)
 	for range 3 {
-		serve(h, principal(req("192.0.2.1:1"), "known"))
-		serve(h, principal(req("192.0.2.1:1"), "a"))
+		serve(h, withPrincipal(req("192.0.2.1:1"), "known"))
+		serve(h, withPrincipal(req("192.0.2.1:1"), "a"))
 	}
 	if src.lookups != 0 {
 		t.Fatalf("known clients looked up %d times", src.lookups)
 	}
 	for range 3 {
-		serve(h, principal(req("192.0.2.1:1"), "new"))
+		serve(h, withPrincipal(req("192.0.2.1:1"), "new"))
 	}
 	if src.lookups != 1 {
 		t.Fatalf("a new client looked up %d times, want once per reload", src.lookups)

@@ -10,17 +10,30 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/lapis-health/lapis/internal/authdb"
 )
 
-// RulesSource reads clients' network rules (*authdb.DB).
+// Rules are one client's network rules as stored (the fields of
+// authdb.ClientNetRules, which converts to and from Rules).
+type Rules struct {
+	// ClientID is the client the rules belong to.
+	ClientID string
+	// AllowIPs are the CIDRs (or single addresses) the client's tokens may
+	// be used from; empty allows every address.
+	AllowIPs []string
+	// CORSOrigins are the browser origins allowed to call the FHIR API
+	// with the client's tokens.
+	CORSOrigins []string
+}
+
+// RulesSource reads clients' network rules (the authorization database,
+// adapted by the composition root).
 type RulesSource interface {
 	// ClientNetRules returns the rules of every client (empty lists for
 	// clients without rules).
-	ClientNetRules(ctx context.Context) ([]authdb.ClientNetRules, error)
-	// ClientNetRulesFor returns one client's rules, or authdb.ErrNotFound.
-	ClientNetRulesFor(ctx context.Context, clientID string) (authdb.ClientNetRules, error)
+	ClientNetRules(ctx context.Context) ([]Rules, error)
+	// ClientNetRulesFor returns one client's rules: empty lists for a
+	// client without rules or that does not exist.
+	ClientNetRulesFor(ctx context.Context, clientID string) (Rules, error)
 }
 
 // DefaultRefresh is how often ClientRules reloads the rules by default:
@@ -88,7 +101,7 @@ func (c *ClientRules) Load(ctx context.Context) error {
 	return nil
 }
 
-func buildRule(row authdb.ClientNetRules) *clientRule {
+func buildRule(row Rules) *clientRule {
 	cr := &clientRule{hasAllow: len(row.AllowIPs) > 0, origins: map[string]bool{}}
 	for _, a := range row.AllowIPs {
 		// An entry that no longer parses matches nothing: the client
@@ -150,7 +163,6 @@ func (c *ClientRules) rule(ctx context.Context, clientID string) (*clientRule, e
 	row, err := c.src.ClientNetRulesFor(lctx, clientID)
 	var r *clientRule
 	switch {
-	case errors.Is(err, authdb.ErrNotFound):
 	case err != nil:
 		return nil, err
 	case len(row.AllowIPs) > 0 || len(row.CORSOrigins) > 0:
@@ -237,8 +249,8 @@ func isLoopbackHost(h string) bool {
 // ClientRulesFrom checks and canonicalises a client's allow-list (CIDRs
 // or addresses) and CORS origins, dropping duplicates, for
 // authdb.SetClientNetRules. The error names the first invalid entry.
-func ClientRulesFrom(clientID string, allowIPs, origins []string) (authdb.ClientNetRules, error) {
-	r := authdb.ClientNetRules{ClientID: clientID}
+func ClientRulesFrom(clientID string, allowIPs, origins []string) (Rules, error) {
+	r := Rules{ClientID: clientID}
 	seen := map[string]bool{}
 	for _, a := range allowIPs {
 		p, err := ParsePrefix(a)

@@ -55,12 +55,9 @@ type AuthenticatedClient struct {
 	Method string
 }
 
-// HashSecret returns the stored form of a client secret: its SHA-256. A
-// server-generated 256-bit secret needs no slow hash.
-func HashSecret(secret string) []byte {
-	h := sha256.Sum256([]byte(secret))
-	return h[:]
-}
+// HashSecret returns the stored form of a client secret
+// (authdb.HashSecret, which authentication uses too).
+func HashSecret(secret string) []byte { return authdb.HashSecret(secret) }
 
 // authenticateClient authenticates the client of a token, introspection
 // or revocation request by exactly one method. Every failure is

@@ -15,6 +15,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/oauth/token"
 )
 
 // AccessTokenType is the JOSE "typ" of access tokens (RFC 9068).
@@ -131,24 +132,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// AccessClaims are the claims of a Lapis access token.
-type AccessClaims struct {
-	Issuer    string `json:"iss"`
-	Subject   string `json:"sub"`
-	Audience  string `json:"aud"`
-	Expiry    int64  `json:"exp"`
-	IssuedAt  int64  `json:"iat"`
-	NotBefore int64  `json:"nbf,omitempty"`
-	ID        string `json:"jti"`
-	ClientID  string `json:"client_id"`
-	Scope     string `json:"scope"`
-	Patient   string `json:"patient,omitempty"`
-	Encounter string `json:"encounter,omitempty"`
-	FHIRUser  string `json:"fhirUser,omitempty"`
-}
-
-// Scopes returns the granted scopes.
-func (c *AccessClaims) Scopes() []string { return strings.Fields(c.Scope) }
+// AccessClaims are the claims of a Lapis access token (token.Claims,
+// which authentication reads without importing this package).
+type AccessClaims = token.Claims
 
 // newID returns a random 128-bit identifier.
 func newID() string {

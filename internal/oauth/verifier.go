@@ -13,12 +13,14 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/oauth/token"
 )
 
 // ErrInvalidToken is returned for any token that does not verify: bad
 // signature, unknown key, wrong issuer or audience, expired, not yet
-// valid, or revoked. Callers answer 401 without saying which.
-var ErrInvalidToken = errors.New("oauth: invalid token")
+// valid, or revoked. Callers answer 401 without saying which. It is
+// token.ErrInvalid.
+var ErrInvalidToken = token.ErrInvalid
 
 // AccessTokenAlgorithms is the allow-list for access-token signatures.
 var AccessTokenAlgorithms = []jose.SignatureAlgorithm{keys.AccessTokenAlg}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
 )
 
@@ -19,7 +19,7 @@ func BenchmarkFHIRStage(b *testing.B) {
 	m := New(Options{FHIRBase: "/fhir", Client: Limit{Rate: MaxRate, Period: time.Second, Burst: MaxRate},
 		Patient: Limit{Rate: MaxRate, Period: time.Second, Burst: MaxRate}})
 	h := m.FHIR(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	ctx := access.WithPrincipal(context.Background(), &access.Principal{ClientID: "app"})
+	ctx := principal.NewContext(context.Background(), &principal.Principal{ClientID: "app"})
 	req := httptest.NewRequest("GET", "/fhir/Patient/123", nil).WithContext(ctx)
 	w := httptest.NewRecorder()
 	b.ReportAllocs()

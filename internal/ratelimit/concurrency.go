@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // ScopeConcurrency names the per-client concurrency limit in metrics and
@@ -106,7 +106,7 @@ func (c *Concurrency) Stage(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		p := access.FromContext(r.Context())
+		p := principal.FromContext(r.Context())
 		if p == nil || p.ClientID == "" {
 			next.ServeHTTP(w, r)
 			return
@@ -228,7 +228,7 @@ func heavy(method, path, prefix string) bool {
 
 // refuse answers 429 for a request over its client's limit, counts and
 // audits it.
-func (c *Concurrency) refuse(w http.ResponseWriter, r *http.Request, p *access.Principal) {
+func (c *Concurrency) refuse(w http.ResponseWriter, r *http.Request, p *principal.Principal) {
 	c.obs.Refused(ScopeConcurrency)
 	ev := audit.Event{
 		Time: time.Now(), Kind: audit.KindRateLimited, Action: "E", Outcome: audit.OutcomeMinor,

@@ -10,8 +10,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // blocker is a handler whose requests run until released, recording the
@@ -45,7 +45,7 @@ func start(h http.Handler, client, method, path, name string) *call {
 	r := httptest.NewRequest(method, path, nil)
 	r.Header.Set("X-Name", name)
 	if client != "" {
-		r = r.WithContext(access.WithPrincipal(r.Context(), &access.Principal{Method: "apikey", ClientID: client, TokenID: "k-" + client}))
+		r = r.WithContext(principal.NewContext(r.Context(), &principal.Principal{Method: "apikey", ClientID: client, TokenID: "k-" + client}))
 	}
 	c := &call{rec: httptest.NewRecorder(), done: make(chan struct{})}
 	go func() {
@@ -149,7 +149,7 @@ func TestConcurrencyCancelAndQueue(t *testing.T) {
 		h := c.Stage(b)
 		first := start(h, "a", "GET", "/fhir/Patient", "first")
 		synctest.Wait()
-		ctx, cancel := context.WithCancel(access.WithPrincipal(context.Background(), &access.Principal{ClientID: "a"}))
+		ctx, cancel := context.WithCancel(principal.NewContext(context.Background(), &principal.Principal{ClientID: "a"}))
 		waiting := &call{rec: httptest.NewRecorder(), done: make(chan struct{})}
 		go func() {
 			defer close(waiting.done)
@@ -242,7 +242,7 @@ func BenchmarkConcurrency(b *testing.B) {
 		var reqs []*http.Request
 		for _, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 			r := httptest.NewRequest("GET", path, nil)
-			reqs = append(reqs, r.WithContext(access.WithPrincipal(r.Context(), &access.Principal{ClientID: id})))
+			reqs = append(reqs, r.WithContext(principal.NewContext(r.Context(), &principal.Principal{ClientID: id})))
 		}
 		var next sync.Mutex
 		i := 0

@@ -18,9 +18,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // Scopes: the names of the limits, used as RateLimit policy names, metric
@@ -239,7 +239,7 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := access.FromContext(r.Context())
+		p := principal.FromContext(r.Context())
 		if p == nil {
 			next.ServeHTTP(w, r)
 			return
@@ -399,7 +399,7 @@ func setHeaders(h http.Header, ds []decision) {
 }
 
 // refuse answers 429 for the refused decision d, counts and audits it.
-func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, ds []decision, d decision, p *access.Principal, patient string, browser, fhir bool) {
+func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, ds []decision, d decision, p *principal.Principal, patient string, browser, fhir bool) {
 	m.obs.Refused("ratelimit")
 	ev := audit.Event{
 		Time: m.now(), Kind: audit.KindRateLimited, Action: "E", Outcome: audit.OutcomeMinor,

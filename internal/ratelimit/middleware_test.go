@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
 )
 
@@ -65,8 +65,8 @@ func (r *recorder) Record(_ context.Context, e audit.Event) {
 func fakeAuthn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id := r.Header.Get("X-Test-Client"); id != "" {
-			p := &access.Principal{Method: "apikey", ClientID: id, TokenID: "ak_" + id, Patient: r.Header.Get("X-Test-Patient")}
-			r = r.WithContext(access.WithPrincipal(r.Context(), p))
+			p := &principal.Principal{Method: "apikey", ClientID: id, TokenID: "ak_" + id, Patient: r.Header.Get("X-Test-Patient")}
+			r = r.WithContext(principal.NewContext(r.Context(), p))
 		}
 		next.ServeHTTP(w, r)
 	})
