@@ -157,7 +157,7 @@ func (c *serveCmd) Run(e *env) error {
 	fhirStages := []func(http.Handler) http.Handler{gw.preflight, mw, gw.principal}
 	// Rate limits per client and patient (serve_ratelimit.go), after
 	// authentication; their per-IP stage joins outer below.
-	rl, err := c.rateLimitFlags.stages(cfg, log, mets, auditSink)
+	rl, err := c.rateLimitFlags.stages(cfg, log, mets, auditSink, auth.DB())
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -22,6 +23,8 @@ import (
 type rateLimitFlags struct {
 	RateLimitClient       string `name:"rate-limit-client" env:"LAPIS_RATE_LIMIT_CLIENT" default:"100/s" help:"Limit per OAuth client or API key on the FHIR API, N/PERIOD in cost units (PERIOD s, m, h); 0 disables."`
 	RateLimitClientBurst  int    `name:"rate-limit-client-burst" env:"LAPIS_RATE_LIMIT_CLIENT_BURST" default:"200" help:"Burst per client, in cost units (0 = N)."`
+	RateLimitSystem       string `name:"rate-limit-system" env:"LAPIS_RATE_LIMIT_SYSTEM" default:"5000/s" help:"Limit per client for system credentials (only system/ scopes, no patient or user: backend services clients, system/ API keys), instead of --rate-limit-client, N/PERIOD in cost units; 0 disables. A client's or API key's own limit (--rate-limit of client/apikey create and update) replaces either."`
+	RateLimitSystemBurst  int    `name:"rate-limit-system-burst" env:"LAPIS_RATE_LIMIT_SYSTEM_BURST" default:"10000" help:"Burst per system credential, in cost units (0 = N)."`
 	RateLimitPatient      string `name:"rate-limit-patient" env:"LAPIS_RATE_LIMIT_PATIENT" default:"50/s" help:"Limit per patient (in context, or read/searched) on the FHIR API, N/PERIOD in cost units; 0 disables."`
 	RateLimitPatientBurst int    `name:"rate-limit-patient-burst" env:"LAPIS_RATE_LIMIT_PATIENT_BURST" default:"100" help:"Burst per patient, in cost units (0 = N)."`
 	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints and pages (authorize, login, consent, select-patient, apps, token, introspect, revoke), N/PERIOD requests; 0 disables."`
@@ -46,12 +49,18 @@ type rateLimitStages struct {
 }
 
 // stages builds the limiter and the stages from the flags; obs is the
-// process's *metrics.Metrics and sink its audit sink.
-func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, sink audit.Sink) (rateLimitStages, error) {
+// process's *metrics.Metrics, sink its audit sink and db the auth
+// database, whose clients and API keys may carry their own limits (nil:
+// only the flags' limits).
+func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, sink audit.Sink, db *authdb.DB) (rateLimitStages, error) {
 	st := rateLimitStages{Close: func() {}}
 	client, err := ratelimit.ParseLimit(f.RateLimitClient, f.RateLimitClientBurst)
 	if err != nil {
 		return st, fmt.Errorf("--rate-limit-client: %w", err)
+	}
+	system, err := ratelimit.ParseLimit(f.RateLimitSystem, f.RateLimitSystemBurst)
+	if err != nil {
+		return st, fmt.Errorf("--rate-limit-system: %w", err)
 	}
 	patient, err := ratelimit.ParseLimit(f.RateLimitPatient, f.RateLimitPatientBurst)
 	if err != nil {
@@ -96,10 +105,18 @@ func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimi
 		limiter, backend = rl, "redis"
 		st.Close = func() { _ = rl.Close() }
 	}
+	var creds ratelimit.CredentialLimits
+	if db != nil {
+		// Kept current by the revocation log: a change reaches every
+		// instance within one poll.
+		creds = ratelimit.NewCredentialCache(db, db.RevLog(), ratelimit.CredentialCacheOptions{Logger: log})
+	}
 	m := ratelimit.New(ratelimit.Options{
 		Limiter:      limiter,
 		FailOpen:     f.RateLimitRedisFailure != "closed",
 		Client:       client,
+		System:       system,
+		Credentials:  creds,
 		Patient:      patient,
 		IP:           ip,
 		Costs:        costs,
@@ -114,7 +131,7 @@ func (f rateLimitFlags) stages(cfg config.Config, log *slog.Logger, obs ratelimi
 		Logger:           log,
 	})
 	st.FHIR, st.AuthIP = m.FHIR, m.AuthEndpoints
-	log.Info("rate limits", "backend", backend, "client", client.String(), "patient", patient.String(),
+	log.Info("rate limits", "backend", backend, "client", client.String(), "system", system.String(), "patient", patient.String(),
 		"auth_ip", ip.String(), "costs", costs.String(), "redis_failure", f.RateLimitRedisFailure)
 	return st, nil
 }

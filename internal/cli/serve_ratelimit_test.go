@@ -18,7 +18,8 @@ import (
 )
 
 func defaultRateLimitFlags() rateLimitFlags {
-	return rateLimitFlags{RateLimitClient: "100/s", RateLimitClientBurst: 200, RateLimitPatient: "50/s", RateLimitPatientBurst: 100,
+	return rateLimitFlags{RateLimitClient: "100/s", RateLimitClientBurst: 200, RateLimitSystem: "5000/s", RateLimitSystemBurst: 10000,
+		RateLimitPatient: "50/s", RateLimitPatientBurst: 100,
 		RateLimitAuthIP: "10/s", RateLimitAuthIPBurst: 100, RateLimitRedisFailure: "open"}
 }
 
@@ -32,13 +33,14 @@ func TestRateLimitFlagErrors(t *testing.T) {
 	}{
 		{func(f *rateLimitFlags) { f.RateLimitClient = "lots" }, "--rate-limit-client: invalid rate limit"},
 		{func(f *rateLimitFlags) { f.RateLimitPatient = "5/fortnight" }, "--rate-limit-patient: invalid rate limit"},
+		{func(f *rateLimitFlags) { f.RateLimitSystem = "fast" }, "--rate-limit-system: invalid rate limit"},
 		{func(f *rateLimitFlags) { f.RateLimitAuthIPBurst = -1 }, "--rate-limit-auth-ip: invalid burst"},
 		{func(f *rateLimitFlags) { f.RateLimitCosts = "read=1,fetch=2" }, "--rate-limit-costs: invalid rate-limit cost"},
 		{func(f *rateLimitFlags) { f.RedisURL = "http://user:hunter2@example" }, "--redis-url: invalid Redis URL"},
 	} {
 		f := defaultRateLimitFlags()
 		tc.edit(&f)
-		_, err := f.stages(cfg, log, nil, nil)
+		_, err := f.stages(cfg, log, nil, nil, nil)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("error %v, want prefix %q", err, tc.want)
 		}
@@ -59,7 +61,7 @@ func TestRateLimitStages(t *testing.T) {
 	f := defaultRateLimitFlags()
 	f.RateLimitAuthIP, f.RateLimitAuthIPBurst = "1/m", 1
 	mets := metrics.New()
-	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{})
+	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +101,7 @@ func TestRateLimitPasswordPages(t *testing.T) {
 	}
 	f := defaultRateLimitFlags()
 	f.RateLimitAuthIP, f.RateLimitAuthIPBurst = "1/m", 100
-	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
+	st, err := f.stages(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
