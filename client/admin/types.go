@@ -270,7 +270,8 @@ type NewAPIKey struct {
 // RateLimit is a client's or API key's own limit on the FHIR API,
 // replacing the server's default for its class (--rate-limit-client, or
 // --rate-limit-system for a credential with only system/ scopes). The
-// per-patient limit still applies. In answers, Limit is always set.
+// per-patient limit still applies. In a client or an API key, Limit is
+// empty (absent) when it has none; the answer of a change says "default".
 type RateLimit struct {
 	// Limit is N/PERIOD in cost units (PERIOD s, m, h or whole seconds
 	// such as 10s: "500/s", "6000/m"), "none" (or "0": no per-client

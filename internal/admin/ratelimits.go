@@ -10,12 +10,20 @@ import (
 	"github.com/lapis-health/lapis/internal/ratelimit"
 )
 
-// rateLimitOf is the answer form of a stored limit ("default" when none).
+// rateLimitOf is the answer form of a stored limit in a client or key
+// (empty, so absent from JSON, when it has none).
 func rateLimitOf(r authdb.RateLimit) api.RateLimit {
-	if r.IsZero() {
-		return api.RateLimit{Limit: api.RateLimitDefault}
-	}
 	return api.RateLimit{Limit: r.Limit, Burst: r.Burst}
+}
+
+// rateLimitAnswer is the answer of a change: the limit, "default" when
+// none.
+func rateLimitAnswer(r authdb.RateLimit) *api.RateLimit {
+	out := rateLimitOf(r)
+	if r.IsZero() {
+		out.Limit = api.RateLimitDefault
+	}
+	return &out
 }
 
 // checkRateLimit validates a requested limit and returns its stored
@@ -31,7 +39,7 @@ func checkRateLimit(req api.RateLimit) (authdb.RateLimit, error) {
 
 // rateLimitAttrs describes a limit in the change log.
 func rateLimitAttrs(r authdb.RateLimit) []slog.Attr {
-	a := rateLimitOf(r)
+	a := rateLimitAnswer(r)
 	return []slog.Attr{slog.String("rate_limit", a.Limit), slog.Int("rate_limit_burst", a.Burst)}
 }
 
@@ -57,8 +65,7 @@ func (s *Service) SetClientRateLimit(ctx context.Context, id string, req api.Rat
 		attrs: append([]slog.Attr{slog.String("client_id", id)}, rateLimitAttrs(r)...)}); err != nil {
 		return nil, err
 	}
-	out := rateLimitOf(r)
-	return &out, nil
+	return rateLimitAnswer(r), nil
 }
 
 // SetAPIKeyRateLimit replaces the API key id's own rate limit; see
@@ -81,6 +88,5 @@ func (s *Service) SetAPIKeyRateLimit(ctx context.Context, id string, req api.Rat
 		attrs: append([]slog.Attr{slog.String("key_id", id)}, rateLimitAttrs(r)...), keys: []string{id}}); err != nil {
 		return nil, err
 	}
-	out := rateLimitOf(r)
-	return &out, nil
+	return rateLimitAnswer(r), nil
 }
