@@ -174,6 +174,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if v, ok := c.auth.(interface{ adoptHTTPClient(*http.Client) }); ok {
 		v.adoptHTTPClient(c.hc)
 	}
+	if v, ok := c.auth.(interface{ adoptRetry(RetryPolicy) }); ok {
+		v.adoptRetry(c.retry) // token requests follow the client's policy
+	}
 	return c, nil
 }
 

@@ -57,7 +57,10 @@
 // Answers 429 and 503 are retried per the RetryPolicy (WithRetry),
 // honouring Retry-After (seconds or an HTTP date) with a bounded wait;
 // cancelling the context stops the wait. Request bodies are buffered so
-// they can be replayed.
+// they can be replayed. Token requests of the OAuth grants
+// (ClientCredentials, BackendServices, RefreshToken) follow the same
+// policy: a token endpoint answering 429 or 503 is asked again after its
+// Retry-After, with a fresh assertion.
 //
 // Certificates are verified against the system trust store, or a custom
 // CA bundle (TLSConfig.CAFile, CAPEM), with TLS 1.2 as the minimum.

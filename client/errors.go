@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // ErrUnauthorized matches (with errors.Is) every error that means the
@@ -158,6 +159,9 @@ type OAuthError struct {
 	Code string
 	// Description is the server's error_description.
 	Description string
+	// RetryAfter is how long the server asked to wait (its Retry-After
+	// header, on 429 or 503); 0 when it did not say.
+	RetryAfter time.Duration
 }
 
 // Error implements error.

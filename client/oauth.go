@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
@@ -119,10 +120,13 @@ type OAuth struct {
 	onRotate func(Token)
 	cfgErr   error
 	now      func() time.Time
+	// sleep waits for d or until ctx ends; replaced in tests.
+	sleep func(ctx context.Context, d time.Duration) error
 
-	mu  sync.Mutex
-	hc  *http.Client
-	tok *Token
+	mu    sync.Mutex
+	hc    *http.Client
+	retry RetryPolicy
+	tok   *Token
 	// tokMargin is the renewal margin of tok: Margin, but at most half the
 	// token's lifetime, so short-lived tokens are still reused.
 	tokMargin time.Duration
@@ -145,7 +149,8 @@ func newOAuth(kind, tokenURL, fhirBase string, margin time.Duration, hc *http.Cl
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	o := &OAuth{kind: kind, tokenURL: tokenURL, fhirBase: fhirBase, margin: margin, tokMargin: margin, hc: hc, logger: logger, now: time.Now}
+	o := &OAuth{kind: kind, tokenURL: tokenURL, fhirBase: fhirBase, margin: margin, tokMargin: margin, hc: hc, logger: logger, now: time.Now,
+		sleep: sleepCtx, retry: RetryPolicy{MaxRetries: DefaultMaxRetries, MaxWait: DefaultMaxWait}}
 	if tokenURL == "" && fhirBase == "" {
 		o.cfgErr = fmt.Errorf("oauth %s: TokenURL or FHIRBase is required", kind)
 	}
@@ -218,6 +223,14 @@ func (o *OAuth) adoptHTTPClient(hc *http.Client) {
 	}
 }
 
+// adoptRetry gives the OAuth the Client's retry policy for 429 and 503
+// answers of the token endpoint.
+func (o *OAuth) adoptRetry(p RetryPolicy) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.retry = p
+}
+
 // TokenRequests returns how many token requests have been sent.
 func (o *OAuth) TokenRequests() int {
 	o.mu.Lock()
@@ -284,8 +297,6 @@ func (o *OAuth) Token(ctx context.Context) (*Token, error) {
 
 // fetch runs one token request and publishes its result to all waiters.
 func (o *OAuth) fetch(ctx context.Context, call *tokenCall) {
-	ctx, cancel := context.WithTimeout(ctx, tokenFetchTimeout)
-	defer cancel()
 	start := o.now()
 	tok, err := o.request(ctx)
 	o.mu.Lock()
@@ -348,8 +359,46 @@ func (o *OAuth) endpoint(ctx context.Context) (string, error) {
 	return cfg.TokenEndpoint, nil
 }
 
-// request sends one token request.
+// request obtains a token: one token request, repeated after a 429 or
+// 503 answer as the retry policy allows (waiting as long as Retry-After
+// asks, or backing off), each attempt bounded by tokenFetchTimeout.
 func (o *OAuth) request(ctx context.Context) (*Token, error) {
+	o.mu.Lock()
+	policy := o.retry
+	o.mu.Unlock()
+	for retries := 0; ; retries++ {
+		tok, err := o.attempt(ctx)
+		var oe *OAuthError
+		if err == nil || !errors.As(err, &oe) || (oe.StatusCode != http.StatusTooManyRequests && oe.StatusCode != http.StatusServiceUnavailable) ||
+			retries >= policy.MaxRetries {
+			if err != nil {
+				o.logger.LogAttrs(ctx, slog.LevelWarn, "oauth token request failed", slog.String("grant", o.kind), slog.String("error", err.Error()))
+			}
+			return tok, err
+		}
+		wait := oe.RetryAfter
+		if wait > policy.MaxWait {
+			o.logger.LogAttrs(ctx, slog.LevelWarn, "oauth token endpoint asked to wait longer than the retry policy allows",
+				slog.String("grant", o.kind), slog.Int("status", oe.StatusCode), slog.Duration("retry_after", wait))
+			return nil, err
+		}
+		if wait <= 0 {
+			wait = 500 * time.Millisecond << min(retries, 10)
+			wait = min(wait+rand.N(wait/2+1), policy.MaxWait)
+		}
+		o.logger.LogAttrs(ctx, slog.LevelInfo, "oauth token request throttled; retrying", slog.String("grant", o.kind),
+			slog.Int("status", oe.StatusCode), slog.Duration("wait", wait), slog.Int("retry", retries+1))
+		if err := o.sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// attempt sends one token request (a fresh grant: assertions are not
+// reused).
+func (o *OAuth) attempt(ctx context.Context) (*Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, tokenFetchTimeout)
+	defer cancel()
 	tokenURL, err := o.endpoint(ctx)
 	if err != nil {
 		return nil, err
@@ -364,7 +413,6 @@ func (o *OAuth) request(ctx context.Context) (*Token, error) {
 	start := o.now()
 	tok, err := postToken(ctx, o.httpClient(), tokenURL, form, o.clientID, o.secret, o.style, start)
 	if err != nil {
-		o.logger.LogAttrs(ctx, slog.LevelWarn, "oauth token request failed", slog.String("grant", o.kind), slog.String("error", err.Error()))
 		return nil, err
 	}
 	o.logger.LogAttrs(ctx, slog.LevelDebug, "oauth token obtained", slog.String("grant", o.kind), slog.Any("token", *tok))
@@ -411,6 +459,9 @@ func postToken(ctx context.Context, hc *http.Client, tokenURL string, form url.V
 	}
 	if resp.StatusCode != http.StatusOK {
 		oe := &OAuthError{StatusCode: resp.StatusCode}
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			oe.RetryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		}
 		var v struct {
 			Error       string `json:"error"`
 			Description string `json:"error_description"`

@@ -187,6 +187,14 @@ func (a *Client) SetClientNetwork(ctx context.Context, id string, req NetworkReq
 	return one[Network](ctx, a, http.MethodPut, "clients/"+url.PathEscape(id)+"/network", req)
 }
 
+// SetClientRateLimit replaces the client id's own rate limit (Limit
+// "default" restores the server's default); running servers apply it
+// within a second. It returns the limit as stored (PUT
+// clients/{id}/ratelimit).
+func (a *Client) SetClientRateLimit(ctx context.Context, id string, req RateLimit) (*RateLimit, error) {
+	return one[RateLimit](ctx, a, http.MethodPut, "clients/"+url.PathEscape(id)+"/ratelimit", req)
+}
+
 // CreateUser creates a login (POST users).
 func (a *Client) CreateUser(ctx context.Context, req UserRequest) (*User, error) {
 	return one[User](ctx, a, http.MethodPost, "users", req)
@@ -244,6 +252,14 @@ func (a *Client) RevokeAPIKey(ctx context.Context, id string) error {
 // for the grace period (POST apikeys/{id}/rotate).
 func (a *Client) RotateAPIKey(ctx context.Context, id string, req RotateRequest) (*NewAPIKey, error) {
 	return one[NewAPIKey](ctx, a, http.MethodPost, "apikeys/"+url.PathEscape(id)+"/rotate", req)
+}
+
+// SetAPIKeyRateLimit replaces the API key id's own rate limit (Limit
+// "default" restores the server's default); running servers apply it
+// within a second. It returns the limit as stored (PUT
+// apikeys/{id}/ratelimit).
+func (a *Client) SetAPIKeyRateLimit(ctx context.Context, id string, req RateLimit) (*RateLimit, error) {
+	return one[RateLimit](ctx, a, http.MethodPut, "apikeys/"+url.PathEscape(id)+"/ratelimit", req)
 }
 
 // one sends a request whose answer is one T.

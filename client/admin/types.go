@@ -32,6 +32,8 @@ type OAuthClient struct {
 	// Owner is who manages the client ("admin", a developer account's
 	// id); empty when it has none.
 	Owner string `json:"owner,omitempty"`
+	// RateLimit is the client's own limit on the FHIR API.
+	RateLimit
 }
 
 // ClientRequest registers a client: the fields of "lapis client create".
@@ -57,6 +59,9 @@ type ClientRequest struct {
 	// CORSOrigins are the browser origins allowed to call the FHIR API
 	// with the client's tokens.
 	CORSOrigins []string `json:"cors_origins,omitempty"`
+	// RateLimit is the client's own limit on the FHIR API (empty: the
+	// server's default).
+	RateLimit
 	// Owner is who manages the client (optional).
 	Owner string `json:"owner,omitempty"`
 }
@@ -191,6 +196,8 @@ type APIKey struct {
 	ReplacedBy string `json:"replaced_by,omitempty"`
 	// Owner is who manages the key; empty when it has none.
 	Owner string `json:"owner,omitempty"`
+	// RateLimit is the key's own limit on the FHIR API.
+	RateLimit
 	// Status is active, rotated (replaced, within its grace period),
 	// expired or revoked, when the answer was made.
 	Status string `json:"status,omitempty"`
@@ -225,6 +232,9 @@ type APIKeyRequest struct {
 	// Force creates the key even if Patient does not exist (yet) in the
 	// FHIR store.
 	Force bool `json:"force,omitempty"`
+	// RateLimit is the key's own limit on the FHIR API (empty: the
+	// server's default).
+	RateLimit
 }
 
 // APIKeyFilter selects API keys; an empty field matches every value.
@@ -259,7 +269,31 @@ type NewAPIKey struct {
 	OldValidUntil time.Time `json:"old_valid_until,omitzero"`
 	// Owner is who manages the key; empty when it has none.
 	Owner string `json:"owner,omitempty"`
+	// RateLimit is the key's own limit on the FHIR API.
+	RateLimit
 }
+
+// RateLimit is a client's or API key's own limit on the FHIR API,
+// replacing the server's default for its class (--rate-limit-client, or
+// --rate-limit-system for a credential with only system/ scopes). The
+// per-patient limit still applies. In a client or an API key, Limit is
+// empty (absent) when it has none; the answer of a change says "default".
+type RateLimit struct {
+	// Limit is N/PERIOD in cost units (PERIOD s, m, h or whole seconds
+	// such as 10s: "500/s", "6000/m"), "none" (or "0": no per-client
+	// limit) or "default" (or empty: the server's default).
+	Limit string `json:"rate_limit,omitempty"`
+	// Burst is the burst in cost units (0: N); only with N/PERIOD.
+	Burst int `json:"rate_limit_burst,omitempty"`
+}
+
+// Rate-limit spellings.
+const (
+	// RateLimitDefault: no limit of its own, the server's default applies.
+	RateLimitDefault = "default"
+	// RateLimitNone: no per-client limit.
+	RateLimitNone = "none"
+)
 
 // Duration is a duration in a request body: a JSON integer of seconds
 // (3600) or a Go duration string ("720h", "90m"); it is sent as a string.

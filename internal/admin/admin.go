@@ -42,6 +42,7 @@ type Store interface {
 	DeleteClient(ctx context.Context, id string) error
 	ClientNetRulesFor(ctx context.Context, clientID string) (authdb.ClientNetRules, error)
 	SetClientNetRules(ctx context.Context, r authdb.ClientNetRules) error
+	SetClientRateLimit(ctx context.Context, id string, r authdb.RateLimit) error
 	EnableBasic(ctx context.Context, clientID string, now time.Time) error
 	DisableBasic(ctx context.Context, clientID string) error
 
@@ -57,6 +58,7 @@ type Store interface {
 	APIKeysBy(ctx context.Context, f authdb.APIKeyFilter) ([]authdb.APIKey, error)
 	RevokeAPIKey(ctx context.Context, id string, now time.Time) error
 	RotateAPIKey(ctx context.Context, oldID string, next *authdb.APIKey, oldUntil, now time.Time) error
+	SetAPIKeyRateLimit(ctx context.Context, id string, r authdb.RateLimit) error
 }
 
 var _ Store = (*authdb.DB)(nil)

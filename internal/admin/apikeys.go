@@ -16,12 +16,13 @@ import (
 func apiKeyOf(k *authdb.APIKey, now time.Time) api.APIKey {
 	return api.APIKey{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Scopes: nonNil(k.Scopes), Patient: k.Patient, AllowIPs: k.AllowIPs,
 		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(), RevokedAt: k.RevokedAt.UTC(), LastUsedAt: k.LastUsedAt.UTC(),
-		ReplacedBy: k.ReplacedBy, Owner: k.Owner, Status: k.Status(now)}
+		ReplacedBy: k.ReplacedBy, Owner: k.Owner, Status: k.Status(now), RateLimit: rateLimitOf(k.RateLimit)}
 }
 
 func newAPIKey(key string, k *authdb.APIKey, replaces string, oldUntil time.Time) *api.NewAPIKey {
 	return &api.NewAPIKey{Key: key, ID: k.ID, Prefix: k.Prefix, Name: k.Name, Scopes: k.Scopes, Patient: k.Patient, AllowIPs: k.AllowIPs,
-		ExpiresAt: k.ExpiresAt.UTC().Truncate(time.Second), Replaces: replaces, OldValidUntil: oldUntil.UTC().Truncate(time.Second), Owner: k.Owner}
+		ExpiresAt: k.ExpiresAt.UTC().Truncate(time.Second), Replaces: replaces, OldValidUntil: oldUntil.UTC().Truncate(time.Second), Owner: k.Owner,
+		RateLimit: rateLimitOf(k.RateLimit)}
 }
 
 // keyInvalid words package apikey's validation errors for any front end
@@ -73,6 +74,10 @@ func (s *Service) CreateAPIKey(ctx context.Context, req api.APIKeyRequest) (*api
 			return nil, err
 		}
 	}
+	rl, err := checkRateLimit(req.RateLimit)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now()
 	var expires time.Time
 	switch {
@@ -93,13 +98,16 @@ func (s *Service) CreateAPIKey(ctx context.Context, req api.APIKeyRequest) (*api
 	if err != nil {
 		return nil, err
 	}
-	k.Name, k.Scopes, k.Patient, k.AllowIPs, k.Owner, k.CreatedAt, k.ExpiresAt = name, scopes, req.Patient, ips, req.Owner, now, expires
+	k.Name, k.Scopes, k.Patient, k.AllowIPs, k.Owner, k.CreatedAt, k.ExpiresAt, k.RateLimit = name, scopes, req.Patient, ips, req.Owner, now, expires, rl
 	if err := s.st.CreateAPIKey(ctx, k); err != nil {
 		return nil, err
 	}
 	attrs := []slog.Attr{slog.String("key_id", k.ID)}
 	if req.Owner != "" {
 		attrs = append(attrs, slog.String("owner", req.Owner))
+	}
+	if !rl.IsZero() {
+		attrs = append(attrs, rateLimitAttrs(rl)...)
 	}
 	if err := s.done(ctx, a, change{action: "create_apikey", targets: []string{k.ID}, attrs: attrs, keys: []string{k.ID}}); err != nil {
 		return nil, err
@@ -150,7 +158,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) error {
 }
 
 // RotateAPIKey replaces the API key id by a new one with the same name,
-// scopes, patient, allow-list, expiry and owner; the old key stays valid
+// scopes, patient, allow-list, expiry, owner and rate limit; the old key stays valid
 // for req.Grace (default api.DefaultGrace; 0 ends it at once). A key
 // already rotated, revoked or expired is a conflict.
 func (s *Service) RotateAPIKey(ctx context.Context, id string, req api.RotateRequest) (*api.NewAPIKey, error) {

@@ -18,12 +18,13 @@ import (
 // errors (the caller's).
 type creator struct {
 	Store
-	owner string
-	err   error
+	owner     string
+	rateLimit authdb.RateLimit
+	err       error
 }
 
 func (c *creator) CreateClient(ctx context.Context, cl *authdb.Client) error {
-	cl.Owner = c.owner
+	cl.Owner, cl.RateLimit = c.owner, c.rateLimit
 	c.err = c.Store.CreateClient(ctx, cl)
 	return c.err
 }
@@ -35,7 +36,8 @@ func (c *creator) CreateAccount(ctx context.Context, a *authdb.Account) error {
 
 func oauthClient(c *authdb.Client) api.OAuthClient {
 	return api.OAuthClient{ID: c.ID, Name: c.Name, Type: c.Type, RedirectURIs: nonNil(c.RedirectURIs), LaunchURI: c.LaunchURI,
-		Scopes: nonNil(c.Scopes), JWKS: c.JWKS, JWKSURI: c.JWKSURI, CreatedAt: c.CreatedAt.UTC(), Owner: c.Owner}
+		Scopes: nonNil(c.Scopes), JWKS: c.JWKS, JWKSURI: c.JWKSURI, CreatedAt: c.CreatedAt.UTC(), Owner: c.Owner,
+		RateLimit: rateLimitOf(c.RateLimit)}
 }
 
 func nonNil(s []string) []string {
@@ -70,12 +72,16 @@ func (s *Service) CreateClient(ctx context.Context, req api.ClientRequest) (*api
 	if err != nil {
 		return nil, err
 	}
+	rl, err := checkRateLimit(req.RateLimit)
+	if err != nil {
+		return nil, err
+	}
 	reg := oauth.Registration{Name: req.Name, Type: req.Type, RedirectURIs: req.RedirectURIs, LaunchURI: req.LaunchURI,
 		Scopes: req.Scopes, JWKSURI: req.JWKSURI}
 	if len(req.JWKS) > 0 && string(req.JWKS) != "null" {
 		reg.JWKS = req.JWKS
 	}
-	cr := &creator{Store: s.st, owner: req.Owner}
+	cr := &creator{Store: s.st, owner: req.Owner, rateLimit: rl}
 	out, err := oauth.RegisterClient(ctx, cr, reg)
 	switch {
 	case err != nil && cr.err != nil:
@@ -95,6 +101,9 @@ func (s *Service) CreateClient(ctx context.Context, req api.ClientRequest) (*api
 	attrs := []slog.Attr{slog.String("client_id", out.ClientID), slog.String("type", req.Type)}
 	if req.Owner != "" {
 		attrs = append(attrs, slog.String("owner", req.Owner))
+	}
+	if !rl.IsZero() {
+		attrs = append(attrs, rateLimitAttrs(rl)...)
 	}
 	if err := s.done(ctx, a, change{action: "create_client", targets: []string{out.ClientID}, attrs: attrs}); err != nil {
 		return nil, err

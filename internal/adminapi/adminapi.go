@@ -8,6 +8,7 @@
 //	DELETE clients/{id}         delete a client and revoke its users' grants; 204
 //	GET    clients/{id}/network the client's IP allow-list and CORS origins
 //	PUT    clients/{id}/network replace them ({"allow_ips": [...], "cors_origins": [...]})
+//	PUT    clients/{id}/ratelimit the client's own rate limit ({"rate_limit": "500/s"|"none"|"default", "rate_limit_burst": 2000})
 //	POST   users                create a login; 201 with username, subject, fhir_user
 //	GET    users                list logins
 //	GET    users/{username}     one login
@@ -19,6 +20,7 @@
 //	GET    apikeys/{id}         one API key
 //	DELETE apikeys/{id}         revoke an API key at once; 204
 //	POST   apikeys/{id}/rotate  replace an API key; the old one stays valid for "grace"
+//	PUT    apikeys/{id}/ratelimit the key's own rate limit (as for clients)
 //
 // One middleware authenticates every request before routing (an
 // unauthenticated caller learns nothing about the paths): a bearer access
@@ -148,6 +150,7 @@ func (a *API) routes() http.Handler {
 	rt.handle("DELETE /clients/{id}", a.deleteClient)
 	rt.handle("GET /clients/{id}/network", a.getNetwork)
 	rt.handle("PUT /clients/{id}/network", a.putNetwork)
+	rt.handle("PUT /clients/{id}/ratelimit", a.putClientRateLimit)
 	rt.handle("GET /users", a.listUsers)
 	rt.handle("POST /users", a.createUser)
 	rt.handle("GET /users/{username}", a.getUser)
@@ -159,6 +162,7 @@ func (a *API) routes() http.Handler {
 	rt.handle("GET /apikeys/{id}", a.getAPIKey)
 	rt.handle("DELETE /apikeys/{id}", a.revokeAPIKey)
 	rt.handle("POST /apikeys/{id}/rotate", a.rotateAPIKey)
+	rt.handle("PUT /apikeys/{id}/ratelimit", a.putAPIKeyRateLimit)
 	return rt.handler()
 }
 
@@ -367,6 +371,24 @@ func (a *API) putNetwork(w http.ResponseWriter, r *http.Request) error {
 	}
 	n, err := a.svc.SetClientNetwork(r.Context(), r.PathValue("id"), req)
 	return answer(w, n, err)
+}
+
+func (a *API) putClientRateLimit(w http.ResponseWriter, r *http.Request) error {
+	var req api.RateLimit
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	l, err := a.svc.SetClientRateLimit(r.Context(), r.PathValue("id"), req)
+	return answer(w, l, err)
+}
+
+func (a *API) putAPIKeyRateLimit(w http.ResponseWriter, r *http.Request) error {
+	var req api.RateLimit
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	l, err := a.svc.SetAPIKeyRateLimit(r.Context(), r.PathValue("id"), req)
+	return answer(w, l, err)
 }
 
 func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {

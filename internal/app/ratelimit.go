@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -28,7 +29,9 @@ type rateLimitStages struct {
 
 // newRateLimits builds the limiter and the stages of cfg.RateLimit; obs is
 // the process's *metrics.Metrics and sink its audit sink.
-func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, sink audit.Sink) (rateLimitStages, error) {
+// db is the auth database, whose clients and API keys may carry their own
+// limits (nil: only the configured limits).
+func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, sink audit.Sink, db *authdb.DB) (rateLimitStages, error) {
 	st := rateLimitStages{Close: func() {}}
 	f := cfg.RateLimit
 	lim, err := f.Parse()
@@ -62,10 +65,18 @@ func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, 
 		limiter, backend = rl, "redis"
 		st.Close = func() { _ = rl.Close() }
 	}
+	var creds ratelimit.CredentialLimits
+	if db != nil {
+		// Kept current by the revocation log: a change reaches every
+		// instance within one poll.
+		creds = ratelimit.NewCredentialCache(db, db.RevLog(), ratelimit.CredentialCacheOptions{Logger: log})
+	}
 	m := ratelimit.New(ratelimit.Options{
 		Limiter:      limiter,
 		FailOpen:     f.RedisFailure != "closed",
 		Client:       lim.Client,
+		System:       lim.System,
+		Credentials:  creds,
 		Patient:      lim.Patient,
 		IP:           lim.AuthIP,
 		Costs:        lim.Costs,
@@ -80,7 +91,7 @@ func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, 
 		Logger:           log,
 	})
 	st.FHIR, st.AuthIP = m.FHIR, m.AuthEndpoints
-	log.Info("rate limits", "backend", backend, "client", lim.Client.String(), "patient", lim.Patient.String(),
+	log.Info("rate limits", "backend", backend, "client", lim.Client.String(), "system", lim.System.String(), "patient", lim.Patient.String(),
 		"auth_ip", lim.AuthIP.String(), "costs", lim.Costs.String(), "redis_failure", f.RedisFailure)
 	return st, nil
 }

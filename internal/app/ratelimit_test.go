@@ -22,7 +22,7 @@ import (
 func TestRateLimitRedisURL(t *testing.T) {
 	cfg := config.ServeDefaults()
 	cfg.RateLimit.RedisURL = "http://user:hunter2@example"
-	_, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), nil, nil)
+	_, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), nil, nil, nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "--redis-url: invalid Redis URL") {
 		t.Fatalf("error %v", err)
 	}
@@ -41,7 +41,7 @@ func TestRateLimitStages(t *testing.T) {
 		t.Fatal(err)
 	}
 	mets := metrics.New()
-	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{})
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestRateLimitBasePath(t *testing.T) {
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
 	}
-	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestRateLimitPasswordPages(t *testing.T) {
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
 	}
-	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{})
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,4 +152,17 @@ func ipRequest(p string, i int) *http.Request {
 	r := httptest.NewRequest("POST", "/fhir"+p, nil)
 	r.RemoteAddr = fmt.Sprintf("198.51.100.%d:1234", i+1)
 	return r
+}
+
+// TestRateLimitSystemConfig: the system-credential class is configured
+// and checked like the others.
+func TestRateLimitSystemConfig(t *testing.T) {
+	cfg := config.ServeDefaults()
+	if cfg.RateLimit.System != "5000/s" || cfg.RateLimit.SystemBurst != 10000 {
+		t.Fatalf("defaults %q %d", cfg.RateLimit.System, cfg.RateLimit.SystemBurst)
+	}
+	cfg.RateLimit.System = "fast"
+	if _, err := cfg.RateLimit.Parse(); err == nil || !strings.HasPrefix(err.Error(), "--rate-limit-system: invalid rate limit") {
+		t.Fatalf("error %v", err)
+	}
 }

@@ -145,7 +145,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	fhirStages := []func(http.Handler) http.Handler{gw.preflight, mw, gw.principal}
 	// Rate limits per client and patient, after authentication; their
 	// per-IP stage joins outer below.
-	rl, err := newRateLimits(cfg, log, mets, auditSink)
+	rl, err := newRateLimits(cfg, log, mets, auditSink, auth.DB())
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,10 @@ type APIKey struct {
 	// Owner is who manages the key ("admin", a developer account's id);
 	// empty when it has none. A rotated key's successor keeps it.
 	Owner string `json:"owner,omitempty"`
+	// RateLimit is the key's own limit on the FHIR API (see RateLimit);
+	// the zero value is the server's default. A rotated key's successor
+	// keeps it.
+	RateLimit RateLimit `json:"rate_limit,omitzero"`
 }
 
 // APIKeyFilter selects API keys; an empty field matches every value.
@@ -59,7 +63,7 @@ func (k *APIKey) Valid(now time.Time) bool {
 	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
 
-const apiKeyCols = "id, name, key_hash, prefix, scopes, patient, allow_ips, created_at, expires_at, revoked_at, last_used_at, replaced_by, owner"
+const apiKeyCols = "id, name, key_hash, prefix, scopes, patient, allow_ips, created_at, expires_at, revoked_at, last_used_at, replaced_by, owner, rate_limit, rate_limit_burst"
 
 func nullUnix(t time.Time) any {
 	if t.IsZero() {
@@ -80,7 +84,7 @@ func scanAPIKey(s scanner) (*APIKey, error) {
 	var hash, scopes, ips string
 	var created int64
 	var expires, revoked, used sql.NullInt64
-	if err := s.Scan(&k.ID, &k.Name, &hash, &k.Prefix, &scopes, &k.Patient, &ips, &created, &expires, &revoked, &used, &k.ReplacedBy, &k.Owner); err != nil {
+	if err := s.Scan(&k.ID, &k.Name, &hash, &k.Prefix, &scopes, &k.Patient, &ips, &created, &expires, &revoked, &used, &k.ReplacedBy, &k.Owner, &k.RateLimit.Limit, &k.RateLimit.Burst); err != nil {
 		return nil, err
 	}
 	h, err := hex.DecodeString(hash)
@@ -101,9 +105,9 @@ func (d *DB) insertAPIKey(ctx context.Context, ex interface {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	_, err := ex.ExecContext(ctx, d.ph("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err := ex.ExecContext(ctx, d.ph("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		k.ID, k.Name, hex.EncodeToString(k.Hash), k.Prefix, strings.Join(k.Scopes, " "), k.Patient, strings.Join(k.AllowIPs, " "),
-		k.CreatedAt.Unix(), nullUnix(k.ExpiresAt), nullUnix(k.RevokedAt), nullUnix(k.LastUsedAt), k.ReplacedBy, k.Owner)
+		k.CreatedAt.Unix(), nullUnix(k.ExpiresAt), nullUnix(k.RevokedAt), nullUnix(k.LastUsedAt), k.ReplacedBy, k.Owner, k.RateLimit.Limit, k.RateLimit.Burst)
 	if err != nil {
 		return fmt.Errorf("authdb: create api key: %w", err)
 	}
@@ -201,7 +205,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 
 // RotateAPIKey replaces the key oldID by next in one transaction: next
 // (with ID, Hash and Prefix set by the caller) takes the old key's name,
-// scopes, patient, allow-list, expiry and owner; the old key stays valid until
+// scopes, patient, allow-list, expiry, owner and rate limit; the old key stays valid until
 // oldUntil (or its own expiry, if earlier) and records its successor. It
 // returns ErrNotFound for an unknown id and ErrAPIKeyRotated for a key
 // that was already rotated, or is revoked or expired.
@@ -221,7 +225,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if old.ReplacedBy != "" || !old.Valid(now) {
 		return ErrAPIKeyRotated
 	}
-	next.Name, next.Scopes, next.Patient, next.AllowIPs, next.ExpiresAt, next.Owner = old.Name, old.Scopes, old.Patient, old.AllowIPs, old.ExpiresAt, old.Owner
+	next.Name, next.Scopes, next.Patient, next.AllowIPs, next.ExpiresAt, next.Owner, next.RateLimit = old.Name, old.Scopes, old.Patient, old.AllowIPs, old.ExpiresAt, old.Owner, old.RateLimit
 	if next.CreatedAt.IsZero() {
 		next.CreatedAt = now
 	}

@@ -86,6 +86,9 @@ type Client struct {
 	// Owner is who manages the client ("admin", a developer account's
 	// id); empty when it has none.
 	Owner string `json:"owner,omitempty"`
+	// RateLimit is the client's own limit on the FHIR API (see
+	// RateLimit); the zero value is the server's default.
+	RateLimit RateLimit `json:"rate_limit,omitzero"`
 }
 
 // HashSecret returns the stored form of a client secret (SecretHash):
@@ -238,7 +241,7 @@ type queries struct {
 }
 
 // clientCols are the columns of oauth_client, in scanClient's order.
-const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at, owner"
+const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at, owner, rate_limit, rate_limit_burst"
 
 func newQueries(pg bool) queries {
 	b := func(s string) string {
@@ -258,7 +261,7 @@ func newQueries(pg bool) queries {
 		return sb.String()
 	}
 	return queries{
-		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 		getClient:     b("SELECT " + clientCols + " FROM oauth_client WHERE client_id = ?"),
 		listClients:   "SELECT " + clientCols + " FROM oauth_client ORDER BY created_at, client_id",
 		deleteClient:  b("DELETE FROM oauth_client WHERE client_id = ?"),
@@ -285,7 +288,7 @@ func (d *DB) CreateClient(ctx context.Context, c *Client) error {
 		c.CreatedAt = time.Now()
 	}
 	res, err := d.w.ExecContext(ctx, d.q.insertClient, c.ID, c.Name, c.Type, hexOrEmpty(c.SecretHash), string(redirects),
-		c.LaunchURI, strings.Join(c.Scopes, " "), c.JWKS, c.JWKSURI, c.CreatedAt.Unix(), c.Owner)
+		c.LaunchURI, strings.Join(c.Scopes, " "), c.JWKS, c.JWKSURI, c.CreatedAt.Unix(), c.Owner, c.RateLimit.Limit, c.RateLimit.Burst)
 	if err != nil {
 		return fmt.Errorf("authdb: create client: %w", err)
 	}
@@ -301,7 +304,7 @@ func scanClient(s scanner) (*Client, error) {
 	var c Client
 	var secret, redirects, scopes string
 	var created int64
-	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created, &c.Owner); err != nil {
+	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created, &c.Owner, &c.RateLimit.Limit, &c.RateLimit.Burst); err != nil {
 		return nil, err
 	}
 	if secret != "" {

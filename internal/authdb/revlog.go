@@ -10,6 +10,10 @@ package authdb
 //	family  family id   RevokeFamily, refresh-token reuse
 //	apikey  key id      RevokeAPIKey, RotateAPIKey (the old key's expiry)
 //	client  client id   DeleteClient
+//	ratelimit client:ID or apikey:ID
+//	                    SetClientRateLimit, SetAPIKeyRateLimit (migration
+//	                    00009): not a revocation, a change the rate limiter's
+//	                    cache of per-credential limits must re-read
 //
 // A RevWatcher polls it (one indexed query, WHERE seq > last, every
 // 250 ms) and hands new entries to its subscribers — the oauth Verifier's
@@ -42,6 +46,9 @@ const (
 	RevFamily = "family"
 	RevAPIKey = "apikey"
 	RevClient = "client"
+	// RevRateLimit: a client's or API key's own rate limit changed; the
+	// subject is RateLimitSubject(kind, id).
+	RevRateLimit = "ratelimit"
 )
 
 // RevEntry is one row of the revocation log.

@@ -35,6 +35,7 @@ type adminBackend interface {
 	DeleteClient(ctx context.Context, id string) error
 	ClientNetwork(ctx context.Context, id string) (*adminclient.Network, error)
 	SetClientNetwork(ctx context.Context, id string, req adminclient.NetworkRequest) (*adminclient.Network, error)
+	SetClientRateLimit(ctx context.Context, id string, req adminclient.RateLimit) (*adminclient.RateLimit, error)
 	CreateUser(ctx context.Context, req adminclient.UserRequest) (*adminclient.User, error)
 	Users(ctx context.Context) ([]adminclient.User, error)
 	DeleteUser(ctx context.Context, username string) error
@@ -44,6 +45,7 @@ type adminBackend interface {
 	APIKeys(ctx context.Context, f adminclient.APIKeyFilter) ([]adminclient.APIKey, error)
 	RevokeAPIKey(ctx context.Context, id string) error
 	RotateAPIKey(ctx context.Context, id string, req adminclient.RotateRequest) (*adminclient.NewAPIKey, error)
+	SetAPIKeyRateLimit(ctx context.Context, id string, req adminclient.RateLimit) (*adminclient.RateLimit, error)
 }
 
 var (
@@ -122,6 +124,7 @@ func (a *commandAudit) close() {
 // service refuses.
 var fieldFlags = map[string]string{
 	"name": "--name", "owner": "--owner", "expires_in": "--expires", "grace": "--grace", "client_id": "--client",
+	"rate_limit": "--rate-limit",
 }
 
 // flagWording rewords a refusal of the service with the flag at fault.

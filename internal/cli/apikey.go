@@ -20,6 +20,7 @@ type apikeyCmd struct {
 	List   apikeyListCmd   `cmd:"" help:"List API keys (prefix, scopes, created, last used; never the key)."`
 	Revoke apikeyRevokeCmd `cmd:"" help:"Revoke an API key at once."`
 	Rotate apikeyRotateCmd `cmd:"" help:"Replace an API key by a new one; the old key stays valid for --grace."`
+	Update apikeyUpdateCmd `cmd:"" help:"Change an API key's own rate limit on the FHIR API; running servers apply it within a second."`
 }
 
 type apikeyCreateCmd struct {
@@ -30,12 +31,13 @@ type apikeyCreateCmd struct {
 	Expires time.Duration `name:"expires" help:"Lifetime, e.g. 720h (default: no expiry)." placeholder:"DURATION"`
 	AllowIP []string      `name:"allow-ip" sep:"none" help:"Accept the key only from these addresses (CIDR, IPv4 or IPv6; repeatable)." placeholder:"CIDR"`
 	Owner   string        `name:"owner" help:"Who manages the key, e.g. admin or a developer account id (optional)." placeholder:"OWNER"`
-	JSON    bool          `name:"json" help:"Print one JSON object {\"key\",\"id\",\"prefix\",\"name\",\"scopes\",...}."`
-	Force   bool          `name:"force" help:"Create the key even if the --patient does not exist (yet)."`
+	rateLimitFlag
+	JSON  bool `name:"json" help:"Print one JSON object {\"key\",\"id\",\"prefix\",\"name\",\"scopes\",...}."`
+	Force bool `name:"force" help:"Create the key even if the --patient does not exist (yet)."`
 }
 
 func (c *apikeyCreateCmd) Run(e *env) error {
-	req := adminclient.APIKeyRequest{Name: c.Name, Scopes: c.Scope, Patient: c.Patient, AllowIPs: c.AllowIP, Owner: c.Owner, Force: c.Force}
+	req := adminclient.APIKeyRequest{Name: c.Name, Scopes: c.Scope, Patient: c.Patient, AllowIPs: c.AllowIP, Owner: c.Owner, Force: c.Force, RateLimit: c.rateLimit()}
 	if c.Expires != 0 { // 0: no expiry; negative: refused
 		d := adminclient.Duration(c.Expires)
 		req.ExpiresIn = &d
@@ -83,7 +85,7 @@ func (c *apikeyListCmd) Run(e *env) error {
 			return json.NewEncoder(e.stdout).Encode(stored)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tSCOPES\tPATIENT\tSTATUS\tCREATED\tLAST_USED")
+		fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tSCOPES\tPATIENT\tSTATUS\tCREATED\tLAST_USED\tRATE_LIMIT")
 		for _, k := range ks {
 			status := k.Status
 			if status == adminclient.StatusRotated {
@@ -93,8 +95,8 @@ func (c *apikeyListCmd) Run(e *env) error {
 			if !k.LastUsedAt.IsZero() {
 				used = k.LastUsedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Scopes, " "), k.Patient, status,
-				k.CreatedAt.Format(time.RFC3339), used)
+			fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Scopes, " "), k.Patient, status,
+				k.CreatedAt.Format(time.RFC3339), used, rateLimitText(k.RateLimit))
 		}
 		return tw.Flush()
 	})

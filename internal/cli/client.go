@@ -22,6 +22,7 @@ type clientCmd struct {
 	Delete  clientDeleteCmd  `cmd:"" help:"Delete a client (and revoke the access users gave it)."`
 	Basic   clientBasicCmd   `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client (local database only)."`
 	Network clientNetworkCmd `cmd:"" help:"Show or replace a client's network rules (IP allow-list, CORS origins)."`
+	Update  clientUpdateCmd  `cmd:"" help:"Change a client's own rate limit on the FHIR API; running servers apply it within a second."`
 }
 
 type clientCreateCmd struct {
@@ -36,7 +37,8 @@ type clientCreateCmd struct {
 	AllowIP     []string `name:"allow-ip" help:"Only accept the client's tokens from this CIDR or address (repeatable; default anywhere)." placeholder:"CIDR"`
 	CORSOrigin  []string `name:"cors-origin" help:"Browser origin allowed to call the FHIR API with the client's tokens (repeatable)." placeholder:"URL"`
 	Owner       string   `name:"owner" help:"Who manages the client, e.g. admin or a developer account id (optional)." placeholder:"OWNER"`
-	JSON        bool     `name:"json" help:"Print one JSON object {\"client_id\",\"client_secret\"}."`
+	rateLimitFlag
+	JSON bool `name:"json" help:"Print one JSON object {\"client_id\",\"client_secret\"}."`
 }
 
 // openAuthDB opens the authorization store named by the shared flags.
@@ -51,7 +53,7 @@ func openAuthDB(e *env, f dbFlags) (*authdb.DB, config.Config, error) {
 
 func (c *clientCreateCmd) Run(e *env) error {
 	req := adminclient.ClientRequest{Name: c.Name, Type: c.Type, RedirectURIs: c.RedirectURI, LaunchURI: c.LaunchURI, Scopes: c.Scope, JWKSURI: c.JWKSURI,
-		AllowIPs: c.AllowIP, CORSOrigins: c.CORSOrigin, Owner: c.Owner}
+		AllowIPs: c.AllowIP, CORSOrigins: c.CORSOrigin, Owner: c.Owner, RateLimit: c.rateLimit()}
 	if c.JWKSFile != "" {
 		b, err := readFileLimited(c.JWKSFile)
 		if err != nil {
@@ -94,9 +96,9 @@ func (c *clientListCmd) Run(e *env) error {
 			return json.NewEncoder(e.stdout).Encode(clients)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tNAME\tSCOPES")
+		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tNAME\tSCOPES\tRATE_LIMIT")
 		for _, cl := range clients {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "), rateLimitText(cl.RateLimit))
 		}
 		return tw.Flush()
 	})

@@ -54,6 +54,8 @@ type gatewayFlags struct {
 type rateLimitFlags struct {
 	RateLimitClient       string `name:"rate-limit-client" env:"LAPIS_RATE_LIMIT_CLIENT" default:"100/s" help:"Limit per OAuth client or API key on the FHIR API, N/PERIOD in cost units (PERIOD s, m, h); 0 disables."`
 	RateLimitClientBurst  int    `name:"rate-limit-client-burst" env:"LAPIS_RATE_LIMIT_CLIENT_BURST" default:"200" help:"Burst per client, in cost units (0 = N)."`
+	RateLimitSystem       string `name:"rate-limit-system" env:"LAPIS_RATE_LIMIT_SYSTEM" default:"5000/s" help:"Limit per client for system credentials (only system/ scopes, no patient or user: backend services clients, system/ API keys), instead of --rate-limit-client, N/PERIOD in cost units; 0 disables. A client's or API key's own limit (--rate-limit of client/apikey create and update) replaces either."`
+	RateLimitSystemBurst  int    `name:"rate-limit-system-burst" env:"LAPIS_RATE_LIMIT_SYSTEM_BURST" default:"10000" help:"Burst per system credential, in cost units (0 = N)."`
 	RateLimitPatient      string `name:"rate-limit-patient" env:"LAPIS_RATE_LIMIT_PATIENT" default:"50/s" help:"Limit per patient (in context, or read/searched) on the FHIR API, N/PERIOD in cost units; 0 disables."`
 	RateLimitPatientBurst int    `name:"rate-limit-patient-burst" env:"LAPIS_RATE_LIMIT_PATIENT_BURST" default:"100" help:"Burst per patient, in cost units (0 = N)."`
 	RateLimitAuthIP       string `name:"rate-limit-auth-ip" env:"LAPIS_RATE_LIMIT_AUTH_IP" default:"10/s" help:"Limit per client IP address on the OAuth endpoints and pages (authorize, login, consent, select-patient, apps, token, introspect, revoke), N/PERIOD requests; 0 disables."`
@@ -119,6 +121,7 @@ func (c *serveCmd) config() (config.Config, error) {
 	r := c.rateLimitFlags
 	cfg.RateLimit = config.RateLimit{
 		Client: r.RateLimitClient, ClientBurst: r.RateLimitClientBurst,
+		System: r.RateLimitSystem, SystemBurst: r.RateLimitSystemBurst,
 		Patient: r.RateLimitPatient, PatientBurst: r.RateLimitPatientBurst,
 		AuthIP: r.RateLimitAuthIP, AuthIPBurst: r.RateLimitAuthIPBurst,
 		Costs:        r.RateLimitCosts,

@@ -138,6 +138,11 @@ type RateLimit struct {
 	// Client and ClientBurst limit each OAuth client or API key.
 	Client      string
 	ClientBurst int
+	// System and SystemBurst limit each system credential (only system/
+	// scopes, no patient or user), instead of Client; a credential's own
+	// limit replaces either.
+	System      string
+	SystemBurst int
 	// Patient and PatientBurst limit each patient.
 	Patient      string
 	PatientBurst int
@@ -220,6 +225,7 @@ func Defaults() Config {
 		Gateway: Gateway{ForwardedHeader: "X-Forwarded-For", DefaultDenyUserAgents: true},
 		RateLimit: RateLimit{
 			Client: "100/s", ClientBurst: 200,
+			System: "5000/s", SystemBurst: 10000,
 			Patient: "50/s", PatientBurst: 100,
 			AuthIP: "10/s", AuthIPBurst: 100,
 			RedisFailure:    "open",
@@ -419,8 +425,8 @@ func (m Metrics) AllowPrefixes() ([]netip.Prefix, error) {
 
 // RateLimits are the parsed limits of a RateLimit.
 type RateLimits struct {
-	Client, Patient, AuthIP ratelimit.Limit
-	Costs                   ratelimit.Costs
+	Client, System, Patient, AuthIP ratelimit.Limit
+	Costs                           ratelimit.Costs
 }
 
 // Parse checks and parses the limits and costs.
@@ -429,6 +435,9 @@ func (r RateLimit) Parse() (RateLimits, error) {
 	var err error
 	if l.Client, err = ratelimit.ParseLimit(r.Client, r.ClientBurst); err != nil {
 		return l, fmt.Errorf("--rate-limit-client: %w", err)
+	}
+	if l.System, err = ratelimit.ParseLimit(r.System, r.SystemBurst); err != nil {
+		return l, fmt.Errorf("--rate-limit-system: %w", err)
 	}
 	if l.Patient, err = ratelimit.ParseLimit(r.Patient, r.PatientBurst); err != nil {
 		return l, fmt.Errorf("--rate-limit-patient: %w", err)

@@ -95,7 +95,7 @@ func hostileConcurrency(t *testing.T, db string, files []string) {
 	// Audit off: the refused attacks make tens of thousands of requests,
 	// whose records would keep the server busy past the helper's
 	// shutdown limit.
-	s := startRL(t, db, dir, "--search-timeout", hostileSearchTimeout.String(), "--rate-limit-client", "0", "--rate-limit-patient", "0", "--no-audit")
+	s := startRL(t, db, dir, "--search-timeout", hostileSearchTimeout.String(), "--rate-limit-client", "0", "--rate-limit-system", "0", "--rate-limit-patient", "0", "--no-audit")
 	victim := key("--name", "victim", "--scope", "system/*.rs")
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * hostileAttackers}, Timeout: 2 * hostileSearchTimeout}
 	get := func(k, path string) (int, []byte, time.Duration) {

@@ -195,7 +195,7 @@ func rlRedisPair(t testing.TB) (a, b *rlServer, key string, rds *redistest.Serve
 	rds = redistest.Start(t)
 	db := pgtest.New(t)
 	dir := t.TempDir() // shared: the instances of a cluster share auth-kek
-	flags := []string{"--redis-url", rds.URL, "--rate-limit-client", strconv.Itoa(rlRate) + "/s", "--rate-limit-client-burst", strconv.Itoa(rlBurst), "--rate-limit-patient", "0"}
+	flags := []string{"--redis-url", rds.URL, "--rate-limit-system", strconv.Itoa(rlRate) + "/s", "--rate-limit-system-burst", strconv.Itoa(rlBurst), "--rate-limit-patient", "0"}
 	a = startRL(t, db, dir, append(flags, "--rate-limit-redis-failure", "open")...)
 	b = startRL(t, db, dir, append(flags, "--rate-limit-redis-failure", "closed")...)
 	return a, b, rlAPIKey(t, db, dir), rds
@@ -205,7 +205,8 @@ func rlRedisPair(t testing.TB) (a, b *rlServer, key string, rds *redistest.Serve
 func rlMemory(t testing.TB) (*rlServer, string) {
 	dir := t.TempDir()
 	db := "" // the embedded SQLite database in dir
-	s := startRL(t, db, dir, "--rate-limit-client", strconv.Itoa(rlRate)+"/s", "--rate-limit-client-burst", strconv.Itoa(rlBurst),
+	// The key is a system/ key: its class limit is --rate-limit-system.
+	s := startRL(t, db, dir, "--rate-limit-system", strconv.Itoa(rlRate)+"/s", "--rate-limit-system-burst", strconv.Itoa(rlBurst),
 		"--rate-limit-patient", "0", "--rate-limit-auth-ip", "5/m", "--rate-limit-auth-ip-burst", "3")
 	return s, rlAPIKey(t, db, dir)
 }

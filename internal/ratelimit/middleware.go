@@ -55,6 +55,13 @@ type Options struct {
 	// or API key id), per patient and per IP address on AuthPaths. A
 	// disabled Limit is not checked.
 	Client, Patient, IP Limit
+	// System replaces Client for a system credential (see IsSystem): a
+	// backend integration or a data-load job, acting for no patient and
+	// no user. Disabled: such credentials have no per-client limit.
+	System Limit
+	// Credentials, when set, tells a credential's own limit, which
+	// replaces Client or System for it (see CredentialLimit).
+	Credentials CredentialLimits
 	// Costs price FHIR interactions; the zero value means DefaultCosts.
 	Costs Costs
 
@@ -235,7 +242,7 @@ func (m *Middleware) backendFailed(err error) {
 // context or the patients the request targets. Requests without a
 // principal (/metadata, --dev-no-auth) pass unlimited.
 func (m *Middleware) FHIR(next http.Handler) http.Handler {
-	if !m.o.Client.Enabled() && !m.o.Patient.Enabled() {
+	if !m.o.Client.Enabled() && !m.o.System.Enabled() && !m.o.Patient.Enabled() && m.o.Credentials == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -273,8 +280,8 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 			return
 		}
 		var ds []decision
-		if m.o.Client.Enabled() && p.ClientID != "" {
-			d, err := m.check(r.Context(), ScopeClient, p.ClientID, m.o.Client, cost)
+		if cl := m.clientLimit(r.Context(), p); cl.Enabled() && p.ClientID != "" {
+			d, err := m.check(r.Context(), ScopeClient, p.ClientID, cl, cost)
 			if err != nil {
 				m.unavailable(w, false, true)
 				return
@@ -322,6 +329,41 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 		setHeaders(w.Header(), ds)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// clientLimit is the per-client limit of p: its credential's own, else
+// the default of its class (System or Client).
+func (m *Middleware) clientLimit(ctx context.Context, p *principal.Principal) Limit {
+	if m.o.Credentials != nil && p.ClientID != "" {
+		if c := m.o.Credentials.LimitFor(ctx, p); c.Set {
+			return c.Limit
+		}
+	}
+	if IsSystem(p) {
+		return m.o.System
+	}
+	return m.o.Client
+}
+
+// IsSystem reports whether p is a system credential: it acts for no
+// patient and no user (no patient in context, no fhirUser, no patient/
+// or user/ scope) and holds at least one system/ scope — a backend
+// services client or a system/ API key. Apps acting for a patient or a
+// user are not.
+func IsSystem(p *principal.Principal) bool {
+	if p.Patient != "" || p.FHIRUser != "" {
+		return false
+	}
+	system := false
+	for _, s := range p.Scopes {
+		switch {
+		case strings.HasPrefix(s, "system/"):
+			system = true
+		case strings.HasPrefix(s, "patient/"), strings.HasPrefix(s, "user/"):
+			return false
+		}
+	}
+	return system
 }
 
 // AuthEndpoints is the stage for the unauthenticated OAuth endpoints: a

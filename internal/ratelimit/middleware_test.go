@@ -65,7 +65,11 @@ func (r *recorder) Record(_ context.Context, e audit.Event) {
 func fakeAuthn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id := r.Header.Get("X-Test-Client"); id != "" {
-			p := &principal.Principal{Method: "apikey", ClientID: id, TokenID: "ak_" + id, Patient: r.Header.Get("X-Test-Patient")}
+			p := &principal.Principal{Method: "apikey", ClientID: id, TokenID: "ak_" + id, Patient: r.Header.Get("X-Test-Patient"),
+				Scopes: strings.Fields(r.Header.Get("X-Test-Scopes"))}
+			if m := r.Header.Get("X-Test-Method"); m != "" {
+				p.Method = m
+			}
 			r = r.WithContext(principal.NewContext(r.Context(), p))
 		}
 		next.ServeHTTP(w, r)
