@@ -129,7 +129,7 @@ func TestServeFlags(t *testing.T) {
 		"--trusted-proxies", "10.0.0.0/8", "--forwarded-header", "Forwarded", "--allow-ip", "192.0.2.0/24,198.51.100.7", "--deny-user-agent", "curl", "--no-default-deny-user-agents",
 		"--metrics-addr", "127.0.0.1:9090", "--metrics-allow", "10.1.0.0/16",
 		"--rate-limit-client", "5/s", "--rate-limit-client-burst", "6", "--rate-limit-patient", "7/m", "--rate-limit-patient-burst", "8",
-		"--rate-limit-auth-ip", "9/h", "--rate-limit-auth-ip-burst", "10", "--rate-limit-costs", "read=2", "--redis-url", "redis://r:6379/1", "--rate-limit-redis-failure", "closed", "--max-concurrent-per-client", "2", "--concurrency-wait", "7s",
+		"--rate-limit-auth-ip", "9/h", "--rate-limit-auth-ip-burst", "10", "--rate-limit-costs", "read=2", "--redis-url", "redis://r:6379/1", "--rate-limit-redis-failure", "closed", "--rate-limit-system", "9/s", "--rate-limit-system-burst", "11", "--max-concurrent-per-client", "2", "--concurrency-wait", "7s",
 		"--audit-stream", "stdout", "--audit-queue", "99", "--audit-copy-duty", "0.5", "--alert-webhook", "https://alerts.example.org/hook",
 		"--alert-volume", "11", "--alert-volume-window", "2h", "--alert-auth-failures", "12", "--alert-auth-window", "3m", "--no-alert-refusals",
 		"--log-level", "debug")
@@ -147,7 +147,7 @@ func TestServeFlags(t *testing.T) {
 			DenyUserAgents: []string{"curl"}},
 		Metrics: config.Metrics{Addr: "127.0.0.1:9090", Allow: []string{"10.1.0.0/16"}},
 		RateLimit: config.RateLimit{Client: "5/s", ClientBurst: 6, Patient: "7/m", PatientBurst: 8, AuthIP: "9/h", AuthIPBurst: 10,
-			Costs: "read=2", RedisURL: "redis://r:6379/1", RedisFailure: "closed", MaxConcurrentPerClient: 2, ConcurrencyWait: 7 * time.Second},
+			System: "9/s", SystemBurst: 11, Costs: "read=2", RedisURL: "redis://r:6379/1", RedisFailure: "closed", MaxConcurrentPerClient: 2, ConcurrencyWait: 7 * time.Second},
 		Audit: config.Audit{Enabled: true, Stream: "stdout", Queue: 99, CopyDuty: 0.5, AlertWebhook: "https://alerts.example.org/hook",
 			AlertVolume: 11, AlertVolumeWindow: 2 * time.Hour, AlertAuthFailures: 12, AlertAuthWindow: 3 * time.Minute},
 		LogLevel: "debug",
