@@ -48,7 +48,7 @@ const (
   set +x
   for a in "$@"; do
     case "$a" in
-      -w|--write-out|--fail|--fail-with-body|-[a-zA-Z]*f*) command curl "$@"; return;;
+      -w|--write-out|-f|--fail|--fail-with-body|-[a-zA-Z]*f*) command curl "$@"; return;;
     esac
   done
   command curl --fail-with-body "$@"
@@ -161,11 +161,12 @@ func TestREADME(t *testing.T) {
 		// or rebuilt that the test's own build did not already need.
 		"GOCACHE=" + goEnv("GOCACHE"),
 		"GOMODCACHE=" + goEnv("GOMODCACHE"),
+		"GOENV=" + goEnv("GOENV"),
 	}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case k == "HOME" || k == "GOPATH" || k == "GOBIN" || k == "GOCACHE" || k == "GOMODCACHE",
+		case k == "HOME" || k == "GOPATH" || k == "GOBIN" || k == "GOCACHE" || k == "GOMODCACHE" || k == "GOENV",
 			strings.HasPrefix(k, "LAPIS_"), strings.HasPrefix(k, "XDG_"):
 		default:
 			env = append(env, kv)
