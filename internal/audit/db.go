@@ -30,14 +30,14 @@ const migrationLockID = 0x6c617069735f6175 + 1 // distinct from authdb's
 
 // Row is one link of a hash chain as stored in audit_record.
 type Row struct {
-	Chain        string
-	Seq          int64
-	PrevHash     string // hex SHA-256
-	Hash         string // hex SHA-256
-	ResourceID   string // AuditEvent id
-	Version      int64
-	Recorded     time.Time
-	Body         []byte // the AuditEvent JSON exactly as stored in the FHIR store
+	Chain      string
+	Seq        int64
+	PrevHash   string // hex SHA-256
+	Hash       string // hex SHA-256
+	ResourceID string // AuditEvent id
+	Version    int64
+	Recorded   time.Time
+	Body       []byte // the AuditEvent JSON exactly as stored in the FHIR store
 	// Format is the hash format: 2 (HashV2, with Watermark) for the records
 	// the recorder writes; 1 (Hash, or 0 in a Row built by hand) for
 	// records written before watermarks.

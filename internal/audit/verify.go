@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
@@ -189,6 +192,8 @@ type record struct {
 	version  int64
 	recorded time.Time // meta.lastUpdated = recorded: the last_updated the server must serve
 	doc      map[string]any
+	want     store.Index // the index rows extracted from doc (with Options.Indexer)
+	wantErr  error
 }
 
 // absent is a record none of whose copies is in the FHIR store.
@@ -216,7 +221,14 @@ func (v *verifier) chain(ctx context.Context, chain string) error {
 		if len(rows) == 0 {
 			break
 		}
+		// Decoding and index extraction, the costly part, on every core.
 		recs := make([]record, len(rows))
+		parallel(len(rows), func(i int) {
+			recs[i] = parseRecord(&rows[i])
+			if v.o.Indexer != nil && recs[i].doc != nil {
+				recs[i].want, recs[i].wantErr = v.o.Indexer.Extract(recs[i].doc)
+			}
+		})
 		ids := make([]string, 0, len(rows))
 		for i := range rows {
 			row := &rows[i]
@@ -249,11 +261,10 @@ func (v *verifier) chain(ctx context.Context, chain string) error {
 			if !flagged && row.Format >= 2 && min(row.Watermark, row.Seq-1) > wm {
 				wm, wmSeq = min(row.Watermark, row.Seq-1), row.Seq
 			}
-			rec := parseRecord(row)
+			rec := &recs[i]
 			if d := rec.columnsDiffer(); d != "" {
 				add(Finding{Kind: FindingModified, Seq: row.Seq, Resource: "AuditEvent/" + rec.id, Detail: d})
 			}
-			recs[i] = rec
 			ids = append(ids, rec.id)
 			v.known = append(v.known, keyOf(rec.id))
 			if rec.id != row.ResourceID {
@@ -502,10 +513,10 @@ func (v *verifier) compare(rec *record, s *store.Stored, add func(Finding)) (*re
 	if len(del) > 0 || len(mod) > 0 || v.o.Indexer == nil || rec.doc == nil {
 		return nil, nil
 	}
-	want, err := v.o.Indexer.Extract(rec.doc)
-	if err != nil {
-		return nil, fmt.Errorf("audit: verify: index record %s/%d: %w", row.Chain, row.Seq, err)
+	if rec.wantErr != nil {
+		return nil, fmt.Errorf("audit: verify: index record %s/%d: %w", row.Chain, row.Seq, rec.wantErr)
 	}
+	want := rec.want
 	d := indexDiff(&want, &s.Index)
 	if wm := sqlgen.Mask(&want); s.Mask != wm {
 		d = append(d, fmt.Sprintf("index mask %b, expected %b", s.Mask, wm))
@@ -628,36 +639,30 @@ func (v *verifier) inserted(ctx context.Context) error {
 		}
 		return v.late[k]
 	}
-	caughtUp := false
-	for after := ""; ; {
-		ids, err := v.ins.IDs(ctx, "AuditEvent", after, 1000)
-		if err != nil {
-			return err
+	var unknown []string
+	seen := map[string]bool{}
+	err := v.ins.EachID(ctx, "AuditEvent", func(id string) error {
+		if !isKnown(id) && !seen[id] {
+			seen[id] = true
+			unknown = append(unknown, id)
 		}
-		if len(ids) == 0 {
-			return nil
-		}
-		var unknown []string
-		for _, id := range ids {
-			if !isKnown(id) {
-				unknown = append(unknown, id)
-			}
-		}
-		if len(unknown) > 0 && !caughtUp {
-			// Records appended (and copied) while verify ran are in no
-			// chain page it read: read the chains' new tails, once.
-			if err := v.catchUp(ctx); err != nil {
-				return err
-			}
-			caughtUp = true
-		}
-		for _, id := range unknown {
-			if !isKnown(id) {
-				v.rep.add(Finding{Kind: FindingInserted, Resource: "AuditEvent/" + id, Detail: "AuditEvent resource not in any chain"})
-			}
-		}
-		after = ids[len(ids)-1]
+		return nil
+	})
+	if err != nil || len(unknown) == 0 {
+		return err
 	}
+	// Records appended (and copied) while verify ran are in no chain page
+	// it read: read the chains' new tails.
+	if err := v.catchUp(ctx); err != nil {
+		return err
+	}
+	slices.Sort(unknown)
+	for _, id := range unknown {
+		if !isKnown(id) {
+			v.rep.add(Finding{Kind: FindingInserted, Resource: "AuditEvent/" + id, Detail: "AuditEvent resource not in any chain"})
+		}
+	}
+	return nil
 }
 
 // catchUp adds to the known ids the records appended since the walk,
@@ -734,4 +739,31 @@ func ReadAnchors(r io.Reader) (map[string]Anchor, error) {
 		out[l.Chain] = cur
 	}
 	return out, sc.Err()
+}
+
+// parallel runs fn(0) … fn(n-1) on GOMAXPROCS goroutines.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -11,10 +11,10 @@ type Inspector interface {
 	// read in one consistent snapshot. Ids the store holds nothing about
 	// are absent from the map.
 	Inspect(ctx context.Context, typ string, ids []string) (map[string]*Stored, error)
-	// IDs lists, in ascending byte order, up to limit ids greater than
-	// after of the resources of type typ that have a current row or a
-	// history row (for keyset paging: pass the last id as after).
-	IDs(ctx context.Context, typ, after string, limit int) ([]string, error)
+	// EachID calls fn with the id of every resource of type typ that has
+	// a current row or history rows (an id may come twice), streaming;
+	// an error from fn stops it and is returned.
+	EachID(ctx context.Context, typ string, fn func(id string) error) error
 }
 
 // Stored is every copy a store holds of one resource.

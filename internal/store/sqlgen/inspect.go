@@ -5,20 +5,29 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/store"
 )
 
-// TextIn returns a condition that col is one of vals, binding the list as a
-// single argument (a PostgreSQL text[]; a JSON array read with json_each on
-// SQLite), so the SQL text does not depend on the list's length.
-func (b *Builder) TextIn(col string, vals []string) string {
+// lookupEach returns a SELECT of cols (qualified by t) from table t for
+// each of vals (a []string or []int64, bound as one argument; pgType is
+// its PostgreSQL array type), where cond, with {v} standing for the value,
+// holds. It is one index lookup per value whatever the planner's
+// statistics say (freshly loaded tables have none, and PostgreSQL would
+// then hash-join whole index tables): on PostgreSQL a LATERAL subquery
+// per element of unnest (OFFSET 0 keeps it from being flattened into a
+// join), on SQLite a CROSS JOIN from json_each. The SQL text does not depend on
+// the list's length.
+func (b *Builder) lookupEach(vals any, pgType, cols, table, cond string) string {
 	if b.D == Postgres {
-		return col + " = ANY(" + b.Arg(vals) + ")"
+		return "SELECT x.* FROM unnest(" + b.Arg(vals) + "::" + pgType + ") AS q(v) CROSS JOIN LATERAL (SELECT " + cols + " FROM " + table + " t WHERE " +
+			strings.ReplaceAll(cond, "{v}", "q.v") + " OFFSET 0) x"
 	}
 	js, _ := json.Marshal(vals)
-	return col + " IN (SELECT value FROM json_each(" + b.Arg(string(js)) + "))"
+	// CROSS JOIN: SQLite keeps the left table outermost.
+	return "SELECT " + cols + " FROM json_each(" + b.Arg(string(js)) + ") AS q CROSS JOIN " + table + " t ON " + strings.ReplaceAll(cond, "{v}", "q.value")
 }
 
 // Inspect reads every copy of the resources typ/ids: current rows, history
@@ -38,7 +47,9 @@ func (e *Engine) Inspect(ctx context.Context, qr Querier, typ string, ids []stri
 		return s
 	}
 	b := &Builder{D: e.D}
-	rows, err := qr.Query(ctx, "SELECT rid, type, id, version, last_updated, deleted, method, body, idx_mask FROM resources WHERE type = "+b.Arg(typ)+" AND "+b.TextIn("id", ids), b.Args...)
+	tp := b.Arg(typ)
+	rows, err := qr.Query(ctx, b.lookupEach(ids, "text[]", "t.rid, t.type, t.id, t.version, t.last_updated, t.deleted, t.method, t.body, t.idx_mask",
+		"resources", "t.type = "+tp+" AND t.id = {v}"), b.Args...)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +73,9 @@ func (e *Engine) Inspect(ctx context.Context, qr Querier, typ string, ids []stri
 		return nil, err
 	}
 	b = &Builder{D: e.D}
-	rows, err = qr.Query(ctx, "SELECT rid, type, id, version, last_updated, deleted, method, body FROM history WHERE type = "+b.Arg(typ)+" AND "+b.TextIn("id", ids), b.Args...)
+	tp = b.Arg(typ)
+	rows, err = qr.Query(ctx, b.lookupEach(ids, "text[]", "t.rid, t.type, t.id, t.version, t.last_updated, t.deleted, t.method, t.body",
+		"history", "t.type = "+tp+" AND t.id = {v}"), b.Args...)
 	if err != nil {
 		return nil, err
 	}
@@ -86,14 +99,17 @@ func (e *Engine) Inspect(ctx context.Context, qr Querier, typ string, ids []stri
 		return out, nil
 	}
 	for _, table := range IndexTables {
+		// By rid only (the (rid, ...) index; a condition on type would
+		// make SQLite walk the type's search index): rows of another type
+		// are skipped below (no search of typ can match them).
 		b = &Builder{D: e.D}
-		cols := "rid, param, grp, " + indexColumns[table]
-		rows, err := qr.Query(ctx, "SELECT "+cols+" FROM "+table+" WHERE "+b.RidIn("rid", rids)+" AND type = "+b.Arg(typ), b.Args...)
+		cols := "t.rid, t.type, t.param, t.grp, t." + strings.ReplaceAll(indexColumns[table], ", ", ", t.")
+		rows, err := qr.Query(ctx, b.lookupEach(rids, "bigint[]", cols, table, "t.rid = {v}"), b.Args...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
-			if err := scanIndexRow(rows, table, byRid); err != nil {
+			if err := scanIndexRow(rows, table, typ, byRid); err != nil {
 				rows.Close()
 				return nil, err
 			}
@@ -118,91 +134,75 @@ var indexColumns = map[string]string{
 	TableURI:       "uri",
 }
 
-func scanIndexRow(rows Rows, table string, byRid map[int64]*store.Stored) error {
+func scanIndexRow(rows Rows, table, typ string, byRid map[int64]*store.Stored) error {
 	var rid int64
-	var param string
+	var rtyp, param string
 	var grp int32
 	var err error
 	var add func(ix *store.Index)
 	switch table {
 	case TableString:
 		var r store.StringRow
-		err = rows.Scan(&rid, &param, &grp, &r.Norm, &r.Exact)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.Norm, &r.Exact)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.Strings = append(ix.Strings, r) }
 	case TableToken:
 		var r store.TokenRow
-		err = rows.Scan(&rid, &param, &grp, &r.System, &r.Code, &r.Text)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.System, &r.Code, &r.Text)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.Tokens = append(ix.Tokens, r) }
 	case TableReference:
 		var r store.ReferenceRow
-		err = rows.Scan(&rid, &param, &grp, &r.TargetType, &r.TargetID, &r.URL)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.TargetType, &r.TargetID, &r.URL)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.References = append(ix.References, r) }
 	case TableDate:
 		var r store.DateRow
-		err = rows.Scan(&rid, &param, &grp, &r.Lo, &r.Hi)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.Lo, &r.Hi)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.Dates = append(ix.Dates, r) }
 	case TableNumber:
 		var r store.NumberRow
-		err = rows.Scan(&rid, &param, &grp, &r.Lo, &r.Hi)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.Lo, &r.Hi)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.Numbers = append(ix.Numbers, r) }
 	case TableQuantity:
 		var r store.QuantityRow
-		err = rows.Scan(&rid, &param, &grp, &r.System, &r.Code, &r.Unit, &r.Lo, &r.Hi)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.System, &r.Code, &r.Unit, &r.Lo, &r.Hi)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.Quantities = append(ix.Quantities, r) }
 	case TableURI:
 		var r store.URIRow
-		err = rows.Scan(&rid, &param, &grp, &r.URI)
+		err = rows.Scan(&rid, &rtyp, &param, &grp, &r.URI)
 		add = func(ix *store.Index) { r.Param, r.Group = param, grp; ix.URIs = append(ix.URIs, r) }
 	}
 	if err != nil {
 		return err
 	}
-	if s := byRid[rid]; s != nil {
+	if s := byRid[rid]; s != nil && rtyp == typ {
 		add(&s.Index)
 	}
 	return nil
 }
 
-// IDs lists the ids of typ after after that have a current or a history
-// row, ascending, at most limit (store.Inspector).
-func (e *Engine) IDs(ctx context.Context, qr Querier, typ, after string, limit int) ([]string, error) {
-	list := func(sql string) ([]string, error) {
+// EachID calls fn with the id of every resource of type typ that has a
+// current row, then with the id of every one that has history rows (an id
+// can come twice), in one pass over each (store.Inspector).
+func (e *Engine) EachID(ctx context.Context, qr Querier, typ string, fn func(id string) error) error {
+	for _, sql := range []string{"SELECT id FROM resources WHERE type = ", "SELECT DISTINCT id FROM history WHERE type = "} {
 		b := &Builder{D: e.D}
-		rows, err := qr.Query(ctx, sql+" WHERE type = "+b.Arg(typ)+" AND id > "+b.Arg(after)+" ORDER BY id LIMIT "+b.Arg(limit), b.Args...)
+		rows, err := qr.Query(ctx, sql+b.Arg(typ), b.Args...)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		defer rows.Close()
-		var out []string
 		for rows.Next() {
 			var id string
-			if err := rows.Scan(&id); err != nil {
-				return nil, err
+			if err = rows.Scan(&id); err == nil {
+				err = fn(id)
 			}
-			out = append(out, id)
+			if err != nil {
+				rows.Close()
+				return err
+			}
 		}
-		return out, rows.Err()
-	}
-	cur, err := list("SELECT id FROM resources")
-	if err != nil {
-		return nil, err
-	}
-	hist, err := list("SELECT DISTINCT id FROM history")
-	if err != nil {
-		return nil, err
-	}
-	// Merge the two sorted lists; the first limit ids of the union are in
-	// their first limit ids.
-	out := make([]string, 0, min(limit, len(cur)+len(hist)))
-	for (len(cur) > 0 || len(hist) > 0) && len(out) < limit {
-		switch {
-		case len(hist) == 0 || len(cur) > 0 && cur[0] < hist[0]:
-			out, cur = append(out, cur[0]), cur[1:]
-		case len(cur) == 0 || hist[0] < cur[0]:
-			out, hist = append(out, hist[0]), hist[1:]
-		default:
-			out, cur, hist = append(out, cur[0]), cur[1:], hist[1:]
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }

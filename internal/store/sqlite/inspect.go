@@ -20,12 +20,13 @@ func (s *Store) Inspect(ctx context.Context, typ string, ids []string) (map[stri
 	return s.eng.Inspect(ctx, readQuerier{tx, s.stmts}, typ, ids)
 }
 
-// IDs lists the ids of typ with a current or history row (store.Inspector).
-func (s *Store) IDs(ctx context.Context, typ, after string, limit int) ([]string, error) {
+// EachID streams the ids of typ with a current or history row
+// (store.Inspector).
+func (s *Store) EachID(ctx context.Context, typ string, fn func(id string) error) error {
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer tx.Rollback()
-	return s.eng.IDs(ctx, readQuerier{tx, s.stmts}, typ, after, limit)
+	return s.eng.EachID(ctx, readQuerier{tx, s.stmts}, typ, fn)
 }
