@@ -399,10 +399,9 @@ func (r *Recorder) run() {
 }
 
 // anchor publishes the chain head: an external copy of it lets verify
-// detect truncation of the tail.
-// It also publishes how far the copy into the FHIR store has got
-// ("copied"): verify --anchors reports a missing AuditEvent up to there as
-// deleted whatever the database says.
+// detect truncation of the tail. It also publishes how far the copy into
+// the FHIR store has got ("copied"): verify --anchors reports a missing
+// AuditEvent up to there as deleted whatever the database says.
 func (r *Recorder) anchor() {
 	copied := min(r.copied.Load(), r.seq)
 	r.anchoredCopied = copied
