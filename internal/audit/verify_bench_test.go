@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +101,8 @@ func BenchmarkVerify(b *testing.B) {
 					}
 				}
 			}()
+			var ru0, ru1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			b.ResetTimer()
 			for b.Loop() {
 				rep, err := audit.VerifyWith(ctx, db, st, audit.Options{Indexer: ix})
@@ -108,10 +111,13 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 			close(stop)
 			wg.Wait()
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 			b.ReportMetric(float64(peak-min(base, peak))/(1<<20), "heap-growth-MiB")
+			cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op") // this process (SQLite included, PostgreSQL's server not)
 		})
 	}
 }
