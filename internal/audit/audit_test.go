@@ -258,7 +258,7 @@ func TestTamperRewrittenAndTruncated(t *testing.T) {
 		// Recompute row 3's hash after editing it: row 4 no longer links.
 		r := rowAt(t, e, 3)
 		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"4"`), 1)
-		tamper(t, e, "UPDATE audit_record SET body = ?, hash = ? WHERE chain_id = ? AND seq = 3", body, Hash(r.Chain, 3, r.PrevHash, body), r.Chain)
+		tamper(t, e, "UPDATE audit_record SET body = ?, hash = ? WHERE chain_id = ? AND seq = 3", body, HashV2(r.Chain, 3, r.PrevHash, r.Watermark, body), r.Chain)
 		// And drop the tail record.
 		tamper(t, e, "DELETE FROM audit_record WHERE chain_id = ? AND seq = 5", r.Chain)
 		rep, err := Verify(context.Background(), e.db, e.st, anchors)

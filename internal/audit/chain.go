@@ -9,10 +9,10 @@ import (
 // Genesis is the previous hash of the first record of every chain.
 const Genesis = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// Hash is the link hash of a record: the hex SHA-256 of a domain tag, the
-// chain id, the sequence number, the previous record's hash and the
-// record's stored bytes (the AuditEvent JSON exactly as stored), separated
-// by NUL bytes (none of the first four can contain one).
+// Hash is the link hash of a record of format 1: the hex SHA-256 of a
+// domain tag, the chain id, the sequence number, the previous record's
+// hash and the record's stored bytes (the AuditEvent JSON exactly as
+// stored), separated by NUL bytes (none of the first four can contain one).
 func Hash(chain string, seq int64, prev string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte("lapis-audit-v1\x00"))
@@ -24,4 +24,32 @@ func Hash(chain string, seq int64, prev string, body []byte) string {
 	h.Write([]byte{0})
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// HashV2 is the link hash of a record of format 2, which also covers the
+// chain's copy watermark when the record was written (records seq <=
+// watermark were then stored as AuditEvent resources): like Hash, with the
+// tag "lapis-audit-v2" and the watermark in decimal after the previous hash.
+func HashV2(chain string, seq int64, prev string, watermark int64, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte("lapis-audit-v2\x00"))
+	h.Write([]byte(chain))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatInt(seq, 10)))
+	h.Write([]byte{0})
+	h.Write([]byte(prev))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatInt(watermark, 10)))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// LinkHash computes the hash of r as if it were stored at seq, by its
+// format.
+func (r *Row) LinkHash(seq int64) string {
+	if r.Format >= 2 {
+		return HashV2(r.Chain, seq, r.PrevHash, r.Watermark, r.Body)
+	}
+	return Hash(r.Chain, seq, r.PrevHash, r.Body)
 }

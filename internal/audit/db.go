@@ -30,15 +30,23 @@ const migrationLockID = 0x6c617069735f6175 + 1 // distinct from authdb's
 
 // Row is one link of a hash chain as stored in audit_record.
 type Row struct {
-	Chain        string
-	Seq          int64
-	PrevHash     string // hex SHA-256
-	Hash         string // hex SHA-256
-	ResourceID   string // AuditEvent id
-	Version      int64
-	Recorded     time.Time
-	Body         []byte // the AuditEvent JSON exactly as stored in the FHIR store
-	Materialized bool   // copied into the FHIR store (seq <= the chain's copied_seq)
+	Chain      string
+	Seq        int64
+	PrevHash   string // hex SHA-256
+	Hash       string // hex SHA-256
+	ResourceID string // AuditEvent id
+	Version    int64
+	Recorded   time.Time
+	Body       []byte // the AuditEvent JSON exactly as stored in the FHIR store
+	// Format is the hash format: 2 (HashV2, with Watermark) for the records
+	// the recorder writes; 1 (Hash, or 0 in a Row built by hand) for
+	// records written before watermarks.
+	Format int
+	// Watermark (format 2) is how far this chain's copy into the FHIR store
+	// had got when the record was written: every record seq <= Watermark
+	// was then stored as an AuditEvent resource.
+	Watermark    int64
+	Materialized bool // copied into the FHIR store (seq <= the chain's copied_seq)
 }
 
 // DB is the chain table: the write-ahead copy of every audit record and
@@ -162,14 +170,18 @@ func (d *DB) Append(ctx context.Context, rows []Row) error {
 	for len(rows) > 0 {
 		n := min(chunk, len(rows))
 		var sb strings.Builder
-		sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body) VALUES ")
-		args := make([]any, 0, n*8)
+		sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, watermark) VALUES ")
+		args := make([]any, 0, n*9)
 		for i, r := range rows[:n] {
 			if i > 0 {
 				sb.WriteByte(',')
 			}
-			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
-			args = append(args, r.Chain, r.Seq, r.PrevHash, r.Hash, r.ResourceID, r.Version, r.Recorded.UnixMilli(), r.Body)
+			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+			var wm any // NULL: format 1
+			if r.Format >= 2 {
+				wm = r.Watermark
+			}
+			args = append(args, r.Chain, r.Seq, r.PrevHash, r.Hash, r.ResourceID, r.Version, r.Recorded.UnixMilli(), r.Body, wm)
 		}
 		if _, err := tx.ExecContext(ctx, d.q(sb.String()), args...); err != nil {
 			return err
@@ -232,11 +244,17 @@ type Head struct {
 	Chain string
 	Seq   int64
 	Hash  string
+	// Copied is how far the chain's copy into the FHIR store has got
+	// (copied_seq, at most Seq).
+	Copied int64
 }
 
-// Heads returns the last record (seq and hash) of every chain.
+// Heads returns the last record (seq and hash) of every chain, with its
+// copy watermark.
 func (d *DB) Heads(ctx context.Context) ([]Head, error) {
-	rs, err := d.r.QueryContext(ctx, "SELECT r.chain_id, r.seq, r.hash FROM audit_record r JOIN (SELECT chain_id, MAX(seq) AS seq FROM audit_record GROUP BY chain_id) m ON m.chain_id = r.chain_id AND m.seq = r.seq ORDER BY r.chain_id")
+	rs, err := d.r.QueryContext(ctx, `SELECT r.chain_id, r.seq, r.hash, COALESCE(c.copied_seq, 0) FROM audit_record r
+		JOIN (SELECT chain_id, MAX(seq) AS seq FROM audit_record GROUP BY chain_id) m ON m.chain_id = r.chain_id AND m.seq = r.seq
+		LEFT JOIN audit_chain c ON c.chain_id = r.chain_id ORDER BY r.chain_id`)
 	if err != nil {
 		return nil, err
 	}
@@ -244,17 +262,29 @@ func (d *DB) Heads(ctx context.Context) ([]Head, error) {
 	var out []Head
 	for rs.Next() {
 		var h Head
-		if err := rs.Scan(&h.Chain, &h.Seq, &h.Hash); err != nil {
+		if err := rs.Scan(&h.Chain, &h.Seq, &h.Hash, &h.Copied); err != nil {
 			return nil, err
 		}
+		h.Copied = min(h.Copied, h.Seq)
 		out = append(out, h)
 	}
 	return out, rs.Err()
 }
 
+// CopiedSeq returns the chain's copy bookkeeping (audit_chain.copied_seq;
+// 0 for a chain not registered).
+func (d *DB) CopiedSeq(ctx context.Context, chain string) (int64, error) {
+	var n int64
+	err := d.r.QueryRowContext(ctx, d.q("SELECT copied_seq FROM audit_chain WHERE chain_id = ?"), chain).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}
+
 // Page returns up to limit rows of chain with seq > after, by seq.
 func (d *DB) Page(ctx context.Context, chain string, after int64, limit int) ([]Row, error) {
-	return d.query(ctx, d.q(`SELECT r.chain_id, r.seq, r.prev_hash, r.hash, r.resource_id, r.version, r.recorded_at, r.body,
+	return d.query(ctx, d.q(`SELECT r.chain_id, r.seq, r.prev_hash, r.hash, r.resource_id, r.version, r.recorded_at, r.body, r.watermark,
 		CASE WHEN r.seq <= COALESCE(c.copied_seq, 0) THEN 1 ELSE 0 END
 		FROM audit_record r LEFT JOIN audit_chain c ON c.chain_id = r.chain_id
 		WHERE r.chain_id = ? AND r.seq > ? ORDER BY r.seq LIMIT ?`), chain, after, limit)
@@ -271,8 +301,13 @@ func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
 		var r Row
 		var ms int64
 		var copied int64
-		if err := rs.Scan(&r.Chain, &r.Seq, &r.PrevHash, &r.Hash, &r.ResourceID, &r.Version, &ms, &r.Body, &copied); err != nil {
+		var wm sql.NullInt64
+		if err := rs.Scan(&r.Chain, &r.Seq, &r.PrevHash, &r.Hash, &r.ResourceID, &r.Version, &ms, &r.Body, &wm, &copied); err != nil {
 			return nil, err
+		}
+		r.Format = 1
+		if wm.Valid {
+			r.Format, r.Watermark = 2, wm.Int64
 		}
 		r.Recorded = time.UnixMilli(ms).UTC()
 		r.Materialized = copied == 1

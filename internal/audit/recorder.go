@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -116,9 +117,16 @@ type Recorder struct {
 	mstop chan struct{}
 	mdone chan struct{}
 
-	// writer state (writer goroutine only)
-	seq  int64
-	prev string
+	// copied is how far the copy has got: every record of this chain up
+	// to it is stored as an AuditEvent resource. Each record carries it as
+	// its watermark, under its hash.
+	copied atomic.Int64
+
+	// writer state (writer goroutine only; Close reads it after the writer
+	// ended)
+	seq            int64
+	prev           string
+	anchoredCopied int64
 }
 
 type item struct {
@@ -251,6 +259,11 @@ func (r *Recorder) Close() error {
 	<-r.done
 	close(r.mstop)
 	<-r.mdone
+	// The copy caught up after the writer's last anchor: publish how far,
+	// so that verify --anchors knows which AuditEvents must exist.
+	if r.seq > 0 && r.copied.Load() > r.anchoredCopied {
+		r.anchor()
+	}
 	return nil
 }
 
@@ -302,6 +315,11 @@ func (r *Recorder) materializeLoop() {
 			}
 			if len(rows) > 0 {
 				cursor = rows[len(rows)-1].Seq
+				// Every record up to cursor is stored: in this batch or
+				// (seq <= copied_seq) before it.
+				if cursor > r.copied.Load() {
+					r.copied.Store(cursor)
+				}
 			}
 			if stopping && r.cfg.Now().After(deadline) {
 				break
@@ -396,11 +414,15 @@ func (r *Recorder) run() {
 }
 
 // anchor publishes the chain head: an external copy of it lets verify
-// detect truncation of the tail.
+// detect truncation of the tail. It also publishes how far the copy into
+// the FHIR store has got ("copied"): verify --anchors reports a missing
+// AuditEvent up to there as deleted whatever the database says.
 func (r *Recorder) anchor() {
-	r.cfg.Logger.Info("audit chain head", "chain", r.chain, "seq", r.seq, "hash", r.prev)
+	copied := min(r.copied.Load(), r.seq)
+	r.anchoredCopied = copied
+	r.cfg.Logger.Info("audit chain head", "chain", r.chain, "seq", r.seq, "hash", r.prev, "copied", copied)
 	if r.cfg.Stream != nil {
-		line, _ := json.Marshal(map[string]any{"anchor": true, "chain": r.chain, "seq": r.seq, "hash": r.prev, "time": r.cfg.Now().UTC()})
+		line, _ := json.Marshal(map[string]any{"anchor": true, "chain": r.chain, "seq": r.seq, "hash": r.prev, "copied": copied, "time": r.cfg.Now().UTC()})
 		r.cfg.Stream.Write(append(line, '\n'))
 	}
 }
@@ -412,13 +434,16 @@ func (r *Recorder) write(batch []*item) {
 	rows := make([]Row, len(batch))
 	seq, prev := r.seq, r.prev
 	src := Source{Site: r.cfg.Site, Instance: r.chain}
+	// Records up to wm are in the FHIR store now; each record of the batch
+	// says so under its hash.
+	wm := r.copied.Load()
 	for i, it := range batch {
 		seq++
 		at := it.e.Time.UTC().Truncate(time.Millisecond)
 		id := uuid.NewString()
 		body := Render(&it.e, id, at, src)
-		h := Hash(r.chain, seq, prev, body)
-		rows[i] = Row{Chain: r.chain, Seq: seq, PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body}
+		h := HashV2(r.chain, seq, prev, wm, body)
+		rows[i] = Row{Chain: r.chain, Seq: seq, PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body, Format: 2, Watermark: wm}
 		prev = h
 	}
 	var err error
@@ -472,15 +497,21 @@ func (r *Recorder) write(batch []*item) {
 
 // StreamLine is one JSON line of the audit stream.
 type StreamLine struct {
-	Chain    string          `json:"chain"`
-	Seq      int64           `json:"seq"`
-	PrevHash string          `json:"prev_hash"`
-	Hash     string          `json:"hash"`
-	Resource json.RawMessage `json:"resource"`
+	Chain    string `json:"chain"`
+	Seq      int64  `json:"seq"`
+	PrevHash string `json:"prev_hash"`
+	Hash     string `json:"hash"`
+	// Watermark is the record's copy watermark (format 2, see HashV2).
+	Watermark *int64          `json:"watermark,omitempty"`
+	Resource  json.RawMessage `json:"resource"`
 }
 
 func writeStreamLine(buf *bytes.Buffer, row *Row) {
-	b, _ := json.Marshal(StreamLine{Chain: row.Chain, Seq: row.Seq, PrevHash: row.PrevHash, Hash: row.Hash, Resource: row.Body})
+	l := StreamLine{Chain: row.Chain, Seq: row.Seq, PrevHash: row.PrevHash, Hash: row.Hash, Resource: row.Body}
+	if row.Format >= 2 {
+		l.Watermark = &row.Watermark
+	}
+	b, _ := json.Marshal(l)
 	buf.Write(b)
 	buf.WriteByte('\n')
 }
@@ -513,12 +544,16 @@ func Materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row
 		return nil
 	})
 	if errors.Is(err, store.ErrConflict) {
-		// Some are stored already (recovery racing the writer): one by one.
+		// Some are stored already (recovery racing the writer): one by one,
+		// in seq order, stopping at the first failure: a record is in the
+		// store only if every earlier record of its chain is (verify relies
+		// on it).
 		err = nil
 		for _, w := range writes {
 			e := st.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, w) })
 			if e != nil && !errors.Is(e, store.ErrConflict) {
 				err = e
+				break
 			}
 		}
 	}

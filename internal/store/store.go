@@ -532,3 +532,16 @@ type VersionIndexWriter interface {
 	// returns ErrNotFound when that version does not exist.
 	PutVersionIndex(ctx context.Context, typ, id string, version int64, ix *Index) error
 }
+
+// Mask returns the resources.idx_mask bits of the index tables ix has rows
+// for, in the order of sqlgen.IndexTables: strings, tokens, references,
+// dates, numbers, quantities, URIs.
+func (ix *Index) Mask() int64 {
+	var m int64
+	for bit, n := range []int{len(ix.Strings), len(ix.Tokens), len(ix.References), len(ix.Dates), len(ix.Numbers), len(ix.Quantities), len(ix.URIs)} {
+		if n > 0 {
+			m |= 1 << bit
+		}
+	}
+	return m
+}

@@ -26,32 +26,9 @@ const (
 // in resources.idx_mask.
 var IndexTables = [...]string{TableString, TableToken, TableReference, TableDate, TableNumber, TableQuantity, TableURI}
 
-// Mask returns the idx_mask bits of the tables that ix has rows for.
-func Mask(ix *store.Index) int64 {
-	var m int64
-	if len(ix.Strings) > 0 {
-		m |= 1 << 0
-	}
-	if len(ix.Tokens) > 0 {
-		m |= 1 << 1
-	}
-	if len(ix.References) > 0 {
-		m |= 1 << 2
-	}
-	if len(ix.Dates) > 0 {
-		m |= 1 << 3
-	}
-	if len(ix.Numbers) > 0 {
-		m |= 1 << 4
-	}
-	if len(ix.Quantities) > 0 {
-		m |= 1 << 5
-	}
-	if len(ix.URIs) > 0 {
-		m |= 1 << 6
-	}
-	return m
-}
+// Mask returns the idx_mask bits of the tables that ix has rows for
+// (store.Index.Mask).
+func Mask(ix *store.Index) int64 { return ix.Mask() }
 
 // scope is the resource row a condition is about.
 type scope struct {

@@ -322,20 +322,21 @@ func (t *tx) insertIndex(ctx context.Context, rid int64, typ string, ix *store.I
 // PutIndex replaces the index rows of the current version (store.IndexWriter).
 func (t *tx) PutIndex(ctx context.Context, typ, id string, ix *store.Index) error {
 	t.puts++
-	var rid, oldMask int64
+	var rid int64
 	var deleted bool
-	err := t.tx.QueryRowContext(ctx, "SELECT rid, idx_mask, deleted FROM resources WHERE type = ?1 AND id = ?2", typ, id).Scan(&rid, &oldMask, &deleted)
+	err := t.tx.QueryRowContext(ctx, "SELECT rid, deleted FROM resources WHERE type = ?1 AND id = ?2", typ, id).Scan(&rid, &deleted)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && deleted) {
 		return store.ErrNotFound
 	}
 	if err != nil {
 		return err
 	}
+	// Every table, not only those idx_mask names: re-indexing also repairs
+	// index rows and masks that do not match (audit verify --repair-index),
+	// as on PostgreSQL.
 	for i := range sqlgen.IndexTables {
-		if oldMask&(1<<i) != 0 {
-			if _, err := t.stmt(ctx, stDelIdx+i).ExecContext(ctx, rid); err != nil {
-				return err
-			}
+		if _, err := t.stmt(ctx, stDelIdx+i).ExecContext(ctx, rid); err != nil {
+			return err
 		}
 	}
 	if _, err := t.tx.ExecContext(ctx, "UPDATE resources SET idx_mask = ?1 WHERE rid = ?2", sqlgen.Mask(ix), rid); err != nil {

@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"ConcurrentCreate", testConcurrentCreate},
 		{"PutIndex", testPutIndex},
+		{"Inspect", testInspect},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
