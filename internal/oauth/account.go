@@ -19,6 +19,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/web"
 )
 
 // Argon2id parameters of new password hashes: the OWASP Password Storage
@@ -235,8 +236,8 @@ func (a *accounts) verify(ctx context.Context, encoded, password string) (bool, 
 // limit runs in front of it: every page that calls signIn is in
 // IPLimitedEndpoints. Every refusal is errBadLogin (the page shows its
 // generic message, 401); errBusy and other errors are for signInError.
-func (s *Server) signIn(w http.ResponseWriter, r *http.Request, sess *session, username, password string) (*authdb.Account, error) {
-	acct, err := s.authenticate(r.Context(), username, password, clientIP(r))
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, sess *web.Session, username, password string) (*authdb.Account, error) {
+	acct, err := s.authenticate(r.Context(), username, password, web.ClientIP(r))
 	if errors.Is(err, errBadLogin) {
 		// Never the username: users type passwords into it.
 		s.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "login failed",
@@ -246,7 +247,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, sess *session, u
 	if err != nil {
 		return nil, err
 	}
-	if err := s.logIn(w, r, sess, acct); err != nil {
+	if err := s.ui.sessions.LogIn(w, r, sess, acct.Subject); err != nil {
 		return nil, err
 	}
 	s.record(r, audit.Event{Kind: audit.KindLogin, Description: "login", Subject: acct.Subject, FHIRUser: acct.FHIRUser, Method: "password"})

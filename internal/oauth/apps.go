@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/web"
 )
 
 // PathApps is the page where a signed-in user sees the apps holding live
@@ -26,8 +27,8 @@ type appView struct {
 
 // renderApps writes an apps page with the headers of every page.
 func (s *Server) renderApps(w http.ResponseWriter, r *http.Request, status int, name string, p *appsPage) {
-	p.Nonce, p.Base = newNonce(), s.prefix
-	s.execute(w, r, status, name, p, p.Nonce)
+	p.Nonce, p.Base = web.NewNonce(), s.prefix
+	s.ui.render.Execute(w, r, status, name, p, p.Nonce)
 }
 
 // handleApps is the apps page. GET shows the sign-in form, or, for a
@@ -44,11 +45,11 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
 		return
 	}
-	var sess *session
+	var sess *web.Session
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		var err error
-		if sess, err = s.ensureSession(w, r); err != nil {
+		if sess, err = s.ui.sessions.Ensure(w, r); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
@@ -74,12 +75,12 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 			s.signInError(w, r, err)
 			return
 		}
-		pageHeaders(w, "x")
+		web.Headers(w, "x")
 		http.Redirect(w, r, s.prefix+PathApps, http.StatusSeeOther)
 		return
 	}
 	var acct *authdb.Account
-	if sess.loggedIn() {
+	if sess.LoggedIn() {
 		a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
 		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
 			s.internalError(w, r, err)

@@ -2,14 +2,11 @@ package oauth
 
 import (
 	"context"
-	"crypto/rand"
 	"embed"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -20,7 +17,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/web"
 )
 
 // Paths of the authorization pages, relative to the FHIR base URL.
@@ -109,44 +106,10 @@ type page struct {
 	Clients                                                      []authdb.Client
 }
 
-// pageHeaders are set on every HTML page and every /authorize answer.
-func pageHeaders(w http.ResponseWriter, nonce string) {
-	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-}
-
 // render writes a page.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
-	p.Nonce, p.Base = newNonce(), s.prefix
-	s.execute(w, r, status, name, p, p.Nonce)
-}
-
-// newNonce returns a fresh CSP nonce for a page's inline style.
-func newNonce() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return base64.RawStdEncoding.EncodeToString(b)
-}
-
-// execute renders the template name with data and writes it with the
-// headers every page carries; a template failure is logged and answered
-// 500 without a half-written page.
-func (s *Server) execute(w http.ResponseWriter, r *http.Request, status int, name string, data any, nonce string) {
-	pageHeaders(w, nonce)
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	var sb strings.Builder
-	if err := pages.ExecuteTemplate(&sb, name, data); err != nil {
-		s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: template", slog.String("page", name), slog.String("error", err.Error()))
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(sb.String()))
+	p.Nonce, p.Base = web.NewNonce(), s.prefix
+	s.ui.render.Execute(w, r, status, name, p, p.Nonce)
 }
 
 // errorPage shows an error to the user without redirecting (unknown
@@ -165,24 +128,6 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 // 6749 §4.1.2.1).
 type authorizeError struct{ code, desc string }
 
-// redirectTo appends params to a registered URI, keeping its own query.
-func redirectTo(base string, params url.Values) string {
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + params.Encode()
-}
-
-// redirectStatus is 302 for GET and 303 (See Other: the browser follows
-// with GET) after a POST.
-func redirectStatus(r *http.Request) int {
-	if r.Method == http.MethodPost {
-		return http.StatusSeeOther
-	}
-	return http.StatusFound
-}
-
 // redirectError sends the user back to the client with an error and the
 // state echoed exactly.
 func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e authorizeError) {
@@ -191,22 +136,13 @@ func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectU
 	if state != "" {
 		p.Set("state", state)
 	}
-	pageHeaders(w, "x")
-	http.Redirect(w, r, redirectTo(redirectURI, p), redirectStatus(r))
+	web.Headers(w, "x")
+	http.Redirect(w, r, web.RedirectTo(redirectURI, p), web.RedirectStatus(r))
 }
 
 // pagesReady reports whether the stores of the pages are configured.
 func (s *Server) pagesReady() bool {
 	return s.cfg.Accounts != nil && s.cfg.Sessions != nil && s.cfg.Launches != nil
-}
-
-// maxPageForm bounds the bodies of /authorize and the page forms.
-const maxPageForm = 64 << 10
-
-// parsePageForm reads a POSTed form (body only).
-func parsePageForm(w http.ResponseWriter, r *http.Request) error {
-	r.Body = http.MaxBytesReader(w, r.Body, maxPageForm)
-	return r.ParseForm()
 }
 
 var codeChallengeRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)
@@ -226,7 +162,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		params = r.URL.Query()
 	case http.MethodPost:
-		if err := parsePageForm(w, r); err != nil {
+		if err := web.ParseForm(w, r); err != nil {
 			s.errorPage(w, r, http.StatusBadRequest, "The authorization request is malformed.")
 			return
 		}
@@ -309,7 +245,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(CodeInvalidScope, "no requested scope is allowed for this client")
 		return
 	}
-	sess, err := s.loadSession(ctx, r)
+	sess, err := s.ui.sessions.Load(ctx, r)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -317,7 +253,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	if slices.Contains(prompt, "none") {
 		// Lapis always asks for consent, so it can never answer without
 		// interaction.
-		if !sess.loggedIn() {
+		if !sess.LoggedIn() {
 			fail("login_required", "the user is not logged in")
 		} else {
 			fail("consent_required", "the user must approve the request")
@@ -325,7 +261,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if launch := params.Get("launch"); launch != "" {
-		l, err := s.cfg.Launches.ConsumeLaunch(ctx, hashToken(launch), s.now())
+		l, err := s.cfg.Launches.ConsumeLaunch(ctx, web.HashToken(launch), s.now())
 		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
 			s.internalError(w, r, err)
 			return
@@ -337,12 +273,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		ar.EHR, ar.LaunchSubject, ar.LaunchPatient, ar.LaunchEncounter = true, l.Subject, l.Patient, l.Encounter
 	}
 	if sess == nil {
-		if sess, err = s.ensureSession(w, r); err != nil {
+		if sess, err = s.ui.sessions.Ensure(w, r); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
 	}
-	reqID := randomToken()
+	reqID := web.RandomToken()
 	if err := s.saveRequest(ctx, reqID, sess, ar); err != nil {
 		s.internalError(w, r, err)
 		return
@@ -351,16 +287,16 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 }
 
 // saveRequest stores ar under reqID, bound to the session.
-func (s *Server) saveRequest(ctx context.Context, reqID string, sess *session, ar *authzRequest) error {
+func (s *Server) saveRequest(ctx context.Context, reqID string, sess *web.Session, ar *authzRequest) error {
 	b, err := json.Marshal(ar)
 	if err != nil {
 		return err
 	}
-	return s.cfg.Sessions.SaveAuthzRequest(ctx, hashToken(reqID), sess.ID, b, ar.Created.Add(AuthorizeRequestLifetime))
+	return s.cfg.Sessions.SaveAuthzRequest(ctx, web.HashToken(reqID), sess.ID, b, ar.Created.Add(AuthorizeRequestLifetime))
 }
 
 // loadRequest returns the request reqID if it belongs to the session.
-func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, consume bool) (*authzRequest, error) {
+func (s *Server) loadRequest(ctx context.Context, reqID string, sess *web.Session, consume bool) (*authzRequest, error) {
 	if reqID == "" || len(reqID) > 128 {
 		return nil, authdb.ErrNotFound
 	}
@@ -368,7 +304,7 @@ func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, c
 	if consume {
 		get = s.cfg.Sessions.ConsumeAuthzRequest
 	}
-	sid, data, err := get(ctx, hashToken(reqID), s.now())
+	sid, data, err := get(ctx, web.HashToken(reqID), s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -384,13 +320,13 @@ func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, c
 
 // needsLogin reports whether the request needs the user to log in (again:
 // prompt=login is cleared by the login made for this request).
-func needsLogin(sess *session, ar *authzRequest) bool {
-	return !sess.loggedIn() || ar.PromptLogin
+func needsLogin(sess *web.Session, ar *authzRequest) bool {
+	return !sess.LoggedIn() || ar.PromptLogin
 }
 
 // continueFlow shows the next page of a request: login, patient picker or
 // consent.
-func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, loginErr string) {
+func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, loginErr string) {
 	ctx := r.Context()
 	var acct *authdb.Account
 	if !needsLogin(sess, ar) {
@@ -435,7 +371,7 @@ func contextPatient(ar *authzRequest, acct *authdb.Account) string {
 	}
 }
 
-func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, acct *authdb.Account, msg string) {
+func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, acct *authdb.Account, msg string) {
 	p := &page{Title: "Allow access", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, User: acct.Username + " (" + acct.FHIRUser + ")", Error: msg}
 	if pid := contextPatient(ar, acct); pid != "" {
 		p.PatientName = pid
@@ -467,7 +403,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *ses
 	s.render(w, r, http.StatusOK, "consent", p)
 }
 
-func (s *Server) renderPicker(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, acct *authdb.Account, q, msg string) {
+func (s *Server) renderPicker(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, acct *authdb.Account, q, msg string) {
 	p := &page{Title: "Choose a patient", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, User: acct.Username, Query: q, Error: msg}
 	if s.cfg.Patients == nil {
 		p.Error = "Patient search is not available on this server."
@@ -484,7 +420,7 @@ func (s *Server) renderPicker(w http.ResponseWriter, r *http.Request, sess *sess
 
 // pageSession loads the session of a POSTed page form, parses the form
 // and checks its CSRF token; on failure it has answered.
-func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, bool) {
+func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*web.Session, bool) {
 	if !s.pagesReady() {
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
 		return nil, false
@@ -494,11 +430,11 @@ func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, 
 		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
 		return nil, false
 	}
-	if err := parsePageForm(w, r); err != nil {
+	if err := web.ParseForm(w, r); err != nil {
 		s.errorPage(w, r, http.StatusBadRequest, "The form is malformed.")
 		return nil, false
 	}
-	sess, err := s.loadSession(r.Context(), r)
+	sess, err := s.ui.sessions.Load(r.Context(), r)
 	if err != nil {
 		s.internalError(w, r, err)
 		return nil, false
@@ -507,25 +443,11 @@ func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, 
 		s.errorPage(w, r, http.StatusForbidden, "Your session has expired. Please return to the application and start again.")
 		return nil, false
 	}
-	if !checkCSRF(sess, r) {
+	if !web.CheckCSRF(sess, r) {
 		s.errorPage(w, r, http.StatusForbidden, "The form could not be verified (CSRF). Please return to the application and start again.")
 		return nil, false
 	}
 	return sess, true
-}
-
-// clientIP is the caller's address, as the rate limits and network rules
-// see it (netpolicy.ClientIP: the TCP peer, or the client a trusted proxy
-// names): failed logins are counted against it and audit events carry it.
-func clientIP(r *http.Request) string {
-	if a := netpolicy.ClientIP(r); a.IsValid() {
-		return a.String()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // handleLogin checks a username and password and continues the request
@@ -561,7 +483,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ar == nil {
-		pageHeaders(w, "x")
+		web.Headers(w, "x")
 		http.Redirect(w, r, s.prefix+PathLaunch, http.StatusSeeOther)
 		return
 	}
@@ -694,8 +616,8 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, audit.Event{Kind: audit.KindConsent, Description: "consent given", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser, Patient: patient})
-	pageHeaders(w, "x")
-	http.Redirect(w, r, redirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}, "iss": {s.cfg.Issuer}}), http.StatusSeeOther)
+	web.Headers(w, "x")
+	http.Redirect(w, r, web.RedirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}, "iss": {s.cfg.Issuer}}), http.StatusSeeOther)
 }
 
 // contextMissing reports whether a practitioner's standalone launch still
@@ -718,11 +640,10 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Sessions.DeleteSession(r.Context(), hashToken(sess.token)); err != nil {
+	if err := s.ui.sessions.LogOut(w, r, sess); err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
 	s.record(r, audit.Event{Kind: audit.KindLogout, Description: "logout", Subject: sess.Subject})
 	s.render(w, r, http.StatusOK, "message", &page{Title: "Signed out", Message: "You are signed out."})
 }
@@ -734,6 +655,9 @@ type pagesUI struct {
 	issueCode func(context.Context, *Grant) (string, error)
 	// cop rejects cross-origin POSTs to the page forms.
 	cop *http.CrossOriginProtection
+	// sessions are the browser sessions of the pages; render writes them.
+	sessions web.Sessions
+	render   web.Renderer
 }
 
 // mountPages registers /authorize, the page forms and the SMART style
@@ -758,7 +682,8 @@ func (s *Server) initPages() {
 	s.ui.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusForbidden, "Cross-origin form submissions are not allowed.")
 	}))
-	s.secure = strings.HasPrefix(s.cfg.Issuer, "https://")
+	s.ui.sessions = web.Sessions{Store: s.cfg.Sessions, Secure: strings.HasPrefix(s.cfg.Issuer, "https://"), Now: s.now}
+	s.ui.render = web.Renderer{Templates: pages, Log: s.log, Prefix: "oauth"}
 	if s.cfg.Login.MaxFailures <= 0 {
 		s.cfg.Login.MaxFailures = DefaultLoginPolicy.MaxFailures
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/web"
 )
 
 // LaunchLifetime is how long an EHR launch value may be used (once).
@@ -51,9 +52,9 @@ func (s *Server) handleSMARTStyle(w http.ResponseWriter, r *http.Request) {
 
 // launchAccount returns the logged-in practitioner of the launch page, or
 // answers with the login form or a refusal.
-func (s *Server) launchAccount(w http.ResponseWriter, r *http.Request, sess *session) *authdb.Account {
+func (s *Server) launchAccount(w http.ResponseWriter, r *http.Request, sess *web.Session) *authdb.Account {
 	var acct *authdb.Account
-	if sess.loggedIn() {
+	if sess.LoggedIn() {
 		a, err := s.cfg.Accounts.AccountBySubject(r.Context(), sess.Subject)
 		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
 			s.internalError(w, r, err)
@@ -90,7 +91,7 @@ func (s *Server) handleLaunch(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
 		return
 	}
-	sess, err := s.ensureSession(w, r)
+	sess, err := s.ui.sessions.Ensure(w, r)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -102,7 +103,7 @@ func (s *Server) handleLaunch(w http.ResponseWriter, r *http.Request) {
 	s.renderLaunch(w, r, sess, acct, r.URL.Query().Get("q"), r.URL.Query().Get("patient"), "")
 }
 
-func (s *Server) renderLaunch(w http.ResponseWriter, r *http.Request, sess *session, acct *authdb.Account, q, pid, msg string) {
+func (s *Server) renderLaunch(w http.ResponseWriter, r *http.Request, sess *web.Session, acct *authdb.Account, q, pid, msg string) {
 	ctx := r.Context()
 	p := &page{Title: "Launch an app", CSRF: sess.CSRF, User: acct.Username + " (" + acct.FHIRUser + ")", Query: q, Error: msg}
 	if len(q) > 200 {
@@ -207,12 +208,12 @@ func (s *Server) createLaunch(w http.ResponseWriter, r *http.Request) {
 		s.renderLaunch(w, r, sess, acct, "", ps.ID, "Choose an app that supports EHR launch.")
 		return
 	}
-	launch := randomToken()
+	launch := web.RandomToken()
 	l := &authdb.Launch{ClientID: client.ID, Subject: acct.Subject, Patient: ps.ID, Encounter: enc, Expires: s.now().Add(LaunchLifetime)}
-	if err := s.cfg.Launches.SaveLaunch(ctx, hashToken(launch), l); err != nil {
+	if err := s.cfg.Launches.SaveLaunch(ctx, web.HashToken(launch), l); err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	pageHeaders(w, "x")
-	http.Redirect(w, r, redirectTo(client.LaunchURI, url.Values{"iss": {s.cfg.Issuer}, "launch": {launch}}), http.StatusSeeOther)
+	web.Headers(w, "x")
+	http.Redirect(w, r, web.RedirectTo(client.LaunchURI, url.Values{"iss": {s.cfg.Issuer}, "launch": {launch}}), http.StatusSeeOther)
 }

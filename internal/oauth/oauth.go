@@ -165,7 +165,6 @@ type Server struct {
 	closer   func() error
 	db       *authdb.DB // set by Open
 	ui       *pagesUI
-	secure   bool          // https issuer: Secure, __Host- session cookies
 	network  ClientNetwork // client allow-lists at the token endpoints (nil: none)
 }
 
