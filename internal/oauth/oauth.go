@@ -1,25 +1,38 @@
 // Package oauth is Lapis's OAuth 2.0 / SMART App Launch authorization
-// server: discovery documents, the JWKS, the token endpoint, token
-// introspection (RFC 7662) and revocation (RFC 7009), and the Verifier the
-// FHIR API uses to check bearer access tokens.
+// server: discovery documents, the JWKS, the token endpoint with its
+// grants, token introspection (RFC 7662) and revocation (RFC 7009),
+// OpenID Connect UserInfo, the authorization endpoint with its pages
+// (login, consent, patient picker), the practitioner's EHR launch page,
+// the user's apps page, and the Verifier the FHIR API uses to check
+// bearer access tokens.
 //
 // Endpoints, all under the FHIR base URL, which is also the issuer:
 //
 //	[base]/.well-known/smart-configuration  SMART discovery
 //	[base]/.well-known/openid-configuration OpenID Connect discovery
 //	[base]/auth/jwks                         public signing keys
-//	[base]/auth/authorize                    authorization (next slice)
+//	[base]/auth/authorize                    authorization (GET, and POST: SMART authorize-post)
+//	[base]/auth/login, consent, select-patient, logout
+//	                                         the pages of an authorization request
+//	[base]/auth/launch                       a practitioner's EHR launch page
+//	[base]/auth/apps                         a user's connected apps (revoke)
+//	[base]/auth/smart-style.json             SMART style document
 //	[base]/auth/token                        token endpoint
 //	[base]/auth/introspect                   introspection
 //	[base]/auth/revoke                       revocation
 //	[base]/auth/userinfo                     OpenID Connect UserInfo
 //
-// The token endpoint is a composer: each grant type is a GrantHandler
-// (client_credentials now; authorization_code and refresh_token plug in
-// the same way), client authentication (client_secret_basic,
-// client_secret_post, private_key_jwt) runs before the handler. Protocol
+// The token endpoint is a composer: each grant type (client_credentials,
+// authorization_code, refresh_token) is a GrantHandler, and client
+// authentication (client_secret_basic, client_secret_post,
+// private_key_jwt) runs before the handler. Failures are *Error values
+// that carry their RFC 6749 code, description and HTTP status. Protocol
 // logic never touches SQL: it uses the narrow storage interfaces below,
-// implemented by internal/authdb.
+// implemented by internal/authdb. The pages are built on internal/web
+// (headers, rendering, browser sessions and CSRF); signing keys live in
+// the keys subpackage, clients' JWKS documents are fetched by jwksfetch,
+// and the access-token claims are in the leaf package token. The admin
+// API is package adminapi.
 package oauth
 
 import (
