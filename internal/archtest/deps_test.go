@@ -26,6 +26,7 @@ var aboveEdge = []string{
 	"internal/fhirapi",
 	"internal/access",
 	"internal/oauth", // but internal/oauth/token, a leaf
+	"internal/authorize",
 	"internal/admin",
 	"internal/adminapi",
 	"internal/importer",

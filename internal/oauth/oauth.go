@@ -1,26 +1,29 @@
-// Package oauth is Lapis's OAuth 2.0 / SMART App Launch authorization
-// server: discovery documents, the JWKS, the token endpoint with its
-// grants, token introspection (RFC 7662) and revocation (RFC 7009),
-// OpenID Connect UserInfo, the authorization endpoint with its pages
-// (login, consent, patient picker), the practitioner's EHR launch page,
-// the user's apps page, and the Verifier the FHIR API uses to check
+// Package oauth is the protocol core of Lapis's OAuth 2.0 / SMART App
+// Launch authorization server: discovery documents, the JWKS, the token
+// endpoint with its grants, token introspection (RFC 7662) and revocation
+// (RFC 7009), OpenID Connect UserInfo, the SMART style document, the
+// scope and redirect-URI policy of /authorize (AllowedScopes,
+// ScopesForUser, RedirectAllowed), authorization codes (IssueCode),
+// accounts and passwords, and the Verifier the FHIR API uses to check
 // bearer access tokens.
 //
-// Endpoints, all under the FHIR base URL, which is also the issuer:
+// Endpoints served by Mount, all under the FHIR base URL, which is also
+// the issuer:
 //
 //	[base]/.well-known/smart-configuration  SMART discovery
 //	[base]/.well-known/openid-configuration OpenID Connect discovery
 //	[base]/auth/jwks                         public signing keys
-//	[base]/auth/authorize                    authorization (GET, and POST: SMART authorize-post)
-//	[base]/auth/login, consent, select-patient, logout
-//	                                         the pages of an authorization request
-//	[base]/auth/launch                       a practitioner's EHR launch page
-//	[base]/auth/apps                         a user's connected apps (revoke)
-//	[base]/auth/smart-style.json             SMART style document
 //	[base]/auth/token                        token endpoint
 //	[base]/auth/introspect                   introspection
 //	[base]/auth/revoke                       revocation
 //	[base]/auth/userinfo                     OpenID Connect UserInfo
+//	[base]/auth/smart-style.json             SMART style document
+//
+// The browser pages — /auth/authorize and its login, consent and patient
+// picker pages, logout, the EHR launch page and the apps page — are
+// package authorize, built on a Server (authorize.New(srv).Mount(mux));
+// their paths are declared here (PathAuthorize, PathLogin, …) because the
+// discovery documents and IPLimitedEndpoints name them.
 //
 // The token endpoint is a composer: each grant type (client_credentials,
 // authorization_code, refresh_token) is a GrantHandler, and client
@@ -28,11 +31,10 @@
 // private_key_jwt) runs before the handler. Failures are *Error values
 // that carry their RFC 6749 code, description and HTTP status. Protocol
 // logic never touches SQL: it uses the narrow storage interfaces below,
-// implemented by internal/authdb. The pages are built on internal/web
-// (headers, rendering, browser sessions and CSRF); signing keys live in
-// the keys subpackage, clients' JWKS documents are fetched by jwksfetch,
-// and the access-token claims are in the leaf package token. The admin
-// API is package adminapi.
+// implemented by internal/authdb. Signing keys live in the keys
+// subpackage, clients' JWKS documents are fetched by jwksfetch, and the
+// access-token claims are in the leaf package token. The admin API is
+// package adminapi.
 package oauth
 
 import (
@@ -176,8 +178,7 @@ type Server struct {
 	grants   map[string]GrantHandler
 	verifier *Verifier
 	closer   func() error
-	db       *authdb.DB // set by Open
-	ui       *pagesUI
+	db       *authdb.DB    // set by Open
 	network  ClientNetwork // client allow-lists at the token endpoints (nil: none)
 }
 
@@ -235,7 +236,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.verifier = NewVerifier(VerifierConfig{Issuer: cfg.Issuer, Audience: cfg.Issuer, Keys: cfg.Keys, Revocations: cfg.Revocations, Now: s.now})
 	s.Register(&ClientCredentials{s: s})
-	s.initPages()
+	if s.cfg.Login.MaxFailures <= 0 {
+		s.cfg.Login.MaxFailures = DefaultLoginPolicy.MaxFailures
+	}
+	if s.cfg.Login.MaxFailuresPerIP <= 0 {
+		s.cfg.Login.MaxFailuresPerIP = DefaultLoginPolicy.MaxFailuresPerIP
+	}
+	if s.cfg.Login.Window <= 0 {
+		s.cfg.Login.Window = DefaultLoginPolicy.Window
+	}
 	if cfg.Codes != nil {
 		s.Register(&AuthorizationCode{s: s})
 		s.Register(&RefreshTokenGrant{s: s})
@@ -323,7 +332,8 @@ func (s *Server) TokenURL() string { return s.ep.token }
 
 // Mount registers the endpoints on mux under the issuer's path (e.g.
 // /fhir/auth/token). These patterns are more specific than the FHIR API's
-// "/fhir/", so both can share one mux.
+// "/fhir/", so both can share one mux. The pages (package authorize) are
+// mounted separately.
 func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathSMARTConfiguration, s.handleSMARTConfiguration)
 	mux.HandleFunc(s.prefix+PathOpenIDConfiguration, s.handleOpenIDConfiguration)
@@ -332,10 +342,10 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
 	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
 	mux.HandleFunc(s.prefix+PathUserInfo, s.handleUserInfo)
-	s.mountPages(mux)
+	mux.HandleFunc(s.prefix+PathSMARTStyle, s.handleSMARTStyle)
 }
 
-// Handler returns a handler serving only the authorization endpoints.
+// Handler returns a handler serving only the endpoints of Mount.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.Mount(mux)
