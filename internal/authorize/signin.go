@@ -38,7 +38,7 @@ const hashWait = 2 * time.Second
 // the FHIR API.
 func hashSlots(procs int) int { return min(max(procs/2, 1), maxConcurrentHashes) }
 
-// accounts holds the login machinery of a Server.
+// accounts holds the login machinery of the pages.
 type accounts struct {
 	sem       chan struct{}
 	wait      time.Duration
