@@ -151,15 +151,12 @@ func (s *Pages) internalError(w http.ResponseWriter, r *http.Request, err error)
 	s.errorPage(w, r, http.StatusInternalServerError, "Something went wrong. Please try again later.")
 }
 
-// authorizeError is an error returned to the client's redirect URI (RFC
-// 6749 §4.1.2.1).
-type authorizeError struct{ code, desc string }
-
-// redirectError sends the user back to the client with an error and the
-// state echoed exactly.
-func (s *Pages) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e authorizeError) {
+// redirectError sends the user back to the client with the error (RFC
+// 6749 §4.1.2.1: its code and description; the redirect replaces its
+// status) and the state echoed exactly.
+func (s *Pages) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e *oauth.Error) {
 	// iss (RFC 9207) lets the client detect mix-up attacks.
-	p := url.Values{"error": {e.code}, "error_description": {e.desc}, "iss": {s.cfg.Issuer}}
+	p := url.Values{"error": {e.Code}, "error_description": {e.Description}, "iss": {s.cfg.Issuer}}
 	if state != "" {
 		p.Set("state", state)
 	}
@@ -218,7 +215,9 @@ func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := params.Get("state")
-	fail := func(code, desc string) { s.redirectError(w, r, redirectURI, state, authorizeError{code, desc}) }
+	fail := func(code, desc string) {
+		s.redirectError(w, r, redirectURI, state, &oauth.Error{Code: code, Description: desc})
+	}
 	for k, v := range params {
 		if len(v) > 1 {
 			fail(oauth.CodeInvalidRequest, "parameter "+k+" is repeated")
@@ -230,7 +229,7 @@ func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(oauth.CodeInvalidRequest, "response_type is required")
 		return
 	case rt != "code":
-		fail("unsupported_response_type", "only response_type=code is supported")
+		fail(oauth.CodeUnsupportedResponseType, "only response_type=code is supported")
 		return
 	}
 	if client.Type == authdb.Backend {
@@ -281,9 +280,9 @@ func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		// Lapis always asks for consent, so it can never answer without
 		// interaction.
 		if !sess.LoggedIn() {
-			fail("login_required", "the user is not logged in")
+			fail(oauth.CodeLoginRequired, "the user is not logged in")
 		} else {
-			fail("consent_required", "the user must approve the request")
+			fail(oauth.CodeConsentRequired, "the user must approve the request")
 		}
 		return
 	}
@@ -374,7 +373,7 @@ func (s *Pages) continueFlow(w http.ResponseWriter, r *http.Request, sess *web.S
 	}
 	if ar.EHR && ar.LaunchSubject != acct.Subject {
 		_, _ = s.loadRequest(ctx, reqID, sess, true)
-		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the launch belongs to another user"})
+		s.redirectError(w, r, ar.RedirectURI, ar.State, &oauth.Error{Code: oauth.CodeAccessDenied, Description: "the launch belongs to another user"})
 		return
 	}
 	if ar.EHR || patientID(acct) != "" || !slices.Contains(ar.Scopes, "launch/patient") || ar.Patient != "" {
@@ -629,7 +628,7 @@ func (s *Pages) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.PostForm.Get("decision") != "approve" {
 		s.record(r, audit.Event{Kind: audit.KindConsent, Outcome: audit.OutcomeMinor, Description: "consent denied", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser})
-		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the user denied the request"})
+		s.redirectError(w, r, ar.RedirectURI, ar.State, &oauth.Error{Code: oauth.CodeAccessDenied, Description: "the user denied the request"})
 		return
 	}
 	patient := contextPatient(ar, acct)
@@ -647,7 +646,7 @@ func (s *Pages) handleConsent(w http.ResponseWriter, r *http.Request) {
 	code, err := s.issueCode(ctx, g)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "oauth: issue code", slog.String("client_id", ar.ClientID), slog.String("error", err.Error()))
-		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{oauth.CodeServerError, "the authorization code could not be issued"})
+		s.redirectError(w, r, ar.RedirectURI, ar.State, &oauth.Error{Code: oauth.CodeServerError, Description: "the authorization code could not be issued"})
 		return
 	}
 	s.record(r, audit.Event{Kind: audit.KindConsent, Description: "consent given", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser, Patient: patient})
