@@ -16,6 +16,7 @@ import (
 	"github.com/lapis-health/lapis/internal/adminapi"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authn"
+	"github.com/lapis-health/lapis/internal/authorize"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
@@ -181,6 +182,9 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// under it, the FHIR API for the rest.
 	mux := http.NewServeMux()
 	auth.Mount(mux)
+	// The authorization pages (/authorize, login, consent, EHR launch,
+	// apps) over the same server and stores.
+	authorize.New(auth).Mount(mux)
 	// The admin API: the admin service behind the admin commands, over
 	// HTTP; its actions are recorded (durably) before they are answered.
 	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit

@@ -20,10 +20,10 @@ import (
 // data clients.
 const ScopeAdmin = "system/lapis.admin"
 
-// AdminStore is the storage of the apps page, implemented by
-// *authdb.DB. The Server uses it when its Config.Clients implements it
-// (Open configures the database, which does); otherwise the page answers
-// 503.
+// AdminStore is the storage of the admin API and the apps page (package
+// authorize), implemented by *authdb.DB. The apps page uses it when the
+// server's Config.Clients implements it (Open configures the database,
+// which does); otherwise the page answers 503.
 type AdminStore interface {
 	ClientStore
 	ClientCreator
@@ -36,10 +36,4 @@ type AdminStore interface {
 	DeleteAccount(ctx context.Context, username string) error
 	Grants(ctx context.Context, f authdb.GrantFilter, now time.Time) ([]authdb.GrantSummary, error)
 	RevokeGrants(ctx context.Context, f authdb.GrantFilter, now time.Time) (int, error)
-}
-
-// adminStore returns the admin storage, or nil when not configured.
-func (s *Server) adminStore() AdminStore {
-	st, _ := s.cfg.Clients.(AdminStore)
-	return st
 }

@@ -177,11 +177,11 @@ func (s *Server) issueForGrant(ctx context.Context, g *Grant, family string, now
 // context is not the user's own record (none is ever issued).
 var errPatientMismatch = errInvalidGrant("the grant's patient context does not match its user")
 
-// userContext bounds a user's token by the user (see scopesForUser): the
+// userContext bounds a user's token by the user (see ScopesForUser): the
 // scopes, and for a patient user the patient in context, which is the
 // user's own record (filled in when missing; another patient is refused).
 func userContext(scopes []string, sess *launchSession) ([]string, *launchSession, error) {
-	scopes = scopesForUser(scopes, sess.FHIRUser)
+	scopes = ScopesForUser(scopes, sess.FHIRUser)
 	if id, ok := strings.CutPrefix(sess.FHIRUser, "Patient/"); ok {
 		if id == "" || (sess.Patient != "" && sess.Patient != id) {
 			return nil, nil, errPatientMismatch

@@ -10,13 +10,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/netpolicy"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"

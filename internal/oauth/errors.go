@@ -18,6 +18,15 @@ const (
 	CodeServerError          = "server_error"
 )
 
+// Error codes of the authorization endpoint, sent to the client's
+// redirect URI (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6).
+const (
+	CodeAccessDenied            = "access_denied"
+	CodeUnsupportedResponseType = "unsupported_response_type"
+	CodeLoginRequired           = "login_required"
+	CodeConsentRequired         = "consent_required"
+)
+
 // Error is an OAuth 2.0 error response: it knows its RFC 6749 error code,
 // a description safe to show the client, and its HTTP status.
 type Error struct {

@@ -1,25 +1,40 @@
-// Package oauth is Lapis's OAuth 2.0 / SMART App Launch authorization
-// server: discovery documents, the JWKS, the token endpoint, token
-// introspection (RFC 7662) and revocation (RFC 7009), and the Verifier the
-// FHIR API uses to check bearer access tokens.
+// Package oauth is the protocol core of Lapis's OAuth 2.0 / SMART App
+// Launch authorization server: discovery documents, the JWKS, the token
+// endpoint with its grants, token introspection (RFC 7662) and revocation
+// (RFC 7009), OpenID Connect UserInfo, the SMART style document, the
+// scope and redirect-URI policy of /authorize (AllowedScopes,
+// ScopesForUser, RedirectAllowed), authorization codes (IssueCode),
+// accounts and passwords, and the Verifier the FHIR API uses to check
+// bearer access tokens.
 //
-// Endpoints, all under the FHIR base URL, which is also the issuer:
+// Endpoints served by Mount, all under the FHIR base URL, which is also
+// the issuer:
 //
 //	[base]/.well-known/smart-configuration  SMART discovery
 //	[base]/.well-known/openid-configuration OpenID Connect discovery
 //	[base]/auth/jwks                         public signing keys
-//	[base]/auth/authorize                    authorization (next slice)
 //	[base]/auth/token                        token endpoint
 //	[base]/auth/introspect                   introspection
 //	[base]/auth/revoke                       revocation
 //	[base]/auth/userinfo                     OpenID Connect UserInfo
+//	[base]/auth/smart-style.json             SMART style document
 //
-// The token endpoint is a composer: each grant type is a GrantHandler
-// (client_credentials now; authorization_code and refresh_token plug in
-// the same way), client authentication (client_secret_basic,
-// client_secret_post, private_key_jwt) runs before the handler. Protocol
+// The browser pages — /auth/authorize and its login, consent and patient
+// picker pages, logout, the EHR launch page and the apps page — are
+// package authorize, built on a Server (authorize.New(srv).Mount(mux));
+// their paths are declared here (PathAuthorize, PathLogin, …) because the
+// discovery documents and IPLimitedEndpoints name them.
+//
+// The token endpoint is a composer: each grant type (client_credentials,
+// authorization_code, refresh_token) is a GrantHandler, and client
+// authentication (client_secret_basic, client_secret_post,
+// private_key_jwt) runs before the handler. Failures are *Error values
+// that carry their RFC 6749 code, description and HTTP status. Protocol
 // logic never touches SQL: it uses the narrow storage interfaces below,
-// implemented by internal/authdb.
+// implemented by internal/authdb. Signing keys live in the keys
+// subpackage, clients' JWKS documents are fetched by jwksfetch, and the
+// access-token claims are in the leaf package token. The admin API is
+// package adminapi.
 package oauth
 
 import (
@@ -163,9 +178,7 @@ type Server struct {
 	grants   map[string]GrantHandler
 	verifier *Verifier
 	closer   func() error
-	db       *authdb.DB // set by Open
-	ui       *pagesUI
-	secure   bool          // https issuer: Secure, __Host- session cookies
+	db       *authdb.DB    // set by Open
 	network  ClientNetwork // client allow-lists at the token endpoints (nil: none)
 }
 
@@ -223,7 +236,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.verifier = NewVerifier(VerifierConfig{Issuer: cfg.Issuer, Audience: cfg.Issuer, Keys: cfg.Keys, Revocations: cfg.Revocations, Now: s.now})
 	s.Register(&ClientCredentials{s: s})
-	s.initPages()
+	if s.cfg.Login.MaxFailures <= 0 {
+		s.cfg.Login.MaxFailures = DefaultLoginPolicy.MaxFailures
+	}
+	if s.cfg.Login.MaxFailuresPerIP <= 0 {
+		s.cfg.Login.MaxFailuresPerIP = DefaultLoginPolicy.MaxFailuresPerIP
+	}
+	if s.cfg.Login.Window <= 0 {
+		s.cfg.Login.Window = DefaultLoginPolicy.Window
+	}
 	if cfg.Codes != nil {
 		s.Register(&AuthorizationCode{s: s})
 		s.Register(&RefreshTokenGrant{s: s})
@@ -311,7 +332,8 @@ func (s *Server) TokenURL() string { return s.ep.token }
 
 // Mount registers the endpoints on mux under the issuer's path (e.g.
 // /fhir/auth/token). These patterns are more specific than the FHIR API's
-// "/fhir/", so both can share one mux.
+// "/fhir/", so both can share one mux. The pages (package authorize) are
+// mounted separately.
 func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathSMARTConfiguration, s.handleSMARTConfiguration)
 	mux.HandleFunc(s.prefix+PathOpenIDConfiguration, s.handleOpenIDConfiguration)
@@ -320,10 +342,10 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.HandleFunc(s.prefix+PathIntrospect, s.handleIntrospect)
 	mux.HandleFunc(s.prefix+PathRevoke, s.handleRevoke)
 	mux.HandleFunc(s.prefix+PathUserInfo, s.handleUserInfo)
-	s.mountPages(mux)
+	mux.HandleFunc(s.prefix+PathSMARTStyle, s.handleSMARTStyle)
 }
 
-// Handler returns a handler serving only the authorization endpoints.
+// Handler returns a handler serving only the endpoints of Mount.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.Mount(mux)

@@ -36,7 +36,7 @@ func TestRedirectAllowed(t *testing.T) {
 		{"http://[::1]:0/cb?x=1", false},
 		{"http://[::1]:70000/cb?x=1", false},
 	} {
-		if got := redirectAllowed(reg, c.uri); got != c.ok {
+		if got := RedirectAllowed(reg, c.uri); got != c.ok {
 			t.Errorf("%s: %v, want %v", c.uri, got, c.ok)
 		}
 	}

@@ -90,7 +90,7 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*Tok
 	}
 	// What the refresh token may still grant, bounded by its user (a
 	// token from before that bound narrows here, and stays narrowed).
-	granted := scopesForUser(strings.Fields(rt.Scope), sess.FHIRUser)
+	granted := ScopesForUser(strings.Fields(rt.Scope), sess.FHIRUser)
 	scopes := granted
 	if requested := strings.Fields(req.Form.Get("scope")); len(requested) > 0 {
 		for _, sc := range requested {

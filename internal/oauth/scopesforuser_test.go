@@ -21,7 +21,7 @@ func TestScopesForUser(t *testing.T) {
 		{"RelatedPerson/rp", []string{"openid", "fhirUser", "launch/patient", "offline_access", "patient/*.rs", "patient/Patient.r"}},
 		{"", []string{"openid", "fhirUser", "launch/patient", "offline_access", "patient/*.rs", "patient/Patient.r"}},
 	} {
-		if got := scopesForUser(in, c.user); !slices.Equal(got, c.want) {
+		if got := ScopesForUser(in, c.user); !slices.Equal(got, c.want) {
 			t.Errorf("%q:\n got  %q\n want %q", c.user, got, c.want)
 		}
 	}

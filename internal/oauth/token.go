@@ -212,9 +212,9 @@ func systemScopes(requested string, registered []string) ([]string, error) {
 		}
 		return out, nil
 	}
-	var regRes []resourceScope
+	var regRes []ResourceScope
 	for _, sc := range registered {
-		if rs, ok := parseResourceScope(sc); ok && rs.context == access.ContextSystem {
+		if rs, ok := ParseResourceScope(sc); ok && rs.Context == access.ContextSystem {
 			regRes = append(regRes, rs)
 		}
 	}
@@ -235,15 +235,15 @@ func systemScopes(requested string, registered []string) ([]string, error) {
 
 // coveredSystemScope reports whether sc is a well-formed system/ resource
 // scope within one of the registered resource scopes.
-func coveredSystemScope(sc string, registered []resourceScope) bool {
-	rs, ok := parseResourceScope(sc)
-	if !ok || rs.context != access.ContextSystem {
+func coveredSystemScope(sc string, registered []ResourceScope) bool {
+	rs, ok := ParseResourceScope(sc)
+	if !ok || rs.Context != access.ContextSystem {
 		return false
 	}
 	if g, err := access.ParseScopes([]string{sc}); err != nil || len(g.Scopes) != 1 {
 		return false // e.g. a granular restriction on a v1 permission
 	}
-	return slices.ContainsFunc(registered, func(reg resourceScope) bool { return reg.covers(rs) })
+	return slices.ContainsFunc(registered, func(reg ResourceScope) bool { return reg.Covers(rs) })
 }
 
 // scopeForError renders a requested scope for an error_description: only

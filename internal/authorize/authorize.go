@@ -1,15 +1,29 @@
-package oauth
+// Package authorize serves the browser pages of Lapis's authorization
+// server, on top of the protocol core in package oauth and the page kit
+// in package web: the authorization endpoint (/auth/authorize, GET and
+// SMART authorize-post) and the pages of a request in progress (login,
+// patient picker, consent; the user's decision becomes an authorization
+// code through oauth.Server.IssueCode), logout, the practitioner's EHR
+// launch page (/auth/launch) and the user's connected-apps page
+// (/auth/apps). Every password is checked by one function, signIn, under
+// the login lockout policy (oauth.LoginPolicy) and a bound on concurrent
+// argon2id computations.
+//
+// The pages use the stores of the oauth.Server they are built on
+// (oauth.Config: Accounts, Sessions, Launches, Patients); they answer 503
+// until those are configured. Mount them beside the server's endpoints:
+//
+//	srv.Mount(mux)
+//	authorize.New(srv).Mount(mux)
+package authorize
 
 import (
 	"context"
-	"crypto/rand"
 	"embed"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -20,54 +34,13 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/netpolicy"
-)
-
-// Paths of the authorization pages, relative to the FHIR base URL.
-const (
-	PathLogin         = "/auth/login"
-	PathConsent       = "/auth/consent"
-	PathSelectPatient = "/auth/select-patient"
-	PathLaunch        = "/auth/launch"
-	PathLogout        = "/auth/logout"
-	PathSMARTStyle    = "/auth/smart-style.json"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/web"
 )
 
 // AuthorizeRequestLifetime bounds the time between /authorize and the
 // user's decision.
 const AuthorizeRequestLifetime = 15 * time.Minute
-
-// AccountStore reads accounts and keeps the failed-login record.
-type AccountStore interface {
-	AccountByUsername(ctx context.Context, username string) (*authdb.Account, error)
-	AccountBySubject(ctx context.Context, subject string) (*authdb.Account, error)
-	RecordLoginFailure(ctx context.Context, key string, at time.Time) error
-	LoginFailures(ctx context.Context, key string, since time.Time) (int, error)
-	ClearLoginFailures(ctx context.Context, key string) error
-}
-
-// PatientSummary is a patient as shown on the pickers.
-type PatientSummary struct {
-	ID, Name, BirthDate, Gender string
-}
-
-// EncounterSummary is an encounter as shown on the launch page.
-type EncounterSummary struct {
-	ID, Label string
-}
-
-// PatientLister searches the FHIR store for the patient pickers (wired to
-// the resource service).
-type PatientLister interface {
-	// SearchPatients returns up to limit patients whose name matches
-	// name (all patients when name is empty).
-	SearchPatients(ctx context.Context, name string, limit int) ([]PatientSummary, error)
-	// Patient returns the patient with id, or nil if there is none.
-	Patient(ctx context.Context, id string) (*PatientSummary, error)
-	// Encounters returns up to limit encounters of the patient, newest
-	// first.
-	Encounters(ctx context.Context, patientID string, limit int) ([]EncounterSummary, error)
-}
 
 //go:embed templates/*.html
 var templateFS embed.FS
@@ -96,6 +69,57 @@ type authzRequest struct {
 	Patient string `json:"patient,omitempty"`
 }
 
+// Pages are the authorization pages of one oauth.Server.
+type Pages struct {
+	srv    *oauth.Server
+	cfg    oauth.Config
+	log    *slog.Logger
+	prefix string // path of the issuer, without trailing slash
+	acct   accounts
+	// codeIssuer replaces IssueCode in tests.
+	codeIssuer func(context.Context, *oauth.Grant) (string, error)
+	// cop rejects cross-origin POSTs to the page forms.
+	cop *http.CrossOriginProtection
+	// sessions are the browser sessions of the pages; render writes them.
+	sessions web.Sessions
+	renderer web.Renderer
+}
+
+// New returns the pages of srv, reading their stores and login policy
+// from srv.Config().
+func New(srv *oauth.Server) *Pages {
+	cfg := srv.Config()
+	s := &Pages{srv: srv, cfg: cfg, log: srv.Logger(), prefix: srv.BasePath(),
+		acct: accounts{sem: make(chan struct{}, hashSlots(runtime.GOMAXPROCS(0))), wait: hashWait}, cop: http.NewCrossOriginProtection()}
+	s.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.errorPage(w, r, http.StatusForbidden, "Cross-origin form submissions are not allowed.")
+	}))
+	s.sessions = web.Sessions{Store: cfg.Sessions, Secure: strings.HasPrefix(cfg.Issuer, "https://"), Now: srv.Now}
+	s.renderer = web.Renderer{Templates: pages, Log: s.log, Prefix: "oauth"}
+	return s
+}
+
+// Mount registers /authorize and the page forms on mux under the issuer's
+// path. Page forms are protected by CSRF tokens and
+// http.CrossOriginProtection; /authorize itself accepts cross-origin POSTs
+// (SMART authorize-post is an auto-submitted form from the app).
+func (s *Pages) Mount(mux *http.ServeMux) {
+	protect := func(h http.HandlerFunc) http.Handler { return s.cop.Handler(h) }
+	mux.HandleFunc(s.prefix+oauth.PathAuthorize, s.handleAuthorize)
+	mux.Handle(s.prefix+oauth.PathLogin, protect(s.handleLogin))
+	mux.Handle(s.prefix+oauth.PathConsent, protect(s.handleConsent))
+	mux.Handle(s.prefix+oauth.PathSelectPatient, protect(s.handleSelectPatient))
+	mux.Handle(s.prefix+oauth.PathLaunch, protect(s.handleLaunch))
+	mux.Handle(s.prefix+oauth.PathLogout, protect(s.handleLogout))
+	mux.Handle(s.prefix+oauth.PathApps, protect(s.handleApps))
+}
+
+// now reads the server's clock.
+func (s *Pages) now() time.Time { return s.srv.Now() }
+
+// record sends a security event to the server's audit sink.
+func (s *Pages) record(r *http.Request, e audit.Event) { s.srv.Record(r, e) }
+
 // page is the data of every page template.
 type page struct {
 	Title, Nonce, Base, CSRF, Req, Error, Client, Next, Username string
@@ -103,110 +127,46 @@ type page struct {
 	Choices                                                      []consentChoice
 	Fixed                                                        []string
 	Offline                                                      bool
-	Patients                                                     []PatientSummary
-	Selected                                                     *PatientSummary
-	Encounters                                                   []EncounterSummary
+	Patients                                                     []oauth.PatientSummary
+	Selected                                                     *oauth.PatientSummary
+	Encounters                                                   []oauth.EncounterSummary
 	Clients                                                      []authdb.Client
 }
 
-// pageHeaders are set on every HTML page and every /authorize answer.
-func pageHeaders(w http.ResponseWriter, nonce string) {
-	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-}
-
 // render writes a page.
-func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
-	p.Nonce, p.Base = newNonce(), s.prefix
-	s.execute(w, r, status, name, p, p.Nonce)
-}
-
-// newNonce returns a fresh CSP nonce for a page's inline style.
-func newNonce() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return base64.RawStdEncoding.EncodeToString(b)
-}
-
-// execute renders the template name with data and writes it with the
-// headers every page carries; a template failure is logged and answered
-// 500 without a half-written page.
-func (s *Server) execute(w http.ResponseWriter, r *http.Request, status int, name string, data any, nonce string) {
-	pageHeaders(w, nonce)
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	var sb strings.Builder
-	if err := pages.ExecuteTemplate(&sb, name, data); err != nil {
-		s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: template", slog.String("page", name), slog.String("error", err.Error()))
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(sb.String()))
+func (s *Pages) render(w http.ResponseWriter, r *http.Request, status int, name string, p *page) {
+	p.Nonce, p.Base = web.NewNonce(), s.prefix
+	s.renderer.Execute(w, r, status, name, p, p.Nonce)
 }
 
 // errorPage shows an error to the user without redirecting (unknown
 // client, untrusted redirect URI, expired session, bad form).
-func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+func (s *Pages) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	s.render(w, r, status, "message", &page{Title: "Authorization error", Message: msg})
 }
 
 // internalError logs err and shows a generic error page.
-func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Pages) internalError(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.LogAttrs(r.Context(), slog.LevelError, "oauth: internal error", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
 	s.errorPage(w, r, http.StatusInternalServerError, "Something went wrong. Please try again later.")
 }
 
-// authorizeError is an error returned to the client's redirect URI (RFC
-// 6749 §4.1.2.1).
-type authorizeError struct{ code, desc string }
-
-// redirectTo appends params to a registered URI, keeping its own query.
-func redirectTo(base string, params url.Values) string {
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + params.Encode()
-}
-
-// redirectStatus is 302 for GET and 303 (See Other: the browser follows
-// with GET) after a POST.
-func redirectStatus(r *http.Request) int {
-	if r.Method == http.MethodPost {
-		return http.StatusSeeOther
-	}
-	return http.StatusFound
-}
-
-// redirectError sends the user back to the client with an error and the
-// state echoed exactly.
-func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e authorizeError) {
+// redirectError sends the user back to the client with the error (RFC
+// 6749 §4.1.2.1: its code and description; the redirect replaces its
+// status) and the state echoed exactly.
+func (s *Pages) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, e *oauth.Error) {
 	// iss (RFC 9207) lets the client detect mix-up attacks.
-	p := url.Values{"error": {e.code}, "error_description": {e.desc}, "iss": {s.cfg.Issuer}}
+	p := url.Values{"error": {e.Code}, "error_description": {e.Description}, "iss": {s.cfg.Issuer}}
 	if state != "" {
 		p.Set("state", state)
 	}
-	pageHeaders(w, "x")
-	http.Redirect(w, r, redirectTo(redirectURI, p), redirectStatus(r))
+	web.Headers(w, "x")
+	http.Redirect(w, r, web.RedirectTo(redirectURI, p), web.RedirectStatus(r))
 }
 
 // pagesReady reports whether the stores of the pages are configured.
-func (s *Server) pagesReady() bool {
+func (s *Pages) pagesReady() bool {
 	return s.cfg.Accounts != nil && s.cfg.Sessions != nil && s.cfg.Launches != nil
-}
-
-// maxPageForm bounds the bodies of /authorize and the page forms.
-const maxPageForm = 64 << 10
-
-// parsePageForm reads a POSTed form (body only).
-func parsePageForm(w http.ResponseWriter, r *http.Request) error {
-	r.Body = http.MaxBytesReader(w, r.Body, maxPageForm)
-	return r.ParseForm()
 }
 
 var codeChallengeRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)
@@ -216,7 +176,7 @@ var codeChallengeRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)
 // whose failures are shown on an error page (never redirected); every
 // later failure redirects to the redirect URI with error,
 // error_description and the state.
-func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	if !s.pagesReady() {
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
 		return
@@ -226,7 +186,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		params = r.URL.Query()
 	case http.MethodPost:
-		if err := parsePageForm(w, r); err != nil {
+		if err := web.ParseForm(w, r); err != nil {
 			s.errorPage(w, r, http.StatusBadRequest, "The authorization request is malformed.")
 			return
 		}
@@ -250,53 +210,55 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirectURI := params.Get("redirect_uri")
-	if redirectURI == "" || !redirectAllowed(client.RedirectURIs, redirectURI) {
+	if redirectURI == "" || !oauth.RedirectAllowed(client.RedirectURIs, redirectURI) {
 		s.errorPage(w, r, http.StatusBadRequest, "The redirect_uri is missing or not registered for this application.")
 		return
 	}
 	state := params.Get("state")
-	fail := func(code, desc string) { s.redirectError(w, r, redirectURI, state, authorizeError{code, desc}) }
+	fail := func(code, desc string) {
+		s.redirectError(w, r, redirectURI, state, &oauth.Error{Code: code, Description: desc})
+	}
 	for k, v := range params {
 		if len(v) > 1 {
-			fail(CodeInvalidRequest, "parameter "+k+" is repeated")
+			fail(oauth.CodeInvalidRequest, "parameter "+k+" is repeated")
 			return
 		}
 	}
 	switch rt := params.Get("response_type"); {
 	case rt == "":
-		fail(CodeInvalidRequest, "response_type is required")
+		fail(oauth.CodeInvalidRequest, "response_type is required")
 		return
 	case rt != "code":
-		fail("unsupported_response_type", "only response_type=code is supported")
+		fail(oauth.CodeUnsupportedResponseType, "only response_type=code is supported")
 		return
 	}
 	if client.Type == authdb.Backend {
-		fail(CodeUnauthorizedClient, "this client may not use the authorization code flow")
+		fail(oauth.CodeUnauthorizedClient, "this client may not use the authorization code flow")
 		return
 	}
 	challenge := params.Get("code_challenge")
 	if challenge == "" {
-		fail(CodeInvalidRequest, "PKCE is required: code_challenge is missing")
+		fail(oauth.CodeInvalidRequest, "PKCE is required: code_challenge is missing")
 		return
 	}
 	if params.Get("code_challenge_method") != "S256" {
-		fail(CodeInvalidRequest, "code_challenge_method must be S256")
+		fail(oauth.CodeInvalidRequest, "code_challenge_method must be S256")
 		return
 	}
 	if !codeChallengeRE.MatchString(challenge) {
-		fail(CodeInvalidRequest, "code_challenge is malformed")
+		fail(oauth.CodeInvalidRequest, "code_challenge is malformed")
 		return
 	}
 	if params.Get("aud") != s.cfg.Issuer {
-		fail(CodeInvalidRequest, "aud must be this server's FHIR base URL")
+		fail(oauth.CodeInvalidRequest, "aud must be this server's FHIR base URL")
 		return
 	}
 	if state == "" {
-		fail(CodeInvalidRequest, "state is required")
+		fail(oauth.CodeInvalidRequest, "state is required")
 		return
 	}
 	if len(params.Get("nonce")) > 512 {
-		fail(CodeInvalidRequest, "nonce is too long")
+		fail(oauth.CodeInvalidRequest, "nonce is too long")
 		return
 	}
 	prompt := strings.Fields(params.Get("prompt"))
@@ -304,12 +266,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		ClientID: client.ID, ClientName: client.Name, RedirectURI: redirectURI, State: state, CodeChallenge: challenge,
 		Nonce: params.Get("nonce"), PromptLogin: slices.Contains(prompt, "login"), Created: s.now(),
 	}
-	ar.Scopes = allowedScopes(strings.Fields(params.Get("scope")), client.Scopes)
+	ar.Scopes = oauth.AllowedScopes(strings.Fields(params.Get("scope")), client.Scopes)
 	if len(ar.Scopes) == 0 {
-		fail(CodeInvalidScope, "no requested scope is allowed for this client")
+		fail(oauth.CodeInvalidScope, "no requested scope is allowed for this client")
 		return
 	}
-	sess, err := s.loadSession(ctx, r)
+	sess, err := s.sessions.Load(ctx, r)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -317,32 +279,32 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	if slices.Contains(prompt, "none") {
 		// Lapis always asks for consent, so it can never answer without
 		// interaction.
-		if !sess.loggedIn() {
-			fail("login_required", "the user is not logged in")
+		if !sess.LoggedIn() {
+			fail(oauth.CodeLoginRequired, "the user is not logged in")
 		} else {
-			fail("consent_required", "the user must approve the request")
+			fail(oauth.CodeConsentRequired, "the user must approve the request")
 		}
 		return
 	}
 	if launch := params.Get("launch"); launch != "" {
-		l, err := s.cfg.Launches.ConsumeLaunch(ctx, hashToken(launch), s.now())
+		l, err := s.cfg.Launches.ConsumeLaunch(ctx, web.HashToken(launch), s.now())
 		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
 			s.internalError(w, r, err)
 			return
 		}
 		if l == nil || l.ClientID != client.ID {
-			fail(CodeInvalidRequest, "the launch value is invalid, expired or already used")
+			fail(oauth.CodeInvalidRequest, "the launch value is invalid, expired or already used")
 			return
 		}
 		ar.EHR, ar.LaunchSubject, ar.LaunchPatient, ar.LaunchEncounter = true, l.Subject, l.Patient, l.Encounter
 	}
 	if sess == nil {
-		if sess, err = s.ensureSession(w, r); err != nil {
+		if sess, err = s.sessions.Ensure(w, r); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
 	}
-	reqID := randomToken()
+	reqID := web.RandomToken()
 	if err := s.saveRequest(ctx, reqID, sess, ar); err != nil {
 		s.internalError(w, r, err)
 		return
@@ -351,16 +313,16 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 }
 
 // saveRequest stores ar under reqID, bound to the session.
-func (s *Server) saveRequest(ctx context.Context, reqID string, sess *session, ar *authzRequest) error {
+func (s *Pages) saveRequest(ctx context.Context, reqID string, sess *web.Session, ar *authzRequest) error {
 	b, err := json.Marshal(ar)
 	if err != nil {
 		return err
 	}
-	return s.cfg.Sessions.SaveAuthzRequest(ctx, hashToken(reqID), sess.ID, b, ar.Created.Add(AuthorizeRequestLifetime))
+	return s.cfg.Sessions.SaveAuthzRequest(ctx, web.HashToken(reqID), sess.ID, b, ar.Created.Add(AuthorizeRequestLifetime))
 }
 
 // loadRequest returns the request reqID if it belongs to the session.
-func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, consume bool) (*authzRequest, error) {
+func (s *Pages) loadRequest(ctx context.Context, reqID string, sess *web.Session, consume bool) (*authzRequest, error) {
 	if reqID == "" || len(reqID) > 128 {
 		return nil, authdb.ErrNotFound
 	}
@@ -368,7 +330,7 @@ func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, c
 	if consume {
 		get = s.cfg.Sessions.ConsumeAuthzRequest
 	}
-	sid, data, err := get(ctx, hashToken(reqID), s.now())
+	sid, data, err := get(ctx, web.HashToken(reqID), s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -384,13 +346,13 @@ func (s *Server) loadRequest(ctx context.Context, reqID string, sess *session, c
 
 // needsLogin reports whether the request needs the user to log in (again:
 // prompt=login is cleared by the login made for this request).
-func needsLogin(sess *session, ar *authzRequest) bool {
-	return !sess.loggedIn() || ar.PromptLogin
+func needsLogin(sess *web.Session, ar *authzRequest) bool {
+	return !sess.LoggedIn() || ar.PromptLogin
 }
 
 // continueFlow shows the next page of a request: login, patient picker or
 // consent.
-func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, loginErr string) {
+func (s *Pages) continueFlow(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, loginErr string) {
 	ctx := r.Context()
 	var acct *authdb.Account
 	if !needsLogin(sess, ar) {
@@ -411,7 +373,7 @@ func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *sess
 	}
 	if ar.EHR && ar.LaunchSubject != acct.Subject {
 		_, _ = s.loadRequest(ctx, reqID, sess, true)
-		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the launch belongs to another user"})
+		s.redirectError(w, r, ar.RedirectURI, ar.State, &oauth.Error{Code: oauth.CodeAccessDenied, Description: "the launch belongs to another user"})
 		return
 	}
 	if ar.EHR || patientID(acct) != "" || !slices.Contains(ar.Scopes, "launch/patient") || ar.Patient != "" {
@@ -419,6 +381,14 @@ func (s *Server) continueFlow(w http.ResponseWriter, r *http.Request, sess *sess
 		return
 	}
 	s.renderPicker(w, r, sess, reqID, ar, acct, "", "")
+}
+
+// patientID returns the Patient id of a patient's account, else "".
+func patientID(a *authdb.Account) string {
+	if id, ok := strings.CutPrefix(a.FHIRUser, "Patient/"); ok {
+		return id
+	}
+	return ""
 }
 
 // contextPatient is the patient in context of the request for acct: a
@@ -435,7 +405,7 @@ func contextPatient(ar *authzRequest, acct *authdb.Account) string {
 	}
 }
 
-func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, acct *authdb.Account, msg string) {
+func (s *Pages) renderConsent(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, acct *authdb.Account, msg string) {
 	p := &page{Title: "Allow access", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, User: acct.Username + " (" + acct.FHIRUser + ")", Error: msg}
 	if pid := contextPatient(ar, acct); pid != "" {
 		p.PatientName = pid
@@ -463,11 +433,11 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, sess *ses
 			p.Offline = true
 		}
 	}
-	p.Choices = consentChoices(scopesForUser(ar.Scopes, acct.FHIRUser))
+	p.Choices = consentChoices(oauth.ScopesForUser(ar.Scopes, acct.FHIRUser))
 	s.render(w, r, http.StatusOK, "consent", p)
 }
 
-func (s *Server) renderPicker(w http.ResponseWriter, r *http.Request, sess *session, reqID string, ar *authzRequest, acct *authdb.Account, q, msg string) {
+func (s *Pages) renderPicker(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, acct *authdb.Account, q, msg string) {
 	p := &page{Title: "Choose a patient", CSRF: sess.CSRF, Req: reqID, Client: ar.ClientName, User: acct.Username, Query: q, Error: msg}
 	if s.cfg.Patients == nil {
 		p.Error = "Patient search is not available on this server."
@@ -484,7 +454,7 @@ func (s *Server) renderPicker(w http.ResponseWriter, r *http.Request, sess *sess
 
 // pageSession loads the session of a POSTed page form, parses the form
 // and checks its CSRF token; on failure it has answered.
-func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, bool) {
+func (s *Pages) pageSession(w http.ResponseWriter, r *http.Request) (*web.Session, bool) {
 	if !s.pagesReady() {
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
 		return nil, false
@@ -494,11 +464,11 @@ func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, 
 		s.errorPage(w, r, http.StatusMethodNotAllowed, "Method not allowed.")
 		return nil, false
 	}
-	if err := parsePageForm(w, r); err != nil {
+	if err := web.ParseForm(w, r); err != nil {
 		s.errorPage(w, r, http.StatusBadRequest, "The form is malformed.")
 		return nil, false
 	}
-	sess, err := s.loadSession(r.Context(), r)
+	sess, err := s.sessions.Load(r.Context(), r)
 	if err != nil {
 		s.internalError(w, r, err)
 		return nil, false
@@ -507,30 +477,16 @@ func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, 
 		s.errorPage(w, r, http.StatusForbidden, "Your session has expired. Please return to the application and start again.")
 		return nil, false
 	}
-	if !checkCSRF(sess, r) {
+	if !web.CheckCSRF(sess, r) {
 		s.errorPage(w, r, http.StatusForbidden, "The form could not be verified (CSRF). Please return to the application and start again.")
 		return nil, false
 	}
 	return sess, true
 }
 
-// clientIP is the caller's address, as the rate limits and network rules
-// see it (netpolicy.ClientIP: the TCP peer, or the client a trusted proxy
-// names): failed logins are counted against it and audit events carry it.
-func clientIP(r *http.Request) string {
-	if a := netpolicy.ClientIP(r); a.IsValid() {
-		return a.String()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 // handleLogin checks a username and password and continues the request
 // (or goes to the launch page).
-func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) handleLogin(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.pageSession(w, r)
 	if !ok {
 		return
@@ -550,7 +506,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	_, err := s.signIn(w, r, sess, r.PostForm.Get("username"), r.PostForm.Get("password"))
 	if errors.Is(err, errBadLogin) {
-		p := &page{Title: "Sign in", CSRF: sess.CSRF, Req: reqID, Next: r.PostForm.Get("next"), Error: "Invalid username or password.", Username: NormalizeUsername(r.PostForm.Get("username"))}
+		p := &page{Title: "Sign in", CSRF: sess.CSRF, Req: reqID, Next: r.PostForm.Get("next"), Error: "Invalid username or password.", Username: oauth.NormalizeUsername(r.PostForm.Get("username"))}
 		if ar != nil {
 			p.Client = ar.ClientName
 		}
@@ -561,8 +517,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ar == nil {
-		pageHeaders(w, "x")
-		http.Redirect(w, r, s.prefix+PathLaunch, http.StatusSeeOther)
+		web.Headers(w, "x")
+		http.Redirect(w, r, s.prefix+oauth.PathLaunch, http.StatusSeeOther)
 		return
 	}
 	if ar.PromptLogin {
@@ -577,7 +533,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 // handleSelectPatient searches for, or picks, the patient of a
 // practitioner's standalone launch.
-func (s *Server) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.pageSession(w, r)
 	if !ok {
 		return
@@ -601,7 +557,7 @@ func (s *Server) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
 		s.continueFlow(w, r, sess, reqID, ar, "")
 		return
 	}
-	if !IsPractitioner(acct) || ar.EHR {
+	if !oauth.IsPractitioner(acct) || ar.EHR {
 		s.errorPage(w, r, http.StatusForbidden, "Only practitioners choose a patient.")
 		return
 	}
@@ -614,7 +570,7 @@ func (s *Server) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
 		s.renderPicker(w, r, sess, reqID, ar, acct, q, "")
 		return
 	}
-	var ps *PatientSummary
+	var ps *oauth.PatientSummary
 	if s.cfg.Patients != nil && len(pid) <= 64 {
 		if ps, err = s.cfg.Patients.Patient(ctx, pid); err != nil {
 			s.internalError(w, r, err)
@@ -635,7 +591,7 @@ func (s *Server) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
 
 // handleConsent applies the user's decision: a code bound to exactly the
 // ticked scopes, or access_denied.
-func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) handleConsent(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.pageSession(w, r)
 	if !ok {
 		return
@@ -672,30 +628,30 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.PostForm.Get("decision") != "approve" {
 		s.record(r, audit.Event{Kind: audit.KindConsent, Outcome: audit.OutcomeMinor, Description: "consent denied", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser})
-		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{"access_denied", "the user denied the request"})
+		s.redirectError(w, r, ar.RedirectURI, ar.State, &oauth.Error{Code: oauth.CodeAccessDenied, Description: "the user denied the request"})
 		return
 	}
 	patient := contextPatient(ar, acct)
-	g := &Grant{
+	g := &oauth.Grant{
 		ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser,
-		Scopes:      grantedScopes(scopesForUser(ar.Scopes, acct.FHIRUser), r.PostForm["scope"], ar.EHR, patient != ""),
+		Scopes:      grantedScopes(oauth.ScopesForUser(ar.Scopes, acct.FHIRUser), r.PostForm["scope"], ar.EHR, patient != ""),
 		RedirectURI: ar.RedirectURI, CodeChallenge: ar.CodeChallenge, Nonce: ar.Nonce,
 		Patient: patient, AuthTime: sess.AuthTime,
 	}
 	if ar.EHR {
 		g.Encounter = ar.LaunchEncounter
 		g.NeedPatientBanner = true
-		g.SMARTStyleURL = s.smartStyleURL()
+		g.SMARTStyleURL = s.srv.SMARTStyleURL()
 	}
 	code, err := s.issueCode(ctx, g)
 	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "oauth: issue code", slog.String("client_id", ar.ClientID), slog.String("error", err.Error()))
-		s.redirectError(w, r, ar.RedirectURI, ar.State, authorizeError{CodeServerError, "the authorization code could not be issued"})
+		s.redirectError(w, r, ar.RedirectURI, ar.State, &oauth.Error{Code: oauth.CodeServerError, Description: "the authorization code could not be issued"})
 		return
 	}
 	s.record(r, audit.Event{Kind: audit.KindConsent, Description: "consent given", ClientID: ar.ClientID, Subject: acct.Subject, FHIRUser: acct.FHIRUser, Patient: patient})
-	pageHeaders(w, "x")
-	http.Redirect(w, r, redirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}, "iss": {s.cfg.Issuer}}), http.StatusSeeOther)
+	web.Headers(w, "x")
+	http.Redirect(w, r, web.RedirectTo(ar.RedirectURI, url.Values{"code": {code}, "state": {ar.State}, "iss": {s.cfg.Issuer}}), http.StatusSeeOther)
 }
 
 // contextMissing reports whether a practitioner's standalone launch still
@@ -705,99 +661,23 @@ func contextMissing(ar *authzRequest, acct *authdb.Account) bool {
 }
 
 // issueCode issues the code of a grant (through a test hook when set).
-func (s *Server) issueCode(ctx context.Context, g *Grant) (string, error) {
-	if s.ui.issueCode != nil {
-		return s.ui.issueCode(ctx, g)
+func (s *Pages) issueCode(ctx context.Context, g *oauth.Grant) (string, error) {
+	if s.codeIssuer != nil {
+		return s.codeIssuer(ctx, g)
 	}
-	return s.IssueCode(ctx, g)
+	return s.srv.IssueCode(ctx, g)
 }
 
 // handleLogout ends the session.
-func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+func (s *Pages) handleLogout(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.pageSession(w, r)
 	if !ok {
 		return
 	}
-	if err := s.cfg.Sessions.DeleteSession(r.Context(), hashToken(sess.token)); err != nil {
+	if err := s.sessions.LogOut(w, r, sess); err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
 	s.record(r, audit.Event{Kind: audit.KindLogout, Description: "logout", Subject: sess.Subject})
 	s.render(w, r, http.StatusOK, "message", &page{Title: "Signed out", Message: "You are signed out."})
 }
-
-// pagesUI is the per-Server state of the authorization pages.
-type pagesUI struct {
-	acct accounts
-	// issueCode replaces IssueCode in tests.
-	issueCode func(context.Context, *Grant) (string, error)
-	// cop rejects cross-origin POSTs to the page forms.
-	cop *http.CrossOriginProtection
-}
-
-// mountPages registers /authorize, the page forms and the SMART style
-// document. Page forms are protected by CSRF tokens and
-// http.CrossOriginProtection; /authorize itself accepts cross-origin POSTs
-// (SMART authorize-post is an auto-submitted form from the app).
-func (s *Server) mountPages(mux *http.ServeMux) {
-	protect := func(h http.HandlerFunc) http.Handler { return s.ui.cop.Handler(h) }
-	mux.HandleFunc(s.prefix+PathAuthorize, s.handleAuthorize)
-	mux.Handle(s.prefix+PathLogin, protect(s.handleLogin))
-	mux.Handle(s.prefix+PathConsent, protect(s.handleConsent))
-	mux.Handle(s.prefix+PathSelectPatient, protect(s.handleSelectPatient))
-	mux.Handle(s.prefix+PathLaunch, protect(s.handleLaunch))
-	mux.Handle(s.prefix+PathLogout, protect(s.handleLogout))
-	mux.Handle(s.prefix+PathApps, protect(s.handleApps))
-	mux.HandleFunc(s.prefix+PathSMARTStyle, s.handleSMARTStyle)
-}
-
-// initPages sets up the pages' state (called by New).
-func (s *Server) initPages() {
-	s.ui = &pagesUI{acct: accounts{sem: make(chan struct{}, hashSlots(runtime.GOMAXPROCS(0))), wait: hashWait}, cop: http.NewCrossOriginProtection()}
-	s.ui.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.errorPage(w, r, http.StatusForbidden, "Cross-origin form submissions are not allowed.")
-	}))
-	s.secure = strings.HasPrefix(s.cfg.Issuer, "https://")
-	if s.cfg.Login.MaxFailures <= 0 {
-		s.cfg.Login.MaxFailures = DefaultLoginPolicy.MaxFailures
-	}
-	if s.cfg.Login.MaxFailuresPerIP <= 0 {
-		s.cfg.Login.MaxFailuresPerIP = DefaultLoginPolicy.MaxFailuresPerIP
-	}
-	if s.cfg.Login.Window <= 0 {
-		s.cfg.Login.Window = DefaultLoginPolicy.Window
-	}
-}
-
-// redirectAllowed reports whether redirectURI is registered: exactly, or —
-// for native apps' loopback redirects (RFC 8252 §7.3) — a registered
-// http://127.0.0.1 or http://[::1] URI that differs only in its port, which
-// the app picks when it starts listening. A port outside 1-65535 is never
-// allowed.
-func redirectAllowed(registered []string, redirectURI string) bool {
-	got, err := url.Parse(redirectURI)
-	if err != nil || !portOK(got) {
-		return false
-	}
-	if slices.Contains(registered, redirectURI) {
-		return true
-	}
-	if got.Scheme != "http" || !loopbackIP(got.Hostname()) || got.User != nil || got.Fragment != "" {
-		return false
-	}
-	for _, r := range registered {
-		u, err := url.Parse(r)
-		if err != nil || u.Scheme != "http" || !loopbackIP(u.Hostname()) {
-			continue
-		}
-		if u.Hostname() == got.Hostname() && u.EscapedPath() == got.EscapedPath() && u.RawQuery == got.RawQuery {
-			return true
-		}
-	}
-	return false
-}
-
-// loopbackIP reports whether host is the IPv4 or IPv6 loopback literal
-// (not "localhost", which RFC 8252 §8.3 advises against).
-func loopbackIP(host string) bool { return host == "127.0.0.1" || host == "::1" }

@@ -1,4 +1,4 @@
-package oauth
+package authorize
 
 import (
 	"errors"
@@ -6,11 +6,9 @@ import (
 	"net/http"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/web"
 )
-
-// PathApps is the page where a signed-in user sees the apps holding live
-// grants for them and revokes them, relative to the FHIR base.
-const PathApps = "/auth/apps"
 
 // appsPage is the data of the "apps" and "apps_login" templates.
 type appsPage struct {
@@ -25,9 +23,9 @@ type appView struct {
 }
 
 // renderApps writes an apps page with the headers of every page.
-func (s *Server) renderApps(w http.ResponseWriter, r *http.Request, status int, name string, p *appsPage) {
-	p.Nonce, p.Base = newNonce(), s.prefix
-	s.execute(w, r, status, name, p, p.Nonce)
+func (s *Pages) renderApps(w http.ResponseWriter, r *http.Request, status int, name string, p *appsPage) {
+	p.Nonce, p.Base = web.NewNonce(), s.prefix
+	s.renderer.Execute(w, r, status, name, p, p.Nonce)
 }
 
 // handleApps is the apps page. GET shows the sign-in form, or, for a
@@ -38,17 +36,17 @@ func (s *Server) renderApps(w http.ResponseWriter, r *http.Request, status int, 
 // family of one app for this user (action=revoke, client_id): its refresh
 // tokens are deleted and its access tokens are on the revocation list
 // the Verifier and introspection consult, so both stop working at once.
-func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
-	st := s.adminStore()
+func (s *Pages) handleApps(w http.ResponseWriter, r *http.Request) {
+	st, _ := s.cfg.Clients.(oauth.AdminStore) // the database's; else 503
 	if !s.pagesReady() || st == nil {
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Authorization is not configured on this server.")
 		return
 	}
-	var sess *session
+	var sess *web.Session
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		var err error
-		if sess, err = s.ensureSession(w, r); err != nil {
+		if sess, err = s.sessions.Ensure(w, r); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
@@ -68,18 +66,18 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 		_, err := s.signIn(w, r, sess, username, r.PostForm.Get("password"))
 		if errors.Is(err, errBadLogin) {
 			s.renderApps(w, r, http.StatusUnauthorized, "apps_login", &appsPage{Title: "Sign in", CSRF: sess.CSRF,
-				Error: "Invalid username or password.", Username: NormalizeUsername(username)})
+				Error: "Invalid username or password.", Username: oauth.NormalizeUsername(username)})
 			return
 		} else if err != nil {
 			s.signInError(w, r, err)
 			return
 		}
-		pageHeaders(w, "x")
-		http.Redirect(w, r, s.prefix+PathApps, http.StatusSeeOther)
+		web.Headers(w, "x")
+		http.Redirect(w, r, s.prefix+oauth.PathApps, http.StatusSeeOther)
 		return
 	}
 	var acct *authdb.Account
-	if sess.loggedIn() {
+	if sess.LoggedIn() {
 		a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
 		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
 			s.internalError(w, r, err)

@@ -1,4 +1,4 @@
-package oauth_test
+package authorize_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package oauth_test
+package authorize_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/authorize"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
@@ -98,7 +99,8 @@ func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy, mods ...fun
 		t.Fatal(err)
 	}
 	e := &authEnv{t: t, db: db, srv: srv, issuer: issuer}
-	srv.SetCodeIssuer(func(ctx context.Context, g *oauth.Grant) (string, error) {
+	pages := authorize.New(srv)
+	pages.SetCodeIssuer(func(ctx context.Context, g *oauth.Grant) (string, error) {
 		code, err := srv.IssueCode(ctx, g)
 		e.mu.Lock()
 		e.grants = append(e.grants, g)
@@ -108,6 +110,7 @@ func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy, mods ...fun
 	})
 	mux := http.NewServeMux()
 	srv.Mount(mux)
+	pages.Mount(mux)
 	ts.Config.Handler = mux
 	ts.Start()
 	t.Cleanup(ts.Close)
@@ -633,18 +636,5 @@ func TestEHRLaunchAndPicker(t *testing.T) {
 				t.Fatalf("picker grant %+v", g)
 			}
 		})
-	}
-}
-
-func TestPasswordHash(t *testing.T) {
-	h, err := oauth.HashPassword("s3cret-passphrase")
-	if err != nil || !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
-		t.Fatal(h, err)
-	}
-	if !oauth.VerifyPassword(h, "s3cret-passphrase") || oauth.VerifyPassword(h, "s3cret-passphrasE") || oauth.VerifyPassword("$argon2id$bogus", "x") {
-		t.Fatal("verify")
-	}
-	if h2, _ := oauth.HashPassword("s3cret-passphrase"); h2 == h {
-		t.Fatal("salt not random")
 	}
 }
