@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -50,7 +51,11 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := Classify(r.Method, strings.TrimPrefix(r.URL.Path, prefix), r.URL.RawQuery)
+			ix, r := interaction.Of(prefix, r)
+			if ix.Search() {
+				ix.ReadForm(r, maxFormBytes)
+			}
+			c := classify(ix)
 			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: clientIP(r), UserAgent: truncate(r.UserAgent(), 256)}
 			if p := principal.FromContext(r.Context()); p != nil {
 				e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
@@ -63,14 +68,13 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				return
 			}
 			var body *prefixReader
-			if r.Body != nil && r.Method == http.MethodPost && (c.Interaction == "transaction" || c.Search) {
+			if r.Body != nil && r.Method == http.MethodPost && c.Interaction == "transaction" {
 				body = &prefixReader{r: r.Body, max: 64 << 10}
 				r.Body = body
 			}
 			if !c.Write {
 				rw := &readWriter{ResponseWriter: w}
 				next.ServeHTTP(rw, r)
-				c.finishQuery(r, body)
 				fillEvent(&e, &c, rw.status(), rw.Header(), rw.fullURLs)
 				cfg.Recorder.Record(r.Context(), e)
 				return
@@ -359,123 +363,76 @@ type Classified struct {
 	History     bool
 	Query       string // sanitized "Type?query" for searches
 	Patient     string // patient targeted by the path or the parameters
-	rawQuery    string
-	queryPath   string // the path searched when it is not Type (compartment search, $everything)
 }
+
+// maxFormBytes bounds the form body of a POST search read for the audit
+// record (a larger one is recorded without its parameters).
+const maxFormBytes = 1 << 20
 
 // Classify maps a request (path relative to the FHIR base) to its
 // interaction.
 func Classify(method, path, rawQuery string) Classified {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) == 1 && parts[0] == "" {
-		parts = nil
-	}
-	c := Classified{rawQuery: rawQuery}
-	op := ""
-	for _, p := range parts {
-		if strings.HasPrefix(p, "$") {
-			op = p
-		}
-	}
-	if len(parts) > 0 && !strings.HasPrefix(parts[0], "$") && !strings.HasPrefix(parts[0], "_") {
-		c.Type = parts[0]
-	}
-	if len(parts) > 1 && !strings.HasPrefix(parts[1], "$") && !strings.HasPrefix(parts[1], "_") {
-		c.ID = parts[1]
-	}
-	// Compartment search: Patient/1/Observation (GET), .../_search (POST).
-	compartment := op == "" && len(parts) >= 3 && parts[2] != "_history" &&
-		(len(parts) == 3 && (method == http.MethodGet || method == http.MethodHead) ||
-			len(parts) == 4 && parts[3] == "_search" && method == http.MethodPost)
-	switch {
-	case op == "$everything" && len(parts) == 3 && parts[0] == "Patient":
-		// A read-only operation that returns resources like a search.
-		c.Interaction, c.Action, c.Search = "operation", "E", true
-		c.queryPath = strings.Join(parts, "/")
-		if validID(parts[1]) {
-			c.Patient = parts[1]
-		}
-	case op != "":
-		c.Interaction, c.Action = "operation", "E"
-		c.Write = method != http.MethodGet && method != http.MethodHead
-	case compartment:
-		c.Interaction, c.Action, c.Search = "search-type", "E", true
-		c.queryPath = strings.Join(parts[:3], "/")
-		c.Type, c.ID = parts[2], ""
-		if c.Type == "*" {
-			c.Interaction, c.Type = "search-system", ""
-		}
-		if parts[0] == "Patient" && validID(parts[1]) {
-			c.Patient = parts[1]
-		}
-	case method == http.MethodGet || method == http.MethodHead:
-		switch {
-		case len(parts) == 0:
-			c.Interaction, c.Action, c.Search = "search-system", "E", true
-		case len(parts) == 1 && parts[0] == "_history":
-			c.Interaction, c.Action, c.History = "history-system", "R", true
-		case len(parts) == 1:
-			c.Interaction, c.Action, c.Search = "search-type", "E", true
-		case len(parts) == 2 && parts[1] == "_history":
-			c.Interaction, c.Action, c.History = "history-type", "R", true
-		case len(parts) == 2:
-			c.Interaction, c.Action = "read", "R"
-		case len(parts) == 3 && parts[2] == "_history":
-			c.Interaction, c.Action, c.History = "history-instance", "R", true
-		case len(parts) == 4 && parts[2] == "_history":
-			c.Interaction, c.Action, c.VersionID = "vread", "R", parts[3]
-		default:
-			c.Interaction, c.Action = "read", "R"
-		}
-	case method == http.MethodPost:
-		switch {
-		case len(parts) == 0:
-			c.Interaction, c.Action, c.Write = "transaction", "E", true
-		case len(parts) == 1 && parts[0] == "_search":
-			c.Interaction, c.Action, c.Search = "search-system", "E", true
-		case len(parts) == 2 && parts[1] == "_search":
-			c.Interaction, c.Action, c.Search = "search-type", "E", true
-		default:
-			c.Interaction, c.Action, c.Write = "create", "C", true
-		}
-	case method == http.MethodPut:
-		c.Interaction, c.Action, c.Write = "update", "U", true
-	case method == http.MethodPatch:
-		c.Interaction, c.Action, c.Write = "patch", "U", true
-	case method == http.MethodDelete:
-		c.Interaction, c.Action, c.Write = "delete", "D", true
-	default:
-		c.Interaction, c.Action = "operation", "E"
-	}
-	if c.Search || c.History || c.Write {
-		c.finishQuery(nil, nil)
-	}
-	return c
+	u := &url.URL{Path: "/" + strings.TrimPrefix(path, "/"), RawQuery: rawQuery}
+	return classify(interaction.Parse("", &http.Request{Method: method, URL: u}))
 }
 
-// finishQuery sets Query and Patient from the URL query and, for POST
-// searches, the form body.
-func (c *Classified) finishQuery(r *http.Request, body *prefixReader) {
-	raw := c.rawQuery
-	if body != nil && c.Search && r != nil && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		if raw != "" {
-			raw += "&"
+// classify labels ix for the audit trail.
+func classify(ix *interaction.Interaction) Classified {
+	c := Classified{Interaction: string(ix.Kind), Type: ix.Type, ID: ix.ID, VersionID: ix.VID,
+		Write: ix.Write(), Search: ix.Search(), History: ix.History()}
+	switch ix.Kind {
+	case interaction.Read, interaction.VRead, interaction.Capabilities,
+		interaction.HistoryInst, interaction.HistoryType, interaction.HistorySystem:
+		c.Action = "R"
+	case interaction.Create:
+		c.Action = "C"
+	case interaction.Update, interaction.Patch:
+		c.Action = "U"
+	case interaction.Delete:
+		c.Action = "D"
+	case interaction.Batch:
+		// Batch or transaction: the Bundle's type says (see Stage).
+		c.Interaction, c.Action = "transaction", "E"
+	case interaction.Unknown:
+		// A shape no interaction has (the handler refuses it): labelled
+		// by its method.
+		switch ix.Method {
+		case http.MethodGet, http.MethodHead:
+			c.Interaction, c.Action = "read", "R"
+		case http.MethodPost:
+			c.Interaction, c.Action = "create", "C"
+		case http.MethodPut:
+			c.Interaction, c.Action = "update", "U"
+		case http.MethodPatch:
+			c.Interaction, c.Action = "patch", "U"
+		case http.MethodDelete:
+			c.Interaction, c.Action = "delete", "D"
+		default:
+			c.Interaction, c.Action = "operation", "E"
 		}
-		raw += body.buf.String()
+	default: // searches and operations
+		c.Action = "E"
 	}
-	if raw == "" {
-		c.Query = c.queryPath
-		return
+	// The path searched when it is not the type: a compartment search
+	// or $everything.
+	queryPath := ""
+	switch {
+	case ix.Everything():
+		queryPath = strings.Join(ix.Segments, "/")
+	case ix.Compartment != "":
+		queryPath = strings.Join(ix.Segments[:3], "/")
 	}
-	vals, _ := url.ParseQuery(raw)
-	if c.queryPath != "" {
-		c.Query = c.queryPath + "?" + SanitizeQuery(vals)
+	if len(ix.Params) == 0 {
+		c.Query = queryPath
+	} else if queryPath != "" {
+		c.Query = queryPath + "?" + SanitizeQuery(ix.Params)
 	} else {
-		c.Query = c.Type + "?" + SanitizeQuery(vals)
+		c.Query = c.Type + "?" + SanitizeQuery(ix.Params)
 	}
-	if c.Patient == "" {
-		c.Patient = patientFromParams(c.Type, vals)
+	if len(ix.Patients) > 0 {
+		c.Patient = ix.Patients[0]
 	}
+	return c
 }
 
 func (c *Classified) entities(id, version string) []Entity {
@@ -487,31 +444,6 @@ func (c *Classified) entities(id, version string) []Entity {
 		out = append(out, Entity{Role: "query", Query: c.Query})
 	}
 	return out
-}
-
-// patientFromParams finds the patient a search targets.
-func patientFromParams(typ string, v url.Values) string {
-	for name, vals := range v {
-		base, mod, _ := strings.Cut(name, ":")
-		if len(vals) != 1 || strings.Contains(vals[0], ",") {
-			continue
-		}
-		val := vals[0]
-		switch {
-		case typ == "Patient" && base == "_id":
-			if validID(val) {
-				return val
-			}
-		case base == "patient" || base == "subject" || base == "beneficiary":
-			if id, ok := strings.CutPrefix(val, "Patient/"); ok && validID(id) {
-				return id
-			}
-			if (base == "patient" || mod == "Patient") && validID(val) {
-				return val
-			}
-		}
-	}
-	return ""
 }
 
 // redacted replaces the value of a parameter that could carry a

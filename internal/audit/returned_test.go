@@ -114,12 +114,12 @@ func TestClassifyCompartment(t *testing.T) {
 		{"POST", "/Patient/p1/$everything", "", Classified{Interaction: "operation", Action: "E", Type: "Patient", ID: "p1", Search: true, Patient: "p1", Query: "Patient/p1/$everything"}},
 		// Other operations stay writes when posted.
 		{"POST", "/Group/g/$export", "", Classified{Interaction: "operation", Action: "E", Type: "Group", ID: "g", Write: true}},
-		// Unchanged neighbours.
-		{"GET", "/Patient/p1/_history", "", Classified{Interaction: "history-instance", Action: "R", Type: "Patient", ID: "p1", History: true}},
-		{"POST", "/Patient/p1/Observation", "", Classified{Interaction: "create", Action: "C", Type: "Patient", ID: "p1", Write: true}},
+		// Unchanged neighbours; the patient of the path is the target
+		// (interaction.Parse), also before the outcome is known.
+		{"GET", "/Patient/p1/_history", "", Classified{Interaction: "history-instance", Action: "R", Type: "Patient", ID: "p1", History: true, Patient: "p1"}},
+		{"POST", "/Patient/p1/Observation", "", Classified{Interaction: "create", Action: "C", Type: "Patient", ID: "p1", Write: true, Patient: "p1"}},
 	} {
 		c := Classify(tc.method, tc.path, tc.query)
-		c.rawQuery, c.queryPath = "", ""
 		if c != tc.want {
 			t.Errorf("%s %s?%s = %+v, want %+v", tc.method, tc.path, tc.query, c, tc.want)
 		}
