@@ -3,12 +3,9 @@ package audit
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -67,32 +64,28 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				writeOutcome(w, outcome.New(http.StatusMethodNotAllowed, "not-supported", "AuditEvent resources are written by the server only"))
 				return
 			}
-			var body *prefixReader
-			if r.Body != nil && r.Method == http.MethodPost && c.Interaction == "transaction" {
-				body = &prefixReader{r: r.Body, max: 64 << 10}
-				r.Body = body
-			}
+			// The handler tells what it did (no parsing of the response).
+			o := &interaction.Outcome{}
+			r = r.WithContext(interaction.NewOutcomeContext(r.Context(), o))
 			if !c.Write {
 				rw := &readWriter{ResponseWriter: w}
 				next.ServeHTTP(rw, r)
-				fillEvent(&e, &c, rw.status(), rw.Header(), rw.fullURLs)
+				fillEvent(&e, &c, rw.status(), o)
 				cfg.Recorder.Record(r.Context(), e)
 				return
 			}
 			bw := &bufferWriter{header: http.Header{}}
 			next.ServeHTTP(bw, r)
-			if c.Interaction == "transaction" && body != nil {
-				if m := bundleTypeRE.FindSubmatch(body.buf.Bytes()); m != nil {
-					c.Interaction = string(m[1])
-				}
+			if c.Interaction == "transaction" && o.BundleType != "" {
+				c.Interaction = o.BundleType
 			}
 			e.Interaction = c.Interaction
-			returned := bytes.Count(bw.body.Bytes(), fullURLKey)
 			if c.Interaction == "transaction" || c.Interaction == "batch" {
-				e.Entities = bundleEntities(bw.body.Bytes())
-				returned = bundleReturned(bw.body.Bytes())
+				for _, w := range o.Written[:min(len(o.Written), maxBundleEntities)] {
+					e.Entities = append(e.Entities, Entity{Type: w.Type, ID: w.ID, Version: w.Version, Role: "domain"})
+				}
 			}
-			fillEvent(&e, &c, bw.status(), bw.header, returned)
+			fillEvent(&e, &c, bw.status(), o)
 			if err := cfg.Recorder.Commit(r.Context(), e); err != nil {
 				writeOutcome(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
 				return
@@ -107,70 +100,8 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 	}
 }
 
-var bundleTypeRE = regexp.MustCompile(`"type"\s*:\s*"(batch|transaction)"`)
-
-// locationRE finds the entry.response.location of a Bundle response
-// ("Type/id/_history/v").
-var locationRE = regexp.MustCompile(`"location"\s*:\s*"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?"`)
-
 // maxBundleEntities bounds the entities listed for one Bundle.
 const maxBundleEntities = 100
-
-// bundleEntities lists the resources a transaction or batch response
-// reports as written.
-func bundleEntities(body []byte) []Entity {
-	var out []Entity
-	for _, m := range locationRE.FindAllSubmatch(body, maxBundleEntities) {
-		out = append(out, Entity{Type: string(m[1]), ID: string(m[2]), Version: string(m[3]), Role: "domain"})
-	}
-	return out
-}
-
-var fullURLKey = []byte(`"fullUrl"`)
-
-// bundleReturned counts the resources a batch or transaction response
-// returns as read (Event.Returned): an entry that is not a write (it has
-// no response.location) and carries a resource counts 1 (a read or
-// vread), or, when that resource is a searchset or history Bundle (a
-// search or history entry), the entries of that Bundle with a fullUrl.
-// Resources a write echoes back (Prefer: return=representation) were sent
-// by the client, not read: they do not count.
-func bundleReturned(body []byte) int {
-	var b struct {
-		Entry []struct {
-			Resource *struct {
-				ResourceType string `json:"resourceType"`
-				Type         string `json:"type"`
-				Entry        []struct {
-					FullURL string `json:"fullUrl"`
-				} `json:"entry"`
-			} `json:"resource"`
-			Response *struct {
-				Location string `json:"location"`
-			} `json:"response"`
-		} `json:"entry"`
-	}
-	if json.Unmarshal(body, &b) != nil {
-		return 0
-	}
-	n := 0
-	for _, e := range b.Entry {
-		r := e.Resource
-		if r == nil || e.Response != nil && e.Response.Location != "" {
-			continue
-		}
-		if r.ResourceType != "Bundle" || r.Type != "searchset" && r.Type != "history" {
-			n++
-			continue
-		}
-		for _, inner := range r.Entry {
-			if inner.FullURL != "" {
-				n++
-			}
-		}
-	}
-	return n
-}
 
 func writeOutcome(w http.ResponseWriter, e *outcome.Error) {
 	w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
@@ -193,9 +124,9 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// fillEvent completes e from the response; returned is the number of
-// resources the response returns as read (searches, history, batches).
-func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int) {
+// fillEvent completes e from the response status and what the handler
+// reported in o.
+func fillEvent(e *Event, c *Classified, status int, o *interaction.Outcome) {
 	e.Status = status
 	switch {
 	case status < 400:
@@ -206,14 +137,10 @@ func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int)
 		e.Outcome = OutcomeSerious
 	}
 	id, version := c.ID, ""
-	if loc := h.Get("Location"); loc != "" && status < 400 {
-		if t, i, v := parseLocation(loc); t == c.Type && validID(i) {
-			id, version = i, v
-		}
-	}
-	if version == "" && status < 400 {
-		if v := strings.TrimSuffix(strings.TrimPrefix(h.Get("ETag"), `W/"`), `"`); validID(v) {
-			version = v
+	if res := o.Resource; status < 400 && res.Type == c.Type && validID(res.ID) && (id == "" || id == res.ID) {
+		id = res.ID
+		if validID(res.Version) {
+			version = res.Version
 		}
 	}
 	if c.VersionID != "" {
@@ -229,36 +156,17 @@ func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int)
 	if status < 400 {
 		switch {
 		case c.Search || c.History || c.Interaction == "transaction" || c.Interaction == "batch":
-			e.Returned = returned
+			e.Returned = o.Returned
 		case c.Action == "R":
 			e.Returned = 1
 		}
 	}
 }
 
-// parseLocation splits ".../Type/id/_history/v".
-func parseLocation(loc string) (typ, id, version string) {
-	if u, err := url.Parse(loc); err == nil {
-		loc = u.Path
-	}
-	parts := strings.Split(strings.Trim(loc, "/"), "/")
-	n := len(parts)
-	if n >= 4 && parts[n-2] == "_history" {
-		return parts[n-4], parts[n-3], parts[n-1]
-	}
-	if n >= 2 {
-		return parts[n-2], parts[n-1], ""
-	}
-	return "", "", ""
-}
-
-// readWriter passes the response through, noting the status and counting
-// the Bundle entries streamed.
+// readWriter passes the response through, noting the status.
 type readWriter struct {
 	http.ResponseWriter
-	code     int
-	fullURLs int
-	tail     []byte
+	code int
 }
 
 func (w *readWriter) WriteHeader(code int) {
@@ -271,20 +179,6 @@ func (w *readWriter) WriteHeader(code int) {
 func (w *readWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
-	}
-	// Count "fullUrl" keys also across chunk boundaries.
-	if len(w.tail) > 0 {
-		joined := append(w.tail, p[:min(len(p), len(fullURLKey)-1)]...)
-		w.fullURLs += bytes.Count(joined, fullURLKey)
-	}
-	w.fullURLs += bytes.Count(p, fullURLKey)
-	if len(p) >= len(fullURLKey)-1 {
-		w.tail = append(w.tail[:0], p[len(p)-(len(fullURLKey)-1):]...)
-	} else {
-		w.tail = append(w.tail, p...)
-		if len(w.tail) > len(fullURLKey)-1 {
-			w.tail = w.tail[len(w.tail)-(len(fullURLKey)-1):]
-		}
 	}
 	return w.ResponseWriter.Write(p)
 }
@@ -334,23 +228,6 @@ func (w *bufferWriter) status() int {
 	}
 	return w.code
 }
-
-// prefixReader keeps the first max bytes read from r.
-type prefixReader struct {
-	r   io.ReadCloser
-	max int
-	buf bytes.Buffer
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if room := p.max - p.buf.Len(); room > 0 && n > 0 {
-		p.buf.Write(b[:min(n, room)])
-	}
-	return n, err
-}
-
-func (p *prefixReader) Close() error { return p.r.Close() }
 
 // Classified is what a request is, from its method, path and query.
 type Classified struct {
