@@ -21,6 +21,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
@@ -382,6 +383,7 @@ func TestStageWritesWait(t *testing.T) {
 	fr := &fakeRecorder{commit: make(chan struct{})}
 	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", base+"/Patient/p1/_history/1")
+		interaction.OutcomeFromContext(r.Context()).Resource = interaction.Ref{Type: "Patient", ID: "p1", Version: "1"}
 		w.WriteHeader(201)
 		w.Write([]byte(`{"resourceType":"Patient"}`))
 	}))
@@ -431,6 +433,7 @@ func TestStageReadsAndAuditEventWrites(t *testing.T) {
 	var called atomic.Int32
 	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		called.Add(1)
+		interaction.OutcomeFromContext(r.Context()).Returned = 2
 		w.Write([]byte(`{"resourceType":"Bundle","entry":[{"fullUrl":"a"},`))
 		w.(http.Flusher).Flush()
 		w.Write([]byte(`{"full`))
@@ -621,9 +624,10 @@ func TestStageTransactionEntities(t *testing.T) {
 	close(fr.commit)
 	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		w.Write([]byte(`{"resourceType":"Bundle","type":"transaction-response","entry":[` +
-			`{"fullUrl":"x","response":{"status":"201 Created","location":"Patient/p1/_history/1"}},` +
-			`{"fullUrl":"y","response":{"status":"200 OK","location":"Observation/o2/_history/3"}}]}`))
+		o := interaction.OutcomeFromContext(r.Context())
+		o.BundleType = "batch"
+		o.Written = []interaction.Ref{{Type: "Patient", ID: "p1", Version: "1"}, {Type: "Observation", ID: "o2", Version: "3"}}
+		w.Write([]byte(`{"resourceType":"Bundle","type":"batch-response","entry":[]}`))
 	}))
 	rr := httptest.NewRecorder()
 	h.ServeHTTP(rr, httptest.NewRequest("POST", "/fhir", strings.NewReader(`{"resourceType":"Bundle","type":"batch","entry":[]}`)))

@@ -3,15 +3,13 @@ package audit
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -50,7 +48,11 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := Classify(r.Method, strings.TrimPrefix(r.URL.Path, prefix), r.URL.RawQuery)
+			ix, r := interaction.Of(prefix, r)
+			if ix.Search() {
+				ix.ReadForm(r, maxFormBytes)
+			}
+			c := classify(ix)
 			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: clientIP(r), UserAgent: truncate(r.UserAgent(), 256)}
 			if p := principal.FromContext(r.Context()); p != nil {
 				e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
@@ -62,33 +64,28 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				writeOutcome(w, outcome.New(http.StatusMethodNotAllowed, "not-supported", "AuditEvent resources are written by the server only"))
 				return
 			}
-			var body *prefixReader
-			if r.Body != nil && r.Method == http.MethodPost && (c.Interaction == "transaction" || c.Search) {
-				body = &prefixReader{r: r.Body, max: 64 << 10}
-				r.Body = body
-			}
+			// The handler tells what it did (no parsing of the response).
+			o := &interaction.Outcome{}
+			r = r.WithContext(interaction.NewOutcomeContext(r.Context(), o))
 			if !c.Write {
 				rw := &readWriter{ResponseWriter: w}
 				next.ServeHTTP(rw, r)
-				c.finishQuery(r, body)
-				fillEvent(&e, &c, rw.status(), rw.Header(), rw.fullURLs)
+				fillEvent(&e, &c, rw.status(), o)
 				cfg.Recorder.Record(r.Context(), e)
 				return
 			}
 			bw := &bufferWriter{header: http.Header{}}
 			next.ServeHTTP(bw, r)
-			if c.Interaction == "transaction" && body != nil {
-				if m := bundleTypeRE.FindSubmatch(body.buf.Bytes()); m != nil {
-					c.Interaction = string(m[1])
-				}
+			if c.Interaction == "transaction" && o.BundleType != "" {
+				c.Interaction = o.BundleType
 			}
 			e.Interaction = c.Interaction
-			returned := bytes.Count(bw.body.Bytes(), fullURLKey)
 			if c.Interaction == "transaction" || c.Interaction == "batch" {
-				e.Entities = bundleEntities(bw.body.Bytes())
-				returned = bundleReturned(bw.body.Bytes())
+				for _, w := range o.Written[:min(len(o.Written), maxBundleEntities)] {
+					e.Entities = append(e.Entities, Entity{Type: w.Type, ID: w.ID, Version: w.Version, Role: "domain"})
+				}
 			}
-			fillEvent(&e, &c, bw.status(), bw.header, returned)
+			fillEvent(&e, &c, bw.status(), o)
 			if err := cfg.Recorder.Commit(r.Context(), e); err != nil {
 				writeOutcome(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
 				return
@@ -103,70 +100,8 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 	}
 }
 
-var bundleTypeRE = regexp.MustCompile(`"type"\s*:\s*"(batch|transaction)"`)
-
-// locationRE finds the entry.response.location of a Bundle response
-// ("Type/id/_history/v").
-var locationRE = regexp.MustCompile(`"location"\s*:\s*"([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?"`)
-
 // maxBundleEntities bounds the entities listed for one Bundle.
 const maxBundleEntities = 100
-
-// bundleEntities lists the resources a transaction or batch response
-// reports as written.
-func bundleEntities(body []byte) []Entity {
-	var out []Entity
-	for _, m := range locationRE.FindAllSubmatch(body, maxBundleEntities) {
-		out = append(out, Entity{Type: string(m[1]), ID: string(m[2]), Version: string(m[3]), Role: "domain"})
-	}
-	return out
-}
-
-var fullURLKey = []byte(`"fullUrl"`)
-
-// bundleReturned counts the resources a batch or transaction response
-// returns as read (Event.Returned): an entry that is not a write (it has
-// no response.location) and carries a resource counts 1 (a read or
-// vread), or, when that resource is a searchset or history Bundle (a
-// search or history entry), the entries of that Bundle with a fullUrl.
-// Resources a write echoes back (Prefer: return=representation) were sent
-// by the client, not read: they do not count.
-func bundleReturned(body []byte) int {
-	var b struct {
-		Entry []struct {
-			Resource *struct {
-				ResourceType string `json:"resourceType"`
-				Type         string `json:"type"`
-				Entry        []struct {
-					FullURL string `json:"fullUrl"`
-				} `json:"entry"`
-			} `json:"resource"`
-			Response *struct {
-				Location string `json:"location"`
-			} `json:"response"`
-		} `json:"entry"`
-	}
-	if json.Unmarshal(body, &b) != nil {
-		return 0
-	}
-	n := 0
-	for _, e := range b.Entry {
-		r := e.Resource
-		if r == nil || e.Response != nil && e.Response.Location != "" {
-			continue
-		}
-		if r.ResourceType != "Bundle" || r.Type != "searchset" && r.Type != "history" {
-			n++
-			continue
-		}
-		for _, inner := range r.Entry {
-			if inner.FullURL != "" {
-				n++
-			}
-		}
-	}
-	return n
-}
 
 func writeOutcome(w http.ResponseWriter, e *outcome.Error) {
 	w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
@@ -189,9 +124,9 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// fillEvent completes e from the response; returned is the number of
-// resources the response returns as read (searches, history, batches).
-func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int) {
+// fillEvent completes e from the response status and what the handler
+// reported in o.
+func fillEvent(e *Event, c *Classified, status int, o *interaction.Outcome) {
 	e.Status = status
 	switch {
 	case status < 400:
@@ -202,14 +137,10 @@ func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int)
 		e.Outcome = OutcomeSerious
 	}
 	id, version := c.ID, ""
-	if loc := h.Get("Location"); loc != "" && status < 400 {
-		if t, i, v := parseLocation(loc); t == c.Type && validID(i) {
-			id, version = i, v
-		}
-	}
-	if version == "" && status < 400 {
-		if v := strings.TrimSuffix(strings.TrimPrefix(h.Get("ETag"), `W/"`), `"`); validID(v) {
-			version = v
+	if res := o.Resource; status < 400 && res.Type == c.Type && validID(res.ID) && (id == "" || id == res.ID) {
+		id = res.ID
+		if validID(res.Version) {
+			version = res.Version
 		}
 	}
 	if c.VersionID != "" {
@@ -225,36 +156,17 @@ func fillEvent(e *Event, c *Classified, status int, h http.Header, returned int)
 	if status < 400 {
 		switch {
 		case c.Search || c.History || c.Interaction == "transaction" || c.Interaction == "batch":
-			e.Returned = returned
+			e.Returned = o.Returned
 		case c.Action == "R":
 			e.Returned = 1
 		}
 	}
 }
 
-// parseLocation splits ".../Type/id/_history/v".
-func parseLocation(loc string) (typ, id, version string) {
-	if u, err := url.Parse(loc); err == nil {
-		loc = u.Path
-	}
-	parts := strings.Split(strings.Trim(loc, "/"), "/")
-	n := len(parts)
-	if n >= 4 && parts[n-2] == "_history" {
-		return parts[n-4], parts[n-3], parts[n-1]
-	}
-	if n >= 2 {
-		return parts[n-2], parts[n-1], ""
-	}
-	return "", "", ""
-}
-
-// readWriter passes the response through, noting the status and counting
-// the Bundle entries streamed.
+// readWriter passes the response through, noting the status.
 type readWriter struct {
 	http.ResponseWriter
-	code     int
-	fullURLs int
-	tail     []byte
+	code int
 }
 
 func (w *readWriter) WriteHeader(code int) {
@@ -267,20 +179,6 @@ func (w *readWriter) WriteHeader(code int) {
 func (w *readWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
-	}
-	// Count "fullUrl" keys also across chunk boundaries.
-	if len(w.tail) > 0 {
-		joined := append(w.tail, p[:min(len(p), len(fullURLKey)-1)]...)
-		w.fullURLs += bytes.Count(joined, fullURLKey)
-	}
-	w.fullURLs += bytes.Count(p, fullURLKey)
-	if len(p) >= len(fullURLKey)-1 {
-		w.tail = append(w.tail[:0], p[len(p)-(len(fullURLKey)-1):]...)
-	} else {
-		w.tail = append(w.tail, p...)
-		if len(w.tail) > len(fullURLKey)-1 {
-			w.tail = w.tail[len(w.tail)-(len(fullURLKey)-1):]
-		}
 	}
 	return w.ResponseWriter.Write(p)
 }
@@ -331,23 +229,6 @@ func (w *bufferWriter) status() int {
 	return w.code
 }
 
-// prefixReader keeps the first max bytes read from r.
-type prefixReader struct {
-	r   io.ReadCloser
-	max int
-	buf bytes.Buffer
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if room := p.max - p.buf.Len(); room > 0 && n > 0 {
-		p.buf.Write(b[:min(n, room)])
-	}
-	return n, err
-}
-
-func (p *prefixReader) Close() error { return p.r.Close() }
-
 // Classified is what a request is, from its method, path and query.
 type Classified struct {
 	Interaction string // FHIR restful-interaction code
@@ -359,123 +240,76 @@ type Classified struct {
 	History     bool
 	Query       string // sanitized "Type?query" for searches
 	Patient     string // patient targeted by the path or the parameters
-	rawQuery    string
-	queryPath   string // the path searched when it is not Type (compartment search, $everything)
 }
+
+// maxFormBytes bounds the form body of a POST search read for the audit
+// record (a larger one is recorded without its parameters).
+const maxFormBytes = 1 << 20
 
 // Classify maps a request (path relative to the FHIR base) to its
 // interaction.
 func Classify(method, path, rawQuery string) Classified {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) == 1 && parts[0] == "" {
-		parts = nil
-	}
-	c := Classified{rawQuery: rawQuery}
-	op := ""
-	for _, p := range parts {
-		if strings.HasPrefix(p, "$") {
-			op = p
-		}
-	}
-	if len(parts) > 0 && !strings.HasPrefix(parts[0], "$") && !strings.HasPrefix(parts[0], "_") {
-		c.Type = parts[0]
-	}
-	if len(parts) > 1 && !strings.HasPrefix(parts[1], "$") && !strings.HasPrefix(parts[1], "_") {
-		c.ID = parts[1]
-	}
-	// Compartment search: Patient/1/Observation (GET), .../_search (POST).
-	compartment := op == "" && len(parts) >= 3 && parts[2] != "_history" &&
-		(len(parts) == 3 && (method == http.MethodGet || method == http.MethodHead) ||
-			len(parts) == 4 && parts[3] == "_search" && method == http.MethodPost)
-	switch {
-	case op == "$everything" && len(parts) == 3 && parts[0] == "Patient":
-		// A read-only operation that returns resources like a search.
-		c.Interaction, c.Action, c.Search = "operation", "E", true
-		c.queryPath = strings.Join(parts, "/")
-		if validID(parts[1]) {
-			c.Patient = parts[1]
-		}
-	case op != "":
-		c.Interaction, c.Action = "operation", "E"
-		c.Write = method != http.MethodGet && method != http.MethodHead
-	case compartment:
-		c.Interaction, c.Action, c.Search = "search-type", "E", true
-		c.queryPath = strings.Join(parts[:3], "/")
-		c.Type, c.ID = parts[2], ""
-		if c.Type == "*" {
-			c.Interaction, c.Type = "search-system", ""
-		}
-		if parts[0] == "Patient" && validID(parts[1]) {
-			c.Patient = parts[1]
-		}
-	case method == http.MethodGet || method == http.MethodHead:
-		switch {
-		case len(parts) == 0:
-			c.Interaction, c.Action, c.Search = "search-system", "E", true
-		case len(parts) == 1 && parts[0] == "_history":
-			c.Interaction, c.Action, c.History = "history-system", "R", true
-		case len(parts) == 1:
-			c.Interaction, c.Action, c.Search = "search-type", "E", true
-		case len(parts) == 2 && parts[1] == "_history":
-			c.Interaction, c.Action, c.History = "history-type", "R", true
-		case len(parts) == 2:
-			c.Interaction, c.Action = "read", "R"
-		case len(parts) == 3 && parts[2] == "_history":
-			c.Interaction, c.Action, c.History = "history-instance", "R", true
-		case len(parts) == 4 && parts[2] == "_history":
-			c.Interaction, c.Action, c.VersionID = "vread", "R", parts[3]
-		default:
-			c.Interaction, c.Action = "read", "R"
-		}
-	case method == http.MethodPost:
-		switch {
-		case len(parts) == 0:
-			c.Interaction, c.Action, c.Write = "transaction", "E", true
-		case len(parts) == 1 && parts[0] == "_search":
-			c.Interaction, c.Action, c.Search = "search-system", "E", true
-		case len(parts) == 2 && parts[1] == "_search":
-			c.Interaction, c.Action, c.Search = "search-type", "E", true
-		default:
-			c.Interaction, c.Action, c.Write = "create", "C", true
-		}
-	case method == http.MethodPut:
-		c.Interaction, c.Action, c.Write = "update", "U", true
-	case method == http.MethodPatch:
-		c.Interaction, c.Action, c.Write = "patch", "U", true
-	case method == http.MethodDelete:
-		c.Interaction, c.Action, c.Write = "delete", "D", true
-	default:
-		c.Interaction, c.Action = "operation", "E"
-	}
-	if c.Search || c.History || c.Write {
-		c.finishQuery(nil, nil)
-	}
-	return c
+	u := &url.URL{Path: "/" + strings.TrimPrefix(path, "/"), RawQuery: rawQuery}
+	return classify(interaction.Parse("", &http.Request{Method: method, URL: u}))
 }
 
-// finishQuery sets Query and Patient from the URL query and, for POST
-// searches, the form body.
-func (c *Classified) finishQuery(r *http.Request, body *prefixReader) {
-	raw := c.rawQuery
-	if body != nil && c.Search && r != nil && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		if raw != "" {
-			raw += "&"
+// classify labels ix for the audit trail.
+func classify(ix *interaction.Interaction) Classified {
+	c := Classified{Interaction: string(ix.Kind), Type: ix.Type, ID: ix.ID, VersionID: ix.VID,
+		Write: ix.Write(), Search: ix.Search(), History: ix.History()}
+	switch ix.Kind {
+	case interaction.Read, interaction.VRead, interaction.Capabilities,
+		interaction.HistoryInst, interaction.HistoryType, interaction.HistorySystem:
+		c.Action = "R"
+	case interaction.Create:
+		c.Action = "C"
+	case interaction.Update, interaction.Patch:
+		c.Action = "U"
+	case interaction.Delete:
+		c.Action = "D"
+	case interaction.Batch:
+		// Batch or transaction: the Bundle's type says (see Stage).
+		c.Interaction, c.Action = "transaction", "E"
+	case interaction.Unknown:
+		// A shape no interaction has (the handler refuses it): labelled
+		// by its method.
+		switch ix.Method {
+		case http.MethodGet, http.MethodHead:
+			c.Interaction, c.Action = "read", "R"
+		case http.MethodPost:
+			c.Interaction, c.Action = "create", "C"
+		case http.MethodPut:
+			c.Interaction, c.Action = "update", "U"
+		case http.MethodPatch:
+			c.Interaction, c.Action = "patch", "U"
+		case http.MethodDelete:
+			c.Interaction, c.Action = "delete", "D"
+		default:
+			c.Interaction, c.Action = "operation", "E"
 		}
-		raw += body.buf.String()
+	default: // searches and operations
+		c.Action = "E"
 	}
-	if raw == "" {
-		c.Query = c.queryPath
-		return
+	// The path searched when it is not the type: a compartment search
+	// or $everything.
+	queryPath := ""
+	switch {
+	case ix.Everything():
+		queryPath = strings.Join(ix.Segments, "/")
+	case ix.Compartment != "":
+		queryPath = strings.Join(ix.Segments[:3], "/")
 	}
-	vals, _ := url.ParseQuery(raw)
-	if c.queryPath != "" {
-		c.Query = c.queryPath + "?" + SanitizeQuery(vals)
+	if len(ix.Params) == 0 {
+		c.Query = queryPath
+	} else if queryPath != "" {
+		c.Query = queryPath + "?" + SanitizeQuery(ix.Params)
 	} else {
-		c.Query = c.Type + "?" + SanitizeQuery(vals)
+		c.Query = c.Type + "?" + SanitizeQuery(ix.Params)
 	}
-	if c.Patient == "" {
-		c.Patient = patientFromParams(c.Type, vals)
+	if len(ix.Patients) > 0 {
+		c.Patient = ix.Patients[0]
 	}
+	return c
 }
 
 func (c *Classified) entities(id, version string) []Entity {
@@ -487,31 +321,6 @@ func (c *Classified) entities(id, version string) []Entity {
 		out = append(out, Entity{Role: "query", Query: c.Query})
 	}
 	return out
-}
-
-// patientFromParams finds the patient a search targets.
-func patientFromParams(typ string, v url.Values) string {
-	for name, vals := range v {
-		base, mod, _ := strings.Cut(name, ":")
-		if len(vals) != 1 || strings.Contains(vals[0], ",") {
-			continue
-		}
-		val := vals[0]
-		switch {
-		case typ == "Patient" && base == "_id":
-			if validID(val) {
-				return val
-			}
-		case base == "patient" || base == "subject" || base == "beneficiary":
-			if id, ok := strings.CutPrefix(val, "Patient/"); ok && validID(id) {
-				return id
-			}
-			if (base == "patient" || mod == "Patient") && validID(val) {
-				return val
-			}
-		}
-	}
-	return ""
 }
 
 // redacted replaces the value of a parameter that could carry a

@@ -368,6 +368,7 @@ func (a *api) versionURL(res *resource.Result) string {
 // writeWrite renders the result of a create, update or patch honouring
 // Prefer: return.
 func (a *api) writeWrite(w http.ResponseWriter, r *http.Request, res *resource.Result) {
+	note(r, res)
 	setVersionHeaders(w, res)
 	if res.Resource != nil {
 		if res.Status == http.StatusCreated {
@@ -445,6 +446,7 @@ func (a *api) vread(w http.ResponseWriter, r *http.Request) error {
 // writeRead answers a read/vread, honouring If-None-Match,
 // If-Modified-Since, _summary and _elements.
 func (a *api) writeRead(w http.ResponseWriter, r *http.Request, res *resource.Result, summary string, elements []string) error {
+	note(r, res)
 	setVersionHeaders(w, res)
 	if inm := r.Header.Get("If-None-Match"); inm != "" {
 		for _, tag := range strings.Split(inm, ",") {
@@ -642,6 +644,7 @@ func (a *api) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
 // OperationOutcome when Prefer: return=OperationOutcome (or
 // representation, since a deleted resource has no representation).
 func (a *api) writeDelete(w http.ResponseWriter, r *http.Request, res *resource.Result) {
+	note(r, res)
 	if res.Resource != nil {
 		w.Header().Set("ETag", resource.ETag(res.Resource.VersionID))
 	}
@@ -702,6 +705,7 @@ func (a *api) searchType(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	note(r, res)
 	a.writeBody(w, r, http.StatusOK, res.Body)
 	return nil
 }
@@ -715,6 +719,7 @@ func (a *api) searchSystem(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	note(r, res)
 	a.writeBody(w, r, http.StatusOK, res.Body)
 	return nil
 }
@@ -733,6 +738,7 @@ func (a *api) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	note(r, res)
 	a.writeBody(w, r, http.StatusOK, res.Body)
 	return nil
 }
@@ -768,6 +774,7 @@ func (a *api) everything(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	note(r, res)
 	a.writeBody(w, r, http.StatusOK, res.Body)
 	return nil
 }
@@ -783,6 +790,7 @@ func (a *api) history(w http.ResponseWriter, r *http.Request, typ, id string) er
 	if err != nil {
 		return err
 	}
+	note(r, res)
 	a.writeBody(w, r, http.StatusOK, res.Body)
 	return nil
 }
@@ -811,6 +819,7 @@ func (a *api) bundle(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	note(r, res)
 	a.writeBody(w, r, res.Status, res.Body)
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 )
 
 // Costs are the cost units each kind of FHIR interaction spends.
@@ -68,135 +70,30 @@ func (c Costs) String() string {
 		c.Read, c.VRead, c.Search, c.History, c.Create, c.Update, c.Patch, c.Delete, c.Batch, c.BatchMin, c.Operation)
 }
 
-// interaction is the kind of a FHIR request, from its method and path.
-type interaction int
-
-const (
-	ixRead interaction = iota
-	ixVRead
-	ixSearch
-	ixHistory
-	ixCreate
-	ixUpdate
-	ixPatch
-	ixDelete
-	ixBatch
-	ixOperation
-)
-
-// classify maps a request to its interaction. segs are the path segments
-// after the FHIR base (no empty ones).
-func classify(method string, segs []string) interaction {
-	for _, s := range segs {
-		if strings.HasPrefix(s, "$") {
-			return ixOperation
-		}
-	}
-	get := method == http.MethodGet || method == http.MethodHead
-	switch len(segs) {
-	case 0:
-		if method == http.MethodPost {
-			return ixBatch
-		}
-		return ixSearch
-	case 1:
-		switch {
-		case segs[0] == "_history":
-			return ixHistory
-		case segs[0] == "_search" || get:
-			return ixSearch
-		}
-		return methodInteraction(method)
-	case 2:
-		switch {
-		case segs[1] == "_history":
-			return ixHistory
-		case segs[1] == "_search":
-			return ixSearch
-		case get:
-			return ixRead
-		}
-		return methodInteraction(method)
-	case 3:
-		switch {
-		case segs[2] == "_history":
-			return ixHistory
-		case get:
-			return ixSearch // compartment search: Patient/1/Observation
-		}
-	case 4:
-		switch {
-		case segs[2] == "_history":
-			return ixVRead
-		case segs[3] == "_search":
-			return ixSearch // Patient/1/Observation/_search
-		}
-	}
-	return ixRead
-}
-
-// methodInteraction is the write a method performs (POST create, PUT
-// update, PATCH patch, DELETE delete); other methods cost a read.
-func methodInteraction(method string) interaction {
-	switch method {
-	case http.MethodPost:
-		return ixCreate
-	case http.MethodPut:
-		return ixUpdate
-	case http.MethodPatch:
-		return ixPatch
-	case http.MethodDelete:
-		return ixDelete
-	}
-	return ixRead
-}
-
 // cost is the price of an interaction other than a batch or transaction
-// (see bundleCost).
-func (c Costs) cost(ix interaction) int {
-	switch ix {
-	case ixVRead:
+// (see bundleCost): its Kind's cost, a read for shapes no interaction has.
+func (c Costs) cost(ix *interaction.Interaction) int {
+	switch ix.Kind {
+	case interaction.VRead:
 		return c.VRead
-	case ixSearch:
+	case interaction.SearchType, interaction.SearchSystem:
 		return c.Search
-	case ixHistory:
+	case interaction.HistoryInst, interaction.HistoryType, interaction.HistorySystem:
 		return c.History
-	case ixCreate:
+	case interaction.Create:
 		return c.Create
-	case ixUpdate:
+	case interaction.Update:
 		return c.Update
-	case ixPatch:
+	case interaction.Patch:
 		return c.Patch
-	case ixDelete:
+	case interaction.Delete:
 		return c.Delete
-	case ixBatch:
+	case interaction.Batch:
 		return c.BatchMin
-	case ixOperation:
+	case interaction.Operation:
 		return c.Operation
 	}
 	return c.Read
-}
-
-// peekBody reads up to limit bytes of r's body and puts them back in
-// front of the rest, so the handler reads the body unchanged. It returns
-// the bytes read and whether that was the whole body.
-func peekBody(r *http.Request, limit int64) ([]byte, bool) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	whole := err == nil && int64(len(b)) <= limit
-	rest := r.Body
-	r.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(b), rest), Closer: rest}
-	if err != nil {
-		return nil, false
-	}
-	return b, whole
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
 
 // maxBundleCost bounds the price of one Bundle (far above any burst; it
@@ -268,13 +165,8 @@ func (c Costs) entryCost(method, rawURL, prefix string) int {
 			path = ""
 		}
 	}
-	var segs []string
-	for s := range strings.SplitSeq(path, "/") {
-		if s != "" {
-			segs = append(segs, s)
-		}
-	}
-	return max(c.Batch, c.cost(classify(http.MethodGet, segs)))
+	r := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/" + strings.TrimPrefix(path, "/")}}
+	return max(c.Batch, c.cost(interaction.Parse("", r)))
 }
 
 // entryRequest reads one element of a Bundle's entry array and returns

@@ -8,17 +8,16 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"mime"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -251,29 +250,19 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rest, ok := strings.CutPrefix(r.URL.Path, m.prefix)
-		if !ok || (rest != "" && rest[0] != '/') {
+		ix, r := interaction.Of(m.prefix, r)
+		if !ix.FHIR {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var segs []string
-		for s := range strings.SplitSeq(rest, "/") {
-			if s != "" {
-				segs = append(segs, s)
-			}
-		}
-		ix := classify(r.Method, segs)
 		cost := m.costs.cost(ix)
-		var form url.Values
 		switch {
-		case ix == ixBatch:
-			if body, whole := peekBody(r, m.maxBody); whole {
+		case ix.Kind == interaction.Batch:
+			if body, whole := interaction.PeekBody(r, m.maxBody); whole {
 				cost = m.costs.bundleCost(body, m.prefix, m.o.MaxBundleEntries)
 			}
-		case ix == ixSearch && r.Method == http.MethodPost && isForm(r):
-			if body, whole := peekBody(r, min(m.maxBody, 1<<20)); whole {
-				form, _ = url.ParseQuery(string(body))
-			}
+		case ix.Search():
+			ix.ReadForm(r, min(m.maxBody, 1<<20))
 		}
 		if cost == 0 {
 			next.ServeHTTP(w, r)
@@ -297,14 +286,7 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 			if p.Patient != "" {
 				patients = []string{p.Patient}
 			} else {
-				q := form
-				if r.URL.RawQuery != "" {
-					q = r.URL.Query()
-					for k, v := range form {
-						q[k] = append(q[k], v...)
-					}
-				}
-				patients = targetPatients(segs, q)
+				patients = ix.Patients
 			}
 			var worst *decision
 			for _, id := range patients {
@@ -404,11 +386,6 @@ func ipKey(a netip.Addr) string {
 		return p.String()
 	}
 	return a.String()
-}
-
-func isForm(r *http.Request) bool {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return mt == "application/x-www-form-urlencoded"
 }
 
 // seconds rounds d up to whole seconds (delay-seconds), at least min.

@@ -9,9 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
 )
@@ -346,10 +345,24 @@ func TestParseCosts(t *testing.T) {
 	}
 }
 
+// TestClassify: every request shape costs its interaction's price.
 func TestClassify(t *testing.T) {
+	c := Costs{Read: 1, VRead: 2, Search: 3, History: 4, Create: 5, Update: 6, Patch: 7, Delete: 8, Batch: 1, BatchMin: 9, Operation: 10}
+	const (
+		ixRead = iota + 1
+		ixVRead
+		ixSearch
+		ixHistory
+		ixCreate
+		ixUpdate
+		ixPatch
+		ixDelete
+		ixBatch
+		ixOperation
+	)
 	for _, tc := range []struct {
 		method, path string
-		want         interaction
+		want         int
 	}{
 		{"GET", "", ixSearch},
 		{"POST", "", ixBatch},
@@ -378,58 +391,10 @@ func TestClassify(t *testing.T) {
 		{"POST", "Patient/1/Observation/_search", ixSearch},
 		{"GET", "a/b/c/d/e", ixRead},
 	} {
-		var segs []string
-		if tc.path != "" {
-			segs = strings.Split(tc.path, "/")
-		}
-		if got := classify(tc.method, segs); got != tc.want {
+		r := httptest.NewRequest(tc.method, "/fhir/"+tc.path, nil)
+		if got := c.cost(interaction.Parse("/fhir", r)); got != tc.want {
 			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, got, tc.want)
 		}
-	}
-}
-
-func TestTargetPatients(t *testing.T) {
-	for _, tc := range []struct {
-		path, query string
-		want        []string
-	}{
-		{"Patient/123", "", []string{"123"}},
-		{"Patient/123/_history/2", "", []string{"123"}},
-		{"Patient/_history", "", nil},
-		{"Patient/$match", "", nil},
-		{"Patient/123/Observation", "code=x", []string{"123"}},
-		{"Patient/123/$everything", "", []string{"123"}},
-		{"Patient", "_id=1,2", []string{"1", "2"}},
-		{"Observation", "_id=1", nil},
-		{"Observation", "patient=7&code=x", []string{"7"}},
-		{"Observation", "patient=Patient/7", []string{"7"}},
-		{"Observation", "patient=https://h.example/fhir/Patient/7", []string{"7"}},
-		{"Observation", "subject=Patient/8", []string{"8"}},
-		{"Observation", "subject=Group/8", nil},
-		{"Observation", "subject=8", nil}, // type unknown
-		{"Observation", "subject:Patient=9", []string{"9"}},
-		{"Observation", "patient=1,2,1&subject=Patient/3", []string{"1", "2", "3"}},
-		{"Observation", "patient=bad%20id", nil},
-		{"Observation", "patient=" + strings.Repeat("x", 65), nil},
-		{"Observation", "patient=" + strings.Repeat("1,", 30), []string{"1"}},
-		{"Encounter", "patient:Patient=4", []string{"4"}},
-	} {
-		var segs []string
-		if tc.path != "" {
-			segs = strings.Split(tc.path, "/")
-		}
-		q, _ := url.ParseQuery(tc.query)
-		if got := targetPatients(segs, q); !slices.Equal(got, tc.want) {
-			t.Errorf("%s?%s = %q, want %q", tc.path, tc.query, got, tc.want)
-		}
-	}
-	var many []string
-	for i := range 50 {
-		many = append(many, strconv.Itoa(i))
-	}
-	q := url.Values{"patient": {strings.Join(many, ",")}}
-	if got := targetPatients([]string{"Observation"}, q); len(got) != maxPatientsPerRequest {
-		t.Fatalf("%d patients charged, want at most %d", len(got), maxPatientsPerRequest)
 	}
 }
 

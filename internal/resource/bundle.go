@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -78,6 +79,9 @@ func (s *Service) Bundle(ctx context.Context, body []byte, ret Return) (*Result,
 		return nil, outcome.BadRequest("POST to the base URL expects a Bundle of type batch or transaction").At("resourceType")
 	}
 	btype, _ := doc["type"].(string)
+	if o := interaction.OutcomeFromContext(ctx); o != nil && (btype == "batch" || btype == "transaction") {
+		o.BundleType = btype
+	}
 	var op Interaction
 	switch btype {
 	case "transaction":
@@ -420,6 +424,7 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 	}
 	b := s.newBundle("transaction-response")
 	b.Entry = make([]*bundleEntry, 0, len(entries))
+	out := &Result{Status: http.StatusOK}
 	for _, e := range entries {
 		if (e.method == "GET" || e.method == "HEAD") && (e.history || e.version > 0) {
 			// After the commit: what does not fit becomes an entry error.
@@ -434,12 +439,16 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 			e.result = r
 			be, _ := s.fitEntry(e, ret, left, "transaction")
 			left -= be.size()
+			out.tally(be, e.result)
 			b.Entry = append(b.Entry, be)
 			continue
 		}
-		b.Entry = append(b.Entry, s.responseEntry(e, ret))
+		be := s.responseEntry(e, ret)
+		out.tally(be, e.result)
+		b.Entry = append(b.Entry, be)
 	}
-	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+	out.Body = b.bytes()
+	return out, nil
 }
 
 // responseTooLarge is the 413 outcome of the entry that takes a batch or
@@ -745,7 +754,7 @@ func (s *Service) get(ctx context.Context, r reader, e *entry, limit int64) (*Re
 		if err != nil {
 			return nil, err
 		}
-		return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+		return b.result(), nil
 	}
 }
 
@@ -808,6 +817,7 @@ func (s *Service) batch(ctx context.Context, entries []*entry, ret Return) (*Res
 	// come, so that those stay within the limit too.
 	left := s.maxResp - b.size() - int64(len(entries))*entryReserve
 	full := -1 // the entry at which the response reached its limit
+	out := &Result{Status: http.StatusOK}
 	for _, e := range entries {
 		left += entryReserve
 		get := e.method == "GET" || e.method == "HEAD"
@@ -833,10 +843,12 @@ func (s *Service) batch(ctx context.Context, entries []*entry, ret Return) (*Res
 			full = e.index
 		}
 		left -= be.size() + 1
+		out.tally(be, e.result)
 		e.result = nil // the response entry holds what is sent
 		b.Entry = append(b.Entry, be)
 	}
-	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+	out.Body = b.bytes()
+	return out, nil
 }
 
 // entryReserve is the room a batch keeps for each response entry beyond

@@ -59,6 +59,42 @@ type entryResponse struct {
 	Outcome      json.RawMessage `json:"outcome,omitempty"`
 }
 
+// result is the Result of a searchset or history Bundle: Returned counts
+// its entries with a fullUrl (the resources, not an OperationOutcome).
+func (b *bundle) result() *Result {
+	n := 0
+	for _, e := range b.Entry {
+		if e.FullURL != "" {
+			n++
+		}
+	}
+	return &Result{Status: http.StatusOK, Body: b.bytes(), Returned: n}
+}
+
+// tally adds to res what one batch or transaction response entry be, the
+// answer to an entry whose result is r, returns as read and wrote: a
+// write (an entry with a location) its version, a read 1, a search or
+// history the resources of its Bundle. Resources a write echoes back
+// were sent by the client: they do not count.
+func (res *Result) tally(be *bundleEntry, r *Result) {
+	if r == nil {
+		return
+	}
+	if be.Response != nil && be.Response.Location != "" {
+		if r.Resource != nil {
+			res.Written = append(res.Written, r.Resource)
+		}
+		return
+	}
+	switch {
+	case len(be.Resource) == 0:
+	case r.Resource != nil:
+		res.Returned++
+	default:
+		res.Returned += r.Returned
+	}
+}
+
 // statusLine renders "201 Created".
 func statusLine(code int) string {
 	return strconv.Itoa(code) + " " + http.StatusText(code)

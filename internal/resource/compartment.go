@@ -69,7 +69,7 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 	if err != nil {
 		return nil, s.internal(ctx, "compartment search", err)
 	}
-	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+	return b.result(), nil
 }
 
 // Everything runs Patient/id/$everything (R4
@@ -158,7 +158,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 	if err != nil {
 		return nil, s.internal(ctx, "$everything", err)
 	}
-	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+	return b.result(), nil
 }
 
 // EverythingParameters reads the Parameters resource of a POST

@@ -107,7 +107,7 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 			b.Entry = append(b.Entry, e)
 		}
 	}
-	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+	return b.result(), nil
 }
 
 func (s *Service) historyEntry(v *store.Resource) *bundleEntry {

@@ -63,7 +63,7 @@ func (s *Service) Search(ctx context.Context, typ string, params url.Values, str
 	if err != nil {
 		return nil, s.internal(ctx, "search", err)
 	}
-	return &Result{Status: http.StatusOK, Body: b.bytes()}, nil
+	return b.result(), nil
 }
 
 // pageTooLarge is the 413 outcome of a search or history page over

@@ -184,6 +184,11 @@ type Result struct {
 	// interaction (e.g. "nothing to delete"), for Prefer:
 	// return=OperationOutcome.
 	Issues []outcome.Issue
+	// Returned counts the resources a Bundle result returns as read (see
+	// interaction.Outcome.Returned).
+	Returned int
+	// Written are the versions a batch or transaction wrote.
+	Written []*store.Resource
 }
 
 // idRE is the FHIR id grammar.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/metrics"
 )
 
@@ -119,6 +120,8 @@ func requestLog(base string, log *slog.Logger, m *metrics.Metrics, slow time.Dur
 		w.Header().Set(HeaderRequestID, id)
 		ri := &requestInfo{id: id}
 		sw := &statusWriter{ResponseWriter: w}
+		// The request is understood here, once, for every later stage.
+		_, r = interaction.Of(base, r)
 		class, pattern := Route(base, r)
 		defer func() {
 			d := time.Since(start)
@@ -198,18 +201,7 @@ func Route(base string, r *http.Request) (class, pattern string) {
 		return "fhir.options", base + "/{path}"
 	}
 	segs := strings.Split(rest, "/")
-	if rest == "" {
-		segs = nil
-	}
-	method := r.Method
 	switch {
-	case len(segs) == 0:
-		if method == http.MethodPost {
-			return "fhir.batch", base
-		}
-		return "fhir.search-system", base
-	case segs[0] == "metadata" && len(segs) == 1:
-		return "fhir.metadata", base + "/metadata"
 	case segs[0] == ".well-known":
 		return "auth.discovery", base + "/.well-known/{document}"
 	case segs[0] == "auth":
@@ -220,55 +212,45 @@ func Route(base string, r *http.Request) (class, pattern string) {
 			return "auth." + strings.TrimSuffix(segs[1], ".json"), base + "/auth/" + segs[1]
 		}
 		return "auth.other", base + "/auth/{other}"
-	case segs[0] == "_search" && len(segs) == 1:
-		return "fhir.search-system", base + "/_search"
-	case segs[0] == "_history" && len(segs) == 1:
-		return "fhir.history-system", base + "/_history"
 	}
+	ix, _ := interaction.Of(base, r)
 	typ := "{type}"
-	if isTypeName(segs[0]) {
-		typ = segs[0]
+	if isTypeName(ix.Type) {
+		typ = ix.Type
 	}
 	tbase := base + "/" + typ
-	switch len(segs) {
-	case 1:
-		switch method {
-		case http.MethodGet, http.MethodHead:
-			return "fhir.search-type", tbase
-		case http.MethodPost:
-			return "fhir.create", tbase
-		case http.MethodPut:
-			return "fhir.conditional-update", tbase
-		case http.MethodPatch:
-			return "fhir.conditional-patch", tbase
-		case http.MethodDelete:
-			return "fhir.conditional-delete", tbase
-		}
-	case 2:
-		switch segs[1] {
-		case "_search":
+	switch ix.Kind {
+	case interaction.Batch:
+		return "fhir.batch", base
+	case interaction.Capabilities:
+		return "fhir.metadata", base + "/metadata"
+	case interaction.SearchSystem, interaction.SearchType:
+		switch {
+		case ix.Compartment != "":
+			return "fhir.search-compartment", base + "/{compartment}/{id}/{type}"
+		case len(ix.Segments) == 0:
+			return "fhir.search-system", base
+		case ix.Kind == interaction.SearchSystem:
+			return "fhir.search-system", base + "/_search"
+		case len(ix.Segments) == 2:
 			return "fhir.search-type", tbase + "/_search"
-		case "_history":
-			return "fhir.history-type", tbase + "/_history"
 		}
-		switch method {
-		case http.MethodGet, http.MethodHead:
-			return "fhir.read", tbase + "/{id}"
-		case http.MethodPut:
-			return "fhir.update", tbase + "/{id}"
-		case http.MethodPatch:
-			return "fhir.patch", tbase + "/{id}"
-		case http.MethodDelete:
-			return "fhir.delete", tbase + "/{id}"
+		return "fhir.search-type", tbase
+	case interaction.HistorySystem:
+		return "fhir.history-system", base + "/_history"
+	case interaction.HistoryType:
+		return "fhir.history-type", tbase + "/_history"
+	case interaction.HistoryInst:
+		return "fhir.history-instance", tbase + "/{id}/_history"
+	case interaction.VRead:
+		return "fhir.vread", tbase + "/{id}/_history/{vid}"
+	case interaction.Create:
+		return "fhir.create", tbase
+	case interaction.Read, interaction.Update, interaction.Patch, interaction.Delete:
+		if ix.Conditional {
+			return "fhir.conditional-" + string(ix.Kind), tbase
 		}
-	case 3:
-		if segs[2] == "_history" {
-			return "fhir.history-instance", tbase + "/{id}/_history"
-		}
-	case 4:
-		if segs[2] == "_history" {
-			return "fhir.vread", tbase + "/{id}/_history/{vid}"
-		}
+		return "fhir." + string(ix.Kind), tbase + "/{id}"
 	}
 	return "fhir.other", base + "/{path}"
 }
@@ -291,12 +273,8 @@ func isTypeName(s string) bool {
 // isSearch reports whether r is a FHIR search or history request (the
 // requests under the search time budget) of the FHIR base path base.
 func isSearch(base string, r *http.Request) bool {
-	class, _ := Route(base, r)
-	switch class {
-	case "fhir.search-system", "fhir.search-type", "fhir.history-system", "fhir.history-type", "fhir.history-instance":
-		return true
-	}
-	return false
+	ix, _ := interaction.Of(base, r)
+	return ix.Search() || ix.History()
 }
 
 // SearchTimeout returns a stage that gives FHIR searches and history

@@ -212,6 +212,11 @@ func TestRoute(t *testing.T) {
 		{"GET", "/fhir/_history", "fhir.history-system", "/fhir/_history"},
 		{"GET", "/fhir/pat'ient/1", "fhir.read", "/fhir/{type}/{id}"},
 		{"GET", "/fhir/Patient/1/$everything", "fhir.other", "/fhir/{path}"},
+		{"GET", "/fhir/Patient/1/Observation", "fhir.search-compartment", "/fhir/{compartment}/{id}/{type}"},
+		{"POST", "/fhir/Patient/1/*/_search", "fhir.search-compartment", "/fhir/{compartment}/{id}/{type}"},
+		{"PATCH", "/fhir/Patient", "fhir.conditional-patch", "/fhir/Patient"},
+		{"POST", "/fhir/Patient/1/Observation", "fhir.other", "/fhir/{path}"},
+		{"GET", "/fhir/_search", "fhir.search-system", "/fhir/_search"},
 		{"POST", "/fhir/auth/token", "auth.token", "/fhir/auth/token"},
 		{"GET", "/fhir/auth/userinfo", "auth.userinfo", "/fhir/auth/userinfo"},
 		{"GET", "/fhir/auth/smart-style.json", "auth.smart-style", "/fhir/auth/smart-style.json"},
@@ -263,6 +268,12 @@ func TestSearchTimeout(t *testing.T) {
 		{"GET", "/fhir/Patient/1", false},
 		{"POST", "/fhir/Patient", false},
 		{"POST", "/fhir", false},
+		// Compartment searches and $everything are searches too (Route
+		// used to call them fhir.other, outside the budget).
+		{"GET", "/fhir/Patient/1/Observation", true},
+		{"POST", "/fhir/Patient/1/Observation/_search", true},
+		{"GET", "/fhir/Patient/1/$everything", true},
+		{"POST", "/fhir/Group/1/$export", false},
 	} {
 		has = false
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(c.method, c.path, nil))
