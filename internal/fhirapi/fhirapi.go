@@ -320,6 +320,11 @@ func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body
 	}
 }
 
+// writeSearch answers a search with the searchset Bundle of its page.
+func (a *api) writeSearch(w http.ResponseWriter, r *http.Request, p *resource.SearchPage) {
+	a.writeBody(w, r, http.StatusOK, p.JSON())
+}
+
 // writeError renders err as an OperationOutcome. Errors that are not
 // *outcome.Error are logged and become a generic 500.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -702,7 +707,7 @@ func (a *api) searchType(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
@@ -715,7 +720,7 @@ func (a *api) searchSystem(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
@@ -733,7 +738,7 @@ func (a *api) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
@@ -768,7 +773,7 @@ func (a *api) everything(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
