@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -60,4 +61,36 @@ func TestSearchPageJSON(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkSearchsetJSON renders a page of 100 matches: as a SearchPage,
+// and as the generic Bundle writer renders the same searchset (the
+// entries built as search rendered them before typed pages).
+func BenchmarkSearchsetJSON(b *testing.B) {
+	const base = "http://localhost:8080/fhir"
+	ms := make([]store.Resource, 100)
+	for i := range ms {
+		id := NewID()
+		ms[i] = store.Resource{Type: "Observation", ID: id, VersionID: 1, Body: []byte(`{"resourceType":"Observation","id":"` + id + `","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}]},"valueQuantity":{"value":72.5,"unit":"kg"}}`)}
+	}
+	links := []Link{{"self", base + "/Observation?code=29463-7"}, {"next", base + "/Observation?_count=100&_offset=100&_snapshot=abc&code=29463-7"}}
+	ts := time.Now()
+	b.Run("page", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p := &SearchPage{Matches: ms, Total: 1000, Links: links, Timestamp: ts, base: base}
+			_ = p.JSON()
+		}
+	})
+	b.Run("bundle", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n := 1000
+			bd := &bundle{ResourceType: "Bundle", ID: NewID(), Meta: &bundleMeta{LastUpdated: fhirtime.FormatInstant(ts)}, Type: "searchset", Total: &n, Link: links}
+			for i := range ms {
+				bd.Entry = append(bd.Entry, &bundleEntry{FullURL: base + "/" + ms[i].Type + "/" + ms[i].ID, Resource: ms[i].Body, Search: &entrySearch{Mode: "match"}})
+			}
+			_ = bd.bytes()
+		}
+	})
 }
