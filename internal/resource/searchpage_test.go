@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
@@ -28,9 +30,14 @@ type pageStore struct {
 	mu       sync.Mutex
 	searches int
 	largest  int
+	// expire makes every page after the first find its snapshot expired.
+	expire bool
 }
 
 func (s *pageStore) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
+	if s.expire && q.Snapshot != "" {
+		return nil, store.ErrSnapshotExpired
+	}
 	res, err := s.Store.Search(ctx, q)
 	if err == nil {
 		s.mu.Lock()
@@ -177,6 +184,16 @@ func TestEach(t *testing.T) {
 		if err != stop || n != 1 {
 			t.Fatalf("Each returned %v after %d calls, want stop after 1", err, n)
 		}
+		// A snapshot that expires midway is a 409, not a restart that
+		// could repeat or skip matches.
+		ps.expire = true
+		n = 0
+		err = svc.Each(ctx, "Patient", url.Values{"_count": {"10"}}, func(*store.Resource) error { n++; return nil })
+		var oe *outcome.Error
+		if !errors.As(err, &oe) || oe.Status != http.StatusConflict || n != 10 {
+			t.Fatalf("expired snapshot: %v after %d resources, want a 409 after 10", err, n)
+		}
+		ps.expire = false
 		// Strict: an unknown parameter is refused, not ignored.
 		if err := svc.Each(ctx, "Patient", url.Values{"bogus": {"1"}}, func(*store.Resource) error { return nil }); err == nil {
 			t.Fatal("Each accepted an unknown parameter")
