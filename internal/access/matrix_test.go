@@ -134,7 +134,11 @@ func find(typ, query string) op {
 		if err != nil {
 			panic(err)
 		}
-		return s.Search(ctx, typ, v, true)
+		p, err := s.Search(ctx, typ, v, true)
+		if err != nil {
+			return nil, err
+		}
+		return &resource.Result{Status: http.StatusOK, Body: p.JSON()}, nil
 	}
 }
 

@@ -24,26 +24,17 @@ type Patients struct {
 
 // searchEntries runs a search and returns the resources of its matches.
 func (f Patients) searchEntries(ctx context.Context, typ string, params url.Values) ([]map[string]any, error) {
-	res, err := f.Service.Search(internalCaller(ctx), typ, params, false)
+	page, err := f.Service.Search(internalCaller(ctx), typ, params, false)
 	if err != nil {
 		return nil, err
 	}
-	var b struct {
-		Entry []struct {
-			Resource map[string]any `json:"resource"`
-			Search   struct {
-				Mode string `json:"mode"`
-			} `json:"search"`
-		} `json:"entry"`
-	}
-	if err := json.Unmarshal(res.Body, &b); err != nil {
-		return nil, err
-	}
-	var out []map[string]any
-	for _, e := range b.Entry {
-		if e.Search.Mode == "match" && e.Resource != nil {
-			out = append(out, e.Resource)
+	out := make([]map[string]any, 0, len(page.Matches))
+	for _, r := range page.Matches {
+		var m map[string]any
+		if err := json.Unmarshal(r.Body, &m); err != nil {
+			return nil, err
 		}
+		out = append(out, m)
 	}
 	return out, nil
 }

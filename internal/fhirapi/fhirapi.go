@@ -320,6 +320,11 @@ func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body
 	}
 }
 
+// writeSearch answers a search with the searchset Bundle of its page.
+func (a *api) writeSearch(w http.ResponseWriter, r *http.Request, p *resource.SearchPage) {
+	a.writeBody(w, r, http.StatusOK, p.JSON())
+}
+
 // writeError renders err as an OperationOutcome. Errors that are not
 // *outcome.Error are logged and become a generic 500.
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -705,8 +710,8 @@ func (a *api) searchType(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	note(r, res)
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	notePage(r, res)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
@@ -719,8 +724,8 @@ func (a *api) searchSystem(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	note(r, res)
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	notePage(r, res)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
@@ -738,8 +743,8 @@ func (a *api) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	note(r, res)
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	notePage(r, res)
+	a.writeSearch(w, r, res)
 	return nil
 }
 
@@ -774,8 +779,8 @@ func (a *api) everything(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	note(r, res)
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	notePage(r, res)
+	a.writeSearch(w, r, res)
 	return nil
 }
 

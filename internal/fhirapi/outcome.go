@@ -26,6 +26,14 @@ func note(r *http.Request, res *resource.Result) {
 	}
 }
 
+// notePage is note for a search page: the matches and included resources
+// it returns.
+func notePage(r *http.Request, p *resource.SearchPage) {
+	if o := interaction.OutcomeFromContext(r.Context()); o != nil && p != nil {
+		o.Returned = p.Returned()
+	}
+}
+
 func ref(r *store.Resource) interaction.Ref {
 	return interaction.Ref{Type: r.Type, ID: r.ID, Version: strconv.FormatInt(r.VersionID, 10)}
 }

@@ -750,11 +750,11 @@ func (s *Service) get(ctx context.Context, r reader, e *entry, limit int64) (*Re
 		}
 		return &Result{Status: http.StatusOK, Resource: res, Body: res.Body}, nil
 	default:
-		b, err := s.search(ctx, r, e.typ, params, false, limit)
+		p, err := s.search(ctx, r, e.typ, params, false, limit)
 		if err != nil {
 			return nil, err
 		}
-		return b.result(), nil
+		return &Result{Status: http.StatusOK, Body: p.JSON(), Returned: p.Returned()}, nil
 	}
 }
 

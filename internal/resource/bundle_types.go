@@ -29,10 +29,7 @@ type bundleMeta struct {
 	LastUpdated string `json:"lastUpdated,omitempty"`
 }
 
-type bundleLink struct {
-	Relation string `json:"relation"`
-	URL      string `json:"url"`
-}
+type bundleLink = Link
 
 type bundleEntry struct {
 	FullURL  string          `json:"fullUrl,omitempty"`

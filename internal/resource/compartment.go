@@ -32,11 +32,11 @@ func (s *Service) patientCompartment(id string) *store.Compartment {
 // Patient/id itself when typ is Patient), under the caller's access
 // filter like every search. typ "*" searches every type of the
 // compartment (a system-level search, where _type may narrow the types).
-// The Bundle's links point at the compartment URL.
+// The page's links point at the compartment URL.
 //
 // compartment must be "Patient" (404 otherwise: the other compartments are
 // not supported); a typ outside the compartment is a 400.
-func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ string, params url.Values, strict bool) (*Result, error) {
+func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ string, params url.Values, strict bool) (*SearchPage, error) {
 	if err := s.checkType(compartment); err != nil {
 		return nil, err
 	}
@@ -62,18 +62,18 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 		return nil, err
 	}
 	sc := &searchScope{compartment: comp, path: s.base + "/Patient/" + id + "/" + typ}
-	b, err := s.scopedSearch(ctx, s.st, searched, params, strict, s.maxResp, sc)
+	p, err := s.scopedSearch(ctx, s.st, searched, params, strict, s.maxResp, sc)
 	if errors.Is(err, errTooLarge) {
 		return nil, s.pageTooLarge("search result page", "lower _count, select less with _elements or _summary, or drop _include/_revinclude")
 	}
 	if err != nil {
 		return nil, s.internal(ctx, "compartment search", err)
 	}
-	return b.result(), nil
+	return p, nil
 }
 
 // Everything runs Patient/id/$everything (R4
-// patient-operation-everything.html): a searchset Bundle of the Patient
+// patient-operation-everything.html): a page (searchset) of the Patient
 // and every resource in its compartment (R4 CompartmentDefinition/patient)
 // that the caller may search, oldest change first, paged by _count with
 // next links. Parameters: _since (an instant: only resources changed at
@@ -84,7 +84,7 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 // take it past the response size limit; its next link continues there.
 // Resources referenced from the compartment but outside it (Practitioner,
 // Organization, Medication…) are not included.
-func (s *Service) Everything(ctx context.Context, id string, params url.Values) (*Result, error) {
+func (s *Service) Everything(ctx context.Context, id string, params url.Values) (*SearchPage, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -151,14 +151,14 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 		warnings: warnings,
 		fit:      true,
 	}
-	b, err := s.scopedSearch(ctx, s.st, "", sp, false, s.maxResp, sc)
+	p, err := s.scopedSearch(ctx, s.st, "", sp, false, s.maxResp, sc)
 	if errors.Is(err, errTooLarge) {
 		return nil, s.pageTooLarge("$everything page", "a single resource of the compartment is larger than that limit")
 	}
 	if err != nil {
 		return nil, s.internal(ctx, "$everything", err)
 	}
-	return b.result(), nil
+	return p, nil
 }
 
 // EverythingParameters reads the Parameters resource of a POST

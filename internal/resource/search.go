@@ -33,19 +33,20 @@ func ParseQuery(raw string) (url.Values, error) {
 }
 
 // Search runs a search (R4 search.html) of typ ("" for a system-level
-// search, where _type may list types) and returns a searchset Bundle:
+// search, where _type may list types) and returns one page of its result
+// as data (SearchPage; JSON renders it as the searchset Bundle):
 //
-//   - link self (the recognised parameters), first, previous and next
+//   - links self (the recognised parameters), first, previous and next
 //     (paging through the stored snapshot of the ordered result with
 //     _snapshot and _offset; an expired snapshot re-runs the search);
-//   - total unless _total=none;
-//   - entry.fullUrl, entry.search.mode "match"/"include", resources
-//     subsetted by _summary/_elements;
-//   - an OperationOutcome entry (search.mode "outcome") with a warning per
-//     ignored parameter or adjusted value.
+//   - the total unless _total=none;
+//   - the matches and included resources as stored, subsetted by
+//     _summary/_elements;
+//   - a warning issue per ignored parameter or adjusted value.
 //
-// strict is Prefer: handling=strict (unknown parameters are a 400).
-func (s *Service) Search(ctx context.Context, typ string, params url.Values, strict bool) (*Result, error) {
+// strict is Prefer: handling=strict (unknown parameters are a 400). A page
+// whose Bundle would exceed MaxResponseBytes is a 413.
+func (s *Service) Search(ctx context.Context, typ string, params url.Values, strict bool) (*SearchPage, error) {
 	op := InteractionSearchSystem
 	if typ != "" {
 		if err := s.checkType(typ); err != nil {
@@ -56,14 +57,78 @@ func (s *Service) Search(ctx context.Context, typ string, params url.Values, str
 	if err := s.access.Check(ctx, op, typ); err != nil {
 		return nil, err
 	}
-	b, err := s.search(ctx, s.st, typ, params, strict, s.maxResp)
+	p, err := s.search(ctx, s.st, typ, params, strict, s.maxResp)
 	if errors.Is(err, errTooLarge) {
 		return nil, s.pageTooLarge("search result page", "lower _count, select less with _elements or _summary, or drop _include/_revinclude")
 	}
 	if err != nil {
 		return nil, s.internal(ctx, "search", err)
 	}
-	return b.result(), nil
+	return p, nil
+}
+
+// Each runs a search of typ as Search does (under the same access checks
+// and filter, with Prefer: handling=strict: an unknown parameter is a 400,
+// not a silently wider result) and calls fn with every match, in order,
+// across all pages: one page of _count matches is held at a time (paging
+// through the result's stored snapshot), so memory does not grow with the
+// result. Included resources (_include/_revinclude) and the total are not
+// computed. fn's resource, whose Body is the stored JSON (or its
+// _summary/_elements subset), is valid only during the call. Each stops
+// at the first error of fn, which it returns as is; a result snapshot that
+// expires before the last page is a 409.
+func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn func(*store.Resource) error) error {
+	op := InteractionSearchSystem
+	if typ != "" {
+		if err := s.checkType(typ); err != nil {
+			return err
+		}
+		op = InteractionSearchType
+	}
+	if err := s.access.Check(ctx, op, typ); err != nil {
+		return err
+	}
+	params = cloneValues(params)
+	delete(params, SnapshotParam)
+	req, err := s.parser.Parse(typ, params, true)
+	if err != nil {
+		return err
+	}
+	q := req.Query
+	q.Filter = s.access.Filter(ctx)
+	if mf, ok := s.access.(MatchFilterer); ok {
+		q.MatchFilter = mf.MatchFilter(ctx)
+	}
+	q.Total = store.TotalNone
+	q.Include, q.RevInclude = nil, nil
+	if req.Summary == "count" || q.Count <= 0 {
+		return nil
+	}
+	for {
+		res, err := s.st.Search(ctx, &q)
+		if errors.Is(err, store.ErrSnapshotExpired) {
+			return outcome.New(http.StatusConflict, "conflict", "the stored search result expired before its last page was read; run the search again")
+		}
+		if err != nil {
+			return s.internal(ctx, "search", err)
+		}
+		for i := range res.Matches {
+			r := &res.Matches[i]
+			if r.Body, err = Subset(s.reg, r.Body, req.Summary, req.Elements); err != nil {
+				return s.internal(ctx, "search", err)
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		if !res.HasMore {
+			return nil
+		}
+		if res.Snapshot != "" {
+			q.Snapshot = res.Snapshot
+		}
+		q.Offset += q.Count
+	}
 }
 
 // pageTooLarge is the 413 outcome of a search or history page over
@@ -72,9 +137,9 @@ func (s *Service) pageTooLarge(what, remedy string) *outcome.Error {
 	return outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the %s is larger than the response size limit of %d bytes; %s", what, s.maxResp, remedy)
 }
 
-// search runs a search and returns its searchset Bundle, or errTooLarge
-// when the Bundle would be larger than limit bytes.
-func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64) (*bundle, error) {
+// search runs a search and returns its page, or errTooLarge when the
+// page's Bundle would be larger than limit bytes.
+func (s *Service) search(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64) (*SearchPage, error) {
 	return s.scopedSearch(ctx, r, typ, params, strict, limit, nil)
 }
 
@@ -97,7 +162,7 @@ type searchScope struct {
 }
 
 // scopedSearch is search narrowed by sc (nil = none).
-func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64, sc *searchScope) (*bundle, error) {
+func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params url.Values, strict bool, limit int64, sc *searchScope) (*SearchPage, error) {
 	params = cloneValues(params)
 	snapshot := params.Get(SnapshotParam)
 	delete(params, SnapshotParam)
@@ -123,16 +188,16 @@ func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params
 	if err != nil {
 		return nil, err
 	}
-	return s.searchBundle(typ, req, &q, res, limit, sc)
+	return s.searchPage(typ, req, &q, res, limit, sc)
 }
 
-// searchBundle renders a search result, or returns errTooLarge as soon as
-// the Bundle grows past limit bytes (before subsetting the rest).
-func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, res *store.SearchResult, limit int64, sc *searchScope) (*bundle, error) {
-	b := s.newBundle("searchset")
+// searchPage builds the page of a search result, or returns errTooLarge as
+// soon as its Bundle grows past limit bytes (before subsetting the rest).
+// The page takes over res's resources.
+func (s *Service) searchPage(typ string, req *search.Request, q *store.Query, res *store.SearchResult, limit int64, sc *searchScope) (*SearchPage, error) {
+	p := &SearchPage{Total: -1, Timestamp: s.timestamp(), base: s.base}
 	if q.Total != store.TotalNone && res.Total >= 0 {
-		t := res.Total
-		b.Total = &t
+		p.Total = res.Total
 	}
 	path := s.base
 	if typ != "" {
@@ -163,10 +228,10 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 		if rel != "self" {
 			v.Set("_count", strconv.Itoa(q.Count))
 		}
-		b.Link = append(b.Link, bundleLink{Relation: rel, URL: withQuery(path, v)})
+		p.Links = append(p.Links, Link{Relation: rel, URL: withQuery(path, v)})
 	}
 	links := func(more bool, next int) {
-		b.Link = b.Link[:0]
+		p.Links = p.Links[:0]
 		link("self", q.Offset)
 		if q.Count > 0 {
 			if q.Offset > 0 || more {
@@ -184,18 +249,16 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 	// be cut short and need one.
 	links(res.HasMore || fit && len(res.Matches) > 1, q.Offset+q.Count)
 	if len(req.Warnings) > 0 || len(req.Ignored) > 0 {
-		var issues []outcome.Issue
 		for _, w := range req.Warnings {
-			issues = append(issues, outcome.Issue{Severity: "warning", Code: "processing", Diagnostics: w})
+			p.Issues = append(p.Issues, outcome.Issue{Severity: "warning", Code: "processing", Diagnostics: w})
 		}
 		if len(req.Warnings) == 0 {
 			for _, k := range req.Ignored {
-				issues = append(issues, outcome.Issue{Severity: "warning", Code: "not-supported", Diagnostics: "parameter " + k + " was ignored"})
+				p.Issues = append(p.Issues, outcome.Issue{Severity: "warning", Code: "not-supported", Diagnostics: "parameter " + k + " was ignored"})
 			}
 		}
-		b.Entry = append(b.Entry, &bundleEntry{Resource: marshalJSON(outcome.Resource(issues)), Search: &entrySearch{Mode: "outcome"}})
 	}
-	size := b.size()
+	size := p.size()
 	if size > limit {
 		return nil, errTooLarge
 	}
@@ -204,31 +267,34 @@ func (s *Service) searchBundle(typ string, req *search.Request, q *store.Query, 
 		if err != nil {
 			return err
 		}
-		e := &bundleEntry{FullURL: s.fullURL(r.Type, r.ID), Resource: body, Search: &entrySearch{Mode: mode}}
-		if size += e.size() + 1; size > limit {
+		r.Body = body
+		if size += p.entrySize(r, mode) + 1; size > limit {
 			return errTooLarge
 		}
-		b.Entry = append(b.Entry, e)
 		return nil
 	}
-	if req.Summary != "count" {
-		for i := range res.Matches {
-			if err := add(&res.Matches[i], "match"); err != nil {
-				if fit && i > 0 && errors.Is(err, errTooLarge) && len(res.Included) == 0 {
-					links(true, q.Offset+i)
-					return b, nil
-				}
-				return nil, err
+	if req.Summary == "count" {
+		return p, nil
+	}
+	for i := range res.Matches {
+		if err := add(&res.Matches[i], "match"); err != nil {
+			if fit && i > 0 && errors.Is(err, errTooLarge) && len(res.Included) == 0 {
+				links(true, q.Offset+i)
+				p.Matches = res.Matches[:i:i]
+				return p, nil
 			}
-		}
-		if fit {
-			links(res.HasMore, q.Offset+q.Count)
-		}
-		for i := range res.Included {
-			if err := add(&res.Included[i], "include"); err != nil {
-				return nil, err
-			}
+			return nil, err
 		}
 	}
-	return b, nil
+	p.Matches = res.Matches
+	if fit {
+		links(res.HasMore, q.Offset+q.Count)
+	}
+	for i := range res.Included {
+		if err := add(&res.Included[i], "include"); err != nil {
+			return nil, err
+		}
+	}
+	p.Included = res.Included
+	return p, nil
 }

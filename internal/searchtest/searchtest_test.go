@@ -137,7 +137,7 @@ func (e *env) search(t *testing.T, typ, query string, strict bool) (*result, err
 	if err != nil {
 		return nil, err
 	}
-	return parseBundle(t, typ, res.Body), nil
+	return parseBundle(t, typ, res.JSON()), nil
 }
 
 func parseBundle(t *testing.T, typ string, body []byte) *result {
