@@ -96,7 +96,7 @@ func plans(t *testing.T, svc *resource.Service, pid string) []string {
 		var b struct {
 			Entry []json.RawMessage `json:"entry"`
 		}
-		_ = json.Unmarshal(res.Body, &b)
+		_ = json.Unmarshal(res.JSON(), &b)
 		t.Logf("%s?%s: %d entries, %v (with EXPLAIN)", s.typ, s.query, len(b.Entry), time.Since(start))
 		out = append(out, s.typ+"?"+s.query+"\n"+strings.Join(p.Steps(), "\n--\n"))
 	}
@@ -173,7 +173,7 @@ func firstPatient(t *testing.T, svc *resource.Service) string {
 			Resource struct{ ID string } `json:"resource"`
 		} `json:"entry"`
 	}
-	if err := json.Unmarshal(res.Body, &b); err != nil || len(b.Entry) == 0 {
+	if err := json.Unmarshal(res.JSON(), &b); err != nil || len(b.Entry) == 0 {
 		t.Fatalf("no patient: %v", err)
 	}
 	return b.Entry[0].Resource.ID
