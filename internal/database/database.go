@@ -76,7 +76,7 @@ func SQLitePath(databaseURL string) (string, error) {
 // user, password or query parameters). It does not touch the file system.
 func Location(databaseURL, dataDir string) string {
 	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+	case IsPostgresURL(databaseURL):
 		u, err := url.Parse(databaseURL)
 		if err != nil {
 			return "postgres (unparseable URL)"
