@@ -20,9 +20,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
+	"github.com/lapis-health/lapis/internal/migrate"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
 )
@@ -96,7 +96,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	if err := migrate(ctx, w); err != nil {
+	if err := migrateSchema(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
 	}
@@ -159,36 +159,15 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// migrate applies the embedded goose migrations. Several processes may
-// migrate the same file at once: the migration transactions serialise on
-// the SQLite write lock, and a process that loses the race sees the
-// migration fail and then finds nothing pending.
-func migrate(ctx context.Context, db *sql.DB) error {
+// migrateSchema applies the embedded goose migrations (migrate.UpDir:
+// processes migrating the same file at once serialise on the SQLite write
+// lock, and one that loses the race finds nothing pending).
+func migrateSchema(ctx context.Context, db *sql.DB) error {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	var last error
-	for attempt := 0; attempt < 5; attempt++ {
-		p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys)
-		if err != nil {
-			return err
-		}
-		_, err = p.Up(ctx)
-		if err == nil {
-			return nil
-		}
-		last = err
-		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
-		}
-	}
-	return last
+	return migrate.UpDir(ctx, db, fsys, false, "", 0)
 }
 
 // Close closes both connection pools.
