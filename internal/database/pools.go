@@ -62,7 +62,7 @@ func OpenPools(databaseURL, dataDir string, o PoolOptions) (Pools, error) {
 	for _, p := range o.SQLiteWriterPragmas {
 		wx = append(wx, "_pragma", p)
 	}
-	w, err := sql.Open("sqlite", sqliteDSN(path, wx...))
+	w, err := sql.Open("sqlite", SQLiteDSN(path, wx...))
 	if err != nil {
 		return Pools{}, fmt.Errorf("database: %w", err)
 	}
@@ -70,7 +70,7 @@ func OpenPools(databaseURL, dataDir string, o PoolOptions) (Pools, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxIdleTime(0)
 	w.SetConnMaxLifetime(0)
-	r, err := sql.Open("sqlite", sqliteDSN(path, "_pragma", "query_only(1)"))
+	r, err := sql.Open("sqlite", SQLiteDSN(path, "_pragma", "query_only(1)"))
 	if err != nil {
 		w.Close()
 		return Pools{}, fmt.Errorf("database: %w", err)
@@ -94,9 +94,11 @@ func (p Pools) Close() error {
 	return err
 }
 
-// sqliteDSN is the data source name of the SQLite file at path with the
-// common pragmas and the extra query parameters (name, value pairs).
-func sqliteDSN(path string, extra ...string) string {
+// SQLiteDSN is the modernc.org/sqlite data source name of the file at path
+// with the pragmas every Lapis connection uses (a 10 s busy timeout, WAL,
+// synchronous NORMAL) and then the extra query parameters (name, value
+// pairs, e.g. "_pragma", "query_only(1)").
+func SQLiteDSN(path string, extra ...string) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")

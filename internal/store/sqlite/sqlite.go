@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"runtime"
 	"sync"
@@ -22,6 +21,7 @@ import (
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/migrate"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
@@ -69,19 +69,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return OpenWith(ctx, path, Options{})
 }
 
+// dsn is database.SQLiteDSN with the FHIR store's own pragmas.
 func dsn(path string, extra ...string) string {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "cache_size(-32000)")
-	q.Add("_pragma", "mmap_size(268435456)")
-	q.Add("_pragma", "temp_store(MEMORY)")
-	for i := 0; i+1 < len(extra); i += 2 {
-		q.Add(extra[i], extra[i+1])
-	}
-	return "file:" + path + "?" + q.Encode()
+	return database.SQLiteDSN(path, append([]string{
+		"_pragma", "foreign_keys(1)",
+		"_pragma", "cache_size(-32000)",
+		"_pragma", "mmap_size(268435456)",
+		"_pragma", "temp_store(MEMORY)",
+	}, extra...)...)
 }
 
 // OpenWith is Open with options.
