@@ -48,29 +48,23 @@ func rateLimitAttrs(r authdb.RateLimit) []slog.Attr {
 // per-client limit); every running server applies it within one poll of
 // the revocation log (~250 ms).
 func (s *Service) SetClientRateLimit(ctx context.Context, id string, req api.RateLimit) (*api.RateLimit, error) {
-	a, err := s.actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	r, err := checkRateLimit(req)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.st.SetClientRateLimit(ctx, id, r); errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "client"}
-	} else if err != nil {
-		return nil, err
-	}
-	if err := s.done(ctx, a, change{action: "set_client_rate_limit", targets: []string{id},
-		attrs: append([]slog.Attr{slog.String("client_id", id)}, rateLimitAttrs(r)...)}); err != nil {
-		return nil, err
-	}
-	return rateLimitAnswer(r), nil
+	return s.setRateLimit(ctx, req, "client", func(ctx context.Context, r authdb.RateLimit) error {
+		return s.st.SetClientRateLimit(ctx, id, r)
+	}, change{action: "set_client_rate_limit", targets: []string{id}, attrs: []slog.Attr{slog.String("client_id", id)}})
 }
 
 // SetAPIKeyRateLimit replaces the API key id's own rate limit; see
 // SetClientRateLimit.
 func (s *Service) SetAPIKeyRateLimit(ctx context.Context, id string, req api.RateLimit) (*api.RateLimit, error) {
+	return s.setRateLimit(ctx, req, "api key", func(ctx context.Context, r authdb.RateLimit) error {
+		return s.st.SetAPIKeyRateLimit(ctx, id, r)
+	}, change{action: "set_apikey_rate_limit", targets: []string{id}, attrs: []slog.Attr{slog.String("key_id", id)}, keys: []string{id}})
+}
+
+// setRateLimit checks req, stores it with set (authdb.ErrNotFound is a
+// NotFoundError for what) and records ch, with the limit's attributes
+// appended, in the change log.
+func (s *Service) setRateLimit(ctx context.Context, req api.RateLimit, what string, set func(context.Context, authdb.RateLimit) error, ch change) (*api.RateLimit, error) {
 	a, err := s.actor(ctx)
 	if err != nil {
 		return nil, err
@@ -79,13 +73,13 @@ func (s *Service) SetAPIKeyRateLimit(ctx context.Context, id string, req api.Rat
 	if err != nil {
 		return nil, err
 	}
-	if err := s.st.SetAPIKeyRateLimit(ctx, id, r); errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "api key"}
+	if err := set(ctx, r); errors.Is(err, authdb.ErrNotFound) {
+		return nil, &NotFoundError{What: what}
 	} else if err != nil {
 		return nil, err
 	}
-	if err := s.done(ctx, a, change{action: "set_apikey_rate_limit", targets: []string{id},
-		attrs: append([]slog.Attr{slog.String("key_id", id)}, rateLimitAttrs(r)...), keys: []string{id}}); err != nil {
+	ch.attrs = append(ch.attrs, rateLimitAttrs(r)...)
+	if err := s.done(ctx, a, ch); err != nil {
 		return nil, err
 	}
 	return rateLimitAnswer(r), nil

@@ -39,7 +39,7 @@ var aboveEdge = []string{
 var allowed = []string{"internal/oauth/token"}
 
 // leaves import no other package of the module.
-var leaves = []string{"internal/principal", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store"}
+var leaves = []string{"internal/principal", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid"}
 
 // TestDependencyDirections runs go list -deps on the gateway,
 // authentication and audit packages, and on the storage below the FHIR
@@ -83,7 +83,7 @@ func TestDependencyDirections(t *testing.T) {
 }
 
 // TestLeafPackages checks that the shared leaves (who is calling, the
-// access-token claims, the database names, the store contract) import
+// access-token claims, the database names, the store contract, FHIR ids) import
 // nothing of the module, so every layer may use them.
 func TestLeafPackages(t *testing.T) {
 	g := importGraph(t, leaves)

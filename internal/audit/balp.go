@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirid"
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 )
 
@@ -296,18 +297,7 @@ func validRef(s string) bool {
 }
 
 // validID reports whether s is a FHIR id ([A-Za-z0-9\-\.]{1,64}).
-func validID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
+func validID(s string) bool { return fhirid.Valid(s) }
 
 // safeToken keeps the characters of a uri segment that cannot break it.
 func safeToken(s string) string {

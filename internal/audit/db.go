@@ -6,16 +6,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"github.com/lapis-health/lapis/internal/migrate"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
-
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/migrate"
 )
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
@@ -61,53 +56,18 @@ type DB struct {
 // OpenDB opens the chain table in the database named by databaseURL (the
 // rules of backend.Open) and applies its migrations.
 func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
-	d := &DB{}
-	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		db, err := sql.Open("pgx", databaseURL)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		db.SetMaxOpenConns(4)
-		db.SetMaxIdleConns(4)
-		d.db, d.r, d.postgres = db, db, true
-	default:
-		path, err := database.SQLiteFilePath(databaseURL, dataDir)
-		if err != nil {
-			return nil, err
-		}
-		q := url.Values{}
-		q.Add("_pragma", "busy_timeout(10000)")
-		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "synchronous(NORMAL)")
-		q.Add("_txlock", "immediate")
-		// Like the FHIR store's writer, never checkpoint on the commit
-		// path: the store's background checkpointer does it (a write's
-		// response waits for this connection's commits).
-		w := url.Values{}
-		for k, v := range q {
-			w[k] = v
-		}
-		w.Add("_pragma", "wal_autocheckpoint(0)")
-		db, err := sql.Open("sqlite", "file:"+path+"?"+w.Encode())
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		db.SetMaxOpenConns(1)
-		db.SetMaxIdleConns(1)
-		db.SetConnMaxIdleTime(0)
-		db.SetConnMaxLifetime(0)
-		q.Del("_txlock")
-		q.Add("_pragma", "query_only(1)")
-		r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-		if err != nil {
-			db.Close()
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		r.SetMaxOpenConns(2)
-		r.SetMaxIdleConns(2)
-		d.db, d.r = db, r
+	// Like the FHIR store's writer, the SQLite writer never checkpoints
+	// on the commit path: the store's background checkpointer does it (a
+	// write's response waits for this connection's commits).
+	p, err := database.OpenPools(databaseURL, dataDir, database.PoolOptions{
+		PostgresConns:       4,
+		SQLiteReaders:       2,
+		SQLiteWriterPragmas: []string{"wal_autocheckpoint(0)"},
+	})
+	if err != nil {
+		return nil, err
 	}
+	d := &DB{db: p.W, r: p.R, postgres: p.Postgres}
 	if err := d.migrate(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("audit: migrate: %w", err)
@@ -135,22 +95,7 @@ func (d *DB) SQL() *sql.DB { return d.db }
 func (d *DB) Postgres() bool { return d.postgres }
 
 // q rewrites ? placeholders to $n on PostgreSQL.
-func (d *DB) q(s string) string {
-	if !d.postgres {
-		return s
-	}
-	var sb strings.Builder
-	n := 0
-	for _, c := range s {
-		if c == '?' {
-			n++
-			sb.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		sb.WriteRune(c)
-	}
-	return sb.String()
-}
+func (d *DB) q(s string) string { return database.Rebind(d.postgres, s) }
 
 // StartChain registers a new chain.
 func (d *DB) StartChain(ctx context.Context, chain, host string, at time.Time) error {

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -54,24 +52,6 @@ type Launch struct {
 	Expires time.Time
 }
 
-// ph rewrites ? placeholders to $n for PostgreSQL.
-func (d *DB) ph(s string) string {
-	if !d.postgres {
-		return s
-	}
-	var sb strings.Builder
-	n := 0
-	for _, c := range s {
-		if c == '?' {
-			n++
-			sb.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		sb.WriteRune(c)
-	}
-	return sb.String()
-}
-
 // maybePrune deletes expired sessions, requests, launches and login
 // failures now and then (best effort, about one call in 64).
 func (d *DB) maybePrune(ctx context.Context, now time.Time) {
@@ -84,9 +64,9 @@ func (d *DB) maybePrune(ctx context.Context, now time.Time) {
 		"DELETE FROM oauth_authz_request WHERE expires_at < ?",
 		"DELETE FROM oauth_launch WHERE expires_at < ?",
 	} {
-		_, _ = d.w.ExecContext(ctx, d.ph(q), cut)
+		_, _ = d.w.ExecContext(ctx, d.rebind(q), cut)
 	}
-	_, _ = d.w.ExecContext(ctx, d.ph("DELETE FROM oauth_login_failure WHERE at < ?"), now.Add(-24*time.Hour).Unix())
+	_, _ = d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_login_failure WHERE at < ?"), now.Add(-24*time.Hour).Unix())
 }
 
 const accountCols = "subject, username, password_hash, fhir_user, created_at"
@@ -107,7 +87,7 @@ func (d *DB) CreateAccount(ctx context.Context, a *Account) error {
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = time.Now()
 	}
-	res, err := d.w.ExecContext(ctx, d.ph("INSERT INTO oauth_account ("+accountCols+") VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+	res, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_account ("+accountCols+") VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 		a.Subject, a.Username, a.PasswordHash, a.FHIRUser, a.CreatedAt.Unix())
 	if err != nil {
 		return fmt.Errorf("authdb: create account: %w", err)
@@ -119,7 +99,7 @@ func (d *DB) CreateAccount(ctx context.Context, a *Account) error {
 }
 
 func (d *DB) oneAccount(ctx context.Context, where, arg string) (*Account, error) {
-	a, err := scanAccount(d.r.QueryRowContext(ctx, d.ph("SELECT "+accountCols+" FROM oauth_account WHERE "+where+" = ?"), arg))
+	a, err := scanAccount(d.r.QueryRowContext(ctx, d.rebind("SELECT "+accountCols+" FROM oauth_account WHERE "+where+" = ?"), arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -169,14 +149,14 @@ func (d *DB) DeleteAccount(ctx context.Context, username string) error {
 		return fmt.Errorf("authdb: delete account: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, d.ph("DELETE FROM oauth_account WHERE subject = ?"), a.Subject)
+	res, err := tx.ExecContext(ctx, d.rebind("DELETE FROM oauth_account WHERE subject = ?"), a.Subject)
 	if err != nil {
 		return fmt.Errorf("authdb: delete account: %w", err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return ErrNotFound
 	}
-	if _, err := tx.ExecContext(ctx, d.ph("DELETE FROM oauth_session WHERE subject = ?"), a.Subject); err != nil {
+	if _, err := tx.ExecContext(ctx, d.rebind("DELETE FROM oauth_session WHERE subject = ?"), a.Subject); err != nil {
 		return fmt.Errorf("authdb: delete account sessions: %w", err)
 	}
 	return tx.Commit()
@@ -185,7 +165,7 @@ func (d *DB) DeleteAccount(ctx context.Context, username string) error {
 // RecordLoginFailure records a failed login for key at time at.
 func (d *DB) RecordLoginFailure(ctx context.Context, key string, at time.Time) error {
 	d.maybePrune(ctx, at)
-	if _, err := d.w.ExecContext(ctx, d.ph("INSERT INTO oauth_login_failure (key, at) VALUES (?, ?)"), key, at.Unix()); err != nil {
+	if _, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_login_failure (key, at) VALUES (?, ?)"), key, at.Unix()); err != nil {
 		return fmt.Errorf("authdb: record login failure: %w", err)
 	}
 	return nil
@@ -194,7 +174,7 @@ func (d *DB) RecordLoginFailure(ctx context.Context, key string, at time.Time) e
 // LoginFailures counts the failed logins recorded for key since since.
 func (d *DB) LoginFailures(ctx context.Context, key string, since time.Time) (int, error) {
 	var n int
-	if err := d.r.QueryRowContext(ctx, d.ph("SELECT COUNT(*) FROM oauth_login_failure WHERE key = ? AND at >= ?"), key, since.Unix()).Scan(&n); err != nil {
+	if err := d.r.QueryRowContext(ctx, d.rebind("SELECT COUNT(*) FROM oauth_login_failure WHERE key = ? AND at >= ?"), key, since.Unix()).Scan(&n); err != nil {
 		return 0, fmt.Errorf("authdb: count login failures: %w", err)
 	}
 	return n, nil
@@ -202,7 +182,7 @@ func (d *DB) LoginFailures(ctx context.Context, key string, since time.Time) (in
 
 // ClearLoginFailures forgets the failed logins of key (after a success).
 func (d *DB) ClearLoginFailures(ctx context.Context, key string) error {
-	if _, err := d.w.ExecContext(ctx, d.ph("DELETE FROM oauth_login_failure WHERE key = ?"), key); err != nil {
+	if _, err := d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_login_failure WHERE key = ?"), key); err != nil {
 		return fmt.Errorf("authdb: clear login failures: %w", err)
 	}
 	return nil
@@ -213,7 +193,7 @@ const sessionCols = "sid, subject, csrf, auth_time, expires_at"
 // CreateSession stores a session under the hash of its cookie value.
 func (d *DB) CreateSession(ctx context.Context, tokenHash []byte, s *Session) error {
 	d.maybePrune(ctx, time.Now())
-	_, err := d.w.ExecContext(ctx, d.ph("INSERT INTO oauth_session (token_hash, "+sessionCols+") VALUES (?, ?, ?, ?, ?, ?)"),
+	_, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_session (token_hash, "+sessionCols+") VALUES (?, ?, ?, ?, ?, ?)"),
 		hex.EncodeToString(tokenHash), s.ID, s.Subject, s.CSRF, unixOrZero(s.AuthTime), s.Expires.Unix())
 	if err != nil {
 		return fmt.Errorf("authdb: create session: %w", err)
@@ -226,7 +206,7 @@ func (d *DB) CreateSession(ctx context.Context, tokenHash []byte, s *Session) er
 func (d *DB) SessionByToken(ctx context.Context, tokenHash []byte, now time.Time) (*Session, error) {
 	var s Session
 	var auth, exp int64
-	err := d.r.QueryRowContext(ctx, d.ph("SELECT "+sessionCols+" FROM oauth_session WHERE token_hash = ? AND expires_at > ?"),
+	err := d.r.QueryRowContext(ctx, d.rebind("SELECT "+sessionCols+" FROM oauth_session WHERE token_hash = ? AND expires_at > ?"),
 		hex.EncodeToString(tokenHash), now.Unix()).Scan(&s.ID, &s.Subject, &s.CSRF, &auth, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -246,7 +226,7 @@ func (d *DB) SessionByToken(ctx context.Context, tokenHash []byte, now time.Time
 // together (at login, against session fixation). It returns ErrNotFound if
 // the old session is gone.
 func (d *DB) RotateSession(ctx context.Context, oldHash, newHash []byte, s *Session) error {
-	res, err := d.w.ExecContext(ctx, d.ph("UPDATE oauth_session SET token_hash = ?, subject = ?, csrf = ?, auth_time = ?, expires_at = ? WHERE token_hash = ? AND sid = ?"),
+	res, err := d.w.ExecContext(ctx, d.rebind("UPDATE oauth_session SET token_hash = ?, subject = ?, csrf = ?, auth_time = ?, expires_at = ? WHERE token_hash = ? AND sid = ?"),
 		hex.EncodeToString(newHash), s.Subject, s.CSRF, unixOrZero(s.AuthTime), s.Expires.Unix(), hex.EncodeToString(oldHash), s.ID)
 	if err != nil {
 		return fmt.Errorf("authdb: rotate session: %w", err)
@@ -259,7 +239,7 @@ func (d *DB) RotateSession(ctx context.Context, oldHash, newHash []byte, s *Sess
 
 // DeleteSession ends the session stored under tokenHash.
 func (d *DB) DeleteSession(ctx context.Context, tokenHash []byte) error {
-	if _, err := d.w.ExecContext(ctx, d.ph("DELETE FROM oauth_session WHERE token_hash = ?"), hex.EncodeToString(tokenHash)); err != nil {
+	if _, err := d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_session WHERE token_hash = ?"), hex.EncodeToString(tokenHash)); err != nil {
 		return fmt.Errorf("authdb: delete session: %w", err)
 	}
 	return nil
@@ -268,7 +248,7 @@ func (d *DB) DeleteSession(ctx context.Context, tokenHash []byte) error {
 // SaveAuthzRequest stores (or replaces) an authorization request in
 // progress, bound to session sid, under the hash of its id.
 func (d *DB) SaveAuthzRequest(ctx context.Context, idHash []byte, sid string, data []byte, expires time.Time) error {
-	_, err := d.w.ExecContext(ctx, d.ph("INSERT INTO oauth_authz_request (id_hash, sid, data, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET sid = excluded.sid, data = excluded.data, expires_at = excluded.expires_at"),
+	_, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_authz_request (id_hash, sid, data, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (id_hash) DO UPDATE SET sid = excluded.sid, data = excluded.data, expires_at = excluded.expires_at"),
 		hex.EncodeToString(idHash), sid, string(data), expires.Unix())
 	if err != nil {
 		return fmt.Errorf("authdb: save authorization request: %w", err)
@@ -280,7 +260,7 @@ func (d *DB) SaveAuthzRequest(ctx context.Context, idHash []byte, sid string, da
 // idHash and the session it is bound to, or ErrNotFound.
 func (d *DB) AuthzRequest(ctx context.Context, idHash []byte, now time.Time) (sid string, data []byte, err error) {
 	var s string
-	err = d.r.QueryRowContext(ctx, d.ph("SELECT sid, data FROM oauth_authz_request WHERE id_hash = ? AND expires_at > ?"),
+	err = d.r.QueryRowContext(ctx, d.rebind("SELECT sid, data FROM oauth_authz_request WHERE id_hash = ? AND expires_at > ?"),
 		hex.EncodeToString(idHash), now.Unix()).Scan(&sid, &s)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil, ErrNotFound
@@ -297,7 +277,7 @@ func (d *DB) AuthzRequest(ctx context.Context, idHash []byte, now time.Time) (si
 func (d *DB) ConsumeAuthzRequest(ctx context.Context, idHash []byte, now time.Time) (sid string, data []byte, err error) {
 	var s string
 	var exp int64
-	err = d.w.QueryRowContext(ctx, d.ph("DELETE FROM oauth_authz_request WHERE id_hash = ? RETURNING sid, data, expires_at"),
+	err = d.w.QueryRowContext(ctx, d.rebind("DELETE FROM oauth_authz_request WHERE id_hash = ? RETURNING sid, data, expires_at"),
 		hex.EncodeToString(idHash)).Scan(&sid, &s, &exp)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && exp <= now.Unix()) {
 		return "", nil, ErrNotFound
@@ -312,7 +292,7 @@ func (d *DB) ConsumeAuthzRequest(ctx context.Context, idHash []byte, now time.Ti
 // value.
 func (d *DB) SaveLaunch(ctx context.Context, idHash []byte, l *Launch) error {
 	d.maybePrune(ctx, time.Now())
-	_, err := d.w.ExecContext(ctx, d.ph("INSERT INTO oauth_launch (id_hash, client_id, subject, patient, encounter, expires_at) VALUES (?, ?, ?, ?, ?, ?)"),
+	_, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_launch (id_hash, client_id, subject, patient, encounter, expires_at) VALUES (?, ?, ?, ?, ?, ?)"),
 		hex.EncodeToString(idHash), l.ClientID, l.Subject, l.Patient, l.Encounter, l.Expires.Unix())
 	if err != nil {
 		return fmt.Errorf("authdb: save launch: %w", err)
@@ -327,7 +307,7 @@ func (d *DB) SaveLaunch(ctx context.Context, idHash []byte, l *Launch) error {
 func (d *DB) ConsumeLaunch(ctx context.Context, idHash []byte, now time.Time) (*Launch, error) {
 	var l Launch
 	var exp int64
-	err := d.w.QueryRowContext(ctx, d.ph("DELETE FROM oauth_launch WHERE id_hash = ? RETURNING client_id, subject, patient, encounter, expires_at"),
+	err := d.w.QueryRowContext(ctx, d.rebind("DELETE FROM oauth_launch WHERE id_hash = ? RETURNING client_id, subject, patient, encounter, expires_at"),
 		hex.EncodeToString(idHash)).Scan(&l.ClientID, &l.Subject, &l.Patient, &l.Encounter, &exp)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && exp <= now.Unix()) {
 		return nil, ErrNotFound

@@ -147,27 +147,5 @@ func (d *DB) RevokeGrants(ctx context.Context, f GrantFilter, now time.Time) (in
 		return d.RevokeClientGrants(ctx, f.ClientID, f.Subject, now)
 	}
 	q, args := grantWhere("SELECT family_id FROM oauth_token_family WHERE revoked_at IS NULL", nil, f, "")
-	rows, err := d.w.QueryContext(ctx, d.rebind(q), args...)
-	if err != nil {
-		return 0, fmt.Errorf("authdb: revoke grants: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("authdb: revoke grants: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("authdb: revoke grants: %w", err)
-	}
-	for _, id := range ids {
-		if err := d.RevokeFamily(ctx, id, now); err != nil {
-			return 0, err
-		}
-	}
-	return len(ids), nil
+	return d.revokeFamilies(ctx, now, q, args...)
 }

@@ -105,7 +105,7 @@ func (d *DB) insertAPIKey(ctx context.Context, ex interface {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	_, err := ex.ExecContext(ctx, d.ph("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err := ex.ExecContext(ctx, d.rebind("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		k.ID, k.Name, hex.EncodeToString(k.Hash), k.Prefix, strings.Join(k.Scopes, " "), k.Patient, strings.Join(k.AllowIPs, " "),
 		k.CreatedAt.Unix(), nullUnix(k.ExpiresAt), nullUnix(k.RevokedAt), nullUnix(k.LastUsedAt), k.ReplacedBy, k.Owner, k.RateLimit.Limit, k.RateLimit.Burst)
 	if err != nil {
@@ -122,7 +122,7 @@ func (d *DB) CreateAPIKey(ctx context.Context, k *APIKey) error {
 // APIKeyByHash returns the key whose SHA-256 is hash, or ErrNotFound. It
 // returns revoked and expired keys too: the caller checks Valid.
 func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, error) {
-	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.ph("SELECT "+apiKeyCols+" FROM api_key WHERE key_hash = ?"), hex.EncodeToString(hash)))
+	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE key_hash = ?"), hex.EncodeToString(hash)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -134,7 +134,7 @@ func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, error) {
 
 // APIKey returns the key with id, or ErrNotFound.
 func (d *DB) APIKey(ctx context.Context, id string) (*APIKey, error) {
-	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.ph("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), id))
+	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -157,7 +157,7 @@ func (d *DB) APIKeysBy(ctx context.Context, f APIKeyFilter) ([]APIKey, error) {
 	if f.Owner != "" {
 		q, args = q+" WHERE owner = ?", append(args, f.Owner)
 	}
-	rows, err := d.r.QueryContext(ctx, d.ph(q+" ORDER BY created_at, id"), args...)
+	rows, err := d.r.QueryContext(ctx, d.rebind(q+" ORDER BY created_at, id"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("authdb: list api keys: %w", err)
 	}
@@ -182,7 +182,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 		return fmt.Errorf("authdb: revoke api key: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, d.ph("UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"), now.Unix(), id)
+	res, err := tx.ExecContext(ctx, d.rebind("UPDATE api_key SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"), now.Unix(), id)
 	if err != nil {
 		return fmt.Errorf("authdb: revoke api key: %w", err)
 	}
@@ -215,7 +215,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 		return fmt.Errorf("authdb: rotate api key: %w", err)
 	}
 	defer tx.Rollback()
-	old, err := scanAPIKey(tx.QueryRowContext(ctx, d.ph("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), oldID))
+	old, err := scanAPIKey(tx.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), oldID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
@@ -232,7 +232,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if !old.ExpiresAt.IsZero() && old.ExpiresAt.Before(oldUntil) {
 		oldUntil = old.ExpiresAt
 	}
-	res, err := tx.ExecContext(ctx, d.ph("UPDATE api_key SET expires_at = ?, replaced_by = ? WHERE id = ? AND replaced_by = '' AND revoked_at IS NULL"), oldUntil.Unix(), next.ID, oldID)
+	res, err := tx.ExecContext(ctx, d.rebind("UPDATE api_key SET expires_at = ?, replaced_by = ? WHERE id = ? AND replaced_by = '' AND revoked_at IS NULL"), oldUntil.Unix(), next.ID, oldID)
 	if err != nil {
 		return fmt.Errorf("authdb: rotate api key: %w", err)
 	}
@@ -257,7 +257,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 // at-minInterval is already recorded (so busy keys cost at most one write
 // per interval, across instances too).
 func (d *DB) TouchAPIKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) error {
-	_, err := d.w.ExecContext(ctx, d.ph("UPDATE api_key SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)"),
+	_, err := d.w.ExecContext(ctx, d.rebind("UPDATE api_key SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)"),
 		at.Unix(), id, at.Add(-minInterval).Unix())
 	if err != nil {
 		return fmt.Errorf("authdb: touch api key: %w", err)

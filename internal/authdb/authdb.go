@@ -20,18 +20,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/lapis-health/lapis/internal/migrate"
-	"net/url"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
-
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/migrate"
 )
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
@@ -141,41 +136,14 @@ type DB struct {
 // backend.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
 // and applies its migrations.
 func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
-	d := &DB{}
-	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		db, err := sql.Open("pgx", databaseURL)
-		if err != nil {
-			return nil, fmt.Errorf("authdb: %w", err)
-		}
-		db.SetMaxOpenConns(max(8, 2*runtime.GOMAXPROCS(0)))
-		db.SetMaxIdleConns(max(8, 2*runtime.GOMAXPROCS(0)))
-		d.w, d.r, d.postgres = db, db, true
-	default:
-		path, err := database.SQLiteFilePath(databaseURL, dataDir)
-		if err != nil {
-			return nil, err
-		}
-		w, err := sql.Open("sqlite", sqliteDSN(path, "_txlock", "immediate"))
-		if err != nil {
-			return nil, fmt.Errorf("authdb: %w", err)
-		}
-		w.SetMaxOpenConns(1)
-		w.SetMaxIdleConns(1)
-		w.SetConnMaxIdleTime(0)
-		w.SetConnMaxLifetime(0)
-		r, err := sql.Open("sqlite", sqliteDSN(path, "_pragma", "query_only(1)"))
-		if err != nil {
-			w.Close()
-			return nil, fmt.Errorf("authdb: %w", err)
-		}
-		n := max(4, runtime.GOMAXPROCS(0))
-		r.SetMaxOpenConns(n)
-		r.SetMaxIdleConns(n)
-		r.SetConnMaxIdleTime(0)
-		r.SetConnMaxLifetime(0)
-		d.w, d.r = w, r
+	p, err := database.OpenPools(databaseURL, dataDir, database.PoolOptions{
+		PostgresConns: max(8, 2*runtime.GOMAXPROCS(0)),
+		SQLiteReaders: max(4, runtime.GOMAXPROCS(0)),
+	})
+	if err != nil {
+		return nil, err
 	}
+	d := &DB{w: p.W, r: p.R, postgres: p.Postgres}
 	if err := d.migrate(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("authdb: migrate: %w", err)
@@ -194,17 +162,6 @@ func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 		*p.stmt = st
 	}
 	return d, nil
-}
-
-func sqliteDSN(path string, extra ...string) string {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	for i := 0; i+1 < len(extra); i += 2 {
-		q.Add(extra[i], extra[i+1])
-	}
-	return "file:" + path + "?" + q.Encode()
 }
 
 func (d *DB) migrate(ctx context.Context) error {
@@ -232,6 +189,9 @@ func (d *DB) Close() error {
 // Postgres reports whether the store is on PostgreSQL.
 func (d *DB) Postgres() bool { return d.postgres }
 
+// rebind turns ? placeholders into $n for PostgreSQL.
+func (d *DB) rebind(s string) string { return database.Rebind(d.postgres, s) }
+
 // queries holds every statement, with placeholders for the dialect.
 type queries struct {
 	insertClient, getClient, listClients, deleteClient    string
@@ -244,22 +204,7 @@ type queries struct {
 const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at, owner, rate_limit, rate_limit_burst"
 
 func newQueries(pg bool) queries {
-	b := func(s string) string {
-		if !pg {
-			return s
-		}
-		var sb strings.Builder
-		n := 0
-		for _, c := range s {
-			if c == '?' {
-				n++
-				sb.WriteString("$" + strconv.Itoa(n))
-				continue
-			}
-			sb.WriteRune(c)
-		}
-		return sb.String()
-	}
+	b := func(s string) string { return database.Rebind(pg, s) }
 	return queries{
 		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 		getClient:     b("SELECT " + clientCols + " FROM oauth_client WHERE client_id = ?"),
@@ -343,7 +288,7 @@ func (d *DB) Clients(ctx context.Context) ([]Client, error) {
 func (d *DB) ClientsBy(ctx context.Context, f ClientFilter) ([]Client, error) {
 	q, args := d.q.listClients, []any(nil)
 	if f.Owner != "" {
-		q, args = d.ph("SELECT "+clientCols+" FROM oauth_client WHERE owner = ? ORDER BY created_at, client_id"), []any{f.Owner}
+		q, args = d.rebind("SELECT "+clientCols+" FROM oauth_client WHERE owner = ? ORDER BY created_at, client_id"), []any{f.Owner}
 	}
 	rows, err := d.r.QueryContext(ctx, q, args...)
 	if err != nil {

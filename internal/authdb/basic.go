@@ -16,7 +16,7 @@ func (d *DB) EnableBasic(ctx context.Context, clientID string, now time.Time) er
 	if _, err := d.Client(ctx, clientID); err != nil {
 		return err
 	}
-	if _, err := d.w.ExecContext(ctx, d.ph("INSERT INTO oauth_client_basic (client_id, enabled_at) VALUES (?, ?) ON CONFLICT DO NOTHING"), clientID, now.Unix()); err != nil {
+	if _, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_client_basic (client_id, enabled_at) VALUES (?, ?) ON CONFLICT DO NOTHING"), clientID, now.Unix()); err != nil {
 		return fmt.Errorf("authdb: enable basic: %w", err)
 	}
 	return nil
@@ -25,7 +25,7 @@ func (d *DB) EnableBasic(ctx context.Context, clientID string, now time.Time) er
 // DisableBasic turns HTTP Basic off for clientID (idempotent; an unknown
 // client is not an error, so a deleted client's row can be removed).
 func (d *DB) DisableBasic(ctx context.Context, clientID string) error {
-	if _, err := d.w.ExecContext(ctx, d.ph("DELETE FROM oauth_client_basic WHERE client_id = ?"), clientID); err != nil {
+	if _, err := d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_client_basic WHERE client_id = ?"), clientID); err != nil {
 		return fmt.Errorf("authdb: disable basic: %w", err)
 	}
 	return nil
@@ -34,7 +34,7 @@ func (d *DB) DisableBasic(ctx context.Context, clientID string) error {
 // BasicEnabled reports whether clientID may use HTTP Basic.
 func (d *DB) BasicEnabled(ctx context.Context, clientID string) (bool, error) {
 	var one int
-	err := d.r.QueryRowContext(ctx, d.ph("SELECT 1 FROM oauth_client_basic WHERE client_id = ?"), clientID).Scan(&one)
+	err := d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client_basic WHERE client_id = ?"), clientID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

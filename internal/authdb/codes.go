@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -24,24 +22,6 @@ const usedCodeRetention = 10 * time.Minute
 // pruneOneIn makes roughly one write in this many also delete expired
 // code, family and refresh rows (a stateless, best-effort schedule).
 const pruneOneIn = 128
-
-// rebind turns ? placeholders into $n for PostgreSQL.
-func (d *DB) rebind(s string) string {
-	if !d.postgres {
-		return s
-	}
-	var sb strings.Builder
-	n := 0
-	for _, c := range s {
-		if c == '?' {
-			n++
-			sb.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		sb.WriteRune(c)
-	}
-	return sb.String()
-}
 
 // SaveAuthCode stores an authorization code by its hash with the
 // serialized grant behind it, valid until expires.

@@ -47,16 +47,16 @@ func (d *DB) SetClientNetRules(ctx context.Context, r ClientNetRules) error {
 	}
 	defer tx.Rollback()
 	var one int
-	if err := tx.QueryRowContext(ctx, d.ph("SELECT 1 FROM oauth_client WHERE client_id = ?"), r.ClientID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+	if err := tx.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client WHERE client_id = ?"), r.ClientID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	} else if err != nil {
 		return fmt.Errorf("authdb: set network rules: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, d.ph("DELETE FROM oauth_client_netrules WHERE client_id = ?"), r.ClientID); err != nil {
+	if _, err := tx.ExecContext(ctx, d.rebind("DELETE FROM oauth_client_netrules WHERE client_id = ?"), r.ClientID); err != nil {
 		return fmt.Errorf("authdb: set network rules: %w", err)
 	}
 	if len(r.AllowIPs) > 0 || len(r.CORSOrigins) > 0 {
-		if _, err := tx.ExecContext(ctx, d.ph("INSERT INTO oauth_client_netrules (client_id, allow_ips, cors_origins, updated_at) VALUES (?, ?, ?, ?)"),
+		if _, err := tx.ExecContext(ctx, d.rebind("INSERT INTO oauth_client_netrules (client_id, allow_ips, cors_origins, updated_at) VALUES (?, ?, ?, ?)"),
 			r.ClientID, strings.Join(r.AllowIPs, " "), strings.Join(r.CORSOrigins, " "), time.Now().Unix()); err != nil {
 			return fmt.Errorf("authdb: set network rules: %w", err)
 		}
@@ -98,7 +98,7 @@ func (d *DB) ClientNetRules(ctx context.Context) ([]ClientNetRules, error) {
 func (d *DB) ClientNetRulesFor(ctx context.Context, clientID string) (ClientNetRules, error) {
 	r := ClientNetRules{ClientID: clientID}
 	var ips, origins sql.NullString
-	err := d.r.QueryRowContext(ctx, d.ph(`SELECT n.allow_ips, n.cors_origins FROM oauth_client c
+	err := d.r.QueryRowContext(ctx, d.rebind(`SELECT n.allow_ips, n.cors_origins FROM oauth_client c
 		LEFT JOIN oauth_client_netrules n ON n.client_id = c.client_id WHERE c.client_id = ?`), clientID).Scan(&ips, &origins)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound

@@ -53,7 +53,7 @@ func (d *DB) setRateLimit(ctx context.Context, q, kind, id string, r RateLimit) 
 		return fmt.Errorf("authdb: set rate limit: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, d.ph(q), r.Limit, r.Burst, id)
+	res, err := tx.ExecContext(ctx, d.rebind(q), r.Limit, r.Burst, id)
 	if err != nil {
 		return fmt.Errorf("authdb: set rate limit: %w", err)
 	}
@@ -85,7 +85,7 @@ func (d *DB) CredentialRateLimit(ctx context.Context, kind, id string) (RateLimi
 		return RateLimit{}, fmt.Errorf("authdb: unknown credential kind %q", kind)
 	}
 	var r RateLimit
-	err := d.r.QueryRowContext(ctx, d.ph(q), id).Scan(&r.Limit, &r.Burst)
+	err := d.r.QueryRowContext(ctx, d.rebind(q), id).Scan(&r.Limit, &r.Burst)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return RateLimit{}, fmt.Errorf("authdb: read rate limit: %w", err)
 	}

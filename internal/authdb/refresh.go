@@ -345,7 +345,13 @@ func (d *DB) revokeFamilyTx(ctx context.Context, tx *sql.Tx, familyID string, no
 // subject (a user withdrawing an app's access) and returns how many were
 // revoked.
 func (d *DB) RevokeClientGrants(ctx context.Context, clientID, subject string, now time.Time) (int, error) {
-	rows, err := d.w.QueryContext(ctx, d.rebind("SELECT family_id FROM oauth_token_family WHERE client_id = ? AND subject = ? AND revoked_at IS NULL"), clientID, subject)
+	return d.revokeFamilies(ctx, now, "SELECT family_id FROM oauth_token_family WHERE client_id = ? AND subject = ? AND revoked_at IS NULL", clientID, subject)
+}
+
+// revokeFamilies revokes (RevokeFamily) every token family whose id the
+// query q (with ? placeholders) selects and returns how many it revoked.
+func (d *DB) revokeFamilies(ctx context.Context, now time.Time, q string, args ...any) (int, error) {
+	rows, err := d.w.QueryContext(ctx, d.rebind(q), args...)
 	if err != nil {
 		return 0, fmt.Errorf("authdb: revoke grants: %w", err)
 	}

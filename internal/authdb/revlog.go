@@ -70,7 +70,7 @@ type revExecer interface {
 
 // logRevocation appends one entry (inside the revocation's transaction).
 func (d *DB) logRevocation(ctx context.Context, ex revExecer, kind, subject string, now time.Time) error {
-	if _, err := ex.ExecContext(ctx, d.ph("INSERT INTO oauth_revocation_log (kind, subject, created_at) VALUES (?, ?, ?)"),
+	if _, err := ex.ExecContext(ctx, d.rebind("INSERT INTO oauth_revocation_log (kind, subject, created_at) VALUES (?, ?, ?)"),
 		kind, subject, now.Unix()); err != nil {
 		return fmt.Errorf("authdb: revocation log: %w", err)
 	}
@@ -83,7 +83,7 @@ func (d *DB) logFamilyRevocation(ctx context.Context, ex revExecer, familyID str
 	if err := d.logRevocation(ctx, ex, RevFamily, familyID, now); err != nil {
 		return err
 	}
-	if _, err := ex.ExecContext(ctx, d.ph("INSERT INTO oauth_revocation_log (kind, subject, created_at) SELECT 'token', jti, ? FROM oauth_family_access WHERE family_id = ? AND expires_at > ?"),
+	if _, err := ex.ExecContext(ctx, d.rebind("INSERT INTO oauth_revocation_log (kind, subject, created_at) SELECT 'token', jti, ? FROM oauth_family_access WHERE family_id = ? AND expires_at > ?"),
 		now.Unix(), familyID, now.Unix()); err != nil {
 		return fmt.Errorf("authdb: revocation log: %w", err)
 	}
@@ -93,7 +93,7 @@ func (d *DB) logFamilyRevocation(ctx context.Context, ex revExecer, familyID str
 // RevocationsSince returns up to limit log entries with seq > after, in
 // seq order.
 func (d *DB) RevocationsSince(ctx context.Context, after int64, limit int) ([]RevEntry, error) {
-	rows, err := d.r.QueryContext(ctx, d.ph("SELECT seq, kind, subject, created_at FROM oauth_revocation_log WHERE seq > ? ORDER BY seq LIMIT ?"), after, limit)
+	rows, err := d.r.QueryContext(ctx, d.rebind("SELECT seq, kind, subject, created_at FROM oauth_revocation_log WHERE seq > ? ORDER BY seq LIMIT ?"), after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("authdb: read revocation log: %w", err)
 	}
@@ -125,7 +125,7 @@ func (d *DB) RevocationHead(ctx context.Context) (int64, error) {
 
 // pruneRevLog deletes log rows older than revLogRetention (best effort).
 func (d *DB) pruneRevLog(ctx context.Context, now time.Time) {
-	_, _ = d.w.ExecContext(ctx, d.ph("DELETE FROM oauth_revocation_log WHERE created_at < ?"), now.Add(-revLogRetention).Unix())
+	_, _ = d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_revocation_log WHERE created_at < ?"), now.Add(-revLogRetention).Unix())
 }
 
 // RevLog returns the DB's revocation-log watcher, shared by every cache of

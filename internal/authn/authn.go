@@ -45,7 +45,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -56,6 +55,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth/token"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -192,7 +192,7 @@ func New(cfg Config) func(http.Handler) http.Handler {
 		cfg.Lockout.Window = DefaultLockout.Window
 	}
 	if cfg.ClientIP == nil {
-		cfg.ClientIP = RemoteIP
+		cfg.ClientIP = netpolicy.PeerIP
 	}
 	if cfg.TouchInterval <= 0 {
 		cfg.TouchInterval = time.Minute
@@ -221,19 +221,6 @@ func New(cfg Config) func(http.Handler) http.Handler {
 		return &middleware{cfg: cfg, log: log, now: now, next: next, keys: keys,
 			challengeBearer: `Bearer realm="` + realm + `"`, challengeBasic: `Basic realm="` + realm + `"`}
 	}
-}
-
-// RemoteIP is the host of r.RemoteAddr.
-func RemoteIP(r *http.Request) netip.Addr {
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
 }
 
 // failure kinds.

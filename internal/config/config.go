@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/ratelimit"
 )
@@ -505,9 +506,7 @@ func (c *Config) Origin() string {
 }
 
 // IsPostgres reports whether a database URL selects PostgreSQL.
-func IsPostgres(u string) bool {
-	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
-}
+func IsPostgres(u string) bool { return database.IsPostgresURL(u) }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {

@@ -1,7 +1,9 @@
-// Package database names the database of a Lapis configuration: the
-// SQLite file of a "sqlite:"/"file:" URL or of a data directory. It sits
-// below every package that opens that database (the FHIR store, the
-// authorization database, the audit chain) and imports none of them;
+// Package database names the database of a Lapis configuration (the
+// SQLite file of a "sqlite:"/"file:" URL or of a data directory, or a
+// PostgreSQL URL), opens the database/sql pools of the packages that keep
+// their own tables in it (OpenPools: the authorization database, the audit
+// chain) and numbers placeholders per dialect (Rebind). It sits below
+// every package that opens that database and imports none of them;
 // package store/backend opens the FHIR store itself.
 package database
 
@@ -76,7 +78,7 @@ func SQLitePath(databaseURL string) (string, error) {
 // user, password or query parameters). It does not touch the file system.
 func Location(databaseURL, dataDir string) string {
 	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+	case IsPostgresURL(databaseURL):
 		u, err := url.Parse(databaseURL)
 		if err != nil {
 			return "postgres (unparseable URL)"

@@ -19,15 +19,28 @@ import (
 // once serialise on the write lock, and a loser retries and finds nothing
 // pending.
 func Up(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string, lockID int64) error {
-	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+	dir := "migrations/sqlite"
 	if postgres {
-		dir, dialect = "migrations/postgres", goose.DialectPostgres
+		dir = "migrations/postgres"
 	}
 	sub, err := fs.Sub(fsys, dir)
 	if err != nil {
 		return err
 	}
-	opts := []goose.ProviderOption{goose.WithTableName(table), goose.WithDisableGlobalRegistry(true)}
+	return UpDir(ctx, db, sub, postgres, table, lockID)
+}
+
+// UpDir is Up with the migrations at the root of fsys; an empty table is
+// goose's default version table (goose_db_version).
+func UpDir(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string, lockID int64) error {
+	dialect := goose.DialectSQLite3
+	if postgres {
+		dialect = goose.DialectPostgres
+	}
+	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	if table != "" {
+		opts = append(opts, goose.WithTableName(table))
+	}
 	if postgres {
 		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID))
 		if err != nil {
@@ -37,7 +50,7 @@ func Up(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string
 	}
 	var last error
 	for attempt := range 5 {
-		p, err := goose.NewProvider(dialect, db, sub, opts...)
+		p, err := goose.NewProvider(dialect, db, fsys, opts...)
 		if err != nil {
 			return err
 		}

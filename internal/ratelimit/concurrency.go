@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -84,7 +85,7 @@ func NewConcurrency(o ConcurrencyOptions) *Concurrency {
 		c.maxQueue = DefaultMaxQueue
 	}
 	if c.clientIP == nil {
-		c.clientIP = RemoteAddr
+		c.clientIP = netpolicy.PeerIP
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -139,7 +139,7 @@ func New(o Options) *Middleware {
 	}
 	m.prefix = strings.TrimSuffix(o.FHIRBase, "/")
 	if m.clientIP == nil {
-		m.clientIP = RemoteAddr
+		m.clientIP = netpolicy.PeerIP
 	}
 	if m.maxBody <= 0 {
 		m.maxBody = 16 << 20
@@ -157,20 +157,6 @@ func New(o Options) *Middleware {
 		m.now = time.Now
 	}
 	return m
-}
-
-// RemoteAddr is the host of r.RemoteAddr (the direct peer), the zero Addr
-// when it does not parse.
-func RemoteAddr(r *http.Request) netip.Addr {
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
 }
 
 type nopObserver struct{}

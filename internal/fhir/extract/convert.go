@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirid"
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -355,18 +356,8 @@ func validType(s string) bool {
 	return true
 }
 
-func validID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
+// validID reports whether s is a FHIR id.
+func validID(s string) bool { return fhirid.Valid(s) }
 
 // ---- date ----
 

@@ -3,12 +3,14 @@ package validate
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"math"
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/lapis-health/lapis/internal/fhir/fhirid"
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 )
@@ -247,19 +249,9 @@ func checkCode(s string) bool {
 	return true
 }
 
-// checkID implements [A-Za-z0-9\-\.]{1,64} .
-func checkID(s string) bool {
-	if len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
+// checkID implements [A-Za-z0-9\-\.]{1,64}, but lets the empty string
+// pass.
+func checkID(s string) bool { return s == "" || fhirid.Valid(s) }
 
 // checkBase64 implements (\s*([0-9a-zA-Z\+/=]){4}\s*)+ : groups of four
 // base64 characters, optionally separated by whitespace.

@@ -27,7 +27,7 @@ import (
 //     parameters are ignored).
 func Open(ctx context.Context, databaseURL, dataDir string) (store.Store, error) {
 	switch {
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+	case database.IsPostgresURL(databaseURL):
 		return postgres.Open(ctx, databaseURL)
 	case databaseURL == "":
 		if dataDir == "" {

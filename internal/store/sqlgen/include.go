@@ -145,18 +145,5 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		}
 	}
 	sql += " LIMIT " + b.Arg(int64(IncludeMax+1))
-	rows, err := rq.Query(ctx, sql, b.Args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var rid int64
-		if err := rows.Scan(&rid); err != nil {
-			return nil, err
-		}
-		out = append(out, rid)
-	}
-	return out, rows.Err()
+	return queryRIDs(ctx, rq, sql, b.Args)
 }

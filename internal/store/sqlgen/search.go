@@ -231,7 +231,12 @@ func (e *Engine) rids(ctx context.Context, qr Querier, q *store.Query, limit, of
 	if err != nil {
 		return nil, err
 	}
-	rows, err := qr.Query(ctx, sql, args...)
+	return queryRIDs(ctx, qr, sql, args)
+}
+
+// queryRIDs runs sql, which selects one column of resource rids.
+func queryRIDs(ctx context.Context, q Querier, sql string, args []any) ([]int64, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -14,15 +14,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"runtime"
 	"sync"
 	"time"
 
-	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
+	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/migrate"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
 )
@@ -69,19 +69,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return OpenWith(ctx, path, Options{})
 }
 
+// dsn is database.SQLiteDSN with the FHIR store's own pragmas.
 func dsn(path string, extra ...string) string {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "cache_size(-32000)")
-	q.Add("_pragma", "mmap_size(268435456)")
-	q.Add("_pragma", "temp_store(MEMORY)")
-	for i := 0; i+1 < len(extra); i += 2 {
-		q.Add(extra[i], extra[i+1])
-	}
-	return "file:" + path + "?" + q.Encode()
+	return database.SQLiteDSN(path, append([]string{
+		"_pragma", "foreign_keys(1)",
+		"_pragma", "cache_size(-32000)",
+		"_pragma", "mmap_size(268435456)",
+		"_pragma", "temp_store(MEMORY)",
+	}, extra...)...)
 }
 
 // OpenWith is Open with options.
@@ -96,7 +91,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	if err := migrate(ctx, w); err != nil {
+	if err := migrateSchema(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
 	}
@@ -159,36 +154,15 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// migrate applies the embedded goose migrations. Several processes may
-// migrate the same file at once: the migration transactions serialise on
-// the SQLite write lock, and a process that loses the race sees the
-// migration fail and then finds nothing pending.
-func migrate(ctx context.Context, db *sql.DB) error {
+// migrateSchema applies the embedded goose migrations (migrate.UpDir:
+// processes migrating the same file at once serialise on the SQLite write
+// lock, and one that loses the race finds nothing pending).
+func migrateSchema(ctx context.Context, db *sql.DB) error {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	var last error
-	for attempt := 0; attempt < 5; attempt++ {
-		p, err := goose.NewProvider(goose.DialectSQLite3, db, fsys)
-		if err != nil {
-			return err
-		}
-		_, err = p.Up(ctx)
-		if err == nil {
-			return nil
-		}
-		last = err
-		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
-		}
-	}
-	return last
+	return migrate.UpDir(ctx, db, fsys, false, "", 0)
 }
 
 // Close closes both connection pools.
