@@ -46,8 +46,34 @@ func main() {
 		keep     = flag.String("datadir", "", "data directory to use (default: a temporary one)")
 		loader   = flag.String("loader", "auto", "load generator: wrk (Debian package wrk), go, or auto (wrk when installed)")
 		auditCmp = flag.Bool("audit", false, "only compare read-by-id latency with the audit trail on and off (audit.go)")
+		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go)")
+		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
+		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
+		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
 	)
+	flag.DurationVar(duration, "duration", 10*time.Second, "same as -d")
 	flag.Parse()
+	var real *realOptions
+	switch *mode {
+	case "":
+	case "real":
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		real = &realOptions{conns: *conns, workers: *workers, dur: *duration, jsonOut: *jsonOut}
+		if !set["c"] {
+			real.conns = 8
+		}
+		if !set["d"] && !set["duration"] {
+			real.dur = 5 * time.Second
+		}
+		if *bundles > 0 {
+			real.files = make([]string, *bundles)
+		}
+		*loader = "go"
+	default:
+		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real)\n", *mode)
+		os.Exit(2)
+	}
 	useWrk := *loader == "wrk"
 	if *loader == "auto" {
 		_, err := exec.LookPath("wrk")
@@ -56,13 +82,13 @@ func main() {
 	if useWrk {
 		load = wrkLoad
 	}
-	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp); err != nil {
+	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp, real); err != nil {
 		fmt.Fprintln(os.Stderr, "lapis-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool) error {
+func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool, real *realOptions) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "lapis-bench-")
 	if err != nil {
@@ -102,6 +128,13 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	files, _ := filepath.Glob(filepath.Join(dataDir, "*.json"))
 	if len(files) == 0 && !skipImport {
 		return fmt.Errorf("no bundles in %s", dataDir)
+	}
+	if real != nil {
+		if n := len(real.files); n > 0 && n < len(files) {
+			files = files[:n]
+		}
+		real.bin, real.dir, real.dbURL, real.dialect, real.files = bin, dir, dbURL, dialect, files
+		return runReal(*real)
 	}
 	fmt.Printf("# lapis-bench  dialect=%s  cpus=%d  connections=%d  duration=%s\n", dialect, runtime.NumCPU(), conns, dur)
 
