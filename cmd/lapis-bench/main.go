@@ -318,6 +318,8 @@ type result struct {
 	n, errors int
 	elapsed   time.Duration
 	lat       []time.Duration
+	okLat     []time.Duration // latencies of the 200 answers
+	codes     map[int]int     // answers by status (goLoad)
 }
 
 // load runs a load phase; goLoad by default, wrkLoad when wrk is used.
@@ -325,7 +327,7 @@ var load = goLoad
 
 func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) result {
 	var mu sync.Mutex
-	var res result
+	res := result{codes: map[int]int{}}
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -334,7 +336,8 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 		go func(seed uint64) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(seed, 7))
-			var lat []time.Duration
+			var lat, okLat []time.Duration
+			codes := map[int]int{}
 			errs := 0
 			for time.Now().Before(deadline) {
 				u := urls[r.IntN(len(urls))]
@@ -346,13 +349,21 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				el := time.Since(t)
+				codes[resp.StatusCode]++
 				if resp.StatusCode != 200 {
 					errs++
+				} else {
+					okLat = append(okLat, el)
 				}
-				lat = append(lat, time.Since(t))
+				lat = append(lat, el)
 			}
 			mu.Lock()
 			res.lat = append(res.lat, lat...)
+			res.okLat = append(res.okLat, okLat...)
+			for c, n := range codes {
+				res.codes[c] += n
+			}
 			res.errors += errs
 			mu.Unlock()
 		}(uint64(i))

@@ -34,8 +34,10 @@ type realOptions struct {
 type realRow struct {
 	Name      string  `json:"name"`
 	Requests  int     `json:"requests"`
+	OK        int     `json:"ok"`
+	Throttled int     `json:"throttled_429"`
 	Errors    int     `json:"errors"`
-	RPS       float64 `json:"rps"`
+	RPS       float64 `json:"ok_per_second"`
 	P50ms     float64 `json:"p50_ms"`
 	P99ms     float64 `json:"p99_ms"`
 	Maxms     float64 `json:"max_ms"`
@@ -202,20 +204,24 @@ func runReal(o realOptions) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	fmt.Printf("%-44s %9s %8s %8s %8s %7s %s\n", "shape", "req/s", "p50 ms", "p99 ms", "max ms", "x bare", "requests/errors")
+	fmt.Println("# latencies and rates of the 200 answers; 429s and other failures counted apart")
+	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other")
 	for _, r := range append([]realRow{rep.Bare}, rep.Rows...) {
-		fmt.Printf("%-44s %9.0f %8.2f %8.2f %8.2f %7.2f %d/%d\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.Requests, r.Errors)
+		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors)
 	}
 	return nil
 }
 
-// toRow summarizes a load phase; bareRPS (when > 0) gives the ratio column.
+// toRow summarizes a load phase: the rate and latencies of the 200
+// answers, the 429s and the other failures apart; bareRPS (when > 0) gives
+// the ratio column.
 func toRow(name string, r result, bareRPS float64) realRow {
-	slices.Sort(r.lat)
-	row := realRow{Name: name, Requests: r.n, Errors: r.errors,
-		P50ms: ms(percentile(r.lat, 0.50)), P99ms: ms(percentile(r.lat, 0.99)), Maxms: ms(percentile(r.lat, 1))}
+	slices.Sort(r.okLat)
+	row := realRow{Name: name, Requests: r.n, OK: len(r.okLat), Throttled: r.codes[http.StatusTooManyRequests],
+		P50ms: ms(percentile(r.okLat, 0.50)), P99ms: ms(percentile(r.okLat, 0.99)), Maxms: ms(percentile(r.okLat, 1))}
+	row.Errors = r.errors - row.Throttled
 	if r.elapsed > 0 {
-		row.RPS = float64(r.n) / r.elapsed.Seconds()
+		row.RPS = float64(row.OK) / r.elapsed.Seconds()
 	}
 	if bareRPS > 0 {
 		row.BareRatio = row.RPS / bareRPS
