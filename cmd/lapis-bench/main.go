@@ -10,6 +10,14 @@
 // it afterwards. It builds the lapis binary, imports ../shared/data/synthea
 // (or -data), starts "lapis serve" on a free loopback port and loads it. It
 // sends traffic only to that loopback server, for a bounded time.
+//
+// With -mode real (real.go) it instead starts an empty server with the
+// default configuration (audit trail and rate limits on), loads the
+// bundles over HTTP as transactions (4 workers, a system/*.cruds API key)
+// and, without a restart, measures read by id and every search shape at 8
+// connections beside a bare net/http handler measured in the same run:
+//
+//	go run ./cmd/lapis-bench -mode real [-duration 5s] [-bundles N] [-json] [-database URL]
 package main
 
 import (

@@ -202,12 +202,19 @@ func runReal(o realOptions) error {
 	if o.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		return enc.Encode(rep)
 	}
 	fmt.Println("# latencies and rates of the 200 answers; 429s and other failures counted apart")
+	throttled := false
 	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other")
 	for _, r := range append([]realRow{rep.Bare}, rep.Rows...) {
 		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors)
+		throttled = throttled || r.Throttled > 0
+	}
+	if throttled {
+		fmt.Println("# 429s come from the default limits: --rate-limit-patient (per patient read or searched, also for system/ keys)" +
+			" and --rate-limit-client (the patient-bound key)")
 	}
 	return nil
 }
