@@ -10,6 +10,14 @@
 // it afterwards. It builds the lapis binary, imports ../shared/data/synthea
 // (or -data), starts "lapis serve" on a free loopback port and loads it. It
 // sends traffic only to that loopback server, for a bounded time.
+//
+// With -mode real (real.go) it instead starts an empty server with the
+// default configuration (audit trail and rate limits on), loads the
+// bundles over HTTP as transactions (4 workers, a system/*.cruds API key)
+// and, without a restart, measures read by id and every search shape at 8
+// connections beside a bare net/http handler measured in the same run:
+//
+//	go run ./cmd/lapis-bench -mode real [-duration 5s] [-bundles N] [-json] [-database URL]
 package main
 
 import (
@@ -46,8 +54,34 @@ func main() {
 		keep     = flag.String("datadir", "", "data directory to use (default: a temporary one)")
 		loader   = flag.String("loader", "auto", "load generator: wrk (Debian package wrk), go, or auto (wrk when installed)")
 		auditCmp = flag.Bool("audit", false, "only compare read-by-id latency with the audit trail on and off (audit.go)")
+		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go)")
+		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
+		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
+		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
 	)
+	flag.DurationVar(duration, "duration", 10*time.Second, "same as -d")
 	flag.Parse()
+	var real *realOptions
+	switch *mode {
+	case "":
+	case "real":
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		real = &realOptions{conns: *conns, workers: *workers, dur: *duration, jsonOut: *jsonOut}
+		if !set["c"] {
+			real.conns = 8
+		}
+		if !set["d"] && !set["duration"] {
+			real.dur = 5 * time.Second
+		}
+		if *bundles > 0 {
+			real.files = make([]string, *bundles)
+		}
+		*loader = "go"
+	default:
+		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real)\n", *mode)
+		os.Exit(2)
+	}
 	useWrk := *loader == "wrk"
 	if *loader == "auto" {
 		_, err := exec.LookPath("wrk")
@@ -56,13 +90,13 @@ func main() {
 	if useWrk {
 		load = wrkLoad
 	}
-	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp); err != nil {
+	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp, real); err != nil {
 		fmt.Fprintln(os.Stderr, "lapis-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool) error {
+func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool, real *realOptions) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "lapis-bench-")
 	if err != nil {
@@ -102,6 +136,13 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	files, _ := filepath.Glob(filepath.Join(dataDir, "*.json"))
 	if len(files) == 0 && !skipImport {
 		return fmt.Errorf("no bundles in %s", dataDir)
+	}
+	if real != nil {
+		if n := len(real.files); n > 0 && n < len(files) {
+			files = files[:n]
+		}
+		real.bin, real.dir, real.dbURL, real.dialect, real.files = bin, dir, dbURL, dialect, files
+		return runReal(*real)
 	}
 	fmt.Printf("# lapis-bench  dialect=%s  cpus=%d  connections=%d  duration=%s\n", dialect, runtime.NumCPU(), conns, dur)
 
@@ -285,6 +326,8 @@ type result struct {
 	n, errors int
 	elapsed   time.Duration
 	lat       []time.Duration
+	okLat     []time.Duration // latencies of the 200 answers
+	codes     map[int]int     // answers by status (goLoad)
 }
 
 // load runs a load phase; goLoad by default, wrkLoad when wrk is used.
@@ -292,7 +335,7 @@ var load = goLoad
 
 func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) result {
 	var mu sync.Mutex
-	var res result
+	res := result{codes: map[int]int{}}
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -301,7 +344,8 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 		go func(seed uint64) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(seed, 7))
-			var lat []time.Duration
+			var lat, okLat []time.Duration
+			codes := map[int]int{}
 			errs := 0
 			for time.Now().Before(deadline) {
 				u := urls[r.IntN(len(urls))]
@@ -313,13 +357,21 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				el := time.Since(t)
+				codes[resp.StatusCode]++
 				if resp.StatusCode != 200 {
 					errs++
+				} else {
+					okLat = append(okLat, el)
 				}
-				lat = append(lat, time.Since(t))
+				lat = append(lat, el)
 			}
 			mu.Lock()
 			res.lat = append(res.lat, lat...)
+			res.okLat = append(res.okLat, okLat...)
+			for c, n := range codes {
+				res.codes[c] += n
+			}
 			res.errors += errs
 			mu.Unlock()
 		}(uint64(i))
