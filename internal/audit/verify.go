@@ -10,16 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
+	"github.com/lapis-health/lapis/internal/parallel"
 	"github.com/lapis-health/lapis/internal/store"
 )
 
@@ -222,7 +220,7 @@ func (v *verifier) chain(ctx context.Context, chain string) error {
 		}
 		// Decoding and index extraction, the costly part, on every core.
 		recs := make([]record, len(rows))
-		parallel(len(rows), func(i int) {
+		parallel.For(len(rows), func(i int) {
 			recs[i] = parseRecord(&rows[i])
 			if v.o.Indexer != nil && recs[i].doc != nil {
 				recs[i].want, recs[i].wantErr = v.o.Indexer.Extract(recs[i].doc)
@@ -738,31 +736,4 @@ func ReadAnchors(r io.Reader) (map[string]Anchor, error) {
 		out[l.Chain] = cur
 	}
 	return out, sc.Err()
-}
-
-// parallel runs fn(0) … fn(n-1) on GOMAXPROCS goroutines.
-func parallel(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
 }

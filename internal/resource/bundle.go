@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/parallel"
 	"github.com/lapis-health/lapis/internal/store"
 )
 
@@ -650,7 +648,7 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 	}
 	writes := make([]*store.Write, len(creates))
 	errs := make([]error, len(creates))
-	parallel(len(creates), func(i int) {
+	parallel.For(len(creates), func(i int) {
 		e := creates[i]
 		writes[i], errs[i] = s.prepareVersion(e.typ, e.targetID, nil, e.resource, http.MethodPost, now)
 	})
@@ -959,31 +957,4 @@ func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops
 		return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", ifMatch)
 	}
 	return out, err
-}
-
-// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.
-func parallel(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/lapis-health/lapis/internal/parallel"
 	"github.com/lapis-health/lapis/internal/store"
 )
 
@@ -73,7 +74,7 @@ func (s *Service) reindexVersions(ctx context.Context, typ string) error {
 		}
 		indexes := make([]store.Index, len(vs))
 		errs := make([]error, len(vs))
-		parallel(len(vs), func(i int) {
+		parallel.For(len(vs), func(i int) {
 			res, err := DecodeJSON(vs[i].Body)
 			if err != nil {
 				errs[i] = err
@@ -115,7 +116,7 @@ func (s *Service) reindexVersions(ctx context.Context, typ string) error {
 func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
 	indexes := make([]store.Index, len(rs))
 	errs := make([]error, len(rs))
-	parallel(len(rs), func(i int) {
+	parallel.For(len(rs), func(i int) {
 		res, err := DecodeJSON(rs[i].Body)
 		if err != nil {
 			errs[i] = err
