@@ -381,6 +381,14 @@ var readCells = []cell{
 	{"search-narrower", "search vital", find("Observation", "category=vital-signs"), ok, ids("total:0"), nil},
 	{"search-narrower", "system search", find("", ""), ok, ids("Observation/oal", "Patient/pa", "total:2"), nil},
 	{"search-narrower", "_revinclude", find("Patient", "_revinclude=Observation:subject"), ok, ids("+Observation/oal", "+Observation/oav", "Patient/pa", "total:1"), nil},
+	// Type and system history list resources like a search: they need s,
+	// and a granular s narrower than r narrows them (instance history
+	// needs r only).
+	{"search-narrower", "history type", history("Observation", ""), ok, ids("Observation/oal"), nil},
+	{"search-narrower", "history system", history("", ""), ok, ids("Observation/oal", "Patient/pa"), nil},
+	{"search-narrower", "history instance other category", history("Observation", "oav"), ok, ids("Observation/oav"), nil},
+	{"read-not-search", "history type", history("Observation", ""), forbidden, nil, nil},
+	{"read-not-search", "history system", history("", ""), ok, ids("Patient/pa"), nil},
 
 	// Granular (conformance §2.9 fine-grained): laboratory observations and
 	// problem-list conditions of pa.

@@ -55,6 +55,16 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 		return nil, err
 	}
 	hq.Type, hq.ID, hq.Filter = typ, id, s.access.Filter(ctx)
+	if id == "" {
+		// Type and system history list resources like a search: only
+		// what the caller may match (s), which a granular s scope
+		// narrows and a type granted r alone never is.
+		if mf, ok := s.access.(MatchFilterer); ok {
+			if m := mf.MatchFilter(ctx); m != nil {
+				hq.Filter = m
+			}
+		}
+	}
 	if id != "" && hq.Filter != nil {
 		if _, err := s.current(ctx, s.st, typ, id, false); err != nil {
 			if errors.Is(err, errHidden) {
