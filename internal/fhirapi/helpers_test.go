@@ -64,8 +64,14 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 // database already).
 func newEnvDir(t testing.TB, dir string, opts ...envOption) *env {
 	t.Helper()
+	return newEnvStore(t, "", dir, opts...)
+}
+
+// newEnvStore is newEnv on the database dsn ("" for SQLite in dir).
+func newEnvStore(t testing.TB, dsn, dir string, opts ...envOption) *env {
+	t.Helper()
 	reg, val, x := shared(t)
-	st, err := backend.Open(context.Background(), "", dir)
+	st, err := backend.Open(context.Background(), dsn, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package fhirapi
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,9 +15,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
-	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -399,28 +396,9 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 // directory) or "postgres" (a fresh database from pgtest).
 func newEnvOn(t testing.TB, dialect string, opts ...envOption) *env {
 	t.Helper()
-	reg, val, x := shared(t)
 	dsn := ""
 	if dialect == "postgres" {
 		dsn = pgtest.New(t)
 	}
-	st, err := backend.Open(context.Background(), dsn, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	rc := resource.Config{
-		Store: st, Registry: reg, Validator: val, Indexer: x,
-		Parser:  search.NewParser(reg, testBase, 100, 10),
-		BaseURL: testBase,
-	}
-	cfg := Config{BaseURL: testBase, MaxBodyBytes: 1 << 20, SoftwareName: "Lapis", SoftwareVersion: "test"}
-	for _, o := range opts {
-		o(&cfg, &rc)
-	}
-	svc, err := resource.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, h: New(cfg, svc, reg), st: st, svc: svc}
+	return newEnvStore(t, dsn, t.TempDir(), opts...)
 }
