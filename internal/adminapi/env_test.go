@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -31,8 +30,7 @@ import (
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
-	"github.com/lapis-health/lapis/internal/oauth/keys"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 // env is an authorization server with the admin API over real HTTP on
@@ -51,26 +49,14 @@ type env struct {
 
 func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
-	db, err := authdb.Open(context.Background(), dbURL, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, km, _ := authtest.Stores(t, dialect)
 	e := &env{t: t, db: db, logs: &lockedBuffer{}, events: &events{}}
 	now := func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
 	ts := httptest.NewUnstartedServer(nil)
 	e.issuer = "http://" + ts.Listener.Addr().String() + "/fhir"
 	e.token = e.issuer + oauth.PathToken
 	quiet := slog.New(slog.DiscardHandler)
+	var err error
 	e.srv, err = oauth.New(oauth.Config{Issuer: e.issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
 		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true}), Codes: oauth.NewCodeStore(db), Refresh: db, Logger: quiet, Now: now})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,12 +18,12 @@ import (
 
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/principal"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 const issuer = "https://lapis.example/fhir"
@@ -71,21 +70,7 @@ type env struct {
 
 func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	url := ""
-	if dialect == "postgres" {
-		url = pgtest.New(t)
-	}
-	db, err := authdb.Open(ctx, url, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	km, err := keys.Open(ctx, db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, km, _ := authtest.Stores(t, dialect)
 	e := &env{t: t, db: db, km: km, store: &countingStore{DB: db}, logs: &lockedBuffer{}}
 	v := oauth.NewVerifier(oauth.VerifierConfig{Issuer: issuer, Audience: issuer, Keys: km, Revocations: db})
 	mw := authn.New(authn.Config{Verifier: v, APIKeys: e.store, Basic: db,

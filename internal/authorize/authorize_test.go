@@ -10,7 +10,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,8 +20,7 @@ import (
 	"github.com/lapis-health/lapis/internal/authorize"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
-	"github.com/lapis-health/lapis/internal/oauth/keys"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 // fakePatients is a PatientLister over two patients.
@@ -71,21 +69,7 @@ const appCB = "https://app.example/cb"
 
 func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy, mods ...func(*oauth.Config)) *authEnv {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
-	db, err := authdb.Open(ctx, dbURL, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	km, err := keys.Open(ctx, db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, km, _ := authtest.Stores(t, dialect)
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
 	cfg := oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,

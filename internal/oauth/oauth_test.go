@@ -27,7 +27,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
@@ -603,19 +603,5 @@ func TestKeyRotation(t *testing.T) {
 // returns them with the data directory.
 func openStores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
 	t.Helper()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
-	db, err := authdb.Open(context.Background(), dbURL, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db, km, dir
+	return authtest.Stores(t, dialect)
 }

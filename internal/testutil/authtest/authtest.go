@@ -1,0 +1,37 @@
+// Package authtest opens the authorization database and signing keys for
+// the tests of the packages built on them (oauth, authorize, authn,
+// adminapi), on SQLite or a fresh PostgreSQL database.
+package authtest
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+)
+
+// Stores opens a fresh authorization database — SQLite in a temporary
+// directory, or a fresh PostgreSQL database when dialect is "postgres" —
+// and its signing keys (key-encryption key in that directory); it returns
+// them with the directory. The database is closed when t ends.
+func Stores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
+	t.Helper()
+	dir := t.TempDir()
+	dbURL := ""
+	if dialect == "postgres" {
+		dbURL = pgtest.New(t)
+	}
+	db, err := authdb.Open(context.Background(), dbURL, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, km, dir
+}
