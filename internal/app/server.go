@@ -97,6 +97,8 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		Issuer:           cfg.FHIRBase(),
 		DatabaseURL:      cfg.Database.URL,
 		DataDir:          cfg.Database.DataDir,
+		KEKFile:          cfg.Auth.KEKFile,
+		KEK:              cfg.Auth.KEK,
 		AllowPrivateJWKS: cfg.Auth.DevAllowPrivateJWKS,
 		Patients:         Patients{Service: a.Service},
 		Logger:           log,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -139,7 +140,7 @@ func (c *keysRotateCmd) Run(e *env) error {
 	if kek == "" {
 		kek = filepath.Join(cfg.Database.DataDir, keys.KEKFile)
 	}
-	m, err := keys.Open(e.ctx, db, keys.Options{KEKFile: kek})
+	m, err := keys.Open(e.ctx, db, keys.Options{KEKFile: kek, KEK: os.Getenv("LAPIS_KEK")})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type serveCmd struct {
 	MaxResponse         string `name:"max-response" env:"LAPIS_MAX_RESPONSE" default:"32MiB" help:"Largest Bundle the FHIR API builds: a batch or transaction response, a search or history page (bytes, or with KiB/MiB/GiB; over it: 413 too-costly, per entry in a batch); 0 = no limit."`
 	AllowRemote         bool   `name:"allow-remote" env:"LAPIS_ALLOW_REMOTE" help:"Allow listening on a non-loopback address."`
 	DevNoAuth           bool   `name:"dev-no-auth" env:"LAPIS_DEV_NO_AUTH" help:"Benchmarks only: serve the FHIR API without authentication or scope checks (loopback only; refused with --allow-remote)."`
+	KEKFile             string `name:"kek-file" env:"LAPIS_KEK_FILE" help:"Key-encryption-key file that seals the signing keys (default DATA-DIR/auth-kek; every instance of a cluster needs the same key: this file or LAPIS_KEK)." placeholder:"FILE"`
 	DevAllowPrivateJWKS bool   `name:"dev-allow-private-jwks" env:"LAPIS_DEV_ALLOW_PRIVATE_JWKS" help:"Development only: let clients' jwks_uri point at loopback/private addresses over http."`
 	LogLevel            string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
 	auditFlags
@@ -109,7 +111,8 @@ func (c *serveCmd) config() (config.Config, error) {
 		}
 	}
 	cfg.FHIR.SearchTimeout = g.SearchTimeout
-	cfg.Auth = config.Auth{DevNoAuth: c.DevNoAuth, DevAllowPrivateJWKS: c.DevAllowPrivateJWKS}
+	cfg.Auth = config.Auth{DevNoAuth: c.DevNoAuth, DevAllowPrivateJWKS: c.DevAllowPrivateJWKS,
+		KEKFile: c.KEKFile, KEK: os.Getenv("LAPIS_KEK")}
 	cfg.Gateway = config.Gateway{
 		TrustedProxies:        g.TrustedProxies,
 		ForwardedHeader:       g.ForwardedHeader,

@@ -106,6 +106,12 @@ type Auth struct {
 	// DevAllowPrivateJWKS lets clients' jwks_uri point at loopback or
 	// private addresses over http (development only).
 	DevAllowPrivateJWKS bool
+	// KEKFile is the key-encryption-key file that seals the signing keys
+	// (default DataDir/auth-kek); every instance of a cluster shares it.
+	KEKFile string
+	// KEK is the key-encryption key itself (64 hex digits, from the
+	// LAPIS_KEK environment variable); it takes precedence over KEKFile.
+	KEK string `json:"-"`
 }
 
 // Gateway is the network policy in front of the FHIR API and the

@@ -260,6 +260,9 @@ type Options struct {
 	DatabaseURL, DataDir string
 	// KEKFile is the key-encryption-key file (default DataDir/auth-kek).
 	KEKFile string
+	// KEK is the key-encryption key itself (64 hex digits, LAPIS_KEK);
+	// it takes precedence over KEKFile.
+	KEK string
 	// AllowPrivateJWKS lets jwks_uri point at loopback/private addresses
 	// over plain http: development and tests only.
 	AllowPrivateJWKS bool
@@ -282,14 +285,14 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	kek := opts.KEKFile
-	if kek == "" {
+	if kek == "" && opts.KEK == "" {
 		if opts.DataDir == "" {
 			db.Close()
 			return nil, errors.New("oauth: no data directory for the key-encryption key")
 		}
 		kek = filepath.Join(opts.DataDir, keys.KEKFile)
 	}
-	km, err := keys.Open(ctx, db, keys.Options{KEKFile: kek})
+	km, err := keys.Open(ctx, db, keys.Options{KEKFile: kek, KEK: opts.KEK})
 	if err != nil {
 		db.Close()
 		return nil, err

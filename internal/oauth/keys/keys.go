@@ -89,8 +89,12 @@ type activeKID struct {
 
 // Options configure a Manager.
 type Options struct {
-	// KEKFile is the key-encryption-key file; created (0600) if absent.
+	// KEKFile is the key-encryption-key file; created (0600) if absent
+	// and the database holds no signing keys yet.
 	KEKFile string
+	// KEK, when set, is the key-encryption key itself (64 hex digits, as
+	// from LAPIS_KEK); it takes precedence over KEKFile.
+	KEK string
 	// Retain is how long retired public keys stay published (default
 	// DefaultRetain); it must exceed the longest token lifetime.
 	Retain time.Duration
@@ -98,15 +102,44 @@ type Options struct {
 
 // Open loads the KEK, creates the signing keys on first start, and returns
 // a Manager.
+//
+// A key-encryption key is generated only for a database without signing
+// keys: an instance that joins a database whose keys were sealed with
+// another key, or that cannot find the key the database needs, refuses to
+// open with an error that says how to share the key (every instance of a
+// cluster needs the same one).
 func Open(ctx context.Context, store Store, opts Options) (*Manager, error) {
-	kek, err := LoadKEK(opts.KEKFile)
+	stored, err := store.SigningKeys(ctx)
 	if err != nil {
 		return nil, err
+	}
+	var kek cipher.AEAD
+	source := "LAPIS_KEK"
+	switch {
+	case opts.KEK != "":
+		if kek, err = parseKEK(opts.KEK); err != nil {
+			return nil, errors.New("keys: LAPIS_KEK must be 64 hex digits (a 256-bit key)")
+		}
+	case len(stored) > 0 && !fileExists(opts.KEKFile):
+		return nil, fmt.Errorf("keys: the database holds signing keys but the key-encryption key %s does not exist; give this instance the key the others use (--kek-file or LAPIS_KEK)", opts.KEKFile)
+	default:
+		source = opts.KEKFile
+		if kek, err = LoadKEK(opts.KEKFile); err != nil {
+			return nil, err
+		}
 	}
 	m := &Manager{store: store, kek: kek, retain: opts.Retain, pub: map[string]*jose.JSONWebKey{},
 		signers: map[signerKey]jose.Signer{}, active: map[string]activeKID{}}
 	if m.retain <= 0 {
 		m.retain = DefaultRetain
+	}
+	for _, k := range stored {
+		if len(k.PrivateEnc) == 0 || !k.RetiredAt.IsZero() {
+			continue
+		}
+		if _, err := m.decrypt(k); err != nil {
+			return nil, fmt.Errorf("keys: the key-encryption key from %s cannot open the stored signing keys; every instance must use the same key (--kek-file or LAPIS_KEK)", source)
+		}
 	}
 	var missing []authdb.SigningKey
 	for _, alg := range []jose.SignatureAlgorithm{AccessTokenAlg, IDTokenAlg} {
@@ -168,15 +201,29 @@ func LoadKEK(path string) (cipher.AEAD, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("keys: %s is accessible by group or others (mode %o); chmod 600 it", path, st.Mode().Perm())
 	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != 32 {
+	kek, err := parseKEK(string(b))
+	if err != nil {
 		return nil, fmt.Errorf("keys: %s does not hold a 256-bit hex key", path)
+	}
+	return kek, nil
+}
+
+// parseKEK makes the AEAD of a 256-bit key written as 64 hex digits.
+func parseKEK(s string) (cipher.AEAD, error) {
+	key, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(key) != 32 {
+		return nil, errors.New("not a 256-bit hex key")
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // generate creates a key pair for alg and encrypts its private half.

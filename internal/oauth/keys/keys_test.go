@@ -46,14 +46,37 @@ func TestKeysAtRest(t *testing.T) {
 	if again, _ := db.SigningKeys(ctx); len(again) != 2 {
 		t.Fatalf("keys regenerated: %d", len(again))
 	}
-	// A wrong KEK cannot decrypt them.
+	// A missing KEK beside a database that holds keys is never generated.
 	other := filepath.Join(t.TempDir(), "kek")
-	m2, err := keys.Open(ctx, db, keys.Options{KEKFile: other})
+	if _, err := keys.Open(ctx, db, keys.Options{KEKFile: other}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("missing KEK: %v", err)
+	}
+	if _, err := os.Stat(other); err == nil {
+		t.Fatal("a KEK was generated beside a database that holds keys")
+	}
+	// A wrong KEK (file or LAPIS_KEK) is refused at open, saying what to do.
+	if err := os.WriteFile(other, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []keys.Options{{KEKFile: other}, {KEKFile: kek, KEK: strings.Repeat("cd", 32)}} {
+		if _, err := keys.Open(ctx, db, o); err == nil || !strings.Contains(err.Error(), "same key") {
+			t.Fatalf("wrong KEK %+v: %v", o.KEKFile, err)
+		}
+	}
+	if _, err := keys.Open(ctx, db, keys.Options{KEK: "not-hex"}); err == nil || strings.Contains(err.Error(), "not-hex") {
+		t.Fatalf("malformed LAPIS_KEK: %v", err)
+	}
+	// The right key from LAPIS_KEK opens them, whatever the file says.
+	b, err := os.ReadFile(kek)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m2.Sign(ctx, keys.AccessTokenAlg, "at+jwt", []byte(`{}`)); err == nil {
-		t.Fatal("signed with a wrong KEK")
+	m2, err := keys.Open(ctx, db, keys.Options{KEKFile: other, KEK: string(b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.Sign(ctx, keys.AccessTokenAlg, "at+jwt", []byte(`{}`)); err != nil {
+		t.Fatal(err)
 	}
 	// A KEK readable by others is refused.
 	if err := os.Chmod(kek, 0o644); err != nil {
