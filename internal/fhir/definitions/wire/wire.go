@@ -57,3 +57,50 @@ type Component struct {
 	Definition string `json:"definition"`
 	Expression string `json:"expression"`
 }
+
+// USCore is the generated extract of the US Core implementation guide
+// packages (data/uscore.json): the SearchParameters they define beyond R4
+// and, per version, what the us-core-server CapabilityStatement asks of a
+// server.
+type USCore struct {
+	// SearchParams are the US Core SearchParameters whose code R4 does not
+	// define for their base, the union over the versions read.
+	SearchParams []SearchParam `json:"searchParams"`
+	// Notes records where the versions differ and how the union was taken.
+	Notes []string `json:"notes,omitempty"`
+	// Versions holds one entry per IG version, oldest first.
+	Versions []USCoreVersion `json:"versions"`
+}
+
+// USCoreVersion is what one US Core version's server CapabilityStatement
+// lists.
+type USCoreVersion struct {
+	Version   string           `json:"version"`
+	Resources []USCoreResource `json:"resources"`
+}
+
+// USCoreResource is one rest.resource of the us-core-server
+// CapabilityStatement.
+type USCoreResource struct {
+	Type         string              `json:"type"`
+	Expectation  string              `json:"expectation,omitempty"`
+	Profiles     []string            `json:"profiles,omitempty"`
+	Search       []USCoreSearch      `json:"search,omitempty"`
+	Combinations []USCoreCombination `json:"combinations,omitempty"`
+	Includes     []string            `json:"includes,omitempty"`
+	RevIncludes  []string            `json:"revIncludes,omitempty"`
+}
+
+// USCoreSearch is one rest.resource.searchParam.
+type USCoreSearch struct {
+	Name        string `json:"name"`
+	Definition  string `json:"definition"`
+	Type        string `json:"type"`
+	Expectation string `json:"expectation,omitempty"`
+}
+
+// USCoreCombination is one search-parameter-combination extension.
+type USCoreCombination struct {
+	Expectation string   `json:"expectation,omitempty"`
+	Required    []string `json:"required"`
+}
