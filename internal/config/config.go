@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,7 +97,18 @@ type FHIR struct {
 	// SearchTimeout is the time budget of a search or history request
 	// (0 = none).
 	SearchTimeout time.Duration
+	// USCoreVersion is the US Core version the CapabilityStatement
+	// claims: one of USCoreVersions.
+	USCoreVersion string
+	// ServiceBaseURLs is the file listing the organisations and FHIR bases
+	// published at [base]/servicebaseurls (package servicebase); empty =
+	// this server's base alone.
+	ServiceBaseURLs string
 }
+
+// USCoreVersions are the US Core versions Lapis can claim (the ONC (g)(10)
+// v8 tracks); the first is the default.
+var USCoreVersions = []string{"6.1.0", "7.0.0"}
 
 // Auth configures authentication of the FHIR API.
 type Auth struct {
@@ -222,6 +234,7 @@ func Defaults() Config {
 			DefaultCount:  20,
 			MaxCount:      1000,
 			SearchTimeout: 10 * time.Second,
+			USCoreVersion: USCoreVersions[0],
 		},
 		Gateway: Gateway{ForwardedHeader: "X-Forwarded-For", DefaultDenyUserAgents: true},
 		RateLimit: RateLimit{
@@ -366,7 +379,7 @@ func checkBaseURL(s string) error {
 	return nil
 }
 
-func (f FHIR) check() error {
+func (f *FHIR) check() error {
 	if f.MaxBodyBytes <= 0 {
 		return fmt.Errorf("invalid max body size %d: must be positive", f.MaxBodyBytes)
 	}
@@ -381,6 +394,12 @@ func (f FHIR) check() error {
 	}
 	if f.SearchTimeout < 0 {
 		return errors.New("--search-timeout must not be negative")
+	}
+	if f.USCoreVersion == "" {
+		f.USCoreVersion = USCoreVersions[0]
+	}
+	if !slices.Contains(USCoreVersions, f.USCoreVersion) {
+		return fmt.Errorf("invalid --us-core-version %q: want one of %s", f.USCoreVersion, strings.Join(USCoreVersions, ", "))
 	}
 	return nil
 }

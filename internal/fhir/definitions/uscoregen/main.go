@@ -55,25 +55,6 @@ func main() {
 	log.Printf("wrote %s (%d bytes)", dst, len(b))
 }
 
-// searchParameter is the subset of a SearchParameter read.
-type searchParameter struct {
-	URL         string   `json:"url"`
-	Code        string   `json:"code"`
-	Type        string   `json:"type"`
-	Description string   `json:"description"`
-	Expression  string   `json:"expression"`
-	Base        []string `json:"base"`
-	Target      []string `json:"target"`
-	MultipleOr  *bool    `json:"multipleOr"`
-	MultipleAnd *bool    `json:"multipleAnd"`
-	Comparator  []string `json:"comparator"`
-	Modifier    []string `json:"modifier"`
-	Component   []struct {
-		Definition string `json:"definition"`
-		Expression string `json:"expression"`
-	} `json:"component"`
-}
-
 type extension struct {
 	URL         string      `json:"url"`
 	ValueCode   string      `json:"valueCode"`
@@ -140,22 +121,15 @@ func generate(ig, r4 string) ([]byte, error) {
 			if !strings.HasPrefix(n, "package/SearchParameter-") {
 				continue
 			}
-			var sp searchParameter
+			var sp wire.Source
 			if err := json.Unmarshal(files[n], &sp); err != nil {
 				return nil, fmt.Errorf("%s %s: %w", p.file, n, err)
 			}
 			if isBase(base, &sp) {
 				continue
 			}
-			w := wire.SearchParam{
-				Code: sp.Code, Type: sp.Type, URL: sp.URL, Description: firstLine(sp.Description),
-				Expression: sp.Expression, Base: sp.Base, Targets: sp.Target,
-				MultipleOr: sp.MultipleOr, MultipleAnd: sp.MultipleAnd,
-				Comparators: sp.Comparator, Modifiers: sp.Modifier,
-			}
-			for _, c := range sp.Component {
-				w.Components = append(w.Components, wire.Component{Definition: c.Definition, Expression: c.Expression})
-			}
+			w := sp.SearchParam()
+			w.Description = firstLine(sp.Description)
 			if prev := union[sp.URL]; prev != nil {
 				if prev.sp.Expression != w.Expression {
 					out.Notes = append(out.Notes, fmt.Sprintf("%s: expression %q in %s, %q in %s; %s kept",
@@ -268,7 +242,7 @@ func baseParams(r4 string) (map[string]bool, error) {
 
 // isBase reports whether R4 already defines sp's code on every one of its
 // bases (then the R4 definition is used).
-func isBase(base map[string]bool, sp *searchParameter) bool {
+func isBase(base map[string]bool, sp *wire.Source) bool {
 	for _, b := range sp.Base {
 		if !base[b+" "+sp.Code] && !base["* "+sp.Code] {
 			return false

@@ -104,3 +104,39 @@ type USCoreCombination struct {
 	Expectation string   `json:"expectation,omitempty"`
 	Required    []string `json:"required"`
 }
+
+// Source is the subset of a FHIR SearchParameter resource (as published in
+// the R4 specification and in implementation guide packages) that the
+// generators read.
+type Source struct {
+	URL         string   `json:"url"`
+	Version     string   `json:"version"`
+	Code        string   `json:"code"`
+	Type        string   `json:"type"`
+	Description string   `json:"description"`
+	Expression  string   `json:"expression"`
+	Base        []string `json:"base"`
+	Target      []string `json:"target"`
+	MultipleOr  *bool    `json:"multipleOr"`
+	MultipleAnd *bool    `json:"multipleAnd"`
+	Comparator  []string `json:"comparator"`
+	Modifier    []string `json:"modifier"`
+	Component   []struct {
+		Definition string `json:"definition"`
+		Expression string `json:"expression"`
+	} `json:"component"`
+}
+
+// SearchParam converts the source to the generated form.
+func (s *Source) SearchParam() SearchParam {
+	w := SearchParam{
+		Code: s.Code, Type: s.Type, URL: s.URL, Description: s.Description,
+		Expression: s.Expression, Base: s.Base, Targets: s.Target,
+		MultipleOr: s.MultipleOr, MultipleAnd: s.MultipleAnd,
+		Comparators: s.Comparator, Modifiers: s.Modifier,
+	}
+	for _, c := range s.Component {
+		w.Components = append(w.Components, Component{Definition: c.Definition, Expression: c.Expression})
+	}
+	return w
+}
