@@ -42,17 +42,19 @@ var packages = []struct{ file, version string }{
 func main() {
 	ig := flag.String("ig", "../../../../shared/data/us-core-ig", "directory holding the US Core .tgz packages")
 	r4 := flag.String("r4", "data/r4.json.gz", "the generated R4 definitions (to tell base parameters apart)")
-	out := flag.String("out", "data", "output directory")
+	out := flag.String("out", "data", "output directory of uscore.json")
+	profOut := flag.String("profiles", "../profile/data/uscore-profiles.json.gz", "output file of the profiles extract (package profile)")
 	flag.Parse()
-	b, err := generate(*ig, *r4)
+	b, pb, err := generate(*ig, *r4)
 	if err != nil {
 		log.Fatal(err)
 	}
-	dst := filepath.Join(*out, "uscore.json")
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		log.Fatal(err)
+	for dst, content := range map[string][]byte{filepath.Join(*out, "uscore.json"): b, *profOut: pb} {
+		if err := os.WriteFile(dst, content, 0o644); err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("wrote %s (%d bytes)", dst, len(content))
 	}
-	log.Printf("wrote %s (%d bytes)", dst, len(b))
 }
 
 type extension struct {
@@ -94,12 +96,14 @@ func expectation(exts []extension) string {
 	return ""
 }
 
-// generate reads the packages under ig and returns the JSON of data/uscore.json.
-func generate(ig, r4 string) ([]byte, error) {
-	base, err := baseParams(r4)
+// generate reads the packages under ig and returns the content of
+// data/uscore.json and data/uscore-profiles.json.gz.
+func generate(ig, r4 string) ([]byte, []byte, error) {
+	base, r4VS, err := baseParams(r4)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var profs wire.Profiles
 	var out wire.USCore
 	type seen struct {
 		sp      wire.SearchParam
@@ -110,8 +114,13 @@ func generate(ig, r4 string) ([]byte, error) {
 	for _, p := range packages {
 		files, err := readPackage(filepath.Join(ig, p.file))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		pv, err := profiles(files, p.version, r4VS)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", p.file, err)
+		}
+		profs.Versions = append(profs.Versions, pv)
 		names := make([]string, 0, len(files))
 		for n := range files {
 			names = append(names, n)
@@ -123,7 +132,7 @@ func generate(ig, r4 string) ([]byte, error) {
 			}
 			var sp wire.Source
 			if err := json.Unmarshal(files[n], &sp); err != nil {
-				return nil, fmt.Errorf("%s %s: %w", p.file, n, err)
+				return nil, nil, fmt.Errorf("%s %s: %w", p.file, n, err)
 			}
 			if isBase(base, &sp) {
 				continue
@@ -151,7 +160,7 @@ func generate(ig, r4 string) ([]byte, error) {
 		}
 		v, err := capability(files["package/CapabilityStatement-us-core-server.json"], p.version)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.file, err)
+			return nil, nil, fmt.Errorf("%s: %w", p.file, err)
 		}
 		out.Versions = append(out.Versions, v)
 	}
@@ -161,9 +170,13 @@ func generate(ig, r4 string) ([]byte, error) {
 	}
 	b, err := json.MarshalIndent(&out, "", " ")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(b, '\n'), nil
+	pb, err := gzipJSON(&profs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(b, '\n'), pb, nil
 }
 
 // firstLine keeps the first paragraph of a description (the rest is
@@ -213,20 +226,21 @@ func capability(raw []byte, version string) (wire.USCoreVersion, error) {
 }
 
 // baseParams returns "Type code" for every R4 search parameter, with
-// "* code" for those defined on Resource and DomainResource.
-func baseParams(r4 string) (map[string]bool, error) {
+// "* code" for those defined on Resource and DomainResource, and the codes
+// of the R4 value sets of required bindings.
+func baseParams(r4 string) (map[string]bool, map[string][]string, error) {
 	f, err := os.Open(r4)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(f)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var wf wire.File
 	if err := json.NewDecoder(zr).Decode(&wf); err != nil {
-		return nil, fmt.Errorf("%s: %w", r4, err)
+		return nil, nil, fmt.Errorf("%s: %w", r4, err)
 	}
 	m := map[string]bool{}
 	for _, sp := range wf.SearchParams {
@@ -237,7 +251,7 @@ func baseParams(r4 string) (map[string]bool, error) {
 			m[b+" "+sp.Code] = true
 		}
 	}
-	return m, nil
+	return m, wf.ValueSets, nil
 }
 
 // isBase reports whether R4 already defines sp's code on every one of its

@@ -13,15 +13,20 @@ import (
 // and compares it with the committed data/uscore.json.
 func TestCommittedUpToDate(t *testing.T) {
 	ig := shareddata.Dir(t, "data", "us-core-ig")
-	got, err := generate(ig, filepath.Join("..", "data", "r4.json.gz"))
+	got, gotProfiles, err := generate(ig, filepath.Join("..", "data", "r4.json.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile(filepath.Join("..", "data", "uscore.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("data/uscore.json is stale: run go generate ./internal/fhir/definitions")
+	for name, content := range map[string][]byte{
+		filepath.Join("..", "data", "uscore.json"):                              got,
+		filepath.Join("..", "..", "profile", "data", "uscore-profiles.json.gz"): gotProfiles,
+	} {
+		want, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(content, want) {
+			t.Errorf("%s is stale: run go generate ./internal/fhir/definitions", name)
+		}
 	}
 }

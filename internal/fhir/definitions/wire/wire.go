@@ -3,6 +3,8 @@
 // definitions. Keeping it in one place keeps the two in step.
 package wire
 
+import "encoding/json"
+
 // File is the whole generated document.
 type File struct {
 	FHIRVersion  string              `json:"fhirVersion"`
@@ -139,4 +141,51 @@ func (s *Source) SearchParam() SearchParam {
 		w.Components = append(w.Components, Component{Definition: c.Definition, Expression: c.Expression})
 	}
 	return w
+}
+
+// Profiles is the generated extract of the US Core profiles
+// (data/uscore-profiles.json.gz) used by package profile.
+type Profiles struct {
+	Versions []ProfileVersion `json:"versions"`
+}
+
+// ProfileVersion holds one US Core version's resource profiles and the
+// codes of the value sets their required bindings name that could be
+// enumerated (from the IG or R4); others are absent (bindings to them are
+// not checked).
+type ProfileVersion struct {
+	Version   string              `json:"version"`
+	Profiles  []Profile           `json:"profiles"`
+	ValueSets map[string][]string `json:"valueSets"`
+}
+
+// Profile is one constraint StructureDefinition on a resource type.
+type Profile struct {
+	URL      string        `json:"url"`
+	Name     string        `json:"name"`
+	Type     string        `json:"type"`
+	Elements []ProfileElem `json:"elements"`
+}
+
+// ProfileElem is one snapshot element of a profile, with what validation
+// uses.
+type ProfileElem struct {
+	ID        string          `json:"id"`
+	Path      string          `json:"path"`
+	SliceName string          `json:"slice,omitempty"`
+	Min       int             `json:"min,omitempty"`
+	Max       int             `json:"max"` // -1 = *
+	Types     []string        `json:"types,omitempty"`
+	Profile   string          `json:"profile,omitempty"` // first type profile (extensions)
+	Fixed     json.RawMessage `json:"fixed,omitempty"`
+	Pattern   json.RawMessage `json:"pattern,omitempty"`
+	Required  string          `json:"required,omitempty"` // value set of a required binding
+	Slicing   []Discriminator `json:"slicing,omitempty"`
+	Closed    bool            `json:"closed,omitempty"`
+}
+
+// Discriminator is one slicing discriminator.
+type Discriminator struct {
+	Type string `json:"type"`
+	Path string `json:"path"`
 }
