@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/jsonvalue"
 	"github.com/lapis-health/lapis/internal/fhirapi"
 	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
@@ -599,25 +600,7 @@ var ucFields = map[string]map[string]ucField{
 func ucValues(v any, paths []string) []any {
 	var out []any
 	for _, p := range paths {
-		cur := []any{v}
-		for _, seg := range strings.Split(p, ".") {
-			var next []any
-			for _, c := range cur {
-				m, ok := c.(map[string]any)
-				if !ok {
-					continue
-				}
-				switch x := m[seg].(type) {
-				case nil:
-				case []any:
-					next = append(next, x...)
-				default:
-					next = append(next, x)
-				}
-			}
-			cur = next
-		}
-		out = append(out, cur...)
+		out = append(out, jsonvalue.At(v, p)...)
 	}
 	return out
 }

@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
+	"github.com/lapis-health/lapis/internal/fhir/jsonvalue"
 )
 
 //go:embed data/uscore-profiles.json.gz
@@ -120,8 +121,10 @@ func decodeInto(m map[*wire.ProfileElem]any, e *wire.ProfileElem, raw json.RawMe
 	if len(raw) == 0 {
 		return nil
 	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := dec.Decode(&v); err != nil {
 		return err
 	}
 	m[e] = v
@@ -162,7 +165,8 @@ func (s *Set) Has(url string) bool {
 	return s.profiles[url] != nil
 }
 
-// Validate checks resource against the profile url (a |version suffix is
+// Validate checks resource (decoded with json.Decoder.UseNumber, as
+// resource.DecodeJSON does) against the profile url (a |version suffix is
 // ignored). It returns an error for an unknown profile or one of another
 // resource type.
 func (s *Set) Validate(resource map[string]any, url string) ([]Issue, error) {
@@ -364,75 +368,15 @@ func (v *run) discriminatorValue(s *wire.ProfileElem, path string) (any, bool) {
 
 // at returns the values at a dotted path below v ("$this" = v itself).
 func at(v any, path string) []any {
-	cur := []any{v}
 	if path == "$this" {
-		return cur
+		return []any{v}
 	}
-	for _, seg := range strings.Split(path, ".") {
-		var next []any
-		for _, c := range cur {
-			m, ok := c.(map[string]any)
-			if !ok {
-				continue
-			}
-			switch x := m[seg].(type) {
-			case nil:
-			case []any:
-				next = append(next, x...)
-			default:
-				next = append(next, x)
-			}
-		}
-		cur = next
-	}
-	return cur
+	return jsonvalue.At(v, path)
 }
 
-// equal reports deep equality of decoded JSON values.
-func equal(a, b any) bool {
-	switch x := a.(type) {
-	case map[string]any:
-		y, ok := b.(map[string]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for k, xv := range x {
-			if yv, ok := y[k]; !ok || !equal(xv, yv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		y, ok := b.([]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if !equal(x[i], y[i]) {
-				return false
-			}
-		}
-		return true
-	case json.Number, float64:
-		fa, oka := number(a)
-		fb, okb := number(b)
-		return oka && okb && fa == fb
-	default:
-		return a == b
-	}
-}
-
-// number returns a JSON number (decoded either way) as a float64.
-func number(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
-	}
-	return 0, false
-}
+// equal compares decoded JSON values (numbers by value; the profiles'
+// values are decoded with UseNumber, as resources are).
+func equal(a, b any) bool { return jsonvalue.Equal(a, b) }
 
 // matches reports whether v matches pattern p (FHIR pattern[x]: every
 // element of p is present in v with the same value; each array element of

@@ -70,11 +70,18 @@ func readExamples(t *testing.T, file string) map[string]map[string]any {
 			continue
 		}
 		c, _ := io.ReadAll(tr)
-		var r map[string]any
-		if json.Unmarshal(c, &r) == nil {
+		if r, err := decode(c); err == nil {
 			out[h.Name] = r
 		}
 	}
+}
+
+// decode decodes a resource as the server does (numbers as json.Number).
+func decode(b []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var r map[string]any
+	return r, dec.Decode(&r)
 }
 
 // claimed returns the profiles of set s that r claims in meta.profile.
@@ -123,8 +130,10 @@ func example(t *testing.T, file, name string) map[string]any {
 		t.Fatalf("no example %s", name)
 	}
 	b, _ := json.Marshal(r)
-	var c map[string]any
-	json.Unmarshal(b, &c)
+	c, err := decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
 
@@ -276,11 +285,8 @@ func BenchmarkValidateReference(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(rs)), "µs/validation")
 }
 
-func TestEqualNumbers(t *testing.T) {
-	if !equal(json.Number("1.0"), float64(1)) || !equal(float64(2), json.Number("2")) || equal(json.Number("1"), "1") {
-		t.Error("number comparison")
-	}
-	if !matches(map[string]any{"a": []any{json.Number("3"), "x"}, "b": true}, map[string]any{"a": []any{float64(3)}}) {
+func TestMatchesNumbers(t *testing.T) {
+	if !matches(map[string]any{"a": []any{json.Number("3.0"), "x"}, "b": true}, map[string]any{"a": []any{json.Number("3")}}) {
 		t.Error("pattern with a number")
 	}
 }
