@@ -100,6 +100,10 @@ type FHIR struct {
 	// USCoreVersion is the US Core version the CapabilityStatement
 	// claims: one of USCoreVersions.
 	USCoreVersion string
+	// ProfileValidation is off, claimed (writes must conform to the US
+	// Core profiles of USCoreVersion they claim) or us-core (also: a
+	// resource of a US Core type that claims none must conform to one).
+	ProfileValidation string
 	// ServiceBaseURLs is the file listing the organisations and FHIR bases
 	// published at [base]/servicebaseurls (package servicebase); empty =
 	// this server's base alone.
@@ -230,11 +234,12 @@ func Defaults() Config {
 		},
 		Database: Database{DataDir: defaultDataDir()},
 		FHIR: FHIR{
-			MaxBodyBytes:  16 << 20,
-			DefaultCount:  20,
-			MaxCount:      1000,
-			SearchTimeout: 10 * time.Second,
-			USCoreVersion: USCoreVersions[0],
+			MaxBodyBytes:      16 << 20,
+			DefaultCount:      20,
+			MaxCount:          1000,
+			SearchTimeout:     10 * time.Second,
+			USCoreVersion:     USCoreVersions[0],
+			ProfileValidation: "off",
 		},
 		Gateway: Gateway{ForwardedHeader: "X-Forwarded-For", DefaultDenyUserAgents: true},
 		RateLimit: RateLimit{
@@ -397,6 +402,12 @@ func (f *FHIR) check() error {
 	}
 	if f.USCoreVersion == "" {
 		f.USCoreVersion = USCoreVersions[0]
+	}
+	if f.ProfileValidation == "" {
+		f.ProfileValidation = "off"
+	}
+	if !slices.Contains([]string{"off", "claimed", "us-core"}, f.ProfileValidation) {
+		return fmt.Errorf("invalid --profile-validation %q: want off, claimed or us-core", f.ProfileValidation)
 	}
 	if !slices.Contains(USCoreVersions, f.USCoreVersion) {
 		return fmt.Errorf("invalid --us-core-version %q: want one of %s", f.USCoreVersion, strings.Join(USCoreVersions, ", "))

@@ -68,14 +68,14 @@ func TestUSCoreServer(t *testing.T) {
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []struct{ name, version string }{{"sqlite", "6.1.0"}, {"postgres", "7.0.0"}} {
+	for _, d := range []struct{ name, version, validation string }{{"sqlite", "6.1.0", "claimed"}, {"postgres", "7.0.0", "us-core"}} {
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			db := ""
 			if d.name == "postgres" {
 				db = pgtest.New(t)
 			}
-			s := lapistest.Start(t, lapistest.Options{Database: db, Args: []string{"--service-base-urls", file, "--us-core-version", d.version}})
+			s := lapistest.Start(t, lapistest.Options{Database: db, Args: []string{"--service-base-urls", file, "--us-core-version", d.version, "--profile-validation", d.validation}})
 			in := &instance{Server: s, t: t, dataDir: s.DataDir, dbURL: s.Database, base: s.Base}
 
 			// §6: public, a valid Bundle, every rule, /metadata of each
@@ -133,7 +133,9 @@ func TestUSCoreServer(t *testing.T) {
 				t.Fatalf("apikey create: %s", errOut)
 			}
 			in.apiKey = k.Key
-			in.do("PUT", "/Patient/race1", `{"resourceType":"Patient","id":"race1","extension":[{"url":"http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+			checkProfileValidation(t, in, d.validation)
+			in.do("PUT", "/Patient/race1", `{"resourceType":"Patient","id":"race1","identifier":[{"system":"urn:e2e","value":"r1"}],
+			  "name":[{"family":"Racer"}],"gender":"female","extension":[{"url":"http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
 			  "extension":[{"url":"ombCategory","valueCoding":{"system":"urn:oid:2.16.840.1.113883.6.238","code":"2028-9"}},{"url":"text","valueString":"Asian"}]}]}`).expect(t, http.StatusCreated)
 			for _, q := range []string{"race=2028-9", "race=2106-3"} {
 				r := in.do("GET", "/Patient?"+q, nil).expect(t, http.StatusOK)
@@ -141,9 +143,10 @@ func TestUSCoreServer(t *testing.T) {
 					t.Errorf("%s: %d matches, want %d", q, got, want)
 				}
 			}
+			// The Patients: Valid, race1, and Unclaimed where claimed mode let it in.
 			out, errOut, code = in.lapis("reindex", "--type", "Patient", "--json")
 			var ri map[string]int
-			if code != 0 || json.Unmarshal([]byte(out), &ri) != nil || ri["reindexed"] != 1 || len(ri) != 1 {
+			if code != 0 || json.Unmarshal([]byte(out), &ri) != nil || ri["reindexed"] != map[string]int{"claimed": 3, "us-core": 2}[d.validation] || len(ri) != 1 {
 				t.Fatalf("reindex --json: %d %q %s", code, out, errOut)
 			}
 		})
@@ -260,4 +263,23 @@ func checkUSCoreCapability(t *testing.T, in *instance, version string) {
 			t.Errorf("combination %s: %q, want %s", key, combos[key], w)
 		}
 	}
+}
+
+// checkProfileValidation writes US Core Patients under --profile-validation
+// mode: a claimed profile's rule broken is a 400 naming the profile, the
+// element and the rule; in us-core mode a Patient that claims nothing must
+// conform too.
+func checkProfileValidation(t *testing.T, in *instance, mode string) {
+	t.Helper()
+	const claim = `"meta":{"profile":["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]},`
+	valid := `"identifier":[{"system":"urn:e2e","value":"v1"}],"name":[{"family":"Valid"}],"gender":"male"`
+	in.do("POST", "/Patient", `{"resourceType":"Patient",`+claim+valid+`}`).expect(t, http.StatusCreated)
+	r := in.do("POST", "/Patient", `{"resourceType":"Patient",`+claim+`"identifier":[{"system":"urn:e2e","value":"v2"}],"name":[{"family":"NoGender"}]}`).expect(t, http.StatusBadRequest)
+	r.outcome(t)
+	if msg := string(r.raw); !strings.Contains(msg, "us-core-patient") || !strings.Contains(msg, "Patient.gender") || !strings.Contains(msg, "cardinality") {
+		t.Errorf("refusal does not name the profile, element and rule: %s", msg)
+	}
+	unclaimed := in.do("POST", "/Patient", `{"resourceType":"Patient","name":[{"family":"Unclaimed"}]}`)
+	want := map[string]int{"claimed": http.StatusCreated, "us-core": http.StatusBadRequest}[mode]
+	unclaimed.expect(t, want)
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
@@ -288,5 +290,102 @@ func BenchmarkValidateReference(b *testing.B) {
 func TestMatchesNumbers(t *testing.T) {
 	if !matches(map[string]any{"a": []any{json.Number("3.0"), "x"}, "b": true}, map[string]any{"a": []any{json.Number("3")}}) {
 		t.Error("pattern with a number")
+	}
+}
+
+// TestChecker: structural issues first; claimed checks only claimed
+// profiles; us-core also requires an unclaiming resource of a US Core type
+// to conform to one of its profiles.
+func TestChecker(t *testing.T) {
+	reg, err := definitions.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := validate.New(reg)
+	s := loadSets(t)["6.1.0"]
+	if _, err := NewChecker(base, s, "strict"); err == nil {
+		t.Error("unknown mode accepted")
+	}
+	if _, err := NewChecker(base, nil, ModeClaimed); err == nil {
+		t.Error("no profiles accepted")
+	}
+	good := example(t, "us_core_610.tgz", "Patient-example.json")
+	bad := example(t, "us_core_610.tgz", "Patient-example.json")
+	delete(bad, "gender")
+	unclaimed := map[string]any{"resourceType": "Patient", "name": []any{map[string]any{"family": "X"}}}
+	structural := map[string]any{"resourceType": "Patient", "bogus": true}
+	for _, c := range []struct {
+		mode string
+		res  map[string]any
+		want string // "" = no issue
+	}{
+		{ModeOff, bad, ""},
+		{ModeOff, structural, "bogus"},
+		{ModeClaimed, good, ""},
+		{ModeClaimed, bad, "profile http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient, element Patient.gender, rule cardinality"},
+		{ModeClaimed, unclaimed, ""},
+		{ModeClaimed, structural, "bogus"},
+		{ModeUSCore, good, ""},
+		{ModeUSCore, unclaimed, "conforms to no US Core 6.1.0 profile of Patient"},
+		{ModeUSCore, map[string]any{"resourceType": "Basic", "code": map[string]any{"text": "x"}}, ""},
+	} {
+		ch, err := NewChecker(base, s, c.mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issues := ch.Validate(c.res)
+		if c.want == "" && len(issues) != 0 || c.want != "" && (len(issues) == 0 || !strings.Contains(issues[0].Message+issues[0].Expression, c.want)) {
+			t.Errorf("%s %v: %v, want %q", c.mode, c.res["resourceType"], issues, c.want)
+		}
+	}
+}
+
+// BenchmarkChecker measures the validation of writes with profile
+// validation off (structure only) and claimed, on the reference patients
+// (every resource claims US Core profiles) and on Synthea bundles (none
+// claims any), per resource.
+func BenchmarkChecker(b *testing.B) {
+	reg, err := definitions.Load()
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := validate.New(reg)
+	s := loadSets(b)["6.1.0"]
+	load := func(files []string) []map[string]any {
+		var out []map[string]any
+		for _, f := range files {
+			raw, _ := os.ReadFile(f)
+			var bundle struct{ Entry []struct{ Resource map[string]any } }
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			dec.Decode(&bundle)
+			for _, e := range bundle.Entry {
+				if p, ok := e.Resource["effectivePeriod"].(map[string]any); ok && p["stop"] != nil {
+					p["end"] = p["stop"]
+					delete(p, "stop")
+				}
+				out = append(out, e.Resource)
+			}
+		}
+		return out
+	}
+	synthea := shareddata.Glob(b, "*.json", "data", "synthea")
+	data := map[string][]map[string]any{
+		"reference": load(shareddata.Glob(b, "uscore_bundle_*.json", "data", "uscore")),
+		"synthea":   load(synthea[:min(5, len(synthea))]),
+	}
+	for _, name := range []string{"reference", "synthea"} {
+		for _, mode := range []string{ModeOff, ModeClaimed} {
+			ch, _ := NewChecker(base, s, mode)
+			rs := data[name]
+			b.Run(name+"/"+mode, func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					for _, r := range rs {
+						ch.Validate(r)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(rs)), "µs/resource")
+			})
+		}
 	}
 }
