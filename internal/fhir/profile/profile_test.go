@@ -355,7 +355,9 @@ func BenchmarkChecker(b *testing.B) {
 		var out []map[string]any
 		for _, f := range files {
 			raw, _ := os.ReadFile(f)
-			var bundle struct{ Entry []struct{ Resource map[string]any } }
+			var bundle struct {
+				Entry []struct{ Resource map[string]any }
+			}
 			dec := json.NewDecoder(bytes.NewReader(raw))
 			dec.UseNumber()
 			dec.Decode(&bundle)
