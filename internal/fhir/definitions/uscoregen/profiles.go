@@ -19,7 +19,7 @@ type structureDefinition struct {
 	Kind       string `json:"kind"`
 	Derivation string `json:"derivation"`
 	Snapshot   struct {
-		Element []map[string]json.RawMessage `json:"element"`
+		Element []json.RawMessage `json:"element"`
 	} `json:"snapshot"`
 }
 
@@ -158,10 +158,13 @@ func profiles(files map[string][]byte, version string, r4VS map[string][]string)
 			continue
 		}
 		p := wire.Profile{URL: sd.URL, Name: sd.Name, Type: sd.Type}
-		for _, raw := range sd.Snapshot.Element {
+		for _, b := range sd.Snapshot.Element {
 			var e element
-			b, _ := json.Marshal(raw)
+			var raw map[string]json.RawMessage
 			if err := json.Unmarshal(b, &e); err != nil {
+				return v, fmt.Errorf("%s: %w", n, err)
+			}
+			if err := json.Unmarshal(b, &raw); err != nil {
 				return v, fmt.Errorf("%s: %w", n, err)
 			}
 			pe := wire.ProfileElem{ID: e.ID, Path: e.Path, SliceName: e.SliceName, Min: e.Min, Max: -1}
