@@ -210,10 +210,17 @@ func TestRefusals(t *testing.T) {
 // server's patients (../shared/data/uscore), with the one invalid element
 // of uscore_bundle_patient_355.json (effectivePeriod.stop) repaired in
 // memory.
-func referenceResources(t *testing.T) []map[string]any {
+func referenceResources(t testing.TB) []map[string]any {
+	t.Helper()
+	return bundleResources(t, shareddata.Glob(t, "uscore_bundle_*.json", "data", "uscore"))
+}
+
+// bundleResources returns the entries' resources of Bundle files, decoded
+// as the server decodes them, with effectivePeriod.stop repaired to end.
+func bundleResources(t testing.TB, files []string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, f := range shareddata.Glob(t, "uscore_bundle_*.json", "data", "uscore") {
+	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -221,7 +228,9 @@ func referenceResources(t *testing.T) []map[string]any {
 		var bundle struct {
 			Entry []struct{ Resource map[string]any }
 		}
-		if err := json.Unmarshal(b, &bundle); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		if err := dec.Decode(&bundle); err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range bundle.Entry {
@@ -264,16 +273,9 @@ func BenchmarkValidateReference(b *testing.B) {
 	s := loadSets(b)["6.1.0"]
 	var rs []map[string]any
 	var ps []string
-	for _, f := range shareddata.Glob(b, "uscore_bundle_*.json", "data", "uscore") {
-		raw, _ := os.ReadFile(f)
-		var bundle struct {
-			Entry []struct{ Resource map[string]any }
-		}
-		json.Unmarshal(raw, &bundle)
-		for _, e := range bundle.Entry {
-			for _, p := range claimed(s, e.Resource) {
-				rs, ps = append(rs, e.Resource), append(ps, p)
-			}
+	for _, r := range referenceResources(b) {
+		for _, p := range claimed(s, r) {
+			rs, ps = append(rs, r), append(ps, p)
 		}
 	}
 	b.ResetTimer()
@@ -351,30 +353,10 @@ func BenchmarkChecker(b *testing.B) {
 	}
 	base := validate.New(reg)
 	s := loadSets(b)["6.1.0"]
-	load := func(files []string) []map[string]any {
-		var out []map[string]any
-		for _, f := range files {
-			raw, _ := os.ReadFile(f)
-			var bundle struct {
-				Entry []struct{ Resource map[string]any }
-			}
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.UseNumber()
-			dec.Decode(&bundle)
-			for _, e := range bundle.Entry {
-				if p, ok := e.Resource["effectivePeriod"].(map[string]any); ok && p["stop"] != nil {
-					p["end"] = p["stop"]
-					delete(p, "stop")
-				}
-				out = append(out, e.Resource)
-			}
-		}
-		return out
-	}
 	synthea := shareddata.Glob(b, "*.json", "data", "synthea")
 	data := map[string][]map[string]any{
-		"reference": load(shareddata.Glob(b, "uscore_bundle_*.json", "data", "uscore")),
-		"synthea":   load(synthea[:min(5, len(synthea))]),
+		"reference": referenceResources(b),
+		"synthea":   bundleResources(b, synthea[:min(5, len(synthea))]),
 	}
 	for _, name := range []string{"reference", "synthea"} {
 		for _, mode := range []string{ModeOff, ModeClaimed} {
