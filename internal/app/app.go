@@ -16,6 +16,7 @@ import (
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
+	"github.com/lapis-health/lapis/internal/fhir/profile"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
@@ -64,11 +65,16 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 	if opts.Access != nil {
 		acc = opts.Access(reg)
 	}
+	val, err := newValidator(reg, cfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	svc, err := resource.New(resource.Config{
 		Access:    acc,
 		Store:     st,
 		Registry:  reg,
-		Validator: validate.New(reg),
+		Validator: val,
 		Indexer:   ex,
 		Parser:    search.NewParser(reg, cfg.FHIRBase(), cfg.FHIR.MaxCount, cfg.FHIR.DefaultCount),
 		BaseURL:   cfg.FHIRBase(),
@@ -109,3 +115,18 @@ func (a *App) RefreshStatistics(ctx context.Context) error {
 
 // Close releases the store.
 func (a *App) Close() error { return a.Store.Close() }
+
+// newValidator returns the structural validator, wrapped in the US Core
+// profile checker unless --profile-validation is off.
+func newValidator(reg *definitions.Registry, cfg config.Config) (resource.Validator, error) {
+	base := validate.New(reg)
+	mode := cfg.FHIR.ProfileValidation
+	if mode == "" || mode == profile.ModeOff {
+		return base, nil
+	}
+	sets, err := profile.Load()
+	if err != nil {
+		return nil, err
+	}
+	return profile.NewChecker(base, sets[cfg.FHIR.USCoreVersion], mode)
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
+	"github.com/lapis-health/lapis/internal/servicebase"
 	"github.com/lapis-health/lapis/internal/store"
 )
 
@@ -168,8 +169,15 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	fhirStages = append(fhirStages, conc)
 	// Audit stays the LAST stage (closest to the handler, after rate limits).
 	fhirStages = append(fhirStages, auditRT.stage)
+	// The service base URL Bundle, published without credentials.
+	sbu, err := servicebase.BundleFor(cfg.FHIR.ServiceBaseURLs, "Lapis", cfg.FHIRBase(), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("--service-base-urls: %w", err)
+	}
 	api := fhirapi.New(fhirapi.Config{
 		BaseURL:         cfg.FHIRBase(),
+		ServiceBaseURLs: sbu,
+		USCoreVersion:   cfg.FHIR.USCoreVersion,
 		MaxBodyBytes:    cfg.FHIR.MaxBodyBytes,
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,

@@ -58,25 +58,26 @@ func openApp(e *env, f dbFlags) (*app.App, config.Config, error) {
 }
 
 type grammar struct {
-	Serve   serveCmd   `cmd:"" help:"Run the FHIR server."`
-	Import  importCmd  `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
-	Reindex reindexCmd `cmd:"" help:"Recompute the search index of stored resources (after an upgrade changes extraction)."`
-	Client  clientCmd  `cmd:"" help:"Manage OAuth clients (local database, or a remote server with --server/--profile)."`
-	Keys    keysCmd    `cmd:"" help:"Manage the authorization server's signing keys."`
-	User    userCmd    `cmd:"" help:"Manage patient and practitioner logins (local database, or a remote server with --server/--profile)."`
-	Grants  grantsCmd  `cmd:"" help:"List and revoke the access users gave apps (local database, or a remote server with --server/--profile)."`
-	Apikey  apikeyCmd  `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API (local database, or a remote server with --server/--profile)."`
-	Demo    demoCmd    `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
-	Audit   auditCmd   `cmd:"" help:"Verify the tamper-evident audit trail."`
-	Login   loginCmd   `cmd:"" group:"Client" help:"Log in to a SMART server in the browser (PKCE) and store the tokens for the profile."`
-	Token   tokenCmd   `cmd:"" group:"Client" help:"Print a valid access token of a profile or server, refreshing it if needed."`
-	Get     getCmd     `cmd:"" group:"Client" help:"Read a resource from a FHIR server: TYPE/ID[/_history/VERSION]."`
-	Search  searchCmd  `cmd:"" group:"Client" help:"Search a FHIR server: TYPE [PARAM=VALUE...]."`
-	Create  createCmd  `cmd:"" group:"Client" help:"Create a resource on a FHIR server from a JSON file or stdin."`
-	Update  updateCmd  `cmd:"" group:"Client" help:"Replace a resource on a FHIR server from a JSON file or stdin."`
-	Delete  deleteCmd  `cmd:"" group:"Client" help:"Delete a resource on a FHIR server."`
-	Export  exportCmd  `cmd:"" group:"Client" help:"Run a Bulk Data $export and download its files (resumable)."`
-	Version versionCmd `cmd:"" help:"Print the version."`
+	Serve           serveCmd           `cmd:"" help:"Run the FHIR server."`
+	Import          importCmd          `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
+	Reindex         reindexCmd         `cmd:"" help:"Recompute the search index of stored resources (after an upgrade changes extraction)."`
+	Client          clientCmd          `cmd:"" help:"Manage OAuth clients (local database, or a remote server with --server/--profile)."`
+	Keys            keysCmd            `cmd:"" help:"Manage the authorization server's signing keys."`
+	User            userCmd            `cmd:"" help:"Manage patient and practitioner logins (local database, or a remote server with --server/--profile)."`
+	Grants          grantsCmd          `cmd:"" help:"List and revoke the access users gave apps (local database, or a remote server with --server/--profile)."`
+	Apikey          apikeyCmd          `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API (local database, or a remote server with --server/--profile)."`
+	Demo            demoCmd            `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
+	Audit           auditCmd           `cmd:"" help:"Verify the tamper-evident audit trail."`
+	ServiceBaseURLs serviceBaseURLsCmd `cmd:"" name:"servicebaseurls" help:"Print and check the service base URL Bundle published at [base]/servicebaseurls."`
+	Login           loginCmd           `cmd:"" group:"Client" help:"Log in to a SMART server in the browser (PKCE) and store the tokens for the profile."`
+	Token           tokenCmd           `cmd:"" group:"Client" help:"Print a valid access token of a profile or server, refreshing it if needed."`
+	Get             getCmd             `cmd:"" group:"Client" help:"Read a resource from a FHIR server: TYPE/ID[/_history/VERSION]."`
+	Search          searchCmd          `cmd:"" group:"Client" help:"Search a FHIR server: TYPE [PARAM=VALUE...]."`
+	Create          createCmd          `cmd:"" group:"Client" help:"Create a resource on a FHIR server from a JSON file or stdin."`
+	Update          updateCmd          `cmd:"" group:"Client" help:"Replace a resource on a FHIR server from a JSON file or stdin."`
+	Delete          deleteCmd          `cmd:"" group:"Client" help:"Delete a resource on a FHIR server."`
+	Export          exportCmd          `cmd:"" group:"Client" help:"Run a Bulk Data $export and download its files (resumable)."`
+	Version         versionCmd         `cmd:"" help:"Print the version."`
 }
 
 // env carries the process streams to commands.

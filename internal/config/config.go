@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,7 +97,22 @@ type FHIR struct {
 	// SearchTimeout is the time budget of a search or history request
 	// (0 = none).
 	SearchTimeout time.Duration
+	// USCoreVersion is the US Core version the CapabilityStatement
+	// claims: one of USCoreVersions.
+	USCoreVersion string
+	// ProfileValidation is off, claimed (writes must conform to the US
+	// Core profiles of USCoreVersion they claim) or us-core (also: a
+	// resource of a US Core type that claims none must conform to one).
+	ProfileValidation string
+	// ServiceBaseURLs is the file listing the organisations and FHIR bases
+	// published at [base]/servicebaseurls (package servicebase); empty =
+	// this server's base alone.
+	ServiceBaseURLs string
 }
+
+// USCoreVersions are the US Core versions Lapis can claim (the ONC (g)(10)
+// v8 tracks); the first is the default.
+var USCoreVersions = []string{"6.1.0", "7.0.0"}
 
 // Auth configures authentication of the FHIR API.
 type Auth struct {
@@ -224,10 +240,12 @@ func Defaults() Config {
 		},
 		Database: Database{DataDir: defaultDataDir()},
 		FHIR: FHIR{
-			MaxBodyBytes:  16 << 20,
-			DefaultCount:  20,
-			MaxCount:      1000,
-			SearchTimeout: 10 * time.Second,
+			MaxBodyBytes:      16 << 20,
+			DefaultCount:      20,
+			MaxCount:          1000,
+			SearchTimeout:     10 * time.Second,
+			USCoreVersion:     USCoreVersions[0],
+			ProfileValidation: "off",
 		},
 		Gateway: Gateway{ForwardedHeader: "X-Forwarded-For", DefaultDenyUserAgents: true},
 		RateLimit: RateLimit{
@@ -372,7 +390,7 @@ func checkBaseURL(s string) error {
 	return nil
 }
 
-func (f FHIR) check() error {
+func (f *FHIR) check() error {
 	if f.MaxBodyBytes <= 0 {
 		return fmt.Errorf("invalid max body size %d: must be positive", f.MaxBodyBytes)
 	}
@@ -387,6 +405,18 @@ func (f FHIR) check() error {
 	}
 	if f.SearchTimeout < 0 {
 		return errors.New("--search-timeout must not be negative")
+	}
+	if f.USCoreVersion == "" {
+		f.USCoreVersion = USCoreVersions[0]
+	}
+	if f.ProfileValidation == "" {
+		f.ProfileValidation = "off"
+	}
+	if !slices.Contains([]string{"off", "claimed", "us-core"}, f.ProfileValidation) {
+		return fmt.Errorf("invalid --profile-validation %q: want off, claimed or us-core", f.ProfileValidation)
+	}
+	if !slices.Contains(USCoreVersions, f.USCoreVersion) {
+		return fmt.Errorf("invalid --us-core-version %q: want one of %s", f.USCoreVersion, strings.Join(USCoreVersions, ", "))
 	}
 	return nil
 }

@@ -87,6 +87,8 @@ func TestServeChecks(t *testing.T) {
 		{func(c *Config) { c.LogLevel = "loud" }, "--log-level"},
 		{func(c *Config) { c.Server.IdleTimeout = 0 }, "--idle-timeout must be positive"},
 		{func(c *Config) { c.FHIR.SearchTimeout = -time.Second }, "--search-timeout"},
+		{func(c *Config) { c.FHIR.USCoreVersion = "5.0.1" }, "--us-core-version"},
+		{func(c *Config) { c.FHIR.ProfileValidation = "strict" }, "--profile-validation"},
 		{func(c *Config) { c.Gateway.TrustedProxies = []string{"10.0.0.0/33"} }, "--trusted-proxies: invalid address"},
 		{func(c *Config) { c.Gateway.AllowIPs = []string{"nope"} }, "--allow-ip: invalid address"},
 		{func(c *Config) { c.Gateway.ForwardedHeader = "X-Real-IP" }, "--forwarded-header"},

@@ -114,6 +114,7 @@ func (a *api) capabilityStatement() []byte {
 			},
 		}},
 	}
+	a.usCore(cs, a.cfg.USCoreVersion)
 	if a.cfg.CapabilityHook != nil {
 		a.cfg.CapabilityHook(cs)
 	}
@@ -130,9 +131,10 @@ func dedupe(s []string) []string {
 	return out
 }
 
-// metadata serves GET /metadata (and CORS preflight) without
-// authentication, with Access-Control-Allow-Origin: *.
-func (a *api) metadata(w http.ResponseWriter, r *http.Request) {
+// public serves a public document (GET /metadata, /servicebaseurls, and
+// CORS preflight) without authentication, with
+// Access-Control-Allow-Origin: *.
+func (a *api) public(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	switch r.Method {
@@ -146,12 +148,12 @@ func (a *api) metadata(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		h.Set("Allow", "GET, HEAD, OPTIONS")
-		a.writeError(w, r, outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on /metadata", r.Method))
+		a.writeError(w, r, outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
 	if err := negotiate(r); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	a.writeBody(w, r, http.StatusOK, a.capJSON)
+	a.writeBody(w, r, http.StatusOK, body)
 }

@@ -9,6 +9,7 @@
 // Routes (relative to the path of Config.BaseURL, e.g. /fhir):
 //
 //	GET    /metadata                       capabilities (no authentication, CORS *)
+//	GET    /servicebaseurls                service base URL Bundle (Config.ServiceBaseURLs; no authentication, CORS *)
 //	POST   /                               batch / transaction
 //	GET    /  ?_type=...                   system search; POST /_search likewise
 //	GET    /_history                       system history
@@ -28,7 +29,7 @@
 //	GET    /Patient/{id}/$everything       Patient $everything (POST with a Parameters body likewise)
 //
 // Authentication plugs in as Config.Middleware, wrapping every route except
-// /metadata.
+// /metadata and /servicebaseurls.
 package fhirapi
 
 import (
@@ -73,6 +74,14 @@ type Config struct {
 	// (as a JSON object) once at startup, e.g. to add
 	// rest[0].security with the SMART oauth-uris extension.
 	CapabilityHook func(capability map[string]any)
+	// ServiceBaseURLs, if set, is the service base URL Bundle (JSON)
+	// served at /servicebaseurls without authentication (HTI-1
+	// §170.404(b)(2), package servicebase).
+	ServiceBaseURLs []byte
+	// USCoreVersion, if set, is the US Core version ("6.1.0", "7.0.0")
+	// the CapabilityStatement claims: instantiates us-core-server, the
+	// US Core profiles, search parameters and combinations.
+	USCoreVersion string
 	// Logger receives internal errors and panics; nil = slog.Default().
 	Logger *slog.Logger
 }
@@ -168,7 +177,11 @@ func (a *api) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if r.URL.Path == a.prefix+"/metadata" {
-		a.metadata(tw, r)
+		a.public(tw, r, a.capJSON)
+		return
+	}
+	if r.URL.Path == a.prefix+"/servicebaseurls" && a.cfg.ServiceBaseURLs != nil {
+		a.public(tw, r, a.cfg.ServiceBaseURLs)
 		return
 	}
 	a.protected.ServeHTTP(tw, r)

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"strconv"
 	"strings"
 
+	"github.com/lapis-health/lapis/internal/fhir/jsonvalue"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 )
 
@@ -471,87 +471,7 @@ func deepCopy(v any) any {
 }
 
 // jsonEqual compares decoded JSON values; numbers compare by numeric value.
-func jsonEqual(a, b any) bool {
-	switch x := a.(type) {
-	case json.Number:
-		y, ok := b.(json.Number)
-		if !ok {
-			return false
-		}
-		if x == y {
-			return true
-		}
-		return numbersEqual(string(x), string(y))
-	case map[string]any:
-		y, ok := b.(map[string]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for k, v := range x {
-			w, ok := y[k]
-			if !ok || !jsonEqual(v, w) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		y, ok := b.([]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if !jsonEqual(x[i], y[i]) {
-				return false
-			}
-		}
-		return true
-	default:
-		return reflect.DeepEqual(a, b)
-	}
-}
+func jsonEqual(a, b any) bool { return jsonvalue.Equal(a, b) }
 
 // numbersEqual compares two JSON number literals by exact decimal value.
-func numbersEqual(a, b string) bool {
-	na, oka := canonicalDecimal(a)
-	nb, okb := canonicalDecimal(b)
-	return oka && okb && na == nb
-}
-
-// canonicalDecimal renders a JSON number literal as sign, digits without
-// leading/trailing zeros, and a decimal exponent, so equal values compare
-// equal as strings.
-func canonicalDecimal(s string) (string, bool) {
-	neg := false
-	if strings.HasPrefix(s, "-") {
-		neg = true
-		s = s[1:]
-	}
-	exp := 0
-	if i := strings.IndexAny(s, "eE"); i >= 0 {
-		e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
-		if err != nil {
-			return "", false
-		}
-		exp = e
-		s = s[:i]
-	}
-	intPart, frac := s, ""
-	if i := strings.IndexByte(s, '.'); i >= 0 {
-		intPart, frac = s[:i], s[i+1:]
-	}
-	digits := intPart + frac
-	exp -= len(frac)
-	digits = strings.TrimLeft(digits, "0")
-	if digits == "" {
-		return "0", true
-	}
-	for strings.HasSuffix(digits, "0") {
-		digits = digits[:len(digits)-1]
-		exp++
-	}
-	sign := ""
-	if neg {
-		sign = "-"
-	}
-	return sign + digits + "e" + strconv.Itoa(exp), true
-}
+func numbersEqual(a, b string) bool { return jsonvalue.NumbersEqual(a, b) }

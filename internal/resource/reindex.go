@@ -112,7 +112,8 @@ func (s *Service) reindexVersions(ctx context.Context, typ string) error {
 }
 
 // reindexPage extracts and stores the index rows of one page of resources
-// in one transaction. A resource deleted meanwhile is skipped.
+// in one transaction. A resource deleted meanwhile is skipped; one updated
+// meanwhile is indexed from its current version.
 func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
 	indexes := make([]store.Index, len(rs))
 	errs := make([]error, len(rs))
@@ -135,6 +136,26 @@ func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
 			return errors.New("this store cannot re-index")
 		}
 		for i := range rs {
+			// A write since the page was read (the server runs meanwhile)
+			// has indexed a newer version: extract that one instead, so
+			// the rows always describe the current body. The read locks
+			// the row on PostgreSQL until the transaction ends.
+			cur, err := tx.Read(ctx, rs[i].Type, rs[i].ID)
+			if errors.Is(err, store.ErrNotFound) || (err == nil && cur.Deleted) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if cur.VersionID != rs[i].VersionID {
+				res, err := DecodeJSON(cur.Body)
+				if err != nil {
+					return fmt.Errorf("%s/%s: %w", rs[i].Type, rs[i].ID, err)
+				}
+				if indexes[i], err = s.idx.Extract(res); err != nil {
+					return fmt.Errorf("%s/%s: %w", rs[i].Type, rs[i].ID, err)
+				}
+			}
 			if err := iw.PutIndex(ctx, rs[i].Type, rs[i].ID, &indexes[i]); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return err
 			}

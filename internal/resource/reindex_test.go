@@ -14,16 +14,7 @@ import (
 // version.
 func TestReindex(t *testing.T) {
 	ctx := context.Background()
-	cfg := config.Defaults()
-	cfg.Database.DataDir = t.TempDir()
-	if err := cfg.Normalize(false); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.Open(ctx, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a := openReindexApp(t)
 	for i := 0; i < 7; i++ {
 		if _, err := a.Service.Create(ctx, "Patient", []byte(`{"resourceType":"Patient","name":[{"family":"Reindexova"}],"gender":"female"}`), ""); err != nil {
 			t.Fatal(err)
@@ -41,7 +32,7 @@ func TestReindex(t *testing.T) {
 	}
 	// Drop every index row, as an older extractor that missed the parameter would have.
 	res, _ := a.Store.Search(ctx, &store.Query{Type: "Patient", Count: 100})
-	err = a.Store.Update(ctx, func(tx store.Tx) error {
+	err := a.Store.Update(ctx, func(tx store.Tx) error {
 		for _, r := range res.Matches {
 			if err := tx.(store.IndexWriter).PutIndex(ctx, "Patient", r.ID, &store.Index{}); err != nil {
 				return err
@@ -70,4 +61,50 @@ func TestReindex(t *testing.T) {
 	if _, err := a.Service.Reindex(ctx, []string{"Nope"}, nil); err == nil {
 		t.Fatal("unknown type accepted")
 	}
+}
+
+// TestReindexConcurrentUpdate re-indexes a page read before the resource
+// was updated (as when the server writes during `lapis reindex`) and checks
+// that the index still describes the current version, not the stale body.
+func TestReindexConcurrentUpdate(t *testing.T) {
+	ctx := context.Background()
+	a := openReindexApp(t)
+	if _, err := a.Service.Update(ctx, "Patient", "p1", []byte(`{"resourceType":"Patient","id":"p1","name":[{"family":"Before"}]}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := a.Store.Read(ctx, "Patient", "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Service.Update(ctx, "Patient", "p1", []byte(`{"resourceType":"Patient","id":"p1","name":[{"family":"After"}]}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Service.ReindexPage(ctx, []store.Resource{*stale}); err != nil {
+		t.Fatal(err)
+	}
+	for family, want := range map[string]int{"before": 0, "after": 1} {
+		r, err := a.Store.Search(ctx, &store.Query{Type: "Patient", Count: 10, Where: []store.Clause{{Any: []store.Predicate{{Param: "family", String: &store.StringMatch{Value: family}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Matches) != want {
+			t.Errorf("family=%s: %d matches, want %d", family, len(r.Matches), want)
+		}
+	}
+}
+
+// openReindexApp opens an application on a fresh SQLite data directory.
+func openReindexApp(t *testing.T) *app.App {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Database.DataDir = t.TempDir()
+	if err := cfg.Normalize(false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
 }

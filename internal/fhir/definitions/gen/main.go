@@ -90,25 +90,6 @@ type extension struct {
 	ValueString string `json:"valueString"`
 }
 
-type searchParameter struct {
-	URL         string   `json:"url"`
-	Version     string   `json:"version"`
-	Code        string   `json:"code"`
-	Type        string   `json:"type"`
-	Description string   `json:"description"`
-	Expression  string   `json:"expression"`
-	Base        []string `json:"base"`
-	Target      []string `json:"target"`
-	MultipleOr  *bool    `json:"multipleOr"`
-	MultipleAnd *bool    `json:"multipleAnd"`
-	Comparator  []string `json:"comparator"`
-	Modifier    []string `json:"modifier"`
-	Component   []struct {
-		Definition string `json:"definition"`
-		Expression string `json:"expression"`
-	} `json:"component"`
-}
-
 type compartmentDefinition struct {
 	Code     string `json:"code"`
 	Resource []struct {
@@ -273,7 +254,7 @@ func run(src, out string) error {
 		return err
 	}
 	for _, raw := range res {
-		var sp searchParameter
+		var sp wire.Source
 		if err := json.Unmarshal(raw, &sp); err != nil {
 			return err
 		}
@@ -281,15 +262,7 @@ func run(src, out string) error {
 			log.Printf("skipping non-R4 SearchParameter %s (version %s)", sp.URL, sp.Version)
 			continue
 		}
-		w := wire.SearchParam{
-			Code: sp.Code, Type: sp.Type, URL: sp.URL, Description: sp.Description,
-			Expression: sp.Expression, Base: sp.Base, Targets: sp.Target,
-			MultipleOr: sp.MultipleOr, MultipleAnd: sp.MultipleAnd,
-			Comparators: sp.Comparator, Modifiers: sp.Modifier,
-		}
-		for _, c := range sp.Component {
-			w.Components = append(w.Components, wire.Component{Definition: c.Definition, Expression: c.Expression})
-		}
+		w := sp.SearchParam()
 		wf.SearchParams = append(wf.SearchParams, w)
 	}
 
