@@ -78,6 +78,26 @@ func (s *Service) Search(ctx context.Context, typ string, params url.Values, str
 // at the first error of fn, which it returns as is; a result snapshot that
 // expires before the last page is a 409.
 func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn func(*store.Resource) error) error {
+	return s.each(ctx, typ, params, nil, fn)
+}
+
+// EachInCompartment is Each with its matches restricted to the members of
+// Patient/id's compartment (as SearchCompartment restricts them); typ
+// must be a type of the Patient compartment (400 otherwise). Bulk Data
+// exports of a Group or a list of patients run on it.
+func (s *Service) EachInCompartment(ctx context.Context, id, typ string, params url.Values, fn func(*store.Resource) error) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	comp := s.patientCompartment(id)
+	if len(comp.Params[typ]) == 0 {
+		return outcome.BadRequest("%s is not in the Patient compartment (%s)", typ, PatientCompartmentURL)
+	}
+	return s.each(ctx, typ, params, comp, fn)
+}
+
+// each is Each restricted to comp (nil: no compartment).
+func (s *Service) each(ctx context.Context, typ string, params url.Values, comp *store.Compartment, fn func(*store.Resource) error) error {
 	op := InteractionSearchSystem
 	if typ != "" {
 		if err := s.checkType(typ); err != nil {
@@ -101,6 +121,7 @@ func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn fu
 	}
 	q.Total = store.TotalNone
 	q.Include, q.RevInclude = nil, nil
+	q.Compartment = comp
 	if req.Summary == "count" || q.Count <= 0 {
 		return nil
 	}
