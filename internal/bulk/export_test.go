@@ -290,7 +290,9 @@ func testParallel(t *testing.T, e *env) {
 	var wg sync.WaitGroup
 	results := make([]map[string][]string, n)
 	for i := range n {
-		wg.Go(func() { results[i] = only(e.export(t, e.other, "/Group/g1/$export"), "Patient", "Observation", "Condition") })
+		wg.Go(func() {
+			results[i] = only(e.export(t, e.other, "/Group/g1/$export"), "Patient", "Observation", "Condition")
+		})
 	}
 	wg.Wait()
 	exp := want("Patient", []string{"p1", "p2"}, "Observation", []string{"o1", "o2", "o3", "o5"}, "Condition", []string{"c1"})
