@@ -41,7 +41,8 @@ func isOutcome(body []byte) bool {
 // and ownership rules on one server per dialect.
 func TestExport(t *testing.T) {
 	dialects(t, func(t *testing.T, dbURL string) {
-		e := newEnv(t, dbURL)
+		stream := filepath.Join(t.TempDir(), "audit.jsonl")
+		e := newEnv(t, dbURL, "--audit-stream", stream)
 		t.Run("capability", func(t *testing.T) { testCapability(t, e) })
 		t.Run("conformance", func(t *testing.T) { testConformance(t, e) })
 		t.Run("refusals", func(t *testing.T) { testRefusals(t, e) })
@@ -50,6 +51,7 @@ func TestExport(t *testing.T) {
 		t.Run("ownership", func(t *testing.T) { testOwnership(t, e) })
 		t.Run("parallel", func(t *testing.T) { testParallel(t, e) })
 		t.Run("post", func(t *testing.T) { testPost(t, e) })
+		t.Run("audit", func(t *testing.T) { testAudit(t, e, stream) })
 	})
 }
 
@@ -317,4 +319,19 @@ func testPost(t *testing.T, e *env) {
 	if bad.Status != 400 || !isOutcome(bad.Body) {
 		t.Errorf("POST with a Patient body: %d", bad.Status)
 	}
+}
+
+// testAudit checks that kick-offs, completions, cancellations and
+// downloads are AuditEvents.
+func testAudit(t *testing.T, e *env, stream string) {
+	kinds := []string{"bulk export accepted", "bulk export done", "bulk export cancelled", "bulk export file downloaded"}
+	poll.Until(t, 10*time.Second, "audit records of the export", func() bool {
+		b, _ := os.ReadFile(stream)
+		for _, k := range kinds {
+			if !strings.Contains(string(b), `"outcomeDesc":"`+k+`"`) {
+				return false
+			}
+		}
+		return true
+	})
 }

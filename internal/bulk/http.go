@@ -125,6 +125,7 @@ func (s *Service) startJob(w http.ResponseWriter, r *http.Request, level string)
 		return outcome.New(http.StatusTooManyRequests, "throttled", "this client already has %d exports running; wait for one to finish or cancel one", s.cfg.MaxJobsPerClient)
 	}
 	s.notify()
+	s.record(ctx, p, "bulk export accepted", "job="+jb.ID, false, 0)
 	w.Header().Set("Content-Location", s.base+"/$export-status/"+jb.ID)
 	writeJSON(w, "application/fhir+json", http.StatusAccepted, outcome.Info("export job accepted"))
 	return nil
@@ -223,6 +224,7 @@ func (s *Service) cancel(w http.ResponseWriter, r *http.Request) {
 	// A worker still writing stops at its next lease renewal and removes
 	// what it wrote since; the sweep removes anything left.
 	os.RemoveAll(s.jobDir(jb.ID, 0))
+	s.record(r.Context(), principal.FromContext(r.Context()), "bulk export cancelled", "job="+jb.ID, false, 0)
 	writeJSON(w, "application/fhir+json", http.StatusAccepted, outcome.Info("export job cancelled"))
 }
 
@@ -257,5 +259,12 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/fhir+ndjson")
+	returned := 0
+	for _, o := range res.Output {
+		if o.File == name {
+			returned = int(o.Count)
+		}
+	}
+	s.record(r.Context(), principal.FromContext(r.Context()), "bulk export file downloaded", "job="+jb.ID+"&file="+name, false, returned)
 	http.ServeContent(w, r, "", st.ModTime(), f)
 }

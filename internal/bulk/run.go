@@ -160,18 +160,27 @@ func (s *Service) finish(ctx context.Context, jb *job, state string, res *result
 	}
 	var p principal.Principal
 	_ = json.Unmarshal(jb.Principal, &p)
-	e := audit.Event{Kind: audit.KindREST, Action: "E", Interaction: "operation", Description: "bulk export " + state,
-		ClientID: p.ClientID, Subject: p.Subject, FHIRUser: p.FHIRUser, Method: p.Method, CredentialID: p.TokenID, Patient: p.Patient,
-		Entities: []audit.Entity{{Role: "query", Query: "job=" + jb.ID}}}
-	e.Outcome = audit.OutcomeSuccess
-	if state == stateFailed {
+	returned := 0
+	for _, o := range res.Output {
+		returned += int(o.Count)
+	}
+	s.record(ctx, &p, "bulk export "+state, "job="+jb.ID, state == stateFailed, returned)
+	return true
+}
+
+// record adds an export event to the audit trail (besides the FHIR
+// interaction the audit stage records for each request): what happened
+// to which job, for whom.
+func (s *Service) record(ctx context.Context, p *principal.Principal, what, query string, failed bool, returned int) {
+	e := audit.Event{Kind: audit.KindREST, Action: "E", Interaction: "operation", Description: what, Outcome: audit.OutcomeSuccess,
+		Entities: []audit.Entity{{Role: "query", Query: query}}, Returned: returned}
+	if p != nil {
+		e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
+	}
+	if failed {
 		e.Outcome = audit.OutcomeSerious
 	}
-	for _, o := range res.Output {
-		e.Returned += int(o.Count)
-	}
 	s.sink.Record(ctx, e)
-	return true
 }
 
 // export writes every run of pl into the attempt's folder.
