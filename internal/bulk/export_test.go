@@ -51,6 +51,8 @@ func TestExport(t *testing.T) {
 		t.Run("ownership", func(t *testing.T) { testOwnership(t, e) })
 		t.Run("parallel", func(t *testing.T) { testParallel(t, e) })
 		t.Run("post", func(t *testing.T) { testPost(t, e) })
+		t.Run("sdk", func(t *testing.T) { testSDK(t, e) })
+		t.Run("cli", func(t *testing.T) { testCLI(t, e) })
 		t.Run("audit", func(t *testing.T) { testAudit(t, e, stream) })
 	})
 }

@@ -18,7 +18,7 @@ import (
 // retryAfter is the Retry-After of a running job's status (seconds) and of
 // a kick-off over the per-client cap.
 const (
-	retryAfterStatus = "2"
+	retryAfterStatus = "1"
 	retryAfterCap    = "30"
 )
 
