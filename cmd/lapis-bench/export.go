@@ -35,20 +35,16 @@ func runExport(bin, dir, dbURL, dialect string, files []string, o exportOptions)
 		}
 	}
 	fmt.Printf("# lapis-bench -mode export  dialect=%s  imported %d bundles x %d in %.0fs\n", dialect, len(files), o.replicas, time.Since(start).Seconds())
-	keyOut, err := exec.Command(bin, "apikey", "create", "--data-dir", dir, "--database", dbURL, "--name", "bench", "--scope", "system/*.rs", "--json").Output()
+	key, err := benchKey(bin, dir, dbURL)
 	if err != nil {
-		return fmt.Errorf("apikey create: %w", err)
-	}
-	var key struct{ Key string }
-	if err := json.Unmarshal(keyOut, &key); err != nil || key.Key == "" {
-		return fmt.Errorf("apikey create output %q: %v", keyOut, err)
+		return err
 	}
 	srv, err := lapistest.Launch(lapistest.Options{Bin: bin, DataDir: dir, Database: dbURL, Args: append([]string{"--log-level", "info"}, benchLimits()...)})
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
-	client := &http.Client{Transport: &keyTransport{key: key.Key, base: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	client := &http.Client{Transport: &keyTransport{key: key, base: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	patients, err := ids(client, srv.Base+"/Patient?_count=200&_elements=id")
 	if err != nil || len(patients) == 0 {
 		return fmt.Errorf("no patients found: %v", err)

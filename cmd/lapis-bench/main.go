@@ -180,13 +180,9 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 
 	// An API key for the load (the FHIR API requires a credential).
-	keyOut, err := exec.Command(bin, "apikey", "create", "--data-dir", dir, "--database", dbURL, "--name", "bench", "--scope", "system/*.rs", "--json").Output()
+	key, err := benchKey(bin, dir, dbURL)
 	if err != nil {
-		return fmt.Errorf("apikey create: %w", err)
-	}
-	var key struct{ Key string }
-	if err := json.Unmarshal(keyOut, &key); err != nil || key.Key == "" {
-		return fmt.Errorf("apikey create output %q: %v", keyOut, err)
+		return err
 	}
 	// The full gateway: rate limits evaluated on every request (limits high
 	// enough never to refuse the load) and the audit trail on (defaults).
@@ -195,7 +191,7 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 		return err
 	}
 	defer stop()
-	client := &http.Client{Transport: &keyTransport{key: key.Key, base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
+	client := &http.Client{Transport: &keyTransport{key: key, base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
 
 	patients, err := ids(client, base+"/Patient?_count=200&_elements=id")
 	if err != nil || len(patients) == 0 {
@@ -207,7 +203,7 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 		urls = append(urls, base+"/Patient/"+p)
 	}
 	if auditCmp {
-		return compareAudit(bin, dir, dbURL, key.Key, patients, conns, dur)
+		return compareAudit(bin, dir, dbURL, key, patients, conns, dur)
 	}
 	report("read Patient/{id}", load(client, urls, conns, dur))
 	// The issue's two searches. The Synthea set has no heart-rate (8867-4)
@@ -279,6 +275,19 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 	report("bare net/http handler, same bytes", load(plain, bareURLs, conns, dur))
 	return nil
+}
+
+// benchKey creates a system/*.rs API key in the database and returns it.
+func benchKey(bin, dir, dbURL string) (string, error) {
+	out, err := exec.Command(bin, "apikey", "create", "--data-dir", dir, "--database", dbURL, "--name", "bench", "--scope", "system/*.rs", "--json").Output()
+	if err != nil {
+		return "", fmt.Errorf("apikey create: %w", err)
+	}
+	var key struct{ Key string }
+	if err := json.Unmarshal(out, &key); err != nil || key.Key == "" {
+		return "", fmt.Errorf("apikey create output %q: %v", out, err)
+	}
+	return key.Key, nil
 }
 
 // get returns the body of one GET.
