@@ -119,3 +119,27 @@ func testCLI(t *testing.T, e *env) {
 		check(t, strings.Join(c.args, " "), got, c.exp)
 	}
 }
+
+// testGroupCLI makes cohorts with lapis group create (listed ids, a
+// search) and exports them.
+func testGroupCLI(t *testing.T, e *env) {
+	env := []string{"BULK_KEY=" + e.sys, "XDG_CONFIG_HOME=" + t.TempDir()}
+	for _, c := range []struct {
+		args []string
+		exp  []string
+	}{
+		{[]string{"--patient", "p1,p3"}, []string{"p1", "p3"}},
+		{[]string{"--search", "family=Two", "--patient", "p1"}, []string{"p1", "p2"}},
+	} {
+		args := append([]string{"group", "create", "--server", e.Base, "--api-key-env", "BULK_KEY", "--name", "cohort"}, c.args...)
+		r := lapistest.Run(t, env, "", args...)
+		var g struct{ ID string }
+		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &g) != nil || g.ID == "" {
+			t.Fatalf("lapis %s: %d %s %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+		}
+		check(t, "group "+strings.Join(c.args, " "), e.export(t, e.sys, "/Group/"+g.ID+"/$export?_type=Patient"), want("Patient", c.exp))
+	}
+	if r := lapistest.Run(t, env, "", "group", "create", "--server", e.Base, "--api-key-env", "BULK_KEY", "--name", "x"); r.Code == 0 {
+		t.Error("group create without members succeeded")
+	}
+}

@@ -53,6 +53,7 @@ func TestExport(t *testing.T) {
 		t.Run("post", func(t *testing.T) { testPost(t, e) })
 		t.Run("sdk", func(t *testing.T) { testSDK(t, e) })
 		t.Run("cli", func(t *testing.T) { testCLI(t, e) })
+		t.Run("group cli", func(t *testing.T) { testGroupCLI(t, e) })
 		t.Run("audit", func(t *testing.T) { testAudit(t, e, stream) })
 	})
 }
