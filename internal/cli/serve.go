@@ -93,7 +93,7 @@ type exportFlags struct {
 	ExportMaxPerClient int           `name:"export-max-per-client" env:"LAPIS_EXPORT_MAX_PER_CLIENT" default:"10" help:"Unfinished export jobs one client may have; a kick-off beyond it gets 429 (0 = no limit)."`
 	ExportExpire       time.Duration `name:"export-expire" env:"LAPIS_EXPORT_EXPIRE" default:"24h" help:"How long the files of a finished export are kept."`
 	ExportLease        time.Duration `name:"export-lease" env:"LAPIS_EXPORT_LEASE" default:"30s" help:"How long a job stays with a worker that stopped renewing its lease (a crashed instance) before another worker takes it over."`
-	ExportFileSize     string        `name:"export-file-size" env:"LAPIS_EXPORT_FILE_SIZE" default:"256MB" help:"Start a new output file of a type past this size."`
+	ExportFileSize     string        `name:"export-file-size" env:"LAPIS_EXPORT_FILE_SIZE" default:"256MiB" help:"Start a new output file of a type past this size."`
 }
 
 // config maps the flags onto a normalized config.Config; the config

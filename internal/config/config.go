@@ -356,7 +356,24 @@ func (c *Config) Normalize(serve bool) error {
 	if _, err := c.RateLimit.Parse(); err != nil {
 		return err
 	}
+	if err := c.Export.check(); err != nil {
+		return err
+	}
 	return c.Audit.check()
+}
+
+func (e Export) check() error {
+	switch {
+	case e.Workers < 0 || e.MaxJobsPerClient < 0 || e.Rate < 0:
+		return errors.New("--export-workers, --export-max-per-client and --export-rate must not be negative")
+	case e.Expire <= 0:
+		return errors.New("--export-expire must be positive")
+	case e.Lease < time.Second:
+		return errors.New("--export-lease must be at least 1s")
+	case e.MaxFileBytes < 1<<10:
+		return errors.New("--export-file-size must be at least 1KiB")
+	}
+	return nil
 }
 
 func (t TLS) check() error {
