@@ -16,8 +16,9 @@ import (
 
 // exportOptions are the settings of -mode export.
 type exportOptions struct {
-	replicas int // times the bundles are imported (new ids each time)
-	conns    int // readers by id while the export runs
+	replicas int  // times the bundles are imported (new ids each time)
+	skip     bool // -skip-import: the data directory holds the data already
+	conns    int  // readers by id while the export runs
 }
 
 // runExport imports the bundles replicas times, starts lapis serve, and
@@ -26,7 +27,7 @@ type exportOptions struct {
 // of reads by id from conns other clients while the export runs.
 func runExport(bin, dir, dbURL, dialect string, files []string, o exportOptions) error {
 	start := time.Now()
-	for range o.replicas {
+	for i := 0; i < o.replicas && !o.skip; i++ {
 		args := append([]string{"import", "--data-dir", dir, "--database", dbURL, "--quiet", "--json"}, files...)
 		cmd := exec.Command(bin, args...)
 		cmd.Stderr = os.Stderr

@@ -73,7 +73,7 @@ func main() {
 	switch *mode {
 	case "":
 	case "export":
-		exp = &exportOptions{replicas: *replicas, conns: 8}
+		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip}
 	case "real":
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -98,7 +98,8 @@ func (s *Service) startJob(w http.ResponseWriter, r *http.Request, level string)
 			return outcome.BadRequest("Group/%s has no Patient members", r.PathValue("id"))
 		}
 	}
-	pl, err := s.buildPlan(ctx, level, params, group)
+	txTime := s.now().UTC().Truncate(time.Millisecond)
+	pl, err := s.buildPlan(ctx, level, params, group, txTime)
 	if err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func (s *Service) startJob(w http.ResponseWriter, r *http.Request, level string)
 	if r.URL.RawQuery != "" {
 		reqURL += "?" + r.URL.RawQuery
 	}
-	jb := &job{ID: newID(), Owner: owner(p), RequestURL: reqURL, TransactionTime: s.now().UTC().Truncate(time.Millisecond)}
+	jb := &job{ID: newID(), Owner: owner(p), RequestURL: reqURL, TransactionTime: txTime}
 	if p == nil {
 		p = &principal.Principal{}
 	}

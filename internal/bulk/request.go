@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/store"
@@ -134,10 +136,13 @@ func kickOffParams(r *http.Request) (map[string][]string, error) {
 // searches, under the caller's access (ctx): unknown parameters, types and
 // search parameters are 400, types the caller may not search 403 when
 // named (left out when not). group holds the Group's patients.
-func (s *Service) buildPlan(ctx context.Context, level string, params map[string][]string, group []string) (*plan, error) {
+func (s *Service) buildPlan(ctx context.Context, level string, params map[string][]string, group []string, txTime time.Time) (*plan, error) {
 	reg := s.svc.Registry()
 	pl := &plan{Level: level}
-	var base url.Values = url.Values{}
+	// The export reflects the data as of its transactionTime: a resource
+	// changed later is left for the next export (_since=transactionTime),
+	// and a job rewritten after a crash writes the same files.
+	base := url.Values{"_lastUpdated": {"le" + fhirtime.FormatInstant(txTime)}}
 	typeFilters := map[string][]string{}
 	elements := map[string][]string{}
 	var types []string

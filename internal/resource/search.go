@@ -125,6 +125,10 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 	if req.Summary == "count" || q.Count <= 0 {
 		return nil
 	}
+	if len(q.Sort) == 0 {
+		// Keyset paging: constant cost per page however large the result.
+		q.Keyset = &store.Keyset{}
+	}
 	for {
 		res, err := s.st.Search(ctx, &q)
 		if errors.Is(err, store.ErrSnapshotExpired) {
@@ -144,6 +148,13 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 		}
 		if !res.HasMore {
 			return nil
+		}
+		if q.Keyset != nil {
+			if res.Next == nil {
+				return s.internal(ctx, "search", errors.New("keyset page without a next position"))
+			}
+			q.Keyset = res.Next
+			continue
 		}
 		if res.Snapshot != "" {
 			q.Snapshot = res.Snapshot
