@@ -137,8 +137,10 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 		if err != nil {
 			return s.internal(ctx, "search", err)
 		}
+		pageBytes := 0
 		for i := range res.Matches {
 			r := &res.Matches[i]
+			pageBytes += len(r.Body)
 			if r.Body, err = Subset(s.reg, r.Body, req.Summary, req.Elements); err != nil {
 				return s.internal(ctx, "search", err)
 			}
@@ -154,6 +156,10 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 				return s.internal(ctx, "search", errors.New("keyset page without a next position"))
 			}
 			q.Keyset = res.Next
+			// Memory bounded in bytes: pages of large resources shrink.
+			if pageBytes > eachPageBytes && q.Count > 10 {
+				q.Count = max(10, q.Count*eachPageBytes/pageBytes)
+			}
 			continue
 		}
 		if res.Snapshot != "" {
@@ -162,6 +168,11 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 		q.Offset += q.Count
 	}
 }
+
+// eachPageBytes is about the most resource bytes a page of Each holds
+// when it pages by keyset (later pages get fewer resources when one is
+// larger).
+const eachPageBytes = 8 << 20
 
 // pageTooLarge is the 413 outcome of a search or history page over
 // MaxResponseBytes.
