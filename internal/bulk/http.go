@@ -267,5 +267,8 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.record(r.Context(), principal.FromContext(r.Context()), "bulk export file downloaded", "job="+jb.ID+"&file="+name, false, returned)
+	// A large file outlasts the server's write timeout: allow ten minutes
+	// plus a second per MB (where the writers in between let us).
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10*time.Minute + time.Duration(st.Size()>>20)*time.Second))
 	http.ServeContent(w, r, "", st.ModTime(), f)
 }
