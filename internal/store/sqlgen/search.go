@@ -134,6 +134,11 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	driver, typeCol := -1, "r.type"
 	if e.D == SQLite {
 		driver = Driver(q.Where)
+		if q.Keyset != nil && driver >= 0 && lastUpdatedOnly(q.Where[driver]) {
+			// Keyset pages walk the (type, last_updated) index, which
+			// bounds _lastUpdated itself.
+			driver = -1
+		}
 		if driver >= 0 && sc.typ != "" && !hasID(q.Where[driver]) {
 			typeCol = "+r.type"
 		}
@@ -177,6 +182,16 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		g.filter = q.Filter
 	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
+}
+
+// lastUpdatedOnly reports whether c tests _lastUpdated only.
+func lastUpdatedOnly(c store.Clause) bool {
+	for _, p := range c.Any {
+		if p.LastUpdated == nil {
+			return false
+		}
+	}
+	return len(c.Any) > 0
 }
 
 func hasID(c store.Clause) bool {
