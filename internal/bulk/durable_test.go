@@ -46,6 +46,7 @@ func attempts(t *testing.T, dataDir, job string) []string {
 // it again, and checks that the job is taken over and finishes with
 // complete, correct files.
 func TestExportRestart(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, dbURL string) {
 		e := newEnv(t, dbURL, "--export-rate", "5", "--export-lease", "1s")
 		st := e.start(t, e.sys, slowExport)
@@ -72,6 +73,7 @@ func TestExportRestart(t *testing.T) {
 // and is killed midway, B (started after) takes it over; A serves the
 // status, the files and a cancellation.
 func TestExportInstances(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	dir := t.TempDir()
 	a := newEnv(t, db, "--export-workers", "0")
@@ -100,6 +102,7 @@ func TestExportInstances(t *testing.T) {
 // TestExportQueue checks the per-client cap on unfinished jobs (429 with
 // Retry-After only beyond it) and the expiry of finished jobs.
 func TestExportQueue(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, dbURL string) {
 		e := newEnv(t, dbURL, "--export-workers", "0", "--export-max-per-client", "2")
 		first := e.start(t, e.sys, "/$export")
@@ -119,6 +122,7 @@ func TestExportQueue(t *testing.T) {
 // TestExportExpiry checks that a finished job and its files are removed
 // after --export-expire.
 func TestExportExpiry(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, dbURL string) {
 		e := newEnv(t, dbURL, "--export-expire", "1s")
 		st := e.start(t, e.sys, "/$export?_type=Patient")

@@ -40,6 +40,7 @@ func isOutcome(body []byte) bool {
 // TestExport runs conformance.md §4 and the export's exactness, scope
 // and ownership rules on one server per dialect.
 func TestExport(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, dbURL string) {
 		stream := filepath.Join(t.TempDir(), "audit.jsonl")
 		e := newEnv(t, dbURL, "--audit-stream", stream)
