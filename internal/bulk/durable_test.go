@@ -124,9 +124,14 @@ func TestExportQueue(t *testing.T) {
 func TestExportExpiry(t *testing.T) {
 	t.Parallel()
 	dialects(t, func(t *testing.T, dbURL string) {
-		e := newEnv(t, dbURL, "--export-expire", "1s")
-		st := e.start(t, e.sys, "/$export?_type=Patient")
+		e := newEnv(t, dbURL, "--export-expire", "1s", "--export-file-size", "1KiB")
+		st := e.start(t, e.sys, "/$export?_type=Patient,Observation")
 		m, resp := e.wait(t, e.sys, st)
+		// Files split at the size bound, one type each, every line whole.
+		check(t, "split files", e.contents(t, e.sys, m), want("Patient", []string{"p1", "p2", "p3"}, "Observation", []string{"o1", "o2", "o3", "o4"}))
+		if len(m.Output) < 3 {
+			t.Errorf("%d files, want the Observations split", len(m.Output))
+		}
 		if exp, err := http.ParseTime(resp.Header.Get("Expires")); err != nil || exp.Before(time.Now().Add(-time.Minute)) {
 			t.Errorf("Expires %q", resp.Header.Get("Expires"))
 		}

@@ -283,8 +283,9 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 	return res, nil
 }
 
-// writer writes the NDJSON files of one type, starting a new file when
-// the current one reaches max bytes.
+// writer writes the NDJSON files of one type, starting a new file before
+// a line would take the current one past max bytes (a file holds at least
+// one line).
 type writer struct {
 	dir, typ, prefix string
 	max              int64
@@ -304,6 +305,11 @@ func (w *writer) write(line []byte) error {
 		}
 		line = w.buf.Bytes()
 	}
+	if w.f != nil && w.size+int64(len(line))+1 > w.max {
+		if err := w.close(); err != nil {
+			return err
+		}
+	}
 	if w.f == nil {
 		w.n++
 		f, err := os.OpenFile(filepath.Join(w.dir, w.name()), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -316,9 +322,6 @@ func (w *writer) write(line []byte) error {
 	w.bw.WriteByte('\n')
 	w.size += int64(len(line)) + 1
 	w.count++
-	if w.size >= w.max {
-		return w.close()
-	}
 	return nil
 }
 
