@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -198,5 +197,3 @@ func only(got map[string][]string, types ...string) map[string][]string {
 	}
 	return out
 }
-
-func readAll(r io.Reader) string { b, _ := io.ReadAll(r); return string(b) }
