@@ -18,6 +18,12 @@
 // connections beside a bare net/http handler measured in the same run:
 //
 //	go run ./cmd/lapis-bench -mode real [-duration 5s] [-bundles N] [-json] [-database URL]
+//
+// With -mode export (export.go) it imports the bundles -replicas times and
+// measures one system-level Bulk Data $export: resources/s, the server's
+// peak memory over idle, and read-by-id latency at 8 connections meanwhile:
+//
+//	go run ./cmd/lapis-bench -mode export [-replicas 7] [-database URL]
 package main
 
 import (
@@ -54,7 +60,8 @@ func main() {
 		keep     = flag.String("datadir", "", "data directory to use (default: a temporary one)")
 		loader   = flag.String("loader", "auto", "load generator: wrk (Debian package wrk), go, or auto (wrk when installed)")
 		auditCmp = flag.Bool("audit", false, "only compare read-by-id latency with the audit trail on and off (audit.go)")
-		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go)")
+		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go); export: a system $export of the bundles imported -replicas times (export.go)")
+		replicas = flag.Int("replicas", 7, "-mode export: import the bundles this many times (about 15,000 resources each)")
 		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
 		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
 		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
@@ -62,8 +69,11 @@ func main() {
 	flag.DurationVar(duration, "duration", 10*time.Second, "same as -d")
 	flag.Parse()
 	var real *realOptions
+	var exp *exportOptions
 	switch *mode {
 	case "":
+	case "export":
+		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip}
 	case "real":
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -79,7 +89,7 @@ func main() {
 		}
 		*loader = "go"
 	default:
-		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real)\n", *mode)
+		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real or export)\n", *mode)
 		os.Exit(2)
 	}
 	useWrk := *loader == "wrk"
@@ -90,13 +100,13 @@ func main() {
 	if useWrk {
 		load = wrkLoad
 	}
-	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp, real); err != nil {
+	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp, real, exp); err != nil {
 		fmt.Fprintln(os.Stderr, "lapis-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool, real *realOptions) error {
+func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool, real *realOptions, exp *exportOptions) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "lapis-bench-")
 	if err != nil {
@@ -137,6 +147,9 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	if len(files) == 0 && !skipImport {
 		return fmt.Errorf("no bundles in %s", dataDir)
 	}
+	if exp != nil {
+		return runExport(bin, dir, dbURL, dialect, files, *exp)
+	}
 	if real != nil {
 		if n := len(real.files); n > 0 && n < len(files) {
 			files = files[:n]
@@ -167,13 +180,9 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 
 	// An API key for the load (the FHIR API requires a credential).
-	keyOut, err := exec.Command(bin, "apikey", "create", "--data-dir", dir, "--database", dbURL, "--name", "bench", "--scope", "system/*.rs", "--json").Output()
+	key, err := benchKey(bin, dir, dbURL)
 	if err != nil {
-		return fmt.Errorf("apikey create: %w", err)
-	}
-	var key struct{ Key string }
-	if err := json.Unmarshal(keyOut, &key); err != nil || key.Key == "" {
-		return fmt.Errorf("apikey create output %q: %v", keyOut, err)
+		return err
 	}
 	// The full gateway: rate limits evaluated on every request (limits high
 	// enough never to refuse the load) and the audit trail on (defaults).
@@ -182,7 +191,7 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 		return err
 	}
 	defer stop()
-	client := &http.Client{Transport: &keyTransport{key: key.Key, base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
+	client := &http.Client{Transport: &keyTransport{key: key, base: &http.Transport{MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns}}}
 
 	patients, err := ids(client, base+"/Patient?_count=200&_elements=id")
 	if err != nil || len(patients) == 0 {
@@ -194,7 +203,7 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 		urls = append(urls, base+"/Patient/"+p)
 	}
 	if auditCmp {
-		return compareAudit(bin, dir, dbURL, key.Key, patients, conns, dur)
+		return compareAudit(bin, dir, dbURL, key, patients, conns, dur)
 	}
 	report("read Patient/{id}", load(client, urls, conns, dur))
 	// The issue's two searches. The Synthea set has no heart-rate (8867-4)
@@ -266,6 +275,19 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 	report("bare net/http handler, same bytes", load(plain, bareURLs, conns, dur))
 	return nil
+}
+
+// benchKey creates a system/*.rs API key in the database and returns it.
+func benchKey(bin, dir, dbURL string) (string, error) {
+	out, err := exec.Command(bin, "apikey", "create", "--data-dir", dir, "--database", dbURL, "--name", "bench", "--scope", "system/*.rs", "--json").Output()
+	if err != nil {
+		return "", fmt.Errorf("apikey create: %w", err)
+	}
+	var key struct{ Key string }
+	if err := json.Unmarshal(out, &key); err != nil || key.Key == "" {
+		return "", fmt.Errorf("apikey create output %q: %v", out, err)
+	}
+	return key.Key, nil
 }
 
 // get returns the body of one GET.

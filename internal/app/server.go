@@ -17,6 +17,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/authorize"
+	"github.com/lapis-health/lapis/internal/bulk"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
@@ -169,6 +170,11 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	fhirStages = append(fhirStages, conc)
 	// Audit stays the LAST stage (closest to the handler, after rate limits).
 	fhirStages = append(fhirStages, auditRT.stage)
+	exp, err := openExport(ctx, cfg, a, auditRT.sink, log)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, exp.Close)
 	// The service base URL Bundle, published without credentials.
 	sbu, err := servicebase.BundleFor(cfg.FHIR.ServiceBaseURLs, "Lapis", cfg.FHIRBase(), time.Now())
 	if err != nil {
@@ -181,7 +187,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		MaxBodyBytes:    cfg.FHIR.MaxBodyBytes,
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,
-		CapabilityHook:  auth.CapabilityHook,
+		CapabilityHook:  func(cs map[string]any) { auth.CapabilityHook(cs); bulk.Capability(cs) },
 		// Every FHIR route but /metadata needs a bearer token, API key or
 		// (per client, when enabled) Basic credentials.
 		Middleware: chain(fhirStages...),
@@ -209,6 +215,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	}
 	adm.Mount(mux)
 	mux.Handle("/", api)
+	exp.Mount(mux, chain(fhirStages...))
 	var handler http.Handler = mux
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)

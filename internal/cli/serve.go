@@ -33,6 +33,7 @@ type serveCmd struct {
 	ServiceBaseURLs     string `name:"service-base-urls" env:"LAPIS_SERVICE_BASE_URLS" help:"JSON file listing the organisations (name, NPI, address) and their FHIR bases published at [base]/servicebaseurls; default: this server's base alone." placeholder:"FILE"`
 	LogLevel            string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
 	auditFlags
+	exportFlags
 }
 
 // gatewayFlags are the network, transport and operations flags of
@@ -87,6 +88,17 @@ type auditFlags struct {
 	AlertAuthFailures int           `name:"alert-auth-failures" env:"LAPIS_ALERT_AUTH_FAILURES" default:"10" help:"Alert when one client or address fails authentication more often than this within --alert-auth-window (0 disables)."`
 	AlertAuthWindow   time.Duration `name:"alert-auth-window" env:"LAPIS_ALERT_AUTH_WINDOW" default:"5m" help:"Window of --alert-auth-failures."`
 	AlertRefusals     bool          `name:"alert-refusals" env:"LAPIS_ALERT_REFUSALS" default:"true" negatable:"" help:"Alert on requests refused by an allow-list."`
+}
+
+// exportFlags are serve's Bulk Data $export flags (embedded in serveCmd).
+type exportFlags struct {
+	ExportDir          string        `name:"export-dir" env:"LAPIS_EXPORT_DIR" help:"Folder of the $export output files (default: export in the data directory); instances sharing a PostgreSQL database must share it." placeholder:"DIR"`
+	ExportWorkers      int           `name:"export-workers" env:"LAPIS_EXPORT_WORKERS" default:"2" help:"Export jobs this instance runs at once (0: none; other instances on the same PostgreSQL database run the jobs it accepts)."`
+	ExportRate         int           `name:"export-rate" env:"LAPIS_EXPORT_RATE" default:"0" help:"Most resources per second one export job writes, to spare the database for other clients (0 = no bound)."`
+	ExportMaxPerClient int           `name:"export-max-per-client" env:"LAPIS_EXPORT_MAX_PER_CLIENT" default:"10" help:"Unfinished export jobs one client may have; a kick-off beyond it gets 429 (0 = no limit)."`
+	ExportExpire       time.Duration `name:"export-expire" env:"LAPIS_EXPORT_EXPIRE" default:"24h" help:"How long the files of a finished export are kept."`
+	ExportLease        time.Duration `name:"export-lease" env:"LAPIS_EXPORT_LEASE" default:"30s" help:"How long a job stays with a worker that stopped renewing its lease (a crashed instance) before another worker takes it over."`
+	ExportFileSize     string        `name:"export-file-size" env:"LAPIS_EXPORT_FILE_SIZE" default:"256MiB" help:"Start a new output file of a type past this size."`
 }
 
 // config maps the flags onto a normalized config.Config; the config
@@ -152,6 +164,11 @@ func (c *serveCmd) config() (config.Config, error) {
 		AlertAuthFailures: a.AlertAuthFailures,
 		AlertAuthWindow:   a.AlertAuthWindow,
 		AlertRefusals:     a.AlertRefusals,
+	}
+	x := c.exportFlags
+	cfg.Export = config.Export{Dir: x.ExportDir, Workers: x.ExportWorkers, MaxJobsPerClient: x.ExportMaxPerClient, Expire: x.ExportExpire, Lease: x.ExportLease, Rate: x.ExportRate}
+	if cfg.Export.MaxFileBytes, err = parseSize(x.ExportFileSize); err != nil {
+		return cfg, fmt.Errorf("--export-file-size: %w", err)
 	}
 	cfg.LogLevel = c.LogLevel
 	return cfg, cfg.Normalize(true)

@@ -133,6 +133,7 @@ func TestServeFlags(t *testing.T) {
 		"--rate-limit-auth-ip", "9/h", "--rate-limit-auth-ip-burst", "10", "--rate-limit-costs", "read=2", "--redis-url", "redis://r:6379/1", "--rate-limit-redis-failure", "closed", "--rate-limit-system", "9/s", "--rate-limit-system-burst", "11", "--max-concurrent-per-client", "2", "--concurrency-wait", "7s",
 		"--audit-stream", "stdout", "--audit-queue", "99", "--audit-copy-duty", "0.5", "--alert-webhook", "https://alerts.example.org/hook",
 		"--alert-volume", "11", "--alert-volume-window", "2h", "--alert-auth-failures", "12", "--alert-auth-window", "3m", "--no-alert-refusals",
+		"--export-dir", "/exp", "--export-workers", "3", "--export-max-per-client", "4", "--export-expire", "5h", "--export-lease", "6s", "--export-file-size", "7MiB", "--export-rate", "8",
 		"--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +153,7 @@ func TestServeFlags(t *testing.T) {
 			System: "9/s", SystemBurst: 11, Costs: "read=2", RedisURL: "redis://r:6379/1", RedisFailure: "closed", MaxConcurrentPerClient: 2, ConcurrencyWait: 7 * time.Second},
 		Audit: config.Audit{Enabled: true, Stream: "stdout", Queue: 99, CopyDuty: 0.5, AlertWebhook: "https://alerts.example.org/hook",
 			AlertVolume: 11, AlertVolumeWindow: 2 * time.Hour, AlertAuthFailures: 12, AlertAuthWindow: 3 * time.Minute},
+		Export:   config.Export{Dir: "/exp", Workers: 3, MaxJobsPerClient: 4, Expire: 5 * time.Hour, Lease: 6 * time.Second, MaxFileBytes: 7 << 20, Rate: 8},
 		LogLevel: "debug",
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -39,6 +39,7 @@ type Config struct {
 	Metrics   Metrics
 	RateLimit RateLimit
 	Audit     Audit
+	Export    Export
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 }
@@ -215,6 +216,28 @@ type Audit struct {
 	AlertRefusals bool
 }
 
+// Export is the Bulk Data $export service (package bulk).
+type Export struct {
+	// Dir holds the output files ("" = "export" in the data directory).
+	// Instances sharing one PostgreSQL database must share it too.
+	Dir string
+	// Workers is how many jobs this instance runs at once (0: none, the
+	// jobs it accepts are run by other instances on the same database).
+	Workers int
+	// MaxJobsPerClient is how many unfinished jobs one client may have;
+	// a kick-off beyond it is answered 429 (0 = no limit).
+	MaxJobsPerClient int
+	// Expire is how long the files of a finished job are kept.
+	Expire time.Duration
+	// Lease is how long a job stays claimed by a worker that stopped
+	// heartbeating (a crashed instance) before another takes it over.
+	Lease time.Duration
+	// MaxFileBytes splits a type's output into files of about this size.
+	MaxFileBytes int64
+	// Rate bounds the resources per second one job writes (0: no bound).
+	Rate int
+}
+
 // Serve defaults of the response bounds (lapis serve; the admin commands
 // keep no limit).
 const (
@@ -239,6 +262,7 @@ func Defaults() Config {
 			IdleTimeout:       120 * time.Second,
 		},
 		Database: Database{DataDir: defaultDataDir()},
+		Export:   Export{Workers: 2, MaxJobsPerClient: 10, Expire: 24 * time.Hour, Lease: 30 * time.Second, MaxFileBytes: 256 << 20},
 		FHIR: FHIR{
 			MaxBodyBytes:      16 << 20,
 			DefaultCount:      20,
@@ -356,7 +380,24 @@ func (c *Config) Normalize(serve bool) error {
 	if _, err := c.RateLimit.Parse(); err != nil {
 		return err
 	}
+	if err := c.Export.check(); err != nil {
+		return err
+	}
 	return c.Audit.check()
+}
+
+func (e Export) check() error {
+	switch {
+	case e.Workers < 0 || e.MaxJobsPerClient < 0 || e.Rate < 0:
+		return errors.New("--export-workers, --export-max-per-client and --export-rate must not be negative")
+	case e.Expire <= 0:
+		return errors.New("--export-expire must be positive")
+	case e.Lease < time.Second:
+		return errors.New("--export-lease must be at least 1s")
+	case e.MaxFileBytes < 1<<10:
+		return errors.New("--export-file-size must be at least 1KiB")
+	}
+	return nil
 }
 
 func (t TLS) check() error {

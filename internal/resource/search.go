@@ -78,6 +78,26 @@ func (s *Service) Search(ctx context.Context, typ string, params url.Values, str
 // at the first error of fn, which it returns as is; a result snapshot that
 // expires before the last page is a 409.
 func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn func(*store.Resource) error) error {
+	return s.each(ctx, typ, params, nil, fn)
+}
+
+// EachInCompartment is Each with its matches restricted to the members of
+// Patient/id's compartment (as SearchCompartment restricts them); typ
+// must be a type of the Patient compartment (400 otherwise). Bulk Data
+// exports of a Group or a list of patients run on it.
+func (s *Service) EachInCompartment(ctx context.Context, id, typ string, params url.Values, fn func(*store.Resource) error) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	comp := s.patientCompartment(id)
+	if len(comp.Params[typ]) == 0 {
+		return outcome.BadRequest("%s is not in the Patient compartment (%s)", typ, PatientCompartmentURL)
+	}
+	return s.each(ctx, typ, params, comp, fn)
+}
+
+// each is Each restricted to comp (nil: no compartment).
+func (s *Service) each(ctx context.Context, typ string, params url.Values, comp *store.Compartment, fn func(*store.Resource) error) error {
 	op := InteractionSearchSystem
 	if typ != "" {
 		if err := s.checkType(typ); err != nil {
@@ -101,8 +121,13 @@ func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn fu
 	}
 	q.Total = store.TotalNone
 	q.Include, q.RevInclude = nil, nil
+	q.Compartment = comp
 	if req.Summary == "count" || q.Count <= 0 {
 		return nil
+	}
+	if len(q.Sort) == 0 {
+		// Keyset paging: constant cost per page however large the result.
+		q.Keyset = &store.Keyset{}
 	}
 	for {
 		res, err := s.st.Search(ctx, &q)
@@ -112,8 +137,10 @@ func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn fu
 		if err != nil {
 			return s.internal(ctx, "search", err)
 		}
+		pageBytes := 0
 		for i := range res.Matches {
 			r := &res.Matches[i]
+			pageBytes += len(r.Body)
 			if r.Body, err = Subset(s.reg, r.Body, req.Summary, req.Elements); err != nil {
 				return s.internal(ctx, "search", err)
 			}
@@ -124,12 +151,28 @@ func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn fu
 		if !res.HasMore {
 			return nil
 		}
+		if q.Keyset != nil {
+			if res.Next == nil {
+				return s.internal(ctx, "search", errors.New("keyset page without a next position"))
+			}
+			q.Keyset = res.Next
+			// Memory bounded in bytes: pages of large resources shrink.
+			if pageBytes > eachPageBytes && q.Count > 10 {
+				q.Count = max(10, q.Count*eachPageBytes/pageBytes)
+			}
+			continue
+		}
 		if res.Snapshot != "" {
 			q.Snapshot = res.Snapshot
 		}
 		q.Offset += q.Count
 	}
 }
+
+// eachPageBytes is about the most resource bytes a page of Each holds
+// when it pages by keyset (later pages get fewer resources when one is
+// larger).
+const eachPageBytes = 8 << 20
 
 // pageTooLarge is the 413 outcome of a search or history page over
 // MaxResponseBytes.

@@ -188,10 +188,25 @@ func TestEach(t *testing.T) {
 		// could repeat or skip matches.
 		ps.expire = true
 		n = 0
-		err = svc.Each(ctx, "Patient", url.Values{"_count": {"10"}}, func(*store.Resource) error { n++; return nil })
+		err = svc.Each(ctx, "Patient", url.Values{"_count": {"10"}, "_sort": {"_id"}}, func(*store.Resource) error { n++; return nil })
 		var oe *outcome.Error
 		if !errors.As(err, &oe) || oe.Status != http.StatusConflict || n != 10 {
 			t.Fatalf("expired snapshot: %v after %d resources, want a 409 after 10", err, n)
+		}
+		ps.expire = false
+		// Without _sort: keyset paging (no snapshot to expire), every
+		// match once.
+		ps.expire = true
+		seen := map[string]bool{}
+		err = svc.Each(ctx, "Patient", url.Values{"_count": {"10"}}, func(r *store.Resource) error {
+			if seen[r.ID] {
+				return fmt.Errorf("%s twice", r.ID)
+			}
+			seen[r.ID] = true
+			return nil
+		})
+		if err != nil || len(seen) != 27 {
+			t.Fatalf("keyset paging: %v, %d resources, want 27", err, len(seen))
 		}
 		ps.expire = false
 		// Strict: an unknown parameter is refused, not ignored.

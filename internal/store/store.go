@@ -224,6 +224,13 @@ type Query struct {
 	// LIMIT/OFFSET. Include, RevInclude and Filter are taken from this Query,
 	// so callers pass them again on every page.
 	Snapshot string
+	// Keyset, when set, pages by position instead of Offset and Snapshot:
+	// the matches in (last updated, rid) order that come after Keyset (the
+	// zero Keyset: from the first), Count at a time, with no snapshot and
+	// no total; SearchResult.Next is the position to continue from. Each
+	// page costs the same however deep it is (Bulk Data exports read whole
+	// types this way). Sort must be empty.
+	Keyset *Keyset
 	// Total asks for SearchResult.Total: TotalNone, TotalEstimate, TotalAccurate.
 	Total      TotalMode
 	Include    []Include
@@ -483,6 +490,12 @@ type Compartment struct {
 	Exclusive bool `json:",omitempty"`
 }
 
+// Keyset is a position in the (last updated, rid) order of keyset paging.
+type Keyset struct {
+	// LastUpdated is in Unix milliseconds; RID is the store's row key.
+	LastUpdated, RID int64
+}
+
 // SearchResult is one page of a search.
 type SearchResult struct {
 	Matches  []Resource
@@ -495,6 +508,9 @@ type SearchResult struct {
 	Snapshot string
 	// HasMore is true when matches exist beyond this page.
 	HasMore bool
+	// Next is where a keyset-paged search (Query.Keyset) continues: the
+	// position of this page's last match; nil otherwise.
+	Next *Keyset
 }
 
 // Analyzer is implemented by stores that can refresh the query planner's

@@ -134,6 +134,11 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	driver, typeCol := -1, "r.type"
 	if e.D == SQLite {
 		driver = Driver(q.Where)
+		if q.Keyset != nil && driver >= 0 && lastUpdatedOnly(q.Where[driver]) {
+			// Keyset pages walk the (type, last_updated) index, which
+			// bounds _lastUpdated itself.
+			driver = -1
+		}
 		if driver >= 0 && sc.typ != "" && !hasID(q.Where[driver]) {
 			typeCol = "+r.type"
 		}
@@ -177,6 +182,16 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		g.filter = q.Filter
 	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
+}
+
+// lastUpdatedOnly reports whether c tests _lastUpdated only.
+func lastUpdatedOnly(c store.Clause) bool {
+	for _, p := range c.Any {
+		if p.LastUpdated == nil {
+			return false
+		}
+	}
+	return len(c.Any) > 0
 }
 
 func hasID(c store.Clause) bool {
@@ -285,6 +300,9 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 	if q.Snapshot != "" {
 		return e.searchSnapshot(ctx, rq, q)
 	}
+	if q.Keyset != nil {
+		return e.searchKeyset(ctx, rq, q)
+	}
 	count, offset := max(q.Count, 0), max(q.Offset, 0)
 	res := &store.SearchResult{Total: -1}
 	if count == 0 {
@@ -338,6 +356,56 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 			}
 			res.Snapshot = id
 		}
+	}
+	return e.finish(ctx, rq, q, page, res)
+}
+
+// searchKeyset runs a keyset-paged search (store.Query.Keyset): the next
+// Count matches in (last_updated, rid) order after the position, through
+// the (type, last_updated) index, with no snapshot or OFFSET.
+func (e *Engine) searchKeyset(ctx context.Context, rq Querier, q *store.Query) (*store.SearchResult, error) {
+	if len(q.Sort) > 0 {
+		return nil, errors.New("sqlgen: keyset paging takes no sort")
+	}
+	count := max(q.Count, 0)
+	res := &store.SearchResult{Total: -1}
+	if count == 0 {
+		return res, nil
+	}
+	b := &Builder{D: e.D}
+	from, err := e.base(b, q)
+	if err != nil {
+		return nil, err
+	}
+	sql := "SELECT r.rid, r.last_updated" + from
+	if k := q.Keyset; k.RID != 0 || k.LastUpdated != 0 {
+		sql += " AND (r.last_updated, r.rid) > (" + b.Arg(k.LastUpdated) + ", " + b.Arg(k.RID) + ")"
+	}
+	sql += " ORDER BY r.last_updated, r.rid LIMIT " + b.Arg(int64(count+1))
+	rows, err := rq.Query(ctx, sql, b.Args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var page []int64
+	var last store.Keyset
+	for rows.Next() {
+		var k store.Keyset
+		if err := rows.Scan(&k.RID, &k.LastUpdated); err != nil {
+			return nil, err
+		}
+		if len(page) == count {
+			res.HasMore = true
+			break
+		}
+		page, last = append(page, k.RID), k
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if res.HasMore {
+		res.Next = &last
 	}
 	return e.finish(ctx, rq, q, page, res)
 }

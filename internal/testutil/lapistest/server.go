@@ -225,6 +225,15 @@ func (s *Server) end() bool {
 	return was
 }
 
+// PID is the process id of the current server process (0 when none), for
+// measurements such as its resident memory.
+func (s *Server) PID() int {
+	if cmd, _ := s.running(); cmd != nil && cmd.Process != nil {
+		return cmd.Process.Pid
+	}
+	return 0
+}
+
 // Exited is closed when the current process has exited.
 func (s *Server) Exited() <-chan struct{} {
 	_, exited := s.running()

@@ -1,0 +1,218 @@
+// Package bulk is the Bulk Data Access 2.0 $export server of Lapis
+// (http://hl7.org/fhir/uv/bulkdata/export.html): kick-off at [base]/$export,
+// [base]/Patient/$export and [base]/Group/{id}/$export (GET, or POST with a
+// Parameters body), a durable job table that survives restarts and is
+// shared by every instance on one database (workers hold a lease they
+// renew; an expired lease lets another worker take the job over and
+// rewrite its files), the status and manifest at [base]/$export-status/{job}
+// (DELETE cancels), and the NDJSON files at [base]/$export-file/{job}/{file}.
+//
+// Every export runs as the credential that started it: the resources come
+// from resource.Service.Each under that principal, so the access filters
+// of its scopes (types, granular categories, patient compartment) are
+// pushed into the SQL exactly as for a search, and _typeFilter queries
+// run on the same search engine (an unsupported parameter is a 400 at
+// kick-off, never ignored). Status, cancel and downloads are answered only
+// to the same credential, behind the same authentication middleware as
+// the FHIR API (a revoked credential gets 401 at once).
+package bulk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/resource"
+)
+
+// Canonical URLs of the Bulk Data operations and CapabilityStatement.
+const (
+	DefinitionExport        = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+	DefinitionPatientExport = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+	DefinitionGroupExport   = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
+	CapabilityBulkData      = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+)
+
+// Config configures the export service.
+type Config struct {
+	// DatabaseURL and DataDir name the database of the job table (the
+	// rules of backend.Open).
+	DatabaseURL, DataDir string
+	// Dir holds the output files (required).
+	Dir string
+	// BaseURL is the public FHIR base URL (status and file URLs).
+	BaseURL string
+	// Service runs the searches; Audit records completions (nil: none).
+	Service *resource.Service
+	Audit   audit.Sink
+	// Workers is how many jobs this instance runs at once (0: none; the
+	// jobs it accepts are run by other instances).
+	Workers int
+	// MaxJobsPerClient, Expire, Lease and MaxFileBytes: see
+	// config.Export. Zero values take the defaults of Open.
+	MaxJobsPerClient int
+	Expire, Lease    time.Duration
+	MaxFileBytes     int64
+	// Rate bounds the resources per second one job writes, to spare the
+	// database for other clients (0: no bound).
+	Rate int
+	// Poll is how often an idle worker looks for work queued by another
+	// instance (default: a second, or Lease/3 when shorter).
+	Poll   time.Duration
+	Logger *slog.Logger
+}
+
+// Service is the export service: its HTTP handlers (Mount) and the
+// workers of this instance (started by Open, stopped by Close).
+type Service struct {
+	cfg    Config
+	svc    *resource.Service
+	jobs   *jobs
+	base   string // BaseURL without trailing slash
+	prefix string // its path
+	log    *slog.Logger
+	sink   audit.Sink
+	worker string // this instance's worker id (lease owner)
+	wake   chan struct{}
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	now    func() time.Time
+}
+
+// Open opens the job table (applying its migrations), creates the output
+// folder and starts the workers and the expiry sweep. The caller must
+// Close the Service.
+func Open(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Dir == "" || cfg.Service == nil {
+		return nil, errors.New("bulk: Config.Dir and Config.Service are required")
+	}
+	cfg.Workers = max(cfg.Workers, 0)
+	if cfg.Expire <= 0 {
+		cfg.Expire = 24 * time.Hour
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.MaxFileBytes <= 0 {
+		cfg.MaxFileBytes = 256 << 20
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = min(time.Second, cfg.Lease/3)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	j, err := openJobs(ctx, cfg.DatabaseURL, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, svc: cfg.Service, jobs: j, log: cfg.Logger, sink: cfg.Audit,
+		worker: newID()[:16], wake: make(chan struct{}, max(cfg.Workers, 1)), now: time.Now}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.sink == nil {
+		s.sink = audit.Discard{}
+	}
+	s.base = strings.TrimSuffix(cfg.BaseURL, "/")
+	if u, err := url.Parse(s.base); err == nil {
+		s.prefix = strings.TrimSuffix(u.Path, "/")
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = cancel
+	for range cfg.Workers {
+		s.wg.Go(func() { s.work(bg) })
+	}
+	s.wg.Go(func() { s.sweep(bg) })
+	return s, nil
+}
+
+// Close stops the workers (a job being run stays claimed until its lease
+// expires, then any instance resumes it) and closes the job table.
+func (s *Service) Close() {
+	s.stop()
+	s.wg.Wait()
+	s.jobs.close()
+}
+
+// Mount registers the export routes on mux, each wrapped in mw (the FHIR
+// API's authentication and policy stages; nil: none).
+func (s *Service) Mount(mux *http.ServeMux, mw func(http.Handler) http.Handler) {
+	p := s.prefix
+	handle := func(pattern string, h http.HandlerFunc) {
+		var hh http.Handler = h
+		if mw != nil {
+			hh = mw(hh)
+		}
+		mux.Handle(pattern, hh)
+	}
+	for _, m := range []string{"GET ", "POST "} {
+		handle(m+p+"/$export", s.kickOff(levelSystem))
+		handle(m+p+"/Patient/$export", s.kickOff(levelPatient))
+		handle(m+p+"/Group/{id}/$export", s.kickOff(levelGroup))
+	}
+	handle("GET "+p+"/$export-status/{job}", s.status)
+	handle("DELETE "+p+"/$export-status/{job}", s.cancel)
+	handle("GET "+p+"/$export-file/{job}/{file}", s.download)
+}
+
+// Capability adds the export operations and the Bulk Data
+// CapabilityStatement to a generated CapabilityStatement (a
+// fhirapi.Config.CapabilityHook).
+func Capability(cs map[string]any) {
+	inst, _ := cs["instantiates"].([]any)
+	cs["instantiates"] = append(inst, CapabilityBulkData)
+	rests, _ := cs["rest"].([]any)
+	if len(rests) == 0 {
+		return
+	}
+	rest, _ := rests[0].(map[string]any)
+	if rest == nil {
+		return
+	}
+	op := func(def string) map[string]any { return map[string]any{"name": "export", "definition": def} }
+	ops, _ := rest["operation"].([]any)
+	rest["operation"] = append(ops, op(DefinitionExport))
+	resources, _ := rest["resource"].([]any)
+	for _, r := range resources {
+		m, _ := r.(map[string]any)
+		var def string
+		switch m["type"] {
+		case "Patient":
+			def = DefinitionPatientExport
+		case "Group":
+			def = DefinitionGroupExport
+		default:
+			continue
+		}
+		ops, _ := m["operation"].([]any)
+		m["operation"] = append(ops, op(def))
+	}
+}
+
+// newID returns 32 random hex digits.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// jobDir is the folder of a job's files; attempt > 0 names the folder of
+// one attempt inside it.
+func (s *Service) jobDir(id string, attempt int64) string {
+	d := filepath.Join(s.cfg.Dir, id)
+	if attempt > 0 {
+		d = filepath.Join(d, "a"+itoa(attempt))
+	}
+	return d
+}

@@ -1,0 +1,341 @@
+package bulk_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/poll"
+)
+
+func want(pairs ...any) map[string][]string {
+	m := map[string][]string{}
+	for i := 0; i < len(pairs); i += 2 {
+		m[pairs[i].(string)] = pairs[i+1].([]string)
+	}
+	return m
+}
+
+func check(t *testing.T, what string, got, exp map[string][]string) {
+	t.Helper()
+	if !reflect.DeepEqual(got, exp) {
+		t.Errorf("%s: got %v, want %v", what, got, exp)
+	}
+}
+
+// isOutcome reports whether body is an OperationOutcome.
+func isOutcome(body []byte) bool {
+	var o struct{ ResourceType string }
+	return json.Unmarshal(body, &o) == nil && o.ResourceType == "OperationOutcome"
+}
+
+// TestExport runs conformance.md §4 and the export's exactness, scope
+// and ownership rules on one server per dialect.
+func TestExport(t *testing.T) {
+	t.Parallel()
+	dialects(t, func(t *testing.T, dbURL string) {
+		stream := filepath.Join(t.TempDir(), "audit.jsonl")
+		e := newEnv(t, dbURL, "--audit-stream", stream)
+		t.Run("capability", func(t *testing.T) { testCapability(t, e) })
+		t.Run("conformance", func(t *testing.T) { testConformance(t, e) })
+		t.Run("refusals", func(t *testing.T) { testRefusals(t, e) })
+		t.Run("exactness", func(t *testing.T) { testExactness(t, e) })
+		t.Run("scopes", func(t *testing.T) { testScopes(t, e) })
+		t.Run("ownership", func(t *testing.T) { testOwnership(t, e) })
+		t.Run("parallel", func(t *testing.T) { testParallel(t, e) })
+		t.Run("post", func(t *testing.T) { testPost(t, e) })
+		t.Run("sdk", func(t *testing.T) { testSDK(t, e) })
+		t.Run("cli", func(t *testing.T) { testCLI(t, e) })
+		t.Run("group cli", func(t *testing.T) { testGroupCLI(t, e) })
+		t.Run("audit", func(t *testing.T) { testAudit(t, e, stream) })
+	})
+}
+
+func testCapability(t *testing.T, e *env) {
+	r := e.Do(t, "GET", "/metadata", nil)
+	var cs struct {
+		Instantiates []string
+		Rest         []struct {
+			Operation []struct{ Name, Definition string }
+			Resource  []struct {
+				Type      string
+				Operation []struct{ Name, Definition string }
+			}
+		}
+	}
+	if err := json.Unmarshal(r.Body, &cs); err != nil || len(cs.Rest) == 0 {
+		t.Fatalf("metadata: %v", err)
+	}
+	if !strings.Contains(fmt.Sprint(cs.Instantiates), "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data") {
+		t.Errorf("instantiates %v", cs.Instantiates)
+	}
+	if !strings.Contains(fmt.Sprint(cs.Rest[0].Operation), "export http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export}") {
+		t.Errorf("rest.operation %v", cs.Rest[0].Operation)
+	}
+	found := map[string]string{}
+	for _, res := range cs.Rest[0].Resource {
+		for _, op := range res.Operation {
+			if op.Name == "export" {
+				found[res.Type] = op.Definition
+			}
+		}
+	}
+	if found["Patient"] != "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export" || found["Group"] != "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export" {
+		t.Errorf("resource operations %v", found)
+	}
+}
+
+func testConformance(t *testing.T, e *env) {
+	// No token: 401 (§4.1.3).
+	if r := e.Do(t, "GET", "/Group/g1/$export", nil, "Accept", "application/fhir+json", "Prefer", "respond-async"); r.Status != http.StatusUnauthorized {
+		t.Errorf("kick-off without a token: %d", r.Status)
+	}
+	for _, path := range []string{"/$export", "/Patient/$export", "/Group/g1/$export"} {
+		m, resp := e.wait(t, e.sys, e.start(t, e.sys, path))
+		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("Expires") == "" {
+			t.Errorf("%s manifest headers %v", path, resp.Header)
+		}
+		var raw map[string]json.RawMessage
+		_ = json.Unmarshal(resp.Body, &raw)
+		for _, k := range []string{"transactionTime", "request", "requiresAccessToken", "output", "error"} {
+			if _, ok := raw[k]; !ok {
+				t.Errorf("%s manifest lacks %s: %s", path, k, resp.Body)
+			}
+		}
+		if !m.RequiresAccessToken || m.Request != e.Base+path || string(raw["error"]) != "[]" {
+			t.Errorf("%s manifest %s", path, resp.Body)
+		}
+		if _, err := time.Parse(time.RFC3339, m.TransactionTime); err != nil {
+			t.Errorf("transactionTime %q", m.TransactionTime)
+		}
+		got := e.contents(t, e.sys, m)
+		for _, o := range m.Output {
+			if !strings.HasPrefix(o.URL, e.Base+"/") {
+				t.Errorf("output url %q not absolute", o.URL)
+			}
+		}
+		// A file without a token: 401 (§4.1.7).
+		if r := e.Do(t, "GET", m.Output[0].URL, nil, "Accept", "application/fhir+ndjson"); r.Status != http.StatusUnauthorized {
+			t.Errorf("file without a token: %d", r.Status)
+		}
+		core := only(got, "Patient", "Observation", "Condition", "Practitioner", "Group")
+		switch path {
+		case "/Group/g1/$export":
+			check(t, path, core, want("Patient", []string{"p1", "p2"}, "Observation", []string{"o1", "o2", "o3"}, "Condition", []string{"c1"}, "Practitioner", []string{"dr1"}, "Group", []string{"g1"}))
+		default:
+			check(t, path, core, want("Patient", []string{"p1", "p2", "p3"}, "Observation", []string{"o1", "o2", "o3", "o4"}, "Condition", []string{"c1", "c2"}, "Practitioner", []string{"dr1"}, "Group", []string{"g1"}))
+		}
+	}
+	// Range requests on a file.
+	m, _ := e.wait(t, e.sys, e.start(t, e.sys, "/$export?_type=Patient"))
+	full := e.Do(t, "GET", m.Output[0].URL, nil, "X-API-Key", e.sys)
+	part := e.Do(t, "GET", m.Output[0].URL, nil, "X-API-Key", e.sys, "Range", "bytes=5-")
+	if part.Status != http.StatusPartialContent || string(part.Body) != string(full.Body[5:]) {
+		t.Errorf("range: %d %q", part.Status, part.Body)
+	}
+	// Cancel: 202, then 404 with an OperationOutcome, files gone (§4.1.9).
+	st := e.start(t, e.sys, "/Group/g1/$export")
+	if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys, "Accept", "application/json"); r.Status != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do(t, "GET", st, nil, "X-API-Key", e.sys); r.Status != http.StatusNotFound || !isOutcome(r.Body) {
+		t.Errorf("status after cancel: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys); r.Status != http.StatusNotFound {
+		t.Errorf("second cancel: %d", r.Status)
+	}
+	job := st[strings.LastIndex(st, "/")+1:]
+	poll.Until(t, 10*time.Second, "cancelled job's folder removed", func() bool {
+		_, err := os.Stat(filepath.Join(e.DataDir, "export", job))
+		return os.IsNotExist(err)
+	})
+	// _outputFormat ×3 and _since: 202, then DELETE 202 (§4.1.10).
+	since := url.QueryEscape(time.Now().Add(-7 * 24 * time.Hour).UTC().Format(time.RFC3339))
+	for _, q := range []string{"_outputFormat=application/fhir%2Bndjson", "_outputFormat=application/ndjson", "_outputFormat=ndjson", "_since=" + since} {
+		st := e.start(t, e.sys, "/Group/g1/$export?"+q)
+		if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys); r.Status != http.StatusAccepted {
+			t.Errorf("%s cancel: %d", q, r.Status)
+		}
+	}
+}
+
+func testRefusals(t *testing.T, e *env) {
+	for _, c := range []struct {
+		path   string
+		status int
+	}{
+		{"/$export?_outputFormat=text/csv", 400},
+		{"/$export?_type=Nonsense", 400},
+		{"/$export?_typeFilter=Observation%3Fnonsense%3D1", 400},
+		{"/$export?_typeFilter=Observation%3Fcategory%3Alove%3Dx", 400},
+		{"/$export?_type=Patient&_typeFilter=Observation%3Fcategory%3Dlaboratory", 400},
+		{"/$export?_typeFilter=Observation%3F_count%3D5", 400},
+		{"/$export?_since=yesterday", 400},
+		{"/$export?includeAssociatedData=Everything", 400},
+		{"/$export?nonsense=1", 400},
+		{"/$export?patient=Patient/p1", 400},
+		{"/Group/nope/$export", 404},
+		{"/Group/g1/$export?_elements=Nonsense.id", 400},
+	} {
+		r := e.kick(t, e.sys, c.path)
+		if r.Status != c.status || !isOutcome(r.Body) {
+			t.Errorf("%s: %d %s, want %d with an OperationOutcome", c.path, r.Status, r.Body, c.status)
+		}
+	}
+	if r := e.Do(t, "GET", "/$export", nil, "X-API-Key", e.sys); r.Status != 400 || !isOutcome(r.Body) {
+		t.Errorf("without Prefer: %d", r.Status)
+	}
+	if r := e.Do(t, "GET", "/$export-status/nonexistent", nil, "X-API-Key", e.sys); r.Status != 404 || !isOutcome(r.Body) {
+		t.Errorf("unknown job: %d", r.Status)
+	}
+}
+
+func testExactness(t *testing.T, e *env) {
+	// _type, comma-separated and repeated alike.
+	a := e.export(t, e.sys, "/$export?_type=Patient,Condition")
+	b := e.export(t, e.sys, "/$export?_type=Patient&_type=Condition")
+	check(t, "_type", a, want("Patient", []string{"p1", "p2", "p3"}, "Condition", []string{"c1", "c2"}))
+	check(t, "_type repeated", b, a)
+	// _typeFilter: exactly the matches; two filters of a type are ORed,
+	// each resource once.
+	lab := url.QueryEscape("Observation?category=laboratory")
+	check(t, "_typeFilter", e.export(t, e.sys, "/$export?_type=Observation&_typeFilter="+lab),
+		want("Observation", []string{"o1", "o3", "o4"}))
+	two := url.QueryEscape("Observation?subject=Patient/p1,Observation?category=laboratory")
+	check(t, "_typeFilter OR", e.export(t, e.sys, "/$export?_type=Observation&_typeFilter="+two),
+		want("Observation", []string{"o1", "o2", "o3", "o4"}))
+	check(t, "_typeFilter in a Group", e.export(t, e.sys, "/Group/g1/$export?_type=Observation&_typeFilter="+lab),
+		want("Observation", []string{"o1", "o3"}))
+	// _since / _until: meta.lastUpdated > _since, <= _until, to the
+	// millisecond. o5 is written after everything else.
+	e.load(t, `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Observation/o5"},"resource":{"resourceType":"Observation","id":"o5","status":"final","code":{"text":"e"},"subject":{"reference":"Patient/p2"}}}]}`)
+	var times = map[string]string{}
+	r := e.Do(t, "GET", "/Observation?_count=100", nil, "X-API-Key", e.sys)
+	var bundle struct {
+		Entry []struct {
+			Resource struct {
+				ID   string
+				Meta struct{ LastUpdated string }
+			}
+		}
+	}
+	_ = json.Unmarshal(r.Body, &bundle)
+	for _, en := range bundle.Entry {
+		times[en.Resource.ID] = en.Resource.Meta.LastUpdated
+	}
+	t4, t5 := times["o4"], times["o5"]
+	if t4 == "" || t5 == "" || t4 >= t5 {
+		t.Fatalf("lastUpdated o4 %q, o5 %q", t4, t5)
+	}
+	check(t, "_since", e.export(t, e.sys, "/$export?_type=Observation&_since="+url.QueryEscape(t4)), want("Observation", []string{"o5"}))
+	got := e.export(t, e.sys, "/$export?_type=Observation&_until="+url.QueryEscape(t4))
+	if ids := got["Observation"]; len(ids) == 0 || strings.Contains(fmt.Sprint(ids), "o5") || !strings.Contains(fmt.Sprint(ids), "o4") {
+		t.Errorf("_until: %v", ids)
+	}
+	// _elements: the listed elements (and the mandatory ones) only.
+	m, _ := e.wait(t, e.sys, e.start(t, e.sys, "/$export?_type=Patient&_elements=id"))
+	f := e.Do(t, "GET", m.Output[0].URL, nil, "X-API-Key", e.sys)
+	if strings.Contains(string(f.Body), `"name"`) || !strings.Contains(string(f.Body), "SUBSETTED") {
+		t.Errorf("_elements: %s", f.Body)
+	}
+}
+
+func testScopes(t *testing.T, e *env) {
+	// Granular scope: lab Observations only, nothing else.
+	labKey, _ := e.key(t, "system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory", "")
+	check(t, "granular scope", e.export(t, labKey, "/$export"), want("Observation", []string{"o1", "o3", "o4"}))
+	// A named type the scopes do not allow: 403.
+	if r := e.kick(t, labKey, "/$export?_type=Patient"); r.Status != http.StatusForbidden {
+		t.Errorf("forbidden _type: %d %s", r.Status, r.Body)
+	}
+	// A patient-bound key: that patient's compartment only, and no system
+	// or Group export.
+	patKey, _ := e.key(t, "patient/*.rs", "p1")
+	got := e.export(t, patKey, "/Patient/$export")
+	check(t, "patient-bound", only(got, "Patient", "Observation", "Condition", "Practitioner", "Group"),
+		want("Patient", []string{"p1"}, "Observation", []string{"o1", "o2"}, "Condition", []string{"c1"}, "Group", []string{"g1"}))
+	for _, p := range []string{"/$export", "/Group/g1/$export"} {
+		if r := e.kick(t, patKey, p); r.Status != http.StatusForbidden || !isOutcome(r.Body) {
+			t.Errorf("patient key %s: %d", p, r.Status)
+		}
+	}
+}
+
+func testOwnership(t *testing.T, e *env) {
+	key, id := e.key(t, "system/*.rs", "")
+	st := e.start(t, key, "/$export?_type=Patient")
+	m, _ := e.wait(t, key, st)
+	for _, u := range []string{st, m.Output[0].URL} {
+		if r := e.Do(t, "GET", u, nil, "X-API-Key", e.other); r.Status != http.StatusForbidden || !isOutcome(r.Body) {
+			t.Errorf("another client GET %s: %d", u, r.Status)
+		}
+	}
+	if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.other); r.Status != http.StatusForbidden {
+		t.Errorf("another client DELETE: %d", r.Status)
+	}
+	// Revoked: 401 at once, on status and files.
+	e.MustCLI(t, "", "apikey", "revoke", id)
+	poll.Until(t, 10*time.Second, "revoked key refused", func() bool {
+		return e.Do(t, "GET", st, nil, "X-API-Key", key).Status == http.StatusUnauthorized
+	})
+	if r := e.Do(t, "GET", m.Output[0].URL, nil, "X-API-Key", key); r.Status != http.StatusUnauthorized {
+		t.Errorf("revoked key file: %d", r.Status)
+	}
+}
+
+func testParallel(t *testing.T, e *env) {
+	const n = 4
+	var wg sync.WaitGroup
+	results := make([]map[string][]string, n)
+	for i := range n {
+		wg.Go(func() {
+			results[i] = only(e.export(t, e.other, "/Group/g1/$export"), "Patient", "Observation", "Condition")
+		})
+	}
+	wg.Wait()
+	exp := want("Patient", []string{"p1", "p2"}, "Observation", []string{"o1", "o2", "o3", "o5"}, "Condition", []string{"c1"})
+	for i, r := range results {
+		check(t, fmt.Sprintf("parallel job %d", i), r, exp)
+	}
+}
+
+func testPost(t *testing.T, e *env) {
+	body := `{"resourceType":"Parameters","parameter":[
+		{"name":"_type","valueString":"Patient,Observation"},
+		{"name":"_typeFilter","valueString":"Observation?category=laboratory"},
+		{"name":"patient","valueReference":{"reference":"Patient/p1"}},
+		{"name":"patient","valueReference":{"reference":"Patient/p3"}}]}`
+	r := e.Do(t, "POST", "/Patient/$export", strings.NewReader(body), "X-API-Key", e.sys, "Content-Type", "application/fhir+json", "Accept", "application/fhir+json", "Prefer", "respond-async")
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("POST kick-off: %d %s", r.Status, r.Body)
+	}
+	m, _ := e.wait(t, e.sys, r.Header.Get("Content-Location"))
+	check(t, "POST patient", e.contents(t, e.sys, m), want("Patient", []string{"p1", "p3"}, "Observation", []string{"o1", "o4"}))
+	bad := e.Do(t, "POST", "/$export", strings.NewReader(`{"resourceType":"Patient"}`), "X-API-Key", e.sys, "Prefer", "respond-async")
+	if bad.Status != 400 || !isOutcome(bad.Body) {
+		t.Errorf("POST with a Patient body: %d", bad.Status)
+	}
+}
+
+// testAudit checks that kick-offs, completions, cancellations and
+// downloads are AuditEvents.
+func testAudit(t *testing.T, e *env, stream string) {
+	kinds := []string{"bulk export accepted", "bulk export done", "bulk export cancelled", "bulk export file downloaded"}
+	poll.Until(t, 10*time.Second, "audit records of the export", func() bool {
+		b, _ := os.ReadFile(stream)
+		for _, k := range kinds {
+			if !strings.Contains(string(b), `"outcomeDesc":"`+k+`"`) {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -1,0 +1,318 @@
+package bulk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/resource"
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// Export levels.
+const (
+	levelSystem  = "system"
+	levelPatient = "patient"
+	levelGroup   = "group"
+)
+
+// maxParamsBytes bounds a kick-off's Parameters body.
+const maxParamsBytes = 1 << 20
+
+// maxPatients bounds the patients of a Group or patient parameter.
+const maxPatients = 100000
+
+// plan is what a job exports, decided at kick-off and stored with it.
+type plan struct {
+	Level string `json:"level"`
+	// Patients, when set, restricts the Patient-compartment types to
+	// these patients' compartments (Group members, the patient
+	// parameter).
+	Patients []string `json:"patients,omitempty"`
+	// Runs are the searches, grouped by type in output order.
+	Runs []run `json:"runs"`
+}
+
+// run is one search of an export: a type and its query (the _typeFilter,
+// _since/_until as _lastUpdated, _elements).
+type run struct {
+	Type  string `json:"type"`
+	Query string `json:"query"`
+	// Compartment: restrict to the plan's patients.
+	Compartment bool `json:"compartment,omitempty"`
+}
+
+// acceptedFormats are the _outputFormat values of NDJSON.
+var acceptedFormats = []string{"application/fhir+ndjson", "application/ndjson", "ndjson"}
+
+// kickOffParams reads the parameters of a kick-off: the query string of a
+// GET, or the Parameters body of a POST (whose query string must be
+// empty). Values of repeated or comma-separated parameters are split
+// (except _typeFilter, whose queries carry their own commas escaped).
+func kickOffParams(r *http.Request) (map[string][]string, error) {
+	out := map[string][]string{}
+	add := func(name, v string) {
+		if name == "_typeFilter" || name == "patient" {
+			out[name] = append(out[name], v)
+			return
+		}
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out[name] = append(out[name], p)
+			}
+		}
+	}
+	if r.Method == http.MethodGet {
+		q, err := resource.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return nil, err
+		}
+		for k, vs := range q {
+			for _, v := range vs {
+				add(k, v)
+			}
+		}
+		if _, ok := out["patient"]; ok {
+			return nil, outcome.BadRequest("the patient parameter is accepted in a POST Parameters body only")
+		}
+		return out, nil
+	}
+	if r.URL.RawQuery != "" {
+		return nil, outcome.BadRequest("a POST kick-off takes its parameters in a Parameters body, not in the query string")
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxParamsBytes))
+	if err != nil {
+		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "the Parameters body is larger than %d bytes", maxParamsBytes)
+	}
+	var body struct {
+		ResourceType string                       `json:"resourceType"`
+		Parameter    []map[string]json.RawMessage `json:"parameter"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil || body.ResourceType != "Parameters" {
+		return nil, outcome.BadRequest("the body must be a FHIR Parameters resource")
+	}
+	for _, p := range body.Parameter {
+		var name string
+		if err := json.Unmarshal(p["name"], &name); err != nil || name == "" {
+			return nil, outcome.BadRequest("every parameter needs a name")
+		}
+		var v string
+		for k, val := range p {
+			switch {
+			case k == "valueReference":
+				var ref struct{ Reference string }
+				if json.Unmarshal(val, &ref) != nil || ref.Reference == "" {
+					return nil, outcome.BadRequest("parameter %s: valueReference needs a reference", name)
+				}
+				v = ref.Reference
+			case strings.HasPrefix(k, "value"):
+				if json.Unmarshal(val, &v) != nil {
+					var b bool
+					if json.Unmarshal(val, &b) != nil {
+						return nil, outcome.BadRequest("parameter %s: unsupported value", name)
+					}
+					v = strconv.FormatBool(b)
+				}
+			}
+		}
+		if v == "" {
+			return nil, outcome.BadRequest("parameter %s has no value", name)
+		}
+		add(name, v)
+	}
+	return out, nil
+}
+
+// buildPlan checks the parameters of a kick-off at level and decides the
+// searches, under the caller's access (ctx): unknown parameters, types and
+// search parameters are 400, types the caller may not search 403 when
+// named (left out when not). group holds the Group's patients.
+func (s *Service) buildPlan(ctx context.Context, level string, params map[string][]string, group []string, txTime time.Time) (*plan, error) {
+	reg := s.svc.Registry()
+	pl := &plan{Level: level}
+	// The export reflects the data as of its transactionTime: a resource
+	// changed later is left for the next export (_since=transactionTime),
+	// and a job rewritten after a crash writes the same files.
+	base := url.Values{"_lastUpdated": {"le" + fhirtime.FormatInstant(txTime)}}
+	typeFilters := map[string][]string{}
+	elements := map[string][]string{}
+	var types []string
+	provenance := false
+	for name, vs := range params {
+		switch name {
+		case "_outputFormat":
+			for _, v := range vs {
+				if !slices.Contains(acceptedFormats, v) {
+					return nil, outcome.BadRequest("_outputFormat %q is not supported (supported: %s)", v, strings.Join(acceptedFormats, ", "))
+				}
+			}
+		case "_since", "_until":
+			if len(vs) != 1 {
+				return nil, outcome.BadRequest("%s takes one value", name)
+			}
+			prefix := "gt"
+			if name == "_until" {
+				prefix = "le"
+			}
+			base.Add("_lastUpdated", prefix+vs[0])
+		case "_type":
+			for _, t := range vs {
+				if !reg.IsResourceType(t) {
+					return nil, outcome.BadRequest("_type: %q is not a resource type", t)
+				}
+				if !slices.Contains(types, t) {
+					types = append(types, t)
+				}
+			}
+		case "_typeFilter":
+			for _, v := range vs {
+				for _, q := range strings.Split(v, ",") {
+					t, query, ok := strings.Cut(strings.TrimSpace(q), "?")
+					if !ok || !reg.IsResourceType(t) {
+						return nil, outcome.BadRequest("_typeFilter %q: expected TYPE?QUERY", q)
+					}
+					typeFilters[t] = append(typeFilters[t], query)
+				}
+			}
+		case "_elements":
+			for _, e := range vs {
+				t, el, ok := strings.Cut(e, ".")
+				if !ok {
+					t, el = "", e
+				} else if !reg.IsResourceType(t) {
+					return nil, outcome.BadRequest("_elements: %q is not a resource type", t)
+				}
+				elements[t] = append(elements[t], el)
+			}
+		case "patient":
+			if level == levelSystem {
+				return nil, outcome.BadRequest("the patient parameter applies to Patient and Group exports only")
+			}
+			var ids []string
+			for _, ref := range vs {
+				id, ok := strings.CutPrefix(ref, "Patient/")
+				if !ok || id == "" || strings.Contains(id, "/") {
+					return nil, outcome.BadRequest("patient: %q is not a Patient reference", ref)
+				}
+				ids = append(ids, id)
+			}
+			if group != nil {
+				ids = slices.DeleteFunc(ids, func(id string) bool { return !slices.Contains(group, id) })
+				if len(ids) == 0 {
+					return nil, outcome.BadRequest("patient: none of the patients is a member of the Group")
+				}
+			}
+			group = ids
+		case "includeAssociatedData":
+			for _, v := range vs {
+				if v != "LatestProvenanceResources" {
+					return nil, outcome.BadRequest("includeAssociatedData %q is not supported (supported: LatestProvenanceResources)", v)
+				}
+			}
+			provenance = true
+		default:
+			return nil, outcome.BadRequest("parameter %q is not supported by $export", name)
+		}
+	}
+	if len(group) > maxPatients {
+		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "an export may name at most %d patients", maxPatients)
+	}
+	pl.Patients = group
+	named := types != nil
+	if !named {
+		types = reg.ResourceTypes()
+	}
+	if provenance && !slices.Contains(types, "Provenance") {
+		types = append(types, "Provenance")
+	}
+	for t := range typeFilters {
+		if !slices.Contains(types, t) {
+			return nil, outcome.BadRequest("_typeFilter names %s, which _type leaves out", t)
+		}
+	}
+	for _, t := range types {
+		queries := typeFilters[t]
+		if len(queries) == 0 {
+			queries = []string{""}
+		}
+		comp := pl.Patients != nil && len(reg.PatientCompartment(t)) > 0
+		var runs []run
+		for _, q := range queries {
+			v, err := resource.ParseQuery(q)
+			if err != nil {
+				return nil, err
+			}
+			for _, reserved := range []string{"_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_contained", "_containedType"} {
+				if v.Has(reserved) {
+					return nil, outcome.BadRequest("_typeFilter %s?%s: %s is not allowed in an export", t, q, reserved)
+				}
+			}
+			for k, vs := range base {
+				v[k] = append(v[k], vs...)
+			}
+			if els := append(append([]string(nil), elements[""]...), elements[t]...); len(els) > 0 {
+				v.Set("_elements", strings.Join(els, ","))
+			}
+			// The same search, strict, without reading a row: a bad or
+			// unsupported parameter is a 400 here, never ignored.
+			check := cloneValues(v)
+			check.Set("_count", "0")
+			if err := s.svc.Each(ctx, t, check, func(*store.Resource) error { return nil }); err != nil {
+				var oe *outcome.Error
+				if !named && errors.As(err, &oe) && oe.Status == http.StatusForbidden && typeFilters[t] == nil {
+					runs = nil
+					break // not searchable by this caller: left out
+				}
+				return nil, err
+			}
+			runs = append(runs, run{Type: t, Query: v.Encode(), Compartment: comp})
+		}
+		pl.Runs = append(pl.Runs, runs...)
+	}
+	return pl, nil
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v))
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// groupPatients returns the Patient members of Group/id, read under the
+// caller's access (404 when the caller cannot see it).
+func (s *Service) groupPatients(ctx context.Context, id string) ([]string, error) {
+	res, err := s.svc.Read(ctx, "Group", id)
+	if err != nil {
+		return nil, err
+	}
+	var g struct {
+		Member []struct {
+			Entity struct {
+				Reference string `json:"reference"`
+			} `json:"entity"`
+			Inactive bool `json:"inactive"`
+		} `json:"member"`
+	}
+	if err := json.Unmarshal(res.Resource.Body, &g); err != nil {
+		return nil, err
+	}
+	ids := []string{}
+	for _, m := range g.Member {
+		ref := strings.TrimPrefix(m.Entity.Reference, s.base+"/")
+		if id, ok := strings.CutPrefix(ref, "Patient/"); ok && id != "" && !m.Inactive && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}

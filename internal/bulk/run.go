@@ -1,0 +1,372 @@
+package bulk
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/principal"
+	"github.com/lapis-health/lapis/internal/store"
+	"golang.org/x/time/rate"
+)
+
+// pageSize is the _count of an export's searches: the resources held in
+// memory at a time.
+const pageSize = 1000
+
+// result is the stored outcome of a finished job: its files.
+type result struct {
+	Attempt int64    `json:"attempt"`
+	Output  []output `json:"output"`
+	Error   []output `json:"error"`
+	// Message is why a job failed as a whole.
+	Message string `json:"message,omitempty"`
+}
+
+// output is one file of a job.
+type output struct {
+	Type  string `json:"type"`
+	File  string `json:"file"`
+	Count int64  `json:"count"`
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// work is one worker: it claims jobs (queued, or whose lease expired) and
+// runs them until ctx ends.
+func (s *Service) work(ctx context.Context) {
+	for ctx.Err() == nil {
+		jb, err := s.jobs.claim(ctx, s.worker, s.now(), s.cfg.Lease)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("export: claiming a job failed", "err", err.Error())
+		}
+		if jb != nil {
+			s.run(ctx, jb)
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.wake:
+		case <-time.After(s.cfg.Poll):
+		}
+	}
+}
+
+// notify wakes an idle worker of this instance (a job was queued).
+func (s *Service) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run runs one attempt of a job: it writes the files into the attempt's
+// own folder (removing earlier attempts' folders: a job taken over is
+// rewritten whole), renewing the lease meanwhile, and records the result.
+// A job cancelled or taken over meanwhile stops at the next renewal.
+func (s *Service) run(parent context.Context, jb *job) {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	log := s.log.With("job", jb.ID, "attempt", jb.Attempt)
+	var p principal.Principal
+	var pl plan
+	if err := errors.Join(json.Unmarshal(jb.Principal, &p), json.Unmarshal(jb.Request, &pl)); err != nil {
+		log.Error("export: unreadable job", "err", err.Error())
+		s.finish(ctx, jb, stateFailed, &result{Attempt: jb.Attempt, Message: "the job could not be read"})
+		return
+	}
+	if p.ClientID != "" || p.Method != "" {
+		ctx = principal.NewContext(ctx, &p)
+	}
+	var progress sync.Mutex
+	status := "started"
+	setStatus := func(v string) { progress.Lock(); status = v; progress.Unlock() }
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t := time.NewTicker(s.cfg.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			progress.Lock()
+			v := status
+			progress.Unlock()
+			err := s.jobs.heartbeat(ctx, jb.ID, jb.Attempt, s.now().Add(s.cfg.Lease), v)
+			if errors.Is(err, errLost) {
+				cancel(errLost)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				log.Warn("export: renewing the lease failed", "err", err.Error())
+			}
+		}
+	}()
+	res, err := s.export(ctx, jb, &pl, setStatus)
+	cancel(nil)
+	<-hbDone
+	if errors.Is(context.Cause(ctx), errLost) || parent.Err() != nil {
+		s.afterLoss(jb)
+		return
+	}
+	state := stateDone
+	if err != nil {
+		state = stateFailed
+		res = &result{Attempt: jb.Attempt, Message: "the export failed"}
+	}
+	// A job cancelled meanwhile (its folder removed under the writer) is
+	// no failure.
+	if s.finish(parent, jb, state, res) && err != nil {
+		log.Error("export: job failed", "err", err.Error())
+	}
+}
+
+// afterLoss cleans up after an attempt that stopped without finishing:
+// when the job was cancelled (its row is gone) its folder is removed.
+func (s *Service) afterLoss(jb *job) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if cur, err := s.jobs.get(ctx, jb.ID); err == nil && cur == nil {
+		os.RemoveAll(s.jobDir(jb.ID, 0))
+	}
+}
+
+// finish records the end of an attempt and audits the completion; false
+// when the attempt had lost the job.
+func (s *Service) finish(ctx context.Context, jb *job, state string, res *result) bool {
+	b, _ := json.Marshal(res)
+	err := s.jobs.finish(context.WithoutCancel(ctx), jb.ID, jb.Attempt, state, b, s.now().Add(s.cfg.Expire))
+	if errors.Is(err, errLost) {
+		s.afterLoss(jb)
+		return false
+	}
+	if err != nil {
+		s.log.Error("export: recording the end of a job failed", "job", jb.ID, "err", err.Error())
+		return false
+	}
+	var p principal.Principal
+	_ = json.Unmarshal(jb.Principal, &p)
+	returned := 0
+	for _, o := range res.Output {
+		returned += int(o.Count)
+	}
+	s.record(ctx, &p, "bulk export "+state, "job="+jb.ID, state == stateFailed, returned)
+	return true
+}
+
+// record adds an export event to the audit trail (besides the FHIR
+// interaction the audit stage records for each request): what happened
+// to which job, for whom.
+func (s *Service) record(ctx context.Context, p *principal.Principal, what, query string, failed bool, returned int) {
+	e := audit.Event{Kind: audit.KindREST, Action: "E", Interaction: "operation", Description: what, Outcome: audit.OutcomeSuccess,
+		Entities: []audit.Entity{{Role: "query", Query: query}}, Returned: returned}
+	if p != nil {
+		e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
+	}
+	if failed {
+		e.Outcome = audit.OutcomeSerious
+	}
+	s.sink.Record(ctx, e)
+}
+
+// export writes every run of pl into the attempt's folder.
+func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(string)) (*result, error) {
+	top := s.jobDir(jb.ID, 0)
+	dir := s.jobDir(jb.ID, jb.Attempt)
+	if entries, err := os.ReadDir(top); err == nil {
+		for _, e := range entries {
+			if e.Name() != filepath.Base(dir) {
+				os.RemoveAll(filepath.Join(top, e.Name()))
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	res := &result{Attempt: jb.Attempt, Output: []output{}, Error: []output{}}
+	errs := &writer{dir: dir, typ: "OperationOutcome", prefix: "error-", max: s.cfg.MaxFileBytes, outs: &res.Error}
+	var total int64
+	var lim *rate.Limiter
+	if s.cfg.Rate > 0 {
+		lim = rate.NewLimiter(rate.Limit(s.cfg.Rate), 1)
+	}
+	for i := 0; i < len(pl.Runs); {
+		typ := pl.Runs[i].Type
+		j := i
+		for j < len(pl.Runs) && pl.Runs[j].Type == typ {
+			j++
+		}
+		runs := pl.Runs[i:j]
+		i = j
+		w := &writer{dir: dir, typ: typ, max: s.cfg.MaxFileBytes, outs: &res.Output}
+		// One search per run and patient; a resource found twice (two
+		// _typeFilters, two patients) is written once.
+		var seen map[string]struct{}
+		if n := len(runs) * max(1, len(pl.Patients)); n > 1 && (len(runs) > 1 || runs[0].Compartment) {
+			seen = map[string]struct{}{}
+		}
+		emit := func(r *store.Resource) error {
+			if lim != nil {
+				if err := lim.Wait(ctx); err != nil {
+					return err
+				}
+			}
+			if seen != nil {
+				if _, dup := seen[r.ID]; dup {
+					return nil
+				}
+				seen[r.ID] = struct{}{}
+			}
+			if err := w.write(r.Body); err != nil {
+				return err
+			}
+			total++
+			if total%pageSize == 0 {
+				setStatus(fmt.Sprintf("%s: %d resources written", typ, total))
+			}
+			return nil
+		}
+		for _, rn := range runs {
+			params, err := url.ParseQuery(rn.Query)
+			if err != nil {
+				return nil, err
+			}
+			params.Set("_count", strconv.Itoa(pageSize))
+			if !rn.Compartment {
+				err = s.svc.Each(ctx, typ, params, emit)
+			} else {
+				for _, pid := range pl.Patients {
+					if err = s.svc.EachInCompartment(ctx, pid, typ, params, emit); err != nil {
+						break
+					}
+				}
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				var oe *outcome.Error
+				if !errors.As(err, &oe) {
+					return nil, err
+				}
+				// Partial success: the type's problem goes to the error file.
+				if werr := errs.write((&outcome.Error{Status: oe.Status, Issues: oe.Issues}).JSON()); werr != nil {
+					return nil, werr
+				}
+			}
+		}
+		if err := w.close(); err != nil {
+			return nil, err
+		}
+		setStatus(fmt.Sprintf("%s done: %d resources written", typ, total))
+	}
+	if err := errs.close(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// writer writes the NDJSON files of one type, starting a new file before
+// a line would take the current one past max bytes (a file holds at least
+// one line).
+type writer struct {
+	dir, typ, prefix string
+	max              int64
+	outs             *[]output
+	n                int
+	f                *os.File
+	bw               *bufio.Writer
+	size, count      int64
+	buf              bytes.Buffer
+}
+
+func (w *writer) write(line []byte) error {
+	if bytes.IndexByte(line, '\n') >= 0 {
+		w.buf.Reset()
+		if err := json.Compact(&w.buf, line); err != nil {
+			return err
+		}
+		line = w.buf.Bytes()
+	}
+	if w.f != nil && w.size+int64(len(line))+1 > w.max {
+		if err := w.close(); err != nil {
+			return err
+		}
+	}
+	if w.f == nil {
+		w.n++
+		f, err := os.OpenFile(filepath.Join(w.dir, w.name()), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		w.f, w.bw, w.size, w.count = f, bufio.NewWriterSize(f, 64<<10), 0, 0
+	}
+	w.bw.Write(line)
+	w.bw.WriteByte('\n')
+	w.size += int64(len(line)) + 1
+	w.count++
+	return nil
+}
+
+func (w *writer) name() string { return w.prefix + w.typ + "-" + strconv.Itoa(w.n) + ".ndjson" }
+
+// close ends the current file (flushed and synced) and lists it.
+func (w *writer) close() error {
+	if w.f == nil {
+		return nil
+	}
+	f := w.f
+	w.f = nil
+	err := errors.Join(w.bw.Flush(), f.Sync(), f.Close())
+	if err != nil {
+		return err
+	}
+	*w.outs = append(*w.outs, output{Type: w.typ, File: w.name(), Count: w.count})
+	return nil
+}
+
+// sweep removes expired jobs and their files, and folders of jobs that no
+// longer exist, until ctx ends.
+func (s *Service) sweep(ctx context.Context) {
+	every := min(max(s.cfg.Expire/4, 100*time.Millisecond), time.Minute)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		ids, err := s.jobs.expired(ctx, s.now())
+		if err != nil {
+			continue
+		}
+		for _, id := range ids {
+			if ok, err := s.jobs.remove(ctx, id); err == nil && ok {
+				os.RemoveAll(s.jobDir(id, 0))
+			}
+		}
+		// Folders left by a cancellation that raced a worker's writes.
+		entries, _ := os.ReadDir(s.cfg.Dir)
+		for _, e := range entries {
+			if jb, err := s.jobs.get(ctx, e.Name()); err == nil && jb == nil && e.IsDir() {
+				os.RemoveAll(filepath.Join(s.cfg.Dir, e.Name()))
+			}
+		}
+	}
+}
