@@ -85,7 +85,6 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	log.Info("audit trail on", "chain", rec.Chain())
 	stage := audit.Stage(audit.StageConfig{
 		Recorder: rec,
-		BaseURL:  cfg.FHIRBase(),
 		ClientIP: func(r *http.Request) string {
 			if ip := netpolicy.ClientIP(r); ip.IsValid() {
 				return ip.String()

@@ -128,7 +128,6 @@ func newConcurrency(cfg config.Config, searchConns int, log *slog.Logger, obs ra
 	c := ratelimit.NewConcurrency(ratelimit.ConcurrencyOptions{
 		PerClient: n,
 		MaxWait:   cfg.RateLimit.ConcurrencyWait,
-		FHIRBase:  cfg.FHIRPath(),
 		ClientIP:  netpolicy.ClientIP,
 		Metrics:   obs,
 		Audit:     sink,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
@@ -132,6 +134,9 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// The request pipeline, outermost first. Each stage is a
 	// func(http.Handler) http.Handler; nil stages are skipped.
 	//
+	//  0. routing: the request is matched first (routeFirst, then the
+	//     FHIR API's own routes), so every stage can read r.Pattern and,
+	//     for FHIR requests, the interaction.
 	//  1. outer: every request under the FHIR base (server-level: client
 	//     IP from trusted proxies, network rules, search time budget,
 	//     per-IP limits on the OAuth endpoints). The server adds metrics
@@ -169,6 +174,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	api := fhirapi.New(fhirapi.Config{
 		BaseURL:         cfg.FHIRBase(),
 		MaxBodyBytes:    cfg.FHIR.MaxBodyBytes,
+		SearchTimeout:   cfg.FHIR.SearchTimeout,
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,
 		CapabilityHook:  auth.CapabilityHook,
@@ -199,12 +205,9 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	}
 	adm.Mount(mux)
 	mux.Handle("/", api)
-	var handler http.Handler = mux
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)
-	if f := chain(outer...); f != nil {
-		handler = f(mux)
-	}
+	handler := routeFirst(mux, cfg.FHIRPath(), chain(outer...))
 	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: handler, Ready: a, Logger: log}))
 	return s, nil
 }
@@ -256,6 +259,44 @@ func (s *Server) Close() error {
 		}
 	})
 	return nil
+}
+
+// routeFirst routes r on mux before stages run: the matched route is
+// named to the request log (the FHIR API, mounted at "/", names its own
+// routes precisely once it has matched them; base/{path} until then) and
+// set as r.Pattern for the stages; then mux serves r.
+func routeFirst(mux *http.ServeMux, base string, stages func(http.Handler) http.Handler) http.Handler {
+	var inner http.Handler = mux
+	if stages != nil {
+		inner = stages(mux)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pattern := mux.Handler(r)
+		if class := authClass(pattern); class != "" {
+			httpx.SetRoute(r.Context(), class, httpx.PatternPath(pattern))
+		} else {
+			httpx.SetRoute(r.Context(), "fhir.other", base+"/{path}")
+		}
+		r2 := *r
+		r2.Pattern = pattern
+		inner.ServeHTTP(w, &r2)
+	})
+}
+
+// authClass is the metric label of an authorization server route
+// ("auth.token", "auth.discovery", "auth.admin"), "" for the FHIR API.
+func authClass(pattern string) string {
+	path := httpx.PatternPath(pattern)
+	switch {
+	case strings.Contains(path, "/.well-known/"):
+		return "auth.discovery"
+	case strings.Contains(path, "/auth/admin/"):
+		return "auth.admin"
+	}
+	if i := strings.LastIndex(path, "/auth/"); i >= 0 {
+		return "auth." + strings.TrimSuffix(path[i+len("/auth/"):], ".json")
+	}
+	return ""
 }
 
 // chain composes middleware, the first outermost, skipping nil stages; it

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"net"
 	"net/http"
@@ -25,30 +26,29 @@ type Committer interface {
 type StageConfig struct {
 	// Recorder receives the events (required).
 	Recorder Committer
-	// BaseURL is the FHIR base URL; its path is stripped from request paths.
-	BaseURL string
 	// ClientIP returns the caller's address (default: the peer address).
 	ClientIP func(r *http.Request) string
 }
 
 // Stage returns the FHIR API stage that records every interaction and
-// refuses writes to AuditEvent. It belongs closest to the handler, after
-// authentication and the gateway policies. Reads are recorded
+// refuses writes to AuditEvent. It runs after routing (it reads the
+// request's interaction.Interaction from the context; a request without
+// one is recorded by its method alone) and belongs closest to the
+// handler, after authentication and the gateway policies. Reads are recorded
 // asynchronously after the response is streamed; writes (create, update,
 // patch, delete, transaction, batch, operations) are buffered and released
 // only after their record is durable — or answered 500 when it cannot be.
 func Stage(cfg StageConfig) func(http.Handler) http.Handler {
-	prefix := ""
-	if u, err := url.Parse(strings.TrimSuffix(cfg.BaseURL, "/")); err == nil {
-		prefix = strings.TrimSuffix(u.Path, "/")
-	}
 	clientIP := cfg.ClientIP
 	if clientIP == nil {
 		clientIP = peerIP
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ix, r := interaction.Of(prefix, r)
+			ix := interaction.FromContext(r.Context())
+			if ix == nil {
+				ix = &interaction.Interaction{Method: r.Method}
+			}
 			if ix.Search() {
 				ix.ReadForm(r, maxFormBytes)
 			}
@@ -246,13 +246,6 @@ type Classified struct {
 // record (a larger one is recorded without its parameters).
 const maxFormBytes = 1 << 20
 
-// Classify maps a request (path relative to the FHIR base) to its
-// interaction.
-func Classify(method, path, rawQuery string) Classified {
-	u := &url.URL{Path: "/" + strings.TrimPrefix(path, "/"), RawQuery: rawQuery}
-	return classify(interaction.Parse("", &http.Request{Method: method, URL: u}))
-}
-
 // classify labels ix for the audit trail.
 func classify(ix *interaction.Interaction) Classified {
 	c := Classified{Interaction: string(ix.Kind), Type: ix.Type, ID: ix.ID, VersionID: ix.VID,
@@ -295,9 +288,9 @@ func classify(ix *interaction.Interaction) Classified {
 	queryPath := ""
 	switch {
 	case ix.Everything():
-		queryPath = strings.Join(ix.Segments, "/")
+		queryPath = "Patient/" + ix.ID + "/" + ix.Operation
 	case ix.Compartment != "":
-		queryPath = strings.Join(ix.Segments[:3], "/")
+		queryPath = ix.Compartment + "/" + ix.CompartmentID + "/" + cmp.Or(ix.Type, "*")
 	}
 	if len(ix.Params) == 0 {
 		c.Query = queryPath

@@ -13,7 +13,7 @@ import (
 // capabilityStatement generates the CapabilityStatement from what the
 // server supports (R4 capabilitystatement.html), applies the
 // CapabilityHook and returns its JSON.
-func (a *api) capabilityStatement() []byte {
+func (a *API) capabilityStatement() []byte {
 	types := a.reg.ResourceTypes()
 	// Reverse includes: for each target type, the reference parameters of
 	// other types that may point to it.
@@ -132,7 +132,7 @@ func dedupe(s []string) []string {
 
 // metadata serves GET /metadata (and CORS preflight) without
 // authentication, with Access-Control-Allow-Origin: *.
-func (a *api) metadata(w http.ResponseWriter, r *http.Request) {
+func (a *API) metadata(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	switch r.Method {

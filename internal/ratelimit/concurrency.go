@@ -6,11 +6,11 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -37,9 +37,6 @@ type ConcurrencyOptions struct {
 	// MaxQueue is the most requests of one client waiting at once (0 =
 	// DefaultMaxQueue); more are refused at once.
 	MaxQueue int
-	// FHIRBase is the path of the FHIR base URL ("/fhir", or "" at the
-	// root).
-	FHIRBase string
 	// ClientIP resolves the caller's address for audit events; nil means
 	// the host of r.RemoteAddr.
 	ClientIP func(*http.Request) netip.Addr
@@ -61,7 +58,6 @@ type ConcurrencyOptions struct {
 // reads its answers slowly slows only itself.
 type Concurrency struct {
 	o        ConcurrencyOptions
-	prefix   string
 	maxQueue int
 	clientIP func(*http.Request) netip.Addr
 	obs      Observer
@@ -79,7 +75,7 @@ type slots struct {
 
 // NewConcurrency returns the limit for o.
 func NewConcurrency(o ConcurrencyOptions) *Concurrency {
-	c := &Concurrency{o: o, prefix: strings.TrimSuffix(o.FHIRBase, "/"), maxQueue: o.MaxQueue, clientIP: o.ClientIP,
+	c := &Concurrency{o: o, maxQueue: o.MaxQueue, clientIP: o.ClientIP,
 		obs: o.Metrics, sink: o.Audit, clients: map[string]*slots{}}
 	if c.maxQueue <= 0 {
 		c.maxQueue = DefaultMaxQueue
@@ -103,7 +99,7 @@ func (c *Concurrency) Stage(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !heavy(r.Method, r.URL.Path, c.prefix) {
+		if !heavy(interaction.FromContext(r.Context())) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -191,40 +187,14 @@ func (c *Concurrency) releaseLocked(client string, s *slots) {
 	}
 }
 
-// heavy reports whether a request to path is a search, a history request
-// or a batch or transaction Bundle (POST to the base): the requests that
-// hold a read connection for as long as their query runs. It does not
-// allocate.
-func heavy(method, path, prefix string) bool {
-	rest, ok := strings.CutPrefix(path, prefix)
-	if !ok || rest != "" && rest[0] != '/' {
+// heavy reports whether ix is a search (not $everything), a history
+// request or a batch or transaction Bundle: the requests that hold a read
+// connection for as long as their query runs.
+func heavy(ix *interaction.Interaction) bool {
+	if ix == nil {
 		return false
 	}
-	rest = strings.Trim(rest, "/")
-	get := method == http.MethodGet || method == http.MethodHead
-	var segs [3]string
-	n := 0
-	for rest != "" {
-		if n == len(segs) {
-			return false
-		}
-		segs[n], rest, _ = strings.Cut(rest, "/")
-		if strings.HasPrefix(segs[n], "$") {
-			return false
-		}
-		n++
-	}
-	switch n {
-	case 0:
-		return get || method == http.MethodPost
-	case 1:
-		return segs[0] == "_history" || segs[0] == "_search" || get
-	case 2:
-		return segs[1] == "_history" || segs[1] == "_search"
-	case 3:
-		return segs[2] == "_history"
-	}
-	return false
+	return ix.Search() && !ix.Everything() || ix.History() || ix.Kind == interaction.Batch
 }
 
 // refuse answers 429 for a request over its client's limit, counts and

@@ -222,10 +222,11 @@ func (m *Middleware) backendFailed(err error) {
 	m.log.Warn("rate limit backend unavailable", "mode", mode, "error", err.Error(), "failures_not_logged", n)
 }
 
-// FHIR is the stage for the FHIR API, after authentication: it charges
-// the interaction's cost to the caller's client and to the patient in
-// context or the patients the request targets. Requests without a
-// principal (/metadata, --dev-no-auth) pass unlimited.
+// FHIR is the stage for the FHIR API, after routing and authentication:
+// it charges the cost of the request's interaction (from the context) to
+// the caller's client and to the patient in context or the patients the
+// interaction targets. Requests without a principal (/metadata,
+// --dev-no-auth) or without an interaction pass unlimited.
 func (m *Middleware) FHIR(next http.Handler) http.Handler {
 	if !m.o.Client.Enabled() && !m.o.System.Enabled() && !m.o.Patient.Enabled() && m.o.Credentials == nil {
 		return next
@@ -236,8 +237,8 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ix, r := interaction.Of(m.prefix, r)
-		if !ix.FHIR {
+		ix := interaction.FromContext(r.Context())
+		if ix == nil || !ix.FHIR {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -98,7 +98,7 @@ func newHarness(t *testing.T, o Options) *harness {
 	m := New(o)
 	mux := http.NewServeMux()
 	mux.Handle("/fhir/auth/", echo)
-	mux.Handle("/fhir/", fakeAuthn(m.FHIR(echo)))
+	mux.Handle("/fhir/", routed(fakeAuthn(m.FHIR(echo))))
 	return &harness{m: m, rec: rec, h: m.AuthEndpoints(mux)}
 }
 
@@ -596,4 +596,14 @@ func TestRedisFailureModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// routed does what the FHIR API's router does before the stages: the
+// request's interaction in its context (here by the shape of its path, as
+// no route is registered).
+func routed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ix := interaction.Parse("/fhir", r)
+		next.ServeHTTP(w, r.WithContext(interaction.NewContext(r.Context(), ix)))
+	})
 }
