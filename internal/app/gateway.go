@@ -108,7 +108,7 @@ func (gw *gateway) principal(next http.Handler) http.Handler {
 // trusted proxy disqualifies the request (a local reverse proxy would
 // otherwise make every caller look local).
 func (gw *gateway) metricsAllowed(r *http.Request) bool {
-	peer := netpolicy.PeerIP(r)
+	peer := httpx.PeerIP(r)
 	if !gw.policy.IsTrustedProxy(peer) && (r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-IP") != "") {
 		return false
 	}

@@ -25,7 +25,6 @@ import (
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
-	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
@@ -121,7 +120,6 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// Client allow-lists hold at the token endpoints too.
 	auth.SetClientNetwork(gw.clients)
 	mw := authn.New(authn.Config{
-		ClientIP: netpolicy.ClientIP,
 		Verifier: auth.Verifier(),
 		APIKeys:  auth.DB(),
 		Basic:    auth.DB(),

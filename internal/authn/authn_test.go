@@ -185,7 +185,7 @@ func want401(t *testing.T, r result, errParam string) {
 	if err := json.Unmarshal(r.body, &oo); err != nil || oo.ResourceType != "OperationOutcome" || len(oo.Issue) != 1 || oo.Issue[0].Code != "login" {
 		t.Fatalf("body %s", r.body)
 	}
-	if ct := r.hdr.Get("Content-Type"); ct != "application/fhir+json" {
+	if ct := r.hdr.Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
 		t.Fatalf("content type %q", ct)
 	}
 	// Every invalid credential gets the same body, whatever the reason.

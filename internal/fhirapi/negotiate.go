@@ -20,7 +20,7 @@ const (
 	mtJSONPatch = "application/json-patch+json"
 	mtForm      = "application/x-www-form-urlencoded"
 	// contentType is the Content-Type of every response body.
-	contentType = "application/fhir+json; charset=utf-8"
+	contentType = outcome.ContentType
 )
 
 // isXML reports whether a media type or _format value names an XML format.

@@ -1,11 +1,16 @@
 // Package httpx holds the facts of one HTTP request that several stages
-// share and no single stage owns: the request id and what the request log
-// learns from inner stages (the matched route, the calling client). It
-// imports nothing of Lapis.
+// share and no single stage owns — the request id, what the request log
+// learns from inner stages (the matched route, the calling client), the
+// caller's address — and the one writer of OAuth 2.0 error bodies for the
+// stages outside the authorization server. It imports nothing of Lapis.
 package httpx
 
 import (
 	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/netip"
 	"sync/atomic"
 )
 
@@ -89,4 +94,65 @@ func PatternPath(pattern string) string {
 		}
 	}
 	return pattern
+}
+
+type clientIPKey struct{}
+
+// ClientIP returns the caller's address: the one the gateway resolved
+// (WithClientIP: the forwarded address when the direct peer is a trusted
+// proxy), else the direct peer's (PeerIP). IPv4-mapped IPv6 addresses are
+// returned as IPv4; the zero Addr means the peer address could not be
+// parsed. Every stage that names the caller's address uses it.
+func ClientIP(r *http.Request) netip.Addr {
+	if a, ok := r.Context().Value(clientIPKey{}).(netip.Addr); ok {
+		return a
+	}
+	return PeerIP(r)
+}
+
+// ClientAddr is ClientIP as text for records and lockout keys, "" when
+// the address is unknown.
+func ClientAddr(r *http.Request) string {
+	if a := ClientIP(r); a.IsValid() {
+		return a.String()
+	}
+	return ""
+}
+
+// WithClientIP returns ctx carrying addr as the resolved client address
+// (the gateway's resolver, and tests).
+func WithClientIP(ctx context.Context, addr netip.Addr) context.Context {
+	return context.WithValue(ctx, clientIPKey{}, addr.Unmap())
+}
+
+// PeerIP is the address of the direct peer (the host of r.RemoteAddr),
+// unmapped; the zero Addr when it cannot be parsed.
+func PeerIP(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.WithZone("").Unmap()
+}
+
+// WriteOAuthError writes an RFC 6749 §5.2 error response: a JSON object
+// with error and (when not empty) error_description, never cached.
+func WriteOAuthError(w http.ResponseWriter, status int, code, description string) {
+	body := map[string]string{"error": code}
+	if description != "" {
+		body["error_description"] = description
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // RFC 6749 §5.2 and RFC 7009 error codes.
@@ -89,9 +91,5 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Challenge {
 		w.Header().Set("WWW-Authenticate", `Basic realm="lapis", charset="UTF-8"`)
 	}
-	body := map[string]string{"error": e.Code}
-	if e.Description != "" {
-		body["error_description"] = e.Description
-	}
-	writeJSON(w, e.Status, body)
+	httpx.WriteOAuthError(w, e.Status, e.Code, e.Description)
 }

@@ -4,14 +4,13 @@ import (
 	"container/list"
 	"context"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -37,9 +36,6 @@ type ConcurrencyOptions struct {
 	// MaxQueue is the most requests of one client waiting at once (0 =
 	// DefaultMaxQueue); more are refused at once.
 	MaxQueue int
-	// ClientIP resolves the caller's address for audit events; nil means
-	// the host of r.RemoteAddr.
-	ClientIP func(*http.Request) netip.Addr
 	// Metrics and Audit are optional observers.
 	Metrics Observer
 	Audit   audit.Sink
@@ -59,7 +55,6 @@ type ConcurrencyOptions struct {
 type Concurrency struct {
 	o        ConcurrencyOptions
 	maxQueue int
-	clientIP func(*http.Request) netip.Addr
 	obs      Observer
 	sink     audit.Sink
 
@@ -75,13 +70,10 @@ type slots struct {
 
 // NewConcurrency returns the limit for o.
 func NewConcurrency(o ConcurrencyOptions) *Concurrency {
-	c := &Concurrency{o: o, maxQueue: o.MaxQueue, clientIP: o.ClientIP,
+	c := &Concurrency{o: o, maxQueue: o.MaxQueue,
 		obs: o.Metrics, sink: o.Audit, clients: map[string]*slots{}}
 	if c.maxQueue <= 0 {
 		c.maxQueue = DefaultMaxQueue
-	}
-	if c.clientIP == nil {
-		c.clientIP = netpolicy.PeerIP
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}
@@ -207,7 +199,7 @@ func (c *Concurrency) refuse(w http.ResponseWriter, r *http.Request, p *principa
 		UserAgent: truncate(r.UserAgent(), 256),
 		ClientID:  p.ClientID, Subject: p.Subject, FHIRUser: p.FHIRUser, Method: p.Method, CredentialID: p.TokenID, Patient: p.Patient,
 	}
-	if a := c.clientIP(r); a.IsValid() {
+	if a := httpx.ClientIP(r); a.IsValid() {
 		ev.Address = a.String()
 	}
 	c.sink.Record(r.Context(), ev)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
@@ -18,7 +17,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -71,9 +70,6 @@ type Options struct {
 	// IP address by AuthEndpoints; Browser marks those that serve pages
 	// to a browser (answered in plain text rather than JSON).
 	AuthPaths map[string]Endpoint
-	// ClientIP resolves the caller's address; nil means the host of
-	// r.RemoteAddr.
-	ClientIP func(*http.Request) netip.Addr
 	// MaxBodyBytes bounds the part of a batch/transaction or _search body
 	// read to price it (0 = 16 MiB); a larger body costs the minimum and
 	// is refused by the handler.
@@ -112,7 +108,6 @@ type Middleware struct {
 	fallback Limiter
 	costs    Costs
 	prefix   string
-	clientIP func(*http.Request) netip.Addr
 	maxBody  int64
 	obs      Observer
 	sink     audit.Sink
@@ -126,7 +121,7 @@ type Middleware struct {
 
 // New returns the middleware for o.
 func New(o Options) *Middleware {
-	m := &Middleware{o: o, limiter: o.Limiter, fallback: o.Fallback, costs: o.Costs, clientIP: o.ClientIP,
+	m := &Middleware{o: o, limiter: o.Limiter, fallback: o.Fallback, costs: o.Costs,
 		maxBody: o.MaxBodyBytes, obs: o.Metrics, sink: o.Audit, log: o.Logger, now: o.Now}
 	if m.limiter == nil {
 		m.limiter = NewMemory(MemoryOptions{})
@@ -138,9 +133,6 @@ func New(o Options) *Middleware {
 		m.costs = DefaultCosts()
 	}
 	m.prefix = strings.TrimSuffix(o.FHIRBase, "/")
-	if m.clientIP == nil {
-		m.clientIP = netpolicy.PeerIP
-	}
 	if m.maxBody <= 0 {
 		m.maxBody = 16 << 20
 	}
@@ -348,7 +340,7 @@ func (m *Middleware) AuthEndpoints(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		d, err := m.check(r.Context(), ScopeIP, ipKey(m.clientIP(r)), m.o.IP, 1)
+		d, err := m.check(r.Context(), ScopeIP, ipKey(httpx.ClientIP(r)), m.o.IP, 1)
 		if err != nil {
 			m.unavailable(w, ep.Browser, false)
 			return
@@ -412,7 +404,7 @@ func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, ds []decisio
 		Description: "rate limit exceeded (" + d.scope + ")", Status: http.StatusTooManyRequests,
 		UserAgent: truncate(r.UserAgent(), 256),
 	}
-	if a := m.clientIP(r); a.IsValid() {
+	if a := httpx.ClientIP(r); a.IsValid() {
 		ev.Address = a.String()
 	}
 	if p != nil {
@@ -460,18 +452,13 @@ func writeRefusal(w http.ResponseWriter, status int, issueCode, msg, page string
 	h.Set("X-Content-Type-Options", "nosniff")
 	switch {
 	case fhir:
-		h.Set("Content-Type", "application/fhir+json; charset=utf-8")
-		w.WriteHeader(status)
-		_, _ = w.Write(outcome.New(status, issueCode, "%s", msg).JSON())
+		outcome.Write(w, outcome.New(status, issueCode, "%s", msg))
 	case browser:
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(status)
 		_, _ = w.Write([]byte(page))
 	default:
-		h.Set("Content-Type", "application/json")
-		h.Set("Pragma", "no-cache")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
+		httpx.WriteOAuthError(w, status, "temporarily_unavailable", msg)
 	}
 }
 
