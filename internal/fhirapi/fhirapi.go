@@ -810,30 +810,35 @@ func (a *API) searchParams(w http.ResponseWriter, r *http.Request) (url.Values, 
 }
 
 func (a *API) searchType(w http.ResponseWriter, r *http.Request) error {
-	params, err := a.searchParams(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.Search(r.Context(), r.PathValue("type"), params, parsePrefer(r).strict)
-	if err != nil {
-		return err
-	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
-	return nil
+	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.Search(r.Context(), r.PathValue("type"), params, parsePrefer(r).strict)
+	})
 }
 
 func (a *API) searchSystem(w http.ResponseWriter, r *http.Request) error {
+	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.Search(r.Context(), "", params, parsePrefer(r).strict)
+	})
+}
+
+// search reads a search's parameters and answers with the page run
+// makes of them.
+func (a *API) search(w http.ResponseWriter, r *http.Request, run func(url.Values) (*resource.SearchPage, error)) error {
 	params, err := a.searchParams(w, r)
 	if err != nil {
 		return err
 	}
-	res, err := a.svc.Search(r.Context(), "", params, parsePrefer(r).strict)
+	return a.answerPage(w, r, params, run)
+}
+
+// answerPage answers with the searchset of the page run makes of params.
+func (a *API) answerPage(w http.ResponseWriter, r *http.Request, params url.Values, run func(url.Values) (*resource.SearchPage, error)) error {
+	p, err := run(params)
 	if err != nil {
 		return err
 	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
+	notePage(r, p)
+	a.writeSearch(w, r, p)
 	return nil
 }
 
@@ -843,17 +848,9 @@ func (a *API) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	if strings.HasPrefix(typ, "$") {
 		return outcome.New(http.StatusNotFound, "not-supported", "the operation %s is not supported on %s", truncate(typ, 100), truncate(comp, 100))
 	}
-	params, err := a.searchParams(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
-	if err != nil {
-		return err
-	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
-	return nil
+	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
+	})
 }
 
 // everything serves Patient/{id}/$everything: GET with query parameters,
@@ -883,13 +880,9 @@ func (a *API) everything(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	res, err := a.svc.Everything(r.Context(), r.PathValue("id"), params)
-	if err != nil {
-		return err
-	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
-	return nil
+	return a.answerPage(w, r, params, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.Everything(r.Context(), r.PathValue("id"), params)
+	})
 }
 
 func (a *API) history(w http.ResponseWriter, r *http.Request, typ, id string) error {
@@ -899,12 +892,12 @@ func (a *API) history(w http.ResponseWriter, r *http.Request, typ, id string) er
 	}
 	params.Del("_format")
 	params.Del("_pretty")
-	res, err := a.svc.History(r.Context(), typ, id, params, parsePrefer(r).strict)
+	p, err := a.svc.History(r.Context(), typ, id, params, parsePrefer(r).strict)
 	if err != nil {
 		return err
 	}
-	note(r, res)
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	noteReturned(r, p.Returned())
+	a.writeBody(w, r, http.StatusOK, p.JSON())
 	return nil
 }
 
