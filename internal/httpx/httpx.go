@@ -149,10 +149,16 @@ func WriteOAuthError(w http.ResponseWriter, status int, code, description string
 	if description != "" {
 		body["error_description"] = description
 	}
+	WriteNoStoreJSON(w, status, body)
+}
+
+// WriteNoStoreJSON writes v as JSON with the no-store headers every
+// token-bearing or error response of the authorization server carries.
+func WriteNoStoreJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
+	_ = json.NewEncoder(w).Encode(v)
 }

@@ -10,7 +10,7 @@ import (
 
 func TestClientAddress(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
-	for remote, want := range map[string]string{"192.0.2.1:80": "192.0.2.1", "[::ffff:192.0.2.2]:9": "192.0.2.2", "[fe80::1%eth0]:1": "fe80::1", "garbage": ""} {
+	for remote, want := range map[string]string{"192.0.2.1:80": "192.0.2.1", "[::ffff:192.0.2.2]:9": "192.0.2.2", "[fe80::1%eth0]:1": "fe80::1%eth0", "garbage": ""} {
 		r.RemoteAddr = remote
 		if got := ClientAddr(r); got != want {
 			t.Errorf("%s: %q, want %q", remote, got, want)

@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -71,14 +70,7 @@ func errInvalidScope(desc string) *Error {
 
 // writeJSON writes v with the no-store headers every token-bearing
 // response carries.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpx.WriteNoStoreJSON(w, status, v) }
 
 // writeError writes err as an RFC 6749 §5.2 error body. Errors that are
 // not *Error are logged and answered with a generic server_error.
