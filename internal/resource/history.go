@@ -163,7 +163,6 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 	return hp, nil
 }
 
-
 func (s *Service) historyEntry(v *store.Resource) *bundleEntry {
 	e := &bundleEntry{FullURL: s.fullURL(v.Type, v.ID)}
 	method := v.Method
