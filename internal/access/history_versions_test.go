@@ -75,7 +75,7 @@ func historyVersions(t *testing.T, ctx context.Context, s *resource.Service, typ
 		if err != nil {
 			t.Fatalf("history %s/%s: %v", typ, id, err)
 		}
-		entries, total, next := historyEntries(t, res.Body)
+		entries, total, next := historyEntries(t, res.JSON())
 		if count > 0 && len(entries) > count {
 			t.Errorf("page of %d entries, _count=%d", len(entries), count)
 		}

@@ -144,7 +144,11 @@ func find(typ, query string) op {
 
 func history(typ, id string) op {
 	return func(ctx context.Context, s *resource.Service) (*resource.Result, error) {
-		return s.History(ctx, typ, id, url.Values{}, true)
+		p, err := s.History(ctx, typ, id, url.Values{}, true)
+		if err != nil {
+			return nil, err
+		}
+		return &resource.Result{Status: http.StatusOK, Body: p.JSON()}, nil
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 // events is an admin.Auditor that keeps the events (or fails).
@@ -44,22 +44,7 @@ func (ev *events) take() []audit.Event {
 	return out
 }
 
-func openBoth(t *testing.T, f func(t *testing.T, db *authdb.DB)) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-			}
-			db, err := authdb.Open(context.Background(), url, t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			f(t, db)
-		})
-	}
-}
+func openBoth(t *testing.T, f func(t *testing.T, db *authdb.DB)) { authtest.Both(t, f) }
 
 // actors are the two front ends' actors: the admin API's client and a
 // local command's user.

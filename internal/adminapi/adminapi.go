@@ -47,7 +47,7 @@ import (
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/authn"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/oauth"
 )
 
@@ -324,7 +324,7 @@ func (a *API) actor(r *http.Request) (admin.Actor, error) {
 		return admin.Actor{}, errScope
 	}
 	actor := admin.Actor{ClientID: c.ClientID, Method: "access_token", CredentialID: c.ID, UserAgent: r.UserAgent()}
-	if ip := netpolicy.ClientIP(r); ip.IsValid() {
+	if ip := httpx.ClientIP(r); ip.IsValid() {
 		actor.Address = ip.String()
 	}
 	return actor, nil

@@ -1,7 +1,6 @@
 package adminapi_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -31,6 +30,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
 // env is an authorization server with the admin API over real HTTP on
@@ -43,14 +43,14 @@ type env struct {
 	issuer string
 	token  string
 	skew   atomic.Int64 // nanoseconds added to time.Now
-	logs   *lockedBuffer
+	logs   *logbuf.Buffer
 	events *events
 }
 
 func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
 	db, km, _ := authtest.Stores(t, dialect)
-	e := &env{t: t, db: db, logs: &lockedBuffer{}, events: &events{}}
+	e := &env{t: t, db: db, logs: &logbuf.Buffer{}, events: &events{}}
 	now := func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
 	ts := httptest.NewUnstartedServer(nil)
 	e.issuer = "http://" + ts.Listener.Addr().String() + "/fhir"
@@ -214,25 +214,11 @@ func publicJWKS(t *testing.T) string {
 	return string(b)
 }
 
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// take returns the JSON log records written since the last call.
-func (l *lockedBuffer) take(t *testing.T) []map[string]any {
+// take returns the JSON log records written to l since the last call.
+func take(t *testing.T, l *logbuf.Buffer) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.Take()), "\n") {
 		if line == "" {
 			continue
 		}
@@ -242,7 +228,6 @@ func (l *lockedBuffer) take(t *testing.T) []map[string]any {
 		}
 		out = append(out, m)
 	}
-	l.b.Reset()
 	return out
 }
 

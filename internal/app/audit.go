@@ -12,7 +12,6 @@ import (
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/metrics"
-	"github.com/lapis-health/lapis/internal/netpolicy"
 )
 
 // auditRuntime is what startAudit built; close stops it (after the server).
@@ -85,13 +84,6 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	log.Info("audit trail on", "chain", rec.Chain())
 	stage := audit.Stage(audit.StageConfig{
 		Recorder: rec,
-		BaseURL:  cfg.FHIRBase(),
-		ClientIP: func(r *http.Request) string {
-			if ip := netpolicy.ClientIP(r); ip.IsValid() {
-				return ip.String()
-			}
-			return ""
-		},
 	})
 	return &auditRuntime{sink: rec, stage: stage, close: func() {
 		rec.Close()

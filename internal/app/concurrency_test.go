@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -67,7 +68,8 @@ func admitted(t *testing.T, stage func(http.Handler) http.Handler, n int) int {
 		}))
 		for range n {
 			r := httptest.NewRequest("GET", "/fhir/Observation?code=x", nil)
-			r = r.WithContext(principal.NewContext(r.Context(), &principal.Principal{ClientID: "c"}))
+			ctx := interaction.NewContext(r.Context(), interaction.Parse("/fhir", r)) // as routed
+			r = r.WithContext(principal.NewContext(ctx, &principal.Principal{ClientID: "c"}))
 			go h.ServeHTTP(httptest.NewRecorder(), r)
 		}
 		synctest.Wait()

@@ -12,6 +12,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/principal"
@@ -79,10 +80,9 @@ func isLoopbackAddr(addr string) bool {
 }
 
 // outer returns the server-level stages, in serve order: client address
-// resolution, then the global allow-list and user-agent rules, then the
-// search time budget.
+// resolution, then the global allow-list and user-agent rules.
 func (gw *gateway) outer() []func(http.Handler) http.Handler {
-	return []func(http.Handler) http.Handler{gw.policy.Resolve, gw.policy.Global, server.SearchTimeout(gw.cfg.FHIRPath(), gw.cfg.FHIR.SearchTimeout)}
+	return []func(http.Handler) http.Handler{gw.policy.Resolve, gw.policy.Global}
 }
 
 // preflight is the FHIR stage before authentication: CORS preflights
@@ -96,7 +96,7 @@ func (gw *gateway) principal(next http.Handler) http.Handler {
 	checked := gw.policy.Client(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := principal.FromContext(r.Context()); p != nil {
-			server.SetClientID(r.Context(), p.ClientID)
+			httpx.SetClientID(r.Context(), p.ClientID)
 		}
 		checked.ServeHTTP(w, r)
 	})
@@ -108,7 +108,7 @@ func (gw *gateway) principal(next http.Handler) http.Handler {
 // trusted proxy disqualifies the request (a local reverse proxy would
 // otherwise make every caller look local).
 func (gw *gateway) metricsAllowed(r *http.Request) bool {
-	peer := netpolicy.PeerIP(r)
+	peer := httpx.PeerIP(r)
 	if !gw.policy.IsTrustedProxy(peer) && (r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-IP") != "") {
 		return false
 	}

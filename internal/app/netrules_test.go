@@ -7,7 +7,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/netpolicy"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 // TestNetRules checks the adapter the gateway reads client network rules
@@ -17,15 +17,7 @@ func TestNetRules(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-			}
-			db, err := authdb.Open(ctx, url, t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := authtest.DB(t, dialect)
 			if err := db.CreateClient(ctx, &authdb.Client{ID: "a", Name: "a", Type: authdb.Public}); err != nil {
 				t.Fatal(err)
 			}

@@ -12,7 +12,6 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/ratelimit"
 )
@@ -82,7 +81,6 @@ func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, 
 		Costs:        lim.Costs,
 		FHIRBase:     prefix,
 		AuthPaths:    paths,
-		ClientIP:     netpolicy.ClientIP,
 		MaxBodyBytes: cfg.FHIR.MaxBodyBytes,
 		// Bundles over the entry limit are refused before they run.
 		MaxBundleEntries: cfg.FHIR.MaxBundleEntries,
@@ -128,8 +126,6 @@ func newConcurrency(cfg config.Config, searchConns int, log *slog.Logger, obs ra
 	c := ratelimit.NewConcurrency(ratelimit.ConcurrencyOptions{
 		PerClient: n,
 		MaxWait:   cfg.RateLimit.ConcurrencyWait,
-		FHIRBase:  cfg.FHIRPath(),
-		ClientIP:  netpolicy.ClientIP,
 		Metrics:   obs,
 		Audit:     sink,
 	})

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,10 +22,11 @@ import (
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
-	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
@@ -123,7 +125,6 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// Client allow-lists hold at the token endpoints too.
 	auth.SetClientNetwork(gw.clients)
 	mw := authn.New(authn.Config{
-		ClientIP: netpolicy.ClientIP,
 		Verifier: auth.Verifier(),
 		APIKeys:  auth.DB(),
 		Basic:    auth.DB(),
@@ -136,6 +137,9 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// The request pipeline, outermost first. Each stage is a
 	// func(http.Handler) http.Handler; nil stages are skipped.
 	//
+	//  0. routing: the request is matched first (routeFirst, then the
+	//     FHIR API's own routes), so every stage can read r.Pattern and,
+	//     for FHIR requests, the interaction.
 	//  1. outer: every request under the FHIR base (server-level: client
 	//     IP from trusted proxies, network rules, search time budget,
 	//     per-IP limits on the OAuth endpoints). The server adds metrics
@@ -185,6 +189,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		ServiceBaseURLs: sbu,
 		USCoreVersion:   cfg.FHIR.USCoreVersion,
 		MaxBodyBytes:    cfg.FHIR.MaxBodyBytes,
+		SearchTimeout:   cfg.FHIR.SearchTimeout,
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,
 		CapabilityHook:  func(cs map[string]any) { auth.CapabilityHook(cs); bulk.Capability(cs) },
@@ -214,14 +219,17 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		return nil, err
 	}
 	adm.Mount(mux)
+	// Bulk Data export: operations of the FHIR API, behind its stages.
+	exp.Mount(func(pattern string, h http.HandlerFunc) {
+		api.Handle(interaction.Operation, pattern, func(w http.ResponseWriter, r *http.Request) error {
+			h(w, r)
+			return nil
+		})
+	})
 	mux.Handle("/", api)
-	exp.Mount(mux, chain(fhirStages...))
-	var handler http.Handler = mux
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)
-	if f := chain(outer...); f != nil {
-		handler = f(mux)
-	}
+	handler := routeFirst(mux, cfg.FHIRPath(), chain(outer...))
 	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: handler, Ready: a, Logger: log}))
 	return s, nil
 }
@@ -273,6 +281,44 @@ func (s *Server) Close() error {
 		}
 	})
 	return nil
+}
+
+// routeFirst routes r on mux before stages run: the matched route is
+// named to the request log (the FHIR API, mounted at "/", names its own
+// routes precisely once it has matched them; base/{path} until then) and
+// set as r.Pattern for the stages; then mux serves r.
+func routeFirst(mux *http.ServeMux, base string, stages func(http.Handler) http.Handler) http.Handler {
+	var inner http.Handler = mux
+	if stages != nil {
+		inner = stages(mux)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pattern := mux.Handler(r)
+		if class := authClass(pattern); class != "" {
+			httpx.SetRoute(r.Context(), class, httpx.PatternPath(pattern))
+		} else {
+			httpx.SetRoute(r.Context(), "fhir.other", base+"/{path}")
+		}
+		r2 := *r
+		r2.Pattern = pattern
+		inner.ServeHTTP(w, &r2)
+	})
+}
+
+// authClass is the metric label of an authorization server route
+// ("auth.token", "auth.discovery", "auth.admin"), "" for the FHIR API.
+func authClass(pattern string) string {
+	path := httpx.PatternPath(pattern)
+	switch {
+	case strings.Contains(path, "/.well-known/"):
+		return "auth.discovery"
+	case strings.Contains(path, "/auth/admin/"):
+		return "auth.admin"
+	}
+	if i := strings.LastIndex(path, "/auth/"); i >= 0 {
+		return "auth." + strings.TrimSuffix(path[i+len("/auth/"):], ".json")
+	}
+	return ""
 }
 
 // chain composes middleware, the first outermost, skipping nil stages; it

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,32 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
-
-// syncBuffer is an io.Writer safe for the audit writer and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestServerBasePath starts a whole server (as lapis serve builds it)
 // whose base URL has a path, http://ADDR/lapis, on both dialects: the
@@ -65,7 +46,7 @@ func TestServerBasePath(t *testing.T) {
 			}
 			fhirBase := root + "/lapis/fhir"
 			ctx := context.Background()
-			stream := &syncBuffer{}
+			stream := &logbuf.Buffer{}
 			srv, err := NewServer(ctx, cfg, slog.New(slog.DiscardHandler), stream)
 			if err != nil {
 				t.Fatal(err)

@@ -39,7 +39,7 @@ var aboveEdge = []string{
 var allowed = []string{"internal/oauth/token"}
 
 // leaves import no other package of the module.
-var leaves = []string{"internal/principal", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid", "internal/parallel"}
+var leaves = []string{"internal/principal", "internal/httpx", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid", "internal/parallel"}
 
 // TestDependencyDirections runs go list -deps on the gateway,
 // authentication and audit packages, and on the storage below the FHIR

@@ -381,7 +381,7 @@ func (f *fakeRecorder) Commit(ctx context.Context, e Event) error {
 
 func TestStageWritesWait(t *testing.T) {
 	fr := &fakeRecorder{commit: make(chan struct{})}
-	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := routedStage(StageConfig{Recorder: fr})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", base+"/Patient/p1/_history/1")
 		interaction.OutcomeFromContext(r.Context()).Resource = interaction.Ref{Type: "Patient", ID: "p1", Version: "1"}
 		w.WriteHeader(201)
@@ -416,7 +416,7 @@ func TestStageWritesWait(t *testing.T) {
 func TestStageWriteFailsWhenAuditFails(t *testing.T) {
 	fr := &fakeRecorder{commit: make(chan struct{}), fail: true}
 	close(fr.commit)
-	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := routedStage(StageConfig{Recorder: fr})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
 		w.Write([]byte(`{"resourceType":"Patient","id":"x"}`))
 	}))
@@ -431,7 +431,7 @@ func TestStageReadsAndAuditEventWrites(t *testing.T) {
 	fr := &fakeRecorder{commit: make(chan struct{})}
 	close(fr.commit)
 	var called atomic.Int32
-	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := routedStage(StageConfig{Recorder: fr})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		called.Add(1)
 		interaction.OutcomeFromContext(r.Context()).Returned = 2
 		w.Write([]byte(`{"resourceType":"Bundle","entry":[{"fullUrl":"a"},`))
@@ -622,7 +622,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 func TestStageTransactionEntities(t *testing.T) {
 	fr := &fakeRecorder{commit: make(chan struct{})}
 	close(fr.commit)
-	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := routedStage(StageConfig{Recorder: fr})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		o := interaction.OutcomeFromContext(r.Context())
 		o.BundleType = "batch"

@@ -2,8 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -25,35 +26,28 @@ type Committer interface {
 type StageConfig struct {
 	// Recorder receives the events (required).
 	Recorder Committer
-	// BaseURL is the FHIR base URL; its path is stripped from request paths.
-	BaseURL string
-	// ClientIP returns the caller's address (default: the peer address).
-	ClientIP func(r *http.Request) string
 }
 
 // Stage returns the FHIR API stage that records every interaction and
-// refuses writes to AuditEvent. It belongs closest to the handler, after
-// authentication and the gateway policies. Reads are recorded
+// refuses writes to AuditEvent. It runs after routing (it reads the
+// request's interaction.Interaction from the context; a request without
+// one is recorded by its method alone) and belongs closest to the
+// handler, after authentication and the gateway policies. Reads are recorded
 // asynchronously after the response is streamed; writes (create, update,
 // patch, delete, transaction, batch, operations) are buffered and released
 // only after their record is durable — or answered 500 when it cannot be.
 func Stage(cfg StageConfig) func(http.Handler) http.Handler {
-	prefix := ""
-	if u, err := url.Parse(strings.TrimSuffix(cfg.BaseURL, "/")); err == nil {
-		prefix = strings.TrimSuffix(u.Path, "/")
-	}
-	clientIP := cfg.ClientIP
-	if clientIP == nil {
-		clientIP = peerIP
-	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ix, r := interaction.Of(prefix, r)
+			ix := interaction.FromContext(r.Context())
+			if ix == nil {
+				ix = &interaction.Interaction{Method: r.Method}
+			}
 			if ix.Search() {
 				ix.ReadForm(r, maxFormBytes)
 			}
 			c := classify(ix)
-			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: clientIP(r), UserAgent: truncate(r.UserAgent(), 256)}
+			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: httpx.ClientAddr(r), UserAgent: truncate(r.UserAgent(), 256)}
 			if p := principal.FromContext(r.Context()); p != nil {
 				e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
 			}
@@ -61,7 +55,7 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				e.Status, e.Outcome, e.Description = http.StatusMethodNotAllowed, OutcomeMinor, "AuditEvent is read-only"
 				e.Entities = c.entities("", "")
 				_ = cfg.Recorder.Commit(r.Context(), e)
-				writeOutcome(w, outcome.New(http.StatusMethodNotAllowed, "not-supported", "AuditEvent resources are written by the server only"))
+				outcome.Write(w, outcome.New(http.StatusMethodNotAllowed, "not-supported", "AuditEvent resources are written by the server only"))
 				return
 			}
 			// The handler tells what it did (no parsing of the response).
@@ -87,7 +81,7 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 			}
 			fillEvent(&e, &c, bw.status(), o)
 			if err := cfg.Recorder.Commit(r.Context(), e); err != nil {
-				writeOutcome(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
+				outcome.Write(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
 				return
 			}
 			dst := w.Header()
@@ -102,20 +96,6 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 
 // maxBundleEntities bounds the entities listed for one Bundle.
 const maxBundleEntities = 100
-
-func writeOutcome(w http.ResponseWriter, e *outcome.Error) {
-	w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
-	w.WriteHeader(e.Status)
-	w.Write(e.JSON())
-}
-
-func peerIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
 
 func truncate(s string, n int) string {
 	if len(s) > n {
@@ -246,13 +226,6 @@ type Classified struct {
 // record (a larger one is recorded without its parameters).
 const maxFormBytes = 1 << 20
 
-// Classify maps a request (path relative to the FHIR base) to its
-// interaction.
-func Classify(method, path, rawQuery string) Classified {
-	u := &url.URL{Path: "/" + strings.TrimPrefix(path, "/"), RawQuery: rawQuery}
-	return classify(interaction.Parse("", &http.Request{Method: method, URL: u}))
-}
-
 // classify labels ix for the audit trail.
 func classify(ix *interaction.Interaction) Classified {
 	c := Classified{Interaction: string(ix.Kind), Type: ix.Type, ID: ix.ID, VersionID: ix.VID,
@@ -295,9 +268,9 @@ func classify(ix *interaction.Interaction) Classified {
 	queryPath := ""
 	switch {
 	case ix.Everything():
-		queryPath = strings.Join(ix.Segments, "/")
+		queryPath = "Patient/" + ix.ID + "/" + ix.Operation
 	case ix.Compartment != "":
-		queryPath = strings.Join(ix.Segments[:3], "/")
+		queryPath = ix.Compartment + "/" + ix.CompartmentID + "/" + cmp.Or(ix.Type, "*")
 	}
 	if len(ix.Params) == 0 {
 		c.Query = queryPath

@@ -17,7 +17,7 @@ func bundleStage(t *testing.T, method, path, reqBody string, status int, o inter
 	t.Helper()
 	fr := &fakeRecorder{commit: make(chan struct{})}
 	close(fr.commit)
-	h := Stage(StageConfig{Recorder: fr, BaseURL: base})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := routedStage(StageConfig{Recorder: fr})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		*interaction.OutcomeFromContext(r.Context()) = o
 		w.Header().Set("Content-Type", "application/fhir+json")

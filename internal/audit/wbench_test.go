@@ -42,7 +42,7 @@ func BenchmarkStageRead(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		h    http.Handler
-	}{{"bare", inner}, {"audited", Stage(StageConfig{Recorder: nopRecorder{}, BaseURL: base})(inner)}} {
+	}{{"bare", inner}, {"audited", routedStage(StageConfig{Recorder: nopRecorder{}})(inner)}} {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := principal.NewContext(context.Background(), &principal.Principal{ClientID: "c", TokenID: "k", Method: "apikey"})
 			req := httptest.NewRequest("GET", "/fhir/Patient/123", nil).WithContext(ctx)

@@ -8,22 +8,14 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 func TestAccountsSessionsLaunches(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-			}
-			db, err := authdb.Open(ctx, url, t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := authtest.DB(t, dialect)
 
 			a := &authdb.Account{Subject: "s-1", Username: "alice", PasswordHash: "$argon2id$x", FHIRUser: "Patient/p1"}
 			if err := db.CreateAccount(ctx, a); err != nil {

@@ -10,26 +10,11 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 // openBoth runs f on a fresh SQLite and a fresh PostgreSQL store.
-func openBoth(t *testing.T, f func(t *testing.T, db *authdb.DB)) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-			}
-			db, err := authdb.Open(context.Background(), url, t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			f(t, db)
-		})
-	}
-}
+func openBoth(t *testing.T, f func(t *testing.T, db *authdb.DB)) { authtest.Both(t, f) }
 
 func hash(s string) []byte {
 	h := sha256.Sum256([]byte(s))

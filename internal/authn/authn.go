@@ -46,7 +46,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -55,7 +54,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/oauth/token"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -129,10 +128,6 @@ type Config struct {
 	Realm string
 	// Lockout is the Basic lockout policy (zero: DefaultLockout).
 	Lockout Lockout
-	// ClientIP returns the caller's address for API-key allow-lists and
-	// the lockout (default: the host of r.RemoteAddr). Behind a reverse
-	// proxy, supply one that trusts X-Forwarded-For only from the proxy.
-	ClientIP func(r *http.Request) netip.Addr
 	// TouchInterval bounds how often an API key's last-used time is
 	// written (default one minute).
 	TouchInterval time.Duration
@@ -190,9 +185,6 @@ func New(cfg Config) func(http.Handler) http.Handler {
 	}
 	if cfg.Lockout.Window <= 0 {
 		cfg.Lockout.Window = DefaultLockout.Window
-	}
-	if cfg.ClientIP == nil {
-		cfg.ClientIP = netpolicy.PeerIP
 	}
 	if cfg.TouchInterval <= 0 {
 		cfg.TouchInterval = time.Minute
@@ -348,7 +340,7 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 		return nil, reject(invalid, "api key "+k.ID+": revoked")
 	case !k.Valid(now):
 		return nil, reject(invalid, "api key "+k.ID+": expired")
-	case len(k.AllowIPs) > 0 && !apikey.Allowed(k.AllowIPs, m.cfg.ClientIP(r)):
+	case len(k.AllowIPs) > 0 && !apikey.Allowed(k.AllowIPs, httpx.ClientIP(r)):
 		return nil, reject(invalid, "api key "+k.ID+": address not allowed")
 	}
 	if ent == nil {
@@ -367,7 +359,7 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 		if m.cfg.Audit != nil {
 			m.cfg.Audit.Record(ctx, audit.Event{Time: now, Kind: audit.KindAPIKeyUsed, Action: "E", Outcome: audit.OutcomeSuccess,
 				Description: "API key used", ClientID: k.ID, Method: MethodAPIKey, CredentialID: k.ID, Patient: k.Patient,
-				Address: m.cfg.ClientIP(r).String()})
+				Address: httpx.ClientIP(r).String()})
 		}
 		if err := m.cfg.APIKeys.TouchAPIKey(ctx, k.ID, now, m.cfg.TouchInterval); err != nil {
 			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
@@ -403,7 +395,7 @@ func (m *middleware) basic(r *http.Request, cred string) (*principal.Principal, 
 	ctx := r.Context()
 	now := m.now()
 	lo := m.cfg.Lockout
-	clientKey, ipKey := "basic:client:"+id, "basic:ip:"+m.cfg.ClientIP(r).String()
+	clientKey, ipKey := "basic:client:"+id, "basic:ip:"+httpx.ClientIP(r).String()
 	since := now.Add(-lo.Window)
 	nClient, err := st.LoginFailures(ctx, clientKey, since)
 	if err != nil {
@@ -479,15 +471,14 @@ func (m *middleware) basicOffered(ctx context.Context) bool {
 }
 
 var (
-	bodyMissing   = outcome.New(http.StatusUnauthorized, "login", "Authentication is required").JSON()
-	bodyMalformed = outcome.New(http.StatusUnauthorized, "login", "The credential is malformed").JSON()
-	bodyInvalid   = outcome.New(http.StatusUnauthorized, "login", "The credential is invalid, expired or revoked").JSON()
-	bodyInternal  = outcome.New(http.StatusServiceUnavailable, "transient", "Authentication is temporarily unavailable").JSON()
+	errMissing   = outcome.New(http.StatusUnauthorized, "login", "Authentication is required")
+	errMalformed = outcome.New(http.StatusUnauthorized, "login", "The credential is malformed")
+	errInvalid   = outcome.New(http.StatusUnauthorized, "login", "The credential is invalid, expired or revoked")
+	errInternal  = outcome.New(http.StatusServiceUnavailable, "transient", "Authentication is temporarily unavailable")
 )
 
 func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 	h := w.Header()
-	h.Set("Content-Type", "application/fhir+json")
 	h.Set("Cache-Control", "no-store")
 	var rej *errRejected
 	if !errors.As(err, &rej) {
@@ -495,31 +486,29 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 			return // the client went away; nothing to answer or report
 		}
 		m.log.Error("authn: authentication failed", "error", err.Error(), "method", r.Method, "path", r.URL.Path)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write(bodyInternal)
+		outcome.Write(w, errInternal)
 		return
 	}
-	bearer, body := m.challengeBearer, bodyMissing
+	bearer, body := m.challengeBearer, errMissing
 	switch rej.kind {
 	case malformed:
-		bearer, body = bearer+`, error="invalid_request"`, bodyMalformed
+		bearer, body = bearer+`, error="invalid_request"`, errMalformed
 	case invalid:
-		bearer, body = bearer+`, error="invalid_token"`, bodyInvalid
+		bearer, body = bearer+`, error="invalid_token"`, errInvalid
 	}
 	h.Add("WWW-Authenticate", bearer)
 	if m.basicOffered(r.Context()) {
 		h.Add("WWW-Authenticate", m.challengeBasic)
 	}
 	if rej.kind != missing {
-		m.log.Info("authn: rejected", "reason", rej.reason, "remote", m.cfg.ClientIP(r).String(), "path", r.URL.Path)
+		m.log.Info("authn: rejected", "reason", rej.reason, "remote", httpx.ClientIP(r).String(), "path", r.URL.Path)
 	}
 	if m.cfg.Audit != nil {
 		desc := map[failure]string{missing: "credential missing", malformed: "credential malformed", invalid: "credential invalid"}[rej.kind]
 		m.cfg.Audit.Record(r.Context(), audit.Event{Time: m.now(), Kind: audit.KindAuthnFailure, Action: "E", Outcome: audit.OutcomeMinor,
-			Description: desc, Status: http.StatusUnauthorized, Address: m.cfg.ClientIP(r).String(), UserAgent: truncateUA(r.UserAgent())})
+			Description: desc, Status: http.StatusUnauthorized, Address: httpx.ClientAddr(r), UserAgent: truncateUA(r.UserAgent())})
 	}
-	w.WriteHeader(http.StatusUnauthorized)
-	_, _ = w.Write(body)
+	outcome.Write(w, body)
 }
 
 // truncateUA bounds the user agent kept in audit events.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/web"
 )
@@ -88,7 +89,7 @@ func (a *accounts) verify(ctx context.Context, encoded, password string) (bool, 
 // IPLimitedEndpoints. Every refusal is errBadLogin (the page shows its
 // generic message, 401); errBusy and other errors are for signInError.
 func (s *Pages) signIn(w http.ResponseWriter, r *http.Request, sess *web.Session, username, password string) (*authdb.Account, error) {
-	acct, err := s.authenticate(r.Context(), username, password, web.ClientIP(r))
+	acct, err := s.authenticate(r.Context(), username, password, httpx.ClientAddr(r))
 	if errors.Is(err, errBadLogin) {
 		// Never the username: users type passwords into it.
 		s.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "login failed",

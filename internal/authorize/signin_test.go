@@ -1,7 +1,6 @@
 package authorize_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
 // captureSink keeps the audit events and feeds them to an alerter, as the
@@ -41,24 +41,6 @@ func (c *captureSink) take() []audit.Event {
 	return out
 }
 
-// syncBuf is a log destination shared with the alerter.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // comparable strips what differs between two requests.
 func comparable(e audit.Event) audit.Event {
 	e.Time, e.UserAgent = time.Time{}, ""
@@ -72,7 +54,7 @@ func comparable(e audit.Event) audit.Event {
 func TestSignInOnePath(t *testing.T) {
 	for _, d := range []string{"sqlite", "postgres"} {
 		t.Run(d, func(t *testing.T) {
-			logs := &syncBuf{}
+			logs := &logbuf.Buffer{}
 			alerts, err := audit.NewAlerter(audit.AlertConfig{AuthFailureLimit: 2, AuthFailureWindow: time.Minute,
 				Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			if err != nil {

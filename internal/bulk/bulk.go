@@ -145,25 +145,18 @@ func (s *Service) Close() {
 	s.jobs.close()
 }
 
-// Mount registers the export routes on mux, each wrapped in mw (the FHIR
-// API's authentication and policy stages; nil: none).
-func (s *Service) Mount(mux *http.ServeMux, mw func(http.Handler) http.Handler) {
-	p := s.prefix
-	handle := func(pattern string, h http.HandlerFunc) {
-		var hh http.Handler = h
-		if mw != nil {
-			hh = mw(hh)
-		}
-		mux.Handle(pattern, hh)
-	}
+// Mount registers the export routes through handle, with ServeMux patterns
+// relative to the FHIR base ("GET /$export"); the FHIR API's Handle runs
+// its authentication and policy stages before them.
+func (s *Service) Mount(handle func(pattern string, h http.HandlerFunc)) {
 	for _, m := range []string{"GET ", "POST "} {
-		handle(m+p+"/$export", s.kickOff(levelSystem))
-		handle(m+p+"/Patient/$export", s.kickOff(levelPatient))
-		handle(m+p+"/Group/{id}/$export", s.kickOff(levelGroup))
+		handle(m+"/$export", s.kickOff(levelSystem))
+		handle(m+"/Patient/$export", s.kickOff(levelPatient))
+		handle(m+"/Group/{id}/$export", s.kickOff(levelGroup))
 	}
-	handle("GET "+p+"/$export-status/{job}", s.status)
-	handle("DELETE "+p+"/$export-status/{job}", s.cancel)
-	handle("GET "+p+"/$export-file/{job}/{file}", s.download)
+	handle("GET /$export-status/{job}", s.status)
+	handle("DELETE /$export-status/{job}", s.cancel)
+	handle("GET /$export-file/{job}/{file}", s.download)
 }
 
 // Capability adds the export operations and the Bulk Data

@@ -11,7 +11,6 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // TestLocalAdminAudit: every local admin change (not only API keys)
@@ -23,13 +22,7 @@ func TestLocalAdminAudit(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			dir := t.TempDir()
-			flags := []string{"--data-dir", dir}
-			dbURL := ""
-			if dialect == "postgres" {
-				dbURL = pgtest.New(t)
-				flags = append(flags, "--database", dbURL)
-			}
+			dir, flags, dbURL := databaseFlags(t, dialect)
 			lapis := func(stdin string, args ...string) string {
 				t.Helper()
 				code, out, errs := runIn(stdin, append(args, flags...)...)

@@ -13,6 +13,21 @@ import (
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
+// databaseFlags makes a fresh database for a command test on dialect: it
+// returns the data directory, the flags that name the database
+// (--data-dir, and --database for PostgreSQL) and the database URL ("" for
+// SQLite).
+func databaseFlags(t *testing.T, dialect string) (dir string, flags []string, url string) {
+	t.Helper()
+	dir = t.TempDir()
+	flags = []string{"--data-dir", dir}
+	if dialect == "postgres" {
+		url = pgtest.New(t)
+		flags = append(flags, "--database", url)
+	}
+	return dir, flags, url
+}
+
 // oneObject decodes out as exactly one JSON object.
 func oneObject(t *testing.T, out string) map[string]any {
 	t.Helper()
@@ -27,13 +42,7 @@ func oneObject(t *testing.T, out string) map[string]any {
 func TestAPIKeyCommands(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			dir := t.TempDir()
-			db := []string{"--data-dir", dir}
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-				db = append(db, "--database", url)
-			}
+			dir, db, url := databaseFlags(t, dialect)
 			code, out, errs := run(append([]string{"apikey", "create", "--name", "etl", "--scope", "system/Patient.rs system/Observation.rs", "--expires", "720h",
 				"--allow-ip", "10.0.0.0/8", "--allow-ip", "2001:db8::/32", "--json"}, db...)...)
 			if code != 0 {
@@ -124,13 +133,7 @@ func TestAPIKeyCommands(t *testing.T) {
 func TestClientBasicCommands(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			dir := t.TempDir()
-			db := []string{"--data-dir", dir}
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-				db = append(db, "--database", url)
-			}
+			dir, db, url := databaseFlags(t, dialect)
 			_, out, _ := run(append([]string{"client", "create", "--name", "legacy", "--type", "confidential", "--scope", "system/*.rs", "--json"}, db...)...)
 			id, _ := oneObject(t, out)["client_id"].(string)
 			_, out, _ = run(append([]string{"client", "create", "--name", "spa", "--type", "public", "--redirect-uri", "https://a/cb", "--scope", "patient/*.rs", "--json"}, db...)...)

@@ -12,20 +12,13 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 func TestGrantsCommands(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			dir := t.TempDir()
-			flags := []string{"--data-dir", dir}
-			dbURL := ""
-			if dialect == "postgres" {
-				dbURL = pgtest.New(t)
-				flags = append(flags, "--database", dbURL)
-			}
+			dir, flags, dbURL := databaseFlags(t, dialect)
 			// The "running server"'s view of the database.
 			db, err := authdb.Open(ctx, dbURL, dir)
 			if err != nil {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // TestRateLimitCommands: --rate-limit on client and apikey create, the
@@ -14,13 +13,7 @@ import (
 func TestRateLimitCommands(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			dir := t.TempDir()
-			db := []string{"--data-dir", dir}
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-				db = append(db, "--database", url)
-			}
+			dir, db, url := databaseFlags(t, dialect)
 			must := func(args ...string) string {
 				t.Helper()
 				code, out, errs := run(append(args, db...)...)

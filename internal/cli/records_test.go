@@ -16,7 +16,6 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // TestCreateChecksFHIRRecords: user create --fhir-user and apikey create
@@ -26,13 +25,7 @@ func TestCreateChecksFHIRRecords(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			dir := t.TempDir()
-			dbArgs := []string{"--data-dir", dir}
-			dbURL := ""
-			if dialect == "postgres" {
-				dbURL = pgtest.New(t)
-				dbArgs = append(dbArgs, "--database", dbURL)
-			}
+			dir, dbArgs, dbURL := databaseFlags(t, dialect)
 			// The store as lapis serve opens it (access policy on), with a
 			// patient, a deleted patient and a practitioner.
 			cfg := config.Defaults()

@@ -12,7 +12,6 @@ import (
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/oauth"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 func runIn(stdin string, args ...string) (int, string, string) {
@@ -24,13 +23,7 @@ func runIn(stdin string, args ...string) (int, string, string) {
 func TestUserCommands(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			dir := t.TempDir()
-			dbArgs := []string{"--data-dir", dir}
-			dbURL := ""
-			if dialect == "postgres" {
-				dbURL = pgtest.New(t)
-				dbArgs = append(dbArgs, "--database", dbURL)
-			}
+			dir, dbArgs, dbURL := databaseFlags(t, dialect)
 			code, out, errs := runIn("s3cret passphrase\n", append([]string{"user", "create", "--username", "Alice", "--password-stdin", "--fhir-user", "Patient/p1", "--json", "--force"}, dbArgs...)...)
 			if code != 0 {
 				t.Fatalf("create: %d %s", code, errs)

@@ -13,7 +13,7 @@ import (
 // capabilityStatement generates the CapabilityStatement from what the
 // server supports (R4 capabilitystatement.html), applies the
 // CapabilityHook and returns its JSON.
-func (a *api) capabilityStatement() []byte {
+func (a *API) capabilityStatement() []byte {
 	types := a.reg.ResourceTypes()
 	// Reverse includes: for each target type, the reference parameters of
 	// other types that may point to it.
@@ -134,7 +134,7 @@ func dedupe(s []string) []string {
 // public serves a public document (GET /metadata, /servicebaseurls, and
 // CORS preflight) without authentication, with
 // Access-Control-Allow-Origin: *.
-func (a *api) public(w http.ResponseWriter, r *http.Request, body []byte) {
+func (a *API) public(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	switch r.Method {

@@ -28,12 +28,19 @@
 //	GET    /Patient/{id}/{type}            compartment search (POST …/{type}/_search likewise; {type} may be *)
 //	GET    /Patient/{id}/$everything       Patient $everything (POST with a Parameters body likewise)
 //
-// Authentication plugs in as Config.Middleware, wrapping every route except
-// /metadata and /servicebaseurls.
+// A request is routed first: the ServeMux matches its pattern, the
+// interaction (package interaction) is built once from the matched route
+// and its path values and put in the request context, and only then do
+// the stages of Config.Middleware run (authentication, gateway policies,
+// rate limits, audit — all of them can read r.Pattern and the
+// interaction), then the route's handler. Every route except /metadata
+// and /servicebaseurls (public documents) runs the stages; a request no route matches runs them too before it is
+// answered 404 or 405. Adding an operation is one Handle call.
 package fhirapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,7 +54,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
@@ -65,11 +74,16 @@ type Config struct {
 	// SoftwareName and SoftwareVersion appear in the CapabilityStatement.
 	SoftwareName    string
 	SoftwareVersion string
-	// Middleware, if set, wraps every FHIR route except /metadata: the
-	// authentication seam. It may reject requests (it should answer with
-	// an OperationOutcome) or put the caller's identity into the request
-	// context for the resource.Access implementation.
+	// Middleware, if set, wraps every FHIR route except /metadata, after
+	// routing: the stages find r.Pattern set and the request's
+	// interaction.Interaction in its context. It may reject requests (it
+	// should answer with an OperationOutcome) or put the caller's identity
+	// into the request context for the resource.Access implementation.
 	Middleware func(http.Handler) http.Handler
+	// SearchTimeout, when positive, is the time budget of a search or
+	// history request (its context's deadline); the handler answers a
+	// search cut off by it with an OperationOutcome (503, "timeout").
+	SearchTimeout time.Duration
 	// CapabilityHook, if set, may modify the generated CapabilityStatement
 	// (as a JSON object) once at startup, e.g. to add
 	// rest[0].security with the SMART oauth-uris extension.
@@ -86,7 +100,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-type api struct {
+// API is the FHIR API handler.
+type API struct {
 	cfg       Config
 	svc       *resource.Service
 	reg       *definitions.Registry
@@ -94,15 +109,17 @@ type api struct {
 	prefix    string // path of BaseURL without trailing slash ("" or "/fhir")
 	maxBody   int64
 	mux       *http.ServeMux
+	unrouted  *route // what no route matches: 404 or 405 after the stages
 	protected http.Handler
 	capJSON   []byte
 	log       *slog.Logger
 }
 
-// New returns the FHIR API handler. Mount it at the path of cfg.BaseURL
-// (or at "/"): requests outside that path are answered 404.
-func New(cfg Config, svc *resource.Service, reg *definitions.Registry) http.Handler {
-	a := &api{cfg: cfg, svc: svc, reg: reg, log: cfg.Logger, maxBody: cfg.MaxBodyBytes}
+// New returns the FHIR API handler with the routes of the FHIR RESTful
+// API. Mount it at the path of cfg.BaseURL (or at "/"): requests outside
+// that path are answered 404.
+func New(cfg Config, svc *resource.Service, reg *definitions.Registry) *API {
+	a := &API{cfg: cfg, svc: svc, reg: reg, log: cfg.Logger, maxBody: cfg.MaxBodyBytes}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -114,56 +131,147 @@ func New(cfg Config, svc *resource.Service, reg *definitions.Registry) http.Hand
 		a.prefix = strings.TrimSuffix(u.Path, "/")
 	}
 	a.capJSON = a.capabilityStatement()
-	a.routes()
-	var h http.Handler = http.HandlerFunc(a.route)
+	var h http.Handler = http.HandlerFunc(a.dispatch)
 	if cfg.Middleware != nil {
 		h = cfg.Middleware(h)
 	}
 	a.protected = h
-	return http.HandlerFunc(a.serve)
+	a.mux = http.NewServeMux()
+	a.unrouted = &route{a: a, kind: interaction.Unknown, h: a.notFound}
+	a.mux.Handle("/", a.unrouted)
+	a.routes()
+	return a
 }
 
-func (a *api) routes() {
-	p := a.prefix
-	m := http.NewServeMux()
-	handle := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
-		m.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			if err := h(w, r); err != nil {
-				a.writeError(w, r, err)
-			}
-		})
-	}
-	if p != "" {
-		handle("GET "+p, a.searchSystem)
-		handle("POST "+p, a.bundle)
-	}
-	handle("GET "+p+"/{$}", a.searchSystem)
-	handle("POST "+p+"/{$}", a.bundle)
-	handle("POST "+p+"/_search", a.searchSystem)
-	handle("GET "+p+"/_history", a.historySystem)
-	handle("GET "+p+"/{type}", a.searchType)
-	handle("POST "+p+"/{type}", a.create)
-	handle("PUT "+p+"/{type}", a.conditionalUpdate)
-	handle("PATCH "+p+"/{type}", a.conditionalPatch)
-	handle("DELETE "+p+"/{type}", a.conditionalDelete)
-	handle("POST "+p+"/{type}/_search", a.searchType)
-	handle("GET "+p+"/{type}/_history", a.historyType)
-	handle("GET "+p+"/{type}/{id}", a.read)
-	handle("PUT "+p+"/{type}/{id}", a.update)
-	handle("PATCH "+p+"/{type}/{id}", a.patch)
-	handle("DELETE "+p+"/{type}/{id}", a.delete)
-	handle("GET "+p+"/{type}/{id}/_history", a.historyInstance)
-	handle("GET "+p+"/{type}/{id}/_history/{vid}", a.vread)
-	handle("GET "+p+"/{comp}/{cid}/{type}", a.searchCompartment)
-	handle("POST "+p+"/{comp}/{cid}/{type}/_search", a.searchCompartment)
-	handle("GET "+p+"/Patient/{id}/$everything", a.everything)
-	handle("POST "+p+"/Patient/{id}/$everything", a.everything)
-	a.mux = m
+// HandlerFunc is a FHIR route's handler: an error it returns is answered
+// as an OperationOutcome.
+type HandlerFunc func(http.ResponseWriter, *http.Request) error
+
+// Handle adds the route pattern, a ServeMux pattern with a method and a
+// path relative to the FHIR base ("GET /$export", "POST
+// /Group/{id}/$export"), serving interactions of kind with h behind the
+// stages of Config.Middleware. Path values named type, id, vid (and comp,
+// cid for a compartment) name the interaction's resource (see
+// interaction.FromRoute). Call it before serving.
+func (a *API) Handle(kind interaction.Kind, pattern string, h HandlerFunc) {
+	method, path, _ := strings.Cut(pattern, " ")
+	a.mux.Handle(method+" "+a.prefix+path, &route{a: a, kind: kind, h: h})
 }
 
-// serve is the outermost handler: panic recovery, /metadata (outside the
-// authentication middleware), and everything else through the middleware.
-func (a *api) serve(w http.ResponseWriter, r *http.Request) {
+// routes adds the RESTful routes of R4 http.html.
+func (a *API) routes() {
+	if a.prefix != "" { // the base without its trailing slash
+		a.mux.Handle("GET "+a.prefix, &route{a: a, kind: interaction.SearchSystem, h: a.searchSystem})
+		a.mux.Handle("POST "+a.prefix, &route{a: a, kind: interaction.Batch, h: a.bundle})
+	}
+	a.Handle(interaction.SearchSystem, "GET /{$}", a.searchSystem)
+	a.Handle(interaction.Batch, "POST /{$}", a.bundle)
+	a.Handle(interaction.SearchSystem, "POST /_search", a.searchSystem)
+	a.Handle(interaction.HistorySystem, "GET /_history", a.historySystem)
+	a.Handle(interaction.SearchType, "GET /{type}", a.searchType)
+	a.Handle(interaction.Create, "POST /{type}", a.create)
+	a.Handle(interaction.Update, "PUT /{type}", a.conditionalUpdate)
+	a.Handle(interaction.Patch, "PATCH /{type}", a.conditionalPatch)
+	a.Handle(interaction.Delete, "DELETE /{type}", a.conditionalDelete)
+	a.Handle(interaction.SearchType, "POST /{type}/_search", a.searchType)
+	a.Handle(interaction.HistoryType, "GET /{type}/_history", a.historyType)
+	a.Handle(interaction.Read, "GET /{type}/{id}", a.read)
+	a.Handle(interaction.Update, "PUT /{type}/{id}", a.update)
+	a.Handle(interaction.Patch, "PATCH /{type}/{id}", a.patch)
+	a.Handle(interaction.Delete, "DELETE /{type}/{id}", a.delete)
+	a.Handle(interaction.HistoryInst, "GET /{type}/{id}/_history", a.historyInstance)
+	a.Handle(interaction.VRead, "GET /{type}/{id}/_history/{vid}", a.vread)
+	a.Handle(interaction.SearchType, "GET /{comp}/{cid}/{type}", a.searchCompartment)
+	a.Handle(interaction.SearchType, "POST /{comp}/{cid}/{type}/_search", a.searchCompartment)
+	a.Handle(interaction.Operation, "GET /Patient/{id}/$everything", a.everything)
+	a.Handle(interaction.Operation, "POST /Patient/{id}/$everything", a.everything)
+}
+
+// route is one FHIR route: what it serves and its handler.
+type route struct {
+	a    *API
+	kind interaction.Kind
+	h    HandlerFunc
+}
+
+type routeKey struct{}
+
+// ServeHTTP runs once the ServeMux has matched the route (r.Pattern is
+// set): the interaction is built here, once, and the stages run with it.
+func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a := rt.a
+	var ix *interaction.Interaction
+	if rt == a.unrouted {
+		ix = interaction.Parse(a.prefix, r)
+	} else {
+		ix = interaction.FromRoute(a.prefix, rt.kind, r)
+	}
+	httpx.SetRoute(r.Context(), routeClass(ix), a.routePath(r.Pattern, ix))
+	ctx := context.WithValue(interaction.NewContext(r.Context(), ix), routeKey{}, rt)
+	if d := a.cfg.SearchTimeout; d > 0 && (ix.Search() || ix.History()) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	a.protected.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// routeClass is the metric label of an interaction: "fhir." and its kind
+// ("fhir.read", "fhir.conditional-update", "fhir.search-compartment").
+func routeClass(ix *interaction.Interaction) string {
+	switch {
+	case ix.Method == http.MethodOptions:
+		return "fhir.options"
+	case ix.Kind == interaction.Unknown:
+		return "fhir.other"
+	case ix.Kind == interaction.Capabilities:
+		return "fhir.metadata"
+	case ix.Compartment != "":
+		return "fhir.search-compartment"
+	case ix.Conditional:
+		return "fhir.conditional-" + string(ix.Kind)
+	}
+	return "fhir." + string(ix.Kind)
+}
+
+// routePath is the path of a route pattern for the request log, with the
+// resource type in place of {type} when it is one ("/fhir/Patient/{id}");
+// what no route matched is prefix/{path}.
+func (a *API) routePath(pattern string, ix *interaction.Interaction) string {
+	if pattern == "" || pattern == "/" {
+		return a.prefix + "/{path}"
+	}
+	p := httpx.PatternPath(pattern)
+	if ix.Type != "" && a.reg.IsResourceType(ix.Type) {
+		p = strings.Replace(p, "{type}", ix.Type, 1)
+	}
+	return p
+}
+
+// dispatch runs after the stages: the checks of every route, then the
+// route's handler.
+func (a *API) dispatch(w http.ResponseWriter, r *http.Request) {
+	rt, _ := r.Context().Value(routeKey{}).(*route)
+	if rt == nil {
+		rt = a.unrouted
+	}
+	if err := checkPath(r); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := negotiate(r); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := rt.h(w, r); err != nil {
+		a.writeError(w, r, err)
+	}
+}
+
+// ServeHTTP is the outermost handler: panic recovery, /metadata (outside
+// the stages), paths no route may see (not canonical, a reserved name
+// with a method it does not take), and every other request routed.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tw := &trackingWriter{ResponseWriter: w}
 	defer func() {
 		if v := recover(); v != nil {
@@ -177,42 +285,43 @@ func (a *api) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if r.URL.Path == a.prefix+"/metadata" {
+		httpx.SetRoute(r.Context(), "fhir.metadata", r.URL.Path)
 		a.public(tw, r, a.capJSON)
 		return
 	}
 	if r.URL.Path == a.prefix+"/servicebaseurls" && a.cfg.ServiceBaseURLs != nil {
+		httpx.SetRoute(r.Context(), "fhir.servicebaseurls", r.URL.Path)
 		a.public(tw, r, a.cfg.ServiceBaseURLs)
 		return
 	}
-	a.protected.ServeHTTP(tw, r)
+	if checkPath(r) != nil || a.reservedRefused(r) {
+		// ServeMux would redirect a path that is not canonical, and
+		// {type} or {id} would capture a reserved name.
+		a.unrouted.ServeHTTP(tw, r)
+		return
+	}
+	a.mux.ServeHTTP(tw, r)
 }
 
-// route checks negotiation and dispatches through the mux with FHIR
-// errors for unknown routes (404) and wrong methods (405).
-func (a *api) route(w http.ResponseWriter, r *http.Request) {
-	if err := checkPath(r); err != nil {
-		a.writeError(w, r, err)
-		return
+// notFound answers what no route serves: 405 with Allow when the path has
+// routes for other methods, else 404.
+func (a *API) notFound(w http.ResponseWriter, r *http.Request) error {
+	allow := a.reserved(r)
+	if allow == nil {
+		allow = a.allowed(r)
 	}
-	if err := negotiate(r); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if allow := a.reserved(r); allow != nil && !slices.Contains(allow, r.Method) {
+	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		a.writeError(w, r, outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", ")))
-		return
+		return outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", "))
 	}
-	if _, pattern := a.mux.Handler(r); pattern == "" {
-		if allow := a.allowed(r); len(allow) > 0 {
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			a.writeError(w, r, outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", ")))
-			return
-		}
-		a.writeError(w, r, outcome.New(http.StatusNotFound, "not-found", "no FHIR interaction is defined for %s %s", r.Method, r.URL.Path))
-		return
-	}
-	a.mux.ServeHTTP(w, r)
+	return outcome.New(http.StatusNotFound, "not-found", "no FHIR interaction is defined for %s %s", r.Method, r.URL.Path)
+}
+
+// reservedRefused reports whether r's path ends in a reserved name its
+// method does not take.
+func (a *API) reservedRefused(r *http.Request) bool {
+	allow := a.reserved(r)
+	return allow != nil && !slices.Contains(allow, r.Method)
 }
 
 // checkPath refuses request paths that are not in canonical form: empty
@@ -257,7 +366,7 @@ func truncate(s string, n int) string {
 // reserved returns the methods allowed on the paths whose last segment is
 // a reserved name (_history, _search) that the {type} and {id} patterns
 // would otherwise capture; nil for other paths.
-func (a *api) reserved(r *http.Request) []string {
+func (a *API) reserved(r *http.Request) []string {
 	rest, ok := strings.CutPrefix(r.URL.Path, a.prefix+"/")
 	if !ok {
 		return nil
@@ -276,12 +385,12 @@ func (a *api) reserved(r *http.Request) []string {
 }
 
 // allowed lists the methods with a route for r's path.
-func (a *api) allowed(r *http.Request) []string {
+func (a *API) allowed(r *http.Request) []string {
 	var out []string
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		c := r.Clone(r.Context())
 		c.Method = m
-		if _, p := a.mux.Handler(c); p != "" {
+		if h, _ := a.mux.Handler(c); h != http.Handler(a.unrouted) {
 			out = append(out, m)
 		}
 	}
@@ -312,7 +421,7 @@ func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter 
 
 // writeBody writes a JSON body with the FHIR content type, indented when
 // _pretty=true.
-func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body []byte) {
+func (a *API) writeBody(w http.ResponseWriter, r *http.Request, status int, body []byte) {
 	if r.URL.RawQuery != "" && len(body) > 0 {
 		if q, _ := resource.ParseQuery(r.URL.RawQuery); q.Get("_pretty") == "true" {
 			var buf bytes.Buffer
@@ -334,13 +443,13 @@ func (a *api) writeBody(w http.ResponseWriter, r *http.Request, status int, body
 }
 
 // writeSearch answers a search with the searchset Bundle of its page.
-func (a *api) writeSearch(w http.ResponseWriter, r *http.Request, p *resource.SearchPage) {
+func (a *API) writeSearch(w http.ResponseWriter, r *http.Request, p *resource.SearchPage) {
 	a.writeBody(w, r, http.StatusOK, p.JSON())
 }
 
 // writeError renders err as an OperationOutcome. Errors that are not
 // *outcome.Error are logged and become a generic 500.
-func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var oe *outcome.Error
 	if !errors.As(err, &oe) {
 		a.log.ErrorContext(r.Context(), "internal error in FHIR handler", "method", r.Method, "err", err.Error())
@@ -378,14 +487,14 @@ var smallETags = func() (t [64]string) {
 	return t
 }()
 
-func (a *api) versionURL(res *resource.Result) string {
+func (a *API) versionURL(res *resource.Result) string {
 	r := res.Resource
 	return a.base + "/" + r.Type + "/" + r.ID + "/_history/" + strconv.FormatInt(r.VersionID, 10)
 }
 
 // writeWrite renders the result of a create, update or patch honouring
 // Prefer: return.
-func (a *api) writeWrite(w http.ResponseWriter, r *http.Request, res *resource.Result) {
+func (a *API) writeWrite(w http.ResponseWriter, r *http.Request, res *resource.Result) {
 	note(r, res)
 	setVersionHeaders(w, res)
 	if res.Resource != nil {
@@ -428,7 +537,7 @@ func marshal(v any) []byte {
 // ---------------------------------------------------------------------------
 // Handlers
 
-func (a *api) read(w http.ResponseWriter, r *http.Request) error {
+func (a *API) read(w http.ResponseWriter, r *http.Request) error {
 	typ, id := r.PathValue("type"), r.PathValue("id")
 	summary, elements, err := subsetParams(r)
 	if err != nil {
@@ -441,7 +550,7 @@ func (a *api) read(w http.ResponseWriter, r *http.Request) error {
 	return a.writeRead(w, r, res, summary, elements)
 }
 
-func (a *api) vread(w http.ResponseWriter, r *http.Request) error {
+func (a *API) vread(w http.ResponseWriter, r *http.Request) error {
 	typ, id, vid := r.PathValue("type"), r.PathValue("id"), r.PathValue("vid")
 	summary, elements, err := subsetParams(r)
 	if err != nil {
@@ -463,7 +572,7 @@ func (a *api) vread(w http.ResponseWriter, r *http.Request) error {
 
 // writeRead answers a read/vread, honouring If-None-Match,
 // If-Modified-Since, _summary and _elements.
-func (a *api) writeRead(w http.ResponseWriter, r *http.Request, res *resource.Result, summary string, elements []string) error {
+func (a *API) writeRead(w http.ResponseWriter, r *http.Request, res *resource.Result, summary string, elements []string) error {
 	note(r, res)
 	setVersionHeaders(w, res)
 	if inm := r.Header.Get("If-None-Match"); inm != "" {
@@ -519,7 +628,7 @@ func subsetParams(r *http.Request) (string, []string, error) {
 	return summary, elements, nil
 }
 
-func (a *api) create(w http.ResponseWriter, r *http.Request) error {
+func (a *API) create(w http.ResponseWriter, r *http.Request) error {
 	typ := r.PathValue("type")
 	if r.URL.RawQuery != "" {
 		q, err := criteria(r)
@@ -545,13 +654,13 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) update(w http.ResponseWriter, r *http.Request) error {
+func (a *API) update(w http.ResponseWriter, r *http.Request) error {
 	return a.bodyWrite(w, r, requireJSONBody, func(body []byte) (*resource.Result, error) {
 		return a.svc.Update(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
 	})
 }
 
-func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
+func (a *API) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
 	return a.conditionalBodyWrite(w, r, "PUT", "update", requireJSONBody, func(q string, body []byte) (*resource.Result, error) {
 		return a.svc.ConditionalUpdate(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
 	})
@@ -559,7 +668,7 @@ func (a *api) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
 
 // bodyWrite checks the request's Content-Type, reads the body and answers
 // with the result of the write that run makes of it.
-func (a *api) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http.Request) error, run func(body []byte) (*resource.Result, error)) error {
+func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http.Request) error, run func(body []byte) (*resource.Result, error)) error {
 	if err := check(r); err != nil {
 		return err
 	}
@@ -577,7 +686,7 @@ func (a *api) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http
 
 // conditionalBodyWrite is bodyWrite for conditional interactions on a type
 // ([type]?criteria): the criteria are required.
-func (a *api) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, method, what string, check func(*http.Request) error, run func(criteria string, body []byte) (*resource.Result, error)) error {
+func (a *API) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, method, what string, check func(*http.Request) error, run func(criteria string, body []byte) (*resource.Result, error)) error {
 	if err := a.checkType(r); err != nil {
 		return err
 	}
@@ -593,7 +702,7 @@ func (a *api) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, metho
 
 // checkType refuses an unknown resource type in the URL (404) before the
 // rest of the request is looked at.
-func (a *api) checkType(r *http.Request) error {
+func (a *API) checkType(r *http.Request) error {
 	if typ := r.PathValue("type"); !a.reg.IsResourceType(typ) {
 		return outcome.NotFound("unknown resource type %q", truncate(typ, 100))
 	}
@@ -618,19 +727,19 @@ func requirePatchBody(r *http.Request) error {
 	}
 }
 
-func (a *api) patch(w http.ResponseWriter, r *http.Request) error {
+func (a *API) patch(w http.ResponseWriter, r *http.Request) error {
 	return a.bodyWrite(w, r, requirePatchBody, func(body []byte) (*resource.Result, error) {
 		return a.svc.Patch(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
 	})
 }
 
-func (a *api) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
+func (a *API) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
 	return a.conditionalBodyWrite(w, r, "PATCH", "patch", requirePatchBody, func(q string, body []byte) (*resource.Result, error) {
 		return a.svc.ConditionalPatch(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
 	})
 }
 
-func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
+func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 	res, err := a.svc.Delete(r.Context(), r.PathValue("type"), r.PathValue("id"), r.Header.Get("If-Match"))
 	if err != nil {
 		return err
@@ -639,7 +748,7 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
+func (a *API) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
 	if err := a.checkType(r); err != nil {
 		return err
 	}
@@ -661,7 +770,7 @@ func (a *api) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
 // writeDelete answers a delete: 204 without a body, or 200 with an
 // OperationOutcome when Prefer: return=OperationOutcome (or
 // representation, since a deleted resource has no representation).
-func (a *api) writeDelete(w http.ResponseWriter, r *http.Request, res *resource.Result) {
+func (a *API) writeDelete(w http.ResponseWriter, r *http.Request, res *resource.Result) {
 	note(r, res)
 	if res.Resource != nil {
 		w.Header().Set("ETag", resource.ETag(res.Resource.VersionID))
@@ -680,7 +789,7 @@ func (a *api) writeDelete(w http.ResponseWriter, r *http.Request, res *resource.
 
 // searchParams collects the parameters of a search: the query string and,
 // for POST _search, the form body.
-func (a *api) searchParams(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+func (a *API) searchParams(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	params, err := queryParams(r)
 	if err != nil {
 		return nil, err
@@ -714,56 +823,53 @@ func (a *api) searchParams(w http.ResponseWriter, r *http.Request) (url.Values, 
 	return params, nil
 }
 
-func (a *api) searchType(w http.ResponseWriter, r *http.Request) error {
-	params, err := a.searchParams(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.Search(r.Context(), r.PathValue("type"), params, parsePrefer(r).strict)
-	if err != nil {
-		return err
-	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
-	return nil
+func (a *API) searchType(w http.ResponseWriter, r *http.Request) error {
+	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.Search(r.Context(), r.PathValue("type"), params, parsePrefer(r).strict)
+	})
 }
 
-func (a *api) searchSystem(w http.ResponseWriter, r *http.Request) error {
+func (a *API) searchSystem(w http.ResponseWriter, r *http.Request) error {
+	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.Search(r.Context(), "", params, parsePrefer(r).strict)
+	})
+}
+
+// search reads a search's parameters and answers with the page run
+// makes of them.
+func (a *API) search(w http.ResponseWriter, r *http.Request, run func(url.Values) (*resource.SearchPage, error)) error {
 	params, err := a.searchParams(w, r)
 	if err != nil {
 		return err
 	}
-	res, err := a.svc.Search(r.Context(), "", params, parsePrefer(r).strict)
+	return a.answerPage(w, r, params, run)
+}
+
+// answerPage answers with the searchset of the page run makes of params.
+func (a *API) answerPage(w http.ResponseWriter, r *http.Request, params url.Values, run func(url.Values) (*resource.SearchPage, error)) error {
+	p, err := run(params)
 	if err != nil {
 		return err
 	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
+	notePage(r, p)
+	a.writeSearch(w, r, p)
 	return nil
 }
 
 // searchCompartment serves a compartment search, [base]/Patient/{id}/{type}.
-func (a *api) searchCompartment(w http.ResponseWriter, r *http.Request) error {
+func (a *API) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	comp, id, typ := r.PathValue("comp"), r.PathValue("cid"), r.PathValue("type")
 	if strings.HasPrefix(typ, "$") {
 		return outcome.New(http.StatusNotFound, "not-supported", "the operation %s is not supported on %s", truncate(typ, 100), truncate(comp, 100))
 	}
-	params, err := a.searchParams(w, r)
-	if err != nil {
-		return err
-	}
-	res, err := a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
-	if err != nil {
-		return err
-	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
-	return nil
+	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
+	})
 }
 
 // everything serves Patient/{id}/$everything: GET with query parameters,
 // POST with a Parameters body.
-func (a *api) everything(w http.ResponseWriter, r *http.Request) error {
+func (a *API) everything(w http.ResponseWriter, r *http.Request) error {
 	params, err := queryParams(r)
 	if err != nil {
 		return err
@@ -788,44 +894,40 @@ func (a *api) everything(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	res, err := a.svc.Everything(r.Context(), r.PathValue("id"), params)
-	if err != nil {
-		return err
-	}
-	notePage(r, res)
-	a.writeSearch(w, r, res)
-	return nil
+	return a.answerPage(w, r, params, func(params url.Values) (*resource.SearchPage, error) {
+		return a.svc.Everything(r.Context(), r.PathValue("id"), params)
+	})
 }
 
-func (a *api) history(w http.ResponseWriter, r *http.Request, typ, id string) error {
+func (a *API) history(w http.ResponseWriter, r *http.Request, typ, id string) error {
 	params, err := queryParams(r)
 	if err != nil {
 		return err
 	}
 	params.Del("_format")
 	params.Del("_pretty")
-	res, err := a.svc.History(r.Context(), typ, id, params, parsePrefer(r).strict)
+	p, err := a.svc.History(r.Context(), typ, id, params, parsePrefer(r).strict)
 	if err != nil {
 		return err
 	}
-	note(r, res)
-	a.writeBody(w, r, http.StatusOK, res.Body)
+	noteReturned(r, p.Returned())
+	a.writeBody(w, r, http.StatusOK, p.JSON())
 	return nil
 }
 
-func (a *api) historySystem(w http.ResponseWriter, r *http.Request) error {
+func (a *API) historySystem(w http.ResponseWriter, r *http.Request) error {
 	return a.history(w, r, "", "")
 }
 
-func (a *api) historyType(w http.ResponseWriter, r *http.Request) error {
+func (a *API) historyType(w http.ResponseWriter, r *http.Request) error {
 	return a.history(w, r, r.PathValue("type"), "")
 }
 
-func (a *api) historyInstance(w http.ResponseWriter, r *http.Request) error {
+func (a *API) historyInstance(w http.ResponseWriter, r *http.Request) error {
 	return a.history(w, r, r.PathValue("type"), r.PathValue("id"))
 }
 
-func (a *api) bundle(w http.ResponseWriter, r *http.Request) error {
+func (a *API) bundle(w http.ResponseWriter, r *http.Request) error {
 	if err := requireJSONBody(r); err != nil {
 		return err
 	}

@@ -2,37 +2,17 @@ package fhirapi
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
-
-// lockedBuffer collects log output of the handler under test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) take() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.String()
-	b.buf.Reset()
-	return s
-}
 
 // FuzzHTTP sends arbitrary requests (method, path below the FHIR base,
 // query, headers, body) through the real handler on a real SQLite store.
@@ -73,7 +53,7 @@ func FuzzHTTP(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.query, s.hdr, []byte(s.body))
 	}
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	e := newEnv(f, func(c *Config, rc *resourceConfig) {
 		c.Logger = logger
@@ -107,7 +87,7 @@ func FuzzHTTP(f *testing.F) {
 			t.Skip() // net/http would not dispatch it
 		}
 		req.RemoteAddr = "192.0.2.1:1234"
-		logs.take()
+		logs.Take()
 		rec := httptest.NewRecorder()
 		start := time.Now()
 		e.h.ServeHTTP(rec, req)
@@ -115,7 +95,7 @@ func FuzzHTTP(f *testing.F) {
 			t.Fatalf("%q took %v", target, d)
 		}
 		if rec.Code >= 500 {
-			t.Fatalf("%s %q: status %d\nheaders %q\nbody %q\nresponse %s\nlog: %s", method, target, rec.Code, hdr, body, rec.Body.Bytes(), logs.take())
+			t.Fatalf("%s %q: status %d\nheaders %q\nbody %q\nresponse %s\nlog: %s", method, target, rec.Code, hdr, body, rec.Body.Bytes(), logs.Take())
 		}
 		if method == "HEAD" || rec.Code == http.StatusNoContent || rec.Code == http.StatusNotModified {
 			return

@@ -20,7 +20,7 @@ const (
 	mtJSONPatch = "application/json-patch+json"
 	mtForm      = "application/x-www-form-urlencoded"
 	// contentType is the Content-Type of every response body.
-	contentType = "application/fhir+json; charset=utf-8"
+	contentType = outcome.ContentType
 )
 
 // isXML reports whether a media type or _format value names an XML format.
@@ -162,7 +162,7 @@ func requireJSONBody(r *http.Request) error {
 }
 
 // readBody reads the request body within the size limit.
-func (a *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	for _, ce := range r.Header.Values("Content-Encoding") {
 		for _, c := range strings.Split(ce, ",") {
 			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {

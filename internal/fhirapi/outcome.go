@@ -28,9 +28,13 @@ func note(r *http.Request, res *resource.Result) {
 
 // notePage is note for a search page: the matches and included resources
 // it returns.
-func notePage(r *http.Request, p *resource.SearchPage) {
-	if o := interaction.OutcomeFromContext(r.Context()); o != nil && p != nil {
-		o.Returned = p.Returned()
+func notePage(r *http.Request, p *resource.SearchPage) { noteReturned(r, p.Returned()) }
+
+// noteReturned reports the number of resources a page (search or
+// history) returns as read.
+func noteReturned(r *http.Request, n int) {
+	if o := interaction.OutcomeFromContext(r.Context()); o != nil {
+		o.Returned = n
 	}
 }
 

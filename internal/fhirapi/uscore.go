@@ -17,7 +17,7 @@ const (
 // expectation of each search parameter it lists, and its search parameter
 // combinations. Nothing is claimed for a parameter the server does not
 // index.
-func (a *api) usCore(cs map[string]any, version string) {
+func (a *API) usCore(cs map[string]any, version string) {
 	uc := a.reg.USCoreServer(version)
 	if uc == nil {
 		return

@@ -1,11 +1,11 @@
 package netpolicy
 
 import (
-	"context"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // Forwarding headers a trusted proxy may set.
@@ -20,43 +20,6 @@ const (
 // maxHops bounds how many trusted forwarding entries are walked; a longer
 // chain of trusted hops is treated as malformed.
 const maxHops = 32
-
-type clientIPKey struct{}
-
-// ClientIP returns the caller's address as resolved by Policy.Resolve
-// (the forwarded address when the direct peer is a trusted proxy), or the
-// direct peer's address when the request did not pass through Resolve.
-// IPv4-mapped IPv6 addresses are returned as IPv4. The zero Addr means the
-// peer address could not be parsed.
-func ClientIP(r *http.Request) netip.Addr {
-	if a, ok := r.Context().Value(clientIPKey{}).(netip.Addr); ok {
-		return a
-	}
-	return PeerIP(r)
-}
-
-// WithClientIP returns ctx carrying addr as the resolved client address
-// (for tests and for callers that resolve the address themselves).
-func WithClientIP(ctx context.Context, addr netip.Addr) context.Context {
-	return context.WithValue(ctx, clientIPKey{}, addr.Unmap())
-}
-
-// PeerIP is the address of the direct peer (the host of r.RemoteAddr),
-// unmapped; the zero Addr when it cannot be parsed.
-func PeerIP(r *http.Request) netip.Addr {
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return a.WithZone("").Unmap()
-}
 
 // resolver finds the client address behind trusted proxies.
 type resolver struct {
@@ -75,7 +38,7 @@ func (rv *resolver) isTrusted(a netip.Addr) bool { return contains(rv.trusted, a
 // "unknown", or the chain is over maxHops long), the header is ignored and
 // the result is the peer.
 func (rv *resolver) resolve(r *http.Request) netip.Addr {
-	peer := PeerIP(r)
+	peer := httpx.PeerIP(r)
 	if !peer.IsValid() || len(rv.trusted) == 0 || !rv.isTrusted(peer) {
 		return peer
 	}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 func mustPrefixes(t testing.TB, s ...string) []netip.Prefix {
@@ -121,16 +123,16 @@ func TestResolveForwarded(t *testing.T) {
 func TestClientIPContext(t *testing.T) {
 	p, _ := New(Options{TrustedProxies: mustPrefixes(t, "127.0.0.0/8")})
 	var got netip.Addr
-	h := p.Resolve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = ClientIP(r) }))
+	h := p.Resolve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = httpx.ClientIP(r) }))
 	h.ServeHTTP(httptest.NewRecorder(), req("127.0.0.1:9", "X-Forwarded-For", "198.51.100.3"))
 	if got.String() != "198.51.100.3" {
 		t.Fatalf("context: %s", got)
 	}
 	// Without Resolve, ClientIP is the peer, even with a forwarding header.
-	if a := ClientIP(req("[::ffff:192.0.2.1]:9", "X-Forwarded-For", "198.51.100.3")); a.String() != "192.0.2.1" {
+	if a := httpx.ClientIP(req("[::ffff:192.0.2.1]:9", "X-Forwarded-For", "198.51.100.3")); a.String() != "192.0.2.1" {
 		t.Fatalf("fallback: %s", a)
 	}
-	if a := ClientIP(req("garbage")); a.IsValid() {
+	if a := httpx.ClientIP(req("garbage")); a.IsValid() {
 		t.Fatalf("garbage peer: %s", a)
 	}
 }

@@ -8,7 +8,7 @@
 // A Policy provides four stages for the request pipeline:
 //
 //   - Resolve (server level, first): puts the client address into the
-//     request context; ClientIP reads it (rate limits, authn, audit).
+//     request context; httpx.ClientIP reads it (rate limits, authn, audit).
 //   - Global (server level): the global allow-list and the user-agent
 //     rules, for the FHIR API and the authorization endpoints.
 //   - Preflight (FHIR API, before authentication): answers CORS
@@ -31,8 +31,6 @@
 package netpolicy
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -44,6 +42,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/principal"
 )
@@ -181,10 +180,10 @@ func (p *Policy) ResolveIP(r *http.Request) netip.Addr { return p.rv.resolve(r) 
 func (p *Policy) IsTrustedProxy(a netip.Addr) bool { return p.rv.isTrusted(a) }
 
 // Resolve is the first server-level stage: it stores the client address
-// in the request context for ClientIP.
+// in the request context for httpx.ClientIP.
 func (p *Policy) Resolve(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := context.WithValue(r.Context(), clientIPKey{}, p.rv.resolve(r))
+		ctx := httpx.WithClientIP(r.Context(), p.rv.resolve(r))
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -196,7 +195,7 @@ func (p *Policy) Global(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(p.opts.AllowIPs) > 0 && !contains(p.opts.AllowIPs, ClientIP(r)) {
+		if len(p.opts.AllowIPs) > 0 && !contains(p.opts.AllowIPs, httpx.ClientIP(r)) {
 			p.refuse(w, r, ReasonIPAllowList, "address not on the global allow-list", "")
 			return
 		}
@@ -245,15 +244,12 @@ func (p *Policy) Client(next http.Handler) http.Handler {
 			if rule, err = p.opts.Clients.rule(r.Context(), clientID); err != nil {
 				// The rules cannot be read: fail closed.
 				p.log.WarnContext(r.Context(), "netpolicy: reading a client's network rules failed", "err", err.Error())
-				h := w.Header()
-				h.Set("Content-Type", "application/fhir+json")
-				h.Set("Retry-After", "1")
-				w.WriteHeader(http.StatusServiceUnavailable)
-				_, _ = w.Write(outcome.New(http.StatusServiceUnavailable, "transient", "the request cannot be checked right now; retry shortly").JSON())
+				w.Header().Set("Retry-After", "1")
+				outcome.Write(w, outcome.New(http.StatusServiceUnavailable, "transient", "the request cannot be checked right now; retry shortly"))
 				return
 			}
 		}
-		if rule != nil && rule.hasAllow && !contains(rule.allow, ClientIP(r)) {
+		if rule != nil && rule.hasAllow && !contains(rule.allow, httpx.ClientIP(r)) {
 			p.refuse(w, r, ReasonClientAllowList, "address not on the client's allow-list", clientID)
 			return
 		}
@@ -313,7 +309,7 @@ func (p *Policy) Preflight(next http.Handler) http.Handler {
 // refuse answers 403 and records the refusal.
 func (p *Policy) refuse(w http.ResponseWriter, r *http.Request, reason, desc, clientID string) {
 	p.opts.Metrics.Refused(reason)
-	addr := ClientIP(r)
+	addr := httpx.ClientIP(r)
 	ua := r.Header.Get("User-Agent")
 	if len(ua) > 256 {
 		ua = ua[:256]
@@ -333,15 +329,10 @@ func (p *Policy) refuse(w http.ResponseWriter, r *http.Request, reason, desc, cl
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if p.opts.AuthPrefix != "" && strings.HasPrefix(r.URL.Path, p.opts.AuthPrefix) {
-		b, _ := json.Marshal(map[string]string{"error": "access_denied", "error_description": "the request is not allowed"})
-		h.Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		_, _ = w.Write(b)
+		httpx.WriteOAuthError(w, http.StatusForbidden, "access_denied", "the request is not allowed")
 		return
 	}
-	h.Set("Content-Type", "application/fhir+json")
-	w.WriteHeader(http.StatusForbidden)
-	_, _ = w.Write(outcome.New(http.StatusForbidden, "forbidden", "the request is not allowed").JSON())
+	outcome.Write(w, outcome.New(http.StatusForbidden, "forbidden", "the request is not allowed"))
 }
 
 func addrString(a netip.Addr) string {

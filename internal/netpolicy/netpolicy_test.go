@@ -16,7 +16,7 @@ import (
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/principal"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -279,15 +279,7 @@ func TestClientRulesDatabase(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			url := ""
-			if dialect == "postgres" {
-				url = pgtest.New(t)
-			}
-			db, err := authdb.Open(ctx, url, t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := authtest.DB(t, dialect)
 			for _, id := range []string{"a", "b", "c", "gone"} {
 				if err := db.CreateClient(ctx, &authdb.Client{ID: id, Name: id, Type: authdb.Public}); err != nil {
 					t.Fatal(err)

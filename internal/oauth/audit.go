@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/web"
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // record sends a security event to the configured audit sink (if any),
@@ -25,7 +25,7 @@ func (s *Server) record(r *http.Request, e audit.Event) {
 	if e.Outcome == "" {
 		e.Outcome = audit.OutcomeSuccess
 	}
-	e.Address = web.ClientIP(r)
+	e.Address = httpx.ClientAddr(r)
 	if ua := r.UserAgent(); len(ua) > 256 {
 		e.UserAgent = ua[:256]
 	} else {

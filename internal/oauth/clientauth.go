@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -95,7 +95,7 @@ func (s *Server) allowedFrom(ctx context.Context, r *http.Request, c *Authentica
 	}
 	// A client with an allow-list may use the token, introspection and
 	// revocation endpoints only from its networks, as it may the FHIR API.
-	ok, err := s.network.AllowsAddress(ctx, c.Client.ID, netpolicy.ClientIP(r))
+	ok, err := s.network.AllowsAddress(ctx, c.Client.ID, httpx.ClientIP(r))
 	if err != nil {
 		return nil, fmt.Errorf("oauth: reading the client's network rules: %w", err)
 	}

@@ -29,8 +29,9 @@ var ScopesSupported = []string{
 	"patient/*.write", "user/*.write", "system/*.write",
 }
 
-// smartConfiguration is the SMART App Launch discovery document.
-func (s *Server) smartConfiguration() map[string]any {
+// serverMetadata is what both discovery documents say of the
+// authorization server (RFC 8414 names shared by SMART and OpenID).
+func (s *Server) serverMetadata() map[string]any {
 	return map[string]any{
 		"issuer":                                s.cfg.Issuer,
 		"jwks_uri":                              s.ep.jwks,
@@ -46,31 +47,23 @@ func (s *Server) smartConfiguration() map[string]any {
 		"code_challenge_methods_supported":                 []string{"S256"},
 		"authorization_response_iss_parameter_supported":   true,
 		"scopes_supported":                                 ScopesSupported,
-		"capabilities":                                     Capabilities,
 	}
+}
+
+// smartConfiguration is the SMART App Launch discovery document.
+func (s *Server) smartConfiguration() map[string]any {
+	m := s.serverMetadata()
+	m["capabilities"] = Capabilities
+	return m
 }
 
 // openIDConfiguration is the OpenID Provider metadata document.
 func (s *Server) openIDConfiguration() map[string]any {
-	return map[string]any{
-		"issuer":                                s.cfg.Issuer,
-		"jwks_uri":                              s.ep.jwks,
-		"authorization_endpoint":                s.ep.authorize,
-		"token_endpoint":                        s.ep.token,
-		"introspection_endpoint":                s.ep.introspect,
-		"revocation_endpoint":                   s.ep.revoke,
-		"userinfo_endpoint":                     s.ep.userinfo,
-		"token_endpoint_auth_methods_supported": []string{AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT},
-		"token_endpoint_auth_signing_alg_values_supported": []string{"RS384", "ES384"},
-		"grant_types_supported":                            []string{"authorization_code", "refresh_token", "client_credentials"},
-		"response_types_supported":                         []string{"code"},
-		"subject_types_supported":                          []string{"public"},
-		"id_token_signing_alg_values_supported":            []string{"RS256"},
-		"code_challenge_methods_supported":                 []string{"S256"},
-		"authorization_response_iss_parameter_supported":   true,
-		"scopes_supported":                                 ScopesSupported,
-		"claims_supported":                                 []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser", "name"},
-	}
+	m := s.serverMetadata()
+	m["subject_types_supported"] = []string{"public"}
+	m["id_token_signing_alg_values_supported"] = []string{"RS256"}
+	m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser", "name"}
+	return m
 }
 
 func (s *Server) handleSMARTConfiguration(w http.ResponseWriter, r *http.Request) {

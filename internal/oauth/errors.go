@@ -1,10 +1,11 @@
 package oauth
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // RFC 6749 §5.2 and RFC 7009 error codes.
@@ -69,14 +70,7 @@ func errInvalidScope(desc string) *Error {
 
 // writeJSON writes v with the no-store headers every token-bearing
 // response carries.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpx.WriteNoStoreJSON(w, status, v) }
 
 // writeError writes err as an RFC 6749 §5.2 error body. Errors that are
 // not *Error are logged and answered with a generic server_error.
@@ -89,9 +83,5 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Challenge {
 		w.Header().Set("WWW-Authenticate", `Basic realm="lapis", charset="UTF-8"`)
 	}
-	body := map[string]string{"error": e.Code}
-	if e.Description != "" {
-		body["error_description"] = e.Description
-	}
-	writeJSON(w, e.Status, body)
+	httpx.WriteOAuthError(w, e.Status, e.Code, e.Description)
 }

@@ -35,26 +35,8 @@ var inactive = map[string]bool{"active": false}
 // {"active":false} for anything unknown, expired, revoked or not the
 // caller's. Opaque tokens are looked up as refresh tokens.
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	if cors(w, r, "POST") {
-		return
-	}
-	form, err := parseForm(w, r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	client, err := s.authenticateClient(r.Context(), r, form)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if client.Client.Type == authdb.Public {
-		s.writeError(w, r, errInvalidClient(true))
-		return
-	}
-	token := form.Get("token")
-	if token == "" {
-		s.writeError(w, r, errInvalidRequest("token is required"))
+	client, token, ok := s.tokenRequest(w, r, true)
+	if !ok {
 		return
 	}
 	if !looksLikeJWT(token) {
@@ -116,22 +98,8 @@ type introspection struct {
 // one — 200 (RFC 7009 §2.1-2.2), so the answer never confirms that another
 // client's token exists.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	if cors(w, r, "POST") {
-		return
-	}
-	form, err := parseForm(w, r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	client, err := s.authenticateClient(r.Context(), r, form)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	token := form.Get("token")
-	if token == "" {
-		s.writeError(w, r, errInvalidRequest("token is required"))
+	client, token, ok := s.tokenRequest(w, r, false)
+	if !ok {
 		return
 	}
 	if !looksLikeJWT(token) {
@@ -169,4 +137,33 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	s.record(r, audit.Event{Kind: audit.KindTokenRevoked, Description: "access token revoked", ClientID: client.Client.ID,
 		Subject: c.Subject, Method: "access_token", CredentialID: c.ID, Patient: c.Patient})
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// tokenRequest reads what introspection and revocation share: a POST form
+// from an authenticated client (a confidential or backend one when
+// confidential is set) naming a token. It answers the request itself
+// (preflight, error) when ok is false.
+func (s *Server) tokenRequest(w http.ResponseWriter, r *http.Request, confidential bool) (client *AuthenticatedClient, token string, ok bool) {
+	if cors(w, r, "POST") {
+		return nil, "", false
+	}
+	form, err := parseForm(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, "", false
+	}
+	client, err = s.authenticateClient(r.Context(), r, form)
+	if err == nil && confidential && client.Client.Type == authdb.Public {
+		err = errInvalidClient(true)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, "", false
+	}
+	token = form.Get("token")
+	if token == "" {
+		s.writeError(w, r, errInvalidRequest("token is required"))
+		return nil, "", false
+	}
+	return client, token, true
 }

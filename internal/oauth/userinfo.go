@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // PathUserInfo is the OpenID Connect UserInfo endpoint, relative to the
@@ -72,7 +72,7 @@ func (s *Server) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.network != nil {
-		ok, err := s.network.AllowsAddress(r.Context(), c.ClientID, netpolicy.ClientIP(r))
+		ok, err := s.network.AllowsAddress(r.Context(), c.ClientID, httpx.ClientIP(r))
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
 )
@@ -20,7 +21,8 @@ func BenchmarkFHIRStage(b *testing.B) {
 		Patient: Limit{Rate: MaxRate, Period: time.Second, Burst: MaxRate}})
 	h := m.FHIR(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	ctx := principal.NewContext(context.Background(), &principal.Principal{ClientID: "app"})
-	req := httptest.NewRequest("GET", "/fhir/Patient/123", nil).WithContext(ctx)
+	req := httptest.NewRequest("GET", "/fhir/Patient/123", nil)
+	req = req.WithContext(interaction.NewContext(ctx, interaction.Parse("/fhir", req)))
 	w := httptest.NewRecorder()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -4,14 +4,13 @@ import (
 	"container/list"
 	"context"
 	"net/http"
-	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -37,12 +36,6 @@ type ConcurrencyOptions struct {
 	// MaxQueue is the most requests of one client waiting at once (0 =
 	// DefaultMaxQueue); more are refused at once.
 	MaxQueue int
-	// FHIRBase is the path of the FHIR base URL ("/fhir", or "" at the
-	// root).
-	FHIRBase string
-	// ClientIP resolves the caller's address for audit events; nil means
-	// the host of r.RemoteAddr.
-	ClientIP func(*http.Request) netip.Addr
 	// Metrics and Audit are optional observers.
 	Metrics Observer
 	Audit   audit.Sink
@@ -61,9 +54,7 @@ type ConcurrencyOptions struct {
 // reads its answers slowly slows only itself.
 type Concurrency struct {
 	o        ConcurrencyOptions
-	prefix   string
 	maxQueue int
-	clientIP func(*http.Request) netip.Addr
 	obs      Observer
 	sink     audit.Sink
 
@@ -79,13 +70,10 @@ type slots struct {
 
 // NewConcurrency returns the limit for o.
 func NewConcurrency(o ConcurrencyOptions) *Concurrency {
-	c := &Concurrency{o: o, prefix: strings.TrimSuffix(o.FHIRBase, "/"), maxQueue: o.MaxQueue, clientIP: o.ClientIP,
+	c := &Concurrency{o: o, maxQueue: o.MaxQueue,
 		obs: o.Metrics, sink: o.Audit, clients: map[string]*slots{}}
 	if c.maxQueue <= 0 {
 		c.maxQueue = DefaultMaxQueue
-	}
-	if c.clientIP == nil {
-		c.clientIP = netpolicy.PeerIP
 	}
 	if c.obs == nil {
 		c.obs = nopObserver{}
@@ -103,7 +91,7 @@ func (c *Concurrency) Stage(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !heavy(r.Method, r.URL.Path, c.prefix) {
+		if !heavy(interaction.FromContext(r.Context())) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -191,40 +179,14 @@ func (c *Concurrency) releaseLocked(client string, s *slots) {
 	}
 }
 
-// heavy reports whether a request to path is a search, a history request
-// or a batch or transaction Bundle (POST to the base): the requests that
-// hold a read connection for as long as their query runs. It does not
-// allocate.
-func heavy(method, path, prefix string) bool {
-	rest, ok := strings.CutPrefix(path, prefix)
-	if !ok || rest != "" && rest[0] != '/' {
+// heavy reports whether ix is a search (not $everything), a history
+// request or a batch or transaction Bundle: the requests that hold a read
+// connection for as long as their query runs.
+func heavy(ix *interaction.Interaction) bool {
+	if ix == nil {
 		return false
 	}
-	rest = strings.Trim(rest, "/")
-	get := method == http.MethodGet || method == http.MethodHead
-	var segs [3]string
-	n := 0
-	for rest != "" {
-		if n == len(segs) {
-			return false
-		}
-		segs[n], rest, _ = strings.Cut(rest, "/")
-		if strings.HasPrefix(segs[n], "$") {
-			return false
-		}
-		n++
-	}
-	switch n {
-	case 0:
-		return get || method == http.MethodPost
-	case 1:
-		return segs[0] == "_history" || segs[0] == "_search" || get
-	case 2:
-		return segs[1] == "_history" || segs[1] == "_search"
-	case 3:
-		return segs[2] == "_history"
-	}
-	return false
+	return ix.Search() && !ix.Everything() || ix.History() || ix.Kind == interaction.Batch
 }
 
 // refuse answers 429 for a request over its client's limit, counts and
@@ -237,7 +199,7 @@ func (c *Concurrency) refuse(w http.ResponseWriter, r *http.Request, p *principa
 		UserAgent: truncate(r.UserAgent(), 256),
 		ClientID:  p.ClientID, Subject: p.Subject, FHIRUser: p.FHIRUser, Method: p.Method, CredentialID: p.TokenID, Patient: p.Patient,
 	}
-	if a := c.clientIP(r); a.IsValid() {
+	if a := httpx.ClientIP(r); a.IsValid() {
 		ev.Address = a.String()
 	}
 	c.sink.Record(r.Context(), ev)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -70,9 +71,9 @@ func (c *call) finished() bool {
 func TestConcurrencyPerClient(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder()
-		c := NewConcurrency(ConcurrencyOptions{PerClient: 2, MaxWait: 5 * time.Second, FHIRBase: "/fhir", Metrics: rec, Audit: rec})
+		c := NewConcurrency(ConcurrencyOptions{PerClient: 2, MaxWait: 5 * time.Second, Metrics: rec, Audit: rec})
 		b := &blocker{release: make(chan struct{})}
-		h := c.Stage(b)
+		h := routed(c.Stage(b))
 
 		a1 := start(h, "a", "GET", "/fhir/Observation?code=x", "a1")
 		a2 := start(h, "a", "POST", "/fhir/Observation/_search", "a2")
@@ -144,9 +145,9 @@ func TestConcurrencyPerClient(t *testing.T) {
 // over the limit is refused at once.
 func TestConcurrencyCancelAndQueue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := NewConcurrency(ConcurrencyOptions{PerClient: 1, MaxWait: time.Minute, MaxQueue: 1, FHIRBase: "/fhir"})
+		c := NewConcurrency(ConcurrencyOptions{PerClient: 1, MaxWait: time.Minute, MaxQueue: 1})
 		b := &blocker{release: make(chan struct{})}
-		h := c.Stage(b)
+		h := routed(c.Stage(b))
 		first := start(h, "a", "GET", "/fhir/Patient", "first")
 		synctest.Wait()
 		ctx, cancel := context.WithCancel(principal.NewContext(context.Background(), &principal.Principal{ClientID: "a"}))
@@ -175,9 +176,9 @@ func TestConcurrencyCancelAndQueue(t *testing.T) {
 			t.Fatal("first request did not finish")
 		}
 
-		noWait := NewConcurrency(ConcurrencyOptions{PerClient: 1, FHIRBase: "/fhir"})
+		noWait := NewConcurrency(ConcurrencyOptions{PerClient: 1})
 		b2 := &blocker{release: make(chan struct{})}
-		h2 := noWait.Stage(b2)
+		h2 := routed(noWait.Stage(b2))
 		one := start(h2, "a", "GET", "/fhir/Patient", "one")
 		synctest.Wait()
 		two := start(h2, "a", "GET", "/fhir/Patient", "two")
@@ -226,7 +227,7 @@ func TestHeavy(t *testing.T) {
 		{"GET", "/other", false},
 		{"GET", "/fhir/a/b/c/d/e", false},
 	} {
-		if got := heavy(c.method, c.path, "/fhir"); got != c.want {
+		if got := heavy(interaction.Parse("/fhir", httptest.NewRequest(c.method, c.path, nil))); got != c.want {
 			t.Errorf("heavy(%s %s) = %v, want %v", c.method, c.path, got, c.want)
 		}
 	}
@@ -236,13 +237,14 @@ func TestHeavy(t *testing.T) {
 // the path; a search takes and returns a slot of its client (parallel
 // callers, eight clients).
 func BenchmarkConcurrency(b *testing.B) {
-	c := NewConcurrency(ConcurrencyOptions{PerClient: 1 << 20, MaxWait: time.Second, FHIRBase: "/fhir"})
+	c := NewConcurrency(ConcurrencyOptions{PerClient: 1 << 20, MaxWait: time.Second})
 	h := c.Stage(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	bench := func(b *testing.B, path string) {
 		var reqs []*http.Request
 		for _, id := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 			r := httptest.NewRequest("GET", path, nil)
-			reqs = append(reqs, r.WithContext(principal.NewContext(r.Context(), &principal.Principal{ClientID: id})))
+			ctx := interaction.NewContext(r.Context(), interaction.Parse("/fhir", r))
+			reqs = append(reqs, r.WithContext(principal.NewContext(ctx, &principal.Principal{ClientID: id})))
 		}
 		var next sync.Mutex
 		i := 0

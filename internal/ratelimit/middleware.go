@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
@@ -18,7 +17,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/netpolicy"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 )
 
@@ -71,9 +70,6 @@ type Options struct {
 	// IP address by AuthEndpoints; Browser marks those that serve pages
 	// to a browser (answered in plain text rather than JSON).
 	AuthPaths map[string]Endpoint
-	// ClientIP resolves the caller's address; nil means the host of
-	// r.RemoteAddr.
-	ClientIP func(*http.Request) netip.Addr
 	// MaxBodyBytes bounds the part of a batch/transaction or _search body
 	// read to price it (0 = 16 MiB); a larger body costs the minimum and
 	// is refused by the handler.
@@ -112,7 +108,6 @@ type Middleware struct {
 	fallback Limiter
 	costs    Costs
 	prefix   string
-	clientIP func(*http.Request) netip.Addr
 	maxBody  int64
 	obs      Observer
 	sink     audit.Sink
@@ -126,7 +121,7 @@ type Middleware struct {
 
 // New returns the middleware for o.
 func New(o Options) *Middleware {
-	m := &Middleware{o: o, limiter: o.Limiter, fallback: o.Fallback, costs: o.Costs, clientIP: o.ClientIP,
+	m := &Middleware{o: o, limiter: o.Limiter, fallback: o.Fallback, costs: o.Costs,
 		maxBody: o.MaxBodyBytes, obs: o.Metrics, sink: o.Audit, log: o.Logger, now: o.Now}
 	if m.limiter == nil {
 		m.limiter = NewMemory(MemoryOptions{})
@@ -138,9 +133,6 @@ func New(o Options) *Middleware {
 		m.costs = DefaultCosts()
 	}
 	m.prefix = strings.TrimSuffix(o.FHIRBase, "/")
-	if m.clientIP == nil {
-		m.clientIP = netpolicy.PeerIP
-	}
 	if m.maxBody <= 0 {
 		m.maxBody = 16 << 20
 	}
@@ -222,10 +214,11 @@ func (m *Middleware) backendFailed(err error) {
 	m.log.Warn("rate limit backend unavailable", "mode", mode, "error", err.Error(), "failures_not_logged", n)
 }
 
-// FHIR is the stage for the FHIR API, after authentication: it charges
-// the interaction's cost to the caller's client and to the patient in
-// context or the patients the request targets. Requests without a
-// principal (/metadata, --dev-no-auth) pass unlimited.
+// FHIR is the stage for the FHIR API, after routing and authentication:
+// it charges the cost of the request's interaction (from the context) to
+// the caller's client and to the patient in context or the patients the
+// interaction targets. Requests without a principal (/metadata,
+// --dev-no-auth) or without an interaction pass unlimited.
 func (m *Middleware) FHIR(next http.Handler) http.Handler {
 	if !m.o.Client.Enabled() && !m.o.System.Enabled() && !m.o.Patient.Enabled() && m.o.Credentials == nil {
 		return next
@@ -236,8 +229,8 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ix, r := interaction.Of(m.prefix, r)
-		if !ix.FHIR {
+		ix := interaction.FromContext(r.Context())
+		if ix == nil || !ix.FHIR {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -347,7 +340,7 @@ func (m *Middleware) AuthEndpoints(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		d, err := m.check(r.Context(), ScopeIP, ipKey(m.clientIP(r)), m.o.IP, 1)
+		d, err := m.check(r.Context(), ScopeIP, ipKey(httpx.ClientIP(r)), m.o.IP, 1)
 		if err != nil {
 			m.unavailable(w, ep.Browser, false)
 			return
@@ -411,7 +404,7 @@ func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, ds []decisio
 		Description: "rate limit exceeded (" + d.scope + ")", Status: http.StatusTooManyRequests,
 		UserAgent: truncate(r.UserAgent(), 256),
 	}
-	if a := m.clientIP(r); a.IsValid() {
+	if a := httpx.ClientIP(r); a.IsValid() {
 		ev.Address = a.String()
 	}
 	if p != nil {
@@ -459,18 +452,13 @@ func writeRefusal(w http.ResponseWriter, status int, issueCode, msg, page string
 	h.Set("X-Content-Type-Options", "nosniff")
 	switch {
 	case fhir:
-		h.Set("Content-Type", "application/fhir+json; charset=utf-8")
-		w.WriteHeader(status)
-		_, _ = w.Write(outcome.New(status, issueCode, "%s", msg).JSON())
+		outcome.Write(w, outcome.New(status, issueCode, "%s", msg))
 	case browser:
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(status)
 		_, _ = w.Write([]byte(page))
 	default:
-		h.Set("Content-Type", "application/json")
-		h.Set("Pragma", "no-cache")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
+		httpx.WriteOAuthError(w, status, "temporarily_unavailable", msg)
 	}
 }
 

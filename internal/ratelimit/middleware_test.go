@@ -18,6 +18,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
 )
@@ -98,7 +99,7 @@ func newHarness(t *testing.T, o Options) *harness {
 	m := New(o)
 	mux := http.NewServeMux()
 	mux.Handle("/fhir/auth/", echo)
-	mux.Handle("/fhir/", fakeAuthn(m.FHIR(echo)))
+	mux.Handle("/fhir/", routed(fakeAuthn(m.FHIR(echo))))
 	return &harness{m: m, rec: rec, h: m.AuthEndpoints(mux)}
 }
 
@@ -112,6 +113,10 @@ func (h *harness) do(method, target, body string, hdr ...string) *httptest.Respo
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i] == "RemoteAddr" {
 			req.RemoteAddr = hdr[i+1]
+			continue
+		}
+		if hdr[i] == "ClientIP" { // as the gateway resolved it
+			req = req.WithContext(httpx.WithClientIP(req.Context(), netip.MustParseAddr(hdr[i+1])))
 			continue
 		}
 		req.Header.Set(hdr[i], hdr[i+1])
@@ -509,14 +514,15 @@ func TestAuthEndpointsPerIP(t *testing.T) {
 	}
 }
 
-func TestClientIPOption(t *testing.T) {
-	h := newHarness(t, Options{IP: Limit{Rate: 1, Period: time.Minute, Burst: 1},
-		ClientIP: func(r *http.Request) netip.Addr { return netip.MustParseAddr(r.Header.Get("X-Test-IP")) }})
-	h.do("POST", "/fhir/auth/token", "", "X-Test-IP", "198.51.100.1")
-	if w := h.do("POST", "/fhir/auth/token", "", "X-Test-IP", "198.51.100.2"); w.Code != 200 {
+// TestResolvedClientIP: the per-IP limit keys on the address the gateway
+// resolved (httpx.ClientIP), not the direct peer.
+func TestResolvedClientIP(t *testing.T) {
+	h := newHarness(t, Options{IP: Limit{Rate: 1, Period: time.Minute, Burst: 1}})
+	h.do("POST", "/fhir/auth/token", "", "ClientIP", "198.51.100.1")
+	if w := h.do("POST", "/fhir/auth/token", "", "ClientIP", "198.51.100.2"); w.Code != 200 {
 		t.Fatalf("resolver ignored: %d", w.Code)
 	}
-	if w := h.do("POST", "/fhir/auth/token", "", "X-Test-IP", "198.51.100.1"); w.Code != 429 {
+	if w := h.do("POST", "/fhir/auth/token", "", "ClientIP", "198.51.100.1"); w.Code != 429 {
 		t.Fatalf("resolver ignored: %d", w.Code)
 	}
 }
@@ -596,4 +602,14 @@ func TestRedisFailureModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// routed does what the FHIR API's router does before the stages: the
+// request's interaction in its context (here by the shape of its path, as
+// no route is registered).
+func routed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ix := interaction.Parse("/fhir", r)
+		next.ServeHTTP(w, r.WithContext(interaction.NewContext(r.Context(), ix)))
+	})
 }

@@ -733,7 +733,11 @@ func (s *Service) get(ctx context.Context, r reader, e *entry, limit int64) (*Re
 	}
 	switch {
 	case e.history:
-		return s.history(ctx, e.typ, e.id, params, false, limit)
+		p, err := s.history(ctx, e.typ, e.id, params, false, limit)
+		if err != nil {
+			return nil, err
+		}
+		return p.result(), nil
 	case e.version > 0:
 		return s.VRead(ctx, e.typ, e.id, e.version)
 	case e.id != "":

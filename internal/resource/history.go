@@ -18,22 +18,67 @@ import (
 // paging cursor in next links.
 const HistoryCursorParam = "_cursor"
 
-// History returns a history Bundle (R4 http.html#history): of one resource
-// (typ and id set), of a type (typ set) or of the whole system (neither).
-// Supported parameters: _since (instant or dateTime), _count, and the
-// paging cursor of next links. _at and _list are not supported (400 when
-// strict, ignored otherwise); unknown parameters likewise.
-func (s *Service) History(ctx context.Context, typ, id string, params url.Values, strict bool) (*Result, error) {
-	r, err := s.history(ctx, typ, id, params, strict, s.maxResp)
+// HistoryPage is one page of a history (History) as data: the versions
+// as stored, newest first, the total and the paging links. JSON renders it
+// as a history Bundle.
+type HistoryPage struct {
+	// Versions are the page's versions, newest first; a deleted version
+	// has no Body.
+	Versions []store.Resource
+	// Total is the number of versions over all pages.
+	Total int
+	// Links are the paging links: self, and next where there is one (with
+	// the opaque HistoryCursorParam).
+	Links []Link
+	// Timestamp is when the history was read (the Bundle's
+	// meta.lastUpdated).
+	Timestamp time.Time
+
+	svc *Service // renders the entries (fullUrl)
+}
+
+// JSON renders the page as a history Bundle with a new id.
+func (p *HistoryPage) JSON() []byte { return p.bundle().bytes() }
+
+// Returned is the number of versions the page returns as read
+// (interaction.Outcome.Returned).
+func (p *HistoryPage) Returned() int { return len(p.Versions) }
+
+// bundle is the history Bundle of the page.
+func (p *HistoryPage) bundle() *bundle {
+	b := &bundle{ResourceType: "Bundle", ID: NewID(), Meta: &bundleMeta{LastUpdated: fhirtime.FormatInstant(p.Timestamp)}, Type: "history"}
+	total := p.Total
+	b.Total = &total
+	for _, l := range p.Links {
+		b.Link = append(b.Link, bundleLink(l))
+	}
+	for i := range p.Versions {
+		b.Entry = append(b.Entry, p.svc.historyEntry(&p.Versions[i]))
+	}
+	return b
+}
+
+// result is the page as the Result of a batch entry.
+func (p *HistoryPage) result() *Result {
+	return &Result{Status: http.StatusOK, Body: p.JSON(), Returned: p.Returned()}
+}
+
+// History returns a page of history (R4 http.html#history): of one
+// resource (typ and id set), of a type (typ set) or of the whole system
+// (neither). Supported parameters: _since (instant or dateTime), _count,
+// and the paging cursor of next links. _at and _list are not supported
+// (400 when strict, ignored otherwise); unknown parameters likewise.
+func (s *Service) History(ctx context.Context, typ, id string, params url.Values, strict bool) (*HistoryPage, error) {
+	p, err := s.history(ctx, typ, id, params, strict, s.maxResp)
 	if errors.Is(err, errTooLarge) {
 		return nil, s.pageTooLarge("history page", "lower _count")
 	}
-	return r, err
+	return p, err
 }
 
-// history is History rendering a Bundle of at most limit bytes (else
+// history is History for a Bundle of at most limit bytes (else
 // errTooLarge).
-func (s *Service) history(ctx context.Context, typ, id string, params url.Values, strict bool, limit int64) (*Result, error) {
+func (s *Service) history(ctx context.Context, typ, id string, params url.Values, strict bool, limit int64) (*HistoryPage, error) {
 	op := InteractionHistorySystem
 	if typ != "" {
 		if err := s.checkType(typ); err != nil {
@@ -91,33 +136,31 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 		}
 	}
 	path += "/_history"
-	b := s.newBundle("history")
-	total := page.Total
-	b.Total = &total
+	hp := &HistoryPage{Total: page.Total, Timestamp: s.timestamp(), svc: s}
 	self := cloneValues(links)
 	if hq.Before != "" {
 		self.Set(HistoryCursorParam, hq.Before)
 	}
-	b.Link = append(b.Link, bundleLink{Relation: "self", URL: withQuery(path, self)})
+	hp.Links = append(hp.Links, Link{Relation: "self", URL: withQuery(path, self)})
 	if page.Next != "" && !onlyTotal {
 		next := cloneValues(links)
 		if next.Get("_count") == "" {
 			next.Set("_count", strconv.Itoa(hq.Count))
 		}
 		next.Set(HistoryCursorParam, page.Next)
-		b.Link = append(b.Link, bundleLink{Relation: "next", URL: withQuery(path, next)})
+		hp.Links = append(hp.Links, Link{Relation: "next", URL: withQuery(path, next)})
 	}
-	size := b.size()
-	if !onlyTotal {
-		for i := range page.Versions {
-			e := s.historyEntry(&page.Versions[i])
-			if size += e.size() + 1; size > limit {
-				return nil, errTooLarge
-			}
-			b.Entry = append(b.Entry, e)
+	if onlyTotal {
+		return hp, nil
+	}
+	size := hp.bundle().size()
+	for i := range page.Versions {
+		if size += s.historyEntry(&page.Versions[i]).size() + 1; size > limit {
+			return nil, errTooLarge
 		}
 	}
-	return b.result(), nil
+	hp.Versions = page.Versions
+	return hp, nil
 }
 
 func (s *Service) historyEntry(v *store.Resource) *bundleEntry {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,11 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/metrics"
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -25,29 +24,12 @@ func scrapeText(t *testing.T, m *metrics.Metrics) string {
 	return w.Body.String()
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRequestLogAndMetrics(t *testing.T) {
-	logs := &syncBuf{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := metrics.New()
-	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		SetClientID(r.Context(), "client-123")
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		httpx.SetClientID(r.Context(), "client-123")
 		if RequestID(r.Context()) == "" || r.Header.Get(HeaderRequestID) != RequestID(r.Context()) {
 			t.Error("request id not visible to handlers")
 		}
@@ -56,7 +38,15 @@ func TestRequestLogAndMetrics(t *testing.T) {
 			return
 		}
 		_, _ = w.Write([]byte("{}"))
-	})
+	}
+	// The FHIR handler names its routes to the request log.
+	fhir := http.NewServeMux()
+	for pattern, class := range map[string]string{"GET /fhir/{type}/{id}": "fhir.read", "POST /fhir/{type}/_search": "fhir.search-type"} {
+		fhir.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			httpx.SetRoute(r.Context(), class, httpx.PatternPath(pattern))
+			serve(w, r)
+		})
+	}
 	h := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Logger: log, Metrics: m}).http.Handler
 
 	do := func(method, target string, hdr ...string) *httptest.ResponseRecorder {
@@ -107,7 +97,7 @@ func TestRequestLogAndMetrics(t *testing.T) {
 		t.Fatalf("want 4 request lines, got %d:\n%s", len(lines), out)
 	}
 	first := lines[0]
-	if first["route"] != "/fhir/Patient/{id}" || first["method"] != "GET" || first["status"].(float64) != 200 || first["client_id"] != "client-123" ||
+	if first["route"] != "/fhir/{type}/{id}" || first["method"] != "GET" || first["status"].(float64) != 200 || first["client_id"] != "client-123" ||
 		first["request_id"] != "abc-123" || first["level"] != "DEBUG" {
 		t.Fatalf("log line %v", first)
 	}
@@ -196,92 +186,4 @@ func TestMetricsEndpointGuard(t *testing.T) {
 	}
 }
 
-func TestRoute(t *testing.T) {
-	cases := []struct{ method, path, class, pattern string }{
-		{"GET", "/fhir", "fhir.search-system", "/fhir"},
-		{"POST", "/fhir/", "fhir.batch", "/fhir"},
-		{"GET", "/fhir/metadata", "fhir.metadata", "/fhir/metadata"},
-		{"GET", "/fhir/Patient", "fhir.search-type", "/fhir/Patient"},
-		{"POST", "/fhir/Patient", "fhir.create", "/fhir/Patient"},
-		{"DELETE", "/fhir/Patient", "fhir.conditional-delete", "/fhir/Patient"},
-		{"POST", "/fhir/Patient/_search", "fhir.search-type", "/fhir/Patient/_search"},
-		{"GET", "/fhir/Patient/123", "fhir.read", "/fhir/Patient/{id}"},
-		{"PUT", "/fhir/Patient/123", "fhir.update", "/fhir/Patient/{id}"},
-		{"GET", "/fhir/Patient/123/_history", "fhir.history-instance", "/fhir/Patient/{id}/_history"},
-		{"GET", "/fhir/Patient/123/_history/2", "fhir.vread", "/fhir/Patient/{id}/_history/{vid}"},
-		{"GET", "/fhir/_history", "fhir.history-system", "/fhir/_history"},
-		{"GET", "/fhir/pat'ient/1", "fhir.read", "/fhir/{type}/{id}"},
-		{"GET", "/fhir/Patient/1/$everything", "fhir.other", "/fhir/{path}"},
-		{"GET", "/fhir/Patient/1/Observation", "fhir.search-compartment", "/fhir/{compartment}/{id}/{type}"},
-		{"POST", "/fhir/Patient/1/*/_search", "fhir.search-compartment", "/fhir/{compartment}/{id}/{type}"},
-		{"PATCH", "/fhir/Patient", "fhir.conditional-patch", "/fhir/Patient"},
-		{"POST", "/fhir/Patient/1/Observation", "fhir.other", "/fhir/{path}"},
-		{"GET", "/fhir/_search", "fhir.search-system", "/fhir/_search"},
-		{"POST", "/fhir/auth/token", "auth.token", "/fhir/auth/token"},
-		{"GET", "/fhir/auth/userinfo", "auth.userinfo", "/fhir/auth/userinfo"},
-		{"GET", "/fhir/auth/smart-style.json", "auth.smart-style", "/fhir/auth/smart-style.json"},
-		{"GET", "/fhir/auth/admin/clients/x", "auth.admin", "/fhir/auth/admin/{path}"},
-		{"GET", "/fhir/auth/whatever", "auth.other", "/fhir/auth/{other}"},
-		{"GET", "/fhir/.well-known/smart-configuration", "auth.discovery", "/fhir/.well-known/{document}"},
-		{"OPTIONS", "/fhir/Patient", "fhir.options", "/fhir/{path}"},
-		{"GET", "/fhirx", "other", "/{other}"},
-		{"GET", "/readyz", "readyz", "/readyz"},
-	}
-	for _, c := range cases {
-		r := httptest.NewRequest(c.method, "http://x"+strings.ReplaceAll(c.path, "'", "%27"), nil)
-		if class, pattern := Route("/fhir", r); class != c.class || pattern != c.pattern {
-			t.Errorf("%s %s: %s %s, want %s %s", c.method, c.path, class, pattern, c.class, c.pattern)
-		}
-		// The same routes under a base path with a prefix.
-		r = httptest.NewRequest(c.method, "http://x/lapis"+strings.ReplaceAll(c.path, "'", "%27"), nil)
-		class, pattern := Route("/lapis/fhir", r)
-		if c.class == "readyz" {
-			class, pattern = c.class, c.pattern // /lapis/readyz is no health endpoint
-		} else if c.class != "other" {
-			pattern = strings.TrimPrefix(pattern, "/lapis")
-		}
-		if class != c.class || pattern != c.pattern {
-			t.Errorf("/lapis: %s %s: %s %s, want %s %s", c.method, c.path, class, pattern, c.class, c.pattern)
-		}
-	}
-	// Outside the base path: not FHIR.
-	if class, _ := Route("/lapis/fhir", httptest.NewRequest("GET", "/fhir/Patient/1", nil)); class != "other" {
-		t.Errorf("/fhir/Patient/1 under /lapis/fhir: %s", class)
-	}
-}
-
-func TestSearchTimeout(t *testing.T) {
-	var deadline time.Time
-	var has bool
-	h := SearchTimeout("/fhir", 50*time.Millisecond)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		deadline, has = r.Context().Deadline()
-	}))
-	for _, c := range []struct {
-		method, path string
-		want         bool
-	}{
-		{"GET", "/fhir/Observation", true},
-		{"POST", "/fhir/Observation/_search", true},
-		{"GET", "/fhir", true},
-		{"POST", "/fhir/_search", true},
-		{"GET", "/fhir/Patient/1/_history", true},
-		{"GET", "/fhir/Patient/1", false},
-		{"POST", "/fhir/Patient", false},
-		{"POST", "/fhir", false},
-		// Compartment searches and $everything are searches too (Route
-		// used to call them fhir.other, outside the budget).
-		{"GET", "/fhir/Patient/1/Observation", true},
-		{"POST", "/fhir/Patient/1/Observation/_search", true},
-		{"GET", "/fhir/Patient/1/$everything", true},
-		{"POST", "/fhir/Group/1/$export", false},
-	} {
-		has = false
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(c.method, c.path, nil))
-		if has != c.want || (has && time.Until(deadline) > 50*time.Millisecond) {
-			t.Errorf("%s %s: deadline %v (%v)", c.method, c.path, has, deadline)
-		}
-	}
-	if SearchTimeout("/fhir", 0) != nil {
-		t.Fatal("zero budget made a stage")
-	}
-}
+type routedKey struct{}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/metrics"
 )
 
@@ -117,11 +118,20 @@ func New(opts Options) *Server {
 	if opts.Landing != nil {
 		mux.Handle("GET /{$}", opts.Landing)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	// The server's own routes name themselves to the request log (the
+	// FHIR handler's routers name theirs).
+	handle := func(pattern, class string, h http.HandlerFunc) {
+		path := httpx.PatternPath(pattern)
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			httpx.SetRoute(r.Context(), class, path)
+			h(w, r)
+		})
+	}
+	handle("GET /healthz", "healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET /readyz", "readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if opts.Ready != nil {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -136,7 +146,7 @@ func New(opts Options) *Server {
 	})
 	if opts.Metrics != nil {
 		mh := opts.Metrics.Handler()
-		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		handle("GET /metrics", "metrics", func(w http.ResponseWriter, r *http.Request) {
 			if !opts.MetricsAllowed(r) {
 				http.NotFound(w, r)
 				return
@@ -146,7 +156,7 @@ func New(opts Options) *Server {
 		})
 	}
 	s := &Server{opts: opts}
-	h := requestLog(opts.Base, opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(opts.Base, mux))
+	h := requestLog(opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(opts.Base, mux))
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),

@@ -17,12 +17,9 @@ import (
 	"encoding/base64"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/lapis-health/lapis/internal/netpolicy"
 )
 
 // Headers sets the headers of every HTML page and every redirect a page
@@ -98,20 +95,6 @@ func RedirectStatus(r *http.Request) int {
 		return http.StatusSeeOther
 	}
 	return http.StatusFound
-}
-
-// ClientIP is the caller's address, as the rate limits and network rules
-// see it (netpolicy.ClientIP: the TCP peer, or the client a trusted proxy
-// names), else the host of RemoteAddr.
-func ClientIP(r *http.Request) string {
-	if a := netpolicy.ClientIP(r); a.IsValid() {
-		return a.String()
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // RandomToken returns 256 random bits, base64url: a session cookie, a

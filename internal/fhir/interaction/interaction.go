@@ -1,8 +1,12 @@
 // Package interaction says what a FHIR request is — its kind, resource
-// type, ids and the patients it targets — parsed once from the method,
-// path and query, and shared by the stages of a request (request log and
-// metrics, rate limiting, audit) through the request context. Outcome is
-// the other direction: what the FHIR service did, for the audit trail.
+// type, ids and the patients it targets. The FHIR API routes a request
+// first (ServeMux patterns) and builds its Interaction once from the
+// matched route and its path values (FromRoute); the stages that run
+// after routing (rate limiting, audit, search time budget, request log
+// and metrics) read it from the request context. Parse classifies what no
+// route matched (a refused request, a Bundle entry's URL) by the same
+// rules. Outcome is the other direction: what the FHIR service did, for
+// the audit trail.
 package interaction
 
 import (
@@ -63,8 +67,9 @@ type Interaction struct {
 	Compartment, CompartmentID string
 	// Conditional marks update, patch and delete by criteria (Type?…).
 	Conditional bool
-	// Segments are the path segments below the FHIR base (none empty).
-	Segments []string
+	// Pattern is the ServeMux pattern of the matched route
+	// ("GET /fhir/{type}/{id}"), "" when no route matched.
+	Pattern string
 	// Params are the query parameters and, once ReadForm ran, those of a
 	// form-encoded POST _search body.
 	Params url.Values
@@ -73,6 +78,8 @@ type Interaction struct {
 	Patients []string
 
 	formRead bool
+	// trailing marks an unrouted path with segments after its $operation.
+	trailing bool
 }
 
 // Search reports whether the interaction is a search (type, system or
@@ -89,7 +96,7 @@ func (ix *Interaction) History() bool {
 
 // Everything reports whether the interaction is Patient/{id}/$everything.
 func (ix *Interaction) Everything() bool {
-	return ix.Kind == Operation && ix.Operation == "$everything" && ix.Type == "Patient" && ix.ID != "" && len(ix.Segments) == 3
+	return ix.Kind == Operation && ix.Operation == "$everything" && ix.Type == "Patient" && ix.ID != "" && !ix.trailing
 }
 
 // Write reports whether the interaction may change data: creates,
@@ -110,8 +117,10 @@ func (ix *Interaction) Write() bool {
 
 func safe(method string) bool { return method == http.MethodGet || method == http.MethodHead }
 
-// Parse says what r is; base is the path of the FHIR base URL ("/fhir",
-// or "" at the root). Form bodies are not read (see ReadForm).
+// Parse says what r is when no route matched it (a path the FHIR API
+// refuses, a Bundle entry's URL): by the shape of its path below base,
+// the path of the FHIR base URL ("/fhir", or "" at the root). Form bodies
+// are not read (see ReadForm).
 func Parse(base string, r *http.Request) *Interaction {
 	ix := &Interaction{Method: r.Method}
 	base = strings.TrimSuffix(base, "/")
@@ -119,18 +128,60 @@ func Parse(base string, r *http.Request) *Interaction {
 	if !ok || (rest != "" && rest[0] != '/') {
 		return ix
 	}
+	var segs []string
 	for s := range strings.SplitSeq(rest, "/") {
 		if s != "" {
-			ix.Segments = append(ix.Segments, s)
+			segs = append(segs, s)
 		}
 	}
-	segs := ix.Segments
 	if len(segs) > 0 && (segs[0] == "auth" || segs[0] == ".well-known") {
 		return ix
 	}
 	ix.FHIR = true
 	ix.Params = r.URL.Query()
-	ix.classify()
+	ix.classify(segs)
+	ix.Patients = targetPatients(ix, ix.Params)
+	return ix
+}
+
+// FromRoute is the Interaction of r as its route serves it: kind is the
+// route's, and the path values of its pattern (r.Pattern) name the rest —
+// type, id, vid, and comp and cid for a compartment search (a type of "*"
+// searches all types). An operation route names its $operation in the
+// pattern. A path value that is a reserved name ("_x", "$op") names no
+// type or id: such a request is classified as no route matched it (see
+// Parse), base being the path of the FHIR base URL.
+func FromRoute(base string, kind Kind, r *http.Request) *Interaction {
+	typ, id, vid, comp, cid := r.PathValue("type"), r.PathValue("id"), r.PathValue("vid"), r.PathValue("comp"), r.PathValue("cid")
+	for _, v := range [...]string{typ, id, vid, comp, cid} {
+		if v != "" && !plain(v) {
+			return Parse(base, r)
+		}
+	}
+	if typ == "" && id != "" {
+		// A literal type before {id} ("/Patient/{id}/$everything").
+		if j := strings.Index(r.Pattern, "/{id}"); j >= 0 {
+			typ = r.Pattern[strings.LastIndexByte(r.Pattern[:j], '/')+1 : j]
+		}
+	}
+	ix := &Interaction{FHIR: true, Kind: kind, Method: r.Method, Type: typ, ID: id, VID: vid, Pattern: r.Pattern}
+	if comp != "" {
+		ix.Compartment, ix.CompartmentID = comp, cid
+		if typ == "*" {
+			ix.Kind, ix.Type = SearchSystem, ""
+		}
+	}
+	if i := strings.LastIndex(r.Pattern, "/$"); i >= 0 {
+		ix.Operation = r.Pattern[i+1:]
+		if j := strings.IndexByte(ix.Operation, '/'); j >= 0 { // "$export-status/{job}"
+			ix.Operation = ix.Operation[:j]
+		}
+	}
+	switch kind {
+	case Update, Patch, Delete:
+		ix.Conditional = id == ""
+	}
+	ix.Params = r.URL.Query()
 	ix.Patients = targetPatients(ix, ix.Params)
 	return ix
 }
@@ -138,9 +189,9 @@ func Parse(base string, r *http.Request) *Interaction {
 func plain(s string) bool { return !strings.HasPrefix(s, "_") && !strings.HasPrefix(s, "$") }
 
 // classify sets Kind, Type, ID, VID, Operation and the compartment from
-// the method and Segments.
-func (ix *Interaction) classify() {
-	segs, method := ix.Segments, ix.Method
+// the method and the path segments below the base.
+func (ix *Interaction) classify(segs []string) {
+	method := ix.Method
 	get := safe(method)
 	if len(segs) > 0 && plain(segs[0]) {
 		ix.Type = segs[0]
@@ -148,9 +199,9 @@ func (ix *Interaction) classify() {
 	if len(segs) > 1 && plain(segs[1]) {
 		ix.ID = segs[1]
 	}
-	for _, s := range segs {
+	for i, s := range segs {
 		if strings.HasPrefix(s, "$") {
-			ix.Kind, ix.Operation = Operation, s
+			ix.Kind, ix.Operation, ix.trailing = Operation, s, i < len(segs)-1
 			return
 		}
 	}
@@ -296,9 +347,11 @@ func targetPatients(ix *Interaction, params url.Values) []string {
 		}
 		ids = append(ids, id)
 	}
-	segs := ix.Segments
-	if len(segs) >= 2 && segs[0] == "Patient" && plain(segs[1]) {
-		add(segs[1])
+	switch {
+	case ix.Compartment == "Patient":
+		add(ix.CompartmentID)
+	case ix.Type == "Patient" && ix.ID != "":
+		add(ix.ID)
 	}
 	if ix.Type == "Patient" && ix.Compartment == "" {
 		for _, v := range params["_id"] {
@@ -371,15 +424,4 @@ func NewContext(ctx context.Context, ix *Interaction) context.Context {
 func FromContext(ctx context.Context) *Interaction {
 	ix, _ := ctx.Value(ctxKey{}).(*Interaction)
 	return ix
-}
-
-// Of returns the Interaction of r: the one an earlier stage put in its
-// context, or else one parsed now and r with it in its context, for the
-// later stages.
-func Of(base string, r *http.Request) (*Interaction, *http.Request) {
-	if ix := FromContext(r.Context()); ix != nil {
-		return ix, r
-	}
-	ix := Parse(base, r)
-	return ix, r.WithContext(NewContext(r.Context(), ix))
 }

@@ -2,6 +2,7 @@ package interaction
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
@@ -50,7 +51,7 @@ func TestParse(t *testing.T) {
 	} {
 		ix := Parse("/fhir", httptest.NewRequest(tc.method, "http://h"+tc.path, nil))
 		got := *ix
-		got.Method, got.Segments, got.Params, got.Patients = "", nil, nil, nil
+		got.Method, got.Params, got.Patients, got.trailing = "", nil, nil, false
 		tc.want.FHIR = true
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s %s = %+v, want %+v", tc.method, tc.path, got, tc.want)
@@ -127,7 +128,7 @@ func TestTargetPatients(t *testing.T) {
 func TestReadForm(t *testing.T) {
 	r := httptest.NewRequest("POST", "/fhir/Observation/_search?code=x", strings.NewReader("patient=1,2&subject=Patient/3"))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-	ix, r := Of("/fhir", r)
+	ix := Parse("/fhir", r)
 	ix.ReadForm(r, 1<<20)
 	ix.ReadForm(r, 1<<20)
 	if !slices.Equal(ix.Patients, []string{"1", "2", "3"}) || ix.Params.Get("code") != "x" || len(ix.Params["patient"]) != 1 {
@@ -155,14 +156,55 @@ func TestReadForm(t *testing.T) {
 	}
 }
 
-// TestOf: the first stage parses, later ones reuse.
-func TestOf(t *testing.T) {
-	r := httptest.NewRequest("GET", "/fhir/Patient/1", nil)
-	ix, r2 := Of("/fhir", r)
-	if FromContext(context.Background()) != nil || FromContext(r2.Context()) != ix {
-		t.Fatal("not in context")
+// TestFromRoute: an Interaction built from the matched route and its
+// path values is the one Parse makes of the same request.
+func TestFromRoute(t *testing.T) {
+	mux := http.NewServeMux()
+	var got *Interaction
+	for _, rt := range []struct {
+		pattern string
+		kind    Kind
+	}{
+		{"GET /fhir/{$}", SearchSystem}, {"POST /fhir/{$}", Batch}, {"POST /fhir/_search", SearchSystem},
+		{"GET /fhir/_history", HistorySystem}, {"GET /fhir/metadata", Capabilities},
+		{"GET /fhir/{type}", SearchType}, {"POST /fhir/{type}", Create}, {"PUT /fhir/{type}", Update},
+		{"PATCH /fhir/{type}", Patch}, {"DELETE /fhir/{type}", Delete}, {"POST /fhir/{type}/_search", SearchType},
+		{"GET /fhir/{type}/_history", HistoryType}, {"GET /fhir/{type}/{id}", Read}, {"PUT /fhir/{type}/{id}", Update},
+		{"PATCH /fhir/{type}/{id}", Patch}, {"DELETE /fhir/{type}/{id}", Delete},
+		{"GET /fhir/{type}/{id}/_history", HistoryInst}, {"GET /fhir/{type}/{id}/_history/{vid}", VRead},
+		{"GET /fhir/{comp}/{cid}/{type}", SearchType}, {"POST /fhir/{comp}/{cid}/{type}/_search", SearchType},
+		{"GET /fhir/Patient/{id}/$everything", Operation}, {"POST /fhir/Patient/{id}/$everything", Operation},
+		{"GET /fhir/$export", Operation},
+	} {
+		mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) { got = FromRoute("/fhir", rt.kind, r) })
 	}
-	if again, r3 := Of("/fhir", r2); again != ix || r3 != r2 {
-		t.Fatal("parsed twice")
+	for _, c := range []string{
+		"GET /fhir/", "POST /fhir/", "POST /fhir/_search", "GET /fhir/_history", "GET /fhir/metadata",
+		"GET /fhir/Patient?_id=1,2", "HEAD /fhir/Patient", "POST /fhir/Patient", "PUT /fhir/Patient?name=x", "PATCH /fhir/Patient",
+		"DELETE /fhir/Patient", "POST /fhir/Patient/_search", "GET /fhir/Patient/_history", "GET /fhir/Patient/1",
+		"PUT /fhir/Patient/1", "PATCH /fhir/Patient/1", "DELETE /fhir/Observation/1", "GET /fhir/Patient/1/_history",
+		"GET /fhir/Patient/1/_history/3", "GET /fhir/$export", "GET /fhir/Patient/1/$everything",
+		"POST /fhir/Patient/1/$everything", "GET /fhir/Patient/1/Observation?subject=Patient/2", "HEAD /fhir/Patient/1/*",
+		"POST /fhir/Patient/1/Observation/_search", "GET /fhir/Observation/$lookup", "GET /fhir/_x",
+		"GET /fhir/Observation?patient=7",
+	} {
+		method, target, _ := strings.Cut(c, " ")
+		got = nil
+		mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(method, "http://h"+target, nil))
+		want := Parse("/fhir", httptest.NewRequest(method, "http://h"+target, nil))
+		if got == nil {
+			t.Errorf("%s: no route", c)
+			continue
+		}
+		g := *got
+		g.Pattern = ""
+		if !reflect.DeepEqual(&g, want) || got.Write() != want.Write() || got.Everything() != want.Everything() {
+			t.Errorf("%s: FromRoute %+v, Parse %+v", c, got, want)
+		}
+	}
+	r := httptest.NewRequest("GET", "/fhir/Patient/1", nil)
+	ix := Parse("/fhir", r)
+	if FromContext(context.Background()) != nil || FromContext(NewContext(r.Context(), ix)) != ix {
+		t.Fatal("not in context")
 	}
 }

@@ -93,3 +93,18 @@ func Info(msg string) []byte {
 	b, _ := json.Marshal(Resource([]Issue{{Severity: "information", Code: "informational", Diagnostics: msg}}))
 	return b
 }
+
+// ContentType is the media type of FHIR JSON responses.
+const ContentType = "application/fhir+json; charset=utf-8"
+
+// Write answers with e as an OperationOutcome: the one writer of FHIR
+// errors for the stages in front of the FHIR API (authentication,
+// gateway policies, rate limits, audit). Headers already set on w (Retry-
+// After, Cache-Control) are kept.
+func Write(w http.ResponseWriter, e *Error) {
+	h := w.Header()
+	h.Set("Content-Type", ContentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(e.JSON())
+}

@@ -1,6 +1,7 @@
 // Package authtest opens the authorization database and signing keys for
-// the tests of the packages built on them (oauth, authorize, authn,
-// adminapi), on SQLite or a fresh PostgreSQL database.
+// the tests of the packages built on them (authdb, oauth, authorize,
+// authn, adminapi, netpolicy, app), on SQLite or a fresh PostgreSQL
+// database.
 package authtest
 
 import (
@@ -20,6 +21,32 @@ import (
 func Stores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
 	t.Helper()
 	dir := t.TempDir()
+	db := open(t, dialect, dir)
+	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, km, dir
+}
+
+// DB opens a fresh authorization database (SQLite in a temporary
+// directory, or a fresh PostgreSQL database when dialect is "postgres"),
+// closed when t ends.
+func DB(t testing.TB, dialect string) *authdb.DB {
+	t.Helper()
+	return open(t, dialect, t.TempDir())
+}
+
+// Both runs f as a subtest on a fresh SQLite and a fresh PostgreSQL
+// authorization database (see DB).
+func Both(t *testing.T, f func(t *testing.T, db *authdb.DB)) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) { f(t, DB(t, dialect)) })
+	}
+}
+
+func open(t testing.TB, dialect, dir string) *authdb.DB {
+	t.Helper()
 	dbURL := ""
 	if dialect == "postgres" {
 		dbURL = pgtest.New(t)
@@ -29,9 +56,5 @@ func Stores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return db, km, dir
+	return db
 }

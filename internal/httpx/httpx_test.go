@@ -1,0 +1,48 @@
+package httpx
+
+import (
+	"context"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestClientAddress(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	for remote, want := range map[string]string{"192.0.2.1:80": "192.0.2.1", "[::ffff:192.0.2.2]:9": "192.0.2.2", "[fe80::1%eth0]:1": "fe80::1%eth0", "garbage": ""} {
+		r.RemoteAddr = remote
+		if got := ClientAddr(r); got != want {
+			t.Errorf("%s: %q, want %q", remote, got, want)
+		}
+	}
+	r.RemoteAddr = "192.0.2.1:80"
+	r = r.WithContext(WithClientIP(r.Context(), netip.MustParseAddr("::ffff:198.51.100.7")))
+	if ClientIP(r).String() != "198.51.100.7" || PeerIP(r).String() != "192.0.2.1" {
+		t.Fatalf("resolved %v, peer %v", ClientIP(r), PeerIP(r))
+	}
+}
+
+func TestWriteOAuthError(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteOAuthError(w, 429, "temporarily_unavailable", "slow down")
+	if w.Code != 429 || w.Header().Get("Cache-Control") != "no-store" || strings.TrimSpace(w.Body.String()) != `{"error":"temporarily_unavailable","error_description":"slow down"}` {
+		t.Fatalf("%d %v %s", w.Code, w.Header(), w.Body)
+	}
+}
+
+func TestInfo(t *testing.T) {
+	SetRoute(context.Background(), "x", "y") // no Info: nothing happens
+	ctx, ri := NewContext(context.Background(), "id1")
+	if _, ok := ri.Route(); ok || ri.ClientID() != "" || RequestID(ctx) != "id1" {
+		t.Fatal("fresh Info")
+	}
+	SetRoute(ctx, "fhir.read", "/fhir/{type}/{id}")
+	SetClientID(ctx, "app")
+	if r, ok := ri.Route(); !ok || r.Class != "fhir.read" || ri.ClientID() != "app" {
+		t.Fatalf("%+v %q", r, ri.ClientID())
+	}
+	if PatternPath("GET /fhir/{type}") != "/fhir/{type}" || PatternPath("/x") != "/x" {
+		t.Fatal("PatternPath")
+	}
+}
