@@ -220,11 +220,14 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	}
 	adm.Mount(mux)
 	// Bulk Data export: operations of the FHIR API, behind its stages.
+	fhirHandler := func(h http.HandlerFunc) fhirapi.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error { h(w, r); return nil }
+	}
 	exp.Mount(func(pattern string, h http.HandlerFunc) {
-		api.Handle(interaction.Operation, pattern, func(w http.ResponseWriter, r *http.Request) error {
-			h(w, r)
-			return nil
-		})
+		api.Handle(interaction.Operation, pattern, fhirHandler(h))
+	}, func(pattern string, h http.HandlerFunc) {
+		method, path, _ := strings.Cut(pattern, " ")
+		mux.Handle(method+" "+cfg.FHIRPath()+path, api.Route(interaction.Operation, fhirHandler(h)))
 	})
 	mux.Handle("/", api)
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.

@@ -145,18 +145,20 @@ func (s *Service) Close() {
 	s.jobs.close()
 }
 
-// Mount registers the export routes through handle, with ServeMux patterns
-// relative to the FHIR base ("GET /$export"); the FHIR API's Handle runs
-// its authentication and policy stages before them.
-func (s *Service) Mount(handle func(pattern string, h http.HandlerFunc)) {
+// Mount registers the export routes, with ServeMux patterns relative to
+// the FHIR base: the kick-off operations through op (the FHIR API's
+// routes), the status and file URLs through job (patterns that FHIR's REST
+// grammar would conflict with). Both run the FHIR API's authentication and
+// policy stages before the handler.
+func (s *Service) Mount(op, job func(pattern string, h http.HandlerFunc)) {
 	for _, m := range []string{"GET ", "POST "} {
-		handle(m+"/$export", s.kickOff(levelSystem))
-		handle(m+"/Patient/$export", s.kickOff(levelPatient))
-		handle(m+"/Group/{id}/$export", s.kickOff(levelGroup))
+		op(m+"/$export", s.kickOff(levelSystem))
+		op(m+"/Patient/$export", s.kickOff(levelPatient))
+		op(m+"/Group/{id}/$export", s.kickOff(levelGroup))
 	}
-	handle("GET /$export-status/{job}", s.status)
-	handle("DELETE /$export-status/{job}", s.cancel)
-	handle("GET /$export-file/{job}/{file}", s.download)
+	job("GET /$export-status/{job}", s.status)
+	job("DELETE /$export-status/{job}", s.cancel)
+	job("GET /$export-file/{job}/{file}", s.download)
 }
 
 // Capability adds the export operations and the Bulk Data

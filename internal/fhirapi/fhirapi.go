@@ -158,6 +158,15 @@ func (a *API) Handle(kind interaction.Kind, pattern string, h HandlerFunc) {
 	a.mux.Handle(method+" "+a.prefix+path, &route{a: a, kind: kind, h: h})
 }
 
+// Route returns h as a route of kind behind the stages, for a pattern
+// registered on another ServeMux: URLs below the FHIR base outside FHIR's
+// REST grammar, which its patterns would conflict with ("GET
+// /fhir/$export-status/{job}" against "GET /fhir/{type}/_history"). h
+// negotiates its own media types (a Bulk Data file is NDJSON).
+func (a *API) Route(kind interaction.Kind, h HandlerFunc) http.Handler {
+	return &route{a: a, kind: kind, h: h, own: true}
+}
+
 // routes adds the RESTful routes of R4 http.html.
 func (a *API) routes() {
 	if a.prefix != "" { // the base without its trailing slash
@@ -192,6 +201,7 @@ type route struct {
 	a    *API
 	kind interaction.Kind
 	h    HandlerFunc
+	own  bool // h negotiates its own media types (Route)
 }
 
 type routeKey struct{}
@@ -259,9 +269,11 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := negotiate(r); err != nil {
-		a.writeError(w, r, err)
-		return
+	if !rt.own {
+		if err := negotiate(r); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
 	}
 	if err := rt.h(w, r); err != nil {
 		a.writeError(w, r, err)
