@@ -77,13 +77,15 @@ func TestExportInstances(t *testing.T) {
 	db := pgtest.New(t)
 	dir := t.TempDir()
 	a := newEnv(t, db, "--export-workers", "0")
-	w := lapistest.Start(t, lapistest.Options{Database: db, DataDir: dir, Args: []string{"--export-dir", filepath.Join(a.DataDir, "export"), "--export-rate", "5", "--export-lease", "1s"}})
+	// The instances of one cluster share the key-encryption key.
+	kek := filepath.Join(a.DataDir, "auth-kek")
+	w := lapistest.Start(t, lapistest.Options{Database: db, DataDir: dir, Args: []string{"--kek-file", kek, "--export-dir", filepath.Join(a.DataDir, "export"), "--export-rate", "5", "--export-lease", "1s"}})
 	st := a.start(t, a.sys, slowExport)
 	waitRunning(t, a.Server, a.sys, st)
 	if err := w.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	lapistest.Start(t, lapistest.Options{Database: db, DataDir: dir, Args: []string{"--export-dir", filepath.Join(a.DataDir, "export"), "--export-lease", "1s"}})
+	lapistest.Start(t, lapistest.Options{Database: db, DataDir: dir, Args: []string{"--kek-file", kek, "--export-dir", filepath.Join(a.DataDir, "export"), "--export-lease", "1s"}})
 	m, _ := a.wait(t, a.sys, st)
 	check(t, "taken over by another instance", a.contents(t, a.sys, m), slowWant)
 	if got := attempts(t, a.DataDir, jobID(st)); len(got) != 1 || got[0] != "a2" {
