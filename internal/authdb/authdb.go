@@ -122,9 +122,8 @@ type DB struct {
 	w, r     *sql.DB // writer and readers (the same pool on PostgreSQL)
 	postgres bool
 	q        queries
-	// Prepared hot-path statements (SQLite would otherwise re-parse the
-	// SQL on every call).
-	getClient, getRevoked, activeKID, insertJTI *sql.Stmt
+	// Hot-path statements (stmt.go).
+	getClient, getRevoked, activeKID, insertJTI *stmt
 	// lastPrune is the UnixNano of the last purge of expired rows.
 	lastPrune atomic.Int64
 	// rev is the revocation-log watcher (revlog.go), made on first use.
@@ -153,9 +152,9 @@ func New(ctx context.Context, h *database.DB) (*DB, error) {
 	for _, p := range []struct {
 		db   *sql.DB
 		sql  string
-		stmt **sql.Stmt
+		stmt **stmt
 	}{{d.r, d.q.getClient, &d.getClient}, {d.r, d.q.getRevoked, &d.getRevoked}, {d.r, d.q.activeKID, &d.activeKID}, {d.w, d.q.insertJTI, &d.insertJTI}} {
-		st, err := p.db.PrepareContext(ctx, p.sql)
+		st, err := prepareStmt(ctx, p.db, p.sql, !d.postgres)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("authdb: prepare: %w", err)
@@ -174,10 +173,8 @@ func (d *DB) migrate(ctx context.Context) error {
 func (d *DB) Close() error {
 	d.rev.close()
 	var errs []error
-	for _, st := range []*sql.Stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
+	for _, st := range []*stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
+		errs = append(errs, st.Close())
 	}
 	errs = append(errs, d.CloseOwnedDB())
 	return errors.Join(errs...)

@@ -87,4 +87,7 @@ func TestOpen(t *testing.T) {
 	if _, err := database.Open(ctx, database.Options{URL: "mysql://x"}); !errors.Is(err, database.ErrUnsupportedURL) {
 		t.Errorf("mysql: %v", err)
 	}
+	if _, err := database.Open(ctx, database.Options{URL: "postgres://127.0.0.1/x?pool_max_conns=1"}); err == nil {
+		t.Error("a pool of one connection accepted")
+	}
 }

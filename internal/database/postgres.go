@@ -2,6 +2,7 @@ package database
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -15,12 +16,9 @@ func IsPostgresURL(databaseURL string) bool {
 	return strings.HasPrefix(databaseURL, "postgres://") || strings.HasPrefix(databaseURL, "postgresql://")
 }
 
-// sqlIdleConns is how many pool connections the database/sql view keeps
-// between calls, so that its prepared statements outlive one call.
-const sqlIdleConns = 2
-
 // openPostgres opens the one pool of the database at databaseURL. Its
-// size is the URL's pool_max_conns, by default max(8, 2×GOMAXPROCS).
+// size is the URL's pool_max_conns (at least 2), by default max(8,
+// 2×GOMAXPROCS).
 //
 // Searches are prepared and cached by pgx; with the default plan cache
 // mode PostgreSQL switches to a generic plan after five executions, and
@@ -36,6 +34,10 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		cfg.MaxConns = defaultPostgresConns()
 	}
+	if cfg.MaxConns < 2 {
+		// Migrating holds an advisory-lock session while it writes.
+		return nil, errors.New("database: pool_max_conns must be at least 2")
+	}
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
@@ -46,7 +48,9 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
+	// The database/sql view keeps no connection between calls (a
+	// connection it held idle would be lost to the pool's other users);
+	// pgx caches prepared statements per pool connection.
 	db := stdlib.OpenDBFromPool(pool)
-	db.SetMaxIdleConns(sqlIdleConns)
 	return &DB{Dialect: Postgres, Writer: db, Reader: db, Pool: pool}, nil
 }
