@@ -1,8 +1,8 @@
 // Package app is the composition root of Lapis: it assembles the parts
 // from a config.Config and nothing else does. Open builds the core the
 // admin commands share (the one database handle, the R4 definitions, the
-// store, the validator, the
-// search-index extractor, the search parser and the resource service);
+// store, the validator, the search-index extractor, the search parser
+// and the resource service);
 // NewServer builds a whole server on it (the audit trail, the
 // authorization server, the gateway, the rate limits, authentication and
 // the FHIR API, under one base path), so lapis serve and the tests run
