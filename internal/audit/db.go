@@ -65,15 +65,10 @@ func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
 // NewDB opens the chain table on the process's database handle h and
 // applies its migrations. Close leaves h open.
 func NewDB(ctx context.Context, h *database.DB) (*DB, error) {
-	d := &DB{db: h.Writer, r: h.Reader, postgres: h.Postgres()}
-	if err := d.migrate(ctx); err != nil {
+	if err := migrate.Up(ctx, h.Writer, migrations, h.Postgres(), VersionTable, migrationLockID); err != nil {
 		return nil, fmt.Errorf("audit: migrate: %w", err)
 	}
-	return d, nil
-}
-
-func (d *DB) migrate(ctx context.Context) error {
-	return migrate.Up(ctx, d.db, migrations, d.postgres, VersionTable, migrationLockID)
+	return &DB{db: h.Writer, r: h.Reader, postgres: h.Postgres()}, nil
 }
 
 // Close closes the database handle when OpenDB opened it.
