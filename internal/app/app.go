@@ -1,7 +1,8 @@
 // Package app is the composition root of Lapis: it assembles the parts
 // from a config.Config and nothing else does. Open builds the core the
-// admin commands share (the R4 definitions, the store, the validator, the
-// search-index extractor, the search parser and the resource service);
+// admin commands share (the one database handle, the R4 definitions, the
+// store, the validator, the search-index extractor, the search parser
+// and the resource service);
 // NewServer builds a whole server on it (the audit trail, the
 // authorization server, the gateway, the rate limits, authentication and
 // the FHIR API, under one base path), so lapis serve and the tests run
@@ -10,10 +11,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/profile"
@@ -26,11 +29,16 @@ import (
 
 // App is an assembled Lapis instance without its HTTP listener.
 type App struct {
-	Config   config.Config
+	Config config.Config
+	// DB is the process's one database handle: the store, the audit
+	// chain and the authorization database all use it.
+	DB       *database.DB
 	Registry *definitions.Registry
 	Store    store.Store
 	Service  *resource.Service
 	Logger   *slog.Logger
+	// ownDB: Close closes DB (opened by OpenWith, not passed in Options).
+	ownDB bool
 }
 
 // Options are optional parts of an App.
@@ -39,6 +47,9 @@ type Options struct {
 	// service consults (nil: allow everything, for admin commands acting
 	// on the database directly).
 	Access func(reg *definitions.Registry) resource.Access
+	// DB, when set, is an open database handle the App uses (and does
+	// not close) instead of opening its own.
+	DB *database.DB
 }
 
 // Open builds an App without access control (admin commands, tests). cfg
@@ -57,8 +68,20 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 	if err != nil {
 		return nil, fmt.Errorf("compiling search parameters: %w", err)
 	}
-	st, err := backend.Open(ctx, cfg.Database.URL, cfg.Database.DataDir)
+	db, ownDB := opts.DB, opts.DB == nil
+	if ownDB {
+		if db, err = OpenDB(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	closeDB := func() {
+		if ownDB {
+			db.Close()
+		}
+	}
+	st, err := backend.New(ctx, db)
 	if err != nil {
+		closeDB()
 		return nil, err
 	}
 	var acc resource.Access
@@ -85,9 +108,16 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 	})
 	if err != nil {
 		st.Close()
+		closeDB()
 		return nil, err
 	}
-	return &App{Config: cfg, Registry: reg, Store: st, Service: svc, Logger: logger}, nil
+	return &App{Config: cfg, DB: db, Registry: reg, Store: st, Service: svc, Logger: logger, ownDB: ownDB}, nil
+}
+
+// OpenDB opens the database handle of cfg (for commands that need it
+// without the FHIR store; OpenWith opens its own unless given one).
+func OpenDB(ctx context.Context, cfg config.Config) (*database.DB, error) {
+	return database.Open(ctx, database.Options{URL: cfg.Database.URL, DataDir: cfg.Database.DataDir})
 }
 
 // Ping checks that the database answers (for /readyz).
@@ -113,8 +143,15 @@ func (a *App) RefreshStatistics(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the store.
-func (a *App) Close() error { return a.Store.Close() }
+// Close releases the store, then the database handle if the App opened
+// it.
+func (a *App) Close() error {
+	err := a.Store.Close()
+	if a.ownDB {
+		err = errors.Join(err, a.DB.Close())
+	}
+	return err
+}
 
 // newValidator returns the structural validator, wrapped in the US Core
 // profile checker unless --profile-validation is off.

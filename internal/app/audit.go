@@ -54,7 +54,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 		closeStream()
 		return nil, err
 	}
-	db, err := audit.OpenDB(ctx, cfg.Database.URL, cfg.Database.DataDir)
+	db, err := audit.NewDB(ctx, a.DB)
 	if err != nil {
 		closeStream()
 		return nil, err

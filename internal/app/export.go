@@ -19,8 +19,7 @@ func openExport(ctx context.Context, cfg config.Config, a *App, sink audit.Sink,
 		dir = filepath.Join(cfg.Database.DataDir, "export")
 	}
 	return bulk.Open(ctx, bulk.Config{
-		DatabaseURL: cfg.Database.URL, DataDir: cfg.Database.DataDir,
-		Dir: dir, BaseURL: cfg.FHIRBase(), Service: a.Service, Audit: sink, Logger: log,
+		DB: a.DB, Dir: dir, BaseURL: cfg.FHIRBase(), Service: a.Service, Audit: sink, Logger: log,
 		Workers: e.Workers, MaxJobsPerClient: e.MaxJobsPerClient, Expire: e.Expire, Lease: e.Lease, MaxFileBytes: e.MaxFileBytes, Rate: e.Rate,
 	})
 }

@@ -99,7 +99,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	var auditSink audit.Sink = coalescer
 	auth, err := oauth.Open(ctx, oauth.Options{
 		Issuer:           cfg.FHIRBase(),
-		DatabaseURL:      cfg.Database.URL,
+		Database:         a.DB,
 		DataDir:          cfg.Database.DataDir,
 		KEKFile:          cfg.Auth.KEKFile,
 		KEK:              cfg.Auth.KEK,
@@ -276,7 +276,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Close releases everything NewServer opened, in reverse order: the rate
 // limiter, the client rules' reload, the authorization database, the
-// audit trail (flushed) and the store. Call it after Serve returns.
+// audit trail (flushed), the store and last the database handle they
+// share. Call it after Serve returns.
 func (s *Server) Close() error {
 	s.once.Do(func() {
 		for i := len(s.closers) - 1; i >= 0; i-- {

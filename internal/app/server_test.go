@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/oauth"
@@ -37,8 +39,11 @@ func TestServerBasePath(t *testing.T) {
 			cfg.Server.Addr = ln.Addr().String()
 			cfg.Server.BaseURL = root + "/lapis"
 			cfg.Database.DataDir = t.TempDir()
+			var pgURL string
 			if dialect == "postgres" {
-				cfg.Database.URL = pgtest.New(t)
+				// One pool per process, sized by the URL.
+				pgURL = pgtest.New(t)
+				cfg.Database.URL = withParam(pgURL, "pool_max_conns", "2")
 			}
 			cfg.Audit.Stream = "stdout"
 			if err := cfg.Normalize(true); err != nil {
@@ -172,6 +177,16 @@ func TestServerBasePath(t *testing.T) {
 				}
 			}
 
+			// One database handle: on PostgreSQL the store, the
+			// authorization server and the audit trail hold at most the
+			// pool's two connections, and the store's read-by-id pool
+			// (derived from it) two more.
+			if dialect == "postgres" {
+				if n := backendConns(t, pgURL); n > 4 {
+					t.Errorf("%d connections to the database, want at most 4", n)
+				}
+			}
+
 			// The audit trail classified the read under the path (the
 			// stream is complete once the recorder has closed).
 			shutdown()
@@ -222,4 +237,31 @@ func do(t *testing.T, req *http.Request, status int, v any) {
 
 func TestPatientsIsAPatientLister(t *testing.T) {
 	var _ oauth.PatientLister = Patients{}
+}
+
+// withParam adds the query parameter k=v to the URL u.
+func withParam(u, k, v string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		panic(err)
+	}
+	q := p.Query()
+	q.Set(k, v)
+	p.RawQuery = q.Encode()
+	return p.String()
+}
+
+// backendConns counts the other connections to the database of u.
+func backendConns(t *testing.T, u string) int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

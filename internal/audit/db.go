@@ -48,45 +48,31 @@ type Row struct {
 // its link in its instance's hash chain. It lives in the same database as
 // the FHIR store (SQLite file or PostgreSQL), with its own migrations.
 type DB struct {
-	db       *sql.DB // writer (one connection on SQLite)
-	r        *sql.DB // readers (the same pool on PostgreSQL)
-	postgres bool
+	db             *sql.DB // writer (one connection on SQLite)
+	r              *sql.DB // readers (the same pool on PostgreSQL)
+	postgres       bool
+	database.Owned // the handle OpenDB opened (none: NewDB's caller owns it)
 }
 
-// OpenDB opens the chain table in the database named by databaseURL (the
-// rules of backend.Open) and applies its migrations.
+// OpenDB opens the database named by databaseURL (database.Open) and the
+// chain table on it; Close closes that handle too. For tools and tests
+// that use the chain table alone; a process that uses more of the
+// database opens one handle and calls NewDB.
 func OpenDB(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
-	// Like the FHIR store's writer, the SQLite writer never checkpoints
-	// on the commit path: the store's background checkpointer does it (a
-	// write's response waits for this connection's commits).
-	p, err := database.OpenPools(databaseURL, dataDir, database.PoolOptions{
-		PostgresConns:       4,
-		SQLiteReaders:       2,
-		SQLiteWriterPragmas: []string{"wal_autocheckpoint(0)"},
-	})
-	if err != nil {
-		return nil, err
-	}
-	d := &DB{db: p.W, r: p.R, postgres: p.Postgres}
-	if err := d.migrate(ctx); err != nil {
-		d.Close()
+	return database.Build(ctx, database.Options{URL: databaseURL, DataDir: dataDir}, NewDB)
+}
+
+// NewDB opens the chain table on the process's database handle h and
+// applies its migrations. Close leaves h open.
+func NewDB(ctx context.Context, h *database.DB) (*DB, error) {
+	if err := migrate.Up(ctx, h.Writer, migrations, h.Postgres(), VersionTable, migrationLockID); err != nil {
 		return nil, fmt.Errorf("audit: migrate: %w", err)
 	}
-	return d, nil
+	return &DB{db: h.Writer, r: h.Reader, postgres: h.Postgres()}, nil
 }
 
-func (d *DB) migrate(ctx context.Context) error {
-	return migrate.Up(ctx, d.db, migrations, d.postgres, VersionTable, migrationLockID)
-}
-
-// Close closes the connection pools.
-func (d *DB) Close() error {
-	err := d.db.Close()
-	if d.r != d.db {
-		err = errors.Join(err, d.r.Close())
-	}
-	return err
-}
+// Close closes the database handle when OpenDB opened it.
+func (d *DB) Close() error { return d.CloseOwnedDB() }
 
 // SQL returns the underlying pool (tests use it to tamper with records).
 func (d *DB) SQL() *sql.DB { return d.db }

@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -123,38 +122,39 @@ type DB struct {
 	w, r     *sql.DB // writer and readers (the same pool on PostgreSQL)
 	postgres bool
 	q        queries
-	// Prepared hot-path statements (SQLite would otherwise re-parse the
-	// SQL on every call).
-	getClient, getRevoked, activeKID, insertJTI *sql.Stmt
+	// Hot-path statements (stmt.go).
+	getClient, getRevoked, activeKID, insertJTI *stmt
 	// lastPrune is the UnixNano of the last purge of expired rows.
 	lastPrune atomic.Int64
 	// rev is the revocation-log watcher (revlog.go), made on first use.
 	rev revHolder
+	// Owned is the handle Open opened (none: New's caller owns it).
+	database.Owned
 }
 
-// Open opens the authorization store named by databaseURL (same rules as
-// backend.Open: postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db)
-// and applies its migrations.
+// Open opens the database named by databaseURL (database.Open:
+// postgres://, sqlite:PATH, or "" for <dataDir>/lapis.db) and the
+// authorization store on it; Close closes that handle too. For tools and
+// tests that use the authorization store alone; a process that uses more
+// of the database opens one handle and calls New.
 func Open(ctx context.Context, databaseURL, dataDir string) (*DB, error) {
-	p, err := database.OpenPools(databaseURL, dataDir, database.PoolOptions{
-		PostgresConns: max(8, 2*runtime.GOMAXPROCS(0)),
-		SQLiteReaders: max(4, runtime.GOMAXPROCS(0)),
-	})
-	if err != nil {
-		return nil, err
-	}
-	d := &DB{w: p.W, r: p.R, postgres: p.Postgres}
+	return database.Build(ctx, database.Options{URL: databaseURL, DataDir: dataDir}, New)
+}
+
+// New builds the authorization store on the process's database handle h
+// and applies its migrations. Close leaves h open.
+func New(ctx context.Context, h *database.DB) (*DB, error) {
+	d := &DB{w: h.Writer, r: h.Reader, postgres: h.Postgres()}
 	if err := d.migrate(ctx); err != nil {
-		d.Close()
 		return nil, fmt.Errorf("authdb: migrate: %w", err)
 	}
 	d.q = newQueries(d.postgres)
 	for _, p := range []struct {
 		db   *sql.DB
 		sql  string
-		stmt **sql.Stmt
+		stmt **stmt
 	}{{d.r, d.q.getClient, &d.getClient}, {d.r, d.q.getRevoked, &d.getRevoked}, {d.r, d.q.activeKID, &d.activeKID}, {d.w, d.q.insertJTI, &d.insertJTI}} {
-		st, err := p.db.PrepareContext(ctx, p.sql)
+		st, err := prepareStmt(ctx, p.db, p.sql, !d.postgres)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("authdb: prepare: %w", err)
@@ -168,21 +168,15 @@ func (d *DB) migrate(ctx context.Context) error {
 	return migrate.Up(ctx, d.w, migrations, d.postgres, VersionTable, migrationLockID)
 }
 
-// Close closes the connection pools.
+// Close stops the revocation watcher and closes the prepared statements
+// (and the database handle when Open opened it).
 func (d *DB) Close() error {
 	d.rev.close()
 	var errs []error
-	for _, st := range []*sql.Stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
+	for _, st := range []*stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
+		errs = append(errs, st.Close())
 	}
-	if d.w != nil {
-		errs = append(errs, d.w.Close())
-	}
-	if d.r != nil && d.r != d.w {
-		errs = append(errs, d.r.Close())
-	}
+	errs = append(errs, d.CloseOwnedDB())
 	return errors.Join(errs...)
 }
 

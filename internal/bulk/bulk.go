@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
@@ -45,9 +46,9 @@ const (
 
 // Config configures the export service.
 type Config struct {
-	// DatabaseURL and DataDir name the database of the job table (the
-	// rules of backend.Open).
-	DatabaseURL, DataDir string
+	// DB is the process's database handle: the job table lives beside
+	// the FHIR store (the SQLite file or the PostgreSQL database).
+	DB *database.DB
 	// Dir holds the output files (required).
 	Dir string
 	// BaseURL is the public FHIR base URL (status and file URLs).
@@ -112,7 +113,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	j, err := openJobs(ctx, cfg.DatabaseURL, cfg.DataDir)
+	j, err := openJobs(ctx, cfg.DB)
 	if err != nil {
 		return nil, err
 	}
@@ -138,11 +139,10 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 }
 
 // Close stops the workers (a job being run stays claimed until its lease
-// expires, then any instance resumes it) and closes the job table.
+// expires, then any instance resumes it).
 func (s *Service) Close() {
 	s.stop()
 	s.wg.Wait()
-	s.jobs.close()
 }
 
 // Mount registers the export routes, with ServeMux patterns relative to

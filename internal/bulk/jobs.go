@@ -60,25 +60,14 @@ type jobs struct {
 	postgres bool
 }
 
-func openJobs(ctx context.Context, databaseURL, dataDir string) (*jobs, error) {
-	p, err := database.OpenPools(databaseURL, dataDir, database.PoolOptions{PostgresConns: 4, SQLiteReaders: 2})
-	if err != nil {
-		return nil, err
-	}
-	j := &jobs{w: p.W, r: p.R, postgres: p.Postgres}
+// openJobs migrates the job table on the process's database handle (which
+// its owner closes).
+func openJobs(ctx context.Context, h *database.DB) (*jobs, error) {
+	j := &jobs{w: h.Writer, r: h.Reader, postgres: h.Postgres()}
 	if err := migrate.Up(ctx, j.w, migrations, j.postgres, VersionTable, migrationLockID); err != nil {
-		j.close()
 		return nil, fmt.Errorf("export: migrate: %w", err)
 	}
 	return j, nil
-}
-
-func (j *jobs) close() error {
-	err := j.w.Close()
-	if j.r != j.w {
-		err = errors.Join(err, j.r.Close())
-	}
-	return err
 }
 
 func (j *jobs) q(s string) string { return database.Rebind(j.postgres, s) }

@@ -15,6 +15,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // The admin commands (client, user, grants, apikey) act on the local
@@ -80,14 +81,20 @@ func localAdmin(e *env, f dbFlags, fn func(ctx context.Context, s *admin.Service
 	if err != nil {
 		return err
 	}
-	db, err := authdb.Open(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
+	// One database handle for the command: the authorization store, the
+	// command's audit chain and, when asked, the FHIR store.
+	h, err := app.OpenDB(e.ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	db, err := authdb.New(e.ctx, h)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	rec := &commandAudit{cfg: cfg}
-	defer rec.close()
-	recs := &storeRecords{e: e, f: f}
+	rec := &commandAudit{cfg: cfg, h: h}
+	recs := &storeRecords{e: e, f: f, h: h}
 	defer recs.close()
 	s := admin.New(admin.Config{Store: db, Audit: rec, Logger: newLogger(e, "warn"), Records: recs})
 	return flagWording(fn(admin.WithActor(e.ctx, admin.CommandActor()), s))
@@ -98,26 +105,20 @@ func localAdmin(e *env, f dbFlags, fn func(ctx context.Context, s *admin.Service
 // first event so that reads touch nothing. One command uses it at a time.
 type commandAudit struct {
 	cfg config.Config
-	db  *audit.DB
+	h   *database.DB
 	d   *audit.Direct
 }
 
 // Commit implements admin.Auditor.
 func (a *commandAudit) Commit(ctx context.Context, ev audit.Event) error {
 	if a.d == nil {
-		db, err := audit.OpenDB(ctx, a.cfg.Database.URL, a.cfg.Database.DataDir)
+		db, err := audit.NewDB(ctx, a.h)
 		if err != nil {
 			return err
 		}
-		a.db, a.d = db, audit.NewDirect(db, a.cfg.FHIRBase())
+		a.d = audit.NewDirect(db, a.cfg.FHIRBase())
 	}
 	return a.d.Commit(ctx, ev)
-}
-
-func (a *commandAudit) close() {
-	if a.db != nil {
-		a.db.Close()
-	}
 }
 
 // fieldFlags are the command-line names of the request fields the
@@ -194,13 +195,18 @@ func readFileLimited(name string) ([]byte, error) {
 type storeRecords struct {
 	e   *env
 	f   dbFlags
+	h   *database.DB // the command's database handle
 	app *app.App
 }
 
 // RecordExists implements oauth.RecordChecker.
 func (r *storeRecords) RecordExists(ctx context.Context, typ, id string) (bool, error) {
 	if r.app == nil {
-		a, _, err := openApp(r.e, r.f)
+		cfg, err := r.f.config()
+		if err != nil {
+			return false, err
+		}
+		a, err := app.OpenWith(ctx, cfg, newLogger(r.e, "warn"), app.Options{DB: r.h})
 		if err != nil {
 			return false, err
 		}

@@ -75,11 +75,10 @@ func (c *auditVerifyCmd) Run(e *env) error {
 		return err
 	}
 	defer a.Close()
-	db, err := audit.OpenDB(e.ctx, cfg.Database.URL, cfg.Database.DataDir)
+	db, err := audit.NewDB(e.ctx, a.DB)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
 	ex, err := extract.New(a.Registry, cfg.FHIRBase())
 	if err != nil {
 		return err

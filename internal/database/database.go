@@ -1,10 +1,10 @@
-// Package database names the database of a Lapis configuration (the
+// Package database opens the one database handle of a Lapis process
+// (Open → DB: its dialect, one writer and the readers) that the FHIR
+// store, the authorization database and the audit chain share, each with
+// its own migrations; it names the database of a configuration (the
 // SQLite file of a "sqlite:"/"file:" URL or of a data directory, or a
-// PostgreSQL URL), opens the database/sql pools of the packages that keep
-// their own tables in it (OpenPools: the authorization database, the audit
-// chain) and numbers placeholders per dialect (Rebind). It sits below
-// every package that opens that database and imports none of them;
-// package store/backend opens the FHIR store itself.
+// PostgreSQL URL) and numbers placeholders per dialect (Rebind). It sits
+// below every package that uses the database and imports none of them.
 package database
 
 import (

@@ -52,6 +52,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
@@ -256,8 +257,11 @@ func New(cfg Config) (*Server, error) {
 type Options struct {
 	// Issuer is the FHIR base URL (config.Config.FHIRBase()).
 	Issuer string
-	// DatabaseURL and DataDir select the database as for the FHIR store.
-	DatabaseURL, DataDir string
+	// Database is the process's database handle, where the authorization
+	// database's tables are (its migrations run on Open).
+	Database *database.DB
+	// DataDir is the data directory (of the key-encryption key).
+	DataDir string
 	// KEKFile is the key-encryption-key file (default DataDir/auth-kek).
 	KEKFile string
 	// KEK is the key-encryption key itself (64 hex digits, LAPIS_KEK);
@@ -277,10 +281,14 @@ type Options struct {
 	Audit audit.Sink
 }
 
-// Open opens the authorization database, loads (or creates) the signing
-// keys and returns a ready Server; Close releases the database.
+// Open opens the authorization database on opts.Database, loads (or
+// creates) the signing keys and returns a ready Server; Close releases
+// the authorization database (not the handle).
 func Open(ctx context.Context, opts Options) (*Server, error) {
-	db, err := authdb.Open(ctx, opts.DatabaseURL, opts.DataDir)
+	if opts.Database == nil {
+		return nil, errors.New("oauth: no database")
+	}
+	db, err := authdb.New(ctx, opts.Database)
 	if err != nil {
 		return nil, err
 	}

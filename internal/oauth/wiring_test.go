@@ -34,7 +34,7 @@ func TestWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	auth, err := oauth.Open(ctx, oauth.Options{Issuer: cfg.FHIRBase(), DatabaseURL: cfg.Database.URL, DataDir: cfg.Database.DataDir, Logger: log})
+	auth, err := oauth.Open(ctx, oauth.Options{Issuer: cfg.FHIRBase(), Database: a.DB, DataDir: cfg.Database.DataDir, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

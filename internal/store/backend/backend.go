@@ -1,15 +1,13 @@
-// Package backend opens the configured store: PostgreSQL for a
-// postgres:// URL, otherwise the embedded SQLite database. Opening runs the
-// embedded schema migrations, which is safe while other processes (a
-// running server, admin commands) open the same database.
+// Package backend builds the configured store on the process's database
+// handle: PostgreSQL or the embedded SQLite database. Building it runs the
+// store's embedded schema migrations, which is safe while other processes
+// (a running server, admin commands) open the same database.
 package backend
 
 import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/database"
@@ -18,7 +16,18 @@ import (
 	"github.com/lapis-health/lapis/internal/store/sqlite"
 )
 
-// Open opens the store named by databaseURL:
+// New builds the FHIR store of db's dialect on db; closing the store
+// leaves db open.
+func New(ctx context.Context, db *database.DB) (store.Store, error) {
+	if db.Postgres() {
+		return postgres.New(ctx, db, postgres.Options{})
+	}
+	return sqlite.New(ctx, db, sqlite.Options{})
+}
+
+// Open opens the database named by databaseURL and builds the store on
+// it; closing the store closes that handle. For tests and tools that use
+// the FHIR store alone:
 //
 //   - "postgres://..." or "postgresql://...": PostgreSQL;
 //   - "": SQLite at <dataDir>/lapis.db (dataDir is created with mode 0700);
@@ -29,23 +38,10 @@ func Open(ctx context.Context, databaseURL, dataDir string) (store.Store, error)
 	switch {
 	case database.IsPostgresURL(databaseURL):
 		return postgres.Open(ctx, databaseURL)
-	case databaseURL == "":
-		if dataDir == "" {
-			return nil, fmt.Errorf("database: no database URL and no data directory")
-		}
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("database: %w", err)
-		}
-		return sqlite.Open(ctx, filepath.Join(dataDir, database.SQLiteFile))
-	case strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
-		path, err := database.SQLitePath(databaseURL)
+	case databaseURL == "", strings.HasPrefix(databaseURL, "sqlite:"), strings.HasPrefix(databaseURL, "file:"):
+		path, err := database.SQLiteFilePath(databaseURL, dataDir)
 		if err != nil {
 			return nil, err
-		}
-		if dir := filepath.Dir(path); dir != "" {
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return nil, fmt.Errorf("database: %w", err)
-			}
 		}
 		return sqlite.Open(ctx, path)
 	}

@@ -9,6 +9,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -17,10 +18,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
 )
@@ -36,51 +37,44 @@ type Options struct {
 
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
-	stopSnapshots func() // stops the background paging-snapshot writer
-	pool          *pgxpool.Pool
-	reads         *pgxpool.Pool // Read and VRead (read.go)
-	eng           *sqlgen.Engine
-	stats         sqlgen.StatsSchedule // when Update runs ANALYZE
+	stopSnapshots  func() // stops the background paging-snapshot writer
+	pool           *pgxpool.Pool
+	reads          *pgxpool.Pool // Read and VRead (read.go)
+	eng            *sqlgen.Engine
+	stats          sqlgen.StatsSchedule // when Update runs ANALYZE
+	database.Owned                      // the handle Open opened (none: New's caller owns it)
 }
 
 var _ store.Store = (*Store)(nil)
 
 // Open connects to the database at url (postgres://...) and migrates its
-// schema.
+// schema; the Store owns that database handle and closes it.
 func Open(ctx context.Context, url string) (*Store, error) {
-	return OpenWith(ctx, url, Options{})
+	return database.Build(ctx, database.Options{URL: url}, func(ctx context.Context, h *database.DB) (*Store, error) { return New(ctx, h, Options{}) })
 }
 
-// OpenWith is Open with options.
-func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
+// New builds the store on the process's database handle db (a PostgreSQL
+// one): searches, history and writes on its pool, and Read and VRead on
+// a pool of their own derived from it (read.go), and migrates the
+// store's schema. Close leaves db open.
+func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
+	if db.Dialect != database.Postgres {
+		return nil, errors.New("postgres: not a PostgreSQL database")
 	}
-	// Search SQL is prepared and cached by pgx; with the default plan cache
-	// mode PostgreSQL switches to a generic plan after five executions, and
-	// for searches the generic plan (blind to the values: which patient,
-	// which code) is often orders of magnitude slower. Plan every execution
-	// with its values.
-	if cfg.ConnConfig.RuntimeParams == nil {
-		cfg.ConnConfig.RuntimeParams = map[string]string{}
-	}
-	_, planModeSet := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]
-	readCfg := readPoolConfig(cfg, planModeSet)
-	if !planModeSet {
-		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	if err := migrate(ctx, pool); err != nil {
-		pool.Close()
+	pool := db.Pool
+	if err := migrate(ctx, db.Writer); err != nil {
 		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	reads, err := pgxpool.NewWithConfig(ctx, readCfg)
+	// The handle plans every execution with its values unless the URL
+	// chose a plan cache mode (database.Open); Read and VRead keep
+	// generic plans.
+	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
 	if err != nil {
-		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	_, planModeSet := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]
+	reads, err := pgxpool.NewWithConfig(ctx, readPoolConfig(pool.Config(), planModeSet))
+	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	st := &Store{pool: pool, reads: reads, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
@@ -91,7 +85,6 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 	var rows int64
 	if err := pool.QueryRow(ctx, "SELECT COALESCE(MAX(rid), 0) FROM resources").Scan(&rows); err != nil {
 		reads.Close()
-		pool.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	st.stats.Reset(rows)
@@ -101,7 +94,7 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 
 // migrate applies the embedded goose migrations under a PostgreSQL
 // advisory lock, so processes opening the database together take turns.
-func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+func migrate(ctx context.Context, db *sql.DB) error {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return err
@@ -110,8 +103,6 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
 	if err != nil {
 		return err
@@ -120,14 +111,14 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return err
 }
 
-// Close closes the connection pools.
+// Close stops the store and closes its read pool (and the database
+// handle when Open opened it).
 func (s *Store) Close() error {
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
 	}
 	s.reads.Close()
-	s.pool.Close()
-	return nil
+	return s.CloseOwnedDB()
 }
 
 // Pool returns the connection pool (for tests and diagnostics).

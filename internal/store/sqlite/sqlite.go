@@ -14,8 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"runtime"
 	"sync"
 	"time"
 
@@ -34,8 +32,8 @@ var migrations embed.FS
 type Options struct {
 	// SnapshotCap overrides sqlgen.SnapshotCap when positive (tests).
 	SnapshotCap int
-	// Readers is the size of the read connection pool (default
-	// max(4, GOMAXPROCS)).
+	// Readers is the size of the read connection pool of the handle
+	// Open and OpenWith open (default max(4, GOMAXPROCS)).
 	Readers int
 }
 
@@ -59,66 +57,44 @@ type Store struct {
 	stats sqlgen.StatsSchedule // when planner statistics are refreshed
 
 	ins map[insKey]*sql.Stmt // multi-row index INSERTs on w, prepared at Open
+
+	database.Owned // the handle Open opened (none: New's caller owns it)
 }
 
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the SQLite database at path and migrates
-// its schema.
+// its schema; the Store owns that database handle and closes it.
 func Open(ctx context.Context, path string) (*Store, error) {
 	return OpenWith(ctx, path, Options{})
 }
 
-// dsn is database.SQLiteDSN with the FHIR store's own pragmas.
-func dsn(path string, extra ...string) string {
-	return database.SQLiteDSN(path, append([]string{
-		"_pragma", "foreign_keys(1)",
-		"_pragma", "cache_size(-32000)",
-		"_pragma", "mmap_size(268435456)",
-		"_pragma", "temp_store(MEMORY)",
-	}, extra...)...)
-}
-
 // OpenWith is Open with options.
 func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
-	// The writer does not checkpoint the WAL itself (wal_autocheckpoint 0):
-	// a background checkpointer does, off the write path.
-	w, err := sql.Open("sqlite", dsn(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)", "_pragma", "wal_autocheckpoint(0)"))
-	if err != nil {
-		return nil, err
+	return database.Build(ctx, database.Options{SQLiteFile: path, SQLiteReaders: opts.Readers}, func(ctx context.Context, h *database.DB) (*Store, error) { return New(ctx, h, opts) })
+}
+
+// New builds the store on the process's database handle db (a SQLite
+// one): its writer and readers, plus the store's own side connections
+// (the raw readers of Read and VRead, the snapshot writer and WAL
+// checkpointer), and migrates the store's schema. Close leaves db open;
+// opts.Readers is ignored (the handle sizes the readers).
+func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
+	if db.Dialect != database.SQLite {
+		return nil, errors.New("sqlite: not a SQLite database")
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
+	w, r := db.Writer, db.Reader
 	if err := migrateSchema(ctx, w); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
+		return nil, fmt.Errorf("sqlite: migrate %s: %w", db.Path, err)
 	}
-	r, err := sql.Open("sqlite", dsn(path, "_pragma", "query_only(1)"))
+	n := db.SQLiteReaders()
+	raw, err := openRawPool(r.Driver(), db.SQLiteReaderDSN(), n)
 	if err != nil {
-		w.Close()
 		return nil, err
 	}
-	n := opts.Readers
-	if n <= 0 {
-		n = max(4, runtime.GOMAXPROCS(0))
-	}
-	r.SetMaxOpenConns(n)
-	r.SetMaxIdleConns(n)
-	r.SetConnMaxIdleTime(0)
-	r.SetConnMaxLifetime(0)
-	raw, err := openRawPool(r.Driver(), dsn(path, "_pragma", "query_only(1)"), n)
-	if err != nil {
-		w.Close()
-		r.Close()
-		return nil, err
-	}
-	sw, err := sql.Open("sqlite", dsn(path))
+	sw, err := sql.Open("sqlite", db.SQLiteConnDSN())
 	if err != nil {
 		raw.close()
-		w.Close()
-		r.Close()
 		return nil, err
 	}
 	sw.SetMaxOpenConns(1)
@@ -128,13 +104,6 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
 	s.stmts = newStmtCache(r, 512)
 	s.stopCheckpoints = s.startCheckpointer(sw)
-	// The database holds patient data: readable by its owner only.
-	for _, f := range []string{path, path + "-wal", path + "-shm"} {
-		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.Close()
-			return nil, fmt.Errorf("sqlite: %w", err)
-		}
-	}
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -165,7 +134,8 @@ func migrateSchema(ctx context.Context, db *sql.DB) error {
 	return migrate.UpDir(ctx, db, fsys, false, "", 0)
 }
 
-// Close closes both connection pools.
+// Close stops the store and closes its own connections (and the database
+// handle when Open opened it).
 func (s *Store) Close() error {
 	var errs []error
 	if s.stopSnapshots != nil {
@@ -186,16 +156,13 @@ func (s *Store) Close() error {
 	for _, st := range s.ins {
 		errs = append(errs, st.Close())
 	}
-	if s.r != nil {
-		if _, err := s.w.Exec("PRAGMA optimize"); err != nil {
-			errs = append(errs, err)
-		}
-		errs = append(errs, s.r.Close())
+	if _, err := s.w.Exec("PRAGMA optimize"); err != nil {
+		errs = append(errs, err)
 	}
 	if s.sw != nil {
 		errs = append(errs, s.sw.Close())
 	}
-	errs = append(errs, s.w.Close())
+	errs = append(errs, s.CloseOwnedDB())
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,148 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"runtime"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Dialect is the SQL dialect of a database.
+type Dialect string
+
+// The dialects Lapis runs on.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// ErrUnsupportedURL is returned for a database URL of another scheme.
+var ErrUnsupportedURL = errors.New("database: unsupported database URL scheme")
+
+// Options select and size the database of Open.
+type Options struct {
+	// URL is a postgres:// URL, a sqlite:PATH or file:PATH URL, or empty
+	// for the SQLite file SQLiteFile in DataDir.
+	URL string
+	// DataDir is the data directory (created 0700 when missing).
+	DataDir string
+	// SQLiteFile, when set, is the SQLite file to open (URL and DataDir
+	// are then ignored).
+	SQLiteFile string
+	// SQLiteReaders is the size of the SQLite reader pool (0: max(4,
+	// GOMAXPROCS)).
+	SQLiteReaders int
+}
+
+// DB is the one handle of a process on its database, shared by every
+// package that keeps tables there (the FHIR store, the authorization
+// database, the audit chain); each applies its own migrations to it.
+//
+// On SQLite it is one file with one writer connection (Writer: every
+// transaction BEGIN IMMEDIATE, no automatic WAL checkpoint — the FHIR
+// store checkpoints in the background) and a pool of query_only readers
+// (Reader), every connection with the same pragmas. On PostgreSQL it is
+// one pgxpool (Pool) and a database/sql view of it (Writer and Reader
+// are the same *sql.DB).
+type DB struct {
+	// Dialect is the database's SQL dialect.
+	Dialect Dialect
+	// Writer writes: one connection on SQLite.
+	Writer *sql.DB
+	// Reader reads: query_only connections on SQLite; Writer on
+	// PostgreSQL.
+	Reader *sql.DB
+	// Pool is the PostgreSQL connection pool (nil on SQLite).
+	Pool *pgxpool.Pool
+	// Path is the SQLite file (empty on PostgreSQL).
+	Path string
+}
+
+// Open opens the database named by o: PostgreSQL for a postgres:// URL,
+// else the SQLite file of SQLiteFilePath. The caller closes it once,
+// after every package using it has stopped.
+func Open(ctx context.Context, o Options) (*DB, error) {
+	if o.SQLiteFile != "" {
+		return OpenSQLite(ctx, o.SQLiteFile, o.SQLiteReaders)
+	}
+	if IsPostgresURL(o.URL) {
+		return openPostgres(ctx, o.URL)
+	}
+	if o.URL != "" && !strings.HasPrefix(o.URL, "sqlite:") && !strings.HasPrefix(o.URL, "file:") {
+		return nil, ErrUnsupportedURL
+	}
+	path, err := SQLiteFilePath(o.URL, o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return OpenSQLite(ctx, path, o.SQLiteReaders)
+}
+
+// Postgres reports whether the database is PostgreSQL.
+func (d *DB) Postgres() bool { return d.Dialect == Postgres }
+
+// Rebind returns query with its ? placeholders in the dialect's form
+// (Rebind).
+func (d *DB) Rebind(query string) string { return Rebind(d.Postgres(), query) }
+
+// Close closes the pools.
+func (d *DB) Close() error {
+	var err error
+	if d.Writer != nil {
+		err = d.Writer.Close()
+	}
+	if d.Reader != nil && d.Reader != d.Writer {
+		err = errors.Join(err, d.Reader.Close())
+	}
+	if d.Pool != nil {
+		d.Pool.Close()
+	}
+	return err
+}
+
+// defaultReaders is the default size of the SQLite reader pool.
+func defaultReaders() int { return max(4, runtime.GOMAXPROCS(0)) }
+
+// defaultPostgresConns is the PostgreSQL pool size when the URL does not
+// set pool_max_conns: room for the FHIR store's searches and writes, the
+// authorization database and the audit recorder together.
+func defaultPostgresConns() int32 { return int32(max(8, 2*runtime.GOMAXPROCS(0))) }
+
+// Owned is embedded by the parts that can be built on a handle of their
+// own (Build) as well as on the process's shared one: it remembers the
+// handle Build opened for them, which their Close closes
+// (CloseOwnedDB).
+type Owned struct{ h *DB }
+
+// OwnDB makes h the handle CloseOwnedDB closes.
+func (o *Owned) OwnDB(h *DB) { o.h = h }
+
+// CloseOwnedDB closes the handle of OwnDB, if any.
+func (o *Owned) CloseOwnedDB() error {
+	if o.h == nil {
+		return nil
+	}
+	return o.h.Close()
+}
+
+// Build opens the database named by o and builds one user of it on that
+// handle (build is e.g. authdb.New), which then owns it (OwnDB): for
+// tools and tests that use one part of the database alone. On an error
+// the handle is closed.
+func Build[T interface{ OwnDB(*DB) }](ctx context.Context, o Options, build func(context.Context, *DB) (T, error)) (T, error) {
+	var zero T
+	h, err := Open(ctx, o)
+	if err != nil {
+		return zero, err
+	}
+	v, err := build(ctx, h)
+	if err != nil {
+		h.Close()
+		return zero, err
+	}
+	v.OwnDB(h)
+	return v, nil
+}

@@ -1,0 +1,93 @@
+package database_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+)
+
+func TestRebind(t *testing.T) {
+	const q = "SELECT a FROM t WHERE b = ? AND c IN (?, ?)"
+	if got := database.Rebind(false, q); got != q {
+		t.Errorf("SQLite: %q", got)
+	}
+	if got, want := database.Rebind(true, q), "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)"; got != want {
+		t.Errorf("PostgreSQL: %q, want %q", got, want)
+	}
+}
+
+// TestOpen checks the handle on both dialects: the writer writes, the
+// readers read what it wrote and, on SQLite, cannot write; the SQLite
+// file is in the data directory, owner-only, in WAL mode, its one writer
+// begins IMMEDIATE and does not checkpoint on commit.
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	for name, url := range map[string]string{"sqlite": "", "postgres": pgtest.New(t)} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			h, err := database.Open(ctx, database.Options{URL: url, DataDir: dir, SQLiteReaders: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			if h.Postgres() != (name == "postgres") || (h.Pool != nil) != h.Postgres() {
+				t.Fatalf("dialect %q, pool %v", h.Dialect, h.Pool != nil)
+			}
+			if _, err := h.Writer.ExecContext(ctx, "CREATE TABLE pools_t (v INTEGER)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Writer.ExecContext(ctx, h.Rebind("INSERT INTO pools_t (v) VALUES (?)"), 7); err != nil {
+				t.Fatal(err)
+			}
+			var v int
+			if err := h.Reader.QueryRowContext(ctx, "SELECT v FROM pools_t").Scan(&v); err != nil || v != 7 {
+				t.Fatalf("reader: %d %v", v, err)
+			}
+			if h.Postgres() {
+				if err := h.Pool.QueryRow(ctx, "SELECT v FROM pools_t").Scan(&v); err != nil || v != 7 {
+					t.Fatalf("pool: %d %v", v, err)
+				}
+				var mode string
+				if err := h.Pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "force_custom_plan" {
+					t.Errorf("plan_cache_mode %q %v", mode, err)
+				}
+				return
+			}
+			if n := h.Writer.Stats().MaxOpenConnections; n != 1 {
+				t.Errorf("%d writer connections", n)
+			}
+			if n := h.SQLiteReaders(); n != 2 {
+				t.Errorf("%d readers", n)
+			}
+			if _, err := h.Reader.ExecContext(ctx, "INSERT INTO pools_t (v) VALUES (8)"); err == nil {
+				t.Error("a reader wrote")
+			}
+			var mode string
+			if err := h.Reader.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+				t.Errorf("journal_mode %q %v", mode, err)
+			}
+			var ac int
+			if err := h.Writer.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&ac); err != nil || ac != 0 {
+				t.Errorf("writer wal_autocheckpoint %d %v", ac, err)
+			}
+			fi, err := os.Stat(filepath.Join(dir, database.SQLiteFile))
+			if err != nil {
+				t.Fatalf("the SQLite file is not in the data directory: %v", err)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("mode %v", fi.Mode().Perm())
+			}
+		})
+	}
+	if _, err := database.Open(ctx, database.Options{URL: "mysql://x"}); !errors.Is(err, database.ErrUnsupportedURL) {
+		t.Errorf("mysql: %v", err)
+	}
+	if _, err := database.Open(ctx, database.Options{URL: "postgres://127.0.0.1/x?pool_max_conns=1"}); err == nil {
+		t.Error("a pool of one connection accepted")
+	}
+}

@@ -1,0 +1,56 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// IsPostgresURL reports whether databaseURL names a PostgreSQL database
+// (a postgres:// or postgresql:// URL).
+func IsPostgresURL(databaseURL string) bool {
+	return strings.HasPrefix(databaseURL, "postgres://") || strings.HasPrefix(databaseURL, "postgresql://")
+}
+
+// openPostgres opens the one pool of the database at databaseURL. Its
+// size is the URL's pool_max_conns (at least 2), by default max(8,
+// 2×GOMAXPROCS).
+//
+// Searches are prepared and cached by pgx; with the default plan cache
+// mode PostgreSQL switches to a generic plan after five executions, and
+// for searches the generic plan (blind to the values: which patient,
+// which code) is often orders of magnitude slower. So every execution is
+// planned with its values (plan_cache_mode force_custom_plan), unless the
+// URL sets plan_cache_mode.
+func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = defaultPostgresConns()
+	}
+	if cfg.MaxConns < 2 {
+		// Migrating holds an advisory-lock session while it writes.
+		return nil, errors.New("database: pool_max_conns must be at least 2")
+	}
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !ok {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	// The database/sql view keeps no connection between calls (a
+	// connection it held idle would be lost to the pool's other users);
+	// pgx caches prepared statements per pool connection.
+	db := stdlib.OpenDBFromPool(pool)
+	return &DB{Dialect: Postgres, Writer: db, Reader: db, Pool: pool}, nil
+}

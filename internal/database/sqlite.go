@@ -1,0 +1,103 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// sqlitePragmas are the pragmas of every Lapis connection to a SQLite
+// file, set here once: a 10 s busy timeout (another process writing),
+// WAL, synchronous NORMAL, foreign keys, a 32 MB page cache, a 256 MB
+// memory map, temporary tables in memory.
+var sqlitePragmas = []string{
+	"busy_timeout(10000)",
+	"journal_mode(WAL)",
+	"synchronous(NORMAL)",
+	"foreign_keys(1)",
+	"cache_size(-32000)",
+	"mmap_size(268435456)",
+	"temp_store(MEMORY)",
+}
+
+// OpenSQLite opens the SQLite file at path (creating it, mode 0600):
+// one writer connection whose transactions begin IMMEDIATE and which
+// never checkpoints the WAL on its commit path (wal_autocheckpoint 0; the
+// FHIR store's background checkpointer does, and closing the last
+// connection does), and readers query_only connections (0: max(4,
+// GOMAXPROCS)).
+func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
+	if readers <= 0 {
+		readers = defaultReaders()
+	}
+	w, err := sql.Open("sqlite", SQLiteDSN(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)", "_pragma", "wal_autocheckpoint(0)"))
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+	d := &DB{Dialect: SQLite, Writer: w, Path: path}
+	// Connect now: the file (and its WAL) exist from here on.
+	if err := w.PingContext(ctx); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("database: open %s: %w", path, err)
+	}
+	// The database holds patient data: readable by its owner only.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("database: %w", err)
+		}
+	}
+	r, err := sql.Open("sqlite", d.SQLiteReaderDSN())
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	r.SetMaxOpenConns(readers)
+	r.SetMaxIdleConns(readers)
+	r.SetConnMaxIdleTime(0)
+	r.SetConnMaxLifetime(0)
+	d.Reader = r
+	return d, nil
+}
+
+// SQLiteReaders is the size of the SQLite reader pool (0 on PostgreSQL).
+func (d *DB) SQLiteReaders() int {
+	if d.Dialect != SQLite {
+		return 0
+	}
+	return d.Reader.Stats().MaxOpenConnections
+}
+
+// SQLiteReaderDSN is the data source name of a reader connection to the
+// SQLite file (for connections opened outside the pools, e.g. through the
+// driver directly).
+func (d *DB) SQLiteReaderDSN() string { return SQLiteDSN(d.Path, "_pragma", "query_only(1)") }
+
+// SQLiteConnDSN is the data source name of a connection to the SQLite
+// file with the common pragmas and then the extra query parameters (name,
+// value pairs). It is for a package's own side connections (the FHIR
+// store's snapshot writer), not for another writer pool.
+func (d *DB) SQLiteConnDSN(extra ...string) string { return SQLiteDSN(d.Path, extra...) }
+
+// SQLiteDSN is the modernc.org/sqlite data source name of the file at path
+// with the pragmas every Lapis connection uses and then the extra query
+// parameters (name, value pairs, e.g. "_pragma", "query_only(1)").
+func SQLiteDSN(path string, extra ...string) string {
+	q := url.Values{}
+	for _, p := range sqlitePragmas {
+		q.Add("_pragma", p)
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Add(extra[i], extra[i+1])
+	}
+	return "file:" + path + "?" + q.Encode()
+}
