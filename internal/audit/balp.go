@@ -175,7 +175,8 @@ func Render(e *Event, id string, at time.Time, src Source) []byte {
 func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 	at = at.UTC().Truncate(time.Millisecond)
 	ts := fhirtime.FormatInstant(at)
-	ae := auditEvent{ResourceType: "AuditEvent", ID: id, Meta: meta{VersionID: "1", LastUpdated: ts}, Recorded: ts}
+	ae := auditEvent{ResourceType: "AuditEvent", ID: id, Meta: meta{VersionID: "1", LastUpdated: ts}, Recorded: ts,
+		Agent: make([]agent, 0, 3), Entity: make([]entity, 0, len(e.Entities)+2)}
 	ae.Meta.Profile = profileFor(e.Action, e.Kind)
 	if e.Kind == KindREST || e.Kind == "" {
 		ae.Type = coding{System: SystemEventType, Code: "rest", Display: "Restful Operation"}
