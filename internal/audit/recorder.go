@@ -124,9 +124,9 @@ type Recorder struct {
 	// to it is stored as an AuditEvent resource. Each record carries it as
 	// its watermark, under its hash.
 	copied atomic.Int64
-	// batches counts the writer's committed batches: the copy pauses (at
-	// its duty) only when records keep coming.
-	batches atomic.Int64
+	// lastBatch is when the writer last committed a batch (UnixNano): the
+	// copy pauses (at its duty) only while records keep coming.
+	lastBatch atomic.Int64
 
 	// writer state (writer goroutine only; Close reads it after the writer
 	// ended)
@@ -273,6 +273,10 @@ func (r *Recorder) Close() error {
 	return nil
 }
 
+// idleAfter is how long without new records makes the copy catch up
+// without pauses.
+const idleAfter = time.Second
+
 // materializeLoop copies this chain's committed rows into the FHIR store
 // in batches, following a cursor, woken after every chain commit.
 func (r *Recorder) materializeLoop() {
@@ -312,7 +316,7 @@ func (r *Recorder) materializeLoop() {
 					pending = append(pending, row)
 				}
 			}
-			began, seen := time.Now(), r.batches.Load()
+			began := time.Now()
 			if err := r.materialize(context.Background(), pending); err != nil {
 				// Durable in the chain table; retried on the next tick
 				// or by the next start's recovery.
@@ -330,9 +334,9 @@ func (r *Recorder) materializeLoop() {
 			if stopping && r.cfg.Now().After(deadline) {
 				break
 			}
-			// Records committed while this batch was copied: requests are
+			// Records committed within the last second: requests are
 			// coming, keep to the duty. None: the server is idle, go on.
-			busy := r.batches.Load() != seen
+			busy := time.Since(time.Unix(0, r.lastBatch.Load())) < idleAfter
 			if !stopping && busy && len(pending) > 0 && r.cfg.CopyDuty < 1 {
 				pause := time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))
 				select {
@@ -473,7 +477,7 @@ func (r *Recorder) write(batch []*item) {
 		return
 	}
 	r.seq, r.prev = seq, prev
-	r.batches.Add(1)
+	r.lastBatch.Store(time.Now().UnixNano())
 	oldest := batch[0].at
 	for _, it := range batch {
 		if it.wait != nil {
