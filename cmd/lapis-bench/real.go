@@ -42,6 +42,10 @@ type realRow struct {
 	P99ms     float64 `json:"p99_ms"`
 	Maxms     float64 `json:"max_ms"`
 	BareRatio float64 `json:"x_bare"`
+	// CPUus is the lapis server process's CPU time (user + system) per
+	// 200 answer, in microseconds (0 when not measured): less sensitive
+	// than the rates to the machine's other load.
+	CPUus float64 `json:"server_cpu_us_per_ok,omitempty"`
 }
 
 // realReport is the -json output of the real-path benchmark.
@@ -55,6 +59,7 @@ type realReport struct {
 	IngestSecs  float64   `json:"ingest_seconds"`
 	IngestRPS   float64   `json:"ingest_resources_per_second"`
 	Ingest429   int       `json:"ingest_429"`
+	IngestCPUus float64   `json:"ingest_server_cpu_us_per_resource,omitempty"`
 	IngestFail  int       `json:"ingest_failed_bundles"`
 	Bare        realRow   `json:"bare"`
 	Rows        []realRow `json:"rows"`
@@ -90,13 +95,26 @@ func runReal(o realOptions) error {
 	}
 	logf("# lapis-bench real  dialect=%s  cpus=%d  connections=%d  duration=%s  bundles=%d", o.dialect, rep.CPUs, o.conns, o.dur, len(o.files))
 
+	cpu := serverCPU(o.dir)
+	if cpu == nil {
+		cpu = func() time.Duration { return 0 }
+	}
+	perOK := func(d time.Duration, n int) float64 {
+		if n == 0 {
+			return 0
+		}
+		return float64(d.Microseconds()) / float64(n)
+	}
+
 	// Ingest over HTTP.
+	cpu0 := cpu()
 	ing := ingest(sys, base, o.files, o.workers)
+	rep.IngestCPUus = perOK(cpu()-cpu0, ing.resources)
 	rep.Resources, rep.Ingest429, rep.IngestFail = ing.resources, ing.throttled, ing.failed
 	rep.IngestSecs = ing.elapsed.Seconds()
 	rep.IngestRPS = float64(ing.resources) / ing.elapsed.Seconds()
-	logf("ingest: %d bundles, %d resources in %.2fs = %.0f resources/s, %d x 429, %d failed bundles (%d workers)",
-		len(o.files), ing.resources, rep.IngestSecs, rep.IngestRPS, ing.throttled, ing.failed, o.workers)
+	logf("ingest: %d bundles, %d resources in %.2fs = %.0f resources/s, %d x 429, %d failed bundles (%d workers), server CPU %.0f µs/resource",
+		len(o.files), ing.resources, rep.IngestSecs, rep.IngestRPS, ing.throttled, ing.failed, o.workers, rep.IngestCPUus)
 	for _, e := range ing.errs {
 		fmt.Fprintln(os.Stderr, "ingest:", e)
 	}
@@ -197,7 +215,10 @@ func runReal(o realOptions) error {
 	rep.Bare = toRow("bare net/http handler (same bytes)", goLoad(plain, []string{"http://" + ln.Addr().String() + "/fhir/Patient/" + ps[0].id}, o.conns, o.dur), 0)
 
 	for _, s := range shapes {
-		rep.Rows = append(rep.Rows, toRow(s.name, goLoad(s.client, s.urls, o.conns, o.dur), rep.Bare.RPS))
+		c0 := cpu()
+		row := toRow(s.name, goLoad(s.client, s.urls, o.conns, o.dur), rep.Bare.RPS)
+		row.CPUus = perOK(cpu()-c0, row.OK)
+		rep.Rows = append(rep.Rows, row)
 	}
 	if o.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
@@ -207,9 +228,9 @@ func runReal(o realOptions) error {
 	}
 	fmt.Println("# latencies and rates of the 200 answers; 429s and other failures counted apart")
 	throttled := false
-	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other")
+	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s %9s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other", "cpu µs/ok")
 	for _, r := range append([]realRow{rep.Bare}, rep.Rows...) {
-		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors)
+		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d %9.0f\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors, r.CPUus)
 		throttled = throttled || r.Throttled > 0
 	}
 	if throttled {

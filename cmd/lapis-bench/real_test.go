@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -39,5 +41,20 @@ func TestMostFrequent(t *testing.T) {
 		if got := mostFrequent(c.in); got != c.want {
 			t.Errorf("mostFrequent(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+func TestProcCPU(t *testing.T) {
+	stat := filepath.Join(t.TempDir(), "stat")
+	// pid (comm with ") " inside) state ppid … utime stime …
+	line := "4242 (lapis ) x) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 9 0 100\n"
+	if err := os.WriteFile(stat, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := procCPU(stat); got != 1750*time.Millisecond {
+		t.Errorf("procCPU = %v, want 1.75s (175 ticks)", got)
+	}
+	if got := procCPU(filepath.Join(t.TempDir(), "none")); got != 0 {
+		t.Errorf("procCPU of a missing file = %v", got)
 	}
 }

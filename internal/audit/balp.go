@@ -2,7 +2,6 @@ package audit
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -168,9 +167,16 @@ func networkType(addr string) string {
 // Render turns e into the stored AuditEvent JSON with id and the
 // recorded time at (millisecond precision, also meta.lastUpdated).
 func Render(e *Event, id string, at time.Time, src Source) []byte {
+	ae := newAuditEvent(e, id, at, src)
+	return ae.appendJSON(make([]byte, 0, 2560))
+}
+
+// newAuditEvent is the AuditEvent of e (see Render).
+func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 	at = at.UTC().Truncate(time.Millisecond)
 	ts := fhirtime.FormatInstant(at)
-	ae := auditEvent{ResourceType: "AuditEvent", ID: id, Meta: meta{VersionID: "1", LastUpdated: ts}, Recorded: ts}
+	ae := auditEvent{ResourceType: "AuditEvent", ID: id, Meta: meta{VersionID: "1", LastUpdated: ts}, Recorded: ts,
+		Agent: make([]agent, 0, 3), Entity: make([]entity, 0, len(e.Entities)+2)}
 	ae.Meta.Profile = profileFor(e.Action, e.Kind)
 	if e.Kind == KindREST || e.Kind == "" {
 		ae.Type = coding{System: SystemEventType, Code: "rest", Display: "Restful Operation"}
@@ -282,12 +288,7 @@ func Render(e *Event, id string, at time.Time, src Source) []byte {
 			Detail: []detail{{Type: "resources-returned", ValueString: strconv.Itoa(e.Returned)}},
 		})
 	}
-	b, err := json.Marshal(&ae)
-	if err != nil {
-		// The struct holds only strings, bools and slices: cannot fail.
-		panic("audit: render: " + err.Error())
-	}
-	return b
+	return &ae
 }
 
 // validRef reports whether s is "Type/id" with a plausible type and id.

@@ -76,7 +76,8 @@ type Config struct {
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
 	// GroupDelay is how long a batch holding only asynchronous records
-	// waits for more before it is written (default 5 ms; negative: none).
+	// waits for more before it is written (default 20 ms; negative: none).
+	// A write's record never waits: the batch goes as soon as one joins.
 	GroupDelay time.Duration
 	// DrainTimeout bounds the copy's final catch-up on Close (default
 	// 10 s); what is left is copied by the next start's recovery.
@@ -93,9 +94,11 @@ type Config struct {
 	RecoverEvery time.Duration
 	// CopyDuty is the share of time the copy into the FHIR store may be
 	// busy while records keep coming (default 0.25): it sleeps after each
-	// batch so that the index writes of AuditEvents never compete with
-	// requests for more than a fraction of a core. The backlog waits,
-	// durable, in the chain table. 1 = no pause.
+	// batch during which new records were committed, so that the index
+	// writes of AuditEvents never compete with requests for more than a
+	// fraction of a core. The backlog waits, durable, in the chain table;
+	// once no new records come, the copy catches up without pauses.
+	// 1 = no pause.
 	CopyDuty float64
 }
 
@@ -121,6 +124,9 @@ type Recorder struct {
 	// to it is stored as an AuditEvent resource. Each record carries it as
 	// its watermark, under its hash.
 	copied atomic.Int64
+	// lastBatch is when the writer last committed a batch (UnixNano): the
+	// copy pauses (at its duty) only while records keep coming.
+	lastBatch atomic.Int64
 
 	// writer state (writer goroutine only; Close reads it after the writer
 	// ended)
@@ -167,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 		cfg.DrainTimeout = 10 * time.Second
 	}
 	if cfg.GroupDelay == 0 {
-		cfg.GroupDelay = 5 * time.Millisecond
+		cfg.GroupDelay = 20 * time.Millisecond
 	}
 	if cfg.CopyDuty <= 0 || cfg.CopyDuty > 1 {
 		cfg.CopyDuty = 0.25
@@ -267,6 +273,10 @@ func (r *Recorder) Close() error {
 	return nil
 }
 
+// idleAfter is how long without new records makes the copy catch up
+// without pauses.
+const idleAfter = time.Second
+
 // materializeLoop copies this chain's committed rows into the FHIR store
 // in batches, following a cursor, woken after every chain commit.
 func (r *Recorder) materializeLoop() {
@@ -324,7 +334,10 @@ func (r *Recorder) materializeLoop() {
 			if stopping && r.cfg.Now().After(deadline) {
 				break
 			}
-			if !stopping && len(pending) > 0 && r.cfg.CopyDuty < 1 {
+			// Records committed within the last second: requests are
+			// coming, keep to the duty. None: the server is idle, go on.
+			busy := time.Since(time.Unix(0, r.lastBatch.Load())) < idleAfter
+			if !stopping && busy && len(pending) > 0 && r.cfg.CopyDuty < 1 {
 				pause := time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))
 				select {
 				case <-time.After(pause):
@@ -464,7 +477,7 @@ func (r *Recorder) write(batch []*item) {
 		return
 	}
 	r.seq, r.prev = seq, prev
-	_ = ctx
+	r.lastBatch.Store(time.Now().UnixNano())
 	oldest := batch[0].at
 	for _, it := range batch {
 		if it.wait != nil {

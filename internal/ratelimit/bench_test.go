@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
+	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
 // BenchmarkFHIRStage is the cost the FHIR stage adds to an admitted read
@@ -44,6 +46,24 @@ func BenchmarkRedisAllow(b *testing.B) {
 		i++
 		if _, err := r.AllowN(context.Background(), "client:"+strconv.Itoa(i%64), l, 1); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBundleCost prices a Synthea transaction Bundle (the ingest
+// path: every POSTed Bundle is scanned for its entries' requests).
+func BenchmarkBundleCost(b *testing.B) {
+	files := shareddata.Glob(b, "*.json", "data", "synthea")
+	body, err := os.ReadFile(files[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := DefaultCosts()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if c.bundleCost(body, "/fhir", 0) < 1 {
+			b.Fatal("no cost")
 		}
 	}
 }

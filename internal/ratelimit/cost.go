@@ -249,12 +249,15 @@ func skipOpened(dec *json.Decoder, t json.Token) error {
 	return nil
 }
 
-// skipValue consumes one JSON value token by token (no allocation of the
-// value, depth-first over delimiters).
+// skipValue consumes one JSON value: Decode scans it in one pass (the
+// scanner validates it as Token would) and skipJSON keeps nothing of it,
+// far cheaper than walking a large resource token by token.
 func skipValue(dec *json.Decoder) error {
-	t, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	return skipOpened(dec, t)
+	return dec.Decode(&skipJSON{})
 }
+
+// skipJSON is a json.Unmarshaler that discards the value.
+type skipJSON struct{}
+
+// UnmarshalJSON discards data.
+func (skipJSON) UnmarshalJSON([]byte) error { return nil }

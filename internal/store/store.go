@@ -520,6 +520,14 @@ type Analyzer interface {
 	Analyze(ctx context.Context) error
 }
 
+// StatsWaiter is implemented by stores that refresh the planner's
+// statistics in the background after a commit made them stale; WaitStats
+// returns when no refresh is running (tests call it before they compare
+// plans).
+type StatsWaiter interface {
+	WaitStats()
+}
+
 // SearchConns is implemented by stores that can say how many searches and
 // history requests their database connections run at once (the size of
 // the pool that serves them), to size per-client concurrency limits.

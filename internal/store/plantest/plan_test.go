@@ -141,6 +141,10 @@ func TestPlansAfterGrowth(t *testing.T) {
 					checkFixed(t, plans(t, svc, pid))
 				}
 			}
+			// The last refresh the growth triggered runs in the background.
+			if w, ok := st.(store.StatsWaiter); ok {
+				w.WaitStats()
+			}
 			grown := plans(t, svc, pid)
 			checkFixed(t, grown)
 			if err := st.Close(); err != nil {

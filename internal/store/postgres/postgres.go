@@ -114,6 +114,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 // Close stops the store and closes its read pool (and the database
 // handle when Open opened it).
 func (s *Store) Close() error {
+	s.stats.Wait()
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
 	}
@@ -171,16 +172,17 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	if err := ptx.Commit(ctx); err != nil {
 		return mapErr(err)
 	}
-	if s.stats.Wrote(t.puts) {
-		// The data has grown by a factor since the last ANALYZE: refresh
-		// the statistics of the store's tables now rather than when
-		// autovacuum comes round (up to a minute and a scale factor
-		// later), so searches plan on the data as it is.
-		err := s.analyzeTables(context.WithoutCancel(ctx))
-		s.stats.Done(err == nil)
-	}
+	// When the data has grown by a factor since the last ANALYZE, refresh
+	// the statistics of the store's tables now rather than when autovacuum
+	// comes round (up to a minute and a scale factor later), so searches
+	// plan on the data as it is; in the background, so that this commit's
+	// response does not wait for it.
+	s.stats.Background(t.puts, func() error { return s.analyzeTables(context.WithoutCancel(ctx)) })
 	return nil
 }
+
+// WaitStats implements store.StatsWaiter.
+func (s *Store) WaitStats() { s.stats.Wait() }
 
 // statsTables are the tables whose statistics searches plan with.
 const statsTables = "resources, history, idx_string, idx_token, idx_reference, idx_date, idx_number, idx_quantity, idx_uri, history_token, history_reference"

@@ -39,6 +39,7 @@ type StatsSchedule struct {
 	written int64 // writes since the last refresh
 	last    time.Time
 	running bool
+	bg      sync.WaitGroup // the background refresh (Background)
 }
 
 func (s *StatsSchedule) now() time.Time {
@@ -89,3 +90,22 @@ func (s *StatsSchedule) Done(ok bool) {
 		s.written, s.last = 0, s.now()
 	}
 }
+
+// Background runs refresh in its own goroutine when Wrote(n) says a
+// refresh is due, and returns at once: the commit that made the
+// statistics stale is answered without waiting for them. Only one
+// refresh runs at a time (Wrote sees to it); Wait waits for it.
+func (s *StatsSchedule) Background(n int64, refresh func() error) {
+	if !s.Wrote(n) {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.Done(refresh() == nil)
+	}()
+}
+
+// Wait returns when no background refresh is running (stores call it on
+// Close, tests before they compare plans).
+func (s *StatsSchedule) Wait() { s.bg.Wait() }

@@ -1,6 +1,7 @@
 package sqlgen
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -42,5 +43,27 @@ func TestStatsSchedule(t *testing.T) {
 	now = now.Add(10 * StatsEvery)
 	if s.Wrote(1) {
 		t.Fatal("time-based refresh when disabled")
+	}
+}
+
+func TestStatsScheduleBackground(t *testing.T) {
+	s := &StatsSchedule{}
+	s.Reset(0)
+	release := make(chan struct{})
+	var runs atomic.Int32
+	refresh := func() error {
+		runs.Add(1)
+		<-release
+		return nil
+	}
+	s.Background(StatsMinWrites, refresh) // due: starts, returns at once
+	s.Background(StatsMinWrites*10, refresh)
+	close(release)
+	s.Wait()
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("%d refreshes ran at once, want 1", n)
+	}
+	if s.Wrote(0) {
+		t.Fatal("refresh still due after the background refresh ended")
 	}
 }

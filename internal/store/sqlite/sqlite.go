@@ -137,6 +137,7 @@ func migrateSchema(ctx context.Context, db *sql.DB) error {
 // Close stops the store and closes its own connections (and the database
 // handle when Open opened it).
 func (s *Store) Close() error {
+	s.stats.Wait()
 	var errs []error
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
@@ -218,16 +219,17 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	if err := sqlTx.Commit(); err != nil {
 		return err
 	}
-	if s.stats.Wrote(t.puts) {
-		// The data has grown by a factor (or the statistics are old):
-		// refresh them now, so the next searches plan on data as it is.
-		// With analysis_limit this takes milliseconds, and growth-spaced
-		// refreshes are rare.
-		err := s.refreshStats(context.WithoutCancel(ctx), "ANALYZE")
-		s.stats.Done(err == nil)
-	}
+	// When the data has grown by a factor (or the statistics are old),
+	// refresh them, so the next searches plan on data as it is: in the
+	// background, so that this commit's response does not wait for it
+	// (with analysis_limit it takes milliseconds, and growth-spaced
+	// refreshes are rare).
+	s.stats.Background(t.puts, func() error { return s.refreshStats(context.WithoutCancel(ctx), "ANALYZE") })
 	return nil
 }
+
+// WaitStats implements store.StatsWaiter.
+func (s *Store) WaitStats() { s.stats.Wait() }
 
 // refreshStats runs stmt (ANALYZE or PRAGMA optimize) on the writer and
 // makes every other connection load the new statistics.

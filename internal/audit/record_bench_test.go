@@ -1,0 +1,63 @@
+package audit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// BenchmarkRecordSteps measures the per-record steps of the pipeline
+// apart: rendering the AuditEvent, hashing the link, and preparing its
+// FHIR store write (decode and index extraction).
+func BenchmarkRecordSteps(b *testing.B) {
+	_, ix := registry(b)
+	ev := readEvent(1)
+	src := Source{Site: base, Instance: uuid.NewString()}
+	at := time.Now()
+	body := Render(&ev, uuid.NewString(), at, src)
+	b.Run("render", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			Render(&ev, "id", at, src)
+		}
+	})
+	b.Run("hash", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			HashV2(src.Instance, 12345, Genesis, 12000, body)
+		}
+	})
+	b.Run("prepare", func(b *testing.B) {
+		row := Row{Chain: src.Instance, Seq: 1, ResourceID: "id", Version: 1, Recorded: at, Body: body}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := prepareWrite(ix, &row); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkMaterialize measures the copy of chain rows into the FHIR
+// store (SQLite), per record, in batches of the default CopyBatch.
+func BenchmarkMaterialize(b *testing.B) {
+	e := open(b, "sqlite:"+b.TempDir()+"/l.db", func(c *Config) { c.CopyDuty = 1 })
+	_, ix := registry(b)
+	src := Source{Site: base, Instance: e.rec.Chain()}
+	ev := readEvent(1)
+	at := time.Now()
+	const batch = 25
+	rows := make([]Row, batch)
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range rows {
+			id := uuid.NewString()
+			rows[i] = Row{Chain: "bench", Seq: int64(i), ResourceID: id, Version: 1, Recorded: at, Body: Render(&ev, id, at, src)}
+		}
+		if err := Materialize(context.Background(), e.db, e.st, ix, rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
