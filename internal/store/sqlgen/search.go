@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -140,6 +141,10 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		if q.Compartment != nil {
 			driver, typeCol = len(q.Where), "+r.type"
 		}
+	} else if sc.typ != "" && slices.ContainsFunc(q.Where, joinDriven) {
+		// A chain or _has gives the candidates' rids (rid = ANY(ARRAY(...)),
+		// see gen.chain): fetch them by rid, never through the type index.
+		typeCol = e.D.unindexed("r.type")
 	}
 	conds := []string{"NOT r.deleted"}
 	switch {
@@ -177,6 +182,12 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		g.filter = q.Filter
 	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
+}
+
+// joinDriven reports whether c is one chain or _has that PostgreSQL renders
+// as an array of rids (gen.chainFromTargets, gen.hasFromSources).
+func joinDriven(c store.Clause) bool {
+	return !c.Negate && len(c.Any) == 1 && (c.Any[0].Chain != nil || c.Any[0].Has != nil)
 }
 
 func hasID(c store.Clause) bool {
