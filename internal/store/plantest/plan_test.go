@@ -29,20 +29,20 @@ const base = "http://localhost/fhir"
 // bundles is how many Synthea transaction bundles the tests post.
 const bundles = 12
 
-type opener func(t *testing.T) store.Store
+type opener func(t testing.TB) store.Store
 
-func dialects(t *testing.T) map[string]opener {
+func dialects(t testing.TB) map[string]opener {
 	dir := t.TempDir()
 	var pgURL string
 	return map[string]opener{
-		"sqlite": func(t *testing.T) store.Store {
+		"sqlite": func(t testing.TB) store.Store {
 			s, err := sqlite.Open(context.Background(), filepath.Join(dir, "lapis.db"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		},
-		"postgres": func(t *testing.T) store.Store {
+		"postgres": func(t testing.TB) store.Store {
 			if pgURL == "" {
 				pgURL = pgtest.New(t)
 			}
@@ -55,7 +55,7 @@ func dialects(t *testing.T) map[string]opener {
 	}
 }
 
-func service(t *testing.T, reg *definitions.Registry, st store.Store) *resource.Service {
+func service(t testing.TB, reg *definitions.Registry, st store.Store) *resource.Service {
 	t.Helper()
 	ex, err := extract.New(reg, base)
 	if err != nil {
@@ -170,7 +170,7 @@ func TestPlansAfterGrowth(t *testing.T) {
 	}
 }
 
-func firstPatient(t *testing.T, svc *resource.Service) subject {
+func firstPatient(t testing.TB, svc *resource.Service) subject {
 	t.Helper()
 	res, err := svc.Search(context.Background(), "Patient", url.Values{"_count": {"1"}}, true)
 	if err != nil {
