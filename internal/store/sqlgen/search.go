@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -126,25 +125,25 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	if sc.typ == "" && len(q.Types) == 1 {
 		sc.typ = q.Types[0]
 	}
-	// SQLite plans without (or with sampled) statistics: drive the search
+	// The plan must not depend on statistics (stale, missing or skewed
+	// ones once turned 1 ms searches into 30 s ones): drive the search
 	// from the most selective clause, probe the others per candidate with
-	// correlated EXISTS, and keep the type index out of the way ("+r.type")
-	// when a clause can drive. PostgreSQL plans semi-joins from statistics.
-	// A compartment (one patient's resources, found through the reference
-	// index by target) drives on SQLite whatever the clauses.
+	// correlated EXISTS, and keep the type index out of the way when a
+	// clause can drive. SQLite keeps the order it is given; on PostgreSQL
+	// the driving clause takes its rids once (rid = ANY(ARRAY(...)), an
+	// init plan) and the candidates are fetched by rid. A compartment
+	// (one patient's resources, found through the reference index by
+	// target) drives on SQLite whatever the clauses; on PostgreSQL, and
+	// for a search of several types, the planner joins as it sees fit.
 	driver, typeCol := -1, "r.type"
-	if e.D == SQLite {
+	switch {
+	case e.D == SQLite && q.Compartment != nil:
+		driver, typeCol = len(q.Where), "+r.type"
+	case e.D == SQLite || (sc.typ != "" && q.Compartment == nil):
 		driver = Driver(q.Where)
 		if driver >= 0 && sc.typ != "" && !hasID(q.Where[driver]) {
-			typeCol = "+r.type"
+			typeCol = e.D.unindexed("r.type")
 		}
-		if q.Compartment != nil {
-			driver, typeCol = len(q.Where), "+r.type"
-		}
-	} else if sc.typ != "" && slices.ContainsFunc(q.Where, joinDriven) {
-		// A chain or _has gives the candidates' rids (rid = ANY(ARRAY(...)),
-		// see gen.chain): fetch them by rid, never through the type index.
-		typeCol = e.D.unindexed("r.type")
 	}
 	conds := []string{"NOT r.deleted"}
 	switch {
@@ -182,12 +181,6 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		g.filter = q.Filter
 	}
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
-}
-
-// joinDriven reports whether c is one chain or _has that PostgreSQL renders
-// as an array of rids (gen.chainFromTargets, gen.hasFromSources).
-func joinDriven(c store.Clause) bool {
-	return !c.Negate && len(c.Any) == 1 && (c.Any[0].Chain != nil || c.Any[0].Has != nil)
 }
 
 func hasID(c store.Clause) bool {

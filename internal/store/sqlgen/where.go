@@ -37,6 +37,10 @@ type scope struct {
 	// corr forces correlated EXISTS subqueries (inside negations, where
 	// NOT EXISTS is an anti-join on both databases).
 	corr bool
+	// array renders an uncorrelated membership as rid = ANY(ARRAY(...)):
+	// PostgreSQL computes the rids once and fetches the rows by rid (the
+	// clause driving a search; see Engine.base).
+	array bool
 }
 
 // gen renders conditions into a Builder.
@@ -61,7 +65,11 @@ func (g *gen) member(sc scope, x, from, where string) string {
 	if sc.corr || sc.typ == "" {
 		return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + where + ")"
 	}
-	return sc.alias + ".rid IN (SELECT " + x + ".rid FROM " + from + " WHERE " + x + ".type = " + g.b.Arg(sc.typ) + " AND " + where + ")"
+	sub := "SELECT " + x + ".rid FROM " + from + " WHERE " + x + ".type = " + g.b.Arg(sc.typ) + " AND " + where
+	if sc.array && g.b.D == Postgres {
+		return sc.alias + ".rid = ANY(ARRAY(" + sub + "))"
+	}
+	return sc.alias + ".rid IN (" + sub + ")"
 }
 
 // where renders the AND of clauses (plus nothing else) for the scope; ""
@@ -75,6 +83,7 @@ func (g *gen) where(sc scope, clauses []store.Clause, driver int) (string, error
 		if driver >= 0 && i != driver {
 			csc.corr = true
 		}
+		csc.array = driver >= 0 && i == driver
 		s, err := g.clause(csc, c)
 		if err != nil {
 			return "", err
