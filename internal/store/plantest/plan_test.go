@@ -116,14 +116,7 @@ func plans(t *testing.T, svc *resource.Service, pat subject) []string {
 // with the plans they get on the same data after the store is reopened and
 // its statistics refreshed, on every dialect.
 func TestPlansAfterGrowth(t *testing.T) {
-	files := shareddata.Glob(t, "*.json", "data", "synthea")
-	if len(files) > bundles {
-		files = files[:bundles]
-	}
-	reg, err := definitions.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, reg := setup(t)
 	for name, open := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			st := open(t)
@@ -134,13 +127,7 @@ func TestPlansAfterGrowth(t *testing.T) {
 			pat := subject{id: "none", family: "none"}
 			plans(t, svc, pat)
 			for i, f := range files {
-				body, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := svc.Bundle(context.Background(), body, resource.ReturnMinimal); err != nil {
-					t.Fatalf("%s: %v", filepath.Base(f), err)
-				}
+				post(t, svc, f)
 				if i == 0 {
 					pat = firstPatient(t, svc)
 				}
@@ -167,6 +154,33 @@ func TestPlansAfterGrowth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// setup returns the Synthea bundles the tests post and the definitions.
+func setup(t testing.TB) ([]string, *definitions.Registry) {
+	t.Helper()
+	files := shareddata.Glob(t, "*.json", "data", "synthea")
+	if len(files) > bundles {
+		files = files[:bundles]
+	}
+	reg, err := definitions.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files, reg
+}
+
+// post runs the bundle in file f through the service, as a POSTed
+// transaction.
+func post(t testing.TB, svc *resource.Service, f string) {
+	t.Helper()
+	body, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Bundle(context.Background(), body, resource.ReturnMinimal); err != nil {
+		t.Fatalf("%s: %v", filepath.Base(f), err)
 	}
 }
 
