@@ -42,8 +42,9 @@ func (d Dialect) Contains(hay, needle string) string {
 }
 
 // unindexed returns the text column col as an expression no index holds,
-// for an equality test that must not choose the plan: "+col" on SQLite,
-// "col || ”" on PostgreSQL (the same value, so the same test).
+// for an equality test that must not choose the plan: a unary plus on
+// SQLite, a concatenation with the empty string on PostgreSQL (the same
+// value, so the same test).
 func (d Dialect) unindexed(col string) string {
 	if d == Postgres {
 		return col + " || ''"

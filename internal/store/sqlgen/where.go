@@ -530,7 +530,11 @@ func (g *gen) hasFromSources(sc scope, h *store.Has) (string, error) {
 	}
 	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(sc.typ)
 	if g.b.D == SQLite {
-		return sc.alias + ".rid IN (SELECT " + e + ".rid FROM resources " + hr + " INDEXED BY resources_live CROSS JOIN " + TableReference + " " + x +
+		live := "" // the sources by rid, from the index that covers the test
+		if rank(h.Where) != rankNone && !hasID(h.Where) {
+			live = " INDEXED BY resources_live"
+		}
+		return sc.alias + ".rid IN (SELECT " + e + ".rid FROM resources " + hr + live + " CROSS JOIN " + TableReference + " " + x +
 			" INDEXED BY idx_reference_rid CROSS JOIN resources " + e + " INDEXED BY resources_type_id WHERE " + sources +
 			" AND " + x + ".rid = " + hr + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id)", nil
 	}
