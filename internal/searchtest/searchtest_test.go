@@ -359,6 +359,10 @@ var cases = []tc{
 	{typ: "Patient", query: "_has:Observation:subject:status=cancelled", want: ids("p3")},
 	{typ: "Patient", query: "_has:Observation:patient:code=8480-6&gender=male", want: ids("p1")},
 	{typ: "Patient", query: "_has:Provenance:target:agent=Practitioner/pr1", want: ids("p1")},
+	// _has and chains whose inner test cannot drive (by _id, :missing).
+	{typ: "Patient", query: "_has:Observation:patient:_id=o3", want: ids("p2")},
+	{typ: "Patient", query: "_has:Observation:patient:status:missing=false", want: ids("p1", "p2", "p3")},
+	{typ: "Observation", query: "subject:Patient._id=p3", want: ids("o5")},
 	{typ: "Patient", query: "organization=org1", want: ids("p1")},
 	{typ: "Patient", query: "general-practitioner=Practitioner/pr1", want: ids("p1")},
 	{typ: "Patient", query: "link=p1", want: ids("p3")},

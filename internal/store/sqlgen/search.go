@@ -125,14 +125,21 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	if sc.typ == "" && len(q.Types) == 1 {
 		sc.typ = q.Types[0]
 	}
-	// SQLite plans without (or with sampled) statistics: drive the search
+	// The plan must not depend on statistics (stale, missing or skewed
+	// ones once turned 1 ms searches into 30 s ones): drive the search
 	// from the most selective clause, probe the others per candidate with
-	// correlated EXISTS, and keep the type index out of the way ("+r.type")
-	// when a clause can drive. PostgreSQL plans semi-joins from statistics.
-	// A compartment (one patient's resources, found through the reference
-	// index by target) drives on SQLite whatever the clauses.
+	// correlated EXISTS, and keep the type index out of the way when a
+	// clause can drive. SQLite keeps the order it is given; on PostgreSQL
+	// the driving clause takes its rids once (rid = ANY(ARRAY(...)), an
+	// init plan) and the candidates are fetched by rid. A compartment
+	// (one patient's resources, found through the reference index by
+	// target) drives on SQLite whatever the clauses; on PostgreSQL, and
+	// for a search of several types, the planner joins as it sees fit.
 	driver, typeCol := -1, "r.type"
-	if e.D == SQLite {
+	switch {
+	case e.D == SQLite && q.Compartment != nil:
+		driver, typeCol = len(q.Where), "+r.type"
+	case e.D == SQLite || (sc.typ != "" && q.Compartment == nil):
 		driver = Driver(q.Where)
 		if q.Keyset != nil && driver >= 0 && lastUpdatedOnly(q.Where[driver]) {
 			// Keyset pages walk the (type, last_updated) index, which
@@ -140,10 +147,7 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 			driver = -1
 		}
 		if driver >= 0 && sc.typ != "" && !hasID(q.Where[driver]) {
-			typeCol = "+r.type"
-		}
-		if q.Compartment != nil {
-			driver, typeCol = len(q.Where), "+r.type"
+			typeCol = e.D.unindexed("r.type")
 		}
 	}
 	conds := []string{"NOT r.deleted"}

@@ -41,6 +41,17 @@ func (d Dialect) Contains(hay, needle string) string {
 	return "instr(" + hay + ", " + needle + ") > 0"
 }
 
+// unindexed returns the text column col as an expression no index holds,
+// for an equality test that must not choose the plan: a unary plus on
+// SQLite, a concatenation with the empty string on PostgreSQL (the same
+// value, so the same test).
+func (d Dialect) unindexed(col string) string {
+	if d == Postgres {
+		return col + " || ''"
+	}
+	return "+" + col
+}
+
 // Rows is the result of a query, as both database/sql and pgx provide it.
 type Rows interface {
 	Next() bool

@@ -37,6 +37,10 @@ type scope struct {
 	// corr forces correlated EXISTS subqueries (inside negations, where
 	// NOT EXISTS is an anti-join on both databases).
 	corr bool
+	// array renders an uncorrelated membership as rid = ANY(ARRAY(...)):
+	// PostgreSQL computes the rids once and fetches the rows by rid (the
+	// clause driving a search; see Engine.base).
+	array bool
 }
 
 // gen renders conditions into a Builder.
@@ -61,7 +65,11 @@ func (g *gen) member(sc scope, x, from, where string) string {
 	if sc.corr || sc.typ == "" {
 		return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + where + ")"
 	}
-	return sc.alias + ".rid IN (SELECT " + x + ".rid FROM " + from + " WHERE " + x + ".type = " + g.b.Arg(sc.typ) + " AND " + where + ")"
+	sub := "SELECT " + x + ".rid FROM " + from + " WHERE " + x + ".type = " + g.b.Arg(sc.typ) + " AND " + where
+	if sc.array && g.b.D == Postgres {
+		return sc.alias + ".rid = ANY(ARRAY(" + sub + "))"
+	}
+	return sc.alias + ".rid IN (" + sub + ")"
 }
 
 // where renders the AND of clauses (plus nothing else) for the scope; ""
@@ -75,6 +83,7 @@ func (g *gen) where(sc scope, clauses []store.Clause, driver int) (string, error
 		if driver >= 0 && i != driver {
 			csc.corr = true
 		}
+		csc.array = driver >= 0 && i == driver
 		s, err := g.clause(csc, c)
 		if err != nil {
 			return "", err
@@ -411,7 +420,15 @@ func (g *gen) rangeCond(lo, hi string, m *store.RangeMatch, isInt bool) string {
 
 // chain renders a forward chain: a reference row of the scoped resource
 // points at a visible resource of Chain.TargetType satisfying Chain.Where.
+// Where the chain selects the scoped rows (an uncorrelated test on a known
+// type) it is driven from the target side, whatever the statistics: the
+// matching targets first (through their own index rows), then the rows
+// referencing them through the reference target index. Elsewhere (a probe
+// per candidate) it follows the candidate's own references.
 func (g *gen) chain(sc scope, p *store.Predicate) (string, error) {
+	if !sc.corr && sc.typ != "" && p.Chain.TargetType != "" {
+		return g.chainFromTargets(sc, p)
+	}
 	x, t := g.alias("c"), g.alias("t")
 	inner, err := g.clause(scope{alias: t, typ: p.Chain.TargetType, corr: g.sqlite}, p.Chain.Where)
 	if err != nil {
@@ -429,9 +446,65 @@ func (g *gen) chain(sc scope, p *store.Predicate) (string, error) {
 	return g.member(sc, x, from, w), nil
 }
 
+// chainFromTargets renders a chain that selects the scoped rows, driven
+// from the target side (see chain). SQLite keeps the order of a CROSS JOIN
+// and is told the index; PostgreSQL evaluates the rids once (an ARRAY
+// subquery is an init plan) from a fenced target query, with a LATERAL
+// probe of the reference target index per target.
+func (g *gen) chainFromTargets(sc scope, p *store.Predicate) (string, error) {
+	t, x := g.alias("t"), g.alias("c")
+	targets, err := g.visible(t, p.Chain.TargetType, p.Chain.Where)
+	if err != nil {
+		return "", err
+	}
+	if g.b.D == SQLite {
+		ref := x + ".type = " + g.b.Arg(sc.typ) + " AND " + x + ".param = " + g.b.Arg(p.Param)
+		return sc.alias + ".rid IN (SELECT " + x + ".rid FROM resources " + t + " CROSS JOIN " + TableReference + " " + x +
+			" INDEXED BY idx_reference_target WHERE " + targets + " AND " + x + ".target_id = " + t + ".id AND " + ref +
+			" AND " + x + ".target_type = " + t + ".type)", nil
+	}
+	// The source type is compared as an expression no index holds
+	// ("|| ''"), so that only the target index can serve the probe: the
+	// url index, which starts with (type, param), would read every
+	// reference of the source type and parameter, and stale statistics
+	// (a database analyzed while it held one patient) rate it as cheap.
+	tv := t + "v"
+	ref := x + ".param = " + g.b.Arg(p.Param) + " AND " + x + ".type || '' = " + g.b.Arg(sc.typ)
+	return sc.alias + ".rid = ANY(ARRAY(SELECT " + x + ".rid FROM (SELECT " + t + ".id, " + t + ".type FROM resources " + t +
+		" WHERE " + targets + " OFFSET 0) " + tv + " CROSS JOIN LATERAL (SELECT " + x + ".rid FROM " + TableReference + " " + x +
+		" WHERE " + x + ".target_id = " + tv + ".id AND " + x + ".target_type = " + tv + ".type AND " + ref + " OFFSET 0) " + x + "))", nil
+}
+
+// visible renders the conditions on resources row alias that make it a
+// visible, current resource of typ satisfying where, with where driving
+// the row's lookup when it can (its index rows first, then the row by rid:
+// the type index is kept out of the way unless where tests _id).
+func (g *gen) visible(alias, typ string, where store.Clause) (string, error) {
+	typeCol, corr := alias+".type", rank(where) == rankNone
+	if !corr && !hasID(where) {
+		typeCol = g.b.D.unindexed(typeCol)
+	}
+	inner, err := g.clause(scope{alias: alias, typ: typ, corr: corr}, where)
+	if err != nil {
+		return "", err
+	}
+	conds := typeCol + " = " + g.b.Arg(typ) + " AND NOT " + alias + ".deleted AND " + inner
+	if f := g.access(alias, typ); f != "" {
+		conds += " AND " + f
+	}
+	return conds, nil
+}
+
 // has renders a reverse chain: a visible resource of Has.Type satisfying
-// Has.Where references the scoped resource through Has.RefParam.
+// Has.Where references the scoped resource through Has.RefParam. Where it
+// selects the scoped rows (an uncorrelated test on a known type) it is
+// driven from the referencing side, whatever the statistics: the matching
+// resources of Has.Type first, then their references by rid, then the
+// referenced rows by (type, id).
 func (g *gen) has(sc scope, h *store.Has) (string, error) {
+	if !sc.corr && sc.typ != "" {
+		return g.hasFromSources(sc, h)
+	}
 	x, hr := g.alias("h"), g.alias("hr")
 	inner, err := g.clause(scope{alias: hr, typ: h.Type, corr: g.sqlite}, h.Where)
 	if err != nil {
@@ -443,12 +516,33 @@ func (g *gen) has(sc scope, h *store.Has) (string, error) {
 	if f := g.access(hr, h.Type); f != "" {
 		w += " AND " + f
 	}
-	if sc.corr || sc.typ == "" {
-		return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".target_type = " + sc.alias + ".type AND " +
-			x + ".target_id = " + sc.alias + ".id AND " + w + ")", nil
+	return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".target_type = " + sc.alias + ".type AND " +
+		x + ".target_id = " + sc.alias + ".id AND " + w + ")", nil
+}
+
+// hasFromSources renders a _has that selects the scoped rows, driven from
+// the referencing side (see has), in the forms chainFromTargets uses.
+func (g *gen) hasFromSources(sc scope, h *store.Has) (string, error) {
+	hr, x, e := g.alias("hr"), g.alias("h"), g.alias("e")
+	sources, err := g.visible(hr, h.Type, h.Where)
+	if err != nil {
+		return "", err
 	}
-	return sc.alias + ".id IN (SELECT " + x + ".target_id FROM " + from + " WHERE " + x + ".target_type = " +
-		g.b.Arg(sc.typ) + " AND " + w + ")", nil
+	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(sc.typ)
+	if g.b.D == SQLite {
+		live := "" // the sources by rid, from the index that covers the test
+		if rank(h.Where) != rankNone && !hasID(h.Where) {
+			live = " INDEXED BY resources_live"
+		}
+		return sc.alias + ".rid IN (SELECT " + e + ".rid FROM resources " + hr + live + " CROSS JOIN " + TableReference + " " + x +
+			" INDEXED BY idx_reference_rid CROSS JOIN resources " + e + " INDEXED BY resources_type_id WHERE " + sources +
+			" AND " + x + ".rid = " + hr + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id)", nil
+	}
+	hv := hr + "v"
+	return sc.alias + ".rid = ANY(ARRAY(SELECT " + e + ".rid FROM (SELECT " + hr + ".rid FROM resources " + hr + " WHERE " + sources +
+		" OFFSET 0) " + hv + " CROSS JOIN LATERAL (SELECT " + x + ".target_type, " + x + ".target_id FROM " + TableReference + " " + x +
+		" WHERE " + x + ".rid = " + hv + ".rid AND " + ref + " OFFSET 0) " + x + " CROSS JOIN LATERAL (SELECT " + e + ".rid FROM resources " + e +
+		" WHERE " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id OFFSET 0) " + e + "))", nil
 }
 
 // compositeSig identifies the index rows a composite value is matched on:
