@@ -19,6 +19,7 @@ import (
 type auditRuntime struct {
 	sink  audit.Sink
 	stage func(http.Handler) http.Handler
+	db    *audit.DB // nil with the trail off
 	close func()
 }
 
@@ -93,7 +94,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 			return ""
 		},
 	})
-	return &auditRuntime{sink: rec, stage: stage, close: func() {
+	return &auditRuntime{sink: rec, stage: stage, db: db, close: func() {
 		rec.Close()
 		al.Close()
 		db.Close()

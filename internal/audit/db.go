@@ -260,3 +260,17 @@ func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
 	}
 	return out, rs.Err()
 }
+
+// Ping checks that the database answers (a readiness check).
+func (d *DB) Ping(ctx context.Context) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return err
+	}
+	return d.r.PingContext(ctx)
+}
+
+// Migrated returns nil when every migration of the chain table is
+// applied (a readiness check).
+func (d *DB) Migrated(ctx context.Context) error {
+	return migrate.Applied(ctx, d.r, migrations, d.postgres, VersionTable)
+}

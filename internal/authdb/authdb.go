@@ -486,3 +486,17 @@ func hexOrEmpty(b []byte) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// Ping checks that the database answers (a readiness check).
+func (d *DB) Ping(ctx context.Context) error {
+	if err := d.w.PingContext(ctx); err != nil {
+		return err
+	}
+	return d.r.PingContext(ctx)
+}
+
+// Migrated returns nil when every migration of the authorization schema
+// is applied (a readiness check).
+func (d *DB) Migrated(ctx context.Context) error {
+	return migrate.Applied(ctx, d.r, migrations, d.postgres, VersionTable)
+}
