@@ -61,14 +61,22 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 		closeStream()
 		return nil, err
 	}
+	windows, closeWindows, err := alertWindows(cfg, db)
+	if err != nil {
+		db.Close()
+		closeStream()
+		return nil, err
+	}
 	al, err := audit.NewAlerter(audit.AlertConfig{
 		Webhook:     f.AlertWebhook,
 		VolumeLimit: f.AlertVolume, VolumeWindow: f.AlertVolumeWindow,
 		AuthFailureLimit: f.AlertAuthFailures, AuthFailureWindow: f.AlertAuthWindow,
 		Refusals: f.AlertRefusals,
 		Metrics:  mets, Logger: log,
+		Windows: windows,
 	})
 	if err != nil {
+		closeWindows()
 		db.Close()
 		closeStream()
 		return nil, fmt.Errorf("--alert-webhook: %w", err)
@@ -79,6 +87,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	})
 	if err != nil {
 		al.Close()
+		closeWindows()
 		db.Close()
 		closeStream()
 		return nil, err
@@ -97,7 +106,25 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	return &auditRuntime{sink: rec, stage: stage, db: db, close: func() {
 		rec.Close()
 		al.Close()
+		closeWindows()
 		db.Close()
 		closeStream()
 	}}, nil
+}
+
+// alertWindows is where the alert rules count: in Redis when the rate
+// limits share one (--redis-url), else in the database on PostgreSQL (the
+// database instances share), else (SQLite: one instance) in the process.
+func alertWindows(cfg config.Config, db *audit.DB) (audit.WindowStore, func(), error) {
+	switch {
+	case cfg.RateLimit.RedisURL != "":
+		r, err := audit.NewRedisWindows(cfg.RateLimit.RedisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		return r, func() { _ = r.Close() }, nil
+	case db.Postgres():
+		return db, func() {}, nil
+	}
+	return nil, func() {}, nil
 }
