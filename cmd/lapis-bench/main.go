@@ -54,7 +54,7 @@ func main() {
 		keep     = flag.String("datadir", "", "data directory to use (default: a temporary one)")
 		loader   = flag.String("loader", "auto", "load generator: wrk (Debian package wrk), go, or auto (wrk when installed)")
 		auditCmp = flag.Bool("audit", false, "only compare read-by-id latency with the audit trail on and off (audit.go)")
-		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go)")
+		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go); cluster: reads and Observation?patient&code through HAProxy in front of 1, 2 and 3 instances vs direct (cluster.go; needs -database and haproxy)")
 		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
 		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
 		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
@@ -64,6 +64,8 @@ func main() {
 	var real *realOptions
 	switch *mode {
 	case "":
+	case "cluster":
+		clusterMode = true
 	case "real":
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -79,7 +81,7 @@ func main() {
 		}
 		*loader = "go"
 	default:
-		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real)\n", *mode)
+		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real or cluster)\n", *mode)
 		os.Exit(2)
 	}
 	useWrk := *loader == "wrk"
@@ -195,6 +197,10 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 	if auditCmp {
 		return compareAudit(bin, dir, dbURL, key.Key, patients, conns, dur)
+	}
+	if clusterMode {
+		stop()
+		return runCluster(bin, dir, dbURL, key.Key, conns, dur)
 	}
 	report("read Patient/{id}", load(client, urls, conns, dur))
 	// The two searches. The Synthea set has no heart-rate (8867-4)
@@ -329,6 +335,9 @@ type result struct {
 	okLat     []time.Duration // latencies of the 200 answers
 	codes     map[int]int     // answers by status (goLoad)
 }
+
+// clusterMode is -mode cluster (cluster.go).
+var clusterMode bool
 
 // load runs a load phase; goLoad by default, wrkLoad when wrk is used.
 var load = goLoad
