@@ -262,12 +262,7 @@ func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
 }
 
 // Ping checks that the database answers (a readiness check).
-func (d *DB) Ping(ctx context.Context) error {
-	if err := d.db.PingContext(ctx); err != nil {
-		return err
-	}
-	return d.r.PingContext(ctx)
-}
+func (d *DB) Ping(ctx context.Context) error { return database.Ping(ctx, d.db, d.r) }
 
 // Migrated returns nil when every migration of the chain table is
 // applied (a readiness check).

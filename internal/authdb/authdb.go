@@ -488,12 +488,7 @@ func hexOrEmpty(b []byte) string {
 }
 
 // Ping checks that the database answers (a readiness check).
-func (d *DB) Ping(ctx context.Context) error {
-	if err := d.w.PingContext(ctx); err != nil {
-		return err
-	}
-	return d.r.PingContext(ctx)
-}
+func (d *DB) Ping(ctx context.Context) error { return database.Ping(ctx, d.w, d.r) }
 
 // Migrated returns nil when every migration of the authorization schema
 // is applied (a readiness check).

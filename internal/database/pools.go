@@ -1,6 +1,7 @@
 package database
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -107,4 +108,15 @@ func SQLiteDSN(path string, extra ...string) string {
 		q.Add(extra[i], extra[i+1])
 	}
 	return "file:" + path + "?" + q.Encode()
+}
+
+// Ping checks that every pool answers (a readiness check of a store with
+// a writer and readers; the same pool may be given twice).
+func Ping(ctx context.Context, pools ...*sql.DB) error {
+	for _, p := range pools {
+		if err := p.PingContext(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }

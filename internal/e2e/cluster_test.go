@@ -231,23 +231,7 @@ func (c *cluster) testAuthCode(t *testing.T) {
 	f.Set("username", "carol")
 	f.Set("password", password)
 	consent := postPage(t, br, c.direct(1)+"/auth/login", f)
-	cf := hiddenInputs(consent)
-	cf.Set("decision", "approve")
-	for _, m := range scopeRE.FindAllStringSubmatch(consent, -1) {
-		cf.Add("scope", m[1])
-	}
-	req, _ := http.NewRequest("POST", c.direct(1)+"/auth/consent", strings.NewReader(cf.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := br.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, _ := url.Parse(resp.Header.Get("Location"))
-	code := loc.Query().Get("code")
-	if code == "" {
-		t.Fatalf("consent on instance 2 answered %d, Location %q:\n%s", resp.StatusCode, resp.Header.Get("Location"), truncate([]byte(consent)))
-	}
+	code := approve(t, br, c.direct(1)+"/auth/consent", consent)
 	st, tok := form(t, nil, c.direct(2)+"/auth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
 		"client_id": {app.ClientID}, "code_verifier": {verifier}}, "", "")
 	if st != 200 {
