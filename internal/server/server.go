@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -242,8 +243,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	err := serveUntil(ctx, s.http, ln, s.certs != nil, orDefault(s.opts.ShutdownTimeout, DefaultShutdownTimeout))
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.opts.Logger.Warn("shutdown: requests still in flight after the shutdown timeout were cut", "shutdown_timeout", orDefault(s.opts.ShutdownTimeout, DefaultShutdownTimeout).String())
 		_ = s.http.Close()
+		return fmt.Errorf("shutdown: requests still in flight after the shutdown timeout (%s) were cut: %w", orDefault(s.opts.ShutdownTimeout, DefaultShutdownTimeout), err)
 	}
 	return err
 }
