@@ -60,7 +60,7 @@ func main() {
 		keep     = flag.String("datadir", "", "data directory to use (default: a temporary one)")
 		loader   = flag.String("loader", "auto", "load generator: wrk (Debian package wrk), go, or auto (wrk when installed)")
 		auditCmp = flag.Bool("audit", false, "only compare read-by-id latency with the audit trail on and off (audit.go)")
-		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go); export: a system $export of the bundles imported -replicas times (export.go)")
+		mode     = flag.String("mode", "", "real: load the bundles over HTTP into a default-configured server and measure every search shape (real.go); export: a system $export of the bundles imported -replicas times (export.go); cluster: reads and Observation?patient&code through HAProxy in front of 1, 2 and 3 instances vs direct (cluster.go; needs -database and haproxy)")
 		replicas = flag.Int("replicas", 7, "-mode export: import the bundles this many times (about 15,000 resources each)")
 		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
 		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
@@ -74,6 +74,8 @@ func main() {
 	case "":
 	case "export":
 		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip}
+	case "cluster":
+		clusterMode = true
 	case "real":
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -89,7 +91,7 @@ func main() {
 		}
 		*loader = "go"
 	default:
-		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real or export)\n", *mode)
+		fmt.Fprintf(os.Stderr, "lapis-bench: unknown -mode %q (want real, export or cluster)\n", *mode)
 		os.Exit(2)
 	}
 	useWrk := *loader == "wrk"
@@ -204,6 +206,10 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	}
 	if auditCmp {
 		return compareAudit(bin, dir, dbURL, key, patients, conns, dur)
+	}
+	if clusterMode {
+		stop()
+		return runCluster(bin, dir, dbURL, key, conns, dur)
 	}
 	report("read Patient/{id}", load(client, urls, conns, dur))
 	// The two searches. The Synthea set has no heart-rate (8867-4)
@@ -351,6 +357,9 @@ type result struct {
 	okLat     []time.Duration // latencies of the 200 answers
 	codes     map[int]int     // answers by status (goLoad)
 }
+
+// clusterMode is -mode cluster (cluster.go).
+var clusterMode bool
 
 // load runs a load phase; goLoad by default, wrkLoad when wrk is used.
 var load = goLoad

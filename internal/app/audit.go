@@ -18,6 +18,7 @@ import (
 type auditRuntime struct {
 	sink  audit.Sink
 	stage func(http.Handler) http.Handler
+	db    *audit.DB // nil with the trail off
 	close func()
 }
 
@@ -59,14 +60,22 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 		closeStream()
 		return nil, err
 	}
+	windows, closeWindows, err := alertWindows(cfg, db)
+	if err != nil {
+		db.Close()
+		closeStream()
+		return nil, err
+	}
 	al, err := audit.NewAlerter(audit.AlertConfig{
 		Webhook:     f.AlertWebhook,
 		VolumeLimit: f.AlertVolume, VolumeWindow: f.AlertVolumeWindow,
 		AuthFailureLimit: f.AlertAuthFailures, AuthFailureWindow: f.AlertAuthWindow,
 		Refusals: f.AlertRefusals,
 		Metrics:  mets, Logger: log,
+		Windows: windows,
 	})
 	if err != nil {
+		closeWindows()
 		db.Close()
 		closeStream()
 		return nil, fmt.Errorf("--alert-webhook: %w", err)
@@ -77,6 +86,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	})
 	if err != nil {
 		al.Close()
+		closeWindows()
 		db.Close()
 		closeStream()
 		return nil, err
@@ -85,10 +95,28 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	stage := audit.Stage(audit.StageConfig{
 		Recorder: rec,
 	})
-	return &auditRuntime{sink: rec, stage: stage, close: func() {
+	return &auditRuntime{sink: rec, stage: stage, db: db, close: func() {
 		rec.Close()
 		al.Close()
+		closeWindows()
 		db.Close()
 		closeStream()
 	}}, nil
+}
+
+// alertWindows is where the alert rules count: in Redis when the rate
+// limits share one (--redis-url), else in the database on PostgreSQL (the
+// database instances share), else (SQLite: one instance) in the process.
+func alertWindows(cfg config.Config, db *audit.DB) (audit.WindowStore, func(), error) {
+	switch {
+	case cfg.RateLimit.RedisURL != "":
+		r, err := audit.NewRedisWindows(cfg.RateLimit.RedisURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--redis-url: %w", err)
+		}
+		return r, func() { _ = r.Close() }, nil
+	case db.Postgres():
+		return db, func() {}, nil
+	}
+	return nil, func() {}, nil
 }

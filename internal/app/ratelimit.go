@@ -24,6 +24,9 @@ type rateLimitStages struct {
 	AuthIP func(http.Handler) http.Handler
 	// Close releases the Redis connections.
 	Close func()
+	// Ready pings Redis when the limits fail closed without it (a
+	// readiness check; nil otherwise).
+	Ready func(context.Context) error
 }
 
 // newRateLimits builds the limiter and the stages of cfg.RateLimit; obs is
@@ -63,6 +66,9 @@ func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, 
 		cancel()
 		limiter, backend = rl, "redis"
 		st.Close = func() { _ = rl.Close() }
+		if f.RedisFailure == "closed" {
+			st.Ready = rl.Ping
+		}
 	}
 	var creds ratelimit.CredentialLimits
 	if db != nil {

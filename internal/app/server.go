@@ -233,7 +233,8 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)
 	handler := routeFirst(mux, cfg.FHIRPath(), chain(outer...))
-	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: handler, Ready: a, Logger: log}))
+	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: handler, Logger: log,
+		Ready: readyChecks(a, auth, auditRT.db, rl.Ready), ShutdownTimeout: cfg.Server.ShutdownTimeout}))
 	return s, nil
 }
 

@@ -57,6 +57,14 @@ type AlertConfig struct {
 	Backoff time.Duration
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// Windows, when set, holds the rule windows every instance shares
+	// (Redis or the database): counts are added every FlushEvery and the
+	// instance whose addition crosses a threshold raises the alert. Nil:
+	// each instance counts on its own.
+	Windows WindowStore
+	// FlushEvery is how often counts go to Windows (default
+	// DefaultFlushEvery): the bound on an alert's delay.
+	FlushEvery time.Duration
 }
 
 // CheckWebhook refuses webhook URLs that could be used to reach internal
@@ -103,6 +111,9 @@ type Alerter struct {
 
 	mu      sync.Mutex
 	windows map[string]*window
+	shared  *sharedWindows // nil: windows per instance
+
+	closeOnce sync.Once
 
 	stop chan struct{}
 	done chan struct{}
@@ -149,6 +160,9 @@ func NewAlerter(cfg AlertConfig) (*Alerter, error) {
 		cfg.Client = &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	a := &Alerter{cfg: cfg, q: make(chan Alert, cfg.QueueSize), windows: map[string]*window{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg.Windows != nil {
+		a.shared = newSharedWindows(a, cfg.Windows, cfg.FlushEvery)
+	}
 	go a.deliver()
 	return a, nil
 }
@@ -163,10 +177,8 @@ func (a *Alerter) Observe(e *Event) {
 			if key == "" {
 				key = "address:" + e.Address
 			}
-			if n, fire := a.count(RuleVolume+"\x00"+key, e.Returned, a.cfg.VolumeLimit, a.cfg.VolumeWindow, now); fire {
-				a.raise(Alert{Rule: RuleVolume, Time: now, ClientID: e.ClientID, Address: e.Address, Count: n, Threshold: a.cfg.VolumeLimit,
-					Window: a.cfg.VolumeWindow.String(), Detail: "more resources returned to one client than the rule allows"})
-			}
+			a.count(RuleVolume+"\x00"+key, e.Returned, now, Alert{Rule: RuleVolume, Time: now, ClientID: e.ClientID, Address: e.Address, Threshold: a.cfg.VolumeLimit,
+				Window: a.cfg.VolumeWindow.String(), Detail: "more resources returned to one client than the rule allows"}, a.cfg.VolumeWindow)
 		}
 	case KindAuthnFailure, KindLoginFailure, KindTokenFailure:
 		if a.cfg.AuthFailureLimit > 0 {
@@ -174,25 +186,35 @@ func (a *Alerter) Observe(e *Event) {
 				if key == "client:" || key == "address:" {
 					continue
 				}
-				if n, fire := a.count(RuleAuthFailures+"\x00"+key, e.occurrences(), a.cfg.AuthFailureLimit, a.cfg.AuthFailureWindow, now); fire {
-					a.raise(Alert{Rule: RuleAuthFailures, Time: now, ClientID: e.ClientID, Address: e.Address, Count: n, Threshold: a.cfg.AuthFailureLimit,
-						Window: a.cfg.AuthFailureWindow.String(), Detail: "repeated authentication failures"})
-				}
+				a.count(RuleAuthFailures+"\x00"+key, e.occurrences(), now, Alert{Rule: RuleAuthFailures, Time: now, ClientID: e.ClientID, Address: e.Address, Threshold: a.cfg.AuthFailureLimit,
+					Window: a.cfg.AuthFailureWindow.String(), Detail: "repeated authentication failures"}, a.cfg.AuthFailureWindow)
 			}
 		}
 	case KindNetworkRefused:
 		if a.cfg.Refusals {
-			if n, fire := a.count(RuleRefused+"\x00"+e.ClientID+"\x00"+e.Address, e.occurrences(), 0, time.Minute, now); fire {
-				a.raise(Alert{Rule: RuleRefused, Time: now, ClientID: e.ClientID, Address: e.Address, Count: n, Threshold: 0,
-					Window: time.Minute.String(), Detail: "request refused by an allow-list"})
-			}
+			a.count(RuleRefused+"\x00"+e.ClientID+"\x00"+e.Address, e.occurrences(), now, Alert{Rule: RuleRefused, Time: now, ClientID: e.ClientID, Address: e.Address, Threshold: 0,
+				Window: time.Minute.String(), Detail: "request refused by an allow-list"}, time.Minute)
 		}
 	}
 }
 
-// count adds n to the window of key and reports whether it just went over
-// limit (once per window).
-func (a *Alerter) count(key string, n, limit int, span time.Duration, now time.Time) (int, bool) {
+// count adds n to the window of key and raises al (its Count set) when
+// the window just went over al.Threshold (once per window): at once in
+// this instance's windows, or at the next flush with shared Windows.
+func (a *Alerter) count(key string, n int, now time.Time, al Alert, span time.Duration) {
+	if a.shared != nil {
+		a.shared.add(key, n, now, al, span)
+		return
+	}
+	if total, fire := a.countLocal(key, n, al.Threshold, span, now); fire {
+		al.Count = total
+		a.raise(al)
+	}
+}
+
+// countLocal adds n to this instance's window of key and reports whether
+// it just went over limit (once per window).
+func (a *Alerter) countLocal(key string, n, limit int, span time.Duration, now time.Time) (int, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	w := a.windows[key]
@@ -288,7 +310,12 @@ func (a *Alerter) send(body []byte) error {
 }
 
 // Close stops delivery (alerts still queued are dropped with a log line).
-func (a *Alerter) Close() {
+func (a *Alerter) Close() { a.closeOnce.Do(a.close) }
+
+func (a *Alerter) close() {
+	if a.shared != nil {
+		a.shared.close() // the last counts may raise alerts
+	}
 	close(a.stop)
 	<-a.done
 	for {

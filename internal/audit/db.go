@@ -246,3 +246,12 @@ func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
 	}
 	return out, rs.Err()
 }
+
+// Ping checks that the database answers (a readiness check).
+func (d *DB) Ping(ctx context.Context) error { return database.Ping(ctx, d.db, d.r) }
+
+// Migrated returns nil when every migration of the chain table is
+// applied (a readiness check).
+func (d *DB) Migrated(ctx context.Context) error {
+	return migrate.Applied(ctx, d.r, migrations, d.postgres, VersionTable)
+}

@@ -480,3 +480,12 @@ func hexOrEmpty(b []byte) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// Ping checks that the database answers (a readiness check).
+func (d *DB) Ping(ctx context.Context) error { return database.Ping(ctx, d.w, d.r) }
+
+// Migrated returns nil when every migration of the authorization schema
+// is applied (a readiness check).
+func (d *DB) Migrated(ctx context.Context) error {
+	return migrate.Applied(ctx, d.r, migrations, d.postgres, VersionTable)
+}

@@ -50,6 +50,7 @@ type gatewayFlags struct {
 	ReadTimeout       time.Duration `name:"read-timeout" env:"LAPIS_READ_TIMEOUT" default:"60s" help:"Time to read the whole request, body included."`
 	WriteTimeout      time.Duration `name:"write-timeout" env:"LAPIS_WRITE_TIMEOUT" default:"120s" help:"Time to write the response, from the end of the request headers."`
 	IdleTimeout       time.Duration `name:"idle-timeout" env:"LAPIS_IDLE_TIMEOUT" default:"120s" help:"How long an idle keep-alive connection stays open."`
+	ShutdownTimeout   time.Duration `name:"shutdown-timeout" env:"LAPIS_SHUTDOWN_TIMEOUT" default:"10s" help:"On SIGTERM or SIGINT: how long requests in flight may take to finish (new connections are refused and /readyz answers 503 at once); then the audit queue is flushed and the process exits 0."`
 	SearchTimeout     time.Duration `name:"search-timeout" env:"LAPIS_SEARCH_TIMEOUT" default:"10s" help:"Time budget of a FHIR search or history request (0 = none); beyond it the query is interrupted and the answer is a 503 OperationOutcome."`
 	MetricsAddr       string        `name:"metrics-addr" env:"LAPIS_METRICS_ADDR" help:"Also serve /metrics, unrestricted, on this separate listener (e.g. a private interface); default off." placeholder:"HOST:PORT"`
 	MetricsAllow      []string      `name:"metrics-allow" env:"LAPIS_METRICS_ALLOW" sep:"," help:"CIDRs besides loopback that may read /metrics on the main listener." placeholder:"CIDR"`
@@ -110,6 +111,7 @@ func (c *serveCmd) config() (config.Config, error) {
 	cfg.Server.AllowRemote = c.AllowRemote
 	g := c.gatewayFlags
 	cfg.Server.ReadHeaderTimeout, cfg.Server.ReadTimeout, cfg.Server.WriteTimeout, cfg.Server.IdleTimeout = g.ReadHeaderTimeout, g.ReadTimeout, g.WriteTimeout, g.IdleTimeout
+	cfg.Server.ShutdownTimeout = g.ShutdownTimeout
 	cfg.TLS = config.TLS{CertFile: g.TLSCert, KeyFile: g.TLSKey}
 	n, err := parseSize(c.MaxBody)
 	if err != nil {

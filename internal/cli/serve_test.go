@@ -123,7 +123,7 @@ func TestServeDefaults(t *testing.T) {
 func TestServeFlags(t *testing.T) {
 	got, err := parseServe(t,
 		"--addr", "0.0.0.0:8443", "--base-url", "https://example.org/lapis/", "--data-dir", "/data", "--database", "postgres://db/lapis",
-		"--tls-cert", "c.pem", "--tls-key", "k.pem", "--read-header-timeout", "1s", "--read-timeout", "2s", "--write-timeout", "3s", "--idle-timeout", "4s",
+		"--tls-cert", "c.pem", "--tls-key", "k.pem", "--read-header-timeout", "1s", "--read-timeout", "2s", "--write-timeout", "3s", "--idle-timeout", "4s", "--shutdown-timeout", "5s",
 		"--max-body", "1MiB", "--default-count", "5", "--max-count", "50", "--max-bundle-entries", "7", "--max-response", "2MiB", "--search-timeout", "5s",
 		"--us-core-version", "7.0.0", "--service-base-urls", "sbu.json", "--profile-validation", "claimed",
 		"--dev-allow-private-jwks",
@@ -140,7 +140,7 @@ func TestServeFlags(t *testing.T) {
 	}
 	want := config.Config{
 		Server: config.Server{Addr: "0.0.0.0:8443", BaseURL: "https://example.org/lapis",
-			ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second},
+			ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 3 * time.Second, IdleTimeout: 4 * time.Second, ShutdownTimeout: 5 * time.Second},
 		TLS:      config.TLS{CertFile: "c.pem", KeyFile: "k.pem"},
 		Database: config.Database{URL: "postgres://db/lapis", DataDir: "/data"},
 		FHIR: config.FHIR{MaxBodyBytes: 1 << 20, DefaultCount: 5, MaxCount: 50, MaxBundleEntries: 7, MaxResponseBytes: 2 << 20, SearchTimeout: 5 * time.Second,

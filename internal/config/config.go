@@ -59,6 +59,9 @@ type Server struct {
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are
 	// the transport timeouts (all positive).
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown on SIGTERM: how long
+	// requests in flight may take to finish (positive).
+	ShutdownTimeout time.Duration
 }
 
 // TLS is the listener's certificate; both files or neither.
@@ -260,6 +263,7 @@ func Defaults() Config {
 			ReadTimeout:       60 * time.Second,
 			WriteTimeout:      120 * time.Second,
 			IdleTimeout:       120 * time.Second,
+			ShutdownTimeout:   10 * time.Second,
 		},
 		Database: Database{DataDir: defaultDataDir()},
 		Export:   Export{Workers: 2, MaxJobsPerClient: 10, Expire: 24 * time.Hour, Lease: 30 * time.Second, MaxFileBytes: 256 << 20},
@@ -366,7 +370,7 @@ func (c *Config) Normalize(serve bool) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--read-header-timeout", c.Server.ReadHeaderTimeout}, {"--read-timeout", c.Server.ReadTimeout}, {"--write-timeout", c.Server.WriteTimeout}, {"--idle-timeout", c.Server.IdleTimeout}} {
+	}{{"--read-header-timeout", c.Server.ReadHeaderTimeout}, {"--read-timeout", c.Server.ReadTimeout}, {"--write-timeout", c.Server.WriteTimeout}, {"--idle-timeout", c.Server.IdleTimeout}, {"--shutdown-timeout", c.Server.ShutdownTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s must be positive", d.name)
 		}

@@ -146,3 +146,17 @@ func Build[T interface{ OwnDB(*DB) }](ctx context.Context, o Options, build func
 	v.OwnDB(h)
 	return v, nil
 }
+
+// Ping checks that the handle's writer and readers answer (readiness).
+func (d *DB) Ping(ctx context.Context) error { return Ping(ctx, d.Writer, d.Reader) }
+
+// Ping checks that every pool answers (a readiness check of a part with a
+// writer and readers; the same pool may be given twice).
+func Ping(ctx context.Context, pools ...*sql.DB) error {
+	for _, p := range pools {
+		if err := p.PingContext(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ package migrate
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"io/fs"
 	"time"
 
@@ -68,4 +69,32 @@ func UpDir(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table str
 		}
 	}
 	return last
+}
+
+// Applied returns nil when every migration in migrations/sqlite or
+// migrations/postgres of fsys is recorded in table (the readiness check
+// of a package's schema: a database restored from an old backup, or one
+// whose version table was lost, is not ready).
+func Applied(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string) error {
+	dir := "migrations/sqlite"
+	dialect := goose.DialectSQLite3
+	if postgres {
+		dir, dialect = "migrations/postgres", goose.DialectPostgres
+	}
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(dialect, db, sub, goose.WithDisableGlobalRegistry(true), goose.WithTableName(table))
+	if err != nil {
+		return err
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return err
+	}
+	if pending {
+		return errors.New("migrate: migrations pending")
+	}
+	return nil
 }

@@ -407,3 +407,12 @@ func parseForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	}
 	return r.PostForm, nil
 }
+
+// KeysReady returns nil when the signing keys sign (a readiness check;
+// nil too for Keys that cannot tell).
+func (s *Server) KeysReady(ctx context.Context) error {
+	if r, ok := s.cfg.Keys.(interface{ Ready(context.Context) error }); ok {
+		return r.Ready(ctx)
+	}
+	return nil
+}

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,11 +26,6 @@ import (
 	"github.com/lapis-health/lapis/internal/metrics"
 )
 
-// Pinger reports whether the database answers; /readyz uses it.
-type Pinger interface {
-	Ping(ctx context.Context) error
-}
-
 // Default transport limits.
 const (
 	DefaultReadHeaderTimeout = 10 * time.Second
@@ -37,6 +33,9 @@ const (
 	DefaultWriteTimeout      = 120 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
+	// DefaultShutdownTimeout bounds the wait for requests in flight at
+	// shutdown.
+	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultCertCheckInterval is how often, at most, the certificate
 	// files are checked for changes.
 	DefaultCertCheckInterval = 5 * time.Second
@@ -59,8 +58,13 @@ type Options struct {
 	// FHIR serves everything under Base: the FHIR API and the
 	// authorization server.
 	FHIR http.Handler
-	// Ready, when set, is consulted by /readyz.
-	Ready Pinger
+	// Ready are the dependencies /readyz checks (none: ready while the
+	// process serves).
+	Ready []Check
+	// ShutdownTimeout bounds the graceful shutdown: how long requests in
+	// flight may take to finish once the context of Serve ends (default
+	// DefaultShutdownTimeout); past it their connections are closed.
+	ShutdownTimeout time.Duration
 	// Landing, when set, serves GET / (other paths outside /fhir stay 404).
 	Landing http.Handler
 	// Logger receives lifecycle messages and the request log.
@@ -95,6 +99,7 @@ type Server struct {
 	http  *http.Server
 	opts  Options
 	certs *certReloader // nil: plain HTTP
+	ready *readiness
 }
 
 // New builds a Server; the TLS files are loaded by Listen.
@@ -131,19 +136,8 @@ func New(opts Options) *Server {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	handle("GET /readyz", "readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if opts.Ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := opts.Ready.Ping(ctx); err != nil {
-				w.WriteHeader(http.StatusServiceUnavailable)
-				_, _ = w.Write([]byte("database unavailable\n"))
-				return
-			}
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	ready := &readiness{checks: opts.Ready}
+	handle("GET /readyz", "readyz", ready.ServeHTTP)
 	if opts.Metrics != nil {
 		mh := opts.Metrics.Handler()
 		handle("GET /metrics", "metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -155,7 +149,7 @@ func New(opts Options) *Server {
 			mh.ServeHTTP(w, r)
 		})
 	}
-	s := &Server{opts: opts}
+	s := &Server{opts: opts, ready: ready}
 	h := requestLog(opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(opts.Base, mux))
 	s.http = &http.Server{
 		Handler:           h,
@@ -246,16 +240,26 @@ func (s *Server) Listen() (net.Listener, error) {
 	return net.Listen("tcp", s.opts.Addr)
 }
 
-// Serve serves on ln until ctx is cancelled, then shuts down gracefully,
-// letting in-flight requests finish for up to 10 seconds.
+// Serve serves on ln until ctx is cancelled, then shuts down gracefully:
+// /readyz answers 503 from then on, the listener closes (no new
+// connection is accepted), idle connections close, and requests in flight
+// may finish for up to ShutdownTimeout before their connections are
+// closed too (Serve then reports context.DeadlineExceeded).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.TLS() && s.certs == nil {
 		return errors.New("server: TLS configured but Listen was not called")
 	}
-	return serveUntil(ctx, s.http, ln, s.certs != nil)
+	stop := context.AfterFunc(ctx, func() { s.ready.draining.Store(true) })
+	defer stop()
+	err := serveUntil(ctx, s.http, ln, s.certs != nil, orDefault(s.opts.ShutdownTimeout, DefaultShutdownTimeout))
+	if errors.Is(err, context.DeadlineExceeded) {
+		_ = s.http.Close()
+		return fmt.Errorf("shutdown: requests still in flight after the shutdown timeout (%s) were cut: %w", orDefault(s.opts.ShutdownTimeout, DefaultShutdownTimeout), err)
+	}
+	return err
 }
 
-func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, useTLS bool) error {
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, useTLS bool, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() {
 		if useTLS {
@@ -269,7 +273,7 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, useTLS b
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return err
@@ -298,7 +302,7 @@ func ServeMetrics(ctx context.Context, ln net.Listener, m *metrics.Metrics, log 
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return serveUntil(ctx, srv, ln, false)
+	return serveUntil(ctx, srv, ln, false, DefaultShutdownTimeout)
 }
 
 // LocalOnly is the default /metrics guard: the direct peer is a loopback

@@ -5,19 +5,32 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
-type pinger struct{ err error }
+// check is a readiness check that returns err.
+func check(name string, err error) Check {
+	return Check{Name: name, Check: func(context.Context) error { return err }}
+}
 
-func (p pinger) Ping(context.Context) error { return p.err }
-
-func start(t *testing.T, ready Pinger, fhir http.Handler) (string, context.CancelFunc, chan error) {
+func start(t *testing.T, ready []Check, fhir http.Handler) (string, context.CancelFunc, chan error) {
 	t.Helper()
-	s := New(Options{Addr: "127.0.0.1:0", Base: "/fhir", FHIR: fhir, Ready: ready, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return startOpts(t, Options{Ready: ready, FHIR: fhir})
+}
+
+// startOpts serves opts on a free port, under /fhir, until the returned
+// cancel; done receives Serve's result.
+func startOpts(t *testing.T, opts Options) (string, context.CancelFunc, chan error) {
+	t.Helper()
+	opts.Addr, opts.Base, opts.Logger = "127.0.0.1:0", "/fhir", slog.New(slog.DiscardHandler)
+	s := New(opts)
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +55,7 @@ func get(t *testing.T, url string) (*http.Response, string) {
 
 func TestServer(t *testing.T) {
 	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("fhir:" + r.URL.Path)) })
-	base, cancel, done := start(t, pinger{}, fhir)
+	base, cancel, done := start(t, []Check{check("db", nil)}, fhir)
 	resp, body := get(t, base+"/healthz")
 	if resp.StatusCode != 200 || body != "ok\n" {
 		t.Fatalf("healthz %d %q", resp.StatusCode, body)
@@ -76,9 +89,10 @@ func TestServer(t *testing.T) {
 }
 
 func TestReadyzDown(t *testing.T) {
-	base, _, _ := start(t, pinger{errors.New("db down")}, http.NotFoundHandler())
+	base, _, _ := start(t, []Check{check("fhir-database", nil), check("redis", errors.New("dial tcp 10.0.0.1:6379: refused")), check("signing-keys", errors.New("x"))}, http.NotFoundHandler())
 	resp, body := get(t, base+"/readyz")
-	if resp.StatusCode != 503 || body != "database unavailable\n" {
+	// The names of what is not ready, in order, and no internals.
+	if resp.StatusCode != 503 || body != "not ready: redis, signing-keys\n" {
 		t.Fatalf("readyz %d %q", resp.StatusCode, body)
 	}
 }
@@ -88,7 +102,7 @@ func TestReadyzDown(t *testing.T) {
 // follows the base path.
 func TestServerBasePath(t *testing.T) {
 	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("fhir:" + r.URL.Path)) })
-	s := New(Options{Addr: "127.0.0.1:0", Base: "/lapis/fhir", FHIR: fhir, Ready: pinger{}, Logger: slog.New(slog.DiscardHandler)})
+	s := New(Options{Addr: "127.0.0.1:0", Base: "/lapis/fhir", FHIR: fhir, Ready: []Check{check("db", nil)}, Logger: slog.New(slog.DiscardHandler)})
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -145,5 +159,97 @@ func TestLanding(t *testing.T) {
 	s.http.Handler.ServeHTTP(rr, httptest.NewRequest("GET", "/", nil))
 	if rr.Code != 404 {
 		t.Errorf("without a landing page: %d", rr.Code)
+	}
+}
+
+// TestGracefulShutdown: once Serve's context ends, /readyz answers 503
+// "shutting down" to requests on open connections, the listener refuses
+// new connections, and a request in flight completes before Serve returns
+// nil.
+func TestGracefulShutdown(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fhir/slow" {
+			close(entered)
+			<-release
+		}
+		w.Write([]byte("done"))
+	})
+	base, cancel, done := startOpts(t, Options{FHIR: slow, Ready: []Check{check("db", nil)}})
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(base + "/fhir/slow")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{string(b), err}
+	}()
+	<-entered
+	cancel()
+	// The listener closes: new connections are refused.
+	poll.Until(t, 5*time.Second, "listener closed", func() bool {
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned with a request in flight: %v", err)
+	default:
+	}
+	close(release)
+	if r := <-got; r.err != nil || r.body != "done" {
+		t.Fatalf("in-flight request: %q %v", r.body, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestReadyzDraining: the readiness handler answers 503 "shutting down"
+// once draining, whatever its checks say.
+func TestReadyzDraining(t *testing.T) {
+	rd := &readiness{checks: []Check{check("db", nil)}}
+	rd.draining.Store(true)
+	rr := httptest.NewRecorder()
+	rd.ServeHTTP(rr, httptest.NewRequest("GET", "/readyz", nil))
+	if rr.Code != 503 || rr.Body.String() != "shutting down\n" {
+		t.Fatalf("draining: %d %q", rr.Code, rr.Body.String())
+	}
+}
+
+// TestShutdownTimeout: a request still running after ShutdownTimeout is
+// cut, and Serve reports the deadline.
+func TestShutdownTimeout(t *testing.T) {
+	entered := make(chan struct{})
+	hang := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+	})
+	base, cancel, done := startOpts(t, Options{FHIR: hang, ShutdownTimeout: 50 * time.Millisecond})
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(base + "/fhir/hang")
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-entered
+	cancel()
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Serve after the shutdown timeout: %v", err)
+	}
+	if err := <-errc; err == nil {
+		t.Fatal("the cut request got a response")
 	}
 }

@@ -444,3 +444,15 @@ func (m *Manager) Rotate(ctx context.Context) error {
 	}
 	return m.store.AddSigningKeys(ctx, fresh, true, time.Now().Add(m.retain))
 }
+
+// Ready returns nil when the active key of every algorithm signs (a
+// readiness check: the keys are in the database and this instance's
+// key-encryption key opens them).
+func (m *Manager) Ready(ctx context.Context) error {
+	for _, alg := range []jose.SignatureAlgorithm{AccessTokenAlg, IDTokenAlg} {
+		if _, err := m.Sign(ctx, alg, "JWT", []byte("{}")); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -270,6 +270,22 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Terminate sends SIGTERM and returns at once, for a test of the
+// shutdown itself: wait on Exited, then read ExitErr. (Stop and the
+// cleanup of Start then do nothing.)
+func (s *Server) Terminate() error {
+	cmd, _ := s.running()
+	if cmd == nil {
+		return errors.New("lapistest: server not started")
+	}
+	s.end()
+	return cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// ExitErr is the exit error of the current process once Exited is
+// closed (nil: exit status 0).
+func (s *Server) ExitErr() error { return s.exitErr() }
+
 // Kill ends the server at once (SIGKILL, as a crash would) and waits for
 // the process to be gone.
 func (s *Server) Kill() error {

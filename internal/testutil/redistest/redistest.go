@@ -31,6 +31,7 @@ type Server struct {
 	pidfile string
 	pid     int
 	stopped bool
+	argv    []string // the redis-server command line, for Restart
 }
 
 // Start starts redis-server on a free loopback port and waits until it
@@ -50,8 +51,9 @@ func Start(t testing.TB) *Server {
 		port := freePort(t)
 		s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), t: t, pidfile: filepath.Join(dir, "redis.pid")}
 		s.URL = "redis://" + s.Addr + "/0"
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--daemonize", "yes", "--pidfile", s.pidfile, "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+		s.argv = []string{bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--daemonize", "yes", "--pidfile", s.pidfile, "--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}
+		cmd := exec.Command(s.argv[0], s.argv[1:]...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			lastErr = fmt.Errorf("%v: %s", err, out)
 			continue
@@ -88,6 +90,24 @@ func (s *Server) Stop() {
 	if !poll.Try(5*time.Second, func() bool { return syscall.Kill(pid, 0) != nil }) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+}
+
+// Restart starts a stopped server again on the same port (empty: no
+// persistence) and waits until it answers PING; it fails the test when
+// it cannot.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if !s.stopped {
+		return
+	}
+	if out, err := exec.Command(s.argv[0], s.argv[1:]...).CombinedOutput(); err != nil {
+		s.t.Fatalf("redistest: restarting redis-server: %v: %s", err, out)
+	}
+	s.stopped = false
+	if err := s.waitPing(5 * time.Second); err != nil {
+		s.t.Fatalf("redistest: %v", err)
+	}
+	s.pid = s.readPID()
 }
 
 func (s *Server) readPID() int {
