@@ -172,8 +172,9 @@ func (c *cluster) do(method, u string, body []byte, key string) (int, []byte, ht
 // HAProxy: an authorization-code flow across instances, revocation and key
 // rotation propagation, shared rate limits, kill -9 under load, a Redis
 // outage and a rolling restart. The PostgreSQL restart of the issue is
-// not run: the tests share the machine's PostgreSQL cluster (pgtest gives
-// a database in it), which a test must not restart.
+// TestPostgresRestart, on a private server: these tests share the
+// machine's PostgreSQL cluster (pgtest gives a database in it), which a
+// test must not restart.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test: not in -short")
