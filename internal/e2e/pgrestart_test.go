@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,10 +28,7 @@ func TestPostgresRestart(t *testing.T) {
 		t.Skip("PostgreSQL restart test: not in -short")
 	}
 	pg := pgtest.Private(t)
-	kek := filepath.Join(t.TempDir(), "kek")
-	if err := os.WriteFile(kek, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kek := writeKEK(t)
 	bin := lapistest.Binary(t)
 	inst := make([]*lapistest.Server, 2)
 	for i := range inst {
@@ -131,83 +125,49 @@ func TestPostgresRestart(t *testing.T) {
 }
 
 // writeLoad posts Patients with unique identifiers to the instances in
-// turn, recording every write answered 201 and every failure that is not
-// a 5xx OperationOutcome.
+// turn: load's acked holds every write answered 201 (id -> identifier),
+// its failures every failure that is not a 5xx OperationOutcome.
 type writeLoad struct {
-	c           *cluster
-	stop        chan struct{}
-	wg          sync.WaitGroup
-	ok          atomic.Int64
+	*load
 	okOn        [2]atomic.Int64
 	failedOn    [2]atomic.Int64
 	slowestFail atomic.Int64 // nanoseconds
-	mu          sync.Mutex
-	acked       map[string]string // id -> identifier value
-	unknown     []string          // identifiers of writes answered "outcome unknown"
-	bad         []string
+	unknown     []string     // identifiers of writes answered "outcome unknown" (under mu)
 }
 
 func startWriteLoad(c *cluster, inst []*lapistest.Server, workers int) *writeLoad {
-	l := &writeLoad{c: c, stop: make(chan struct{}), acked: map[string]string{}}
+	l := &writeLoad{load: &load{c: c, stop: make(chan struct{}), acked: map[string]string{}}}
 	var seq atomic.Int64
-	for w := range workers {
-		l.wg.Go(func() {
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				n := seq.Add(1)
-				i := int(n % int64(len(inst)))
-				mrn := fmt.Sprintf("PgRestart%d-%d", w, n)
-				start := time.Now()
-				st, b, _, err := c.do("POST", inst[i].URL("/Patient"), mustJSON(patient(mrn)), c.key)
-				if err == nil && st == 201 {
-					var p struct{ ID string }
-					_ = json.Unmarshal(b, &p)
-					l.mu.Lock()
-					l.acked[p.ID] = mrn
-					l.mu.Unlock()
-					l.ok.Add(1)
-					l.okOn[i].Add(1)
-					continue
-				}
-				l.failedOn[i].Add(1)
-				took := int64(time.Since(start))
-				for old := l.slowestFail.Load(); took > old && !l.slowestFail.CompareAndSwap(old, took); old = l.slowestFail.Load() {
-				}
-				var oo struct{ ResourceType string }
-				_ = json.Unmarshal(b, &oo)
-				if st == 500 && strings.Contains(string(b), "outcome of this request is unknown") {
-					l.mu.Lock()
-					l.unknown = append(l.unknown, mrn)
-					l.mu.Unlock()
-				}
-				if err != nil || st < 500 || oo.ResourceType != "OperationOutcome" {
-					l.mu.Lock()
-					l.bad = append(l.bad, fmt.Sprintf("POST on instance %d: %d %v %.200s", i+1, st, err, b))
-					l.mu.Unlock()
-				}
-			}
-		})
-	}
+	l.run(workers, func(w int) {
+		n := seq.Add(1)
+		i := int(n % int64(len(inst)))
+		mrn := fmt.Sprintf("PgRestart%d-%d", w, n)
+		start := time.Now()
+		st, b, _, err := c.do("POST", inst[i].URL("/Patient"), mustJSON(patient(mrn)), c.key)
+		if err == nil && st == 201 {
+			var p struct{ ID string }
+			_ = json.Unmarshal(b, &p)
+			l.mu.Lock()
+			l.acked[p.ID] = mrn
+			l.mu.Unlock()
+			l.ok.Add(1)
+			l.okOn[i].Add(1)
+			return
+		}
+		l.failedOn[i].Add(1)
+		took := int64(time.Since(start))
+		for old := l.slowestFail.Load(); took > old && !l.slowestFail.CompareAndSwap(old, took); old = l.slowestFail.Load() {
+		}
+		var oo struct{ ResourceType string }
+		_ = json.Unmarshal(b, &oo)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if st == 500 && strings.Contains(string(b), "outcome of this request is unknown") {
+			l.unknown = append(l.unknown, mrn)
+		}
+		if err != nil || st < 500 || oo.ResourceType != "OperationOutcome" {
+			l.failures = append(l.failures, fmt.Sprintf("POST on instance %d: %d %v %.200s", i+1, st, err, b))
+		}
+	})
 	return l
-}
-
-// waitOK waits until n more writes succeeded.
-func (l *writeLoad) waitOK(t *testing.T, n int64) {
-	t.Helper()
-	target := l.ok.Load() + n
-	poll.Until(t, 30*time.Second, fmt.Sprintf("%d more acknowledged writes", n), func() bool { return l.ok.Load() >= target })
-}
-
-// finish stops the load and returns the failures that were not a 5xx
-// OperationOutcome.
-func (l *writeLoad) finish() []string {
-	close(l.stop)
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.bad
 }
