@@ -59,10 +59,7 @@ func startCluster(t *testing.T) *cluster {
 	}
 	c := &cluster{t: t, db: pgtest.New(t), redis: redistest.Start(t),
 		hc: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
-	c.kek = filepath.Join(t.TempDir(), "kek")
-	if err := os.WriteFile(c.kek, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c.kek = writeKEK(t)
 	frontAddr := freeAddr(t)
 	c.front = "http://" + frontAddr
 	bin := lapistest.Binary(t)
@@ -129,6 +126,17 @@ func startCluster(t *testing.T) *cluster {
 	return c
 }
 
+// writeKEK writes a key-encryption key file for instances to share and
+// returns its path.
+func writeKEK(t *testing.T) string {
+	t.Helper()
+	kek := filepath.Join(t.TempDir(), "kek")
+	if err := os.WriteFile(kek, []byte(strings.Repeat("5a", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kek
+}
+
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -172,8 +180,9 @@ func (c *cluster) do(method, u string, body []byte, key string) (int, []byte, ht
 // HAProxy: an authorization-code flow across instances, revocation and key
 // rotation propagation, shared rate limits, kill -9 under load, a Redis
 // outage and a rolling restart. The PostgreSQL restart of the issue is
-// not run: the tests share the machine's PostgreSQL cluster (pgtest gives
-// a database in it), which a test must not restart.
+// TestPostgresRestart, on a private server: these tests share the
+// machine's PostgreSQL cluster (pgtest gives a database in it), which a
+// test must not restart.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test: not in -short")
@@ -392,6 +401,27 @@ type load struct {
 func (c *cluster) startLoad(prefix string, workers int) *load {
 	l := &load{c: c, stop: make(chan struct{}), acked: map[string]string{}}
 	var seq atomic.Int64
+	l.run(workers, func(w int) {
+		family := fmt.Sprintf("%s%d-%d", prefix, w, seq.Add(1))
+		st, b, _, err := l.call("POST", c.base()+"/Patient", mustJSON(patient(family)))
+		if err != nil || st != 201 {
+			l.fail("POST", st, err)
+			return
+		}
+		var p struct{ ID string }
+		_ = json.Unmarshal(b, &p)
+		l.mu.Lock()
+		l.acked[p.ID] = family
+		l.mu.Unlock()
+		if st, _, _, err := l.call("GET", c.base()+"/Patient/"+p.ID, nil); err != nil || st != 200 {
+			l.fail("GET", st, err)
+		}
+	})
+	return l
+}
+
+// run starts workers goroutines that call step(worker) until finish.
+func (l *load) run(workers int, step func(w int)) {
 	for w := range workers {
 		l.wg.Go(func() {
 			for {
@@ -400,24 +430,10 @@ func (c *cluster) startLoad(prefix string, workers int) *load {
 					return
 				default:
 				}
-				family := fmt.Sprintf("%s%d-%d", prefix, w, seq.Add(1))
-				st, b, _, err := l.call("POST", c.base()+"/Patient", mustJSON(patient(family)))
-				if err != nil || st != 201 {
-					l.fail("POST", st, err)
-					continue
-				}
-				var p struct{ ID string }
-				_ = json.Unmarshal(b, &p)
-				l.mu.Lock()
-				l.acked[p.ID] = family
-				l.mu.Unlock()
-				if st, _, _, err := l.call("GET", c.base()+"/Patient/"+p.ID, nil); err != nil || st != 200 {
-					l.fail("GET", st, err)
-				}
+				step(w)
 			}
 		})
 	}
-	return l
 }
 
 func (l *load) call(method, u string, body []byte) (int, []byte, http.Header, error) {

@@ -1,6 +1,8 @@
 // Package pgtest gives tests a fresh PostgreSQL database. It connects to
 // LAPIS_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432/postgres),
-// starting the local Debian cluster once if nothing answers.
+// starting the local Debian cluster once if nothing answers. Private gives
+// a test its own throwaway server instead, for checks that stop or restart
+// PostgreSQL.
 package pgtest
 
 import (
