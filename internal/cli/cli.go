@@ -61,6 +61,7 @@ type grammar struct {
 	Serve           serveCmd           `cmd:"" help:"Run the FHIR server."`
 	Import          importCmd          `cmd:"" help:"Import transaction, batch and collection Bundles and NDJSON files."`
 	Reindex         reindexCmd         `cmd:"" help:"Recompute the search index of stored resources (after an upgrade changes extraction)."`
+	USCore          uscoreCmd          `cmd:"" name:"uscore" help:"US Core reports: the Must Support coverage of the database (lapis uscore coverage)."`
 	Client          clientCmd          `cmd:"" help:"Manage OAuth clients (local database, or a remote server with --server/--profile)."`
 	Keys            keysCmd            `cmd:"" help:"Manage the authorization server's signing keys."`
 	User            userCmd            `cmd:"" help:"Manage patient and practitioner logins (local database, or a remote server with --server/--profile)."`

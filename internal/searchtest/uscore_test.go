@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -32,36 +31,14 @@ import (
 // ucPatients are the patients of the reference data.
 var ucPatients = []string{"85", "355"}
 
-// loadUSCore loads the reference bundles. uscore_bundle_patient_355.json
-// holds one invalid element (an Observation.effectivePeriod with "stop" for
-// "end", see its README): it is repaired here, in memory, before loading.
+// loadUSCore loads the reference bundles (shareddata.USCoreBundles repairs
+// the one invalid element of uscore_bundle_patient_355.json in memory).
 func loadUSCore(t *testing.T, dialect string) *env {
 	t.Helper()
 	e := &env{app: openApp(t, dialect)}
-	for _, name := range []string{"uscore_bundle_patient_85.json", "uscore_bundle_patient_355.json", "uscore_bundle_asserted-date.json"} {
-		b, err := os.ReadFile(shareddata.File(t, "data", "uscore", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var bundle map[string]any
-		if err := json.Unmarshal(b, &bundle); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		repaired := 0
-		for _, en := range bundle["entry"].([]any) {
-			res, _ := en.(map[string]any)["resource"].(map[string]any)
-			if p, ok := res["effectivePeriod"].(map[string]any); ok && p["stop"] != nil {
-				p["end"] = p["stop"]
-				delete(p, "stop")
-				repaired++
-			}
-		}
-		if want := map[bool]int{true: 1, false: 0}[strings.Contains(name, "355")]; repaired != want {
-			t.Fatalf("%s: repaired %d effectivePeriod.stop, want %d", name, repaired, want)
-		}
-		body, _ := json.Marshal(bundle)
-		if _, err := e.app.Service.Bundle(context.Background(), body, 0); err != nil {
-			t.Fatalf("loading %s: %v", name, err)
+	for _, b := range shareddata.USCoreBundles(t) {
+		if _, err := e.app.Service.Bundle(context.Background(), b.Body, 0); err != nil {
+			t.Fatalf("loading %s: %v", b.Name, err)
 		}
 	}
 	return e

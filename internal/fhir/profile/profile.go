@@ -58,6 +58,7 @@ type compiled struct {
 	url      string
 	typ      string
 	byID     map[string]*wire.ProfileElem
+	elements []*wire.ProfileElem            // in snapshot order
 	children map[string][]*wire.ProfileElem // element id -> child elements (not slices)
 	slices   map[string][]*wire.ProfileElem // element id -> its slices
 	fixed    map[*wire.ProfileElem]any      // decoded fixed[x] values
@@ -92,6 +93,7 @@ func Load() (map[string]*Set, error) {
 			for j := range p.Elements {
 				e := &p.Elements[j]
 				c.byID[e.ID] = e
+				c.elements = append(c.elements, e)
 				if err := decodeInto(c.fixed, e, e.Fixed); err != nil {
 					return nil, fmt.Errorf("profile %s %s: %w", p.URL, e.ID, err)
 				}
@@ -170,6 +172,18 @@ func (s *Set) Has(url string) bool {
 // ignored). It returns an error for an unknown profile or one of another
 // resource type.
 func (s *Set) Validate(resource map[string]any, url string) ([]Issue, error) {
+	p, err := s.profileOf(resource, url)
+	if err != nil {
+		return nil, err
+	}
+	v := &run{s: s, p: p}
+	v.object(p.typ, resource)
+	return v.issues, nil
+}
+
+// profileOf returns profile url (a |version suffix is ignored), or an
+// error for an unknown profile or one of another type than resource's.
+func (s *Set) profileOf(resource map[string]any, url string) (*compiled, error) {
 	url, _, _ = strings.Cut(url, "|")
 	p := s.profiles[url]
 	if p == nil {
@@ -178,9 +192,7 @@ func (s *Set) Validate(resource map[string]any, url string) ([]Issue, error) {
 	if rt, _ := resource["resourceType"].(string); rt != p.typ {
 		return nil, fmt.Errorf("profile %s applies to %s, not %v", url, p.typ, resource["resourceType"])
 	}
-	v := &run{s: s, p: p}
-	v.object(p.typ, resource)
-	return v.issues, nil
+	return p, nil
 }
 
 // run is one validation.
@@ -188,6 +200,10 @@ type run struct {
 	s      *Set
 	p      *compiled
 	issues []Issue
+	// present and unchecked, when not nil, collect the Must Support
+	// elements with a value and the slices whose members could not be
+	// told (see Covered).
+	present, unchecked map[string]bool
 }
 
 func (v *run) add(e *wire.ProfileElem, rule, format string, args ...any) {
@@ -264,6 +280,9 @@ func (v *run) element(e *wire.ProfileElem, vals []item) {
 
 // constraints checks fixed, pattern and binding and descends into objects.
 func (v *run) constraints(e *wire.ProfileElem, vals []item) {
+	if v.present != nil {
+		v.mark(e, vals)
+	}
 	fixed, pattern := v.p.fixed[e], v.p.pattern[e]
 	for _, it := range vals {
 		if it.val == nil {
@@ -289,12 +308,17 @@ func (v *run) constraints(e *wire.ProfileElem, vals []item) {
 // slices sorts the values of a sliced element into its slices and checks
 // each slice's cardinality and constraints on its members.
 func (v *run) slices(e *wire.ProfileElem, sl []*wire.ProfileElem, vals []item) {
+next:
 	for _, s := range sl {
 		var members []item
 		for _, it := range vals {
 			in, ok := v.member(e, s, it)
-			if !ok {
-				return // a discriminator this package does not evaluate
+			if !ok { // a discriminator this package does not evaluate
+				if v.unchecked == nil {
+					return
+				}
+				v.unchecked[s.ID] = true
+				continue next
 			}
 			if in {
 				members = append(members, it)
@@ -327,6 +351,14 @@ func (v *run) member(e, s *wire.ProfileElem, it item) (in, ok bool) {
 		case d.Type == "value" || d.Type == "pattern":
 			want, wantIsPattern := v.discriminatorValue(s, d.Path)
 			if want == nil {
+				if codes := v.s.vs[s.Required]; v.present != nil && d.Path == "$this" && codes != nil {
+					// Coverage only: a slice defined by its required
+					// binding holds the values in the value set.
+					if !inValueSet(it.val, codes) {
+						return false, true
+					}
+					continue
+				}
 				return false, false
 			}
 			got := at(it.val, d.Path)

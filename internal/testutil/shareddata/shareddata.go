@@ -8,10 +8,12 @@
 package shareddata
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -65,4 +67,51 @@ func missing(t testing.TB, what string) {
 		t.Fatalf("shared test data missing: %s (CI must run with ../shared beside the repository)", what)
 	}
 	t.Skipf("shared test data missing: %s (need ../shared beside the repository)", what)
+}
+
+// USCoreBundle is one Bundle of ../shared/data/uscore.
+type USCoreBundle struct {
+	Name string // file name
+	Body []byte // the Bundle's JSON
+}
+
+// USCoreBundles returns the certification reference server's Bundles in
+// ../shared/data/uscore (patients 85 and 355, and the asserted-date one),
+// ready to load. uscore_bundle_patient_355.json holds one invalid element
+// (an Observation.effectivePeriod with "stop" for "end", see its README):
+// it is repaired in the returned copy, and t fails if the file no longer
+// holds exactly that one.
+func USCoreBundles(t testing.TB) []USCoreBundle {
+	t.Helper()
+	var out []USCoreBundle
+	for _, name := range []string{"uscore_bundle_patient_85.json", "uscore_bundle_patient_355.json", "uscore_bundle_asserted-date.json"} {
+		b, err := os.ReadFile(File(t, "data", "uscore", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bundle map[string]any
+		if err := json.Unmarshal(b, &bundle); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		repaired := 0
+		entries, _ := bundle["entry"].([]any)
+		for _, en := range entries {
+			entry, _ := en.(map[string]any)
+			res, _ := entry["resource"].(map[string]any)
+			if p, ok := res["effectivePeriod"].(map[string]any); ok && p["stop"] != nil {
+				p["end"] = p["stop"]
+				delete(p, "stop")
+				repaired++
+			}
+		}
+		if want := map[bool]int{true: 1, false: 0}[strings.Contains(name, "355")]; repaired != want {
+			t.Fatalf("%s: repaired %d effectivePeriod.stop, want %d", name, repaired, want)
+		}
+		body, err := json.Marshal(bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, USCoreBundle{Name: name, Body: body})
+	}
+	return out
 }

@@ -24,14 +24,19 @@ type structureDefinition struct {
 }
 
 type element struct {
-	ID        string `json:"id"`
-	Path      string `json:"path"`
-	SliceName string `json:"sliceName"`
-	Min       int    `json:"min"`
-	Max       string `json:"max"`
-	Type      []struct {
-		Code    string   `json:"code"`
-		Profile []string `json:"profile"`
+	ID          string `json:"id"`
+	Path        string `json:"path"`
+	SliceName   string `json:"sliceName"`
+	Min         int    `json:"min"`
+	Max         string `json:"max"`
+	MustSupport bool   `json:"mustSupport"`
+	Type        []struct {
+		Code      string   `json:"code"`
+		Profile   []string `json:"profile"`
+		Extension []struct {
+			URL          string `json:"url"`
+			ValueBoolean bool   `json:"valueBoolean"`
+		} `json:"extension"`
 	} `json:"type"`
 	Binding *struct {
 		Strength string `json:"strength"`
@@ -42,6 +47,9 @@ type element struct {
 		Rules         string               `json:"rules"`
 	} `json:"slicing"`
 }
+
+// typeMustSupport flags one type of a choice element Must Support.
+const typeMustSupport = "http://hl7.org/fhir/StructureDefinition/elementdefinition-type-must-support"
 
 type valueSet struct {
 	URL     string `json:"url"`
@@ -167,7 +175,7 @@ func profiles(files map[string][]byte, version string, r4VS map[string][]string)
 			if err := json.Unmarshal(b, &raw); err != nil {
 				return v, fmt.Errorf("%s: %w", n, err)
 			}
-			pe := wire.ProfileElem{ID: e.ID, Path: e.Path, SliceName: e.SliceName, Min: e.Min, Max: -1}
+			pe := wire.ProfileElem{ID: e.ID, Path: e.Path, SliceName: e.SliceName, Min: e.Min, Max: -1, MustSupport: e.MustSupport}
 			if e.Max != "*" {
 				fmt.Sscan(e.Max, &pe.Max)
 			}
@@ -175,6 +183,11 @@ func profiles(files map[string][]byte, version string, r4VS map[string][]string)
 				pe.Types = append(pe.Types, t.Code)
 				if pe.Profile == "" && len(t.Profile) > 0 {
 					pe.Profile = t.Profile[0]
+				}
+				for _, x := range t.Extension {
+					if x.URL == typeMustSupport && x.ValueBoolean && e.MustSupport {
+						pe.MSTypes = append(pe.MSTypes, t.Code)
+					}
 				}
 			}
 			for k, val := range raw {

@@ -182,6 +182,11 @@ type ProfileElem struct {
 	Required  string          `json:"required,omitempty"` // value set of a required binding
 	Slicing   []Discriminator `json:"slicing,omitempty"`
 	Closed    bool            `json:"closed,omitempty"`
+	// MustSupport is the element's mustSupport flag.
+	MustSupport bool `json:"ms,omitempty"`
+	// MSTypes are the types of a choice element flagged Must Support by
+	// the elementdefinition-type-must-support extension.
+	MSTypes []string `json:"msTypes,omitempty"`
 }
 
 // Discriminator is one slicing discriminator.
