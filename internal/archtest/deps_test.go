@@ -39,7 +39,12 @@ var aboveEdge = []string{
 var allowed = []string{"internal/oauth/token"}
 
 // leaves import no other package of the module.
-var leaves = []string{"internal/principal", "internal/httpx", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid", "internal/parallel"}
+var leaves = []string{"internal/principal", "internal/httpx", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid", "internal/parallel", "internal/oauth/scope"}
+
+// belowOAuth are the packages the token endpoint's grants and their
+// shared types must not reach: the oauth core (not its subpackages) and
+// everything above it.
+var belowOAuth = []string{"internal/oauth$", "internal/authorize", "internal/admin", "internal/adminapi", "internal/fhirapi", "internal/app", "internal/server"}
 
 // TestDependencyDirections runs go list -deps on the gateway,
 // authentication and audit packages, and on the storage below the FHIR
@@ -53,6 +58,10 @@ func TestDependencyDirections(t *testing.T) {
 		"internal/database": {"internal/store", "internal/resource", "internal/fhir/validate"},
 		// The page kit knows nothing of OAuth or FHIR: pages build on it.
 		"internal/web": {"internal/oauth", "internal/authorize", "internal/adminapi", "internal/store/", "internal/resource", "internal/fhirapi", "internal/access"},
+		// The grants and what they share with the core sit below the
+		// oauth core, which registers them ("$": that package only).
+		"internal/oauth/grant":    belowOAuth,
+		"internal/oauth/tokenreq": belowOAuth,
 	}
 	for _, p := range edge {
 		rules[p] = aboveEdge
@@ -96,8 +105,11 @@ func TestLeafPackages(t *testing.T) {
 }
 
 // under reports whether pkg is root or below it; a root ending in "/"
-// matches only the packages below it.
+// matches only the packages below it, one ending in "$" only root itself.
 func under(pkg, root string) bool {
+	if r, ok := strings.CutSuffix(root, "$"); ok {
+		return pkg == r
+	}
 	if r, ok := strings.CutSuffix(root, "/"); ok {
 		return strings.HasPrefix(pkg, r+"/")
 	}

@@ -24,14 +24,15 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
+	"github.com/lapis-health/lapis/internal/oauth/tokenreq"
 )
 
 // Client authentication methods (token_endpoint_auth_methods_supported).
 const (
-	AuthNone              = "none"
-	AuthClientSecretBasic = "client_secret_basic"
-	AuthClientSecretPost  = "client_secret_post"
-	AuthPrivateKeyJWT     = "private_key_jwt"
+	AuthNone              = tokenreq.AuthNone
+	AuthClientSecretBasic = tokenreq.AuthClientSecretBasic
+	AuthClientSecretPost  = tokenreq.AuthClientSecretPost
+	AuthPrivateKeyJWT     = tokenreq.AuthPrivateKeyJWT
 )
 
 // AssertionType is the only accepted client_assertion_type (RFC 7523).
@@ -48,13 +49,9 @@ const (
 	maxJTILen         = 255
 )
 
-// AuthenticatedClient is the client a request authenticated as.
-type AuthenticatedClient struct {
-	// Client is the registered client.
-	Client *authdb.Client
-	// Method is how it authenticated (AuthNone for a public client).
-	Method string
-}
+// AuthenticatedClient is the client a request authenticated as
+// (tokenreq.AuthenticatedClient).
+type AuthenticatedClient = tokenreq.AuthenticatedClient
 
 // HashSecret returns the stored form of a client secret
 // (authdb.HashSecret, which authentication uses too).

@@ -2,15 +2,13 @@ package oauth
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth/tokenreq"
 )
 
 // CodeLifetime is how long an authorization code can be exchanged.
@@ -19,7 +17,7 @@ const CodeLifetime = 60 * time.Second
 // ErrCodeReused is returned by a CodeStore (wrapping ErrCodeInvalid) when
 // the code exists but was already consumed, so the token endpoint can
 // revoke what the first exchange issued (RFC 6749 §4.1.2).
-var ErrCodeReused = fmt.Errorf("%w: already used", ErrCodeInvalid)
+var ErrCodeReused = tokenreq.ErrCodeReused
 
 // IssueCode stores g behind a new authorization code and returns the code:
 // 256 random bits, base64url, stored only as its SHA-256 and valid for
@@ -35,8 +33,8 @@ func (s *Server) IssueCode(ctx context.Context, g *Grant) (string, error) {
 	if len(g.Subject) > maxSubjectLen {
 		return "", errors.New("oauth: subject longer than 255 characters")
 	}
-	code := newSecret()
-	if err := s.cfg.Codes.SaveCode(ctx, tokenHash(code), g, s.now().Add(CodeLifetime)); err != nil {
+	code := tokenreq.NewSecret()
+	if err := s.cfg.Codes.SaveCode(ctx, tokenreq.TokenHash(code), g, s.now().Add(CodeLifetime)); err != nil {
 		return "", err
 	}
 	return code, nil
@@ -44,28 +42,6 @@ func (s *Server) IssueCode(ctx context.Context, g *Grant) (string, error) {
 
 // maxSubjectLen bounds the id_token sub (OpenID Connect Core §2).
 const maxSubjectLen = 255
-
-// newSecret returns 256 random bits, base64url without padding: the form
-// of authorization codes and refresh tokens.
-func newSecret() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// tokenHash is the stored form of a code or refresh token.
-func tokenHash(tok string) []byte {
-	h := sha256.Sum256([]byte(tok))
-	return h[:]
-}
-
-// familyForCode is the id of the token family issued from a code: derived
-// from the code's hash, so a replayed code names the family to revoke
-// without any lookup.
-func familyForCode(codeHash []byte) string {
-	h := sha256.Sum256(append([]byte("lapis-token-family\x00"), codeHash...))
-	return base64.RawURLEncoding.EncodeToString(h[:18])
-}
 
 // CodeDB is the storage NewCodeStore adapts (implemented by *authdb.DB):
 // codes by hash with an opaque serialized grant.

@@ -6,17 +6,18 @@ import (
 	"net/http"
 
 	"github.com/lapis-health/lapis/internal/httpx"
+	"github.com/lapis-health/lapis/internal/oauth/tokenreq"
 )
 
 // RFC 6749 §5.2 and RFC 7009 error codes.
 const (
-	CodeInvalidRequest       = "invalid_request"
-	CodeInvalidClient        = "invalid_client"
-	CodeInvalidGrant         = "invalid_grant"
-	CodeUnauthorizedClient   = "unauthorized_client"
-	CodeUnsupportedGrantType = "unsupported_grant_type"
-	CodeInvalidScope         = "invalid_scope"
-	CodeServerError          = "server_error"
+	CodeInvalidRequest       = tokenreq.CodeInvalidRequest
+	CodeInvalidClient        = tokenreq.CodeInvalidClient
+	CodeInvalidGrant         = tokenreq.CodeInvalidGrant
+	CodeUnauthorizedClient   = tokenreq.CodeUnauthorizedClient
+	CodeUnsupportedGrantType = tokenreq.CodeUnsupportedGrantType
+	CodeInvalidScope         = tokenreq.CodeInvalidScope
+	CodeServerError          = tokenreq.CodeServerError
 )
 
 // Error codes of the authorization endpoint, sent to the client's
@@ -28,45 +29,14 @@ const (
 	CodeConsentRequired         = "consent_required"
 )
 
-// Error is an OAuth 2.0 error response: it knows its RFC 6749 error code,
-// a description safe to show the client, and its HTTP status.
-type Error struct {
-	// Code is the RFC 6749 "error" value.
-	Code string
-	// Description is the "error_description": never internal details.
-	Description string
-	// Status is the HTTP status code.
-	Status int
-	// Challenge asks for a WWW-Authenticate header (failed Basic auth).
-	Challenge bool
-}
+// Error is an OAuth 2.0 error response (tokenreq.Error).
+type Error = tokenreq.Error
 
-// Error implements error.
-func (e *Error) Error() string { return e.Code + ": " + e.Description }
-
-// errInvalidRequest is a malformed request (400).
-func errInvalidRequest(desc string) *Error {
-	return &Error{Code: CodeInvalidRequest, Description: desc, Status: http.StatusBadRequest}
-}
-
-// errInvalidClient is a failed client authentication: 401 with a
-// WWW-Authenticate challenge when the client used (or could have used)
-// HTTP Basic, else 400.
-func errInvalidClient(basic bool) *Error {
-	e := &Error{Code: CodeInvalidClient, Description: "client authentication failed", Status: http.StatusBadRequest}
-	if basic {
-		e.Status, e.Challenge = http.StatusUnauthorized, true
-	}
-	return e
-}
-
-func errUnauthorizedClient(desc string) *Error {
-	return &Error{Code: CodeUnauthorizedClient, Description: desc, Status: http.StatusBadRequest}
-}
-
-func errInvalidScope(desc string) *Error {
-	return &Error{Code: CodeInvalidScope, Description: desc, Status: http.StatusBadRequest}
-}
+// The errors of the core's own checks (see tokenreq).
+var (
+	errInvalidRequest = tokenreq.InvalidRequest
+	errInvalidClient  = tokenreq.InvalidClient
+)
 
 // writeJSON writes v with the no-store headers every token-bearing
 // response carries.

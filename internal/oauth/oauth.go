@@ -1,8 +1,9 @@
 // Package oauth is the protocol core of Lapis's OAuth 2.0 / SMART App
 // Launch authorization server: discovery documents, the JWKS, the token
-// endpoint with its grants, token introspection (RFC 7662) and revocation
-// (RFC 7009), OpenID Connect UserInfo, the SMART style document, the
-// scope and redirect-URI policy of /authorize (AllowedScopes,
+// endpoint (client authentication, then the grant handlers of package
+// oauth/grant, which New registers), token introspection (RFC 7662) and
+// revocation (RFC 7009), OpenID Connect UserInfo, the SMART style
+// document, the scope and redirect-URI policy of /authorize (AllowedScopes,
 // ScopesForUser, RedirectAllowed), authorization codes (IssueCode),
 // accounts and passwords, and the Verifier the FHIR API uses to check
 // bearer access tokens.
@@ -53,6 +54,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/oauth/grant"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
@@ -181,6 +183,7 @@ type Server struct {
 	closer   func() error
 	db       *authdb.DB    // set by Open
 	network  ClientNetwork // client allow-lists at the token endpoints (nil: none)
+	grantCfg *grant.Config // what the grants share (package oauth/grant)
 }
 
 // endpoints are the absolute endpoint URLs, shared by all discovery
@@ -236,7 +239,10 @@ func New(cfg Config) (*Server, error) {
 		userinfo:   base + PathUserInfo,
 	}
 	s.verifier = NewVerifier(VerifierConfig{Issuer: cfg.Issuer, Audience: cfg.Issuer, Keys: cfg.Keys, Revocations: cfg.Revocations, Now: s.now})
-	s.Register(&ClientCredentials{s: s})
+	s.grantCfg = &grant.Config{Core: grantCore{s}, Clients: cfg.Clients, Codes: cfg.Codes, Refresh: cfg.Refresh, Log: s.log, Now: s.now,
+		AccessTokenLifetime: cfg.AccessTokenLifetime, BackendTokenLifetime: cfg.BackendTokenLifetime,
+		OfflineRefreshLifetime: cfg.OfflineRefreshLifetime, OnlineRefreshLifetime: cfg.OnlineRefreshLifetime, RefreshGracePeriod: cfg.RefreshGracePeriod}
+	s.Register(grant.NewClientCredentials(s.grantCfg))
 	if s.cfg.Login.MaxFailures <= 0 {
 		s.cfg.Login.MaxFailures = DefaultLoginPolicy.MaxFailures
 	}
@@ -247,8 +253,8 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.Login.Window = DefaultLoginPolicy.Window
 	}
 	if cfg.Codes != nil {
-		s.Register(&AuthorizationCode{s: s})
-		s.Register(&RefreshTokenGrant{s: s})
+		s.Register(grant.NewAuthorizationCode(s.grantCfg))
+		s.Register(grant.NewRefreshToken(s.grantCfg))
 	}
 	return s, nil
 }
@@ -416,3 +422,19 @@ func (s *Server) KeysReady(ctx context.Context) error {
 	}
 	return nil
 }
+
+// grantCore is the narrow view of the Server the grants get (grant.Core).
+type grantCore struct{ s *Server }
+
+// IssueAccessToken implements grant.Core.
+func (c grantCore) IssueAccessToken(ctx context.Context, cl AccessClaims, lifetime time.Duration) (string, *AccessClaims, error) {
+	return c.s.IssueAccessToken(ctx, cl, lifetime)
+}
+
+// IssueIDToken implements grant.Core.
+func (c grantCore) IssueIDToken(ctx context.Context, g *Grant, withFHIRUser bool) (string, error) {
+	return c.s.issueIDToken(ctx, g, withFHIRUser)
+}
+
+// FHIRUserURL implements grant.Core.
+func (c grantCore) FHIRUserURL(ref string) string { return c.s.fhirUserURL(ref) }

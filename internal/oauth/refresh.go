@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net/url"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth/tokenreq"
 )
 
 // Refresh-token lifetimes and the rotation grace period (defaults of the
@@ -30,146 +28,9 @@ const (
 	DefaultRefreshGracePeriod = 30 * time.Second
 )
 
-// RefreshStore keeps token families and their refresh tokens (implemented
-// by *authdb.DB). A family is everything issued from one authorization
-// code; see the authdb methods of the same names for the exact semantics.
-type RefreshStore interface {
-	StartFamily(ctx context.Context, f *authdb.Family, accessJTI string, accessExpires time.Time, rt *authdb.RefreshToken) error
-	RefreshToken(ctx context.Context, hash []byte) (*authdb.RefreshToken, error)
-	RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceStart time.Time, next *authdb.RefreshToken, accessJTI string, accessExpires time.Time) error
-	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
-}
-
-// RefreshTokenGrant is the refresh_token grant (RFC 6749 §6): opaque
-// 256-bit tokens stored hashed, rotated on every use; a rotated token may
-// be retried once within the grace period (see
-// authdb.DB.RotateRefreshToken), any other reuse revokes its family; scope
-// may narrow,
-// never widen; the client must be the one the token was issued to
-// (confidential clients re-authenticate; a public client may omit
-// client_id, its token identifies it). The new access token keeps the
-// launch context.
-type RefreshTokenGrant struct{ s *Server }
-
-// GrantType implements GrantHandler.
-func (*RefreshTokenGrant) GrantType() string { return "refresh_token" }
-
-// Handle implements GrantHandler.
-func (g *RefreshTokenGrant) Handle(ctx context.Context, req *TokenRequest) (*TokenResponse, error) {
-	s := g.s
-	tok := req.Form.Get("refresh_token")
-	if tok == "" {
-		return nil, errInvalidRequest("refresh_token is required")
-	}
-	const bad = "refresh token is invalid, expired or revoked"
-	if len(tok) > maxCredentialLen {
-		return nil, errInvalidGrant(bad)
-	}
-	h := tokenHash(tok)
-	now := s.now()
-	rt, err := s.cfg.Refresh.RefreshToken(ctx, h)
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, errInvalidGrant(bad)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if rt.ClientID != req.Client.Client.ID {
-		return nil, errInvalidGrant(bad) // never confirm another client's token
-	}
-	if !now.Before(rt.ExpiresAt) {
-		return nil, errInvalidGrant(bad)
-	}
-	graceStart := now.Add(-s.cfg.RefreshGracePeriod)
-	if !rt.RotatedAt.IsZero() && rt.RotatedAt.Before(graceStart) {
-		return nil, s.refreshReused(ctx, rt.FamilyID, rt.ClientID, now)
-	}
-	var sess launchSession
-	if err := json.Unmarshal(rt.Session, &sess); err != nil {
-		return nil, fmt.Errorf("oauth: corrupt refresh session: %w", err)
-	}
-	// What the refresh token may still grant, bounded by its user (a
-	// token from before that bound narrows here, and stays narrowed).
-	granted := ScopesForUser(strings.Fields(rt.Scope), sess.FHIRUser)
-	scopes := granted
-	if requested := strings.Fields(req.Form.Get("scope")); len(requested) > 0 {
-		for _, sc := range requested {
-			if !slices.Contains(granted, sc) {
-				return nil, errInvalidScope("scope exceeds the scope originally granted")
-			}
-		}
-		scopes = uniqueScopes(requested)
-	}
-	resp, claims, err := s.accessResponse(ctx, rt.ClientID, rt.Subject, scopes, &sess)
-	if err != nil {
-		return nil, err
-	}
-	next := newSecret()
-	expires := rt.ExpiresAt // online_access: fixed at authorization
-	if slices.Contains(granted, ScopeOfflineAccess) {
-		expires = now.Add(s.cfg.OfflineRefreshLifetime)
-	}
-	nrt := &authdb.RefreshToken{Hash: tokenHash(next), ClientID: rt.ClientID, Subject: rt.Subject, Scope: strings.Join(granted, " "),
-		Session: rt.Session, IssuedAt: now, ExpiresAt: expires}
-	err = s.cfg.Refresh.RotateRefreshToken(ctx, h, now, graceStart, nrt, claims.ID, time.Unix(claims.Expiry, 0))
-	switch {
-	case errors.Is(err, authdb.ErrRefreshReused):
-		s.log.Warn("oauth: rotated refresh token reused; token family revoked", "client_id", rt.ClientID)
-		return nil, errInvalidGrant(bad)
-	case errors.Is(err, authdb.ErrNotFound):
-		return nil, errInvalidGrant(bad)
-	case err != nil:
-		return nil, err
-	}
-	resp.RefreshToken = next
-	return resp, nil
-}
-
-// identifyClient implements clientIdentifier: a refresh request without
-// client credentials or client_id (fhirclient's refresh) comes from the
-// client its token was issued to, if that is a public client. Expiry,
-// rotation, the grace retry and reuse are judged by Handle as for any
-// other request, so a reused token presented this way still revokes its
-// family.
-func (g *RefreshTokenGrant) identifyClient(ctx context.Context, form url.Values) (*AuthenticatedClient, error) {
-	s := g.s
-	tok := form.Get("refresh_token")
-	if tok == "" {
-		return nil, errInvalidRequest("refresh_token is required")
-	}
-	bad := errInvalidGrant("refresh token is invalid, expired or revoked")
-	if len(tok) > maxCredentialLen {
-		return nil, bad
-	}
-	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenHash(tok))
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, bad
-	}
-	if err != nil {
-		return nil, err
-	}
-	c, err := s.cfg.Clients.Client(ctx, rt.ClientID)
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, bad
-	}
-	if err != nil {
-		return nil, err
-	}
-	if c.Type != authdb.Public {
-		return nil, errInvalidClient(true) // confidential clients authenticate
-	}
-	return &AuthenticatedClient{Client: c, Method: AuthNone}, nil
-}
-
-// refreshReused revokes a family whose rotated refresh token came back
-// after the grace period and returns the invalid_grant to answer.
-func (s *Server) refreshReused(ctx context.Context, family, clientID string, now time.Time) error {
-	if err := s.cfg.Refresh.RevokeFamily(ctx, family, now); err != nil {
-		return err
-	}
-	s.log.Warn("oauth: rotated refresh token reused; token family revoked", "client_id", clientID)
-	return errInvalidGrant("refresh token is invalid, expired or revoked")
-}
+// RefreshStore keeps token families and their refresh tokens
+// (tokenreq.RefreshStore, implemented by *authdb.DB).
+type RefreshStore = tokenreq.RefreshStore
 
 // looksLikeJWT tells access tokens (compact JWS) from opaque refresh
 // tokens.
@@ -193,10 +54,10 @@ type refreshIntrospection struct {
 // for the current, unexpired refresh token of a family that is not
 // revoked; nil when it is not active.
 func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshIntrospection, error) {
-	if s.cfg.Refresh == nil || len(tok) > maxCredentialLen {
+	if s.cfg.Refresh == nil || len(tok) > tokenreq.MaxCredentialLen {
 		return nil, nil
 	}
-	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenHash(tok))
+	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenreq.TokenHash(tok))
 	if errors.Is(err, authdb.ErrNotFound) {
 		return nil, nil
 	}
@@ -206,7 +67,7 @@ func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshInt
 	if !rt.RotatedAt.IsZero() || !s.now().Before(rt.ExpiresAt) {
 		return nil, nil
 	}
-	var sess launchSession
+	var sess tokenreq.Session
 	_ = json.Unmarshal(rt.Session, &sess)
 	return &refreshIntrospection{Active: true, Scope: rt.Scope, ClientID: rt.ClientID, Subject: rt.Subject, Issuer: s.cfg.Issuer,
 		Expiry: rt.ExpiresAt.Unix(), IssuedAt: rt.IssuedAt.Unix(), Patient: sess.Patient, Encounter: sess.Encounter,
@@ -218,10 +79,10 @@ func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshInt
 // tokens of another client are left alone, without an error (the caller
 // answers both like a revocation, so nothing is disclosed).
 func (s *Server) revokeRefresh(ctx context.Context, tok, clientID string) (bool, error) {
-	if s.cfg.Refresh == nil || len(tok) > maxCredentialLen {
+	if s.cfg.Refresh == nil || len(tok) > tokenreq.MaxCredentialLen {
 		return false, nil
 	}
-	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenHash(tok))
+	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenreq.TokenHash(tok))
 	if errors.Is(err, authdb.ErrNotFound) {
 		return false, nil
 	}

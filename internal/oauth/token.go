@@ -6,65 +6,30 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/oauth/grant"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/oauth/token"
+	"github.com/lapis-health/lapis/internal/oauth/tokenreq"
 )
 
 // AccessTokenType is the JOSE "typ" of access tokens (RFC 9068).
 const AccessTokenType = "at+jwt"
 
-// TokenRequest is a parsed token request with its authenticated client.
-type TokenRequest struct {
-	// Form holds the request parameters.
-	Form url.Values
-	// Client is the authenticated client.
-	Client *AuthenticatedClient
-}
+// TokenRequest is a parsed token request with its authenticated client
+// (tokenreq.Request).
+type TokenRequest = tokenreq.Request
 
-// TokenResponse is a successful token response (RFC 6749 §5.1 plus the
-// SMART launch context).
-type TokenResponse struct {
-	AccessToken  string `json:"access_token"`
-	TokenType    string `json:"token_type"`
-	ExpiresIn    int64  `json:"expires_in"`
-	Scope        string `json:"scope"`
-	RefreshToken string `json:"refresh_token,omitempty"`
-	IDToken      string `json:"id_token,omitempty"`
-	Patient      string `json:"patient,omitempty"`
-	Encounter    string `json:"encounter,omitempty"`
-	// NeedPatientBanner and SMARTStyleURL come with a patient or EHR
-	// launch context; FHIRContext is the SMART 2.2 object form.
-	NeedPatientBanner *bool              `json:"need_patient_banner,omitempty"`
-	SMARTStyleURL     string             `json:"smart_style_url,omitempty"`
-	FHIRContext       []ContextReference `json:"fhirContext,omitempty"`
-}
+// TokenResponse is a successful token response (tokenreq.Response).
+type TokenResponse = tokenreq.Response
 
-// GrantHandler handles one grant type at the token endpoint.
-type GrantHandler interface {
-	// GrantType is the grant_type value handled.
-	GrantType() string
-	// Handle issues tokens for an authenticated request, or returns an
-	// *Error.
-	Handle(ctx context.Context, req *TokenRequest) (*TokenResponse, error)
-}
-
-// clientIdentifier is implemented by grant handlers whose grant itself
-// identifies the client when the request carries no client credentials
-// and no client_id: the refresh_token grant, whose token names its public
-// client (RFC 6749 §6 asks a public client for no authentication). It
-// returns a public client only; a confidential or backend client must
-// authenticate (invalid_client).
-type clientIdentifier interface {
-	identifyClient(ctx context.Context, form url.Values) (*AuthenticatedClient, error)
-}
+// GrantHandler handles one grant type at the token endpoint
+// (tokenreq.Handler); the grants are in package oauth/grant.
+type GrantHandler = tokenreq.Handler
 
 // Register adds a grant handler to the token endpoint (authorization_code
 // and refresh_token plug in here).
@@ -102,9 +67,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var client *AuthenticatedClient
-	if ci, ok := h.(clientIdentifier); ok && !hasClientCredentials(r, form) {
+	if ci, ok := h.(tokenreq.ClientIdentifier); ok && !hasClientCredentials(r, form) {
 		// A public client identified by its grant (RFC 6749 §6).
-		client, err = ci.identifyClient(r.Context(), form)
+		client, err = ci.IdentifyClient(r.Context(), form)
 		if err == nil {
 			client, err = s.allowedFrom(r.Context(), r, client)
 		}
@@ -161,103 +126,24 @@ func (s *Server) IssueAccessToken(ctx context.Context, c AccessClaims, lifetime 
 	return tok, &c, nil
 }
 
-// ClientCredentials is the client_credentials grant (RFC 6749 §4.4, SMART
-// Backend Services): confidential clients with a secret and backend
-// clients with a signed assertion get a short-lived access token for
-// system/ scopes within their registration, and no refresh token.
-type ClientCredentials struct{ s *Server }
+// DefaultAccessTokenLifetime is the lifetime of access tokens and
+// id_tokens issued by the authorization_code and refresh_token grants
+// (expires_in 3600); Config.AccessTokenLifetime overrides it.
+const DefaultAccessTokenLifetime = time.Hour
 
-// GrantType implements GrantHandler.
-func (*ClientCredentials) GrantType() string { return "client_credentials" }
+// Scopes that steer the token response.
+const (
+	ScopeOpenID        = grant.ScopeOpenID
+	ScopeFHIRUser      = grant.ScopeFHIRUser
+	ScopeOfflineAccess = grant.ScopeOfflineAccess
+	ScopeOnlineAccess  = grant.ScopeOnlineAccess
+)
 
-// Handle implements GrantHandler.
-func (g *ClientCredentials) Handle(ctx context.Context, req *TokenRequest) (*TokenResponse, error) {
-	c := req.Client.Client
-	if c.Type != authdb.Confidential && c.Type != authdb.Backend {
-		return nil, errUnauthorizedClient("client may not use client_credentials")
+// fhirUserURL makes a relative fhirUser ("Patient/123") absolute under the
+// FHIR base, as SMART 2.x asks.
+func (s *Server) fhirUserURL(ref string) string {
+	if ref == "" || strings.HasPrefix(ref, "https://") || strings.HasPrefix(ref, "http://") {
+		return ref
 	}
-	scopes, err := systemScopes(req.Form.Get("scope"), c.Scopes)
-	if err != nil {
-		return nil, err
-	}
-	lifetime := g.s.cfg.BackendTokenLifetime
-	tok, claims, err := g.s.IssueAccessToken(ctx, AccessClaims{Subject: c.ID, ClientID: c.ID, Scope: strings.Join(scopes, " ")}, lifetime)
-	if err != nil {
-		return nil, err
-	}
-	return &TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(lifetime / time.Second), Scope: claims.Scope}, nil
-}
-
-// systemScopes returns the scopes to grant for a client_credentials
-// request. No scope requested means all the client's registered system/
-// scopes. Otherwise any subset of the registration is granted as
-// requested (RFC 6749 §3.3): a registered scope itself, or a system/
-// resource scope that a registered one covers — a wildcard narrowed to a
-// type (system/*.rs → system/Patient.rs), fewer permissions
-// (system/Patient.r), a v1 form of the same permissions
-// (system/Patient.read) or a granular restriction added
-// (system/Observation.rs?category=…). A scope beyond the registration, not
-// a system/ scope or malformed is refused with invalid_scope naming it.
-func systemScopes(requested string, registered []string) ([]string, error) {
-	var out []string
-	req := strings.Fields(requested)
-	if len(req) == 0 {
-		for _, sc := range registered {
-			if strings.HasPrefix(sc, "system/") {
-				out = append(out, sc)
-			}
-		}
-		if len(out) == 0 {
-			return nil, errInvalidScope("no scope requested and no system scope registered")
-		}
-		return out, nil
-	}
-	var regRes []ResourceScope
-	for _, sc := range registered {
-		if rs, ok := ParseResourceScope(sc); ok && rs.Context == access.ContextSystem {
-			regRes = append(regRes, rs)
-		}
-	}
-	for _, sc := range req {
-		if slices.Contains(out, sc) {
-			continue
-		}
-		if !strings.HasPrefix(sc, "system/") {
-			return nil, errInvalidScope("scope " + scopeForError(sc) + " is not a system/ scope (client_credentials grants system/ scopes only)")
-		}
-		if !slices.Contains(registered, sc) && !coveredSystemScope(sc, regRes) {
-			return nil, errInvalidScope("scope " + scopeForError(sc) + " exceeds the client's registration")
-		}
-		out = append(out, sc)
-	}
-	return out, nil
-}
-
-// coveredSystemScope reports whether sc is a well-formed system/ resource
-// scope within one of the registered resource scopes.
-func coveredSystemScope(sc string, registered []ResourceScope) bool {
-	rs, ok := ParseResourceScope(sc)
-	if !ok || rs.Context != access.ContextSystem {
-		return false
-	}
-	if g, err := access.ParseScopes([]string{sc}); err != nil || len(g.Scopes) != 1 {
-		return false // e.g. a granular restriction on a v1 permission
-	}
-	return slices.ContainsFunc(registered, func(reg ResourceScope) bool { return reg.Covers(rs) })
-}
-
-// scopeForError renders a requested scope for an error_description: only
-// the characters RFC 6749 §5.2 allows there (others become "?"), at most
-// 128 of them.
-func scopeForError(sc string) string {
-	b := []byte(sc)
-	if len(b) > 128 {
-		b = append(b[:125], "..."...)
-	}
-	for i, c := range b {
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			b[i] = '?'
-		}
-	}
-	return string(b)
+	return strings.TrimRight(s.cfg.Issuer, "/") + "/" + strings.TrimPrefix(ref, "/")
 }

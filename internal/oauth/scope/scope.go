@@ -1,4 +1,7 @@
-package oauth
+// Package scope parses SMART scopes and bounds them by client
+// registration and by user: the scope policy shared by /authorize, the
+// token endpoint grants and the consent page.
+package scope
 
 import (
 	"regexp"
