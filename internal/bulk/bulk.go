@@ -14,7 +14,10 @@
 // run on the same search engine (an unsupported parameter is a 400 at
 // kick-off, never ignored). Status, cancel and downloads are answered only
 // to the same credential, behind the same authentication middleware as
-// the FHIR API (a revoked credential gets 401 at once).
+// the FHIR API (a revoked credential gets 401 at once). A running job
+// re-checks its credential every few seconds (Config.Active): once it is
+// revoked the job stops, its files are removed and it is recorded as
+// failed (status: 403 with an OperationOutcome).
 package bulk
 
 import (
@@ -33,6 +36,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
@@ -69,8 +73,15 @@ type Config struct {
 	Rate int
 	// Poll is how often an idle worker looks for work queued by another
 	// instance (default: a second, or Lease/3 when shorter).
-	Poll   time.Duration
-	Logger *slog.Logger
+	Poll time.Duration
+	// Active re-checks a running job's credential (the principal that
+	// started it): false when it was revoked since, and the job then
+	// fails with its files removed. Nil: no re-check.
+	Active func(ctx context.Context, p *principal.Principal) (bool, error)
+	// CheckEvery is how often a running job re-checks its credential
+	// (default: two seconds, or Lease/3 when shorter).
+	CheckEvery time.Duration
+	Logger     *slog.Logger
 }
 
 // Service is the export service: its HTTP handlers (Mount) and the
@@ -109,6 +120,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = min(time.Second, cfg.Lease/3)
+	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = min(2*time.Second, cfg.Lease/3)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err

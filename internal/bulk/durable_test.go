@@ -146,3 +146,34 @@ func TestExportExpiry(t *testing.T) {
 		poll.Until(t, 10*time.Second, "files removed", func() bool { return len(attempts(t, e.DataDir, jobID(st))) == 0 })
 	})
 }
+
+// TestExportRevoked revokes the key that started a job while the job
+// writes: the job stops, its files are removed and the failure is an
+// AuditEvent.
+func TestExportRevoked(t *testing.T) {
+	t.Parallel()
+	dialects(t, func(t *testing.T, dbURL string) {
+		stream := filepath.Join(t.TempDir(), "audit.jsonl")
+		// 9 resources at 1/s: the job outlasts the revocation by far; the
+		// credential is re-checked every Lease/3.
+		e := newEnv(t, dbURL, "--export-rate", "1", "--export-lease", "1s", "--audit-stream", stream)
+		key, id := e.key(t, "system/*.rs", "")
+		st := e.start(t, key, slowExport)
+		waitRunning(t, e.Server, key, st)
+		poll.Until(t, 10*time.Second, "the running job's folder", func() bool {
+			return len(attempts(t, e.DataDir, jobID(st))) == 1
+		})
+		e.MustCLI(t, "", "apikey", "revoke", id)
+		poll.Until(t, 20*time.Second, "the revoked job's files removed", func() bool {
+			_, err := os.Stat(filepath.Join(e.DataDir, "export", jobID(st)))
+			return os.IsNotExist(err)
+		})
+		poll.Until(t, 10*time.Second, "the revocation audited", func() bool {
+			b, _ := os.ReadFile(stream)
+			return strings.Contains(string(b), `"outcomeDesc":"bulk export failed: the credential that started this export was revoked"`)
+		})
+		if r := e.Do(t, "GET", st, nil, "X-API-Key", key); r.Status != http.StatusUnauthorized {
+			t.Errorf("status with the revoked key: %d", r.Status)
+		}
+	})
+}

@@ -191,7 +191,11 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if jb.State == stateFailed {
-		s.writeError(w, r, outcome.New(http.StatusInternalServerError, "exception", "%s", res.Message))
+		code, kind := http.StatusInternalServerError, "exception"
+		if res.Status == http.StatusForbidden {
+			code, kind = res.Status, "forbidden"
+		}
+		s.writeError(w, r, outcome.New(code, kind, "%s", res.Message))
 		return
 	}
 	m := manifest{TransactionTime: fhirtime.FormatInstant(jb.TransactionTime), Request: jb.RequestURL, RequiresAccessToken: true,

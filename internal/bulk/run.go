@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,8 +32,31 @@ type result struct {
 	Attempt int64    `json:"attempt"`
 	Output  []output `json:"output"`
 	Error   []output `json:"error"`
-	// Message is why a job failed as a whole.
+	// Message is why a job failed as a whole, and Status the HTTP status
+	// its status URL then answers (0: 500).
 	Message string `json:"message,omitempty"`
+	Status  int    `json:"status,omitempty"`
+}
+
+// errRevoked is the cause of an attempt stopped because the credential
+// that started the job was revoked.
+var errRevoked = errors.New("the credential that started this export was revoked")
+
+// revoked reports whether the credential p that started a job has been
+// revoked since. An error of the check is logged and taken as not
+// revoked: the next check decides.
+func (s *Service) revoked(ctx context.Context, p *principal.Principal, log *slog.Logger) bool {
+	if s.cfg.Active == nil || p.Method == "" {
+		return false
+	}
+	ok, err := s.cfg.Active(ctx, p)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("export: re-checking the credential failed", "err", err.Error())
+		}
+		return false
+	}
+	return !ok
 }
 
 // output is one file of a job.
@@ -92,15 +117,26 @@ func (s *Service) run(parent context.Context, jb *job) {
 	var progress sync.Mutex
 	status := "started"
 	setStatus := func(v string) { progress.Lock(); status = v; progress.Unlock() }
+	if s.revoked(ctx, &p, log) {
+		cancel(errRevoked)
+	}
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
 		t := time.NewTicker(s.cfg.Lease / 3)
 		defer t.Stop()
+		check := time.NewTicker(s.cfg.CheckEvery)
+		defer check.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-check.C:
+				if s.revoked(ctx, &p, log) {
+					cancel(errRevoked)
+					return
+				}
+				continue
 			case <-t.C:
 			}
 			progress.Lock()
@@ -121,6 +157,15 @@ func (s *Service) run(parent context.Context, jb *job) {
 	<-hbDone
 	if errors.Is(context.Cause(ctx), errLost) || parent.Err() != nil {
 		s.afterLoss(jb)
+		return
+	}
+	if errors.Is(context.Cause(ctx), errRevoked) {
+		// The job fails as a whole (Bulk Data: an error status with an
+		// OperationOutcome, here 403) and nothing it wrote is kept.
+		log.Warn("export: job stopped, its credential was revoked")
+		if s.finish(parent, jb, stateFailed, &result{Attempt: jb.Attempt, Message: errRevoked.Error(), Status: http.StatusForbidden}) {
+			os.RemoveAll(s.jobDir(jb.ID, 0))
+		}
 		return
 	}
 	state := stateDone
@@ -164,7 +209,11 @@ func (s *Service) finish(ctx context.Context, jb *job, state string, res *result
 	for _, o := range res.Output {
 		returned += int(o.Count)
 	}
-	s.record(ctx, &p, "bulk export "+state, "job="+jb.ID, state == stateFailed, returned)
+	what := "bulk export " + state
+	if res.Message != "" {
+		what += ": " + res.Message
+	}
+	s.record(ctx, &p, what, "job="+jb.ID, state == stateFailed, returned)
 	return true
 }
 
