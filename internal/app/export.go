@@ -10,10 +10,10 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/authn"
-	"github.com/lapis-health/lapis/internal/oauth"
-	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/bulk"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/principal"
 )
 
 // openExport opens the Bulk Data export service on the configured
