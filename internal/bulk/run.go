@@ -12,11 +12,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
@@ -256,6 +259,11 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 	if s.cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(s.cfg.Rate), 1)
 	}
+	var prov *latestProvenance
+	if pl.Provenance {
+		prov = &latestProvenance{s: s, upTo: jb.TransactionTime, seen: map[string]struct{}{},
+			w: &writer{dir: dir, typ: "Provenance", max: s.cfg.MaxFileBytes, outs: &res.Output}}
+	}
 	for i := 0; i < len(pl.Runs); {
 		typ := pl.Runs[i].Type
 		j := i
@@ -285,6 +293,11 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 			}
 			if err := w.write(r.Body); err != nil {
 				return err
+			}
+			if prov != nil {
+				if err := prov.add(ctx, typ+"/"+r.ID); err != nil {
+					return err
+				}
 			}
 			total++
 			if total%pageSize == 0 {
@@ -326,10 +339,109 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		}
 		setStatus(fmt.Sprintf("%s done: %d resources written", typ, total))
 	}
+	if prov != nil {
+		if err := errors.Join(prov.flush(ctx), prov.w.close()); err != nil {
+			return nil, err
+		}
+	}
 	if err := errs.close(); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// provenanceBatch is how many exported resources one Provenance search
+// looks up.
+const provenanceBatch = 100
+
+// latestProvenance writes, for each resource exported, the latest
+// Provenance that targets it (greatest recorded, then lastUpdated),
+// looking them up by batches of references under the job's credential.
+// Each Provenance is written once (its ids are remembered).
+type latestProvenance struct {
+	s       *Service
+	upTo    time.Time
+	w       *writer
+	pending []string
+	seen    map[string]struct{}
+}
+
+// add queues the reference of an exported resource.
+func (lp *latestProvenance) add(ctx context.Context, ref string) error {
+	lp.pending = append(lp.pending, ref)
+	if len(lp.pending) < provenanceBatch {
+		return nil
+	}
+	return lp.flush(ctx)
+}
+
+// provenanceRecord is what the choice of the latest Provenance reads.
+type provenanceRecord struct {
+	Recorded string `json:"recorded"`
+	Target   []struct {
+		Reference string `json:"reference"`
+	} `json:"target"`
+}
+
+// flush writes the latest Provenance of each queued reference.
+func (lp *latestProvenance) flush(ctx context.Context) error {
+	if len(lp.pending) == 0 {
+		return nil
+	}
+	type pick struct {
+		r        *store.Resource
+		recorded time.Time
+	}
+	latest := make(map[string]pick, len(lp.pending))
+	for _, ref := range lp.pending {
+		latest[ref] = pick{}
+	}
+	lp.pending = lp.pending[:0]
+	refs := make([]string, 0, len(latest))
+	for ref := range latest {
+		refs = append(refs, ref)
+	}
+	slices.Sort(refs) // the same files when a job is rewritten
+	params := url.Values{"target": {strings.Join(refs, ",")}, "_count": {strconv.Itoa(pageSize)},
+		"_lastUpdated": {"le" + fhirtime.FormatInstant(lp.upTo)}}
+	err := lp.s.svc.Each(ctx, "Provenance", params, func(r *store.Resource) error {
+		var pr provenanceRecord
+		if err := json.Unmarshal(r.Body, &pr); err != nil {
+			return err
+		}
+		rec, _ := time.Parse(time.RFC3339Nano, pr.Recorded)
+		for _, t := range pr.Target {
+			ref := strings.TrimPrefix(t.Reference, lp.s.base+"/")
+			if i := strings.Index(ref, "/_history/"); i >= 0 {
+				ref = ref[:i]
+			}
+			cur, ok := latest[ref]
+			if !ok {
+				continue
+			}
+			if cur.r == nil || rec.After(cur.recorded) || (rec.Equal(cur.recorded) && r.LastUpdated.After(cur.r.LastUpdated)) {
+				latest[ref] = pick{r: r, recorded: rec}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		p := latest[ref]
+		if p.r == nil {
+			continue
+		}
+		if _, dup := lp.seen[p.r.ID]; dup {
+			continue
+		}
+		lp.seen[p.r.ID] = struct{}{}
+		if err := lp.w.write(p.r.Body); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writer writes the NDJSON files of one type, starting a new file before
