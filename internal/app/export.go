@@ -24,7 +24,11 @@ func openExport(ctx context.Context, cfg config.Config, a *App, auth *oauth.Serv
 	if dir == "" {
 		dir = filepath.Join(cfg.Database.DataDir, "export")
 	}
-	return bulk.Open(ctx, bulk.Config{
+	var s3 *bulk.S3
+	if e.S3URL != "" {
+		s3 = &bulk.S3{URL: e.S3URL, AccessKey: e.S3AccessKey, SecretKey: e.S3SecretKey}
+	}
+	return bulk.Open(ctx, bulk.Config{S3: s3,
 		DB: a.DB, Dir: dir, BaseURL: cfg.FHIRBase(), Service: a.Service, Audit: sink, Logger: log,
 		Workers: e.Workers, MaxJobsPerClient: e.MaxJobsPerClient, Expire: e.Expire, Lease: e.Lease, MaxFileBytes: e.MaxFileBytes, Rate: e.Rate,
 		Active: func(ctx context.Context, p *principal.Principal) (bool, error) { return credentialActive(ctx, auth, p) },

@@ -29,7 +29,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -53,8 +52,11 @@ type Config struct {
 	// DB is the process's database handle: the job table lives beside
 	// the FHIR store (the SQLite file or the PostgreSQL database).
 	DB *database.DB
-	// Dir holds the output files (required).
+	// Dir holds the output files (required unless S3 is set).
 	Dir string
+	// S3, when set, keeps the output files in an S3-compatible bucket
+	// instead of Dir.
+	S3 *S3
 	// BaseURL is the public FHIR base URL (status and file URLs).
 	BaseURL string
 	// Service runs the searches; Audit records completions (nil: none).
@@ -90,6 +92,7 @@ type Service struct {
 	cfg    Config
 	svc    *resource.Service
 	jobs   *jobs
+	out    files  // the output files
 	base   string // BaseURL without trailing slash
 	prefix string // its path
 	log    *slog.Logger
@@ -105,8 +108,8 @@ type Service struct {
 // folder and starts the workers and the expiry sweep. The caller must
 // Close the Service.
 func Open(ctx context.Context, cfg Config) (*Service, error) {
-	if cfg.Dir == "" || cfg.Service == nil {
-		return nil, errors.New("bulk: Config.Dir and Config.Service are required")
+	if (cfg.Dir == "" && cfg.S3 == nil) || cfg.Service == nil {
+		return nil, errors.New("bulk: Config.Dir (or S3) and Config.Service are required")
 	}
 	cfg.Workers = max(cfg.Workers, 0)
 	if cfg.Expire <= 0 {
@@ -124,14 +127,21 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = min(2*time.Second, cfg.Lease/3)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	var fs files = dirFiles{dir: cfg.Dir}
+	if cfg.S3 != nil {
+		s3, err := openS3(ctx, *cfg.S3)
+		if err != nil {
+			return nil, err
+		}
+		fs = s3
+	} else if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	j, err := openJobs(ctx, cfg.DB)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, svc: cfg.Service, jobs: j, log: cfg.Logger, sink: cfg.Audit,
+	s := &Service{cfg: cfg, svc: cfg.Service, jobs: j, out: fs, log: cfg.Logger, sink: cfg.Audit,
 		worker: newID()[:16], wake: make(chan struct{}, max(cfg.Workers, 1)), now: time.Now}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -216,12 +226,12 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// jobDir is the folder of a job's files; attempt > 0 names the folder of
-// one attempt inside it.
-func (s *Service) jobDir(id string, attempt int64) string {
-	d := filepath.Join(s.cfg.Dir, id)
+// jobDir is the folder of a job's files (a name prefix in s.files);
+// attempt > 0 names the folder of one attempt inside it.
+func jobDir(id string, attempt int64) string {
+	d := id
 	if attempt > 0 {
-		d = filepath.Join(d, "a"+itoa(attempt))
+		d += "/a" + itoa(attempt)
 	}
 	return d
 }

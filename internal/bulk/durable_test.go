@@ -31,6 +31,14 @@ func waitRunning(t *testing.T, s *lapistest.Server, key, status string) {
 	})
 }
 
+// waitFolder polls until a running job has its attempt folder.
+func waitFolder(t *testing.T, dataDir, job string) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, "the running job's folder", func() bool {
+		return len(attempts(t, dataDir, job)) == 1
+	})
+}
+
 // attempts lists the attempt folders of a job.
 func attempts(t *testing.T, dataDir, job string) []string {
 	t.Helper()
@@ -51,6 +59,7 @@ func TestExportRestart(t *testing.T) {
 		e := newEnv(t, dbURL, "--export-rate", "5", "--export-lease", "1s")
 		st := e.start(t, e.sys, slowExport)
 		waitRunning(t, e.Server, e.sys, st)
+		waitFolder(t, e.DataDir, jobID(st))
 		if err := e.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -160,9 +169,7 @@ func TestExportRevoked(t *testing.T) {
 		key, id := e.key(t, "system/*.rs", "")
 		st := e.start(t, key, slowExport)
 		waitRunning(t, e.Server, key, st)
-		poll.Until(t, 10*time.Second, "the running job's folder", func() bool {
-			return len(attempts(t, e.DataDir, jobID(st))) == 1
-		})
+		waitFolder(t, e.DataDir, jobID(st))
 		e.MustCLI(t, "", "apikey", "revoke", id)
 		poll.Until(t, 20*time.Second, "the revoked job's files removed", func() bool {
 			_, err := os.Stat(filepath.Join(e.DataDir, "export", jobID(st)))

@@ -7,11 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,7 +166,7 @@ func (s *Service) run(parent context.Context, jb *job) {
 		// OperationOutcome, here 403) and nothing it wrote is kept.
 		log.Warn("export: job stopped, its credential was revoked")
 		if s.finish(parent, jb, stateFailed, &result{Attempt: jb.Attempt, Message: errRevoked.Error(), Status: http.StatusForbidden}) {
-			os.RemoveAll(s.jobDir(jb.ID, 0))
+			s.out.removeAll(context.WithoutCancel(parent), jobDir(jb.ID, 0))
 		}
 		return
 	}
@@ -189,7 +188,7 @@ func (s *Service) afterLoss(jb *job) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if cur, err := s.jobs.get(ctx, jb.ID); err == nil && cur == nil {
-		os.RemoveAll(s.jobDir(jb.ID, 0))
+		s.out.removeAll(ctx, jobDir(jb.ID, 0))
 	}
 }
 
@@ -237,23 +236,23 @@ func (s *Service) record(ctx context.Context, p *principal.Principal, what, quer
 
 // export writes every run of pl into the attempt's folder.
 func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(string)) (*result, error) {
-	top := s.jobDir(jb.ID, 0)
-	dir := s.jobDir(jb.ID, jb.Attempt)
-	if entries, err := os.ReadDir(top); err == nil {
-		for _, e := range entries {
-			if e.Name() != filepath.Base(dir) {
-				os.RemoveAll(filepath.Join(top, e.Name()))
+	top := jobDir(jb.ID, 0)
+	dir := jobDir(jb.ID, jb.Attempt)
+	if names, err := s.out.list(ctx, top); err == nil {
+		for _, n := range names {
+			if top+"/"+n != dir {
+				s.out.removeAll(ctx, top+"/"+n)
 			}
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := errors.Join(s.out.removeAll(ctx, dir), s.out.mkdir(dir)); err != nil {
 		return nil, err
 	}
 	res := &result{Attempt: jb.Attempt, Output: []output{}, Error: []output{}}
-	errs := &writer{dir: dir, typ: "OperationOutcome", prefix: "error-", max: s.cfg.MaxFileBytes, outs: &res.Error}
+	newWriter := func(typ, prefix string, outs *[]output) *writer {
+		return &writer{ctx: ctx, fs: s.out, dir: dir, typ: typ, prefix: prefix, max: s.cfg.MaxFileBytes, outs: outs}
+	}
+	errs := newWriter("OperationOutcome", "error-", &res.Error)
 	var total int64
 	var lim *rate.Limiter
 	if s.cfg.Rate > 0 {
@@ -262,7 +261,7 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 	var prov *latestProvenance
 	if pl.Provenance {
 		prov = &latestProvenance{s: s, upTo: jb.TransactionTime, seen: map[string]struct{}{},
-			w: &writer{dir: dir, typ: "Provenance", max: s.cfg.MaxFileBytes, outs: &res.Output}}
+			w: newWriter("Provenance", "", &res.Output)}
 	}
 	for i := 0; i < len(pl.Runs); {
 		typ := pl.Runs[i].Type
@@ -272,7 +271,7 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		}
 		runs := pl.Runs[i:j]
 		i = j
-		w := &writer{dir: dir, typ: typ, max: s.cfg.MaxFileBytes, outs: &res.Output}
+		w := newWriter(typ, "", &res.Output)
 		// One search per run and patient; a resource found twice (two
 		// _typeFilters, two patients) is written once.
 		var seen map[string]struct{}
@@ -448,11 +447,13 @@ func (lp *latestProvenance) flush(ctx context.Context) error {
 // a line would take the current one past max bytes (a file holds at least
 // one line).
 type writer struct {
+	ctx              context.Context
+	fs               files
 	dir, typ, prefix string
 	max              int64
 	outs             *[]output
 	n                int
-	f                *os.File
+	f                io.WriteCloser
 	bw               *bufio.Writer
 	size, count      int64
 	buf              bytes.Buffer
@@ -473,7 +474,7 @@ func (w *writer) write(line []byte) error {
 	}
 	if w.f == nil {
 		w.n++
-		f, err := os.OpenFile(filepath.Join(w.dir, w.name()), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		f, err := w.fs.create(w.ctx, w.dir+"/"+w.name())
 		if err != nil {
 			return err
 		}
@@ -495,7 +496,7 @@ func (w *writer) close() error {
 	}
 	f := w.f
 	w.f = nil
-	err := errors.Join(w.bw.Flush(), f.Sync(), f.Close())
+	err := errors.Join(w.bw.Flush(), f.Close())
 	if err != nil {
 		return err
 	}
@@ -519,14 +520,14 @@ func (s *Service) sweep(ctx context.Context) {
 		}
 		for _, id := range ids {
 			if ok, err := s.jobs.remove(ctx, id); err == nil && ok {
-				os.RemoveAll(s.jobDir(id, 0))
+				s.out.removeAll(ctx, jobDir(id, 0))
 			}
 		}
 		// Folders left by a cancellation that raced a worker's writes.
-		entries, _ := os.ReadDir(s.cfg.Dir)
-		for _, e := range entries {
-			if jb, err := s.jobs.get(ctx, e.Name()); err == nil && jb == nil && e.IsDir() {
-				os.RemoveAll(filepath.Join(s.cfg.Dir, e.Name()))
+		names, _ := s.out.list(ctx, "")
+		for _, n := range names {
+			if jb, err := s.jobs.get(ctx, n); err == nil && jb == nil {
+				s.out.removeAll(ctx, jobDir(n, 0))
 			}
 		}
 	}
