@@ -175,6 +175,12 @@ func (s *s3Files) create(ctx context.Context, name string) (io.WriteCloser, erro
 
 func (u *s3Upload) Write(p []byte) (int, error) { return u.pw.Write(p) }
 
+// abort ends the upload without making an object.
+func (u *s3Upload) abort() {
+	u.pw.CloseWithError(errors.New("bulk: upload aborted"))
+	<-u.done
+}
+
 func (u *s3Upload) Close() error {
 	u.pw.Close()
 	return <-u.done

@@ -249,9 +249,18 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		return nil, err
 	}
 	res := &result{Attempt: jb.Attempt, Output: []output{}, Error: []output{}}
+	var writers []*writer
 	newWriter := func(typ, prefix string, outs *[]output) *writer {
-		return &writer{ctx: ctx, fs: s.out, dir: dir, typ: typ, prefix: prefix, max: s.cfg.MaxFileBytes, outs: outs}
+		w := &writer{ctx: ctx, fs: s.out, dir: dir, typ: typ, prefix: prefix, max: s.cfg.MaxFileBytes, outs: outs}
+		writers = append(writers, w)
+		return w
 	}
+	// A job that stops midway leaves no file open (nor upload running).
+	defer func() {
+		for _, w := range writers {
+			w.abort()
+		}
+	}()
 	errs := newWriter("OperationOutcome", "error-", &res.Error)
 	var total int64
 	var lim *rate.Limiter
@@ -488,6 +497,19 @@ func (w *writer) write(line []byte) error {
 }
 
 func (w *writer) name() string { return w.prefix + w.typ + "-" + strconv.Itoa(w.n) + ".ndjson" }
+
+// abort drops the current file unfinished (a no-op after close).
+func (w *writer) abort() {
+	if w.f == nil {
+		return
+	}
+	if a, ok := w.f.(interface{ abort() }); ok {
+		a.abort()
+	} else {
+		w.f.Close()
+	}
+	w.f = nil
+}
 
 // close ends the current file (flushed and synced) and lists it.
 func (w *writer) close() error {

@@ -170,7 +170,10 @@ func (c *serveCmd) config() (config.Config, error) {
 	}
 	x := c.exportFlags
 	cfg.Export = config.Export{Dir: x.ExportDir, Workers: x.ExportWorkers, MaxJobsPerClient: x.ExportMaxPerClient, Expire: x.ExportExpire, Lease: x.ExportLease, Rate: x.ExportRate,
-		S3URL: x.ExportS3URL, S3AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), S3SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY")}
+		S3URL: x.ExportS3URL}
+	if x.ExportS3URL != "" {
+		cfg.Export.S3AccessKey, cfg.Export.S3SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	}
 	if cfg.Export.MaxFileBytes, err = parseSize(x.ExportFileSize); err != nil {
 		return cfg, fmt.Errorf("--export-file-size: %w", err)
 	}
