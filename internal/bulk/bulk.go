@@ -5,7 +5,8 @@
 // shared by every instance on one database (workers hold a lease they
 // renew; an expired lease lets another worker take the job over and
 // rewrite its files), the status and manifest at [base]/$export-status/{job}
-// (DELETE cancels), and the NDJSON files at [base]/$export-file/{job}/{file}.
+// (DELETE cancels), and the NDJSON files at [base]/$export-file/{job}/{file}
+// (kept in a folder or an S3-compatible bucket, always served by Lapis).
 //
 // Every export runs as the credential that started it: the resources come
 // from resource.Service.Each under that principal, so the access filters

@@ -25,13 +25,17 @@ import (
 // folder, and a cancellation removes the job's objects.
 func TestExportS3(t *testing.T) {
 	t.Parallel()
+	dialects(t, testExportS3)
+}
+
+func testExportS3(t *testing.T, dbURL string) {
 	backend := s3mem.New()
 	if err := backend.CreateBucket("exports"); err != nil {
 		t.Fatal(err)
 	}
 	ts := httptest.NewServer(gofakes3.New(backend).Server())
 	t.Cleanup(ts.Close)
-	e := newEnvWith(t, lapistest.Options{Args: []string{"--export-s3-url", ts.URL + "/exports/lapis"},
+	e := newEnvWith(t, lapistest.Options{Database: dbURL, Args: []string{"--export-s3-url", ts.URL + "/exports/lapis"},
 		Env: []string{"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test-secret"}})
 	mc, err := minio.New(strings.TrimPrefix(ts.URL, "http://"), &minio.Options{Creds: credentials.NewStaticV4("test", "test-secret", ""), BucketLookup: minio.BucketLookupPath})
 	if err != nil {
