@@ -174,7 +174,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	fhirStages = append(fhirStages, conc)
 	// Audit stays the LAST stage (closest to the handler, after rate limits).
 	fhirStages = append(fhirStages, auditRT.stage)
-	exp, err := openExport(ctx, cfg, a, auditRT.sink, log)
+	exp, err := openExport(ctx, cfg, a, auth, auditRT.sink, log)
 	if err != nil {
 		return nil, err
 	}

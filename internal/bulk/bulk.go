@@ -5,7 +5,8 @@
 // shared by every instance on one database (workers hold a lease they
 // renew; an expired lease lets another worker take the job over and
 // rewrite its files), the status and manifest at [base]/$export-status/{job}
-// (DELETE cancels), and the NDJSON files at [base]/$export-file/{job}/{file}.
+// (DELETE cancels), and the NDJSON files at [base]/$export-file/{job}/{file}
+// (kept in a folder or an S3-compatible bucket, always served by Lapis).
 //
 // Every export runs as the credential that started it: the resources come
 // from resource.Service.Each under that principal, so the access filters
@@ -14,7 +15,10 @@
 // run on the same search engine (an unsupported parameter is a 400 at
 // kick-off, never ignored). Status, cancel and downloads are answered only
 // to the same credential, behind the same authentication middleware as
-// the FHIR API (a revoked credential gets 401 at once).
+// the FHIR API (a revoked credential gets 401 at once). A running job
+// re-checks its credential every few seconds (Config.Active): once it is
+// revoked the job stops, its files are removed and it is recorded as
+// failed (status: 403 with an OperationOutcome).
 package bulk
 
 import (
@@ -26,13 +30,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 )
 
@@ -49,8 +53,11 @@ type Config struct {
 	// DB is the process's database handle: the job table lives beside
 	// the FHIR store (the SQLite file or the PostgreSQL database).
 	DB *database.DB
-	// Dir holds the output files (required).
+	// Dir holds the output files (required unless S3 is set).
 	Dir string
+	// S3, when set, keeps the output files in an S3-compatible bucket
+	// instead of Dir.
+	S3 *S3
 	// BaseURL is the public FHIR base URL (status and file URLs).
 	BaseURL string
 	// Service runs the searches; Audit records completions (nil: none).
@@ -69,8 +76,15 @@ type Config struct {
 	Rate int
 	// Poll is how often an idle worker looks for work queued by another
 	// instance (default: a second, or Lease/3 when shorter).
-	Poll   time.Duration
-	Logger *slog.Logger
+	Poll time.Duration
+	// Active re-checks a running job's credential (the principal that
+	// started it): false when it was revoked since, and the job then
+	// fails with its files removed. Nil: no re-check.
+	Active func(ctx context.Context, p *principal.Principal) (bool, error)
+	// CheckEvery is how often a running job re-checks its credential
+	// (default: two seconds, or Lease/3 when shorter).
+	CheckEvery time.Duration
+	Logger     *slog.Logger
 }
 
 // Service is the export service: its HTTP handlers (Mount) and the
@@ -79,6 +93,7 @@ type Service struct {
 	cfg    Config
 	svc    *resource.Service
 	jobs   *jobs
+	out    files  // the output files
 	base   string // BaseURL without trailing slash
 	prefix string // its path
 	log    *slog.Logger
@@ -94,8 +109,8 @@ type Service struct {
 // folder and starts the workers and the expiry sweep. The caller must
 // Close the Service.
 func Open(ctx context.Context, cfg Config) (*Service, error) {
-	if cfg.Dir == "" || cfg.Service == nil {
-		return nil, errors.New("bulk: Config.Dir and Config.Service are required")
+	if (cfg.Dir == "" && cfg.S3 == nil) || cfg.Service == nil {
+		return nil, errors.New("bulk: Config.Dir (or S3) and Config.Service are required")
 	}
 	cfg.Workers = max(cfg.Workers, 0)
 	if cfg.Expire <= 0 {
@@ -110,14 +125,24 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = min(time.Second, cfg.Lease/3)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = min(2*time.Second, cfg.Lease/3)
+	}
+	var fs files = dirFiles{dir: cfg.Dir}
+	if cfg.S3 != nil {
+		s3, err := openS3(ctx, *cfg.S3)
+		if err != nil {
+			return nil, err
+		}
+		fs = s3
+	} else if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	j, err := openJobs(ctx, cfg.DB)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, svc: cfg.Service, jobs: j, log: cfg.Logger, sink: cfg.Audit,
+	s := &Service{cfg: cfg, svc: cfg.Service, jobs: j, out: fs, log: cfg.Logger, sink: cfg.Audit,
 		worker: newID()[:16], wake: make(chan struct{}, max(cfg.Workers, 1)), now: time.Now}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -202,12 +227,12 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// jobDir is the folder of a job's files; attempt > 0 names the folder of
-// one attempt inside it.
-func (s *Service) jobDir(id string, attempt int64) string {
-	d := filepath.Join(s.cfg.Dir, id)
+// jobDir is the folder of a job's files (a name prefix in s.files);
+// attempt > 0 names the folder of one attempt inside it.
+func jobDir(id string, attempt int64) string {
+	d := id
 	if attempt > 0 {
-		d = filepath.Join(d, "a"+itoa(attempt))
+		d += "/a" + itoa(attempt)
 	}
 	return d
 }

@@ -31,6 +31,14 @@ func waitRunning(t *testing.T, s *lapistest.Server, key, status string) {
 	})
 }
 
+// waitFolder polls until a running job has its attempt folder.
+func waitFolder(t *testing.T, dataDir, job string) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, "the running job's folder", func() bool {
+		return len(attempts(t, dataDir, job)) == 1
+	})
+}
+
 // attempts lists the attempt folders of a job.
 func attempts(t *testing.T, dataDir, job string) []string {
 	t.Helper()
@@ -51,6 +59,7 @@ func TestExportRestart(t *testing.T) {
 		e := newEnv(t, dbURL, "--export-rate", "5", "--export-lease", "1s")
 		st := e.start(t, e.sys, slowExport)
 		waitRunning(t, e.Server, e.sys, st)
+		waitFolder(t, e.DataDir, jobID(st))
 		if err := e.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -144,5 +153,34 @@ func TestExportExpiry(t *testing.T) {
 			t.Errorf("file after expiry: %d", r.Status)
 		}
 		poll.Until(t, 10*time.Second, "files removed", func() bool { return len(attempts(t, e.DataDir, jobID(st))) == 0 })
+	})
+}
+
+// TestExportRevoked revokes the key that started a job while the job
+// writes: the job stops, its files are removed and the failure is an
+// AuditEvent.
+func TestExportRevoked(t *testing.T) {
+	t.Parallel()
+	dialects(t, func(t *testing.T, dbURL string) {
+		stream := filepath.Join(t.TempDir(), "audit.jsonl")
+		// 9 resources at 1/s: the job outlasts the revocation by far; the
+		// credential is re-checked every Lease/3.
+		e := newEnv(t, dbURL, "--export-rate", "1", "--export-lease", "1s", "--audit-stream", stream)
+		key, id := e.key(t, "system/*.rs", "")
+		st := e.start(t, key, slowExport)
+		waitRunning(t, e.Server, key, st)
+		waitFolder(t, e.DataDir, jobID(st))
+		e.MustCLI(t, "", "apikey", "revoke", id)
+		poll.Until(t, 20*time.Second, "the revoked job's files removed", func() bool {
+			_, err := os.Stat(filepath.Join(e.DataDir, "export", jobID(st)))
+			return os.IsNotExist(err)
+		})
+		poll.Until(t, 10*time.Second, "the revocation audited", func() bool {
+			b, _ := os.ReadFile(stream)
+			return strings.Contains(string(b), `"outcomeDesc":"bulk export failed: the credential that started this export was revoked"`)
+		})
+		if r := e.Do(t, "GET", st, nil, "X-API-Key", key); r.Status != http.StatusUnauthorized {
+			t.Errorf("status with the revoked key: %d", r.Status)
+		}
 	})
 }

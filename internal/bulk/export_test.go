@@ -339,3 +339,35 @@ func testAudit(t *testing.T, e *env, stream string) {
 		return true
 	})
 }
+
+// provenanceFixture: two Provenances of o1 (pv2 the newer), one of p1
+// and o3, one of o4 (a versioned reference) and one of nothing exported.
+const provenanceFixture = `{"resourceType":"Bundle","type":"transaction","entry":[
+{"request":{"method":"PUT","url":"Provenance/pv1"},"resource":{"resourceType":"Provenance","id":"pv1","recorded":"2024-01-01T00:00:00Z","target":[{"reference":"Observation/o1"}],"agent":[{"who":{"reference":"Practitioner/dr1"}}]}},
+{"request":{"method":"PUT","url":"Provenance/pv2"},"resource":{"resourceType":"Provenance","id":"pv2","recorded":"2025-01-01T00:00:00Z","target":[{"reference":"Observation/o1"}],"agent":[{"who":{"reference":"Practitioner/dr1"}}]}},
+{"request":{"method":"PUT","url":"Provenance/pv3"},"resource":{"resourceType":"Provenance","id":"pv3","recorded":"2024-06-01T00:00:00Z","target":[{"reference":"Patient/p1"},{"reference":"Observation/o3"}],"agent":[{"who":{"reference":"Practitioner/dr1"}}]}},
+{"request":{"method":"PUT","url":"Provenance/pv4"},"resource":{"resourceType":"Provenance","id":"pv4","recorded":"2024-06-01T00:00:00Z","target":[{"reference":"Observation/o4/_history/1"}],"agent":[{"who":{"reference":"Practitioner/dr1"}}]}},
+{"request":{"method":"PUT","url":"Provenance/pv5"},"resource":{"resourceType":"Provenance","id":"pv5","recorded":"2026-01-01T00:00:00Z","target":[{"reference":"Practitioner/dr1"}],"agent":[{"who":{"reference":"Practitioner/dr1"}}]}}
+]}`
+
+// TestExportProvenance checks includeAssociatedData=LatestProvenanceResources:
+// for each resource exported, the latest Provenance that targets it, and
+// no other.
+func TestExportProvenance(t *testing.T) {
+	t.Parallel()
+	dialects(t, func(t *testing.T, dbURL string) {
+		e := newEnv(t, dbURL)
+		e.load(t, provenanceFixture)
+		const inc = "&includeAssociatedData=LatestProvenanceResources"
+		check(t, "system", e.export(t, e.sys, "/$export?_type=Observation"+inc),
+			want("Observation", []string{"o1", "o2", "o3", "o4"}, "Provenance", []string{"pv2", "pv3", "pv4"}))
+		check(t, "group", e.export(t, e.sys, "/Group/g1/$export?_type=Patient,Observation"+inc),
+			want("Patient", []string{"p1", "p2"}, "Observation", []string{"o1", "o2", "o3"}, "Provenance", []string{"pv2", "pv3"}))
+		// Provenance named in _type too: still only the latest ones.
+		check(t, "named", e.export(t, e.sys, "/$export?_type=Practitioner,Provenance"+inc),
+			want("Practitioner", []string{"dr1"}, "Provenance", []string{"pv5"}))
+		// Without it, Provenance is a type like any other.
+		check(t, "plain", e.export(t, e.sys, "/$export?_type=Provenance"),
+			want("Provenance", []string{"pv1", "pv2", "pv3", "pv4", "pv5"}))
+	})
+}

@@ -54,7 +54,13 @@ type env struct {
 // fixture loaded.
 func newEnv(t *testing.T, dbURL string, args ...string) *env {
 	t.Helper()
-	s := lapistest.Start(t, lapistest.Options{Database: dbURL, Args: args})
+	return newEnvWith(t, lapistest.Options{Database: dbURL, Args: args})
+}
+
+// newEnvWith is newEnv with every option of the server.
+func newEnvWith(t *testing.T, opts lapistest.Options) *env {
+	t.Helper()
+	s := lapistest.Start(t, opts)
 	e := &env{Server: s}
 	e.sys, _ = e.key(t, "system/*.cruds", "")
 	e.other, _ = e.key(t, "system/*.rs", "")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -191,7 +190,11 @@ func (s *Service) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if jb.State == stateFailed {
-		s.writeError(w, r, outcome.New(http.StatusInternalServerError, "exception", "%s", res.Message))
+		code, kind := http.StatusInternalServerError, "exception"
+		if res.Status == http.StatusForbidden {
+			code, kind = res.Status, "forbidden"
+		}
+		s.writeError(w, r, outcome.New(code, kind, "%s", res.Message))
 		return
 	}
 	m := manifest{TransactionTime: fhirtime.FormatInstant(jb.TransactionTime), Request: jb.RequestURL, RequiresAccessToken: true,
@@ -224,7 +227,7 @@ func (s *Service) cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	// A worker still writing stops at its next lease renewal and removes
 	// what it wrote since; the sweep removes anything left.
-	os.RemoveAll(s.jobDir(jb.ID, 0))
+	s.out.removeAll(r.Context(), jobDir(jb.ID, 0))
 	s.record(r.Context(), principal.FromContext(r.Context()), "bulk export cancelled", "job="+jb.ID, false, 0)
 	writeJSON(w, "application/fhir+json", http.StatusAccepted, outcome.Info("export job cancelled"))
 }
@@ -248,17 +251,16 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, outcome.NotFound("export job %s has no file %s", jb.ID, name))
 		return
 	}
-	f, err := os.Open(filepath.Join(s.jobDir(jb.ID, res.Attempt), name))
-	if err != nil {
+	f, err := s.out.open(r.Context(), jobDir(jb.ID, res.Attempt)+"/"+name)
+	if errors.Is(err, os.ErrNotExist) {
 		s.writeError(w, r, outcome.NotFound("the file %s is gone (the job expired)", name))
 		return
 	}
-	defer f.Close()
-	st, err := f.Stat()
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	defer f.Close()
 	w.Header().Set("Content-Type", "application/fhir+ndjson")
 	returned := 0
 	for _, o := range res.Output {
@@ -269,6 +271,6 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 	s.record(r.Context(), principal.FromContext(r.Context()), "bulk export file downloaded", "job="+jb.ID+"&file="+name, false, returned)
 	// A large file outlasts the server's write timeout: allow ten minutes
 	// plus a second per MB (where the writers in between let us).
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10*time.Minute + time.Duration(st.Size()>>20)*time.Second))
-	http.ServeContent(w, r, "", st.ModTime(), f)
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10*time.Minute + time.Duration(f.size()>>20)*time.Second))
+	http.ServeContent(w, r, "", f.modTime(), f)
 }

@@ -40,6 +40,10 @@ type plan struct {
 	Patients []string `json:"patients,omitempty"`
 	// Runs are the searches, grouped by type in output order.
 	Runs []run `json:"runs"`
+	// Provenance (includeAssociatedData=LatestProvenanceResources): for
+	// each resource exported, the latest Provenance that targets it; no
+	// other Provenance.
+	Provenance bool `json:"provenance,omitempty"`
 }
 
 // run is one search of an export: a type and its query (the _typeFilter,
@@ -231,8 +235,14 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 	if !named {
 		types = reg.ResourceTypes()
 	}
-	if provenance && !slices.Contains(types, "Provenance") {
-		types = append(types, "Provenance")
+	if provenance {
+		// Bulk Data: "other Provenance resources will not be returned".
+		types = slices.DeleteFunc(types, func(t string) bool { return t == "Provenance" })
+		check := url.Values{"_count": {"0"}}
+		if err := s.svc.Each(ctx, "Provenance", check, func(*store.Resource) error { return nil }); err != nil {
+			return nil, err
+		}
+		pl.Provenance = true
 	}
 	for t := range typeFilters {
 		if !slices.Contains(types, t) {

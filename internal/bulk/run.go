@@ -7,14 +7,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/store"
@@ -30,8 +34,31 @@ type result struct {
 	Attempt int64    `json:"attempt"`
 	Output  []output `json:"output"`
 	Error   []output `json:"error"`
-	// Message is why a job failed as a whole.
+	// Message is why a job failed as a whole, and Status the HTTP status
+	// its status URL then answers (0: 500).
 	Message string `json:"message,omitempty"`
+	Status  int    `json:"status,omitempty"`
+}
+
+// errRevoked is the cause of an attempt stopped because the credential
+// that started the job was revoked.
+var errRevoked = errors.New("the credential that started this export was revoked")
+
+// revoked reports whether the credential p that started a job has been
+// revoked since. An error of the check is logged and taken as not
+// revoked: the next check decides.
+func (s *Service) revoked(ctx context.Context, p *principal.Principal, log *slog.Logger) bool {
+	if s.cfg.Active == nil || p.Method == "" {
+		return false
+	}
+	ok, err := s.cfg.Active(ctx, p)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("export: re-checking the credential failed", "err", err.Error())
+		}
+		return false
+	}
+	return !ok
 }
 
 // output is one file of a job.
@@ -92,15 +119,26 @@ func (s *Service) run(parent context.Context, jb *job) {
 	var progress sync.Mutex
 	status := "started"
 	setStatus := func(v string) { progress.Lock(); status = v; progress.Unlock() }
+	if s.revoked(ctx, &p, log) {
+		cancel(errRevoked)
+	}
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
 		t := time.NewTicker(s.cfg.Lease / 3)
 		defer t.Stop()
+		check := time.NewTicker(s.cfg.CheckEvery)
+		defer check.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-check.C:
+				if s.revoked(ctx, &p, log) {
+					cancel(errRevoked)
+					return
+				}
+				continue
 			case <-t.C:
 			}
 			progress.Lock()
@@ -123,6 +161,15 @@ func (s *Service) run(parent context.Context, jb *job) {
 		s.afterLoss(jb)
 		return
 	}
+	if errors.Is(context.Cause(ctx), errRevoked) {
+		// The job fails as a whole (Bulk Data: an error status with an
+		// OperationOutcome, here 403) and nothing it wrote is kept.
+		log.Warn("export: job stopped, its credential was revoked")
+		if s.finish(parent, jb, stateFailed, &result{Attempt: jb.Attempt, Message: errRevoked.Error(), Status: http.StatusForbidden}) {
+			s.out.removeAll(context.WithoutCancel(parent), jobDir(jb.ID, 0))
+		}
+		return
+	}
 	state := stateDone
 	if err != nil {
 		state = stateFailed
@@ -141,7 +188,7 @@ func (s *Service) afterLoss(jb *job) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if cur, err := s.jobs.get(ctx, jb.ID); err == nil && cur == nil {
-		os.RemoveAll(s.jobDir(jb.ID, 0))
+		s.out.removeAll(ctx, jobDir(jb.ID, 0))
 	}
 }
 
@@ -164,7 +211,11 @@ func (s *Service) finish(ctx context.Context, jb *job, state string, res *result
 	for _, o := range res.Output {
 		returned += int(o.Count)
 	}
-	s.record(ctx, &p, "bulk export "+state, "job="+jb.ID, state == stateFailed, returned)
+	what := "bulk export " + state
+	if res.Message != "" {
+		what += ": " + res.Message
+	}
+	s.record(ctx, &p, what, "job="+jb.ID, state == stateFailed, returned)
 	return true
 }
 
@@ -185,27 +236,41 @@ func (s *Service) record(ctx context.Context, p *principal.Principal, what, quer
 
 // export writes every run of pl into the attempt's folder.
 func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(string)) (*result, error) {
-	top := s.jobDir(jb.ID, 0)
-	dir := s.jobDir(jb.ID, jb.Attempt)
-	if entries, err := os.ReadDir(top); err == nil {
-		for _, e := range entries {
-			if e.Name() != filepath.Base(dir) {
-				os.RemoveAll(filepath.Join(top, e.Name()))
+	top := jobDir(jb.ID, 0)
+	dir := jobDir(jb.ID, jb.Attempt)
+	if names, err := s.out.list(ctx, top); err == nil {
+		for _, n := range names {
+			if top+"/"+n != dir {
+				s.out.removeAll(ctx, top+"/"+n)
 			}
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := errors.Join(s.out.removeAll(ctx, dir), s.out.mkdir(dir)); err != nil {
 		return nil, err
 	}
 	res := &result{Attempt: jb.Attempt, Output: []output{}, Error: []output{}}
-	errs := &writer{dir: dir, typ: "OperationOutcome", prefix: "error-", max: s.cfg.MaxFileBytes, outs: &res.Error}
+	var writers []*writer
+	newWriter := func(typ, prefix string, outs *[]output) *writer {
+		w := &writer{ctx: ctx, fs: s.out, dir: dir, typ: typ, prefix: prefix, max: s.cfg.MaxFileBytes, outs: outs}
+		writers = append(writers, w)
+		return w
+	}
+	// A job that stops midway leaves no file open (nor upload running).
+	defer func() {
+		for _, w := range writers {
+			w.abort()
+		}
+	}()
+	errs := newWriter("OperationOutcome", "error-", &res.Error)
 	var total int64
 	var lim *rate.Limiter
 	if s.cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(s.cfg.Rate), 1)
+	}
+	var prov *latestProvenance
+	if pl.Provenance {
+		prov = &latestProvenance{s: s, upTo: jb.TransactionTime, seen: map[string]struct{}{},
+			w: newWriter("Provenance", "", &res.Output)}
 	}
 	for i := 0; i < len(pl.Runs); {
 		typ := pl.Runs[i].Type
@@ -215,7 +280,7 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		}
 		runs := pl.Runs[i:j]
 		i = j
-		w := &writer{dir: dir, typ: typ, max: s.cfg.MaxFileBytes, outs: &res.Output}
+		w := newWriter(typ, "", &res.Output)
 		// One search per run and patient; a resource found twice (two
 		// _typeFilters, two patients) is written once.
 		var seen map[string]struct{}
@@ -236,6 +301,11 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 			}
 			if err := w.write(r.Body); err != nil {
 				return err
+			}
+			if prov != nil {
+				if err := prov.add(ctx, typ+"/"+r.ID); err != nil {
+					return err
+				}
 			}
 			total++
 			if total%pageSize == 0 {
@@ -277,21 +347,122 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		}
 		setStatus(fmt.Sprintf("%s done: %d resources written", typ, total))
 	}
+	if prov != nil {
+		if err := errors.Join(prov.flush(ctx), prov.w.close()); err != nil {
+			return nil, err
+		}
+	}
 	if err := errs.close(); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
+// provenanceBatch is how many exported resources one Provenance search
+// looks up.
+const provenanceBatch = 100
+
+// latestProvenance writes, for each resource exported, the latest
+// Provenance that targets it (greatest recorded, then lastUpdated),
+// looking them up by batches of references under the job's credential.
+// Each Provenance is written once (its ids are remembered).
+type latestProvenance struct {
+	s       *Service
+	upTo    time.Time
+	w       *writer
+	pending []string
+	seen    map[string]struct{}
+}
+
+// add queues the reference of an exported resource.
+func (lp *latestProvenance) add(ctx context.Context, ref string) error {
+	lp.pending = append(lp.pending, ref)
+	if len(lp.pending) < provenanceBatch {
+		return nil
+	}
+	return lp.flush(ctx)
+}
+
+// provenanceRecord is what the choice of the latest Provenance reads.
+type provenanceRecord struct {
+	Recorded string `json:"recorded"`
+	Target   []struct {
+		Reference string `json:"reference"`
+	} `json:"target"`
+}
+
+// flush writes the latest Provenance of each queued reference.
+func (lp *latestProvenance) flush(ctx context.Context) error {
+	if len(lp.pending) == 0 {
+		return nil
+	}
+	type pick struct {
+		r        *store.Resource
+		recorded time.Time
+	}
+	latest := make(map[string]pick, len(lp.pending))
+	for _, ref := range lp.pending {
+		latest[ref] = pick{}
+	}
+	lp.pending = lp.pending[:0]
+	refs := make([]string, 0, len(latest))
+	for ref := range latest {
+		refs = append(refs, ref)
+	}
+	slices.Sort(refs) // the same files when a job is rewritten
+	params := url.Values{"target": {strings.Join(refs, ",")}, "_count": {strconv.Itoa(pageSize)},
+		"_lastUpdated": {"le" + fhirtime.FormatInstant(lp.upTo)}}
+	err := lp.s.svc.Each(ctx, "Provenance", params, func(r *store.Resource) error {
+		var pr provenanceRecord
+		if err := json.Unmarshal(r.Body, &pr); err != nil {
+			return err
+		}
+		rec, _ := time.Parse(time.RFC3339Nano, pr.Recorded)
+		for _, t := range pr.Target {
+			ref := strings.TrimPrefix(t.Reference, lp.s.base+"/")
+			if i := strings.Index(ref, "/_history/"); i >= 0 {
+				ref = ref[:i]
+			}
+			cur, ok := latest[ref]
+			if !ok {
+				continue
+			}
+			if cur.r == nil || rec.After(cur.recorded) || (rec.Equal(cur.recorded) && r.LastUpdated.After(cur.r.LastUpdated)) {
+				latest[ref] = pick{r: r, recorded: rec}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		p := latest[ref]
+		if p.r == nil {
+			continue
+		}
+		if _, dup := lp.seen[p.r.ID]; dup {
+			continue
+		}
+		lp.seen[p.r.ID] = struct{}{}
+		if err := lp.w.write(p.r.Body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // writer writes the NDJSON files of one type, starting a new file before
 // a line would take the current one past max bytes (a file holds at least
 // one line).
 type writer struct {
+	ctx              context.Context
+	fs               files
 	dir, typ, prefix string
 	max              int64
 	outs             *[]output
 	n                int
-	f                *os.File
+	f                io.WriteCloser
 	bw               *bufio.Writer
 	size, count      int64
 	buf              bytes.Buffer
@@ -312,7 +483,7 @@ func (w *writer) write(line []byte) error {
 	}
 	if w.f == nil {
 		w.n++
-		f, err := os.OpenFile(filepath.Join(w.dir, w.name()), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+		f, err := w.fs.create(w.ctx, w.dir+"/"+w.name())
 		if err != nil {
 			return err
 		}
@@ -327,6 +498,19 @@ func (w *writer) write(line []byte) error {
 
 func (w *writer) name() string { return w.prefix + w.typ + "-" + strconv.Itoa(w.n) + ".ndjson" }
 
+// abort drops the current file unfinished (a no-op after close).
+func (w *writer) abort() {
+	if w.f == nil {
+		return
+	}
+	if a, ok := w.f.(interface{ abort() }); ok {
+		a.abort()
+	} else {
+		w.f.Close()
+	}
+	w.f = nil
+}
+
 // close ends the current file (flushed and synced) and lists it.
 func (w *writer) close() error {
 	if w.f == nil {
@@ -334,7 +518,7 @@ func (w *writer) close() error {
 	}
 	f := w.f
 	w.f = nil
-	err := errors.Join(w.bw.Flush(), f.Sync(), f.Close())
+	err := errors.Join(w.bw.Flush(), f.Close())
 	if err != nil {
 		return err
 	}
@@ -358,14 +542,14 @@ func (s *Service) sweep(ctx context.Context) {
 		}
 		for _, id := range ids {
 			if ok, err := s.jobs.remove(ctx, id); err == nil && ok {
-				os.RemoveAll(s.jobDir(id, 0))
+				s.out.removeAll(ctx, jobDir(id, 0))
 			}
 		}
 		// Folders left by a cancellation that raced a worker's writes.
-		entries, _ := os.ReadDir(s.cfg.Dir)
-		for _, e := range entries {
-			if jb, err := s.jobs.get(ctx, e.Name()); err == nil && jb == nil && e.IsDir() {
-				os.RemoveAll(filepath.Join(s.cfg.Dir, e.Name()))
+		names, _ := s.out.list(ctx, "")
+		for _, n := range names {
+			if jb, err := s.jobs.get(ctx, n); err == nil && jb == nil {
+				s.out.removeAll(ctx, jobDir(n, 0))
 			}
 		}
 	}

@@ -96,6 +96,7 @@ type exportFlags struct {
 	ExportDir          string        `name:"export-dir" env:"LAPIS_EXPORT_DIR" help:"Folder of the $export output files (default: export in the data directory); instances sharing a PostgreSQL database must share it." placeholder:"DIR"`
 	ExportWorkers      int           `name:"export-workers" env:"LAPIS_EXPORT_WORKERS" default:"2" help:"Export jobs this instance runs at once (0: none; other instances on the same PostgreSQL database run the jobs it accepts)."`
 	ExportRate         int           `name:"export-rate" env:"LAPIS_EXPORT_RATE" default:"0" help:"Most resources per second one export job writes, to spare the database for other clients (0 = no bound)."`
+	ExportS3URL        string        `name:"export-s3-url" env:"LAPIS_EXPORT_S3_URL" help:"Keep the export files in an S3-compatible bucket instead of --export-dir: http(s)://ENDPOINT/BUCKET[/PREFIX] (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)."`
 	ExportMaxPerClient int           `name:"export-max-per-client" env:"LAPIS_EXPORT_MAX_PER_CLIENT" default:"10" help:"Unfinished export jobs one client may have; a kick-off beyond it gets 429 (0 = no limit)."`
 	ExportExpire       time.Duration `name:"export-expire" env:"LAPIS_EXPORT_EXPIRE" default:"24h" help:"How long the files of a finished export are kept."`
 	ExportLease        time.Duration `name:"export-lease" env:"LAPIS_EXPORT_LEASE" default:"30s" help:"How long a job stays with a worker that stopped renewing its lease (a crashed instance) before another worker takes it over."`
@@ -168,7 +169,11 @@ func (c *serveCmd) config() (config.Config, error) {
 		AlertRefusals:     a.AlertRefusals,
 	}
 	x := c.exportFlags
-	cfg.Export = config.Export{Dir: x.ExportDir, Workers: x.ExportWorkers, MaxJobsPerClient: x.ExportMaxPerClient, Expire: x.ExportExpire, Lease: x.ExportLease, Rate: x.ExportRate}
+	cfg.Export = config.Export{Dir: x.ExportDir, Workers: x.ExportWorkers, MaxJobsPerClient: x.ExportMaxPerClient, Expire: x.ExportExpire, Lease: x.ExportLease, Rate: x.ExportRate,
+		S3URL: x.ExportS3URL}
+	if x.ExportS3URL != "" {
+		cfg.Export.S3AccessKey, cfg.Export.S3SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	}
 	if cfg.Export.MaxFileBytes, err = parseSize(x.ExportFileSize); err != nil {
 		return cfg, fmt.Errorf("--export-file-size: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -134,6 +135,7 @@ func TestServeFlags(t *testing.T) {
 		"--audit-stream", "stdout", "--audit-queue", "99", "--audit-copy-duty", "0.5", "--alert-webhook", "https://alerts.example.org/hook",
 		"--alert-volume", "11", "--alert-volume-window", "2h", "--alert-auth-failures", "12", "--alert-auth-window", "3m", "--no-alert-refusals",
 		"--export-dir", "/exp", "--export-workers", "3", "--export-max-per-client", "4", "--export-expire", "5h", "--export-lease", "6s", "--export-file-size", "7MiB", "--export-rate", "8",
+		"--export-s3-url", "https://s3.example.org/exports/lapis",
 		"--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +155,8 @@ func TestServeFlags(t *testing.T) {
 			System: "9/s", SystemBurst: 11, Costs: "read=2", RedisURL: "redis://r:6379/1", RedisFailure: "closed", MaxConcurrentPerClient: 2, ConcurrencyWait: 7 * time.Second},
 		Audit: config.Audit{Enabled: true, Stream: "stdout", Queue: 99, CopyDuty: 0.5, AlertWebhook: "https://alerts.example.org/hook",
 			AlertVolume: 11, AlertVolumeWindow: 2 * time.Hour, AlertAuthFailures: 12, AlertAuthWindow: 3 * time.Minute},
-		Export:   config.Export{Dir: "/exp", Workers: 3, MaxJobsPerClient: 4, Expire: 5 * time.Hour, Lease: 6 * time.Second, MaxFileBytes: 7 << 20, Rate: 8},
+		Export: config.Export{Dir: "/exp", Workers: 3, MaxJobsPerClient: 4, Expire: 5 * time.Hour, Lease: 6 * time.Second, MaxFileBytes: 7 << 20, Rate: 8,
+			S3URL: "https://s3.example.org/exports/lapis", S3AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), S3SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY")},
 		LogLevel: "debug",
 	}
 	if !reflect.DeepEqual(got, want) {

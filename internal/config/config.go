@@ -239,6 +239,10 @@ type Export struct {
 	MaxFileBytes int64
 	// Rate bounds the resources per second one job writes (0: no bound).
 	Rate int
+	// S3URL, when set, keeps the files in an S3-compatible bucket
+	// (http(s)://ENDPOINT/BUCKET[/PREFIX]) instead of Dir, with the
+	// credentials S3AccessKey and S3SecretKey.
+	S3URL, S3AccessKey, S3SecretKey string
 }
 
 // Serve defaults of the response bounds (lapis serve; the admin commands
