@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqlitePragmas are the pragmas of every Lapis connection to a SQLite
@@ -45,7 +47,7 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 	w.SetConnMaxLifetime(0)
 	d := &DB{Dialect: SQLite, Writer: w, Path: path}
 	// Connect now: the file (and its WAL) exist from here on.
-	if err := w.PingContext(ctx); err != nil {
+	if err := pingSQLite(ctx, w); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("database: open %s: %w", path, err)
 	}
@@ -67,6 +69,27 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 	r.SetConnMaxLifetime(0)
 	d.Reader = r
 	return d, nil
+}
+
+// pingSQLite makes the first connection. Processes that open a new file
+// at the same moment (a server and an admin command, instances starting
+// together) race to switch it to WAL, and SQLite answers that switch
+// SQLITE_BUSY without waiting on the busy timeout: the first connection
+// is retried for up to the busy timeout's 10 s.
+func pingSQLite(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := db.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // SQLiteReaders is the size of the SQLite reader pool (0 on PostgreSQL).
