@@ -14,16 +14,7 @@ const Genesis = "000000000000000000000000000000000000000000000000000000000000000
 // hash and the record's stored bytes (the AuditEvent JSON exactly as
 // stored), separated by NUL bytes (none of the first four can contain one).
 func Hash(chain string, seq int64, prev string, body []byte) string {
-	h := sha256.New()
-	h.Write([]byte("lapis-audit-v1\x00"))
-	h.Write([]byte(chain))
-	h.Write([]byte{0})
-	h.Write([]byte(strconv.FormatInt(seq, 10)))
-	h.Write([]byte{0})
-	h.Write([]byte(prev))
-	h.Write([]byte{0})
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
+	return linkHash("lapis-audit-v1", body, chain, strconv.FormatInt(seq, 10), prev)
 }
 
 // HashV2 is the link hash of a record of format 2, which also covers the
@@ -31,16 +22,19 @@ func Hash(chain string, seq int64, prev string, body []byte) string {
 // watermark were then stored as AuditEvent resources): like Hash, with the
 // tag "lapis-audit-v2" and the watermark in decimal after the previous hash.
 func HashV2(chain string, seq int64, prev string, watermark int64, body []byte) string {
+	return linkHash("lapis-audit-v2", body, chain, strconv.FormatInt(seq, 10), prev, strconv.FormatInt(watermark, 10))
+}
+
+// linkHash is the hex SHA-256 of tag, each field and then body, with a NUL
+// byte after the tag and after each field (none of them contains one).
+func linkHash(tag string, body []byte, fields ...string) string {
 	h := sha256.New()
-	h.Write([]byte("lapis-audit-v2\x00"))
-	h.Write([]byte(chain))
+	h.Write([]byte(tag))
 	h.Write([]byte{0})
-	h.Write([]byte(strconv.FormatInt(seq, 10)))
-	h.Write([]byte{0})
-	h.Write([]byte(prev))
-	h.Write([]byte{0})
-	h.Write([]byte(strconv.FormatInt(watermark, 10)))
-	h.Write([]byte{0})
+	for _, f := range fields {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+	}
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
 }
