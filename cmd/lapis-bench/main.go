@@ -265,19 +265,14 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 		report(v.name, load(v.c, rebase(vBase), conns, dur))
 		vStop()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bareAddr, stopBare, err := serveBare(body)
 	if err != nil {
 		return err
 	}
-	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
-		_, _ = w.Write(body)
-	})}
-	go bare.Serve(ln)
-	defer bare.Close()
+	defer stopBare()
 	var bareURLs []string
 	for _, u := range urls {
-		bareURLs = append(bareURLs, strings.Replace(u, base, "http://"+ln.Addr().String()+"/fhir", 1))
+		bareURLs = append(bareURLs, strings.Replace(u, base, "http://"+bareAddr+"/fhir", 1))
 	}
 	report("bare net/http handler, same bytes", load(plain, bareURLs, conns, dur))
 	return nil
@@ -496,4 +491,19 @@ end
 		}
 	}
 	return result{errors: 1}
+}
+
+// serveBare serves body on a loopback port with a bare net/http handler
+// (the baseline every figure is set beside) and returns its address.
+func serveBare(body []byte) (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
+		_, _ = w.Write(body)
+	})}
+	go bare.Serve(ln)
+	return ln.Addr().String(), func() { bare.Close() }, nil
 }

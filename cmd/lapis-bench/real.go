@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -201,18 +200,13 @@ func runReal(o realOptions) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bareAddr, stopBare, err := serveBare(body)
 	if err != nil {
 		return err
 	}
-	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/fhir+json; charset=utf-8")
-		_, _ = w.Write(body)
-	})}
-	go bare.Serve(ln)
-	defer bare.Close()
+	defer stopBare()
 	plain := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.conns * 2, MaxConnsPerHost: o.conns}}
-	rep.Bare = toRow("bare net/http handler (same bytes)", goLoad(plain, []string{"http://" + ln.Addr().String() + "/fhir/Patient/" + ps[0].id}, o.conns, o.dur), 0)
+	rep.Bare = toRow("bare net/http handler (same bytes)", goLoad(plain, []string{"http://" + bareAddr + "/fhir/Patient/" + ps[0].id}, o.conns, o.dur), 0)
 
 	for _, s := range shapes {
 		c0 := cpu()

@@ -12,18 +12,8 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
-
-// wideScopes returns the user/ and system/ scopes among scopes.
-func wideScopes(scopes []string) []string {
-	var out []string
-	for _, s := range scopes {
-		if strings.HasPrefix(s, "user/") || strings.HasPrefix(s, "system/") {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // TestConsentPatientUserScopes: a patient who goes through /authorize for
 // a client registered with user/ scopes (public or confidential) is
@@ -88,15 +78,15 @@ func TestConsentPatientUserScopes(t *testing.T) {
 						t.Errorf("consent page lacks %s", want)
 					}
 				}
-				if w := wideScopes(g.Scopes); w != nil || !slices.Contains(g.Scopes, "patient/*.rs") || g.Patient != "p1" {
+				if w := authtest.WideScopes(g.Scopes); w != nil || !slices.Contains(g.Scopes, "patient/*.rs") || g.Patient != "p1" {
 					t.Fatalf("patient grant: scopes %q patient %q", g.Scopes, g.Patient)
 				}
 				scopes := strings.Fields(tok["scope"].(string))
-				if w := wideScopes(scopes); w != nil || !slices.Contains(scopes, "patient/*.rs") || !slices.Contains(scopes, "patient/"+lab) || tok["patient"] != "p1" {
+				if w := authtest.WideScopes(scopes); w != nil || !slices.Contains(scopes, "patient/*.rs") || !slices.Contains(scopes, "patient/"+lab) || tok["patient"] != "p1" {
 					t.Fatalf("patient token: scope %q patient %v", scopes, tok["patient"])
 				}
 				claims, err := e.srv.Verifier().Verify(context.Background(), tok["access_token"].(string))
-				if err != nil || wideScopes(claims.Scopes()) != nil || claims.Patient != "p1" {
+				if err != nil || authtest.WideScopes(claims.Scopes()) != nil || claims.Patient != "p1" {
 					t.Fatalf("access token claims %+v %v", claims, err)
 				}
 

@@ -13,17 +13,6 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 )
 
-// wideScopes returns the user/ and system/ scopes among scopes.
-func wideScopes(scopes []string) []string {
-	var out []string
-	for _, s := range scopes {
-		if strings.HasPrefix(s, "user/") || strings.HasPrefix(s, "system/") {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // TestTokenPatientUserBound: the token endpoint bounds every token by its
 // user, whatever the stored grant or refresh token says (one mis-issued
 // before the bound, say): a patient user's user/ and system/ scopes become

@@ -7,6 +7,7 @@ package authtest
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -57,4 +58,16 @@ func open(t testing.TB, dialect, dir string) *authdb.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// WideScopes returns the user/ and system/ scopes among scopes (what a
+// patient's token must never carry).
+func WideScopes(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if strings.HasPrefix(s, "user/") || strings.HasPrefix(s, "system/") {
+			out = append(out, s)
+		}
+	}
+	return out
 }
