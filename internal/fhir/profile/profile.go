@@ -6,12 +6,17 @@
 // It checks, along the profile's snapshot: cardinality, fixed and pattern
 // values, slices (membership by pattern or value discriminators, by the
 // extension url, or by the JSON name of a choice type; each slice's
-// cardinality and constraints apply to its members) and required
-// bindings to value sets the IG or R4 enumerate. Bindings to value sets
-// the packages cannot expand (VSAC, external terminologies) are skipped, as
-// the certification suite's validator does. Slices with other
-// discriminators (profile, exists) are not checked, nor are FHIRPath
-// invariants or the base R4 structure (package validate does that).
+// cardinality and constraints apply to its members; profile, exists and
+// type discriminators are evaluated too), required bindings to value sets
+// the IG or R4 enumerate, and the error-severity FHIRPath invariants of
+// the profiles' elements (the us-core-* keys and the resources' own, such
+// as obs-6; the generic ele-*, dom-* and ext-* ones are not extracted),
+// evaluated by github.com/gofhir/fhirpath. Bindings to value sets the
+// packages cannot expand (VSAC, external terminologies) are skipped, as
+// the certification suite's validator does; so are invariants that need
+// reference resolution (resolve()) or narrative checks (htmlChecks()),
+// warnings, and any the engine cannot compile (see Set.Invariants). The
+// base R4 structure is package validate's.
 package profile
 
 import (
@@ -20,6 +25,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
@@ -35,7 +41,8 @@ type Issue struct {
 	Profile string
 	// Element is the ElementDefinition id ("Observation.category:us-core").
 	Element string
-	// Rule is "cardinality", "fixed", "pattern", "slice" or "binding".
+	// Rule is "cardinality", "fixed", "pattern", "slice", "binding" or
+	// "invariant".
 	Rule string
 	// Message describes the problem.
 	Message string
@@ -51,6 +58,8 @@ type Set struct {
 	version  string
 	profiles map[string]*compiled // by canonical URL
 	vs       map[string]map[string]bool
+	// invCounts counts the invariants evaluated and skipped.
+	invCounts InvariantCounts
 }
 
 // compiled is a profile indexed by element id.
@@ -63,6 +72,9 @@ type compiled struct {
 	slices   map[string][]*wire.ProfileElem // element id -> its slices
 	fixed    map[*wire.ProfileElem]any      // decoded fixed[x] values
 	pattern  map[*wire.ProfileElem]any      // decoded pattern[x] values
+	// invariants are the compiled error invariants of each element.
+	invariants map[*wire.ProfileElem][]*invariant
+	rootElem   *wire.ProfileElem // the element of the resource itself
 }
 
 // Load returns the embedded profiles of every US Core version, by version.
@@ -77,45 +89,61 @@ func Load() (map[string]*Set, error) {
 	}
 	out := map[string]*Set{}
 	for _, v := range ps.Versions {
-		s := &Set{version: v.Version, profiles: map[string]*compiled{}, vs: map[string]map[string]bool{}}
-		for url, codes := range v.ValueSets {
-			m := make(map[string]bool, len(codes))
-			for _, c := range codes {
-				m[c] = true
-			}
-			s.vs[url] = m
-		}
-		for i := range v.Profiles {
-			p := &v.Profiles[i]
-			c := &compiled{url: p.URL, typ: p.Type, byID: map[string]*wire.ProfileElem{},
-				children: map[string][]*wire.ProfileElem{}, slices: map[string][]*wire.ProfileElem{},
-				fixed: map[*wire.ProfileElem]any{}, pattern: map[*wire.ProfileElem]any{}}
-			for j := range p.Elements {
-				e := &p.Elements[j]
-				c.byID[e.ID] = e
-				c.elements = append(c.elements, e)
-				if err := decodeInto(c.fixed, e, e.Fixed); err != nil {
-					return nil, fmt.Errorf("profile %s %s: %w", p.URL, e.ID, err)
-				}
-				if err := decodeInto(c.pattern, e, e.Pattern); err != nil {
-					return nil, fmt.Errorf("profile %s %s: %w", p.URL, e.ID, err)
-				}
-				parent, last := splitID(e.ID)
-				if parent == "" {
-					continue
-				}
-				if e.SliceName != "" && strings.HasSuffix(e.ID, ":"+e.SliceName) && !strings.Contains(last, ".") {
-					base := strings.TrimSuffix(e.ID, ":"+e.SliceName)
-					c.slices[base] = append(c.slices[base], e)
-					continue
-				}
-				c.children[parent] = append(c.children[parent], e)
-			}
-			s.profiles[p.URL] = c
+		s, err := newSet(v)
+		if err != nil {
+			return nil, err
 		}
 		out[v.Version] = s
 	}
 	return out, nil
+}
+
+// newSet compiles the profiles of one version.
+func newSet(v wire.ProfileVersion) (*Set, error) {
+	s := &Set{version: v.Version, profiles: map[string]*compiled{}, vs: map[string]map[string]bool{}}
+	for url, codes := range v.ValueSets {
+		m := make(map[string]bool, len(codes))
+		for _, c := range codes {
+			m[c] = true
+		}
+		s.vs[url] = m
+	}
+	ic := newInvariantCompiler()
+	for i := range v.Profiles {
+		p := &v.Profiles[i]
+		c := &compiled{url: p.URL, typ: p.Type, byID: map[string]*wire.ProfileElem{},
+			children: map[string][]*wire.ProfileElem{}, slices: map[string][]*wire.ProfileElem{},
+			fixed: map[*wire.ProfileElem]any{}, pattern: map[*wire.ProfileElem]any{},
+			invariants: map[*wire.ProfileElem][]*invariant{}}
+		for j := range p.Elements {
+			e := &p.Elements[j]
+			c.byID[e.ID] = e
+			c.elements = append(c.elements, e)
+			if err := decodeInto(c.fixed, e, e.Fixed); err != nil {
+				return nil, fmt.Errorf("profile %s %s: %w", p.URL, e.ID, err)
+			}
+			if err := decodeInto(c.pattern, e, e.Pattern); err != nil {
+				return nil, fmt.Errorf("profile %s %s: %w", p.URL, e.ID, err)
+			}
+			if invs := ic.compile(e); len(invs) > 0 {
+				c.invariants[e] = invs
+			}
+			parent, last := splitID(e.ID)
+			if parent == "" {
+				c.rootElem = e
+				continue
+			}
+			if e.SliceName != "" && strings.HasSuffix(e.ID, ":"+e.SliceName) && !strings.Contains(last, ".") {
+				base := strings.TrimSuffix(e.ID, ":"+e.SliceName)
+				c.slices[base] = append(c.slices[base], e)
+				continue
+			}
+			c.children[parent] = append(c.children[parent], e)
+		}
+		s.profiles[p.URL] = c
+	}
+	s.invCounts = ic.counts
+	return s, nil
 }
 
 // decodeInto stores the decoded raw value of e in m (nothing if raw is empty).
@@ -176,8 +204,9 @@ func (s *Set) Validate(resource map[string]any, url string) ([]Issue, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &run{s: s, p: p}
+	v := &run{s: s, p: p, root: &fpRoot{resource: resource}}
 	v.object(p.typ, resource)
+	v.rootInvariants()
 	return v.issues, nil
 }
 
@@ -204,6 +233,10 @@ type run struct {
 	// elements with a value and the slices whose members could not be
 	// told (see Covered).
 	present, unchecked map[string]bool
+	// root is the resource for FHIRPath invariants (serialized once, on
+	// first use); evalErrors counts invariants that failed to evaluate.
+	root       *fpRoot
+	evalErrors int
 }
 
 func (v *run) add(e *wire.ProfileElem, rule, format string, args ...any) {
@@ -303,6 +336,9 @@ func (v *run) constraints(e *wire.ProfileElem, vals []item) {
 			v.object(e.ID, obj)
 		}
 	}
+	if invs := v.p.invariants[e]; len(invs) > 0 && v.present == nil {
+		v.invariants(e, invs, vals)
+	}
 }
 
 // slices sorts the values of a sliced element into its slices and checks
@@ -343,6 +379,24 @@ func (v *run) member(e, s *wire.ProfileElem, it item) (in, ok bool) {
 			if it.key != s.SliceName {
 				return false, true
 			}
+		case d.Type == "type":
+			in, ok := v.typeMember(s, d.Path, it)
+			if !ok || !in {
+				return in, ok
+			}
+		case d.Type == "exists":
+			de := v.sliceChild(s, d.Path)
+			if de == nil || (de.Min == 0 && de.Max != 0) {
+				return false, false
+			}
+			if (len(at(it.val, d.Path)) > 0) != (de.Min > 0) {
+				return false, true
+			}
+		case d.Type == "profile":
+			in, ok := v.profileMember(s, d.Path, it)
+			if !ok || !in {
+				return in, ok
+			}
 		case d.Type == "value" && d.Path == "url" && s.Profile != "":
 			obj, _ := it.val.(map[string]any)
 			if obj == nil || obj["url"] != s.Profile {
@@ -376,6 +430,71 @@ func (v *run) member(e, s *wire.ProfileElem, it item) (in, ok bool) {
 		}
 	}
 	return true, true
+}
+
+// sliceChild returns the element of slice s at a discriminator path (a
+// choice element under its [x] name), or nil.
+func (v *run) sliceChild(s *wire.ProfileElem, path string) *wire.ProfileElem {
+	if e := v.p.byID[s.ID+"."+path]; e != nil {
+		return e
+	}
+	return v.p.byID[s.ID+"."+path+"[x]"]
+}
+
+// typeMember evaluates a type discriminator at a path below the value: the
+// value's element there must have one of the slice's types (for a choice
+// element, told by its JSON name).
+func (v *run) typeMember(s *wire.ProfileElem, path string, it item) (in, ok bool) {
+	de := v.sliceChild(s, path)
+	obj, isObj := it.val.(map[string]any)
+	if de == nil || len(de.Types) == 0 || strings.Contains(path, ".") {
+		return false, false
+	}
+	if !isObj {
+		return false, true
+	}
+	if !strings.HasSuffix(de.Path, "[x]") {
+		return len(de.Types) > 0, true // one type: any value has it
+	}
+	for _, t := range de.Types {
+		if _, present := obj[path+strings.ToUpper(t[:1])+t[1:]]; present {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// profileMember evaluates a profile discriminator: the value at path
+// conforms to the profile the slice gives its element there (an extension
+// by its url; a resource by validation against a profile of the set).
+func (v *run) profileMember(s *wire.ProfileElem, path string, it item) (in, ok bool) {
+	target := s
+	if path != "$this" {
+		target = v.sliceChild(s, path)
+	}
+	if target == nil || target.Profile == "" {
+		return false, false
+	}
+	url, _, _ := strings.Cut(target.Profile, "|")
+	for _, x := range at(it.val, path) {
+		obj, _ := x.(map[string]any)
+		if obj == nil {
+			continue
+		}
+		if slices.Contains(target.Types, "Extension") {
+			if obj["url"] == url {
+				return true, true
+			}
+			continue
+		}
+		if v.s.profiles[url] == nil {
+			return false, false
+		}
+		if issues, err := v.s.Validate(obj, url); err == nil && len(issues) == 0 {
+			return true, true
+		}
+	}
+	return false, true
 }
 
 // discriminatorValue returns the fixed or pattern value of slice s at a

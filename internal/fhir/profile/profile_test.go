@@ -177,6 +177,31 @@ func TestRefusals(t *testing.T) {
 			func(r map[string]any) {
 				delete(r["component"].([]any)[0].(map[string]any)["valueQuantity"].(map[string]any), "value")
 			}, "Observation.component:systolic.value[x].value", "cardinality"},
+		// FHIRPath invariants: on the resource, on an element, on a
+		// slice's members, on a typed choice value.
+		{"invariant us-core-7 (resource)", "Procedure-rehab.json", "us-core-procedure",
+			func(r map[string]any) { delete(r, "performedDateTime") }, "Procedure", "invariant"},
+		{"invariant us-core-6 (element)", "Patient-example.json", "us-core-patient",
+			func(r map[string]any) {
+				r["name"] = []any{map[string]any{"text": "no parts"}}
+			}, "Patient.name", "invariant"},
+		{"invariant us-core-16 (slice)", "Organization-acme-lab.json", "us-core-organization",
+			func(r map[string]any) {
+				r["identifier"].([]any)[0].(map[string]any)["value"] = "12345"
+			}, "Organization.identifier:NPI", "invariant"},
+		{"invariant us-core-17 (slice, NPI check digit)", "Organization-acme-lab.json", "us-core-organization",
+			func(r map[string]any) {
+				r["identifier"].([]any)[0].(map[string]any)["value"] = "1144221848"
+			}, "Organization.identifier:NPI", "invariant"},
+		{"invariant us-core-1 (typed choice)", "Observation-serum-calcium.json", "us-core-observation-lab",
+			func(r map[string]any) {
+				delete(r, "effectivePeriod")
+				r["effectiveDateTime"] = "2024-05"
+			}, "Observation.effective[x]", "invariant"},
+		{"invariant obs-6 (base resource rule)", "Observation-serum-calcium.json", "us-core-observation-lab",
+			func(r map[string]any) {
+				r["dataAbsentReason"] = map[string]any{"text": "unknown"}
+			}, "Observation", "invariant"},
 	}
 	s := loadSets(t)["6.1.0"]
 	for _, c := range cases {
@@ -192,6 +217,10 @@ func TestRefusals(t *testing.T) {
 			}
 			for _, is := range issues {
 				if is.Element == c.element && is.Rule == c.rule && is.Profile == uc+c.profile && is.Message != "" {
+					if c.rule == "invariant" && !strings.Contains(is.Message, "-") {
+						t.Errorf("invariant message without its key: %s", is.Message)
+					}
+					t.Logf("%s", is)
 					return
 				}
 			}
@@ -370,6 +399,39 @@ func BenchmarkChecker(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(rs)), "µs/resource")
 			})
+		}
+	}
+}
+
+// TestInvariantsCompile checks the FHIRPath engine compiles the US Core
+// invariants (us-core-*) of both versions and reports what is skipped.
+func TestInvariantsCompile(t *testing.T) {
+	for _, version := range []string{"6.1.0", "7.0.0"} {
+		s := loadSets(t)[version]
+		n := s.Invariants()
+		t.Logf("%s invariants: %+v", version, n)
+		if n.Evaluated < 40 {
+			t.Errorf("%s: only %d invariants evaluated", version, n.Evaluated)
+		}
+		if n.Uncompiled != 0 {
+			t.Errorf("%s: %d invariants do not compile", version, n.Uncompiled)
+		}
+		// Every US Core invariant of error severity is evaluated.
+		for _, p := range s.profiles {
+			for _, e := range p.elements {
+				for _, c := range e.Constraints {
+					if !strings.HasPrefix(c.Key, "us-core-") || c.Severity != "error" {
+						continue
+					}
+					found := false
+					for _, inv := range p.invariants[e] {
+						found = found || inv.key == c.Key
+					}
+					if !found {
+						t.Errorf("%s %s %s: %s not evaluated", version, p.url, e.ID, c.Key)
+					}
+				}
+			}
 		}
 	}
 }

@@ -46,6 +46,7 @@ type element struct {
 		Discriminator []wire.Discriminator `json:"discriminator"`
 		Rules         string               `json:"rules"`
 	} `json:"slicing"`
+	Constraint []wire.Constraint `json:"constraint"`
 }
 
 // typeMustSupport flags one type of a choice element Must Support.
@@ -209,11 +210,29 @@ func profiles(files map[string][]byte, version string, r4VS map[string][]string)
 				pe.Slicing = e.Slicing.Discriminator
 				pe.Closed = e.Slicing.Rules == "closed"
 			}
+			for _, c := range e.Constraint {
+				if c.Expression == "" || genericConstraint(c.Key) {
+					continue
+				}
+				pe.Constraints = append(pe.Constraints, c)
+			}
 			p.Elements = append(p.Elements, pe)
 		}
 		v.Profiles = append(v.Profiles, p)
 	}
 	return v, nil
+}
+
+// genericConstraint reports whether key is an invariant every element
+// (ele-1), resource (dom-*) or extension (ext-1) carries; the structural
+// validator covers what of them matters and the profiles need none.
+func genericConstraint(key string) bool {
+	for _, p := range []string{"ele-", "dom-", "ext-"} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // gzipJSON returns the gzip-compressed JSON of v (deterministic: no name or

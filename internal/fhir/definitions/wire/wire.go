@@ -187,6 +187,19 @@ type ProfileElem struct {
 	// MSTypes are the types of a choice element flagged Must Support by
 	// the elementdefinition-type-must-support extension.
 	MSTypes []string `json:"msTypes,omitempty"`
+	// Constraints are the element's invariants other than the generic
+	// ones every element, resource or extension carries (ele-*, dom-*,
+	// ext-*): the resource's own (obs-6) and the profiles' (us-core-2).
+	Constraints []Constraint `json:"constraints,omitempty"`
+}
+
+// Constraint is one invariant of an element: a FHIRPath expression that
+// must be true of each of the element's values.
+type Constraint struct {
+	Key        string `json:"key"`
+	Severity   string `json:"severity"`
+	Human      string `json:"human"`
+	Expression string `json:"expression"`
 }
 
 // Discriminator is one slicing discriminator.

@@ -1,0 +1,236 @@
+package profile
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/gofhir/fhirpath"
+	"github.com/gofhir/fhirpath/eval"
+	fptypes "github.com/gofhir/fhirpath/types"
+
+	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
+)
+
+// invariant is one compiled constraint of a profile element.
+type invariant struct {
+	key, human string
+	expr       *fhirpath.Expression
+}
+
+// InvariantCounts says how many of a set's error-severity invariants are
+// evaluated and how many are not, by reason.
+type InvariantCounts struct {
+	// Evaluated is the number of distinct (key, expression) invariants
+	// the set evaluates.
+	Evaluated int
+	// Uncompiled could not be compiled by the FHIRPath engine.
+	Uncompiled int
+	// NeedResolve use resolve() (reference resolution, which a write
+	// alone cannot do) or htmlChecks() (narrative, which package validate
+	// checks): not evaluated.
+	NeedResolve int
+	// Warnings are warning-severity invariants: never a refusal, so not
+	// evaluated.
+	Warnings int
+}
+
+// invariantCompiler compiles each distinct expression once across the
+// profiles of a version and counts what it cannot evaluate.
+type invariantCompiler struct {
+	cache  map[string]*invariant // by key + expression
+	counts InvariantCounts
+	seen   map[string]bool
+}
+
+func newInvariantCompiler() *invariantCompiler {
+	return &invariantCompiler{cache: map[string]*invariant{}, seen: map[string]bool{}}
+}
+
+// compile returns the evaluable error invariants of e.
+func (ic *invariantCompiler) compile(e *wire.ProfileElem) []*invariant {
+	var out []*invariant
+	for _, c := range e.Constraints {
+		id := c.Key + "\x00" + c.Expression
+		first := !ic.seen[id]
+		ic.seen[id] = true
+		switch {
+		case c.Severity != "error":
+			if first {
+				ic.counts.Warnings++
+			}
+			continue
+		case strings.Contains(c.Expression, "resolve()") || strings.Contains(c.Expression, "htmlChecks()"):
+			if first {
+				ic.counts.NeedResolve++
+			}
+			continue
+		}
+		inv, ok := ic.cache[id]
+		if !ok {
+			x, err := fhirpath.Compile(c.Expression)
+			if err == nil {
+				inv = &invariant{key: c.Key, human: c.Human, expr: x}
+				ic.counts.Evaluated++
+			} else {
+				ic.counts.Uncompiled++
+			}
+			ic.cache[id] = inv
+		}
+		if inv != nil {
+			out = append(out, inv)
+		}
+	}
+	return out
+}
+
+// Invariants reports how many of the set's invariants are evaluated and
+// how many are skipped, by reason.
+func (s *Set) Invariants() InvariantCounts { return s.invCounts }
+
+// fpRoot is the FHIRPath evaluation context of one resource, built on
+// first use (the resource is serialized once per validation).
+type fpRoot struct {
+	resource map[string]any
+	ctx      *eval.Context
+	failed   bool
+}
+
+func (r *fpRoot) context() *eval.Context {
+	if r.ctx == nil && !r.failed {
+		b, err := json.Marshal(r.resource)
+		if err != nil {
+			r.failed = true
+			return nil
+		}
+		r.ctx = eval.NewContext(b)
+		r.ctx.SetLimit("maxDepth", 100)
+		r.ctx.SetLimit("maxCollectionSize", 10000)
+	}
+	return r.ctx
+}
+
+// invariants evaluates the invariants of e on each of its values; a value
+// for which one is false breaks it. An expression that fails to evaluate
+// or yields no boolean is not held against the resource.
+func (v *run) invariants(e *wire.ProfileElem, invs []*invariant, vals []item) {
+	ctx := v.root.context()
+	if ctx == nil {
+		return
+	}
+	for _, it := range vals {
+		this := fpValue(e, it)
+		if this == nil {
+			continue
+		}
+		c := ctx.WithThis(fptypes.Collection{this})
+		for _, inv := range invs {
+			if !v.holds(inv, c) {
+				v.add(e, "invariant", "%s: %s", inv.key, inv.human)
+			}
+		}
+	}
+}
+
+// rootInvariants evaluates the invariants of the profile's root element
+// on the resource.
+func (v *run) rootInvariants() {
+	invs := v.p.invariants[v.p.rootElem]
+	if len(invs) == 0 {
+		return
+	}
+	ctx := v.root.context()
+	if ctx == nil {
+		return
+	}
+	for _, inv := range invs {
+		if !v.holds(inv, ctx) {
+			v.add(v.p.rootElem, "invariant", "%s: %s", inv.key, inv.human)
+		}
+	}
+}
+
+// holds reports whether inv is not false in c (true, empty, or an
+// evaluation error, which is counted).
+func (v *run) holds(inv *invariant, c *eval.Context) bool {
+	col, err := inv.expr.EvaluateWithContext(c)
+	if err != nil {
+		v.evalErrors++
+		return true
+	}
+	if len(col) != 1 {
+		return true
+	}
+	b, ok := col[0].(fptypes.Boolean)
+	return !ok || b.Bool()
+}
+
+// fpValue returns a JSON value of element e as a FHIRPath value of the
+// element's type (a choice element's type from its JSON name), or nil
+// when it has none (a primitive present only through its extensions).
+func fpValue(e *wire.ProfileElem, it item) fptypes.Value {
+	typ := ""
+	if name := e.Path[strings.LastIndexByte(e.Path, '.')+1:]; strings.HasSuffix(name, "[x]") {
+		t := strings.TrimPrefix(it.key, strings.TrimSuffix(name, "[x]"))
+		if t != "" {
+			typ = t
+			if !isComplexTypeName(t) {
+				typ = strings.ToLower(t[:1]) + t[1:]
+			}
+		}
+	} else if len(e.Types) == 1 {
+		typ = e.Types[0]
+	}
+	switch x := it.val.(type) {
+	case nil:
+		return nil
+	case map[string]any:
+		b, err := json.Marshal(x)
+		if err != nil {
+			return nil
+		}
+		if typ == "" {
+			return fptypes.NewObjectValue(b)
+		}
+		return fptypes.NewObjectValueWithType(b, typ)
+	case string:
+		switch typ {
+		case "dateTime", "instant":
+			if dt, err := fptypes.NewDateTime(x); err == nil {
+				return dt
+			}
+		case "date":
+			if d, err := fptypes.NewDate(x); err == nil {
+				return d
+			}
+		case "time":
+			if t, err := fptypes.NewTime(x); err == nil {
+				return t
+			}
+		}
+		if typ == "" {
+			return fptypes.NewString(x)
+		}
+		return fptypes.NewStringWithFHIRType(x, typ)
+	case bool:
+		return fptypes.NewBoolean(x)
+	case json.Number:
+		if i, err := x.Int64(); err == nil && typ != "decimal" {
+			return fptypes.NewInteger(i)
+		}
+		if d, err := fptypes.NewDecimal(x.String()); err == nil {
+			return d
+		}
+	}
+	return nil
+}
+
+// isComplexTypeName reports whether a choice type suffix names a complex
+// type (Quantity) rather than a primitive (DateTime -> dateTime).
+func isComplexTypeName(t string) bool {
+	switch t {
+	case "Boolean", "Integer", "Decimal", "String", "Uri", "Url", "Canonical", "Code", "Id", "Oid", "Uuid",
+		"Markdown", "Base64Binary", "Instant", "Date", "DateTime", "Time", "PositiveInt", "UnsignedInt":
+		return false
+	}
+	return true
+}
