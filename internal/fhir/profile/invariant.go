@@ -1,7 +1,9 @@
 package profile
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 
 	"github.com/gofhir/fhirpath"
@@ -97,7 +99,7 @@ type fpRoot struct {
 
 func (r *fpRoot) context() *eval.Context {
 	if r.ctx == nil && !r.failed {
-		b, err := json.Marshal(r.resource)
+		b, err := marshalForFHIRPath(r.resource)
 		if err != nil {
 			r.failed = true
 			return nil
@@ -184,7 +186,7 @@ func fpValue(e *wire.ProfileElem, it item) fptypes.Value {
 	case nil:
 		return nil
 	case map[string]any:
-		b, err := json.Marshal(x)
+		b, err := marshalForFHIRPath(x)
 		if err != nil {
 			return nil
 		}
@@ -222,6 +224,81 @@ func fpValue(e *wire.ProfileElem, it item) fptypes.Value {
 		}
 	}
 	return nil
+}
+
+// marshalForFHIRPath serializes a JSON value for the FHIRPath engine. The
+// engine does not read the "_name" objects of primitives, so a primitive
+// present only through them (a data-absent-reason extension on
+// attachment.data) would not exist for it; such a primitive is given its
+// "_name" object as its value, so that exists() is true and extension is
+// reachable, as in the FHIRPath model of a primitive without a value.
+func marshalForFHIRPath(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || !bytes.Contains(b, []byte(`"_`)) {
+		return b, err
+	}
+	return json.Marshal(absentPrimitives(v))
+}
+
+// absentPrimitives returns v with each "_name" whose "name" is absent
+// copied to "name" (a copy where anything changes; v is not modified).
+func absentPrimitives(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		var out map[string]any
+		set := func(k string, val any) {
+			if out == nil {
+				out = make(map[string]any, len(x)+1)
+				for k2, v2 := range x {
+					out[k2] = v2
+				}
+			}
+			out[k] = val
+		}
+		for k, val := range x {
+			if nv := absentPrimitives(val); !sameRef(nv, val) {
+				set(k, nv)
+			}
+			if name, ok := strings.CutPrefix(k, "_"); ok && name != "" {
+				if _, present := x[name]; !present {
+					set(name, val)
+				}
+			}
+		}
+		if out == nil {
+			return x
+		}
+		return out
+	case []any:
+		var out []any
+		for i, val := range x {
+			if nv := absentPrimitives(val); !sameRef(nv, val) {
+				if out == nil {
+					out = append([]any(nil), x...)
+				}
+				out[i] = nv
+			}
+		}
+		if out == nil {
+			return x
+		}
+		return out
+	}
+	return v
+}
+
+// sameRef reports whether two values from absentPrimitives are the same
+// (unchanged) map or slice; other values are never replaced.
+func sameRef(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		return ok && len(x) == len(y) && (len(x) == 0 || reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer())
+	case []any:
+		y, ok := b.([]any)
+		return ok && len(x) == len(y) && (len(x) == 0 || &x[0] == &y[0])
+	}
+	return true
 }
 
 // isComplexTypeName reports whether a choice type suffix names a complex
