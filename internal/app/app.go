@@ -153,17 +153,34 @@ func (a *App) Close() error {
 	return err
 }
 
-// newValidator returns the structural validator, wrapped in the US Core
-// profile checker unless --profile-validation is off.
+// newValidator returns the structural validator wrapped in the US Core
+// profile checker: validation per --profile-validation, or per a write's
+// X-Lapis-Profile-Validation header when stricter (or looser, with
+// --profile-validation-allow-lower). With --profile-validation off the
+// profiles are loaded only when a request first asks for validation.
 func newValidator(reg *definitions.Registry, cfg config.Config) (resource.Validator, error) {
-	base := validate.New(reg)
 	mode := cfg.FHIR.ProfileValidation
-	if mode == "" || mode == profile.ModeOff {
-		return base, nil
+	if mode == "" {
+		mode = profile.ModeOff
 	}
-	sets, err := profile.Load()
-	if err != nil {
-		return nil, err
+	version := cfg.FHIR.USCoreVersion
+	load := func() (*profile.Set, error) {
+		sets, err := profile.Load()
+		if err != nil {
+			return nil, err
+		}
+		if s := sets[version]; s != nil {
+			return s, nil
+		}
+		return nil, fmt.Errorf("no US Core %q profiles", version)
 	}
-	return profile.NewChecker(base, sets[cfg.FHIR.USCoreVersion], mode)
+	o := profile.Options{Mode: mode, Load: load, AllowLower: cfg.FHIR.ProfileValidationAllowLower}
+	if mode != profile.ModeOff {
+		s, err := load()
+		if err != nil {
+			return nil, err
+		}
+		o.Set = s
+	}
+	return profile.New(validate.New(reg), o)
 }

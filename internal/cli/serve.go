@@ -30,6 +30,7 @@ type serveCmd struct {
 	DevAllowPrivateJWKS bool   `name:"dev-allow-private-jwks" env:"LAPIS_DEV_ALLOW_PRIVATE_JWKS" help:"Development only: let clients' jwks_uri point at loopback/private addresses over http."`
 	USCoreVersion       string `name:"us-core-version" env:"LAPIS_US_CORE_VERSION" default:"6.1.0" enum:"6.1.0,7.0.0" help:"US Core version the CapabilityStatement claims (instantiates us-core-server, profiles, search parameters): 6.1.0 or 7.0.0."`
 	ProfileValidation   string `name:"profile-validation" env:"LAPIS_PROFILE_VALIDATION" default:"off" enum:"off,claimed,us-core" help:"Validate writes against the US Core profiles of --us-core-version: off, claimed (the profiles a resource claims in meta.profile) or us-core (also: a resource of a US Core type that claims none must conform to one)."`
+	ProfileAllowLower   bool   `name:"profile-validation-allow-lower" env:"LAPIS_PROFILE_VALIDATION_ALLOW_LOWER" help:"Let a write's X-Lapis-Profile-Validation header choose a looser mode than --profile-validation (by default a request can only make validation stricter)."`
 	ServiceBaseURLs     string `name:"service-base-urls" env:"LAPIS_SERVICE_BASE_URLS" help:"JSON file listing the organisations (name, NPI, address) and their FHIR bases published at [base]/servicebaseurls; default: this server's base alone." placeholder:"FILE"`
 	LogLevel            string `name:"log-level" env:"LAPIS_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level (debug, info, warn, error)."`
 	auditFlags
@@ -132,6 +133,7 @@ func (c *serveCmd) config() (config.Config, error) {
 	cfg.FHIR.USCoreVersion = c.USCoreVersion
 	cfg.FHIR.ServiceBaseURLs = c.ServiceBaseURLs
 	cfg.FHIR.ProfileValidation = c.ProfileValidation
+	cfg.FHIR.ProfileValidationAllowLower = c.ProfileAllowLower
 	cfg.Auth = config.Auth{DevNoAuth: c.DevNoAuth, DevAllowPrivateJWKS: c.DevAllowPrivateJWKS,
 		KEKFile: c.KEKFile, KEK: os.Getenv("LAPIS_KEK")}
 	cfg.Gateway = config.Gateway{

@@ -108,6 +108,10 @@ type FHIR struct {
 	// Core profiles of USCoreVersion they claim) or us-core (also: a
 	// resource of a US Core type that claims none must conform to one).
 	ProfileValidation string
+	// ProfileValidationAllowLower lets a write's X-Lapis-Profile-Validation
+	// header choose a looser mode than ProfileValidation (by default a
+	// request can only make validation stricter).
+	ProfileValidationAllowLower bool
 	// ServiceBaseURLs is the file listing the organisations and FHIR bases
 	// published at [base]/servicebaseurls (package servicebase); empty =
 	// this server's base alone.

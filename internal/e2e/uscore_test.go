@@ -282,4 +282,12 @@ func checkProfileValidation(t *testing.T, in *instance, mode string) {
 	unclaimed := in.do("POST", "/Patient", `{"resourceType":"Patient","name":[{"family":"Unclaimed"}]}`)
 	want := map[string]int{"claimed": http.StatusCreated, "us-core": http.StatusBadRequest}[mode]
 	unclaimed.expect(t, want)
+	// Per request (X-Lapis-Profile-Validation): stricter applies, to a
+	// create and to a transaction's entries; looser does not.
+	const hdr = "X-Lapis-Profile-Validation"
+	in.do("POST", "/Patient", `{"resourceType":"Patient","name":[{"family":"Unclaimed2"}]}`, hdr, "us-core").expect(t, http.StatusBadRequest)
+	tx := `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","name":[{"family":"Unclaimed3"}]},"request":{"method":"POST","url":"Patient"}}]}`
+	in.do("POST", "", tx, hdr, "us-core").expect(t, http.StatusBadRequest)
+	in.do("POST", "/Patient", `{"resourceType":"Patient",`+claim+`"identifier":[{"system":"urn:e2e","value":"v3"}],"name":[{"family":"NoGender"}]}`, hdr, "off").expect(t, http.StatusBadRequest)
+	in.do("POST", "/Patient", `{"resourceType":"Patient","name":[{"family":"X"}]}`, hdr, "strict").expect(t, http.StatusBadRequest)
 }

@@ -56,6 +56,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/fhir/profile"
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/resource"
 )
@@ -275,9 +276,29 @@ func (a *API) dispatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	r, err := withValidationMode(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	if err := rt.h(w, r); err != nil {
 		a.writeError(w, r, err)
 	}
+}
+
+// withValidationMode puts the profile validation mode a write asks for
+// (header profile.Header) into its context for the resource service's
+// validator; a value it does not know is a 400. Reads ignore the header.
+func withValidationMode(r *http.Request) (*http.Request, error) {
+	v := r.Header.Get(profile.Header)
+	if v == "" || (r.Method != http.MethodPost && r.Method != http.MethodPut && r.Method != http.MethodPatch) {
+		return r, nil
+	}
+	mode, err := profile.ParseMode(v)
+	if err != nil {
+		return r, outcome.New(http.StatusBadRequest, "value", "%s", err.Error())
+	}
+	return r.WithContext(profile.WithMode(r.Context(), mode)), nil
 }
 
 // ServeHTTP is the outermost handler: panic recovery, /metadata (outside

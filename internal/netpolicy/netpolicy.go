@@ -275,7 +275,7 @@ func (p *Policy) Client(next http.Handler) http.Handler {
 // CORS header values of the FHIR API.
 const (
 	allowMethods  = "GET, HEAD, POST, PUT, PATCH, DELETE"
-	allowHeaders  = "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Exist, If-None-Match, Prefer, X-Request-ID"
+	allowHeaders  = "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Exist, If-None-Match, Prefer, X-Lapis-Profile-Validation, X-Request-ID"
 	exposeHeaders = "Content-Location, ETag, Last-Modified, Location, X-Request-ID"
 )
 

@@ -650,7 +650,7 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 	errs := make([]error, len(creates))
 	parallel.For(len(creates), func(i int) {
 		e := creates[i]
-		writes[i], errs[i] = s.prepareVersion(e.typ, e.targetID, nil, e.resource, http.MethodPost, now)
+		writes[i], errs[i] = s.prepareVersion(ctx, e.typ, e.targetID, nil, e.resource, http.MethodPost, now)
 	})
 	for i, e := range creates {
 		if errs[i] != nil {

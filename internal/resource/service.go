@@ -45,6 +45,15 @@ type Validator interface {
 	Validate(resource map[string]any) []validate.Issue
 }
 
+// ContextValidator is a Validator whose checks may depend on the request
+// (a write may ask for stricter profile validation; *profile.Checker
+// implements it). The service calls ValidateContext, with the write's
+// context, instead of Validate when its Validator has it.
+type ContextValidator interface {
+	Validator
+	ValidateContext(ctx context.Context, resource map[string]any) []validate.Issue
+}
+
 // Indexer extracts the search index of a resource; *extract.Extractor
 // implements it.
 type Indexer interface {
@@ -529,7 +538,7 @@ func (s *Service) checkBodyType(res map[string]any, typ string) error {
 // writeVersion stamps res as the next version of typ/id after cur (nil if
 // the resource does not exist), validates and indexes it, and stores it.
 func (s *Service) writeVersion(ctx context.Context, tx store.Tx, typ, id string, cur *store.Resource, res map[string]any, method string, now time.Time) (*store.Resource, error) {
-	w, err := s.prepareVersion(typ, id, cur, res, method, now)
+	w, err := s.prepareVersion(ctx, typ, id, cur, res, method, now)
 	if err != nil {
 		return nil, err
 	}
@@ -540,7 +549,7 @@ func (s *Service) writeVersion(ctx context.Context, tx store.Tx, typ, id string,
 // resource): it sets id and meta, validates, extracts the search index and
 // renders the body. It touches no database, so callers may run it
 // concurrently for independent resources.
-func (s *Service) prepareVersion(typ, id string, cur *store.Resource, res map[string]any, method string, now time.Time) (*store.Write, error) {
+func (s *Service) prepareVersion(ctx context.Context, typ, id string, cur *store.Resource, res map[string]any, method string, now time.Time) (*store.Write, error) {
 	version := int64(1)
 	if cur != nil {
 		version = cur.VersionID + 1
@@ -560,7 +569,7 @@ func (s *Service) prepareVersion(typ, id string, cur *store.Resource, res map[st
 	}
 	meta["versionId"] = strconv.FormatInt(version, 10)
 	meta["lastUpdated"] = fhirtime.FormatInstant(now)
-	if err := s.validate(res); err != nil {
+	if err := s.validate(ctx, res); err != nil {
 		return nil, err
 	}
 	index, err := s.idx.Extract(res)
@@ -602,9 +611,15 @@ func (s *Service) writeDelete(ctx context.Context, tx store.Tx, cur *store.Resou
 	return &store.Resource{Type: cur.Type, ID: cur.ID, VersionID: w.Version, LastUpdated: now, Deleted: true, Method: http.MethodDelete}, nil
 }
 
-// validate runs structural validation; error-severity issues become a 400.
-func (s *Service) validate(res map[string]any) error {
-	issues := s.val.Validate(res)
+// validate runs validation (with the write's context when the Validator
+// takes it); error-severity issues become a 400.
+func (s *Service) validate(ctx context.Context, res map[string]any) error {
+	var issues []validate.Issue
+	if cv, ok := s.val.(ContextValidator); ok {
+		issues = cv.ValidateContext(ctx, res)
+	} else {
+		issues = s.val.Validate(res)
+	}
 	var out []outcome.Issue
 	for _, is := range issues {
 		sev := is.Severity

@@ -435,3 +435,64 @@ func TestInvariantsCompile(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestMode: a request's mode applies when stricter than the
+// Checker's, a looser one only with AllowLower; header values parse
+// case-insensitively and unknown ones are refused; with the server's mode
+// off the profiles load only when a request first asks for validation.
+func TestRequestMode(t *testing.T) {
+	reg, err := definitions.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := validate.New(reg)
+	for _, c := range []struct {
+		server, requested string
+		lower             bool
+		want              string
+	}{
+		{ModeOff, "", false, ModeOff},
+		{ModeOff, ModeClaimed, false, ModeClaimed},
+		{ModeOff, ModeUSCore, false, ModeUSCore},
+		{ModeClaimed, ModeOff, false, ModeClaimed},
+		{ModeClaimed, ModeUSCore, false, ModeUSCore},
+		{ModeUSCore, ModeClaimed, false, ModeUSCore},
+		{ModeUSCore, ModeOff, true, ModeOff},
+		{ModeClaimed, "bogus", true, ModeClaimed},
+	} {
+		ch, err := New(base, Options{Mode: c.server, Set: loadSets(t)["6.1.0"], AllowLower: c.lower})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ch.Effective(c.requested); got != c.want {
+			t.Errorf("server %s, request %q, lower %v: %s, want %s", c.server, c.requested, c.lower, got, c.want)
+		}
+	}
+	for in, want := range map[string]string{"claimed": ModeClaimed, " US-Core ": ModeUSCore, "OFF": ModeOff} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParseMode("strict"); err == nil || !strings.Contains(err.Error(), Header) {
+		t.Errorf("ParseMode(strict): %v", err)
+	}
+	loads := 0
+	ch, err := New(base, Options{Mode: ModeOff, Load: func() (*Set, error) { loads++; return loadSets(t)["6.1.0"], nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := example(t, "us_core_610.tgz", "Patient-example.json")
+	delete(bad, "gender")
+	if issues := ch.Validate(bad); len(issues) != 0 || loads != 0 {
+		t.Errorf("mode off: %v, %d loads", issues, loads)
+	}
+	ctx := WithMode(t.Context(), ModeClaimed)
+	for range 2 {
+		if issues := ch.ValidateContext(ctx, bad); len(issues) != 1 || !strings.Contains(issues[0].Message, "Patient.gender") {
+			t.Errorf("request claimed: %v", issues)
+		}
+	}
+	if loads != 1 {
+		t.Errorf("%d loads, want 1", loads)
+	}
+}

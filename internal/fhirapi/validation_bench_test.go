@@ -1,0 +1,137 @@
+package fhirapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/fhirapi"
+)
+
+// validationServer opens a fresh SQLite server with --profile-validation
+// mode (US Core 6.1.0) and returns its FHIR handler.
+func validationServer(b *testing.B, mode string) http.Handler {
+	b.Helper()
+	cfg := config.Defaults()
+	cfg.Database.DataDir = b.TempDir()
+	cfg.FHIR.ProfileValidation = mode
+	if err := cfg.Normalize(false); err != nil {
+		b.Fatal(err)
+	}
+	a, err := app.Open(context.Background(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { a.Close() })
+	return fhirapi.New(fhirapi.Config{BaseURL: cfg.FHIRBase()}, a.Service, a.Registry)
+}
+
+// validationData returns transaction Bundles of a data set and their
+// resource count: "synthea" (the first 8 Synthea patients; no resource
+// claims a profile) or "uscore" (the certification reference patients,
+// every resource claiming US Core profiles; the one invalid
+// effectivePeriod.stop of patient 355 repaired).
+func validationData(b *testing.B, set string) ([][]byte, int) {
+	b.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	shared := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "data")
+	var files []string
+	switch set {
+	case "synthea":
+		files, _ = filepath.Glob(filepath.Join(shared, "synthea", "*.json"))
+		sort.Strings(files)
+		files = files[:min(8, len(files))]
+	case "uscore":
+		files, _ = filepath.Glob(filepath.Join(shared, "uscore", "uscore_bundle_patient_*.json"))
+	}
+	if len(files) == 0 {
+		b.Skip("data not found")
+	}
+	var out [][]byte
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var bundle map[string]any
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&bundle); err != nil {
+			b.Fatal(err)
+		}
+		entries, _ := bundle["entry"].([]any)
+		for _, e := range entries {
+			r, _ := e.(map[string]any)["resource"].(map[string]any)
+			if p, ok := r["effectivePeriod"].(map[string]any); ok && p["stop"] != nil {
+				p["end"] = p["stop"]
+				delete(p, "stop")
+			}
+		}
+		n += len(entries)
+		body, _ := json.Marshal(bundle)
+		out = append(out, body)
+	}
+	return out, n
+}
+
+// BenchmarkWriteValidation measures whole writes (transaction Bundles over
+// the FHIR handler into SQLite: decoding, validation, indexing, storage)
+// with --profile-validation off and claimed, alternating the two servers
+// within each iteration so that both see the same machine load; it
+// reports each one's resources/s and the slowdown of claimed (the target:
+// at most 30 %).
+//
+//	go test -run '^$' -bench WriteValidation -benchtime 5x ./internal/fhirapi/
+func BenchmarkWriteValidation(b *testing.B) {
+	for _, set := range []string{"synthea", "uscore"} {
+		b.Run(set, func(b *testing.B) {
+			bundles, n := validationData(b, set)
+			servers := map[string]http.Handler{"off": validationServer(b, "off"), "claimed": validationServer(b, "claimed")}
+			elapsed := map[string]time.Duration{}
+			post := func(mode string) {
+				h := servers[mode]
+				start := time.Now()
+				for _, body := range bundles {
+					req := httptest.NewRequest("POST", "/fhir", bytes.NewReader(body))
+					req.Header.Set("Content-Type", "application/fhir+json")
+					req.Header.Set("Prefer", "return=minimal")
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, req)
+					if rec.Code != http.StatusOK {
+						b.Fatalf("%s: %d %s", mode, rec.Code, rec.Body.String()[:min(rec.Body.Len(), 600)])
+					}
+				}
+				elapsed[mode] += time.Since(start)
+			}
+			post("off") // warm both (statistics, caches, profile sets)
+			post("claimed")
+			elapsed = map[string]time.Duration{}
+			b.ResetTimer()
+			for i := range b.N {
+				if i%2 == 0 {
+					post("off")
+					post("claimed")
+				} else {
+					post("claimed")
+					post("off")
+				}
+			}
+			total := float64(n * b.N)
+			off, claimed := total/elapsed["off"].Seconds(), total/elapsed["claimed"].Seconds()
+			b.ReportMetric(off, "off-res/s")
+			b.ReportMetric(claimed, "claimed-res/s")
+			b.ReportMetric(100*(1-claimed/off), "slowdown-%")
+		})
+	}
+}
