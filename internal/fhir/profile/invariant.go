@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/gofhir/fhirpath"
@@ -85,21 +87,89 @@ func (ic *invariantCompiler) compile(e *wire.ProfileElem) []*invariant {
 	return out
 }
 
+// nameSet is the set of names the invariants of a profile use. The
+// FHIRPath engine reads a resource from its JSON text and looks for an
+// absent element under every choice type name (about fifty scans of the
+// text), so the resource it is given holds only the top-level elements
+// whose names (or choice names: valueQuantity for value) occur in an
+// expression: invariants cannot reach the others (none of US Core's uses
+// children() or descendants(); a profile whose invariants do gets the
+// whole resource).
+type nameSet struct {
+	all   bool
+	names map[string]bool
+}
+
+// identRE matches FHIRPath identifiers (string literals removed first).
+var (
+	identRE  = regexp.MustCompile(`[A-Za-z_][A-Za-z0-9_]*`)
+	stringRE = regexp.MustCompile(`'(?:[^'\\]|\\.)*'`)
+)
+
+func (ns *nameSet) addExpression(expr string) {
+	if strings.Contains(expr, "children()") || strings.Contains(expr, "descendants()") {
+		ns.all = true
+	}
+	if ns.names == nil {
+		ns.names = map[string]bool{}
+	}
+	for _, id := range identRE.FindAllString(stringRE.ReplaceAllString(expr, "''"), -1) {
+		ns.names[id] = true
+	}
+}
+
+// keep reports whether the top-level JSON key k is an element the
+// expressions may name.
+func (ns *nameSet) keep(k string) bool {
+	if ns.all || k == "resourceType" {
+		return true
+	}
+	k = strings.TrimPrefix(k, "_")
+	if ns.names[k] {
+		return true
+	}
+	// A choice element: the name up to its type suffix.
+	for i := 1; i < len(k); i++ {
+		if k[i] >= 'A' && k[i] <= 'Z' {
+			return ns.names[k[:i]]
+		}
+	}
+	return false
+}
+
+// prune returns the top-level elements of resource the expressions may
+// name (resource itself when that is all of them).
+func (ns *nameSet) prune(resource map[string]any) map[string]any {
+	if ns == nil || ns.all {
+		return resource
+	}
+	out := make(map[string]any, len(ns.names)+1)
+	for k, v := range resource {
+		if ns.keep(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // Invariants reports how many of the set's invariants are evaluated and
 // how many are skipped, by reason.
 func (s *Set) Invariants() InvariantCounts { return s.invCounts }
 
 // fpRoot is the FHIRPath evaluation context of one resource, built on
-// first use (the resource is serialized once per validation).
+// first use (the resource is serialized once per validation, reduced to
+// the top-level elements the profile's invariants name).
 type fpRoot struct {
 	resource map[string]any
+	names    *nameSet
+	model    *fpModel
 	ctx      *eval.Context
 	failed   bool
 }
 
 func (r *fpRoot) context() *eval.Context {
 	if r.ctx == nil && !r.failed {
-		b, err := marshalForFHIRPath(r.resource)
+		b, err := marshalForFHIRPath(r.names.prune(r.resource))
 		if err != nil {
 			r.failed = true
 			return nil
@@ -107,6 +177,9 @@ func (r *fpRoot) context() *eval.Context {
 		r.ctx = eval.NewContext(b)
 		r.ctx.SetLimit("maxDepth", 100)
 		r.ctx.SetLimit("maxCollectionSize", 10000)
+		if r.model != nil {
+			r.ctx.SetModel(r.model)
+		}
 	}
 	return r.ctx
 }
@@ -181,6 +254,9 @@ func fpValue(e *wire.ProfileElem, it item) fptypes.Value {
 		}
 	} else if len(e.Types) == 1 {
 		typ = e.Types[0]
+		if typ == "BackboneElement" || typ == "Element" {
+			typ = e.Path // as the model names backbone elements
+		}
 	}
 	switch x := it.val.(type) {
 	case nil:
@@ -311,3 +387,115 @@ func isComplexTypeName(t string) bool {
 	}
 	return true
 }
+
+// fpModel answers the FHIRPath engine's type questions from the profiles'
+// snapshots, which list every element of a resource and its backbone
+// elements. Without it the engine looks for an absent element under every
+// choice type name it knows (about fifty scans of the JSON text): with it,
+// an element of a known resource or backbone path that is not a choice is
+// looked for once, and a choice under its own types. Paths the snapshots
+// do not list (inside data types) keep the engine's own resolution.
+type fpModel struct {
+	choices   map[string][]string // "Observation.value" -> its types
+	types     map[string]string   // "Observation.code" -> "CodeableConcept"; a backbone element -> its own path
+	resources map[string]bool
+}
+
+// notAChoice is the one "type" looked for under a known element that is not
+// a choice: no JSON name ends with it, so the lookup finds nothing.
+var notAChoice = []string{"\x00"}
+
+func newFPModel() *fpModel {
+	return &fpModel{choices: map[string][]string{}, types: map[string]string{}, resources: map[string]bool{}}
+}
+
+// add records the elements of one profile.
+func (m *fpModel) add(p *compiled) {
+	m.resources[p.typ] = true
+	for _, e := range p.elements {
+		if e.Path == p.typ {
+			continue
+		}
+		if base, ok := strings.CutSuffix(e.Path, "[x]"); ok {
+			for _, t := range e.Types {
+				if !slices.Contains(m.choices[base], t) {
+					m.choices[base] = append(m.choices[base], t)
+				}
+			}
+			continue
+		}
+		if _, seen := m.types[e.Path]; seen || len(e.Types) != 1 {
+			if len(e.Types) != 1 {
+				m.types[e.Path] = ""
+			}
+			continue
+		}
+		t := e.Types[0]
+		if t == "BackboneElement" || t == "Element" {
+			t = e.Path
+		}
+		m.types[e.Path] = t
+	}
+}
+
+// ChoiceTypes implements the engine's model.
+func (m *fpModel) ChoiceTypes(path string) []string {
+	if ts, ok := m.choices[path]; ok {
+		return ts
+	}
+	if _, ok := m.types[path]; ok {
+		return notAChoice
+	}
+	if t, _, ok := strings.Cut(path, "."); ok && choiceFree[t] {
+		return notAChoice
+	}
+	return nil
+}
+
+// choiceFree are the data types without choice elements that invariants
+// navigate (others, such as Extension, Annotation or Dosage, keep the
+// engine's own resolution).
+var choiceFree = map[string]bool{"Address": true, "Attachment": true, "CodeableConcept": true, "Coding": true,
+	"ContactPoint": true, "HumanName": true, "Identifier": true, "Meta": true, "Narrative": true, "Period": true,
+	"Quantity": true, "Range": true, "Ratio": true, "Reference": true}
+
+// TypeOf implements the engine's model.
+func (m *fpModel) TypeOf(path string) string { return m.types[path] }
+
+// ReferenceTargets implements the engine's model.
+func (m *fpModel) ReferenceTargets(string) []string { return nil }
+
+// ParentType implements the engine's model.
+func (m *fpModel) ParentType(t string) string {
+	switch {
+	case quantityKinds[t]:
+		return "Quantity"
+	case t == "DomainResource":
+		return "Resource"
+	case m.resources[t]:
+		return "DomainResource"
+	}
+	return ""
+}
+
+// IsSubtype implements the engine's model.
+func (m *fpModel) IsSubtype(child, parent string) bool {
+	for t, n := child, 0; t != "" && n < 4; t, n = m.ParentType(t), n+1 {
+		if t == parent {
+			return true
+		}
+	}
+	return false
+}
+
+// ResolvePath implements the engine's model.
+func (m *fpModel) ResolvePath(path string) string { return path }
+
+// IsResource implements the engine's model.
+func (m *fpModel) IsResource(t string) bool {
+	return m.resources[t] || t == "Resource" || t == "DomainResource"
+}
+
+// quantityKinds are the specializations of Quantity.
+var quantityKinds = map[string]bool{"Age": true, "Count": true, "Distance": true, "Duration": true,
+	"MoneyQuantity": true, "SimpleQuantity": true}

@@ -60,6 +60,8 @@ type Set struct {
 	vs       map[string]map[string]bool
 	// invCounts counts the invariants evaluated and skipped.
 	invCounts InvariantCounts
+	// model tells the FHIRPath engine the element types (see fpModel).
+	model *fpModel
 }
 
 // compiled is a profile indexed by element id.
@@ -75,6 +77,8 @@ type compiled struct {
 	// invariants are the compiled error invariants of each element.
 	invariants map[*wire.ProfileElem][]*invariant
 	rootElem   *wire.ProfileElem // the element of the resource itself
+	// names are the names the invariants use (see nameSet).
+	names nameSet
 }
 
 // Load returns the embedded profiles of every US Core version, by version.
@@ -100,7 +104,7 @@ func Load() (map[string]*Set, error) {
 
 // newSet compiles the profiles of one version.
 func newSet(v wire.ProfileVersion) (*Set, error) {
-	s := &Set{version: v.Version, profiles: map[string]*compiled{}, vs: map[string]map[string]bool{}}
+	s := &Set{version: v.Version, profiles: map[string]*compiled{}, vs: map[string]map[string]bool{}, model: newFPModel()}
 	for url, codes := range v.ValueSets {
 		m := make(map[string]bool, len(codes))
 		for _, c := range codes {
@@ -127,6 +131,9 @@ func newSet(v wire.ProfileVersion) (*Set, error) {
 			}
 			if invs := ic.compile(e); len(invs) > 0 {
 				c.invariants[e] = invs
+				for _, inv := range invs {
+					c.names.addExpression(inv.expr.String())
+				}
 			}
 			parent, last := splitID(e.ID)
 			if parent == "" {
@@ -141,6 +148,7 @@ func newSet(v wire.ProfileVersion) (*Set, error) {
 			c.children[parent] = append(c.children[parent], e)
 		}
 		s.profiles[p.URL] = c
+		s.model.add(c)
 	}
 	s.invCounts = ic.counts
 	return s, nil
@@ -204,7 +212,7 @@ func (s *Set) Validate(resource map[string]any, url string) ([]Issue, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &run{s: s, p: p, root: &fpRoot{resource: resource}}
+	v := &run{s: s, p: p, root: &fpRoot{resource: resource, names: &p.names, model: s.model}}
 	v.object(p.typ, resource)
 	v.rootInvariants()
 	return v.issues, nil
