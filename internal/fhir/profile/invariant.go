@@ -225,8 +225,15 @@ func (v *run) rootInvariants() {
 }
 
 // holds reports whether inv is not false in c (true, empty, or an
-// evaluation error, which is counted).
-func (v *run) holds(inv *invariant, c *eval.Context) bool {
+// evaluation error, which is counted; so is a panic of the engine, which
+// must not fail the request).
+func (v *run) holds(inv *invariant, c *eval.Context) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			v.evalErrors++
+			ok = true
+		}
+	}()
 	col, err := inv.expr.EvaluateWithContext(c)
 	if err != nil {
 		v.evalErrors++

@@ -496,3 +496,26 @@ func TestRequestMode(t *testing.T) {
 		t.Errorf("%d loads, want 1", loads)
 	}
 }
+
+// TestConcurrentValidation validates the IG examples from several
+// goroutines at once (compiled expressions, the model and the name sets
+// are shared; run with -race).
+func TestConcurrentValidation(t *testing.T) {
+	s := loadSets(t)["7.0.0"]
+	ex := examples(t, "us_core_700.tgz")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name, r := range ex {
+				for _, p := range claimed(s, r) {
+					if issues, _ := s.Validate(r, p); len(issues) != 0 {
+						t.Errorf("%s: %v", name, issues)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
