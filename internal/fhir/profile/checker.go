@@ -41,11 +41,12 @@ type Checker struct {
 type Options struct {
 	// Mode is the server's validation mode (one of Modes).
 	Mode string
-	// Set holds the profiles. When nil, Load is called once, the first
-	// time a mode other than off applies (a request may ask for one
-	// while Mode is off), so that a server that validates nothing does
-	// not hold the profiles in memory.
-	Set  *Set
+	// Set holds the profiles.
+	Set *Set
+	// Load, when Set is nil, is called once, the first time a mode other
+	// than off applies (a request may ask for one while Mode is off), so
+	// that a server that validates nothing does not hold the profiles in
+	// memory.
 	Load func() (*Set, error)
 	// AllowLower lets a request choose a looser mode than Mode (an
 	// operator's choice, e.g. for a trusted bulk loader); without it a

@@ -196,9 +196,13 @@ type ProfileElem struct {
 // Constraint is one invariant of an element: a FHIRPath expression that
 // must be true of each of the element's values.
 type Constraint struct {
-	Key        string `json:"key"`
-	Severity   string `json:"severity"`
-	Human      string `json:"human"`
+	// Key names the invariant ("us-core-6").
+	Key string `json:"key"`
+	// Severity is "error" or "warning".
+	Severity string `json:"severity"`
+	// Human is the invariant's text for people.
+	Human string `json:"human"`
+	// Expression is the FHIRPath expression.
 	Expression string `json:"expression"`
 }
 
