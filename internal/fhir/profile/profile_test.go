@@ -519,3 +519,33 @@ func TestConcurrentValidation(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestAbsentPrimitive: an attachment without url or data breaks us-core-6;
+// data present only through its extensions (_data with a
+// data-absent-reason) counts as present, as in FHIRPath's model.
+func TestAbsentPrimitive(t *testing.T) {
+	const p = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
+	s := loadSets(t)["6.1.0"]
+	for _, c := range []struct {
+		attachment map[string]any
+		refused    bool
+	}{
+		{map[string]any{"contentType": "text/plain"}, true},
+		{map[string]any{"contentType": "text/plain", "_data": map[string]any{"extension": []any{
+			map[string]any{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "error"}}}}, false},
+	} {
+		r := example(t, "us_core_610.tgz", "DocumentReference-episode-summary.json")
+		r["content"].([]any)[0].(map[string]any)["attachment"] = c.attachment
+		issues, err := s.Validate(r, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := false
+		for _, is := range issues {
+			refused = refused || (is.Rule == "invariant" && strings.Contains(is.Message, "us-core-6"))
+		}
+		if refused != c.refused || (!c.refused && len(issues) != 0) {
+			t.Errorf("%v: %v", c.attachment, issues)
+		}
+	}
+}
