@@ -62,6 +62,19 @@ func (g *gen) supplement(b *bundle) {
 			}
 		}
 	}
+	g.questionnaireResponse(b)
+	// A simple observation with a boolean value.
+	if o := first("Observation", func(r res) bool {
+		return slices.Contains(profiles(r), usCore+"us-core-simple-observation")
+	}); o != nil {
+		c := g.cloneAs(b, o, "boolean")
+		for k := range c.r {
+			if strings.HasPrefix(k, "value") {
+				delete(c.r, k)
+			}
+		}
+		c.r["valueBoolean"] = true
+	}
 	// Goal.startDate.
 	for _, en := range b.entries {
 		if en.typ == "Goal" && en.r["startDate"] == nil && en.r["startCodeableConcept"] == nil {
@@ -322,4 +335,34 @@ func (s *spreader) sameType(src *entry, from string, to *bundle) string {
 		}
 	}
 	return s.clone(src, from, to)
+}
+
+// questionnaireResponse adds a completed questionnaire (a US Core
+// QuestionnaireResponse with every Must Support element).
+func (g *gen) questionnaireResponse(b *bundle) {
+	const q = "http://example.org/fhir/Questionnaire/sandbox-wellbeing"
+	g.add(b, res{"resourceType": "QuestionnaireResponse", "id": "wellbeing-" + b.patient,
+		"meta":          res{"profile": []any{usCore + "us-core-questionnaireresponse"}},
+		"identifier":    res{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:5a1d0000-0000-4000-8000-0000000" + fmt.Sprintf("%05s", b.patient)},
+		"questionnaire": q,
+		"_questionnaire": res{"extension": []any{
+			res{"url": "http://hl7.org/fhir/StructureDefinition/display", "valueString": "Sandbox wellbeing questionnaire"},
+			res{"url": usCore + "us-core-extension-questionnaire-uri", "valueUri": q},
+		}},
+		"status":   "completed",
+		"subject":  res{"reference": "Patient/" + b.patient},
+		"authored": "2023-03-14T09:30:00Z",
+		"author":   res{"reference": "Patient/" + b.patient},
+		"item": []any{
+			res{"linkId": "1", "text": "Hours of sleep per night", "answer": []any{res{"valueDecimal": json.Number("7.5")}}},
+			res{"linkId": "2", "text": "What helps you relax?", "answer": []any{res{"valueString": "Walking"}}},
+			res{"linkId": "3", "text": "Do you exercise?", "answer": []any{res{
+				"valueCoding": res{"system": "http://terminology.hl7.org/CodeSystem/v2-0136", "code": "Y", "display": "Yes"},
+				"item":        []any{res{"linkId": "3.1", "text": "Which exercise?", "answer": []any{res{"valueString": "Cycling"}}}},
+			}}},
+			res{"linkId": "4", "text": "Contact", "item": []any{
+				res{"linkId": "4.1", "text": "Preferred contact time", "answer": []any{res{"valueString": "Mornings"}}},
+			}},
+		},
+	})
 }
