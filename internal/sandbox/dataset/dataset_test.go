@@ -226,14 +226,14 @@ func TestContent(t *testing.T) {
 	// Clinical notes: the DocumentReference types and DiagnosticReport
 	// categories, every report form's URL also a note's attachment URL of
 	// the same patient, and every Binary URL a Binary of that patient.
-	docTypes, drCats := map[string]bool{}, map[string]bool{}
-	docURLs := map[string]bool{} // patient + " " + url
+	docTypes, drCats := map[string]bool{}, map[string]bool{} // patient + " " + code
+	docURLs := map[string]bool{}                             // patient + " " + url
 	for _, e := range all {
 		pat := patientOf(e.r)
 		switch e.r["resourceType"] {
 		case "DocumentReference":
 			for _, c := range jsonvalue.At(e.r, "type.coding.code") {
-				docTypes[c.(string)] = true
+				docTypes[pat+" "+c.(string)] = true
 			}
 			for _, u := range jsonvalue.At(e.r, "content.attachment.url") {
 				docURLs[pat+" "+u.(string)] = true
@@ -241,7 +241,7 @@ func TestContent(t *testing.T) {
 			}
 		case "DiagnosticReport":
 			for _, c := range jsonvalue.At(e.r, "category.coding.code") {
-				drCats[c.(string)] = true
+				drCats[pat+" "+c.(string)] = true
 			}
 		}
 	}
@@ -256,14 +256,57 @@ func TestContent(t *testing.T) {
 			checkBinary(t, byRef, e, u.(string), patientOf(e.r))
 		}
 	}
-	for _, c := range []string{"11488-4", "18842-5", "34117-2", "28570-0", "11506-3", "18748-4", "11502-2", "11526-1"} {
-		if !docTypes[c] {
-			t.Errorf("no DocumentReference of type %s", c)
+	// Each reference patient alone has every type and category.
+	for _, p := range pats[:2] {
+		for _, c := range []string{"11488-4", "18842-5", "34117-2", "28570-0", "11506-3", "18748-4", "11502-2", "11526-1"} {
+			if !docTypes["Patient/"+p+" "+c] {
+				t.Errorf("Patient/%s: no DocumentReference of type %s", p, c)
+			}
+		}
+		for _, c := range []string{"LP29708-2", "LP7839-6", "LP29684-5", "LAB"} {
+			if !drCats["Patient/"+p+" "+c] {
+				t.Errorf("Patient/%s: no DiagnosticReport of category %s", p, c)
+			}
 		}
 	}
-	for _, c := range []string{"LP29708-2", "LP7839-6", "LP29684-5", "LAB"} {
-		if !drCats[c] {
-			t.Errorf("no DiagnosticReport of category %s", c)
+}
+
+// TestScreeningAssessment: for each reference patient, survey
+// Observations carry the US Core categories sdoh, functional-status,
+// disability-status and cognitive-status, and a problem or health-concern
+// Condition the category sdoh (conformance.md §5.2).
+func TestScreeningAssessment(t *testing.T) {
+	const usCat = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"
+	found := map[string]bool{}
+	for _, e := range resources(t) {
+		typ := e.r["resourceType"]
+		if typ != "Observation" && typ != "Condition" {
+			continue
+		}
+		var codes, usCore []string
+		for _, c := range jsonvalue.At(e.r, "category.coding") {
+			m := c.(map[string]any)
+			code, _ := m["code"].(string)
+			codes = append(codes, code)
+			if m["system"] == usCat {
+				usCore = append(usCore, code)
+			}
+		}
+		if (typ == "Observation" && slices.Contains(codes, "survey")) ||
+			(typ == "Condition" && (slices.Contains(codes, "problem-list-item") || slices.Contains(codes, "health-concern"))) {
+			for _, c := range usCore {
+				found[patientOf(e.r)+" "+typ.(string)+" "+c] = true
+			}
+		}
+	}
+	for _, p := range dataset.PatientIDs()[:2] {
+		for _, c := range []string{"sdoh", "functional-status", "disability-status", "cognitive-status"} {
+			if !found["Patient/"+p+" Observation "+c] {
+				t.Errorf("Patient/%s: no survey Observation of category %s", p, c)
+			}
+		}
+		if !found["Patient/"+p+" Condition sdoh"] {
+			t.Errorf("Patient/%s: no problem or health concern of category sdoh", p)
 		}
 	}
 }

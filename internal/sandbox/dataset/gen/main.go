@@ -281,10 +281,11 @@ func (g *gen) add(b *bundle, r res) *entry {
 	return en
 }
 
-// binaries moves the inline data of DiagnosticReport.presentedForm and
+// binaries copies the inline data of DiagnosticReport.presentedForm and
 // DocumentReference.content.attachment into Binary resources of the
-// patient (one per distinct content) and points the attachments' url at
-// them, so a report's form and its note share one URL.
+// patient (one per distinct content, securityContext the patient) and
+// points the attachments' url at them, so a report's form and its note
+// share one URL.
 func (g *gen) binaries(b *bundle) {
 	made := map[string]bool{}
 	for _, en := range slices.Clone(b.entries) {
@@ -317,8 +318,8 @@ func (g *gen) binaries(b *bundle) {
 				}
 				g.add(b, bin)
 			}
+			// The data stays inline too, for apps that read it there.
 			att["url"] = "Binary/" + id
-			delete(att, "data")
 		}
 	}
 }

@@ -266,7 +266,55 @@ func (g *gen) spread(sets []*profile.Set) error {
 			}
 		}
 	}
+	// Every clinical-note type and report category, and every screening
+	// and assessment category, for each reference patient
+	// (conformance.md §5.2, clinical notes, screening and assessment).
+	for _, pair := range [][2]string{{"85", "355"}, {"355", "85"}} {
+		from, to := target[pair[0]], target[pair[1]]
+		for _, w := range perPatient {
+			if has(to, w.typ, w.field, w.code) {
+				continue
+			}
+			for _, en := range from.entries {
+				if en.typ == w.typ && slices.Contains(codes(en.r[w.field]), w.code) {
+					s.clone(en, from.patient, to)
+					break
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// want is a code a field of a resource type must hold in some resource of
+// each reference patient.
+type want struct{ typ, field, code string }
+
+// perPatient are the codes the certification looks for in each patient's
+// data: the clinical-note DocumentReference types and DiagnosticReport
+// categories, and the US Core screening and assessment categories.
+var perPatient = func() []want {
+	var out []want
+	for _, c := range []string{"11488-4", "18842-5", "34117-2", "28570-0", "11506-3", "18748-4", "11502-2", "11526-1"} {
+		out = append(out, want{"DocumentReference", "type", c})
+	}
+	for _, c := range []string{"LP29684-5", "LP29708-2", "LP7839-6"} {
+		out = append(out, want{"DiagnosticReport", "category", c})
+	}
+	for _, c := range []string{"sdoh", "functional-status", "disability-status", "cognitive-status"} {
+		out = append(out, want{"Observation", "category", c})
+	}
+	return append(out, want{"Condition", "category", "sdoh"})
+}()
+
+// has reports whether b holds a resource of typ whose field has code.
+func has(b *bundle, typ, field, code string) bool {
+	for _, en := range b.entries {
+		if en.typ == typ && slices.Contains(codes(en.r[field]), code) {
+			return true
+		}
+	}
+	return false
 }
 
 type spreader struct {
