@@ -73,7 +73,8 @@ func resources(t *testing.T) []entry {
 }
 
 // TestValidates: every resource is structurally valid and conforms to
-// every profile it claims, in US Core 6.1.0 and 7.0.0.
+// every profile it claims, in US Core 6.1.0 and 7.0.0 (validation modes
+// claimed and us-core).
 func TestValidates(t *testing.T) {
 	reg, err := definitions.Load()
 	if err != nil {
@@ -85,14 +86,23 @@ func TestValidates(t *testing.T) {
 	}
 	all := resources(t)
 	for _, v := range []string{"6.1.0", "7.0.0"} {
-		ck, err := profile.NewChecker(validate.New(reg), sets[v], profile.ModeClaimed)
+		claimed, err := profile.NewChecker(validate.New(reg), sets[v], profile.ModeClaimed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// us-core: also, a resource of a US Core type claiming no profile
+		// conforms to one (the dataset loads in every validation mode).
+		usCore, err := profile.NewChecker(validate.New(reg), sets[v], profile.ModeUSCore)
 		if err != nil {
 			t.Fatal(err)
 		}
 		claims := 0
 		for _, e := range all {
-			for _, is := range ck.Validate(e.r) {
-				t.Errorf("%s %s: %s: %s", v, e.ref(), is.Expression, is.Message)
+			for _, is := range claimed.Validate(e.r) {
+				t.Errorf("%s claimed %s: %s: %s", v, e.ref(), is.Expression, is.Message)
+			}
+			for _, is := range usCore.Validate(e.r) {
+				t.Errorf("%s us-core %s: %s: %s", v, e.ref(), is.Expression, is.Message)
 			}
 			for _, p := range jsonvalue.At(e.r, "meta.profile") {
 				if sets[v].Has(p.(string)) {
@@ -358,17 +368,20 @@ func walk(v any, fn func(k string, v any)) {
 }
 
 // TestLoad loads the dataset as transactions, with profile validation
-// "claimed", on SQLite (US Core 6.1.0 and 7.0.0) and PostgreSQL; loading
-// it again leaves one version of each resource more and no second copy.
+// claimed or us-core, US Core 6.1.0 or 7.0.0, on SQLite and PostgreSQL;
+// loading it again leaves one version of each resource more and no second
+// copy.
 func TestLoad(t *testing.T) {
-	for _, tc := range []struct{ dialect, version string }{{"sqlite", "6.1.0"}, {"sqlite", "7.0.0"}, {"postgres", "7.0.0"}} {
-		t.Run(tc.dialect+"-"+tc.version, func(t *testing.T) {
+	for _, tc := range []struct{ dialect, version, mode string }{
+		{"sqlite", "6.1.0", profile.ModeClaimed}, {"sqlite", "7.0.0", profile.ModeUSCore}, {"postgres", "6.1.0", profile.ModeUSCore}, {"postgres", "7.0.0", profile.ModeClaimed},
+	} {
+		t.Run(tc.dialect+"-"+tc.version+"-"+tc.mode, func(t *testing.T) {
 			t.Parallel()
 			cfg := config.Defaults()
 			cfg.Server.BaseURL = "http://localhost:8080"
 			cfg.Database.DataDir = t.TempDir()
 			cfg.FHIR.USCoreVersion = tc.version
-			cfg.FHIR.ProfileValidation = profile.ModeClaimed
+			cfg.FHIR.ProfileValidation = tc.mode
 			if tc.dialect == "postgres" {
 				cfg.Database.URL = pgtest.New(t)
 			}
@@ -404,6 +417,13 @@ func TestLoad(t *testing.T) {
 			}
 			if n != len(dataset.PatientIDs()) {
 				t.Errorf("%d patients, want %d", n, len(dataset.PatientIDs()))
+			}
+			// Validation is on: a Patient breaking its claimed profile is
+			// refused.
+			bad := `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/85"},` +
+				`"resource":{"resourceType":"Patient","id":"85","meta":{"profile":["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]},"gender":"female"}}]}`
+			if _, err := a.Service.Bundle(ctx, []byte(bad), 0); err == nil || !strings.Contains(err.Error(), "us-core-patient") {
+				t.Errorf("a Patient without identifier and name: %v", err)
 			}
 			g, err := a.Service.Read(ctx, "Group", dataset.GroupID)
 			if err != nil {

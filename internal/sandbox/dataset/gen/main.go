@@ -190,7 +190,28 @@ func (g *gen) synthea(name, patient string) error {
 	if err != nil {
 		return err
 	}
-	return g.convert(name, doc, patient, map[string]bool{"Claim": true, "ExplanationOfBenefit": true})
+	if err := g.convert(name, doc, patient, map[string]bool{"Claim": true, "ExplanationOfBenefit": true}); err != nil {
+		return err
+	}
+	// The 2019 Synthea output predates US Core's categories: a Condition
+	// has none (Synthea records each at an encounter: an encounter
+	// diagnosis, or a problem without one), a CarePlan lacks
+	// assess-plan. They are added so that every resource conforms to a
+	// US Core profile of its type (--profile-validation us-core).
+	for _, en := range g.bundles[len(g.bundles)-1].entries {
+		switch {
+		case en.typ == "Condition" && en.r["category"] == nil:
+			code, display := "problem-list-item", "Problem List Item"
+			if en.r["encounter"] != nil {
+				code, display = "encounter-diagnosis", "Encounter Diagnosis"
+			}
+			en.r["category"] = []any{cc("http://terminology.hl7.org/CodeSystem/condition-category", code, display)}
+		case en.typ == "CarePlan" && !slices.Contains(codes(en.r["category"]), "assess-plan"):
+			en.r["category"] = append(arr(en.r["category"]), res{"coding": []any{res{
+				"system": "http://hl7.org/fhir/us/core/CodeSystem/careplan-category", "code": "assess-plan"}}})
+		}
+	}
+	return nil
 }
 
 // convert turns a transaction Bundle of POSTs with urn:uuid fullUrls into
