@@ -414,7 +414,7 @@ func TestUSCoreSearches(t *testing.T) {
 	for _, d := range []string{"sqlite", "postgres"} {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			runUSCoreSearches(t, loadUSCore(t, d), ucPatients)
+			runUSCoreSearches(t, loadUSCore(t, d), ucPatients, nil)
 		})
 	}
 }
@@ -436,15 +436,18 @@ func TestUSCoreSearchesSandbox(t *testing.T) {
 					t.Fatalf("loading bundle %d: %v", i, err)
 				}
 			}
-			runUSCoreSearches(t, e, dataset.PatientIDs())
+			// Each reference patient alone has results for every search
+			// (the suite may be run with either one).
+			runUSCoreSearches(t, e, dataset.PatientIDs(), dataset.PatientIDs()[:2])
 		})
 	}
 }
 
 // runUSCoreSearches runs every REQ search of ucSearches for patients on
 // the loaded e: the union of each search's results over the patients is
-// non-empty and every first search's _revinclude finds a Provenance.
-func runUSCoreSearches(t *testing.T, e *env, patients []string) {
+// non-empty and every first search's _revinclude finds a Provenance; for
+// each patient of each, by itself.
+func runUSCoreSearches(t *testing.T, e *env, patients, each []string) {
 	c := &ucClient{t: t, h: fhirapi.New(fhirapi.Config{BaseURL: base + "/fhir"}, e.app.Service, e.app.Registry)}
 	queries := 0
 	c.delayed = map[string]bool{}
@@ -460,6 +463,7 @@ func runUSCoreSearches(t *testing.T, e *env, patients []string) {
 		for _, p := range patients {
 			x := ctxs[p]
 			first := "" // the first query with results, as the suite's first search
+			pFound, pProvenance := 0, 0
 			for i, q := range s.queries(x) {
 				// The suite compares POST and patient=Patient/id on
 				// the first search; here also on every _include.
@@ -468,16 +472,21 @@ func runUSCoreSearches(t *testing.T, e *env, patients []string) {
 				if n > 0 && first == "" {
 					first = q
 				}
-				found += n
+				pFound += n
 			}
 			if s.first && first != "" {
 				q := first + "&_revinclude=Provenance:target"
 				for _, r := range c.do("GET", "/fhir/"+s.typ+"?"+q, "").included {
 					if r["resourceType"] == "Provenance" {
-						provenance++
+						pProvenance++
 					}
 				}
 			}
+			if slices.Contains(each, p) && (pFound == 0 || (s.first && pProvenance == 0)) {
+				t.Errorf("%s: patient %s: %d results, %d Provenance", s.name, p, pFound, pProvenance)
+			}
+			found += pFound
+			provenance += pProvenance
 		}
 		if found == 0 {
 			t.Errorf("%s: no results for any patient", s.name)
