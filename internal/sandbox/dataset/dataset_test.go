@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -195,21 +196,21 @@ func TestContent(t *testing.T) {
 		}
 		users[l.Username] = true
 	}
-	// Provenance: every resource of a patient's Bundle except Provenance
-	// and Binary is a target of a Provenance of that Bundle.
-	targets := map[string]bool{}
+	// Provenance: every resource except Provenance and Binary is a target
+	// of a Provenance of its Bundle.
+	targets := map[string]bool{} // bundle + " " + reference
 	for _, e := range all {
 		if e.r["resourceType"] == "Provenance" {
 			for _, r := range jsonvalue.At(e.r, "target.reference") {
-				targets[r.(string)] = true
+				targets[fmt.Sprint(e.bundle)+" "+r.(string)] = true
 			}
 		}
 	}
 	for _, e := range all {
 		switch e.r["resourceType"] {
-		case "Provenance", "Binary", "Group":
+		case "Provenance", "Binary":
 		default:
-			if e.bundle < len(pats) && !targets[e.ref()] {
+			if !targets[fmt.Sprint(e.bundle)+" "+e.ref()] {
 				t.Errorf("%s has no Provenance", e.ref())
 			}
 		}

@@ -33,8 +33,12 @@ func (g *gen) provenance(b *bundle) {
 	if org == "" {
 		org = "Organization/sandbox-organization"
 	}
+	id := "provenance-" + b.patient
+	if b.patient == "" {
+		id = "provenance-sandbox"
+	}
 	if prov == nil {
-		prov = g.add(b, res{"resourceType": "Provenance", "id": "provenance-" + b.patient,
+		prov = g.add(b, res{"resourceType": "Provenance", "id": id,
 			"meta":     res{"profile": []any{usCore + "us-core-provenance"}},
 			"recorded": "2024-01-15T10:00:00Z",
 			"agent": []any{
@@ -49,7 +53,7 @@ func (g *gen) provenance(b *bundle) {
 }
 
 // sharedBundle adds the last Bundle: the sandbox practitioner, its
-// organization and the Group of every patient.
+// organization, the Group of every patient and their Provenance.
 func (g *gen) sharedBundle() {
 	b := &bundle{}
 	g.add(b, res{"resourceType": "Organization", "id": "sandbox-organization",
@@ -75,6 +79,7 @@ func (g *gen) sharedBundle() {
 	}
 	g.add(b, res{"resourceType": "Group", "id": dataset.GroupID, "active": true, "type": "person", "actual": true,
 		"name": "Lapis sandbox patients", "quantity": len(members), "member": members})
+	g.provenance(b)
 	g.bundles = append(g.bundles, b)
 }
 
