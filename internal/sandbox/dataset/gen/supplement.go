@@ -119,12 +119,11 @@ func (g *gen) supplement(b *bundle) {
 		val := obj(o.r["valueQuantity"])
 		delete(o.r, "valueQuantity")
 		o.r["dataAbsentReason"] = unknown()
+		// The components use the vital-signs code 8716-3 (obs-7: a
+		// component with the observation's own code may not hold a value).
 		comp := []any{res{"code": cc(loinc, "8716-3", "Vital signs"), "dataAbsentReason": unknown()}}
 		if val != nil {
-			comp = append([]any{res{"code": o.r["code"], "valueQuantity": val}}, comp...)
-			// obs-7: a component with the observation's code carries no
-			// value of its own: use the method-specific vital-signs panel.
-			comp[0].(res)["code"] = cc(loinc, "8716-3", "Vital signs")
+			comp = append([]any{res{"code": cc(loinc, "8716-3", "Vital signs"), "valueQuantity": val}}, comp...)
 		}
 		o.r["component"] = comp
 	}
