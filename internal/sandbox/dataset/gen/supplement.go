@@ -11,7 +11,6 @@ import (
 )
 
 const (
-	dar      = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 	darCS    = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 	loinc    = "http://loinc.org"
 	ucum     = "http://unitsofmeasure.org"
