@@ -14,6 +14,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/jsonvalue"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/sandbox/dataset"
 	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
@@ -368,6 +369,23 @@ var ucSearches = []ucSearch{
 		}
 		return q
 	}},
+	{name: "Location (7.0)", typ: "Location", queries: func(x *ucCtx) []string {
+		// Location is not searched by patient: its values come from the
+		// Locations of the server, as the suite takes them from the
+		// references it collected.
+		for _, r := range x.c.do("GET", "/fhir/Location?_count=50", "").matches {
+			city := ""
+			if cs := jsonvalue.At(r, "address.city"); len(cs) > 0 {
+				city, _ = cs[0].(string)
+			}
+			name, _ := r["name"].(string)
+			if city == "" || name == "" {
+				continue
+			}
+			return []string{"address=" + url.QueryEscape(city), "address=" + url.QueryEscape(strings.ToLower(city[:3])), "name=" + url.QueryEscape(name)}
+		}
+		return nil
+	}},
 }
 
 // categoryOnly returns patient+category (and its system|code variant) for
@@ -396,51 +414,88 @@ func TestUSCoreSearches(t *testing.T) {
 	for _, d := range []string{"sqlite", "postgres"} {
 		t.Run(d, func(t *testing.T) {
 			t.Parallel()
-			e := loadUSCore(t, d)
-			c := &ucClient{t: t, h: fhirapi.New(fhirapi.Config{BaseURL: base + "/fhir"}, e.app.Service, e.app.Registry)}
-			queries := 0
-			c.delayed = map[string]bool{}
-			defer func() {
-				t.Logf("%d queries, %d Medications included, %d delayed references read", queries, c.medications, len(c.delayed))
-			}()
-			ctxs := map[string]*ucCtx{}
-			for _, p := range ucPatients {
-				ctxs[p] = &ucCtx{c: c, p: p, all: map[string][]map[string]any{}}
-			}
-			for _, s := range ucSearches {
-				found, provenance := 0, 0
-				for _, p := range ucPatients {
-					x := ctxs[p]
-					first := "" // the first query with results, as the suite's first search
-					for i, q := range s.queries(x) {
-						// The suite compares POST and patient=Patient/id on
-						// the first search; here also on every _include.
-						n := c.checkQuery(x, s.typ, q, i == 0 || strings.Contains(q, "_include"))
-						queries++
-						if n > 0 && first == "" {
-							first = q
-						}
-						found += n
-					}
-					if s.first && first != "" {
-						q := first + "&_revinclude=Provenance:target"
-						for _, r := range c.do("GET", "/fhir/"+s.typ+"?"+q, "").included {
-							if r["resourceType"] == "Provenance" {
-								provenance++
-							}
-						}
-					}
-				}
-				if found == 0 {
-					t.Errorf("%s: no results for any patient", s.name)
-				}
-				if s.first && provenance == 0 {
-					t.Errorf("%s: _revinclude=Provenance:target returned no Provenance", s.name)
-				}
-			}
-			c.readDelayed()
+			runUSCoreSearches(t, loadUSCore(t, d), ucPatients, nil)
 		})
 	}
+}
+
+// TestUSCoreSearchesSandbox runs every REQ search on both dialects
+// against the sandbox dataset (package sandbox/dataset), over all its
+// patients.
+func TestUSCoreSearchesSandbox(t *testing.T) {
+	bundles, err := dataset.Bundles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"sqlite", "postgres"} {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			e := &env{app: openApp(t, d)}
+			for i, b := range bundles {
+				if _, err := e.app.Service.Bundle(context.Background(), b, 0); err != nil {
+					t.Fatalf("loading bundle %d: %v", i, err)
+				}
+			}
+			// Each reference patient alone has results for every search
+			// (the suite may be run with either one).
+			runUSCoreSearches(t, e, dataset.PatientIDs(), dataset.PatientIDs()[:2])
+		})
+	}
+}
+
+// runUSCoreSearches runs every REQ search of ucSearches for patients on
+// the loaded e: the union of each search's results over the patients is
+// non-empty and every first search's _revinclude finds a Provenance; for
+// each patient of each, by itself.
+func runUSCoreSearches(t *testing.T, e *env, patients, each []string) {
+	c := &ucClient{t: t, h: fhirapi.New(fhirapi.Config{BaseURL: base + "/fhir"}, e.app.Service, e.app.Registry)}
+	queries := 0
+	c.delayed = map[string]bool{}
+	defer func() {
+		t.Logf("%d queries, %d Medications included, %d delayed references read", queries, c.medications, len(c.delayed))
+	}()
+	ctxs := map[string]*ucCtx{}
+	for _, p := range patients {
+		ctxs[p] = &ucCtx{c: c, p: p, all: map[string][]map[string]any{}}
+	}
+	for _, s := range ucSearches {
+		found, provenance := 0, 0
+		for _, p := range patients {
+			x := ctxs[p]
+			first := "" // the first query with results, as the suite's first search
+			pFound, pProvenance := 0, 0
+			for i, q := range s.queries(x) {
+				// The suite compares POST and patient=Patient/id on
+				// the first search; here also on every _include.
+				n := c.checkQuery(x, s.typ, q, i == 0 || strings.Contains(q, "_include"))
+				queries++
+				if n > 0 && first == "" {
+					first = q
+				}
+				pFound += n
+			}
+			if s.first && first != "" {
+				q := first + "&_revinclude=Provenance:target"
+				for _, r := range c.do("GET", "/fhir/"+s.typ+"?"+q, "").included {
+					if r["resourceType"] == "Provenance" {
+						pProvenance++
+					}
+				}
+			}
+			if slices.Contains(each, p) && (pFound == 0 || (s.first && pProvenance == 0)) {
+				t.Errorf("%s: patient %s: %d results, %d Provenance", s.name, p, pFound, pProvenance)
+			}
+			found += pFound
+			provenance += pProvenance
+		}
+		if found == 0 {
+			t.Errorf("%s: no results for any patient", s.name)
+		}
+		if s.first && provenance == 0 {
+			t.Errorf("%s: _revinclude=Provenance:target returned no Provenance", s.name)
+		}
+	}
+	c.readDelayed()
 }
 
 // checkQuery runs one query by GET (with variants: by POST and with
@@ -588,6 +643,8 @@ var ucFields = map[string]map[string]ucField{
 	"Observation": {"patient": subject, "category": {"token", []string{"category"}}, "code": {"token", []string{"code"}},
 		"date": {"date", []string{"effectiveDateTime", "effectivePeriod", "effectiveInstant", "effectiveTiming.event"}}},
 	"Procedure": {"patient": subject, "date": {"date", []string{"performedDateTime", "performedPeriod"}}},
+	"Location": {"name": {"string", []string{"name", "alias"}},
+		"address": {"string", []string{"address.line", "address.city", "address.district", "address.state", "address.postalCode", "address.country", "address.text"}}},
 	"ServiceRequest": {"patient": subject, "_id": {"id", nil}, "category": {"token", []string{"category"}},
 		"code": {"token", []string{"code"}}, "authored": {"date", []string{"authoredOn"}}},
 }
@@ -723,6 +780,12 @@ func ucMatchOne(f ucField, v string, r map[string]any, patient string) bool {
 				if tk.code == v {
 					return true
 				}
+			}
+		}
+	case "string":
+		for _, x := range ucValues(r, f.paths) {
+			if str, ok := x.(string); ok && strings.HasPrefix(strings.ToLower(str), strings.ToLower(v)) {
+				return true
 			}
 		}
 	case "name":

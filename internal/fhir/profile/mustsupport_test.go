@@ -45,3 +45,56 @@ func TestMustSupportCoverage(t *testing.T) {
 		t.Error("Covered accepted a Patient for an Observation profile")
 	}
 }
+
+// TestPrimitiveExtensions: the id and extensions of a primitive ("_name")
+// are checked and counted like those of an object (the
+// QuestionnaireResponse.questionnaire extension slices).
+func TestPrimitiveExtensions(t *testing.T) {
+	const qr = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-questionnaireresponse"
+	display := map[string]any{"url": "http://hl7.org/fhir/StructureDefinition/display", "valueString": "Wellbeing"}
+	uri := map[string]any{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-extension-questionnaire-uri", "valueUri": "http://example.org/q"}
+	res := func(q any, ext []any) map[string]any {
+		r := map[string]any{"resourceType": "QuestionnaireResponse", "status": "completed",
+			"subject": map[string]any{"reference": "Patient/1"}, "authored": "2023-01-01"}
+		if q != nil {
+			r["questionnaire"] = q
+		}
+		if ext != nil {
+			r["_questionnaire"] = map[string]any{"extension": ext}
+		}
+		return r
+	}
+	for _, v := range []string{"6.1.0", "7.0.0"} {
+		s := loadSets(t)[v]
+		for name, tc := range map[string]struct {
+			r       map[string]any
+			present bool
+		}{
+			"value and extensions": {res("http://example.org/q", []any{display, uri}), true},
+			"extensions alone":     {res(nil, []any{display, uri}), true},
+			"value alone":          {res("http://example.org/q", nil), false},
+		} {
+			cov, err := s.Covered(tc.r, qr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, el := range []string{"QuestionnaireResponse.questionnaire.extension:questionnaireDisplay", "QuestionnaireResponse.questionnaire.extension:url"} {
+				if cov.Present[el] != tc.present {
+					t.Errorf("%s %s: %s present %t, want %t", v, name, el, cov.Present[el], tc.present)
+				}
+			}
+			if issues, _ := s.Validate(tc.r, qr); len(issues) > 0 {
+				t.Errorf("%s %s: %v", v, name, issues)
+			}
+		}
+		// A slice rule inside a primitive's extensions is enforced: two
+		// questionnaire displays where at most one is allowed.
+		issues, err := s.Validate(res("http://example.org/q", []any{display, display}), qr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(issues) != 1 || issues[0].Rule != "slice" || issues[0].Element != "QuestionnaireResponse.questionnaire.extension:questionnaireDisplay" {
+			t.Errorf("%s: two displays: %v", v, issues)
+		}
+	}
+}

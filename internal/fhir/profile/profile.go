@@ -251,10 +251,13 @@ func (v *run) add(e *wire.ProfileElem, rule, format string, args ...any) {
 	v.issues = append(v.issues, Issue{Profile: v.p.url, Element: e.ID, Rule: rule, Message: fmt.Sprintf(format, args...)})
 }
 
-// item is one JSON value of an element with the JSON name it came from.
+// item is one JSON value of an element with the JSON name it came from;
+// ext is a primitive value's "_name" object (its id and extensions), if
+// any.
 type item struct {
 	key string
 	val any
+	ext map[string]any
 }
 
 // object checks the children of element id on one JSON object.
@@ -282,23 +285,37 @@ func values(obj map[string]any, e *wire.ProfileElem) []item {
 	}
 	var out []item
 	for _, k := range keys {
+		ext := obj["_"+k]
+		// extAt returns the "_name" object of the i-th value (i < 0: of
+		// a single value).
+		extAt := func(i int) map[string]any {
+			if arr, ok := ext.([]any); ok && i >= 0 && i < len(arr) {
+				m, _ := arr[i].(map[string]any)
+				return m
+			}
+			m, _ := ext.(map[string]any)
+			if i >= 0 {
+				return nil
+			}
+			return m
+		}
 		switch x := obj[k].(type) {
 		case nil:
-			if ext, ok := obj["_"+k]; ok {
+			if ext != nil {
 				if arr, ok := ext.([]any); ok {
-					for range arr {
-						out = append(out, item{k, nil})
+					for i := range arr {
+						out = append(out, item{k, nil, extAt(i)})
 					}
 				} else {
-					out = append(out, item{k, nil})
+					out = append(out, item{k, nil, extAt(-1)})
 				}
 			}
 		case []any:
-			for _, y := range x {
-				out = append(out, item{k, y})
+			for i, y := range x {
+				out = append(out, item{k, y, extAt(i)})
 			}
 		default:
-			out = append(out, item{k, x})
+			out = append(out, item{k, x, extAt(-1)})
 		}
 	}
 	return out
@@ -327,6 +344,9 @@ func (v *run) constraints(e *wire.ProfileElem, vals []item) {
 	fixed, pattern := v.p.fixed[e], v.p.pattern[e]
 	for _, it := range vals {
 		if it.val == nil {
+			if it.ext != nil { // a primitive's id and extensions alone
+				v.object(e.ID, it.ext)
+			}
 			continue
 		}
 		if fixed != nil && !equal(it.val, fixed) {
@@ -342,6 +362,8 @@ func (v *run) constraints(e *wire.ProfileElem, vals []item) {
 		}
 		if obj, ok := it.val.(map[string]any); ok {
 			v.object(e.ID, obj)
+		} else if it.ext != nil { // a primitive's id and extensions
+			v.object(e.ID, it.ext)
 		}
 	}
 	if invs := v.p.invariants[e]; len(invs) > 0 && v.present == nil {
