@@ -238,3 +238,22 @@ func (m *Memory) Last(to string) (Message, bool) {
 	}
 	return Message{}, false
 }
+
+// New returns the SMTP sender of smtpURL (ParseURL) with the sender
+// address from, or, when smtpURL is empty, the development-mode Log sender
+// on logger (devMode true: the caller warns at startup).
+func New(smtpURL, from string, logger *slog.Logger) (s Sender, devMode bool, err error) {
+	if smtpURL == "" {
+		return &Log{Logger: logger}, true, nil
+	}
+	cfg, err := ParseURL(smtpURL)
+	if err != nil {
+		return nil, false, err
+	}
+	cfg.From = from
+	sm, err := NewSMTP(cfg)
+	if err != nil {
+		return nil, false, err
+	}
+	return sm, false, nil
+}
