@@ -25,11 +25,11 @@ import (
 
 // received is what the test server got.
 type received struct {
-	mu       sync.Mutex
-	from     string
-	to       []string
-	data     string
-	user     string
+	mu   sync.Mutex
+	from string
+	to   []string
+	data string
+	user string
 }
 
 type backend struct{ r *received }
