@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/netip"
 	"strings"
 	"time"
@@ -255,12 +256,20 @@ func (s *Service) fail(ctx context.Context, keys ...string) error {
 			return err
 		}
 	}
-	if now%64 == 0 {
-		_, _ = s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_login_failure WHERE at < ?"), now-86400)
-		_, _ = s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_token WHERE expires_at < ?"), now-86400)
-		_, _ = s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_session WHERE expires_at < ?"), now)
-	}
+	s.maybePrune(ctx)
 	return ErrBadLogin
+}
+
+// maybePrune deletes expired sessions, tokens and old login failures now
+// and then (best effort, about one call in 64).
+func (s *Service) maybePrune(ctx context.Context) {
+	if mrand.IntN(64) != 0 {
+		return
+	}
+	now := s.now().Unix()
+	_, _ = s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_login_failure WHERE at < ?"), now-86400)
+	_, _ = s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_token WHERE expires_at < ?"), now-86400)
+	_, _ = s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_session WHERE expires_at < ?"), now)
 }
 
 func (s *Service) clearFailures(ctx context.Context, key string) error {

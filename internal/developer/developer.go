@@ -16,6 +16,7 @@ package developer
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/sha256"
 	"database/sql"
 	"embed"
@@ -182,8 +183,10 @@ type Options struct {
 	Now func() time.Time
 	// Login is the lockout policy (zero fields: oauth.DefaultLoginPolicy).
 	Login oauth.LoginPolicy
-	// SecretKey, when 32 bytes, seals TOTP secrets with AES-256-GCM.
-	SecretKey []byte
+	// KEK, when set, seals TOTP secrets at rest (the server's
+	// key-encryption key, keys.LoadKEK; the sealed data is bound to its
+	// purpose, so it is never confused with a sealed signing key).
+	KEK cipher.AEAD
 	// Issuer is the TOTP issuer shown in authenticator apps ("Lapis").
 	Issuer string
 }
@@ -194,7 +197,7 @@ type Service struct {
 	postgres bool
 	now      func() time.Time
 	login    oauth.LoginPolicy
-	key      []byte
+	kek      cipher.AEAD
 	issuer   string
 	hashing  chan struct{} // bounds concurrent password hashes
 	dummy    string        // a hash verified when the account is unknown
@@ -219,12 +222,7 @@ func New(ctx context.Context, h *database.DB, o Options) (*Service, error) {
 	if s.issuer == "" {
 		s.issuer = "Lapis"
 	}
-	if len(o.SecretKey) != 0 {
-		if len(o.SecretKey) != 32 {
-			return nil, errors.New("developer: the secret key must be 32 bytes")
-		}
-		s.key = o.SecretKey
-	}
+	s.kek = o.KEK
 	s.hashing = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
 	if err := migrate.Up(ctx, s.w, migrations, s.postgres, VersionTable, migrationLockID); err != nil {
 		return nil, fmt.Errorf("developer: migrate: %w", err)

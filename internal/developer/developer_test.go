@@ -2,6 +2,8 @@ package developer
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -31,6 +33,11 @@ func (c *clock) add(d time.Duration) {
 
 // open returns a service on a fresh database of each dialect.
 func open(t *testing.T, dialect string, key []byte) (*Service, *clock) {
+	var kek cipher.AEAD
+	if key != nil {
+		b, _ := aes.NewCipher(key)
+		kek, _ = cipher.NewGCM(b)
+	}
 	t.Helper()
 	ctx := context.Background()
 	o := database.Options{DataDir: t.TempDir()}
@@ -45,7 +52,7 @@ func open(t *testing.T, dialect string, key []byte) (*Service, *clock) {
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	s, err := New(ctx, h, Options{Now: c.now, SecretKey: key})
+	s, err := New(ctx, h, Options{Now: c.now, KEK: kek})
 	if err != nil {
 		t.Fatal(err)
 	}

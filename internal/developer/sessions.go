@@ -20,6 +20,7 @@ func (s *Service) Sessions() *Sessions { return &Sessions{s: s} }
 
 // CreateSession stores a new session by the hash of its cookie value.
 func (m *Sessions) CreateSession(ctx context.Context, tokenHash []byte, se *authdb.Session) error {
+	m.s.maybePrune(ctx)
 	_, err := m.s.w.ExecContext(ctx, m.s.rebind("INSERT INTO dev_session (token_hash, sid, subject, csrf, auth_time, expires_at) VALUES (?, ?, ?, ?, ?, ?)"),
 		hex.EncodeToString(tokenHash), se.ID, se.Subject, se.CSRF, unix(se.AuthTime), se.Expires.Unix())
 	return err

@@ -2,8 +2,6 @@ package developer
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base32"
@@ -182,19 +180,19 @@ func normalizeRecovery(c string) string {
 	return strings.ToLower(strings.NewReplacer("-", "", " ", "").Replace(strings.TrimSpace(c)))
 }
 
-// seal encrypts a TOTP secret with the service's key (AES-256-GCM), or
-// keeps it as "plain:" when there is none.
+// sealAD binds sealed TOTP secrets to their purpose.
+var sealAD = []byte("lapis developer TOTP secret")
+
+// seal encrypts a TOTP secret with the KEK, or keeps it as "plain:" when
+// there is none.
 func (s *Service) seal(secret string) (string, error) {
-	if s.key == nil {
+	if s.kek == nil {
 		return "plain:" + secret, nil
 	}
-	gcm, err := s.gcm()
-	if err != nil {
-		return "", err
-	}
+	gcm := s.kek
 	nonce := make([]byte, gcm.NonceSize())
 	_, _ = rand.Read(nonce)
-	return "gcm:" + base64.RawStdEncoding.EncodeToString(gcm.Seal(nonce, nonce, []byte(secret), nil)), nil
+	return "gcm:" + base64.RawStdEncoding.EncodeToString(gcm.Seal(nonce, nonce, []byte(secret), sealAD)), nil
 }
 
 func (s *Service) open(sealed string) (string, error) {
@@ -202,31 +200,20 @@ func (s *Service) open(sealed string) (string, error) {
 		return v, nil
 	}
 	v, ok := strings.CutPrefix(sealed, "gcm:")
-	if !ok || s.key == nil {
+	if !ok || s.kek == nil {
 		return "", errors.New("developer: a TOTP secret cannot be opened (wrong or missing key)")
 	}
 	b, err := base64.RawStdEncoding.DecodeString(v)
 	if err != nil {
 		return "", errors.New("developer: corrupt TOTP secret")
 	}
-	gcm, err := s.gcm()
-	if err != nil {
-		return "", err
-	}
+	gcm := s.kek
 	if len(b) < gcm.NonceSize() {
 		return "", errors.New("developer: corrupt TOTP secret")
 	}
-	p, err := gcm.Open(nil, b[:gcm.NonceSize()], b[gcm.NonceSize():], nil)
+	p, err := gcm.Open(nil, b[:gcm.NonceSize()], b[gcm.NonceSize():], sealAD)
 	if err != nil {
 		return "", errors.New("developer: a TOTP secret cannot be opened (wrong key)")
 	}
 	return string(p), nil
-}
-
-func (s *Service) gcm() (cipher.AEAD, error) {
-	blk, err := aes.NewCipher(s.key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(blk)
 }

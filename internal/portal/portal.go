@@ -16,6 +16,7 @@ package portal
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
@@ -77,8 +78,9 @@ type Config struct {
 	Audit audit.Sink
 	// Environments the portal manages apps in (production, sandbox).
 	Environments []Env
-	// SecretKey (32 bytes), when set, seals TOTP secrets at rest.
-	SecretKey []byte
+	// KEK, when set, seals TOTP secrets at rest: pass the server's
+	// key-encryption key (keys.LoadKEK), as for the signing keys.
+	KEK cipher.AEAD
 	// Login is the lockout policy (zero: oauth.DefaultLoginPolicy).
 	Login oauth.LoginPolicy
 	// AuthRate limits sign-up, login, reset and resend requests per client
@@ -135,7 +137,7 @@ func New(cfg Config) (*Portal, error) {
 		cfg.Terms = DefaultTerms
 	}
 	ctx := context.Background()
-	svc, err := developer.New(ctx, cfg.DB, developer.Options{Now: cfg.Now, Login: cfg.Login, SecretKey: cfg.SecretKey})
+	svc, err := developer.New(ctx, cfg.DB, developer.Options{Now: cfg.Now, Login: cfg.Login, KEK: cfg.KEK})
 	if err != nil {
 		return nil, err
 	}
