@@ -16,6 +16,29 @@ import (
 // maxJSON bounds API request bodies.
 const maxJSON = 64 << 10
 
+// apiRoutes registers the JSON API. Errors are {"error","error_description"}.
+//
+//	POST   /portal/api/signup              {email,password,name?,organization?} → 201 (mails the link)
+//	POST   /portal/api/verify              {token}
+//	POST   /portal/api/verify/resend       {email} → 202
+//	POST   /portal/api/login               {email,password} → {developer,csrf_token} + cookie,
+//	                                       or 401 {error:"mfa_required",mfa_token}
+//	POST   /portal/api/login/totp          {mfa_token,code}  (TOTP or recovery code)
+//	POST   /portal/api/reset/request       {email} → 202;  POST /portal/api/reset {token,password}
+//	POST   /portal/api/logout
+//	GET    /portal/api/me                  {developer,organizations,needs_terms,csrf_token?}
+//	POST   /portal/api/totp/enroll         → {secret,otpauth_uri};  POST .../totp/confirm {code} → {recovery_codes}
+//	POST   /portal/api/totp/disable        {password}
+//	GET    /portal/api/tokens;  POST /portal/api/tokens {name} → {token,...} once;  DELETE /portal/api/tokens/{id}
+//	GET    /portal/api/orgs;  POST /portal/api/orgs {name}
+//	GET    /portal/api/orgs/{org}/members;  PUT|DELETE /portal/api/orgs/{org}/members/{dev} ({role})
+//	GET    /portal/api/orgs/{org}/invitations;  POST ... {email,role}
+//	POST   /portal/api/invitations/accept  {token}
+//	GET    /portal/api/terms;  POST /portal/api/terms/accept {version}
+//	PUT    /portal/api/admin/terms         {text}  (operators)
+//
+// Authenticated routes take the session cookie (unsafe methods also need
+// X-CSRF-Token) or Authorization: Bearer lpd_...
 func (p *Portal) apiRoutes() {
 	m := p.mux
 	m.HandleFunc("POST /portal/api/signup", p.apiSignup)

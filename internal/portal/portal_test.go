@@ -598,3 +598,55 @@ func TestPagesOrgAndAccount(t *testing.T) {
 		t.Fatalf("admin page %d", st)
 	}
 }
+
+func TestPagesPasswordResetAndResend(t *testing.T) {
+	e := newEnv(t, nil)
+	e.signUpAndLogIn("r@example.org")
+	c := e.browser()
+	_, _, csrf := e.get(c, "/portal/reset")
+	// The same answer for a known and an unknown address.
+	_, known := e.post(c, "/portal/reset", url.Values{"csrf": {csrf}, "email": {"r@example.org"}})
+	_, unknown := e.post(c, "/portal/reset", url.Values{"csrf": {csrf}, "email": {"nobody@example.org"}})
+	nonce := regexp.MustCompile(`nonce="[^"]*"`)
+	if !strings.Contains(known, "If an account uses this address") || nonce.ReplaceAllString(known, "") != nonce.ReplaceAllString(unknown, "") {
+		t.Fatal("reset answers differ")
+	}
+	tok := e.mailedToken("r@example.org")
+	_, body, csrf := e.get(c, "/portal/reset?token="+tok)
+	if !strings.Contains(body, "New password") {
+		t.Fatalf("reset form %s", body)
+	}
+	if res, _ := e.post(c, "/portal/reset", url.Values{"csrf": {csrf}, "token": {tok}, "password": {"a brand new one"}, "password2": {"different"}}); res.StatusCode != 400 {
+		t.Fatalf("mismatch %d", res.StatusCode)
+	}
+	if res, body := e.post(c, "/portal/reset", url.Values{"csrf": {csrf}, "token": {tok}, "password": {"a brand new one"}, "password2": {"a brand new one"}}); res.StatusCode != 200 || !strings.Contains(body, "Password changed") {
+		t.Fatalf("reset %d", res.StatusCode)
+	}
+	if res, _ := e.post(c, "/portal/reset", url.Values{"csrf": {csrf}, "token": {tok}, "password": {"a third one!"}, "password2": {"a third one!"}}); res.StatusCode != 400 {
+		t.Fatalf("token reused %d", res.StatusCode)
+	}
+	_, _, csrf = e.get(c, "/portal/login")
+	if res, _ := e.post(c, "/portal/login", url.Values{"csrf": {csrf}, "email": {"r@example.org"}, "password": {"a brand new one"}}); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login with the new password %d", res.StatusCode)
+	}
+	// An unverified account is told so after the right password, and can
+	// ask for a new link.
+	u := e.browser()
+	_, _, csrf = e.get(u, "/portal/signup")
+	e.post(u, "/portal/signup", url.Values{"csrf": {csrf}, "email": {"u@example.org"}, "password": {"correct horse battery"}, "password2": {"correct horse battery"}})
+	first := e.mailedToken("u@example.org")
+	_, _, csrf = e.get(u, "/portal/login")
+	res, body := e.post(u, "/portal/login", url.Values{"csrf": {csrf}, "email": {"u@example.org"}, "password": {"correct horse battery"}})
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "Send a new link") {
+		t.Fatalf("unverified login %d", res.StatusCode)
+	}
+	e.post(u, "/portal/verify/resend", url.Values{"csrf": {csrf}, "email": {"u@example.org"}})
+	if second := e.mailedToken("u@example.org"); second == first {
+		t.Fatal("no new link")
+	}
+	// A bad verification token.
+	_, _, csrf = e.get(u, "/portal/verify?token=nope")
+	if res, _ := e.post(u, "/portal/verify", url.Values{"csrf": {csrf}, "token": {"nope"}}); res.StatusCode != 400 {
+		t.Fatalf("bad token %d", res.StatusCode)
+	}
+}
