@@ -122,6 +122,10 @@ func (p *Portal) dashboard(w http.ResponseWriter, r *http.Request, v *Visitor) {
 type signupData struct{ Email, Name, Org string }
 
 func (p *Portal) signupPage(w http.ResponseWriter, r *http.Request, sess *web.Session) {
+	if sess.LoggedIn() {
+		http.Redirect(w, r, p.Path("/"), http.StatusFound)
+		return
+	}
 	p.render(w, r, http.StatusOK, "signup", pageData{Title: "Create an account", Data: signupData{}}, sess)
 }
 
@@ -170,6 +174,10 @@ func (p *Portal) sendVerification(r *http.Request, email, tok string) {
 type loginData struct{ Email, Next, MFA string }
 
 func (p *Portal) loginPage(w http.ResponseWriter, r *http.Request, sess *web.Session) {
+	if sess.LoggedIn() {
+		http.Redirect(w, r, p.safeNext(r.URL.Query().Get("next")), http.StatusFound)
+		return
+	}
 	p.render(w, r, http.StatusOK, "login", pageData{Title: "Log in", Data: loginData{Next: r.URL.Query().Get("next")}}, sess)
 }
 

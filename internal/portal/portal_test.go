@@ -24,6 +24,7 @@ import (
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/mail"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
+	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 type clock struct {
@@ -51,7 +52,14 @@ type env struct {
 func newEnv(t *testing.T, tweak func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	h, err := database.Open(context.Background(), database.Options{URL: "sqlite:" + filepath.Join(dir, "lapis.db"), DataDir: dir})
+	return newEnvOn(t, "sqlite:"+filepath.Join(dir, "lapis.db"), tweak)
+}
+
+// newEnvOn starts the portal on the database URL.
+func newEnvOn(t *testing.T, dbURL string, tweak func(*Config)) *env {
+	t.Helper()
+	dir := t.TempDir()
+	h, err := database.Open(context.Background(), database.Options{URL: dbURL, DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,5 +656,35 @@ func TestPagesPasswordResetAndResend(t *testing.T) {
 	_, _, csrf = e.get(u, "/portal/verify?token=nope")
 	if res, _ := e.post(u, "/portal/verify", url.Values{"csrf": {csrf}, "token": {"nope"}}); res.StatusCode != 400 {
 		t.Fatalf("bad token %d", res.StatusCode)
+	}
+}
+
+// TestPostgres runs the page and API flows on PostgreSQL.
+func TestPostgres(t *testing.T) {
+	e := newEnvOn(t, pgtest.New(t), nil)
+	c := e.signUpAndLogIn("pg@example.org")
+	if st, body, _ := e.get(c, "/portal/org"); st != 200 || !strings.Contains(body, "Org of pg@example.org") {
+		t.Fatalf("org page %d", st)
+	}
+	a := e.apiDeveloper("pga@example.org")
+	if st, me, _ := e.api("GET", "/portal/api/me", a, nil); st != 200 || me["developer"].(map[string]any)["email"] != "pga@example.org" {
+		t.Fatalf("me %d %v", st, me)
+	}
+}
+
+// TestLoggedInSkipsLogin: a logged-in developer who opens the login or
+// sign-up page goes to the dashboard.
+func TestLoggedInSkipsLogin(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.signUpAndLogIn("in@example.org")
+	for _, p := range []string{"/portal/login", "/portal/signup"} {
+		res, err := c.Get(e.srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/portal/" {
+			t.Fatalf("%s: %d %s", p, res.StatusCode, res.Header.Get("Location"))
+		}
 	}
 }
