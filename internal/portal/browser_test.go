@@ -78,8 +78,28 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 		return s
 	}
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	// Screenshots go to LAPIS_SCREENSHOT_DIR when set (README images),
+	// else to the test's temporary folder.
+	shots := os.Getenv("LAPIS_SCREENSHOT_DIR")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(png) < 1000 || !strings.HasPrefix(string(png), "\x89PNG") {
+			t.Fatalf("screenshot %s is not a PNG", name)
+		}
+		if err := os.WriteFile(filepath.Join(shots, "portal-"+name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("open sign-up", chromedp.Navigate(base+"/portal/signup"), chromedp.WaitVisible(chromedp.ID("email")))
+	screenshot("signup")
 	step("sign up",
-		chromedp.Navigate(base+"/portal/signup"),
 		chromedp.SendKeys(chromedp.ID("email"), email),
 		chromedp.SendKeys(chromedp.ID("name"), "Browser Dev"),
 		chromedp.SendKeys(chromedp.ID("organization"), "Browser Labs"),
@@ -120,6 +140,9 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	if strings.Contains(mainText(), "current terms of use") {
 		t.Fatal("the terms banner is still shown")
 	}
+	screenshot("dashboard")
+	step("organisation", chromedp.Navigate(base+"/portal/org"), chromedp.WaitVisible(chromedp.ID("iemail")))
+	screenshot("org")
 	step("enrol TOTP",
 		chromedp.Navigate(base+"/portal/account"),
 		chromedp.Click(css(`form[action$="/totp/enroll"] button`)),
@@ -130,13 +153,7 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(os.TempDir(), "lapis-portal-totp.png"), shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	screenshot("totp")
 	gen := func() string {
 		c, err := totp.GenerateCodeCustom(strings.TrimSpace(secret), e.clock.now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 		if err != nil {
