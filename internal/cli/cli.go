@@ -69,6 +69,7 @@ type grammar struct {
 	Apikey          apikeyCmd          `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API (local database, or a remote server with --server/--profile)."`
 	Demo            demoCmd            `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
 	Audit           auditCmd           `cmd:"" help:"Verify the tamper-evident audit trail."`
+	Portal          portalCmd          `cmd:"" help:"Manage the developer portal (lapis portal operator add EMAIL)."`
 	ServiceBaseURLs serviceBaseURLsCmd `cmd:"" name:"servicebaseurls" help:"Print and check the service base URL Bundle published at [base]/servicebaseurls."`
 	Login           loginCmd           `cmd:"" group:"Client" help:"Log in to a SMART server in the browser (PKCE) and store the tokens for the profile."`
 	Token           tokenCmd           `cmd:"" group:"Client" help:"Print a valid access token of a profile or server, refreshing it if needed."`

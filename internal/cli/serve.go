@@ -18,6 +18,7 @@ type serveCmd struct {
 	dbFlags
 	rateLimitFlags
 	gatewayFlags
+	portalFlags
 	Addr                string `name:"addr" env:"LAPIS_ADDR" default:"127.0.0.1:8080" help:"Listen address HOST:PORT." placeholder:"HOST:PORT"`
 	MaxBody             string `name:"max-body" env:"LAPIS_MAX_BODY" default:"16MiB" help:"Largest accepted request body (bytes, or with KiB/MiB/GiB)."`
 	DefaultCount        int    `name:"default-count" env:"LAPIS_DEFAULT_COUNT" default:"20" help:"Search page size when _count is absent."`
@@ -108,7 +109,8 @@ type exportFlags struct {
 // package checks the values.
 func (c *serveCmd) config() (config.Config, error) {
 	cfg := config.ServeDefaults()
-	c.apply(&cfg)
+	c.dbFlags.apply(&cfg)
+	c.portalFlags.apply(&cfg)
 	cfg.Server.Addr = c.Addr
 	cfg.Server.AllowRemote = c.AllowRemote
 	g := c.gatewayFlags

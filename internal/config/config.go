@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	netmail "net/mail"
 	"net/netip"
 	"net/url"
 	"os"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/mail"
 	"github.com/lapis-health/lapis/internal/netpolicy"
 	"github.com/lapis-health/lapis/internal/ratelimit"
 )
@@ -40,8 +42,40 @@ type Config struct {
 	RateLimit RateLimit
 	Audit     Audit
 	Export    Export
+	Portal    Portal
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+}
+
+// Portal is the developer portal ([base-url]/portal/) and its mail.
+type Portal struct {
+	// Enabled serves the portal (default true).
+	Enabled bool
+	// SMTPURL is smtp://user:pass@host:port[?tls=mandatory|opportunistic|none]
+	// or smtps://...; empty: development mode, where emails (with their
+	// links) are written to the log instead.
+	SMTPURL string `json:"-"`
+	// SMTPFrom is the sender address of the portal's emails.
+	SMTPFrom string
+}
+
+// DevMail reports whether the portal runs without SMTP (links logged).
+func (p Portal) DevMail() bool { return p.SMTPURL == "" }
+
+func (p Portal) check() error {
+	if p.SMTPURL == "" {
+		return nil
+	}
+	if _, err := mail.ParseURL(p.SMTPURL); err != nil {
+		return fmt.Errorf("--smtp-url %s: %w", mail.Redacted(p.SMTPURL), err)
+	}
+	if p.SMTPFrom == "" {
+		return errors.New("--smtp-url needs --smtp-from (the sender address)")
+	}
+	if a, err := netmail.ParseAddress(p.SMTPFrom); err != nil || a.Address == "" {
+		return fmt.Errorf("--smtp-from %q is not an email address", p.SMTPFrom)
+	}
+	return nil
 }
 
 // Server is the HTTP listener.
@@ -265,6 +299,7 @@ const (
 // commands use it: without the response bounds of ServeDefaults.
 func Defaults() Config {
 	return Config{
+		Portal: Portal{Enabled: true},
 		Server: Server{
 			Addr:              "127.0.0.1:8080",
 			ReadHeaderTimeout: 10 * time.Second,
@@ -336,6 +371,9 @@ func (c *Config) Normalize(serve bool) error {
 	}
 	if serve {
 		if err := c.TLS.check(); err != nil {
+			return err
+		}
+		if err := c.Portal.check(); err != nil {
 			return err
 		}
 	}

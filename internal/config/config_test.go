@@ -143,3 +143,30 @@ func TestTLSListener(t *testing.T) {
 		t.Fatalf("explicit base: %v %q", err, c.Server.BaseURL)
 	}
 }
+
+func TestPortalSMTPChecks(t *testing.T) {
+	for _, c := range []struct {
+		url, from string
+		ok        bool
+	}{
+		{"", "", true},
+		{"smtp://u:p@mail.example.org:587", "portal@example.org", true},
+		{"smtp://u:p@mail.example.org:587", "", false},
+		{"smtp://u:p@mail.example.org:587", "not an address", false},
+		{"http://mail.example.org", "portal@example.org", false},
+	} {
+		cfg := ServeDefaults()
+		cfg.Database.DataDir = t.TempDir()
+		cfg.Portal.SMTPURL, cfg.Portal.SMTPFrom = c.url, c.from
+		err := cfg.Normalize(true)
+		if (err == nil) != c.ok {
+			t.Errorf("%q %q: %v", c.url, c.from, err)
+		}
+		if err != nil && strings.Contains(err.Error(), ":p@") {
+			t.Errorf("password in error: %v", err)
+		}
+	}
+	if !Defaults().Portal.Enabled || !Defaults().Portal.DevMail() {
+		t.Fatal("portal defaults")
+	}
+}

@@ -46,16 +46,24 @@ type Sessions struct {
 	Secure bool
 	// Now is the clock.
 	Now func() time.Time
+	// Name is the cookie's base name (default "lapis_session"); sites
+	// with their own sessions on the same host (the developer portal) use
+	// another.
+	Name string
 }
 
 // CookieName is __Host-lapis_session over https (Secure, Path=/, no
 // Domain: the browser then refuses it from any other origin), else
-// lapis_session.
+// lapis_session (with Name in place of lapis_session when set).
 func (m *Sessions) CookieName() string {
-	if m.Secure {
-		return "__Host-lapis_session"
+	n := m.Name
+	if n == "" {
+		n = "lapis_session"
 	}
-	return "lapis_session"
+	if m.Secure {
+		return "__Host-" + n
+	}
+	return n
 }
 
 // SetCookie sets the session cookie to token until expires (HttpOnly,

@@ -1,0 +1,276 @@
+package developer
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func (s *Service) insertOrg(ctx context.Context, tx txish, org *Org, ownerID string, now time.Time) error {
+	org.CreatedAt = now.UTC().Truncate(time.Second)
+	if _, err := tx.ExecContext(ctx, s.rebind("INSERT INTO dev_org (id, name, created_at) VALUES (?, ?, ?)"), org.ID, org.Name, now.Unix()); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, s.rebind("INSERT INTO dev_member (org_id, developer_id, role, created_at) VALUES (?, ?, ?, ?)"), org.ID, ownerID, RoleOwner, now.Unix())
+	return err
+}
+
+// CreateOrg creates an organisation with the developer as its owner.
+func (s *Service) CreateOrg(ctx context.Context, devID, name string) (*Org, error) {
+	name, err := validateName(name, "organisation name")
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return nil, invalid("the organisation needs a name")
+	}
+	if _, err := s.Developer(ctx, devID); err != nil {
+		return nil, err
+	}
+	org := &Org{ID: uuid.NewString(), Name: name}
+	if err := s.tx(ctx, func(tx txish) error { return s.insertOrg(ctx, tx, org, devID, s.now()) }); err != nil {
+		return nil, err
+	}
+	return org, nil
+}
+
+// Memberships lists the developer's organisations, oldest first.
+func (s *Service) Memberships(ctx context.Context, devID string) ([]Membership, error) {
+	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? ORDER BY o.created_at, o.id"), devID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Membership
+	for rows.Next() {
+		var m Membership
+		var created int64
+		if err := rows.Scan(&m.ID, &m.Name, &created, &m.Role); err != nil {
+			return nil, err
+		}
+		m.CreatedAt = time.Unix(created, 0).UTC()
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Membership returns the organisation orgID with the developer's role in
+// it; ErrNotFound when the developer is not a member (whether or not the
+// organisation exists).
+func (s *Service) Membership(ctx context.Context, devID, orgID string) (*Membership, error) {
+	var m Membership
+	var created int64
+	err := s.r.QueryRowContext(ctx, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? AND m.org_id = ?"), devID, orgID).
+		Scan(&m.ID, &m.Name, &created, &m.Role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.CreatedAt = time.Unix(created, 0).UTC()
+	return &m, nil
+}
+
+// requireOwner checks that devID owns orgID: ErrNotFound for a
+// non-member, ErrForbidden for a member who is not an owner.
+func (s *Service) requireOwner(ctx context.Context, devID, orgID string) error {
+	m, err := s.Membership(ctx, devID, orgID)
+	if err != nil {
+		return err
+	}
+	if m.Role != RoleOwner {
+		return ErrForbidden
+	}
+	return nil
+}
+
+// Members lists the organisation's members for one of them.
+func (s *Service) Members(ctx context.Context, devID, orgID string) ([]Member, error) {
+	if _, err := s.Membership(ctx, devID, orgID); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT m.developer_id, m.org_id, m.role, d.email, d.name FROM dev_member m JOIN dev_developer d ON d.id = m.developer_id WHERE m.org_id = ? ORDER BY d.email"), orgID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Member
+	for rows.Next() {
+		var m Member
+		if err := rows.Scan(&m.DeveloperID, &m.OrgID, &m.Role, &m.Email, &m.Name); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func validRole(r string) error {
+	if r != RoleOwner && r != RoleDeveloper {
+		return invalid("the role must be %q or %q", RoleOwner, RoleDeveloper)
+	}
+	return nil
+}
+
+// Invite lets an owner invite an address to the organisation with a role;
+// it returns the invitation token to send.
+func (s *Service) Invite(ctx context.Context, byID, orgID, email, role string) (string, error) {
+	email = NormalizeEmail(email)
+	if err := ValidateEmail(email); err != nil {
+		return "", err
+	}
+	if err := validRole(role); err != nil {
+		return "", err
+	}
+	if err := s.requireOwner(ctx, byID, orgID); err != nil {
+		return "", err
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, s.rebind("SELECT COUNT(*) FROM dev_member m JOIN dev_developer d ON d.id = m.developer_id WHERE m.org_id = ? AND d.email = ?"), orgID, email).Scan(&n); err != nil {
+		return "", err
+	}
+	if n > 0 {
+		return "", ErrExists
+	}
+	tok := randomToken()
+	if err := s.insertToken(ctx, s.w, tok, "invite", byID, orgID, email, role, s.now(), InviteTTL); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// Invitations lists the organisation's open invitations (owners only).
+func (s *Service) Invitations(ctx context.Context, byID, orgID string) ([]Invitation, error) {
+	if err := s.requireOwner(ctx, byID, orgID); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT email, role, expires_at FROM dev_token WHERE kind = 'invite' AND org_id = ? AND used_at = 0 AND expires_at > ? ORDER BY created_at"), orgID, s.now().Unix())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Invitation
+	for rows.Next() {
+		var i Invitation
+		var exp int64
+		if err := rows.Scan(&i.Email, &i.Role, &exp); err != nil {
+			return nil, err
+		}
+		i.Expires = time.Unix(exp, 0).UTC()
+		out = append(out, i)
+	}
+	return out, rows.Err()
+}
+
+// AcceptInvite makes the developer a member by an invitation token; the
+// developer's verified address must be the invited one.
+func (s *Service) AcceptInvite(ctx context.Context, devID, token string) (*Membership, error) {
+	d, err := s.Developer(ctx, devID)
+	if err != nil {
+		return nil, err
+	}
+	if !d.Verified {
+		return nil, ErrNotVerified
+	}
+	var email string
+	var exp, used int64
+	err = s.r.QueryRowContext(ctx, s.rebind("SELECT email, expires_at, used_at FROM dev_token WHERE token_hash = ? AND kind = 'invite'"), hashToken(token)).Scan(&email, &exp, &used)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (used != 0 || exp <= s.now().Unix())) {
+		return nil, ErrInvalidToken
+	}
+	if err != nil {
+		return nil, err
+	}
+	if email != d.Email {
+		return nil, invalid("this invitation is for another email address")
+	}
+	t, err := s.consumeToken(ctx, token, "invite")
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.w.ExecContext(ctx, s.rebind("INSERT INTO dev_member (org_id, developer_id, role, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"), t.orgID, devID, t.role, s.now().Unix())
+	if err != nil {
+		return nil, err
+	}
+	return s.Membership(ctx, devID, t.orgID)
+}
+
+// SetRole lets an owner change a member's role; the last owner cannot be
+// demoted.
+func (s *Service) SetRole(ctx context.Context, byID, orgID, memberID, role string) error {
+	if err := validRole(role); err != nil {
+		return err
+	}
+	if err := s.requireOwner(ctx, byID, orgID); err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx txish) error {
+		if role != RoleOwner {
+			if err := s.keepOwner(ctx, tx, orgID, memberID); err != nil {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, s.rebind("UPDATE dev_member SET role = ? WHERE org_id = ? AND developer_id = ?"), role, orgID, memberID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// RemoveMember removes a member: an owner may remove anyone, a member
+// may leave (memberID == byID); the last owner can neither leave nor be
+// removed.
+func (s *Service) RemoveMember(ctx context.Context, byID, orgID, memberID string) error {
+	if byID == memberID {
+		if _, err := s.Membership(ctx, byID, orgID); err != nil {
+			return err
+		}
+	} else if err := s.requireOwner(ctx, byID, orgID); err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx txish) error {
+		if err := s.keepOwner(ctx, tx, orgID, memberID); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, s.rebind("DELETE FROM dev_member WHERE org_id = ? AND developer_id = ?"), orgID, memberID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// keepOwner fails with ErrLastOwner when memberID is the organisation's
+// only owner.
+func (s *Service) keepOwner(ctx context.Context, tx txish, orgID, memberID string) error {
+	var role string
+	err := tx.QueryRowContext(ctx, s.rebind("SELECT role FROM dev_member WHERE org_id = ? AND developer_id = ?"), orgID, memberID).Scan(&role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if role != RoleOwner {
+		return nil
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, s.rebind("SELECT COUNT(*) FROM dev_member WHERE org_id = ? AND role = ?"), orgID, RoleOwner).Scan(&n); err != nil {
+		return err
+	}
+	if n <= 1 {
+		return ErrLastOwner
+	}
+	return nil
+}

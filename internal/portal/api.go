@@ -1,0 +1,475 @@
+package portal
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/lapis-health/lapis/internal/audit"
+	"github.com/lapis-health/lapis/internal/developer"
+	"github.com/lapis-health/lapis/internal/httpx"
+	"github.com/lapis-health/lapis/internal/web"
+)
+
+// maxJSON bounds API request bodies.
+const maxJSON = 64 << 10
+
+// apiRoutes registers the JSON API. Errors are {"error","error_description"}.
+//
+//	POST   /portal/api/signup              {email,password,name?,organization?} → 201 (mails the link)
+//	POST   /portal/api/verify              {token}
+//	POST   /portal/api/verify/resend       {email} → 202
+//	POST   /portal/api/login               {email,password} → {developer,csrf_token} + cookie,
+//	                                       or 401 {error:"mfa_required",mfa_token}
+//	POST   /portal/api/login/totp          {mfa_token,code}  (TOTP or recovery code)
+//	POST   /portal/api/reset/request       {email} → 202;  POST /portal/api/reset {token,password}
+//	POST   /portal/api/logout
+//	GET    /portal/api/me                  {developer,organizations,needs_terms,csrf_token?}
+//	POST   /portal/api/totp/enroll         → {secret,otpauth_uri};  POST .../totp/confirm {code} → {recovery_codes}
+//	POST   /portal/api/totp/disable        {password}
+//	GET    /portal/api/tokens;  POST /portal/api/tokens {name} → {token,...} once;  DELETE /portal/api/tokens/{id}
+//	GET    /portal/api/orgs;  POST /portal/api/orgs {name}
+//	GET    /portal/api/orgs/{org}/members;  PUT|DELETE /portal/api/orgs/{org}/members/{dev} ({role})
+//	GET    /portal/api/orgs/{org}/invitations;  POST ... {email,role}
+//	POST   /portal/api/invitations/accept  {token}
+//	GET    /portal/api/terms;  POST /portal/api/terms/accept {version}
+//	PUT    /portal/api/admin/terms         {text}  (operators)
+//
+// Authenticated routes take the session cookie (unsafe methods also need
+// X-CSRF-Token) or Authorization: Bearer lpd_...
+func (p *Portal) apiRoutes() {
+	m := p.mux
+	m.HandleFunc("POST /portal/api/signup", p.apiSignup)
+	m.HandleFunc("POST /portal/api/verify", p.apiVerify)
+	m.HandleFunc("POST /portal/api/verify/resend", p.apiResend)
+	m.HandleFunc("POST /portal/api/login", p.apiLogin)
+	m.HandleFunc("POST /portal/api/login/totp", p.apiLoginTOTP)
+	m.HandleFunc("POST /portal/api/reset/request", p.apiResetRequest)
+	m.HandleFunc("POST /portal/api/reset", p.apiReset)
+	m.HandleFunc("POST /portal/api/logout", p.api(p.apiLogout))
+	m.HandleFunc("GET /portal/api/me", p.api(p.apiMe))
+	m.HandleFunc("POST /portal/api/totp/enroll", p.api(p.apiTOTPEnroll))
+	m.HandleFunc("POST /portal/api/totp/confirm", p.api(p.apiTOTPConfirm))
+	m.HandleFunc("POST /portal/api/totp/disable", p.api(p.apiTOTPDisable))
+	m.HandleFunc("GET /portal/api/tokens", p.api(p.apiTokens))
+	m.HandleFunc("POST /portal/api/tokens", p.api(p.apiTokenCreate))
+	m.HandleFunc("DELETE /portal/api/tokens/{id}", p.api(p.apiTokenRevoke))
+	m.HandleFunc("GET /portal/api/orgs", p.api(p.apiOrgs))
+	m.HandleFunc("POST /portal/api/orgs", p.api(p.apiOrgCreate))
+	m.HandleFunc("GET /portal/api/orgs/{org}/members", p.api(p.apiMembers))
+	m.HandleFunc("PUT /portal/api/orgs/{org}/members/{dev}", p.api(p.apiSetRole))
+	m.HandleFunc("DELETE /portal/api/orgs/{org}/members/{dev}", p.api(p.apiRemoveMember))
+	m.HandleFunc("GET /portal/api/orgs/{org}/invitations", p.api(p.apiInvitations))
+	m.HandleFunc("POST /portal/api/orgs/{org}/invitations", p.api(p.apiInvite))
+	m.HandleFunc("POST /portal/api/invitations/accept", p.api(p.apiAcceptInvite))
+	m.HandleFunc("GET /portal/api/terms", p.api(p.apiTerms))
+	m.HandleFunc("POST /portal/api/terms/accept", p.api(p.apiAcceptTerms))
+	m.HandleFunc("PUT /portal/api/admin/terms", p.api(p.apiSetTerms))
+	m.HandleFunc("/portal/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API route")
+	})
+}
+
+// decode reads a JSON object body into v; it answers 400 and returns false
+// when the body is not one.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "invalid_request", "send a JSON body (Content-Type: application/json)")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSON))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "the body is not a valid JSON object of this request"
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			msg = "the body is too large"
+		} else if errors.Is(err, io.EOF) {
+			msg = "the body is empty"
+		} else if strings.HasPrefix(err.Error(), "json: unknown field") {
+			msg = strings.TrimPrefix(err.Error(), "json: ")
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", msg)
+		return false
+	}
+	return true
+}
+
+type credentials struct {
+	Email        string `json:"email"`
+	Name         string `json:"name"`
+	Password     string `json:"password"`
+	Organization string `json:"organization"`
+	Token        string `json:"token"`
+	MFAToken     string `json:"mfa_token"`
+	Code         string `json:"code"`
+}
+
+func (p *Portal) apiSignup(w http.ResponseWriter, r *http.Request) {
+	if p.limited(w, r) {
+		return
+	}
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	if err := p.signUp(r, c.Email, c.Name, c.Password, c.Organization); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"status": "verification_sent", "email": developer.NormalizeEmail(c.Email)})
+}
+
+func (p *Portal) apiVerify(w http.ResponseWriter, r *http.Request) {
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	d, err := p.dev.Verify(r.Context(), c.Token)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (p *Portal) apiResend(w http.ResponseWriter, r *http.Request) {
+	if p.limited(w, r) {
+		return
+	}
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	tok, err := p.dev.ResendVerification(r.Context(), c.Email)
+	if err != nil {
+		p.apiInternal(w, r, err)
+		return
+	}
+	if tok != "" {
+		p.sendVerification(r, developer.NormalizeEmail(c.Email), tok)
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent_if_unverified"})
+}
+
+// apiLogin starts a session (cookie) by email and password; with TOTP it
+// answers 401 mfa_required and an mfa_token for /portal/api/login/totp.
+func (p *Portal) apiLogin(w http.ResponseWriter, r *http.Request) {
+	if p.limited(w, r) {
+		return
+	}
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	res, err := p.dev.Login(r.Context(), c.Email, c.Password, httpx.ClientAddr(r))
+	if err != nil {
+		p.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "developer login failed"})
+		p.apiFail(w, r, err)
+		return
+	}
+	if res.SecondFactor != "" {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "mfa_required", "error_description": "send a TOTP or recovery code to /portal/api/login/totp", "mfa_token": res.SecondFactor})
+		return
+	}
+	p.apiStartSession(w, r, res.Developer)
+}
+
+func (p *Portal) apiLoginTOTP(w http.ResponseWriter, r *http.Request) {
+	if p.limited(w, r) {
+		return
+	}
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	d, err := p.dev.LoginSecondFactor(r.Context(), c.MFAToken, c.Code, httpx.ClientAddr(r))
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	p.apiStartSession(w, r, d)
+}
+
+// apiStartSession logs the developer in on a fresh session (any session
+// cookie sent is replaced, not reused) and returns its CSRF token.
+func (p *Portal) apiStartSession(w http.ResponseWriter, r *http.Request, d *developer.Developer) {
+	sess, err := p.sessions.Ensure(w, r)
+	if err != nil {
+		p.apiInternal(w, r, err)
+		return
+	}
+	if err := p.sessions.LogIn(w, r, sess, d.ID); err != nil {
+		p.apiInternal(w, r, err)
+		return
+	}
+	p.record(r, audit.Event{Kind: audit.KindLogin, Description: "developer login", Subject: "developer:" + d.ID})
+	writeJSON(w, http.StatusOK, map[string]any{"developer": d, "csrf_token": sess.CSRF})
+}
+
+func (p *Portal) apiResetRequest(w http.ResponseWriter, r *http.Request) {
+	if p.limited(w, r) {
+		return
+	}
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	p.requestReset(r, c.Email)
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent_if_registered"})
+}
+
+func (p *Portal) apiReset(w http.ResponseWriter, r *http.Request) {
+	if p.limited(w, r) {
+		return
+	}
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	if _, err := p.dev.Reset(r.Context(), c.Token, c.Password); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "password_changed"})
+}
+
+func (p *Portal) apiLogout(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	if v.Session != nil {
+		if err := p.sessions.LogOut(w, r, v.Session); err != nil {
+			p.apiInternal(w, r, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Portal) apiMe(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	out := map[string]any{"developer": v.Dev, "organizations": nonNil(v.Orgs), "needs_terms": v.NeedsTerms}
+	if v.Session != nil {
+		out["csrf_token"] = v.Session.CSRF
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (p *Portal) apiTOTPEnroll(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	e, err := p.dev.EnrollTOTP(r.Context(), v.Dev.ID)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	codes, err := p.dev.ConfirmTOTP(r.Context(), v.Dev.ID, c.Code)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: "U", Description: "developer enrolled TOTP", Subject: "developer:" + v.Dev.ID})
+	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
+}
+
+func (p *Portal) apiTOTPDisable(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	if err := p.dev.DisableTOTP(r.Context(), v.Dev.ID, c.Password); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Portal) apiTokens(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	l, err := p.dev.APITokens(r.Context(), v.Dev.ID)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(l))
+}
+
+func (p *Portal) apiTokenCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if !decode(w, r, &in) {
+		return
+	}
+	val, t, err := p.dev.CreateAPIToken(r.Context(), v.Dev.ID, in.Name)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": val, "id": t.ID, "name": t.Name, "created_at": t.CreatedAt})
+}
+
+func (p *Portal) apiTokenRevoke(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	if err := p.dev.RevokeAPIToken(r.Context(), v.Dev.ID, r.PathValue("id")); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Portal) apiOrgs(w http.ResponseWriter, _ *http.Request, v *Visitor) {
+	writeJSON(w, http.StatusOK, nonNil(v.Orgs))
+}
+
+func (p *Portal) apiOrgCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if !decode(w, r, &in) {
+		return
+	}
+	o, err := p.dev.CreateOrg(r.Context(), v.Dev.ID, in.Name)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, developer.Membership{Org: *o, Role: developer.RoleOwner})
+}
+
+func (p *Portal) apiMembers(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	l, err := p.dev.Members(r.Context(), v.Dev.ID, r.PathValue("org"))
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(l))
+}
+
+func (p *Portal) apiSetRole(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var in struct {
+		Role string `json:"role"`
+	}
+	if !decode(w, r, &in) {
+		return
+	}
+	if err := p.dev.SetRole(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev"), in.Role); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Portal) apiRemoveMember(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	if err := p.dev.RemoveMember(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev")); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Portal) apiInvitations(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	l, err := p.dev.Invitations(r.Context(), v.Dev.ID, r.PathValue("org"))
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(l))
+}
+
+func (p *Portal) apiInvite(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var in struct {
+		Email string `json:"email"`
+		Role  string `json:"role"`
+	}
+	if !decode(w, r, &in) {
+		return
+	}
+	org := r.PathValue("org")
+	tok, err := p.dev.Invite(r.Context(), v.Dev.ID, org, in.Email, in.Role)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	for i := range v.Orgs {
+		if v.Orgs[i].ID == org {
+			v.Org = &v.Orgs[i]
+		}
+	}
+	p.sendInvite(r, v, developer.NormalizeEmail(in.Email), tok)
+	writeJSON(w, http.StatusCreated, map[string]string{"status": "invitation_sent", "email": developer.NormalizeEmail(in.Email), "role": in.Role})
+}
+
+func (p *Portal) apiAcceptInvite(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var c credentials
+	if !decode(w, r, &c) {
+		return
+	}
+	m, err := p.dev.AcceptInvite(r.Context(), v.Dev.ID, c.Token)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (p *Portal) apiTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	t, err := p.dev.CurrentTerms(r.Context())
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	at, err := p.dev.AcceptedTerms(r.Context(), v.Dev.ID, t.Version)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	out := map[string]any{"version": t.Version, "text": t.Text, "created_at": t.CreatedAt, "accepted": !at.IsZero()}
+	if !at.IsZero() {
+		out["accepted_at"] = at
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (p *Portal) apiAcceptTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var in struct {
+		Version int `json:"version"`
+	}
+	if !decode(w, r, &in) {
+		return
+	}
+	if err := p.dev.AcceptTerms(r.Context(), v.Dev.ID, in.Version); err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	p.record(r, audit.Event{Kind: audit.KindConsent, Description: "developer accepted terms", Subject: "developer:" + v.Dev.ID})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (p *Portal) apiSetTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
+	var in struct {
+		Text string `json:"text"`
+	}
+	if !decode(w, r, &in) {
+		return
+	}
+	t, err := p.dev.SetTerms(r.Context(), v.Dev.ID, in.Text)
+	if err != nil {
+		p.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, t)
+}
+
+// ensure web is used (sessions are web.Sessions).
+var _ web.SessionStore = (*developer.Sessions)(nil)

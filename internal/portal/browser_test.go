@@ -1,0 +1,184 @@
+package portal
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+)
+
+// chromium finds a Chromium or Chrome binary (LAPIS_CHROMIUM first).
+func chromium() string {
+	if p := os.Getenv("LAPIS_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func newChrome(t *testing.T) context.Context {
+	t.Helper()
+	bin := chromium()
+	if bin == "" {
+		if os.Getenv("LAPIS_REQUIRE_BROWSER") == "1" {
+			t.Fatal("no Chromium binary found and LAPIS_REQUIRE_BROWSER=1")
+		}
+		t.Skip("browser test skipped: no Chromium binary found (set LAPIS_CHROMIUM)")
+	}
+	profile := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(profile), chromedp.WindowSize(420, 900), // a phone-sized window
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 120*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	return ctx
+}
+
+// TestBrowserSignUpToTOTP walks the portal as a person would, in headless
+// Chromium on SQLite: sign up, open the verification link from the mail,
+// log in, accept the terms, enrol TOTP with the shown key, log out and
+// log in again with a code.
+func TestBrowserSignUpToTOTP(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := newChrome(t)
+	base := e.srv.URL
+	const email = "browser@example.org"
+	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+			t.Fatalf("%s: %v\npage: %s", name, err, html)
+		}
+	}
+	mainText := func() string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	// Screenshots go to LAPIS_SCREENSHOT_DIR when set (README images),
+	// else to the test's temporary folder.
+	shots := os.Getenv("LAPIS_SCREENSHOT_DIR")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(png) < 1000 || !strings.HasPrefix(string(png), "\x89PNG") {
+			t.Fatalf("screenshot %s is not a PNG", name)
+		}
+		if err := os.WriteFile(filepath.Join(shots, "portal-"+name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("open sign-up", chromedp.Navigate(base+"/portal/signup"), chromedp.WaitVisible(chromedp.ID("email")))
+	screenshot("signup")
+	step("sign up",
+		chromedp.SendKeys(chromedp.ID("email"), email),
+		chromedp.SendKeys(chromedp.ID("name"), "Browser Dev"),
+		chromedp.SendKeys(chromedp.ID("organization"), "Browser Labs"),
+		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
+		chromedp.SendKeys(chromedp.ID("password2"), "correct horse battery"),
+		chromedp.Click(css(`form[action$="/signup"] button[type="submit"]`)),
+		chromedp.WaitVisible(css(`main .card a[href$="/login"]`)),
+	)
+	if !strings.Contains(mainText(), "Check your email") {
+		t.Fatal("no confirmation after sign-up")
+	}
+	tok := e.mailedToken(email)
+	step("verify",
+		chromedp.Navigate(base+"/portal/verify?token="+tok),
+		chromedp.Click(css(`form[action$="/verify"] button`)),
+		chromedp.WaitVisible(css(`a.button[href$="/login"]`)),
+	)
+	if !strings.Contains(mainText(), "is verified") {
+		t.Fatal("not verified")
+	}
+	step("log in",
+		chromedp.Click(css(`a.button[href$="/login"]`)),
+		chromedp.WaitVisible(chromedp.ID("password")),
+		chromedp.SendKeys(chromedp.ID("email"), email),
+		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
+		chromedp.Click(css(`form[action$="/login"] button[type="submit"]`)),
+		chromedp.WaitVisible(css(`nav a[aria-current="page"][href$="/portal/"]`)),
+	)
+	if txt := mainText(); !strings.Contains(txt, "Browser Labs") || !strings.Contains(txt, "current terms of use") {
+		t.Fatalf("dashboard: %s", txt)
+	}
+	step("accept terms",
+		chromedp.Click(css(`p.note a[href$="/terms"]`)),
+		chromedp.WaitVisible(chromedp.ID("accept-terms")),
+		chromedp.Click(chromedp.ID("accept-terms")),
+		chromedp.WaitVisible(css(`nav a[aria-current="page"][href$="/portal/"]`)),
+	)
+	if strings.Contains(mainText(), "current terms of use") {
+		t.Fatal("the terms banner is still shown")
+	}
+	screenshot("dashboard")
+	step("organisation", chromedp.Navigate(base+"/portal/org"), chromedp.WaitVisible(chromedp.ID("iemail")))
+	screenshot("org")
+	step("enrol TOTP",
+		chromedp.Navigate(base+"/portal/account"),
+		chromedp.Click(css(`form[action$="/totp/enroll"] button`)),
+		chromedp.WaitVisible(chromedp.ID("totp-secret")),
+		chromedp.WaitVisible(css("img.qr")),
+	)
+	secret, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("totp-secret")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	screenshot("totp")
+	gen := func() string {
+		c, err := totp.GenerateCodeCustom(strings.TrimSpace(secret), e.clock.now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	step("confirm TOTP",
+		chromedp.SendKeys(chromedp.ID("code"), gen()),
+		chromedp.Click(css(`form[action$="/totp/confirm"] button`)),
+		chromedp.WaitVisible(chromedp.ID("recovery")),
+	)
+	if !strings.Contains(mainText(), "Two-step verification is on") {
+		t.Fatal("TOTP not on")
+	}
+	e.clock.add(30 * time.Second) // the enrolment code cannot be replayed
+	step("log out and in with TOTP",
+		chromedp.Click(css(`form[action$="/logout"] button`)),
+		chromedp.WaitVisible(chromedp.ID("password")),
+		chromedp.SendKeys(chromedp.ID("email"), email),
+		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
+		chromedp.Click(css(`form[action$="/login"] button[type="submit"]`)),
+		chromedp.WaitVisible(css(`form[action$="/login/totp"]`)),
+		chromedp.SendKeys(chromedp.ID("code"), gen()),
+		chromedp.Click(css(`form[action$="/login/totp"] button`)),
+		chromedp.WaitVisible(css(`nav a[aria-current="page"][href$="/portal/"]`)),
+	)
+}
