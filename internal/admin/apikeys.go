@@ -16,7 +16,8 @@ import (
 func apiKeyOf(k *authdb.APIKey, now time.Time) api.APIKey {
 	return api.APIKey{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Scopes: nonNil(k.Scopes), Patient: k.Patient, AllowIPs: k.AllowIPs,
 		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(), RevokedAt: k.RevokedAt.UTC(), LastUsedAt: k.LastUsedAt.UTC(),
-		ReplacedBy: k.ReplacedBy, Owner: k.Owner, Status: k.Status(now), RateLimit: rateLimitOf(k.RateLimit)}
+		ReplacedBy: k.ReplacedBy, Owner: k.Owner, Status: k.Status(now), RateLimit: rateLimitOf(k.RateLimit),
+		LastUsedAddr: k.LastUsedAddr, SuspendedAt: k.SuspendedAt.UTC(), SuspendReason: k.SuspendReason}
 }
 
 func newAPIKey(key string, k *authdb.APIKey, replaces string, oldUntil time.Time) *api.NewAPIKey {

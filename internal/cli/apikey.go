@@ -20,6 +20,9 @@ type apikeyCmd struct {
 	List   apikeyListCmd   `cmd:"" help:"List API keys (prefix, scopes, created, last used; never the key)."`
 	Revoke apikeyRevokeCmd `cmd:"" help:"Revoke an API key at once."`
 	Rotate apikeyRotateCmd `cmd:"" help:"Replace an API key by a new one; the old key stays valid for --grace."`
+	// Suspend and Resume: clientstatus.go.
+	Suspend apikeySuspendCmd `cmd:"" help:"Suspend an API key: it is refused at once."`
+	Resume  apikeyResumeCmd  `cmd:"" help:"Lift an API key's suspension."`
 	Update apikeyUpdateCmd `cmd:"" help:"Change an API key's own rate limit on the FHIR API; running servers apply it within a second."`
 }
 
