@@ -110,11 +110,11 @@ type StatusChange struct {
 // Service performs the admin actions. Reads need no Actor; every change
 // needs one in its context (WithActor) and fails without.
 type Service struct {
-	st    Store
-	audit Auditor
-	log   *slog.Logger
-	now   func() time.Time
-	recs  oauth.RecordChecker
+	st       Store
+	audit    Auditor
+	log      *slog.Logger
+	now      func() time.Time
+	recs     oauth.RecordChecker
 	onStatus func(ctx context.Context, c StatusChange) error
 }
 

@@ -23,7 +23,7 @@ type apikeyCmd struct {
 	// Suspend and Resume: clientstatus.go.
 	Suspend apikeySuspendCmd `cmd:"" help:"Suspend an API key: it is refused at once."`
 	Resume  apikeyResumeCmd  `cmd:"" help:"Lift an API key's suspension."`
-	Update apikeyUpdateCmd `cmd:"" help:"Change an API key's own rate limit on the FHIR API; running servers apply it within a second."`
+	Update  apikeyUpdateCmd  `cmd:"" help:"Change an API key's own rate limit on the FHIR API; running servers apply it within a second."`
 }
 
 type apikeyCreateCmd struct {
