@@ -53,11 +53,11 @@ var presets = []Preset{
 	{Name: EHRLaunch, Title: "EHR-launched app",
 		Description: "An app a clinician launches from inside the EHR, with the patient and encounter in context.",
 		Type:        "public", Scopes: []string{"launch", "openid", "fhirUser", "user/*.rs", "patient/*.rs"},
-		NeedsRedirect: true, NeedsLaunchURI: true, ScopePrefixes: []string{"launch", "patient/", "user/", "openid", "fhirUser", "offline_access", "online_access"}},
+		NeedsRedirect: true, NeedsLaunchURI: true, ScopePrefixes: []string{"launch", "launch/patient", "launch/encounter", "patient/", "user/", "openid", "fhirUser", "offline_access", "online_access"}},
 	{Name: ConfidentialWeb, Title: "Confidential web app",
 		Description: "A server-side web app that can keep a client secret (shown once; rotate it with an overlap).",
 		Type:        "confidential", Scopes: []string{"launch/patient", "openid", "fhirUser", "patient/*.rs", "offline_access"},
-		NeedsRedirect: true, ScopePrefixes: []string{"launch", "patient/", "user/", "openid", "fhirUser", "offline_access", "online_access"}},
+		NeedsRedirect: true, ScopePrefixes: []string{"launch", "launch/patient", "launch/encounter", "patient/", "user/", "openid", "fhirUser", "offline_access", "online_access"}},
 	{Name: BackendService, Title: "Backend service",
 		Description: "A server-to-server client without a user (SMART Backend Services): authenticates with a JWT signed by its key (private_key_jwt), published at a JWKS URL or pasted as a JWKS.",
 		Type:        "backend", Scopes: []string{"system/*.rs"},
@@ -218,7 +218,10 @@ func scopeFits(p Preset, sc string) bool {
 // returns what is wrong, or "".
 func checkAppURI(s string, redirect bool) string {
 	u, err := url.Parse(s)
-	if err != nil || !u.IsAbs() || u.Host == "" {
+	if err != nil || !u.IsAbs() || strings.ContainsAny(s, " \t\r\n") {
+		return "must be an absolute URL (https://…)"
+	}
+	if u.Host == "" && (u.Scheme == "https" || u.Scheme == "http" || !redirect) {
 		return "must be an absolute URL (https://…)"
 	}
 	if u.Fragment != "" || strings.Contains(s, "#") {

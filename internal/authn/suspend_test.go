@@ -1,0 +1,52 @@
+package authn_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestSuspendedAPIKey: an API key suspended through one instance is
+// refused by it at once and by another instance at its next poll of the
+// revocation log, with warm caches on both; resuming restores it. A use
+// records the caller's address beside the time.
+func TestSuspendedAPIKey(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			url, dir := sharedDB(t, dialect)
+			a := newInstance(t, url, dir, nil)
+			b := newInstance(t, url, dir, nil)
+			key := a.apiKey("ak_s1")
+			for range 2 { // warm both caches
+				a.want("X-API-Key", key, http.StatusOK)
+				b.want("X-API-Key", key, http.StatusOK)
+			}
+			k, err := a.db.APIKey(ctx, "ak_s1")
+			if err != nil || k.LastUsedAt.IsZero() || k.LastUsedAddr != "192.0.2.1" {
+				t.Fatalf("last use: %v %q %v", k.LastUsedAt, k.LastUsedAddr, err)
+			}
+			changed, err := a.db.SuspendAPIKey(ctx, "ak_s1", "leaked in a public repository", time.Now())
+			if err != nil || !changed {
+				t.Fatalf("suspend: %v %v", changed, err)
+			}
+			if changed, err := a.db.SuspendAPIKey(ctx, "ak_s1", "again", time.Now()); err != nil || changed {
+				t.Fatalf("second suspension changed something: %v %v", changed, err)
+			}
+			a.want("X-API-Key", key, http.StatusUnauthorized)
+			b.eventually("X-API-Key", key, http.StatusUnauthorized)
+			if k, _ := a.db.APIKey(ctx, "ak_s1"); k.SuspendReason != "leaked in a public repository" || k.Status(time.Now()) != "suspended" {
+				t.Fatalf("suspended key: %+v", k)
+			}
+			if changed, err := a.db.ResumeAPIKey(ctx, "ak_s1", time.Now()); err != nil || !changed {
+				t.Fatalf("resume: %v %v", changed, err)
+			}
+			a.want("X-API-Key", key, http.StatusOK)
+			b.eventually("X-API-Key", key, http.StatusOK)
+			if _, err := a.db.SuspendAPIKey(ctx, "ak_nobody", "x", time.Now()); err == nil {
+				t.Fatal("unknown key suspended")
+			}
+		})
+	}
+}
