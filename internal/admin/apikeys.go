@@ -161,7 +161,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) error {
 // RotateAPIKey replaces the API key id by a new one with the same name,
 // scopes, patient, allow-list, expiry, owner and rate limit; the old key stays valid
 // for req.Grace (default api.DefaultGrace; 0 ends it at once). A key
-// already rotated, revoked or expired is a conflict.
+// already rotated, revoked, expired or suspended is a conflict.
 func (s *Service) RotateAPIKey(ctx context.Context, id string, req api.RotateRequest) (*api.NewAPIKey, error) {
 	a, err := s.actor(ctx)
 	if err != nil {
@@ -184,7 +184,7 @@ func (s *Service) RotateAPIKey(ctx context.Context, id string, req api.RotateReq
 	case errors.Is(err, authdb.ErrNotFound):
 		return nil, &NotFoundError{What: "api key"}
 	case errors.Is(err, authdb.ErrAPIKeyRotated):
-		return nil, &ConflictError{Reason: "the api key was already rotated, or is revoked or expired"}
+		return nil, &ConflictError{Reason: "the api key was already rotated, or is revoked, expired or suspended"}
 	case err != nil:
 		return nil, err
 	}

@@ -11,8 +11,9 @@ import (
 )
 
 // ErrAPIKeyRotated is returned when rotating a key that was already
-// rotated (rotate its successor instead) or that is revoked or expired.
-var ErrAPIKeyRotated = errors.New("authdb: api key already rotated, revoked or expired")
+// rotated (rotate its successor instead) or that is revoked, expired or
+// suspended.
+var ErrAPIKeyRotated = errors.New("authdb: api key already rotated, revoked, expired or suspended")
 
 // APIKey is a stored API key: everything but the key itself, which exists
 // only as its SHA-256 (Hash).
@@ -222,7 +223,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 // scopes, patient, allow-list, expiry, owner and rate limit; the old key stays valid until
 // oldUntil (or its own expiry, if earlier) and records its successor. It
 // returns ErrNotFound for an unknown id and ErrAPIKeyRotated for a key
-// that was already rotated, or is revoked or expired.
+// that was already rotated, or is revoked, expired or suspended.
 func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUntil, now time.Time) error {
 	tx, err := d.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -236,7 +237,9 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if err != nil {
 		return fmt.Errorf("authdb: rotate api key: %w", err)
 	}
-	if old.ReplacedBy != "" || !old.Valid(now) {
+	if old.ReplacedBy != "" || !old.Valid(now) || old.Suspended() {
+		// A suspended key is not rotated: its successor would escape the
+		// suspension.
 		return ErrAPIKeyRotated
 	}
 	next.Name, next.Scopes, next.Patient, next.AllowIPs, next.ExpiresAt, next.Owner, next.RateLimit = old.Name, old.Scopes, old.Patient, old.AllowIPs, old.ExpiresAt, old.Owner, old.RateLimit
@@ -246,7 +249,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if !old.ExpiresAt.IsZero() && old.ExpiresAt.Before(oldUntil) {
 		oldUntil = old.ExpiresAt
 	}
-	res, err := tx.ExecContext(ctx, d.rebind("UPDATE api_key SET expires_at = ?, replaced_by = ? WHERE id = ? AND replaced_by = '' AND revoked_at IS NULL"), oldUntil.Unix(), next.ID, oldID)
+	res, err := tx.ExecContext(ctx, d.rebind("UPDATE api_key SET expires_at = ?, replaced_by = ? WHERE id = ? AND replaced_by = '' AND revoked_at IS NULL AND suspended_at IS NULL"), oldUntil.Unix(), next.ID, oldID)
 	if err != nil {
 		return fmt.Errorf("authdb: rotate api key: %w", err)
 	}

@@ -2,9 +2,12 @@ package authn_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/authdb"
 )
 
 // TestSuspendedAPIKey: an API key suspended through one instance is
@@ -38,6 +41,10 @@ func TestSuspendedAPIKey(t *testing.T) {
 			b.eventually("X-API-Key", key, http.StatusUnauthorized)
 			if k, _ := a.db.APIKey(ctx, "ak_s1"); k.SuspendReason != "leaked in a public repository" || k.Status(time.Now()) != "suspended" {
 				t.Fatalf("suspended key: %+v", k)
+			}
+			// Rotating would let the successor escape the suspension.
+			if err := a.db.RotateAPIKey(ctx, "ak_s1", &authdb.APIKey{ID: "ak_s2", Hash: []byte("h"), Prefix: "p"}, time.Now().Add(time.Hour), time.Now()); !errors.Is(err, authdb.ErrAPIKeyRotated) {
+				t.Fatalf("suspended key rotated: %v", err)
 			}
 			if changed, err := a.db.ResumeAPIKey(ctx, "ak_s1", time.Now()); err != nil || !changed {
 				t.Fatalf("resume: %v %v", changed, err)

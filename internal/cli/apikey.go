@@ -137,7 +137,7 @@ func (c *apikeyRotateCmd) Run(e *env) error {
 		k, err := b.RotateAPIKey(ctx, c.ID, adminclient.RotateRequest{Grace: &grace})
 		switch {
 		case errors.Is(err, adminclient.ErrConflict):
-			return fmt.Errorf("api key %q was already rotated, or is revoked or expired", c.ID)
+			return fmt.Errorf("api key %q was already rotated, or is revoked, expired or suspended", c.ID)
 		case err != nil:
 			return notFound(err, "api key", c.ID)
 		}
