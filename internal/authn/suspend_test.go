@@ -57,3 +57,38 @@ func TestSuspendedAPIKey(t *testing.T) {
 		})
 	}
 }
+
+// TestBasicRotatedAndSuspended: HTTP Basic on the FHIR API accepts the
+// previous secret during a rotation's overlap and not after, and refuses
+// a suspended client.
+func TestBasicRotatedAndSuspended(t *testing.T) {
+	dialects(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		oldSecret, newSecret := "old-secret-old-secret-old-secret-old-secret", "new-secret-new-secret-new-secret-new-secret"
+		if err := e.db.CreateClient(ctx, &authdb.Client{ID: "legacy", Name: "legacy", Type: authdb.Confidential, SecretHash: authdb.HashSecret(oldSecret),
+			Scopes: []string{"system/*.rs"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.EnableBasic(ctx, "legacy", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().Add(time.Duration(e.offset.Load()))
+		if err := e.db.RotateClientSecret(ctx, "legacy", authdb.HashSecret(newSecret), now.Add(time.Hour), now); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{oldSecret, newSecret} {
+			if r := e.do("Authorization", basicHdr("legacy", s)); r.status != 200 {
+				t.Fatalf("secret during the overlap: %d %s", r.status, r.body)
+			}
+		}
+		e.offset.Add(int64(2 * time.Hour))
+		want401(t, e.do("Authorization", basicHdr("legacy", oldSecret)), "invalid_token")
+		if r := e.do("Authorization", basicHdr("legacy", newSecret)); r.status != 200 {
+			t.Fatalf("new secret: %d %s", r.status, r.body)
+		}
+		if _, err := e.db.SuspendClient(ctx, "legacy", "policy", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		want401(t, e.do("Authorization", basicHdr("legacy", newSecret)), "invalid_token")
+	})
+}
