@@ -28,6 +28,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/lapis-health/lapis/client"
 )
@@ -173,6 +174,35 @@ func (a *Client) OAuthClient(ctx context.Context, id string) (*OAuthClient, erro
 // clients/{id}).
 func (a *Client) DeleteClient(ctx context.Context, id string) error {
 	return a.call(ctx, http.MethodDelete, "clients/"+url.PathEscape(id), nil, nil)
+}
+
+// RotateClientSecret gives a confidential client a new secret, returned
+// only here; the previous one keeps authenticating for the overlap (POST
+// clients/{id}/rotate-secret).
+func (a *Client) RotateClientSecret(ctx context.Context, id string, overlap time.Duration) (*NewSecret, error) {
+	d := Duration(overlap)
+	return one[NewSecret](ctx, a, http.MethodPost, "clients/"+url.PathEscape(id)+"/rotate-secret", RotateSecretRequest{Overlap: &d})
+}
+
+// SuspendClient suspends a client: it gets no tokens and its tokens stop
+// working on every instance at once (POST clients/{id}/suspend).
+func (a *Client) SuspendClient(ctx context.Context, id, reason string) (*OAuthClient, error) {
+	return one[OAuthClient](ctx, a, http.MethodPost, "clients/"+url.PathEscape(id)+"/suspend", SuspendRequest{Reason: reason})
+}
+
+// ResumeClient lifts a client's suspension (POST clients/{id}/resume).
+func (a *Client) ResumeClient(ctx context.Context, id string) (*OAuthClient, error) {
+	return one[OAuthClient](ctx, a, http.MethodPost, "clients/"+url.PathEscape(id)+"/resume", struct{}{})
+}
+
+// SuspendAPIKey suspends an API key at once (POST apikeys/{id}/suspend).
+func (a *Client) SuspendAPIKey(ctx context.Context, id, reason string) (*APIKey, error) {
+	return one[APIKey](ctx, a, http.MethodPost, "apikeys/"+url.PathEscape(id)+"/suspend", SuspendRequest{Reason: reason})
+}
+
+// ResumeAPIKey lifts an API key's suspension (POST apikeys/{id}/resume).
+func (a *Client) ResumeAPIKey(ctx context.Context, id string) (*APIKey, error) {
+	return one[APIKey](ctx, a, http.MethodPost, "apikeys/"+url.PathEscape(id)+"/resume", struct{}{})
 }
 
 // ClientNetwork returns a client's network rules (GET

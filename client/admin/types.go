@@ -34,6 +34,39 @@ type OAuthClient struct {
 	Owner string `json:"owner,omitempty"`
 	// RateLimit is the client's own limit on the FHIR API.
 	RateLimit
+	// PrevSecretUntil is the end of a secret rotation's overlap, while
+	// the previous secret still authenticates (zero: none).
+	PrevSecretUntil time.Time `json:"prev_secret_until,omitzero"`
+	// SuspendedAt is when an operator suspended the client (zero: not
+	// suspended); SuspendReason is why.
+	SuspendedAt   time.Time `json:"suspended_at,omitzero"`
+	SuspendReason string    `json:"suspend_reason,omitempty"`
+}
+
+// RotateSecretRequest rotates a confidential client's secret.
+type RotateSecretRequest struct {
+	// Overlap is how long the previous secret keeps authenticating (0
+	// ends it at once; nil: DefaultOverlap).
+	Overlap *Duration `json:"overlap,omitempty"`
+}
+
+// DefaultOverlap is how long a rotated client secret stays valid when the
+// request names no overlap.
+const DefaultOverlap = 24 * time.Hour
+
+// NewSecret is the answer of a secret rotation. ClientSecret is shown
+// only here.
+type NewSecret struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+	// OldValidUntil is the end of the previous secret's overlap.
+	OldValidUntil time.Time `json:"old_valid_until"`
+}
+
+// SuspendRequest suspends a client or an API key.
+type SuspendRequest struct {
+	// Reason says why (required, at most 500 characters).
+	Reason string `json:"reason"`
 }
 
 // ClientRequest registers a client: the fields of "lapis client create".
@@ -199,8 +232,14 @@ type APIKey struct {
 	// RateLimit is the key's own limit on the FHIR API.
 	RateLimit
 	// Status is active, rotated (replaced, within its grace period),
-	// expired or revoked, when the answer was made.
+	// suspended, expired or revoked, when the answer was made.
 	Status string `json:"status,omitempty"`
+	// LastUsedAddr is the caller's address at the last recorded use.
+	LastUsedAddr string `json:"last_used_addr,omitempty"`
+	// SuspendedAt is when an operator suspended the key (zero: not
+	// suspended); SuspendReason is why.
+	SuspendedAt   time.Time `json:"suspended_at,omitzero"`
+	SuspendReason string    `json:"suspend_reason,omitempty"`
 }
 
 // API key statuses.

@@ -59,6 +59,12 @@ type Store interface {
 	RevokeAPIKey(ctx context.Context, id string, now time.Time) error
 	RotateAPIKey(ctx context.Context, oldID string, next *authdb.APIKey, oldUntil, now time.Time) error
 	SetAPIKeyRateLimit(ctx context.Context, id string, r authdb.RateLimit) error
+
+	RotateClientSecret(ctx context.Context, id string, newHash []byte, prevUntil, now time.Time) error
+	SuspendClient(ctx context.Context, id, reason string, now time.Time) (bool, error)
+	ResumeClient(ctx context.Context, id string, now time.Time) (bool, error)
+	SuspendAPIKey(ctx context.Context, id, reason string, now time.Time) (bool, error)
+	ResumeAPIKey(ctx context.Context, id string, now time.Time) (bool, error)
 }
 
 var _ Store = (*authdb.DB)(nil)
@@ -85,21 +91,36 @@ type Config struct {
 	// API key points at exists (unless the request forces it); nil skips
 	// the check.
 	Records oauth.RecordChecker
+	// OnStatus, when set, is told of each suspension and resumption of a
+	// client or API key after its audit event is durable (the portal
+	// sends webhooks from it). Its error is logged, never returned.
+	OnStatus func(ctx context.Context, c StatusChange) error
+}
+
+// StatusChange is a client or API key suspended or resumed.
+type StatusChange struct {
+	// Kind is "client" or "apikey"; ID its id; Owner its owner.
+	Kind, ID, Owner string
+	// Status is "suspended" or "resumed".
+	Status string
+	// Reason is the operator's reason (suspensions).
+	Reason string
 }
 
 // Service performs the admin actions. Reads need no Actor; every change
 // needs one in its context (WithActor) and fails without.
 type Service struct {
-	st    Store
-	audit Auditor
-	log   *slog.Logger
-	now   func() time.Time
-	recs  oauth.RecordChecker
+	st       Store
+	audit    Auditor
+	log      *slog.Logger
+	now      func() time.Time
+	recs     oauth.RecordChecker
+	onStatus func(ctx context.Context, c StatusChange) error
 }
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{st: cfg.Store, audit: cfg.Audit, log: cfg.Logger, now: cfg.Now, recs: cfg.Records}
+	s := &Service{st: cfg.Store, audit: cfg.Audit, log: cfg.Logger, now: cfg.Now, recs: cfg.Records, onStatus: cfg.OnStatus}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

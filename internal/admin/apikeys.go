@@ -16,7 +16,8 @@ import (
 func apiKeyOf(k *authdb.APIKey, now time.Time) api.APIKey {
 	return api.APIKey{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Scopes: nonNil(k.Scopes), Patient: k.Patient, AllowIPs: k.AllowIPs,
 		CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(), RevokedAt: k.RevokedAt.UTC(), LastUsedAt: k.LastUsedAt.UTC(),
-		ReplacedBy: k.ReplacedBy, Owner: k.Owner, Status: k.Status(now), RateLimit: rateLimitOf(k.RateLimit)}
+		ReplacedBy: k.ReplacedBy, Owner: k.Owner, Status: k.Status(now), RateLimit: rateLimitOf(k.RateLimit),
+		LastUsedAddr: k.LastUsedAddr, SuspendedAt: k.SuspendedAt.UTC(), SuspendReason: k.SuspendReason}
 }
 
 func newAPIKey(key string, k *authdb.APIKey, replaces string, oldUntil time.Time) *api.NewAPIKey {
@@ -160,7 +161,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) error {
 // RotateAPIKey replaces the API key id by a new one with the same name,
 // scopes, patient, allow-list, expiry, owner and rate limit; the old key stays valid
 // for req.Grace (default api.DefaultGrace; 0 ends it at once). A key
-// already rotated, revoked or expired is a conflict.
+// already rotated, revoked, expired or suspended is a conflict.
 func (s *Service) RotateAPIKey(ctx context.Context, id string, req api.RotateRequest) (*api.NewAPIKey, error) {
 	a, err := s.actor(ctx)
 	if err != nil {
@@ -183,7 +184,7 @@ func (s *Service) RotateAPIKey(ctx context.Context, id string, req api.RotateReq
 	case errors.Is(err, authdb.ErrNotFound):
 		return nil, &NotFoundError{What: "api key"}
 	case errors.Is(err, authdb.ErrAPIKeyRotated):
-		return nil, &ConflictError{Reason: "the api key was already rotated, or is revoked or expired"}
+		return nil, &ConflictError{Reason: "the api key was already rotated, or is revoked, expired or suspended"}
 	case err != nil:
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -35,9 +36,13 @@ func (c *creator) CreateAccount(ctx context.Context, a *authdb.Account) error {
 }
 
 func oauthClient(c *authdb.Client) api.OAuthClient {
-	return api.OAuthClient{ID: c.ID, Name: c.Name, Type: c.Type, RedirectURIs: nonNil(c.RedirectURIs), LaunchURI: c.LaunchURI,
+	out := api.OAuthClient{ID: c.ID, Name: c.Name, Type: c.Type, RedirectURIs: nonNil(c.RedirectURIs), LaunchURI: c.LaunchURI,
 		Scopes: nonNil(c.Scopes), JWKS: c.JWKS, JWKSURI: c.JWKSURI, CreatedAt: c.CreatedAt.UTC(), Owner: c.Owner,
-		RateLimit: rateLimitOf(c.RateLimit)}
+		RateLimit: rateLimitOf(c.RateLimit), SuspendedAt: c.SuspendedAt.UTC(), SuspendReason: c.SuspendReason}
+	if c.Type == authdb.Confidential && !c.PrevSecretUntil.IsZero() && time.Now().Before(c.PrevSecretUntil) {
+		out.PrevSecretUntil = c.PrevSecretUntil.UTC()
+	}
+	return out
 }
 
 func nonNil(s []string) []string {

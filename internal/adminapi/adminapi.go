@@ -9,6 +9,9 @@
 //	GET    clients/{id}/network the client's IP allow-list and CORS origins
 //	PUT    clients/{id}/network replace them ({"allow_ips": [...], "cors_origins": [...]})
 //	PUT    clients/{id}/ratelimit the client's own rate limit ({"rate_limit": "500/s"|"none"|"default", "rate_limit_burst": 2000})
+//	POST   clients/{id}/rotate-secret {"overlap": "24h"}: new secret, shown once; the old one works for the overlap
+//	POST   clients/{id}/suspend {"reason": "..."}: no tokens, its tokens refused on every instance at once
+//	POST   clients/{id}/resume  lift the suspension
 //	POST   users                create a login; 201 with username, subject, fhir_user
 //	GET    users                list logins
 //	GET    users/{username}     one login
@@ -21,6 +24,8 @@
 //	DELETE apikeys/{id}         revoke an API key at once; 204
 //	POST   apikeys/{id}/rotate  replace an API key; the old one stays valid for "grace"
 //	PUT    apikeys/{id}/ratelimit the key's own rate limit (as for clients)
+//	POST   apikeys/{id}/suspend {"reason": "..."}: the key is refused at once
+//	POST   apikeys/{id}/resume  lift the suspension
 //
 // One middleware authenticates every request before routing (an
 // unauthenticated caller learns nothing about the paths): a bearer access
@@ -42,6 +47,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
@@ -151,6 +157,9 @@ func (a *API) routes() http.Handler {
 	rt.handle("GET /clients/{id}/network", a.getNetwork)
 	rt.handle("PUT /clients/{id}/network", a.putNetwork)
 	rt.handle("PUT /clients/{id}/ratelimit", a.putClientRateLimit)
+	rt.handle("POST /clients/{id}/rotate-secret", a.rotateClientSecret)
+	rt.handle("POST /clients/{id}/suspend", a.suspendClient)
+	rt.handle("POST /clients/{id}/resume", a.resumeClient)
 	rt.handle("GET /users", a.listUsers)
 	rt.handle("POST /users", a.createUser)
 	rt.handle("GET /users/{username}", a.getUser)
@@ -163,6 +172,8 @@ func (a *API) routes() http.Handler {
 	rt.handle("DELETE /apikeys/{id}", a.revokeAPIKey)
 	rt.handle("POST /apikeys/{id}/rotate", a.rotateAPIKey)
 	rt.handle("PUT /apikeys/{id}/ratelimit", a.putAPIKeyRateLimit)
+	rt.handle("POST /apikeys/{id}/suspend", a.suspendAPIKey)
+	rt.handle("POST /apikeys/{id}/resume", a.resumeAPIKey)
 	return rt.handler()
 }
 
@@ -357,6 +368,62 @@ func (a *API) getClient(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) deleteClient(w http.ResponseWriter, r *http.Request) error {
 	return done(w, a.svc.DeleteClient(r.Context(), r.PathValue("id")))
+}
+
+func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {
+	var req api.RotateSecretRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	overlap := api.DefaultOverlap
+	if req.Overlap != nil {
+		overlap = time.Duration(*req.Overlap)
+	}
+	out, err := a.svc.RotateClientSecret(r.Context(), r.PathValue("id"), overlap)
+	return answer(w, out, err)
+}
+
+func (a *API) suspendClient(w http.ResponseWriter, r *http.Request) error {
+	var req api.SuspendRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	c, err := a.svc.SuspendClient(r.Context(), r.PathValue("id"), req.Reason)
+	return answer(w, c, err)
+}
+
+func (a *API) resumeClient(w http.ResponseWriter, r *http.Request) error {
+	if err := decodeOptional(w, r); err != nil {
+		return err
+	}
+	c, err := a.svc.ResumeClient(r.Context(), r.PathValue("id"))
+	return answer(w, c, err)
+}
+
+func (a *API) suspendAPIKey(w http.ResponseWriter, r *http.Request) error {
+	var req api.SuspendRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	k, err := a.svc.SuspendAPIKey(r.Context(), r.PathValue("id"), req.Reason)
+	return answer(w, k, err)
+}
+
+func (a *API) resumeAPIKey(w http.ResponseWriter, r *http.Request) error {
+	if err := decodeOptional(w, r); err != nil {
+		return err
+	}
+	k, err := a.svc.ResumeAPIKey(r.Context(), r.PathValue("id"))
+	return answer(w, k, err)
+}
+
+// decodeOptional accepts an empty body or an empty JSON object.
+func decodeOptional(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
+		return nil
+	}
+	var empty struct{}
+	return decode(w, r, &empty)
 }
 
 func (a *API) getNetwork(w http.ResponseWriter, r *http.Request) error {

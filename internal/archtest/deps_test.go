@@ -46,6 +46,11 @@ var leaves = []string{"internal/principal", "internal/httpx", "internal/fhir/int
 // everything above it.
 var belowOAuth = []string{"internal/oauth$", "internal/authorize", "internal/admin", "internal/adminapi", "internal/fhirapi", "internal/app", "internal/server"}
 
+// portalDomain are the packages the portal's domain packages must not
+// reach.
+var portalDomain = []string{"internal/oauth$", "internal/authorize", "internal/admin", "internal/adminapi", "internal/fhirapi", "internal/app",
+	"internal/server", "internal/cli", "internal/store/", "internal/resource"}
+
 // TestDependencyDirections runs go list -deps on the gateway,
 // authentication and audit packages, and on the storage below the FHIR
 // store, and fails if they reach a package above them; the message shows
@@ -62,6 +67,11 @@ func TestDependencyDirections(t *testing.T) {
 		// oauth core, which registers them ("$": that package only).
 		"internal/oauth/grant":    belowOAuth,
 		"internal/oauth/tokenreq": belowOAuth,
+		// The portal's domain packages (production access requests,
+		// webhooks) sit below every front end and beside the FHIR store;
+		// the admin service reaches them only through hooks.
+		"internal/review":  portalDomain,
+		"internal/webhook": portalDomain,
 	}
 	for _, p := range edge {
 		rules[p] = aboveEdge

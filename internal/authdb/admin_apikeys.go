@@ -10,6 +10,8 @@ const (
 	// APIKeyRotated is a key replaced by a successor that is still inside
 	// its grace period (until its ExpiresAt).
 	APIKeyRotated = "rotated"
+	// APIKeySuspended is a key an operator suspended (until resumed).
+	APIKeySuspended = "suspended"
 )
 
 // Status is the key's status at now: revoked, expired, rotated (replaced
@@ -21,6 +23,8 @@ func (k *APIKey) Status(now time.Time) string {
 		return APIKeyRevoked
 	case !k.Valid(now):
 		return APIKeyExpired
+	case k.Suspended():
+		return APIKeySuspended
 	case k.ReplacedBy != "":
 		return APIKeyRotated
 	}

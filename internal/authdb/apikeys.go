@@ -11,8 +11,9 @@ import (
 )
 
 // ErrAPIKeyRotated is returned when rotating a key that was already
-// rotated (rotate its successor instead) or that is revoked or expired.
-var ErrAPIKeyRotated = errors.New("authdb: api key already rotated, revoked or expired")
+// rotated (rotate its successor instead) or that is revoked, expired or
+// suspended.
+var ErrAPIKeyRotated = errors.New("authdb: api key already rotated, revoked, expired or suspended")
 
 // APIKey is a stored API key: everything but the key itself, which exists
 // only as its SHA-256 (Hash).
@@ -49,6 +50,13 @@ type APIKey struct {
 	// the zero value is the server's default. A rotated key's successor
 	// keeps it.
 	RateLimit RateLimit `json:"rate_limit,omitzero"`
+	// LastUsedAddr is the caller's address at the last recorded use.
+	LastUsedAddr string `json:"last_used_addr,omitempty"`
+	// SuspendedAt is when an operator suspended the key (zero: not
+	// suspended); a suspended key is refused until resumed.
+	SuspendedAt time.Time `json:"suspended_at,omitzero"`
+	// SuspendReason is the operator's reason for the suspension.
+	SuspendReason string `json:"suspend_reason,omitempty"`
 }
 
 // APIKeyFilter selects API keys; an empty field matches every value.
@@ -58,12 +66,18 @@ type APIKeyFilter struct {
 }
 
 // Valid reports whether the key may be used at now (not revoked, not
-// expired).
+// expired). A suspended key is Valid but refused (Suspended).
 func (k *APIKey) Valid(now time.Time) bool {
 	return k.RevokedAt.IsZero() && (k.ExpiresAt.IsZero() || now.Before(k.ExpiresAt))
 }
 
-const apiKeyCols = "id, name, key_hash, prefix, scopes, patient, allow_ips, created_at, expires_at, revoked_at, last_used_at, replaced_by, owner, rate_limit, rate_limit_burst"
+// Suspended reports whether the key is suspended.
+func (k *APIKey) Suspended() bool { return !k.SuspendedAt.IsZero() }
+
+const apiKeyCols = apiKeyInsertCols + ", last_used_addr, suspended_at, suspend_reason"
+
+// apiKeyInsertCols are the columns insertAPIKey writes.
+const apiKeyInsertCols = "id, name, key_hash, prefix, scopes, patient, allow_ips, created_at, expires_at, revoked_at, last_used_at, replaced_by, owner, rate_limit, rate_limit_burst"
 
 func nullUnix(t time.Time) any {
 	if t.IsZero() {
@@ -83,8 +97,9 @@ func scanAPIKey(s scanner) (*APIKey, error) {
 	var k APIKey
 	var hash, scopes, ips string
 	var created int64
-	var expires, revoked, used sql.NullInt64
-	if err := s.Scan(&k.ID, &k.Name, &hash, &k.Prefix, &scopes, &k.Patient, &ips, &created, &expires, &revoked, &used, &k.ReplacedBy, &k.Owner, &k.RateLimit.Limit, &k.RateLimit.Burst); err != nil {
+	var expires, revoked, used, suspended sql.NullInt64
+	if err := s.Scan(&k.ID, &k.Name, &hash, &k.Prefix, &scopes, &k.Patient, &ips, &created, &expires, &revoked, &used, &k.ReplacedBy, &k.Owner, &k.RateLimit.Limit, &k.RateLimit.Burst,
+		&k.LastUsedAddr, &suspended, &k.SuspendReason); err != nil {
 		return nil, err
 	}
 	h, err := hex.DecodeString(hash)
@@ -95,7 +110,7 @@ func scanAPIKey(s scanner) (*APIKey, error) {
 	k.Scopes = strings.Fields(scopes)
 	k.AllowIPs = strings.Fields(ips)
 	k.CreatedAt = time.Unix(created, 0).UTC()
-	k.ExpiresAt, k.RevokedAt, k.LastUsedAt = fromNull(expires), fromNull(revoked), fromNull(used)
+	k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.SuspendedAt = fromNull(expires), fromNull(revoked), fromNull(used), fromNull(suspended)
 	return &k, nil
 }
 
@@ -105,7 +120,7 @@ func (d *DB) insertAPIKey(ctx context.Context, ex interface {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	_, err := ex.ExecContext(ctx, d.rebind("INSERT INTO api_key ("+apiKeyCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err := ex.ExecContext(ctx, d.rebind("INSERT INTO api_key ("+apiKeyInsertCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		k.ID, k.Name, hex.EncodeToString(k.Hash), k.Prefix, strings.Join(k.Scopes, " "), k.Patient, strings.Join(k.AllowIPs, " "),
 		k.CreatedAt.Unix(), nullUnix(k.ExpiresAt), nullUnix(k.RevokedAt), nullUnix(k.LastUsedAt), k.ReplacedBy, k.Owner, k.RateLimit.Limit, k.RateLimit.Burst)
 	if err != nil {
@@ -208,7 +223,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 // scopes, patient, allow-list, expiry, owner and rate limit; the old key stays valid until
 // oldUntil (or its own expiry, if earlier) and records its successor. It
 // returns ErrNotFound for an unknown id and ErrAPIKeyRotated for a key
-// that was already rotated, or is revoked or expired.
+// that was already rotated, or is revoked, expired or suspended.
 func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUntil, now time.Time) error {
 	tx, err := d.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -222,7 +237,9 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if err != nil {
 		return fmt.Errorf("authdb: rotate api key: %w", err)
 	}
-	if old.ReplacedBy != "" || !old.Valid(now) {
+	if old.ReplacedBy != "" || !old.Valid(now) || old.Suspended() {
+		// A suspended key is not rotated: its successor would escape the
+		// suspension.
 		return ErrAPIKeyRotated
 	}
 	next.Name, next.Scopes, next.Patient, next.AllowIPs, next.ExpiresAt, next.Owner, next.RateLimit = old.Name, old.Scopes, old.Patient, old.AllowIPs, old.ExpiresAt, old.Owner, old.RateLimit
@@ -232,7 +249,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 	if !old.ExpiresAt.IsZero() && old.ExpiresAt.Before(oldUntil) {
 		oldUntil = old.ExpiresAt
 	}
-	res, err := tx.ExecContext(ctx, d.rebind("UPDATE api_key SET expires_at = ?, replaced_by = ? WHERE id = ? AND replaced_by = '' AND revoked_at IS NULL"), oldUntil.Unix(), next.ID, oldID)
+	res, err := tx.ExecContext(ctx, d.rebind("UPDATE api_key SET expires_at = ?, replaced_by = ? WHERE id = ? AND replaced_by = '' AND revoked_at IS NULL AND suspended_at IS NULL"), oldUntil.Unix(), next.ID, oldID)
 	if err != nil {
 		return fmt.Errorf("authdb: rotate api key: %w", err)
 	}
@@ -257,8 +274,17 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 // at-minInterval is already recorded (so busy keys cost at most one write
 // per interval, across instances too).
 func (d *DB) TouchAPIKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) error {
-	_, err := d.w.ExecContext(ctx, d.rebind("UPDATE api_key SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)"),
-		at.Unix(), id, at.Add(-minInterval).Unix())
+	return d.TouchAPIKeyFrom(ctx, id, at, "", minInterval)
+}
+
+// TouchAPIKeyFrom is TouchAPIKey that also records the caller's address
+// (the same write: no extra one per request).
+func (d *DB) TouchAPIKeyFrom(ctx context.Context, id string, at time.Time, addr string, minInterval time.Duration) error {
+	if len(addr) > 64 {
+		addr = addr[:64]
+	}
+	_, err := d.w.ExecContext(ctx, d.rebind("UPDATE api_key SET last_used_at = ?, last_used_addr = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)"),
+		at.Unix(), addr, id, at.Add(-minInterval).Unix())
 	if err != nil {
 		return fmt.Errorf("authdb: touch api key: %w", err)
 	}

@@ -14,6 +14,7 @@ package authdb
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"database/sql"
 	"embed"
 	"encoding/hex"
@@ -83,6 +84,49 @@ type Client struct {
 	// RateLimit is the client's own limit on the FHIR API (see
 	// RateLimit); the zero value is the server's default.
 	RateLimit RateLimit `json:"rate_limit,omitzero"`
+	// PrevSecretHash is the SHA-256 of a confidential client's previous
+	// secret after a rotation; it authenticates until PrevSecretUntil.
+	PrevSecretHash []byte `json:"-"`
+	// PrevSecretUntil is the end of the rotation's overlap (zero: none).
+	PrevSecretUntil time.Time `json:"prev_secret_until,omitzero"`
+	// SuspendedAt is when an operator suspended the client (zero: not
+	// suspended); a suspended client gets no tokens and its tokens are
+	// refused.
+	SuspendedAt time.Time `json:"suspended_at,omitzero"`
+	// SuspendReason is the operator's reason for the suspension.
+	SuspendReason string `json:"suspend_reason,omitempty"`
+}
+
+// Suspended reports whether the client is suspended.
+func (c *Client) Suspended() bool { return !c.SuspendedAt.IsZero() }
+
+// SecretMatches reports, in constant time with respect to the secrets,
+// whether secret is the confidential client's current secret, or its
+// previous one while the rotation's overlap lasts at now. It always
+// compares against two hashes, so the work does not tell which matched.
+func (c *Client) SecretMatches(secret string, now time.Time) bool {
+	got := HashSecret(secret)
+	cur, prev := dummySecret, dummySecret
+	if len(c.SecretHash) == sha256.Size {
+		cur = c.SecretHash
+	}
+	prevOK := len(c.PrevSecretHash) == sha256.Size && now.Before(c.PrevSecretUntil)
+	if prevOK {
+		prev = c.PrevSecretHash
+	}
+	a := subtle.ConstantTimeCompare(got, cur) & boolInt(len(c.SecretHash) == sha256.Size)
+	b := subtle.ConstantTimeCompare(got, prev) & boolInt(prevOK)
+	return c.Type == Confidential && a|b == 1
+}
+
+// dummySecret keeps the work of a comparison with no stored hash equal.
+var dummySecret = HashSecret("lapis-no-secret")
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // HashSecret returns the stored form of a client secret (SecretHash):
@@ -123,7 +167,7 @@ type DB struct {
 	postgres bool
 	q        queries
 	// Hot-path statements (stmt.go).
-	getClient, getRevoked, activeKID, insertJTI *stmt
+	getClient, getRevoked, activeKID, insertJTI, tokenRevoked *stmt
 	// lastPrune is the UnixNano of the last purge of expired rows.
 	lastPrune atomic.Int64
 	// rev is the revocation-log watcher (revlog.go), made on first use.
@@ -153,7 +197,7 @@ func New(ctx context.Context, h *database.DB) (*DB, error) {
 		db   *sql.DB
 		sql  string
 		stmt **stmt
-	}{{d.r, d.q.getClient, &d.getClient}, {d.r, d.q.getRevoked, &d.getRevoked}, {d.r, d.q.activeKID, &d.activeKID}, {d.w, d.q.insertJTI, &d.insertJTI}} {
+	}{{d.r, d.q.getClient, &d.getClient}, {d.r, d.q.getRevoked, &d.getRevoked}, {d.r, d.q.activeKID, &d.activeKID}, {d.w, d.q.insertJTI, &d.insertJTI}, {d.r, d.q.tokenRevoked, &d.tokenRevoked}} {
 		st, err := prepareStmt(ctx, p.db, p.sql, !d.postgres)
 		if err != nil {
 			d.Close()
@@ -173,7 +217,7 @@ func (d *DB) migrate(ctx context.Context) error {
 func (d *DB) Close() error {
 	d.rev.close()
 	var errs []error
-	for _, st := range []*stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI} {
+	for _, st := range []*stmt{d.getClient, d.getRevoked, d.activeKID, d.insertJTI, d.tokenRevoked} {
 		errs = append(errs, st.Close())
 	}
 	errs = append(errs, d.CloseOwnedDB())
@@ -192,15 +236,19 @@ type queries struct {
 	listKeys, insertKey, retireKeys, pruneKeys, activeKID string
 	insertJTI, pruneJTI                                   string
 	insertRevoked, getRevoked, pruneRevoked               string
+	tokenRevoked                                          string
 }
 
 // clientCols are the columns of oauth_client, in scanClient's order.
-const clientCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at, owner, rate_limit, rate_limit_burst"
+const clientCols = clientInsertCols + ", prev_secret_hash, prev_secret_until, suspended_at, suspend_reason"
+
+// clientInsertCols are the columns CreateClient writes.
+const clientInsertCols = "client_id, name, type, secret_hash, redirect_uris, launch_uri, scopes, jwks, jwks_uri, created_at, owner, rate_limit, rate_limit_burst"
 
 func newQueries(pg bool) queries {
 	b := func(s string) string { return database.Rebind(pg, s) }
 	return queries{
-		insertClient:  b("INSERT INTO oauth_client (" + clientCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+		insertClient:  b("INSERT INTO oauth_client (" + clientInsertCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 		getClient:     b("SELECT " + clientCols + " FROM oauth_client WHERE client_id = ?"),
 		listClients:   "SELECT " + clientCols + " FROM oauth_client ORDER BY created_at, client_id",
 		deleteClient:  b("DELETE FROM oauth_client WHERE client_id = ?"),
@@ -214,6 +262,8 @@ func newQueries(pg bool) queries {
 		insertRevoked: b("INSERT INTO oauth_revoked_token (jti, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING"),
 		getRevoked:    b("SELECT 1 FROM oauth_revoked_token WHERE jti = ?"),
 		pruneRevoked:  b("DELETE FROM oauth_revoked_token WHERE expires_at < ?"),
+		tokenRevoked: b("SELECT 1 FROM oauth_revoked_token WHERE jti = ? UNION ALL " +
+			"SELECT 1 FROM oauth_client WHERE client_id = ? AND suspended_at IS NOT NULL"),
 	}
 }
 
@@ -241,18 +291,27 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanClient(s scanner) (*Client, error) {
 	var c Client
-	var secret, redirects, scopes string
+	var secret, prevSecret, redirects, scopes string
 	var created int64
-	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created, &c.Owner, &c.RateLimit.Limit, &c.RateLimit.Burst); err != nil {
+	var prevUntil, suspended sql.NullInt64
+	if err := s.Scan(&c.ID, &c.Name, &c.Type, &secret, &redirects, &c.LaunchURI, &scopes, &c.JWKS, &c.JWKSURI, &created, &c.Owner, &c.RateLimit.Limit, &c.RateLimit.Burst,
+		&prevSecret, &prevUntil, &suspended, &c.SuspendReason); err != nil {
 		return nil, err
 	}
-	if secret != "" {
-		h, err := hex.DecodeString(secret)
+	for _, h := range []struct {
+		hex string
+		dst *[]byte
+	}{{secret, &c.SecretHash}, {prevSecret, &c.PrevSecretHash}} {
+		if h.hex == "" {
+			continue
+		}
+		b, err := hex.DecodeString(h.hex)
 		if err != nil {
 			return nil, fmt.Errorf("authdb: corrupt secret hash for client %q", c.ID)
 		}
-		c.SecretHash = h
+		*h.dst = b
 	}
+	c.PrevSecretUntil, c.SuspendedAt = fromNull(prevUntil), fromNull(suspended)
 	if err := json.Unmarshal([]byte(redirects), &c.RedirectURIs); err != nil {
 		return nil, fmt.Errorf("authdb: corrupt redirect URIs for client %q", c.ID)
 	}

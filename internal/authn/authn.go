@@ -87,8 +87,9 @@ type RevocationFeed interface {
 type APIKeyStore interface {
 	// APIKeyByHash returns the key with that SHA-256, or authdb.ErrNotFound.
 	APIKeyByHash(ctx context.Context, hash []byte) (*authdb.APIKey, error)
-	// TouchAPIKey records a use unless one within minInterval is recorded.
-	TouchAPIKey(ctx context.Context, id string, at time.Time, minInterval time.Duration) error
+	// TouchAPIKeyFrom records a use, and the caller's address, unless one
+	// within minInterval is recorded.
+	TouchAPIKeyFrom(ctx context.Context, id string, at time.Time, addr string, minInterval time.Duration) error
 }
 
 // BasicStore reads clients and their Basic setting and keeps the failure
@@ -340,6 +341,8 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 		return nil, reject(invalid, "api key "+k.ID+": revoked")
 	case !k.Valid(now):
 		return nil, reject(invalid, "api key "+k.ID+": expired")
+	case k.Suspended():
+		return nil, reject(invalid, "api key "+k.ID+": suspended")
 	case len(k.AllowIPs) > 0 && !apikey.Allowed(k.AllowIPs, httpx.ClientIP(r)):
 		return nil, reject(invalid, "api key "+k.ID+": address not allowed")
 	}
@@ -361,7 +364,7 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 				Description: "API key used", ClientID: k.ID, Method: MethodAPIKey, CredentialID: k.ID, Patient: k.Patient,
 				Address: httpx.ClientIP(r).String()})
 		}
-		if err := m.cfg.APIKeys.TouchAPIKey(ctx, k.ID, now, m.cfg.TouchInterval); err != nil {
+		if err := m.cfg.APIKeys.TouchAPIKeyFrom(ctx, k.ID, now, httpx.ClientIP(r).String(), m.cfg.TouchInterval); err != nil {
 			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
 		}
 	}
@@ -422,12 +425,15 @@ func (m *middleware) basic(r *http.Request, cred string) (*principal.Principal, 
 			return nil, err
 		}
 	}
-	want := dummySecretHash
-	if c != nil && len(c.SecretHash) == len(want) {
-		want = c.SecretHash
+	var match bool
+	if c != nil {
+		// The current secret, or the previous one during a rotation's
+		// overlap.
+		match = c.SecretMatches(secret, now)
+	} else {
+		match = subtle.ConstantTimeCompare(got, dummySecretHash) == 1
 	}
-	match := subtle.ConstantTimeCompare(got, want) == 1
-	if c == nil || !enabled || c.Type != authdb.Confidential || !match {
+	if c == nil || !enabled || c.Type != authdb.Confidential || !match || c.Suspended() {
 		for _, k := range []string{clientKey, ipKey} {
 			if err := st.RecordLoginFailure(ctx, k, now); err != nil {
 				return nil, err

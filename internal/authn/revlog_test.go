@@ -42,6 +42,13 @@ func (c *countingDB) Revoked(ctx context.Context, jti string) (bool, error) {
 	return c.DB.Revoked(ctx, jti)
 }
 
+// TokenRevoked is the check the Verifier makes (the token's jti and its
+// client's suspension, in one query).
+func (c *countingDB) TokenRevoked(ctx context.Context, jti, clientID string) (bool, error) {
+	c.revChecks.Add(1)
+	return c.DB.TokenRevoked(ctx, jti, clientID)
+}
+
 // instance is one server process: its own *authdb.DB (pools, revocation
 // log watcher), Verifier and middleware, on a shared database.
 type instance struct {

@@ -209,6 +209,10 @@ func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
+	if client.Suspended() {
+		s.errorPage(w, r, http.StatusBadRequest, "This application is suspended.")
+		return
+	}
 	redirectURI := params.Get("redirect_uri")
 	if redirectURI == "" || !oauth.RedirectAllowed(client.RedirectURIs, redirectURI) {
 		s.errorPage(w, r, http.StatusBadRequest, "The redirect_uri is missing or not registered for this application.")

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/authorize"
@@ -332,6 +333,11 @@ func TestAuthorizeErrors(t *testing.T) {
 			backend := e.client(oauth.Registration{Name: "bulk", Type: "backend", JWKSURI: "https://app.example/jwks", Scopes: []string{"system/*.rs"}})
 			good := func() url.Values { return e.authorizeParams(id, "launch/patient openid patient/Patient.rs") }
 			b := newBrowser(t)
+			suspended := e.client(oauth.Registration{Name: "suspended", Type: "confidential", RedirectURIs: []string{appCB},
+				Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
+			if _, err := e.db.SuspendClient(context.Background(), suspended, "policy", time.Now()); err != nil {
+				t.Fatal(err)
+			}
 
 			// Error page, never a redirect.
 			for name, mod := range map[string]func(url.Values){
@@ -342,6 +348,7 @@ func TestAuthorizeErrors(t *testing.T) {
 				"unregistered redirect": func(v url.Values) { v.Set("redirect_uri", "https://evil.example/cb") },
 				"redirect prefix":       func(v url.Values) { v.Set("redirect_uri", appCB+"/x") },
 				"backend client":        func(v url.Values) { v.Set("client_id", backend) },
+				"suspended client":      func(v url.Values) { v.Set("client_id", suspended) },
 			} {
 				v := good()
 				mod(v)

@@ -174,7 +174,7 @@ func (s *Pages) createLaunch(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if client == nil || client.LaunchURI == "" || client.Type == authdb.Backend {
+	if client == nil || client.LaunchURI == "" || client.Type == authdb.Backend || client.Suspended() {
 		s.renderLaunch(w, r, sess, acct, "", ps.ID, "Choose an app that supports EHR launch.")
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/lapis-health/lapis/client"
 	adminclient "github.com/lapis-health/lapis/client/admin"
@@ -47,6 +48,11 @@ type adminBackend interface {
 	RevokeAPIKey(ctx context.Context, id string) error
 	RotateAPIKey(ctx context.Context, id string, req adminclient.RotateRequest) (*adminclient.NewAPIKey, error)
 	SetAPIKeyRateLimit(ctx context.Context, id string, req adminclient.RateLimit) (*adminclient.RateLimit, error)
+	RotateClientSecret(ctx context.Context, id string, overlap time.Duration) (*adminclient.NewSecret, error)
+	SuspendClient(ctx context.Context, id, reason string) (*adminclient.OAuthClient, error)
+	ResumeClient(ctx context.Context, id string) (*adminclient.OAuthClient, error)
+	SuspendAPIKey(ctx context.Context, id, reason string) (*adminclient.APIKey, error)
+	ResumeAPIKey(ctx context.Context, id string) (*adminclient.APIKey, error)
 }
 
 var (

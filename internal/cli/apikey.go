@@ -20,7 +20,10 @@ type apikeyCmd struct {
 	List   apikeyListCmd   `cmd:"" help:"List API keys (prefix, scopes, created, last used; never the key)."`
 	Revoke apikeyRevokeCmd `cmd:"" help:"Revoke an API key at once."`
 	Rotate apikeyRotateCmd `cmd:"" help:"Replace an API key by a new one; the old key stays valid for --grace."`
-	Update apikeyUpdateCmd `cmd:"" help:"Change an API key's own rate limit on the FHIR API; running servers apply it within a second."`
+	// Suspend and Resume: clientstatus.go.
+	Suspend apikeySuspendCmd `cmd:"" help:"Suspend an API key: it is refused at once."`
+	Resume  apikeyResumeCmd  `cmd:"" help:"Lift an API key's suspension."`
+	Update  apikeyUpdateCmd  `cmd:"" help:"Change an API key's own rate limit on the FHIR API; running servers apply it within a second."`
 }
 
 type apikeyCreateCmd struct {
@@ -134,7 +137,7 @@ func (c *apikeyRotateCmd) Run(e *env) error {
 		k, err := b.RotateAPIKey(ctx, c.ID, adminclient.RotateRequest{Grace: &grace})
 		switch {
 		case errors.Is(err, adminclient.ErrConflict):
-			return fmt.Errorf("api key %q was already rotated, or is revoked or expired", c.ID)
+			return fmt.Errorf("api key %q was already rotated, or is revoked, expired or suspended", c.ID)
 		case err != nil:
 			return notFound(err, "api key", c.ID)
 		}

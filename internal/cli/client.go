@@ -24,6 +24,10 @@ type clientCmd struct {
 	Basic   clientBasicCmd   `cmd:"" help:"Allow or forbid HTTP Basic (client id + secret) on the FHIR API for a confidential client (local database only)."`
 	Network clientNetworkCmd `cmd:"" help:"Show or replace a client's network rules (IP allow-list, CORS origins)."`
 	Update  clientUpdateCmd  `cmd:"" help:"Change a client's own rate limit on the FHIR API; running servers apply it within a second."`
+	// RotateSecret, Suspend and Resume: clientstatus.go.
+	RotateSecret clientRotateSecretCmd `cmd:"" name:"rotate-secret" help:"Give a confidential client a new secret (shown only once); the old one keeps working for --overlap."`
+	Suspend      clientSuspendCmd      `cmd:"" help:"Suspend a client: it gets no tokens and its tokens stop working on every instance at once."`
+	Resume       clientResumeCmd       `cmd:"" help:"Lift a client's suspension."`
 }
 
 type clientCreateCmd struct {

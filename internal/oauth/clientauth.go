@@ -84,9 +84,18 @@ func hasClientCredentials(r *http.Request, form url.Values) bool {
 	return false
 }
 
-// allowedFrom refuses an identified client outside its network
-// allow-list.
+// allowedFrom refuses a suspended client and an identified client
+// outside its network allow-list.
 func (s *Server) allowedFrom(ctx context.Context, r *http.Request, c *AuthenticatedClient) (*AuthenticatedClient, error) {
+	if c.Client.Suspended() {
+		// An operator suspended the client: no tokens, no introspection,
+		// whatever credential it presents.
+		s.record(r, audit.Event{Kind: audit.KindTokenFailure, Outcome: audit.OutcomeMinor,
+			Description: "client is suspended", ClientID: c.Client.ID})
+		e := errInvalidClient(c.Method == AuthClientSecretBasic)
+		e.Description, e.Status = "the client is suspended", http.StatusUnauthorized
+		return nil, e
+	}
 	if s.network == nil {
 		return c, nil
 	}
@@ -214,7 +223,9 @@ func (s *Server) checkSecret(ctx context.Context, id, secret, method string, bas
 	if err != nil {
 		return nil, err
 	}
-	if c.Type != authdb.Confidential || len(c.SecretHash) != sha256.Size || subtle.ConstantTimeCompare(got, c.SecretHash) != 1 {
+	// The current secret, or the previous one during a rotation's
+	// overlap (both compared in constant time).
+	if c.Type != authdb.Confidential || len(c.SecretHash) != sha256.Size || !c.SecretMatches(secret, s.now()) {
 		return nil, errInvalidClient(basic)
 	}
 	return &AuthenticatedClient{Client: c, Method: method}, nil

@@ -35,6 +35,13 @@ type RevocationChecker interface {
 	Revoked(ctx context.Context, jti string) (bool, error)
 }
 
+// TokenRevocationChecker is a RevocationChecker that also refuses the
+// tokens of suspended clients, in one query (*authdb.DB). The Verifier
+// uses it when its Revocations implements it.
+type TokenRevocationChecker interface {
+	TokenRevoked(ctx context.Context, jti, clientID string) (bool, error)
+}
+
 // RevocationFeed delivers the revocation log (*authdb.RevWatcher): new
 // entries to subscribers, and whether it is current (Healthy).
 type RevocationFeed interface {
@@ -108,6 +115,9 @@ type Verifier struct {
 	mu      sync.RWMutex
 	cache   map[[32]byte]cached
 	revoked map[string]time.Time // jti -> forget after
+	// clients are client ids the feed named (deleted or suspended) ->
+	// forget after: their tokens are not cached meanwhile.
+	clients map[string]time.Time
 }
 
 type cached struct {
@@ -123,7 +133,7 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 5 * time.Minute
 	}
-	v := &Verifier{cfg: cfg, now: cfg.Now, cache: map[[32]byte]cached{}, revoked: map[string]time.Time{}}
+	v := &Verifier{cfg: cfg, now: cfg.Now, cache: map[[32]byte]cached{}, revoked: map[string]time.Time{}, clients: map[string]time.Time{}}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -144,8 +154,8 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 }
 
 // onRevocations evicts what the revocation log names: tokens by jti (and
-// the jti is remembered), every token of a deleted client; reset flushes
-// the cache.
+// the jti is remembered), every token of a deleted or suspended client
+// (and the client is remembered); reset flushes the cache.
 func (v *Verifier) onRevocations(entries []authdb.RevEntry, reset bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -167,6 +177,7 @@ func (v *Verifier) onRevocations(entries []authdb.RevEntry, reset bool) {
 				clients = map[string]bool{}
 			}
 			clients[e.Subject] = true
+			v.rememberClient(e.Subject, now)
 		}
 	}
 	if jtis == nil && clients == nil {
@@ -177,6 +188,25 @@ func (v *Verifier) onRevocations(entries []authdb.RevEntry, reset bool) {
 			delete(v.cache, k)
 		}
 	}
+}
+
+// rememberClient records a client the feed named (deleted or
+// suspended) for CacheTTL (v.mu held), so a verification racing with the
+// suspension cannot re-cache one of its tokens. Bounded like
+// rememberRevoked.
+func (v *Verifier) rememberClient(id string, now time.Time) {
+	if len(v.clients) >= v.cfg.CacheSize {
+		for k, until := range v.clients {
+			if !now.Before(until) {
+				delete(v.clients, k)
+			}
+		}
+		if len(v.clients) >= v.cfg.CacheSize {
+			clear(v.clients)
+			clear(v.cache)
+		}
+	}
+	v.clients[id] = now.Add(v.cfg.CacheTTL)
 }
 
 // rememberRevoked records a revoked jti for CacheTTL (v.mu held). The set
@@ -210,7 +240,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*AccessClaims, err
 	if hit && feedOK {
 		return c, nil // revoked tokens were evicted by the feed
 	}
-	revoked, err := v.Revoked(ctx, c.ID)
+	revoked, err := v.tokenRevoked(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +258,15 @@ func (v *Verifier) evict(key [32]byte) {
 	v.mu.Lock()
 	delete(v.cache, key)
 	v.mu.Unlock()
+}
+
+// tokenRevoked reports whether the token was revoked or its client is
+// suspended (when Revocations can tell).
+func (v *Verifier) tokenRevoked(ctx context.Context, c *AccessClaims) (bool, error) {
+	if tr, ok := v.cfg.Revocations.(TokenRevocationChecker); ok {
+		return tr.TokenRevoked(ctx, c.ID, c.ClientID)
+	}
+	return v.Revoked(ctx, c.ID)
 }
 
 // Revoked reports whether the token with id jti has been revoked.
@@ -317,6 +356,12 @@ func (v *Verifier) store(key [32]byte, c *AccessClaims, until time.Time) {
 			return
 		}
 		delete(v.revoked, c.ID)
+	}
+	if r, ok := v.clients[c.ClientID]; ok {
+		if now.Before(r) {
+			return
+		}
+		delete(v.clients, c.ClientID)
 	}
 	if len(v.cache) >= v.cfg.CacheSize {
 		for k, e := range v.cache {

@@ -21,13 +21,26 @@ import (
 // them with the directory. The database is closed when t ends.
 func Stores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
 	t.Helper()
+	db, km, dir, _ := StoresURL(t, dialect)
+	return db, km, dir
+}
+
+// StoresURL is Stores that also returns the database URL ("" for SQLite
+// in the directory), so a test can open a second instance on the same
+// database.
+func StoresURL(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string, string) {
+	t.Helper()
 	dir := t.TempDir()
-	db := open(t, dialect, dir)
+	dbURL := ""
+	if dialect == "postgres" {
+		dbURL = pgtest.New(t)
+	}
+	db := openURL(t, dbURL, dir)
 	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return db, km, dir
+	return db, km, dir, dbURL
 }
 
 // DB opens a fresh authorization database (SQLite in a temporary
@@ -52,6 +65,11 @@ func open(t testing.TB, dialect, dir string) *authdb.DB {
 	if dialect == "postgres" {
 		dbURL = pgtest.New(t)
 	}
+	return openURL(t, dbURL, dir)
+}
+
+func openURL(t testing.TB, dbURL, dir string) *authdb.DB {
+	t.Helper()
 	db, err := authdb.Open(context.Background(), dbURL, dir)
 	if err != nil {
 		t.Fatal(err)
