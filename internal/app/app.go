@@ -117,7 +117,7 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 // OpenDB opens the database handle of cfg (for commands that need it
 // without the FHIR store; OpenWith opens its own unless given one).
 func OpenDB(ctx context.Context, cfg config.Config) (*database.DB, error) {
-	return database.Open(ctx, database.Options{URL: cfg.Database.URL, DataDir: cfg.Database.DataDir})
+	return database.Open(ctx, database.Options{URL: cfg.Database.URL, DataDir: cfg.Database.DataDir, Schema: cfg.Database.Schema})
 }
 
 // Ping checks that the database answers (for /readyz).
