@@ -49,16 +49,18 @@ const (
 	// RevRateLimit: a client's or API key's own rate limit changed; the
 	// subject is RateLimitSubject(kind, id).
 	RevRateLimit = "ratelimit"
-	// RevReset: the whole database was wiped (lapis sandbox reset);
-	// every subscriber flushes its cache (delivered with reset true).
-	RevReset = "reset"
+	// RevResetSubject, under the kind RevRateLimit (the kinds are fixed
+	// by a CHECK constraint), says the whole database was wiped (lapis
+	// sandbox reset): every subscriber flushes its cache (the entries
+	// are delivered with reset true).
+	RevResetSubject = "*"
 )
 
-// LogReset appends a RevReset entry: every watcher on this database
+// LogReset appends a reset entry (RevResetSubject): every watcher on this database
 // (every running instance) flushes its caches at its next poll, this
 // process's at once.
 func (d *DB) LogReset(ctx context.Context) error {
-	if err := d.logRevocation(ctx, d.w, RevReset, "*", time.Now()); err != nil {
+	if err := d.logRevocation(ctx, d.w, RevRateLimit, RevResetSubject, time.Now()); err != nil {
 		return err
 	}
 	d.revoked(ctx)
@@ -337,7 +339,7 @@ func (w *RevWatcher) Sync(ctx context.Context) error {
 	}
 	reset := !wasHealthy && w.lastOK.Load() != 0
 	for _, e := range out {
-		reset = reset || e.Kind == RevReset
+		reset = reset || (e.Kind == RevRateLimit && e.Subject == RevResetSubject)
 	}
 	w.lastOK.Store(time.Now().UnixNano())
 	if len(out) > 0 || reset {

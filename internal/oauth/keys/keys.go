@@ -375,9 +375,16 @@ func (m *Manager) newSigner(ctx context.Context, alg jose.SignatureAlgorithm, ki
 // reloadEvery bounds how often an unknown kid triggers a reload.
 const reloadEvery = 50 * time.Millisecond
 
-// pubTTL is how long the public keys read from the database are used
-// before they are read again.
-const pubTTL = 5 * time.Second
+// Forget drops the cached public keys and active key ids: the next use
+// reads them from the database again (the keys were replaced, e.g. by
+// lapis sandbox reset; the verifier calls it on a revocation-log reset).
+func (m *Manager) Forget() {
+	m.mu.Lock()
+	clear(m.pub)
+	clear(m.active)
+	m.lastLoad = time.Time{}
+	m.mu.Unlock()
+}
 
 // PublicKey returns the published public key with id kid. Unknown ids
 // reload the key list (at most once per 50 ms, so a key rotated in by
@@ -386,16 +393,9 @@ const pubTTL = 5 * time.Second
 func (m *Manager) PublicKey(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
 	m.mu.Lock()
 	k := m.pub[kid]
-	age := time.Since(m.lastLoad)
-	fresh := age < reloadEvery
+	fresh := time.Since(m.lastLoad) < reloadEvery
 	m.mu.Unlock()
-	// A known key is trusted for pubTTL since the list was read: a key
-	// deleted from the database (lapis sandbox reset) stops verifying
-	// within it on every instance.
-	if k != nil && age < pubTTL {
-		return k, nil
-	}
-	if k != nil && fresh {
+	if k != nil {
 		return k, nil
 	}
 	if fresh {
