@@ -136,6 +136,7 @@ func TestServeFlags(t *testing.T) {
 		"--alert-volume", "11", "--alert-volume-window", "2h", "--alert-auth-failures", "12", "--alert-auth-window", "3m", "--no-alert-refusals",
 		"--export-dir", "/exp", "--export-workers", "3", "--export-max-per-client", "4", "--export-expire", "5h", "--export-lease", "6s", "--export-file-size", "7MiB", "--export-rate", "8",
 		"--export-s3-url", "https://s3.example.org/exports/lapis",
+		"--sandbox-database", "sqlite:/sb/lapis.db", "--sandbox-rate-limit", "3/s", "--sandbox-rate-burst", "4",
 		"--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
@@ -157,10 +158,14 @@ func TestServeFlags(t *testing.T) {
 			AlertVolume: 11, AlertVolumeWindow: 2 * time.Hour, AlertAuthFailures: 12, AlertAuthWindow: 3 * time.Minute},
 		Export: config.Export{Dir: "/exp", Workers: 3, MaxJobsPerClient: 4, Expire: 5 * time.Hour, Lease: 6 * time.Second, MaxFileBytes: 7 << 20, Rate: 8,
 			S3URL: "https://s3.example.org/exports/lapis", S3AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), S3SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY")},
+		Sandbox:  config.Sandbox{Enabled: true, DatabaseURL: "sqlite:/sb/lapis.db", RateLimit: "3/s", RateLimitBurst: 4},
 		LogLevel: "debug",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", got, want)
+	}
+	if cfg, err := parseServe(t, "--sandbox=false"); err != nil || cfg.Sandbox.Enabled {
+		t.Fatalf("--sandbox=false: %+v %v", cfg.Sandbox, err)
 	}
 	if cfg, err := parseServe(t, "--dev-no-auth", "--allow-remote", "--no-audit"); err == nil || cfg.Auth.DevNoAuth != true || cfg.Server.AllowRemote != true || cfg.Audit.Enabled {
 		t.Fatalf("--dev-no-auth --allow-remote --no-audit: %+v %v", cfg, err)
