@@ -36,7 +36,9 @@ func TestEnvironments(t *testing.T) {
 	}
 	ctx := context.Background()
 	portal := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "portal") })
-	srv, err := NewServer(ctx, cfg, slog.New(slog.DiscardHandler), io.Discard, WithMount("/portal/", portal))
+	var seen []*Environment
+	srv, err := NewServer(ctx, cfg, slog.New(slog.DiscardHandler), io.Discard, WithMount("/portal/", portal),
+		WithMountFunc("/devs/", func(envs []*Environment) (http.Handler, error) { seen = envs; return portal, nil }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +51,9 @@ func TestEnvironments(t *testing.T) {
 	if len(envs) != 2 || envs[0].Name != "production" || envs[1].Name != "sandbox" ||
 		envs[0].FHIRBase != root+"/fhir" || envs[1].FHIRBase != root+"/sandbox/fhir" {
 		t.Fatalf("environments %+v", envs)
+	}
+	if len(seen) != 2 || seen[1] != envs[1] {
+		t.Fatalf("WithMountFunc saw %v", seen)
 	}
 	if srv.Environment("sandbox") != envs[1] || srv.Environment("production") != envs[0] || srv.Environment("staging") != nil {
 		t.Fatal("Environment by name")
@@ -96,6 +101,10 @@ func TestEnvironments(t *testing.T) {
 	r := get(root+"/portal/x", "")
 	if r.StatusCode != 200 || r.Header.Get("Cache-Control") != "no-store" {
 		t.Errorf("mounted portal: %d %q", r.StatusCode, r.Header.Get("Cache-Control"))
+	}
+
+	if r := get(root+"/devs/", ""); r.StatusCode != 200 {
+		t.Errorf("WithMountFunc handler: %d", r.StatusCode)
 	}
 
 	// A sandbox database that fails is named in /readyz.

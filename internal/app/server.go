@@ -100,6 +100,13 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	for p, h := range so.mounts {
 		mounts[p] = h
 	}
+	for _, m := range so.mountFns {
+		h, err := m.build(s.envs)
+		if err != nil {
+			return nil, err
+		}
+		mounts[m.pattern] = h
+	}
 	s.gw = prod.gw
 	s.http = server.New(s.gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: prod.handler, Logger: log,
 		Mounts: mounts, Ready: ready, ShutdownTimeout: cfg.Server.ShutdownTimeout}))
@@ -415,6 +422,19 @@ type ServerOption func(*serverOptions)
 type serverOptions struct {
 	listener net.Listener
 	mounts   map[string]http.Handler
+	mountFns []mountFn
+}
+
+type mountFn struct {
+	pattern string
+	build   func(envs []*Environment) (http.Handler, error)
+}
+
+// WithMountFunc serves at pattern the handler build returns once the
+// environments are built (production first): for a part that works on
+// them, such as the developer portal. An error of build fails NewServer.
+func WithMountFunc(pattern string, build func(envs []*Environment) (http.Handler, error)) ServerOption {
+	return func(o *serverOptions) { o.mountFns = append(o.mountFns, mountFn{pattern, build}) }
 }
 
 // WithMount serves h at the path prefix pattern (e.g. "/portal/") beside
