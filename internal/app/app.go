@@ -3,10 +3,12 @@
 // admin commands share (the one database handle, the R4 definitions, the
 // store, the validator, the search-index extractor, the search parser
 // and the resource service);
-// NewServer builds a whole server on it (the audit trail, the
-// authorization server, the gateway, the rate limits, authentication and
-// the FHIR API, under one base path), so lapis serve and the tests run
-// exactly the same code.
+// NewServer builds a whole server of such cores: one Environment each
+// for production ([base-url]/fhir) and the sandbox
+// ([base-url]/sandbox/fhir), each with its own database handle, audit
+// trail, authorization server, gateway, rate limits, authentication and
+// FHIR API, on one listener, so lapis serve and the tests run exactly the
+// same code.
 package app
 
 import (
@@ -117,7 +119,7 @@ func OpenWith(ctx context.Context, cfg config.Config, logger *slog.Logger, opts 
 // OpenDB opens the database handle of cfg (for commands that need it
 // without the FHIR store; OpenWith opens its own unless given one).
 func OpenDB(ctx context.Context, cfg config.Config) (*database.DB, error) {
-	return database.Open(ctx, database.Options{URL: cfg.Database.URL, DataDir: cfg.Database.DataDir})
+	return database.Open(ctx, database.Options{URL: cfg.Database.URL, DataDir: cfg.Database.DataDir, Schema: cfg.Database.Schema})
 }
 
 // Ping checks that the database answers (for /readyz).

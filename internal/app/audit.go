@@ -110,7 +110,13 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 func alertWindows(cfg config.Config, db *audit.DB) (audit.WindowStore, func(), error) {
 	switch {
 	case cfg.RateLimit.RedisURL != "":
-		r, err := audit.NewRedisWindows(cfg.RateLimit.RedisURL)
+		// Each environment counts apart: production keeps the plain
+		// keys, others add their name.
+		var prefix string
+		if cfg.EnvName() != config.EnvProduction {
+			prefix = cfg.EnvName() + ":"
+		}
+		r, err := audit.NewRedisWindowsPrefix(cfg.RateLimit.RedisURL, prefix)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--redis-url: %w", err)
 		}

@@ -55,7 +55,13 @@ func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, 
 		// itself, throttled. (The client's logger is process-wide; serve
 		// sets it once.)
 		redis.SetLogger(redisLogger{log})
-		rl, err := ratelimit.OpenRedis(f.RedisURL, ratelimit.RedisOptions{})
+		// Each environment counts apart: production keeps the plain
+		// prefix, others add their name.
+		var keyPrefix string
+		if cfg.EnvName() != config.EnvProduction {
+			keyPrefix = cfg.EnvName() + ":"
+		}
+		rl, err := ratelimit.OpenRedis(f.RedisURL, ratelimit.RedisOptions{KeyPrefix: keyPrefix})
 		if err != nil {
 			return st, fmt.Errorf("--redis-url: %w", err)
 		}

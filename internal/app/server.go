@@ -38,7 +38,8 @@ import (
 // CapabilityStatement.
 const Version = "0.1.0"
 
-// Server is a complete Lapis server: the FHIR API and the authorization
+// Server is a complete Lapis server: its environments (production and,
+// unless disabled, the sandbox), each a FHIR API and an authorization
 // server behind the gateway policies, the rate limits and the audit
 // trail, on one listener. NewServer is the one place its parts are put
 // together.
@@ -47,17 +48,20 @@ type Server struct {
 	log     *slog.Logger
 	gw      *gateway
 	http    *server.Server
+	envs    []*Environment
 	closers []func()
 	once    sync.Once
 }
 
 // NewServer builds every part of a server from cfg, which must have been
-// normalized for serving: the store and the resource service, the audit
-// recorder, the authorization server, the gateway, the rate limits, the
-// authentication middleware and the FHIR API, all under the FHIR base
-// path cfg.FHIRPath(). stdout receives the audit stream "stdout" (nil:
-// os.Stdout). Nothing listens until Listen; the caller must Close the
-// Server once it has stopped serving.
+// normalized for serving: the production environment under the FHIR
+// base path cfg.FHIRPath() and, when cfg.Sandbox.Enabled, the sandbox
+// environment under cfg.SandboxConfig().FHIRPath(), each with its own
+// database handle (buildEnvironment), plus what the process has once:
+// the metrics, the listener and its TLS, the landing page. stdout
+// receives the audit stream "stdout" (nil: os.Stdout). Nothing listens
+// until Listen; the caller must Close the Server once it has stopped
+// serving.
 func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Writer, opts ...ServerOption) (_ *Server, err error) {
 	if stdout == nil {
 		stdout = os.Stdout
@@ -74,6 +78,63 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	}()
 	// mets holds this process's Prometheus instruments.
 	mets := metrics.New()
+	prod, err := s.buildEnvironment(ctx, cfg, stdout, mets, log)
+	if err != nil {
+		return nil, err
+	}
+	ready := prod.ready
+	mounts := map[string]http.Handler{}
+	if cfg.Sandbox.Enabled {
+		scfg := cfg.SandboxConfig()
+		sb, err := s.buildEnvironment(ctx, scfg, stdout, mets, log.With("env", config.EnvSandbox))
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+		for _, c := range sb.ready {
+			c.Name = config.EnvSandbox + "/" + c.Name
+			ready = append(ready, c)
+		}
+		mounts[scfg.FHIRPath()] = sb.handler
+		mounts[scfg.FHIRPath()+"/"] = sb.handler
+	}
+	for p, h := range so.mounts {
+		mounts[p] = h
+	}
+	for _, m := range so.mountFns {
+		h, err := m.build(s.envs)
+		if err != nil {
+			return nil, err
+		}
+		mounts[m.pattern] = h
+	}
+	s.gw = prod.gw
+	s.http = server.New(s.gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: prod.handler, Logger: log,
+		Mounts: mounts, Ready: ready, ShutdownTimeout: cfg.Server.ShutdownTimeout}))
+	return s, nil
+}
+
+// Environments returns the server's environments, production first.
+func (s *Server) Environments() []*Environment { return s.envs }
+
+// Environment returns the environment named name ("production",
+// "sandbox"), nil when the server has none of that name.
+func (s *Server) Environment(name string) *Environment {
+	for _, e := range s.envs {
+		if e.Name == name {
+			return e
+		}
+	}
+	return nil
+}
+
+// buildEnvironment builds one complete environment from cfg (production,
+// or the sandbox's derived configuration): its database handle, the store
+// and the resource service, the audit recorder, the authorization server
+// with its pages and the admin API, the gateway, the rate limits, the
+// authentication stages, the export service and the FHIR API, all under
+// cfg.FHIRPath(); mets is the process's metrics. Its parts close with the
+// Server, in reverse order.
+func (s *Server) buildEnvironment(ctx context.Context, cfg config.Config, stdout io.Writer, mets *metrics.Metrics, log *slog.Logger) (*Environment, error) {
 	// Every FHIR interaction is authorized by the caller's SMART scopes.
 	aopts := Options{Access: func(reg *definitions.Registry) resource.Access { return access.NewPolicy(reg) }}
 	if cfg.Auth.DevNoAuth {
@@ -99,6 +160,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	var auditSink audit.Sink = coalescer
 	auth, err := oauth.Open(ctx, oauth.Options{
 		Issuer:           cfg.FHIRBase(),
+		Environment:      cfg.EnvName(),
 		Database:         a.DB,
 		DataDir:          cfg.Database.DataDir,
 		KEKFile:          cfg.Auth.KEKFile,
@@ -121,7 +183,6 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	if err != nil {
 		return nil, err
 	}
-	s.gw = gw
 	// Client allow-lists hold at the token endpoints too.
 	auth.SetClientNetwork(gw.clients)
 	mw := authn.New(authn.Config{
@@ -153,7 +214,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// the client's allow-list and CORS rules right after it.
 	fhirStages := []func(http.Handler) http.Handler{gw.preflight, mw, gw.principal}
 	// Rate limits per client and patient, after authentication; their
-	// per-IP stage joins outer below.
+	// per-IP stage joins outer below. Each environment counts apart.
 	rl, err := newRateLimits(cfg, log, mets, auditSink, auth.DB())
 	if err != nil {
 		return nil, err
@@ -209,9 +270,10 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	// The admin API: the admin service behind the admin commands, over
 	// HTTP; its actions are recorded (durably) before they are answered.
 	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
+	admSvc := admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}})
 	adm, err := adminapi.New(adminapi.Config{
 		Issuer:   cfg.FHIRBase(),
-		Service:  admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}}),
+		Service:  admSvc,
 		Verifier: auth.Verifier(),
 		Logger:   log,
 	})
@@ -232,10 +294,14 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 	mux.Handle("/", api)
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)
-	handler := routeFirst(mux, cfg.FHIRPath(), chain(outer...))
-	s.http = server.New(gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: handler, Logger: log,
-		Ready: readyChecks(a, auth, auditRT.db, rl.Ready), ShutdownTimeout: cfg.Server.ShutdownTimeout}))
-	return s, nil
+	var sink audit.Sink = auditRT.sink
+	env := &Environment{
+		Name: cfg.EnvName(), FHIRBase: cfg.FHIRBase(), DB: a.DB, Service: a.Service, Admin: admSvc, Auth: auth, Audit: sink,
+		App: a, gw: gw, handler: routeFirst(mux, cfg.FHIRPath(), chain(outer...)),
+		ready: readyChecks(a, auth, auditRT.db, rl.Ready),
+	}
+	s.envs = append(s.envs, env)
+	return env, nil
 }
 
 // Listen loads the TLS certificate, if any, and opens the configured
@@ -260,7 +326,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if config.IsPostgres(s.cfg.Database.URL) {
 		dialect = "postgres"
 	}
-	s.log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", s.cfg.FHIRBase(), "database", dialect, "database_location", database.Location(s.cfg.Database.URL, s.cfg.Database.DataDir), "version", Version,
+	var bases []string
+	for _, e := range s.envs {
+		bases = append(bases, e.Name+"="+e.FHIRBase)
+	}
+	s.log.Info("lapis serving", "addr", ln.Addr().String(), "fhir_base", s.cfg.FHIRBase(), "environments", strings.Join(bases, " "), "database", dialect, "database_location", database.Location(s.cfg.Database.URL, s.cfg.Database.DataDir), "version", Version,
 		"max_bundle_entries", s.cfg.FHIR.MaxBundleEntries, "max_response_bytes", s.cfg.FHIR.MaxResponseBytes)
 	return s.http.Serve(ctx, ln)
 }
@@ -351,6 +421,31 @@ type ServerOption func(*serverOptions)
 
 type serverOptions struct {
 	listener net.Listener
+	mounts   map[string]http.Handler
+	mountFns []mountFn
+}
+
+type mountFn struct {
+	pattern string
+	build   func(envs []*Environment) (http.Handler, error)
+}
+
+// WithMountFunc serves at pattern the handler build returns once the
+// environments are built (production first): for a part that works on
+// them, such as the developer portal. An error of build fails NewServer.
+func WithMountFunc(pattern string, build func(envs []*Environment) (http.Handler, error)) ServerOption {
+	return func(o *serverOptions) { o.mountFns = append(o.mountFns, mountFn{pattern, build}) }
+}
+
+// WithMount serves h at the path prefix pattern (e.g. "/portal/") beside
+// the environments.
+func WithMount(pattern string, h http.Handler) ServerOption {
+	return func(o *serverOptions) {
+		if o.mounts == nil {
+			o.mounts = map[string]http.Handler{}
+		}
+		o.mounts[pattern] = h
+	}
 }
 
 // WithListener makes the Server serve on ln (already bound, e.g. to learn

@@ -152,18 +152,24 @@ func windowID(a WindowAdd) string {
 // (INCRBY), expiring a minute after its window ends.
 type RedisWindows struct {
 	client *redis.Client
+	prefix string // after "lapis:alert:"
 }
 
 // NewRedisWindows connects lazily to the Redis at url (the rate limits'
 // --redis-url).
-func NewRedisWindows(url string) (*RedisWindows, error) {
+func NewRedisWindows(url string) (*RedisWindows, error) { return NewRedisWindowsPrefix(url, "") }
+
+// NewRedisWindowsPrefix is NewRedisWindows whose keys carry prefix after
+// "lapis:alert:" (e.g. "sandbox:"), so that environments sharing one
+// Redis count apart.
+func NewRedisWindowsPrefix(url, prefix string) (*RedisWindows, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, errors.New("invalid Redis URL")
 	}
 	opt.MaxRetries = 1
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
-	return &RedisWindows{client: redis.NewClient(opt)}, nil
+	return &RedisWindows{client: redis.NewClient(opt), prefix: prefix}, nil
 }
 
 // Add implements WindowStore.
@@ -171,7 +177,7 @@ func (r *RedisWindows) Add(ctx context.Context, adds []WindowAdd) ([]int64, erro
 	cmds := make([]*redis.IntCmd, len(adds))
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, a := range adds {
-			key := "lapis:alert:" + windowID(a)
+			key := "lapis:alert:" + r.prefix + windowID(a)
 			cmds[i] = p.IncrBy(ctx, key, int64(a.N))
 			p.ExpireAt(ctx, key, a.Start.Add(a.Span+time.Minute))
 		}

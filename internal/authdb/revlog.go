@@ -49,7 +49,23 @@ const (
 	// RevRateLimit: a client's or API key's own rate limit changed; the
 	// subject is RateLimitSubject(kind, id).
 	RevRateLimit = "ratelimit"
+	// RevResetSubject, under the kind RevRateLimit (the kinds are fixed
+	// by a CHECK constraint), says the whole database was wiped (lapis
+	// sandbox reset): every subscriber flushes its cache (the entries
+	// are delivered with reset true).
+	RevResetSubject = "*"
 )
+
+// LogReset appends a reset entry (RevResetSubject): every watcher on this database
+// (every running instance) flushes its caches at its next poll, this
+// process's at once.
+func (d *DB) LogReset(ctx context.Context) error {
+	if err := d.logRevocation(ctx, d.w, RevRateLimit, RevResetSubject, time.Now()); err != nil {
+		return err
+	}
+	d.revoked(ctx)
+	return nil
+}
 
 // RevEntry is one row of the revocation log.
 type RevEntry struct {
@@ -322,6 +338,9 @@ func (w *RevWatcher) Sync(ctx context.Context) error {
 		w.opt.Logger.Info("authdb: revocation log poll recovered")
 	}
 	reset := !wasHealthy && w.lastOK.Load() != 0
+	for _, e := range out {
+		reset = reset || (e.Kind == RevRateLimit && e.Subject == RevResetSubject)
+	}
 	w.lastOK.Store(time.Now().UnixNano())
 	if len(out) > 0 || reset {
 		w.subMu.Lock()

@@ -246,3 +246,40 @@ func join(s []string) string {
 	}
 	return out
 }
+
+// TestLogReset: a reset entry (lapis sandbox reset) reaches the
+// subscribers of this database's watcher with reset true, at once.
+func TestLogReset(t *testing.T) {
+	openBoth(t, func(t *testing.T, db *authdb.DB) {
+		ctx := context.Background()
+		var mu sync.Mutex
+		resets := 0
+		cancel := db.RevLog().Subscribe(func(es []authdb.RevEntry, reset bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if reset {
+				resets++
+			}
+		})
+		defer cancel()
+		if err := db.RevLog().Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.RevokeToken(ctx, "jti-r", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		if resets != 0 {
+			t.Errorf("a revocation delivered as a reset")
+		}
+		mu.Unlock()
+		if err := db.LogReset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if resets != 1 {
+			t.Errorf("resets %d after LogReset, want 1", resets)
+		}
+	})
+}

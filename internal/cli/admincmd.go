@@ -147,6 +147,9 @@ func flagWording(err error) error {
 // directory or database URL) alongside are refused: the target must be
 // unambiguous.
 func adminClient(e *env, f *remoteFlags, db dbFlags) (*adminclient.Client, error) {
+	if db.Env == config.EnvSandbox {
+		return nil, usagef("--env sandbox acts on the local database; for a remote server give the sandbox's base in --server (BASE/sandbox/fhir)")
+	}
 	if db.DataDir != "" || db.Database != "" {
 		return nil, usagef("give --server/--profile (remote admin API) or --data-dir/--database (local database), not both (check LAPIS_PROFILE, LAPIS_DATA_DIR and LAPIS_DATABASE_URL)")
 	}

@@ -29,6 +29,10 @@ type dbFlags struct {
 	DataDir  string `name:"data-dir" env:"LAPIS_DATA_DIR" help:"Directory for the embedded database (default ~/.local/share/lapis)." placeholder:"DIR"`
 	Database string `name:"database" env:"LAPIS_DATABASE_URL" help:"Database URL: postgres://... for PostgreSQL, sqlite:PATH, or empty for the embedded SQLite database in --data-dir." placeholder:"URL"`
 	BaseURL  string `name:"base-url" env:"LAPIS_BASE_URL" help:"Public base URL of the server (the FHIR base is BASE/fhir); default http://ADDR." placeholder:"URL"`
+	// SandboxDatabase is the sandbox environment's database.
+	SandboxDatabase string `name:"sandbox-database" env:"LAPIS_SANDBOX_DATABASE_URL" help:"Database URL of the sandbox environment (default: SQLite in DATA-DIR/sandbox with an SQLite production, the schema lapis_sandbox of the production database with PostgreSQL)." placeholder:"URL"`
+	// Env is the environment an admin command acts on.
+	Env string `name:"env" default:"production" enum:"production,sandbox" help:"Environment whose database the command acts on: production or sandbox."`
 }
 
 func (f dbFlags) apply(c *config.Config) {
@@ -37,13 +41,21 @@ func (f dbFlags) apply(c *config.Config) {
 	}
 	c.Database.URL = f.Database
 	c.Server.BaseURL = f.BaseURL
+	c.Sandbox.DatabaseURL = f.SandboxDatabase
 }
 
-// config is the normalized configuration of an admin command.
+// config is the normalized configuration of an admin command: the
+// environment --env names.
 func (f dbFlags) config() (config.Config, error) {
 	cfg := config.Defaults()
 	f.apply(&cfg)
-	return cfg, cfg.Normalize(false)
+	if err := cfg.Normalize(false); err != nil {
+		return cfg, err
+	}
+	if f.Env == config.EnvSandbox {
+		cfg = cfg.SandboxConfig()
+	}
+	return cfg, nil
 }
 
 // openApp opens the FHIR store and service for an admin command (no access
@@ -67,6 +79,7 @@ type grammar struct {
 	User            userCmd            `cmd:"" help:"Manage patient and practitioner logins (local database, or a remote server with --server/--profile)."`
 	Grants          grantsCmd          `cmd:"" help:"List and revoke the access users gave apps (local database, or a remote server with --server/--profile)."`
 	Apikey          apikeyCmd          `cmd:"" name:"apikey" help:"Manage API keys for server-to-server access to the FHIR API (local database, or a remote server with --server/--profile)."`
+	Sandbox         sandboxCmd         `cmd:"" help:"Load or reset the sandbox environment's database (also while a server runs)."`
 	Demo            demoCmd            `cmd:"" help:"Create demo logins: a practitioner and the first N patients (passwords printed once)."`
 	Audit           auditCmd           `cmd:"" help:"Verify the tamper-evident audit trail."`
 	Portal          portalCmd          `cmd:"" help:"Manage the developer portal (lapis portal operator add EMAIL)."`

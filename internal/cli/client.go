@@ -142,6 +142,9 @@ func (c *keysRotateCmd) Run(e *env) error {
 	defer db.Close()
 	kek := c.KEKFile
 	if kek == "" {
+		kek = cfg.Auth.KEKFile // the sandbox's: production's file
+	}
+	if kek == "" {
 		kek = filepath.Join(cfg.Database.DataDir, keys.KEKFile)
 	}
 	m, err := keys.Open(e.ctx, db, keys.Options{KEKFile: kek, KEK: os.Getenv("LAPIS_KEK")})

@@ -74,6 +74,9 @@ type rateLimitFlags struct {
 	RateLimitRedisFailure string `name:"rate-limit-redis-failure" env:"LAPIS_RATE_LIMIT_REDIS_FAILURE" default:"open" enum:"open,closed" help:"When Redis cannot answer: open (admit under each instance's own in-process limits) or closed (refuse with 503)."`
 	// The concurrency limit is per instance (it guards this instance's
 	// database connections), never shared through Redis.
+	SandboxOn              bool          `name:"sandbox" env:"LAPIS_SANDBOX" default:"true" negatable:"" help:"Serve the sandbox environment at BASE/sandbox/fhir beside production (own database, clients, keys and tokens); --no-sandbox: production only."`
+	SandboxRateLimit       string        `name:"sandbox-rate-limit" env:"LAPIS_SANDBOX_RATE_LIMIT" help:"Limit per client or API key in the sandbox (replaces --rate-limit-client and --rate-limit-system there), N/PERIOD; default: production's." placeholder:"N/PERIOD"`
+	SandboxRateBurst       int           `name:"sandbox-rate-burst" env:"LAPIS_SANDBOX_RATE_BURST" default:"0" help:"Burst per client in the sandbox, in cost units (0 = production's, or N with --sandbox-rate-limit)."`
 	MaxConcurrentPerClient int           `name:"max-concurrent-per-client" env:"LAPIS_MAX_CONCURRENT_PER_CLIENT" default:"0" help:"Most FHIR searches, history requests and batch/transaction Bundles of one client (OAuth client or API key) that run at once; 0 = one less than the database connections that serve searches (at least 1), -1 = no limit."`
 	ConcurrencyWait        time.Duration `name:"concurrency-wait" env:"LAPIS_CONCURRENCY_WAIT" default:"5s" help:"How long a request over --max-concurrent-per-client waits, in its client's line, for one of the client's requests to finish before it is refused with 429 (0 = refuse at once)."`
 }
@@ -109,8 +112,13 @@ type exportFlags struct {
 // package checks the values.
 func (c *serveCmd) config() (config.Config, error) {
 	cfg := config.ServeDefaults()
+	if c.Env != "" && c.Env != config.EnvProduction {
+		return cfg, usagef("lapis serve serves every environment; --env is for the admin commands")
+	}
 	c.dbFlags.apply(&cfg)
 	c.portalFlags.apply(&cfg)
+	cfg.Sandbox.Enabled = c.SandboxOn
+	cfg.Sandbox.RateLimit, cfg.Sandbox.RateLimitBurst = c.SandboxRateLimit, c.SandboxRateBurst
 	cfg.Server.Addr = c.Addr
 	cfg.Server.AllowRemote = c.AllowRemote
 	g := c.gatewayFlags

@@ -137,6 +137,7 @@ func TestServeFlags(t *testing.T) {
 		"--export-dir", "/exp", "--export-workers", "3", "--export-max-per-client", "4", "--export-expire", "5h", "--export-lease", "6s", "--export-file-size", "7MiB", "--export-rate", "8",
 		"--export-s3-url", "https://s3.example.org/exports/lapis",
 		"--no-portal", "--smtp-url", "smtp://u:p@mail.example.org:587", "--smtp-from", "portal@example.org",
+		"--sandbox-database", "sqlite:/sb/lapis.db", "--sandbox-rate-limit", "3/s", "--sandbox-rate-burst", "4",
 		"--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
@@ -159,10 +160,14 @@ func TestServeFlags(t *testing.T) {
 		Export: config.Export{Dir: "/exp", Workers: 3, MaxJobsPerClient: 4, Expire: 5 * time.Hour, Lease: 6 * time.Second, MaxFileBytes: 7 << 20, Rate: 8,
 			S3URL: "https://s3.example.org/exports/lapis", S3AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), S3SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY")},
 		Portal:   config.Portal{SMTPURL: "smtp://u:p@mail.example.org:587", SMTPFrom: "portal@example.org"},
+		Sandbox:  config.Sandbox{Enabled: true, DatabaseURL: "sqlite:/sb/lapis.db", RateLimit: "3/s", RateLimitBurst: 4},
 		LogLevel: "debug",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", got, want)
+	}
+	if cfg, err := parseServe(t, "--sandbox=false"); err != nil || cfg.Sandbox.Enabled {
+		t.Fatalf("--sandbox=false: %+v %v", cfg.Sandbox, err)
 	}
 	if cfg, err := parseServe(t, "--dev-no-auth", "--allow-remote", "--no-audit"); err == nil || cfg.Auth.DevNoAuth != true || cfg.Server.AllowRemote != true || cfg.Audit.Enabled {
 		t.Fatalf("--dev-no-auth --allow-remote --no-audit: %+v %v", cfg, err)

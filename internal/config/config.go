@@ -43,6 +43,11 @@ type Config struct {
 	Audit     Audit
 	Export    Export
 	Portal    Portal
+	Sandbox   Sandbox
+	// Env is the environment this configuration describes: EnvProduction
+	// ("" too) or EnvSandbox (derived by SandboxConfig); it places the
+	// FHIR base (FHIRBase, FHIRPath).
+	Env string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 }
@@ -76,6 +81,33 @@ func (p Portal) check() error {
 		return fmt.Errorf("--smtp-from %q is not an email address", p.SMTPFrom)
 	}
 	return nil
+}
+
+// The environments of a server.
+const (
+	EnvProduction = "production"
+	EnvSandbox    = "sandbox"
+)
+
+// SandboxSchema is the PostgreSQL schema of the sandbox environment when
+// production is PostgreSQL and no --sandbox-database is given: the same
+// database, its own schema (created when missing) through search_path.
+const SandboxSchema = "lapis_sandbox"
+
+// Sandbox is the sandbox environment served beside production at
+// [base-url]/sandbox/fhir.
+type Sandbox struct {
+	// Enabled serves the sandbox.
+	Enabled bool
+	// DatabaseURL is the sandbox's database (empty: SQLite in
+	// DataDir/sandbox when production is SQLite, the schema SandboxSchema
+	// of the production database when it is PostgreSQL).
+	DatabaseURL string
+	// RateLimit and RateLimitBurst replace the per-client limits
+	// (RateLimit.Client and RateLimit.System) in the sandbox (empty/0:
+	// production's).
+	RateLimit      string
+	RateLimitBurst int
 }
 
 // Server is the HTTP listener.
@@ -117,6 +149,9 @@ type Database struct {
 	// DataDir holds the embedded SQLite database and the key-encryption
 	// key.
 	DataDir string
+	// Schema, for PostgreSQL, is the schema the tables live in (created
+	// when missing; empty: the URL's default search_path).
+	Schema string
 }
 
 // FHIR bounds the FHIR API.
@@ -337,6 +372,7 @@ func Defaults() Config {
 			AlertAuthWindow:   5 * time.Minute,
 			AlertRefusals:     true,
 		},
+		Sandbox:  Sandbox{Enabled: true},
 		LogLevel: "info",
 	}
 }
@@ -433,6 +469,9 @@ func (c *Config) Normalize(serve bool) error {
 	if err := c.Export.check(); err != nil {
 		return err
 	}
+	if err := c.Sandbox.check(); err != nil {
+		return err
+	}
 	return c.Audit.check()
 }
 
@@ -446,6 +485,19 @@ func (e Export) check() error {
 		return errors.New("--export-lease must be at least 1s")
 	case e.MaxFileBytes < 1<<10:
 		return errors.New("--export-file-size must be at least 1KiB")
+	}
+	return nil
+}
+
+func (s Sandbox) check() error {
+	if s.DatabaseURL != "" && !IsPostgres(s.DatabaseURL) && !strings.HasPrefix(s.DatabaseURL, "sqlite:") && !strings.HasPrefix(s.DatabaseURL, "file:") {
+		return errors.New("invalid --sandbox-database: want postgres://..., sqlite:PATH or empty")
+	}
+	if s.RateLimitBurst < 0 {
+		return errors.New("--sandbox-rate-burst must not be negative")
+	}
+	if _, err := ratelimit.ParseLimit(s.RateLimit, s.RateLimitBurst); s.RateLimit != "" && err != nil {
+		return fmt.Errorf("--sandbox-rate-limit: %w", err)
 	}
 	return nil
 }
@@ -608,9 +660,67 @@ func (a Audit) check() error {
 // fhirDir is where the FHIR base is under the base URL.
 const fhirDir = "/fhir"
 
-// FHIRBase returns the FHIR base URL, BaseURL + "/fhir": the issuer of
-// the authorization server too.
-func (c *Config) FHIRBase() string { return c.Server.BaseURL + fhirDir }
+// sandboxDir is where the sandbox's FHIR base is under the base URL.
+const sandboxDir = "/sandbox/fhir"
+
+// envDir is where this environment's FHIR base is under the base URL.
+func (c *Config) envDir() string {
+	if c.Env == EnvSandbox {
+		return sandboxDir
+	}
+	return fhirDir
+}
+
+// EnvName is the environment's name: EnvProduction or EnvSandbox.
+func (c *Config) EnvName() string {
+	if c.Env == "" {
+		return EnvProduction
+	}
+	return c.Env
+}
+
+// FHIRBase returns the FHIR base URL, BaseURL + "/fhir" (the sandbox's:
+// BaseURL + "/sandbox/fhir"): the issuer of the authorization server too.
+func (c *Config) FHIRBase() string { return c.Server.BaseURL + c.envDir() }
+
+// SandboxConfig derives the configuration of the sandbox environment
+// from a normalized production configuration: its FHIR base
+// [base-url]/sandbox/fhir, its database (Sandbox.DatabaseURL, else SQLite
+// in DataDir/sandbox when production is SQLite, else the schema
+// SandboxSchema of the production PostgreSQL database), its export
+// folder (a "sandbox" folder of production's), its rate limits and the
+// same key-encryption key as production.
+func (c Config) SandboxConfig() Config {
+	s := c
+	s.Env = EnvSandbox
+	s.Database.DataDir = filepath.Join(c.Database.DataDir, "sandbox")
+	switch {
+	case c.Sandbox.DatabaseURL != "":
+		s.Database.URL, s.Database.Schema = c.Sandbox.DatabaseURL, ""
+	case IsPostgres(c.Database.URL):
+		s.Database.Schema = SandboxSchema
+	default:
+		s.Database.URL, s.Database.Schema = "", ""
+	}
+	if s.Auth.KEKFile == "" && s.Auth.KEK == "" && c.Database.DataDir != "" {
+		s.Auth.KEKFile = filepath.Join(c.Database.DataDir, "auth-kek")
+	}
+	if c.Export.Dir != "" {
+		s.Export.Dir = filepath.Join(c.Export.Dir, "sandbox")
+	} else {
+		s.Export.Dir = filepath.Join(c.Database.DataDir, "export", "sandbox")
+	}
+	if c.Export.S3URL != "" {
+		s.Export.S3URL = strings.TrimRight(c.Export.S3URL, "/") + "/sandbox"
+	}
+	if c.Sandbox.RateLimit != "" {
+		s.RateLimit.Client, s.RateLimit.System = c.Sandbox.RateLimit, c.Sandbox.RateLimit
+		s.RateLimit.ClientBurst, s.RateLimit.SystemBurst = c.Sandbox.RateLimitBurst, c.Sandbox.RateLimitBurst
+	} else if c.Sandbox.RateLimitBurst > 0 {
+		s.RateLimit.ClientBurst, s.RateLimit.SystemBurst = c.Sandbox.RateLimitBurst, c.Sandbox.RateLimitBurst
+	}
+	return s
+}
 
 // FHIRPath returns the path of the FHIR base URL ("/fhir", or
 // "/lapis/fhir" for the base URL https://host/lapis): every route of the
@@ -618,9 +728,9 @@ func (c *Config) FHIRBase() string { return c.Server.BaseURL + fhirDir }
 func (c *Config) FHIRPath() string {
 	u, err := url.Parse(c.Server.BaseURL)
 	if err != nil {
-		return fhirDir
+		return c.envDir()
 	}
-	return u.Path + fhirDir
+	return u.Path + c.envDir()
 }
 
 // Origin returns the origin of the base URL, scheme://host[:port].

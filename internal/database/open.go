@@ -32,6 +32,10 @@ type Options struct {
 	// SQLiteFile, when set, is the SQLite file to open (URL and DataDir
 	// are then ignored).
 	SQLiteFile string
+	// Schema, for PostgreSQL, is the schema every table lives in: created
+	// when missing and made the connections' search_path (a plain
+	// identifier: lower-case letters, digits and '_'). Ignored on SQLite.
+	Schema string
 	// SQLiteReaders is the size of the SQLite reader pool (0: max(4,
 	// GOMAXPROCS)).
 	SQLiteReaders int
@@ -69,7 +73,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return OpenSQLite(ctx, o.SQLiteFile, o.SQLiteReaders)
 	}
 	if IsPostgresURL(o.URL) {
-		return openPostgres(ctx, o.URL)
+		return openPostgres(ctx, o.URL, o.Schema)
 	}
 	if o.URL != "" && !strings.HasPrefix(o.URL, "sqlite:") && !strings.HasPrefix(o.URL, "file:") {
 		return nil, ErrUnsupportedURL

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -26,10 +27,22 @@ func IsPostgresURL(databaseURL string) bool {
 // which code) is often orders of magnitude slower. So every execution is
 // planned with its values (plan_cache_mode force_custom_plan), unless the
 // URL sets plan_cache_mode.
-func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
+func openPostgres(ctx context.Context, databaseURL, schema string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
+	}
+	if schema != "" {
+		if !validSchema(schema) {
+			return nil, fmt.Errorf("database: invalid schema name %q", schema)
+		}
+		if err := createSchema(ctx, cfg, schema); err != nil {
+			return nil, err
+		}
+		if cfg.ConnConfig.RuntimeParams == nil {
+			cfg.ConnConfig.RuntimeParams = map[string]string{}
+		}
+		cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	}
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		cfg.MaxConns = defaultPostgresConns()
@@ -53,4 +66,31 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 	// pgx caches prepared statements per pool connection.
 	db := stdlib.OpenDBFromPool(pool)
 	return &DB{Dialect: Postgres, Writer: db, Reader: db, Pool: pool}, nil
+}
+
+// validSchema accepts a plain lower-case identifier (it is spliced into
+// CREATE SCHEMA, which takes no placeholder).
+func validSchema(s string) bool {
+	if s == "" || len(s) > 63 || (s[0] >= '0' && s[0] <= '9') {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// createSchema creates schema in the database of cfg when it is missing.
+func createSchema(ctx context.Context, cfg *pgxpool.Config, schema string) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS "`+schema+`"`); err != nil {
+		return fmt.Errorf("database: create schema %s: %w", schema, err)
+	}
+	return nil
 }

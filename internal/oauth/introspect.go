@@ -68,7 +68,7 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, introspection{
 		Active: true, Scope: c.Scope, ClientID: c.ClientID, Subject: c.Subject, Issuer: c.Issuer,
 		Audience: c.Audience, Expiry: c.Expiry, IssuedAt: c.IssuedAt, NotBefore: c.NotBefore, ID: c.ID,
-		TokenType: "Bearer", Patient: c.Patient, Encounter: c.Encounter, FHIRUser: c.FHIRUser,
+		TokenType: "Bearer", Patient: c.Patient, Encounter: c.Encounter, FHIRUser: c.FHIRUser, Env: c.Env,
 	})
 }
 
@@ -88,6 +88,7 @@ type introspection struct {
 	Patient   string `json:"patient,omitempty"`
 	Encounter string `json:"encounter,omitempty"`
 	FHIRUser  string `json:"fhirUser,omitempty"`
+	Env       string `json:"lapis_env,omitempty"`
 }
 
 // handleRevoke is RFC 7009 revocation of access tokens and refresh tokens

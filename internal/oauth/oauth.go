@@ -126,6 +126,10 @@ type Config struct {
 	// of every token and document, byte for byte, and the access tokens'
 	// audience. The endpoints live under its path.
 	Issuer string
+	// Environment names the environment whose issuer this is
+	// ("production", "sandbox"): the lapis_env claim of every access
+	// token (empty: none).
+	Environment string
 	// Clients, Assertions, Revocations and Keys are the storage.
 	Clients     ClientStore
 	Assertions  AssertionStore
@@ -263,6 +267,8 @@ func New(cfg Config) (*Server, error) {
 type Options struct {
 	// Issuer is the FHIR base URL (config.Config.FHIRBase()).
 	Issuer string
+	// Environment is Config.Environment.
+	Environment string
 	// Database is the process's database handle, where the authorization
 	// database's tables are (its migrations run on Open).
 	Database *database.DB
@@ -312,7 +318,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s, err := New(Config{
-		Issuer: opts.Issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
+		Issuer: opts.Issuer, Environment: opts.Environment, Clients: db, Assertions: db, Revocations: db, Keys: km,
 		Codes: NewCodeStore(db), Refresh: db,
 		Accounts: db, Sessions: db, Launches: db, Patients: opts.Patients, Login: opts.Login,
 		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: opts.AllowPrivateJWKS}), Logger: opts.Logger,

@@ -112,7 +112,7 @@ func newID() string {
 // exp and jti are filled in) valid for lifetime.
 func (s *Server) IssueAccessToken(ctx context.Context, c AccessClaims, lifetime time.Duration) (string, *AccessClaims, error) {
 	now := s.now()
-	c.Issuer, c.Audience = s.cfg.Issuer, s.cfg.Issuer
+	c.Issuer, c.Audience, c.Env = s.cfg.Issuer, s.cfg.Issuer, s.cfg.Environment
 	c.IssuedAt, c.Expiry = now.Unix(), now.Add(lifetime).Unix()
 	c.ID = newID()
 	payload, err := json.Marshal(c)

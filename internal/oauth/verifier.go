@@ -157,6 +157,11 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 // the jti is remembered), every token of a deleted or suspended client
 // (and the client is remembered); reset flushes the cache.
 func (v *Verifier) onRevocations(entries []authdb.RevEntry, reset bool) {
+	if f, ok := v.cfg.Keys.(interface{ Forget() }); ok && reset {
+		// Keys may have been replaced (a wiped database): read them
+		// again before the cache is flushed.
+		f.Forget()
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if reset {

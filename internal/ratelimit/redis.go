@@ -27,6 +27,9 @@ type RedisOptions struct {
 	Timeout time.Duration
 	// Now is the clock of the failure backoff (nil = time.Now).
 	Now func() time.Time
+	// KeyPrefix follows RedisKeyPrefix in every key (e.g. "sandbox:"),
+	// so that environments sharing one Redis count apart.
+	KeyPrefix string
 }
 
 // Redis is a GCRA limiter shared by every instance that uses the same
@@ -37,6 +40,7 @@ type Redis struct {
 	client *redis.Client
 	rl     *redis_rate.Limiter
 	now    func() time.Time
+	prefix string // RedisKeyPrefix + RedisOptions.KeyPrefix
 
 	mu        sync.Mutex
 	downUntil time.Time
@@ -62,7 +66,7 @@ func OpenRedis(url string, o RedisOptions) (*Redis, error) {
 	opt.MaxRetries = -1 // fail fast; the middleware decides what a failure means
 	opt.ContextTimeoutEnabled = true
 	c := redis.NewClient(opt)
-	r := &Redis{client: c, rl: redis_rate.NewLimiter(c), now: o.Now}
+	r := &Redis{client: c, rl: redis_rate.NewLimiter(c), now: o.Now, prefix: RedisKeyPrefix + o.KeyPrefix}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -93,7 +97,7 @@ func (r *Redis) AllowN(ctx context.Context, key string, limit Limit, n int) (Res
 		return Result{}, fmt.Errorf("%w: backing off after a failure", ErrUnavailable)
 	}
 	n, burst := overBurst(limit, n)
-	res, err := r.rl.AllowN(ctx, RedisKeyPrefix+key, redis_rate.Limit{Rate: limit.Rate, Burst: burst, Period: limit.Period}, n)
+	res, err := r.rl.AllowN(ctx, r.prefix+key, redis_rate.Limit{Rate: limit.Rate, Burst: burst, Period: limit.Period}, n)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.mu.Lock()

@@ -175,6 +175,15 @@ func New(cfg Config) (*Service, error) {
 // BaseURL returns the FHIR base URL the service renders links with.
 func (s *Service) BaseURL() string { return s.base }
 
+// Analyze refreshes the query planner's statistics when the store can
+// (store.Analyzer), after a bulk load.
+func (s *Service) Analyze(ctx context.Context) error {
+	if an, ok := s.st.(store.Analyzer); ok {
+		return an.Analyze(ctx)
+	}
+	return nil
+}
+
 // Registry returns the definitions registry.
 func (s *Service) Registry() *definitions.Registry { return s.reg }
 

@@ -67,6 +67,11 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Landing, when set, serves GET / (other paths outside /fhir stay 404).
 	Landing http.Handler
+	// Mounts are more handlers by ServeMux pattern, typically a path
+	// prefix ("/sandbox/fhir/", "/portal/"): served beside the FHIR base,
+	// with Cache-Control: no-store as under Base (handlers may override
+	// it).
+	Mounts map[string]http.Handler
 	// Logger receives lifecycle messages and the request log.
 	Logger *slog.Logger
 
@@ -123,6 +128,11 @@ func New(opts Options) *Server {
 	if opts.Landing != nil {
 		mux.Handle("GET /{$}", opts.Landing)
 	}
+	var prefixes []string
+	for pattern, h := range opts.Mounts {
+		mux.Handle(pattern, h)
+		prefixes = append(prefixes, strings.TrimSuffix(httpx.PatternPath(pattern), "/"))
+	}
 	// The server's own routes name themselves to the request log (the
 	// FHIR handler's routers name theirs).
 	handle := func(pattern, class string, h http.HandlerFunc) {
@@ -150,7 +160,7 @@ func New(opts Options) *Server {
 		})
 	}
 	s := &Server{opts: opts, ready: ready}
-	h := requestLog(opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(opts.Base, mux))
+	h := requestLog(opts.Logger, opts.Metrics, opts.SlowRequest, securityHeaders(append([]string{opts.Base}, prefixes...), mux))
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
@@ -199,7 +209,7 @@ func (s *Server) TLS() bool { return s.opts.TLSCertFile != "" || s.opts.TLSKeyFi
 // no framing, no referrer, a deny-all CSP, HSTS on TLS, and Cache-Control:
 // no-store under the FHIR base path (PHI), which handlers of public
 // documents (discovery, JWKS) override.
-func securityHeaders(base string, next http.Handler) http.Handler {
+func securityHeaders(bases []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
@@ -209,8 +219,11 @@ func securityHeaders(base string, next http.Handler) http.Handler {
 		if r.TLS != nil {
 			h.Set("Strict-Transport-Security", HSTS)
 		}
-		if p := r.URL.Path; p == base || strings.HasPrefix(p, base+"/") {
-			h.Set("Cache-Control", "no-store")
+		for _, base := range bases {
+			if p := r.URL.Path; p == base || strings.HasPrefix(p, base+"/") {
+				h.Set("Cache-Control", "no-store")
+				break
+			}
 		}
 		next.ServeHTTP(w, r)
 	})

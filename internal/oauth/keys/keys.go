@@ -375,6 +375,17 @@ func (m *Manager) newSigner(ctx context.Context, alg jose.SignatureAlgorithm, ki
 // reloadEvery bounds how often an unknown kid triggers a reload.
 const reloadEvery = 50 * time.Millisecond
 
+// Forget drops the cached public keys and active key ids: the next use
+// reads them from the database again (the keys were replaced, e.g. by
+// lapis sandbox reset; the verifier calls it on a revocation-log reset).
+func (m *Manager) Forget() {
+	m.mu.Lock()
+	clear(m.pub)
+	clear(m.active)
+	m.lastLoad = time.Time{}
+	m.mu.Unlock()
+}
+
 // PublicKey returns the published public key with id kid. Unknown ids
 // reload the key list (at most once per 50 ms, so a key rotated in by
 // another instance is found at once while junk kids cannot hammer the

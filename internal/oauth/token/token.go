@@ -29,6 +29,9 @@ type Claims struct {
 	Patient   string `json:"patient,omitempty"`
 	Encounter string `json:"encounter,omitempty"`
 	FHIRUser  string `json:"fhirUser,omitempty"`
+	// Env is the environment that issued the token ("production",
+	// "sandbox"); empty for a server without environments.
+	Env string `json:"lapis_env,omitempty"`
 }
 
 // Scopes returns the granted scopes.
