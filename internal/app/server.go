@@ -94,8 +94,20 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 			c.Name = config.EnvSandbox + "/" + c.Name
 			ready = append(ready, c)
 		}
+		if scfg.Sandbox.Load {
+			if err := loadSandbox(ctx, sb, log.With("env", config.EnvSandbox)); err != nil {
+				return nil, err
+			}
+		}
 		mounts[scfg.FHIRPath()] = sb.handler
 		mounts[scfg.FHIRPath()+"/"] = sb.handler
+	}
+	if cfg.Portal.Enabled {
+		pattern, h, err := s.newPortal(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		mounts[pattern] = h
 	}
 	for p, h := range so.mounts {
 		mounts[p] = h

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -82,7 +81,7 @@ func (c *sandboxLoadCmd) Run(e *env) error {
 	}
 	var ds sandbox.Dataset
 	if len(c.Files) == 0 {
-		if ds, err = builtinDataset(); err != nil {
+		if ds, err = sandbox.Builtin(); err != nil {
 			return err
 		}
 	}
@@ -120,10 +119,4 @@ func (c *sandboxLoadCmd) Run(e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "sandbox loaded: %d bundles, %d entries, %d logins created (%d existed)\n", sum.Bundles, sum.Entries, sum.Logins, sum.Existing)
 	return nil
-}
-
-// builtinDataset is the sandbox dataset built into the binary (package
-// internal/sandbox/dataset, adapted at merge).
-func builtinDataset() (sandbox.Dataset, error) {
-	return sandbox.Dataset{}, errors.New("this build has no built-in sandbox dataset: give Bundle files")
 }

@@ -75,6 +75,7 @@ type rateLimitFlags struct {
 	// The concurrency limit is per instance (it guards this instance's
 	// database connections), never shared through Redis.
 	SandboxOn              bool          `name:"sandbox" env:"LAPIS_SANDBOX" default:"true" negatable:"" help:"Serve the sandbox environment at BASE/sandbox/fhir beside production (own database, clients, keys and tokens); --no-sandbox: production only."`
+	SandboxLoad            bool          `name:"sandbox-load" env:"LAPIS_SANDBOX_LOAD" default:"true" negatable:"" help:"At start, load the built-in sandbox dataset (US Core patients, a practitioner, their logins) into a sandbox that holds no Patient yet; --no-sandbox-load leaves an empty sandbox empty."`
 	SandboxRateLimit       string        `name:"sandbox-rate-limit" env:"LAPIS_SANDBOX_RATE_LIMIT" help:"Limit per client or API key in the sandbox (replaces --rate-limit-client and --rate-limit-system there), N/PERIOD; default: production's." placeholder:"N/PERIOD"`
 	SandboxRateBurst       int           `name:"sandbox-rate-burst" env:"LAPIS_SANDBOX_RATE_BURST" default:"0" help:"Burst per client in the sandbox, in cost units (0 = production's, or N with --sandbox-rate-limit)."`
 	MaxConcurrentPerClient int           `name:"max-concurrent-per-client" env:"LAPIS_MAX_CONCURRENT_PER_CLIENT" default:"0" help:"Most FHIR searches, history requests and batch/transaction Bundles of one client (OAuth client or API key) that run at once; 0 = one less than the database connections that serve searches (at least 1), -1 = no limit."`
@@ -118,6 +119,7 @@ func (c *serveCmd) config() (config.Config, error) {
 	c.dbFlags.apply(&cfg)
 	c.portalFlags.apply(&cfg)
 	cfg.Sandbox.Enabled = c.SandboxOn
+	cfg.Sandbox.Load = c.SandboxOn && c.SandboxLoad
 	cfg.Sandbox.RateLimit, cfg.Sandbox.RateLimitBurst = c.SandboxRateLimit, c.SandboxRateBurst
 	cfg.Server.Addr = c.Addr
 	cfg.Server.AllowRemote = c.AllowRemote

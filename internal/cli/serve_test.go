@@ -160,7 +160,7 @@ func TestServeFlags(t *testing.T) {
 		Export: config.Export{Dir: "/exp", Workers: 3, MaxJobsPerClient: 4, Expire: 5 * time.Hour, Lease: 6 * time.Second, MaxFileBytes: 7 << 20, Rate: 8,
 			S3URL: "https://s3.example.org/exports/lapis", S3AccessKey: os.Getenv("AWS_ACCESS_KEY_ID"), S3SecretKey: os.Getenv("AWS_SECRET_ACCESS_KEY")},
 		Portal:   config.Portal{SMTPURL: "smtp://u:p@mail.example.org:587", SMTPFrom: "portal@example.org"},
-		Sandbox:  config.Sandbox{Enabled: true, DatabaseURL: "sqlite:/sb/lapis.db", RateLimit: "3/s", RateLimitBurst: 4},
+		Sandbox:  config.Sandbox{Enabled: true, Load: true, DatabaseURL: "sqlite:/sb/lapis.db", RateLimit: "3/s", RateLimitBurst: 4},
 		LogLevel: "debug",
 	}
 	if !reflect.DeepEqual(got, want) {

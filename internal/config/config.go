@@ -99,6 +99,9 @@ const SandboxSchema = "lapis_sandbox"
 type Sandbox struct {
 	// Enabled serves the sandbox.
 	Enabled bool
+	// Load loads the built-in sandbox dataset at start into a sandbox
+	// that holds no Patient yet.
+	Load bool
 	// DatabaseURL is the sandbox's database (empty: SQLite in
 	// DataDir/sandbox when production is SQLite, the schema SandboxSchema
 	// of the production database when it is PostgreSQL).

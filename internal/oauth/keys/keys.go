@@ -467,3 +467,18 @@ func (m *Manager) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ResolveKEK returns the server's key-encryption key for sealing other
+// secrets (the portal's TOTP secrets, webhook signing secrets): hexKEK
+// (LAPIS_KEK) when set, otherwise the file at path, created when missing
+// (the same key, found the same way, as for the signing keys).
+func ResolveKEK(path, hexKEK string) (cipher.AEAD, error) {
+	if hexKEK != "" {
+		kek, err := parseKEK(hexKEK)
+		if err != nil {
+			return nil, errors.New("keys: LAPIS_KEK must be 64 hex digits (a 256-bit key)")
+		}
+		return kek, nil
+	}
+	return LoadKEK(path)
+}

@@ -1,0 +1,18 @@
+package sandbox
+
+import "github.com/lapis-health/lapis/internal/sandbox/dataset"
+
+// Builtin is the sandbox dataset built into the binary (package
+// internal/sandbox/dataset): its transaction Bundles and its patient and
+// practitioner logins.
+func Builtin() (Dataset, error) {
+	bundles, err := dataset.Bundles()
+	if err != nil {
+		return Dataset{}, err
+	}
+	ds := Dataset{Bundles: bundles}
+	for _, l := range dataset.Logins() {
+		ds.Logins = append(ds.Logins, Login(l))
+	}
+	return ds, nil
+}
