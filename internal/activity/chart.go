@@ -1,6 +1,7 @@
 package activity
 
 import (
+	"cmp"
 	"fmt"
 	"html"
 	"html/template"
@@ -141,12 +142,7 @@ func StatusChart(t Totals, o ChartOptions) template.HTML {
 	for s, n := range t.ByStatus {
 		rows = append(rows, row{s, n})
 	}
-	slices.SortFunc(rows, func(a, b row) int {
-		if a.n != b.n {
-			return int(b.n - a.n)
-		}
-		return a.status - b.status
-	})
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Or(cmp.Compare(b.n, a.n), cmp.Compare(a.status, b.status)) })
 	if len(rows) > 12 {
 		rows = rows[:12]
 	}

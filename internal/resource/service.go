@@ -35,8 +35,8 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
 )
