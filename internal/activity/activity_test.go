@@ -204,14 +204,20 @@ func TestQueryBounds(t *testing.T) {
 		many[i] = "c"
 	}
 	for name, err := range map[string]error{
-		"no credentials":   func() error { _, err := st.Series(ctx, nil, t0, t0.Add(time.Hour), time.Minute); return err }(),
-		"too many":         func() error { _, err := st.Recent(ctx, many, 10); return err }(),
-		"step under 1 min": func() error { _, err := st.Series(ctx, []string{"a"}, t0, t0.Add(time.Hour), 30*time.Second); return err }(),
-		"too many steps":   func() error { _, err := st.Series(ctx, []string{"a"}, t0, t0.Add(365*24*time.Hour), time.Minute); return err }(),
-		"empty range":      func() error { _, err := st.Series(ctx, []string{"a"}, t0, t0, time.Minute); return err }(),
-		"limit 0":          func() error { _, err := st.Recent(ctx, []string{"a"}, 0); return err }(),
-		"errors none":      func() error { _, err := st.Errors(ctx, nil, t0); return err }(),
-		"totals none":      func() error { _, err := st.Totals(ctx, nil, t0, t0); return err }(),
+		"no credentials": func() error { _, err := st.Series(ctx, nil, t0, t0.Add(time.Hour), time.Minute); return err }(),
+		"too many":       func() error { _, err := st.Recent(ctx, many, 10); return err }(),
+		"step under 1 min": func() error {
+			_, err := st.Series(ctx, []string{"a"}, t0, t0.Add(time.Hour), 30*time.Second)
+			return err
+		}(),
+		"too many steps": func() error {
+			_, err := st.Series(ctx, []string{"a"}, t0, t0.Add(365*24*time.Hour), time.Minute)
+			return err
+		}(),
+		"empty range": func() error { _, err := st.Series(ctx, []string{"a"}, t0, t0, time.Minute); return err }(),
+		"limit 0":     func() error { _, err := st.Recent(ctx, []string{"a"}, 0); return err }(),
+		"errors none": func() error { _, err := st.Errors(ctx, nil, t0); return err }(),
+		"totals none": func() error { _, err := st.Totals(ctx, nil, t0, t0); return err }(),
 	} {
 		if !errors.Is(err, ErrBadQuery) {
 			t.Errorf("%s: %v, want ErrBadQuery", name, err)
