@@ -12,7 +12,7 @@ CREATE TABLE activity_bucket (
     latency_sum_us INTEGER NOT NULL,
     latency_max_us INTEGER NOT NULL,
     PRIMARY KEY (cred, minute, status, interaction)
-);
+) WITHOUT ROWID;
 CREATE INDEX activity_bucket_minute ON activity_bucket (minute);
 CREATE TABLE activity_recent (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,7 +34,7 @@ CREATE TABLE activity_error (
     route     TEXT NOT NULL,
     status    INTEGER NOT NULL,
     PRIMARY KEY (cred, hour, cause)
-);
+) WITHOUT ROWID;
 CREATE INDEX activity_error_hour ON activity_error (hour);
 
 -- +goose Down
