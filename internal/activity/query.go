@@ -123,7 +123,8 @@ func (s *Store) Series(ctx context.Context, creds []string, from, to time.Time, 
 	return pts, rows.Err()
 }
 
-// Recent returns the latest requests of creds, newest first, at most
+// Recent returns the latest requests of creds, newest first (by time,
+// then by arrival), at most
 // limit (1 to 1000).
 func (s *Store) Recent(ctx context.Context, creds []string, limit int) ([]Request, error) {
 	in, args, err := credIn(creds)
@@ -133,7 +134,7 @@ func (s *Store) Recent(ctx context.Context, creds []string, limit int) ([]Reques
 	if limit < 1 || limit > 1000 {
 		return nil, fmt.Errorf("%w: limit must be from 1 to 1000", ErrBadQuery)
 	}
-	q := s.rebind(`SELECT cred, at, interaction, route, status, latency_us, cause FROM activity_recent WHERE ` + in + ` ORDER BY id DESC LIMIT ?`)
+	q := s.rebind(`SELECT cred, at, interaction, route, status, latency_us, cause FROM activity_recent WHERE ` + in + ` ORDER BY at DESC, id DESC LIMIT ?`)
 	rows, err := s.r.QueryContext(ctx, q, append(args, limit)...)
 	if err != nil {
 		return nil, err

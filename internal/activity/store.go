@@ -49,8 +49,8 @@ type Store struct {
 }
 
 type queries struct {
-	upsertBucket, insertRecent, upsertError, trimRecent string
-	pruneBuckets, pruneErrors, pruneRecent              string
+	bucketHead, bucketTail, recentHead, upsertError, trimRecent string
+	pruneBuckets, pruneErrors, pruneRecent                      string
 }
 
 // Open applies the activity migrations to db and returns the Store on it;
@@ -66,10 +66,11 @@ func Open(ctx context.Context, db *database.DB) (*Store, error) {
 	}
 	b := func(q string) string { return database.Rebind(s.pg, q) }
 	s.q = queries{
-		upsertBucket: b(`INSERT INTO activity_bucket (cred, minute, status, interaction, count, latency_sum_us, latency_max_us) VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (cred, minute, status, interaction) DO UPDATE SET count = activity_bucket.count + excluded.count,
-latency_sum_us = activity_bucket.latency_sum_us + excluded.latency_sum_us, latency_max_us = ` + greatest + `(activity_bucket.latency_max_us, excluded.latency_max_us)`),
-		insertRecent: b(`INSERT INTO activity_recent (cred, at, interaction, route, status, latency_us, cause) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		// Multi-row statements (insertRows), rebound once complete.
+		bucketHead: `INSERT INTO activity_bucket (cred, minute, status, interaction, count, latency_sum_us, latency_max_us) VALUES `,
+		bucketTail: ` ON CONFLICT (cred, minute, status, interaction) DO UPDATE SET count = activity_bucket.count + excluded.count,
+latency_sum_us = activity_bucket.latency_sum_us + excluded.latency_sum_us, latency_max_us = ` + greatest + `(activity_bucket.latency_max_us, excluded.latency_max_us)`,
+		recentHead: `INSERT INTO activity_recent (cred, at, interaction, route, status, latency_us, cause) VALUES `,
 		upsertError: b(`INSERT INTO activity_error (cred, hour, cause, count, last_seen, route, status) VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (cred, hour, cause) DO UPDATE SET count = activity_error.count + excluded.count,
 last_seen = ` + greatest + `(activity_error.last_seen, excluded.last_seen), route = excluded.route, status = excluded.status`),
@@ -159,6 +160,29 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
+// rowsPerStatement bounds the rows of one multi-row INSERT (7 values
+// each: within every driver's placeholder limit).
+const rowsPerStatement = 100
+
+// insertRows runs head followed by one "(?, …)" group of width values
+// per row, in statements of at most rowsPerStatement rows, then tail.
+func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, head, tail string, width int, rows [][]any) error {
+	group := "(?" + strings.Repeat(", ?", width-1) + ")"
+	for len(rows) > 0 {
+		n := min(len(rows), rowsPerStatement)
+		q := head + group + strings.Repeat(", "+group, n-1) + tail
+		args := make([]any, 0, n*width)
+		for _, r := range rows[:n] {
+			args = append(args, r...)
+		}
+		if _, err := tx.ExecContext(ctx, database.Rebind(s.pg, q), args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
 // write applies b in one transaction and trims the recent requests of
 // the credentials it touched to keep each.
 func (s *Store) write(ctx context.Context, b *batch, keep int) error {
@@ -167,22 +191,28 @@ func (s *Store) write(ctx context.Context, b *batch, keep int) error {
 		return err
 	}
 	defer tx.Rollback()
+	rows := make([][]any, 0, len(b.buckets))
 	for k, v := range b.buckets {
-		if _, err := tx.ExecContext(ctx, s.q.upsertBucket, k.cred, k.minute, k.status, k.interaction, v.count, v.sumUS, v.maxUS); err != nil {
-			return err
-		}
+		rows = append(rows, []any{k.cred, k.minute, k.status, k.interaction, v.count, v.sumUS, v.maxUS})
+	}
+	if err := s.insertRows(ctx, tx, s.q.bucketHead, s.q.bucketTail, 7, rows); err != nil {
+		return err
 	}
 	for k, v := range b.errs {
 		if _, err := tx.ExecContext(ctx, s.q.upsertError, k.cred, k.hour, k.cause, v.count, v.lastSeen, v.route, v.status); err != nil {
 			return err
 		}
 	}
+	rows = rows[:0]
 	for cred, rs := range b.recent {
 		for _, r := range rs {
-			if _, err := tx.ExecContext(ctx, s.q.insertRecent, cred, r.Time.UnixMilli(), r.Interaction, r.Route, r.Status, r.Latency.Microseconds(), r.Cause); err != nil {
-				return err
-			}
+			rows = append(rows, []any{cred, r.Time.UnixMilli(), r.Interaction, r.Route, r.Status, r.Latency.Microseconds(), r.Cause})
 		}
+	}
+	if err := s.insertRows(ctx, tx, s.q.recentHead, "", 7, rows); err != nil {
+		return err
+	}
+	for cred := range b.recent {
 		if _, err := tx.ExecContext(ctx, s.q.trimRecent, cred, cred, keep); err != nil {
 			return err
 		}
