@@ -224,3 +224,20 @@ func niceMax(n int64) int64 {
 		p *= 10
 	}
 }
+
+// StatusTable is the text alternative of StatusChart: an HTML table of
+// the requests by HTTP status, in status order.
+func StatusTable(t Totals, caption string) template.HTML {
+	statuses := make([]int, 0, len(t.ByStatus))
+	for s := range t.ByStatus {
+		statuses = append(statuses, s)
+	}
+	slices.Sort(statuses)
+	var b strings.Builder
+	b.WriteString("<table><caption>" + html.EscapeString(caption) + "</caption><thead><tr><th scope=\"col\">Status</th><th scope=\"col\">Requests</th></tr></thead><tbody>")
+	for _, s := range statuses {
+		b.WriteString("<tr><th scope=\"row\">" + strconv.Itoa(s) + "</th><td>" + strconv.FormatInt(t.ByStatus[s], 10) + "</td></tr>")
+	}
+	b.WriteString("</tbody></table>")
+	return template.HTML(b.String())
+}

@@ -107,3 +107,11 @@ func TestTable(t *testing.T) {
 		t.Fatalf("maxRows 1: %v", names)
 	}
 }
+
+func TestStatusTable(t *testing.T) {
+	tbl := string(StatusTable(Totals{ByStatus: map[int]int64{404: 2, 200: 7}}, "By status"))
+	names, _, _ := wellFormed(t, tbl)
+	if names["tr"] != 3 || strings.Index(tbl, ">200<") > strings.Index(tbl, ">404<") || !strings.Contains(tbl, "<td>7</td>") {
+		t.Fatalf("status table: %s", tbl)
+	}
+}
