@@ -156,6 +156,13 @@ func TestActivityCauses(t *testing.T) {
 			do(t, tr, 200, &tok)
 			req("GET", "/Patient/"+created.ID, tok.AccessToken, "", 200)
 			req("GET", "/Patient/"+created.ID, tok.AccessToken, "", 403, "X-Forwarded-For", "192.0.2.7")
+			// A revoked access token: refused as a credential, in its
+			// client's activity.
+			rv, _ := http.NewRequest("POST", fhirBase+"/auth/revoke", strings.NewReader(url.Values{"token": {tok.AccessToken}}.Encode()))
+			rv.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			rv.SetBasicAuth(cc.ClientID, cc.ClientSecret)
+			do(t, rv, 200, nil)
+			req("GET", "/Patient/"+created.ID, tok.AccessToken, "", 401)
 
 			// Closing the server flushes the activity.
 			shutdown()
@@ -175,7 +182,6 @@ func TestActivityCauses(t *testing.T) {
 				{compID, "compartment", "POST /fhir/Observation"},
 				{limitedID, "rate-limit", "GET /fhir/Patient/{id}"},
 				{revokedID, "credential", "GET /fhir/Patient/{id}"},
-				{cc.ClientID, "network", "GET /fhir/Patient/{id}"},
 			} {
 				errs, err := st.Errors(ctx, []string{tc.cred}, since)
 				if err != nil {
@@ -184,6 +190,10 @@ func TestActivityCauses(t *testing.T) {
 				if len(errs) != 1 || errs[0].Cause != tc.cause || errs[0].Count != 1 || errs[0].Route != tc.route {
 					t.Errorf("errors of %s: %+v, want one %s on %s", tc.cause, errs, tc.cause, tc.route)
 				}
+			}
+			errs, err := st.Errors(ctx, []string{cc.ClientID}, since)
+			if err != nil || len(errs) != 2 || errs[0].Cause != "credential" || errs[1].Cause != "network" || errs[0].Count != 1 || errs[1].Count != 1 {
+				t.Errorf("errors of the OAuth client: %+v %v, want one credential (revoked token) and one network", errs, err)
 			}
 			rec, err := st.Recent(ctx, []string{okID}, 10)
 			if err != nil {

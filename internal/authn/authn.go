@@ -285,6 +285,12 @@ func (m *middleware) bearer(r *http.Request, tok string) (*principal.Principal, 
 	}
 	c, err := m.cfg.Verifier.Verify(r.Context(), tok)
 	if errors.Is(err, token.ErrInvalid) {
+		// A genuine token, expired or revoked, names its client: the
+		// refusal shows in that client's activity.
+		var ref *token.Refused
+		if errors.As(err, &ref) {
+			return nil, &errRejected{kind: invalid, reason: "access token of client " + ref.ClientID + " expired or revoked", clientID: ref.ClientID}
+		}
 		return nil, reject(invalid, "invalid access token")
 	}
 	if err != nil {
