@@ -11,6 +11,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/store"
@@ -119,18 +120,18 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 	}
 	scopes, patient, valid := Effective(pr)
 	if !valid {
-		return outcome.New(http.StatusForbidden, "forbidden", "the credential's patient context does not match its user")
+		return forbidden(ctx, "the credential's patient context does not match its user")
 	}
 	c := p.compile(scopes, PermRead|PermSearch)
 	if c.err != nil {
-		return outcome.New(http.StatusForbidden, "forbidden", "the credential's scopes are malformed")
+		return forbidden(ctx, "the credential's scopes are malformed")
 	}
 	perm, known := permFor(op)
 	if !known {
-		return outcome.New(http.StatusForbidden, "forbidden", "the interaction %s is not permitted", op)
+		return forbidden(ctx, "the interaction %s is not permitted", op)
 	}
 	if typ == AuditType {
-		return checkAudit(scopes, perm)
+		return refused(ctx, checkAudit(scopes, perm))
 	}
 	patientOK := patient != ""
 	for _, s := range c.grants.Scopes {
@@ -148,9 +149,24 @@ func (p *Policy) Check(ctx context.Context, op resource.Interaction, typ string)
 		}
 	}
 	if perm == 0 {
-		return outcome.New(http.StatusForbidden, "forbidden", "no scope grants access to any data")
+		return forbidden(ctx, "no scope grants access to any data")
 	}
-	return outcome.New(http.StatusForbidden, "forbidden", "%s", missing(c.grants, patient, perm, typ))
+	return forbidden(ctx, "%s", missing(c.grants, patient, perm, typ))
+}
+
+// forbidden is the 403 of a scope that does not grant the interaction,
+// its cause noted for the caller's activity.
+func forbidden(ctx context.Context, format string, args ...any) error {
+	httpx.SetRefusal(ctx, httpx.CauseScope)
+	return outcome.New(http.StatusForbidden, "forbidden", format, args...)
+}
+
+// refused notes a scope refusal when err is one.
+func refused(ctx context.Context, err error) error {
+	if err != nil {
+		httpx.SetRefusal(ctx, httpx.CauseScope)
+	}
+	return err
 }
 
 // missing describes the scope a refused interaction needs.

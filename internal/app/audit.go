@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/lapis-health/lapis/internal/activity"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
@@ -19,7 +20,9 @@ type auditRuntime struct {
 	sink  audit.Sink
 	stage func(http.Handler) http.Handler
 	db    *audit.DB // nil with the trail off
-	close func()
+	// activity is the per-client activity (nil with the trail off).
+	activity *activity.Recorder
+	close    func()
 }
 
 // startAudit opens the chain table, starts the recorder and the alerter,
@@ -92,10 +95,20 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 		return nil, err
 	}
 	log.Info("audit trail on", "chain", rec.Chain())
-	stage := audit.Stage(audit.StageConfig{
-		Recorder: rec,
-	})
-	return &auditRuntime{sink: rec, stage: stage, db: db, close: func() {
+	// Every client's requests also feed its activity (the developer
+	// portal's "what your app does"); closed, flushed, before the
+	// recorder it passes events to.
+	act, err := activity.NewRecorder(ctx, a.DB, rec, activity.Options{Logger: log})
+	if err != nil {
+		rec.Close()
+		al.Close()
+		closeWindows()
+		db.Close()
+		closeStream()
+		return nil, err
+	}
+	return &auditRuntime{sink: act, stage: act.Stage(), db: db, activity: act, close: func() {
+		act.Close()
 		rec.Close()
 		al.Close()
 		closeWindows()

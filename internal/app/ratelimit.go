@@ -27,6 +27,9 @@ type rateLimitStages struct {
 	// Ready pings Redis when the limits fail closed without it (a
 	// readiness check; nil otherwise).
 	Ready func(context.Context) error
+	// Middleware tells a credential's budget in use (Budget) for its
+	// activity page.
+	Middleware *ratelimit.Middleware
 }
 
 // newRateLimits builds the limiter and the stages of cfg.RateLimit; obs is
@@ -100,7 +103,7 @@ func newRateLimits(cfg config.Config, log *slog.Logger, obs ratelimit.Observer, 
 		Audit:            sink,
 		Logger:           log,
 	})
-	st.FHIR, st.AuthIP = m.FHIR, m.AuthEndpoints
+	st.FHIR, st.AuthIP, st.Middleware = m.FHIR, m.AuthEndpoints, m
 	log.Info("rate limits", "backend", backend, "client", lim.Client.String(), "system", lim.System.String(), "patient", lim.Patient.String(),
 		"auth_ip", lim.AuthIP.String(), "costs", lim.Costs.String(), "redis_failure", f.RedisFailure)
 	return st, nil

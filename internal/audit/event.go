@@ -88,6 +88,18 @@ type Event struct {
 	// Occurrences is how many identical refusals this record stands for
 	// when a Coalescer merged them (0 or 1: one).
 	Occurrences int
+
+	// The facts below feed the per-client activity (package activity);
+	// they are not part of the AuditEvent record or its hash.
+
+	// Latency is how long the request took to answer (FHIR stage).
+	Latency time.Duration
+	// Route is the request's route shape ("GET /fhir/Observation?…"):
+	// the matched pattern, never an id or a query value (RouteShape).
+	Route string
+	// Cause is why the request was refused ("scope", "rate-limit", …;
+	// httpx.Cause), "" when it was not or the reason is only its status.
+	Cause string
 }
 
 // Sink receives events. Record must not block the caller for long and

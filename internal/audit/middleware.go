@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
@@ -39,6 +40,7 @@ type StageConfig struct {
 func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
 			ix := interaction.FromContext(r.Context())
 			if ix == nil {
 				ix = &interaction.Interaction{Method: r.Method}
@@ -47,7 +49,8 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				ix.ReadForm(r, maxFormBytes)
 			}
 			c := classify(ix)
-			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: httpx.ClientAddr(r), UserAgent: truncate(r.UserAgent(), 256)}
+			e := Event{Kind: KindREST, Action: c.Action, Interaction: c.Interaction, Address: httpx.ClientAddr(r), UserAgent: truncate(r.UserAgent(), 256),
+				Route: RouteShape(r)}
 			if p := principal.FromContext(r.Context()); p != nil {
 				e.ClientID, e.Subject, e.FHIRUser, e.Method, e.CredentialID, e.Patient = p.ClientID, p.Subject, p.FHIRUser, p.Method, p.TokenID, p.Patient
 			}
@@ -65,6 +68,7 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				rw := &readWriter{ResponseWriter: w}
 				next.ServeHTTP(rw, r)
 				fillEvent(&e, &c, rw.status(), o)
+				e.Latency, e.Cause = time.Since(start), string(httpx.Refusal(r.Context()))
 				cfg.Recorder.Record(r.Context(), e)
 				return
 			}
@@ -80,6 +84,7 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 				}
 			}
 			fillEvent(&e, &c, bw.status(), o)
+			e.Latency, e.Cause = time.Since(start), string(httpx.Refusal(r.Context()))
 			if err := cfg.Recorder.Commit(r.Context(), e); err != nil {
 				outcome.Write(w, outcome.New(http.StatusInternalServerError, "exception", "the audit trail is unavailable: the outcome of this request is unknown, read the resource before retrying"))
 				return
@@ -92,6 +97,27 @@ func Stage(cfg StageConfig) func(http.Handler) http.Handler {
 			w.Write(bw.body.Bytes())
 		})
 	}
+}
+
+// RouteShape is the shape of r's route for the activity of its client:
+// its method and the matched route pattern ("GET /fhir/Observation",
+// "GET /fhir/Patient/{id}"), with "?…" when it had query parameters —
+// never an id or a parameter value.
+func RouteShape(r *http.Request) string {
+	path := ""
+	if rt, ok := httpx.RouteOf(r.Context()); ok {
+		path = rt.Pattern
+	} else if r.Pattern != "" {
+		path = httpx.PatternPath(r.Pattern)
+	}
+	if path == "" {
+		path = "/{path}"
+	}
+	s := r.Method + " " + path
+	if r.URL != nil && r.URL.RawQuery != "" {
+		s += "?…"
+	}
+	return truncate(s, 200)
 }
 
 // maxBundleEntities bounds the entities listed for one Bundle.

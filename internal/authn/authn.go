@@ -229,6 +229,10 @@ const (
 type errRejected struct {
 	kind   failure
 	reason string
+	// clientID is the credential's client (API key id) when the
+	// credential is genuine but refused (revoked, expired, address not
+	// allowed): its activity shows the refusal.
+	clientID string
 }
 
 func (e *errRejected) Error() string { return e.reason }
@@ -282,6 +286,12 @@ func (m *middleware) bearer(r *http.Request, tok string) (*principal.Principal, 
 	}
 	c, err := m.cfg.Verifier.Verify(r.Context(), tok)
 	if errors.Is(err, token.ErrInvalid) {
+		// A genuine token, expired or revoked, names its client: the
+		// refusal shows in that client's activity.
+		var ref *token.Refused
+		if errors.As(err, &ref) {
+			return nil, &errRejected{kind: invalid, reason: "access token of client " + ref.ClientID + " expired or revoked", clientID: ref.ClientID}
+		}
 		return nil, reject(invalid, "invalid access token")
 	}
 	if err != nil {
@@ -338,13 +348,13 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 	case subtle.ConstantTimeCompare(h, k.Hash) != 1:
 		return nil, reject(invalid, "api key: unknown")
 	case !k.RevokedAt.IsZero():
-		return nil, reject(invalid, "api key "+k.ID+": revoked")
+		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": revoked", clientID: k.ID}
 	case !k.Valid(now):
-		return nil, reject(invalid, "api key "+k.ID+": expired")
+		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": expired", clientID: k.ID}
 	case k.Suspended():
-		return nil, reject(invalid, "api key "+k.ID+": suspended")
+		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": suspended", clientID: k.ID}
 	case len(k.AllowIPs) > 0 && !apikey.Allowed(k.AllowIPs, httpx.ClientIP(r)):
-		return nil, reject(invalid, "api key "+k.ID+": address not allowed")
+		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": address not allowed", clientID: k.ID}
 	}
 	if ent == nil {
 		ent = m.keys.put(hk, k, now)
@@ -512,7 +522,8 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if m.cfg.Audit != nil {
 		desc := map[failure]string{missing: "credential missing", malformed: "credential malformed", invalid: "credential invalid"}[rej.kind]
 		m.cfg.Audit.Record(r.Context(), audit.Event{Time: m.now(), Kind: audit.KindAuthnFailure, Action: "E", Outcome: audit.OutcomeMinor,
-			Description: desc, Status: http.StatusUnauthorized, Address: httpx.ClientAddr(r), UserAgent: truncateUA(r.UserAgent())})
+			Description: desc, Status: http.StatusUnauthorized, Address: httpx.ClientAddr(r), UserAgent: truncateUA(r.UserAgent()),
+			ClientID: rej.clientID, CredentialID: rej.clientID, Route: audit.RouteShape(r), Cause: string(httpx.CauseCredential)})
 	}
 	outcome.Write(w, body)
 }

@@ -3,6 +3,7 @@ package authorize_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -146,7 +147,7 @@ func TestAppsPage(t *testing.T) {
 			if appsActive(t, e.issuer, intro, at1) {
 				t.Fatal("revoked access token still introspects as active")
 			}
-			if _, err := e.srv.Verifier().Verify(ctx, at1); err != oauth.ErrInvalidToken {
+			if _, err := e.srv.Verifier().Verify(ctx, at1); !errors.Is(err, oauth.ErrInvalidToken) {
 				t.Fatalf("revoked access token verifies: %v", err)
 			}
 			for _, rt := range []string{rt1, rt1b} {

@@ -21,6 +21,50 @@ type Info struct {
 	id       string
 	clientID atomic.Pointer[string]
 	route    atomic.Pointer[Route]
+	refusal  atomic.Pointer[Cause]
+}
+
+// Cause is why a stage refused a request, for the activity a client's
+// developer sees: a fixed word, never request data.
+type Cause string
+
+// Causes of refusals, set by the stage that refuses (SetRefusal) or on
+// its audit event.
+const (
+	CauseScope       Cause = "scope"       // no scope grants the interaction (403)
+	CauseCompartment Cause = "compartment" // outside the patient's compartment (403)
+	CauseRateLimit   Cause = "rate-limit"  // rate limit exceeded (429)
+	CauseConcurrency Cause = "concurrency" // too many concurrent searches (429)
+	CauseNetwork     Cause = "network"     // network rule: allow-list, user agent (403)
+	CauseCredential  Cause = "credential"  // credential missing, invalid, expired or revoked (401)
+)
+
+// SetRefusal tells the stages outside (the audit stage) why the request
+// was refused; the stage that refuses calls it.
+func SetRefusal(ctx context.Context, c Cause) {
+	if ri := infoFrom(ctx); ri != nil {
+		ri.refusal.Store(&c)
+	}
+}
+
+// Refusal is the cause SetRefusal named for the request of ctx, "" if
+// none.
+func Refusal(ctx context.Context) Cause {
+	if ri := infoFrom(ctx); ri != nil {
+		if p := ri.refusal.Load(); p != nil {
+			return *p
+		}
+	}
+	return ""
+}
+
+// RouteOf is the route SetRoute named for the request of ctx; ok is
+// false when none did.
+func RouteOf(ctx context.Context) (Route, bool) {
+	if ri := infoFrom(ctx); ri != nil {
+		return ri.Route()
+	}
+	return Route{}, false
 }
 
 // Route names the route a request matched, for logs and metric labels:

@@ -46,3 +46,27 @@ func TestInfo(t *testing.T) {
 		t.Fatal("PatternPath")
 	}
 }
+
+func TestRefusalAndRoute(t *testing.T) {
+	ctx := context.Background()
+	if Refusal(ctx) != "" {
+		t.Fatal("a refusal outside a request")
+	}
+	SetRefusal(ctx, CauseScope) // no Info: ignored, no panic
+	if _, ok := RouteOf(ctx); ok {
+		t.Fatal("a route outside a request")
+	}
+	ctx, _ = NewContext(ctx, "req-1")
+	if Refusal(ctx) != "" {
+		t.Fatal("a refusal before any stage refused")
+	}
+	SetRefusal(ctx, CauseRateLimit)
+	SetRefusal(ctx, CauseCompartment) // the innermost (last) stage wins
+	SetRoute(ctx, "fhir.read", "/fhir/Patient/{id}")
+	if Refusal(ctx) != CauseCompartment {
+		t.Fatalf("refusal %q", Refusal(ctx))
+	}
+	if rt, ok := RouteOf(ctx); !ok || rt.Pattern != "/fhir/Patient/{id}" || rt.Class != "fhir.read" {
+		t.Fatalf("route %+v %v", rt, ok)
+	}
+}

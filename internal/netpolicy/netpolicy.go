@@ -324,6 +324,8 @@ func (p *Policy) refuse(w http.ResponseWriter, r *http.Request, reason, desc, cl
 		ClientID:    clientID,
 		Address:     addrString(addr),
 		UserAgent:   ua,
+		Route:       audit.RouteShape(r),
+		Cause:       string(httpx.CauseNetwork),
 	})
 	p.log.DebugContext(r.Context(), "netpolicy: refused", "reason", reason, "client_ip", addrString(addr), "client_id", clientID)
 	h := w.Header()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/elliptic"
 	"encoding/base64"
+	"errors"
 	"math/big"
 	"net/url"
 	"strings"
@@ -56,7 +57,7 @@ func TestAccessTokenOneForm(t *testing.T) {
 			t.Fatalf("token %d refused: %v", i, err)
 		}
 		for name, bad := range map[string]string{"malleated (r, n-s)": malleate(t, tok), "re-spelled signature": respell(tok)} {
-			if _, err := e.srv.Verifier().Verify(ctx, bad); err != oauth.ErrInvalidToken {
+			if _, err := e.srv.Verifier().Verify(ctx, bad); !errors.Is(err, oauth.ErrInvalidToken) {
 				t.Fatalf("%s accepted: %v", name, err)
 			}
 			r := e.post(oauth.PathIntrospect, url.Values{"token": {bad}}, basic(rs.ClientID, rs.ClientSecret))
@@ -77,12 +78,12 @@ func TestAccessTokenOneForm(t *testing.T) {
 	if _, err := legacy.Verify(ctx, malleate(t, tok)); err != nil {
 		t.Fatalf("high-S token issued before the cut-off refused: %v", err)
 	}
-	if _, err := legacy.Verify(ctx, respell(tok)); err != oauth.ErrInvalidToken {
+	if _, err := legacy.Verify(ctx, respell(tok)); !errors.Is(err, oauth.ErrInvalidToken) {
 		t.Fatalf("re-spelled signature accepted: %v", err)
 	}
 	strict := oauth.NewVerifier(oauth.VerifierConfig{Issuer: e.issuer, Audience: e.issuer, Keys: e.keys, Revocations: e.db, Now: clock,
 		LegacyHighSBefore: now.Add(-time.Hour)})
-	if _, err := strict.Verify(ctx, malleate(t, tok)); err != oauth.ErrInvalidToken {
+	if _, err := strict.Verify(ctx, malleate(t, tok)); !errors.Is(err, oauth.ErrInvalidToken) {
 		t.Fatalf("high-S token accepted: %v", err)
 	}
 	if _, err := strict.Verify(ctx, tok); err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/oauth/token"
 
 	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
@@ -510,7 +513,7 @@ func TestIntrospectionRevocation(t *testing.T) {
 		if strings.TrimSpace(r.raw) != `{"active":false}` {
 			t.Fatalf("revoked token introspected as %s", r.raw)
 		}
-		if _, err := e.srv.Verifier().Verify(ctx, tok.AccessToken); err != oauth.ErrInvalidToken {
+		if _, err := e.srv.Verifier().Verify(ctx, tok.AccessToken); !errors.Is(err, oauth.ErrInvalidToken) {
 			t.Fatalf("revoked token verified: %v", err)
 		}
 	})
@@ -529,7 +532,7 @@ func TestVerifier(t *testing.T) {
 		"other issuer": oauth.NewVerifier(oauth.VerifierConfig{Issuer: e.issuer + "/", Audience: e.issuer, Keys: e.keys, Revocations: e.db}),
 		"other aud":    oauth.NewVerifier(oauth.VerifierConfig{Issuer: e.issuer, Audience: "https://elsewhere/fhir", Keys: e.keys, Revocations: e.db}),
 	} {
-		if _, err := v.Verify(ctx, tok); err != oauth.ErrInvalidToken {
+		if _, err := v.Verify(ctx, tok); !errors.Is(err, oauth.ErrInvalidToken) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -540,15 +543,21 @@ func TestVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock = clock.Add(61 * time.Second)
-	if _, err := v.Verify(ctx, tok); err != oauth.ErrInvalidToken {
+	_, err = v.Verify(ctx, tok)
+	if !errors.Is(err, oauth.ErrInvalidToken) {
 		t.Fatalf("expired cached token: %v", err)
+	}
+	// A genuine expired token names its client (for its activity).
+	var ref *token.Refused
+	if !errors.As(err, &ref) || ref.ClientID == "" {
+		t.Fatalf("expired token: %#v, want a token.Refused naming the client", err)
 	}
 	// Tampered token.
 	parts := strings.Split(tok, ".")
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	payload = []byte(strings.Replace(string(payload), "system/*.rs", "system/*.cruds", 1))
 	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2]
-	if _, err := e.srv.Verifier().Verify(ctx, forged); err != oauth.ErrInvalidToken {
+	if _, err := e.srv.Verifier().Verify(ctx, forged); !errors.Is(err, oauth.ErrInvalidToken) {
 		t.Fatalf("forged: %v", err)
 	}
 }

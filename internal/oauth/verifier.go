@@ -22,6 +22,10 @@ import (
 // token.ErrInvalid.
 var ErrInvalidToken = token.ErrInvalid
 
+// refused is ErrInvalidToken for a genuine token that is expired or
+// revoked: it names the token's client (token.Refused).
+func refused(clientID string) error { return &token.Refused{ClientID: clientID} }
+
 // AccessTokenAlgorithms is the allow-list for access-token signatures.
 var AccessTokenAlgorithms = []jose.SignatureAlgorithm{keys.AccessTokenAlg}
 
@@ -251,7 +255,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*AccessClaims, err
 	}
 	if revoked {
 		v.evict(key)
-		return nil, ErrInvalidToken
+		return nil, refused(c.ClientID)
 	}
 	if !hit {
 		v.store(key, c, until)
@@ -341,8 +345,11 @@ func (v *Verifier) check(ctx context.Context, token string) (c *AccessClaims, ke
 	}
 	exp := time.Unix(c.Expiry, 0)
 	if c.Issuer != v.cfg.Issuer || c.Audience != v.cfg.Audience || c.ID == "" || c.Expiry == 0 ||
-		!now.Before(exp) || (c.NotBefore != 0 && now.Unix() < c.NotBefore) {
+		(c.NotBefore != 0 && now.Unix() < c.NotBefore) {
 		return nil, key, until, false, ErrInvalidToken
+	}
+	if !now.Before(exp) {
+		return nil, key, until, false, refused(c.ClientID)
 	}
 	if !keys.LowS(jose.SignatureAlgorithm(tok.Headers[0].Algorithm), sig) && c.IssuedAt >= v.cfg.LegacyHighSBefore.Unix() {
 		return nil, key, until, false, ErrInvalidToken

@@ -198,6 +198,7 @@ func (c *Concurrency) refuse(w http.ResponseWriter, r *http.Request, p *principa
 		Description: "concurrency limit exceeded (client)", Status: http.StatusTooManyRequests,
 		UserAgent: truncate(r.UserAgent(), 256),
 		ClientID:  p.ClientID, Subject: p.Subject, FHIRUser: p.FHIRUser, Method: p.Method, CredentialID: p.TokenID, Patient: p.Patient,
+		Route: audit.RouteShape(r), Cause: string(httpx.CauseConcurrency),
 	}
 	if a := httpx.ClientIP(r); a.IsValid() {
 		ev.Address = a.String()

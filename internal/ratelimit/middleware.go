@@ -403,6 +403,7 @@ func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, ds []decisio
 		Time: m.now(), Kind: audit.KindRateLimited, Action: "E", Outcome: audit.OutcomeMinor,
 		Description: "rate limit exceeded (" + d.scope + ")", Status: http.StatusTooManyRequests,
 		UserAgent: truncate(r.UserAgent(), 256),
+		Route:     audit.RouteShape(r), Cause: string(httpx.CauseRateLimit),
 	}
 	if a := httpx.ClientIP(r); a.IsValid() {
 		ev.Address = a.String()

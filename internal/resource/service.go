@@ -36,6 +36,7 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/fhir/validate"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -718,6 +719,7 @@ func (s *Service) checkWrittenVisible(ctx context.Context, tx store.Tx, typ, id 
 		return err
 	}
 	if !ok {
+		httpx.SetRefusal(ctx, httpx.CauseCompartment)
 		return outcome.New(http.StatusForbidden, "forbidden", "the resource would be outside the data you are allowed to write")
 	}
 	return nil

@@ -15,6 +15,21 @@ import (
 // valid, or revoked. Callers answer 401 without saying which.
 var ErrInvalid = errors.New("oauth: invalid token")
 
+// Refused is ErrInvalid for a genuine token (its signature, issuer and
+// audience verified) that is expired or revoked: it names the token's
+// client, so that the refusal shows in that client's activity. It is
+// never a reason to accept the token.
+type Refused struct {
+	// ClientID is the token's client_id.
+	ClientID string
+}
+
+// Error implements error.
+func (e *Refused) Error() string { return ErrInvalid.Error() }
+
+// Is makes errors.Is(err, ErrInvalid) hold.
+func (e *Refused) Is(target error) bool { return target == ErrInvalid }
+
 // Claims are the claims of a Lapis access token.
 type Claims struct {
 	Issuer    string `json:"iss"`

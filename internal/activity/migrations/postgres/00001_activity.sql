@@ -1,0 +1,43 @@
+-- +goose Up
+-- Per-credential activity (no PHI): minute buckets by status and
+-- interaction, the recent requests of each credential, errors by cause.
+-- cred is an OAuth client_id or an API key id; times are Unix
+-- milliseconds (at) or minutes (minute), hours (hour).
+CREATE TABLE activity_bucket (
+    cred        TEXT NOT NULL,
+    minute      BIGINT NOT NULL,
+    status      BIGINT NOT NULL,
+    interaction TEXT NOT NULL,
+    count       BIGINT NOT NULL,
+    latency_sum_us BIGINT NOT NULL,
+    latency_max_us BIGINT NOT NULL,
+    PRIMARY KEY (cred, minute, status, interaction)
+);
+CREATE INDEX activity_bucket_minute ON activity_bucket (minute);
+CREATE TABLE activity_recent (
+    id          BIGSERIAL PRIMARY KEY,
+    cred        TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    interaction TEXT NOT NULL,
+    route       TEXT NOT NULL,
+    status      BIGINT NOT NULL,
+    latency_us  BIGINT NOT NULL,
+    cause       TEXT NOT NULL
+);
+CREATE INDEX activity_recent_cred ON activity_recent (cred, id);
+CREATE TABLE activity_error (
+    cred      TEXT NOT NULL,
+    hour      BIGINT NOT NULL,
+    cause     TEXT NOT NULL,
+    count     BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    route     TEXT NOT NULL,
+    status    BIGINT NOT NULL,
+    PRIMARY KEY (cred, hour, cause)
+);
+CREATE INDEX activity_error_hour ON activity_error (hour);
+
+-- +goose Down
+DROP TABLE activity_error;
+DROP TABLE activity_recent;
+DROP TABLE activity_bucket;
