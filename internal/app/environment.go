@@ -3,10 +3,12 @@ package app
 import (
 	"net/http"
 
+	"github.com/lapis-health/lapis/internal/activity"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/ratelimit"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
 )
@@ -34,6 +36,12 @@ type Environment struct {
 	Auth *oauth.Server
 	// Audit is the environment's audit sink.
 	Audit audit.Sink
+	// Activity is the environment's per-client activity (requests over
+	// time, recent requests, refusals; nil with the audit trail off).
+	Activity *activity.Store
+	// RateLimits tells a credential's rate-limit budget in use (nil when
+	// rate limits are off).
+	RateLimits *ratelimit.Middleware
 	// App is the environment's store and service.
 	App *App
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/activity"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/adminapi"
 	"github.com/lapis-health/lapis/internal/audit"
@@ -307,9 +308,14 @@ func (s *Server) buildEnvironment(ctx context.Context, cfg config.Config, stdout
 	// Per-IP limits on the OAuth endpoints, after the client-IP resolver.
 	outer = append(outer, rl.AuthIP)
 	var sink audit.Sink = auditRT.sink
+	var act *activity.Store
+	if auditRT.activity != nil {
+		act = auditRT.activity.Store
+	}
 	env := &Environment{
-		Name: cfg.EnvName(), FHIRBase: cfg.FHIRBase(), DB: a.DB, Service: a.Service, Admin: admSvc, Auth: auth, Audit: sink,
-		App: a, gw: gw, handler: routeFirst(mux, cfg.FHIRPath(), chain(outer...)),
+		Activity: act,
+		Name:     cfg.EnvName(), FHIRBase: cfg.FHIRBase(), DB: a.DB, Service: a.Service, Admin: admSvc, Auth: auth, Audit: sink,
+		App: a, RateLimits: rl.Middleware, gw: gw, handler: routeFirst(mux, cfg.FHIRPath(), chain(outer...)),
 		ready: readyChecks(a, auth, auditRT.db, rl.Ready),
 	}
 	s.envs = append(s.envs, env)
