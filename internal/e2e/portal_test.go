@@ -39,8 +39,8 @@ const portalCookie = "lapis_portal"
 // their own machines, so the per-address limits of sign-up and login
 // apply to each apart.
 type dev struct {
-	t        *testing.T
-	in       *instance
+	t        testing.TB
+	s        *lapistest.Server
 	hc       *http.Client
 	jar      http.CookieJar
 	email    string
@@ -52,12 +52,12 @@ type dev struct {
 }
 
 // newDev makes a person connecting from 127.0.0.<n>.
-func newDev(t *testing.T, in *instance, email string, n int) *dev {
+func newDev(t testing.TB, s *lapistest.Server, email string, n int) *dev {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(n))}, Timeout: 30 * time.Second}
 	tr := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 4}
-	return &dev{t: t, in: in, jar: jar, email: email, password: "correct horse battery " + email,
+	return &dev{t: t, s: s, jar: jar, email: email, password: "correct horse battery " + email,
 		hc: &http.Client{Jar: jar, Transport: tr, Timeout: 2 * time.Minute,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
@@ -73,7 +73,7 @@ type reply struct {
 }
 
 // obj decodes the body as a JSON object.
-func (r reply) obj(t *testing.T) map[string]any {
+func (r reply) obj(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.raw, &m); err != nil {
@@ -83,7 +83,7 @@ func (r reply) obj(t *testing.T) map[string]any {
 }
 
 // list decodes the body as a JSON array of objects.
-func (r reply) list(t *testing.T) []map[string]any {
+func (r reply) list(t testing.TB) []map[string]any {
 	t.Helper()
 	var l []map[string]any
 	if err := json.Unmarshal(r.raw, &l); err != nil {
@@ -96,7 +96,7 @@ func (r reply) list(t *testing.T) []map[string]any {
 // (an empty value deletes).
 func (d *dev) send(method, path string, body io.Reader, header ...string) reply {
 	d.t.Helper()
-	req, err := http.NewRequest(method, d.in.portalURL(path), body)
+	req, err := http.NewRequest(method, d.s.Origin+path, body)
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func (d *dev) form(path string, vals url.Values) reply {
 
 // cookie is the current value of the portal session cookie.
 func (d *dev) cookie() string {
-	u, _ := url.Parse(d.in.Origin + "/portal/")
+	u, _ := url.Parse(d.s.Origin + "/portal/")
 	for _, c := range d.jar.Cookies(u) {
 		if c.Name == portalCookie {
 			return c.Value
@@ -163,9 +163,9 @@ func (d *dev) cookie() string {
 
 // mailLink waits for the development-mode email to `to` whose subject
 // contains subject and returns the link to the portal page in it.
-func mailLink(t *testing.T, in *instance, to, subject, page string) string {
+func mailLink(t testing.TB, s *lapistest.Server, to, subject, page string) string {
 	t.Helper()
-	line := in.WaitLog(t, 2*time.Minute, `"dev_mode":true`, `"to":"`+to+`"`, subject)
+	line := s.WaitLog(t, 2*time.Minute, `"dev_mode":true`, `"to":"`+to+`"`, subject)
 	var m struct{ Body string }
 	if err := json.Unmarshal([]byte(line), &m); err != nil {
 		t.Fatalf("mail log line %q: %v", line, err)
@@ -178,7 +178,7 @@ func mailLink(t *testing.T, in *instance, to, subject, page string) string {
 }
 
 // tokenOf is the token query parameter of a mailed link.
-func tokenOf(t *testing.T, link string) string {
+func tokenOf(t testing.TB, link string) string {
 	t.Helper()
 	u, err := url.Parse(link)
 	if err != nil || u.Query().Get("token") == "" {
@@ -190,7 +190,7 @@ func tokenOf(t *testing.T, link string) string {
 // totpCode is the TOTP code of secret for the time step after now: the
 // server accepts the neighbouring steps (clock drift) but never a step
 // already used, so the next step's code is always fresh.
-func totpCode(t *testing.T, secret string, step int) string {
+func totpCode(t testing.TB, secret string, step int) string {
 	t.Helper()
 	c, err := totp.GenerateCodeCustom(secret, time.Now().Add(time.Duration(step)*30*time.Second),
 		totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
@@ -215,7 +215,7 @@ func (d *dev) signUpAPI(org string) {
 	if r := d.api("POST", "/portal/api/login", map[string]any{"email": d.email, "password": d.password}, 403); r.obj(t)["error"] != "not_verified" {
 		t.Fatalf("unverified login: %s", r.raw)
 	}
-	tok := tokenOf(t, mailLink(t, d.in, d.email, "Verify your email", "verify"))
+	tok := tokenOf(t, mailLink(t, d.s, d.email, "Verify your email", "verify"))
 	d.api("POST", "/portal/api/verify", map[string]any{"token": tok}, 200)
 	// The link works once.
 	d.api("POST", "/portal/api/verify", map[string]any{"token": tok}, 400)
@@ -328,7 +328,7 @@ func testPortalAPI(t *testing.T, in *instance) {
 
 	// Session fixation: a visitor's anonymous session cookie (as an
 	// attacker could plant one) is replaced at login.
-	a := newDev(t, in, "alice@example.org", 2)
+	a := newDev(t, in.Server, "alice@example.org", 2)
 	if r := a.send("GET", "/portal/login", nil); r.status != 200 {
 		t.Fatalf("login page: %d", r.status)
 	}
@@ -337,11 +337,11 @@ func testPortalAPI(t *testing.T, in *instance) {
 		t.Fatal("the login page set no session cookie")
 	}
 	a.signUpAPI("Org A")
-	mailToks = append(mailToks, tokenOf(t, mailLink(t, in, a.email, "Verify your email", "verify")))
+	mailToks = append(mailToks, tokenOf(t, mailLink(t, in.Server, a.email, "Verify your email", "verify")))
 	if a.cookie() == planted || a.cookie() == "" {
 		t.Fatal("the session cookie was not rotated at login")
 	}
-	fix := newDev(t, in, "attacker@example.org", 3)
+	fix := newDev(t, in.Server, "attacker@example.org", 3)
 	u, _ := url.Parse(in.Origin + "/portal/")
 	fix.jar.SetCookies(u, []*http.Cookie{{Name: portalCookie, Value: planted, Path: "/"}})
 	if r := fix.api("GET", "/portal/api/me", nil, 0); r.status != 401 {
@@ -429,12 +429,12 @@ func testPortalAPI(t *testing.T, in *instance) {
 	a.token = lpd
 
 	// Invitation: Alice invites Mia, who signs up and accepts.
-	mia := newDev(t, in, "mia@example.org", 4)
+	mia := newDev(t, in.Server, "mia@example.org", 4)
 	a.api("POST", "/portal/api/orgs/"+a.org+"/invitations", map[string]any{"email": mia.email, "role": "developer"}, 201)
-	invite := tokenOf(t, mailLink(t, in, mia.email, "invited", "invite"))
+	invite := tokenOf(t, mailLink(t, in.Server, mia.email, "invited", "invite"))
 	mailToks = append(mailToks, invite)
 	mia.signUpAPI("")
-	mailToks = append(mailToks, tokenOf(t, mailLink(t, in, mia.email, "Verify your email", "verify")))
+	mailToks = append(mailToks, tokenOf(t, mailLink(t, in.Server, mia.email, "Verify your email", "verify")))
 	sec.add("session cookie", mia.cookie())
 	sec.add("password", mia.password)
 	m := mia.api("POST", "/portal/api/invitations/accept", map[string]any{"token": invite}, 200).obj(t)
@@ -452,9 +452,9 @@ func testPortalAPI(t *testing.T, in *instance) {
 	}
 
 	// Another organisation's developer: every org-scoped route is 404.
-	b := newDev(t, in, "bob@example.org", 5)
+	b := newDev(t, in.Server, "bob@example.org", 5)
 	b.signUpAPI("Org B")
-	mailToks = append(mailToks, tokenOf(t, mailLink(t, in, b.email, "Verify your email", "verify")))
+	mailToks = append(mailToks, tokenOf(t, mailLink(t, in.Server, b.email, "Verify your email", "verify")))
 	sec.add("session cookie", b.cookie())
 	b.acceptTerms()
 	aTokens := a.api("GET", "/portal/api/tokens", nil, 200).list(t)
@@ -515,7 +515,7 @@ type portalRoute struct{ method, pattern string }
 
 // portalRoutes reads the portal's routes (m.HandleFunc("METHOD /portal/...")
 // from its Go sources, so routes added later are swept too.
-func portalRoutes(t *testing.T) []portalRoute {
+func portalRoutes(t testing.TB) []portalRoute {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(shareddata.Root(), "internal", "portal", "*.go"))
 	if err != nil || len(files) == 0 {
@@ -752,7 +752,7 @@ func (b *browser) signUp(email, password, org string) {
 		chromedp.Click(css(`form[action$="/signup"] button[type="submit"]`)),
 		waitText("Check your email"),
 	)
-	link := mailLink(b.t, b.in, email, "Verify your email", "verify")
+	link := mailLink(b.t, b.in.Server, email, "Verify your email", "verify")
 	b.step("verify "+email,
 		chromedp.Navigate(link),
 		chromedp.Click(css(`form[action$="/verify"] button`)),
@@ -865,7 +865,7 @@ func testPortalBrowser(t *testing.T, in *instance, b *browser) {
 		waitText("Invitation sent to "+member),
 	)
 	b.screenshot("org")
-	invite := mailLink(t, in, member, "invited", "invite")
+	invite := mailLink(t, in.Server, member, "invited", "invite")
 	b.logout()
 	b.signUp(member, "another good passphrase", "")
 	b.step("open the invitation",

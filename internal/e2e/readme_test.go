@@ -34,7 +34,10 @@ import (
 // listens on a free port, so http://127.0.0.1:8080 is rewritten to its
 // address; HOME is a fresh directory, so the default data directory
 // (~/.local/share/lapis, shared by the server and the admin commands) is
-// fresh, and GOPATH with it (go install writes nowhere else); and curl is
+// fresh, and GOPATH with it (go install writes nowhere else); the server's
+// log is appended to ~/lapis.log, as "lapis serve 2>>~/lapis.log" would
+// (the portal's development-mode emails, with their links, are there);
+// and curl is
 // wrapped to fail on an HTTP error (--fail-with-body) unless the command
 // asks for the status itself (-w) or already passes -f/--fail. A curl
 // that prints its status (-w '%{http_code}\n') with the expected status
@@ -172,7 +175,7 @@ func TestREADME(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
-	s := lapistest.Start(t, lapistest.Options{DataDir: filepath.Join(home, ".local", "share", "lapis")})
+	s := lapistest.Start(t, lapistest.Options{DataDir: filepath.Join(home, ".local", "share", "lapis"), LogFile: filepath.Join(home, "lapis.log")})
 	code := strings.ReplaceAll(script.String(), readmeAddr, s.Origin)
 
 	ctx, cancel := context.WithTimeout(context.Background(), readmeTimeout)

@@ -53,6 +53,10 @@ type Options struct {
 	Env []string
 	// RootCAs, when set, is trusted by Client (a server with --tls-cert).
 	RootCAs *x509.CertPool
+	// LogFile, when set, also receives everything the server writes
+	// (appended), as "lapis serve 2>>FILE" would (the README test's
+	// development-mode mail links).
+	LogFile string
 	// StartTimeout and StopTimeout override the defaults above.
 	StartTimeout, StopTimeout time.Duration
 }
@@ -160,8 +164,21 @@ func (s *Server) start(addr string) error {
 	cmd := exec.Command(s.opts.Bin, args...)
 	cmd.Env = append(os.Environ(), s.opts.Env...)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	var logFile *os.File
+	if s.opts.LogFile != "" {
+		f, err := os.OpenFile(s.opts.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("lapistest: log file: %w", err)
+		}
+		logFile = f
+		w := io.MultiWriter(s.logs, f)
+		cmd.Stdout, cmd.Stderr = w, w
+	}
 	offset := s.logs.len()
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
 		return fmt.Errorf("lapistest: starting lapis serve: %w", err)
 	}
 	exited := make(chan struct{})
@@ -169,7 +186,10 @@ func (s *Server) start(addr string) error {
 	s.cmd, s.exited, s.ended = cmd, exited, false
 	s.mu.Unlock()
 	go func() {
-		err := cmd.Wait()
+		err := cmd.Wait() // after the output is copied
+		if logFile != nil {
+			logFile.Close()
+		}
 		s.mu.Lock()
 		s.waitErr = err
 		s.mu.Unlock()
