@@ -381,3 +381,149 @@ func checkActivity(t *testing.T, d *dev, appID string) {
 	t.Helper()
 	t.Log("activity: not built yet on this branch")
 }
+
+// TestPortalBrowserApps walks the apps pages in headless Chromium on a
+// real server, on SQLite and PostgreSQL: log in, create a sandbox app of
+// each preset with the wizard (the confidential app's secret shown once:
+// not on its page afterwards; the backend app with a pasted JWKS gets a
+// client_credentials token on the sandbox), create an API key (shown once,
+// reads the sandbox), request production access for the backend app; an
+// operator approves it in the review queue, after which the production
+// client's token works on production and gets 401 on the sandbox.
+func TestPortalBrowserApps(t *testing.T) {
+	if !hasRoute(t, "GET", "/portal/apps/new") {
+		t.Skip("the portal's apps pages are not built")
+	}
+	for name, db := range dialects(t) {
+		t.Run(name, func(t *testing.T) {
+			in := serve(t, lapistest.Options{Database: db(t)})
+			b := newBrowser(t, in)
+			if name != "sqlite" {
+				b.shots = ""
+			}
+			testPortalBrowserApps(t, in, b)
+		})
+	}
+}
+
+// login logs a person in with the login page (no TOTP).
+func (b *browser) login(email, password string) {
+	b.t.Helper()
+	b.step("log in "+email,
+		chromedp.Navigate(b.in.portalURL("/portal/login")),
+		chromedp.WaitVisible(chromedp.ID("password")),
+		chromedp.SendKeys(chromedp.ID("email"), email),
+		chromedp.SendKeys(chromedp.ID("password"), password),
+		chromedp.Click(css(`form[action$="/login"] button[type="submit"]`)),
+		dashboard,
+	)
+}
+
+// value is the value of an input.
+func (b *browser) value(sel string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Value(css(sel)))
+	if err != nil {
+		b.t.Fatalf("value of %s: %v", sel, err)
+	}
+	return v
+}
+
+func testPortalBrowserApps(t *testing.T, in *instance, b *browser) {
+	prodBase, sbBase := in.base, in.Origin+"/sandbox/fhir"
+	d := newDev(t, in.Server, "wanda@example.org", 40)
+	d.signUpAPI("Wizard Works")
+	d.acceptTerms()
+	b.login(d.email, d.password)
+
+	cb := newCallback(t)
+	key := newBackendKey(t)
+	created := map[string]string{} // preset → client id
+	for _, preset := range []string{"patient-standalone", "ehr-launch", "confidential-web", "backend"} {
+		b.step("wizard "+preset,
+			chromedp.Navigate(in.portalURL("/portal/apps/new?org="+d.org)),
+			chromedp.Click(chromedp.ID("preset-"+preset)),
+			chromedp.WaitVisible(chromedp.ID("create-app")),
+			chromedp.SendKeys(chromedp.ID("name"), "App "+preset),
+		)
+		switch preset {
+		case "backend":
+			b.step("jwks", chromedp.SetValue(chromedp.ID("jwks"), string(key.jwks)))
+		case "ehr-launch":
+			b.step("launch", chromedp.SendKeys(chromedp.ID("redirect_uris"), cb.url), chromedp.SendKeys(chromedp.ID("launch_uri"), "https://chart.example/launch"))
+		default:
+			b.step("redirect", chromedp.SendKeys(chromedp.ID("redirect_uris"), cb.url))
+		}
+		if preset == "confidential-web" {
+			b.screenshot("wizard")
+		}
+		b.step("create "+preset, chromedp.Click(chromedp.ID("create-app")), chromedp.WaitVisible(chromedp.ID("client-id")))
+		created[preset] = b.value("#client-id")
+		if preset == "confidential-web" {
+			secret := b.value("#client-secret")
+			if secret == "" {
+				t.Fatal("no secret shown for the confidential app")
+			}
+			b.screenshot("app-secret")
+			b.step("to the app", chromedp.Click(chromedp.ID("to-app")), chromedp.WaitVisible(chromedp.ID("app-status")))
+			html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(css("html")))
+			if strings.Contains(html, secret) {
+				t.Error("the app page shows the secret again")
+			}
+			if st := introspectAuth(t, sbBase, created[preset], secret); st != 200 {
+				t.Errorf("the shown secret at the sandbox: %d", st)
+			}
+		}
+	}
+	st, bt := backendToken(t, d, key, created["backend"], "system/*.rs")
+	if st != 200 {
+		t.Fatalf("backend token: %d %v", st, bt)
+	}
+	in.do("GET", sbBase+"/Patient?_count=1", nil, "Authorization", "Bearer "+str(bt, "access_token")).expect(t, 200)
+
+	// An API key.
+	b.step("new key",
+		chromedp.Navigate(in.portalURL("/portal/keys?org="+d.org)),
+		chromedp.WaitVisible(chromedp.ID("create-key")),
+		chromedp.SendKeys(chromedp.ID("kname"), "Reporting"),
+		chromedp.Click(css(`input[name="scope"][value="system/*.rs"]`)),
+		chromedp.Click(chromedp.ID("create-key")),
+		chromedp.WaitVisible(chromedp.ID("new-key")),
+	)
+	apiKey := b.value("#new-key")
+	b.screenshot("keys")
+	in.do("GET", sbBase+"/Patient?_count=1", nil, "X-API-Key", apiKey).expect(t, 200)
+
+	// Production access for the backend app.
+	b.step("request production",
+		chromedp.Navigate(in.portalURL("/portal/apps/sandbox/"+created["backend"]+"?org="+d.org)),
+		chromedp.Click(chromedp.ID("request-production")),
+		chromedp.WaitVisible(css(`.req-status`)),
+	)
+	b.screenshot("app")
+	b.logout()
+	op := newDev(t, in.Server, "olga@example.org", 41)
+	op.signUpAPI("")
+	in.MustCLI(t, "", "portal", "operator", "add", op.email)
+	b.login(op.email, op.password)
+	b.step("review queue",
+		chromedp.Navigate(in.portalURL("/portal/admin/reviews")),
+		chromedp.WaitVisible(css(`button.approve`)),
+	)
+	b.screenshot("review")
+	b.step("approve", chromedp.Click(css(`button.approve`)), waitText("Decided"))
+	reqs := d.api("GET", "/portal/api/orgs/"+d.org+"/requests?status=approved", nil, 200).list(t)
+	if len(reqs) != 1 || reqs[0]["production_client_id"] == nil {
+		t.Fatalf("approved requests: %v", reqs)
+	}
+	prodID := reqs[0]["production_client_id"].(string)
+	f := url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.rs"},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+		"client_assertion":      {key.assertion(t, prodID, prodBase+"/auth/token")}}
+	st, pt := form(t, nil, prodBase+"/auth/token", f, "", "")
+	if st != 200 {
+		t.Fatalf("production token: %d %v", st, pt)
+	}
+	in.do("GET", prodBase+"/Patient?_count=1", nil, "Authorization", "Bearer "+str(pt, "access_token")).expect(t, 200)
+	in.do("GET", sbBase+"/Patient?_count=1", nil, "Authorization", "Bearer "+str(pt, "access_token")).expect(t, 401)
+}
