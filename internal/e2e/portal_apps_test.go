@@ -169,6 +169,9 @@ func testPortalApps(t *testing.T, in *instance) {
 	sbTok := bt["access_token"].(string)
 	sec.add("access token", sbTok)
 	in.do("GET", sbBase+"/Patient/"+patient, nil, "Authorization", "Bearer "+sbTok).expect(t, 200)
+	in.do("GET", sbBase+"/Observation?patient="+patient+"&_count=1", nil, "Authorization", "Bearer "+sbTok).expect(t, 200)
+	in.do("GET", sbBase+"/Patient/no-such-patient", nil, "Authorization", "Bearer "+sbTok).expect(t, 404)
+	in.do("DELETE", sbBase+"/Patient/"+patient, nil, "Authorization", "Bearer "+sbTok).expect(t, 403)
 
 	// An API key in the sandbox, shown once.
 	k := a.api("POST", "/portal/api/orgs/"+a.org+"/keys", map[string]any{"name": "reporting", "scopes": []string{"system/*.rs"}}, 201).obj(t)
@@ -189,7 +192,7 @@ func testPortalApps(t *testing.T, in *instance) {
 	}
 
 	// The requests show in the app's activity.
-	checkActivity(t, a, be.App.ID)
+	checkActivity(t, a, be.App.ID, patient)
 
 	// A webhook endpoint: its secret shown once.
 	wh := a.api("POST", "/portal/api/orgs/"+a.org+"/webhooks", map[string]any{"url": "https://hooks.example/lapis"}, 201).obj(t)
@@ -375,11 +378,46 @@ func authCode(t *testing.T, in *instance, cb *callback, base, clientID, secret, 
 	return str(tok, "access_token")
 }
 
-// checkActivity checks that the app's requests show in its activity
-// (the activity pages and API, when built).
-func checkActivity(t *testing.T, d *dev, appID string) {
+// checkActivity checks that the app's requests (made before: reads, a
+// 404 and a 403 with token) show in its activity: totals by status, the
+// recent requests by route shape without the patient id, errors grouped
+// by cause, the chart on the page.
+func checkActivity(t *testing.T, d *dev, appID, patient string) {
 	t.Helper()
-	t.Log("activity: not built yet on this branch")
+	if !hasRoute(t, "GET", "/portal/api/activity") {
+		t.Log("activity: the portal's activity API is not built")
+		return
+	}
+	var rep struct {
+		Totals struct {
+			Requests int64         `json:"requests"`
+			ByStatus map[int]int64 `json:"by_status"`
+		} `json:"totals"`
+		Recent []struct {
+			Route  string `json:"route"`
+			Status int    `json:"status"`
+		} `json:"recent"`
+		Errors []struct {
+			Cause  string `json:"cause"`
+			Reason string `json:"reason"`
+		} `json:"errors"`
+	}
+	q := "/portal/api/activity?env=sandbox&client=" + url.QueryEscape(appID)
+	poll.Until(t, time.Minute, "the app's requests in its activity", func() bool {
+		decodeInto(t, d.api("GET", q, nil, 200), &rep)
+		return rep.Totals.ByStatus[200] >= 2 && rep.Totals.ByStatus[404] >= 1 && rep.Totals.ByStatus[403] >= 1
+	})
+	raw := string(d.api("GET", q, nil, 200).raw)
+	if strings.Contains(raw, patient) {
+		t.Errorf("the activity shows a patient id: %.500s", raw)
+	}
+	if len(rep.Recent) < 4 || len(rep.Errors) == 0 {
+		t.Errorf("activity: recent %v errors %v", rep.Recent, rep.Errors)
+	}
+	page := d.send("GET", "/portal/activity?env=sandbox&client="+url.QueryEscape(appID), nil)
+	if page.status != 200 || !strings.Contains(string(page.raw), "<svg") {
+		t.Errorf("activity page: %d, chart %v", page.status, strings.Contains(string(page.raw), "<svg"))
+	}
 }
 
 // TestPortalBrowserApps walks the apps pages in headless Chromium on a

@@ -621,6 +621,43 @@ func sweepOtherOrg(t *testing.T, in *instance, b *dev, ids map[string]string) {
 	if tried < 8 {
 		t.Errorf("sweep tried only %d routes", tried)
 	}
+	// Routes that name an app or key in the query or the body.
+	if app := ids["apps"]; app != "" {
+		type q struct {
+			method, path string
+			body         any
+		}
+		var qs []q
+		if hasRoute(t, "GET", "/portal/api/activity") {
+			qs = append(qs, q{"GET", "/portal/api/activity?env=sandbox&client=" + app, nil},
+				q{"GET", "/portal/api/activity?env=sandbox&key=" + ids["keys"], nil},
+				q{"GET", "/portal/activity?env=sandbox&client=" + app, nil},
+				q{"GET", "/portal/activity?env=sandbox&key=" + ids["keys"], nil})
+		}
+		if hasRoute(t, "POST", "/portal/api/launch") {
+			qs = append(qs, q{"GET", "/portal/launch?client=" + app, nil},
+				q{"POST", "/portal/api/launch", map[string]any{"client_id": app, "mode": "standalone", "login": "practitioner"}},
+				q{"POST", "/portal/launch", url.Values{"client": {app}, "client_id": {app}, "mode": {"standalone"}, "login": {"practitioner"}}})
+		}
+		for _, c := range qs {
+			var r reply
+			switch body := c.body.(type) {
+			case url.Values:
+				r = b.form(c.path, body)
+			case nil:
+				if strings.HasPrefix(c.path, "/portal/api/") {
+					r = b.api(c.method, c.path, nil, 0)
+				} else {
+					r = b.send(c.method, c.path, nil)
+				}
+			default:
+				r = b.api(c.method, c.path, body, 0)
+			}
+			if r.status != 404 {
+				t.Errorf("other organisation: %s %s: %d, want 404: %.300s", c.method, c.path, r.status, r.raw)
+			}
+		}
+	}
 	// Operators' pages and API: 403 for a developer.
 	for _, rt := range portalRoutes(t) {
 		if !strings.Contains(rt.pattern, "/admin/") || strings.Contains(rt.pattern, "{") {
