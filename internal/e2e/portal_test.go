@@ -461,6 +461,40 @@ func testPortalAPI(t *testing.T, in *instance) {
 	ids := map[string]string{"org": a.org, "dev": a.id, "tokens": aTokens[0]["id"].(string)}
 	sweepOtherOrg(t, in, b, ids)
 
+	// Password reset by the mailed link; the old password stops working.
+	mia.api("POST", "/portal/api/reset/request", map[string]any{"email": mia.email}, 202)
+	mia.api("POST", "/portal/api/reset/request", map[string]any{"email": "nobody@example.org"}, 202) // the same answer
+	reset := tokenOf(t, mailLink(t, in.Server, mia.email, "Reset your", "reset"))
+	mailToks = append(mailToks, reset)
+	old := mia.password
+	mia.password = "a brand new passphrase"
+	sec.add("password", mia.password)
+	mia.api("POST", "/portal/api/reset", map[string]any{"token": reset, "password": "short"}, 400)
+	mia.api("POST", "/portal/api/reset", map[string]any{"token": reset, "password": mia.password}, 200)
+	mia.api("POST", "/portal/api/reset", map[string]any{"token": reset, "password": mia.password}, 400) // once
+	mia.api("POST", "/portal/api/login", map[string]any{"email": mia.email, "password": old}, 401)
+	mia.loginAPI()
+
+	// Sign-up and login are limited per address: a burst from one
+	// address is refused with 429 and Retry-After.
+	flood := newDev(t, in.Server, "flood@example.org", 9)
+	limited := 0
+	for range 25 {
+		r := flood.api("POST", "/portal/api/login", map[string]any{"email": "flood@example.org", "password": "wrong wrong wrong"}, 0)
+		if r.status == 429 {
+			limited++
+			if r.header.Get("Retry-After") == "" || r.obj(t)["error"] != "rate_limited" {
+				t.Errorf("429 without Retry-After or error code: %v %s", r.header, r.raw)
+			}
+		} else if r.status != 401 {
+			t.Errorf("login flood: %d %s", r.status, r.raw)
+		}
+	}
+	if limited == 0 {
+		t.Error("25 logins in a row from one address were never limited")
+	}
+	a.api("GET", "/portal/api/me", nil, 200) // others are not affected
+
 	// Logout ends the session: its cookie no longer works.
 	mia.api("POST", "/portal/api/logout", nil, 204)
 	if r := mia.api("GET", "/portal/api/me", nil, 0); r.status != 401 {
