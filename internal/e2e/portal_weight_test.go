@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/lapis-health/lapis/internal/testutil/lapistest"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 // Page weight and speed: 100 apps and 10,000 FHIR requests of activity.
@@ -173,6 +174,18 @@ func seedPortal(t testing.TB, s *lapistest.Server) (*dev, []weightPage) {
 	}
 	close(jobs)
 	sent.Wait()
+	// The activity is written in batches: wait until the busiest app's
+	// requests are all there.
+	if hasRoute(t, "GET", "/portal/api/activity") {
+		q := "/portal/api/activity?env=sandbox&client=" + url.QueryEscape(ids[0])
+		poll.Until(t, 2*time.Minute, "the seeded activity recorded", func() bool {
+			var rep struct {
+				Totals struct{ Requests int } `json:"totals"`
+			}
+			_ = json.Unmarshal(d.api("GET", q, nil, 200).raw, &rep)
+			return rep.Totals.Requests >= per[0]
+		})
+	}
 
 	// Every page of the route table.
 	var pages []weightPage
