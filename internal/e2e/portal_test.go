@@ -357,6 +357,21 @@ func testPortalAPI(t *testing.T, in *instance) {
 		t.Fatal("the sign-up made no organisation")
 	}
 
+	// Every page: strict CSP (no inline script without the page's nonce,
+	// nothing from other origins), no framing, no caching of pages with a
+	// session.
+	lp := a.send("GET", "/portal/login", nil)
+	csp := lp.header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'none'") && !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "http") {
+		t.Errorf("login page CSP %q", csp)
+	}
+	if fa := lp.header.Get("X-Frame-Options"); fa == "" && !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("login page may be framed: %v", lp.header)
+	}
+	if r := in.CLI(t, "", "portal", "operator", "add", "nobody@example.org"); r.Code == 0 || !strings.Contains(r.Stderr, "no developer account") {
+		t.Errorf("operator add of an unknown address: exit %d %q", r.Code, r.Stderr)
+	}
+
 	// CSRF: the cookie alone does not authorise an unsafe request.
 	tokBody := map[string]any{"name": "ci"}
 	for name, h := range map[string][]string{
@@ -783,6 +798,7 @@ func (b *browser) text() string {
 // (README images) when that variable is set.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
+	b.checkPage(name)
 	if b.shots == "" {
 		return
 	}
@@ -792,6 +808,41 @@ func (b *browser) screenshot(name string) {
 	}
 	if err := os.WriteFile(filepath.Join(b.shots, "portal-"+name+".png"), png, 0o644); err != nil {
 		b.t.Fatal(err)
+	}
+}
+
+// pageProblems is a script listing what a portal page must not have:
+// inputs without a label, scripts, styles or images from another origin,
+// inline event handlers, and no main landmark or title.
+const pageProblems = `(() => {
+  const out = [];
+  for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+    const labelled = (el.id && document.querySelector('label[for="' + CSS.escape(el.id) + '"]')) || el.closest('label') ||
+      el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+    if (!labelled) out.push('unlabelled ' + el.outerHTML.slice(0, 80));
+  }
+  for (const el of document.querySelectorAll('script[src], link[href], img[src]')) {
+    const u = new URL(el.getAttribute('src') || el.getAttribute('href'), location.href);
+    if (u.origin !== location.origin && u.protocol !== 'data:') out.push('third-party ' + u.href);
+  }
+  for (const el of document.querySelectorAll('*')) {
+    for (const a of el.getAttributeNames()) if (a.startsWith('on')) out.push('inline handler ' + a);
+  }
+  if (!document.querySelector('main')) out.push('no main landmark');
+  if (!document.title) out.push('no title');
+  if (!document.documentElement.lang) out.push('no lang');
+  return out;
+})()`
+
+// checkPage fails on the problems pageProblems finds on the current page.
+func (b *browser) checkPage(name string) {
+	b.t.Helper()
+	probs, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](pageProblems))
+	if err != nil {
+		b.t.Fatalf("checking page %s: %v", name, err)
+	}
+	for _, p := range probs {
+		b.t.Errorf("page %s: %s", name, p)
 	}
 }
 
