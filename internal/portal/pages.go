@@ -53,6 +53,8 @@ func (p *Portal) routes() {
 	m.HandleFunc("/portal/", func(w http.ResponseWriter, r *http.Request) {
 		p.message(w, r, nil, http.StatusNotFound, "Not found", "There is no such page.")
 	})
+	p.activityRoutes()
+	p.launchRoutes()
 	p.apiRoutes()
 }
 

@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/lapis-health/lapis/internal/activity"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
@@ -39,6 +40,8 @@ import (
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/mail"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/principal"
+	"github.com/lapis-health/lapis/internal/ratelimit"
 	"github.com/lapis-health/lapis/internal/web"
 )
 
@@ -53,6 +56,15 @@ type Env struct {
 	FHIRBase string
 	// Admin acts on the environment's clients and keys.
 	Admin *admin.Service
+	// Activity is the environment's per-credential activity (nil: none
+	// recorded; the activity pages say so).
+	Activity *activity.Store
+	// Budget tells a credential's rate-limit budget in use (nil: rate
+	// limits are off); ratelimit.Middleware.Budget.
+	Budget func(ctx context.Context, p *principal.Principal) (ratelimit.Budget, error)
+	// Auth is the environment's authorization server (test launches in
+	// the sandbox create their EHR launch contexts with it).
+	Auth *oauth.Server
 }
 
 // DefaultTerms is the terms text published as version 1 when an operator
