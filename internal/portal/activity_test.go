@@ -254,3 +254,34 @@ func (e *env) devToken(c *http.Client) string {
 	}
 	return m
 }
+
+// TestActivityPageWeight: with requests of every status class in every
+// step of the week (the densest chart), both ranges' pages stay under
+// 100 KB.
+func TestActivityPageWeight(t *testing.T) {
+	a := newActEnv(t, sqliteURL)
+	c := a.signUpAndLogIn("heavy@example.org")
+	id, _ := a.credentials(t, a.orgOwner(t, "heavy@example.org"))
+	ctx := context.Background()
+	now := a.clock.now()
+	statuses := []int{200, 304, 404, 503, 403, 429, 401, 400, 409, 413, 405, 410}
+	for m := 0; m < 7*24*60; m += 5 {
+		for i, st := range statuses[:4] {
+			a.rec.Record(ctx, audit.Event{Kind: audit.KindREST, Time: now.Add(-time.Duration(m) * time.Minute), ClientID: id, Status: st, Interaction: "search-type",
+				Route: "GET /sandbox/fhir/Observation?…", Latency: time.Duration(i) * time.Millisecond})
+		}
+	}
+	for i, st := range statuses {
+		a.rec.Record(ctx, audit.Event{Kind: audit.KindREST, Time: now.Add(-time.Duration(i) * time.Minute), ClientID: id, Status: st, Interaction: "create",
+			Route: "POST /sandbox/fhir/" + strings.Repeat("VeryLongResourceTypeName", 6)})
+	}
+	a.rec.Flush()
+	for _, rg := range []string{"24h", "7d"} {
+		res, body := a.fetch(c, "/portal/activity?env=sandbox&client="+url.QueryEscape(id)+"&range="+rg)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d", rg, res.StatusCode)
+		}
+		checkPage(t, res, body)
+		t.Logf("range %s: %d bytes", rg, len(body))
+	}
+}
