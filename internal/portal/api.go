@@ -36,6 +36,8 @@ const maxJSON = 64 << 10
 //	POST   /portal/api/invitations/accept  {token}
 //	GET    /portal/api/terms;  POST /portal/api/terms/accept {version}
 //	PUT    /portal/api/admin/terms         {text}  (operators)
+//	GET    /portal/api/activity            ?env=sandbox|production&client=ID|key=ID[&range=24h|7d] (activity.go)
+//	GET    /portal/api/sandbox/logins;  POST /portal/api/launch {client_id,mode:"ehr"|"standalone",login,patient?} (launch.go)
 //
 // Authenticated routes take the session cookie (unsafe methods also need
 // X-CSRF-Token) or Authorization: Bearer lpd_...
