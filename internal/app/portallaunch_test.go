@@ -264,6 +264,20 @@ func TestPortalTestLaunch(t *testing.T) {
 		t.Fatalf("reused launch %d %s", res.StatusCode, res.Header.Get("Location"))
 	}
 
+	// EHR launch from the API as a sandbox patient: their own record is
+	// in context.
+	var ehr struct{ URL, Patient string }
+	if st := dev.json("POST", root+"/portal/api/launch", csrf, "", map[string]string{"client_id": reg.ClientID, "mode": "ehr", "login": "patient-85", "patient": "355"}, &ehr); st != 200 || ehr.Patient != "85" {
+		t.Fatalf("API EHR launch as a patient %d %+v", st, ehr)
+	}
+	lu, _ := url.Parse(ehr.URL)
+	back = signInAndConsent(t, newLaunchBrowser(t), root, authz(lu.Query().Get("launch"), "s3"), "patient-85")
+	tok = exchange(t, sbBase+"/auth/token", url.Values{"grant_type": {"authorization_code"}, "code": {back.Query().Get("code")},
+		"redirect_uri": {"http://127.0.0.1:9/cb"}, "client_id": {reg.ClientID}, "code_verifier": {verifier}})
+	if tok["patient"] != "85" {
+		t.Fatalf("patient EHR token patient %v", tok["patient"])
+	}
+
 	// Standalone launch from the API as a sandbox patient.
 	var out struct {
 		URL, State, CodeVerifier, RedirectURI, TokenURL, Curl, Password string

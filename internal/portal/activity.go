@@ -325,7 +325,11 @@ func (p *Portal) activityPage(w http.ResponseWriter, r *http.Request, v *Visitor
 		view.SandboxApp = true
 		view.LaunchURL = p.Path("/launch") + "?" + url.Values{"client": {c.ID}}.Encode()
 	}
-	p.render(w, r, http.StatusOK, "activity", pageData{Title: "Activity of " + c.Name, V: v, Nav: "apps", Data: view}, nil)
+	nav := "apps"
+	if c.Kind == "key" {
+		nav = "keys"
+	}
+	p.render(w, r, http.StatusOK, "activity", pageData{Title: "Activity of " + c.Name, V: v, Nav: nav, Data: view}, nil)
 }
 
 func (p *Portal) apiActivity(w http.ResponseWriter, r *http.Request, v *Visitor) {
