@@ -303,6 +303,21 @@ func TestPortalTestLaunch(t *testing.T) {
 		t.Fatalf("standalone token patient %v", tok["patient"])
 	}
 
+	// The standalone launch from the page shows the verifier, the curl
+	// and the link to the sandbox sign-in; the page is small, with the
+	// strict CSP.
+	res, body = dev.get(root + "/portal/launch?client=" + url.QueryEscape(reg.ClientID))
+	action, f = form(t, root, body[strings.Index(body, `action="/portal/launch"`)-30:])
+	f.Set("mode", "standalone")
+	f.Set("login", "patient-85")
+	res, body = dev.postForm(action, f)
+	csp := res.Header.Get("Content-Security-Policy")
+	if res.StatusCode != 200 || !strings.Contains(body, "code_verifier") || !strings.Contains(body, "curl -s") ||
+		!strings.Contains(body, `href="`+html.EscapeString(sbBase+"/auth/authorize?")) || len(body) > 100<<10 ||
+		!strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") || strings.Contains(body, "<script") || strings.Contains(body, " style=") {
+		t.Fatalf("standalone launch page %d %q: %s", res.StatusCode, csp, body)
+	}
+
 	// Rejections: bad mode, unknown login, no patient for the
 	// practitioner's EHR launch, another organisation's app.
 	for _, bad := range []map[string]string{
