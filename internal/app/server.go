@@ -121,7 +121,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		mounts[m.pattern] = h
 	}
 	s.gw = prod.gw
-	s.http = server.New(s.gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: prod.handler, Logger: log,
+	s.http = server.New(s.gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase(), landingLinks(cfg)), FHIR: prod.handler, Logger: log,
 		Mounts: mounts, Ready: ready, ShutdownTimeout: cfg.Server.ShutdownTimeout}))
 	return s, nil
 }
@@ -471,4 +471,18 @@ func WithMount(pattern string, h http.Handler) ServerOption {
 // a nil ln changes nothing.
 func WithListener(ln net.Listener) ServerOption {
 	return func(o *serverOptions) { o.listener = ln }
+}
+
+// landingLinks are the optional parts of cfg's server the landing page
+// links to: the sandbox and the developer portal.
+func landingLinks(cfg config.Config) landing.Options {
+	var o landing.Options
+	if cfg.Sandbox.Enabled {
+		scfg := cfg.SandboxConfig()
+		o.Sandbox = scfg.FHIRBase()
+	}
+	if cfg.Portal.Enabled {
+		o.Portal = cfg.Server.BaseURL + "/portal/"
+	}
+	return o
 }
