@@ -238,9 +238,13 @@ func apiOrg(r *http.Request, v *Visitor) (*developer.Membership, error) {
 	return nil, errNotFound
 }
 
-// pageOrg is the page's organisation (?org= or the first).
-func pageOrg(v *Visitor) (*developer.Membership, error) {
+// pageOrg is the page's organisation (?org= or the first); an
+// organisation named that the developer is no member of is not found.
+func pageOrg(r *http.Request, v *Visitor) (*developer.Membership, error) {
 	if v.Org == nil {
+		if r.URL.Query().Get("org") != "" || r.PostForm.Get("org") != "" {
+			return nil, errNotFound
+		}
 		return nil, errNoOrg
 	}
 	return v.Org, nil
@@ -465,7 +469,7 @@ type appsData struct {
 }
 
 func (p *Portal) appsPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -496,7 +500,7 @@ type wizardData struct {
 }
 
 func (p *Portal) wizardPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -536,7 +540,7 @@ type secretData struct {
 }
 
 func (p *Portal) wizardPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -595,7 +599,7 @@ type appData struct {
 }
 
 func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -626,7 +630,7 @@ func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
 var overlaps = map[string]time.Duration{"0": 0, "1h": time.Hour, "24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour}
 
 func (p *Portal) rotatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -654,7 +658,7 @@ func (p *Portal) rotatePost(w http.ResponseWriter, r *http.Request, v *Visitor) 
 }
 
 func (p *Portal) appDeletePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -757,7 +761,7 @@ func (p *Portal) apiRotate(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	var in struct {
 		Overlap *api.Duration `json:"overlap"`
 	}
-	if !decode(w, r, &in) {
+	if r.ContentLength != 0 && !decode(w, r, &in) {
 		return
 	}
 	overlap := 24 * time.Hour

@@ -187,7 +187,7 @@ func (p *Portal) renderKeys(w http.ResponseWriter, r *http.Request, v *Visitor, 
 }
 
 func (p *Portal) keysPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -196,7 +196,7 @@ func (p *Portal) keysPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
 }
 
 func (p *Portal) keyCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -222,7 +222,7 @@ func (p *Portal) keyCreatePost(w http.ResponseWriter, r *http.Request, v *Visito
 var graces = overlaps
 
 func (p *Portal) keyActionPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return

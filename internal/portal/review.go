@@ -78,7 +78,7 @@ func (p *Portal) requestProduction(r *http.Request, v *Visitor, org *developer.M
 }
 
 func (p *Portal) productionPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return

@@ -71,7 +71,7 @@ func (p *Portal) renderWebhooks(w http.ResponseWriter, r *http.Request, v *Visit
 }
 
 func (p *Portal) webhooksPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -80,7 +80,7 @@ func (p *Portal) webhooksPage(w http.ResponseWriter, r *http.Request, v *Visitor
 }
 
 func (p *Portal) webhookCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
@@ -99,7 +99,7 @@ func (p *Portal) webhookCreatePost(w http.ResponseWriter, r *http.Request, v *Vi
 }
 
 func (p *Portal) webhookDeletePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(v)
+	org, err := pageOrg(r, v)
 	if err != nil {
 		p.pageFail(w, r, v, err)
 		return
