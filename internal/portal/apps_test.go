@@ -3,10 +3,12 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -482,4 +484,134 @@ var devUnverified = developer.Developer{ID: "unverified", Email: "u@example.org"
 func toJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+var secretInputRE = regexp.MustCompile(`id="client-secret" class="secret" readonly value="([^"]+)"`)
+
+// TestAppsPages walks the pages: the wizard with a preset, the secret
+// shown once (with a download), rotation, the production request, the
+// operator's approval, keys and webhooks; every page under the strict
+// CSP and 100 KB.
+func TestAppsPages(t *testing.T) {
+	ae := newAppsEnv(t, "sqlite")
+	ctx := context.Background()
+	c := ae.signUpAndLogIn("pages@example.org")
+	acceptTerms(t, ae.env, c)
+	st, body, csrf := ae.get(c, "/portal/apps/new")
+	if st != 200 || !strings.Contains(body, "Backend service") || !strings.Contains(body, `id="preset-confidential-web"`) {
+		t.Fatalf("wizard %d", st)
+	}
+	st, body, csrf = ae.get(c, "/portal/apps/new?preset=confidential-web")
+	if st != 200 || !strings.Contains(body, `value="patient/Observation.rs"`) || !strings.Contains(body, `id="redirect_uris"`) {
+		t.Fatalf("wizard step 2 %d %s", st, body)
+	}
+	form := url.Values{"csrf": {csrf}, "preset": {"confidential-web"}, "name": {"Page App"}, "description": {"made on a page"},
+		"redirect_uris": {"https://page.example.org/cb\nhttps://page.example.org/cb2"}, "scope": {"openid", "fhirUser", "launch/patient", "patient/Observation.rs"},
+		"homepage": {"https://page.example.org/"}}
+	res, body := ae.post(c, "/portal/apps/new", form)
+	m := secretInputRE.FindStringSubmatch(body)
+	if res.StatusCode != 201 || m == nil || !strings.Contains(body, `href="data:application/json;base64,`) {
+		t.Fatalf("create %d %s", res.StatusCode, body)
+	}
+	secret := m[1]
+	apps, _ := ae.sb.Clients(ctx, api.ClientFilter{})
+	if len(apps) != 1 || len(apps[0].RedirectURIs) != 2 {
+		t.Fatalf("clients %+v", apps)
+	}
+	id := apps[0].ID
+	st, body, csrf = ae.get(c, "/portal/apps/sandbox/"+id)
+	if st != 200 || strings.Contains(body, secret) || !strings.Contains(body, "made on a page") || !strings.Contains(body, `id="request-production"`) {
+		t.Fatalf("app page %d", st)
+	}
+	// Errors are shown on the form with what was typed.
+	bad := url.Values{"csrf": {csrf}, "preset": {"confidential-web"}, "name": {"Bad"}, "redirect_uris": {"http://evil.example.org/cb"}, "scope": {"openid"}}
+	if res, body := ae.post(c, "/portal/apps/new", bad); res.StatusCode != 400 || !strings.Contains(body, "must use https") || !strings.Contains(body, "http://evil.example.org/cb") {
+		t.Fatalf("bad create %d %s", res.StatusCode, body)
+	}
+	res, body = ae.post(c, "/portal/apps/sandbox/"+id+"/rotate", url.Values{"csrf": {csrf}, "overlap": {"1h"}})
+	if m := secretInputRE.FindStringSubmatch(body); res.StatusCode != 200 || m == nil || m[1] == secret || !strings.Contains(body, "previous secret keeps working") {
+		t.Fatalf("rotate %d %s", res.StatusCode, body)
+	}
+	res, _ = ae.post(c, "/portal/apps/sandbox/"+id+"/production", url.Values{"csrf": {csrf}})
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("request production %d", res.StatusCode)
+	}
+	st, body, _ = ae.get(c, res.Header.Get("Location"))
+	if st != 200 || !strings.Contains(body, "Production access requested") || !strings.Contains(body, "decision due by") {
+		t.Fatalf("after request %d %s", st, body)
+	}
+	// Operator approves on the review page.
+	oc := ae.signUpAndLogIn("oppage@example.org")
+	acceptTerms(t, ae.env, oc)
+	if err := ae.p.dev.SetOperator(ctx, "oppage@example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	st, body, ocsrf := ae.get(oc, "/portal/admin/reviews")
+	rqs, _ := ae.p.reviews.Pending(ctx)
+	if st != 200 || len(rqs) != 1 || !strings.Contains(body, "Page App") {
+		t.Fatalf("queue %d %s", st, body)
+	}
+	res, _ = ae.post(oc, "/portal/admin/reviews/"+rqs[0].ID+"/approve", url.Values{"csrf": {ocsrf}})
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve %d", res.StatusCode)
+	}
+	prod, _ := ae.prod.Clients(ctx, api.ClientFilter{})
+	if len(prod) != 1 || prod[0].Name != "Page App" {
+		t.Fatalf("production clients %+v", prod)
+	}
+	if st, body, _ := ae.get(c, "/portal/apps/sandbox/"+id); st != 200 || !strings.Contains(body, prod[0].ID) || strings.Contains(body, `id="request-production"`) {
+		t.Fatalf("approved app page %d", st)
+	}
+	if st, body, _ := ae.get(oc, "/portal/admin/apps"); st != 200 || !strings.Contains(body, prod[0].ID) {
+		t.Fatalf("admin apps %d", st)
+	}
+	// Keys: create (shown once), rotate, revoke.
+	_, _, csrf = ae.get(c, "/portal/keys")
+	res, body = ae.post(c, "/portal/keys/new", url.Values{"csrf": {csrf}, "environment": {"sandbox"}, "name": {"page key"}, "scope": {"system/*.rs"}})
+	if res.StatusCode != 201 || !strings.Contains(body, `id="new-key"`) {
+		t.Fatalf("key %d %s", res.StatusCode, body)
+	}
+	ks, _ := ae.sb.APIKeys(ctx, api.APIKeyFilter{})
+	if st, body, _ := ae.get(c, "/portal/keys"); st != 200 || strings.Contains(body, `id="new-key"`) || !strings.Contains(body, ks[0].ID) {
+		t.Fatalf("keys page %d", st)
+	}
+	if res, body := ae.post(c, "/portal/keys/sandbox/"+ks[0].ID+"/rotate", url.Values{"csrf": {csrf}, "grace": {"1h"}}); res.StatusCode != 200 || !strings.Contains(body, "keeps working until") {
+		t.Fatalf("rotate key %d %s", res.StatusCode, body)
+	}
+	if res, _ := ae.post(c, "/portal/keys/sandbox/"+ks[0].ID+"/revoke", url.Values{"csrf": {csrf}}); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke key %d", res.StatusCode)
+	}
+	// A production key now works (approved access).
+	if res, body := ae.post(c, "/portal/keys/new", url.Values{"csrf": {csrf}, "environment": {"production"}, "name": {"prod"}, "scope": {"system/*.rs"}}); res.StatusCode != 201 {
+		t.Fatalf("production key %d %s", res.StatusCode, body)
+	}
+	// Webhooks page.
+	_, _, csrf = ae.get(c, "/portal/webhooks")
+	if res, body := ae.post(c, "/portal/webhooks/new", url.Values{"csrf": {csrf}, "url": {"https://hooks.example.org/x"}}); res.StatusCode != 201 || !strings.Contains(body, `id="wh-secret"`) {
+		t.Fatalf("webhook %d %s", res.StatusCode, body)
+	}
+	// A form without the CSRF token is refused.
+	if res, _ := ae.post(c, "/portal/apps/sandbox/"+id+"/rotate", url.Values{"overlap": {"0"}}); res.StatusCode != 403 {
+		t.Fatalf("rotate without csrf %d", res.StatusCode)
+	}
+	for _, path := range []string{"/portal/apps", "/portal/apps/new", "/portal/apps/new?preset=ehr-launch", "/portal/apps/sandbox/" + id, "/portal/keys", "/portal/webhooks"} {
+		checkPage(t, c, ae.srv.URL+path)
+	}
+	for _, path := range []string{"/portal/admin/reviews", "/portal/admin/apps"} {
+		checkPage(t, oc, ae.srv.URL+path)
+	}
+}
+
+func checkPage(t *testing.T, c *http.Client, u string) {
+	t.Helper()
+	res, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	csp := res.Header.Get("Content-Security-Policy")
+	if res.StatusCode != 200 || !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") || len(b) > 100<<10 {
+		t.Errorf("%s: %d csp %q size %d", u, res.StatusCode, csp, len(b))
+	}
 }
