@@ -15,7 +15,9 @@ import (
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/developer"
+	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/webhook"
@@ -27,6 +29,8 @@ import (
 type appsEnv struct {
 	*env
 	prod, sb *admin.Service
+	sbDB     *authdb.DB
+	sbKeys   *keys.Manager
 	hooks    *webhook.Service
 	recv     *receiver
 }
@@ -63,7 +67,8 @@ func newAppsEnv(t *testing.T, dialect string) *appsEnv {
 		return func(ctx context.Context, c admin.StatusChange) error { return ae.p.StatusHook(env)(ctx, c) }
 	}
 	ae.prod = admin.New(admin.Config{Store: authtest.DB(t, dialect), OnStatus: hook(EnvProduction)})
-	ae.sb = admin.New(admin.Config{Store: authtest.DB(t, dialect), OnStatus: hook(EnvSandbox)})
+	ae.sbDB, ae.sbKeys, _ = authtest.Stores(t, dialect)
+	ae.sb = admin.New(admin.Config{Store: ae.sbDB, OnStatus: hook(EnvSandbox)})
 	ae.env = newEnvOn(t, dbURL, func(c *Config) {
 		h, err := webhook.New(context.Background(), c.DB, webhook.Config{AllowPrivate: true})
 		if err != nil {
