@@ -199,7 +199,14 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	if key1 == "" || key2 == "" || key1 == key2 {
 		t.Fatalf("keys %q %q", key1, key2)
 	}
-	step("revoke key", chromedp.Click(css("button.revoke-key")), chromedp.WaitVisible(css("p.notice")))
+	var active string
+	ks0, _ := ae.sb.APIKeys(ctx, api.APIKeyFilter{Owner: "org:" + org})
+	for _, k := range ks0 {
+		if k.Status == api.StatusActive {
+			active = k.ID
+		}
+	}
+	step("revoke key", chromedp.Click(css("#key-"+active+" button.revoke-key")), chromedp.WaitVisible(css("p.notice")))
 	screenshot("keys")
 	ks, _ := ae.sb.APIKeys(ctx, api.APIKeyFilter{Owner: "org:" + org})
 	statuses := map[string]int{}
