@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/developer"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
@@ -33,6 +35,32 @@ type appsEnv struct {
 	sbKeys   *keys.Manager
 	hooks    *webhook.Service
 	recv     *receiver
+	audit    *memAudit
+}
+
+// memAudit records the portal's audit events (Record and Commit).
+type memAudit struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (m *memAudit) Record(_ context.Context, e audit.Event) {
+	m.mu.Lock()
+	m.events = append(m.events, e)
+	m.mu.Unlock()
+}
+
+func (m *memAudit) Commit(ctx context.Context, e audit.Event) error { m.Record(ctx, e); return nil }
+
+func (m *memAudit) has(desc string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.events {
+		if strings.Contains(e.Description, desc) {
+			return true
+		}
+	}
+	return false
 }
 
 // receiver records webhook deliveries.
@@ -62,13 +90,14 @@ func newAppsEnv(t *testing.T, dialect string) *appsEnv {
 	if dialect == "postgres" {
 		dbURL = pgtest.New(t)
 	}
-	ae := &appsEnv{recv: &receiver{}}
+	ae := &appsEnv{recv: &receiver{}, audit: &memAudit{}}
 	hook := func(env string) func(context.Context, admin.StatusChange) error {
 		return func(ctx context.Context, c admin.StatusChange) error { return ae.p.StatusHook(env)(ctx, c) }
 	}
-	ae.prod = admin.New(admin.Config{Store: authtest.DB(t, dialect), OnStatus: hook(EnvProduction)})
+	quiet := slog.New(slog.DiscardHandler)
+	ae.prod = admin.New(admin.Config{Store: authtest.DB(t, dialect), OnStatus: hook(EnvProduction), Logger: quiet})
 	ae.sbDB, ae.sbKeys, _ = authtest.Stores(t, dialect)
-	ae.sb = admin.New(admin.Config{Store: ae.sbDB, OnStatus: hook(EnvSandbox)})
+	ae.sb = admin.New(admin.Config{Store: ae.sbDB, OnStatus: hook(EnvSandbox), Logger: quiet})
 	ae.env = newEnvOn(t, dbURL, func(c *Config) {
 		h, err := webhook.New(context.Background(), c.DB, webhook.Config{AllowPrivate: true})
 		if err != nil {
@@ -76,6 +105,7 @@ func newAppsEnv(t *testing.T, dialect string) *appsEnv {
 		}
 		ae.hooks = h
 		c.Webhooks = h
+		c.Audit = ae.audit
 		c.Environments = []Env{{Name: EnvProduction, FHIRBase: "http://prod.test/fhir", Admin: ae.prod}, {Name: EnvSandbox, FHIRBase: "http://prod.test/sandbox/fhir", Admin: ae.sb}}
 	})
 	return ae
@@ -327,6 +357,12 @@ func appsAPIFlow(t *testing.T, dialect string) {
 		t.Fatal("revoked app still exists")
 	}
 
+	// Every decision was audited.
+	for _, d := range []string{"review submit " + rq["id"].(string), "review approve " + rq["id"].(string), "review decline " + rq2["id"].(string)} {
+		if !ae.audit.has(d) {
+			t.Errorf("no audit event %q", d)
+		}
+	}
 	// Webhooks: approved, declined, suspended, resumed were delivered.
 	if _, err := ae.hooks.DeliverDue(ctx); err != nil {
 		t.Fatal(err)
@@ -618,5 +654,47 @@ func checkPage(t *testing.T, c *http.Client, u string) {
 	csp := res.Header.Get("Content-Security-Policy")
 	if res.StatusCode != 200 || !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") || len(b) > 100<<10 {
 		t.Errorf("%s: %d csp %q size %d", u, res.StatusCode, csp, len(b))
+	}
+}
+
+// TestAppsAPISessionCSRF: with the session cookie, the app API needs the
+// X-CSRF-Token header on unsafe methods.
+func TestAppsAPISessionCSRF(t *testing.T) {
+	ae := newAppsEnv(t, "sqlite")
+	c := ae.signUpAndLogIn("csrf@example.org")
+	acceptTerms(t, ae.env, c)
+	res, err := c.Get(ae.srv.URL + "/portal/api/me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&me)
+	res.Body.Close()
+	org := me["organizations"].([]any)[0].(map[string]any)["id"].(string)
+	csrf := me["csrf_token"].(string)
+	post := func(h string) int {
+		req, _ := http.NewRequest("POST", ae.srv.URL+"/portal/api/orgs/"+org+"/apps", strings.NewReader(toJSON(confidentialApp)))
+		req.Header.Set("Content-Type", "application/json")
+		if h != "" {
+			req.Header.Set("X-CSRF-Token", h)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if st := post(""); st != 403 {
+		t.Fatalf("without csrf %d", st)
+	}
+	if st := post("wrong"); st != 403 {
+		t.Fatalf("wrong csrf %d", st)
+	}
+	if st := post(csrf); st != 201 {
+		t.Fatalf("with csrf %d", st)
+	}
+	if apps, _ := ae.sb.Clients(context.Background(), api.ClientFilter{}); len(apps) != 1 {
+		t.Fatalf("apps %d", len(apps))
 	}
 }
