@@ -521,7 +521,7 @@ func (p *Portal) wizardPage(w http.ResponseWriter, r *http.Request, v *Visitor) 
 // lines splits a textarea into its non-empty lines (or fields).
 func lines(s string) []string {
 	var out []string
-	for _, l := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' || r == ' ' || r == '\t' || r == ',' }) {
+	for _, l := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' || r == ' ' || r == '\t' }) {
 		if l != "" {
 			out = append(out, l)
 		}
