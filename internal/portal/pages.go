@@ -54,6 +54,7 @@ func (p *Portal) routes() {
 		p.message(w, r, nil, http.StatusNotFound, "Not found", "There is no such page.")
 	})
 	p.apiRoutes()
+	p.appRoutes()
 }
 
 // public wraps a page anyone may see: it ensures an (anonymous) session
