@@ -29,6 +29,7 @@ import (
 	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/portal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
 	"github.com/lapis-health/lapis/internal/servicebase"
@@ -52,6 +53,19 @@ type Server struct {
 	envs    []*Environment
 	closers []func()
 	once    sync.Once
+	portal  *portal.Portal // set by newPortal; read by the admin services' OnStatus hooks
+}
+
+// statusHook is admin.Config.OnStatus of environment env: suspensions and
+// resumptions of an organisation's client or key become the portal's
+// app.suspended/app.resumed webhooks (nothing without a portal).
+func (s *Server) statusHook(env string) func(context.Context, admin.StatusChange) error {
+	return func(ctx context.Context, c admin.StatusChange) error {
+		if s.portal == nil {
+			return nil
+		}
+		return s.portal.StatusHook(env)(ctx, c)
+	}
 }
 
 // NewServer builds every part of a server from cfg, which must have been
@@ -283,7 +297,7 @@ func (s *Server) buildEnvironment(ctx context.Context, cfg config.Config, stdout
 	// The admin API: the admin service behind the admin commands, over
 	// HTTP; its actions are recorded (durably) before they are answered.
 	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
-	admSvc := admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}})
+	admSvc := admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}, OnStatus: s.statusHook(cfg.EnvName())})
 	adm, err := adminapi.New(adminapi.Config{
 		Issuer:   cfg.FHIRBase(),
 		Service:  admSvc,
