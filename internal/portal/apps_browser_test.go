@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -194,7 +195,18 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	)
 	key1, _ := chromedp.Run(bctx, chromedp.Value(chromedp.ID("new-key")))
 	screenshot("key")
-	step("rotate key", chromedp.Click(css("button.rotate-key")), chromedp.WaitVisible(chromedp.ID("new-key")))
+	step("rotate key", chromedp.Click(css("button.rotate-key")))
+	// The page before the click shows #new-key too: wait for the new value.
+	// A poll that starts before the navigation is cut by it: poll again.
+	var perr error
+	for range 5 {
+		if _, perr = chromedp.Run(bctx, chromedp.Poll[bool](fmt.Sprintf(`(() => { const e = document.getElementById("new-key"); return !!e && e.value !== %q })()`, key1))); perr == nil {
+			break
+		}
+	}
+	if perr != nil {
+		t.Fatalf("rotated key never shown: %v", perr)
+	}
 	key2, _ := chromedp.Run(bctx, chromedp.Value(chromedp.ID("new-key")))
 	if key1 == "" || key2 == "" || key1 == key2 {
 		t.Fatalf("keys %q %q", key1, key2)
