@@ -54,5 +54,8 @@ func (s *Server) newPortal(ctx context.Context, cfg config.Config, log *slog.Log
 	if err != nil {
 		return "", nil, err
 	}
+	s.portal = p
+	p.Webhooks().Start()
+	s.closers = append(s.closers, func() { _ = p.Webhooks().Close() })
 	return p.Path("/"), p.Handler(), nil
 }

@@ -113,10 +113,10 @@ var (
 	onAttrRE    = regexp.MustCompile(`(?i)<[a-z][^>]*\son[a-z]+=`)
 )
 
-// checkPage asserts a page is small, has the strict CSP and nothing a
+// checkStrictPage asserts a page is small, has the strict CSP and nothing a
 // strict CSP refuses (inline style attributes, scripts, un-nonced style
 // elements, event handler attributes).
-func checkPage(t *testing.T, res *http.Response, body string) {
+func checkStrictPage(t *testing.T, res *http.Response, body string) {
 	t.Helper()
 	csp := res.Header.Get("Content-Security-Policy")
 	if !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") {
@@ -171,7 +171,7 @@ func testActivityPages(t *testing.T, newDB func(t *testing.T) string) {
 		if res.StatusCode != 200 {
 			t.Fatalf("activity%s: %d %s", rg, res.StatusCode, body)
 		}
-		checkPage(t, res, body)
+		checkStrictPage(t, res, body)
 		for _, want := range []string{"<svg", `role="img"`, "Missing scope", "Outside the patient&#39;s compartment", "Rate limit:",
 			"GET /sandbox/fhir/Patient/{id}", "15 of 20", "App &lt;of&gt;", "Test launch in the sandbox", "<meter"} {
 			if !strings.Contains(body, want) {
@@ -281,7 +281,7 @@ func TestActivityPageWeight(t *testing.T) {
 		if res.StatusCode != 200 {
 			t.Fatalf("%s: %d", rg, res.StatusCode)
 		}
-		checkPage(t, res, body)
+		checkStrictPage(t, res, body)
 		t.Logf("range %s: %d bytes", rg, len(body))
 	}
 }

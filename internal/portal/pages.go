@@ -56,6 +56,7 @@ func (p *Portal) routes() {
 	p.activityRoutes()
 	p.launchRoutes()
 	p.apiRoutes()
+	p.appRoutes()
 }
 
 // public wraps a page anyone may see: it ensures an (anonymous) session

@@ -42,7 +42,9 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/ratelimit"
+	"github.com/lapis-health/lapis/internal/review"
 	"github.com/lapis-health/lapis/internal/web"
+	"github.com/lapis-health/lapis/internal/webhook"
 )
 
 //go:embed templates/*.html
@@ -103,6 +105,12 @@ type Config struct {
 	Now func() time.Time
 	// Terms is the default terms text (DefaultTerms when empty).
 	Terms string
+	// Webhooks sends app status webhooks; nil: the portal builds one on
+	// DB with KEK (its worker is started by the caller: Webhooks().Start).
+	Webhooks *webhook.Service
+	// ReviewSLA is how long a production access request has until it is
+	// due (default review.DefaultSLA).
+	ReviewSLA time.Duration
 }
 
 // Portal serves the developer portal.
@@ -114,6 +122,9 @@ type Portal struct {
 	limiter  *ipLimiter
 	mux      *http.ServeMux
 	base     string // path prefix of BaseURL ("" or "/x")
+	reviews  *review.Store
+	hooks    *webhook.Service
+	meta     *metaStore
 }
 
 // New builds the portal on cfg.DB (applying the developer schema's
@@ -168,6 +179,9 @@ func New(cfg Config) (*Portal, error) {
 		limiter:  newIPLimiter(cfg.AuthRate, cfg.AuthBurst),
 		mux:      http.NewServeMux(),
 		base:     strings.TrimSuffix(u.Path, "/"),
+	}
+	if err := p.initApps(ctx); err != nil {
+		return nil, err
 	}
 	p.routes()
 	return p, nil
