@@ -16,12 +16,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/sandbox/dataset"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 // launchBrowser is a cookie-keeping HTTP client that does not follow
@@ -155,7 +157,8 @@ func exchange(t *testing.T, tokenURL string, f url.Values) map[string]any {
 // app as a sandbox practitioner (EHR launch from the page: the portal
 // sends the browser to the app's launch URI with iss and launch; the app
 // makes its authorization request; the practitioner signs in and
-// consents; the code is exchanged for a token with the chosen patient) and
+// consents; the code is exchanged for a token with the chosen patient,
+// whose sandbox read then shows in the app's activity page and API) and
 // as a sandbox patient (standalone launch from the API: the portal's
 // authorization request with PKCE S256 goes through sign-in and consent
 // to the redirect URI; the shown code_verifier exchanges the code). A
@@ -258,6 +261,24 @@ func TestPortalTestLaunch(t *testing.T) {
 	if tok["patient"] != "85" {
 		t.Fatalf("EHR token patient %v", tok["patient"])
 	}
+	// The token reads the sandbox, and the request shows in the app's
+	// activity (API and page), written in the background.
+	req, _ := http.NewRequest("GET", sbBase+"/Patient/85", nil)
+	req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
+	if res, _ := user.do(req); res.StatusCode != 200 {
+		t.Fatalf("sandbox read with the launch's token: %d", res.StatusCode)
+	}
+	actURL := "/activity?env=sandbox&client=" + url.QueryEscape(reg.ClientID)
+	poll.Until(t, 10*time.Second, "the read in the app's activity", func() bool {
+		var act struct {
+			Recent []struct{ Route string }
+		}
+		return dev.json("GET", root+"/portal/api"+actURL, "", "", nil, &act) == 200 && len(act.Recent) > 0 && act.Recent[0].Route == "GET /sandbox/fhir/Patient/{id}"
+	})
+	if res, body := dev.get(root + "/portal" + actURL); res.StatusCode != 200 || !strings.Contains(body, "GET /sandbox/fhir/Patient/{id}") || !strings.Contains(body, "<svg") {
+		t.Fatalf("activity page %d", res.StatusCode)
+	}
+
 	// The launch value works once.
 	res, _ = user.get(authz(loc.Query().Get("launch"), "s2"))
 	if l, _ := url.Parse(res.Header.Get("Location")); res.StatusCode/100 != 3 || l.Query().Get("error") != "invalid_request" {
