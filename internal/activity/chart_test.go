@@ -54,7 +54,7 @@ func TestChart(t *testing.T) {
 	}
 	svg := string(Chart(pts, ChartOptions{ID: "app 1", Title: `Requests of "<app>"`}))
 	names, title, desc := wellFormed(t, svg)
-	if names["svg"] != 1 || names["script"] != 0 || names["style"] != 0 || names["rect"] < 60 {
+	if names["svg"] != 1 || names["script"] != 0 || names["style"] != 0 || names["path"] != 3 || strings.Count(svg, "z") < 60 {
 		t.Fatalf("elements: %v", names)
 	}
 	if title != `Requests of "<app>"` || !strings.Contains(desc, "2xx 1770") || !strings.Contains(desc, "requests from 2026-12-01T10:00:00Z") {

@@ -34,6 +34,7 @@ func TestActivityCauses(t *testing.T) {
 			}
 			root := "http://" + ln.Addr().String()
 			cfg := config.ServeDefaults()
+			cfg.Sandbox.Load = false // the built-in dataset is not read here
 			cfg.Server.Addr = ln.Addr().String()
 			cfg.Server.BaseURL = root
 			cfg.Database.DataDir = t.TempDir()

@@ -19,6 +19,7 @@ import (
 // clients.
 func TestConcurrencyConfig(t *testing.T) {
 	base := config.ServeDefaults()
+	base.Sandbox.Load = false // the built-in dataset is not read here
 	base.Server.Addr = "127.0.0.1:8080"
 	cfg := base
 	if err := cfg.Normalize(true); err != nil {

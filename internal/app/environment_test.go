@@ -27,6 +27,7 @@ func TestEnvironments(t *testing.T) {
 	}
 	root := "http://" + ln.Addr().String()
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	cfg.Server.Addr = ln.Addr().String()
 	cfg.Database.DataDir = t.TempDir()
 	cfg.Audit.Enabled = false
@@ -126,6 +127,7 @@ func TestEnvironments(t *testing.T) {
 // and limits, and production's key-encryption key.
 func TestSandboxConfig(t *testing.T) {
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	cfg.Database.DataDir = "/data"
 	cfg.Sandbox.RateLimit = "5/s"
 	if err := cfg.Normalize(true); err != nil {

@@ -36,7 +36,11 @@ func (s *Server) newPortal(ctx context.Context, cfg config.Config, log *slog.Log
 	prod := s.envs[0]
 	var envs []portal.Env
 	for _, e := range s.envs {
-		envs = append(envs, portal.Env{Name: e.Name, FHIRBase: e.FHIRBase, Admin: e.Admin})
+		pe := portal.Env{Name: e.Name, FHIRBase: e.FHIRBase, Admin: e.Admin, Activity: e.Activity, Auth: e.Auth}
+		if e.RateLimits != nil {
+			pe.Budget = e.RateLimits.Budget
+		}
+		envs = append(envs, pe)
 	}
 	p, err := portal.New(portal.Config{
 		BaseURL:      cfg.Server.BaseURL,
@@ -50,5 +54,8 @@ func (s *Server) newPortal(ctx context.Context, cfg config.Config, log *slog.Log
 	if err != nil {
 		return "", nil, err
 	}
+	s.portal = p
+	p.Webhooks().Start()
+	s.closers = append(s.closers, func() { _ = p.Webhooks().Close() })
 	return p.Path("/"), p.Handler(), nil
 }

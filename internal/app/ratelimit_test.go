@@ -21,6 +21,7 @@ import (
 // built, without repeating its password.
 func TestRateLimitRedisURL(t *testing.T) {
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	cfg.RateLimit.RedisURL = "http://user:hunter2@example"
 	_, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), nil, nil, nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "--redis-url: invalid Redis URL") {
@@ -35,6 +36,7 @@ func TestRateLimitRedisURL(t *testing.T) {
 // endpoints under the FHIR base path and reports to *metrics.Metrics.
 func TestRateLimitStages(t *testing.T) {
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	cfg.Database.DataDir = t.TempDir()
 	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
 	if err := cfg.Normalize(true); err != nil {
@@ -73,6 +75,7 @@ func TestRateLimitStages(t *testing.T) {
 // guards the OAuth endpoints under that path (and no longer /fhir/auth/).
 func TestRateLimitBasePath(t *testing.T) {
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	cfg.Database.DataDir = t.TempDir()
 	cfg.Server.BaseURL = "http://127.0.0.1:8080/lapis"
 	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
@@ -104,6 +107,7 @@ func TestRateLimitBasePath(t *testing.T) {
 // /fhir/auth/apps beyond a burst of 100 is answered 429 in plain text.
 func TestRateLimitPasswordPages(t *testing.T) {
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	cfg.Database.DataDir = t.TempDir()
 	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 100
 	if err := cfg.Normalize(true); err != nil {
@@ -158,6 +162,7 @@ func ipRequest(p string, i int) *http.Request {
 // and checked like the others.
 func TestRateLimitSystemConfig(t *testing.T) {
 	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
 	if cfg.RateLimit.System != "5000/s" || cfg.RateLimit.SystemBurst != 10000 {
 		t.Fatalf("defaults %q %d", cfg.RateLimit.System, cfg.RateLimit.SystemBurst)
 	}

@@ -37,6 +37,6 @@ func loadSandbox(ctx context.Context, env *Environment, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
-	log.Info("sandbox: built-in dataset loaded", "bundles", sum.Bundles, "entries", sum.Entries, "logins", sum.Logins)
+	log.Info("sandbox: built-in dataset loaded", "bundles", sum.Bundles, "entries", sum.Entries, "logins", sum.Logins, "test_app_client_id", sum.AppClientID)
 	return nil
 }

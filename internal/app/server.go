@@ -29,6 +29,7 @@ import (
 	"github.com/lapis-health/lapis/internal/landing"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/portal"
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/server"
 	"github.com/lapis-health/lapis/internal/servicebase"
@@ -52,6 +53,19 @@ type Server struct {
 	envs    []*Environment
 	closers []func()
 	once    sync.Once
+	portal  *portal.Portal // set by newPortal; read by the admin services' OnStatus hooks
+}
+
+// statusHook is admin.Config.OnStatus of environment env: suspensions and
+// resumptions of an organisation's client or key become the portal's
+// app.suspended/app.resumed webhooks (nothing without a portal).
+func (s *Server) statusHook(env string) func(context.Context, admin.StatusChange) error {
+	return func(ctx context.Context, c admin.StatusChange) error {
+		if s.portal == nil {
+			return nil
+		}
+		return s.portal.StatusHook(env)(ctx, c)
+	}
 }
 
 // NewServer builds every part of a server from cfg, which must have been
@@ -121,7 +135,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		mounts[m.pattern] = h
 	}
 	s.gw = prod.gw
-	s.http = server.New(s.gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase()), FHIR: prod.handler, Logger: log,
+	s.http = server.New(s.gw.serverOptions(server.Options{Addr: cfg.Server.Addr, Listener: so.listener, Base: cfg.FHIRPath(), Landing: landing.Handler(cfg.FHIRBase(), landingLinks(cfg)), FHIR: prod.handler, Logger: log,
 		Mounts: mounts, Ready: ready, ShutdownTimeout: cfg.Server.ShutdownTimeout}))
 	return s, nil
 }
@@ -283,7 +297,7 @@ func (s *Server) buildEnvironment(ctx context.Context, cfg config.Config, stdout
 	// The admin API: the admin service behind the admin commands, over
 	// HTTP; its actions are recorded (durably) before they are answered.
 	adminAudit, _ := auditRT.sink.(admin.Auditor) // nil with --no-audit
-	admSvc := admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}})
+	admSvc := admin.New(admin.Config{Store: auth.DB(), Audit: adminAudit, Logger: log, Records: Patients{Service: a.Service}, OnStatus: s.statusHook(cfg.EnvName())})
 	adm, err := adminapi.New(adminapi.Config{
 		Issuer:   cfg.FHIRBase(),
 		Service:  admSvc,
@@ -471,4 +485,18 @@ func WithMount(pattern string, h http.Handler) ServerOption {
 // a nil ln changes nothing.
 func WithListener(ln net.Listener) ServerOption {
 	return func(o *serverOptions) { o.listener = ln }
+}
+
+// landingLinks are the optional parts of cfg's server the landing page
+// links to: the sandbox and the developer portal.
+func landingLinks(cfg config.Config) landing.Options {
+	var o landing.Options
+	if cfg.Sandbox.Enabled {
+		scfg := cfg.SandboxConfig()
+		o.Sandbox = scfg.FHIRBase()
+	}
+	if cfg.Portal.Enabled {
+		o.Portal = cfg.Server.BaseURL + "/portal/"
+	}
+	return o
 }

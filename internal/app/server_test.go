@@ -36,6 +36,7 @@ func TestServerBasePath(t *testing.T) {
 			}
 			root := "http://" + ln.Addr().String()
 			cfg := config.ServeDefaults()
+			cfg.Sandbox.Load = false // the built-in dataset is not read here
 			cfg.Server.Addr = ln.Addr().String()
 			cfg.Server.BaseURL = root + "/lapis"
 			cfg.Database.DataDir = t.TempDir()

@@ -118,5 +118,8 @@ func (c *sandboxLoadCmd) Run(e *env) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "sandbox loaded: %d bundles, %d entries, %d logins created (%d existed)\n", sum.Bundles, sum.Entries, sum.Logins, sum.Existing)
+	if sum.AppClientID != "" {
+		fmt.Fprintf(e.stdout, "sandbox test app (public, PKCE): client_id %s\n", sum.AppClientID)
+	}
 	return nil
 }

@@ -72,8 +72,8 @@ func TestEnvFlag(t *testing.T) {
 			if code, _, errs := run(with("sandbox", "load", filepath.Join(dir, "missing.json"))...); code == 0 || errs == "" {
 				t.Errorf("load of a missing file: %d %s", code, errs)
 			}
-			if code, _, errs := run(with("sandbox", "load")...); code == 0 || !strings.Contains(errs, "Bundle files") {
-				t.Errorf("load without a dataset: %d %s", code, errs)
+			if code, out, errs := run(with("sandbox", "load")...); code != 0 || !strings.Contains(out, "5 logins") {
+				t.Errorf("load of the built-in dataset: %d %s %s", code, out, errs)
 			}
 		})
 	}

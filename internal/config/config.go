@@ -375,7 +375,7 @@ func Defaults() Config {
 			AlertAuthWindow:   5 * time.Minute,
 			AlertRefusals:     true,
 		},
-		Sandbox:  Sandbox{Enabled: true},
+		Sandbox:  Sandbox{Enabled: true, Load: true},
 		LogLevel: "info",
 	}
 }

@@ -100,7 +100,7 @@ func TestPortalApps(t *testing.T) {
 		t.Skip("the portal's apps API is not built")
 	}
 	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { testPortalApps(t, serve(t, lapistest.Options{Database: db(t)})) })
+		t.Run(name, func(t *testing.T) { testPortalApps(t, serve(t, lapistest.Options{Database: db(t), SandboxData: true})) })
 	}
 }
 
@@ -434,7 +434,7 @@ func TestPortalBrowserApps(t *testing.T) {
 	}
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
-			in := serve(t, lapistest.Options{Database: db(t)})
+			in := serve(t, lapistest.Options{Database: db(t), SandboxData: true})
 			b := newBrowser(t, in)
 			if name != "sqlite" {
 				b.shots = ""

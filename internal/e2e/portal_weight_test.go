@@ -241,7 +241,7 @@ func TestPortalPageWeight(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seeds 10,000 requests")
 	}
-	in := serve(t, lapistest.Options{})
+	in := serve(t, lapistest.Options{SandboxData: true})
 	d, pages := seedPortal(t, in.Server)
 	anon := newDev(t, in.Server, "anonymous", 22)
 	if len(pages) < 10 {
@@ -279,7 +279,7 @@ func TestPortalPageWeight(t *testing.T) {
 //
 //	go test ./internal/e2e -run '^$' -bench PortalPages -benchtime 20x
 func BenchmarkPortalPages(b *testing.B) {
-	s := lapistest.Start(b, lapistest.Options{})
+	s := lapistest.Start(b, lapistest.Options{SandboxData: true})
 	d, pages := seedPortal(b, s)
 	anon := newDev(b, s, "anonymous", 22)
 	for _, pg := range pages {

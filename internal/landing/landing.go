@@ -54,7 +54,9 @@ var page = template.Must(template.New("landing").Parse(`<!doctype html>
 <li><a href="{{.Base}}/metadata">CapabilityStatement</a> (<code>{{.Base}}/metadata</code>): what the API supports; no credential needed.</li>
 <li><a href="{{.Base}}/.well-known/smart-configuration">SMART configuration</a>: the authorization, token and other OAuth endpoints.</li>
 <li><a href="{{.Root}}">FHIR base</a> (<code>{{.Root}}</code>): the API itself, with a credential.</li>
-</ul>
+{{if .Portal}}<li><a href="{{.Portal}}">Developer portal</a>: sign up, register apps, get API keys, see what your app does, request production access.</li>
+{{end}}{{if .Sandbox}}<li>Sandbox (synthetic US Core data, its own clients and keys): FHIR base <code>{{.Sandbox}}</code>, <a href="{{.Sandbox}}/metadata">CapabilityStatement</a>.</li>
+{{end}}</ul>
 <h2>For people</h2>
 <ul>
 <li><a href="{{.Base}}/auth/apps">Connected apps</a>: sign in to see and revoke the apps that can access your record.</li>
@@ -63,10 +65,19 @@ var page = template.Must(template.New("landing").Parse(`<!doctype html>
 </div></main></body></html>
 `))
 
+// Options are the optional parts of a server the landing page links to.
+type Options struct {
+	// Sandbox is the sandbox environment's FHIR base URL ("" when the
+	// server has none).
+	Sandbox string
+	// Portal is the developer portal's URL ("" when it is off).
+	Portal string
+}
+
 // Handler returns the handler of the landing page of the server whose FHIR
 // base URL is fhirBase ("https://host/fhir"); links use the base's path, so
 // they hold behind a reverse proxy. Mount it for GET / only.
-func Handler(fhirBase string) http.Handler {
+func Handler(fhirBase string, o Options) http.Handler {
 	fhirBase = strings.TrimSuffix(fhirBase, "/")
 	path := fhirBase
 	if u, err := url.Parse(fhirBase); err == nil {
@@ -78,7 +89,9 @@ func Handler(fhirBase string) http.Handler {
 		Base    string // path prefix of the links
 		Root    string // path of the FHIR base
 		BaseURL string
-	}{template.CSS(style), path, cmp.Or(path, "/"), fhirBase})
+		Sandbox string // path of the sandbox FHIR base
+		Portal  string // path of the portal
+	}{template.CSS(style), path, cmp.Or(path, "/"), fhirBase, pathOf(o.Sandbox), pathOf(o.Portal)})
 	if err != nil {
 		panic("landing: " + err.Error()) // a static template with string data
 	}
@@ -97,4 +110,12 @@ func Handler(fhirBase string) http.Handler {
 		}
 		_, _ = w.Write(body)
 	})
+}
+
+// pathOf is the path of an absolute URL ("" stays "").
+func pathOf(s string) string {
+	if u, err := url.Parse(s); err == nil && s != "" {
+		return cmp.Or(u.Path, "/")
+	}
+	return s
 }

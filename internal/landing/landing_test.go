@@ -15,7 +15,7 @@ import (
 // SMART configuration and the sign-in pages by path, loads nothing from
 // elsewhere, and its CSP admits exactly its inline style.
 func TestLanding(t *testing.T) {
-	h := Handler("https://ehr.example/fhir/")
+	h := Handler("https://ehr.example/fhir/", Options{Sandbox: "https://ehr.example/sandbox/fhir", Portal: "https://ehr.example/portal/"})
 	rr := httptest.NewRecorder()
 	h.ServeHTTP(rr, httptest.NewRequest("GET", "/", nil))
 	body := rr.Body.String()
@@ -23,7 +23,7 @@ func TestLanding(t *testing.T) {
 		t.Fatalf("%d %s", rr.Code, rr.Header().Get("Content-Type"))
 	}
 	for _, want := range []string{`href="/fhir/metadata"`, `href="/fhir/.well-known/smart-configuration"`, `href="/fhir"`,
-		`href="/fhir/auth/apps"`, `href="/fhir/auth/launch"`, `https://ehr.example/fhir<`} {
+		`href="/fhir/auth/apps"`, `href="/fhir/auth/launch"`, `https://ehr.example/fhir<`, `href="/portal/"`, `href="/sandbox/fhir/metadata"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %s", want)
 		}
@@ -64,7 +64,7 @@ func TestLanding(t *testing.T) {
 // links.
 func TestLandingRootBase(t *testing.T) {
 	rr := httptest.NewRecorder()
-	Handler("http://127.0.0.1:8080").ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/", nil))
+	Handler("http://127.0.0.1:8080", Options{}).ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/", nil))
 	body := rr.Body.String()
 	if !strings.Contains(body, `href="/metadata"`) || !strings.Contains(body, `href="/"`) || strings.Contains(body, `href=""`) {
 		t.Errorf("links of a root base: %s", body)

@@ -36,6 +36,38 @@ const maxJSON = 64 << 10
 //	POST   /portal/api/invitations/accept  {token}
 //	GET    /portal/api/terms;  POST /portal/api/terms/accept {version}
 //	PUT    /portal/api/admin/terms         {text}  (operators)
+//	GET    /portal/api/activity            ?env=sandbox|production&client=ID|key=ID[&range=24h|7d] (activity.go)
+//	GET    /portal/api/sandbox/logins;  POST /portal/api/launch {client_id,mode:"ehr"|"standalone",login,patient?} (launch.go)
+//
+// Apps, production access, API keys and webhooks (apps.go, review.go,
+// keys.go, webhooks.go); {env} is sandbox or production; another
+// organisation's {org} or ids are 404. Issuing a credential (app, secret,
+// key, webhook secret) needs a verified account and the current terms
+// (403 terms_not_accepted / not_verified).
+//
+//	GET    /portal/api/presets                              the wizard's presets with scope_options
+//	GET    /portal/api/orgs/{org}/apps                      [App] (both environments)
+//	POST   /portal/api/orgs/{org}/apps                      {preset,name,description?,redirect_uris?,launch_uri?,scopes?,
+//	                                                        jwks_uri?|jwks?,logo_uri?,homepage?} → 201 {app,client_secret?} (sandbox; secret once;
+//	                                                        ?download=1 adds Content-Disposition: attachment)
+//	GET    /portal/api/orgs/{org}/apps/{env}/{id}           {app,production_requests}
+//	DELETE /portal/api/orgs/{org}/apps/sandbox/{id}         (production apps: operators revoke)
+//	POST   /portal/api/orgs/{org}/apps/{env}/{id}/secret    {overlap?: seconds, default 86400} → {client_id,client_secret,old_valid_until}
+//	POST   /portal/api/orgs/{org}/apps/sandbox/{id}/production → 201 review request {id,status:"pending",due_at,...}
+//	GET    /portal/api/orgs/{org}/requests[?status=]        the organisation's production access requests
+//	GET    /portal/api/orgs/{org}/keys                      [Key] (both environments; never the key itself)
+//	POST   /portal/api/orgs/{org}/keys                      {environment?,name,scopes,patient?,expires_in?} → 201 {key,...} once
+//	                                                        (production: system scopes, needs an approved request)
+//	POST   /portal/api/orgs/{org}/keys/{env}/{id}/rotate    {grace?: seconds} → {key,replaces,old_valid_until,...} once
+//	POST   /portal/api/orgs/{org}/keys/{env}/{id}/suspend|resume → Key
+//	DELETE /portal/api/orgs/{org}/keys/{env}/{id}           revoke
+//	GET    /portal/api/orgs/{org}/webhooks;  POST ... {url,events?} → 201 {endpoint,secret} once;  DELETE .../webhooks/{id}
+//	GET    /portal/api/orgs/{org}/webhooks/{id}/deliveries  recent deliveries
+//	GET    /portal/api/admin/reviews[?status=]              (operators) the queue, pending by due date
+//	POST   /portal/api/admin/reviews/{id}/approve           → request with production_client_id (client created in production)
+//	POST   /portal/api/admin/reviews/{id}/decline           {reason}
+//	GET    /portal/api/admin/apps                           (operators) every organisation's apps
+//	POST   /portal/api/admin/apps/{env}/{id}/suspend|resume ({reason} to suspend);  DELETE /portal/api/admin/apps/{env}/{id} revokes
 //
 // Authenticated routes take the session cookie (unsafe methods also need
 // X-CSRF-Token) or Authorization: Bearer lpd_...

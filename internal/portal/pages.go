@@ -53,7 +53,10 @@ func (p *Portal) routes() {
 	m.HandleFunc("/portal/", func(w http.ResponseWriter, r *http.Request) {
 		p.message(w, r, nil, http.StatusNotFound, "Not found", "There is no such page.")
 	})
+	p.activityRoutes()
+	p.launchRoutes()
 	p.apiRoutes()
+	p.appRoutes()
 }
 
 // public wraps a page anyone may see: it ensures an (anonymous) session

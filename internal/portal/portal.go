@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/lapis-health/lapis/internal/activity"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
@@ -39,7 +40,11 @@ import (
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/mail"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/principal"
+	"github.com/lapis-health/lapis/internal/ratelimit"
+	"github.com/lapis-health/lapis/internal/review"
 	"github.com/lapis-health/lapis/internal/web"
+	"github.com/lapis-health/lapis/internal/webhook"
 )
 
 //go:embed templates/*.html
@@ -53,6 +58,15 @@ type Env struct {
 	FHIRBase string
 	// Admin acts on the environment's clients and keys.
 	Admin *admin.Service
+	// Activity is the environment's per-credential activity (nil: none
+	// recorded; the activity pages say so).
+	Activity *activity.Store
+	// Budget tells a credential's rate-limit budget in use (nil: rate
+	// limits are off); ratelimit.Middleware.Budget.
+	Budget func(ctx context.Context, p *principal.Principal) (ratelimit.Budget, error)
+	// Auth is the environment's authorization server (test launches in
+	// the sandbox create their EHR launch contexts with it).
+	Auth *oauth.Server
 }
 
 // DefaultTerms is the terms text published as version 1 when an operator
@@ -91,6 +105,12 @@ type Config struct {
 	Now func() time.Time
 	// Terms is the default terms text (DefaultTerms when empty).
 	Terms string
+	// Webhooks sends app status webhooks; nil: the portal builds one on
+	// DB with KEK (its worker is started by the caller: Webhooks().Start).
+	Webhooks *webhook.Service
+	// ReviewSLA is how long a production access request has until it is
+	// due (default review.DefaultSLA).
+	ReviewSLA time.Duration
 }
 
 // Portal serves the developer portal.
@@ -102,6 +122,9 @@ type Portal struct {
 	limiter  *ipLimiter
 	mux      *http.ServeMux
 	base     string // path prefix of BaseURL ("" or "/x")
+	reviews  *review.Store
+	hooks    *webhook.Service
+	meta     *metaStore
 }
 
 // New builds the portal on cfg.DB (applying the developer schema's
@@ -156,6 +179,9 @@ func New(cfg Config) (*Portal, error) {
 		limiter:  newIPLimiter(cfg.AuthRate, cfg.AuthBurst),
 		mux:      http.NewServeMux(),
 		base:     strings.TrimSuffix(u.Path, "/"),
+	}
+	if err := p.initApps(ctx); err != nil {
+		return nil, err
 	}
 	p.routes()
 	return p, nil

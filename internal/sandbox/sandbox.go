@@ -29,6 +29,32 @@ type Login struct{ Username, Password, FHIRUser string }
 type Dataset struct {
 	Bundles [][]byte
 	Logins  []Login
+	// App, when set, is a test app Load registers once (owner TestAppOwner).
+	App *api.ClientRequest
+}
+
+// TestAppOwner is the owner of the test app a sandbox load registers:
+// a later load finds it by this owner and does not register another.
+const TestAppOwner = "lapis-sandbox"
+
+// TestApp is the sandbox's registered test app: a public SMART client
+// (PKCE) with redirect and launch URIs of a local and the hosted ONC
+// Inferno test kit, allowed every patient, user and launch scope a
+// certification run asks for.
+func TestApp() *api.ClientRequest {
+	return &api.ClientRequest{
+		Name: "Sandbox test app (public, PKCE)",
+		Type: "public",
+		RedirectURIs: []string{
+			"http://localhost:4567/custom/smart/redirect",
+			"https://inferno.healthit.gov/suites/custom/smart/redirect",
+			"http://localhost:8000/callback",
+		},
+		LaunchURI: "http://localhost:4567/custom/smart/launch",
+		Scopes: []string{"openid fhirUser profile launch launch/patient offline_access online_access",
+			"patient/*.rs user/*.rs patient/*.read user/*.read"},
+		Owner: TestAppOwner,
+	}
 }
 
 // Summary is what Load did.
@@ -38,6 +64,9 @@ type Summary struct {
 	// Logins are the logins created; Existing those already there
 	// (a load over a loaded sandbox).
 	Logins, Existing int
+	// AppClientID is the test app's client_id (registered now or by an
+	// earlier load); empty when the dataset has no App.
+	AppClientID string
 }
 
 // Load stores ds: each Bundle through svc (one transaction each, in
@@ -72,6 +101,13 @@ func Load(ctx context.Context, svc *resource.Service, adm *admin.Service, ds Dat
 			sum.Logins++
 		}
 	}
+	if ds.App != nil {
+		id, err := registerApp(ctx, adm, *ds.App)
+		if err != nil {
+			return sum, fmt.Errorf("sandbox: test app: %w", err)
+		}
+		sum.AppClientID = id
+	}
 	if err := svc.Analyze(ctx); err != nil {
 		return sum, fmt.Errorf("sandbox: refreshing planner statistics: %w", err)
 	}
@@ -100,4 +136,21 @@ func entries(res *resource.Result) (int, error) {
 		}
 	}
 	return len(b.Entry), nil
+}
+
+// registerApp registers app unless a client of its owner exists, and
+// returns the client_id.
+func registerApp(ctx context.Context, adm *admin.Service, app api.ClientRequest) (string, error) {
+	have, err := adm.Clients(ctx, api.ClientFilter{Owner: app.Owner})
+	if err != nil {
+		return "", err
+	}
+	if len(have) > 0 {
+		return have[0].ID, nil
+	}
+	reg, err := adm.CreateClient(ctx, app)
+	if err != nil {
+		return "", err
+	}
+	return reg.ClientID, nil
 }

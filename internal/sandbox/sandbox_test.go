@@ -70,6 +70,21 @@ func TestLoadReset(t *testing.T) {
 			if sum, err = sandbox.Load(ctx, a.Service, adm, sandbox.Dataset{Logins: ds.Logins}); err != nil || sum.Existing != 2 || sum.Logins != 0 {
 				t.Errorf("second load %+v %v", sum, err)
 			}
+			// The test app is registered once, then found by its owner.
+			first, err := sandbox.Load(ctx, a.Service, adm, sandbox.Dataset{App: sandbox.TestApp()})
+			if err != nil || first.AppClientID == "" {
+				t.Fatalf("test app: %+v %v", first, err)
+			}
+			again, err := sandbox.Load(ctx, a.Service, adm, sandbox.Dataset{App: sandbox.TestApp()})
+			if err != nil || again.AppClientID != first.AppClientID {
+				t.Errorf("test app registered twice: %q then %q (%v)", first.AppClientID, again.AppClientID, err)
+			}
+			if cs, err := adm.Clients(ctx, api.ClientFilter{Owner: sandbox.TestAppOwner}); err != nil || len(cs) != 1 || cs[0].Type != "public" {
+				t.Errorf("test app clients %+v %v", cs, err)
+			}
+			if err := adm.DeleteClient(ctx, first.AppClientID); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := sandbox.Load(ctx, a.Service, adm, sandbox.Dataset{Bundles: [][]byte{[]byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","birthDate":"not a date"},"request":{"method":"POST","url":"Patient"}}]}`)}}); err == nil {
 				t.Error("a bad Bundle loaded")
 			}

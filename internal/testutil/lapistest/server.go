@@ -51,6 +51,11 @@ type Options struct {
 	Args []string
 	// Env is added to the test process's environment.
 	Env []string
+	// SandboxData keeps the default of loading the built-in sandbox
+	// dataset at start; without it the server runs with
+	// LAPIS_SANDBOX_LOAD=false (a flag in Args still decides), so tests
+	// that do not read sandbox data start faster.
+	SandboxData bool
 	// RootCAs, when set, is trusted by Client (a server with --tls-cert).
 	RootCAs *x509.CertPool
 	// LogFile, when set, also receives everything the server writes
@@ -162,7 +167,11 @@ func (s *Server) start(addr string) error {
 	}
 	args = append(args, s.opts.Args...)
 	cmd := exec.Command(s.opts.Bin, args...)
-	cmd.Env = append(os.Environ(), s.opts.Env...)
+	cmd.Env = os.Environ()
+	if !s.opts.SandboxData {
+		cmd.Env = append(cmd.Env, "LAPIS_SANDBOX_LOAD=false")
+	}
+	cmd.Env = append(cmd.Env, s.opts.Env...)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
 	var logFile *os.File
 	if s.opts.LogFile != "" {
