@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -527,7 +529,31 @@ func testPortalBrowserApps(t *testing.T, in *instance, b *browser) {
 	if st != 200 {
 		t.Fatalf("backend token: %d %v", st, bt)
 	}
-	in.do("GET", sbBase+"/Patient?_count=1", nil, "Authorization", "Bearer "+str(bt, "access_token")).expect(t, 200)
+	bearer := "Bearer " + str(bt, "access_token")
+	patient := dataset.PatientIDs()[0]
+	in.do("GET", sbBase+"/Patient?_count=1", nil, "Authorization", bearer).expect(t, 200)
+	in.do("GET", sbBase+"/Observation?patient="+patient+"&_count=5", nil, "Authorization", bearer).expect(t, 200)
+	in.do("GET", sbBase+"/Patient/no-such-patient", nil, "Authorization", bearer).expect(t, 404)
+	in.do("DELETE", sbBase+"/Patient/"+patient, nil, "Authorization", bearer).expect(t, 403)
+	checkActivity(t, d, created["backend"], patient)
+	b.step("activity",
+		chromedp.Navigate(in.portalURL("/portal/activity?env=sandbox&client="+created["backend"])),
+		chromedp.WaitVisible(css("main svg")),
+	)
+	b.checkPage("activity")
+	if b.shots != "" { // the long page's charts: the screen from the first one on
+		if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`(() => { const s = document.querySelector('main svg');
+  (s.closest('.card') || s).scrollIntoView({block: 'start'}); return true })()`)); err != nil {
+			t.Fatal(err)
+		}
+		png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(b.shots, "portal-activity.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// An API key.
 	b.step("new key",
@@ -552,6 +578,7 @@ func testPortalBrowserApps(t *testing.T, in *instance, b *browser) {
 	b.logout()
 	op := newDev(t, in.Server, "olga@example.org", 41)
 	op.signUpAPI("")
+	op.acceptTerms()
 	in.MustCLI(t, "", "portal", "operator", "add", op.email)
 	b.login(op.email, op.password)
 	b.step("review queue",

@@ -807,6 +807,11 @@ func (b *browser) screenshot(name string) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	if len(png) > maxShotBytes { // a long page: its first screen only
+		if png, err = chromedp.Run(b.ctx, chromedp.CaptureScreenshot()); err != nil {
+			b.t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(b.shots, "portal-"+name+".png"), png, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
@@ -846,6 +851,9 @@ func (b *browser) checkPage(name string) {
 		b.t.Errorf("page %s: %s", name, p)
 	}
 }
+
+// maxShotBytes bounds a README screenshot.
+const maxShotBytes = 150 << 10
 
 func css(s string) chromedp.CSS { return chromedp.CSS(s) }
 
