@@ -84,6 +84,13 @@ func backendToken(t testing.TB, d *dev, k backendKey, clientID, scope string) (i
 	return r.status, m
 }
 
+// pageQueries are the queries of pages that need one (APP: the busiest
+// app, LAUNCH: the app with a launch URI).
+var pageQueries = map[string][]string{
+	"/portal/activity": {"env=sandbox&client=APP", "env=sandbox&client=APP&range=7d"},
+	"/portal/launch":   {"client=LAUNCH"},
+}
+
 // weightPage is a portal page to weigh: its path and who asks for it.
 type weightPage struct {
 	path   string
@@ -113,14 +120,26 @@ func seedPortal(t testing.TB, s *lapistest.Server) (*dev, []weightPage) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			r := d.api("POST", "/portal/api/orgs/"+d.org+"/apps", map[string]any{"preset": "backend", "name": fmt.Sprintf("Backend %03d", i),
-				"description": "A seeded backend service for the page-weight test.", "jwks": key.jwks, "scopes": []string{"system/*.rs"}}, 0)
+			spec := map[string]any{"preset": "backend", "name": fmt.Sprintf("Backend %03d", i),
+				"description": "A seeded backend service for the page-weight test.", "jwks": key.jwks, "scopes": []string{"system/*.rs"}}
+			if i == weightApps-1 { // one app a person launches (the test launch page)
+				spec = map[string]any{"preset": "ehr-launch", "name": "Chart tool", "redirect_uris": []string{"https://chart.example/cb"},
+					"launch_uri": "https://chart.example/launch"}
+			}
+			r := d.api("POST", "/portal/api/orgs/"+d.org+"/apps", spec, 0)
 			if r.status != 201 {
 				t.Errorf("app %d: %d %s", i, r.status, truncate(r.raw))
 				return
 			}
-			var na struct{ App struct{ ID string } }
+			var na struct {
+				App struct {
+					ID string `json:"client_id"`
+				} `json:"app"`
+			}
 			_ = json.Unmarshal(r.raw, &na)
+			if na.App.ID == "" {
+				t.Errorf("app %d: no client_id in %s", i, truncate(r.raw))
+			}
 			ids[i] = na.App.ID
 		})
 	}
@@ -130,12 +149,13 @@ func seedPortal(t testing.TB, s *lapistest.Server) (*dev, []weightPage) {
 	}
 
 	// Requests: the first app gets half, the others share the rest.
-	per := make([]int, weightApps)
+	backends := weightApps - 1
+	per := make([]int, backends)
 	per[0] = weightRequests / 2
-	for i := 1; i < weightApps; i++ {
-		per[i] = (weightRequests - per[0]) / (weightApps - 1)
+	for i := 1; i < backends; i++ {
+		per[i] = (weightRequests - per[0]) / (backends - 1)
 	}
-	per[1] += weightRequests - per[0] - (weightRequests-per[0])/(weightApps-1)*(weightApps-1)
+	per[1] += weightRequests - per[0] - (weightRequests-per[0])/(backends-1)*(backends-1)
 	fhir := newDev(t, s, "fhir-client", 21)
 	type job struct {
 		token string
@@ -163,7 +183,7 @@ func seedPortal(t testing.TB, s *lapistest.Server) (*dev, []weightPage) {
 			}
 		})
 	}
-	for i, id := range ids {
+	for i, id := range ids[:backends] {
 		st, tok := backendToken(t, d, key, id, "system/*.rs")
 		if st != 200 {
 			close(jobs)
@@ -198,6 +218,12 @@ func seedPortal(t testing.TB, s *lapistest.Server) (*dev, []weightPage) {
 		p = strings.NewReplacer("{env}", "sandbox", "{id}", ids[0], "{org}", d.org).Replace(p)
 		if strings.Contains(p, "{") {
 			t.Errorf("page %s: unfilled placeholder", rt.pattern)
+			continue
+		}
+		if q, ok := pageQueries[p]; ok {
+			for _, qq := range q {
+				pages = append(pages, weightPage{path: p + "?" + strings.NewReplacer("APP", ids[0], "LAUNCH", ids[weightApps-1]).Replace(qq)})
+			}
 			continue
 		}
 		if !seen[p] {
