@@ -323,7 +323,7 @@ func testPortalApps(t *testing.T, in *instance) {
 	b.acceptTerms()
 	aTokens := a.api("GET", "/portal/api/tokens", nil, 200).list(t)
 	sweepOtherOrg(t, in, b, map[string]string{"org": a.org, "dev": a.id, "tokens": aTokens[0]["id"].(string),
-		"apps": be.App.ID, "keys": keyID, "webhooks": whID, "requests": rq["id"].(string)})
+		"apps": be.App.ID, "keys": keyID, "webhooks": whID, "requests": rq["id"].(string)}, true)
 	// The app still works: the sweep changed nothing.
 	if st, _ := backendToken(t, a, key, be.App.ID, "system/*.rs"); st != 200 {
 		t.Errorf("the backend app after the sweep: %d", st)
