@@ -439,7 +439,10 @@ func checkActivity(t *testing.T, d *dev, appID, patient string) {
 // client_credentials token on the sandbox), create an API key (shown once,
 // reads the sandbox), request production access for the backend app; an
 // operator approves it in the review queue, after which the production
-// client's token works on production and gets 401 on the sandbox.
+// client's token works on production and gets 401 on the sandbox. The
+// backend app's requests show on its activity page (chart); the patient
+// app's test launch (standalone, as a sandbox patient) ends at its
+// redirect URI with a code the shown verifier exchanges.
 func TestPortalBrowserApps(t *testing.T) {
 	if !hasRoute(t, "GET", "/portal/apps/new") {
 		t.Skip("the portal's apps pages are not built")
@@ -553,6 +556,48 @@ func testPortalBrowserApps(t *testing.T, in *instance, b *browser) {
 		if err := os.WriteFile(filepath.Join(b.shots, "portal-activity.png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	// Test launch (standalone) of the patient app as a sandbox patient:
+	// the portal prepares the request, the sandbox signs in and asks for
+	// consent, the app's redirect URI gets the code, which the verifier
+	// the page showed exchanges.
+	if hasRoute(t, "POST", "/portal/launch") {
+		b.step("test launch",
+			chromedp.Navigate(in.portalURL("/portal/launch?client="+created["patient-standalone"])),
+			chromedp.WaitVisible(chromedp.ID("login")),
+			chromedp.Click(css(`input[name="mode"][value="standalone"]`)),
+			chromedp.SetValue(chromedp.ID("login"), "patient-"+patient),
+			chromedp.Click(css(`form[action$="/launch"] button[type="submit"]`)),
+			chromedp.WaitVisible(chromedp.ID("next-step")),
+		)
+		verifier, err := chromedp.Run(b.ctx, chromedp.Text(css(`dd p.secret`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.screenshot("launch")
+		b.step("sandbox sign-in",
+			chromedp.Click(css(`section a.button`)),
+			chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), "patient-"+patient),
+			chromedp.SendKeys(chromedp.ID("password"), dataset.Password),
+			chromedp.Click(css(`button[type="submit"]`)),
+			chromedp.WaitVisible(css(`button[value="approve"]`)),
+			chromedp.Click(css(`button[value="approve"]`)),
+			chromedp.WaitVisible(chromedp.ID("done")),
+		)
+		var got url.Values
+		select {
+		case got = <-cb.codes:
+		default:
+			t.Fatal("the app's redirect URI got no code from the test launch")
+		}
+		st, tok := form(t, nil, sbBase+"/auth/token", url.Values{"grant_type": {"authorization_code"}, "code": {got.Get("code")},
+			"redirect_uri": {cb.url}, "code_verifier": {strings.TrimSpace(verifier)}, "client_id": {created["patient-standalone"]}}, "", "")
+		if st != 200 || tok["patient"] != patient {
+			t.Fatalf("test launch code exchange: %d %v", st, tok)
+		}
+		in.do("GET", sbBase+"/Patient/"+patient, nil, "Authorization", "Bearer "+str(tok, "access_token")).expect(t, 200)
 	}
 
 	// An API key.
