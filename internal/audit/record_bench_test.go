@@ -61,7 +61,7 @@ func BenchmarkMaterialize(b *testing.B) {
 	src := Source{Site: base, Instance: e.rec.Chain()}
 	ev := readEvent(1)
 	at := time.Now()
-	const batch = 25
+	const batch = 100
 	rows := make([]Row, batch)
 	b.ReportAllocs()
 	for b.Loop() {
