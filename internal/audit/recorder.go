@@ -575,6 +575,11 @@ func materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row
 		writes = append(writes, w)
 	}
 	err := st.Update(ctx, func(tx store.Tx) error {
+		// Every record is a new AuditEvent (version 1): where the store
+		// can, they go in one round trip.
+		if c, ok := tx.(store.Creator); ok && allNew(writes) {
+			return c.PutNew(ctx, writes)
+		}
 		for _, w := range writes {
 			if err := tx.Put(ctx, w); err != nil {
 				return err
@@ -610,6 +615,16 @@ func materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row
 		}
 	}
 	return nil
+}
+
+// allNew reports whether every write creates its resource (version 1).
+func allNew(ws []*store.Write) bool {
+	for _, w := range ws {
+		if w.Version != 1 || w.Deleted {
+			return false
+		}
+	}
+	return true
 }
 
 // prepareWrite builds the FHIR store write of row; m, when not nil, is
