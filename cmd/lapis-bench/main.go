@@ -17,7 +17,11 @@
 // and, without a restart, measures read by id and every search shape at 8
 // connections beside a bare net/http handler measured in the same run:
 //
-//	go run ./cmd/lapis-bench -mode real [-duration 5s] [-bundles N] [-json] [-database URL]
+//	go run ./cmd/lapis-bench -mode real [-duration 5s] [-bundles N] [-json] [-database URL] [-only REGEXP] [-cpuprofile PREFIX]
+//
+// -only keeps the shapes whose name matches; -cpuprofile has the server
+// write a CPU profile per phase (ingest, then each shape) for go tool
+// pprof, through LAPIS_CPUPROFILE (cmd/lapis/profile.go).
 //
 // With -mode export (export.go) it imports the bundles -replicas times and
 // measures one system-level Bulk Data $export: resources/s, the server's
@@ -39,6 +43,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -65,6 +70,8 @@ func main() {
 		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
 		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
 		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
+		cpuProf  = flag.String("cpuprofile", "", "-mode real: write the server's CPU profile of each phase to PREFIX.PID.N (N: 0 ingest, 1 parameters and bare handler, then one per shape; the phases are listed on stderr); read them with go tool pprof")
+		only     = flag.String("only", "", "-mode real: measure only the shapes whose name matches this regular expression (e.g. '^read' for read by id)")
 	)
 	flag.DurationVar(duration, "duration", 10*time.Second, "same as -d")
 	flag.Parse()
@@ -79,7 +86,15 @@ func main() {
 	case "real":
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		real = &realOptions{conns: *conns, workers: *workers, dur: *duration, jsonOut: *jsonOut}
+		real = &realOptions{conns: *conns, workers: *workers, dur: *duration, jsonOut: *jsonOut, cpuProfile: *cpuProf}
+		if *only != "" {
+			re, err := regexp.Compile(*only)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "lapis-bench: -only:", err)
+				os.Exit(2)
+			}
+			real.only = re
+		}
 		if !set["c"] {
 			real.conns = 8
 		}
@@ -311,10 +326,17 @@ func benchLimits() []string {
 // returns its FHIR base and a function that stops it (printing the
 // server's error lines).
 func startServe(bin, dir, dbURL string, extra ...string) (string, func(), error) {
+	base, stop, _, err := startServeEnv(bin, dir, dbURL, nil, extra...)
+	return base, stop, err
+}
+
+// startServeEnv is startServe with env added to the server's environment;
+// it also returns the server's process id.
+func startServeEnv(bin, dir, dbURL string, env []string, extra ...string) (string, func(), int, error) {
 	// Info level: the "lapis serving" line tells the bound address.
-	srv, err := lapistest.Launch(lapistest.Options{Bin: bin, DataDir: dir, Database: dbURL, Args: append([]string{"--log-level", "info"}, extra...)})
+	srv, err := lapistest.Launch(lapistest.Options{Bin: bin, DataDir: dir, Database: dbURL, Env: env, Args: append([]string{"--log-level", "info"}, extra...)})
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	stop := func() {
 		if err := srv.Stop(); err != nil {
@@ -326,7 +348,7 @@ func startServe(bin, dir, dbURL string, extra ...string) (string, func(), error)
 			}
 		}
 	}
-	return srv.Base, stop, nil
+	return srv.Base, stop, srv.PID(), nil
 }
 
 // keyTransport adds the API key (when set) to every request.

@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -27,6 +29,11 @@ type realOptions struct {
 	conns, workers           int
 	dur                      time.Duration
 	jsonOut                  bool
+	// only, when set, keeps the shapes whose name it matches.
+	only *regexp.Regexp
+	// cpuProfile, when set, is the path prefix of the server's per-phase
+	// CPU profiles (LAPIS_CPUPROFILE, cut by SIGUSR1 between phases).
+	cpuProfile string
 }
 
 // realRow is one measured line of the real-path report.
@@ -78,11 +85,30 @@ func runReal(o realOptions) error {
 	// Default configuration: only the address, data directory and
 	// database (lapistest adds --addr 127.0.0.1:0 and --log-level info
 	// for the "lapis serving" line).
-	base, stop, err := startServe(o.bin, o.dir, o.dbURL)
+	var env []string
+	if o.cpuProfile != "" {
+		env = []string{"LAPIS_CPUPROFILE=" + o.cpuProfile}
+	}
+	base, stop, pid, err := startServeEnv(o.bin, o.dir, o.dbURL, env)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	// phase ends the server's current profile window and names the next.
+	window := 0
+	phase := func(next string) {
+		if o.cpuProfile == "" {
+			return
+		}
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Signal(syscall.SIGUSR1)
+		}
+		window++
+		fmt.Fprintf(os.Stderr, "cpu profile %s.%d.%d: %s\n", o.cpuProfile, pid, window, next)
+	}
+	if o.cpuProfile != "" {
+		fmt.Fprintf(os.Stderr, "cpu profile %s.%d.0: ingest\n", o.cpuProfile, pid)
+	}
 	tr := &http.Transport{MaxIdleConnsPerHost: max(o.conns, o.workers) * 2, MaxConnsPerHost: max(o.conns, o.workers)}
 	sys := &http.Client{Transport: &keyTransport{key: sysKey, base: tr}, Timeout: 5 * time.Minute}
 	logf := func(format string, a ...any) {
@@ -119,6 +145,7 @@ func runReal(o realOptions) error {
 	}
 
 	// Parameters from the loaded data, through the API.
+	phase("parameters and bare handler")
 	ps, err := pickParams(sys, base)
 	if err != nil {
 		return err
@@ -194,6 +221,9 @@ func runReal(o realOptions) error {
 	shapes = append(shapes,
 		shape{"Observation/_history (patient key)", pat, []string{base + "/Observation/_history"}},
 		shape{"_history (patient key)", pat, []string{base + "/_history"}})
+	if o.only != nil {
+		shapes = slices.DeleteFunc(shapes, func(s shape) bool { return !o.only.MatchString(s.name) })
+	}
 
 	// The bare handler, serving the bytes of one Patient from memory.
 	body, err := get(sys, base+"/Patient/"+ps[0].id)
@@ -209,11 +239,13 @@ func runReal(o realOptions) error {
 	rep.Bare = toRow("bare net/http handler (same bytes)", goLoad(plain, []string{"http://" + bareAddr + "/fhir/Patient/" + ps[0].id}, o.conns, o.dur), 0)
 
 	for _, s := range shapes {
+		phase(s.name)
 		c0 := cpu()
 		row := toRow(s.name, goLoad(s.client, s.urls, o.conns, o.dur), rep.Bare.RPS)
 		row.CPUus = perOK(cpu()-c0, row.OK)
 		rep.Rows = append(rep.Rows, row)
 	}
+	phase("end")
 	if o.jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

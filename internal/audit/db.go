@@ -52,6 +52,11 @@ type DB struct {
 	r              *sql.DB // readers (the same pool on PostgreSQL)
 	postgres       bool
 	database.Owned // the handle OpenDB opened (none: NewDB's caller owns it)
+
+	// appendStmts are the prepared multi-row INSERTs of Append, by row
+	// count (appendSizes), prepared by NewDB (inside Append's transaction
+	// the one SQLite writer connection is taken).
+	appendStmts map[int]*sql.Stmt
 }
 
 // OpenDB opens the database named by databaseURL (database.Open) and the
@@ -68,11 +73,28 @@ func NewDB(ctx context.Context, h *database.DB) (*DB, error) {
 	if err := migrate.Up(ctx, h.Writer, migrations, h.Postgres(), VersionTable, migrationLockID); err != nil {
 		return nil, fmt.Errorf("audit: migrate: %w", err)
 	}
-	return &DB{db: h.Writer, r: h.Reader, postgres: h.Postgres()}, nil
+	d := &DB{db: h.Writer, r: h.Reader, postgres: h.Postgres(), appendStmts: map[int]*sql.Stmt{}}
+	for _, n := range appendSizes {
+		st, err := d.db.PrepareContext(ctx, d.q(appendSQL(n)))
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("audit: prepare: %w", err)
+		}
+		d.appendStmts[n] = st
+	}
+	return d, nil
 }
 
-// Close closes the database handle when OpenDB opened it.
-func (d *DB) Close() error { return d.CloseOwnedDB() }
+// Close closes the prepared statements, and the database handle when
+// OpenDB opened it.
+func (d *DB) Close() error {
+	var errs []error
+	for n, st := range d.appendStmts {
+		errs = append(errs, st.Close())
+		delete(d.appendStmts, n)
+	}
+	return errors.Join(append(errs, d.CloseOwnedDB())...)
+}
 
 // SQL returns the underlying pool (tests use it to tamper with records).
 func (d *DB) SQL() *sql.DB { return d.db }
@@ -89,32 +111,53 @@ func (d *DB) StartChain(ctx context.Context, chain, host string, at time.Time) e
 	return err
 }
 
+// appendSizes are the row counts of Append's prepared INSERTs: a batch
+// is split into them (largest first), so the statements are parsed once
+// per process rather than once per batch.
+var appendSizes = []int{64, 16, 4, 1}
+
+// appendSQL is the INSERT of n chain rows.
+func appendSQL(n int) string {
+	var sb strings.Builder
+	sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, watermark) VALUES ")
+	for i := range n {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+	}
+	return sb.String()
+}
+
 // Append stores rows in one transaction (a batch of the group commit),
-// with multi-row INSERTs.
+// with prepared multi-row INSERTs.
 func (d *DB) Append(ctx context.Context, rows []Row) error {
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	const chunk = 100
 	for len(rows) > 0 {
-		n := min(chunk, len(rows))
-		var sb strings.Builder
-		sb.WriteString("INSERT INTO audit_record (chain_id, seq, prev_hash, hash, resource_id, version, recorded_at, body, watermark) VALUES ")
-		args := make([]any, 0, n*9)
-		for i, r := range rows[:n] {
-			if i > 0 {
-				sb.WriteByte(',')
+		n := 1
+		for _, size := range appendSizes {
+			if size <= len(rows) {
+				n = size
+				break
 			}
-			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		}
+		st := d.appendStmts[n]
+		if st == nil {
+			return errors.New("audit: chain table closed")
+		}
+		args := make([]any, 0, n*9)
+		for _, r := range rows[:n] {
 			var wm any // NULL: format 1
 			if r.Format >= 2 {
 				wm = r.Watermark
 			}
 			args = append(args, r.Chain, r.Seq, r.PrevHash, r.Hash, r.ResourceID, r.Version, r.Recorded.UnixMilli(), r.Body, wm)
 		}
-		if _, err := tx.ExecContext(ctx, d.q(sb.String()), args...); err != nil {
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
 			return err
 		}
 		rows = rows[n:]

@@ -1,13 +1,13 @@
 package ratelimit
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
 )
@@ -113,40 +113,44 @@ const maxBundleCost = 1 << 40
 //
 // Members are matched exactly, as the handler matches them (encoding/json
 // would also take "REQUEST" for "request"; a Bundle with both must not
-// be priced by one and run by the other).
+// be priced by one and run by the other). Keys are compared decoded
+// ("entr\u0079" is "entry"), as the handler's decoder compares them.
+//
+// The body is walked once by a byte scanner (jsonScan): pricing runs on
+// every ingested Bundle, before the handler decodes it again.
 func (c Costs) bundleCost(body []byte, prefix string, maxEntries int) int {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	s := jsonScan{b: body}
+	if !s.open('{') {
 		return c.BatchMin
 	}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
+	for first := true; ; first = false {
+		k, ok := s.member(first, '}')
+		if !ok {
 			return c.BatchMin
 		}
 		if k != "entry" {
-			if err := skipValue(dec); err != nil {
+			if !s.skip() {
 				return c.BatchMin
 			}
 			continue
 		}
-		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+		if !s.open('[') {
 			return c.BatchMin
 		}
 		total, n := 0, 0
-		for dec.More() {
+		// An entry list that breaks off costs the entries before the break.
+		for first := true; s.more(first, ']'); first = false {
 			if n++; maxEntries > 0 && n > maxEntries {
 				return c.BatchMin
 			}
-			method, url, err := entryRequest(dec)
-			if err != nil {
+			method, url, ok := s.entryRequest()
+			if !ok {
 				break
 			}
 			total = min(total+c.entryCost(method, url, prefix), maxBundleCost)
 		}
 		return max(total, c.BatchMin)
 	}
-	return c.BatchMin
 }
 
 // entryCost prices one Bundle entry (see bundleCost).
@@ -169,95 +173,229 @@ func (c Costs) entryCost(method, rawURL, prefix string) int {
 	return max(c.Batch, c.cost(interaction.Parse("", r)))
 }
 
+// maxScanDepth bounds the nesting jsonScan skips (the handler refuses
+// deeper documents).
+const maxScanDepth = 512
+
+// jsonScan walks a JSON document without building it. Its methods report
+// false on malformed input (the handler, which decodes strictly, answers
+// 400 to it; the price of such a body only has to be bounded).
+type jsonScan struct {
+	b []byte
+	i int
+	// bad is set when more or member met malformed input (rather than
+	// the end of the object or array).
+	bad bool
+}
+
+func (s *jsonScan) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// open consumes the delimiter d ('{' or '[').
+func (s *jsonScan) open(d byte) bool {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == d {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// more reports whether the object or array being read has another member
+// or element, consuming the separating comma, or its closing delimiter
+// end when it has none (first: no member read yet).
+func (s *jsonScan) more(first bool, end byte) bool {
+	s.ws()
+	if s.i >= len(s.b) {
+		s.bad = true
+		return false
+	}
+	switch c := s.b[s.i]; {
+	case c == end:
+		s.i++
+		return false
+	case first:
+		return true
+	case c == ',':
+		s.i++
+		return true
+	}
+	s.bad = true
+	return false
+}
+
+// member reads the next key of an object and its colon; ok is false at
+// the object's end or on malformed input (then the caller stops).
+func (s *jsonScan) member(first bool, end byte) (string, bool) {
+	if !s.more(first, end) {
+		return "", false
+	}
+	k, ok := s.str()
+	s.ws()
+	if !ok || s.i >= len(s.b) || s.b[s.i] != ':' {
+		s.bad = true
+		return "", false
+	}
+	s.i++
+	return k, true
+}
+
+// str reads a string and returns its decoded value.
+func (s *jsonScan) str() (string, bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return "", false
+	}
+	start := s.i
+	escaped := false
+	for j := s.i + 1; j < len(s.b); j++ {
+		switch c := s.b[j]; {
+		case c == '\\':
+			escaped = true
+			j++
+		case c == '"':
+			s.i = j + 1
+			raw := s.b[start+1 : j]
+			if !escaped && utf8.Valid(raw) {
+				return string(raw), true
+			}
+			var v string
+			if err := json.Unmarshal(s.b[start:j+1], &v); err != nil {
+				return "", false
+			}
+			return v, true
+		case c < 0x20:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// skip consumes one value of any kind.
+func (s *jsonScan) skip() bool {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		_, ok := s.str()
+		return ok
+	case '{', '[':
+	default:
+		// A number, true, false or null: up to the next delimiter.
+		j := s.i
+		for j < len(s.b) && !strings.ContainsRune(",}] \t\n\r", rune(s.b[j])) {
+			j++
+		}
+		ok := j > s.i
+		s.i = j
+		return ok
+	}
+	// Objects and arrays: nesting counted, strings skipped whole.
+	depth := 0
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '{', '[':
+			if depth++; depth > maxScanDepth {
+				return false
+			}
+			s.i++
+		case '}', ']':
+			s.i++
+			if depth--; depth == 0 {
+				return true
+			}
+		case '"':
+			if !s.skipStr() {
+				return false
+			}
+		default:
+			s.i++
+		}
+	}
+	return false
+}
+
+// skipStr consumes a string without decoding it.
+func (s *jsonScan) skipStr() bool {
+	for j := s.i + 1; j < len(s.b); j++ {
+		switch s.b[j] {
+		case '\\':
+			j++
+		case '"':
+			s.i = j + 1
+			return true
+		}
+	}
+	return false
+}
+
 // entryRequest reads one element of a Bundle's entry array and returns
 // its request.method and request.url ("" when absent or not strings).
-func entryRequest(dec *json.Decoder) (method, url string, err error) {
-	t, err := dec.Token()
-	if err != nil {
-		return "", "", err
+func (s *jsonScan) entryRequest() (method, url string, ok bool) {
+	if !s.open('{') {
+		return "", "", s.skip()
 	}
-	if t != json.Delim('{') {
-		return "", "", skipOpened(dec, t)
-	}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			return "", "", err
+	for first := true; ; first = false {
+		k, ok := s.member(first, '}')
+		if !ok {
+			// The entry's end, or malformed.
+			return method, url, !s.bad
 		}
 		if k != "request" {
-			if err := skipValue(dec); err != nil {
-				return "", "", err
+			if !s.skip() {
+				return "", "", false
 			}
 			continue
 		}
-		t, err := dec.Token()
-		if err != nil {
-			return "", "", err
-		}
-		if t != json.Delim('{') {
-			if err := skipOpened(dec, t); err != nil {
-				return "", "", err
+		if !s.open('{') {
+			if !s.skip() {
+				return "", "", false
 			}
 			continue
 		}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return "", "", err
+		for first := true; ; first = false {
+			k, ok := s.member(first, '}')
+			if !ok {
+				if s.bad {
+					return "", "", false
+				}
+				break
 			}
-			v, err := dec.Token()
-			if err != nil {
-				return "", "", err
+			s.ws()
+			if s.i < len(s.b) && s.b[s.i] == '"' {
+				v, ok := s.str()
+				if !ok {
+					return "", "", false
+				}
+				switch k {
+				case "method":
+					method = v
+				case "url":
+					url = v
+				}
+				continue
 			}
-			str, _ := v.(string)
+			// Not a string: the member does not count (a later string
+			// member of the same name still does, as before).
 			switch k {
 			case "method":
-				method = str
+				method = ""
 			case "url":
-				url = str
+				url = ""
 			}
-			if err := skipOpened(dec, v); err != nil {
-				return "", "", err
+			if !s.skip() {
+				return "", "", false
 			}
 		}
-		if _, err := dec.Token(); err != nil { // '}' of request
-			return "", "", err
-		}
 	}
-	_, err = dec.Token() // '}' of the entry
-	return method, url, err
 }
-
-// skipOpened finishes skipping a value whose first token t was read: the
-// rest of an object or array, nothing for a scalar.
-func skipOpened(dec *json.Decoder, t json.Token) error {
-	if t != json.Delim('{') && t != json.Delim('[') {
-		return nil
-	}
-	for depth := 1; depth > 0; {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		switch t {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-	}
-	return nil
-}
-
-// skipValue consumes one JSON value: Decode scans it in one pass (the
-// scanner validates it as Token would) and skipJSON keeps nothing of it,
-// far cheaper than walking a large resource token by token.
-func skipValue(dec *json.Decoder) error {
-	return dec.Decode(&skipJSON{})
-}
-
-// skipJSON is a json.Unmarshaler that discards the value.
-type skipJSON struct{}
-
-// UnmarshalJSON discards data.
-func (skipJSON) UnmarshalJSON([]byte) error { return nil }

@@ -544,6 +544,16 @@ type IndexWriter interface {
 	PutIndex(ctx context.Context, typ, id string, ix *Index) error
 }
 
+// Creator is implemented by transactions that can store many new
+// resources (every Write at version 1) in one round trip to the database.
+// The audit trail's copy uses it for its batches of AuditEvents.
+type Creator interface {
+	// PutNew stores each write as Put would; it returns ErrConflict when
+	// any of them exists already (the transaction must then be rolled
+	// back), and an error when a write is not at version 1.
+	PutNew(ctx context.Context, ws []*Write) error
+}
+
 // VersionIndexWriter is implemented by transactions that can replace the
 // rows kept, for access filters, from the index of a superseded version
 // (its tokens and local references; see HistoryQuery.Filter), e.g. for

@@ -25,7 +25,9 @@
 // The copy of uscore_bundle_patient_355.json in the dataset is repaired:
 // the reference file has one invalid element, an Observation whose
 // effectivePeriod says "stop" for "end"; the generator renames it to end
-// (and fails if the file no longer holds exactly that one).
+// (and fails if the file no longer holds exactly that one). Synthea
+// practitioners whose NPI is not a valid 10-digit NPI ("100", "240",
+// refused by us-core-16) get a valid one made from it.
 //
 // Every entry is a PUT to Type/id with a fixed id, so loading the dataset
 // twice leaves one copy of each resource; relative references only.

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -160,6 +161,38 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 	}
 	t.buffer(rid, w.Type, w.ID, mask, ix)
 	return nil
+}
+
+// PutNew stores new resources (store.Creator): their inserts are sent
+// together in one pipelined batch, one round trip for all of them.
+func (t *tx) PutNew(ctx context.Context, ws []*store.Write) error {
+	batch := &pgx.Batch{}
+	for _, w := range ws {
+		if w.Version != 1 || w.Deleted {
+			return fmt.Errorf("postgres: PutNew of %s/%s: not a new resource (version %d)", w.Type, w.ID, w.Version)
+		}
+		body := w.Body
+		if body == nil {
+			body = []byte{}
+		}
+		batch.Queue(createSQL, w.Type, w.ID, w.Version, w.LastUpdated.UnixMilli(), false, w.Method, sqlgen.Mask(&w.Index), body)
+	}
+	br := t.tx.SendBatch(ctx, batch)
+	for _, w := range ws {
+		t.puts++
+		var rid int64
+		err := br.QueryRow().Scan(&rid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			br.Close()
+			return store.ErrConflict
+		}
+		if err != nil {
+			br.Close()
+			return mapErr(err)
+		}
+		t.buffer(rid, w.Type, w.ID, sqlgen.Mask(&w.Index), &w.Index)
+	}
+	return mapErr(br.Close())
 }
 
 // columns gathers the common columns of buffered rows.

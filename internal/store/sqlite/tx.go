@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/store"
@@ -271,52 +272,117 @@ func (t *tx) insertRows(ctx context.Context, table string, rows [][]any) error {
 }
 
 func (t *tx) insertIndex(ctx context.Context, rid int64, typ string, ix *store.Index) error {
+	return t.insertIndexes(ctx, []ridIndex{{rid, typ, ix}})
+}
+
+// ridIndex is the index of one stored resource.
+type ridIndex struct {
+	rid int64
+	typ string
+	ix  *store.Index
+}
+
+// insertIndexes inserts the index rows of several resources, each table's
+// rows of all of them together in multi-row INSERTs.
+func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	var rows [][]any
 	flush := func(table string) error {
 		err := t.insertRows(ctx, table, rows)
 		rows = rows[:0]
 		return err
 	}
-	for _, r := range ix.Strings {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.Norm, r.Exact})
+	for _, it := range items {
+		for _, r := range it.ix.Strings {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.Norm, r.Exact})
+		}
 	}
 	if err := flush(sqlgen.TableString); err != nil {
 		return err
 	}
-	for _, r := range ix.Tokens {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.System, r.Code, r.Text})
+	for _, it := range items {
+		for _, r := range it.ix.Tokens {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Text})
+		}
 	}
 	if err := flush(sqlgen.TableToken); err != nil {
 		return err
 	}
-	for _, r := range ix.References {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL})
+	for _, it := range items {
+		for _, r := range it.ix.References {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL})
+		}
 	}
 	if err := flush(sqlgen.TableReference); err != nil {
 		return err
 	}
-	for _, r := range ix.Dates {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.Lo, r.Hi})
+	for _, it := range items {
+		for _, r := range it.ix.Dates {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi})
+		}
 	}
 	if err := flush(sqlgen.TableDate); err != nil {
 		return err
 	}
-	for _, r := range ix.Numbers {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.Lo, r.Hi})
+	for _, it := range items {
+		for _, r := range it.ix.Numbers {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi})
+		}
 	}
 	if err := flush(sqlgen.TableNumber); err != nil {
 		return err
 	}
-	for _, r := range ix.Quantities {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi})
+	for _, it := range items {
+		for _, r := range it.ix.Quantities {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi})
+		}
 	}
 	if err := flush(sqlgen.TableQuantity); err != nil {
 		return err
 	}
-	for _, r := range ix.URIs {
-		rows = append(rows, []any{rid, typ, r.Param, r.Group, r.URI})
+	for _, it := range items {
+		for _, r := range it.ix.URIs {
+			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.URI})
+		}
 	}
 	return flush(sqlgen.TableURI)
+}
+
+// PutNew stores new resources (store.Creator) like Put, with the index
+// rows of all of them inserted together: a few multi-row INSERTs per
+// table for the whole batch instead of a few per resource.
+func (t *tx) PutNew(ctx context.Context, ws []*store.Write) error {
+	items := make([]ridIndex, 0, len(ws))
+	for _, w := range ws {
+		if w.Version != 1 || w.Deleted {
+			return fmt.Errorf("sqlite: PutNew of %s/%s: not a new resource (version %d)", w.Type, w.ID, w.Version)
+		}
+		t.puts++
+		var rid, cur, oldMask int64
+		err := t.stmt(ctx, stCur).QueryRowContext(ctx, w.Type, w.ID).Scan(&rid, &cur, &oldMask)
+		if err == nil {
+			return store.ErrConflict
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		body := w.Body
+		if body == nil {
+			body = []byte{}
+		}
+		ms := w.LastUpdated.UnixMilli()
+		res, err := t.stmt(ctx, stInsRes).ExecContext(ctx, w.Type, w.ID, w.Version, ms, false, w.Method, sqlgen.Mask(&w.Index), body)
+		if err != nil {
+			return err
+		}
+		if rid, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		if _, err := t.stmt(ctx, stInsHist).ExecContext(ctx, rid, w.Type, w.ID, w.Version, ms, false, w.Method, body); err != nil {
+			return err
+		}
+		items = append(items, ridIndex{rid, w.Type, &w.Index})
+	}
+	return t.insertIndexes(ctx, items)
 }
 
 // PutIndex replaces the index rows of the current version (store.IndexWriter).

@@ -26,6 +26,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		fn   func(t *testing.T, s store.Store)
 	}{
 		{"CRUD", testCRUD},
+		{"PutNew", testPutNew},
 		{"Conflicts", testConflicts},
 		{"Rollback", testRollback},
 		{"SameTxUpdates", testSameTxUpdates},

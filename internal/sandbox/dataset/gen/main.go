@@ -29,6 +29,7 @@ import (
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/sandbox/dataset"
+	"github.com/lapis-health/lapis/internal/servicebase"
 )
 
 type res = map[string]any
@@ -189,6 +190,9 @@ func (g *gen) synthea(name, patient string) error {
 	doc, err := readBundle(filepath.Join(g.shared, "data", "synthea", name))
 	if err != nil {
 		return err
+	}
+	for _, en := range arr(doc["entry"]) {
+		repairNPIs(obj(obj(en)["resource"]))
 	}
 	if err := g.convert(name, doc, patient, map[string]bool{"Claim": true, "ExplanationOfBenefit": true}); err != nil {
 		return err
@@ -446,4 +450,38 @@ func patientOf(r res) string {
 		}
 	}
 	return ""
+}
+
+// npiSystem is the NPI identifier system.
+const npiSystem = "http://hl7.org/fhir/sid/us-npi"
+
+// repairNPIs replaces each NPI identifier of r that is not a valid NPI
+// (Synthea's data has practitioners with NPIs such as "100" and "240",
+// which us-core-16 refuses) by a valid one made from it: 9, the old value
+// zero-padded to 8 digits, and the Luhn check digit; the same input
+// always gives the same NPI.
+func repairNPIs(r map[string]any) {
+	for _, id := range arr(r["identifier"]) {
+		m := obj(id)
+		v, _ := m["value"].(string)
+		if m["system"] != npiSystem || servicebase.ValidNPI(v) {
+			continue
+		}
+		digits := strings.Map(func(c rune) rune {
+			if c >= '0' && c <= '9' {
+				return c
+			}
+			return -1
+		}, v)
+		if len(digits) > 8 {
+			digits = digits[len(digits)-8:]
+		}
+		base := "9" + strings.Repeat("0", 8-len(digits)) + digits
+		for d := '0'; d <= '9'; d++ {
+			if servicebase.ValidNPI(base + string(d)) {
+				m["value"] = base + string(d)
+				break
+			}
+		}
+	}
 }

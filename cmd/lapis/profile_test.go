@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestProfileWindows: with LAPIS_CPUPROFILE set, SIGUSR1 closes the
+// current CPU profile window (a complete gzipped profile) and opens the
+// next.
+func TestProfileWindows(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "cpu")
+	t.Setenv("LAPIS_CPUPROFILE", prefix)
+	startProfiling()
+	defer pprof.StopCPUProfile()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	next := fmt.Sprintf("%s.%d.1", prefix, os.Getpid())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(next); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not created after SIGUSR1", next)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("%s.%d.0", prefix, os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A finished profile is gzip-compressed protobuf.
+	if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Fatalf("window 0 is not a finished profile (%d bytes)", len(b))
+	}
+}

@@ -1,0 +1,72 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// testPutNew: new resources stored in one pipelined batch are readable,
+// in history and searchable by their index rows; one that exists already
+// makes the batch fail with ErrConflict and rolls back all of it; a write
+// that is not a creation is refused.
+func testPutNew(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	at := time.Now()
+	mk := func(id, code string) *store.Write {
+		return &store.Write{Type: "AuditEvent", ID: id, Version: 1, LastUpdated: at, Method: "POST",
+			Body: []byte(`{"resourceType":"AuditEvent","id":"` + id + `"}`),
+			Index: store.Index{Tokens: []store.TokenRow{{Param: "action", System: "s", Code: code}},
+				Strings: []store.StringRow{{Param: "address", Norm: id, Exact: id}}}}
+	}
+	put := func(ws ...*store.Write) error {
+		return s.Update(ctx, func(tx store.Tx) error {
+			c, ok := tx.(store.Creator)
+			if !ok {
+				t.Skip("the store's transactions are not a store.Creator")
+			}
+			return c.PutNew(ctx, ws)
+		})
+	}
+	if err := put(mk("a1", "R"), mk("a2", "R"), mk("a3", "C")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a1", "a2", "a3"} {
+		if r, err := s.Read(ctx, "AuditEvent", id); err != nil || r.VersionID != 1 {
+			t.Fatalf("read %s: %v %v", id, r, err)
+		}
+	}
+	search := func(code string) int {
+		t.Helper()
+		res, err := s.Search(ctx, &store.Query{Type: "AuditEvent", Count: 10, Where: []store.Clause{{Any: []store.Predicate{{Param: "action", Token: &store.TokenMatch{Code: code}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res.Matches)
+	}
+	if n := search("R"); n != 2 {
+		t.Fatalf("action=R: %d matches, want 2", n)
+	}
+	eq(t, "address=a3", find(t, s, "AuditEvent", one(store.Predicate{Param: "address", String: &store.StringMatch{Value: "a3"}})), []string{"a3"})
+	if h, err := s.History(ctx, store.HistoryQuery{Type: "AuditEvent"}); err != nil || len(h.Versions) != 3 {
+		t.Fatalf("history: %v %v", h, err)
+	}
+	// a2 exists: the whole batch (b1 included) is refused.
+	if err := put(mk("b1", "U"), mk("a2", "U")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("existing resource in the batch: %v, want ErrConflict", err)
+	}
+	if _, err := s.Read(ctx, "AuditEvent", "b1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("b1 after the refused batch: %v, want not found", err)
+	}
+	if n := search("U"); n != 0 {
+		t.Fatalf("action=U after the refused batch: %d matches", n)
+	}
+	up := mk("a1", "U")
+	up.Version = 2
+	if err := put(up); err == nil || errors.Is(err, store.ErrConflict) {
+		t.Fatalf("version 2 through PutNew: %v, want a refusal", err)
+	}
+}
