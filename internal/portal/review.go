@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -290,7 +291,54 @@ func (p *Portal) adminAppsPage(w http.ResponseWriter, r *http.Request, v *Visito
 		p.internalError(w, r, err)
 		return
 	}
-	p.render(w, r, http.StatusOK, "adminapps", pageData{Title: "All apps", V: v, Nav: "admin", Notice: r.URL.Query().Get("notice"), Data: apps}, nil)
+	p.render(w, r, http.StatusOK, "adminapps", pageData{Title: "All apps", V: v, Nav: "admin", Notice: r.URL.Query().Get("notice"), Data: pageApps(apps, r.URL.Query())}, nil)
+}
+
+// adminAppsPerPage bounds the operators' list of all apps per page (the
+// page stays far under 100 KB however many apps there are).
+const adminAppsPerPage = 50
+
+// appsPage is one page of the operators' list of apps.
+type appsPage struct {
+	Apps        []App
+	Q           string // the filter (name, client id or owner contains it)
+	Page, Pages int    // 1-based
+	Total       int
+	Prev, Next  string // query strings of the neighbouring pages ("" at the ends)
+}
+
+// pageApps filters apps by q's "q" (case-insensitive, in name, id or
+// owner) and cuts page "page" of adminAppsPerPage.
+func pageApps(apps []App, q url.Values) appsPage {
+	filter := strings.ToLower(strings.TrimSpace(q.Get("q")))
+	if len(filter) > 200 {
+		filter = filter[:200]
+	}
+	var kept []App
+	for _, a := range apps {
+		if filter == "" || strings.Contains(strings.ToLower(a.Name), filter) || strings.Contains(strings.ToLower(a.ID), filter) || strings.Contains(strings.ToLower(a.Owner), filter) {
+			kept = append(kept, a)
+		}
+	}
+	pg := appsPage{Q: filter, Total: len(kept), Pages: max(1, (len(kept)+adminAppsPerPage-1)/adminAppsPerPage)}
+	pg.Page, _ = strconv.Atoi(q.Get("page"))
+	pg.Page = min(max(pg.Page, 1), pg.Pages)
+	from := (pg.Page - 1) * adminAppsPerPage
+	pg.Apps = kept[from:min(from+adminAppsPerPage, len(kept))]
+	link := func(n int) string {
+		v := url.Values{"page": {strconv.Itoa(n)}}
+		if filter != "" {
+			v.Set("q", filter)
+		}
+		return v.Encode()
+	}
+	if pg.Page > 1 {
+		pg.Prev = link(pg.Page - 1)
+	}
+	if pg.Page < pg.Pages {
+		pg.Next = link(pg.Page + 1)
+	}
+	return pg
 }
 
 func (p *Portal) adminAppPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
