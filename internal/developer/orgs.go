@@ -37,6 +37,22 @@ func (s *Service) CreateOrg(ctx context.Context, devID, name string) (*Org, erro
 	return org, nil
 }
 
+// Org returns the organisation id, for operators' pages (callers acting
+// for a developer use Membership, which checks membership).
+func (s *Service) Org(ctx context.Context, id string) (*Org, error) {
+	var o Org
+	var created int64
+	err := s.r.QueryRowContext(ctx, s.rebind("SELECT id, name, created_at FROM dev_org WHERE id = ?"), id).Scan(&o.ID, &o.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	o.CreatedAt = time.Unix(created, 0).UTC()
+	return &o, nil
+}
+
 // Memberships lists the developer's organisations, oldest first.
 func (s *Service) Memberships(ctx context.Context, devID string) ([]Membership, error) {
 	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? ORDER BY o.created_at, o.id"), devID)

@@ -3,6 +3,8 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"html/template"
 	"io"
 	"log/slog"
 	"net/http"
@@ -591,6 +593,14 @@ func TestAppsPages(t *testing.T) {
 	rqs, _ := ae.p.reviews.Pending(ctx)
 	if st != 200 || len(rqs) != 1 || !strings.Contains(body, "Page App") {
 		t.Fatalf("queue %d %s", st, body)
+	}
+	// The queue names the requesting developer and the organisation.
+	org, err := ae.p.dev.Org(ctx, rqs[0].OrgID)
+	if err != nil || !strings.Contains(body, "pages@example.org") || !strings.Contains(body, "<strong>"+template.HTMLEscapeString(org.Name)+"</strong>") {
+		t.Errorf("queue lacks the requester or organisation name (%v): %s", err, body)
+	}
+	if _, err := ae.p.dev.Org(ctx, "no-such-org"); !errors.Is(err, developer.ErrNotFound) {
+		t.Errorf("unknown organisation: %v", err)
 	}
 	res, _ = ae.post(oc, "/portal/admin/reviews/"+rqs[0].ID+"/approve", url.Values{"csrf": {ocsrf}})
 	if res.StatusCode != http.StatusSeeOther {

@@ -153,6 +153,32 @@ func (p *Portal) approve(r *http.Request, v *Visitor, id string) (*review.Reques
 type reviewsData struct {
 	Pending, Decided []review.Request
 	Now              time.Time
+	// Orgs and Requesters name the pending requests' organisations and
+	// requesting developers ("" when gone).
+	Orgs, Requesters map[string]string
+}
+
+// names looks up the organisation names and requester addresses of rqs.
+func (p *Portal) names(ctx context.Context, rqs []review.Request) (orgs, people map[string]string) {
+	orgs, people = map[string]string{}, map[string]string{}
+	for _, rq := range rqs {
+		if _, ok := orgs[rq.OrgID]; !ok {
+			if o, err := p.dev.Org(ctx, rq.OrgID); err == nil {
+				orgs[rq.OrgID] = o.Name
+			} else {
+				orgs[rq.OrgID] = ""
+			}
+		}
+		if _, ok := people[rq.RequestedBy]; !ok {
+			people[rq.RequestedBy] = ""
+			if id, ok := strings.CutPrefix(rq.RequestedBy, "developer:"); ok {
+				if d, err := p.dev.Developer(ctx, id); err == nil {
+					people[rq.RequestedBy] = d.Email
+				}
+			}
+		}
+	}
+	return orgs, people
 }
 
 func (p *Portal) adminReviewsPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -172,8 +198,9 @@ func (p *Portal) adminReviewsPage(w http.ResponseWriter, r *http.Request, v *Vis
 			decided = append(decided, rq)
 		}
 	}
+	orgs, people := p.names(r.Context(), pending)
 	p.render(w, r, http.StatusOK, "adminreviews", pageData{Title: "Production access reviews", V: v, Nav: "admin", Notice: r.URL.Query().Get("notice"),
-		Data: reviewsData{Pending: pending, Decided: decided, Now: p.cfg.Now()}}, nil)
+		Data: reviewsData{Pending: pending, Decided: decided, Now: p.cfg.Now(), Orgs: orgs, Requesters: people}}, nil)
 }
 
 func (p *Portal) adminReviewPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
