@@ -10,7 +10,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/lapis-health/lapis/internal/testutil/browsertest"
 	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
@@ -731,42 +731,6 @@ func sweepOtherOrg(t *testing.T, in *instance, b *dev, ids map[string]string, fu
 	}
 }
 
-// newPortalChrome starts headless Chromium with a temporary profile and
-// a phone-sized window (skipped without a Chromium binary unless
-// LAPIS_REQUIRE_BROWSER=1).
-func newPortalChrome(t *testing.T) context.Context {
-	t.Helper()
-	bin := os.Getenv("LAPIS_CHROMIUM")
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if bin != "" {
-			break
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			bin = p
-		}
-	}
-	if bin == "" {
-		if os.Getenv("LAPIS_REQUIRE_BROWSER") == "1" {
-			t.Fatal("no Chromium binary found and LAPIS_REQUIRE_BROWSER=1")
-		}
-		t.Skip("browser test skipped: no Chromium binary found (set LAPIS_CHROMIUM)")
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(420, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	return ctx
-}
-
 // browser is a person in headless Chromium on a portal.
 type browser struct {
 	t     *testing.T
@@ -776,7 +740,7 @@ type browser struct {
 }
 
 func newBrowser(t *testing.T, in *instance) *browser {
-	return &browser{t: t, ctx: newPortalChrome(t), in: in, shots: os.Getenv("LAPIS_SCREENSHOT_DIR")}
+	return &browser{t: t, ctx: browsertest.New(t, browsertest.Options{Width: 420, Height: 900, Timeout: 4 * time.Minute}), in: in, shots: os.Getenv("LAPIS_SCREENSHOT_DIR")}
 }
 
 // step runs actions, failing with the page's main element on error.

@@ -16,6 +16,7 @@ import (
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
+	"github.com/lapis-health/lapis/internal/testutil/browsertest"
 )
 
 // sandboxTokenEndpoint serves the sandbox environment's real token
@@ -46,7 +47,7 @@ func (ae *appsEnv) sandboxTokenEndpoint(t *testing.T) string {
 // Screenshots go to LAPIS_SCREENSHOT_DIR (portal-app-*.png).
 func TestBrowserAppsToProduction(t *testing.T) {
 	ae := newAppsEnv(t, "sqlite")
-	bctx := newChrome(t)
+	bctx := browsertest.New(t, browsertest.Options{Width: 420, Height: 900}) // a phone-sized window
 	ctx := context.Background()
 	base := ae.srv.URL
 	tok, org := ae.developer("walker@example.org", true)

@@ -1,57 +1,17 @@
 package portal
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/lapis-health/lapis/internal/testutil/browsertest"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 )
-
-// chromium finds a Chromium or Chrome binary (LAPIS_CHROMIUM first).
-func chromium() string {
-	if p := os.Getenv("LAPIS_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-func newChrome(t *testing.T) context.Context {
-	t.Helper()
-	bin := chromium()
-	if bin == "" {
-		if os.Getenv("LAPIS_REQUIRE_BROWSER") == "1" {
-			t.Fatal("no Chromium binary found and LAPIS_REQUIRE_BROWSER=1")
-		}
-		t.Skip("browser test skipped: no Chromium binary found (set LAPIS_CHROMIUM)")
-	}
-	profile := t.TempDir()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(profile), chromedp.WindowSize(420, 900), // a phone-sized window
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 120*time.Second)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	return ctx
-}
 
 // TestBrowserSignUpToTOTP walks the portal as a person would, in headless
 // Chromium on SQLite: sign up, open the verification link from the mail,
@@ -59,7 +19,7 @@ func newChrome(t *testing.T) context.Context {
 // log in again with a code.
 func TestBrowserSignUpToTOTP(t *testing.T) {
 	e := newEnv(t, nil)
-	ctx := newChrome(t)
+	ctx := browsertest.New(t, browsertest.Options{Width: 420, Height: 900}) // a phone-sized window
 	base := e.srv.URL
 	const email = "browser@example.org"
 	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,73 +11,16 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/lapis-health/lapis/internal/testutil/browsertest"
 	"golang.org/x/oauth2"
 )
-
-// chromium finds a Chromium or Chrome binary (LAPIS_CHROMIUM first).
-func chromium() string {
-	if p := os.Getenv("LAPIS_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// newChrome starts a headless Chromium with the flags of STACK.md and a
-// temporary profile; it is stopped when the test ends.
-func newChrome(t *testing.T) context.Context {
-	t.Helper()
-	bin := chromium()
-	if bin == "" {
-		if os.Getenv("LAPIS_REQUIRE_BROWSER") == "1" {
-			t.Fatal("no Chromium binary found (apt-get install chromium) and LAPIS_REQUIRE_BROWSER=1")
-		}
-		t.Skip("browser test skipped: no Chromium binary found (install Debian's chromium, or set LAPIS_CHROMIUM); set LAPIS_REQUIRE_BROWSER=1 to fail instead")
-	}
-	profile, err := os.MkdirTemp("", "lapis-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(1000, 1400),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancelCtx()
-		cancelAlloc() // waits for the browser to exit
-		_ = os.RemoveAll(profile)
-	})
-	// Start the browser now, so a broken installation is reported as such.
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	return ctx
-}
 
 // TestBrowserStandaloneLaunch drives a patient's standalone launch in a
 // real browser: login, consent with Condition denied and Observation
 // narrowed to laboratory results, the code at the app, the exchange with
 // golang.org/x/oauth2, the id_token through go-oidc and a refresh.
 func TestBrowserStandaloneLaunch(t *testing.T) {
-	ctx := newChrome(t)
+	ctx := browsertest.New(t, browsertest.Options{Timeout: 90 * time.Second})
 	f := setup(t, "")
 	p, state := newPKCE(), "br-"+randHex(8)
 	conf := f.oauthConfig(f.public, patientScopes)
