@@ -132,6 +132,11 @@ func validRole(r string) error {
 	return nil
 }
 
+// MaxOpenInvitations bounds an organisation's open (unused, unexpired)
+// invitations, so the portal cannot be made to mail any number of
+// addresses.
+const MaxOpenInvitations = 50
+
 // Invite lets an owner invite an address to the organisation with a role;
 // it returns the invitation token to send.
 func (s *Service) Invite(ctx context.Context, byID, orgID, email, role string) (string, error) {
@@ -151,6 +156,12 @@ func (s *Service) Invite(ctx context.Context, byID, orgID, email, role string) (
 	}
 	if n > 0 {
 		return "", ErrExists
+	}
+	if err := s.r.QueryRowContext(ctx, s.rebind("SELECT COUNT(*) FROM dev_token WHERE kind = 'invite' AND org_id = ? AND used_at = 0 AND expires_at > ?"), orgID, s.now().Unix()).Scan(&n); err != nil {
+		return "", err
+	}
+	if n >= MaxOpenInvitations {
+		return "", invalid("at most %d open invitations; wait for some to be accepted or to expire", MaxOpenInvitations)
 	}
 	tok := randomToken()
 	if err := s.insertToken(ctx, s.w, tok, "invite", byID, orgID, email, role, s.now(), InviteTTL); err != nil {

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -349,6 +350,9 @@ func checkLink(field, s string) error {
 	return nil
 }
 
+// MaxSandboxApps bounds an organisation's sandbox apps.
+const MaxSandboxApps = 50
+
 // createApp creates a sandbox app for org from in.
 func (p *Portal) createApp(r *http.Request, v *Visitor, org *developer.Membership, in AppInput) (*NewApp, error) {
 	if err := canIssue(v); err != nil {
@@ -369,6 +373,11 @@ func (p *Portal) createApp(r *http.Request, v *Visitor, org *developer.Membershi
 		return nil, err
 	}
 	in.Owner = org.Owner()
+	if have, err := sb.Admin.Clients(r.Context(), api.ClientFilter{Owner: in.Owner}); err != nil {
+		return nil, err
+	} else if len(have) >= MaxSandboxApps {
+		return nil, invalidf(fmt.Sprintf("an organisation has at most %d sandbox apps; delete one first", MaxSandboxApps))
+	}
 	req, err := review.Build(in.AppSpec)
 	if err != nil {
 		return nil, err

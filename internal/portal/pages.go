@@ -148,18 +148,24 @@ func (p *Portal) signupPost(w http.ResponseWriter, r *http.Request, sess *web.Se
 			p.internalError(w, r, err)
 			return
 		}
-		if errors.Is(err, developer.ErrExists) {
-			desc = "an account with this email address exists; log in or reset your password"
-		}
 		p.render(w, r, st, "signup", pageData{Title: "Create an account", Error: capitalize(desc) + ".", Data: data}, sess)
 		return
 	}
 	p.message(w, r, nil, http.StatusOK, "Check your email", "We sent a link to "+developer.NormalizeEmail(data.Email)+". Open it to verify your address, then log in.")
 }
 
-// signUp creates the account and mails the verification link.
+// signUp creates the account and mails the verification link. An address
+// that already has an account gets the same answer (no enumeration of
+// accounts); its owner is mailed a notice instead of a link.
 func (p *Portal) signUp(r *http.Request, email, name, password, org string) error {
 	d, tok, err := p.dev.SignUp(r.Context(), email, name, password, org)
+	if errors.Is(err, developer.ErrExists) {
+		p.send(r.Context(), developer.NormalizeEmail(email), "Sign-up attempt on the Lapis developer portal",
+			"Someone tried to create a developer portal account with this email address, which already has one.\n\n"+
+				"If it was you, log in at "+p.link("/login", nil)+" or choose a new password at "+p.link("/reset", nil)+".\n"+
+				"If it was not you, ignore this message; your account is unchanged.\n")
+		return nil
+	}
 	if err != nil {
 		return err
 	}

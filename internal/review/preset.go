@@ -2,6 +2,7 @@ package review
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -99,6 +100,16 @@ type AppSpec struct {
 	Owner string `json:"owner,omitempty"`
 }
 
+// Bounds of an app's registration.
+const (
+	// MaxRedirectURIs bounds an app's redirect URIs.
+	MaxRedirectURIs = 10
+	// MaxScopes bounds an app's scopes.
+	MaxScopes = 50
+	// MaxURILength bounds a redirect or launch URI.
+	MaxURILength = 2000
+)
+
 // Build turns spec into the admin ClientRequest its preset describes, or
 // an *InvalidError saying what is wrong (the admin service validates the
 // request again when it creates the client).
@@ -121,6 +132,9 @@ func Build(spec AppSpec) (api.ClientRequest, error) {
 	}
 	if !p.NeedsRedirect && len(spec.RedirectURIs) > 0 {
 		return api.ClientRequest{}, &InvalidError{"redirect_uris", "are not used by a " + p.Title + " (it has no user to redirect)"}
+	}
+	if len(spec.RedirectURIs) > MaxRedirectURIs {
+		return api.ClientRequest{}, &InvalidError{"redirect_uris", fmt.Sprintf("must be at most %d", MaxRedirectURIs)}
 	}
 	for _, u := range spec.RedirectURIs {
 		if reason := checkAppURI(u, true); reason != "" {
@@ -150,6 +164,9 @@ func Build(spec AppSpec) (api.ClientRequest, error) {
 	}
 	if len(scopes) == 0 {
 		return api.ClientRequest{}, &InvalidError{"scopes", "needs at least one scope"}
+	}
+	if len(scopes) > MaxScopes {
+		return api.ClientRequest{}, &InvalidError{"scopes", fmt.Sprintf("must be at most %d", MaxScopes)}
 	}
 	for _, sc := range scopes {
 		if !scopeFits(p, sc) {
@@ -217,6 +234,9 @@ func scopeFits(p Preset, sc string) bool {
 // only for localhost/loopback during development), no fragment. It
 // returns what is wrong, or "".
 func checkAppURI(s string, redirect bool) string {
+	if len(s) > MaxURILength {
+		return fmt.Sprintf("must be at most %d characters", MaxURILength)
+	}
 	u, err := url.Parse(s)
 	if err != nil || !u.IsAbs() || strings.ContainsAny(s, " \t\r\n") {
 		return "must be an absolute URL (https://…)"

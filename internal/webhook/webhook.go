@@ -275,6 +275,10 @@ func (s *Service) unseal(enc string) (string, error) {
 	return string(p), nil
 }
 
+// MaxEndpoints bounds an organisation's endpoints (every event is sent
+// to each of them).
+const MaxEndpoints = 10
+
 // CreateEndpoint registers an endpoint of orgID for events (empty: all)
 // and returns it with its signing secret, shown only here.
 func (s *Service) CreateEndpoint(ctx context.Context, orgID, rawURL string, events []string) (*Endpoint, string, error) {
@@ -291,6 +295,13 @@ func (s *Service) CreateEndpoint(ctx context.Context, orgID, rawURL string, even
 		if !slices.Contains(Events, e) {
 			return nil, "", &InvalidError{"events", fmt.Sprintf("%q is not one of %s", e, strings.Join(Events, ", "))}
 		}
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, s.rebind("SELECT COUNT(*) FROM webhook_endpoint WHERE org_id = ?"), orgID).Scan(&n); err != nil {
+		return nil, "", fmt.Errorf("webhook: count endpoints: %w", err)
+	}
+	if n >= MaxEndpoints {
+		return nil, "", &InvalidError{"url", fmt.Sprintf("an organisation has at most %d endpoints; delete one first", MaxEndpoints)}
 	}
 	id, err := randomID("we_", 12)
 	if err != nil {
