@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -196,6 +197,19 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	)
 	key1, _ := chromedp.Run(bctx, chromedp.Value(chromedp.ID("new-key")))
 	screenshot("key")
+	// The keys table (an active key, used: its rotate form and last use)
+	// fits the phone's width: the page does not scroll sideways.
+	used, _ := ae.sb.APIKeys(ctx, api.APIKeyFilter{Owner: "org:" + org})
+	if len(used) != 1 {
+		t.Fatalf("keys %+v", used)
+	}
+	if err := ae.sbDB.TouchAPIKeyFrom(ctx, used[0].ID, time.Now(), "203.0.113.77", 0); err != nil {
+		t.Fatal(err)
+	}
+	step("keys again", chromedp.Navigate(base+"/portal/keys"), chromedp.WaitVisible(css("button.rotate-key")))
+	if over, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`)); err != nil || over > 0 {
+		t.Errorf("keys page wider than the 420-pixel window by %d pixels (%v)", over, err)
+	}
 	step("rotate key", chromedp.Click(css("button.rotate-key")))
 	// The page before the click shows #new-key too: wait for the new value.
 	// A poll that starts before the navigation is cut by it: poll again.
