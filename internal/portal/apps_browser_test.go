@@ -189,6 +189,12 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	login("walker@example.org")
 	step("approved app", chromedp.Navigate(base+"/portal/apps/sandbox/"+clientID), chromedp.WaitVisible(chromedp.ID("prod-link")))
 	screenshot("approved")
+	// Links in a nav inside the page (the activity page's range tabs) are
+	// not drawn in the header's light colour, unreadable on a white card.
+	step("activity", chromedp.Navigate(base+"/portal/activity?env=sandbox&client="+clientID), chromedp.WaitVisible(css(`nav.tabs a:not([aria-current])`)))
+	if color, err := chromedp.Run(bctx, chromedp.Evaluate[string](`getComputedStyle(document.querySelector('nav.tabs a:not([aria-current])')).color`)); err != nil || color == "rgb(219, 230, 247)" {
+		t.Errorf("inactive range tab colour %q (%v): the header's light link colour on a white card", color, err)
+	}
 	step("keys", chromedp.Navigate(base+"/portal/keys"), chromedp.WaitVisible(chromedp.ID("kname")),
 		chromedp.SendKeys(chromedp.ID("kname"), "nightly export"),
 		chromedp.Click(css(`input[name="scope"][value="system/*.rs"]`)),
