@@ -97,7 +97,11 @@ func Chart(pts []Point, o ChartOptions) template.HTML {
 	for _, f := range []float64{0, 0.5, 1} {
 		y := float64(top) + h*(1-f)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#767676" stroke-width="0.5"/>`, left, y, o.Width-4, y)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end" fill="#333">%s</text>`, left-4, y+4, strconv.FormatInt(int64(f*float64(scale)), 10))
+		// Label only whole values: no "0" thrice on an empty chart, no
+		// "2" halfway to 5.
+		if f == 0 || (f == 1 && scale > 0) || (f == 0.5 && scale > 0 && scale%2 == 0) {
+			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end" fill="#333">%s</text>`, left-4, y+4, strconv.FormatInt(int64(f*float64(scale)), 10))
+		}
 	}
 	if n := len(pts); n > 0 && scale > 0 {
 		bw := w / float64(n)

@@ -3,6 +3,7 @@ package activity
 import (
 	"encoding/xml"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,21 @@ func TestStatusTable(t *testing.T) {
 	names, _, _ := wellFormed(t, tbl)
 	if names["tr"] != 3 || strings.Index(tbl, ">200<") > strings.Index(tbl, ">404<") || !strings.Contains(tbl, "<td>7</td>") {
 		t.Fatalf("status table: %s", tbl)
+	}
+}
+
+// TestChartAxisLabels checks the y-axis labels: whole values only, none
+// repeated (an empty chart says 0 once; a peak of 5 has no "2" halfway).
+func TestChartAxisLabels(t *testing.T) {
+	label := regexp.MustCompile(`text-anchor="end" fill="#333">([0-9]+)<`)
+	for peak, want := range map[int64]string{0: "0", 1: "0 1", 5: "0 5", 10: "0 5 10", 2000: "0 1000 2000"} {
+		pts := []Point{{Start: t0, Counts: [4]int64{peak}}}
+		var got []string
+		for _, m := range label.FindAllStringSubmatch(string(Chart(pts, ChartOptions{})), -1) {
+			got = append(got, m[1])
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("peak %d: axis labels %v, want %s", peak, got, want)
+		}
 	}
 }

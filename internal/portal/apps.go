@@ -333,6 +333,30 @@ type AppInput struct {
 type NewApp struct {
 	App          App    `json:"app"`
 	ClientSecret string `json:"client_secret,omitempty"`
+	// Endpoints are the URLs the app talks to in its environment.
+	Endpoints *Endpoints `json:"endpoints,omitempty"`
+}
+
+// Endpoints are the URLs a developer configures an app with: the
+// environment's FHIR base, its authorization server's endpoints and the
+// SMART configuration that lists them.
+type Endpoints struct {
+	FHIRBase           string `json:"fhir_base"`
+	AuthorizeURL       string `json:"authorization_endpoint"`
+	TokenURL           string `json:"token_endpoint"`
+	SMARTConfiguration string `json:"smart_configuration"`
+}
+
+// endpoints are the URLs of the environment envName (nil when it is not
+// served).
+func (p *Portal) endpoints(envName string) *Endpoints {
+	e := p.env(envName)
+	if e == nil {
+		return nil
+	}
+	base := strings.TrimSuffix(e.FHIRBase, "/")
+	return &Endpoints{FHIRBase: base, AuthorizeURL: base + "/auth/authorize", TokenURL: base + "/auth/token",
+		SMARTConfiguration: base + "/.well-known/smart-configuration"}
 }
 
 // checkLink checks an optional logo or homepage link (https, or http on
@@ -605,6 +629,8 @@ type appData struct {
 	Now        time.Time
 	// Production is the production app approved from this sandbox app.
 	Production string
+	// Endpoints are the app's environment's URLs.
+	Endpoints *Endpoints
 }
 
 func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -623,7 +649,8 @@ func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
 		p.internalError(w, r, err)
 		return
 	}
-	d := appData{Org: org, App: *a, Requests: reqs, Now: p.cfg.Now(), CanRequest: a.Environment == EnvSandbox && p.env(EnvProduction) != nil}
+	d := appData{Org: org, App: *a, Requests: reqs, Now: p.cfg.Now(), CanRequest: a.Environment == EnvSandbox && p.env(EnvProduction) != nil,
+		Endpoints: p.endpoints(a.Environment)}
 	for _, rq := range reqs {
 		if rq.Status != review.Declined {
 			d.CanRequest = false
@@ -723,6 +750,7 @@ func (p *Portal) apiAppCreate(w http.ResponseWriter, r *http.Request, v *Visitor
 		return
 	}
 	p.record(r, appEvent("developer created sandbox app", v, out.App.ID))
+	out.Endpoints = p.endpoints(EnvSandbox)
 	if r.URL.Query().Get("download") == "1" && out.ClientSecret != "" {
 		w.Header().Set("Content-Disposition", `attachment; filename="lapis-sandbox-`+out.App.ID+`.json"`)
 	}
@@ -745,7 +773,7 @@ func (p *Portal) apiApp(w http.ResponseWriter, r *http.Request, v *Visitor) {
 		p.apiAppFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"app": a, "production_requests": reqs})
+	writeJSON(w, http.StatusOK, map[string]any{"app": a, "production_requests": reqs, "endpoints": p.endpoints(a.Environment)})
 }
 
 func (p *Portal) apiAppDelete(w http.ResponseWriter, r *http.Request, v *Visitor) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -188,6 +189,12 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	login("walker@example.org")
 	step("approved app", chromedp.Navigate(base+"/portal/apps/sandbox/"+clientID), chromedp.WaitVisible(chromedp.ID("prod-link")))
 	screenshot("approved")
+	// Links in a nav inside the page (the activity page's range tabs) are
+	// not drawn in the header's light colour, unreadable on a white card.
+	step("activity", chromedp.Navigate(base+"/portal/activity?env=sandbox&client="+clientID), chromedp.WaitVisible(css(`nav.tabs a:not([aria-current])`)))
+	if color, err := chromedp.Run(bctx, chromedp.Evaluate[string](`getComputedStyle(document.querySelector('nav.tabs a:not([aria-current])')).color`)); err != nil || color == "rgb(219, 230, 247)" {
+		t.Errorf("inactive range tab colour %q (%v): the header's light link colour on a white card", color, err)
+	}
 	step("keys", chromedp.Navigate(base+"/portal/keys"), chromedp.WaitVisible(chromedp.ID("kname")),
 		chromedp.SendKeys(chromedp.ID("kname"), "nightly export"),
 		chromedp.Click(css(`input[name="scope"][value="system/*.rs"]`)),
@@ -196,6 +203,19 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	)
 	key1, _ := chromedp.Run(bctx, chromedp.Value(chromedp.ID("new-key")))
 	screenshot("key")
+	// The keys table (an active key, used: its rotate form and last use)
+	// fits the phone's width: the page does not scroll sideways.
+	used, _ := ae.sb.APIKeys(ctx, api.APIKeyFilter{Owner: "org:" + org})
+	if len(used) != 1 {
+		t.Fatalf("keys %+v", used)
+	}
+	if err := ae.sbDB.TouchAPIKeyFrom(ctx, used[0].ID, time.Now(), "203.0.113.77", 0); err != nil {
+		t.Fatal(err)
+	}
+	step("keys again", chromedp.Navigate(base+"/portal/keys"), chromedp.WaitVisible(css("button.rotate-key")))
+	if over, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`)); err != nil || over > 0 {
+		t.Errorf("keys page wider than the 420-pixel window by %d pixels (%v)", over, err)
+	}
 	step("rotate key", chromedp.Click(css("button.rotate-key")))
 	// The page before the click shows #new-key too: wait for the new value.
 	// A poll that starts before the navigation is cut by it: poll again.

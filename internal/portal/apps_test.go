@@ -708,3 +708,60 @@ func TestAppsAPISessionCSRF(t *testing.T) {
 		t.Fatalf("apps %d", len(apps))
 	}
 }
+
+// TestAppEndpointsShown checks that an app's page and its API answers (the
+// creation and the read) name the environment's FHIR base, authorization
+// and token endpoints and SMART configuration, which a developer needs to
+// configure the app.
+func TestAppEndpointsShown(t *testing.T) {
+	ae := newAppsEnv(t, "sqlite")
+	tok, org := ae.developer("endpoints@example.org", true)
+	st, out, _ := ae.api("POST", "/portal/api/orgs/"+org+"/apps", tok, confidentialApp)
+	if st != 201 {
+		t.Fatalf("create %d %v", st, out)
+	}
+	want := map[string]any{"fhir_base": "http://prod.test/sandbox/fhir", "authorization_endpoint": "http://prod.test/sandbox/fhir/auth/authorize",
+		"token_endpoint": "http://prod.test/sandbox/fhir/auth/token", "smart_configuration": "http://prod.test/sandbox/fhir/.well-known/smart-configuration"}
+	check := func(what string, got any) {
+		t.Helper()
+		m, _ := got.(map[string]any)
+		for k, v := range want {
+			if m[k] != v {
+				t.Errorf("%s: endpoints[%s] = %v, want %v", what, k, m[k], v)
+			}
+		}
+	}
+	check("create", out["endpoints"])
+	id := out["app"].(map[string]any)["client_id"].(string)
+	st, got, _ := ae.api("GET", "/portal/api/orgs/"+org+"/apps/sandbox/"+id, tok, nil)
+	if st != 200 {
+		t.Fatalf("read %d", st)
+	}
+	check("read", got["endpoints"])
+
+	c := ae.signUpAndLogIn("endpoints-page@example.org")
+	acceptTerms(t, ae.env, c)
+	form := url.Values{"preset": {"backend"}, "name": {"Svc"}, "jwks_uri": {"https://svc.example.org/jwks.json"}, "scope": {"system/Patient.rs"}}
+	_, _, csrf := ae.get(c, "/portal/apps/new?preset=backend")
+	form.Set("csrf", csrf)
+	if res, body := ae.post(c, "/portal/apps/new", form); res.StatusCode != 201 {
+		t.Fatalf("create backend %d %s", res.StatusCode, body)
+	}
+	var bid string
+	apps, _ := ae.sb.Clients(context.Background(), api.ClientFilter{})
+	for _, a := range apps {
+		if a.Name == "Svc" {
+			bid = a.ID
+		}
+	}
+	st, body, _ := ae.get(c, "/portal/apps/sandbox/"+bid)
+	if st != 200 {
+		t.Fatalf("app page %d", st)
+	}
+	for _, s := range []string{`id="app-fhir-base">http://prod.test/sandbox/fhir<`, `id="app-token-url">http://prod.test/sandbox/fhir/auth/token<`,
+		`id="app-authorize-url">http://prod.test/sandbox/fhir/auth/authorize<`, "http://prod.test/sandbox/fhir/.well-known/smart-configuration"} {
+		if !strings.Contains(body, s) {
+			t.Errorf("app page lacks %s", s)
+		}
+	}
+}

@@ -81,5 +81,10 @@ func New(t testing.TB, o Options) context.Context {
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
 	}
+	// Headless Chromium keeps a window at least 500 pixels wide: a
+	// phone's 420 would be laid out at 500. Emulate the exact viewport.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(o.Width), int64(o.Height))); err != nil {
+		t.Fatalf("viewport %dx%d: %v", o.Width, o.Height, err)
+	}
 	return ctx
 }
