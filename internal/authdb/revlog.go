@@ -341,7 +341,6 @@ func (w *RevWatcher) Sync(ctx context.Context) error {
 	for _, e := range out {
 		reset = reset || (e.Kind == RevRateLimit && e.Subject == RevResetSubject)
 	}
-	w.lastOK.Store(time.Now().UnixNano())
 	if len(out) > 0 || reset {
 		w.subMu.Lock()
 		subs := make([]RevSubscriber, 0, len(w.subs))
@@ -353,6 +352,10 @@ func (w *RevWatcher) Sync(ctx context.Context) error {
 			s(out, reset)
 		}
 	}
+	// Healthy only once the subscribers have dropped what these entries
+	// (or the reset after an outage) revoke: a request that sees the feed
+	// healthy must not find a stale cache entry.
+	w.lastOK.Store(time.Now().UnixNano())
 	return nil
 }
 
