@@ -375,7 +375,7 @@ func checkLink(field, s string) error {
 }
 
 // MaxSandboxApps bounds an organisation's sandbox apps.
-const MaxSandboxApps = 50
+const MaxSandboxApps = 200
 
 // createApp creates a sandbox app for org from in.
 func (p *Portal) createApp(r *http.Request, v *Visitor, org *developer.Membership, in AppInput) (*NewApp, error) {
