@@ -48,8 +48,8 @@ func startProfiling() {
 
 // startHeapProfiling, when LAPIS_HEAPPROFILE names a path prefix, writes a
 // heap profile (in-use and allocated, after a GC) to PREFIX.PID.N at each
-// SIGUSR2 (written whole under PREFIX.PID.N.tmp, then renamed), and its
-// memory statistics to stderr. A development aid for finding what a
+// SIGUSR2 (written whole under PREFIX.PID.N.tmp, then renamed), and the
+// runtime's memory statistics at that moment to PREFIX.PID.N.memstats. A development aid for finding what a
 // running server holds (lapis-bench -mode export); off unless the
 // variable is set.
 func startHeapProfiling() {
@@ -76,8 +76,11 @@ func startHeapProfiling() {
 			}
 			var m runtime.MemStats
 			runtime.ReadMemStats(&m)
-			fmt.Fprintf(os.Stderr, "heapprofile %d: heap in use %d MB, idle %d MB, released %d MB, sys %d MB, stacks %d MB, next GC %d MB\n",
-				n-1, m.HeapInuse>>20, m.HeapIdle>>20, m.HeapReleased>>20, m.Sys>>20, m.StackInuse>>20, m.NextGC>>20)
+			stats := fmt.Sprintf("heap in use %d MB, idle %d MB, released %d MB; stacks %d MB; sys %d MB; next GC %d MB; GCs %d\n",
+				m.HeapInuse>>20, m.HeapIdle>>20, m.HeapReleased>>20, m.StackInuse>>20, m.Sys>>20, m.NextGC>>20, m.NumGC)
+			if err := os.WriteFile(name+".memstats", []byte(stats), 0o600); err != nil {
+				fmt.Fprintln(os.Stderr, "heapprofile:", err)
+			}
 		}
 	}()
 }
