@@ -19,7 +19,7 @@ import (
 // speed below it), and twice the live heap above that (GOGC=100's
 // headroom), so that a server whose live heap outgrows the floor never
 // collects continuously.
-const memoryLimitFloor = 256 << 20
+const memoryLimitFloor = 192 << 20
 
 // memoryLimitEvery is how often the limit follows the live heap.
 const memoryLimitEvery = time.Second
