@@ -17,14 +17,16 @@ import (
 // heap of a server is small (tens of MB) and requests allocate quickly, so
 // at 100 the collector runs every few milliseconds under load; at 400 read
 // throughput rises by a fifth and `lapis import` of the Synthea set peaks
-// near 200 MB RSS instead of 130 MB. GOGC and GOMEMLIMIT still apply as
-// usual when set.
+// near 200 MB RSS instead of 130 MB. A soft memory limit bounds what that
+// headroom costs (memlimit.go). GOGC and GOMEMLIMIT still apply as usual
+// when set.
 const defaultGCPercent = 400
 
 func main() {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)
 	}
+	startMemoryLimit()
 	startProfiling()
 	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 )
@@ -13,6 +15,7 @@ import (
 // current window (PREFIX.PID.N) and starts the next. A development aid for
 // profiling a running server phase by phase (lapis-bench -mode real).
 func startProfiling() {
+	startHeapProfiling()
 	prefix := os.Getenv("LAPIS_CPUPROFILE")
 	if prefix == "" {
 		return
@@ -39,6 +42,45 @@ func startProfiling() {
 			pprof.StopCPUProfile()
 			f.Close()
 			begin()
+		}
+	}()
+}
+
+// startHeapProfiling, when LAPIS_HEAPPROFILE names a path prefix, writes a
+// heap profile (in-use and allocated, after a GC) to PREFIX.PID.N at each
+// SIGUSR2 (written whole under PREFIX.PID.N.tmp, then renamed), and the
+// runtime's memory statistics at that moment to PREFIX.PID.N.memstats. A development aid for finding what a
+// running server holds (lapis-bench -mode export); off unless the
+// variable is set.
+func startHeapProfiling() {
+	prefix := os.Getenv("LAPIS_HEAPPROFILE")
+	if prefix == "" {
+		return
+	}
+	n := 0
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR2)
+	go func() {
+		for range ch {
+			name := fmt.Sprintf("%s.%d.%d", prefix, os.Getpid(), n)
+			f, err := os.Create(name + ".tmp")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "heapprofile:", err)
+				continue
+			}
+			n++
+			runtime.GC()
+			err = errors.Join(pprof.WriteHeapProfile(f), f.Close(), os.Rename(name+".tmp", name))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "heapprofile:", err)
+			}
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			stats := fmt.Sprintf("heap in use %d MB, idle %d MB, released %d MB; stacks %d MB; sys %d MB; next GC %d MB; GCs %d\n",
+				m.HeapInuse>>20, m.HeapIdle>>20, m.HeapReleased>>20, m.StackInuse>>20, m.Sys>>20, m.NextGC>>20, m.NumGC)
+			if err := os.WriteFile(name+".memstats", []byte(stats), 0o600); err != nil {
+				fmt.Fprintln(os.Stderr, "heapprofile:", err)
+			}
 		}
 	}()
 }

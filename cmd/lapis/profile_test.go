@@ -42,3 +42,34 @@ func TestProfileWindows(t *testing.T) {
 		t.Fatalf("window 0 is not a finished profile (%d bytes)", len(b))
 	}
 }
+
+// TestHeapProfile: with LAPIS_HEAPPROFILE set, each SIGUSR2 writes a
+// complete heap profile to PREFIX.PID.N.
+func TestHeapProfile(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "heap")
+	t.Setenv("LAPIS_HEAPPROFILE", prefix)
+	startHeapProfiling()
+	for n := 0; n < 2; n++ {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("%s.%d.%d", prefix, os.Getpid(), n)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Stat(name); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not created after SIGUSR2", name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+			t.Fatalf("heap profile %d is not a finished profile (%d bytes)", n, len(b))
+		}
+	}
+}
