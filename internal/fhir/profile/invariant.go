@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gofhir/fhirpath"
 	"github.com/gofhir/fhirpath/eval"
@@ -19,7 +20,16 @@ import (
 type invariant struct {
 	key, human string
 	expr       *fhirpath.Expression
+	// regex: the expression calls matches() or replaceMatches(), whose
+	// shared regex cache in gofhir/fhirpath v1.4.0 writes an entry's
+	// last-used time under its read lock (a data race between concurrent
+	// evaluations): such invariants are evaluated one at a time.
+	regex bool
 }
+
+// regexEval serializes the evaluation of invariants that use regular
+// expressions (see invariant.regex).
+var regexEval sync.Mutex
 
 // InvariantCounts says how many of a set's error-severity invariants are
 // evaluated and how many are not, by reason.
@@ -73,7 +83,7 @@ func (ic *invariantCompiler) compile(e *wire.ProfileElem) []*invariant {
 		if !ok {
 			x, err := fhirpath.Compile(c.Expression)
 			if err == nil {
-				inv = &invariant{key: c.Key, human: c.Human, expr: x}
+				inv = &invariant{key: c.Key, human: c.Human, expr: x, regex: strings.Contains(c.Expression, "atches(")}
 				ic.counts.Evaluated++
 			} else {
 				ic.counts.Uncompiled++
@@ -234,6 +244,10 @@ func (v *run) holds(inv *invariant, c *eval.Context) (ok bool) {
 			ok = true
 		}
 	}()
+	if inv.regex {
+		regexEval.Lock()
+		defer regexEval.Unlock()
+	}
 	col, err := inv.expr.EvaluateWithContext(c)
 	if err != nil {
 		v.evalErrors++

@@ -549,3 +549,37 @@ func TestAbsentPrimitive(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentRegexInvariants: invariants that call matches() (the NPI
+// rules us-core-16/17 of Practitioner and Organization) evaluated from
+// many goroutines at once: no data race (run with -race) and the same
+// verdicts.
+func TestConcurrentRegexInvariants(t *testing.T) {
+	s := loadSets(t)["7.0.0"]
+	var rs []map[string]any
+	for _, r := range examples(t, "us_core_700.tgz") {
+		if typ := r["resourceType"]; typ == "Practitioner" || typ == "Organization" {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		t.Fatal("no Practitioner or Organization example")
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				for _, r := range rs {
+					for _, p := range claimed(s, r) {
+						if issues, _ := s.Validate(r, p); len(issues) != 0 {
+							t.Errorf("%v: %v", r["id"], issues)
+						}
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
