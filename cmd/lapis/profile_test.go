@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 // TestProfileWindows: with LAPIS_CPUPROFILE set, SIGUSR1 closes the
@@ -23,16 +25,7 @@ func TestProfileWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := fmt.Sprintf("%s.%d.1", prefix, os.Getpid())
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(next); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not created after SIGUSR1", next)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 30*time.Second, next+" created after SIGUSR1", func() bool { _, err := os.Stat(next); return err == nil })
 	b, err := os.ReadFile(fmt.Sprintf("%s.%d.0", prefix, os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
@@ -54,16 +47,7 @@ func TestHeapProfile(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := fmt.Sprintf("%s.%d.%d", prefix, os.Getpid(), n)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, err := os.Stat(name); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not created after SIGUSR2", name)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		poll.Until(t, 30*time.Second, name+" created after SIGUSR2", func() bool { _, err := os.Stat(name); return err == nil })
 		b, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
