@@ -720,18 +720,23 @@ func (p *Portal) apiPresets(w http.ResponseWriter, r *http.Request, _ *Visitor) 
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (p *Portal) apiApps(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+// orgList is the handler of GET …/orgs/{org}/THINGS: the caller's
+// organisation (404 when not a member), then list's answer as JSON, an
+// error through apiAppFail.
+func orgList[T any](p *Portal, list func(r *http.Request, org *developer.Membership) ([]T, error)) func(http.ResponseWriter, *http.Request, *Visitor) {
+	return func(w http.ResponseWriter, r *http.Request, v *Visitor) {
+		org, err := apiOrg(r, v)
+		if err != nil {
+			p.apiAppFail(w, r, err)
+			return
+		}
+		l, err := list(r, org)
+		if err != nil {
+			p.apiAppFail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, l)
 	}
-	apps, err := p.orgApps(r.Context(), org)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, apps)
 }
 
 func (p *Portal) apiAppCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -837,18 +842,18 @@ func (p *Portal) appRoutes() {
 	m.HandleFunc("POST /portal/admin/apps/{env}/{id}/{action}", p.page(p.operator(p.adminAppPost)))
 
 	m.HandleFunc("GET /portal/api/presets", p.api(p.apiPresets))
-	m.HandleFunc("GET /portal/api/orgs/{org}/apps", p.api(p.apiApps))
+	m.HandleFunc("GET /portal/api/orgs/{org}/apps", p.api(orgList(p, func(r *http.Request, org *developer.Membership) ([]App, error) { return p.orgApps(r.Context(), org) })))
 	m.HandleFunc("POST /portal/api/orgs/{org}/apps", p.api(p.apiAppCreate))
 	m.HandleFunc("GET /portal/api/orgs/{org}/apps/{env}/{id}", p.api(p.apiApp))
 	m.HandleFunc("DELETE /portal/api/orgs/{org}/apps/{env}/{id}", p.api(p.apiAppDelete))
 	m.HandleFunc("POST /portal/api/orgs/{org}/apps/{env}/{id}/secret", p.api(p.apiRotate))
 	m.HandleFunc("POST /portal/api/orgs/{org}/apps/{env}/{id}/production", p.api(p.apiProduction))
-	m.HandleFunc("GET /portal/api/orgs/{org}/requests", p.api(p.apiRequests))
-	m.HandleFunc("GET /portal/api/orgs/{org}/keys", p.api(p.apiKeys))
+	m.HandleFunc("GET /portal/api/orgs/{org}/requests", p.api(orgList(p, p.requests)))
+	m.HandleFunc("GET /portal/api/orgs/{org}/keys", p.api(orgList(p, func(r *http.Request, org *developer.Membership) ([]Key, error) { return p.orgKeys(r.Context(), org) })))
 	m.HandleFunc("POST /portal/api/orgs/{org}/keys", p.api(p.apiKeyCreate))
 	m.HandleFunc("POST /portal/api/orgs/{org}/keys/{env}/{id}/{action}", p.api(p.apiKeyAction))
 	m.HandleFunc("DELETE /portal/api/orgs/{org}/keys/{env}/{id}", p.api(p.apiKeyRevoke))
-	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks", p.api(p.apiWebhooks))
+	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks", p.api(orgList(p, p.webhookEndpoints)))
 	m.HandleFunc("POST /portal/api/orgs/{org}/webhooks", p.api(p.apiWebhookCreate))
 	m.HandleFunc("DELETE /portal/api/orgs/{org}/webhooks/{id}", p.api(p.apiWebhookDelete))
 	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks/{id}/deliveries", p.api(p.apiDeliveries))

@@ -250,20 +250,6 @@ func (p *Portal) keyActionPost(w http.ResponseWriter, r *http.Request, v *Visito
 	http.Redirect(w, r, p.Path("/keys")+"?"+url.Values{"org": {org.ID}, "notice": {"Key " + r.PathValue("id") + ": " + action + " done."}}.Encode(), http.StatusSeeOther)
 }
 
-func (p *Portal) apiKeys(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
-	ks, err := p.orgKeys(r.Context(), org)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ks)
-}
-
 func (p *Portal) apiKeyCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	org, err := apiOrg(r, v)
 	if err != nil {

@@ -107,18 +107,10 @@ func (p *Portal) apiProduction(w http.ResponseWriter, r *http.Request, v *Visito
 	writeJSON(w, http.StatusCreated, rq)
 }
 
-func (p *Portal) apiRequests(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
-	l, err := p.reviews.List(r.Context(), review.Filter{OrgID: org.ID, Status: r.URL.Query().Get("status")})
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, l)
+// requests lists the organisation's production access requests
+// (?status= filters).
+func (p *Portal) requests(r *http.Request, org *developer.Membership) ([]review.Request, error) {
+	return p.reviews.List(r.Context(), review.Filter{OrgID: org.ID, Status: r.URL.Query().Get("status")})
 }
 
 // approve approves a request: the production client is created (owner

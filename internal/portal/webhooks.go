@@ -111,18 +111,10 @@ func (p *Portal) webhookDeletePost(w http.ResponseWriter, r *http.Request, v *Vi
 	http.Redirect(w, r, p.Path("/webhooks")+"?"+url.Values{"org": {org.ID}, "notice": {"The endpoint was deleted."}}.Encode(), http.StatusSeeOther)
 }
 
-func (p *Portal) apiWebhooks(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+// webhookEndpoints lists the organisation's webhook endpoints ([] when none).
+func (p *Portal) webhookEndpoints(r *http.Request, org *developer.Membership) ([]webhook.Endpoint, error) {
 	eps, err := p.hooks.Endpoints(r.Context(), org.ID)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nonNil(eps))
+	return nonNil(eps), err
 }
 
 func (p *Portal) apiWebhookCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
