@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -17,7 +16,7 @@ import (
 // database (developer accounts, organisations, terms) managing apps and
 // keys in every environment; it returns the ServeMux pattern it serves
 // and its handler.
-func (s *Server) newPortal(ctx context.Context, cfg config.Config, log *slog.Logger) (string, http.Handler, error) {
+func (s *Server) newPortal(cfg config.Config, log *slog.Logger) (string, http.Handler, error) {
 	sender, dev, err := mail.New(cfg.Portal.SMTPURL, cfg.Portal.SMTPFrom, log)
 	if err != nil {
 		return "", nil, fmt.Errorf("portal mail: %w", err)

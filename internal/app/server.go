@@ -118,7 +118,7 @@ func NewServer(ctx context.Context, cfg config.Config, log *slog.Logger, stdout 
 		mounts[scfg.FHIRPath()+"/"] = sb.handler
 	}
 	if cfg.Portal.Enabled {
-		pattern, h, err := s.newPortal(ctx, cfg, log)
+		pattern, h, err := s.newPortal(cfg, log)
 		if err != nil {
 			return nil, err
 		}
