@@ -149,8 +149,7 @@ func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.Histo
 
 // Search runs a search.
 func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
-	qr := querier{s.pool}
-	return s.eng.Search(ctx, qr, qr, q)
+	return s.eng.Search(ctx, newSearchQuerier(s.pool), querier{s.pool}, q)
 }
 
 // Update runs fn in one READ COMMITTED transaction; Tx.Read and Put lock

@@ -145,5 +145,8 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		}
 	}
 	sql += " LIMIT " + b.Arg(int64(IncludeMax+1))
+	if pinnable(filter) {
+		rq = pinned(rq)
+	}
 	return queryRIDs(ctx, rq, sql, b.Args)
 }
