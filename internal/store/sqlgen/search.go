@@ -339,6 +339,8 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 	}
 	limit := e.cap()
 	var page []int64
+	var loaded []Loaded // the page's rows, when read with the matches
+	preloaded := false
 	if offset >= limit {
 		// Deep page without a snapshot: live LIMIT/OFFSET.
 		rids, err := e.rids(ctx, rq, q, count+1, offset)
@@ -353,8 +355,15 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 			}
 		}
 	} else {
-		rids, err := e.rids(ctx, rq, q, limit+1, 0)
-		if err != nil {
+		var rids []int64
+		var err error
+		if e.D == Postgres {
+			// The matches and the page's rows in one round trip.
+			if rids, loaded, err = e.ridsWithPage(ctx, rq, q, limit+1, offset, count); err != nil {
+				return nil, err
+			}
+			preloaded = true
+		} else if rids, err = e.rids(ctx, rq, q, limit+1, 0); err != nil {
 			return nil, err
 		}
 		truncated := len(rids) > limit
@@ -379,7 +388,65 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 			res.Snapshot = id
 		}
 	}
+	if preloaded {
+		return e.finishLoaded(ctx, rq, q, loaded, res)
+	}
 	return e.finish(ctx, rq, q, page, res)
+}
+
+// ridsWithPage returns what rids(q, limit, 0) does and, in the same
+// statement (PostgreSQL), the visible current rows of the page of count
+// matches after offset, in order: the ordered rids as an array (an init
+// plan), numbered, and each numbered within the page joined to its row
+// (a fenced LATERAL subquery, probed by rid only for the page's numbers).
+func (e *Engine) ridsWithPage(ctx context.Context, qr Querier, q *store.Query, limit, offset, count int) ([]int64, []Loaded, error) {
+	b := &Builder{D: e.D}
+	from, pin, err := e.base(b, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	ob, err := e.orderBy(b, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	matches := "SELECT r.rid" + from + ob + " LIMIT " + b.Arg(int64(limit))
+	g := &gen{b: b, filter: q.Filter, n: 2000}
+	// The page ends before the extra match that tells a truncated result.
+	end := min(offset+count, limit-1)
+	cond := "p.rid = u.rid AND u.n > " + b.Arg(int64(offset)) + " AND u.n <= " + b.Arg(int64(end)) + " AND NOT p.deleted"
+	if f := g.access("p", ""); f != "" {
+		cond += " AND " + f
+	}
+	sql := "SELECT u.rid, p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body FROM unnest(ARRAY(" + matches +
+		")) WITH ORDINALITY u(rid, n) LEFT JOIN LATERAL (SELECT p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body FROM resources p WHERE " +
+		cond + " OFFSET 0) p ON true ORDER BY u.n"
+	if pin {
+		qr = pinned(qr)
+	}
+	rows, err := qr.Query(ctx, sql, b.Args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var rids []int64
+	var page []Loaded
+	for rows.Next() {
+		var rid int64
+		var typ, id, method *string
+		var version, ms *int64
+		var deleted *bool
+		var body []byte
+		if err := rows.Scan(&rid, &typ, &id, &version, &ms, &deleted, &method, &body); err != nil {
+			return nil, nil, err
+		}
+		rids = append(rids, rid)
+		if typ == nil || id == nil || version == nil || ms == nil || deleted == nil || method == nil {
+			continue // outside the page, or no longer visible
+		}
+		page = append(page, Loaded{RID: rid, Resource: store.Resource{Type: *typ, ID: *id, VersionID: *version,
+			LastUpdated: time.UnixMilli(*ms).UTC(), Deleted: *deleted, Method: *method, Body: body}})
+	}
+	return rids, page, rows.Err()
 }
 
 // searchKeyset runs a keyset-paged search (store.Query.Keyset): the next
@@ -442,6 +509,11 @@ func (e *Engine) finish(ctx context.Context, rq Querier, q *store.Query, page []
 	if err != nil {
 		return nil, err
 	}
+	return e.finishLoaded(ctx, rq, q, matches, res)
+}
+
+// finishLoaded adds the page's rows and its included resources to res.
+func (e *Engine) finishLoaded(ctx context.Context, rq Querier, q *store.Query, matches []Loaded, res *store.SearchResult) (*store.SearchResult, error) {
 	res.Matches = make([]store.Resource, 0, len(matches))
 	for _, m := range matches {
 		res.Matches = append(res.Matches, m.Resource)
