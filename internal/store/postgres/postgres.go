@@ -3,8 +3,10 @@
 // current row, appends the history row and drops the old index rows); the
 // new index rows are buffered and sent with unnest arrays, one statement per
 // index table, before the next search in the transaction or at commit.
-// Search SQL is shared with the SQLite store through package sqlgen. Read
-// and VRead run on a small pool of their own with generic plans (read.go).
+// Search SQL is shared with the SQLite store through package sqlgen; the
+// search statements whose SQL fixes their plan run with generic plans
+// (search.go). Read and VRead run on a small pool of their own with
+// generic plans (read.go).
 package postgres
 
 import (
