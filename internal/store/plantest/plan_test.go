@@ -220,8 +220,11 @@ func firstPatient(t testing.TB, svc *resource.Service) subject {
 // and token index) is required once the store has grown.
 func checkFixed(t *testing.T, dialect string, plans []string, grown bool) {
 	t.Helper()
+	// The _revinclude's statement is the last (PostgreSQL reads the
+	// matches' rows in their rid query, SQLite apart).
 	steps := strings.Split(plans[0], "\n--\n")
-	if len(steps) < 3 || !strings.Contains(steps[2], "idx_reference_target") || strings.Contains(steps[2], "idx_reference_url") {
+	last := steps[len(steps)-1]
+	if len(steps) < 2 || !strings.Contains(last, "idx_reference_target") || strings.Contains(last, "idx_reference_url") {
 		t.Fatalf("_revinclude not driven by the reference target index:\n%s", plans[0])
 	}
 	chain, has := []string{"idx_reference_target"}, []string{"idx_reference_rid"}

@@ -3,8 +3,10 @@
 // current row, appends the history row and drops the old index rows); the
 // new index rows are buffered and sent with unnest arrays, one statement per
 // index table, before the next search in the transaction or at commit.
-// Search SQL is shared with the SQLite store through package sqlgen. Read
-// and VRead run on a small pool of their own with generic plans (read.go).
+// Search SQL is shared with the SQLite store through package sqlgen; the
+// search statements whose SQL fixes their plan run with generic plans
+// (search.go). Read and VRead run on a small pool of their own with
+// generic plans (read.go).
 package postgres
 
 import (
@@ -149,8 +151,7 @@ func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.Histo
 
 // Search runs a search.
 func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
-	qr := querier{s.pool}
-	return s.eng.Search(ctx, qr, qr, q)
+	return s.eng.Search(ctx, newSearchQuerier(s.pool), querier{s.pool}, q)
 }
 
 // Update runs fn in one READ COMMITTED transaction; Tx.Read and Put lock

@@ -57,6 +57,15 @@ type explainQuerier struct {
 	p *Plans
 }
 
+// Pinned records the plans of the plan-fixed statements as they run
+// (Pinner).
+func (q explainQuerier) Pinned() Querier {
+	if p, ok := q.Querier.(Pinner); ok {
+		return explainQuerier{Querier: p.Pinned(), d: q.d, p: q.p}
+	}
+	return q
+}
+
 func (q explainQuerier) Query(ctx context.Context, sql string, args ...any) (Rows, error) {
 	var lines []string
 	var err error

@@ -19,19 +19,19 @@ func (e *Engine) includes(ctx context.Context, rq Querier, q *store.Query, match
 	var out []store.Resource
 	added := 0
 	for round := 0; round <= IterateRounds && len(cur) > 0; round++ {
-		var found []int64
+		var found []Loaded
 		step := func(inc store.Include, rev bool) error {
 			if round > 0 && !inc.Iterate {
 				return nil
 			}
-			rids, err := e.follow(ctx, rq, q.Filter, cur, inc, rev)
+			res, err := e.follow(ctx, rq, q.Filter, cur, seen, inc, rev)
 			if err != nil {
 				return err
 			}
-			for _, rid := range rids {
-				if !seen[rid] {
-					seen[rid] = true
-					found = append(found, rid)
+			for _, l := range res {
+				if !seen[l.RID] {
+					seen[l.RID] = true
+					found = append(found, l)
 				}
 			}
 			return nil
@@ -56,12 +56,8 @@ func (e *Engine) includes(ctx context.Context, rq Querier, q *store.Query, match
 		if round > 0 {
 			added += len(found)
 		}
-		loaded, err := e.Load(ctx, rq, found, nil)
-		if err != nil {
-			return nil, err
-		}
 		cur = cur[:0]
-		for _, l := range loaded {
+		for _, l := range found {
 			out = append(out, l.Resource)
 			cur = append(cur, l.RID)
 		}
@@ -72,10 +68,12 @@ func (e *Engine) includes(ctx context.Context, rq Querier, q *store.Query, match
 	return out, nil
 }
 
-// follow returns the rids of visible, non-deleted resources that the
-// resources in from reference (rev=false) or that reference them (rev=true)
-// through inc.
-func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFilter, from []int64, inc store.Include, rev bool) ([]int64, error) {
+// follow returns the visible, non-deleted resources that the resources in
+// from reference (rev=false) or that reference them (rev=true) through
+// inc, in rid order: their rids found as the plan below says, and the rows
+// read by rid in the same statement (one round trip), except those in
+// skip (already in the result).
+func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFilter, from []int64, skip map[int64]bool, inc store.Include, rev bool) ([]Loaded, error) {
 	b := &Builder{D: e.D}
 	g := &gen{b: b, filter: filter}
 	// The plan is fixed by the SQL, whatever the statistics say (stale,
@@ -145,5 +143,40 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		}
 	}
 	sql += " LIMIT " + b.Arg(int64(IncludeMax+1))
-	return queryRIDs(ctx, rq, sql, b.Args)
+	if e.D == Postgres {
+		sql = "SELECT " + ResourceColumns("r") + " FROM resources r WHERE r.rid = ANY(ARRAY(" + sql + "))"
+	} else {
+		sql = "SELECT " + ResourceColumns("r") + " FROM resources r WHERE r.rid IN (" + sql + ")"
+	}
+	if len(skip) > 0 {
+		sk := make([]int64, 0, len(skip))
+		for rid := range skip {
+			sk = append(sk, rid)
+		}
+		sql += " AND NOT " + b.RidIn("r.rid", sk)
+	}
+	sql += " ORDER BY r.rid"
+	if pinnable(filter) {
+		rq = pinned(rq)
+	}
+	return queryLoaded(ctx, rq, sql, b.Args)
+}
+
+// queryLoaded runs sql, which selects the ResourceColumns of rows in the
+// order to return them.
+func queryLoaded(ctx context.Context, q Querier, sql string, args []any) ([]Loaded, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Loaded
+	for rows.Next() {
+		rid, r, err := ScanResource(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Loaded{RID: rid, Resource: r})
+	}
+	return out, rows.Err()
 }

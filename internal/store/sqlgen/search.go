@@ -118,8 +118,10 @@ func queryOne(ctx context.Context, q Querier, sql string, args []any) (*store.Re
 	return &r, rows.Err()
 }
 
-// base renders the FROM/WHERE of a search (no ORDER BY).
-func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
+// base renders the FROM/WHERE of a search (no ORDER BY), and whether its
+// text fixes its plan (a driving clause on PostgreSQL, no compartment:
+// see Pinner).
+func (e *Engine) base(b *Builder, q *store.Query) (string, bool, error) {
 	g := &gen{b: b, filter: q.Filter, sqlite: e.D == SQLite}
 	sc := scope{alias: "r", typ: q.Type}
 	if sc.typ == "" && len(q.Types) == 1 {
@@ -159,7 +161,7 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 	}
 	w, err := g.where(sc, q.Where, driver)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if w != "" {
 		conds = append(conds, w)
@@ -185,7 +187,15 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, error) {
 		conds = append(conds, g.compartment("r", sc.typ))
 		g.filter = q.Filter
 	}
-	return " FROM resources r WHERE " + strings.Join(conds, " AND "), nil
+	pin := driver >= 0 && e.D == Postgres && q.Compartment == nil && pinnable(q.Filter) && pinnable(q.MatchFilter)
+	return " FROM resources r WHERE " + strings.Join(conds, " AND "), pin, nil
+}
+
+// pinnable reports whether the access filter f leaves a statement's plan
+// to its text: it has no compartment, whose membership test the planner
+// would otherwise weigh by the patient's number of references.
+func pinnable(f *store.AccessFilter) bool {
+	return f == nil || f.Compartment == nil
 }
 
 // lastUpdatedOnly reports whether c tests _lastUpdated only.
@@ -227,28 +237,32 @@ func (e *Engine) orderBy(b *Builder, q *store.Query) (string, error) {
 	return " ORDER BY " + strings.Join(terms, ", "), nil
 }
 
-// ridQuery renders SELECT r.rid ... ORDER BY ... LIMIT limit OFFSET offset.
-func (e *Engine) ridQuery(q *store.Query, limit, offset int) (string, []any, error) {
+// ridQuery renders SELECT r.rid ... ORDER BY ... LIMIT limit OFFSET offset,
+// and whether its text fixes its plan (see base).
+func (e *Engine) ridQuery(q *store.Query, limit, offset int) (string, []any, bool, error) {
 	b := &Builder{D: e.D}
-	from, err := e.base(b, q)
+	from, pin, err := e.base(b, q)
 	if err != nil {
-		return "", nil, err
+		return "", nil, false, err
 	}
 	ob, err := e.orderBy(b, q)
 	if err != nil {
-		return "", nil, err
+		return "", nil, false, err
 	}
 	sql := "SELECT r.rid" + from + ob + " LIMIT " + b.Arg(int64(limit))
 	if offset > 0 {
 		sql += " OFFSET " + b.Arg(int64(offset))
 	}
-	return sql, b.Args, nil
+	return sql, b.Args, pin, nil
 }
 
 func (e *Engine) rids(ctx context.Context, qr Querier, q *store.Query, limit, offset int) ([]int64, error) {
-	sql, args, err := e.ridQuery(q, limit, offset)
+	sql, args, pin, err := e.ridQuery(q, limit, offset)
 	if err != nil {
 		return nil, err
+	}
+	if pin {
+		qr = pinned(qr)
 	}
 	return queryRIDs(ctx, qr, sql, args)
 }
@@ -274,9 +288,12 @@ func queryRIDs(ctx context.Context, q Querier, sql string, args []any) ([]int64,
 // Count returns the number of matches of q.
 func (e *Engine) Count(ctx context.Context, qr Querier, q *store.Query) (int, error) {
 	b := &Builder{D: e.D}
-	from, err := e.base(b, q)
+	from, pin, err := e.base(b, q)
 	if err != nil {
 		return 0, err
+	}
+	if pin {
+		qr = pinned(qr)
 	}
 	rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from, b.Args...)
 	if err != nil {
@@ -294,7 +311,8 @@ func (e *Engine) Count(ctx context.Context, qr Querier, q *store.Query) (int, er
 
 // SQL returns the rid query of q's first page, for EXPLAIN in tests and tools.
 func (e *Engine) SQL(q *store.Query) (string, []any, error) {
-	return e.ridQuery(q, e.cap()+1, 0)
+	sql, args, _, err := e.ridQuery(q, e.cap()+1, 0)
+	return sql, args, err
 }
 
 // Search runs q. rq serves reads; wq stores paging snapshots (on SQLite the
@@ -321,6 +339,8 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 	}
 	limit := e.cap()
 	var page []int64
+	var loaded []Loaded // the page's rows, when read with the matches
+	preloaded := false
 	if offset >= limit {
 		// Deep page without a snapshot: live LIMIT/OFFSET.
 		rids, err := e.rids(ctx, rq, q, count+1, offset)
@@ -335,8 +355,15 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 			}
 		}
 	} else {
-		rids, err := e.rids(ctx, rq, q, limit+1, 0)
-		if err != nil {
+		var rids []int64
+		var err error
+		if e.D == Postgres {
+			// The matches and the page's rows in one round trip.
+			if rids, loaded, err = e.ridsWithPage(ctx, rq, q, limit+1, offset, count); err != nil {
+				return nil, err
+			}
+			preloaded = true
+		} else if rids, err = e.rids(ctx, rq, q, limit+1, 0); err != nil {
 			return nil, err
 		}
 		truncated := len(rids) > limit
@@ -361,7 +388,65 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 			res.Snapshot = id
 		}
 	}
+	if preloaded {
+		return e.finishLoaded(ctx, rq, q, loaded, res)
+	}
 	return e.finish(ctx, rq, q, page, res)
+}
+
+// ridsWithPage returns what rids(q, limit, 0) does and, in the same
+// statement (PostgreSQL), the visible current rows of the page of count
+// matches after offset, in order: the ordered rids as an array (an init
+// plan), numbered, and each numbered within the page joined to its row
+// (a fenced LATERAL subquery, probed by rid only for the page's numbers).
+func (e *Engine) ridsWithPage(ctx context.Context, qr Querier, q *store.Query, limit, offset, count int) ([]int64, []Loaded, error) {
+	b := &Builder{D: e.D}
+	from, pin, err := e.base(b, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	ob, err := e.orderBy(b, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	matches := "SELECT r.rid" + from + ob + " LIMIT " + b.Arg(int64(limit))
+	g := &gen{b: b, filter: q.Filter, n: 2000}
+	// The page ends before the extra match that tells a truncated result.
+	end := min(offset+count, limit-1)
+	cond := "p.rid = u.rid AND u.n > " + b.Arg(int64(offset)) + " AND u.n <= " + b.Arg(int64(end)) + " AND NOT p.deleted"
+	if f := g.access("p", ""); f != "" {
+		cond += " AND " + f
+	}
+	sql := "SELECT u.rid, p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body FROM unnest(ARRAY(" + matches +
+		")) WITH ORDINALITY u(rid, n) LEFT JOIN LATERAL (SELECT p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body FROM resources p WHERE " +
+		cond + " OFFSET 0) p ON true ORDER BY u.n"
+	if pin {
+		qr = pinned(qr)
+	}
+	rows, err := qr.Query(ctx, sql, b.Args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var rids []int64
+	var page []Loaded
+	for rows.Next() {
+		var rid int64
+		var typ, id, method *string
+		var version, ms *int64
+		var deleted *bool
+		var body []byte
+		if err := rows.Scan(&rid, &typ, &id, &version, &ms, &deleted, &method, &body); err != nil {
+			return nil, nil, err
+		}
+		rids = append(rids, rid)
+		if typ == nil || id == nil || version == nil || ms == nil || deleted == nil || method == nil {
+			continue // outside the page, or no longer visible
+		}
+		page = append(page, Loaded{RID: rid, Resource: store.Resource{Type: *typ, ID: *id, VersionID: *version,
+			LastUpdated: time.UnixMilli(*ms).UTC(), Deleted: *deleted, Method: *method, Body: body}})
+	}
+	return rids, page, rows.Err()
 }
 
 // searchKeyset runs a keyset-paged search (store.Query.Keyset): the next
@@ -377,16 +462,20 @@ func (e *Engine) searchKeyset(ctx context.Context, rq Querier, q *store.Query) (
 		return res, nil
 	}
 	b := &Builder{D: e.D}
-	from, err := e.base(b, q)
+	from, pin, err := e.base(b, q)
 	if err != nil {
 		return nil, err
+	}
+	kq := rq
+	if pin {
+		kq = pinned(rq)
 	}
 	sql := "SELECT r.rid, r.last_updated" + from
 	if k := q.Keyset; k.RID != 0 || k.LastUpdated != 0 {
 		sql += " AND (r.last_updated, r.rid) > (" + b.Arg(k.LastUpdated) + ", " + b.Arg(k.RID) + ")"
 	}
 	sql += " ORDER BY r.last_updated, r.rid LIMIT " + b.Arg(int64(count+1))
-	rows, err := rq.Query(ctx, sql, b.Args...)
+	rows, err := kq.Query(ctx, sql, b.Args...)
 	if err != nil {
 		return nil, err
 	}
@@ -420,6 +509,11 @@ func (e *Engine) finish(ctx context.Context, rq Querier, q *store.Query, page []
 	if err != nil {
 		return nil, err
 	}
+	return e.finishLoaded(ctx, rq, q, matches, res)
+}
+
+// finishLoaded adds the page's rows and its included resources to res.
+func (e *Engine) finishLoaded(ctx context.Context, rq Querier, q *store.Query, matches []Loaded, res *store.SearchResult) (*store.SearchResult, error) {
 	res.Matches = make([]store.Resource, 0, len(matches))
 	for _, m := range matches {
 		res.Matches = append(res.Matches, m.Resource)
@@ -451,6 +545,9 @@ func (e *Engine) Load(ctx context.Context, qr Querier, rids []int64, filter *sto
 	sql := "SELECT " + ResourceColumns("r") + " FROM resources r WHERE " + b.RidIn("r.rid", rids) + " AND NOT r.deleted"
 	if f := g.access("r", ""); f != "" {
 		sql += " AND " + f
+	}
+	if pinnable(filter) {
+		qr = pinned(qr)
 	}
 	rows, err := qr.Query(ctx, sql, b.Args...)
 	if err != nil {

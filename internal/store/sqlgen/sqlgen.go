@@ -67,6 +67,26 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) error
 }
 
+// Pinner is implemented by a Querier that can run statements whose SQL
+// text fixes their plan (the shapes base, Load and follow write: the
+// driving clause's rids first, then the rows by key, whatever the values)
+// with one plan made once per connection and reused, instead of planning
+// every execution with its values: PostgreSQL's generic plans, where
+// planning a search's statement costs more than running it.
+type Pinner interface {
+	// Pinned returns the Querier that runs such statements.
+	Pinned() Querier
+}
+
+// pinned returns q's Querier for plan-fixed statements (q itself when it
+// has none).
+func pinned(q Querier) Querier {
+	if p, ok := q.(Pinner); ok {
+		return p.Pinned()
+	}
+	return q
+}
+
 // Builder accumulates bind arguments for SQL built from fragments.
 type Builder struct {
 	D    Dialect

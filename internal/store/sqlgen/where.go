@@ -523,6 +523,9 @@ func (g *gen) has(sc scope, h *store.Has) (string, error) {
 // hasFromSources renders a _has that selects the scoped rows, driven from
 // the referencing side (see has), in the forms chainFromTargets uses.
 func (g *gen) hasFromSources(sc scope, h *store.Has) (string, error) {
+	if s, ok, err := g.hasFromIndexRows(sc, h); ok || err != nil {
+		return s, err
+	}
 	hr, x, e := g.alias("hr"), g.alias("h"), g.alias("e")
 	sources, err := g.visible(hr, h.Type, h.Where)
 	if err != nil {
@@ -543,6 +546,52 @@ func (g *gen) hasFromSources(sc scope, h *store.Has) (string, error) {
 		" OFFSET 0) " + hv + " CROSS JOIN LATERAL (SELECT " + x + ".target_type, " + x + ".target_id FROM " + TableReference + " " + x +
 		" WHERE " + x + ".rid = " + hv + ".rid AND " + ref + " OFFSET 0) " + x + " CROSS JOIN LATERAL (SELECT " + e + ".rid FROM resources " + e +
 		" WHERE " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id OFFSET 0) " + e + "))", nil
+}
+
+// hasFromIndexRows renders hasFromSources without reading the sources'
+// resources rows, where they add nothing: Has.Where tests the rows of one
+// parameter in one index table, and every resource of Has.Type is visible.
+// Index rows exist only for the current version of a resource that is not
+// deleted (a new version replaces them, a deletion drops them), and carry
+// its type, so the matching rows' rids are the sources. ok is false when
+// the _has is not of that kind.
+func (g *gen) hasFromIndexRows(sc scope, h *store.Has) (string, bool, error) {
+	c := h.Where
+	if g.hist || c.Negate || len(c.Any) == 0 {
+		return "", false, nil
+	}
+	table, param := simpleTable(&c.Any[0]), rowParam(&c.Any[0])
+	for i := range c.Any {
+		p := &c.Any[i]
+		if len(p.Composite) > 0 || table == "" || simpleTable(p) != table || rowParam(p) != param {
+			return "", false, nil
+		}
+	}
+	// Rendered apart, so that a rule is tested without binding its values.
+	scratch := &gen{b: &Builder{D: g.b.D}, filter: g.filter, sqlite: g.sqlite}
+	if f := scratch.access("hr", h.Type); f != "" && f != "1=1" {
+		return "", false, nil
+	}
+	k, x, e := g.alias("k"), g.alias("h"), g.alias("e")
+	conds := make([]string, len(c.Any))
+	for i := range c.Any {
+		var err error
+		if conds[i], err = g.simple(k, &c.Any[i]); err != nil {
+			return "", true, err
+		}
+	}
+	sources := k + ".type = " + g.b.Arg(h.Type) + " AND " + k + ".param = " + g.b.Arg(param) + " AND " + orTree(conds)
+	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(sc.typ)
+	if g.b.D == SQLite {
+		return sc.alias + ".rid IN (SELECT " + e + ".rid FROM " + table + " " + k + " CROSS JOIN " + TableReference + " " + x +
+			" INDEXED BY idx_reference_rid CROSS JOIN resources " + e + " INDEXED BY resources_type_id WHERE " + sources +
+			" AND " + x + ".rid = " + k + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id)", true, nil
+	}
+	kv := k + "v"
+	return sc.alias + ".rid = ANY(ARRAY(SELECT " + e + ".rid FROM (SELECT DISTINCT " + k + ".rid FROM " + table + " " + k + " WHERE " + sources +
+		" OFFSET 0) " + kv + " CROSS JOIN LATERAL (SELECT " + x + ".target_type, " + x + ".target_id FROM " + TableReference + " " + x +
+		" WHERE " + x + ".rid = " + kv + ".rid AND " + ref + " OFFSET 0) " + x + " CROSS JOIN LATERAL (SELECT " + e + ".rid FROM resources " + e +
+		" WHERE " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id OFFSET 0) " + e + "))", true, nil
 }
 
 // compositeSig identifies the index rows a composite value is matched on:
