@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // serverCPU returns a function that reads the CPU time (user + system)
@@ -55,4 +58,34 @@ func procCPU(stat string) time.Duration {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// postgresCPU returns a function that reads the CPU time (user + system)
+// the PostgreSQL backends serving the database at dbURL have used so far
+// (the server's other databases apart), or nil when it cannot connect. It
+// sums the backends connected when it is called, so a phase's figure
+// misses the work of a connection closed during it; the pools of the
+// measured server keep theirs. PostgreSQL must run on this machine
+// (/proc).
+func postgresCPU(ctx context.Context, dbURL string) (func() time.Duration, func()) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, func() {}
+	}
+	read := func() time.Duration {
+		rows, err := conn.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+		if err != nil {
+			return 0
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return 0
+		}
+		var total time.Duration
+		for _, pid := range pids {
+			total += procCPU(filepath.Join("/proc", strconv.Itoa(int(pid)), "stat"))
+		}
+		return total
+	}
+	return read, func() { conn.Close(context.Background()) }
 }

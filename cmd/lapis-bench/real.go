@@ -52,6 +52,9 @@ type realRow struct {
 	// 200 answer, in microseconds (0 when not measured): less sensitive
 	// than the rates to the machine's other load.
 	CPUus float64 `json:"server_cpu_us_per_ok,omitempty"`
+	// DBCPUus is the PostgreSQL backends' CPU time per 200 answer (0 on
+	// SQLite, whose work is the server's).
+	DBCPUus float64 `json:"database_cpu_us_per_ok,omitempty"`
 }
 
 // realReport is the -json output of the real-path benchmark.
@@ -123,6 +126,13 @@ func runReal(o realOptions) error {
 	cpu := serverCPU(o.dir)
 	if cpu == nil {
 		cpu = func() time.Duration { return 0 }
+	}
+	dbCPU := func() time.Duration { return 0 }
+	if o.dialect == "postgres" {
+		if f, done := postgresCPU(context.Background(), o.dbURL); f != nil {
+			dbCPU = f
+			defer done()
+		}
 	}
 	perOK := func(d time.Duration, n int) float64 {
 		if n == 0 {
@@ -240,9 +250,10 @@ func runReal(o realOptions) error {
 
 	for _, s := range shapes {
 		phase(s.name)
-		c0 := cpu()
+		c0, d0 := cpu(), dbCPU()
 		row := toRow(s.name, goLoad(s.client, s.urls, o.conns, o.dur), rep.Bare.RPS)
 		row.CPUus = perOK(cpu()-c0, row.OK)
+		row.DBCPUus = perOK(dbCPU()-d0, row.OK)
 		rep.Rows = append(rep.Rows, row)
 	}
 	phase("end")
@@ -254,9 +265,9 @@ func runReal(o realOptions) error {
 	}
 	fmt.Println("# latencies and rates of the 200 answers; 429s and other failures counted apart")
 	throttled := false
-	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s %9s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other", "cpu µs/ok")
+	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s %9s %9s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other", "cpu µs/ok", "db µs/ok")
 	for _, r := range append([]realRow{rep.Bare}, rep.Rows...) {
-		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d %9.0f\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors, r.CPUus)
+		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d %9.0f %9.0f\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors, r.CPUus, r.DBCPUus)
 		throttled = throttled || r.Throttled > 0
 	}
 	if throttled {

@@ -192,7 +192,7 @@ func TestTamperModifiedResource(t *testing.T) {
 		// database user editing the resource table).
 		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"8"`), 1)
 		err := e.st.Update(context.Background(), func(tx store.Tx) error {
-			w, err := prepareWrite(ex, &Row{Chain: r.Chain, Seq: r.Seq, ResourceID: r.ResourceID, Version: 2, Recorded: r.Recorded, Body: bytes.Replace(body, []byte(`"versionId":"1"`), []byte(`"versionId":"2"`), 1)}, nil)
+			w, err := prepareWrite(ex, &Row{Chain: r.Chain, Seq: r.Seq, ResourceID: r.ResourceID, Version: 2, Recorded: r.Recorded, Body: bytes.Replace(body, []byte(`"versionId":"1"`), []byte(`"versionId":"2"`), 1)}, nil, false)
 			if err != nil {
 				return err
 			}

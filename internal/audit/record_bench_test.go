@@ -12,8 +12,8 @@ import (
 
 // BenchmarkRecordSteps measures the per-record steps of the pipeline
 // apart: rendering the AuditEvent, hashing the link, and preparing its
-// FHIR store write (decode and index extraction, or index extraction
-// from the handed-over AuditEvent).
+// FHIR store write (decode and index extraction, index extraction from
+// the handed-over AuditEvent, or its index rows built directly).
 func BenchmarkRecordSteps(b *testing.B) {
 	_, ix := registry(b)
 	ev := readEvent(1)
@@ -36,7 +36,7 @@ func BenchmarkRecordSteps(b *testing.B) {
 		row := Row{Chain: src.Instance, Seq: 1, ResourceID: "id", Version: 1, Recorded: at, Body: body}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := prepareWrite(ix, &row, nil); err != nil {
+			if _, err := prepareWrite(ix, &row, nil, false); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -48,7 +48,18 @@ func BenchmarkRecordSteps(b *testing.B) {
 		ae := newAuditEvent(&ev, "id", at, src)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := prepareWrite(ix, &row, ae.toMap()); err != nil {
+			if _, err := prepareWrite(ix, &row, ae, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same with the index rows built from the AuditEvent (directIndex).
+	b.Run("prepare-direct", func(b *testing.B) {
+		row := Row{Chain: src.Instance, Seq: 1, ResourceID: "id", Version: 1, Recorded: at, Body: body}
+		ae := newAuditEvent(&ev, "id", at, src)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := prepareWrite(ix, &row, ae, true); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -57,7 +68,9 @@ func BenchmarkRecordSteps(b *testing.B) {
 
 // BenchmarkMaterialize measures the copy of chain rows into the FHIR
 // store (SQLite), per batch of the default CopyBatch: through the store's
-// store.Creator (putnew) and one Put per record (put).
+// store.Creator (putnew) and one Put per record (put); the copy of this
+// process's own records with the handed-over AuditEvents, extracted
+// generically (putnew-handoff) or indexed directly (putnew-direct).
 func BenchmarkMaterialize(b *testing.B) {
 	e := open(b, "sqlite:"+b.TempDir()+"/l.db", func(c *Config) { c.CopyDuty = 1 })
 	_, ix := registry(b)
@@ -65,19 +78,29 @@ func BenchmarkMaterialize(b *testing.B) {
 	ev := readEvent(1)
 	at := time.Now()
 	const batch = 100
+	// handoff: the copy of this process's records, which has their
+	// AuditEvents; direct: their index rows built from them.
 	for _, tc := range []struct {
-		name string
-		st   Updater
-	}{{"put", putOnly{e.st}}, {"putnew", e.st}} {
+		name            string
+		st              Updater
+		handoff, direct bool
+	}{{"put", putOnly{e.st}, false, false}, {"putnew", e.st, false, false}, {"putnew-handoff", e.st, true, false}, {"putnew-direct", e.st, true, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			rows := make([]Row, batch)
+			aes := map[int64]*auditEvent{}
+			var doc func(*Row) *auditEvent
+			if tc.handoff {
+				doc = func(r *Row) *auditEvent { return aes[r.Seq] }
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				for i := range rows {
 					id := uuid.NewString()
-					rows[i] = Row{Chain: "bench", Seq: int64(i), ResourceID: id, Version: 1, Recorded: at, Body: Render(&ev, id, at, src)}
+					ae := newAuditEvent(&ev, id, at, src)
+					aes[int64(i)] = ae
+					rows[i] = Row{Chain: "bench", Seq: int64(i), ResourceID: id, Version: 1, Recorded: at, Body: ae.appendJSON(nil)}
 				}
-				if err := Materialize(context.Background(), e.db, tc.st, ix, rows); err != nil {
+				if err := materialize(context.Background(), e.db, tc.st, ix, rows, doc, tc.direct); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -131,13 +131,15 @@ type Recorder struct {
 	// copy pauses (at its duty) only while records keep coming.
 	lastBatch atomic.Int64
 
-	// docs hands the copy the AuditEvents this process wrote, by seq, as
-	// the generic values their bytes decode to (toMap), so that the copy
-	// indexes them without decoding the bytes again; bounded by
-	// maxHandoff, beyond which (and for other chains' records) the copy
-	// decodes the stored bytes.
+	// docs hands the copy the AuditEvents this process wrote, by seq, so
+	// that the copy indexes them without decoding the bytes again;
+	// bounded by maxHandoff, beyond which (and for other chains' records)
+	// the copy decodes the stored bytes.
 	docsMu sync.Mutex
 	docs   map[int64]*auditEvent
+	// direct is whether the handed-over AuditEvents are indexed by
+	// directIndex (the Indexer agrees with it) rather than by the Indexer.
+	direct bool
 
 	// writer state (writer goroutine only; Close reads it after the writer
 	// ended)
@@ -196,7 +198,11 @@ func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 		cfg.Host, _ = os.Hostname()
 	}
 	r := &Recorder{cfg: cfg, chain: uuid.NewString(), q: make(chan *item, cfg.QueueSize), done: make(chan struct{}), prev: Genesis,
-		kick: make(chan struct{}, 1), mstop: make(chan struct{}), mdone: make(chan struct{}), docs: map[int64]*auditEvent{}}
+		kick: make(chan struct{}, 1), mstop: make(chan struct{}), mdone: make(chan struct{}), docs: map[int64]*auditEvent{},
+		direct: directIndexAgrees(cfg.Indexer, cfg.Site)}
+	if !r.direct {
+		cfg.Logger.Info("audit: AuditEvents indexed by the generic extractor (the search parameters differ from R4's)")
+	}
 	if err := cfg.DB.StartChain(ctx, r.chain, cfg.Host, cfg.Now()); err != nil {
 		return nil, fmt.Errorf("audit: start chain: %w", err)
 	}
@@ -328,7 +334,7 @@ func (r *Recorder) materializeLoop() {
 				}
 			}
 			began := time.Now()
-			if err := materialize(context.Background(), r.cfg.DB, r.cfg.Store, r.cfg.Indexer, pending, r.doc); err != nil {
+			if err := materialize(context.Background(), r.cfg.DB, r.cfg.Store, r.cfg.Indexer, pending, r.doc, r.direct); err != nil {
 				// Durable in the chain table; retried on the next tick
 				// or by the next start's recovery.
 				r.cfg.Logger.Error("audit records not yet searchable", "records", len(pending), "err", err)
@@ -553,22 +559,22 @@ func (r *Recorder) materialize(ctx context.Context, rows []Row) error {
 // Materialize stores chain rows as AuditEvent resources (idempotently:
 // rows already stored are skipped) and marks them in the chain table.
 func Materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row) error {
-	return materialize(ctx, db, st, ix, rows, nil)
+	return materialize(ctx, db, st, ix, rows, nil, false)
 }
 
-// materialize is Materialize with doc (when set) giving the decoded form
-// of a row's body when the caller has it (nil: decode the bytes).
-func materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row, doc func(*Row) map[string]any) error {
+// materialize is Materialize with doc (when set) giving the AuditEvent of
+// a row's body when the caller has it (nil: decode the bytes).
+func materialize(ctx context.Context, db *DB, st Updater, ix Indexer, rows []Row, doc func(*Row) *auditEvent, direct bool) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	writes := make([]*store.Write, 0, len(rows))
 	for i := range rows {
-		var m map[string]any
+		var ae *auditEvent
 		if doc != nil {
-			m = doc(&rows[i])
+			ae = doc(&rows[i])
 		}
-		w, err := prepareWrite(ix, &rows[i], m)
+		w, err := prepareWrite(ix, &rows[i], ae, direct)
 		if err != nil {
 			return err
 		}
@@ -627,10 +633,20 @@ func allNew(ws []*store.Write) bool {
 	return true
 }
 
-// prepareWrite builds the FHIR store write of row; m, when not nil, is
-// row.Body decoded (the copy of this process's own records has it).
-func prepareWrite(ix Indexer, row *Row, m map[string]any) (*store.Write, error) {
-	if m == nil {
+// prepareWrite builds the FHIR store write of row; ae, when not nil, is
+// the AuditEvent row.Body encodes (the copy of this process's own records
+// has it), indexed by directIndex when direct, else by ix.
+func prepareWrite(ix Indexer, row *Row, ae *auditEvent, direct bool) (*store.Write, error) {
+	if ae != nil && direct {
+		if idx, ok := ae.directIndex(); ok {
+			return &store.Write{Type: "AuditEvent", ID: row.ResourceID, Version: row.Version, LastUpdated: row.Recorded,
+				Method: "POST", Body: row.Body, Index: idx}, nil
+		}
+	}
+	var m map[string]any
+	if ae != nil {
+		m = ae.toMap()
+	} else {
 		dec := json.NewDecoder(bytes.NewReader(row.Body))
 		dec.UseNumber()
 		if err := dec.Decode(&m); err != nil {
@@ -661,19 +677,16 @@ func (r *Recorder) handoff(rows []Row, aes []*auditEvent) {
 	}
 }
 
-// doc returns the generic form of row's AuditEvent when this process
-// wrote it and still holds it (nil: decode the stored bytes).
-func (r *Recorder) doc(row *Row) map[string]any {
+// doc returns row's AuditEvent when this process wrote it and still
+// holds it (nil: decode the stored bytes).
+func (r *Recorder) doc(row *Row) *auditEvent {
 	if row.Chain != r.chain {
 		return nil
 	}
 	r.docsMu.Lock()
 	ae := r.docs[row.Seq]
 	r.docsMu.Unlock()
-	if ae == nil {
-		return nil
-	}
-	return ae.toMap()
+	return ae
 }
 
 // forget drops the handed-off AuditEvents of rows (copied or found

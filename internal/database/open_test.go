@@ -53,7 +53,7 @@ func TestOpen(t *testing.T) {
 					t.Fatalf("pool: %d %v", v, err)
 				}
 				var mode string
-				if err := h.Pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "force_custom_plan" {
+				if err := h.Pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
 					t.Errorf("plan_cache_mode %q %v", mode, err)
 				}
 				return

@@ -21,12 +21,16 @@ func IsPostgresURL(databaseURL string) bool {
 // size is the URL's pool_max_conns (at least 2), by default max(8,
 // 2×GOMAXPROCS).
 //
-// Searches are prepared and cached by pgx; with the default plan cache
-// mode PostgreSQL switches to a generic plan after five executions, and
-// for searches the generic plan (blind to the values: which patient,
-// which code) is often orders of magnitude slower. So every execution is
-// planned with its values (plan_cache_mode force_custom_plan), unless the
-// URL sets plan_cache_mode.
+// Statements are prepared and cached by pgx per connection, under
+// PostgreSQL's default plan cache mode (plan_cache_mode auto, unless the
+// URL sets it): after five executions a statement keeps its generic plan
+// when that plan is no worse, which is right for lookups by key (read by
+// id, the authorization server's, the audit chain's), whose planning
+// costs several times their execution. Searches, for which the generic
+// plan (blind to the values: which patient, which code) is often orders
+// of magnitude slower, are not cached as prepared statements: the FHIR
+// store runs them as unnamed statements (pgx.QueryExecModeCacheDescribe),
+// which PostgreSQL plans with their values at every execution.
 func openPostgres(ctx context.Context, databaseURL, schema string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
@@ -55,7 +59,7 @@ func openPostgres(ctx context.Context, databaseURL, schema string) (*DB, error) 
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !ok {
-		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "auto"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

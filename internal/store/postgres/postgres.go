@@ -3,10 +3,11 @@
 // current row, appends the history row and drops the old index rows); the
 // new index rows are buffered and sent with unnest arrays, one statement per
 // index table, before the next search in the transaction or at commit.
-// Search SQL is shared with the SQLite store through package sqlgen; the
+// Search SQL is shared with the SQLite store through package sqlgen. The
 // search statements whose SQL fixes their plan run with generic plans
-// (search.go). Read and VRead run on a small pool of their own with
-// generic plans (read.go).
+// (search.go); the others are planned with their values at every
+// execution (unnamed statements, see querier); Read and VRead keep a
+// generic plan (read.go). Everything runs on the process's one pool.
 package postgres
 
 import (
@@ -41,7 +42,6 @@ type Options struct {
 type Store struct {
 	stopSnapshots  func() // stops the background paging-snapshot writer
 	pool           *pgxpool.Pool
-	reads          *pgxpool.Pool // Read and VRead (read.go)
 	eng            *sqlgen.Engine
 	stats          sqlgen.StatsSchedule // when Update runs ANALYZE
 	database.Owned                      // the handle Open opened (none: New's caller owns it)
@@ -56,9 +56,8 @@ func Open(ctx context.Context, url string) (*Store, error) {
 }
 
 // New builds the store on the process's database handle db (a PostgreSQL
-// one): searches, history and writes on its pool, and Read and VRead on
-// a pool of their own derived from it (read.go), and migrates the
-// store's schema. Close leaves db open.
+// one), on its pool, and migrates the store's schema. Close leaves db
+// open.
 func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	if db.Dialect != database.Postgres {
 		return nil, errors.New("postgres: not a PostgreSQL database")
@@ -67,26 +66,13 @@ func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	if err := migrate(ctx, db.Writer); err != nil {
 		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	// The handle plans every execution with its values unless the URL
-	// chose a plan cache mode (database.Open); Read and VRead keep
-	// generic plans.
-	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	_, planModeSet := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]
-	reads, err := pgxpool.NewWithConfig(ctx, readPoolConfig(pool.Config(), planModeSet))
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	st := &Store{pool: pool, reads: reads, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
+	st := &Store{pool: pool, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
 	// Growth is measured from the data present now; autovacuum (tuned per
 	// table by the migrations) covers slow change, so no time-based
 	// refresh.
 	st.stats.Every = -1
 	var rows int64
 	if err := pool.QueryRow(ctx, "SELECT COALESCE(MAX(rid), 0) FROM resources").Scan(&rows); err != nil {
-		reads.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	st.stats.Reset(rows)
@@ -113,14 +99,13 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	return err
 }
 
-// Close stops the store and closes its read pool (and the database
-// handle when Open opened it).
+// Close stops the store (and closes the database handle when Open opened
+// it).
 func (s *Store) Close() error {
 	s.stats.Wait()
 	if s.stopSnapshots != nil {
 		s.stopSnapshots()
 	}
-	s.reads.Close()
 	return s.CloseOwnedDB()
 }
 
@@ -130,8 +115,8 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Engine returns the shared SQL engine (for tests and diagnostics).
 func (s *Store) Engine() *sqlgen.Engine { return s.eng }
 
-// SearchConns implements store.SearchConns: the connections of the main
-// pool, which serves searches, history and writes.
+// SearchConns implements store.SearchConns: the connections of the pool,
+// which serves searches, history, reads and writes.
 func (s *Store) SearchConns() int { return int(s.pool.Config().MaxConns) }
 
 // Read returns the current version of a resource.
@@ -208,7 +193,13 @@ func mapErr(err error) error {
 	return err
 }
 
-// querier adapts pgxpool.Pool and pgx.Tx to sqlgen.Querier.
+// querier adapts pgxpool.Pool and pgx.Tx to sqlgen.Querier. It runs the
+// engine's SQL (searches, history, paging snapshots) as unnamed statements
+// with the description pgx caches (pgx.QueryExecModeCacheDescribe): one
+// round trip with binary values, as a cached prepared statement, but
+// PostgreSQL plans each execution with its values, whatever the plan
+// cache mode: a generic plan, blind to which patient or code is searched,
+// is often orders of magnitude slower.
 type querier struct {
 	c interface {
 		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -217,7 +208,7 @@ type querier struct {
 }
 
 func (q querier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Rows, error) {
-	r, err := q.c.Query(ctx, sql, args...)
+	r, err := q.c.Query(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -225,7 +216,7 @@ func (q querier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Row
 }
 
 func (q querier) Exec(ctx context.Context, sql string, args ...any) error {
-	_, err := q.c.Exec(ctx, sql, args...)
+	_, err := q.c.Exec(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
 	return mapErr(err)
 }
 

@@ -4,11 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"strconv"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -21,11 +18,12 @@ import (
 // reflection-driven scanning; the body is copied once out of the read
 // buffer.
 //
-// They run on a pool of their own whose connections keep PostgreSQL's
-// generic plan for these two statements (plan_cache_mode
-// force_generic_plan): the main pool plans every execution with its values
-// (force_custom_plan, right for searches), and planning a lookup by unique
-// index costs several times its execution.
+// They run on the process's one pool, where a statement prepared under a
+// name keeps PostgreSQL's generic plan after five executions
+// (plan_cache_mode auto, database.Open): planning a lookup by unique index
+// costs several times its execution. Searches on the same connections are
+// planned with their values at every execution (unnamed statements, see
+// querier).
 
 // The columns Read does not already know: type and id are its arguments
 // (COLLATE "C" compares bytes, so the stored values equal them).
@@ -87,7 +85,7 @@ func fill(r *store.Resource, lastUpdated, deleted, method, body []byte) error {
 // only row (values valid during the call) to scan; store.ErrNotFound when
 // there is none.
 func (s *Store) queryOne(ctx context.Context, name, sql string, params [][]byte, scan func([][]byte) error) error {
-	c, err := s.reads.Acquire(ctx)
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -115,17 +113,4 @@ func (s *Store) queryOne(ctx context.Context, name, sql string, params [][]byte,
 		return store.ErrNotFound
 	}
 	return nil
-}
-
-// readPoolConfig derives the read pool's configuration from the main one
-// (the same server, settings and size; connections are opened on demand),
-// with generic plans unless the URL chose a plan cache mode. It copies
-// what the main pool's setup will change.
-func readPoolConfig(cfg *pgxpool.Config, planModeSet bool) *pgxpool.Config {
-	rc := cfg.Copy()
-	rc.ConnConfig.RuntimeParams = maps.Clone(cfg.ConnConfig.RuntimeParams)
-	if !planModeSet {
-		rc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	}
-	return rc
 }

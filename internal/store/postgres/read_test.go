@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/postgres"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
@@ -54,5 +56,85 @@ func TestRawRead(t *testing.T) {
 	}
 	if _, err := s.Read(ctx, "Patient", "p2"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing: %v", err)
+	}
+}
+
+// One pool serves reads and searches: Read keeps its prepared statement,
+// whose generic plan PostgreSQL adopts after five executions
+// (plan_cache_mode auto), while searches leave no prepared statement
+// behind (unnamed statements, planned with their values every time).
+func TestPlanModes(t *testing.T) {
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, pgtest.New(t)+"&pool_max_conns=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := &store.Write{Type: "Patient", ID: "p1", Version: 1, LastUpdated: time.UnixMilli(1700000000123).UTC(), Method: "PUT",
+		Body: []byte(`{"resourceType":"Patient","id":"p1"}`), Index: store.Index{Tokens: []store.TokenRow{{Param: "gender", Code: "female"}}}}
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, w) }); err != nil {
+		t.Fatal(err)
+	}
+	// statements lists the prepared statements of every pooled connection
+	// with their generic plan counts.
+	statements := func() map[string]int64 {
+		out := map[string]int64{}
+		var held []*pgxpool.Conn
+		defer func() {
+			for _, c := range held {
+				c.Release()
+			}
+		}()
+		for range s.Pool().Config().MaxConns {
+			c, err := s.Pool().Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, c)
+			rows, err := c.Query(ctx, "SELECT name, statement, generic_plans FROM pg_prepared_statements")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var name, stmt string
+				var generic int64
+				if err := rows.Scan(&name, &stmt, &generic); err != nil {
+					t.Fatal(err)
+				}
+				if name == "lapis_read" {
+					stmt = name
+				}
+				out[stmt] += generic
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	for range 20 {
+		if _, err := s.Read(ctx, "Patient", "p1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := statements()
+	if before["lapis_read"] == 0 {
+		t.Errorf("read by id: no generic plan after 20 reads on 2 connections: %v", before)
+	}
+	for i := range 20 {
+		q := &store.Query{Type: "Patient", Count: 10, Where: []store.Clause{{Any: []store.Predicate{{Param: "gender", Token: &store.TokenMatch{Code: []string{"female", "male"}[i%2]}}}}}}
+		res, err := s.Search(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 && len(res.Matches) != 1 {
+			t.Fatalf("search: %d matches", len(res.Matches))
+		}
+	}
+	after := statements()
+	for stmt := range after {
+		if _, ok := before[stmt]; !ok {
+			t.Errorf("a search left a prepared statement (cached plans): %s", stmt)
+		}
 	}
 }

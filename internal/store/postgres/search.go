@@ -12,17 +12,17 @@ import (
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
 )
 
-// Searches run on the main pool, whose connections plan every execution
-// with its values (force_custom_plan): right where the values choose the
-// plan, but most search statements fix their plan in their text (the
-// driving clause's rids first, then the rows by key: sqlgen.Pinner), and
+// Searches run as unnamed statements, planned with their values at every
+// execution (querier): right where the values choose the plan, but most
+// search statements fix their plan in their text (the driving clause's
+// rids first, then the rows by key: sqlgen.Pinner), and parsing and
 // planning them costs more than running them (0.3 to 1.4 ms for a
-// search's rid query against a fraction of that to run it). Those run
-// with PostgreSQL's generic plan, made once per connection and statement:
-// each is sent in a pipeline after set_config('plan_cache_mode',
-// 'force_generic_plan', true), in the same implicit transaction (one Sync
-// ends both), so the setting holds for that statement only and costs no
-// round trip.
+// search's rid query against a fraction of that to run it). Those run as
+// named prepared statements with PostgreSQL's generic plan, made once per
+// connection and statement: each is sent in a pipeline after
+// set_config('plan_cache_mode', 'force_generic_plan', true), in the same
+// implicit transaction (one Sync ends both), so the setting holds for that
+// statement only and costs no round trip.
 
 // searchQuerier is the Querier of searches outside a transaction (inside
 // one, the setting would outlive the statement).

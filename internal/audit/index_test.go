@@ -1,0 +1,151 @@
+package audit
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// sortedIndex orders each table's rows (the order of index rows carries
+// no meaning).
+func sortedIndex(ix store.Index) store.Index {
+	byString := func(s any) {
+		v := reflect.ValueOf(s)
+		rows := make([]reflect.Value, v.Len())
+		for i := range rows {
+			rows[i] = reflect.ValueOf(v.Index(i).Interface())
+		}
+		slices.SortStableFunc(rows, func(a, b reflect.Value) int { return cmp.Compare(fmt.Sprintf("%+v", a), fmt.Sprintf("%+v", b)) })
+		for i := range rows {
+			v.Index(i).Set(rows[i])
+		}
+	}
+	byString(ix.Strings)
+	byString(ix.Tokens)
+	byString(ix.References)
+	byString(ix.Dates)
+	byString(ix.Numbers)
+	byString(ix.Quantities)
+	byString(ix.URIs)
+	for _, p := range []any{&ix.Strings, &ix.Tokens, &ix.References, &ix.Dates, &ix.Numbers, &ix.Quantities, &ix.URIs} {
+		v := reflect.ValueOf(p).Elem()
+		if v.Len() == 0 {
+			v.Set(reflect.Zero(v.Type()))
+		}
+	}
+	return ix
+}
+
+var allKinds = []Kind{KindREST, KindLogin, KindLoginFailure, KindLogout, KindConsent, KindTokenIssued, KindTokenRefreshed, KindTokenRevoked,
+	KindTokenFailure, KindAuthnFailure, KindAPIKeyCreated, KindAPIKeyUsed, KindAPIKeyRotated, KindAPIKeyRevoked, KindRateLimited,
+	KindNetworkRefused, KindAdmin, ""}
+
+// randomEvent is an event with every field drawn from plausible and
+// awkward values (empty, invalid UTF-8, accents, upper case, odd
+// references).
+func randomEvent(r *rand.Rand) Event {
+	pick := func(vs ...string) string { return vs[r.IntN(len(vs))] }
+	text := func() string {
+		return pick("", "app", "Client ONE", "  spaced\tout  ", "Ünïcödé Café", "bad\xffutf8", "a<b>&c", "x", "10.0.0.1", "urn:x:y", "Über")
+	}
+	id := func() string {
+		return pick("", "p1", "a-b.c", "123", "bad id", "ÿ", "x/y", "toolong"+fmt.Sprint(r.IntN(1000)))
+	}
+	typ := func() string {
+		return pick("", "Patient", "Observation", "Practitioner", "lowercase", "Obs-X", "Encounter", "AVeryLongTypeNameThatGoesOnAndOnBeyondSixtyFourCharactersForSureXYZ")
+	}
+	e := Event{Kind: allKinds[r.IntN(len(allKinds))], Action: pick("", "C", "R", "U", "D", "E"),
+		Interaction: pick("", "read", "vread", "search-type", "create", "transaction", "batch", "operation"),
+		Outcome:     Outcome(pick("", "0", "4", "8", "12")), Description: text(), Status: []int{0, 200, 201, 404, 500}[r.IntN(5)],
+		ClientID: text(), Subject: text(), Method: pick("", "bearer", "apikey", "basic", "we ird"), CredentialID: text(),
+		Address: pick("", "10.0.0.1", "::1", "[2001:db8::1]:443", "host.example", "bad\xff"), UserAgent: text(),
+		Patient: id(), Returned: r.IntN(3), Occurrences: r.IntN(3),
+		Time: time.UnixMilli(1700000000000 + r.Int64N(1e12)).UTC()}
+	switch r.IntN(4) {
+	case 0:
+		e.FHIRUser = ""
+	case 1:
+		e.FHIRUser = "Patient/" + id()
+	case 2:
+		e.FHIRUser = "Practitioner/" + id()
+	default:
+		e.FHIRUser = typ() + "/" + id()
+	}
+	for range r.IntN(4) {
+		switch r.IntN(3) {
+		case 0:
+			e.Entities = append(e.Entities, Entity{Role: "query", Query: "Observation?code=" + text()})
+		default:
+			e.Entities = append(e.Entities, Entity{Type: typ(), ID: id(), Version: pick("", "1", "7", "bad v"), Role: "domain"})
+		}
+	}
+	return e
+}
+
+// The index rows built from the AuditEvent equal the generic extractor's
+// on the AuditEvent's JSON, for randomized events.
+func TestDirectIndexMatchesExtractor(t *testing.T) {
+	_, ex := registry(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	direct := 0
+	for i := range 5000 {
+		ev := randomEvent(r)
+		ae := newAuditEvent(&ev, fmt.Sprintf("id%d", i), ev.Time, Source{Site: pickSite(r), Instance: "chain-1"})
+		got, ok := ae.directIndex()
+		if !ok {
+			continue
+		}
+		direct++
+		var m map[string]any
+		dec := json.NewDecoder(bytes.NewReader(ae.appendJSON(nil)))
+		dec.UseNumber()
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		want, err := ex.Extract(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := sortedIndex(got), sortedIndex(want); !reflect.DeepEqual(g, w) {
+			t.Fatalf("event %d %+v:\ndirect  %+v\ngeneric %+v", i, ev, g, w)
+		}
+	}
+	t.Logf("%d of 5000 events indexed directly", direct)
+	if direct < 2500 {
+		t.Errorf("only %d of 5000 events indexed directly", direct)
+	}
+}
+
+func pickSite(r *rand.Rand) string {
+	return []string{"", base, "http://other.example/fhir", "bad\xffsite"}[r.IntN(4)]
+}
+
+// The recorder indexes directly only with an Indexer that agrees: the
+// registry's extractor does; one that knows another AuditEvent search
+// parameter does not.
+func TestDirectIndexProbe(t *testing.T) {
+	_, ex := registry(t)
+	if !directIndexAgrees(ex, base) {
+		t.Fatal("the R4 extractor disagrees with directIndex on the probe events")
+	}
+	if directIndexAgrees(extraParam{ex}, base) {
+		t.Fatal("an Indexer with an extra parameter agrees")
+	}
+}
+
+// extraParam adds a row of a search parameter R4 does not define.
+type extraParam struct{ Indexer }
+
+func (x extraParam) Extract(m map[string]any) (store.Index, error) {
+	ix, err := x.Indexer.Extract(m)
+	ix.Strings = append(ix.Strings, store.StringRow{Param: "outcome-desc", Norm: "x", Exact: "x"})
+	return ix, err
+}
