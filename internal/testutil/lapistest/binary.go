@@ -21,7 +21,10 @@
 package lapistest
 
 import (
+	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -87,9 +90,23 @@ func Binary(t testing.TB) string {
 	return lazy.path
 }
 
-// build compiles cmd/lapis into dir. It first stats every non-test Go
-// source of the module, so that go test's result cache is invalidated
-// when the server changes (the test binary itself may not import it).
+// build compiles cmd/lapis into dir. The binary is built without -race
+// even under go test -race: the race detector slows the server's start
+// and requests by an order of magnitude (a TLS subtest of client's
+// TestEndToEndAgainstLapis took 57 s instead of 3 s), and the server's
+// packages run under the detector in their own, in-process tests.
+//
+// The test processes of one go test run share the build: it is made under
+// a file lock in one directory per user and working tree, where go build
+// leaves an up-to-date binary alone, and each process hard-links (or
+// copies) it into dir so that a later rebuild never changes the binary a
+// running test uses. Without the lock the packages that need the binary
+// (client, bulk, e2e, e2e/smart, lapistest) would compile the whole
+// server at the same time on a cold build cache, and each would link it.
+//
+// build first stats every non-test Go source of the module, so that go
+// test's result cache is invalidated when the server changes (the test
+// binary itself may not import it).
 func build(dir string) (string, error) {
 	root := shareddata.Root()
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -99,12 +116,52 @@ func build(dir string) (string, error) {
 		return nil
 	})
 	bin := filepath.Join(dir, "lapis")
+	sum := sha256.Sum256([]byte(root))
+	shared := filepath.Join(os.TempDir(), fmt.Sprintf("lapis-test-bin-%d-%x", os.Getuid(), sum[:6]))
+	if err := os.Mkdir(shared, 0o700); err != nil && !errors.Is(err, fs.ErrExist) || !privateDir(shared) {
+		return bin, goBuild(root, bin)
+	}
+	unlock, err := lockFile(filepath.Join(shared, "lock"))
+	if err != nil {
+		return bin, goBuild(root, bin)
+	}
+	defer unlock()
+	sharedBin := filepath.Join(shared, "lapis")
+	if err := goBuild(root, sharedBin); err != nil {
+		return "", err
+	}
+	if err := os.Link(sharedBin, bin); err == nil {
+		return bin, nil
+	}
+	return bin, copyFile(sharedBin, bin)
+}
+
+// goBuild runs go build for cmd/lapis into bin.
+func goBuild(root, bin string) error {
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/lapis")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building lapis: %v\n%s", err, out)
+		return fmt.Errorf("building lapis: %v\n%s", err, out)
 	}
-	return bin, nil
+	return nil
+}
+
+// copyFile copies the executable src to dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // SyntheaFiles returns the Synthea bundles of ../shared/data/synthea,
