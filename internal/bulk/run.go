@@ -363,7 +363,10 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 				}
 			}
 		}
-		if err := errors.Join(d.flush(ctx), w.close()); err != nil {
+		if err := d.flush(ctx); err != nil {
+			return nil, err
+		}
+		if err := w.close(); err != nil {
 			return nil, err
 		}
 		setStatus(fmt.Sprintf("%s done: %d resources written", typ, total))
