@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,9 @@ type exportOptions struct {
 	skip       bool   // -skip-import: the data directory holds the data already
 	conns      int    // readers by id while the export runs (0: none)
 	cpuProfile string // the server's CPU profile prefix (LAPIS_CPUPROFILE)
+	// patients, when > 0, exports the compartments of that many patients
+	// (a POST Patient/$export naming them) instead of the whole system.
+	patients int
 }
 
 // runExport imports the bundles replicas times, starts lapis serve, and
@@ -86,7 +90,7 @@ func runExport(bin, dir, dbURL, dialect string, files []string, o exportOptions)
 	}
 	for _, conns := range []int{o.conns, 0} {
 		window()
-		err := exportOnce(client, srv, dbName, urls, conns)
+		err := exportOnce(client, srv, dbName, urls, conns, patients[:min(o.patients, len(patients))])
 		window()
 		if err != nil {
 			return err
@@ -100,7 +104,7 @@ func runExport(bin, dir, dbURL, dialect string, files []string, o exportOptions)
 
 // exportOnce runs one system-level $export while conns clients read urls
 // (none when 0) and prints its figures.
-func exportOnce(client *http.Client, srv *lapistest.Server, dbName string, urls []string, conns int) error {
+func exportOnce(client *http.Client, srv *lapistest.Server, dbName string, urls []string, conns int, patients []string) error {
 	idle := procKB(srv.PID(), "VmRSS")
 	hwm0 := procKB(srv.PID(), "VmHWM")
 	// Anonymous memory (heap, stacks) apart from the file pages of the
@@ -112,6 +116,17 @@ func exportOnce(client *http.Client, srv *lapistest.Server, dbName string, urls 
 	db0 := backendsCPU(dbName)
 
 	req, _ := http.NewRequest("GET", srv.Base+"/$export", nil)
+	if len(patients) > 0 {
+		// The patients' compartments: a resource in several of them is
+		// written once.
+		var params []map[string]any
+		for _, p := range patients {
+			params = append(params, map[string]any{"name": "patient", "valueReference": map[string]string{"reference": "Patient/" + p}})
+		}
+		body, _ := json.Marshal(map[string]any{"resourceType": "Parameters", "parameter": params})
+		req, _ = http.NewRequest("POST", srv.Base+"/Patient/$export", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
 	req.Header.Set("Prefer", "respond-async")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -178,11 +193,15 @@ func exportOnce(client *http.Client, srv *lapistest.Server, dbName string, urls 
 	for _, f := range m.Output {
 		n += f.Count
 	}
+	what := "system export"
+	if len(patients) > 0 {
+		what = fmt.Sprintf("export of %d patients' compartments", len(patients))
+	}
 	with := "alone"
 	if conns > 0 {
 		with = fmt.Sprintf("while %d clients read by id", conns)
 	}
-	fmt.Printf("export %s: %d resources in %d files (%d error files) in %.2fs = %.0f resources/s\n", with, n, len(m.Output), len(m.Error), el.Seconds(), float64(n)/el.Seconds())
+	fmt.Printf("%s %s: %d resources in %d files (%d error files) in %.2fs = %.0f resources/s\n", what, with, n, len(m.Output), len(m.Error), el.Seconds(), float64(n)/el.Seconds())
 	// The server's CPU time is less sensitive to other load on the
 	// machine than the wall clock (the database server's, on PostgreSQL,
 	// is not counted).

@@ -76,6 +76,7 @@ func main() {
 		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
 		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
 		cpuProf  = flag.String("cpuprofile", "", "-mode real: write the server's CPU profile of each phase to PREFIX.PID.N (N: 0 ingest, 1 parameters and bare handler, then one per shape; the phases are listed on stderr); -mode export: N 1 is the export beside the readers, 3 the export alone (with -c 0: 1 is the only export); read them with go tool pprof")
+		patients = flag.Int("patients", 0, "-mode export: export the compartments of this many patients (at most 200; a POST Patient/$export naming them) instead of the whole system")
 		binPath  = flag.String("bin", "", "use this lapis binary instead of building ./cmd/lapis (e.g. the build of another commit, for an A/B comparison on the same data)")
 		dbName   = flag.String("dbname", "", "with -database: use (and keep) this database beside it, created when missing, instead of a fresh one dropped afterwards; with -skip-import and -datadir a later run reuses the data")
 		only     = flag.String("only", "", "-mode real: measure only the shapes whose name matches this regular expression (e.g. '^read' for read by id)")
@@ -87,7 +88,7 @@ func main() {
 	switch *mode {
 	case "":
 	case "export":
-		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip, cpuProfile: *cpuProf}
+		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip, cpuProfile: *cpuProf, patients: *patients}
 		flag.Visit(func(f *flag.Flag) {
 			if f.Name == "c" {
 				exp.conns = *conns

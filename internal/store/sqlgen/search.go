@@ -381,9 +381,17 @@ func (e *Engine) searchKeyset(ctx context.Context, rq Querier, q *store.Query) (
 	if err != nil {
 		return nil, err
 	}
-	// One query reads the page's rows whole, in index order: no second
-	// lookup of each row by rid (Load), the costliest part of a page.
-	sql := "SELECT " + ResourceColumns("r") + from
+	// When the page is read in index order (the type's last_updated
+	// index, no other clause driving, no compartment), one query reads
+	// its rows whole: no second lookup of each row by rid (Load), the
+	// costliest part of such a page. Otherwise the rows are found by
+	// another index and sorted, and only their keys are worth sorting.
+	inOrder := keysetInOrder(q)
+	cols := "r.rid, r.last_updated"
+	if inOrder {
+		cols = ResourceColumns("r")
+	}
+	sql := "SELECT " + cols + from
 	if k := q.Keyset; k.RID != 0 || k.LastUpdated != 0 {
 		sql += " AND (r.last_updated, r.rid) > (" + b.Arg(k.LastUpdated) + ", " + b.Arg(k.RID) + ")"
 	}
@@ -399,23 +407,37 @@ func (e *Engine) searchKeyset(ctx context.Context, rq Querier, q *store.Query) (
 			res.HasMore = true
 			break
 		}
-		rid, r, err := ScanResource(rows)
+		var l Loaded
+		if inOrder {
+			l.RID, l.Resource, err = ScanResource(rows)
+		} else {
+			var ms int64
+			err = rows.Scan(&l.RID, &ms)
+			l.LastUpdated = time.UnixMilli(ms).UTC()
+		}
 		if err != nil {
 			return nil, err
 		}
-		page = append(page, Loaded{RID: rid, Resource: r})
+		page = append(page, l)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	rows.Close()
-	res.Matches = make([]store.Resource, 0, len(page))
-	for _, m := range page {
-		res.Matches = append(res.Matches, m.Resource)
-	}
 	if res.HasMore {
 		last := page[len(page)-1]
 		res.Next = &store.Keyset{RID: last.RID, LastUpdated: last.LastUpdated.UnixMilli()}
+	}
+	if !inOrder {
+		rids := make([]int64, len(page))
+		for i, l := range page {
+			rids[i] = l.RID
+		}
+		return e.finish(ctx, rq, q, rids, res)
+	}
+	res.Matches = make([]store.Resource, 0, len(page))
+	for _, m := range page {
+		res.Matches = append(res.Matches, m.Resource)
 	}
 	if len(q.Include) > 0 || len(q.RevInclude) > 0 {
 		inc, err := e.includes(ctx, rq, q, page)
@@ -425,6 +447,16 @@ func (e *Engine) searchKeyset(ctx context.Context, rq Querier, q *store.Query) (
 		res.Included = inc
 	}
 	return res, nil
+}
+
+// keysetInOrder reports whether the keyset pages of q walk the (type,
+// last_updated) index in order (base lets no clause drive).
+func keysetInOrder(q *store.Query) bool {
+	if q.Compartment != nil {
+		return false
+	}
+	d := Driver(q.Where)
+	return d < 0 || lastUpdatedOnly(q.Where[d])
 }
 
 // finish loads the page's bodies and its included resources.
