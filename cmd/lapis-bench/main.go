@@ -26,10 +26,15 @@
 // pprof, through LAPIS_CPUPROFILE (cmd/lapis/profile.go).
 //
 // With -mode export (export.go) it imports the bundles -replicas times and
-// measures one system-level Bulk Data $export: resources/s, the server's
-// peak memory over idle, and read-by-id latency at 8 connections meanwhile:
+// measures a system-level Bulk Data $export twice, while other clients
+// read by id (8, or -c) and then alone: resources/s, the server's peak
+// memory over idle, and the readers' latency:
 //
-//	go run ./cmd/lapis-bench -mode export [-replicas 7] [-database URL]
+//	go run ./cmd/lapis-bench -mode export [-replicas 7] [-database URL] [-c 8] [-cpuprofile PREFIX]
+//
+// -c 0 runs the export alone only. -dbname NAME (with -database) keeps the
+// imported database, so that a later run with -skip-import -datadir DIR
+// -dbname NAME measures the same data without importing it again.
 package main
 
 import (
@@ -72,7 +77,10 @@ func main() {
 		bundles  = flag.Int("bundles", 0, "-mode real: load only the first N bundles (0 = all)")
 		workers  = flag.Int("workers", 4, "-mode real: parallel transactions while loading")
 		jsonOut  = flag.Bool("json", false, "-mode real: print one JSON object instead of the table")
-		cpuProf  = flag.String("cpuprofile", "", "-mode real: write the server's CPU profile of each phase to PREFIX.PID.N (N: 0 ingest, 1 parameters and bare handler, then one per shape; the phases are listed on stderr); read them with go tool pprof")
+		cpuProf  = flag.String("cpuprofile", "", "-mode real: write the server's CPU profile of each phase to PREFIX.PID.N (N: 0 ingest, 1 parameters and bare handler, then one per shape; the phases are listed on stderr); -mode export: N 1 is the export beside the readers, 3 the export alone (with -c 0: 1 is the only export); read them with go tool pprof")
+		patients = flag.Int("patients", 0, "-mode export: export the compartments of this many patients (at most 200; a POST Patient/$export naming them) instead of the whole system")
+		binPath  = flag.String("bin", "", "use this lapis binary instead of building ./cmd/lapis (e.g. the build of another commit, for an A/B comparison on the same data)")
+		dbName   = flag.String("dbname", "", "with -database: use (and keep) this database beside it, created when missing, instead of a fresh one dropped afterwards; with -skip-import and -datadir a later run reuses the data")
 		only     = flag.String("only", "", "-mode real: measure only the shapes whose name matches this regular expression (e.g. '^read' for read by id)")
 	)
 	flag.DurationVar(duration, "duration", 10*time.Second, "same as -d")
@@ -82,7 +90,12 @@ func main() {
 	switch *mode {
 	case "":
 	case "export":
-		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip}
+		exp = &exportOptions{replicas: *replicas, conns: 8, skip: *skip, cpuProfile: *cpuProf, patients: *patients}
+		flag.Visit(func(f *flag.Flag) {
+			if f.Name == "c" {
+				exp.conns = *conns
+			}
+		})
 	case "cluster":
 		clusterMode = true
 	case "real":
@@ -119,24 +132,27 @@ func main() {
 	if useWrk {
 		load = wrkLoad
 	}
-	if err := run(*dataDir, *database, *keep, *conns, *duration, *skip, *auditCmp, real, exp); err != nil {
+	if err := run(*dataDir, *database, *dbName, *binPath, *keep, *conns, *duration, *skip, *auditCmp, real, exp); err != nil {
 		fmt.Fprintln(os.Stderr, "lapis-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool, real *realOptions, exp *exportOptions) error {
+func run(dataDir, adminURL, dbName, binPath, keepDir string, conns int, dur time.Duration, skipImport bool, auditCmp bool, real *realOptions, exp *exportOptions) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "lapis-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	bin := filepath.Join(work, "lapis")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/lapis")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build: %w", err)
+	bin := binPath
+	if bin == "" {
+		bin = filepath.Join(work, "lapis")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/lapis")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
 	}
 	dir := keepDir
 	if dir == "" {
@@ -147,17 +163,31 @@ func run(dataDir, adminURL, keepDir string, conns int, dur time.Duration, skipIm
 	if adminURL != "" {
 		dialect = "postgres"
 		name := fmt.Sprintf("lapis_bench_%d", time.Now().UnixNano())
+		if dbName != "" {
+			if !regexp.MustCompile(`^[a-z_][a-z0-9_]*$`).MatchString(dbName) {
+				return fmt.Errorf("-dbname %q: want lower-case letters, digits and _", dbName)
+			}
+			name = dbName
+		}
 		conn, err := pgx.Connect(ctx, adminURL)
 		if err != nil {
 			return err
 		}
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		defer conn.Close(context.Background())
+		var exists bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 			return err
 		}
-		defer func() {
-			_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			conn.Close(context.Background())
-		}()
+		if !exists {
+			if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+				return err
+			}
+		}
+		if dbName == "" {
+			defer func() {
+				_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			}()
+		}
 		u, _ := url.Parse(adminURL)
 		u.Path = "/" + name
 		dbURL = u.String()

@@ -178,6 +178,11 @@ func (j *jobs) remove(ctx context.Context, id string) (bool, error) {
 	if errors.Is(err, errLost) {
 		return false, nil
 	}
+	if err == nil {
+		// A running attempt drops its own rows as it stops; these are
+		// those of an attempt that crashed.
+		_, err = j.w.ExecContext(ctx, j.q("DELETE FROM export_seen WHERE job = ?"), id)
+	}
 	return err == nil, err
 }
 

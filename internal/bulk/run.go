@@ -267,10 +267,26 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 	if s.cfg.Rate > 0 {
 		lim = rate.NewLimiter(rate.Limit(s.cfg.Rate), 1)
 	}
+	// What this attempt writes where searches overlap is recorded in the
+	// database (seen.go), never in memory; a takeover starts afresh.
+	sn := &seen{j: s.jobs, job: jb.ID, attempt: jb.Attempt}
+	defer s.jobs.dropSeen(context.WithoutCancel(ctx), jb.ID, jb.Attempt)
+	if err := s.jobs.clearSeen(ctx, jb.ID, jb.Attempt); err != nil {
+		return nil, err
+	}
 	var prov *latestProvenance
 	if pl.Provenance {
-		prov = &latestProvenance{s: s, upTo: jb.TransactionTime, seen: map[string]struct{}{},
+		prov = &latestProvenance{s: s, upTo: jb.TransactionTime, seen: sn,
 			w: newWriter("Provenance", "", &res.Output)}
+	}
+	// The plan's patients, when a resource may be in the compartments of
+	// several (bounded by maxPatients, not by the export's size).
+	var planPatients map[string]struct{}
+	if len(pl.Patients) > 1 {
+		planPatients = make(map[string]struct{}, len(pl.Patients))
+		for _, id := range pl.Patients {
+			planPatients[id] = struct{}{}
+		}
 	}
 	for i := 0; i < len(pl.Runs); {
 		typ := pl.Runs[i].Type
@@ -281,29 +297,17 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		runs := pl.Runs[i:j]
 		i = j
 		w := newWriter(typ, "", &res.Output)
-		// One search per run and patient; a resource found twice (two
-		// _typeFilters, two patients) is written once.
-		var seen map[string]struct{}
-		if n := len(runs) * max(1, len(pl.Patients)); n > 1 && (len(runs) > 1 || runs[0].Compartment) {
-			seen = map[string]struct{}{}
-		}
-		emit := func(r *store.Resource) error {
+		write := func(id string, body []byte) error {
 			if lim != nil {
 				if err := lim.Wait(ctx); err != nil {
 					return err
 				}
 			}
-			if seen != nil {
-				if _, dup := seen[r.ID]; dup {
-					return nil
-				}
-				seen[r.ID] = struct{}{}
-			}
-			if err := w.write(r.Body); err != nil {
+			if err := w.write(body); err != nil {
 				return err
 			}
 			if prov != nil {
-				if err := prov.add(ctx, typ+"/"+r.ID); err != nil {
+				if err := prov.add(ctx, typ+"/"+id); err != nil {
 					return err
 				}
 			}
@@ -312,6 +316,22 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 				setStatus(fmt.Sprintf("%s: %d resources written", typ, total))
 			}
 			return nil
+		}
+		// One search per run and patient; a resource found twice (two
+		// _typeFilters, two patients) is written once: such resources
+		// wait in a batch (d) that the seen table filters. With one run
+		// per patient, only a resource that names another of the plan's
+		// patients can be found twice (a compartment's members reference
+		// its patient), so the others are written at once.
+		d := &dedup{seen: sn, write: write}
+		check := len(runs) > 1 || (runs[0].Compartment && len(pl.Patients) > 1)
+		oneRun := len(runs) == 1
+		var patient string // the compartment being searched
+		emit := func(r *store.Resource) error {
+			if !check || (oneRun && !namesOther(typ, r, patient, planPatients)) {
+				return write(r.ID, r.Body)
+			}
+			return d.add(ctx, typ+"/"+r.ID, r.Body)
 		}
 		for _, rn := range runs {
 			params, err := url.ParseQuery(rn.Query)
@@ -323,6 +343,7 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 				err = s.svc.Each(ctx, typ, params, emit)
 			} else {
 				for _, pid := range pl.Patients {
+					patient = pid
 					if err = s.svc.EachInCompartment(ctx, pid, typ, params, emit); err != nil {
 						break
 					}
@@ -341,6 +362,9 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 					return nil, werr
 				}
 			}
+		}
+		if err := d.flush(ctx); err != nil {
+			return nil, err
 		}
 		if err := w.close(); err != nil {
 			return nil, err
@@ -365,13 +389,13 @@ const provenanceBatch = 100
 // latestProvenance writes, for each resource exported, the latest
 // Provenance that targets it (greatest recorded, then lastUpdated),
 // looking them up by batches of references under the job's credential.
-// Each Provenance is written once (its ids are remembered).
+// Each Provenance is written once (the seen table remembers it).
 type latestProvenance struct {
 	s       *Service
 	upTo    time.Time
 	w       *writer
 	pending []string
-	seen    map[string]struct{}
+	seen    *seen
 }
 
 // add queues the reference of an exported resource.
@@ -436,20 +460,131 @@ func (lp *latestProvenance) flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var picks []*store.Resource
+	var keys []string
+	inBatch := map[string]bool{}
 	for _, ref := range refs {
 		p := latest[ref]
-		if p.r == nil {
+		if p.r == nil || inBatch[p.r.ID] {
 			continue
 		}
-		if _, dup := lp.seen[p.r.ID]; dup {
+		inBatch[p.r.ID] = true
+		picks = append(picks, p.r)
+		keys = append(keys, "Provenance/"+p.r.ID)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	fresh, err := lp.seen.add(ctx, keys)
+	if err != nil {
+		return err
+	}
+	for i, r := range picks {
+		if !fresh[keys[i]] {
 			continue
 		}
-		lp.seen[p.r.ID] = struct{}{}
-		if err := lp.w.write(p.r.Body); err != nil {
+		if err := lp.w.write(r.Body); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// dedup holds resources that an earlier search of the job may have
+// written already, until a batch of them is checked against the seen
+// table; the new ones are then written, in the order found.
+type dedup struct {
+	seen  *seen
+	write func(id string, body []byte) error
+	keys  []string // "Type/id", distinct
+	ids   []string
+	// bodies are copies: a search's resources are valid only during the
+	// callback.
+	bodies [][]byte
+	bytes  int
+	// inBatch holds the keys of the batch.
+	inBatch map[string]bool
+}
+
+// dedupBytes bounds the bodies a dedup batch holds.
+const dedupBytes = 8 << 20
+
+// add queues a resource (its key "Type/id") and checks the batch when full.
+func (d *dedup) add(ctx context.Context, key string, body []byte) error {
+	if d.inBatch == nil {
+		d.inBatch = map[string]bool{}
+	}
+	if d.inBatch[key] {
+		return nil
+	}
+	d.inBatch[key] = true
+	_, id, _ := strings.Cut(key, "/")
+	d.keys, d.ids, d.bodies = append(d.keys, key), append(d.ids, id), append(d.bodies, bytes.Clone(body))
+	d.bytes += len(body)
+	if len(d.keys) < pageSize && d.bytes < dedupBytes {
+		return nil
+	}
+	return d.flush(ctx)
+}
+
+// flush writes the batch's resources not written before.
+func (d *dedup) flush(ctx context.Context) error {
+	if len(d.keys) == 0 {
+		return nil
+	}
+	fresh, err := d.seen.add(ctx, d.keys)
+	if err != nil {
+		return err
+	}
+	for i, k := range d.keys {
+		if fresh[k] {
+			if err := d.write(d.ids[i], d.bodies[i]); err != nil {
+				return err
+			}
+		}
+	}
+	clear(d.inBatch)
+	d.keys, d.ids, d.bodies, d.bytes = d.keys[:0], d.ids[:0], d.bodies[:0], 0
+	return nil
+}
+
+// namesOther reports whether resource r of typ, found in the compartment
+// of patient, names another of the plan's patients (a reference
+// "Patient/ID" anywhere in its JSON, or its own id for a Patient): only
+// such a resource can be in another of their compartments too.
+func namesOther(typ string, r *store.Resource, patient string, plan map[string]struct{}) bool {
+	other := func(id string) bool {
+		if id == patient {
+			return false
+		}
+		_, ok := plan[id]
+		return ok
+	}
+	if typ == "Patient" && other(r.ID) {
+		return true
+	}
+	const prefix = "Patient/"
+	b := r.Body
+	for {
+		i := bytes.Index(b, []byte(prefix))
+		if i < 0 {
+			return false
+		}
+		b = b[i+len(prefix):]
+		n := 0
+		for n < len(b) && isIDByte(b[n]) {
+			n++
+		}
+		if n > 0 && other(string(b[:n])) {
+			return true
+		}
+		b = b[n:]
+	}
+}
+
+// isIDByte reports whether c may appear in a FHIR id.
+func isIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.'
 }
 
 // writer writes the NDJSON files of one type, starting a new file before

@@ -129,18 +129,58 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 		// Keyset paging: constant cost per page however large the result.
 		q.Keyset = &store.Keyset{}
 	}
+	// Keyset pages are read one ahead: the next page's query runs (on
+	// another connection) while fn handles this one, so that the database
+	// and the caller work at once. At most two pages are held.
+	ctx, cancel := context.WithCancel(ctx)
+	type page struct {
+		res *store.SearchResult
+		err error
+	}
+	var ahead chan page
+	defer func() {
+		cancel()
+		if ahead != nil {
+			<-ahead
+		}
+	}()
 	for {
-		res, err := s.st.Search(ctx, &q)
+		var res *store.SearchResult
+		var err error
+		if ahead != nil {
+			p := <-ahead
+			ahead, res, err = nil, p.res, p.err
+		} else {
+			res, err = s.st.Search(ctx, &q)
+		}
 		if errors.Is(err, store.ErrSnapshotExpired) {
 			return outcome.New(http.StatusConflict, "conflict", "the stored search result expired before its last page was read; run the search again")
 		}
 		if err != nil {
 			return s.internal(ctx, "search", err)
 		}
-		pageBytes := 0
+		if q.Keyset != nil && res.HasMore {
+			if res.Next == nil {
+				return s.internal(ctx, "search", errors.New("keyset page without a next position"))
+			}
+			pageBytes := 0
+			for i := range res.Matches {
+				pageBytes += len(res.Matches[i].Body)
+			}
+			q.Keyset = res.Next
+			// Memory bounded in bytes: pages of large resources shrink.
+			if pageBytes > eachPageBytes && q.Count > 10 {
+				q.Count = max(10, q.Count*eachPageBytes/pageBytes)
+			}
+			next, ch := q, make(chan page, 1)
+			ahead = ch
+			go func() {
+				res, err := s.st.Search(ctx, &next)
+				ch <- page{res, err}
+			}()
+		}
 		for i := range res.Matches {
 			r := &res.Matches[i]
-			pageBytes += len(r.Body)
 			if r.Body, err = Subset(s.reg, r.Body, req.Summary, req.Elements); err != nil {
 				return s.internal(ctx, "search", err)
 			}
@@ -152,14 +192,6 @@ func (s *Service) each(ctx context.Context, typ string, params url.Values, comp 
 			return nil
 		}
 		if q.Keyset != nil {
-			if res.Next == nil {
-				return s.internal(ctx, "search", errors.New("keyset page without a next position"))
-			}
-			q.Keyset = res.Next
-			// Memory bounded in bytes: pages of large resources shrink.
-			if pageBytes > eachPageBytes && q.Count > 10 {
-				q.Count = max(10, q.Count*eachPageBytes/pageBytes)
-			}
 			continue
 		}
 		if res.Snapshot != "" {
