@@ -13,6 +13,7 @@ import (
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 )
 
 func dialects(t *testing.T, fn func(t *testing.T, db *database.DB)) {
@@ -28,24 +29,6 @@ func openDB(t testing.TB, url string) *database.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
-}
-
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
 }
 
 // sink records what passes through.
@@ -89,7 +72,7 @@ func rest(cred string, at time.Time, status int, ix, route string, lat time.Dura
 func TestRecorderQueries(t *testing.T) {
 	dialects(t, func(t *testing.T, db *database.DB) {
 		ctx := context.Background()
-		c := &clock{t: t0.Add(2 * time.Hour)}
+		c := testclock.New(t0.Add(2 * time.Hour))
 		next := &sink{}
 		r := newRecorder(t, db, next, Options{Now: c.Now})
 		events := []audit.Event{
@@ -283,7 +266,7 @@ func TestRecorderRetention(t *testing.T) {
 	dialects(t, func(t *testing.T, db *database.DB) {
 		ctx := context.Background()
 		now := t0.Add(40 * 24 * time.Hour)
-		c := &clock{t: now}
+		c := testclock.New(now)
 		r := newRecorder(t, db, audit.Discard{}, Options{Now: c.Now, RecentPerCredential: 5, Retention: 30 * 24 * time.Hour, PruneEvery: time.Hour})
 		// Old activity (40 days ago), then recent: the first flush prunes.
 		r.Record(ctx, rest("a", t0, 404, "read", "GET /fhir/Patient/{id}", 0))

@@ -115,7 +115,7 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	}
 	screenshot("totp")
 	gen := func() string {
-		c, err := totp.GenerateCodeCustom(strings.TrimSpace(secret), e.clock.now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		c, err := totp.GenerateCodeCustom(strings.TrimSpace(secret), e.clock.Now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	if !strings.Contains(mainText(), "Two-step verification is on") {
 		t.Fatal("TOTP not on")
 	}
-	e.clock.add(30 * time.Second) // the enrolment code cannot be replayed
+	e.clock.Add(30 * time.Second) // the enrolment code cannot be replayed
 	step("log out and in with TOTP",
 		chromedp.Click(css(`form[action$="/logout"] button`)),
 		chromedp.WaitVisible(chromedp.ID("password")),

@@ -14,7 +14,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/review"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 type events struct {
@@ -39,32 +39,11 @@ func (ev *events) descriptions() []string {
 	return out
 }
 
-// Open opens a fresh database of dialect, closed when t ends.
-func Open(t *testing.T, dialect string) *database.DB {
-	t.Helper()
-	o := database.Options{DataDir: t.TempDir()}
-	if dialect == "postgres" {
-		o.URL = pgtest.New(t)
-	}
-	h, err := database.Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func both(t *testing.T, f func(t *testing.T, h *database.DB)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, Open(t, d)) })
-	}
-}
-
 var app = api.ClientRequest{Name: "Acme Health", Type: "confidential", RedirectURIs: []string{"https://acme.example/cb"},
 	Scopes: []string{"launch/patient openid fhirUser patient/*.rs"}, Owner: "org:o1"}
 
 func TestRequests(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 		ev := &events{}

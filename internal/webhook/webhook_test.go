@@ -17,30 +17,11 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/database"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 	"github.com/lapis-health/lapis/internal/webhook"
 )
-
-func open(t *testing.T, dialect string) *database.DB {
-	t.Helper()
-	o := database.Options{DataDir: t.TempDir()}
-	if dialect == "postgres" {
-		o.URL = pgtest.New(t)
-	}
-	h, err := database.Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func both(t *testing.T, f func(t *testing.T, h *database.DB)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, open(t, d)) })
-	}
-}
 
 func kek(t *testing.T) cipher.AEAD {
 	b, err := aes.NewCipher(make([]byte, 32))
@@ -52,19 +33,6 @@ func kek(t *testing.T) cipher.AEAD {
 		t.Fatal(err)
 	}
 	return a
-}
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 func TestSignVerify(t *testing.T) {
@@ -115,7 +83,7 @@ func TestSignVerify(t *testing.T) {
 }
 
 func TestEndpoints(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		s, err := webhook.New(ctx, h, webhook.Config{KEK: kek(t), Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -196,15 +164,15 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestDeliveryRetries: an event is signed, retried after a 500 with
 // exponential backoff (on an injected clock), and delivered once.
 func TestDeliveryRetries(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
-		clk := &clock{t: time.Now()}
-		s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Now: clk.now, Backoff: time.Minute, MaxBackoff: 10 * time.Minute,
+		clk := testclock.New(time.Now())
+		s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Now: clk.Now, Backoff: time.Minute, MaxBackoff: 10 * time.Minute,
 			MaxAttempts: 5, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc := &receiver{answers: []int{500, 503}, now: clk.now}
+		rc := &receiver{answers: []int{500, 503}, now: clk.Now}
 		srv := httptest.NewServer(rc)
 		t.Cleanup(srv.Close)
 		ep, secret, err := s.CreateEndpoint(ctx, "o1", srv.URL+"/hook", []string{webhook.AppApproved, webhook.AppSuspended})
@@ -234,20 +202,20 @@ func TestDeliveryRetries(t *testing.T) {
 		pass(0) // 500
 		ds, _ := s.Deliveries(ctx, "o1", ep.ID)
 		if len(ds) != 1 || ds[0].Attempts != 1 || ds[0].LastStatus != 500 || ds[0].Status != webhook.StatusPending ||
-			!ds[0].NextAttempt.Equal(clk.now().Add(time.Minute).Truncate(time.Second)) {
+			!ds[0].NextAttempt.Equal(clk.Now().Add(time.Minute).Truncate(time.Second)) {
 			t.Fatalf("after a 500: %+v", ds)
 		}
 		pass(0) // not due yet: no attempt
 		if rc.attempts.Load() != 1 {
 			t.Fatalf("attempted before its backoff: %d", rc.attempts.Load())
 		}
-		clk.add(time.Minute)
+		clk.Add(time.Minute)
 		pass(0) // 503; next wait is doubled
 		ds, _ = s.Deliveries(ctx, "o1", ep.ID)
-		if ds[0].Attempts != 2 || !ds[0].NextAttempt.Equal(clk.now().Add(2*time.Minute).Truncate(time.Second)) {
+		if ds[0].Attempts != 2 || !ds[0].NextAttempt.Equal(clk.Now().Add(2*time.Minute).Truncate(time.Second)) {
 			t.Fatalf("after a 503: %+v", ds[0])
 		}
-		clk.add(2 * time.Minute)
+		clk.Add(2 * time.Minute)
 		pass(1)
 		pass(0)
 		ds, _ = s.Deliveries(ctx, "o1", ep.ID)
@@ -273,7 +241,7 @@ func TestDeliveryRetries(t *testing.T) {
 		}
 		for range 5 {
 			pass(0)
-			clk.add(time.Hour)
+			clk.Add(time.Hour)
 		}
 		ds, _ = s.Deliveries(ctx, "o1", ep.ID)
 		if ds[0].Event != webhook.AppSuspended || ds[0].Status != webhook.StatusFailed || ds[0].Attempts != 5 {
@@ -286,7 +254,7 @@ func TestDeliveryRetries(t *testing.T) {
 // and stops on Close.
 func TestWorker(t *testing.T) {
 	ctx := context.Background()
-	h := open(t, "sqlite")
+	h := dbtest.Open(t, "sqlite")
 	s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, PollInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +284,7 @@ func TestWorker(t *testing.T) {
 // were allowed is not delivered to by a service that refuses them.
 func TestSSRFRefusedAtDelivery(t *testing.T) {
 	ctx := context.Background()
-	h := open(t, "sqlite")
+	h := dbtest.Open(t, "sqlite")
 	loose, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
