@@ -11,33 +11,11 @@ import (
 	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
-	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/review"
+	"github.com/lapis-health/lapis/internal/testutil/auditrec"
 	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
-
-type events struct {
-	mu   sync.Mutex
-	list []audit.Event
-}
-
-func (ev *events) Commit(_ context.Context, e audit.Event) error {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	ev.list = append(ev.list, e)
-	return nil
-}
-
-func (ev *events) descriptions() []string {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	var out []string
-	for _, e := range ev.list {
-		out = append(out, e.Description)
-	}
-	return out
-}
 
 var app = api.ClientRequest{Name: "Acme Health", Type: "confidential", RedirectURIs: []string{"https://acme.example/cb"},
 	Scopes: []string{"launch/patient openid fhirUser patient/*.rs"}, Owner: "org:o1"}
@@ -46,7 +24,7 @@ func TestRequests(t *testing.T) {
 	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-		ev := &events{}
+		ev := &auditrec.Recorder{}
 		var decided []string
 		st, err := review.New(ctx, h, review.Config{Audit: ev, SLA: 5 * 24 * time.Hour, Now: func() time.Time { return now },
 			Logger: slog.New(slog.DiscardHandler), OnDecision: func(_ context.Context, r *review.Request) error {
@@ -161,7 +139,7 @@ func TestRequests(t *testing.T) {
 			t.Fatalf("queue after decisions: %+v", q)
 		}
 		// Audit: two submissions, one decline, one approval; no free text.
-		descs := ev.descriptions()
+		descs := ev.Descriptions()
 		if len(descs) != 4 || !strings.HasPrefix(descs[2], "review decline "+r2.ID) || !strings.HasPrefix(descs[3], "review approve "+r1.ID) ||
 			!strings.Contains(descs[3], "prod-client-1") {
 			t.Fatalf("audit: %q", descs)
