@@ -83,17 +83,12 @@ var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // get fetches a page and returns its status, body and CSRF token.
 func (e *env) get(c *http.Client, path string) (int, string, string) {
 	e.t.Helper()
-	res, err := c.Get(e.srv.URL + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	res, b := e.fetch(c, path)
 	csrf := ""
-	if m := csrfRE.FindStringSubmatch(string(b)); m != nil {
+	if m := csrfRE.FindStringSubmatch(b); m != nil {
 		csrf = m[1]
 	}
-	return res.StatusCode, string(b), csrf
+	return res.StatusCode, b, csrf
 }
 
 func (e *env) post(c *http.Client, path string, form url.Values) (*http.Response, string) {
