@@ -128,6 +128,23 @@ func TestEndpoints(t *testing.T) {
 
 // receiver is a test endpoint that verifies each delivery and answers
 // the statuses queued in answers (then 200).
+// endpoint serves rc on a test server (closed when t ends) and registers
+// its URL followed by path with s as an endpoint of organisation o1 for
+// events (nil: all); rc checks signatures with the endpoint's secret.
+func (rc *receiver) endpoint(t *testing.T, s *webhook.Service, path string, events []string) *webhook.Endpoint {
+	t.Helper()
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	ep, secret, err := s.CreateEndpoint(context.Background(), "o1", srv.URL+path, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	rc.secret = secret
+	rc.mu.Unlock()
+	return ep
+}
+
 type receiver struct {
 	mu       sync.Mutex
 	secret   string
@@ -173,13 +190,7 @@ func TestDeliveryRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 		rc := &receiver{answers: []int{500, 503}, now: clk.Now}
-		srv := httptest.NewServer(rc)
-		t.Cleanup(srv.Close)
-		ep, secret, err := s.CreateEndpoint(ctx, "o1", srv.URL+"/hook", []string{webhook.AppApproved, webhook.AppSuspended})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.secret = secret
+		ep := rc.endpoint(t, s, "/hook", []string{webhook.AppApproved, webhook.AppSuspended})
 		if n, err := s.Enqueue(ctx, "o1", webhook.AppDeclined, map[string]string{"request_id": "par_1"}); err != nil || n != 0 {
 			t.Fatalf("unsubscribed event queued: %d %v", n, err)
 		}
@@ -260,13 +271,7 @@ func TestWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := &receiver{now: time.Now}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	ep, secret, err := s.CreateEndpoint(ctx, "o1", srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.secret = secret
+	ep := rc.endpoint(t, s, "", nil)
 	s.Start()
 	if _, err := s.Enqueue(ctx, "o1", webhook.AppResumed, map[string]string{"client_id": "c-9"}); err != nil {
 		t.Fatal(err)
@@ -290,12 +295,7 @@ func TestSSRFRefusedAtDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := &receiver{now: time.Now}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	ep, _, err := loose.CreateEndpoint(ctx, "o1", srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ep := rc.endpoint(t, loose, "", nil)
 	strict, err := webhook.New(ctx, h, webhook.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
