@@ -3,7 +3,6 @@ package activity
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,24 +11,11 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/httpx"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/testclock"
 )
 
-func dialects(t *testing.T, fn func(t *testing.T, db *database.DB)) {
-	t.Run("sqlite", func(t *testing.T) { fn(t, openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))) })
-	t.Run("postgres", func(t *testing.T) { fn(t, openDB(t, pgtest.New(t))) })
-}
-
-func openDB(t testing.TB, url string) *database.DB {
-	t.Helper()
-	db, err := database.Open(context.Background(), database.Options{URL: url, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
+func dialects(t *testing.T, fn func(t *testing.T, db *database.DB)) { dbtest.Both(t, fn) }
 
 // sink records what passes through.
 type sink struct {
@@ -176,7 +162,7 @@ func TestRecorderQueries(t *testing.T) {
 }
 
 func TestQueryBounds(t *testing.T) {
-	db := openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	db := dbtest.Open(t, "sqlite")
 	st, err := Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +199,7 @@ func TestQueryBounds(t *testing.T) {
 }
 
 func TestRecorderBatching(t *testing.T) {
-	db := openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	db := dbtest.Open(t, "sqlite")
 	flushed := make(chan int, 10)
 	r := newRecorder(t, db, audit.Discard{}, Options{MaxBatch: 3, FlushEvery: 20 * time.Millisecond, flushed: flushed})
 	ctx := context.Background()
@@ -234,7 +220,7 @@ func TestRecorderBatching(t *testing.T) {
 }
 
 func TestRecorderDropsWhenFull(t *testing.T) {
-	db := openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	db := dbtest.Open(t, "sqlite")
 	flushed := make(chan int) // unread: the writer blocks after its first batch
 	r, err := NewRecorder(context.Background(), db, audit.Discard{}, Options{MaxBatch: 1, QueueSize: 2, flushed: flushed})
 	if err != nil {

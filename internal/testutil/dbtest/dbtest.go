@@ -30,9 +30,17 @@ func Open(t testing.TB, dialect string) *database.DB {
 	return h
 }
 
-// Both runs f as a subtest on a fresh database of each dialect.
-func Both(t *testing.T, f func(t *testing.T, h *database.DB)) {
+// Runner is a test or benchmark that runs subtests (*testing.T,
+// *testing.B).
+type Runner[T any] interface {
+	testing.TB
+	Run(name string, f func(T)) bool
+}
+
+// Both runs f as a subtest (or sub-benchmark) on a fresh database of each
+// dialect.
+func Both[T Runner[T]](t T, f func(t T, h *database.DB)) {
 	for _, d := range Dialects {
-		t.Run(d, func(t *testing.T) { f(t, Open(t, d)) })
+		t.Run(d, func(t T) { f(t, Open(t, d)) })
 	}
 }
