@@ -338,10 +338,14 @@ func (f *fakeFHIR) bundle(w http.ResponseWriter, body []byte) {
 
 // recordSleeps replaces the client's sleep with one that records the
 // waits and returns at once.
-func recordSleeps(c *Client) *[]time.Duration {
+func recordSleeps(c *Client) *[]time.Duration { return recordWaits(&c.sleep) }
+
+// recordWaits replaces the sleep function *sleep with one that records the
+// waits and returns at once.
+func recordWaits(sleep *func(ctx context.Context, d time.Duration) error) *[]time.Duration {
 	var mu sync.Mutex
 	var waits []time.Duration
-	c.sleep = func(ctx context.Context, d time.Duration) error {
+	*sleep = func(ctx context.Context, d time.Duration) error {
 		mu.Lock()
 		waits = append(waits, d)
 		mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,17 +32,7 @@ func tokenThrottler(t *testing.T, n int32, status int, ra string) (*httptest.Ser
 	return srv, &hits
 }
 
-func recordOAuthSleeps(o *OAuth) *[]time.Duration {
-	var mu sync.Mutex
-	var waits []time.Duration
-	o.sleep = func(ctx context.Context, d time.Duration) error {
-		mu.Lock()
-		waits = append(waits, d)
-		mu.Unlock()
-		return ctx.Err()
-	}
-	return &waits
-}
+func recordOAuthSleeps(o *OAuth) *[]time.Duration { return recordWaits(&o.sleep) }
 
 // TestTokenRetryAfter: a token endpoint answering 429 (or 503) with
 // Retry-After is asked again after that wait, within the retry policy;

@@ -15,7 +15,6 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/access"
-	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
@@ -24,7 +23,7 @@ import (
 	"github.com/lapis-health/lapis/internal/resource"
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 const (
@@ -77,20 +76,8 @@ type env struct {
 
 func open(t *testing.T, dialect string) *env {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Server.BaseURL = base
-	cfg.Database.DataDir = t.TempDir()
-	if dialect == "postgres" {
-		cfg.Database.URL = pgtest.New(t)
-	}
-	if err := cfg.Normalize(false); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := apptest.Open(t, dialect, func(cfg *config.Config) { cfg.Server.BaseURL = base })
+	cfg := a.Config
 	ex, err := extract.New(a.Registry, cfg.FHIRBase())
 	if err != nil {
 		t.Fatal(err)
@@ -479,19 +466,7 @@ func TestMatrix(t *testing.T) {
 							t.Fatalf("unknown principal %s", c.who)
 						}
 						status, got := outcomeOf(t, ctx, e.svc, c.op)
-						if status != c.status {
-							t.Errorf("status %d, want %d (%v)", status, c.status, got)
-						}
-						if c.ids != nil && !slices.Equal(got, c.ids) {
-							t.Errorf("got %q\nwant %q", got, c.ids)
-						}
-						for _, ref := range c.untouched {
-							typ, id, _ := strings.Cut(ref, "/")
-							r, err := e.st.Read(context.Background(), typ, id)
-							if err != nil || r.VersionID != 1 || r.Deleted {
-								t.Errorf("%s changed: %+v %v", ref, r, err)
-							}
-						}
+						e.check(t, status, got, c.status, c.ids, c.untouched)
 					})
 				}
 			}
@@ -529,5 +504,25 @@ func TestDeletedStatus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// check fails t unless an interaction answered wantStatus with the ids
+// wantIDs (nil: any) and left the untouched resources (Type/id) at their
+// first version.
+func (e *env) check(t *testing.T, status int, got []string, wantStatus int, wantIDs, untouched []string) {
+	t.Helper()
+	if status != wantStatus {
+		t.Errorf("status %d, want %d (%v)", status, wantStatus, got)
+	}
+	if wantIDs != nil && !slices.Equal(got, wantIDs) {
+		t.Errorf("got %q\nwant %q", got, wantIDs)
+	}
+	for _, ref := range untouched {
+		typ, id, _ := strings.Cut(ref, "/")
+		r, err := e.st.Read(context.Background(), typ, id)
+		if err != nil || r.VersionID != 1 || r.Deleted {
+			t.Errorf("%s changed: %+v %v", ref, r, err)
+		}
 	}
 }

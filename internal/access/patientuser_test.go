@@ -197,19 +197,7 @@ func TestPatientUserAndWrites(t *testing.T) {
 						}
 						before := counts()
 						status, got := outcomeOf(t, principal.NewContext(context.Background(), p), e.svc, c.op)
-						if status != c.status {
-							t.Errorf("status %d, want %d (%v)", status, c.status, got)
-						}
-						if c.ids != nil && !slices.Equal(got, c.ids) {
-							t.Errorf("got %q\nwant %q", got, c.ids)
-						}
-						for _, ref := range c.untouched {
-							typ, id, _ := strings.Cut(ref, "/")
-							r, err := e.st.Read(context.Background(), typ, id)
-							if err != nil || r.VersionID != 1 || r.Deleted {
-								t.Errorf("%s changed: %+v %v", ref, r, err)
-							}
-						}
+						e.check(t, status, got, c.status, c.ids, c.untouched)
 						// A refusal (and the batch, whose entries are all
 						// refused) creates nothing.
 						if status >= http.StatusBadRequest || c.name == "batch" {

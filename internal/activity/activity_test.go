@@ -3,7 +3,6 @@ package activity
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,41 +11,11 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/httpx"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 )
 
-func dialects(t *testing.T, fn func(t *testing.T, db *database.DB)) {
-	t.Run("sqlite", func(t *testing.T) { fn(t, openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))) })
-	t.Run("postgres", func(t *testing.T) { fn(t, openDB(t, pgtest.New(t))) })
-}
-
-func openDB(t testing.TB, url string) *database.DB {
-	t.Helper()
-	db, err := database.Open(context.Background(), database.Options{URL: url, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
+func dialects(t *testing.T, fn func(t *testing.T, db *database.DB)) { dbtest.Both(t, fn) }
 
 // sink records what passes through.
 type sink struct {
@@ -89,7 +58,7 @@ func rest(cred string, at time.Time, status int, ix, route string, lat time.Dura
 func TestRecorderQueries(t *testing.T) {
 	dialects(t, func(t *testing.T, db *database.DB) {
 		ctx := context.Background()
-		c := &clock{t: t0.Add(2 * time.Hour)}
+		c := testclock.New(t0.Add(2 * time.Hour))
 		next := &sink{}
 		r := newRecorder(t, db, next, Options{Now: c.Now})
 		events := []audit.Event{
@@ -193,7 +162,7 @@ func TestRecorderQueries(t *testing.T) {
 }
 
 func TestQueryBounds(t *testing.T) {
-	db := openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	db := dbtest.Open(t, "sqlite")
 	st, err := Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +199,7 @@ func TestQueryBounds(t *testing.T) {
 }
 
 func TestRecorderBatching(t *testing.T) {
-	db := openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	db := dbtest.Open(t, "sqlite")
 	flushed := make(chan int, 10)
 	r := newRecorder(t, db, audit.Discard{}, Options{MaxBatch: 3, FlushEvery: 20 * time.Millisecond, flushed: flushed})
 	ctx := context.Background()
@@ -251,7 +220,7 @@ func TestRecorderBatching(t *testing.T) {
 }
 
 func TestRecorderDropsWhenFull(t *testing.T) {
-	db := openDB(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	db := dbtest.Open(t, "sqlite")
 	flushed := make(chan int) // unread: the writer blocks after its first batch
 	r, err := NewRecorder(context.Background(), db, audit.Discard{}, Options{MaxBatch: 1, QueueSize: 2, flushed: flushed})
 	if err != nil {
@@ -283,7 +252,7 @@ func TestRecorderRetention(t *testing.T) {
 	dialects(t, func(t *testing.T, db *database.DB) {
 		ctx := context.Background()
 		now := t0.Add(40 * 24 * time.Hour)
-		c := &clock{t: now}
+		c := testclock.New(now)
 		r := newRecorder(t, db, audit.Discard{}, Options{Now: c.Now, RecentPerCredential: 5, Retention: 30 * 24 * time.Hour, PruneEvery: time.Hour})
 		// Old activity (40 days ago), then recent: the first flush prunes.
 		r.Record(ctx, rest("a", t0, 404, "read", "GET /fhir/Patient/{id}", 0))

@@ -3,21 +3,17 @@ package activity
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 // benchDialects runs fn on a fresh SQLite file and a fresh PostgreSQL
 // database.
-func benchDialects(b *testing.B, fn func(b *testing.B, db *database.DB)) {
-	b.Run("sqlite", func(b *testing.B) { fn(b, openDB(b, "sqlite:"+filepath.Join(b.TempDir(), "lapis.db"))) })
-	b.Run("postgres", func(b *testing.B) { fn(b, openDB(b, pgtest.New(b))) })
-}
+func benchDialects(b *testing.B, fn func(b *testing.B, db *database.DB)) { dbtest.Both(b, fn) }
 
 // populate records n requests spread over clients credentials and the
 // day before now through a Recorder (the write path), a tenth of them

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,33 +15,9 @@ import (
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/testutil/auditrec"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
 )
-
-// events is an admin.Auditor that keeps the events (or fails).
-type events struct {
-	mu   sync.Mutex
-	list []audit.Event
-	fail error
-}
-
-func (ev *events) Commit(_ context.Context, e audit.Event) error {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	if ev.fail != nil {
-		return ev.fail
-	}
-	ev.list = append(ev.list, e)
-	return nil
-}
-
-func (ev *events) take() []audit.Event {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	out := ev.list
-	ev.list = nil
-	return out
-}
 
 func openBoth(t *testing.T, f func(t *testing.T, db *authdb.DB)) { authtest.Both(t, f) }
 
@@ -67,7 +42,7 @@ func TestOneEventPerAction(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
 		for name, actor := range actors {
 			t.Run(name, func(t *testing.T) {
-				ev := &events{}
+				ev := &auditrec.Recorder{}
 				s := admin.New(admin.Config{Store: db, Audit: ev, Logger: slog.New(slog.DiscardHandler)})
 				ctx := admin.WithActor(context.Background(), actor)
 				var client, keyID, newKeyID string
@@ -132,7 +107,7 @@ func TestOneEventPerAction(t *testing.T) {
 					if err != nil {
 						t.Fatalf("%s: %v", st.action, err)
 					}
-					evs := ev.take()
+					evs := ev.Take()
 					if len(evs) != 1 {
 						t.Fatalf("%s: %d events", st.action, len(evs))
 					}
@@ -166,7 +141,7 @@ func TestOneEventPerAction(t *testing.T) {
 				if err := s.DeleteClient(ctx, client); !errors.Is(err, api.ErrNotFound) {
 					t.Fatalf("delete again: %v", err)
 				}
-				if evs := ev.take(); len(evs) != 0 {
+				if evs := ev.Take(); len(evs) != 0 {
 					t.Fatalf("reads or refusals recorded: %+v", evs)
 				}
 			})
@@ -178,7 +153,7 @@ func TestOneEventPerAction(t *testing.T) {
 // refused before anything is written.
 func TestChangesNeedAnActor(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
-		ev := &events{}
+		ev := &auditrec.Recorder{}
 		s := admin.New(admin.Config{Store: db, Audit: ev, Logger: slog.New(slog.DiscardHandler)})
 		ctx := context.Background()
 		if _, err := s.CreateClient(ctx, api.ClientRequest{Name: "x", Type: "confidential", Scopes: []string{"system/*.rs"}}); err == nil {
@@ -193,7 +168,7 @@ func TestChangesNeedAnActor(t *testing.T) {
 		if ks, _ := s.APIKeys(ctx, api.APIKeyFilter{}); len(ks) != 0 {
 			t.Fatalf("keys %v", ks)
 		}
-		if evs := ev.take(); len(evs) != 0 {
+		if evs := ev.Take(); len(evs) != 0 {
 			t.Fatalf("events %v", evs)
 		}
 	})
@@ -204,7 +179,7 @@ func TestChangesNeedAnActor(t *testing.T) {
 // returned.
 func TestAuditFailure(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
-		ev := &events{fail: audit.ErrUnavailable}
+		ev := auditrec.Failing(audit.ErrUnavailable)
 		s := admin.New(admin.Config{Store: db, Audit: ev, Logger: slog.New(slog.DiscardHandler)})
 		ctx := admin.WithActor(context.Background(), actors["cli"])
 		k, err := s.CreateAPIKey(ctx, api.APIKeyRequest{Name: "x", Scopes: []string{"system/*.rs"}})
@@ -223,7 +198,7 @@ func TestAuditFailure(t *testing.T) {
 // list by it, and a rotated key's successor keeps it.
 func TestOwners(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
-		s := admin.New(admin.Config{Store: db, Audit: &events{}, Logger: slog.New(slog.DiscardHandler)})
+		s := admin.New(admin.Config{Store: db, Audit: &auditrec.Recorder{}, Logger: slog.New(slog.DiscardHandler)})
 		ctx := admin.WithActor(context.Background(), actors["api"])
 		for _, owner := range []string{"admin", "dev:42", ""} {
 			if _, err := s.CreateClient(ctx, api.ClientRequest{Name: "c", Type: "confidential", Scopes: []string{"system/*.rs"}, Owner: owner}); err != nil {
@@ -269,7 +244,7 @@ func TestOwners(t *testing.T) {
 // used to leave them).
 func TestDeletesRevokeGrants(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
-		s := admin.New(admin.Config{Store: db, Audit: &events{}, Logger: slog.New(slog.DiscardHandler)})
+		s := admin.New(admin.Config{Store: db, Audit: &auditrec.Recorder{}, Logger: slog.New(slog.DiscardHandler)})
 		ctx := admin.WithActor(context.Background(), actors["cli"])
 		now := time.Now()
 		grant := func(client, subject, fam string) {
@@ -336,7 +311,7 @@ func (recordsFake) RecordExists(_ context.Context, typ, id string) (bool, error)
 // override) unless forced; format errors come first.
 func TestRecordsChecked(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
-		s := admin.New(admin.Config{Store: db, Audit: &events{}, Logger: slog.New(slog.DiscardHandler), Records: recordsFake{}})
+		s := admin.New(admin.Config{Store: db, Audit: &auditrec.Recorder{}, Logger: slog.New(slog.DiscardHandler), Records: recordsFake{}})
 		ctx := admin.WithActor(context.Background(), actors["api"])
 		for _, c := range []struct {
 			req     api.UserRequest

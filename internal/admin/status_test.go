@@ -10,6 +10,7 @@ import (
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/testutil/auditrec"
 )
 
 // TestStatusHook: each suspension and resumption that changes something
@@ -18,7 +19,7 @@ import (
 // nothing changes.
 func TestStatusHook(t *testing.T) {
 	openBoth(t, func(t *testing.T, db *authdb.DB) {
-		ev := &events{}
+		ev := &auditrec.Recorder{}
 		var got []admin.StatusChange
 		s := admin.New(admin.Config{Store: db, Audit: ev, Logger: slog.New(slog.DiscardHandler), OnStatus: func(_ context.Context, c admin.StatusChange) error {
 			got = append(got, c)
@@ -36,7 +37,7 @@ func TestStatusHook(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev.take()
+		ev.Take()
 		if _, err := s.SuspendClient(ctx, reg.ClientID, "terms violated"); err != nil {
 			t.Fatal(err)
 		}
@@ -65,11 +66,11 @@ func TestStatusHook(t *testing.T) {
 				t.Fatalf("hook call %d: %+v, want %+v", i, got[i], want[i])
 			}
 		}
-		if evs := ev.take(); len(evs) != 3 {
+		if evs := ev.Take(); len(evs) != 3 {
 			t.Fatalf("%d audit events, want 3", len(evs))
 		}
 		// The audit sink failing: the change is reported as an AuditError.
-		ev.fail = errors.New("disk full")
+		ev.FailWith(errors.New("disk full"))
 		var ae *admin.AuditError
 		if _, err := s.RotateClientSecret(ctx, reg.ClientID, time.Hour); !errors.As(err, &ae) {
 			t.Fatalf("rotation with a failing audit: %v", err)

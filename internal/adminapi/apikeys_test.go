@@ -20,7 +20,7 @@ import (
 
 // take returns the log lines and audit events since the last call.
 func (e *env) take(t *testing.T) ([]map[string]any, []audit.Event) {
-	return take(t, e.logs), e.events.take()
+	return take(t, e.logs), e.events.Take()
 }
 
 // wantAudit asserts exactly one admin log line with these attributes and

@@ -136,7 +136,7 @@ func TestAuditFailureIsAnError(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
 		adm := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{api.Scope}})
 		tok := e.ccToken(adm)
-		e.events.failWith(errors.New("disk on fire at /var/lib/lapis"))
+		e.events.FailWith(errors.New("disk on fire at /var/lib/lapis"))
 		r := e.call("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)
 		wantAdmin(t, "create with a failing audit", r, 500, api.CodeServerError)
 		if _, has := r.body["key"]; has || strings.Contains(r.raw, "disk") || !strings.Contains(r.raw, "audit record") {

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,10 +24,10 @@ import (
 
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/adminapi"
-	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
+	"github.com/lapis-health/lapis/internal/testutil/auditrec"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
@@ -44,13 +43,13 @@ type env struct {
 	token  string
 	skew   atomic.Int64 // nanoseconds added to time.Now
 	logs   *logbuf.Buffer
-	events *events
+	events *auditrec.Recorder
 }
 
 func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
 	db, km, _ := authtest.Stores(t, dialect)
-	e := &env{t: t, db: db, logs: &logbuf.Buffer{}, events: &events{}}
+	e := &env{t: t, db: db, logs: &logbuf.Buffer{}, events: &auditrec.Recorder{}}
 	now := func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) }
 	ts := httptest.NewUnstartedServer(nil)
 	e.issuer = "http://" + ts.Listener.Addr().String() + "/fhir"
@@ -228,38 +227,6 @@ func take(t *testing.T, l *logbuf.Buffer) []map[string]any {
 		}
 		out = append(out, m)
 	}
-	return out
-}
-
-// events is an admin.Auditor that keeps the events, or fails.
-type events struct {
-	mu   sync.Mutex
-	list []audit.Event
-	fail error
-}
-
-func (ev *events) Commit(_ context.Context, e audit.Event) error {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	if ev.fail != nil {
-		return ev.fail
-	}
-	ev.list = append(ev.list, e)
-	return nil
-}
-
-func (ev *events) failWith(err error) {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	ev.fail = err
-}
-
-// take returns the events recorded since the last call.
-func (ev *events) take() []audit.Event {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	out := ev.list
-	ev.list = nil
 	return out
 }
 

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/lapis-health/lapis/internal/activity"
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
@@ -28,16 +26,8 @@ func TestActivityCauses(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			root := "http://" + ln.Addr().String()
-			cfg := config.ServeDefaults()
-			cfg.Sandbox.Load = false // the built-in dataset is not read here
-			cfg.Server.Addr = ln.Addr().String()
+			ln, root, cfg := listenConfig(t)
 			cfg.Server.BaseURL = root
-			cfg.Database.DataDir = t.TempDir()
 			if dialect == "postgres" {
 				cfg.Database.URL = pgtest.New(t)
 			}
@@ -89,21 +79,7 @@ func TestActivityCauses(t *testing.T) {
 				db.Close()
 				t.Fatal(err)
 			}
-			sctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(sctx, ln) }()
-			stopped := false
-			shutdown := func() {
-				if !stopped {
-					stopped = true
-					stop()
-					if err := <-done; err != nil {
-						t.Errorf("serve: %v", err)
-					}
-					srv.Close()
-				}
-			}
-			t.Cleanup(shutdown)
+			shutdown := serveBackground(t, srv, ln)
 			t.Cleanup(func() { db.Close() })
 
 			req := func(method, path, key, body string, status int, hdr ...string) {

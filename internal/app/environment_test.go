@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,15 +20,7 @@ import (
 // mounted with WithMount is served (no-store); /readyz names a failing
 // sandbox check "sandbox/...".
 func TestEnvironments(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := "http://" + ln.Addr().String()
-	cfg := config.ServeDefaults()
-	cfg.Sandbox.Load = false // the built-in dataset is not read here
-	cfg.Server.Addr = ln.Addr().String()
-	cfg.Database.DataDir = t.TempDir()
+	ln, root, cfg := listenConfig(t)
 	cfg.Audit.Enabled = false
 	cfg.Sandbox.RateLimit, cfg.Sandbox.RateLimitBurst = "1/h", 2
 	if err := cfg.Normalize(true); err != nil {
@@ -43,10 +34,7 @@ func TestEnvironments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() { stop(); <-done; srv.Close() })
+	serveBackground(t, srv, ln)
 
 	envs := srv.Environments()
 	if len(envs) != 2 || envs[0].Name != "production" || envs[1].Name != "sandbox" ||

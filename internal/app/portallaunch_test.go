@@ -9,7 +9,6 @@ import (
 	"html"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -20,7 +19,6 @@ import (
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/sandbox/dataset"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
@@ -165,15 +163,8 @@ func exchange(t *testing.T, tokenURL string, f url.Values) map[string]any {
 // launch value works once; another organisation's developer gets 404.
 func TestPortalTestLaunch(t *testing.T) {
 	ctx := context.Background()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := "http://" + ln.Addr().String()
-	cfg := config.ServeDefaults()
-	cfg.Server.Addr = ln.Addr().String()
+	ln, root, cfg := listenConfig(t)
 	cfg.Server.BaseURL = root
-	cfg.Database.DataDir = t.TempDir()
 	cfg.Sandbox.Load = true
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
@@ -183,10 +174,7 @@ func TestPortalTestLaunch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() { stop(); <-done; srv.Close() })
+	serveBackground(t, srv, ln)
 	sb := srv.Environment("sandbox")
 	sbBase := root + "/sandbox/fhir"
 

@@ -35,20 +35,10 @@ func TestRateLimitRedisURL(t *testing.T) {
 // TestRateLimitStages checks the wiring: the per-IP stage guards the OAuth
 // endpoints under the FHIR base path and reports to *metrics.Metrics.
 func TestRateLimitStages(t *testing.T) {
-	cfg := config.ServeDefaults()
-	cfg.Sandbox.Load = false // the built-in dataset is not read here
-	cfg.Database.DataDir = t.TempDir()
-	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
-	if err := cfg.Normalize(true); err != nil {
-		t.Fatal(err)
-	}
 	mets := metrics.New()
-	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	h := st.AuthIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := authIPHandler(t, mets, func(cfg *config.Config) {
+		cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
+	})
 	codes := func(path string) (int, int) {
 		var out [2]int
 		for i := range 2 {
@@ -74,20 +64,10 @@ func TestRateLimitStages(t *testing.T) {
 // TestRateLimitBasePath: under a base URL with a path, the per-IP limit
 // guards the OAuth endpoints under that path (and no longer /fhir/auth/).
 func TestRateLimitBasePath(t *testing.T) {
-	cfg := config.ServeDefaults()
-	cfg.Sandbox.Load = false // the built-in dataset is not read here
-	cfg.Database.DataDir = t.TempDir()
-	cfg.Server.BaseURL = "http://127.0.0.1:8080/lapis"
-	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
-	if err := cfg.Normalize(true); err != nil {
-		t.Fatal(err)
-	}
-	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	h := st.AuthIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := authIPHandler(t, metrics.New(), func(cfg *config.Config) {
+		cfg.Server.BaseURL = "http://127.0.0.1:8080/lapis"
+		cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 1
+	})
 	for path, want := range map[string]int{"/lapis/fhir/auth/token": 429, "/fhir/auth/token": 200} {
 		var code int
 		for range 2 {
@@ -106,19 +86,9 @@ func TestRateLimitBasePath(t *testing.T) {
 // behind the per-IP limit: a burst of 300 concurrent POSTs to
 // /fhir/auth/apps beyond a burst of 100 is answered 429 in plain text.
 func TestRateLimitPasswordPages(t *testing.T) {
-	cfg := config.ServeDefaults()
-	cfg.Sandbox.Load = false // the built-in dataset is not read here
-	cfg.Database.DataDir = t.TempDir()
-	cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 100
-	if err := cfg.Normalize(true); err != nil {
-		t.Fatal(err)
-	}
-	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), metrics.New(), audit.Discard{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	h := st.AuthIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := authIPHandler(t, metrics.New(), func(cfg *config.Config) {
+		cfg.RateLimit.AuthIP, cfg.RateLimit.AuthIPBurst = "1/m", 100
+	})
 	var mu sync.Mutex
 	codes := map[int]int{}
 	var wg sync.WaitGroup
@@ -170,4 +140,25 @@ func TestRateLimitSystemConfig(t *testing.T) {
 	if _, err := cfg.RateLimit.Parse(); err == nil || !strings.HasPrefix(err.Error(), "--rate-limit-system: invalid rate limit") {
 		t.Fatalf("error %v", err)
 	}
+}
+
+// authIPHandler is the per-IP rate limit stage (AuthIP) of a server
+// configured by edit (on the serve defaults, data in a temporary
+// directory, no sandbox dataset), reporting to mets, around a handler
+// that answers 200.
+func authIPHandler(t *testing.T, mets *metrics.Metrics, edit func(*config.Config)) http.Handler {
+	t.Helper()
+	cfg := config.ServeDefaults()
+	cfg.Sandbox.Load = false // the built-in dataset is not read here
+	cfg.Database.DataDir = t.TempDir()
+	edit(&cfg)
+	if err := cfg.Normalize(true); err != nil {
+		t.Fatal(err)
+	}
+	st, err := newRateLimits(cfg, slog.New(slog.DiscardHandler), mets, audit.Discard{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st.AuthIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
@@ -30,16 +28,8 @@ import (
 func TestServerBasePath(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			root := "http://" + ln.Addr().String()
-			cfg := config.ServeDefaults()
-			cfg.Sandbox.Load = false // the built-in dataset is not read here
-			cfg.Server.Addr = ln.Addr().String()
+			ln, root, cfg := listenConfig(t)
 			cfg.Server.BaseURL = root + "/lapis"
-			cfg.Database.DataDir = t.TempDir()
 			var pgURL string
 			if dialect == "postgres" {
 				// One pool per process, sized by the URL.
@@ -57,21 +47,7 @@ func TestServerBasePath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(sctx, ln) }()
-			stopped := false
-			shutdown := func() {
-				if !stopped {
-					stopped = true
-					stop()
-					if err := <-done; err != nil {
-						t.Errorf("serve: %v", err)
-					}
-					srv.Close()
-				}
-			}
-			t.Cleanup(shutdown)
+			shutdown := serveBackground(t, srv, ln)
 
 			// Discovery: the CapabilityStatement and the SMART
 			// configuration name the FHIR base with its path.

@@ -138,36 +138,33 @@ func TestRefreshGraceRetryOnce(t *testing.T) {
 		}
 		t1, t2, t3 := now.Add(time.Second), now.Add(5*time.Second), now.Add(10*time.Second)
 
-		// One retry inside the grace period; the second is reuse.
-		f := start()
-		mustRotate(f+"-r0", f+"-r1", t1)
-		mustRotate(f+"-r0", f+"-r2", t2)
-		if err := rotate(f+"-r0", f+"-r3", t3); !errors.Is(err, authdb.ErrRefreshReused) {
-			t.Fatalf("second retry: %v", err)
+		// Two rotations that succeed (at t1, t2), then one at t3 that is
+		// reuse and revokes the family.
+		for _, c := range []struct {
+			name          string
+			first, second [2]string // presented, successor
+			reuse         [2]string
+			revoked       []string
+		}{
+			// One retry inside the grace period; the second is reuse.
+			{"second retry", [2]string{"r0", "r1"}, [2]string{"r0", "r2"}, [2]string{"r0", "r3"}, []string{"r0", "r1", "r2", "r3"}},
+			// A retry after the successor was itself used is reuse.
+			{"retry after the successor was used", [2]string{"r0", "r1"}, [2]string{"r1", "r2"}, [2]string{"r0", "r3"}, []string{"r0", "r1", "r2", "r3"}},
+			// The successor a retry superseded was never delivered:
+			// presenting it is reuse.
+			{"superseded successor", [2]string{"r0", "r1"}, [2]string{"r0", "r2"}, [2]string{"r1", "r3"}, []string{"r0", "r1", "r2"}},
+		} {
+			f := start()
+			mustRotate(f+"-"+c.first[0], f+"-"+c.first[1], t1)
+			mustRotate(f+"-"+c.second[0], f+"-"+c.second[1], t2)
+			if err := rotate(f+"-"+c.reuse[0], f+"-"+c.reuse[1], t3); !errors.Is(err, authdb.ErrRefreshReused) {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			revoked(f, c.revoked...)
 		}
-		revoked(f, "r0", "r1", "r2", "r3")
-
-		// A retry after the successor was itself used is reuse.
-		f = start()
-		mustRotate(f+"-r0", f+"-r1", t1)
-		mustRotate(f+"-r1", f+"-r2", t2)
-		if err := rotate(f+"-r0", f+"-r3", t3); !errors.Is(err, authdb.ErrRefreshReused) {
-			t.Fatalf("retry after the successor was used: %v", err)
-		}
-		revoked(f, "r0", "r1", "r2", "r3")
-
-		// The successor a retry superseded was never delivered: presenting
-		// it is reuse.
-		f = start()
-		mustRotate(f+"-r0", f+"-r1", t1)
-		mustRotate(f+"-r0", f+"-r2", t2)
-		if err := rotate(f+"-r1", f+"-r3", t3); !errors.Is(err, authdb.ErrRefreshReused) {
-			t.Fatalf("superseded successor: %v", err)
-		}
-		revoked(f, "r0", "r1", "r2")
 
 		// The chain goes on normally from the retry's successor.
-		f = start()
+		f := start()
 		mustRotate(f+"-r0", f+"-r1", t1)
 		mustRotate(f+"-r0", f+"-r2", t2)
 		mustRotate(f+"-r2", f+"-r3", t3)

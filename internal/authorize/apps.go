@@ -76,14 +76,10 @@ func (s *Pages) handleApps(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, s.prefix+oauth.PathApps, http.StatusSeeOther)
 		return
 	}
-	var acct *authdb.Account
-	if sess.LoggedIn() {
-		a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
-		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
-			s.internalError(w, r, err)
-			return
-		}
-		acct = a
+	acct, err := s.sessionAccount(ctx, sess, sess.LoggedIn())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
 	}
 	if acct == nil {
 		status := http.StatusOK

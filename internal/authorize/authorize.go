@@ -354,18 +354,27 @@ func needsLogin(sess *web.Session, ar *authzRequest) bool {
 	return !sess.LoggedIn() || ar.PromptLogin
 }
 
+// sessionAccount returns the account of the session's subject when
+// signedIn; nil when not signed in or when the account no longer exists.
+func (s *Pages) sessionAccount(ctx context.Context, sess *web.Session, signedIn bool) (*authdb.Account, error) {
+	if !signedIn {
+		return nil, nil
+	}
+	a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return nil, nil
+	}
+	return a, err
+}
+
 // continueFlow shows the next page of a request: login, patient picker or
 // consent.
 func (s *Pages) continueFlow(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, ar *authzRequest, loginErr string) {
 	ctx := r.Context()
-	var acct *authdb.Account
-	if !needsLogin(sess, ar) {
-		a, err := s.cfg.Accounts.AccountBySubject(ctx, sess.Subject)
-		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
-			s.internalError(w, r, err)
-			return
-		}
-		acct = a
+	acct, err := s.sessionAccount(ctx, sess, !needsLogin(sess, ar))
+	if err != nil {
+		s.internalError(w, r, err)
+		return
 	}
 	if acct == nil {
 		status := http.StatusOK
@@ -610,12 +619,10 @@ func (s *Pages) handleConsent(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	var acct *authdb.Account
-	if !needsLogin(sess, peek) {
-		if acct, err = s.cfg.Accounts.AccountBySubject(ctx, sess.Subject); err != nil && !errors.Is(err, authdb.ErrNotFound) {
-			s.internalError(w, r, err)
-			return
-		}
+	acct, err := s.sessionAccount(ctx, sess, !needsLogin(sess, peek))
+	if err != nil {
+		s.internalError(w, r, err)
+		return
 	}
 	if acct == nil || (peek.EHR && peek.LaunchSubject != acct.Subject) || contextMissing(peek, acct) {
 		s.continueFlow(w, r, sess, reqID, peek, "")

@@ -23,14 +23,10 @@ type clientLister interface {
 // launchAccount returns the logged-in practitioner of the launch page, or
 // answers with the login form or a refusal.
 func (s *Pages) launchAccount(w http.ResponseWriter, r *http.Request, sess *web.Session) *authdb.Account {
-	var acct *authdb.Account
-	if sess.LoggedIn() {
-		a, err := s.cfg.Accounts.AccountBySubject(r.Context(), sess.Subject)
-		if err != nil && !errors.Is(err, authdb.ErrNotFound) {
-			s.internalError(w, r, err)
-			return nil
-		}
-		acct = a
+	acct, err := s.sessionAccount(r.Context(), sess, sess.LoggedIn())
+	if err != nil {
+		s.internalError(w, r, err)
+		return nil
 	}
 	if acct == nil {
 		s.render(w, r, http.StatusOK, "login", &page{Title: "Sign in", CSRF: sess.CSRF, Next: "launch"})

@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
-
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 func run(args ...string) (int, string, string) {
@@ -25,11 +23,7 @@ func run(args ...string) (int, string, string) {
 func TestClientCommands(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			dir := t.TempDir()
-			db := []string{"--data-dir", dir}
-			if dialect == "postgres" {
-				db = append(db, "--database", pgtest.New(t))
-			}
+			dir, db, _ := databaseFlags(t, dialect)
 			code, out, errs := run(append([]string{"client", "create", "--name", "svc", "--type", "confidential", "--scope", "system/*.rs system/Patient.read", "--json"}, db...)...)
 			if code != 0 {
 				t.Fatalf("create: %d %s", code, errs)

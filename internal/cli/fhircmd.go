@@ -101,24 +101,47 @@ type getCmd struct {
 }
 
 func (c *getCmd) Run(e *env) error {
-	r, err := parseRef(c.Ref, true)
+	r, cl, err := c.refClient(e, c.Ref, true)
 	if err != nil {
 		return err
 	}
-	cl, err := c.newClient(e)
-	if err != nil {
-		return err
-	}
-	var res *client.Resource
 	if r.vid != "" {
-		res, err = cl.VRead(e.ctx, r.typ, r.id, r.vid)
-	} else {
-		res, err = cl.Read(e.ctx, r.typ, r.id)
+		return printResult(e)(cl.VRead(e.ctx, r.typ, r.id, r.vid))
 	}
+	return printResult(e)(cl.Read(e.ctx, r.typ, r.id))
+}
+
+// refClient parses a TYPE/ID[/_history/VID] argument (history: whether
+// the version form is allowed) and connects to the server.
+func (f *connFlags) refClient(e *env, s string, history bool) (ref, *client.Client, error) {
+	r, err := parseRef(s, history)
 	if err != nil {
-		return err
+		return r, nil, err
 	}
-	return printResource(e, res)
+	cl, err := f.newClient(e)
+	return r, cl, err
+}
+
+// inputClient reads a resource from file (see readInput) and connects to
+// the server.
+func (f *connFlags) inputClient(e *env, file string) ([]byte, *client.Client, error) {
+	body, err := readInput(e, file)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := f.newClient(e)
+	return body, cl, err
+}
+
+// printResult returns a function that prints the resource a request
+// answered with (printResource), or returns the request's error.
+func printResult(e *env) func(*client.Resource, error) error {
+	return func(res *client.Resource, err error) error {
+		if err != nil {
+			return err
+		}
+		return printResource(e, res)
+	}
 }
 
 type searchCmd struct {
@@ -224,11 +247,7 @@ type createCmd struct {
 }
 
 func (c *createCmd) Run(e *env) error {
-	body, err := readInput(e, c.File)
-	if err != nil {
-		return err
-	}
-	cl, err := c.newClient(e)
+	body, cl, err := c.inputClient(e, c.File)
 	if err != nil {
 		return err
 	}
@@ -236,11 +255,7 @@ func (c *createCmd) Run(e *env) error {
 	if c.IfNoneExist != "" {
 		opts = append(opts, client.IfNoneExist(c.IfNoneExist))
 	}
-	res, err := cl.Create(e.ctx, json.RawMessage(body), opts...)
-	if err != nil {
-		return err
-	}
-	return printResource(e, res)
+	return printResult(e)(cl.Create(e.ctx, json.RawMessage(body), opts...))
 }
 
 type updateCmd struct {
@@ -255,11 +270,7 @@ func (c *updateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	body, err := readInput(e, c.File)
-	if err != nil {
-		return err
-	}
-	cl, err := c.newClient(e)
+	body, cl, err := c.inputClient(e, c.File)
 	if err != nil {
 		return err
 	}
@@ -267,11 +278,7 @@ func (c *updateCmd) Run(e *env) error {
 	if c.IfMatch != "" {
 		opts = append(opts, client.IfMatch(c.IfMatch))
 	}
-	res, err := cl.Update(e.ctx, r.typ, r.id, body, opts...)
-	if err != nil {
-		return err
-	}
-	return printResource(e, res)
+	return printResult(e)(cl.Update(e.ctx, r.typ, r.id, body, opts...))
 }
 
 type deleteCmd struct {
@@ -280,11 +287,7 @@ type deleteCmd struct {
 }
 
 func (c *deleteCmd) Run(e *env) error {
-	r, err := parseRef(c.Ref, false)
-	if err != nil {
-		return err
-	}
-	cl, err := c.newClient(e)
+	r, cl, err := c.refClient(e, c.Ref, false)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
@@ -18,11 +17,7 @@ import (
 func TestEnvFlag(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			dir := t.TempDir()
-			db := []string{"--data-dir", dir}
-			if dialect == "postgres" {
-				db = append(db, "--database", pgtest.New(t))
-			}
+			dir, db, _ := databaseFlags(t, dialect)
 			with := func(args ...string) []string { return append(args, db...) }
 			if code, _, errs := run(with("client", "create", "--env", "sandbox", "--name", "sbx-app", "--type", "confidential", "--scope", "system/*.rs")...); code != 0 {
 				t.Fatalf("create in sandbox: %d %s", code, errs)

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // TestServeTLSFlags: with --tls-cert and --tls-key lapis serve may bind
@@ -67,10 +65,7 @@ func TestDevNoAuthTLSRemote(t *testing.T) {
 func TestClientNetworkCommand(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			db := []string{"--data-dir", t.TempDir()}
-			if dialect == "postgres" {
-				db = append(db, "--database", pgtest.New(t))
-			}
+			_, db, _ := databaseFlags(t, dialect)
 			// Invalid values are refused before anything is created.
 			for _, bad := range [][]string{{"--allow-ip", "10.0.0.0/40"}, {"--cors-origin", "http://app.example"}, {"--cors-origin", "https://app.example/path"}} {
 				code, _, errs := run(append(append([]string{"client", "create", "--name", "bad", "--type", "public", "--redirect-uri", "https://a.example/cb", "--scope", "openid"}, bad...), db...)...)

@@ -5,61 +5,33 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
-
-	"github.com/lapis-health/lapis/internal/database"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // open returns a service on a fresh database of each dialect.
-func open(t *testing.T, dialect string, key []byte) (*Service, *clock) {
+func open(t *testing.T, dialect string, key []byte) (*Service, *testclock.Clock) {
 	var kek cipher.AEAD
 	if key != nil {
 		b, _ := aes.NewCipher(key)
 		kek, _ = cipher.NewGCM(b)
 	}
 	t.Helper()
-	ctx := context.Background()
-	o := database.Options{DataDir: t.TempDir()}
-	if dialect == "postgres" {
-		o.URL = pgtest.New(t)
-	} else {
-		o.URL = "sqlite:" + filepath.Join(o.DataDir, "dev.db")
-	}
-	h, err := database.Open(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	s, err := New(ctx, h, Options{Now: c.now, KEK: kek})
+	c := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s, err := New(context.Background(), dbtest.Open(t, dialect), Options{Now: c.Now, KEK: kek})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, c
 }
 
-func dialects(t *testing.T, fn func(t *testing.T, s *Service, c *clock)) {
+func dialects(t *testing.T, fn func(t *testing.T, s *Service, c *testclock.Clock)) {
 	for _, d := range []string{"sqlite", "postgres"} {
 		t.Run(d, func(t *testing.T) {
 			s, c := open(t, d, nil)
@@ -83,7 +55,7 @@ func signUp(t *testing.T, s *Service, email string) *Developer {
 }
 
 func TestSignUpVerifyLogin(t *testing.T) {
-	dialects(t, func(t *testing.T, s *Service, c *clock) {
+	dialects(t, func(t *testing.T, s *Service, c *testclock.Clock) {
 		ctx := context.Background()
 		d, tok, err := s.SignUp(ctx, " Alice@Example.ORG ", "Alice", "correct horse battery", "Acme")
 		if err != nil {
@@ -133,7 +105,7 @@ func TestVerificationExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.add(VerifyTTL + time.Second)
+	c.Add(VerifyTTL + time.Second)
 	if _, err := s.Verify(ctx, tok); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("expired token: %v", err)
 	}
@@ -153,7 +125,7 @@ func TestVerificationExpires(t *testing.T) {
 }
 
 func TestLockout(t *testing.T) {
-	dialects(t, func(t *testing.T, s *Service, c *clock) {
+	dialects(t, func(t *testing.T, s *Service, c *testclock.Clock) {
 		ctx := context.Background()
 		signUp(t, s, "lock@example.org")
 		for i := 0; i < 5; i++ {
@@ -165,7 +137,7 @@ func TestLockout(t *testing.T) {
 		if _, err := s.Login(ctx, "lock@example.org", "correct horse battery", "198.51.100.1"); !errors.Is(err, ErrBadLogin) {
 			t.Fatalf("locked login: %v", err)
 		}
-		c.add(16 * time.Minute)
+		c.Add(16 * time.Minute)
 		if _, err := s.Login(ctx, "lock@example.org", "correct horse battery", "198.51.100.1"); err != nil {
 			t.Fatalf("after the window: %v", err)
 		}
@@ -220,7 +192,7 @@ func TestPasswordReset(t *testing.T) {
 		t.Fatalf("new password: %v", err)
 	}
 	tok2, _ := s.RequestReset(ctx, d.Email)
-	c.add(ResetTTL + time.Second)
+	c.Add(ResetTTL + time.Second)
 	if _, err := s.Reset(ctx, tok2, "yet another password"); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("expired: %v", err)
 	}
@@ -256,7 +228,7 @@ func TestTOTP(t *testing.T) {
 		if _, err := s.ConfirmTOTP(ctx, d.ID, "000000"); !errors.As(err, &ie) {
 			t.Fatalf("wrong code: %v", err)
 		}
-		codes, err := s.ConfirmTOTP(ctx, d.ID, code(t, e.Secret, c.now()))
+		codes, err := s.ConfirmTOTP(ctx, d.ID, code(t, e.Secret, c.Now()))
 		if err != nil || len(codes) != RecoveryCodes {
 			t.Fatal(err)
 		}
@@ -265,18 +237,18 @@ func TestTOTP(t *testing.T) {
 			t.Fatalf("login: %v %+v", err, r)
 		}
 		// The code used at enrolment cannot be replayed.
-		if _, err := s.LoginSecondFactor(ctx, r.SecondFactor, code(t, e.Secret, c.now()), "192.0.2.1"); !errors.Is(err, ErrBadLogin) {
+		if _, err := s.LoginSecondFactor(ctx, r.SecondFactor, code(t, e.Secret, c.Now()), "192.0.2.1"); !errors.Is(err, ErrBadLogin) {
 			t.Fatalf("replayed code: %v", err)
 		}
-		c.add(30 * time.Second)
-		if _, err := s.LoginSecondFactor(ctx, "wrong", code(t, e.Secret, c.now()), "192.0.2.1"); !errors.Is(err, ErrInvalidToken) {
+		c.Add(30 * time.Second)
+		if _, err := s.LoginSecondFactor(ctx, "wrong", code(t, e.Secret, c.Now()), "192.0.2.1"); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("wrong step token: %v", err)
 		}
-		got, err := s.LoginSecondFactor(ctx, r.SecondFactor, code(t, e.Secret, c.now()), "192.0.2.1")
+		got, err := s.LoginSecondFactor(ctx, r.SecondFactor, code(t, e.Secret, c.Now()), "192.0.2.1")
 		if err != nil || got.ID != d.ID {
 			t.Fatalf("second factor: %v", err)
 		}
-		if _, err := s.LoginSecondFactor(ctx, r.SecondFactor, code(t, e.Secret, c.now().Add(30*time.Second)), "192.0.2.1"); !errors.Is(err, ErrInvalidToken) {
+		if _, err := s.LoginSecondFactor(ctx, r.SecondFactor, code(t, e.Secret, c.Now().Add(30*time.Second)), "192.0.2.1"); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("step token reused: %v", err)
 		}
 		// A recovery code works once.
@@ -289,7 +261,7 @@ func TestTOTP(t *testing.T) {
 			t.Fatalf("recovery code reused: %v", err)
 		}
 		// The step token expires.
-		c.add(MFATTL)
+		c.Add(MFATTL)
 		if _, err := s.LoginSecondFactor(ctx, r3.SecondFactor, codes[1], "192.0.2.1"); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("expired step: %v", err)
 		}
@@ -306,7 +278,7 @@ func TestTOTP(t *testing.T) {
 }
 
 func TestRolesInvitesAndLastOwner(t *testing.T) {
-	dialects(t, func(t *testing.T, s *Service, c *clock) {
+	dialects(t, func(t *testing.T, s *Service, c *testclock.Clock) {
 		ctx := context.Background()
 		own := signUp(t, s, "owner@example.org")
 		dev := signUp(t, s, "dev@example.org")
@@ -381,7 +353,7 @@ func TestRolesInvitesAndLastOwner(t *testing.T) {
 		}
 		// Invitations expire.
 		tok2, _ := s.Invite(ctx, dev.ID, org.ID, "other@example.org", RoleDeveloper)
-		c.add(InviteTTL + time.Second)
+		c.Add(InviteTTL + time.Second)
 		if _, err := s.AcceptInvite(ctx, other.ID, tok2); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("expired invite: %v", err)
 		}
@@ -398,7 +370,7 @@ func mustOrg(t *testing.T, s *Service, devID string) *Membership {
 }
 
 func TestTerms(t *testing.T) {
-	dialects(t, func(t *testing.T, s *Service, c *clock) {
+	dialects(t, func(t *testing.T, s *Service, c *testclock.Clock) {
 		ctx := context.Background()
 		d := signUp(t, s, "terms@example.org")
 		op := signUp(t, s, "op@example.org")
@@ -475,7 +447,7 @@ func TestAPITokens(t *testing.T) {
 	if err != nil || got.ID != d.ID {
 		t.Fatal(err)
 	}
-	c.add(time.Minute)
+	c.Add(time.Minute)
 	_, _ = s.DeveloperByAPIToken(ctx, v)
 	if l, _ := s.APITokens(ctx, d.ID); len(l) != 1 || l[0].LastUsedAt.IsZero() {
 		t.Fatalf("%+v", l)

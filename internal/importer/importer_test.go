@@ -12,22 +12,12 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/app"
-	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 func openApp(tb testing.TB) *app.App {
 	tb.Helper()
-	cfg := config.Defaults()
-	cfg.Database.DataDir = tb.TempDir()
-	if err := cfg.Normalize(false); err != nil {
-		tb.Fatal(err)
-	}
-	a, err := app.Open(context.Background(), cfg, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { a.Close() })
-	return a
+	return apptest.Open(tb, "sqlite", nil)
 }
 
 func synthea(tb testing.TB, n int) []string {

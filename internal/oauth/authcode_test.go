@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 )
 
 // codeEnv is an env whose server has the authorization_code and
@@ -36,27 +36,22 @@ type codeEnv struct {
 
 func (e *codeEnv) advance(d time.Duration) { e.skew.Add(int64(d)) }
 
+// config is the configuration of a code-flow authorization server on db
+// and km, whose clock runs ahead by what advance added.
+func (ce *codeEnv) config(db *authdb.DB, km *keys.Manager) func(issuer string) oauth.Config {
+	return func(issuer string) oauth.Config {
+		return oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
+			JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true}), Codes: oauth.NewCodeStore(db), Refresh: db,
+			Logger: slog.New(slog.DiscardHandler),
+			Now:    func() time.Time { return time.Now().Add(time.Duration(ce.skew.Load())) }}
+	}
+}
+
 func newCodeEnv(t testing.TB, dialect string, setup ...func(*oauth.Server)) *codeEnv {
 	t.Helper()
 	db, km, dir := openStores(t, dialect)
 	ce := &codeEnv{}
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
-	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
-		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true}), Codes: oauth.NewCodeStore(db), Refresh: db,
-		Logger: slog.New(slog.DiscardHandler),
-		Now:    func() time.Time { return time.Now().Add(time.Duration(ce.skew.Load())) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range setup {
-		f(srv)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	ts.Config.Handler = mux
-	ts.Start()
-	t.Cleanup(ts.Close)
+	srv, ts, issuer := oauthtest.Serve(t, "/fhir", ce.config(db, km), setup...)
 	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 	return ce
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -14,8 +12,8 @@ import (
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
-	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
@@ -112,20 +110,7 @@ type statusEnv struct {
 func newStatusEnv(t *testing.T, dialect string) *statusEnv {
 	db, km, dir, dbURL := authtest.StoresURL(t, dialect)
 	ce := &codeEnv{}
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
-	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
-		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true}), Codes: oauth.NewCodeStore(db), Refresh: db,
-		Logger: slog.New(slog.DiscardHandler),
-		Now:    func() time.Time { return time.Now().Add(time.Duration(ce.skew.Load())) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	ts.Config.Handler = mux
-	ts.Start()
-	t.Cleanup(ts.Close)
+	srv, ts, issuer := oauthtest.Serve(t, "/fhir", ce.config(db, km))
 	ce.env = &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken}
 	return &statusEnv{codeEnv: ce, url: dbURL, dir: dir}
 }

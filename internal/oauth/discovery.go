@@ -75,12 +75,7 @@ func (s *Server) handleOpenIDConfiguration(w http.ResponseWriter, r *http.Reques
 }
 
 func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
-		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-		s.writeError(w, r, &Error{Code: CodeInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
-		return
-	}
-	if cors(w, r, "GET, HEAD") {
+	if s.publicPreamble(w, r) {
 		return
 	}
 	set, err := s.cfg.Keys.JWKS(r.Context())
@@ -92,14 +87,21 @@ func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
 	serveJSON(w, r, set)
 }
 
-// serveDocument answers a public discovery document: no auth, CORS open.
-func (s *Server) serveDocument(w http.ResponseWriter, r *http.Request, doc map[string]any) {
+// publicPreamble starts the answer of a public GET document (discovery,
+// JWKS): a method other than GET, HEAD or OPTIONS is a 405, and a CORS
+// preflight is answered. It reports whether the request is answered.
+func (s *Server) publicPreamble(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions {
 		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
 		s.writeError(w, r, &Error{Code: CodeInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
-		return
+		return true
 	}
-	if cors(w, r, "GET, HEAD") {
+	return cors(w, r, "GET, HEAD")
+}
+
+// serveDocument answers a public discovery document: no auth, CORS open.
+func (s *Server) serveDocument(w http.ResponseWriter, r *http.Request, doc map[string]any) {
+	if s.publicPreamble(w, r) {
 		return
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")

@@ -31,6 +31,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
@@ -49,18 +50,10 @@ type env struct {
 func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
 	db, km, dir := openStores(t, dialect)
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String() + "/fhir"
-	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
-		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	ts.Config.Handler = mux
-	ts.Start()
-	t.Cleanup(ts.Close)
+	srv, ts, issuer := oauthtest.Serve(t, "/fhir", func(issuer string) oauth.Config {
+		return oauth.Config{Issuer: issuer, Clients: db, Assertions: db, Revocations: db, Keys: km,
+			JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true})}
+	})
 	return &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 }
 

@@ -204,18 +204,7 @@ func (v *Verifier) onRevocations(entries []authdb.RevEntry, reset bool) {
 // suspension cannot re-cache one of its tokens. Bounded like
 // rememberRevoked.
 func (v *Verifier) rememberClient(id string, now time.Time) {
-	if len(v.clients) >= v.cfg.CacheSize {
-		for k, until := range v.clients {
-			if !now.Before(until) {
-				delete(v.clients, k)
-			}
-		}
-		if len(v.clients) >= v.cfg.CacheSize {
-			clear(v.clients)
-			clear(v.cache)
-		}
-	}
-	v.clients[id] = now.Add(v.cfg.CacheTTL)
+	v.remember(v.clients, id, now)
 }
 
 // rememberRevoked records a revoked jti for CacheTTL (v.mu held). The set
@@ -223,18 +212,26 @@ func (v *Verifier) rememberClient(id string, now time.Time) {
 // cache and set are dropped (safe: every token is then checked in the
 // database again).
 func (v *Verifier) rememberRevoked(jti string, now time.Time) {
-	if len(v.revoked) >= v.cfg.CacheSize {
-		for k, until := range v.revoked {
+	v.remember(v.revoked, jti, now)
+}
+
+// remember records key in set (v.revoked or v.clients) for CacheTTL (v.mu
+// held). The set is bounded by CacheSize: expired entries go first; when
+// it is still full of live entries, the set and the token cache are
+// dropped.
+func (v *Verifier) remember(set map[string]time.Time, key string, now time.Time) {
+	if len(set) >= v.cfg.CacheSize {
+		for k, until := range set {
 			if !now.Before(until) {
-				delete(v.revoked, k)
+				delete(set, k)
 			}
 		}
-		if len(v.revoked) >= v.cfg.CacheSize {
-			clear(v.revoked)
+		if len(set) >= v.cfg.CacheSize {
+			clear(set)
 			clear(v.cache)
 		}
 	}
-	v.revoked[jti] = now.Add(v.cfg.CacheTTL)
+	set[key] = now.Add(v.cfg.CacheTTL)
 }
 
 // Verify checks an access token and returns its claims, or

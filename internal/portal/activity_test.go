@@ -95,7 +95,7 @@ func (a *actEnv) credentials(t *testing.T, owner string) (clientID, keyID string
 // compartment refusal and a rate-limited burst.
 func (a *actEnv) traffic(cred string, n int) {
 	ctx := context.Background()
-	now := a.clock.now()
+	now := a.clock.Now()
 	for i := range n {
 		a.rec.Record(ctx, audit.Event{Kind: audit.KindREST, Time: now.Add(-time.Duration(i) * 3 * time.Minute), ClientID: cred, Status: 200,
 			Interaction: "read", Route: "GET /sandbox/fhir/Patient/{id}", Latency: 4 * time.Millisecond, Patient: "secret-patient-85"})
@@ -263,7 +263,7 @@ func TestActivityPageWeight(t *testing.T) {
 	c := a.signUpAndLogIn("heavy@example.org")
 	id, _ := a.credentials(t, a.orgOwner(t, "heavy@example.org"))
 	ctx := context.Background()
-	now := a.clock.now()
+	now := a.clock.Now()
 	statuses := []int{200, 304, 404, 503, 403, 429, 401, 400, 409, 413, 405, 410}
 	for m := 0; m < 7*24*60; m += 5 {
 		for i, st := range statuses[:4] {

@@ -251,6 +251,39 @@ func pageOrg(r *http.Request, v *Visitor) (*developer.Membership, error) {
 	return v.Org, nil
 }
 
+// orgHandler is a page or JSON API handler about one organisation of the
+// visitor; the error it returns is answered by the adapter (forOrgPage,
+// forOrgAPI) it is registered with.
+type orgHandler func(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error
+
+// forOrgAPI adapts h to the JSON API: the organisation of the path (apiOrg)
+// is looked up first, and an error is answered through apiAppFail.
+func (p *Portal) forOrgAPI(h orgHandler) func(http.ResponseWriter, *http.Request, *Visitor) {
+	return func(w http.ResponseWriter, r *http.Request, v *Visitor) {
+		org, err := apiOrg(r, v)
+		if err == nil {
+			err = h(w, r, v, org)
+		}
+		if err != nil {
+			p.apiAppFail(w, r, err)
+		}
+	}
+}
+
+// forOrgPage adapts h to the pages: the page's organisation (pageOrg) is
+// looked up first, and an error is rendered through pageFail.
+func (p *Portal) forOrgPage(h orgHandler) func(http.ResponseWriter, *http.Request, *Visitor) {
+	return func(w http.ResponseWriter, r *http.Request, v *Visitor) {
+		org, err := pageOrg(r, v)
+		if err == nil {
+			err = h(w, r, v, org)
+		}
+		if err != nil {
+			p.pageFail(w, r, v, err)
+		}
+	}
+}
+
 // App is an app as the portal shows it: the OAuth client, its
 // environment, the portal's metadata and its status.
 type App struct {
@@ -278,45 +311,66 @@ func (p *Portal) appOf(ctx context.Context, env string, c api.OAuthClient) (App,
 
 // orgApps lists the organisation's apps, sandbox first.
 func (p *Portal) orgApps(ctx context.Context, org *developer.Membership) ([]App, error) {
-	out := []App{}
-	for _, name := range p.envNames() {
-		cs, err := p.env(name).Admin.Clients(ctx, api.ClientFilter{Owner: org.Owner()})
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range cs {
-			a, err := p.appOf(ctx, name, c)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, a)
-		}
-	}
-	return out, nil
+	return listOwned(ctx, p, org, func(ctx context.Context, e *Env, owner string) ([]api.OAuthClient, error) {
+		return e.Admin.Clients(ctx, api.ClientFilter{Owner: owner})
+	}, func(name string, c api.OAuthClient) (App, error) { return p.appOf(ctx, name, c) })
 }
 
 // ownedApp returns env's client id when org owns it; anything else
 // (unknown environment, client, or another owner) is errNotFound.
 func (p *Portal) ownedApp(ctx context.Context, envName, id string, org *developer.Membership) (*App, *Env, error) {
-	e := p.env(envName)
-	if e == nil || id == "" {
-		return nil, nil, errNotFound
-	}
-	c, err := e.Admin.OAuthClient(ctx, id)
-	if errors.Is(err, api.ErrNotFound) {
-		return nil, nil, errNotFound
-	}
+	c, e, err := owned(ctx, p, envName, id, org, (*admin.Service).OAuthClient, func(c *api.OAuthClient) string { return c.Owner })
 	if err != nil {
 		return nil, nil, err
-	}
-	if c.Owner != org.Owner() {
-		return nil, nil, errNotFound
 	}
 	a, err := p.appOf(ctx, envName, *c)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &a, e, nil
+}
+
+// listOwned lists, in every environment (sandbox first), what org owns,
+// each item wrapped with the name of its environment.
+func listOwned[T, R any](ctx context.Context, p *Portal, org *developer.Membership,
+	list func(ctx context.Context, e *Env, owner string) ([]T, error), wrap func(envName string, t T) (R, error)) ([]R, error) {
+	out := []R{}
+	for _, name := range p.envNames() {
+		items, err := list(ctx, p.env(name), org.Owner())
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range items {
+			r, err := wrap(name, t)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// owned fetches env's object id with get and returns it with its
+// environment when org owns it; anything else (unknown environment or
+// id, another owner) is errNotFound.
+func owned[T any](ctx context.Context, p *Portal, envName, id string, org *developer.Membership,
+	get func(*admin.Service, context.Context, string) (*T, error), owner func(*T) string) (*T, *Env, error) {
+	e := p.env(envName)
+	if e == nil || id == "" {
+		return nil, nil, errNotFound
+	}
+	t, err := get(e.Admin, ctx, id)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, nil, errNotFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if owner(t) != org.Owner() {
+		return nil, nil, errNotFound
+	}
+	return t, e, nil
 }
 
 // AppInput is what the wizard asks for (the JSON body of POST
@@ -501,24 +555,20 @@ type appsData struct {
 	Now      time.Time
 }
 
-func (p *Portal) appsPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) appsPage(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	apps, err := p.orgApps(r.Context(), org)
 	if err != nil {
 		p.internalError(w, r, err)
-		return
+		return nil
 	}
 	reqs, err := p.reviews.List(r.Context(), review.Filter{OrgID: org.ID})
 	if err != nil {
 		p.internalError(w, r, err)
-		return
+		return nil
 	}
 	p.render(w, r, http.StatusOK, "apps", pageData{Title: "Apps", V: v, Nav: "apps", Notice: r.URL.Query().Get("notice"),
 		Data: appsData{Org: org, Apps: apps, Requests: reqs, Now: p.cfg.Now()}}, nil)
+	return nil
 }
 
 type wizardData struct {
@@ -532,12 +582,7 @@ type wizardData struct {
 	Extra   string
 }
 
-func (p *Portal) wizardPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) wizardPage(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	d := wizardData{Org: org, Presets: review.Presets()}
 	if pr, ok := review.PresetByName(r.URL.Query().Get("preset")); ok {
 		d.Preset = &pr
@@ -549,6 +594,7 @@ func (p *Portal) wizardPage(w http.ResponseWriter, r *http.Request, v *Visitor) 
 		}
 	}
 	p.render(w, r, http.StatusOK, "appnew", pageData{Title: "New app", V: v, Nav: "apps", Data: d}, nil)
+	return nil
 }
 
 // lines splits a textarea into its non-empty lines (or fields).
@@ -572,12 +618,7 @@ type secretData struct {
 	Created  bool
 }
 
-func (p *Portal) wizardPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) wizardPost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	f := r.PostForm
 	in := AppInput{Description: f.Get("description"), LogoURI: strings.TrimSpace(f.Get("logo_uri")), Homepage: strings.TrimSpace(f.Get("homepage"))}
 	in.Preset, in.Name = f.Get("preset"), f.Get("name")
@@ -587,14 +628,14 @@ func (p *Portal) wizardPost(w http.ResponseWriter, r *http.Request, v *Visitor) 
 	if j := strings.TrimSpace(f.Get("jwks")); j != "" {
 		if !json.Valid([]byte(j)) {
 			p.wizardError(w, r, v, org, in, f, invalidf("jwks must be a JSON Web Key Set"))
-			return
+			return nil
 		}
 		in.JWKS = json.RawMessage(j)
 	}
 	out, err := p.createApp(r, v, org, in)
 	if err != nil {
 		p.wizardError(w, r, v, org, in, f, err)
-		return
+		return nil
 	}
 	p.record(r, appEvent("developer created sandbox app", v, out.App.ID))
 	d := secretData{Org: org, App: out.App, Secret: out.ClientSecret, Created: true}
@@ -603,6 +644,7 @@ func (p *Portal) wizardPost(w http.ResponseWriter, r *http.Request, v *Visitor) 
 		d.Download = secretFile(map[string]string{"environment": EnvSandbox, "issuer": p.env(EnvSandbox).FHIRBase, "client_id": out.App.ID, "client_secret": out.ClientSecret})
 	}
 	p.render(w, r, http.StatusCreated, "appsecret", pageData{Title: "App created", V: v, Nav: "apps", Data: d}, nil)
+	return nil
 }
 
 func (p *Portal) wizardError(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership, in AppInput, f url.Values, err error) {
@@ -633,21 +675,15 @@ type appData struct {
 	Endpoints *Endpoints
 }
 
-func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	a, _, err := p.ownedApp(r.Context(), r.PathValue("env"), r.PathValue("id"), org)
 	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	reqs, err := p.appRequests(r.Context(), org, a)
 	if err != nil {
 		p.internalError(w, r, err)
-		return
+		return nil
 	}
 	d := appData{Org: org, App: *a, Requests: reqs, Now: p.cfg.Now(), CanRequest: a.Environment == EnvSandbox && p.env(EnvProduction) != nil,
 		Endpoints: p.endpoints(a.Environment)}
@@ -660,50 +696,39 @@ func (p *Portal) appPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
 		}
 	}
 	p.render(w, r, http.StatusOK, "app", pageData{Title: a.Name, V: v, Nav: "apps", Notice: r.URL.Query().Get("notice"), Data: d}, nil)
+	return nil
 }
 
 // overlaps are the rotation overlaps the pages offer.
 var overlaps = map[string]time.Duration{"0": 0, "1h": time.Hour, "24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour}
 
-func (p *Portal) rotatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) rotatePost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	overlap, ok := overlaps[r.PostForm.Get("overlap")]
 	if !ok {
-		p.pageFail(w, r, v, invalidf("choose an overlap"))
-		return
+		return invalidf("choose an overlap")
 	}
 	envName, id := r.PathValue("env"), r.PathValue("id")
 	ns, err := p.rotateSecret(r, v, org, envName, id, overlap)
 	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	a, _, err := p.ownedApp(r.Context(), envName, id, org)
 	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	p.record(r, appEvent("developer rotated a client secret", v, id))
 	d := secretData{Org: org, App: *a, Secret: ns.ClientSecret, OldUntil: ns.OldValidUntil, File: "lapis-" + envName + "-" + id + ".json",
 		Download: secretFile(map[string]string{"environment": envName, "issuer": p.env(envName).FHIRBase, "client_id": id, "client_secret": ns.ClientSecret})}
 	p.render(w, r, http.StatusOK, "appsecret", pageData{Title: "New client secret", V: v, Nav: "apps", Data: d}, nil)
+	return nil
 }
 
-func (p *Portal) appDeletePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) appDeletePost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	if err := p.deleteApp(r, v, org, r.PathValue("env"), r.PathValue("id")); err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	http.Redirect(w, r, p.Path("/apps")+"?"+url.Values{"org": {org.ID}, "notice": {"The app was deleted."}}.Encode(), http.StatusSeeOther)
+	return nil
 }
 
 // ---- JSON API ----
@@ -739,20 +764,14 @@ func orgList[T any](p *Portal, list func(r *http.Request, org *developer.Members
 	}
 }
 
-func (p *Portal) apiAppCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiAppCreate(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	var in AppInput
 	if !decode(w, r, &in) {
-		return
+		return nil
 	}
 	out, err := p.createApp(r, v, org, in)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	p.record(r, appEvent("developer created sandbox app", v, out.App.ID))
 	out.Endpoints = p.endpoints(EnvSandbox)
@@ -760,51 +779,36 @@ func (p *Portal) apiAppCreate(w http.ResponseWriter, r *http.Request, v *Visitor
 		w.Header().Set("Content-Disposition", `attachment; filename="lapis-sandbox-`+out.App.ID+`.json"`)
 	}
 	writeJSON(w, http.StatusCreated, out)
+	return nil
 }
 
-func (p *Portal) apiApp(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiApp(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	a, _, err := p.ownedApp(r.Context(), r.PathValue("env"), r.PathValue("id"), org)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	reqs, err := p.appRequests(r.Context(), org, a)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"app": a, "production_requests": reqs, "endpoints": p.endpoints(a.Environment)})
+	return nil
 }
 
-func (p *Portal) apiAppDelete(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiAppDelete(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	if err := p.deleteApp(r, v, org, r.PathValue("env"), r.PathValue("id")); err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (p *Portal) apiRotate(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiRotate(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	var in struct {
 		Overlap *api.Duration `json:"overlap"`
 	}
 	if r.ContentLength != 0 && !decode(w, r, &in) {
-		return
+		return nil
 	}
 	overlap := 24 * time.Hour
 	if in.Overlap != nil {
@@ -812,30 +816,30 @@ func (p *Portal) apiRotate(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	}
 	ns, err := p.rotateSecret(r, v, org, r.PathValue("env"), r.PathValue("id"), overlap)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	p.record(r, appEvent("developer rotated a client secret", v, ns.ClientID))
 	writeJSON(w, http.StatusOK, ns)
+	return nil
 }
 
 // appRoutes registers the pages and JSON API of apps, production access
 // requests, API keys and webhooks (see the route table of api.go).
 func (p *Portal) appRoutes() {
 	m := p.mux
-	m.HandleFunc("GET /portal/apps", p.page(p.appsPage))
-	m.HandleFunc("GET /portal/apps/new", p.page(p.wizardPage))
-	m.HandleFunc("POST /portal/apps/new", p.page(p.wizardPost))
-	m.HandleFunc("GET /portal/apps/{env}/{id}", p.page(p.appPage))
-	m.HandleFunc("POST /portal/apps/{env}/{id}/rotate", p.page(p.rotatePost))
-	m.HandleFunc("POST /portal/apps/{env}/{id}/delete", p.page(p.appDeletePost))
-	m.HandleFunc("POST /portal/apps/{env}/{id}/production", p.page(p.productionPost))
-	m.HandleFunc("GET /portal/keys", p.page(p.keysPage))
-	m.HandleFunc("POST /portal/keys/new", p.page(p.keyCreatePost))
-	m.HandleFunc("POST /portal/keys/{env}/{id}/{action}", p.page(p.keyActionPost))
-	m.HandleFunc("GET /portal/webhooks", p.page(p.webhooksPage))
-	m.HandleFunc("POST /portal/webhooks/new", p.page(p.webhookCreatePost))
-	m.HandleFunc("POST /portal/webhooks/{id}/delete", p.page(p.webhookDeletePost))
+	m.HandleFunc("GET /portal/apps", p.page(p.forOrgPage(p.appsPage)))
+	m.HandleFunc("GET /portal/apps/new", p.page(p.forOrgPage(p.wizardPage)))
+	m.HandleFunc("POST /portal/apps/new", p.page(p.forOrgPage(p.wizardPost)))
+	m.HandleFunc("GET /portal/apps/{env}/{id}", p.page(p.forOrgPage(p.appPage)))
+	m.HandleFunc("POST /portal/apps/{env}/{id}/rotate", p.page(p.forOrgPage(p.rotatePost)))
+	m.HandleFunc("POST /portal/apps/{env}/{id}/delete", p.page(p.forOrgPage(p.appDeletePost)))
+	m.HandleFunc("POST /portal/apps/{env}/{id}/production", p.page(p.forOrgPage(p.productionPost)))
+	m.HandleFunc("GET /portal/keys", p.page(p.forOrgPage(p.keysPage)))
+	m.HandleFunc("POST /portal/keys/new", p.page(p.forOrgPage(p.keyCreatePost)))
+	m.HandleFunc("POST /portal/keys/{env}/{id}/{action}", p.page(p.forOrgPage(p.keyActionPost)))
+	m.HandleFunc("GET /portal/webhooks", p.page(p.forOrgPage(p.webhooksPage)))
+	m.HandleFunc("POST /portal/webhooks/new", p.page(p.forOrgPage(p.webhookCreatePost)))
+	m.HandleFunc("POST /portal/webhooks/{id}/delete", p.page(p.forOrgPage(p.webhookDeletePost)))
 	m.HandleFunc("GET /portal/admin/reviews", p.page(p.operator(p.adminReviewsPage)))
 	m.HandleFunc("POST /portal/admin/reviews/{id}/{action}", p.page(p.operator(p.adminReviewPost)))
 	m.HandleFunc("GET /portal/admin/apps", p.page(p.operator(p.adminAppsPage)))
@@ -843,20 +847,20 @@ func (p *Portal) appRoutes() {
 
 	m.HandleFunc("GET /portal/api/presets", p.api(p.apiPresets))
 	m.HandleFunc("GET /portal/api/orgs/{org}/apps", p.api(orgList(p, func(r *http.Request, org *developer.Membership) ([]App, error) { return p.orgApps(r.Context(), org) })))
-	m.HandleFunc("POST /portal/api/orgs/{org}/apps", p.api(p.apiAppCreate))
-	m.HandleFunc("GET /portal/api/orgs/{org}/apps/{env}/{id}", p.api(p.apiApp))
-	m.HandleFunc("DELETE /portal/api/orgs/{org}/apps/{env}/{id}", p.api(p.apiAppDelete))
-	m.HandleFunc("POST /portal/api/orgs/{org}/apps/{env}/{id}/secret", p.api(p.apiRotate))
-	m.HandleFunc("POST /portal/api/orgs/{org}/apps/{env}/{id}/production", p.api(p.apiProduction))
+	m.HandleFunc("POST /portal/api/orgs/{org}/apps", p.api(p.forOrgAPI(p.apiAppCreate)))
+	m.HandleFunc("GET /portal/api/orgs/{org}/apps/{env}/{id}", p.api(p.forOrgAPI(p.apiApp)))
+	m.HandleFunc("DELETE /portal/api/orgs/{org}/apps/{env}/{id}", p.api(p.forOrgAPI(p.apiAppDelete)))
+	m.HandleFunc("POST /portal/api/orgs/{org}/apps/{env}/{id}/secret", p.api(p.forOrgAPI(p.apiRotate)))
+	m.HandleFunc("POST /portal/api/orgs/{org}/apps/{env}/{id}/production", p.api(p.forOrgAPI(p.apiProduction)))
 	m.HandleFunc("GET /portal/api/orgs/{org}/requests", p.api(orgList(p, p.requests)))
 	m.HandleFunc("GET /portal/api/orgs/{org}/keys", p.api(orgList(p, func(r *http.Request, org *developer.Membership) ([]Key, error) { return p.orgKeys(r.Context(), org) })))
-	m.HandleFunc("POST /portal/api/orgs/{org}/keys", p.api(p.apiKeyCreate))
-	m.HandleFunc("POST /portal/api/orgs/{org}/keys/{env}/{id}/{action}", p.api(p.apiKeyAction))
-	m.HandleFunc("DELETE /portal/api/orgs/{org}/keys/{env}/{id}", p.api(p.apiKeyRevoke))
+	m.HandleFunc("POST /portal/api/orgs/{org}/keys", p.api(p.forOrgAPI(p.apiKeyCreate)))
+	m.HandleFunc("POST /portal/api/orgs/{org}/keys/{env}/{id}/{action}", p.api(p.forOrgAPI(p.apiKeyAction)))
+	m.HandleFunc("DELETE /portal/api/orgs/{org}/keys/{env}/{id}", p.api(p.forOrgAPI(p.apiKeyRevoke)))
 	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks", p.api(orgList(p, p.webhookEndpoints)))
-	m.HandleFunc("POST /portal/api/orgs/{org}/webhooks", p.api(p.apiWebhookCreate))
-	m.HandleFunc("DELETE /portal/api/orgs/{org}/webhooks/{id}", p.api(p.apiWebhookDelete))
-	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks/{id}/deliveries", p.api(p.apiDeliveries))
+	m.HandleFunc("POST /portal/api/orgs/{org}/webhooks", p.api(p.forOrgAPI(p.apiWebhookCreate)))
+	m.HandleFunc("DELETE /portal/api/orgs/{org}/webhooks/{id}", p.api(p.forOrgAPI(p.apiWebhookDelete)))
+	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks/{id}/deliveries", p.api(p.forOrgAPI(p.apiDeliveries)))
 	m.HandleFunc("GET /portal/api/admin/reviews", p.api(p.apiOperator(p.apiAdminReviews)))
 	m.HandleFunc("POST /portal/api/admin/reviews/{id}/approve", p.api(p.apiOperator(p.apiAdminApprove)))
 	m.HandleFunc("POST /portal/api/admin/reviews/{id}/decline", p.api(p.apiOperator(p.apiAdminDecline)))

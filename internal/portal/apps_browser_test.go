@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +15,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/testutil/browsertest"
+	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 )
 
 // sandboxTokenEndpoint serves the sandbox environment's real token
@@ -25,18 +23,10 @@ import (
 // returns its URL.
 func (ae *appsEnv) sandboxTokenEndpoint(t *testing.T) string {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + ts.Listener.Addr().String() + "/sandbox/fhir"
-	srv, err := oauth.New(oauth.Config{Issuer: issuer, Clients: ae.sbDB, Assertions: ae.sbDB, Revocations: ae.sbDB, Keys: ae.sbKeys,
-		JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	ts.Config.Handler = mux
-	ts.Start()
-	t.Cleanup(ts.Close)
+	_, _, issuer := oauthtest.Serve(t, "/sandbox/fhir", func(issuer string) oauth.Config {
+		return oauth.Config{Issuer: issuer, Clients: ae.sbDB, Assertions: ae.sbDB, Revocations: ae.sbDB, Keys: ae.sbKeys,
+			JWKS: jwksfetch.New(jwksfetch.Options{AllowPrivate: true})}
+	})
 	return issuer + oauth.PathToken
 }
 
@@ -55,36 +45,10 @@ func TestBrowserAppsToProduction(t *testing.T) {
 	ae.operator("operator@example.org")
 	tokenURL := ae.sandboxTokenEndpoint(t)
 
-	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, actions...); err != nil {
-			html, _ := chromedp.Run(bctx, chromedp.OuterHTML(chromedp.CSS("main")))
-			t.Fatalf("%s: %v\npage: %s", name, err, html)
-		}
-	}
+	bk := newBrowserKit(t, bctx, "portal-app-")
+	step, screenshot := bk.step, bk.screenshot
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	shots := os.Getenv("LAPIS_SCREENSHOT_DIR")
-	if shots == "" {
-		shots = t.TempDir()
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, "portal-app-"+name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	html := func() string {
-		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.OuterHTML(chromedp.CSS("html")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	html := func() string { t.Helper(); return bk.read(chromedp.OuterHTML(chromedp.CSS("html"))) }
 	login := func(email string) {
 		t.Helper()
 		step("log in "+email,

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,41 +23,10 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	ctx := browsertest.New(t, browsertest.Options{Width: 420, Height: 900}) // a phone-sized window
 	base := e.srv.URL
 	const email = "browser@example.org"
-	step := func(name string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("main")))
-			t.Fatalf("%s: %v\npage: %s", name, err, html)
-		}
-	}
-	mainText := func() string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	bk := newBrowserKit(t, ctx, "portal-")
+	step, screenshot := bk.step, bk.screenshot
+	mainText := func() string { t.Helper(); return bk.read(chromedp.Text(chromedp.CSS("main"))) }
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	// Screenshots go to LAPIS_SCREENSHOT_DIR when set (README images),
-	// else to the test's temporary folder.
-	shots := os.Getenv("LAPIS_SCREENSHOT_DIR")
-	if shots == "" {
-		shots = t.TempDir()
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(png) < 1000 || !strings.HasPrefix(string(png), "\x89PNG") {
-			t.Fatalf("screenshot %s is not a PNG", name)
-		}
-		if err := os.WriteFile(filepath.Join(shots, "portal-"+name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	step("open sign-up", chromedp.Navigate(base+"/portal/signup"), chromedp.WaitVisible(chromedp.ID("email")))
 	screenshot("signup")
 	step("sign up",
@@ -115,7 +85,7 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	}
 	screenshot("totp")
 	gen := func() string {
-		c, err := totp.GenerateCodeCustom(strings.TrimSpace(secret), e.clock.now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		c, err := totp.GenerateCodeCustom(strings.TrimSpace(secret), e.clock.Now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +99,7 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 	if !strings.Contains(mainText(), "Two-step verification is on") {
 		t.Fatal("TOTP not on")
 	}
-	e.clock.add(30 * time.Second) // the enrolment code cannot be replayed
+	e.clock.Add(30 * time.Second) // the enrolment code cannot be replayed
 	step("log out and in with TOTP",
 		chromedp.Click(css(`form[action$="/logout"] button`)),
 		chromedp.WaitVisible(chromedp.ID("password")),
@@ -141,4 +111,56 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 		chromedp.Click(css(`form[action$="/login/totp"] button`)),
 		chromedp.WaitVisible(css(`nav a[aria-current="page"][href$="/portal/"]`)),
 	)
+}
+
+// browserKit is what the browser tests share: steps that fail with the
+// page's main element, and screenshots to LAPIS_SCREENSHOT_DIR when set
+// (README images), else to the test's temporary folder.
+type browserKit struct {
+	t      *testing.T
+	ctx    context.Context
+	shots  string
+	prefix string // of the screenshot files' names
+}
+
+func newBrowserKit(t *testing.T, ctx context.Context, prefix string) *browserKit {
+	shots := os.Getenv("LAPIS_SCREENSHOT_DIR")
+	if shots == "" {
+		shots = t.TempDir()
+	}
+	return &browserKit{t: t, ctx: ctx, shots: shots, prefix: prefix}
+}
+
+// step runs the actions of the step name.
+func (b *browserKit) step(name string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		html, _ := chromedp.Run(b.ctx, chromedp.OuterHTML(chromedp.CSS("main")))
+		b.t.Fatalf("%s: %v\npage: %s", name, err, html)
+	}
+}
+
+// read runs a query of the page's text.
+func (b *browserKit) read(q chromedp.Action[string]) string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, q)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return s
+}
+
+// screenshot saves the whole page as PREFIX+name+".png".
+func (b *browserKit) screenshot(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if len(png) < 1000 || !strings.HasPrefix(string(png), "\x89PNG") {
+		b.t.Fatalf("screenshot %s is not a PNG", name)
+	}
+	if err := os.WriteFile(filepath.Join(b.shots, b.prefix+name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
 }

@@ -8,7 +8,6 @@ package portal
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
+	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/developer"
 	"github.com/lapis-health/lapis/internal/review"
 	"github.com/lapis-health/lapis/internal/sandbox/dataset"
@@ -55,34 +55,16 @@ func (p *Portal) hasProduction(ctx context.Context, orgID string) (bool, error) 
 }
 
 func (p *Portal) orgKeys(ctx context.Context, org *developer.Membership) ([]Key, error) {
-	out := []Key{}
-	for _, name := range p.envNames() {
-		ks, err := p.env(name).Admin.APIKeys(ctx, api.APIKeyFilter{Owner: org.Owner()})
-		if err != nil {
-			return nil, err
-		}
-		for _, k := range ks {
-			out = append(out, Key{APIKey: k, Environment: name})
-		}
-	}
-	return out, nil
+	return listOwned(ctx, p, org, func(ctx context.Context, e *Env, owner string) ([]api.APIKey, error) {
+		return e.Admin.APIKeys(ctx, api.APIKeyFilter{Owner: owner})
+	}, func(name string, k api.APIKey) (Key, error) { return Key{APIKey: k, Environment: name}, nil })
 }
 
 // ownedKey returns env's key id when org owns it, else errNotFound.
 func (p *Portal) ownedKey(ctx context.Context, envName, id string, org *developer.Membership) (*Key, *Env, error) {
-	e := p.env(envName)
-	if e == nil || id == "" {
-		return nil, nil, errNotFound
-	}
-	k, err := e.Admin.APIKey(ctx, id)
-	if errors.Is(err, api.ErrNotFound) {
-		return nil, nil, errNotFound
-	}
+	k, e, err := owned(ctx, p, envName, id, org, (*admin.Service).APIKey, func(k *api.APIKey) string { return k.Owner })
 	if err != nil {
 		return nil, nil, err
-	}
-	if k.Owner != org.Owner() {
-		return nil, nil, errNotFound
 	}
 	return &Key{APIKey: *k, Environment: envName}, e, nil
 }
@@ -186,21 +168,12 @@ func (p *Portal) renderKeys(w http.ResponseWriter, r *http.Request, v *Visitor, 
 	p.render(w, r, status, "keys", pageData{Title: "API keys", V: v, Nav: "keys", Error: errMsg, Notice: notice, Data: d}, nil)
 }
 
-func (p *Portal) keysPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) keysPage(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	p.renderKeys(w, r, v, http.StatusOK, org, keysData{}, "", r.URL.Query().Get("notice"))
+	return nil
 }
 
-func (p *Portal) keyCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) keyCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	f := r.PostForm
 	in := KeyInput{Environment: f.Get("environment"), Name: f.Get("name"), Scopes: append(slices.Clone(f["scope"]), lines(f.Get("extra_scopes"))...),
 		Patient: strings.TrimSpace(f.Get("patient"))}
@@ -209,77 +182,62 @@ func (p *Portal) keyCreatePost(w http.ResponseWriter, r *http.Request, v *Visito
 		st, _, desc, ok := appStatus(err)
 		if !ok {
 			p.internalError(w, r, err)
-			return
+			return nil
 		}
 		p.renderKeys(w, r, v, st, org, keysData{In: in}, capitalize(desc)+".", "")
-		return
+		return nil
 	}
 	p.record(r, appEvent("developer created API key", v, k.ID))
 	p.renderKeys(w, r, v, http.StatusCreated, org, keysData{New: k}, "", "")
+	return nil
 }
 
 // graces are the rotation grace periods the key page offers.
 var graces = overlaps
 
-func (p *Portal) keyActionPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) keyActionPost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	action := r.PathValue("action")
 	var grace time.Duration
 	if action == "rotate" {
 		g, ok := graces[r.PostForm.Get("grace")]
 		if !ok {
-			p.pageFail(w, r, v, invalidf("choose a grace period"))
-			return
+			return invalidf("choose a grace period")
 		}
 		grace = g
 	}
 	k, err := p.keyAction(r, v, org, r.PathValue("env"), r.PathValue("id"), action, grace)
 	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	if k != nil {
 		p.record(r, appEvent("developer rotated API key", v, k.ID))
 		p.renderKeys(w, r, v, http.StatusOK, org, keysData{New: k}, "", "")
-		return
+		return nil
 	}
 	http.Redirect(w, r, p.Path("/keys")+"?"+url.Values{"org": {org.ID}, "notice": {"Key " + r.PathValue("id") + ": " + action + " done."}}.Encode(), http.StatusSeeOther)
+	return nil
 }
 
-func (p *Portal) apiKeyCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiKeyCreate(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	var in KeyInput
 	if !decode(w, r, &in) {
-		return
+		return nil
 	}
 	k, err := p.createKey(r, v, org, in)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	p.record(r, appEvent("developer created API key", v, k.ID))
 	writeJSON(w, http.StatusCreated, k)
+	return nil
 }
 
-func (p *Portal) apiKeyAction(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiKeyAction(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	var in struct {
 		Grace *api.Duration `json:"grace"`
 	}
 	if r.ContentLength != 0 && !decode(w, r, &in) {
-		return
+		return nil
 	}
 	grace := api.DefaultGrace
 	if in.Grace != nil {
@@ -291,30 +249,24 @@ func (p *Portal) apiKeyAction(w http.ResponseWriter, r *http.Request, v *Visitor
 	}
 	k, err := p.keyAction(r, v, org, r.PathValue("env"), r.PathValue("id"), action, grace)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	if k != nil {
 		writeJSON(w, http.StatusOK, k)
-		return
+		return nil
 	}
 	key, _, err := p.ownedKey(r.Context(), r.PathValue("env"), r.PathValue("id"), org)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, key)
+	return nil
 }
 
-func (p *Portal) apiKeyRevoke(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiKeyRevoke(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	if _, err := p.keyAction(r, v, org, r.PathValue("env"), r.PathValue("id"), "revoke", 0); err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

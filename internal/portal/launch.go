@@ -124,6 +124,18 @@ func (p *Portal) launchApp(ctx context.Context, v *Visitor, clientID string) (*a
 	return p.actCredentialOf(ctx, v, LaunchEnv, clientID, "")
 }
 
+// startLaunch finds the visitor's sandbox app in.ClientID (errNoCredential
+// when there is none) and prepares its launch (a *launchError for a bad
+// input, returned with the app).
+func (p *Portal) startLaunch(ctx context.Context, v *Visitor, in launchInput) (*actCredential, *launchResult, error) {
+	c, err := p.launchApp(ctx, v, in.ClientID)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := p.prepareLaunch(ctx, c, in)
+	return c, res, err
+}
+
 // prepareLaunch checks in and prepares the launch of c.
 func (p *Portal) prepareLaunch(ctx context.Context, c *actCredential, in launchInput) (*launchResult, error) {
 	cl := c.Client
@@ -251,22 +263,16 @@ func (p *Portal) renderLaunch(w http.ResponseWriter, r *http.Request, v *Visitor
 func (p *Portal) launchPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	f := r.PostForm
 	in := launchInput{ClientID: f.Get("client"), Mode: f.Get("mode"), Login: f.Get("login"), Patient: f.Get("patient")}
-	c, err := p.launchApp(r.Context(), v, in.ClientID)
-	if errors.Is(err, errNoCredential) {
+	c, res, err := p.startLaunch(r.Context(), v, in)
+	var le *launchError
+	switch {
+	case errors.Is(err, errNoCredential):
 		p.message(w, r, v, http.StatusNotFound, "Not found", "There is no such sandbox app in your organisations.")
 		return
-	}
-	if err != nil {
-		p.internalError(w, r, err)
-		return
-	}
-	res, err := p.prepareLaunch(r.Context(), c, in)
-	var le *launchError
-	if errors.As(err, &le) {
+	case errors.As(err, &le):
 		p.renderLaunch(w, r, v, http.StatusBadRequest, c, in, nil, "The launch could not start: "+le.msg+".")
 		return
-	}
-	if err != nil {
+	case err != nil:
 		p.internalError(w, r, err)
 		return
 	}
@@ -294,22 +300,16 @@ func (p *Portal) apiLaunch(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	if !decode(w, r, &in) {
 		return
 	}
-	c, err := p.launchApp(r.Context(), v, in.ClientID)
-	if errors.Is(err, errNoCredential) {
+	c, res, err := p.startLaunch(r.Context(), v, in)
+	var le *launchError
+	switch {
+	case errors.Is(err, errNoCredential):
 		writeError(w, http.StatusNotFound, "not_found", "no such sandbox app in your organisations")
 		return
-	}
-	if err != nil {
-		p.apiInternal(w, r, err)
-		return
-	}
-	res, err := p.prepareLaunch(r.Context(), c, in)
-	var le *launchError
-	if errors.As(err, &le) {
+	case errors.As(err, &le):
 		writeError(w, http.StatusBadRequest, "invalid_request", le.msg)
 		return
-	}
-	if err != nil {
+	case err != nil:
 		p.apiInternal(w, r, err)
 		return
 	}

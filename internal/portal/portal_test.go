@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +24,8 @@ import (
 	"github.com/lapis-health/lapis/internal/mail"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 )
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type env struct {
 	t     *testing.T
@@ -45,7 +33,7 @@ type env struct {
 	srv   *httptest.Server
 	mail  *mail.Memory
 	log   *logbuf.Buffer
-	clock *clock
+	clock *testclock.Clock
 }
 
 // newEnv starts the portal on a fresh SQLite database over httptest.
@@ -64,10 +52,10 @@ func newEnvOn(t *testing.T, dbURL string, tweak func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close() })
-	e := &env{t: t, mail: &mail.Memory{}, log: &logbuf.Buffer{}, clock: &clock{t: time.Now()}}
+	e := &env{t: t, mail: &mail.Memory{}, log: &logbuf.Buffer{}, clock: testclock.New(time.Now())}
 	srv := httptest.NewUnstartedServer(nil)
 	cfg := Config{BaseURL: "http://" + srv.Listener.Addr().String(), DB: h, Mail: e.mail,
-		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: e.clock.now,
+		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: e.clock.Now,
 		AuthRate: rate.Limit(100), AuthBurst: 1000}
 	if tweak != nil {
 		tweak(&cfg)
@@ -95,17 +83,12 @@ var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // get fetches a page and returns its status, body and CSRF token.
 func (e *env) get(c *http.Client, path string) (int, string, string) {
 	e.t.Helper()
-	res, err := c.Get(e.srv.URL + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	res, b := e.fetch(c, path)
 	csrf := ""
-	if m := csrfRE.FindStringSubmatch(string(b)); m != nil {
+	if m := csrfRE.FindStringSubmatch(b); m != nil {
 		csrf = m[1]
 	}
-	return res.StatusCode, string(b), csrf
+	return res.StatusCode, b, csrf
 }
 
 func (e *env) post(c *http.Client, path string, form url.Values) (*http.Response, string) {
@@ -309,7 +292,7 @@ func TestLoginLockoutPage(t *testing.T) {
 	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "Invalid email, password or code") {
 		t.Fatalf("locked login %d", res.StatusCode)
 	}
-	e.clock.add(16 * time.Minute)
+	e.clock.Add(16 * time.Minute)
 	_, _, csrf = e.get(c, "/portal/login")
 	if res, _ := e.post(c, "/portal/login", url.Values{"csrf": {csrf}, "email": {"lock@example.org"}, "password": {"correct horse battery"}}); res.StatusCode != http.StatusSeeOther {
 		t.Fatalf("after the window %d", res.StatusCode)
@@ -508,7 +491,7 @@ func TestAPITOTP(t *testing.T) {
 	}
 	secret := en["secret"].(string)
 	code := func() string {
-		c, _ := totp.GenerateCodeCustom(secret, e.clock.now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		c, _ := totp.GenerateCodeCustom(secret, e.clock.Now(), totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 		return c
 	}
 	st, out, _ := e.api("POST", "/portal/api/totp/confirm", tok, map[string]string{"code": code()})
@@ -523,7 +506,7 @@ func TestAPITOTP(t *testing.T) {
 	if st, out, _ := e.api("POST", "/portal/api/login/totp", "", map[string]string{"mfa_token": mfa, "code": "000000"}); st != 401 {
 		t.Fatalf("bad code %d %v", st, out)
 	}
-	e.clock.add(30 * time.Second)
+	e.clock.Add(30 * time.Second)
 	if st, out, _ := e.api("POST", "/portal/api/login/totp", "", map[string]string{"mfa_token": mfa, "code": code()}); st != 200 || out["csrf_token"] == "" {
 		t.Fatalf("second factor %d %v", st, out)
 	}

@@ -78,33 +78,23 @@ func (p *Portal) requestProduction(r *http.Request, v *Visitor, org *developer.M
 	return p.reviews.Submit(r.Context(), review.Request{OrgID: org.ID, RequestedBy: "developer:" + v.Dev.ID, App: app, SandboxClientID: a.ID})
 }
 
-func (p *Portal) productionPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) productionPost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	rq, err := p.requestProduction(r, v, org, r.PathValue("env"), r.PathValue("id"))
 	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	http.Redirect(w, r, p.Path("/apps/"+EnvSandbox+"/"+url.PathEscape(rq.SandboxClientID))+"?"+url.Values{"org": {org.ID},
 		"notice": {"Production access requested; a decision is due by " + rq.DueAt.Format("2006-01-02") + "."}}.Encode(), http.StatusSeeOther)
+	return nil
 }
 
-func (p *Portal) apiProduction(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiProduction(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	rq, err := p.requestProduction(r, v, org, r.PathValue("env"), r.PathValue("id"))
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, rq)
+	return nil
 }
 
 // requests lists the organisation's production access requests

@@ -70,45 +70,32 @@ func (p *Portal) renderWebhooks(w http.ResponseWriter, r *http.Request, v *Visit
 	p.render(w, r, status, "webhooks", pageData{Title: "Webhooks", V: v, Nav: "org", Error: errMsg, Notice: notice, Data: d}, nil)
 }
 
-func (p *Portal) webhooksPage(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) webhooksPage(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	p.renderWebhooks(w, r, v, http.StatusOK, org, webhooksData{}, "", r.URL.Query().Get("notice"))
+	return nil
 }
 
-func (p *Portal) webhookCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) webhookCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	ep, secret, err := p.createEndpoint(r, v, org, r.PostForm.Get("url"), r.PostForm["event"])
 	if err != nil {
 		st, _, desc, ok := appStatus(err)
 		if !ok {
 			p.internalError(w, r, err)
-			return
+			return nil
 		}
 		p.renderWebhooks(w, r, v, st, org, webhooksData{URL: r.PostForm.Get("url")}, capitalize(desc)+".", "")
-		return
+		return nil
 	}
 	p.renderWebhooks(w, r, v, http.StatusCreated, org, webhooksData{New: ep, Secret: secret}, "", "")
+	return nil
 }
 
-func (p *Portal) webhookDeletePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := pageOrg(r, v)
-	if err != nil {
-		p.pageFail(w, r, v, err)
-		return
-	}
+func (p *Portal) webhookDeletePost(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	if err := p.hooks.DeleteEndpoint(r.Context(), org.ID, r.PathValue("id")); err != nil {
-		p.pageFail(w, r, v, err)
-		return
+		return err
 	}
 	http.Redirect(w, r, p.Path("/webhooks")+"?"+url.Values{"org": {org.ID}, "notice": {"The endpoint was deleted."}}.Encode(), http.StatusSeeOther)
+	return nil
 }
 
 // webhookEndpoints lists the organisation's webhook endpoints ([] when none).
@@ -117,54 +104,38 @@ func (p *Portal) webhookEndpoints(r *http.Request, org *developer.Membership) ([
 	return nonNil(eps), err
 }
 
-func (p *Portal) apiWebhookCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiWebhookCreate(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	var in struct {
 		URL    string   `json:"url"`
 		Events []string `json:"events"`
 	}
 	if !decode(w, r, &in) {
-		return
+		return nil
 	}
 	ep, secret, err := p.createEndpoint(r, v, org, in.URL, in.Events)
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"endpoint": ep, "secret": secret})
+	return nil
 }
 
-func (p *Portal) apiWebhookDelete(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiWebhookDelete(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	if err := p.hooks.DeleteEndpoint(r.Context(), org.ID, r.PathValue("id")); err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (p *Portal) apiDeliveries(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	org, err := apiOrg(r, v)
-	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
-	}
+func (p *Portal) apiDeliveries(w http.ResponseWriter, r *http.Request, v *Visitor, org *developer.Membership) error {
 	if _, err := p.ownedEndpoint(r.Context(), org, r.PathValue("id")); err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	ds, err := p.hooks.Deliveries(r.Context(), org.ID, r.PathValue("id"))
 	if err != nil {
-		p.apiAppFail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, ds)
+	return nil
 }

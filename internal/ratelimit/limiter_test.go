@@ -10,27 +10,10 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/testutil/redistest"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 )
 
-// clock is a fake time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) }
 
 func TestParseLimit(t *testing.T) {
 	for _, tc := range []struct {
@@ -88,7 +71,7 @@ func TestMemoryGCRA(t *testing.T) {
 		t.Fatalf("reset = %v, want 500ms", r.Reset)
 	}
 	// A refused request spends nothing: after 100 ms exactly one unit.
-	c.Advance(100 * time.Millisecond)
+	c.Add(100 * time.Millisecond)
 	if r, _ := m.AllowN(ctx, "k", l, 1); !r.Allowed || r.Remaining != 0 {
 		t.Fatalf("after 100ms: %+v", r)
 	}
@@ -96,7 +79,7 @@ func TestMemoryGCRA(t *testing.T) {
 		t.Fatalf("second after 100ms admitted: %+v", r)
 	}
 	// Cost: 3 units need 300 ms of credit.
-	c.Advance(200 * time.Millisecond)
+	c.Add(200 * time.Millisecond)
 	r, _ = m.AllowN(ctx, "k", l, 3)
 	if r.Allowed || r.RetryAfter != 100*time.Millisecond {
 		t.Fatalf("cost 3 with 2 units: %+v, want retry after 100ms", r)
@@ -114,7 +97,7 @@ func TestMemoryGCRA(t *testing.T) {
 	if r, _ := m.AllowN(ctx, "k", l, 50); r.Allowed || r.RetryAfter != 500*time.Millisecond {
 		t.Fatalf("cost above burst on a key not idle: %+v, want refused until the bucket is full (500ms)", r)
 	}
-	c.Advance(time.Second)
+	c.Add(time.Second)
 	if r, _ := m.AllowN(ctx, "k", l, 50); !r.Allowed || r.Remaining != 0 || r.Reset != 5*time.Second {
 		t.Fatalf("cost above burst on an idle key: %+v, want admitted, reset 5s", r)
 	}
@@ -124,7 +107,7 @@ func TestMemoryGCRA(t *testing.T) {
 	if r, _ := m.AllowN(ctx, "k", l, 50); r.Allowed || r.RetryAfter != 5*time.Second {
 		t.Fatalf("second 50-unit request: %+v, want refused until the debt is paid (5s)", r)
 	}
-	c.Advance(5 * time.Second)
+	c.Add(5 * time.Second)
 	if r, _ := m.AllowN(ctx, "k", l, 50); !r.Allowed {
 		t.Fatalf("50-unit request after the debt is paid: %+v", r)
 	}
@@ -146,7 +129,7 @@ func TestMemorySteadyRate(t *testing.T) {
 		if r, _ := m.AllowN(ctx, "k", l, 1); r.Allowed {
 			admitted++
 		}
-		c.Advance(time.Millisecond)
+		c.Add(time.Millisecond)
 	}
 	if want := 20 + 100*10; admitted < want-1 || admitted > want {
 		t.Fatalf("admitted %d in 10 s, want %d", admitted, want)
@@ -165,7 +148,7 @@ func TestMemoryEviction(t *testing.T) {
 		t.Fatalf("tracking %d keys, want 50", n)
 	}
 	// Idle keys are swept once sweepEvery has passed.
-	c.Advance(sweepEvery)
+	c.Add(sweepEvery)
 	m.AllowN(ctx, "fresh", l, 1)
 	if n := m.Len(); n != 1 {
 		t.Fatalf("after the sweep %d keys, want 1", n)
@@ -181,7 +164,7 @@ func TestMemoryEviction(t *testing.T) {
 	m2 := NewMemory(MemoryOptions{Now: c.Now})
 	m2.AllowN(ctx, "slow", Limit{Rate: 1, Period: time.Hour, Burst: 1}, 1)
 	m2.AllowN(ctx, "fast", Limit{Rate: 1000, Period: time.Second, Burst: 1}, 1)
-	c.Advance(sweepEvery)
+	c.Add(sweepEvery)
 	m2.AllowN(ctx, "other", l, 1)
 	if r, _ := m2.AllowN(ctx, "slow", Limit{Rate: 1, Period: time.Hour, Burst: 1}, 1); r.Allowed || m2.Len() != 2 {
 		t.Fatalf("after the sweep: slow %+v, %d keys; want slow still limited and 2 keys", r, m2.Len())

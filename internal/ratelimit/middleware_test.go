@@ -595,7 +595,7 @@ func TestRedisFailureModes(t *testing.T) {
 			if len(logs.lines) != 1 || !strings.Contains(logs.lines[0], "rate limit backend unavailable") {
 				t.Fatalf("log lines: %q", logs.lines)
 			}
-			c.Advance(backendLogEvery)
+			c.Add(backendLogEvery)
 			h.do("GET", "/fhir/Patient/2", "", "X-Test-Client", "b")
 			if len(logs.lines) != 2 || !strings.Contains(logs.lines[1], `"failures_not_logged":5`) {
 				t.Fatalf("log lines: %q", logs.lines)

@@ -204,10 +204,7 @@ func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version
 // ifMatch is the If-Match header ("" for none): W/"n" must be the current
 // version, else 412.
 func (s *Service) Update(ctx context.Context, typ, id string, body []byte, ifMatch string) (*Result, error) {
-	if err := s.admit(ctx, InteractionUpdate, typ, id, false); err != nil {
-		return nil, err
-	}
-	version, err := parseIfMatch(ifMatch)
+	version, err := s.admitVersioned(ctx, InteractionUpdate, typ, id, false, ifMatch)
 	if err != nil {
 		return nil, err
 	}
@@ -272,10 +269,7 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res
 // updated; a body id different from the match is a 400. Several matches:
 // 412.
 func (s *Service) ConditionalUpdate(ctx context.Context, typ, criteria string, body []byte, ifMatch string) (*Result, error) {
-	if err := s.admit(ctx, InteractionUpdate, typ, "", true); err != nil {
-		return nil, err
-	}
-	version, err := parseIfMatch(ifMatch)
+	version, err := s.admitVersioned(ctx, InteractionUpdate, typ, "", true, ifMatch)
 	if err != nil {
 		return nil, err
 	}
@@ -343,10 +337,7 @@ func (s *Service) conditionalUpdateTx(ctx context.Context, tx store.Tx, typ, cri
 // that cannot be applied (failed test, missing path) or whose result is
 // not a valid resource is a 422; changing id or resourceType is a 400.
 func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMatch string) (*Result, error) {
-	if err := s.admit(ctx, InteractionPatch, typ, id, false); err != nil {
-		return nil, err
-	}
-	version, err := parseIfMatch(ifMatch)
+	version, err := s.admitVersioned(ctx, InteractionPatch, typ, id, false, ifMatch)
 	if err != nil {
 		return nil, err
 	}
@@ -364,10 +355,7 @@ func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMat
 // ConditionalPatch patches the single resource matching criteria (PATCH
 // [base]/[type]?[criteria]): no match 404, several 412.
 func (s *Service) ConditionalPatch(ctx context.Context, typ, criteria string, patch []byte, ifMatch string) (*Result, error) {
-	if err := s.admit(ctx, InteractionPatch, typ, "", true); err != nil {
-		return nil, err
-	}
-	version, err := parseIfMatch(ifMatch)
+	version, err := s.admitVersioned(ctx, InteractionPatch, typ, "", true, ifMatch)
 	if err != nil {
 		return nil, err
 	}
@@ -473,10 +461,7 @@ func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops 
 // Result.Status is 204 and Result.Resource is nil. ifMatch, when given,
 // must be the current version (412 otherwise).
 func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*Result, error) {
-	if err := s.admit(ctx, InteractionDelete, typ, id, false); err != nil {
-		return nil, err
-	}
-	version, err := parseIfMatch(ifMatch)
+	version, err := s.admitVersioned(ctx, InteractionDelete, typ, id, false, ifMatch)
 	if err != nil {
 		return nil, err
 	}
@@ -548,6 +533,15 @@ func (s *Service) conditionalDeleteTx(ctx context.Context, tx store.Tx, typ, cri
 	default:
 		return nil, preconditionFailed("the criteria match more than one %s resource; multiple deletes are not supported", typ)
 	}
+}
+
+// admitVersioned admits an interaction (see admit) that writes a new
+// version and parses its If-Match header ("" for none: version 0).
+func (s *Service) admitVersioned(ctx context.Context, op Interaction, typ, id string, conditional bool, ifMatch string) (int64, error) {
+	if err := s.admit(ctx, op, typ, id, conditional); err != nil {
+		return 0, err
+	}
+	return parseIfMatch(ifMatch)
 }
 
 // admit runs the checks every interaction starts with: a known resource

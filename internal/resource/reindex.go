@@ -72,20 +72,10 @@ func (s *Service) reindexVersions(ctx context.Context, typ string) error {
 				vs = append(vs, v)
 			}
 		}
-		indexes := make([]store.Index, len(vs))
-		errs := make([]error, len(vs))
-		parallel.For(len(vs), func(i int) {
-			res, err := DecodeJSON(vs[i].Body)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			indexes[i], errs[i] = s.idx.Extract(res)
-		})
-		for i, err := range errs {
-			if err != nil {
-				return fmt.Errorf("%s/%s version %d: %w", vs[i].Type, vs[i].ID, vs[i].VersionID, err)
-			}
+		indexes, err := s.extractAll(len(vs), func(i int) []byte { return vs[i].Body },
+			func(i int) string { return fmt.Sprintf("%s/%s version %d", vs[i].Type, vs[i].ID, vs[i].VersionID) })
+		if err != nil {
+			return err
 		}
 		if len(vs) > 0 {
 			err = s.st.Update(ctx, func(tx store.Tx) error {
@@ -111,14 +101,13 @@ func (s *Service) reindexVersions(ctx context.Context, typ string) error {
 	}
 }
 
-// reindexPage extracts and stores the index rows of one page of resources
-// in one transaction. A resource deleted meanwhile is skipped; one updated
-// meanwhile is indexed from its current version.
-func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
-	indexes := make([]store.Index, len(rs))
-	errs := make([]error, len(rs))
-	parallel.For(len(rs), func(i int) {
-		res, err := DecodeJSON(rs[i].Body)
+// extractAll extracts the index rows of n resources in parallel: body(i)
+// is the JSON of the i-th, name(i) names it in an error.
+func (s *Service) extractAll(n int, body func(i int) []byte, name func(i int) string) ([]store.Index, error) {
+	indexes := make([]store.Index, n)
+	errs := make([]error, n)
+	parallel.For(n, func(i int) {
+		res, err := DecodeJSON(body(i))
 		if err != nil {
 			errs[i] = err
 			return
@@ -127,8 +116,20 @@ func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
 	})
 	for i, err := range errs {
 		if err != nil {
-			return fmt.Errorf("%s/%s: %w", rs[i].Type, rs[i].ID, err)
+			return nil, fmt.Errorf("%s: %w", name(i), err)
 		}
+	}
+	return indexes, nil
+}
+
+// reindexPage extracts and stores the index rows of one page of resources
+// in one transaction. A resource deleted meanwhile is skipped; one updated
+// meanwhile is indexed from its current version.
+func (s *Service) reindexPage(ctx context.Context, rs []store.Resource) error {
+	indexes, err := s.extractAll(len(rs), func(i int) []byte { return rs[i].Body },
+		func(i int) string { return rs[i].Type + "/" + rs[i].ID })
+	if err != nil {
+		return err
 	}
 	return s.st.Update(ctx, func(tx store.Tx) error {
 		iw, ok := tx.(store.IndexWriter)

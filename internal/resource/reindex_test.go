@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/app"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 // TestReindex wipes a resource's index rows behind the service's back and
@@ -96,15 +96,5 @@ func TestReindexConcurrentUpdate(t *testing.T) {
 // openReindexApp opens an application on a fresh SQLite data directory.
 func openReindexApp(t *testing.T) *app.App {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Database.DataDir = t.TempDir()
-	if err := cfg.Normalize(false); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.Open(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a
+	return apptest.Open(t, "sqlite", nil)
 }

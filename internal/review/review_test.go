@@ -11,63 +11,20 @@ import (
 	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
-	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/review"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/auditrec"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
-
-type events struct {
-	mu   sync.Mutex
-	list []audit.Event
-}
-
-func (ev *events) Commit(_ context.Context, e audit.Event) error {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	ev.list = append(ev.list, e)
-	return nil
-}
-
-func (ev *events) descriptions() []string {
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	var out []string
-	for _, e := range ev.list {
-		out = append(out, e.Description)
-	}
-	return out
-}
-
-// Open opens a fresh database of dialect, closed when t ends.
-func Open(t *testing.T, dialect string) *database.DB {
-	t.Helper()
-	o := database.Options{DataDir: t.TempDir()}
-	if dialect == "postgres" {
-		o.URL = pgtest.New(t)
-	}
-	h, err := database.Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func both(t *testing.T, f func(t *testing.T, h *database.DB)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, Open(t, d)) })
-	}
-}
 
 var app = api.ClientRequest{Name: "Acme Health", Type: "confidential", RedirectURIs: []string{"https://acme.example/cb"},
 	Scopes: []string{"launch/patient openid fhirUser patient/*.rs"}, Owner: "org:o1"}
 
 func TestRequests(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-		ev := &events{}
+		ev := &auditrec.Recorder{}
 		var decided []string
 		st, err := review.New(ctx, h, review.Config{Audit: ev, SLA: 5 * 24 * time.Hour, Now: func() time.Time { return now },
 			Logger: slog.New(slog.DiscardHandler), OnDecision: func(_ context.Context, r *review.Request) error {
@@ -182,7 +139,7 @@ func TestRequests(t *testing.T) {
 			t.Fatalf("queue after decisions: %+v", q)
 		}
 		// Audit: two submissions, one decline, one approval; no free text.
-		descs := ev.descriptions()
+		descs := ev.Descriptions()
 		if len(descs) != 4 || !strings.HasPrefix(descs[2], "review decline "+r2.ID) || !strings.HasPrefix(descs[3], "review approve "+r1.ID) ||
 			!strings.Contains(descs[3], "prod-client-1") {
 			t.Fatalf("audit: %q", descs)

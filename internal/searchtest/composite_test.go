@@ -1,10 +1,7 @@
 package searchtest
 
 import (
-	"context"
 	"fmt"
-	"net/url"
-	"slices"
 	"strings"
 	"testing"
 
@@ -19,26 +16,7 @@ import (
 // group: 8480-6 > 140 must not match o3 through its 8462-4 component.
 func TestCompositeValues(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
-		p := search.NewParser(e.app.Registry, base+"/fhir", 1000, 100)
-		run := func(query string) ([]string, error) {
-			params, err := url.ParseQuery(query)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req, err := p.Parse("Observation", params, false)
-			if err != nil {
-				return nil, err
-			}
-			res, err := e.app.Store.Search(context.Background(), &req.Query)
-			if err != nil {
-				t.Fatalf("store: %v", err)
-			}
-			var got []string
-			for _, m := range res.Matches {
-				got = append(got, m.ID)
-			}
-			return sorted(got), nil
-		}
+		run := storeSearch(t, e, "Observation")
 		// Values that match nothing: other codes, and 8480-6 values out of
 		// range; as many as the cost bound admits with the real ones.
 		filler := func(n int) string {
@@ -66,13 +44,7 @@ func TestCompositeValues(t *testing.T) {
 			{"many one code", "component-code-value-quantity=" + strings.Repeat("8480-6$lt0,", 250) + "8480-6$gt140", ids("o3")},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				got, err := run(c.query)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !slices.Equal(got, c.want) {
-					t.Errorf("matches %v, want %v", got, c.want)
-				}
+				checkMatches(t, run, c.query, c.want)
 			})
 		}
 		// Past the cost bound: a 400 before any SQL.

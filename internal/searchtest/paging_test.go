@@ -157,14 +157,7 @@ func TestHTTP(t *testing.T) {
 		h := fhirapi.New(fhirapi.Config{BaseURL: base + "/fhir"}, e.app.Service, e.app.Registry)
 		do := func(method, path, body string) *result {
 			t.Helper()
-			var req *http.Request
-			if body != "" {
-				req = httptest.NewRequest(method, path, strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			} else {
-				req = httptest.NewRequest(method, path, nil)
-			}
-			req.Header.Set("Accept", "application/fhir+json")
+			req := searchRequest(method, path, body)
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req.WithContext(context.Background()))
 			if rec.Code != http.StatusOK {
@@ -216,26 +209,7 @@ func TestHTTP(t *testing.T) {
 // service applies its own, smaller, limits first.
 func TestManyValues(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
-		p := search.NewParser(e.app.Registry, base+"/fhir", 1000, 100)
-		run := func(query string) ([]string, error) {
-			params, err := url.ParseQuery(query)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req, err := p.Parse("Patient", params, false)
-			if err != nil {
-				return nil, err
-			}
-			res, err := e.app.Store.Search(context.Background(), &req.Query)
-			if err != nil {
-				t.Fatalf("store: %v", err)
-			}
-			var got []string
-			for _, m := range res.Matches {
-				got = append(got, m.ID)
-			}
-			return sorted(got), nil
-		}
+		run := storeSearch(t, e, "Patient")
 		or := "name=" + strings.Repeat("zz,", search.MaxValues-1) + "chalmers"
 		and := strings.Repeat("name=c&", search.MaxClauses/2) + strings.Repeat("given=p&", search.MaxClauses/2-1) + "family=chalmers"
 		mixed := strings.Repeat("name="+strings.Repeat("q,", search.MaxValues/search.MaxClauses-1)+"chal&", search.MaxClauses)
@@ -252,13 +226,7 @@ func TestManyValues(t *testing.T) {
 			{"dates", "birthdate=" + strings.Repeat("1900,", search.MaxValues-1) + "1980", ids("p2", "p3")},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				got, err := run(c.query)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !slices.Equal(got, c.want) {
-					t.Errorf("matches %v, want %v", got, c.want)
-				}
+				checkMatches(t, run, c.query, c.want)
 				if c.name != "and" {
 					if _, err := run(c.query + ",x"); errStatus(err) != 400 {
 						t.Errorf("one value more: err %v, want a 400", err)
@@ -272,4 +240,57 @@ func TestManyValues(t *testing.T) {
 			})
 		}
 	})
+}
+
+// storeSearch returns a search of typ that calls the parser (with a
+// count bound of 1000) and the store directly, bypassing the resource
+// service's own limits: the sorted ids of the matches, or the parser's
+// error.
+func storeSearch(t *testing.T, e *env, typ string) func(query string) ([]string, error) {
+	p := search.NewParser(e.app.Registry, base+"/fhir", 1000, 100)
+	return func(query string) ([]string, error) {
+		params, err := url.ParseQuery(query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := p.Parse(typ, params, false)
+		if err != nil {
+			return nil, err
+		}
+		res, err := e.app.Store.Search(context.Background(), &req.Query)
+		if err != nil {
+			t.Fatalf("store: %v", err)
+		}
+		var got []string
+		for _, m := range res.Matches {
+			got = append(got, m.ID)
+		}
+		return sorted(got), nil
+	}
+}
+
+// searchRequest is a request for FHIR JSON; form, when not empty, is its
+// URL-encoded body (POST _search).
+func searchRequest(method, path, form string) *http.Request {
+	if form == "" {
+		req := httptest.NewRequest(method, path, nil)
+		req.Header.Set("Accept", "application/fhir+json")
+		return req
+	}
+	req := httptest.NewRequest(method, path, strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/fhir+json")
+	return req
+}
+
+// checkMatches fails t unless run(query) matches exactly want.
+func checkMatches(t *testing.T, run func(query string) ([]string, error), query string, want []string) {
+	t.Helper()
+	got, err := run(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("matches %v, want %v", got, want)
+	}
 }

@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/url"
 	"runtime"
 	"slices"
@@ -23,7 +21,7 @@ import (
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 // base is the public base URL of the test server; the FHIR base is base+"/fhir".
@@ -38,21 +36,7 @@ type env struct {
 
 func openApp(t *testing.T, dialect string) *app.App {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Server.BaseURL = base
-	cfg.Database.DataDir = t.TempDir()
-	if dialect == "postgres" {
-		cfg.Database.URL = pgtest.New(t)
-	}
-	if err := cfg.Normalize(false); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	return a
+	return apptest.Open(t, dialect, func(cfg *config.Config) { cfg.Server.BaseURL = base })
 }
 
 const tsLayout = "2006-01-02T15:04:05.000Z"

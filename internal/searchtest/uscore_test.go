@@ -63,14 +63,7 @@ func (c *ucClient) do(method, path, form string) *ucBundle {
 	c.t.Helper()
 	out := &ucBundle{}
 	for path != "" {
-		var req *http.Request
-		if form != "" {
-			req = httptest.NewRequest(method, path, strings.NewReader(form))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		} else {
-			req = httptest.NewRequest(method, path, nil)
-		}
-		req.Header.Set("Accept", "application/fhir+json")
+		req := searchRequest(method, path, form)
 		rec := httptest.NewRecorder()
 		c.h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {

@@ -30,7 +30,15 @@ func start(t *testing.T, ready []Check, fhir http.Handler) (string, context.Canc
 func startOpts(t *testing.T, opts Options) (string, context.CancelFunc, chan error) {
 	t.Helper()
 	opts.Addr, opts.Base, opts.Logger = "127.0.0.1:0", "/fhir", slog.New(slog.DiscardHandler)
-	s := New(opts)
+	addr, cancel, done := serve(t, New(opts))
+	t.Cleanup(cancel)
+	return "http://" + addr, cancel, done
+}
+
+// serve runs s on its listener until the returned cancel; it returns the
+// listener's address, and done receives Serve's result.
+func serve(t *testing.T, s *Server) (string, context.CancelFunc, chan error) {
+	t.Helper()
 	ln, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -38,8 +46,7 @@ func startOpts(t *testing.T, opts Options) (string, context.CancelFunc, chan err
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(cancel)
-	return "http://" + ln.Addr().String(), cancel, done
+	return ln.Addr().String(), cancel, done
 }
 
 func get(t *testing.T, url string) (*http.Response, string) {
@@ -103,15 +110,9 @@ func TestReadyzDown(t *testing.T) {
 func TestServerBasePath(t *testing.T) {
 	fhir := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("fhir:" + r.URL.Path)) })
 	s := New(Options{Addr: "127.0.0.1:0", Base: "/lapis/fhir", FHIR: fhir, Ready: []Check{check("db", nil)}, Logger: slog.New(slog.DiscardHandler)})
-	ln, err := s.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
+	addr, cancel, done := serve(t, s)
 	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + ln.Addr().String()
+	base := "http://" + addr
 	for _, p := range []string{"/lapis/fhir", "/lapis/fhir/Patient/1", "/lapis/fhir/auth/token"} {
 		resp, body := get(t, base+p)
 		if body != "fhir:"+p || resp.Header.Get("Cache-Control") != "no-store" {

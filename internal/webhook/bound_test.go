@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/webhook"
 )
 
@@ -15,7 +16,7 @@ import (
 // endpoints (each event fans out to all of them); other organisations
 // are not affected, and deleting one makes room.
 func TestEndpointsBounded(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		s, err := webhook.New(ctx, h, webhook.Config{KEK: kek(t), Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {

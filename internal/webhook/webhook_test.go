@@ -17,30 +17,11 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/database"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
+	"github.com/lapis-health/lapis/internal/testutil/testclock"
 	"github.com/lapis-health/lapis/internal/webhook"
 )
-
-func open(t *testing.T, dialect string) *database.DB {
-	t.Helper()
-	o := database.Options{DataDir: t.TempDir()}
-	if dialect == "postgres" {
-		o.URL = pgtest.New(t)
-	}
-	h, err := database.Open(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func both(t *testing.T, f func(t *testing.T, h *database.DB)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, open(t, d)) })
-	}
-}
 
 func kek(t *testing.T) cipher.AEAD {
 	b, err := aes.NewCipher(make([]byte, 32))
@@ -52,19 +33,6 @@ func kek(t *testing.T) cipher.AEAD {
 		t.Fatal(err)
 	}
 	return a
-}
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 func TestSignVerify(t *testing.T) {
@@ -115,7 +83,7 @@ func TestSignVerify(t *testing.T) {
 }
 
 func TestEndpoints(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		s, err := webhook.New(ctx, h, webhook.Config{KEK: kek(t), Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -160,6 +128,23 @@ func TestEndpoints(t *testing.T) {
 
 // receiver is a test endpoint that verifies each delivery and answers
 // the statuses queued in answers (then 200).
+// endpoint serves rc on a test server (closed when t ends) and registers
+// its URL followed by path with s as an endpoint of organisation o1 for
+// events (nil: all); rc checks signatures with the endpoint's secret.
+func (rc *receiver) endpoint(t *testing.T, s *webhook.Service, path string, events []string) *webhook.Endpoint {
+	t.Helper()
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	ep, secret, err := s.CreateEndpoint(context.Background(), "o1", srv.URL+path, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	rc.secret = secret
+	rc.mu.Unlock()
+	return ep
+}
+
 type receiver struct {
 	mu       sync.Mutex
 	secret   string
@@ -196,22 +181,16 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestDeliveryRetries: an event is signed, retried after a 500 with
 // exponential backoff (on an injected clock), and delivered once.
 func TestDeliveryRetries(t *testing.T) {
-	both(t, func(t *testing.T, h *database.DB) {
+	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
-		clk := &clock{t: time.Now()}
-		s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Now: clk.now, Backoff: time.Minute, MaxBackoff: 10 * time.Minute,
+		clk := testclock.New(time.Now())
+		s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Now: clk.Now, Backoff: time.Minute, MaxBackoff: 10 * time.Minute,
 			MaxAttempts: 5, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc := &receiver{answers: []int{500, 503}, now: clk.now}
-		srv := httptest.NewServer(rc)
-		t.Cleanup(srv.Close)
-		ep, secret, err := s.CreateEndpoint(ctx, "o1", srv.URL+"/hook", []string{webhook.AppApproved, webhook.AppSuspended})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.secret = secret
+		rc := &receiver{answers: []int{500, 503}, now: clk.Now}
+		ep := rc.endpoint(t, s, "/hook", []string{webhook.AppApproved, webhook.AppSuspended})
 		if n, err := s.Enqueue(ctx, "o1", webhook.AppDeclined, map[string]string{"request_id": "par_1"}); err != nil || n != 0 {
 			t.Fatalf("unsubscribed event queued: %d %v", n, err)
 		}
@@ -234,20 +213,20 @@ func TestDeliveryRetries(t *testing.T) {
 		pass(0) // 500
 		ds, _ := s.Deliveries(ctx, "o1", ep.ID)
 		if len(ds) != 1 || ds[0].Attempts != 1 || ds[0].LastStatus != 500 || ds[0].Status != webhook.StatusPending ||
-			!ds[0].NextAttempt.Equal(clk.now().Add(time.Minute).Truncate(time.Second)) {
+			!ds[0].NextAttempt.Equal(clk.Now().Add(time.Minute).Truncate(time.Second)) {
 			t.Fatalf("after a 500: %+v", ds)
 		}
 		pass(0) // not due yet: no attempt
 		if rc.attempts.Load() != 1 {
 			t.Fatalf("attempted before its backoff: %d", rc.attempts.Load())
 		}
-		clk.add(time.Minute)
+		clk.Add(time.Minute)
 		pass(0) // 503; next wait is doubled
 		ds, _ = s.Deliveries(ctx, "o1", ep.ID)
-		if ds[0].Attempts != 2 || !ds[0].NextAttempt.Equal(clk.now().Add(2*time.Minute).Truncate(time.Second)) {
+		if ds[0].Attempts != 2 || !ds[0].NextAttempt.Equal(clk.Now().Add(2*time.Minute).Truncate(time.Second)) {
 			t.Fatalf("after a 503: %+v", ds[0])
 		}
-		clk.add(2 * time.Minute)
+		clk.Add(2 * time.Minute)
 		pass(1)
 		pass(0)
 		ds, _ = s.Deliveries(ctx, "o1", ep.ID)
@@ -273,7 +252,7 @@ func TestDeliveryRetries(t *testing.T) {
 		}
 		for range 5 {
 			pass(0)
-			clk.add(time.Hour)
+			clk.Add(time.Hour)
 		}
 		ds, _ = s.Deliveries(ctx, "o1", ep.ID)
 		if ds[0].Event != webhook.AppSuspended || ds[0].Status != webhook.StatusFailed || ds[0].Attempts != 5 {
@@ -286,19 +265,13 @@ func TestDeliveryRetries(t *testing.T) {
 // and stops on Close.
 func TestWorker(t *testing.T) {
 	ctx := context.Background()
-	h := open(t, "sqlite")
+	h := dbtest.Open(t, "sqlite")
 	s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, PollInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := &receiver{now: time.Now}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	ep, secret, err := s.CreateEndpoint(ctx, "o1", srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.secret = secret
+	ep := rc.endpoint(t, s, "", nil)
 	s.Start()
 	if _, err := s.Enqueue(ctx, "o1", webhook.AppResumed, map[string]string{"client_id": "c-9"}); err != nil {
 		t.Fatal(err)
@@ -316,18 +289,13 @@ func TestWorker(t *testing.T) {
 // were allowed is not delivered to by a service that refuses them.
 func TestSSRFRefusedAtDelivery(t *testing.T) {
 	ctx := context.Background()
-	h := open(t, "sqlite")
+	h := dbtest.Open(t, "sqlite")
 	loose, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := &receiver{now: time.Now}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	ep, _, err := loose.CreateEndpoint(ctx, "o1", srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ep := rc.endpoint(t, loose, "", nil)
 	strict, err := webhook.New(ctx, h, webhook.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

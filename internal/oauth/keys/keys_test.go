@@ -13,17 +13,8 @@ import (
 
 func TestKeysAtRest(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := authdb.Open(ctx, "", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, m, dir := openManager(t)
 	kek := filepath.Join(dir, keys.KEKFile)
-	m, err := keys.Open(ctx, db, keys.Options{KEKFile: kek})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if st, err := os.Stat(kek); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("KEK file mode: %v %v", st, err)
 	}
@@ -85,4 +76,22 @@ func TestKeysAtRest(t *testing.T) {
 	if _, err := keys.Open(ctx, db, keys.Options{KEKFile: kek}); err == nil {
 		t.Fatal("world-readable KEK accepted")
 	}
+}
+
+// openManager opens a key manager on a fresh SQLite auth database in a
+// temporary directory, its KEK in the file keys.KEKFile there; the
+// database is closed when t ends.
+func openManager(t *testing.T) (*authdb.DB, *keys.Manager, string) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := authdb.Open(context.Background(), "", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	m, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, m, dir
 }

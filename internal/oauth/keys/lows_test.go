@@ -5,13 +5,11 @@ import (
 	"crypto/elliptic"
 	"encoding/base64"
 	"math/big"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 )
 
@@ -21,16 +19,7 @@ import (
 // normalisation about half of the signatures had a high S.)
 func TestSignLowS(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := authdb.Open(ctx, "", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	m, err := keys.Open(ctx, db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, _ := openManager(t)
 	n := elliptic.P256().Params().N
 	for i := range 64 {
 		tok, err := m.Sign(ctx, keys.AccessTokenAlg, "at+jwt", []byte(`{"i":`+big.NewInt(int64(i)).String()+`}`))

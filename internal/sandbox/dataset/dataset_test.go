@@ -5,13 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/jsonvalue"
@@ -20,7 +17,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/sandbox/dataset"
 	"github.com/lapis-health/lapis/internal/store"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 type res = map[string]any
@@ -378,22 +375,11 @@ func TestLoad(t *testing.T) {
 	} {
 		t.Run(tc.dialect+"-"+tc.version+"-"+tc.mode, func(t *testing.T) {
 			t.Parallel()
-			cfg := config.Defaults()
-			cfg.Server.BaseURL = "http://localhost:8080"
-			cfg.Database.DataDir = t.TempDir()
-			cfg.FHIR.USCoreVersion = tc.version
-			cfg.FHIR.ProfileValidation = tc.mode
-			if tc.dialect == "postgres" {
-				cfg.Database.URL = pgtest.New(t)
-			}
-			if err := cfg.Normalize(false); err != nil {
-				t.Fatal(err)
-			}
-			a, err := app.Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
+			a := apptest.Open(t, tc.dialect, func(cfg *config.Config) {
+				cfg.Server.BaseURL = "http://localhost:8080"
+				cfg.FHIR.USCoreVersion = tc.version
+				cfg.FHIR.ProfileValidation = tc.mode
+			})
 			bundles, err := dataset.Bundles()
 			if err != nil {
 				t.Fatal(err)
