@@ -216,8 +216,9 @@ func (m *Middleware) backendFailed(err error) {
 
 // FHIR is the stage for the FHIR API, after routing and authentication:
 // it charges the cost of the request's interaction (from the context) to
-// the caller's client and to the patient in context or the patients the
-// interaction targets. Requests without a principal (/metadata,
+// the caller's client and, unless the caller is a system credential
+// (IsSystem), to the patient in context or the patients the interaction
+// targets. Requests without a principal (/metadata,
 // --dev-no-auth) or without an interaction pass unlimited.
 func (m *Middleware) FHIR(next http.Handler) http.Handler {
 	if !m.o.Client.Enabled() && !m.o.System.Enabled() && !m.o.Patient.Enabled() && m.o.Credentials == nil {
@@ -260,7 +261,12 @@ func (m *Middleware) FHIR(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if m.o.Patient.Enabled() {
+		// A system credential (a backend integration, a data-load key) is
+		// limited by its own class only: the per-patient limit guards
+		// one patient's record against the apps acting for patients and
+		// users, and charging a backend's reads to it would refuse those
+		// apps while the backend works through the records.
+		if m.o.Patient.Enabled() && !IsSystem(p) {
 			var patients []string
 			if p.Patient != "" {
 				patients = []string{p.Patient}

@@ -446,6 +446,23 @@ func TestFHIRPerPatient(t *testing.T) {
 	}
 }
 
+// TestFHIRPerPatientNotSystem checks that a system credential is not
+// charged to, nor refused by, the per-patient limit, while an app acting
+// for a user still is.
+func TestFHIRPerPatientNotSystem(t *testing.T) {
+	h := newHarness(t, Options{Patient: Limit{Rate: 1, Period: time.Hour, Burst: 2}})
+	for i := range 5 {
+		if w := h.do("GET", "/fhir/Patient/p1", "", "X-Test-Client", "backend", "X-Test-Scopes", "system/*.rs"); w.Code != 200 || w.Header().Get("RateLimit") != "" {
+			t.Fatalf("system read %d: %d %q", i, w.Code, w.Header().Get("RateLimit"))
+		}
+	}
+	for i, want := range []int{200, 200, 429} {
+		if w := h.do("GET", "/fhir/Patient/p1", "", "X-Test-Client", "app", "X-Test-Scopes", "user/*.rs"); w.Code != want {
+			t.Fatalf("user app read %d: %d, want %d", i, w.Code, want)
+		}
+	}
+}
+
 func TestFHIRBothPolicies(t *testing.T) {
 	h := newHarness(t, Options{Client: Limit{Rate: 100, Period: time.Second, Burst: 200}, Patient: Limit{Rate: 50, Period: time.Second, Burst: 100}})
 	w := h.do("GET", "/fhir/Patient/1", "", "X-Test-Client", "a")
