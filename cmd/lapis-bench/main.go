@@ -55,6 +55,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -387,6 +388,20 @@ func startServeEnv(bin, dir, dbURL string, env []string, extra ...string) (strin
 type keyTransport struct {
 	key  string
 	base http.RoundTripper
+}
+
+// keysTransport adds one of several API keys to each request, in turn:
+// several clients sharing the connections.
+type keysTransport struct {
+	keys []string
+	next atomic.Uint64
+	base http.RoundTripper
+}
+
+func (k *keysTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-API-Key", k.keys[(k.next.Add(1)-1)%uint64(len(k.keys))])
+	return k.base.RoundTrip(r)
 }
 
 func (k *keyTransport) RoundTrip(r *http.Request) (*http.Response, error) {

@@ -169,6 +169,16 @@ func runReal(o realOptions) error {
 		return err
 	}
 	pat := &http.Client{Transport: &keyTransport{key: patKey, base: tr}, Timeout: time.Minute}
+	// The shapes are measured as o.conns system clients at once, each
+	// with its own key (a key per request in turn): one key alone would
+	// measure its class limit (--rate-limit-system), not the server.
+	readerKeys := make([]string, o.conns)
+	for i := range readerKeys {
+		if readerKeys[i], err = createKey(o, fmt.Sprintf("bench-reader-%d", i), "system/*.rs"); err != nil {
+			return err
+		}
+	}
+	readers := &http.Client{Transport: &keysTransport{keys: readerKeys, base: tr}, Timeout: time.Minute}
 
 	type shape struct {
 		name   string
@@ -186,38 +196,38 @@ func runReal(o realOptions) error {
 		}
 	}
 	q := url.QueryEscape
-	add("read Patient/{id}", sys, func(p patientParams) []string { return []string{base + "/Patient/" + p.id} })
-	add("Observation?patient&code", sys, func(p patientParams) []string {
+	add("read Patient/{id}", readers, func(p patientParams) []string { return []string{base + "/Patient/" + p.id} })
+	add("Observation?patient&code", readers, func(p patientParams) []string {
 		if p.code == "" {
 			return nil
 		}
 		return []string{base + "/Observation?patient=" + p.id + "&code=" + q(p.code)}
 	})
-	add("Observation?patient&category&date", sys, func(p patientParams) []string {
+	add("Observation?patient&category&date", readers, func(p patientParams) []string {
 		return []string{base + "/Observation?patient=" + p.id + "&category=laboratory&date=ge" + p.since}
 	})
-	add("Patient?_id&_revinclude=Obs:patient", sys, func(p patientParams) []string {
+	add("Patient?_id&_revinclude=Obs:patient", readers, func(p patientParams) []string {
 		return []string{base + "/Patient?_id=" + p.id + "&_revinclude=Observation:patient"}
 	})
-	add("Observation?patient&_include=Obs:enc", sys, func(p patientParams) []string {
+	add("Observation?patient&_include=Obs:enc", readers, func(p patientParams) []string {
 		return []string{base + "/Observation?patient=" + p.id + "&_include=Observation:encounter"}
 	})
-	add("Observation?subject:Patient.name", sys, func(p patientParams) []string {
+	add("Observation?subject:Patient.name", readers, func(p patientParams) []string {
 		if p.family == "" {
 			return nil
 		}
 		return []string{base + "/Observation?subject:Patient.name=" + q(p.family)}
 	})
-	add("Encounter?_has:Observation:encounter:code", sys, func(p patientParams) []string {
+	add("Encounter?_has:Observation:encounter:code", readers, func(p patientParams) []string {
 		if p.code == "" {
 			return nil
 		}
 		return []string{base + "/Encounter?_has:Observation:encounter:code=" + q(p.code)}
 	})
-	add("Condition?patient", sys, func(p patientParams) []string { return []string{base + "/Condition?patient=" + p.id} })
+	add("Condition?patient", readers, func(p patientParams) []string { return []string{base + "/Condition?patient=" + p.id} })
 	// _sort=-date with paging: the first page and the page its next link
 	// names, mixed.
-	add("Observation?patient&_sort=-date (pages)", sys, func(p patientParams) []string {
+	add("Observation?patient&_sort=-date (pages)", readers, func(p patientParams) []string {
 		first := base + "/Observation?patient=" + p.id + "&_sort=-date&_count=20"
 		out := []string{first}
 		if next, err := nextLink(sys, first); err == nil && next != "" {
@@ -225,7 +235,7 @@ func runReal(o realOptions) error {
 		}
 		return out
 	})
-	add("Observation?patient&_summary=count", sys, func(p patientParams) []string {
+	add("Observation?patient&_summary=count", readers, func(p patientParams) []string {
 		return []string{base + "/Observation?patient=" + p.id + "&_summary=count"}
 	})
 	shapes = append(shapes,
@@ -271,8 +281,8 @@ func runReal(o realOptions) error {
 		throttled = throttled || r.Throttled > 0
 	}
 	if throttled {
-		fmt.Println("# 429s come from the default limits: --rate-limit-patient (per patient read or searched, also for system/ keys)" +
-			" and --rate-limit-client (the patient-bound key)")
+		fmt.Println("# 429s come from the default limits: --rate-limit-system (per system key)," +
+			" --rate-limit-client and --rate-limit-patient (the patient-bound key)")
 	}
 	return nil
 }
