@@ -198,10 +198,16 @@ var indexCols = map[string][]string{
 // (powers of two up to maxRowsPerInsert); a batch is split into them.
 var insertSizes = []int{32, 16, 8, 4, 2, 1}
 
+// insertSQL is the INSERT of n rows into table. It is INSERT OR FAIL: a
+// multi-row statement that may abort half-way makes SQLite keep a
+// statement journal (a copy of every page the statement touches) to undo
+// its own rows, while FAIL keeps them; a failed write rolls back the whole
+// transaction anyway (and index tables have no constraint a correct row
+// breaks).
 func insertSQL(table string, n int) string {
 	cols := append([]string{"rid", "type", "param", "grp"}, indexCols[table]...)
 	var sb strings.Builder
-	sb.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
+	sb.WriteString("INSERT OR FAIL INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
 	for i := range n {
 		if i > 0 {
 			sb.WriteString(", ")
