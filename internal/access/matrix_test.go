@@ -442,6 +442,10 @@ var writeCells = []cell{
 	{"patient", "conditional update by other's subject", condUpdate("Observation", "subject=Patient/pb", obs("", "laboratory", "Patient/pb", "")), forbidden, nil, ids("Observation/obl")},
 	{"patient", "transaction into other", bundle("transaction", put("Observation/obl", obs("obl", "laboratory", "Patient/pa", ""))), notFound, nil, ids("Observation/obl")},
 	{"patient", "transaction create for other", bundle("transaction", post("Observation", obs("", "laboratory", "Patient/pb", ""))), forbidden, nil, nil},
+	// Several creates are stored together (store.Creator), then each is checked.
+	{"patient", "transaction creates own and for other", bundle("transaction", post("Observation", obs("", "laboratory", "Patient/pa", "")),
+		`{"resource":`+obs("", "laboratory", "Patient/pa", "")+`,"request":{"method":"POST","url":"Observation"}}`,
+		`{"resource":`+obs("", "laboratory", "Patient/pb", "")+`,"request":{"method":"POST","url":"Observation"}}`), forbidden, nil, nil},
 	{"patient", "transaction conditional on other", bundle("transaction", `{"resource":`+obs("", "laboratory", "Patient/pb", "")+`,"request":{"method":"PUT","url":"Observation?_id=obl"}}`), forbidden, nil, ids("Observation/obl")},
 	{"patient", "create own", create("Observation", obs("", "laboratory", "Patient/pa", "")), created, nil, nil},
 	{"patient", "update own", update("Observation", "oal", obs("oal", "laboratory", "Patient/pa", "Practitioner/dr")), ok, ids("Observation/oal"), nil},
