@@ -20,7 +20,16 @@ type refRewriter struct {
 	mapping map[string]string // fullUrl -> "Type/id"
 	// cond resolves a conditional reference to "Type/id"; nil leaves them.
 	cond func(ref string) (string, error)
+	// types caches elementType: a Bundle repeats the same members of the
+	// same elements many times.
+	types map[elemKey]elemInfo
 }
+
+// elemKey names member key of the object at definition path path.
+type elemKey struct{ path, key string }
+
+// elemInfo is what elementType returns for an elemKey.
+type elemInfo struct{ typ, child string }
 
 var condRefRE = regexp.MustCompile(`^[A-Z][A-Za-z]+\?.`)
 
@@ -122,6 +131,20 @@ func (rw *refRewriter) rewriteValue(typ, childPath string, val any, isRef bool) 
 // elementType returns the type code of member key of the object at path
 // and the definition path of its children ("" when unknown or primitive).
 func (rw *refRewriter) elementType(path, key string) (string, string) {
+	k := elemKey{path, key}
+	if e, ok := rw.types[k]; ok {
+		return e.typ, e.child
+	}
+	typ, child := rw.lookupElementType(path, key)
+	if rw.types == nil {
+		rw.types = make(map[elemKey]elemInfo)
+	}
+	rw.types[k] = elemInfo{typ, child}
+	return typ, child
+}
+
+// lookupElementType is elementType without the cache.
+func (rw *refRewriter) lookupElementType(path, key string) (string, string) {
 	if e := rw.reg.Element(path + "." + key); e != nil && !e.Choice {
 		if len(e.Types) == 0 {
 			return "", e.Path // element with a content reference
