@@ -376,7 +376,7 @@ func startServeEnv(bin, dir, dbURL string, env []string, extra ...string) (strin
 			fmt.Fprintln(os.Stderr, "lapis-bench:", err)
 		}
 		for _, line := range strings.Split(srv.Logs(), "\n") {
-			if strings.Contains(line, `"level":"ERROR"`) {
+			if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, `"status":503`) {
 				fmt.Fprintln(os.Stderr, line)
 			}
 		}
@@ -420,6 +420,8 @@ type result struct {
 	lat       []time.Duration
 	okLat     []time.Duration // latencies of the 200 answers
 	codes     map[int]int     // answers by status (goLoad)
+	transport int             // requests that got no answer (goLoad)
+	firstErr  string          // the first of those errors
 }
 
 // clusterMode is -mode cluster (cluster.go).
@@ -448,6 +450,12 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 				resp, err := client.Get(u)
 				if err != nil {
 					errs++
+					mu.Lock()
+					res.transport++
+					if res.firstErr == "" {
+						res.firstErr = err.Error()
+					}
+					mu.Unlock()
 					continue
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)

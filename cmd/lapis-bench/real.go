@@ -261,7 +261,11 @@ func runReal(o realOptions) error {
 	for _, s := range shapes {
 		phase(s.name)
 		c0, d0 := cpu(), dbCPU()
-		row := toRow(s.name, goLoad(s.client, s.urls, o.conns, o.dur), rep.Bare.RPS)
+		lr := goLoad(s.client, s.urls, o.conns, o.dur)
+		row := toRow(s.name, lr, rep.Bare.RPS)
+		if row.Errors > 0 {
+			fmt.Fprintf(os.Stderr, "%s: answers by status %v, %d transport errors (%s)\n", s.name, lr.codes, lr.transport, lr.firstErr)
+		}
 		row.CPUus = perOK(cpu()-c0, row.OK)
 		row.DBCPUus = perOK(dbCPU()-d0, row.OK)
 		rep.Rows = append(rep.Rows, row)

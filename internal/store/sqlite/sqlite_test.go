@@ -4,7 +4,9 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlite"
 	"github.com/lapis-health/lapis/internal/store/storetest"
@@ -30,4 +32,43 @@ func openBench(b *testing.B) *sqlite.Store {
 
 func TestStore(t *testing.T) {
 	storetest.Run(t, open)
+}
+
+// TestSearchOneReader runs searches of shapes the statement cache has not
+// seen on a store with a single reader connection: a search must not need
+// a second connection (to prepare its statement) while its read
+// transaction holds the only one. Before, each such search waited for a
+// connection it held itself until its context ended.
+func TestSearchOneReader(t *testing.T) {
+	ctx := context.Background()
+	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), "lapis.db"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := sqlite.New(ctx, db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := &store.Write{Type: "Patient", ID: "p1", Version: 1, LastUpdated: time.UnixMilli(1700000000123).UTC(), Method: "PUT",
+		Body: []byte(`{"resourceType":"Patient","id":"p1"}`), Index: store.Index{Tokens: []store.TokenRow{{Param: "gender", Code: "female"}}}}
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, w) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, codes := range [][]string{{"female"}, {"female", "male"}, {"female", "male", "other"}} {
+		var any []store.Predicate
+		for _, c := range codes {
+			any = append(any, store.Predicate{Param: "gender", Token: &store.TokenMatch{Code: c}})
+		}
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		res, err := s.Search(ctx, &store.Query{Type: "Patient", Count: 10, Where: []store.Clause{{Any: any}}})
+		cancel()
+		if err != nil {
+			t.Fatalf("search %v: %v", codes, err)
+		}
+		if len(res.Matches) != 1 {
+			t.Fatalf("search %v: %d matches", codes, len(res.Matches))
+		}
+	}
 }

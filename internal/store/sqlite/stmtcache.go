@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"time"
+
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
 
 	"container/list"
@@ -17,9 +19,11 @@ type stmtCache struct {
 	db  *sql.DB
 	max int
 
-	mu  sync.Mutex
-	m   map[string]*list.Element
-	lru *list.List // of *cachedStmt, most recent first
+	mu        sync.Mutex
+	m         map[string]*list.Element
+	lru       *list.List      // of *cachedStmt, most recent first
+	preparing map[string]bool // statements being prepared (prepare)
+	closed    bool
 }
 
 type cachedStmt struct {
@@ -31,26 +35,52 @@ func newStmtCache(db *sql.DB, max int) *stmtCache {
 	return &stmtCache{db: db, max: max, m: make(map[string]*list.Element), lru: list.New()}
 }
 
-// get returns the prepared statement for query, preparing it if needed.
-func (c *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
-	c.mu.Lock()
-	if el, ok := c.m[query]; ok {
-		c.lru.MoveToFront(el)
-		st := el.Value.(*cachedStmt).stmt
-		c.mu.Unlock()
-		return st, nil
-	}
-	c.mu.Unlock()
-	st, err := c.db.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
+// get returns the prepared statement for query, or nil when it is not
+// prepared yet: the caller then runs query on its own connection, and the
+// statement is prepared in the background for the next callers. Preparing
+// here would take a second connection from the pool while the caller
+// holds one in its read transaction: with every connection held by such
+// callers, each would wait for another's until its deadline.
+func (c *stmtCache) get(query string) *sql.Stmt {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if el, ok := c.m[query]; ok {
+		c.lru.MoveToFront(el)
+		return el.Value.(*cachedStmt).stmt
+	}
+	if c.preparing == nil {
+		c.preparing = map[string]bool{}
+	}
+	if !c.preparing[query] && len(c.preparing) < maxPreparing {
+		c.preparing[query] = true
+		go c.prepare(query)
+	}
+	return nil
+}
+
+// maxPreparing bounds the statements being prepared in the background.
+const maxPreparing = 8
+
+// prepare prepares query on a pooled connection when one is free, and
+// caches it.
+func (c *stmtCache) prepare(query string) {
+	ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
+	defer cancel()
+	st, err := c.db.PrepareContext(ctx, query)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.preparing, query)
+	if err != nil {
+		return
+	}
+	if c.closed {
+		st.Close()
+		return
+	}
 	if el, ok := c.m[query]; ok { // prepared concurrently
 		st.Close()
 		c.lru.MoveToFront(el)
-		return el.Value.(*cachedStmt).stmt, nil
+		return
 	}
 	c.m[query] = c.lru.PushFront(&cachedStmt{query: query, stmt: st})
 	for c.lru.Len() > c.max {
@@ -59,8 +89,10 @@ func (c *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
 		// database/sql defers the real close until in-flight uses end.
 		old.stmt.Close()
 	}
-	return st, nil
 }
+
+// prepareTimeout bounds a background prepare's wait for a connection.
+const prepareTimeout = 30 * time.Second
 
 // close closes every cached statement.
 func (c *stmtCache) close() error {
@@ -71,6 +103,7 @@ func (c *stmtCache) close() error {
 	}
 	c.m = map[string]*list.Element{}
 	c.lru.Init()
+	c.closed = true
 	return nil
 }
 
@@ -88,11 +121,14 @@ type readQuerier struct {
 // match at once and the others after long scans, would otherwise outlive
 // its time budget and hold its connection.
 func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlgen.Rows, error) {
-	st, err := q.cache.get(ctx, eager(query))
-	if err != nil {
-		return nil, err
+	query = eager(query)
+	var r *sql.Rows
+	var err error
+	if st := q.cache.get(query); st != nil {
+		r, err = q.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	} else {
+		r, err = q.tx.QueryContext(ctx, query, args...)
 	}
-	r, err := q.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
