@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirid"
 	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -154,38 +155,12 @@ func normText(display string) string {
 }
 
 // splitRelative parses "Type/id" or "Type/id/_history/vid" as the
-// extractor does.
+// extractor does (absolute references are not its).
 func splitRelative(s string) (typ, id string, ok bool) {
-	i := strings.IndexByte(s, '/')
-	if i <= 0 || strings.IndexByte(s, ':') >= 0 {
+	if strings.IndexByte(s, ':') >= 0 {
 		return "", "", false
 	}
-	typ, rest := s[:i], s[i+1:]
-	if j := strings.IndexByte(rest, '/'); j >= 0 {
-		h := rest[j+1:]
-		if !strings.HasPrefix(h, "_history/") || len(h) == len("_history/") || strings.IndexByte(h[len("_history/"):], '/') >= 0 {
-			return "", "", false
-		}
-		rest = rest[:j]
-	}
-	if !validType(typ) || !validID(rest) {
-		return "", "", false
-	}
-	return typ, rest, true
-}
-
-// validType reports whether s reads as a resource type name.
-func validType(s string) bool {
-	if s == "" || s[0] < 'A' || s[0] > 'Z' || len(s) > 64 {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
+	return fhirid.SplitRelative(s)
 }
 
 // probeEvents are events with every field the recorder writes set, in

@@ -300,24 +300,7 @@ func (e *emitter) local(ref string) (string, string) {
 }
 
 // splitRelative parses "Type/id" or "Type/id/_history/vid".
-func splitRelative(s string) (typ, id string, ok bool) {
-	i := strings.IndexByte(s, '/')
-	if i <= 0 {
-		return "", "", false
-	}
-	typ, rest := s[:i], s[i+1:]
-	if j := strings.IndexByte(rest, '/'); j >= 0 {
-		h := rest[j+1:]
-		if !strings.HasPrefix(h, "_history/") || len(h) == len("_history/") || strings.IndexByte(h[len("_history/"):], '/') >= 0 {
-			return "", "", false
-		}
-		rest = rest[:j]
-	}
-	if !validType(typ) || !validID(rest) {
-		return "", "", false
-	}
-	return typ, rest, true
-}
+func splitRelative(s string) (typ, id string, ok bool) { return fhirid.SplitRelative(s) }
 
 // splitReference returns the type and id of any reference string,
 // relative or absolute ("http://x/fhir/Patient/1/_history/2").
@@ -343,18 +326,7 @@ func splitReference(ref string) (typ, id string, ok bool) {
 	return "", "", false
 }
 
-func validType(s string) bool {
-	if s == "" || s[0] < 'A' || s[0] > 'Z' || len(s) > 64 {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
+func validType(s string) bool { return fhirid.ValidType(s) }
 
 // validID reports whether s is a FHIR id.
 func validID(s string) bool { return fhirid.Valid(s) }

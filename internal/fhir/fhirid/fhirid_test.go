@@ -24,3 +24,23 @@ func TestValid(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitRelative(t *testing.T) {
+	for s, want := range map[string][2]string{
+		"Patient/p1":              {"Patient", "p1"},
+		"Patient/p1/_history/2":   {"Patient", "p1"},
+		"Patient/p1/_history/":    {},
+		"Patient/p1/_history/2/x": {},
+		"Patient/p1/x":            {},
+		"patient/p1":              {},
+		"Patient/":                {},
+		"/p1":                     {},
+		"Patient":                 {},
+		"Pa-tient/p1":             {},
+	} {
+		typ, id, ok := fhirid.SplitRelative(s)
+		if ok != (want[0] != "") || typ != want[0] || id != want[1] {
+			t.Errorf("SplitRelative(%q) = %q, %q, %v; want %q", s, typ, id, ok, want)
+		}
+	}
+}
