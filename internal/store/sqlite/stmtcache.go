@@ -1,14 +1,13 @@
 package sqlite
 
 import (
-	"time"
-
-	"github.com/lapis-health/lapis/internal/store/sqlgen"
-
 	"container/list"
 	"context"
 	"database/sql"
 	"sync"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/store/sqlgen"
 )
 
 // stmtCache keeps prepared read statements by SQL text. Search SQL repeats
@@ -32,7 +31,7 @@ type cachedStmt struct {
 }
 
 func newStmtCache(db *sql.DB, max int) *stmtCache {
-	return &stmtCache{db: db, max: max, m: make(map[string]*list.Element), lru: list.New()}
+	return &stmtCache{db: db, max: max, m: make(map[string]*list.Element), lru: list.New(), preparing: make(map[string]bool)}
 }
 
 // get returns the prepared statement for query, or nil when it is not
@@ -47,9 +46,6 @@ func (c *stmtCache) get(query string) *sql.Stmt {
 	if el, ok := c.m[query]; ok {
 		c.lru.MoveToFront(el)
 		return el.Value.(*cachedStmt).stmt
-	}
-	if c.preparing == nil {
-		c.preparing = map[string]bool{}
 	}
 	if !c.preparing[query] && len(c.preparing) < maxPreparing {
 		c.preparing[query] = true
