@@ -11,6 +11,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/postgres"
+	"github.com/lapis-health/lapis/internal/store/storetest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -73,11 +74,7 @@ func TestPlanModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	w := &store.Write{Type: "Patient", ID: "p1", Version: 1, LastUpdated: time.UnixMilli(1700000000123).UTC(), Method: "PUT",
-		Body: []byte(`{"resourceType":"Patient","id":"p1"}`), Index: store.Index{Tokens: []store.TokenRow{{Param: "gender", Code: "female"}}}}
-	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, w) }); err != nil {
-		t.Fatal(err)
-	}
+	storetest.PutPatient(t, s, "p1", "female")
 	// statements lists the prepared statements of every pooled connection
 	// with their generic plan counts.
 	statements := func() map[string]int64 {

@@ -51,11 +51,7 @@ func TestSearchOneReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	w := &store.Write{Type: "Patient", ID: "p1", Version: 1, LastUpdated: time.UnixMilli(1700000000123).UTC(), Method: "PUT",
-		Body: []byte(`{"resourceType":"Patient","id":"p1"}`), Index: store.Index{Tokens: []store.TokenRow{{Param: "gender", Code: "female"}}}}
-	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, w) }); err != nil {
-		t.Fatal(err)
-	}
+	storetest.PutPatient(t, s, "p1", "female")
 	for _, codes := range [][]string{{"female"}, {"female", "male"}, {"female", "male", "other"}} {
 		var any []store.Predicate
 		for _, c := range codes {
