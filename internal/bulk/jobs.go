@@ -12,7 +12,7 @@ import (
 	"github.com/lapis-health/lapis/internal/migrate"
 )
 
-//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
+//go:embed migrations/*.sql
 var migrations embed.FS
 
 // VersionTable is the goose version table of the export schema.

@@ -1,34 +1,108 @@
 // Package migrate applies a package's embedded goose migrations to its
 // own version table, on SQLite or PostgreSQL, safely when several
 // processes start at once.
+//
+// A package keeps its migrations in one of two layouts: one file per
+// migration in migrations/*.sql, a text/template rendered for the dialect
+// (see Render), or a folder per dialect, migrations/sqlite and
+// migrations/postgres, holding plain SQL.
 package migrate
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io/fs"
+	"path"
+	"testing/fstest"
+	"text/template"
 	"time"
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
 
-// Up applies the migrations in migrations/sqlite or migrations/postgres
-// of fsys to db, recording them in table. On PostgreSQL an advisory lock
+// Up applies the migrations of fsys (either layout of the package
+// comment) to db, recording them in table. On PostgreSQL an advisory lock
 // (lockID) serialises concurrent starts; on SQLite processes migrating at
 // once serialise on the write lock, and a loser retries and finds nothing
 // pending.
 func Up(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string, lockID int64) error {
-	dir := "migrations/sqlite"
-	if postgres {
-		dir = "migrations/postgres"
-	}
-	sub, err := fs.Sub(fsys, dir)
+	sub, err := dialectFS(fsys, postgres)
 	if err != nil {
 		return err
 	}
 	return UpDir(ctx, db, sub, postgres, table, lockID)
+}
+
+// dialectFS returns the migrations of fsys for one dialect at the root of
+// a file system: the folder migrations/sqlite or migrations/postgres when
+// fsys has it, else the templates in migrations rendered for the dialect.
+func dialectFS(fsys fs.FS, postgres bool) (fs.FS, error) {
+	dir := "migrations/sqlite"
+	if postgres {
+		dir = "migrations/postgres"
+	}
+	if fi, err := fs.Stat(fsys, dir); err == nil && fi.IsDir() {
+		return fs.Sub(fsys, dir)
+	}
+	return Render(fsys, "migrations", postgres)
+}
+
+// Render renders each migration template dir/*.sql of fsys for one
+// dialect and returns the results, under the same names (goose takes the
+// version from the name), at the root of an in-memory file system. A
+// template writes what is the same on both dialects once and uses:
+//
+//   - {{int}}: a 64-bit integer column type (INTEGER on SQLite, BIGINT on
+//     PostgreSQL);
+//   - {{withoutRowID}}: after the closing parenthesis of a CREATE TABLE,
+//     " WITHOUT ROWID" on SQLite, nothing on PostgreSQL;
+//   - {{if postgres}} … {{else}} … {{end}}: what differs otherwise
+//     (written {{- if postgres}} on a line of its own, the lines between
+//     are kept as they are).
+func Render(fsys fs.FS, dir string, postgres bool) (fs.FS, error) {
+	names, err := fs.Glob(fsys, path.Join(dir, "*.sql"))
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("migrate: no migrations in %s", dir)
+	}
+	funcs := template.FuncMap{
+		"postgres": func() bool { return postgres },
+		"int": func() string {
+			if postgres {
+				return "BIGINT"
+			}
+			return "INTEGER"
+		},
+		"withoutRowID": func() string {
+			if postgres {
+				return ""
+			}
+			return " WITHOUT ROWID"
+		},
+	}
+	out := fstest.MapFS{}
+	for _, name := range names {
+		src, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, err
+		}
+		t, err := template.New(path.Base(name)).Funcs(funcs).Parse(string(src))
+		if err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, nil); err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		out[path.Base(name)] = &fstest.MapFile{Data: b.Bytes(), Mode: 0o444}
+	}
+	return out, nil
 }
 
 // UpDir is Up with the migrations at the root of fsys; an empty table is
@@ -71,17 +145,16 @@ func UpDir(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table str
 	return last
 }
 
-// Applied returns nil when every migration in migrations/sqlite or
-// migrations/postgres of fsys is recorded in table (the readiness check
-// of a package's schema: a database restored from an old backup, or one
-// whose version table was lost, is not ready).
+// Applied returns nil when every migration of fsys (either layout of the
+// package comment) is recorded in table (the readiness check of a
+// package's schema: a database restored from an old backup, or one whose
+// version table was lost, is not ready).
 func Applied(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table string) error {
-	dir := "migrations/sqlite"
 	dialect := goose.DialectSQLite3
 	if postgres {
-		dir, dialect = "migrations/postgres", goose.DialectPostgres
+		dialect = goose.DialectPostgres
 	}
-	sub, err := fs.Sub(fsys, dir)
+	sub, err := dialectFS(fsys, postgres)
 	if err != nil {
 		return err
 	}

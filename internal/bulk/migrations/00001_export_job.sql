@@ -8,11 +8,11 @@ CREATE TABLE export_job (
     status           TEXT NOT NULL,
     attempt          INTEGER NOT NULL DEFAULT 0,
     lease_owner      TEXT NOT NULL DEFAULT '',
-    lease_until      INTEGER NOT NULL DEFAULT 0,
+    lease_until      {{int}} NOT NULL DEFAULT 0,
     progress         TEXT NOT NULL DEFAULT '',
-    transaction_time INTEGER NOT NULL,
-    created_at       INTEGER NOT NULL,
-    expires_at       INTEGER NOT NULL DEFAULT 0,
+    transaction_time {{int}} NOT NULL,
+    created_at       {{int}} NOT NULL,
+    expires_at       {{int}} NOT NULL DEFAULT 0,
     manifest         TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX export_job_claim ON export_job (status, lease_until);

@@ -9,7 +9,7 @@ CREATE TABLE webhook_endpoint (
     url        TEXT NOT NULL,
     secret_enc TEXT NOT NULL,
     events     TEXT NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at {{int}} NOT NULL
 );
 CREATE INDEX webhook_endpoint_org ON webhook_endpoint (org_id);
 CREATE TABLE webhook_outbox (
@@ -17,14 +17,14 @@ CREATE TABLE webhook_outbox (
     endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoint (id) ON DELETE CASCADE,
     event           TEXT NOT NULL,
     payload         TEXT NOT NULL,
-    created_at      BIGINT NOT NULL,
+    created_at      {{int}} NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
-    attempts        BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,
-    claimed_until   BIGINT NOT NULL DEFAULT 0,
-    last_status     BIGINT NOT NULL DEFAULT 0,
+    attempts        {{int}} NOT NULL DEFAULT 0,
+    next_attempt_at {{int}} NOT NULL,
+    claimed_until   {{int}} NOT NULL DEFAULT 0,
+    last_status     {{int}} NOT NULL DEFAULT 0,
     last_error      TEXT NOT NULL DEFAULT '',
-    delivered_at    BIGINT
+    delivered_at    {{int}}
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
 CREATE INDEX webhook_outbox_endpoint ON webhook_outbox (endpoint_id, created_at);

@@ -5,36 +5,40 @@
 -- milliseconds (at) or minutes (minute), hours (hour).
 CREATE TABLE activity_bucket (
     cred        TEXT NOT NULL,
-    minute      INTEGER NOT NULL,
-    status      INTEGER NOT NULL,
+    minute      {{int}} NOT NULL,
+    status      {{int}} NOT NULL,
     interaction TEXT NOT NULL,
-    count       INTEGER NOT NULL,
-    latency_sum_us INTEGER NOT NULL,
-    latency_max_us INTEGER NOT NULL,
+    count       {{int}} NOT NULL,
+    latency_sum_us {{int}} NOT NULL,
+    latency_max_us {{int}} NOT NULL,
     PRIMARY KEY (cred, minute, status, interaction)
-) WITHOUT ROWID;
+){{withoutRowID}};
 CREATE INDEX activity_bucket_minute ON activity_bucket (minute);
 CREATE TABLE activity_recent (
+{{- if postgres}}
+    id          BIGSERIAL PRIMARY KEY,
+{{- else}}
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
+{{- end}}
     cred        TEXT NOT NULL,
-    at          INTEGER NOT NULL,
+    at          {{int}} NOT NULL,
     interaction TEXT NOT NULL,
     route       TEXT NOT NULL,
-    status      INTEGER NOT NULL,
-    latency_us  INTEGER NOT NULL,
+    status      {{int}} NOT NULL,
+    latency_us  {{int}} NOT NULL,
     cause       TEXT NOT NULL
 );
 CREATE INDEX activity_recent_cred ON activity_recent (cred, id);
 CREATE TABLE activity_error (
     cred      TEXT NOT NULL,
-    hour      INTEGER NOT NULL,
+    hour      {{int}} NOT NULL,
     cause     TEXT NOT NULL,
-    count     INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
+    count     {{int}} NOT NULL,
+    last_seen {{int}} NOT NULL,
     route     TEXT NOT NULL,
-    status    INTEGER NOT NULL,
+    status    {{int}} NOT NULL,
     PRIMARY KEY (cred, hour, cause)
-) WITHOUT ROWID;
+){{withoutRowID}};
 CREATE INDEX activity_error_hour ON activity_error (hour);
 
 -- +goose Down

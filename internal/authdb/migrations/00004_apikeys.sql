@@ -11,10 +11,10 @@ CREATE TABLE api_key (
     scopes       TEXT NOT NULL,
     patient      TEXT NOT NULL DEFAULT '',
     allow_ips    TEXT NOT NULL DEFAULT '',
-    created_at   BIGINT NOT NULL,
-    expires_at   BIGINT,
-    revoked_at   BIGINT,
-    last_used_at BIGINT,
+    created_at   {{int}} NOT NULL,
+    expires_at   {{int}},
+    revoked_at   {{int}},
+    last_used_at {{int}},
     replaced_by  TEXT NOT NULL DEFAULT ''
 );
 
@@ -22,7 +22,7 @@ CREATE TABLE api_key (
 -- (client id + secret); off unless a row exists.
 CREATE TABLE oauth_client_basic (
     client_id  TEXT PRIMARY KEY,
-    enabled_at BIGINT NOT NULL
+    enabled_at {{int}} NOT NULL
 );
 
 -- +goose Down

@@ -5,10 +5,10 @@
 -- operator gave. last_used_addr is the address of the last recorded use
 -- of an API key (written with last_used_at, at most about once a minute).
 ALTER TABLE oauth_client ADD COLUMN prev_secret_hash TEXT NOT NULL DEFAULT '';
-ALTER TABLE oauth_client ADD COLUMN prev_secret_until BIGINT;
-ALTER TABLE oauth_client ADD COLUMN suspended_at BIGINT;
+ALTER TABLE oauth_client ADD COLUMN prev_secret_until {{int}};
+ALTER TABLE oauth_client ADD COLUMN suspended_at {{int}};
 ALTER TABLE oauth_client ADD COLUMN suspend_reason TEXT NOT NULL DEFAULT '';
-ALTER TABLE api_key ADD COLUMN suspended_at BIGINT;
+ALTER TABLE api_key ADD COLUMN suspended_at {{int}};
 ALTER TABLE api_key ADD COLUMN suspend_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE api_key ADD COLUMN last_used_addr TEXT NOT NULL DEFAULT '';
 

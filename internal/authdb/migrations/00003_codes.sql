@@ -5,8 +5,8 @@ CREATE TABLE oauth_code (
     code_hash  TEXT PRIMARY KEY,
     client_id  TEXT NOT NULL,
     grant_json TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used_at    INTEGER
+    expires_at {{int}} NOT NULL,
+    used_at    {{int}}
 );
 CREATE INDEX oauth_code_exp ON oauth_code (expires_at);
 
@@ -16,9 +16,9 @@ CREATE TABLE oauth_token_family (
     family_id  TEXT PRIMARY KEY,
     client_id  TEXT NOT NULL,
     subject    TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    created_at {{int}} NOT NULL,
+    expires_at {{int}} NOT NULL,
+    revoked_at {{int}}
 );
 CREATE INDEX oauth_token_family_subject ON oauth_token_family (subject, client_id);
 CREATE INDEX oauth_token_family_exp ON oauth_token_family (expires_at);
@@ -26,7 +26,7 @@ CREATE INDEX oauth_token_family_exp ON oauth_token_family (expires_at);
 CREATE TABLE oauth_family_access (
     family_id  TEXT NOT NULL,
     jti        TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
+    expires_at {{int}} NOT NULL,
     PRIMARY KEY (family_id, jti)
 );
 CREATE INDEX oauth_family_access_exp ON oauth_family_access (expires_at);
@@ -38,9 +38,9 @@ CREATE TABLE oauth_refresh_token (
     subject    TEXT NOT NULL,
     scope      TEXT NOT NULL,
     session    TEXT NOT NULL,
-    issued_at  INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    rotated_at INTEGER
+    issued_at  {{int}} NOT NULL,
+    expires_at {{int}} NOT NULL,
+    rotated_at {{int}}
 );
 -- (family_id, rotated_at) finds the current token of a long chain at once.
 CREATE INDEX oauth_refresh_token_family ON oauth_refresh_token (family_id, rotated_at);

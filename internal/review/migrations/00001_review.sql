@@ -11,10 +11,10 @@ CREATE TABLE review_request (
     app                  TEXT NOT NULL,
     sandbox_client_id    TEXT NOT NULL DEFAULT '',
     status               TEXT NOT NULL CHECK (status IN ('pending', 'approving', 'approved', 'declined')),
-    created_at           INTEGER NOT NULL,
-    due_at               INTEGER NOT NULL,
+    created_at           {{int}} NOT NULL,
+    due_at               {{int}} NOT NULL,
     decided_by           TEXT NOT NULL DEFAULT '',
-    decided_at           INTEGER,
+    decided_at           {{int}},
     reason               TEXT NOT NULL DEFAULT '',
     production_client_id TEXT NOT NULL DEFAULT ''
 );

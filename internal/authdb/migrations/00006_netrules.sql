@@ -8,7 +8,7 @@ CREATE TABLE oauth_client_netrules (
     client_id    TEXT PRIMARY KEY,
     allow_ips    TEXT NOT NULL DEFAULT '',
     cors_origins TEXT NOT NULL DEFAULT '',
-    updated_at   INTEGER NOT NULL
+    updated_at   {{int}} NOT NULL
 );
 
 -- +goose Down

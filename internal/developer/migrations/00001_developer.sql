@@ -6,21 +6,21 @@ CREATE TABLE dev_developer (
     email         TEXT NOT NULL UNIQUE,
     name          TEXT NOT NULL DEFAULT '',
     password_hash TEXT NOT NULL,
-    verified      BIGINT NOT NULL DEFAULT 0,
-    operator      BIGINT NOT NULL DEFAULT 0,
+    verified      {{int}} NOT NULL DEFAULT 0,
+    operator      {{int}} NOT NULL DEFAULT 0,
     -- TOTP secret (AES-GCM sealed when the portal has a key), the secret
     -- being enrolled, and the last accepted time step (no replay).
     totp_secret   TEXT NOT NULL DEFAULT '',
     totp_pending  TEXT NOT NULL DEFAULT '',
-    totp_step     BIGINT NOT NULL DEFAULT 0,
-    created_at    BIGINT NOT NULL
+    totp_step     {{int}} NOT NULL DEFAULT 0,
+    created_at    {{int}} NOT NULL
 );
 
 -- TOTP recovery codes, by hash; used_at > 0 once used.
 CREATE TABLE dev_recovery_code (
     developer_id TEXT NOT NULL,
     code_hash    TEXT NOT NULL,
-    used_at      BIGINT NOT NULL DEFAULT 0,
+    used_at      {{int}} NOT NULL DEFAULT 0,
     PRIMARY KEY (developer_id, code_hash)
 );
 
@@ -33,9 +33,9 @@ CREATE TABLE dev_token (
     org_id       TEXT NOT NULL DEFAULT '',
     email        TEXT NOT NULL DEFAULT '',
     role         TEXT NOT NULL DEFAULT '',
-    created_at   BIGINT NOT NULL,
-    expires_at   BIGINT NOT NULL,
-    used_at      BIGINT NOT NULL DEFAULT 0
+    created_at   {{int}} NOT NULL,
+    expires_at   {{int}} NOT NULL,
+    used_at      {{int}} NOT NULL DEFAULT 0
 );
 CREATE INDEX dev_token_exp ON dev_token (expires_at);
 CREATE INDEX dev_token_org ON dev_token (org_id, kind);
@@ -43,7 +43,7 @@ CREATE INDEX dev_token_org ON dev_token (org_id, kind);
 -- Failed logins per key ("email:..." or "ip:..."), for lockout.
 CREATE TABLE dev_login_failure (
     key TEXT NOT NULL,
-    at  BIGINT NOT NULL
+    at  {{int}} NOT NULL
 );
 CREATE INDEX dev_login_failure_key ON dev_login_failure (key, at);
 
@@ -53,8 +53,8 @@ CREATE TABLE dev_session (
     sid        TEXT NOT NULL UNIQUE,
     subject    TEXT NOT NULL DEFAULT '',
     csrf       TEXT NOT NULL,
-    auth_time  BIGINT NOT NULL DEFAULT 0,
-    expires_at BIGINT NOT NULL
+    auth_time  {{int}} NOT NULL DEFAULT 0,
+    expires_at {{int}} NOT NULL
 );
 CREATE INDEX dev_session_exp ON dev_session (expires_at);
 
@@ -62,13 +62,13 @@ CREATE INDEX dev_session_exp ON dev_session (expires_at);
 CREATE TABLE dev_org (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at {{int}} NOT NULL
 );
 CREATE TABLE dev_member (
     org_id       TEXT NOT NULL,
     developer_id TEXT NOT NULL,
     role         TEXT NOT NULL,
-    created_at   BIGINT NOT NULL,
+    created_at   {{int}} NOT NULL,
     PRIMARY KEY (org_id, developer_id)
 );
 CREATE INDEX dev_member_dev ON dev_member (developer_id);
@@ -78,12 +78,12 @@ CREATE TABLE dev_terms (
     version    INTEGER PRIMARY KEY,
     body       TEXT NOT NULL,
     created_by TEXT NOT NULL DEFAULT '',
-    created_at BIGINT NOT NULL
+    created_at {{int}} NOT NULL
 );
 CREATE TABLE dev_terms_acceptance (
     developer_id TEXT NOT NULL,
-    version      BIGINT NOT NULL,
-    accepted_at  BIGINT NOT NULL,
+    version      {{int}} NOT NULL,
+    accepted_at  {{int}} NOT NULL,
     PRIMARY KEY (developer_id, version)
 );
 
@@ -93,8 +93,8 @@ CREATE TABLE dev_api_token (
     token_hash   TEXT NOT NULL UNIQUE,
     developer_id TEXT NOT NULL,
     name         TEXT NOT NULL,
-    created_at   BIGINT NOT NULL,
-    last_used_at BIGINT NOT NULL DEFAULT 0
+    created_at   {{int}} NOT NULL,
+    last_used_at {{int}} NOT NULL DEFAULT 0
 );
 CREATE INDEX dev_api_token_dev ON dev_api_token (developer_id);
 

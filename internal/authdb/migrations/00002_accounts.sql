@@ -5,13 +5,13 @@ CREATE TABLE oauth_account (
     username      TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     fhir_user     TEXT NOT NULL,
-    created_at    INTEGER NOT NULL
+    created_at    {{int}} NOT NULL
 );
 
 -- Failed logins, per key ("user:NAME" or "ip:ADDR"), for lockout.
 CREATE TABLE oauth_login_failure (
     key TEXT NOT NULL,
-    at  INTEGER NOT NULL
+    at  {{int}} NOT NULL
 );
 CREATE INDEX oauth_login_failure_key ON oauth_login_failure (key, at);
 
@@ -23,8 +23,8 @@ CREATE TABLE oauth_session (
     sid        TEXT NOT NULL UNIQUE,
     subject    TEXT NOT NULL DEFAULT '',
     csrf       TEXT NOT NULL,
-    auth_time  INTEGER NOT NULL DEFAULT 0,
-    expires_at INTEGER NOT NULL
+    auth_time  {{int}} NOT NULL DEFAULT 0,
+    expires_at {{int}} NOT NULL
 );
 CREATE INDEX oauth_session_exp ON oauth_session (expires_at);
 
@@ -33,7 +33,7 @@ CREATE TABLE oauth_authz_request (
     id_hash    TEXT PRIMARY KEY,
     sid        TEXT NOT NULL,
     data       TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at {{int}} NOT NULL
 );
 CREATE INDEX oauth_authz_request_exp ON oauth_authz_request (expires_at);
 
@@ -44,7 +44,7 @@ CREATE TABLE oauth_launch (
     subject    TEXT NOT NULL,
     patient    TEXT NOT NULL DEFAULT '',
     encounter  TEXT NOT NULL DEFAULT '',
-    expires_at INTEGER NOT NULL
+    expires_at {{int}} NOT NULL
 );
 CREATE INDEX oauth_launch_exp ON oauth_launch (expires_at);
 
