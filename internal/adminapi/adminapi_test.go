@@ -16,7 +16,7 @@ import (
 // TestAdminAPI covers the admin API's happy paths over HTTP.
 func TestAdminAPI(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
-		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
+		admin := e.admin()
 		tok := e.ccToken(admin)
 
 		// Clients.
@@ -127,7 +127,7 @@ func TestAdminAPI(t *testing.T) {
 func TestAdminAPIRejections(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin, "system/Patient.rs"}})
+		admin := e.admin("system/Patient.rs")
 		data := e.register(oauth.Registration{Name: "data", Type: authdb.Confidential, Scopes: []string{"system/*.rs"}})
 		tok := e.ccToken(admin, oauth.ScopeAdmin)
 

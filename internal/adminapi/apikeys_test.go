@@ -14,7 +14,6 @@ import (
 	"github.com/lapis-health/lapis/internal/adminapi"
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
 )
 
@@ -64,7 +63,7 @@ func wantAudit(t *testing.T, e *env, action string, attrs map[string]string, sec
 func TestAdminAPIKeys(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
+		admin := e.admin()
 		tok := e.ccToken(admin)
 		e.take(t)
 		now := time.Now()
@@ -230,7 +229,7 @@ func TestAdminAPIKeys(t *testing.T) {
 // endpoints; none creates or changes a key.
 func TestAdminAPIKeysRejections(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
-		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin, "system/Patient.rs"}})
+		admin := e.admin("system/Patient.rs")
 		tok := e.ccToken(admin, oauth.ScopeAdmin)
 		r := e.call("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)
 		wantAdmin(t, "setup", r, 201, "")

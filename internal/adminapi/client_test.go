@@ -10,8 +10,6 @@ import (
 
 	"github.com/lapis-health/lapis/client"
 	api "github.com/lapis-health/lapis/client/admin"
-	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 // TestTypedClient drives every endpoint through package client/admin:
@@ -20,13 +18,8 @@ import (
 func TestTypedClient(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		adm := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{api.Scope, "system/Patient.rs"}})
-		c, err := client.New(e.issuer, client.WithAuth(client.ClientCredentials(client.ClientCredentialsConfig{
-			TokenURL: e.token, ClientID: adm.ClientID, ClientSecret: adm.ClientSecret, Scopes: []string{api.Scope}})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := api.New(c)
+		adm := e.admin("system/Patient.rs")
+		a := e.adminClient(adm)
 
 		reg, err := a.CreateClient(ctx, api.ClientRequest{Name: "Web", Type: "public", RedirectURIs: []string{"https://app.example/cb"},
 			Scopes: []string{"openid patient/*.rs"}, AllowIPs: []string{"192.0.2.0/24"}, Owner: "dev:1"})
@@ -134,7 +127,7 @@ func TestTypedClient(t *testing.T) {
 // answer reveals nothing internal.
 func TestAuditFailureIsAnError(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
-		adm := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{api.Scope}})
+		adm := e.admin()
 		tok := e.ccToken(adm)
 		e.events.FailWith(errors.New("disk on fire at /var/lib/lapis"))
 		r := e.call("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)

@@ -22,6 +22,8 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/lapis-health/lapis/client"
+	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/adminapi"
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -263,4 +265,23 @@ func parseTime(t *testing.T, v any) time.Time {
 		t.Fatalf("time %v: %v", v, err)
 	}
 	return tm
+}
+
+// admin registers a confidential client with the admin scope and the
+// extra scopes.
+func (e *env) admin(extra ...string) *oauth.Registered {
+	e.t.Helper()
+	return e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: append([]string{oauth.ScopeAdmin}, extra...)})
+}
+
+// adminClient is the typed admin client signed in as adm with the client
+// credentials grant (admin scope only).
+func (e *env) adminClient(adm *oauth.Registered) *api.Client {
+	e.t.Helper()
+	c, err := client.New(e.issuer, client.WithAuth(client.ClientCredentials(client.ClientCredentialsConfig{
+		TokenURL: e.token, ClientID: adm.ClientID, ClientSecret: adm.ClientSecret, Scopes: []string{api.Scope}})))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return api.New(c)
 }

@@ -4,15 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 // TestAdminClientNetwork covers the clients' network rules in the admin API.
 func TestAdminClientNetwork(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
-		admin := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
+		admin := e.admin()
 		tok := e.ccToken(admin)
 		count := func() int {
 			r := e.call("GET", "clients", tok, "")

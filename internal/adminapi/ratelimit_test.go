@@ -5,10 +5,8 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/lapis-health/lapis/client"
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/oauth"
 )
 
 // TestAdminRateLimits: a client's and an API key's own rate limit over
@@ -18,7 +16,7 @@ import (
 func TestAdminRateLimits(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		adm := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{oauth.ScopeAdmin}})
+		adm := e.admin()
 		tok := e.ccToken(adm)
 		e.take(t)
 
@@ -95,12 +93,7 @@ func TestAdminRateLimits(t *testing.T) {
 		}
 
 		// The typed client.
-		c, err := client.New(e.issuer, client.WithAuth(client.ClientCredentials(client.ClientCredentialsConfig{
-			TokenURL: e.token, ClientID: adm.ClientID, ClientSecret: adm.ClientSecret, Scopes: []string{api.Scope}})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := api.New(c)
+		a := e.adminClient(adm)
 		if l, err := a.SetClientRateLimit(ctx, cid, api.RateLimit{Limit: "200/s"}); err != nil || *l != (api.RateLimit{Limit: "200/s", Burst: 200}) {
 			t.Fatalf("typed set client: %+v %v", l, err)
 		}

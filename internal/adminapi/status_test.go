@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/client"
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -21,13 +20,8 @@ import (
 func TestClientStatusEndpoints(t *testing.T) {
 	dialects(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		adm := e.register(oauth.Registration{Name: "admin", Type: authdb.Confidential, Scopes: []string{api.Scope}})
-		c, err := client.New(e.issuer, client.WithAuth(client.ClientCredentials(client.ClientCredentialsConfig{
-			TokenURL: e.token, ClientID: adm.ClientID, ClientSecret: adm.ClientSecret, Scopes: []string{api.Scope}})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		a := api.New(c)
+		adm := e.admin()
+		a := e.adminClient(adm)
 		reg, err := a.CreateClient(ctx, api.ClientRequest{Name: "svc", Type: "confidential", Scopes: []string{"system/*.rs"}, Owner: "org:o1"})
 		if err != nil {
 			t.Fatal(err)
