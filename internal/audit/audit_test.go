@@ -70,16 +70,7 @@ func open(t testing.TB, url string, mod func(*Config)) *env {
 	t.Helper()
 	_, ix := registry(t)
 	ctx := context.Background()
-	st, err := backend.Open(ctx, url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	db, err := OpenDB(ctx, url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	st, db := stores(t, url)
 	cfg := Config{DB: db, Store: st, Indexer: ix, Site: base, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AnchorEvery: -1}
 	if mod != nil {
 		mod(&cfg)
@@ -90,6 +81,24 @@ func open(t testing.TB, url string, mod func(*Config)) *env {
 	}
 	t.Cleanup(func() { rec.Close() })
 	return &env{db: db, st: st, rec: rec, url: url}
+}
+
+// stores opens the FHIR store and the audit database at url, both closed
+// when the test ends.
+func stores(t testing.TB, url string) (store.Store, *DB) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := backend.Open(ctx, url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	db, err := OpenDB(ctx, url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return st, db
 }
 
 func readEvent(i int) Event {
@@ -643,16 +652,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		_, ix := registry(t)
-		st, err := backend.Open(ctx, url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		db, err := OpenDB(ctx, url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		st, db := stores(t, url)
 		chain, at := "crashed-chain", time.Now().Add(-2*time.Minute).UTC().Truncate(time.Millisecond)
 		if err := db.StartChain(ctx, chain, "h", at); err != nil {
 			t.Fatal(err)

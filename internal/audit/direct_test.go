@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
@@ -20,16 +19,7 @@ func TestDirect(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
 		_, ix := registry(t)
-		st, err := backend.Open(ctx, url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		db, err := OpenDB(ctx, url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		st, db := stores(t, url)
 
 		d := NewDirect(db, base)
 		past := time.Now().Add(-2 * time.Minute)
