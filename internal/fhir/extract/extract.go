@@ -264,37 +264,19 @@ func (e *Extractor) param(s *state, idx *store.Index, p *paramPlan, resource map
 	}()
 	em := emitter{idx: idx, param: p.code, base: e.base}
 	if p.node == nil {
-		vals := e.fallbackEval(p.fb, resource, js)
 		if p.comps == nil {
-			for _, v := range vals {
-				em.emit(p.ptype, guessType(p.ptype, v.typ, v.v), v.v)
-			}
+			e.emitFallback(&em, p.ptype, p.fb, resource, js)
 			return
 		}
-		for _, v := range vals {
+		for _, v := range e.fallbackEval(p.fb, resource, js) {
 			m, ok := v.v.(map[string]any)
 			if !ok {
 				continue
 			}
 			var sub []byte
-			em.group++
-			before := indexLens(idx)
-			complete := true
-			for _, c := range p.comps {
-				n := indexLens(idx)
-				cem := emitter{idx: idx, param: c.param, group: em.group, base: e.base}
-				for _, cv := range e.fallbackEval(c.fb, m, &sub) {
-					cem.emit(c.ptype, guessType(c.ptype, cv.typ, cv.v), cv.v)
-				}
-				if indexLens(idx) == n {
-					complete = false
-					break
-				}
-			}
-			if !complete {
-				before.truncate(idx)
-				em.group--
-			}
+			em.compositeGroup(p.comps, func(c *compPlan, cem emitter) {
+				e.emitFallback(&cem, c.ptype, c.fb, m, &sub)
+			})
 		}
 		return
 	}
@@ -307,12 +289,7 @@ func (e *Extractor) param(s *state, idx *store.Index, p *paramPlan, resource map
 	}
 	// Composite: one group per matched node, with every component.
 	for k := res.lo; k < res.hi; k++ {
-		em.group++
-		before := indexLens(idx)
-		complete := true
-		for _, c := range p.comps {
-			n := indexLens(idx)
-			cem := emitter{idx: idx, param: c.param, group: em.group, base: e.base}
+		em.compositeGroup(p.comps, func(c *compPlan, cem emitter) {
 			if c.node != nil {
 				mark := s.mark()
 				r := c.node.eval(s, span{k, k + 1})
@@ -322,18 +299,34 @@ func (e *Extractor) param(s *state, idx *store.Index, p *paramPlan, resource map
 				s.buf = s.buf[:mark]
 			} else if m, ok := s.buf[k].v.(map[string]any); ok {
 				var sub []byte
-				for _, cv := range e.fallbackEval(c.fb, m, &sub) {
-					cem.emit(c.ptype, guessType(c.ptype, cv.typ, cv.v), cv.v)
-				}
+				e.emitFallback(&cem, c.ptype, c.fb, m, &sub)
 			}
-			if indexLens(idx) == n {
-				complete = false
-				break
-			}
-		}
-		if !complete {
-			before.truncate(idx)
+		})
+	}
+}
+
+// emitFallback emits the values of the fallback expression fb on m for a
+// parameter of type ptype.
+func (e *Extractor) emitFallback(em *emitter, ptype string, fb fallbackExpr, m map[string]any, js *[]byte) {
+	for _, v := range e.fallbackEval(fb, m, js) {
+		em.emit(ptype, guessType(ptype, v.typ, v.v), v.v)
+	}
+}
+
+// compositeGroup emits one group of a composite parameter: each component
+// through emit, with an emitter of its own in the next group. A group in
+// which a component emits nothing is taken back whole.
+func (em *emitter) compositeGroup(comps []compPlan, emit func(c *compPlan, cem emitter)) {
+	em.group++
+	before := indexLens(em.idx)
+	for i := range comps {
+		c := &comps[i]
+		n := indexLens(em.idx)
+		emit(c, emitter{idx: em.idx, param: c.param, group: em.group, base: em.base})
+		if indexLens(em.idx) == n {
+			before.truncate(em.idx)
 			em.group--
+			return
 		}
 	}
 }
