@@ -46,12 +46,8 @@ type clientSuspendCmd struct {
 }
 
 func (c *clientSuspendCmd) Run(e *env) error {
-	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		cl, err := b.SuspendClient(ctx, c.ID, c.Reason)
-		if err != nil {
-			return notFound(err, "client", c.ID)
-		}
-		return printStatus(e, c.JSON, cl, "suspended client "+c.ID)
+	return changeStatus(e, &c.adminFlags, c.JSON, "suspended", "client", c.ID, func(ctx context.Context, b adminBackend) (*adminclient.OAuthClient, error) {
+		return b.SuspendClient(ctx, c.ID, c.Reason)
 	})
 }
 
@@ -63,12 +59,8 @@ type clientResumeCmd struct {
 }
 
 func (c *clientResumeCmd) Run(e *env) error {
-	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		cl, err := b.ResumeClient(ctx, c.ID)
-		if err != nil {
-			return notFound(err, "client", c.ID)
-		}
-		return printStatus(e, c.JSON, cl, "resumed client "+c.ID)
+	return changeStatus(e, &c.adminFlags, c.JSON, "resumed", "client", c.ID, func(ctx context.Context, b adminBackend) (*adminclient.OAuthClient, error) {
+		return b.ResumeClient(ctx, c.ID)
 	})
 }
 
@@ -80,12 +72,8 @@ type apikeySuspendCmd struct {
 }
 
 func (c *apikeySuspendCmd) Run(e *env) error {
-	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		k, err := b.SuspendAPIKey(ctx, c.ID, c.Reason)
-		if err != nil {
-			return notFound(err, "api key", c.ID)
-		}
-		return printStatus(e, c.JSON, k, "suspended api key "+c.ID)
+	return changeStatus(e, &c.adminFlags, c.JSON, "suspended", "api key", c.ID, func(ctx context.Context, b adminBackend) (*adminclient.APIKey, error) {
+		return b.SuspendAPIKey(ctx, c.ID, c.Reason)
 	})
 }
 
@@ -96,20 +84,24 @@ type apikeyResumeCmd struct {
 }
 
 func (c *apikeyResumeCmd) Run(e *env) error {
-	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		k, err := b.ResumeAPIKey(ctx, c.ID)
-		if err != nil {
-			return notFound(err, "api key", c.ID)
-		}
-		return printStatus(e, c.JSON, k, "resumed api key "+c.ID)
+	return changeStatus(e, &c.adminFlags, c.JSON, "resumed", "api key", c.ID, func(ctx context.Context, b adminBackend) (*adminclient.APIKey, error) {
+		return b.ResumeAPIKey(ctx, c.ID)
 	})
 }
 
-// printStatus prints v as JSON, or the line text.
-func printStatus(e *env, asJSON bool, v any, text string) error {
-	if asJSON {
-		return json.NewEncoder(e.stdout).Encode(v)
-	}
-	_, err := fmt.Fprintln(e.stdout, text)
-	return err
+// changeStatus suspends or resumes (done: "suspended" or "resumed") the
+// client or API key (kind) id with change, and prints the result as JSON
+// or the line "DONE KIND ID"; an unknown id is "no KIND".
+func changeStatus[T any](e *env, f *adminFlags, asJSON bool, done, kind, id string, change func(context.Context, adminBackend) (T, error)) error {
+	return f.run(e, func(ctx context.Context, b adminBackend) error {
+		v, err := change(ctx, b)
+		if err != nil {
+			return notFound(err, kind, id)
+		}
+		if asJSON {
+			return json.NewEncoder(e.stdout).Encode(v)
+		}
+		_, err = fmt.Fprintln(e.stdout, done+" "+kind+" "+id)
+		return err
+	})
 }

@@ -37,6 +37,19 @@ type updateFlags struct {
 	JSON           bool   `name:"json" help:"Print one JSON object {\"id\",\"rate_limit\",\"rate_limit_burst\"}."`
 }
 
+// set sets the rate limit of the client or API key (kind) id to the flags
+// with set (an adminBackend method) and prints the limit it now has.
+func (f updateFlags) set(e *env, af *adminFlags, kind, id string,
+	set func(adminBackend, context.Context, string, adminclient.RateLimit) (*adminclient.RateLimit, error)) error {
+	return af.run(e, func(ctx context.Context, b adminBackend) error {
+		r, err := set(b, ctx, id, adminclient.RateLimit{Limit: f.RateLimit, Burst: f.RateLimitBurst})
+		if err != nil {
+			return notFound(err, kind, id)
+		}
+		return f.print(e, id, r)
+	})
+}
+
 func (f updateFlags) print(e *env, id string, r *adminclient.RateLimit) error {
 	if f.JSON {
 		return json.NewEncoder(e.stdout).Encode(struct {
@@ -55,13 +68,7 @@ type clientUpdateCmd struct {
 }
 
 func (c *clientUpdateCmd) Run(e *env) error {
-	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		r, err := b.SetClientRateLimit(ctx, c.ID, adminclient.RateLimit{Limit: c.RateLimit, Burst: c.RateLimitBurst})
-		if err != nil {
-			return notFound(err, "client", c.ID)
-		}
-		return c.print(e, c.ID, r)
-	})
+	return c.set(e, &c.adminFlags, "client", c.ID, adminBackend.SetClientRateLimit)
 }
 
 type apikeyUpdateCmd struct {
@@ -71,11 +78,5 @@ type apikeyUpdateCmd struct {
 }
 
 func (c *apikeyUpdateCmd) Run(e *env) error {
-	return c.run(e, func(ctx context.Context, b adminBackend) error {
-		r, err := b.SetAPIKeyRateLimit(ctx, c.ID, adminclient.RateLimit{Limit: c.RateLimit, Burst: c.RateLimitBurst})
-		if err != nil {
-			return notFound(err, "api key", c.ID)
-		}
-		return c.print(e, c.ID, r)
-	})
+	return c.set(e, &c.adminFlags, "api key", c.ID, adminBackend.SetAPIKeyRateLimit)
 }
