@@ -341,29 +341,7 @@ func testHistory(t *testing.T, s store.Store) {
 	}
 	hist := func(q store.HistoryQuery) ([]string, int) {
 		t.Helper()
-		var out []string
-		total := -1
-		for {
-			p, err := s.History(ctx, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if total == -1 {
-				total = p.Total
-			} else if p.Total != total {
-				t.Errorf("total changed between pages: %d -> %d", total, p.Total)
-			}
-			for _, v := range p.Versions {
-				out = append(out, fmt.Sprintf("%s/%s/%d", v.Type, v.ID, v.VersionID))
-			}
-			if p.Next == "" {
-				return out, total
-			}
-			if len(out) > 100 {
-				t.Fatal("history does not end")
-			}
-			q.Before = p.Next
-		}
+		return allHistory(t, s, q)
 	}
 	got, total := hist(store.HistoryQuery{Count: 2})
 	eq(t, "system", got, []string{"Patient/p1/3", "Patient/p2/2", "Observation/o1/1", "Patient/p1/2", "Patient/p2/1", "Patient/p1/1"})
@@ -1236,35 +1214,16 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 	eq(t, "index of last version", find(t, s, "Patient", one(store.Predicate{Param: "v", Token: &store.TokenMatch{Code: fmt.Sprint(n + 1)}})), []string{"p"})
 	eq(t, "index of older version", find(t, s, "Patient", one(store.Predicate{Param: "v", Token: &store.TokenMatch{Code: fmt.Sprint(n)}})), []string{})
 	// Stale writers (read outside the transaction): conflicts, no lost update.
-	var mu sync.Mutex
-	ok, conflicts := 0, 0
-	var wg2 sync.WaitGroup
-	for range n {
-		wg2.Add(1)
-		go func() {
-			defer wg2.Done()
-			cur, err := s.Read(ctx, "Patient", "p")
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			v := cur.VersionID + 1
-			err = s.Update(ctx, func(tx store.Tx) error {
-				return tx.Put(ctx, &store.Write{Type: "Patient", ID: "p", Version: v, LastUpdated: t0, Method: "PUT", Body: body("Patient", "p", v)})
-			})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, store.ErrConflict):
-				conflicts++
-			default:
-				t.Errorf("stale update: %v", err)
-			}
-		}()
-	}
-	wg2.Wait()
+	ok, conflicts := racingWrites(t, n, "stale update", func() error {
+		cur, err := s.Read(ctx, "Patient", "p")
+		if err != nil {
+			return err
+		}
+		v := cur.VersionID + 1
+		return s.Update(ctx, func(tx store.Tx) error {
+			return tx.Put(ctx, &store.Write{Type: "Patient", ID: "p", Version: v, LastUpdated: t0, Method: "PUT", Body: body("Patient", "p", v)})
+		})
+	})
 	r, err = s.Read(ctx, "Patient", "p")
 	if err != nil {
 		t.Fatal(err)
@@ -1281,16 +1240,54 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 
 func testConcurrentCreate(t *testing.T, s store.Store) {
 	const n = 10
+	ok, conflicts := racingWrites(t, n, "create", func() error {
+		return s.Update(ctx, func(tx store.Tx) error {
+			return tx.Put(ctx, &store.Write{Type: "Patient", ID: "dup", Version: 1, LastUpdated: t0, Method: "PUT", Body: body("Patient", "dup", 1)})
+		})
+	})
+	if ok != 1 || conflicts != n-1 {
+		t.Fatalf("ok %d conflicts %d", ok, conflicts)
+	}
+}
+
+// allHistory pages through the history q asks for (at most 100 pages) and
+// returns its versions as "Type/id/version" in the order listed, and the
+// total the pages report (the same on every page, else the test fails).
+func allHistory(t *testing.T, s store.Store, q store.HistoryQuery) ([]string, int) {
+	t.Helper()
+	var out []string
+	total := -1
+	for range 100 {
+		p, err := s.History(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total == -1 {
+			total = p.Total
+		} else if p.Total != total {
+			t.Errorf("total changed between pages: %d -> %d", total, p.Total)
+		}
+		for _, v := range p.Versions {
+			out = append(out, fmt.Sprintf("%s/%s/%d", v.Type, v.ID, v.VersionID))
+		}
+		if p.Next == "" {
+			return out, total
+		}
+		q.Before = p.Next
+	}
+	t.Fatal("history does not end")
+	return nil, 0
+}
+
+// racingWrites runs write in n goroutines at once and counts the writes
+// that succeed and those refused with store.ErrConflict; any other error
+// fails the test (what names the write).
+func racingWrites(t *testing.T, n int, what string, write func() error) (ok, conflicts int) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	ok, conflicts := 0, 0
 	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := s.Update(ctx, func(tx store.Tx) error {
-				return tx.Put(ctx, &store.Write{Type: "Patient", ID: "dup", Version: 1, LastUpdated: t0, Method: "PUT", Body: body("Patient", "dup", 1)})
-			})
+		wg.Go(func() {
+			err := write()
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -1299,14 +1296,12 @@ func testConcurrentCreate(t *testing.T, s store.Store) {
 			case errors.Is(err, store.ErrConflict):
 				conflicts++
 			default:
-				t.Errorf("create: %v", err)
+				t.Errorf("%s: %v", what, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if ok != 1 || conflicts != n-1 {
-		t.Fatalf("ok %d conflicts %d", ok, conflicts)
-	}
+	return ok, conflicts
 }
 
 func testPutIndex(t *testing.T, s store.Store) {
