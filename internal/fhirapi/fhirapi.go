@@ -51,7 +51,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/interaction"
@@ -372,28 +371,17 @@ func checkPath(r *http.Request) error {
 			if i == len(segs)-1 {
 				continue // trailing slash
 			}
-			return outcome.BadRequest("the URL path %q has an empty segment", truncate(p, 200))
+			return outcome.BadRequest("the URL path %q has an empty segment", outcome.Truncate(p, 200))
 		}
 		d, err := url.PathUnescape(seg)
 		if err != nil {
-			return outcome.BadRequest("the URL path %q has an invalid percent-encoding", truncate(p, 200))
+			return outcome.BadRequest("the URL path %q has an invalid percent-encoding", outcome.Truncate(p, 200))
 		}
 		if d == "." || d == ".." {
-			return outcome.BadRequest("the URL path %q has a dot-segment (%q); use the canonical URL", truncate(p, 200), d)
+			return outcome.BadRequest("the URL path %q has a dot-segment (%q); use the canonical URL", outcome.Truncate(p, 200), d)
 		}
 	}
 	return nil
-}
-
-// truncate shortens s to at most n bytes for messages.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // reserved returns the methods allowed on the paths whose last segment is
@@ -737,7 +725,7 @@ func (a *API) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, metho
 // rest of the request is looked at.
 func (a *API) checkType(r *http.Request) error {
 	if typ := r.PathValue("type"); !a.reg.IsResourceType(typ) {
-		return outcome.NotFound("unknown resource type %q", truncate(typ, 100))
+		return outcome.NotFound("unknown resource type %q", outcome.Truncate(typ, 100))
 	}
 	return nil
 }
@@ -893,7 +881,7 @@ func (a *API) answerPage(w http.ResponseWriter, r *http.Request, params url.Valu
 func (a *API) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	comp, id, typ := r.PathValue("comp"), r.PathValue("cid"), r.PathValue("type")
 	if strings.HasPrefix(typ, "$") {
-		return outcome.New(http.StatusNotFound, "not-supported", "the operation %s is not supported on %s", truncate(typ, 100), truncate(comp, 100))
+		return outcome.New(http.StatusNotFound, "not-supported", "the operation %s is not supported on %s", outcome.Truncate(typ, 100), outcome.Truncate(comp, 100))
 	}
 	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
 		return a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)

@@ -122,7 +122,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 				for _, t := range strings.Split(v, ",") {
 					t = strings.TrimSpace(t)
 					if t == "" || !s.reg.IsResourceType(t) {
-						return nil, outcome.BadRequest("invalid value for _type: %q is not a resource type", truncate(t, 100))
+						return nil, outcome.BadRequest("invalid value for _type: %q is not a resource type", outcome.Truncate(t, 100))
 					}
 					if len(comp.Params[t]) == 0 {
 						warnings = append(warnings, t+" is not in the Patient compartment: no "+t+" resources are returned")
@@ -136,7 +136,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 		case "start", "end":
 			return nil, outcome.New(http.StatusBadRequest, "not-supported", "the $everything parameter %s (care dates) is not supported; use _since", k)
 		default:
-			return nil, outcome.New(http.StatusBadRequest, "not-supported", "unknown $everything parameter %q (supported: _since, _type, _count)", truncate(k, 100))
+			return nil, outcome.New(http.StatusBadRequest, "not-supported", "unknown $everything parameter %q (supported: _since, _type, _count)", outcome.Truncate(k, 100))
 		}
 	}
 	sc := &searchScope{
@@ -187,7 +187,7 @@ func EverythingParameters(body []byte) (url.Values, error) {
 				continue
 			}
 			if found {
-				return nil, outcome.BadRequest("Parameters.parameter[%d] (%s) has more than one value", i, truncate(name, 100))
+				return nil, outcome.BadRequest("Parameters.parameter[%d] (%s) has more than one value", i, outcome.Truncate(name, 100))
 			}
 			found = true
 			var str string
@@ -198,11 +198,11 @@ func EverythingParameters(body []byte) (url.Values, error) {
 			case json.Unmarshal(raw, &n) == nil:
 				val = n.String()
 			default:
-				return nil, outcome.BadRequest("Parameters.parameter[%d] (%s) must have a primitive value", i, truncate(name, 100))
+				return nil, outcome.BadRequest("Parameters.parameter[%d] (%s) must have a primitive value", i, outcome.Truncate(name, 100))
 			}
 		}
 		if !found {
-			return nil, outcome.BadRequest("Parameters.parameter[%d] (%s) has no value", i, truncate(name, 100))
+			return nil, outcome.BadRequest("Parameters.parameter[%d] (%s) has no value", i, outcome.Truncate(name, 100))
 		}
 		if name == "_count" {
 			if _, err := strconv.Atoi(val); err != nil {

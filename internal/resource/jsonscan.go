@@ -134,7 +134,7 @@ func scanJSON(body []byte) *jsonIssue {
 					}
 				}
 				if f.hasKey(key) {
-					first = &jsonIssue{off: start, msg: fmt.Sprintf("the object member %q appears more than once", truncate(key, 64))}
+					first = &jsonIssue{off: start, msg: fmt.Sprintf("the object member %q appears more than once", outcome.Truncate(key, 64))}
 				} else {
 					f.addKey(key)
 				}
@@ -202,17 +202,6 @@ func hex4(body []byte, i int) (int, bool) {
 		}
 	}
 	return v, true
-}
-
-// truncate shortens s to at most n bytes (on a rune boundary) for messages.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // stripBOM removes a leading UTF-8 byte order mark.
