@@ -3,6 +3,7 @@ package extract
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 )
 
@@ -114,10 +115,14 @@ type typeFilterNode struct {
 }
 
 func (n *typeFilterNode) eval(s *state, in span) span {
-	src := n.in.eval(s, in)
+	return s.filter(n.in.eval(s, in), func(it item) bool { return containsCtx(n.allow, it.ctx) })
+}
+
+// filter appends the items of src that keep accepts and returns them.
+func (s *state) filter(src span, keep func(it item) bool) span {
 	lo := s.mark()
 	for i := src.lo; i < src.hi; i++ {
-		if containsCtx(n.allow, s.buf[i].ctx) {
+		if keep(s.buf[i]) {
 			s.buf = append(s.buf, s.buf[i])
 		}
 	}
@@ -242,22 +247,10 @@ type whereResolveNode struct {
 }
 
 func (n *whereResolveNode) eval(s *state, in span) span {
-	src := n.in.eval(s, in)
-	lo := s.mark()
-	for i := src.lo; i < src.hi; i++ {
-		m, ok := s.buf[i].v.(map[string]any)
-		if !ok {
-			continue
-		}
-		typ := referenceTargetType(m)
-		for _, t := range n.types {
-			if t == typ {
-				s.buf = append(s.buf, s.buf[i])
-				break
-			}
-		}
-	}
-	return s.since(lo)
+	return s.filter(n.in.eval(s, in), func(it item) bool {
+		m, ok := it.v.(map[string]any)
+		return ok && slices.Contains(n.types, referenceTargetType(m))
+	})
 }
 
 // referenceTargetType returns the resource type a Reference points at, from
@@ -280,16 +273,11 @@ type extensionNode struct {
 }
 
 func (n *extensionNode) eval(s *state, in span) span {
-	src := n.in.eval(s, in)
-	lo := s.mark()
-	for i := src.lo; i < src.hi; i++ {
-		if m, ok := s.buf[i].v.(map[string]any); ok {
-			if u, _ := m["url"].(string); u == n.url {
-				s.buf = append(s.buf, s.buf[i])
-			}
-		}
-	}
-	return s.since(lo)
+	return s.filter(n.in.eval(s, in), func(it item) bool {
+		m, ok := it.v.(map[string]any)
+		u, _ := m["url"].(string)
+		return ok && u == n.url
+	})
 }
 
 // countTestNode is exists() (empty=false) and empty() (empty=true).
