@@ -146,6 +146,31 @@ func main() {
 	}
 }
 
+// resource is one resource of a definitions bundle, with its resourceType.
+type resource struct {
+	typ string
+	raw json.RawMessage
+}
+
+// readResources reads the resources of the bundles files in src, in order.
+func readResources(src string, files ...string) ([]resource, error) {
+	var out []resource
+	for _, f := range files {
+		res, err := readBundle(filepath.Join(src, f))
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range res {
+			var h resourceHead
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return nil, err
+			}
+			out = append(out, resource{h.ResourceType, raw})
+		}
+	}
+	return out, nil
+}
+
 func readBundle(path string) ([]json.RawMessage, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -172,80 +197,68 @@ func run(src, out string) error {
 	// Value sets and code systems first.
 	vsIdx := map[string]*valueSet{}
 	csIdx := map[string]*codeSystem{}
-	for _, f := range []string{"valuesets.json", "v3-codesystems.json"} {
-		res, err := readBundle(filepath.Join(src, f))
-		if err != nil {
-			return err
-		}
-		for _, raw := range res {
-			var h resourceHead
-			if err := json.Unmarshal(raw, &h); err != nil {
+	terms, err := readResources(src, "valuesets.json", "v3-codesystems.json")
+	if err != nil {
+		return err
+	}
+	for _, r := range terms {
+		switch r.typ {
+		case "ValueSet":
+			var vs valueSet
+			if err := json.Unmarshal(r.raw, &vs); err != nil {
 				return err
 			}
-			switch h.ResourceType {
-			case "ValueSet":
-				var vs valueSet
-				if err := json.Unmarshal(raw, &vs); err != nil {
-					return err
-				}
-				if _, dup := vsIdx[vs.URL]; !dup {
-					vsIdx[vs.URL] = &vs
-				}
-			case "CodeSystem":
-				var cs codeSystem
-				if err := json.Unmarshal(raw, &cs); err != nil {
-					return err
-				}
-				if _, dup := csIdx[cs.URL]; !dup {
-					csIdx[cs.URL] = &cs
-				}
+			if _, dup := vsIdx[vs.URL]; !dup {
+				vsIdx[vs.URL] = &vs
+			}
+		case "CodeSystem":
+			var cs codeSystem
+			if err := json.Unmarshal(r.raw, &cs); err != nil {
+				return err
+			}
+			if _, dup := csIdx[cs.URL]; !dup {
+				csIdx[cs.URL] = &cs
 			}
 		}
 	}
 	exp := &expander{vs: vsIdx, cs: csIdx, memo: map[string][]string{}}
 
-	for _, f := range []string{"profiles-types.json", "profiles-resources.json"} {
-		res, err := readBundle(filepath.Join(src, f))
-		if err != nil {
+	types, err := readResources(src, "profiles-types.json", "profiles-resources.json")
+	if err != nil {
+		return err
+	}
+	for _, r := range types {
+		if r.typ != "StructureDefinition" {
+			continue
+		}
+		var sd structureDefinition
+		if err := json.Unmarshal(r.raw, &sd); err != nil {
 			return err
 		}
-		for _, raw := range res {
-			var h resourceHead
-			if err := json.Unmarshal(raw, &h); err != nil {
-				return err
-			}
-			if h.ResourceType != "StructureDefinition" {
-				continue
-			}
-			var sd structureDefinition
-			if err := json.Unmarshal(raw, &sd); err != nil {
-				return err
-			}
-			if sd.Derivation == "constraint" || sd.Kind == "logical" {
-				continue
-			}
-			if sd.FHIRVersion != "" && sd.FHIRVersion != "4.0.1" {
-				log.Printf("skipping non-R4 StructureDefinition %s (FHIR %s)", sd.ID, sd.FHIRVersion)
-				continue
-			}
-			wt, regex, err := convertSD(&sd)
-			if err != nil {
-				return fmt.Errorf("%s: %w", sd.ID, err)
-			}
-			if regex != "" {
-				wf.Regex[sd.ID] = regex
-			}
-			for _, el := range wt.Elements {
-				if el.BindStr == "required" && el.BindVS != "" {
-					if _, ok := wf.ValueSets[el.BindVS]; !ok {
-						if codes, ok := exp.expand(el.BindVS, 0); ok && len(codes) > 0 {
-							wf.ValueSets[el.BindVS] = codes
-						}
+		if sd.Derivation == "constraint" || sd.Kind == "logical" {
+			continue
+		}
+		if sd.FHIRVersion != "" && sd.FHIRVersion != "4.0.1" {
+			log.Printf("skipping non-R4 StructureDefinition %s (FHIR %s)", sd.ID, sd.FHIRVersion)
+			continue
+		}
+		wt, regex, err := convertSD(&sd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sd.ID, err)
+		}
+		if regex != "" {
+			wf.Regex[sd.ID] = regex
+		}
+		for _, el := range wt.Elements {
+			if el.BindStr == "required" && el.BindVS != "" {
+				if _, ok := wf.ValueSets[el.BindVS]; !ok {
+					if codes, ok := exp.expand(el.BindVS, 0); ok && len(codes) > 0 {
+						wf.ValueSets[el.BindVS] = codes
 					}
 				}
 			}
-			wf.Types = append(wf.Types, wt)
 		}
+		wf.Types = append(wf.Types, wt)
 	}
 	sort.Slice(wf.Types, func(i, j int) bool { return wf.Types[i].Name < wf.Types[j].Name })
 
