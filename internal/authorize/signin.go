@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -126,7 +125,7 @@ func (s *Pages) authenticate(ctx context.Context, username, password, ip string)
 	now := s.now()
 	since := now.Add(-pol.Window)
 	username = oauth.NormalizeUsername(username)
-	userKey, ipKey := "user:"+username, "ip:"+lockoutAddress(ip)
+	userKey, ipKey := "user:"+username, "ip:"+httpx.LockoutAddr(ip)
 	if len(password) > 4*oauth.MaxPasswordLen || len(username) > 256 {
 		return nil, errBadLogin
 	}
@@ -168,16 +167,4 @@ func (s *Pages) authenticate(ctx context.Context, username, password, ip string)
 		return nil, err
 	}
 	return acct, nil
-}
-
-// lockoutAddress is the unit failed logins are counted against per
-// address: the address for IPv4, its /64 for IPv6 (one host commonly holds
-// a whole /64), as for the per-IP rate limit.
-func lockoutAddress(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil || !a.Is6() || a.Is4In6() {
-		return ip
-	}
-	p, _ := a.Prefix(64)
-	return p.String()
 }

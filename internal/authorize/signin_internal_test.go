@@ -44,19 +44,3 @@ func TestHashSlots(t *testing.T) {
 		}
 	}
 }
-
-// TestLockoutAddress: IPv6 failures count per /64, like the rate limit.
-func TestLockoutAddress(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":            "192.0.2.7",
-		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
-		"::ffff:192.0.2.7":     "::ffff:192.0.2.7",
-		"not an address":       "not an address",
-		"2001:db8:1:3::1":      "2001:db8:1:3::/64",
-	} {
-		if got := lockoutAddress(in); got != want {
-			t.Errorf("lockoutAddress(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

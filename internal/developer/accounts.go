@@ -8,11 +8,12 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // randomToken returns 256 random bits, base64url.
@@ -151,7 +152,7 @@ func (s *Service) Login(ctx context.Context, email, password, ip string) (*Login
 	if len(password) > 1024 || len(email) > 254 {
 		return nil, ErrBadLogin
 	}
-	userKey, ipKey := "email:"+email, "ip:"+lockoutAddress(ip)
+	userKey, ipKey := "email:"+email, "ip:"+httpx.LockoutAddr(ip)
 	locked, err := s.locked(ctx, userKey, ipKey)
 	if err != nil {
 		return nil, err
@@ -205,7 +206,7 @@ func (s *Service) LoginSecondFactor(ctx context.Context, token, code, ip string)
 	if err != nil {
 		return nil, err
 	}
-	userKey, ipKey := "email:"+d.Email, "ip:"+lockoutAddress(ip)
+	userKey, ipKey := "email:"+d.Email, "ip:"+httpx.LockoutAddr(ip)
 	locked, err := s.locked(ctx, userKey, ipKey)
 	if err != nil {
 		return nil, err
@@ -275,17 +276,6 @@ func (s *Service) maybePrune(ctx context.Context) {
 func (s *Service) clearFailures(ctx context.Context, key string) error {
 	_, err := s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_login_failure WHERE key = ?"), key)
 	return err
-}
-
-// lockoutAddress counts IPv6 failures per /64, as the authorization
-// server's login page does.
-func lockoutAddress(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil || !a.Is6() || a.Is4In6() {
-		return ip
-	}
-	p, _ := a.Prefix(64)
-	return p.String()
 }
 
 // RequestReset returns a password reset token for the address, or "" and

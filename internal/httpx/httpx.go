@@ -163,6 +163,20 @@ func ClientAddr(r *http.Request) string {
 	return ""
 }
 
+// LockoutAddr is the unit failed sign-ins are counted against per
+// address (the authorization server's login page, the developer portal):
+// the address for IPv4, its /64 for IPv6 (one host commonly holds a whole
+// /64), as for the per-IP rate limit. Text that is no address, and
+// IPv4-mapped IPv6, is returned as it is.
+func LockoutAddr(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
 // WithClientIP returns ctx carrying addr as the resolved client address
 // (the gateway's resolver, and tests).
 func WithClientIP(ctx context.Context, addr netip.Addr) context.Context {
