@@ -3,6 +3,7 @@ package activity
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"time"
@@ -135,24 +136,14 @@ func (s *Store) Recent(ctx context.Context, creds []string, limit int) ([]Reques
 		return nil, fmt.Errorf("%w: limit must be from 1 to 1000", ErrBadQuery)
 	}
 	q := s.rebind(`SELECT cred, at, interaction, route, status, latency_us, cause FROM activity_recent WHERE ` + in + ` ORDER BY at DESC, id DESC LIMIT ?`)
-	rows, err := s.r.QueryContext(ctx, q, append(args, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Request
-	for rows.Next() {
-		var r Request
+	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (r Request, err error) {
 		var at, us int64
-		if err := rows.Scan(&r.Credential, &at, &r.Interaction, &r.Route, &r.Status, &us, &r.Cause); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&r.Credential, &at, &r.Interaction, &r.Route, &r.Status, &us, &r.Cause)
 		r.Time = time.UnixMilli(at).UTC()
 		r.Latency = time.Duration(us) * time.Microsecond
 		r.LatencyMS = float64(us) / 1000
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return r, err
+	}, q, append(args, limit)...)
 }
 
 // Errors returns the errors of creds since since (to the hour: the hour

@@ -387,19 +387,12 @@ func (d *DB) DeleteClient(ctx context.Context, id string) error {
 // SigningKeys returns the keys that are active or still published, newest
 // first.
 func (d *DB) SigningKeys(ctx context.Context) ([]SigningKey, error) {
-	rows, err := d.r.QueryContext(ctx, d.q.listKeys, time.Now().Unix())
-	if err != nil {
-		return nil, fmt.Errorf("authdb: list keys: %w", err)
-	}
-	defer rows.Close()
-	var out []SigningKey
-	for rows.Next() {
-		var k SigningKey
+	out, err := database.AppendRows(ctx, nil, d.r, func(rows *sql.Rows) (k SigningKey, err error) {
 		var priv string
 		var created int64
 		var retired, until sql.NullInt64
 		if err := rows.Scan(&k.KID, &k.Alg, &k.PublicJWK, &priv, &created, &retired, &until); err != nil {
-			return nil, fmt.Errorf("authdb: list keys: %w", err)
+			return k, err
 		}
 		k.PrivateEnc = []byte(priv)
 		k.CreatedAt = time.Unix(created, 0)
@@ -409,9 +402,12 @@ func (d *DB) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 		if until.Valid {
 			k.PublishUntil = time.Unix(until.Int64, 0)
 		}
-		out = append(out, k)
+		return k, nil
+	}, d.q.listKeys, time.Now().Unix())
+	if err != nil {
+		return nil, fmt.Errorf("authdb: list keys: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ActiveKID returns the id of the newest active key for alg, or

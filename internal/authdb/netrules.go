@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // ClientNetRules are a client's network rules, enforced by the gateway
@@ -71,23 +73,14 @@ func (d *DB) SetClientNetRules(ctx context.Context, r ClientNetRules) error {
 // client id; clients without rules have empty lists (so that a caller
 // holding the result knows every client that existed when it was read).
 func (d *DB) ClientNetRules(ctx context.Context) ([]ClientNetRules, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT c.client_id, COALESCE(n.allow_ips, ''), COALESCE(n.cors_origins, '') FROM oauth_client c
+	out, err := database.AppendRows(ctx, nil, d.r, func(rows *sql.Rows) (r ClientNetRules, err error) {
+		var ips, origins string
+		err = rows.Scan(&r.ClientID, &ips, &origins)
+		r.AllowIPs, r.CORSOrigins = strings.Fields(ips), strings.Fields(origins)
+		return r, err
+	}, `SELECT c.client_id, COALESCE(n.allow_ips, ''), COALESCE(n.cors_origins, '') FROM oauth_client c
 		LEFT JOIN oauth_client_netrules n ON n.client_id = c.client_id ORDER BY c.client_id`)
 	if err != nil {
-		return nil, fmt.Errorf("authdb: read network rules: %w", err)
-	}
-	defer rows.Close()
-	var out []ClientNetRules
-	for rows.Next() {
-		var r ClientNetRules
-		var ips, origins string
-		if err := rows.Scan(&r.ClientID, &ips, &origins); err != nil {
-			return nil, fmt.Errorf("authdb: read network rules: %w", err)
-		}
-		r.AllowIPs, r.CORSOrigins = strings.Fields(ips), strings.Fields(origins)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("authdb: read network rules: %w", err)
 	}
 	return out, nil

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // ErrRevoked is returned by StartFamily when the family was revoked before
@@ -268,21 +270,9 @@ func (d *DB) retryAllowed(ctx context.Context, tx *sql.Tx, old *RefreshToken, he
 	if old.RotatedAt.Before(graceStart) {
 		return retryReuse, nil
 	}
-	rows, err := tx.QueryContext(ctx, d.rebind("SELECT parent_hash FROM oauth_refresh_token WHERE family_id = ? AND rotated_at IS NULL"), old.FamilyID)
+	parents, err := database.AppendRows(ctx, nil, tx, scanOne[sql.NullString],
+		d.rebind("SELECT parent_hash FROM oauth_refresh_token WHERE family_id = ? AND rotated_at IS NULL"), old.FamilyID)
 	if err != nil {
-		return 0, fmt.Errorf("authdb: rotate: %w", err)
-	}
-	var parents []sql.NullString
-	for rows.Next() {
-		var p sql.NullString
-		if err := rows.Scan(&p); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("authdb: rotate: %w", err)
-		}
-		parents = append(parents, p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("authdb: rotate: %w", err)
 	}
 	if len(parents) != 1 || parents[0].String != hexOld {
@@ -351,21 +341,8 @@ func (d *DB) RevokeClientGrants(ctx context.Context, clientID, subject string, n
 // revokeFamilies revokes (RevokeFamily) every token family whose id the
 // query q (with ? placeholders) selects and returns how many it revoked.
 func (d *DB) revokeFamilies(ctx context.Context, now time.Time, q string, args ...any) (int, error) {
-	rows, err := d.w.QueryContext(ctx, d.rebind(q), args...)
+	ids, err := database.AppendRows(ctx, nil, d.w, scanOne[string], d.rebind(q), args...)
 	if err != nil {
-		return 0, fmt.Errorf("authdb: revoke grants: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("authdb: revoke grants: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("authdb: revoke grants: %w", err)
 	}
 	for _, id := range ids {
@@ -374,4 +351,11 @@ func (d *DB) revokeFamilies(ctx context.Context, now time.Time, q string, args .
 		}
 	}
 	return len(ids), nil
+}
+
+// scanOne reads the one column of a row.
+func scanOne[T any](rows *sql.Rows) (T, error) {
+	var v T
+	err := rows.Scan(&v)
+	return v, err
 }

@@ -38,6 +38,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // Revocation log kinds.
@@ -109,22 +111,13 @@ func (d *DB) logFamilyRevocation(ctx context.Context, ex revExecer, familyID str
 // RevocationsSince returns up to limit log entries with seq > after, in
 // seq order.
 func (d *DB) RevocationsSince(ctx context.Context, after int64, limit int) ([]RevEntry, error) {
-	rows, err := d.r.QueryContext(ctx, d.rebind("SELECT seq, kind, subject, created_at FROM oauth_revocation_log WHERE seq > ? ORDER BY seq LIMIT ?"), after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read revocation log: %w", err)
-	}
-	defer rows.Close()
-	var out []RevEntry
-	for rows.Next() {
-		var e RevEntry
+	out, err := database.AppendRows(ctx, nil, d.r, func(rows *sql.Rows) (e RevEntry, err error) {
 		var created int64
-		if err := rows.Scan(&e.Seq, &e.Kind, &e.Subject, &created); err != nil {
-			return nil, fmt.Errorf("authdb: read revocation log: %w", err)
-		}
+		err = rows.Scan(&e.Seq, &e.Kind, &e.Subject, &created)
 		e.Created = time.Unix(created, 0).UTC()
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+		return e, err
+	}, d.rebind("SELECT seq, kind, subject, created_at FROM oauth_revocation_log WHERE seq > ? ORDER BY seq LIMIT ?"), after, limit)
+	if err != nil {
 		return nil, fmt.Errorf("authdb: read revocation log: %w", err)
 	}
 	return out, nil

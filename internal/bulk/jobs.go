@@ -188,18 +188,8 @@ func (j *jobs) remove(ctx context.Context, id string) (bool, error) {
 
 // expired lists finished jobs whose files expired by now.
 func (j *jobs) expired(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := j.r.QueryContext(ctx, j.q("SELECT id FROM export_job WHERE status IN ('done', 'failed') AND expires_at < ?"), ms(now))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return database.AppendRows(ctx, nil, j.r, func(rows *sql.Rows) (id string, err error) {
+		err = rows.Scan(&id)
+		return id, err
+	}, j.q("SELECT id FROM export_job WHERE status IN ('done', 'failed') AND expires_at < ?"), ms(now))
 }

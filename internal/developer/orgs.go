@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 func (s *Service) insertOrg(ctx context.Context, tx txish, org *Org, ownerID string, now time.Time) error {
@@ -55,22 +57,12 @@ func (s *Service) Org(ctx context.Context, id string) (*Org, error) {
 
 // Memberships lists the developer's organisations, oldest first.
 func (s *Service) Memberships(ctx context.Context, devID string) ([]Membership, error) {
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? ORDER BY o.created_at, o.id"), devID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
-		var m Membership
+	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (m Membership, err error) {
 		var created int64
-		if err := rows.Scan(&m.ID, &m.Name, &created, &m.Role); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&m.ID, &m.Name, &created, &m.Role)
 		m.CreatedAt = time.Unix(created, 0).UTC()
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		return m, err
+	}, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? ORDER BY o.created_at, o.id"), devID)
 }
 
 // Membership returns the organisation orgID with the developer's role in
@@ -109,20 +101,10 @@ func (s *Service) Members(ctx context.Context, devID, orgID string) ([]Member, e
 	if _, err := s.Membership(ctx, devID, orgID); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT m.developer_id, m.org_id, m.role, d.email, d.name FROM dev_member m JOIN dev_developer d ON d.id = m.developer_id WHERE m.org_id = ? ORDER BY d.email"), orgID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Member
-	for rows.Next() {
-		var m Member
-		if err := rows.Scan(&m.DeveloperID, &m.OrgID, &m.Role, &m.Email, &m.Name); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (m Member, err error) {
+		err = rows.Scan(&m.DeveloperID, &m.OrgID, &m.Role, &m.Email, &m.Name)
+		return m, err
+	}, s.rebind("SELECT m.developer_id, m.org_id, m.role, d.email, d.name FROM dev_member m JOIN dev_developer d ON d.id = m.developer_id WHERE m.org_id = ? ORDER BY d.email"), orgID)
 }
 
 func validRole(r string) error {
@@ -175,22 +157,12 @@ func (s *Service) Invitations(ctx context.Context, byID, orgID string) ([]Invita
 	if err := s.requireOwner(ctx, byID, orgID); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT email, role, expires_at FROM dev_token WHERE kind = 'invite' AND org_id = ? AND used_at = 0 AND expires_at > ? ORDER BY created_at"), orgID, s.now().Unix())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Invitation
-	for rows.Next() {
-		var i Invitation
+	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (i Invitation, err error) {
 		var exp int64
-		if err := rows.Scan(&i.Email, &i.Role, &exp); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&i.Email, &i.Role, &exp)
 		i.Expires = time.Unix(exp, 0).UTC()
-		out = append(out, i)
-	}
-	return out, rows.Err()
+		return i, err
+	}, s.rebind("SELECT email, role, expires_at FROM dev_token WHERE kind = 'invite' AND org_id = ? AND used_at = 0 AND expires_at > ? ORDER BY created_at"), orgID, s.now().Unix())
 }
 
 // AcceptInvite makes the developer a member by an invitation token; the

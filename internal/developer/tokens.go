@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // TokenPrefix starts every developer API token.
@@ -45,25 +47,15 @@ func (s *Service) CreateAPIToken(ctx context.Context, devID, name string) (strin
 
 // APITokens lists the developer's API tokens.
 func (s *Service) APITokens(ctx context.Context, devID string) ([]APIToken, error) {
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT id, name, created_at, last_used_at FROM dev_api_token WHERE developer_id = ? ORDER BY created_at, id"), devID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []APIToken
-	for rows.Next() {
-		var t APIToken
+	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (t APIToken, err error) {
 		var c, u int64
-		if err := rows.Scan(&t.ID, &t.Name, &c, &u); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&t.ID, &t.Name, &c, &u)
 		t.CreatedAt = time.Unix(c, 0).UTC()
 		if u > 0 {
 			t.LastUsedAt = time.Unix(u, 0).UTC()
 		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+		return t, err
+	}, s.rebind("SELECT id, name, created_at, last_used_at FROM dev_api_token WHERE developer_id = ? ORDER BY created_at, id"), devID)
 }
 
 // RevokeAPIToken deletes one of the developer's API tokens.

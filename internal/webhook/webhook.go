@@ -326,23 +326,17 @@ func (s *Service) CreateEndpoint(ctx context.Context, orgID, rawURL string, even
 
 // Endpoints lists orgID's endpoints, oldest first.
 func (s *Service) Endpoints(ctx context.Context, orgID string) ([]Endpoint, error) {
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT id, org_id, url, events, created_at FROM webhook_endpoint WHERE org_id = ? ORDER BY created_at, id"), orgID)
+	out, err := database.AppendRows(ctx, []Endpoint{}, s.r, func(rows *sql.Rows) (e Endpoint, err error) {
+		var events string
+		var created int64
+		err = rows.Scan(&e.ID, &e.OrgID, &e.URL, &events, &created)
+		e.Events, e.CreatedAt = strings.Fields(events), time.Unix(created, 0).UTC()
+		return e, err
+	}, s.rebind("SELECT id, org_id, url, events, created_at FROM webhook_endpoint WHERE org_id = ? ORDER BY created_at, id"), orgID)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: list endpoints: %w", err)
 	}
-	defer rows.Close()
-	out := []Endpoint{}
-	for rows.Next() {
-		var e Endpoint
-		var events string
-		var created int64
-		if err := rows.Scan(&e.ID, &e.OrgID, &e.URL, &events, &created); err != nil {
-			return nil, fmt.Errorf("webhook: list endpoints: %w", err)
-		}
-		e.Events, e.CreatedAt = strings.Fields(events), time.Unix(created, 0).UTC()
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DeleteEndpoint deletes orgID's endpoint id and its pending deliveries.
@@ -494,22 +488,12 @@ type due struct {
 // were delivered. The worker calls it; tests may too.
 func (s *Service) DeliverDue(ctx context.Context) (int, error) {
 	now := s.cfg.Now()
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT o.id, o.event, o.payload, e.url, e.secret_enc, o.attempts FROM webhook_outbox o JOIN webhook_endpoint e ON e.id = o.endpoint_id "+
+	list, err := database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (d due, err error) {
+		err = rows.Scan(&d.id, &d.event, &d.payload, &d.url, &d.secretEnc, &d.attempts)
+		return d, err
+	}, s.rebind("SELECT o.id, o.event, o.payload, e.url, e.secret_enc, o.attempts FROM webhook_outbox o JOIN webhook_endpoint e ON e.id = o.endpoint_id "+
 		"WHERE o.status = ? AND o.next_attempt_at <= ? AND o.claimed_until < ? ORDER BY o.next_attempt_at, o.id LIMIT 50"), StatusPending, now.Unix(), now.Unix())
 	if err != nil {
-		return 0, fmt.Errorf("webhook: due deliveries: %w", err)
-	}
-	var list []due
-	for rows.Next() {
-		var d due
-		if err := rows.Scan(&d.id, &d.event, &d.payload, &d.url, &d.secretEnc, &d.attempts); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("webhook: due deliveries: %w", err)
-		}
-		list = append(list, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("webhook: due deliveries: %w", err)
 	}
 	delivered := 0
