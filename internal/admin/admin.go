@@ -212,6 +212,15 @@ type NotFoundError struct {
 // Error implements error.
 func (e *NotFoundError) Error() string { return e.What + " not found" }
 
+// notFound is err, or a NotFoundError for what when err is
+// authdb.ErrNotFound.
+func notFound(err error, what string) error {
+	if errors.Is(err, authdb.ErrNotFound) {
+		return &NotFoundError{What: what}
+	}
+	return err
+}
+
 // Is matches api.ErrNotFound.
 func (e *NotFoundError) Is(target error) bool { return target == api.ErrNotFound }
 

@@ -134,11 +134,8 @@ func (s *Service) APIKeys(ctx context.Context, f api.APIKeyFilter) ([]api.APIKey
 // APIKey returns the API key id with its status now.
 func (s *Service) APIKey(ctx context.Context, id string) (*api.APIKey, error) {
 	k, err := s.st.APIKey(ctx, id)
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "api key"}
-	}
 	if err != nil {
-		return nil, err
+		return nil, notFound(err, "api key")
 	}
 	out := apiKeyOf(k, s.now())
 	return &out, nil
@@ -150,10 +147,8 @@ func (s *Service) RevokeAPIKey(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.RevokeAPIKey(ctx, id, s.now()); errors.Is(err, authdb.ErrNotFound) {
-		return &NotFoundError{What: "api key"}
-	} else if err != nil {
-		return err
+	if err := s.st.RevokeAPIKey(ctx, id, s.now()); err != nil {
+		return notFound(err, "api key")
 	}
 	return s.done(ctx, a, change{action: "revoke_apikey", targets: []string{id}, attrs: []slog.Attr{slog.String("key_id", id)}, keys: []string{id}})
 }

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -132,11 +131,8 @@ func (s *Service) Clients(ctx context.Context, f api.ClientFilter) ([]api.OAuthC
 // OAuthClient returns the client id.
 func (s *Service) OAuthClient(ctx context.Context, id string) (*api.OAuthClient, error) {
 	c, err := s.st.Client(ctx, id)
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "client"}
-	}
 	if err != nil {
-		return nil, err
+		return nil, notFound(err, "client")
 	}
 	out := oauthClient(c)
 	return &out, nil
@@ -149,10 +145,8 @@ func (s *Service) DeleteClient(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.DeleteClient(ctx, id); errors.Is(err, authdb.ErrNotFound) {
-		return &NotFoundError{What: "client"}
-	} else if err != nil {
-		return err
+	if err := s.st.DeleteClient(ctx, id); err != nil {
+		return notFound(err, "client")
 	}
 	n, err := s.st.RevokeGrants(ctx, authdb.GrantFilter{ClientID: id}, s.now())
 	if err != nil {
@@ -169,11 +163,8 @@ func network(r authdb.ClientNetRules) *api.Network {
 // ClientNetwork returns the network rules of the client id.
 func (s *Service) ClientNetwork(ctx context.Context, id string) (*api.Network, error) {
 	r, err := s.st.ClientNetRulesFor(ctx, id)
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "client"}
-	}
 	if err != nil {
-		return nil, err
+		return nil, notFound(err, "client")
 	}
 	return network(r), nil
 }
@@ -189,10 +180,8 @@ func (s *Service) SetClientNetwork(ctx context.Context, id string, req api.Netwo
 	if err != nil {
 		return nil, err
 	}
-	if err := s.st.SetClientNetRules(ctx, rules); errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "client"}
-	} else if err != nil {
-		return nil, err
+	if err := s.st.SetClientNetRules(ctx, rules); err != nil {
+		return nil, notFound(err, "client")
 	}
 	if err := s.done(ctx, a, change{action: "set_client_network", targets: []string{id},
 		attrs: []slog.Attr{slog.String("client_id", id), slog.Int("allow_ips", len(rules.AllowIPs)), slog.Int("cors_origins", len(rules.CORSOrigins))}}); err != nil {
@@ -213,19 +202,15 @@ func (s *Service) SetClientBasic(ctx context.Context, id string, on bool) error 
 	if on {
 		action = "enable_basic"
 		c, err := s.st.Client(ctx, id)
-		if errors.Is(err, authdb.ErrNotFound) {
-			return &NotFoundError{What: "client"}
-		} else if err != nil {
-			return err
+		if err != nil {
+			return notFound(err, "client")
 		}
 		if c.Type != authdb.Confidential {
 			return invalid("", fmt.Sprintf("client %q is %s: only confidential clients (with a secret) can use Basic", id, c.Type))
 		}
 		err = s.st.EnableBasic(ctx, id, s.now())
-		if errors.Is(err, authdb.ErrNotFound) {
-			return &NotFoundError{What: "client"}
-		} else if err != nil {
-			return err
+		if err != nil {
+			return notFound(err, "client")
 		}
 	} else if err := s.st.DisableBasic(ctx, id); err != nil {
 		return err

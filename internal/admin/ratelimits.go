@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	api "github.com/lapis-health/lapis/client/admin"
@@ -73,10 +72,8 @@ func (s *Service) setRateLimit(ctx context.Context, req api.RateLimit, what stri
 	if err != nil {
 		return nil, err
 	}
-	if err := set(ctx, r); errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: what}
-	} else if err != nil {
-		return nil, err
+	if err := set(ctx, r); err != nil {
+		return nil, notFound(err, what)
 	}
 	ch.attrs = append(ch.attrs, rateLimitAttrs(r)...)
 	if err := s.done(ctx, a, ch); err != nil {

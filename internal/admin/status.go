@@ -79,38 +79,17 @@ func (s *Service) ResumeClient(ctx context.Context, id string) (*api.OAuthClient
 }
 
 func (s *Service) setClient(ctx context.Context, id, reason string, on bool) (*api.OAuthClient, error) {
-	a, err := s.actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	action, status := "resume_client", "resumed"
-	var changed bool
-	if on {
-		action, status = "suspend_client", "suspended"
-		if reason, err = checkReason(reason); err != nil {
-			return nil, err
-		}
-		changed, err = s.st.SuspendClient(ctx, id, reason, s.now())
-	} else {
-		changed, err = s.st.ResumeClient(ctx, id, s.now())
-	}
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "client"}
-	} else if err != nil {
-		return nil, err
-	}
-	c, err := s.st.Client(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if changed {
-		if err := s.done(ctx, a, change{action: action, targets: []string{id}, attrs: []slog.Attr{slog.String("client_id", id)}}); err != nil {
-			return nil, err
-		}
-		s.notify(ctx, StatusChange{Kind: "client", ID: id, Owner: c.Owner, Status: status, Reason: reason})
-	}
-	out := oauthClient(c)
-	return &out, nil
+	return setStatus(ctx, s, credential[api.OAuthClient]{kind: "client", what: "client", id: id,
+		suspend: s.st.SuspendClient, resume: s.st.ResumeClient,
+		load: func(ctx context.Context) (string, api.OAuthClient, error) {
+			c, err := s.st.Client(ctx, id)
+			if err != nil {
+				return "", api.OAuthClient{}, err
+			}
+			return c.Owner, oauthClient(c), nil
+		},
+		change: change{targets: []string{id}, attrs: []slog.Attr{slog.String("client_id", id)}},
+	}, reason, on)
 }
 
 // SuspendAPIKey suspends the API key id: it is refused at once on this
@@ -126,37 +105,63 @@ func (s *Service) ResumeAPIKey(ctx context.Context, id string) (*api.APIKey, err
 }
 
 func (s *Service) setKey(ctx context.Context, id, reason string, on bool) (*api.APIKey, error) {
+	return setStatus(ctx, s, credential[api.APIKey]{kind: "apikey", what: "api key", id: id,
+		suspend: s.st.SuspendAPIKey, resume: s.st.ResumeAPIKey,
+		load: func(ctx context.Context) (string, api.APIKey, error) {
+			k, err := s.st.APIKey(ctx, id)
+			if err != nil {
+				return "", api.APIKey{}, err
+			}
+			return k.Owner, apiKeyOf(k, s.now()), nil
+		},
+		change: change{targets: []string{id}, attrs: []slog.Attr{slog.String("key_id", id)}, keys: []string{id}},
+	}, reason, on)
+}
+
+// credential is a client or an API key whose suspension setStatus
+// changes: kind names it in actions and notifications ("client",
+// "apikey"), what in a NotFoundError; load reads its owner and its API
+// form; change is its audit event but for the action.
+type credential[T any] struct {
+	kind, what, id string
+	suspend        func(ctx context.Context, id, reason string, now time.Time) (bool, error)
+	resume         func(ctx context.Context, id string, now time.Time) (bool, error)
+	load           func(ctx context.Context) (owner string, out T, err error)
+	change         change
+}
+
+// setStatus suspends (on) or resumes c: one audit event and one
+// notification when that changed anything, and c as it is now.
+func setStatus[T any](ctx context.Context, s *Service, c credential[T], reason string, on bool) (*T, error) {
 	a, err := s.actor(ctx)
 	if err != nil {
 		return nil, err
 	}
-	action, status := "resume_apikey", "resumed"
+	action, status := "resume_"+c.kind, "resumed"
 	var changed bool
 	if on {
-		action, status = "suspend_apikey", "suspended"
+		action, status = "suspend_"+c.kind, "suspended"
 		if reason, err = checkReason(reason); err != nil {
 			return nil, err
 		}
-		changed, err = s.st.SuspendAPIKey(ctx, id, reason, s.now())
+		changed, err = c.suspend(ctx, c.id, reason, s.now())
 	} else {
-		changed, err = s.st.ResumeAPIKey(ctx, id, s.now())
+		changed, err = c.resume(ctx, c.id, s.now())
 	}
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "api key"}
-	} else if err != nil {
-		return nil, err
+	if err != nil {
+		return nil, notFound(err, c.what)
 	}
-	k, err := s.st.APIKey(ctx, id)
+	owner, out, err := c.load(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if changed {
-		if err := s.done(ctx, a, change{action: action, targets: []string{id}, attrs: []slog.Attr{slog.String("key_id", id)}, keys: []string{id}}); err != nil {
+		c.change.action = action
+		if err := s.done(ctx, a, c.change); err != nil {
 			return nil, err
 		}
-		s.notify(ctx, StatusChange{Kind: "apikey", ID: id, Owner: k.Owner, Status: status, Reason: reason})
+		s.notify(ctx, StatusChange{Kind: c.kind, ID: c.id, Owner: owner, Status: status, Reason: reason})
 	}
-	out := apiKeyOf(k, s.now())
 	return &out, nil
 }
 

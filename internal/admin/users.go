@@ -62,10 +62,10 @@ func (s *Service) Users(ctx context.Context) ([]api.User, error) {
 // account returns the login named username (case-insensitive).
 func (s *Service) account(ctx context.Context, username string) (*authdb.Account, error) {
 	acct, err := s.st.AccountByUsername(ctx, oauth.NormalizeUsername(username))
-	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, &NotFoundError{What: "user"}
+	if err != nil {
+		return nil, notFound(err, "user")
 	}
-	return acct, err
+	return acct, nil
 }
 
 // User returns the login named username.
@@ -89,10 +89,8 @@ func (s *Service) DeleteUser(ctx context.Context, username string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.DeleteAccount(ctx, acct.Username); errors.Is(err, authdb.ErrNotFound) {
-		return &NotFoundError{What: "user"}
-	} else if err != nil {
-		return err
+	if err := s.st.DeleteAccount(ctx, acct.Username); err != nil {
+		return notFound(err, "user")
 	}
 	n, err := s.st.RevokeGrants(ctx, authdb.GrantFilter{Subject: acct.Subject}, s.now())
 	if err != nil {
