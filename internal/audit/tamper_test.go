@@ -26,7 +26,6 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/extract"
 	"github.com/lapis-health/lapis/internal/store"
-	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -76,16 +75,7 @@ func patientOf(i int) string { return fmt.Sprintf("pat%d", i%4) }
 func newTrail(t testing.TB, url, dir string, n int, now func() time.Time) *trail {
 	t.Helper()
 	ctx := context.Background()
-	st, err := backend.Open(ctx, url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	db, err := audit.OpenDB(ctx, url, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	st, db := audit.OpenStores(t, url)
 	var stream bytes.Buffer
 	rec, err := audit.Start(ctx, audit.Config{DB: db, Store: st, Indexer: extractor(t), Site: fhirBase, Stream: &stream, Now: now,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AnchorEvery: -1, CopyDuty: 1, DrainTimeout: time.Minute})

@@ -15,7 +15,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/lapis-health/lapis/internal/audit"
-	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -38,16 +37,7 @@ func BenchmarkVerify(b *testing.B) {
 				url = pgtest.New(b)
 			}
 			ctx := context.Background()
-			st, err := backend.Open(ctx, url, "")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			db, err := audit.OpenDB(ctx, url, "")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
+			st, db := audit.OpenStores(b, url)
 			ix := extractor(b)
 			chain := uuid.NewString()
 			at := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
