@@ -160,11 +160,7 @@ func (p *Portal) apiVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := p.dev.Verify(r.Context(), c.Token)
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, d)
+	p.answer(w, r, http.StatusOK, d, err)
 }
 
 func (p *Portal) apiResend(w http.ResponseWriter, r *http.Request) {
@@ -295,11 +291,7 @@ func nonNil[T any](s []T) []T {
 
 func (p *Portal) apiTOTPEnroll(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	e, err := p.dev.EnrollTOTP(r.Context(), v.Dev.ID)
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, e)
+	p.answer(w, r, http.StatusOK, e, err)
 }
 
 func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -321,20 +313,13 @@ func (p *Portal) apiTOTPDisable(w http.ResponseWriter, r *http.Request, v *Visit
 	if !decode(w, r, &c) {
 		return
 	}
-	if err := p.dev.DisableTOTP(r.Context(), v.Dev.ID, c.Password); err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	err := p.dev.DisableTOTP(r.Context(), v.Dev.ID, c.Password)
+	p.answer(w, r, http.StatusNoContent, nil, err)
 }
 
 func (p *Portal) apiTokens(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	l, err := p.dev.APITokens(r.Context(), v.Dev.ID)
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nonNil(l))
+	p.answer(w, r, http.StatusOK, nonNil(l), err)
 }
 
 func (p *Portal) apiTokenCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -353,11 +338,8 @@ func (p *Portal) apiTokenCreate(w http.ResponseWriter, r *http.Request, v *Visit
 }
 
 func (p *Portal) apiTokenRevoke(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	if err := p.dev.RevokeAPIToken(r.Context(), v.Dev.ID, r.PathValue("id")); err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	err := p.dev.RevokeAPIToken(r.Context(), v.Dev.ID, r.PathValue("id"))
+	p.answer(w, r, http.StatusNoContent, nil, err)
 }
 
 func (p *Portal) apiOrgs(w http.ResponseWriter, _ *http.Request, v *Visitor) {
@@ -381,11 +363,7 @@ func (p *Portal) apiOrgCreate(w http.ResponseWriter, r *http.Request, v *Visitor
 
 func (p *Portal) apiMembers(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	l, err := p.dev.Members(r.Context(), v.Dev.ID, r.PathValue("org"))
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nonNil(l))
+	p.answer(w, r, http.StatusOK, nonNil(l), err)
 }
 
 func (p *Portal) apiSetRole(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -395,28 +373,18 @@ func (p *Portal) apiSetRole(w http.ResponseWriter, r *http.Request, v *Visitor) 
 	if !decode(w, r, &in) {
 		return
 	}
-	if err := p.dev.SetRole(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev"), in.Role); err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	err := p.dev.SetRole(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev"), in.Role)
+	p.answer(w, r, http.StatusNoContent, nil, err)
 }
 
 func (p *Portal) apiRemoveMember(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	if err := p.dev.RemoveMember(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev")); err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	err := p.dev.RemoveMember(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev"))
+	p.answer(w, r, http.StatusNoContent, nil, err)
 }
 
 func (p *Portal) apiInvitations(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	l, err := p.dev.Invitations(r.Context(), v.Dev.ID, r.PathValue("org"))
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, nonNil(l))
+	p.answer(w, r, http.StatusOK, nonNil(l), err)
 }
 
 func (p *Portal) apiInvite(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -448,11 +416,7 @@ func (p *Portal) apiAcceptInvite(w http.ResponseWriter, r *http.Request, v *Visi
 		return
 	}
 	m, err := p.dev.AcceptInvite(r.Context(), v.Dev.ID, c.Token)
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, m)
+	p.answer(w, r, http.StatusOK, m, err)
 }
 
 func (p *Portal) apiTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
@@ -496,11 +460,7 @@ func (p *Portal) apiSetTerms(w http.ResponseWriter, r *http.Request, v *Visitor)
 		return
 	}
 	t, err := p.dev.SetTerms(r.Context(), v.Dev.ID, in.Text)
-	if err != nil {
-		p.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, t)
+	p.answer(w, r, http.StatusCreated, t, err)
 }
 
 // ensure web is used (sessions are web.Sessions).

@@ -495,6 +495,19 @@ func domainStatus(err error) (int, string, string, bool) {
 	return 0, "", "", false
 }
 
+// answer writes v as JSON with status (204 No Content: no body), or err
+// as apiFail does.
+func (p *Portal) answer(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	switch {
+	case err != nil:
+		p.apiFail(w, r, err)
+	case status == http.StatusNoContent:
+		w.WriteHeader(status)
+	default:
+		writeJSON(w, status, v)
+	}
+}
+
 // apiFail answers a domain error as JSON.
 func (p *Portal) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 	if st, code, desc, ok := domainStatus(err); ok {
