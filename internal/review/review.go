@@ -277,20 +277,17 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Request, error) {
 	} else {
 		q += " ORDER BY created_at DESC, id"
 	}
-	rows, err := s.r.QueryContext(ctx, s.rebind(q), args...)
+	out, err := database.AppendRows(ctx, []Request{}, s.r, func(rows *sql.Rows) (Request, error) {
+		r, err := scan(rows)
+		if err != nil {
+			return Request{}, err
+		}
+		return *r, nil
+	}, s.rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("review: list: %w", err)
 	}
-	defer rows.Close()
-	out := []Request{}
-	for rows.Next() {
-		r, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *r)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Pending returns the review queue: every pending request, oldest due

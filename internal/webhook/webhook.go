@@ -409,19 +409,11 @@ func (s *Service) Enqueue(ctx context.Context, orgID, event string, data any) (i
 // Deliveries lists the deliveries of orgID's endpoint id, newest first
 // (at most 100).
 func (s *Service) Deliveries(ctx context.Context, orgID, endpointID string) ([]Delivery, error) {
-	rows, err := s.r.QueryContext(ctx, s.rebind("SELECT o.id, o.endpoint_id, o.event, o.status, o.attempts, o.next_attempt_at, o.last_status, o.last_error, o.created_at, o.delivered_at "+
-		"FROM webhook_outbox o JOIN webhook_endpoint e ON e.id = o.endpoint_id WHERE e.org_id = ? AND e.id = ? ORDER BY o.created_at DESC, o.id LIMIT 100"), orgID, endpointID)
-	if err != nil {
-		return nil, fmt.Errorf("webhook: deliveries: %w", err)
-	}
-	defer rows.Close()
-	out := []Delivery{}
-	for rows.Next() {
-		var d Delivery
+	out, err := database.AppendRows(ctx, []Delivery{}, s.r, func(rows *sql.Rows) (d Delivery, err error) {
 		var next, created int64
 		var delivered sql.NullInt64
 		if err := rows.Scan(&d.ID, &d.EndpointID, &d.Event, &d.Status, &d.Attempts, &next, &d.LastStatus, &d.LastError, &created, &delivered); err != nil {
-			return nil, fmt.Errorf("webhook: deliveries: %w", err)
+			return d, err
 		}
 		d.CreatedAt = time.Unix(created, 0).UTC()
 		if d.Status == StatusPending {
@@ -430,9 +422,13 @@ func (s *Service) Deliveries(ctx context.Context, orgID, endpointID string) ([]D
 		if delivered.Valid {
 			d.DeliveredAt = time.Unix(delivered.Int64, 0).UTC()
 		}
-		out = append(out, d)
+		return d, nil
+	}, s.rebind("SELECT o.id, o.endpoint_id, o.event, o.status, o.attempts, o.next_attempt_at, o.last_status, o.last_error, o.created_at, o.delivered_at "+
+		"FROM webhook_outbox o JOIN webhook_endpoint e ON e.id = o.endpoint_id WHERE e.org_id = ? AND e.id = ? ORDER BY o.created_at DESC, o.id LIMIT 100"), orgID, endpointID)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: deliveries: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Start runs the delivery worker until Close.
