@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // Account is a user who logs in at the authorization pages: a patient or a
@@ -121,20 +123,11 @@ func (d *DB) AccountBySubject(ctx context.Context, subject string) (*Account, er
 
 // Accounts lists every account by username.
 func (d *DB) Accounts(ctx context.Context) ([]Account, error) {
-	rows, err := d.r.QueryContext(ctx, "SELECT "+accountCols+" FROM oauth_account ORDER BY username")
+	out, err := database.AppendRows(ctx, nil, d.r, rowsOf(scanAccount), "SELECT "+accountCols+" FROM oauth_account ORDER BY username")
 	if err != nil {
 		return nil, fmt.Errorf("authdb: list accounts: %w", err)
 	}
-	defer rows.Close()
-	var out []Account
-	for rows.Next() {
-		a, err := scanAccount(rows)
-		if err != nil {
-			return nil, fmt.Errorf("authdb: list accounts: %w", err)
-		}
-		out = append(out, *a)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DeleteAccount removes the account with username and its sessions, or

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // ErrAPIKeyRotated is returned when rotating a key that was already
@@ -172,20 +174,11 @@ func (d *DB) APIKeysBy(ctx context.Context, f APIKeyFilter) ([]APIKey, error) {
 	if f.Owner != "" {
 		q, args = q+" WHERE owner = ?", append(args, f.Owner)
 	}
-	rows, err := d.r.QueryContext(ctx, d.rebind(q+" ORDER BY created_at, id"), args...)
+	out, err := database.AppendRows(ctx, []APIKey{}, d.r, rowsOf(scanAPIKey), d.rebind(q+" ORDER BY created_at, id"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("authdb: list api keys: %w", err)
 	}
-	defer rows.Close()
-	out := []APIKey{}
-	for rows.Next() {
-		k, err := scanAPIKey(rows)
-		if err != nil {
-			return nil, fmt.Errorf("authdb: list api keys: %w", err)
-		}
-		out = append(out, *k)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // RevokeAPIKey revokes the key with id at now (idempotent). It returns

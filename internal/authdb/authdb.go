@@ -289,6 +289,19 @@ func (d *DB) CreateClient(ctx context.Context, c *Client) error {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// rowsOf adapts scan, which reads one row (of a query or of QueryRow),
+// to database.AppendRows.
+func rowsOf[T any](scan func(scanner) (*T, error)) func(*sql.Rows) (T, error) {
+	return func(rows *sql.Rows) (T, error) {
+		v, err := scan(rows)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		return *v, nil
+	}
+}
+
 func scanClient(s scanner) (*Client, error) {
 	var c Client
 	var secret, prevSecret, redirects, scopes string
@@ -343,20 +356,11 @@ func (d *DB) ClientsBy(ctx context.Context, f ClientFilter) ([]Client, error) {
 	if f.Owner != "" {
 		q, args = d.rebind("SELECT "+clientCols+" FROM oauth_client WHERE owner = ? ORDER BY created_at, client_id"), []any{f.Owner}
 	}
-	rows, err := d.r.QueryContext(ctx, q, args...)
+	out, err := database.AppendRows(ctx, nil, d.r, rowsOf(scanClient), q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("authdb: list clients: %w", err)
 	}
-	defer rows.Close()
-	var out []Client
-	for rows.Next() {
-		c, err := scanClient(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *c)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DeleteClient removes a client, or returns ErrNotFound. The deletion is
