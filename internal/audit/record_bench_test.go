@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -105,42 +104,6 @@ func BenchmarkMaterialize(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-		})
-	}
-}
-
-// BenchmarkCopyBatch measures the copy of this process's own records
-// (handed over, indexed directly) per record, by CopyBatch: every
-// transaction rewrites the index pages its records share and commits once.
-func BenchmarkCopyBatch(b *testing.B) {
-	e := open(b, "sqlite:"+b.TempDir()+"/l.db", func(c *Config) { c.CopyDuty = 1 })
-	_, ix := registry(b)
-	src := Source{Site: base, Instance: e.rec.Chain()}
-	ev := readEvent(1)
-	at := time.Now()
-	seq := int64(0)
-	for _, batch := range []int{100, 250} {
-		b.Run(fmt.Sprint(batch), func(b *testing.B) {
-			rows := make([]Row, batch)
-			aes := map[int64]*auditEvent{}
-			doc := func(r *Row) *auditEvent { return aes[r.Seq] }
-			b.ReportAllocs()
-			for b.Loop() {
-				b.StopTimer()
-				clear(aes)
-				for i := range rows {
-					seq++
-					id := uuid.NewString()
-					ae := newAuditEvent(&ev, id, at, src)
-					aes[seq] = ae
-					rows[i] = Row{Chain: "bench", Seq: seq, ResourceID: id, Version: 1, Recorded: at, Body: ae.appendJSON(nil)}
-				}
-				b.StartTimer()
-				if err := materialize(context.Background(), e.db, e.st, ix, rows, doc, true); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/record")
 		})
 	}
 }
