@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/migrate"
 )
@@ -129,9 +132,16 @@ func appendSQL(n int) string {
 	return sb.String()
 }
 
-// Append stores rows in one transaction (a batch of the group commit),
-// with prepared multi-row INSERTs.
+// Append stores rows atomically (a batch of the group commit): on
+// PostgreSQL with one COPY, on SQLite in one transaction of prepared
+// multi-row INSERTs.
 func (d *DB) Append(ctx context.Context, rows []Row) error {
+	if len(d.appendStmts) == 0 {
+		return errors.New("audit: chain table closed")
+	}
+	if d.postgres {
+		return d.appendCopy(ctx, rows)
+	}
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -163,6 +173,41 @@ func (d *DB) Append(ctx context.Context, rows []Row) error {
 		rows = rows[n:]
 	}
 	return tx.Commit()
+}
+
+// copyColumns are the columns of audit_record Append fills.
+var copyColumns = []string{"chain_id", "seq", "prev_hash", "hash", "resource_id", "version", "recorded_at", "body", "watermark"}
+
+// appendCopy stores rows with one COPY: a single statement, so all or
+// none, and for PostgreSQL much less work per row than INSERTs of nine
+// parameters each (no parameter list to parse and plan; pgx also
+// rebuilds a multi-row INSERT's message in a fresh buffer every time,
+// twice the batch's bytes of garbage).
+func (d *DB) appendCopy(ctx context.Context, rows []Row) error {
+	c, err := d.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("audit: COPY needs a pgx connection, not %T", dc)
+		}
+		src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+			r := &rows[i]
+			var wm any // NULL: format 1
+			if r.Format >= 2 {
+				wm = r.Watermark
+			}
+			return []any{r.Chain, r.Seq, r.PrevHash, r.Hash, r.ResourceID, r.Version, r.Recorded.UnixMilli(), r.Body, wm}, nil
+		})
+		n, err := sc.Conn().CopyFrom(ctx, pgx.Identifier{"audit_record"}, copyColumns, src)
+		if err == nil && n != int64(len(rows)) {
+			err = fmt.Errorf("audit: COPY stored %d of %d records", n, len(rows))
+		}
+		return err
+	})
 }
 
 // SetCopied records that the records of chain up to seq are in the FHIR
