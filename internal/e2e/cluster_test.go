@@ -184,6 +184,7 @@ func (c *cluster) do(method, u string, body []byte, key string) (int, []byte, ht
 // machine's PostgreSQL cluster (pgtest gives a database in it), which a
 // test must not restart.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("cluster test: not in -short")
 	}

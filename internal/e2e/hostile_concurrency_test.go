@@ -61,6 +61,7 @@ func orList(n int, f func(i int) string) string {
 // each attack in a loop on all of them and measures (and bounds) the
 // victim's latency.
 func TestHostileConcurrency(t *testing.T) {
+	t.Parallel()
 	files := lapistest.SyntheaFiles(t)
 	if len(files) > hostileTestFiles {
 		files = files[:hostileTestFiles]

@@ -24,6 +24,7 @@ import (
 // write again without a restart, every acknowledged write is readable
 // exactly once, and the audit chains verify.
 func TestPostgresRestart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("PostgreSQL restart test: not in -short")
 	}

@@ -266,6 +266,7 @@ func median(ds []time.Duration) time.Duration {
 // each page's median serve time over 9 fetches (target 50 ms; measured
 // under load, so only reported, see BenchmarkPortalPages).
 func TestPortalPageWeight(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("seeds 10,000 requests")
 	}
