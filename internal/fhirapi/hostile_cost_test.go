@@ -99,6 +99,7 @@ func diagnostics(issues []any) string {
 }
 
 func TestHostileCost(t *testing.T) {
+	t.Parallel()
 	const search = "Observation?_count=1000&_include=*"
 	heapBound := uint64(256 << 20)
 	for _, dialect := range []string{"sqlite", "postgres"} {
@@ -203,6 +204,7 @@ func TestHostileCost(t *testing.T) {
 // once the response is full, writes run with their resource left out)
 // and transactions (refused whole unless Prefer: return=minimal).
 func TestHostileCostSmallLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 64 << 10
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
