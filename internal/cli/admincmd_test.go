@@ -19,6 +19,7 @@ import (
 // revokes its users' grants as the admin API does; --owner is stored and
 // filters the listings.
 func TestLocalAdminAudit(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()

@@ -40,6 +40,7 @@ func oneObject(t *testing.T, out string) map[string]any {
 }
 
 func TestAPIKeyCommands(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			dir, db, url := databaseFlags(t, dialect)
@@ -131,6 +132,7 @@ func TestAPIKeyCommands(t *testing.T) {
 }
 
 func TestClientBasicCommands(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			dir, db, url := databaseFlags(t, dialect)

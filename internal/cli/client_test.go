@@ -21,6 +21,7 @@ func run(args ...string) (int, string, string) {
 }
 
 func TestClientCommands(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			dir, db, _ := databaseFlags(t, dialect)

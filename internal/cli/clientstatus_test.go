@@ -10,6 +10,7 @@ import (
 // TestClientStatusCommands: rotate-secret --overlap --json, suspend
 // --reason and resume on the local database, and their refusals.
 func TestClientStatusCommands(t *testing.T) {
+	t.Parallel()
 	db := []string{"--data-dir", t.TempDir()}
 	code, out, errs := run(append([]string{"client", "create", "--name", "svc", "--type", "confidential", "--scope", "system/*.rs", "--json"}, db...)...)
 	if code != 0 {

@@ -15,6 +15,7 @@ import (
 )
 
 func TestGrantsCommands(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()

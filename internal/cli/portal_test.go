@@ -11,6 +11,7 @@ import (
 )
 
 func TestPortalOperatorAdd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ctx := context.Background()
 	h, err := database.Open(ctx, database.Options{DataDir: dir})

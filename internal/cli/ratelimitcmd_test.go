@@ -11,6 +11,7 @@ import (
 // TestRateLimitCommands: --rate-limit on client and apikey create, the
 // update commands, the listings, and the refusals, on both dialects.
 func TestRateLimitCommands(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			dir, db, url := databaseFlags(t, dialect)

@@ -22,6 +22,7 @@ import (
 // --patient refuse a Patient or Practitioner that does not exist (or was
 // deleted) with one line and a non-zero exit, unless --force.
 func TestCreateChecksFHIRRecords(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
@@ -107,6 +108,7 @@ func TestCreateChecksFHIRRecords(t *testing.T) {
 }
 
 func TestFHIRPatientsIsARecordChecker(t *testing.T) {
+	t.Parallel()
 	var _ oauth.RecordChecker = app.Patients{}
 	// The remote commands send force to the admin API.
 	for _, v := range []any{adminclient.APIKeyRequest{Name: "k", Force: true}, adminclient.UserRequest{Username: "u", Force: true}} {

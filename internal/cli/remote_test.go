@@ -18,6 +18,7 @@ import (
 // has one implementation for both modes, except the ones the admin API has
 // no endpoint for: a new subcommand is not silently local-only.
 func TestAdminCommandsRemote(t *testing.T) {
+	t.Parallel()
 	localOnly := map[string]bool{"clientBasicCmd": true}
 	for _, group := range []any{clientCmd{}, userCmd{}, apikeyCmd{}, grantsCmd{}} {
 		gt := reflect.TypeOf(group)
@@ -34,6 +35,7 @@ func TestAdminCommandsRemote(t *testing.T) {
 }
 
 func TestParseRef(t *testing.T) {
+	t.Parallel()
 	good := map[string]ref{
 		"Patient/123":                        {typ: "Patient", id: "123"},
 		"Observation/a-b.c":                  {typ: "Observation", id: "a-b.c"},
@@ -60,6 +62,7 @@ func TestParseRef(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		err  error
 		want int

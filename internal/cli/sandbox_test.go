@@ -15,6 +15,7 @@ import (
 // holds the other does not. lapis sandbox load and reset fill and empty
 // the sandbox only. Bad uses are refused.
 func TestEnvFlag(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			dir, db, _ := databaseFlags(t, dialect)
@@ -77,6 +78,7 @@ func TestEnvFlag(t *testing.T) {
 // TestServeEnvFlag: lapis serve serves both environments and refuses
 // --env; bad sandbox flags are refused before anything opens.
 func TestServeEnvFlag(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"serve", "--env", "sandbox"},
 		{"serve", "--sandbox-rate-limit", "fast"},

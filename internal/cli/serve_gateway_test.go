@@ -9,6 +9,7 @@ import (
 // TestServeTLSFlags: with --tls-cert and --tls-key lapis serve may bind
 // any address and its default base URL is https.
 func TestServeTLSFlags(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		addr, cert, key string
 		remote          bool
@@ -52,6 +53,7 @@ func TestServeTLSFlags(t *testing.T) {
 }
 
 func TestDevNoAuthTLSRemote(t *testing.T) {
+	t.Parallel()
 	code, _, errs := run("serve", "--dev-no-auth", "--addr", "0.0.0.0:0", "--tls-cert", "c", "--tls-key", "k", "--data-dir", t.TempDir())
 	if code == 0 || !strings.Contains(errs, "--dev-no-auth") {
 		t.Fatalf("dev-no-auth with TLS on every interface: %d %q", code, errs)
@@ -63,6 +65,7 @@ func TestDevNoAuthTLSRemote(t *testing.T) {
 }
 
 func TestClientNetworkCommand(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			_, db, _ := databaseFlags(t, dialect)

@@ -20,6 +20,7 @@ import (
 )
 
 func TestParseSize(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]int64{"16MiB": 16 << 20, "1024": 1024, "2 KiB": 2048, "1GB": 1e9, "10B": 10} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("%q: %d %v", in, got, err)
@@ -33,6 +34,7 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestMainErrors(t *testing.T) {
+	t.Parallel()
 	var out, errb bytes.Buffer
 	if code := Main([]string{"nope"}, nil, &out, &errb); code == 0 {
 		t.Fatal("unknown command succeeded")
@@ -52,6 +54,7 @@ func TestMainErrors(t *testing.T) {
 }
 
 func TestDevNoAuthNeverRemote(t *testing.T) {
+	t.Parallel()
 	var out, errb bytes.Buffer
 	code := Main([]string{"serve", "--dev-no-auth", "--allow-remote", "--addr", "0.0.0.0:0", "--data-dir", t.TempDir()}, nil, &out, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "--dev-no-auth cannot be combined with --allow-remote") {
@@ -105,6 +108,7 @@ func TestServeResponseLimits(t *testing.T) {
 // are config.ServeDefaults, so code that builds a server from the config
 // package (tests) runs what lapis serve runs.
 func TestServeDefaults(t *testing.T) {
+	t.Parallel()
 	got, err := parseServe(t, "--data-dir", "/data")
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +126,7 @@ func TestServeDefaults(t *testing.T) {
 // TestServeFlags: every serve flag reaches its field of the
 // configuration.
 func TestServeFlags(t *testing.T) {
+	t.Parallel()
 	got, err := parseServe(t,
 		"--addr", "0.0.0.0:8443", "--base-url", "https://example.org/lapis/", "--data-dir", "/data", "--database", "postgres://db/lapis",
 		"--tls-cert", "c.pem", "--tls-key", "k.pem", "--read-header-timeout", "1s", "--read-timeout", "2s", "--write-timeout", "3s", "--idle-timeout", "4s", "--shutdown-timeout", "5s",
@@ -179,12 +184,16 @@ func TestServeFlags(t *testing.T) {
 // line name the port actually bound, so tests and supervisors can start a
 // server without guessing a free port first.
 func TestServePortZero(t *testing.T) {
+	t.Parallel()
 	var g grammar
 	parser, err := kong.New(&g, kong.Name("lapis"), kong.Exit(func(int) { t.Fatal("kong exit") }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kctx, err := parser.Parse([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database", "", "--base-url", ""})
+	// --no-sandbox-load: the built-in dataset (loaded at start by
+	// default, tens of CPU-seconds under -race) has nothing to do with
+	// the port; TestEnvFlag and the e2e sandbox tests load it.
+	kctx, err := parser.Parse([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database", "", "--base-url", "", "--no-sandbox-load"})
 	if err != nil {
 		t.Fatal(err)
 	}

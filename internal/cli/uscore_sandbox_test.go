@@ -24,6 +24,7 @@ var patientless = []string{"us-core-location", "us-core-medication", "us-core-or
 // every required profile is present, in at least two patients for the
 // profiles of resources about patients; --require-complete exits 0.
 func TestUSCoreCoverageSandbox(t *testing.T) {
+	t.Parallel()
 	bundles, err := dataset.Bundles()
 	if err != nil {
 		t.Fatal(err)

@@ -84,6 +84,7 @@ func (r testCoverage) profile(t *testing.T, name string) (present map[string]int
 }
 
 func TestUSCoreCoverage(t *testing.T) {
+	t.Parallel()
 	_, db, _ := databaseFlags(t, "sqlite")
 	loadUSCoreFiles(t, db)
 
@@ -145,6 +146,7 @@ func TestUSCoreCoverage(t *testing.T) {
 
 // TestUSCoreCoveragePostgres is a smoke run of the report on PostgreSQL.
 func TestUSCoreCoveragePostgres(t *testing.T) {
+	t.Parallel()
 	_, db, _ := databaseFlags(t, "postgres")
 	loadUSCoreFiles(t, db)
 	rep := coverageJSON(t, 0, db...)

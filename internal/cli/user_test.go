@@ -21,6 +21,7 @@ func runIn(stdin string, args ...string) (int, string, string) {
 }
 
 func TestUserCommands(t *testing.T) {
+	t.Parallel()
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			dir, dbArgs, dbURL := databaseFlags(t, dialect)

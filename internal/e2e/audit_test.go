@@ -97,6 +97,7 @@ func hiddenInputs(body string) url.Values {
 }
 
 func TestAuditTrail(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) { testAuditTrail(t, db(t)) })
 	}

@@ -16,6 +16,7 @@ import (
 // from client_credentials creates and reads a Patient there; /healthz
 // stays at the root and /fhir is not served.
 func TestBasePath(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			// Port 0 in both: the server binds a free port and puts it in

@@ -97,6 +97,7 @@ func decodeJSON(t *testing.T, s string, v any) {
 }
 
 func TestClientCLI(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			in := start(t, db(t))
@@ -585,6 +586,7 @@ func browserLogin(t *testing.T, in *instance, c *cliRun, username, password stri
 // CLI receives the code on its loopback redirect, stores the tokens, and
 // later commands use and refresh them.
 func TestClientCLILogin(t *testing.T) {
+	t.Parallel()
 	in := start(t, "")
 	var pat struct{ ID string }
 	decodeJSON(t, string(in.do("POST", "/Patient", patient("Loginpatient")).expect(t, 201).raw), &pat)

@@ -17,6 +17,7 @@ import (
 // the shared key it refuses to start with one line that says what to do;
 // with --kek-file or LAPIS_KEK it issues tokens the first instance accepts.
 func TestSharedKEK(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	bin := lapistest.Binary(t)
 	first := start(t, db)

@@ -184,6 +184,10 @@ func (c *cluster) do(method, u string, body []byte, key string) (int, []byte, ht
 // machine's PostgreSQL cluster (pgtest gives a database in it), which a
 // test must not restart.
 func TestCluster(t *testing.T) {
+	// Not parallel: its figures (one rate limit shared through Redis,
+	// which must answer within the limiter's timeout; the failures at a
+	// kill -9) assume the machine is not also running another
+	// end-to-end test; it runs before them, alone.
 	if testing.Short() {
 		t.Skip("cluster test: not in -short")
 	}

@@ -174,6 +174,7 @@ func dialects(t *testing.T) map[string]func(t *testing.T) string {
 }
 
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			in := start(t, db(t))
@@ -519,6 +520,7 @@ func testRejections(t *testing.T, in *instance) {
 }
 
 func TestCLIContract(t *testing.T) {
+	t.Parallel()
 	_, errOut, code := run(t, "serve", "--addr", "0.0.0.0:1")
 	if code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.HasPrefix(errOut, "lapis: ") {
 		t.Fatalf("non-loopback serve: exit %d stderr %q", code, errOut)

@@ -112,6 +112,7 @@ func (s *gwServer) do(method, u string, body io.Reader, hdr ...string) gwResp {
 }
 
 func TestGatewayTLS(t *testing.T) {
+	t.Parallel()
 	for name, dbURL := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -314,6 +315,7 @@ func testGatewayTLS(t *testing.T, s *gwServer) {
 // TestGatewayPlainRemote checks the listening rule: plain HTTP on a
 // non-loopback address needs --allow-remote; TLS does not.
 func TestGatewayPlainRemote(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_, errOut, code := run(t, "serve", "--addr", "0.0.0.0:0", "--data-dir", dir)
 	if code == 0 || !strings.Contains(errOut, "allow-remote") {
@@ -338,6 +340,7 @@ func TestGatewayPlainRemote(t *testing.T) {
 // binary: a search over budget is a 503 OperationOutcome, a read is not
 // affected.
 func TestGatewaySearchTimeout(t *testing.T) {
+	t.Parallel()
 	s := lapistest.Start(t, lapistest.Options{Args: []string{"--dev-no-auth", "--search-timeout", "1ns"}})
 	get := func(path string) (int, string) {
 		r := s.Do(t, "GET", path, nil)

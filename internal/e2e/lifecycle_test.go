@@ -23,6 +23,7 @@ import (
 // a write acknowledged just before SIGTERM and of the one that completed
 // during the shutdown are in the chain) and the process exits 0.
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) { testLifecycle(t, db(t)) })
 	}

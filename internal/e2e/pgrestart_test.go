@@ -24,6 +24,9 @@ import (
 // write again without a restart, every acknowledged write is readable
 // exactly once, and the audit chains verify.
 func TestPostgresRestart(t *testing.T) {
+	// Not parallel: what it counts while PostgreSQL restarts (failed
+	// requests, the time to serve again) assumes the machine is not also
+	// running another end-to-end test; it runs before them, alone.
 	if testing.Short() {
 		t.Skip("PostgreSQL restart test: not in -short")
 	}

@@ -98,6 +98,7 @@ func introspectAuth(t *testing.T, base, id, secret string) int {
 // a webhook endpoint's secret shown once; and the other-organisation
 // sweep over every route with these apps, keys and webhooks.
 func TestPortalApps(t *testing.T) {
+	t.Parallel()
 	if !hasRoute(t, "POST", "/portal/api/orgs/{org}/apps") {
 		t.Skip("the portal's apps API is not built")
 	}
@@ -444,6 +445,7 @@ func checkActivity(t *testing.T, d *dev, appID, patient string) {
 // app's test launch (standalone, as a sandbox patient) ends at its
 // redirect URI with a code the shown verifier exchanges.
 func TestPortalBrowserApps(t *testing.T) {
+	t.Parallel()
 	if !hasRoute(t, "GET", "/portal/apps/new") {
 		t.Skip("the portal's apps pages are not built")
 	}

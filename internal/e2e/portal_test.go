@@ -317,6 +317,7 @@ func (s *secretSet) checkLog(t *testing.T, in *instance, mailTokens []string) {
 // reverse; and no secret appears in the server log except the
 // development-mode mail lines' links.
 func TestPortalAPI(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) { testPortalAPI(t, serve(t, lapistest.Options{Database: db(t)})) })
 	}
@@ -897,6 +898,7 @@ func (b *browser) logout() {
 // joins, and the owner sees them. With LAPIS_SCREENSHOT_DIR set it saves
 // the README's screenshots there.
 func TestPortalBrowser(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
 			in := serve(t, lapistest.Options{Database: db(t)})

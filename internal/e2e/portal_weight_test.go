@@ -262,10 +262,11 @@ func median(ds []time.Duration) time.Duration {
 
 // TestPortalPageWeight seeds 100 apps and 10,000 requests of activity and
 // checks that every portal page (each GET page of the route table, the
-// app pages with the busiest app) answers 200 in under 100 KB; it logs
-// each page's median serve time over 9 fetches (target 50 ms; measured
-// under load, so only reported, see BenchmarkPortalPages).
+// app pages with the busiest app) answers 200 in under 100 KB. How fast
+// each page is served (target 50 ms) is a measurement, reported by
+// BenchmarkPortalPages.
 func TestPortalPageWeight(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("seeds 10,000 requests")
 	}
@@ -276,29 +277,15 @@ func TestPortalPageWeight(t *testing.T) {
 		t.Fatalf("only %d pages", len(pages))
 	}
 	for _, pg := range pages {
-		var times []time.Duration
-		size := 0
-		for range 9 {
-			st, n, dt := fetchPage(t, d, anon, pg)
-			if st != 200 {
-				t.Errorf("GET %s: %d", pg.path, st)
-				break
-			}
-			size = n
-			times = append(times, dt)
-		}
-		if len(times) == 0 {
+		st, size, _ := fetchPage(t, d, anon, pg)
+		if st != 200 {
+			t.Errorf("GET %s: %d", pg.path, st)
 			continue
 		}
 		if size >= maxPageBytes {
 			t.Errorf("GET %s: %d bytes, want < %d", pg.path, size, maxPageBytes)
 		}
-		m := median(times)
-		note := ""
-		if m > pageTarget {
-			note = " (over the 50 ms target; measured under load)"
-		}
-		t.Logf("%-40s %6d bytes  median %6.1f ms%s", pg.name, size, float64(m)/float64(time.Millisecond), note)
+		t.Logf("%-40s %6d bytes", pg.name, size)
 	}
 }
 
@@ -322,7 +309,11 @@ func BenchmarkPortalPages(b *testing.B) {
 				size = n
 				times = append(times, dt)
 			}
-			b.ReportMetric(float64(median(times))/float64(time.Millisecond), "ms/median")
+			m := median(times)
+			if m > pageTarget {
+				b.Logf("GET %s: median %v, over the %v target", pg.name, m, pageTarget)
+			}
+			b.ReportMetric(float64(m)/float64(time.Millisecond), "ms/median")
 			b.ReportMetric(float64(size), "bytes/page")
 		})
 	}

@@ -22,6 +22,7 @@ import (
 // process of its own), applies to the running server within a poll, and
 // shows in RateLimit-Policy; "none" lifts it.
 func TestSyntheaLoadUnderDefaultLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		db    func(t *testing.T) string

@@ -215,6 +215,9 @@ func rlMemory(t testing.TB) (*rlServer, string) {
 // one Redis; one API key flooding both is held to one limit between them
 // (two separate limits would admit twice as much).
 func TestRateLimitRedis(t *testing.T) {
+	// Not parallel: the shared limit holds only while Redis answers
+	// within the limiter's timeout (else each instance falls back to its
+	// own limit), which a busy machine can delay; it runs alone.
 	a, b, key, rds := rlRedisPair(t)
 
 	checkLimit(t, "redis, 2 instances", flood(t, []*rlServer{a, b}, key, 400, 40), rlRate, rlBurst)
@@ -241,6 +244,7 @@ func TestRateLimitRedis(t *testing.T) {
 // TestRateLimitMemory: the same flood against one instance with the
 // in-process limiter (SQLite), and the response contract of 429s.
 func TestRateLimitMemory(t *testing.T) {
+	t.Parallel()
 	s, key := rlMemory(t)
 
 	r := flood(t, []*rlServer{s}, key, 200, 20)

@@ -21,6 +21,7 @@ var readmeFlagExempt = map[string]string{
 // (the first column of the table under "## Configuration") names every
 // flag "lapis serve --help" lists, and only flags that exist.
 func TestREADMEConfigFlags(t *testing.T) {
+	t.Parallel()
 	out, _, code := run(t, "serve", "--help")
 	if code != 0 {
 		t.Fatalf("serve --help: exit %d", code)

@@ -107,6 +107,7 @@ func readmeBlocks(t *testing.T, readme string) []readmeBlock {
 // one bash process against a fresh lapis serve on SQLite: every command
 // must succeed and no curl may get an HTTP error.
 func TestREADME(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("bash not found")
 	}

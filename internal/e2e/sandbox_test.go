@@ -88,6 +88,7 @@ func jwtClaims(t *testing.T, tok string) map[string]any {
 // empties it while the server runs (old sandbox credentials stop, new
 // ones work, production is untouched); /readyz names the sandbox's checks.
 func TestSandbox(t *testing.T) {
+	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) { testSandbox(t, db(t)) })
 	}
@@ -209,6 +210,7 @@ func total(t *testing.T, in *instance, u string, h []string) int {
 
 // TestNoSandbox: with --sandbox=false nothing is served under /sandbox/.
 func TestNoSandbox(t *testing.T) {
+	t.Parallel()
 	in := serve(t, lapistest.Options{Args: []string{"--sandbox=false"}})
 	sbBase := strings.TrimSuffix(in.base, "/fhir") + "/sandbox/fhir"
 	for _, p := range []string{"/metadata", "/.well-known/smart-configuration", "/auth/token"} {

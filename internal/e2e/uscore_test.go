@@ -41,6 +41,7 @@ func noAuthGet(url string) (int, []byte, error) {
 // configured US Core version; `lapis reindex --json` runs beside the
 // server; the US Core race parameter finds a patient.
 func TestUSCoreServer(t *testing.T) {
+	t.Parallel()
 	reg, err := definitions.Load()
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ func (a compartmentAccess) Filter(ctx context.Context) *store.AccessFilter {
 }
 
 func TestAccessSeam(t *testing.T) {
+	t.Parallel()
 	reg, _, _ := shared(t)
 	params := map[string][]string{}
 	for _, typ := range reg.ResourceTypes() {
@@ -89,6 +90,7 @@ func TestAccessSeam(t *testing.T) {
 // Concurrent unversioned updates of one resource all succeed (the service
 // retries on store conflicts) and produce consecutive versions.
 func TestConcurrentUpdates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.do("PUT", "/fhir/Patient/c", `{"resourceType":"Patient","id":"c"}`).expect(t, http.StatusCreated)
 	const n = 8

@@ -14,6 +14,7 @@ const patientBody = `{"resourceType":"Patient","identifier":[{"system":"http://e
 func patient(mrn, family string) string { return fmt.Sprintf(patientBody, mrn, family) }
 
 func TestMetadata(t *testing.T) {
+	t.Parallel()
 	hooked := false
 	e := newEnv(t, func(c *Config, _ *resourceConfig) {
 		c.CapabilityHook = func(cs map[string]any) {
@@ -84,6 +85,7 @@ func TestMetadata(t *testing.T) {
 }
 
 func TestCreateReadVRead(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	body := `{"resourceType":"Observation","id":"client-id","status":"final","code":{"text":"weight"},"valueQuantity":{"value":72.500,"unit":"kg"},"meta":{"versionId":"99","lastUpdated":"2001-01-01T00:00:00Z"}}`
 	r := e.do("POST", "/fhir/Observation", body).expect(t, http.StatusCreated)
@@ -171,6 +173,7 @@ func TestCreateReadVRead(t *testing.T) {
 }
 
 func TestSummaryElementsOnRead(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.create(`{"resourceType":"Patient","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann</div>"},"name":[{"family":"X"}],"photo":[{"contentType":"image/png"}],"birthDate":"2000-01-01"}`)
 	subsetted := func(m map[string]any) bool {
@@ -197,6 +200,7 @@ func TestSummaryElementsOnRead(t *testing.T) {
 }
 
 func TestUpdate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.create(patient("1", "Smith"))
 	upd := func(id, family string) string {
@@ -270,6 +274,7 @@ func TestUpdate(t *testing.T) {
 }
 
 func TestConditionalCreate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	h := "If-None-Exist: identifier=http://example.org/mrn|cc-1"
 	r := e.do("POST", "/fhir/Patient", patient("cc-1", "A"), h).expect(t, http.StatusCreated)
@@ -284,6 +289,7 @@ func TestConditionalCreate(t *testing.T) {
 }
 
 func TestDeleteAndHistory(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.create(patient("d-1", "Del"))
 	e.do("PUT", "/fhir/Patient/"+id, fmt.Sprintf(`{"resourceType":"Patient","id":"%s","active":false}`, id)).expect(t, http.StatusOK)
@@ -373,6 +379,7 @@ func TestDeleteAndHistory(t *testing.T) {
 }
 
 func TestPatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.create(patient("p-1", "Patch"))
 	jp := "Content-Type: application/json-patch+json"
@@ -426,6 +433,7 @@ func TestPatch(t *testing.T) {
 }
 
 func TestNegotiationAndErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *Config, _ *resourceConfig) { c.MaxBodyBytes = 2048 })
 	id := e.create(patient("n-1", "Neg"))
 	cases := []struct {
@@ -486,6 +494,7 @@ func TestNegotiationAndErrors(t *testing.T) {
 }
 
 func TestPrefer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	r := e.do("POST", "/fhir/Patient", patient("pr", "P"), "Prefer: return=minimal").expect(t, http.StatusCreated)
 	if len(r.body) != 0 || r.hdr.Get("Location") == "" || r.hdr.Get("ETag") != `W/"1"` {
@@ -514,6 +523,7 @@ func TestPrefer(t *testing.T) {
 }
 
 func TestSearchPaging(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	want := map[string]bool{}
 	for i := 0; i < 25; i++ {
@@ -621,6 +631,7 @@ func TestSearchPaging(t *testing.T) {
 }
 
 func TestPanicRecovery(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *Config, _ *resourceConfig) {
 		c.Middleware = func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

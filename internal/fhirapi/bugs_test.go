@@ -13,6 +13,7 @@ import (
 // regular expressions only, which admit impossible calendar dates; R4
 // datatypes.html requires valid dates.
 func TestBugValidateImpossibleDate(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, b := range []string{
 		`{"resourceType":"Patient","birthDate":"2020-02-30"}`,
@@ -27,6 +28,7 @@ func TestBugValidateImpossibleDate(t *testing.T) {
 // txt-2): script elements, event-handler attributes and non-XHTML content
 // in Narrative.div are accepted and later served to clients.
 func TestBugValidateNarrativeScript(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, div := range []string{
 		`<div xmlns=\"http://www.w3.org/1999/xhtml\"><script>alert(1)</script></div>`,
@@ -40,6 +42,7 @@ func TestBugValidateNarrativeScript(t *testing.T) {
 // is an integer. unsignedInt ([0]|([1-9][0-9]*)) and positiveInt
 // ([1-9][0-9]*) have no sign.
 func TestValidateIntegerMinusZero(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.do("POST", "/fhir/Patient", `{"resourceType":"Patient","multipleBirthInteger":-0}`).expect(t, http.StatusCreated)
 	e.do("POST", "/fhir/Observation", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueInteger":-0}`).expect(t, http.StatusCreated)

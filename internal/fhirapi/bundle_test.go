@@ -16,6 +16,7 @@ func countOf(t *testing.T, e *env, query string) float64 {
 }
 
 func TestTransaction(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	const pu = "urn:uuid:8a4fbd5e-3c43-4f1e-9d4c-6c3b8e3a3e11"
 	const ou = "urn:oid:1.2.3.4.5"
@@ -227,6 +228,7 @@ func TestTransaction(t *testing.T) {
 }
 
 func TestBatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.create(patient("b-1", "Batch"))
 	body := `{"resourceType":"Bundle","type":"batch","entry":[

@@ -357,6 +357,7 @@ func TestCompartmentAccess(t *testing.T) {
 // TestCapabilityCompartment: the CapabilityStatement announces the Patient
 // compartment and $everything.
 func TestCapabilityCompartment(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cs := e.do("GET", "/fhir/metadata", "").expect(t, http.StatusOK).json(t)
 	if c := get(cs, "rest", 0, "compartment", 0); c != "http://hl7.org/fhir/CompartmentDefinition/patient" {

@@ -36,6 +36,7 @@ func (f *faultyStore) Update(ctx context.Context, fn func(tx store.Tx) error) er
 }
 
 func TestStoreFaults(t *testing.T) {
+	t.Parallel()
 	var fs *faultyStore
 	e := newEnv(t, func(_ *Config, rc *resourceConfig) {
 		fs = &faultyStore{Store: rc.Store}

@@ -13,6 +13,7 @@ import (
 // setVersionHeaders assigns the header map directly: the values must be
 // what Header.Set with the standard formatting gave.
 func TestSetVersionHeaders(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 11, 23, 9, 12, 56, 854e6, time.FixedZone("x", 3600))
 	for _, v := range []int64{0, 1, 63, 64, 1000, 1 << 40} {
 		rec := httptest.NewRecorder()

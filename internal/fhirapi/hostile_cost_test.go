@@ -32,9 +32,10 @@ import (
 
 // costEnv is an environment with the lapis serve limits (maxResp
 // overrides the response size limit when positive), seeded with 20
-// patients and 200 observations of ~600 bytes, so that
+// patients and 200 observations, each with a note of noteBytes: with
+// 400, observations of ~600 bytes, so that
 // Observation?_count=1000&_include=* returns ~140 KB.
-func costEnv(t *testing.T, dialect string, maxResp int64) *env {
+func costEnv(t *testing.T, dialect string, maxResp int64, noteBytes int) *env {
 	t.Helper()
 	if maxResp <= 0 {
 		maxResp = config.DefaultMaxResponseBytes
@@ -51,7 +52,7 @@ func costEnv(t *testing.T, dialect string, maxResp int64) *env {
 	for i := 0; i < 20; i++ {
 		es = append(es, fmt.Sprintf(`{"resource":{"resourceType":"Patient","id":"p%d","name":[{"family":"F%d"}]},"request":{"method":"PUT","url":"Patient/p%d"}}`, i, i, i))
 	}
-	note := strings.Repeat("x", 400)
+	note := strings.Repeat("x", noteBytes)
 	for i := 0; i < 200; i++ {
 		es = append(es, fmt.Sprintf(`{"resource":{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"c"},"subject":{"reference":"Patient/p%d"},"note":[{"text":"%s"}]},"request":{"method":"PUT","url":"Observation/o%d"}}`, i, i%20, note, i))
 	}
@@ -98,12 +99,19 @@ func diagnostics(issues []any) string {
 	return strings.Join(ds, " | ")
 }
 
+// TestHostileCost stays sequential: it measures the process's heap, which
+// a test running beside it would add to.
 func TestHostileCost(t *testing.T) {
 	const search = "Observation?_count=1000&_include=*"
 	heapBound := uint64(256 << 20)
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			e := costEnv(t, dialect, 0)
+			// Notes of 4,000 bytes: a search returns ~900 KB, so a batch
+			// reaches the default response size limit after a few dozen
+			// entries instead of 230 (each a search of 220 resources,
+			// tens of CPU-seconds in all under -race); the limits are
+			// the same.
+			e := costEnv(t, dialect, 0, 4000)
 			limit := int64(config.DefaultMaxResponseBytes)
 			one := e.do("GET", "/fhir/"+search, "").expect(t, 200)
 			t.Logf("one %s: %d bytes", search, len(one.body))
@@ -203,10 +211,11 @@ func TestHostileCost(t *testing.T) {
 // once the response is full, writes run with their resource left out)
 // and transactions (refused whole unless Prefer: return=minimal).
 func TestHostileCostSmallLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 64 << 10
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			e := costEnv(t, dialect, limit)
+			e := costEnv(t, dialect, limit, 400)
 			tooCostly := func(t *testing.T, r *resp, want string) {
 				t.Helper()
 				issues := r.outcome(t, http.StatusRequestEntityTooLarge)

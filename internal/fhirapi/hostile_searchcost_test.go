@@ -16,6 +16,7 @@ import (
 // criteria of a conditional interaction, and as a batch entry — and
 // nothing is stored; under the bound it is answered.
 func TestHostileSearchCost(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.do("PUT", "/fhir/Patient/p1", `{"resourceType":"Patient","id":"p1","name":[{"family":"Chalmers"}]}`).expect(t, http.StatusCreated)
 	e.do("PUT", "/fhir/Observation/o1", `{"resourceType":"Observation","id":"o1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"85354-9"}]},"subject":{"reference":"Patient/p1"},`+

@@ -161,6 +161,7 @@ func malformedBodies() map[string]string {
 }
 
 func TestHostileInput(t *testing.T) {
+	t.Parallel()
 	// Failed requests must not change anything, so one seeded environment
 	// serves every case until a request succeeds in writing; then a copy of
 	// the seeded database file replaces it (cheaper than migrating a new one).

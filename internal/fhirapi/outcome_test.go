@@ -16,6 +16,7 @@ import (
 // or transaction only what its read entries returned, with the versions
 // it wrote.
 func TestOutcomeCounts(t *testing.T) {
+	t.Parallel()
 	var last *interaction.Outcome
 	e := newEnv(t, func(c *Config, _ *resourceConfig) {
 		c.Middleware = func(next http.Handler) http.Handler {

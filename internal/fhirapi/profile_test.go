@@ -67,6 +67,7 @@ func refusedWith(t *testing.T, r *resp, code int) {
 // never looser unless the operator allows it; a bad value is a 400;
 // reads ignore the header.
 func TestRequestProfileValidation(t *testing.T) {
+	t.Parallel()
 	const hdr = profile.Header + ": "
 	t.Run("server off, request stricter", func(t *testing.T) {
 		e := newEnv(t, withProfiles(t, profile.ModeOff, false))

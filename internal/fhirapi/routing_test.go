@@ -18,6 +18,7 @@ import (
 // 405; /metadata runs none; searches carry the search time budget; the
 // request log learns the route.
 func TestRoutingBeforeStages(t *testing.T) {
+	t.Parallel()
 	type seen struct {
 		pattern     string
 		ix          *interaction.Interaction

@@ -10,6 +10,7 @@ import (
 // TestHTTPSpecDetails checks details of R4 http.html that are easy to get
 // wrong.
 func TestHTTPSpecDetails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	checkVersionHeaders := func(t *testing.T, r *resp, version string) {
 		t.Helper()

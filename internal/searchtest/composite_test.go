@@ -15,6 +15,7 @@ import (
 // values must still be matched component by component on the rows of one
 // group: 8480-6 > 140 must not match o3 through its 8462-4 component.
 func TestCompositeValues(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, e *env) {
 		run := storeSearch(t, e, "Observation")
 		// Values that match nothing: other codes, and 8480-6 values out of

@@ -53,6 +53,7 @@ func (e *env) allPages(t *testing.T, typ, query string) (matches []string, pages
 }
 
 func TestPaging(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, e *env) {
 		for _, c := range []struct {
 			typ, query string
@@ -153,6 +154,7 @@ func removeCount(q string) string {
 // HTTP layer: POST _search gives the same results as GET, and
 // patient=Patient/{id} the same as patient={id}.
 func TestHTTP(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, e *env) {
 		h := fhirapi.New(fhirapi.Config{BaseURL: base + "/fhir"}, e.app.Service, e.app.Registry)
 		do := func(method, path, body string) *result {
@@ -208,6 +210,7 @@ func TestHTTP(t *testing.T) {
 // value is a 400. It calls the parser and the store directly: the resource
 // service applies its own, smaller, limits first.
 func TestManyValues(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, e *env) {
 		run := storeSearch(t, e, "Patient")
 		or := "name=" + strings.Repeat("zz,", search.MaxValues-1) + "chalmers"

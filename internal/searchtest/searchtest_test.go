@@ -609,6 +609,7 @@ func dups(s []string) []string {
 }
 
 func TestSearchTable(t *testing.T) {
+	t.Parallel()
 	dialects(t, func(t *testing.T, e *env) {
 		for _, c := range cases {
 			name := c.typ + "?" + c.query

@@ -20,6 +20,7 @@ import (
 // narrowed to laboratory results, the code at the app, the exchange with
 // golang.org/x/oauth2, the id_token through go-oidc and a refresh.
 func TestBrowserStandaloneLaunch(t *testing.T) {
+	t.Parallel()
 	ctx := browsertest.New(t, browsertest.Options{Timeout: 90 * time.Second})
 	f := setup(t, "")
 	p, state := newPKCE(), "br-"+randHex(8)

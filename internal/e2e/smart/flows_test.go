@@ -173,8 +173,10 @@ func sameScopes(t *testing.T, got string, want ...string) {
 }
 
 func TestFlows(t *testing.T) {
+	t.Parallel()
 	for _, d := range dialects() {
 		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
 			f := setup(t, d.db(t))
 			t.Run("Discovery", f.testDiscovery)
 			t.Run("StandaloneLaunch", f.testStandalone)

@@ -6,9 +6,11 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
 	"sort"
 	"strings"
+	"sync"
+
+	"github.com/lapis-health/lapis/internal/fhir/definitions/wire"
 )
 
 //go:embed data/r4.json.gz
@@ -93,10 +95,19 @@ func (b *Binding) HasCode(code string) bool {
 	return false
 }
 
-// Load parses the embedded generated definitions. Call once at startup and
-// pass the *Registry around: there is no package-level mutable state, and
-// the Registry is immutable after Load and safe for concurrent use.
-func Load() (*Registry, error) {
+// Load returns the embedded generated definitions, parsed on the first
+// call: the Registry is immutable and safe for concurrent use, so every
+// caller of a process (the production and sandbox environments of a
+// server, each admin command run in a test process) shares the one parse
+// instead of decoding the same embedded data again.
+func Load() (*Registry, error) { return loadOnce() }
+
+// loadOnce parses the definitions once per process (a Registry never
+// changes after parse, so sharing it is not mutable state).
+var loadOnce = sync.OnceValues(parse)
+
+// parse parses the embedded generated definitions.
+func parse() (*Registry, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(r4Data))
 	if err != nil {
 		return nil, fmt.Errorf("definitions: open embedded data: %w", err)

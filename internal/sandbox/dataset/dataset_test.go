@@ -74,6 +74,7 @@ func resources(t *testing.T) []entry {
 // every profile it claims, in US Core 6.1.0 and 7.0.0 (validation modes
 // claimed and us-core).
 func TestValidates(t *testing.T) {
+	t.Parallel()
 	reg, err := definitions.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +136,7 @@ func TestValidates(t *testing.T) {
 // coverage report does not: ids and references, the Group, the logins,
 // Provenance, missing data, clinical notes and their attachments.
 func TestContent(t *testing.T) {
+	t.Parallel()
 	all := resources(t)
 	byRef := map[string]entry{}
 	for _, e := range all {
@@ -284,6 +286,7 @@ func TestContent(t *testing.T) {
 // disability-status and cognitive-status, and a problem or health-concern
 // Condition the category sdoh (conformance.md §5.2).
 func TestScreeningAssessment(t *testing.T) {
+	t.Parallel()
 	const usCat = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"
 	found := map[string]bool{}
 	for _, e := range resources(t) {
@@ -370,6 +373,7 @@ func walk(v any, fn func(k string, v any)) {
 // loading it again leaves one version of each resource more and no second
 // copy.
 func TestLoad(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ dialect, version, mode string }{
 		{"sqlite", "6.1.0", profile.ModeClaimed}, {"sqlite", "7.0.0", profile.ModeUSCore}, {"postgres", "6.1.0", profile.ModeUSCore}, {"postgres", "7.0.0", profile.ModeClaimed},
 	} {
