@@ -156,6 +156,7 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		sql += " AND NOT " + b.RidIn("r.rid", sk)
 	}
 	sql += " ORDER BY r.rid"
+	rq = keyed(rq)
 	if pinnable(filter) {
 		rq = pinned(rq)
 	}

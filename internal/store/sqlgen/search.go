@@ -580,6 +580,7 @@ func (e *Engine) Load(ctx context.Context, qr Querier, rids []int64, filter *sto
 	if f := g.access("r", ""); f != "" {
 		sql += " AND " + f
 	}
+	qr = keyed(qr)
 	if pinnable(filter) {
 		qr = pinned(qr)
 	}
