@@ -780,9 +780,11 @@ func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query)
 // resource that is not deleted and carry its type (see hasFromIndexRows),
 // so the driving rows' rids are the visible resources of the type; the
 // other clauses are probed per candidate as in base. Each match is then
-// one index entry instead of a probe of the resources row besides. It
-// returns "SELECT DISTINCT k.rid FROM ... WHERE ..." (no ORDER BY), or
-// ok false when q is not of that kind.
+// one index entry instead of a probe of the resources row besides. A
+// driving _has of the kind hasFromIndexRows renders reads its matches as
+// hasRows says, from the referenced rows' (type, id) lookups. It returns
+// "SELECT DISTINCT x.rid FROM ... WHERE ..." (no ORDER BY), or ok false
+// when q is not of that kind.
 func (e *Engine) fromIndexRows(b *Builder, q *store.Query) (string, bool, error) {
 	if q.Type == "" || q.Compartment != nil || q.MatchFilter != nil || len(q.Sort) > 0 || q.Keyset != nil {
 		return "", false, nil
@@ -795,10 +797,11 @@ func (e *Engine) fromIndexRows(b *Builder, q *store.Query) (string, bool, error)
 	if c.Negate || len(c.Any) == 0 {
 		return "", false, nil
 	}
+	has := len(c.Any) == 1 && c.Any[0].Has != nil
 	table, param := simpleTable(&c.Any[0]), rowParam(&c.Any[0])
 	for i := range c.Any {
 		p := &c.Any[i]
-		if len(p.Composite) > 0 || table == "" || simpleTable(p) != table || rowParam(p) != param {
+		if !has && (len(p.Composite) > 0 || table == "" || simpleTable(p) != table || rowParam(p) != param) {
 			return "", false, nil
 		}
 	}
@@ -821,31 +824,48 @@ func (e *Engine) fromIndexRows(b *Builder, q *store.Query) (string, bool, error)
 		return "", false, nil
 	}
 	g := &gen{b: b, filter: q.Filter, sqlite: e.D == SQLite}
-	k := g.alias("k")
-	conds := make([]string, len(c.Any))
-	for i := range c.Any {
-		var err error
-		if conds[i], err = g.simple(k, &c.Any[i]); err != nil {
-			return "", true, err
+	var from, alias string
+	var where []string
+	if has {
+		f, w, a, ok, err := g.hasRows(q.Type, c.Any[0].Has)
+		if !ok || err != nil {
+			return "", ok, err
 		}
+		from, alias = f, a
+		if w != "" {
+			where = append(where, w)
+		}
+	} else {
+		alias = g.alias("k")
+		conds := make([]string, len(c.Any))
+		for i := range c.Any {
+			var err error
+			if conds[i], err = g.simple(alias, &c.Any[i]); err != nil {
+				return "", true, err
+			}
+		}
+		// SQLite reads references by target id through the target index,
+		// whatever the statistics: the url index, which starts with (type,
+		// param), holds every reference of the type and parameter.
+		from = table + " " + alias
+		if e.D == SQLite && slices.IndexFunc(c.Any, func(p store.Predicate) bool { return p.Reference == nil || p.Reference.TargetID == "" }) < 0 {
+			from += " INDEXED BY idx_reference_target"
+		}
+		where = append(where, alias+".type = "+b.Arg(q.Type)+" AND "+alias+".param = "+b.Arg(param)+" AND "+orTree(conds))
 	}
-	// SQLite reads references by target id through the target index,
-	// whatever the statistics: the url index, which starts with (type,
-	// param), holds every reference of the type and parameter.
-	from := table + " " + k
-	if e.D == SQLite && slices.IndexFunc(c.Any, func(p store.Predicate) bool { return p.Reference == nil || p.Reference.TargetID == "" }) < 0 {
-		from += " INDEXED BY idx_reference_target"
-	}
-	where := k + ".type = " + b.Arg(q.Type) + " AND " + k + ".param = " + b.Arg(param) + " AND " + orTree(conds)
 	others := make([]store.Clause, 0, len(q.Where)-1)
 	others = append(others, q.Where[:driver]...)
 	others = append(others, q.Where[driver+1:]...)
-	w, err := g.where(scope{alias: k, typ: q.Type, corr: true}, others, -1)
+	w, err := g.where(scope{alias: alias, typ: q.Type, corr: true}, others, -1)
 	if err != nil {
 		return "", true, err
 	}
 	if w != "" {
-		where += " AND " + w
+		where = append(where, w)
 	}
-	return "SELECT DISTINCT " + k + ".rid FROM " + from + " WHERE " + where, true, nil
+	sql := "SELECT DISTINCT " + alias + ".rid FROM " + from
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	return sql, true, nil
 }

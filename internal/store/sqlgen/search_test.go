@@ -32,6 +32,8 @@ func TestMatchesFromIndexRows(t *testing.T) {
 			"SELECT DISTINCT k1.rid FROM idx_token k1 WHERE "},
 		{"type open to the caller", store.Query{Type: "Observation", Where: []store.Clause{patient}, Filter: open},
 			"SELECT DISTINCT k1.rid FROM idx_reference k1 INDEXED BY idx_reference_target WHERE "},
+		{"_has", store.Query{Type: "Encounter", Where: []store.Clause{has}},
+			"SELECT DISTINCT e3.rid FROM idx_token k1 CROSS JOIN idx_reference h2 INDEXED BY idx_reference_rid CROSS JOIN resources e3 INDEXED BY resources_type_id_live WHERE "},
 		{"sort", store.Query{Type: "Observation", Where: []store.Clause{patient}, Sort: []store.SortKey{{Param: "date", Type: "date"}}}, ""},
 		{"_id", store.Query{Type: "Observation", Where: []store.Clause{patient, id}}, ""},
 		{"_has beside", store.Query{Type: "Encounter", Where: []store.Clause{patient, has}}, ""},
@@ -51,13 +53,16 @@ func TestMatchesFromIndexRows(t *testing.T) {
 			want := tc.want
 			if d == Postgres {
 				want = strings.Replace(want, " INDEXED BY idx_reference_target", "", 1)
+				if tc.name == "_has" {
+					want = "SELECT DISTINCT e3.rid FROM (SELECT DISTINCT k1.rid FROM idx_token k1 WHERE "
+				}
 			}
 			switch {
 			case want == "" && !strings.HasPrefix(sql, "SELECT r.rid FROM resources r WHERE "):
 				t.Errorf("%s (dialect %d): not from the resources rows: %s", tc.name, d, sql)
 			case want != "" && !strings.HasPrefix(sql, want):
 				t.Errorf("%s (dialect %d): want %q..., got %s %v", tc.name, d, want, sql, args)
-			case want != "" && strings.Contains(sql, "resources"):
+			case want != "" && tc.name != "_has" && strings.Contains(sql, "resources"):
 				t.Errorf("%s (dialect %d): reads resources rows: %s", tc.name, d, sql)
 			}
 		}
