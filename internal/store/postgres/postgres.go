@@ -158,12 +158,13 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	if err := ptx.Commit(ctx); err != nil {
 		return mapErr(err)
 	}
-	// When the data has grown by a factor since the last ANALYZE, refresh
-	// the statistics of the store's tables now rather than when autovacuum
-	// comes round (up to a minute and a scale factor later), so searches
-	// plan on the data as it is; in the background, so that this commit's
+	// When the data has grown by a factor since the last refresh, refresh
+	// the statistics and visibility maps of the store's tables now rather
+	// than when autovacuum comes round (up to a minute and a scale factor
+	// later), so searches plan on the data as it is and read it through
+	// their covering indexes; in the background, so that this commit's
 	// response does not wait for it.
-	s.stats.Background(t.puts, func() error { return s.analyzeTables(context.WithoutCancel(ctx)) })
+	s.stats.Background(t.puts, func() error { return s.vacuumTables(context.WithoutCancel(ctx)) })
 	return nil
 }
 
@@ -173,10 +174,18 @@ func (s *Store) WaitStats() { s.stats.Wait() }
 // statsTables are the tables whose statistics searches plan with.
 const statsTables = "resources, history, idx_string, idx_token, idx_reference, idx_date, idx_number, idx_quantity, idx_uri, history_token, history_reference"
 
-// analyzeTables ANALYZEs the store's tables. ANALYZE invalidates the
-// cached plans that depend on them, on every connection.
-func (s *Store) analyzeTables(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, "ANALYZE "+statsTables)
+// vacuumTables VACUUMs and ANALYZEs the store's tables. ANALYZE
+// invalidates the cached plans that depend on them, on every connection.
+// VACUUM marks the pages written since the last one all-visible: until
+// then an index-only scan (the index tables' search and rid indexes
+// cover the searches that read them) fetches every row it finds from the
+// table as well, which after a load over HTTP, before autovacuum's first
+// round, made the rows read per search several times more. Tables that
+// autovacuum is working on are skipped (it does the same). The statement
+// has no arguments, so it runs in the simple protocol, outside a
+// transaction block, as VACUUM must.
+func (s *Store) vacuumTables(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, "VACUUM (ANALYZE, SKIP_LOCKED) "+statsTables)
 	return err
 }
 

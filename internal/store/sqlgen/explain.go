@@ -66,6 +66,15 @@ func (q explainQuerier) Pinned() Querier {
 	return q
 }
 
+// Keyed records the plans of the statements that read rows by key as
+// they run (Keyer).
+func (q explainQuerier) Keyed() Querier {
+	if k, ok := q.Querier.(Keyer); ok {
+		return explainQuerier{Querier: k.Keyed(), d: q.d, p: q.p}
+	}
+	return q
+}
+
 func (q explainQuerier) Query(ctx context.Context, sql string, args ...any) (Rows, error) {
 	var lines []string
 	var err error

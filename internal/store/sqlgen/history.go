@@ -1,9 +1,12 @@
 package sqlgen
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -44,7 +47,7 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	if !hq.At.IsZero() {
 		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
 	}
-	joined := false
+	joined, driven := false, false
 	nargs := len(b.Args)
 	if f := g.access("r", hq.Type); f == "1=1" {
 		b.Args = b.Args[:nargs] // unrestricted: drop what the rules bound
@@ -55,6 +58,7 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			drv = g.compartmentDriver(hq.Type)
 		}
 		if drv != "" {
+			driven = true
 			// Candidates from the compartment's references, then their
 			// versions by (type, id); SQLite keeps that join order.
 			join := " JOIN "
@@ -87,6 +91,9 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	where := ""
 	if len(conds) > 0 {
 		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	if driven && !hq.Superseded && hq.Version == 0 {
+		return e.historyOfCandidates(ctx, qr, b, from+where, hq.Before, count)
 	}
 	page := &store.HistoryPage{}
 	switch {
@@ -149,6 +156,72 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 		page.Total = len(page.Versions)
 	}
 	return page, rows.Err()
+}
+
+// historyOfCandidates returns the history page of a query driven by a
+// compartment's candidates (fromWhere: its FROM and WHERE over history h,
+// with b's arguments). The candidates' versions are bounded by the
+// compartment, and both the total and the newest-first page read every
+// one of them, so one statement lists their sequences, newest first, from
+// the history index alone (no body is read or sorted), for the total and
+// the page's sequences at once; a second reads the page's rows by
+// sequence.
+func (e *Engine) historyOfCandidates(ctx context.Context, qr Querier, b *Builder, fromWhere, before string, count int) (*store.HistoryPage, error) {
+	var cursor int64
+	if before != "" {
+		var err error
+		if cursor, err = strconv.ParseInt(before, 36, 64); err != nil {
+			return nil, store.ErrNotFound
+		}
+	}
+	seqs, err := queryRIDs(ctx, qr, "SELECT h.seq"+fromWhere+" ORDER BY h.seq DESC", b.Args)
+	if err != nil {
+		return nil, err
+	}
+	page := &store.HistoryPage{Total: len(seqs)}
+	if before != "" {
+		i, _ := slices.BinarySearchFunc(seqs, cursor, func(s, c int64) int { return cmp.Compare(c, s) })
+		for i < len(seqs) && seqs[i] >= cursor {
+			i++
+		}
+		seqs = seqs[i:]
+	}
+	if len(seqs) > count {
+		seqs = seqs[:count]
+		page.Next = strconv.FormatInt(seqs[count-1], 36)
+	}
+	if len(seqs) == 0 {
+		return page, nil
+	}
+	lb := &Builder{D: e.D}
+	rows, err := keyed(qr).Query(ctx, "SELECT h.seq, "+ResourceColumns("h")[len("h.rid, "):]+" FROM history h WHERE "+lb.RidIn("h.seq", seqs), lb.Args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	bySeq := make(map[int64]store.Resource, len(seqs))
+	for rows.Next() {
+		var seq int64
+		var r store.Resource
+		var ms int64
+		if err := rows.Scan(&seq, &r.Type, &r.ID, &r.VersionID, &ms, &r.Deleted, &r.Method, &r.Body); err != nil {
+			return nil, err
+		}
+		r.LastUpdated = time.UnixMilli(ms).UTC()
+		if r.Deleted {
+			r.Body = nil
+		}
+		bySeq[seq] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, seq := range seqs {
+		if r, ok := bySeq[seq]; ok {
+			page.Versions = append(page.Versions, r)
+		}
+	}
+	return page, nil
 }
 
 // seqRows scans a leading sequence column before the resource columns.

@@ -126,19 +126,37 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		if inc.Param != "" && inc.Param != "*" {
 			inner = append(inner, "x.param = "+b.Arg(inc.Param))
 		}
-		inner = append(inner, "t.rid = x.rid", "NOT t.deleted")
 		st := inc.SourceType
 		if st == "*" {
 			st = ""
 		}
-		if f := g.access("t", st); f != "" {
-			inner = append(inner, f)
+		// On SQLite the sources are the reference rows' rids: index rows
+		// exist only for the current version of a resource that is not
+		// deleted (see hasFromIndexRows), so their resources rows are
+		// joined only for an access rule to test (rendered apart first,
+		// so that a rule is tested without binding its values). On
+		// PostgreSQL the join stays: without it, statistics taken on small
+		// tables make the planner read the reference rows through the url
+		// index (every reference of the source type and parameter).
+		src, join := "x", ""
+		scratch := &gen{b: &Builder{D: e.D}, filter: filter}
+		if f := scratch.access("t", st); e.D == Postgres || (f != "" && f != "1=1") {
+			f = g.access("t", st)
+			src = "t"
+			inner = append(inner, "t.rid = x.rid", "NOT t.deleted")
+			if f != "" {
+				inner = append(inner, f)
+			}
+			join = " CROSS JOIN resources t"
+			if e.D == Postgres {
+				join = " JOIN resources t ON t.rid = x.rid"
+			}
 		}
 		if e.D == SQLite {
-			sql = "SELECT DISTINCT t.rid FROM resources m CROSS JOIN " + TableReference + " x INDEXED BY idx_reference_target CROSS JOIN resources t WHERE " +
-				strings.Join(append(outer, inner...), " AND ") + " ORDER BY t.rid"
+			sql = "SELECT DISTINCT " + src + ".rid FROM resources m CROSS JOIN " + TableReference + " x INDEXED BY idx_reference_target" + join + " WHERE " +
+				strings.Join(append(outer, inner...), " AND ") + " ORDER BY 1"
 		} else {
-			sql = "SELECT DISTINCT l.rid FROM resources m CROSS JOIN LATERAL (SELECT t.rid FROM " + TableReference + " x JOIN resources t ON t.rid = x.rid WHERE " +
+			sql = "SELECT DISTINCT l.rid FROM resources m CROSS JOIN LATERAL (SELECT " + src + ".rid FROM " + TableReference + " x" + join + " WHERE " +
 				strings.Join(inner, " AND ") + " OFFSET 0) l WHERE " + strings.Join(outer, " AND ") + " ORDER BY l.rid"
 		}
 	}
@@ -156,6 +174,7 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		sql += " AND NOT " + b.RidIn("r.rid", sk)
 	}
 	sql += " ORDER BY r.rid"
+	rq = keyed(rq)
 	if pinnable(filter) {
 		rq = pinned(rq)
 	}

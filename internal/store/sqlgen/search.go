@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -241,19 +242,37 @@ func (e *Engine) orderBy(b *Builder, q *store.Query) (string, error) {
 // and whether its text fixes its plan (see base).
 func (e *Engine) ridQuery(q *store.Query, limit, offset int) (string, []any, bool, error) {
 	b := &Builder{D: e.D}
-	from, pin, err := e.base(b, q)
+	sql, pin, err := e.matches(b, q)
 	if err != nil {
 		return "", nil, false, err
 	}
-	ob, err := e.orderBy(b, q)
-	if err != nil {
-		return "", nil, false, err
-	}
-	sql := "SELECT r.rid" + from + ob + " LIMIT " + b.Arg(int64(limit))
+	sql += " LIMIT " + b.Arg(int64(limit))
 	if offset > 0 {
 		sql += " OFFSET " + b.Arg(int64(offset))
 	}
 	return sql, b.Args, pin, nil
+}
+
+// matches renders SELECT r.rid ... ORDER BY ... (no LIMIT), and whether
+// its text fixes its plan (see base): from the driving clause's index
+// rows where they are the matches (fromIndexRows), else from base.
+func (e *Engine) matches(b *Builder, q *store.Query) (string, bool, error) {
+	sql, ok, err := e.fromIndexRows(b, q)
+	if err != nil {
+		return "", false, err
+	}
+	if ok {
+		return sql + " ORDER BY 1", true, nil
+	}
+	from, pin, err := e.base(b, q)
+	if err != nil {
+		return "", false, err
+	}
+	ob, err := e.orderBy(b, q)
+	if err != nil {
+		return "", false, err
+	}
+	return "SELECT r.rid" + from + ob, pin, nil
 }
 
 func (e *Engine) rids(ctx context.Context, qr Querier, q *store.Query, limit, offset int) ([]int64, error) {
@@ -288,14 +307,24 @@ func queryRIDs(ctx context.Context, q Querier, sql string, args []any) ([]int64,
 // Count returns the number of matches of q.
 func (e *Engine) Count(ctx context.Context, qr Querier, q *store.Query) (int, error) {
 	b := &Builder{D: e.D}
-	from, pin, err := e.base(b, q)
+	var sql string
+	idx, pin, err := e.fromIndexRows(b, q)
 	if err != nil {
 		return 0, err
 	}
 	if pin {
+		sql = "SELECT COUNT(*) FROM (" + idx + ") n"
+	} else {
+		from, p, err := e.base(b, q)
+		if err != nil {
+			return 0, err
+		}
+		sql, pin = "SELECT COUNT(*)"+from, p
+	}
+	if pin {
 		qr = pinned(qr)
 	}
-	rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from, b.Args...)
+	rows, err := qr.Query(ctx, sql, b.Args...)
 	if err != nil {
 		return 0, err
 	}
@@ -401,15 +430,11 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 // (a fenced LATERAL subquery, probed by rid only for the page's numbers).
 func (e *Engine) ridsWithPage(ctx context.Context, qr Querier, q *store.Query, limit, offset, count int) ([]int64, []Loaded, error) {
 	b := &Builder{D: e.D}
-	from, pin, err := e.base(b, q)
+	matches, pin, err := e.matches(b, q)
 	if err != nil {
 		return nil, nil, err
 	}
-	ob, err := e.orderBy(b, q)
-	if err != nil {
-		return nil, nil, err
-	}
-	matches := "SELECT r.rid" + from + ob + " LIMIT " + b.Arg(int64(limit))
+	matches += " LIMIT " + b.Arg(int64(limit))
 	g := &gen{b: b, filter: q.Filter, n: 2000}
 	// The page ends before the extra match that tells a truncated result.
 	end := min(offset+count, limit-1)
@@ -580,6 +605,7 @@ func (e *Engine) Load(ctx context.Context, qr Querier, rids []int64, filter *sto
 	if f := g.access("r", ""); f != "" {
 		sql += " AND " + f
 	}
+	qr = keyed(qr)
 	if pinnable(filter) {
 		qr = pinned(qr)
 	}
@@ -743,4 +769,103 @@ func (e *Engine) searchSnapshot(ctx context.Context, rq Querier, q *store.Query)
 		page = rids[:min(len(rids), count)]
 	}
 	return e.finish(ctx, rq, q, page, res)
+}
+
+// fromIndexRows renders the matches of q as the rids of its driving
+// clause's index rows, without the resources rows, where those add
+// nothing: a search of one type with no sort (rid order), no compartment
+// and no access rule on the type, whose driving clause tests the rows of
+// one parameter in one index table and whose other clauses test index
+// rows by rid only. Index rows exist only for the current version of a
+// resource that is not deleted and carry its type (see hasFromIndexRows),
+// so the driving rows' rids are the visible resources of the type; the
+// other clauses are probed per candidate as in base. Each match is then
+// one index entry instead of a probe of the resources row besides. A
+// driving _has of the kind hasFromIndexRows renders reads its matches as
+// hasRows says, from the referenced rows' (type, id) lookups. It returns
+// "SELECT DISTINCT x.rid FROM ... WHERE ..." (no ORDER BY), or ok false
+// when q is not of that kind.
+func (e *Engine) fromIndexRows(b *Builder, q *store.Query) (string, bool, error) {
+	if q.Type == "" || q.Compartment != nil || q.MatchFilter != nil || len(q.Sort) > 0 || q.Keyset != nil {
+		return "", false, nil
+	}
+	driver := Driver(q.Where)
+	if driver < 0 {
+		return "", false, nil
+	}
+	c := q.Where[driver]
+	if c.Negate || len(c.Any) == 0 {
+		return "", false, nil
+	}
+	has := len(c.Any) == 1 && c.Any[0].Has != nil
+	table, param := simpleTable(&c.Any[0]), rowParam(&c.Any[0])
+	for i := range c.Any {
+		p := &c.Any[i]
+		if !has && (len(p.Composite) > 0 || table == "" || simpleTable(p) != table || rowParam(p) != param) {
+			return "", false, nil
+		}
+	}
+	// The other clauses may only test index rows of the candidate by rid
+	// (the resources row's id, type and last_updated are not at hand).
+	for i, o := range q.Where {
+		if i == driver {
+			continue
+		}
+		for j := range o.Any {
+			p := &o.Any[j]
+			if simpleTable(p) == "" && len(p.Composite) == 0 && p.Missing == nil {
+				return "", false, nil
+			}
+		}
+	}
+	// Rendered apart, so that a rule is tested without binding its values.
+	scratch := &gen{b: &Builder{D: e.D}, filter: q.Filter, sqlite: e.D == SQLite}
+	if f := scratch.access("r", q.Type); f != "" && f != "1=1" {
+		return "", false, nil
+	}
+	g := &gen{b: b, filter: q.Filter, sqlite: e.D == SQLite}
+	var from, alias string
+	var where []string
+	if has {
+		f, w, a, ok, err := g.hasRows(q.Type, c.Any[0].Has)
+		if !ok || err != nil {
+			return "", ok, err
+		}
+		from, alias = f, a
+		if w != "" {
+			where = append(where, w)
+		}
+	} else {
+		alias = g.alias("k")
+		conds := make([]string, len(c.Any))
+		for i := range c.Any {
+			var err error
+			if conds[i], err = g.simple(alias, &c.Any[i]); err != nil {
+				return "", true, err
+			}
+		}
+		// SQLite reads references by target id through the target index,
+		// whatever the statistics: the url index, which starts with (type,
+		// param), holds every reference of the type and parameter.
+		from = table + " " + alias
+		if e.D == SQLite && slices.IndexFunc(c.Any, func(p store.Predicate) bool { return p.Reference == nil || p.Reference.TargetID == "" }) < 0 {
+			from += " INDEXED BY idx_reference_target"
+		}
+		where = append(where, alias+".type = "+b.Arg(q.Type)+" AND "+alias+".param = "+b.Arg(param)+" AND "+orTree(conds))
+	}
+	others := make([]store.Clause, 0, len(q.Where)-1)
+	others = append(others, q.Where[:driver]...)
+	others = append(others, q.Where[driver+1:]...)
+	w, err := g.where(scope{alias: alias, typ: q.Type, corr: true}, others, -1)
+	if err != nil {
+		return "", true, err
+	}
+	if w != "" {
+		where = append(where, w)
+	}
+	sql := "SELECT DISTINCT " + alias + ".rid FROM " + from
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	return sql, true, nil
 }

@@ -87,6 +87,26 @@ func pinned(q Querier) Querier {
 	return q
 }
 
+// Keyer is implemented by a Querier that runs statements otherwise than
+// as written (SQLite's eager reads: each computed in full before its first
+// row, so that a deadline can interrupt it): Keyed returns the Querier for
+// statements whose rows after the first are each found by key (Load and
+// follow: a list of rids computed before the first row, then one row per
+// rid), which gain nothing from that and would copy every row, bodies
+// included, once more.
+type Keyer interface {
+	Keyed() Querier
+}
+
+// keyed returns q's Querier for statements that read rows by key (q
+// itself when it has none).
+func keyed(q Querier) Querier {
+	if k, ok := q.(Keyer); ok {
+		return k.Keyed()
+	}
+	return q
+}
+
 // Builder accumulates bind arguments for SQL built from fragments.
 type Builder struct {
 	D    Dialect

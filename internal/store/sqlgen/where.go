@@ -556,42 +556,91 @@ func (g *gen) hasFromSources(sc scope, h *store.Has) (string, error) {
 // its type, so the matching rows' rids are the sources. ok is false when
 // the _has is not of that kind.
 func (g *gen) hasFromIndexRows(sc scope, h *store.Has) (string, bool, error) {
-	c := h.Where
-	if g.hist || c.Negate || len(c.Any) == 0 {
-		return "", false, nil
+	table, k, sources, ok, err := g.hasIndexSources(h)
+	if !ok || err != nil {
+		return "", ok, err
 	}
-	table, param := simpleTable(&c.Any[0]), rowParam(&c.Any[0])
-	for i := range c.Any {
-		p := &c.Any[i]
-		if len(p.Composite) > 0 || table == "" || simpleTable(p) != table || rowParam(p) != param {
-			return "", false, nil
-		}
-	}
-	// Rendered apart, so that a rule is tested without binding its values.
-	scratch := &gen{b: &Builder{D: g.b.D}, filter: g.filter, sqlite: g.sqlite}
-	if f := scratch.access("hr", h.Type); f != "" && f != "1=1" {
-		return "", false, nil
-	}
-	k, x, e := g.alias("k"), g.alias("h"), g.alias("e")
-	conds := make([]string, len(c.Any))
-	for i := range c.Any {
-		var err error
-		if conds[i], err = g.simple(k, &c.Any[i]); err != nil {
-			return "", true, err
-		}
-	}
-	sources := k + ".type = " + g.b.Arg(h.Type) + " AND " + k + ".param = " + g.b.Arg(param) + " AND " + orTree(conds)
+	x, e := g.alias("h"), g.alias("e")
 	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(sc.typ)
 	if g.b.D == SQLite {
 		return sc.alias + ".rid IN (SELECT " + e + ".rid FROM " + table + " " + k + " CROSS JOIN " + TableReference + " " + x +
 			" INDEXED BY idx_reference_rid CROSS JOIN resources " + e + " INDEXED BY resources_type_id WHERE " + sources +
 			" AND " + x + ".rid = " + k + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id)", true, nil
 	}
+	return sc.alias + ".rid = ANY(ARRAY(SELECT " + e + ".rid FROM " + hasLaterals(table, k, sources, x, ref, e, "") + "))", true, nil
+}
+
+// hasIndexSources renders the test on index rows (alias k of table) that
+// finds the sources of a _has whose Where tests the rows of one parameter
+// in one index table, every resource of Has.Type being visible (see
+// hasFromIndexRows); ok is false when h is not of that kind.
+func (g *gen) hasIndexSources(h *store.Has) (table, k, sources string, ok bool, err error) {
+	c := h.Where
+	if g.hist || c.Negate || len(c.Any) == 0 {
+		return "", "", "", false, nil
+	}
+	table, param := simpleTable(&c.Any[0]), rowParam(&c.Any[0])
+	for i := range c.Any {
+		p := &c.Any[i]
+		if len(p.Composite) > 0 || table == "" || simpleTable(p) != table || rowParam(p) != param {
+			return "", "", "", false, nil
+		}
+	}
+	// Rendered apart, so that a rule is tested without binding its values.
+	scratch := &gen{b: &Builder{D: g.b.D}, filter: g.filter, sqlite: g.sqlite}
+	if f := scratch.access("hr", h.Type); f != "" && f != "1=1" {
+		return "", "", "", false, nil
+	}
+	k = g.alias("k")
+	conds := make([]string, len(c.Any))
+	for i := range c.Any {
+		if conds[i], err = g.simple(k, &c.Any[i]); err != nil {
+			return "", "", "", true, err
+		}
+	}
+	return table, k, k + ".type = " + g.b.Arg(h.Type) + " AND " + k + ".param = " + g.b.Arg(param) + " AND " + orTree(conds), true, nil
+}
+
+// hasLaterals renders, for PostgreSQL, the FROM of a _has driven from its
+// sources' index rows (k of table, matching sources): the sources' rids
+// once, then per source its references (x, matching ref) and per
+// reference the referenced row e by (type, id), which must also satisfy
+// live ("" or a condition on e), each a fenced LATERAL subquery probed
+// through its index.
+func hasLaterals(table, k, sources, x, ref, e, live string) string {
 	kv := k + "v"
-	return sc.alias + ".rid = ANY(ARRAY(SELECT " + e + ".rid FROM (SELECT DISTINCT " + k + ".rid FROM " + table + " " + k + " WHERE " + sources +
+	if live != "" {
+		live = " AND " + live
+	}
+	return "(SELECT DISTINCT " + k + ".rid FROM " + table + " " + k + " WHERE " + sources +
 		" OFFSET 0) " + kv + " CROSS JOIN LATERAL (SELECT " + x + ".target_type, " + x + ".target_id FROM " + TableReference + " " + x +
 		" WHERE " + x + ".rid = " + kv + ".rid AND " + ref + " OFFSET 0) " + x + " CROSS JOIN LATERAL (SELECT " + e + ".rid FROM resources " + e +
-		" WHERE " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id OFFSET 0) " + e + "))", true, nil
+		" WHERE " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id" + live + " OFFSET 0) " + e
+}
+
+// hasRows renders the visible resources of typ that a _has selects, as
+// the FROM and WHERE of a query whose rows are theirs (alias e, with
+// duplicates), where it is of the kind hasFromIndexRows drives from its
+// sources' index rows. The referenced row is found, and its deletion
+// tested, by (type, id) in one probe (SQLite: the covering index
+// resources_type_id_live), so no other probe of the resources rows is
+// needed. ok is false when h is not of that kind.
+func (g *gen) hasRows(typ string, h *store.Has) (from, where, e string, ok bool, err error) {
+	table, k, sources, ok, err := g.hasIndexSources(h)
+	if !ok || err != nil {
+		return "", "", "", ok, err
+	}
+	x := g.alias("h")
+	e = g.alias("e")
+	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(typ)
+	if g.b.D == SQLite {
+		from = table + " " + k + " CROSS JOIN " + TableReference + " " + x + " INDEXED BY idx_reference_rid CROSS JOIN resources " + e +
+			" INDEXED BY resources_type_id_live"
+		where = sources + " AND " + x + ".rid = " + k + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " +
+			e + ".id = " + x + ".target_id AND NOT " + e + ".deleted"
+		return from, where, e, true, nil
+	}
+	return hasLaterals(table, k, sources, x, ref, e, "NOT "+e+".deleted"), "", e, true, nil
 }
 
 // compositeSig identifies the index rows a composite value is matched on:

@@ -117,7 +117,11 @@ type readQuerier struct {
 // match at once and the others after long scans, would otherwise outlive
 // its time budget and hold its connection.
 func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlgen.Rows, error) {
-	query = eager(query)
+	return q.query(ctx, eager(query), args)
+}
+
+// query runs query through the statement cache.
+func (q readQuerier) query(ctx context.Context, query string, args []any) (sqlgen.Rows, error) {
 	var r *sql.Rows
 	var err error
 	if st := q.cache.get(query); st != nil {
@@ -129,6 +133,28 @@ func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlg
 		return nil, err
 	}
 	return rows{r}, nil
+}
+
+// Keyed implements sqlgen.Keyer: statements that read rows by key run as
+// written. The list of rids they read is computed in its first step,
+// which the driver can interrupt; each later row is one lookup by key.
+func (q readQuerier) Keyed() sqlgen.Querier { return keyedQuerier{q} }
+
+// keyedQuerier is the Querier of a read transaction's statements that
+// read rows by key (readQuerier.Keyed).
+type keyedQuerier struct{ q readQuerier }
+
+func (k keyedQuerier) Query(ctx context.Context, query string, args ...any) (sqlgen.Rows, error) {
+	return k.q.query(ctx, query, args)
+}
+
+func (k keyedQuerier) Exec(ctx context.Context, query string, args ...any) error {
+	return k.q.Exec(ctx, query, args...)
+}
+
+// Explain implements sqlgen.Explainer: the plan of query as written.
+func (k keyedQuerier) Explain(ctx context.Context, query string, args ...any) ([]string, error) {
+	return sqlgen.ExplainRows(ctx, querier{k.q.tx}, sqlgen.SQLite, query, args...)
 }
 
 func (q readQuerier) Exec(ctx context.Context, query string, args ...any) error {

@@ -813,6 +813,14 @@ func testHas(t *testing.T, s store.Store) {
 	eq(t, "system level _has", ids(search(t, s, &store.Query{Where: []store.Clause{has("Observation", "y")}}).Matches), []string{"b"})
 	put(t, s, &store.Write{Type: "Observation", ID: "oa", Version: 2, LastUpdated: t0, Method: "DELETE", Deleted: true})
 	eq(t, "deleted referrer", find(t, s, "Patient", has("Observation", "x")), []string{})
+	// A deleted referenced resource is no match, though its referrer's
+	// index rows still point at it (found by (type, id), then tested).
+	eq(t, "before its target's deletion", find(t, s, "Patient", has("Observation", "y")), []string{"b"})
+	put(t, s, &store.Write{Type: "Patient", ID: "b", Version: 2, LastUpdated: t0, Method: "DELETE", Deleted: true})
+	eq(t, "deleted target", find(t, s, "Patient", has("Observation", "y")), []string{})
+	if n := search(t, s, &store.Query{Type: "Patient", Where: []store.Clause{has("Observation", "y")}, Count: -1}).Total; n != 0 {
+		t.Errorf("deleted target: total %d, want 0", n)
+	}
 }
 
 func testComposite(t *testing.T, s store.Store) {

@@ -1,0 +1,70 @@
+package sqlgen
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/store"
+)
+
+// TestMatchesFromIndexRows checks which searches read their matches from
+// the driving clause's index rows alone (fromIndexRows) and which from the
+// resources rows.
+func TestMatchesFromIndexRows(t *testing.T) {
+	code := "8302-2"
+	patient := store.Clause{Any: []store.Predicate{{Param: "patient", Reference: &store.ReferenceMatch{TargetType: "Patient", TargetID: evil}}}}
+	byCode := store.Clause{Any: []store.Predicate{{Param: "code", Token: &store.TokenMatch{Code: code}}}}
+	missing := store.Clause{Any: []store.Predicate{{Param: "value-quantity", Missing: new(bool)}}}
+	id := store.Clause{Any: []store.Predicate{{Param: "_id", ID: &code}}}
+	has := store.Clause{Any: []store.Predicate{{Has: &store.Has{Type: "Observation", RefParam: "encounter", Where: byCode}}}}
+	rules := &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{Where: []store.Clause{byCode}}}}}
+	open := &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{}}}}
+	for _, tc := range []struct {
+		name string
+		q    store.Query
+		// want is the start of the SQLite rid query; "" when it reads the
+		// resources rows.
+		want string
+	}{
+		{"patient and code", store.Query{Type: "Observation", Where: []store.Clause{byCode, patient}},
+			"SELECT DISTINCT k1.rid FROM idx_reference k1 INDEXED BY idx_reference_target WHERE "},
+		{"code and missing", store.Query{Type: "Observation", Where: []store.Clause{missing, byCode}},
+			"SELECT DISTINCT k1.rid FROM idx_token k1 WHERE "},
+		{"type open to the caller", store.Query{Type: "Observation", Where: []store.Clause{patient}, Filter: open},
+			"SELECT DISTINCT k1.rid FROM idx_reference k1 INDEXED BY idx_reference_target WHERE "},
+		{"_has", store.Query{Type: "Encounter", Where: []store.Clause{has}},
+			"SELECT DISTINCT e3.rid FROM idx_token k1 CROSS JOIN idx_reference h2 INDEXED BY idx_reference_rid CROSS JOIN resources e3 INDEXED BY resources_type_id_live WHERE "},
+		{"sort", store.Query{Type: "Observation", Where: []store.Clause{patient}, Sort: []store.SortKey{{Param: "date", Type: "date"}}}, ""},
+		{"_id", store.Query{Type: "Observation", Where: []store.Clause{patient, id}}, ""},
+		{"_has beside", store.Query{Type: "Encounter", Where: []store.Clause{patient, has}}, ""},
+		{"negated driver", store.Query{Type: "Observation", Where: []store.Clause{{Negate: true, Any: byCode.Any}}}, ""},
+		{"access rule", store.Query{Type: "Observation", Where: []store.Clause{patient}, Filter: rules}, ""},
+		{"match filter", store.Query{Type: "Observation", Where: []store.Clause{patient}, MatchFilter: open}, ""},
+		{"several types", store.Query{Types: []string{"Observation", "Condition"}, Where: []store.Clause{patient}}, ""},
+	} {
+		for _, d := range []Dialect{SQLite, Postgres} {
+			sql, args, err := (&Engine{D: d}).SQL(&tc.q)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if strings.Contains(sql, "DROP") {
+				t.Errorf("%s (dialect %d): value in SQL: %s", tc.name, d, sql)
+			}
+			want := tc.want
+			if d == Postgres {
+				want = strings.Replace(want, " INDEXED BY idx_reference_target", "", 1)
+				if tc.name == "_has" {
+					want = "SELECT DISTINCT e3.rid FROM (SELECT DISTINCT k1.rid FROM idx_token k1 WHERE "
+				}
+			}
+			switch {
+			case want == "" && !strings.HasPrefix(sql, "SELECT r.rid FROM resources r WHERE "):
+				t.Errorf("%s (dialect %d): not from the resources rows: %s", tc.name, d, sql)
+			case want != "" && !strings.HasPrefix(sql, want):
+				t.Errorf("%s (dialect %d): want %q..., got %s %v", tc.name, d, want, sql, args)
+			case want != "" && tc.name != "_has" && strings.Contains(sql, "resources"):
+				t.Errorf("%s (dialect %d): reads resources rows: %s", tc.name, d, sql)
+			}
+		}
+	}
+}
