@@ -11,7 +11,8 @@ import (
 
 // TestAppendRoundTrip appends a batch of chain rows of both hash formats
 // (COPY on PostgreSQL, multi-row INSERTs on SQLite) with a record in a
-// batch that already exists, and reads them back: all or nothing, and
+// batch that already exists (first or last), a seq twice in a batch and
+// a cancelled context, and reads them back: all or nothing, and
 // every column as given (a format 1 row's watermark stays NULL).
 func TestAppendRoundTrip(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
@@ -37,9 +38,22 @@ func TestAppendRoundTrip(t *testing.T) {
 		if err := db.Append(ctx, rows[:40]); err != nil {
 			t.Fatal(err)
 		}
-		// A batch holding a seq already stored fails as a whole.
-		if err := db.Append(ctx, rows[39:]); err == nil {
-			t.Fatal("append of a stored seq succeeded")
+		// A batch holding a seq already stored fails as a whole, also when
+		// it is the last row, as does one holding a seq twice, and one
+		// whose context is cancelled; the next batch goes through.
+		for name, batch := range map[string][]Row{
+			"a stored seq first": rows[39:],
+			"a stored seq last":  append(append([]Row(nil), rows[40:]...), rows[3]),
+			"a seq twice":        append(append([]Row(nil), rows[40:]...), rows[50]),
+		} {
+			if err := db.Append(ctx, batch); err == nil {
+				t.Fatalf("append of a batch with %s succeeded", name)
+			}
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := db.Append(cctx, rows[40:]); err == nil {
+			t.Fatal("append with a cancelled context succeeded")
 		}
 		if err := db.Append(ctx, rows[40:]); err != nil {
 			t.Fatal(err)
