@@ -56,6 +56,10 @@ type DB struct {
 	postgres       bool
 	database.Owned // the handle OpenDB opened (none: NewDB's caller owns it)
 
+	// afterAppend, set by tests only, replaces Append's result (to
+	// answer an error for a batch that was committed: a lost reply).
+	afterAppend func(error) error
+
 	// appendStmts are the prepared multi-row INSERTs of Append, by row
 	// count (appendSizes), prepared by NewDB (inside Append's transaction
 	// the one SQLite writer connection is taken).
@@ -136,6 +140,15 @@ func appendSQL(n int) string {
 // PostgreSQL with one COPY, on SQLite in one transaction of prepared
 // multi-row INSERTs.
 func (d *DB) Append(ctx context.Context, rows []Row) error {
+	err := d.appendRows(ctx, rows)
+	if d.afterAppend != nil {
+		err = d.afterAppend(err)
+	}
+	return err
+}
+
+// appendRows is Append without its test hook.
+func (d *DB) appendRows(ctx context.Context, rows []Row) error {
 	if len(d.appendStmts) == 0 {
 		return errors.New("audit: chain table closed")
 	}
@@ -288,6 +301,18 @@ func (d *DB) Heads(ctx context.Context) ([]Head, error) {
 		out = append(out, h)
 	}
 	return out, rs.Err()
+}
+
+// Head returns the last record (seq and hash) of one chain; 0 and "" for
+// a chain with no record.
+func (d *DB) Head(ctx context.Context, chain string) (int64, string, error) {
+	var seq int64
+	var hash string
+	err := d.db.QueryRowContext(ctx, d.q("SELECT seq, hash FROM audit_record WHERE chain_id = ? ORDER BY seq DESC LIMIT 1"), chain).Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", nil
+	}
+	return seq, hash, err
 }
 
 // CopiedSeq returns the chain's copy bookkeeping (audit_chain.copied_seq;

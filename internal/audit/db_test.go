@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -73,6 +74,35 @@ func TestAppendRoundTrip(t *testing.T) {
 		db.Close()
 		if err := db.Append(ctx, rows[:1]); err == nil {
 			t.Fatal("append to a closed chain table succeeded")
+		}
+	})
+}
+
+// TestLostAppendReply answers an error for a batch that was committed (a
+// reply lost after COMMIT): the writer finds its batch at the chain's head
+// and reports success, and later batches still link to the chain — before,
+// the retries collided with the stored batch, the records were reported
+// lost, and every later batch failed the same way.
+func TestLostAppendReply(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		calls := 0
+		e := open(t, url, func(c *Config) {
+			c.DB.afterAppend = func(err error) error {
+				calls++
+				if calls == 2 && err == nil {
+					return errors.New("connection reset by peer")
+				}
+				return err
+			}
+		})
+		for i := range 3 {
+			if err := e.rec.Commit(context.Background(), readEvent(i)); err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		}
+		e.rec.Close()
+		if rep := verify(t, e); !rep.OK || rep.Records != 3 {
+			t.Fatalf("%+v", rep)
 		}
 	})
 }

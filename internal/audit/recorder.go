@@ -150,7 +150,10 @@ type Recorder struct {
 
 	// writer state (writer goroutine only; Close reads it after the writer
 	// ended)
-	seq            int64
+	seq int64
+	// resyncErr is set while the chain's head is unknown after a failed
+	// batch (the writer goroutine's own; write retries the read first).
+	resyncErr      error
 	prev           string
 	anchoredCopied int64
 }
@@ -465,10 +468,30 @@ func (r *Recorder) anchor() {
 	}
 }
 
+// resync takes the chain's head from the database after a batch was not
+// written, so the next batch links to what is really stored (the failed
+// batch may have been stored in part by another path, or the head read
+// may have failed): until the head is read, every batch fails as lost
+// rather than write records that would break the chain.
+func (r *Recorder) resync(ctx context.Context) {
+	seq, hash, err := r.cfg.DB.Head(ctx, r.chain)
+	if err != nil {
+		r.resyncErr = fmt.Errorf("audit: chain head unknown: %w", err)
+		return
+	}
+	if seq > 0 {
+		r.seq, r.prev = seq, hash
+	}
+	r.resyncErr = nil
+}
+
 // write commits one batch: chain rows first (the durable record), then the
 // waiters are released, then the records become AuditEvent resources.
 func (r *Recorder) write(batch []*item) {
 	ctx := context.Background()
+	if r.resyncErr != nil {
+		r.resync(ctx)
+	}
 	rows := make([]Row, len(batch))
 	aes := make([]*auditEvent, len(batch))
 	seq, prev := r.seq, r.prev
@@ -487,12 +510,21 @@ func (r *Recorder) write(batch []*item) {
 		rows[i] = Row{Chain: r.chain, Seq: seq, PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body, Format: 2, Watermark: wm}
 		prev = h
 	}
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = r.cfg.DB.Append(ctx, rows); err == nil {
-			break
+	err := r.resyncErr
+	if err == nil {
+		for attempt := 0; attempt < 3; attempt++ {
+			if err = r.cfg.DB.Append(ctx, rows); err == nil {
+				break
+			}
+			// The error may hide a commit whose reply was lost (a
+			// connection dropped after COMMIT): then the chain ends with
+			// this batch, and a retry would only collide with it.
+			if h, hash, herr := r.cfg.DB.Head(ctx, r.chain); herr == nil && h == seq && hash == prev {
+				err = nil
+				break
+			}
+			time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
 		}
-		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
 	}
 	if err != nil {
 		r.cfg.Logger.Error("audit batch not written", "records", len(rows), "err", err)
@@ -502,6 +534,7 @@ func (r *Recorder) write(batch []*item) {
 				it.wait <- ErrUnavailable
 			}
 		}
+		r.resync(ctx)
 		return
 	}
 	r.seq, r.prev = seq, prev
