@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,8 +71,7 @@ type Recorder struct {
 	q    chan audit.Event
 	kick chan chan struct{}
 
-	mu      sync.RWMutex
-	closed  bool
+	gate    audit.Gate
 	done    chan struct{}
 	dropped atomic.Int64
 	written atomic.Int64
@@ -163,12 +161,11 @@ func (r *Recorder) observe(e audit.Event) {
 	default:
 		return
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if !r.gate.Enter() {
 		r.dropped.Add(1)
 		return
 	}
+	defer r.gate.Leave()
 	select {
 	case r.q <- e:
 	default:
@@ -189,14 +186,10 @@ func (r *Recorder) Flush() {
 
 // Close writes what is queued and stops the writer.
 func (r *Recorder) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if !r.gate.Shut() {
 		return nil
 	}
-	r.closed = true
 	close(r.q)
-	r.mu.Unlock()
 	<-r.done
 	return nil
 }

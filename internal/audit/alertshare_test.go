@@ -67,12 +67,7 @@ func testSharedWindows(t *testing.T, store WindowStore) {
 
 func TestSharedWindowsDB(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
-		db, err := OpenDB(context.Background(), url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		testSharedWindows(t, db)
+		testSharedWindows(t, openDB(t, url))
 	})
 }
 

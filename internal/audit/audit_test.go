@@ -93,12 +93,18 @@ func stores(t testing.TB, url string) (store.Store, *DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	db, err := OpenDB(ctx, url, "")
+	return st, openDB(t, url)
+}
+
+// openDB opens the audit database at url, closed when the test ends.
+func openDB(t testing.TB, url string) *DB {
+	t.Helper()
+	db, err := OpenDB(context.Background(), url, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return st, db
+	return db
 }
 
 func readEvent(i int) Event {
@@ -696,11 +702,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 func TestMigrationCopiedSeq(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		db, err := OpenDB(ctx, url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := openDB(t, url)
 		dir, dialect := "migrations/sqlite", goose.DialectSQLite3
 		if db.Postgres() {
 			dir, dialect = "migrations/postgres", goose.DialectPostgres

@@ -18,11 +18,7 @@ import (
 func TestAppendRoundTrip(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		db, err := OpenDB(ctx, url, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := openDB(t, url)
 		at := time.UnixMilli(1700000000123).UTC()
 		var rows []Row
 		prev := Genesis

@@ -75,35 +75,30 @@ func (ae *auditEvent) directIndex() (store.Index, bool) {
 
 	// References: only relative "Type/id[/_history/vid]" ones, which
 	// resolve without the base URL.
+	// A reference that is neither absent nor relative makes the event
+	// unindexable (valid turns false).
 	type ref struct{ typ, id, url string }
-	parse := func(r *reference) (ref, bool, bool) {
+	var agents, entities []ref
+	valid := true
+	parse := func(dst *[]ref, r *reference) {
 		if r == nil || r.Reference == "" {
-			return ref{}, false, true
+			return
 		}
 		typ, id, ok := splitRelative(r.Reference)
 		if !ok {
-			return ref{}, false, false
+			valid = false
+			return
 		}
-		return ref{typ, id, r.Reference}, true, true
+		*dst = append(*dst, ref{typ, id, r.Reference})
 	}
-	var agents, entities []ref
 	for i := range ae.Agent {
-		r, has, ok := parse(ae.Agent[i].Who)
-		if !ok {
-			return store.Index{}, false
-		}
-		if has {
-			agents = append(agents, r)
-		}
+		parse(&agents, ae.Agent[i].Who)
 	}
 	for i := range ae.Entity {
-		r, has, ok := parse(ae.Entity[i].What)
-		if !ok {
-			return store.Index{}, false
-		}
-		if has {
-			entities = append(entities, r)
-		}
+		parse(&entities, ae.Entity[i].What)
+	}
+	if !valid {
+		return store.Index{}, false
 	}
 	refRow := func(param string, r ref) {
 		ix.References = append(ix.References, store.ReferenceRow{Param: param, TargetType: r.typ, TargetID: r.id, URL: r.url})

@@ -169,31 +169,39 @@ func fillEvent(e *Event, c *Classified, status int, o *interaction.Outcome) {
 	}
 }
 
+// statusCode is the first status code a handler sets (0 until it sets
+// one).
+type statusCode int
+
+// set notes code unless a status is already set.
+func (s *statusCode) set(code int) {
+	if *s == 0 {
+		*s = statusCode(code)
+	}
+}
+
+// status returns the status set, 200 when none was (what net/http sends).
+func (s statusCode) status() int {
+	if s == 0 {
+		return http.StatusOK
+	}
+	return int(s)
+}
+
 // readWriter passes the response through, noting the status.
 type readWriter struct {
 	http.ResponseWriter
-	code int
+	statusCode
 }
 
 func (w *readWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
+	w.set(code)
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *readWriter) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
+	w.set(http.StatusOK)
 	return w.ResponseWriter.Write(p)
-}
-
-func (w *readWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
 }
 
 // Flush passes flushes through (streamed Bundles).
@@ -208,31 +216,18 @@ func (w *readWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // bufferWriter holds a write's response until its record is durable.
 type bufferWriter struct {
+	statusCode
 	header http.Header
-	code   int
 	body   bytes.Buffer
 }
 
 func (w *bufferWriter) Header() http.Header { return w.header }
 
-func (w *bufferWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-}
+func (w *bufferWriter) WriteHeader(code int) { w.set(code) }
 
 func (w *bufferWriter) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
+	w.set(http.StatusOK)
 	return w.body.Write(p)
-}
-
-func (w *bufferWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
 }
 
 // Classified is what a request is, from its method, path and query.

@@ -120,9 +120,8 @@ type Recorder struct {
 	chain string
 	q     chan *item
 
-	mu     sync.RWMutex
-	closed bool
-	done   chan struct{}
+	gate Gate
+	done chan struct{}
 
 	// The materializer copies committed chain rows into the FHIR store at
 	// its own pace (the chain table is the durable queue).
@@ -248,12 +247,11 @@ func (r *Recorder) enqueue(it *item) error {
 		it.e.Time = r.cfg.Now()
 	}
 	it.at = r.cfg.Now()
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if !r.gate.Enter() {
 		r.lost(&it.e, "recorder closed")
 		return ErrUnavailable
 	}
+	defer r.gate.Leave()
 	select {
 	case r.q <- it:
 	default:
@@ -281,14 +279,10 @@ func (r *Recorder) lost(e *Event, why string) {
 // Close drains the queue, writes the final chain head and stops the
 // writer.
 func (r *Recorder) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if !r.gate.Shut() {
 		return nil
 	}
-	r.closed = true
 	close(r.q)
-	r.mu.Unlock()
 	<-r.done
 	close(r.mstop)
 	<-r.mdone

@@ -98,9 +98,7 @@ func hiddenInputs(body string) url.Values {
 
 func TestAuditTrail(t *testing.T) {
 	t.Parallel()
-	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { testAuditTrail(t, db(t)) })
-	}
+	forDialects(t, testAuditTrail)
 }
 
 func testAuditTrail(t *testing.T, dbURL string) {
@@ -500,19 +498,20 @@ func approve(t *testing.T, br *http.Client, consentURL, consent string) string {
 
 func getPage(t *testing.T, c *http.Client, u string) string {
 	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	req, _ := http.NewRequest("GET", u, nil)
+	return doPage(t, c, req)
 }
 
 func postPage(t *testing.T, c *http.Client, u string, f url.Values) string {
 	t.Helper()
 	req, _ := http.NewRequest("POST", u, strings.NewReader(f.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return doPage(t, c, req)
+}
+
+// doPage sends req with c and returns the body of its response.
+func doPage(t *testing.T, c *http.Client, req *http.Request) string {
+	t.Helper()
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

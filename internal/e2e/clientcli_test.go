@@ -89,6 +89,19 @@ type clientOut struct {
 	ClientSecret string `json:"client_secret"`
 }
 
+// createClient runs lapis client create --name name with args and --json,
+// and returns the client it printed.
+func (in *instance) createClient(t *testing.T, name string, args ...string) clientOut {
+	t.Helper()
+	out, errOut, code := in.lapis(append(append([]string{"client", "create", "--name", name}, args...), "--json")...)
+	if code != 0 {
+		t.Fatalf("client %q: %s", name, errOut)
+	}
+	var c clientOut
+	decodeJSON(t, out, &c)
+	return c
+}
+
 func decodeJSON(t *testing.T, s string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(s), v); err != nil {
@@ -193,12 +206,7 @@ func testClientCLIFHIR(t *testing.T, in *instance) {
 // testClientCLIAdmin drives the admin commands through the admin API and
 // checks they print what the local commands print.
 func testClientCLIAdmin(t *testing.T, in *instance) {
-	out, errOut, code := in.lapis("client", "create", "--name", "e2e admin", "--type", "confidential", "--scope", "system/lapis.admin", "--json")
-	if code != 0 {
-		t.Fatalf("admin client: %s", errOut)
-	}
-	var adm clientOut
-	decodeJSON(t, out, &adm)
+	adm := in.createClient(t, "e2e admin", "--type", "confidential", "--scope", "system/lapis.admin")
 	c := newCLI(t, "E2E_ADMIN_SECRET="+adm.ClientSecret)
 	remote := []string{"--server", in.base, "--client-id", adm.ClientID, "--client-secret-env", "E2E_ADMIN_SECRET"}
 
@@ -295,9 +303,7 @@ func testClientCLIAdmin(t *testing.T, in *instance) {
 	bad := newCLI(t, "E2E_ADMIN_SECRET=wrong")
 	bad.fails(3, append([]string{"apikey", "list"}, remote...)...)
 	c.fails(2, append([]string{"apikey", "list", "--data-dir", t.TempDir()}, remote...)...)
-	out, _, _ = in.lapis("client", "create", "--name", "not admin", "--type", "confidential", "--scope", "system/*.rs", "--json")
-	var na clientOut
-	decodeJSON(t, out, &na)
+	na := in.createClient(t, "not admin", "--type", "confidential", "--scope", "system/*.rs")
 	nc := newCLI(t, "E2E_NA_SECRET="+na.ClientSecret)
 	nc.fails(3, "apikey", "list", "--server", in.base, "--client-id", na.ClientID, "--client-secret-env", "E2E_NA_SECRET")
 }
@@ -305,12 +311,7 @@ func testClientCLIAdmin(t *testing.T, in *instance) {
 // testClientCLIProfile uses a profiles file with client_credentials, and
 // lapis token.
 func testClientCLIProfile(t *testing.T, in *instance) {
-	out, errOut, code := in.lapis("client", "create", "--name", "e2e data", "--type", "confidential", "--scope", "system/Patient.rs system/Observation.rs", "--json")
-	if code != 0 {
-		t.Fatalf("data client: %s", errOut)
-	}
-	var cl clientOut
-	decodeJSON(t, out, &cl)
+	cl := in.createClient(t, "e2e data", "--type", "confidential", "--scope", "system/Patient.rs system/Observation.rs")
 	secretFile := filepath.Join(t.TempDir(), "secret")
 	os.WriteFile(secretFile, []byte(cl.ClientSecret+"\n"), 0o600)
 	c := newCLI(t, "E2E_DATA_SECRET="+cl.ClientSecret)
@@ -385,12 +386,7 @@ func testClientCLIProfile(t *testing.T, in *instance) {
 		b64(key.PublicKey.X.FillBytes(make([]byte, 48))), b64(key.PublicKey.Y.FillBytes(make([]byte, 48))))
 	jwksFile := filepath.Join(t.TempDir(), "jwks.json")
 	os.WriteFile(jwksFile, []byte(jwks), 0o600)
-	out, errOut, code = in.lapis("client", "create", "--name", "e2e backend", "--type", "backend", "--scope", "system/Patient.rs", "--jwks-file", jwksFile, "--json")
-	if code != 0 {
-		t.Fatalf("backend client: %s", errOut)
-	}
-	var be clientOut
-	decodeJSON(t, out, &be)
+	be := in.createClient(t, "e2e backend", "--type", "backend", "--scope", "system/Patient.rs", "--jwks-file", jwksFile)
 	os.WriteFile(filepath.Join(dir, "profiles.json"), []byte(fmt.Sprintf(`{"profiles": {"backend": {"base_url": %q,
 	  "auth": {"method": "backend_services", "client_id": %q, "private_key": "file:%s", "key_id": "e2e-1", "scopes": ["system/Patient.rs"]}}}}`,
 		in.base, be.ClientID, keyFile)), 0o600)

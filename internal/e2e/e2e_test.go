@@ -173,6 +173,14 @@ func dialects(t *testing.T) map[string]func(t *testing.T) string {
 	}
 }
 
+// forDialects runs fn in a subtest per database dialect with the
+// dialect's database URL ("" for SQLite).
+func forDialects(t *testing.T, fn func(t *testing.T, dbURL string)) {
+	for name, db := range dialects(t) {
+		t.Run(name, func(t *testing.T) { fn(t, db(t)) })
+	}
+}
+
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
 	for name, db := range dialects(t) {

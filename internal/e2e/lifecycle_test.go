@@ -24,9 +24,7 @@ import (
 // during the shutdown are in the chain) and the process exits 0.
 func TestLifecycle(t *testing.T) {
 	t.Parallel()
-	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { testLifecycle(t, db(t)) })
-	}
+	forDialects(t, testLifecycle)
 }
 
 func testLifecycle(t *testing.T, dbURL string) {

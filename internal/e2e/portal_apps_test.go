@@ -102,9 +102,9 @@ func TestPortalApps(t *testing.T) {
 	if !hasRoute(t, "POST", "/portal/api/orgs/{org}/apps") {
 		t.Skip("the portal's apps API is not built")
 	}
-	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { testPortalApps(t, serve(t, lapistest.Options{Database: db(t), SandboxData: true})) })
-	}
+	forDialects(t, func(t *testing.T, dbURL string) {
+		testPortalApps(t, serve(t, lapistest.Options{Database: dbURL, SandboxData: true}))
+	})
 }
 
 func testPortalApps(t *testing.T, in *instance) {

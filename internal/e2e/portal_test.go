@@ -318,9 +318,7 @@ func (s *secretSet) checkLog(t *testing.T, in *instance, mailTokens []string) {
 // development-mode mail lines' links.
 func TestPortalAPI(t *testing.T) {
 	t.Parallel()
-	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { testPortalAPI(t, serve(t, lapistest.Options{Database: db(t)})) })
-	}
+	forDialects(t, func(t *testing.T, dbURL string) { testPortalAPI(t, serve(t, lapistest.Options{Database: dbURL})) })
 }
 
 func testPortalAPI(t *testing.T, in *instance) {

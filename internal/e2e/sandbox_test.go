@@ -89,9 +89,7 @@ func jwtClaims(t *testing.T, tok string) map[string]any {
 // ones work, production is untouched); /readyz names the sandbox's checks.
 func TestSandbox(t *testing.T) {
 	t.Parallel()
-	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { testSandbox(t, db(t)) })
-	}
+	forDialects(t, testSandbox)
 }
 
 func testSandbox(t *testing.T, dbURL string) {

@@ -6,15 +6,13 @@ import (
 	"github.com/lapis-health/lapis/internal/store/storetest"
 )
 
-func BenchmarkPut(b *testing.B) { storetest.BenchPut(b, openBench(b)) }
+func BenchmarkPut(b *testing.B) { storetest.BenchPut(b, openStore(b)) }
 
-func BenchmarkRead(b *testing.B) { storetest.BenchRead(b, openBench(b)) }
+func BenchmarkRead(b *testing.B) { storetest.BenchRead(b, openStore(b)) }
 
 func BenchmarkSearch(b *testing.B) {
-	s := openBench(b)
-	storetest.SearchFixture(b, s)
-	if _, err := s.Pool().Exec(b.Context(), "ANALYZE"); err != nil {
-		b.Fatal(err)
-	}
-	storetest.BenchSearch(b, s)
+	s := openStore(b)
+	storetest.BenchSearch(b, s, s.Analyze)
 }
+
+func BenchmarkHistoryPatient(b *testing.B) { storetest.BenchHistory(b, openStore(b)) }

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/store"
-	"github.com/lapis-health/lapis/internal/store/postgres"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // TestSearchPoolCancelsOnTheServer: when the context of a query on the
@@ -18,11 +16,7 @@ import (
 // an advisory lock while it sleeps for a minute; a second session can take
 // the lock within its lock_timeout only if the server cancelled the query.
 func TestSearchPoolCancelsOnTheServer(t *testing.T) {
-	s, err := postgres.Open(context.Background(), pgtest.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	rows, err := s.Pool().Query(ctx, "SELECT pg_advisory_xact_lock(4242), pg_sleep(60)")

@@ -10,23 +10,12 @@ import (
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
-func open(t *testing.T) store.Store {
-	url := pgtest.New(t)
-	s, err := postgres.Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func open(t *testing.T) store.Store { return openStore(t) }
 
-func openBench(b *testing.B) *postgres.Store {
-	s, err := postgres.Open(context.Background(), pgtest.New(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	return s
+// openStore opens a store on a fresh database, closed when tb ends.
+func openStore(tb testing.TB) *postgres.Store {
+	s, err := postgres.Open(context.Background(), pgtest.New(tb))
+	return storetest.Opened(tb, s, err)
 }
 
 func TestStore(t *testing.T) {

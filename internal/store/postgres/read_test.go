@@ -19,11 +19,7 @@ import (
 // statement: cancellation, errors from the server and reuse of the
 // connections afterwards.
 func TestRawRead(t *testing.T) {
-	s, err := postgres.Open(context.Background(), pgtest.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t)
 	ctx := context.Background()
 	at := time.UnixMilli(1700000000123).UTC()
 	for v := int64(1); v <= 2; v++ {
@@ -70,10 +66,7 @@ func TestRawRead(t *testing.T) {
 func TestPlanModes(t *testing.T) {
 	ctx := context.Background()
 	s, err := postgres.Open(ctx, pgtest.New(t)+"&pool_max_conns=2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = storetest.Opened(t, s, err)
 	storetest.PutPatient(t, s, "p1", "female")
 	// statements lists the prepared statements of every pooled connection
 	// with their generic plan counts.

@@ -106,11 +106,35 @@ func queryOne(ctx context.Context, q Querier, sql string, args []any) (*store.Re
 		return nil, err
 	}
 	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		return nil, store.ErrNotFound
+	return ScanOne(rows)
+}
+
+// Cursor is the part of a query's rows that moves through them.
+type Cursor interface {
+	Next() bool
+	Err() error
+}
+
+// First moves rows to their first row, and returns the error that ended
+// them, or missing when they had none.
+func First(rows Cursor, missing error) error {
+	if rows.Next() {
+		return nil
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return missing
+}
+
+// ScanOne scans the resource of the first of rows (ScanResource's
+// columns), or returns store.ErrNotFound when there is none.
+func ScanOne(rows interface {
+	Cursor
+	Scanner
+}) (*store.Resource, error) {
+	if err := First(rows, store.ErrNotFound); err != nil {
+		return nil, err
 	}
 	_, r, err := ScanResource(rows)
 	if err != nil {
@@ -715,11 +739,8 @@ func (e *Engine) loadSnapshot(ctx context.Context, rq Querier, id string) (*snap
 		return nil, err
 	}
 	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		return nil, store.ErrSnapshotExpired
+	if err := First(rows, store.ErrSnapshotExpired); err != nil {
+		return nil, err
 	}
 	var s snapshot
 	var total int64

@@ -6,12 +6,10 @@ import (
 	"github.com/lapis-health/lapis/internal/store/storetest"
 )
 
-func BenchmarkPut(b *testing.B) { storetest.BenchPut(b, openBench(b)) }
+func BenchmarkPut(b *testing.B) { storetest.BenchPut(b, openStore(b)) }
 
-func BenchmarkRead(b *testing.B) { storetest.BenchRead(b, openBench(b)) }
+func BenchmarkRead(b *testing.B) { storetest.BenchRead(b, openStore(b)) }
 
-func BenchmarkSearch(b *testing.B) {
-	s := openBench(b)
-	storetest.SearchFixture(b, s)
-	storetest.BenchSearch(b, s)
-}
+func BenchmarkSearch(b *testing.B) { storetest.BenchSearch(b, openStore(b), nil) }
+
+func BenchmarkHistoryPatient(b *testing.B) { storetest.BenchHistory(b, openStore(b)) }

@@ -12,22 +12,12 @@ import (
 	"github.com/lapis-health/lapis/internal/store/storetest"
 )
 
-func open(t *testing.T) store.Store {
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "lapis.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func open(t *testing.T) store.Store { return openStore(t) }
 
-func openBench(b *testing.B) *sqlite.Store {
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "lapis.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
-	return s
+// openStore opens a store in a fresh file, closed when tb ends.
+func openStore(tb testing.TB) *sqlite.Store {
+	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "lapis.db"))
+	return storetest.Opened(tb, s, err)
 }
 
 func TestStore(t *testing.T) {

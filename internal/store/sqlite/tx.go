@@ -95,17 +95,7 @@ func (t *tx) Read(ctx context.Context, typ, id string) (*store.Resource, error) 
 		return nil, err
 	}
 	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		return nil, store.ErrNotFound
-	}
-	_, r, err := sqlgen.ScanResource(rows)
-	if err != nil {
-		return nil, err
-	}
-	return &r, nil
+	return sqlgen.ScanOne(rows)
 }
 
 // Search runs a search inside the transaction.

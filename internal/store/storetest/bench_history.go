@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -53,6 +54,25 @@ func PatientFilter(p int) *store.AccessFilter {
 		}},
 		Types: map[string][]store.AccessRule{"*": {{Compartment: true}}, "AuditEvent": {}},
 	}
+}
+
+// Analyzer is a store whose planner statistics can be refreshed after a
+// bulk load.
+type Analyzer interface {
+	store.Store
+	Analyze(ctx context.Context) error
+}
+
+// BenchHistory loads the HistoryFixture into s, refreshes its statistics
+// and runs BenchHistoryPatient at the system level ("system") and the type
+// level ("type").
+func BenchHistory(b *testing.B, s Analyzer) {
+	HistoryFixture(b, s)
+	if err := s.Analyze(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("system", func(b *testing.B) { BenchHistoryPatient(b, s, "") })
+	b.Run("type", func(b *testing.B) { BenchHistoryPatient(b, s, "Observation") })
 }
 
 // BenchHistoryPatient measures the first page of system-level _history

@@ -75,6 +75,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 
 var ctx = context.Background()
 
+// Opened returns the store s that an Open returned with err: it fails tb
+// on err and closes s when tb ends.
+func Opened[S store.Store](tb testing.TB, s S, err error) S {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
 // t0 is the base time of the fixtures.
 var t0 = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 
