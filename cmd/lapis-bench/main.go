@@ -23,7 +23,11 @@
 // PostgreSQL (running on this machine), the database backends' (cpu.go).
 // -only keeps the shapes whose name matches; -cpuprofile has the server
 // write a CPU profile per phase (ingest, then each shape) for go tool
-// pprof, through LAPIS_CPUPROFILE (cmd/lapis/profile.go).
+// pprof, through LAPIS_CPUPROFILE (cmd/lapis/profile.go). To catch a rare
+// stall, LAPIS_BENCH_QUIT_AFTER=1s makes the first request of a measured
+// shape without an answer after that long send SIGQUIT to the server (its
+// goroutine dump, then exit), and LAPIS_BENCH_SERVER_LOG=FILE keeps the
+// server's output (slow.go).
 //
 // With -mode export (export.go) it imports the bundles -replicas times and
 // measures a system-level Bulk Data $export twice, while other clients
@@ -367,7 +371,8 @@ func startServe(bin, dir, dbURL string, extra ...string) (string, func(), error)
 // it also returns the server's process id.
 func startServeEnv(bin, dir, dbURL string, env []string, extra ...string) (string, func(), int, error) {
 	// Info level: the "lapis serving" line tells the bound address.
-	srv, err := lapistest.Launch(lapistest.Options{Bin: bin, DataDir: dir, Database: dbURL, Env: env, Args: append([]string{"--log-level", "info"}, extra...)})
+	srv, err := lapistest.Launch(lapistest.Options{Bin: bin, DataDir: dir, Database: dbURL, Env: env, LogFile: os.Getenv("LAPIS_BENCH_SERVER_LOG"),
+		Args: append([]string{"--log-level", "info"}, extra...)})
 	if err != nil {
 		return "", nil, 0, err
 	}
@@ -447,8 +452,10 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 			for time.Now().Before(deadline) {
 				u := urls[r.IntN(len(urls))]
 				t := time.Now()
+				done := onSlow(u)
 				resp, err := client.Get(u)
 				if err != nil {
+					done()
 					errs++
 					mu.Lock()
 					res.transport++
@@ -460,6 +467,7 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				done()
 				el := time.Since(t)
 				codes[resp.StatusCode]++
 				if resp.StatusCode != 200 {

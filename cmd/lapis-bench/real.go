@@ -97,6 +97,8 @@ func runReal(o realOptions) error {
 		return err
 	}
 	defer stop()
+	stopWatch := watchSlow(pid)
+	defer stopWatch()
 	// phase ends the server's current profile window and names the next.
 	window := 0
 	phase := func(next string) {
