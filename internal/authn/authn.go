@@ -17,7 +17,8 @@
 // that passed every check are cached by the Verifier, and API keys that
 // passed the database check are cached here (by the key's SHA-256, for
 // APIKeyCacheTTL, never past the key's expiry or rotation grace; the
-// last-used time is still written at most once per TouchInterval). Both
+// last-used time is still written at most once per TouchInterval, off
+// the request path). Both
 // caches are kept honest by the revocation log (authdb.RevWatcher), which
 // every revocation appends to in its own transaction:
 //
@@ -167,6 +168,8 @@ type middleware struct {
 	challengeBearer, challengeBasic string
 
 	keys *keyCache // nil: no API-key cache
+	// touches holds a slot per last-used write in flight (touch).
+	touches chan struct{}
 
 	mu          sync.Mutex
 	basicAny    bool
@@ -210,8 +213,9 @@ func New(cfg Config) func(http.Handler) http.Handler {
 	if cfg.APIKeys != nil && cfg.Revocations != nil && cfg.APIKeyCacheTTL >= 0 {
 		keys = newKeyCache(cfg.Revocations, cfg.APIKeyCacheTTL, cfg.APIKeyCacheSize, now)
 	}
+	touches := make(chan struct{}, maxTouches)
 	return func(next http.Handler) http.Handler {
-		return &middleware{cfg: cfg, log: log, now: now, next: next, keys: keys,
+		return &middleware{cfg: cfg, log: log, now: now, next: next, keys: keys, touches: touches,
 			challengeBearer: `Bearer realm="` + realm + `"`, challengeBasic: `Basic realm="` + realm + `"`}
 	}
 }
@@ -374,11 +378,36 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 				Description: "API key used", ClientID: k.ID, Method: MethodAPIKey, CredentialID: k.ID, Patient: k.Patient,
 				Address: httpx.ClientIP(r).String()})
 		}
-		if err := m.cfg.APIKeys.TouchAPIKeyFrom(ctx, k.ID, now, httpx.ClientIP(r).String(), m.cfg.TouchInterval); err != nil {
-			m.log.Warn("authn: recording api key use failed", "key_id", k.ID, "error", err.Error())
-		}
+		m.touch(ctx, k.ID, now, httpx.ClientIP(r).String())
 	}
 	return &principal.Principal{Method: MethodAPIKey, ClientID: k.ID, Scopes: k.Scopes, Patient: k.Patient, TokenID: k.ID}, nil
+}
+
+// maxTouches bounds the last-used writes in flight at once; beyond it a
+// use is not recorded (the next one after TouchInterval is).
+const maxTouches = 16
+
+// touch records a use of API key id off the request path: the write
+// waits for the database's write lock (on SQLite the one writer
+// connection, which audit and other batches hold for milliseconds at a
+// time), and a request must not wait for bookkeeping. At most one write
+// per key per TouchInterval is due (the caller's compare-and-swap), and
+// at most maxTouches run at once.
+func (m *middleware) touch(ctx context.Context, id string, at time.Time, addr string) {
+	select {
+	case m.touches <- struct{}{}:
+	default:
+		m.log.Debug("authn: api key use not recorded, too many writes in flight", "key_id", id)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	go func() {
+		defer func() { <-m.touches }()
+		defer cancel()
+		if err := m.cfg.APIKeys.TouchAPIKeyFrom(ctx, id, at, addr, m.cfg.TouchInterval); err != nil {
+			m.log.Warn("authn: recording api key use failed", "key_id", id, "error", err.Error())
+		}
+	}()
 }
 
 func decodeBasic(cred string) (id, secret string, ok bool) {

@@ -23,6 +23,7 @@ import (
 	"github.com/lapis-health/lapis/internal/authn"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
 
 const issuer = "https://lapis.example/fhir"
@@ -264,9 +265,10 @@ func TestAPIKeys(t *testing.T) {
 				t.Fatalf("%s: %d %+v", h[0], r.status, r.p)
 			}
 		}
-		if k, _ := e.db.APIKey(ctx, "ak_pat"); k.LastUsedAt.IsZero() {
-			t.Fatal("last used not recorded")
-		}
+		poll.Until(t, time.Minute, "last used not recorded", func() bool {
+			k, _ := e.db.APIKey(ctx, "ak_pat")
+			return k != nil && !k.LastUsedAt.IsZero()
+		})
 
 		// Format and checksum are checked before any lookup.
 		n := e.store.lookups.Load()
@@ -462,4 +464,50 @@ func TestKeyFormatAndScopes(t *testing.T) {
 	if _, err := apikey.ParseAllowList([]string{"nope"}); err == nil {
 		t.Fatal("bad CIDR accepted")
 	}
+}
+
+// blockingTouch holds every last-used write until release is closed.
+type blockingTouch struct {
+	*countingStore
+	started chan string
+	release chan struct{}
+}
+
+func (b *blockingTouch) TouchAPIKeyFrom(ctx context.Context, id string, at time.Time, addr string, min time.Duration) error {
+	b.started <- id
+	select {
+	case <-b.release:
+	case <-time.After(time.Minute): // a write on the request path: let the test see it
+	}
+	return b.countingStore.TouchAPIKeyFrom(ctx, id, at, addr, min)
+}
+
+// TestTouchOffRequestPath holds the last-used write of an API key (as a
+// database write lock held by another writer would) and checks that the
+// request is answered meanwhile; the use is recorded once the write goes
+// through.
+func TestTouchOffRequestPath(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	ctx := context.Background()
+	key := e.apiKey(authdb.APIKey{ID: "ak_touch"})
+	bt := &blockingTouch{countingStore: e.store, started: make(chan string, 1), release: make(chan struct{})}
+	h := authn.New(authn.Config{APIKeys: bt, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})(http.HandlerFunc(echo))
+	req := httptest.NewRequest("GET", "/Patient", nil)
+	req.Header.Set("X-API-Key", key)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req) // returns while the write is held
+	if w.Code != 200 {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if id := <-bt.started; id != "ak_touch" {
+		t.Fatalf("touched %q", id)
+	}
+	if k, _ := e.db.APIKey(ctx, "ak_touch"); !k.LastUsedAt.IsZero() {
+		t.Fatal("recorded before the write was released")
+	}
+	close(bt.release)
+	poll.Until(t, time.Minute, "last used not recorded", func() bool {
+		k, _ := e.db.APIKey(ctx, "ak_touch")
+		return k != nil && !k.LastUsedAt.IsZero()
+	})
 }
