@@ -107,9 +107,9 @@ func runExport(bin, dir, dbURL, dialect string, files []string, o exportOptions)
 func exportOnce(client *http.Client, srv *lapistest.Server, dbName string, urls []string, conns int, patients []string) error {
 	idle := procKB(srv.PID(), "VmRSS")
 	hwm0 := procKB(srv.PID(), "VmHWM")
-	// Anonymous memory (heap, stacks) apart from the file pages of the
-	// SQLite file mapped into the process (mmap_size), which count in RSS
-	// but are the kernel's page cache: sampled while the export runs.
+	// Anonymous memory (heap, stacks) apart from file pages mapped into
+	// the process, which count in RSS but are the kernel's page cache:
+	// sampled while the export runs.
 	anonIdle := procKB(srv.PID(), "RssAnon")
 	anonPeak := anonIdle
 	cpu0 := procCPU(fmt.Sprintf("/proc/%d/stat", srv.PID()))
