@@ -462,11 +462,12 @@ func (r *Recorder) anchor() {
 	}
 }
 
-// resync takes the chain's head from the database after a batch was not
-// written, so the next batch links to what is really stored (the failed
-// batch may have been stored in part by another path, or the head read
-// may have failed): until the head is read, every batch fails as lost
-// rather than write records that would break the chain.
+// resync takes the chain's head from the database after a batch was
+// reported not written, so the next batch links to what is really stored:
+// a batch is all or nothing, but it may have been committed while both
+// its reply and write's check of the head failed. Until the head is read,
+// every batch fails as lost rather than write records that would break
+// the chain.
 func (r *Recorder) resync(ctx context.Context) {
 	seq, hash, err := r.cfg.DB.Head(ctx, r.chain)
 	if err != nil {

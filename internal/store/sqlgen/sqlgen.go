@@ -95,6 +95,7 @@ func pinned(q Querier) Querier {
 // rid), which gain nothing from that and would copy every row, bodies
 // included, once more.
 type Keyer interface {
+	// Keyed returns the Querier that runs such statements as written.
 	Keyed() Querier
 }
 
