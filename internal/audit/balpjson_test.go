@@ -106,3 +106,16 @@ func TestToMapMatchesDecode(t *testing.T) {
 		check(-i, ae)
 	}
 }
+
+// TestRecordIDsOrdered: consecutive records' ids sort in the order they
+// were made (index locality in every table keyed by id) and are distinct.
+func TestRecordIDsOrdered(t *testing.T) {
+	prev := recordID()
+	for range 10000 {
+		id := recordID()
+		if id <= prev {
+			t.Fatalf("id %s after %s", id, prev)
+		}
+		prev = id
+	}
+}

@@ -61,7 +61,7 @@ func (d *Direct) Commit(ctx context.Context, e Event) error {
 		d.chain = chain
 	}
 	at := e.Time.UTC().Truncate(time.Millisecond)
-	id := uuid.NewString()
+	id := recordID()
 	body := Render(&e, id, at, Source{Site: d.site, Instance: d.chain})
 	seq := d.seq + 1
 	h := Hash(d.chain, seq, d.prev, body)

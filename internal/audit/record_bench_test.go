@@ -70,7 +70,9 @@ func BenchmarkRecordSteps(b *testing.B) {
 // store (SQLite), per batch of the default CopyBatch: through the store's
 // store.Creator (putnew) and one Put per record (put); the copy of this
 // process's own records with the handed-over AuditEvents, extracted
-// generically (putnew-handoff) or indexed directly (putnew-direct).
+// generically (putnew-handoff) or indexed directly (putnew-direct); and
+// the copy of records it was not handed, decoded into the record's type
+// and indexed directly (putnew-decoded; putnew extracts them generically).
 func BenchmarkMaterialize(b *testing.B) {
 	e := open(b, "sqlite:"+b.TempDir()+"/l.db", func(c *Config) { c.CopyDuty = 1 })
 	_, ix := registry(b)
@@ -84,7 +86,8 @@ func BenchmarkMaterialize(b *testing.B) {
 		name            string
 		st              Updater
 		handoff, direct bool
-	}{{"put", putOnly{e.st}, false, false}, {"putnew", e.st, false, false}, {"putnew-handoff", e.st, true, false}, {"putnew-direct", e.st, true, true}} {
+	}{{"put", putOnly{e.st}, false, false}, {"putnew", e.st, false, false}, {"putnew-handoff", e.st, true, false}, {"putnew-direct", e.st, true, true},
+		{"putnew-decoded", e.st, false, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			rows := make([]Row, batch)
 			aes := map[int64]*auditEvent{}
