@@ -57,6 +57,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -470,6 +471,12 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 				done()
 				el := time.Since(t)
 				codes[resp.StatusCode]++
+				if resp.StatusCode == http.StatusTooManyRequests {
+					// As a real client does (the SDK, fhirclient): wait as
+					// told before the next request. A load that ignored it
+					// would measure the server answering a flood of 429s.
+					backOff(resp.Header.Get("Retry-After"), deadline)
+				}
 				if resp.StatusCode != 200 {
 					errs++
 				} else {
@@ -491,6 +498,16 @@ func goLoad(client *http.Client, urls []string, conns int, dur time.Duration) re
 	res.elapsed = time.Since(start)
 	res.n = len(res.lat)
 	return res
+}
+
+// backOff sleeps for a Retry-After of delta-seconds (RFC 9110 §10.2.3),
+// at most until deadline; a missing or unreadable value waits 100 ms.
+func backOff(retryAfter string, deadline time.Time) {
+	wait := 100 * time.Millisecond
+	if n, err := strconv.Atoi(retryAfter); err == nil && n >= 0 {
+		wait = time.Duration(n) * time.Second
+	}
+	time.Sleep(min(wait, time.Until(deadline)))
 }
 
 func report(name string, r result) {

@@ -1,6 +1,7 @@
 package sqlgen
 
 import (
+	"sort"
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/store"
@@ -202,8 +203,16 @@ func (g *gen) compartmentDriver(typ string) string {
 		q := "SELECT dr.rid FROM " + TableReference + " dr WHERE dr.target_id = " + g.b.Arg(c.ID) + " AND dr.target_type = " + g.b.Arg(c.Type)
 		if typ != "" {
 			q += " AND dr.type = " + g.b.Arg(typ) + " AND dr.param IN " + g.b.List(ps)
+			parts = append(parts, q)
+		} else if types := visibleMembers(f); len(types) > 0 {
+			// Only the referrers of the types in the compartment the
+			// caller may see: one index range per type. Without the
+			// list every reference to the compartment's owner was a
+			// candidate, the AuditEvents of every request about it
+			// included, which no caller but an admin sees and whose
+			// number grows with every request.
+			parts = append(parts, q+" AND dr.type IN "+g.b.List(types))
 		}
-		parts = append(parts, q)
 	}
 	if typ == "" || typ == c.Type {
 		parts = append(parts, "SELECT ds.rid FROM resources ds WHERE ds.type = "+g.b.Arg(c.Type)+" AND ds.id = "+g.b.Arg(c.ID))
@@ -212,4 +221,28 @@ func (g *gen) compartmentDriver(typ string) string {
 		return "SELECT 0 WHERE 1=0" // nothing of typ is in the compartment
 	}
 	return strings.Join(parts, " UNION ALL ")
+}
+
+// visibleMembers returns, sorted, the types that are in f's compartment
+// through references and whose resources f may show: a type with no rule
+// (AuditEvent for a caller other than an admin) is left out.
+func visibleMembers(f *store.AccessFilter) []string {
+	var out []string
+	for t, ps := range f.Compartment.Params {
+		if len(ps) == 0 {
+			continue
+		}
+		if f.Types != nil {
+			rs, ok := f.Types[t]
+			if !ok {
+				rs = f.Types["*"]
+			}
+			if len(rs) == 0 {
+				continue
+			}
+		}
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -905,13 +905,10 @@ func (g *gen) compartment(alias, typ string) string {
 		}
 		return "(" + in + " AND " + alone(func(o string) string { return o + ".param IN " + g.b.List(ps) }) + ")"
 	}
-	types := make([]string, 0, len(c.Params))
-	for t, ps := range c.Params {
-		if len(ps) > 0 {
-			types = append(types, t)
-		}
-	}
-	sort.Strings(types)
+	// The member types the filter may show: a hidden type's rows are
+	// never results, so its references (every request's AuditEvent
+	// names the patient it was about) are not even read.
+	types := visibleMembers(g.filter)
 	self := "(" + alias + ".type = " + g.b.Arg(c.Type) + " AND " + alias + ".id = " + g.b.Arg(c.ID) + ")"
 	if len(types) == 0 {
 		return self
@@ -933,7 +930,29 @@ func (g *gen) compartment(alias, typ string) string {
 		}
 		return orTree(ors)
 	}
-	in := "(" + self + " OR " + sub(byType(f, true)) + ")"
+	var member string
+	if g.hist {
+		member = sub(byType(f, true))
+	} else {
+		// One exact index range (target_id, type, param) per member
+		// type, whatever the statistics say: a scan of every reference
+		// to the compartment's owner with the types' OR on each row
+		// read thousands of AuditEvent rows for a patient much asked
+		// about, and no statistics tell the planner which owner that is.
+		var branches []string
+		for _, t := range types {
+			if exclusive && t == c.Type {
+				continue // exclusive: a Patient is only in its own compartment
+			}
+			branches = append(branches, "SELECT "+f+".rid FROM "+TableReference+" "+f+" WHERE "+f+".target_id = "+g.b.Arg(c.ID)+
+				" AND "+f+".type = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+" AND "+f+".target_type = "+g.b.Arg(c.Type))
+		}
+		member = "1=0"
+		if len(branches) > 0 {
+			member = alias + ".rid IN (" + strings.Join(branches, " UNION ALL ") + ")"
+		}
+	}
+	in := "(" + self + " OR " + member + ")"
 	if !exclusive {
 		return in
 	}
