@@ -157,7 +157,27 @@ func TestPlansAfterGrowth(t *testing.T) {
 					t.Errorf("plan after growth differs from the plan on fresh statistics:\n--- grown\n%s\n--- fresh\n%s", grown[i], fresh[i])
 				}
 			}
+			checkLiveProbe(t, name, st, reg, pat)
 		})
+	}
+}
+
+// checkLiveProbe checks that _has probes the referenced resources, and
+// whether they are deleted, in the covering (type, id) index alone: on
+// PostgreSQL an index-only scan once the table is vacuumed (its pages
+// all-visible), as autovacuum leaves it after a load.
+func checkLiveProbe(t *testing.T, dialect string, st store.Store, reg *definitions.Registry, pat subject) {
+	t.Helper()
+	want := "COVERING INDEX resources_type_id_live"
+	if ps, ok := st.(*postgres.Store); ok {
+		want = "Index Only Scan using resources_type_id_live"
+		if _, err := ps.Pool().Exec(context.Background(), "VACUUM (ANALYZE) resources"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	has := plans(t, service(t, reg, st), pat)[4]
+	if !strings.Contains(strings.Split(has, "\n--\n")[0], want) {
+		t.Errorf("_has (%s): the referenced rows are not probed by %q:\n%s", dialect, want, has)
 	}
 }
 

@@ -21,3 +21,16 @@ func openStore(tb testing.TB) *postgres.Store {
 func TestStore(t *testing.T) {
 	storetest.Run(t, open)
 }
+
+// TestSnapshotsStored checks that paging snapshots, stored in batches,
+// are in the database once the store is closed.
+func TestSnapshotsStored(t *testing.T) {
+	url := pgtest.New(t)
+	storetest.SnapshotsStored(t, func(t *testing.T) store.Store {
+		s, err := postgres.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}

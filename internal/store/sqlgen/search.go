@@ -38,6 +38,10 @@ type Engine struct {
 	Cap int
 	// Now returns the current time (tests may replace it); nil = time.Now.
 	Now func() time.Time
+	// SnapshotDelay is how long the background snapshot writer gathers
+	// snapshots before storing them together (StartSnapshotWriter); 0:
+	// it stores at once those already queued.
+	SnapshotDelay time.Duration
 
 	lastCleanup atomic.Int64
 	cache       snapCache
@@ -711,8 +715,17 @@ func (e *Engine) saveSnapshot(ctx context.Context, wq Querier, q *store.Query, r
 	return id, e.storeSnapshot(ctx, wq, id, s)
 }
 
-// storeSnapshot writes a snapshot row (and now and then removes expired ones).
+// storeSnapshot writes a snapshot row.
 func (e *Engine) storeSnapshot(ctx context.Context, wq Querier, id string, s *snapshot) error {
+	return e.storeSnapshots(ctx, wq, []pendingSnap{{id, s}})
+}
+
+// storeSnapshots writes snapshot rows in one statement (and now and then
+// removes expired ones first).
+func (e *Engine) storeSnapshots(ctx context.Context, wq Querier, snaps []pendingSnap) error {
+	if len(snaps) == 0 {
+		return nil
+	}
 	now := e.now().UnixMilli()
 	if last := e.lastCleanup.Load(); now-last > int64(time.Minute/time.Millisecond) && e.lastCleanup.CompareAndSwap(last, now) {
 		b := &Builder{D: e.D}
@@ -721,9 +734,16 @@ func (e *Engine) storeSnapshot(ctx context.Context, wq Querier, id string, s *sn
 		}
 	}
 	b := &Builder{D: e.D}
-	sql := "INSERT INTO search_snapshot (id, created, total, truncated, query, rids) VALUES (" +
-		b.Arg(id) + ", " + b.Arg(s.created) + ", " + b.Arg(int64(s.total)) + ", " + b.Arg(s.truncated) + ", " + b.Arg(s.query) + ", " + b.Arg(encodeRids(s.rids)) + ")"
-	return wq.Exec(ctx, sql, b.Args...)
+	var sb strings.Builder
+	sb.WriteString("INSERT INTO search_snapshot (id, created, total, truncated, query, rids) VALUES ")
+	for i, p := range snaps {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		s := p.s
+		sb.WriteString("(" + b.Arg(p.id) + ", " + b.Arg(s.created) + ", " + b.Arg(int64(s.total)) + ", " + b.Arg(s.truncated) + ", " + b.Arg(s.query) + ", " + b.Arg(encodeRids(s.rids)) + ")")
+	}
+	return wq.Exec(ctx, sb.String(), b.Args...)
 }
 
 func (e *Engine) loadSnapshot(ctx context.Context, rq Querier, id string) (*snapshot, error) {

@@ -68,34 +68,29 @@ type snapWriter struct {
 	done chan struct{}
 }
 
+// snapBatch is the most snapshots the writer stores in one statement.
+const snapBatch = 64
+
 // StartSnapshotWriter starts the background writer that stores paging
-// snapshots through w (a connection or pool of its own). Call the returned
-// function to flush and stop it (before closing w).
+// snapshots through w (a connection or pool of its own), up to snapBatch
+// of them in one INSERT, so one commit: on SQLite every commit costs each
+// reader connection its page cache at its next read, and a search whose
+// result takes more than one page saves a snapshot. A batch gathers the
+// snapshots that arrive within SnapshotDelay of its first (none when 0:
+// those already queued). Call the returned function to store what is
+// queued and stop it (before closing w).
 func (e *Engine) StartSnapshotWriter(w Querier) (stop func()) {
 	sw := &snapWriter{q: make(chan pendingSnap, snapQueueLen), done: make(chan struct{})}
 	e.writer.Store(sw)
+	delay := e.SnapshotDelay
 	go func() {
 		defer close(sw.done)
 		for p := range sw.q {
-			batch := []pendingSnap{p}
-		more:
-			for len(batch) < 64 {
-				select {
-				case n, ok := <-sw.q:
-					if !ok {
-						break more
-					}
-					batch = append(batch, n)
-				default:
-					break more
-				}
-			}
+			batch := gather(sw.q, []pendingSnap{p}, delay)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			for _, b := range batch {
-				// Best effort: a snapshot that cannot be stored is served
-				// from memory here, and re-run elsewhere.
-				_ = e.storeSnapshot(ctx, w, b.id, b.s)
-			}
+			// Best effort: a snapshot that cannot be stored is served
+			// from memory here, and re-run elsewhere.
+			_ = e.storeSnapshots(ctx, w, batch)
 			cancel()
 		}
 	}()
@@ -107,6 +102,42 @@ func (e *Engine) StartSnapshotWriter(w Querier) (stop func()) {
 			<-sw.done
 		})
 	}
+}
+
+// gather adds to batch the snapshots that q holds now and, when delay is
+// positive, those that arrive within delay, up to snapBatch in all; it
+// returns early when q is closed.
+func gather(q <-chan pendingSnap, batch []pendingSnap, delay time.Duration) []pendingSnap {
+	var timeout <-chan time.Time
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for len(batch) < snapBatch {
+		if timeout == nil {
+			select {
+			case n, ok := <-q:
+				if !ok {
+					return batch
+				}
+				batch = append(batch, n)
+			default:
+				return batch
+			}
+			continue
+		}
+		select {
+		case n, ok := <-q:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, n)
+		case <-timeout:
+			return batch
+		}
+	}
+	return batch
 }
 
 // queryKey identifies what a snapshot was computed for: the type, the

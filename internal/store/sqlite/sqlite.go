@@ -63,6 +63,16 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// snapshotDelay is how long the paging snapshots of searches are gathered
+// before they are stored in one commit. Every commit costs each reader
+// connection its page cache at its next read transaction; a search whose
+// result takes more than one page saves a snapshot, which, written alone,
+// made a commit of nearly every such search. Until it is stored, this
+// process serves it from memory (another would re-run the search at the
+// page's offset, as for any lost snapshot). The audit trail's group delay
+// is the same.
+const snapshotDelay = 100 * time.Millisecond
+
 // Open opens (creating if needed) the SQLite database at path and migrates
 // its schema; the Store owns that database handle and closes it.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -100,7 +110,9 @@ func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	sw.SetMaxOpenConns(1)
 	sw.SetConnMaxIdleTime(0)
 	sw.SetConnMaxLifetime(0)
-	s := &Store{w: w, r: r, raw: raw, readers: n, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap}, ins: make(map[insKey]*sql.Stmt)}
+	s := &Store{w: w, r: r, raw: raw, readers: n, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap, SnapshotDelay: snapshotDelay}, ins: make(map[insKey]*sql.Stmt)}
+	// Paging snapshots are stored a batch at a time, one commit each
+	// (see snapshotDelay).
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
 	s.stmts = newStmtCache(r, 512)
 	s.stopCheckpoints = s.startCheckpointer(sw)

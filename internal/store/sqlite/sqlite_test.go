@@ -24,6 +24,19 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, open)
 }
 
+// TestSnapshotsStored checks that paging snapshots, stored in batches
+// after a delay, are in the database once the store is closed.
+func TestSnapshotsStored(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lapis.db")
+	storetest.SnapshotsStored(t, func(t *testing.T) store.Store {
+		s, err := sqlite.Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 // TestSearchOneReader runs searches of shapes the statement cache has not
 // seen on a store with a single reader connection: a search must not need
 // a second connection (to prepare its statement) while its read
