@@ -706,10 +706,8 @@ func (e *Engine) saveSnapshot(ctx context.Context, wq Querier, q *store.Query, r
 	s := &snapshot{created: e.now().UnixMilli(), total: total, truncated: truncated, query: queryKey(q), rids: rids}
 	e.cache.put(id, s)
 	if w := e.writer.Load(); w != nil {
-		select {
-		case w.q <- pendingSnap{id, s}:
-		default: // writer saturated: this instance still serves it from memory
-		}
+		// Saturated or stopped: this instance still serves it from memory.
+		w.offer(pendingSnap{id, s})
 		return id, nil
 	}
 	return id, e.storeSnapshot(ctx, wq, id, s)

@@ -64,8 +64,28 @@ type pendingSnap struct {
 
 // snapWriter stores snapshots in the background.
 type snapWriter struct {
-	q    chan pendingSnap
-	done chan struct{}
+	// mu orders offers and the stop: a search that loaded the writer just
+	// before the store closed must not send on the closed queue.
+	mu     sync.RWMutex
+	closed bool
+	q      chan pendingSnap
+	done   chan struct{}
+}
+
+// offer queues p for storing; false when the writer is saturated or
+// stopped (this instance still serves the snapshot from memory).
+func (sw *snapWriter) offer(p pendingSnap) bool {
+	sw.mu.RLock()
+	defer sw.mu.RUnlock()
+	if sw.closed {
+		return false
+	}
+	select {
+	case sw.q <- p:
+		return true
+	default:
+		return false
+	}
 }
 
 // snapBatch is the most snapshots the writer stores in one statement.
@@ -98,7 +118,10 @@ func (e *Engine) StartSnapshotWriter(w Querier) (stop func()) {
 	return func() {
 		once.Do(func() {
 			e.writer.Store(nil)
+			sw.mu.Lock()
+			sw.closed = true
 			close(sw.q)
+			sw.mu.Unlock()
 			<-sw.done
 		})
 	}

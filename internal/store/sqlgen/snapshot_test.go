@@ -122,3 +122,37 @@ func TestStoreSnapshotsEmpty(t *testing.T) {
 		t.Fatalf("no snapshots: %v, %d statements", err, len(log.execs))
 	}
 }
+
+// TestSnapshotWriterStopWhileSaving: searches saving snapshots while the
+// store stops (the writer loaded just before it is stopped) neither panic
+// on the closed queue nor lose the snapshot this instance serves.
+func TestSnapshotWriterStopWhileSaving(t *testing.T) {
+	for range 50 {
+		e := &Engine{D: SQLite}
+		stop := e.StartSnapshotWriter(&execLog{})
+		var wg sync.WaitGroup
+		ids := make(chan string, 4*20)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					id, err := e.saveSnapshot(context.Background(), &execLog{}, &store.Query{Type: "Patient"}, []int64{1, 2}, 2, false)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ids <- id
+				}
+			}()
+		}
+		stop()
+		wg.Wait()
+		close(ids)
+		for id := range ids {
+			if e.cache.get(id) == nil {
+				t.Fatalf("snapshot %s not served from memory", id)
+			}
+		}
+	}
+}
