@@ -25,7 +25,9 @@ type HistoryPage struct {
 	// Versions are the page's versions, newest first; a deleted version
 	// has no Body.
 	Versions []store.Resource
-	// Total is the number of versions over all pages.
+	// Total is the number of versions over all pages; -1 when there are
+	// more than the count's limit (Config.HistoryTotalLimit), and the
+	// Bundle has no total.
 	Total int
 	// Links are the paging links: self, and next where there is one (with
 	// the opaque HistoryCursorParam).
@@ -47,8 +49,10 @@ func (p *HistoryPage) Returned() int { return len(p.Versions) }
 // bundle is the history Bundle of the page.
 func (p *HistoryPage) bundle() *bundle {
 	b := &bundle{ResourceType: "Bundle", ID: NewID(), Meta: &bundleMeta{LastUpdated: fhirtime.FormatInstant(p.Timestamp)}, Type: "history"}
-	total := p.Total
-	b.Total = &total
+	if p.Total >= 0 { // -1: more versions than the count's limit
+		total := p.Total
+		b.Total = &total
+	}
 	for _, l := range p.Links {
 		b.Link = append(b.Link, bundleLink(l))
 	}
@@ -100,6 +104,9 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 		return nil, err
 	}
 	hq.Type, hq.ID, hq.Filter = typ, id, s.access.Filter(ctx)
+	if id == "" && !onlyTotal {
+		hq.TotalLimit = s.histTotal
+	}
 	if id == "" {
 		// Type and system history list resources like a search: only
 		// what the caller may match (s), which a granular s scope

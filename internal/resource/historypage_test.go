@@ -3,6 +3,7 @@ package resource_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"testing"
 
@@ -51,6 +52,59 @@ func TestHistoryPage(t *testing.T) {
 		if b.Type != "history" || b.Total != 6 || len(b.Entry) != 2 || len(b.Link) != len(p.Links) ||
 			b.Entry[0].FullURL != "http://h/fhir/Patient/p000" || b.Entry[0].Request.Method != "PUT" || len(b.Entry[0].Resource) == 0 {
 			t.Fatalf("Bundle %+v", b)
+		}
+	})
+}
+
+// TestHistoryTotalLimit: a type or system history counts at most
+// HistoryTotalLimit versions for its total; past it the Bundle has no
+// total (and the count costs no more), the pages are unchanged.
+// _count=0 (the total alone) and an instance's history still count every
+// version.
+func TestHistoryTotalLimit(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect string) {
+		svc, _ := pagingService(t, dialect, 5, func(c *resource.Config) { c.HistoryTotalLimit = 4 })
+		ctx := context.Background()
+		for v := range 3 {
+			if _, err := svc.Update(ctx, "Patient", "p000", []byte(fmt.Sprintf(`{"resourceType":"Patient","id":"p000","active":%v}`, v%2 == 0)), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// 5 + 2 Patients, p000 3 times more: 10 versions.
+		total := func(typ, id string, q url.Values) (int, bool, int) {
+			t.Helper()
+			p, err := svc.History(ctx, typ, id, q, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b struct {
+				Total *int
+				Entry []json.RawMessage
+			}
+			if err := json.Unmarshal(p.JSON(), &b); err != nil {
+				t.Fatal(err)
+			}
+			if b.Total == nil {
+				return p.Total, false, len(b.Entry)
+			}
+			if *b.Total != p.Total {
+				t.Fatalf("Bundle total %d, page %d", *b.Total, p.Total)
+			}
+			return *b.Total, true, len(b.Entry)
+		}
+		for _, typ := range []string{"", "Patient"} {
+			if n, ok, entries := total(typ, "", url.Values{"_count": {"3"}}); ok || n != -1 || entries != 3 {
+				t.Errorf("%q history: total %d (in Bundle %v), %d entries; want no total, 3 entries", typ, n, ok, entries)
+			}
+			if n, ok, _ := total(typ, "", url.Values{"_count": {"0"}}); !ok || n != 10 {
+				t.Errorf("%q history _count=0: total %d (in Bundle %v), want 10", typ, n, ok)
+			}
+		}
+		if n, ok, _ := total("Patient", "p000", nil); !ok || n != 4 {
+			t.Errorf("instance history: total %d (in Bundle %v), want 4", n, ok)
+		}
+		if n, ok, _ := total("Patient", "", url.Values{"_since": {"2000-01-01"}}); ok || n != -1 {
+			t.Errorf("type history since: total %d (in Bundle %v)", n, ok)
 		}
 	})
 }

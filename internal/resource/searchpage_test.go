@@ -51,7 +51,7 @@ func (s *pageStore) Search(ctx context.Context, q *store.Query) (*store.SearchRe
 // pagingService opens an app on dialect with n Patients of family
 // Pagingova (and two others), and returns a service over a pageStore of
 // the same database.
-func pagingService(t *testing.T, dialect string, n int) (*resource.Service, *pageStore) {
+func pagingService(t *testing.T, dialect string, n int, opts ...func(*resource.Config)) (*resource.Service, *pageStore) {
 	t.Helper()
 	ctx := context.Background()
 	cfg := config.Defaults()
@@ -84,11 +84,15 @@ func pagingService(t *testing.T, dialect string, n int) (*resource.Service, *pag
 		t.Fatal(err)
 	}
 	ps := &pageStore{Store: a.Store}
-	svc, err := resource.New(resource.Config{
+	rc := resource.Config{
 		Store: ps, Registry: a.Registry, Validator: validate.New(a.Registry), Indexer: ex,
 		Parser:  search.NewParser(a.Registry, cfg.FHIRBase(), cfg.FHIR.MaxCount, cfg.FHIR.DefaultCount),
 		BaseURL: cfg.FHIRBase(),
-	})
+	}
+	for _, o := range opts {
+		o(&rc)
+	}
+	svc, err := resource.New(rc)
 	if err != nil {
 		t.Fatal(err)
 	}

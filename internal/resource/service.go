@@ -107,6 +107,11 @@ type Config struct {
 	// DefaultHistoryCount and MaxHistoryCount bound history pages (0 means
 	// 50 and 1000).
 	DefaultHistoryCount, MaxHistoryCount int
+	// HistoryTotalLimit bounds the count behind a type or system history
+	// Bundle's total (0 means 10,000): past it the Bundle has no total
+	// (R4 Bundle.total is optional), and the count costs no more however
+	// many versions the server holds. _count=0 (the total alone) counts all.
+	HistoryTotalLimit int
 }
 
 // Service implements the FHIR interactions. It is safe for concurrent use.
@@ -124,6 +129,8 @@ type Service struct {
 	maxResp    int64 // MaxResponseBytes; math.MaxInt64 when unlimited
 	defHistory int
 	maxHistory int
+	// histTotal is HistoryTotalLimit.
+	histTotal int
 	// compParams are the Patient compartment parameters per type (R4
 	// CompartmentDefinition/patient).
 	compParams map[string][]string
@@ -141,6 +148,10 @@ func New(cfg Config) (*Service, error) {
 		st: cfg.Store, reg: cfg.Registry, val: cfg.Validator, idx: cfg.Indexer, parser: cfg.Parser,
 		base: strings.TrimSuffix(cfg.BaseURL, "/"), access: cfg.Access, log: cfg.Logger, now: cfg.Now,
 		maxEntries: cfg.MaxBundleEntries, defHistory: cfg.DefaultHistoryCount, maxHistory: cfg.MaxHistoryCount,
+		histTotal: cfg.HistoryTotalLimit,
+	}
+	if s.histTotal <= 0 {
+		s.histTotal = 10000
 	}
 	if s.access == nil {
 		s.access = AllowAll{}

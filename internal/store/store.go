@@ -186,6 +186,11 @@ type HistoryQuery struct {
 	// (maintenance: VersionIndexWriter); the page's Total is then -1 (not
 	// computed).
 	Superseded bool
+	// TotalLimit, when positive, bounds the work of the page's Total: at
+	// most TotalLimit versions are counted, and a query matching more has
+	// Total -1 (not computed). A type or system history counts every
+	// version of the server, which grows by every write.
+	TotalLimit int
 	// Filter restricts the versions returned: a version is returned when
 	// the resource's current version passes the filter and, where the
 	// filter limits the type to a compartment or criteria, that version

@@ -110,8 +110,15 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	case hq.Superseded:
 		page.Total = -1
 	case hq.Version == 0:
-		// Total (without the cursor).
-		rows, err := qr.Query(ctx, "SELECT COUNT(*)"+from+where, b.Args...)
+		// Total (without the cursor), at most TotalLimit + 1 counted.
+		count := "SELECT COUNT(*)" + from + where
+		if hq.TotalLimit > 0 {
+			// A literal (an int of the configuration): the page query
+			// below binds b's arguments, and a bound one it does not use
+			// has no type on PostgreSQL.
+			count = "SELECT COUNT(*) FROM (SELECT 1" + from + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
+		}
+		rows, err := qr.Query(ctx, count, b.Args...)
 		if err != nil {
 			return nil, err
 		}
@@ -127,6 +134,9 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			return nil, err
 		}
 		page.Total = int(total)
+		if hq.TotalLimit > 0 && page.Total > hq.TotalLimit {
+			page.Total = -1
+		}
 	}
 
 	if hq.Before != "" {

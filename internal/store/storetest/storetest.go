@@ -369,6 +369,17 @@ func testHistory(t *testing.T, s store.Store) {
 	if total != 3 {
 		t.Errorf("instance total %d", total)
 	}
+	// A bounded count: exact up to the limit, -1 (not computed) past it;
+	// the pages are the same.
+	for _, c := range []struct{ limit, want int }{{6, 6}, {100, 6}, {5, -1}, {1, -1}} {
+		p, err := s.History(ctx, store.HistoryQuery{Count: 2, TotalLimit: c.limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Total != c.want || len(p.Versions) != 2 || p.Next == "" {
+			t.Errorf("total limit %d: total %d (want %d), %d versions, next %q", c.limit, p.Total, c.want, len(p.Versions), p.Next)
+		}
+	}
 	got, _ = hist(store.HistoryQuery{Since: at(2), At: at(5)})
 	eq(t, "since/at", got, []string{"Patient/p2/2", "Observation/o1/1", "Patient/p1/2"})
 
