@@ -131,7 +131,7 @@ func (s *Store) VRead(ctx context.Context, typ, id string, version int64) (*stor
 
 // History lists versions, newest first.
 func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.HistoryPage, error) {
-	return s.eng.History(ctx, querier{s.pool}, q)
+	return s.eng.History(ctx, newSearchQuerier(s.pool), q)
 }
 
 // Search runs a search.

@@ -211,7 +211,11 @@ func (e *Engine) historyOfCandidates(ctx context.Context, qr Querier, b *Builder
 			return nil, store.ErrNotFound
 		}
 	}
-	seqs, err := queryRIDs(ctx, qr, "SELECT h.seq"+fromWhere+" ORDER BY h.seq DESC", b.Args)
+	// Its SQL fixes its plan (the compartment's candidates, then their
+	// versions by key): PostgreSQL plans it once per connection, not at
+	// every request (planning the compartment's clauses cost four times
+	// running them).
+	seqs, err := queryRIDs(ctx, pinned(qr), "SELECT h.seq"+fromWhere+" ORDER BY h.seq DESC", b.Args)
 	if err != nil {
 		return nil, err
 	}
