@@ -140,25 +140,13 @@ func (d *DB) CreateAPIKey(ctx context.Context, k *APIKey) error {
 // returns revoked and expired keys too: the caller checks Valid.
 func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, error) {
 	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE key_hash = ?"), hex.EncodeToString(hash)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read api key: %w", err)
-	}
-	return k, nil
+	return found(k, err, "api key")
 }
 
 // APIKey returns the key with id, or ErrNotFound.
 func (d *DB) APIKey(ctx context.Context, id string) (*APIKey, error) {
 	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read api key: %w", err)
-	}
-	return k, nil
+	return found(k, err, "api key")
 }
 
 // APIKeys lists every key (revoked and expired ones included), oldest

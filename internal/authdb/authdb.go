@@ -333,16 +333,22 @@ func scanClient(s scanner) (*Client, error) {
 	return &c, nil
 }
 
-// Client returns the client with id, or ErrNotFound.
-func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
-	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
+// found is the answer of a read of one row: sql.ErrNoRows is ErrNotFound,
+// another error says what was read.
+func found[T any](v *T, err error, what string) (*T, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("authdb: read client: %w", err)
+		return nil, fmt.Errorf("authdb: read %s: %w", what, err)
 	}
-	return c, nil
+	return v, nil
+}
+
+// Client returns the client with id, or ErrNotFound.
+func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
+	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
+	return found(c, err, "client")
 }
 
 // Clients lists every client, oldest first.
