@@ -189,14 +189,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 		}
 		return nil
 	}
-	if err := d.logRevocation(ctx, tx, RevAPIKey, id, now); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: revoke api key: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevAPIKey, id, now, "revoke api key")
 }
 
 // RotateAPIKey replaces the key oldID by next in one transaction: next
@@ -241,14 +234,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 		return err
 	}
 	// The old key's expiry moved: caches holding it must re-read it.
-	if err := d.logRevocation(ctx, tx, RevAPIKey, oldID, now); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: rotate api key: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevAPIKey, oldID, now, "rotate api key")
 }
 
 // TouchAPIKey records a use of the key id at at, unless a use at or after

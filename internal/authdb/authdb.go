@@ -384,14 +384,7 @@ func (d *DB) DeleteClient(ctx context.Context, id string) error {
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return ErrNotFound
 	}
-	if err := d.logRevocation(ctx, tx, RevClient, id, time.Now()); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: delete client: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevClient, id, time.Now(), "delete client")
 }
 
 // SigningKeys returns the keys that are active or still published, newest
@@ -492,14 +485,7 @@ func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) err
 	if _, err := tx.ExecContext(ctx, d.q.insertRevoked, jti, expires.Unix()); err != nil {
 		return fmt.Errorf("authdb: revoke: %w", err)
 	}
-	if err := d.logRevocation(ctx, tx, RevToken, jti, time.Now()); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: revoke: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevToken, jti, time.Now(), "revoke")
 }
 
 // Revoked reports whether the token with id jti was revoked.
