@@ -114,11 +114,7 @@ func (s *Service) ResendVerification(ctx context.Context, email string) (string,
 	if err != nil {
 		return "", err
 	}
-	tok := randomToken()
-	if err := s.insertToken(ctx, s.w, tok, "verify", d.ID, "", d.Email, "", s.now(), VerifyTTL); err != nil {
-		return "", err
-	}
-	return tok, nil
+	return s.emailToken(ctx, d, "verify", VerifyTTL)
 }
 
 // Verify consumes an email verification token and marks the address
@@ -288,11 +284,7 @@ func (s *Service) RequestReset(ctx context.Context, email string) (string, error
 	if err != nil {
 		return "", err
 	}
-	tok := randomToken()
-	if err := s.insertToken(ctx, s.w, tok, "reset", d.ID, "", d.Email, "", s.now(), ResetTTL); err != nil {
-		return "", err
-	}
-	return tok, nil
+	return s.emailToken(ctx, d, "reset", ResetTTL)
 }
 
 // Reset consumes a reset token and sets a new password; it also verifies
@@ -351,6 +343,16 @@ type token struct {
 
 type execer interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}
+
+// emailToken stores and returns a new token of kind for a link mailed to
+// d's address, valid for ttl.
+func (s *Service) emailToken(ctx context.Context, d *Developer, kind string, ttl time.Duration) (string, error) {
+	tok := randomToken()
+	if err := s.insertToken(ctx, s.w, tok, kind, d.ID, "", d.Email, "", s.now(), ttl); err != nil {
+		return "", err
+	}
+	return tok, nil
 }
 
 func (s *Service) insertToken(ctx context.Context, db execer, tok, kind, devID, orgID, email, role string, now time.Time, ttl time.Duration) error {
