@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 func (s *Service) insertOrg(ctx context.Context, tx txish, org *Org, ownerID string, now time.Time) error {
@@ -144,7 +145,7 @@ func (s *Service) Invite(ctx context.Context, byID, orgID, email, role string) (
 	if n >= MaxOpenInvitations {
 		return "", invalid("at most %d open invitations; wait for some to be accepted or to expire", MaxOpenInvitations)
 	}
-	tok := randomToken()
+	tok := randtoken.New()
 	if err := s.insertToken(ctx, s.w, tok, "invite", byID, orgID, email, role, s.now(), InviteTTL); err != nil {
 		return "", err
 	}
