@@ -34,6 +34,7 @@ import (
 
 	"github.com/lapis-health/lapis/client"
 	"github.com/lapis-health/lapis/internal/testutil/lapistest"
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
 // The end-to-end test runs the SDK against the real lapis binary, built
@@ -47,23 +48,6 @@ type lapisServer struct {
 	t       *testing.T
 	dataDir string
 	base    string
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startLapis starts lapis serve (the binary is built on first use); with
@@ -105,7 +89,7 @@ func TestEndToEndAgainstLapis(t *testing.T) {
 
 	var key struct{ Key string }
 	s.cli("", &key, "apikey", "create", "--name", "sdk e2e", "--scope", "system/*.cruds")
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	logger := newTestLogger(&logs)
 
 	var patientID string

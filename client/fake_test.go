@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
 // fakeFHIR is a small in-memory FHIR server for the SDK's tests: create,
@@ -355,22 +357,7 @@ func recordWaits(sleep *func(ctx context.Context, d time.Duration) error) *[]tim
 }
 
 // logBuffer is a goroutine-safe buffer for captured logs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ logbuf.Buffer }
 
 func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -91,6 +91,15 @@ func collect(opts []WriteOption) *writeOptions {
 	return &o
 }
 
+// resource is call for an answer that is one resource.
+func (c *Client) resource(ctx context.Context, method string, u *url.URL, body []byte, hdr http.Header) (*Resource, error) {
+	b, h, err := c.call(ctx, method, u, body, hdr)
+	if err != nil {
+		return nil, err
+	}
+	return resourceFromResponse(b, h)
+}
+
 // call sends a request and decodes a 2xx JSON body into raw bytes; an
 // error status becomes an *Error.
 func (c *Client) call(ctx context.Context, method string, u *url.URL, body []byte, hdr http.Header) ([]byte, http.Header, error) {
@@ -132,11 +141,7 @@ func (c *Client) Read(ctx context.Context, typ, id string) (*Resource, error) {
 	if err := errors.Join(checkType(typ), checkID("id", id)); err != nil {
 		return nil, err
 	}
-	b, h, err := c.call(ctx, http.MethodGet, c.path(nil, typ, id), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return resourceFromResponse(b, h)
+	return c.resource(ctx, http.MethodGet, c.path(nil, typ, id), nil, nil)
 }
 
 // VRead returns version vid of the resource typ/id.
@@ -144,11 +149,7 @@ func (c *Client) VRead(ctx context.Context, typ, id, vid string) (*Resource, err
 	if err := errors.Join(checkType(typ), checkID("id", id), checkID("version", vid)); err != nil {
 		return nil, err
 	}
-	b, h, err := c.call(ctx, http.MethodGet, c.path(nil, typ, id, "_history", vid), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return resourceFromResponse(b, h)
+	return c.resource(ctx, http.MethodGet, c.path(nil, typ, id, "_history", vid), nil, nil)
 }
 
 // encodeResource accepts the body forms Create, Update and Transaction
@@ -202,11 +203,7 @@ func (c *Client) Create(ctx context.Context, resource any, opts ...WriteOption) 
 		return nil, err
 	}
 	o := collect(opts)
-	b, h, err := c.call(ctx, http.MethodPost, c.path(nil, r.Type), body, o.header())
-	if err != nil {
-		return nil, err
-	}
-	return resourceFromResponse(b, h)
+	return c.resource(ctx, http.MethodPost, c.path(nil, r.Type), body, o.header())
 }
 
 // Update replaces (or creates, if the server allows client-assigned ids)
@@ -225,11 +222,7 @@ func (c *Client) Update(ctx context.Context, typ, id string, body json.RawMessag
 		return nil, fmt.Errorf("fhir client: body is %s/%s, not %s/%s", truncate(r.Type, 64), truncate(r.ID, 64), typ, id)
 	}
 	o := collect(opts)
-	b, h, err := c.call(ctx, http.MethodPut, c.path(nil, typ, id), body, o.header())
-	if err != nil {
-		return nil, err
-	}
-	return resourceFromResponse(b, h)
+	return c.resource(ctx, http.MethodPut, c.path(nil, typ, id), body, o.header())
 }
 
 // Patch applies a JSON Patch (RFC 6902) document to the resource typ/id.
@@ -245,11 +238,7 @@ func (c *Client) Patch(ctx context.Context, typ, id string, jsonPatch json.RawMe
 	o := collect(opts)
 	h := o.header()
 	h.Set("Content-Type", "application/json-patch+json")
-	b, rh, err := c.call(ctx, http.MethodPatch, c.path(nil, typ, id), jsonPatch, h)
-	if err != nil {
-		return nil, err
-	}
-	return resourceFromResponse(b, rh)
+	return c.resource(ctx, http.MethodPatch, c.path(nil, typ, id), jsonPatch, h)
 }
 
 // Delete deletes the resource typ/id. Deleting an already deleted resource
@@ -364,9 +353,5 @@ func (c *Client) postBundle(ctx context.Context, bundle any, typ string) (*Bundl
 
 // Capabilities returns the server's CapabilityStatement ([base]/metadata).
 func (c *Client) Capabilities(ctx context.Context) (*Resource, error) {
-	b, h, err := c.call(ctx, http.MethodGet, c.path(nil, "metadata"), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	return resourceFromResponse(b, h)
+	return c.resource(ctx, http.MethodGet, c.path(nil, "metadata"), nil, nil)
 }

@@ -445,12 +445,9 @@ func postToken(ctx context.Context, hc *http.Client, tokenURL string, form url.V
 		// RFC 6749 §2.3.1: form-urlencode both parts before Basic.
 		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
 	}
-	resp, err := hc.Do(req)
+	resp, err := send(hc, req, "oauth: token request")
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("oauth: token request: %w", scrubURLError(err))
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := readLimited(resp, 1<<20)
@@ -515,6 +512,20 @@ func readLimited(resp *http.Response, n int64) ([]byte, error) {
 	return b, nil
 }
 
+// send does req with hc; a transport error is the context's error when
+// the request's context ended, else what failed (the URL's credentials
+// scrubbed).
+func send(hc *http.Client, req *http.Request, what string) (*http.Response, error) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		if err := req.Context().Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: %w", what, scrubURLError(err))
+	}
+	return resp, nil
+}
+
 func cloneValues(v url.Values) url.Values {
 	out := make(url.Values, len(v))
 	for k, vs := range v {
@@ -561,12 +572,9 @@ func Discover(ctx context.Context, fhirBase string, hc *http.Client) (*SMARTConf
 		return nil, errors.New("smart discovery: invalid URL")
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := hc.Do(req)
+	resp, err := send(hc, req, "smart discovery")
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("smart discovery: %w", scrubURLError(err))
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

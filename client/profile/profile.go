@@ -36,12 +36,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -402,12 +403,7 @@ func (c *Config) validate() error {
 
 // Names returns the profile names, sorted.
 func (c *Config) Names() []string {
-	names := make([]string, 0, len(c.Profiles))
-	for n := range c.Profiles {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(c.Profiles))
 }
 
 // Get returns the named profile; "" means the default profile (or the only

@@ -200,12 +200,8 @@ func (p *Policy) Filter(ctx context.Context) *store.AccessFilter {
 // type granted r without s can be read and included, never matched; a
 // granular s scope narrows matches even when r is broader.
 func (p *Policy) MatchFilter(ctx context.Context) *store.AccessFilter {
-	pr := principal.FromContext(ctx)
-	if pr == nil {
-		return nothing
-	}
-	scopes, _, valid := Effective(pr)
-	if !valid {
+	scopes, _, ok := contextScopes(ctx)
+	if !ok {
 		return nothing
 	}
 	rs := p.compile(scopes, PermRead|PermSearch)
@@ -228,13 +224,19 @@ func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
 	return p.filter(ctx, PermCreate|PermUpdate|PermDelete)
 }
 
-func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
+// contextScopes is Effective of the principal of ctx; false when there is
+// none.
+func contextScopes(ctx context.Context) (scopes []string, patient string, ok bool) {
 	pr := principal.FromContext(ctx)
 	if pr == nil {
-		return nothing
+		return nil, "", false
 	}
-	scopes, patient, valid := Effective(pr)
-	if !valid {
+	return Effective(pr)
+}
+
+func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
+	scopes, patient, ok := contextScopes(ctx)
+	if !ok {
 		return nothing
 	}
 	c := p.compile(scopes, perms)

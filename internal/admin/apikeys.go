@@ -124,11 +124,7 @@ func (s *Service) APIKeys(ctx context.Context, f api.APIKeyFilter) ([]api.APIKey
 		return nil, err
 	}
 	now := s.now()
-	out := make([]api.APIKey, 0, len(ks))
-	for i := range ks {
-		out = append(out, apiKeyOf(&ks[i], now))
-	}
-	return out, nil
+	return convert(ks, func(k *authdb.APIKey) api.APIKey { return apiKeyOf(k, now) }), nil
 }
 
 // APIKey returns the API key id with its status now.

@@ -44,6 +44,16 @@ func oauthClient(c *authdb.Client) api.OAuthClient {
 	return out
 }
 
+// convert returns f of each element of xs, in order; never nil, so that
+// an empty list is [] in JSON.
+func convert[T, U any](xs []T, f func(*T) U) []U {
+	out := make([]U, 0, len(xs))
+	for i := range xs {
+		out = append(out, f(&xs[i]))
+	}
+	return out
+}
+
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
@@ -121,11 +131,7 @@ func (s *Service) Clients(ctx context.Context, f api.ClientFilter) ([]api.OAuthC
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.OAuthClient, 0, len(cs))
-	for i := range cs {
-		out = append(out, oauthClient(&cs[i]))
-	}
-	return out, nil
+	return convert(cs, oauthClient), nil
 }
 
 // OAuthClient returns the client id.

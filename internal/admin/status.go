@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"log/slog"
 	"strings"
@@ -12,6 +10,7 @@ import (
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 // maxReason bounds a suspension reason (characters).
@@ -30,11 +29,7 @@ func (s *Service) RotateClientSecret(ctx context.Context, id string, overlap tim
 	if overlap < 0 || overlap > api.MaxDuration {
 		return nil, invalid("overlap", "must be between 0 and 100 years")
 	}
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	secret := base64.RawURLEncoding.EncodeToString(b)
+	secret := randtoken.New()
 	now := s.now()
 	until := now.Add(overlap)
 	switch err := s.st.RotateClientSecret(ctx, id, authdb.HashSecret(secret), until, now); {

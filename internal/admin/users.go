@@ -52,11 +52,7 @@ func (s *Service) Users(ctx context.Context) ([]api.User, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.User, 0, len(accts))
-	for i := range accts {
-		out = append(out, userOf(&accts[i]))
-	}
-	return out, nil
+	return convert(accts, userOf), nil
 }
 
 // account returns the login named username (case-insensitive).
@@ -113,6 +109,12 @@ func (s *Service) grantFilter(ctx context.Context, clientID, username string) (a
 	return f, nil
 }
 
+// grantOf is the API form of a grant.
+func grantOf(g *authdb.GrantSummary) api.Grant {
+	return api.Grant{ClientID: g.ClientID, ClientName: g.ClientName, Subject: g.Subject, Username: g.Username,
+		Scopes: nonNil(g.Scopes), Families: g.Families, CreatedAt: g.CreatedAt, LastUsedAt: g.LastUsedAt, ExpiresAt: g.ExpiresAt}
+}
+
 // Grants lists the live grants matching f, one per (app, user).
 func (s *Service) Grants(ctx context.Context, f api.GrantFilter) ([]api.Grant, error) {
 	gf, err := s.grantFilter(ctx, f.ClientID, f.Username)
@@ -123,12 +125,7 @@ func (s *Service) Grants(ctx context.Context, f api.GrantFilter) ([]api.Grant, e
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.Grant, 0, len(gs))
-	for _, g := range gs {
-		out = append(out, api.Grant{ClientID: g.ClientID, ClientName: g.ClientName, Subject: g.Subject, Username: g.Username,
-			Scopes: nonNil(g.Scopes), Families: g.Families, CreatedAt: g.CreatedAt, LastUsedAt: g.LastUsedAt, ExpiresAt: g.ExpiresAt})
-	}
-	return out, nil
+	return convert(gs, grantOf), nil
 }
 
 // RevokeGrants revokes the grants of the app req.ClientID for one user,

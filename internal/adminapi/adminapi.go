@@ -151,28 +151,28 @@ func (rt *router) handler() http.Handler {
 func (a *API) routes() http.Handler {
 	rt := &router{a: a, mux: http.NewServeMux(), methods: map[string][]string{}}
 	rt.handle("GET /clients", a.listClients)
-	rt.handle("POST /clients", a.createClient)
+	rt.handle("POST /clients", withBody(a.createClient))
 	rt.handle("GET /clients/{id}", a.getClient)
 	rt.handle("DELETE /clients/{id}", a.deleteClient)
 	rt.handle("GET /clients/{id}/network", a.getNetwork)
-	rt.handle("PUT /clients/{id}/network", a.putNetwork)
-	rt.handle("PUT /clients/{id}/ratelimit", a.putClientRateLimit)
-	rt.handle("POST /clients/{id}/rotate-secret", a.rotateClientSecret)
-	rt.handle("POST /clients/{id}/suspend", a.suspendClient)
+	rt.handle("PUT /clients/{id}/network", withBody(a.putNetwork))
+	rt.handle("PUT /clients/{id}/ratelimit", withBody(a.putClientRateLimit))
+	rt.handle("POST /clients/{id}/rotate-secret", withBody(a.rotateClientSecret))
+	rt.handle("POST /clients/{id}/suspend", withBody(a.suspendClient))
 	rt.handle("POST /clients/{id}/resume", a.resumeClient)
 	rt.handle("GET /users", a.listUsers)
-	rt.handle("POST /users", a.createUser)
+	rt.handle("POST /users", withBody(a.createUser))
 	rt.handle("GET /users/{username}", a.getUser)
 	rt.handle("DELETE /users/{username}", a.deleteUser)
 	rt.handle("GET /grants", a.listGrants)
-	rt.handle("POST /grants/revoke", a.revokeGrants)
+	rt.handle("POST /grants/revoke", withBody(a.revokeGrants))
 	rt.handle("GET /apikeys", a.listAPIKeys)
-	rt.handle("POST /apikeys", a.createAPIKey)
+	rt.handle("POST /apikeys", withBody(a.createAPIKey))
 	rt.handle("GET /apikeys/{id}", a.getAPIKey)
 	rt.handle("DELETE /apikeys/{id}", a.revokeAPIKey)
 	rt.handle("POST /apikeys/{id}/rotate", a.rotateAPIKey)
-	rt.handle("PUT /apikeys/{id}/ratelimit", a.putAPIKeyRateLimit)
-	rt.handle("POST /apikeys/{id}/suspend", a.suspendAPIKey)
+	rt.handle("PUT /apikeys/{id}/ratelimit", withBody(a.putAPIKeyRateLimit))
+	rt.handle("POST /apikeys/{id}/suspend", withBody(a.suspendAPIKey))
 	rt.handle("POST /apikeys/{id}/resume", a.resumeAPIKey)
 	return rt.handler()
 }
@@ -343,11 +343,7 @@ func (a *API) actor(r *http.Request) (admin.Actor, error) {
 
 // --- endpoints ---
 
-func (a *API) createClient(w http.ResponseWriter, r *http.Request) error {
-	var req api.ClientRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) createClient(w http.ResponseWriter, r *http.Request, req api.ClientRequest) error {
 	out, err := a.svc.CreateClient(r.Context(), req)
 	if err != nil {
 		return err
@@ -370,11 +366,7 @@ func (a *API) deleteClient(w http.ResponseWriter, r *http.Request) error {
 	return done(w, a.svc.DeleteClient(r.Context(), r.PathValue("id")))
 }
 
-func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {
-	var req api.RotateSecretRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request, req api.RotateSecretRequest) error {
 	overlap := api.DefaultOverlap
 	if req.Overlap != nil {
 		overlap = time.Duration(*req.Overlap)
@@ -383,11 +375,7 @@ func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {
 	return answer(w, out, err)
 }
 
-func (a *API) suspendClient(w http.ResponseWriter, r *http.Request) error {
-	var req api.SuspendRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) suspendClient(w http.ResponseWriter, r *http.Request, req api.SuspendRequest) error {
 	c, err := a.svc.SuspendClient(r.Context(), r.PathValue("id"), req.Reason)
 	return answer(w, c, err)
 }
@@ -400,11 +388,7 @@ func (a *API) resumeClient(w http.ResponseWriter, r *http.Request) error {
 	return answer(w, c, err)
 }
 
-func (a *API) suspendAPIKey(w http.ResponseWriter, r *http.Request) error {
-	var req api.SuspendRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) suspendAPIKey(w http.ResponseWriter, r *http.Request, req api.SuspendRequest) error {
 	k, err := a.svc.SuspendAPIKey(r.Context(), r.PathValue("id"), req.Reason)
 	return answer(w, k, err)
 }
@@ -415,6 +399,18 @@ func (a *API) resumeAPIKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	k, err := a.svc.ResumeAPIKey(r.Context(), r.PathValue("id"))
 	return answer(w, k, err)
+}
+
+// withBody decodes the request's JSON body into a T (see decode) before h
+// runs.
+func withBody[T any](h func(http.ResponseWriter, *http.Request, T) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req T
+		if err := decode(w, r, &req); err != nil {
+			return err
+		}
+		return h(w, r, req)
+	}
 }
 
 // decodeOptional accepts an empty body or an empty JSON object.
@@ -431,38 +427,22 @@ func (a *API) getNetwork(w http.ResponseWriter, r *http.Request) error {
 	return answer(w, n, err)
 }
 
-func (a *API) putNetwork(w http.ResponseWriter, r *http.Request) error {
-	var req api.NetworkRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) putNetwork(w http.ResponseWriter, r *http.Request, req api.NetworkRequest) error {
 	n, err := a.svc.SetClientNetwork(r.Context(), r.PathValue("id"), req)
 	return answer(w, n, err)
 }
 
-func (a *API) putClientRateLimit(w http.ResponseWriter, r *http.Request) error {
-	var req api.RateLimit
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) putClientRateLimit(w http.ResponseWriter, r *http.Request, req api.RateLimit) error {
 	l, err := a.svc.SetClientRateLimit(r.Context(), r.PathValue("id"), req)
 	return answer(w, l, err)
 }
 
-func (a *API) putAPIKeyRateLimit(w http.ResponseWriter, r *http.Request) error {
-	var req api.RateLimit
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) putAPIKeyRateLimit(w http.ResponseWriter, r *http.Request, req api.RateLimit) error {
 	l, err := a.svc.SetAPIKeyRateLimit(r.Context(), r.PathValue("id"), req)
 	return answer(w, l, err)
 }
 
-func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
-	var req api.UserRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) createUser(w http.ResponseWriter, r *http.Request, req api.UserRequest) error {
 	u, err := a.svc.CreateUser(r.Context(), req)
 	if err != nil {
 		return err
@@ -491,20 +471,12 @@ func (a *API) listGrants(w http.ResponseWriter, r *http.Request) error {
 	return answer(w, map[string]any{"grants": gs}, err)
 }
 
-func (a *API) revokeGrants(w http.ResponseWriter, r *http.Request) error {
-	var req api.RevokeRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) revokeGrants(w http.ResponseWriter, r *http.Request, req api.RevokeRequest) error {
 	out, err := a.svc.RevokeGrants(r.Context(), req)
 	return answer(w, out, err)
 }
 
-func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request) error {
-	var req api.APIKeyRequest
-	if err := decode(w, r, &req); err != nil {
-		return err
-	}
+func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, req api.APIKeyRequest) error {
 	k, err := a.svc.CreateAPIKey(r.Context(), req)
 	if err != nil {
 		return err

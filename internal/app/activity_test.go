@@ -124,22 +124,16 @@ func TestActivityCauses(t *testing.T) {
 			req("GET", "/Patient/"+created.ID, revokedKey, "", 401)
 			// Network rule: the client's token from an allowed address,
 			// then a request forwarded from outside its allow-list.
-			tr, _ := http.NewRequest("POST", fhirBase+"/auth/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.rs"}}.Encode()))
-			tr.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			tr.SetBasicAuth(cc.ClientID, cc.ClientSecret)
-			var tok struct {
-				AccessToken string `json:"access_token"`
-			}
-			do(t, tr, 200, &tok)
-			req("GET", "/Patient/"+created.ID, tok.AccessToken, "", 200)
-			req("GET", "/Patient/"+created.ID, tok.AccessToken, "", 403, "X-Forwarded-For", "192.0.2.7")
+			tok := clientToken(t, fhirBase, cc, "system/*.rs")
+			req("GET", "/Patient/"+created.ID, tok, "", 200)
+			req("GET", "/Patient/"+created.ID, tok, "", 403, "X-Forwarded-For", "192.0.2.7")
 			// A revoked access token: refused as a credential, in its
 			// client's activity.
-			rv, _ := http.NewRequest("POST", fhirBase+"/auth/revoke", strings.NewReader(url.Values{"token": {tok.AccessToken}}.Encode()))
+			rv, _ := http.NewRequest("POST", fhirBase+"/auth/revoke", strings.NewReader(url.Values{"token": {tok}}.Encode()))
 			rv.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			rv.SetBasicAuth(cc.ClientID, cc.ClientSecret)
 			do(t, rv, 200, nil)
-			req("GET", "/Patient/"+created.ID, tok.AccessToken, "", 401)
+			req("GET", "/Patient/"+created.ID, tok, "", 401)
 
 			// Closing the server flushes the activity.
 			shutdown()

@@ -1,13 +1,11 @@
-package app
+package app_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/config"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/app"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 // TestPatientsPicker checks the patient and encounter pickers over the
@@ -17,19 +15,7 @@ func TestPatientsPicker(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			cfg := config.Defaults()
-			cfg.Database.DataDir = t.TempDir()
-			if dialect == "postgres" {
-				cfg.Database.URL = pgtest.New(t)
-			}
-			if err := cfg.Normalize(false); err != nil {
-				t.Fatal(err)
-			}
-			a, err := Open(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
+			a := apptest.Open(t, dialect, nil)
 			for id, body := range map[string]string{
 				"p1": `{"resourceType":"Patient","id":"p1","name":[{"given":["Ada"],"family":"Lovelace"}],"gender":"female","birthDate":"1815-12-10"}`,
 				"p2": `{"resourceType":"Patient","id":"p2","name":[{"text":"Charles Babbage"}]}`,
@@ -47,7 +33,7 @@ func TestPatientsPicker(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			f := Patients{Service: a.Service}
+			f := app.Patients{Service: a.Service}
 			ps, err := f.SearchPatients(ctx, "lovelace", 10)
 			if err != nil {
 				t.Fatal(err)

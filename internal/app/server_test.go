@@ -102,27 +102,18 @@ func TestServerBasePath(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, _ := http.NewRequest("POST", fhirBase+"/auth/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.cruds"}}.Encode()))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.SetBasicAuth(cc.ClientID, cc.ClientSecret)
-			var tok struct {
-				AccessToken string `json:"access_token"`
-			}
-			do(t, req, 200, &tok)
-			if tok.AccessToken == "" {
-				t.Fatal("no access token")
-			}
+			tok := clientToken(t, fhirBase, cc, "system/*.cruds")
 
 			// An authenticated create, read and search under the path.
-			req, _ = http.NewRequest("POST", fhirBase+"/Patient", strings.NewReader(`{"resourceType":"Patient","name":[{"family":"Base"}]}`))
+			req, _ := http.NewRequest("POST", fhirBase+"/Patient", strings.NewReader(`{"resourceType":"Patient","name":[{"family":"Base"}]}`))
 			req.Header.Set("Content-Type", "application/fhir+json")
-			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			req.Header.Set("Authorization", "Bearer "+tok)
 			var created struct{ ID string }
 			do(t, req, 201, &created)
 			id := created.ID
 			getJSON(t, fhirBase+"/Patient/"+id, "", 401, nil)
 			var pt map[string]any
-			getJSON(t, fhirBase+"/Patient/"+id, tok.AccessToken, 200, &pt)
+			getJSON(t, fhirBase+"/Patient/"+id, tok, 200, &pt)
 			if pt["id"] != id {
 				t.Fatalf("read %v", pt)
 			}
@@ -130,7 +121,7 @@ func TestServerBasePath(t *testing.T) {
 				Link  []struct{ Relation, URL string }
 				Entry []struct{ FullURL string }
 			}
-			getJSON(t, fhirBase+"/Patient?family=Base", tok.AccessToken, 200, &bundle)
+			getJSON(t, fhirBase+"/Patient?family=Base", tok, 200, &bundle)
 			if len(bundle.Entry) != 1 || bundle.Entry[0].FullURL != fhirBase+"/Patient/"+id || len(bundle.Link) == 0 || !strings.HasPrefix(bundle.Link[0].URL, fhirBase+"/Patient?") {
 				t.Fatalf("search %+v", bundle)
 			}
@@ -214,6 +205,23 @@ func do(t *testing.T, req *http.Request, status int, v any) {
 			t.Fatalf("%s %s: %v: %s", req.Method, req.URL, err, b)
 		}
 	}
+}
+
+// clientToken gets an access token for scope from the token endpoint
+// under fhirBase with the client credentials grant of cc.
+func clientToken(t *testing.T, fhirBase string, cc *oauth.Registered, scope string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", fhirBase+"/auth/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(cc.ClientID, cc.ClientSecret)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	do(t, req, 200, &tok)
+	if tok.AccessToken == "" {
+		t.Fatal("no access token")
+	}
+	return tok.AccessToken
 }
 
 func TestPatientsIsAPatientLister(t *testing.T) {

@@ -39,7 +39,7 @@ var aboveEdge = []string{
 var allowed = []string{"internal/oauth/token"}
 
 // leaves import no other package of the module.
-var leaves = []string{"internal/principal", "internal/httpx", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid", "internal/parallel", "internal/oauth/scope"}
+var leaves = []string{"internal/principal", "internal/httpx", "internal/randtoken", "internal/fhir/interaction", "internal/oauth/token", "internal/database", "internal/store", "internal/fhir/fhirid", "internal/parallel", "internal/oauth/scope"}
 
 // belowOAuth are the packages the token endpoint's grants and their
 // shared types must not reach: the oauth core (not its subpackages) and

@@ -102,13 +102,7 @@ func (d *DB) CreateAccount(ctx context.Context, a *Account) error {
 
 func (d *DB) oneAccount(ctx context.Context, where, arg string) (*Account, error) {
 	a, err := scanAccount(d.r.QueryRowContext(ctx, d.rebind("SELECT "+accountCols+" FROM oauth_account WHERE "+where+" = ?"), arg))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read account: %w", err)
-	}
-	return a, nil
+	return found(a, err, "account")
 }
 
 // AccountByUsername returns the account with username, or ErrNotFound.

@@ -140,25 +140,13 @@ func (d *DB) CreateAPIKey(ctx context.Context, k *APIKey) error {
 // returns revoked and expired keys too: the caller checks Valid.
 func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, error) {
 	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE key_hash = ?"), hex.EncodeToString(hash)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read api key: %w", err)
-	}
-	return k, nil
+	return found(k, err, "api key")
 }
 
 // APIKey returns the key with id, or ErrNotFound.
 func (d *DB) APIKey(ctx context.Context, id string) (*APIKey, error) {
 	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read api key: %w", err)
-	}
-	return k, nil
+	return found(k, err, "api key")
 }
 
 // APIKeys lists every key (revoked and expired ones included), oldest
@@ -201,14 +189,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, id string, now time.Time) error {
 		}
 		return nil
 	}
-	if err := d.logRevocation(ctx, tx, RevAPIKey, id, now); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: revoke api key: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevAPIKey, id, now, "revoke api key")
 }
 
 // RotateAPIKey replaces the key oldID by next in one transaction: next
@@ -253,14 +234,7 @@ func (d *DB) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, oldUn
 		return err
 	}
 	// The old key's expiry moved: caches holding it must re-read it.
-	if err := d.logRevocation(ctx, tx, RevAPIKey, oldID, now); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: rotate api key: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevAPIKey, oldID, now, "rotate api key")
 }
 
 // TouchAPIKey records a use of the key id at at, unless a use at or after

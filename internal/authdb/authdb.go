@@ -333,16 +333,22 @@ func scanClient(s scanner) (*Client, error) {
 	return &c, nil
 }
 
-// Client returns the client with id, or ErrNotFound.
-func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
-	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
+// found is the answer of a read of one row: sql.ErrNoRows is ErrNotFound,
+// another error says what was read.
+func found[T any](v *T, err error, what string) (*T, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("authdb: read client: %w", err)
+		return nil, fmt.Errorf("authdb: read %s: %w", what, err)
 	}
-	return c, nil
+	return v, nil
+}
+
+// Client returns the client with id, or ErrNotFound.
+func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
+	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
+	return found(c, err, "client")
 }
 
 // Clients lists every client, oldest first.
@@ -378,14 +384,7 @@ func (d *DB) DeleteClient(ctx context.Context, id string) error {
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return ErrNotFound
 	}
-	if err := d.logRevocation(ctx, tx, RevClient, id, time.Now()); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: delete client: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevClient, id, time.Now(), "delete client")
 }
 
 // SigningKeys returns the keys that are active or still published, newest
@@ -486,14 +485,7 @@ func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) err
 	if _, err := tx.ExecContext(ctx, d.q.insertRevoked, jti, expires.Unix()); err != nil {
 		return fmt.Errorf("authdb: revoke: %w", err)
 	}
-	if err := d.logRevocation(ctx, tx, RevToken, jti, time.Now()); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: revoke: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevToken, jti, time.Now(), "revoke")
 }
 
 // Revoked reports whether the token with id jti was revoked.

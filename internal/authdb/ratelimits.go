@@ -60,14 +60,7 @@ func (d *DB) setRateLimit(ctx context.Context, q, kind, id string, r RateLimit) 
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return ErrNotFound
 	}
-	if err := d.logRevocation(ctx, tx, RevRateLimit, RateLimitSubject(kind, id), time.Now()); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("authdb: set rate limit: %w", err)
-	}
-	d.revoked(ctx)
-	return nil
+	return d.commitRevocation(ctx, tx, RevRateLimit, RateLimitSubject(kind, id), time.Now(), "set rate limit")
 }
 
 // CredentialRateLimit returns the rate limit of the credential kind

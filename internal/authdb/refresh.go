@@ -144,13 +144,7 @@ func (d *DB) RefreshToken(ctx context.Context, hash []byte) (*RefreshToken, erro
 	rt, err := scanRefresh(d.r.QueryRowContext(ctx, d.rebind("SELECT "+refreshCols+
 		" FROM oauth_refresh_token t JOIN oauth_token_family f ON f.family_id = t.family_id WHERE t.token_hash = ? AND f.revoked_at IS NULL"),
 		hex.EncodeToString(hash)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("authdb: read refresh token: %w", err)
-	}
-	return rt, nil
+	return found(rt, err, "refresh token")
 }
 
 // RotateRefreshToken exchanges the refresh token oldHash for next, in one

@@ -95,6 +95,20 @@ func (d *DB) logRevocation(ctx context.Context, ex revExecer, kind, subject stri
 	return nil
 }
 
+// commitRevocation appends kind and subject to the revocation log in tx,
+// commits tx and brings this process's caches up to date at once; op
+// names the change in a commit error.
+func (d *DB) commitRevocation(ctx context.Context, tx *sql.Tx, kind, subject string, now time.Time, op string) error {
+	if err := d.logRevocation(ctx, tx, kind, subject, now); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("authdb: %s: %w", op, err)
+	}
+	d.revoked(ctx)
+	return nil
+}
+
 // logFamilyRevocation appends the family and each of its unexpired access
 // tokens (inside the revocation's transaction).
 func (d *DB) logFamilyRevocation(ctx context.Context, ex revExecer, familyID string, now time.Time) error {

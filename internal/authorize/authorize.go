@@ -325,6 +325,24 @@ func (s *Pages) saveRequest(ctx context.Context, reqID string, sess *web.Session
 	return s.cfg.Sessions.SaveAuthzRequest(ctx, web.HashToken(reqID), sess.ID, b, ar.Created.Add(AuthorizeRequestLifetime))
 }
 
+// requestExpired is the page of a request the session no longer holds.
+const requestExpired = "This authorization request has expired. Please return to the application and start again."
+
+// formRequest is loadRequest for a form's request: when the request is
+// gone it answers 400 with the page gone, on another error 500, and
+// returns nil.
+func (s *Pages) formRequest(w http.ResponseWriter, r *http.Request, sess *web.Session, reqID string, consume bool, gone string) *authzRequest {
+	ar, err := s.loadRequest(r.Context(), reqID, sess, consume)
+	if errors.Is(err, authdb.ErrNotFound) {
+		s.errorPage(w, r, http.StatusBadRequest, gone)
+		return nil
+	} else if err != nil {
+		s.internalError(w, r, err)
+		return nil
+	}
+	return ar
+}
+
 // loadRequest returns the request reqID if it belongs to the session.
 func (s *Pages) loadRequest(ctx context.Context, reqID string, sess *web.Session, consume bool) (*authzRequest, error) {
 	if reqID == "" || len(reqID) > 128 {
@@ -508,12 +526,7 @@ func (s *Pages) handleLogin(w http.ResponseWriter, r *http.Request) {
 	reqID := r.PostForm.Get("req")
 	var ar *authzRequest
 	if reqID != "" {
-		var err error
-		if ar, err = s.loadRequest(ctx, reqID, sess, false); errors.Is(err, authdb.ErrNotFound) {
-			s.errorPage(w, r, http.StatusBadRequest, "This authorization request has expired. Please return to the application and start again.")
-			return
-		} else if err != nil {
-			s.internalError(w, r, err)
+		if ar = s.formRequest(w, r, sess, reqID, false, requestExpired); ar == nil {
 			return
 		}
 	}
@@ -553,12 +566,8 @@ func (s *Pages) handleSelectPatient(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	reqID := r.PostForm.Get("req")
-	ar, err := s.loadRequest(ctx, reqID, sess, false)
-	if errors.Is(err, authdb.ErrNotFound) {
-		s.errorPage(w, r, http.StatusBadRequest, "This authorization request has expired. Please return to the application and start again.")
-		return
-	} else if err != nil {
-		s.internalError(w, r, err)
+	ar := s.formRequest(w, r, sess, reqID, false, requestExpired)
+	if ar == nil {
 		return
 	}
 	if needsLogin(sess, ar) {
@@ -611,12 +620,8 @@ func (s *Pages) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	reqID := r.PostForm.Get("req")
-	peek, err := s.loadRequest(ctx, reqID, sess, false)
-	if errors.Is(err, authdb.ErrNotFound) {
-		s.errorPage(w, r, http.StatusBadRequest, "This authorization request has expired or was already answered. Please return to the application and start again.")
-		return
-	} else if err != nil {
-		s.internalError(w, r, err)
+	peek := s.formRequest(w, r, sess, reqID, false, "This authorization request has expired or was already answered. Please return to the application and start again.")
+	if peek == nil {
 		return
 	}
 	acct, err := s.sessionAccount(ctx, sess, !needsLogin(sess, peek))
@@ -629,12 +634,8 @@ func (s *Pages) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Single use: the request is consumed before the code is issued.
-	ar, err := s.loadRequest(ctx, reqID, sess, true)
-	if errors.Is(err, authdb.ErrNotFound) {
-		s.errorPage(w, r, http.StatusBadRequest, "This authorization request was already answered.")
-		return
-	} else if err != nil {
-		s.internalError(w, r, err)
+	ar := s.formRequest(w, r, sess, reqID, true, "This authorization request was already answered.")
+	if ar == nil {
 		return
 	}
 	if r.PostForm.Get("decision") != "approve" {

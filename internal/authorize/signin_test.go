@@ -6,39 +6,27 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/testutil/auditrec"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
 // captureSink keeps the audit events and feeds them to an alerter, as the
 // audit recorder does with committed events.
 type captureSink struct {
-	mu     sync.Mutex
-	events []audit.Event
+	auditrec.Recorder
 	alerts *audit.Alerter
 }
 
-func (c *captureSink) Record(_ context.Context, e audit.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.events = append(c.events, e)
+func (c *captureSink) Record(ctx context.Context, e audit.Event) {
+	_ = c.Commit(ctx, e)
 	if c.alerts != nil {
 		c.alerts.Observe(&e)
 	}
-}
-
-// take returns the events recorded since the last call.
-func (c *captureSink) take() []audit.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.events
-	c.events = nil
-	return out
 }
 
 // comparable strips what differs between two requests.
@@ -72,7 +60,7 @@ func TestSignInOnePath(t *testing.T) {
 			if p := e.login(b, lp, "alice", "wrong password 1"); p.status != 401 {
 				t.Fatalf("login page: %d", p.status)
 			}
-			loginEv := sink.take()
+			loginEv := sink.Take()
 			// ... and at /auth/apps write the same event.
 			ab := newBrowser(t)
 			appsURL := e.issuer + oauth.PathApps
@@ -83,7 +71,7 @@ func TestSignInOnePath(t *testing.T) {
 			if p := appsLogin("wrong password 2"); p.status != 401 {
 				t.Fatalf("apps page: %d", p.status)
 			}
-			appsEv := sink.take()
+			appsEv := sink.Take()
 			if len(loginEv) != 1 || len(appsEv) != 1 {
 				t.Fatalf("events: /auth/login %+v, /auth/apps %+v", loginEv, appsEv)
 			}
@@ -98,7 +86,7 @@ func TestSignInOnePath(t *testing.T) {
 			if !strings.Contains(logs.String(), "rule=auth_failures") {
 				t.Fatalf("no auth-failure alert: %s", logs.String())
 			}
-			sink.take()
+			sink.Take()
 			// One lockout across both pages: the 4th failure (of either page)
 			// locks alice everywhere.
 			if p := e.login(b, lp, "alice", "wrong password 4"); p.status != 401 {
@@ -107,7 +95,7 @@ func TestSignInOnePath(t *testing.T) {
 			if p := appsLogin("alice-password-1"); p.status != 401 {
 				t.Fatalf("locked account signed in on the apps page: %d", p.status)
 			}
-			if ev := sink.take(); len(ev) != 2 || ev[1].Kind != audit.KindLoginFailure {
+			if ev := sink.Take(); len(ev) != 2 || ev[1].Kind != audit.KindLoginFailure {
 				t.Fatalf("events while locked: %+v", ev)
 			}
 			// A successful sign-in at /auth/apps is audited like /auth/login's.
@@ -117,7 +105,7 @@ func TestSignInOnePath(t *testing.T) {
 			if p.status != 303 {
 				t.Fatalf("apps sign-in: %d", p.status)
 			}
-			if ev := sink.take(); len(ev) != 1 || ev[0].Kind != audit.KindLogin || ev[0].Subject != bob.Subject || ev[0].Method != "password" {
+			if ev := sink.Take(); len(ev) != 1 || ev[0].Kind != audit.KindLogin || ev[0].Subject != bob.Subject || ev[0].Method != "password" {
 				t.Fatalf("apps sign-in events: %+v", ev)
 			}
 		})

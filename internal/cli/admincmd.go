@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/lapis-health/lapis/client"
@@ -171,6 +173,17 @@ func adminClient(e *env, f *remoteFlags, db dbFlags) (*adminclient.Client, error
 		return nil, err
 	}
 	return adminclient.New(c), nil
+}
+
+// printTable prints a list as aligned columns: the tab-separated header,
+// then the cells of each item.
+func printTable[T any](w io.Writer, header string, items []T, cells func(T) []string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, strings.Join(cells(it), "\t"))
+	}
+	return tw.Flush()
 }
 
 // notFound rewords "not found" as the commands say it: no client "x".

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	adminclient "github.com/lapis-health/lapis/client/admin"
@@ -87,9 +86,7 @@ func (c *apikeyListCmd) Run(e *env) error {
 			}
 			return json.NewEncoder(e.stdout).Encode(stored)
 		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tSCOPES\tPATIENT\tSTATUS\tCREATED\tLAST_USED\tRATE_LIMIT")
-		for _, k := range ks {
+		return printTable(e.stdout, "ID\tPREFIX\tNAME\tSCOPES\tPATIENT\tSTATUS\tCREATED\tLAST_USED\tRATE_LIMIT", ks, func(k adminclient.APIKey) []string {
 			status := k.Status
 			if status == adminclient.StatusRotated {
 				status = "rotated (until " + k.ExpiresAt.Format(time.RFC3339) + ")"
@@ -98,10 +95,9 @@ func (c *apikeyListCmd) Run(e *env) error {
 			if !k.LastUsedAt.IsZero() {
 				used = k.LastUsedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Scopes, " "), k.Patient, status,
-				k.CreatedAt.Format(time.RFC3339), used, rateLimitText(k.RateLimit))
-		}
-		return tw.Flush()
+			return []string{k.ID, k.Prefix + "…", k.Name, strings.Join(k.Scopes, " "), k.Patient, status,
+				k.CreatedAt.Format(time.RFC3339), used, rateLimitText(k.RateLimit)}
+		})
 	})
 }
 

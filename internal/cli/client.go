@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	adminclient "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -100,12 +99,9 @@ func (c *clientListCmd) Run(e *env) error {
 		if c.JSON {
 			return json.NewEncoder(e.stdout).Encode(clients)
 		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tNAME\tSCOPES\tRATE_LIMIT")
-		for _, cl := range clients {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "), rateLimitText(cl.RateLimit))
-		}
-		return tw.Flush()
+		return printTable(e.stdout, "CLIENT_ID\tTYPE\tNAME\tSCOPES\tRATE_LIMIT", clients, func(cl adminclient.OAuthClient) []string {
+			return []string{cl.ID, cl.Type, cl.Name, strings.Join(cl.Scopes, " "), rateLimitText(cl.RateLimit)}
+		})
 	})
 }
 

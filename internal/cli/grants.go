@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	adminclient "github.com/lapis-health/lapis/client/admin"
@@ -38,12 +37,9 @@ func (c *grantsListCmd) Run(e *env) error {
 		if c.JSON {
 			return json.NewEncoder(e.stdout).Encode(gs)
 		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT_ID\tCLIENT\tUSER\tSCOPES\tLAST_USED")
-		for _, g := range gs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.ClientID, g.ClientName, g.Username, strings.Join(g.Scopes, " "), g.LastUsedAt.Format(time.RFC3339))
-		}
-		return tw.Flush()
+		return printTable(e.stdout, "CLIENT_ID\tCLIENT\tUSER\tSCOPES\tLAST_USED", gs, func(g adminclient.Grant) []string {
+			return []string{g.ClientID, g.ClientName, g.Username, strings.Join(g.Scopes, " "), g.LastUsedAt.Format(time.RFC3339)}
+		})
 	})
 }
 

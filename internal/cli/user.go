@@ -12,7 +12,6 @@ import (
 	"io"
 	"regexp"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	adminclient "github.com/lapis-health/lapis/client/admin"
@@ -105,12 +104,9 @@ func (c *userListCmd) Run(e *env) error {
 			}
 			return json.NewEncoder(e.stdout).Encode(out)
 		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "USERNAME\tFHIR_USER\tSUBJECT")
-		for _, u := range users {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Username, u.FHIRUser, u.Subject)
-		}
-		return tw.Flush()
+		return printTable(e.stdout, "USERNAME\tFHIR_USER\tSUBJECT", users, func(u adminclient.User) []string {
+			return []string{u.Username, u.FHIRUser, u.Subject}
+		})
 	})
 }
 

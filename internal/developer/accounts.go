@@ -2,9 +2,7 @@ package developer
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -14,14 +12,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/lapis-health/lapis/internal/httpx"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
-
-// randomToken returns 256 random bits, base64url.
-func randomToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
 
 const devCols = "id, email, name, password_hash, verified, operator, totp_secret, totp_pending, totp_step, created_at"
 
@@ -82,7 +74,7 @@ func (s *Service) SignUp(ctx context.Context, email, name, password, orgName str
 	now := s.now()
 	d := &Developer{ID: uuid.NewString(), Email: email, Name: name, CreatedAt: now.UTC().Truncate(time.Second), passwordHash: h}
 	org := &Org{ID: uuid.NewString(), Name: orgName}
-	tok := randomToken()
+	tok := randtoken.New()
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.rebind("INSERT INTO dev_developer (id, email, name, password_hash, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 			d.ID, d.Email, d.Name, h, now.Unix())
@@ -114,11 +106,7 @@ func (s *Service) ResendVerification(ctx context.Context, email string) (string,
 	if err != nil {
 		return "", err
 	}
-	tok := randomToken()
-	if err := s.insertToken(ctx, s.w, tok, "verify", d.ID, "", d.Email, "", s.now(), VerifyTTL); err != nil {
-		return "", err
-	}
-	return tok, nil
+	return s.emailToken(ctx, d, "verify", VerifyTTL)
 }
 
 // Verify consumes an email verification token and marks the address
@@ -176,7 +164,7 @@ func (s *Service) Login(ctx context.Context, email, password, ip string) (*Login
 		return nil, ErrNotVerified
 	}
 	if d.TOTP {
-		tok := randomToken()
+		tok := randtoken.New()
 		if err := s.insertToken(ctx, s.w, tok, "mfa", d.ID, "", "", "", s.now(), MFATTL); err != nil {
 			return nil, err
 		}
@@ -288,11 +276,7 @@ func (s *Service) RequestReset(ctx context.Context, email string) (string, error
 	if err != nil {
 		return "", err
 	}
-	tok := randomToken()
-	if err := s.insertToken(ctx, s.w, tok, "reset", d.ID, "", d.Email, "", s.now(), ResetTTL); err != nil {
-		return "", err
-	}
-	return tok, nil
+	return s.emailToken(ctx, d, "reset", ResetTTL)
 }
 
 // Reset consumes a reset token and sets a new password; it also verifies
@@ -351,6 +335,16 @@ type token struct {
 
 type execer interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}
+
+// emailToken stores and returns a new token of kind for a link mailed to
+// d's address, valid for ttl.
+func (s *Service) emailToken(ctx context.Context, d *Developer, kind string, ttl time.Duration) (string, error) {
+	tok := randtoken.New()
+	if err := s.insertToken(ctx, s.w, tok, kind, d.ID, "", d.Email, "", s.now(), ttl); err != nil {
+		return "", err
+	}
+	return tok, nil
 }
 
 func (s *Service) insertToken(ctx context.Context, db execer, tok, kind, devID, orgID, email, role string, now time.Time, ttl time.Duration) error {

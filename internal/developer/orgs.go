@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 func (s *Service) insertOrg(ctx context.Context, tx txish, org *Org, ownerID string, now time.Time) error {
@@ -57,30 +58,29 @@ func (s *Service) Org(ctx context.Context, id string) (*Org, error) {
 
 // Memberships lists the developer's organisations, oldest first.
 func (s *Service) Memberships(ctx context.Context, devID string) ([]Membership, error) {
-	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (m Membership, err error) {
-		var created int64
-		err = rows.Scan(&m.ID, &m.Name, &created, &m.Role)
-		m.CreatedAt = time.Unix(created, 0).UTC()
-		return m, err
-	}, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? ORDER BY o.created_at, o.id"), devID)
+	return database.AppendRows(ctx, nil, s.r, func(rows *sql.Rows) (Membership, error) { return scanMembership(rows) }, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? ORDER BY o.created_at, o.id"), devID)
 }
 
 // Membership returns the organisation orgID with the developer's role in
 // it; ErrNotFound when the developer is not a member (whether or not the
 // organisation exists).
 func (s *Service) Membership(ctx context.Context, devID, orgID string) (*Membership, error) {
-	var m Membership
-	var created int64
-	err := s.r.QueryRowContext(ctx, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? AND m.org_id = ?"), devID, orgID).
-		Scan(&m.ID, &m.Name, &created, &m.Role)
+	m, err := scanMembership(s.r.QueryRowContext(ctx, s.rebind("SELECT o.id, o.name, o.created_at, m.role FROM dev_member m JOIN dev_org o ON o.id = m.org_id WHERE m.developer_id = ? AND m.org_id = ?"), devID, orgID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	m.CreatedAt = time.Unix(created, 0).UTC()
 	return &m, nil
+}
+
+// scanMembership reads a row of o.id, o.name, o.created_at, m.role.
+func scanMembership(sc scanner) (m Membership, err error) {
+	var created int64
+	err = sc.Scan(&m.ID, &m.Name, &created, &m.Role)
+	m.CreatedAt = time.Unix(created, 0).UTC()
+	return m, err
 }
 
 // requireOwner checks that devID owns orgID: ErrNotFound for a
@@ -145,7 +145,7 @@ func (s *Service) Invite(ctx context.Context, byID, orgID, email, role string) (
 	if n >= MaxOpenInvitations {
 		return "", invalid("at most %d open invitations; wait for some to be accepted or to expire", MaxOpenInvitations)
 	}
-	tok := randomToken()
+	tok := randtoken.New()
 	if err := s.insertToken(ctx, s.w, tok, "invite", byID, orgID, email, role, s.now(), InviteTTL); err != nil {
 		return "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 // TokenPrefix starts every developer API token.
@@ -37,7 +38,7 @@ func (s *Service) CreateAPIToken(ctx context.Context, devID, name string) (strin
 	}
 	now := s.now()
 	t := &APIToken{ID: uuid.NewString(), Name: name, CreatedAt: now.UTC().Truncate(time.Second)}
-	value := TokenPrefix + randomToken()
+	value := TokenPrefix + randtoken.New()
 	if _, err := s.w.ExecContext(ctx, s.rebind("INSERT INTO dev_api_token (id, token_hash, developer_id, name, created_at) VALUES (?, ?, ?, ?, ?)"),
 		t.ID, hashToken(value), devID, name, now.Unix()); err != nil {
 		return "", nil, err

@@ -12,10 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/lapis-health/lapis/internal/app"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhirapi"
 	"github.com/lapis-health/lapis/internal/importer"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 // benchServer loads n Synthea bundles into a fresh SQLite database and
@@ -28,20 +27,11 @@ func benchServer(b *testing.B, n int) (http.Handler, []string) {
 	if len(files) < n {
 		b.Skip("Synthea data not found")
 	}
-	cfg := config.Defaults()
-	cfg.Database.DataDir = b.TempDir()
-	if err := cfg.Normalize(false); err != nil {
-		b.Fatal(err)
-	}
-	a, err := app.Open(context.Background(), cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { a.Close() })
+	a := apptest.Open(b, "sqlite", nil)
 	if rep, err := importer.New(a.Service, importer.Options{}).Import(context.Background(), files[:n]); err != nil || rep.Failed > 0 {
 		b.Fatal(err, rep)
 	}
-	h := fhirapi.New(fhirapi.Config{BaseURL: cfg.FHIRBase()}, a.Service, a.Registry)
+	h := fhirapi.New(fhirapi.Config{BaseURL: a.Config.FHIRBase()}, a.Service, a.Registry)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/fhir/Patient?_count=100&_elements=id", nil))
 	var bundle struct {

@@ -2,7 +2,6 @@ package fhirapi_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -14,27 +13,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/fhirapi"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 )
 
 // validationServer opens a fresh SQLite server with --profile-validation
 // mode (US Core 6.1.0) and returns its FHIR handler.
 func validationServer(b *testing.B, mode string) http.Handler {
 	b.Helper()
-	cfg := config.Defaults()
-	cfg.Database.DataDir = b.TempDir()
-	cfg.FHIR.ProfileValidation = mode
-	if err := cfg.Normalize(false); err != nil {
-		b.Fatal(err)
-	}
-	a, err := app.Open(context.Background(), cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { a.Close() })
-	return fhirapi.New(fhirapi.Config{BaseURL: cfg.FHIRBase()}, a.Service, a.Registry)
+	a := apptest.Open(b, "sqlite", func(c *config.Config) { c.FHIR.ProfileValidation = mode })
+	return fhirapi.New(fhirapi.Config{BaseURL: a.Config.FHIRBase()}, a.Service, a.Registry)
 }
 
 // validationData returns transaction Bundles of a data set and their

@@ -257,25 +257,16 @@ func (im *Importer) countBatch(path string, body []byte, first int) {
 	im.ok(okN)
 }
 
+// outcomeText is an entry's OperationOutcome as the message of an
+// outcome.Error ("" when there is none).
 func outcomeText(raw json.RawMessage) string {
 	var oo struct {
-		Issue []struct {
-			Diagnostics string   `json:"diagnostics"`
-			Expression  []string `json:"expression"`
-		} `json:"issue"`
+		Issue []outcome.Issue `json:"issue"`
 	}
-	if json.Unmarshal(raw, &oo) != nil {
+	if json.Unmarshal(raw, &oo) != nil || len(oo.Issue) == 0 {
 		return ""
 	}
-	var parts []string
-	for _, is := range oo.Issue {
-		p := is.Diagnostics
-		if len(is.Expression) > 0 {
-			p += " (at " + strings.Join(is.Expression, ", ") + ")"
-		}
-		parts = append(parts, p)
-	}
-	return strings.Join(parts, "; ")
+	return (&outcome.Error{Issues: oo.Issue}).Error()
 }
 
 // ndjson streams one resource per line in chunks.

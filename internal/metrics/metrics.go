@@ -80,11 +80,7 @@ func (m *Metrics) RateLimitChecked(scope string, allowed bool) {
 	if m == nil {
 		return
 	}
-	r := "allowed"
-	if !allowed {
-		r = "limited"
-	}
-	m.rlChecked.WithLabelValues(scope, r).Inc()
+	m.rlChecked.WithLabelValues(scope, label(allowed, "allowed", "limited")).Inc()
 }
 
 // RateLimitBackendFailure counts a check the shared backend could not
@@ -132,11 +128,7 @@ func (m *Metrics) AlertSent(rule string, ok bool) {
 	if m == nil {
 		return
 	}
-	r := "delivered"
-	if !ok {
-		r = "failed"
-	}
-	m.alertsSent.WithLabelValues(rule, r).Inc()
+	m.alertsSent.WithLabelValues(rule, label(ok, "delivered", "failed")).Inc()
 }
 
 // methodLabel bounds the method label to the methods Lapis serves.
@@ -177,9 +169,13 @@ func (m *Metrics) CertificateReload(ok bool) {
 	if m == nil {
 		return
 	}
-	r := "ok"
-	if !ok {
-		r = "failed"
+	m.certReloads.WithLabelValues(label(ok, "ok", "failed")).Inc()
+}
+
+// label is the label value of a two-way result: yes when ok, no otherwise.
+func label(ok bool, yes, no string) string {
+	if ok {
+		return yes
 	}
-	m.certReloads.WithLabelValues(r).Inc()
+	return no
 }

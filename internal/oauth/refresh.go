@@ -50,10 +50,10 @@ type refreshIntrospection struct {
 	FHIRUser  string `json:"fhirUser,omitempty"`
 }
 
-// introspectRefresh answers introspection of an opaque token: active only
-// for the current, unexpired refresh token of a family that is not
-// revoked; nil when it is not active.
-func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshIntrospection, error) {
+// refreshToken finds the stored refresh token an opaque token is; nil,
+// without an error, when there is no refresh store or the token is none
+// of its tokens.
+func (s *Server) refreshToken(ctx context.Context, tok string) (*authdb.RefreshToken, error) {
 	if s.cfg.Refresh == nil || len(tok) > tokenreq.MaxCredentialLen {
 		return nil, nil
 	}
@@ -62,6 +62,17 @@ func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshInt
 		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
+// introspectRefresh answers introspection of an opaque token: active only
+// for the current, unexpired refresh token of a family that is not
+// revoked; nil when it is not active.
+func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshIntrospection, error) {
+	rt, err := s.refreshToken(ctx, tok)
+	if rt == nil || err != nil {
 		return nil, err
 	}
 	if !rt.RotatedAt.IsZero() || !s.now().Before(rt.ExpiresAt) {
@@ -79,18 +90,9 @@ func (s *Server) introspectRefresh(ctx context.Context, tok string) (*refreshInt
 // tokens of another client are left alone, without an error (the caller
 // answers both like a revocation, so nothing is disclosed).
 func (s *Server) revokeRefresh(ctx context.Context, tok, clientID string) (bool, error) {
-	if s.cfg.Refresh == nil || len(tok) > tokenreq.MaxCredentialLen {
-		return false, nil
-	}
-	rt, err := s.cfg.Refresh.RefreshToken(ctx, tokenreq.TokenHash(tok))
-	if errors.Is(err, authdb.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
+	rt, err := s.refreshToken(ctx, tok)
+	if rt == nil || err != nil || rt.ClientID != clientID {
 		return false, err
-	}
-	if rt.ClientID != clientID {
-		return false, nil
 	}
 	return true, s.cfg.Refresh.RevokeFamily(ctx, rt.FamilyID, s.now())
 }

@@ -2,8 +2,6 @@ package oauth
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 // Registration is a client registration request (from the CLI or, later,
@@ -109,11 +108,7 @@ func RegisterClient(ctx context.Context, store ClientCreator, reg Registration) 
 	}
 	out := &Registered{ClientID: c.ID}
 	if reg.Type == authdb.Confidential {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		out.ClientSecret = base64.RawURLEncoding.EncodeToString(b)
+		out.ClientSecret = randtoken.New()
 		c.SecretHash = HashSecret(out.ClientSecret)
 	}
 	if err := store.CreateClient(ctx, c); err != nil {

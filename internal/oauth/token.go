@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -37,12 +38,7 @@ func (s *Server) Register(h GrantHandler) { s.grants[h.GrantType()] = h }
 
 // GrantTypes lists the registered grant types.
 func (s *Server) GrantTypes() []string {
-	out := make([]string, 0, len(s.grants))
-	for g := range s.grants {
-		out = append(out, g)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(s.grants))
 }
 
 // handleToken is the token endpoint: form checks, grant type, client

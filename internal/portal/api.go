@@ -73,32 +73,32 @@ const maxJSON = 64 << 10
 // X-CSRF-Token) or Authorization: Bearer lpd_...
 func (p *Portal) apiRoutes() {
 	m := p.mux
-	m.HandleFunc("POST /portal/api/signup", p.apiSignup)
-	m.HandleFunc("POST /portal/api/verify", p.apiVerify)
-	m.HandleFunc("POST /portal/api/verify/resend", p.apiResend)
-	m.HandleFunc("POST /portal/api/login", p.apiLogin)
-	m.HandleFunc("POST /portal/api/login/totp", p.apiLoginTOTP)
-	m.HandleFunc("POST /portal/api/reset/request", p.apiResetRequest)
-	m.HandleFunc("POST /portal/api/reset", p.apiReset)
+	m.HandleFunc("POST /portal/api/signup", p.throttled(withCredentials(p.apiSignup)))
+	m.HandleFunc("POST /portal/api/verify", withCredentials(p.apiVerify))
+	m.HandleFunc("POST /portal/api/verify/resend", p.throttled(withCredentials(p.apiResend)))
+	m.HandleFunc("POST /portal/api/login", p.throttled(withCredentials(p.apiLogin)))
+	m.HandleFunc("POST /portal/api/login/totp", p.throttled(withCredentials(p.apiLoginTOTP)))
+	m.HandleFunc("POST /portal/api/reset/request", p.throttled(withCredentials(p.apiResetRequest)))
+	m.HandleFunc("POST /portal/api/reset", p.throttled(withCredentials(p.apiReset)))
 	m.HandleFunc("POST /portal/api/logout", p.api(p.apiLogout))
 	m.HandleFunc("GET /portal/api/me", p.api(p.apiMe))
 	m.HandleFunc("POST /portal/api/totp/enroll", p.api(p.apiTOTPEnroll))
-	m.HandleFunc("POST /portal/api/totp/confirm", p.api(p.apiTOTPConfirm))
-	m.HandleFunc("POST /portal/api/totp/disable", p.api(p.apiTOTPDisable))
+	m.HandleFunc("POST /portal/api/totp/confirm", p.api(withBody(p.apiTOTPConfirm)))
+	m.HandleFunc("POST /portal/api/totp/disable", p.api(withBody(p.apiTOTPDisable)))
 	m.HandleFunc("GET /portal/api/tokens", p.api(p.apiTokens))
-	m.HandleFunc("POST /portal/api/tokens", p.api(p.apiTokenCreate))
+	m.HandleFunc("POST /portal/api/tokens", p.api(withBody(p.apiTokenCreate)))
 	m.HandleFunc("DELETE /portal/api/tokens/{id}", p.api(p.apiTokenRevoke))
 	m.HandleFunc("GET /portal/api/orgs", p.api(p.apiOrgs))
-	m.HandleFunc("POST /portal/api/orgs", p.api(p.apiOrgCreate))
+	m.HandleFunc("POST /portal/api/orgs", p.api(withBody(p.apiOrgCreate)))
 	m.HandleFunc("GET /portal/api/orgs/{org}/members", p.api(p.apiMembers))
-	m.HandleFunc("PUT /portal/api/orgs/{org}/members/{dev}", p.api(p.apiSetRole))
+	m.HandleFunc("PUT /portal/api/orgs/{org}/members/{dev}", p.api(withBody(p.apiSetRole)))
 	m.HandleFunc("DELETE /portal/api/orgs/{org}/members/{dev}", p.api(p.apiRemoveMember))
 	m.HandleFunc("GET /portal/api/orgs/{org}/invitations", p.api(p.apiInvitations))
-	m.HandleFunc("POST /portal/api/orgs/{org}/invitations", p.api(p.apiInvite))
-	m.HandleFunc("POST /portal/api/invitations/accept", p.api(p.apiAcceptInvite))
+	m.HandleFunc("POST /portal/api/orgs/{org}/invitations", p.api(withBody(p.apiInvite)))
+	m.HandleFunc("POST /portal/api/invitations/accept", p.api(withBody(p.apiAcceptInvite)))
 	m.HandleFunc("GET /portal/api/terms", p.api(p.apiTerms))
-	m.HandleFunc("POST /portal/api/terms/accept", p.api(p.apiAcceptTerms))
-	m.HandleFunc("PUT /portal/api/admin/terms", p.api(p.apiSetTerms))
+	m.HandleFunc("POST /portal/api/terms/accept", p.api(withBody(p.apiAcceptTerms)))
+	m.HandleFunc("PUT /portal/api/admin/terms", p.api(withBody(p.apiSetTerms)))
 	m.HandleFunc("/portal/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
@@ -139,14 +139,59 @@ type credentials struct {
 	Code         string `json:"code"`
 }
 
-func (p *Portal) apiSignup(w http.ResponseWriter, r *http.Request) {
-	if p.limited(w, r) {
-		return
+// The bodies of the authenticated requests that take one field or two.
+type (
+	nameBody struct {
+		Name string `json:"name"`
 	}
-	var c credentials
-	if !decode(w, r, &c) {
-		return
+	roleBody struct {
+		Role string `json:"role"`
 	}
+	termsVersion struct {
+		Version int `json:"version"`
+	}
+	termsText struct {
+		Text string `json:"text"`
+	}
+	inviteBody struct {
+		Email string `json:"email"`
+		Role  string `json:"role"`
+	}
+)
+
+// throttled applies the per-address limit of the authentication actions
+// (429 when the caller is over it) before h runs.
+func (p *Portal) throttled(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !p.limited(w, r) {
+			h(w, r)
+		}
+	}
+}
+
+// withCredentials decodes the body of an unauthenticated request before h
+// runs (400 when it is not a JSON object of credentials).
+func withCredentials(h func(http.ResponseWriter, *http.Request, credentials)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var c credentials
+		if decode(w, r, &c) {
+			h(w, r, c)
+		}
+	}
+}
+
+// withBody decodes the body of an authenticated request into a T before h
+// runs (400 when it is not a JSON object of that shape).
+func withBody[T any](h func(http.ResponseWriter, *http.Request, *Visitor, T)) func(http.ResponseWriter, *http.Request, *Visitor) {
+	return func(w http.ResponseWriter, r *http.Request, v *Visitor) {
+		var in T
+		if decode(w, r, &in) {
+			h(w, r, v, in)
+		}
+	}
+}
+
+func (p *Portal) apiSignup(w http.ResponseWriter, r *http.Request, c credentials) {
 	if err := p.signUp(r, c.Email, c.Name, c.Password, c.Organization); err != nil {
 		p.apiFail(w, r, err)
 		return
@@ -154,23 +199,12 @@ func (p *Portal) apiSignup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]string{"status": "verification_sent", "email": developer.NormalizeEmail(c.Email)})
 }
 
-func (p *Portal) apiVerify(w http.ResponseWriter, r *http.Request) {
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiVerify(w http.ResponseWriter, r *http.Request, c credentials) {
 	d, err := p.dev.Verify(r.Context(), c.Token)
 	p.answer(w, r, http.StatusOK, d, err)
 }
 
-func (p *Portal) apiResend(w http.ResponseWriter, r *http.Request) {
-	if p.limited(w, r) {
-		return
-	}
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiResend(w http.ResponseWriter, r *http.Request, c credentials) {
 	tok, err := p.dev.ResendVerification(r.Context(), c.Email)
 	if err != nil {
 		p.apiInternal(w, r, err)
@@ -184,14 +218,7 @@ func (p *Portal) apiResend(w http.ResponseWriter, r *http.Request) {
 
 // apiLogin starts a session (cookie) by email and password; with TOTP it
 // answers 401 mfa_required and an mfa_token for /portal/api/login/totp.
-func (p *Portal) apiLogin(w http.ResponseWriter, r *http.Request) {
-	if p.limited(w, r) {
-		return
-	}
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiLogin(w http.ResponseWriter, r *http.Request, c credentials) {
 	res, err := p.dev.Login(r.Context(), c.Email, c.Password, httpx.ClientAddr(r))
 	if err != nil {
 		p.record(r, audit.Event{Kind: audit.KindLoginFailure, Outcome: audit.OutcomeMinor, Description: "developer login failed"})
@@ -205,14 +232,7 @@ func (p *Portal) apiLogin(w http.ResponseWriter, r *http.Request) {
 	p.apiStartSession(w, r, res.Developer)
 }
 
-func (p *Portal) apiLoginTOTP(w http.ResponseWriter, r *http.Request) {
-	if p.limited(w, r) {
-		return
-	}
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiLoginTOTP(w http.ResponseWriter, r *http.Request, c credentials) {
 	d, err := p.dev.LoginSecondFactor(r.Context(), c.MFAToken, c.Code, httpx.ClientAddr(r))
 	if err != nil {
 		p.apiFail(w, r, err)
@@ -237,26 +257,12 @@ func (p *Portal) apiStartSession(w http.ResponseWriter, r *http.Request, d *deve
 	writeJSON(w, http.StatusOK, map[string]any{"developer": d, "csrf_token": sess.CSRF})
 }
 
-func (p *Portal) apiResetRequest(w http.ResponseWriter, r *http.Request) {
-	if p.limited(w, r) {
-		return
-	}
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiResetRequest(w http.ResponseWriter, r *http.Request, c credentials) {
 	p.requestReset(r, c.Email)
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "sent_if_registered"})
 }
 
-func (p *Portal) apiReset(w http.ResponseWriter, r *http.Request) {
-	if p.limited(w, r) {
-		return
-	}
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiReset(w http.ResponseWriter, r *http.Request, c credentials) {
 	if _, err := p.dev.Reset(r.Context(), c.Token, c.Password); err != nil {
 		p.apiFail(w, r, err)
 		return
@@ -294,11 +300,7 @@ func (p *Portal) apiTOTPEnroll(w http.ResponseWriter, r *http.Request, v *Visito
 	p.answer(w, r, http.StatusOK, e, err)
 }
 
-func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visitor, c credentials) {
 	codes, err := p.dev.ConfirmTOTP(r.Context(), v.Dev.ID, c.Code)
 	if err != nil {
 		p.apiFail(w, r, err)
@@ -308,11 +310,7 @@ func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visit
 	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
 }
 
-func (p *Portal) apiTOTPDisable(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiTOTPDisable(w http.ResponseWriter, r *http.Request, v *Visitor, c credentials) {
 	err := p.dev.DisableTOTP(r.Context(), v.Dev.ID, c.Password)
 	p.answer(w, r, http.StatusNoContent, nil, err)
 }
@@ -322,13 +320,7 @@ func (p *Portal) apiTokens(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	p.answer(w, r, http.StatusOK, nonNil(l), err)
 }
 
-func (p *Portal) apiTokenCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Name string `json:"name"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiTokenCreate(w http.ResponseWriter, r *http.Request, v *Visitor, in nameBody) {
 	val, t, err := p.dev.CreateAPIToken(r.Context(), v.Dev.ID, in.Name)
 	if err != nil {
 		p.apiFail(w, r, err)
@@ -346,13 +338,7 @@ func (p *Portal) apiOrgs(w http.ResponseWriter, _ *http.Request, v *Visitor) {
 	writeJSON(w, http.StatusOK, nonNil(v.Orgs))
 }
 
-func (p *Portal) apiOrgCreate(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Name string `json:"name"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiOrgCreate(w http.ResponseWriter, r *http.Request, v *Visitor, in nameBody) {
 	o, err := p.dev.CreateOrg(r.Context(), v.Dev.ID, in.Name)
 	if err != nil {
 		p.apiFail(w, r, err)
@@ -366,13 +352,7 @@ func (p *Portal) apiMembers(w http.ResponseWriter, r *http.Request, v *Visitor) 
 	p.answer(w, r, http.StatusOK, nonNil(l), err)
 }
 
-func (p *Portal) apiSetRole(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Role string `json:"role"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiSetRole(w http.ResponseWriter, r *http.Request, v *Visitor, in roleBody) {
 	err := p.dev.SetRole(r.Context(), v.Dev.ID, r.PathValue("org"), r.PathValue("dev"), in.Role)
 	p.answer(w, r, http.StatusNoContent, nil, err)
 }
@@ -387,14 +367,7 @@ func (p *Portal) apiInvitations(w http.ResponseWriter, r *http.Request, v *Visit
 	p.answer(w, r, http.StatusOK, nonNil(l), err)
 }
 
-func (p *Portal) apiInvite(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Email string `json:"email"`
-		Role  string `json:"role"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiInvite(w http.ResponseWriter, r *http.Request, v *Visitor, in inviteBody) {
 	org := r.PathValue("org")
 	tok, err := p.dev.Invite(r.Context(), v.Dev.ID, org, in.Email, in.Role)
 	if err != nil {
@@ -410,11 +383,7 @@ func (p *Portal) apiInvite(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	writeJSON(w, http.StatusCreated, map[string]string{"status": "invitation_sent", "email": developer.NormalizeEmail(in.Email), "role": in.Role})
 }
 
-func (p *Portal) apiAcceptInvite(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var c credentials
-	if !decode(w, r, &c) {
-		return
-	}
+func (p *Portal) apiAcceptInvite(w http.ResponseWriter, r *http.Request, v *Visitor, c credentials) {
 	m, err := p.dev.AcceptInvite(r.Context(), v.Dev.ID, c.Token)
 	p.answer(w, r, http.StatusOK, m, err)
 }
@@ -437,13 +406,7 @@ func (p *Portal) apiTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (p *Portal) apiAcceptTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Version int `json:"version"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiAcceptTerms(w http.ResponseWriter, r *http.Request, v *Visitor, in termsVersion) {
 	if err := p.dev.AcceptTerms(r.Context(), v.Dev.ID, in.Version); err != nil {
 		p.apiFail(w, r, err)
 		return
@@ -452,13 +415,7 @@ func (p *Portal) apiAcceptTerms(w http.ResponseWriter, r *http.Request, v *Visit
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (p *Portal) apiSetTerms(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Text string `json:"text"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiSetTerms(w http.ResponseWriter, r *http.Request, v *Visitor, in termsText) {
 	t, err := p.dev.SetTerms(r.Context(), v.Dev.ID, in.Text)
 	p.answer(w, r, http.StatusCreated, t, err)
 }

@@ -863,7 +863,7 @@ func (p *Portal) appRoutes() {
 	m.HandleFunc("GET /portal/api/orgs/{org}/webhooks/{id}/deliveries", p.api(p.forOrgAPI(p.apiDeliveries)))
 	m.HandleFunc("GET /portal/api/admin/reviews", p.api(p.apiOperator(p.apiAdminReviews)))
 	m.HandleFunc("POST /portal/api/admin/reviews/{id}/approve", p.api(p.apiOperator(p.apiAdminApprove)))
-	m.HandleFunc("POST /portal/api/admin/reviews/{id}/decline", p.api(p.apiOperator(p.apiAdminDecline)))
+	m.HandleFunc("POST /portal/api/admin/reviews/{id}/decline", p.api(p.apiOperator(withBody(p.apiAdminDecline))))
 	m.HandleFunc("GET /portal/api/admin/apps", p.api(p.apiOperator(p.apiAdminApps)))
 	m.HandleFunc("POST /portal/api/admin/apps/{env}/{id}/{action}", p.api(p.apiOperator(p.apiAdminAppAction)))
 	m.HandleFunc("DELETE /portal/api/admin/apps/{env}/{id}", p.api(p.apiOperator(p.apiAdminAppRevoke)))

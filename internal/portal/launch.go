@@ -52,7 +52,7 @@ func (p *Portal) launchRoutes() {
 	p.mux.HandleFunc("GET /portal/launch", p.page(p.launchPage))
 	p.mux.HandleFunc("POST /portal/launch", p.page(p.launchPost))
 	p.mux.HandleFunc("GET /portal/api/sandbox/logins", p.api(p.apiSandboxLogins))
-	p.mux.HandleFunc("POST /portal/api/launch", p.api(p.apiLaunch))
+	p.mux.HandleFunc("POST /portal/api/launch", p.api(withBody(p.apiLaunch)))
 }
 
 // launchLogin is a sandbox login as the portal shows it.
@@ -295,11 +295,7 @@ func (p *Portal) apiSandboxLogins(w http.ResponseWriter, _ *http.Request, _ *Vis
 	writeJSON(w, http.StatusOK, map[string]any{"environment": LaunchEnv, "logins": sandboxLogins(), "patients": dataset.PatientIDs()})
 }
 
-func (p *Portal) apiLaunch(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in launchInput
-	if !decode(w, r, &in) {
-		return
-	}
+func (p *Portal) apiLaunch(w http.ResponseWriter, r *http.Request, v *Visitor, in launchInput) {
 	c, res, err := p.startLaunch(r.Context(), v, in)
 	var le *launchError
 	switch {

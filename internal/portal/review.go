@@ -227,13 +227,12 @@ func (p *Portal) apiAdminApprove(w http.ResponseWriter, r *http.Request, v *Visi
 	writeJSON(w, http.StatusOK, rq)
 }
 
-func (p *Portal) apiAdminDecline(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	var in struct {
-		Reason string `json:"reason"`
-	}
-	if !decode(w, r, &in) {
-		return
-	}
+// declineBody is the body of a decline: the reason the developer is shown.
+type declineBody struct {
+	Reason string `json:"reason"`
+}
+
+func (p *Portal) apiAdminDecline(w http.ResponseWriter, r *http.Request, v *Visitor, in declineBody) {
 	rq, err := p.reviews.Decline(r.Context(), r.PathValue("id"), "developer:"+v.Dev.ID, in.Reason)
 	if err != nil {
 		p.apiAppFail(w, r, err)

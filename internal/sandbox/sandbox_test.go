@@ -9,10 +9,9 @@ import (
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/sandbox"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
+	"github.com/lapis-health/lapis/internal/testutil/apptest"
 	"github.com/lapis-health/lapis/internal/testutil/shareddata"
 )
 
@@ -24,15 +23,7 @@ import (
 func TestLoadReset(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
-			cfg := config.Defaults()
-			cfg.Database.DataDir = t.TempDir()
-			if dialect == "postgres" {
-				cfg.Database.URL = pgtest.New(t)
-			}
-			if err := cfg.Normalize(false); err != nil {
-				t.Fatal(err)
-			}
-			cfg = cfg.SandboxConfig()
+			cfg := apptest.Config(t, dialect, nil).SandboxConfig()
 			ctx := admin.WithActor(context.Background(), admin.CommandActor())
 			h, err := app.OpenDB(ctx, cfg)
 			if err != nil {

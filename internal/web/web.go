@@ -13,13 +13,14 @@ package web
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"html/template"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 // Headers sets the headers of every HTML page and every redirect a page
@@ -99,14 +100,7 @@ func RedirectStatus(r *http.Request) int {
 
 // RandomToken returns 256 random bits, base64url: a session cookie, a
 // CSRF token or any other value a browser carries.
-func RandomToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func RandomToken() string { return randtoken.New() }
 
 // HashToken is the stored form of a RandomToken value (SHA-256).
-func HashToken(t string) []byte {
-	h := sha256.Sum256([]byte(t))
-	return h[:]
-}
+func HashToken(t string) []byte { return randtoken.Hash(t) }

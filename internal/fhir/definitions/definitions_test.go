@@ -7,19 +7,14 @@ import (
 	"testing"
 )
 
-var (
-	regOnce sync.Once
-	regVal  *Registry
-	regErr  error
-)
-
+// testRegistry is the process's Registry (Load parses it once).
 func testRegistry(t testing.TB) *Registry {
 	t.Helper()
-	regOnce.Do(func() { regVal, regErr = Load() })
-	if regErr != nil {
-		t.Fatalf("Load: %v", regErr)
+	r, err := Load()
+	if err != nil {
+		t.Fatalf("Load: %v", err)
 	}
-	return regVal
+	return r
 }
 
 func TestLoad(t *testing.T) {

@@ -7,24 +7,20 @@ import (
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 )
 
-var (
-	valOnce sync.Once
-	valVal  *Validator
-	valErr  error
-)
+// sharedValidator is the one Validator of the package's tests.
+var sharedValidator = sync.OnceValues(func() (*Validator, error) {
+	reg, err := definitions.Load()
+	if err != nil {
+		return nil, err
+	}
+	return New(reg), nil
+})
 
 func testValidator(t testing.TB) *Validator {
 	t.Helper()
-	valOnce.Do(func() {
-		reg, err := definitions.Load()
-		if err != nil {
-			valErr = err
-			return
-		}
-		valVal = New(reg)
-	})
-	if valErr != nil {
-		t.Fatal(valErr)
+	v, err := sharedValidator()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return valVal
+	return v
 }

@@ -34,15 +34,11 @@ func (*AuthorizationCode) GrantType() string { return "authorization_code" }
 // Handle implements tokenreq.Handler.
 func (g *AuthorizationCode) Handle(ctx context.Context, req *tokenreq.Request) (*tokenreq.Response, error) {
 	c := g.cfg
-	code := req.Form.Get("code")
-	if code == "" {
-		return nil, tokenreq.InvalidRequest("code is required")
-	}
 	const bad = "authorization code is invalid, expired or already used"
-	if len(code) > tokenreq.MaxCredentialLen {
-		return nil, tokenreq.InvalidGrant(bad)
+	h, err := credentialHash(req.Form, "code", bad)
+	if err != nil {
+		return nil, err
 	}
-	h := tokenreq.TokenHash(code)
 	now := c.Now()
 	grant, err := c.Codes.ConsumeCode(ctx, h, now)
 	switch {

@@ -10,6 +10,7 @@ package grant
 import (
 	"context"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -74,4 +75,18 @@ func uniqueScopes(in []string) []string {
 		}
 	}
 	return out
+}
+
+// credentialHash is the stored form (tokenreq.TokenHash) of the code or
+// refresh token in the form field name: missing, it is invalid_request;
+// longer than any this server issues, invalid_grant with bad.
+func credentialHash(form url.Values, name, bad string) ([]byte, error) {
+	v := form.Get(name)
+	if v == "" {
+		return nil, tokenreq.InvalidRequest(name + " is required")
+	}
+	if len(v) > tokenreq.MaxCredentialLen {
+		return nil, tokenreq.InvalidGrant(bad)
+	}
+	return tokenreq.TokenHash(v), nil
 }

@@ -26,6 +26,10 @@ import (
 // launch context.
 type RefreshTokenGrant struct{ cfg *Config }
 
+// badRefreshToken is the invalid_grant description of every refresh token
+// that cannot be used, whatever the reason.
+const badRefreshToken = "refresh token is invalid, expired or revoked"
+
 // NewRefreshToken returns the refresh_token grant.
 func NewRefreshToken(cfg *Config) *RefreshTokenGrant { return &RefreshTokenGrant{cfg} }
 
@@ -35,28 +39,23 @@ func (*RefreshTokenGrant) GrantType() string { return "refresh_token" }
 // Handle implements tokenreq.Handler.
 func (g *RefreshTokenGrant) Handle(ctx context.Context, req *tokenreq.Request) (*tokenreq.Response, error) {
 	c := g.cfg
-	tok := req.Form.Get("refresh_token")
-	if tok == "" {
-		return nil, tokenreq.InvalidRequest("refresh_token is required")
+	h, err := credentialHash(req.Form, "refresh_token", badRefreshToken)
+	if err != nil {
+		return nil, err
 	}
-	const bad = "refresh token is invalid, expired or revoked"
-	if len(tok) > tokenreq.MaxCredentialLen {
-		return nil, tokenreq.InvalidGrant(bad)
-	}
-	h := tokenreq.TokenHash(tok)
 	now := c.Now()
 	rt, err := c.Refresh.RefreshToken(ctx, h)
 	if errors.Is(err, authdb.ErrNotFound) {
-		return nil, tokenreq.InvalidGrant(bad)
+		return nil, tokenreq.InvalidGrant(badRefreshToken)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if rt.ClientID != req.Client.Client.ID {
-		return nil, tokenreq.InvalidGrant(bad) // never confirm another client's token
+		return nil, tokenreq.InvalidGrant(badRefreshToken) // never confirm another client's token
 	}
 	if !now.Before(rt.ExpiresAt) {
-		return nil, tokenreq.InvalidGrant(bad)
+		return nil, tokenreq.InvalidGrant(badRefreshToken)
 	}
 	graceStart := now.Add(-c.RefreshGracePeriod)
 	if !rt.RotatedAt.IsZero() && rt.RotatedAt.Before(graceStart) {
@@ -93,9 +92,9 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *tokenreq.Request) (
 	switch {
 	case errors.Is(err, authdb.ErrRefreshReused):
 		c.Log.Warn("oauth: rotated refresh token reused; token family revoked", "client_id", rt.ClientID)
-		return nil, tokenreq.InvalidGrant(bad)
+		return nil, tokenreq.InvalidGrant(badRefreshToken)
 	case errors.Is(err, authdb.ErrNotFound):
-		return nil, tokenreq.InvalidGrant(bad)
+		return nil, tokenreq.InvalidGrant(badRefreshToken)
 	case err != nil:
 		return nil, err
 	}
@@ -111,15 +110,12 @@ func (g *RefreshTokenGrant) Handle(ctx context.Context, req *tokenreq.Request) (
 // family.
 func (g *RefreshTokenGrant) IdentifyClient(ctx context.Context, form url.Values) (*tokenreq.AuthenticatedClient, error) {
 	c := g.cfg
-	tok := form.Get("refresh_token")
-	if tok == "" {
-		return nil, tokenreq.InvalidRequest("refresh_token is required")
+	h, err := credentialHash(form, "refresh_token", badRefreshToken)
+	if err != nil {
+		return nil, err
 	}
-	bad := tokenreq.InvalidGrant("refresh token is invalid, expired or revoked")
-	if len(tok) > tokenreq.MaxCredentialLen {
-		return nil, bad
-	}
-	rt, err := c.Refresh.RefreshToken(ctx, tokenreq.TokenHash(tok))
+	bad := tokenreq.InvalidGrant(badRefreshToken)
+	rt, err := c.Refresh.RefreshToken(ctx, h)
 	if errors.Is(err, authdb.ErrNotFound) {
 		return nil, bad
 	}

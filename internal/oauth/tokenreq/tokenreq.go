@@ -7,7 +7,6 @@ package tokenreq
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/randtoken"
 )
 
 // RFC 6749 §5.2 and RFC 7009 error codes.
@@ -219,17 +219,10 @@ const MaxCredentialLen = 512
 
 // NewSecret returns 256 random bits, base64url without padding: the form
 // of authorization codes and refresh tokens.
-func NewSecret() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func NewSecret() string { return randtoken.New() }
 
 // TokenHash is the stored form of a code or refresh token.
-func TokenHash(tok string) []byte {
-	h := sha256.Sum256([]byte(tok))
-	return h[:]
-}
+func TokenHash(tok string) []byte { return randtoken.Hash(tok) }
 
 // FamilyForCode is the id of the token family issued from a code: derived
 // from the code's hash, so a replayed code names the family to revoke

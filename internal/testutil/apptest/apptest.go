@@ -13,11 +13,24 @@ import (
 )
 
 // Open opens an application on a fresh database of dialect ("sqlite", or
-// "postgres" for a fresh pgtest database), closed when tb ends. Its
-// configuration is config.Defaults with the data in a temporary
-// directory; edit, when not nil, changes it before it is normalized. Its
-// logs are discarded. The normalized configuration is the App's Config.
+// "postgres" for a fresh pgtest database), closed when tb ends, with the
+// configuration Config(tb, dialect, edit) returns. Its logs are
+// discarded. The normalized configuration is the App's Config.
 func Open(tb testing.TB, dialect string, edit func(*config.Config)) *app.App {
+	tb.Helper()
+	a, err := app.Open(context.Background(), Config(tb, dialect, edit), slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { a.Close() })
+	return a
+}
+
+// Config is the normalized configuration of an application on a fresh
+// database of dialect ("sqlite", or "postgres" for a fresh pgtest
+// database): config.Defaults with the data in a temporary directory of
+// tb; edit, when not nil, changes it before it is normalized.
+func Config(tb testing.TB, dialect string, edit func(*config.Config)) config.Config {
 	tb.Helper()
 	cfg := config.Defaults()
 	cfg.Database.DataDir = tb.TempDir()
@@ -30,10 +43,5 @@ func Open(tb testing.TB, dialect string, edit func(*config.Config)) *app.App {
 	if err := cfg.Normalize(false); err != nil {
 		tb.Fatal(err)
 	}
-	a, err := app.Open(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { a.Close() })
-	return a
+	return cfg
 }
