@@ -105,18 +105,27 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	if driven && !hq.Superseded && hq.Version == 0 {
 		return e.historyOfCandidates(ctx, qr, b, from+where, hq.Before, count)
 	}
+	// A _since on the history rows alone (no join) reads the versions'
+	// (last_updated, type, seq) index: a poll for what changed since T
+	// counts and pages the few versions written since then instead of
+	// scanning the history from the newest version back to T.
+	since := !hq.Since.IsZero() && !joined && hq.ID == "" && !hq.Superseded && hq.Version == 0
+	byTime := from
+	if since && e.D == SQLite {
+		byTime = " FROM history h INDEXED BY history_last_updated"
+	}
 	page := &store.HistoryPage{}
 	switch {
 	case hq.Superseded:
 		page.Total = -1
 	case hq.Version == 0:
 		// Total (without the cursor), at most TotalLimit + 1 counted.
-		count := "SELECT COUNT(*)" + from + where
+		count := "SELECT COUNT(*)" + byTime + where
 		if hq.TotalLimit > 0 {
 			// A literal (an int of the configuration): the page query
 			// below binds b's arguments, and a bound one it does not use
 			// has no type on PostgreSQL.
-			count = "SELECT COUNT(*) FROM (SELECT 1" + from + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
+			count = "SELECT COUNT(*) FROM (SELECT 1" + byTime + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
 		}
 		rows, err := qr.Query(ctx, count, b.Args...)
 		if err != nil {
@@ -151,8 +160,17 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			where += " AND " + c
 		}
 	}
+	limit := b.Arg(int64(count + 1))
 	sql := "SELECT h.seq, h.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.method, h.body" + from + where +
-		" ORDER BY h.seq DESC LIMIT " + b.Arg(int64(count+1))
+		" ORDER BY h.seq DESC LIMIT " + limit
+	if since && page.Total >= 0 {
+		// At most the count's limit of versions since T: the page's
+		// sequences from the index (sorting those few), then their rows.
+		// Past the limit the versions since T are most of the history,
+		// and the scan from the newest back finds a page at once.
+		sql = "SELECT h.seq, h.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.method, h.body FROM history h WHERE h.seq IN (SELECT h.seq" +
+			byTime + where + " ORDER BY h.seq DESC LIMIT " + limit + ") ORDER BY h.seq DESC"
+	}
 	rows, err := qr.Query(ctx, sql, b.Args...)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -108,6 +109,25 @@ func TestHistorySQL(t *testing.T) {
 			}
 			if c.driven && !strings.Contains(sql, driver) {
 				t.Errorf("%d %s: no compartment driver: %s", d, c.name, sql)
+			}
+		}
+		// _since on the history rows alone: counted and paged through the
+		// versions' time index (SQLite names it; a bound argument left
+		// unused fails historySQL).
+		for _, f := range []*store.AccessFilter{nil, {Types: map[string][]store.AccessRule{"*": {{}}, "AuditEvent": {}}}} {
+			for _, before := range []string{"", "zz"} {
+				r := &recorder{}
+				hq := store.HistoryQuery{Since: time.UnixMilli(1), Filter: f, Count: 10, TotalLimit: 100, Before: before}
+				if _, err := (&Engine{D: d}).History(context.Background(), r, hq); err != nil {
+					t.Fatal(err)
+				}
+				sql := historySQL(t, d, hq)
+				if d == SQLite && (strings.Count(sql, "INDEXED BY history_last_updated") != 1 || !strings.Contains(r.sqls[0], "INDEXED BY history_last_updated")) {
+					t.Errorf("%d since: not through the time index: %s / %s", d, r.sqls[0], sql)
+				}
+				if strings.Contains(sql, "resources r") {
+					t.Errorf("%d since: joins resources: %s", d, sql)
+				}
 			}
 		}
 		// Instance history and a version of it: driven by (type, id).

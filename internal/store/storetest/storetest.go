@@ -382,6 +382,21 @@ func testHistory(t *testing.T, s store.Store) {
 	}
 	got, _ = hist(store.HistoryQuery{Since: at(2), At: at(5)})
 	eq(t, "since/at", got, []string{"Patient/p2/2", "Observation/o1/1", "Patient/p1/2"})
+	// _since pages through the versions' time index while they are at
+	// most the count's limit, and from the newest back past it: the same
+	// versions either way, page by page, by type or hidden type as well.
+	for _, limit := range []int{0, 100, 2} {
+		got, total = hist(store.HistoryQuery{Since: at(1), Count: 2, TotalLimit: limit})
+		eq(t, fmt.Sprintf("since, limit %d", limit), got, []string{"Patient/p1/3", "Patient/p2/2", "Observation/o1/1", "Patient/p1/2", "Patient/p2/1"})
+		if want := map[int]int{0: 5, 100: 5, 2: -1}[limit]; total != want {
+			t.Errorf("since, limit %d: total %d, want %d", limit, total, want)
+		}
+		got, _ = hist(store.HistoryQuery{Since: at(1), Count: 1, TotalLimit: limit,
+			Filter: &store.AccessFilter{Types: map[string][]store.AccessRule{"*": {{}}, "Observation": {}}}})
+		eq(t, fmt.Sprintf("since without Observation, limit %d", limit), got, []string{"Patient/p1/3", "Patient/p2/2", "Patient/p1/2", "Patient/p2/1"})
+		got, _ = hist(store.HistoryQuery{Type: "Patient", Since: at(2), Count: 1, TotalLimit: limit})
+		eq(t, fmt.Sprintf("type since, limit %d", limit), got, []string{"Patient/p1/3", "Patient/p2/2", "Patient/p1/2"})
+	}
 
 	p, err := s.History(ctx, store.HistoryQuery{Type: "Patient", ID: "p2"})
 	if err != nil || len(p.Versions) != 2 || !p.Versions[0].Deleted || p.Versions[0].Method != "PUT" || p.Versions[1].Deleted {
