@@ -382,6 +382,30 @@ func testHistory(t *testing.T, s store.Store) {
 	}
 	got, _ = hist(store.HistoryQuery{Since: at(2), At: at(5)})
 	eq(t, "since/at", got, []string{"Patient/p2/2", "Observation/o1/1", "Patient/p1/2"})
+	// A type hidden (AuditEvent from a caller other than an admin): the
+	// visible types' versions merged, page by page, with the At bound and
+	// the count's limit.
+	hideObs := &store.AccessFilter{Types: map[string][]store.AccessRule{"*": {{}}, "Observation": {}}}
+	for _, count := range []int{1, 2, 10} {
+		got, total = hist(store.HistoryQuery{Count: count, Filter: hideObs})
+		eq(t, fmt.Sprintf("hidden type, count %d", count), got, []string{"Patient/p1/3", "Patient/p2/2", "Patient/p1/2", "Patient/p2/1", "Patient/p1/1"})
+		if total != 5 {
+			t.Errorf("hidden type, count %d: total %d", count, total)
+		}
+	}
+	got, total = hist(store.HistoryQuery{Count: 2, At: at(5), TotalLimit: 3, Filter: hideObs})
+	eq(t, "hidden type, at", got, []string{"Patient/p2/2", "Patient/p1/2", "Patient/p2/1", "Patient/p1/1"})
+	if total != -1 {
+		t.Errorf("hidden type, at, limit 3: total %d", total)
+	}
+	onlyObs := &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{}}}}
+	if got, total = hist(store.HistoryQuery{Filter: onlyObs}); total != 1 {
+		t.Errorf("one visible type: total %d", total)
+	}
+	eq(t, "one visible type", got, []string{"Observation/o1/1"})
+	if got, total = hist(store.HistoryQuery{Filter: &store.AccessFilter{Types: map[string][]store.AccessRule{"Encounter": {{}}}}}); total != 0 || len(got) != 0 {
+		t.Errorf("no visible version: %v, total %d", got, total)
+	}
 	// _since pages through the versions' time index while they are at
 	// most the count's limit, and from the newest back past it: the same
 	// versions either way, page by page, by type or hidden type as well.
