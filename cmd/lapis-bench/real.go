@@ -156,6 +156,10 @@ func runReal(o realOptions) error {
 		fmt.Fprintln(os.Stderr, "ingest:", e)
 	}
 
+	// What a system keeping in step asks after the load: the versions
+	// since a moment after it (none, unless something was written since).
+	loaded := time.Now().UTC().Add(time.Second).Format(time.RFC3339)
+
 	// Parameters from the loaded data, through the API.
 	phase("parameters and bare handler")
 	ps, err := pickParams(sys, base)
@@ -242,7 +246,11 @@ func runReal(o realOptions) error {
 	})
 	shapes = append(shapes,
 		shape{"Observation/_history (patient key)", pat, []string{base + "/Observation/_history"}},
-		shape{"_history (patient key)", pat, []string{base + "/_history"}})
+		shape{"_history (patient key)", pat, []string{base + "/_history"}},
+		// A system key may not see AuditEvents: every request so far
+		// left one, newer than any version it may see.
+		shape{"_history (system key)", readers, []string{base + "/_history"}},
+		shape{"_history?_since=after load (system key)", readers, []string{base + "/_history?_since=" + q(loaded)}})
 	if o.only != nil {
 		shapes = slices.DeleteFunc(shapes, func(s shape) bool { return !o.only.MatchString(s.name) })
 	}
