@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SameTxUpdates", testSameTxUpdates},
 		{"History", testHistory},
 		{"HistoryFilter", testHistoryFilter},
+		{"HistoryTypeOnly", testHistoryTypeOnly},
 		{"HistoryVersions", testHistoryVersions},
 		{"VersionIndex", testVersionIndex},
 		{"String", testString},
