@@ -167,3 +167,23 @@ func TestHistDecidable(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryDriverNoVisibleMember: a system history under compartment
+// rules of which no visible type is a member through references (a
+// patient-bound caller granted only Practitioner, not in the patient's
+// compartment) is driven by the compartment's own resource alone, and
+// binds only the arguments its SQL uses: PostgreSQL refuses a statement
+// with a parameter it cannot type ("could not determine data type of
+// parameter").
+func TestHistoryDriverNoVisibleMember(t *testing.T) {
+	comp := &store.Compartment{Type: "Patient", ID: "a", Params: map[string][]string{"Observation": {"subject"}, "AuditEvent": {"entity"}}}
+	for _, types := range []map[string][]store.AccessRule{
+		{"Practitioner": {{Compartment: true}}},
+		{"Practitioner": {{Compartment: true}}, "AuditEvent": {}},
+		{"*": {{Compartment: true}}, "Observation": {}, "AuditEvent": {}},
+	} {
+		for _, d := range []Dialect{SQLite, Postgres} {
+			historySQL(t, d, store.HistoryQuery{Filter: &store.AccessFilter{Compartment: comp, Types: types}, Count: 10})
+		}
+	}
+}

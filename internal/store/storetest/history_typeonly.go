@@ -89,3 +89,28 @@ func testHistoryTypeOnly(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testHistoryNoVisibleMember: a system history under compartment rules of
+// which no visible type is a member through references (a patient-bound
+// caller granted only Practitioner or Medication, which are not in the
+// patient's compartment) lists nothing, without an error: its driver is
+// the compartment's own resource alone.
+func testHistoryNoVisibleMember(t *testing.T, s store.Store) {
+	createAll(t, s,
+		&store.Write{Type: "Patient", ID: "a"},
+		&store.Write{Type: "Practitioner", ID: "dr"},
+		&store.Write{Type: "Observation", ID: "o1", Index: store.Index{References: []store.ReferenceRow{ref("subject", "Patient", "a")}}},
+	)
+	for _, types := range []map[string][]store.AccessRule{
+		{"Practitioner": inComp},
+		{"Practitioner": inComp, "AuditEvent": {}},
+	} {
+		p, err := s.History(ctx, store.HistoryQuery{Filter: perType("a", types), Count: 10})
+		if err != nil {
+			t.Fatalf("%v: %v", types, err)
+		}
+		if len(p.Versions) != 0 || p.Total != 0 {
+			t.Errorf("%v: %d versions, total %d", types, len(p.Versions), p.Total)
+		}
+	}
+}

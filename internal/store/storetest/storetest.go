@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"History", testHistory},
 		{"HistoryFilter", testHistoryFilter},
 		{"HistoryTypeOnly", testHistoryTypeOnly},
+		{"HistoryNoVisibleMember", testHistoryNoVisibleMember},
 		{"HistoryVersions", testHistoryVersions},
 		{"VersionIndex", testVersionIndex},
 		{"String", testString},
