@@ -1,0 +1,59 @@
+package sqlite_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/store/sqlgen"
+)
+
+// TestTypeHistorySinceReadsItsType: a type's _history?_since=T (a
+// Patient feed) reads that type's versions, not every version written
+// since T through the time index, which holds every type's: on a server
+// whose history is mostly AuditEvents (one per request) it read them all
+// (19 ms per 400,000 versions since T for 200 Patients, against 0.2 ms
+// through the type's index), and the LIMIT of the bounded count does not
+// stop it: only the type's versions count towards it.
+func TestTypeHistorySinceReadsItsType(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	err := s.Update(ctx, func(tx store.Tx) error {
+		for i := range 2000 {
+			typ := "AuditEvent"
+			if i%200 == 0 {
+				typ = "Patient"
+			}
+			id := fmt.Sprintf("r%d", i)
+			if err := tx.Put(ctx, &store.Write{Type: typ, ID: id, Version: 1, LastUpdated: t0.Add(time.Duration(i) * time.Second), Method: "POST",
+				Body: fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Analyze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*store.AccessFilter{nil, {Types: map[string][]store.AccessRule{"*": {{}}, "AuditEvent": {}}}} {
+		p := &sqlgen.Plans{}
+		page, err := s.History(sqlgen.WithExplain(ctx, p), store.HistoryQuery{Type: "Patient", Since: t0, Count: 5, TotalLimit: 10000, Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != 10 || len(page.Versions) != 5 {
+			t.Fatalf("total %d, %d versions", page.Total, len(page.Versions))
+		}
+		plan := strings.Join(p.Steps(), "\n--\n")
+		if strings.Contains(plan, "history_last_updated") {
+			t.Errorf("a Patient history since T reads every type's versions since T (filter %v):\n%s", f, plan)
+		}
+	}
+}
