@@ -62,8 +62,16 @@ type env struct {
 }
 
 func dialects(t *testing.T, fn func(t *testing.T, url string)) {
-	t.Run("sqlite", func(t *testing.T) { fn(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db")) })
-	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.New(t)) })
+	// Each dialect has its own database: the two run side by side, one
+	// mostly waiting on its commits while the other computes.
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		fn(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		fn(t, pgtest.New(t))
+	})
 }
 
 func open(t testing.TB, url string, mod func(*Config)) *env {

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -94,11 +95,9 @@ func randomEvent(r *rand.Rand) Event {
 // on the AuditEvent's JSON, for randomized events.
 func TestDirectIndexMatchesExtractor(t *testing.T) {
 	_, ex := registry(t)
-	r := rand.New(rand.NewPCG(1, 2))
 	direct := 0
-	for i := range 5000 {
-		ev := randomEvent(r)
-		ae := newAuditEvent(&ev, fmt.Sprintf("id%d", i), ev.Time, Source{Site: pickSite(r), Instance: "chain-1"})
+	for i, x := range randomAuditEvents(1, 5000) {
+		ev, ae := x.ev, x.ae
 		got, ok := ae.directIndex()
 		if !ok {
 			continue
@@ -121,6 +120,27 @@ func TestDirectIndexMatchesExtractor(t *testing.T) {
 	t.Logf("%d of 5000 events indexed directly", direct)
 	if direct < 2500 {
 		t.Errorf("only %d of 5000 events indexed directly", direct)
+	}
+}
+
+// eventAndAudit is a randomized event and its AuditEvent.
+type eventAndAudit struct {
+	ev Event
+	ae *auditEvent
+}
+
+// randomAuditEvents yields n randomized events (seeded) with their
+// AuditEvents.
+func randomAuditEvents(seed uint64, n int) iter.Seq2[int, eventAndAudit] {
+	return func(yield func(int, eventAndAudit) bool) {
+		r := rand.New(rand.NewPCG(seed, seed+1))
+		for i := range n {
+			ev := randomEvent(r)
+			ae := newAuditEvent(&ev, fmt.Sprintf("id%d", i), ev.Time, Source{Site: pickSite(r), Instance: "chain-1"})
+			if !yield(i, eventAndAudit{ev, ae}) {
+				return
+			}
+		}
 	}
 }
 
@@ -156,11 +176,9 @@ func (x extraParam) Extract(m map[string]any) (store.Index, error) {
 // any other bytes go to the generic extractor.
 func TestDecodeOwn(t *testing.T) {
 	_, ex := registry(t)
-	r := rand.New(rand.NewPCG(3, 4))
 	decoded := 0
-	for i := range 2000 {
-		ev := randomEvent(r)
-		ae := newAuditEvent(&ev, fmt.Sprintf("id%d", i), ev.Time, Source{Site: pickSite(r), Instance: "chain-1"})
+	for i, x := range randomAuditEvents(3, 2000) {
+		ev, ae := x.ev, x.ae
 		row := Row{Chain: "c", Seq: int64(i + 1), ResourceID: ae.ID, Version: 1, Recorded: ev.Time, Body: ae.appendJSON(nil)}
 		own := decodeOwn(row.Body)
 		if own == nil && !bytes.Contains(row.Body, []byte(`\ufffd`)) {

@@ -51,11 +51,17 @@ func extractor(t testing.TB) *extract.Extractor {
 }
 
 func bothDialects(t *testing.T, fn func(t *testing.T, url, dir string)) {
+	// Each dialect has its own database; a trail's records are committed
+	// one at a time, so the two mostly wait on their commits, side by side.
 	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
 		dir := t.TempDir()
 		fn(t, "sqlite:"+filepath.Join(dir, "lapis.db"), dir)
 	})
-	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.New(t), t.TempDir()) })
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		fn(t, pgtest.New(t), t.TempDir())
+	})
 }
 
 // trail is an audit trail written by a recorder that has stopped (every
@@ -243,6 +249,7 @@ func sameFindings(t testing.TB, rep *audit.Report, want []key) {
 // extra index row and a wrong index mask; --repair-index rebuilds them
 // from the chain.
 func TestTamperIndexRows(t *testing.T) {
+	t.Parallel()
 	bothDialects(t, func(t *testing.T, url, dir string) {
 		tr := newTrail(t, url, dir, 16, nil)
 		if rep := tr.verify(t, audit.Options{}); !rep.OK || rep.Records != 16 || rep.Pending != 0 {
@@ -299,6 +306,7 @@ func TestTamperIndexRows(t *testing.T) {
 // Finding 6.2: rewriting an AuditEvent's body in history (what vread and
 // _history serve) is reported as modified.
 func TestTamperHistoryBody(t *testing.T) {
+	t.Parallel()
 	bothDialects(t, func(t *testing.T, url, dir string) {
 		tr := newTrail(t, url, dir, 6, nil)
 		r := tr.row(4)
@@ -328,6 +336,7 @@ func TestTamperHistoryBody(t *testing.T) {
 // _lastUpdated searches; of the history row: _history, _since) is
 // reported as modified.
 func TestTamperLastUpdated(t *testing.T) {
+	t.Parallel()
 	bothDialects(t, func(t *testing.T, url, dir string) {
 		tr := newTrail(t, url, dir, 6, nil)
 		tr.exec(t, "UPDATE resources SET last_updated = 0 WHERE type = 'AuditEvent' AND id = ?", tr.row(2).ResourceID)
@@ -349,6 +358,7 @@ func TestTamperLastUpdated(t *testing.T) {
 // at its tail with an anchor, and at its tail without one once they are
 // older than the pending bound.
 func TestTamperCopiedSeqReset(t *testing.T) {
+	t.Parallel()
 	const n, gone = 200, 96
 	seqs := func(from int64) []int64 {
 		var s []int64
@@ -378,7 +388,10 @@ func TestTamperCopiedSeqReset(t *testing.T) {
 		return &out
 	}
 	run := func(name string, fn func(t *testing.T, url, dir string)) {
-		t.Run(name, func(t *testing.T) { bothDialects(t, fn) })
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			bothDialects(t, fn)
+		})
 	}
 	{
 		run("middle", func(t *testing.T, url, dir string) {

@@ -112,27 +112,30 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	if driven && !hq.Superseded && hq.Version == 0 {
 		return e.historyOfCandidates(ctx, qr, b, from+where, hq.Before, count)
 	}
-	// A _since on the history rows alone (no join) reads the versions'
-	// (last_updated, type, seq) index: a poll for what changed since T
-	// counts and pages the few versions written since then instead of
-	// scanning the history from the newest version back to T.
-	since := !hq.Since.IsZero() && !joined && hq.ID == "" && !hq.Superseded && hq.Version == 0
-	byTime := from
-	if since && e.D == SQLite {
-		byTime = " FROM history h INDEXED BY history_last_updated"
+	var counted *int
+	if !hq.Since.IsZero() && !joined && hq.ID == "" && !hq.Superseded && hq.Version == 0 {
+		p, total, err := e.historySince(ctx, qr, hq, count, hiding)
+		if err != nil || p != nil {
+			return p, err
+		}
+		// Most of the history is since T and every type visible: the
+		// scan from the newest version back finds the page at once.
+		counted = &total
 	}
 	page := &store.HistoryPage{}
 	switch {
+	case counted != nil:
+		page.Total = *counted
 	case hq.Superseded:
 		page.Total = -1
 	case hq.Version == 0:
 		// Total (without the cursor), at most TotalLimit + 1 counted.
-		count := "SELECT COUNT(*)" + byTime + where
+		count := "SELECT COUNT(*)" + from + where
 		if hq.TotalLimit > 0 {
 			// A literal (an int of the configuration): the page query
 			// below binds b's arguments, and a bound one it does not use
 			// has no type on PostgreSQL.
-			count = "SELECT COUNT(*) FROM (SELECT 1" + byTime + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
+			count = "SELECT COUNT(*) FROM (SELECT 1" + from + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
 		}
 		rows, err := qr.Query(ctx, count, b.Args...)
 		if err != nil {
@@ -167,23 +170,8 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			where += " AND " + c
 		}
 	}
-	if since && hiding && page.Total < 0 {
-		// Most of the history is since T: each visible type's newest
-		// versions since T, merged (as without a _since).
-		total := page.Total
-		return e.historyByType(ctx, qr, hq, count, &total)
-	}
-	limit := b.Arg(int64(count + 1))
 	sql := "SELECT h.seq, h.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.method, h.body" + from + where +
-		" ORDER BY h.seq DESC LIMIT " + limit
-	if since && page.Total >= 0 {
-		// At most the count's limit of versions since T: the page's
-		// sequences from the index (sorting those few), then their rows.
-		// Past the limit the versions since T are most of the history,
-		// and the scan from the newest back finds a page at once.
-		sql = "SELECT h.seq, h.rid, h.type, h.id, h.version, h.last_updated, h.deleted, h.method, h.body FROM history h WHERE h.seq IN (SELECT h.seq" +
-			byTime + where + " ORDER BY h.seq DESC LIMIT " + limit + ") ORDER BY h.seq DESC"
-	}
+		" ORDER BY h.seq DESC LIMIT " + b.Arg(int64(count+1))
 	rows, err := qr.Query(ctx, sql, b.Args...)
 	if err != nil {
 		return nil, err
@@ -227,30 +215,8 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 			return nil, store.ErrNotFound
 		}
 	}
-	// The types the history holds: a skip scan of its (type, seq) index,
-	// one probe per type.
-	rows, err := qr.Query(ctx, "WITH RECURSIVE t(type) AS (SELECT min(type) FROM history UNION ALL "+
-		"SELECT (SELECT min(h.type) FROM history h WHERE h.type > t.type) FROM t WHERE t.type IS NOT NULL) SELECT type FROM t WHERE type IS NOT NULL")
+	visible, err := e.visibleTypes(ctx, qr, hq)
 	if err != nil {
-		return nil, err
-	}
-	var visible []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		rs, ok := hq.Filter.Types[t]
-		if !ok {
-			rs = hq.Filter.Types["*"]
-		}
-		if len(rs) > 0 {
-			visible = append(visible, t)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	page := &store.HistoryPage{}
@@ -266,8 +232,28 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 	// the newest count+1 of them all.
 	pb := &Builder{D: e.D}
 	limit := pb.Arg(int64(count + 1))
-	parts := make([]string, len(visible))
+	parts := make([]string, 0, len(visible))
+	sortLimit := hq.TotalLimit
+	if sortLimit <= 0 {
+		sortLimit = sinceSortLimit
+	}
 	for i, t := range visible {
+		from := " FROM history h"
+		if !hq.Since.IsZero() && e.D == SQLite {
+			// A type's versions since T: few, through the time index
+			// (sorting those); many, from its newest back.
+			n, err := e.countSince(ctx, qr, hq, t, sortLimit)
+			if err != nil {
+				return nil, err
+			}
+			if n == 0 {
+				continue
+			}
+			from = " FROM history h INDEXED BY history_type_seq"
+			if n <= sortLimit {
+				from = " FROM history h INDEXED BY history_type_last_updated"
+			}
+		}
 		c := "h.type = " + pb.Arg(t)
 		if !hq.Since.IsZero() {
 			c += " AND h.last_updated >= " + pb.Arg(hq.Since.UnixMilli())
@@ -278,7 +264,10 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 		if hq.Before != "" {
 			c += " AND h.seq < " + pb.Arg(cursor)
 		}
-		parts[i] = "SELECT seq FROM (SELECT h.seq FROM history h WHERE " + c + " ORDER BY h.seq DESC LIMIT " + limit + ") p" + strconv.Itoa(i)
+		parts = append(parts, "SELECT seq FROM (SELECT h.seq"+from+" WHERE "+c+" ORDER BY h.seq DESC LIMIT "+limit+") p"+strconv.Itoa(i))
+	}
+	if len(parts) == 0 {
+		return page, nil
 	}
 	seqs, err := queryRIDs(ctx, qr, strings.Join(parts, " UNION ALL ")+" ORDER BY seq DESC LIMIT "+limit, pb.Args)
 	if err != nil {
@@ -293,6 +282,147 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 	}
 	page.Versions, err = e.versionsBySeq(ctx, qr, seqs)
 	return page, err
+}
+
+// historySince returns the history page of a _since on the history rows
+// alone (no filter, or one by type): a poll for what changed since T.
+// The visible types' versions since T are counted and paged through the
+// (type, last_updated, seq) index: the cost follows the versions since T
+// that the caller may see, not the history's size, nor the AuditEvents
+// every request leaves. Past the count's limit (most of the history is
+// since T) a filter hiding types pages type by type (historyByType), and
+// with none a nil page and the total tell History to scan from the newest
+// version back, which finds the page at once.
+func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQuery, count int, hiding bool) (*store.HistoryPage, int, error) {
+	var cursor int64
+	if hq.Before != "" {
+		var err error
+		if cursor, err = strconv.ParseInt(hq.Before, 36, 64); err != nil {
+			return nil, 0, store.ErrNotFound
+		}
+	}
+	types, err := e.visibleTypes(ctx, qr, hq)
+	if err != nil {
+		return nil, 0, err
+	}
+	page := &store.HistoryPage{}
+	if len(types) == 0 {
+		return page, 0, nil
+	}
+	from := " FROM history h"
+	if e.D == SQLite {
+		from = " FROM history h INDEXED BY history_type_last_updated"
+	}
+	where := func(b *Builder, withCursor bool) string {
+		w := " WHERE h.type IN " + b.List(types) + " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
+		if !hq.At.IsZero() {
+			w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
+		}
+		if withCursor && hq.Before != "" {
+			w += " AND h.seq < " + b.Arg(cursor)
+		}
+		return w
+	}
+	cb := &Builder{D: e.D}
+	cw := where(cb, false)
+	countSQL := "SELECT COUNT(*)" + from + cw
+	if hq.TotalLimit > 0 {
+		countSQL = "SELECT COUNT(*) FROM (SELECT 1" + from + cw + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
+	}
+	n, err := queryRIDs(ctx, qr, countSQL, cb.Args)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(n) == 1 {
+		page.Total = int(n[0])
+	}
+	if hq.TotalLimit > 0 && page.Total > hq.TotalLimit {
+		if !hiding {
+			return nil, -1, nil
+		}
+		total := -1
+		p, err := e.historyByType(ctx, qr, hq, count, &total)
+		return p, 0, err
+	}
+	// At most the count's limit: their sequences from the index, the
+	// newest count+1 of them, then the page's rows.
+	pb := &Builder{D: e.D}
+	w := where(pb, true)
+	seqs, err := queryRIDs(ctx, qr, "SELECT h.seq"+from+w+" ORDER BY h.seq DESC LIMIT "+pb.Arg(int64(count+1)), pb.Args)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(seqs) > count {
+		seqs = seqs[:count]
+		page.Next = strconv.FormatInt(seqs[count-1], 36)
+	}
+	if len(seqs) > 0 {
+		page.Versions, err = e.versionsBySeq(ctx, qr, seqs)
+	}
+	return page, 0, err
+}
+
+// sinceSortLimit is, without a TotalLimit, the most versions of one type
+// since T that a page sorts from the time index; a type with more is read
+// from its newest version back instead, which finds them at once.
+const sinceSortLimit = 10000
+
+// countSince returns the number of versions of typ within hq's _since
+// (and _at), counted up to limit + 1 from the time index.
+func (e *Engine) countSince(ctx context.Context, qr Querier, hq store.HistoryQuery, typ string, limit int) (int, error) {
+	b := &Builder{D: e.D}
+	w := "h.type = " + b.Arg(typ) + " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
+	if !hq.At.IsZero() {
+		w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
+	}
+	n, err := queryRIDs(ctx, qr, "SELECT COUNT(*) FROM (SELECT 1 FROM history h INDEXED BY history_type_last_updated WHERE "+w+
+		" LIMIT "+strconv.Itoa(limit+1)+") c", b.Args)
+	if err != nil || len(n) == 0 {
+		return 0, err
+	}
+	return int(n[0]), nil
+}
+
+// visibleTypes returns the types of hq's history the filter may show:
+// hq.Type, or the types the history holds (a skip scan of its (type, seq)
+// index, one probe per type), with no rule-less (hidden) type.
+func (e *Engine) visibleTypes(ctx context.Context, qr Querier, hq store.HistoryQuery) ([]string, error) {
+	var held []string
+	if hq.Type != "" {
+		held = []string{hq.Type}
+	} else {
+		rows, err := qr.Query(ctx, "WITH RECURSIVE t(type) AS (SELECT min(type) FROM history UNION ALL "+
+			"SELECT (SELECT min(h.type) FROM history h WHERE h.type > t.type) FROM t WHERE t.type IS NOT NULL) SELECT type FROM t WHERE type IS NOT NULL")
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var t string
+			if err := rows.Scan(&t); err != nil {
+				return nil, err
+			}
+			held = append(held, t)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	f := hq.Filter
+	if f == nil || f.Types == nil {
+		return held, nil
+	}
+	var out []string
+	for _, t := range held {
+		rs, ok := f.Types[t]
+		if !ok {
+			rs = f.Types["*"]
+		}
+		if len(rs) > 0 {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // countByType sets page.Total to the number of versions of the visible

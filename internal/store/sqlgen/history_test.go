@@ -117,12 +117,12 @@ func TestHistorySQL(t *testing.T) {
 		for _, f := range []*store.AccessFilter{nil, {Types: map[string][]store.AccessRule{"*": {{}}, "AuditEvent": {}}}} {
 			for _, before := range []string{"", "zz"} {
 				r := &recorder{}
-				hq := store.HistoryQuery{Since: time.UnixMilli(1), Filter: f, Count: 10, TotalLimit: 100, Before: before}
+				hq := store.HistoryQuery{Type: "Observation", Since: time.UnixMilli(1), Filter: f, Count: 10, TotalLimit: 100, Before: before}
 				if _, err := (&Engine{D: d}).History(context.Background(), r, hq); err != nil {
 					t.Fatal(err)
 				}
 				sql := historySQL(t, d, hq)
-				if d == SQLite && (strings.Count(sql, "INDEXED BY history_last_updated") != 1 || !strings.Contains(r.sqls[0], "INDEXED BY history_last_updated")) {
+				if d == SQLite && (strings.Count(sql, "INDEXED BY history_type_last_updated") != 1 || !strings.Contains(r.sqls[0], "INDEXED BY history_type_last_updated")) {
 					t.Errorf("%d since: not through the time index: %s / %s", d, r.sqls[0], sql)
 				}
 				if strings.Contains(sql, "resources r") {

@@ -420,6 +420,11 @@ func testHistory(t *testing.T, s store.Store) {
 		got, _ = hist(store.HistoryQuery{Since: at(1), Count: 1, TotalLimit: limit,
 			Filter: &store.AccessFilter{Types: map[string][]store.AccessRule{"*": {{}}, "Observation": {}}}})
 		eq(t, fmt.Sprintf("since without Observation, limit %d", limit), got, []string{"Patient/p1/3", "Patient/p2/2", "Patient/p1/2", "Patient/p2/1"})
+		// An absent type hidden: both types visible, one with more
+		// versions since T than the limit, one with fewer.
+		got, _ = hist(store.HistoryQuery{Since: at(1), Count: 2, TotalLimit: limit,
+			Filter: &store.AccessFilter{Types: map[string][]store.AccessRule{"*": {{}}, "Encounter": {}}}})
+		eq(t, fmt.Sprintf("since without Encounter, limit %d", limit), got, []string{"Patient/p1/3", "Patient/p2/2", "Observation/o1/1", "Patient/p1/2", "Patient/p2/1"})
 		got, _ = hist(store.HistoryQuery{Type: "Patient", Since: at(2), Count: 1, TotalLimit: limit})
 		eq(t, fmt.Sprintf("type since, limit %d", limit), got, []string{"Patient/p1/3", "Patient/p2/2", "Patient/p1/2"})
 	}
