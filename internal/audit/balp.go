@@ -170,8 +170,8 @@ func networkType(addr string) string {
 // keyed by id (the chain table's, the FHIR store's current and history
 // rows), so a batch of records appends to a few pages instead of
 // dirtying one random page per record in indexes that grow by every
-// request. The time it carries is the record's own (the body's
-// recorded), so the id reveals nothing the record does not.
+// request. The time it carries is when the record was written, moments
+// after its recorded time: the id reveals nothing the record does not.
 func recordID() string {
 	return uuid.Must(uuid.NewV7()).String()
 }
