@@ -36,7 +36,11 @@ func TestBrowserSignUpToTOTP(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("password"), "correct horse battery"),
 		chromedp.SendKeys(chromedp.ID("password2"), "correct horse battery"),
 		chromedp.Click(css(`form[action$="/signup"] button[type="submit"]`)),
-		chromedp.WaitVisible(css(`main .card a[href$="/login"]`)),
+		// The answer's "Log in" button: the sign-up form's own "I have an
+		// account" link also matched a[href$="/login"], so the wait could
+		// end before the page changed and the next read hit the page
+		// being left ("Cannot find context", or the form's text).
+		chromedp.WaitVisible(css(`main .card .actions a.button[href$="/login"]`)),
 	)
 	if !strings.Contains(mainText(), "Check your email") {
 		t.Fatal("no confirmation after sign-up")
