@@ -269,7 +269,10 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 	if len(parts) == 0 {
 		return page, nil
 	}
-	seqs, err := queryRIDs(ctx, qr, strings.Join(parts, " UNION ALL ")+" ORDER BY seq DESC LIMIT "+limit, pb.Args)
+	// Each branch's plan is fixed by its text (the type's index from its
+	// newest back): PostgreSQL plans the statement once per connection.
+	// The counts keep plans made for their values.
+	seqs, err := queryRIDs(ctx, pinned(qr), strings.Join(parts, " UNION ALL ")+" ORDER BY seq DESC LIMIT "+limit, pb.Args)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +351,15 @@ func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQ
 	// newest count+1 of them, then the page's rows.
 	pb := &Builder{D: e.D}
 	w := where(pb, true)
-	seqs, err := queryRIDs(ctx, qr, "SELECT h.seq"+from+w+" ORDER BY h.seq DESC LIMIT "+pb.Arg(int64(count+1)), pb.Args)
+	limit := pb.Arg(int64(count + 1))
+	q := "SELECT h.seq" + from + w + " ORDER BY h.seq DESC LIMIT " + limit
+	if e.D == Postgres {
+		// The versions since T from the time index, then sorted: left to
+		// itself, PostgreSQL walked the history backwards by seq for the
+		// LIMIT, through every newer AuditEvent, when few match.
+		q = "SELECT seq FROM (SELECT h.seq" + from + w + " OFFSET 0) since ORDER BY seq DESC LIMIT " + limit
+	}
+	seqs, err := queryRIDs(ctx, qr, q, pb.Args)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -387,6 +398,7 @@ func (e *Engine) countSince(ctx context.Context, qr Querier, hq store.HistoryQue
 // hq.Type, or the types the history holds (a skip scan of its (type, seq)
 // index, one probe per type), with no rule-less (hidden) type.
 func (e *Engine) visibleTypes(ctx context.Context, qr Querier, hq store.HistoryQuery) ([]string, error) {
+	qr = pinned(qr) // its plan is fixed by its text: PostgreSQL plans it once per connection
 	var held []string
 	if hq.Type != "" {
 		held = []string{hq.Type}
