@@ -130,38 +130,17 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 		page.Total = -1
 	case hq.Version == 0:
 		// Total (without the cursor), at most TotalLimit + 1 counted.
-		count := "SELECT COUNT(*)" + from + where
-		if hq.TotalLimit > 0 {
-			// A literal (an int of the configuration): the page query
-			// below binds b's arguments, and a bound one it does not use
-			// has no type on PostgreSQL.
-			count = "SELECT COUNT(*) FROM (SELECT 1" + from + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
-		}
-		rows, err := qr.Query(ctx, count, b.Args...)
+		n, err := countVersions(ctx, qr, from+where, b.Args, hq.TotalLimit)
 		if err != nil {
 			return nil, err
 		}
-		var total int64
-		if rows.Next() {
-			err = rows.Scan(&total)
-		}
-		rows.Close()
-		if err != nil {
-			return nil, err
-		}
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		page.Total = int(total)
-		if hq.TotalLimit > 0 && page.Total > hq.TotalLimit {
-			page.Total = -1
-		}
+		page.Total = n
 	}
 
 	if hq.Before != "" {
-		seq, err := strconv.ParseInt(hq.Before, 36, 64)
+		seq, err := parseCursor(hq.Before)
 		if err != nil {
-			return nil, store.ErrNotFound
+			return nil, err
 		}
 		c := "h.seq < " + b.Arg(seq)
 		if where == "" {
@@ -208,12 +187,9 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 // With a _since the caller has counted (total), the versions since T being
 // most of the history.
 func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.HistoryQuery, count int, total *int) (*store.HistoryPage, error) {
-	var cursor int64
-	if hq.Before != "" {
-		var err error
-		if cursor, err = strconv.ParseInt(hq.Before, 36, 64); err != nil {
-			return nil, store.ErrNotFound
-		}
+	cursor, err := parseCursor(hq.Before)
+	if err != nil {
+		return nil, err
 	}
 	visible, err := e.visibleTypes(ctx, qr, hq)
 	if err != nil {
@@ -250,7 +226,7 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 				continue
 			}
 			from = " FROM history h INDEXED BY history_type_seq"
-			if n <= sortLimit {
+			if n > 0 { // not -1: at most sortLimit
 				from = " FROM history h INDEXED BY history_type_last_updated"
 			}
 		}
@@ -276,15 +252,7 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 	if err != nil {
 		return nil, err
 	}
-	if len(seqs) > count {
-		seqs = seqs[:count]
-		page.Next = strconv.FormatInt(seqs[count-1], 36)
-	}
-	if len(seqs) == 0 {
-		return page, nil
-	}
-	page.Versions, err = e.versionsBySeq(ctx, qr, seqs)
-	return page, err
+	return page, e.fillPage(ctx, qr, page, seqs, count)
 }
 
 // historySince returns the history page of a _since on the history rows
@@ -297,12 +265,9 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 // with none a nil page and the total tell History to scan from the newest
 // version back, which finds the page at once.
 func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQuery, count int, hiding bool) (*store.HistoryPage, int, error) {
-	var cursor int64
-	if hq.Before != "" {
-		var err error
-		if cursor, err = strconv.ParseInt(hq.Before, 36, 64); err != nil {
-			return nil, 0, store.ErrNotFound
-		}
+	cursor, err := parseCursor(hq.Before)
+	if err != nil {
+		return nil, 0, err
 	}
 	types, err := e.visibleTypes(ctx, qr, hq)
 	if err != nil {
@@ -327,19 +292,10 @@ func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQ
 		return w
 	}
 	cb := &Builder{D: e.D}
-	cw := where(cb, false)
-	countSQL := "SELECT COUNT(*)" + from + cw
-	if hq.TotalLimit > 0 {
-		countSQL = "SELECT COUNT(*) FROM (SELECT 1" + from + cw + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
-	}
-	n, err := queryRIDs(ctx, qr, countSQL, cb.Args)
-	if err != nil {
+	if page.Total, err = countVersions(ctx, qr, from+where(cb, false), cb.Args, hq.TotalLimit); err != nil {
 		return nil, 0, err
 	}
-	if len(n) == 1 {
-		page.Total = int(n[0])
-	}
-	if hq.TotalLimit > 0 && page.Total > hq.TotalLimit {
+	if page.Total < 0 {
 		if !hiding {
 			return nil, -1, nil
 		}
@@ -363,14 +319,7 @@ func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQ
 	if err != nil {
 		return nil, 0, err
 	}
-	if len(seqs) > count {
-		seqs = seqs[:count]
-		page.Next = strconv.FormatInt(seqs[count-1], 36)
-	}
-	if len(seqs) > 0 {
-		page.Versions, err = e.versionsBySeq(ctx, qr, seqs)
-	}
-	return page, 0, err
+	return page, 0, e.fillPage(ctx, qr, page, seqs, count)
 }
 
 // sinceSortLimit is, without a TotalLimit, the most versions of one type
@@ -379,19 +328,14 @@ func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQ
 const sinceSortLimit = 10000
 
 // countSince returns the number of versions of typ within hq's _since
-// (and _at), counted up to limit + 1 from the time index.
+// (and _at), counted from the time index: -1 when more than limit.
 func (e *Engine) countSince(ctx context.Context, qr Querier, hq store.HistoryQuery, typ string, limit int) (int, error) {
 	b := &Builder{D: e.D}
 	w := "h.type = " + b.Arg(typ) + " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
 	if !hq.At.IsZero() {
 		w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
 	}
-	n, err := queryRIDs(ctx, qr, "SELECT COUNT(*) FROM (SELECT 1 FROM history h INDEXED BY history_type_last_updated WHERE "+w+
-		" LIMIT "+strconv.Itoa(limit+1)+") c", b.Args)
-	if err != nil || len(n) == 0 {
-		return 0, err
-	}
-	return int(n[0]), nil
+	return countVersions(ctx, qr, " FROM history h INDEXED BY history_type_last_updated WHERE "+w, b.Args, limit)
 }
 
 // visibleTypes returns the types of hq's history the filter may show:
@@ -446,21 +390,43 @@ func (e *Engine) countByType(ctx context.Context, qr Querier, hq store.HistoryQu
 	if !hq.At.IsZero() {
 		where += " AND h.last_updated < " + cb.Arg(hq.At.UnixMilli())
 	}
-	countSQL := "SELECT COUNT(*) FROM history h" + where
-	if hq.TotalLimit > 0 {
-		countSQL = "SELECT COUNT(*) FROM (SELECT 1 FROM history h" + where + " LIMIT " + strconv.Itoa(hq.TotalLimit+1) + ") capped"
+	n, err := countVersions(ctx, qr, " FROM history h"+where, cb.Args, hq.TotalLimit)
+	page.Total = n
+	return err
+}
+
+// countVersions counts the rows of fromWhere (bound to args): all of
+// them when limit is not positive, else at most limit + 1, and -1 when
+// there are more than limit. The limit is a literal (an int of the
+// configuration): a caller binds its arguments again for the page, and a
+// bound one a statement does not use has no type on PostgreSQL.
+func countVersions(ctx context.Context, qr Querier, fromWhere string, args []any, limit int) (int, error) {
+	sql := "SELECT COUNT(*)" + fromWhere
+	if limit > 0 {
+		sql = "SELECT COUNT(*) FROM (SELECT 1" + fromWhere + " LIMIT " + strconv.Itoa(limit+1) + ") capped"
 	}
-	n, err := queryRIDs(ctx, qr, countSQL, cb.Args)
+	n, err := queryRIDs(ctx, qr, sql, args)
+	if err != nil || len(n) == 0 {
+		return 0, err
+	}
+	if limit > 0 && int(n[0]) > limit {
+		return -1, nil
+	}
+	return int(n[0]), nil
+}
+
+// parseCursor reads a history page's cursor (the base-36 sequence of the
+// previous page's last version; 0 when empty): ErrNotFound when it is not
+// one.
+func parseCursor(before string) (int64, error) {
+	if before == "" {
+		return 0, nil
+	}
+	seq, err := strconv.ParseInt(before, 36, 64)
 	if err != nil {
-		return err
+		return 0, store.ErrNotFound
 	}
-	if len(n) == 1 {
-		page.Total = int(n[0])
-	}
-	if hq.TotalLimit > 0 && page.Total > hq.TotalLimit {
-		page.Total = -1
-	}
-	return nil
+	return seq, nil
 }
 
 // typeOnly reports whether f decides visibility by the resource type
@@ -489,12 +455,9 @@ func typeOnly(f *store.AccessFilter) bool {
 // the page's sequences at once; a second reads the page's rows by
 // sequence.
 func (e *Engine) historyOfCandidates(ctx context.Context, qr Querier, b *Builder, fromWhere, before string, count int) (*store.HistoryPage, error) {
-	var cursor int64
-	if before != "" {
-		var err error
-		if cursor, err = strconv.ParseInt(before, 36, 64); err != nil {
-			return nil, store.ErrNotFound
-		}
+	cursor, err := parseCursor(before)
+	if err != nil {
+		return nil, err
 	}
 	// Its SQL fixes its plan (the compartment's candidates, then their
 	// versions by key): PostgreSQL plans it once per connection, not at
@@ -512,16 +475,22 @@ func (e *Engine) historyOfCandidates(ctx context.Context, qr Querier, b *Builder
 		}
 		seqs = seqs[i:]
 	}
+	return page, e.fillPage(ctx, qr, page, seqs, count)
+}
+
+// fillPage sets page's versions to the first count of seqs (newest
+// first), and its next cursor when more follow.
+func (e *Engine) fillPage(ctx context.Context, qr Querier, page *store.HistoryPage, seqs []int64, count int) error {
 	if len(seqs) > count {
 		seqs = seqs[:count]
 		page.Next = strconv.FormatInt(seqs[count-1], 36)
 	}
 	if len(seqs) == 0 {
-		return page, nil
+		return nil
 	}
 	vs, err := e.versionsBySeq(ctx, qr, seqs)
 	page.Versions = vs
-	return page, err
+	return err
 }
 
 // versionsBySeq reads the history rows of seqs, in that order.
