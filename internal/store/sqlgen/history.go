@@ -201,7 +201,7 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 	}
 	if total != nil {
 		page.Total = *total
-	} else if err := e.countByType(ctx, qr, hq, visible, page); err != nil {
+	} else if page.Total, err = e.countByType(ctx, qr, hq, visible); err != nil {
 		return nil, err
 	}
 	// The page: each type's newest count+1 versions (before the cursor),
@@ -230,13 +230,7 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 				from = " FROM history h INDEXED BY history_type_last_updated"
 			}
 		}
-		c := "h.type = " + pb.Arg(t)
-		if !hq.Since.IsZero() {
-			c += " AND h.last_updated >= " + pb.Arg(hq.Since.UnixMilli())
-		}
-		if !hq.At.IsZero() {
-			c += " AND h.last_updated < " + pb.Arg(hq.At.UnixMilli())
-		}
+		c := "h.type = " + pb.Arg(t) + timeBounds(pb, hq)
 		if hq.Before != "" {
 			c += " AND h.seq < " + pb.Arg(cursor)
 		}
@@ -282,10 +276,7 @@ func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQ
 		from = " FROM history h INDEXED BY history_type_last_updated"
 	}
 	where := func(b *Builder, withCursor bool) string {
-		w := " WHERE h.type IN " + b.List(types) + " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
-		if !hq.At.IsZero() {
-			w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
-		}
+		w := " WHERE h.type IN " + b.List(types) + timeBounds(b, hq)
 		if withCursor && hq.Before != "" {
 			w += " AND h.seq < " + b.Arg(cursor)
 		}
@@ -331,10 +322,7 @@ const sinceSortLimit = 10000
 // (and _at), counted from the time index: -1 when more than limit.
 func (e *Engine) countSince(ctx context.Context, qr Querier, hq store.HistoryQuery, typ string, limit int) (int, error) {
 	b := &Builder{D: e.D}
-	w := "h.type = " + b.Arg(typ) + " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
-	if !hq.At.IsZero() {
-		w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
-	}
+	w := "h.type = " + b.Arg(typ) + timeBounds(b, hq)
 	return countVersions(ctx, qr, " FROM history h INDEXED BY history_type_last_updated WHERE "+w, b.Args, limit)
 }
 
@@ -364,35 +352,32 @@ func (e *Engine) visibleTypes(ctx context.Context, qr Querier, hq store.HistoryQ
 			return nil, err
 		}
 	}
-	f := hq.Filter
-	if f == nil || f.Types == nil {
-		return held, nil
-	}
 	var out []string
 	for _, t := range held {
-		rs, ok := f.Types[t]
-		if !ok {
-			rs = f.Types["*"]
-		}
-		if len(rs) > 0 {
+		if mayShow(hq.Filter, t) {
 			out = append(out, t)
 		}
 	}
 	return out, nil
 }
 
-// countByType sets page.Total to the number of versions of the visible
-// types (without a _since; the cursor aside), at most hq.TotalLimit + 1
-// counted from their index ranges.
-func (e *Engine) countByType(ctx context.Context, qr Querier, hq store.HistoryQuery, visible []string, page *store.HistoryPage) error {
+// countByType returns the number of versions of the visible types (the
+// cursor aside) from their index ranges: -1 when more than hq.TotalLimit.
+func (e *Engine) countByType(ctx context.Context, qr Querier, hq store.HistoryQuery, visible []string) (int, error) {
 	cb := &Builder{D: e.D}
-	where := " WHERE h.type IN " + cb.List(visible)
-	if !hq.At.IsZero() {
-		where += " AND h.last_updated < " + cb.Arg(hq.At.UnixMilli())
+	return countVersions(ctx, qr, " FROM history h WHERE h.type IN "+cb.List(visible)+timeBounds(cb, hq), cb.Args, hq.TotalLimit)
+}
+
+// timeBounds renders hq's _since and _at on history h, each as " AND …".
+func timeBounds(b *Builder, hq store.HistoryQuery) string {
+	var w string
+	if !hq.Since.IsZero() {
+		w += " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
 	}
-	n, err := countVersions(ctx, qr, " FROM history h"+where, cb.Args, hq.TotalLimit)
-	page.Total = n
-	return err
+	if !hq.At.IsZero() {
+		w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
+	}
+	return w
 }
 
 // countVersions counts the rows of fromWhere (bound to args): all of

@@ -98,11 +98,7 @@ func rowLevel(f *store.AccessFilter, typ string) bool {
 		return false
 	}
 	if typ != "" {
-		rs, ok := f.Types[typ]
-		if !ok {
-			rs = f.Types["*"]
-		}
-		return limited(rs)
+		return limited(rulesFor(f, typ))
 	}
 	for _, rs := range f.Types {
 		if limited(rs) {
@@ -182,11 +178,7 @@ func (g *gen) compartmentDriver(typ string) string {
 	}
 	if f.Types != nil {
 		if typ != "" {
-			rs, ok := f.Types[typ]
-			if !ok {
-				rs = f.Types["*"]
-			}
-			if !onlyCompartment(rs) {
+			if !onlyCompartment(rulesFor(f, typ)) {
 				return ""
 			}
 		} else {
@@ -235,20 +227,25 @@ func (g *gen) compartmentDriver(typ string) string {
 func visibleMembers(f *store.AccessFilter) []string {
 	var out []string
 	for t, ps := range f.Compartment.Params {
-		if len(ps) == 0 {
-			continue
+		if len(ps) > 0 && mayShow(f, t) {
+			out = append(out, t)
 		}
-		if f.Types != nil {
-			rs, ok := f.Types[t]
-			if !ok {
-				rs = f.Types["*"]
-			}
-			if len(rs) == 0 {
-				continue
-			}
-		}
-		out = append(out, t)
 	}
 	sort.Strings(out)
 	return out
+}
+
+// mayShow reports whether f has a rule for typ (its own, else the
+// wildcard's): a type with none (AuditEvent for a caller other than an
+// admin) is hidden. With no per-type rules every type may be shown.
+func mayShow(f *store.AccessFilter, typ string) bool {
+	return f == nil || f.Types == nil || len(rulesFor(f, typ)) > 0
+}
+
+// rulesFor returns f's rules for typ: its own, else the wildcard's.
+func rulesFor(f *store.AccessFilter, typ string) []store.AccessRule {
+	if rs, ok := f.Types[typ]; ok {
+		return rs
+	}
+	return f.Types["*"]
 }

@@ -777,11 +777,7 @@ func (g *gen) access(alias, typ string) string {
 		return g.compartment(alias, typ)
 	}
 	if typ != "" {
-		rules, ok := f.Types[typ]
-		if !ok {
-			rules = f.Types["*"]
-		}
-		return g.rules(alias, typ, rules)
+		return g.rules(alias, typ, rulesFor(f, typ))
 	}
 	// Several types: one branch per explicit type, and the wildcard rules
 	// for the others.
