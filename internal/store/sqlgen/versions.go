@@ -191,18 +191,13 @@ func (g *gen) compartmentDriver(typ string) string {
 	}
 	c := f.Compartment
 	var parts []string
-	// refs binds the owner only for a branch the SQL keeps: PostgreSQL
+	// The owner is bound only for a branch the SQL keeps: PostgreSQL
 	// cannot type a bound parameter the statement does not use.
-	refs := func() string {
-		return "SELECT dr.rid FROM " + TableReference + " dr WHERE dr.target_id = " + g.b.Arg(c.ID) + " AND dr.target_type = " + g.b.Arg(c.Type)
-	}
 	if ps := c.Params[typ]; typ == "" || len(ps) > 0 {
 		if typ != "" {
-			q := refs()
-			q += " AND dr.type = " + g.b.Arg(typ) + " AND dr.param IN " + g.b.List(ps)
-			parts = append(parts, q)
+			parts = append(parts, g.memberRefs("dr", c, typ))
 		} else if types := visibleMembers(f); len(types) > 0 {
-			q := refs()
+			q := "SELECT dr.rid FROM " + TableReference + " dr WHERE dr.target_id = " + g.b.Arg(c.ID) + " AND dr.target_type = " + g.b.Arg(c.Type)
 			// Only the referrers of the types in the compartment the
 			// caller may see: one index range per type. Without the
 			// list every reference to the compartment's owner was a

@@ -943,8 +943,7 @@ func (g *gen) compartment(alias, typ string) string {
 			if exclusive && t == c.Type {
 				continue // exclusive: a Patient is only in its own compartment
 			}
-			branches = append(branches, "SELECT "+f+".rid FROM "+TableReference+" "+f+" WHERE "+f+".target_id = "+g.b.Arg(c.ID)+
-				" AND "+f+".type = "+g.b.Arg(t)+" AND "+f+".param IN "+g.b.List(c.Params[t])+" AND "+f+".target_type = "+g.b.Arg(c.Type))
+			branches = append(branches, g.memberRefs(f, c, t))
 		}
 		member = "1=0"
 		if len(branches) > 0 {
@@ -956,6 +955,14 @@ func (g *gen) compartment(alias, typ string) string {
 		return in
 	}
 	return "(" + in + " AND " + alone(func(o string) string { return byType(o, false) }) + ")"
+}
+
+// memberRefs renders the rids of the resources of typ that reference c's
+// owner through typ's compartment parameters: one exact range (target_id,
+// type, param) of the reference target index, on reference alias o.
+func (g *gen) memberRefs(o string, c *store.Compartment, typ string) string {
+	return "SELECT " + o + ".rid FROM " + TableReference + " " + o + " WHERE " + o + ".target_id = " + g.b.Arg(c.ID) +
+		" AND " + o + ".type = " + g.b.Arg(typ) + " AND " + o + ".param IN " + g.b.List(c.Params[typ]) + " AND " + o + ".target_type = " + g.b.Arg(c.Type)
 }
 
 // sortExpr returns the ORDER BY term of a sort key.
