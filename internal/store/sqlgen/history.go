@@ -61,7 +61,11 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			if hq.Type == "" && hq.ID == "" && !hq.Superseded && hq.Version == 0 {
 				hiding = true
 				if hq.Since.IsZero() {
-					return e.historyByType(ctx, qr, hq, count, nil)
+					visible, err := e.visibleTypes(ctx, qr, hq)
+					if err != nil {
+						return nil, err
+					}
+					return e.historyByType(ctx, qr, hq, count, visible, nil)
 				}
 			}
 			conds = append(conds, f)
@@ -184,14 +188,11 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 // to the server leaves an AuditEvent: the longer a server ran, the
 // slower this page became.
 //
-// With a _since the caller has counted (total), the versions since T being
-// most of the history.
-func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.HistoryQuery, count int, total *int) (*store.HistoryPage, error) {
+// visible are the types the filter may show (visibleTypes). With a _since
+// the caller has counted (total), the versions since T being most of the
+// history.
+func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.HistoryQuery, count int, visible []string, total *int) (*store.HistoryPage, error) {
 	cursor, err := parseCursor(hq.Before)
-	if err != nil {
-		return nil, err
-	}
-	visible, err := e.visibleTypes(ctx, qr, hq)
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +292,7 @@ func (e *Engine) historySince(ctx context.Context, qr Querier, hq store.HistoryQ
 			return nil, -1, nil
 		}
 		total := -1
-		p, err := e.historyByType(ctx, qr, hq, count, &total)
+		p, err := e.historyByType(ctx, qr, hq, count, types, &total)
 		return p, 0, err
 	}
 	// At most the count's limit: their sequences from the index, the
