@@ -86,6 +86,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	rec, err := audit.Start(ctx, audit.Config{
 		DB: db, Store: a.Store, Indexer: ex, Site: cfg.FHIRBase(),
 		Stream: stream, Observer: al, Metrics: mets, Logger: log, QueueSize: f.Queue, CopyDuty: f.CopyDuty,
+		CopyLag: f.CopyLag,
 	})
 	if err != nil {
 		al.Close()

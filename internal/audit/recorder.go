@@ -110,6 +110,15 @@ type Config struct {
 	// once no new records come, the copy catches up without pauses.
 	// 1 = no pause.
 	CopyDuty float64
+	// CopyLag bounds how far searchable AuditEvents fall behind the chain
+	// under sustained load (default 30 s; negative: the duty never rises).
+	// Past it the copy's duty rises in proportion to its lag — CopyDuty at
+	// CopyLag, twice CopyDuty at twice the lag, up to the whole core — so
+	// that a load the copy cannot follow at CopyDuty settles at a lag of
+	// at most CopyLag/CopyDuty (2 minutes with the defaults) instead of
+	// a backlog that grows for as long as the load lasts. The lag is
+	// exported as lapis_audit_copy_lag_seconds.
+	CopyLag time.Duration
 }
 
 // Recorder is the audit Sink of a running server: a bounded queue and one
@@ -136,6 +145,9 @@ type Recorder struct {
 	// lastBatch is when the writer last committed a batch (UnixNano): the
 	// copy pauses (at its duty) only while records keep coming.
 	lastBatch atomic.Int64
+	// copyLag is the age of the oldest record the copy has not stored
+	// (nanoseconds; 0: caught up), as of its last batch.
+	copyLag atomic.Int64
 
 	// docs hands the copy the AuditEvents this process wrote, by seq, so
 	// that the copy indexes them without decoding the bytes again;
@@ -199,6 +211,9 @@ func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 	}
 	if cfg.CopyDuty <= 0 || cfg.CopyDuty > 1 {
 		cfg.CopyDuty = 0.25
+	}
+	if cfg.CopyLag == 0 {
+		cfg.CopyLag = 30 * time.Second
 	}
 	if cfg.RecoverEvery == 0 {
 		cfg.RecoverEvery = time.Minute
@@ -337,6 +352,11 @@ func (r *Recorder) materializeLoop() {
 					pending = append(pending, row)
 				}
 			}
+			lag := time.Duration(0)
+			if len(pending) > 0 {
+				lag = max(0, r.cfg.Now().Sub(pending[0].Recorded))
+			}
+			r.setCopyLag(lag)
 			began := time.Now()
 			if err := materialize(context.Background(), r.cfg.DB, r.cfg.Store, r.cfg.Indexer, pending, r.doc, r.direct); err != nil {
 				// Durable in the chain table; retried on the next tick
@@ -359,8 +379,8 @@ func (r *Recorder) materializeLoop() {
 			// Records committed within the last second: requests are
 			// coming, keep to the duty. None: the server is idle, go on.
 			busy := time.Since(time.Unix(0, r.lastBatch.Load())) < idleAfter
-			if !stopping && busy && len(pending) > 0 && r.cfg.CopyDuty < 1 {
-				pause := time.Duration(float64(time.Since(began)) * (1/r.cfg.CopyDuty - 1))
+			if duty := copyDuty(r.cfg.CopyDuty, lag, r.cfg.CopyLag); !stopping && busy && len(pending) > 0 && duty < 1 {
+				pause := time.Duration(float64(time.Since(began)) * (1/duty - 1))
 				select {
 				case <-time.After(pause):
 				case <-r.mstop:
@@ -371,6 +391,8 @@ func (r *Recorder) materializeLoop() {
 				}
 			}
 			if len(rows) < r.cfg.CopyBatch {
+				// Caught up with what the writer had committed.
+				r.setCopyLag(0)
 				break
 			}
 		}
@@ -379,6 +401,27 @@ func (r *Recorder) materializeLoop() {
 		}
 	}
 }
+
+// copyDuty is the share of time the copy may be busy while records keep
+// coming, lag behind the chain: duty up to a lag of target, then rising
+// in proportion to the lag, up to 1.
+func copyDuty(duty float64, lag, target time.Duration) float64 {
+	if target <= 0 || lag <= target {
+		return duty
+	}
+	return min(1, duty*float64(lag)/float64(target))
+}
+
+// setCopyLag records the copy's lag behind the chain.
+func (r *Recorder) setCopyLag(lag time.Duration) {
+	r.copyLag.Store(int64(lag))
+	r.cfg.Metrics.AuditCopyLag(lag)
+}
+
+// CopyLag is how far searchable AuditEvents were behind this process's
+// chain at the copy's last batch: the age of the oldest record not yet
+// stored as an AuditEvent, 0 when the copy had caught up.
+func (r *Recorder) CopyLag() time.Duration { return time.Duration(r.copyLag.Load()) }
 
 func (r *Recorder) run() {
 	defer close(r.done)

@@ -281,6 +281,10 @@ type Audit struct {
 	// CopyDuty is the share of one core (0.01-1) the copy into searchable
 	// AuditEvents may use.
 	CopyDuty float64
+	// CopyLag is the lag of searchable AuditEvents behind the trail past
+	// which the copy's share of a core rises with the lag (see
+	// audit.Config.CopyLag).
+	CopyLag time.Duration
 	// AlertWebhook receives each alert as JSON.
 	AlertWebhook string
 	// AlertVolume and AlertVolumeWindow: alert when one client is
@@ -369,6 +373,7 @@ func Defaults() Config {
 			Enabled:           true,
 			Queue:             16384,
 			CopyDuty:          0.25,
+			CopyLag:           30 * time.Second,
 			AlertVolume:       10000,
 			AlertVolumeWindow: time.Hour,
 			AlertAuthFailures: 10,
@@ -648,6 +653,9 @@ func (r RateLimit) Parse() (RateLimits, error) {
 func (a Audit) check() error {
 	if a.CopyDuty < 0.01 || a.CopyDuty > 1 {
 		return errors.New("--audit-copy-duty must be between 0.01 and 1")
+	}
+	if a.CopyLag < time.Second {
+		return errors.New("--audit-copy-lag must be at least 1s")
 	}
 	if !a.Enabled {
 		return nil

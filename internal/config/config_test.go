@@ -99,6 +99,7 @@ func TestServeChecks(t *testing.T) {
 		{func(c *Config) { c.RateLimit.Costs = "read=1,fetch=2" }, "--rate-limit-costs: invalid rate-limit cost"},
 		{func(c *Config) { c.RateLimit.RedisFailure = "maybe" }, "--rate-limit-redis-failure"},
 		{func(c *Config) { c.Audit.CopyDuty = 2 }, "--audit-copy-duty"},
+		{func(c *Config) { c.Audit.CopyLag = time.Millisecond }, "--audit-copy-lag"},
 		{func(c *Config) { c.Audit.AlertWebhook = "http://alerts.example.org/hook" }, "--alert-webhook"},
 	}
 	for _, tc := range cases {

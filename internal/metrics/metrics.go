@@ -25,6 +25,7 @@ type Metrics struct {
 	auditWritten  prometheus.Counter
 	auditLag      prometheus.Gauge
 	auditQueue    prometheus.Gauge
+	auditCopyLag  prometheus.Gauge
 	alertsSent    *prometheus.CounterVec
 	requests      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
@@ -45,6 +46,7 @@ func New() *Metrics {
 	m.auditWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "lapis_audit_records_written_total", Help: "Audit records durably written."})
 	m.auditLag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_lag_seconds", Help: "Age of the oldest audit record of the last written batch when it was written."})
 	m.auditQueue = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_queue_depth", Help: "Audit records waiting to be written."})
+	m.auditCopyLag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_copy_lag_seconds", Help: "Age of the oldest audit record not yet searchable as an AuditEvent (0: the copy has caught up)."})
 	m.alertsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_alerts_total", Help: "Alerts raised, by rule and delivery result."}, []string{"rule", "result"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_http_requests_total", Help: "HTTP requests by route class, method and status code."}, []string{"route", "method", "status"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lapis_http_request_duration_seconds", Help: "HTTP request latency by route class and method, until the handler returns.",
@@ -52,7 +54,7 @@ func New() *Metrics {
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_http_requests_in_flight", Help: "HTTP requests being served."})
 	m.certExpiry = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_tls_certificate_expiry_timestamp_seconds", Help: "NotAfter of the TLS certificate being served (Unix time)."})
 	m.certReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_tls_certificate_reloads_total", Help: "TLS certificate reloads after the files changed, by result."}, []string{"result"})
-	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.alertsSent,
+	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.auditCopyLag, m.alertsSent,
 		m.requests, m.latency, m.inFlight, m.certExpiry, m.certReloads)
 	return m
 }
@@ -112,6 +114,15 @@ func (m *Metrics) AuditWritten(n int, lag time.Duration) {
 	}
 	m.auditWritten.Add(float64(n))
 	m.auditLag.Set(lag.Seconds())
+}
+
+// AuditCopyLag records how far searchable AuditEvents are behind the
+// chain: the age of the oldest record not yet copied (0 when none is).
+func (m *Metrics) AuditCopyLag(lag time.Duration) {
+	if m == nil {
+		return
+	}
+	m.auditCopyLag.Set(lag.Seconds())
 }
 
 // AuditQueueDepth records how many audit records wait to be written.
