@@ -85,7 +85,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 	}
 	rec, err := audit.Start(ctx, audit.Config{
 		DB: db, Store: a.Store, Indexer: ex, Site: cfg.FHIRBase(),
-		Stream: stream, Observer: al, Metrics: mets, Logger: log, QueueSize: f.Queue, CopyDuty: f.CopyDuty,
+		Stream: stream, Observer: al, Metrics: mets.ForEnv(cfg.Env), Logger: log, QueueSize: f.Queue, CopyDuty: f.CopyDuty,
 		CopyLag: f.CopyLag,
 	})
 	if err != nil {

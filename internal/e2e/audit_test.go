@@ -313,12 +313,12 @@ func testAuditTrail(t *testing.T, dbURL string) {
 		resp.Body.Close()
 		return bytes.Contains(m, []byte(`lapis_alerts_total{result="delivered",rule="auth_failures"}`))
 	})
-	for _, series := range []string{"lapis_audit_records_written_total", "lapis_audit_records_queued_total", "lapis_audit_queue_depth", "lapis_audit_lag_seconds"} {
+	for _, series := range []string{"lapis_audit_records_written_total", "lapis_audit_records_queued_total", "lapis_audit_queue_depth", "lapis_audit_lag_seconds", "lapis_audit_copy_lag_seconds"} {
 		if !bytes.Contains(m, []byte(series)) {
 			t.Errorf("/metrics lacks %s", series)
 		}
 	}
-	if bytes.Contains(m, []byte("lapis_audit_records_written_total 0\n")) {
+	if !bytes.Contains(m, []byte(`lapis_audit_records_written_total{env="production"} `)) || bytes.Contains(m, []byte(`lapis_audit_records_written_total{env="production"} 0`+"\n")) {
 		t.Error("no audit record counted as written")
 	}
 

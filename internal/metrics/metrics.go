@@ -21,17 +21,20 @@ type Metrics struct {
 	refused       *prometheus.CounterVec
 	rlChecked     *prometheus.CounterVec
 	rlBackendFail *prometheus.CounterVec
-	auditQueued   prometheus.Counter
-	auditWritten  prometheus.Counter
-	auditLag      prometheus.Gauge
-	auditQueue    prometheus.Gauge
-	auditCopyLag  prometheus.Gauge
+	auditQueued   *prometheus.CounterVec
+	auditWritten  *prometheus.CounterVec
+	auditLag      *prometheus.GaugeVec
+	auditQueue    *prometheus.GaugeVec
+	auditCopyLag  *prometheus.GaugeVec
 	alertsSent    *prometheus.CounterVec
 	requests      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	inFlight      prometheus.Gauge
 	certExpiry    prometheus.Gauge
 	certReloads   *prometheus.CounterVec
+	// env labels the audit series: each environment (production,
+	// sandbox) of a process has its own audit trail.
+	env string
 }
 
 // New creates the instruments in a fresh registry (with the Go runtime and
@@ -42,11 +45,12 @@ func New() *Metrics {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_refusals_total", Help: "Requests refused by a gateway policy, by reason."}, []string{"reason"})
 	m.rlChecked = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_ratelimit_checks_total", Help: "Rate-limit decisions by scope (client, patient, ip) and result."}, []string{"scope", "result"})
 	m.rlBackendFail = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_ratelimit_backend_failures_total", Help: "Rate-limit checks the shared backend (Redis) could not answer, by the configured failure mode."}, []string{"mode"})
-	m.auditQueued = prometheus.NewCounter(prometheus.CounterOpts{Name: "lapis_audit_records_queued_total", Help: "Audit records queued."})
-	m.auditWritten = prometheus.NewCounter(prometheus.CounterOpts{Name: "lapis_audit_records_written_total", Help: "Audit records durably written."})
-	m.auditLag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_lag_seconds", Help: "Age of the oldest audit record of the last written batch when it was written."})
-	m.auditQueue = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_queue_depth", Help: "Audit records waiting to be written."})
-	m.auditCopyLag = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lapis_audit_copy_lag_seconds", Help: "Age of the oldest audit record not yet searchable as an AuditEvent (0: the copy has caught up)."})
+	env := []string{"env"}
+	m.auditQueued = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_audit_records_queued_total", Help: "Audit records queued, by environment."}, env)
+	m.auditWritten = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_audit_records_written_total", Help: "Audit records durably written, by environment."}, env)
+	m.auditLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lapis_audit_lag_seconds", Help: "Age of the oldest audit record of the last written batch when it was written, by environment."}, env)
+	m.auditQueue = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lapis_audit_queue_depth", Help: "Audit records waiting to be written, by environment."}, env)
+	m.auditCopyLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lapis_audit_copy_lag_seconds", Help: "Age of the oldest audit record not yet searchable as an AuditEvent (0: the copy has caught up), by environment."}, env)
 	m.alertsSent = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_alerts_total", Help: "Alerts raised, by rule and delivery result."}, []string{"rule", "result"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_http_requests_total", Help: "HTTP requests by route class, method and status code."}, []string{"route", "method", "status"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lapis_http_request_duration_seconds", Help: "HTTP request latency by route class and method, until the handler returns.",
@@ -57,6 +61,30 @@ func New() *Metrics {
 	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.auditCopyLag, m.alertsSent,
 		m.requests, m.latency, m.inFlight, m.certExpiry, m.certReloads)
 	return m
+}
+
+// ForEnv returns the instruments with the audit series labelled env
+// (a process's production environment and its sandbox each have an audit
+// trail); the other series are the process's, shared. "" is
+// "production". Safe on nil.
+func (m *Metrics) ForEnv(env string) *Metrics {
+	if m == nil {
+		return nil
+	}
+	if env == "" {
+		env = "production"
+	}
+	c := *m
+	c.env = env
+	return &c
+}
+
+// envLabel is the audit series' environment label.
+func (m *Metrics) envLabel() string {
+	if m.env == "" {
+		return "production"
+	}
+	return m.env
 }
 
 // Registry is the registry the instruments live in.
@@ -103,7 +131,7 @@ func (m *Metrics) AuditQueued(n int) {
 	if m == nil {
 		return
 	}
-	m.auditQueued.Add(float64(n))
+	m.auditQueued.WithLabelValues(m.envLabel()).Add(float64(n))
 }
 
 // AuditWritten records a written batch of n records and its lag (age of
@@ -112,8 +140,8 @@ func (m *Metrics) AuditWritten(n int, lag time.Duration) {
 	if m == nil {
 		return
 	}
-	m.auditWritten.Add(float64(n))
-	m.auditLag.Set(lag.Seconds())
+	m.auditWritten.WithLabelValues(m.envLabel()).Add(float64(n))
+	m.auditLag.WithLabelValues(m.envLabel()).Set(lag.Seconds())
 }
 
 // AuditCopyLag records how far searchable AuditEvents are behind the
@@ -122,7 +150,7 @@ func (m *Metrics) AuditCopyLag(lag time.Duration) {
 	if m == nil {
 		return
 	}
-	m.auditCopyLag.Set(lag.Seconds())
+	m.auditCopyLag.WithLabelValues(m.envLabel()).Set(lag.Seconds())
 }
 
 // AuditQueueDepth records how many audit records wait to be written.
@@ -130,7 +158,7 @@ func (m *Metrics) AuditQueueDepth(n int) {
 	if m == nil {
 		return
 	}
-	m.auditQueue.Set(float64(n))
+	m.auditQueue.WithLabelValues(m.envLabel()).Set(float64(n))
 }
 
 // AlertSent counts an alert raised by rule and whether its delivery

@@ -15,6 +15,8 @@ func TestNilSafe(t *testing.T) {
 	m.AuditQueued(1)
 	m.AuditWritten(1, time.Second)
 	m.AuditQueueDepth(1)
+	m.AuditCopyLag(time.Second)
+	m.ForEnv("sandbox").AuditQueued(1)
 	m.AlertSent("r", true)
 	m.RequestStarted()("fhir.read", "GET", 200, time.Millisecond)
 	m.CertificateLoaded(time.Now())
@@ -52,4 +54,26 @@ func scrape(t *testing.T, m *Metrics) string {
 	w := httptest.NewRecorder()
 	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
 	return w.Body.String()
+}
+
+// TestAuditByEnv checks that each environment's audit trail has its own
+// series: the sandbox's recorder must not overwrite production's gauges.
+func TestAuditByEnv(t *testing.T) {
+	m := New()
+	m.ForEnv("").AuditCopyLag(90 * time.Second)
+	m.ForEnv("sandbox").AuditCopyLag(0)
+	m.ForEnv("production").AuditWritten(3, time.Second)
+	m.ForEnv("sandbox").AuditQueued(2)
+	body := scrape(t, m)
+	for _, want := range []string{
+		`lapis_audit_copy_lag_seconds{env="production"} 90`,
+		`lapis_audit_copy_lag_seconds{env="sandbox"} 0`,
+		`lapis_audit_records_written_total{env="production"} 3`,
+		`lapis_audit_lag_seconds{env="production"} 1`,
+		`lapis_audit_records_queued_total{env="sandbox"} 2`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
 }
