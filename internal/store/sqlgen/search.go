@@ -453,9 +453,12 @@ func (e *Engine) Search(ctx context.Context, rq, wq Querier, q *store.Query) (*s
 
 // ridsWithPage returns what rids(q, limit, 0) does and, in the same
 // statement (PostgreSQL), the visible current rows of the page of count
-// matches after offset, in order: the ordered rids as an array (an init
-// plan), numbered, and each numbered within the page joined to its row
-// (a fenced LATERAL subquery, probed by rid only for the page's numbers).
+// matches after offset, in order: a first row (numbered 0) holding the
+// ordered rids as one array (a CTE, computed once), then each rid of the
+// page's slice of that array, numbered, joined to its row (a fenced
+// LATERAL subquery, probed by rid). The matches outside the page cost no
+// row of their own: a result of hundreds of matches is one array, not
+// hundreds of rows to send, receive and scan.
 func (e *Engine) ridsWithPage(ctx context.Context, qr Querier, q *store.Query, limit, offset, count int) ([]int64, []Loaded, error) {
 	b := &Builder{D: e.D}
 	matches, pin, err := e.matches(b, q)
@@ -466,13 +469,16 @@ func (e *Engine) ridsWithPage(ctx context.Context, qr Querier, q *store.Query, l
 	g := &gen{b: b, filter: q.Filter, n: 2000}
 	// The page ends before the extra match that tells a truncated result.
 	end := min(offset+count, limit-1)
-	cond := "p.rid = u.rid AND u.n > " + b.Arg(int64(offset)) + " AND u.n <= " + b.Arg(int64(end)) + " AND NOT p.deleted"
+	cond := "p.rid = u.rid AND NOT p.deleted"
 	if f := g.access("p", ""); f != "" {
 		cond += " AND " + f
 	}
-	sql := "SELECT u.rid, p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body FROM unnest(ARRAY(" + matches +
-		")) WITH ORDINALITY u(rid, n) LEFT JOIN LATERAL (SELECT p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body FROM resources p WHERE " +
-		cond + " OFFSET 0) p ON true ORDER BY u.n"
+	cols := "p.type, p.id, p.version, p.last_updated, p.deleted, p.method, p.body"
+	sql := "WITH m AS (SELECT ARRAY(" + matches + ") a) SELECT CAST(0 AS bigint) n, m.a, CAST(NULL AS bigint) rid, CAST(NULL AS text) type, " +
+		"CAST(NULL AS text) id, CAST(NULL AS bigint) version, CAST(NULL AS bigint) last_updated, CAST(NULL AS boolean) deleted, " +
+		"CAST(NULL AS text) method, CAST(NULL AS bytea) body FROM m UNION ALL SELECT u.n, NULL, u.rid, " + cols +
+		" FROM m CROSS JOIN unnest(m.a[" + b.Arg(int64(offset+1)) + ":" + b.Arg(int64(end)) + "]) WITH ORDINALITY u(rid, n) CROSS JOIN LATERAL (SELECT " +
+		cols + " FROM resources p WHERE " + cond + " OFFSET 0) p ORDER BY 1"
 	if pin {
 		qr = pinned(qr)
 	}
@@ -483,20 +489,26 @@ func (e *Engine) ridsWithPage(ctx context.Context, qr Querier, q *store.Query, l
 	defer rows.Close()
 	var rids []int64
 	var page []Loaded
+	var n int64
+	var all []int64
+	var rid, version, ms *int64
+	var typ, id, method *string
+	var deleted *bool
+	var body []byte
+	dest := []any{&n, &all, &rid, &typ, &id, &version, &ms, &deleted, &method, &body}
 	for rows.Next() {
-		var rid int64
-		var typ, id, method *string
-		var version, ms *int64
-		var deleted *bool
-		var body []byte
-		if err := rows.Scan(&rid, &typ, &id, &version, &ms, &deleted, &method, &body); err != nil {
+		all, rid, typ, id, method, version, ms, deleted, body = nil, nil, nil, nil, nil, nil, nil, nil, nil
+		if err := rows.Scan(dest...); err != nil {
 			return nil, nil, err
 		}
-		rids = append(rids, rid)
-		if typ == nil || id == nil || version == nil || ms == nil || deleted == nil || method == nil {
-			continue // outside the page, or no longer visible
+		if n == 0 {
+			rids = all
+			continue
 		}
-		page = append(page, Loaded{RID: rid, Resource: store.Resource{Type: *typ, ID: *id, VersionID: *version,
+		if rid == nil || typ == nil || id == nil || version == nil || ms == nil || deleted == nil || method == nil {
+			return nil, nil, errors.New("sqlgen: page row without its columns")
+		}
+		page = append(page, Loaded{RID: *rid, Resource: store.Resource{Type: *typ, ID: *id, VersionID: *version,
 			LastUpdated: time.UnixMilli(*ms).UTC(), Deleted: *deleted, Method: *method, Body: body}})
 	}
 	return rids, page, rows.Err()

@@ -33,7 +33,7 @@ func TestMatchesFromIndexRows(t *testing.T) {
 		{"type open to the caller", store.Query{Type: "Observation", Where: []store.Clause{patient}, Filter: open},
 			"SELECT DISTINCT k1.rid FROM idx_reference k1 INDEXED BY idx_reference_target WHERE "},
 		{"_has", store.Query{Type: "Encounter", Where: []store.Clause{has}},
-			"SELECT DISTINCT e3.rid FROM idx_token k1 CROSS JOIN idx_reference h2 INDEXED BY idx_reference_rid CROSS JOIN resources e3 INDEXED BY resources_type_id_live WHERE "},
+			"SELECT DISTINCT e3.rid FROM idx_token k1 CROSS JOIN idx_reference h2 INDEXED BY idx_reference_src CROSS JOIN resources e3 INDEXED BY resources_type_id_live WHERE "},
 		{"sort", store.Query{Type: "Observation", Where: []store.Clause{patient}, Sort: []store.SortKey{{Param: "date", Type: "date"}}}, ""},
 		{"_id", store.Query{Type: "Observation", Where: []store.Clause{patient, id}}, ""},
 		{"_has beside", store.Query{Type: "Encounter", Where: []store.Clause{patient, has}}, ""},

@@ -561,13 +561,30 @@ func (g *gen) hasFromIndexRows(sc scope, h *store.Has) (string, bool, error) {
 		return "", ok, err
 	}
 	x, e := g.alias("h"), g.alias("e")
-	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(sc.typ)
 	if g.b.D == SQLite {
 		return sc.alias + ".rid IN (SELECT " + e + ".rid FROM " + table + " " + k + " CROSS JOIN " + TableReference + " " + x +
-			" INDEXED BY idx_reference_rid CROSS JOIN resources " + e + " INDEXED BY resources_type_id WHERE " + sources +
-			" AND " + x + ".rid = " + k + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id)", true, nil
+			" INDEXED BY " + refSourceIndex + " CROSS JOIN resources " + e + " INDEXED BY resources_type_id WHERE " + sources +
+			" AND " + g.hasRefs(sc.typ, h, x, k) + " AND " + e + ".type = " + x + ".target_type AND " + e + ".id = " + x + ".target_id)", true, nil
 	}
+	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(sc.typ)
 	return sc.alias + ".rid = ANY(ARRAY(SELECT " + e + ".rid FROM " + hasLaterals(table, k, sources, x, ref, e, "") + "))", true, nil
+}
+
+// refSourceIndex is SQLite's index of the reference rows by their
+// resource's type, parameter and rid (with the target): the references
+// one parameter of one type makes, in rid order, apart from every other
+// reference. A _has whose sources are many (a common code) reads their
+// references there in a few pages each request, where the rid index
+// (every reference of every type, by rid) spread them over one page
+// each, all read again after any commit (a read transaction that finds
+// the database changed drops its connection's page cache).
+const refSourceIndex = "idx_reference_src"
+
+// hasRefs renders, for SQLite, the test that a reference row (alias x, of
+// refSourceIndex) is one of the source k's that a _has follows to typ.
+func (g *gen) hasRefs(typ string, h *store.Has, x, k string) string {
+	return x + ".type = " + g.b.Arg(h.Type) + " AND " + x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".rid = " + k + ".rid AND " +
+		x + ".target_type = " + g.b.Arg(typ)
 }
 
 // hasIndexSources renders the test on index rows (alias k of table) that
@@ -632,14 +649,14 @@ func (g *gen) hasRows(typ string, h *store.Has) (from, where, e string, ok bool,
 	}
 	x := g.alias("h")
 	e = g.alias("e")
-	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(typ)
 	if g.b.D == SQLite {
-		from = table + " " + k + " CROSS JOIN " + TableReference + " " + x + " INDEXED BY idx_reference_rid CROSS JOIN resources " + e +
+		from = table + " " + k + " CROSS JOIN " + TableReference + " " + x + " INDEXED BY " + refSourceIndex + " CROSS JOIN resources " + e +
 			" INDEXED BY resources_type_id_live"
-		where = sources + " AND " + x + ".rid = " + k + ".rid AND " + ref + " AND " + e + ".type = " + x + ".target_type AND " +
+		where = sources + " AND " + g.hasRefs(typ, h, x, k) + " AND " + e + ".type = " + x + ".target_type AND " +
 			e + ".id = " + x + ".target_id AND NOT " + e + ".deleted"
 		return from, where, e, true, nil
 	}
+	ref := x + ".param = " + g.b.Arg(h.RefParam) + " AND " + x + ".target_type = " + g.b.Arg(typ)
 	return hasLaterals(table, k, sources, x, ref, e, "NOT "+e+".deleted"), "", e, true, nil
 }
 

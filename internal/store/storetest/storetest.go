@@ -1054,6 +1054,25 @@ func testPaging(t *testing.T, s store.Store) {
 	if err != nil || fresh.Total != 24+added {
 		t.Fatalf("fresh total: %+v %v", fresh, err)
 	}
+	// A later page without a snapshot (an expired one re-runs the search
+	// at its offset), and one past the end: the matches from there in
+	// order, and the total of all of them.
+	var all []string
+	for i := range added {
+		all = append(all, fmt.Sprintf("new%02d", i))
+	}
+	all = append(all, want...)
+	for _, off := range []int{10, len(all) - 3, len(all) + 5} {
+		p, err := s.Search(ctx, &store.Query{Type: "Observation", Count: 10, Offset: off, Where: q.Where, Sort: q.Sort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, to := min(off, len(all)), min(off+10, len(all))
+		eq(t, fmt.Sprintf("page at %d without a snapshot", off), ids(p.Matches), all[from:to])
+		if p.Total != len(all) || p.HasMore != (to < len(all)) {
+			t.Errorf("page at %d without a snapshot: total %d more %v, want %d %v", off, p.Total, p.HasMore, len(all), to < len(all))
+		}
+	}
 }
 
 // cappable is implemented by stores built on sqlgen.
