@@ -24,6 +24,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 )
 
@@ -56,9 +57,11 @@ func newCodeEnv(t testing.TB, dialect string, setup ...func(*oauth.Server)) *cod
 	return ce
 }
 
-func codeDialects(t *testing.T, f func(t *testing.T, e *codeEnv)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, newCodeEnv(t, d)) })
+// codeDialects runs f as a subtest (or sub-benchmark) on a codeEnv of
+// each dialect.
+func codeDialects[T dbtest.Runner[T]](t T, f func(t T, e *codeEnv)) {
+	for _, d := range dbtest.Dialects {
+		t.Run(d, func(t T) { f(t, newCodeEnv(t, d)) })
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
@@ -57,9 +58,11 @@ func newEnv(t testing.TB, dialect string) *env {
 	return &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 }
 
-func dialects(t *testing.T, f func(t *testing.T, e *env)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, newEnv(t, d)) })
+// dialects runs f as a subtest (or sub-benchmark) on an env of each
+// dialect.
+func dialects[T dbtest.Runner[T]](t T, f func(t T, e *env)) {
+	for _, d := range dbtest.Dialects {
+		t.Run(d, func(t T) { f(t, newEnv(t, d)) })
 	}
 }
 
