@@ -169,184 +169,176 @@ func batchHistory(t *testing.T, ctx context.Context, s *resource.Service, urls .
 //   - od: pa's laboratory Observation (v1), deleted (v2);
 //   - pa: renamed (v2).
 func TestHistoryVersionMembership(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := open(t, dialect)
-			admin := context.Background()
-			put := func(typ, id, body string) {
-				t.Helper()
-				if _, err := e.admin.Update(admin, typ, id, []byte(body), ""); err != nil {
-					t.Fatalf("%s/%s: %v", typ, id, err)
+	parallelDialects(t, func(t *testing.T, e *env) {
+		admin := context.Background()
+		put := func(typ, id, body string) {
+			t.Helper()
+			if _, err := e.admin.Update(admin, typ, id, []byte(body), ""); err != nil {
+				t.Fatalf("%s/%s: %v", typ, id, err)
+			}
+		}
+		put("Observation", "om", obs("om", "laboratory", "Patient/pb", ""))
+		put("Observation", "om", obs("om", "laboratory", "Patient/pa", ""))
+		put("Observation", "oc", obs("oc", "vital-signs", "Patient/pa", ""))
+		put("Observation", "oc", obs("oc", "laboratory", "Patient/pa", ""))
+		put("Observation", "ox", obs("ox", "laboratory", "Patient/pa", ""))
+		put("Observation", "ox", obs("ox", "laboratory", "Patient/pb", ""))
+		put("Observation", "od", obs("od", "laboratory", "Patient/pa", ""))
+		if _, err := e.admin.Delete(admin, "Observation", "od", ""); err != nil {
+			t.Fatal(err)
+		}
+		put("Patient", "pa", `{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha-Renamed"}],"generalPractitioner":[{"reference":"Practitioner/dr"}]}`)
+
+		as := func(who string) context.Context {
+			return principal.NewContext(context.Background(), principals[who])
+		}
+		check := func(t *testing.T, name string, got, want []string) {
+			t.Helper()
+			if !slices.Equal(got, want) {
+				t.Errorf("%s:\n got %q\nwant %q", name, got, want)
+			}
+		}
+
+		t.Run("patient", func(t *testing.T) {
+			ctx := as("patient")
+			for _, c := range []struct {
+				id      string
+				version int64
+				want    int
+			}{
+				{"om", 1, http.StatusNotFound}, // pb's version
+				{"om", 2, http.StatusOK},
+				{"om", 3, http.StatusNotFound},
+				{"oc", 1, http.StatusOK},
+				{"ox", 1, http.StatusNotFound}, // now pb's: hidden whole
+				{"od", 1, http.StatusNotFound}, // deleted: hidden whole
+			} {
+				if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
+					t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
 				}
 			}
-			put("Observation", "om", obs("om", "laboratory", "Patient/pb", ""))
-			put("Observation", "om", obs("om", "laboratory", "Patient/pa", ""))
-			put("Observation", "oc", obs("oc", "vital-signs", "Patient/pa", ""))
-			put("Observation", "oc", obs("oc", "laboratory", "Patient/pa", ""))
-			put("Observation", "ox", obs("ox", "laboratory", "Patient/pa", ""))
-			put("Observation", "ox", obs("ox", "laboratory", "Patient/pb", ""))
-			put("Observation", "od", obs("od", "laboratory", "Patient/pa", ""))
-			if _, err := e.admin.Delete(admin, "Observation", "od", ""); err != nil {
-				t.Fatal(err)
+			if got := vreadStatus(t, ctx, e.svc, "Patient", "pa", 1); got != http.StatusOK {
+				t.Errorf("vread of an earlier version of the patient itself: %d", got)
 			}
-			put("Patient", "pa", `{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha-Renamed"}],"generalPractitioner":[{"reference":"Practitioner/dr"}]}`)
-
-			as := func(who string) context.Context {
-				return principal.NewContext(context.Background(), principals[who])
+			obsAll := []string{"Observation/oal/1", "Observation/oav/1", "Observation/oc/1", "Observation/oc/2", "Observation/om/2"}
+			sys := append([]string{"Condition/ca/1", "Condition/ca2/1", "Encounter/ea/1"}, obsAll...)
+			sys = append(sys, "Patient/pa/1", "Patient/pa/2")
+			for _, n := range []int{0, 1, 2, 3} {
+				check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "om", n), []string{"Observation/om/2"})
+				check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), obsAll)
+				check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), sys)
 			}
-			check := func(t *testing.T, name string, got, want []string) {
-				t.Helper()
-				if !slices.Equal(got, want) {
-					t.Errorf("%s:\n got %q\nwant %q", name, got, want)
+			check(t, "patient instance history", historyVersions(t, ctx, e.svc, "Patient", "pa", 0), []string{"Patient/pa/1", "Patient/pa/2"})
+			for _, id := range []string{"ox", "od"} {
+				if status, _ := outcomeOf(t, ctx, e.svc, history("Observation", id)); status != http.StatusNotFound {
+					t.Errorf("history of Observation/%s: %d, want 404", id, status)
 				}
 			}
-
-			t.Run("patient", func(t *testing.T) {
-				ctx := as("patient")
-				for _, c := range []struct {
-					id      string
-					version int64
-					want    int
-				}{
-					{"om", 1, http.StatusNotFound}, // pb's version
-					{"om", 2, http.StatusOK},
-					{"om", 3, http.StatusNotFound},
-					{"oc", 1, http.StatusOK},
-					{"ox", 1, http.StatusNotFound}, // now pb's: hidden whole
-					{"od", 1, http.StatusNotFound}, // deleted: hidden whole
-				} {
-					if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
-						t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
-					}
-				}
-				if got := vreadStatus(t, ctx, e.svc, "Patient", "pa", 1); got != http.StatusOK {
-					t.Errorf("vread of an earlier version of the patient itself: %d", got)
-				}
-				obsAll := []string{"Observation/oal/1", "Observation/oav/1", "Observation/oc/1", "Observation/oc/2", "Observation/om/2"}
-				sys := append([]string{"Condition/ca/1", "Condition/ca2/1", "Encounter/ea/1"}, obsAll...)
-				sys = append(sys, "Patient/pa/1", "Patient/pa/2")
-				for _, n := range []int{0, 1, 2, 3} {
-					check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "om", n), []string{"Observation/om/2"})
-					check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), obsAll)
-					check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), sys)
-				}
-				check(t, "patient instance history", historyVersions(t, ctx, e.svc, "Patient", "pa", 0), []string{"Patient/pa/1", "Patient/pa/2"})
-				for _, id := range []string{"ox", "od"} {
-					if status, _ := outcomeOf(t, ctx, e.svc, history("Observation", id)); status != http.StatusNotFound {
-						t.Errorf("history of Observation/%s: %d, want 404", id, status)
-					}
-				}
-				check(t, "batch", batchHistory(t, ctx, e.svc,
-					"Observation/om/_history/1", "Observation/om/_history/2", "Observation/om/_history",
-					"Observation/_history", "_history", "Observation/ox/_history/1"),
-					[]string{"404", "200 Observation/om/2", "200 Observation/om/2",
-						"200 " + strings.Join(obsAll, " "), "200 " + strings.Join(sys, " "), "404"})
-			})
-
-			t.Run("granular", func(t *testing.T) {
-				// Laboratory observations and problem-list conditions of pa.
-				ctx := as("granular")
-				for _, c := range []struct {
-					id      string
-					version int64
-					want    int
-				}{
-					{"oc", 1, http.StatusNotFound}, // vital-signs version
-					{"oc", 2, http.StatusOK},
-					{"om", 1, http.StatusNotFound}, // pb's version
-					{"om", 2, http.StatusOK},
-					{"oav", 1, http.StatusNotFound},
-				} {
-					if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
-						t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
-					}
-				}
-				obsLab := []string{"Observation/oal/1", "Observation/oc/2", "Observation/om/2"}
-				sys := append([]string{"Condition/ca/1"}, obsLab...)
-				sys = append(sys, "Patient/pa/1", "Patient/pa/2")
-				for _, n := range []int{0, 1, 2} {
-					check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "oc", n), []string{"Observation/oc/2"})
-					check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), obsLab)
-					check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), sys)
-				}
-				check(t, "batch", batchHistory(t, ctx, e.svc,
-					"Observation/oc/_history/1", "Observation/oc/_history/2", "Observation/oc/_history", "Observation/_history", "_history"),
-					[]string{"404", "200 Observation/oc/2", "200 Observation/oc/2",
-						"200 " + strings.Join(obsLab, " "), "200 " + strings.Join(sys, " ")})
-			})
-
-			t.Run("limited", func(t *testing.T) {
-				// patient/Patient.rs and patient/Observation.rs: the same
-				// per-version rule through explicit types.
-				ctx := as("limited")
-				if got := vreadStatus(t, ctx, e.svc, "Observation", "om", 1); got != http.StatusNotFound {
-					t.Errorf("vread om/1: %d", got)
-				}
-				check(t, "system history", historyVersions(t, ctx, e.svc, "", "", 2),
-					[]string{"Observation/oal/1", "Observation/oav/1", "Observation/oc/1", "Observation/oc/2", "Observation/om/2", "Patient/pa/1", "Patient/pa/2"})
-			})
-
-			t.Run("whole type", func(t *testing.T) {
-				// user/*.cruds and system/*.rs see every version.
-				for _, who := range []string{"user", "system-read"} {
-					ctx := as(who)
-					if got := vreadStatus(t, ctx, e.svc, "Observation", "om", 1); got != http.StatusOK {
-						t.Errorf("%s: vread om/1: %d", who, got)
-					}
-					check(t, who+" instance history", historyVersions(t, ctx, e.svc, "Observation", "om", 1), []string{"Observation/om/1", "Observation/om/2"})
-					check(t, who+" instance history deleted", historyVersions(t, ctx, e.svc, "Observation", "od", 0), []string{"Observation/od/1", "Observation/od/deleted/2"})
-				}
-			})
+			check(t, "batch", batchHistory(t, ctx, e.svc,
+				"Observation/om/_history/1", "Observation/om/_history/2", "Observation/om/_history",
+				"Observation/_history", "_history", "Observation/ox/_history/1"),
+				[]string{"404", "200 Observation/om/2", "200 Observation/om/2",
+					"200 " + strings.Join(obsAll, " "), "200 " + strings.Join(sys, " "), "404"})
 		})
-	}
+
+		t.Run("granular", func(t *testing.T) {
+			// Laboratory observations and problem-list conditions of pa.
+			ctx := as("granular")
+			for _, c := range []struct {
+				id      string
+				version int64
+				want    int
+			}{
+				{"oc", 1, http.StatusNotFound}, // vital-signs version
+				{"oc", 2, http.StatusOK},
+				{"om", 1, http.StatusNotFound}, // pb's version
+				{"om", 2, http.StatusOK},
+				{"oav", 1, http.StatusNotFound},
+			} {
+				if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
+					t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
+				}
+			}
+			obsLab := []string{"Observation/oal/1", "Observation/oc/2", "Observation/om/2"}
+			sys := append([]string{"Condition/ca/1"}, obsLab...)
+			sys = append(sys, "Patient/pa/1", "Patient/pa/2")
+			for _, n := range []int{0, 1, 2} {
+				check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "oc", n), []string{"Observation/oc/2"})
+				check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), obsLab)
+				check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), sys)
+			}
+			check(t, "batch", batchHistory(t, ctx, e.svc,
+				"Observation/oc/_history/1", "Observation/oc/_history/2", "Observation/oc/_history", "Observation/_history", "_history"),
+				[]string{"404", "200 Observation/oc/2", "200 Observation/oc/2",
+					"200 " + strings.Join(obsLab, " "), "200 " + strings.Join(sys, " ")})
+		})
+
+		t.Run("limited", func(t *testing.T) {
+			// patient/Patient.rs and patient/Observation.rs: the same
+			// per-version rule through explicit types.
+			ctx := as("limited")
+			if got := vreadStatus(t, ctx, e.svc, "Observation", "om", 1); got != http.StatusNotFound {
+				t.Errorf("vread om/1: %d", got)
+			}
+			check(t, "system history", historyVersions(t, ctx, e.svc, "", "", 2),
+				[]string{"Observation/oal/1", "Observation/oav/1", "Observation/oc/1", "Observation/oc/2", "Observation/om/2", "Patient/pa/1", "Patient/pa/2"})
+		})
+
+		t.Run("whole type", func(t *testing.T) {
+			// user/*.cruds and system/*.rs see every version.
+			for _, who := range []string{"user", "system-read"} {
+				ctx := as(who)
+				if got := vreadStatus(t, ctx, e.svc, "Observation", "om", 1); got != http.StatusOK {
+					t.Errorf("%s: vread om/1: %d", who, got)
+				}
+				check(t, who+" instance history", historyVersions(t, ctx, e.svc, "Observation", "om", 1), []string{"Observation/om/1", "Observation/om/2"})
+				check(t, who+" instance history deleted", historyVersions(t, ctx, e.svc, "Observation", "od", 0), []string{"Observation/od/1", "Observation/od/deleted/2"})
+			}
+		})
+	})
 }
 
 // TestHistoryVersionsReindex: earlier versions whose kept rows are missing
 // (written before they were kept) are hidden from compartment-limited
 // callers, and Reindex restores exactly the ones that were inside.
 func TestHistoryVersionsReindex(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := open(t, dialect)
-			admin := context.Background()
-			for _, b := range []string{
-				obs("om", "laboratory", "Patient/pb", ""), obs("om", "laboratory", "Patient/pa", ""),
-				obs("oe", "laboratory", "Patient/pa", ""), obs("oe", "laboratory", "Patient/pa", "Practitioner/dr"),
-			} {
-				var h struct{ ID string }
-				json.Unmarshal([]byte(b), &h)
-				if _, err := e.admin.Update(admin, "Observation", h.ID, []byte(b), ""); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Forget the kept rows of the earlier versions.
-			err := e.st.Update(admin, func(tx store.Tx) error {
-				for _, id := range []string{"om", "oe"} {
-					if err := tx.(store.VersionIndexWriter).PutVersionIndex(admin, "Observation", id, 1, &store.Index{}); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
+	parallelDialects(t, func(t *testing.T, e *env) {
+		admin := context.Background()
+		for _, b := range []string{
+			obs("om", "laboratory", "Patient/pb", ""), obs("om", "laboratory", "Patient/pa", ""),
+			obs("oe", "laboratory", "Patient/pa", ""), obs("oe", "laboratory", "Patient/pa", "Practitioner/dr"),
+		} {
+			var h struct{ ID string }
+			json.Unmarshal([]byte(b), &h)
+			if _, err := e.admin.Update(admin, "Observation", h.ID, []byte(b), ""); err != nil {
 				t.Fatal(err)
 			}
-			ctx := principal.NewContext(context.Background(), principals["patient"])
-			mine := func(id string) []string { return historyVersions(t, ctx, e.svc, "Observation", id, 0) }
-			if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/2"}) {
-				t.Errorf("without kept rows: %q", got)
+		}
+		// Forget the kept rows of the earlier versions.
+		err := e.st.Update(admin, func(tx store.Tx) error {
+			for _, id := range []string{"om", "oe"} {
+				if err := tx.(store.VersionIndexWriter).PutVersionIndex(admin, "Observation", id, 1, &store.Index{}); err != nil {
+					return err
+				}
 			}
-			if _, err := e.admin.Reindex(admin, []string{"Observation"}, nil); err != nil {
-				t.Fatal(err)
-			}
-			if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/1", "Observation/oe/2"}) {
-				t.Errorf("after reindex: %q", got)
-			}
-			if got := mine("om"); !slices.Equal(got, []string{"Observation/om/2"}) {
-				t.Errorf("after reindex, another patient's version: %q", got)
-			}
+			return nil
 		})
-	}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := principal.NewContext(context.Background(), principals["patient"])
+		mine := func(id string) []string { return historyVersions(t, ctx, e.svc, "Observation", id, 0) }
+		if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/2"}) {
+			t.Errorf("without kept rows: %q", got)
+		}
+		if _, err := e.admin.Reindex(admin, []string{"Observation"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := mine("oe"); !slices.Equal(got, []string{"Observation/oe/1", "Observation/oe/2"}) {
+			t.Errorf("after reindex: %q", got)
+		}
+		if got := mine("om"); !slices.Equal(got, []string{"Observation/om/2"}) {
+			t.Errorf("after reindex, another patient's version: %q", got)
+		}
+	})
 }

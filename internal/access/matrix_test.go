@@ -24,6 +24,7 @@ import (
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/testutil/apptest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 const (
@@ -72,6 +73,16 @@ var fixtures = []string{
 type env struct {
 	admin, svc *resource.Service
 	st         store.Store
+}
+
+// parallelDialects runs f as a parallel subtest on an env of each dialect.
+func parallelDialects(t *testing.T, f func(t *testing.T, e *env)) {
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			f(t, open(t, dialect))
+		})
+	}
 }
 
 func open(t *testing.T, dialect string) *env {
@@ -456,28 +467,24 @@ var writeCells = []cell{
 }
 
 func TestMatrix(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := open(t, dialect)
-			run := func(t *testing.T, cells []cell) {
-				for _, c := range cells {
-					t.Run(c.who+"/"+c.name, func(t *testing.T) {
-						ctx := context.Background()
-						if p := principals[c.who]; p != nil {
-							ctx = principal.NewContext(ctx, p)
-						} else if _, known := principals[c.who]; !known {
-							t.Fatalf("unknown principal %s", c.who)
-						}
-						status, got := outcomeOf(t, ctx, e.svc, c.op)
-						e.check(t, status, got, c.status, c.ids, c.untouched)
-					})
-				}
+	parallelDialects(t, func(t *testing.T, e *env) {
+		run := func(t *testing.T, cells []cell) {
+			for _, c := range cells {
+				t.Run(c.who+"/"+c.name, func(t *testing.T) {
+					ctx := context.Background()
+					if p := principals[c.who]; p != nil {
+						ctx = principal.NewContext(ctx, p)
+					} else if _, known := principals[c.who]; !known {
+						t.Fatalf("unknown principal %s", c.who)
+					}
+					status, got := outcomeOf(t, ctx, e.svc, c.op)
+					e.check(t, status, got, c.status, c.ids, c.untouched)
+				})
 			}
-			run(t, readCells)
-			run(t, writeCells)
-		})
-	}
+		}
+		run(t, readCells)
+		run(t, writeCells)
+	})
 }
 
 // TestDeletedStatus: a deleted resource answers 410 to a caller granted its

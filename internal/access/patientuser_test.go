@@ -167,51 +167,47 @@ var puWriteCells = []cell{
 // patient's context may not reach another patient's record (finding 5), on
 // both dialects.
 func TestPatientUserAndWrites(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := open(t, dialect)
-			for _, f := range sharedFixtures {
-				typ, id := fixtureRef(f)
-				if _, err := e.admin.Update(context.Background(), typ, id, []byte(f), ""); err != nil {
-					t.Fatalf("loading %s/%s: %v", typ, id, err)
-				}
+	parallelDialects(t, func(t *testing.T, e *env) {
+		for _, f := range sharedFixtures {
+			typ, id := fixtureRef(f)
+			if _, err := e.admin.Update(context.Background(), typ, id, []byte(f), ""); err != nil {
+				t.Fatalf("loading %s/%s: %v", typ, id, err)
 			}
-			counts := func() map[string]int {
-				out := map[string]int{}
-				for _, typ := range []string{"Observation", "Appointment", "Patient", "Condition"} {
-					r, err := e.st.Search(context.Background(), &store.Query{Type: typ, Count: 1})
-					if err != nil {
-						t.Fatal(err)
+		}
+		counts := func() map[string]int {
+			out := map[string]int{}
+			for _, typ := range []string{"Observation", "Appointment", "Patient", "Condition"} {
+				r, err := e.st.Search(context.Background(), &store.Query{Type: typ, Count: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[typ] = r.Total
+			}
+			return out
+		}
+		run := func(t *testing.T, cells []cell) {
+			for _, c := range cells {
+				t.Run(c.who+"/"+c.name, func(t *testing.T) {
+					p, known := patientUsers[c.who]
+					if !known {
+						t.Fatalf("unknown principal %s", c.who)
 					}
-					out[typ] = r.Total
-				}
-				return out
-			}
-			run := func(t *testing.T, cells []cell) {
-				for _, c := range cells {
-					t.Run(c.who+"/"+c.name, func(t *testing.T) {
-						p, known := patientUsers[c.who]
-						if !known {
-							t.Fatalf("unknown principal %s", c.who)
+					before := counts()
+					status, got := outcomeOf(t, principal.NewContext(context.Background(), p), e.svc, c.op)
+					e.check(t, status, got, c.status, c.ids, c.untouched)
+					// A refusal (and the batch, whose entries are all
+					// refused) creates nothing.
+					if status >= http.StatusBadRequest || c.name == "batch" {
+						if after := counts(); !maps.Equal(before, after) {
+							t.Errorf("resources created: %v -> %v", before, after)
 						}
-						before := counts()
-						status, got := outcomeOf(t, principal.NewContext(context.Background(), p), e.svc, c.op)
-						e.check(t, status, got, c.status, c.ids, c.untouched)
-						// A refusal (and the batch, whose entries are all
-						// refused) creates nothing.
-						if status >= http.StatusBadRequest || c.name == "batch" {
-							if after := counts(); !maps.Equal(before, after) {
-								t.Errorf("resources created: %v -> %v", before, after)
-							}
-						}
-					})
-				}
+					}
+				})
 			}
-			run(t, puReadCells)
-			run(t, puWriteCells)
-		})
-	}
+		}
+		run(t, puReadCells)
+		run(t, puWriteCells)
+	})
 }
 
 func fixtureRef(body string) (typ, id string) {

@@ -72,17 +72,17 @@ func TestAdminAPIKeys(t *testing.T) {
 		// string.
 		r := e.call("POST", "apikeys", tok, `{"name":" ETL ","scopes":["system/Patient.rs system/Observation.rs"],"expires_in":"720h","allow_ips":["10.1.2.3/8, 2001:db8::1","::ffff:192.0.2.7"]}`)
 		wantAdmin(t, "create system key", r, 201, "")
-		wantKeys(t, "create", r.body, "key", "id", "prefix", "name", "scopes", "allow_ips", "expires_at")
-		key, id := r.body["key"].(string), r.body["id"].(string)
-		if !apikey.ValidFormat(key) || !strings.HasPrefix(id, "ak_") || r.body["prefix"] != key[:len(apikey.Prefix)+8] || r.body["name"] != "ETL" ||
-			!slices.Equal(strs(r.body["scopes"]), []string{"system/Patient.rs", "system/Observation.rs"}) ||
-			!slices.Equal(strs(r.body["allow_ips"]), []string{"10.0.0.0/8", "2001:db8::1/128", "192.0.2.7/32"}) {
-			t.Fatalf("create: %s", r.raw)
+		wantKeys(t, "create", r.Body, "key", "id", "prefix", "name", "scopes", "allow_ips", "expires_at")
+		key, id := r.Body["key"].(string), r.Body["id"].(string)
+		if !apikey.ValidFormat(key) || !strings.HasPrefix(id, "ak_") || r.Body["prefix"] != key[:len(apikey.Prefix)+8] || r.Body["name"] != "ETL" ||
+			!slices.Equal(strs(r.Body["scopes"]), []string{"system/Patient.rs", "system/Observation.rs"}) ||
+			!slices.Equal(strs(r.Body["allow_ips"]), []string{"10.0.0.0/8", "2001:db8::1/128", "192.0.2.7/32"}) {
+			t.Fatalf("create: %s", r.Raw)
 		}
-		if exp := parseTime(t, r.body["expires_at"]); exp.Sub(now.Add(720*time.Hour)).Abs() > 5*time.Second {
+		if exp := parseTime(t, r.Body["expires_at"]); exp.Sub(now.Add(720*time.Hour)).Abs() > 5*time.Second {
 			t.Fatalf("expires_at %v", exp)
 		}
-		if loc := r.hdr.Get("Location"); loc != e.issuer+adminapi.Path+"apikeys/"+id {
+		if loc := r.Header.Get("Location"); loc != e.issuer+adminapi.Path+"apikeys/"+id {
 			t.Fatalf("Location %q", loc)
 		}
 		wantAudit(t, e, "create_apikey", map[string]string{"key_id": id}, key, "ETL", "system/Patient.rs")
@@ -95,32 +95,32 @@ func TestAdminAPIKeys(t *testing.T) {
 		// A patient-bound key, lifetime in seconds.
 		r = e.call("POST", "apikeys", tok, `{"name":"portal","scopes":["patient/Observation.rs","patient/Patient.r"],"patient":"p-1","expires_in":3600}`)
 		wantAdmin(t, "create patient key", r, 201, "")
-		wantKeys(t, "create patient", r.body, "key", "id", "prefix", "name", "scopes", "patient", "expires_at")
-		pid := r.body["id"].(string)
-		if r.body["patient"] != "p-1" || parseTime(t, r.body["expires_at"]).Sub(now.Add(time.Hour)).Abs() > 5*time.Second {
-			t.Fatalf("create patient: %s", r.raw)
+		wantKeys(t, "create patient", r.Body, "key", "id", "prefix", "name", "scopes", "patient", "expires_at")
+		pid := r.Body["id"].(string)
+		if r.Body["patient"] != "p-1" || parseTime(t, r.Body["expires_at"]).Sub(now.Add(time.Hour)).Abs() > 5*time.Second {
+			t.Fatalf("create patient: %s", r.Raw)
 		}
 		e.take(t)
 		// expires_at, and no expiry at all.
 		at := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
 		r = e.call("POST", "apikeys", tok, `{"name":"until","scopes":["system/*.rs"],"expires_at":"`+at.Format(time.RFC3339)+`"}`)
 		wantAdmin(t, "create with expires_at", r, 201, "")
-		if !parseTime(t, r.body["expires_at"]).Equal(at) {
-			t.Fatalf("expires_at: %s", r.raw)
+		if !parseTime(t, r.Body["expires_at"]).Equal(at) {
+			t.Fatalf("expires_at: %s", r.Raw)
 		}
 		r = e.call("POST", "apikeys", tok, `{"name":"forever","scopes":["system/*.read"],"patient":"","allow_ips":[]}`)
 		wantAdmin(t, "create without expiry", r, 201, "")
-		wantKeys(t, "create without expiry", r.body, "key", "id", "prefix", "name", "scopes")
-		forever, foreverKey := r.body["id"].(string), r.body["key"].(string)
+		wantKeys(t, "create without expiry", r.Body, "key", "id", "prefix", "name", "scopes")
+		forever, foreverKey := r.Body["id"].(string), r.Body["key"].(string)
 		e.take(t)
 
 		// List: never the key or its hash.
 		r = e.call("GET", "apikeys", tok, "")
 		wantAdmin(t, "list", r, 200, "")
-		wantKeys(t, "list", r.body, "apikeys")
-		list := r.body["apikeys"].([]any)
-		if len(list) != 4 || strings.Contains(r.raw, key) || strings.Contains(r.raw, foreverKey) || strings.Contains(strings.ToLower(r.raw), "hash") {
-			t.Fatalf("list: %s", r.raw)
+		wantKeys(t, "list", r.Body, "apikeys")
+		list := r.Body["apikeys"].([]any)
+		if len(list) != 4 || strings.Contains(r.Raw, key) || strings.Contains(r.Raw, foreverKey) || strings.Contains(strings.ToLower(r.Raw), "hash") {
+			t.Fatalf("list: %s", r.Raw)
 		}
 		var first map[string]any
 		for _, x := range list {
@@ -137,34 +137,34 @@ func TestAdminAPIKeys(t *testing.T) {
 		}
 		r = e.call("GET", "apikeys/"+pid, tok, "")
 		wantAdmin(t, "get", r, 200, "")
-		wantKeys(t, "get", r.body, "id", "name", "prefix", "scopes", "patient", "created_at", "expires_at", "status")
-		if r.body["patient"] != "p-1" || r.body["status"] != "active" || strings.Contains(r.raw, "key\"") {
-			t.Fatalf("get: %s", r.raw)
+		wantKeys(t, "get", r.Body, "id", "name", "prefix", "scopes", "patient", "created_at", "expires_at", "status")
+		if r.Body["patient"] != "p-1" || r.Body["status"] != "active" || strings.Contains(r.Raw, "key\"") {
+			t.Fatalf("get: %s", r.Raw)
 		}
 		// last_used_at appears once the key is used.
 		if err := e.db.TouchAPIKey(ctx, pid, time.Now(), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if r = e.call("GET", "apikeys/"+pid, tok, ""); r.body["last_used_at"] == nil {
-			t.Fatalf("last_used_at: %s", r.raw)
+		if r = e.call("GET", "apikeys/"+pid, tok, ""); r.Body["last_used_at"] == nil {
+			t.Fatalf("last_used_at: %s", r.Raw)
 		}
 
 		// Rotate with a grace period: the new key inherits everything, the
 		// old one stays valid until old_valid_until.
 		r = e.call("POST", "apikeys/"+id+"/rotate", tok, `{"grace":"1h"}`)
 		wantAdmin(t, "rotate", r, 201, "")
-		wantKeys(t, "rotate", r.body, "key", "id", "prefix", "name", "scopes", "allow_ips", "expires_at", "replaces", "old_valid_until")
-		key2, id2 := r.body["key"].(string), r.body["id"].(string)
-		if !apikey.ValidFormat(key2) || key2 == key || id2 == id || r.body["replaces"] != id || r.body["name"] != "ETL" || len(strs(r.body["allow_ips"])) != 3 ||
-			parseTime(t, r.body["old_valid_until"]).Sub(time.Now().Add(time.Hour)).Abs() > 5*time.Second {
-			t.Fatalf("rotate: %s", r.raw)
+		wantKeys(t, "rotate", r.Body, "key", "id", "prefix", "name", "scopes", "allow_ips", "expires_at", "replaces", "old_valid_until")
+		key2, id2 := r.Body["key"].(string), r.Body["id"].(string)
+		if !apikey.ValidFormat(key2) || key2 == key || id2 == id || r.Body["replaces"] != id || r.Body["name"] != "ETL" || len(strs(r.Body["allow_ips"])) != 3 ||
+			parseTime(t, r.Body["old_valid_until"]).Sub(time.Now().Add(time.Hour)).Abs() > 5*time.Second {
+			t.Fatalf("rotate: %s", r.Raw)
 		}
-		if loc := r.hdr.Get("Location"); loc != e.issuer+adminapi.Path+"apikeys/"+id2 {
+		if loc := r.Header.Get("Location"); loc != e.issuer+adminapi.Path+"apikeys/"+id2 {
 			t.Fatalf("rotate Location %q", loc)
 		}
 		wantAudit(t, e, "rotate_apikey", map[string]string{"key_id": id2, "replaces": id}, key, key2)
-		if r = e.call("GET", "apikeys/"+id, tok, ""); r.body["status"] != "rotated" || r.body["replaced_by"] != id2 {
-			t.Fatalf("old key after rotate: %s", r.raw)
+		if r = e.call("GET", "apikeys/"+id, tok, ""); r.Body["status"] != "rotated" || r.Body["replaced_by"] != id2 {
+			t.Fatalf("old key after rotate: %s", r.Raw)
 		}
 		if k, err := e.db.APIKeyByHash(ctx, apikey.Hash(key2)); err != nil || k.ID != id2 || !k.Valid(time.Now()) {
 			t.Fatalf("new key %+v %v", k, err)
@@ -173,37 +173,37 @@ func TestAdminAPIKeys(t *testing.T) {
 		// Default grace (24h) with no body; grace 0 ends the old key at once.
 		r = e.call("POST", "apikeys/"+pid+"/rotate", tok, "")
 		wantAdmin(t, "rotate, no body", r, 201, "")
-		if r.body["patient"] != "p-1" || !parseTime(t, r.body["old_valid_until"]).Equal(parseTime(t, r.body["expires_at"])) {
+		if r.Body["patient"] != "p-1" || !parseTime(t, r.Body["old_valid_until"]).Equal(parseTime(t, r.Body["expires_at"])) {
 			// The patient key expires in an hour, before the default grace.
-			t.Fatalf("rotate, no body: %s", r.raw)
+			t.Fatalf("rotate, no body: %s", r.Raw)
 		}
 		r = e.call("POST", "apikeys/"+forever+"/rotate", tok, "")
-		if old := parseTime(t, r.body["old_valid_until"]); r.status != 201 || old.Sub(time.Now().Add(api.DefaultGrace)).Abs() > 5*time.Second {
-			t.Fatalf("rotate, default grace: %s", r.raw)
+		if old := parseTime(t, r.Body["old_valid_until"]); r.Status != 201 || old.Sub(time.Now().Add(api.DefaultGrace)).Abs() > 5*time.Second {
+			t.Fatalf("rotate, default grace: %s", r.Raw)
 		}
-		forever2 := r.body["id"].(string)
+		forever2 := r.Body["id"].(string)
 		r = e.call("POST", "apikeys/"+forever2+"/rotate", tok, `{"grace":0}`)
 		wantAdmin(t, "rotate, grace 0", r, 201, "")
-		if r = e.call("GET", "apikeys/"+forever2, tok, ""); r.body["status"] != "expired" {
-			t.Fatalf("grace 0: %s", r.raw)
+		if r = e.call("GET", "apikeys/"+forever2, tok, ""); r.Body["status"] != "expired" {
+			t.Fatalf("grace 0: %s", r.Raw)
 		}
 		e.take(t)
 
 		// Revoke: 204, at once, idempotent.
 		r = e.call("DELETE", "apikeys/"+id2, tok, "")
-		if r.status != 204 || r.raw != "" {
-			t.Fatalf("revoke: %d %s", r.status, r.raw)
+		if r.Status != 204 || r.Raw != "" {
+			t.Fatalf("revoke: %d %s", r.Status, r.Raw)
 		}
 		wantAudit(t, e, "revoke_apikey", map[string]string{"key_id": id2})
 		if k, _ := e.db.APIKeyByHash(ctx, apikey.Hash(key2)); k.Valid(time.Now()) {
 			t.Fatal("revoked key still valid")
 		}
 		r = e.call("GET", "apikeys/"+id2, tok, "")
-		if r.body["status"] != "revoked" || r.body["revoked_at"] == nil {
-			t.Fatalf("after revoke: %s", r.raw)
+		if r.Body["status"] != "revoked" || r.Body["revoked_at"] == nil {
+			t.Fatalf("after revoke: %s", r.Raw)
 		}
-		if r = e.call("DELETE", "apikeys/"+id2, tok, ""); r.status != 204 {
-			t.Fatalf("revoke again: %d %s", r.status, r.raw)
+		if r = e.call("DELETE", "apikeys/"+id2, tok, ""); r.Status != 204 {
+			t.Fatalf("revoke again: %d %s", r.Status, r.Raw)
 		}
 		e.take(t)
 		wantAdmin(t, "rotate revoked", e.call("POST", "apikeys/"+id2+"/rotate", tok, ""), 409, "conflict")
@@ -212,7 +212,7 @@ func TestAdminAPIKeys(t *testing.T) {
 		e.advance(2 * time.Hour)
 		r = e.call("GET", "apikeys", e.ccToken(admin), "")
 		status := map[string]string{}
-		for _, x := range r.body["apikeys"].([]any) {
+		for _, x := range r.Body["apikeys"].([]any) {
 			m := x.(map[string]any)
 			status[m["id"].(string)] = m["status"].(string)
 		}
@@ -233,7 +233,7 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 		tok := e.ccToken(admin, oauth.ScopeAdmin)
 		r := e.call("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)
 		wantAdmin(t, "setup", r, 201, "")
-		id := r.body["id"].(string)
+		id := r.Body["id"].(string)
 		e.take(t)
 
 		// Authentication and scope, before routing.
@@ -283,8 +283,8 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 		} {
 			r := e.call("POST", "apikeys", tok, body)
 			wantAdmin(t, what, r, 400, "invalid_request")
-			if strings.Contains(r.raw, "--") {
-				t.Fatalf("%s: CLI wording: %s", what, r.raw)
+			if strings.Contains(r.Raw, "--") {
+				t.Fatalf("%s: CLI wording: %s", what, r.Raw)
 			}
 		}
 		big := `{"name":"` + strings.Repeat("a", 70<<10) + `","scopes":["system/*.rs"]}`
@@ -323,15 +323,15 @@ func TestAdminAPIKeysRejections(t *testing.T) {
 		} {
 			r := e.call(c.method, c.path, tok, "")
 			wantAdmin(t, c.method+" "+c.path, r, 405, "invalid_request")
-			if r.hdr.Get("Allow") != c.allow {
-				t.Fatalf("%s %s: Allow %q, want %q", c.method, c.path, r.hdr.Get("Allow"), c.allow)
+			if r.Header.Get("Allow") != c.allow {
+				t.Fatalf("%s %s: Allow %q, want %q", c.method, c.path, r.Header.Get("Allow"), c.allow)
 			}
 		}
 
 		// Nothing changed, nothing logged as an action.
 		r = e.call("GET", "apikeys", tok, "")
-		if list := r.body["apikeys"].([]any); len(list) != 1 || list[0].(map[string]any)["status"] != "active" {
-			t.Fatalf("after rejections: %s", r.raw)
+		if list := r.Body["apikeys"].([]any); len(list) != 1 || list[0].(map[string]any)["status"] != "active" {
+			t.Fatalf("after rejections: %s", r.Raw)
 		}
 		recs, evs := e.take(t)
 		if len(evs) != 0 {

@@ -132,13 +132,13 @@ func TestAuditFailureIsAnError(t *testing.T) {
 		e.events.FailWith(errors.New("disk on fire at /var/lib/lapis"))
 		r := e.call("POST", "apikeys", tok, `{"name":"k","scopes":["system/*.rs"]}`)
 		wantAdmin(t, "create with a failing audit", r, 500, api.CodeServerError)
-		if _, has := r.body["key"]; has || strings.Contains(r.raw, "disk") || !strings.Contains(r.raw, "audit record") {
-			t.Fatalf("answer: %s", r.raw)
+		if _, has := r.Body["key"]; has || strings.Contains(r.Raw, "disk") || !strings.Contains(r.Raw, "audit record") {
+			t.Fatalf("answer: %s", r.Raw)
 		}
 		r = e.call("POST", "clients", tok, `{"name":"x","type":"confidential","scopes":["system/*.rs"],"owner":"bad owner"}`)
 		wantAdmin(t, "bad owner", r, 400, api.CodeInvalidRequest)
-		if !strings.Contains(r.raw, "owner") {
-			t.Fatalf("bad owner: %s", r.raw)
+		if !strings.Contains(r.Raw, "owner") {
+			t.Fatalf("bad owner: %s", r.Raw)
 		}
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -31,6 +30,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/testutil/auditrec"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
 
@@ -103,24 +103,12 @@ func (e *env) ccToken(reg *oauth.Registered, scope ...string) string {
 	return tok.AccessToken
 }
 
-type result struct {
-	status int
-	hdr    http.Header
-	body   map[string]any
-	raw    string
-}
+// result is an answer of the server read whole.
+type result = httpcall.Result
 
 func (e *env) do(req *http.Request) result {
 	e.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := result{status: resp.StatusCode, hdr: resp.Header, raw: string(b)}
-	_ = json.Unmarshal(b, &r.body)
-	return r
+	return httpcall.Do(e.t, req)
 }
 
 // post sends a form to an endpoint of the authorization server.
@@ -152,20 +140,20 @@ func (e *env) call(method, path, token, body string, mod ...func(*http.Request))
 		m(req)
 	}
 	r := e.do(req)
-	if r.hdr.Get("Cache-Control") != "no-store" {
-		e.t.Fatalf("%s %s: Cache-Control %q", method, path, r.hdr.Get("Cache-Control"))
+	if r.Header.Get("Cache-Control") != "no-store" {
+		e.t.Fatalf("%s %s: Cache-Control %q", method, path, r.Header.Get("Cache-Control"))
 	}
 	return r
 }
 
 func wantAdmin(t *testing.T, what string, r result, status int, code string) {
 	t.Helper()
-	if r.status != status || (code != "" && r.body["error"] != code) {
-		t.Fatalf("%s: got %d %s, want %d %s", what, r.status, r.raw, status, code)
+	if r.Status != status || (code != "" && r.Body["error"] != code) {
+		t.Fatalf("%s: got %d %s, want %d %s", what, r.Status, r.Raw, status, code)
 	}
 	if code != "" {
-		if _, ok := r.body["error_description"].(string); !ok || len(r.body) != 2 {
-			t.Fatalf("%s: error body %s", what, r.raw)
+		if _, ok := r.Body["error_description"].(string); !ok || len(r.Body) != 2 {
+			t.Fatalf("%s: error body %s", what, r.Raw)
 		}
 	}
 }
@@ -187,10 +175,10 @@ func (e *env) userTokens(clientID string, acct *authdb.Account) (string, string)
 	}
 	r := e.post(oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code},
 		"redirect_uri": {appCB}, "code_verifier": {pkceVerifier}, "client_id": {clientID}}, "", "")
-	at, _ := r.body["access_token"].(string)
-	rt, _ := r.body["refresh_token"].(string)
-	if r.status != 200 || at == "" || rt == "" {
-		e.t.Fatalf("token: %d %s", r.status, r.raw)
+	at, _ := r.Body["access_token"].(string)
+	rt, _ := r.Body["refresh_token"].(string)
+	if r.Status != 200 || at == "" || rt == "" {
+		e.t.Fatalf("token: %d %s", r.Status, r.Raw)
 	}
 	return at, rt
 }
@@ -199,10 +187,10 @@ func (e *env) userTokens(clientID string, acct *authdb.Account) (string, string)
 func (e *env) active(intro *oauth.Registered, tok string) bool {
 	e.t.Helper()
 	r := e.post(oauth.PathIntrospect, url.Values{"token": {tok}}, intro.ClientID, intro.ClientSecret)
-	if r.status != 200 {
-		e.t.Fatalf("introspect: %d %s", r.status, r.raw)
+	if r.Status != 200 {
+		e.t.Fatalf("introspect: %d %s", r.Status, r.Raw)
 	}
-	return r.body["active"] == true
+	return r.Body["active"] == true
 }
 
 // publicJWKS is a backend client's key set.

@@ -13,7 +13,7 @@ func TestAdminClientNetwork(t *testing.T) {
 		tok := e.ccToken(admin)
 		count := func() int {
 			r := e.call("GET", "clients", tok, "")
-			cs, _ := r.body["clients"].([]any)
+			cs, _ := r.Body["clients"].([]any)
 			return len(cs)
 		}
 		before := count()
@@ -27,12 +27,12 @@ func TestAdminClientNetwork(t *testing.T) {
 		r = e.call("POST", "clients", tok, `{"name":"Web","type":"public","redirect_uris":["https://app.example/cb"],"scopes":["openid"],
 			"allow_ips":["192.0.2.0/24","2001:db8::1"],"cors_origins":["https://App.example"]}`)
 		wantAdmin(t, "create with rules", r, 201, "")
-		id, _ := r.body["client_id"].(string)
+		id, _ := r.Body["client_id"].(string)
 
 		get := func() string {
 			r := e.call("GET", "clients/"+id+"/network", tok, "")
 			wantAdmin(t, "get network", r, 200, "")
-			return fmt.Sprint(r.body["allow_ips"], r.body["cors_origins"])
+			return fmt.Sprint(r.Body["allow_ips"], r.Body["cors_origins"])
 		}
 		if got := get(); got != "[192.0.2.0/24 2001:db8::1/128] [https://app.example]" {
 			t.Fatalf("stored rules %s", got)
@@ -46,8 +46,8 @@ func TestAdminClientNetwork(t *testing.T) {
 		wantAdmin(t, "missing client", e.call("GET", "clients/no-such/network", tok, ""), 404, "not_found")
 		wantAdmin(t, "missing client put", e.call("PUT", "clients/no-such/network", tok, `{"allow_ips":["10.0.0.1"]}`), 404, "not_found")
 		r = e.call("POST", "clients/"+id+"/network", tok, `{}`)
-		if r.status != 405 || !strings.Contains(r.hdr.Get("Allow"), "PUT") {
-			t.Fatalf("POST network: %d %v", r.status, r.hdr)
+		if r.Status != 405 || !strings.Contains(r.Header.Get("Allow"), "PUT") {
+			t.Fatalf("POST network: %d %v", r.Status, r.Header)
 		}
 		wantAdmin(t, "nested path", e.call("GET", "clients/"+id+"/network/x", tok, ""), 404, "not_found")
 	})

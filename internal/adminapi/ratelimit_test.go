@@ -22,9 +22,9 @@ func TestAdminRateLimits(t *testing.T) {
 
 		r := e.call("POST", "apikeys", tok, `{"name":"load","scopes":["system/*.*"],"rate_limit":"500/s","rate_limit_burst":2000}`)
 		wantAdmin(t, "create key with a limit", r, 201, "")
-		id, _ := r.body["id"].(string)
-		if r.body["rate_limit"] != "500/s" || r.body["rate_limit_burst"] != float64(2000) {
-			t.Fatalf("create: %s", r.raw)
+		id, _ := r.Body["id"].(string)
+		if r.Body["rate_limit"] != "500/s" || r.Body["rate_limit_burst"] != float64(2000) {
+			t.Fatalf("create: %s", r.Raw)
 		}
 		recs, _ := e.take(t)
 		if len(recs) != 1 || recs[0]["rate_limit"] != "500/s" {
@@ -32,8 +32,8 @@ func TestAdminRateLimits(t *testing.T) {
 		}
 		r = e.call("PUT", "apikeys/"+id+"/ratelimit", tok, `{"rate_limit":"none"}`)
 		wantAdmin(t, "unlimited", r, 200, "")
-		if r.body["rate_limit"] != "none" || len(r.body) != 1 {
-			t.Fatalf("put none: %s", r.raw)
+		if r.Body["rate_limit"] != "none" || len(r.Body) != 1 {
+			t.Fatalf("put none: %s", r.Raw)
 		}
 		recs, evs := e.take(t)
 		if len(recs) != 1 || recs[0]["action"] != "set_apikey_rate_limit" || recs[0]["key_id"] != id || recs[0]["rate_limit"] != "none" || len(evs) != 1 {
@@ -43,27 +43,27 @@ func TestAdminRateLimits(t *testing.T) {
 			t.Fatalf("stored %+v %v", k, err)
 		}
 		r = e.call("GET", "apikeys/"+id, tok, "")
-		if r.body["rate_limit"] != "none" {
-			t.Fatalf("get: %s", r.raw)
+		if r.Body["rate_limit"] != "none" {
+			t.Fatalf("get: %s", r.Raw)
 		}
 		r = e.call("PUT", "apikeys/"+id+"/ratelimit", tok, `{"rate_limit":"default"}`)
 		wantAdmin(t, "default", r, 200, "")
-		if r.body["rate_limit"] != "default" {
-			t.Fatalf("put default: %s", r.raw)
+		if r.Body["rate_limit"] != "default" {
+			t.Fatalf("put default: %s", r.Raw)
 		}
-		if r = e.call("GET", "apikeys/"+id, tok, ""); r.body["rate_limit"] != nil {
-			t.Fatalf("get after default: %s", r.raw)
+		if r = e.call("GET", "apikeys/"+id, tok, ""); r.Body["rate_limit"] != nil {
+			t.Fatalf("get after default: %s", r.Raw)
 		}
 		e.take(t)
 
 		// A client: created without a limit, then given one.
 		r = e.call("POST", "clients", tok, `{"name":"etl","type":"confidential","scopes":["system/*.rs"]}`)
 		wantAdmin(t, "create client", r, 201, "")
-		cid, _ := r.body["client_id"].(string)
+		cid, _ := r.Body["client_id"].(string)
 		r = e.call("PUT", "clients/"+cid+"/ratelimit", tok, `{"rate_limit":"6000/m","rate_limit_burst":100}`)
 		wantAdmin(t, "client limit", r, 200, "")
-		if r = e.call("GET", "clients/"+cid, tok, ""); r.body["rate_limit"] != "6000/m" || r.body["rate_limit_burst"] != float64(100) {
-			t.Fatalf("get client: %s", r.raw)
+		if r = e.call("GET", "clients/"+cid, tok, ""); r.Body["rate_limit"] != "6000/m" || r.Body["rate_limit_burst"] != float64(100) {
+			t.Fatalf("get client: %s", r.Raw)
 		}
 		e.take(t)
 

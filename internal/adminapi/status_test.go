@@ -34,8 +34,8 @@ func TestClientStatusEndpoints(t *testing.T) {
 		}
 		wantEvent(t, e, "rotate_client_secret", reg.ClientID, reg.ClientSecret, rot.ClientSecret)
 		for _, secret := range []string{reg.ClientSecret, rot.ClientSecret} {
-			if r := e.post(oauth.PathToken, map[string][]string{"grant_type": {"client_credentials"}}, reg.ClientID, secret); r.status != 200 {
-				t.Fatalf("secret during the overlap: %d %s", r.status, r.raw)
+			if r := e.post(oauth.PathToken, map[string][]string{"grant_type": {"client_credentials"}}, reg.ClientID, secret); r.Status != 200 {
+				t.Fatalf("secret during the overlap: %d %s", r.Status, r.Raw)
 			}
 		}
 		pub, _ := a.CreateClient(ctx, api.ClientRequest{Name: "web", Type: "public", RedirectURIs: []string{"https://a.example/cb"}, Scopes: []string{"openid"}})
@@ -48,14 +48,14 @@ func TestClientStatusEndpoints(t *testing.T) {
 		e.take(t)
 
 		tok := e.ccToken(adm)
-		if r := e.call("POST", "clients/"+reg.ClientID+"/suspend", tok, `{"reason":""}`); r.status != 400 || !strings.Contains(r.raw, "reason") {
-			t.Fatalf("suspend without reason: %d %s", r.status, r.raw)
+		if r := e.call("POST", "clients/"+reg.ClientID+"/suspend", tok, `{"reason":""}`); r.Status != 400 || !strings.Contains(r.Raw, "reason") {
+			t.Fatalf("suspend without reason: %d %s", r.Status, r.Raw)
 		}
-		if r := e.call("POST", "clients/"+reg.ClientID+"/suspend", tok, `{"reason":"x","extra":1}`); r.status != 400 {
-			t.Fatalf("unknown field: %d %s", r.status, r.raw)
+		if r := e.call("POST", "clients/"+reg.ClientID+"/suspend", tok, `{"reason":"x","extra":1}`); r.Status != 400 {
+			t.Fatalf("unknown field: %d %s", r.Status, r.Raw)
 		}
-		if r := e.call("POST", "clients/"+reg.ClientID+"/rotate-secret", tok, `{"overlap":"-1h"}`); r.status != 400 {
-			t.Fatalf("negative overlap: %d %s", r.status, r.raw)
+		if r := e.call("POST", "clients/"+reg.ClientID+"/rotate-secret", tok, `{"overlap":"-1h"}`); r.Status != 400 {
+			t.Fatalf("negative overlap: %d %s", r.Status, r.Raw)
 		}
 		cl, err := a.SuspendClient(ctx, reg.ClientID, "abuse")
 		if err != nil || cl.SuspendedAt.IsZero() || cl.SuspendReason != "abuse" {
@@ -68,8 +68,8 @@ func TestClientStatusEndpoints(t *testing.T) {
 		if _, evs := e.take(t); len(evs) != 0 {
 			t.Fatalf("a repeated suspension recorded %d events", len(evs))
 		}
-		if r := e.post(oauth.PathToken, map[string][]string{"grant_type": {"client_credentials"}}, reg.ClientID, rot.ClientSecret); r.status != 401 || r.body["error"] != "invalid_client" {
-			t.Fatalf("suspended client's token request: %d %s", r.status, r.raw)
+		if r := e.post(oauth.PathToken, map[string][]string{"grant_type": {"client_credentials"}}, reg.ClientID, rot.ClientSecret); r.Status != 401 || r.Body["error"] != "invalid_client" {
+			t.Fatalf("suspended client's token request: %d %s", r.Status, r.Raw)
 		}
 		if _, err := a.SuspendClient(ctx, "nobody", "x"); !errors.Is(err, api.ErrNotFound) {
 			t.Fatalf("unknown client: %v", err)
@@ -78,11 +78,11 @@ func TestClientStatusEndpoints(t *testing.T) {
 			t.Fatalf("resume: %+v %v", cl, err)
 		}
 		wantEvent(t, e, "resume_client", reg.ClientID)
-		if r := e.post(oauth.PathToken, map[string][]string{"grant_type": {"client_credentials"}}, reg.ClientID, rot.ClientSecret); r.status != 200 {
-			t.Fatalf("resumed client's token request: %d %s", r.status, r.raw)
+		if r := e.post(oauth.PathToken, map[string][]string{"grant_type": {"client_credentials"}}, reg.ClientID, rot.ClientSecret); r.Status != 200 {
+			t.Fatalf("resumed client's token request: %d %s", r.Status, r.Raw)
 		}
-		if r := e.call("POST", "clients/"+reg.ClientID+"/resume", tok, ""); r.status != 200 {
-			t.Fatalf("resume without a body: %d %s", r.status, r.raw)
+		if r := e.call("POST", "clients/"+reg.ClientID+"/resume", tok, ""); r.Status != 200 {
+			t.Fatalf("resume without a body: %d %s", r.Status, r.Raw)
 		}
 
 		// API keys.

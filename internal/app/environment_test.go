@@ -11,6 +11,7 @@ import (
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 )
 
 // TestEnvironments builds a server with its sandbox: Environments lists
@@ -51,19 +52,13 @@ func TestEnvironments(t *testing.T) {
 		t.Fatal("environments share a database or miss parts")
 	}
 
-	get := func(u, key string) *http.Response {
+	get := func(u, key string) httpcall.Result {
 		t.Helper()
 		req, _ := http.NewRequest("GET", u, nil)
 		if key != "" {
 			req.Header.Set("X-API-Key", key)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
+		return httpcall.Do(t, req)
 	}
 	actx := admin.WithActor(ctx, admin.CommandActor())
 	keys := map[string]string{}
@@ -75,25 +70,25 @@ func TestEnvironments(t *testing.T) {
 		keys[e.Name] = k.Key
 	}
 	// Sandbox: a burst of 2 cost units, one search costs 2.
-	if r := get(root+"/sandbox/fhir/Patient", keys["sandbox"]); r.StatusCode != 200 {
-		t.Fatalf("sandbox search: %d", r.StatusCode)
+	if r := get(root+"/sandbox/fhir/Patient", keys["sandbox"]); r.Status != 200 {
+		t.Fatalf("sandbox search: %d", r.Status)
 	}
-	if r := get(root+"/sandbox/fhir/Patient", keys["sandbox"]); r.StatusCode != 429 {
-		t.Errorf("sandbox search over its limit: %d, want 429", r.StatusCode)
+	if r := get(root+"/sandbox/fhir/Patient", keys["sandbox"]); r.Status != 429 {
+		t.Errorf("sandbox search over its limit: %d, want 429", r.Status)
 	}
 	for range 3 {
-		if r := get(root+"/fhir/Patient", keys["production"]); r.StatusCode != 200 {
-			t.Fatalf("production search: %d", r.StatusCode)
+		if r := get(root+"/fhir/Patient", keys["production"]); r.Status != 200 {
+			t.Fatalf("production search: %d", r.Status)
 		}
 	}
 
 	r := get(root+"/portal/x", "")
-	if r.StatusCode != 200 || r.Header.Get("Cache-Control") != "no-store" {
-		t.Errorf("mounted portal: %d %q", r.StatusCode, r.Header.Get("Cache-Control"))
+	if r.Status != 200 || r.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("mounted portal: %d %q", r.Status, r.Header.Get("Cache-Control"))
 	}
 
-	if r := get(root+"/devs/", ""); r.StatusCode != 200 {
-		t.Errorf("WithMountFunc handler: %d", r.StatusCode)
+	if r := get(root+"/devs/", ""); r.Status != 200 {
+		t.Errorf("WithMountFunc handler: %d", r.Status)
 	}
 
 	// A sandbox database that fails is named in /readyz.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth"
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
@@ -191,18 +192,13 @@ func getJSON(t *testing.T, u, tok string, status int, v any) {
 
 func do(t *testing.T, req *http.Request, status int, v any) {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: %d, want %d: %s", req.Method, req.URL, resp.StatusCode, status, b)
+	r := httpcall.Do(t, req)
+	if r.Status != status {
+		t.Fatalf("%s %s: %d, want %d: %s", req.Method, req.URL, r.Status, status, r.Raw)
 	}
 	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s %s: %v: %s", req.Method, req.URL, err, b)
+		if err := json.Unmarshal([]byte(r.Raw), v); err != nil {
+			t.Fatalf("%s %s: %v: %s", req.Method, req.URL, err, r.Raw)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 
 	"github.com/lapis-health/lapis/internal/authdb"
@@ -74,9 +75,11 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(p)
 }
 
-func dialects(t *testing.T, f func(t *testing.T, e *env)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, newEnv(t, d)) })
+// dialects runs f as a subtest (or sub-benchmark) on an env of each
+// dialect.
+func dialects[T dbtest.Runner[T]](t T, f func(t T, e *env)) {
+	for _, d := range dbtest.Dialects {
+		t.Run(d, func(t T) { f(t, newEnv(t, d)) })
 	}
 }
 

@@ -14,30 +14,27 @@ import (
 // Verifier's token cache and the API-key cache answer; no write within the
 // touch interval).
 func BenchmarkMiddleware(b *testing.B) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		b.Run(dialect, func(b *testing.B) {
-			e := newEnv(b, dialect)
-			tok, _ := e.token(nil)
-			key := e.apiKey(authdb.APIKey{})
-			for _, c := range []struct{ name, hdr, val string }{
-				{"bearer-cached", "Authorization", "Bearer " + tok},
-				{"apikey-cached", "X-API-Key", key},
-			} {
-				b.Run(c.name, func(b *testing.B) {
-					req := httptest.NewRequest("GET", "/Patient/1", nil)
-					req.Header.Set(c.hdr, c.val)
-					b.ReportAllocs()
-					b.RunParallel(func(pb *testing.PB) {
-						for pb.Next() {
-							w := httptest.NewRecorder()
-							e.h.ServeHTTP(w, req)
-							if w.Code != http.StatusOK {
-								b.Fatal(w.Code)
-							}
+	dialects(b, func(b *testing.B, e *env) {
+		tok, _ := e.token(nil)
+		key := e.apiKey(authdb.APIKey{})
+		for _, c := range []struct{ name, hdr, val string }{
+			{"bearer-cached", "Authorization", "Bearer " + tok},
+			{"apikey-cached", "X-API-Key", key},
+		} {
+			b.Run(c.name, func(b *testing.B) {
+				req := httptest.NewRequest("GET", "/Patient/1", nil)
+				req.Header.Set(c.hdr, c.val)
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						w := httptest.NewRecorder()
+						e.h.ServeHTTP(w, req)
+						if w.Code != http.StatusOK {
+							b.Fatal(w.Code)
 						}
-					})
+					}
 				})
-			}
-		})
-	}
+			})
+		}
+	})
 }

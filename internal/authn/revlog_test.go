@@ -22,6 +22,7 @@ import (
 	"github.com/lapis-health/lapis/internal/cli"
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
@@ -124,14 +125,18 @@ func (in *instance) apiKey(id string) string {
 	return key
 }
 
-// sharedDB returns a database URL ("" for SQLite) and data directory that
-// several instances open.
-func sharedDB(t *testing.T, dialect string) (url, dir string) {
-	dir = t.TempDir()
-	if dialect == "postgres" {
-		url = pgtest.New(t)
+// sharedDBs runs f as a subtest on each dialect with a database URL (""
+// for SQLite) and data directory that several instances open.
+func sharedDBs(t *testing.T, f func(t *testing.T, url, dir string)) {
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			dir, url := t.TempDir(), ""
+			if dialect == "postgres" {
+				url = pgtest.New(t)
+			}
+			f(t, url, dir)
+		})
 	}
-	return url, dir
 }
 
 // TestRevocationSeenByOtherInstance: with warm caches (no database read
@@ -140,46 +145,43 @@ func sharedDB(t *testing.T, dialect string) (url, dir string) {
 // revocation log (the poll interval itself is checked on a fake clock by
 // authdb's TestRevWatcherInterval).
 func TestRevocationSeenByOtherInstance(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url, dir := sharedDB(t, dialect)
-			a := newInstance(t, url, dir, nil)
-			b := newInstance(t, url, dir, nil)
-			tok := a.token("jti-x1")
-			key := a.apiKey("ak_x1")
-			for range 3 {
-				a.want("Authorization", tok, 200)
-				b.want("Authorization", tok, 200)
-				a.want(authn.HeaderAPIKey, key, 200)
-				b.want(authn.HeaderAPIKey, key, 200)
-			}
-			if n, m := b.db.revChecks.Load(), b.db.keyLookups.Load(); n != 1 || m != 1 {
-				t.Fatalf("warm cache still reads the database: %d revocation checks, %d key lookups for 3 requests each", n, m)
-			}
+	sharedDBs(t, func(t *testing.T, url, dir string) {
+		a := newInstance(t, url, dir, nil)
+		b := newInstance(t, url, dir, nil)
+		tok := a.token("jti-x1")
+		key := a.apiKey("ak_x1")
+		for range 3 {
+			a.want("Authorization", tok, 200)
+			b.want("Authorization", tok, 200)
+			a.want(authn.HeaderAPIKey, key, 200)
+			b.want(authn.HeaderAPIKey, key, 200)
+		}
+		if n, m := b.db.revChecks.Load(), b.db.keyLookups.Load(); n != 1 || m != 1 {
+			t.Fatalf("warm cache still reads the database: %d revocation checks, %d key lookups for 3 requests each", n, m)
+		}
 
-			ctx := context.Background()
-			if err := a.db.RevokeToken(ctx, "jti-x1", time.Now().Add(5*time.Minute)); err != nil {
-				t.Fatal(err)
-			}
-			a.want("Authorization", tok, 401) // same instance: at once
-			b.eventually("Authorization", tok, 401)
+		ctx := context.Background()
+		if err := a.db.RevokeToken(ctx, "jti-x1", time.Now().Add(5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		a.want("Authorization", tok, 401) // same instance: at once
+		b.eventually("Authorization", tok, 401)
 
-			if err := a.db.RevokeAPIKey(ctx, "ak_x1", time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			a.want(authn.HeaderAPIKey, key, 401)
-			b.eventually(authn.HeaderAPIKey, key, 401)
+		if err := a.db.RevokeAPIKey(ctx, "ak_x1", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		a.want(authn.HeaderAPIKey, key, 401)
+		b.eventually(authn.HeaderAPIKey, key, 401)
 
-			// Rotation with no grace ends the old key everywhere.
-			key2 := a.apiKey("ak_x2")
-			b.want(authn.HeaderAPIKey, key2, 200)
-			_, prefix, h, _ := apikey.New()
-			if err := a.db.RotateAPIKey(ctx, "ak_x2", &authdb.APIKey{ID: "ak_x3", Hash: h, Prefix: prefix}, time.Now(), time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			b.eventually(authn.HeaderAPIKey, key2, 401)
-		})
-	}
+		// Rotation with no grace ends the old key everywhere.
+		key2 := a.apiKey("ak_x2")
+		b.want(authn.HeaderAPIKey, key2, 200)
+		_, prefix, h, _ := apikey.New()
+		if err := a.db.RotateAPIKey(ctx, "ak_x2", &authdb.APIKey{ID: "ak_x3", Hash: h, Prefix: prefix}, time.Now(), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		b.eventually(authn.HeaderAPIKey, key2, 401)
+	})
 }
 
 // flakySource is a revocation log that can be made unreachable.
@@ -209,62 +211,59 @@ func (f *flakySource) RevocationHead(ctx context.Context) (int64, error) {
 // revocation the poller cannot see still takes effect; on recovery the
 // caches are used again.
 func TestCacheBypassWhenPollerFails(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url, dir := sharedDB(t, dialect)
-			a := newInstance(t, url, dir, nil)
-			bdb, err := authdb.Open(context.Background(), url, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { bdb.Close() })
-			src := &flakySource{DB: bdb}
-			feed := authdb.NewRevWatcher(src, authdb.RevWatcherOptions{Interval: 20 * time.Millisecond, StaleAfter: 300 * time.Millisecond,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			t.Cleanup(feed.Close)
-			b := newInstance(t, url, dir, feed)
+	sharedDBs(t, func(t *testing.T, url, dir string) {
+		a := newInstance(t, url, dir, nil)
+		bdb, err := authdb.Open(context.Background(), url, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bdb.Close() })
+		src := &flakySource{DB: bdb}
+		feed := authdb.NewRevWatcher(src, authdb.RevWatcherOptions{Interval: 20 * time.Millisecond, StaleAfter: 300 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		t.Cleanup(feed.Close)
+		b := newInstance(t, url, dir, feed)
 
-			tok, key := a.token("jti-y1"), a.apiKey("ak_y1")
-			for range 3 {
-				b.want("Authorization", tok, 200)
-				b.want(authn.HeaderAPIKey, key, 200)
-			}
-			if n, m := b.db.revChecks.Load(), b.db.keyLookups.Load(); n != 1 || m != 1 {
-				t.Fatalf("healthy feed: %d revocation checks, %d key lookups, want 1 each", n, m)
-			}
-
-			src.down.Store(true)
-			poll.Until(t, time.Minute, "feed unhealthy after the log became unreachable", func() bool { return !feed.Healthy() })
-			n0, m0 := b.db.revChecks.Load(), b.db.keyLookups.Load()
+		tok, key := a.token("jti-y1"), a.apiKey("ak_y1")
+		for range 3 {
 			b.want("Authorization", tok, 200)
 			b.want(authn.HeaderAPIKey, key, 200)
-			if n, m := b.db.revChecks.Load(), b.db.keyLookups.Load(); n != n0+1 || m != m0+1 {
-				t.Fatalf("stale feed: caches not bypassed (%d→%d revocation checks, %d→%d key lookups)", n0, n, m0, m)
-			}
-			// Revocations the poller cannot see take effect at once.
-			ctx := context.Background()
-			if err := a.db.RevokeToken(ctx, "jti-y1", time.Now().Add(5*time.Minute)); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.db.RevokeAPIKey(ctx, "ak_y1", time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			b.want("Authorization", tok, 401)
-			b.want(authn.HeaderAPIKey, key, 401)
+		}
+		if n, m := b.db.revChecks.Load(), b.db.keyLookups.Load(); n != 1 || m != 1 {
+			t.Fatalf("healthy feed: %d revocation checks, %d key lookups, want 1 each", n, m)
+		}
 
-			src.down.Store(false)
-			poll.Until(t, time.Minute, "feed healthy again", feed.Healthy)
-			b.want("Authorization", tok, 401)
-			b.want(authn.HeaderAPIKey, key, 401)
-			key2 := a.apiKey("ak_y2")
-			b.want(authn.HeaderAPIKey, key2, 200)
-			m1 := b.db.keyLookups.Load()
-			b.want(authn.HeaderAPIKey, key2, 200)
-			if m := b.db.keyLookups.Load(); m != m1 {
-				t.Fatalf("recovered feed: key not cached (%d→%d lookups)", m1, m)
-			}
-		})
-	}
+		src.down.Store(true)
+		poll.Until(t, time.Minute, "feed unhealthy after the log became unreachable", func() bool { return !feed.Healthy() })
+		n0, m0 := b.db.revChecks.Load(), b.db.keyLookups.Load()
+		b.want("Authorization", tok, 200)
+		b.want(authn.HeaderAPIKey, key, 200)
+		if n, m := b.db.revChecks.Load(), b.db.keyLookups.Load(); n != n0+1 || m != m0+1 {
+			t.Fatalf("stale feed: caches not bypassed (%d→%d revocation checks, %d→%d key lookups)", n0, n, m0, m)
+		}
+		// Revocations the poller cannot see take effect at once.
+		ctx := context.Background()
+		if err := a.db.RevokeToken(ctx, "jti-y1", time.Now().Add(5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.db.RevokeAPIKey(ctx, "ak_y1", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		b.want("Authorization", tok, 401)
+		b.want(authn.HeaderAPIKey, key, 401)
+
+		src.down.Store(false)
+		poll.Until(t, time.Minute, "feed healthy again", feed.Healthy)
+		b.want("Authorization", tok, 401)
+		b.want(authn.HeaderAPIKey, key, 401)
+		key2 := a.apiKey("ak_y2")
+		b.want(authn.HeaderAPIKey, key2, 200)
+		m1 := b.db.keyLookups.Load()
+		b.want(authn.HeaderAPIKey, key2, 200)
+		if m := b.db.keyLookups.Load(); m != m1 {
+			t.Fatalf("recovered feed: key not cached (%d→%d lookups)", m1, m)
+		}
+	})
 }
 
 func runCLI(t *testing.T, args ...string) map[string]any {
@@ -284,29 +283,26 @@ func runCLI(t *testing.T, args ...string) map[string]any {
 // revoke, run as separate commands, reach a running middleware whose
 // cache holds the key, at its next poll of the revocation log.
 func TestCLIRevocationSeenByRunningMiddleware(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url, dir := sharedDB(t, dialect)
-			dbf := []string{"--data-dir", dir}
-			if url != "" {
-				dbf = append(dbf, "--database", url)
-			}
-			srv := newInstance(t, url, dir, nil)
-			m := runCLI(t, append([]string{"apikey", "create", "--name", "etl", "--scope", "system/*.rs", "--json"}, dbf...)...)
-			key, id := m["key"].(string), m["id"].(string)
-			srv.want(authn.HeaderAPIKey, key, 200)
-			srv.want("Authorization", "Bearer "+key, 200)
-			if n := srv.db.keyLookups.Load(); n != 1 {
-				t.Fatalf("%d lookups for a cached key", n)
-			}
+	sharedDBs(t, func(t *testing.T, url, dir string) {
+		dbf := []string{"--data-dir", dir}
+		if url != "" {
+			dbf = append(dbf, "--database", url)
+		}
+		srv := newInstance(t, url, dir, nil)
+		m := runCLI(t, append([]string{"apikey", "create", "--name", "etl", "--scope", "system/*.rs", "--json"}, dbf...)...)
+		key, id := m["key"].(string), m["id"].(string)
+		srv.want(authn.HeaderAPIKey, key, 200)
+		srv.want("Authorization", "Bearer "+key, 200)
+		if n := srv.db.keyLookups.Load(); n != 1 {
+			t.Fatalf("%d lookups for a cached key", n)
+		}
 
-			m = runCLI(t, append([]string{"apikey", "rotate", id, "--grace", "0s", "--json"}, dbf...)...)
-			key2, id2 := m["key"].(string), m["id"].(string)
-			srv.eventually(authn.HeaderAPIKey, key, 401)
-			srv.want(authn.HeaderAPIKey, key2, 200)
+		m = runCLI(t, append([]string{"apikey", "rotate", id, "--grace", "0s", "--json"}, dbf...)...)
+		key2, id2 := m["key"].(string), m["id"].(string)
+		srv.eventually(authn.HeaderAPIKey, key, 401)
+		srv.want(authn.HeaderAPIKey, key2, 200)
 
-			runCLI(t, append([]string{"apikey", "revoke", id2, "--json"}, dbf...)...)
-			srv.eventually(authn.HeaderAPIKey, key2, 401)
-		})
-	}
+		runCLI(t, append([]string{"apikey", "revoke", id2, "--json"}, dbf...)...)
+		srv.eventually(authn.HeaderAPIKey, key2, 401)
+	})
 }

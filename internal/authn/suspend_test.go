@@ -16,47 +16,44 @@ import (
 // revocation log, with warm caches on both; resuming restores it. A use
 // records the caller's address beside the time.
 func TestSuspendedAPIKey(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
-			url, dir := sharedDB(t, dialect)
-			a := newInstance(t, url, dir, nil)
-			b := newInstance(t, url, dir, nil)
-			key := a.apiKey("ak_s1")
-			for range 2 { // warm both caches
-				a.want("X-API-Key", key, http.StatusOK)
-				b.want("X-API-Key", key, http.StatusOK)
-			}
-			poll.Until(t, time.Minute, "last use not recorded with its address", func() bool {
-				k, err := a.db.APIKey(ctx, "ak_s1")
-				return err == nil && !k.LastUsedAt.IsZero() && k.LastUsedAddr == "192.0.2.1"
-			})
-			changed, err := a.db.SuspendAPIKey(ctx, "ak_s1", "leaked in a public repository", time.Now())
-			if err != nil || !changed {
-				t.Fatalf("suspend: %v %v", changed, err)
-			}
-			if changed, err := a.db.SuspendAPIKey(ctx, "ak_s1", "again", time.Now()); err != nil || changed {
-				t.Fatalf("second suspension changed something: %v %v", changed, err)
-			}
-			a.want("X-API-Key", key, http.StatusUnauthorized)
-			b.eventually("X-API-Key", key, http.StatusUnauthorized)
-			if k, _ := a.db.APIKey(ctx, "ak_s1"); k.SuspendReason != "leaked in a public repository" || k.Status(time.Now()) != "suspended" {
-				t.Fatalf("suspended key: %+v", k)
-			}
-			// Rotating would let the successor escape the suspension.
-			if err := a.db.RotateAPIKey(ctx, "ak_s1", &authdb.APIKey{ID: "ak_s2", Hash: []byte("h"), Prefix: "p"}, time.Now().Add(time.Hour), time.Now()); !errors.Is(err, authdb.ErrAPIKeyRotated) {
-				t.Fatalf("suspended key rotated: %v", err)
-			}
-			if changed, err := a.db.ResumeAPIKey(ctx, "ak_s1", time.Now()); err != nil || !changed {
-				t.Fatalf("resume: %v %v", changed, err)
-			}
+	sharedDBs(t, func(t *testing.T, url, dir string) {
+		ctx := context.Background()
+		a := newInstance(t, url, dir, nil)
+		b := newInstance(t, url, dir, nil)
+		key := a.apiKey("ak_s1")
+		for range 2 { // warm both caches
 			a.want("X-API-Key", key, http.StatusOK)
-			b.eventually("X-API-Key", key, http.StatusOK)
-			if _, err := a.db.SuspendAPIKey(ctx, "ak_nobody", "x", time.Now()); err == nil {
-				t.Fatal("unknown key suspended")
-			}
+			b.want("X-API-Key", key, http.StatusOK)
+		}
+		poll.Until(t, time.Minute, "last use not recorded with its address", func() bool {
+			k, err := a.db.APIKey(ctx, "ak_s1")
+			return err == nil && !k.LastUsedAt.IsZero() && k.LastUsedAddr == "192.0.2.1"
 		})
-	}
+		changed, err := a.db.SuspendAPIKey(ctx, "ak_s1", "leaked in a public repository", time.Now())
+		if err != nil || !changed {
+			t.Fatalf("suspend: %v %v", changed, err)
+		}
+		if changed, err := a.db.SuspendAPIKey(ctx, "ak_s1", "again", time.Now()); err != nil || changed {
+			t.Fatalf("second suspension changed something: %v %v", changed, err)
+		}
+		a.want("X-API-Key", key, http.StatusUnauthorized)
+		b.eventually("X-API-Key", key, http.StatusUnauthorized)
+		if k, _ := a.db.APIKey(ctx, "ak_s1"); k.SuspendReason != "leaked in a public repository" || k.Status(time.Now()) != "suspended" {
+			t.Fatalf("suspended key: %+v", k)
+		}
+		// Rotating would let the successor escape the suspension.
+		if err := a.db.RotateAPIKey(ctx, "ak_s1", &authdb.APIKey{ID: "ak_s2", Hash: []byte("h"), Prefix: "p"}, time.Now().Add(time.Hour), time.Now()); !errors.Is(err, authdb.ErrAPIKeyRotated) {
+			t.Fatalf("suspended key rotated: %v", err)
+		}
+		if changed, err := a.db.ResumeAPIKey(ctx, "ak_s1", time.Now()); err != nil || !changed {
+			t.Fatalf("resume: %v %v", changed, err)
+		}
+		a.want("X-API-Key", key, http.StatusOK)
+		b.eventually("X-API-Key", key, http.StatusOK)
+		if _, err := a.db.SuspendAPIKey(ctx, "ak_nobody", "x", time.Now()); err == nil {
+			t.Fatal("unknown key suspended")
+		}
+	})
 }
 
 // TestBasicRotatedAndSuspended: HTTP Basic on the FHIR API accepts the

@@ -22,6 +22,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 // fakePatients is a PatientLister over two patients.
@@ -67,6 +68,14 @@ type authEnv struct {
 }
 
 const appCB = "https://app.example/cb"
+
+// authDialects runs f as a subtest on an authEnv of each dialect with
+// login policy pol.
+func authDialects(t *testing.T, pol oauth.LoginPolicy, f func(t *testing.T, e *authEnv)) {
+	for _, d := range dbtest.Dialects {
+		t.Run(d, func(t *testing.T) { f(t, newAuthEnv(t, d, pol)) })
+	}
+}
 
 func newAuthEnv(t *testing.T, dialect string, pol oauth.LoginPolicy, mods ...func(*oauth.Config)) *authEnv {
 	t.Helper()
@@ -226,94 +235,91 @@ func checkPageHeaders(t *testing.T, p page) {
 const standaloneScope = "launch/patient openid fhirUser offline_access patient/Patient.rs patient/Condition.rs patient/Observation.rs patient/AllergyIntolerance.rs"
 
 func TestAuthorizeStandalone(t *testing.T) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) {
-			e := newAuthEnv(t, d, oauth.LoginPolicy{})
-			acct := e.account("Alice", "correct horse battery", "Patient/p1")
-			id := e.client(oauth.Registration{Name: "Patient app", Type: "public", RedirectURIs: []string{appCB},
-				Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
-			b := newBrowser(t)
-			params := e.authorizeParams(id, standaloneScope+" system/Patient.rs user/Patient.rs")
-			p := b.get(e.authorizeURL(params))
-			if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/login"`) || p.field("csrf") == "" || p.field("req") == "" {
-				t.Fatalf("login page: %d %s", p.status, p.body)
+	authDialects(t, oauth.LoginPolicy{}, func(t *testing.T, e *authEnv) {
+		acct := e.account("Alice", "correct horse battery", "Patient/p1")
+		id := e.client(oauth.Registration{Name: "Patient app", Type: "public", RedirectURIs: []string{appCB},
+			Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
+		b := newBrowser(t)
+		params := e.authorizeParams(id, standaloneScope+" system/Patient.rs user/Patient.rs")
+		p := b.get(e.authorizeURL(params))
+		if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/login"`) || p.field("csrf") == "" || p.field("req") == "" {
+			t.Fatalf("login page: %d %s", p.status, p.body)
+		}
+		checkPageHeaders(t, p)
+		ck := p.hdr.Get("Set-Cookie")
+		if !strings.Contains(ck, "HttpOnly") || !strings.Contains(ck, "SameSite=Lax") || !strings.HasPrefix(ck, "lapis_session=") {
+			t.Fatalf("cookie: %s", ck)
+		}
+		p = e.login(b, p, "ALICE", "correct horse battery")
+		if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
+			t.Fatalf("consent page: %d %s", p.status, p.body)
+		}
+		checkPageHeaders(t, p)
+		for _, want := range []string{"offline access", "Alice Smith", `value="patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory"`, `value="patient/Condition.rs?category=http://hl7.org/fhir/us/core/CodeSystem/condition-category|health-concern"`} {
+			if !strings.Contains(p.body, want) {
+				t.Errorf("consent page lacks %q", want)
 			}
-			checkPageHeaders(t, p)
-			ck := p.hdr.Get("Set-Cookie")
-			if !strings.Contains(ck, "HttpOnly") || !strings.Contains(ck, "SameSite=Lax") || !strings.HasPrefix(ck, "lapis_session=") {
-				t.Fatalf("cookie: %s", ck)
-			}
-			p = e.login(b, p, "ALICE", "correct horse battery")
-			if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
-				t.Fatalf("consent page: %d %s", p.status, p.body)
-			}
-			checkPageHeaders(t, p)
-			for _, want := range []string{"offline access", "Alice Smith", `value="patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory"`, `value="patient/Condition.rs?category=http://hl7.org/fhir/us/core/CodeSystem/condition-category|health-concern"`} {
-				if !strings.Contains(p.body, want) {
-					t.Errorf("consent page lacks %q", want)
-				}
-			}
-			if strings.Contains(p.body, "system/Patient.rs") || strings.Contains(p.body, "user/Patient.rs") {
-				t.Error("scopes outside the registration are offered")
-			}
-			lab := "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
-			form := url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"},
-				// AllergyIntolerance and the resource-level Observation unticked; one Observation category chosen;
-				// a scope never offered is smuggled in and must be ignored.
-				"scope": {"patient/Patient.rs", "patient/Condition.rs", lab, "offline_access", "patient/*.cruds"}}
-			p = b.post(e.issuer+oauth.PathConsent, form)
-			if p.status != http.StatusSeeOther {
-				t.Fatalf("approve: %d %s", p.status, p.body)
-			}
-			loc := p.location(t)
-			q := loc.Query()
-			if loc.Scheme+"://"+loc.Host+loc.Path != appCB || q.Get("code") == "" || q.Get("state") != params.Get("state") || q.Get("error") != "" || q.Get("iss") != e.issuer {
-				t.Fatalf("redirect %s", loc)
-			}
-			g := e.lastGrant()
-			want := []string{"launch/patient", "openid", "fhirUser", "patient/Patient.rs", "patient/Condition.rs", lab, "offline_access"}
-			if !slices.Equal(g.Scopes, want) {
-				t.Fatalf("granted %q, want %q", g.Scopes, want)
-			}
-			if g.Subject != acct.Subject || g.FHIRUser != "Patient/p1" || g.Patient != "p1" || g.ClientID != id || g.RedirectURI != appCB ||
-				g.CodeChallenge != challenge(pkceVerifier) || g.Nonce != "n-0S6_WzA2Mj" || g.NeedPatientBanner || g.AuthTime.IsZero() {
-				t.Fatalf("grant %+v", g)
-			}
-			// The consent form is single-use.
-			if p = b.post(e.issuer+oauth.PathConsent, form); p.status != 400 || p.hdr.Get("Location") != "" {
-				t.Fatalf("second approval: %d", p.status)
-			}
-			// The code works at the token endpoint and carries exactly the choice.
-			tr := b.post(e.issuer+oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")},
-				"redirect_uri": {appCB}, "code_verifier": {pkceVerifier}, "client_id": {id}})
-			var tok map[string]any
-			if tr.status != 200 || json.Unmarshal([]byte(tr.body), &tok) != nil {
-				t.Fatalf("token: %d %s", tr.status, tr.body)
-			}
-			if got := strings.Fields(tok["scope"].(string)); !sameSet(got, want) || tok["patient"] != "p1" {
-				t.Fatalf("token scope %v patient %v", got, tok["patient"])
-			}
+		}
+		if strings.Contains(p.body, "system/Patient.rs") || strings.Contains(p.body, "user/Patient.rs") {
+			t.Error("scopes outside the registration are offered")
+		}
+		lab := "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+		form := url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"},
+			// AllergyIntolerance and the resource-level Observation unticked; one Observation category chosen;
+			// a scope never offered is smuggled in and must be ignored.
+			"scope": {"patient/Patient.rs", "patient/Condition.rs", lab, "offline_access", "patient/*.cruds"}}
+		p = b.post(e.issuer+oauth.PathConsent, form)
+		if p.status != http.StatusSeeOther {
+			t.Fatalf("approve: %d %s", p.status, p.body)
+		}
+		loc := p.location(t)
+		q := loc.Query()
+		if loc.Scheme+"://"+loc.Host+loc.Path != appCB || q.Get("code") == "" || q.Get("state") != params.Get("state") || q.Get("error") != "" || q.Get("iss") != e.issuer {
+			t.Fatalf("redirect %s", loc)
+		}
+		g := e.lastGrant()
+		want := []string{"launch/patient", "openid", "fhirUser", "patient/Patient.rs", "patient/Condition.rs", lab, "offline_access"}
+		if !slices.Equal(g.Scopes, want) {
+			t.Fatalf("granted %q, want %q", g.Scopes, want)
+		}
+		if g.Subject != acct.Subject || g.FHIRUser != "Patient/p1" || g.Patient != "p1" || g.ClientID != id || g.RedirectURI != appCB ||
+			g.CodeChallenge != challenge(pkceVerifier) || g.Nonce != "n-0S6_WzA2Mj" || g.NeedPatientBanner || g.AuthTime.IsZero() {
+			t.Fatalf("grant %+v", g)
+		}
+		// The consent form is single-use.
+		if p = b.post(e.issuer+oauth.PathConsent, form); p.status != 400 || p.hdr.Get("Location") != "" {
+			t.Fatalf("second approval: %d", p.status)
+		}
+		// The code works at the token endpoint and carries exactly the choice.
+		tr := b.post(e.issuer+oauth.PathToken, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")},
+			"redirect_uri": {appCB}, "code_verifier": {pkceVerifier}, "client_id": {id}})
+		var tok map[string]any
+		if tr.status != 200 || json.Unmarshal([]byte(tr.body), &tok) != nil {
+			t.Fatalf("token: %d %s", tr.status, tr.body)
+		}
+		if got := strings.Fields(tok["scope"].(string)); !sameSet(got, want) || tok["patient"] != "p1" {
+			t.Fatalf("token scope %v patient %v", got, tok["patient"])
+		}
 
-			// Logged in already: a second authorization goes straight to
-			// consent; denying redirects with access_denied and the state.
-			p = b.get(e.authorizeURL(params))
-			if !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
-				t.Fatalf("SSO: %s", p.body)
-			}
-			p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"deny"}})
-			if q := p.location(t).Query(); q.Get("error") != "access_denied" || q.Get("state") != params.Get("state") || q.Get("code") != "" || q.Get("iss") != e.issuer {
-				t.Fatalf("deny: %v", q)
-			}
-			// prompt=login asks again.
-			params.Set("prompt", "login")
-			if p = b.get(e.authorizeURL(params)); !strings.Contains(p.body, `action="/fhir/auth/login"`) {
-				t.Fatal("prompt=login did not ask for the password")
-			}
-			if p = e.login(b, p, "alice", "correct horse battery"); !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
-				t.Fatalf("after prompt=login: %s", p.body)
-			}
-		})
-	}
+		// Logged in already: a second authorization goes straight to
+		// consent; denying redirects with access_denied and the state.
+		p = b.get(e.authorizeURL(params))
+		if !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
+			t.Fatalf("SSO: %s", p.body)
+		}
+		p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"deny"}})
+		if q := p.location(t).Query(); q.Get("error") != "access_denied" || q.Get("state") != params.Get("state") || q.Get("code") != "" || q.Get("iss") != e.issuer {
+			t.Fatalf("deny: %v", q)
+		}
+		// prompt=login asks again.
+		params.Set("prompt", "login")
+		if p = b.get(e.authorizeURL(params)); !strings.Contains(p.body, `action="/fhir/auth/login"`) {
+			t.Fatal("prompt=login did not ask for the password")
+		}
+		if p = e.login(b, p, "alice", "correct horse battery"); !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
+			t.Fatalf("after prompt=login: %s", p.body)
+		}
+	})
 }
 
 func sameSet(a, b []string) bool {
@@ -325,307 +331,298 @@ func sameSet(a, b []string) bool {
 
 // TestAuthorizeErrors: conformance.md §2.5 and RFC 6749 §4.1.2.1.
 func TestAuthorizeErrors(t *testing.T) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) {
-			e := newAuthEnv(t, d, oauth.LoginPolicy{})
-			id := e.client(oauth.Registration{Name: "app", Type: "confidential", RedirectURIs: []string{appCB, "https://app.example/cb2?x=1"},
-				Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
-			backend := e.client(oauth.Registration{Name: "bulk", Type: "backend", JWKSURI: "https://app.example/jwks", Scopes: []string{"system/*.rs"}})
-			good := func() url.Values { return e.authorizeParams(id, "launch/patient openid patient/Patient.rs") }
-			b := newBrowser(t)
-			suspended := e.client(oauth.Registration{Name: "suspended", Type: "confidential", RedirectURIs: []string{appCB},
-				Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
-			if _, err := e.db.SuspendClient(context.Background(), suspended, "policy", time.Now()); err != nil {
-				t.Fatal(err)
-			}
+	authDialects(t, oauth.LoginPolicy{}, func(t *testing.T, e *authEnv) {
+		id := e.client(oauth.Registration{Name: "app", Type: "confidential", RedirectURIs: []string{appCB, "https://app.example/cb2?x=1"},
+			Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
+		backend := e.client(oauth.Registration{Name: "bulk", Type: "backend", JWKSURI: "https://app.example/jwks", Scopes: []string{"system/*.rs"}})
+		good := func() url.Values { return e.authorizeParams(id, "launch/patient openid patient/Patient.rs") }
+		b := newBrowser(t)
+		suspended := e.client(oauth.Registration{Name: "suspended", Type: "confidential", RedirectURIs: []string{appCB},
+			Scopes: []string{"launch/patient openid fhirUser offline_access patient/*.rs"}})
+		if _, err := e.db.SuspendClient(context.Background(), suspended, "policy", time.Now()); err != nil {
+			t.Fatal(err)
+		}
 
-			// Error page, never a redirect.
-			for name, mod := range map[string]func(url.Values){
-				"unknown client":        func(v url.Values) { v.Set("client_id", "nope") },
-				"no client":             func(v url.Values) { v.Del("client_id") },
-				"repeated client":       func(v url.Values) { v.Add("client_id", id) },
-				"no redirect_uri":       func(v url.Values) { v.Del("redirect_uri") },
-				"unregistered redirect": func(v url.Values) { v.Set("redirect_uri", "https://evil.example/cb") },
-				"redirect prefix":       func(v url.Values) { v.Set("redirect_uri", appCB+"/x") },
-				"backend client":        func(v url.Values) { v.Set("client_id", backend) },
-				"suspended client":      func(v url.Values) { v.Set("client_id", suspended) },
-			} {
-				v := good()
-				mod(v)
-				p := b.get(e.authorizeURL(v))
-				if p.status != 400 || p.hdr.Get("Location") != "" || !strings.Contains(p.hdr.Get("Content-Type"), "text/html") {
-					t.Errorf("%s: %d %q", name, p.status, p.hdr.Get("Location"))
-				}
-				checkPageHeaders(t, p)
-			}
-
-			// Redirected errors, with the state echoed exactly.
-			for _, c := range []struct {
-				name, code string
-				mod        func(url.Values)
-			}{
-				{"invalid aud", "invalid_request", func(v url.Values) { v.Set("aud", "https://inferno.healthit.gov/invalid_aud") }},
-				{"aud with slash", "invalid_request", func(v url.Values) { v.Set("aud", e.issuer+"/") }},
-				{"no aud", "invalid_request", func(v url.Values) { v.Del("aud") }},
-				{"plain PKCE", "invalid_request", func(v url.Values) {
-					v.Set("code_challenge_method", "plain")
-					v.Set("code_challenge", pkceVerifier)
-				}},
-				{"no PKCE method", "invalid_request", func(v url.Values) { v.Del("code_challenge_method") }},
-				{"no PKCE", "invalid_request", func(v url.Values) { v.Del("code_challenge"); v.Del("code_challenge_method") }},
-				{"short challenge", "invalid_request", func(v url.Values) { v.Set("code_challenge", "abc") }},
-				{"token response", "unsupported_response_type", func(v url.Values) { v.Set("response_type", "token") }},
-				{"no response_type", "invalid_request", func(v url.Values) { v.Del("response_type") }},
-				{"repeated scope", "invalid_request", func(v url.Values) { v.Add("scope", "openid") }},
-				{"unregistered scope", "invalid_scope", func(v url.Values) { v.Set("scope", "system/*.rs user/Patient.rs") }},
-				{"bad launch", "invalid_request", func(v url.Values) { v.Set("launch", "nope") }},
-				{"prompt none", "login_required", func(v url.Values) { v.Set("prompt", "none") }},
-			} {
-				v := good()
-				c.mod(v)
-				p := b.get(e.authorizeURL(v))
-				loc := p.location(t)
-				q := loc.Query()
-				if p.status != http.StatusFound || loc.Host != "app.example" || q.Get("error") != c.code || q.Get("error_description") == "" ||
-					q.Get("state") != v.Get("state") || q.Has("code") {
-					t.Errorf("%s: %d %s", c.name, p.status, loc)
-				}
-			}
-			// No state: the error carries none.
+		// Error page, never a redirect.
+		for name, mod := range map[string]func(url.Values){
+			"unknown client":        func(v url.Values) { v.Set("client_id", "nope") },
+			"no client":             func(v url.Values) { v.Del("client_id") },
+			"repeated client":       func(v url.Values) { v.Add("client_id", id) },
+			"no redirect_uri":       func(v url.Values) { v.Del("redirect_uri") },
+			"unregistered redirect": func(v url.Values) { v.Set("redirect_uri", "https://evil.example/cb") },
+			"redirect prefix":       func(v url.Values) { v.Set("redirect_uri", appCB+"/x") },
+			"backend client":        func(v url.Values) { v.Set("client_id", backend) },
+			"suspended client":      func(v url.Values) { v.Set("client_id", suspended) },
+		} {
 			v := good()
-			v.Del("state")
-			if q := b.get(e.authorizeURL(v)).location(t).Query(); q.Get("error") != "invalid_request" || q.Has("state") {
-				t.Errorf("no state: %v", q)
+			mod(v)
+			p := b.get(e.authorizeURL(v))
+			if p.status != 400 || p.hdr.Get("Location") != "" || !strings.Contains(p.hdr.Get("Content-Type"), "text/html") {
+				t.Errorf("%s: %d %q", name, p.status, p.hdr.Get("Location"))
 			}
-			// A registered redirect URI with a query keeps it.
-			v = good()
-			v.Set("redirect_uri", "https://app.example/cb2?x=1")
-			v.Set("aud", "https://wrong.example/fhir")
-			if q := b.get(e.authorizeURL(v)).location(t).Query(); q.Get("x") != "1" || q.Get("error") != "invalid_request" {
-				t.Errorf("redirect query: %v", q)
+			checkPageHeaders(t, p)
+		}
+
+		// Redirected errors, with the state echoed exactly.
+		for _, c := range []struct {
+			name, code string
+			mod        func(url.Values)
+		}{
+			{"invalid aud", "invalid_request", func(v url.Values) { v.Set("aud", "https://inferno.healthit.gov/invalid_aud") }},
+			{"aud with slash", "invalid_request", func(v url.Values) { v.Set("aud", e.issuer+"/") }},
+			{"no aud", "invalid_request", func(v url.Values) { v.Del("aud") }},
+			{"plain PKCE", "invalid_request", func(v url.Values) {
+				v.Set("code_challenge_method", "plain")
+				v.Set("code_challenge", pkceVerifier)
+			}},
+			{"no PKCE method", "invalid_request", func(v url.Values) { v.Del("code_challenge_method") }},
+			{"no PKCE", "invalid_request", func(v url.Values) { v.Del("code_challenge"); v.Del("code_challenge_method") }},
+			{"short challenge", "invalid_request", func(v url.Values) { v.Set("code_challenge", "abc") }},
+			{"token response", "unsupported_response_type", func(v url.Values) { v.Set("response_type", "token") }},
+			{"no response_type", "invalid_request", func(v url.Values) { v.Del("response_type") }},
+			{"repeated scope", "invalid_request", func(v url.Values) { v.Add("scope", "openid") }},
+			{"unregistered scope", "invalid_scope", func(v url.Values) { v.Set("scope", "system/*.rs user/Patient.rs") }},
+			{"bad launch", "invalid_request", func(v url.Values) { v.Set("launch", "nope") }},
+			{"prompt none", "login_required", func(v url.Values) { v.Set("prompt", "none") }},
+		} {
+			v := good()
+			c.mod(v)
+			p := b.get(e.authorizeURL(v))
+			loc := p.location(t)
+			q := loc.Query()
+			if p.status != http.StatusFound || loc.Host != "app.example" || q.Get("error") != c.code || q.Get("error_description") == "" ||
+				q.Get("state") != v.Get("state") || q.Has("code") {
+				t.Errorf("%s: %d %s", c.name, p.status, loc)
 			}
-			// POST (authorize-post), cross-origin like an app's auto-submitted form.
-			v = good()
-			v.Set("aud", "https://inferno.healthit.gov/invalid_aud")
-			p := b.post(e.issuer+oauth.PathAuthorize, v, func(r *http.Request) {
-				r.Header.Set("Sec-Fetch-Site", "cross-site")
-				r.Header.Set("Origin", "https://app.example")
-			})
-			if p.status != http.StatusSeeOther || p.location(t).Query().Get("error") != "invalid_request" {
-				t.Errorf("POST invalid aud: %d %s", p.status, p.hdr.Get("Location"))
-			}
-			p = b.post(e.issuer+oauth.PathAuthorize, good(), func(r *http.Request) {
-				r.Header.Set("Sec-Fetch-Site", "cross-site")
-				r.Header.Set("Origin", "https://app.example")
-			})
-			if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/login"`) {
-				t.Errorf("POST authorize: %d %s", p.status, p.body)
-			}
-			if len(e.grants) != 0 {
-				t.Fatal("a code was issued")
-			}
+		}
+		// No state: the error carries none.
+		v := good()
+		v.Del("state")
+		if q := b.get(e.authorizeURL(v)).location(t).Query(); q.Get("error") != "invalid_request" || q.Has("state") {
+			t.Errorf("no state: %v", q)
+		}
+		// A registered redirect URI with a query keeps it.
+		v = good()
+		v.Set("redirect_uri", "https://app.example/cb2?x=1")
+		v.Set("aud", "https://wrong.example/fhir")
+		if q := b.get(e.authorizeURL(v)).location(t).Query(); q.Get("x") != "1" || q.Get("error") != "invalid_request" {
+			t.Errorf("redirect query: %v", q)
+		}
+		// POST (authorize-post), cross-origin like an app's auto-submitted form.
+		v = good()
+		v.Set("aud", "https://inferno.healthit.gov/invalid_aud")
+		p := b.post(e.issuer+oauth.PathAuthorize, v, func(r *http.Request) {
+			r.Header.Set("Sec-Fetch-Site", "cross-site")
+			r.Header.Set("Origin", "https://app.example")
 		})
-	}
+		if p.status != http.StatusSeeOther || p.location(t).Query().Get("error") != "invalid_request" {
+			t.Errorf("POST invalid aud: %d %s", p.status, p.hdr.Get("Location"))
+		}
+		p = b.post(e.issuer+oauth.PathAuthorize, good(), func(r *http.Request) {
+			r.Header.Set("Sec-Fetch-Site", "cross-site")
+			r.Header.Set("Origin", "https://app.example")
+		})
+		if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/login"`) {
+			t.Errorf("POST authorize: %d %s", p.status, p.body)
+		}
+		if len(e.grants) != 0 {
+			t.Fatal("a code was issued")
+		}
+	})
 }
 
 func TestAuthorizeCSRFAndLockout(t *testing.T) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) {
-			e := newAuthEnv(t, d, oauth.LoginPolicy{MaxFailures: 5, MaxFailuresPerIP: 8})
-			e.account("bob", "bob's password", "Patient/p2")
-			e.account("carol", "carol's password", "Patient/p1")
-			e.account("dave", "dave's password", "Patient/p1")
-			id := e.client(oauth.Registration{Name: "app", Type: "public", RedirectURIs: []string{appCB}, Scopes: []string{"openid fhirUser launch/patient patient/*.rs"}})
-			b := newBrowser(t)
-			lp := b.get(e.authorizeURL(e.authorizeParams(id, "openid patient/Patient.rs")))
+	authDialects(t, oauth.LoginPolicy{MaxFailures: 5, MaxFailuresPerIP: 8}, func(t *testing.T, e *authEnv) {
+		e.account("bob", "bob's password", "Patient/p2")
+		e.account("carol", "carol's password", "Patient/p1")
+		e.account("dave", "dave's password", "Patient/p1")
+		id := e.client(oauth.Registration{Name: "app", Type: "public", RedirectURIs: []string{appCB}, Scopes: []string{"openid fhirUser launch/patient patient/*.rs"}})
+		b := newBrowser(t)
+		lp := b.get(e.authorizeURL(e.authorizeParams(id, "openid patient/Patient.rs")))
 
-			// CSRF: a wrong or missing token, no session, or a cross-site
-			// submission are refused.
-			for name, f := range map[string]func() page{
-				"wrong token": func() page {
-					return b.post(e.issuer+oauth.PathLogin, url.Values{"csrf": {"x"}, "req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}})
-				},
-				"no token": func() page {
-					return b.post(e.issuer+oauth.PathLogin, url.Values{"req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}})
-				},
-				"no session": func() page {
-					return newBrowser(t).post(e.issuer+oauth.PathLogin, url.Values{"csrf": {lp.field("csrf")}, "req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}})
-				},
-				"cross-site": func() page {
-					return b.post(e.issuer+oauth.PathLogin, url.Values{"csrf": {lp.field("csrf")}, "req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}},
-						func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") })
-				},
-			} {
-				if p := f(); p.status != http.StatusForbidden || strings.Contains(p.body, "consent") {
-					t.Errorf("%s: %d", name, p.status)
-				}
+		// CSRF: a wrong or missing token, no session, or a cross-site
+		// submission are refused.
+		for name, f := range map[string]func() page{
+			"wrong token": func() page {
+				return b.post(e.issuer+oauth.PathLogin, url.Values{"csrf": {"x"}, "req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}})
+			},
+			"no token": func() page {
+				return b.post(e.issuer+oauth.PathLogin, url.Values{"req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}})
+			},
+			"no session": func() page {
+				return newBrowser(t).post(e.issuer+oauth.PathLogin, url.Values{"csrf": {lp.field("csrf")}, "req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}})
+			},
+			"cross-site": func() page {
+				return b.post(e.issuer+oauth.PathLogin, url.Values{"csrf": {lp.field("csrf")}, "req": {lp.field("req")}, "username": {"bob"}, "password": {"bob's password"}},
+					func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") })
+			},
+		} {
+			if p := f(); p.status != http.StatusForbidden || strings.Contains(p.body, "consent") {
+				t.Errorf("%s: %d", name, p.status)
 			}
-			// Another session's request id is not usable.
-			other := newBrowser(t)
-			op := other.get(e.authorizeURL(e.authorizeParams(id, "openid patient/Patient.rs")))
-			if p := b.post(e.issuer+oauth.PathLogin, url.Values{"csrf": {lp.field("csrf")}, "req": {op.field("req")}, "username": {"bob"}, "password": {"bob's password"}}); p.status != 400 {
-				t.Errorf("foreign request: %d", p.status)
-			}
+		}
+		// Another session's request id is not usable.
+		other := newBrowser(t)
+		op := other.get(e.authorizeURL(e.authorizeParams(id, "openid patient/Patient.rs")))
+		if p := b.post(e.issuer+oauth.PathLogin, url.Values{"csrf": {lp.field("csrf")}, "req": {op.field("req")}, "username": {"bob"}, "password": {"bob's password"}}); p.status != 400 {
+			t.Errorf("foreign request: %d", p.status)
+		}
 
-			// Lockout: 5 failures lock the account; the message never changes.
-			msg := "Invalid username or password."
-			for i := range 5 {
-				p := e.login(b, lp, "bob", "wrong password "+string(rune('a'+i)))
-				if p.status != 401 || !strings.Contains(p.body, msg) {
-					t.Fatalf("failure %d: %d", i, p.status)
-				}
+		// Lockout: 5 failures lock the account; the message never changes.
+		msg := "Invalid username or password."
+		for i := range 5 {
+			p := e.login(b, lp, "bob", "wrong password "+string(rune('a'+i)))
+			if p.status != 401 || !strings.Contains(p.body, msg) {
+				t.Fatalf("failure %d: %d", i, p.status)
 			}
-			if p := e.login(b, lp, "bob", "bob's password"); p.status != 401 || !strings.Contains(p.body, msg) {
-				t.Fatalf("locked account logged in: %d", p.status)
-			}
-			if p := e.login(b, lp, "nobody", "whatever123"); p.status != 401 || !strings.Contains(p.body, msg) {
-				t.Fatalf("unknown user: %d", p.status)
-			}
-			// CSRF on the consent form: a logged-in user's consent with a
-			// wrong token issues nothing.
-			p := e.login(b, lp, "carol", "carol's password")
-			if !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
-				t.Fatalf("carol: %d %s", p.status, p.body)
-			}
-			if lp.field("csrf") == p.field("csrf") {
-				t.Fatal("CSRF token not rotated at login")
-			}
-			if p2 := b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {lp.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"}}); p2.status != 403 || e.lastGrant() != nil {
-				t.Fatalf("consent with stale CSRF: %d", p2.status)
-			}
-			// Per-address lockout: 8 failures from this address in the
-			// window (7 so far) lock every account here.
-			fb := newBrowser(t)
-			fp := fb.get(e.authorizeURL(e.authorizeParams(id, "openid patient/Patient.rs")))
-			if p := e.login(fb, fp, "carol", "nope nope"); p.status != 401 {
-				t.Fatalf("8th failure: %d", p.status)
-			}
-			if p := e.login(fb, fp, "dave", "dave's password"); p.status != 401 || !strings.Contains(p.body, msg) {
-				t.Fatalf("IP lockout: %d", p.status)
-			}
-		})
-	}
+		}
+		if p := e.login(b, lp, "bob", "bob's password"); p.status != 401 || !strings.Contains(p.body, msg) {
+			t.Fatalf("locked account logged in: %d", p.status)
+		}
+		if p := e.login(b, lp, "nobody", "whatever123"); p.status != 401 || !strings.Contains(p.body, msg) {
+			t.Fatalf("unknown user: %d", p.status)
+		}
+		// CSRF on the consent form: a logged-in user's consent with a
+		// wrong token issues nothing.
+		p := e.login(b, lp, "carol", "carol's password")
+		if !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
+			t.Fatalf("carol: %d %s", p.status, p.body)
+		}
+		if lp.field("csrf") == p.field("csrf") {
+			t.Fatal("CSRF token not rotated at login")
+		}
+		if p2 := b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {lp.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"}}); p2.status != 403 || e.lastGrant() != nil {
+			t.Fatalf("consent with stale CSRF: %d", p2.status)
+		}
+		// Per-address lockout: 8 failures from this address in the
+		// window (7 so far) lock every account here.
+		fb := newBrowser(t)
+		fp := fb.get(e.authorizeURL(e.authorizeParams(id, "openid patient/Patient.rs")))
+		if p := e.login(fb, fp, "carol", "nope nope"); p.status != 401 {
+			t.Fatalf("8th failure: %d", p.status)
+		}
+		if p := e.login(fb, fp, "dave", "dave's password"); p.status != 401 || !strings.Contains(p.body, msg) {
+			t.Fatalf("IP lockout: %d", p.status)
+		}
+	})
 }
 
 func TestEHRLaunchAndPicker(t *testing.T) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) {
-			e := newAuthEnv(t, d, oauth.LoginPolicy{})
-			doc := e.account("dr.who", "practitioner pw", "Practitioner/pr1")
-			e.account("pat", "patient password", "Patient/p1")
-			scopes := []string{"launch launch/patient openid fhirUser offline_access user/*.rs patient/*.rs"}
-			app := e.client(oauth.Registration{Name: "EHR app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://app.example/launch", Scopes: scopes})
-			other := e.client(oauth.Registration{Name: "Other app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://other.example/launch", Scopes: scopes})
+	authDialects(t, oauth.LoginPolicy{}, func(t *testing.T, e *authEnv) {
+		doc := e.account("dr.who", "practitioner pw", "Practitioner/pr1")
+		e.account("pat", "patient password", "Patient/p1")
+		scopes := []string{"launch launch/patient openid fhirUser offline_access user/*.rs patient/*.rs"}
+		app := e.client(oauth.Registration{Name: "EHR app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://app.example/launch", Scopes: scopes})
+		other := e.client(oauth.Registration{Name: "Other app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://other.example/launch", Scopes: scopes})
 
-			// The SMART style document is public JSON.
-			if p := newBrowser(t).get(e.issuer + oauth.PathSMARTStyle); p.status != 200 || !json.Valid([]byte(p.body)) {
-				t.Fatalf("smart-style: %d", p.status)
-			}
-			// Patients may not launch.
-			pb := newBrowser(t)
-			p := pb.get(e.issuer + oauth.PathLaunch)
-			if p = e.login(pb, p, "pat", "patient password"); p.status != 303 {
-				t.Fatalf("patient login: %d", p.status)
-			}
-			if p = pb.get(e.issuer + oauth.PathLaunch); p.status != 403 {
-				t.Fatalf("patient launch page: %d", p.status)
-			}
+		// The SMART style document is public JSON.
+		if p := newBrowser(t).get(e.issuer + oauth.PathSMARTStyle); p.status != 200 || !json.Valid([]byte(p.body)) {
+			t.Fatalf("smart-style: %d", p.status)
+		}
+		// Patients may not launch.
+		pb := newBrowser(t)
+		p := pb.get(e.issuer + oauth.PathLaunch)
+		if p = e.login(pb, p, "pat", "patient password"); p.status != 303 {
+			t.Fatalf("patient login: %d", p.status)
+		}
+		if p = pb.get(e.issuer + oauth.PathLaunch); p.status != 403 {
+			t.Fatalf("patient launch page: %d", p.status)
+		}
 
-			b := newBrowser(t)
-			p = b.get(e.issuer + oauth.PathLaunch)
-			if p.field("next") != "launch" {
-				t.Fatalf("launch page without login: %s", p.body)
+		b := newBrowser(t)
+		p = b.get(e.issuer + oauth.PathLaunch)
+		if p.field("next") != "launch" {
+			t.Fatalf("launch page without login: %s", p.body)
+		}
+		p = e.login(b, p, "dr.who", "practitioner pw")
+		if p.status != 303 || p.hdr.Get("Location") != "/fhir/auth/launch" {
+			t.Fatalf("practitioner login: %d %s", p.status, p.hdr.Get("Location"))
+		}
+		checkPageHeaders(t, p)
+		if p = b.get(e.issuer + oauth.PathLaunch + "?q=ali"); !strings.Contains(p.body, "Alice Smith") || strings.Contains(p.body, "Bob Jones") {
+			t.Fatalf("patient search: %s", p.body)
+		}
+		launch := func(client, enc string) string {
+			t.Helper()
+			p := b.get(e.issuer + oauth.PathLaunch + "?patient=p1")
+			if !strings.Contains(p.body, "EHR app") || !strings.Contains(p.body, `value="e1"`) {
+				t.Fatalf("launch page: %s", p.body)
 			}
-			p = e.login(b, p, "dr.who", "practitioner pw")
-			if p.status != 303 || p.hdr.Get("Location") != "/fhir/auth/launch" {
-				t.Fatalf("practitioner login: %d %s", p.status, p.hdr.Get("Location"))
+			p = b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {p.field("csrf")}, "patient": {"p1"}, "encounter": {enc}, "client_id": {client}})
+			loc := p.location(t)
+			if p.status != 303 || loc.Query().Get("iss") != e.issuer || loc.Query().Get("launch") == "" {
+				t.Fatalf("launch redirect: %d %s", p.status, loc)
 			}
-			checkPageHeaders(t, p)
-			if p = b.get(e.issuer + oauth.PathLaunch + "?q=ali"); !strings.Contains(p.body, "Alice Smith") || strings.Contains(p.body, "Bob Jones") {
-				t.Fatalf("patient search: %s", p.body)
-			}
-			launch := func(client, enc string) string {
-				t.Helper()
-				p := b.get(e.issuer + oauth.PathLaunch + "?patient=p1")
-				if !strings.Contains(p.body, "EHR app") || !strings.Contains(p.body, `value="e1"`) {
-					t.Fatalf("launch page: %s", p.body)
-				}
-				p = b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {p.field("csrf")}, "patient": {"p1"}, "encounter": {enc}, "client_id": {client}})
-				loc := p.location(t)
-				if p.status != 303 || loc.Query().Get("iss") != e.issuer || loc.Query().Get("launch") == "" {
-					t.Fatalf("launch redirect: %d %s", p.status, loc)
-				}
-				return loc.Query().Get("launch")
-			}
-			// Launch POST needs the CSRF token.
-			if p = b.post(e.issuer+oauth.PathLaunch, url.Values{"patient": {"p1"}, "client_id": {app}}); p.status != 403 {
-				t.Fatalf("launch without CSRF: %d", p.status)
-			}
-			// Unknown encounter refused.
-			lp := b.get(e.issuer + oauth.PathLaunch + "?patient=p1")
-			if p = b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {lp.field("csrf")}, "patient": {"p1"}, "encounter": {"e9"}, "client_id": {app}}); p.status != 200 || p.hdr.Get("Location") != "" {
-				t.Fatalf("foreign encounter: %d", p.status)
-			}
+			return loc.Query().Get("launch")
+		}
+		// Launch POST needs the CSRF token.
+		if p = b.post(e.issuer+oauth.PathLaunch, url.Values{"patient": {"p1"}, "client_id": {app}}); p.status != 403 {
+			t.Fatalf("launch without CSRF: %d", p.status)
+		}
+		// Unknown encounter refused.
+		lp := b.get(e.issuer + oauth.PathLaunch + "?patient=p1")
+		if p = b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {lp.field("csrf")}, "patient": {"p1"}, "encounter": {"e9"}, "client_id": {app}}); p.status != 200 || p.hdr.Get("Location") != "" {
+			t.Fatalf("foreign encounter: %d", p.status)
+		}
 
-			ehrScope := "launch openid fhirUser offline_access user/Patient.rs user/Observation.rs patient/Patient.rs"
-			authz := func(client, l string) page {
-				v := e.authorizeParams(client, ehrScope)
-				v.Set("launch", l)
-				return b.post(e.issuer+oauth.PathAuthorize, v)
-			}
-			// Client-bound: another client cannot use it, and the attempt spends it.
-			l1 := launch(app, "e1")
-			if q := authz(other, l1).location(t).Query(); q.Get("error") != "invalid_request" {
-				t.Fatalf("other client: %v", q)
-			}
-			if q := authz(app, l1).location(t).Query(); q.Get("error") != "invalid_request" {
-				t.Fatalf("spent launch: %v", q)
-			}
-			l2 := launch(app, "e1")
-			p = authz(app, l2)
-			if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
-				t.Fatalf("EHR consent: %d %s", p.status, p.body)
-			}
-			// Single use.
-			if q := authz(app, l2).location(t).Query(); q.Get("error") != "invalid_request" {
-				t.Fatalf("launch reused: %v", q)
-			}
-			p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"},
-				"scope": {"user/Patient.rs", "user/Observation.rs", "patient/Patient.rs", "offline_access"}})
-			if q := p.location(t).Query(); q.Get("code") == "" {
-				t.Fatalf("EHR approve: %v", q)
-			}
-			g := e.lastGrant()
-			if g.Patient != "p1" || g.Encounter != "e1" || !g.NeedPatientBanner || g.SMARTStyleURL != e.issuer+oauth.PathSMARTStyle || g.Subject != doc.Subject ||
-				!slices.Equal(g.Scopes, []string{"launch", "openid", "fhirUser", "user/Patient.rs", "user/Observation.rs", "patient/Patient.rs", "offline_access"}) {
-				t.Fatalf("EHR grant %+v", g)
-			}
+		ehrScope := "launch openid fhirUser offline_access user/Patient.rs user/Observation.rs patient/Patient.rs"
+		authz := func(client, l string) page {
+			v := e.authorizeParams(client, ehrScope)
+			v.Set("launch", l)
+			return b.post(e.issuer+oauth.PathAuthorize, v)
+		}
+		// Client-bound: another client cannot use it, and the attempt spends it.
+		l1 := launch(app, "e1")
+		if q := authz(other, l1).location(t).Query(); q.Get("error") != "invalid_request" {
+			t.Fatalf("other client: %v", q)
+		}
+		if q := authz(app, l1).location(t).Query(); q.Get("error") != "invalid_request" {
+			t.Fatalf("spent launch: %v", q)
+		}
+		l2 := launch(app, "e1")
+		p = authz(app, l2)
+		if p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
+			t.Fatalf("EHR consent: %d %s", p.status, p.body)
+		}
+		// Single use.
+		if q := authz(app, l2).location(t).Query(); q.Get("error") != "invalid_request" {
+			t.Fatalf("launch reused: %v", q)
+		}
+		p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"},
+			"scope": {"user/Patient.rs", "user/Observation.rs", "patient/Patient.rs", "offline_access"}})
+		if q := p.location(t).Query(); q.Get("code") == "" {
+			t.Fatalf("EHR approve: %v", q)
+		}
+		g := e.lastGrant()
+		if g.Patient != "p1" || g.Encounter != "e1" || !g.NeedPatientBanner || g.SMARTStyleURL != e.issuer+oauth.PathSMARTStyle || g.Subject != doc.Subject ||
+			!slices.Equal(g.Scopes, []string{"launch", "openid", "fhirUser", "user/Patient.rs", "user/Observation.rs", "patient/Patient.rs", "offline_access"}) {
+			t.Fatalf("EHR grant %+v", g)
+		}
 
-			// Practitioner standalone with launch/patient: the picker.
-			v := e.authorizeParams(app, "launch/patient openid fhirUser patient/Patient.rs")
-			p = b.get(e.authorizeURL(v))
-			if !strings.Contains(p.body, `action="/fhir/auth/select-patient"`) || !strings.Contains(p.body, "Bob Jones") {
-				t.Fatalf("picker: %s", p.body)
-			}
-			// Consent cannot skip the picker.
-			if c := b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"}}); c.hdr.Get("Location") != "" {
-				t.Fatal("consent without a patient issued a code")
-			}
-			p = b.post(e.issuer+oauth.PathSelectPatient, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "action": {"select"}, "patient": {"nope"}})
-			if !strings.Contains(p.body, "Choose a patient from the list") {
-				t.Fatalf("unknown patient: %s", p.body)
-			}
-			p = b.post(e.issuer+oauth.PathSelectPatient, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "action": {"select"}, "patient": {"p2"}})
-			if !strings.Contains(p.body, `action="/fhir/auth/consent"`) || !strings.Contains(p.body, "Bob Jones") {
-				t.Fatalf("after pick: %s", p.body)
-			}
-			p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"}, "scope": {"patient/Patient.rs"}})
-			if p.location(t).Query().Get("code") == "" {
-				t.Fatal("no code after pick")
-			}
-			if g := e.lastGrant(); g.Patient != "p2" || g.NeedPatientBanner || !slices.Equal(g.Scopes, []string{"launch/patient", "openid", "fhirUser", "patient/Patient.rs"}) {
-				t.Fatalf("picker grant %+v", g)
-			}
-		})
-	}
+		// Practitioner standalone with launch/patient: the picker.
+		v := e.authorizeParams(app, "launch/patient openid fhirUser patient/Patient.rs")
+		p = b.get(e.authorizeURL(v))
+		if !strings.Contains(p.body, `action="/fhir/auth/select-patient"`) || !strings.Contains(p.body, "Bob Jones") {
+			t.Fatalf("picker: %s", p.body)
+		}
+		// Consent cannot skip the picker.
+		if c := b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"}}); c.hdr.Get("Location") != "" {
+			t.Fatal("consent without a patient issued a code")
+		}
+		p = b.post(e.issuer+oauth.PathSelectPatient, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "action": {"select"}, "patient": {"nope"}})
+		if !strings.Contains(p.body, "Choose a patient from the list") {
+			t.Fatalf("unknown patient: %s", p.body)
+		}
+		p = b.post(e.issuer+oauth.PathSelectPatient, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "action": {"select"}, "patient": {"p2"}})
+		if !strings.Contains(p.body, `action="/fhir/auth/consent"`) || !strings.Contains(p.body, "Bob Jones") {
+			t.Fatalf("after pick: %s", p.body)
+		}
+		p = b.post(e.issuer+oauth.PathConsent, url.Values{"csrf": {p.field("csrf")}, "req": {p.field("req")}, "decision": {"approve"}, "scope": {"patient/Patient.rs"}})
+		if p.location(t).Query().Get("code") == "" {
+			t.Fatal("no code after pick")
+		}
+		if g := e.lastGrant(); g.Patient != "p2" || g.NeedPatientBanner || !slices.Equal(g.Scopes, []string{"launch/patient", "openid", "fhirUser", "patient/Patient.rs"}) {
+			t.Fatalf("picker grant %+v", g)
+		}
+	})
 }

@@ -66,65 +66,62 @@ func TestDevNoAuthTLSRemote(t *testing.T) {
 
 func TestClientNetworkCommand(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			_, db, _ := databaseFlags(t, dialect)
-			// Invalid values are refused before anything is created.
-			for _, bad := range [][]string{{"--allow-ip", "10.0.0.0/40"}, {"--cors-origin", "http://app.example"}, {"--cors-origin", "https://app.example/path"}} {
-				code, _, errs := run(append(append([]string{"client", "create", "--name", "bad", "--type", "public", "--redirect-uri", "https://a.example/cb", "--scope", "openid"}, bad...), db...)...)
-				if code == 0 || errs == "" {
-					t.Fatalf("%v accepted", bad)
-				}
+	databases(t, func(t *testing.T, _ string, db []string, _ string) {
+		// Invalid values are refused before anything is created.
+		for _, bad := range [][]string{{"--allow-ip", "10.0.0.0/40"}, {"--cors-origin", "http://app.example"}, {"--cors-origin", "https://app.example/path"}} {
+			code, _, errs := run(append(append([]string{"client", "create", "--name", "bad", "--type", "public", "--redirect-uri", "https://a.example/cb", "--scope", "openid"}, bad...), db...)...)
+			if code == 0 || errs == "" {
+				t.Fatalf("%v accepted", bad)
 			}
-			if code, out, _ := run(append([]string{"client", "list", "--json"}, db...)...); code != 0 || strings.TrimSpace(out) != "[]" {
-				t.Fatalf("a refused client was created: %s", out)
-			}
-			code, out, errs := run(append([]string{"client", "create", "--name", "web", "--type", "public", "--redirect-uri", "https://a.example/cb", "--scope", "openid",
-				"--allow-ip", "192.0.2.7", "--allow-ip", "2001:db8::/32", "--cors-origin", "https://App.Example:443", "--json"}, db...)...)
+		}
+		if code, out, _ := run(append([]string{"client", "list", "--json"}, db...)...); code != 0 || strings.TrimSpace(out) != "[]" {
+			t.Fatalf("a refused client was created: %s", out)
+		}
+		code, out, errs := run(append([]string{"client", "create", "--name", "web", "--type", "public", "--redirect-uri", "https://a.example/cb", "--scope", "openid",
+			"--allow-ip", "192.0.2.7", "--allow-ip", "2001:db8::/32", "--cors-origin", "https://App.Example:443", "--json"}, db...)...)
+		if code != 0 {
+			t.Fatalf("create: %s", errs)
+		}
+		var created struct {
+			ClientID string `json:"client_id"`
+		}
+		if err := json.Unmarshal([]byte(out), &created); err != nil || created.ClientID == "" {
+			t.Fatalf("create output %q", out)
+		}
+		type rules struct {
+			ClientID    string   `json:"client_id"`
+			AllowIPs    []string `json:"allow_ips"`
+			CORSOrigins []string `json:"cors_origins"`
+		}
+		show := func(args ...string) rules {
+			t.Helper()
+			code, out, errs := run(append(append([]string{"client", "network", created.ClientID, "--json"}, args...), db...)...)
 			if code != 0 {
-				t.Fatalf("create: %s", errs)
+				t.Fatalf("network %v: %s", args, errs)
 			}
-			var created struct {
-				ClientID string `json:"client_id"`
+			var r rules
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("network output %q", out)
 			}
-			if err := json.Unmarshal([]byte(out), &created); err != nil || created.ClientID == "" {
-				t.Fatalf("create output %q", out)
-			}
-			type rules struct {
-				ClientID    string   `json:"client_id"`
-				AllowIPs    []string `json:"allow_ips"`
-				CORSOrigins []string `json:"cors_origins"`
-			}
-			show := func(args ...string) rules {
-				t.Helper()
-				code, out, errs := run(append(append([]string{"client", "network", created.ClientID, "--json"}, args...), db...)...)
-				if code != 0 {
-					t.Fatalf("network %v: %s", args, errs)
-				}
-				var r rules
-				if err := json.Unmarshal([]byte(out), &r); err != nil {
-					t.Fatalf("network output %q", out)
-				}
-				return r
-			}
-			r := show()
-			if strings.Join(r.AllowIPs, " ") != "192.0.2.7/32 2001:db8::/32" || strings.Join(r.CORSOrigins, " ") != "https://app.example" {
-				t.Fatalf("stored rules %+v", r)
-			}
-			r = show("--allow-ip", "10.0.0.0/8")
-			if strings.Join(r.AllowIPs, " ") != "10.0.0.0/8" || strings.Join(r.CORSOrigins, " ") != "https://app.example" {
-				t.Fatalf("replaced allow-list %+v", r)
-			}
-			r = show("--clear")
-			if len(r.AllowIPs) != 0 || len(r.CORSOrigins) != 0 {
-				t.Fatalf("cleared %+v", r)
-			}
-			if code, _, _ := run(append([]string{"client", "network", "no-such-client"}, db...)...); code == 0 {
-				t.Fatal("rules of a missing client")
-			}
-			if code, _, _ := run(append([]string{"client", "network", created.ClientID, "--clear", "--allow-ip", "10.0.0.0/8"}, db...)...); code == 0 {
-				t.Fatal("--clear with --allow-ip accepted")
-			}
-		})
-	}
+			return r
+		}
+		r := show()
+		if strings.Join(r.AllowIPs, " ") != "192.0.2.7/32 2001:db8::/32" || strings.Join(r.CORSOrigins, " ") != "https://app.example" {
+			t.Fatalf("stored rules %+v", r)
+		}
+		r = show("--allow-ip", "10.0.0.0/8")
+		if strings.Join(r.AllowIPs, " ") != "10.0.0.0/8" || strings.Join(r.CORSOrigins, " ") != "https://app.example" {
+			t.Fatalf("replaced allow-list %+v", r)
+		}
+		r = show("--clear")
+		if len(r.AllowIPs) != 0 || len(r.CORSOrigins) != 0 {
+			t.Fatalf("cleared %+v", r)
+		}
+		if code, _, _ := run(append([]string{"client", "network", "no-such-client"}, db...)...); code == 0 {
+			t.Fatal("rules of a missing client")
+		}
+		if code, _, _ := run(append([]string{"client", "network", created.ClientID, "--clear", "--allow-ip", "10.0.0.0/8"}, db...)...); code == 0 {
+			t.Fatal("--clear with --allow-ip accepted")
+		}
+	})
 }

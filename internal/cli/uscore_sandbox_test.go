@@ -29,63 +29,60 @@ func TestUSCoreCoverageSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			_, db, _ := databaseFlags(t, dialect)
-			src := t.TempDir()
-			args := append([]string{"import", "--quiet"}, db...)
-			for i, b := range bundles {
-				f := filepath.Join(src, fmt.Sprintf("sandbox-%02d.json", i))
-				if err := os.WriteFile(f, b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-				args = append(args, f)
+	databases(t, func(t *testing.T, _ string, db []string, _ string) {
+		src := t.TempDir()
+		args := append([]string{"import", "--quiet"}, db...)
+		for i, b := range bundles {
+			f := filepath.Join(src, fmt.Sprintf("sandbox-%02d.json", i))
+			if err := os.WriteFile(f, b, 0o600); err != nil {
+				t.Fatal(err)
 			}
-			if code, _, errs := run(args...); code != 0 {
-				t.Fatalf("import: %d %s", code, errs)
+			args = append(args, f)
+		}
+		if code, _, errs := run(args...); code != 0 {
+			t.Fatalf("import: %d %s", code, errs)
+		}
+		for _, v := range []string{"6.1.0", "7.0.0"} {
+			rep := coverageJSON(t, 0, append(db, "--us-core-version", v, "--require-complete")...)
+			if rep.USCoreVersion != v || !rep.Complete {
+				t.Errorf("%s: version %s, complete %t", v, rep.USCoreVersion, rep.Complete)
 			}
-			for _, v := range []string{"6.1.0", "7.0.0"} {
-				rep := coverageJSON(t, 0, append(db, "--us-core-version", v, "--require-complete")...)
-				if rep.USCoreVersion != v || !rep.Complete {
-					t.Errorf("%s: version %s, complete %t", v, rep.USCoreVersion, rep.Complete)
+			required := 0
+			for _, p := range rep.Profiles {
+				name := strings.TrimPrefix(p.URL, "http://hl7.org/fhir/us/core/StructureDefinition/")
+				if slices.Contains(notRequired, name) {
+					continue
 				}
-				required := 0
-				for _, p := range rep.Profiles {
-					name := strings.TrimPrefix(p.URL, "http://hl7.org/fhir/us/core/StructureDefinition/")
-					if slices.Contains(notRequired, name) {
-						continue
-					}
-					required++
-					if len(p.Missing) > 0 || p.Resources == 0 {
-						t.Errorf("%s %s: %d resources, missing %v", v, name, p.Resources, p.Missing)
-					}
-					if slices.Contains(patientless, name) {
-						continue
-					}
-					if p.Patients < 2 {
-						t.Errorf("%s %s: %d patients", v, name, p.Patients)
-					}
-					for _, e := range p.Present {
-						if e.Patients < 2 {
-							t.Errorf("%s %s: %s in %d patient(s)", v, name, e.Element, e.Patients)
-						}
-					}
-					// Only slices whose discriminator the checker does
-					// not evaluate may stay unchecked.
-					for _, u := range p.Unchecked {
-						if !strings.Contains(u, ":") {
-							t.Errorf("%s %s: unchecked %s is not a slice", v, name, u)
-						}
+				required++
+				if len(p.Missing) > 0 || p.Resources == 0 {
+					t.Errorf("%s %s: %d resources, missing %v", v, name, p.Resources, p.Missing)
+				}
+				if slices.Contains(patientless, name) {
+					continue
+				}
+				if p.Patients < 2 {
+					t.Errorf("%s %s: %d patients", v, name, p.Patients)
+				}
+				for _, e := range p.Present {
+					if e.Patients < 2 {
+						t.Errorf("%s %s: %s in %d patient(s)", v, name, e.Element, e.Patients)
 					}
 				}
-				if want := map[string]int{"6.1.0": 45, "7.0.0": 48}[v]; required != want {
-					t.Errorf("%s: %d required profiles in the report, want %d", v, required, want)
-				}
-				code, out, _ := run(append([]string{"uscore", "coverage", "--us-core-version", v}, db...)...)
-				if code != 0 || !strings.HasSuffix(out, "complete: true\n") || strings.Contains(out, "  missing: ") {
-					t.Errorf("%s text report (exit %d): %s", v, code, out)
+				// Only slices whose discriminator the checker does
+				// not evaluate may stay unchecked.
+				for _, u := range p.Unchecked {
+					if !strings.Contains(u, ":") {
+						t.Errorf("%s %s: unchecked %s is not a slice", v, name, u)
+					}
 				}
 			}
-		})
-	}
+			if want := map[string]int{"6.1.0": 45, "7.0.0": 48}[v]; required != want {
+				t.Errorf("%s: %d required profiles in the report, want %d", v, required, want)
+			}
+			code, out, _ := run(append([]string{"uscore", "coverage", "--us-core-version", v}, db...)...)
+			if code != 0 || !strings.HasSuffix(out, "complete: true\n") || strings.Contains(out, "  missing: ") {
+				t.Errorf("%s text report (exit %d): %s", v, code, out)
+			}
+		}
+	})
 }

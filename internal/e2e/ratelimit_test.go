@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
@@ -318,19 +319,13 @@ func rlGet(t *testing.T, u, key string) (int, http.Header) {
 	if key != "" {
 		req.Header.Set("X-API-Key", key)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		var oo map[string]any
-		if json.Unmarshal(body, &oo) != nil || oo["resourceType"] != "OperationOutcome" {
-			t.Fatalf("%d body is not an OperationOutcome: %s", resp.StatusCode, body)
+	r := httpcall.Do(t, req)
+	if r.Status == http.StatusTooManyRequests || r.Status == http.StatusServiceUnavailable {
+		if r.Body["resourceType"] != "OperationOutcome" {
+			t.Fatalf("%d body is not an OperationOutcome: %s", r.Status, r.Raw)
 		}
 	}
-	return resp.StatusCode, resp.Header
+	return r.Status, r.Header
 }
 
 // BenchmarkRateLimitAccuracy measures how close the admitted count of a

@@ -12,7 +12,19 @@ import (
 
 	"github.com/lapis-health/lapis/internal/access"
 	"github.com/lapis-health/lapis/internal/principal"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
+
+// compartmentDialects runs f as a parallel subtest on a compartmentEnv of
+// each dialect.
+func compartmentDialects(t *testing.T, f func(t *testing.T, e *env)) {
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			f(t, compartmentEnv(t, dialect))
+		})
+	}
+}
 
 // compartmentEnv loads a small data set on a dialect:
 //
@@ -139,128 +151,120 @@ func expectSet(t *testing.T, what string, got []string, want ...string) {
 // type restricted to the Patient compartment of {id} (R4
 // CompartmentDefinition/patient), paged on the compartment URL.
 func TestCompartmentSearch(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := compartmentEnv(t, dialect)
-			search := func(path string) []string {
-				t.Helper()
-				b := e.do("GET", path, "").expect(t, http.StatusOK).json(t)
-				if got := matches(t, b); b["total"] != float64(len(got)) {
-					t.Errorf("%s: total %v for %d matches", path, b["total"], len(got))
-				}
-				return matches(t, b)
+	compartmentDialects(t, func(t *testing.T, e *env) {
+		search := func(path string) []string {
+			t.Helper()
+			b := e.do("GET", path, "").expect(t, http.StatusOK).json(t)
+			if got := matches(t, b); b["total"] != float64(len(got)) {
+				t.Errorf("%s: total %v for %d matches", path, b["total"], len(got))
 			}
-			expectSet(t, "Patient/p1/Observation", search("/fhir/Patient/p1/Observation"), "Observation/o1", "Observation/o3")
-			expectSet(t, "Patient/p2/Observation", search("/fhir/Patient/p2/Observation"), "Observation/o2", "Observation/o3", "Observation/o4")
-			expectSet(t, "with criteria", search("/fhir/Patient/p1/Observation?subject=Patient/p2"), "Observation/o3")
-			expectSet(t, "Patient/p1/Patient", search("/fhir/Patient/p1/Patient"), "Patient/p1", "Patient/p3")
-			expectSet(t, "Patient/p1/Encounter", search("/fhir/Patient/p1/Encounter"), "Encounter/e1")
-			expectSet(t, "Patient/p1/*", search("/fhir/Patient/p1/*"),
-				"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1")
-			expectSet(t, "Patient/p1/* with _type", search("/fhir/Patient/p1/*?_type=Condition,Encounter"), "Encounter/e1", "Condition/c1")
-			expectSet(t, "unknown patient", search("/fhir/Patient/nobody/Observation"))
+			return matches(t, b)
+		}
+		expectSet(t, "Patient/p1/Observation", search("/fhir/Patient/p1/Observation"), "Observation/o1", "Observation/o3")
+		expectSet(t, "Patient/p2/Observation", search("/fhir/Patient/p2/Observation"), "Observation/o2", "Observation/o3", "Observation/o4")
+		expectSet(t, "with criteria", search("/fhir/Patient/p1/Observation?subject=Patient/p2"), "Observation/o3")
+		expectSet(t, "Patient/p1/Patient", search("/fhir/Patient/p1/Patient"), "Patient/p1", "Patient/p3")
+		expectSet(t, "Patient/p1/Encounter", search("/fhir/Patient/p1/Encounter"), "Encounter/e1")
+		expectSet(t, "Patient/p1/*", search("/fhir/Patient/p1/*"),
+			"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1")
+		expectSet(t, "Patient/p1/* with _type", search("/fhir/Patient/p1/*?_type=Condition,Encounter"), "Encounter/e1", "Condition/c1")
+		expectSet(t, "unknown patient", search("/fhir/Patient/nobody/Observation"))
 
-			// POST _search with a form body.
-			r := e.do("POST", "/fhir/Patient/p1/Observation/_search", "subject=Patient/p1", "Content-Type: application/x-www-form-urlencoded")
-			expectSet(t, "POST _search", matches(t, r.expect(t, http.StatusOK).json(t)), "Observation/o1")
+		// POST _search with a form body.
+		r := e.do("POST", "/fhir/Patient/p1/Observation/_search", "subject=Patient/p1", "Content-Type: application/x-www-form-urlencoded")
+		expectSet(t, "POST _search", matches(t, r.expect(t, http.StatusOK).json(t)), "Observation/o1")
 
-			// Paging stays on the compartment URL.
-			all, n := e.pages(t, "/fhir/Patient/p2/Observation?_count=1", "/fhir/Patient/p2/Observation")
-			expectSet(t, "paged", all, "Observation/o2", "Observation/o3", "Observation/o4")
-			if n != 3 {
-				t.Errorf("%d pages, want 3", n)
-			}
-			b := e.do("GET", "/fhir/Patient/p1/Observation?code=8310-5", "").json(t)
-			if self := link(b, "self"); !strings.HasPrefix(self, testBase+"/Patient/p1/Observation?") {
-				t.Errorf("self link %q", self)
-			}
+		// Paging stays on the compartment URL.
+		all, n := e.pages(t, "/fhir/Patient/p2/Observation?_count=1", "/fhir/Patient/p2/Observation")
+		expectSet(t, "paged", all, "Observation/o2", "Observation/o3", "Observation/o4")
+		if n != 3 {
+			t.Errorf("%d pages, want 3", n)
+		}
+		b := e.do("GET", "/fhir/Patient/p1/Observation?code=8310-5", "").json(t)
+		if self := link(b, "self"); !strings.HasPrefix(self, testBase+"/Patient/p1/Observation?") {
+			t.Errorf("self link %q", self)
+		}
 
-			// Errors.
-			e.do("GET", "/fhir/Patient/p1/Organization", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", "/fhir/Patient/p1/Nonsense", "").outcome(t, http.StatusNotFound)
-			e.do("GET", "/fhir/Encounter/e1/Observation", "").outcome(t, http.StatusNotFound)
-			e.do("GET", "/fhir/Nonsense/e1/Observation", "").outcome(t, http.StatusNotFound)
-			e.do("GET", "/fhir/Patient/a%20b/Observation", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", "/fhir/Observation/o1/$validate", "").outcome(t, http.StatusNotFound)
-			e.do("GET", "/fhir/Patient/p1/Observation?bad-param=1", "", "Prefer: handling=strict").outcome(t, http.StatusBadRequest)
-			// The other routes keep their meaning.
-			e.do("GET", "/fhir/Patient/p1/_history", "").expect(t, http.StatusOK)
-			e.do("GET", "/fhir/Patient/p1/_history/1", "").expect(t, http.StatusOK)
-		})
-	}
+		// Errors.
+		e.do("GET", "/fhir/Patient/p1/Organization", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", "/fhir/Patient/p1/Nonsense", "").outcome(t, http.StatusNotFound)
+		e.do("GET", "/fhir/Encounter/e1/Observation", "").outcome(t, http.StatusNotFound)
+		e.do("GET", "/fhir/Nonsense/e1/Observation", "").outcome(t, http.StatusNotFound)
+		e.do("GET", "/fhir/Patient/a%20b/Observation", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", "/fhir/Observation/o1/$validate", "").outcome(t, http.StatusNotFound)
+		e.do("GET", "/fhir/Patient/p1/Observation?bad-param=1", "", "Prefer: handling=strict").outcome(t, http.StatusBadRequest)
+		// The other routes keep their meaning.
+		e.do("GET", "/fhir/Patient/p1/_history", "").expect(t, http.StatusOK)
+		e.do("GET", "/fhir/Patient/p1/_history/1", "").expect(t, http.StatusOK)
+	})
 }
 
 // TestEverything: Patient/{id}/$everything returns the Patient and its
 // compartment, with _type, _since, _count paging, the response size limit
 // and POST with a Parameters body.
 func TestEverything(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := compartmentEnv(t, dialect)
-			p1All := []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}
-			const path = "/fhir/Patient/p1/$everything"
-			b := e.do("GET", path, "").expect(t, http.StatusOK).json(t)
-			if b["resourceType"] != "Bundle" || b["type"] != "searchset" || b["total"] != float64(len(p1All)) {
-				t.Fatalf("not a searchset of %d: type %v total %v", len(p1All), b["type"], b["total"])
-			}
-			expectSet(t, "$everything", matches(t, b), p1All...)
-			// Oldest change first (the writes' order).
-			if got := matches(t, b); !slices.Equal(got, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) {
-				t.Errorf("order %v", got)
-			}
-			expectSet(t, "_type", matches(t, e.do("GET", path+"?_type=Observation,Encounter", "").expect(t, 200).json(t)),
-				"Observation/o1", "Observation/o3", "Encounter/e1")
-			expectSet(t, "_type repeated", matches(t, e.do("GET", path+"?_type=Observation&_type=Patient", "").expect(t, 200).json(t)),
-				"Observation/o1", "Observation/o3", "Patient/p1", "Patient/p3")
-			org := e.do("GET", path+"?_type=Organization", "").expect(t, 200)
-			expectSet(t, "_type outside the compartment", matches(t, org.json(t)))
-			if !strings.Contains(string(org.body), "not in the Patient compartment") {
-				t.Errorf("no warning for a type outside the compartment: %s", org.body)
-			}
-			// _since: the writes are at least a second apart; o3 is
-			// followed by o4, e1 and c1.
-			since := lastUpdated(t, e, "/fhir/Observation/o3")
-			expectSet(t, "_since", matches(t, e.do("GET", path+"?_since="+since.Format(time.RFC3339), "").expect(t, 200).json(t)),
-				"Observation/o3", "Encounter/e1", "Condition/c1")
-			expectSet(t, "_since with an offset", matches(t, e.do("GET", path+"?_since="+url.QueryEscape(since.In(time.FixedZone("", 3600)).Format(time.RFC3339)), "").expect(t, 200).json(t)),
-				"Observation/o3", "Encounter/e1", "Condition/c1")
-			expectSet(t, "_since just after", matches(t, e.do("GET", path+"?_since="+since.Add(time.Millisecond).Format(time.RFC3339Nano), "").expect(t, 200).json(t)),
-				"Encounter/e1", "Condition/c1")
+	compartmentDialects(t, func(t *testing.T, e *env) {
+		p1All := []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}
+		const path = "/fhir/Patient/p1/$everything"
+		b := e.do("GET", path, "").expect(t, http.StatusOK).json(t)
+		if b["resourceType"] != "Bundle" || b["type"] != "searchset" || b["total"] != float64(len(p1All)) {
+			t.Fatalf("not a searchset of %d: type %v total %v", len(p1All), b["type"], b["total"])
+		}
+		expectSet(t, "$everything", matches(t, b), p1All...)
+		// Oldest change first (the writes' order).
+		if got := matches(t, b); !slices.Equal(got, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) {
+			t.Errorf("order %v", got)
+		}
+		expectSet(t, "_type", matches(t, e.do("GET", path+"?_type=Observation,Encounter", "").expect(t, 200).json(t)),
+			"Observation/o1", "Observation/o3", "Encounter/e1")
+		expectSet(t, "_type repeated", matches(t, e.do("GET", path+"?_type=Observation&_type=Patient", "").expect(t, 200).json(t)),
+			"Observation/o1", "Observation/o3", "Patient/p1", "Patient/p3")
+		org := e.do("GET", path+"?_type=Organization", "").expect(t, 200)
+		expectSet(t, "_type outside the compartment", matches(t, org.json(t)))
+		if !strings.Contains(string(org.body), "not in the Patient compartment") {
+			t.Errorf("no warning for a type outside the compartment: %s", org.body)
+		}
+		// _since: the writes are at least a second apart; o3 is
+		// followed by o4, e1 and c1.
+		since := lastUpdated(t, e, "/fhir/Observation/o3")
+		expectSet(t, "_since", matches(t, e.do("GET", path+"?_since="+since.Format(time.RFC3339), "").expect(t, 200).json(t)),
+			"Observation/o3", "Encounter/e1", "Condition/c1")
+		expectSet(t, "_since with an offset", matches(t, e.do("GET", path+"?_since="+url.QueryEscape(since.In(time.FixedZone("", 3600)).Format(time.RFC3339)), "").expect(t, 200).json(t)),
+			"Observation/o3", "Encounter/e1", "Condition/c1")
+		expectSet(t, "_since just after", matches(t, e.do("GET", path+"?_since="+since.Add(time.Millisecond).Format(time.RFC3339Nano), "").expect(t, 200).json(t)),
+			"Encounter/e1", "Condition/c1")
 
-			// Paging by _count; the links keep _since and _type.
-			all, n := e.pages(t, path+"?_count=2", "/fhir/Patient/p1/$everything")
-			if !slices.Equal(all, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) || n != 3 {
-				t.Errorf("paged: %v in %d pages", all, n)
-			}
-			sinceQ := "_since=" + since.Format(time.RFC3339) + "&_type=Observation,Condition"
-			first := e.do("GET", path+"?_count=1&"+sinceQ, "").json(t)
-			next := link(first, "next")
-			if q, _ := url.Parse(next); q == nil || q.Query().Get("_since") != since.Format(time.RFC3339) || q.Query().Get("_type") != "Observation,Condition" || q.Query().Has("_lastUpdated") {
-				t.Errorf("next link %q", next)
-			}
-			all, _ = e.pages(t, path+"?_count=1&"+sinceQ, "/fhir/Patient/p1/$everything")
-			expectSet(t, "paged with _since and _type", all, "Observation/o3", "Condition/c1")
+		// Paging by _count; the links keep _since and _type.
+		all, n := e.pages(t, path+"?_count=2", "/fhir/Patient/p1/$everything")
+		if !slices.Equal(all, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) || n != 3 {
+			t.Errorf("paged: %v in %d pages", all, n)
+		}
+		sinceQ := "_since=" + since.Format(time.RFC3339) + "&_type=Observation,Condition"
+		first := e.do("GET", path+"?_count=1&"+sinceQ, "").json(t)
+		next := link(first, "next")
+		if q, _ := url.Parse(next); q == nil || q.Query().Get("_since") != since.Format(time.RFC3339) || q.Query().Get("_type") != "Observation,Condition" || q.Query().Has("_lastUpdated") {
+			t.Errorf("next link %q", next)
+		}
+		all, _ = e.pages(t, path+"?_count=1&"+sinceQ, "/fhir/Patient/p1/$everything")
+		expectSet(t, "paged with _since and _type", all, "Observation/o3", "Condition/c1")
 
-			// POST with a Parameters body.
-			params := `{"resourceType":"Parameters","parameter":[{"name":"_type","valueCode":"Observation"},{"name":"_count","valueInteger":1}]}`
-			r := e.do("POST", path, params).expect(t, http.StatusOK).json(t)
-			if got := matches(t, r); len(got) != 1 || r["total"] != float64(2) || link(r, "next") == "" {
-				t.Errorf("POST: matches %v total %v next %q", got, r["total"], link(r, "next"))
-			}
+		// POST with a Parameters body.
+		params := `{"resourceType":"Parameters","parameter":[{"name":"_type","valueCode":"Observation"},{"name":"_count","valueInteger":1}]}`
+		r := e.do("POST", path, params).expect(t, http.StatusOK).json(t)
+		if got := matches(t, r); len(got) != 1 || r["total"] != float64(2) || link(r, "next") == "" {
+			t.Errorf("POST: matches %v total %v next %q", got, r["total"], link(r, "next"))
+		}
 
-			// Errors.
-			e.do("GET", path+"?start=2020-01-01", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", path+"?foo=bar", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", path+"?_since=yesterday", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", path+"?_type=Nonsense", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", path+"?_count=-1", "").outcome(t, http.StatusBadRequest)
-			e.do("POST", path, `{"resourceType":"Patient"}`).outcome(t, http.StatusBadRequest)
-			e.do("GET", "/fhir/Patient/a%20b/$everything", "").outcome(t, http.StatusBadRequest)
-			e.do("GET", "/fhir/Patient/nobody/$everything", "").expect(t, http.StatusOK)
-		})
-	}
+		// Errors.
+		e.do("GET", path+"?start=2020-01-01", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", path+"?foo=bar", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", path+"?_since=yesterday", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", path+"?_type=Nonsense", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", path+"?_count=-1", "").outcome(t, http.StatusBadRequest)
+		e.do("POST", path, `{"resourceType":"Patient"}`).outcome(t, http.StatusBadRequest)
+		e.do("GET", "/fhir/Patient/a%20b/$everything", "").outcome(t, http.StatusBadRequest)
+		e.do("GET", "/fhir/Patient/nobody/$everything", "").expect(t, http.StatusOK)
+	})
 }
 
 // TestEverythingResponseLimit: a $everything page that would exceed the
@@ -308,50 +312,46 @@ func TestEverythingResponseLimit(t *testing.T) {
 // caller's scopes: a patient-bound caller asking for another patient's
 // compartment gets only what is also in its own.
 func TestCompartmentAccess(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			e := compartmentEnv(t, dialect)
-			p1 := []string{"X-Scopes: patient/*.rs", "X-Patient: p1"}
-			// o3 (subject p2, performer p1) is in both compartments; o2,
-			// o4 and p2 are p2's alone.
-			b := e.do("GET", "/fhir/Patient/p2/$everything", "", p1...).expect(t, http.StatusOK).json(t)
-			expectSet(t, "p1 asking for p2's everything", matches(t, b), "Observation/o3")
+	compartmentDialects(t, func(t *testing.T, e *env) {
+		p1 := []string{"X-Scopes: patient/*.rs", "X-Patient: p1"}
+		// o3 (subject p2, performer p1) is in both compartments; o2,
+		// o4 and p2 are p2's alone.
+		b := e.do("GET", "/fhir/Patient/p2/$everything", "", p1...).expect(t, http.StatusOK).json(t)
+		expectSet(t, "p1 asking for p2's everything", matches(t, b), "Observation/o3")
+		for _, m := range matches(t, b) {
+			if m == "Patient/p2" || m == "Observation/o2" || m == "Observation/o4" {
+				t.Errorf("p1 got %s", m)
+			}
+		}
+		expectSet(t, "p1 asking for p2's observations", matches(t, e.do("GET", "/fhir/Patient/p2/Observation", "", p1...).expect(t, 200).json(t)), "Observation/o3")
+		expectSet(t, "p1 asking for p2's patients", matches(t, e.do("GET", "/fhir/Patient/p2/Patient", "", p1...).expect(t, 200).json(t)))
+		expectSet(t, "p1's own everything", matches(t, e.do("GET", "/fhir/Patient/p1/$everything", "", p1...).expect(t, 200).json(t)),
+			"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1")
+		// Paging links of another compartment do not reuse a snapshot.
+		all, _ := e.pages(t, "/fhir/Patient/p2/$everything?_count=1", "/fhir/Patient/p2/$everything", p1...)
+		expectSet(t, "p1 paging p2's everything", all, "Observation/o3")
+		// Only what the scopes grant: Observations alone.
+		obsOnly := []string{"X-Scopes: patient/Observation.rs", "X-Patient: p1"}
+		expectSet(t, "Observation scope", matches(t, e.do("GET", "/fhir/Patient/p1/$everything", "", obsOnly...).expect(t, 200).json(t)),
+			"Observation/o1", "Observation/o3")
+		e.do("GET", "/fhir/Patient/p1/Encounter", "", obsOnly...).outcome(t, http.StatusForbidden)
+		// Read without search: $everything is a search.
+		readOnly := []string{"X-Scopes: patient/*.r", "X-Patient: p1"}
+		e.do("GET", "/fhir/Patient/p1/$everything", "", readOnly...).outcome(t, http.StatusForbidden)
+		e.do("GET", "/fhir/Patient/p1/Observation", "", readOnly...).outcome(t, http.StatusForbidden)
+		// A snapshot made for one caller is not served to another.
+		sys := e.do("GET", "/fhir/Patient/p2/$everything?_count=1", "").json(t)
+		if next := link(sys, "next"); next != "" {
+			b := e.do("GET", pathOf(t, next), "", p1...).expect(t, http.StatusOK).json(t)
 			for _, m := range matches(t, b) {
-				if m == "Patient/p2" || m == "Observation/o2" || m == "Observation/o4" {
-					t.Errorf("p1 got %s", m)
+				if m != "Observation/o3" {
+					t.Errorf("p1 following a system caller's next link got %s", m)
 				}
 			}
-			expectSet(t, "p1 asking for p2's observations", matches(t, e.do("GET", "/fhir/Patient/p2/Observation", "", p1...).expect(t, 200).json(t)), "Observation/o3")
-			expectSet(t, "p1 asking for p2's patients", matches(t, e.do("GET", "/fhir/Patient/p2/Patient", "", p1...).expect(t, 200).json(t)))
-			expectSet(t, "p1's own everything", matches(t, e.do("GET", "/fhir/Patient/p1/$everything", "", p1...).expect(t, 200).json(t)),
-				"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1")
-			// Paging links of another compartment do not reuse a snapshot.
-			all, _ := e.pages(t, "/fhir/Patient/p2/$everything?_count=1", "/fhir/Patient/p2/$everything", p1...)
-			expectSet(t, "p1 paging p2's everything", all, "Observation/o3")
-			// Only what the scopes grant: Observations alone.
-			obsOnly := []string{"X-Scopes: patient/Observation.rs", "X-Patient: p1"}
-			expectSet(t, "Observation scope", matches(t, e.do("GET", "/fhir/Patient/p1/$everything", "", obsOnly...).expect(t, 200).json(t)),
-				"Observation/o1", "Observation/o3")
-			e.do("GET", "/fhir/Patient/p1/Encounter", "", obsOnly...).outcome(t, http.StatusForbidden)
-			// Read without search: $everything is a search.
-			readOnly := []string{"X-Scopes: patient/*.r", "X-Patient: p1"}
-			e.do("GET", "/fhir/Patient/p1/$everything", "", readOnly...).outcome(t, http.StatusForbidden)
-			e.do("GET", "/fhir/Patient/p1/Observation", "", readOnly...).outcome(t, http.StatusForbidden)
-			// A snapshot made for one caller is not served to another.
-			sys := e.do("GET", "/fhir/Patient/p2/$everything?_count=1", "").json(t)
-			if next := link(sys, "next"); next != "" {
-				b := e.do("GET", pathOf(t, next), "", p1...).expect(t, http.StatusOK).json(t)
-				for _, m := range matches(t, b) {
-					if m != "Observation/o3" {
-						t.Errorf("p1 following a system caller's next link got %s", m)
-					}
-				}
-			} else {
-				t.Error("no next link")
-			}
-		})
-	}
+		} else {
+			t.Error("no next link")
+		}
+	})
 }
 
 // TestCapabilityCompartment: the CapabilityStatement announces the Patient

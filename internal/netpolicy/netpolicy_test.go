@@ -276,70 +276,67 @@ func TestClientRulesStatic(t *testing.T) {
 }
 
 func TestClientRulesDatabase(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
-			db := authtest.DB(t, dialect)
-			for _, id := range []string{"a", "b", "c", "gone"} {
-				if err := db.CreateClient(ctx, &authdb.Client{ID: id, Name: id, Type: authdb.Public}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			set := func(r authdb.ClientNetRules) {
-				t.Helper()
-				if err := db.SetClientNetRules(ctx, r); err != nil {
-					t.Fatal(err)
-				}
-			}
-			set(authdb.ClientNetRules{ClientID: "a", AllowIPs: []string{"10.0.0.0/8"}})
-			set(authdb.ClientNetRules{ClientID: "a", AllowIPs: []string{"192.0.2.0/24", "2001:db8::/32"}, CORSOrigins: []string{"https://app.example"}}) // replaces
-			set(authdb.ClientNetRules{ClientID: "b", CORSOrigins: []string{"http://localhost:3000"}})
-			set(authdb.ClientNetRules{ClientID: "c", AllowIPs: []string{"203.0.113.1"}})
-			set(authdb.ClientNetRules{ClientID: "gone", CORSOrigins: []string{"https://gone.example"}})
-			if err := db.SetClientNetRules(ctx, authdb.ClientNetRules{ClientID: "nobody", AllowIPs: []string{"10.0.0.0/8"}}); !errors.Is(err, authdb.ErrNotFound) {
-				t.Fatalf("rules for a missing client: %v", err)
-			}
-			if err := db.SetClientNetRules(ctx, authdb.ClientNetRules{ClientID: "a", AllowIPs: []string{"nope"}}); err == nil {
-				t.Fatal("invalid CIDR stored")
-			}
-			if err := db.DeleteClient(ctx, "gone"); err != nil {
+	authtest.Both(t, func(t *testing.T, db *authdb.DB) {
+		ctx := context.Background()
+		for _, id := range []string{"a", "b", "c", "gone"} {
+			if err := db.CreateClient(ctx, &authdb.Client{ID: id, Name: id, Type: authdb.Public}); err != nil {
 				t.Fatal(err)
 			}
-			got, err := db.ClientNetRulesFor(ctx, "a")
-			if err != nil || len(got.AllowIPs) != 2 || got.CORSOrigins[0] != "https://app.example" {
-				t.Fatalf("rules of a: %+v %v", got, err)
-			}
-			if _, err := db.ClientNetRulesFor(ctx, "gone"); !errors.Is(err, authdb.ErrNotFound) {
-				t.Fatalf("rules of a deleted client: %v", err)
-			}
-			p := newRulesPolicy(t, dbRules{db}, nil)
-			// c is restricted to 203.0.113.1: the shared checks expect c to be
-			// refused from 192.0.2.9.
-			checkClientRules(t, p)
-			// The deleted client's origin is no longer answered.
-			r := httptest.NewRequest(http.MethodOptions, "/fhir/Patient", nil)
-			r.Header.Set("Origin", "https://gone.example")
-			r.Header.Set("Access-Control-Request-Method", "GET")
-			want403(t, serve(p.Preflight(ok200), r), "deleted client's origin")
-			// A client created after the last reload is checked at once.
-			if err := db.CreateClient(ctx, &authdb.Client{ID: "late", Name: "late", Type: authdb.Public}); err != nil {
+		}
+		set := func(r authdb.ClientNetRules) {
+			t.Helper()
+			if err := db.SetClientNetRules(ctx, r); err != nil {
 				t.Fatal(err)
 			}
-			set(authdb.ClientNetRules{ClientID: "late", AllowIPs: []string{"203.0.113.0/24"}})
-			want403(t, serve(p.Client(ok200), withPrincipal(req("198.51.100.9:1"), "late")), "client created after the reload")
-			if w := serve(p.Client(ok200), withPrincipal(req("203.0.113.5:1"), "late")); w.Code != 200 {
-				t.Fatalf("late client from its network: %d", w.Code)
-			}
-			// Clearing the rules lifts the restriction after a reload.
-			set(authdb.ClientNetRules{ClientID: "a"})
-			if err := p.opts.Clients.Load(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if w := serve(p.Client(ok200), withPrincipal(req("198.51.100.9:1"), "a")); w.Code != 200 {
-				t.Fatalf("cleared rules still enforced: %d", w.Code)
-			}
-		})
-	}
+		}
+		set(authdb.ClientNetRules{ClientID: "a", AllowIPs: []string{"10.0.0.0/8"}})
+		set(authdb.ClientNetRules{ClientID: "a", AllowIPs: []string{"192.0.2.0/24", "2001:db8::/32"}, CORSOrigins: []string{"https://app.example"}}) // replaces
+		set(authdb.ClientNetRules{ClientID: "b", CORSOrigins: []string{"http://localhost:3000"}})
+		set(authdb.ClientNetRules{ClientID: "c", AllowIPs: []string{"203.0.113.1"}})
+		set(authdb.ClientNetRules{ClientID: "gone", CORSOrigins: []string{"https://gone.example"}})
+		if err := db.SetClientNetRules(ctx, authdb.ClientNetRules{ClientID: "nobody", AllowIPs: []string{"10.0.0.0/8"}}); !errors.Is(err, authdb.ErrNotFound) {
+			t.Fatalf("rules for a missing client: %v", err)
+		}
+		if err := db.SetClientNetRules(ctx, authdb.ClientNetRules{ClientID: "a", AllowIPs: []string{"nope"}}); err == nil {
+			t.Fatal("invalid CIDR stored")
+		}
+		if err := db.DeleteClient(ctx, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.ClientNetRulesFor(ctx, "a")
+		if err != nil || len(got.AllowIPs) != 2 || got.CORSOrigins[0] != "https://app.example" {
+			t.Fatalf("rules of a: %+v %v", got, err)
+		}
+		if _, err := db.ClientNetRulesFor(ctx, "gone"); !errors.Is(err, authdb.ErrNotFound) {
+			t.Fatalf("rules of a deleted client: %v", err)
+		}
+		p := newRulesPolicy(t, dbRules{db}, nil)
+		// c is restricted to 203.0.113.1: the shared checks expect c to be
+		// refused from 192.0.2.9.
+		checkClientRules(t, p)
+		// The deleted client's origin is no longer answered.
+		r := httptest.NewRequest(http.MethodOptions, "/fhir/Patient", nil)
+		r.Header.Set("Origin", "https://gone.example")
+		r.Header.Set("Access-Control-Request-Method", "GET")
+		want403(t, serve(p.Preflight(ok200), r), "deleted client's origin")
+		// A client created after the last reload is checked at once.
+		if err := db.CreateClient(ctx, &authdb.Client{ID: "late", Name: "late", Type: authdb.Public}); err != nil {
+			t.Fatal(err)
+		}
+		set(authdb.ClientNetRules{ClientID: "late", AllowIPs: []string{"203.0.113.0/24"}})
+		want403(t, serve(p.Client(ok200), withPrincipal(req("198.51.100.9:1"), "late")), "client created after the reload")
+		if w := serve(p.Client(ok200), withPrincipal(req("203.0.113.5:1"), "late")); w.Code != 200 {
+			t.Fatalf("late client from its network: %d", w.Code)
+		}
+		// Clearing the rules lifts the restriction after a reload.
+		set(authdb.ClientNetRules{ClientID: "a"})
+		if err := p.opts.Clients.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if w := serve(p.Client(ok200), withPrincipal(req("198.51.100.9:1"), "a")); w.Code != 200 {
+			t.Fatalf("cleared rules still enforced: %d", w.Code)
+		}
+	})
 }
 
 func TestNormalizeOrigin(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 )
 
@@ -56,9 +57,11 @@ func newCodeEnv(t testing.TB, dialect string, setup ...func(*oauth.Server)) *cod
 	return ce
 }
 
-func codeDialects(t *testing.T, f func(t *testing.T, e *codeEnv)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, newCodeEnv(t, d)) })
+// codeDialects runs f as a subtest (or sub-benchmark) on a codeEnv of
+// each dialect.
+func codeDialects[T dbtest.Runner[T]](t T, f func(t T, e *codeEnv)) {
+	for _, d := range dbtest.Dialects {
+		t.Run(d, func(t T) { f(t, newCodeEnv(t, d)) })
 	}
 }
 
@@ -104,8 +107,8 @@ func acConfidentialClient(e *codeEnv) *oauth.Registered {
 
 func acWantError(t *testing.T, what string, r result, status int, code string) {
 	t.Helper()
-	if r.status != status || r.body["error"] != code {
-		t.Fatalf("%s: got %d %s, want %d %s", what, r.status, r.raw, status, code)
+	if r.Status != status || r.Body["error"] != code {
+		t.Fatalf("%s: got %d %s, want %d %s", what, r.Status, r.Raw, status, code)
 	}
 }
 
@@ -176,19 +179,19 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		}
 		rs := e.register(oauth.Registration{Name: "resource server", Type: authdb.Confidential, Scopes: []string{oauth.ScopeIntrospect}})
 		in := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(rs.ClientID, rs.ClientSecret))
-		if in.status != 200 || in.body["active"] != true || in.body["patient"] != "p-1" || in.body["client_id"] != id ||
-			in.body["iss"] != idt.Issuer || in.body["sub"] != idt.Subject || in.body["fhirUser"] != idc.FHIRUser || in.body["scope"] != tok.Extra("scope") {
-			t.Fatalf("introspection: %s", in.raw)
+		if in.Status != 200 || in.Body["active"] != true || in.Body["patient"] != "p-1" || in.Body["client_id"] != id ||
+			in.Body["iss"] != idt.Issuer || in.Body["sub"] != idt.Subject || in.Body["fhirUser"] != idc.FHIRUser || in.Body["scope"] != tok.Extra("scope") {
+			t.Fatalf("introspection: %s", in.Raw)
 		}
 		in = e.post(oauth.PathIntrospect, url.Values{"token": {tok.RefreshToken}}, basic(rs.ClientID, rs.ClientSecret))
-		if in.body["active"] != true || in.body["patient"] != "p-1" || in.body["client_id"] != id || in.body["scope"] != tok.Extra("scope") {
-			t.Fatalf("refresh introspection: %s", in.raw)
+		if in.Body["active"] != true || in.Body["patient"] != "p-1" || in.Body["client_id"] != id || in.Body["scope"] != tok.Extra("scope") {
+			t.Fatalf("refresh introspection: %s", in.Raw)
 		}
 		// Any other confidential client learns nothing about either token.
 		nosy := acConfidentialClient(e)
 		for _, tk := range []string{tok.AccessToken, tok.RefreshToken} {
-			if in := e.post(oauth.PathIntrospect, url.Values{"token": {tk}}, basic(nosy.ClientID, nosy.ClientSecret)); in.status != 200 || in.raw != "{\"active\":false}\n" {
-				t.Fatalf("another client's token introspected: %d %s", in.status, in.raw)
+			if in := e.post(oauth.PathIntrospect, url.Values{"token": {tk}}, basic(nosy.ClientID, nosy.ClientSecret)); in.Status != 200 || in.Raw != "{\"active\":false}\n" {
+				t.Fatalf("another client's token introspected: %d %s", in.Status, in.Raw)
 			}
 		}
 
@@ -208,34 +211,34 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		}
 		// The rotated token is no longer active.
 		in = e.post(oauth.PathIntrospect, url.Values{"token": {old.RefreshToken}}, basic(rs.ClientID, rs.ClientSecret))
-		if in.raw != "{\"active\":false}\n" {
-			t.Fatalf("rotated refresh token introspection: %s", in.raw)
+		if in.Raw != "{\"active\":false}\n" {
+			t.Fatalf("rotated refresh token introspection: %s", in.Raw)
 		}
 
 		// g10's second refresh: scope = everything received last time, with
 		// headers checked; then narrowing and widening.
 		r := e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {nt.RefreshToken}, "client_id": {id},
 			"scope": {nt.Extra("scope").(string)}}, nil)
-		if r.status != 200 || r.body["scope"] != old.Extra("scope") || r.hdr.Get("Cache-Control") != "no-store" || r.hdr.Get("Pragma") != "no-cache" {
-			t.Fatalf("refresh with scope: %d %s %v", r.status, r.raw, r.hdr)
+		if r.Status != 200 || r.Body["scope"] != old.Extra("scope") || r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Pragma") != "no-cache" {
+			t.Fatalf("refresh with scope: %d %s %v", r.Status, r.Raw, r.Header)
 		}
-		if _, ok := r.body["expires_in"].(float64); !ok {
-			t.Fatalf("expires_in not a number: %s", r.raw)
+		if _, ok := r.Body["expires_in"].(float64); !ok {
+			t.Fatalf("expires_in not a number: %s", r.Raw)
 		}
-		r = e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.body["refresh_token"].(string)}, "client_id": {id},
+		r = e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.Body["refresh_token"].(string)}, "client_id": {id},
 			"scope": {"patient/Patient.rs offline_access"}}, nil)
-		if r.status != 200 || r.body["scope"] != "patient/Patient.rs offline_access" {
-			t.Fatalf("narrowing: %d %s", r.status, r.raw)
+		if r.Status != 200 || r.Body["scope"] != "patient/Patient.rs offline_access" {
+			t.Fatalf("narrowing: %d %s", r.Status, r.Raw)
 		}
-		narrowed := r.body["refresh_token"].(string)
+		narrowed := r.Body["refresh_token"].(string)
 		r = e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {narrowed}, "client_id": {id},
 			"scope": {"patient/Patient.rs patient/Condition.rs"}}, nil)
 		acWantError(t, "widening", r, 400, "invalid_scope")
 		// Narrowing does not shrink the grant: the next refresh may ask for
 		// everything originally granted.
 		r = e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {narrowed}, "client_id": {id}}, nil)
-		if r.status != 200 || r.body["scope"] != old.Extra("scope") {
-			t.Fatalf("after narrowing: %d %s", r.status, r.raw)
+		if r.Status != 200 || r.Body["scope"] != old.Extra("scope") {
+			t.Fatalf("after narrowing: %d %s", r.Status, r.Raw)
 		}
 	})
 }
@@ -262,43 +265,43 @@ func TestEHRLaunchTokenResponse(t *testing.T) {
 		g.Scopes = []string{"launch", "openid", "fhirUser", "offline_access", "user/Patient.rs", "user/Encounter.rs"}
 		g.FHIRUser, g.Encounter, g.NeedPatientBanner, g.SMARTStyleURL = "Practitioner/dr-1", "enc-9", false, "https://lapis.example/smart-style.json"
 		r := e.post(oauth.PathToken, acExchangeForm(e.code(g)), basic(c.ClientID, c.ClientSecret))
-		if r.status != 200 {
-			t.Fatalf("%d %s", r.status, r.raw)
+		if r.Status != 200 {
+			t.Fatalf("%d %s", r.Status, r.Raw)
 		}
-		if r.hdr.Get("Cache-Control") != "no-store" || r.hdr.Get("Pragma") != "no-cache" || r.hdr.Get("Access-Control-Allow-Origin") != "*" {
-			t.Fatalf("headers %v", r.hdr)
+		if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Pragma") != "no-cache" || r.Header.Get("Access-Control-Allow-Origin") != "*" {
+			t.Fatalf("headers %v", r.Header)
 		}
 		for _, k := range []string{"access_token", "token_type", "scope", "refresh_token", "id_token", "patient", "encounter", "smart_style_url"} {
-			if s, ok := r.body[k].(string); !ok || s == "" {
-				t.Fatalf("%s missing or not a string: %s", k, r.raw)
+			if s, ok := r.Body[k].(string); !ok || s == "" {
+				t.Fatalf("%s missing or not a string: %s", k, r.Raw)
 			}
 		}
-		if r.body["token_type"] != "Bearer" || r.body["expires_in"] != float64(3600) || r.body["need_patient_banner"] != false ||
-			r.body["scope"] != strings.Join(g.Scopes, " ") || r.body["encounter"] != "enc-9" {
-			t.Fatalf("body %s", r.raw)
+		if r.Body["token_type"] != "Bearer" || r.Body["expires_in"] != float64(3600) || r.Body["need_patient_banner"] != false ||
+			r.Body["scope"] != strings.Join(g.Scopes, " ") || r.Body["encounter"] != "enc-9" {
+			t.Fatalf("body %s", r.Raw)
 		}
-		fc, _ := json.Marshal(r.body["fhirContext"])
+		fc, _ := json.Marshal(r.Body["fhirContext"])
 		if string(fc) != `[{"reference":"Encounter/enc-9"}]` {
 			t.Fatalf("fhirContext %s", fc)
 		}
 		var idc map[string]any
-		b, _ := base64.RawURLEncoding.DecodeString(strings.Split(r.body["id_token"].(string), ".")[1])
+		b, _ := base64.RawURLEncoding.DecodeString(strings.Split(r.Body["id_token"].(string), ".")[1])
 		_ = json.Unmarshal(b, &idc)
 		if idc["fhirUser"] != e.issuer+"/Practitioner/dr-1" || idc["aud"] != c.ClientID || idc["iss"] != e.issuer {
 			t.Fatalf("id_token %v", idc)
 		}
 		// Refresh keeps the context; the confidential client must
 		// re-authenticate.
-		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.body["refresh_token"].(string)}}
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.Body["refresh_token"].(string)}}
 		acWantError(t, "refresh without client auth", e.post(oauth.PathToken, form, nil), 401, "invalid_client")
 		form.Set("client_id", c.ClientID)
 		acWantError(t, "refresh with client_id only", e.post(oauth.PathToken, form, nil), 400, "invalid_client")
 		form.Del("client_id")
 		acWantError(t, "refresh with a wrong secret", e.post(oauth.PathToken, form, basic(c.ClientID, "wrong")), 401, "invalid_client")
 		rr := e.post(oauth.PathToken, form, basic(c.ClientID, c.ClientSecret))
-		fc, _ = json.Marshal(rr.body["fhirContext"])
-		if rr.status != 200 || rr.body["encounter"] != "enc-9" || rr.body["patient"] != "p-1" || string(fc) != `[{"reference":"Encounter/enc-9"}]` {
-			t.Fatalf("refresh: %d %s", rr.status, rr.raw)
+		fc, _ = json.Marshal(rr.Body["fhirContext"])
+		if rr.Status != 200 || rr.Body["encounter"] != "enc-9" || rr.Body["patient"] != "p-1" || string(fc) != `[{"reference":"Encounter/enc-9"}]` {
+			t.Fatalf("refresh: %d %s", rr.Status, rr.Raw)
 		}
 	})
 }
@@ -319,19 +322,19 @@ func TestAsymmetricClientExchange(t *testing.T) {
 			form[k] = v
 		}
 		r := e.post(oauth.PathToken, form, nil)
-		if r.status != 200 || r.body["id_token"] == nil || r.body["refresh_token"] == nil {
-			t.Fatalf("%d %s", r.status, r.raw)
+		if r.Status != 200 || r.Body["id_token"] == nil || r.Body["refresh_token"] == nil {
+			t.Fatalf("%d %s", r.Status, r.Raw)
 		}
 		// The same client without its assertion is refused.
 		form = acExchangeForm(e.code(acGrant(c.ClientID)))
 		form.Set("client_id", c.ClientID)
 		acWantError(t, "asymmetric client without assertion", e.post(oauth.PathToken, form, nil), 400, "invalid_client")
-		rf := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.body["refresh_token"].(string)}}
+		rf := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.Body["refresh_token"].(string)}}
 		for k, v := range assertion() {
 			rf[k] = v
 		}
-		if rr := e.post(oauth.PathToken, rf, nil); rr.status != 200 {
-			t.Fatalf("refresh: %d %s", rr.status, rr.raw)
+		if rr := e.post(oauth.PathToken, rf, nil); rr.Status != 200 {
+			t.Fatalf("refresh: %d %s", rr.Status, rr.Raw)
 		}
 	})
 }
@@ -363,8 +366,8 @@ func TestAuthorizationCodeNegatives(t *testing.T) {
 		f.Set("client_secret", "not-the-secret")
 		acWantError(t, "wrong secret (post)", e.post(oauth.PathToken, f, nil), 400, "invalid_client")
 		// Failed client authentication does not consume the code.
-		if r := e.post(oauth.PathToken, acExchangeForm(code), authConf); r.status != 200 {
-			t.Fatalf("code after failed client auth: %d %s", r.status, r.raw)
+		if r := e.post(oauth.PathToken, acExchangeForm(code), authConf); r.Status != 200 {
+			t.Fatalf("code after failed client auth: %d %s", r.Status, r.Raw)
 		}
 
 		// A public client sending a secret, and a confidential client
@@ -415,10 +418,10 @@ func TestAuthorizationCodeNegatives(t *testing.T) {
 		// issued is revoked (access token, refresh family).
 		code = e.code(acGrant(pub))
 		first := e.post(oauth.PathToken, withPub(acExchangeForm(code)), nil)
-		if first.status != 200 {
-			t.Fatalf("first use: %d %s", first.status, first.raw)
+		if first.Status != 200 {
+			t.Fatalf("first use: %d %s", first.Status, first.Raw)
 		}
-		at, rt := first.body["access_token"].(string), first.body["refresh_token"].(string)
+		at, rt := first.Body["access_token"].(string), first.Body["refresh_token"].(string)
 		if _, err := e.srv.Verifier().Verify(ctx, at); err != nil {
 			t.Fatal(err)
 		}
@@ -436,8 +439,8 @@ func TestAuthorizationCodeNegatives(t *testing.T) {
 		g := acGrant(pub)
 		g.Scopes = []string{"launch/patient", "patient/Patient.rs"}
 		r := e.post(oauth.PathToken, withPub(acExchangeForm(e.code(g))), nil)
-		if r.status != 200 || r.body["refresh_token"] != nil || r.body["id_token"] != nil || r.body["scope"] != "launch/patient patient/Patient.rs" {
-			t.Fatalf("minimal acGrant: %d %s", r.status, r.raw)
+		if r.Status != 200 || r.Body["refresh_token"] != nil || r.Body["id_token"] != nil || r.Body["scope"] != "launch/patient patient/Patient.rs" {
+			t.Fatalf("minimal acGrant: %d %s", r.Status, r.Raw)
 		}
 	})
 }
@@ -457,11 +460,11 @@ func TestCodeSingleUseConcurrent(t *testing.T) {
 			wg.Go(func() {
 				f := acExchangeForm(code)
 				f.Set("client_id", pub)
-				if r := e.post(oauth.PathToken, f, nil); r.status == 200 {
+				if r := e.post(oauth.PathToken, f, nil); r.Status == 200 {
 					ok.Add(1)
-					at.Store(r.body["access_token"].(string))
-				} else if r.status != 400 || r.body["error"] != "invalid_grant" {
-					t.Errorf("%d %s", r.status, r.raw)
+					at.Store(r.Body["access_token"].(string))
+				} else if r.Status != 400 || r.Body["error"] != "invalid_grant" {
+					t.Errorf("%d %s", r.Status, r.Raw)
 				}
 			})
 		}
@@ -499,8 +502,8 @@ func TestRefreshRotation(t *testing.T) {
 			f := acExchangeForm(e.code(g))
 			f.Set("client_id", g.ClientID)
 			r := e.post(oauth.PathToken, f, nil)
-			if r.status != 200 {
-				t.Fatalf("%d %s", r.status, r.raw)
+			if r.Status != 200 {
+				t.Fatalf("%d %s", r.Status, r.Raw)
 			}
 			return r
 		}
@@ -508,26 +511,26 @@ func TestRefreshRotation(t *testing.T) {
 		// Invalid refresh tokens (Inferno: 400 or 401).
 		acWantError(t, "random refresh token", refresh("3f1e8c2a-9b7d-4e6f-8a5c-1d2e3f4a5b6c", nil), 400, "invalid_grant")
 		acWantError(t, "no refresh token", refresh("", nil), 400, "invalid_request")
-		acWantError(t, "JWT as refresh token", refresh(issue(acGrant(pub)).body["access_token"].(string), nil), 400, "invalid_grant")
+		acWantError(t, "JWT as refresh token", refresh(issue(acGrant(pub)).Body["access_token"].(string), nil), 400, "invalid_grant")
 
 		r0 := issue(acGrant(pub))
-		rt0 := r0.body["refresh_token"].(string)
+		rt0 := r0.Body["refresh_token"].(string)
 		// Another client cannot use it, and does not burn it.
 		acWantError(t, "foreign refresh token", refresh(rt0, basic(conf.ClientID, conf.ClientSecret)), 400, "invalid_grant")
 
 		r1 := refresh(rt0, nil)
-		if r1.status != 200 {
-			t.Fatalf("%d %s", r1.status, r1.raw)
+		if r1.Status != 200 {
+			t.Fatalf("%d %s", r1.Status, r1.Raw)
 		}
-		rt1 := r1.body["refresh_token"].(string)
+		rt1 := r1.Body["refresh_token"].(string)
 		// Within the grace window the old token still works (a lost
 		// response retried) and supersedes rt1.
 		e.advance(10 * time.Second)
 		r2 := refresh(rt0, nil)
-		if r2.status != 200 {
-			t.Fatalf("grace retry: %d %s", r2.status, r2.raw)
+		if r2.Status != 200 {
+			t.Fatalf("grace retry: %d %s", r2.Status, r2.Raw)
 		}
-		rt2, at2 := r2.body["refresh_token"].(string), r2.body["access_token"].(string)
+		rt2, at2 := r2.Body["refresh_token"].(string), r2.Body["access_token"].(string)
 		// After the grace window, reusing rt0 revokes the whole family.
 		e.advance(25 * time.Second)
 		acWantError(t, "reuse after grace", refresh(rt0, nil), 400, "invalid_grant")
@@ -536,7 +539,7 @@ func TestRefreshRotation(t *testing.T) {
 		if _, err := e.srv.Verifier().Verify(ctx, at2); err == nil {
 			t.Fatal("access token of a revoked family still valid")
 		}
-		if _, err := e.srv.Verifier().Verify(ctx, r0.body["access_token"].(string)); err == nil {
+		if _, err := e.srv.Verifier().Verify(ctx, r0.Body["access_token"].(string)); err == nil {
 			t.Fatal("first access token of a revoked family still valid")
 		}
 
@@ -544,9 +547,9 @@ func TestRefreshRotation(t *testing.T) {
 		// client's attempt is answered 200 (nothing disclosed) and changes
 		// nothing.
 		r := issue(acGrant(pub))
-		rt, at := r.body["refresh_token"].(string), r.body["access_token"].(string)
-		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}}, basic(conf.ClientID, conf.ClientSecret)); rv.status != 200 || strings.TrimSpace(rv.raw) != "{}" {
-			t.Fatalf("revoke a foreign refresh token: %d %s", rv.status, rv.raw)
+		rt, at := r.Body["refresh_token"].(string), r.Body["access_token"].(string)
+		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}}, basic(conf.ClientID, conf.ClientSecret)); rv.Status != 200 || strings.TrimSpace(rv.Raw) != "{}" {
+			t.Fatalf("revoke a foreign refresh token: %d %s", rv.Status, rv.Raw)
 		}
 		if _, err := e.srv.Verifier().Verify(ctx, at); err != nil {
 			t.Fatalf("a foreign revocation revoked the family: %v", err)
@@ -554,44 +557,44 @@ func TestRefreshRotation(t *testing.T) {
 		if rt2, _ := e.db.RefreshToken(ctx, sha256Sum(rt)); rt2 == nil {
 			t.Fatal("a foreign revocation deleted the refresh token")
 		}
-		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}, "client_id": {pub}}, nil); rv.status != 200 {
-			t.Fatalf("revoke: %d %s", rv.status, rv.raw)
+		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}, "client_id": {pub}}, nil); rv.Status != 200 {
+			t.Fatalf("revoke: %d %s", rv.Status, rv.Raw)
 		}
 		acWantError(t, "revoked refresh token", refresh(rt, nil), 400, "invalid_grant")
 		if _, err := e.srv.Verifier().Verify(ctx, at); err == nil {
 			t.Fatal("access token survives revocation of its refresh token")
 		}
-		if rv := e.post(oauth.PathRevoke, url.Values{"token": {"unknown-opaque-token"}, "client_id": {pub}}, nil); rv.status != 200 {
-			t.Fatalf("revoke unknown: %d %s", rv.status, rv.raw)
+		if rv := e.post(oauth.PathRevoke, url.Values{"token": {"unknown-opaque-token"}, "client_id": {pub}}, nil); rv.Status != 200 {
+			t.Fatalf("revoke unknown: %d %s", rv.Status, rv.Raw)
 		}
 
 		// Offline tokens live 90 days, sliding.
 		r = issue(acGrant(pub))
-		rt = r.body["refresh_token"].(string)
+		rt = r.Body["refresh_token"].(string)
 		e.advance(89 * 24 * time.Hour)
 		r = refresh(rt, nil)
-		if r.status != 200 {
-			t.Fatalf("refresh at 89 days: %d %s", r.status, r.raw)
+		if r.Status != 200 {
+			t.Fatalf("refresh at 89 days: %d %s", r.Status, r.Raw)
 		}
 		e.advance(89 * 24 * time.Hour)
-		r = refresh(r.body["refresh_token"].(string), nil)
-		if r.status != 200 {
-			t.Fatalf("refresh at 178 days (sliding): %d %s", r.status, r.raw)
+		r = refresh(r.Body["refresh_token"].(string), nil)
+		if r.Status != 200 {
+			t.Fatalf("refresh at 178 days (sliding): %d %s", r.Status, r.Raw)
 		}
 		e.advance(91 * 24 * time.Hour)
-		acWantError(t, "expired offline refresh token", refresh(r.body["refresh_token"].(string), nil), 400, "invalid_grant")
+		acWantError(t, "expired offline refresh token", refresh(r.Body["refresh_token"].(string), nil), 400, "invalid_grant")
 
 		// online_access: 12 hours from the authorization, not extended.
 		g := acGrant(pub)
 		g.Scopes = []string{"launch/patient", "openid", "fhirUser", "online_access", "patient/Patient.rs"}
 		r = issue(g)
 		e.advance(11 * time.Hour)
-		r = refresh(r.body["refresh_token"].(string), nil)
-		if r.status != 200 {
-			t.Fatalf("online refresh: %d %s", r.status, r.raw)
+		r = refresh(r.Body["refresh_token"].(string), nil)
+		if r.Status != 200 {
+			t.Fatalf("online refresh: %d %s", r.Status, r.Raw)
 		}
 		e.advance(2 * time.Hour)
-		acWantError(t, "expired online refresh token", refresh(r.body["refresh_token"].(string), nil), 400, "invalid_grant")
+		acWantError(t, "expired online refresh token", refresh(r.Body["refresh_token"].(string), nil), 400, "invalid_grant")
 	})
 }
 
@@ -606,25 +609,25 @@ func TestRefreshGraceRetryOnce(t *testing.T) {
 		f := acExchangeForm(e.code(acGrant(pub)))
 		f.Set("client_id", pub)
 		r0 := e.post(oauth.PathToken, f, nil)
-		if r0.status != 200 {
-			t.Fatalf("%d %s", r0.status, r0.raw)
+		if r0.Status != 200 {
+			t.Fatalf("%d %s", r0.Status, r0.Raw)
 		}
 		refresh := func(tok string) result {
 			return e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {pub}}, nil)
 		}
-		rt0 := r0.body["refresh_token"].(string)
-		if r := refresh(rt0); r.status != 200 {
-			t.Fatalf("refresh: %d %s", r.status, r.raw)
+		rt0 := r0.Body["refresh_token"].(string)
+		if r := refresh(rt0); r.Status != 200 {
+			t.Fatalf("refresh: %d %s", r.Status, r.Raw)
 		}
 		e.advance(5 * time.Second)
 		retry := refresh(rt0)
-		if retry.status != 200 {
-			t.Fatalf("the one retry: %d %s", retry.status, retry.raw)
+		if retry.Status != 200 {
+			t.Fatalf("the one retry: %d %s", retry.Status, retry.Raw)
 		}
 		e.advance(5 * time.Second)
 		acWantError(t, "second retry inside the grace period", refresh(rt0), 400, "invalid_grant")
-		acWantError(t, "the retry's refresh token after the reuse", refresh(retry.body["refresh_token"].(string)), 400, "invalid_grant")
-		for _, at := range []string{r0.body["access_token"].(string), retry.body["access_token"].(string)} {
+		acWantError(t, "the retry's refresh token after the reuse", refresh(retry.Body["refresh_token"].(string)), 400, "invalid_grant")
+		for _, at := range []string{r0.Body["access_token"].(string), retry.Body["access_token"].(string)} {
 			if _, err := e.srv.Verifier().Verify(ctx, at); err == nil {
 				t.Fatal("access token of a reused family still valid")
 			}

@@ -17,13 +17,6 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth"
 )
 
-// benchDialects runs a benchmark on SQLite and PostgreSQL.
-func benchDialects(b *testing.B, f func(b *testing.B, e *env)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		b.Run(d, func(b *testing.B) { f(b, newEnv(b, d)) })
-	}
-}
-
 // benchPost sends b.N form POSTs from 16 concurrent clients over
 // keep-alive connections; body(i) builds the i-th request.
 func benchPost(b *testing.B, u string, body func(i int64) string, auth string) {
@@ -59,7 +52,7 @@ func benchPost(b *testing.B, u string, body func(i int64) string, auth string) {
 }
 
 func BenchmarkClientCredentialsSecret(b *testing.B) {
-	benchDialects(b, func(b *testing.B, e *env) {
+	dialects(b, func(b *testing.B, e *env) {
 		c := e.register(oauth.Registration{Name: "svc", Type: authdb.Confidential, Scopes: []string{"system/*.rs"}})
 		req, _ := http.NewRequest("POST", "/", nil)
 		basic(c.ClientID, c.ClientSecret)(req)
@@ -69,7 +62,7 @@ func BenchmarkClientCredentialsSecret(b *testing.B) {
 
 func BenchmarkClientCredentialsPrivateKeyJWT(b *testing.B) {
 	bk := newBackendKeys(b)
-	benchDialects(b, func(b *testing.B, e *env) {
+	dialects(b, func(b *testing.B, e *env) {
 		c := e.register(oauth.Registration{Name: "bulk", Type: authdb.Backend, JWKS: bk.public, Scopes: []string{"system/*.read"}})
 		// Assertions are signed before the timer starts: only the server's
 		// work (and HTTP) is measured.
@@ -86,7 +79,7 @@ func BenchmarkClientCredentialsPrivateKeyJWT(b *testing.B) {
 }
 
 func BenchmarkIntrospection(b *testing.B) {
-	benchDialects(b, func(b *testing.B, e *env) {
+	dialects(b, func(b *testing.B, e *env) {
 		c := e.register(oauth.Registration{Name: "svc", Type: authdb.Confidential, Scopes: []string{"system/*.rs"}})
 		tok, err := (&clientcredentials.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, TokenURL: e.token}).Token(context.Background())
 		if err != nil {

@@ -80,8 +80,8 @@ func TestClientCredentialsNarrowerScope(t *testing.T) {
 		}
 		// The description shows only RFC 6749 §5.2 characters.
 		r := e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}, "scope": {`system/"Pat\ient".rs`}}, basic(conf.ClientID, conf.ClientSecret))
-		if d, _ := r.body["error_description"].(string); r.status != 400 || !strings.Contains(d, "system/?Pat?ient?.rs") {
-			t.Errorf("quoted scope: %d %s", r.status, r.raw)
+		if d, _ := r.Body["error_description"].(string); r.Status != 400 || !strings.Contains(d, "system/?Pat?ient?.rs") {
+			t.Errorf("quoted scope: %d %s", r.Status, r.Raw)
 		}
 
 		// A granular registration allows only itself (or fewer permissions).
@@ -107,12 +107,12 @@ func TestClientCredentialsNarrowerScope(t *testing.T) {
 				"client_assertion_type": {oauth.AssertionType}, "client_assertion": {a}}, nil)
 		}
 		for _, sc := range []string{"system/Patient.rs", "system/Patient.r", "system/Patient.read", "system/*.s", labScope} {
-			if r := backend(sc); r.status != 200 || r.body["scope"] != sc {
-				t.Errorf("backend %s: %d %s", sc, r.status, r.raw)
+			if r := backend(sc); r.Status != 200 || r.Body["scope"] != sc {
+				t.Errorf("backend %s: %d %s", sc, r.Status, r.Raw)
 			}
 		}
-		if r := backend("system/Patient.cud"); r.status != 400 || r.body["error"] != "invalid_scope" || !strings.Contains(r.body["error_description"].(string), "system/Patient.cud") {
-			t.Errorf("backend beyond registration: %d %s", r.status, r.raw)
+		if r := backend("system/Patient.cud"); r.Status != 400 || r.Body["error"] != "invalid_scope" || !strings.Contains(r.Body["error_description"].(string), "system/Patient.cud") {
+			t.Errorf("backend beyond registration: %d %s", r.Status, r.Raw)
 		}
 	})
 }
@@ -147,8 +147,8 @@ func TestAssertionAudience(t *testing.T) {
 			"array with issuer":    []string{"https://elsewhere.example", e.issuer},
 			"array with token URL": []string{e.token},
 		} {
-			if r := post(rs(claims("aud", aud))); r.status != 200 || r.body["access_token"] == nil {
-				t.Errorf("aud %s: %d %s", name, r.status, r.raw)
+			if r := post(rs(claims("aud", aud))); r.Status != 200 || r.Body["access_token"] == nil {
+				t.Errorf("aud %s: %d %s", name, r.Status, r.Raw)
 			}
 		}
 		replayed := rs(claims("aud", e.issuer))
@@ -171,12 +171,12 @@ func TestAssertionAudience(t *testing.T) {
 			{"HS256", "eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo", "RS384"},
 		} {
 			r := post(c.assertion)
-			d, _ := r.body["error_description"].(string)
-			if r.status != 400 || r.body["error"] != "invalid_client" || !strings.HasPrefix(d, "client assertion: ") || !strings.Contains(d, c.desc) {
-				t.Errorf("%s: %d %s", c.name, r.status, r.raw)
+			d, _ := r.Body["error_description"].(string)
+			if r.Status != 400 || r.Body["error"] != "invalid_client" || !strings.HasPrefix(d, "client assertion: ") || !strings.Contains(d, c.desc) {
+				t.Errorf("%s: %d %s", c.name, r.Status, r.Raw)
 			}
-			if strings.Contains(r.raw, "b41528b6f37a9500edb8a905a595bdd7") || strings.Contains(r.raw, `"n"`) || strings.Contains(r.raw, "BEGIN") {
-				t.Errorf("%s: key material in %s", c.name, r.raw)
+			if strings.Contains(r.Raw, "b41528b6f37a9500edb8a905a595bdd7") || strings.Contains(r.Raw, `"n"`) || strings.Contains(r.Raw, "BEGIN") {
+				t.Errorf("%s: key material in %s", c.name, r.Raw)
 			}
 		}
 	})
@@ -199,8 +199,8 @@ func TestPublicRefreshWithoutClientID(t *testing.T) {
 				f.Set("client_id", clientID)
 			}
 			r := e.post(oauth.PathToken, f, auth)
-			if r.status != 200 {
-				t.Fatalf("%d %s", r.status, r.raw)
+			if r.Status != 200 {
+				t.Fatalf("%d %s", r.Status, r.Raw)
 			}
 			return r
 		}
@@ -210,7 +210,7 @@ func TestPublicRefreshWithoutClientID(t *testing.T) {
 
 		// x/oauth2 without a client id sends what fhirclient sends.
 		r0 := issue(pub, nil)
-		rt0 := r0.body["refresh_token"].(string)
+		rt0 := r0.Body["refresh_token"].(string)
 		cfg := &oauth2.Config{Endpoint: oauth2.Endpoint{TokenURL: e.token, AuthStyle: oauth2.AuthStyleInParams}}
 		nt, err := cfg.TokenSource(ctx, &oauth2.Token{AccessToken: "expired", RefreshToken: rt0, Expiry: time.Now().Add(-time.Minute)}).Token()
 		if err != nil {
@@ -226,12 +226,12 @@ func TestPublicRefreshWithoutClientID(t *testing.T) {
 		// client_id; a second one is reuse: the family is revoked.
 		e.advance(5 * time.Second)
 		retry := bare(rt0)
-		if retry.status != 200 {
-			t.Fatalf("grace retry: %d %s", retry.status, retry.raw)
+		if retry.Status != 200 {
+			t.Fatalf("grace retry: %d %s", retry.Status, retry.Raw)
 		}
 		acWantError(t, "second retry without client_id", bare(rt0), 400, "invalid_grant")
-		acWantError(t, "family after reuse", bare(retry.body["refresh_token"].(string)), 400, "invalid_grant")
-		for _, at := range []string{r0.body["access_token"].(string), nt.AccessToken, retry.body["access_token"].(string)} {
+		acWantError(t, "family after reuse", bare(retry.Body["refresh_token"].(string)), 400, "invalid_grant")
+		for _, at := range []string{r0.Body["access_token"].(string), nt.AccessToken, retry.Body["access_token"].(string)} {
 			if _, err := e.srv.Verifier().Verify(ctx, at); err == nil {
 				t.Fatal("access token of a reused family still valid")
 			}
@@ -240,24 +240,24 @@ func TestPublicRefreshWithoutClientID(t *testing.T) {
 		// Reuse after the grace period, presented without client_id,
 		// revokes the family too.
 		r1 := issue(pub, nil)
-		rt1 := r1.body["refresh_token"].(string)
+		rt1 := r1.Body["refresh_token"].(string)
 		next := bare(rt1)
-		if next.status != 200 {
-			t.Fatalf("%d %s", next.status, next.raw)
+		if next.Status != 200 {
+			t.Fatalf("%d %s", next.Status, next.Raw)
 		}
 		e.advance(time.Minute)
 		acWantError(t, "reuse after grace without client_id", bare(rt1), 400, "invalid_grant")
-		acWantError(t, "successor after reuse", bare(next.body["refresh_token"].(string)), 400, "invalid_grant")
-		if _, err := e.srv.Verifier().Verify(ctx, next.body["access_token"].(string)); err == nil {
+		acWantError(t, "successor after reuse", bare(next.Body["refresh_token"].(string)), 400, "invalid_grant")
+		if _, err := e.srv.Verifier().Verify(ctx, next.Body["access_token"].(string)); err == nil {
 			t.Fatal("successor's access token survives reuse")
 		}
 
 		// A client_id that is sent must be the token's; the refusal does
 		// not burn the token.
-		rt2 := issue(pub, nil).body["refresh_token"].(string)
+		rt2 := issue(pub, nil).Body["refresh_token"].(string)
 		acWantError(t, "another public client's id", e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt2}, "client_id": {otherPub}}, nil), 400, "invalid_grant")
-		if r := bare(rt2); r.status != 200 {
-			t.Fatalf("token after a mismatched client_id: %d %s", r.status, r.raw)
+		if r := bare(rt2); r.Status != 200 {
+			t.Fatalf("token after a mismatched client_id: %d %s", r.Status, r.Raw)
 		}
 
 		// Unknown, missing: invalid_grant, invalid_request.
@@ -265,14 +265,14 @@ func TestPublicRefreshWithoutClientID(t *testing.T) {
 		acWantError(t, "no token", e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}}, nil), 400, "invalid_request")
 
 		// A confidential client's token needs its credentials.
-		crt := issue(conf.ClientID, basic(conf.ClientID, conf.ClientSecret)).body["refresh_token"].(string)
+		crt := issue(conf.ClientID, basic(conf.ClientID, conf.ClientSecret)).Body["refresh_token"].(string)
 		r := bare(crt)
 		acWantError(t, "confidential client without credentials", r, 401, "invalid_client")
-		if r.hdr.Get("WWW-Authenticate") == "" {
+		if r.Header.Get("WWW-Authenticate") == "" {
 			t.Error("no WWW-Authenticate")
 		}
-		if r := e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {crt}}, basic(conf.ClientID, conf.ClientSecret)); r.status != 200 {
-			t.Fatalf("confidential refresh: %d %s", r.status, r.raw)
+		if r := e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {crt}}, basic(conf.ClientID, conf.ClientSecret)); r.Status != 200 {
+			t.Fatalf("confidential refresh: %d %s", r.Status, r.Raw)
 		}
 	})
 }
@@ -299,14 +299,14 @@ func TestUserInfo(t *testing.T) {
 				f := acExchangeForm(e.code(g))
 				f.Set("client_id", g.ClientID)
 				r := e.post(oauth.PathToken, f, nil)
-				if r.status != 200 {
-					t.Fatalf("%d %s", r.status, r.raw)
+				if r.Status != 200 {
+					t.Fatalf("%d %s", r.Status, r.Raw)
 				}
 				return r
 			}
 			g := acGrant(pub)
 			tr := exchange(g)
-			at := tr.body["access_token"].(string)
+			at := tr.Body["access_token"].(string)
 
 			provider, err := oidc.NewProvider(ctx, e.issuer)
 			if err != nil {
@@ -316,8 +316,8 @@ func TestUserInfo(t *testing.T) {
 				t.Fatalf("userinfo_endpoint %q", provider.UserInfoEndpoint())
 			}
 			smart := e.do(mustRequest(t, "GET", e.issuer+oauth.PathSMARTConfiguration, ""))
-			if smart.body["userinfo_endpoint"] != e.issuer+oauth.PathUserInfo {
-				t.Fatalf("smart-configuration userinfo_endpoint %v", smart.body["userinfo_endpoint"])
+			if smart.Body["userinfo_endpoint"] != e.issuer+oauth.PathUserInfo {
+				t.Fatalf("smart-configuration userinfo_endpoint %v", smart.Body["userinfo_endpoint"])
 			}
 			ui, err := provider.UserInfo(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: at, TokenType: "Bearer"}))
 			if err != nil {
@@ -329,7 +329,7 @@ func TestUserInfo(t *testing.T) {
 			if err := ui.Claims(&uc); err != nil {
 				t.Fatal(err)
 			}
-			idt, err := provider.Verifier(&oidc.Config{ClientID: pub}).Verify(ctx, tr.body["id_token"].(string))
+			idt, err := provider.Verifier(&oidc.Config{ClientID: pub}).Verify(ctx, tr.Body["id_token"].(string))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,33 +354,33 @@ func TestUserInfo(t *testing.T) {
 				return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
 			}
 			r := call("POST", "", bearer(at))
-			if r.status != 200 || r.body["sub"] != g.Subject || r.hdr.Get("Access-Control-Allow-Origin") != "*" || r.hdr.Get("Cache-Control") != "no-store" ||
-				!strings.Contains(r.hdr.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") {
-				t.Fatalf("POST: %d %s %v", r.status, r.raw, r.hdr)
+			if r.Status != 200 || r.Body["sub"] != g.Subject || r.Header.Get("Access-Control-Allow-Origin") != "*" || r.Header.Get("Cache-Control") != "no-store" ||
+				!strings.Contains(r.Header.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") {
+				t.Fatalf("POST: %d %s %v", r.Status, r.Raw, r.Header)
 			}
-			if r := call("POST", "access_token="+url.QueryEscape(at)); r.status != 200 || r.body["sub"] != g.Subject {
-				t.Fatalf("form body token: %d %s", r.status, r.raw)
+			if r := call("POST", "access_token="+url.QueryEscape(at)); r.Status != 200 || r.Body["sub"] != g.Subject {
+				t.Fatalf("form body token: %d %s", r.Status, r.Raw)
 			}
 			pre := call("OPTIONS", "", func(r *http.Request) { r.Header.Set("Access-Control-Request-Method", "GET") })
-			if pre.status != 204 || pre.hdr.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(pre.hdr.Get("Access-Control-Allow-Headers"), "Authorization") {
-				t.Fatalf("preflight: %d %v", pre.status, pre.hdr)
+			if pre.Status != 204 || pre.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(pre.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+				t.Fatalf("preflight: %d %v", pre.Status, pre.Header)
 			}
 
 			// RFC 6750 errors.
 			challenge := func(what string, r result, status int, code string) {
 				t.Helper()
-				ch := r.hdr.Get("WWW-Authenticate")
-				if r.status != status || !strings.HasPrefix(ch, "Bearer ") || (code != "" && !strings.Contains(ch, `error="`+code+`"`)) ||
+				ch := r.Header.Get("WWW-Authenticate")
+				if r.Status != status || !strings.HasPrefix(ch, "Bearer ") || (code != "" && !strings.Contains(ch, `error="`+code+`"`)) ||
 					(code == "" && strings.Contains(ch, "error=")) {
-					t.Fatalf("%s: %d %s, WWW-Authenticate %q", what, r.status, r.raw, ch)
+					t.Fatalf("%s: %d %s, WWW-Authenticate %q", what, r.Status, r.Raw, ch)
 				}
 			}
 			challenge("no token", call("GET", ""), 401, "")
 			challenge("Basic credentials", call("GET", "", func(r *http.Request) { r.SetBasicAuth("a", "b") }), 401, "")
 			challenge("garbage token", call("GET", "", bearer("not-a-token")), 401, "invalid_token")
 			challenge("two tokens", call("POST", "access_token="+url.QueryEscape(at), bearer(at)), 400, "invalid_request")
-			if r := call("PUT", "", bearer(at)); r.status != 405 {
-				t.Fatalf("PUT: %d", r.status)
+			if r := call("PUT", "", bearer(at)); r.Status != 405 {
+				t.Fatalf("PUT: %d", r.Status)
 			}
 			// A token without openid (client_credentials, or a user grant
 			// without it): 403 insufficient_scope.
@@ -391,35 +391,35 @@ func TestUserInfo(t *testing.T) {
 			}
 			r = call("GET", "", bearer(sys.AccessToken))
 			challenge("client_credentials token", r, 403, "insufficient_scope")
-			if !strings.Contains(r.hdr.Get("WWW-Authenticate"), `scope="openid"`) {
-				t.Fatalf("no scope in challenge: %q", r.hdr.Get("WWW-Authenticate"))
+			if !strings.Contains(r.Header.Get("WWW-Authenticate"), `scope="openid"`) {
+				t.Fatalf("no scope in challenge: %q", r.Header.Get("WWW-Authenticate"))
 			}
 			ng := acGrant(pub)
 			ng.Scopes = []string{"launch/patient", "patient/Patient.rs"}
-			challenge("no openid", call("GET", "", bearer(exchange(ng).body["access_token"].(string))), 403, "insufficient_scope")
+			challenge("no openid", call("GET", "", bearer(exchange(ng).Body["access_token"].(string))), 403, "insufficient_scope")
 			// Without fhirUser: sub only.
 			og := acGrant(pub)
 			og.Scopes = []string{"launch/patient", "openid", "patient/Patient.rs"}
-			if r := call("GET", "", bearer(exchange(og).body["access_token"].(string))); r.status != 200 || r.body["sub"] != og.Subject || r.body["fhirUser"] != nil {
-				t.Fatalf("openid without fhirUser: %d %s", r.status, r.raw)
+			if r := call("GET", "", bearer(exchange(og).Body["access_token"].(string))); r.Status != 200 || r.Body["sub"] != og.Subject || r.Body["fhirUser"] != nil {
+				t.Fatalf("openid without fhirUser: %d %s", r.Status, r.Raw)
 			}
 
 			// The client's network allow-list holds here too.
 			nw.deny.Store(true)
-			if r := call("GET", "", bearer(at)); r.status != 403 || r.body["error"] != "access_denied" {
-				t.Fatalf("outside the allow-list: %d %s", r.status, r.raw)
+			if r := call("GET", "", bearer(at)); r.Status != 403 || r.Body["error"] != "access_denied" {
+				t.Fatalf("outside the allow-list: %d %s", r.Status, r.Raw)
 			}
 			nw.deny.Store(false)
 
 			// Revoked: refused at once.
-			if rv := e.post(oauth.PathRevoke, url.Values{"token": {at}, "client_id": {pub}}, nil); rv.status != 200 {
-				t.Fatalf("revoke: %d %s", rv.status, rv.raw)
+			if rv := e.post(oauth.PathRevoke, url.Values{"token": {at}, "client_id": {pub}}, nil); rv.Status != 200 {
+				t.Fatalf("revoke: %d %s", rv.Status, rv.Raw)
 			}
 			challenge("revoked token", call("GET", "", bearer(at)), 401, "invalid_token")
 			// Expired: refused.
-			at2 := exchange(acGrant(pub)).body["access_token"].(string)
-			if r := call("GET", "", bearer(at2)); r.status != 200 {
-				t.Fatalf("fresh token: %d %s", r.status, r.raw)
+			at2 := exchange(acGrant(pub)).Body["access_token"].(string)
+			if r := call("GET", "", bearer(at2)); r.Status != 200 {
+				t.Fatalf("fresh token: %d %s", r.Status, r.Raw)
 			}
 			e.advance(61 * time.Minute)
 			challenge("expired token", call("GET", "", bearer(at2)), 401, "invalid_token")

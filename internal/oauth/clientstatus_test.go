@@ -40,29 +40,29 @@ func TestClientSecretRotationOverlap(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := clientCredentials(e, reg.ClientID, reg.ClientSecret); r.status != 200 {
-			t.Fatalf("first secret: %d %s", r.status, r.raw)
+		if r := clientCredentials(e, reg.ClientID, reg.ClientSecret); r.Status != 200 {
+			t.Fatalf("first secret: %d %s", r.Status, r.Raw)
 		}
 		rot, err := s.RotateClientSecret(ctx, reg.ClientID, time.Hour)
 		if err != nil || rot.ClientSecret == "" || rot.ClientSecret == reg.ClientSecret {
 			t.Fatalf("rotate: %+v %v", rot, err)
 		}
 		for name, secret := range map[string]string{"old": reg.ClientSecret, "new": rot.ClientSecret} {
-			if r := clientCredentials(e, reg.ClientID, secret); r.status != 200 {
-				t.Fatalf("%s secret during the overlap: %d %s", name, r.status, r.raw)
+			if r := clientCredentials(e, reg.ClientID, secret); r.Status != 200 {
+				t.Fatalf("%s secret during the overlap: %d %s", name, r.Status, r.Raw)
 			}
 		}
 		// client_secret_post too.
-		if r := e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {reg.ClientID}, "client_secret": {reg.ClientSecret}}, nil); r.status != 200 {
-			t.Fatalf("old secret (post) during the overlap: %d %s", r.status, r.raw)
+		if r := e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {reg.ClientID}, "client_secret": {reg.ClientSecret}}, nil); r.Status != 200 {
+			t.Fatalf("old secret (post) during the overlap: %d %s", r.Status, r.Raw)
 		}
 		if c, _ := s.OAuthClient(ctx, reg.ClientID); c.PrevSecretUntil.IsZero() {
 			t.Fatal("the client does not show the overlap")
 		}
 		e.advance(time.Hour + time.Second)
 		acWantError(t, "old secret after the overlap", clientCredentials(e, reg.ClientID, reg.ClientSecret), 401, "invalid_client")
-		if r := clientCredentials(e, reg.ClientID, rot.ClientSecret); r.status != 200 {
-			t.Fatalf("new secret after the overlap: %d %s", r.status, r.raw)
+		if r := clientCredentials(e, reg.ClientID, rot.ClientSecret); r.Status != 200 {
+			t.Fatalf("new secret after the overlap: %d %s", r.Status, r.Raw)
 		}
 		acWantError(t, "wrong secret", clientCredentials(e, reg.ClientID, "not-the-secret"), 401, "invalid_client")
 
@@ -72,8 +72,8 @@ func TestClientSecretRotationOverlap(t *testing.T) {
 			t.Fatal(err)
 		}
 		acWantError(t, "old secret, no overlap", clientCredentials(e, reg.ClientID, rot.ClientSecret), 401, "invalid_client")
-		if r := clientCredentials(e, reg.ClientID, rot2.ClientSecret); r.status != 200 {
-			t.Fatalf("newest secret: %d %s", r.status, r.raw)
+		if r := clientCredentials(e, reg.ClientID, rot2.ClientSecret); r.Status != 200 {
+			t.Fatalf("newest secret: %d %s", r.Status, r.Raw)
 		}
 
 		// Refusals.
@@ -124,10 +124,10 @@ func testSuspendedClient(t *testing.T, se *statusEnv) {
 			t.Fatal(err)
 		}
 		r := clientCredentials(e, reg.ClientID, reg.ClientSecret)
-		if r.status != 200 {
-			t.Fatalf("token: %d %s", r.status, r.raw)
+		if r.Status != 200 {
+			t.Fatalf("token: %d %s", r.Status, r.Raw)
 		}
-		tok := r.body["access_token"].(string)
+		tok := r.Body["access_token"].(string)
 		// A second instance on the same database: its own *authdb.DB
 		// (revocation-log watcher) and Verifier.
 		db2, err := authdb.Open(ctx, se.url, se.dir)
@@ -146,8 +146,8 @@ func testSuspendedClient(t *testing.T, se *statusEnv) {
 		form := acExchangeForm(e.code(acGrant(pub)))
 		form.Set("client_id", pub)
 		tr := e.post(oauth.PathToken, form, nil)
-		if tr.status != 200 || tr.body["refresh_token"] == nil {
-			t.Fatalf("code exchange: %d %s", tr.status, tr.raw)
+		if tr.Status != 200 || tr.Body["refresh_token"] == nil {
+			t.Fatalf("code exchange: %d %s", tr.Status, tr.Raw)
 		}
 
 		var ie *admin.InvalidError
@@ -177,17 +177,17 @@ func testSuspendedClient(t *testing.T, se *statusEnv) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if in := e.post(oauth.PathIntrospect, url.Values{"token": {tok}}, basic(other.ClientID, other.ClientSecret)); in.raw != "{\"active\":false}\n" {
-			t.Fatalf("introspection of a suspended client's token: %s", in.raw)
+		if in := e.post(oauth.PathIntrospect, url.Values{"token": {tok}}, basic(other.ClientID, other.ClientSecret)); in.Raw != "{\"active\":false}\n" {
+			t.Fatalf("introspection of a suspended client's token: %s", in.Raw)
 		}
 
 		// The public client's refresh token.
 		if _, err := s.SuspendClient(ctx, pub, "policy"); err != nil {
 			t.Fatal(err)
 		}
-		rr := e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.body["refresh_token"].(string)}, "client_id": {pub}}, nil)
+		rr := e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.Body["refresh_token"].(string)}, "client_id": {pub}}, nil)
 		acWantError(t, "suspended client's refresh token", rr, 401, "invalid_client")
-		if _, err := e.srv.Verifier().Verify(ctx, tr.body["access_token"].(string)); !errors.Is(err, oauth.ErrInvalidToken) {
+		if _, err := e.srv.Verifier().Verify(ctx, tr.Body["access_token"].(string)); !errors.Is(err, oauth.ErrInvalidToken) {
 			t.Fatalf("suspended public client's access token: %v", err)
 		}
 
@@ -198,8 +198,8 @@ func testSuspendedClient(t *testing.T, se *statusEnv) {
 		if _, err := e.srv.Verifier().Verify(ctx, tok); err != nil {
 			t.Fatalf("resumed client's token: %v", err)
 		}
-		if r := clientCredentials(e, reg.ClientID, reg.ClientSecret); r.status != 200 {
-			t.Fatalf("resumed client: %d %s", r.status, r.raw)
+		if r := clientCredentials(e, reg.ClientID, reg.ClientSecret); r.Status != 200 {
+			t.Fatalf("resumed client: %d %s", r.Status, r.Raw)
 		}
 	}
 }

@@ -61,8 +61,8 @@ func TestAccessTokenOneForm(t *testing.T) {
 				t.Fatalf("%s accepted: %v", name, err)
 			}
 			r := e.post(oauth.PathIntrospect, url.Values{"token": {bad}}, basic(rs.ClientID, rs.ClientSecret))
-			if r.status != 200 || strings.TrimSpace(r.raw) != `{"active":false}` {
-				t.Fatalf("%s introspected: %d %s", name, r.status, r.raw)
+			if r.Status != 200 || strings.TrimSpace(r.Raw) != `{"active":false}` {
+				t.Fatalf("%s introspected: %d %s", name, r.Status, r.Raw)
 			}
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -31,6 +30,8 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 	"github.com/lapis-health/lapis/internal/testutil/poll"
 )
@@ -57,9 +58,11 @@ func newEnv(t testing.TB, dialect string) *env {
 	return &env{t: t, db: db, keys: km, srv: srv, ts: ts, issuer: issuer, token: issuer + oauth.PathToken, kek: filepath.Join(dir, keys.KEKFile)}
 }
 
-func dialects(t *testing.T, f func(t *testing.T, e *env)) {
-	for _, d := range []string{"sqlite", "postgres"} {
-		t.Run(d, func(t *testing.T) { f(t, newEnv(t, d)) })
+// dialects runs f as a subtest (or sub-benchmark) on an env of each
+// dialect.
+func dialects[T dbtest.Runner[T]](t T, f func(t T, e *env)) {
+	for _, d := range dbtest.Dialects {
+		t.Run(d, func(t T) { f(t, newEnv(t, d)) })
 	}
 }
 
@@ -72,12 +75,8 @@ func (e *env) register(reg oauth.Registration) *oauth.Registered {
 	return out
 }
 
-type result struct {
-	status int
-	hdr    http.Header
-	body   map[string]any
-	raw    string
-}
+// result is an answer of the server read whole.
+type result = httpcall.Result
 
 func (e *env) post(path string, form url.Values, mod func(*http.Request)) result {
 	e.t.Helper()
@@ -92,15 +91,7 @@ func (e *env) post(path string, form url.Values, mod func(*http.Request)) result
 
 func (e *env) do(req *http.Request) result {
 	e.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := result{status: resp.StatusCode, hdr: resp.Header, raw: string(b)}
-	_ = json.Unmarshal(b, &r.body)
-	return r
+	return httpcall.Do(e.t, req)
 }
 
 func basic(id, secret string) func(*http.Request) {
@@ -120,16 +111,16 @@ func TestDiscovery(t *testing.T) {
 		smart := get(oauth.PathSMARTConfiguration)
 		oidc := get(oauth.PathOpenIDConfiguration)
 		for _, r := range []result{smart, oidc} {
-			if r.status != 200 || !strings.HasPrefix(r.hdr.Get("Content-Type"), "application/json") || r.hdr.Get("Access-Control-Allow-Origin") != "*" {
-				t.Fatalf("discovery: %d %v", r.status, r.hdr)
+			if r.Status != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") || r.Header.Get("Access-Control-Allow-Origin") != "*" {
+				t.Fatalf("discovery: %d %v", r.Status, r.Header)
 			}
-			if r.body["issuer"] != e.issuer || r.body["token_endpoint"] != e.token || r.body["jwks_uri"] != e.issuer+oauth.PathJWKS {
-				t.Fatalf("discovery endpoints: %v", r.body)
+			if r.Body["issuer"] != e.issuer || r.Body["token_endpoint"] != e.token || r.Body["jwks_uri"] != e.issuer+oauth.PathJWKS {
+				t.Fatalf("discovery endpoints: %v", r.Body)
 			}
 		}
 		for _, k := range []string{"authorization_endpoint", "token_endpoint", "capabilities", "grant_types_supported", "code_challenge_methods_supported",
 			"introspection_endpoint", "revocation_endpoint", "scopes_supported", "token_endpoint_auth_methods_supported", "token_endpoint_auth_signing_alg_values_supported"} {
-			if smart.body[k] == nil {
+			if smart.Body[k] == nil {
 				t.Errorf("smart-configuration lacks %s", k)
 			}
 		}
@@ -140,28 +131,28 @@ func TestDiscovery(t *testing.T) {
 			}
 			return out
 		}
-		caps := strs(smart.body["capabilities"])
+		caps := strs(smart.Body["capabilities"])
 		for _, c := range strings.Split("launch-standalone launch-ehr client-public client-confidential-symmetric client-confidential-asymmetric sso-openid-connect context-standalone-patient context-ehr-patient context-ehr-encounter context-banner context-style permission-offline permission-patient permission-user authorize-post permission-v2 permission-v1", " ") {
 			if !slices.Contains(caps, c) {
 				t.Errorf("capability %s missing", c)
 			}
 		}
-		if ccm := strs(smart.body["code_challenge_methods_supported"]); !slices.Contains(ccm, "S256") || slices.Contains(ccm, "plain") {
+		if ccm := strs(smart.Body["code_challenge_methods_supported"]); !slices.Contains(ccm, "S256") || slices.Contains(ccm, "plain") {
 			t.Errorf("code challenge methods %v", ccm)
 		}
-		if !slices.Contains(strs(smart.body["grant_types_supported"]), "authorization_code") || !slices.Contains(strs(smart.body["token_endpoint_auth_methods_supported"]), "private_key_jwt") {
+		if !slices.Contains(strs(smart.Body["grant_types_supported"]), "authorization_code") || !slices.Contains(strs(smart.Body["token_endpoint_auth_methods_supported"]), "private_key_jwt") {
 			t.Error("grant types / auth methods")
 		}
-		if algs := strs(smart.body["token_endpoint_auth_signing_alg_values_supported"]); !slices.Contains(algs, "RS384") || !slices.Contains(algs, "ES384") {
+		if algs := strs(smart.Body["token_endpoint_auth_signing_alg_values_supported"]); !slices.Contains(algs, "RS384") || !slices.Contains(algs, "ES384") {
 			t.Error("assertion algs")
 		}
-		if !slices.Contains(strs(oidc.body["id_token_signing_alg_values_supported"]), "RS256") {
+		if !slices.Contains(strs(oidc.Body["id_token_signing_alg_values_supported"]), "RS256") {
 			t.Error("id token alg")
 		}
 		jwks := get(oauth.PathJWKS)
 		var set jose.JSONWebKeySet
-		if err := json.Unmarshal([]byte(jwks.raw), &set); err != nil || len(set.Keys) != 2 {
-			t.Fatalf("jwks: %v %s", err, jwks.raw)
+		if err := json.Unmarshal([]byte(jwks.Raw), &set); err != nil || len(set.Keys) != 2 {
+			t.Fatalf("jwks: %v %s", err, jwks.Raw)
 		}
 		algs := map[string]bool{}
 		for _, k := range set.Keys {
@@ -192,7 +183,7 @@ func TestDiscovery(t *testing.T) {
 			got[m["url"].(string)] = m["valueUri"].(string)
 		}
 		for k, wk := range want {
-			wv, _ := smart.body[wk].(string)
+			wv, _ := smart.Body[wk].(string)
 			if got[k] != wv {
 				t.Errorf("oauth-uris %s = %q, smart-configuration %s = %q", k, got[k], wk, wv)
 			}
@@ -226,10 +217,10 @@ func TestClientCredentialsSecret(t *testing.T) {
 		}
 		// Default scope = all registered system scopes.
 		r := e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}}, basic(c.ClientID, c.ClientSecret))
-		if r.status != 200 || r.body["scope"] != "system/Patient.rs system/Observation.rs" || r.hdr.Get("Cache-Control") != "no-store" || r.hdr.Get("Pragma") != "no-cache" {
-			t.Fatalf("default scope: %d %v %v", r.status, r.body, r.hdr)
+		if r.Status != 200 || r.Body["scope"] != "system/Patient.rs system/Observation.rs" || r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Pragma") != "no-cache" {
+			t.Fatalf("default scope: %d %v %v", r.Status, r.Body, r.Header)
 		}
-		if _, ok := r.body["refresh_token"]; ok {
+		if _, ok := r.Body["refresh_token"]; ok {
 			t.Fatal("refresh token issued")
 		}
 		// openid-client style: "-" encoded as %2D inside Basic.
@@ -238,8 +229,8 @@ func TestClientCredentialsSecret(t *testing.T) {
 		r = e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}}, func(req *http.Request) {
 			req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(enc+":"+sec)))
 		})
-		if r.status != 200 {
-			t.Fatalf("%%2D Basic: %d %s", r.status, r.raw)
+		if r.Status != 200 {
+			t.Fatalf("%%2D Basic: %d %s", r.Status, r.Raw)
 		}
 		cases := []struct {
 			name   string
@@ -262,29 +253,29 @@ func TestClientCredentialsSecret(t *testing.T) {
 		}
 		for _, tc := range cases {
 			r := e.post(oauth.PathToken, tc.form, tc.mod)
-			if r.status != tc.status || r.body["error"] != tc.code {
-				t.Errorf("%s: got %d %s, want %d %s", tc.name, r.status, r.raw, tc.status, tc.code)
+			if r.Status != tc.status || r.Body["error"] != tc.code {
+				t.Errorf("%s: got %d %s, want %d %s", tc.name, r.Status, r.Raw, tc.status, tc.code)
 			}
-			if tc.status == 401 && r.hdr.Get("WWW-Authenticate") == "" {
+			if tc.status == 401 && r.Header.Get("WWW-Authenticate") == "" {
 				t.Errorf("%s: no WWW-Authenticate", tc.name)
 			}
-			if r.hdr.Get("Cache-Control") != "no-store" {
+			if r.Header.Get("Cache-Control") != "no-store" {
 				t.Errorf("%s: no Cache-Control", tc.name)
 			}
 		}
 		// A public client may not use client_credentials.
 		pub := e.register(oauth.Registration{Name: "app", Type: authdb.Public, RedirectURIs: []string{"https://app.example/cb"}, Scopes: []string{"patient/*.rs"}})
 		r = e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {pub.ClientID}}, nil)
-		if r.status != 400 || r.body["error"] != "unauthorized_client" {
-			t.Errorf("public client: %d %s", r.status, r.raw)
+		if r.Status != 400 || r.Body["error"] != "unauthorized_client" {
+			t.Errorf("public client: %d %s", r.Status, r.Raw)
 		}
 		// A deleted client is refused at once.
 		if err := e.db.DeleteClient(ctx, c.ClientID); err != nil {
 			t.Fatal(err)
 		}
 		r = e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}}, basic(c.ClientID, c.ClientSecret))
-		if r.status != 401 {
-			t.Errorf("deleted client: %d", r.status)
+		if r.Status != 401 {
+			t.Errorf("deleted client: %d", r.Status)
 		}
 	})
 }
@@ -424,16 +415,16 @@ func TestBackendServices(t *testing.T) {
 		}
 		for _, c := range cases {
 			r := e.post(oauth.PathToken, c.form, nil)
-			if !slices.Contains(c.status, r.status) || (c.code != "" && r.body["error"] != c.code) {
-				t.Errorf("%s: got %d %s, want %v %s", c.name, r.status, r.raw, c.status, c.code)
+			if !slices.Contains(c.status, r.Status) || (c.code != "" && r.Body["error"] != c.code) {
+				t.Errorf("%s: got %d %s, want %v %s", c.name, r.Status, r.Raw, c.status, c.code)
 				continue
 			}
 			if c.code == "" {
-				ein, ok := r.body["expires_in"].(float64)
-				if !ok || ein > 300 || ein <= 0 || !strings.EqualFold(r.body["token_type"].(string), "bearer") || r.body["access_token"] == "" || r.body["scope"] != "system/*.read" {
-					t.Errorf("%s: body %s", c.name, r.raw)
+				ein, ok := r.Body["expires_in"].(float64)
+				if !ok || ein > 300 || ein <= 0 || !strings.EqualFold(r.Body["token_type"].(string), "bearer") || r.Body["access_token"] == "" || r.Body["scope"] != "system/*.read" {
+					t.Errorf("%s: body %s", c.name, r.Raw)
 				}
-				if _, ok := r.body["refresh_token"]; ok {
+				if _, ok := r.Body["refresh_token"]; ok {
 					t.Errorf("%s: refresh token issued", c.name)
 				}
 			}
@@ -469,42 +460,42 @@ func TestIntrospectionRevocation(t *testing.T) {
 		// 7662 §4), exactly as for an unknown token.
 		for _, c := range []*oauth.Registered{a, gw, admin} {
 			r := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(c.ClientID, c.ClientSecret))
-			if r.status != 200 || r.body["active"] != true || r.body["client_id"] != a.ClientID || r.body["scope"] != "system/*.rs" ||
-				r.body["iss"] != e.issuer || r.body["sub"] != a.ClientID || r.body["token_type"] != "Bearer" {
-				t.Fatalf("introspect: %d %s", r.status, r.raw)
+			if r.Status != 200 || r.Body["active"] != true || r.Body["client_id"] != a.ClientID || r.Body["scope"] != "system/*.rs" ||
+				r.Body["iss"] != e.issuer || r.Body["sub"] != a.ClientID || r.Body["token_type"] != "Bearer" {
+				t.Fatalf("introspect: %d %s", r.Status, r.Raw)
 			}
-			if exp, ok := r.body["exp"].(float64); !ok || int64(exp) < time.Now().Unix() {
-				t.Fatalf("exp %v", r.body["exp"])
+			if exp, ok := r.Body["exp"].(float64); !ok || int64(exp) < time.Now().Unix() {
+				t.Fatalf("exp %v", r.Body["exp"])
 			}
 		}
 		r := e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret))
-		if r.status != 200 || strings.TrimSpace(r.raw) != `{"active":false}` {
-			t.Fatalf("another client introspected a's token: %d %s", r.status, r.raw)
+		if r.Status != 200 || strings.TrimSpace(r.Raw) != `{"active":false}` {
+			t.Fatalf("another client introspected a's token: %d %s", r.Status, r.Raw)
 		}
 		r = e.post(oauth.PathIntrospect, url.Values{"token": {"invalid_token_value"}}, basic(a.ClientID, a.ClientSecret))
-		if r.status != 200 || strings.TrimSpace(r.raw) != `{"active":false}` {
-			t.Fatalf("invalid token: %d %s", r.status, r.raw)
+		if r.Status != 200 || strings.TrimSpace(r.Raw) != `{"active":false}` {
+			t.Fatalf("invalid token: %d %s", r.Status, r.Raw)
 		}
-		if r = e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, nil); r.status != 401 || r.body["error"] != "invalid_client" {
-			t.Fatalf("unauthenticated introspection: %d %s", r.status, r.raw)
+		if r = e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, nil); r.Status != 401 || r.Body["error"] != "invalid_client" {
+			t.Fatalf("unauthenticated introspection: %d %s", r.Status, r.Raw)
 		}
 		// Another client's revocation of a's token is answered like any
 		// other (200, RFC 7009 §2.2) and has no effect.
-		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret)); r.status != 200 || strings.TrimSpace(r.raw) != "{}" {
-			t.Fatalf("foreign revoke: %d %s", r.status, r.raw)
+		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}}, basic(b.ClientID, b.ClientSecret)); r.Status != 200 || strings.TrimSpace(r.Raw) != "{}" {
+			t.Fatalf("foreign revoke: %d %s", r.Status, r.Raw)
 		}
-		if r = e.post(oauth.PathRevoke, url.Values{"token": {"garbage"}}, basic(a.ClientID, a.ClientSecret)); r.status != 200 {
-			t.Fatalf("revoke garbage: %d", r.status)
+		if r = e.post(oauth.PathRevoke, url.Values{"token": {"garbage"}}, basic(a.ClientID, a.ClientSecret)); r.Status != 200 {
+			t.Fatalf("revoke garbage: %d", r.Status)
 		}
 		if _, err := e.srv.Verifier().Verify(ctx, tok.AccessToken); err != nil {
 			t.Fatal(err)
 		}
-		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}, "token_type_hint": {"access_token"}}, basic(a.ClientID, a.ClientSecret)); r.status != 200 {
-			t.Fatalf("revoke: %d %s", r.status, r.raw)
+		if r = e.post(oauth.PathRevoke, url.Values{"token": {tok.AccessToken}, "token_type_hint": {"access_token"}}, basic(a.ClientID, a.ClientSecret)); r.Status != 200 {
+			t.Fatalf("revoke: %d %s", r.Status, r.Raw)
 		}
 		r = e.post(oauth.PathIntrospect, url.Values{"token": {tok.AccessToken}}, basic(gw.ClientID, gw.ClientSecret))
-		if strings.TrimSpace(r.raw) != `{"active":false}` {
-			t.Fatalf("revoked token introspected as %s", r.raw)
+		if strings.TrimSpace(r.Raw) != `{"active":false}` {
+			t.Fatalf("revoked token introspected as %s", r.Raw)
 		}
 		if _, err := e.srv.Verifier().Verify(ctx, tok.AccessToken); !errors.Is(err, oauth.ErrInvalidToken) {
 			t.Fatalf("revoked token verified: %v", err)

@@ -37,14 +37,14 @@ func TestTokenPatientUserBound(t *testing.T) {
 		}
 		check := func(what string, r result, want []string) {
 			t.Helper()
-			if r.status != 200 {
-				t.Fatalf("%s: %d %s", what, r.status, r.raw)
+			if r.Status != 200 {
+				t.Fatalf("%s: %d %s", what, r.Status, r.Raw)
 			}
-			got := strings.Fields(r.body["scope"].(string))
-			if !sameSet(got, want) || r.body["patient"] != "p-1" {
-				t.Fatalf("%s: scope %q patient %v, want %q p-1", what, got, r.body["patient"], want)
+			got := strings.Fields(r.Body["scope"].(string))
+			if !sameSet(got, want) || r.Body["patient"] != "p-1" {
+				t.Fatalf("%s: scope %q patient %v, want %q p-1", what, got, r.Body["patient"], want)
 			}
-			c, err := e.srv.Verifier().Verify(ctx, r.body["access_token"].(string))
+			c, err := e.srv.Verifier().Verify(ctx, r.Body["access_token"].(string))
 			if err != nil || !sameSet(c.Scopes(), want) || c.Patient != "p-1" {
 				t.Fatalf("%s: claims %+v %v", what, c, err)
 			}
@@ -57,10 +57,10 @@ func TestTokenPatientUserBound(t *testing.T) {
 		want := []string{"openid", "fhirUser", "offline_access", "patient/*.rs", "patient/Observation.rs"}
 		r := exchange(g)
 		check("code exchange", r, want)
-		r = refresh(r.body["refresh_token"].(string), "")
+		r = refresh(r.Body["refresh_token"].(string), "")
 		check("refresh", r, want)
-		acWantError(t, "refresh asking user/", refresh(r.body["refresh_token"].(string), "user/*.rs"), 400, "invalid_scope")
-		check("refresh narrowing", refresh(r.body["refresh_token"].(string), "patient/Observation.rs offline_access"), []string{"patient/Observation.rs", "offline_access"})
+		acWantError(t, "refresh asking user/", refresh(r.Body["refresh_token"].(string), "user/*.rs"), 400, "invalid_scope")
+		check("refresh narrowing", refresh(r.Body["refresh_token"].(string), "patient/Observation.rs offline_access"), []string{"patient/Observation.rs", "offline_access"})
 
 		// Another patient in context than the user: refused.
 		g = acGrant(pub)
@@ -70,8 +70,8 @@ func TestTokenPatientUserBound(t *testing.T) {
 		// A user who is neither a patient nor staff gets no user/ scope.
 		g = acGrant(pub)
 		g.FHIRUser, g.Patient, g.Scopes = "RelatedPerson/rp-1", "", []string{"openid", "offline_access", "user/*.rs"}
-		if r := exchange(g); r.status != 200 || r.body["scope"] != "openid offline_access" {
-			t.Fatalf("related person: %d %s", r.status, r.raw)
+		if r := exchange(g); r.Status != 200 || r.Body["scope"] != "openid offline_access" {
+			t.Fatalf("related person: %d %s", r.Status, r.Raw)
 		}
 
 		// A refresh token stored before the bound, carrying user/*.rs for
@@ -87,7 +87,7 @@ func TestTokenPatientUserBound(t *testing.T) {
 		acWantError(t, "legacy refresh asking user/", refresh(tok, "user/*.rs"), 400, "invalid_scope")
 		r = refresh(tok, "")
 		check("legacy refresh", r, []string{"openid", "fhirUser", "offline_access", "patient/*.rs"})
-		check("legacy refresh, again", refresh(r.body["refresh_token"].(string), ""), []string{"openid", "fhirUser", "offline_access", "patient/*.rs"})
+		check("legacy refresh, again", refresh(r.Body["refresh_token"].(string), ""), []string{"openid", "fhirUser", "offline_access", "patient/*.rs"})
 	})
 }
 

@@ -86,15 +86,15 @@ func TestTokenEndpointHTTP(t *testing.T) {
 	req, _ := http.NewRequest("OPTIONS", e.token, nil)
 	req.Header.Set("Origin", "https://app.example")
 	req.Header.Set("Access-Control-Request-Method", "POST")
-	if r := e.do(req); r.status != 204 || r.hdr.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(r.hdr.Get("Access-Control-Allow-Methods"), "POST") {
-		t.Fatalf("preflight: %d %v", r.status, r.hdr)
+	if r := e.do(req); r.Status != 204 || r.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(r.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight: %d %v", r.Status, r.Header)
 	}
 	req, _ = http.NewRequest("GET", e.token, nil)
-	if r := e.do(req); r.status != 405 || r.body["error"] != "invalid_request" {
-		t.Fatalf("GET: %d %s", r.status, r.raw)
+	if r := e.do(req); r.Status != 405 || r.Body["error"] != "invalid_request" {
+		t.Fatalf("GET: %d %s", r.Status, r.Raw)
 	}
 	r := e.post(oauth.PathToken, url.Values{"grant_type": {"client_credentials"}}, func(r *http.Request) { r.Header.Set("Content-Type", "application/json") })
-	if r.status != 400 || r.body["error"] != "invalid_request" {
-		t.Fatalf("JSON body: %d %s", r.status, r.raw)
+	if r.Status != 400 || r.Body["error"] != "invalid_request" {
+		t.Fatalf("JSON body: %d %s", r.Status, r.Raw)
 	}
 }

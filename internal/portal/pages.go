@@ -103,6 +103,17 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, v *Visitor, err er
 	p.message(w, r, v, st, http.StatusText(st), capitalize(desc)+".")
 }
 
+// invalidSentence returns the message of a developer.InvalidError as the
+// sentence a page shows (capitalized, with a full stop); ok is false for
+// any other error.
+func invalidSentence(err error) (string, bool) {
+	var ie *developer.InvalidError
+	if !errors.As(err, &ie) {
+		return "", false
+	}
+	return capitalize(ie.Msg) + ".", true
+}
+
 func capitalize(s string) string {
 	if s == "" {
 		return s
@@ -311,9 +322,8 @@ func (p *Portal) resetPost(w http.ResponseWriter, r *http.Request, sess *web.Ses
 		}
 		d, err := p.dev.Reset(r.Context(), tok, f.Get("password"))
 		if err != nil {
-			var ie *developer.InvalidError
-			if errors.As(err, &ie) {
-				p.render(w, r, http.StatusBadRequest, "reset", pageData{Title: "Reset your password", Error: capitalize(ie.Msg) + ".", Data: tok}, sess)
+			if msg, ok := invalidSentence(err); ok {
+				p.render(w, r, http.StatusBadRequest, "reset", pageData{Title: "Reset your password", Error: msg, Data: tok}, sess)
 				return
 			}
 			p.fail(w, r, nil, err)
@@ -385,9 +395,8 @@ func (p *Portal) totpEnrollPost(w http.ResponseWriter, r *http.Request, v *Visit
 
 func (p *Portal) totpConfirmPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	codes, err := p.dev.ConfirmTOTP(r.Context(), v.Dev.ID, r.PostForm.Get("code"))
-	var ie *developer.InvalidError
-	if errors.As(err, &ie) {
-		p.renderAccount(w, r, v, http.StatusBadRequest, accountData{}, capitalize(ie.Msg)+". Start again.", "")
+	if msg, ok := invalidSentence(err); ok {
+		p.renderAccount(w, r, v, http.StatusBadRequest, accountData{}, msg+" Start again.", "")
 		return
 	}
 	if err != nil {
@@ -416,9 +425,8 @@ func (p *Portal) totpDisablePost(w http.ResponseWriter, r *http.Request, v *Visi
 
 func (p *Portal) tokenCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	val, _, err := p.dev.CreateAPIToken(r.Context(), v.Dev.ID, r.PostForm.Get("name"))
-	var ie *developer.InvalidError
-	if errors.As(err, &ie) {
-		p.renderAccount(w, r, v, http.StatusBadRequest, accountData{}, capitalize(ie.Msg)+".", "")
+	if msg, ok := invalidSentence(err); ok {
+		p.renderAccount(w, r, v, http.StatusBadRequest, accountData{}, msg, "")
 		return
 	}
 	if err != nil {
@@ -601,10 +609,9 @@ func (p *Portal) adminTermsPage(w http.ResponseWriter, r *http.Request, v *Visit
 
 func (p *Portal) adminTermsPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	t, err := p.dev.SetTerms(r.Context(), v.Dev.ID, r.PostForm.Get("text"))
-	var ie *developer.InvalidError
-	if errors.As(err, &ie) {
+	if msg, ok := invalidSentence(err); ok {
 		cur, _ := p.dev.CurrentTerms(r.Context())
-		p.render(w, r, http.StatusBadRequest, "adminterms", pageData{Title: "Terms of use (operators)", V: v, Nav: "admin", Data: cur, Error: capitalize(ie.Msg) + "."}, nil)
+		p.render(w, r, http.StatusBadRequest, "adminterms", pageData{Title: "Terms of use (operators)", V: v, Nav: "admin", Data: cur, Error: msg}, nil)
 		return
 	}
 	if err != nil {

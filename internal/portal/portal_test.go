@@ -22,6 +22,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/mail"
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/testutil/testclock"
@@ -334,18 +335,12 @@ func (e *env) api(method, path, bearer string, body any) (int, map[string]any, [
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	var obj map[string]any
+	res := httpcall.Do(e.t, req)
 	var arr []any
-	if json.Unmarshal(b, &obj) != nil {
-		_ = json.Unmarshal(b, &arr)
+	if res.Body == nil {
+		_ = json.Unmarshal([]byte(res.Raw), &arr)
 	}
-	return res.StatusCode, obj, arr
+	return res.Status, res.Body, arr
 }
 
 // apiDeveloper signs up, verifies and logs in through the API, then

@@ -924,32 +924,16 @@ func etagOrEmpty(v int64) string {
 
 // createParsed is Create for an already decoded resource.
 func (s *Service) createParsed(ctx context.Context, typ string, res map[string]any, ifNoneExist string) (*Result, error) {
-	if err := s.access.Check(ctx, InteractionCreate, typ); err != nil {
+	if err := s.checkAccess(ctx, InteractionCreate, typ, ifNoneExist != ""); err != nil {
 		return nil, err
 	}
-	if ifNoneExist != "" {
-		if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
-			return nil, err
-		}
-	}
-	var out *Result
-	err := s.update(ctx, true, func(tx store.Tx) error {
-		r, err := s.createTx(ctx, tx, typ, deepCopy(res).(map[string]any), ifNoneExist, "", s.timestamp())
-		out = r
-		return err
-	})
-	return out, err
+	return s.createOne(ctx, typ, res, ifNoneExist)
 }
 
 // updateParsed is Update / ConditionalUpdate for a decoded resource.
 func (s *Service) updateParsed(ctx context.Context, typ, id, criteria string, res map[string]any, ifMatch int64) (*Result, error) {
-	if err := s.access.Check(ctx, InteractionUpdate, typ); err != nil {
+	if err := s.checkAccess(ctx, InteractionUpdate, typ, criteria != ""); err != nil {
 		return nil, err
-	}
-	if criteria != "" {
-		if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
-			return nil, err
-		}
 	}
 	var out *Result
 	err := s.update(ctx, ifMatch == 0, func(tx store.Tx) error {

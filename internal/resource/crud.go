@@ -22,28 +22,30 @@ func (s *Service) Create(ctx context.Context, typ string, body []byte, ifNoneExi
 	if err := s.checkType(typ); err != nil {
 		return nil, err
 	}
-	if err := s.access.Check(ctx, InteractionCreate, typ); err != nil {
+	if err := s.checkAccess(ctx, InteractionCreate, typ, strings.TrimSpace(ifNoneExist) != ""); err != nil {
 		return nil, err
-	}
-	if strings.TrimSpace(ifNoneExist) != "" {
-		if err := s.access.Check(ctx, InteractionSearchType, typ); err != nil {
-			return nil, err
-		}
 	}
 	res, err := s.decodeForType(body, typ)
 	if err != nil {
 		return nil, err
 	}
-	var out *Result
-	err = s.update(ctx, true, func(tx store.Tx) error {
-		r, err := s.createTx(ctx, tx, typ, deepCopy(res).(map[string]any), ifNoneExist, "", s.timestamp())
-		out = r
-		return err
-	})
+	out, err := s.createOne(ctx, typ, res, ifNoneExist)
 	if err != nil {
 		return nil, s.internal(ctx, "create", err)
 	}
 	return out, nil
+}
+
+// createOne creates a copy of res (conditionally when ifNoneExist is set)
+// in a transaction of its own.
+func (s *Service) createOne(ctx context.Context, typ string, res map[string]any, ifNoneExist string) (*Result, error) {
+	var out *Result
+	err := s.update(ctx, true, func(tx store.Tx) error {
+		r, err := s.createTx(ctx, tx, typ, deepCopy(res).(map[string]any), ifNoneExist, "", s.timestamp())
+		out = r
+		return err
+	})
+	return out, err
 }
 
 // createTx creates res (conditionally when ifNoneExist is set) inside tx.
@@ -557,6 +559,12 @@ func (s *Service) admit(ctx context.Context, op Interaction, typ, id string, con
 			return err
 		}
 	}
+	return s.checkAccess(ctx, op, typ, conditional)
+}
+
+// checkAccess is the access decision for op on typ, plus search access
+// when the interaction is conditional (it has criteria instead of an id).
+func (s *Service) checkAccess(ctx context.Context, op Interaction, typ string, conditional bool) error {
 	if err := s.access.Check(ctx, op, typ); err != nil {
 		return err
 	}

@@ -52,26 +52,13 @@ func (rw *refRewriter) walkObject(path string, obj map[string]any) error {
 		if key == "resourceType" {
 			continue
 		}
-		if strings.HasPrefix(key, "_") {
-			// Primitive extension sibling: {id, extension}.
-			if err := rw.walkValue("Element", "", val, false); err != nil {
-				return err
-			}
-			continue
+		// A primitive's extension sibling "_x" is an Element: {id, extension}.
+		typ, childPath, isRef := "", "Element", false
+		if !strings.HasPrefix(key, "_") {
+			typ, childPath = rw.elementType(path, key)
+			isRef = path == "Reference" && key == "reference"
 		}
-		typ, childPath := rw.elementType(path, key)
-		isRef := path == "Reference" && key == "reference"
-		if arr, ok := val.([]any); ok {
-			for i, item := range arr {
-				nv, err := rw.rewriteValue(typ, childPath, item, isRef)
-				if err != nil {
-					return err
-				}
-				arr[i] = nv
-			}
-			continue
-		}
-		nv, err := rw.rewriteValue(typ, childPath, val, isRef)
+		nv, err := rw.rewriteValues(typ, childPath, val, isRef)
 		if err != nil {
 			return err
 		}
@@ -80,19 +67,21 @@ func (rw *refRewriter) walkObject(path string, obj map[string]any) error {
 	return nil
 }
 
-func (rw *refRewriter) walkValue(childPath, typ string, val any, isRef bool) error {
-	if arr, ok := val.([]any); ok {
-		for i, item := range arr {
-			nv, err := rw.rewriteValue(typ, childPath, item, isRef)
-			if err != nil {
-				return err
-			}
-			arr[i] = nv
-		}
-		return nil
+// rewriteValues rewrites val, or each item of val (in place) when it is an
+// array, and returns its replacement.
+func (rw *refRewriter) rewriteValues(typ, childPath string, val any, isRef bool) (any, error) {
+	arr, ok := val.([]any)
+	if !ok {
+		return rw.rewriteValue(typ, childPath, val, isRef)
 	}
-	_, err := rw.rewriteValue(typ, childPath, val, isRef)
-	return err
+	for i, item := range arr {
+		nv, err := rw.rewriteValue(typ, childPath, item, isRef)
+		if err != nil {
+			return nil, err
+		}
+		arr[i] = nv
+	}
+	return arr, nil
 }
 
 // rewriteValue rewrites one value of type typ and returns its replacement.

@@ -2,8 +2,6 @@ package smart
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,6 +12,8 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 )
 
 // tokenReply is a token-endpoint (or introspection/revocation) answer.
@@ -47,15 +47,8 @@ func postFormOrigin(t *testing.T, u string, form url.Values, user, pass, origin 
 	if user != "" {
 		req.SetBasicAuth(url.QueryEscape(user), url.QueryEscape(pass))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := &tokenReply{status: resp.StatusCode, header: resp.Header, raw: raw}
-	_ = json.Unmarshal(raw, &r.body)
-	return r
+	r := httpcall.Do(t, req)
+	return &tokenReply{status: r.Status, header: r.Header, raw: []byte(r.Raw), body: r.Body}
 }
 
 func (r *tokenReply) expect(t *testing.T, statuses ...int) *tokenReply {

@@ -430,16 +430,11 @@ func (v *Validator) validateProp(s *state, p *prop, val any, obj map[string]any)
 		s.add(CodeStructure, "null is not allowed; omit the element instead")
 		return
 	}
-	arr, isArr := val.([]any)
+	arr, ok := s.checkShape(p, p.name, "value", val)
+	if !ok {
+		return
+	}
 	if p.array {
-		if !isArr {
-			s.add(CodeStructure, "Element %q must be an array", p.name)
-			return
-		}
-		if len(arr) == 0 {
-			s.add(CodeStructure, "Empty arrays are not allowed; omit the element instead")
-			return
-		}
 		if p.elem.Max > 1 && len(arr) > p.elem.Max {
 			s.add(CodeStructure, "Element %q allows at most %d values, found %d", p.name, p.elem.Max, len(arr))
 		}
@@ -462,11 +457,27 @@ func (v *Validator) validateProp(s *state, p *prop, val any, obj map[string]any)
 		s.setIndex(-1)
 		return
 	}
-	if isArr {
-		s.add(CodeStructure, "Element %q must be a single value, not an array", p.name)
-		return
-	}
 	v.validateValue(s, p, val)
+}
+
+// checkShape reports val unless it has p's cardinality: an array of at
+// least one item when p repeats, a single value (a single object, for
+// the "_x" of a primitive) when it does not. name is the element's name
+// and single what one value of it is. It returns the items of an array
+// and whether val has the right shape.
+func (s *state) checkShape(p *prop, name, single string, val any) ([]any, bool) {
+	arr, isArr := val.([]any)
+	switch {
+	case p.array && !isArr:
+		s.add(CodeStructure, "Element %q must be an array", name)
+	case p.array && len(arr) == 0:
+		s.add(CodeStructure, "Empty arrays are not allowed; omit the element instead")
+	case !p.array && isArr:
+		s.add(CodeStructure, "Element %q must be a single %s, not an array", name, single)
+	default:
+		return arr, true
+	}
+	return nil, false
 }
 
 // validatePrimitiveExt validates "_x" (given the value prop p).
@@ -475,16 +486,11 @@ func (v *Validator) validatePrimitiveExt(s *state, p *prop, val any, obj map[str
 		s.add(CodeStructure, "null is not allowed for %q; omit the element instead", p.extName)
 		return
 	}
-	arr, isArr := val.([]any)
+	arr, ok := s.checkShape(p, p.extName, "object", val)
+	if !ok {
+		return
+	}
 	if p.array {
-		if !isArr {
-			s.add(CodeStructure, "Element %q must be an array", p.extName)
-			return
-		}
-		if len(arr) == 0 {
-			s.add(CodeStructure, "Empty arrays are not allowed; omit the element instead")
-			return
-		}
 		values, hasValues := obj[p.name].([]any)
 		for i, item := range arr {
 			s.setIndex(i)
@@ -497,10 +503,6 @@ func (v *Validator) validatePrimitiveExt(s *state, p *prop, val any, obj map[str
 			v.validateElementObject(s, p, item)
 		}
 		s.setIndex(-1)
-		return
-	}
-	if isArr {
-		s.add(CodeStructure, "Element %q must be a single object, not an array", p.extName)
 		return
 	}
 	v.validateElementObject(s, p, val)
