@@ -14,8 +14,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/alecthomas/kong"
-
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 )
@@ -109,22 +107,15 @@ type env struct {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var g grammar
-	exit := -1
-	parser, err := kong.New(&g,
-		kong.Name("lapis"),
-		kong.Description("Lapis: a secure FHIR R4 server."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { exit = code }),
-	)
+	p, err := takeParser(stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "lapis: %v\n", err)
 		return 2
 	}
-	kctx, err := parser.Parse(args)
-	if exit >= 0 { // --help
-		return exit
+	defer p.release()
+	kctx, err := p.k.Parse(args)
+	if p.exit >= 0 { // --help
+		return p.exit
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "lapis: %s\n", oneLine(err))
