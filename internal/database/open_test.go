@@ -82,6 +82,26 @@ func TestOpen(t *testing.T) {
 			if fi.Mode().Perm() != 0o600 {
 				t.Errorf("mode %v", fi.Mode().Perm())
 			}
+			// The scratch file: beside it, owner-only, WAL, attached to
+			// every connection, written through side connections only.
+			if fi, err := os.Stat(database.SQLiteScratchPath(filepath.Join(dir, database.SQLiteFile))); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("scratch file: %v", err)
+			}
+			side := h.OpenSQLiteConn()
+			defer side.Close()
+			if _, err := side.ExecContext(ctx, "CREATE TABLE "+database.SQLiteScratch+".t (v INTEGER); INSERT INTO "+database.SQLiteScratch+".t VALUES (1)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Writer.ExecContext(ctx, "INSERT INTO "+database.SQLiteScratch+".t VALUES (2)"); err == nil {
+				t.Error("the writer wrote the scratch file")
+			}
+			var n int
+			if err := h.Reader.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+database.SQLiteScratch+".t").Scan(&n); err != nil || n != 1 {
+				t.Errorf("scratch rows seen by a reader: %d %v", n, err)
+			}
+			if err := h.Reader.QueryRowContext(ctx, "PRAGMA "+database.SQLiteScratch+".journal_mode").Scan(&mode); err != nil || mode != "wal" {
+				t.Errorf("scratch journal_mode %q %v", mode, err)
+			}
 		})
 	}
 	if _, err := database.Open(ctx, database.Options{URL: "mysql://x"}); !errors.Is(err, database.ErrUnsupportedURL) {

@@ -3,6 +3,7 @@ package database
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -36,20 +37,39 @@ var sqlitePragmas = []string{
 	"temp_store(MEMORY)",
 }
 
+// SQLiteScratch is the schema name under which every pooled connection
+// to a SQLite file has the file's scratch database attached: a second
+// file beside it (SQLiteScratchPath) for data that is a cache, not
+// data, written often during reads (the FHIR store's paging snapshots).
+//
+// A read transaction that finds a database file changed since its
+// connection's previous one drops that file's page cache and reads back
+// every page it touches. Commits to the scratch file leave the main
+// file's cache alone: searches that save a paging snapshot no longer cost
+// every reader its cache of the FHIR data.
+const SQLiteScratch = "scratch"
+
+// SQLiteScratchPath is the scratch database file of the SQLite file at
+// path (see SQLiteScratch).
+func SQLiteScratchPath(path string) string { return path + "-scratch" }
+
 // OpenSQLite opens the SQLite file at path (creating it, mode 0600):
 // one writer connection whose transactions begin IMMEDIATE and which
 // never checkpoints the WAL on its commit path (wal_autocheckpoint 0; the
 // FHIR store's background checkpointer does, and closing the last
 // connection does), and readers query_only connections (0: max(4,
-// GOMAXPROCS)).
+// GOMAXPROCS)). Every connection has the scratch file attached
+// (SQLiteScratch, created here when missing): read-only on the writer,
+// whose BEGIN IMMEDIATE would otherwise take the scratch file's write
+// lock too (only side connections, OpenSQLiteConn, write it).
 func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 	if readers <= 0 {
 		readers = defaultReaders()
 	}
-	w, err := sql.Open("sqlite", SQLiteDSN(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)", "_pragma", "wal_autocheckpoint(0)"))
-	if err != nil {
-		return nil, fmt.Errorf("database: %w", err)
+	if err := createSQLiteScratch(ctx, path); err != nil {
+		return nil, err
 	}
+	w := sql.OpenDB(sqliteConnector{dsn: SQLiteDSN(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)", "_pragma", "wal_autocheckpoint(0)"), scratch: SQLiteScratchPath(path)})
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxIdleTime(0)
@@ -67,11 +87,7 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 			return nil, fmt.Errorf("database: %w", err)
 		}
 	}
-	r, err := sql.Open("sqlite", d.SQLiteReaderDSN())
-	if err != nil {
-		d.Close()
-		return nil, fmt.Errorf("database: %w", err)
-	}
+	r := sql.OpenDB(sqliteConnector{dsn: d.SQLiteReaderDSN(), scratch: SQLiteScratchPath(path)})
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	r.SetConnMaxIdleTime(0)
@@ -79,6 +95,71 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 	d.Reader = r
 	return d, nil
 }
+
+// createSQLiteScratch creates the scratch file of the SQLite file at path
+// when missing (a new data directory, or one of an earlier release), in
+// WAL mode, readable by its owner only.
+func createSQLiteScratch(ctx context.Context, path string) error {
+	sp := SQLiteScratchPath(path)
+	db, err := sql.Open("sqlite", SQLiteDSN(sp))
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer db.Close()
+	if err := pingSQLite(ctx, db); err != nil {
+		return fmt.Errorf("database: open %s: %w", sp, err)
+	}
+	for _, f := range []string{sp, sp + "-wal", sp + "-shm"} {
+		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("database: %w", err)
+		}
+	}
+	return nil
+}
+
+// sqliteConnector opens connections of dsn with the scratch file
+// attached (read-only unless writable).
+type sqliteConnector struct {
+	dsn, scratch string
+	writable     bool
+}
+
+// Connect implements driver.Connector.
+func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := (&sqlite.Driver{}).Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: c.scratch}).EscapedPath()}
+	if !c.writable {
+		u.RawQuery = "mode=ro"
+	}
+	stmts := []string{"ATTACH DATABASE ? AS " + SQLiteScratch}
+	if c.writable {
+		// journal_mode is the file's (WAL since createSQLiteScratch);
+		// synchronous is per connection and schema.
+		stmts = append(stmts, "PRAGMA "+SQLiteScratch+".synchronous=NORMAL")
+	}
+	ex, ok := conn.(driver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, errors.New("database: the sqlite driver's connection cannot execute")
+	}
+	for i, s := range stmts {
+		var args []driver.NamedValue
+		if i == 0 {
+			args = []driver.NamedValue{{Ordinal: 1, Value: u.String()}}
+		}
+		if _, err := ex.ExecContext(ctx, s, args); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("database: attaching %s: %w", c.scratch, err)
+		}
+	}
+	return conn, nil
+}
+
+// Driver implements driver.Connector.
+func (sqliteConnector) Driver() driver.Driver { return &sqlite.Driver{} }
 
 // pingSQLite makes the first connection. Processes that open a new file
 // at the same moment (a server and an admin command, instances starting
@@ -114,11 +195,14 @@ func (d *DB) SQLiteReaders() int {
 // driver directly).
 func (d *DB) SQLiteReaderDSN() string { return SQLiteDSN(d.Path, "_pragma", "query_only(1)") }
 
-// SQLiteConnDSN is the data source name of a connection to the SQLite
-// file with the common pragmas and then the extra query parameters (name,
-// value pairs). It is for a package's own side connections (the FHIR
-// store's snapshot writer), not for another writer pool.
-func (d *DB) SQLiteConnDSN(extra ...string) string { return SQLiteDSN(d.Path, extra...) }
+// OpenSQLiteConn opens a pool of connections to the SQLite file with the
+// common pragmas and then the extra query parameters (name, value
+// pairs), and with the scratch file attached writable (SQLiteScratch). It
+// is for a package's own side connections (the FHIR store's snapshot
+// writer and checkpointer), not for another writer pool.
+func (d *DB) OpenSQLiteConn(extra ...string) *sql.DB {
+	return sql.OpenDB(sqliteConnector{dsn: SQLiteDSN(d.Path, extra...), scratch: SQLiteScratchPath(d.Path), writable: true})
+}
 
 // SQLiteDSN is the modernc.org/sqlite data source name of the file at path
 // with the pragmas every Lapis connection uses and then the extra query

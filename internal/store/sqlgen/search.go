@@ -42,6 +42,9 @@ type Engine struct {
 	// snapshots before storing them together (StartSnapshotWriter); 0:
 	// it stores at once those already queued.
 	SnapshotDelay time.Duration
+	// SnapshotTable is the table of paging snapshots ("" =
+	// search_snapshot): SQLite keeps them in a file of their own.
+	SnapshotTable string
 
 	lastCleanup atomic.Int64
 	cache       snapCache
@@ -53,6 +56,13 @@ func (e *Engine) now() time.Time {
 		return e.Now()
 	}
 	return time.Now()
+}
+
+func (e *Engine) snapshotTable() string {
+	if e.SnapshotTable != "" {
+		return e.SnapshotTable
+	}
+	return "search_snapshot"
 }
 
 func (e *Engine) cap() int {
@@ -739,13 +749,13 @@ func (e *Engine) storeSnapshots(ctx context.Context, wq Querier, snaps []pending
 	now := e.now().UnixMilli()
 	if last := e.lastCleanup.Load(); now-last > int64(time.Minute/time.Millisecond) && e.lastCleanup.CompareAndSwap(last, now) {
 		b := &Builder{D: e.D}
-		if err := wq.Exec(ctx, "DELETE FROM search_snapshot WHERE created < "+b.Arg(now-SnapshotTTL.Milliseconds()), b.Args...); err != nil {
+		if err := wq.Exec(ctx, "DELETE FROM "+e.snapshotTable()+" WHERE created < "+b.Arg(now-SnapshotTTL.Milliseconds()), b.Args...); err != nil {
 			return err
 		}
 	}
 	b := &Builder{D: e.D}
 	var sb strings.Builder
-	sb.WriteString("INSERT INTO search_snapshot (id, created, total, truncated, query, rids) VALUES ")
+	sb.WriteString("INSERT INTO " + e.snapshotTable() + " (id, created, total, truncated, query, rids) VALUES ")
 	for i, p := range snaps {
 		if i > 0 {
 			sb.WriteString(", ")
@@ -764,7 +774,7 @@ func (e *Engine) loadSnapshot(ctx context.Context, rq Querier, id string) (*snap
 		return s, nil
 	}
 	b := &Builder{D: e.D}
-	rows, err := rq.Query(ctx, "SELECT created, total, truncated, query, rids FROM search_snapshot WHERE id = "+b.Arg(id), b.Args...)
+	rows, err := rq.Query(ctx, "SELECT created, total, truncated, query, rids FROM "+e.snapshotTable()+" WHERE id = "+b.Arg(id), b.Args...)
 	if err != nil {
 		return nil, err
 	}

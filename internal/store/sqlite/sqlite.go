@@ -43,9 +43,10 @@ type Store struct {
 	stmts           *stmtCache // prepared read statements by SQL text
 	stopSnapshots   func()     // stops the background paging-snapshot writer
 	w, r            *sql.DB
-	// sw stores paging snapshots: its own connection, so a Store.Search
-	// made while an Update holds w waits on SQLite's busy timeout instead
-	// of deadlocking on the pool.
+	// sw stores paging snapshots (in the scratch file, scratch.go) and
+	// checkpoints: its own connection, so a Store.Search made while an
+	// Update holds w does not deadlock on the pool (and, w having the
+	// scratch file attached read-only, does not wait on its lock).
 	sw  *sql.DB
 	eng *sqlgen.Engine
 
@@ -102,15 +103,16 @@ func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	sw, err := sql.Open("sqlite", db.SQLiteConnDSN())
-	if err != nil {
-		raw.close()
-		return nil, err
-	}
+	sw := db.OpenSQLiteConn()
 	sw.SetMaxOpenConns(1)
 	sw.SetConnMaxIdleTime(0)
 	sw.SetConnMaxLifetime(0)
-	s := &Store{w: w, r: r, raw: raw, readers: n, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap, SnapshotDelay: snapshotDelay}, ins: make(map[insKey]*sql.Stmt)}
+	if err := migrateScratch(ctx, sw); err != nil {
+		sw.Close()
+		raw.close()
+		return nil, fmt.Errorf("sqlite: migrate %s: %w", database.SQLiteScratchPath(db.Path), err)
+	}
+	s := &Store{w: w, r: r, raw: raw, readers: n, sw: sw, eng: &sqlgen.Engine{D: sqlgen.SQLite, Cap: opts.SnapshotCap, SnapshotDelay: snapshotDelay, SnapshotTable: snapshotTable}, ins: make(map[insKey]*sql.Stmt)}
 	// Paging snapshots are stored a batch at a time, one commit each
 	// (see snapshotDelay).
 	s.stopSnapshots = s.eng.StartSnapshotWriter(querier{sw})
@@ -122,7 +124,7 @@ func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	}
 	// Refresh planner statistics that are missing or stale (cheap with
 	// analysis_limit); repeated as the data grows (Update).
-	if err := s.refreshStats(ctx, "PRAGMA optimize=0x10002"); err != nil {
+	if err := s.refreshStats(ctx, "PRAGMA main.optimize=0x10002"); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -169,7 +171,7 @@ func (s *Store) Close() error {
 	for _, st := range s.ins {
 		errs = append(errs, st.Close())
 	}
-	if _, err := s.w.Exec("PRAGMA optimize"); err != nil {
+	if _, err := s.w.Exec("PRAGMA main.optimize"); err != nil {
 		errs = append(errs, err)
 	}
 	if s.sw != nil {
@@ -207,7 +209,7 @@ func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.Histo
 }
 
 // Search runs a search in one read transaction; paging snapshots are
-// written through the writer connection.
+// written to the scratch file through the snapshot connection.
 func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -236,14 +238,15 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	// background, so that this commit's response does not wait for it
 	// (with analysis_limit it takes milliseconds, and growth-spaced
 	// refreshes are rare).
-	s.stats.Background(t.puts, func() error { return s.refreshStats(context.WithoutCancel(ctx), "ANALYZE") })
+	s.stats.Background(t.puts, func() error { return s.refreshStats(context.WithoutCancel(ctx), "ANALYZE main") })
 	return nil
 }
 
 // WaitStats implements store.StatsWaiter.
 func (s *Store) WaitStats() { s.stats.Wait() }
 
-// refreshStats runs stmt (ANALYZE or PRAGMA optimize) on the writer and
+// refreshStats runs stmt (ANALYZE or PRAGMA optimize, of the main schema:
+// the writer has the scratch file attached read-only) on the writer and
 // makes every other connection load the new statistics.
 //
 // A connection reads sqlite_stat1 when it loads the schema and keeps it:
@@ -297,7 +300,7 @@ func (q querier) Exec(ctx context.Context, query string, args ...any) error {
 // Analyze refreshes the planner statistics (ANALYZE) after a bulk load;
 // every connection plans with them from its next statement.
 func (s *Store) Analyze(ctx context.Context) error {
-	return s.refreshStats(ctx, "ANALYZE")
+	return s.refreshStats(ctx, "ANALYZE main")
 }
 
 // checkpointEvery is how often the background checkpointer copies the WAL

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,5 +70,60 @@ func TestSearchOneReader(t *testing.T) {
 		if len(res.Matches) != 1 {
 			t.Fatalf("search %v: %d matches", codes, len(res.Matches))
 		}
+	}
+}
+
+// TestSnapshotsLeaveMainFile checks that storing paging snapshots commits
+// to the scratch file only: the main file's data_version, as a reader
+// connection sees it, is unchanged, so the readers keep their page cache
+// of the FHIR data.
+func TestSnapshotsLeaveMainFile(t *testing.T) {
+	ctx := context.Background()
+	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), "lapis.db"), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := sqlite.New(ctx, db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		storetest.PutPatient(t, s, fmt.Sprintf("p%d", i), "female")
+	}
+	s.WaitStats()
+	s.StopSnapshotWriter() // each search stores its snapshot before it returns
+	c, err := db.Reader.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	version := func() int64 {
+		var v int64
+		if err := c.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := version()
+	for range 3 {
+		r, err := s.Search(ctx, &store.Query{Type: "Patient", Count: 1, Where: []store.Clause{{Any: []store.Predicate{{Param: "gender", Token: &store.TokenMatch{Code: "female"}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Snapshot == "" {
+			t.Fatal("first page without a snapshot")
+		}
+	}
+	if after := version(); after != before {
+		t.Errorf("main file data_version %d -> %d: storing snapshots committed to it", before, after)
+	}
+	var n int
+	if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+database.SQLiteScratch+".search_snapshot").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Errorf("%d snapshots in the scratch file, want 3", n)
 	}
 }
