@@ -127,3 +127,41 @@ func TestSnapshotsLeaveMainFile(t *testing.T) {
 		t.Errorf("%d snapshots in the scratch file, want 3", n)
 	}
 }
+
+// TestTxSearchStoresSnapshot checks that a search inside an Update whose
+// result takes more than one page stores its paging snapshot (in the
+// scratch file, which the writer has attached read-only) when no
+// background snapshot writer takes it, as while the store closes.
+func TestTxSearchStoresSnapshot(t *testing.T) {
+	ctx := context.Background()
+	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), "lapis.db"), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := sqlite.New(ctx, db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		storetest.PutPatient(t, s, fmt.Sprintf("p%d", i), "female")
+	}
+	s.StopSnapshotWriter()
+	var snap string
+	err = s.Update(ctx, func(tx store.Tx) error {
+		r, err := tx.Search(ctx, &store.Query{Type: "Patient", Count: 1, Where: []store.Clause{{Any: []store.Predicate{{Param: "gender", Token: &store.TokenMatch{Code: "female"}}}}}})
+		if err != nil {
+			return err
+		}
+		snap = r.Snapshot
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.Reader.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+database.SQLiteScratch+".search_snapshot WHERE id = ?", snap).Scan(&n); err != nil || n != 1 {
+		t.Errorf("snapshot %q stored %d times: %v", snap, n, err)
+	}
+}

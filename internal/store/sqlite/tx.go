@@ -98,10 +98,11 @@ func (t *tx) Read(ctx context.Context, typ, id string) (*store.Resource, error) 
 	return sqlgen.ScanOne(rows)
 }
 
-// Search runs a search inside the transaction.
+// Search runs a search inside the transaction. A paging snapshot it
+// saves goes to the scratch file through the snapshot connection: the
+// writer has the scratch file attached read-only.
 func (t *tx) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
-	qr := querier{t.tx}
-	return t.s.eng.Search(ctx, qr, qr, q)
+	return t.s.eng.Search(ctx, querier{t.tx}, querier{t.s.sw}, q)
 }
 
 // Put stores a new version and replaces the resource's index rows.
