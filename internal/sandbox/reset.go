@@ -41,6 +41,11 @@ func Reset(ctx context.Context, h *database.DB, o ResetOptions) error {
 	if err := wipe(ctx, h, tables); err != nil {
 		return err
 	}
+	if !h.Postgres() {
+		if err := wipeScratch(ctx, h); err != nil {
+			return err
+		}
+	}
 	km, err := keys.Open(ctx, adb, keys.Options{KEKFile: o.KEKFile, KEK: o.KEK})
 	if err != nil {
 		return fmt.Errorf("sandbox: new signing keys: %w", err)
@@ -110,6 +115,50 @@ func wipe(ctx context.Context, h *database.DB, tables []string) error {
 			if _, err := tx.ExecContext(ctx, "DELETE FROM "+quoteIdent(t)); err != nil {
 				return fmt.Errorf("sandbox: reset %s: %w", t, err)
 			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sandbox: reset: %w", err)
+	}
+	return nil
+}
+
+// wipeScratch empties the tables of the SQLite file's scratch database
+// (database.SQLiteScratch): the FHIR store's paging snapshots, whose rids
+// the emptied resources table gives out again, so that a page link from
+// before the reset would show the new data. The pools have the scratch
+// file attached read-only: this goes through a side connection.
+func wipeScratch(ctx context.Context, h *database.DB) error {
+	db := h.OpenSQLiteConn()
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sandbox: reset: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, "SELECT name FROM "+database.SQLiteScratch+".sqlite_master WHERE type = 'table'")
+	if err != nil {
+		return fmt.Errorf("sandbox: list scratch tables: %w", err)
+	}
+	var tables []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return fmt.Errorf("sandbox: list scratch tables: %w", err)
+		}
+		if !strings.HasPrefix(name, "sqlite_") {
+			tables = append(tables, name)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sandbox: list scratch tables: %w", err)
+	}
+	for _, t := range tables {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+database.SQLiteScratch+"."+quoteIdent(t)); err != nil {
+			return fmt.Errorf("sandbox: reset %s.%s: %w", database.SQLiteScratch, t, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
