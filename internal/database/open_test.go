@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/database"
@@ -109,5 +110,58 @@ func TestOpen(t *testing.T) {
 	}
 	if _, err := database.Open(ctx, database.Options{URL: "postgres://127.0.0.1/x?pool_max_conns=1"}); err == nil {
 		t.Error("a pool of one connection accepted")
+	}
+}
+
+// TestScratchReplaced checks that a scratch file SQLite does not take for
+// a database (it holds only a cache) is replaced at open instead of
+// stopping the server, and that the main file is left alone.
+func TestScratchReplaced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lapis.db")
+	if err := os.WriteFile(database.SQLiteScratchPath(path), []byte("not a database, not even close to one; padding to pass the header size of a SQLite file......"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := database.OpenSQLite(context.Background(), path, 2)
+	if err != nil {
+		t.Fatalf("open with a damaged scratch file: %v", err)
+	}
+	defer d.Close()
+	var n int
+	if err := d.Reader.QueryRow("SELECT count(*) FROM " + database.SQLiteScratch + ".sqlite_schema").Scan(&n); err != nil {
+		t.Fatalf("scratch file after replacement: %v", err)
+	}
+}
+
+// TestScratchOwner checks that a scratch file created by root beside a
+// main file of another owner (an admin command run with sudo after an
+// upgrade) gets the main file's owner, so the server can open it.
+func TestScratchOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files another owner")
+	}
+	path := filepath.Join(t.TempDir(), "lapis.db")
+	d, err := database.OpenSQLite(context.Background(), path, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for _, f := range []string{database.SQLiteScratchPath(path), database.SQLiteScratchPath(path) + "-wal", database.SQLiteScratchPath(path) + "-shm"} {
+		os.Remove(f)
+	}
+	const uid, gid = 65534, 65534
+	if err := os.Chown(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	d, err = database.OpenSQLite(context.Background(), path, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	fi, err := os.Stat(database.SQLiteScratchPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+		t.Fatalf("scratch file owned by %d:%d, want %d:%d", st.Uid, st.Gid, uid, gid)
 	}
 }

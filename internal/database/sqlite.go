@@ -99,22 +99,47 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 // createSQLiteScratch creates the scratch file of the SQLite file at path
 // when missing (a new data directory, or one of an earlier release), in
 // WAL mode, readable by its owner only.
+//
+// It holds a cache: a file SQLite does not take for a database (damaged,
+// or not one) is replaced by a new one. Created by root next to a main
+// file of another owner (an admin command run with sudo after an
+// upgrade), it is given the main file's owner, so that the server, which
+// runs as that owner, can open it.
 func createSQLiteScratch(ctx context.Context, path string) error {
 	sp := SQLiteScratchPath(path)
-	db, err := sql.Open("sqlite", SQLiteDSN(sp))
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+	files := []string{sp, sp + "-wal", sp + "-shm"}
+	err := pingScratch(ctx, sp)
+	var se *sqlite.Error
+	if errors.As(err, &se) && (se.Code()&0xff == sqlite3.SQLITE_NOTADB || se.Code()&0xff == sqlite3.SQLITE_CORRUPT) {
+		for _, f := range files {
+			if rerr := os.Remove(f); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				return fmt.Errorf("database: replacing the damaged %s: %w", sp, rerr)
+			}
+		}
+		err = pingScratch(ctx, sp)
 	}
-	defer db.Close()
-	if err := pingSQLite(ctx, db); err != nil {
+	if err != nil {
 		return fmt.Errorf("database: open %s: %w", sp, err)
 	}
-	for _, f := range []string{sp, sp + "-wal", sp + "-shm"} {
+	for _, f := range files {
 		if err := os.Chmod(f, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("database: %w", err)
+		}
+		if err := matchOwner(f, path); err != nil {
 			return fmt.Errorf("database: %w", err)
 		}
 	}
 	return nil
+}
+
+// pingScratch opens the scratch file sp (creating it) and closes it.
+func pingScratch(ctx context.Context, sp string) error {
+	db, err := sql.Open("sqlite", SQLiteDSN(sp))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return pingSQLite(ctx, db)
 }
 
 // sqliteConnector opens connections of dsn with the scratch file
