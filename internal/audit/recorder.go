@@ -110,14 +110,14 @@ type Config struct {
 	// once no new records come, the copy catches up without pauses.
 	// 1 = no pause.
 	CopyDuty float64
-	// CopyLag bounds how far searchable AuditEvents fall behind the chain
-	// under sustained load (default 30 s; negative: the duty never rises).
-	// Past it the copy's duty rises in proportion to its lag — CopyDuty at
-	// CopyLag, twice CopyDuty at twice the lag, up to the whole core — so
-	// that a load the copy cannot follow at CopyDuty settles at a lag of
-	// at most CopyLag/CopyDuty (2 minutes with the defaults) instead of
-	// a backlog that grows for as long as the load lasts. The lag is
-	// exported as lapis_audit_copy_lag_seconds.
+	// CopyLag is the lag of searchable AuditEvents behind the chain past
+	// which the copy's duty rises (default 30 s; negative: it never does):
+	// in proportion to the lag — CopyDuty at CopyLag, twice CopyDuty at
+	// twice the lag, up to the whole core — so that a load the copy cannot
+	// follow at CopyDuty but can with more settles at a lag of at most
+	// CopyLag/CopyDuty (2 minutes with the defaults). A load the copy
+	// cannot follow even busy all the time makes the lag grow until it
+	// drops. The lag is exported as lapis_audit_copy_lag_seconds.
 	CopyLag time.Duration
 }
 

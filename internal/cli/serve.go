@@ -89,7 +89,7 @@ type auditFlags struct {
 	AuditStream       string        `name:"audit-stream" env:"LAPIS_AUDIT_STREAM" help:"Also write every audit record as a JSON line to stdout or to FILE (appended), for a SIEM." placeholder:"stdout|FILE"`
 	AuditQueue        int           `name:"audit-queue" env:"LAPIS_AUDIT_QUEUE" default:"16384" help:"Audit records that may wait to be written; a full queue holds requests back (never drops silently)."`
 	AuditCopyDuty     float64       `name:"audit-copy-duty" env:"LAPIS_AUDIT_COPY_DUTY" default:"0.25" help:"Share of one core (0.01-1) the copy of audit records into searchable AuditEvents may use while records keep coming."`
-	AuditCopyLag      time.Duration `name:"audit-copy-lag" env:"LAPIS_AUDIT_COPY_LAG" default:"30s" help:"Lag of searchable AuditEvents behind the audit trail past which their copy may use more than --audit-copy-duty, in proportion to the lag (up to a whole core at lag × 1/duty)."`
+	AuditCopyLag      time.Duration `name:"audit-copy-lag" env:"LAPIS_AUDIT_COPY_LAG" default:"30s" help:"Lag of searchable AuditEvents behind the audit trail past which their copy may use more than --audit-copy-duty, in proportion to the lag (up to a whole core at lag × 1/duty); lapis_audit_copy_lag_seconds shows the lag."`
 	AlertWebhook      string        `name:"alert-webhook" env:"LAPIS_ALERT_WEBHOOK" help:"POST each alert as JSON to URL (https, or http on loopback)." placeholder:"URL"`
 	AlertVolume       int           `name:"alert-volume" env:"LAPIS_ALERT_VOLUME" default:"10000" help:"Alert when one client is returned more resources than this within --alert-volume-window (0 disables)."`
 	AlertVolumeWindow time.Duration `name:"alert-volume-window" env:"LAPIS_ALERT_VOLUME_WINDOW" default:"1h" help:"Window of --alert-volume."`
