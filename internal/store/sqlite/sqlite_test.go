@@ -73,25 +73,35 @@ func TestSearchOneReader(t *testing.T) {
 	}
 }
 
+// threeFemalePatients opens a store on a new SQLite file (both closed when
+// the test ends) holding three female Patients: a search of them with
+// _count=1 takes three pages, so it stores a paging snapshot.
+func threeFemalePatients(t *testing.T) (*database.DB, *sqlite.Store) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), "lapis.db"), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := sqlite.New(ctx, db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for i := range 3 {
+		storetest.PutPatient(t, s, fmt.Sprintf("p%d", i), "female")
+	}
+	return db, s
+}
+
 // TestSnapshotsLeaveMainFile checks that storing paging snapshots commits
 // to the scratch file only: the main file's data_version, as a reader
 // connection sees it, is unchanged, so the readers keep their page cache
 // of the FHIR data.
 func TestSnapshotsLeaveMainFile(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), "lapis.db"), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := sqlite.New(ctx, db, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for i := range 3 {
-		storetest.PutPatient(t, s, fmt.Sprintf("p%d", i), "female")
-	}
+	db, s := threeFemalePatients(t)
 	s.WaitStats()
 	s.StopSnapshotWriter() // each search stores its snapshot before it returns
 	c, err := db.Reader.Conn(ctx)
@@ -134,22 +144,10 @@ func TestSnapshotsLeaveMainFile(t *testing.T) {
 // background snapshot writer takes it, as while the store closes.
 func TestTxSearchStoresSnapshot(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.OpenSQLite(ctx, filepath.Join(t.TempDir(), "lapis.db"), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := sqlite.New(ctx, db, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for i := range 3 {
-		storetest.PutPatient(t, s, fmt.Sprintf("p%d", i), "female")
-	}
+	db, s := threeFemalePatients(t)
 	s.StopSnapshotWriter()
 	var snap string
-	err = s.Update(ctx, func(tx store.Tx) error {
+	err := s.Update(ctx, func(tx store.Tx) error {
 		r, err := tx.Search(ctx, &store.Query{Type: "Patient", Count: 1, Where: []store.Clause{{Any: []store.Predicate{{Param: "gender", Token: &store.TokenMatch{Code: "female"}}}}}})
 		if err != nil {
 			return err
