@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -68,7 +69,19 @@ func wipeable(ctx context.Context, h *database.DB) ([]string, error) {
 	if h.Postgres() {
 		q = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
 	}
-	rows, err := h.Reader.QueryContext(ctx, q)
+	return tableNames(ctx, h.Reader, q)
+}
+
+// queryer is what tableNames reads the catalog through: a pool or a
+// transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// tableNames lists the tables catalog query q names that Reset does not
+// keep.
+func tableNames(ctx context.Context, qr queryer, q string) ([]string, error) {
+	rows, err := qr.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: list tables: %w", err)
 	}
@@ -111,10 +124,8 @@ func wipe(ctx context.Context, h *database.DB, tables []string) error {
 		if _, err := tx.ExecContext(ctx, "PRAGMA defer_foreign_keys = ON"); err != nil {
 			return fmt.Errorf("sandbox: reset: %w", err)
 		}
-		for _, t := range tables {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM "+quoteIdent(t)); err != nil {
-				return fmt.Errorf("sandbox: reset %s: %w", t, err)
-			}
+		if err := deleteAll(ctx, tx, "", tables); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -137,32 +148,26 @@ func wipeScratch(ctx context.Context, h *database.DB) error {
 		return fmt.Errorf("sandbox: reset: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, "SELECT name FROM "+database.SQLiteScratch+".sqlite_master WHERE type = 'table'")
+	tables, err := tableNames(ctx, tx, "SELECT name FROM "+database.SQLiteScratch+".sqlite_master WHERE type = 'table'")
 	if err != nil {
-		return fmt.Errorf("sandbox: list scratch tables: %w", err)
+		return err
 	}
-	var tables []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			rows.Close()
-			return fmt.Errorf("sandbox: list scratch tables: %w", err)
-		}
-		if !strings.HasPrefix(name, "sqlite_") {
-			tables = append(tables, name)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sandbox: list scratch tables: %w", err)
-	}
-	for _, t := range tables {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM "+database.SQLiteScratch+"."+quoteIdent(t)); err != nil {
-			return fmt.Errorf("sandbox: reset %s.%s: %w", database.SQLiteScratch, t, err)
-		}
+	if err := deleteAll(ctx, tx, database.SQLiteScratch+".", tables); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sandbox: reset: %w", err)
+	}
+	return nil
+}
+
+// deleteAll deletes every row of tables (of the SQLite schema named by
+// prefix, "" or "name.") in tx.
+func deleteAll(ctx context.Context, tx *sql.Tx, prefix string, tables []string) error {
+	for _, t := range tables {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+prefix+quoteIdent(t)); err != nil {
+			return fmt.Errorf("sandbox: reset %s%s: %w", prefix, t, err)
+		}
 	}
 	return nil
 }
