@@ -26,15 +26,27 @@ type Metrics struct {
 	auditLag      *prometheus.GaugeVec
 	auditQueue    *prometheus.GaugeVec
 	auditCopyLag  *prometheus.GaugeVec
-	alertsSent    *prometheus.CounterVec
-	requests      *prometheus.CounterVec
-	latency       *prometheus.HistogramVec
-	inFlight      prometheus.Gauge
-	certExpiry    prometheus.Gauge
-	certReloads   *prometheus.CounterVec
-	// env labels the audit series: each environment (production,
-	// sandbox) of a process has its own audit trail.
-	env string
+	// audit is the audit series of one environment (ForEnv), bound to its
+	// label once: the recorder updates them on every record.
+	audit       auditSeries
+	alertsSent  *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	inFlight    prometheus.Gauge
+	certExpiry  prometheus.Gauge
+	certReloads *prometheus.CounterVec
+}
+
+// auditSeries are the audit instruments with one environment's label.
+type auditSeries struct {
+	queued, written     prometheus.Counter
+	lag, queue, copyLag prometheus.Gauge
+}
+
+// bindAudit returns the audit series of environment env.
+func (m *Metrics) bindAudit(env string) auditSeries {
+	return auditSeries{queued: m.auditQueued.WithLabelValues(env), written: m.auditWritten.WithLabelValues(env),
+		lag: m.auditLag.WithLabelValues(env), queue: m.auditQueue.WithLabelValues(env), copyLag: m.auditCopyLag.WithLabelValues(env)}
 }
 
 // New creates the instruments in a fresh registry (with the Go runtime and
@@ -60,6 +72,7 @@ func New() *Metrics {
 	m.certReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lapis_tls_certificate_reloads_total", Help: "TLS certificate reloads after the files changed, by result."}, []string{"result"})
 	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.auditCopyLag, m.alertsSent,
 		m.requests, m.latency, m.inFlight, m.certExpiry, m.certReloads)
+	m.audit = m.bindAudit("production")
 	return m
 }
 
@@ -75,16 +88,8 @@ func (m *Metrics) ForEnv(env string) *Metrics {
 		env = "production"
 	}
 	c := *m
-	c.env = env
+	c.audit = m.bindAudit(env)
 	return &c
-}
-
-// envLabel is the audit series' environment label.
-func (m *Metrics) envLabel() string {
-	if m.env == "" {
-		return "production"
-	}
-	return m.env
 }
 
 // Registry is the registry the instruments live in.
@@ -131,7 +136,7 @@ func (m *Metrics) AuditQueued(n int) {
 	if m == nil {
 		return
 	}
-	m.auditQueued.WithLabelValues(m.envLabel()).Add(float64(n))
+	m.audit.queued.Add(float64(n))
 }
 
 // AuditWritten records a written batch of n records and its lag (age of
@@ -140,8 +145,8 @@ func (m *Metrics) AuditWritten(n int, lag time.Duration) {
 	if m == nil {
 		return
 	}
-	m.auditWritten.WithLabelValues(m.envLabel()).Add(float64(n))
-	m.auditLag.WithLabelValues(m.envLabel()).Set(lag.Seconds())
+	m.audit.written.Add(float64(n))
+	m.audit.lag.Set(lag.Seconds())
 }
 
 // AuditCopyLag records how far searchable AuditEvents are behind the
@@ -150,7 +155,7 @@ func (m *Metrics) AuditCopyLag(lag time.Duration) {
 	if m == nil {
 		return
 	}
-	m.auditCopyLag.WithLabelValues(m.envLabel()).Set(lag.Seconds())
+	m.audit.copyLag.Set(lag.Seconds())
 }
 
 // AuditQueueDepth records how many audit records wait to be written.
@@ -158,7 +163,7 @@ func (m *Metrics) AuditQueueDepth(n int) {
 	if m == nil {
 		return
 	}
-	m.auditQueue.WithLabelValues(m.envLabel()).Set(float64(n))
+	m.audit.queue.Set(float64(n))
 }
 
 // AlertSent counts an alert raised by rule and whether its delivery
