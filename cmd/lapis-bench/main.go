@@ -116,6 +116,10 @@ func main() {
 			}
 			real.only = re
 		}
+		if *skip {
+			fmt.Fprintln(os.Stderr, "lapis-bench: -skip-import does not apply to -mode real: it always starts an empty server and loads the bundles over HTTP")
+			os.Exit(2)
+		}
 		if !set["c"] {
 			real.conns = 8
 		}
