@@ -668,23 +668,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 		ctx := context.Background()
 		_, ix := registry(t)
 		st, db := stores(t, url)
-		chain, at := "crashed-chain", time.Now().Add(-2*time.Minute).UTC().Truncate(time.Millisecond)
-		if err := db.StartChain(ctx, chain, "h", at); err != nil {
-			t.Fatal(err)
-		}
-		var rows []Row
-		prev := Genesis
-		for i := 1; i <= 3; i++ {
-			ev := readEvent(i)
-			id := fmt.Sprintf("crashed-%d", i)
-			body := Render(&ev, id, at, Source{Site: base, Instance: chain})
-			h := Hash(chain, int64(i), prev, body)
-			rows = append(rows, Row{Chain: chain, Seq: int64(i), PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body})
-			prev = h
-		}
-		if err := db.Append(ctx, rows); err != nil {
-			t.Fatal(err)
-		}
+		rows := crashedChain(t, db, 3)
 		rep, err := Verify(ctx, db, st, nil)
 		if err != nil || !rep.OK || rep.Pending != 3 {
 			t.Fatalf("before recovery: %+v %v", rep, err)
@@ -704,6 +688,73 @@ func TestRecoveryAfterCrash(t *testing.T) {
 			t.Fatalf("after recovery: %+v %v", rep, err)
 		}
 	})
+}
+
+// crashedChain stores n records of a chain whose process stopped two
+// minutes ago before copying them (ids crashed-1…n), and returns them.
+func crashedChain(t *testing.T, db *DB, n int) []Row {
+	t.Helper()
+	chain, at := "crashed-chain", time.Now().Add(-2*time.Minute).UTC().Truncate(time.Millisecond)
+	if err := db.StartChain(context.Background(), chain, "h", at); err != nil {
+		t.Fatal(err)
+	}
+	var rows []Row
+	prev := Genesis
+	for i := 1; i <= n; i++ {
+		ev := readEvent(i)
+		id := fmt.Sprintf("crashed-%d", i)
+		body := Render(&ev, id, at, Source{Site: base, Instance: chain})
+		h := Hash(chain, int64(i), prev, body)
+		rows = append(rows, Row{Chain: chain, Seq: int64(i), PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body})
+		prev = h
+	}
+	if err := db.Append(context.Background(), rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+// holdFirst holds the first transaction (the recovery's, at start) until
+// release closes; every other passes.
+type holdFirst struct {
+	Updater
+	first   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdFirst) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	if h.first.CompareAndSwap(false, true) {
+		close(h.held)
+		<-h.release
+	}
+	return h.Updater.Update(ctx, fn)
+}
+
+// TestRecoveryBesideCopy: while the recovery of a crashed instance's
+// records is in progress (held here), this process's own records are
+// still copied, and its copy lag still measured.
+func TestRecoveryBesideCopy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := "sqlite:" + filepath.Join(t.TempDir(), "lapis.db")
+	_, db := stores(t, url)
+	crashedChain(t, db, 3)
+	h := &holdFirst{held: make(chan struct{}), release: make(chan struct{})}
+	e := open(t, url, func(c *Config) { h.Updater, c.Store = c.Store, h })
+	<-h.held // the recovery is copying the crashed chain
+	if err := e.rec.Commit(ctx, readEvent(1)); err != nil {
+		t.Fatal(err)
+	}
+	copied := poll.Try(time.Minute, func() bool { return e.rec.copied.Load() >= 1 })
+	close(h.release)
+	if !copied {
+		t.Fatal("this process's record was not copied while the recovery ran")
+	}
+	e.rec.Close()
+	if rep := verify(t, e); !rep.OK || rep.Pending != 0 || rep.Records != 4 {
+		t.Fatalf("after recovery: %+v", rep)
+	}
 }
 
 // The 00002 migration turns the per-record flag of 00001 into the

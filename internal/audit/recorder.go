@@ -97,10 +97,11 @@ type Config struct {
 	// one write lock that FHIR writes and the chain also need, so the
 	// batch stays bounded (a few tens of milliseconds).
 	CopyBatch int
-	// RecoverEvery is how often the copy also looks for chains other
-	// processes left idle with records not yet in the FHIR store (admin
-	// commands' audit.Direct chains, crashed instances), besides at start
-	// (default 1 minute; negative: only at start).
+	// RecoverEvery is how often the recorder looks, beside the copy of
+	// its own chain, for chains other processes left idle with records
+	// not yet in the FHIR store (admin commands' audit.Direct chains,
+	// crashed instances), besides at start (default 1 minute, at least a
+	// second; negative: only at start).
 	RecoverEvery time.Duration
 	// CopyDuty is the share of time the copy into the FHIR store may be
 	// busy while records keep coming (default 0.25): it sleeps after each
@@ -137,6 +138,9 @@ type Recorder struct {
 	kick  chan struct{}
 	mstop chan struct{}
 	mdone chan struct{}
+	// rdone closes when the recovery of other processes' chains (beside
+	// the copy) has stopped.
+	rdone chan struct{}
 
 	// copied is how far the copy has got: every record of this chain up
 	// to it is stored as an AuditEvent resource. Each record carries it as
@@ -222,7 +226,7 @@ func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 		cfg.Host, _ = os.Hostname()
 	}
 	r := &Recorder{cfg: cfg, chain: uuid.NewString(), q: make(chan *item, cfg.QueueSize), done: make(chan struct{}), prev: Genesis,
-		kick: make(chan struct{}, 1), mstop: make(chan struct{}), mdone: make(chan struct{}), docs: map[int64]*auditEvent{},
+		kick: make(chan struct{}, 1), mstop: make(chan struct{}), mdone: make(chan struct{}), rdone: make(chan struct{}), docs: map[int64]*auditEvent{},
 		direct: directIndexAgrees(cfg.Indexer, cfg.Site)}
 	if !r.direct {
 		cfg.Logger.Info("audit: AuditEvents indexed by the generic extractor (the search parameters differ from R4's)")
@@ -232,6 +236,7 @@ func Start(ctx context.Context, cfg Config) (*Recorder, error) {
 	}
 	go r.run()
 	go r.materializeLoop()
+	go r.recoverLoop()
 	return r, nil
 }
 
@@ -301,6 +306,7 @@ func (r *Recorder) Close() error {
 	<-r.done
 	close(r.mstop)
 	<-r.mdone
+	<-r.rdone
 	// The copy caught up after the writer's last anchor: publish how far,
 	// so that verify --anchors knows which AuditEvents must exist.
 	if r.seq > 0 && r.copied.Load() > r.anchoredCopied {
@@ -317,25 +323,15 @@ const idleAfter = time.Second
 // in batches, following a cursor, woken after every chain commit.
 func (r *Recorder) materializeLoop() {
 	defer close(r.mdone)
-	if err := r.recover(); err != nil {
-		r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next start", "err", err)
-	}
 	var cursor int64
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var deadline time.Time
-	recovered := r.cfg.Now()
 	for {
 		stopping := false
 		select {
 		case <-r.kick:
 		case <-t.C:
-			if r.cfg.RecoverEvery > 0 && r.cfg.Now().Sub(recovered) >= r.cfg.RecoverEvery {
-				recovered = r.cfg.Now()
-				if err := r.recover(); err != nil {
-					r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
-				}
-			}
 		case <-r.mstop:
 			stopping = true
 			deadline = r.cfg.Now().Add(r.cfg.DrainTimeout)
@@ -805,15 +801,43 @@ func (r *Recorder) forget(rows []Row) {
 	}
 }
 
+// recoverLoop runs recover at start and then every RecoverEvery, beside
+// the copy of this process's own chain, so that a long recovery (a crashed
+// instance's backlog) holds back neither this chain's records nor its
+// copy-lag gauge. It stops with the recorder.
+func (r *Recorder) recoverLoop() {
+	defer close(r.rdone)
+	if err := r.recover(); err != nil {
+		r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
+	}
+	if r.cfg.RecoverEvery <= 0 {
+		return
+	}
+	t := time.NewTicker(max(r.cfg.RecoverEvery, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := r.recover(); err != nil {
+				r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
+			}
+		case <-r.mstop:
+			return
+		}
+	}
+}
+
 // recover copies the records of chains whose process stopped or crashed
 // between its chain commit and its copy (chains idle for a minute, so
-// live writers of other instances are left alone). It runs in the
-// background at the copy's duty cycle and stops with the recorder.
+// live writers of other instances are left alone; never this process's
+// own chain, which its copy retries). It runs at the copy's duty cycle
+// and stops with the recorder.
 func (r *Recorder) recover() error {
 	stale, err := r.cfg.DB.Stale(context.Background(), r.cfg.Now().Add(-time.Minute))
 	if err != nil {
 		return err
 	}
+	delete(stale, r.chain)
 	total := 0
 	defer func() {
 		if total > 0 {
