@@ -363,6 +363,9 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 // index rows go in the same statements. A resource that exists already
 // fails the INSERT on the (type, id) key: ErrConflict.
 func (t *tx) PutNew(ctx context.Context, ws []*store.Write) error {
+	if len(ws) == 0 {
+		return nil
+	}
 	for _, w := range ws {
 		if w.Version != 1 || w.Deleted {
 			return fmt.Errorf("sqlite: PutNew of %s/%s: not a new resource (version %d)", w.Type, w.ID, w.Version)
