@@ -68,7 +68,7 @@ func BenchmarkRecordSteps(b *testing.B) {
 }
 
 // BenchmarkMaterialize measures the copy of chain rows into the FHIR
-// store, on both dialects, per batch of the default CopyBatch: through
+// store, on both dialects, per batch of 100 records: through
 // the store's store.Creator (putnew) and one Put per record (put); the
 // copy of this process's own records with the handed-over AuditEvents,
 // extracted generically (putnew-handoff) or indexed directly
