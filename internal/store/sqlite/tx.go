@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"strings"
 
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
 )
@@ -22,6 +25,7 @@ const (
 	stInsHist
 	stKeepTok
 	stKeepRef
+	stMaxRid
 	stDelIdx // + table bit
 )
 
@@ -34,6 +38,7 @@ var writeSQL = func() []string {
 		"INSERT INTO history (rid, type, id, version, last_updated, deleted, method, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 		sqlgen.KeepSQL(sqlgen.SQLite, sqlgen.TableToken, "?1", "?2", "?3", "= ?4"),
 		sqlgen.KeepSQL(sqlgen.SQLite, sqlgen.TableReference, "?1", "?2", "?3", "= ?4"),
+		"SELECT coalesce(max(rid), 0) FROM resources",
 	}
 	for _, t := range sqlgen.IndexTables {
 		l = append(l, "DELETE FROM "+t+" WHERE rid = ?1")
@@ -171,21 +176,29 @@ func (t *tx) Put(ctx context.Context, w *store.Write) error {
 	return t.insertIndex(ctx, rid, w.Type, ix)
 }
 
-// maxRowsPerInsert bounds the rows of one multi-row index INSERT.
+// maxRowsPerInsert bounds the rows of one multi-row INSERT.
 const maxRowsPerInsert = 32
 
-// indexCols are the columns of each index table after rid, type, param, grp.
-var indexCols = map[string][]string{
-	sqlgen.TableString:    {"norm", "exact"},
-	sqlgen.TableToken:     {"system", "code", "text"},
-	sqlgen.TableReference: {"target_type", "target_id", "url"},
-	sqlgen.TableDate:      {"lo", "hi"},
-	sqlgen.TableNumber:    {"lo", "hi"},
-	sqlgen.TableQuantity:  {"system", "code", "unit", "lo", "hi"},
-	sqlgen.TableURI:       {"uri"},
+// Tables PutNew fills with multi-row INSERTs besides the index tables.
+const (
+	tableResources = "resources"
+	tableHistory   = "history"
+)
+
+// insertCols are the columns of the multi-row INSERTs, by table.
+var insertCols = map[string][]string{
+	tableResources:        {"rid", "type", "id", "version", "last_updated", "deleted", "method", "idx_mask", "body"},
+	tableHistory:          {"rid", "type", "id", "version", "last_updated", "deleted", "method", "body"},
+	sqlgen.TableString:    {"rid", "type", "param", "grp", "norm", "exact"},
+	sqlgen.TableToken:     {"rid", "type", "param", "grp", "system", "code", "text"},
+	sqlgen.TableReference: {"rid", "type", "param", "grp", "target_type", "target_id", "url"},
+	sqlgen.TableDate:      {"rid", "type", "param", "grp", "lo", "hi"},
+	sqlgen.TableNumber:    {"rid", "type", "param", "grp", "lo", "hi"},
+	sqlgen.TableQuantity:  {"rid", "type", "param", "grp", "system", "code", "unit", "lo", "hi"},
+	sqlgen.TableURI:       {"rid", "type", "param", "grp", "uri"},
 }
 
-// insertSizes are the row counts of the prepared multi-row index INSERTs
+// insertSizes are the row counts of the prepared multi-row INSERTs
 // (powers of two up to maxRowsPerInsert); a batch is split into them.
 var insertSizes = []int{32, 16, 8, 4, 2, 1}
 
@@ -193,10 +206,11 @@ var insertSizes = []int{32, 16, 8, 4, 2, 1}
 // multi-row statement that may abort half-way makes SQLite keep a
 // statement journal (a copy of every page the statement touches) to undo
 // its own rows, while FAIL keeps them; a failed write rolls back the whole
-// transaction anyway (and index tables have no constraint a correct row
-// breaks).
+// transaction anyway (index tables have no constraint a correct row
+// breaks, and a resource that exists already fails PutNew, whose
+// transaction must then be rolled back).
 func insertSQL(table string, n int) string {
-	cols := append([]string{"rid", "type", "param", "grp"}, indexCols[table]...)
+	cols := insertCols[table]
 	var sb strings.Builder
 	sb.WriteString("INSERT OR FAIL INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
 	for i := range n {
@@ -215,10 +229,10 @@ func insertSQL(table string, n int) string {
 	return sb.String()
 }
 
-// prepareInserts prepares every multi-row index INSERT on the writer (at
-// Open: inside a transaction the single writer connection is busy).
+// prepareInserts prepares every multi-row INSERT on the writer (at Open:
+// inside a transaction the single writer connection is busy).
 func (s *Store) prepareInserts(ctx context.Context) error {
-	for _, table := range sqlgen.IndexTables {
+	for table := range insertCols {
 		for _, n := range insertSizes {
 			st, err := s.w.PrepareContext(ctx, insertSQL(table, n))
 			if err != nil {
@@ -244,26 +258,23 @@ func (t *tx) insertStmt(ctx context.Context, table string, n int) *sql.Stmt {
 	return ts
 }
 
-// insertRows inserts rows (each a full argument list) into table with
-// multi-row INSERTs.
-func (t *tx) insertRows(ctx context.Context, table string, rows [][]any) error {
-	for len(rows) > 0 {
+// insertRows inserts rows into table with multi-row INSERTs: args holds
+// the rows' values one row after the other, in the columns of insertCols.
+func (t *tx) insertRows(ctx context.Context, table string, args []any) error {
+	width := len(insertCols[table])
+	for len(args) > 0 {
+		rows := len(args) / width
 		n := 1
 		for _, size := range insertSizes {
-			if size <= len(rows) {
+			if size <= rows {
 				n = size
 				break
 			}
 		}
-		st := t.insertStmt(ctx, table, n)
-		args := make([]any, 0, n*len(rows[0]))
-		for _, r := range rows[:n] {
-			args = append(args, r...)
-		}
-		if _, err := st.ExecContext(ctx, args...); err != nil {
+		if _, err := t.insertStmt(ctx, table, n).ExecContext(ctx, args[:n*width]...); err != nil {
 			return err
 		}
-		rows = rows[n:]
+		args = args[n*width:]
 	}
 	return nil
 }
@@ -282,15 +293,16 @@ type ridIndex struct {
 // insertIndexes inserts the index rows of several resources, each table's
 // rows of all of them together in multi-row INSERTs.
 func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
-	var rows [][]any
+	var args []any
 	flush := func(table string) error {
-		err := t.insertRows(ctx, table, rows)
-		rows = rows[:0]
+		err := t.insertRows(ctx, table, args)
+		clear(args)
+		args = args[:0]
 		return err
 	}
 	for _, it := range items {
 		for _, r := range it.ix.Strings {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.Norm, r.Exact})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.Norm, r.Exact)
 		}
 	}
 	if err := flush(sqlgen.TableString); err != nil {
@@ -298,7 +310,7 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	}
 	for _, it := range items {
 		for _, r := range it.ix.Tokens {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Text})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Text)
 		}
 	}
 	if err := flush(sqlgen.TableToken); err != nil {
@@ -306,7 +318,7 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	}
 	for _, it := range items {
 		for _, r := range it.ix.References {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL)
 		}
 	}
 	if err := flush(sqlgen.TableReference); err != nil {
@@ -314,7 +326,7 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	}
 	for _, it := range items {
 		for _, r := range it.ix.Dates {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi)
 		}
 	}
 	if err := flush(sqlgen.TableDate); err != nil {
@@ -322,7 +334,7 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	}
 	for _, it := range items {
 		for _, r := range it.ix.Numbers {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi)
 		}
 	}
 	if err := flush(sqlgen.TableNumber); err != nil {
@@ -330,7 +342,7 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	}
 	for _, it := range items {
 		for _, r := range it.ix.Quantities {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi)
 		}
 	}
 	if err := flush(sqlgen.TableQuantity); err != nil {
@@ -338,46 +350,55 @@ func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
 	}
 	for _, it := range items {
 		for _, r := range it.ix.URIs {
-			rows = append(rows, []any{it.rid, it.typ, r.Param, r.Group, r.URI})
+			args = append(args, it.rid, it.typ, r.Param, r.Group, r.URI)
 		}
 	}
 	return flush(sqlgen.TableURI)
 }
 
-// PutNew stores new resources (store.Creator) like Put, with the index
-// rows of all of them inserted together: a few multi-row INSERTs per
-// table for the whole batch instead of a few per resource.
+// PutNew stores new resources (store.Creator) like Put, in multi-row
+// INSERTs for the whole batch: a few per table instead of a few per
+// resource. The resources get the rids an INSERT of one at a time would
+// give them (one past the largest, in order), so that their history and
+// index rows go in the same statements. A resource that exists already
+// fails the INSERT on the (type, id) key: ErrConflict.
 func (t *tx) PutNew(ctx context.Context, ws []*store.Write) error {
-	items := make([]ridIndex, 0, len(ws))
+	if len(ws) == 0 {
+		return nil
+	}
 	for _, w := range ws {
 		if w.Version != 1 || w.Deleted {
 			return fmt.Errorf("sqlite: PutNew of %s/%s: not a new resource (version %d)", w.Type, w.ID, w.Version)
 		}
+	}
+	var last int64
+	if err := t.stmt(ctx, stMaxRid).QueryRowContext(ctx).Scan(&last); err != nil {
+		return err
+	}
+	items := make([]ridIndex, len(ws))
+	res := make([]any, 0, len(ws)*len(insertCols[tableResources]))
+	hist := make([]any, 0, len(ws)*len(insertCols[tableHistory]))
+	for i, w := range ws {
 		t.puts++
-		var rid, cur, oldMask int64
-		err := t.stmt(ctx, stCur).QueryRowContext(ctx, w.Type, w.ID).Scan(&rid, &cur, &oldMask)
-		if err == nil {
-			return store.ErrConflict
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
 		body := w.Body
 		if body == nil {
 			body = []byte{}
 		}
+		rid := last + 1 + int64(i)
 		ms := w.LastUpdated.UnixMilli()
-		res, err := t.stmt(ctx, stInsRes).ExecContext(ctx, w.Type, w.ID, w.Version, ms, false, w.Method, sqlgen.Mask(&w.Index), body)
-		if err != nil {
-			return err
+		res = append(res, rid, w.Type, w.ID, w.Version, ms, false, w.Method, sqlgen.Mask(&w.Index), body)
+		hist = append(hist, rid, w.Type, w.ID, w.Version, ms, false, w.Method, body)
+		items[i] = ridIndex{rid, w.Type, &w.Index}
+	}
+	if err := t.insertRows(ctx, tableResources, res); err != nil {
+		var se *sqlite.Error
+		if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
+			return store.ErrConflict
 		}
-		if rid, err = res.LastInsertId(); err != nil {
-			return err
-		}
-		if _, err := t.stmt(ctx, stInsHist).ExecContext(ctx, rid, w.Type, w.ID, w.Version, ms, false, w.Method, body); err != nil {
-			return err
-		}
-		items = append(items, ridIndex{rid, w.Type, &w.Index})
+		return err
+	}
+	if err := t.insertRows(ctx, tableHistory, hist); err != nil {
+		return err
 	}
 	return t.insertIndexes(ctx, items)
 }

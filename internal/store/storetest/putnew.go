@@ -10,9 +10,10 @@ import (
 )
 
 // testPutNew: new resources stored in one pipelined batch are readable,
-// in history and searchable by their index rows; one that exists already
-// makes the batch fail with ErrConflict and rolls back all of it; a write
-// that is not a creation is refused.
+// in history (in the order written) and searchable by their index rows,
+// and later updated like any other; one that exists already, or comes
+// twice, makes the batch fail with ErrConflict and rolls back all of it;
+// a write that is not a creation is refused.
 func testPutNew(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	at := time.Now()
@@ -51,8 +52,25 @@ func testPutNew(t *testing.T, s store.Store) {
 		t.Fatalf("action=R: %d matches, want 2", n)
 	}
 	eq(t, "address=a3", find(t, s, "AuditEvent", one(store.Predicate{Param: "address", String: &store.StringMatch{Value: "a3"}})), []string{"a3"})
-	if h, err := s.History(ctx, store.HistoryQuery{Type: "AuditEvent"}); err != nil || len(h.Versions) != 3 {
+	h, err := s.History(ctx, store.HistoryQuery{Type: "AuditEvent"})
+	if err != nil || len(h.Versions) != 3 {
 		t.Fatalf("history: %v %v", h, err)
+	}
+	// Newest first: the batch's versions in the order written.
+	var hist []string
+	for _, v := range h.Versions {
+		hist = append(hist, v.ID)
+	}
+	eq(t, "history of the batch", hist, []string{"a3", "a2", "a1"})
+	// The same resource twice in one batch: refused, nothing stored.
+	if err := put(mk("c1", "D"), mk("c1", "D")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("one resource twice in the batch: %v, want ErrConflict", err)
+	}
+	if _, err := s.Read(ctx, "AuditEvent", "c1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("c1 after the refused batch: %v, want not found", err)
+	}
+	if n := search("D"); n != 0 {
+		t.Fatalf("action=D after the refused batch: %d matches", n)
 	}
 	// a2 exists: the whole batch (b1 included) is refused.
 	if err := put(mk("b1", "U"), mk("a2", "U")); !errors.Is(err, store.ErrConflict) {
@@ -68,5 +86,17 @@ func testPutNew(t *testing.T, s store.Store) {
 	up.Version = 2
 	if err := put(up); err == nil || errors.Is(err, store.ErrConflict) {
 		t.Fatalf("version 2 through PutNew: %v, want a refusal", err)
+	}
+	// A resource PutNew stored is updated like any other: its index rows
+	// are replaced by the new version's.
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put(ctx, up) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := search("R"); n != 1 {
+		t.Fatalf("action=R after a1's update: %d matches, want 1", n)
+	}
+	eq(t, "action=U after a1's update", find(t, s, "AuditEvent", one(store.Predicate{Param: "action", Token: &store.TokenMatch{Code: "U"}})), []string{"a1"})
+	if v, err := s.History(ctx, store.HistoryQuery{Type: "AuditEvent", ID: "a1"}); err != nil || len(v.Versions) != 2 {
+		t.Fatalf("a1's history: %v %v", v, err)
 	}
 }
