@@ -152,17 +152,17 @@ func (rt *router) handler() http.Handler {
 func (a *API) routes() http.Handler {
 	rt := &router{a: a, mux: http.NewServeMux(), methods: map[string][]string{}}
 	rt.handle("GET /clients", a.listClients)
-	rt.handle("POST /clients", withBody(a.createClient))
+	rt.handle("POST /clients", create(a.svc.CreateClient))
 	rt.handle("GET /clients/{id}", read("id", a.svc.OAuthClient))
 	rt.handle("DELETE /clients/{id}", remove("id", a.svc.DeleteClient))
 	rt.handle("GET /clients/{id}/network", read("id", a.svc.ClientNetwork))
 	rt.handle("PUT /clients/{id}/network", change(a.svc.SetClientNetwork))
 	rt.handle("PUT /clients/{id}/ratelimit", change(a.svc.SetClientRateLimit))
 	rt.handle("POST /clients/{id}/rotate-secret", withBody(a.rotateClientSecret))
-	rt.handle("POST /clients/{id}/suspend", withBody(a.suspendClient))
+	rt.handle("POST /clients/{id}/suspend", suspend(a.svc.SuspendClient))
 	rt.handle("POST /clients/{id}/resume", resume(a.svc.ResumeClient))
 	rt.handle("GET /users", a.listUsers)
-	rt.handle("POST /users", withBody(a.createUser))
+	rt.handle("POST /users", create(a.svc.CreateUser))
 	rt.handle("GET /users/{username}", read("username", a.svc.User))
 	rt.handle("DELETE /users/{username}", remove("username", a.svc.DeleteUser))
 	rt.handle("GET /grants", a.listGrants)
@@ -173,7 +173,7 @@ func (a *API) routes() http.Handler {
 	rt.handle("DELETE /apikeys/{id}", remove("id", a.svc.RevokeAPIKey))
 	rt.handle("POST /apikeys/{id}/rotate", a.rotateAPIKey)
 	rt.handle("PUT /apikeys/{id}/ratelimit", change(a.svc.SetAPIKeyRateLimit))
-	rt.handle("POST /apikeys/{id}/suspend", withBody(a.suspendAPIKey))
+	rt.handle("POST /apikeys/{id}/suspend", suspend(a.svc.SuspendAPIKey))
 	rt.handle("POST /apikeys/{id}/resume", resume(a.svc.ResumeAPIKey))
 	return rt.handler()
 }
@@ -344,15 +344,6 @@ func (a *API) actor(r *http.Request) (admin.Actor, error) {
 
 // --- endpoints ---
 
-func (a *API) createClient(w http.ResponseWriter, r *http.Request, req api.ClientRequest) error {
-	out, err := a.svc.CreateClient(r.Context(), req)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, out)
-	return nil
-}
-
 func (a *API) listClients(w http.ResponseWriter, r *http.Request) error {
 	cs, err := a.svc.Clients(r.Context(), api.ClientFilter{Owner: r.URL.Query().Get("owner")})
 	return answer(w, map[string]any{"clients": cs}, err)
@@ -365,16 +356,6 @@ func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request, req api
 	}
 	out, err := a.svc.RotateClientSecret(r.Context(), r.PathValue("id"), overlap)
 	return answer(w, out, err)
-}
-
-func (a *API) suspendClient(w http.ResponseWriter, r *http.Request, req api.SuspendRequest) error {
-	c, err := a.svc.SuspendClient(r.Context(), r.PathValue("id"), req.Reason)
-	return answer(w, c, err)
-}
-
-func (a *API) suspendAPIKey(w http.ResponseWriter, r *http.Request, req api.SuspendRequest) error {
-	k, err := a.svc.SuspendAPIKey(r.Context(), r.PathValue("id"), req.Reason)
-	return answer(w, k, err)
 }
 
 // withBody decodes the request's JSON body into a T (see decode) before h
@@ -406,6 +387,27 @@ func change[Req, T any](set func(context.Context, string, Req) (T, error)) handl
 	})
 }
 
+// create decodes the request's JSON body into a Req and answers 201 with
+// what build returns for it.
+func create[Req, T any](build func(context.Context, Req) (T, error)) handlerFunc {
+	return withBody(func(w http.ResponseWriter, r *http.Request, req Req) error {
+		v, err := build(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, v)
+		return nil
+	})
+}
+
+// suspend decodes an api.SuspendRequest and answers with what set returns
+// for the path's id and the request's reason.
+func suspend[T any](set func(ctx context.Context, id, reason string) (T, error)) handlerFunc {
+	return change(func(ctx context.Context, id string, req api.SuspendRequest) (T, error) {
+		return set(ctx, id, req.Reason)
+	})
+}
+
 // resume is read of the path's id after an optional empty body
 // (decodeOptional).
 func resume[T any](get func(context.Context, string) (T, error)) handlerFunc {
@@ -431,15 +433,6 @@ func decodeOptional(w http.ResponseWriter, r *http.Request) error {
 	}
 	var empty struct{}
 	return decode(w, r, &empty)
-}
-
-func (a *API) createUser(w http.ResponseWriter, r *http.Request, req api.UserRequest) error {
-	u, err := a.svc.CreateUser(r.Context(), req)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, u)
-	return nil
 }
 
 func (a *API) listUsers(w http.ResponseWriter, r *http.Request) error {
