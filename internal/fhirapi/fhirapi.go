@@ -710,17 +710,28 @@ func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http
 // conditionalBodyWrite is bodyWrite for conditional interactions on a type
 // ([type]?criteria): the criteria are required.
 func (a *API) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, method, what string, check func(*http.Request) error, run writeOp) error {
-	if err := a.checkType(r); err != nil {
-		return err
-	}
-	q, err := criteria(r)
+	q, err := a.requiredCriteria(r, fmt.Sprintf("%s to a resource type needs search criteria (conditional %s) or an id in the URL", method, what))
 	if err != nil {
 		return err
 	}
-	if q == "" {
-		return outcome.BadRequest("%s to a resource type needs search criteria (conditional %s) or an id in the URL", method, what)
-	}
 	return a.bodyWrite(w, r, check, q, run)
+}
+
+// requiredCriteria returns the search criteria of a conditional
+// interaction on a type ([type]?criteria), once the type is known; none
+// is a 400 that says so (missing).
+func (a *API) requiredCriteria(r *http.Request, missing string) (string, error) {
+	if err := a.checkType(r); err != nil {
+		return "", err
+	}
+	q, err := criteria(r)
+	if err != nil {
+		return "", err
+	}
+	if q == "" {
+		return "", outcome.BadRequest("%s", missing)
+	}
+	return q, nil
 }
 
 // checkType refuses an unknown resource type in the URL (404) before the
@@ -768,15 +779,9 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
-	if err := a.checkType(r); err != nil {
-		return err
-	}
-	q, err := criteria(r)
+	q, err := a.requiredCriteria(r, "DELETE of a resource type needs search criteria (conditional delete) or an id in the URL")
 	if err != nil {
 		return err
-	}
-	if q == "" {
-		return outcome.BadRequest("DELETE of a resource type needs search criteria (conditional delete) or an id in the URL")
 	}
 	res, err := a.svc.ConditionalDelete(r.Context(), r.PathValue("type"), q)
 	if err != nil {
