@@ -68,14 +68,22 @@ func newFakeBulk(t *testing.T) *fakeBulk {
 	mux.HandleFunc("GET /fhir/$export", kick)
 	mux.HandleFunc("GET /fhir/Patient/$export", kick)
 	mux.HandleFunc("GET /fhir/Group/{id}/$export", kick)
-	mux.HandleFunc("GET /bulkstatus/job-1", func(w http.ResponseWriter, r *http.Request) {
+	// job answers for the job's status URL, with b.mu held: false (and
+	// answered) when the caller is not authorised or the job is gone.
+	job := func(w http.ResponseWriter, r *http.Request, gone string) bool {
 		if !auth(w, r) {
-			return
+			return false
 		}
+		if b.cancelled {
+			writeOutcome(w, 404, "not-found", gone)
+			return false
+		}
+		return true
+	}
+	mux.HandleFunc("GET /bulkstatus/job-1", func(w http.ResponseWriter, r *http.Request) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if b.cancelled {
-			writeOutcome(w, 404, "not-found", "job was cancelled")
+		if !job(w, r, "job was cancelled") {
 			return
 		}
 		if b.pollsLeft > 0 {
@@ -101,13 +109,9 @@ func newFakeBulk(t *testing.T) *fakeBulk {
 		})
 	})
 	mux.HandleFunc("DELETE /bulkstatus/job-1", func(w http.ResponseWriter, r *http.Request) {
-		if !auth(w, r) {
-			return
-		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if b.cancelled {
-			writeOutcome(w, 404, "not-found", "no such job")
+		if !job(w, r, "no such job") {
 			return
 		}
 		b.cancelled = true

@@ -131,16 +131,24 @@ func TestPKCELogin(t *testing.T) {
 	}
 }
 
-func TestPKCELoginRejectsStateMismatch(t *testing.T) {
-	as := newFakeAS(t)
+// tamperedLogin runs a login against as whose redirect to the loopback
+// callback has its query changed by edit, and returns its error.
+func tamperedLogin(t *testing.T, as *fakeAS, edit func(q url.Values)) error {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	login := &PKCELogin{FHIRBase: as.srv.URL + "/fhir", ClientID: "cli-app", OpenBrowser: browser(t, func(u *url.URL) {
 		q := u.Query()
-		q.Set("state", "forged-by-attacker")
+		edit(q)
 		u.RawQuery = q.Encode()
 	})}
 	_, err := login.Run(ctx)
+	return err
+}
+
+func TestPKCELoginRejectsStateMismatch(t *testing.T) {
+	as := newFakeAS(t)
+	err := tamperedLogin(t, as, func(q url.Values) { q.Set("state", "forged-by-attacker") })
 	if err == nil || !strings.Contains(err.Error(), "state") {
 		t.Fatalf("err = %v", err)
 	}
@@ -153,19 +161,12 @@ func TestPKCELoginRejectsStateMismatch(t *testing.T) {
 
 func TestPKCELoginVerifierChecked(t *testing.T) {
 	as := newFakeAS(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	// The code is swapped for one issued to another login (another
 	// challenge): the stand-in server's S256 check refuses it.
 	as.mu.Lock()
 	as.codes["code-stolen"] = [2]string{"some-other-challenge", ""}
 	as.mu.Unlock()
-	login := &PKCELogin{FHIRBase: as.srv.URL + "/fhir", ClientID: "cli-app", OpenBrowser: browser(t, func(u *url.URL) {
-		q := u.Query()
-		q.Set("code", "code-stolen")
-		u.RawQuery = q.Encode()
-	})}
-	_, err := login.Run(ctx)
+	err := tamperedLogin(t, as, func(q url.Values) { q.Set("code", "code-stolen") })
 	var oe *OAuthError
 	if !errors.As(err, &oe) || oe.Code != "invalid_grant" || !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("err = %v", err)
@@ -174,15 +175,10 @@ func TestPKCELoginVerifierChecked(t *testing.T) {
 
 func TestPKCELoginAuthorizationErrorAndTimeout(t *testing.T) {
 	as := newFakeAS(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	login := &PKCELogin{FHIRBase: as.srv.URL + "/fhir", ClientID: "cli-app", OpenBrowser: browser(t, func(u *url.URL) {
-		q := u.Query()
+	err := tamperedLogin(t, as, func(q url.Values) {
 		q.Del("code")
 		q.Set("error", "access_denied")
-		u.RawQuery = q.Encode()
-	})}
-	_, err := login.Run(ctx)
+	})
 	var oe *OAuthError
 	if !errors.As(err, &oe) || oe.Code != "access_denied" {
 		t.Fatalf("err = %v", err)
@@ -194,7 +190,7 @@ func TestPKCELoginAuthorizationErrorAndTimeout(t *testing.T) {
 	if _, err := idle.Run(short); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("timeout: %v", err)
 	}
-	if _, err := (&PKCELogin{FHIRBase: as.srv.URL + "/fhir", ClientID: "x"}).Run(ctx); err == nil {
+	if _, err := (&PKCELogin{FHIRBase: as.srv.URL + "/fhir", ClientID: "x"}).Run(context.Background()); err == nil {
 		t.Fatal("missing OpenBrowser accepted")
 	}
 }

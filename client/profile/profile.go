@@ -478,62 +478,42 @@ func isLoopback(host string) bool {
 }
 
 func (a *Auth) validate() error {
-	need := func(ok bool, field string) error {
-		if !ok {
-			return fmt.Errorf("method %s needs %s", a.Method, field)
-		}
-		return nil
-	}
-	forbid := map[string]bool{}
+	set := map[string]bool{"username": a.Username != "", "client_id": a.ClientID != "",
+		"api_key": !a.APIKey.IsZero(), "password": !a.Password.IsZero(),
+		"client_secret": !a.ClientSecret.IsZero(), "private_key": !a.PrivateKey.IsZero()}
+	// needs are the fields the method requires; optional the secret it
+	// may carry besides them.
+	var needs []string
+	var optional string
 	switch a.Method {
 	case "", MethodNone:
-		forbid = map[string]bool{"api_key": true, "password": true, "client_secret": true, "private_key": true}
 	case MethodAPIKey:
-		if err := need(!a.APIKey.IsZero(), "api_key"); err != nil {
-			return err
-		}
-		forbid = map[string]bool{"password": true, "client_secret": true, "private_key": true}
+		needs = []string{"api_key"}
 	case MethodBasic:
-		if err := need(a.Username != "", "username"); err != nil {
-			return err
-		}
-		if err := need(!a.Password.IsZero(), "password"); err != nil {
-			return err
-		}
-		forbid = map[string]bool{"api_key": true, "client_secret": true, "private_key": true}
+		needs = []string{"username", "password"}
 	case MethodClientCredentials:
-		if err := need(a.ClientID != "", "client_id"); err != nil {
-			return err
-		}
-		if err := need(!a.ClientSecret.IsZero(), "client_secret"); err != nil {
-			return err
-		}
-		forbid = map[string]bool{"api_key": true, "password": true, "private_key": true}
+		needs = []string{"client_id", "client_secret"}
 	case MethodBackendServices:
-		if err := need(a.ClientID != "", "client_id"); err != nil {
-			return err
+		needs = []string{"client_id", "private_key"}
+	case MethodLogin:
+		needs, optional = []string{"client_id"}, "client_secret"
+	default:
+		return fmt.Errorf("unknown method %q (none, apikey, basic, client_credentials, backend_services, login)", a.Method)
+	}
+	for _, f := range needs {
+		if !set[f] {
+			return fmt.Errorf("method %s needs %s", a.Method, f)
 		}
-		if err := need(!a.PrivateKey.IsZero(), "private_key"); err != nil {
-			return err
-		}
+	}
+	if a.Method == MethodBackendServices {
 		switch a.Alg {
 		case "", "RS384", "ES384":
 		default:
 			return fmt.Errorf("alg %q: use RS384 or ES384", a.Alg)
 		}
-		forbid = map[string]bool{"api_key": true, "password": true, "client_secret": true}
-	case MethodLogin:
-		if err := need(a.ClientID != "", "client_id"); err != nil {
-			return err
-		}
-		forbid = map[string]bool{"api_key": true, "password": true, "private_key": true}
-	default:
-		return fmt.Errorf("unknown method %q (none, apikey, basic, client_credentials, backend_services, login)", a.Method)
 	}
-	set := map[string]bool{"api_key": !a.APIKey.IsZero(), "password": !a.Password.IsZero(),
-		"client_secret": !a.ClientSecret.IsZero(), "private_key": !a.PrivateKey.IsZero()}
 	for _, f := range []string{"api_key", "password", "client_secret", "private_key"} {
-		if forbid[f] && set[f] {
+		if set[f] && f != optional && !slices.Contains(needs, f) {
 			return fmt.Errorf("%s is not used by method %s", f, a.methodName())
 		}
 	}

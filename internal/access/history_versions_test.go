@@ -199,35 +199,49 @@ func TestHistoryVersionMembership(t *testing.T) {
 			}
 		}
 
+		// vreads checks the status of the vread of each Observation version.
+		type vread struct {
+			id      string
+			version int64
+			want    int
+		}
+		vreads := func(t *testing.T, ctx context.Context, cases []vread) {
+			t.Helper()
+			for _, c := range cases {
+				if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
+					t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
+				}
+			}
+		}
+
+		// histories checks the history of Observation id, of the type and
+		// of the system at each _count from 0 (the server's) to maxCount.
+		histories := func(t *testing.T, ctx context.Context, maxCount int, id string, instance, typ, system []string) {
+			t.Helper()
+			for n := range maxCount + 1 {
+				check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", id, n), instance)
+				check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), typ)
+				check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), system)
+			}
+		}
+
 		t.Run("patient", func(t *testing.T) {
 			ctx := as("patient")
-			for _, c := range []struct {
-				id      string
-				version int64
-				want    int
-			}{
+			vreads(t, ctx, []vread{
 				{"om", 1, http.StatusNotFound}, // pb's version
 				{"om", 2, http.StatusOK},
 				{"om", 3, http.StatusNotFound},
 				{"oc", 1, http.StatusOK},
 				{"ox", 1, http.StatusNotFound}, // now pb's: hidden whole
 				{"od", 1, http.StatusNotFound}, // deleted: hidden whole
-			} {
-				if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
-					t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
-				}
-			}
+			})
 			if got := vreadStatus(t, ctx, e.svc, "Patient", "pa", 1); got != http.StatusOK {
 				t.Errorf("vread of an earlier version of the patient itself: %d", got)
 			}
 			obsAll := []string{"Observation/oal/1", "Observation/oav/1", "Observation/oc/1", "Observation/oc/2", "Observation/om/2"}
 			sys := append([]string{"Condition/ca/1", "Condition/ca2/1", "Encounter/ea/1"}, obsAll...)
 			sys = append(sys, "Patient/pa/1", "Patient/pa/2")
-			for _, n := range []int{0, 1, 2, 3} {
-				check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "om", n), []string{"Observation/om/2"})
-				check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), obsAll)
-				check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), sys)
-			}
+			histories(t, ctx, 3, "om", []string{"Observation/om/2"}, obsAll, sys)
 			check(t, "patient instance history", historyVersions(t, ctx, e.svc, "Patient", "pa", 0), []string{"Patient/pa/1", "Patient/pa/2"})
 			for _, id := range []string{"ox", "od"} {
 				if status, _ := outcomeOf(t, ctx, e.svc, history("Observation", id)); status != http.StatusNotFound {
@@ -244,29 +258,17 @@ func TestHistoryVersionMembership(t *testing.T) {
 		t.Run("granular", func(t *testing.T) {
 			// Laboratory observations and problem-list conditions of pa.
 			ctx := as("granular")
-			for _, c := range []struct {
-				id      string
-				version int64
-				want    int
-			}{
+			vreads(t, ctx, []vread{
 				{"oc", 1, http.StatusNotFound}, // vital-signs version
 				{"oc", 2, http.StatusOK},
 				{"om", 1, http.StatusNotFound}, // pb's version
 				{"om", 2, http.StatusOK},
 				{"oav", 1, http.StatusNotFound},
-			} {
-				if got := vreadStatus(t, ctx, e.svc, "Observation", c.id, c.version); got != c.want {
-					t.Errorf("vread Observation/%s/_history/%d: %d, want %d", c.id, c.version, got, c.want)
-				}
-			}
+			})
 			obsLab := []string{"Observation/oal/1", "Observation/oc/2", "Observation/om/2"}
 			sys := append([]string{"Condition/ca/1"}, obsLab...)
 			sys = append(sys, "Patient/pa/1", "Patient/pa/2")
-			for _, n := range []int{0, 1, 2} {
-				check(t, fmt.Sprintf("instance history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "oc", n), []string{"Observation/oc/2"})
-				check(t, fmt.Sprintf("type history _count=%d", n), historyVersions(t, ctx, e.svc, "Observation", "", n), obsLab)
-				check(t, fmt.Sprintf("system history _count=%d", n), historyVersions(t, ctx, e.svc, "", "", n), sys)
-			}
+			histories(t, ctx, 2, "oc", []string{"Observation/oc/2"}, obsLab, sys)
 			check(t, "batch", batchHistory(t, ctx, e.svc,
 				"Observation/oc/_history/1", "Observation/oc/_history/2", "Observation/oc/_history", "Observation/_history", "_history"),
 				[]string{"404", "200 Observation/oc/2", "200 Observation/oc/2",

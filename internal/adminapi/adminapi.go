@@ -37,6 +37,7 @@
 package adminapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,29 +152,29 @@ func (rt *router) handler() http.Handler {
 func (a *API) routes() http.Handler {
 	rt := &router{a: a, mux: http.NewServeMux(), methods: map[string][]string{}}
 	rt.handle("GET /clients", a.listClients)
-	rt.handle("POST /clients", withBody(a.createClient))
-	rt.handle("GET /clients/{id}", a.getClient)
-	rt.handle("DELETE /clients/{id}", a.deleteClient)
-	rt.handle("GET /clients/{id}/network", a.getNetwork)
-	rt.handle("PUT /clients/{id}/network", withBody(a.putNetwork))
-	rt.handle("PUT /clients/{id}/ratelimit", withBody(a.putClientRateLimit))
+	rt.handle("POST /clients", create(a.svc.CreateClient))
+	rt.handle("GET /clients/{id}", read("id", a.svc.OAuthClient))
+	rt.handle("DELETE /clients/{id}", remove("id", a.svc.DeleteClient))
+	rt.handle("GET /clients/{id}/network", read("id", a.svc.ClientNetwork))
+	rt.handle("PUT /clients/{id}/network", change(a.svc.SetClientNetwork))
+	rt.handle("PUT /clients/{id}/ratelimit", change(a.svc.SetClientRateLimit))
 	rt.handle("POST /clients/{id}/rotate-secret", withBody(a.rotateClientSecret))
-	rt.handle("POST /clients/{id}/suspend", withBody(a.suspendClient))
-	rt.handle("POST /clients/{id}/resume", a.resumeClient)
+	rt.handle("POST /clients/{id}/suspend", suspend(a.svc.SuspendClient))
+	rt.handle("POST /clients/{id}/resume", resume(a.svc.ResumeClient))
 	rt.handle("GET /users", a.listUsers)
-	rt.handle("POST /users", withBody(a.createUser))
-	rt.handle("GET /users/{username}", a.getUser)
-	rt.handle("DELETE /users/{username}", a.deleteUser)
+	rt.handle("POST /users", create(a.svc.CreateUser))
+	rt.handle("GET /users/{username}", read("username", a.svc.User))
+	rt.handle("DELETE /users/{username}", remove("username", a.svc.DeleteUser))
 	rt.handle("GET /grants", a.listGrants)
 	rt.handle("POST /grants/revoke", withBody(a.revokeGrants))
 	rt.handle("GET /apikeys", a.listAPIKeys)
 	rt.handle("POST /apikeys", withBody(a.createAPIKey))
-	rt.handle("GET /apikeys/{id}", a.getAPIKey)
-	rt.handle("DELETE /apikeys/{id}", a.revokeAPIKey)
+	rt.handle("GET /apikeys/{id}", read("id", a.svc.APIKey))
+	rt.handle("DELETE /apikeys/{id}", remove("id", a.svc.RevokeAPIKey))
 	rt.handle("POST /apikeys/{id}/rotate", a.rotateAPIKey)
-	rt.handle("PUT /apikeys/{id}/ratelimit", withBody(a.putAPIKeyRateLimit))
-	rt.handle("POST /apikeys/{id}/suspend", withBody(a.suspendAPIKey))
-	rt.handle("POST /apikeys/{id}/resume", a.resumeAPIKey)
+	rt.handle("PUT /apikeys/{id}/ratelimit", change(a.svc.SetAPIKeyRateLimit))
+	rt.handle("POST /apikeys/{id}/suspend", suspend(a.svc.SuspendAPIKey))
+	rt.handle("POST /apikeys/{id}/resume", resume(a.svc.ResumeAPIKey))
 	return rt.handler()
 }
 
@@ -343,27 +344,9 @@ func (a *API) actor(r *http.Request) (admin.Actor, error) {
 
 // --- endpoints ---
 
-func (a *API) createClient(w http.ResponseWriter, r *http.Request, req api.ClientRequest) error {
-	out, err := a.svc.CreateClient(r.Context(), req)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, out)
-	return nil
-}
-
 func (a *API) listClients(w http.ResponseWriter, r *http.Request) error {
 	cs, err := a.svc.Clients(r.Context(), api.ClientFilter{Owner: r.URL.Query().Get("owner")})
 	return answer(w, map[string]any{"clients": cs}, err)
-}
-
-func (a *API) getClient(w http.ResponseWriter, r *http.Request) error {
-	c, err := a.svc.OAuthClient(r.Context(), r.PathValue("id"))
-	return answer(w, c, err)
-}
-
-func (a *API) deleteClient(w http.ResponseWriter, r *http.Request) error {
-	return done(w, a.svc.DeleteClient(r.Context(), r.PathValue("id")))
 }
 
 func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request, req api.RotateSecretRequest) error {
@@ -373,32 +356,6 @@ func (a *API) rotateClientSecret(w http.ResponseWriter, r *http.Request, req api
 	}
 	out, err := a.svc.RotateClientSecret(r.Context(), r.PathValue("id"), overlap)
 	return answer(w, out, err)
-}
-
-func (a *API) suspendClient(w http.ResponseWriter, r *http.Request, req api.SuspendRequest) error {
-	c, err := a.svc.SuspendClient(r.Context(), r.PathValue("id"), req.Reason)
-	return answer(w, c, err)
-}
-
-func (a *API) resumeClient(w http.ResponseWriter, r *http.Request) error {
-	if err := decodeOptional(w, r); err != nil {
-		return err
-	}
-	c, err := a.svc.ResumeClient(r.Context(), r.PathValue("id"))
-	return answer(w, c, err)
-}
-
-func (a *API) suspendAPIKey(w http.ResponseWriter, r *http.Request, req api.SuspendRequest) error {
-	k, err := a.svc.SuspendAPIKey(r.Context(), r.PathValue("id"), req.Reason)
-	return answer(w, k, err)
-}
-
-func (a *API) resumeAPIKey(w http.ResponseWriter, r *http.Request) error {
-	if err := decodeOptional(w, r); err != nil {
-		return err
-	}
-	k, err := a.svc.ResumeAPIKey(r.Context(), r.PathValue("id"))
-	return answer(w, k, err)
 }
 
 // withBody decodes the request's JSON body into a T (see decode) before h
@@ -413,6 +370,62 @@ func withBody[T any](h func(http.ResponseWriter, *http.Request, T) error) handle
 	}
 }
 
+// read answers with what get returns for the path value key.
+func read[T any](key string, get func(context.Context, string) (T, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		v, err := get(r.Context(), r.PathValue(key))
+		return answer(w, v, err)
+	}
+}
+
+// change decodes the request's JSON body into a Req and answers with what
+// set returns for the path's id and it.
+func change[Req, T any](set func(context.Context, string, Req) (T, error)) handlerFunc {
+	return withBody(func(w http.ResponseWriter, r *http.Request, req Req) error {
+		v, err := set(r.Context(), r.PathValue("id"), req)
+		return answer(w, v, err)
+	})
+}
+
+// create decodes the request's JSON body into a Req and answers 201 with
+// what build returns for it.
+func create[Req, T any](build func(context.Context, Req) (T, error)) handlerFunc {
+	return withBody(func(w http.ResponseWriter, r *http.Request, req Req) error {
+		v, err := build(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, v)
+		return nil
+	})
+}
+
+// suspend decodes an api.SuspendRequest and answers with what set returns
+// for the path's id and the request's reason.
+func suspend[T any](set func(ctx context.Context, id, reason string) (T, error)) handlerFunc {
+	return change(func(ctx context.Context, id string, req api.SuspendRequest) (T, error) {
+		return set(ctx, id, req.Reason)
+	})
+}
+
+// resume is read of the path's id after an optional empty body
+// (decodeOptional).
+func resume[T any](get func(context.Context, string) (T, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := decodeOptional(w, r); err != nil {
+			return err
+		}
+		return read("id", get)(w, r)
+	}
+}
+
+// remove answers 204 once del has removed the path value key.
+func remove(key string, del func(context.Context, string) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		return done(w, del(r.Context(), r.PathValue(key)))
+	}
+}
+
 // decodeOptional accepts an empty body or an empty JSON object.
 func decodeOptional(w http.ResponseWriter, r *http.Request) error {
 	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
@@ -422,47 +435,9 @@ func decodeOptional(w http.ResponseWriter, r *http.Request) error {
 	return decode(w, r, &empty)
 }
 
-func (a *API) getNetwork(w http.ResponseWriter, r *http.Request) error {
-	n, err := a.svc.ClientNetwork(r.Context(), r.PathValue("id"))
-	return answer(w, n, err)
-}
-
-func (a *API) putNetwork(w http.ResponseWriter, r *http.Request, req api.NetworkRequest) error {
-	n, err := a.svc.SetClientNetwork(r.Context(), r.PathValue("id"), req)
-	return answer(w, n, err)
-}
-
-func (a *API) putClientRateLimit(w http.ResponseWriter, r *http.Request, req api.RateLimit) error {
-	l, err := a.svc.SetClientRateLimit(r.Context(), r.PathValue("id"), req)
-	return answer(w, l, err)
-}
-
-func (a *API) putAPIKeyRateLimit(w http.ResponseWriter, r *http.Request, req api.RateLimit) error {
-	l, err := a.svc.SetAPIKeyRateLimit(r.Context(), r.PathValue("id"), req)
-	return answer(w, l, err)
-}
-
-func (a *API) createUser(w http.ResponseWriter, r *http.Request, req api.UserRequest) error {
-	u, err := a.svc.CreateUser(r.Context(), req)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusCreated, u)
-	return nil
-}
-
 func (a *API) listUsers(w http.ResponseWriter, r *http.Request) error {
 	us, err := a.svc.Users(r.Context())
 	return answer(w, map[string]any{"users": us}, err)
-}
-
-func (a *API) getUser(w http.ResponseWriter, r *http.Request) error {
-	u, err := a.svc.User(r.Context(), r.PathValue("username"))
-	return answer(w, u, err)
-}
-
-func (a *API) deleteUser(w http.ResponseWriter, r *http.Request) error {
-	return done(w, a.svc.DeleteUser(r.Context(), r.PathValue("username")))
 }
 
 func (a *API) listGrants(w http.ResponseWriter, r *http.Request) error {
@@ -488,15 +463,6 @@ func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, req api.APIKe
 func (a *API) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 	ks, err := a.svc.APIKeys(r.Context(), api.APIKeyFilter{Owner: r.URL.Query().Get("owner")})
 	return answer(w, map[string]any{"apikeys": ks}, err)
-}
-
-func (a *API) getAPIKey(w http.ResponseWriter, r *http.Request) error {
-	k, err := a.svc.APIKey(r.Context(), r.PathValue("id"))
-	return answer(w, k, err)
-}
-
-func (a *API) revokeAPIKey(w http.ResponseWriter, r *http.Request) error {
-	return done(w, a.svc.RevokeAPIKey(r.Context(), r.PathValue("id")))
 }
 
 func (a *API) rotateAPIKey(w http.ResponseWriter, r *http.Request) error {

@@ -255,20 +255,7 @@ func (d *DB) Stale(ctx context.Context, olderThan time.Time) (map[string]int64, 
 
 // Chains lists the chain ids, oldest first.
 func (d *DB) Chains(ctx context.Context) ([]string, error) {
-	rs, err := d.r.QueryContext(ctx, "SELECT chain_id FROM audit_chain UNION SELECT DISTINCT chain_id FROM audit_record ORDER BY 1")
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var c string
-		if err := rs.Scan(&c); err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rs.Err()
+	return database.AppendRows(ctx, nil, d.r, database.ScanOne[string], "SELECT chain_id FROM audit_chain UNION SELECT DISTINCT chain_id FROM audit_record ORDER BY 1")
 }
 
 // Head is the last record of a chain.
@@ -284,23 +271,13 @@ type Head struct {
 // Heads returns the last record (seq and hash) of every chain, with its
 // copy watermark.
 func (d *DB) Heads(ctx context.Context) ([]Head, error) {
-	rs, err := d.r.QueryContext(ctx, `SELECT r.chain_id, r.seq, r.hash, COALESCE(c.copied_seq, 0) FROM audit_record r
+	return database.AppendRows(ctx, nil, d.r, func(rs *sql.Rows) (h Head, err error) {
+		err = rs.Scan(&h.Chain, &h.Seq, &h.Hash, &h.Copied)
+		h.Copied = min(h.Copied, h.Seq)
+		return h, err
+	}, `SELECT r.chain_id, r.seq, r.hash, COALESCE(c.copied_seq, 0) FROM audit_record r
 		JOIN (SELECT chain_id, MAX(seq) AS seq FROM audit_record GROUP BY chain_id) m ON m.chain_id = r.chain_id AND m.seq = r.seq
 		LEFT JOIN audit_chain c ON c.chain_id = r.chain_id ORDER BY r.chain_id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []Head
-	for rs.Next() {
-		var h Head
-		if err := rs.Scan(&h.Chain, &h.Seq, &h.Hash, &h.Copied); err != nil {
-			return nil, err
-		}
-		h.Copied = min(h.Copied, h.Seq)
-		out = append(out, h)
-	}
-	return out, rs.Err()
 }
 
 // Head returns the last record (seq and hash) of one chain; 0 and "" for
@@ -335,19 +312,11 @@ func (d *DB) Page(ctx context.Context, chain string, after int64, limit int) ([]
 }
 
 func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
-	rs, err := d.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []Row
-	for rs.Next() {
-		var r Row
-		var ms int64
-		var copied int64
+	return database.AppendRows(ctx, nil, d.r, func(rs *sql.Rows) (r Row, err error) {
+		var ms, copied int64
 		var wm sql.NullInt64
 		if err := rs.Scan(&r.Chain, &r.Seq, &r.PrevHash, &r.Hash, &r.ResourceID, &r.Version, &ms, &r.Body, &wm, &copied); err != nil {
-			return nil, err
+			return r, err
 		}
 		r.Format = 1
 		if wm.Valid {
@@ -355,9 +324,8 @@ func (d *DB) query(ctx context.Context, q string, args ...any) ([]Row, error) {
 		}
 		r.Recorded = time.UnixMilli(ms).UTC()
 		r.Materialized = copied == 1
-		out = append(out, r)
-	}
-	return out, rs.Err()
+		return r, nil
+	}, q, args...)
 }
 
 // Ping checks that the database answers (a readiness check).

@@ -264,7 +264,7 @@ func (d *DB) retryAllowed(ctx context.Context, tx *sql.Tx, old *RefreshToken, he
 	if old.RotatedAt.Before(graceStart) {
 		return retryReuse, nil
 	}
-	parents, err := database.AppendRows(ctx, nil, tx, scanOne[sql.NullString],
+	parents, err := database.AppendRows(ctx, nil, tx, database.ScanOne[sql.NullString],
 		d.rebind("SELECT parent_hash FROM oauth_refresh_token WHERE family_id = ? AND rotated_at IS NULL"), old.FamilyID)
 	if err != nil {
 		return 0, fmt.Errorf("authdb: rotate: %w", err)
@@ -335,7 +335,7 @@ func (d *DB) RevokeClientGrants(ctx context.Context, clientID, subject string, n
 // revokeFamilies revokes (RevokeFamily) every token family whose id the
 // query q (with ? placeholders) selects and returns how many it revoked.
 func (d *DB) revokeFamilies(ctx context.Context, now time.Time, q string, args ...any) (int, error) {
-	ids, err := database.AppendRows(ctx, nil, d.w, scanOne[string], d.rebind(q), args...)
+	ids, err := database.AppendRows(ctx, nil, d.w, database.ScanOne[string], d.rebind(q), args...)
 	if err != nil {
 		return 0, fmt.Errorf("authdb: revoke grants: %w", err)
 	}
@@ -345,11 +345,4 @@ func (d *DB) revokeFamilies(ctx context.Context, now time.Time, q string, args .
 		}
 	}
 	return len(ids), nil
-}
-
-// scanOne reads the one column of a row.
-func scanOne[T any](rows *sql.Rows) (T, error) {
-	var v T
-	err := rows.Scan(&v)
-	return v, err
 }

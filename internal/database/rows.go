@@ -32,3 +32,10 @@ func AppendRows[T any](ctx context.Context, dst []T, q Querier, scan func(*sql.R
 	}
 	return dst, nil
 }
+
+// ScanOne reads the one column of a row (a scan for AppendRows).
+func ScanOne[T any](rows *sql.Rows) (T, error) {
+	var v T
+	err := rows.Scan(&v)
+	return v, err
+}

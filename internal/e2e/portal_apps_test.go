@@ -52,6 +52,20 @@ func newCallback(t *testing.T) *callback {
 	return cb
 }
 
+// received returns the query of the request the redirect URI got, which
+// the page the browser waited for was the answer to; what names the
+// request in the failure when there was none.
+func (cb *callback) received(t *testing.T, what string) url.Values {
+	t.Helper()
+	select {
+	case got := <-cb.codes:
+		return got
+	default:
+		t.Fatalf("the app's redirect URI got no %s", what)
+		return nil
+	}
+}
+
 // app is the answer of an app's creation.
 type portalApp struct {
 	App struct {
@@ -360,12 +374,7 @@ func authCode(t *testing.T, in *instance, cb *callback, base, clientID, secret, 
 		chromedp.Click(chromedp.CSS(`button[value="approve"]`)),
 		chromedp.WaitVisible(chromedp.ID("done")),
 	)
-	var got url.Values
-	select {
-	case got = <-cb.codes:
-	default:
-		t.Fatal("the app's redirect URI got no request")
-	}
+	got := cb.received(t, "request")
 	if got.Get("state") != "st-123" || got.Get("code") == "" {
 		t.Fatalf("redirect: %v", got)
 	}
@@ -588,12 +597,7 @@ func testPortalBrowserApps(t *testing.T, in *instance, b *browser) {
 			chromedp.Click(css(`button[value="approve"]`)),
 			chromedp.WaitVisible(chromedp.ID("done")),
 		)
-		var got url.Values
-		select {
-		case got = <-cb.codes:
-		default:
-			t.Fatal("the app's redirect URI got no code from the test launch")
-		}
+		got := cb.received(t, "code from the test launch")
 		st, tok := form(t, nil, sbBase+"/auth/token", url.Values{"grant_type": {"authorization_code"}, "code": {got.Get("code")},
 			"redirect_uri": {cb.url}, "code_verifier": {strings.TrimSpace(verifier)}, "client_id": {created["patient-standalone"]}}, "", "")
 		if st != 200 || tok["patient"] != patient {

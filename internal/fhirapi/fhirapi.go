@@ -676,20 +676,22 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) update(w http.ResponseWriter, r *http.Request) error {
-	return a.bodyWrite(w, r, requireJSONBody, func(body []byte) (*resource.Result, error) {
-		return a.svc.Update(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
-	})
+	return a.bodyWrite(w, r, requireJSONBody, r.PathValue("id"), a.svc.Update)
 }
 
 func (a *API) conditionalUpdate(w http.ResponseWriter, r *http.Request) error {
-	return a.conditionalBodyWrite(w, r, "PUT", "update", requireJSONBody, func(q string, body []byte) (*resource.Result, error) {
-		return a.svc.ConditionalUpdate(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
-	})
+	return a.conditionalBodyWrite(w, r, "PUT", "update", requireJSONBody, a.svc.ConditionalUpdate)
 }
 
+// writeOp is an update or a patch of the service: of the resource of
+// type typ with the id key, or of the one matching the criteria key
+// (conditional).
+type writeOp func(ctx context.Context, typ, key string, body []byte, ifMatch string) (*resource.Result, error)
+
 // bodyWrite checks the request's Content-Type, reads the body and answers
-// with the result of the write that run makes of it.
-func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http.Request) error, run func(body []byte) (*resource.Result, error)) error {
+// with the result of the write run makes of it on the URL's type and key,
+// with the request's If-Match.
+func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http.Request) error, key string, run writeOp) error {
 	if err := check(r); err != nil {
 		return err
 	}
@@ -697,7 +699,7 @@ func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http
 	if err != nil {
 		return err
 	}
-	res, err := run(body)
+	res, err := run(r.Context(), r.PathValue("type"), key, body, r.Header.Get("If-Match"))
 	if err != nil {
 		return err
 	}
@@ -707,18 +709,29 @@ func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http
 
 // conditionalBodyWrite is bodyWrite for conditional interactions on a type
 // ([type]?criteria): the criteria are required.
-func (a *API) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, method, what string, check func(*http.Request) error, run func(criteria string, body []byte) (*resource.Result, error)) error {
-	if err := a.checkType(r); err != nil {
-		return err
-	}
-	q, err := criteria(r)
+func (a *API) conditionalBodyWrite(w http.ResponseWriter, r *http.Request, method, what string, check func(*http.Request) error, run writeOp) error {
+	q, err := a.requiredCriteria(r, fmt.Sprintf("%s to a resource type needs search criteria (conditional %s) or an id in the URL", method, what))
 	if err != nil {
 		return err
 	}
-	if q == "" {
-		return outcome.BadRequest("%s to a resource type needs search criteria (conditional %s) or an id in the URL", method, what)
+	return a.bodyWrite(w, r, check, q, run)
+}
+
+// requiredCriteria returns the search criteria of a conditional
+// interaction on a type ([type]?criteria), once the type is known; none
+// is a 400 that says so (missing).
+func (a *API) requiredCriteria(r *http.Request, missing string) (string, error) {
+	if err := a.checkType(r); err != nil {
+		return "", err
 	}
-	return a.bodyWrite(w, r, check, func(body []byte) (*resource.Result, error) { return run(q, body) })
+	q, err := criteria(r)
+	if err != nil {
+		return "", err
+	}
+	if q == "" {
+		return "", outcome.BadRequest("%s", missing)
+	}
+	return q, nil
 }
 
 // checkType refuses an unknown resource type in the URL (404) before the
@@ -749,15 +762,11 @@ func requirePatchBody(r *http.Request) error {
 }
 
 func (a *API) patch(w http.ResponseWriter, r *http.Request) error {
-	return a.bodyWrite(w, r, requirePatchBody, func(body []byte) (*resource.Result, error) {
-		return a.svc.Patch(r.Context(), r.PathValue("type"), r.PathValue("id"), body, r.Header.Get("If-Match"))
-	})
+	return a.bodyWrite(w, r, requirePatchBody, r.PathValue("id"), a.svc.Patch)
 }
 
 func (a *API) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
-	return a.conditionalBodyWrite(w, r, "PATCH", "patch", requirePatchBody, func(q string, body []byte) (*resource.Result, error) {
-		return a.svc.ConditionalPatch(r.Context(), r.PathValue("type"), q, body, r.Header.Get("If-Match"))
-	})
+	return a.conditionalBodyWrite(w, r, "PATCH", "patch", requirePatchBody, a.svc.ConditionalPatch)
 }
 
 func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
@@ -770,15 +779,9 @@ func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) conditionalDelete(w http.ResponseWriter, r *http.Request) error {
-	if err := a.checkType(r); err != nil {
-		return err
-	}
-	q, err := criteria(r)
+	q, err := a.requiredCriteria(r, "DELETE of a resource type needs search criteria (conditional delete) or an id in the URL")
 	if err != nil {
 		return err
-	}
-	if q == "" {
-		return outcome.BadRequest("DELETE of a resource type needs search criteria (conditional delete) or an id in the URL")
 	}
 	res, err := a.svc.ConditionalDelete(r.Context(), r.PathValue("type"), q)
 	if err != nil {

@@ -110,23 +110,16 @@ func (p *Portal) actCredentialOf(ctx context.Context, v *Visitor, envName, clien
 	}
 	c := &actCredential{Env: e}
 	var owner string
-	var nf *admin.NotFoundError
 	if clientID != "" {
 		cl, err := e.Admin.OAuthClient(ctx, clientID)
-		if errors.As(err, &nf) {
-			return nil, errNoCredential
-		}
 		if err != nil {
-			return nil, err
+			return nil, noCredential(err)
 		}
 		c.Kind, c.ID, c.Name, c.Client, owner = "client", cl.ID, cl.Name, cl, cl.Owner
 	} else {
 		k, err := e.Admin.APIKey(ctx, keyID)
-		if errors.As(err, &nf) {
-			return nil, errNoCredential
-		}
 		if err != nil {
-			return nil, err
+			return nil, noCredential(err)
 		}
 		c.Kind, c.ID, c.Name, c.Key, owner = "key", k.ID, k.Name, k, k.Owner
 	}
@@ -134,6 +127,16 @@ func (p *Portal) actCredentialOf(ctx context.Context, v *Visitor, envName, clien
 		return nil, errNoCredential
 	}
 	return c, nil
+}
+
+// noCredential is errNoCredential for the admin service's not found, else
+// err.
+func noCredential(err error) error {
+	var nf *admin.NotFoundError
+	if errors.As(err, &nf) {
+		return errNoCredential
+	}
+	return err
 }
 
 // principal is how the FHIR API sees the credential, for its rate-limit
@@ -261,6 +264,18 @@ func CauseReason(cause string) string {
 	return "Refused: see the response's OperationOutcome for the reason."
 }
 
+// actActivityOf finds the credential q names (env, and client or key)
+// among the visitor's, and its report over rg; errNoCredential when the
+// visitor may not see it.
+func (p *Portal) actActivityOf(ctx context.Context, v *Visitor, q url.Values, rg actRange) (*actCredential, *actReport, error) {
+	c, err := p.actCredentialOf(ctx, v, q.Get("env"), q.Get("client"), q.Get("key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	rep, err := p.actReportOf(ctx, c, rg)
+	return c, rep, err
+}
+
 // actView is the activity template's data.
 type actView struct {
 	*actReport
@@ -283,16 +298,11 @@ func (p *Portal) activityPage(w http.ResponseWriter, r *http.Request, v *Visitor
 		p.message(w, r, v, http.StatusBadRequest, "Unknown range", "Choose the last 24 hours (range=24h) or the last 7 days (range=7d).")
 		return
 	}
-	c, err := p.actCredentialOf(r.Context(), v, q.Get("env"), q.Get("client"), q.Get("key"))
+	c, rep, err := p.actActivityOf(r.Context(), v, q, rg)
 	if errors.Is(err, errNoCredential) {
 		p.message(w, r, v, http.StatusNotFound, "Not found", "There is no such app or key in your organisations.")
 		return
 	}
-	if err != nil {
-		p.internalError(w, r, err)
-		return
-	}
-	rep, err := p.actReportOf(r.Context(), c, rg)
 	if err != nil {
 		p.internalError(w, r, err)
 		return
@@ -343,16 +353,11 @@ func (p *Portal) apiActivity(w http.ResponseWriter, r *http.Request, v *Visitor)
 		writeError(w, http.StatusBadRequest, "invalid_request", "give env (sandbox or production) and either client or key")
 		return
 	}
-	c, err := p.actCredentialOf(r.Context(), v, q.Get("env"), q.Get("client"), q.Get("key"))
+	c, rep, err := p.actActivityOf(r.Context(), v, q, rg)
 	if errors.Is(err, errNoCredential) {
 		writeError(w, http.StatusNotFound, "not_found", "no such app or key in your organisations")
 		return
 	}
-	if err != nil {
-		p.apiInternal(w, r, err)
-		return
-	}
-	rep, err := p.actReportOf(r.Context(), c, rg)
 	if err != nil {
 		p.apiInternal(w, r, err)
 		return

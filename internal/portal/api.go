@@ -306,7 +306,7 @@ func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visit
 		p.apiFail(w, r, err)
 		return
 	}
-	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: "U", Description: "developer enrolled TOTP", Subject: "developer:" + v.Dev.ID})
+	p.recordTOTP(r, v, true)
 	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
 }
 

@@ -259,27 +259,26 @@ type orgHandler func(w http.ResponseWriter, r *http.Request, v *Visitor, org *de
 // forOrgAPI adapts h to the JSON API: the organisation of the path (apiOrg)
 // is looked up first, and an error is answered through apiAppFail.
 func (p *Portal) forOrgAPI(h orgHandler) func(http.ResponseWriter, *http.Request, *Visitor) {
-	return func(w http.ResponseWriter, r *http.Request, v *Visitor) {
-		org, err := apiOrg(r, v)
-		if err == nil {
-			err = h(w, r, v, org)
-		}
-		if err != nil {
-			p.apiAppFail(w, r, err)
-		}
-	}
+	return forOrg(apiOrg, h, func(w http.ResponseWriter, r *http.Request, _ *Visitor, err error) { p.apiAppFail(w, r, err) })
 }
 
 // forOrgPage adapts h to the pages: the page's organisation (pageOrg) is
 // looked up first, and an error is rendered through pageFail.
 func (p *Portal) forOrgPage(h orgHandler) func(http.ResponseWriter, *http.Request, *Visitor) {
+	return forOrg(pageOrg, h, p.pageFail)
+}
+
+// forOrg adapts h: the organisation is looked up with org first, and an
+// error of either is answered by fail.
+func forOrg(org func(*http.Request, *Visitor) (*developer.Membership, error), h orgHandler,
+	fail func(http.ResponseWriter, *http.Request, *Visitor, error)) func(http.ResponseWriter, *http.Request, *Visitor) {
 	return func(w http.ResponseWriter, r *http.Request, v *Visitor) {
-		org, err := pageOrg(r, v)
+		o, err := org(r, v)
 		if err == nil {
-			err = h(w, r, v, org)
+			err = h(w, r, v, o)
 		}
 		if err != nil {
-			p.pageFail(w, r, v, err)
+			fail(w, r, v, err)
 		}
 	}
 }

@@ -404,7 +404,7 @@ func (p *Portal) totpConfirmPost(w http.ResponseWriter, r *http.Request, v *Visi
 		return
 	}
 	v.Dev.TOTP = true
-	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: "U", Description: "developer enrolled TOTP", Subject: "developer:" + v.Dev.ID})
+	p.recordTOTP(r, v, true)
 	p.renderAccount(w, r, v, http.StatusOK, accountData{Recovery: codes}, "", "Two-step verification is on.")
 }
 
@@ -419,8 +419,18 @@ func (p *Portal) totpDisablePost(w http.ResponseWriter, r *http.Request, v *Visi
 		return
 	}
 	v.Dev.TOTP = false
-	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: "U", Description: "developer disabled TOTP", Subject: "developer:" + v.Dev.ID})
+	p.recordTOTP(r, v, false)
 	p.renderAccount(w, r, v, http.StatusOK, accountData{}, "", "Two-step verification is off.")
+}
+
+// recordTOTP audits that the developer v turned two-step verification
+// on (enrolled) or off.
+func (p *Portal) recordTOTP(r *http.Request, v *Visitor, on bool) {
+	desc := "developer disabled TOTP"
+	if on {
+		desc = "developer enrolled TOTP"
+	}
+	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: "U", Description: desc, Subject: "developer:" + v.Dev.ID})
 }
 
 func (p *Portal) tokenCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {

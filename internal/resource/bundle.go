@@ -109,8 +109,7 @@ func (s *Service) Bundle(ctx context.Context, body []byte, ret Return) (*Result,
 				return nil, oe
 			}
 			parseErrs = append(parseErrs, oe)
-			entries[i] = &entry{index: i, result: &Result{Status: oe.Status}}
-			entries[i].result.Issues = oe.Issues
+			entries[i] = &entry{index: i, result: &Result{Status: oe.Status, Issues: oe.Issues}}
 			continue
 		}
 		entries[i] = e
@@ -427,14 +426,7 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 		if (e.method == "GET" || e.method == "HEAD") && (e.history || e.version > 0) {
 			// After the commit: what does not fit becomes an entry error.
 			r, err := s.get(ctx, s.st, e, left)
-			if errors.Is(err, errTooLarge) {
-				err = s.responseTooLarge("transaction", false)
-			}
-			if err != nil {
-				oe := entryError(e.index, s.internal(ctx, "transaction read", err))
-				r = &Result{Status: oe.Status, Issues: oe.Issues}
-			}
-			e.result = r
+			e.result = s.entryResult(ctx, e, r, err, "transaction", "transaction read")
 			be, _ := s.fitEntry(e, ret, left, "transaction")
 			left -= be.size()
 			out.tally(be, e.result)
@@ -477,9 +469,28 @@ func (s *Service) fitEntry(e *entry, ret Return, left int64, typ string) (be *bu
 			Diagnostics: fmt.Sprintf("the resource is left out: the %s response reached the response size limit of %d bytes; the %s succeeded (read the resource back, or send Prefer: return=minimal)", typ, s.maxResp, e.method)}}))
 		return be, false
 	}
-	oe := entryError(e.index, s.responseTooLarge(typ, false))
-	e.result = &Result{Status: oe.Status, Issues: oe.Issues}
+	e.result = entryErrorResult(e.index, s.responseTooLarge(typ, false))
 	return s.responseEntry(e, ret), false
+}
+
+// entryResult is the result of entry e that run gave as r and err: r,
+// or the entry's error (a result too large for the room left in the
+// response of kind, transaction or batch, a 413; what names the step
+// in the log of an unexpected error).
+func (s *Service) entryResult(ctx context.Context, e *entry, r *Result, err error, kind, what string) *Result {
+	if errors.Is(err, errTooLarge) {
+		err = s.responseTooLarge(kind, false)
+	}
+	if err != nil {
+		return entryErrorResult(e.index, s.internal(ctx, what, err))
+	}
+	return r
+}
+
+// entryErrorResult is the result of entry i that failed with err.
+func entryErrorResult(i int, err error) *Result {
+	oe := entryError(i, err)
+	return &Result{Status: oe.Status, Issues: oe.Issues}
 }
 
 // runTransaction processes the entries inside tx. It returns an entry-
@@ -857,19 +868,13 @@ func (s *Service) batch(ctx context.Context, entries []*entry, ret Return) (*Res
 		switch {
 		case e.result != nil: // failed to parse
 		case get && full >= 0:
-			oe := entryError(e.index, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "not run: the batch response reached the response size limit of %d bytes at entry %d; send the remaining entries in another Bundle", s.maxResp, full))
-			e.result = &Result{Status: oe.Status, Issues: oe.Issues}
+			e.result = entryErrorResult(e.index, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "not run: the batch response reached the response size limit of %d bytes at entry %d; send the remaining entries in another Bundle", s.maxResp, full))
 		default:
 			r, err := s.batchEntry(ctx, e, left)
 			if errors.Is(err, errTooLarge) {
 				full = e.index
-				err = s.responseTooLarge("batch", false)
 			}
-			if err != nil {
-				oe := entryError(e.index, s.internal(ctx, "batch entry", err))
-				r = &Result{Status: oe.Status, Issues: oe.Issues}
-			}
-			e.result = r
+			e.result = s.entryResult(ctx, e, r, err, "batch", "batch entry")
 		}
 		be, fitted := s.fitEntry(e, ret, left, "batch")
 		if !fitted && get && full < 0 {

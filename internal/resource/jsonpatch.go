@@ -364,33 +364,7 @@ func ptrGet(doc any, p []string) (any, error) {
 
 // ptrAdd adds v at p (RFC 6902 "add": insert into arrays, set members) and
 // returns the new document.
-func ptrAdd(doc any, p []string, v any) (any, error) {
-	if len(p) == 0 {
-		return v, nil
-	}
-	parent, err := ptrGet(doc, p[:len(p)-1])
-	if err != nil {
-		return nil, err
-	}
-	last := p[len(p)-1]
-	switch c := parent.(type) {
-	case map[string]any:
-		c[last] = v
-		return doc, nil
-	case []any:
-		i, err := arrayIndex(last, len(c), true)
-		if err != nil {
-			return nil, fmt.Errorf("path %q: %v", formatPointer(p), err)
-		}
-		n := make([]any, 0, len(c)+1)
-		n = append(n, c[:i]...)
-		n = append(n, v)
-		n = append(n, c[i:]...)
-		return setAt(doc, p[:len(p)-1], n)
-	default:
-		return nil, fmt.Errorf("path %q: the parent is not an object or array", formatPointer(p))
-	}
-}
+func ptrAdd(doc any, p []string, v any) (any, error) { return put(doc, p, v, true) }
 
 // ptrRemove removes the value at p and returns the new document and the
 // removed value.
@@ -428,7 +402,12 @@ func ptrRemove(doc any, p []string) (any, any, error) {
 }
 
 // setAt replaces the value at p (which exists) with v.
-func setAt(doc any, p []string, v any) (any, error) {
+func setAt(doc any, p []string, v any) (any, error) { return put(doc, p, v, false) }
+
+// put sets the value at p to v and returns the new document: a member of
+// an object is set either way; in an array, insert puts v before the
+// element at p (or at the end, "-"), otherwise it replaces that element.
+func put(doc any, p []string, v any, insert bool) (any, error) {
 	if len(p) == 0 {
 		return v, nil
 	}
@@ -440,14 +419,24 @@ func setAt(doc any, p []string, v any) (any, error) {
 	switch c := parent.(type) {
 	case map[string]any:
 		c[last] = v
+		return doc, nil
 	case []any:
-		i, err := arrayIndex(last, len(c), false)
+		i, err := arrayIndex(last, len(c), insert)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("path %q: %v", formatPointer(p), err)
 		}
-		c[i] = v
+		if !insert {
+			c[i] = v
+			return doc, nil
+		}
+		n := make([]any, 0, len(c)+1)
+		n = append(n, c[:i]...)
+		n = append(n, v)
+		n = append(n, c[i:]...)
+		return put(doc, p[:len(p)-1], n, false)
+	default:
+		return nil, fmt.Errorf("path %q: the parent is not an object or array", formatPointer(p))
 	}
-	return doc, nil
 }
 
 // deepCopy copies a decoded JSON value.

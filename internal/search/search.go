@@ -260,6 +260,17 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 		}
 		return nil
 	}
+	// count reads the one non-negative integer of key.
+	count := func(key string, vals []string) (int, error) {
+		if err := once(key, vals); err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(vals[0]))
+		if err != nil || n < 0 {
+			return 0, badf("Invalid value %q for parameter %s: expected a non-negative integer", vals[0], key)
+		}
+		return n, nil
+	}
 
 	for _, key := range keys {
 		vals := params[key]
@@ -274,12 +285,9 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 			// Handled by the HTTP layer.
 			continue
 		case key == "_count":
-			if err := once(key, vals); err != nil {
+			n, err := count(key, vals)
+			if err != nil {
 				return nil, err
-			}
-			n, err := strconv.Atoi(strings.TrimSpace(vals[0]))
-			if err != nil || n < 0 {
-				return nil, badf("Invalid value %q for parameter _count: expected a non-negative integer", vals[0])
 			}
 			if n > p.maxCount {
 				req.Warnings = append(req.Warnings, fmt.Sprintf("_count=%d exceeds the maximum page size; %d was used", n, p.maxCount))
@@ -288,12 +296,9 @@ func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Re
 			q.Count = n
 			recognised(key, strconv.Itoa(n))
 		case key == "_offset":
-			if err := once(key, vals); err != nil {
+			n, err := count(key, vals)
+			if err != nil {
 				return nil, err
-			}
-			n, err := strconv.Atoi(strings.TrimSpace(vals[0]))
-			if err != nil || n < 0 {
-				return nil, badf("Invalid value %q for parameter _offset: expected a non-negative integer", vals[0])
 			}
 			q.Offset = n
 			recognised(key, strconv.Itoa(n))

@@ -109,20 +109,7 @@ func (q explainQuerier) Query(ctx context.Context, sql string, args ...any) (Row
 // plan, one line per node (SQLite lines are indented by depth).
 func ExplainRows(ctx context.Context, qr Querier, d Dialect, sql string, args ...any) ([]string, error) {
 	if d == Postgres {
-		rows, err := qr.Query(ctx, "EXPLAIN (COSTS OFF) "+sql, args...)
-		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				return nil, err
-			}
-			out = append(out, line)
-		}
-		return out, rows.Err()
+		return collect(ctx, qr, scanColumn[string], "EXPLAIN (COSTS OFF) "+sql, args...)
 	}
 	rows, err := qr.Query(ctx, "EXPLAIN QUERY PLAN "+sql, args...)
 	if err != nil {

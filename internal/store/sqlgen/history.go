@@ -336,20 +336,10 @@ func (e *Engine) visibleTypes(ctx context.Context, qr Querier, hq store.HistoryQ
 	if hq.Type != "" {
 		held = []string{hq.Type}
 	} else {
-		rows, err := qr.Query(ctx, "WITH RECURSIVE t(type) AS (SELECT min(type) FROM history UNION ALL "+
+		var err error
+		held, err = collect(ctx, qr, scanColumn[string], "WITH RECURSIVE t(type) AS (SELECT min(type) FROM history UNION ALL "+
 			"SELECT (SELECT min(h.type) FROM history h WHERE h.type > t.type) FROM t WHERE t.type IS NOT NULL) SELECT type FROM t WHERE type IS NOT NULL")
 		if err != nil {
-			return nil, err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var t string
-			if err := rows.Scan(&t); err != nil {
-				return nil, err
-			}
-			held = append(held, t)
-		}
-		if err := rows.Err(); err != nil {
 			return nil, err
 		}
 	}

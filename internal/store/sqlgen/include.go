@@ -184,18 +184,8 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 // queryLoaded runs sql, which selects the ResourceColumns of rows in the
 // order to return them.
 func queryLoaded(ctx context.Context, q Querier, sql string, args []any) ([]Loaded, error) {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Loaded
-	for rows.Next() {
+	return collect(ctx, q, func(rows Rows) (Loaded, error) {
 		rid, r, err := ScanResource(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Loaded{RID: rid, Resource: r})
-	}
-	return out, rows.Err()
+		return Loaded{RID: rid, Resource: r}, err
+	}, sql, args...)
 }

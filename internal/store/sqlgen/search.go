@@ -326,20 +326,7 @@ func (e *Engine) rids(ctx context.Context, qr Querier, q *store.Query, limit, of
 
 // queryRIDs runs sql, which selects one column of resource rids.
 func queryRIDs(ctx context.Context, q Querier, sql string, args []any) ([]int64, error) {
-	rows, err := q.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var rid int64
-		if err := rows.Scan(&rid); err != nil {
-			return nil, err
-		}
-		out = append(out, rid)
-	}
-	return out, rows.Err()
+	return collect(ctx, q, scanColumn[int64], sql, args...)
 }
 
 // Count returns the number of matches of q.

@@ -67,6 +67,36 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) error
 }
 
+// collect runs sql on q and returns what scan makes of each row, in
+// order; on an error, nil and the first error (of the query, a scan or
+// the iteration).
+func collect[T any](ctx context.Context, q Querier, scan func(Rows) (T, error), sql string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// scanColumn reads the one column of a row (a scan for collect).
+func scanColumn[T any](rows Rows) (T, error) {
+	var v T
+	err := rows.Scan(&v)
+	return v, err
+}
+
 // Pinner is implemented by a Querier that can run statements whose SQL
 // text fixes their plan (the shapes base, Load and follow write: the
 // driving clause's rids first, then the rows by key, whatever the values)
