@@ -312,6 +312,9 @@ func (p *Portal) apiTOTPConfirm(w http.ResponseWriter, r *http.Request, v *Visit
 
 func (p *Portal) apiTOTPDisable(w http.ResponseWriter, r *http.Request, v *Visitor, c credentials) {
 	err := p.dev.DisableTOTP(r.Context(), v.Dev.ID, c.Password)
+	if err == nil {
+		p.recordTOTP(r, v, false)
+	}
 	p.answer(w, r, http.StatusNoContent, nil, err)
 }
 
@@ -326,11 +329,15 @@ func (p *Portal) apiTokenCreate(w http.ResponseWriter, r *http.Request, v *Visit
 		p.apiFail(w, r, err)
 		return
 	}
+	p.recordToken(r, v, "C", t.ID)
 	writeJSON(w, http.StatusCreated, map[string]any{"token": val, "id": t.ID, "name": t.Name, "created_at": t.CreatedAt})
 }
 
 func (p *Portal) apiTokenRevoke(w http.ResponseWriter, r *http.Request, v *Visitor) {
 	err := p.dev.RevokeAPIToken(r.Context(), v.Dev.ID, r.PathValue("id"))
+	if err == nil {
+		p.recordToken(r, v, "D", r.PathValue("id"))
+	}
 	p.answer(w, r, http.StatusNoContent, nil, err)
 }
 

@@ -433,8 +433,18 @@ func (p *Portal) recordTOTP(r *http.Request, v *Visitor, on bool) {
 	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: "U", Description: desc, Subject: "developer:" + v.Dev.ID})
 }
 
+// recordToken audits that the developer v created (action "C") or
+// revoked ("D") the portal API token id (its id, never its value).
+func (p *Portal) recordToken(r *http.Request, v *Visitor, action, id string) {
+	desc := "developer revoked portal API token " + id
+	if action == "C" {
+		desc = "developer created portal API token " + id
+	}
+	p.record(r, audit.Event{Kind: audit.KindAdmin, Action: action, Description: desc, Subject: "developer:" + v.Dev.ID})
+}
+
 func (p *Portal) tokenCreatePost(w http.ResponseWriter, r *http.Request, v *Visitor) {
-	val, _, err := p.dev.CreateAPIToken(r.Context(), v.Dev.ID, r.PostForm.Get("name"))
+	val, t, err := p.dev.CreateAPIToken(r.Context(), v.Dev.ID, r.PostForm.Get("name"))
 	if msg, ok := invalidSentence(err); ok {
 		p.renderAccount(w, r, v, http.StatusBadRequest, accountData{}, msg, "")
 		return
@@ -443,6 +453,7 @@ func (p *Portal) tokenCreatePost(w http.ResponseWriter, r *http.Request, v *Visi
 		p.fail(w, r, v, err)
 		return
 	}
+	p.recordToken(r, v, "C", t.ID)
 	p.renderAccount(w, r, v, http.StatusOK, accountData{NewToken: val}, "", "")
 }
 
@@ -451,6 +462,7 @@ func (p *Portal) tokenRevokePost(w http.ResponseWriter, r *http.Request, v *Visi
 		p.fail(w, r, v, err)
 		return
 	}
+	p.recordToken(r, v, "D", r.PostForm.Get("id"))
 	p.renderAccount(w, r, v, http.StatusOK, accountData{}, "", "The token is revoked.")
 }
 

@@ -477,8 +477,11 @@ func TestAPIOrganisationsAndIsolation(t *testing.T) {
 	}
 }
 
+// TestAPITOTP: two-step login through the JSON API, and the audit
+// events of its account changes (the same as the pages' ones).
 func TestAPITOTP(t *testing.T) {
-	e := newEnv(t, nil)
+	events := &memAudit{}
+	e := newEnv(t, func(c *Config) { c.Audit = events })
 	tok := e.apiDeveloper("t@example.org")
 	st, en, _ := e.api("POST", "/portal/api/totp/enroll", tok, nil)
 	if st != 200 || !strings.HasPrefix(en["otpauth_uri"].(string), "otpauth://totp/") {
@@ -504,6 +507,27 @@ func TestAPITOTP(t *testing.T) {
 	e.clock.Add(30 * time.Second)
 	if st, out, _ := e.api("POST", "/portal/api/login/totp", "", map[string]string{"mfa_token": mfa, "code": code()}); st != 200 || out["csrf_token"] == "" {
 		t.Fatalf("second factor %d %v", st, out)
+	}
+	st, out, _ = e.api("POST", "/portal/api/tokens", tok, map[string]string{"name": "ci"})
+	if st != 201 {
+		t.Fatalf("token %d %v", st, out)
+	}
+	if st, _, _ := e.api("DELETE", "/portal/api/tokens/"+out["id"].(string), tok, nil); st != 204 {
+		t.Fatalf("revoke %d", st)
+	}
+	if st, out, _ := e.api("POST", "/portal/api/totp/disable", tok, map[string]string{"password": "wrong password"}); st != 401 {
+		t.Fatalf("disable with a wrong password %d %v", st, out)
+	}
+	if events.has("developer disabled TOTP") {
+		t.Fatal("a refused disable was audited as done")
+	}
+	if st, out, _ := e.api("POST", "/portal/api/totp/disable", tok, map[string]string{"password": "correct horse battery"}); st != 204 {
+		t.Fatalf("disable %d %v", st, out)
+	}
+	for _, want := range []string{"developer enrolled TOTP", "developer created portal API token " + out["id"].(string), "developer revoked portal API token", "developer disabled TOTP"} {
+		if !events.has(want) {
+			t.Errorf("no audit event %q", want)
+		}
 	}
 }
 
@@ -538,7 +562,8 @@ func TestNoSecretsInLogs(t *testing.T) {
 }
 
 func TestPagesOrgAndAccount(t *testing.T) {
-	e := newEnv(t, nil)
+	events := &memAudit{}
+	e := newEnv(t, func(c *Config) { c.Audit = events })
 	owner := e.signUpAndLogIn("own@example.org")
 	_, body, csrf := e.get(owner, "/portal/org")
 	if !strings.Contains(body, "Invite a member") {
@@ -578,6 +603,9 @@ func TestPagesOrgAndAccount(t *testing.T) {
 	}
 	if _, body, _ := e.get(owner, "/portal/account"); strings.Contains(body, m[1]) {
 		t.Fatal("token shown twice")
+	}
+	if !events.has("developer created portal API token ") {
+		t.Error("no audit event for the token")
 	}
 	// Operators only on the admin page.
 	if st, _, _ := e.get(owner, "/portal/admin/terms"); st != http.StatusForbidden {
