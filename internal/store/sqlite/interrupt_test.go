@@ -23,9 +23,16 @@ const slowAfterFirstRow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1
 // ran for seconds past its deadline to return its second row.
 func TestReadQueryStopsWithItsContext(t *testing.T) {
 	s := openRaw(t, 2)
+	// A connection opened beforehand: the deadline is the query's, not
+	// the connection setup's (which, on a loaded machine, can take it all).
+	conn, err := s.r.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +50,8 @@ func TestReadQueryStopsWithItsContext(t *testing.T) {
 		t.Fatalf("after its deadline the query returned %d rows and err %v, want at most the first row and the deadline", n, err)
 	}
 	// The pool is still usable (the interrupted connection is discarded).
+	tx.Rollback()
+	conn.Close()
 	if _, err := s.Search(context.Background(), &store.Query{Type: "Patient", Count: 1}); err != nil {
 		t.Fatalf("search after an interrupted query: %v", err)
 	}
