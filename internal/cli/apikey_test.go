@@ -9,7 +9,9 @@ import (
 
 	"github.com/lapis-health/lapis/internal/apikey"
 
+	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/store/backend"
 	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
@@ -17,16 +19,49 @@ import (
 // databaseFlags makes a fresh database for a command test on dialect: it
 // returns the data directory, the flags that name the database
 // (--data-dir, and --database for PostgreSQL) and the database URL ("" for
-// SQLite).
+// SQLite). A SQLite database is a copy of one migrated once per test
+// process (migratedDir).
 func databaseFlags(t *testing.T, dialect string) (dir string, flags []string, url string) {
 	t.Helper()
-	dir = t.TempDir()
-	flags = []string{"--data-dir", dir}
 	if dialect == "postgres" {
+		dir = t.TempDir()
 		url = pgtest.New(t)
-		flags = append(flags, "--database", url)
+		return dir, []string{"--data-dir", dir, "--database", url}, url
 	}
-	return dir, flags, url
+	dir = migratedDir(t)
+	return dir, []string{"--data-dir", dir}, ""
+}
+
+// migratedDir returns a new temporary data directory of t whose SQLite
+// database has, and holds nothing but, the schemas nearly every command
+// migrates (the FHIR store's, the authorization store's and the audit
+// chain's): a copy of one migrated once per test process
+// (dbtest.Template). The commands still apply their migrations, finding
+// these done.
+func migratedDir(t *testing.T) string {
+	t.Helper()
+	return dbtest.Template(t, "cli.migratedDir", func(dir string) error {
+		ctx := context.Background()
+		st, err := backend.Open(ctx, "", dir)
+		if err != nil {
+			return err
+		}
+		if err := st.Close(); err != nil {
+			return err
+		}
+		adb, err := authdb.Open(ctx, "", dir)
+		if err != nil {
+			return err
+		}
+		if err := adb.Close(); err != nil {
+			return err
+		}
+		ad, err := audit.OpenDB(ctx, "", dir)
+		if err != nil {
+			return err
+		}
+		return ad.Close()
+	})
 }
 
 // databases runs f as a subtest on a fresh database of each dialect (see

@@ -18,6 +18,7 @@ import (
 	"github.com/lapis-health/lapis/internal/search"
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/backend"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 const testBase = "http://lapis.test/fhir"
@@ -55,9 +56,11 @@ type env struct {
 
 type envOption func(*Config, *resourceConfig)
 
+// newEnv is an environment on a new SQLite database (a copy of a
+// migrated one: dbtest.StoreDir).
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	return newEnvDir(t, t.TempDir(), opts...)
+	return newEnvDir(t, dbtest.StoreDir(t), opts...)
 }
 
 // newEnvDir is newEnv on the SQLite data directory dir (which may hold a

@@ -401,13 +401,12 @@ func measureMem(t testing.TB, fn func()) memPeak {
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-// newEnvOn is newEnv on a dialect: "sqlite" (a file in a temporary
-// directory) or "postgres" (a fresh database from pgtest).
+// newEnvOn is newEnv on a dialect: "sqlite" (newEnv's) or "postgres" (a
+// fresh database from pgtest).
 func newEnvOn(t testing.TB, dialect string, opts ...envOption) *env {
 	t.Helper()
-	dsn := ""
 	if dialect == "postgres" {
-		dsn = pgtest.New(t)
+		return newEnvStore(t, pgtest.New(t), t.TempDir(), opts...)
 	}
-	return newEnvStore(t, dsn, t.TempDir(), opts...)
+	return newEnv(t, opts...)
 }

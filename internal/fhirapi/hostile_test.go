@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/store"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 // "Bad input never hurts": every malformed or hostile request gets a 4xx
@@ -169,7 +170,7 @@ func TestHostileInput(t *testing.T) {
 		c.MaxBodyBytes = 8 << 20
 		rc.MaxBundleEntries = 5000
 	}
-	seeded := t.TempDir()
+	seeded := dbtest.StoreDir(t)
 	{
 		e := newEnvDir(t, seeded, opts)
 		// Seed: Patient/p1 (2 versions), Patient/gone (deleted), Observation/o1.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -88,9 +87,11 @@ func (rc *receiver) got() string {
 
 func newAppsEnv(t *testing.T, dialect string) *appsEnv {
 	t.Helper()
-	dbURL := "sqlite:" + filepath.Join(t.TempDir(), "lapis.db")
+	dbURL := ""
 	if dialect == "postgres" {
 		dbURL = pgtest.New(t)
+	} else {
+		dbURL = migratedURL(t)
 	}
 	ae := &appsEnv{recv: &receiver{}, audit: &memAudit{}}
 	hook := func(env string) func(context.Context, admin.StatusChange) error {

@@ -21,11 +21,15 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/developer"
 	"github.com/lapis-health/lapis/internal/mail"
+	"github.com/lapis-health/lapis/internal/review"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 	"github.com/lapis-health/lapis/internal/testutil/testclock"
+	"github.com/lapis-health/lapis/internal/webhook"
 )
 
 type env struct {
@@ -40,8 +44,40 @@ type env struct {
 // newEnv starts the portal on a fresh SQLite database over httptest.
 func newEnv(t *testing.T, tweak func(*Config)) *env {
 	t.Helper()
-	dir := t.TempDir()
-	return newEnvOn(t, "sqlite:"+filepath.Join(dir, "lapis.db"), tweak)
+	return newEnvOn(t, migratedURL(t), tweak)
+}
+
+// migratedURL returns the URL of a new SQLite database with, and holding
+// nothing but, the schemas New migrates (the developer accounts', the
+// apps' metadata, the webhooks' and the reviews'): a copy, in a
+// temporary directory of t, of one migrated once per test process
+// (dbtest.Template). New still applies the migrations, finding them done.
+func migratedURL(t *testing.T) string {
+	t.Helper()
+	dir := dbtest.Template(t, "portal.migratedURL", func(dir string) error {
+		ctx := context.Background()
+		h, err := database.Open(ctx, database.Options{DataDir: dir})
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if _, err := developer.New(ctx, h, developer.Options{}); err != nil {
+			return err
+		}
+		if _, err := newMetaStore(ctx, h); err != nil {
+			return err
+		}
+		hooks, err := webhook.New(ctx, h, webhook.Config{})
+		if err != nil {
+			return err
+		}
+		if err := hooks.Close(); err != nil {
+			return err
+		}
+		_, err = review.New(ctx, h, review.Config{})
+		return err
+	})
+	return "sqlite:" + filepath.Join(dir, "lapis.db")
 }
 
 // newEnvOn starts the portal on the database URL.

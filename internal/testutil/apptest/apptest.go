@@ -9,16 +9,23 @@ import (
 
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // Open opens an application on a fresh database of dialect ("sqlite", or
 // "postgres" for a fresh pgtest database), closed when tb ends, with the
-// configuration Config(tb, dialect, edit) returns. Its logs are
-// discarded. The normalized configuration is the App's Config.
+// configuration Config(tb, dialect, edit) returns, except that on SQLite
+// the data directory is dbtest.StoreDir's (the FHIR store's schema is there
+// already). Its logs are discarded. The normalized configuration is the
+// App's Config.
 func Open(tb testing.TB, dialect string, edit func(*config.Config)) *app.App {
 	tb.Helper()
-	a, err := app.Open(context.Background(), Config(tb, dialect, edit), slog.New(slog.DiscardHandler))
+	dir := ""
+	if dialect != "postgres" {
+		dir = dbtest.StoreDir(tb)
+	}
+	a, err := app.Open(context.Background(), configIn(tb, dialect, dir, edit), slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -32,8 +39,18 @@ func Open(tb testing.TB, dialect string, edit func(*config.Config)) *app.App {
 // tb; edit, when not nil, changes it before it is normalized.
 func Config(tb testing.TB, dialect string, edit func(*config.Config)) config.Config {
 	tb.Helper()
+	return configIn(tb, dialect, "", edit)
+}
+
+// configIn is Config with the data directory dir ("": a new temporary
+// directory).
+func configIn(tb testing.TB, dialect, dir string, edit func(*config.Config)) config.Config {
+	tb.Helper()
 	cfg := config.Defaults()
-	cfg.Database.DataDir = tb.TempDir()
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	cfg.Database.DataDir = dir
 	if dialect == "postgres" {
 		cfg.Database.URL = pgtest.New(tb)
 	}

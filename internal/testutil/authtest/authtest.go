@@ -12,6 +12,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/oauth/keys"
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -30,11 +31,7 @@ func Stores(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string) {
 // database.
 func StoresURL(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string, string) {
 	t.Helper()
-	dir := t.TempDir()
-	dbURL := ""
-	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
-	}
+	dir, dbURL := dirFor(t, dialect)
 	db := openURL(t, dbURL, dir)
 	km, err := keys.Open(context.Background(), db, keys.Options{KEKFile: filepath.Join(dir, keys.KEKFile)})
 	if err != nil {
@@ -48,7 +45,8 @@ func StoresURL(t testing.TB, dialect string) (*authdb.DB, *keys.Manager, string,
 // closed when t ends.
 func DB(t testing.TB, dialect string) *authdb.DB {
 	t.Helper()
-	return open(t, dialect, t.TempDir())
+	dir, dbURL := dirFor(t, dialect)
+	return openURL(t, dbURL, dir)
 }
 
 // Both runs f as a subtest on a fresh SQLite and a fresh PostgreSQL
@@ -59,13 +57,31 @@ func Both(t *testing.T, f func(t *testing.T, db *authdb.DB)) {
 	}
 }
 
-func open(t testing.TB, dialect, dir string) *authdb.DB {
+// dirFor returns a new temporary directory of t and the URL of a fresh
+// database of dialect: "" on SQLite, whose database in the directory is
+// a copy of one the authorization store's migrations were applied to
+// once per test process (Dir), or a fresh pgtest database.
+func dirFor(t testing.TB, dialect string) (dir, dbURL string) {
 	t.Helper()
-	dbURL := ""
 	if dialect == "postgres" {
-		dbURL = pgtest.New(t)
+		return t.TempDir(), pgtest.New(t)
 	}
-	return openURL(t, dbURL, dir)
+	return Dir(t), ""
+}
+
+// Dir returns a new temporary data directory of t holding a SQLite
+// database (the default file of a data directory) with the
+// authorization store's schema and no data: a copy of one migrated once
+// per test process (dbtest.Template).
+func Dir(t testing.TB) string {
+	t.Helper()
+	return dbtest.Template(t, "authtest.Dir", func(dir string) error {
+		db, err := authdb.Open(context.Background(), "", dir)
+		if err != nil {
+			return err
+		}
+		return db.Close()
+	})
 }
 
 func openURL(t testing.TB, dbURL, dir string) *authdb.DB {

@@ -1,6 +1,7 @@
 // Package dbtest opens fresh databases (internal/database) of each
 // dialect for tests: SQLite in a temporary directory, PostgreSQL through
-// pgtest.
+// pgtest. Template gives a test a copy of a SQLite data directory
+// migrated once per test process instead of migrating a new one.
 package dbtest
 
 import (
