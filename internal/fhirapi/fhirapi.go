@@ -365,23 +365,32 @@ func checkPath(r *http.Request) error {
 	if p == "" || p == "/" {
 		return nil
 	}
-	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	for i, seg := range segs {
+	// Segment by segment, without splitting the path into a new slice;
+	// only a segment with a percent sign needs decoding.
+	rest := strings.TrimPrefix(p, "/")
+	for {
+		seg, after, more := strings.Cut(rest, "/")
 		if seg == "" {
-			if i == len(segs)-1 {
-				continue // trailing slash
+			if !more {
+				return nil // trailing slash
 			}
 			return outcome.BadRequest("the URL path %q has an empty segment", outcome.Truncate(p, 200))
 		}
-		d, err := url.PathUnescape(seg)
-		if err != nil {
-			return outcome.BadRequest("the URL path %q has an invalid percent-encoding", outcome.Truncate(p, 200))
+		d := seg
+		if strings.IndexByte(seg, '%') >= 0 {
+			var err error
+			if d, err = url.PathUnescape(seg); err != nil {
+				return outcome.BadRequest("the URL path %q has an invalid percent-encoding", outcome.Truncate(p, 200))
+			}
 		}
 		if d == "." || d == ".." {
 			return outcome.BadRequest("the URL path %q has a dot-segment (%q); use the canonical URL", outcome.Truncate(p, 200), d)
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // reserved returns the methods allowed on the paths whose last segment is
@@ -392,11 +401,11 @@ func (a *API) reserved(r *http.Request) []string {
 	if !ok {
 		return nil
 	}
-	segs := strings.Split(rest, "/")
-	if len(segs) > 2 {
+	// At most two segments; the last one decides.
+	if strings.Count(rest, "/") > 1 {
 		return nil
 	}
-	switch segs[len(segs)-1] {
+	switch rest[strings.LastIndexByte(rest, '/')+1:] {
 	case "_history":
 		return []string{http.MethodGet, http.MethodHead}
 	case "_search":
