@@ -117,7 +117,18 @@ type Middleware struct {
 	logMu      sync.Mutex
 	lastLog    time.Time
 	suppressed int
+
+	// keys caches the limiter key of each (scope, id) checked recently,
+	// so that a caller's every request does not hash its id again.
+	keysMu sync.RWMutex
+	keys   map[keyID]string
 }
+
+// keyID names a limiter key before hashing: a scope and an identifier.
+type keyID struct{ scope, id string }
+
+// maxCachedKeys bounds Middleware.keys; when full it starts over.
+const maxCachedKeys = 10_000
 
 // New returns the middleware for o.
 func New(o Options) *Middleware {
@@ -172,7 +183,7 @@ type decision struct {
 // it counts the failure, logs (throttled) and either falls back (fail
 // open) or returns errClosed.
 func (m *Middleware) check(ctx context.Context, scope, id string, l Limit, cost int) (decision, error) {
-	key := scope + ":" + hashID(id)
+	key := m.key(scope, id)
 	res, err := m.limiter.AllowN(ctx, key, l, cost)
 	if err != nil {
 		m.obs.RateLimitBackendFailure(m.o.FailOpen)
@@ -184,6 +195,26 @@ func (m *Middleware) check(ctx context.Context, scope, id string, l Limit, cost 
 	}
 	m.obs.RateLimitChecked(scope, res.Allowed)
 	return decision{scope: scope, limit: l, res: res}, nil
+}
+
+// key is the limiter key of id in scope: scope + ":" + hashID(id),
+// remembered for the next request of the same caller.
+func (m *Middleware) key(scope, id string) string {
+	k := keyID{scope, id}
+	m.keysMu.RLock()
+	key, ok := m.keys[k]
+	m.keysMu.RUnlock()
+	if ok {
+		return key
+	}
+	key = scope + ":" + hashID(id)
+	m.keysMu.Lock()
+	if m.keys == nil || len(m.keys) >= maxCachedKeys {
+		m.keys = make(map[keyID]string)
+	}
+	m.keys[k] = key
+	m.keysMu.Unlock()
+	return key
 }
 
 // hashID turns an identifier into a fixed-length key part, so that keys

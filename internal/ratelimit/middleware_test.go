@@ -630,3 +630,24 @@ func routed(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(interaction.NewContext(r.Context(), ix)))
 	})
 }
+
+// TestKeyCache: the limiter key of a caller is scope:hashID(id) whether
+// it is computed or remembered, differs per scope, and the cache of keys
+// stays bounded.
+func TestKeyCache(t *testing.T) {
+	m := New(Options{})
+	for range 2 {
+		if got, want := m.key(ScopeClient, "app"), ScopeClient+":"+hashID("app"); got != want {
+			t.Fatalf("key %q, want %q", got, want)
+		}
+	}
+	if m.key(ScopePatient, "app") == m.key(ScopeClient, "app") {
+		t.Fatal("the same key in two scopes")
+	}
+	for i := range maxCachedKeys + 5 {
+		m.key(ScopeIP, strconv.Itoa(i))
+	}
+	if n := len(m.keys); n > maxCachedKeys {
+		t.Fatalf("%d cached keys, bound %d", n, maxCachedKeys)
+	}
+}
