@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
 )
 
 // splitCheckPath is checkPath as it was written with strings.Split: the
@@ -54,6 +56,27 @@ func TestCheckPathAgreesWithSplit(t *testing.T) {
 		}
 		if got := a.reserved(r); strings.Join(got, ",") != strings.Join(want, ",") || (got == nil) != (want == nil) {
 			t.Errorf("reserved(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+// TestRouteClassLabels: the labels made once are those routeClass made
+// on every request.
+func TestRouteClassLabels(t *testing.T) {
+	for _, k := range []interaction.Kind{interaction.Read, interaction.VRead, interaction.Update, interaction.Patch, interaction.Delete,
+		interaction.Create, interaction.SearchType, interaction.SearchSystem, interaction.HistoryInst, interaction.HistoryType,
+		interaction.HistorySystem, interaction.Batch, interaction.Operation, "future-kind"} {
+		if got := routeClass(&interaction.Interaction{Kind: k, Method: "GET"}); got != "fhir."+string(k) {
+			t.Errorf("%s: %q", k, got)
+		}
+		if got := routeClass(&interaction.Interaction{Kind: k, Method: "GET", Conditional: true}); got != "fhir.conditional-"+string(k) {
+			t.Errorf("conditional %s: %q", k, got)
+		}
+	}
+	for ix, want := range map[*interaction.Interaction]string{{Method: "OPTIONS", Kind: interaction.Read}: "fhir.options", {Method: "GET"}: "fhir.other",
+		{Method: "GET", Kind: interaction.Capabilities}: "fhir.metadata", {Method: "GET", Kind: interaction.SearchType, Compartment: "Patient"}: "fhir.search-compartment"} {
+		if got := routeClass(ix); got != want {
+			t.Errorf("%+v: %q, want %q", ix, got, want)
 		}
 	}
 }

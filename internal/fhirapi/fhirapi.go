@@ -239,10 +239,28 @@ func routeClass(ix *interaction.Interaction) string {
 	case ix.Compartment != "":
 		return "fhir.search-compartment"
 	case ix.Conditional:
+		if c, ok := conditionalClasses[ix.Kind]; ok {
+			return c
+		}
 		return "fhir.conditional-" + string(ix.Kind)
+	}
+	if c, ok := routeClasses[ix.Kind]; ok {
+		return c
 	}
 	return "fhir." + string(ix.Kind)
 }
+
+// routeClasses and conditionalClasses are routeClass's labels of the
+// interaction kinds, made once rather than on every request.
+var routeClasses, conditionalClasses = func() (plain, cond map[interaction.Kind]string) {
+	plain, cond = map[interaction.Kind]string{}, map[interaction.Kind]string{}
+	for _, k := range []interaction.Kind{interaction.Read, interaction.VRead, interaction.Update, interaction.Patch, interaction.Delete,
+		interaction.Create, interaction.SearchType, interaction.SearchSystem, interaction.HistoryInst, interaction.HistoryType,
+		interaction.HistorySystem, interaction.Batch, interaction.Operation, interaction.Capabilities} {
+		plain[k], cond[k] = "fhir."+string(k), "fhir.conditional-"+string(k)
+	}
+	return plain, cond
+}()
 
 // routePath is the path of a route pattern for the request log, with the
 // resource type in place of {type} when it is one ("/fhir/Patient/{id}");
