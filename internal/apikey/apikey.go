@@ -64,13 +64,21 @@ func New() (key, prefix string, hash []byte, err error) {
 }
 
 func checksum(s string) string {
+	out := checkDigits(s)
+	return string(out[:])
+}
+
+// checkDigits are the base62 digits of the CRC-32 (IEEE) of s, in an
+// array (ValidFormat, on every request with a key, compares them without
+// making a string).
+func checkDigits(s string) [keyCheckLen]byte {
 	c := crc32.ChecksumIEEE([]byte(s))
 	var out [keyCheckLen]byte
 	for i := keyCheckLen - 1; i >= 0; i-- {
 		out[i] = base62[c%62]
 		c /= 62
 	}
-	return string(out[:])
+	return out
 }
 
 // IsKey reports whether s looks like an API key (the prefix), so it is
@@ -88,7 +96,8 @@ func ValidFormat(key string) bool {
 			return false
 		}
 	}
-	return checksum(key[:Len-keyCheckLen]) == key[Len-keyCheckLen:]
+	sum := checkDigits(key[:Len-keyCheckLen])
+	return string(sum[:]) == key[Len-keyCheckLen:]
 }
 
 // Hash is the stored form of a key: its SHA-256. A 256-bit random

@@ -137,21 +137,52 @@ func securityType(k Kind) (coding, []coding) {
 	return coding{System: SystemDCM, Code: "110113", Display: "Security Alert"}, []coding{sub}
 }
 
+// The parts every record of a kind shares, made once. Records only read
+// them (rendering, the copy's index and map), never change them.
+var (
+	profileRead   = []string{ProfileBALPRead}
+	profileQuery  = []string{ProfileBALPQuery}
+	profileCreate = []string{ProfileBALPCreate}
+	profileUpdate = []string{ProfileBALPUpdate}
+	profileDelete = []string{ProfileBALPDelete}
+
+	agentTypeUser   = &codeable{Coding: []coding{{System: SystemParticipation, Code: "IRCP", Display: "information recipient"}}}
+	agentTypeClient = &codeable{Coding: []coding{{System: SystemDCM, Code: "110153", Display: "Source Role ID"}}}
+	agentTypeServer = &codeable{Coding: []coding{{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}}}
+	sourceType      = []coding{{System: SystemSourceType, Code: "4", Display: "Application Server"}}
+
+	entityPerson = &coding{System: SystemEntityType, Code: "1", Display: "Person"}
+	entityObject = &coding{System: SystemEntityType, Code: "2", Display: "System Object"}
+	rolePatient  = &coding{System: SystemObjectRole, Code: "1", Display: "Patient"}
+	roleQuery    = &coding{System: SystemObjectRole, Code: "24", Display: "Query"}
+	roleDomain   = &coding{System: SystemObjectRole, Code: "4", Display: "Domain Resource"}
+	roleReport   = &coding{System: SystemObjectRole, Code: "3", Display: "Report"}
+
+	// statusDescs are the outcome descriptions "HTTP nnn" of the status
+	// codes 100 to 599.
+	statusDescs = func() (t [600]string) {
+		for i := 100; i < len(t); i++ {
+			t[i] = "HTTP " + strconv.Itoa(i)
+		}
+		return t
+	}()
+)
+
 func profileFor(action string, k Kind) []string {
 	if k != KindREST {
 		return nil
 	}
 	switch action {
 	case "R":
-		return []string{ProfileBALPRead}
+		return profileRead
 	case "E":
-		return []string{ProfileBALPQuery}
+		return profileQuery
 	case "C":
-		return []string{ProfileBALPCreate}
+		return profileCreate
 	case "U":
-		return []string{ProfileBALPUpdate}
+		return profileUpdate
 	case "D":
-		return []string{ProfileBALPDelete}
+		return profileDelete
 	}
 	return nil
 }
@@ -207,7 +238,10 @@ func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 		ae.Outcome = string(OutcomeSuccess)
 	}
 	desc := e.Description
-	if e.Status != 0 {
+	switch {
+	case e.Status >= 100 && e.Status < len(statusDescs) && desc == "":
+		desc = statusDescs[e.Status]
+	case e.Status != 0:
 		if desc != "" {
 			desc += "; "
 		}
@@ -223,7 +257,7 @@ func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 
 	// The user (requestor) when there is one.
 	if e.Subject != "" || e.FHIRUser != "" {
-		u := agent{Requestor: true, Type: &codeable{Coding: []coding{{System: SystemParticipation, Code: "IRCP", Display: "information recipient"}}}}
+		u := agent{Requestor: true, Type: agentTypeUser}
 		u.Who = &reference{}
 		if validRef(e.FHIRUser) {
 			u.Who.Reference = e.FHIRUser
@@ -237,7 +271,7 @@ func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 		ae.Agent = append(ae.Agent, u)
 	}
 	// The client application, with the caller's network address.
-	c := agent{Requestor: len(ae.Agent) == 0, Type: &codeable{Coding: []coding{{System: SystemDCM, Code: "110153", Display: "Source Role ID"}}}}
+	c := agent{Requestor: len(ae.Agent) == 0, Type: agentTypeClient}
 	if e.ClientID != "" {
 		c.Who = &reference{Identifier: &identifier{System: SystemClientID, Value: e.ClientID}}
 	} else {
@@ -256,29 +290,29 @@ func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 	ae.Agent = append(ae.Agent, c)
 	// The server.
 	ae.Agent = append(ae.Agent, agent{
-		Type:      &codeable{Coding: []coding{{System: SystemDCM, Code: "110152", Display: "Destination Role ID"}}},
+		Type:      agentTypeServer,
 		Who:       &reference{Display: src.Site},
 		Requestor: false,
 	})
 	ae.Source = source{
 		Site:     src.Site,
 		Observer: reference{Identifier: &identifier{System: "urn:lapis:instance", Value: src.Instance}, Display: "Lapis"},
-		Type:     []coding{{System: SystemSourceType, Code: "4", Display: "Application Server"}},
+		Type:     sourceType,
 	}
 
 	if e.Patient != "" && validID(e.Patient) {
 		ae.Entity = append(ae.Entity, entity{
 			What: &reference{Reference: "Patient/" + e.Patient},
-			Type: &coding{System: SystemEntityType, Code: "1", Display: "Person"},
-			Role: &coding{System: SystemObjectRole, Code: "1", Display: "Patient"},
+			Type: entityPerson,
+			Role: rolePatient,
 		})
 	}
 	for _, en := range e.Entities {
 		switch {
 		case en.Role == "query":
 			ae.Entity = append(ae.Entity, entity{
-				Type:  &coding{System: SystemEntityType, Code: "2", Display: "System Object"},
-				Role:  &coding{System: SystemObjectRole, Code: "24", Display: "Query"},
+				Type:  entityObject,
+				Role:  roleQuery,
 				Query: base64.StdEncoding.EncodeToString([]byte(en.Query)),
 			})
 		case en.Type != "" && validID(en.ID):
@@ -288,15 +322,15 @@ func newAuditEvent(e *Event, id string, at time.Time, src Source) *auditEvent {
 			}
 			ae.Entity = append(ae.Entity, entity{
 				What: &reference{Reference: ref},
-				Type: &coding{System: SystemEntityType, Code: "2", Display: "System Object"},
-				Role: &coding{System: SystemObjectRole, Code: "4", Display: "Domain Resource"},
+				Type: entityObject,
+				Role: roleDomain,
 			})
 		}
 	}
 	if e.Returned > 0 {
 		ae.Entity = append(ae.Entity, entity{
-			Type:   &coding{System: SystemEntityType, Code: "2", Display: "System Object"},
-			Role:   &coding{System: SystemObjectRole, Code: "3", Display: "Report"},
+			Type:   entityObject,
+			Role:   roleReport,
 			Detail: []detail{{Type: "resources-returned", ValueString: strconv.Itoa(e.Returned)}},
 		})
 	}
@@ -314,6 +348,9 @@ func validID(s string) bool { return fhirid.Valid(s) }
 
 // safeToken keeps the characters of a uri segment that cannot break it.
 func safeToken(s string) string {
+	if len(s) <= 128 && tokenSafe(s) {
+		return s // the common case: nothing to drop
+	}
 	var b strings.Builder
 	for i := 0; i < len(s) && i < 128; i++ {
 		c := s[i]
@@ -322,4 +359,15 @@ func safeToken(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// tokenSafe reports whether every byte of s is one safeToken keeps.
+func tokenSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

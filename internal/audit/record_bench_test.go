@@ -33,6 +33,14 @@ func BenchmarkRecordSteps(b *testing.B) {
 			HashV2(src.Instance, 12345, Genesis, 12000, body)
 		}
 	})
+	// The writer's hashing, in its reused buffer.
+	b.Run("hash-writer", func(b *testing.B) {
+		var s linkScratch
+		b.ReportAllocs()
+		for b.Loop() {
+			s.hashV2(src.Instance, 12345, Genesis, 12000, body)
+		}
+	})
 	// prepare decodes the record; prepare-handoff is the copy of this
 	// process's own records, with the AuditEvent handed over (no
 	// decoding); prepare-direct the same with the index rows built from

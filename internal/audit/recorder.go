@@ -171,6 +171,9 @@ type Recorder struct {
 	resyncErr      error
 	prev           string
 	anchoredCopied int64
+	// link hashes the records of a batch (HashV2) in a buffer reused
+	// from record to record.
+	link linkScratch
 }
 
 type item struct {
@@ -540,7 +543,7 @@ func (r *Recorder) write(batch []*item) {
 		ae := newAuditEvent(&it.e, id, at, src)
 		body := ae.appendJSON(make([]byte, 0, 2560))
 		aes[i] = ae
-		h := HashV2(r.chain, seq, prev, wm, body)
+		h := r.link.hashV2(r.chain, seq, prev, wm, body)
 		rows[i] = Row{Chain: r.chain, Seq: seq, PrevHash: prev, Hash: h, ResourceID: id, Version: 1, Recorded: at, Body: body, Format: 2, Watermark: wm}
 		prev = h
 	}

@@ -239,10 +239,28 @@ func routeClass(ix *interaction.Interaction) string {
 	case ix.Compartment != "":
 		return "fhir.search-compartment"
 	case ix.Conditional:
+		if c, ok := conditionalClasses[ix.Kind]; ok {
+			return c
+		}
 		return "fhir.conditional-" + string(ix.Kind)
+	}
+	if c, ok := routeClasses[ix.Kind]; ok {
+		return c
 	}
 	return "fhir." + string(ix.Kind)
 }
+
+// routeClasses and conditionalClasses are routeClass's labels of the
+// interaction kinds, made once rather than on every request.
+var routeClasses, conditionalClasses = func() (plain, cond map[interaction.Kind]string) {
+	plain, cond = map[interaction.Kind]string{}, map[interaction.Kind]string{}
+	for _, k := range []interaction.Kind{interaction.Read, interaction.VRead, interaction.Update, interaction.Patch, interaction.Delete,
+		interaction.Create, interaction.SearchType, interaction.SearchSystem, interaction.HistoryInst, interaction.HistoryType,
+		interaction.HistorySystem, interaction.Batch, interaction.Operation, interaction.Capabilities} {
+		plain[k], cond[k] = "fhir."+string(k), "fhir.conditional-"+string(k)
+	}
+	return plain, cond
+}()
 
 // routePath is the path of a route pattern for the request log, with the
 // resource type in place of {type} when it is one ("/fhir/Patient/{id}");
@@ -365,23 +383,32 @@ func checkPath(r *http.Request) error {
 	if p == "" || p == "/" {
 		return nil
 	}
-	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
-	for i, seg := range segs {
+	// Segment by segment, without splitting the path into a new slice;
+	// only a segment with a percent sign needs decoding.
+	rest := strings.TrimPrefix(p, "/")
+	for {
+		seg, after, more := strings.Cut(rest, "/")
 		if seg == "" {
-			if i == len(segs)-1 {
-				continue // trailing slash
+			if !more {
+				return nil // trailing slash
 			}
 			return outcome.BadRequest("the URL path %q has an empty segment", outcome.Truncate(p, 200))
 		}
-		d, err := url.PathUnescape(seg)
-		if err != nil {
-			return outcome.BadRequest("the URL path %q has an invalid percent-encoding", outcome.Truncate(p, 200))
+		d := seg
+		if strings.IndexByte(seg, '%') >= 0 {
+			var err error
+			if d, err = url.PathUnescape(seg); err != nil {
+				return outcome.BadRequest("the URL path %q has an invalid percent-encoding", outcome.Truncate(p, 200))
+			}
 		}
 		if d == "." || d == ".." {
 			return outcome.BadRequest("the URL path %q has a dot-segment (%q); use the canonical URL", outcome.Truncate(p, 200), d)
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // reserved returns the methods allowed on the paths whose last segment is
@@ -392,11 +419,11 @@ func (a *API) reserved(r *http.Request) []string {
 	if !ok {
 		return nil
 	}
-	segs := strings.Split(rest, "/")
-	if len(segs) > 2 {
+	// At most two segments; the last one decides.
+	if strings.Count(rest, "/") > 1 {
 		return nil
 	}
-	switch segs[len(segs)-1] {
+	switch rest[strings.LastIndexByte(rest, '/')+1:] {
 	case "_history":
 		return []string{http.MethodGet, http.MethodHead}
 	case "_search":

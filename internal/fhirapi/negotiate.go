@@ -65,8 +65,12 @@ func parseMediaType(s string) (string, map[string]string) {
 // negotiate checks _format and Accept: JSON (or anything accepting JSON)
 // passes; XML, other formats and other FHIR versions fail with 406.
 func negotiate(r *http.Request) error {
-	q, _ := resource.ParseQuery(r.URL.RawQuery) // a malformed query is reported by the handler
-	if f := q.Get("_format"); f != "" {
+	var f string
+	if r.URL.RawQuery != "" {
+		q, _ := resource.ParseQuery(r.URL.RawQuery) // a malformed query is reported by the handler
+		f = q.Get("_format")
+	}
+	if f != "" {
 		mt, params := parseMediaType(f)
 		if v, ok := fhirVersionOK(params); !ok {
 			return outcome.New(http.StatusNotAcceptable, "not-supported", "_format %q: FHIR version %q is not supported; this server speaks FHIR 4.0 (R4)", f, v)

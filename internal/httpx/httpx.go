@@ -22,6 +22,11 @@ type Info struct {
 	clientID atomic.Pointer[string]
 	route    atomic.Pointer[Route]
 	refusal  atomic.Pointer[Cause]
+	// clientIP is the address WithClientIP resolved (valid when hasIP):
+	// set by the gateway's first stage before any inner stage runs, so
+	// read without synchronization.
+	clientIP netip.Addr
+	hasIP    bool
 }
 
 // Cause is why a stage refused a request, for the activity a client's
@@ -148,7 +153,11 @@ type clientIPKey struct{}
 // returned as IPv4; the zero Addr means the peer address could not be
 // parsed. Every stage that names the caller's address uses it.
 func ClientIP(r *http.Request) netip.Addr {
-	if a, ok := r.Context().Value(clientIPKey{}).(netip.Addr); ok {
+	ctx := r.Context()
+	if ri := infoFrom(ctx); ri != nil && ri.hasIP {
+		return ri.clientIP
+	}
+	if a, ok := ctx.Value(clientIPKey{}).(netip.Addr); ok {
 		return a
 	}
 	return PeerIP(r)
@@ -178,8 +187,15 @@ func LockoutAddr(ip string) string {
 }
 
 // WithClientIP returns ctx carrying addr as the resolved client address
-// (the gateway's resolver, and tests).
+// (the gateway's resolver, and tests). Within the server (ctx carries the
+// request's Info) the address is kept in the Info and ctx itself is
+// returned: no new context, and no copy of the request for the caller;
+// the address set last is the one ClientIP returns.
 func WithClientIP(ctx context.Context, addr netip.Addr) context.Context {
+	if ri := infoFrom(ctx); ri != nil {
+		ri.clientIP, ri.hasIP = addr.Unmap(), true
+		return ctx
+	}
 	return context.WithValue(ctx, clientIPKey{}, addr.Unmap())
 }
 

@@ -23,6 +23,29 @@ func TestClientAddress(t *testing.T) {
 	}
 }
 
+// TestClientIPInInfo: within the server (a context with Info) the
+// resolved address lives in the Info, so WithClientIP returns the same
+// context (the request need not be copied), and the address set last is
+// the one ClientIP returns; the peer is the fallback.
+func TestClientIPInInfo(t *testing.T) {
+	ctx, _ := NewContext(context.Background(), "id1")
+	r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+	r.RemoteAddr = "192.0.2.1:80"
+	if got := ClientIP(r); got.String() != "192.0.2.1" {
+		t.Fatalf("before resolution: %v", got)
+	}
+	if WithClientIP(ctx, netip.MustParseAddr("::ffff:198.51.100.7")) != ctx {
+		t.Fatal("WithClientIP made a new context although the request has an Info")
+	}
+	if got := ClientIP(r); got.String() != "198.51.100.7" {
+		t.Fatalf("resolved %v", got)
+	}
+	WithClientIP(ctx, netip.MustParseAddr("203.0.113.9"))
+	if got := ClientAddr(r); got != "203.0.113.9" {
+		t.Fatalf("after a second resolution %v", got)
+	}
+}
+
 func TestWriteOAuthError(t *testing.T) {
 	w := httptest.NewRecorder()
 	WriteOAuthError(w, 429, "temporarily_unavailable", "slow down")

@@ -8,6 +8,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,29 @@ type Metrics struct {
 	inFlight    prometheus.Gauge
 	certExpiry  prometheus.Gauge
 	certReloads *prometheus.CounterVec
+	// series holds the request series already looked up (shared by the
+	// copies ForEnv makes).
+	series *requestSeries
+}
+
+// requestSeries remembers the request counter and latency histogram of
+// each route class, method and status seen, so that a request does not
+// look its labels up in both vectors again (two label hashes, a status
+// formatted, on every request). The label values are fixed words and
+// status codes: the set is as bounded as the series themselves.
+type requestSeries struct {
+	mu sync.RWMutex
+	m  map[seriesKey]requestSeriesPair
+}
+
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+type requestSeriesPair struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // auditSeries are the audit instruments with one environment's label.
@@ -73,6 +97,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.refused, m.rlChecked, m.rlBackendFail, m.auditQueued, m.auditWritten, m.auditLag, m.auditQueue, m.auditCopyLag, m.alertsSent,
 		m.requests, m.latency, m.inFlight, m.certExpiry, m.certReloads)
 	m.audit = m.bindAudit("production")
+	m.series = &requestSeries{m: map[seriesKey]requestSeriesPair{}}
 	return m
 }
 
@@ -194,10 +219,27 @@ func (m *Metrics) RequestStarted() func(route, method string, status int, d time
 	m.inFlight.Inc()
 	return func(route, method string, status int, d time.Duration) {
 		m.inFlight.Dec()
-		meth := methodLabel(method)
-		m.requests.WithLabelValues(route, meth, strconv.Itoa(status)).Inc()
-		m.latency.WithLabelValues(route, meth).Observe(d.Seconds())
+		s := m.requestSeries(route, methodLabel(method), status)
+		s.count.Inc()
+		s.latency.Observe(d.Seconds())
 	}
+}
+
+// requestSeries returns the request series of route, meth and status,
+// looked up in the vectors the first time only.
+func (m *Metrics) requestSeries(route, meth string, status int) requestSeriesPair {
+	k := seriesKey{route, meth, status}
+	m.series.mu.RLock()
+	s, ok := m.series.m[k]
+	m.series.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = requestSeriesPair{count: m.requests.WithLabelValues(route, meth, strconv.Itoa(status)), latency: m.latency.WithLabelValues(route, meth)}
+	m.series.mu.Lock()
+	m.series.m[k] = s
+	m.series.mu.Unlock()
+	return s
 }
 
 // CertificateLoaded records the NotAfter of the certificate now served.

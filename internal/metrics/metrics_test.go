@@ -77,3 +77,28 @@ func TestAuditByEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestSeriesRemembered: the request series are looked up once and
+// then reused; every request still counts in its own series, through the
+// environments' copies (ForEnv) as well.
+func TestRequestSeriesRemembered(t *testing.T) {
+	m := New()
+	sb := m.ForEnv("sandbox")
+	for range 3 {
+		m.RequestStarted()("fhir.read", "GET", 200, time.Millisecond)
+	}
+	sb.RequestStarted()("fhir.read", "GET", 200, time.Millisecond)
+	sb.RequestStarted()("fhir.read", "GET", 404, time.Millisecond)
+	m.RequestStarted()("fhir.read", "HEAD", 200, time.Millisecond)
+	body := scrape(t, m)
+	for _, want := range []string{
+		`lapis_http_requests_total{method="GET",route="fhir.read",status="200"} 4`,
+		`lapis_http_requests_total{method="GET",route="fhir.read",status="404"} 1`,
+		`lapis_http_requests_total{method="HEAD",route="fhir.read",status="200"} 1`,
+		`lapis_http_request_duration_seconds_count{method="GET",route="fhir.read"} 5`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+}

@@ -183,8 +183,10 @@ func (p *Policy) IsTrustedProxy(a netip.Addr) bool { return p.rv.isTrusted(a) }
 // in the request context for httpx.ClientIP.
 func (p *Policy) Resolve(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := httpx.WithClientIP(r.Context(), p.rv.resolve(r))
-		next.ServeHTTP(w, r.WithContext(ctx))
+		if ctx := httpx.WithClientIP(r.Context(), p.rv.resolve(r)); ctx != r.Context() {
+			r = r.WithContext(ctx)
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

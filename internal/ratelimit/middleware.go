@@ -117,7 +117,18 @@ type Middleware struct {
 	logMu      sync.Mutex
 	lastLog    time.Time
 	suppressed int
+
+	// keys caches the limiter key of each (scope, id) checked recently,
+	// so that a caller's every request does not hash its id again.
+	keysMu sync.RWMutex
+	keys   map[keyID]string
 }
+
+// keyID names a limiter key before hashing: a scope and an identifier.
+type keyID struct{ scope, id string }
+
+// maxCachedKeys bounds Middleware.keys; when full it starts over.
+const maxCachedKeys = 10_000
 
 // New returns the middleware for o.
 func New(o Options) *Middleware {
@@ -172,7 +183,7 @@ type decision struct {
 // it counts the failure, logs (throttled) and either falls back (fail
 // open) or returns errClosed.
 func (m *Middleware) check(ctx context.Context, scope, id string, l Limit, cost int) (decision, error) {
-	key := scope + ":" + hashID(id)
+	key := m.key(scope, id)
 	res, err := m.limiter.AllowN(ctx, key, l, cost)
 	if err != nil {
 		m.obs.RateLimitBackendFailure(m.o.FailOpen)
@@ -184,6 +195,26 @@ func (m *Middleware) check(ctx context.Context, scope, id string, l Limit, cost 
 	}
 	m.obs.RateLimitChecked(scope, res.Allowed)
 	return decision{scope: scope, limit: l, res: res}, nil
+}
+
+// key is the limiter key of id in scope: scope + ":" + hashID(id),
+// remembered for the next request of the same caller.
+func (m *Middleware) key(scope, id string) string {
+	k := keyID{scope, id}
+	m.keysMu.RLock()
+	key, ok := m.keys[k]
+	m.keysMu.RUnlock()
+	if ok {
+		return key
+	}
+	key = scope + ":" + hashID(id)
+	m.keysMu.Lock()
+	if m.keys == nil || len(m.keys) >= maxCachedKeys {
+		m.keys = make(map[keyID]string)
+	}
+	m.keys[k] = key
+	m.keysMu.Unlock()
+	return key
 }
 
 // hashID turns an identifier into a fixed-length key part, so that keys
@@ -381,25 +412,40 @@ func seconds(d time.Duration, least int64) int64 {
 
 // setHeaders writes RateLimit-Policy and RateLimit
 // (draft-ietf-httpapi-ratelimit-headers, structured-field lists).
+//
+// Both values are appended into one buffer (on the stack for the usual
+// one or two decisions) and assigned under their canonical keys, as
+// Header.Set would, in one slice: three allocations per response.
 func setHeaders(h http.Header, ds []decision) {
 	if len(ds) == 0 {
 		return
 	}
-	var pol, cur strings.Builder
+	var buf [256]byte
+	b := buf[:0]
 	for i, d := range ds {
 		if i > 0 {
-			pol.WriteString(", ")
-			cur.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		pol.WriteString(`"` + d.scope + `";q=` + strconv.Itoa(d.limit.Rate) + ";w=" + strconv.FormatInt(int64(d.limit.Period/time.Second), 10))
+		b = append(append(append(b, '"'), d.scope...), `";q=`...)
+		b = strconv.AppendInt(b, int64(d.limit.Rate), 10)
+		b = strconv.AppendInt(append(b, ";w="...), int64(d.limit.Period/time.Second), 10)
+	}
+	pol := len(b)
+	for i, d := range ds {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
 		t := d.res.Reset
 		if !d.res.Allowed {
 			t = d.res.RetryAfter
 		}
-		cur.WriteString(`"` + d.scope + `";r=` + strconv.Itoa(d.res.Remaining) + ";t=" + strconv.FormatInt(seconds(t, 0), 10))
+		b = append(append(append(b, '"'), d.scope...), `";r=`...)
+		b = strconv.AppendInt(b, int64(d.res.Remaining), 10)
+		b = strconv.AppendInt(append(b, ";t="...), seconds(t, 0), 10)
 	}
-	h.Set("RateLimit-Policy", pol.String())
-	h.Set("RateLimit", cur.String())
+	v := make([]string, 2)
+	v[0], v[1] = string(b[:pol]), string(b[pol:])
+	h["Ratelimit-Policy"], h["Ratelimit"] = v[0:1:1], v[1:2:2]
 }
 
 // refuse answers 429 for the refused decision d, counts and audits it.

@@ -630,3 +630,50 @@ func routed(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(interaction.NewContext(r.Context(), ix)))
 	})
 }
+
+// TestKeyCache: the limiter key of a caller is scope:hashID(id) whether
+// it is computed or remembered, differs per scope, and the cache of keys
+// stays bounded.
+func TestKeyCache(t *testing.T) {
+	m := New(Options{})
+	for range 2 {
+		if got, want := m.key(ScopeClient, "app"), ScopeClient+":"+hashID("app"); got != want {
+			t.Fatalf("key %q, want %q", got, want)
+		}
+	}
+	if m.key(ScopePatient, "app") == m.key(ScopeClient, "app") {
+		t.Fatal("the same key in two scopes")
+	}
+	for i := range maxCachedKeys + 5 {
+		m.key(ScopeIP, strconv.Itoa(i))
+	}
+	if n := len(m.keys); n > maxCachedKeys {
+		t.Fatalf("%d cached keys, bound %d", n, maxCachedKeys)
+	}
+}
+
+// TestSetHeadersValues: the RateLimit-Policy and RateLimit values, for
+// one decision, several, and a refusal, are those of the draft's
+// structured-field lists (what the strings.Builder version wrote).
+func TestSetHeadersValues(t *testing.T) {
+	client := decision{scope: ScopeClient, limit: Limit{Rate: 600, Period: time.Minute}, res: Result{Allowed: true, Remaining: 599, Reset: 1500 * time.Millisecond}}
+	patient := decision{scope: ScopePatient, limit: Limit{Rate: 100000, Period: time.Hour}, res: Result{Allowed: false, Remaining: 0, Reset: time.Hour, RetryAfter: 2100 * time.Millisecond}}
+	for _, tc := range []struct {
+		ds          []decision
+		policy, cur string
+	}{
+		{[]decision{client}, `"client";q=600;w=60`, `"client";r=599;t=2`},
+		{[]decision{client, patient}, `"client";q=600;w=60, "patient";q=100000;w=3600`, `"client";r=599;t=2, "patient";r=0;t=3`},
+	} {
+		h := http.Header{}
+		setHeaders(h, tc.ds)
+		if h.Get("RateLimit-Policy") != tc.policy || h.Get("RateLimit") != tc.cur || len(h) != 2 {
+			t.Errorf("%v: policy %q, current %q", h, h.Get("RateLimit-Policy"), h.Get("RateLimit"))
+		}
+	}
+	h := http.Header{}
+	setHeaders(h, nil)
+	if len(h) != 0 {
+		t.Errorf("no decision: %v", h)
+	}
+}

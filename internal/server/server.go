@@ -209,25 +209,40 @@ func (s *Server) TLS() bool { return s.opts.TLSCertFile != "" || s.opts.TLSKeyFi
 // no framing, no referrer, a deny-all CSP, HSTS on TLS, and Cache-Control:
 // no-store under the FHIR base path (PHI), which handlers of public
 // documents (discovery, JWKS) override.
+//
+// The values are assigned under their canonical keys (what Header.Set
+// does) from slices made once and shared by every response: their
+// capacity is their length, so a handler's Add appends to a copy, and
+// Set or Del replace the entry; no handler writes into a value slice.
 func securityHeaders(bases []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h["X-Content-Type-Options"] = hdrNosniff
+		h["X-Frame-Options"] = hdrDeny
+		h["Referrer-Policy"] = hdrNoReferrer
+		h["Content-Security-Policy"] = hdrCSP
 		if r.TLS != nil {
-			h.Set("Strict-Transport-Security", HSTS)
+			h["Strict-Transport-Security"] = hdrHSTS
 		}
 		for _, base := range bases {
-			if p := r.URL.Path; p == base || strings.HasPrefix(p, base+"/") {
-				h.Set("Cache-Control", "no-store")
+			if p := r.URL.Path; p == base || len(p) > len(base) && p[len(base)] == '/' && strings.HasPrefix(p, base) {
+				h["Cache-Control"] = hdrNoStore
 				break
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// The shared values of securityHeaders (len == cap).
+var (
+	hdrNosniff    = []string{"nosniff"}[:1:1]
+	hdrDeny       = []string{"DENY"}[:1:1]
+	hdrNoReferrer = []string{"no-referrer"}[:1:1]
+	hdrCSP        = []string{"default-src 'none'; frame-ancestors 'none'"}[:1:1]
+	hdrHSTS       = []string{HSTS}[:1:1]
+	hdrNoStore    = []string{"no-store"}[:1:1]
+)
 
 // Listen loads the TLS certificate, if any, and opens the listening
 // socket (so callers learn the bound address, e.g. with port 0 in tests).

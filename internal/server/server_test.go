@@ -254,3 +254,40 @@ func TestShutdownTimeout(t *testing.T) {
 		t.Fatal("the cut request got a response")
 	}
 }
+
+// TestSecurityHeadersShared: the security headers' values are shared by
+// every response, so a handler that adds to one, or replaces it, changes
+// its own response only.
+func TestSecurityHeadersShared(t *testing.T) {
+	n := 0
+	h := securityHeaders([]string{"/fhir"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		if n == 1 {
+			w.Header().Add("X-Frame-Options", "SAMEORIGIN")
+			w.Header().Add("Cache-Control", "private")
+			w.Header().Set("Referrer-Policy", "origin")
+		}
+	}))
+	for i := range 2 {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/fhir/Patient/1", nil))
+		got := w.Result().Header
+		wantFrame, wantCache, wantRef := "DENY", "no-store", "no-referrer"
+		if i == 0 {
+			wantFrame, wantCache, wantRef = "DENY,SAMEORIGIN", "no-store,private", "origin"
+		}
+		if f, c, r := strings.Join(got.Values("X-Frame-Options"), ","), strings.Join(got.Values("Cache-Control"), ","), got.Get("Referrer-Policy"); f != wantFrame || c != wantCache || r != wantRef {
+			t.Fatalf("response %d: X-Frame-Options %q, Cache-Control %q, Referrer-Policy %q", i, f, c, r)
+		}
+		if got.Get("X-Content-Type-Options") != "nosniff" || got.Get("Content-Security-Policy") != "default-src 'none'; frame-ancestors 'none'" {
+			t.Fatalf("response %d: %v", i, got)
+		}
+	}
+	for path, want := range map[string]string{"/fhir": "no-store", "/fhirx": "", "/fhir/": "no-store", "/other": ""} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if got := w.Result().Header.Get("Cache-Control"); got != want {
+			t.Errorf("%s: Cache-Control %q, want %q", path, got, want)
+		}
+	}
+}
