@@ -853,6 +853,34 @@ func TestCopyDuty(t *testing.T) {
 	}
 }
 
+// TestCopyLagAgesWhileUnreadable: while the chain cannot be read, the
+// copy lag keeps growing from its last measure instead of standing still.
+func TestCopyLagAgesWhileUnreadable(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var now atomic.Int64
+	now.Store(t0.Add(50 * time.Second).UnixNano())
+	fs := &downStore{tried: make(chan struct{}, 1)}
+	fs.fail.Store(true)
+	e := open(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"), func(c *Config) {
+		fs.Updater, c.Store = c.Store, fs
+		c.Now = func() time.Time { return time.Unix(0, now.Load()).UTC() }
+	})
+	ev := readEvent(1)
+	ev.Time = t0
+	if err := e.rec.Commit(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	<-fs.tried // the copy measured its lag (50 s), then failed
+	if err := e.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	now.Store(t0.Add(80 * time.Second).UnixNano())
+	if !poll.Try(30*time.Second, func() bool { return e.rec.CopyLag() == 80*time.Second }) {
+		t.Fatalf("lag while the chain cannot be read: %v, want 80s", e.rec.CopyLag())
+	}
+}
+
 // downStore fails every transaction while fail is set and reports
 // each attempt on tried.
 type downStore struct {

@@ -152,6 +152,8 @@ type Recorder struct {
 	// copyLag is the age of the oldest record the copy has not stored
 	// (nanoseconds; 0: caught up), as of its last batch.
 	copyLag atomic.Int64
+	// lagAt is when copyLag was measured (UnixNano, on cfg.Now's clock).
+	lagAt atomic.Int64
 
 	// docs hands the copy the AuditEvents this process wrote, by seq, so
 	// that the copy indexes them without decoding the bytes again;
@@ -343,6 +345,7 @@ func (r *Recorder) materializeLoop() {
 			rows, err := r.cfg.DB.Page(context.Background(), r.chain, cursor, r.cfg.CopyBatch)
 			if err != nil {
 				r.cfg.Logger.Error("audit records not yet searchable", "err", err)
+				r.ageCopyLag()
 				break
 			}
 			pending := rows[:0]
@@ -411,10 +414,22 @@ func copyDuty(duty float64, lag, target time.Duration) float64 {
 	return min(1, duty*float64(lag)/float64(target))
 }
 
-// setCopyLag records the copy's lag behind the chain.
+// setCopyLag records the copy's lag behind the chain, measured now.
 func (r *Recorder) setCopyLag(lag time.Duration) {
+	r.lagAt.Store(r.cfg.Now().UnixNano())
 	r.copyLag.Store(int64(lag))
 	r.cfg.Metrics.AuditCopyLag(lag)
+}
+
+// ageCopyLag keeps the lag true while the chain cannot be read: a
+// record that was not yet copied when the lag was last measured is still
+// not copied, so the lag has grown by the time since. (A copy that had
+// caught up stays at 0: the writer, on the same database, cannot have
+// committed records the copy cannot read.)
+func (r *Recorder) ageCopyLag() {
+	if lag := r.CopyLag(); lag > 0 {
+		r.setCopyLag(lag + r.cfg.Now().Sub(time.Unix(0, r.lagAt.Load())))
+	}
 }
 
 // CopyLag is how far searchable AuditEvents were behind this process's
