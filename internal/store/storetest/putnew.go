@@ -62,25 +62,23 @@ func testPutNew(t *testing.T, s store.Store) {
 		hist = append(hist, v.ID)
 	}
 	eq(t, "history of the batch", hist, []string{"a3", "a2", "a1"})
-	// The same resource twice in one batch: refused, nothing stored.
-	if err := put(mk("c1", "D"), mk("c1", "D")); !errors.Is(err, store.ErrConflict) {
-		t.Fatalf("one resource twice in the batch: %v, want ErrConflict", err)
-	}
-	if _, err := s.Read(ctx, "AuditEvent", "c1"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("c1 after the refused batch: %v, want not found", err)
-	}
-	if n := search("D"); n != 0 {
-		t.Fatalf("action=D after the refused batch: %d matches", n)
-	}
-	// a2 exists: the whole batch (b1 included) is refused.
-	if err := put(mk("b1", "U"), mk("a2", "U")); !errors.Is(err, store.ErrConflict) {
-		t.Fatalf("existing resource in the batch: %v, want ErrConflict", err)
-	}
-	if _, err := s.Read(ctx, "AuditEvent", "b1"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("b1 after the refused batch: %v, want not found", err)
-	}
-	if n := search("U"); n != 0 {
-		t.Fatalf("action=U after the refused batch: %d matches", n)
+	// A refused batch stores nothing, not even its other resources.
+	for _, c := range []struct {
+		what, id, action string
+		batch            []*store.Write
+	}{
+		{"one resource twice in the batch", "c1", "D", []*store.Write{mk("c1", "D"), mk("c1", "D")}},
+		{"an existing resource (a2) in the batch", "b1", "U", []*store.Write{mk("b1", "U"), mk("a2", "U")}},
+	} {
+		if err := put(c.batch...); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("%s: %v, want ErrConflict", c.what, err)
+		}
+		if _, err := s.Read(ctx, "AuditEvent", c.id); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s: %s after the refused batch: %v, want not found", c.what, c.id, err)
+		}
+		if n := search(c.action); n != 0 {
+			t.Fatalf("%s: action=%s after the refused batch: %d matches", c.what, c.action, n)
+		}
 	}
 	up := mk("a1", "U")
 	up.Version = 2
