@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
@@ -44,5 +45,40 @@ func TestPostgresBodyLZ4(t *testing.T) {
 	}
 	if rep := verify(t, e); !rep.OK || rep.Records != 5 {
 		t.Fatalf("report = %+v", rep)
+	}
+}
+
+// TestPostgresBodyLZ4MigrationFailsLoudly: the lz4 migration skips only a
+// server without lz4; any other failure (here the table lock not obtained
+// within the session's lock_timeout) fails it instead of recording it as
+// applied with the column unchanged.
+func TestPostgresBodyLZ4MigrationFailsLoudly(t *testing.T) {
+	b, err := migrations.ReadFile("migrations/postgres/00005_body_lz4.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, up, _ := strings.Cut(string(b), "-- +goose StatementBegin")
+	up, _, _ = strings.Cut(up, "-- +goose StatementEnd")
+	e := open(t, pgtest.New(t), nil)
+	ctx := context.Background()
+	holder, err := e.db.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	if _, err := holder.ExecContext(ctx, "LOCK TABLE audit_record IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.db.SQL().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, "SET lock_timeout = '10ms'"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.ExecContext(ctx, "RESET lock_timeout")
+	if _, err := c.ExecContext(ctx, up); err == nil || !strings.Contains(err.Error(), "lock") {
+		t.Fatalf("migration with audit_record locked: %v, want the lock failure", err)
 	}
 }

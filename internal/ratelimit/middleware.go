@@ -208,6 +208,10 @@ func (m *Middleware) key(scope, id string) string {
 		return key
 	}
 	key = scope + ":" + hashID(id)
+	// The cache keeps a copy of id: a patient id is a substring of the
+	// request's query or body, which a cached substring would keep alive
+	// (up to a megabyte per entry).
+	k.id = strings.Clone(id)
 	m.keysMu.Lock()
 	if m.keys == nil || len(m.keys) >= maxCachedKeys {
 		m.keys = make(map[keyID]string)
