@@ -825,20 +825,17 @@ func (r *Recorder) forget(rows []Row) {
 // copy-lag gauge. It stops with the recorder.
 func (r *Recorder) recoverLoop() {
 	defer close(r.rdone)
-	if err := r.recover(); err != nil {
-		r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
-	}
-	if r.cfg.RecoverEvery <= 0 {
-		return
-	}
 	t := time.NewTicker(max(r.cfg.RecoverEvery, time.Second))
 	defer t.Stop()
 	for {
+		if err := r.recover(); err != nil {
+			r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
+		}
+		if r.cfg.RecoverEvery <= 0 {
+			return
+		}
 		select {
 		case <-t.C:
-			if err := r.recover(); err != nil {
-				r.cfg.Logger.Error("audit recovery incomplete: records stay in the chain table until the next attempt", "err", err)
-			}
 		case <-r.mstop:
 			return
 		}
