@@ -75,21 +75,22 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	} else if f != "" {
 		joined = true
 		drv := ""
-		if hq.ID == "" && g.driverDecides(hq.Type) {
-			// The driver is the whole rule: render it alone (the rule's
-			// bound values dropped; PostgreSQL cannot type a value the
-			// statement does not use). Testing the rule as well made
-			// PostgreSQL's generic plan probe the compartment's
-			// references once per candidate: quadratic in its size.
-			b.Args = b.Args[:nargs]
-			if drv = g.compartmentDriver(hq.Type); drv != "" {
-				f = ""
-			} else {
+		if hq.ID == "" {
+			decides := g.driverDecides(hq.Type)
+			if decides {
+				// The driver is the whole rule: render it alone (the
+				// rule's bound values dropped; PostgreSQL cannot type a
+				// value the statement does not use). Testing the rule as
+				// well made PostgreSQL's generic plan probe the
+				// compartment's references once per candidate: quadratic
+				// in its size. Without a driver (which driverDecides
+				// rules out) nothing would be shown: fail closed.
 				b.Args = b.Args[:nargs]
-				f = g.access("r", hq.Type)
+				f = "1=0"
 			}
-		} else if hq.ID == "" {
-			drv = g.compartmentDriver(hq.Type)
+			if drv = g.compartmentDriver(hq.Type); drv != "" && decides {
+				f = ""
+			}
 		}
 		if drv != "" {
 			driven = true
