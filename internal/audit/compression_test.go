@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
@@ -57,28 +56,7 @@ func TestPostgresBodyLZ4MigrationFailsLoudly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, up, _ := strings.Cut(string(b), "-- +goose StatementBegin")
-	up, _, _ = strings.Cut(up, "-- +goose StatementEnd")
-	e := open(t, pgtest.New(t), nil)
-	ctx := context.Background()
-	holder, err := e.db.SQL().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback()
-	if _, err := holder.ExecContext(ctx, "LOCK TABLE audit_record IN ACCESS SHARE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	c, err := e.db.SQL().Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.ExecContext(ctx, "SET lock_timeout = '10ms'"); err != nil {
-		t.Fatal(err)
-	}
-	defer c.ExecContext(ctx, "RESET lock_timeout")
-	if _, err := c.ExecContext(ctx, up); err == nil || !strings.Contains(err.Error(), "lock") {
-		t.Fatalf("migration with audit_record locked: %v, want the lock failure", err)
-	}
+	url := pgtest.New(t)
+	open(t, url, nil) // migrated
+	pgtest.UpFailsWhileLocked(t, url, b, "audit_record")
 }

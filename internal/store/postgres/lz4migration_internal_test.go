@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
@@ -17,32 +16,11 @@ func TestBodyLZ4MigrationFailsLoudly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, up, _ := strings.Cut(string(b), "-- +goose StatementBegin")
-	up, _, _ = strings.Cut(up, "-- +goose StatementEnd")
-	ctx := context.Background()
-	st, err := Open(ctx, pgtest.New(t))
+	url := pgtest.New(t)
+	st, err := Open(context.Background(), url) // migrated
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	holder, err := st.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx)
-	if _, err := holder.Exec(ctx, "LOCK TABLE history IN ACCESS SHARE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	c, err := st.Pool().Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Release()
-	if _, err := c.Exec(ctx, "SET lock_timeout = '10ms'"); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Exec(ctx, "RESET lock_timeout")
-	if _, err := c.Exec(ctx, up); err == nil || !strings.Contains(err.Error(), "lock") {
-		t.Fatalf("migration with history locked: %v, want the lock failure", err)
-	}
+	pgtest.UpFailsWhileLocked(t, url, b, "history")
 }
