@@ -159,7 +159,8 @@ func testConformance(t *testing.T, e *env) {
 	})
 	// _outputFormat ×3 and _since: 202, then DELETE 202 (§4.1.10).
 	since := url.QueryEscape(time.Now().Add(-7 * 24 * time.Hour).UTC().Format(time.RFC3339))
-	for _, q := range []string{"_outputFormat=application/fhir%2Bndjson", "_outputFormat=application/ndjson", "_outputFormat=ndjson", "_since=" + since} {
+	for _, q := range []string{"_outputFormat=application/fhir%2Bndjson", "_outputFormat=application/ndjson", "_outputFormat=ndjson", "_since=" + since,
+		"_since=2020-01-01T00:00:00+01:00"} { // an unescaped + arrives as a space
 		st := e.start(t, e.sys, "/Group/g1/$export?"+q)
 		if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys); r.Status != http.StatusAccepted {
 			t.Errorf("%s cancel: %d", q, r.Status)
@@ -188,6 +189,23 @@ func testRefusals(t *testing.T, e *env) {
 		r := e.kick(t, e.sys, c.path)
 		if r.Status != c.status || !isOutcome(r.Body) {
 			t.Errorf("%s: %d %s, want %d with an OperationOutcome", c.path, r.Status, r.Body, c.status)
+		}
+	}
+	// A bad _since/_until is refused in the client's words: the parameter
+	// and the value it sent, not the _lastUpdated search it becomes.
+	for _, c := range []struct{ query, want string }{
+		{"_since=garbage", `_since: "garbage"`},
+		{"_since=ge2020-01-01", `_since: "ge2020-01-01"`},
+		{"_until=2020-13-01", `_until: "2020-13-01"`},
+	} {
+		r := e.kick(t, e.sys, "/$export?"+c.query)
+		var oo struct {
+			Issue []struct{ Diagnostics string }
+		}
+		_ = json.Unmarshal(r.Body, &oo)
+		if r.Status != 400 || len(oo.Issue) != 1 || !strings.HasPrefix(oo.Issue[0].Diagnostics, c.want) ||
+			strings.Contains(oo.Issue[0].Diagnostics, "_lastUpdated") {
+			t.Errorf("%s: %d %s, want 400 starting %s", c.query, r.Status, r.Body, c.want)
 		}
 	}
 	if r := e.Do(t, "GET", "/$export", nil, "X-API-Key", e.sys); r.Status != 400 || !isOutcome(r.Body) {

@@ -234,6 +234,8 @@ func (s *Service) historyParams(params url.Values, strict bool) (store.HistoryQu
 		switch key {
 		case "_format", "_pretty":
 		case "_since":
+			// An unescaped '+' of a time zone offset arrives as a space.
+			v = strings.ReplaceAll(strings.TrimSpace(v), " ", "+")
 			r, err := fhirtime.Parse(v)
 			if err != nil || r.Precision < fhirtime.Day {
 				return hq, nil, false, outcome.BadRequest("invalid _since %q: expected an instant such as 2024-01-02T03:04:05Z", v)

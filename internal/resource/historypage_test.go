@@ -108,3 +108,23 @@ func TestHistoryTotalLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestHistorySinceUnescapedPlus: an unescaped '+' of a _since offset
+// arrives as a space, and is restored as in search dates, _since of
+// $everything and $export: "T00:00:00+01:00" is an hour before
+// "T00:00:00Z", not a 400.
+func TestHistorySinceUnescapedPlus(t *testing.T) {
+	svc, _ := pagingService(t, "sqlite", 3)
+	ctx := context.Background()
+	want, err := svc.History(ctx, "Patient", "", url.Values{"_since": {"2000-01-01T00:00:00+01:00"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := svc.History(ctx, "Patient", "", url.Values{"_since": {"2000-01-01T00:00:00 01:00"}}, true)
+	if err != nil {
+		t.Fatalf("_since with a space for '+': %v", err)
+	}
+	if got.Total != want.Total || len(got.Versions) != len(want.Versions) {
+		t.Errorf("_since with a space for '+': total %d, %d versions; with '+': %d, %d", got.Total, len(got.Versions), want.Total, len(want.Versions))
+	}
+}

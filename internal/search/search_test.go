@@ -551,6 +551,12 @@ func TestRejections(t *testing.T) {
 		{"Patient", "birthdate=2015-01-01T10", false, "invalid", "birthdate"},
 		{"Patient", "_lastUpdated=yesterday", false, "invalid", "_lastUpdated"},
 		{"RiskAssessment", "probability=abc", false, "invalid", `"probability"`},
+		// A word is not a number (or a date), not a prefix "ab" followed by "c".
+		{"RiskAssessment", "probability=abc", false, "invalid", "not a number"},
+		{"RiskAssessment", "probability=NaN", false, "invalid", "not a number"},
+		{"Observation", "value-quantity=abc", false, "invalid", "not a number"},
+		{"Observation", "value-quantity=Infinity||mg", false, "invalid", "not a number"},
+		{"Patient", "birthdate=today", false, "invalid", "not a valid date"},
 		{"RiskAssessment", "probability=5x", false, "invalid", "not a number"},
 		{"RiskAssessment", "probability=zz5", false, "invalid", "unknown prefix"},
 		{"RiskAssessment", "probability=1e999", false, "invalid", "probability"},

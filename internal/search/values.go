@@ -63,14 +63,18 @@ func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 
 // splitPrefix separates a comparison prefix from an ordered value (number,
 // date, quantity). A value starting with two letters must start with a
-// known prefix. ok is false for an unknown prefix.
+// known prefix. ok is false for an unknown prefix: two letters followed by
+// what a number or date starts with ("xx2015"); a word ("abc", "NaN",
+// "today") is left whole, to be refused as not a number or date.
 func splitPrefix(s string) (store.Prefix, string, bool) {
 	if len(s) >= 2 && isLetter(s[0]) && isLetter(s[1]) {
 		p, ok := prefixes[s[:2]]
-		if !ok {
+		if ok {
+			return p, s[2:], true
+		}
+		if len(s) > 2 && strings.IndexByte("0123456789.+-", s[2]) >= 0 {
 			return "", s, false
 		}
-		return p, s[2:], true
 	}
 	return store.PrefixEq, s, true
 }
