@@ -32,6 +32,7 @@ import (
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
 	"github.com/lapis-health/lapis/internal/testutil/httpcall"
 	"github.com/lapis-health/lapis/internal/testutil/logbuf"
+	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 )
 
 // env is an authorization server with the admin API over real HTTP on
@@ -87,11 +88,7 @@ func (e *env) advance(d time.Duration) { e.skew.Add(int64(d)) }
 
 func (e *env) register(reg oauth.Registration) *oauth.Registered {
 	e.t.Helper()
-	out, err := oauth.RegisterClient(context.Background(), e.db, reg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return oauthtest.Register(e.t, e.db, reg)
 }
 
 func (e *env) ccToken(reg *oauth.Registered, scope ...string) string {

@@ -23,6 +23,7 @@ import (
 	"github.com/lapis-health/lapis/internal/oauth/jwksfetch"
 	"github.com/lapis-health/lapis/internal/testutil/authtest"
 	"github.com/lapis-health/lapis/internal/testutil/dbtest"
+	"github.com/lapis-health/lapis/internal/testutil/oauthtest"
 )
 
 // fakePatients is a PatientLister over two patients.
@@ -131,11 +132,7 @@ func (e *authEnv) account(username, password, fhirUser string) *authdb.Account {
 
 func (e *authEnv) client(reg oauth.Registration) string {
 	e.t.Helper()
-	out, err := oauth.RegisterClient(context.Background(), e.db, reg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out.ClientID
+	return oauthtest.Register(e.t, e.db, reg).ClientID
 }
 
 // browser is a cookie-keeping client that does not follow redirects.

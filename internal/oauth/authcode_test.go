@@ -95,6 +95,19 @@ func acExchangeForm(code string) url.Values {
 	return url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {acRedirect}, "code_verifier": {acVerifier}}
 }
 
+// exchange redeems a code for g at the token endpoint as a public client
+// (client_id in the form), failing the test unless that succeeds.
+func (e *codeEnv) exchange(g *oauth.Grant) result {
+	e.t.Helper()
+	f := acExchangeForm(e.code(g))
+	f.Set("client_id", g.ClientID)
+	r := e.post(oauth.PathToken, f, nil)
+	if r.Status != 200 {
+		e.t.Fatalf("%d %s", r.Status, r.Raw)
+	}
+	return r
+}
+
 func acPublicClient(e *codeEnv) string {
 	return e.register(oauth.Registration{Name: "Patient app", Type: authdb.Public, RedirectURIs: []string{acRedirect},
 		Scopes: []string{"launch/patient openid fhirUser offline_access online_access patient/*.rs"}}).ClientID
@@ -498,22 +511,13 @@ func TestRefreshRotation(t *testing.T) {
 			}
 			return e.post(oauth.PathToken, f, mod)
 		}
-		issue := func(g *oauth.Grant) result {
-			f := acExchangeForm(e.code(g))
-			f.Set("client_id", g.ClientID)
-			r := e.post(oauth.PathToken, f, nil)
-			if r.Status != 200 {
-				t.Fatalf("%d %s", r.Status, r.Raw)
-			}
-			return r
-		}
 
 		// Invalid refresh tokens (Inferno: 400 or 401).
 		acWantError(t, "random refresh token", refresh("3f1e8c2a-9b7d-4e6f-8a5c-1d2e3f4a5b6c", nil), 400, "invalid_grant")
 		acWantError(t, "no refresh token", refresh("", nil), 400, "invalid_request")
-		acWantError(t, "JWT as refresh token", refresh(issue(acGrant(pub)).Body["access_token"].(string), nil), 400, "invalid_grant")
+		acWantError(t, "JWT as refresh token", refresh(e.exchange(acGrant(pub)).Body["access_token"].(string), nil), 400, "invalid_grant")
 
-		r0 := issue(acGrant(pub))
+		r0 := e.exchange(acGrant(pub))
 		rt0 := r0.Body["refresh_token"].(string)
 		// Another client cannot use it, and does not burn it.
 		acWantError(t, "foreign refresh token", refresh(rt0, basic(conf.ClientID, conf.ClientSecret)), 400, "invalid_grant")
@@ -546,7 +550,7 @@ func TestRefreshRotation(t *testing.T) {
 		// RFC 7009: revoking a refresh token revokes its family; another
 		// client's attempt is answered 200 (nothing disclosed) and changes
 		// nothing.
-		r := issue(acGrant(pub))
+		r := e.exchange(acGrant(pub))
 		rt, at := r.Body["refresh_token"].(string), r.Body["access_token"].(string)
 		if rv := e.post(oauth.PathRevoke, url.Values{"token": {rt}}, basic(conf.ClientID, conf.ClientSecret)); rv.Status != 200 || strings.TrimSpace(rv.Raw) != "{}" {
 			t.Fatalf("revoke a foreign refresh token: %d %s", rv.Status, rv.Raw)
@@ -569,7 +573,7 @@ func TestRefreshRotation(t *testing.T) {
 		}
 
 		// Offline tokens live 90 days, sliding.
-		r = issue(acGrant(pub))
+		r = e.exchange(acGrant(pub))
 		rt = r.Body["refresh_token"].(string)
 		e.advance(89 * 24 * time.Hour)
 		r = refresh(rt, nil)
@@ -587,7 +591,7 @@ func TestRefreshRotation(t *testing.T) {
 		// online_access: 12 hours from the authorization, not extended.
 		g := acGrant(pub)
 		g.Scopes = []string{"launch/patient", "openid", "fhirUser", "online_access", "patient/Patient.rs"}
-		r = issue(g)
+		r = e.exchange(g)
 		e.advance(11 * time.Hour)
 		r = refresh(r.Body["refresh_token"].(string), nil)
 		if r.Status != 200 {
@@ -606,12 +610,7 @@ func TestRefreshGraceRetryOnce(t *testing.T) {
 	codeDialects(t, func(t *testing.T, e *codeEnv) {
 		ctx := context.Background()
 		pub := acPublicClient(e)
-		f := acExchangeForm(e.code(acGrant(pub)))
-		f.Set("client_id", pub)
-		r0 := e.post(oauth.PathToken, f, nil)
-		if r0.Status != 200 {
-			t.Fatalf("%d %s", r0.Status, r0.Raw)
-		}
+		r0 := e.exchange(acGrant(pub))
 		refresh := func(tok string) result {
 			return e.post(oauth.PathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {pub}}, nil)
 		}

@@ -295,17 +295,8 @@ func TestUserInfo(t *testing.T) {
 			nw := &switchNetwork{}
 			e := newCodeEnv(t, d, func(s *oauth.Server) { s.SetClientNetwork(nw) })
 			pub := acPublicClient(e)
-			exchange := func(g *oauth.Grant) result {
-				f := acExchangeForm(e.code(g))
-				f.Set("client_id", g.ClientID)
-				r := e.post(oauth.PathToken, f, nil)
-				if r.Status != 200 {
-					t.Fatalf("%d %s", r.Status, r.Raw)
-				}
-				return r
-			}
 			g := acGrant(pub)
-			tr := exchange(g)
+			tr := e.exchange(g)
 			at := tr.Body["access_token"].(string)
 
 			provider, err := oidc.NewProvider(ctx, e.issuer)
@@ -396,11 +387,11 @@ func TestUserInfo(t *testing.T) {
 			}
 			ng := acGrant(pub)
 			ng.Scopes = []string{"launch/patient", "patient/Patient.rs"}
-			challenge("no openid", call("GET", "", bearer(exchange(ng).Body["access_token"].(string))), 403, "insufficient_scope")
+			challenge("no openid", call("GET", "", bearer(e.exchange(ng).Body["access_token"].(string))), 403, "insufficient_scope")
 			// Without fhirUser: sub only.
 			og := acGrant(pub)
 			og.Scopes = []string{"launch/patient", "openid", "patient/Patient.rs"}
-			if r := call("GET", "", bearer(exchange(og).Body["access_token"].(string))); r.Status != 200 || r.Body["sub"] != og.Subject || r.Body["fhirUser"] != nil {
+			if r := call("GET", "", bearer(e.exchange(og).Body["access_token"].(string))); r.Status != 200 || r.Body["sub"] != og.Subject || r.Body["fhirUser"] != nil {
 				t.Fatalf("openid without fhirUser: %d %s", r.Status, r.Raw)
 			}
 
@@ -417,7 +408,7 @@ func TestUserInfo(t *testing.T) {
 			}
 			challenge("revoked token", call("GET", "", bearer(at)), 401, "invalid_token")
 			// Expired: refused.
-			at2 := exchange(acGrant(pub)).Body["access_token"].(string)
+			at2 := e.exchange(acGrant(pub)).Body["access_token"].(string)
 			if r := call("GET", "", bearer(at2)); r.Status != 200 {
 				t.Fatalf("fresh token: %d %s", r.Status, r.Raw)
 			}

@@ -143,11 +143,9 @@ func testSuspendedClient(t *testing.T, se *statusEnv) {
 		}
 		// A public client with a refresh token.
 		pub := acPublicClient(e)
-		form := acExchangeForm(e.code(acGrant(pub)))
-		form.Set("client_id", pub)
-		tr := e.post(oauth.PathToken, form, nil)
-		if tr.Status != 200 || tr.Body["refresh_token"] == nil {
-			t.Fatalf("code exchange: %d %s", tr.Status, tr.Raw)
+		tr := e.exchange(acGrant(pub))
+		if tr.Body["refresh_token"] == nil {
+			t.Fatalf("code exchange: no refresh token: %s", tr.Raw)
 		}
 
 		var ie *admin.InvalidError

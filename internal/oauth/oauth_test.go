@@ -68,11 +68,7 @@ func dialects[T dbtest.Runner[T]](t T, f func(t T, e *env)) {
 
 func (e *env) register(reg oauth.Registration) *oauth.Registered {
 	e.t.Helper()
-	out, err := oauth.RegisterClient(context.Background(), e.db, reg)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
+	return oauthtest.Register(e.t, e.db, reg)
 }
 
 // result is an answer of the server read whole.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/database"
@@ -18,10 +17,7 @@ import (
 func TestEndpointsBounded(t *testing.T) {
 	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
-		s, err := webhook.New(ctx, h, webhook.Config{KEK: kek(t), Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := open(t, h, webhook.Config{KEK: kek(t)})
 		var first string
 		for i := range webhook.MaxEndpoints {
 			ep, _, err := s.CreateEndpoint(ctx, "o1", fmt.Sprintf("https://hooks.example/%d", i), nil)

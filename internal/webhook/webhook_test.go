@@ -35,6 +35,20 @@ func kek(t *testing.T) cipher.AEAD {
 	return a
 }
 
+// open opens the webhook service on h with cfg (its Logger discarding
+// when unset), failing t when that fails.
+func open(t *testing.T, h *database.DB, cfg webhook.Config) *webhook.Service {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s, err := webhook.New(context.Background(), h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestSignVerify(t *testing.T) {
 	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	now := time.Unix(1_700_000_000, 0)
@@ -85,10 +99,7 @@ func TestSignVerify(t *testing.T) {
 func TestEndpoints(t *testing.T) {
 	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
-		s, err := webhook.New(ctx, h, webhook.Config{KEK: kek(t), Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := open(t, h, webhook.Config{KEK: kek(t)})
 		var ie *webhook.InvalidError
 		for _, u := range []string{"http://hooks.example/x", "https://127.0.0.1/x", "https://10.1.2.3/x", "https://[::1]/x", "https://169.254.169.254/latest",
 			"https://localhost/x", "ftp://hooks.example/x", "/relative", "https://user:pw@hooks.example/x"} {
@@ -184,11 +195,7 @@ func TestDeliveryRetries(t *testing.T) {
 	dbtest.Both(t, func(t *testing.T, h *database.DB) {
 		ctx := context.Background()
 		clk := testclock.New(time.Now())
-		s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Now: clk.Now, Backoff: time.Minute, MaxBackoff: 10 * time.Minute,
-			MaxAttempts: 5, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := open(t, h, webhook.Config{AllowPrivate: true, Now: clk.Now, Backoff: time.Minute, MaxBackoff: 10 * time.Minute, MaxAttempts: 5})
 		rc := &receiver{answers: []int{500, 503}, now: clk.Now}
 		ep := rc.endpoint(t, s, "/hook", []string{webhook.AppApproved, webhook.AppSuspended})
 		if n, err := s.Enqueue(ctx, "o1", webhook.AppDeclined, map[string]string{"request_id": "par_1"}); err != nil || n != 0 {
@@ -266,10 +273,7 @@ func TestDeliveryRetries(t *testing.T) {
 func TestWorker(t *testing.T) {
 	ctx := context.Background()
 	h := dbtest.Open(t, "sqlite")
-	s, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, PollInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, h, webhook.Config{AllowPrivate: true, PollInterval: time.Hour})
 	rc := &receiver{now: time.Now}
 	ep := rc.endpoint(t, s, "", nil)
 	s.Start()
@@ -290,16 +294,10 @@ func TestWorker(t *testing.T) {
 func TestSSRFRefusedAtDelivery(t *testing.T) {
 	ctx := context.Background()
 	h := dbtest.Open(t, "sqlite")
-	loose, err := webhook.New(ctx, h, webhook.Config{AllowPrivate: true, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	loose := open(t, h, webhook.Config{AllowPrivate: true})
 	rc := &receiver{now: time.Now}
 	ep := rc.endpoint(t, loose, "", nil)
-	strict, err := webhook.New(ctx, h, webhook.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	strict := open(t, h, webhook.Config{})
 	if _, err := strict.Enqueue(ctx, "o1", webhook.AppApproved, map[string]string{}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@
 package oauthtest
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,4 +33,15 @@ func Serve(tb testing.TB, path string, config func(issuer string) oauth.Config, 
 	ts.Start()
 	tb.Cleanup(ts.Close)
 	return srv, ts, issuer
+}
+
+// Register registers a client on store (oauth.RegisterClient), failing tb
+// when that fails.
+func Register(tb testing.TB, store oauth.ClientCreator, reg oauth.Registration) *oauth.Registered {
+	tb.Helper()
+	out, err := oauth.RegisterClient(context.Background(), store, reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
