@@ -70,8 +70,9 @@ func (p *HistoryPage) result() *Result {
 // History returns a page of history (R4 http.html#history): of one
 // resource (typ and id set), of a type (typ set) or of the whole system
 // (neither). Supported parameters: _since (instant or dateTime), _count,
-// and the paging cursor of next links. _at and _list are not supported
-// (400 when strict, ignored otherwise); unknown parameters likewise.
+// _at (the versions current at some time in the period of its value),
+// and the paging cursor of next links. _list is not supported (400 when
+// strict, ignored otherwise); unknown parameters likewise.
 func (s *Service) History(ctx context.Context, typ, id string, params url.Values, strict bool) (*HistoryPage, error) {
 	p, err := s.history(ctx, typ, id, params, strict, s.maxResp)
 	if errors.Is(err, errTooLarge) {
@@ -242,6 +243,17 @@ func (s *Service) historyParams(params url.Values, strict bool) (store.HistoryQu
 			}
 			hq.Since = time.UnixMilli(r.Lo).UTC()
 			links.Set("_since", v)
+		case "_at":
+			// The versions current at some time in the period of the
+			// value (R4 http.html#history): written before its end and
+			// not replaced before its start.
+			v = strings.ReplaceAll(strings.TrimSpace(v), " ", "+")
+			r, err := fhirtime.Parse(v)
+			if err != nil {
+				return hq, nil, false, outcome.BadRequest("invalid _at %q: expected a date or dateTime such as 2024, 2024-01-02 or 2024-01-02T03:04:05Z", v)
+			}
+			hq.AtFrom, hq.At = time.UnixMilli(r.Lo).UTC(), time.UnixMilli(r.Hi+1).UTC()
+			links.Set("_at", v)
 		case "_count":
 			v = strings.TrimSpace(v)
 			n, err := strconv.Atoi(v)

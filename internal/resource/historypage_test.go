@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/lapis-health/lapis/internal/resource"
 )
@@ -126,5 +129,58 @@ func TestHistorySinceUnescapedPlus(t *testing.T) {
 	}
 	if got.Total != want.Total || len(got.Versions) != len(want.Versions) {
 		t.Errorf("_since with a space for '+': total %d, %d versions; with '+': %d, %d", got.Total, len(got.Versions), want.Total, len(want.Versions))
+	}
+}
+
+// TestHistoryAt: _at lists the versions current at some time in the
+// period of its value (R4 http.html#history), a version replaced before
+// the period left out; its next links keep it; a bad value is refused.
+func TestHistoryAt(t *testing.T) {
+	svc, _ := pagingService(t, "sqlite", 3)
+	ctx := context.Background()
+	if _, err := svc.Update(ctx, "Patient", "p000", []byte(`{"resourceType":"Patient","id":"p000","name":[{"family":"Renamed"}]}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	next := strconv.Itoa(time.Now().UTC().Year() + 1)
+	for _, c := range []struct {
+		at   string
+		want []string
+	}{
+		{next, []string{"Patient/p000/2", "Patient/x2/1", "Patient/x1/1", "Patient/p002/1", "Patient/p001/1"}},
+		{"2000", nil},
+	} {
+		var got []string
+		params := url.Values{"_at": {c.at}, "_count": {"2"}}
+		for page := 0; page < 10; page++ {
+			p, err := svc.History(ctx, "Patient", "", params, true)
+			if err != nil {
+				t.Fatalf("_at=%s: %v", c.at, err)
+			}
+			for _, v := range p.Versions {
+				got = append(got, fmt.Sprintf("%s/%s/%d", v.Type, v.ID, v.VersionID))
+			}
+			params = nil
+			for _, l := range p.Links {
+				if l.Relation == "next" {
+					u, err := url.Parse(l.URL)
+					if err != nil {
+						t.Fatal(err)
+					}
+					params = u.Query()
+					if params.Get("_at") != c.at {
+						t.Errorf("_at=%s: next link %s lost _at", c.at, l.URL)
+					}
+				}
+			}
+			if params == nil {
+				break
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("_at=%s: got %v, want %v", c.at, got, c.want)
+		}
+	}
+	if _, err := svc.History(ctx, "Patient", "", url.Values{"_at": {"yesterday"}}, false); err == nil || !strings.Contains(err.Error(), "invalid _at") {
+		t.Errorf("_at=yesterday: %v, want invalid _at", err)
 	}
 }

@@ -175,6 +175,11 @@ type HistoryQuery struct {
 	ID    string
 	Since time.Time // zero = no bound; versions with LastUpdated >= Since
 	At    time.Time // zero = no bound; versions with LastUpdated < At (used for _at / stable paging)
+	// AtFrom, with At, selects the versions that were current at some
+	// time in [AtFrom, At) (R4 history's _at: the period of its value):
+	// a version is current from its LastUpdated until the next version's.
+	// Zero = the versions before At, current since or not.
+	AtFrom time.Time
 	// Count is the page size; 0 or less means DefaultHistoryCount.
 	Count int
 	// Before is an opaque cursor from a previous page's Next; empty for the first page.

@@ -47,6 +47,9 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 	if !hq.At.IsZero() {
 		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
 	}
+	if !hq.AtFrom.IsZero() {
+		conds = append(conds, currentAt(b, hq.AtFrom))
+	}
 	joined, driven := false, false
 	hiding := false // a system history whose type-only filter hides types
 	nargs := len(b.Args)
@@ -384,7 +387,19 @@ func timeBounds(b *Builder, hq store.HistoryQuery) string {
 	if !hq.At.IsZero() {
 		w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
 	}
+	if !hq.AtFrom.IsZero() {
+		w += " AND " + currentAt(b, hq.AtFrom)
+	}
 	return w
+}
+
+// currentAt renders that version h was still current at from: no later
+// version of its resource was written at or before it (versions are
+// written in time order, so the next one decides). The later versions are
+// one range of the (type, id, version) index.
+func currentAt(b *Builder, from time.Time) string {
+	return "NOT EXISTS (SELECT 1 FROM history n WHERE n.type = h.type AND n.id = h.id AND n.version > h.version AND n.last_updated <= " +
+		b.Arg(from.UnixMilli()) + ")"
 }
 
 // countVersions counts the rows of fromWhere (bound to args): all of

@@ -384,6 +384,28 @@ func testHistory(t *testing.T, s store.Store) {
 	}
 	got, _ = hist(store.HistoryQuery{Since: at(2), At: at(5)})
 	eq(t, "since/at", got, []string{"Patient/p2/2", "Observation/o1/1", "Patient/p1/2"})
+	// _at: the versions current at some time in [AtFrom, At): p1/1 was
+	// replaced before the period, p2/2 and p1/3 written after it; the
+	// deletion p2/2 is current from its time on.
+	period := func(q store.HistoryQuery, from, to time.Duration) store.HistoryQuery {
+		q.AtFrom, q.At, q.Count = t0.Add(from), t0.Add(to), 2
+		return q
+	}
+	got, total = hist(period(store.HistoryQuery{}, 150*time.Second, 210*time.Second))
+	eq(t, "at period", got, []string{"Observation/o1/1", "Patient/p1/2", "Patient/p2/1"})
+	if total != 3 {
+		t.Errorf("at period: total %d", total)
+	}
+	got, _ = hist(period(store.HistoryQuery{Type: "Patient"}, 150*time.Second, 210*time.Second))
+	eq(t, "at period, type", got, []string{"Patient/p1/2", "Patient/p2/1"})
+	got, _ = hist(period(store.HistoryQuery{Type: "Patient", ID: "p1"}, 150*time.Second, 210*time.Second))
+	eq(t, "at period, instance", got, []string{"Patient/p1/2"})
+	got, _ = hist(period(store.HistoryQuery{}, 270*time.Second, 271*time.Second))
+	eq(t, "at a deletion", got, []string{"Patient/p2/2", "Observation/o1/1", "Patient/p1/2"})
+	got, _ = hist(period(store.HistoryQuery{Since: at(3)}, 270*time.Second, 271*time.Second))
+	eq(t, "at and since", got, []string{"Patient/p2/2", "Observation/o1/1"})
+	got, _ = hist(period(store.HistoryQuery{}, -time.Hour, -time.Minute))
+	eq(t, "at before the first version", got, nil)
 	// A type hidden (AuditEvent from a caller other than an admin): the
 	// visible types' versions merged, page by page, with the At bound and
 	// the count's limit.
@@ -400,6 +422,8 @@ func testHistory(t *testing.T, s store.Store) {
 	if total != -1 {
 		t.Errorf("hidden type, at, limit 3: total %d", total)
 	}
+	got, _ = hist(period(store.HistoryQuery{Filter: hideObs}, 150*time.Second, 210*time.Second))
+	eq(t, "hidden type, at period", got, []string{"Patient/p1/2", "Patient/p2/1"})
 	onlyObs := &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{}}}}
 	if got, total = hist(store.HistoryQuery{Filter: onlyObs}); total != 1 {
 		t.Errorf("one visible type: total %d", total)
