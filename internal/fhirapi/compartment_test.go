@@ -263,7 +263,11 @@ func TestEverything(t *testing.T) {
 		e.do("GET", path+"?_count=-1", "").outcome(t, http.StatusBadRequest)
 		e.do("POST", path, `{"resourceType":"Patient"}`).outcome(t, http.StatusBadRequest)
 		e.do("GET", "/fhir/Patient/a%20b/$everything", "").outcome(t, http.StatusBadRequest)
-		e.do("GET", "/fhir/Patient/nobody/$everything", "").expect(t, http.StatusOK)
+		// The operation is on the Patient: unknown 404, deleted 410.
+		e.do("GET", "/fhir/Patient/nobody/$everything", "").outcome(t, http.StatusNotFound)
+		e.do("PUT", "/fhir/Patient/gone1", `{"resourceType":"Patient","id":"gone1"}`).expect(t, http.StatusCreated)
+		e.do("DELETE", "/fhir/Patient/gone1", "").expect(t, http.StatusNoContent)
+		e.do("GET", "/fhir/Patient/gone1/$everything", "").outcome(t, http.StatusGone)
 	})
 }
 
@@ -316,22 +320,28 @@ func TestCompartmentAccess(t *testing.T) {
 		p1 := []string{"X-Scopes: patient/*.rs", "X-Patient: p1"}
 		// o3 (subject p2, performer p1) is in both compartments; o2,
 		// o4 and p2 are p2's alone.
-		b := e.do("GET", "/fhir/Patient/p2/$everything", "", p1...).expect(t, http.StatusOK).json(t)
-		expectSet(t, "p1 asking for p2's everything", matches(t, b), "Observation/o3")
+		// p2 is outside p1's scopes: its $everything is a 404, as its read.
+		e.do("GET", "/fhir/Patient/p2/$everything", "", p1...).outcome(t, http.StatusNotFound)
+		e.do("GET", "/fhir/Patient/p2", "", p1...).outcome(t, http.StatusNotFound)
+		// A caller who may not read Patients gets the compartment's page,
+		// which does not tell whether p2 exists: what is also in p1's.
+		obsOnly := []string{"X-Scopes: patient/Observation.rs", "X-Patient: p1"}
+		b := e.do("GET", "/fhir/Patient/p2/$everything", "", obsOnly...).expect(t, http.StatusOK).json(t)
+		expectSet(t, "Observation scope asking for p2's everything", matches(t, b), "Observation/o3")
 		for _, m := range matches(t, b) {
 			if m == "Patient/p2" || m == "Observation/o2" || m == "Observation/o4" {
 				t.Errorf("p1 got %s", m)
 			}
 		}
+		expectSet(t, "Observation scope asking for nobody's everything", matches(t, e.do("GET", "/fhir/Patient/nobody/$everything", "", obsOnly...).expect(t, http.StatusOK).json(t)))
 		expectSet(t, "p1 asking for p2's observations", matches(t, e.do("GET", "/fhir/Patient/p2/Observation", "", p1...).expect(t, 200).json(t)), "Observation/o3")
 		expectSet(t, "p1 asking for p2's patients", matches(t, e.do("GET", "/fhir/Patient/p2/Patient", "", p1...).expect(t, 200).json(t)))
 		expectSet(t, "p1's own everything", matches(t, e.do("GET", "/fhir/Patient/p1/$everything", "", p1...).expect(t, 200).json(t)),
 			"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1")
 		// Paging links of another compartment do not reuse a snapshot.
-		all, _ := e.pages(t, "/fhir/Patient/p2/$everything?_count=1", "/fhir/Patient/p2/$everything", p1...)
-		expectSet(t, "p1 paging p2's everything", all, "Observation/o3")
+		all, _ := e.pages(t, "/fhir/Patient/p2/$everything?_count=1", "/fhir/Patient/p2/$everything", obsOnly...)
+		expectSet(t, "Observation scope paging p2's everything", all, "Observation/o3")
 		// Only what the scopes grant: Observations alone.
-		obsOnly := []string{"X-Scopes: patient/Observation.rs", "X-Patient: p1"}
 		expectSet(t, "Observation scope", matches(t, e.do("GET", "/fhir/Patient/p1/$everything", "", obsOnly...).expect(t, 200).json(t)),
 			"Observation/o1", "Observation/o3")
 		e.do("GET", "/fhir/Patient/p1/Encounter", "", obsOnly...).outcome(t, http.StatusForbidden)
@@ -342,7 +352,7 @@ func TestCompartmentAccess(t *testing.T) {
 		// A snapshot made for one caller is not served to another.
 		sys := e.do("GET", "/fhir/Patient/p2/$everything?_count=1", "").json(t)
 		if next := link(sys, "next"); next != "" {
-			b := e.do("GET", pathOf(t, next), "", p1...).expect(t, http.StatusOK).json(t)
+			b := e.do("GET", pathOf(t, next), "", obsOnly...).expect(t, http.StatusOK).json(t)
 			for _, m := range matches(t, b) {
 				if m != "Observation/o3" {
 					t.Errorf("p1 following a system caller's next link got %s", m)

@@ -83,13 +83,28 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 // any other parameter. A page is cut short where the next resource would
 // take it past the response size limit; its next link continues there.
 // Resources referenced from the compartment but outside it (Practitioner,
-// Organization, Medication…) are not included.
+// Organization, Medication…) are not included. An unknown or deleted
+// Patient is 404 or 410 to a caller who may read it.
 func (s *Service) Everything(ctx context.Context, id string, params url.Values) (*SearchPage, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
 	if err := s.access.Check(ctx, InteractionSearchSystem, ""); err != nil {
 		return nil, err
+	}
+	// The operation is on the Patient: unknown, outside the caller's
+	// scopes or deleted, it answers as its read does (404, 410) to a
+	// caller who may read Patients. To one who may not, that answer would
+	// tell whether the Patient exists: it gets the compartment's page,
+	// which says nothing either way.
+	if s.access.Check(ctx, InteractionRead, "Patient") == nil {
+		if _, err := s.readVisible(ctx, s.st, "Patient", id); err != nil {
+			var oe *outcome.Error
+			if errors.As(err, &oe) {
+				return nil, err
+			}
+			return nil, s.internal(ctx, "$everything", err)
+		}
 	}
 	comp := s.patientCompartment(id)
 	sp := url.Values{}
