@@ -47,7 +47,7 @@ func TestRoutingBeforeStages(t *testing.T) {
 		{"GET", "/fhir/Patient?name=x", "GET /fhir/{type}", interaction.SearchType, "Patient", "", 200, true, "fhir.search-type"},
 		{"GET", "/fhir/Patient/p1", "GET /fhir/{type}/{id}", interaction.Read, "Patient", "p1", 404, false, "fhir.read"},
 		{"GET", "/fhir/Patient/p1/_history", "GET /fhir/{type}/{id}/_history", interaction.HistoryInst, "Patient", "p1", 404, true, "fhir.history-instance"},
-		{"GET", "/fhir/Patient/p1/$everything", "GET /fhir/Patient/{id}/$everything", interaction.Operation, "Patient", "p1", 200, true, "fhir.operation"},
+		{"GET", "/fhir/Patient/p1/$everything", "GET /fhir/Patient/{id}/$everything", interaction.Operation, "Patient", "p1", 404, true, "fhir.operation"},
 		{"GET", "/fhir/Patient/p1/Observation", "GET /fhir/{comp}/{cid}/{type}", interaction.SearchType, "Observation", "", 200, true, "fhir.search-compartment"},
 		{"DELETE", "/fhir/Patient?name=x", "DELETE /fhir/{type}", interaction.Delete, "Patient", "", 204, false, "fhir.conditional-delete"},
 		// Unrouted: the stages run, then 405 or 404.

@@ -133,7 +133,7 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 	if err != nil {
 		return nil, s.internal(ctx, "history", err)
 	}
-	if id != "" && page.Total == 0 && hq.Before == "" && hq.Since.IsZero() {
+	if id != "" && page.Total == 0 && hq.Before == "" && hq.Since.IsZero() && hq.AtFrom.IsZero() {
 		return nil, notFound(typ, id)
 	}
 	path := s.base

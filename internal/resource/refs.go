@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
 )
 
 // refRewriter rewrites references inside transaction entries (R4
@@ -14,7 +15,8 @@ import (
 // in Reference.reference, in elements of type uri, url, oid and uuid, and
 // in <a href> / <img src> of the narrative; canonical elements are left
 // alone. Conditional references ("Patient?identifier=x|y") in
-// Reference.reference are resolved by cond.
+// Reference.reference are resolved by cond. A urn:uuid: or urn:oid:
+// Reference.reference that is no entry's fullUrl is an error (400).
 type refRewriter struct {
 	reg     *definitions.Registry
 	mapping map[string]string // fullUrl -> "Type/id"
@@ -95,6 +97,12 @@ func (rw *refRewriter) rewriteValue(typ, childPath string, val any, isRef bool) 
 			}
 			if rw.cond != nil && isConditionalRef(v) {
 				return rw.cond(v)
+			}
+			if strings.HasPrefix(v, "urn:uuid:") || strings.HasPrefix(v, "urn:oid:") {
+				// A placeholder names an entry of this Bundle, or nothing
+				// once stored: refused, not kept as a reference no one can
+				// resolve.
+				return nil, outcome.BadRequest("reference %q is the fullUrl of no entry in this transaction", outcome.Truncate(v, 100))
 			}
 		case typ == "uri" || typ == "url" || typ == "oid" || typ == "uuid":
 			if t, ok := rw.mapping[v]; ok {

@@ -2,10 +2,14 @@ package resource
 
 import (
 	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
 )
 
 var (
@@ -72,6 +76,29 @@ func TestRefRewriter(t *testing.T) {
 	}
 	if q := rw.rewriteQuery("subject=" + pat + "&x=urn%3Auuid%3A61ebe359-bfdc-4613-8bf2-c5e300945f0a&y=z"); q != "subject=Patient%2Fabc&x=Patient%2Fabc&y=z" {
 		t.Fatalf("rewriteQuery: %s", q)
+	}
+}
+
+// TestRefRewriterUnresolvedPlaceholder: a urn:uuid: or urn:oid: reference
+// that is no entry's fullUrl is refused, naming it; in a uri element or a
+// string it is data, left as it is.
+func TestRefRewriterUnresolvedPlaceholder(t *testing.T) {
+	reg := testRegistry(t)
+	for _, ref := range []string{"urn:uuid:0d4e0a1b-4f7a-4d47-9c1e-3b8c5d8f9a11", "urn:oid:1.2.9"} {
+		rw := &refRewriter{reg: reg, mapping: map[string]string{"urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a": "Patient/abc"}}
+		doc := decodeAny(t, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"`+ref+`"}}`).(map[string]any)
+		err := rw.rewriteResource(doc)
+		if err == nil || !strings.Contains(err.Error(), ref) || !strings.Contains(err.Error(), "no entry") {
+			t.Errorf("reference %s: %v, want a refusal naming it", ref, err)
+		}
+		var oe *outcome.Error
+		if !errors.As(err, &oe) || oe.Status != http.StatusBadRequest {
+			t.Errorf("reference %s: %v, want a 400 OperationOutcome", ref, err)
+		}
+		kept := decodeAny(t, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"identifier":[{"system":"urn:ietf:rfc:3986","value":"`+ref+`"}]}`).(map[string]any)
+		if err := rw.rewriteResource(kept); err != nil {
+			t.Errorf("identifier %s: %v", ref, err)
+		}
 	}
 }
 
