@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -56,6 +57,15 @@ func TestOpen(t *testing.T) {
 				var mode string
 				if err := h.Pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
 					t.Errorf("plan_cache_mode %q %v", mode, err)
+				}
+				// A statement estimated far past jit_above_cost (a
+				// billion rows, a thousand in fact) runs without JIT.
+				var plan string
+				if err := h.Pool.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM generate_series(1, (SELECT 10)) a, generate_series(1, (SELECT 10)) b, generate_series(1, (SELECT 10)) c").Scan(&plan); err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(plan, `"JIT"`) {
+					t.Errorf("a statement of the pool was JIT-compiled:\n%s", plan)
 				}
 				return
 			}

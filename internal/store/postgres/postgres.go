@@ -181,11 +181,15 @@ const statsTables = "resources, history, idx_string, idx_token, idx_reference, i
 // cover the searches that read them) fetches every row it finds from the
 // table as well, which after a load over HTTP, before autovacuum's first
 // round, made the rows read per search several times more. Tables that
-// autovacuum is working on are skipped (it does the same). The statement
+// autovacuum is working on are skipped (it does the same). It runs
+// without parallel workers (PARALLEL 0): it comes after commits that
+// grew the data by half, the audit trail's copy among them, so while the
+// server answers searches, and the leader with its two index workers
+// took every core of a small machine for seconds at a time. The statement
 // has no arguments, so it runs in the simple protocol, outside a
 // transaction block, as VACUUM must.
 func (s *Store) vacuumTables(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, "VACUUM (ANALYZE, SKIP_LOCKED) "+statsTables)
+	_, err := s.pool.Exec(ctx, "VACUUM (ANALYZE, SKIP_LOCKED, PARALLEL 0) "+statsTables)
 	return err
 }
 

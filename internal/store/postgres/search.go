@@ -63,6 +63,39 @@ func (q genericQuerier) Exec(ctx context.Context, sql string, args ...any) error
 	return mapErr(err)
 }
 
+// Ranges implements sqlgen.RangeReader.
+func (q searchQuerier) Ranges() sqlgen.Querier { return rangeQuerier{q.p} }
+
+// rangeQuerier runs statements with sequential scans disabled
+// (enable_seqscan off, for that statement only: sent in a pipeline after
+// set_config(…, true), in the same implicit transaction, as genericQuerier
+// does), planned with their values.
+type rangeQuerier struct{ p *pgxpool.Pool }
+
+const noSeqScan = "SELECT set_config('enable_seqscan', 'off', true)"
+
+func (q rangeQuerier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Rows, error) {
+	b := &pgx.Batch{}
+	b.Queue(noSeqScan)
+	b.Queue(sql, args...)
+	br := q.p.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, mapErr(err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, mapErr(err)
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+func (q rangeQuerier) Exec(ctx context.Context, sql string, args ...any) error {
+	_, err := q.p.Exec(ctx, sql, args...)
+	return mapErr(err)
+}
+
 // explainSeq numbers the statements Explain prepares.
 var explainSeq atomic.Int64
 

@@ -66,6 +66,15 @@ func (q explainQuerier) Pinned() Querier {
 	return q
 }
 
+// Ranges records the plans of the statements that read index ranges
+// only as they run (RangeReader).
+func (q explainQuerier) Ranges() Querier {
+	if r, ok := q.Querier.(RangeReader); ok {
+		return explainQuerier{Querier: r.Ranges(), d: q.d, p: q.p}
+	}
+	return q
+}
+
 // Keyed records the plans of the statements that read rows by key as
 // they run (Keyer).
 func (q explainQuerier) Keyed() Querier {

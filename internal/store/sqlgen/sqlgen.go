@@ -117,6 +117,25 @@ func pinned(q Querier) Querier {
 	return q
 }
 
+// RangeReader is implemented by a Querier that can run a statement with
+// whole-table scans ruled out, so that it reads the index ranges its
+// conditions bound: for statements whose row estimate the planner cannot
+// get right (conditions on two correlated columns, as a history's types
+// and times are) and whose table scan would read everything.
+type RangeReader interface {
+	// Ranges returns the Querier that runs such statements.
+	Ranges() Querier
+}
+
+// ranges returns q's Querier for statements that read index ranges only
+// (q itself when it has none).
+func ranges(q Querier) Querier {
+	if r, ok := q.(RangeReader); ok {
+		return r.Ranges()
+	}
+	return q
+}
+
 // Keyer is implemented by a Querier that runs statements otherwise than
 // as written (SQLite's eager reads: each computed in full before its first
 // row, so that a deadline can interrupt it): Keyed returns the Querier for
