@@ -34,49 +34,30 @@ type searchQuerier struct {
 func newSearchQuerier(p *pgxpool.Pool) searchQuerier { return searchQuerier{querier{p}, p} }
 
 // Pinned implements sqlgen.Pinner.
-func (q searchQuerier) Pinned() sqlgen.Querier { return genericQuerier{q.p} }
+func (q searchQuerier) Pinned() sqlgen.Querier { return genericQuerier{settingQuerier{q.p, genericMode}} }
 
-// genericQuerier runs statements with generic plans (see above).
-type genericQuerier struct{ p *pgxpool.Pool }
+// Ranges implements sqlgen.RangeReader: statements with sequential scans
+// disabled, planned with their values.
+func (q searchQuerier) Ranges() sqlgen.Querier { return settingQuerier{q.p, noSeqScan} }
 
+// genericMode runs a statement with a generic plan (see above).
 const genericMode = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)"
 
-func (q genericQuerier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Rows, error) {
-	b := &pgx.Batch{}
-	b.Queue(genericMode)
-	b.Queue(sql, args...)
-	br := q.p.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return nil, mapErr(err)
-	}
-	rows, err := br.Query()
-	if err != nil {
-		br.Close()
-		return nil, mapErr(err)
-	}
-	return &batchRows{Rows: rows, br: br}, nil
-}
-
-func (q genericQuerier) Exec(ctx context.Context, sql string, args ...any) error {
-	_, err := q.p.Exec(ctx, sql, args...)
-	return mapErr(err)
-}
-
-// Ranges implements sqlgen.RangeReader.
-func (q searchQuerier) Ranges() sqlgen.Querier { return rangeQuerier{q.p} }
-
-// rangeQuerier runs statements with sequential scans disabled
-// (enable_seqscan off, for that statement only: sent in a pipeline after
-// set_config(…, true), in the same implicit transaction, as genericQuerier
-// does), planned with their values.
-type rangeQuerier struct{ p *pgxpool.Pool }
-
+// noSeqScan runs a statement with sequential scans disabled.
 const noSeqScan = "SELECT set_config('enable_seqscan', 'off', true)"
 
-func (q rangeQuerier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Rows, error) {
+// settingQuerier runs each statement with a planner setting (a
+// set_config(…, true) statement: genericMode or noSeqScan) for that
+// statement only: sent in a pipeline after the setting, in the same
+// implicit transaction (one Sync ends both), at no extra round trip.
+type settingQuerier struct {
+	p       *pgxpool.Pool
+	setting string
+}
+
+func (q settingQuerier) Query(ctx context.Context, sql string, args ...any) (sqlgen.Rows, error) {
 	b := &pgx.Batch{}
-	b.Queue(noSeqScan)
+	b.Queue(q.setting)
 	b.Queue(sql, args...)
 	br := q.p.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
@@ -91,10 +72,14 @@ func (q rangeQuerier) Query(ctx context.Context, sql string, args ...any) (sqlge
 	return &batchRows{Rows: rows, br: br}, nil
 }
 
-func (q rangeQuerier) Exec(ctx context.Context, sql string, args ...any) error {
+func (q settingQuerier) Exec(ctx context.Context, sql string, args ...any) error {
 	_, err := q.p.Exec(ctx, sql, args...)
 	return mapErr(err)
 }
+
+// genericQuerier runs statements with generic plans, and explains them
+// with the plan they run with.
+type genericQuerier struct{ settingQuerier }
 
 // explainSeq numbers the statements Explain prepares.
 var explainSeq atomic.Int64
