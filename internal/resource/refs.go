@@ -16,7 +16,9 @@ import (
 // in <a href> / <img src> of the narrative; canonical elements are left
 // alone. Conditional references ("Patient?identifier=x|y") in
 // Reference.reference are resolved by cond. A urn:uuid: or urn:oid:
-// Reference.reference that is no entry's fullUrl is an error (400).
+// Reference.reference that is no entry's fullUrl is an error (400),
+// except inside a Bundle resource (a document or message an entry
+// stores), whose placeholders name its own entries.
 type refRewriter struct {
 	reg     *definitions.Registry
 	mapping map[string]string // fullUrl -> "Type/id"
@@ -25,6 +27,10 @@ type refRewriter struct {
 	// types caches elementType: a Bundle repeats the same members of the
 	// same elements many times.
 	types map[elemKey]elemInfo
+	// inBundle counts the Bundle resources being walked (a document or
+	// message stored by an entry): their placeholders name their own
+	// entries, not the transaction's.
+	inBundle int
 }
 
 // elemKey names member key of the object at definition path path.
@@ -43,6 +49,10 @@ func (rw *refRewriter) rewriteResource(res map[string]any) error {
 	typ, _ := res["resourceType"].(string)
 	if typ == "" {
 		return nil
+	}
+	if typ == "Bundle" {
+		rw.inBundle++
+		defer func() { rw.inBundle-- }()
 	}
 	return rw.walkObject(typ, res)
 }
@@ -98,7 +108,7 @@ func (rw *refRewriter) rewriteValue(typ, childPath string, val any, isRef bool) 
 			if rw.cond != nil && isConditionalRef(v) {
 				return rw.cond(v)
 			}
-			if strings.HasPrefix(v, "urn:uuid:") || strings.HasPrefix(v, "urn:oid:") {
+			if rw.inBundle == 0 && (strings.HasPrefix(v, "urn:uuid:") || strings.HasPrefix(v, "urn:oid:")) {
 				// A placeholder names an entry of this Bundle, or nothing
 				// once stored: refused, not kept as a reference no one can
 				// resolve.

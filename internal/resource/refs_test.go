@@ -99,6 +99,22 @@ func TestRefRewriterUnresolvedPlaceholder(t *testing.T) {
 		if err := rw.rewriteResource(kept); err != nil {
 			t.Errorf("identifier %s: %v", ref, err)
 		}
+		// A document stored by an entry names its own entries.
+		doc = decodeAny(t, `{"resourceType":"Bundle","type":"document","entry":[
+		  {"fullUrl":"urn:uuid:c0","resource":{"resourceType":"Composition","status":"final","type":{"text":"x"},"date":"2020-01-01","title":"t","author":[{"reference":"`+ref+`"}],"subject":{"reference":"`+ref+`"}}},
+		  {"fullUrl":"`+ref+`","resource":{"resourceType":"Patient"}}]}`).(map[string]any)
+		if err := rw.rewriteResource(doc); err != nil {
+			t.Errorf("a document naming its own entry %s: %v", ref, err)
+		}
+		if got := doc["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)["subject"].(map[string]any)["reference"]; got != ref {
+			t.Errorf("a document's own placeholder became %v", got)
+		}
+		// A resource contained in an entry's resource names the
+		// transaction's entries.
+		doc = decodeAny(t, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"contained":[{"resourceType":"Provenance","id":"p","recorded":"2020-01-01T00:00:00Z","agent":[{"who":{"reference":"`+ref+`"}}],"target":[{"reference":"#"}]}]}`).(map[string]any)
+		if err := rw.rewriteResource(doc); err == nil {
+			t.Errorf("a contained resource naming no entry %s: accepted", ref)
+		}
 	}
 }
 
