@@ -104,6 +104,25 @@ func TestTransaction(t *testing.T) {
 			t.Errorf("patients %v -> %v", before, after)
 		}
 	})
+	t.Run("a document Bundle stored by an entry keeps its own references", func(t *testing.T) {
+		// Its urn:uuid references name its own entries (R4
+		// bundle.html#references), one of them also a fullUrl of the
+		// transaction: kept as they are, not refused nor rewritten.
+		const docPat = "urn:uuid:1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+		tx := `{"resourceType":"Bundle","type":"transaction","entry":[
+		  {"fullUrl":"` + docPat + `","resource":{"resourceType":"Patient","name":[{"family":"Doc"}]},"request":{"method":"POST","url":"Patient"}},
+		  {"resource":{"resourceType":"Bundle","type":"document","identifier":{"system":"urn:ietf:rfc:3986","value":"urn:uuid:5b4a3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"},"timestamp":"2024-01-01T00:00:00Z",
+		    "entry":[{"fullUrl":"urn:uuid:0f1e2d3c-4b5a-4697-8877-665544332211","resource":{"resourceType":"Composition","status":"final","type":{"text":"note"},"date":"2024-01-01","title":"t",
+		               "author":[{"reference":"urn:uuid:2b3c4d5e-6f70-4a8b-9cad-1e2f3a4b5c6d"}],"subject":{"reference":"` + docPat + `"}}},
+		             {"fullUrl":"` + docPat + `","resource":{"resourceType":"Patient","name":[{"family":"Doc"}]}},
+		             {"fullUrl":"urn:uuid:2b3c4d5e-6f70-4a8b-9cad-1e2f3a4b5c6d","resource":{"resourceType":"Practitioner","name":[{"family":"Author"}]}}]},
+		   "request":{"method":"POST","url":"Bundle"}}]}`
+		es := entries(e.do("POST", "/fhir", tx).expect(t, http.StatusOK).json(t))
+		doc := get(es[1], "resource").(map[string]any)
+		if get(doc, "entry", 0, "resource", "subject", "reference") != docPat || get(doc, "entry", 1, "fullUrl") != docPat {
+			t.Errorf("the document's references were rewritten: %v", doc["entry"])
+		}
+	})
 	t.Run("duplicate resource 400", func(t *testing.T) {
 		dup := `{"resourceType":"Bundle","type":"transaction","entry":[
 		  {"resource":{"resourceType":"Patient","id":"d1"},"request":{"method":"PUT","url":"Patient/d1"}},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lapis-health/lapis/internal/access"
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
@@ -386,5 +387,41 @@ func TestCapabilityCompartment(t *testing.T) {
 	}
 	if !found {
 		t.Error("Patient has no everything operation")
+	}
+}
+
+// TestEverythingRefusalCause: $everything of a caller who may not read
+// Patients answers the compartment's page without noting a scope refusal
+// for the request (the cause its activity and audit event report): one
+// that then fails for another reason (a bad _count: 400) is not a scope
+// refusal, and a scope refusal (a _type not granted) still is.
+func TestEverythingRefusalCause(t *testing.T) {
+	var cause atomic.Pointer[httpx.Cause]
+	e := compartmentEnv(t, "sqlite", func(c *Config, _ *resourceConfig) {
+		inner := c.Middleware
+		c.Middleware = func(next http.Handler) http.Handler {
+			h := inner(next)
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ctx, _ := httpx.NewContext(r.Context(), "req")
+				h.ServeHTTP(w, r.WithContext(ctx))
+				c := httpx.Refusal(ctx)
+				cause.Store(&c)
+			})
+		}
+	})
+	obsOnly := []string{"X-Scopes: patient/Observation.rs", "X-Patient: p1"}
+	for _, c := range []struct {
+		path   string
+		status int
+		cause  httpx.Cause
+	}{
+		{"/fhir/Patient/p2/$everything", http.StatusOK, ""},
+		{"/fhir/Patient/p2/$everything?_count=-1", http.StatusBadRequest, ""},
+		{"/fhir/Patient/p2", http.StatusForbidden, httpx.CauseScope},
+	} {
+		r := e.do("GET", c.path, "", obsOnly...)
+		if got := *cause.Load(); r.code != c.status || got != c.cause {
+			t.Errorf("%s: %d, refusal cause %q; want %d, %q", c.path, r.code, got, c.status, c.cause)
+		}
 	}
 }

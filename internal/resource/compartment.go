@@ -94,10 +94,11 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 	}
 	// The operation is on the Patient: unknown, outside the caller's
 	// scopes or deleted, it answers as its read does (404, 410) to a
-	// caller who may read Patients. To one who may not, that answer would
+	// caller who may see Patients. To one who may not, that answer would
 	// tell whether the Patient exists: it gets the compartment's page,
-	// which says nothing either way.
-	if s.access.Check(ctx, InteractionRead, "Patient") == nil {
+	// which says nothing either way. Asked of the filter, not of Check,
+	// which notes a refusal for the request when it refuses.
+	if mayShow(s.access.Filter(ctx), "Patient") {
 		if _, err := s.readVisible(ctx, s.st, "Patient", id); err != nil {
 			var oe *outcome.Error
 			if errors.As(err, &oe) {

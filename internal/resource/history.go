@@ -119,11 +119,18 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 		}
 	}
 	if id != "" && hq.Filter != nil {
-		if _, err := s.current(ctx, s.st, typ, id, false); err != nil {
+		// A resource outside the filter is a 404, and so is one that does
+		// not exist, whatever the period asked for: an empty page for the
+		// one would tell it from the other.
+		cur, err := s.current(ctx, s.st, typ, id, false)
+		if err != nil {
 			if errors.Is(err, errHidden) {
 				return nil, notFound(typ, id)
 			}
 			return nil, s.internal(ctx, "history", err)
+		}
+		if cur == nil {
+			return nil, notFound(typ, id)
 		}
 	}
 	page, err := s.st.History(ctx, hq)
@@ -133,8 +140,17 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 	if err != nil {
 		return nil, s.internal(ctx, "history", err)
 	}
-	if id != "" && page.Total == 0 && hq.Before == "" && hq.Since.IsZero() && hq.AtFrom.IsZero() {
-		return nil, notFound(typ, id)
+	if id != "" && page.Total == 0 && hq.Before == "" {
+		// No version in the period (_since, _at) of a resource that
+		// exists is an empty page; of one that does not, a 404.
+		if hq.Since.IsZero() && hq.AtFrom.IsZero() {
+			return nil, notFound(typ, id)
+		}
+		if _, err := s.st.Read(ctx, typ, id); errors.Is(err, store.ErrNotFound) {
+			return nil, notFound(typ, id)
+		} else if err != nil {
+			return nil, s.internal(ctx, "history", err)
+		}
 	}
 	path := s.base
 	if typ != "" {

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"maps"
 	"net/url"
 	"regexp"
 	"strings"
@@ -17,8 +18,7 @@ import (
 // alone. Conditional references ("Patient?identifier=x|y") in
 // Reference.reference are resolved by cond. A urn:uuid: or urn:oid:
 // Reference.reference that is no entry's fullUrl is an error (400),
-// except inside a Bundle resource (a document or message an entry
-// stores), whose placeholders name its own entries.
+// except inside a Bundle resource, whose own fullUrls its references name.
 type refRewriter struct {
 	reg     *definitions.Registry
 	mapping map[string]string // fullUrl -> "Type/id"
@@ -27,10 +27,10 @@ type refRewriter struct {
 	// types caches elementType: a Bundle repeats the same members of the
 	// same elements many times.
 	types map[elemKey]elemInfo
-	// inBundle counts the Bundle resources being walked (a document or
-	// message stored by an entry): their placeholders name their own
-	// entries, not the transaction's.
-	inBundle int
+	// inBundle is set inside a Bundle resource (a document stored by an
+	// entry): its references resolve within it first, and a placeholder
+	// none of its entries has is left as it is.
+	inBundle bool
 }
 
 // elemKey names member key of the object at definition path path.
@@ -51,10 +51,35 @@ func (rw *refRewriter) rewriteResource(res map[string]any) error {
 		return nil
 	}
 	if typ == "Bundle" {
-		rw.inBundle++
-		defer func() { rw.inBundle-- }()
+		return rw.within(res).walkObject(typ, res)
 	}
 	return rw.walkObject(typ, res)
+}
+
+// within returns the rewriter for the inside of bundle, a Bundle
+// resource (R4 bundle.html#references: a reference resolves against the
+// Bundle that holds it): its entries' fullUrls are not rewritten, and a
+// placeholder is not refused.
+func (rw *refRewriter) within(bundle map[string]any) *refRewriter {
+	if rw.types == nil {
+		rw.types = make(map[elemKey]elemInfo)
+	}
+	in := *rw
+	in.inBundle = true
+	entries, _ := bundle["entry"].([]any)
+	cloned := false
+	for _, e := range entries {
+		m, _ := e.(map[string]any)
+		fu, _ := m["fullUrl"].(string)
+		if _, ok := in.mapping[fu]; !ok {
+			continue
+		}
+		if !cloned {
+			in.mapping, cloned = maps.Clone(rw.mapping), true
+		}
+		delete(in.mapping, fu)
+	}
+	return &in
 }
 
 // walkObject walks the members of an object whose definition path (a type
@@ -108,7 +133,7 @@ func (rw *refRewriter) rewriteValue(typ, childPath string, val any, isRef bool) 
 			if rw.cond != nil && isConditionalRef(v) {
 				return rw.cond(v)
 			}
-			if rw.inBundle == 0 && (strings.HasPrefix(v, "urn:uuid:") || strings.HasPrefix(v, "urn:oid:")) {
+			if !rw.inBundle && (strings.HasPrefix(v, "urn:uuid:") || strings.HasPrefix(v, "urn:oid:")) {
 				// A placeholder names an entry of this Bundle, or nothing
 				// once stored: refused, not kept as a reference no one can
 				// resolve.

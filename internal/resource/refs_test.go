@@ -3,6 +3,7 @@ package resource
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -115,6 +116,43 @@ func TestRefRewriterUnresolvedPlaceholder(t *testing.T) {
 		if err := rw.rewriteResource(doc); err == nil {
 			t.Errorf("a contained resource naming no entry %s: accepted", ref)
 		}
+	}
+}
+
+// TestRefRewriterNestedBundle: a Bundle stored by a transaction entry (a
+// document: its own urn:uuid fullUrls, its references naming them)
+// resolves within itself (R4 bundle.html#references): a reference to one
+// of its entries is kept, even when the transaction has an entry of the
+// same fullUrl; one to another transaction entry is rewritten; one to
+// neither is kept, not refused. Outside it (a contained resource), a
+// placeholder no entry has is still refused.
+func TestRefRewriterNestedBundle(t *testing.T) {
+	reg := testRegistry(t)
+	const (
+		pat   = "urn:uuid:1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d" // the document's and the transaction's
+		org   = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a" // the transaction's alone
+		other = "urn:uuid:0d4e0a1b-4f7a-4d47-9c1e-3b8c5d8f9a11" // no one's
+	)
+	rw := &refRewriter{reg: reg, mapping: map[string]string{pat: "Patient/abc", org: "Organization/o1"}}
+	doc := `{"resourceType":"Bundle","type":"document","entry":[
+	  {"fullUrl":"urn:uuid:0f1e2d3c-4b5a-4697-8877-665544332211","resource":{"resourceType":"Composition","status":"final","type":{"text":"n"},"date":"2024-01-01","title":"t",
+	    "subject":{"reference":"` + pat + `"},"author":[{"reference":"` + other + `"}],"custodian":{"reference":"%s"}}},
+	  {"fullUrl":"` + pat + `","resource":{"resourceType":"Patient"}}]}`
+	res := decodeAny(t, fmt.Sprintf(doc, org)).(map[string]any)
+	if err := rw.rewriteResource(res); err != nil {
+		t.Fatalf("a document Bundle refused: %v", err)
+	}
+	if want := decodeAny(t, fmt.Sprintf(doc, "Organization/o1")); !jsonEqual(res, want) {
+		got, _ := json.Marshal(res)
+		t.Errorf("got %s", got)
+	}
+	if _, ok := rw.mapping[pat]; !ok {
+		t.Errorf("the transaction's mapping lost %s", pat)
+	}
+	contained := decodeAny(t, `{"resourceType":"Observation","status":"final","code":{"text":"x"},
+	  "contained":[{"resourceType":"Provenance","id":"p","recorded":"2020-01-01T00:00:00Z","agent":[{"who":{"reference":"`+org+`"}}],"target":[{"reference":"`+other+`"}]}]}`).(map[string]any)
+	if err := rw.rewriteResource(contained); err == nil || !strings.Contains(err.Error(), other) {
+		t.Errorf("a contained resource's placeholder of no entry: %v, want refused", err)
 	}
 }
 
