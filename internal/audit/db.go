@@ -60,10 +60,14 @@ type DB struct {
 	// answer an error for a batch that was committed: a lost reply).
 	afterAppend func(error) error
 
-	// appendStmts are the prepared multi-row INSERTs of Append, by row
-	// count (appendSizes), prepared by NewDB (inside Append's transaction
-	// the one SQLite writer connection is taken).
+	// appendStmts are the prepared multi-row INSERTs of Append on SQLite,
+	// by row count (appendSizes), prepared by NewDB (inside Append's
+	// transaction the one SQLite writer connection is taken). PostgreSQL
+	// appends with COPY and has none: preparing them there cost every
+	// process that opens the chain table (each admin command that records
+	// an event) four round trips and the parse of statements never run.
 	appendStmts map[int]*sql.Stmt
+	closed      bool // Close was called
 }
 
 // OpenDB opens the database named by databaseURL (database.Open) and the
@@ -81,6 +85,9 @@ func NewDB(ctx context.Context, h *database.DB) (*DB, error) {
 		return nil, fmt.Errorf("audit: migrate: %w", err)
 	}
 	d := &DB{db: h.Writer, r: h.Reader, postgres: h.Postgres(), appendStmts: map[int]*sql.Stmt{}}
+	if d.postgres {
+		return d, nil
+	}
 	for _, n := range appendSizes {
 		st, err := d.db.PrepareContext(ctx, d.q(appendSQL(n)))
 		if err != nil {
@@ -95,6 +102,7 @@ func NewDB(ctx context.Context, h *database.DB) (*DB, error) {
 // Close closes the prepared statements, and the database handle when
 // OpenDB opened it.
 func (d *DB) Close() error {
+	d.closed = true
 	var errs []error
 	for n, st := range d.appendStmts {
 		errs = append(errs, st.Close())
@@ -149,7 +157,7 @@ func (d *DB) Append(ctx context.Context, rows []Row) error {
 
 // appendRows is Append without its test hook.
 func (d *DB) appendRows(ctx context.Context, rows []Row) error {
-	if len(d.appendStmts) == 0 {
+	if d.closed {
 		return errors.New("audit: chain table closed")
 	}
 	if d.postgres {

@@ -102,3 +102,33 @@ func TestLostAppendReply(t *testing.T) {
 		}
 	})
 }
+
+// TestAppendStatementsBySQLiteOnly checks that opening the chain table
+// prepares Append's multi-row INSERTs on SQLite only: PostgreSQL appends
+// with COPY, and preparing them there cost every process that opens the
+// table (each admin command that records an event) round trips for
+// statements it never runs. Append works on both, and fails once closed.
+func TestAppendStatementsBySQLiteOnly(t *testing.T) {
+	dialects(t, func(t *testing.T, url string) {
+		db := openDB(t, url)
+		want := len(appendSizes)
+		if db.Postgres() {
+			want = 0
+		}
+		if got := len(db.appendStmts); got != want {
+			t.Fatalf("%d INSERT statements prepared, want %d", got, want)
+		}
+		r := Row{Chain: "c1", Seq: 1, PrevHash: Genesis, ResourceID: "ae1", Version: 1, Recorded: time.UnixMilli(1700000000000).UTC(),
+			Body: []byte(`{"resourceType":"AuditEvent","id":"ae1"}`), Format: 1}
+		r.Hash = r.LinkHash(1)
+		if err := db.Append(context.Background(), []Row{r}); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		r.Seq, r.PrevHash, r.ResourceID = 2, r.Hash, "ae2"
+		r.Hash = r.LinkHash(2)
+		if err := db.Append(context.Background(), []Row{r}); err == nil {
+			t.Fatal("append to a closed chain table succeeded")
+		}
+	})
+}
