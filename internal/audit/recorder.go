@@ -855,8 +855,11 @@ func (r *Recorder) recover() error {
 	delete(stale, r.chain)
 	total := 0
 	defer func() {
+		// Info, not a warning: the admin commands' records (lapis client
+		// create, …) come this way in normal use, as well as those of an
+		// instance that stopped before its copy caught up.
 		if total > 0 {
-			r.cfg.Logger.Warn("audit records recovered into the FHIR store", "records", total)
+			r.cfg.Logger.Info("audit records of stopped processes (admin commands, or an instance that stopped before its copy caught up) copied into the FHIR store", "records", total, "chains", len(stale))
 		}
 	}()
 	for chain, cursor := range stale {
