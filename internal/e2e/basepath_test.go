@@ -19,6 +19,7 @@ func TestBasePath(t *testing.T) {
 	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			// Port 0 in both: the server binds a free port and puts it in
 			// the base URL too.
 			in := serve(t, lapistest.Options{Database: db(t), Args: []string{"--base-url", "http://127.0.0.1:0/lapis"}})

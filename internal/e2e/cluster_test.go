@@ -478,7 +478,7 @@ func (c *cluster) checkWrites(t *testing.T, l *load) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for id, family := range l.acked {
+	eachConcurrently(l.acked, func(id, family string) {
 		if st, _, _, err := c.do("GET", c.base()+"/Patient/"+id, nil, c.key); err != nil || st != 200 {
 			t.Errorf("acknowledged write Patient/%s: %d %v", id, st, err)
 		}
@@ -488,7 +488,36 @@ func (c *cluster) checkWrites(t *testing.T, l *load) {
 		if err != nil || st != 200 || bundle.Total != 1 {
 			t.Errorf("Patient?family=%s: %d, total %d (want exactly 1) %v", family, st, bundle.Total, err)
 		}
+	})
+}
+
+// checkWorkers is how many checks of acknowledged writes run at once: a
+// load leaves a thousand or more, and one at a time their round trips
+// (client, HAProxy, instance, PostgreSQL) leave the machine idle.
+const checkWorkers = 8
+
+// eachConcurrently calls fn for every entry of m, checkWorkers at a time,
+// and returns when all calls have returned. fn may report with t.Errorf,
+// which is safe from any goroutine.
+func eachConcurrently[K comparable, V any](m map[K]V, fn func(K, V)) {
+	type entry struct {
+		k K
+		v V
 	}
+	work := make(chan entry)
+	var wg sync.WaitGroup
+	for range checkWorkers {
+		wg.Go(func() {
+			for e := range work {
+				fn(e.k, e.v)
+			}
+		})
+	}
+	for k, v := range m {
+		work <- entry{k, v}
+	}
+	close(work)
+	wg.Wait()
 }
 
 // testKill: kill -9 of instance 2 under load through HAProxy; clients

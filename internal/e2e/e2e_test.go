@@ -173,11 +173,15 @@ func dialects(t *testing.T) map[string]func(t *testing.T) string {
 	}
 }
 
-// forDialects runs fn in a subtest per database dialect with the
-// dialect's database URL ("" for SQLite).
+// forDialects runs fn in a parallel subtest per database dialect with
+// the dialect's database URL ("" for SQLite). Each subtest has its own
+// server and database: nothing is shared between them.
 func forDialects(t *testing.T, fn func(t *testing.T, dbURL string)) {
 	for name, db := range dialects(t) {
-		t.Run(name, func(t *testing.T) { fn(t, db(t)) })
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, db(t))
+		})
 	}
 }
 
@@ -185,6 +189,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			in := start(t, db(t))
 			files := syntheaFiles(t, 3)
 			t.Run("import", func(t *testing.T) { testImport(t, in, files) })

@@ -100,11 +100,11 @@ func TestPostgresRestart(t *testing.T) {
 		}
 		return bundle.Total
 	}
-	for id, mrn := range l.acked {
+	eachConcurrently(l.acked, func(id, mrn string) {
 		if n := count(mrn); n != 1 {
 			t.Errorf("acknowledged write Patient/%s (identifier %s): found %d times (want exactly 1)", id, mrn, n)
 		}
-	}
+	})
 	// A write committed just before PostgreSQL stopped, whose audit record
 	// could then not be written, is answered 500 "outcome unknown": it may
 	// be stored (once at most).

@@ -460,6 +460,7 @@ func TestPortalBrowserApps(t *testing.T) {
 	}
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			in := serve(t, lapistest.Options{Database: db(t), SandboxData: true})
 			b := newBrowser(t, in)
 			if name != "sqlite" {

@@ -899,6 +899,7 @@ func TestPortalBrowser(t *testing.T) {
 	t.Parallel()
 	for name, db := range dialects(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			in := serve(t, lapistest.Options{Database: db(t)})
 			b := newBrowser(t, in)
 			if name != "sqlite" {

@@ -32,6 +32,7 @@ func TestSyntheaLoadUnderDefaultLimits(t *testing.T) {
 		{"postgres", func(t *testing.T) string { return pgtest.New(t) }, 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dir, db := t.TempDir(), tc.db(t)
 			s := startRL(t, db, dir) // the default limits
 			out, errOut, code := run(t, "apikey", "create", "--name", "load", "--scope", "system/*.*", "--json", "--data-dir", dir, "--database", db)
