@@ -34,7 +34,9 @@ type searchQuerier struct {
 func newSearchQuerier(p *pgxpool.Pool) searchQuerier { return searchQuerier{querier{p}, p} }
 
 // Pinned implements sqlgen.Pinner.
-func (q searchQuerier) Pinned() sqlgen.Querier { return genericQuerier{settingQuerier{q.p, genericMode}} }
+func (q searchQuerier) Pinned() sqlgen.Querier {
+	return genericQuerier{settingQuerier{q.p, genericMode}}
+}
 
 // Ranges implements sqlgen.RangeReader: statements with sequential scans
 // disabled, planned with their values.
