@@ -41,15 +41,7 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 			}
 		}
 	}
-	if !hq.Since.IsZero() {
-		conds = append(conds, "h.last_updated >= "+b.Arg(hq.Since.UnixMilli()))
-	}
-	if !hq.At.IsZero() {
-		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
-	}
-	if !hq.AtFrom.IsZero() {
-		conds = append(conds, currentAt(b, hq.AtFrom))
-	}
+	conds = append(conds, timeConds(b, hq)...)
 	joined, driven := false, false
 	hiding := false // a system history whose type-only filter hides types
 	nargs := len(b.Args)
@@ -388,16 +380,25 @@ func (e *Engine) countByType(ctx context.Context, qr Querier, hq store.HistoryQu
 // timeBounds renders hq's _since and _at on history h, each as " AND …".
 func timeBounds(b *Builder, hq store.HistoryQuery) string {
 	var w string
-	if !hq.Since.IsZero() {
-		w += " AND h.last_updated >= " + b.Arg(hq.Since.UnixMilli())
-	}
-	if !hq.At.IsZero() {
-		w += " AND h.last_updated < " + b.Arg(hq.At.UnixMilli())
-	}
-	if !hq.AtFrom.IsZero() {
-		w += " AND " + currentAt(b, hq.AtFrom)
+	for _, c := range timeConds(b, hq) {
+		w += " AND " + c
 	}
 	return w
+}
+
+// timeConds are the conditions of hq's _since and _at on history h.
+func timeConds(b *Builder, hq store.HistoryQuery) []string {
+	var conds []string
+	if !hq.Since.IsZero() {
+		conds = append(conds, "h.last_updated >= "+b.Arg(hq.Since.UnixMilli()))
+	}
+	if !hq.At.IsZero() {
+		conds = append(conds, "h.last_updated < "+b.Arg(hq.At.UnixMilli()))
+	}
+	if !hq.AtFrom.IsZero() {
+		conds = append(conds, currentAt(b, hq.AtFrom))
+	}
+	return conds
 }
 
 // currentAt renders that version h was still current at from: no later
