@@ -98,7 +98,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 	// tell whether the Patient exists: it gets the compartment's page,
 	// which says nothing either way. Asked of the filter, not of Check,
 	// which notes a refusal for the request when it refuses.
-	if mayShow(s.access.Filter(ctx), "Patient") {
+	if s.access.Filter(ctx).MayShow("Patient") {
 		if _, err := s.readVisible(ctx, s.st, "Patient", id); err != nil {
 			var oe *outcome.Error
 			if errors.As(err, &oe) {

@@ -704,29 +704,13 @@ func (s *Service) visible(ctx context.Context, r reader, typ, id string, f *stor
 	return len(res.Matches) > 0, nil
 }
 
-// mayShow reports whether f (nil: no restriction) may show some resource
-// of typ: the caller may read or search that type.
-func mayShow(f *store.AccessFilter, typ string) bool {
-	if f == nil || f.Types == nil {
-		return true
-	}
-	rs, ok := f.Types[typ]
-	if !ok {
-		rs = f.Types["*"]
-	}
-	return len(rs) > 0
-}
-
 // unrestricted reports whether f lets every resource of typ through (a
 // filter that only hides other types), so no visibility query is needed.
 func unrestricted(f *store.AccessFilter, typ string) bool {
 	if f.Types == nil {
 		return f.Compartment == nil
 	}
-	rs, ok := f.Types[typ]
-	if !ok {
-		rs = f.Types["*"]
-	}
+	rs := f.RulesFor(typ)
 	return len(rs) == 1 && !rs[0].Compartment && len(rs[0].Where) == 0
 }
 

@@ -473,6 +473,22 @@ type AccessFilter struct {
 	Types map[string][]AccessRule `json:",omitempty"`
 }
 
+// RulesFor returns f's rules for typ in the per-type form: its own, else
+// the wildcard's.
+func (f *AccessFilter) RulesFor(typ string) []AccessRule {
+	if rs, ok := f.Types[typ]; ok {
+		return rs
+	}
+	return f.Types["*"]
+}
+
+// MayShow reports whether f (nil: no restriction) may show some resource
+// of typ: it has a rule for it, or is in the legacy form. A type with none
+// (AuditEvent for a caller other than an admin) is hidden.
+func (f *AccessFilter) MayShow(typ string) bool {
+	return f == nil || f.Types == nil || len(f.RulesFor(typ)) > 0
+}
+
 // AccessRule is one way a resource can be visible: inside the filter's
 // compartment (when Compartment is set) and satisfying every clause of
 // Where (a clause being an OR of predicates). The zero rule matches every

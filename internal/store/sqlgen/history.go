@@ -363,7 +363,7 @@ func (e *Engine) visibleTypes(ctx context.Context, qr Querier, hq store.HistoryQ
 	}
 	var out []string
 	for _, t := range held {
-		if mayShow(hq.Filter, t) {
+		if hq.Filter.MayShow(t) {
 			out = append(out, t)
 		}
 	}

@@ -98,7 +98,7 @@ func rowLevel(f *store.AccessFilter, typ string) bool {
 		return false
 	}
 	if typ != "" {
-		return limited(rulesFor(f, typ))
+		return limited(f.RulesFor(typ))
 	}
 	for _, rs := range f.Types {
 		if limited(rs) {
@@ -178,7 +178,7 @@ func (g *gen) compartmentDriver(typ string) string {
 	}
 	if f.Types != nil {
 		if typ != "" {
-			if !onlyCompartment(rulesFor(f, typ)) {
+			if !onlyCompartment(f.RulesFor(typ)) {
 				return ""
 			}
 		} else {
@@ -229,7 +229,7 @@ func (g *gen) driverDecides(typ string) bool {
 	if f.Types == nil {
 		return true
 	}
-	rs := rulesFor(f, typ)
+	rs := f.RulesFor(typ)
 	if len(rs) == 0 {
 		return false
 	}
@@ -247,25 +247,10 @@ func (g *gen) driverDecides(typ string) bool {
 func visibleMembers(f *store.AccessFilter) []string {
 	var out []string
 	for t, ps := range f.Compartment.Params {
-		if len(ps) > 0 && mayShow(f, t) {
+		if len(ps) > 0 && f.MayShow(t) {
 			out = append(out, t)
 		}
 	}
 	sort.Strings(out)
 	return out
-}
-
-// mayShow reports whether f has a rule for typ (its own, else the
-// wildcard's): a type with none (AuditEvent for a caller other than an
-// admin) is hidden. With no per-type rules every type may be shown.
-func mayShow(f *store.AccessFilter, typ string) bool {
-	return f == nil || f.Types == nil || len(rulesFor(f, typ)) > 0
-}
-
-// rulesFor returns f's rules for typ: its own, else the wildcard's.
-func rulesFor(f *store.AccessFilter, typ string) []store.AccessRule {
-	if rs, ok := f.Types[typ]; ok {
-		return rs
-	}
-	return f.Types["*"]
 }

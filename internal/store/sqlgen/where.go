@@ -794,7 +794,7 @@ func (g *gen) access(alias, typ string) string {
 		return g.compartment(alias, typ)
 	}
 	if typ != "" {
-		return g.rules(alias, typ, rulesFor(f, typ))
+		return g.rules(alias, typ, f.RulesFor(typ))
 	}
 	// Several types: one branch per explicit type, and the wildcard rules
 	// for the others.
