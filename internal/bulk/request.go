@@ -165,9 +165,8 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 			}
 			// Checked here, not by the _lastUpdated search it becomes, so
 			// that a refusal names the parameter and the value the client
-			// sent, not "gt"+value. An unescaped '+' of a time zone offset
-			// arrives as a space.
-			v := strings.ReplaceAll(strings.TrimSpace(vs[0]), " ", "+")
+			// sent, not "gt"+value.
+			v := fhirtime.QueryValue(vs[0])
 			if _, err := fhirtime.Parse(v); err != nil {
 				return nil, outcome.BadRequest("%s: %q is not a valid instant (expected YYYY-MM-DDThh:mm:ss[.fff] with Z or ±hh:mm; a date YYYY[-MM[-DD]] is also accepted)",
 					name, outcome.Truncate(v, 100))

@@ -126,8 +126,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 		}
 		switch k {
 		case "_since":
-			// An unescaped '+' of a time zone offset arrives as a space.
-			since = strings.ReplaceAll(strings.TrimSpace(vals[0]), " ", "+")
+			since = fhirtime.QueryValue(vals[0])
 			if _, err := fhirtime.Parse(since); err != nil {
 				return nil, outcome.BadRequest("invalid value for _since: expected an instant (YYYY-MM-DDThh:mm:ss[.fff]Z or ±hh:mm)")
 			}

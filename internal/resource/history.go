@@ -251,8 +251,7 @@ func (s *Service) historyParams(params url.Values, strict bool) (store.HistoryQu
 		switch key {
 		case "_format", "_pretty":
 		case "_since":
-			// An unescaped '+' of a time zone offset arrives as a space.
-			v = strings.ReplaceAll(strings.TrimSpace(v), " ", "+")
+			v = fhirtime.QueryValue(v)
 			r, err := fhirtime.Parse(v)
 			if err != nil || r.Precision < fhirtime.Day {
 				return hq, nil, false, outcome.BadRequest("invalid _since %q: expected an instant such as 2024-01-02T03:04:05Z", v)
@@ -263,7 +262,7 @@ func (s *Service) historyParams(params url.Values, strict bool) (store.HistoryQu
 			// The versions current at some time in the period of the
 			// value (R4 http.html#history): written before its end and
 			// not replaced before its start.
-			v = strings.ReplaceAll(strings.TrimSpace(v), " ", "+")
+			v = fhirtime.QueryValue(v)
 			r, err := fhirtime.Parse(v)
 			if err != nil {
 				return hq, nil, false, outcome.BadRequest("invalid _at %q: expected a date or dateTime such as 2024, 2024-01-02 or 2024-01-02T03:04:05Z", v)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -32,6 +33,11 @@ type Range struct {
 	Lo, Hi    int64
 	Precision Precision
 }
+
+// QueryValue returns a date or time taken from a URL query as the client
+// meant it: spaces around it trimmed, and the '+' of a time zone offset,
+// which arrives as a space when the client did not escape it, restored.
+func QueryValue(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), " ", "+") }
 
 // Parse parses a FHIR date, dateTime or instant (also accepting hh:mm
 // without seconds, as search values may) and returns the range it denotes.
