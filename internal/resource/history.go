@@ -142,14 +142,17 @@ func (s *Service) history(ctx context.Context, typ, id string, params url.Values
 	}
 	if id != "" && page.Total == 0 && hq.Before == "" {
 		// No version in the period (_since, _at) of a resource that
-		// exists is an empty page; of one that does not, a 404.
+		// exists is an empty page; of one that does not, a 404. Under a
+		// filter the resource was found above.
 		if hq.Since.IsZero() && hq.AtFrom.IsZero() {
 			return nil, notFound(typ, id)
 		}
-		if _, err := s.st.Read(ctx, typ, id); errors.Is(err, store.ErrNotFound) {
-			return nil, notFound(typ, id)
-		} else if err != nil {
-			return nil, s.internal(ctx, "history", err)
+		if hq.Filter == nil {
+			if _, err := s.st.Read(ctx, typ, id); errors.Is(err, store.ErrNotFound) {
+				return nil, notFound(typ, id)
+			} else if err != nil {
+				return nil, s.internal(ctx, "history", err)
+			}
 		}
 	}
 	path := s.base
