@@ -55,7 +55,8 @@ func cond(id, cat, patient string) string {
 // and oav (vital-signs), pb's obl (laboratory); conditions ca
 // (problem-list-item) and ca2 (encounter-diagnosis) of pa, cb of pb; an
 // encounter ea of pa; practitioner dr (pa's GP); provenance prov of oal
-// (outside the compartment).
+// (outside the compartment); medication med, prescribed to pa by mra;
+// devices dva of pa and dvb of pb; a binary bin.
 var fixtures = []string{
 	`{"resourceType":"Practitioner","id":"dr","name":[{"family":"Smith"}]}`,
 	`{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha"}],"generalPractitioner":[{"reference":"Practitioner/dr"}]}`,
@@ -68,6 +69,11 @@ var fixtures = []string{
 	cond("cb", "problem-list-item", "Patient/pb"),
 	`{"resourceType":"Encounter","id":"ea","status":"finished","class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},"subject":{"reference":"Patient/pa"}}`,
 	`{"resourceType":"Provenance","id":"prov","target":[{"reference":"Observation/oal"}],"recorded":"2024-01-01T00:00:00Z","agent":[{"who":{"reference":"Practitioner/dr"}}]}`,
+	`{"resourceType":"Medication","id":"med","code":{"text":"aspirin"}}`,
+	`{"resourceType":"MedicationRequest","id":"mra","status":"active","intent":"order","medicationReference":{"reference":"Medication/med"},"subject":{"reference":"Patient/pa"}}`,
+	`{"resourceType":"Device","id":"dva","patient":{"reference":"Patient/pa"}}`,
+	`{"resourceType":"Device","id":"dvb","patient":{"reference":"Patient/pb"}}`,
+	`{"resourceType":"Binary","id":"bin","contentType":"text/plain","data":"eA=="}`,
 }
 
 type env struct {
@@ -323,19 +329,26 @@ var readCells = []cell{
 	{"patient", "read other patient", read("Patient", "pb"), notFound, nil, nil},
 	{"patient", "read other's observation", read("Observation", "obl"), notFound, nil, nil},
 	{"patient", "vread other's observation", vread("Observation", "obl"), notFound, nil, nil},
-	{"patient", "read practitioner (outside compartment)", read("Practitioner", "dr"), notFound, nil, nil},
+	{"patient", "read practitioner (shared type)", read("Practitioner", "dr"), ok, ids("Practitioner/dr"), nil},
+	{"patient", "search practitioners (shared type)", find("Practitioner", "name=smith"), ok, ids("Practitioner/dr", "total:1"), nil},
+	{"patient", "read medication (shared type)", read("Medication", "med"), ok, ids("Medication/med"), nil},
+	{"patient", "read own device", read("Device", "dva"), ok, ids("Device/dva"), nil},
+	{"patient", "read other's device", read("Device", "dvb"), notFound, nil, nil},
+	{"patient", "search devices", find("Device", ""), ok, ids("Device/dva", "total:1"), nil},
+	{"patient", "read binary (outside compartment)", read("Binary", "bin"), notFound, nil, nil},
 	{"patient", "read provenance (outside compartment)", read("Provenance", "prov"), notFound, nil, nil},
 	{"patient", "search observations", find("Observation", ""), ok, ids("Observation/oal", "Observation/oav", "total:2"), nil},
 	{"patient", "search other's observations", find("Observation", "patient=pb"), ok, ids("total:0"), nil},
 	{"patient", "search patients", find("Patient", ""), ok, ids("Patient/pa", "total:1"), nil},
 	{"patient", "search _id other", find("Patient", "_id=pb"), ok, ids("total:0"), nil},
-	{"patient", "system search", find("", "_type=Patient,Observation,Practitioner"), ok, ids("Observation/oal", "Observation/oav", "Patient/pa", "total:3"), nil},
+	{"patient", "system search", find("", "_type=Patient,Observation,Practitioner"), ok, ids("Observation/oal", "Observation/oav", "Patient/pa", "Practitioner/dr", "total:4"), nil},
 	{"patient", "paging count", find("Observation", "_count=1"), ok, ids("Observation/oal", "total:2"), nil},
-	{"patient", "_include practitioner", find("Observation", "_include=Observation:performer"), ok, ids("Observation/oal", "Observation/oav", "total:2"), nil},
-	{"patient", "_include:iterate", find("Observation", "_id=oal&_include=Observation:subject&_include:iterate=Patient:general-practitioner"), ok, ids("+Patient/pa", "Observation/oal", "total:1"), nil},
+	{"patient", "_include practitioner", find("Observation", "_include=Observation:performer"), ok, ids("+Practitioner/dr", "Observation/oal", "Observation/oav", "total:2"), nil},
+	{"patient", "_include:iterate", find("Observation", "_id=oal&_include=Observation:subject&_include:iterate=Patient:general-practitioner"), ok, ids("+Patient/pa", "+Practitioner/dr", "Observation/oal", "total:1"), nil},
+	{"patient", "_include medication", find("MedicationRequest", "_include=MedicationRequest:medication"), ok, ids("+Medication/med", "MedicationRequest/mra", "total:1"), nil},
 	{"patient", "_revinclude provenance", find("Observation", "_revinclude=Provenance:target"), ok, ids("Observation/oal", "Observation/oav", "total:2"), nil},
 	{"patient", "_revinclude observations", find("Patient", "_revinclude=Observation:subject"), ok, ids("+Observation/oal", "+Observation/oav", "Patient/pa", "total:1"), nil},
-	{"patient", "chain to practitioner", find("Observation", "performer:Practitioner.name=smith"), ok, ids("total:0"), nil},
+	{"patient", "chain to practitioner", find("Observation", "performer:Practitioner.name=smith"), ok, ids("Observation/oal", "total:1"), nil},
 	{"patient", "chain to patient", find("Observation", "subject:Patient.name=alpha"), ok, ids("Observation/oal", "Observation/oav", "total:2"), nil},
 	{"patient", "chain to other patient", find("Observation", "subject:Patient.name=beta"), ok, ids("total:0"), nil},
 	{"patient", "_has other's observation", find("Patient", "_has:Observation:subject:_id=obl"), ok, ids("total:0"), nil},
@@ -344,9 +357,10 @@ var readCells = []cell{
 	{"patient", "history own", history("Observation", "oal"), ok, ids("Observation/oal"), nil},
 	{"patient", "history other's", history("Observation", "obl"), notFound, nil, nil},
 	{"patient", "history type", history("Observation", ""), ok, ids("Observation/oal", "Observation/oav"), nil},
-	{"patient", "history system", history("", ""), ok, ids("Condition/ca", "Condition/ca2", "Encounter/ea", "Observation/oal", "Observation/oav", "Patient/pa"), nil},
-	{"patient", "batch reads", bundle("batch", get("Observation/oal"), get("Observation/obl"), get("Practitioner/dr"), get("Observation?patient=pb")),
-		ok, ids("200 Bundle/new", "200 Observation/oal", "404 ", "404 "), nil},
+	{"patient", "history system", history("", ""), ok, ids("Condition/ca", "Condition/ca2", "Device/dva", "Encounter/ea", "Medication/med", "MedicationRequest/mra",
+		"Observation/oal", "Observation/oav", "Patient/pa", "Practitioner/dr"), nil},
+	{"patient", "batch reads", bundle("batch", get("Observation/oal"), get("Observation/obl"), get("Practitioner/dr"), get("Binary/bin"), get("Observation?patient=pb")),
+		ok, ids("200 Bundle/new", "200 Observation/oal", "200 Practitioner/dr", "404 ", "404 "), nil},
 
 	// patient/*.read (v1).
 	{"patient-v1", "read own", read("Patient", "pa"), ok, ids("Patient/pa"), nil},
@@ -449,6 +463,11 @@ var writeCells = []cell{
 	{"patient", "move own out", update("Observation", "oav", obs("oav", "vital-signs", "Patient/pb", "")), forbidden, nil, ids("Observation/oav")},
 	{"patient", "delete other's", del("Observation", "obl"), notFound, nil, ids("Observation/obl")},
 	{"patient", "delete practitioner", del("Practitioner", "dr"), notFound, nil, ids("Practitioner/dr")},
+	// Shared types are readable through patient/ scopes, never writable.
+	{"patient", "update practitioner", update("Practitioner", "dr", `{"resourceType":"Practitioner","id":"dr"}`), notFound, nil, ids("Practitioner/dr")},
+	{"patient", "update medication", update("Medication", "med", `{"resourceType":"Medication","id":"med"}`), notFound, nil, ids("Medication/med")},
+	{"patient", "create medication", create("Medication", `{"resourceType":"Medication","code":{"text":"x"}}`), forbidden, nil, nil},
+	{"patient", "update other's device", update("Device", "dvb", `{"resourceType":"Device","id":"dvb","patient":{"reference":"Patient/pa"}}`), notFound, nil, ids("Device/dvb")},
 	{"patient", "conditional update by other's id", condUpdate("Observation", "_id=obl", obs("", "laboratory", "Patient/pb", "")), forbidden, nil, ids("Observation/obl")},
 	{"patient", "conditional update by other's subject", condUpdate("Observation", "subject=Patient/pb", obs("", "laboratory", "Patient/pb", "")), forbidden, nil, ids("Observation/obl")},
 	{"patient", "transaction into other", bundle("transaction", put("Observation/obl", obs("obl", "laboratory", "Patient/pa", ""))), notFound, nil, ids("Observation/obl")},

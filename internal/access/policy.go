@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,7 +36,9 @@ import (
 //   - Filter gives every store query its visibility rules, per resource
 //     type, from the scopes that grant r or s: a patient/ scope makes the
 //     type visible inside the patient's compartment (R4 Patient
-//     CompartmentDefinition), a user/ or system/ scope makes it visible
+//     CompartmentDefinition, plus the patient's Devices), and the
+//     SharedTypes (Practitioner, Organization, Location, Medication…)
+//     visible whole; a user/ or system/ scope makes it visible
 //     everywhere, a granular scope (?category=…) adds a token condition.
 //     Several scopes on one type are alternatives (OR); types no scope
 //     covers are invisible, also through _include, _revinclude, chains and
@@ -83,6 +86,11 @@ func NewPolicy(reg *definitions.Registry) *Policy {
 	comp := map[string][]string{}
 	for _, t := range reg.ResourceTypes() {
 		if ps := reg.PatientCompartment(t); len(ps) > 0 {
+			comp[t] = ps
+		}
+	}
+	for t, ps := range patientLinked {
+		if _, ok := comp[t]; !ok {
 			comp[t] = ps
 		}
 	}
@@ -221,7 +229,7 @@ func (p *Policy) MatchFilter(ctx context.Context) *store.AccessFilter {
 // exclusive: a patient/ scope writes only resources that belong to the
 // patient in context alone.
 func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
-	return p.filter(ctx, PermCreate|PermUpdate|PermDelete)
+	return p.filter(ctx, writePerms)
 }
 
 // contextScopes is Effective of the principal of ctx; false when there is
@@ -249,7 +257,7 @@ func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
 	f := &store.AccessFilter{Types: c.types}
 	if c.patientRules && patient != "" {
 		f.Compartment = &store.Compartment{Type: "Patient", ID: patient, Params: p.compartment,
-			Exclusive: perms&(PermCreate|PermUpdate|PermDelete) != 0}
+			Exclusive: perms&writePerms != 0}
 	}
 	return f
 }
@@ -295,7 +303,7 @@ func (p *Policy) build(scopes []string, perms Perm) *compiled {
 	}
 	// AuditEvent: visible to admins only (for reads), never through a
 	// data scope, whatever its wildcard.
-	seeAudit := perms&(PermCreate|PermUpdate|PermDelete) == 0 && isAdmin(scopes)
+	seeAudit := perms&writePerms == 0 && isAdmin(scopes)
 	switch {
 	case c.all && seeAudit:
 	case c.all:
@@ -327,6 +335,17 @@ func (p *Policy) buildScopes(scopes []string, perms Perm) *compiled {
 				continue // a restriction we cannot enforce grants nothing
 			}
 			rule.Where = where
+		}
+		if rule.Compartment && perms&writePerms == 0 {
+			// Reading the shared types a patient's record points to.
+			switch {
+			case s.Type == "*":
+				for _, t := range SharedTypes {
+					types[t] = append(types[t], store.AccessRule{Where: rule.Where})
+				}
+			case slices.Contains(SharedTypes, s.Type):
+				rule.Compartment = false
+			}
 		}
 		types[s.Type] = append(types[s.Type], rule)
 	}
@@ -363,6 +382,33 @@ func (p *Policy) buildScopes(scopes []string, perms Perm) *compiled {
 	c.types = types
 	return c
 }
+
+// writePerms are the permissions that change data.
+const writePerms = PermCreate | PermUpdate | PermDelete
+
+// SharedTypes are the resource types outside the Patient compartment that
+// a patient's record points to and that hold no patient's data of their
+// own: the people, organisations, places and services of its care, and the
+// medications and substances it names. A patient/ scope that grants r or s
+// on one of them (by name or through "*") makes the whole type readable
+// and searchable, as user/ would: a patient's app shows the practitioner of
+// an encounter, the organisation of a coverage, the medication of a
+// prescription (ONC g10's single-patient tests read every one they find
+// referenced, and include Medications with _include). Writes through
+// patient/ scopes stay held to the patient's own compartment, and the
+// other types outside the compartment (Binary, Bundle, Basic…) stay
+// invisible to patient/ scopes.
+var SharedTypes = []string{
+	"Endpoint", "HealthcareService", "Location", "Medication", "MedicationKnowledge",
+	"Organization", "OrganizationAffiliation", "Practitioner", "PractitionerRole", "Substance",
+}
+
+// patientLinked are the types outside the R4 Patient CompartmentDefinition
+// whose resources belong to one patient through a search parameter, and
+// which a patient/ scope shows (and writes) as if they were in the
+// compartment: a Device implanted in a patient (US Core Implantable Device,
+// searched as Device?patient=… by the certification suites).
+var patientLinked = map[string][]string{"Device": {"patient"}}
 
 func isZero(r store.AccessRule) bool { return !r.Compartment && len(r.Where) == 0 }
 
