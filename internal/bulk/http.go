@@ -58,6 +58,23 @@ func hasSystemScope(p *principal.Principal) bool {
 	return false
 }
 
+// respondAsync reports whether the Prefer headers of h ask for
+// respond-async (RFC 7240: preferences separated by commas, in one or
+// several headers, each perhaps with parameters after ';'; names are
+// case-insensitive).
+func respondAsync(h http.Header) bool {
+	for _, v := range h.Values("Prefer") {
+		for _, pref := range strings.Split(v, ",") {
+			name, _, _ := strings.Cut(pref, ";")
+			name, _, _ = strings.Cut(name, "=")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // kickOff answers a kick-off request of level.
 func (s *Service) kickOff(level string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +86,7 @@ func (s *Service) kickOff(level string) http.HandlerFunc {
 
 func (s *Service) startJob(w http.ResponseWriter, r *http.Request, level string) error {
 	ctx := r.Context()
-	if !strings.Contains(r.Header.Get("Prefer"), "respond-async") {
+	if !respondAsync(r.Header) {
 		return outcome.BadRequest("$export needs the header Prefer: respond-async")
 	}
 	if a := r.Header.Get("Accept"); a != "" && !strings.Contains(a, "application/fhir+json") && !strings.Contains(a, "application/json") && !strings.Contains(a, "*/*") {
