@@ -141,6 +141,15 @@ func testConformance(t *testing.T, e *env) {
 	if part.Status != http.StatusPartialContent || string(part.Body) != string(full.Body[5:]) {
 		t.Errorf("range: %d %q", part.Status, part.Body)
 	}
+	// A range beyond the file: 416 with an OperationOutcome (net/http's
+	// answer is a text/plain line).
+	for _, rng := range []string{fmt.Sprintf("bytes=%d-", len(full.Body)+10), "bytes=abc"} {
+		r := e.Do(t, "GET", m.Output[0].URL, nil, "X-API-Key", e.sys, "Range", rng)
+		if r.Status != http.StatusRequestedRangeNotSatisfiable || !isOutcome(r.Body) ||
+			r.Header.Get("Content-Type") != "application/fhir+json" || r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("Range %s: %d %v %q, want 416 with an OperationOutcome", rng, r.Status, r.Header, r.Body)
+		}
+	}
 	// Cancel: 202, then 404 with an OperationOutcome, files gone (§4.1.9).
 	st := e.start(t, e.sys, "/Group/g1/$export")
 	if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys, "Accept", "application/json"); r.Status != http.StatusAccepted {
