@@ -34,3 +34,34 @@ func checkAudit(scopes []string, perm Perm) error {
 	}
 	return outcome.New(http.StatusForbidden, "forbidden", "reading the audit trail requires the %s scope", ScopeAdmin)
 }
+
+// auditInteractions are the interactions on AuditEvent the server
+// performs (for a caller with ScopeAdmin).
+var auditInteractions = []string{"read", "vread", "history-instance", "history-type", "search-type"}
+
+// Capability narrows the AuditEvent entry of a generated
+// CapabilityStatement (a fhirapi.Config.CapabilityHook) to what the policy
+// allows: reads, searches and history, no write of any kind.
+func Capability(cs map[string]any) {
+	rests, _ := cs["rest"].([]any)
+	if len(rests) == 0 {
+		return
+	}
+	rest, _ := rests[0].(map[string]any)
+	resources, _ := rest["resource"].([]any)
+	for _, r := range resources {
+		m, _ := r.(map[string]any)
+		if m == nil || m["type"] != AuditType {
+			continue
+		}
+		ints := make([]any, 0, len(auditInteractions))
+		for _, code := range auditInteractions {
+			ints = append(ints, map[string]any{"code": code})
+		}
+		m["interaction"] = ints
+		m["updateCreate"] = false
+		m["conditionalCreate"] = false
+		m["conditionalUpdate"] = false
+		m["conditionalDelete"] = "not-supported"
+	}
+}

@@ -280,7 +280,7 @@ func (s *Server) buildEnvironment(ctx context.Context, cfg config.Config, stdout
 		SearchTimeout:   cfg.FHIR.SearchTimeout,
 		SoftwareName:    "Lapis",
 		SoftwareVersion: Version,
-		CapabilityHook:  func(cs map[string]any) { auth.CapabilityHook(cs); bulk.Capability(cs) },
+		CapabilityHook:  func(cs map[string]any) { auth.CapabilityHook(cs); bulk.Capability(cs); access.Capability(cs) },
 		// Every FHIR route but /metadata needs a bearer token, API key or
 		// (per client, when enabled) Basic credentials.
 		Middleware: chain(fhirStages...),

@@ -141,6 +141,15 @@ func testConformance(t *testing.T, e *env) {
 	if part.Status != http.StatusPartialContent || string(part.Body) != string(full.Body[5:]) {
 		t.Errorf("range: %d %q", part.Status, part.Body)
 	}
+	// A range beyond the file: 416 with an OperationOutcome (net/http's
+	// answer is a text/plain line).
+	for _, rng := range []string{fmt.Sprintf("bytes=%d-", len(full.Body)+10), "bytes=abc"} {
+		r := e.Do(t, "GET", m.Output[0].URL, nil, "X-API-Key", e.sys, "Range", rng)
+		if r.Status != http.StatusRequestedRangeNotSatisfiable || !isOutcome(r.Body) ||
+			r.Header.Get("Content-Type") != "application/fhir+json" || r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("Range %s: %d %v %q, want 416 with an OperationOutcome", rng, r.Status, r.Header, r.Body)
+		}
+	}
 	// Cancel: 202, then 404 with an OperationOutcome, files gone (§4.1.9).
 	st := e.start(t, e.sys, "/Group/g1/$export")
 	if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys, "Accept", "application/json"); r.Status != http.StatusAccepted {
@@ -160,7 +169,8 @@ func testConformance(t *testing.T, e *env) {
 	// _outputFormat ×3 and _since: 202, then DELETE 202 (§4.1.10).
 	since := url.QueryEscape(time.Now().Add(-7 * 24 * time.Hour).UTC().Format(time.RFC3339))
 	for _, q := range []string{"_outputFormat=application/fhir%2Bndjson", "_outputFormat=application/ndjson", "_outputFormat=ndjson", "_since=" + since,
-		"_since=2020-01-01T00:00:00+01:00"} { // an unescaped + arrives as a space
+		"_since=2020-01-01T00:00:00+01:00", // an unescaped + arrives as a space
+		"_outputFormat=application/fhir+ndjson"} {
 		st := e.start(t, e.sys, "/Group/g1/$export?"+q)
 		if r := e.Do(t, "DELETE", st, nil, "X-API-Key", e.sys); r.Status != http.StatusAccepted {
 			t.Errorf("%s cancel: %d", q, r.Status)

@@ -1,8 +1,10 @@
 package bulk
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -58,6 +60,23 @@ func hasSystemScope(p *principal.Principal) bool {
 	return false
 }
 
+// respondAsync reports whether the Prefer headers of h ask for
+// respond-async (RFC 7240: preferences separated by commas, in one or
+// several headers, each perhaps with parameters after ';'; names are
+// case-insensitive).
+func respondAsync(h http.Header) bool {
+	for _, v := range h.Values("Prefer") {
+		for _, pref := range strings.Split(v, ",") {
+			name, _, _ := strings.Cut(pref, ";")
+			name, _, _ = strings.Cut(name, "=")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // kickOff answers a kick-off request of level.
 func (s *Service) kickOff(level string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +88,7 @@ func (s *Service) kickOff(level string) http.HandlerFunc {
 
 func (s *Service) startJob(w http.ResponseWriter, r *http.Request, level string) error {
 	ctx := r.Context()
-	if !strings.Contains(r.Header.Get("Prefer"), "respond-async") {
+	if !respondAsync(r.Header) {
 		return outcome.BadRequest("$export needs the header Prefer: respond-async")
 	}
 	if a := r.Header.Get("Accept"); a != "" && !strings.Contains(a, "application/fhir+json") && !strings.Contains(a, "application/json") && !strings.Contains(a, "*/*") {
@@ -272,5 +291,59 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 	// A large file outlasts the server's write timeout: allow ten minutes
 	// plus a second per MB (where the writers in between let us).
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10*time.Minute + time.Duration(f.size()>>20)*time.Second))
-	http.ServeContent(w, r, "", f.modTime(), f)
+	ow := &outcomeErrors{ResponseWriter: w}
+	http.ServeContent(ow, r, "", f.modTime(), f)
+	ow.finish()
+}
+
+// outcomeErrors is the ResponseWriter http.ServeContent writes a file to:
+// an error it answers (416 for a Range the file cannot satisfy, 412 for a
+// failed precondition) goes out as an OperationOutcome with its status and
+// net/http's text as diagnostics, instead of a text/plain line.
+type outcomeErrors struct {
+	http.ResponseWriter
+	status int          // the error status, 0 while none
+	text   bytes.Buffer // net/http's text of the error
+}
+
+func (o *outcomeErrors) WriteHeader(code int) {
+	if code < http.StatusBadRequest {
+		o.ResponseWriter.WriteHeader(code)
+		return
+	}
+	o.status = code
+}
+
+func (o *outcomeErrors) Write(p []byte) (int, error) {
+	if o.status != 0 {
+		return o.text.Write(p)
+	}
+	return o.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps the underlying writer's io.ReaderFrom (sendfile) for the
+// file's bytes.
+func (o *outcomeErrors) ReadFrom(r io.Reader) (int64, error) {
+	if o.status != 0 {
+		return o.text.ReadFrom(r)
+	}
+	return io.Copy(o.ResponseWriter, r)
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (o *outcomeErrors) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
+// finish writes the OperationOutcome of an error http.ServeContent
+// answered.
+func (o *outcomeErrors) finish() {
+	if o.status == 0 {
+		return
+	}
+	kind := "processing"
+	if o.status == http.StatusRequestedRangeNotSatisfiable {
+		kind = "invalid"
+	}
+	o.Header().Set("Cache-Control", "no-store")
+	oe := outcome.New(o.status, kind, "%s", strings.TrimSpace(o.text.String()))
+	writeJSON(o.ResponseWriter, "application/fhir+json", oe.Status, oe.JSON())
 }

@@ -155,7 +155,9 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 		switch name {
 		case "_outputFormat":
 			for _, v := range vs {
-				if !slices.Contains(acceptedFormats, v) {
+				// A '+' left unescaped in the query arrives as a space
+				// (application/fhir+ndjson, as the spec writes it).
+				if !slices.Contains(acceptedFormats, strings.ReplaceAll(v, " ", "+")) {
 					return nil, outcome.BadRequest("_outputFormat %q is not supported (supported: %s)", v, strings.Join(acceptedFormats, ", "))
 				}
 			}
