@@ -284,12 +284,13 @@ func testScopes(t *testing.T, e *env) {
 	if r := e.kick(t, labKey, "/$export?_type=Patient"); r.Status != http.StatusForbidden {
 		t.Errorf("forbidden _type: %d %s", r.Status, r.Body)
 	}
-	// A patient-bound key: that patient's compartment only, and no system
-	// or Group export.
+	// A patient-bound key: that patient's compartment and the shared
+	// types (Practitioner) its scopes read whole, and no system or Group
+	// export.
 	patKey, _ := e.key(t, "patient/*.rs", "p1")
 	got := e.export(t, patKey, "/Patient/$export")
 	check(t, "patient-bound", only(got, "Patient", "Observation", "Condition", "Practitioner", "Group"),
-		want("Patient", []string{"p1"}, "Observation", []string{"o1", "o2"}, "Condition", []string{"c1"}, "Group", []string{"g1"}))
+		want("Patient", []string{"p1"}, "Observation", []string{"o1", "o2"}, "Condition", []string{"c1"}, "Group", []string{"g1"}, "Practitioner", []string{"dr1"}))
 	for _, p := range []string{"/$export", "/Group/g1/$export"} {
 		if r := e.kick(t, patKey, p); r.Status != http.StatusForbidden || !isOutcome(r.Body) {
 			t.Errorf("patient key %s: %d", p, r.Status)
