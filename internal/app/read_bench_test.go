@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/authdb"
-	"github.com/lapis-health/lapis/internal/config"
 	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
@@ -33,16 +31,8 @@ func BenchmarkServeRead(b *testing.B) {
 
 func benchServeRead(b *testing.B, dialect string) {
 	ctx := context.Background()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	root := "http://" + ln.Addr().String()
-	cfg := config.ServeDefaults()
-	cfg.Sandbox.Load = false
-	cfg.Server.Addr = ln.Addr().String()
+	ln, root, cfg := listenConfig(b)
 	cfg.Server.BaseURL = root
-	cfg.Database.DataDir = b.TempDir()
 	if dialect == "postgres" {
 		cfg.Database.URL = pgtest.New(b)
 	}

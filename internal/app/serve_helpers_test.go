@@ -12,7 +12,7 @@ import (
 // listenConfig listens on a free local port and returns the listener, its
 // root URL and a serve configuration for it: the data in a temporary
 // directory, the built-in sandbox dataset not loaded.
-func listenConfig(t *testing.T) (net.Listener, string, config.Config) {
+func listenConfig(t testing.TB) (net.Listener, string, config.Config) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -230,6 +230,16 @@ func (d *DB) Postgres() bool { return d.postgres }
 // rebind turns ? placeholders into $n for PostgreSQL.
 func (d *DB) rebind(s string) string { return database.Rebind(d.postgres, s) }
 
+// exists reports whether row, of a "SELECT 1 …" query, found a row.
+func exists(row *sql.Row) (bool, error) {
+	var one int
+	err := row.Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // queries holds every statement, with placeholders for the dialect.
 type queries struct {
 	insertClient, getClient, listClients, deleteClient    string
@@ -490,15 +500,11 @@ func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) err
 
 // Revoked reports whether the token with id jti was revoked.
 func (d *DB) Revoked(ctx context.Context, jti string) (bool, error) {
-	var one int
-	err := d.getRevoked.QueryRowContext(ctx, jti).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	revoked, err := exists(d.getRevoked.QueryRowContext(ctx, jti))
 	if err != nil {
 		return false, fmt.Errorf("authdb: revoked: %w", err)
 	}
-	return true, nil
+	return revoked, nil
 }
 
 // pruneEvery is how often expired jti and revocation rows are deleted.

@@ -2,8 +2,6 @@ package authdb
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -33,27 +31,19 @@ func (d *DB) DisableBasic(ctx context.Context, clientID string) error {
 
 // BasicEnabled reports whether clientID may use HTTP Basic.
 func (d *DB) BasicEnabled(ctx context.Context, clientID string) (bool, error) {
-	var one int
-	err := d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client_basic WHERE client_id = ?"), clientID).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	ok, err := exists(d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client_basic WHERE client_id = ?"), clientID))
 	if err != nil {
 		return false, fmt.Errorf("authdb: basic enabled: %w", err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // AnyBasicEnabled reports whether any client may use HTTP Basic (the FHIR
 // API then also offers a Basic challenge).
 func (d *DB) AnyBasicEnabled(ctx context.Context) (bool, error) {
-	var one int
-	err := d.r.QueryRowContext(ctx, "SELECT 1 FROM oauth_client_basic LIMIT 1").Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	ok, err := exists(d.r.QueryRowContext(ctx, "SELECT 1 FROM oauth_client_basic LIMIT 1"))
 	if err != nil {
 		return false, fmt.Errorf("authdb: basic enabled: %w", err)
 	}
-	return true, nil
+	return ok, nil
 }

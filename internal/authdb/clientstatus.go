@@ -84,13 +84,12 @@ func (d *DB) setSuspended(ctx context.Context, table, idCol, kind, id, reason st
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		_ = tx.Rollback()
-		var one int
-		err := d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM "+table+" WHERE "+idCol+" = ?"), id).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return false, ErrNotFound
-		}
+		found, err := exists(d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM "+table+" WHERE "+idCol+" = ?"), id))
 		if err != nil {
 			return false, fmt.Errorf("authdb: suspend: %w", err)
+		}
+		if !found {
+			return false, ErrNotFound
 		}
 		return false, nil
 	}
@@ -112,13 +111,9 @@ func (d *DB) setSuspended(ctx context.Context, table, idCol, kind, id, reason st
 // clientID, must be refused: the token was revoked or its client is
 // suspended. One query.
 func (d *DB) TokenRevoked(ctx context.Context, jti, clientID string) (bool, error) {
-	var one int
-	err := d.tokenRevoked.QueryRowContext(ctx, jti, clientID).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	revoked, err := exists(d.tokenRevoked.QueryRowContext(ctx, jti, clientID))
 	if err != nil {
 		return false, fmt.Errorf("authdb: revoked: %w", err)
 	}
-	return true, nil
+	return revoked, nil
 }

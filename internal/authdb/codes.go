@@ -47,13 +47,12 @@ func (d *DB) ConsumeAuthCode(ctx context.Context, codeHash []byte, now time.Time
 	err := d.w.QueryRowContext(ctx, d.rebind("UPDATE oauth_code SET used_at = ? WHERE code_hash = ? AND used_at IS NULL RETURNING grant_json, expires_at"),
 		now.Unix(), h).Scan(&grant, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
-		var one int
-		err := d.w.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_code WHERE code_hash = ?"), h).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrNotFound
-		}
+		found, err := exists(d.w.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_code WHERE code_hash = ?"), h))
 		if err != nil {
 			return nil, fmt.Errorf("authdb: consume code: %w", err)
+		}
+		if !found {
+			return nil, ErrNotFound
 		}
 		return nil, ErrCodeUsed
 	}

@@ -48,11 +48,10 @@ func (d *DB) SetClientNetRules(ctx context.Context, r ClientNetRules) error {
 		return fmt.Errorf("authdb: set network rules: %w", err)
 	}
 	defer tx.Rollback()
-	var one int
-	if err := tx.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client WHERE client_id = ?"), r.ClientID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
-	} else if err != nil {
+	if found, err := exists(tx.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client WHERE client_id = ?"), r.ClientID)); err != nil {
 		return fmt.Errorf("authdb: set network rules: %w", err)
+	} else if !found {
+		return ErrNotFound
 	}
 	if _, err := tx.ExecContext(ctx, d.rebind("DELETE FROM oauth_client_netrules WHERE client_id = ?"), r.ClientID); err != nil {
 		return fmt.Errorf("authdb: set network rules: %w", err)

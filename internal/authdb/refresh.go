@@ -185,13 +185,12 @@ func (d *DB) RotateRefreshToken(ctx context.Context, oldHash []byte, now, graceS
 		// Every rotation and revocation of the family waits here; the
 		// reads below (each a fresh READ COMMITTED snapshot) then see
 		// what the previous holder committed.
-		var one int
-		err := tx.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_token_family WHERE family_id = ? AND revoked_at IS NULL FOR UPDATE"), family).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
+		live, err := exists(tx.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_token_family WHERE family_id = ? AND revoked_at IS NULL FOR UPDATE"), family))
 		if err != nil {
 			return fmt.Errorf("authdb: rotate: %w", err)
+		}
+		if !live {
+			return ErrNotFound
 		}
 	}
 	old, err := scanRefresh(tx.QueryRowContext(ctx, d.rebind("SELECT "+refreshCols+" FROM oauth_refresh_token t WHERE t.token_hash = ?"), hexOld))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -283,8 +284,9 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 				v.Set("_elements", strings.Join(els, ","))
 			}
 			// The same search, strict, without reading a row: a bad or
-			// unsupported parameter is a 400 here, never ignored.
-			check := cloneValues(v)
+			// unsupported parameter is a 400 here, never ignored. (Set
+			// replaces _count in the copy only; Each copies its params.)
+			check := maps.Clone(v)
 			check.Set("_count", "0")
 			if err := s.svc.Each(ctx, t, check, func(*store.Resource) error { return nil }); err != nil {
 				var oe *outcome.Error
@@ -299,14 +301,6 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 		pl.Runs = append(pl.Runs, runs...)
 	}
 	return pl, nil
-}
-
-func cloneValues(v url.Values) url.Values {
-	c := make(url.Values, len(v))
-	for k, vs := range v {
-		c[k] = append([]string(nil), vs...)
-	}
-	return c
 }
 
 // groupPatients returns the Patient members of Group/id, read under the

@@ -78,11 +78,8 @@ func (s *Service) SignUp(ctx context.Context, email, name, password, orgName str
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.rebind("INSERT INTO dev_developer (id, email, name, password_hash, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
 			d.ID, d.Email, d.Name, h, now.Unix())
-		if err != nil {
+		if err := changed(res, err, ErrExists); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrExists
 		}
 		if err := s.insertOrg(ctx, tx, org, d.ID, now); err != nil {
 			return err
@@ -209,11 +206,8 @@ func (s *Service) LoginSecondFactor(ctx context.Context, token, code, ip string)
 		return nil, s.fail(ctx, userKey, ipKey)
 	}
 	res, err := s.w.ExecContext(ctx, s.rebind("UPDATE dev_token SET used_at = ? WHERE token_hash = ? AND used_at = 0"), s.now().Unix(), h)
-	if err != nil {
+	if err := changed(res, err, ErrInvalidToken); err != nil {
 		return nil, err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, ErrInvalidToken
 	}
 	if err := s.clearFailures(ctx, userKey); err != nil {
 		return nil, err
@@ -310,13 +304,7 @@ func (s *Service) Reset(ctx context.Context, token, password string) (*Developer
 // operator.
 func (s *Service) SetOperator(ctx context.Context, email string, on bool) error {
 	res, err := s.w.ExecContext(ctx, s.rebind("UPDATE dev_developer SET operator = ? WHERE email = ?"), b2i(on), NormalizeEmail(email))
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return changed(res, err, ErrNotFound)
 }
 
 // IsOperator reports whether the developer is a portal operator.
@@ -362,11 +350,8 @@ func (s *Service) consumeToken(ctx context.Context, tok, kind string) (*token, e
 	h := hashToken(tok)
 	now := s.now().Unix()
 	res, err := s.w.ExecContext(ctx, s.rebind("UPDATE dev_token SET used_at = ? WHERE token_hash = ? AND kind = ? AND used_at = 0 AND expires_at > ?"), now, h, kind, now)
-	if err != nil {
+	if err := changed(res, err, ErrInvalidToken); err != nil {
 		return nil, err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, ErrInvalidToken
 	}
 	var t token
 	if err := s.w.QueryRowContext(ctx, s.rebind("SELECT developer_id, org_id, email, role FROM dev_token WHERE token_hash = ?"), h).Scan(&t.developerID, &t.orgID, &t.email, &t.role); err != nil {

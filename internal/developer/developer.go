@@ -240,6 +240,18 @@ func (s *Service) Now() time.Time { return s.now() }
 
 func (s *Service) rebind(q string) string { return database.Rebind(s.postgres, q) }
 
+// changed is the outcome of a statement that must change a row: its
+// error, else none when it changed no row.
+func changed(res sql.Result, err, none error) error {
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return none
+	}
+	return nil
+}
+
 // hashToken is the stored form of a token (hex SHA-256).
 func hashToken(t string) string {
 	h := sha256.Sum256([]byte(t))

@@ -214,13 +214,7 @@ func (s *Service) SetRole(ctx context.Context, byID, orgID, memberID, role strin
 			}
 		}
 		res, err := tx.ExecContext(ctx, s.rebind("UPDATE dev_member SET role = ? WHERE org_id = ? AND developer_id = ?"), role, orgID, memberID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return changed(res, err, ErrNotFound)
 	})
 }
 
@@ -240,13 +234,7 @@ func (s *Service) RemoveMember(ctx context.Context, byID, orgID, memberID string
 			return err
 		}
 		res, err := tx.ExecContext(ctx, s.rebind("DELETE FROM dev_member WHERE org_id = ? AND developer_id = ?"), orgID, memberID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return changed(res, err, ErrNotFound)
 	})
 }
 

@@ -51,13 +51,7 @@ func (m *Sessions) SessionByToken(ctx context.Context, tokenHash []byte, now tim
 func (m *Sessions) RotateSession(ctx context.Context, oldHash, newHash []byte, se *authdb.Session) error {
 	res, err := m.s.w.ExecContext(ctx, m.s.rebind("UPDATE dev_session SET token_hash = ?, subject = ?, csrf = ?, auth_time = ?, expires_at = ? WHERE token_hash = ?"),
 		hex.EncodeToString(newHash), se.Subject, se.CSRF, unix(se.AuthTime), se.Expires.Unix(), hex.EncodeToString(oldHash))
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return authdb.ErrNotFound
-	}
-	return nil
+	return changed(res, err, authdb.ErrNotFound)
 }
 
 // DeleteSession deletes a session.

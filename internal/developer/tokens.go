@@ -62,13 +62,7 @@ func (s *Service) APITokens(ctx context.Context, devID string) ([]APIToken, erro
 // RevokeAPIToken deletes one of the developer's API tokens.
 func (s *Service) RevokeAPIToken(ctx context.Context, devID, id string) error {
 	res, err := s.w.ExecContext(ctx, s.rebind("DELETE FROM dev_api_token WHERE id = ? AND developer_id = ?"), id, devID)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return changed(res, err, ErrNotFound)
 }
 
 // DeveloperByAPIToken authenticates an API token value (ErrNotFound when

@@ -174,10 +174,9 @@ func testAuditTrail(t *testing.T, dbURL string) {
 	}
 	redirect := "http://127.0.0.1:9/cb"
 	s.cli(t, "", &app, "client", "create", "--name", "app", "--type", "public", "--redirect-uri", redirect,
-		"--scope", "launch/patient openid fhirUser offline_access patient/*.rs", "--json")
-	verifier := "verifier-" + randomHex(t) + randomHex(t) + randomHex(t)
+		"--scope", patientAppScopes, "--json")
+	q, verifier := pkceAuthorization(t, s.base, app.ClientID, redirect)
 	sec.add(t, verifier)
-	sum := sha256.Sum256([]byte(verifier))
 	jar, _ := cookiejar.New(nil)
 	br := &http.Client{Jar: jar, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
 		if strings.HasPrefix(r.URL.String(), redirect) {
@@ -185,9 +184,6 @@ func testAuditTrail(t *testing.T, dbURL string) {
 		}
 		return nil
 	}}
-	q := url.Values{"response_type": {"code"}, "client_id": {app.ClientID}, "redirect_uri": {redirect},
-		"scope": {"launch/patient openid fhirUser offline_access patient/*.rs"}, "state": {"st-12345678"}, "aud": {s.base},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
 	loginPage := getPage(t, br, s.base+"/auth/authorize?"+q.Encode())
 	f := hiddenInputs(loginPage)
 	badPW := "WRONG-password-" + randomHex(t)
@@ -494,6 +490,22 @@ func approve(t *testing.T, br *http.Client, consentURL, consent string) string {
 		t.Fatalf("consent at %s answered %d, Location %q:\n%s", consentURL, resp.StatusCode, resp.Header.Get("Location"), truncate([]byte(consent)))
 	}
 	return code
+}
+
+// patientAppScopes are the scopes of the public app whose authorization
+// code flow the tests run.
+const patientAppScopes = "launch/patient openid fhirUser offline_access patient/*.rs"
+
+// pkceAuthorization returns the query of an authorization request (PKCE,
+// S256) of the public app clientID for the FHIR base aud, redirecting to
+// redirect, with patientAppScopes, and the code verifier that redeems its
+// code.
+func pkceAuthorization(t *testing.T, aud, clientID, redirect string) (q url.Values, verifier string) {
+	verifier = "verifier-" + randomHex(t) + randomHex(t) + randomHex(t)
+	sum := sha256.Sum256([]byte(verifier))
+	return url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect},
+		"scope": {patientAppScopes}, "state": {"st-12345678"}, "aud": {aud},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}, verifier
 }
 
 func getPage(t *testing.T, c *http.Client, u string) string {

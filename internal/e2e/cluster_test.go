@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -226,16 +225,12 @@ func (c *cluster) testAuthCode(t *testing.T) {
 	}
 	redirect := "http://127.0.0.1:9/cb"
 	decodeJSON(t, c.inst[0].MustCLI(t, "", "client", "create", "--name", "app", "--type", "public", "--redirect-uri", redirect,
-		"--scope", "launch/patient openid fhirUser offline_access patient/*.rs", "--json"), &app)
-	verifier := "verifier-" + randomHex(t) + randomHex(t) + randomHex(t)
-	sum := sha256.Sum256([]byte(verifier))
+		"--scope", patientAppScopes, "--json"), &app)
+	q, verifier := pkceAuthorization(t, c.base(), app.ClientID, redirect)
 	jar, _ := cookiejar.New(nil)
 	// The browser follows no redirect: each step goes to the instance the
 	// test names (the pages' links name the public base, HAProxy).
 	br := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	q := url.Values{"response_type": {"code"}, "client_id": {app.ClientID}, "redirect_uri": {redirect},
-		"scope": {"launch/patient openid fhirUser offline_access patient/*.rs"}, "state": {"st-12345678"}, "aud": {c.base()},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
 	page := getPage(t, br, c.direct(0)+"/auth/authorize?"+q.Encode())
 	f := hiddenInputs(page)
 	if len(f) == 0 {

@@ -145,6 +145,18 @@ func PatternPath(pattern string) string {
 	return pattern
 }
 
+// Method returns the request method m when it is one Lapis serves (GET,
+// HEAD, POST, PUT, PATCH, DELETE, OPTIONS), else "OTHER": a bounded value
+// for the request log and the metrics' method label, whatever a client
+// sends.
+func Method(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
+}
+
 type clientIPKey struct{}
 
 // ClientIP returns the caller's address: the one the gateway resolved

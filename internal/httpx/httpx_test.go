@@ -109,3 +109,12 @@ func TestLockoutAddr(t *testing.T) {
 		}
 	}
 }
+
+func TestMethod(t *testing.T) {
+	for m, want := range map[string]string{"GET": "GET", "HEAD": "HEAD", "POST": "POST", "PUT": "PUT", "PATCH": "PATCH", "DELETE": "DELETE", "OPTIONS": "OPTIONS",
+		"TRACE": "OTHER", "CONNECT": "OTHER", "get": "OTHER", "": "OTHER", "PROPFIND": "OTHER"} {
+		if got := Method(m); got != want {
+			t.Errorf("Method(%q) = %q, want %q", m, got, want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -200,15 +201,6 @@ func (m *Metrics) AlertSent(rule string, ok bool) {
 	m.alertsSent.WithLabelValues(rule, label(ok, "delivered", "failed")).Inc()
 }
 
-// methodLabel bounds the method label to the methods Lapis serves.
-func methodLabel(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
-		return m
-	}
-	return "OTHER"
-}
-
 // RequestStarted counts a request in flight; call the returned function
 // when it ends with its route class (a fixed word such as "fhir.read",
 // never a raw path), status code and duration.
@@ -219,7 +211,7 @@ func (m *Metrics) RequestStarted() func(route, method string, status int, d time
 	m.inFlight.Inc()
 	return func(route, method string, status int, d time.Duration) {
 		m.inFlight.Dec()
-		s := m.requestSeries(route, methodLabel(method), status)
+		s := m.requestSeries(route, httpx.Method(method), status)
 		s.count.Inc()
 		s.latency.Observe(d.Seconds())
 	}

@@ -79,16 +79,6 @@ type actCredential struct {
 // environment, id or kind, or another organisation's.
 var errNoCredential = errors.New("portal: no such app or key")
 
-// actEnv returns the environment named name.
-func (p *Portal) actEnv(name string) *Env {
-	for i := range p.cfg.Environments {
-		if p.cfg.Environments[i].Name == name {
-			return &p.cfg.Environments[i]
-		}
-	}
-	return nil
-}
-
 // ownerOrg returns the id of the visitor's organisation whose owner
 // string is owner, "" when none is.
 func ownerOrg(v *Visitor, owner string) string {
@@ -104,7 +94,7 @@ func ownerOrg(v *Visitor, owner string) string {
 // them) of the environment envName when an organisation of v owns it;
 // otherwise errNoCredential.
 func (p *Portal) actCredentialOf(ctx context.Context, v *Visitor, envName, clientID, keyID string) (*actCredential, error) {
-	e := p.actEnv(envName)
+	e := p.env(envName)
 	if e == nil || e.Admin == nil || (clientID == "") == (keyID == "") || len(clientID) > 200 || len(keyID) > 200 {
 		return nil, errNoCredential
 	}

@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"html"
-	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -138,13 +137,7 @@ func checkStrictPage(t *testing.T, res *http.Response, body string) {
 
 func (e *env) fetch(c *http.Client, path string) (*http.Response, string) {
 	e.t.Helper()
-	res, err := c.Get(e.srv.URL + path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	return res, string(b)
+	return e.read(c.Get(e.srv.URL + path))
 }
 
 func TestActivityPages(t *testing.T) { testActivityPages(t, sqliteURL) }

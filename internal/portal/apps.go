@@ -111,7 +111,7 @@ func (p *Portal) onDecision(ctx context.Context, r *review.Request) error {
 	return err
 }
 
-// env returns the environment name, or nil.
+// env returns the environment named name, or nil when none is.
 func (p *Portal) env(name string) *Env {
 	for i := range p.cfg.Environments {
 		if p.cfg.Environments[i].Name == name {

@@ -130,7 +130,13 @@ func (e *env) get(c *http.Client, path string) (int, string, string) {
 
 func (e *env) post(c *http.Client, path string, form url.Values) (*http.Response, string) {
 	e.t.Helper()
-	res, err := c.PostForm(e.srv.URL+path, form)
+	return e.read(c.PostForm(e.srv.URL+path, form))
+}
+
+// read reads and closes the body of the response to a request of the
+// test (an error fails it).
+func (e *env) read(res *http.Response, err error) (*http.Response, string) {
+	e.t.Helper()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -214,14 +220,9 @@ func TestPagesSignUpVerifyLoginTerms(t *testing.T) {
 	}
 	// Every page carries the strict CSP, stays small and has a viewport.
 	for _, path := range []string{"/portal/", "/portal/account", "/portal/org", "/portal/terms"} {
-		res, err := c.Get(e.srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		res, b := e.fetch(c, path)
 		csp := res.Header.Get("Content-Security-Policy")
-		if res.StatusCode != 200 || !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") || len(b) > 100<<10 || !bytes.Contains(b, []byte(`name="viewport"`)) {
+		if res.StatusCode != 200 || !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "unsafe-inline") || len(b) > 100<<10 || !strings.Contains(b, `name="viewport"`) {
 			t.Errorf("%s: %d csp %q size %d", path, res.StatusCode, csp, len(b))
 		}
 	}

@@ -129,7 +129,7 @@ func requestLog(log *slog.Logger, m *metrics.Metrics, slow time.Duration, next h
 				return
 			}
 			log.LogAttrs(ctx, level, "request",
-				slog.String("method", methodName(r.Method)),
+				slog.String("method", httpx.Method(r.Method)),
 				slog.String("route", route.Pattern),
 				slog.Int("status", status),
 				slog.Float64("duration_ms", float64(d.Microseconds())/1000),
@@ -138,12 +138,4 @@ func requestLog(log *slog.Logger, m *metrics.Metrics, slow time.Duration, next h
 		}()
 		next.ServeHTTP(sw, r)
 	})
-}
-
-func methodName(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
-		return m
-	}
-	return "OTHER"
 }

@@ -3,6 +3,7 @@ package lapistest_test
 import (
 	"encoding/json"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +11,12 @@ import (
 	"github.com/lapis-health/lapis/internal/testutil/lapistest"
 )
 
-func TestMain(m *testing.M) { lapistest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(fakeServeEnv) != "" {
+		os.Exit(fakeServe())
+	}
+	lapistest.Main(m)
+}
 
 // TestServerLifecycle starts a server on a port it binds itself, kills it
 // like a crash, restarts it on the same address and data, and stops it.

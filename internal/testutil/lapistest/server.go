@@ -58,9 +58,11 @@ type Options struct {
 	SandboxData bool
 	// RootCAs, when set, is trusted by Client (a server with --tls-cert).
 	RootCAs *x509.CertPool
-	// LogFile, when set, also receives everything the server writes
+	// LogFile, when set, receives everything the server writes
 	// (appended), as "lapis serve 2>>FILE" would (the README test's
-	// development-mode mail links).
+	// development-mode mail links): the file is the process's stdout and
+	// stderr, so a line is in it before the server answers the request
+	// that logged it, and Logs and WaitLog follow the file.
 	LogFile string
 	// StartTimeout and StopTimeout override the defaults above.
 	StartTimeout, StopTimeout time.Duration
@@ -173,20 +175,25 @@ func (s *Server) start(addr string) error {
 	}
 	cmd.Env = append(cmd.Env, s.opts.Env...)
 	cmd.Stdout, cmd.Stderr = s.logs, s.logs
-	var logFile *os.File
+	offset := s.logs.len()
+	var fl *follower
 	if s.opts.LogFile != "" {
+		// The file itself is the process's output, as with 2>>FILE: a
+		// line is in the file once the server wrote it, before it answers
+		// the request that logged it. Logs follows the file.
 		f, err := os.OpenFile(s.opts.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return fmt.Errorf("lapistest: log file: %w", err)
 		}
-		logFile = f
-		w := io.MultiWriter(s.logs, f)
-		cmd.Stdout, cmd.Stderr = w, w
+		defer f.Close() // the process has its own descriptor
+		if fl, err = follow(s.opts.LogFile, s.logs); err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = f, f
 	}
-	offset := s.logs.len()
 	if err := cmd.Start(); err != nil {
-		if logFile != nil {
-			logFile.Close()
+		if fl != nil {
+			fl.stop()
 		}
 		return fmt.Errorf("lapistest: starting lapis serve: %w", err)
 	}
@@ -196,8 +203,8 @@ func (s *Server) start(addr string) error {
 	s.mu.Unlock()
 	go func() {
 		err := cmd.Wait() // after the output is copied
-		if logFile != nil {
-			logFile.Close()
+		if fl != nil {
+			fl.stop() // after the last line is in Logs
 		}
 		s.mu.Lock()
 		s.waitErr = err
