@@ -352,6 +352,18 @@ func testPost(t *testing.T, e *env) {
 	if bad.Status != 400 || !isOutcome(bad.Body) {
 		t.Errorf("POST with a Patient body: %d", bad.Status)
 	}
+	// A patient nobody has, or one the caller may not read: 404 naming it,
+	// no job.
+	unknown := `{"resourceType":"Parameters","parameter":[
+		{"name":"patient","valueReference":{"reference":"Patient/p1"}},
+		{"name":"patient","valueReference":{"reference":"Patient/nobody"}}]}`
+	p2Key, _ := e.key(t, "patient/*.rs", "p2")
+	for _, key := range []string{e.sys, p2Key} {
+		r := e.Do(t, "POST", "/Patient/$export", strings.NewReader(unknown), "X-API-Key", key, "Content-Type", "application/fhir+json", "Prefer", "respond-async")
+		if r.Status != http.StatusNotFound || !isOutcome(r.Body) || !strings.Contains(string(r.Body), "Patient/") || r.Header.Get("Content-Location") != "" {
+			t.Errorf("POST naming an unknown patient: %d %s", r.Status, r.Body)
+		}
+	}
 }
 
 // testAudit checks that kick-offs, completions, cancellations and

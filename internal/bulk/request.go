@@ -241,6 +241,11 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 	if len(group) > maxPatients {
 		return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly", "an export may name at most %d patients", maxPatients)
 	}
+	if _, named := params["patient"]; named {
+		if err := s.checkPatients(ctx, group); err != nil {
+			return nil, err
+		}
+	}
 	pl.Patients = group
 	named := types != nil
 	if !named {
@@ -329,4 +334,30 @@ func (s *Service) groupPatients(ctx context.Context, id string) ([]string, error
 		}
 	}
 	return ids, nil
+}
+
+// patientChunk is how many patients checkPatients looks up per search.
+const patientChunk = 100
+
+// checkPatients answers 404 naming the first of ids (the patient
+// parameter of a kick-off) that is no Patient the caller may read: Bulk
+// Data asks for an error rather than an export that silently leaves a
+// patient out. A hidden Patient looks the same as a missing one.
+func (s *Service) checkPatients(ctx context.Context, ids []string) error {
+	for chunk := range slices.Chunk(ids, patientChunk) {
+		found := make(map[string]bool, len(chunk))
+		q := url.Values{"_id": {strings.Join(chunk, ",")}, "_elements": {"id"}}
+		if err := s.svc.Each(ctx, "Patient", q, func(r *store.Resource) error {
+			found[r.ID] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, id := range chunk {
+			if !found[id] {
+				return outcome.New(http.StatusNotFound, "not-found", "patient: Patient/%s is not known", id)
+			}
+		}
+	}
+	return nil
 }
