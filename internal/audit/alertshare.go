@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/database"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -108,7 +110,7 @@ func (w *sharedWindows) flush() {
 		pend = append(pend, p)
 		adds = append(adds, p.add)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(database.Background(context.Background()), 2*time.Second)
 	defer cancel()
 	totals, err := w.store.Add(ctx, adds)
 	if err == nil && len(totals) != len(adds) {
