@@ -9,11 +9,10 @@ import (
 	"net/http"
 	"net/netip"
 
-	"github.com/lapis-health/lapis/internal/database"
-
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"

@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/database"
-
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // DefaultFlushEvery is how often an Alerter with shared windows adds its

@@ -13,10 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/database"
-
 	"github.com/google/uuid"
 
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/store"
 )

@@ -51,11 +51,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/database"
-
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/oauth/token"
