@@ -19,8 +19,9 @@
 //
 //	go run ./cmd/lapis-bench -mode real [-duration 5s] [-bundles N] [-json] [-database URL] [-only REGEXP] [-cpuprofile PREFIX]
 //
-// Each shape's row gives the server's CPU time per 200 answer and, on
-// PostgreSQL (running on this machine), the database backends' (cpu.go).
+// Each shape's row gives the 200 answers slower than 100 ms, the
+// server's CPU time per 200 answer and, on PostgreSQL (running on this
+// machine), the database backends' (cpu.go).
 // -only keeps the shapes whose name matches; -cpuprofile has the server
 // write a CPU profile per phase (ingest, then each shape) for go tool
 // pprof, through LAPIS_CPUPROFILE (cmd/lapis/profile.go). To catch a rare

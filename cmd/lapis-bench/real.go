@@ -47,6 +47,8 @@ type realRow struct {
 	P50ms     float64 `json:"p50_ms"`
 	P99ms     float64 `json:"p99_ms"`
 	Maxms     float64 `json:"max_ms"`
+	// Over100ms counts the 200 answers slower than 100 ms.
+	Over100ms int     `json:"over_100ms"`
 	BareRatio float64 `json:"x_bare"`
 	// CPUus is the lapis server process's CPU time (user + system) per
 	// 200 answer, in microseconds (0 when not measured): less sensitive
@@ -295,13 +297,13 @@ func runReal(o realOptions) error {
 	fmt.Println("# latencies and rates of the 200 answers; 429s and other failures counted apart;")
 	fmt.Println("# copy lag: how far searchable AuditEvents were behind the audit trail at the end of the phase")
 	throttled := false
-	fmt.Printf("%-44s %8s %8s %8s %8s %7s %8s %6s %6s %9s %9s %8s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", "x bare", "200", "429", "other", "cpu µs/ok", "db µs/ok", "copy lag")
+	fmt.Printf("%-44s %8s %8s %8s %8s %7s %7s %8s %6s %6s %9s %9s %8s\n", "shape", "200/s", "p50 ms", "p99 ms", "max ms", ">100 ms", "x bare", "200", "429", "other", "cpu µs/ok", "db µs/ok", "copy lag")
 	for i, r := range append([]realRow{rep.Bare}, rep.Rows...) {
 		lag := fmt.Sprintf("%.1fs", r.CopyLagS)
 		if i == 0 {
 			lag = "" // the bare handler has no audit trail
 		}
-		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7.2f %8d %6d %6d %9.0f %9.0f %8s\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.BareRatio, r.OK, r.Throttled, r.Errors, r.CPUus, r.DBCPUus, lag)
+		fmt.Printf("%-44s %8.0f %8.2f %8.2f %8.2f %7d %7.2f %8d %6d %6d %9.0f %9.0f %8s\n", r.Name, r.RPS, r.P50ms, r.P99ms, r.Maxms, r.Over100ms, r.BareRatio, r.OK, r.Throttled, r.Errors, r.CPUus, r.DBCPUus, lag)
 		throttled = throttled || r.Throttled > 0
 	}
 	if throttled {
@@ -318,6 +320,8 @@ func toRow(name string, r result, bareRPS float64) realRow {
 	slices.Sort(r.okLat)
 	row := realRow{Name: name, Requests: r.n, OK: len(r.okLat), Throttled: r.codes[http.StatusTooManyRequests],
 		P50ms: ms(percentile(r.okLat, 0.50)), P99ms: ms(percentile(r.okLat, 0.99)), Maxms: ms(percentile(r.okLat, 1))}
+	i, _ := slices.BinarySearch(r.okLat, 100*time.Millisecond+1)
+	row.Over100ms = len(r.okLat) - i
 	row.Errors = r.errors - row.Throttled
 	if r.elapsed > 0 {
 		row.RPS = float64(row.OK) / r.elapsed.Seconds()

@@ -207,7 +207,7 @@ func (r *Recorder) run() {
 			armed = false
 		}
 		if b.n > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(database.Background(context.Background()), 30*time.Second)
 			if err := r.Store.write(ctx, b, r.o.RecentPerCredential); err != nil {
 				r.dropped.Add(int64(b.n))
 				r.o.Logger.Error("activity: write failed; batch lost", "events", b.n, "err", err.Error())
@@ -222,7 +222,7 @@ func (r *Recorder) run() {
 		}
 		if now := r.o.Now(); lastPrune.IsZero() || now.Sub(lastPrune) >= r.o.PruneEvery || now.Before(lastPrune) {
 			lastPrune = now
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel := context.WithTimeout(database.Background(context.Background()), time.Minute)
 			if err := r.Store.prune(ctx, now.Add(-r.o.Retention)); err != nil {
 				r.o.Logger.Error("activity: retention prune failed", "err", err.Error())
 			}

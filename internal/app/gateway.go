@@ -12,6 +12,7 @@ import (
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
 	"github.com/lapis-health/lapis/internal/config"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/netpolicy"
@@ -45,7 +46,7 @@ func newGateway(ctx context.Context, cfg config.Config, rules *authdb.DB, mets *
 	if err := cr.Load(ctx); err != nil {
 		return nil, fmt.Errorf("loading client network rules: %w", err)
 	}
-	go cr.Run(ctx)
+	go cr.Run(database.Background(ctx))
 	p, err := netpolicy.New(netpolicy.Options{
 		TrustedProxies:  gr.TrustedProxies,
 		ForwardedHeader: cfg.Gateway.ForwardedHeader,

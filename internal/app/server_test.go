@@ -33,7 +33,7 @@ func TestServerBasePath(t *testing.T) {
 			cfg.Server.BaseURL = root + "/lapis"
 			var pgURL string
 			if dialect == "postgres" {
-				// One pool per process, sized by the URL.
+				// One handle per process, its pools sized by the URL.
 				pgURL = pgtest.New(t)
 				cfg.Database.URL = withParam(pgURL, "pool_max_conns", "2")
 			}
@@ -151,9 +151,9 @@ func TestServerBasePath(t *testing.T) {
 
 			// One database handle per environment: on PostgreSQL the
 			// store, the authorization server and the audit trail hold at
-			// most the pool's two connections, and the store's read-by-id
-			// pool (derived from it) two more; the sandbox (its own
-			// schema of the same database) as many.
+			// most the URL's two connections (below 4, background work
+			// shares the requests' pool); the sandbox (its own schema of
+			// the same database) as many.
 			if dialect == "postgres" {
 				if n := backendConns(t, pgURL); n > 8 {
 					t.Errorf("%d connections to the database, want at most 8", n)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/lapis-health/lapis/internal/database"
 )
 
 // DefaultFlushEvery is how often an Alerter with shared windows adds its
@@ -108,7 +110,7 @@ func (w *sharedWindows) flush() {
 		pend = append(pend, p)
 		adds = append(adds, p.add)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(database.Background(context.Background()), 2*time.Second)
 	defer cancel()
 	totals, err := w.store.Add(ctx, adds)
 	if err == nil && len(totals) != len(adds) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/metrics"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -332,6 +333,9 @@ func (r *Recorder) materializeLoop() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var deadline time.Time
+	// The copy is background work: it never holds a connection a request
+	// waits for.
+	bg := database.Background(context.Background())
 	for {
 		stopping := false
 		select {
@@ -342,7 +346,7 @@ func (r *Recorder) materializeLoop() {
 			deadline = r.cfg.Now().Add(r.cfg.DrainTimeout)
 		}
 		for {
-			rows, err := r.cfg.DB.Page(context.Background(), r.chain, cursor, r.cfg.CopyBatch)
+			rows, err := r.cfg.DB.Page(bg, r.chain, cursor, r.cfg.CopyBatch)
 			if err != nil {
 				r.cfg.Logger.Error("audit records not yet searchable", "err", err)
 				r.ageCopyLag()
@@ -360,7 +364,7 @@ func (r *Recorder) materializeLoop() {
 			}
 			r.setCopyLag(lag)
 			began := time.Now()
-			if err := materialize(context.Background(), r.cfg.DB, r.cfg.Store, r.cfg.Indexer, pending, r.doc, r.direct); err != nil {
+			if err := materialize(bg, r.cfg.DB, r.cfg.Store, r.cfg.Indexer, pending, r.doc, r.direct); err != nil {
 				// Durable in the chain table; retried on the next tick
 				// or by the next start's recovery.
 				r.cfg.Logger.Error("audit records not yet searchable", "records", len(pending), "err", err)
@@ -848,7 +852,8 @@ func (r *Recorder) recoverLoop() {
 // own chain, which its copy retries). It runs at the copy's duty cycle
 // and stops with the recorder.
 func (r *Recorder) recover() error {
-	stale, err := r.cfg.DB.Stale(context.Background(), r.cfg.Now().Add(-time.Minute))
+	bg := database.Background(context.Background())
+	stale, err := r.cfg.DB.Stale(bg, r.cfg.Now().Add(-time.Minute))
 	if err != nil {
 		return err
 	}
@@ -869,7 +874,7 @@ func (r *Recorder) recover() error {
 				return nil
 			default:
 			}
-			rows, err := r.cfg.DB.Page(context.Background(), chain, cursor, r.cfg.CopyBatch)
+			rows, err := r.cfg.DB.Page(bg, chain, cursor, r.cfg.CopyBatch)
 			if err != nil || len(rows) == 0 {
 				if err != nil {
 					return err
@@ -877,7 +882,7 @@ func (r *Recorder) recover() error {
 				break
 			}
 			began := time.Now()
-			if err := r.materialize(context.Background(), rows); err != nil {
+			if err := r.materialize(bg, rows); err != nil {
 				return err
 			}
 			total += len(rows)

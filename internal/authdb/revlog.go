@@ -320,7 +320,7 @@ func (w *RevWatcher) run() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), w.opt.StaleAfter)
+		ctx, cancel := context.WithTimeout(database.Background(context.Background()), w.opt.StaleAfter)
 		_ = w.Sync(ctx)
 		cancel()
 	}

@@ -54,6 +54,7 @@ import (
 	"github.com/lapis-health/lapis/internal/apikey"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/authdb"
+	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/lapis-health/lapis/internal/oauth/token"
@@ -400,7 +401,7 @@ func (m *middleware) touch(ctx context.Context, id string, at time.Time, addr st
 		m.log.Debug("authn: api key use not recorded, too many writes in flight", "key_id", id)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ctx, cancel := context.WithTimeout(database.Background(context.WithoutCancel(ctx)), 30*time.Second)
 	go func() {
 		defer func() { <-m.touches }()
 		defer cancel()

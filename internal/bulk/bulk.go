@@ -154,7 +154,9 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if u, err := url.Parse(s.base); err == nil {
 		s.prefix = strings.TrimSuffix(u.Path, "/")
 	}
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// Export jobs are background work: their searches never hold a
+	// connection a request waits for.
+	bg, cancel := context.WithCancel(database.Background(context.WithoutCancel(ctx)))
 	s.stop = cancel
 	for range cfg.Workers {
 		s.wg.Go(func() { s.work(bg) })

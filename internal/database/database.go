@@ -1,10 +1,12 @@
 // Package database opens the one database handle of a Lapis process
-// (Open → DB: its dialect, one writer and the readers) that the FHIR
-// store, the authorization database and the audit chain share, each with
-// its own migrations; it names the database of a configuration (the
-// SQLite file of a "sqlite:"/"file:" URL or of a data directory, or a
-// PostgreSQL URL) and numbers placeholders per dialect (Rebind). It sits
-// below every package that uses the database and imports none of them.
+// (Open → DB: its dialect, one writer and the readers; on PostgreSQL, the
+// connections of requests apart from those of background work,
+// Background) that the FHIR store, the authorization database and the
+// audit chain share, each with its own migrations; it names the database
+// of a configuration (the SQLite file of a "sqlite:"/"file:" URL or of a
+// data directory, or a PostgreSQL URL) and numbers placeholders per
+// dialect (Rebind). It sits below every package that uses the database
+// and imports none of them.
 package database
 
 import (

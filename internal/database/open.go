@@ -49,8 +49,10 @@ type Options struct {
 // transaction BEGIN IMMEDIATE, no automatic WAL checkpoint — the FHIR
 // store checkpoints in the background) and a pool of query_only readers
 // (Reader), every connection with the same pragmas. On PostgreSQL it is
-// one pgxpool (Pool) and a database/sql view of it (Writer and Reader
-// are the same *sql.DB).
+// two pgxpools, the requests' (Pool) and background work's
+// (BackgroundPool: see Background), and a database/sql view of them
+// (Writer and Reader are the same *sql.DB) that takes each call's
+// connection from the pool of its context (PoolFor).
 type DB struct {
 	// Dialect is the database's SQL dialect.
 	Dialect Dialect
@@ -59,8 +61,13 @@ type DB struct {
 	// Reader reads: query_only connections on SQLite; Writer on
 	// PostgreSQL.
 	Reader *sql.DB
-	// Pool is the PostgreSQL connection pool (nil on SQLite).
+	// Pool is the PostgreSQL connection pool of requests (nil on
+	// SQLite).
 	Pool *pgxpool.Pool
+	// BackgroundPool is the PostgreSQL connection pool of background work
+	// (Background): 1 or 2 connections of pool_max_conns; Pool itself
+	// when pool_max_conns is below 4 (nil on SQLite).
+	BackgroundPool *pgxpool.Pool
 	// Path is the SQLite file (empty on PostgreSQL).
 	Path string
 }
@@ -101,18 +108,56 @@ func (d *DB) Close() error {
 	if d.Reader != nil && d.Reader != d.Writer {
 		err = errors.Join(err, d.Reader.Close())
 	}
+	if d.BackgroundPool != nil && d.BackgroundPool != d.Pool {
+		d.BackgroundPool.Close()
+	}
 	if d.Pool != nil {
 		d.Pool.Close()
 	}
 	return err
 }
 
+// backgroundKey marks the context of background work (Background).
+type backgroundKey struct{}
+
+// Background returns ctx marked as the context of background work: work
+// that no request waits for (the audit trail's copy into AuditEvents and
+// its recovery, the statistics refresh, paging snapshots, export jobs,
+// polls and bookkeeping). On PostgreSQL its statements run on the
+// connections of BackgroundPool, so that however much of it there is, it
+// never holds a connection a request is waiting for, and never gets more
+// than its share of pool_max_conns. On SQLite it changes nothing.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// isBackground reports whether ctx is (derived from) a context of
+// Background.
+func isBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
+// PoolFor returns the PostgreSQL pool that serves ctx: BackgroundPool
+// for background work (Background), else Pool.
+func (d *DB) PoolFor(ctx context.Context) *pgxpool.Pool {
+	if isBackground(ctx) {
+		return d.BackgroundPool
+	}
+	return d.Pool
+}
+
 // defaultReaders is the default size of the SQLite reader pool.
 func defaultReaders() int { return max(4, runtime.GOMAXPROCS(0)) }
 
-// defaultPostgresConns is the PostgreSQL pool size when the URL does not
-// set pool_max_conns: room for the FHIR store's searches and writes, the
-// authorization database and the audit recorder together.
+// defaultPostgresConns is the size of the requests' PostgreSQL pool when
+// the URL does not set pool_max_conns: room for the FHIR store's searches
+// and writes, the authorization database and the audit chain's writer
+// together (background work has maxBackgroundConns more). With 8 clients
+// at once on 2 cores (lapis-bench -mode real), the 8 are all taken only
+// when 7 searches and the audit chain's writer run: requests then wait
+// for each other, on a database whose cores are busy, not for background
+// work.
 func defaultPostgresConns() int32 { return int32(max(8, 2*runtime.GOMAXPROCS(0))) }
 
 // Owned is embedded by the parts that can be built on a handle of their

@@ -2,6 +2,8 @@ package database
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,9 +19,11 @@ func IsPostgresURL(databaseURL string) bool {
 	return strings.HasPrefix(databaseURL, "postgres://") || strings.HasPrefix(databaseURL, "postgresql://")
 }
 
-// openPostgres opens the one pool of the database at databaseURL. Its
-// size is the URL's pool_max_conns (at least 2), by default max(8,
-// 2×GOMAXPROCS).
+// openPostgres opens the pools of the database at databaseURL: the
+// requests' (Pool) and background work's (BackgroundPool, see
+// Background), together pool_max_conns connections (splitConns). Without
+// pool_max_conns, the requests have max(8, 2×GOMAXPROCS) and background
+// work 2 more.
 //
 // Statements are prepared and cached by pgx per connection, under
 // PostgreSQL's default plan cache mode (plan_cache_mode auto, unless the
@@ -54,10 +58,11 @@ func openPostgres(ctx context.Context, databaseURL, schema string) (*DB, error) 
 		}
 		cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	}
+	total := cfg.MaxConns
 	if !strings.Contains(databaseURL, "pool_max_conns") {
-		cfg.MaxConns = defaultPostgresConns()
+		total = defaultPostgresConns() + maxBackgroundConns
 	}
-	if cfg.MaxConns < 2 {
+	if total < 2 {
 		// Migrating holds an advisory-lock session while it writes.
 		return nil, errors.New("database: pool_max_conns must be at least 2")
 	}
@@ -70,16 +75,61 @@ func openPostgres(ctx context.Context, databaseURL, schema string) (*DB, error) 
 	if _, ok := cfg.ConnConfig.RuntimeParams["jit"]; !ok {
 		cfg.ConnConfig.RuntimeParams["jit"] = "off"
 	}
+	requests, background := splitConns(total)
+	cfg.MaxConns = requests
+	cfg.MinConns = min(cfg.MinConns, requests)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
+	d := &DB{Dialect: Postgres, Pool: pool, BackgroundPool: pool}
+	if background > 0 {
+		bcfg := cfg.Copy()
+		bcfg.MaxConns = background
+		bcfg.MinConns = min(bcfg.MinConns, background)
+		if d.BackgroundPool, err = pgxpool.NewWithConfig(ctx, bcfg); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("database: %w", err)
+		}
+	}
 	// The database/sql view keeps no connection between calls (a
 	// connection it held idle would be lost to the pool's other users);
-	// pgx caches prepared statements per pool connection.
-	db := stdlib.OpenDBFromPool(pool)
-	return &DB{Dialect: Postgres, Writer: db, Reader: db, Pool: pool}, nil
+	// pgx caches prepared statements per pool connection. Each call takes
+	// its connection from the pool of its context (PoolFor).
+	db := sql.OpenDB(routedConnector{requests: stdlib.GetPoolConnector(d.Pool), background: stdlib.GetPoolConnector(d.BackgroundPool)})
+	db.SetMaxIdleConns(0)
+	d.Writer, d.Reader = db, db
+	return d, nil
 }
+
+// maxBackgroundConns is the most connections background work has.
+const maxBackgroundConns = 2
+
+// splitConns divides the total connections of a process (pool_max_conns)
+// between requests and background work: 2 to background work from 8
+// connections on, 1 from 4, none below 4 (then background work shares the
+// requests' pool, as migrating needs 2 connections there).
+func splitConns(total int32) (requests, background int32) {
+	background = min(maxBackgroundConns, total/4)
+	return total - background, background
+}
+
+// routedConnector gives a database/sql call a connection of the pool of
+// its context: background's for a context of Background, else requests'.
+// database/sql passes the call's context to Connect when it has no idle
+// connection, which with no idle connections kept is every time.
+type routedConnector struct{ requests, background driver.Connector }
+
+// Connect implements driver.Connector.
+func (c routedConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	if isBackground(ctx) {
+		return c.background.Connect(ctx)
+	}
+	return c.requests.Connect(ctx)
+}
+
+// Driver implements driver.Connector.
+func (c routedConnector) Driver() driver.Driver { return c.requests.Driver() }
 
 // validSchema accepts a plain lower-case identifier (it is spliced into
 // CREATE SCHEMA, which takes no placeholder).

@@ -452,7 +452,7 @@ func (s *Service) Close() error {
 
 func (s *Service) run() {
 	defer close(s.done)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(database.Background(context.Background()))
 	defer cancel()
 	go func() {
 		<-s.stop

@@ -16,7 +16,7 @@ var _ store.Inspector = (*Store)(nil)
 // look costly enough to be compiled, which takes far longer than running
 // them.
 func (s *Store) Inspect(ctx context.Context, typ string, ids []string) (map[string]*store.Stored, error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := s.pool(ctx).BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, err
 	}
@@ -30,7 +30,7 @@ func (s *Store) Inspect(ctx context.Context, typ string, ids []string) (map[stri
 // EachID streams the ids of typ with a current or history row
 // (store.Inspector).
 func (s *Store) EachID(ctx context.Context, typ string, fn func(id string) error) error {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := s.pool(ctx).BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,10 @@
 // search statements whose SQL fixes their plan run with generic plans
 // (search.go); the others are planned with their values at every
 // execution (unnamed statements, see querier); Read and VRead keep a
-// generic plan (read.go). Everything runs on the process's one pool.
+// generic plan (read.go). Everything runs on the pool of the process's
+// database handle that serves its context (database.DB.PoolFor): the
+// requests' pool, or background work's for the audit trail's copy, the
+// statistics refresh and the paging-snapshot writer.
 package postgres
 
 import (
@@ -41,7 +44,7 @@ type Options struct {
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	stopSnapshots  func() // stops the background paging-snapshot writer
-	pool           *pgxpool.Pool
+	db             *database.DB
 	eng            *sqlgen.Engine
 	stats          sqlgen.StatsSchedule // when Update runs ANALYZE
 	database.Owned                      // the handle Open opened (none: New's caller owns it)
@@ -56,27 +59,26 @@ func Open(ctx context.Context, url string) (*Store, error) {
 }
 
 // New builds the store on the process's database handle db (a PostgreSQL
-// one), on its pool, and migrates the store's schema. Close leaves db
+// one), on its pools, and migrates the store's schema. Close leaves db
 // open.
 func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	if db.Dialect != database.Postgres {
 		return nil, errors.New("postgres: not a PostgreSQL database")
 	}
-	pool := db.Pool
 	if err := migrate(ctx, db.Writer); err != nil {
 		return nil, fmt.Errorf("postgres: migrate: %w", err)
 	}
-	st := &Store{pool: pool, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
+	st := &Store{db: db, eng: &sqlgen.Engine{D: sqlgen.Postgres, Cap: opts.SnapshotCap}}
 	// Growth is measured from the data present now; autovacuum (tuned per
 	// table by the migrations) covers slow change, so no time-based
 	// refresh.
 	st.stats.Every = -1
 	var rows int64
-	if err := pool.QueryRow(ctx, "SELECT COALESCE(MAX(rid), 0) FROM resources").Scan(&rows); err != nil {
+	if err := db.Pool.QueryRow(ctx, "SELECT COALESCE(MAX(rid), 0) FROM resources").Scan(&rows); err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	st.stats.Reset(rows)
-	st.stopSnapshots = st.eng.StartSnapshotWriter(querier{pool})
+	st.stopSnapshots = st.eng.StartSnapshotWriter(querier{db.BackgroundPool})
 	return st, nil
 }
 
@@ -109,15 +111,20 @@ func (s *Store) Close() error {
 	return s.CloseOwnedDB()
 }
 
-// Pool returns the connection pool (for tests and diagnostics).
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+// Pool returns the requests' connection pool (for tests and
+// diagnostics).
+func (s *Store) Pool() *pgxpool.Pool { return s.db.Pool }
+
+// pool returns the connection pool that serves ctx
+// (database.DB.PoolFor).
+func (s *Store) pool(ctx context.Context) *pgxpool.Pool { return s.db.PoolFor(ctx) }
 
 // Engine returns the shared SQL engine (for tests and diagnostics).
 func (s *Store) Engine() *sqlgen.Engine { return s.eng }
 
-// SearchConns implements store.SearchConns: the connections of the pool,
-// which serves searches, history, reads and writes.
-func (s *Store) SearchConns() int { return int(s.pool.Config().MaxConns) }
+// SearchConns implements store.SearchConns: the connections of the
+// requests' pool, which serves searches, history, reads and writes.
+func (s *Store) SearchConns() int { return int(s.db.Pool.Config().MaxConns) }
 
 // Read returns the current version of a resource.
 func (s *Store) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
@@ -131,18 +138,18 @@ func (s *Store) VRead(ctx context.Context, typ, id string, version int64) (*stor
 
 // History lists versions, newest first.
 func (s *Store) History(ctx context.Context, q store.HistoryQuery) (*store.HistoryPage, error) {
-	return s.eng.History(ctx, newSearchQuerier(s.pool), q)
+	return s.eng.History(ctx, newSearchQuerier(s.pool(ctx)), q)
 }
 
 // Search runs a search.
 func (s *Store) Search(ctx context.Context, q *store.Query) (*store.SearchResult, error) {
-	return s.eng.Search(ctx, newSearchQuerier(s.pool), querier{s.pool}, q)
+	return s.eng.Search(ctx, newSearchQuerier(s.pool(ctx)), querier{s.pool(ctx)}, q)
 }
 
 // Update runs fn in one READ COMMITTED transaction; Tx.Read and Put lock
 // the rows they read.
 func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
-	ptx, err := s.pool.Begin(ctx)
+	ptx, err := s.pool(ctx).Begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -164,7 +171,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	// later), so searches plan on the data as it is and read it through
 	// their covering indexes; in the background, so that this commit's
 	// response does not wait for it.
-	s.stats.Background(t.puts, func() error { return s.vacuumTables(context.WithoutCancel(ctx)) })
+	s.stats.Background(t.puts, func() error { return s.vacuumTables(database.Background(context.WithoutCancel(ctx))) })
 	return nil
 }
 
@@ -189,7 +196,7 @@ const statsTables = "resources, history, idx_string, idx_token, idx_reference, i
 // has no arguments, so it runs in the simple protocol, outside a
 // transaction block, as VACUUM must.
 func (s *Store) vacuumTables(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, "VACUUM (ANALYZE, SKIP_LOCKED, PARALLEL 0) "+statsTables)
+	_, err := s.pool(ctx).Exec(ctx, "VACUUM (ANALYZE, SKIP_LOCKED, PARALLEL 0) "+statsTables)
 	return err
 }
 
@@ -235,6 +242,6 @@ func (q querier) Exec(ctx context.Context, sql string, args ...any) error {
 
 // Analyze refreshes the planner statistics (ANALYZE) after a bulk load.
 func (s *Store) Analyze(ctx context.Context) error {
-	_, err := s.pool.Exec(ctx, "ANALYZE")
+	_, err := s.pool(ctx).Exec(ctx, "ANALYZE")
 	return err
 }

@@ -18,8 +18,9 @@ import (
 // reflection-driven scanning; the body is copied once out of the read
 // buffer.
 //
-// They run on the process's one pool, where a statement prepared under a
-// name keeps PostgreSQL's generic plan after five executions
+// They run on the pool that serves their context (the requests', or
+// background work's: database.Background), where a statement prepared
+// under a name keeps PostgreSQL's generic plan after five executions
 // (plan_cache_mode auto, database.Open): planning a lookup by unique index
 // costs several times its execution. Searches on the same connections are
 // planned with their values at every execution (unnamed statements, see
@@ -85,7 +86,7 @@ func fill(r *store.Resource, lastUpdated, deleted, method, body []byte) error {
 // only row (values valid during the call) to scan; store.ErrNotFound when
 // there is none.
 func (s *Store) queryOne(ctx context.Context, name, sql string, params [][]byte, scan func([][]byte) error) error {
-	c, err := s.pool.Acquire(ctx)
+	c, err := s.pool(ctx).Acquire(ctx)
 	if err != nil {
 		return err
 	}
