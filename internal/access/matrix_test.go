@@ -274,7 +274,10 @@ var principals = map[string]*principal.Principal{
 	"patient":           {Scopes: []string{"launch/patient", "patient/*.cruds"}, Patient: "pa"},
 	"patient-v1":        {Scopes: []string{"patient/*.read"}, Patient: "pa"},
 	"patient-nocontext": {Scopes: []string{"patient/*.cruds"}},
-	"limited":           {Scopes: []string{"patient/Patient.rs", "patient/Observation.rs"}, Patient: "pa"},
+	// patient/ scopes without a patient beside a system/ scope: the
+	// patient/ ones grant nothing, not even the shared types.
+	"patient-nocontext-system": {Scopes: []string{"patient/*.rs", "patient/Practitioner.rs", "system/Observation.rs"}},
+	"limited":                  {Scopes: []string{"patient/Patient.rs", "patient/Observation.rs"}, Patient: "pa"},
 	"granular": {Scopes: []string{"patient/Patient.rs",
 		"patient/Observation.rs?category=" + obsCat + "|laboratory",
 		"patient/Condition.rs?category=" + cndCat + "|problem-list-item"}, Patient: "pa"},
@@ -371,6 +374,11 @@ var readCells = []cell{
 	{"patient-nocontext", "read", read("Patient", "pa"), forbidden, nil, nil},
 	{"patient-nocontext", "search", find("Observation", ""), forbidden, nil, nil},
 	{"patient-nocontext", "history", history("", ""), forbidden, nil, nil},
+	{"patient-nocontext-system", "read practitioner", read("Practitioner", "dr"), forbidden, nil, nil},
+	{"patient-nocontext-system", "_include practitioner", find("Observation", "_include=Observation:performer"), ok,
+		ids("Observation/oal", "Observation/oav", "Observation/obl", "total:3"), nil},
+	{"patient-nocontext-system", "chain to practitioner", find("Observation", "performer:Practitioner.name=smith"), ok, ids("total:0"), nil},
+	{"patient-nocontext-system", "_include medication", find("MedicationRequest", "_include=MedicationRequest:medication"), forbidden, nil, nil},
 
 	// Limited: Patient and Observation only (conformance §2.9 limited access).
 	{"limited", "Patient?_id", find("Patient", "_id=pa"), ok, ids("Patient/pa", "total:1"), nil},

@@ -232,15 +232,24 @@ func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
 	return p.filter(ctx, writePerms)
 }
 
-// contextScopes is Effective of the principal of ctx; false when there is
-// none.
+// contextScopes is Effective of the principal of ctx, without its
+// patient/ scopes when it has no patient in context (they grant nothing
+// then, as in Check: not even the SharedTypes, which they would make
+// visible whole to _include and chains); false when there is none.
 func contextScopes(ctx context.Context) (scopes []string, patient string, ok bool) {
 	pr := principal.FromContext(ctx)
 	if pr == nil {
 		return nil, "", false
 	}
-	return Effective(pr)
+	scopes, patient, ok = Effective(pr)
+	if ok && patient == "" && slices.ContainsFunc(scopes, isPatientScope) {
+		scopes = slices.DeleteFunc(slices.Clone(scopes), isPatientScope)
+	}
+	return scopes, patient, ok
 }
+
+// isPatientScope reports whether s is a patient/ scope.
+func isPatientScope(s string) bool { return strings.HasPrefix(s, ContextPatient+"/") }
 
 func (p *Policy) filter(ctx context.Context, perms Perm) *store.AccessFilter {
 	scopes, patient, ok := contextScopes(ctx)

@@ -280,6 +280,17 @@ func testScopes(t *testing.T, e *env) {
 	// Granular scope: lab Observations only, nothing else.
 	labKey, _ := e.key(t, "system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory", "")
 	check(t, "granular scope", e.export(t, labKey, "/$export"), want("Observation", []string{"o1", "o3", "o4"}))
+	// A Patient export naming patients, by a client that may not search
+	// Patients: their Observations, as without the patient parameter
+	// (whether a named patient exists is not the client's to learn).
+	named := `{"resourceType":"Parameters","parameter":[{"name":"patient","valueReference":{"reference":"Patient/p1"}}]}`
+	r := e.Do(t, "POST", "/Patient/$export", strings.NewReader(named), "X-API-Key", labKey, "Content-Type", "application/fhir+json", "Prefer", "respond-async")
+	if r.Status != http.StatusAccepted {
+		t.Errorf("patient parameter without Patient access: %d %s", r.Status, r.Body)
+	} else {
+		m, _ := e.wait(t, labKey, r.Header.Get("Content-Location"))
+		check(t, "patient parameter without Patient access", e.contents(t, labKey, m), want("Observation", []string{"o1"}))
+	}
 	// A named type the scopes do not allow: 403.
 	if r := e.kick(t, labKey, "/$export?_type=Patient"); r.Status != http.StatusForbidden {
 		t.Errorf("forbidden _type: %d %s", r.Status, r.Body)

@@ -343,7 +343,16 @@ func (o *outcomeErrors) finish() {
 	if o.status == http.StatusRequestedRangeNotSatisfiable {
 		kind = "invalid"
 	}
+	text := strings.TrimSpace(o.text.String())
+	switch {
+	case text != "":
+	case o.status == http.StatusPreconditionFailed:
+		// net/http answers a failed precondition with no text.
+		text = "a precondition of the request (If-Match, If-Unmodified-Since) does not hold for the file"
+	default:
+		text = http.StatusText(o.status)
+	}
 	o.Header().Set("Cache-Control", "no-store")
-	oe := outcome.New(o.status, kind, "%s", strings.TrimSpace(o.text.String()))
+	oe := outcome.New(o.status, kind, "%s", text)
 	writeJSON(o.ResponseWriter, "application/fhir+json", oe.Status, oe.JSON())
 }

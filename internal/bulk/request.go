@@ -342,7 +342,10 @@ const patientChunk = 100
 // checkPatients answers 404 naming the first of ids (the patient
 // parameter of a kick-off) that is no Patient the caller may read: Bulk
 // Data asks for an error rather than an export that silently leaves a
-// patient out. A hidden Patient looks the same as a missing one.
+// patient out. A hidden Patient looks the same as a missing one. A caller
+// who may not search Patients (system/Observation.rs) is not refused for
+// it: whether a patient exists is not its to learn, and the export holds
+// what it may see of the patients named, as it did before the check.
 func (s *Service) checkPatients(ctx context.Context, ids []string) error {
 	for chunk := range slices.Chunk(ids, patientChunk) {
 		found := make(map[string]bool, len(chunk))
@@ -351,6 +354,10 @@ func (s *Service) checkPatients(ctx context.Context, ids []string) error {
 			found[r.ID] = true
 			return nil
 		}); err != nil {
+			var oe *outcome.Error
+			if errors.As(err, &oe) && oe.Status == http.StatusForbidden {
+				return nil
+			}
 			return err
 		}
 		for _, id := range chunk {
