@@ -37,7 +37,7 @@ import (
 //     type, from the scopes that grant r or s: a patient/ scope makes the
 //     type visible inside the patient's compartment (R4 Patient
 //     CompartmentDefinition, plus the patient's Devices), and the
-//     SharedTypes (Practitioner, Organization, Location, Medication…)
+//     sharedTypes (Practitioner, Organization, Location, Medication…)
 //     visible whole; a user/ or system/ scope makes it visible
 //     everywhere, a granular scope (?category=…) adds a token condition.
 //     Several scopes on one type are alternatives (OR); types no scope
@@ -234,7 +234,7 @@ func (p *Policy) WriteFilter(ctx context.Context) *store.AccessFilter {
 
 // contextScopes is Effective of the principal of ctx, without its
 // patient/ scopes when it has no patient in context (they grant nothing
-// then, as in Check: not even the SharedTypes, which they would make
+// then, as in Check: not even the sharedTypes, which they would make
 // visible whole to _include and chains); false when there is none.
 func contextScopes(ctx context.Context) (scopes []string, patient string, ok bool) {
 	pr := principal.FromContext(ctx)
@@ -349,10 +349,10 @@ func (p *Policy) buildScopes(scopes []string, perms Perm) *compiled {
 			// Reading the shared types a patient's record points to.
 			switch {
 			case s.Type == "*":
-				for _, t := range SharedTypes {
+				for _, t := range sharedTypes {
 					types[t] = append(types[t], store.AccessRule{Where: rule.Where})
 				}
-			case slices.Contains(SharedTypes, s.Type):
+			case slices.Contains(sharedTypes, s.Type):
 				rule.Compartment = false
 			}
 		}
@@ -395,7 +395,7 @@ func (p *Policy) buildScopes(scopes []string, perms Perm) *compiled {
 // writePerms are the permissions that change data.
 const writePerms = PermCreate | PermUpdate | PermDelete
 
-// SharedTypes are the resource types outside the Patient compartment that
+// sharedTypes are the resource types outside the Patient compartment that
 // a patient's record points to and that hold no patient's data of their
 // own: the people, organisations, places and services of its care, and the
 // medications and substances it names. A patient/ scope that grants r or s
@@ -407,8 +407,10 @@ const writePerms = PermCreate | PermUpdate | PermDelete
 // patient/ scopes stay held to the patient's own compartment, and the
 // other types outside the compartment (Binary, Bundle, Basic…) stay
 // invisible to patient/ scopes.
-var SharedTypes = []string{
-	"Endpoint", "HealthcareService", "Location", "Medication", "MedicationKnowledge",
+//
+// Endpoint is not among them: its header often carries a credential.
+var sharedTypes = []string{
+	"HealthcareService", "Location", "Medication", "MedicationKnowledge",
 	"Organization", "OrganizationAffiliation", "Practitioner", "PractitionerRole", "Substance",
 }
 

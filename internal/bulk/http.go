@@ -321,8 +321,8 @@ func (o *outcomeErrors) Write(p []byte) (int, error) {
 	return o.ResponseWriter.Write(p)
 }
 
-// ReadFrom keeps the underlying writer's io.ReaderFrom (sendfile) for the
-// file's bytes.
+// ReadFrom passes the file's bytes to the underlying writer through
+// io.Copy, which uses its io.ReaderFrom where it has one.
 func (o *outcomeErrors) ReadFrom(r io.Reader) (int64, error) {
 	if o.status != 0 {
 		return o.text.ReadFrom(r)

@@ -349,7 +349,7 @@ const patientChunk = 100
 func (s *Service) checkPatients(ctx context.Context, ids []string) error {
 	for chunk := range slices.Chunk(ids, patientChunk) {
 		found := make(map[string]bool, len(chunk))
-		q := url.Values{"_id": {strings.Join(chunk, ",")}, "_elements": {"id"}}
+		q := url.Values{"_id": {strings.Join(chunk, ",")}, "_count": {strconv.Itoa(patientChunk)}}
 		if err := s.svc.Each(ctx, "Patient", q, func(r *store.Resource) error {
 			found[r.ID] = true
 			return nil

@@ -11,10 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lapis-health/lapis/internal/httpx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lapis-health/lapis/internal/httpx"
 )
 
 // Metrics is the set of instruments of one process.
