@@ -239,9 +239,10 @@ func TestHistoryVersionMembership(t *testing.T) {
 				t.Errorf("vread of an earlier version of the patient itself: %d", got)
 			}
 			obsAll := []string{"Observation/oal/1", "Observation/oav/1", "Observation/oc/1", "Observation/oc/2", "Observation/om/2"}
-			// The device is pa's; the medication and the practitioner are
-			// shared types, readable whole.
-			sys := append([]string{"Condition/ca/1", "Condition/ca2/1", "Device/dva/1", "Encounter/ea/1", "Medication/med/1", "MedicationRequest/mra/1"}, obsAll...)
+			// The device is pa's; the clinic, the medication and the
+			// practitioner are shared types, readable whole (the
+			// residence is not).
+			sys := append([]string{"Condition/ca/1", "Condition/ca2/1", "Device/dva/1", "Encounter/ea/1", "Location/clinic/1", "Medication/med/1", "MedicationRequest/mra/1"}, obsAll...)
 			sys = append(sys, "Patient/pa/1", "Patient/pa/2", "Practitioner/dr/1")
 			histories(t, ctx, 3, "om", []string{"Observation/om/2"}, obsAll, sys)
 			check(t, "patient instance history", historyVersions(t, ctx, e.svc, "Patient", "pa", 0), []string{"Patient/pa/1", "Patient/pa/2"})

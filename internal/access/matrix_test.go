@@ -56,7 +56,8 @@ func cond(id, cat, patient string) string {
 // (problem-list-item) and ca2 (encounter-diagnosis) of pa, cb of pb; an
 // encounter ea of pa; practitioner dr (pa's GP); provenance prov of oal
 // (outside the compartment); medication med, prescribed to pa by mra;
-// devices dva of pa and dvb of pb; a binary bin.
+// devices dva of pa and dvb of pb; a binary bin; locations clinic and
+// home (a patient's residence).
 var fixtures = []string{
 	`{"resourceType":"Practitioner","id":"dr","name":[{"family":"Smith"}]}`,
 	`{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha"}],"generalPractitioner":[{"reference":"Practitioner/dr"}]}`,
@@ -74,6 +75,8 @@ var fixtures = []string{
 	`{"resourceType":"Device","id":"dva","patient":{"reference":"Patient/pa"}}`,
 	`{"resourceType":"Device","id":"dvb","patient":{"reference":"Patient/pb"}}`,
 	`{"resourceType":"Binary","id":"bin","contentType":"text/plain","data":"eA=="}`,
+	`{"resourceType":"Location","id":"clinic","name":"Clinic"}`,
+	`{"resourceType":"Location","id":"home","name":"Home","type":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-RoleCode","code":"PTRES"}]}]}`,
 }
 
 type env struct {
@@ -278,6 +281,7 @@ var principals = map[string]*principal.Principal{
 	// patient/ ones grant nothing, not even the shared types.
 	"patient-nocontext-system": {Scopes: []string{"patient/*.rs", "patient/Practitioner.rs", "system/Observation.rs"}},
 	"limited":                  {Scopes: []string{"patient/Patient.rs", "patient/Observation.rs"}, Patient: "pa"},
+	"limited-location":         {Scopes: []string{"patient/Location.rs"}, Patient: "pa"},
 	"granular": {Scopes: []string{"patient/Patient.rs",
 		"patient/Observation.rs?category=" + obsCat + "|laboratory",
 		"patient/Condition.rs?category=" + cndCat + "|problem-list-item"}, Patient: "pa"},
@@ -339,6 +343,11 @@ var readCells = []cell{
 	{"patient", "read other's device", read("Device", "dvb"), notFound, nil, nil},
 	{"patient", "search devices", find("Device", ""), ok, ids("Device/dva", "total:1"), nil},
 	{"patient", "read binary (outside compartment)", read("Binary", "bin"), notFound, nil, nil},
+	{"patient", "read location (shared type)", read("Location", "clinic"), ok, ids("Location/clinic"), nil},
+	{"patient", "read a residence (not shared)", read("Location", "home"), notFound, nil, nil},
+	{"patient", "search locations", find("Location", ""), ok, ids("Location/clinic", "total:1"), nil},
+	{"limited-location", "search locations", find("Location", ""), ok, ids("Location/clinic", "total:1"), nil},
+	{"limited-location", "read a residence (not shared)", read("Location", "home"), notFound, nil, nil},
 	{"patient", "read provenance (outside compartment)", read("Provenance", "prov"), notFound, nil, nil},
 	{"patient", "search observations", find("Observation", ""), ok, ids("Observation/oal", "Observation/oav", "total:2"), nil},
 	{"patient", "search other's observations", find("Observation", "patient=pb"), ok, ids("total:0"), nil},
@@ -360,7 +369,7 @@ var readCells = []cell{
 	{"patient", "history own", history("Observation", "oal"), ok, ids("Observation/oal"), nil},
 	{"patient", "history other's", history("Observation", "obl"), notFound, nil, nil},
 	{"patient", "history type", history("Observation", ""), ok, ids("Observation/oal", "Observation/oav"), nil},
-	{"patient", "history system", history("", ""), ok, ids("Condition/ca", "Condition/ca2", "Device/dva", "Encounter/ea", "Medication/med", "MedicationRequest/mra",
+	{"patient", "history system", history("", ""), ok, ids("Condition/ca", "Condition/ca2", "Device/dva", "Encounter/ea", "Location/clinic", "Medication/med", "MedicationRequest/mra",
 		"Observation/oal", "Observation/oav", "Patient/pa", "Practitioner/dr"), nil},
 	{"patient", "batch reads", bundle("batch", get("Observation/oal"), get("Observation/obl"), get("Practitioner/dr"), get("Binary/bin"), get("Observation?patient=pb")),
 		ok, ids("200 Bundle/new", "200 Observation/oal", "200 Practitioner/dr", "404 ", "404 "), nil},

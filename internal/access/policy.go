@@ -350,10 +350,10 @@ func (p *Policy) buildScopes(scopes []string, perms Perm) *compiled {
 			switch {
 			case s.Type == "*":
 				for _, t := range sharedTypes {
-					types[t] = append(types[t], store.AccessRule{Where: rule.Where})
+					types[t] = append(types[t], store.AccessRule{Where: sharedWhere(t, rule.Where)})
 				}
 			case slices.Contains(sharedTypes, s.Type):
-				rule.Compartment = false
+				rule = store.AccessRule{Where: sharedWhere(s.Type, rule.Where)}
 			}
 		}
 		types[s.Type] = append(types[s.Type], rule)
@@ -412,6 +412,18 @@ const writePerms = PermCreate | PermUpdate | PermDelete
 var sharedTypes = []string{
 	"HealthcareService", "Location", "Medication", "MedicationKnowledge",
 	"Organization", "OrganizationAffiliation", "Practitioner", "PractitionerRole", "Substance",
+}
+
+// sharedWhere is where, the conditions of a patient/ scope on the shared
+// type typ, with the conditions that keep a patient's own data of that
+// type out: a Location that is a patient's residence (type PTRES, v3
+// RoleCode) is not shared.
+func sharedWhere(typ string, where []store.Clause) []store.Clause {
+	if typ != "Location" {
+		return where
+	}
+	residence := store.Clause{Negate: true, Any: []store.Predicate{{Param: "type", Token: &store.TokenMatch{Code: "PTRES"}}}}
+	return append(slices.Clip(where), residence)
 }
 
 // patientLinked are the types outside the R4 Patient CompartmentDefinition
