@@ -93,6 +93,20 @@ func TestFHIRCommands(t *testing.T) {
 	}
 }
 
+// TestSearchMaxNeedsAll: --max without --all is a usage error instead of
+// being ignored (the first page printed whole, however long).
+func TestSearchMaxNeedsAll(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("LAPIS_PROFILE", "")
+	t.Setenv("STUB_KEY", "k-123")
+	srv, _ := fhirStub(t, false)
+	conn := []string{"--server", srv.URL + "/fhir", "--api-key-env", "STUB_KEY"}
+	out, errOut, code := runCLI(t, "", append([]string{"search", "Patient", "name=smith", "--ndjson", "--max", "1"}, conn...)...)
+	if code != 2 || out != "" || !strings.Contains(errOut, "--all") {
+		t.Fatalf("search --max without --all: %d %q %q", code, out, errOut)
+	}
+}
+
 func TestTLSChoices(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("LAPIS_PROFILE", "")
