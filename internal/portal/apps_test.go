@@ -271,6 +271,11 @@ func appsAPIFlow(t *testing.T, dialect string) {
 	if st, _, _ := ae.api("POST", "/portal/api/admin/reviews/"+rq["id"].(string)+"/approve", op, nil); st != 409 {
 		t.Fatalf("second approval %d", st)
 	}
+	// Asking again names the request that stands and its status.
+	if st, out, _ := ae.api("POST", base+"/apps/sandbox/"+id+"/production", tok, nil); st != 409 ||
+		out["error_description"] != "this app already has production access request "+rq["id"].(string)+" (approved)" {
+		t.Fatalf("request after approval %d %v", st, out)
+	}
 	// The developer sees the production app (with the sandbox app's
 	// metadata) and issues its first secret.
 	st, papp, _ := ae.api("GET", base+"/apps/production/"+prodID, tok, nil)

@@ -67,7 +67,7 @@ func (p *Portal) requestProduction(r *http.Request, v *Visitor, org *developer.M
 	}
 	for _, rq := range reqs {
 		if rq.Status != review.Declined {
-			return nil, conflict("this app already has a " + rq.Status + " production access request")
+			return nil, conflict("this app already has production access request " + rq.ID + " (" + rq.Status + ")")
 		}
 	}
 	app := api.ClientRequest{Name: a.Name, Type: a.Type, RedirectURIs: a.RedirectURIs, LaunchURI: a.LaunchURI, Scopes: a.Scopes,
