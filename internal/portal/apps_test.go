@@ -622,6 +622,11 @@ func TestAppsPages(t *testing.T) {
 	if st, body, _ := ae.get(oc, "/portal/admin/apps"); st != 200 || !strings.Contains(body, prod[0].ID) {
 		t.Fatalf("admin apps %d", st)
 	}
+	// The decided table names the deciding operator by address, as the
+	// queue names the requester, not by the internal "developer:ID".
+	if st, body, _ := ae.get(oc, "/portal/admin/reviews"); st != 200 || !strings.Contains(body, "oppage@example.org</td>") || strings.Contains(body, "<code>developer:") {
+		t.Errorf("decided table lacks the operator's address %d: %s", st, body)
+	}
 	// Keys: create (shown once), rotate, revoke.
 	_, _, csrf = ae.get(c, "/portal/keys")
 	res, body = ae.post(c, "/portal/keys/new", url.Values{"csrf": {csrf}, "environment": {"sandbox"}, "name": {"page key"}, "scope": {"system/*.rs"}})
