@@ -576,6 +576,9 @@ func TestAppsPages(t *testing.T) {
 	bad := url.Values{"csrf": {csrf}, "preset": {"confidential-web"}, "name": {"Bad"}, "redirect_uris": {"http://evil.example.org/cb"}, "scope": {"openid"}}
 	if res, body := ae.post(c, "/portal/apps/new", bad); res.StatusCode != 400 || !strings.Contains(body, "must use https") || !strings.Contains(body, "http://evil.example.org/cb") {
 		t.Fatalf("bad create %d %s", res.StatusCode, body)
+	} else if !strings.Contains(body, "Redirect URIs: entry") || strings.Contains(body, "Redirect_uris") {
+		// The page names the field by its label, not by the JSON API's name.
+		t.Errorf("bad create names the field as the API does: %s", body)
 	}
 	res, body = ae.post(c, "/portal/apps/sandbox/"+id+"/rotate", url.Values{"csrf": {csrf}, "overlap": {"1h"}})
 	if m := secretInputRE.FindStringSubmatch(body); res.StatusCode != 200 || m == nil || m[1] == secret || !strings.Contains(body, "previous secret keeps working") {
