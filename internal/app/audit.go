@@ -95,6 +95,7 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 		closeStream()
 		return nil, err
 	}
+	al.SetInstance(rec.Chain())
 	log.Info("audit trail on", "chain", rec.Chain())
 	// Every client's requests also feed its activity (the developer
 	// portal's "what your app does"); closed, flushed, before the

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/metrics"
@@ -41,7 +42,8 @@ type AlertConfig struct {
 	// Refusals: alert on every allow-list refusal (at most once per
 	// client/address a minute).
 	Refusals bool
-	// Instance names this server in the alerts.
+	// Instance names this server in the alerts (SetInstance may name it
+	// later, once the audit chain is known).
 	Instance string
 	// Metrics counts alerts (may be nil); Logger logs them.
 	Metrics *metrics.Metrics
@@ -108,6 +110,8 @@ type Alert struct {
 type Alerter struct {
 	cfg AlertConfig
 	q   chan Alert
+	// instance names this server in the alerts (SetInstance).
+	instance atomic.Pointer[string]
 
 	mu      sync.Mutex
 	windows map[string]*window
@@ -160,12 +164,19 @@ func NewAlerter(cfg AlertConfig) (*Alerter, error) {
 		cfg.Client = &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	a := &Alerter{cfg: cfg, q: make(chan Alert, cfg.QueueSize), windows: map[string]*window{}, stop: make(chan struct{}), done: make(chan struct{})}
+	a.instance.Store(&cfg.Instance)
 	if cfg.Windows != nil {
 		a.shared = newSharedWindows(a, cfg.Windows, cfg.FlushEvery)
 	}
 	go a.deliver()
 	return a, nil
 }
+
+// SetInstance names this server in the alerts raised from now on: the
+// audit chain id, which its AuditEvents name in source.observer (the
+// chain exists only once the recorder that this Alerter observes for has
+// started).
+func (a *Alerter) SetInstance(name string) { a.instance.Store(&name) }
 
 // Observe evaluates the rules on e.
 func (a *Alerter) Observe(e *Event) {
@@ -241,7 +252,7 @@ func (a *Alerter) countLocal(key string, n, limit int, span time.Duration, now t
 }
 
 func (a *Alerter) raise(al Alert) {
-	al.Instance = a.cfg.Instance
+	al.Instance = *a.instance.Load()
 	a.cfg.Logger.Warn("audit alert", "rule", al.Rule, "client_id", al.ClientID, "address", al.Address, "count", al.Count, "threshold", al.Threshold, "window", al.Window)
 	if a.cfg.Webhook == "" {
 		a.cfg.Metrics.AlertSent(al.Rule, true)

@@ -238,6 +238,11 @@ type errRejected struct {
 	// credential is genuine but refused (revoked, expired, address not
 	// allowed): its activity shows the refusal.
 	clientID string
+	// network: the credential was refused for the caller's address (an
+	// API key's allow-list). The answer is the same 401; the audit trail
+	// records an allow-list refusal, which the alert rules and the
+	// activity's causes count as such.
+	network bool
 }
 
 func (e *errRejected) Error() string { return e.reason }
@@ -359,7 +364,7 @@ func (m *middleware) apiKey(r *http.Request, key string) (*principal.Principal, 
 	case k.Suspended():
 		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": suspended", clientID: k.ID}
 	case len(k.AllowIPs) > 0 && !apikey.Allowed(k.AllowIPs, httpx.ClientIP(r)):
-		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": address not allowed", clientID: k.ID}
+		return nil, &errRejected{kind: invalid, reason: "api key " + k.ID + ": address not allowed", clientID: k.ID, network: true}
 	}
 	if ent == nil {
 		ent = m.keys.put(hk, k, now)
@@ -550,10 +555,14 @@ func (m *middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 		m.log.Info("authn: rejected", "reason", rej.reason, "remote", httpx.ClientIP(r).String(), "path", r.URL.Path)
 	}
 	if m.cfg.Audit != nil {
+		kind, cause := audit.KindAuthnFailure, httpx.CauseCredential
 		desc := map[failure]string{missing: "credential missing", malformed: "credential malformed", invalid: "credential invalid"}[rej.kind]
-		m.cfg.Audit.Record(r.Context(), audit.Event{Time: m.now(), Kind: audit.KindAuthnFailure, Action: "E", Outcome: audit.OutcomeMinor,
+		if rej.network {
+			kind, cause, desc = audit.KindNetworkRefused, httpx.CauseNetwork, "address not on the API key's allow-list"
+		}
+		m.cfg.Audit.Record(r.Context(), audit.Event{Time: m.now(), Kind: kind, Action: "E", Outcome: audit.OutcomeMinor,
 			Description: desc, Status: http.StatusUnauthorized, Address: httpx.ClientAddr(r), UserAgent: truncateUA(r.UserAgent()),
-			ClientID: rej.clientID, CredentialID: rej.clientID, Route: audit.RouteShape(r), Cause: string(httpx.CauseCredential)})
+			ClientID: rej.clientID, CredentialID: rej.clientID, Route: audit.RouteShape(r), Cause: string(cause)})
 	}
 	outcome.Write(w, body)
 }

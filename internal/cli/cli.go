@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/lapis-health/lapis/client"
 	"github.com/lapis-health/lapis/internal/app"
 	"github.com/lapis-health/lapis/internal/config"
 )
@@ -126,10 +127,21 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if errors.Is(err, context.Canceled) {
 			return 130
 		}
-		fmt.Fprintf(stderr, "lapis: %s\n", oneLine(err))
+		fmt.Fprintf(stderr, "lapis: %s%s\n", oneLine(err), hint(err))
 		return exitCode(err)
 	}
 	return 0
+}
+
+// hint says what to do about an error the user can act on: a refused
+// refresh token (invalid_grant: the stored login was revoked or expired)
+// needs a new "lapis login".
+func hint(err error) string {
+	var oe *client.OAuthError
+	if errors.As(err, &oe) && oe.Code == "invalid_grant" {
+		return `; run "lapis login" again`
+	}
+	return ""
 }
 
 func oneLine(err error) string {

@@ -160,6 +160,9 @@ func (c *searchCmd) query() (url.Values, error) {
 	if c.Max < 0 {
 		return nil, usagef("--max must not be negative")
 	}
+	if c.Max > 0 && !c.All {
+		return nil, usagef("--max needs --all (without it only the first page is printed; limit its size with _count=N)")
+	}
 	q := url.Values{}
 	for _, p := range c.Params {
 		k, v, ok := strings.Cut(p, "=")

@@ -93,6 +93,20 @@ func TestFHIRCommands(t *testing.T) {
 	}
 }
 
+// TestSearchMaxNeedsAll: --max without --all is a usage error instead of
+// being ignored (the first page printed whole, however long).
+func TestSearchMaxNeedsAll(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("LAPIS_PROFILE", "")
+	t.Setenv("STUB_KEY", "k-123")
+	srv, _ := fhirStub(t, false)
+	conn := []string{"--server", srv.URL + "/fhir", "--api-key-env", "STUB_KEY"}
+	out, errOut, code := runCLI(t, "", append([]string{"search", "Patient", "name=smith", "--ndjson", "--max", "1"}, conn...)...)
+	if code != 2 || out != "" || !strings.Contains(errOut, "--all") {
+		t.Fatalf("search --max without --all: %d %q %q", code, out, errOut)
+	}
+}
+
 func TestTLSChoices(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("LAPIS_PROFILE", "")
@@ -112,5 +126,38 @@ func TestTLSChoices(t *testing.T) {
 	// Skipping verification works and warns.
 	if _, errOut, code := runCLI(t, "", "get", "Patient/1", "--server", base, "--insecure-skip-verify-dangerous"); code != 0 || !strings.Contains(strings.ToLower(errOut), "verif") {
 		t.Errorf("insecure: %d %q", code, errOut)
+	}
+}
+
+// TestRevokedLoginSaysLogInAgain: when the refresh token that "lapis
+// login" stored is refused (invalid_grant: revoked, expired), the error
+// says to run "lapis login" again, and the exit code is 3.
+func TestRevokedLoginSaysLogInAgain(t *testing.T) {
+	cfg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", cfg)
+	t.Setenv("LAPIS_PROFILE", "")
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":"invalid_grant","error_description":"refresh token is invalid, expired or revoked"}`))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	dir := filepath.Join(cfg, "lapis")
+	if err := os.MkdirAll(filepath.Join(dir, "tokens"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	profiles := `{"profiles":{"me":{"base_url":"` + srv.URL + `/fhir","auth":{"method":"login","client_id":"app","token_url":"` + srv.URL + `/token"}}}}`
+	stored := `{"access_token":"old","refresh_token":"r1","expires_at":"2020-01-01T00:00:00Z","fhir_base":"` + srv.URL + `/fhir","token_url":"` + srv.URL + `/token","client_id":"app"}`
+	if err := os.WriteFile(filepath.Join(dir, "profiles.json"), []byte(profiles), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokens", "me.json"), []byte(stored), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runCLI(t, "", "get", "Patient/1", "--profile", "me")
+	if code != 3 || !strings.Contains(errOut, "invalid_grant") || !strings.Contains(errOut, `run "lapis login" again`) || strings.Count(errOut, "\n") != 1 {
+		t.Fatalf("refused refresh: %d %q", code, errOut)
 	}
 }

@@ -659,7 +659,18 @@ func (p *Portal) wizardError(w http.ResponseWriter, r *http.Request, v *Visitor,
 	for _, sc := range f["scope"] {
 		d.Checked[sc] = true
 	}
+	var ie *review.InvalidError
+	if errors.As(err, &ie) && wizardLabels[ie.Field] != "" {
+		desc = wizardLabels[ie.Field] + ": " + ie.Reason
+	}
 	p.render(w, r, st, "appnew", pageData{Title: "New app", V: v, Nav: "apps", Error: capitalize(desc) + ".", Data: d}, nil)
+}
+
+// wizardLabels are the wizard's labels of the fields a refused app names
+// by their JSON API names (review.InvalidError.Field).
+var wizardLabels = map[string]string{
+	"preset": "Kind of app", "name": "Name", "redirect_uris": "Redirect URIs", "launch_uri": "Launch URI",
+	"scopes": "Scopes", "jwks_uri": "JWKS URL", "jwks": "JWKS",
 }
 
 type appData struct {

@@ -271,6 +271,11 @@ func appsAPIFlow(t *testing.T, dialect string) {
 	if st, _, _ := ae.api("POST", "/portal/api/admin/reviews/"+rq["id"].(string)+"/approve", op, nil); st != 409 {
 		t.Fatalf("second approval %d", st)
 	}
+	// Asking again names the request that stands and its status.
+	if st, out, _ := ae.api("POST", base+"/apps/sandbox/"+id+"/production", tok, nil); st != 409 ||
+		out["error_description"] != "this app already has production access request "+rq["id"].(string)+" (approved)" {
+		t.Fatalf("request after approval %d %v", st, out)
+	}
 	// The developer sees the production app (with the sandbox app's
 	// metadata) and issues its first secret.
 	st, papp, _ := ae.api("GET", base+"/apps/production/"+prodID, tok, nil)
@@ -571,6 +576,9 @@ func TestAppsPages(t *testing.T) {
 	bad := url.Values{"csrf": {csrf}, "preset": {"confidential-web"}, "name": {"Bad"}, "redirect_uris": {"http://evil.example.org/cb"}, "scope": {"openid"}}
 	if res, body := ae.post(c, "/portal/apps/new", bad); res.StatusCode != 400 || !strings.Contains(body, "must use https") || !strings.Contains(body, "http://evil.example.org/cb") {
 		t.Fatalf("bad create %d %s", res.StatusCode, body)
+	} else if !strings.Contains(body, "Redirect URIs: entry") || strings.Contains(body, "Redirect_uris") {
+		// The page names the field by its label, not by the JSON API's name.
+		t.Errorf("bad create names the field as the API does: %s", body)
 	}
 	res, body = ae.post(c, "/portal/apps/sandbox/"+id+"/rotate", url.Values{"csrf": {csrf}, "overlap": {"1h"}})
 	if m := secretInputRE.FindStringSubmatch(body); res.StatusCode != 200 || m == nil || m[1] == secret || !strings.Contains(body, "previous secret keeps working") {
@@ -616,6 +624,11 @@ func TestAppsPages(t *testing.T) {
 	}
 	if st, body, _ := ae.get(oc, "/portal/admin/apps"); st != 200 || !strings.Contains(body, prod[0].ID) {
 		t.Fatalf("admin apps %d", st)
+	}
+	// The decided table names the deciding operator by address, as the
+	// queue names the requester, not by the internal "developer:ID".
+	if st, body, _ := ae.get(oc, "/portal/admin/reviews"); st != 200 || !strings.Contains(body, "oppage@example.org</td>") || strings.Contains(body, "<code>developer:") {
+		t.Errorf("decided table lacks the operator's address %d: %s", st, body)
 	}
 	// Keys: create (shown once), rotate, revoke.
 	_, _, csrf = ae.get(c, "/portal/keys")

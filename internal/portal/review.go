@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,7 +68,7 @@ func (p *Portal) requestProduction(r *http.Request, v *Visitor, org *developer.M
 	}
 	for _, rq := range reqs {
 		if rq.Status != review.Declined {
-			return nil, conflict("this app already has a " + rq.Status + " production access request")
+			return nil, conflict("this app already has production access request " + rq.ID + " (" + rq.Status + ")")
 		}
 	}
 	app := api.ClientRequest{Name: a.Name, Type: a.Type, RedirectURIs: a.RedirectURIs, LaunchURI: a.LaunchURI, Scopes: a.Scopes,
@@ -135,12 +136,14 @@ func (p *Portal) approve(r *http.Request, v *Visitor, id string) (*review.Reques
 type reviewsData struct {
 	Pending, Decided []review.Request
 	Now              time.Time
-	// Orgs and Requesters name the pending requests' organisations and
-	// requesting developers ("" when gone).
-	Orgs, Requesters map[string]string
+	// Orgs names the requests' organisations; People the addresses of
+	// their requesting developers and deciding operators, by
+	// "developer:ID" ("" when gone).
+	Orgs, People map[string]string
 }
 
-// names looks up the organisation names and requester addresses of rqs.
+// names looks up the organisation names of rqs, and the addresses of
+// their requesters and deciders.
 func (p *Portal) names(ctx context.Context, rqs []review.Request) (orgs, people map[string]string) {
 	orgs, people = map[string]string{}, map[string]string{}
 	for _, rq := range rqs {
@@ -151,11 +154,14 @@ func (p *Portal) names(ctx context.Context, rqs []review.Request) (orgs, people 
 				orgs[rq.OrgID] = ""
 			}
 		}
-		if _, ok := people[rq.RequestedBy]; !ok {
-			people[rq.RequestedBy] = ""
-			if id, ok := strings.CutPrefix(rq.RequestedBy, "developer:"); ok {
+		for _, who := range []string{rq.RequestedBy, rq.DecidedBy} {
+			if _, ok := people[who]; ok || who == "" {
+				continue
+			}
+			people[who] = ""
+			if id, ok := strings.CutPrefix(who, "developer:"); ok {
 				if d, err := p.dev.Developer(ctx, id); err == nil {
-					people[rq.RequestedBy] = d.Email
+					people[who] = d.Email
 				}
 			}
 		}
@@ -180,9 +186,9 @@ func (p *Portal) adminReviewsPage(w http.ResponseWriter, r *http.Request, v *Vis
 			decided = append(decided, rq)
 		}
 	}
-	orgs, people := p.names(r.Context(), pending)
+	orgs, people := p.names(r.Context(), append(slices.Clip(pending), decided...))
 	p.render(w, r, http.StatusOK, "adminreviews", pageData{Title: "Production access reviews", V: v, Nav: "admin", Notice: r.URL.Query().Get("notice"),
-		Data: reviewsData{Pending: pending, Decided: decided, Now: p.cfg.Now(), Orgs: orgs, Requesters: people}}, nil)
+		Data: reviewsData{Pending: pending, Decided: decided, Now: p.cfg.Now(), Orgs: orgs, People: people}}, nil)
 }
 
 func (p *Portal) adminReviewPost(w http.ResponseWriter, r *http.Request, v *Visitor) {
