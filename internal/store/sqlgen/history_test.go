@@ -96,7 +96,11 @@ func TestHistorySQL(t *testing.T) {
 		{"legacy compartment", "", &store.AccessFilter{Compartment: comp}, true, true, true, false},
 		{"granular patient", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"Observation": {{Compartment: true, Where: lab}}}}, true, true, true, false},
 		{"granular user", "Observation", &store.AccessFilter{Types: map[string][]store.AccessRule{"Observation": {{Where: lab}}}}, true, true, false, false},
-		{"mixed", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"Practitioner": {{}}, "*": {{Compartment: true}}}}, true, true, false, false},
+		// A type shown whole beside the compartment (a shared type of
+		// patient/ scopes): its resources join the compartment's
+		// candidates.
+		{"mixed", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"Practitioner": {{}}, "*": {{Compartment: true}}}}, true, true, true, false},
+		{"mixed wildcard", "", &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"*": {{}, {Compartment: true}}}}, true, true, false, false},
 	}
 	for _, d := range []Dialect{SQLite, Postgres} {
 		for _, c := range cases {

@@ -191,7 +191,25 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, bool, error) {
 			typeCol = e.D.unindexed("r.type")
 		}
 	}
+	// A search of several types by a caller who sees a compartment and,
+	// beside it, some types whole (the shared types of patient/ scopes):
+	// the access filter is an OR over the types, which no index drives,
+	// so the candidates come from the compartment's references and those
+	// types' resources by index, the filter still deciding.
+	var whole string
+	if sc.typ == "" && q.Compartment == nil && showsWholeTypes(q.Filter) {
+		whole = g.compartmentDriver("")
+		if whole != "" && typeCol == "r.type" {
+			typeCol = e.D.unindexed("r.type")
+		}
+	}
 	conds := []string{"NOT r.deleted"}
+	switch {
+	case whole != "" && e.D == Postgres:
+		conds = append(conds, "r.rid = ANY(ARRAY("+whole+"))")
+	case whole != "":
+		conds = append(conds, "r.rid IN ("+whole+")")
+	}
 	switch {
 	case sc.typ != "":
 		conds = append(conds, typeCol+" = "+b.Arg(sc.typ))
@@ -228,6 +246,25 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, bool, error) {
 	}
 	pin := driver >= 0 && e.D == Postgres && q.Compartment == nil && pinnable(q.Filter) && pinnable(q.MatchFilter)
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), pin, nil
+}
+
+// showsWholeTypes reports whether f has a compartment and, beside it,
+// types some rule shows outside it.
+func showsWholeTypes(f *store.AccessFilter) bool {
+	if f == nil || f.Compartment == nil {
+		return false
+	}
+	for t, rs := range f.Types {
+		if t == "*" {
+			continue
+		}
+		for _, r := range rs {
+			if !r.Compartment {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // pinnable reports whether the access filter f leaves a statement's plan

@@ -68,3 +68,36 @@ func TestMatchesFromIndexRows(t *testing.T) {
 		}
 	}
 }
+
+// TestSystemSearchDrivenBesideSharedTypes checks that a search of every
+// type by a caller who sees a compartment and some types whole (the
+// shared types of patient/ scopes) draws its candidates from the
+// compartment's references and those types' resources, by index: the
+// access filter alone is an OR over types that no index drives, and the
+// search read every resource (every AuditEvent) to find its page.
+func TestSystemSearchDrivenBesideSharedTypes(t *testing.T) {
+	comp := &store.Compartment{Type: "Patient", ID: "p1", Params: map[string][]string{"Observation": {"subject"}}}
+	mixed := &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{
+		"Practitioner": {{}}, "AuditEvent": {}, "*": {{Compartment: true}}}}
+	onlyComp := &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"AuditEvent": {}, "*": {{Compartment: true}}}}
+	for _, d := range []Dialect{SQLite, Postgres} {
+		for _, tc := range []struct {
+			name   string
+			q      store.Query
+			driven bool
+		}{
+			{"system, shared types", store.Query{Filter: mixed}, true},
+			{"several types, shared types", store.Query{Types: []string{"Observation", "Practitioner"}, Filter: mixed}, true},
+			{"system, compartment only", store.Query{Filter: onlyComp}, false},
+			{"one shared type", store.Query{Type: "Practitioner", Filter: mixed}, false},
+		} {
+			from, _, err := (&Engine{D: d}).base(&Builder{D: d}, &tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(from, "SELECT dw.rid FROM resources dw WHERE dw.type IN"); got != tc.driven {
+				t.Errorf("%d %s: driven by the compartment and the shared types: %v, want %v: %s", d, tc.name, got, tc.driven, from)
+			}
+		}
+	}
+}

@@ -162,7 +162,10 @@ func (g *gen) histMember(sc scope, table, x, where string) string {
 // compartmentDriver returns a query of rids that contains every resource
 // the filter lets through for typ (any type when typ is ""), drawn from
 // the compartment's references by index, or "" when some visible resource
-// need not be in the compartment (no such bounded set exists).
+// need not be in the compartment (no such bounded set exists). For the
+// system (typ ""), the types a rule shows outside the compartment (the
+// shared types a patient/ scope reads whole) add all their resources,
+// by the (type, id) index; the filter still decides which are shown.
 func (g *gen) compartmentDriver(typ string) string {
 	f := g.filter
 	if f == nil || f.Compartment == nil {
@@ -181,12 +184,8 @@ func (g *gen) compartmentDriver(typ string) string {
 			if !onlyCompartment(f.RulesFor(typ)) {
 				return ""
 			}
-		} else {
-			for _, rs := range f.Types {
-				if !onlyCompartment(rs) {
-					return ""
-				}
-			}
+		} else if rs, ok := f.Types["*"]; ok && !onlyCompartment(rs) {
+			return ""
 		}
 	}
 	c := f.Compartment
@@ -209,6 +208,18 @@ func (g *gen) compartmentDriver(typ string) string {
 	}
 	if typ == "" || typ == c.Type {
 		parts = append(parts, "SELECT ds.rid FROM resources ds WHERE ds.type = "+g.b.Arg(c.Type)+" AND ds.id = "+g.b.Arg(c.ID))
+	}
+	if typ == "" {
+		var whole []string
+		for t, rs := range f.Types {
+			if !onlyCompartment(rs) {
+				whole = append(whole, t)
+			}
+		}
+		if len(whole) > 0 {
+			sort.Strings(whole)
+			parts = append(parts, "SELECT dw.rid FROM resources dw WHERE dw.type IN "+g.b.List(whole))
+		}
 	}
 	if len(parts) == 0 {
 		return "SELECT 0 WHERE 1=0" // nothing of typ is in the compartment
