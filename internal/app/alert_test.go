@@ -50,10 +50,10 @@ func nextAlert(t *testing.T, alerts <-chan map[string]any) map[string]any {
 	}
 }
 
-// TestAlertNamesInstance: an alert POSTed to --alert-webhook names the
-// instance that raised it ("instance", as the README documents), the
-// chain id its AuditEvents name in source.observer; it was left out.
-func TestAlertNamesInstance(t *testing.T) {
+// alertReceiver is a webhook receiver for --alert-webhook: its URL, and
+// the alerts POSTed to it, decoded.
+func alertReceiver(t *testing.T) (string, <-chan map[string]any) {
+	t.Helper()
 	alerts := make(chan map[string]any, 4)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var a map[string]any
@@ -62,10 +62,18 @@ func TestAlertNamesInstance(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	defer hook.Close()
+	t.Cleanup(hook.Close)
+	return hook.URL, alerts
+}
+
+// TestAlertNamesInstance: an alert POSTed to --alert-webhook names the
+// instance that raised it ("instance", as the README documents), the
+// chain id its AuditEvents name in source.observer; it was left out.
+func TestAlertNamesInstance(t *testing.T) {
+	hook, alerts := alertReceiver(t)
 	ln, root, cfg := listenConfig(t)
 	cfg.Sandbox.Enabled = false
-	cfg.Audit.AlertWebhook = hook.URL
+	cfg.Audit.AlertWebhook = hook
 	cfg.Audit.AlertAuthFailures = 1
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
@@ -102,18 +110,10 @@ func TestAlertNamesInstance(t *testing.T) {
 // is, so the "refused" alert fires for the key, as for an OAuth client's
 // allow-list; it was recorded as an authentication failure only.
 func TestAPIKeyAllowListRefusalAlerts(t *testing.T) {
-	alerts := make(chan map[string]any, 4)
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var a map[string]any
-		if err := json.NewDecoder(r.Body).Decode(&a); err == nil {
-			alerts <- a
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer hook.Close()
+	hook, alerts := alertReceiver(t)
 	ln, root, cfg := listenConfig(t)
 	cfg.Sandbox.Enabled = false
-	cfg.Audit.AlertWebhook = hook.URL
+	cfg.Audit.AlertWebhook = hook
 	cfg.Audit.AlertAuthFailures = 0
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
