@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,32 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
 	"github.com/lapis-health/lapis/internal/testutil/httpcall"
+	"github.com/lapis-health/lapis/internal/testutil/logbuf"
 )
-
-// syncBuffer is a log sink the server and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // nextAlert waits for the next alert the webhook received (failing after
 // a minute without one, rather than hanging until the test binary's
@@ -78,7 +59,7 @@ func TestAlertNamesInstance(t *testing.T) {
 	if err := cfg.Normalize(true); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	srv, err := NewServer(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)), io.Discard)
 	if err != nil {
 		t.Fatal(err)
