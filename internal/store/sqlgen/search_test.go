@@ -80,6 +80,10 @@ func TestSystemSearchDrivenBesideSharedTypes(t *testing.T) {
 	mixed := &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{
 		"Practitioner": {{}}, "AuditEvent": {}, "*": {{Compartment: true}}}}
 	onlyComp := &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{"AuditEvent": {}, "*": {{Compartment: true}}}}
+	// A type of the compartment shown whole (user/Observation.rs beside
+	// the patient's scopes) may be most of the data: no driver.
+	wholeMember := &store.AccessFilter{Compartment: comp, Types: map[string][]store.AccessRule{
+		"Practitioner": {{}}, "Observation": {{}}, "*": {{Compartment: true}}}}
 	for _, d := range []Dialect{SQLite, Postgres} {
 		for _, tc := range []struct {
 			name   string
@@ -90,6 +94,7 @@ func TestSystemSearchDrivenBesideSharedTypes(t *testing.T) {
 			{"several types, shared types", store.Query{Types: []string{"Observation", "Practitioner"}, Filter: mixed}, true},
 			{"system, compartment only", store.Query{Filter: onlyComp}, false},
 			{"one shared type", store.Query{Type: "Practitioner", Filter: mixed}, false},
+			{"a compartment type whole", store.Query{Filter: wholeMember}, false},
 		} {
 			from, _, err := (&Engine{D: d}).base(&Builder{D: d}, &tc.q)
 			if err != nil {

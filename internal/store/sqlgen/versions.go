@@ -163,9 +163,10 @@ func (g *gen) histMember(sc scope, table, x, where string) string {
 // the filter lets through for typ (any type when typ is ""), drawn from
 // the compartment's references by index, or "" when some visible resource
 // need not be in the compartment (no such bounded set exists). For the
-// system (typ ""), the types a rule shows outside the compartment (the
-// shared types a patient/ scope reads whole) add all their resources,
-// by the (type, id) index; the filter still decides which are shown.
+// system (typ ""), the types outside the compartment a rule shows whole
+// (the shared types a patient/ scope reads) add all their resources, by
+// the (type, id) index; the filter still decides which are shown. A type
+// of the compartment shown whole gives no driver.
 func (g *gen) compartmentDriver(typ string) string {
 	f := g.filter
 	if f == nil || f.Compartment == nil {
@@ -184,8 +185,15 @@ func (g *gen) compartmentDriver(typ string) string {
 			if !onlyCompartment(f.RulesFor(typ)) {
 				return ""
 			}
-		} else if rs, ok := f.Types["*"]; ok && !onlyCompartment(rs) {
-			return ""
+		} else {
+			for t, rs := range f.Types {
+				// A type of the compartment shown whole (a user/ scope on
+				// it beside the patient's) may hold most of the data: the
+				// scan from the newest version back serves it better.
+				if !onlyCompartment(rs) && (t == "*" || len(f.Compartment.Params[t]) > 0) {
+					return ""
+				}
+			}
 		}
 	}
 	c := f.Compartment
