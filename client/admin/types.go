@@ -341,7 +341,9 @@ type Duration time.Duration
 // MaxDuration keeps now+d representable (about 100 years).
 const MaxDuration = 100 * 365 * 24 * time.Hour
 
-var errDuration = errors.New("bad duration")
+// ErrDuration is the error of a Duration that is neither whole seconds
+// nor a duration string, or longer than MaxDuration.
+var ErrDuration = errors.New(`a duration is whole seconds (3600) or a duration such as "720h", at most 100 years`)
 
 // MarshalJSON sends d as a duration string.
 func (d Duration) MarshalJSON() ([]byte, error) {
@@ -360,7 +362,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		}
 		p, err := time.ParseDuration(s)
 		if err != nil {
-			return errDuration
+			return ErrDuration
 		}
 		v = p
 	default:
@@ -372,15 +374,15 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		}
 		i, err := n.Int64()
 		if err != nil {
-			return errDuration
+			return ErrDuration
 		}
 		if i > math.MaxInt64/int64(time.Second) || i < math.MinInt64/int64(time.Second) {
-			return errDuration
+			return ErrDuration
 		}
 		v = time.Duration(i) * time.Second
 	}
 	if v > MaxDuration {
-		return errDuration
+		return ErrDuration
 	}
 	*d = Duration(v)
 	return nil

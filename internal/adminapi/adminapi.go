@@ -275,6 +275,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return &httpError{status: http.StatusRequestEntityTooLarge, code: api.CodeInvalidRequest, desc: "request body too large"}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return badRequest("unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field "))
+	case errors.Is(err, api.ErrDuration):
+		return badRequest(api.ErrDuration.Error())
 	default:
 		return badRequest("request body is not a valid JSON object for this endpoint")
 	}

@@ -170,6 +170,14 @@ func TestAdminAPIKeys(t *testing.T) {
 			t.Fatalf("new key %+v %v", k, err)
 		}
 		wantAdmin(t, "rotate twice", e.call("POST", "apikeys/"+id+"/rotate", tok, `{"grace":60}`), 409, "conflict")
+		// A grace no duration can hold: 400 saying what a duration is.
+		for _, bad := range []string{`{"grace":99999999999}`, `{"grace":"forever"}`} {
+			r := e.call("POST", "apikeys/"+id+"/rotate", tok, bad)
+			wantAdmin(t, "bad grace", r, 400, "invalid_request")
+			if d, _ := r.Body["error_description"].(string); !strings.Contains(d, "whole seconds") {
+				t.Fatalf("bad grace %s: %s", bad, r.Raw)
+			}
+		}
 		// Default grace (24h) with no body; grace 0 ends the old key at once.
 		r = e.call("POST", "apikeys/"+pid+"/rotate", tok, "")
 		wantAdmin(t, "rotate, no body", r, 201, "")

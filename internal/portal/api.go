@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/developer"
 	"github.com/lapis-health/lapis/internal/httpx"
@@ -122,6 +123,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			msg = "the body is empty"
 		} else if strings.HasPrefix(err.Error(), "json: unknown field") {
 			msg = strings.TrimPrefix(err.Error(), "json: ")
+		} else if errors.Is(err, api.ErrDuration) {
+			msg = api.ErrDuration.Error()
 		}
 		writeError(w, http.StatusBadRequest, "invalid_request", msg)
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io"
 	"log/slog"
@@ -214,6 +215,14 @@ func appsAPIFlow(t *testing.T, dialect string) {
 	}
 	if st, e, _ := ae.api("POST", base+"/apps/sandbox/"+id+"/secret", tok, map[string]any{"overlap": 90 * 24 * 3600}); st != 400 {
 		t.Fatalf("long overlap %d %v", st, e)
+	}
+	// An overlap no duration can hold says what a duration is (it said
+	// the body was not a valid JSON object).
+	for _, bad := range []any{99999999999, "forever"} {
+		st, e, _ := ae.api("POST", base+"/apps/sandbox/"+id+"/secret", tok, map[string]any{"overlap": bad})
+		if st != 400 || !strings.Contains(fmt.Sprint(e), "whole seconds") {
+			t.Fatalf("overlap %v: %d %v", bad, st, e)
+		}
 	}
 	// Other presets: public (no secret), backend with a JWKS URL, EHR launch.
 	for _, in := range []map[string]any{
