@@ -49,7 +49,8 @@ func alertReceiver(t *testing.T) (string, <-chan map[string]any) {
 
 // TestAlertNamesInstance: an alert POSTed to --alert-webhook names the
 // instance that raised it ("instance", as the README documents), the
-// chain id its AuditEvents name in source.observer; it was left out.
+// chain id its AuditEvents name in source.observer, and the environment
+// of the trail ("environment"); both were left out.
 func TestAlertNamesInstance(t *testing.T) {
 	hook, alerts := alertReceiver(t)
 	ln, root, cfg := listenConfig(t)
@@ -80,8 +81,8 @@ func TestAlertNamesInstance(t *testing.T) {
 			chain = l.Chain
 		}
 	}
-	if a["rule"] != "auth_failures" || chain == "" || a["instance"] != chain {
-		t.Fatalf("alert %v, want instance %q", a, chain)
+	if a["rule"] != "auth_failures" || chain == "" || a["instance"] != chain || a["environment"] != "production" {
+		t.Fatalf("alert %v, want instance %q of production", a, chain)
 	}
 }
 

@@ -73,8 +73,8 @@ func startAudit(ctx context.Context, a *App, cfg config.Config, stdout io.Writer
 		Webhook:     f.AlertWebhook,
 		VolumeLimit: f.AlertVolume, VolumeWindow: f.AlertVolumeWindow,
 		AuthFailureLimit: f.AlertAuthFailures, AuthFailureWindow: f.AlertAuthWindow,
-		Refusals: f.AlertRefusals,
-		Metrics:  mets, Logger: log,
+		Refusals: f.AlertRefusals, Environment: cfg.EnvName(),
+		Metrics: mets, Logger: log,
 		Windows: windows,
 	})
 	if err != nil {

@@ -45,6 +45,9 @@ type AlertConfig struct {
 	// Instance names this server in the alerts (SetInstance may name it
 	// later, once the audit chain is known).
 	Instance string
+	// Environment names the environment whose trail raises the alerts
+	// ("production", "sandbox"; "" leaves it out).
+	Environment string
 	// Metrics counts alerts (may be nil); Logger logs them.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -94,15 +97,18 @@ func CheckWebhook(raw string) error {
 
 // Alert is one alert as sent to the webhook.
 type Alert struct {
-	Rule      string    `json:"rule"`
-	Time      time.Time `json:"time"`
-	Instance  string    `json:"instance,omitempty"`
-	ClientID  string    `json:"client_id,omitempty"`
-	Address   string    `json:"address,omitempty"`
-	Count     int       `json:"count"`
-	Threshold int       `json:"threshold"`
-	Window    string    `json:"window,omitempty"`
-	Detail    string    `json:"detail"`
+	Rule     string    `json:"rule"`
+	Time     time.Time `json:"time"`
+	Instance string    `json:"instance,omitempty"`
+	// Environment is the environment of the trail ("production",
+	// "sandbox").
+	Environment string `json:"environment,omitempty"`
+	ClientID    string `json:"client_id,omitempty"`
+	Address     string `json:"address,omitempty"`
+	Count       int    `json:"count"`
+	Threshold   int    `json:"threshold"`
+	Window      string `json:"window,omitempty"`
+	Detail      string `json:"detail"`
 }
 
 // Alerter evaluates the rules on committed audit events (an Observer) and
@@ -253,6 +259,7 @@ func (a *Alerter) countLocal(key string, n, limit int, span time.Duration, now t
 
 func (a *Alerter) raise(al Alert) {
 	al.Instance = *a.instance.Load()
+	al.Environment = a.cfg.Environment
 	a.cfg.Logger.Warn("audit alert", "rule", al.Rule, "client_id", al.ClientID, "address", al.Address, "count", al.Count, "threshold", al.Threshold, "window", al.Window)
 	if a.cfg.Webhook == "" {
 		a.cfg.Metrics.AlertSent(al.Rule, true)
