@@ -36,6 +36,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/audit"
 	"github.com/lapis-health/lapis/internal/database"
+	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/principal"
 	"github.com/lapis-health/lapis/internal/resource"
 )
@@ -186,6 +187,29 @@ func (s *Service) Mount(op, job func(pattern string, h http.HandlerFunc)) {
 	job("GET /$export-status/{job}", s.status)
 	job("DELETE /$export-status/{job}", s.cancel)
 	job("GET /$export-file/{job}/{file}", s.download)
+	// The other methods get 405 with the methods a URL serves, rather
+	// than whatever FHIR's REST grammar makes of them (an update of a
+	// resource type "$export" that does not exist).
+	for _, m := range []string{"PUT ", "PATCH ", "DELETE "} {
+		op(m+"/$export", notAllowed("GET, POST"))
+		op(m+"/Patient/$export", notAllowed("GET, POST"))
+		op(m+"/Group/{id}/$export", notAllowed("GET, POST"))
+	}
+	for _, m := range []string{"POST ", "PUT ", "PATCH "} {
+		job(m+"/$export-status/{job}", notAllowed("GET, DELETE"))
+		job(m+"/$export-file/{job}/{file}", notAllowed("GET, HEAD"))
+	}
+	job("DELETE /$export-file/{job}/{file}", notAllowed("GET, HEAD"))
+}
+
+// notAllowed answers 405 naming the methods the URL serves (allow, the
+// Allow header's value).
+func notAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		oe := outcome.New(http.StatusMethodNotAllowed, "not-supported", "%s is not allowed here (allowed: %s)", r.Method, allow)
+		writeJSON(w, "application/fhir+json", oe.Status, oe.JSON())
+	}
 }
 
 // Capability adds the export operations and the Bulk Data

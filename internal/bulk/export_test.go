@@ -98,6 +98,20 @@ func testConformance(t *testing.T, e *env) {
 	if r := e.Do(t, "GET", "/Group/g1/$export", nil, "Accept", "application/fhir+json", "Prefer", "respond-async"); r.Status != http.StatusUnauthorized {
 		t.Errorf("kick-off without a token: %d", r.Status)
 	}
+	// A method the URL does not serve: 405 naming the ones it does (it
+	// was 404 "unknown resource type", 415 or a wrong Allow).
+	status := e.start(t, e.sys, "/Patient/$export")
+	done, _ := e.wait(t, e.sys, status)
+	for _, c := range []struct{ method, url, allow string }{
+		{"PUT", "/$export", "GET, POST"}, {"DELETE", "/Patient/$export", "GET, POST"}, {"PATCH", "/Group/g1/$export", "GET, POST"},
+		{"PUT", status, "GET, DELETE"}, {"POST", status, "GET, DELETE"}, {"PATCH", status, "GET, DELETE"},
+		{"DELETE", done.Output[0].URL, "GET, HEAD"}, {"POST", done.Output[0].URL, "GET, HEAD"},
+	} {
+		r := e.Do(t, c.method, c.url, strings.NewReader("{}"), "X-API-Key", e.sys, "Content-Type", "application/fhir+json")
+		if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != c.allow || !isOutcome(r.Body) {
+			t.Errorf("%s %s: %d Allow %q %s", c.method, c.url, r.Status, r.Header.Get("Allow"), r.Body)
+		}
+	}
 	for _, path := range []string{"/$export", "/Patient/$export", "/Group/g1/$export"} {
 		m, resp := e.wait(t, e.sys, e.start(t, e.sys, path))
 		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("Expires") == "" {
