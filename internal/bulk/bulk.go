@@ -191,24 +191,21 @@ func (s *Service) Mount(op, job func(pattern string, h http.HandlerFunc)) {
 	// than whatever FHIR's REST grammar makes of them (an update of a
 	// resource type "$export" that does not exist).
 	for _, m := range []string{"PUT ", "PATCH ", "DELETE "} {
-		op(m+"/$export", notAllowed("GET, POST"))
-		op(m+"/Patient/$export", notAllowed("GET, POST"))
-		op(m+"/Group/{id}/$export", notAllowed("GET, POST"))
+		op(m+"/$export", notAllowed(http.MethodGet, http.MethodPost))
+		op(m+"/Patient/$export", notAllowed(http.MethodGet, http.MethodPost))
+		op(m+"/Group/{id}/$export", notAllowed(http.MethodGet, http.MethodPost))
 	}
 	for _, m := range []string{"POST ", "PUT ", "PATCH "} {
-		job(m+"/$export-status/{job}", notAllowed("GET, DELETE"))
-		job(m+"/$export-file/{job}/{file}", notAllowed("GET, HEAD"))
+		job(m+"/$export-status/{job}", notAllowed(http.MethodGet, http.MethodDelete))
+		job(m+"/$export-file/{job}/{file}", notAllowed(http.MethodGet, http.MethodHead))
 	}
-	job("DELETE /$export-file/{job}/{file}", notAllowed("GET, HEAD"))
+	job("DELETE /$export-file/{job}/{file}", notAllowed(http.MethodGet, http.MethodHead))
 }
 
-// notAllowed answers 405 naming the methods the URL serves (allow, the
-// Allow header's value).
-func notAllowed(allow string) http.HandlerFunc {
+// notAllowed answers 405 naming allow, the methods the URL serves.
+func notAllowed(allow ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", allow)
-		oe := outcome.New(http.StatusMethodNotAllowed, "not-supported", "%s is not allowed here (allowed: %s)", r.Method, allow)
-		writeJSON(w, "application/fhir+json", oe.Status, oe.JSON())
+		outcome.Write(w, outcome.MethodNotAllowed(w.Header(), r.Method, allow))
 	}
 }
 

@@ -361,8 +361,7 @@ func (a *API) notFound(w http.ResponseWriter, r *http.Request) error {
 		allow = a.allowed(r)
 	}
 	if len(allow) > 0 {
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		return outcome.New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", "))
+		return outcome.MethodNotAllowed(w.Header(), r.Method, allow)
 	}
 	return outcome.New(http.StatusNotFound, "not-found", "no FHIR interaction is defined for %s %s", r.Method, r.URL.Path)
 }

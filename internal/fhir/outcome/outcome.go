@@ -66,6 +66,14 @@ func NotFound(format string, args ...any) *Error {
 	return New(http.StatusNotFound, "not-found", format, args...)
 }
 
+// MethodNotAllowed is the 405 of a request whose method the URL does not
+// serve; it sets h's Allow header to allow, the methods it does.
+func MethodNotAllowed(h http.Header, method string, allow []string) *Error {
+	list := strings.Join(allow, ", ")
+	h.Set("Allow", list)
+	return New(http.StatusMethodNotAllowed, "not-supported", "method %s is not allowed here (allowed: %s)", method, list)
+}
+
 // Resource renders an OperationOutcome resource from issues.
 func Resource(issues []Issue) map[string]any {
 	list := make([]any, 0, len(issues))
