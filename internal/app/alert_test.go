@@ -31,9 +31,11 @@ func nextAlert(t *testing.T, alerts <-chan map[string]any) map[string]any {
 	}
 }
 
-// alertReceiver is a webhook receiver for --alert-webhook: its URL, and
-// the alerts POSTed to it, decoded.
-func alertReceiver(t *testing.T) (string, <-chan map[string]any) {
+// alertServer starts a server whose alerts (auth failures past
+// authFailures; 0 disables that rule) are POSTed to a webhook receiver of
+// the test, logging to log: its root URL, the server, and the alerts
+// received, decoded.
+func alertServer(t *testing.T, authFailures int, log *slog.Logger) (string, *Server, <-chan map[string]any) {
 	t.Helper()
 	alerts := make(chan map[string]any, 4)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +46,19 @@ func alertReceiver(t *testing.T) (string, <-chan map[string]any) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(hook.Close)
-	return hook.URL, alerts
+	ln, root, cfg := listenConfig(t)
+	cfg.Sandbox.Enabled = false
+	cfg.Audit.AlertWebhook = hook.URL
+	cfg.Audit.AlertAuthFailures = authFailures
+	if err := cfg.Normalize(true); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(context.Background(), cfg, log, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveBackground(t, srv, ln)
+	return root, srv, alerts
 }
 
 // TestAlertNamesInstance: an alert POSTed to --alert-webhook names the
@@ -52,20 +66,8 @@ func alertReceiver(t *testing.T) (string, <-chan map[string]any) {
 // chain id its AuditEvents name in source.observer, and the environment
 // of the trail ("environment"); both were left out.
 func TestAlertNamesInstance(t *testing.T) {
-	hook, alerts := alertReceiver(t)
-	ln, root, cfg := listenConfig(t)
-	cfg.Sandbox.Enabled = false
-	cfg.Audit.AlertWebhook = hook
-	cfg.Audit.AlertAuthFailures = 1
-	if err := cfg.Normalize(true); err != nil {
-		t.Fatal(err)
-	}
 	var logs logbuf.Buffer
-	srv, err := NewServer(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveBackground(t, srv, ln)
+	root, _, alerts := alertServer(t, 1, slog.New(slog.NewJSONHandler(&logs, nil)))
 	for range 2 {
 		req, _ := http.NewRequest("GET", root+"/fhir/Patient", nil)
 		req.Header.Set("X-API-Key", "lapis_not-a-key")
@@ -92,19 +94,7 @@ func TestAlertNamesInstance(t *testing.T) {
 // is, so the "refused" alert fires for the key, as for an OAuth client's
 // allow-list; it was recorded as an authentication failure only.
 func TestAPIKeyAllowListRefusalAlerts(t *testing.T) {
-	hook, alerts := alertReceiver(t)
-	ln, root, cfg := listenConfig(t)
-	cfg.Sandbox.Enabled = false
-	cfg.Audit.AlertWebhook = hook
-	cfg.Audit.AlertAuthFailures = 0
-	if err := cfg.Normalize(true); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveBackground(t, srv, ln)
+	root, srv, alerts := alertServer(t, 0, slog.New(slog.DiscardHandler))
 	k, err := srv.Environment("production").Admin.CreateAPIKey(admin.WithActor(context.Background(), admin.CommandActor()),
 		api.APIKeyRequest{Name: "dc", Scopes: []string{"system/Patient.rs"}, AllowIPs: []string{"10.0.0.0/8"}})
 	if err != nil {
