@@ -53,12 +53,20 @@ func fhirStub(t *testing.T, tlsServer bool) (*httptest.Server, *string) {
 	return srv, &authz
 }
 
-func TestFHIRCommands(t *testing.T) {
+// stubConnection starts fhirStub over plain HTTP for a CLI with no
+// profile: the stub, the Authorization header it last saw, and the flags
+// that reach it with an API key.
+func stubConnection(t *testing.T) (*httptest.Server, *string, []string) {
+	t.Helper()
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("LAPIS_PROFILE", "")
 	t.Setenv("STUB_KEY", "k-123")
 	srv, authz := fhirStub(t, false)
-	conn := []string{"--server", srv.URL + "/fhir", "--api-key-env", "STUB_KEY"}
+	return srv, authz, []string{"--server", srv.URL + "/fhir", "--api-key-env", "STUB_KEY"}
+}
+
+func TestFHIRCommands(t *testing.T) {
+	srv, authz, conn := stubConnection(t)
 
 	out, errOut, code := runCLI(t, "", append([]string{"get", "Patient/1"}, conn...)...)
 	if code != 0 || out != `{"resourceType":"Patient","id":"1","meta":{"versionId":"3"}}`+"\n" || *authz != "Bearer k-123" {
@@ -96,11 +104,7 @@ func TestFHIRCommands(t *testing.T) {
 // TestSearchMaxNeedsAll: --max without --all is a usage error instead of
 // being ignored (the first page printed whole, however long).
 func TestSearchMaxNeedsAll(t *testing.T) {
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	t.Setenv("LAPIS_PROFILE", "")
-	t.Setenv("STUB_KEY", "k-123")
-	srv, _ := fhirStub(t, false)
-	conn := []string{"--server", srv.URL + "/fhir", "--api-key-env", "STUB_KEY"}
+	_, _, conn := stubConnection(t)
 	out, errOut, code := runCLI(t, "", append([]string{"search", "Patient", "name=smith", "--ndjson", "--max", "1"}, conn...)...)
 	if code != 2 || out != "" || !strings.Contains(errOut, "--all") {
 		t.Fatalf("search --max without --all: %d %q %q", code, out, errOut)
