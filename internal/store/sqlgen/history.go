@@ -96,14 +96,10 @@ func (e *Engine) History(ctx context.Context, qr Querier, hq store.HistoryQuery)
 				join = " CROSS JOIN "
 			}
 			from = " FROM resources r" + join + "history h ON h.type = r.type AND h.id = r.id"
-			if e.D == Postgres {
-				// The candidates' rids once (an init plan), then each
-				// row by rid: never a scan of resources, whatever the
-				// statistics say of the compartment's size.
-				conds = append(conds, "r.rid = ANY(ARRAY("+drv+"))")
-			} else {
-				conds = append(conds, "r.rid IN ("+drv+")")
-			}
+			// The candidates' rids once, then each row by rid: never a
+			// scan of resources, whatever the statistics say of the
+			// compartment's size.
+			conds = append(conds, e.D.ridIn("r", drv))
 		} else {
 			from += " JOIN resources r ON r.rid = h.rid"
 		}

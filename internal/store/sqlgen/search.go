@@ -204,11 +204,8 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, bool, error) {
 		}
 	}
 	conds := []string{"NOT r.deleted"}
-	switch {
-	case whole != "" && e.D == Postgres:
-		conds = append(conds, "r.rid = ANY(ARRAY("+whole+"))")
-	case whole != "":
-		conds = append(conds, "r.rid IN ("+whole+")")
+	if whole != "" {
+		conds = append(conds, e.D.ridIn("r", whole))
 	}
 	switch {
 	case sc.typ != "":

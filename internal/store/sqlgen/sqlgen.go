@@ -41,6 +41,18 @@ func (d Dialect) Contains(hay, needle string) string {
 	return "instr(" + hay + ", " + needle + ") > 0"
 }
 
+// ridIn renders "the row of alias is one of the rids sub selects" for a
+// clause that drives: on PostgreSQL rid = ANY(ARRAY(sub)), which takes the
+// rids once (an init plan) and fetches each row by rid, never a scan
+// whatever the statistics say; on SQLite rid IN (sub), which it drives
+// from in the order given.
+func (d Dialect) ridIn(alias, sub string) string {
+	if d == Postgres {
+		return alias + ".rid = ANY(ARRAY(" + sub + "))"
+	}
+	return alias + ".rid IN (" + sub + ")"
+}
+
 // unindexed returns the text column col as an expression no index holds,
 // for an equality test that must not choose the plan: a unary plus on
 // SQLite, a concatenation with the empty string on PostgreSQL (the same

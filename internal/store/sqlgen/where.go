@@ -66,8 +66,8 @@ func (g *gen) member(sc scope, x, from, where string) string {
 		return "EXISTS (SELECT 1 FROM " + from + " WHERE " + x + ".rid = " + sc.alias + ".rid AND " + where + ")"
 	}
 	sub := "SELECT " + x + ".rid FROM " + from + " WHERE " + x + ".type = " + g.b.Arg(sc.typ) + " AND " + where
-	if sc.array && g.b.D == Postgres {
-		return sc.alias + ".rid = ANY(ARRAY(" + sub + "))"
+	if sc.array {
+		return g.b.D.ridIn(sc.alias, sub)
 	}
 	return sc.alias + ".rid IN (" + sub + ")"
 }
