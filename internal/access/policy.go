@@ -84,13 +84,9 @@ type compiled struct {
 // NewPolicy returns the Policy for the R4 definitions in reg.
 func NewPolicy(reg *definitions.Registry) *Policy {
 	comp := map[string][]string{}
+	// The compartment's types and the patient-linked ones (Device).
 	for _, t := range reg.ResourceTypes() {
-		if ps := reg.PatientCompartment(t); len(ps) > 0 {
-			comp[t] = ps
-		}
-	}
-	for t, ps := range patientLinked {
-		if _, ok := comp[t]; !ok {
+		if ps := reg.PatientRecord(t); len(ps) > 0 {
 			comp[t] = ps
 		}
 	}
@@ -425,13 +421,6 @@ func sharedWhere(typ string, where []store.Clause) []store.Clause {
 	residence := store.Clause{Negate: true, Any: []store.Predicate{{Param: "type", Token: &store.TokenMatch{Code: "PTRES"}}}}
 	return append(slices.Clip(where), residence)
 }
-
-// patientLinked are the types outside the R4 Patient CompartmentDefinition
-// whose resources belong to one patient through a search parameter, and
-// which a patient/ scope shows (and writes) as if they were in the
-// compartment: a Device implanted in a patient (US Core Implantable Device,
-// searched as Device?patient=… by the certification suites).
-var patientLinked = map[string][]string{"Device": {"patient"}}
 
 func isZero(r store.AccessRule) bool { return !r.Compartment && len(r.Where) == 0 }
 

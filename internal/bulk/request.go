@@ -35,9 +35,9 @@ const maxPatients = 100000
 // plan is what a job exports, decided at kick-off and stored with it.
 type plan struct {
 	Level string `json:"level"`
-	// Patients, when set, restricts the Patient-compartment types to
-	// these patients' compartments (Group members, the patient
-	// parameter).
+	// Patients, when set, restricts the Patient-compartment types and
+	// the patient-linked ones (Device) to these patients' records (Group
+	// members, the patient parameter).
 	Patients []string `json:"patients,omitempty"`
 	// Runs are the searches, grouped by type in output order.
 	Runs []run `json:"runs"`
@@ -270,7 +270,7 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 		if len(queries) == 0 {
 			queries = []string{""}
 		}
-		comp := pl.Patients != nil && len(reg.PatientCompartment(t)) > 0
+		comp := pl.Patients != nil && len(reg.PatientRecord(t)) > 0
 		var runs []run
 		for _, q := range queries {
 			v, err := resource.ParseQuery(q)

@@ -344,7 +344,7 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 			} else {
 				for _, pid := range pl.Patients {
 					patient = pid
-					if err = s.svc.EachInCompartment(ctx, pid, typ, params, emit); err != nil {
+					if err = s.svc.EachOfPatient(ctx, pid, typ, params, emit); err != nil {
 						break
 					}
 				}

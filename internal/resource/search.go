@@ -81,19 +81,21 @@ func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn fu
 	return s.each(ctx, typ, params, nil, fn)
 }
 
-// EachInCompartment is Each with its matches restricted to the members of
-// Patient/id's compartment (as SearchCompartment restricts them); typ
-// must be a type of the Patient compartment (400 otherwise). Bulk Data
-// exports of a Group or a list of patients run on it.
-func (s *Service) EachInCompartment(ctx context.Context, id, typ string, params url.Values, fn func(*store.Resource) error) error {
+// EachOfPatient is Each with its matches restricted to Patient/id's
+// record: the members of the Patient's compartment (as SearchCompartment
+// restricts them) or, for a patient-linked type outside it
+// (Registry.PatientLinked: Device), the resources that name the Patient
+// through its linking parameter. typ must be one of those types (400
+// otherwise). Bulk Data exports of a Group or a list of patients run on
+// it.
+func (s *Service) EachOfPatient(ctx context.Context, id, typ string, params url.Values, fn func(*store.Resource) error) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	comp := s.patientCompartment(id)
-	if len(comp.Params[typ]) == 0 {
-		return outcome.BadRequest("%s is not in the Patient compartment (%s)", typ, PatientCompartmentURL)
+	if len(s.recordParams[typ]) == 0 {
+		return outcome.BadRequest("%s is neither in the Patient compartment (%s) nor linked to a patient", typ, PatientCompartmentURL)
 	}
-	return s.each(ctx, typ, params, comp, fn)
+	return s.each(ctx, typ, params, &store.Compartment{Type: "Patient", ID: id, Params: s.recordParams}, fn)
 }
 
 // each is Each restricted to comp (nil: no compartment).

@@ -134,6 +134,9 @@ type Service struct {
 	// compParams are the Patient compartment parameters per type (R4
 	// CompartmentDefinition/patient).
 	compParams map[string][]string
+	// recordParams are compParams and the patient-linked types' parameters
+	// (Registry.PatientRecord): what makes a resource one patient's data.
+	recordParams map[string][]string
 }
 
 // New returns a Service. It fails if a required collaborator is missing.
@@ -157,9 +160,13 @@ func New(cfg Config) (*Service, error) {
 		s.access = AllowAll{}
 	}
 	s.compParams = map[string][]string{}
+	s.recordParams = map[string][]string{}
 	for _, t := range s.reg.ResourceTypes() {
 		if ps := s.reg.PatientCompartment(t); len(ps) > 0 {
 			s.compParams[t] = ps
+		}
+		if ps := s.reg.PatientRecord(t); len(ps) > 0 {
+			s.recordParams[t] = ps
 		}
 	}
 	if s.log == nil {

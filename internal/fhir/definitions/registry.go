@@ -300,3 +300,32 @@ func (r *Registry) Children(path string) []*ElementDef {
 func (r *Registry) PatientCompartment(resourceType string) []string {
 	return r.compartment[resourceType]
 }
+
+// patientLinked are the types outside the R4 Patient CompartmentDefinition
+// whose resources belong to one patient through a search parameter: a
+// Device implanted in a patient (US Core Implantable Device, searched as
+// Device?patient=… by the certification suites).
+var patientLinked = map[string][]string{"Device": {"patient"}}
+
+// PatientLinked returns the search parameter codes that make a resource of
+// the given type, outside the R4 Patient compartment, one patient's data
+// (Device -> ["patient"]), or nil. Lapis holds such resources to the
+// patient's access rules and exports them with the patient's record. The
+// result is shared; do not modify it.
+func (r *Registry) PatientLinked(resourceType string) []string {
+	if len(r.compartment[resourceType]) > 0 {
+		return nil
+	}
+	return patientLinked[resourceType]
+}
+
+// PatientRecord returns PatientCompartment's codes for a type of the
+// compartment, else PatientLinked's: the parameters that make a resource
+// of the type part of one patient's record (nil: none do). The result is
+// shared; do not modify it.
+func (r *Registry) PatientRecord(resourceType string) []string {
+	if ps := r.compartment[resourceType]; len(ps) > 0 {
+		return ps
+	}
+	return patientLinked[resourceType]
+}
