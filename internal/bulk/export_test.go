@@ -374,6 +374,21 @@ func testPost(t *testing.T, e *env) {
 	}
 	m, _ := e.wait(t, e.sys, r.Header.Get("Content-Location"))
 	check(t, "POST patient", e.contents(t, e.sys, m), want("Patient", []string{"p1", "p3"}, "Observation", []string{"o1", "o4"}))
+	// A Group export naming a member: that member only; naming a patient
+	// outside the Group (p3): 400 naming it, not an export without it.
+	member := `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"},{"name":"patient","valueReference":{"reference":"Patient/p2"}}]}`
+	r = e.Do(t, "POST", "/Group/g1/$export", strings.NewReader(member), "X-API-Key", e.sys, "Content-Type", "application/fhir+json", "Prefer", "respond-async")
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("POST Group kick-off: %d %s", r.Status, r.Body)
+	}
+	m, _ = e.wait(t, e.sys, r.Header.Get("Content-Location"))
+	check(t, "POST Group patient", e.contents(t, e.sys, m), want("Patient", []string{"p2"}))
+	outside := strings.Replace(member, "Patient/p2", "Patient/p3", 1)
+	outside = strings.Replace(outside, `"valueReference":{"reference":"Patient/p3"}}`, `"valueReference":{"reference":"Patient/p3"}},{"name":"patient","valueReference":{"reference":"Patient/p1"}}`, 1)
+	r = e.Do(t, "POST", "/Group/g1/$export", strings.NewReader(outside), "X-API-Key", e.sys, "Content-Type", "application/fhir+json", "Prefer", "respond-async")
+	if r.Status != http.StatusBadRequest || !isOutcome(r.Body) || !strings.Contains(string(r.Body), "Patient/p3 is not a member") {
+		t.Errorf("POST Group naming a non-member: %d %s", r.Status, r.Body)
+	}
 	bad := e.Do(t, "POST", "/$export", strings.NewReader(`{"resourceType":"Patient"}`), "X-API-Key", e.sys, "Prefer", "respond-async")
 	if bad.Status != 400 || !isOutcome(bad.Body) {
 		t.Errorf("POST with a Patient body: %d", bad.Status)

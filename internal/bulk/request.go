@@ -221,9 +221,16 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 				ids = append(ids, id)
 			}
 			if group != nil {
-				ids = slices.DeleteFunc(ids, func(id string) bool { return !slices.Contains(group, id) })
-				if len(ids) == 0 {
-					return nil, outcome.BadRequest("patient: none of the patients is a member of the Group")
+				// Bulk Data 2.0: patients who are not members of the group
+				// SHOULD be an error, not an export that leaves them out.
+				members := make(map[string]bool, len(group))
+				for _, id := range group {
+					members[id] = true
+				}
+				for _, id := range ids {
+					if !members[id] {
+						return nil, outcome.BadRequest("patient: Patient/%s is not a member of the Group (an active Patient member.entity)", id)
+					}
 				}
 			}
 			group = ids
