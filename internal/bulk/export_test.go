@@ -288,6 +288,11 @@ func testExactness(t *testing.T, e *env) {
 	if strings.Contains(string(f.Body), `"name"`) || !strings.Contains(string(f.Body), "SUBSETTED") {
 		t.Errorf("_elements: %s", f.Body)
 	}
+	// _elements in a Group export: g1 is in the compartments of both its
+	// members, and is still written once (the subsetted JSON no longer
+	// names them).
+	check(t, "_elements in a Group", e.export(t, e.sys, "/Group/g1/$export?_type=Group,Patient&_elements=id"),
+		want("Group", []string{"g1"}, "Patient", []string{"p1", "p2"}))
 }
 
 func testScopes(t *testing.T, e *env) {
