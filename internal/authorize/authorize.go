@@ -213,6 +213,10 @@ func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusBadRequest, "This application is suspended.")
 		return
 	}
+	// Any client with a registered redirect URI may use the flow: a backend
+	// client (private_key_jwt) registered with one is SMART's
+	// client-confidential-asymmetric app, authenticating at the token
+	// endpoint with its client assertion.
 	redirectURI := params.Get("redirect_uri")
 	if redirectURI == "" || !oauth.RedirectAllowed(client.RedirectURIs, redirectURI) {
 		s.errorPage(w, r, http.StatusBadRequest, "The redirect_uri is missing or not registered for this application.")
@@ -234,10 +238,6 @@ func (s *Pages) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	case rt != "code":
 		fail(oauth.CodeUnsupportedResponseType, "only response_type=code is supported")
-		return
-	}
-	if client.Type == authdb.Backend {
-		fail(oauth.CodeUnauthorizedClient, "this client may not use the authorization code flow")
 		return
 	}
 	challenge := params.Get("code_challenge")

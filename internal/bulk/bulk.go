@@ -189,8 +189,11 @@ func (s *Service) Mount(op, job func(pattern string, h http.HandlerFunc)) {
 	job("GET /$export-file/{job}/{file}", s.download)
 	// The other methods get 405 with the methods a URL serves, rather
 	// than whatever FHIR's REST grammar makes of them (an update of a
-	// resource type "$export" that does not exist).
-	for _, m := range []string{"PUT ", "PATCH ", "DELETE "} {
+	// resource type "$export" that does not exist). HEAD too on a
+	// kick-off, which the GET pattern would otherwise take (and which
+	// reached the POST parsing: 400 "the body must be a FHIR Parameters
+	// resource"): a kick-off starts a job, which a HEAD must not.
+	for _, m := range []string{"HEAD ", "PUT ", "PATCH ", "DELETE "} {
 		op(m+"/$export", notAllowed(http.MethodGet, http.MethodPost))
 		op(m+"/Patient/$export", notAllowed(http.MethodGet, http.MethodPost))
 		op(m+"/Group/{id}/$export", notAllowed(http.MethodGet, http.MethodPost))

@@ -325,7 +325,10 @@ func (s *Service) export(ctx context.Context, jb *job, pl *plan, setStatus func(
 		// its patient), so the others are written at once.
 		d := &dedup{seen: sn, write: write}
 		check := len(runs) > 1 || (runs[0].Compartment && len(pl.Patients) > 1)
-		oneRun := len(runs) == 1
+		// namesOther reads the resource's JSON, which _elements has
+		// subsetted (a Group's members are gone): such a run's resources
+		// all go through the seen table.
+		oneRun := len(runs) == 1 && !subsetted(runs[0].Query)
 		var patient string // the compartment being searched
 		emit := func(r *store.Resource) error {
 			if !check || (oneRun && !namesOther(typ, r, patient, planPatients)) {
@@ -546,6 +549,13 @@ func (d *dedup) flush(ctx context.Context) error {
 	clear(d.inBatch)
 	d.keys, d.ids, d.bodies, d.bytes = d.keys[:0], d.ids[:0], d.bodies[:0], 0
 	return nil
+}
+
+// subsetted reports whether a run's query asks for _elements, so that the
+// resources it finds are not their whole stored JSON.
+func subsetted(query string) bool {
+	q, err := url.ParseQuery(query)
+	return err != nil || q.Has("_elements")
 }
 
 // namesOther reports whether resource r of typ, found in the compartment

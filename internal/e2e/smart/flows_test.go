@@ -2,14 +2,20 @@ package smart
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -173,6 +179,7 @@ func TestFlows(t *testing.T) {
 			f := setup(t, d.db(t))
 			t.Run("Discovery", f.testDiscovery)
 			t.Run("StandaloneLaunch", f.testStandalone)
+			t.Run("AsymmetricLaunch", f.testAsymmetricLaunch)
 			t.Run("PractitionerStandalone", f.testPractitionerStandalone)
 			t.Run("EHRLaunch", f.testEHRLaunch)
 			t.Run("UnauthenticatedRead", f.testUnauthenticatedRead)
@@ -777,4 +784,72 @@ func (f *fixture) testUnauthenticatedRead(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("unauthenticated read: %d, want 401", resp.StatusCode)
 	}
+}
+
+// testAsymmetricLaunch: a client registered for private_key_jwt with a
+// redirect URI (SMART's client-confidential-asymmetric, advertised in
+// capabilities) runs a standalone launch through /auth/authorize, exchanges
+// the code and refreshes twice with RS384 client assertions, as ONC g10's
+// asymmetric launch group does (conformance.md §7.2).
+func (f *fixture) testAsymmetricLaunch(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const kid = "asym-1"
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &priv.PublicKey, KeyID: kid, Algorithm: "RS384", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c clientOut
+	f.cliJSON("", &c, []string{"client", "create"}, "--name", "Asymmetric app", "--type", "backend",
+		"--redirect-uri", f.app.redirectURI(), "--jwks-file", file,
+		"--scope", "launch/patient openid fhirUser offline_access patient/*.rs")
+	tokenURL := f.base + "/auth/token"
+	withAssertion := func(form url.Values) url.Values {
+		sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS384, Key: priv},
+			(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims, _ := json.Marshal(map[string]any{"iss": c.ClientID, "sub": c.ClientID, "aud": tokenURL,
+			"exp": time.Now().Add(4 * time.Minute).Unix(), "jti": randHex(32)})
+		obj, err := sig.Sign(claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := obj.CompactSerialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		form.Set("client_assertion", a)
+		return form
+	}
+	code, p := f.standaloneCode(t, c, patientScopes, func(consent *page) []string { return consent.values("scope", true) })
+	r := postForm(t, tokenURL, withAssertion(url.Values{"grant_type": {"authorization_code"}, "code": {code},
+		"redirect_uri": {f.app.redirectURI()}, "code_verifier": {p.verifier}}), "", "").expect(t, 200)
+	if r.str("id_token") == "" || r.str("refresh_token") == "" || r.str("patient") != f.patientID {
+		t.Fatalf("token response: %s", r.raw)
+	}
+	f.verifyIDToken(t, r.str("id_token"), c.ClientID)
+	sameScopes(t, r.str("scope"), scopeSet(patientScopes)...)
+	rt := r.str("refresh_token")
+	for _, scope := range []string{"", r.str("scope")} {
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+		if scope != "" {
+			form.Set("scope", scope)
+		}
+		rr := postForm(t, tokenURL, withAssertion(form), "", "").expect(t, 200)
+		sameScopes(t, rr.str("scope"), scopeSet(r.str("scope"))...)
+		if rr.str("refresh_token") != "" {
+			rt = rr.str("refresh_token")
+		}
+	}
+	// Without its assertion the client is refused.
+	postForm(t, tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {c.ClientID}}, "", "").expect(t, 400, 401)
 }
