@@ -269,6 +269,19 @@ func TestEverything(t *testing.T) {
 		e.do("PUT", "/fhir/Patient/gone1", `{"resourceType":"Patient","id":"gone1"}`).expect(t, http.StatusCreated)
 		e.do("DELETE", "/fhir/Patient/gone1", "").expect(t, http.StatusNoContent)
 		e.do("GET", "/fhir/Patient/gone1/$everything", "").outcome(t, http.StatusGone)
+
+		// A patient's Devices (Device.patient; Device is outside the R4
+		// compartment) are part of its record, another's are not, for
+		// every caller.
+		e.do("PUT", "/fhir/Device/d1", `{"resourceType":"Device","id":"d1","patient":{"reference":"Patient/p1"}}`).expect(t, http.StatusCreated)
+		e.do("PUT", "/fhir/Device/d2", `{"resourceType":"Device","id":"d2","patient":{"reference":"Patient/p2"}}`).expect(t, http.StatusCreated)
+		dev := e.do("GET", path+"?_type=Device", "").expect(t, http.StatusOK)
+		expectSet(t, "Devices", matches(t, dev.json(t)), "Device/d1")
+		if strings.Contains(string(dev.body), "not in the Patient compartment") {
+			t.Errorf("a warning for Device: %s", dev.body)
+		}
+		expectSet(t, "everything with Devices", matches(t, e.do("GET", path, "").expect(t, http.StatusOK).json(t)), append(p1All, "Device/d1")...)
+		expectSet(t, "Devices, patient scope", matches(t, e.do("GET", path+"?_type=Device", "", "X-Scopes", "patient/*.rs", "X-Patient", "p1").expect(t, http.StatusOK).json(t)), "Device/d1")
 	})
 }
 

@@ -24,6 +24,12 @@ func (s *Service) patientCompartment(id string) *store.Compartment {
 	return &store.Compartment{Type: "Patient", ID: id, Params: s.compParams}
 }
 
+// patientRecord returns Patient/id's record: its compartment and the
+// patient-linked types outside it (Registry.PatientLinked: Device).
+func (s *Service) patientRecord(id string) *store.Compartment {
+	return &store.Compartment{Type: "Patient", ID: id, Params: s.recordParams}
+}
+
 // SearchCompartment runs a compartment search (R4 search.html#compartments,
 // "GET [base]/Patient/[id]/[type]?parameters"): the search of typ as
 // Search runs it, its matches restricted to the members of Patient/id's
@@ -75,7 +81,8 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 // Everything runs Patient/id/$everything (R4
 // patient-operation-everything.html): a page (searchset) of the Patient
 // and every resource in its compartment (R4 CompartmentDefinition/patient)
-// that the caller may search, oldest change first, paged by _count with
+// or linked to it outside the compartment (its Devices, through
+// Device.patient) that the caller may search, oldest change first, paged by _count with
 // next links. Parameters: _since (an instant: only resources changed at
 // or after it), _type (resource types, comma-separated or repeated), _count
 // (page size, bounded like a search's); the paging links add _offset and
@@ -107,7 +114,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 			return nil, s.internal(ctx, "$everything", err)
 		}
 	}
-	comp := s.patientCompartment(id)
+	comp := s.patientRecord(id)
 	sp := url.Values{}
 	var since string
 	var warnings []string
@@ -140,7 +147,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 						return nil, outcome.BadRequest("invalid value for _type: %q is not a resource type", outcome.Truncate(t, 100))
 					}
 					if len(comp.Params[t]) == 0 {
-						warnings = append(warnings, t+" is not in the Patient compartment: no "+t+" resources are returned")
+						warnings = append(warnings, t+" is not in the Patient compartment nor linked to a patient: no "+t+" resources are returned")
 					}
 					types = append(types, t)
 				}

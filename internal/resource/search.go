@@ -95,7 +95,7 @@ func (s *Service) EachOfPatient(ctx context.Context, id, typ string, params url.
 	if len(s.recordParams[typ]) == 0 {
 		return outcome.BadRequest("%s is neither in the Patient compartment (%s) nor linked to a patient", typ, PatientCompartmentURL)
 	}
-	return s.each(ctx, typ, params, &store.Compartment{Type: "Patient", ID: id, Params: s.recordParams}, fn)
+	return s.each(ctx, typ, params, s.patientRecord(id), fn)
 }
 
 // each is Each restricted to comp (nil: no compartment).
