@@ -479,10 +479,11 @@ var writeCells = []cell{
 	{"patient", "update other's", update("Observation", "obl", obs("obl", "laboratory", "Patient/pa", "")), notFound, nil, ids("Observation/obl")},
 	{"patient", "move own out", update("Observation", "oav", obs("oav", "vital-signs", "Patient/pb", "")), forbidden, nil, ids("Observation/oav")},
 	{"patient", "delete other's", del("Observation", "obl"), notFound, nil, ids("Observation/obl")},
-	{"patient", "delete practitioner", del("Practitioner", "dr"), notFound, nil, ids("Practitioner/dr")},
-	// Shared types are readable through patient/ scopes, never writable.
-	{"patient", "update practitioner", update("Practitioner", "dr", `{"resourceType":"Practitioner","id":"dr"}`), notFound, nil, ids("Practitioner/dr")},
-	{"patient", "update medication", update("Medication", "med", `{"resourceType":"Medication","id":"med"}`), notFound, nil, ids("Medication/med")},
+	{"patient", "delete practitioner", del("Practitioner", "dr"), forbidden, nil, ids("Practitioner/dr")},
+	// Shared types are readable through patient/ scopes, never writable:
+	// 403, since the caller may read them (404 only for what it cannot).
+	{"patient", "update practitioner", update("Practitioner", "dr", `{"resourceType":"Practitioner","id":"dr"}`), forbidden, nil, ids("Practitioner/dr")},
+	{"patient", "update medication", update("Medication", "med", `{"resourceType":"Medication","id":"med"}`), forbidden, nil, ids("Medication/med")},
 	{"patient", "create medication", create("Medication", `{"resourceType":"Medication","code":{"text":"x"}}`), forbidden, nil, nil},
 	{"patient", "update other's device", update("Device", "dvb", `{"resourceType":"Device","id":"dvb","patient":{"reference":"Patient/pa"}}`), notFound, nil, ids("Device/dvb")},
 	{"patient", "conditional update by other's id", condUpdate("Observation", "_id=obl", obs("", "laboratory", "Patient/pb", "")), forbidden, nil, ids("Observation/obl")},

@@ -112,7 +112,7 @@ var puWriteCells = []cell{
 	{"pu-user-w", "create for other patient", create("Observation", obs("", "laboratory", "Patient/pb", "")), forbidden, nil, nil},
 	{"pu-user-w", "update other's", update("Observation", "obl", obs("obl", "laboratory", "Patient/pa", "")), notFound, nil, ids("Observation/obl")},
 	{"pu-user-w", "delete other's", del("Observation", "obl"), notFound, nil, ids("Observation/obl")},
-	{"pu-user-w", "update practitioner", update("Practitioner", "dr", `{"resourceType":"Practitioner","id":"dr"}`), notFound, nil, ids("Practitioner/dr")},
+	{"pu-user-w", "update practitioner", update("Practitioner", "dr", `{"resourceType":"Practitioner","id":"dr"}`), forbidden, nil, ids("Practitioner/dr")},
 	{"pu-user-cruds-nopatient", "create for other patient", create("Condition", cond("", "problem-list-item", "Patient/pb")), forbidden, nil, nil},
 
 	// Create into another patient's record through a second link.
@@ -128,23 +128,24 @@ var puWriteCells = []cell{
 	{"patient-w", "new patient linking to self", create("Patient", `{"resourceType":"Patient","link":[{"other":{"reference":"Patient/pa"},"type":"seealso"}]}`), forbidden, nil, nil},
 	{"patient-w", "own record linking to other", update("Patient", "pa", `{"resourceType":"Patient","id":"pa","name":[{"family":"Alpha"}],"link":[{"other":{"reference":"Patient/pb"},"type":"seealso"}]}`), forbidden, nil, ids("Patient/pa")},
 
-	// Update, patch and delete: the current version must be pa's alone too.
-	{"patient-w", "update shared into own", update("Observation", "oshared", obs("oshared", "laboratory", "Patient/pa", "")), notFound, nil, ids("Observation/oshared")},
-	{"patient-w", "update shared, unchanged", update("Observation", "oshared", obs("oshared", "laboratory", "Patient/pb", "Patient/pa")), notFound, nil, ids("Observation/oshared")},
-	{"patient-w", "patch shared", patch("Observation", "oshared", `[{"op":"replace","path":"/status","value":"amended"}]`), notFound, nil, ids("Observation/oshared")},
-	{"patient-w", "delete shared", del("Observation", "oshared"), notFound, nil, ids("Observation/oshared")},
-	{"patient-w", "update shared appointment", update("Appointment", "apshared", appt("apshared", "Patient/pa")), notFound, nil, ids("Appointment/apshared")},
-	{"patient-w", "delete shared appointment", del("Appointment", "apshared"), notFound, nil, ids("Appointment/apshared")},
-	{"patient-w", "conditional update of shared", condUpdate("Observation", "_id=oshared", obs("oshared", "laboratory", "Patient/pa", "")), notFound, nil, ids("Observation/oshared")},
+	// Update, patch and delete: the current version must be pa's alone too
+	// (403: pa may read what it shares with pb, but not change it).
+	{"patient-w", "update shared into own", update("Observation", "oshared", obs("oshared", "laboratory", "Patient/pa", "")), forbidden, nil, ids("Observation/oshared")},
+	{"patient-w", "update shared, unchanged", update("Observation", "oshared", obs("oshared", "laboratory", "Patient/pb", "Patient/pa")), forbidden, nil, ids("Observation/oshared")},
+	{"patient-w", "patch shared", patch("Observation", "oshared", `[{"op":"replace","path":"/status","value":"amended"}]`), forbidden, nil, ids("Observation/oshared")},
+	{"patient-w", "delete shared", del("Observation", "oshared"), forbidden, nil, ids("Observation/oshared")},
+	{"patient-w", "update shared appointment", update("Appointment", "apshared", appt("apshared", "Patient/pa")), forbidden, nil, ids("Appointment/apshared")},
+	{"patient-w", "delete shared appointment", del("Appointment", "apshared"), forbidden, nil, ids("Appointment/apshared")},
+	{"patient-w", "conditional update of shared", condUpdate("Observation", "_id=oshared", obs("oshared", "laboratory", "Patient/pa", "")), forbidden, nil, ids("Observation/oshared")},
 	{"patient-w", "update own adding other", update("Observation", "oav", obs("oav", "vital-signs", "Patient/pa", "Patient/pb")), forbidden, nil, ids("Observation/oav")},
 	{"patient-w", "patch own adding other", patch("Observation", "oav", `[{"op":"add","path":"/performer","value":[{"reference":"Patient/pb"}]}]`), forbidden, nil, ids("Observation/oav")},
 
 	// Bundles: every entry is held to the same rule.
 	{"patient-w", "transaction create", bundle("transaction", post("Observation", obs("", "laboratory", "Patient/pb", "Patient/pa"))), forbidden, nil, nil},
-	{"patient-w", "transaction update shared", bundle("transaction", put("Observation/oshared", obs("oshared", "laboratory", "Patient/pa", ""))), notFound, nil, ids("Observation/oshared")},
-	{"patient-w", "transaction mixed", bundle("transaction", post("Observation", obs("", "laboratory", "Patient/pa", "")), put("Appointment/apshared", appt("apshared", "Patient/pa", "Patient/pb"))), notFound, nil, ids("Appointment/apshared")},
+	{"patient-w", "transaction update shared", bundle("transaction", put("Observation/oshared", obs("oshared", "laboratory", "Patient/pa", ""))), forbidden, nil, ids("Observation/oshared")},
+	{"patient-w", "transaction mixed", bundle("transaction", post("Observation", obs("", "laboratory", "Patient/pa", "")), put("Appointment/apshared", appt("apshared", "Patient/pa", "Patient/pb"))), forbidden, nil, ids("Appointment/apshared")},
 	{"patient-w", "batch", bundle("batch", post("Observation", obs("", "laboratory", "Patient/pb", "Patient/pa")), put("Observation/oshared", obs("oshared", "laboratory", "Patient/pa", ""))),
-		ok, ids("403 ", "404 "), ids("Observation/oshared")},
+		ok, ids("403 ", "403 "), ids("Observation/oshared")},
 
 	// What stays allowed: the patient's own resources, performed by them
 	// or by staff, about a non-patient subject, or with no other patient.

@@ -241,7 +241,7 @@ func checkBodyID(res map[string]any, id string) error {
 func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res map[string]any, ifMatch int64, method string, now time.Time) (*Result, error) {
 	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
-		return nil, notFound(typ, id)
+		return nil, s.writeHidden(ctx, tx, typ, id)
 	}
 	if err != nil {
 		return nil, err
@@ -415,7 +415,10 @@ func patchOutcome(err error) error {
 // patchTx applies ops to the current version of typ/id inside tx.
 func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops []patchOp, ifMatch int64, now time.Time) (*Result, error) {
 	cur, err := s.current(ctx, tx, typ, id, true)
-	if errors.Is(err, errHidden) || (err == nil && cur == nil) {
+	if errors.Is(err, errHidden) {
+		return nil, s.writeHidden(ctx, tx, typ, id)
+	}
+	if err == nil && cur == nil {
 		return nil, notFound(typ, id)
 	}
 	if err != nil {
@@ -477,7 +480,7 @@ func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*
 func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifMatch int64, now time.Time) (*Result, error) {
 	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
-		return nil, notFound(typ, id)
+		return nil, s.writeHidden(ctx, tx, typ, id)
 	}
 	if err != nil {
 		return nil, err

@@ -771,6 +771,18 @@ func (s *Service) current(ctx context.Context, r reader, typ, id string, write b
 // errHidden marks a resource that exists but is outside the access filter.
 var errHidden = errors.New("resource outside the access filter")
 
+// writeHidden is the answer to a write of typ/id, which exists outside the
+// write filter: 403 when the caller may read it (a patient's scopes read
+// a Practitioner or an Organization whole but never change it), else 404,
+// as a read would answer.
+func (s *Service) writeHidden(ctx context.Context, r reader, typ, id string) error {
+	if cur, err := s.current(ctx, r, typ, id, false); err == nil && cur != nil && !cur.Deleted {
+		httpx.SetRefusal(ctx, httpx.CauseScope)
+		return outcome.New(http.StatusForbidden, "forbidden", "%s/%s may be read but not changed with your access", typ, id)
+	}
+	return notFound(typ, id)
+}
+
 // update runs fn in a store transaction, retrying on ErrConflict when retry
 // is set (read-modify-write without a client-supplied version).
 func (s *Service) update(ctx context.Context, retry bool, fn func(tx store.Tx) error) error {
