@@ -242,6 +242,15 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 		if hq.Before != "" {
 			c += " AND h.seq < " + pb.Arg(cursor)
 		}
+		if e.D == SQLite {
+			// A branch of the compound itself: SQLite merges the
+			// branches in the compound's order, each read from its
+			// index in that order, as far as the LIMIT takes it. A
+			// subquery with its own LIMIT was sorted again, branch by
+			// branch (count+1 rows of each type), before the merge.
+			parts = append(parts, "SELECT h.seq"+from+" WHERE "+c)
+			continue
+		}
 		parts = append(parts, "SELECT seq FROM (SELECT h.seq"+from+" WHERE "+c+" ORDER BY h.seq DESC LIMIT "+limit+") p"+strconv.Itoa(i))
 	}
 	if len(parts) == 0 {
