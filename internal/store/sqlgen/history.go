@@ -242,6 +242,15 @@ func (e *Engine) historyByType(ctx context.Context, qr Querier, hq store.History
 		if hq.Before != "" {
 			c += " AND h.seq < " + pb.Arg(cursor)
 		}
+		if e.D == SQLite {
+			// A branch of the compound itself: SQLite merges the
+			// branches in the compound's order, each read from its
+			// index in that order, as far as the LIMIT takes it. A
+			// subquery with its own LIMIT was sorted again, branch by
+			// branch (count+1 rows of each type), before the merge.
+			parts = append(parts, "SELECT h.seq"+from+" WHERE "+c)
+			continue
+		}
 		parts = append(parts, "SELECT seq FROM (SELECT h.seq"+from+" WHERE "+c+" ORDER BY h.seq DESC LIMIT "+limit+") p"+strconv.Itoa(i))
 	}
 	if len(parts) == 0 {
@@ -368,9 +377,14 @@ func (e *Engine) visibleTypes(ctx context.Context, qr Querier, hq store.HistoryQ
 
 // countByType returns the number of versions of the visible types (the
 // cursor aside) from their index ranges: -1 when more than hq.TotalLimit.
+// The visible types are most of the history but for the AuditEvents, and
+// PostgreSQL read the whole table for them (bodies and all, 1,300 pages
+// for 10,001 versions of 23,000, 15-30 ms) where their ranges of the
+// (type, seq) index are a hundred pages (2 ms): the ranges, whatever the
+// estimate.
 func (e *Engine) countByType(ctx context.Context, qr Querier, hq store.HistoryQuery, visible []string) (int, error) {
 	cb := &Builder{D: e.D}
-	return countVersions(ctx, qr, " FROM history h WHERE h.type IN "+cb.List(visible)+timeBounds(cb, hq), cb.Args, hq.TotalLimit)
+	return countVersions(ctx, ranges(qr), " FROM history h WHERE h.type IN "+cb.List(visible)+timeBounds(cb, hq), cb.Args, hq.TotalLimit)
 }
 
 // timeBounds renders hq's _since and _at on history h, each as " AND …".
