@@ -175,12 +175,19 @@ func runReal(o realOptions) error {
 	if len(ps) == 0 {
 		return fmt.Errorf("no patients loaded")
 	}
-	// A patient-bound key for the _history shapes.
-	patKey, err := createKey(o, "bench-patient", "patient/*.rs", "--patient", ps[0].id)
-	if err != nil {
-		return err
+	// Patient-bound keys for the _history shapes: o.conns patients' apps at
+	// once, each key bound to its own patient (a key per request in turn),
+	// as the system shapes are measured as o.conns system clients. One key
+	// from every connection would measure the per-client and per-patient
+	// limits (--rate-limit-patient, the per-client search concurrency),
+	// not the server.
+	patKeys := make([]string, o.conns)
+	for i := range patKeys {
+		if patKeys[i], err = createKey(o, fmt.Sprintf("bench-patient-%d", i), "patient/*.rs", "--patient", ps[i%len(ps)].id); err != nil {
+			return err
+		}
 	}
-	pat := &http.Client{Transport: &keyTransport{key: patKey, base: tr}, Timeout: time.Minute}
+	pat := &http.Client{Transport: &keysTransport{keys: patKeys, base: tr}, Timeout: time.Minute}
 	// The shapes are measured as o.conns system clients at once, each
 	// with its own key (a key per request in turn): one key alone would
 	// measure its class limit (--rate-limit-system), not the server.
@@ -251,8 +258,8 @@ func runReal(o realOptions) error {
 		return []string{base + "/Observation?patient=" + p.id + "&_summary=count"}
 	})
 	shapes = append(shapes,
-		shape{"Observation/_history (patient key)", pat, []string{base + "/Observation/_history"}},
-		shape{"_history (patient key)", pat, []string{base + "/_history"}},
+		shape{"Observation/_history (patient keys)", pat, []string{base + "/Observation/_history"}},
+		shape{"_history (patient keys)", pat, []string{base + "/_history"}},
 		// A system key may not see AuditEvents: every request so far
 		// left one, newer than any version it may see.
 		shape{"_history (system key)", readers, []string{base + "/_history"}},
@@ -308,7 +315,7 @@ func runReal(o realOptions) error {
 	}
 	if throttled {
 		fmt.Println("# 429s come from the default limits: --rate-limit-system (per system key)," +
-			" --rate-limit-client and --rate-limit-patient (the patient-bound key)")
+			" --rate-limit-client and --rate-limit-patient (the patient-bound keys)")
 	}
 	return nil
 }
