@@ -193,12 +193,14 @@ func (s *Service) Mount(op, job func(pattern string, h http.HandlerFunc)) {
 	// kick-off, which the GET pattern would otherwise take (and which
 	// reached the POST parsing: 400 "the body must be a FHIR Parameters
 	// resource"): a kick-off starts a job, which a HEAD must not.
-	for _, m := range []string{"HEAD ", "PUT ", "PATCH ", "DELETE "} {
+	// OPTIONS too: without a pattern of its own, ServeMux's automatic 405
+	// would list every method registered here, the refused ones included.
+	for _, m := range []string{"HEAD ", "PUT ", "PATCH ", "DELETE ", "OPTIONS "} {
 		op(m+"/$export", notAllowed(http.MethodGet, http.MethodPost))
 		op(m+"/Patient/$export", notAllowed(http.MethodGet, http.MethodPost))
 		op(m+"/Group/{id}/$export", notAllowed(http.MethodGet, http.MethodPost))
 	}
-	for _, m := range []string{"POST ", "PUT ", "PATCH "} {
+	for _, m := range []string{"POST ", "PUT ", "PATCH ", "OPTIONS "} {
 		job(m+"/$export-status/{job}", notAllowed(http.MethodGet, http.MethodDelete))
 		job(m+"/$export-file/{job}/{file}", notAllowed(http.MethodGet, http.MethodHead))
 	}

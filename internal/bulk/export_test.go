@@ -107,6 +107,8 @@ func testConformance(t *testing.T, e *env) {
 		{"PUT", status, "GET, DELETE"}, {"POST", status, "GET, DELETE"}, {"PATCH", status, "GET, DELETE"},
 		{"DELETE", done.Output[0].URL, "GET, HEAD"}, {"POST", done.Output[0].URL, "GET, HEAD"},
 		{"HEAD", "/Group/g1/$export", "GET, POST"}, {"HEAD", "/$export", "GET, POST"},
+		{"OPTIONS", "/$export", "GET, POST"}, {"OPTIONS", "/Patient/$export", "GET, POST"}, {"OPTIONS", status, "GET, DELETE"},
+		{"OPTIONS", done.Output[0].URL, "GET, HEAD"},
 	} {
 		r := e.Do(t, c.method, c.url, strings.NewReader("{}"), "X-API-Key", e.sys, "Content-Type", "application/fhir+json", "Prefer", "respond-async")
 		if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != c.allow || (c.method != "HEAD" && !isOutcome(r.Body)) {
