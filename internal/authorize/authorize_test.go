@@ -621,5 +621,21 @@ func TestEHRLaunchAndPicker(t *testing.T) {
 		if g := e.lastGrant(); g.Patient != "p2" || g.NeedPatientBanner || !slices.Equal(g.Scopes, []string{"launch/patient", "openid", "fhirUser", "patient/Patient.rs"}) {
 			t.Fatalf("picker grant %+v", g)
 		}
+
+		// An asymmetric app (a private_key_jwt client with a redirect and a
+		// launch URI) is offered and launched like any other.
+		asym := e.client(oauth.Registration{Name: "Asymmetric app", Type: "backend", JWKSURI: "https://asym.example/jwks",
+			RedirectURIs: []string{appCB}, LaunchURI: "https://asym.example/launch", Scopes: scopes})
+		lp = b.get(e.issuer + oauth.PathLaunch + "?patient=p1")
+		if !strings.Contains(lp.body, "Asymmetric app") {
+			t.Fatalf("launch page without the asymmetric app: %s", lp.body)
+		}
+		p = b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {lp.field("csrf")}, "patient": {"p1"}, "client_id": {asym}})
+		if loc := p.location(t); p.status != 303 || loc.Host != "asym.example" || loc.Query().Get("launch") == "" {
+			t.Fatalf("asymmetric launch redirect: %d %s", p.status, loc)
+		}
+		if p = authz(asym, p.location(t).Query().Get("launch")); p.status != 200 || !strings.Contains(p.body, `action="/fhir/auth/consent"`) {
+			t.Fatalf("asymmetric EHR consent: %d %s", p.status, p.body)
+		}
 	})
 }

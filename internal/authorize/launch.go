@@ -117,7 +117,9 @@ func (s *Pages) launchClients(ctx context.Context) ([]authdb.Client, error) {
 	}
 	var out []authdb.Client
 	for _, c := range all {
-		if c.LaunchURI != "" && c.Type != authdb.Backend {
+		// Any client with a launch URI, a private_key_jwt one included
+		// (SMART's client-confidential-asymmetric app).
+		if c.LaunchURI != "" {
 			out = append(out, c)
 		}
 	}
@@ -170,7 +172,7 @@ func (s *Pages) createLaunch(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if client == nil || client.LaunchURI == "" || client.Type == authdb.Backend || client.Suspended() {
+	if client == nil || client.LaunchURI == "" || client.Suspended() {
 		s.renderLaunch(w, r, sess, acct, "", ps.ID, "Choose an app that supports EHR launch.")
 		return
 	}
