@@ -2,8 +2,6 @@ package authorize
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"sync"
@@ -46,14 +44,11 @@ type accounts struct {
 	dummy     string
 }
 
-// dummyHash is a hash of a random password, verified when the username is
-// unknown or locked so that every failure costs the same time.
+// dummyHash is the hash of no password (oauth.DummyHash), verified when
+// the username is unknown or locked so that every failure costs the same
+// time.
 func (a *accounts) dummyHash() string {
-	a.dummyOnce.Do(func() {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		a.dummy, _ = oauth.HashPassword(base64.RawURLEncoding.EncodeToString(b))
-	})
+	a.dummyOnce.Do(func() { a.dummy = oauth.DummyHash() })
 	return a.dummy
 }
 

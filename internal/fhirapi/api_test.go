@@ -28,10 +28,14 @@ func TestMetadata(t *testing.T) {
 			})
 		}
 	})
+	// The statement is made when first served, not by New.
+	if hooked {
+		t.Fatal("CapabilityHook called before /metadata was asked for")
+	}
+	r := e.do("GET", "/fhir/metadata", "").expect(t, http.StatusOK)
 	if !hooked {
 		t.Fatal("CapabilityHook not called")
 	}
-	r := e.do("GET", "/fhir/metadata", "").expect(t, http.StatusOK)
 	if r.hdr.Get("Access-Control-Allow-Origin") != "*" {
 		t.Error("no CORS header on /metadata")
 	}

@@ -50,6 +50,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
@@ -85,7 +86,7 @@ type Config struct {
 	// search cut off by it with an OperationOutcome (503, "timeout").
 	SearchTimeout time.Duration
 	// CapabilityHook, if set, may modify the generated CapabilityStatement
-	// (as a JSON object) once at startup, e.g. to add
+	// (as a JSON object) once, when it is first served, e.g. to add
 	// rest[0].security with the SMART oauth-uris extension.
 	CapabilityHook func(capability map[string]any)
 	// ServiceBaseURLs, if set, is the service base URL Bundle (JSON)
@@ -111,7 +112,7 @@ type API struct {
 	mux       *http.ServeMux
 	unrouted  *route // what no route matches: 404 or 405 after the stages
 	protected http.Handler
-	capJSON   []byte
+	capJSON   func() []byte // the CapabilityStatement, made on first use
 	log       *slog.Logger
 }
 
@@ -130,7 +131,10 @@ func New(cfg Config, svc *resource.Service, reg *definitions.Registry) *API {
 	if u, err := url.Parse(a.base); err == nil {
 		a.prefix = strings.TrimSuffix(u.Path, "/")
 	}
-	a.capJSON = a.capabilityStatement()
+	// Made when first asked for: most API values (one per test in the
+	// in-process tests) never serve it, and it costs a walk of every
+	// search parameter and a large marshal.
+	a.capJSON = sync.OnceValue(a.capabilityStatement)
 	var h http.Handler = http.HandlerFunc(a.dispatch)
 	if cfg.Middleware != nil {
 		h = cfg.Middleware(h)
@@ -336,7 +340,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if r.URL.Path == a.prefix+"/metadata" {
 		httpx.SetRoute(r.Context(), "fhir.metadata", r.URL.Path)
-		a.public(tw, r, a.capJSON)
+		a.public(tw, r, a.capJSON())
 		return
 	}
 	if r.URL.Path == a.prefix+"/servicebaseurls" && a.cfg.ServiceBaseURLs != nil {
