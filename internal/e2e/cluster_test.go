@@ -473,11 +473,24 @@ func (c *cluster) checkWrites(t *testing.T, l *load) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// A 503 (HAProxy with no instance up yet, on a loaded machine) says
+	// "ask again", not that a write was lost: asked again for a while. A
+	// lost write answers 404 or a count of 0, which fails at once.
+	get := func(url string) (int, []byte, error) {
+		var st int
+		var b []byte
+		var err error
+		poll.Try(30*time.Second, func() bool {
+			st, b, _, err = c.do("GET", url, nil, c.key)
+			return err == nil && st != http.StatusServiceUnavailable
+		})
+		return st, b, err
+	}
 	eachConcurrently(l.acked, func(id, family string) {
-		if st, _, _, err := c.do("GET", c.base()+"/Patient/"+id, nil, c.key); err != nil || st != 200 {
+		if st, _, err := get(c.base() + "/Patient/" + id); err != nil || st != 200 {
 			t.Errorf("acknowledged write Patient/%s: %d %v", id, st, err)
 		}
-		st, b, _, err := c.do("GET", c.base()+"/Patient?_summary=count&family:exact="+family, nil, c.key)
+		st, b, err := get(c.base() + "/Patient?_summary=count&family:exact=" + family)
 		var bundle struct{ Total int }
 		_ = json.Unmarshal(b, &bundle)
 		if err != nil || st != 200 || bundle.Total != 1 {
