@@ -9,6 +9,7 @@ import (
 
 	"github.com/lapis-health/lapis/internal/store"
 	"github.com/lapis-health/lapis/internal/store/sqlgen"
+	"github.com/lapis-health/lapis/internal/store/sqlite"
 )
 
 // TestTypeHistorySinceReadsItsType: a type's _history?_since=T (a
@@ -22,26 +23,12 @@ func TestTypeHistorySinceReadsItsType(t *testing.T) {
 	s := openStore(t)
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	err := s.Update(ctx, func(tx store.Tx) error {
-		for i := range 2000 {
-			typ := "AuditEvent"
-			if i%200 == 0 {
-				typ = "Patient"
-			}
-			id := fmt.Sprintf("r%d", i)
-			if err := tx.Put(ctx, &store.Write{Type: typ, ID: id, Version: 1, LastUpdated: t0.Add(time.Duration(i) * time.Second), Method: "POST",
-				Body: fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)}); err != nil {
-				return err
-			}
+	writeEachSecond(t, s, t0, 2000, func(i int) string {
+		if i%200 == 0 {
+			return "Patient"
 		}
-		return nil
+		return "AuditEvent"
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Analyze(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for _, f := range []*store.AccessFilter{nil, {Types: map[string][]store.AccessRule{"*": {{}}, "AuditEvent": {}}}} {
 		p := &sqlgen.Plans{}
 		page, err := s.History(sqlgen.WithExplain(ctx, p), store.HistoryQuery{Type: "Patient", Since: t0, Count: 5, TotalLimit: 10000, Filter: f})
@@ -70,29 +57,16 @@ func TestSystemHistoryMergesTypes(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	types := []string{"Patient", "AuditEvent", "Observation", "AuditEvent", "Encounter", "Observation"}
 	var want []string // the visible versions, newest first
-	err := s.Update(ctx, func(tx store.Tx) error {
-		for i := range 300 {
-			typ := types[i%len(types)]
-			if i > 250 {
-				typ = "AuditEvent"
-			}
-			id := fmt.Sprintf("r%d", i)
-			if typ != "AuditEvent" {
-				want = append([]string{typ + "/" + id}, want...)
-			}
-			if err := tx.Put(ctx, &store.Write{Type: typ, ID: id, Version: 1, LastUpdated: t0.Add(time.Duration(i) * time.Second), Method: "POST",
-				Body: fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)}); err != nil {
-				return err
-			}
+	writeEachSecond(t, s, t0, 300, func(i int) string {
+		typ := types[i%len(types)]
+		if i > 250 {
+			typ = "AuditEvent"
 		}
-		return nil
+		if typ != "AuditEvent" {
+			want = append([]string{fmt.Sprintf("%s/r%d", typ, i)}, want...)
+		}
+		return typ
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Analyze(ctx); err != nil {
-		t.Fatal(err)
-	}
 	f := &store.AccessFilter{Types: map[string][]store.AccessRule{"Patient": {{}}, "Observation": {{}}, "Encounter": {{}}}}
 	var got []string
 	hq := store.HistoryQuery{Count: 7, Filter: f}
@@ -115,5 +89,28 @@ func TestSystemHistoryMergesTypes(t *testing.T) {
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("pages list\n%v\nwant\n%v", got, want)
+	}
+}
+
+// writeEachSecond stores n resources r0…r(n-1), of typeOf(i), one second
+// apart from t0, in one transaction, and refreshes the statistics.
+func writeEachSecond(t *testing.T, s *sqlite.Store, t0 time.Time, n int, typeOf func(i int) string) {
+	t.Helper()
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		for i := range n {
+			typ, id := typeOf(i), fmt.Sprintf("r%d", i)
+			if err := tx.Put(ctx, &store.Write{Type: typ, ID: id, Version: 1, LastUpdated: t0.Add(time.Duration(i) * time.Second), Method: "POST",
+				Body: fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Analyze(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
