@@ -39,20 +39,7 @@ func TestPatientSystemHistoryProbesTypes(t *testing.T) {
 	for i := range 40 {
 		add(shared[i%len(shared)], fmt.Sprint("s", i), store.Index{})
 	}
-	for len(ws) > 0 {
-		batch := ws[:min(len(ws), 500)]
-		ws = ws[len(batch):]
-		if err := s.Update(ctx, func(tx store.Tx) error {
-			for _, w := range batch {
-				if err := tx.Put(ctx, w); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	putBatches(t, s, ws)
 	if _, err := s.Pool().Exec(ctx, "VACUUM (ANALYZE) resources, idx_reference, history"); err != nil {
 		t.Fatal(err)
 	}

@@ -34,3 +34,23 @@ func TestSnapshotsStored(t *testing.T) {
 		return s
 	})
 }
+
+// putBatches stores ws, 500 writes to a transaction.
+func putBatches(tb testing.TB, s *postgres.Store, ws []*store.Write) {
+	tb.Helper()
+	ctx := context.Background()
+	for len(ws) > 0 {
+		batch := ws[:min(len(ws), 500)]
+		ws = ws[len(batch):]
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			for _, w := range batch {
+				if err := tx.Put(ctx, w); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}

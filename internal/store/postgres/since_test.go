@@ -35,20 +35,7 @@ func TestHistorySinceReadsTheTimeIndex(t *testing.T) {
 	}
 	put := func(ws []*store.Write) {
 		t.Helper()
-		for len(ws) > 0 {
-			batch := ws[:min(len(ws), 500)]
-			ws = ws[len(batch):]
-			if err := s.Update(ctx, func(tx store.Tx) error {
-				for _, w := range batch {
-					if err := tx.Put(ctx, w); err != nil {
-						return err
-					}
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		putBatches(t, s, ws)
 		s.WaitStats()
 	}
 	auditEvents := func(from, n int) []*store.Write {
