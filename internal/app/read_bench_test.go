@@ -22,7 +22,8 @@ import (
 // writer and the copy together. cpu-ns/op is the process's CPU time per
 // read (the clients' included). The copy into searchable AuditEvents
 // catches up when the server closes: in the profile, after the timed
-// loop.
+// loop, and in cpu-all-ns/op, the CPU time per read until the server has
+// closed (the whole cost of a read and its record).
 func BenchmarkServeRead(b *testing.B) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		b.Run(dialect, func(b *testing.B) { benchServeRead(b, dialect) })
@@ -63,11 +64,16 @@ func benchServeRead(b *testing.B, dialect string) {
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(sctx, ln) }()
-	defer func() {
-		stop()
-		<-done
-		srv.Close()
-	}()
+	closed := false
+	shut := func() {
+		if !closed {
+			closed = true
+			stop()
+			<-done
+			srv.Close()
+		}
+	}
+	defer shut()
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	send := func(method, path, body string) (int, string) {
 		r, _ := http.NewRequest(method, root+"/fhir"+path, strings.NewReader(body))
@@ -112,4 +118,9 @@ func benchServeRead(b *testing.B, dialect string) {
 		}
 	})
 	b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op")
+	// With the copy's catch-up on close: every record of the loop
+	// stored as a searchable AuditEvent (the copy runs at its duty while
+	// reads keep coming, so cpu-ns/op holds only part of its cost).
+	shut()
+	b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-all-ns/op")
 }

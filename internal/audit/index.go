@@ -216,3 +216,56 @@ func sameRows[T comparable](a, b []T) bool {
 	}
 	return true
 }
+
+// compactIndex drops the index rows of an AuditEvent that no search can
+// tell from another row of the same record, so the copy writes fewer
+// (each index row is three to five B-tree inserts, most of the copy's
+// cost):
+//   - a row equal to another of its table: a read's AuditEvent has two
+//     entities of type "System Object" (the resource read and the report),
+//     two equal entity-type rows;
+//   - a reference row to a local resource ("Type/id" or
+//     "Type/id/_history/n", relative) equal to another but for its URL: a
+//     local reference matches searches, _include, _revinclude, chains,
+//     compartments and _sort by its target type and id only (the URL is
+//     compared only for absolute values that are not under the base,
+//     and sorts only references without a target; see package search: a
+//     version-specific reference value matches regardless of version). The
+//     AuditEvent of a read of a Patient names it as the patient
+//     ("Patient/x") and as the resource read ("Patient/x/_history/1"), in
+//     the entity and the patient parameters: two of its four rows.
+//
+// The rows kept are the first of each kind, in order; ix's slices are
+// reused.
+func compactIndex(ix *store.Index) {
+	ix.Strings = uniqueRows(ix.Strings, func(r store.StringRow) store.StringRow { return r })
+	ix.Tokens = uniqueRows(ix.Tokens, func(r store.TokenRow) store.TokenRow { return r })
+	ix.References = uniqueRows(ix.References, func(r store.ReferenceRow) store.ReferenceRow {
+		if r.TargetType != "" && strings.IndexByte(r.URL, ':') < 0 {
+			r.URL = "" // a local reference: its target is its search value
+		}
+		return r
+	})
+	ix.Dates = uniqueRows(ix.Dates, func(r store.DateRow) store.DateRow { return r })
+	ix.Numbers = uniqueRows(ix.Numbers, func(r store.NumberRow) store.NumberRow { return r })
+	ix.Quantities = uniqueRows(ix.Quantities, func(r store.QuantityRow) store.QuantityRow { return r })
+	ix.URIs = uniqueRows(ix.URIs, func(r store.URIRow) store.URIRow { return r })
+}
+
+// uniqueRows keeps the first of the rows of rs with the same key, in
+// order, in rs's array. A record has a few rows per table: the quadratic
+// scan costs less than a map.
+func uniqueRows[T any, K comparable](rs []T, key func(T) K) []T {
+	out := rs[:0]
+next:
+	for _, r := range rs {
+		k := key(r)
+		for _, o := range out {
+			if key(o) == k {
+				continue next
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}

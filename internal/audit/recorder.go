@@ -731,7 +731,8 @@ func allNew(ws []*store.Write) bool {
 
 // prepareWrite builds the FHIR store write of row; ae, when not nil, is
 // the AuditEvent row.Body encodes (the copy of this process's own records
-// has it), indexed by directIndex when direct, else by ix.
+// has it), indexed by directIndex when direct, else by ix; either way
+// without the rows no search tells apart from others (compactIndex).
 func prepareWrite(ix Indexer, row *Row, ae *auditEvent, direct bool) (*store.Write, error) {
 	if ae == nil && direct {
 		// Not handed over (a copy far behind, recovery, another
@@ -741,6 +742,7 @@ func prepareWrite(ix Indexer, row *Row, ae *auditEvent, direct bool) (*store.Wri
 	}
 	if ae != nil && direct {
 		if idx, ok := ae.directIndex(); ok {
+			compactIndex(&idx)
 			return &store.Write{Type: "AuditEvent", ID: row.ResourceID, Version: row.Version, LastUpdated: row.Recorded,
 				Method: "POST", Body: row.Body, Index: idx}, nil
 		}
@@ -759,6 +761,7 @@ func prepareWrite(ix Indexer, row *Row, ae *auditEvent, direct bool) (*store.Wri
 	if err != nil {
 		return nil, fmt.Errorf("audit: index record %s/%d: %w", row.Chain, row.Seq, err)
 	}
+	compactIndex(&idx)
 	return &store.Write{Type: "AuditEvent", ID: row.ResourceID, Version: row.Version, LastUpdated: row.Recorded,
 		Method: "POST", Body: row.Body, Index: idx}, nil
 }

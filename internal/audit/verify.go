@@ -513,8 +513,17 @@ func (v *verifier) compare(rec *record, s *store.Stored, add func(Finding)) (*re
 	if rec.wantErr != nil {
 		return nil, fmt.Errorf("audit: verify: index record %s/%d: %w", row.Chain, row.Seq, rec.wantErr)
 	}
-	want := rec.want
+	// The copy stores the rows no search tells apart from others once
+	// (compactIndex); records copied before it did have them all. Either
+	// answers every search alike.
+	full := rec.want
+	want := store.Index{Strings: slices.Clone(full.Strings), Tokens: slices.Clone(full.Tokens), References: slices.Clone(full.References),
+		Dates: slices.Clone(full.Dates), Numbers: slices.Clone(full.Numbers), Quantities: slices.Clone(full.Quantities), URIs: slices.Clone(full.URIs)}
+	compactIndex(&want)
 	d := indexDiff(&want, &s.Index)
+	if len(d) > 0 && len(indexDiff(&full, &s.Index)) == 0 {
+		d = nil
+	}
 	if wm := want.Mask(); s.Mask != wm {
 		d = append(d, fmt.Sprintf("index mask %b, expected %b", s.Mask, wm))
 	}

@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -173,5 +174,63 @@ func TestScratchOwner(t *testing.T) {
 	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
 		t.Fatalf("scratch file owned by %d:%d, want %d:%d", st.Uid, st.Gid, uid, gid)
+	}
+}
+
+// TestSQLitePageSize checks that a new SQLite file gets SQLitePageSize
+// pages, in WAL mode, and that a file created with another page size (by
+// an earlier release) keeps it and opens as before.
+func TestSQLitePageSize(t *testing.T) {
+	ctx := context.Background()
+	pageSize := func(path string) (int, string) {
+		t.Helper()
+		d, err := database.OpenSQLite(ctx, path, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if _, err := d.Writer.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS t (x)"); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		var mode string
+		if err := d.Reader.QueryRowContext(ctx, "PRAGMA page_size").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Reader.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		return n, mode
+	}
+	dir := t.TempDir()
+	fresh := filepath.Join(dir, "new.db")
+	if n, mode := pageSize(fresh); n != database.SQLitePageSize || mode != "wal" {
+		t.Fatalf("new file: page size %d, journal mode %s", n, mode)
+	}
+	if n, _ := pageSize(fresh); n != database.SQLitePageSize {
+		t.Fatalf("reopened: page size %d", n)
+	}
+	// An empty file (created but never written) is new too.
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := pageSize(empty); n != database.SQLitePageSize {
+		t.Fatalf("empty file: page size %d", n)
+	}
+	// A file of an earlier release: 4096-byte pages, WAL.
+	old := filepath.Join(dir, "old.db")
+	c, err := sql.Open("sqlite", "file:"+old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"PRAGMA journal_mode=WAL", "CREATE TABLE t (x)"} {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	if n, _ := pageSize(old); n != 4096 {
+		t.Fatalf("file of an earlier release: page size %d, want 4096 kept", n)
 	}
 }

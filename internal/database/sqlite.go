@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
@@ -69,6 +70,9 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 	if err := createSQLiteScratch(ctx, path); err != nil {
 		return nil, err
 	}
+	if err := createSQLite(ctx, path); err != nil {
+		return nil, err
+	}
 	w := sql.OpenDB(sqliteConnector{dsn: SQLiteDSN(path, "_txlock", "immediate", "_pragma", "analysis_limit(1000)", "_pragma", "wal_autocheckpoint(0)"), scratch: SQLiteScratchPath(path)})
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
@@ -94,6 +98,46 @@ func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
 	r.SetConnMaxLifetime(0)
 	d.Reader = r
 	return d, nil
+}
+
+// SQLitePageSize is the page size of the SQLite files Lapis creates:
+// 16 KiB instead of SQLite's 4 KiB. A WAL commit writes every page it
+// changed, each frame with two system calls (its header, then the page),
+// and every table row holds a whole body: with 4 KiB pages a 2.4 KB
+// AuditEvent, or a resource of that size, has a page to itself in the
+// resources, the history and the audit chain, so the copy of a read's
+// AuditEvent wrote about five pages a record and the checkpointer wrote
+// them again. With 16 KiB pages six such rows share a page, the B-trees
+// are a level shallower, and fewer pages are read per lookup once a
+// commit has emptied a reader's page cache: BenchmarkServeRead/sqlite
+// spends 22 % less CPU on a read and the copy of its record (cpu-all-ns/op
+// 554 to 432 µs, means of three runs). A file created by an earlier
+// release keeps its page size (SQLite changes it only in a VACUUM outside
+// WAL mode), and an earlier release opens a file of this one as any
+// other.
+const SQLitePageSize = 16384
+
+// createSQLite gives the SQLite file at path SQLitePageSize pages when it
+// is new (missing or empty): the page size must be set before the first
+// page is written, which setting WAL mode does, and the connector runs
+// the journal mode pragma before any page size pragma. Two processes that
+// create the file at once both ask for the same page size.
+func createSQLite(ctx context.Context, path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		return nil
+	}
+	c, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		return fmt.Errorf("database: create %s: %w", path, err)
+	}
+	defer c.Close()
+	c.SetMaxOpenConns(1)
+	for _, p := range []string{"busy_timeout=10000", "page_size=" + strconv.Itoa(SQLitePageSize), "journal_mode=WAL"} {
+		if _, err := c.ExecContext(ctx, "PRAGMA "+p); err != nil {
+			return fmt.Errorf("database: create %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 // createSQLiteScratch creates the scratch file of the SQLite file at path
