@@ -382,9 +382,10 @@ func testPost(t *testing.T, e *env) {
 	}
 	m, _ := e.wait(t, e.sys, r.Header.Get("Content-Location"))
 	check(t, "POST patient", e.contents(t, e.sys, m), want("Patient", []string{"p1", "p3"}, "Observation", []string{"o1", "o4"}))
-	// A Group export naming a member: that member only; naming a patient
-	// outside the Group (p3): 400 naming it, not an export without it.
-	member := `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"},{"name":"patient","valueReference":{"reference":"Patient/p2"}}]}`
+	// A Group export naming a member (twice: written once): that member
+	// only; naming a patient outside the Group (p3): 400 naming it, not an
+	// export without it.
+	member := `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"},{"name":"patient","valueReference":{"reference":"Patient/p2"}},{"name":"patient","valueReference":{"reference":"Patient/p2"}}]}`
 	r = e.Do(t, "POST", "/Group/g1/$export", strings.NewReader(member), "X-API-Key", e.sys, "Content-Type", "application/fhir+json", "Prefer", "respond-async")
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("POST Group kick-off: %d %s", r.Status, r.Body)

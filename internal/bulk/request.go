@@ -212,13 +212,19 @@ func (s *Service) buildPlan(ctx context.Context, level string, params map[string
 			if level == levelSystem {
 				return nil, outcome.BadRequest("the patient parameter applies to Patient and Group exports only")
 			}
+			// Each patient once: a patient named twice would have its
+			// record searched, and written, twice.
 			var ids []string
+			listed := make(map[string]bool, len(vs))
 			for _, ref := range vs {
 				id, ok := strings.CutPrefix(ref, "Patient/")
 				if !ok || id == "" || strings.Contains(id, "/") {
 					return nil, outcome.BadRequest("patient: %q is not a Patient reference", ref)
 				}
-				ids = append(ids, id)
+				if !listed[id] {
+					listed[id] = true
+					ids = append(ids, id)
+				}
 			}
 			if group != nil {
 				// Bulk Data 2.0: patients who are not members of the group

@@ -1,10 +1,13 @@
 package fhirapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -86,6 +89,35 @@ func TestMetadata(t *testing.T) {
 	e.do("GET", "/fhir/metadata", "", "Accept: application/fhir+xml").outcome(t, http.StatusNotAcceptable)
 	// Everything else goes through the middleware.
 	e.do("GET", "/fhir/Patient", "").expect(t, http.StatusUnauthorized)
+}
+
+// TestMetadataFirstUseConcurrent: concurrent first /metadata requests
+// (the statement is made on first use) make it once and all serve the
+// same statement; run under -race, a lazy build that is not synchronised
+// fails here.
+func TestMetadataFirstUseConcurrent(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	e := newEnv(t, func(c *Config, _ *resourceConfig) {
+		c.CapabilityHook = func(map[string]any) { calls.Add(1) }
+	})
+	const n = 8
+	bodies := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			bodies[i] = e.do("GET", "/fhir/metadata", "").expect(t, http.StatusOK).body
+		})
+	}
+	wg.Wait()
+	if c := calls.Load(); c != 1 {
+		t.Errorf("CapabilityHook called %d times, want once", c)
+	}
+	for i := range bodies {
+		if !bytes.Equal(bodies[i], bodies[0]) {
+			t.Fatalf("request %d served another statement", i)
+		}
+	}
 }
 
 func TestCreateReadVRead(t *testing.T) {
