@@ -143,7 +143,9 @@ func (p *Portal) prepareLaunch(ctx context.Context, c *actCredential, in launchI
 		return nil, &launchError{"test launches are not available on this server"}
 	}
 	if cl.Type == authdb.Backend {
-		return nil, &launchError{"a backend service has no user launch; it gets tokens with client_credentials"}
+		// An asymmetric app may run the code flow, but its token request
+		// needs its own signed assertion, which the portal cannot make.
+		return nil, &launchError{"test launches are for public and confidential apps: a backend service gets tokens with client_credentials, and an asymmetric app (a backend client with a redirect URI) exchanges its code with its own signed assertion"}
 	}
 	if !cl.SuspendedAt.IsZero() {
 		return nil, &launchError{"the app is suspended"}

@@ -25,7 +25,7 @@ func (s *Service) patientCompartment(id string) *store.Compartment {
 }
 
 // patientRecord returns Patient/id's record: its compartment and the
-// patient-linked types outside it (Registry.PatientLinked: Device).
+// patient-linked types outside it (Registry.PatientRecord: Device).
 func (s *Service) patientRecord(id string) *store.Compartment {
 	return &store.Compartment{Type: "Patient", ID: id, Params: s.recordParams}
 }

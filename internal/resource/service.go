@@ -777,7 +777,7 @@ var errHidden = errors.New("resource outside the access filter")
 // as a read would answer.
 func (s *Service) writeHidden(ctx context.Context, r reader, typ, id string) error {
 	if cur, err := s.current(ctx, r, typ, id, false); err == nil && cur != nil && !cur.Deleted {
-		httpx.SetRefusal(ctx, httpx.CauseScope)
+		httpx.SetRefusal(ctx, httpx.CauseCompartment)
 		return outcome.New(http.StatusForbidden, "forbidden", "%s/%s may be read but not changed with your access", typ, id)
 	}
 	return notFound(typ, id)

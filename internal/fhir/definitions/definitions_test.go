@@ -355,6 +355,31 @@ func TestPatientCompartment(t *testing.T) {
 	}
 }
 
+// TestPatientRecord: a patient's record is its compartment's types with
+// their parameters, and Device through Device.patient; every parameter is
+// a real search parameter of its type.
+func TestPatientRecord(t *testing.T) {
+	r := testRegistry(t)
+	if got := r.PatientRecord("Observation"); !slices.Equal(got, r.PatientCompartment("Observation")) {
+		t.Errorf("Observation = %v", got)
+	}
+	if got := r.PatientRecord("Device"); !slices.Equal(got, []string{"patient"}) || r.PatientCompartment("Device") != nil {
+		t.Errorf("Device = %v (compartment %v)", got, r.PatientCompartment("Device"))
+	}
+	for _, typ := range []string{"Binary", "Practitioner", "Organization"} {
+		if got := r.PatientRecord(typ); got != nil {
+			t.Errorf("%s = %v", typ, got)
+		}
+	}
+	for _, rt := range r.ResourceTypes() {
+		for _, p := range r.PatientRecord(rt) {
+			if p != "{def}" && r.SearchParam(rt, p) == nil {
+				t.Errorf("%s record param %s is not a search param", rt, p)
+			}
+		}
+	}
+}
+
 func TestConcurrentUse(t *testing.T) {
 	r := testRegistry(t)
 	var wg sync.WaitGroup

@@ -307,22 +307,12 @@ func (r *Registry) PatientCompartment(resourceType string) []string {
 // Device?patient=… by the certification suites).
 var patientLinked = map[string][]string{"Device": {"patient"}}
 
-// PatientLinked returns the search parameter codes that make a resource of
-// the given type, outside the R4 Patient compartment, one patient's data
-// (Device -> ["patient"]), or nil. Lapis holds such resources to the
-// patient's access rules and exports them with the patient's record. The
-// result is shared; do not modify it.
-func (r *Registry) PatientLinked(resourceType string) []string {
-	if len(r.compartment[resourceType]) > 0 {
-		return nil
-	}
-	return patientLinked[resourceType]
-}
-
-// PatientRecord returns PatientCompartment's codes for a type of the
-// compartment, else PatientLinked's: the parameters that make a resource
-// of the type part of one patient's record (nil: none do). The result is
-// shared; do not modify it.
+// PatientRecord returns the search parameter codes that make a resource
+// of the given type part of one patient's record: PatientCompartment's for
+// a type of the compartment, else those of a patient-linked type outside
+// it (Device -> ["patient"]), else nil. Lapis holds the linked types to the
+// patient's access rules, exports them with the patient's record and lists
+// them in $everything. The result is shared; do not modify it.
 func (r *Registry) PatientRecord(resourceType string) []string {
 	if ps := r.compartment[resourceType]; len(ps) > 0 {
 		return ps
