@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -129,7 +130,9 @@ func TestCompactIndexSearchesAlike(t *testing.T) {
 		}
 		p := search.NewParser(reg, base, 10000, 10000)
 		found := 0
-		for _, v := range queries {
+		for _, q := range queries {
+			// The dialects run in parallel: each its own copy.
+			v := maps.Clone(q)
 			v.Set("_count", "10000")
 			req, err := p.Parse("AuditEvent", v, true)
 			if err != nil {
