@@ -90,7 +90,7 @@ type Pages struct {
 func New(srv *oauth.Server) *Pages {
 	cfg := srv.Config()
 	s := &Pages{srv: srv, cfg: cfg, log: srv.Logger(), prefix: srv.BasePath(),
-		acct: accounts{sem: make(chan struct{}, hashSlots(runtime.GOMAXPROCS(0))), wait: hashWait}, cop: http.NewCrossOriginProtection()}
+		acct: accounts{sem: make(chan struct{}, hashSlots(runtime.GOMAXPROCS(0))), wait: hashWait, dummy: oauth.DummyHash()}, cop: http.NewCrossOriginProtection()}
 	s.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusForbidden, "Cross-origin form submissions are not allowed.")
 	}))

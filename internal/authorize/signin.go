@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/lapis-health/lapis/internal/audit"
@@ -38,18 +37,12 @@ func hashSlots(procs int) int { return min(max(procs/2, 1), maxConcurrentHashes)
 
 // accounts holds the login machinery of the pages.
 type accounts struct {
-	sem       chan struct{}
-	wait      time.Duration
-	dummyOnce sync.Once
-	dummy     string
-}
-
-// dummyHash is the hash of no password (oauth.DummyHash), verified when
-// the username is unknown or locked so that every failure costs the same
-// time.
-func (a *accounts) dummyHash() string {
-	a.dummyOnce.Do(func() { a.dummy = oauth.DummyHash() })
-	return a.dummy
+	sem  chan struct{}
+	wait time.Duration
+	// dummy is the hash of no password (oauth.DummyHash), verified when the
+	// username is unknown or locked so that every failure costs the same
+	// time.
+	dummy string
 }
 
 // verify runs oauth.VerifyPassword under the concurrency bound, waiting at most
@@ -139,7 +132,7 @@ func (s *Pages) authenticate(ctx context.Context, username, password, ip string)
 	if err != nil && !errors.Is(err, authdb.ErrNotFound) {
 		return nil, err
 	}
-	hash := s.acct.dummyHash()
+	hash := s.acct.dummy
 	if acct != nil && !locked {
 		hash = acct.PasswordHash
 	}
