@@ -117,7 +117,10 @@ func UpDir(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table str
 		opts = append(opts, goose.WithTableName(table))
 	}
 	if postgres {
-		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID))
+		// goose polls a held lock every 5 s by default: a process that
+		// lost the race for it waited that long for migrations its
+		// winner applied in milliseconds. Once a second, for 5 minutes.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID), lock.WithLockTimeout(1, 300))
 		if err != nil {
 			return err
 		}
@@ -128,6 +131,11 @@ func UpDir(ctx context.Context, db *sql.DB, fsys fs.FS, postgres bool, table str
 		p, err := goose.NewProvider(dialect, db, fsys, opts...)
 		if err != nil {
 			return err
+		}
+		// Nothing pending (every start after the first): no lock to
+		// wait for. HasPending reads the version table without it.
+		if pending, perr := p.HasPending(ctx); perr == nil && !pending {
+			return nil
 		}
 		if _, err = p.Up(ctx); err == nil {
 			return nil

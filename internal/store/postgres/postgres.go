@@ -24,8 +24,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	lapismigrate "github.com/lapis-health/lapis/internal/migrate"
 
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/store"
@@ -82,23 +83,15 @@ func New(ctx context.Context, db *database.DB, opts Options) (*Store, error) {
 	return st, nil
 }
 
-// migrate applies the embedded goose migrations under a PostgreSQL
-// advisory lock, so processes opening the database together take turns.
+// migrate applies the embedded goose migrations (goose's own version
+// table) under a PostgreSQL advisory lock, so processes opening the
+// database together take turns (migrate.UpDir).
 func migrate(ctx context.Context, db *sql.DB) error {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	locker, err := lock.NewPostgresSessionLocker()
-	if err != nil {
-		return err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
-	if err != nil {
-		return err
-	}
-	_, err = p.Up(ctx)
-	return err
+	return lapismigrate.UpDir(ctx, db, fsys, true, "", lock.DefaultLockID)
 }
 
 // Close stops the store (and closes the database handle when Open opened
