@@ -100,6 +100,14 @@ type Client struct {
 // Suspended reports whether the client is suspended.
 func (c *Client) Suspended() bool { return !c.SuspendedAt.IsZero() }
 
+// EHRLaunchable reports whether an EHR launch of the client can complete:
+// it has a launch URI to send the launch to, a redirect URI for the
+// authorization that follows, and is not suspended (whose /authorize
+// would refuse it).
+func (c *Client) EHRLaunchable() bool {
+	return c.LaunchURI != "" && len(c.RedirectURIs) > 0 && !c.Suspended()
+}
+
 // SecretMatches reports, in constant time with respect to the secrets,
 // whether secret is the confidential client's current secret, or its
 // previous one while the rotation's overlap lasts at now. It always

@@ -511,6 +511,13 @@ func TestEHRLaunchAndPicker(t *testing.T) {
 		scopes := []string{"launch launch/patient openid fhirUser offline_access user/*.rs patient/*.rs"}
 		app := e.client(oauth.Registration{Name: "EHR app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://app.example/launch", Scopes: scopes})
 		other := e.client(oauth.Registration{Name: "Other app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://other.example/launch", Scopes: scopes})
+		// Clients an EHR launch cannot complete for are not offered, and
+		// a launch of one is refused: suspended, or without a redirect URI.
+		suspended := e.client(oauth.Registration{Name: "Suspended app", Type: "public", RedirectURIs: []string{appCB}, LaunchURI: "https://suspended.example/launch", Scopes: scopes})
+		if ok, err := e.db.SuspendClient(context.Background(), suspended, "test", time.Now()); !ok || err != nil {
+			t.Fatalf("suspend: %t %v", ok, err)
+		}
+		noRedirect := e.client(oauth.Registration{Name: "Backend app", Type: "backend", JWKSURI: "https://backend.example/jwks", LaunchURI: "https://backend.example/launch", Scopes: []string{"system/*.rs"}})
 
 		// The SMART style document is public JSON.
 		if p := newBrowser(t).get(e.issuer + oauth.PathSMARTStyle); p.status != 200 || !json.Valid([]byte(p.body)) {
@@ -544,6 +551,15 @@ func TestEHRLaunchAndPicker(t *testing.T) {
 			p := b.get(e.issuer + oauth.PathLaunch + "?patient=p1")
 			if !strings.Contains(p.body, "EHR app") || !strings.Contains(p.body, `value="e1"`) {
 				t.Fatalf("launch page: %s", p.body)
+			}
+			if strings.Contains(p.body, "Suspended app") || strings.Contains(p.body, "Backend app") {
+				t.Fatalf("launch page offers an app the launch cannot complete for: %s", p.body)
+			}
+			for _, id := range []string{suspended, noRedirect} {
+				p := b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {p.field("csrf")}, "patient": {"p1"}, "client_id": {id}})
+				if p.status != 200 || p.hdr.Get("Location") != "" || !strings.Contains(p.body, "supports EHR launch") {
+					t.Fatalf("launch of %s: %d %s", id, p.status, p.hdr.Get("Location"))
+				}
 			}
 			p = b.post(e.issuer+oauth.PathLaunch, url.Values{"csrf": {p.field("csrf")}, "patient": {"p1"}, "encounter": {enc}, "client_id": {client}})
 			loc := p.location(t)

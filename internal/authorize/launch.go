@@ -105,7 +105,9 @@ func (s *Pages) renderLaunch(w http.ResponseWriter, r *http.Request, sess *web.S
 	s.render(w, r, http.StatusOK, "launch", p)
 }
 
-// launchClients lists the clients that have a launch URI.
+// launchClients lists the clients an EHR launch can complete for
+// (authdb.Client.EHRLaunchable): one without a redirect URI, or
+// suspended, would only reach an error after the practitioner chose it.
 func (s *Pages) launchClients(ctx context.Context) ([]authdb.Client, error) {
 	cl, ok := s.cfg.Clients.(clientLister)
 	if !ok {
@@ -117,9 +119,9 @@ func (s *Pages) launchClients(ctx context.Context) ([]authdb.Client, error) {
 	}
 	var out []authdb.Client
 	for _, c := range all {
-		// Any client with a launch URI, a private_key_jwt one included
-		// (SMART's client-confidential-asymmetric app).
-		if c.LaunchURI != "" {
+		// A private_key_jwt one included (SMART's
+		// client-confidential-asymmetric app).
+		if c.EHRLaunchable() {
 			out = append(out, c)
 		}
 	}
@@ -172,7 +174,7 @@ func (s *Pages) createLaunch(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if client == nil || client.LaunchURI == "" || client.Suspended() {
+	if client == nil || !client.EHRLaunchable() {
 		s.renderLaunch(w, r, sess, acct, "", ps.ID, "Choose an app that supports EHR launch.")
 		return
 	}
