@@ -113,6 +113,19 @@ func matches(t testing.TB, b map[string]any) []string {
 	return out
 }
 
+// included lists the Type/id of the include entries of a searchset, in
+// order.
+func included(t testing.TB, b map[string]any) []string {
+	t.Helper()
+	var out []string
+	for _, en := range entries(b) {
+		if get(en, "search", "mode") == "include" {
+			out = append(out, fmt.Sprint(get(en, "resource", "resourceType"))+"/"+fmt.Sprint(get(en, "resource", "id")))
+		}
+	}
+	return out
+}
+
 // pages follows the next links from path and returns every match, checking
 // that each link stays on linkPath.
 func (e *env) pages(t *testing.T, path, linkPath string, hdr ...string) (all []string, n int) {
@@ -282,6 +295,41 @@ func TestEverything(t *testing.T) {
 		}
 		expectSet(t, "everything with Devices", matches(t, e.do("GET", path, "").expect(t, http.StatusOK).json(t)), append(p1All, "Device/d1")...)
 		expectSet(t, "Devices, patient scope", matches(t, e.do("GET", path+"?_type=Device", "", "X-Scopes", "patient/*.rs", "X-Patient", "p1").expect(t, http.StatusOK).json(t)), "Device/d1")
+
+		// What the record references outside it follows as include
+		// entries, as far as the caller may read it: o5's Practitioner and
+		// Organization, never another patient's record (p2).
+		e.do("PUT", "/fhir/Observation/o5", obsJSON("o5", "p1", `,"performer":[{"reference":"Practitioner/dr"},{"reference":"Organization/org"},{"reference":"Patient/p2"}]`)).expect(t, http.StatusCreated)
+		b = e.do("GET", path, "").expect(t, http.StatusOK).json(t)
+		expectSet(t, "referenced", included(t, b), "Practitioner/dr", "Organization/org")
+		expectSet(t, "everything with o5", matches(t, b), append(p1All, "Device/d1", "Observation/o5")...)
+		if b["total"] != float64(len(p1All)+2) {
+			t.Errorf("total %v counts the includes", b["total"])
+		}
+		expectSet(t, "_type without the referenced types", included(t, e.do("GET", path+"?_type=Observation", "").expect(t, 200).json(t)))
+		typed := e.do("GET", path+"?_type=Observation,Practitioner", "").expect(t, 200)
+		expectSet(t, "_type naming Practitioner", included(t, typed.json(t)), "Practitioner/dr")
+		expectSet(t, "_type naming Practitioner, matches", matches(t, typed.json(t)), "Observation/o1", "Observation/o3", "Observation/o5")
+		if !strings.Contains(string(typed.body), "only as referenced") {
+			t.Errorf("no warning for Practitioner in _type: %s", typed.body)
+		}
+		expectSet(t, "patient scope", included(t, e.do("GET", path, "", "X-Scopes: patient/*.rs", "X-Patient: p1").expect(t, 200).json(t)),
+			"Practitioner/dr", "Organization/org")
+		expectSet(t, "patient scope without Practitioner", included(t, e.do("GET", path, "", "X-Scopes: patient/Observation.rs patient/Patient.rs patient/Organization.rs", "X-Patient: p1").expect(t, 200).json(t)),
+			"Organization/org")
+		// Paged: each page brings what its own matches reference.
+		var inc []string
+		for p := path + "?_count=2"; p != ""; {
+			pb := e.do("GET", p, "").expect(t, http.StatusOK).json(t)
+			for _, m := range included(t, pb) {
+				inc = append(inc, m)
+			}
+			p = ""
+			if next := link(pb, "next"); next != "" {
+				p = pathOf(t, next)
+			}
+		}
+		expectSet(t, "referenced, paged", inc, "Practitioner/dr", "Organization/org")
 	})
 }
 
@@ -292,9 +340,13 @@ func TestEverythingResponseLimit(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
-			const limit = 1200
+			const limit = 1400
 			e := compartmentEnv(t, dialect, func(c *Config, rc *resourceConfig) { rc.MaxResponseBytes = limit })
-			var all []string
+			// c1 references a Practitioner: its page must hold it too
+			// (a page too large with it is run again with fewer matches).
+			e.do("PUT", "/fhir/Condition/c1", `{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"},"code":{"text":"x"},`+
+				`"asserter":{"reference":"Practitioner/dr"}}`).expect(t, http.StatusOK)
+			var all, inc []string
 			pages := 0
 			for path := "/fhir/Patient/p1/$everything?_count=100"; path != ""; pages++ {
 				if pages > 10 {
@@ -309,13 +361,20 @@ func TestEverythingResponseLimit(t *testing.T) {
 					t.Fatalf("empty page %s", r.body)
 				}
 				all = append(all, matches(t, b)...)
+				inc = append(inc, included(t, b)...)
 				path = ""
 				if next := link(b, "next"); next != "" {
 					path = pathOf(t, next)
+					if !strings.Contains(next, "_count=100") {
+						t.Errorf("next link %s: not the request's _count", next)
+					}
 				}
 			}
 			if !slices.Equal(all, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) {
 				t.Errorf("pages gave %v", all)
+			}
+			if !slices.Equal(inc, []string{"Practitioner/dr"}) {
+				t.Errorf("pages included %v", inc)
 			}
 			if pages < 3 {
 				t.Errorf("%d pages under a %d-byte limit", pages, limit)

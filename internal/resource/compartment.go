@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,9 +90,13 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 // _snapshot. start and end (care dates) are not supported (400), nor is
 // any other parameter. A page is cut short where the next resource would
 // take it past the response size limit; its next link continues there.
-// Resources referenced from the compartment but outside it (Practitioner,
-// Organization, Medication…) are not included. An unknown or deleted
-// Patient is 404 or 410 to a caller who may read it.
+// The resources a page's resources reference (through a reference search
+// parameter) outside the patient's record — its Practitioners,
+// Organizations, Locations, Medications… — follow on the same page as
+// include entries, as far as the caller may read them ("any resource
+// referenced from those", R4): with _type, only of the types it names. A
+// resource of another patient's record is never added this way. An
+// unknown or deleted Patient is 404 or 410 to a caller who may read it.
 func (s *Service) Everything(ctx context.Context, id string, params url.Values) (*SearchPage, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
@@ -118,6 +123,7 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 	sp := url.Values{}
 	var since string
 	var warnings []string
+	var types []string // _type, when given
 	keys := make([]string, 0, len(params))
 	for k := range params {
 		keys = append(keys, k)
@@ -139,7 +145,6 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 			}
 			sp.Set("_lastUpdated", "ge"+since)
 		case "_type":
-			var types []string
 			for _, v := range vals {
 				for _, t := range strings.Split(v, ",") {
 					t = strings.TrimSpace(t)
@@ -147,12 +152,11 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 						return nil, outcome.BadRequest("invalid value for _type: %q is not a resource type", outcome.Truncate(t, 100))
 					}
 					if len(comp.Params[t]) == 0 {
-						warnings = append(warnings, t+" is not in the Patient compartment nor linked to a patient: no "+t+" resources are returned")
+						warnings = append(warnings, t+" is not in the Patient compartment nor linked to a patient: "+t+" resources are returned only as referenced by the other types' resources")
 					}
 					types = append(types, t)
 				}
 			}
-			sp.Set("_type", strings.Join(types, ","))
 		case "_count", "_offset", SnapshotParam:
 			sp.Set(k, vals[0])
 		case "start", "end":
@@ -161,9 +165,27 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 			return nil, outcome.New(http.StatusBadRequest, "not-supported", "unknown $everything parameter %q (supported: _since, _type, _count)", outcome.Truncate(k, 100))
 		}
 	}
+	// The matches are the record's types (_type's of them); a type
+	// outside the record comes only as referenced.
+	if len(types) > 0 {
+		var inRecord []string
+		for _, t := range types {
+			if len(comp.Params[t]) > 0 {
+				inRecord = append(inRecord, t)
+			}
+		}
+		if len(inRecord) == 0 {
+			inRecord = types // no matches: the compartment search says so
+		}
+		sp.Set("_type", strings.Join(inRecord, ","))
+	}
 	sc := &searchScope{
 		compartment: comp,
-		path:        s.base + "/Patient/" + id + "/$everything",
+		include:     []store.Include{{SourceType: "*", Param: "*"}},
+		keepIncluded: func(t string) bool {
+			return len(comp.Params[t]) == 0 && (len(types) == 0 || slices.Contains(types, t))
+		},
+		path: s.base + "/Patient/" + id + "/$everything",
 		links: func(v url.Values) {
 			v.Del("_lastUpdated")
 			if since != "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -234,8 +235,18 @@ type searchScope struct {
 	// fit cuts a page short where the next match would take the Bundle
 	// past the size limit (the next link continues from there) instead
 	// of failing with errTooLarge; only a first match that does not fit
-	// alone is errTooLarge.
+	// alone is errTooLarge. A page with included resources that does not
+	// fit is run again with half its matches (and their includes).
 	fit bool
+	// include adds these includes to the search ($everything: every
+	// reference of the page's resources).
+	include []store.Include
+	// keepIncluded, when set, says which types of included resources
+	// the page keeps.
+	keepIncluded func(typ string) bool
+	// linkCount, when set, is the page size the links ask for (the
+	// request's, where a page was run again with fewer matches).
+	linkCount int
 }
 
 // scopedSearch is search narrowed by sc (nil = none).
@@ -255,17 +266,37 @@ func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params
 	q.Snapshot = snapshot
 	if sc != nil {
 		q.Compartment = sc.compartment
+		q.Include = append(q.Include, sc.include...)
 		req.Warnings = append(req.Warnings, sc.warnings...)
 	}
-	res, err := r.Search(ctx, &q)
-	if errors.Is(err, store.ErrSnapshotExpired) && q.Snapshot != "" {
-		q.Snapshot = ""
-		res, err = r.Search(ctx, &q)
+	for {
+		res, err := r.Search(ctx, &q)
+		if errors.Is(err, store.ErrSnapshotExpired) && q.Snapshot != "" {
+			q.Snapshot = ""
+			res, err = r.Search(ctx, &q)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if sc != nil && sc.keepIncluded != nil {
+			res.Included = slices.DeleteFunc(res.Included, func(r store.Resource) bool { return !sc.keepIncluded(r.Type) })
+		}
+		p, err := s.searchPage(typ, req, &q, res, limit, sc)
+		if sc != nil && sc.fit && errors.Is(err, errTooLarge) && len(res.Included) > 0 && len(res.Matches) > 1 {
+			// The page's matches fit only without their includes: half as
+			// many, with theirs (the next link continues after them, and
+			// asks for the request's page size).
+			if sc.linkCount == 0 {
+				sc.linkCount = q.Count
+			}
+			q.Count = len(res.Matches) / 2
+			if res.Snapshot != "" {
+				q.Snapshot = res.Snapshot
+			}
+			continue
+		}
+		return p, err
 	}
-	if err != nil {
-		return nil, err
-	}
-	return s.searchPage(typ, req, &q, res, limit, sc)
 }
 
 // searchPage builds the page of a search result, or returns errTooLarge as
@@ -288,6 +319,10 @@ func (s *Service) searchPage(typ string, req *search.Request, q *store.Query, re
 	if snap == "" {
 		snap = q.Snapshot
 	}
+	pageSize := q.Count
+	if sc != nil && sc.linkCount > 0 {
+		pageSize = sc.linkCount
+	}
 	link := func(rel string, offset int) {
 		v := cloneValues(req.Canonical)
 		if sc != nil && sc.links != nil {
@@ -303,7 +338,7 @@ func (s *Service) searchPage(typ string, req *search.Request, q *store.Query, re
 			}
 		}
 		if rel != "self" {
-			v.Set("_count", strconv.Itoa(q.Count))
+			v.Set("_count", strconv.Itoa(pageSize))
 		}
 		p.Links = append(p.Links, Link{Relation: rel, URL: withQuery(path, v)})
 	}
@@ -315,7 +350,7 @@ func (s *Service) searchPage(typ string, req *search.Request, q *store.Query, re
 				link("first", 0)
 			}
 			if q.Offset > 0 {
-				link("previous", max(0, q.Offset-q.Count))
+				link("previous", max(0, q.Offset-pageSize))
 			}
 			if more {
 				link("next", next)
