@@ -293,7 +293,7 @@ type ridIndex struct {
 // insertIndexes inserts the index rows of several resources, each table's
 // rows of all of them together in multi-row INSERTs.
 func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
-	var args []any
+	args := make([]any, 0, 64) // a few rows of any table without growing
 	for _, tb := range indexTables {
 		for _, it := range items {
 			args = tb.rows(args, it)
