@@ -170,6 +170,15 @@ func tamper(t *testing.T, e *env, q string, args ...any) {
 	}
 }
 
+// written opens a recorder on url, writes n events and returns it with
+// the chain row at seq.
+func written(t *testing.T, url string, n int, seq int64) (*env, Row) {
+	t.Helper()
+	e := open(t, url, nil)
+	write(t, e, n)
+	return e, rowAt(t, e, seq)
+}
+
 func rowAt(t *testing.T, e *env, seq int64) Row {
 	t.Helper()
 	rows, err := e.db.Page(context.Background(), e.rec.Chain(), seq-1, 1)
@@ -179,39 +188,35 @@ func rowAt(t *testing.T, e *env, seq int64) Row {
 	return rows[0]
 }
 
-func only(t *testing.T, rep *Report, kinds ...string) {
+// findings fails t unless rep is not OK and has exactly the findings
+// want, in order, each with want's Kind and with its Chain, Seq and
+// Resource where want sets them.
+func findings(t *testing.T, rep *Report, want ...Finding) {
 	t.Helper()
-	if rep.OK || len(rep.Findings) != len(kinds) {
-		t.Fatalf("findings = %+v, want kinds %v", rep.Findings, kinds)
+	if rep.OK || len(rep.Findings) != len(want) {
+		t.Fatalf("findings = %+v, want %+v", rep.Findings, want)
 	}
-	for i, k := range kinds {
-		if rep.Findings[i].Kind != k {
-			t.Fatalf("finding %d = %+v, want %s", i, rep.Findings[i], k)
+	for i, w := range want {
+		f := rep.Findings[i]
+		if f.Kind != w.Kind || w.Chain != "" && f.Chain != w.Chain || w.Seq != 0 && f.Seq != w.Seq || w.Resource != "" && f.Resource != w.Resource {
+			t.Fatalf("finding %d = %+v, want %+v", i, f, w)
 		}
 	}
 }
 
 func TestTamperModified(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
-		e := open(t, url, nil)
-		write(t, e, 6)
-		r := rowAt(t, e, 3)
+		e, r := written(t, url, 6, 3)
 		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"4"`), 1)
 		tamper(t, e, "UPDATE audit_record SET body = ? WHERE chain_id = ? AND seq = ?", body, r.Chain, 3)
-		rep := verify(t, e)
 		// The chain copy fails its hash and no longer equals the resource.
-		only(t, rep, FindingModified, FindingModified)
-		if f := rep.Findings[0]; f.Seq != 3 || f.Chain != r.Chain || f.Resource != "AuditEvent/"+r.ResourceID {
-			t.Fatalf("finding = %+v", f)
-		}
+		findings(t, verify(t, e), Finding{Kind: FindingModified, Chain: r.Chain, Seq: 3, Resource: "AuditEvent/" + r.ResourceID}, Finding{Kind: FindingModified})
 	})
 }
 
 func TestTamperModifiedResource(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
-		e := open(t, url, nil)
-		write(t, e, 4)
-		r := rowAt(t, e, 2)
+		e, r := written(t, url, 4, 2)
 		// Rewrite the served AuditEvent through the store (a privileged
 		// database user editing the resource table).
 		body := bytes.Replace(r.Body, []byte(`"outcome":"0"`), []byte(`"outcome":"8"`), 1)
@@ -226,29 +231,16 @@ func TestTamperModifiedResource(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep := verify(t, e)
-		only(t, rep, FindingModified)
-		if f := rep.Findings[0]; f.Seq != 2 || f.Resource != "AuditEvent/"+r.ResourceID {
-			t.Fatalf("finding = %+v", f)
-		}
+		findings(t, verify(t, e), Finding{Kind: FindingModified, Seq: 2, Resource: "AuditEvent/" + r.ResourceID})
 	})
 }
 
 func TestTamperDeleted(t *testing.T) {
 	dialects(t, func(t *testing.T, url string) {
-		e := open(t, url, nil)
-		write(t, e, 6)
-		r := rowAt(t, e, 4)
+		e, r := written(t, url, 6, 4)
 		tamper(t, e, "DELETE FROM audit_record WHERE chain_id = ? AND seq = ?", r.Chain, 4)
-		rep := verify(t, e)
 		// The gap, and the resource no chain holds any more.
-		only(t, rep, FindingDeleted, FindingInserted)
-		if f := rep.Findings[0]; f.Seq != 4 || f.Chain != r.Chain {
-			t.Fatalf("finding = %+v", f)
-		}
-		if f := rep.Findings[1]; f.Resource != "AuditEvent/"+r.ResourceID {
-			t.Fatalf("finding = %+v", f)
-		}
+		findings(t, verify(t, e), Finding{Kind: FindingDeleted, Chain: r.Chain, Seq: 4}, Finding{Kind: FindingInserted, Resource: "AuditEvent/" + r.ResourceID})
 	})
 }
 
@@ -260,14 +252,8 @@ func TestTamperReordered(t *testing.T) {
 		tamper(t, e, "UPDATE audit_record SET seq = -1 WHERE chain_id = ? AND seq = 2", a.Chain)
 		tamper(t, e, "UPDATE audit_record SET seq = 2 WHERE chain_id = ? AND seq = 3", a.Chain)
 		tamper(t, e, "UPDATE audit_record SET seq = 3 WHERE chain_id = ? AND seq = -1", a.Chain)
-		rep := verify(t, e)
-		only(t, rep, FindingReordered, FindingReordered)
-		if f := rep.Findings[0]; f.Seq != 2 || f.Resource != "AuditEvent/"+b.ResourceID {
-			t.Fatalf("finding = %+v", f)
-		}
-		if f := rep.Findings[1]; f.Seq != 3 || f.Resource != "AuditEvent/"+a.ResourceID {
-			t.Fatalf("finding = %+v", f)
-		}
+		findings(t, verify(t, e), Finding{Kind: FindingReordered, Seq: 2, Resource: "AuditEvent/" + b.ResourceID},
+			Finding{Kind: FindingReordered, Seq: 3, Resource: "AuditEvent/" + a.ResourceID})
 	})
 }
 
@@ -860,18 +846,7 @@ func TestCopyLagAgesWhileUnreadable(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var now atomic.Int64
 	now.Store(t0.Add(50 * time.Second).UnixNano())
-	fs := &downStore{tried: make(chan struct{}, 1)}
-	fs.fail.Store(true)
-	e := open(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"), func(c *Config) {
-		fs.Updater, c.Store = c.Store, fs
-		c.Now = func() time.Time { return time.Unix(0, now.Load()).UTC() }
-	})
-	ev := readEvent(1)
-	ev.Time = t0
-	if err := e.rec.Commit(context.Background(), ev); err != nil {
-		t.Fatal(err)
-	}
-	<-fs.tried // the copy measured its lag (50 s), then failed
+	e, _ := failedCopy(t, t0, func() time.Time { return time.Unix(0, now.Load()).UTC() }) // lag 50 s
 	if err := e.db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -879,6 +854,27 @@ func TestCopyLagAgesWhileUnreadable(t *testing.T) {
 	if !poll.Try(30*time.Second, func() bool { return e.rec.CopyLag() == 80*time.Second }) {
 		t.Fatalf("lag while the chain cannot be read: %v, want 80s", e.rec.CopyLag())
 	}
+}
+
+// failedCopy opens a recorder on a new SQLite database with the clock
+// now, over a FHIR store that fails every transaction (downStore, failing
+// until told otherwise), commits one event recorded at t0 and returns once
+// the copy has measured its lag and failed.
+func failedCopy(t *testing.T, t0 time.Time, now func() time.Time) (*env, *downStore) {
+	t.Helper()
+	fs := &downStore{tried: make(chan struct{}, 1)}
+	fs.fail.Store(true)
+	e := open(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"), func(c *Config) {
+		fs.Updater, c.Store = c.Store, fs
+		c.Now = now
+	})
+	ev := readEvent(1)
+	ev.Time = t0
+	if err := e.rec.Commit(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	<-fs.tried
+	return e, fs
 }
 
 // downStore fails every transaction while fail is set and reports
@@ -906,20 +902,9 @@ func (f *downStore) Update(ctx context.Context, fn func(tx store.Tx) error) erro
 func TestCopyLagReported(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	fs := &downStore{tried: make(chan struct{}, 1)}
-	fs.fail.Store(true)
-	e := open(t, "sqlite:"+filepath.Join(t.TempDir(), "lapis.db"), func(c *Config) {
-		fs.Updater, c.Store = c.Store, fs
-		// 50 s after the record: under the minute after which recovery
-		// would take the chain for another process's idle one.
-		c.Now = func() time.Time { return t0.Add(50 * time.Second) }
-	})
-	ev := readEvent(1)
-	ev.Time = t0
-	if err := e.rec.Commit(context.Background(), ev); err != nil {
-		t.Fatal(err)
-	}
-	<-fs.tried // the copy measured its lag, then failed
+	// 50 s after the record: under the minute after which recovery would
+	// take the chain for another process's idle one.
+	e, fs := failedCopy(t, t0, func() time.Time { return t0.Add(50 * time.Second) })
 	if got := e.rec.CopyLag(); got != 50*time.Second {
 		t.Fatalf("lag while the copy fails: %v, want 50s", got)
 	}

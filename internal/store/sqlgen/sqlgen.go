@@ -120,15 +120,6 @@ type Pinner interface {
 	Pinned() Querier
 }
 
-// pinned returns q's Querier for plan-fixed statements (q itself when it
-// has none).
-func pinned(q Querier) Querier {
-	if p, ok := q.(Pinner); ok {
-		return p.Pinned()
-	}
-	return q
-}
-
 // RangeReader is implemented by a Querier that can run a statement with
 // whole-table scans ruled out, so that it reads the index ranges its
 // conditions bound: for statements whose row estimate the planner cannot
@@ -137,15 +128,6 @@ func pinned(q Querier) Querier {
 type RangeReader interface {
 	// Ranges returns the Querier that runs such statements.
 	Ranges() Querier
-}
-
-// ranges returns q's Querier for statements that read index ranges only
-// (q itself when it has none).
-func ranges(q Querier) Querier {
-	if r, ok := q.(RangeReader); ok {
-		return r.Ranges()
-	}
-	return q
 }
 
 // Keyer is implemented by a Querier that runs statements otherwise than
@@ -160,11 +142,19 @@ type Keyer interface {
 	Keyed() Querier
 }
 
-// keyed returns q's Querier for statements that read rows by key (q
-// itself when it has none).
-func keyed(q Querier) Querier {
-	if k, ok := q.(Keyer); ok {
-		return k.Keyed()
+// pinned returns q's Querier for plan-fixed statements, ranges its
+// Querier for statements that read index ranges only, and keyed its
+// Querier for statements that read rows by key: q itself when it has
+// none.
+func pinned(q Querier) Querier { return querierFor(q, Pinner.Pinned) }
+func ranges(q Querier) Querier { return querierFor(q, RangeReader.Ranges) }
+func keyed(q Querier) Querier  { return querierFor(q, Keyer.Keyed) }
+
+// querierFor returns the Querier that get gives q when q implements I (a
+// Pinner, RangeReader or Keyer), and q itself when it does not.
+func querierFor[I any](q Querier, get func(I) Querier) Querier {
+	if x, ok := q.(I); ok {
+		return get(x)
 	}
 	return q
 }

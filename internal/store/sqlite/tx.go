@@ -293,67 +293,73 @@ type ridIndex struct {
 // insertIndexes inserts the index rows of several resources, each table's
 // rows of all of them together in multi-row INSERTs.
 func (t *tx) insertIndexes(ctx context.Context, items []ridIndex) error {
-	var args []any
-	flush := func(table string) error {
-		err := t.insertRows(ctx, table, args)
+	args := make([]any, 0, 64) // a few rows of any table without growing
+	for _, tb := range indexTables {
+		for _, it := range items {
+			args = tb.rows(args, it)
+		}
+		err := t.insertRows(ctx, tb.name, args)
 		clear(args)
 		args = args[:0]
-		return err
-	}
-	for _, it := range items {
-		for _, r := range it.ix.Strings {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.Norm, r.Exact)
+		if err != nil {
+			return err
 		}
 	}
-	if err := flush(sqlgen.TableString); err != nil {
-		return err
+	return nil
+}
+
+// indexTables are the index tables in the order insertIndexes fills them,
+// each with the function that appends one resource's rows of the table to
+// args: the bind arguments of the rows, in the columns of insertCols.
+var indexTables = [...]struct {
+	name string
+	rows func(args []any, it ridIndex) []any
+}{
+	{sqlgen.TableString, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.Strings, func(args []any, r store.StringRow) []any {
+			return append(args, r.Param, r.Group, r.Norm, r.Exact)
+		})
+	}},
+	{sqlgen.TableToken, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.Tokens, func(args []any, r store.TokenRow) []any {
+			return append(args, r.Param, r.Group, r.System, r.Code, r.Text)
+		})
+	}},
+	{sqlgen.TableReference, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.References, func(args []any, r store.ReferenceRow) []any {
+			return append(args, r.Param, r.Group, r.TargetType, r.TargetID, r.URL)
+		})
+	}},
+	{sqlgen.TableDate, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.Dates, func(args []any, r store.DateRow) []any {
+			return append(args, r.Param, r.Group, r.Lo, r.Hi)
+		})
+	}},
+	{sqlgen.TableNumber, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.Numbers, func(args []any, r store.NumberRow) []any {
+			return append(args, r.Param, r.Group, r.Lo, r.Hi)
+		})
+	}},
+	{sqlgen.TableQuantity, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.Quantities, func(args []any, r store.QuantityRow) []any {
+			return append(args, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi)
+		})
+	}},
+	{sqlgen.TableURI, func(args []any, it ridIndex) []any {
+		return appendRows(args, it, it.ix.URIs, func(args []any, r store.URIRow) []any {
+			return append(args, r.Param, r.Group, r.URI)
+		})
+	}},
+}
+
+// appendRows appends the bind arguments of rows, index rows of the
+// resource it: for each, the resource's rid and type, then what cols
+// appends (the row's own columns).
+func appendRows[R any](args []any, it ridIndex, rows []R, cols func(args []any, r R) []any) []any {
+	for _, r := range rows {
+		args = cols(append(args, it.rid, it.typ), r)
 	}
-	for _, it := range items {
-		for _, r := range it.ix.Tokens {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Text)
-		}
-	}
-	if err := flush(sqlgen.TableToken); err != nil {
-		return err
-	}
-	for _, it := range items {
-		for _, r := range it.ix.References {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.TargetType, r.TargetID, r.URL)
-		}
-	}
-	if err := flush(sqlgen.TableReference); err != nil {
-		return err
-	}
-	for _, it := range items {
-		for _, r := range it.ix.Dates {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi)
-		}
-	}
-	if err := flush(sqlgen.TableDate); err != nil {
-		return err
-	}
-	for _, it := range items {
-		for _, r := range it.ix.Numbers {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.Lo, r.Hi)
-		}
-	}
-	if err := flush(sqlgen.TableNumber); err != nil {
-		return err
-	}
-	for _, it := range items {
-		for _, r := range it.ix.Quantities {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.System, r.Code, r.Unit, r.Lo, r.Hi)
-		}
-	}
-	if err := flush(sqlgen.TableQuantity); err != nil {
-		return err
-	}
-	for _, it := range items {
-		for _, r := range it.ix.URIs {
-			args = append(args, it.rid, it.typ, r.Param, r.Group, r.URI)
-		}
-	}
-	return flush(sqlgen.TableURI)
+	return args
 }
 
 // PutNew stores new resources (store.Creator) like Put, in multi-row
