@@ -36,8 +36,9 @@ import (
 //   - Filter gives every store query its visibility rules, per resource
 //     type, from the scopes that grant r or s: a patient/ scope makes the
 //     type visible inside the patient's compartment (R4 Patient
-//     CompartmentDefinition, plus the patient's Devices), and the
-//     sharedTypes (Practitioner, Organization, Location, Medication…)
+//     CompartmentDefinition, plus the patient's Devices and the Binaries
+//     whose securityContext is the patient: Registry.PatientRecord), and
+//     the sharedTypes (Practitioner, Organization, Location, Medication…)
 //     visible whole; a user/ or system/ scope makes it visible
 //     everywhere, a granular scope (?category=…) adds a token condition.
 //     Several scopes on one type are alternatives (OR); types no scope
@@ -84,7 +85,8 @@ type compiled struct {
 // NewPolicy returns the Policy for the R4 definitions in reg.
 func NewPolicy(reg *definitions.Registry) *Policy {
 	comp := map[string][]string{}
-	// The compartment's types and the patient-linked ones (Device).
+	// The compartment's types and the patient-linked ones (Device,
+	// Binary).
 	for _, t := range reg.ResourceTypes() {
 		if ps := reg.PatientRecord(t); len(ps) > 0 {
 			comp[t] = ps
@@ -401,8 +403,9 @@ const writePerms = PermCreate | PermUpdate | PermDelete
 // prescription (ONC g10's single-patient tests read every one they find
 // referenced, and include Medications with _include). Writes through
 // patient/ scopes stay held to the patient's own compartment, and the
-// other types outside the compartment (Binary, Bundle, Basic…) stay
-// invisible to patient/ scopes.
+// other types outside the compartment (Bundle, Basic…, and a Binary
+// whose securityContext is not the patient) stay invisible to patient/
+// scopes.
 //
 // Endpoint is not among them: its header often carries a credential.
 var sharedTypes = []string{

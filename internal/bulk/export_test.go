@@ -143,13 +143,14 @@ func testConformance(t *testing.T, e *env) {
 		if r := e.Do(t, "GET", m.Output[0].URL, nil, "Accept", "application/fhir+ndjson"); r.Status != http.StatusUnauthorized {
 			t.Errorf("file without a token: %d", r.Status)
 		}
-		core := only(got, "Patient", "Observation", "Condition", "Practitioner", "Group", "Device")
+		core := only(got, "Patient", "Observation", "Condition", "Practitioner", "Group", "Device", "Binary")
 		switch path {
 		case "/Group/g1/$export":
-			// A member's Device, not another patient's nor a stock one.
-			check(t, path, core, want("Patient", []string{"p1", "p2"}, "Observation", []string{"o1", "o2", "o3"}, "Condition", []string{"c1"}, "Practitioner", []string{"dr1"}, "Group", []string{"g1"}, "Device", []string{"dev1"}))
+			// A member's Device and Binary, not another patient's nor a
+			// stock one.
+			check(t, path, core, want("Patient", []string{"p1", "p2"}, "Observation", []string{"o1", "o2", "o3"}, "Condition", []string{"c1"}, "Practitioner", []string{"dr1"}, "Group", []string{"g1"}, "Device", []string{"dev1"}, "Binary", []string{"bin1"}))
 		default:
-			check(t, path, core, want("Patient", []string{"p1", "p2", "p3"}, "Observation", []string{"o1", "o2", "o3", "o4"}, "Condition", []string{"c1", "c2"}, "Practitioner", []string{"dr1"}, "Group", []string{"g1"}, "Device", []string{"dev1", "dev3", "stock"}))
+			check(t, path, core, want("Patient", []string{"p1", "p2", "p3"}, "Observation", []string{"o1", "o2", "o3", "o4"}, "Condition", []string{"c1", "c2"}, "Practitioner", []string{"dr1"}, "Group", []string{"g1"}, "Device", []string{"dev1", "dev3", "stock"}, "Binary", []string{"bin1", "bin3", "binx"}))
 		}
 	}
 	// Range requests on a file.
@@ -323,8 +324,8 @@ func testScopes(t *testing.T, e *env) {
 	// export.
 	patKey, _ := e.key(t, "patient/*.rs", "p1")
 	got := e.export(t, patKey, "/Patient/$export")
-	check(t, "patient-bound", only(got, "Patient", "Observation", "Condition", "Practitioner", "Group", "Device"),
-		want("Patient", []string{"p1"}, "Observation", []string{"o1", "o2"}, "Condition", []string{"c1"}, "Group", []string{"g1"}, "Practitioner", []string{"dr1"}, "Device", []string{"dev1"}))
+	check(t, "patient-bound", only(got, "Patient", "Observation", "Condition", "Practitioner", "Group", "Device", "Binary"),
+		want("Patient", []string{"p1"}, "Observation", []string{"o1", "o2"}, "Condition", []string{"c1"}, "Group", []string{"g1"}, "Practitioner", []string{"dr1"}, "Device", []string{"dev1"}, "Binary", []string{"bin1"}))
 	for _, p := range []string{"/$export", "/Group/g1/$export"} {
 		if r := e.kick(t, patKey, p); r.Status != http.StatusForbidden || !isOutcome(r.Body) {
 			t.Errorf("patient key %s: %d", p, r.Status)

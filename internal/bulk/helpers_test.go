@@ -28,7 +28,8 @@ func dialects(t *testing.T, fn func(t *testing.T, dbURL string)) {
 
 // fixture is a small data set: three patients, four Observations (lab
 // and vital signs), two Conditions, a Practitioner, Devices of p1 and
-// p3 and one of no patient, and Group g1 of p1 and p2.
+// p3 and one of no patient, Binaries of p1 and p3 (their securityContext)
+// and one of no patient, and Group g1 of p1 and p2.
 const fixture = `{"resourceType":"Bundle","type":"transaction","entry":[
 {"request":{"method":"PUT","url":"Patient/p1"},"resource":{"resourceType":"Patient","id":"p1","name":[{"family":"One"}]}},
 {"request":{"method":"PUT","url":"Patient/p2"},"resource":{"resourceType":"Patient","id":"p2","name":[{"family":"Two"}]}},
@@ -43,6 +44,9 @@ const fixture = `{"resourceType":"Bundle","type":"transaction","entry":[
 {"request":{"method":"PUT","url":"Device/dev1"},"resource":{"resourceType":"Device","id":"dev1","patient":{"reference":"Patient/p1"}}},
 {"request":{"method":"PUT","url":"Device/dev3"},"resource":{"resourceType":"Device","id":"dev3","patient":{"reference":"Patient/p3"}}},
 {"request":{"method":"PUT","url":"Device/stock"},"resource":{"resourceType":"Device","id":"stock"}},
+{"request":{"method":"PUT","url":"Binary/bin1"},"resource":{"resourceType":"Binary","id":"bin1","contentType":"text/plain","securityContext":{"reference":"Patient/p1"},"data":"eA=="}},
+{"request":{"method":"PUT","url":"Binary/bin3"},"resource":{"resourceType":"Binary","id":"bin3","contentType":"text/plain","securityContext":{"reference":"Patient/p3"},"data":"eA=="}},
+{"request":{"method":"PUT","url":"Binary/binx"},"resource":{"resourceType":"Binary","id":"binx","contentType":"text/plain","data":"eA=="}},
 {"request":{"method":"PUT","url":"Group/g1"},"resource":{"resourceType":"Group","id":"g1","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/p1"}},{"entity":{"reference":"Patient/p2"}}]}}
 ]}`
 

@@ -36,8 +36,8 @@ const maxPatients = 100000
 type plan struct {
 	Level string `json:"level"`
 	// Patients, when set, restricts the Patient-compartment types and
-	// the patient-linked ones (Device) to these patients' records (Group
-	// members, the patient parameter).
+	// the patient-linked ones (Device, Binary) to these patients' records
+	// (Group members, the patient parameter).
 	Patients []string `json:"patients,omitempty"`
 	// Runs are the searches, grouped by type in output order.
 	Runs []run `json:"runs"`

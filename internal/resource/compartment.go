@@ -26,7 +26,7 @@ func (s *Service) patientCompartment(id string) *store.Compartment {
 }
 
 // patientRecord returns Patient/id's record: its compartment and the
-// patient-linked types outside it (Registry.PatientRecord: Device).
+// patient-linked types outside it (Registry.PatientRecord: Device, Binary).
 func (s *Service) patientRecord(id string) *store.Compartment {
 	return &store.Compartment{Type: "Patient", ID: id, Params: s.recordParams}
 }
@@ -83,8 +83,9 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 // patient-operation-everything.html): a page (searchset) of the Patient
 // and every resource in its compartment (R4 CompartmentDefinition/patient)
 // or linked to it outside the compartment (its Devices, through
-// Device.patient) that the caller may search, oldest change first, paged by _count with
-// next links. Parameters: _since (an instant: only resources changed at
+// Device.patient, and Binaries, through Binary.securityContext) that the
+// caller may search, oldest change first, paged by _count with next
+// links. Parameters: _since (an instant: only resources changed at
 // or after it), _type (resource types, comma-separated or repeated), _count
 // (page size, bounded like a search's); the paging links add _offset and
 // _snapshot. start and end (care dates) are not supported (400), nor is

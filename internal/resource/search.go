@@ -85,8 +85,8 @@ func (s *Service) Each(ctx context.Context, typ string, params url.Values, fn fu
 // EachOfPatient is Each with its matches restricted to Patient/id's
 // record: the members of the Patient's compartment (as SearchCompartment
 // restricts them) or, for a patient-linked type outside it
-// (Registry.PatientRecord: Device), the resources that name the Patient
-// through its linking parameter. typ must be one of those types (400
+// (Registry.PatientRecord: Device, Binary), the resources that name the
+// Patient through its linking parameter. typ must be one of those types (400
 // otherwise). Bulk Data exports of a Group or a list of patients run on
 // it.
 func (s *Service) EachOfPatient(ctx context.Context, id, typ string, params url.Values, fn func(*store.Resource) error) error {

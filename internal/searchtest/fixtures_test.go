@@ -101,6 +101,10 @@ var fixtures = []string{
 	  "length":{"value":200,"comparator":">=","unit":"min","system":"http://unitsofmeasure.org","code":"min"}}`,
 	`{"resourceType":"Encounter","id":"e3","status":"finished","class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},
 	  "length":{"value":5,"unit":"min","system":"http://unitsofmeasure.org","code":"min"}}`,
+	// bin1's securityContext is p1 by an absolute URL of this server,
+	// bin2's a DocumentReference.
+	`{"resourceType":"Binary","id":"bin1","contentType":"text/plain","securityContext":{"reference":"http://localhost:8080/fhir/Patient/p1"},"data":"eA=="}`,
+	`{"resourceType":"Binary","id":"bin2","contentType":"text/plain","securityContext":{"reference":"DocumentReference/d1"},"data":"eA=="}`,
 	`{"resourceType":"ValueSet","id":"vs1","status":"active","url":"http://example.org/fhir/ValueSet/abc"}`,
 	`{"resourceType":"ValueSet","id":"vs2","status":"active","url":"http://example.org/fhir/ValueSet/abc/def"}`,
 	`{"resourceType":"ValueSet","id":"vs3","status":"active","url":"http://other.org/fhir/ValueSet/abc"}`,

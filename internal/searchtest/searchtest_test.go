@@ -556,6 +556,16 @@ var cases = []tc{
 	{typ: "Patient", query: "_id=p1&_include=*", want: ids("p1"), include: ids("Organization/org1", "Practitioner/pr1")},
 	{typ: "Observation", query: "code=8480-6&_include=Observation:patient&_revinclude=Provenance:target", want: ids("o1", "o6"), include: ids("Patient/p1", "Patient/p2")},
 
+	// ---- Binary security-context (Lapis, over Binary.securityContext) ----
+	{typ: "Binary", query: "security-context=Patient/p1", want: ids("bin1")},
+	{typ: "Binary", query: "security-context=http://localhost:8080/fhir/Patient/p1", want: ids("bin1")},
+	{typ: "Binary", query: "security-context:Patient=p1", want: ids("bin1")},
+	{typ: "Binary", query: "security-context=Patient/p2", want: ids()},
+	{typ: "Binary", query: "security-context=DocumentReference/d1", want: ids("bin2")},
+	{typ: "Binary", query: "security-context:Patient.name=chalmers", want: ids("bin1")},
+	{typ: "Binary", query: "security-context:missing=false", want: ids("bin1", "bin2")},
+	{typ: "Patient", query: "_id=p1&_revinclude=Binary:security-context", want: ids("p1"), include: ids("Binary/bin1")},
+
 	// ---- _total, _summary=count, unknown parameters ----
 	{typ: "Patient", query: "_summary=count", want: ids()},
 	{typ: "Patient", query: "_text=chalmers", want: all.patients},

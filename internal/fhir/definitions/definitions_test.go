@@ -356,8 +356,9 @@ func TestPatientCompartment(t *testing.T) {
 }
 
 // TestPatientRecord: a patient's record is its compartment's types with
-// their parameters, and Device through Device.patient; every parameter is
-// a real search parameter of its type.
+// their parameters, Device through Device.patient and Binary through
+// Binary.securityContext; every parameter is a real search parameter of
+// its type.
 func TestPatientRecord(t *testing.T) {
 	r := testRegistry(t)
 	if got := r.PatientRecord("Observation"); !slices.Equal(got, r.PatientCompartment("Observation")) {
@@ -366,7 +367,10 @@ func TestPatientRecord(t *testing.T) {
 	if got := r.PatientRecord("Device"); !slices.Equal(got, []string{"patient"}) || r.PatientCompartment("Device") != nil {
 		t.Errorf("Device = %v (compartment %v)", got, r.PatientCompartment("Device"))
 	}
-	for _, typ := range []string{"Binary", "Practitioner", "Organization"} {
+	if got := r.PatientRecord("Binary"); !slices.Equal(got, []string{"security-context"}) || r.PatientCompartment("Binary") != nil {
+		t.Errorf("Binary = %v (compartment %v)", got, r.PatientCompartment("Binary"))
+	}
+	for _, typ := range []string{"Bundle", "Practitioner", "Organization"} {
 		if got := r.PatientRecord(typ); got != nil {
 			t.Errorf("%s = %v", typ, got)
 		}
@@ -377,6 +381,26 @@ func TestPatientRecord(t *testing.T) {
 				t.Errorf("%s record param %s is not a search param", rt, p)
 			}
 		}
+	}
+}
+
+// TestBinarySecurityContext: Lapis's search parameter over
+// Binary.securityContext, a reference that may point to any resource type.
+func TestBinarySecurityContext(t *testing.T) {
+	r := testRegistry(t)
+	sp := r.SearchParam("Binary", "security-context")
+	if sp == nil {
+		t.Fatal("Binary has no security-context parameter")
+	}
+	if sp.Type != "reference" || sp.Expression != "Binary.securityContext" || sp.URL != binarySecurityContextURL ||
+		!slices.Equal(sp.Base, []string{"Binary"}) || !sp.MultipleOr || !sp.MultipleAnd {
+		t.Errorf("security-context = %+v", sp)
+	}
+	if !slices.Equal(sp.Targets, r.ResourceTypes()) {
+		t.Errorf("targets = %v, want every resource type", sp.Targets)
+	}
+	if r.SearchParam("DocumentReference", "security-context") != nil {
+		t.Error("security-context is defined beyond Binary")
 	}
 }
 

@@ -121,6 +121,7 @@ func parse() (*Registry, error) {
 		return nil, fmt.Errorf("definitions: decode embedded US Core data: %w", err)
 	}
 	wf.SearchParams = append(wf.SearchParams, uc.SearchParams...)
+	wf.SearchParams = append(wf.SearchParams, lapisSearchParams(wf.Types)...)
 	r, err := build(&wf)
 	if err != nil {
 		return nil, err
@@ -304,15 +305,46 @@ func (r *Registry) PatientCompartment(resourceType string) []string {
 // patientLinked are the types outside the R4 Patient CompartmentDefinition
 // whose resources belong to one patient through a search parameter: a
 // Device implanted in a patient (US Core Implantable Device, searched as
-// Device?patient=… by the certification suites).
-var patientLinked = map[string][]string{"Device": {"patient"}}
+// Device?patient=… by the certification suites), and a Binary whose
+// securityContext is the Patient (R4 Binary.securityContext: the resource
+// whose access rules the Binary follows; a clinical note's attachment or a
+// report's presentedForm). A Binary without one, or whose securityContext
+// is another type (a DocumentReference…), belongs to no patient's record.
+var patientLinked = map[string][]string{"Device": {"patient"}, "Binary": {"security-context"}}
+
+// binarySecurityContextURL is the canonical URL of the search parameter
+// Binary security-context (a reference over Binary.securityContext), which
+// Lapis defines since neither R4 nor R5 defines a search parameter on
+// Binary; its code follows R4's hyphenated naming of camel-case elements
+// (general-practitioner, based-on).
+const binarySecurityContextURL = "https://lapis-health.github.io/fhir/SearchParameter/Binary-security-context"
+
+// lapisSearchParams are the SearchParameters Lapis defines beyond R4 and
+// US Core, loaded with them: Binary security-context, which makes a
+// Binary part of its patient's record (patientLinked). Its targets are
+// every resource type, as R4 lists them for a Reference(Any) element.
+func lapisSearchParams(types []wire.Type) []wire.SearchParam {
+	var targets []string
+	for i := range types {
+		if types[i].Kind == "resource" && !types[i].Abstract {
+			targets = append(targets, types[i].Name)
+		}
+	}
+	sort.Strings(targets)
+	return []wire.SearchParam{{
+		Code: "security-context", Type: "reference", URL: binarySecurityContextURL,
+		Description: "The resource whose access rules apply to the Binary (Binary.securityContext)",
+		Expression:  "Binary.securityContext", Base: []string{"Binary"}, Targets: targets,
+	}}
+}
 
 // PatientRecord returns the search parameter codes that make a resource
 // of the given type part of one patient's record: PatientCompartment's for
 // a type of the compartment, else those of a patient-linked type outside
-// it (Device -> ["patient"]), else nil. Lapis holds the linked types to the
-// patient's access rules, exports them with the patient's record and lists
-// them in $everything. The result is shared; do not modify it.
+// it (Device -> ["patient"], Binary -> ["security-context"]), else nil.
+// Lapis holds the linked types to the patient's access rules, exports
+// them with the patient's record and lists them in $everything. The result
+// is shared; do not modify it.
 func (r *Registry) PatientRecord(resourceType string) []string {
 	if ps := r.compartment[resourceType]; len(ps) > 0 {
 		return ps

@@ -410,6 +410,27 @@ func TestLoad(t *testing.T) {
 			if n != len(dataset.PatientIDs()) {
 				t.Errorf("%d patients, want %d", n, len(dataset.PatientIDs()))
 			}
+			// Every Binary is in its patient's record (through its
+			// securityContext), which a patient's token reads and exports.
+			binaries := map[string]int{}
+			for _, e := range resources(t) {
+				if e.r["resourceType"] == "Binary" {
+					ref, _ := e.r["securityContext"].(res)["reference"].(string)
+					binaries[strings.TrimPrefix(ref, "Patient/")]++
+				}
+			}
+			for _, id := range dataset.PatientIDs() {
+				n := 0
+				if err := a.Service.EachOfPatient(ctx, id, "Binary", nil, func(*store.Resource) error { n++; return nil }); err != nil {
+					t.Fatal(err)
+				}
+				if n != binaries[id] {
+					t.Errorf("Patient/%s: %d Binaries in the record, want %d", id, n, binaries[id])
+				}
+			}
+			if len(binaries) == 0 {
+				t.Error("no Binary in the dataset")
+			}
 			// Validation is on: a Patient breaking its claimed profile is
 			// refused.
 			bad := `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/85"},` +
