@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
 )
 
 // Defects found by trying the server as a demanding user and as an
@@ -43,4 +45,40 @@ func TestStoreTransactionBundleRefused(t *testing.T) {
 	// Documents and collections are stored, and stay so.
 	id := e.create(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic","code":{"text":"x"}}}]}`)
 	e.do("PATCH", "/fhir/Bundle/"+id, `[{"op":"replace","path":"/type","value":"transaction"}]`, "Content-Type: application/json-patch+json").outcome(t, http.StatusUnprocessableEntity)
+}
+
+// A NUL character or invalid UTF-8 in a search parameter (%00, %ff) was a
+// 500 on PostgreSQL ("invalid byte sequence for encoding UTF8"), in every
+// place criteria are read: searches, the POST _search form, conditional
+// create/delete, conditional references of a transaction, _has, chains,
+// and a _snapshot paging token. Now a 400 that names the parameter (or,
+// for a token that is not one of the server's, the search run afresh).
+func TestSearchNULAndInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvOn(t, dialect)
+			e.create(`{"resourceType":"Patient","identifier":[{"system":"s","value":"v"}]}`)
+			for _, q := range []string{
+				"Patient?name=%00", "Patient?name:exact=%FF", "Patient?_id=%00a", "Patient?_id=%FF",
+				"Patient?identifier=%00|%00", "Patient?identifier=%FF", "Patient?_tag=%00",
+				"Patient?general-practitioner=%FF", "Patient?general-practitioner:Practitioner.name=%00",
+				"Patient?_has:Observation:patient:code=%FF", "Observation?code=%00|x", "Patient?%00=1",
+			} {
+				e.do("GET", "/fhir/"+q, "").outcome(t, http.StatusBadRequest)
+			}
+			e.do("POST", "/fhir/Patient/_search", "name=%00", "Content-Type: application/x-www-form-urlencoded").outcome(t, http.StatusBadRequest)
+			e.do("POST", "/fhir/Patient", `{"resourceType":"Patient"}`, "If-None-Exist: identifier=%00").outcome(t, http.StatusBadRequest)
+			e.do("DELETE", "/fhir/Patient?identifier=%FF", "").outcome(t, http.StatusBadRequest)
+			r := e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient?identifier=%00"}}}]}`)
+			r.outcome(t, http.StatusBadRequest)
+			for _, snap := range []string{"%00", "%FF", "not-a-snapshot"} {
+				b := e.do("GET", "/fhir/Patient?_count=1&_offset=0&_snapshot="+snap, "").expect(t, http.StatusOK).json(t)
+				if n, _ := b["total"].(float64); n != 1 {
+					t.Errorf("_snapshot=%s: total %v, want 1", snap, b["total"])
+				}
+			}
+		})
+	}
 }
