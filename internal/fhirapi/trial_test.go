@@ -2,7 +2,9 @@ package fhirapi
 
 import (
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/lapis-health/lapis/internal/testutil/dbtest"
@@ -77,6 +79,47 @@ func TestSearchNULAndInvalidUTF8(t *testing.T) {
 				b := e.do("GET", "/fhir/Patient?_count=1&_offset=0&_snapshot="+snap, "").expect(t, http.StatusOK).json(t)
 				if n, _ := b["total"].(float64); n != 1 {
 					t.Errorf("_snapshot=%s: total %v, want 1", snap, b["total"])
+				}
+			}
+		})
+	}
+}
+
+// Conditional creates and updates of the same criteria from several
+// clients at once made duplicates on PostgreSQL (12 clients: 2 to 5
+// Patients with the identifier, and 412s for the clients after): each
+// transaction's search saw none of the others' uncommitted creations.
+// R4 http.html#ccreate: the server creates the resource only when none
+// matches. Now the transactions that run the same criteria take turns.
+func TestConditionalWriteRace(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvOn(t, dialect)
+			for _, mode := range []string{"create", "update", "transaction"} {
+				val := "race-" + mode
+				body := `{"resourceType":"Patient","identifier":[{"system":"race","value":"` + val + `"}]}`
+				var wg sync.WaitGroup
+				codes := make([]int, 12)
+				for i := range codes {
+					wg.Go(func() {
+						var r *resp
+						switch mode {
+						case "create":
+							r = e.do("POST", "/fhir/Patient", body, "If-None-Exist: identifier=race|"+val)
+						case "update":
+							r = e.do("PUT", "/fhir/Patient?identifier=race|"+val, body)
+						default:
+							r = e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=race|`+val+`"},"resource":`+body+`}]}`)
+						}
+						codes[i] = r.code
+					})
+				}
+				wg.Wait()
+				n, _ := e.do("GET", "/fhir/Patient?_summary=count&identifier=race|"+val, "").expect(t, http.StatusOK).json(t)["total"].(float64)
+				if n != 1 || slices.Contains(codes, http.StatusPreconditionFailed) {
+					t.Errorf("%s: %v Patients with the identifier, statuses %v", mode, n, codes)
 				}
 			}
 		})

@@ -78,6 +78,14 @@ func (s *Service) createTx(ctx context.Context, tx store.Tx, typ string, res map
 	return &Result{Status: http.StatusCreated, Resource: r, Body: r.Body}, nil
 }
 
+// criteriaLocker is a store.Tx whose transactions can take turns on a
+// conditional interaction's criteria (PostgreSQL; SQLite's writers take
+// turns anyway): without it, concurrent conditional creates of the same
+// criteria each found no match and each created the resource.
+type criteriaLocker interface {
+	LockCriteria(ctx context.Context, key string) error
+}
+
 // conditionalMatches runs the criteria of a conditional interaction
 // inside tx (under the access filter) and returns up to two matches.
 func (s *Service) conditionalMatches(ctx context.Context, r reader, typ, criteria string) ([]store.Resource, error) {
@@ -87,6 +95,11 @@ func (s *Service) conditionalMatches(ctx context.Context, r reader, typ, criteri
 	req, err := s.parser.ParseConditional(typ, criteria)
 	if err != nil {
 		return nil, err
+	}
+	if l, ok := r.(criteriaLocker); ok {
+		if err := l.LockCriteria(ctx, typ+"?"+req.Canonical.Encode()); err != nil {
+			return nil, err
+		}
 	}
 	q := req.Query
 	q.Count = 2

@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -107,6 +109,17 @@ type tx struct {
 	tx   pgx.Tx
 	buf  buffer
 	puts int64 // resource versions and index sets written (statistics schedule)
+}
+
+// LockCriteria takes a transaction-level advisory lock on key (a hash of
+// it: a collision only makes two transactions take turns), so that the
+// transactions that run the same conditional criteria take turns: under
+// READ COMMITTED the search of the one that waited sees the other's
+// creation once it committed.
+func (t *tx) LockCriteria(ctx context.Context, key string) error {
+	h := sha256.Sum256([]byte(key))
+	_, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(binary.BigEndian.Uint64(h[:8])))
+	return mapErr(err)
 }
 
 // Read returns the current version, locked FOR UPDATE.
