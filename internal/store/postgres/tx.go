@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -111,14 +109,21 @@ type tx struct {
 	puts int64 // resource versions and index sets written (statistics schedule)
 }
 
-// LockCriteria takes a transaction-level advisory lock on key (a hash of
-// it: a collision only makes two transactions take turns), so that the
-// transactions that run the same conditional criteria take turns: under
-// READ COMMITTED the search of the one that waited sees the other's
-// creation once it committed.
-func (t *tx) LockCriteria(ctx context.Context, key string) error {
-	h := sha256.Sum256([]byte(key))
-	_, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(binary.BigEndian.Uint64(h[:8])))
+// conditionalLock is the advisory lock (classid, objid: a key space of
+// its own, apart from the single-key locks of migrations) of the
+// transactions that may create what a conditional interaction searched
+// for.
+const conditionalLockClass, conditionalLockID = 0x4c415053, 1 // "LAPS"
+
+// LockConditional takes the transaction-level conditional-write lock, so
+// that the transactions whose conditional creates and updates may create
+// what their criteria search for take turns: under READ COMMITTED the
+// search of the one that waited sees what the other created once it
+// committed. One lock for all criteria: a transaction takes it at most
+// once, before any row lock, so these locks cannot deadlock, and the
+// lock table does not grow with a Bundle's entries.
+func (t *tx) LockConditional(ctx context.Context) error {
+	_, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", int32(conditionalLockClass), int32(conditionalLockID))
 	return mapErr(err)
 }
 
