@@ -495,7 +495,10 @@ func postToken(ctx context.Context, hc *http.Client, tokenURL string, form url.V
 		if err != nil || secs < 0 {
 			return nil, errors.New("oauth: token response has an invalid expires_in")
 		}
-		t.ExpiresAt = now.Add(time.Duration(secs * float64(time.Second)))
+		// A lifetime beyond a Duration (about 292 years) overflowed into
+		// an expiry in the past: a new token for every request.
+		const maxLifetime = 100 * 365 * 24 * time.Hour
+		t.ExpiresAt = now.Add(time.Duration(min(secs, maxLifetime.Seconds()) * float64(time.Second)))
 	}
 	return t, nil
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"iter"
 	"net/url"
 )
@@ -40,6 +41,10 @@ type SearchIterator struct {
 	err   error
 	start bool
 	pages int
+	// seen holds the next links followed: one that comes again (a server
+	// whose links go round in a cycle) ends the iteration with an error
+	// instead of fetching the same pages for ever.
+	seen map[string]bool
 }
 
 // Search returns an iterator over every match of a search (see
@@ -67,7 +72,14 @@ func (it *SearchIterator) Next(ctx context.Context) bool {
 		case it.page == nil || it.page.Links["next"] == "":
 			it.cur = nil
 			return false
+		case it.seen[it.page.Links["next"]]:
+			it.err, it.cur = errors.New("fhir client: the search's next link leads to a page already fetched"), nil
+			return false
 		default:
+			if it.seen == nil {
+				it.seen = make(map[string]bool)
+			}
+			it.seen[it.page.Links["next"]] = true
 			b, err = it.c.NextPage(ctx, it.page)
 		}
 		if err != nil {

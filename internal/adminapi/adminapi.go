@@ -37,6 +37,7 @@
 package adminapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
@@ -198,6 +200,10 @@ func badRequest(desc string) *httpError {
 // endpoint adapts h, answering its error in the API's format.
 func (a *API) endpoint(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !storableURL(r.URL) {
+			a.fail(w, r, badRequest("the URL holds a NUL character or invalid UTF-8"))
+			return
+		}
 		if err := h(w, r); err != nil {
 			a.fail(w, r, err)
 		}
@@ -253,6 +259,56 @@ func noContent(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// storable reports whether s can be stored as text in both dialects:
+// valid UTF-8 without NUL (PostgreSQL refuses anything else in a
+// statement).
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// storableURL reports whether u's decoded path and query are storable.
+func storableURL(u *url.URL) bool {
+	if !storable(u.Path) {
+		return false
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return true // the handlers' own parsing refuses it
+	}
+	for k, vs := range q {
+		if !storable(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !storable(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// storableJSON reports whether every string (and key) of a decoded JSON
+// value is free of NUL (encoding/json already turns invalid UTF-8 into
+// U+FFFD).
+func storableJSON(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.IndexByte(v, 0) < 0
+	case []any:
+		for _, e := range v {
+			if !storableJSON(e) {
+				return false
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if strings.IndexByte(k, 0) >= 0 || !storableJSON(e) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // decode strictly decodes a JSON request body into v: the media type
 // must be application/json, the body at most maxBody bytes (413 beyond),
 // one JSON value with no unknown fields and nothing after it.
@@ -261,9 +317,16 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if err != nil || mt != "application/json" {
 		return &httpError{status: http.StatusUnsupportedMediaType, code: api.CodeInvalidRequest, desc: "content type must be application/json"}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var generic any
+	if err == nil && json.Unmarshal(body, &generic) == nil && !storableJSON(generic) {
+		return badRequest("a string of the request body holds a NUL character")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
+	if err == nil {
+		err = dec.Decode(v)
+	}
 	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
 		err = errors.New("trailing data")
 	}

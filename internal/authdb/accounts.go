@@ -101,6 +101,9 @@ func (d *DB) CreateAccount(ctx context.Context, a *Account) error {
 }
 
 func (d *DB) oneAccount(ctx context.Context, where, arg string) (*Account, error) {
+	if !storable(arg) {
+		return nil, ErrNotFound
+	}
 	a, err := scanAccount(d.r.QueryRowContext(ctx, d.rebind("SELECT "+accountCols+" FROM oauth_account WHERE "+where+" = ?"), arg))
 	return found(a, err, "account")
 }
@@ -152,6 +155,9 @@ func (d *DB) DeleteAccount(ctx context.Context, username string) error {
 // RecordLoginFailure records a failed login for key at time at.
 func (d *DB) RecordLoginFailure(ctx context.Context, key string, at time.Time) error {
 	d.maybePrune(ctx, at)
+	if !storable(key) {
+		return nil // names no account: nothing to lock
+	}
 	if _, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_login_failure (key, at) VALUES (?, ?)"), key, at.Unix()); err != nil {
 		return fmt.Errorf("authdb: record login failure: %w", err)
 	}
@@ -161,6 +167,9 @@ func (d *DB) RecordLoginFailure(ctx context.Context, key string, at time.Time) e
 // LoginFailures counts the failed logins recorded for key since since.
 func (d *DB) LoginFailures(ctx context.Context, key string, since time.Time) (int, error) {
 	var n int
+	if !storable(key) {
+		return 0, nil
+	}
 	if err := d.r.QueryRowContext(ctx, d.rebind("SELECT COUNT(*) FROM oauth_login_failure WHERE key = ? AND at >= ?"), key, since.Unix()).Scan(&n); err != nil {
 		return 0, fmt.Errorf("authdb: count login failures: %w", err)
 	}
@@ -169,6 +178,9 @@ func (d *DB) LoginFailures(ctx context.Context, key string, since time.Time) (in
 
 // ClearLoginFailures forgets the failed logins of key (after a success).
 func (d *DB) ClearLoginFailures(ctx context.Context, key string) error {
+	if !storable(key) {
+		return nil
+	}
 	if _, err := d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_login_failure WHERE key = ?"), key); err != nil {
 		return fmt.Errorf("authdb: clear login failures: %w", err)
 	}

@@ -145,6 +145,9 @@ func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, error) {
 
 // APIKey returns the key with id, or ErrNotFound.
 func (d *DB) APIKey(ctx context.Context, id string) (*APIKey, error) {
+	if !storable(id) {
+		return nil, ErrNotFound
+	}
 	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), id))
 	return found(k, err, "api key")
 }

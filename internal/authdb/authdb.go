@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lapis-health/lapis/internal/database"
 	"github.com/lapis-health/lapis/internal/migrate"
@@ -363,8 +364,19 @@ func found[T any](v *T, err error, what string) (*T, error) {
 	return v, nil
 }
 
+// storable reports whether s can be stored as text in both dialects:
+// valid UTF-8 without NUL (PostgreSQL refuses anything else in a
+// statement). A key from a request that is not storable names nothing, so
+// its lookup finds nothing instead of failing.
+func storable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
 // Client returns the client with id, or ErrNotFound.
 func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
+	if !storable(id) {
+		return nil, ErrNotFound
+	}
 	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
 	return found(c, err, "client")
 }
@@ -508,6 +520,9 @@ func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) err
 
 // Revoked reports whether the token with id jti was revoked.
 func (d *DB) Revoked(ctx context.Context, jti string) (bool, error) {
+	if !storable(jti) {
+		return true, nil // no token of this server has it: refused
+	}
 	revoked, err := exists(d.getRevoked.QueryRowContext(ctx, jti))
 	if err != nil {
 		return false, fmt.Errorf("authdb: revoked: %w", err)

@@ -31,6 +31,9 @@ func (d *DB) DisableBasic(ctx context.Context, clientID string) error {
 
 // BasicEnabled reports whether clientID may use HTTP Basic.
 func (d *DB) BasicEnabled(ctx context.Context, clientID string) (bool, error) {
+	if !storable(clientID) {
+		return false, nil
+	}
 	ok, err := exists(d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client_basic WHERE client_id = ?"), clientID))
 	if err != nil {
 		return false, fmt.Errorf("authdb: basic enabled: %w", err)

@@ -111,6 +111,9 @@ func (d *DB) setSuspended(ctx context.Context, table, idCol, kind, id, reason st
 // clientID, must be refused: the token was revoked or its client is
 // suspended. One query.
 func (d *DB) TokenRevoked(ctx context.Context, jti, clientID string) (bool, error) {
+	if !storable(jti) || !storable(clientID) {
+		return true, nil // no token of this server has them: refused
+	}
 	revoked, err := exists(d.tokenRevoked.QueryRowContext(ctx, jti, clientID))
 	if err != nil {
 		return false, fmt.Errorf("authdb: revoked: %w", err)

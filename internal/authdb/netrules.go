@@ -89,6 +89,9 @@ func (d *DB) ClientNetRules(ctx context.Context) ([]ClientNetRules, error) {
 // when it has none), or ErrNotFound when the client does not exist.
 func (d *DB) ClientNetRulesFor(ctx context.Context, clientID string) (ClientNetRules, error) {
 	r := ClientNetRules{ClientID: clientID}
+	if !storable(clientID) {
+		return r, ErrNotFound
+	}
 	var ips, origins sql.NullString
 	err := d.r.QueryRowContext(ctx, d.rebind(`SELECT n.allow_ips, n.cors_origins FROM oauth_client c
 		LEFT JOIN oauth_client_netrules n ON n.client_id = c.client_id WHERE c.client_id = ?`), clientID).Scan(&ips, &origins)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -122,6 +123,11 @@ func scanJob(row interface{ Scan(...any) error }) (*job, error) {
 
 // get returns the job id, or nil when there is none.
 func (j *jobs) get(ctx context.Context, id string) (*job, error) {
+	if _, err := hex.DecodeString(id); err != nil {
+		// Not an id of ours (newID is hex), and text PostgreSQL may
+		// refuse in a statement (NUL, invalid UTF-8): no job.
+		return nil, nil
+	}
 	jb, err := scanJob(j.r.QueryRowContext(ctx, j.q("SELECT "+jobColumns+" FROM export_job WHERE id = ?"), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil

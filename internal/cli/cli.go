@@ -91,6 +91,7 @@ type grammar struct {
 	Update          updateCmd          `cmd:"" group:"Client" help:"Replace a resource on a FHIR server from a JSON file or stdin."`
 	Delete          deleteCmd          `cmd:"" group:"Client" help:"Delete a resource on a FHIR server."`
 	Export          exportCmd          `cmd:"" group:"Client" help:"Run a Bulk Data $export and download its files (resumable)."`
+	Transaction     transactionCmd     `cmd:"" group:"Client" help:"Send transaction or batch Bundles (e.g. Synthea files) to a FHIR server's base URL."`
 	Group           groupCmd           `cmd:"" group:"Client" help:"Make a Group of patients (a cohort for Group/ID/$export) on a FHIR server."`
 	Version         versionCmd         `cmd:"" help:"Print the version."`
 }

@@ -250,7 +250,15 @@ type createCmd struct {
 }
 
 func (c *createCmd) Run(e *env) error {
-	body, cl, err := c.inputClient(e, c.File)
+	body, err := readInput(e, c.File)
+	if err != nil {
+		return err
+	}
+	if t := requestBundle(body); t != "" {
+		// [base]/Bundle would store it as a resource, its entries unwritten.
+		return usagef("%s is a %s Bundle: send it with lapis transaction", c.File, t)
+	}
+	cl, err := c.newClient(e)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ func (s *Service) Developer(ctx context.Context, id string) (*Developer, error) 
 
 // DeveloperByEmail returns the account with the address email.
 func (s *Service) DeveloperByEmail(ctx context.Context, email string) (*Developer, error) {
+	if strings.IndexByte(email, 0) >= 0 {
+		return nil, ErrNotFound // no address has one (and PostgreSQL refuses NUL)
+	}
 	return scanDev(s.r.QueryRowContext(ctx, s.rebind("SELECT "+devCols+" FROM dev_developer WHERE email = ?"), NormalizeEmail(email)))
 }
 
@@ -134,8 +137,8 @@ type LoginResult struct {
 // ErrNotVerified after a correct password of an unverified account.
 func (s *Service) Login(ctx context.Context, email, password, ip string) (*LoginResult, error) {
 	email = NormalizeEmail(email)
-	if len(password) > 1024 || len(email) > 254 {
-		return nil, ErrBadLogin
+	if len(password) > 1024 || len(email) > 254 || strings.IndexByte(email, 0) >= 0 {
+		return nil, ErrBadLogin // no account has such an address
 	}
 	userKey, ipKey := "email:"+email, "ip:"+httpx.LockoutAddr(ip)
 	locked, err := s.locked(ctx, userKey, ipKey)

@@ -526,6 +526,16 @@ func (s *Service) runTransaction(ctx context.Context, tx store.Tx, entries []*en
 		}
 		return out
 	}
+	// The conditional-write lock before any row lock (the DELETEs'), when
+	// an entry may create what its criteria search for.
+	for _, e := range work {
+		if e.method == "POST" && e.ifNoneExist != "" || e.method == "PUT" && e.hasQuery {
+			if err := lockConditional(ctx, tx); err != nil {
+				return 0, err
+			}
+			break
+		}
+	}
 	touched := map[string]int{}
 	touch := func(e *entry, typ, id string) error {
 		key := typ + "/" + id

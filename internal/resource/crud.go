@@ -52,6 +52,9 @@ func (s *Service) createOne(ctx context.Context, typ string, res map[string]any,
 // id is the id to assign ("" = a new one).
 func (s *Service) createTx(ctx context.Context, tx store.Tx, typ string, res map[string]any, ifNoneExist, id string, now time.Time) (*Result, error) {
 	if strings.TrimSpace(ifNoneExist) != "" {
+		if err := lockConditional(ctx, tx); err != nil {
+			return nil, err
+		}
 		matches, err := s.conditionalMatches(ctx, tx, typ, ifNoneExist)
 		if err != nil {
 			return nil, err
@@ -76,6 +79,23 @@ func (s *Service) createTx(ctx context.Context, tx store.Tx, typ string, res map
 		return nil, err
 	}
 	return &Result{Status: http.StatusCreated, Resource: r, Body: r.Body}, nil
+}
+
+// conditionalLocker is a store.Tx whose transactions can take turns on
+// conditional writes (PostgreSQL; SQLite's writers take turns anyway):
+// without it, concurrent conditional creates of the same criteria each
+// found no match and each created the resource.
+type conditionalLocker interface {
+	LockConditional(ctx context.Context) error
+}
+
+// lockConditional takes tx's conditional-write lock, if it has one,
+// before a conditional create or update searches for its match.
+func lockConditional(ctx context.Context, tx store.Tx) error {
+	if l, ok := tx.(conditionalLocker); ok {
+		return l.LockConditional(ctx)
+	}
+	return nil
 }
 
 // conditionalMatches runs the criteria of a conditional interaction
@@ -289,6 +309,9 @@ func (s *Service) ConditionalUpdate(ctx context.Context, typ, criteria string, b
 // resolveConditionalUpdate returns the id a conditional update writes to
 // and whether it matched an existing resource.
 func (s *Service) resolveConditionalUpdate(ctx context.Context, tx store.Tx, typ, criteria string, res map[string]any) (string, error) {
+	if err := lockConditional(ctx, tx); err != nil {
+		return "", err
+	}
 	matches, err := s.conditionalMatches(ctx, tx, typ, criteria)
 	if err != nil {
 		return "", err

@@ -599,6 +599,9 @@ func (s *Service) prepareVersion(ctx context.Context, typ, id string, cur *store
 	if err := s.validate(ctx, res); err != nil {
 		return nil, err
 	}
+	if err := storableBundle(typ, res); err != nil {
+		return nil, err
+	}
 	index, err := s.idx.Extract(res)
 	if err != nil {
 		var oe *outcome.Error
@@ -612,6 +615,21 @@ func (s *Service) prepareVersion(ctx context.Context, typ, id string, cur *store
 		return nil, fmt.Errorf("marshal resource: %w", err)
 	}
 	return &store.Write{Type: typ, ID: id, Version: version, LastUpdated: now, Method: method, Body: body, Index: index}, nil
+}
+
+// storableBundle refuses to store a Bundle of type transaction or batch: it
+// is a request for the base URL (R4 http.html#transaction), and stored as
+// a resource none of its entries would be written.
+func storableBundle(typ string, res map[string]any) error {
+	if typ != "Bundle" {
+		return nil
+	}
+	switch t, _ := res["type"].(string); t {
+	case "transaction", "batch":
+		return outcome.New(http.StatusBadRequest, "not-supported",
+			"a Bundle of type %s is not stored as a resource: POST it to the base URL to process its entries", t).At("Bundle.type")
+	}
+	return nil
 }
 
 // putVersion stores a prepared version and checks it stays visible to the

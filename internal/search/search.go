@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lapis-health/lapis/internal/fhir/definitions"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
@@ -156,6 +157,24 @@ func (s scope) String() string {
 	return strings.Join(s.types, ", ")
 }
 
+// checkText refuses a parameter name or value that is not valid UTF-8 or
+// holds a NUL character: no stored text can match it, and PostgreSQL
+// refuses either in a statement.
+func checkText(params url.Values) error {
+	bad := func(s string) bool { return !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 }
+	for k, vs := range params {
+		if bad(k) {
+			return badf("Invalid parameter name %q: not valid UTF-8 text, or it holds a NUL character", outcome.Truncate(k, 100))
+		}
+		for _, v := range vs {
+			if bad(v) {
+				return badf("Invalid value %q for parameter %q: not valid UTF-8 text, or it holds a NUL character", outcome.Truncate(v, 100), outcome.Truncate(k, 100))
+			}
+		}
+	}
+	return nil
+}
+
 // Parse parses the search parameters for resourceType ("" = system level,
 // where _type may list types). strict corresponds to Prefer:
 // handling=strict: unknown or unsupported parameters are 400 errors
@@ -200,6 +219,9 @@ func (p *Parser) ParseConditional(resourceType, rawQuery string) (*Request, erro
 func (p *Parser) parse(resourceType string, params url.Values, strict bool) (*Request, error) {
 	if resourceType != "" && !p.reg.IsResourceType(resourceType) {
 		return nil, outcome.New(http.StatusNotFound, "not-supported", "Unknown resource type %q", resourceType)
+	}
+	if err := checkText(params); err != nil {
+		return nil, err
 	}
 	req := &Request{Canonical: url.Values{}}
 	q := &req.Query

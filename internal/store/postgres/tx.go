@@ -109,6 +109,24 @@ type tx struct {
 	puts int64 // resource versions and index sets written (statistics schedule)
 }
 
+// conditionalLock is the advisory lock (classid, objid: a key space of
+// its own, apart from the single-key locks of migrations) of the
+// transactions that may create what a conditional interaction searched
+// for.
+const conditionalLockClass, conditionalLockID = 0x4c415053, 1 // "LAPS"
+
+// LockConditional takes the transaction-level conditional-write lock, so
+// that the transactions whose conditional creates and updates may create
+// what their criteria search for take turns: under READ COMMITTED the
+// search of the one that waited sees what the other created once it
+// committed. One lock for all criteria: a transaction takes it at most
+// once, before any row lock, so these locks cannot deadlock, and the
+// lock table does not grow with a Bundle's entries.
+func (t *tx) LockConditional(ctx context.Context) error {
+	_, err := t.tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", int32(conditionalLockClass), int32(conditionalLockID))
+	return mapErr(err)
+}
+
 // Read returns the current version, locked FOR UPDATE.
 func (t *tx) Read(ctx context.Context, typ, id string) (*store.Resource, error) {
 	return t.s.eng.Read(ctx, querier{t.tx}, typ, id, true)

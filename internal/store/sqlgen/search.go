@@ -787,7 +787,13 @@ func (e *Engine) storeSnapshots(ctx context.Context, wq Querier, snaps []pending
 	return wq.Exec(ctx, sb.String(), b.Args...)
 }
 
+// loadSnapshot reads the snapshot id; one that is not of the shape the
+// engine makes (hex: a client's token, or text PostgreSQL would refuse in
+// a statement) is expired.
 func (e *Engine) loadSnapshot(ctx context.Context, rq Querier, id string) (*snapshot, error) {
+	if _, err := hex.DecodeString(id); err != nil || id == "" {
+		return nil, store.ErrSnapshotExpired
+	}
 	if s := e.cache.get(id); s != nil {
 		if e.now().UnixMilli()-s.created > SnapshotTTL.Milliseconds() {
 			return nil, store.ErrSnapshotExpired

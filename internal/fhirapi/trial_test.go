@@ -1,0 +1,140 @@
+package fhirapi
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/testutil/dbtest"
+)
+
+// Defects found by trying the server as a demanding user and as an
+// attacker would; each test failed before its fix.
+
+// A transaction or batch Bundle sent to [base]/Bundle (as `lapis create
+// bundle.json` does) was stored as a Bundle resource: 201, and none of
+// its entries written, so the user believed the data imported. It is a
+// request for the base URL (R4 http.html#transaction), refused with a 400
+// that says so, however it reaches the store (create, update, a batch
+// entry; a patch that turns a stored collection into one is a 422, as
+// other invalid patch results are).
+func TestStoreTransactionBundleRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	before := e.versionCount(t)
+	tx := `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient"},"resource":{"resourceType":"Patient"}}]}`
+	batch := strings.Replace(tx, `"transaction"`, `"batch"`, 1)
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/fhir/Bundle", tx},
+		{"POST", "/fhir/Bundle", batch},
+		{"PUT", "/fhir/Bundle/b1", strings.Replace(tx, `{"resourceType":"Bundle",`, `{"resourceType":"Bundle","id":"b1",`, 1)},
+	} {
+		issues := e.do(c.method, c.path, c.body).outcome(t, http.StatusBadRequest)
+		if d, _ := get(issues[0], "diagnostics").(string); !strings.Contains(d, "base URL") {
+			t.Errorf("%s %s: diagnostics %q do not point to the base URL", c.method, c.path, d)
+		}
+	}
+	r := e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"Bundle"},"resource":`+tx+`}]}`).expect(t, http.StatusOK)
+	if s, _ := get(r.json(t), "entry", 0, "response", "status").(string); !strings.HasPrefix(s, "400") {
+		t.Errorf("batch entry storing a transaction Bundle: status %q, want 400", s)
+	}
+	if n := e.versionCount(t); n != before {
+		t.Errorf("%d versions stored", n-before)
+	}
+
+	// Documents and collections are stored, and stay so.
+	id := e.create(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Basic","code":{"text":"x"}}}]}`)
+	e.do("PATCH", "/fhir/Bundle/"+id, `[{"op":"replace","path":"/type","value":"transaction"}]`, "Content-Type: application/json-patch+json").outcome(t, http.StatusUnprocessableEntity)
+}
+
+// A NUL character or invalid UTF-8 in a search parameter (%00, %ff) was a
+// 500 on PostgreSQL ("invalid byte sequence for encoding UTF8"), in every
+// place criteria are read: searches, the POST _search form, conditional
+// create/delete, conditional references of a transaction, _has, chains,
+// and a _snapshot paging token. Now a 400 that names the parameter (or,
+// for a token that is not one of the server's, the search run afresh).
+func TestSearchNULAndInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvOn(t, dialect)
+			e.create(`{"resourceType":"Patient","identifier":[{"system":"s","value":"v"}]}`)
+			for _, q := range []string{
+				"Patient?name=%00", "Patient?name:exact=%FF", "Patient?_id=%00a", "Patient?_id=%FF",
+				"Patient?identifier=%00|%00", "Patient?identifier=%FF", "Patient?_tag=%00",
+				"Patient?general-practitioner=%FF", "Patient?general-practitioner:Practitioner.name=%00",
+				"Patient?_has:Observation:patient:code=%FF", "Observation?code=%00|x", "Patient?%00=1",
+			} {
+				e.do("GET", "/fhir/"+q, "").outcome(t, http.StatusBadRequest)
+			}
+			e.do("POST", "/fhir/Patient/_search", "name=%00", "Content-Type: application/x-www-form-urlencoded").outcome(t, http.StatusBadRequest)
+			e.do("POST", "/fhir/Patient", `{"resourceType":"Patient"}`, "If-None-Exist: identifier=%00").outcome(t, http.StatusBadRequest)
+			e.do("DELETE", "/fhir/Patient?identifier=%FF", "").outcome(t, http.StatusBadRequest)
+			r := e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient?identifier=%00"}}}]}`)
+			r.outcome(t, http.StatusBadRequest)
+			for _, snap := range []string{"%00", "%FF", "not-a-snapshot"} {
+				b := e.do("GET", "/fhir/Patient?_count=1&_offset=0&_snapshot="+snap, "").expect(t, http.StatusOK).json(t)
+				if n, _ := b["total"].(float64); n != 1 {
+					t.Errorf("_snapshot=%s: total %v, want 1", snap, b["total"])
+				}
+			}
+		})
+	}
+}
+
+// Conditional creates and updates of the same criteria from several
+// clients at once made duplicates on PostgreSQL (12 clients: 2 to 5
+// Patients with the identifier, and 412s for the clients after): each
+// transaction's search saw none of the others' uncommitted creations.
+// R4 http.html#ccreate: the server creates the resource only when none
+// matches. Now the transactions that run the same criteria take turns.
+func TestConditionalWriteRace(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvOn(t, dialect)
+			for _, mode := range []string{"create", "update", "transaction", "two"} {
+				val := "race-" + mode
+				body := `{"resourceType":"Patient","identifier":[{"system":"race","value":"` + val + `"}]}`
+				var wg sync.WaitGroup
+				codes := make([]int, 12)
+				for i := range codes {
+					wg.Go(func() {
+						var r *resp
+						switch mode {
+						case "create":
+							r = e.do("POST", "/fhir/Patient", body, "If-None-Exist: identifier=race|"+val)
+						case "update":
+							r = e.do("PUT", "/fhir/Patient?identifier=race|"+val, body)
+						case "transaction":
+							r = e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=race|`+val+`"},"resource":`+body+`}]}`)
+						default:
+							// Two conditional entries, in either order: no
+							// deadlock, one of each.
+							a := `{"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=race|` + val + `"},"resource":` + body + `}`
+							b := `{"request":{"method":"PUT","url":"Patient?identifier=race|` + val + `-b"},"resource":` + strings.Replace(body, val, val+"-b", 1) + `}`
+							if i%2 == 1 {
+								a, b = b, a
+							}
+							r = e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[`+a+`,`+b+`]}`)
+						}
+						codes[i] = r.code
+					})
+				}
+				wg.Wait()
+				n, _ := e.do("GET", "/fhir/Patient?_summary=count&identifier=race|"+val, "").expect(t, http.StatusOK).json(t)["total"].(float64)
+				if mode == "two" {
+					nb, _ := e.do("GET", "/fhir/Patient?_summary=count&identifier=race|"+val+"-b", "").expect(t, http.StatusOK).json(t)["total"].(float64)
+					n = n * nb
+				}
+				if n != 1 || slices.ContainsFunc(codes, func(c int) bool { return c != http.StatusOK && c != http.StatusCreated }) {
+					t.Errorf("%s: %v Patients with the identifier, statuses %v", mode, n, codes)
+				}
+			}
+		})
+	}
+}
