@@ -219,3 +219,22 @@ func TestEach(t *testing.T) {
 		}
 	})
 }
+
+// tooManyRows is an Indexer that refuses every resource as having too
+// many index rows.
+type tooManyRows struct{}
+
+func (tooManyRows) Extract(map[string]any) (store.Index, error) {
+	return store.Index{}, fmt.Errorf("extract: %w", store.ErrTooManyIndexRows)
+}
+
+// TestTooManyIndexRows: a resource the indexer refuses for its number of
+// searchable values is a 413 too-costly saying so, not a 500 or a 422.
+func TestTooManyIndexRows(t *testing.T) {
+	svc, _ := pagingService(t, "sqlite", 0, func(c *resource.Config) { c.Indexer = tooManyRows{} })
+	_, err := svc.Create(context.Background(), "Patient", []byte(`{"resourceType":"Patient"}`), "")
+	var oe *outcome.Error
+	if !errors.As(err, &oe) || oe.Status != http.StatusRequestEntityTooLarge || !strings.Contains(oe.Error(), "searchable values") {
+		t.Fatalf("create: %v", err)
+	}
+}

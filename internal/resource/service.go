@@ -608,6 +608,10 @@ func (s *Service) prepareVersion(ctx context.Context, typ, id string, cur *store
 		if errors.As(err, &oe) {
 			return nil, oe
 		}
+		if errors.Is(err, store.ErrTooManyIndexRows) {
+			return nil, outcome.New(http.StatusRequestEntityTooLarge, "too-costly",
+				"the resource has more searchable values than one resource may have (%d index rows); split it into several resources", store.MaxIndexRows)
+		}
 		return nil, outcome.New(http.StatusUnprocessableEntity, "processing", "the resource could not be indexed: %s", err.Error())
 	}
 	body, err := MarshalResource(res)

@@ -47,6 +47,7 @@ type Extractor struct {
 	pool      sync.Pool // *state
 	engine    fallbackEngine
 	onPanic   func(code string, r any) // test hook: a recovered panic
+	maxRows   int                      // store.MaxIndexRows, or a test's bound
 }
 
 // Fallback describes a search parameter expression the built-in compiler
@@ -237,9 +238,19 @@ func (e *Extractor) Extract(resource map[string]any) (store.Index, error) {
 	}
 	s := e.pool.Get().(*state)
 	var js []byte // resource JSON for fallback expressions, made on demand
+	maxRows := e.maxRows
+	if maxRows <= 0 {
+		maxRows = store.MaxIndexRows
+	}
+	var tooMany error
 	for _, p := range plan.params {
 		s.buf = append(s.buf[:0], item{resource, plan.root})
-		e.param(s, &idx, p, resource, &js)
+		e.param(s, &idx, p, resource, &js, maxRows)
+		if n := indexLens(&idx).total(); n > maxRows {
+			tooMany = fmt.Errorf("%w: more than %d (parameter %s and those before it)", store.ErrTooManyIndexRows, maxRows, p.code)
+			idx = store.Index{}
+			break
+		}
 	}
 	if cap(s.buf) <= 1<<16 {
 		// Drop the references into this resource before pooling.
@@ -247,12 +258,15 @@ func (e *Extractor) Extract(resource map[string]any) (store.Index, error) {
 		s.buf = s.buf[:0]
 		e.pool.Put(s)
 	}
+	if tooMany != nil {
+		return idx, tooMany
+	}
 	return idx, nil
 }
 
 // param evaluates one parameter; a panic on odd input loses only this
 // parameter's rows.
-func (e *Extractor) param(s *state, idx *store.Index, p *paramPlan, resource map[string]any, js *[]byte) {
+func (e *Extractor) param(s *state, idx *store.Index, p *paramPlan, resource map[string]any, js *[]byte, maxRows int) {
 	mark := indexLens(idx)
 	defer func() {
 		if r := recover(); r != nil {
@@ -283,6 +297,10 @@ func (e *Extractor) param(s *state, idx *store.Index, p *paramPlan, resource map
 	res := p.node.eval(s, span{0, 1})
 	if p.comps == nil {
 		for i := res.lo; i < res.hi; i++ {
+			// Past the bound, stop: Extract refuses the resource.
+			if (i-res.lo)&1023 == 1023 && indexLens(idx).total() > maxRows {
+				return
+			}
 			e.emitItem(&em, p.ptype, s.buf[i])
 		}
 		return
@@ -369,6 +387,15 @@ func (e *Extractor) fallbackEval(fb fallbackExpr, resource map[string]any, js *[
 }
 
 type lens [7]int
+
+// total is the number of rows.
+func (l lens) total() int {
+	n := 0
+	for _, v := range l {
+		n += v
+	}
+	return n
+}
 
 func indexLens(x *store.Index) lens {
 	return lens{len(x.Strings), len(x.Tokens), len(x.References), len(x.Dates), len(x.Numbers), len(x.Quantities), len(x.URIs)}
