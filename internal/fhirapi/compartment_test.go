@@ -497,3 +497,35 @@ func TestEverythingRefusalCause(t *testing.T) {
 		}
 	}
 }
+
+// TestEverythingTypeLinks: a _type naming a type outside the record (it
+// comes only as referenced) stays in the paging links, so that every page
+// brings the resources of that type its matches reference, not only the
+// first.
+func TestEverythingTypeLinks(t *testing.T) {
+	compartmentDialects(t, func(t *testing.T, e *env) {
+		// o1 and o3 are p1's first and second Observations; o3 is
+		// re-written to reference dr, which makes it the last one.
+		e.do("PUT", "/fhir/Observation/o3", obsJSON("o3", "p2", `,"performer":[{"reference":"Patient/p1"},{"reference":"Practitioner/dr"}]`)).expect(t, http.StatusOK)
+		const path = "/fhir/Patient/p1/$everything?_type=Observation,Practitioner&_count=1"
+		var all, inc []string
+		for p, n := path, 0; p != ""; n++ {
+			if n > 5 {
+				t.Fatal("too many pages")
+			}
+			b := e.do("GET", p, "").expect(t, http.StatusOK).json(t)
+			all = append(all, matches(t, b)...)
+			inc = append(inc, included(t, b)...)
+			p = ""
+			if next := link(b, "next"); next != "" {
+				if q, _ := url.Parse(next); q == nil || q.Query().Get("_type") != "Observation,Practitioner" {
+					t.Errorf("next link %q does not keep _type", next)
+				}
+				p = pathOf(t, next)
+			}
+		}
+		if !slices.Equal(all, []string{"Observation/o1", "Observation/o3"}) || !slices.Equal(inc, []string{"Practitioner/dr"}) {
+			t.Errorf("pages gave %v, included %v", all, inc)
+		}
+	})
+}

@@ -192,6 +192,11 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 			if since != "" {
 				v.Set("_since", since)
 			}
+			// The request's _type, with the types that come only as
+			// referenced (the search's holds the record's alone).
+			if len(types) > 0 {
+				v.Set("_type", strings.Join(types, ","))
+			}
 		},
 		warnings: warnings,
 		fit:      true,
