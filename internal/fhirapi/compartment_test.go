@@ -529,3 +529,46 @@ func TestEverythingTypeLinks(t *testing.T) {
 		}
 	})
 }
+
+// TestEverythingIncludesTooLarge: a page whose single match fits the
+// response size limit only without what it references still comes: its
+// match alone, with a warning, and the paging goes on (never a 413 for
+// resources outside the record, which would stop the paging there).
+func TestEverythingIncludesTooLarge(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			const limit = 1400
+			e := compartmentEnv(t, dialect, func(c *Config, rc *resourceConfig) { rc.MaxResponseBytes = limit })
+			e.do("PUT", "/fhir/Practitioner/big", `{"resourceType":"Practitioner","id":"big","name":[{"text":"`+strings.Repeat("x", limit)+`"}]}`).expect(t, http.StatusCreated)
+			e.do("PUT", "/fhir/Condition/c1", `{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"},"code":{"text":"x"},`+
+				`"asserter":{"reference":"Practitioner/big"}}`).expect(t, http.StatusOK)
+			var all []string
+			warned := false
+			for p, n := "/fhir/Patient/p1/$everything?_count=100", 0; p != ""; n++ {
+				if n > 10 {
+					t.Fatal("too many pages")
+				}
+				r := e.do("GET", p, "").expect(t, http.StatusOK)
+				b := r.json(t)
+				all = append(all, matches(t, b)...)
+				if inc := included(t, b); len(inc) > 0 {
+					t.Errorf("included %v", inc)
+				}
+				if strings.Contains(string(r.body), "were left out") {
+					warned = true
+				}
+				p = ""
+				if next := link(b, "next"); next != "" {
+					p = pathOf(t, next)
+				}
+			}
+			if !slices.Equal(all, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) {
+				t.Errorf("pages gave %v", all)
+			}
+			if !warned {
+				t.Error("no warning that the referenced resources were left out")
+			}
+		})
+	}
+}
