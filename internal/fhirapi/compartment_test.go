@@ -294,7 +294,7 @@ func TestEverything(t *testing.T) {
 			t.Errorf("a warning for Device: %s", dev.body)
 		}
 		expectSet(t, "everything with Devices", matches(t, e.do("GET", path, "").expect(t, http.StatusOK).json(t)), append(p1All, "Device/d1")...)
-		expectSet(t, "Devices, patient scope", matches(t, e.do("GET", path+"?_type=Device", "", "X-Scopes", "patient/*.rs", "X-Patient", "p1").expect(t, http.StatusOK).json(t)), "Device/d1")
+		expectSet(t, "Devices, patient scope", matches(t, e.do("GET", path+"?_type=Device", "", "X-Scopes: patient/*.rs", "X-Patient: p1").expect(t, http.StatusOK).json(t)), "Device/d1")
 
 		// What the record references outside it follows as include
 		// entries, as far as the caller may read it: o5's Practitioner and
