@@ -112,3 +112,59 @@ func TestBinarySecurityContext(t *testing.T) {
 		}
 	})
 }
+
+// TestBinaryReferenceForms: only a literal reference to the Patient on
+// this server (relative, versioned or under this server's base) puts a
+// Binary in that patient's record; another server's Patient of the same
+// id does not. A patient's token reaches another's Binary through none
+// of history, _include (also :iterate and *), chains or _has.
+func TestBinaryReferenceForms(t *testing.T) {
+	forms := []string{
+		binary("binver", "Patient/pa/_history/1"),
+		binary("binabs", base+"/fhir/Patient/pa"),
+		binary("binfor", "http://other.example/fhir/Patient/pa"),
+		// pa's Observation about pb's Binary.
+		`{"resourceType":"Observation","id":"ofocus","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/pa"},"focus":[{"reference":"Binary/binpb"}]}`,
+	}
+	pa := &principal.Principal{Scopes: []string{"patient/*.cruds"}, Patient: "pa"}
+	cells := []cell{
+		{"patient", "versioned reference", read("Binary", "binver"), ok, ids("Binary/binver"), nil},
+		{"patient", "this server's absolute URL", read("Binary", "binabs"), ok, ids("Binary/binabs"), nil},
+		{"patient", "another server's Patient", read("Binary", "binfor"), notFound, nil, nil},
+		{"patient", "search", find("Binary", "_sort=_id"), ok, ids("Binary/binabs", "Binary/binpa", "Binary/binver", "total:3"), nil},
+		{"patient", "type history", history("Binary", ""), ok, nil, nil},
+		{"patient", "instance history of another's", history("Binary", "binpb"), notFound, nil, nil},
+		{"patient", "_include", find("Observation", "_id=ofocus&_include=Observation:focus"), ok, ids("Observation/ofocus", "total:1"), nil},
+		{"patient", "_include=*", find("Observation", "_id=ofocus&_include=*"), ok, ids("+Patient/pa", "Observation/ofocus", "total:1"), nil},
+		{"patient", "_include:iterate", find("Observation", "_id=ofocus&_include:iterate=*"), ok, ids("+Patient/pa", "Observation/ofocus", "total:1"), nil},
+		{"patient", "chain", find("Observation", "focus:Binary.security-context=Patient/pb"), ok, ids("total:0"), nil},
+		{"patient", "chain by id", find("Observation", "focus:Binary._id=binpb"), ok, ids("total:0"), nil},
+		{"patient", "_has", find("Patient", "_has:Binary:security-context:_id=binpb"), ok, ids("total:0"), nil},
+		{"patient", "create for another server's Patient", create("Binary", binary("", "http://other.example/fhir/Patient/pa")), forbidden, nil, nil},
+		{"patient", "create with a contained reference", create("Binary", binary("", "#pa")), forbidden, nil, nil},
+		{"patient", "$everything", everything("pa", "_type=Binary"), ok, ids("Binary/binabs", "Binary/binpa", "Binary/binver", "total:3"), nil},
+	}
+	parallelDialects(t, func(t *testing.T, e *env) {
+		for _, b := range append(binaries, forms...) {
+			var h struct{ ResourceType, ID string }
+			json.Unmarshal([]byte(b), &h)
+			if _, err := e.admin.Update(context.Background(), h.ResourceType, h.ID, []byte(b), ""); err != nil {
+				t.Fatalf("loading %s/%s: %v", h.ResourceType, h.ID, err)
+			}
+		}
+		for _, c := range cells {
+			t.Run(c.name, func(t *testing.T) {
+				ctx := principal.NewContext(context.Background(), pa)
+				status, got := outcomeOf(t, ctx, e.svc, c.op)
+				if c.name == "type history" {
+					for _, g := range got {
+						if g == "Binary/binpb" || g == "Binary/bin" || g == "Binary/binfor" || g == "Binary/bindoc" {
+							t.Errorf("type history shows %s: %v", g, got)
+						}
+					}
+				}
+				e.check(t, status, got, c.status, c.ids, c.untouched)
+			})
+		}
+	})
+}

@@ -294,7 +294,7 @@ func TestEverything(t *testing.T) {
 			t.Errorf("a warning for Device: %s", dev.body)
 		}
 		expectSet(t, "everything with Devices", matches(t, e.do("GET", path, "").expect(t, http.StatusOK).json(t)), append(p1All, "Device/d1")...)
-		expectSet(t, "Devices, patient scope", matches(t, e.do("GET", path+"?_type=Device", "", "X-Scopes", "patient/*.rs", "X-Patient", "p1").expect(t, http.StatusOK).json(t)), "Device/d1")
+		expectSet(t, "Devices, patient scope", matches(t, e.do("GET", path+"?_type=Device", "", "X-Scopes: patient/*.rs", "X-Patient: p1").expect(t, http.StatusOK).json(t)), "Device/d1")
 
 		// What the record references outside it follows as include
 		// entries, as far as the caller may read it: o5's Practitioner and
@@ -495,5 +495,80 @@ func TestEverythingRefusalCause(t *testing.T) {
 		if got := *cause.Load(); r.code != c.status || got != c.cause {
 			t.Errorf("%s: %d, refusal cause %q; want %d, %q", c.path, r.code, got, c.status, c.cause)
 		}
+	}
+}
+
+// TestEverythingTypeLinks: a _type naming a type outside the record (it
+// comes only as referenced) stays in the paging links, so that every page
+// brings the resources of that type its matches reference, not only the
+// first.
+func TestEverythingTypeLinks(t *testing.T) {
+	compartmentDialects(t, func(t *testing.T, e *env) {
+		// o1 and o3 are p1's first and second Observations; o3 is
+		// re-written to reference dr, which makes it the last one.
+		e.do("PUT", "/fhir/Observation/o3", obsJSON("o3", "p2", `,"performer":[{"reference":"Patient/p1"},{"reference":"Practitioner/dr"}]`)).expect(t, http.StatusOK)
+		const path = "/fhir/Patient/p1/$everything?_type=Observation,Practitioner&_count=1"
+		var all, inc []string
+		for p, n := path, 0; p != ""; n++ {
+			if n > 5 {
+				t.Fatal("too many pages")
+			}
+			b := e.do("GET", p, "").expect(t, http.StatusOK).json(t)
+			all = append(all, matches(t, b)...)
+			inc = append(inc, included(t, b)...)
+			p = ""
+			if next := link(b, "next"); next != "" {
+				if q, _ := url.Parse(next); q == nil || q.Query().Get("_type") != "Observation,Practitioner" {
+					t.Errorf("next link %q does not keep _type", next)
+				}
+				p = pathOf(t, next)
+			}
+		}
+		if !slices.Equal(all, []string{"Observation/o1", "Observation/o3"}) || !slices.Equal(inc, []string{"Practitioner/dr"}) {
+			t.Errorf("pages gave %v, included %v", all, inc)
+		}
+	})
+}
+
+// TestEverythingIncludesTooLarge: a page whose single match fits the
+// response size limit only without what it references still comes: its
+// match alone, with a warning, and the paging goes on (never a 413 for
+// resources outside the record, which would stop the paging there).
+func TestEverythingIncludesTooLarge(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			const limit = 1400
+			e := compartmentEnv(t, dialect, func(c *Config, rc *resourceConfig) { rc.MaxResponseBytes = limit })
+			e.do("PUT", "/fhir/Practitioner/big", `{"resourceType":"Practitioner","id":"big","name":[{"text":"`+strings.Repeat("x", limit)+`"}]}`).expect(t, http.StatusCreated)
+			e.do("PUT", "/fhir/Condition/c1", `{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"},"code":{"text":"x"},`+
+				`"asserter":{"reference":"Practitioner/big"}}`).expect(t, http.StatusOK)
+			var all []string
+			warned := false
+			for p, n := "/fhir/Patient/p1/$everything?_count=100", 0; p != ""; n++ {
+				if n > 10 {
+					t.Fatal("too many pages")
+				}
+				r := e.do("GET", p, "").expect(t, http.StatusOK)
+				b := r.json(t)
+				all = append(all, matches(t, b)...)
+				if inc := included(t, b); len(inc) > 0 {
+					t.Errorf("included %v", inc)
+				}
+				if strings.Contains(string(r.body), "were left out") {
+					warned = true
+				}
+				p = ""
+				if next := link(b, "next"); next != "" {
+					p = pathOf(t, next)
+				}
+			}
+			if !slices.Equal(all, []string{"Patient/p1", "Patient/p3", "Observation/o1", "Observation/o3", "Encounter/e1", "Condition/c1"}) {
+				t.Errorf("pages gave %v", all)
+			}
+			if !warned {
+				t.Error("no warning that the referenced resources were left out")
+			}
+		})
 	}
 }

@@ -95,8 +95,10 @@ func (s *Service) SearchCompartment(ctx context.Context, compartment, id, typ st
 // parameter) outside the patient's record — its Practitioners,
 // Organizations, Locations, Medications… — follow on the same page as
 // include entries, as far as the caller may read them ("any resource
-// referenced from those", R4): with _type, only of the types it names. A
-// resource of another patient's record is never added this way. An
+// referenced from those", R4): with _type, only of the types it names
+// (kept in the links), left out with a warning where a page of a single
+// match fits the response size limit only without them. A resource of
+// another patient's record is never added this way. An
 // unknown or deleted Patient is 404 or 410 to a caller who may read it.
 func (s *Service) Everything(ctx context.Context, id string, params url.Values) (*SearchPage, error) {
 	if err := checkID(id); err != nil {
@@ -191,6 +193,11 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 			v.Del("_lastUpdated")
 			if since != "" {
 				v.Set("_since", since)
+			}
+			// The request's _type, with the types that come only as
+			// referenced (the search's holds the record's alone).
+			if len(types) > 0 {
+				v.Set("_type", strings.Join(types, ","))
 			}
 		},
 		warnings: warnings,

@@ -236,7 +236,8 @@ type searchScope struct {
 	// past the size limit (the next link continues from there) instead
 	// of failing with errTooLarge; only a first match that does not fit
 	// alone is errTooLarge. A page with included resources that does not
-	// fit is run again with half its matches (and their includes).
+	// fit is run again with half its matches (and their includes), and a
+	// single match without them (with a warning).
 	fit bool
 	// include adds these includes to the search ($everything: every
 	// reference of the page's resources).
@@ -264,6 +265,7 @@ func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params
 		q.MatchFilter = mf.MatchFilter(ctx)
 	}
 	q.Snapshot = snapshot
+	ownIncludes := len(q.Include) // the request's, before sc's
 	if sc != nil {
 		q.Compartment = sc.compartment
 		q.Include = append(q.Include, sc.include...)
@@ -290,6 +292,17 @@ func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params
 				sc.linkCount = q.Count
 			}
 			q.Count = len(res.Matches) / 2
+			if res.Snapshot != "" {
+				q.Snapshot = res.Snapshot
+			}
+			continue
+		}
+		if sc != nil && sc.fit && errors.Is(err, errTooLarge) && len(res.Included) > 0 && len(res.Matches) == 1 && len(q.Include) > ownIncludes {
+			// A single match that fits only without sc's includes comes
+			// alone, said so, rather than a 413 that would stop the
+			// paging there for resources outside the matches.
+			q.Include = q.Include[:ownIncludes:ownIncludes]
+			req.Warnings = append(req.Warnings, "the resources this page's match references were left out: with them the page would be larger than the response size limit of "+strconv.FormatInt(limit, 10)+" bytes")
 			if res.Snapshot != "" {
 				q.Snapshot = res.Snapshot
 			}
