@@ -184,7 +184,9 @@ func (s *Service) Everything(ctx context.Context, id string, params url.Values) 
 	}
 	sc := &searchScope{
 		compartment: comp,
-		include:     []store.Include{{SourceType: "*", Param: "*"}},
+		// The record's own types come as matches: left out of the
+		// includes in the statement, before the include limit counts.
+		include: []store.Include{{SourceType: "*", Param: "*", NotTargetTypes: s.recordTypes}},
 		keepIncluded: func(t string) bool {
 			return len(comp.Params[t]) == 0 && (len(types) == 0 || slices.Contains(types, t))
 		},

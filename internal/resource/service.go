@@ -137,6 +137,8 @@ type Service struct {
 	// recordParams are compParams and the patient-linked types' parameters
 	// (Registry.PatientRecord): what makes a resource one patient's data.
 	recordParams map[string][]string
+	// recordTypes are recordParams' types, sorted.
+	recordTypes []string
 }
 
 // New returns a Service. It fails if a required collaborator is missing.
@@ -167,8 +169,10 @@ func New(cfg Config) (*Service, error) {
 		}
 		if ps := s.reg.PatientRecord(t); len(ps) > 0 {
 			s.recordParams[t] = ps
+			s.recordTypes = append(s.recordTypes, t)
 		}
 	}
+	sort.Strings(s.recordTypes)
 	if s.log == nil {
 		s.log = slog.Default()
 	}

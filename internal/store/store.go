@@ -453,6 +453,10 @@ type Include struct {
 	Param      string
 	TargetType string
 	Iterate    bool
+	// NotTargetTypes, for a forward include, leaves out targets of these
+	// types before the include limit counts them ($everything: the
+	// patient record's own types, which come as matches).
+	NotTargetTypes []string
 }
 
 // AccessFilter restricts what a search, read or history returns. It is the

@@ -98,6 +98,9 @@ func (e *Engine) follow(ctx context.Context, rq Querier, filter *store.AccessFil
 		if inc.TargetType != "" && inc.TargetType != "*" {
 			outer = append(outer, "x.target_type = "+b.Arg(inc.TargetType))
 		}
+		if len(inc.NotTargetTypes) > 0 {
+			outer = append(outer, "x.target_type NOT IN "+b.List(inc.NotTargetTypes))
+		}
 		inner = append(inner, "t.type = x.target_type", "t.id = x.target_id", "NOT t.deleted")
 		if f := g.access("t", inc.TargetType); f != "" {
 			inner = append(inner, f)

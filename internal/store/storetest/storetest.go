@@ -1176,6 +1176,8 @@ func testInclude(t *testing.T, s store.Store) {
 	eq(t, "_include=Observation:*", sorted(refs(r.Included)), []string{"Patient/a", "Patient/b", "Practitioner/dr"})
 	r = obs([]store.Include{{SourceType: "Observation", Param: "*", TargetType: "Practitioner"}}, nil)
 	eq(t, "_include=Observation:*:Practitioner", refs(r.Included), []string{"Practitioner/dr"})
+	r = obs([]store.Include{{SourceType: "*", Param: "*", NotTargetTypes: []string{"Observation", "Patient"}}}, nil)
+	eq(t, "every reference but to Patient and Observation", refs(r.Included), []string{"Practitioner/dr"})
 	r = obs([]store.Include{{SourceType: "Patient", Param: "general-practitioner"}}, nil)
 	eq(t, "include of another source type", refs(r.Included), []string{})
 	r = obs(nil, []store.Include{{SourceType: "Provenance", Param: "target"}})
