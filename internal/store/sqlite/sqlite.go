@@ -285,6 +285,7 @@ type rows struct{ *sql.Rows }
 func (r rows) Close() { r.Rows.Close() }
 
 func (q querier) Query(ctx context.Context, query string, args ...any) (sqlgen.Rows, error) {
+	query, args = anonymous(query, args)
 	r, err := q.c.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -293,6 +294,7 @@ func (q querier) Query(ctx context.Context, query string, args ...any) (sqlgen.R
 }
 
 func (q querier) Exec(ctx context.Context, query string, args ...any) error {
+	query, args = anonymous(query, args)
 	_, err := q.c.ExecContext(ctx, query, args...)
 	return err
 }

@@ -122,6 +122,7 @@ func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlg
 
 // query runs query through the statement cache.
 func (q readQuerier) query(ctx context.Context, query string, args []any) (sqlgen.Rows, error) {
+	query, args = anonymous(query, args)
 	var r *sql.Rows
 	var err error
 	if st := q.cache.get(query); st != nil {
@@ -158,6 +159,7 @@ func (k keyedQuerier) Explain(ctx context.Context, query string, args ...any) ([
 }
 
 func (q readQuerier) Exec(ctx context.Context, query string, args ...any) error {
+	query, args = anonymous(query, args)
 	_, err := q.tx.ExecContext(ctx, query, args...)
 	return err
 }
