@@ -729,7 +729,7 @@ func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http
 	if err != nil {
 		return err
 	}
-	res, err := run(r.Context(), r.PathValue("type"), key, body, r.Header.Get("If-Match"))
+	res, err := run(r.Context(), r.PathValue("type"), key, body, ifMatch(r))
 	if err != nil {
 		return err
 	}
@@ -799,8 +799,14 @@ func (a *API) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
 	return a.conditionalBodyWrite(w, r, "PATCH", "patch", requirePatchBody, a.svc.ConditionalPatch)
 }
 
+// ifMatch is the request's If-Match, its header lines joined into one
+// list (RFC 9110 §5.3).
+func ifMatch(r *http.Request) string {
+	return strings.Join(r.Header.Values("If-Match"), ", ")
+}
+
 func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
-	res, err := a.svc.Delete(r.Context(), r.PathValue("type"), r.PathValue("id"), r.Header.Get("If-Match"))
+	res, err := a.svc.Delete(r.Context(), r.PathValue("type"), r.PathValue("id"), ifMatch(r))
 	if err != nil {
 		return err
 	}

@@ -138,3 +138,51 @@ func TestConditionalWriteRace(t *testing.T) {
 		})
 	}
 }
+
+// If-Match: * and a list of ETags were 400s. RFC 9110 §13.1.1: "*"
+// matches when a current version exists, a list when any of its ETags is
+// the current version; no match is a 412, and a malformed value stays a
+// 400 that says what is wrong. The same holds for update, patch, delete
+// and a Bundle entry's request.ifMatch.
+func TestIfMatchStarAndList(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	jp := "Content-Type: application/json-patch+json"
+	id := e.create(`{"resourceType":"Patient","active":true}`)
+	upd := func(active bool) string {
+		return `{"resourceType":"Patient","id":"` + id + `","active":` + map[bool]string{true: "true", false: "false"}[active] + `}`
+	}
+	e.do("PUT", "/fhir/Patient/"+id, upd(false), `If-Match: *`).expect(t, http.StatusOK)           // v2
+	e.do("PUT", "/fhir/Patient/"+id, upd(true), `If-Match: W/"1", W/"2"`).expect(t, http.StatusOK) // v3
+	e.do("PUT", "/fhir/Patient/"+id, upd(false), `If-Match: W/"1", W/"2"`).outcome(t, http.StatusPreconditionFailed)
+	e.do("PUT", "/fhir/Patient/"+id, upd(false), `If-Match: W/"1"`, `If-Match: W/"3"`).expect(t, http.StatusOK)                                  // v4, two header lines
+	e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"replace","path":"/active","value":true}]`, jp, `If-Match: *`).expect(t, http.StatusOK)           // v5
+	e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"replace","path":"/active","value":false}]`, jp, `If-Match: "9", W/"5"`).expect(t, http.StatusOK) // v6
+	e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"replace","path":"/active","value":true}]`, jp, `If-Match: W/"5",W/"7"`).outcome(t, http.StatusPreconditionFailed)
+	e.do("DELETE", "/fhir/Patient/"+id, "", `If-Match: W/"1", W/"2"`).outcome(t, http.StatusPreconditionFailed)
+	e.do("DELETE", "/fhir/Patient/"+id, "", `If-Match: W/"1", W/"6"`).expect(t, http.StatusNoContent)
+
+	// "*" needs a current version: it does not create, nor delete what is gone.
+	e.do("PUT", "/fhir/Patient/nobody", `{"resourceType":"Patient","id":"nobody"}`, `If-Match: *`).outcome(t, http.StatusPreconditionFailed)
+	e.do("DELETE", "/fhir/Patient/"+id, "", `If-Match: *`).outcome(t, http.StatusPreconditionFailed)
+	e.do("DELETE", "/fhir/Patient/nobody", "", `If-Match: *`).outcome(t, http.StatusPreconditionFailed)
+
+	// Malformed values are 400s naming the fault.
+	id2 := e.create(`{"resourceType":"Patient"}`)
+	for im, want := range map[string]string{
+		`W/"1", *`: `"*" must stand alone`,
+		`W/"1", x`: `invalid version ETag "x"`,
+		`,`:        "holds no ETag",
+	} {
+		issues := e.do("PUT", "/fhir/Patient/"+id2, `{"resourceType":"Patient","id":"`+id2+`"}`, "If-Match: "+im).outcome(t, http.StatusBadRequest)
+		if d, _ := get(issues[0], "diagnostics").(string); !strings.Contains(d, want) {
+			t.Errorf("If-Match %s: diagnostics %q, want %q", im, d, want)
+		}
+	}
+
+	// A transaction entry's request.ifMatch likewise.
+	tx := `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/` + id2 + `","ifMatch":"IM"},"resource":{"resourceType":"Patient","id":"` + id2 + `","active":true}}]}`
+	e.do("POST", "/fhir", strings.Replace(tx, "IM", `W/\"7\", W/\"1\"`, 1)).expect(t, http.StatusOK)
+	e.do("POST", "/fhir", strings.Replace(tx, "IM", `W/\"1\"`, 1)).outcome(t, http.StatusPreconditionFailed)
+	e.do("POST", "/fhir", strings.Replace(tx, "IM", `*`, 1)).expect(t, http.StatusOK)
+}

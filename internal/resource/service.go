@@ -279,17 +279,6 @@ func ParseETag(s string) (int64, error) {
 	return v, nil
 }
 
-func parseIfMatch(s string) (int64, error) {
-	if strings.TrimSpace(s) == "" {
-		return 0, nil
-	}
-	v, err := ParseETag(s)
-	if err != nil {
-		return 0, outcome.BadRequest("If-Match: %s", err.Error())
-	}
-	return v, nil
-}
-
 // ---------------------------------------------------------------------------
 // JSON
 
