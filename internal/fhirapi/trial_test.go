@@ -186,3 +186,67 @@ func TestIfMatchStarAndList(t *testing.T) {
 	e.do("POST", "/fhir", strings.Replace(tx, "IM", `W/\"1\"`, 1)).outcome(t, http.StatusPreconditionFailed)
 	e.do("POST", "/fhir", strings.Replace(tx, "IM", `*`, 1)).expect(t, http.StatusOK)
 }
+
+// An empty JSON Patch, or an update with the content already stored,
+// wrote a new, identical version. Now neither writes (as HAPI does; R4
+// leaves it open): 200 with the current version, its ETag and
+// Last-Modified, and no history entry — also for a conditional update and
+// a transaction entry. Preconditions still apply, and a real change
+// still writes a version.
+func TestUnchangedWriteKeepsVersion(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range dbtest.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			testUnchangedWrite(t, newEnvOn(t, dialect))
+		})
+	}
+}
+
+func testUnchangedWrite(t *testing.T, e *env) {
+	jp := "Content-Type: application/json-patch+json"
+	body := `{"resourceType":"Patient","identifier":[{"system":"s","value":"u1"}],"active":true,"birthDate":"1970-01-01"}`
+	id := e.create(body)
+	v1 := e.do("GET", "/fhir/Patient/"+id, "").expect(t, http.StatusOK)
+	before := e.versionCount(t)
+	same := func(what string, r *resp) {
+		t.Helper()
+		r.expect(t, http.StatusOK)
+		if r.hdr.Get("ETag") != `W/"1"` || r.hdr.Get("Last-Modified") != v1.hdr.Get("Last-Modified") || string(r.body) != string(v1.body) {
+			t.Errorf("%s: ETag %s, Last-Modified %s, body %s; want the current version %s", what, r.hdr.Get("ETag"), r.hdr.Get("Last-Modified"), r.body, v1.body)
+		}
+		if n := e.versionCount(t); n != before {
+			t.Errorf("%s: %d versions written", what, n-before)
+		}
+	}
+	withID := strings.Replace(body, `{"resourceType":"Patient",`, `{"resourceType":"Patient","id":"`+id+`",`, 1)
+	same("empty patch", e.do("PATCH", "/fhir/Patient/"+id, `[]`, jp))
+	same("test-only patch", e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"test","path":"/active","value":true}]`, jp, `If-Match: W/"1"`))
+	same("patch to the same value", e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"replace","path":"/active","value":true}]`, jp))
+	same("update with the read body", e.do("PUT", "/fhir/Patient/"+id, string(v1.body)))
+	same("update without meta", e.do("PUT", "/fhir/Patient/"+id, withID, `If-Match: W/"1"`))
+	same("conditional update", e.do("PUT", "/fhir/Patient?identifier=s|u1", withID))
+	tx := e.do("POST", "/fhir", `{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/`+id+`"},"resource":`+withID+`}]}`).expect(t, http.StatusOK)
+	if etag, _ := get(tx.json(t), "entry", 0, "response", "etag").(string); etag != `W/"1"` {
+		t.Errorf("transaction entry: etag %q, want W/\"1\"", etag)
+	}
+	same("after the transaction", e.do("GET", "/fhir/Patient/"+id, ""))
+	issues := e.do("PATCH", "/fhir/Patient/"+id, `[]`, jp, "Prefer: return=OperationOutcome").outcome(t, http.StatusOK)
+	if d, _ := get(issues[0], "diagnostics").(string); !strings.Contains(d, "unchanged") {
+		t.Errorf("Prefer: return=OperationOutcome: diagnostics %q do not say the content is unchanged", d)
+	}
+
+	// Preconditions hold; a change (a value, a tag, precision) writes.
+	e.do("PATCH", "/fhir/Patient/"+id, `[]`, jp, `If-Match: W/"2"`).outcome(t, http.StatusPreconditionFailed)
+	e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"test","path":"/active","value":false}]`, jp).outcome(t, http.StatusUnprocessableEntity)
+	e.do("PATCH", "/fhir/Patient/"+id, `[{"op":"add","path":"/meta/tag","value":[{"code":"t"}]}]`, jp).expect(t, http.StatusOK)
+	e.do("PUT", "/fhir/Patient/"+id, strings.Replace(withID, `"active":true`, `"active":false`, 1)).expect(t, http.StatusOK)
+	if r := e.do("GET", "/fhir/Patient/"+id, "").expect(t, http.StatusOK); r.hdr.Get("ETag") != `W/"3"` {
+		t.Errorf("after two changes: ETag %s, want W/\"3\"", r.hdr.Get("ETag"))
+	}
+	oid := e.create(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.0}}`)
+	e.do("PATCH", "/fhir/Observation/"+oid, `[{"op":"replace","path":"/valueQuantity/value","value":1.00}]`, jp).expect(t, http.StatusOK)
+	if r := e.do("GET", "/fhir/Observation/"+oid, "").expect(t, http.StatusOK); r.hdr.Get("ETag") != `W/"2"` {
+		t.Errorf("1.0 to 1.00: ETag %s, want W/\"2\"", r.hdr.Get("ETag"))
+	}
+}

@@ -1,9 +1,11 @@
 package resource
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -269,6 +271,9 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res
 	if err := ifMatch.check(cur, typ, id); err != nil {
 		return nil, err
 	}
+	if unchanged(cur, typ, id, res) {
+		return unchangedResult(cur), nil
+	}
 	r, err := s.writeVersion(ctx, tx, typ, id, cur, res, method, now)
 	if err != nil {
 		return nil, err
@@ -278,6 +283,44 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res
 		status = http.StatusCreated
 	}
 	return &Result{Status: status, Resource: r, Body: r.Body}, nil
+}
+
+// unchanged reports whether res, to be written after cur, holds cur's
+// content: the body cur's version would have with res, meta.versionId and
+// meta.lastUpdated aside. An update or patch that changes nothing writes
+// no version (as HAPI does; R4 leaves it open): the current version
+// answers, with its ETag and Last-Modified, and history stays as it was.
+func unchanged(cur *store.Resource, typ, id string, res map[string]any) bool {
+	if cur == nil || cur.Deleted {
+		return false
+	}
+	meta := map[string]any{}
+	if m, present := res["meta"]; present {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return false
+		}
+		meta = maps.Clone(mm)
+	}
+	stored, err := decodeStored(cur.Body)
+	if err != nil {
+		return false
+	}
+	sm, _ := stored["meta"].(map[string]any)
+	meta["versionId"], meta["lastUpdated"] = sm["versionId"], sm["lastUpdated"]
+	c := maps.Clone(res)
+	c["resourceType"], c["id"], c["meta"] = typ, id, meta
+	b, err := MarshalResource(c)
+	return err == nil && bytes.Equal(b, cur.Body)
+}
+
+// unchangedResult is the answer to an update or patch that changed
+// nothing: the current version cur.
+func unchangedResult(cur *store.Resource) *Result {
+	return &Result{Status: http.StatusOK, Resource: cur, Body: cur.Body, Unchanged: true, Issues: []outcome.Issue{{
+		Severity: "information", Code: "informational",
+		Diagnostics: fmt.Sprintf("the content of %s/%s is unchanged; version %d stays current and no version was written", cur.Type, cur.ID, cur.VersionID),
+	}}}
 }
 
 // ConditionalUpdate updates the resource matching criteria (PUT
@@ -465,6 +508,9 @@ func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops 
 	}
 	if rid, _ := res["id"].(string); rid != id {
 		return nil, outcome.BadRequest("a patch may not change the id").At("id")
+	}
+	if unchanged(cur, typ, id, res) {
+		return unchangedResult(cur), nil
 	}
 	r, err := s.writeVersion(ctx, tx, typ, id, cur, res, http.MethodPatch, now)
 	if err != nil {

@@ -226,6 +226,9 @@ type Result struct {
 	Returned int
 	// Written are the versions a batch or transaction wrote.
 	Written []*store.Resource
+	// Unchanged is set when an update or patch left the content as it
+	// was: no version was written and Resource is the current one.
+	Unchanged bool
 }
 
 // ValidID reports whether s is a valid FHIR resource id. "." and "..",
