@@ -27,6 +27,7 @@
 //	GET    /{type}/{id}/_history/{vid}     vread
 //	GET    /Patient/{id}/{type}            compartment search (POST …/{type}/_search likewise; {type} may be *)
 //	GET    /Patient/{id}/$everything       Patient $everything (POST with a Parameters body likewise)
+//	GET    /Patient/$everything            400: the type-level form is not supported
 //
 // A request is routed first: the ServeMux matches its pattern, the
 // interaction (package interaction) is built once from the matched route
@@ -198,6 +199,8 @@ func (a *API) routes() {
 	a.Handle(interaction.SearchType, "POST /{comp}/{cid}/{type}/_search", a.searchCompartment)
 	a.Handle(interaction.Operation, "GET /Patient/{id}/$everything", a.everything)
 	a.Handle(interaction.Operation, "POST /Patient/{id}/$everything", a.everything)
+	a.Handle(interaction.Operation, "GET /Patient/$everything", everyPatient)
+	a.Handle(interaction.Operation, "POST /Patient/$everything", everyPatient)
 }
 
 // route is one FHIR route: what it serves and its handler.
@@ -590,6 +593,12 @@ func marshal(v any) []byte {
 
 func (a *API) read(w http.ResponseWriter, r *http.Request) error {
 	typ, id := r.PathValue("type"), r.PathValue("id")
+	if strings.HasPrefix(id, "$") {
+		if err := a.checkType(r); err != nil {
+			return err
+		}
+		return outcome.New(http.StatusBadRequest, "not-supported", "the operation %s is not supported on the type %s", outcome.Truncate(id, 100), typ)
+	}
 	summary, elements, err := subsetParams(r)
 	if err != nil {
 		return err
@@ -925,6 +934,15 @@ func (a *API) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
 		return a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
 	})
+}
+
+// everyPatient answers the type-level Patient/$everything (R4
+// patient-operation-everything: the records of all patients) with a 400:
+// it is not supported, unbounded as it is. One patient's record is
+// Patient/[id]/$everything; many patients' the Bulk Data export.
+func everyPatient(http.ResponseWriter, *http.Request) error {
+	return outcome.New(http.StatusBadRequest, "not-supported",
+		"the type-level Patient/$everything (all patients' records) is not supported: use Patient/[id]/$everything for one patient, or the Bulk Data export Patient/$export for many")
 }
 
 // everything serves Patient/{id}/$everything: GET with query parameters,

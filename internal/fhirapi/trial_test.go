@@ -250,3 +250,29 @@ func testUnchangedWrite(t *testing.T, e *env) {
 		t.Errorf("1.0 to 1.00: ETag %s, want W/\"2\"", r.hdr.Get("ETag"))
 	}
 }
+
+// The type-level Patient/$everything (R4 patient-operation-everything:
+// all patients) was routed as a read of the id "$everything": 400
+// "invalid resource id". It is not supported, and the 400 says so and
+// what to use instead; another operation in the place of an id likewise
+// names the operation.
+func TestTypeLevelEverythingNotSupported(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.create(`{"resourceType":"Patient"}`)
+	for _, c := range []struct{ method, path, want string }{
+		{"GET", "/fhir/Patient/$everything", "Patient/[id]/$everything"},
+		{"GET", "/fhir/Patient/$everything?_count=10", "Patient/[id]/$everything"},
+		{"POST", "/fhir/Patient/$everything", "Patient/[id]/$everything"},
+		{"GET", "/fhir/Observation/$lastn", "operation $lastn is not supported on the type Observation"},
+	} {
+		issues := e.do(c.method, c.path, "").outcome(t, http.StatusBadRequest)
+		if code, _ := get(issues[0], "code").(string); code != "not-supported" {
+			t.Errorf("%s %s: code %q, want not-supported", c.method, c.path, code)
+		}
+		if d, _ := get(issues[0], "diagnostics").(string); !strings.Contains(d, c.want) {
+			t.Errorf("%s %s: diagnostics %q, want %q", c.method, c.path, d, c.want)
+		}
+	}
+	e.do("GET", "/fhir/Nothing/$everything", "").outcome(t, http.StatusNotFound)
+}
