@@ -276,3 +276,30 @@ func TestTypeLevelEverythingNotSupported(t *testing.T) {
 	}
 	e.do("GET", "/fhir/Nothing/$everything", "").outcome(t, http.StatusNotFound)
 }
+
+// A decimal beyond float64 (valueQuantity.value 1e400) was stored but
+// never indexed, and a search for it was a 400: the resource could not
+// be found by its value. R4 applies the IEEE 754 double limits to
+// decimals; such a value is now a 400 naming the element.
+func TestDecimalOutOfRangeRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	before := e.versionCount(t)
+	for _, c := range []struct{ typ, body, at string }{
+		{"Observation", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1e400,"unit":"kg"}}`, "Observation.valueQuantity.value"},
+		{"Observation", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":-2E+308}}`, "Observation.valueQuantity.value"},
+		{"Patient", `{"resourceType":"Patient","extension":[{"url":"http://x","valueDecimal":1e309}]}`, "Patient.extension[0].valueDecimal"},
+	} {
+		issues := e.do("POST", "/fhir/"+c.typ, c.body).outcome(t, http.StatusBadRequest)
+		d, _ := get(issues[0], "diagnostics").(string)
+		expr, _ := get(issues[0], "expression", 0).(string)
+		if !strings.Contains(d, "out of range") || expr != c.at {
+			t.Errorf("%s: diagnostics %q at %q, want out of range at %s", c.body, d, expr, c.at)
+		}
+	}
+	if n := e.versionCount(t); n != before {
+		t.Errorf("%d versions stored", n-before)
+	}
+	e.create(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.7976931348623157e308}}`)
+	e.create(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1e-400}}`)
+}
