@@ -65,6 +65,14 @@ import (
 // DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 16 << 20
 
+// MaxURLBytes bounds the request target (path and query) of a FHIR
+// request: a longer one is a 414 OperationOutcome pointing to POST
+// [type]/_search. It is half the listener's header limit
+// (server.DefaultMaxHeaderBytes, 64 KiB), so a URL between the two is
+// answered by Lapis; beyond that limit net/http answers 431 in plain text
+// before any handler runs.
+const MaxURLBytes = 32 << 10
+
 // Config configures the HTTP API.
 type Config struct {
 	// BaseURL is the public FHIR base URL ("http://127.0.0.1:8080/fhir");
@@ -325,8 +333,8 @@ func withValidationMode(r *http.Request) (*http.Request, error) {
 	return r.WithContext(profile.WithMode(r.Context(), mode)), nil
 }
 
-// ServeHTTP is the outermost handler: panic recovery, /metadata (outside
-// the stages), paths no route may see (not canonical, a reserved name
+// ServeHTTP is the outermost handler: panic recovery, a URL longer than
+// MaxURLBytes (414), /metadata (outside the stages), paths no route may see (not canonical, a reserved name
 // with a method it does not take), and every other request routed.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tw := &trackingWriter{ResponseWriter: w}
@@ -341,6 +349,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+	if n := urlBytes(r); n > MaxURLBytes {
+		httpx.SetRoute(r.Context(), "fhir.other", a.prefix)
+		a.writeError(tw, r, outcome.New(http.StatusRequestURITooLong, "too-long",
+			"the URL is %d bytes, more than the %d this server accepts; send long search criteria in the body of POST [type]/_search", n, MaxURLBytes))
+		return
+	}
 	if r.URL.Path == a.prefix+"/metadata" {
 		httpx.SetRoute(r.Context(), "fhir.metadata", r.URL.Path)
 		a.public(tw, r, a.capJSON())
@@ -358,6 +372,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mux.ServeHTTP(tw, r)
+}
+
+// urlBytes is the length of r's request target as sent (path and query).
+func urlBytes(r *http.Request) int {
+	if r.RequestURI != "" {
+		return len(r.RequestURI)
+	}
+	return len(r.URL.RequestURI())
 }
 
 // notFound answers what no route serves: 405 with Allow when the path has

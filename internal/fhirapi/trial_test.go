@@ -303,3 +303,18 @@ func TestDecimalOutOfRangeRefused(t *testing.T) {
 	e.create(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.7976931348623157e308}}`)
 	e.create(`{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1e-400}}`)
 }
+
+// A URL past the listener's header limit got net/http's plain-text 431.
+// A URL longer than MaxURLBytes (half that limit) is a 414
+// OperationOutcome that points to POST _search; one just within is served.
+func TestLongURLIs414(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	long := "/fhir/Patient?name=" + strings.Repeat("x", MaxURLBytes)
+	issues := e.do("GET", long, "").outcome(t, http.StatusRequestURITooLong)
+	if d, _ := get(issues[0], "diagnostics").(string); !strings.Contains(d, "POST [type]/_search") {
+		t.Errorf("diagnostics %q do not point to POST _search", d)
+	}
+	e.do("GET", "/fhir/Patient/"+strings.Repeat("x", MaxURLBytes), "").outcome(t, http.StatusRequestURITooLong)
+	e.do("GET", long[:MaxURLBytes-len("http://lapis.test")], "").expect(t, http.StatusOK) // the target as sent: absolute here
+}
