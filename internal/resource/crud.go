@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -302,12 +304,7 @@ func unchanged(cur *store.Resource, typ, id string, res map[string]any) bool {
 		}
 		meta = maps.Clone(mm)
 	}
-	stored, err := decodeStored(cur.Body)
-	if err != nil {
-		return false
-	}
-	sm, _ := stored["meta"].(map[string]any)
-	meta["versionId"], meta["lastUpdated"] = sm["versionId"], sm["lastUpdated"]
+	meta["versionId"], meta["lastUpdated"] = strconv.FormatInt(cur.VersionID, 10), fhirtime.FormatInstant(cur.LastUpdated)
 	c := maps.Clone(res)
 	c["resourceType"], c["id"], c["meta"] = typ, id, meta
 	b, err := MarshalResource(c)
