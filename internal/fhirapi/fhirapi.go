@@ -67,11 +67,11 @@ const DefaultMaxBodyBytes = 16 << 20
 
 // MaxURLBytes bounds the request target (path and query) of a FHIR
 // request: a longer one is a 414 OperationOutcome pointing to POST
-// [type]/_search. It is half the listener's header limit
-// (server.DefaultMaxHeaderBytes, 64 KiB), so a URL between the two is
-// answered by Lapis; beyond that limit net/http answers 431 in plain text
-// before any handler runs.
-const MaxURLBytes = 32 << 10
+// [type]/_search. It is three quarters of the listener's header limit
+// (server.DefaultMaxHeaderBytes, 64 KiB), leaving the rest to the other
+// headers, so a URL between the two is answered by Lapis; beyond that
+// limit net/http answers 431 in plain text before any handler runs.
+const MaxURLBytes = 48 << 10
 
 // Config configures the HTTP API.
 type Config struct {

@@ -2,6 +2,7 @@ package fhirapi
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -305,7 +306,7 @@ func TestDecimalOutOfRangeRefused(t *testing.T) {
 }
 
 // A URL past the listener's header limit got net/http's plain-text 431.
-// A URL longer than MaxURLBytes (half that limit) is a 414
+// A URL longer than MaxURLBytes (3/4 of that limit) is a 414
 // OperationOutcome that points to POST _search; one just within is served.
 func TestLongURLIs414(t *testing.T) {
 	t.Parallel()
@@ -317,4 +318,25 @@ func TestLongURLIs414(t *testing.T) {
 	}
 	e.do("GET", "/fhir/Patient/"+strings.Repeat("x", MaxURLBytes), "").outcome(t, http.StatusRequestURITooLong)
 	e.do("GET", long[:MaxURLBytes-len("http://lapis.test")], "").expect(t, http.StatusOK) // the target as sent: absolute here
+
+	// Over a listener with the server's header limit
+	// (server.DefaultMaxHeaderBytes): 414 from Lapis up to it, net/http's
+	// 431 beyond.
+	srv := httptest.NewUnstartedServer(e.h)
+	srv.Config.MaxHeaderBytes = 64 << 10
+	srv.Start()
+	defer srv.Close()
+	for n, want := range map[int]int{56 << 10: http.StatusRequestURITooLong, 100 << 10: http.StatusRequestHeaderFieldsTooLarge} {
+		res, err := srv.Client().Get(srv.URL + "/fhir/Patient?name=" + strings.Repeat("x", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("URL of %d bytes: status %d, want %d", n, res.StatusCode, want)
+		}
+		if ct := res.Header.Get("Content-Type"); want == http.StatusRequestURITooLong && !strings.HasPrefix(ct, "application/fhir+json") {
+			t.Errorf("414 Content-Type %q", ct)
+		}
+	}
 }
