@@ -27,6 +27,7 @@
 //	GET    /{type}/{id}/_history/{vid}     vread
 //	GET    /Patient/{id}/{type}            compartment search (POST …/{type}/_search likewise; {type} may be *)
 //	GET    /Patient/{id}/$everything       Patient $everything (POST with a Parameters body likewise)
+//	GET    /Patient/$everything            400: the type-level form is not supported
 //
 // A request is routed first: the ServeMux matches its pattern, the
 // interaction (package interaction) is built once from the matched route
@@ -63,6 +64,14 @@ import (
 
 // DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 16 << 20
+
+// MaxURLBytes bounds the request target (path and query) of a FHIR
+// request: a longer one is a 414 OperationOutcome pointing to POST
+// [type]/_search. It is three quarters of the listener's header limit
+// (server.DefaultMaxHeaderBytes, 64 KiB), leaving the rest to the other
+// headers, so a URL between the two is answered by Lapis; beyond that
+// limit net/http answers 431 in plain text before any handler runs.
+const MaxURLBytes = 48 << 10
 
 // Config configures the HTTP API.
 type Config struct {
@@ -198,6 +207,8 @@ func (a *API) routes() {
 	a.Handle(interaction.SearchType, "POST /{comp}/{cid}/{type}/_search", a.searchCompartment)
 	a.Handle(interaction.Operation, "GET /Patient/{id}/$everything", a.everything)
 	a.Handle(interaction.Operation, "POST /Patient/{id}/$everything", a.everything)
+	a.Handle(interaction.Operation, "GET /Patient/$everything", everyPatient)
+	a.Handle(interaction.Operation, "POST /Patient/$everything", everyPatient)
 }
 
 // route is one FHIR route: what it serves and its handler.
@@ -322,8 +333,8 @@ func withValidationMode(r *http.Request) (*http.Request, error) {
 	return r.WithContext(profile.WithMode(r.Context(), mode)), nil
 }
 
-// ServeHTTP is the outermost handler: panic recovery, /metadata (outside
-// the stages), paths no route may see (not canonical, a reserved name
+// ServeHTTP is the outermost handler: panic recovery, a URL longer than
+// MaxURLBytes (414), /metadata (outside the stages), paths no route may see (not canonical, a reserved name
 // with a method it does not take), and every other request routed.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tw := &trackingWriter{ResponseWriter: w}
@@ -338,6 +349,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
+	if n := urlBytes(r); n > MaxURLBytes {
+		httpx.SetRoute(r.Context(), "fhir.other", a.prefix)
+		a.writeError(tw, r, outcome.New(http.StatusRequestURITooLong, "too-long",
+			"the URL is %d bytes, more than the %d this server accepts; send long search criteria in the body of POST [type]/_search", n, MaxURLBytes))
+		return
+	}
 	if r.URL.Path == a.prefix+"/metadata" {
 		httpx.SetRoute(r.Context(), "fhir.metadata", r.URL.Path)
 		a.public(tw, r, a.capJSON())
@@ -355,6 +372,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mux.ServeHTTP(tw, r)
+}
+
+// urlBytes is the length of r's request target as sent (path and query).
+func urlBytes(r *http.Request) int {
+	if r.RequestURI != "" {
+		return len(r.RequestURI)
+	}
+	return len(r.URL.RequestURI())
 }
 
 // notFound answers what no route serves: 405 with Allow when the path has
@@ -590,6 +615,12 @@ func marshal(v any) []byte {
 
 func (a *API) read(w http.ResponseWriter, r *http.Request) error {
 	typ, id := r.PathValue("type"), r.PathValue("id")
+	if strings.HasPrefix(id, "$") {
+		if err := a.checkType(r); err != nil {
+			return err
+		}
+		return outcome.New(http.StatusBadRequest, "not-supported", "the operation %s is not supported on the type %s", outcome.Truncate(id, 100), typ)
+	}
 	summary, elements, err := subsetParams(r)
 	if err != nil {
 		return err
@@ -729,7 +760,7 @@ func (a *API) bodyWrite(w http.ResponseWriter, r *http.Request, check func(*http
 	if err != nil {
 		return err
 	}
-	res, err := run(r.Context(), r.PathValue("type"), key, body, r.Header.Get("If-Match"))
+	res, err := run(r.Context(), r.PathValue("type"), key, body, ifMatch(r))
 	if err != nil {
 		return err
 	}
@@ -799,8 +830,14 @@ func (a *API) conditionalPatch(w http.ResponseWriter, r *http.Request) error {
 	return a.conditionalBodyWrite(w, r, "PATCH", "patch", requirePatchBody, a.svc.ConditionalPatch)
 }
 
+// ifMatch is the request's If-Match, its header lines joined into one
+// list (RFC 9110 §5.3).
+func ifMatch(r *http.Request) string {
+	return strings.Join(r.Header.Values("If-Match"), ", ")
+}
+
 func (a *API) delete(w http.ResponseWriter, r *http.Request) error {
-	res, err := a.svc.Delete(r.Context(), r.PathValue("type"), r.PathValue("id"), r.Header.Get("If-Match"))
+	res, err := a.svc.Delete(r.Context(), r.PathValue("type"), r.PathValue("id"), ifMatch(r))
 	if err != nil {
 		return err
 	}
@@ -919,6 +956,15 @@ func (a *API) searchCompartment(w http.ResponseWriter, r *http.Request) error {
 	return a.search(w, r, func(params url.Values) (*resource.SearchPage, error) {
 		return a.svc.SearchCompartment(r.Context(), comp, id, typ, params, parsePrefer(r).strict)
 	})
+}
+
+// everyPatient answers the type-level Patient/$everything (R4
+// patient-operation-everything: the records of all patients) with a 400:
+// it is not supported, unbounded as it is. One patient's record is
+// Patient/[id]/$everything; many patients' the Bulk Data export.
+func everyPatient(http.ResponseWriter, *http.Request) error {
+	return outcome.New(http.StatusBadRequest, "not-supported",
+		"the type-level Patient/$everything (all patients' records) is not supported: use Patient/[id]/$everything for one patient, or the Bulk Data export Patient/$export for many")
 }
 
 // everything serves Patient/{id}/$everything: GET with query parameters,

@@ -39,7 +39,7 @@ type entry struct {
 	patch    []patchOp
 
 	ifNoneExist string
-	ifMatch     int64
+	ifMatch     precondition
 	ifNoneMatch string
 
 	// resolved during transaction processing
@@ -377,7 +377,7 @@ func (s *Service) transaction(ctx context.Context, entries []*entry, ret Return)
 				return nil, entryError(e.index, err)
 			}
 		}
-		if e.ifMatch != 0 {
+		if e.ifMatch.pinned() {
 			versioned = true
 		}
 		if e.history {
@@ -922,19 +922,12 @@ func (s *Service) batchEntry(ctx context.Context, e *entry, limit int64) (*Resul
 		if e.hasQuery {
 			return s.ConditionalDelete(ctx, e.typ, e.query)
 		}
-		return s.Delete(ctx, e.typ, e.id, etagOrEmpty(e.ifMatch))
+		return s.Delete(ctx, e.typ, e.id, e.ifMatch.String())
 	}
 	if err := s.access.Check(ctx, e.interaction(), e.typ); err != nil {
 		return nil, err
 	}
 	return s.get(ctx, s.st, e, limit)
-}
-
-func etagOrEmpty(v int64) string {
-	if v == 0 {
-		return ""
-	}
-	return ETag(v)
 }
 
 // createParsed is Create for an already decoded resource.
@@ -946,12 +939,12 @@ func (s *Service) createParsed(ctx context.Context, typ string, res map[string]a
 }
 
 // updateParsed is Update / ConditionalUpdate for a decoded resource.
-func (s *Service) updateParsed(ctx context.Context, typ, id, criteria string, res map[string]any, ifMatch int64) (*Result, error) {
+func (s *Service) updateParsed(ctx context.Context, typ, id, criteria string, res map[string]any, ifMatch precondition) (*Result, error) {
 	if err := s.checkAccess(ctx, InteractionUpdate, typ, criteria != ""); err != nil {
 		return nil, err
 	}
 	var out *Result
-	err := s.update(ctx, ifMatch == 0, func(tx store.Tx) error {
+	err := s.update(ctx, !ifMatch.pinned(), func(tx store.Tx) error {
 		var r *Result
 		var err error
 		if criteria != "" {
@@ -962,19 +955,19 @@ func (s *Service) updateParsed(ctx context.Context, typ, id, criteria string, re
 		out = r
 		return err
 	})
-	if err != nil && ifMatch != 0 && errors.Is(err, store.ErrConflict) {
-		return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", ifMatch)
+	if err != nil && ifMatch.pinned() && errors.Is(err, store.ErrConflict) {
+		return nil, ifMatch.stale("the resource")
 	}
 	return out, err
 }
 
 // patchParsed is Patch / ConditionalPatch for decoded operations.
-func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops []patchOp, ifMatch int64) (*Result, error) {
+func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops []patchOp, ifMatch precondition) (*Result, error) {
 	if err := s.access.Check(ctx, InteractionPatch, typ); err != nil {
 		return nil, err
 	}
 	var out *Result
-	err := s.update(ctx, ifMatch == 0, func(tx store.Tx) error {
+	err := s.update(ctx, !ifMatch.pinned(), func(tx store.Tx) error {
 		target := id
 		if criteria != "" {
 			t, err := s.resolveSingle(ctx, tx, typ, criteria)
@@ -987,8 +980,8 @@ func (s *Service) patchParsed(ctx context.Context, typ, id, criteria string, ops
 		out = r
 		return err
 	})
-	if err != nil && ifMatch != 0 && errors.Is(err, store.ErrConflict) {
-		return nil, preconditionFailed("the resource was modified concurrently; version %d is no longer current", ifMatch)
+	if err != nil && ifMatch.pinned() && errors.Is(err, store.ErrConflict) {
+		return nil, ifMatch.stale("the resource")
 	}
 	return out, err
 }

@@ -78,7 +78,7 @@ func (res *Result) tally(be *bundleEntry, r *Result) {
 		return
 	}
 	if be.Response != nil && be.Response.Location != "" {
-		if r.Resource != nil {
+		if r.Resource != nil && !r.Unchanged {
 			res.Written = append(res.Written, r.Resource)
 		}
 		return

@@ -1,13 +1,17 @@
 package resource
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/lapis-health/lapis/internal/fhir/fhirtime"
 	"github.com/lapis-health/lapis/internal/fhir/outcome"
 	"github.com/lapis-health/lapis/internal/store"
 )
@@ -223,8 +227,8 @@ func (s *Service) vread(ctx context.Context, st vreader, typ, id string, version
 // Update replaces typ/id with the body (PUT [base]/[type]/[id]). The body's
 // resourceType and id must match the URL (400 otherwise). A resource that
 // does not exist (or is deleted) is created with the client's id (201).
-// ifMatch is the If-Match header ("" for none): W/"n" must be the current
-// version, else 412.
+// ifMatch is the If-Match header ("" for none): "*" or a list of version
+// ETags (W/"n") one of which must be the current version, else 412.
 func (s *Service) Update(ctx context.Context, typ, id string, body []byte, ifMatch string) (*Result, error) {
 	version, err := s.admitVersioned(ctx, InteractionUpdate, typ, id, false, ifMatch)
 	if err != nil {
@@ -240,7 +244,7 @@ func (s *Service) Update(ctx context.Context, typ, id string, body []byte, ifMat
 	return s.versionedWrite(ctx, version, "update", func(tx store.Tx) (*Result, error) {
 		return s.updateTx(ctx, tx, typ, id, deepCopy(res).(map[string]any), version, http.MethodPut, s.timestamp())
 	}, func() error {
-		return preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
+		return version.stale(typ + "/" + id)
 	})
 }
 
@@ -258,7 +262,7 @@ func checkBodyID(res map[string]any, id string) error {
 }
 
 // updateTx writes res as the next version of typ/id inside tx.
-func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res map[string]any, ifMatch int64, method string, now time.Time) (*Result, error) {
+func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res map[string]any, ifMatch precondition, method string, now time.Time) (*Result, error) {
 	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
 		return nil, s.writeHidden(ctx, tx, typ, id)
@@ -266,13 +270,11 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res
 	if err != nil {
 		return nil, err
 	}
-	if ifMatch != 0 {
-		if cur == nil || cur.Deleted {
-			return nil, preconditionFailed("If-Match version %d given but %s/%s does not exist", ifMatch, typ, id)
-		}
-		if cur.VersionID != ifMatch {
-			return nil, preconditionFailed("If-Match version %d is not the current version %d of %s/%s", ifMatch, cur.VersionID, typ, id)
-		}
+	if err := ifMatch.check(cur, typ, id); err != nil {
+		return nil, err
+	}
+	if unchanged(cur, typ, id, res) {
+		return unchangedResult(cur), nil
 	}
 	r, err := s.writeVersion(ctx, tx, typ, id, cur, res, method, now)
 	if err != nil {
@@ -283,6 +285,39 @@ func (s *Service) updateTx(ctx context.Context, tx store.Tx, typ, id string, res
 		status = http.StatusCreated
 	}
 	return &Result{Status: status, Resource: r, Body: r.Body}, nil
+}
+
+// unchanged reports whether res, to be written after cur, holds cur's
+// content: the body cur's version would have with res, meta.versionId and
+// meta.lastUpdated aside. An update or patch that changes nothing writes
+// no version (as HAPI does; R4 leaves it open): the current version
+// answers, with its ETag and Last-Modified, and history stays as it was.
+func unchanged(cur *store.Resource, typ, id string, res map[string]any) bool {
+	if cur == nil || cur.Deleted {
+		return false
+	}
+	meta := map[string]any{}
+	if m, present := res["meta"]; present {
+		mm, ok := m.(map[string]any)
+		if !ok {
+			return false
+		}
+		meta = maps.Clone(mm)
+	}
+	meta["versionId"], meta["lastUpdated"] = strconv.FormatInt(cur.VersionID, 10), fhirtime.FormatInstant(cur.LastUpdated)
+	c := maps.Clone(res)
+	c["resourceType"], c["id"], c["meta"] = typ, id, meta
+	b, err := MarshalResource(c)
+	return err == nil && bytes.Equal(b, cur.Body)
+}
+
+// unchangedResult is the answer to an update or patch that changed
+// nothing: the current version cur.
+func unchangedResult(cur *store.Resource) *Result {
+	return &Result{Status: http.StatusOK, Resource: cur, Body: cur.Body, Unchanged: true, Issues: []outcome.Issue{{
+		Severity: "information", Code: "informational",
+		Diagnostics: fmt.Sprintf("the content of %s/%s is unchanged; version %d stays current and no version was written", cur.Type, cur.ID, cur.VersionID),
+	}}}
 }
 
 // ConditionalUpdate updates the resource matching criteria (PUT
@@ -302,7 +337,7 @@ func (s *Service) ConditionalUpdate(ctx context.Context, typ, criteria string, b
 	return s.versionedWrite(ctx, version, "conditional update", func(tx store.Tx) (*Result, error) {
 		return s.conditionalUpdateTx(ctx, tx, typ, criteria, deepCopy(res).(map[string]any), version, s.timestamp())
 	}, func() error {
-		return preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
+		return version.stale("the resource")
 	})
 }
 
@@ -349,7 +384,7 @@ func (s *Service) resolveConditionalUpdate(ctx context.Context, tx store.Tx, typ
 	}
 }
 
-func (s *Service) conditionalUpdateTx(ctx context.Context, tx store.Tx, typ, criteria string, res map[string]any, ifMatch int64, now time.Time) (*Result, error) {
+func (s *Service) conditionalUpdateTx(ctx context.Context, tx store.Tx, typ, criteria string, res map[string]any, ifMatch precondition, now time.Time) (*Result, error) {
 	id, err := s.resolveConditionalUpdate(ctx, tx, typ, criteria, res)
 	if err != nil {
 		return nil, err
@@ -373,7 +408,7 @@ func (s *Service) Patch(ctx context.Context, typ, id string, patch []byte, ifMat
 	return s.versionedWrite(ctx, version, "patch", func(tx store.Tx) (*Result, error) {
 		return s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
 	}, func() error {
-		return preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
+		return version.stale(typ + "/" + id)
 	})
 }
 
@@ -395,7 +430,7 @@ func (s *Service) ConditionalPatch(ctx context.Context, typ, criteria string, pa
 		}
 		return s.patchTx(ctx, tx, typ, id, ops, version, s.timestamp())
 	}, func() error {
-		return preconditionFailed("the resource was modified concurrently; version %d is no longer current", version)
+		return version.stale("the resource")
 	})
 }
 
@@ -436,7 +471,7 @@ func patchOutcome(err error) error {
 }
 
 // patchTx applies ops to the current version of typ/id inside tx.
-func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops []patchOp, ifMatch int64, now time.Time) (*Result, error) {
+func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops []patchOp, ifMatch precondition, now time.Time) (*Result, error) {
 	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
 		return nil, s.writeHidden(ctx, tx, typ, id)
@@ -450,8 +485,8 @@ func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops 
 	if cur.Deleted {
 		return nil, gone(typ, id)
 	}
-	if ifMatch != 0 && cur.VersionID != ifMatch {
-		return nil, preconditionFailed("If-Match version %d is not the current version %d of %s/%s", ifMatch, cur.VersionID, typ, id)
+	if err := ifMatch.check(cur, typ, id); err != nil {
+		return nil, err
 	}
 	doc, err := decodeStored(cur.Body)
 	if err != nil {
@@ -470,6 +505,9 @@ func (s *Service) patchTx(ctx context.Context, tx store.Tx, typ, id string, ops 
 	}
 	if rid, _ := res["id"].(string); rid != id {
 		return nil, outcome.BadRequest("a patch may not change the id").At("id")
+	}
+	if unchanged(cur, typ, id, res) {
+		return unchangedResult(cur), nil
 	}
 	r, err := s.writeVersion(ctx, tx, typ, id, cur, res, http.MethodPatch, now)
 	if err != nil {
@@ -496,11 +534,11 @@ func (s *Service) Delete(ctx context.Context, typ, id string, ifMatch string) (*
 	return s.versionedWrite(ctx, version, "delete", func(tx store.Tx) (*Result, error) {
 		return s.deleteTx(ctx, tx, typ, id, version, s.timestamp())
 	}, func() error {
-		return preconditionFailed("%s/%s was modified concurrently; version %d is no longer current", typ, id, version)
+		return version.stale(typ + "/" + id)
 	})
 }
 
-func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifMatch int64, now time.Time) (*Result, error) {
+func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifMatch precondition, now time.Time) (*Result, error) {
 	cur, err := s.current(ctx, tx, typ, id, true)
 	if errors.Is(err, errHidden) {
 		return nil, s.writeHidden(ctx, tx, typ, id)
@@ -508,8 +546,8 @@ func (s *Service) deleteTx(ctx context.Context, tx store.Tx, typ, id string, ifM
 	if err != nil {
 		return nil, err
 	}
-	if ifMatch != 0 && (cur == nil || cur.Deleted || cur.VersionID != ifMatch) {
-		return nil, preconditionFailed("If-Match version %d is not the current version of %s/%s", ifMatch, typ, id)
+	if err := ifMatch.check(cur, typ, id); err != nil {
+		return nil, err
 	}
 	if cur == nil {
 		return &Result{Status: http.StatusNoContent, Issues: []outcome.Issue{{Severity: "information", Code: "not-found",
@@ -557,7 +595,7 @@ func (s *Service) conditionalDeleteTx(ctx context.Context, tx store.Tx, typ, cri
 		return &Result{Status: http.StatusNoContent, Issues: []outcome.Issue{{Severity: "information", Code: "not-found",
 			Diagnostics: fmt.Sprintf("no %s resource matches the criteria; nothing was deleted", typ)}}}, nil
 	case 1:
-		return s.deleteTx(ctx, tx, typ, matches[0].ID, 0, now)
+		return s.deleteTx(ctx, tx, typ, matches[0].ID, precondition{}, now)
 	default:
 		return nil, preconditionFailed("the criteria match more than one %s resource; multiple deletes are not supported", typ)
 	}
@@ -565,9 +603,9 @@ func (s *Service) conditionalDeleteTx(ctx context.Context, tx store.Tx, typ, cri
 
 // admitVersioned admits an interaction (see admit) that writes a new
 // version and parses its If-Match header ("" for none: version 0).
-func (s *Service) admitVersioned(ctx context.Context, op Interaction, typ, id string, conditional bool, ifMatch string) (int64, error) {
+func (s *Service) admitVersioned(ctx context.Context, op Interaction, typ, id string, conditional bool, ifMatch string) (precondition, error) {
 	if err := s.admit(ctx, op, typ, id, conditional); err != nil {
-		return 0, err
+		return precondition{}, err
 	}
 	return parseIfMatch(ifMatch)
 }
@@ -604,15 +642,15 @@ func (s *Service) checkAccess(ctx context.Context, op Interaction, typ string, c
 // when no version was asked for). A conflict under If-Match (version != 0)
 // becomes the 412 made by stale; any other store failure is an internal
 // error reported under op.
-func (s *Service) versionedWrite(ctx context.Context, version int64, op string, write func(tx store.Tx) (*Result, error), stale func() error) (*Result, error) {
+func (s *Service) versionedWrite(ctx context.Context, version precondition, op string, write func(tx store.Tx) (*Result, error), stale func() error) (*Result, error) {
 	var out *Result
-	err := s.update(ctx, version == 0, func(tx store.Tx) error {
+	err := s.update(ctx, !version.pinned(), func(tx store.Tx) error {
 		r, err := write(tx)
 		out = r
 		return err
 	})
 	if err != nil {
-		if version != 0 && errors.Is(err, store.ErrConflict) {
+		if version.pinned() && errors.Is(err, store.ErrConflict) {
 			return nil, stale()
 		}
 		return nil, s.internal(ctx, op, err)

@@ -230,6 +230,9 @@ type Result struct {
 	Returned int
 	// Written are the versions a batch or transaction wrote.
 	Written []*store.Resource
+	// Unchanged is set when an update or patch left the content as it
+	// was: no version was written and Resource is the current one.
+	Unchanged bool
 }
 
 // ValidID reports whether s is a valid FHIR resource id. "." and "..",
@@ -279,17 +282,6 @@ func ParseETag(s string) (int64, error) {
 	v, ok := ParseVersion(t)
 	if !ok {
 		return 0, fmt.Errorf("invalid version ETag %q (expected W/\"<version>\")", s)
-	}
-	return v, nil
-}
-
-func parseIfMatch(s string) (int64, error) {
-	if strings.TrimSpace(s) == "" {
-		return 0, nil
-	}
-	v, err := ParseETag(s)
-	if err != nil {
-		return 0, outcome.BadRequest("If-Match: %s", err.Error())
 	}
 	return v, nil
 }

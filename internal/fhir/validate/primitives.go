@@ -138,7 +138,13 @@ func checkBoolean(val any) string {
 func checkDecimal(val any) string {
 	switch x := val.(type) {
 	case json.Number:
-		if _, err := strconv.ParseFloat(string(x), 64); err != nil && !isRangeErr(err) {
+		_, err := strconv.ParseFloat(string(x), 64)
+		switch {
+		case isRangeErr(err):
+			// R4 datatypes.html#decimal: the limits of xs:double (IEEE
+			// 754) apply. Lapis could neither index nor search it.
+			return fmt.Sprintf("Decimal value %s is out of range: its magnitude must be at most about 1.8e308 (the IEEE 754 double limit R4 applies to decimals)", quote(string(x)))
+		case err != nil:
 			return fmt.Sprintf("Invalid decimal value %s", quote(string(x)))
 		}
 		return ""
