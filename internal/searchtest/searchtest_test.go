@@ -48,11 +48,13 @@ func load(t *testing.T, dialect string) *env {
 	e.t0 = time.Now().UTC().Add(-time.Millisecond).Format(tsLayout)
 	putAll(t, e.app, fixtures)
 	// T1 is a millisecond (the precision of lastUpdated) after the
-	// fixtures' and before p5's.
+	// fixtures' and before p5's second version (which changes
+	// meta.source: an update that changes nothing keeps its version and
+	// lastUpdated).
 	t1 := nextMillisecond(time.Now())
 	e.t1 = t1.UTC().Format(tsLayout)
 	nextMillisecond(t1)
-	p5 := `{"resourceType":"Patient","id":"p5","name":[{"family":"van Dyke","given":["Dick"]}],"gender":"other","birthDate":"2001-01-01"}`
+	p5 := `{"resourceType":"Patient","id":"p5","meta":{"source":"urn:lapis:searchtest#second"},"name":[{"family":"van Dyke","given":["Dick"]}],"gender":"other","birthDate":"2001-01-01"}`
 	if _, err := e.app.Service.Update(ctx, "Patient", "p5", []byte(p5), ""); err != nil {
 		t.Fatalf("updating p5: %v", err)
 	}
