@@ -3,9 +3,6 @@ package bulk
 import (
 	"context"
 	"testing"
-
-	"github.com/lapis-health/lapis/internal/database"
-	"github.com/lapis-health/lapis/internal/testutil/pgtest"
 )
 
 // TestJobUnstorableID checks that a status or file URL whose job id holds
@@ -15,19 +12,7 @@ func TestJobUnstorableID(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			o := database.Options{DataDir: t.TempDir()}
-			if dialect == "postgres" {
-				o.URL = pgtest.New(t)
-			}
-			h, err := database.Open(ctx, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Close()
-			j, err := openJobs(ctx, h)
-			if err != nil {
-				t.Fatal(err)
-			}
+			j := testJobs(t, dialect)
 			for _, id := range []string{"\x00", "a\xffb", "0123456789abcdef0123456789abcdef"} {
 				if jb, err := j.get(ctx, id); jb != nil || err != nil {
 					t.Errorf("get(%q) = %v, %v; want no job", id, jb, err)

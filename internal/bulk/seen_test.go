@@ -45,19 +45,7 @@ func TestDedup(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			o := database.Options{DataDir: t.TempDir()}
-			if dialect == "postgres" {
-				o.URL = pgtest.New(t)
-			}
-			h, err := database.Open(ctx, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Close()
-			j, err := openJobs(ctx, h)
-			if err != nil {
-				t.Fatal(err)
-			}
+			j := testJobs(t, dialect)
 			var written []string
 			d := &dedup{seen: &seen{j: j, job: "j1", attempt: 1}, write: func(id string, _ []byte) error {
 				written = append(written, id)
@@ -99,9 +87,30 @@ func TestDedup(t *testing.T) {
 				t.Fatal(err)
 			}
 			var n int
-			if err := h.Reader.QueryRowContext(ctx, "SELECT count(*) FROM export_seen").Scan(&n); err != nil || n != 0 {
+			if err := j.r.QueryRowContext(ctx, "SELECT count(*) FROM export_seen").Scan(&n); err != nil || n != 0 {
 				t.Errorf("rows left: %d %v", n, err)
 			}
 		})
 	}
+}
+
+// testJobs opens the export jobs' tables on a fresh database of dialect
+// (closed when t ends).
+func testJobs(t *testing.T, dialect string) *jobs {
+	t.Helper()
+	ctx := context.Background()
+	o := database.Options{DataDir: t.TempDir()}
+	if dialect == "postgres" {
+		o.URL = pgtest.New(t)
+	}
+	h, err := database.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	j, err := openJobs(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }
