@@ -234,15 +234,40 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, bool, error) {
 		}
 	}
 	if q.Compartment != nil {
-		// Compartment search: membership as the access filter renders it.
-		c := *q.Compartment
-		c.Exclusive = false
+		// Compartment search: membership as the access filter renders it,
+		// of the member types the caller may see.
+		c := visibleCompartment(q)
 		g.filter = &store.AccessFilter{Compartment: &c}
 		conds = append(conds, g.compartment("r", sc.typ))
 		g.filter = q.Filter
 	}
 	pin := driver >= 0 && e.D == Postgres && q.Compartment == nil && pinnable(q.Filter) && pinnable(q.MatchFilter)
 	return " FROM resources r WHERE " + strings.Join(conds, " AND "), pin, nil
+}
+
+// visibleCompartment returns q's compartment (not exclusive) without the
+// member types its filters hide: their rows are never matches, so the
+// membership test need not read their references. AuditEvent is hidden
+// from all but admins, and every request about a patient leaves one
+// naming it: the compartment search of a patient's record ($everything,
+// Patient/ID/*) read them all, slower with every access to the record.
+func visibleCompartment(q *store.Query) store.Compartment {
+	c := *q.Compartment
+	c.Exclusive = false
+	shown := func(t string) bool { return q.Filter.MayShow(t) && q.MatchFilter.MayShow(t) }
+	for t := range c.Params {
+		if !shown(t) {
+			params := make(map[string][]string, len(c.Params))
+			for t, ps := range c.Params {
+				if shown(t) {
+					params[t] = ps
+				}
+			}
+			c.Params = params
+			break
+		}
+	}
+	return c
 }
 
 // showsWholeTypes reports whether f has a compartment and, beside it,

@@ -1,6 +1,7 @@
 package sqlgen
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -102,6 +103,55 @@ func TestSystemSearchDrivenBesideSharedTypes(t *testing.T) {
 			}
 			if got := strings.Contains(from, "SELECT dw.rid FROM "); got != tc.driven {
 				t.Errorf("%d %s: driven by the compartment and the shared types: %v, want %v: %s", d, tc.name, got, tc.driven, from)
+			}
+		}
+	}
+}
+
+// TestCompartmentSearchSkipsHiddenTypes checks that a compartment search
+// ($everything, Patient/ID/*) does not read the references of the member
+// types the caller may not see: with AuditEvent hidden, the statement is
+// the one of a compartment without AuditEvent. Every request about a
+// patient leaves an AuditEvent naming it, and the membership test read
+// them all, the record's searches slower with every access to it.
+func TestCompartmentSearchSkipsHiddenTypes(t *testing.T) {
+	params := map[string][]string{"Observation": {"subject"}, "Patient": {"link"}}
+	withAudit := map[string][]string{"AuditEvent": {"entity", "patient"}}
+	for k, v := range params {
+		withAudit[k] = v
+	}
+	system := &store.AccessFilter{Types: map[string][]store.AccessRule{"*": {{}}, "AuditEvent": {}}}
+	patient := &store.AccessFilter{Compartment: &store.Compartment{Type: "Patient", ID: "p1", Params: withAudit},
+		Types: map[string][]store.AccessRule{"*": {{Compartment: true}}, "AuditEvent": {}}}
+	admin := &store.AccessFilter{Types: map[string][]store.AccessRule{"*": {{}}}}
+	render := func(d Dialect, q store.Query, p map[string][]string) string {
+		q.Compartment = &store.Compartment{Type: "Patient", ID: "p1", Params: p}
+		b := &Builder{D: d}
+		from, _, err := (&Engine{D: d}).base(b, &q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(from, b.Args)
+	}
+	for _, d := range []Dialect{SQLite, Postgres} {
+		for _, tc := range []struct {
+			name   string
+			q      store.Query
+			hidden bool
+		}{
+			{"system key", store.Query{Filter: system}, true},
+			{"patient key", store.Query{Filter: patient}, true},
+			{"match filter", store.Query{Filter: admin, MatchFilter: system}, true},
+			{"one type", store.Query{Type: "Observation", Filter: system}, true},
+			{"admin", store.Query{Filter: admin}, false},
+			{"no filter", store.Query{}, false},
+		} {
+			got, without := render(d, tc.q, withAudit), render(d, tc.q, params)
+			if tc.hidden && got != without {
+				t.Errorf("%d %s: the hidden AuditEvents are read:\n%s\nwant\n%s", d, tc.name, got, without)
+			}
+			if !tc.hidden && got == without {
+				t.Errorf("%d %s: the visible AuditEvents are not searched: %s", d, tc.name, got)
 			}
 		}
 	}
