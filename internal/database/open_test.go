@@ -87,6 +87,10 @@ func TestOpen(t *testing.T) {
 			if err := h.Writer.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&ac); err != nil || ac != 0 {
 				t.Errorf("writer wal_autocheckpoint %d %v", ac, err)
 			}
+			var limit int64
+			if err := h.Writer.QueryRowContext(ctx, "PRAGMA journal_size_limit").Scan(&limit); err != nil || limit != 64<<20 {
+				t.Errorf("writer journal_size_limit %d %v", limit, err)
+			}
 			fi, err := os.Stat(filepath.Join(dir, database.SQLiteFile))
 			if err != nil {
 				t.Fatalf("the SQLite file is not in the data directory: %v", err)

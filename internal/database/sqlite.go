@@ -20,6 +20,10 @@ import (
 // WAL, synchronous NORMAL, foreign keys, a 32 MB page cache, no memory
 // map, temporary tables in memory.
 //
+// A WAL file that a burst of writes grew is cut back to 64 MiB when a
+// checkpoint lets the next writer start it again (journal_size_limit):
+// without it the file keeps its largest size on disk for good.
+//
 // No memory map: a connection whose read transaction finds the database
 // changed since its last one (in a serving process, nearly always: the
 // audit trail writes on every request) drops its page cache and, when
@@ -34,6 +38,7 @@ var sqlitePragmas = []string{
 	"synchronous(NORMAL)",
 	"foreign_keys(1)",
 	"cache_size(-32000)",
+	"journal_size_limit(67108864)",
 	"mmap_size(0)",
 	"temp_store(MEMORY)",
 }
