@@ -14,7 +14,7 @@ const anonMinArgs = 16
 // writes them) as anonymous ones (?) in the order they appear, with args
 // reordered (a placeholder used twice gets its value twice) to match.
 // Statements with fewer than anonMinArgs arguments, or none numbered,
-// come back unchanged.
+// and texts of several statements come back unchanged.
 //
 // The driver (modernc.org/sqlite) asks SQLite for every parameter's name
 // before it binds the parameter, and SQLite finds a numbered parameter's
@@ -84,6 +84,11 @@ func rewriteAnonymous(query string, nargs int) anonRewrite {
 			}
 		case c == '\'' || c == '"' || c == '`':
 			quote = c
+		case c == ';' && strings.TrimSpace(query[i+1:]) != "":
+			// Several statements: the driver binds each one's
+			// anonymous parameters from the first argument again,
+			// so only numbered ones reach the later statements.
+			return unchanged
 		case c == '?':
 			j := i + 1
 			n := 0

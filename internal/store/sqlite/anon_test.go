@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"reflect"
 	"strings"
@@ -62,5 +64,44 @@ func BenchmarkAnonymous(b *testing.B) {
 	q := sb.String()
 	for b.Loop() {
 		anonymous(q, args)
+	}
+}
+
+// A text of several statements keeps its numbered placeholders: the
+// driver binds each statement's anonymous parameters from the first
+// argument again, so the second statement's ? would take the first
+// statement's values.
+func TestAnonymousSeveralStatements(t *testing.T) {
+	db, err := sql.Open("sqlite", ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE a (v TEXT); CREATE TABLE b (v TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	args := make([]any, 16)
+	var first []string
+	for i := range args {
+		args[i] = fmt.Sprint("v", i+1)
+		if i < 15 {
+			first = append(first, fmt.Sprintf("(?%d)", i+1))
+		}
+	}
+	q := "INSERT INTO a (v) VALUES " + strings.Join(first, ", ") + "; INSERT INTO b (v) VALUES (?16)"
+	q, out := anonymous(q, args)
+	if _, err := db.ExecContext(ctx, q, out...); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	if err := db.QueryRowContext(ctx, "SELECT v FROM b").Scan(&v); err != nil || v != "v16" {
+		t.Errorf("second statement bound %q (%v), want v16", v, err)
+	}
+	for _, q := range []string{"SELECT ?1" + strings.Repeat(", ?1", 20) + ";", "SELECT ';'" + strings.Repeat(", ?1", 20)} {
+		if got, _ := anonymous(q, args); got == q {
+			t.Errorf("%q: one statement left numbered", q)
+		}
 	}
 }
