@@ -1,6 +1,7 @@
 package database
 
 import (
+	"sync"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -33,7 +34,16 @@ const sqlitePageSlots = 8192
 // installed the slots (for tests).
 var sqlitePageCacheConfigured bool
 
-func init() { sqlitePageCacheConfigured = configureSQLitePageCache() }
+// sqlitePageCacheOnce makes the slots at the first OpenSQLite of the
+// process, not at start: a process that never opens SQLite (PostgreSQL
+// only) reserves no address space for them.
+var sqlitePageCacheOnce sync.Once
+
+// ensureSQLitePageCache installs the slots once, before the process's
+// first SQLite connection (OpenSQLite calls it first).
+func ensureSQLitePageCache() {
+	sqlitePageCacheOnce.Do(func() { sqlitePageCacheConfigured = configureSQLitePageCache() })
+}
 
 // pcacheHeader receives the header size of a page slot from SQLite
 // (SQLITE_CONFIG_PCACHE_HDRSZ): a package variable, since its address goes

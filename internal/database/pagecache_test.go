@@ -31,15 +31,15 @@ func pageCacheStatus(t *testing.T) (cur, high int32) {
 // cached pages from the configured slots (and a reader whose cache a
 // commit emptied takes them again from there), not an allocation each.
 func TestSQLitePageCacheSlots(t *testing.T) {
-	if !sqlitePageCacheConfigured {
-		t.Fatal("SQLITE_CONFIG_PAGECACHE was not installed")
-	}
 	ctx := context.Background()
 	h, err := Open(ctx, Options{DataDir: t.TempDir(), SQLiteReaders: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
+	if !sqlitePageCacheConfigured {
+		t.Fatal("SQLITE_CONFIG_PAGECACHE was not installed")
+	}
 	if _, err := h.Writer.ExecContext(ctx, "CREATE TABLE slots_t (k INTEGER PRIMARY KEY, v TEXT)"); err != nil {
 		t.Fatal(err)
 	}

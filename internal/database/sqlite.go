@@ -69,6 +69,7 @@ func SQLiteScratchPath(path string) string { return path + "-scratch" }
 // whose BEGIN IMMEDIATE would otherwise take the scratch file's write
 // lock too (only side connections, OpenSQLiteConn, write it).
 func OpenSQLite(ctx context.Context, path string, readers int) (*DB, error) {
+	ensureSQLitePageCache()
 	if readers <= 0 {
 		readers = defaultReaders()
 	}
