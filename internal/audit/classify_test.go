@@ -1,6 +1,11 @@
 package audit
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/lapis-health/lapis/internal/fhir/interaction"
+)
 
 // TestClassifyPatientRule: audit names the patient a request targets by
 // the rule rate limiting charges (interaction.Parse). It used to skip
@@ -20,5 +25,28 @@ func TestClassifyPatientRule(t *testing.T) {
 		if c := Classify("GET", tc.path, tc.query); c.Patient != tc.want {
 			t.Errorf("%s?%s: patient %q, want %q", tc.path, tc.query, c.Patient, tc.want)
 		}
+	}
+}
+
+// TestUnchangedWriteDescribed: the record of an update that changed
+// nothing says so (its entity names the current version, which an earlier
+// request wrote); a real update's record does not.
+func TestUnchangedWriteDescribed(t *testing.T) {
+	c := &Classified{Interaction: "update", Action: "U", Type: "Patient", ID: "p1", Write: true}
+	for _, unchanged := range []bool{true, false} {
+		var e Event
+		fillEvent(&e, c, 200, &interaction.Outcome{Resource: interaction.Ref{Type: "Patient", ID: "p1", Version: "3"}, Unchanged: unchanged})
+		if got := strings.Contains(e.Description, "unchanged"); got != unchanged {
+			t.Errorf("unchanged %t: description %q", unchanged, e.Description)
+		}
+		if len(e.Entities) == 0 {
+			t.Errorf("unchanged %t: no entity", unchanged)
+		}
+	}
+	// A refused request is described by its status alone.
+	var e Event
+	fillEvent(&e, c, 412, &interaction.Outcome{Unchanged: true})
+	if e.Description != "" {
+		t.Errorf("412: description %q", e.Description)
 	}
 }

@@ -152,6 +152,11 @@ func fillEvent(e *Event, c *Classified, status int, o *interaction.Outcome) {
 	if c.VersionID != "" {
 		version = c.VersionID
 	}
+	if o.Unchanged && status < 400 {
+		// The version named is the current one, written before: say so,
+		// or the record would read as this request having written it.
+		e.Description = "unchanged: no version written"
+	}
 	e.Entities = append(e.Entities, c.entities(id, version)...)
 	if e.Patient == "" {
 		e.Patient = c.Patient

@@ -20,6 +20,7 @@ func note(r *http.Request, res *resource.Result) {
 	if res.Resource != nil {
 		o.Resource = ref(res.Resource)
 	}
+	o.Unchanged = res.Unchanged
 	o.Returned = res.Returned
 	for _, w := range res.Written {
 		o.Written = append(o.Written, ref(w))

@@ -26,6 +26,9 @@ type Outcome struct {
 	// Written are the versions a batch or transaction wrote (its entries
 	// with a response location).
 	Written []Ref
+	// Unchanged is set for an update or patch that changed nothing and
+	// wrote no version: Resource is the current version, written before.
+	Unchanged bool
 }
 
 // Ref names a resource version.
