@@ -57,9 +57,10 @@ type anonRewrite struct {
 	args  int // the number of arguments it was made for
 }
 
-// anonCacheMax bounds anonCache (sqlgen's statements take a few hundred
-// shapes; the cache starts again empty when it is full).
-const anonCacheMax = 2048
+// anonCacheMax bounds anonCache as the statement cache is bounded
+// (sqlgen's statements take a few hundred shapes, each text a few KB; the
+// cache starts again empty when it is full).
+const anonCacheMax = 512
 
 // anonCache keeps the rewrites by statement text.
 var anonCache = struct {
