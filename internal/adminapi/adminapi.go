@@ -50,7 +50,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	api "github.com/lapis-health/lapis/client/admin"
 	"github.com/lapis-health/lapis/internal/admin"
@@ -259,14 +258,9 @@ func noContent(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// storable reports whether s can be stored as text in both dialects:
-// valid UTF-8 without NUL (PostgreSQL refuses anything else in a
-// statement).
-func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
-
 // storableURL reports whether u's decoded path and query are storable.
 func storableURL(u *url.URL) bool {
-	if !storable(u.Path) {
+	if !authdb.Storable(u.Path) {
 		return false
 	}
 	q, err := url.ParseQuery(u.RawQuery)
@@ -274,11 +268,11 @@ func storableURL(u *url.URL) bool {
 		return true // the handlers' own parsing refuses it
 	}
 	for k, vs := range q {
-		if !storable(k) {
+		if !authdb.Storable(k) {
 			return false
 		}
 		for _, v := range vs {
-			if !storable(v) {
+			if !authdb.Storable(v) {
 				return false
 			}
 		}

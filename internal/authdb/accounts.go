@@ -101,7 +101,7 @@ func (d *DB) CreateAccount(ctx context.Context, a *Account) error {
 }
 
 func (d *DB) oneAccount(ctx context.Context, where, arg string) (*Account, error) {
-	if !storable(arg) {
+	if !Storable(arg) {
 		return nil, ErrNotFound
 	}
 	a, err := scanAccount(d.r.QueryRowContext(ctx, d.rebind("SELECT "+accountCols+" FROM oauth_account WHERE "+where+" = ?"), arg))
@@ -155,7 +155,7 @@ func (d *DB) DeleteAccount(ctx context.Context, username string) error {
 // RecordLoginFailure records a failed login for key at time at.
 func (d *DB) RecordLoginFailure(ctx context.Context, key string, at time.Time) error {
 	d.maybePrune(ctx, at)
-	if !storable(key) {
+	if !Storable(key) {
 		return nil // names no account: nothing to lock
 	}
 	if _, err := d.w.ExecContext(ctx, d.rebind("INSERT INTO oauth_login_failure (key, at) VALUES (?, ?)"), key, at.Unix()); err != nil {
@@ -167,7 +167,7 @@ func (d *DB) RecordLoginFailure(ctx context.Context, key string, at time.Time) e
 // LoginFailures counts the failed logins recorded for key since since.
 func (d *DB) LoginFailures(ctx context.Context, key string, since time.Time) (int, error) {
 	var n int
-	if !storable(key) {
+	if !Storable(key) {
 		return 0, nil
 	}
 	if err := d.r.QueryRowContext(ctx, d.rebind("SELECT COUNT(*) FROM oauth_login_failure WHERE key = ? AND at >= ?"), key, since.Unix()).Scan(&n); err != nil {
@@ -178,7 +178,7 @@ func (d *DB) LoginFailures(ctx context.Context, key string, since time.Time) (in
 
 // ClearLoginFailures forgets the failed logins of key (after a success).
 func (d *DB) ClearLoginFailures(ctx context.Context, key string) error {
-	if !storable(key) {
+	if !Storable(key) {
 		return nil
 	}
 	if _, err := d.w.ExecContext(ctx, d.rebind("DELETE FROM oauth_login_failure WHERE key = ?"), key); err != nil {

@@ -145,7 +145,7 @@ func (d *DB) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, error) {
 
 // APIKey returns the key with id, or ErrNotFound.
 func (d *DB) APIKey(ctx context.Context, id string) (*APIKey, error) {
-	if !storable(id) {
+	if !Storable(id) {
 		return nil, ErrNotFound
 	}
 	k, err := scanAPIKey(d.r.QueryRowContext(ctx, d.rebind("SELECT "+apiKeyCols+" FROM api_key WHERE id = ?"), id))

@@ -364,17 +364,17 @@ func found[T any](v *T, err error, what string) (*T, error) {
 	return v, nil
 }
 
-// storable reports whether s can be stored as text in both dialects:
+// Storable reports whether s can be stored as text in both dialects:
 // valid UTF-8 without NUL (PostgreSQL refuses anything else in a
 // statement). A key from a request that is not storable names nothing, so
 // its lookup finds nothing instead of failing.
-func storable(s string) bool {
+func Storable(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // Client returns the client with id, or ErrNotFound.
 func (d *DB) Client(ctx context.Context, id string) (*Client, error) {
-	if !storable(id) {
+	if !Storable(id) {
 		return nil, ErrNotFound
 	}
 	c, err := scanClient(d.getClient.QueryRowContext(ctx, id))
@@ -520,7 +520,7 @@ func (d *DB) RevokeToken(ctx context.Context, jti string, expires time.Time) err
 
 // Revoked reports whether the token with id jti was revoked.
 func (d *DB) Revoked(ctx context.Context, jti string) (bool, error) {
-	if !storable(jti) {
+	if !Storable(jti) {
 		return true, nil // no token of this server has it: refused
 	}
 	revoked, err := exists(d.getRevoked.QueryRowContext(ctx, jti))

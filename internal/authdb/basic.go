@@ -31,7 +31,7 @@ func (d *DB) DisableBasic(ctx context.Context, clientID string) error {
 
 // BasicEnabled reports whether clientID may use HTTP Basic.
 func (d *DB) BasicEnabled(ctx context.Context, clientID string) (bool, error) {
-	if !storable(clientID) {
+	if !Storable(clientID) {
 		return false, nil
 	}
 	ok, err := exists(d.r.QueryRowContext(ctx, d.rebind("SELECT 1 FROM oauth_client_basic WHERE client_id = ?"), clientID))

@@ -111,7 +111,7 @@ func (d *DB) setSuspended(ctx context.Context, table, idCol, kind, id, reason st
 // clientID, must be refused: the token was revoked or its client is
 // suspended. One query.
 func (d *DB) TokenRevoked(ctx context.Context, jti, clientID string) (bool, error) {
-	if !storable(jti) || !storable(clientID) {
+	if !Storable(jti) || !Storable(clientID) {
 		return true, nil // no token of this server has them: refused
 	}
 	revoked, err := exists(d.tokenRevoked.QueryRowContext(ctx, jti, clientID))

@@ -89,7 +89,7 @@ func (d *DB) ClientNetRules(ctx context.Context) ([]ClientNetRules, error) {
 // when it has none), or ErrNotFound when the client does not exist.
 func (d *DB) ClientNetRulesFor(ctx context.Context, clientID string) (ClientNetRules, error) {
 	r := ClientNetRules{ClientID: clientID}
-	if !storable(clientID) {
+	if !Storable(clientID) {
 		return r, ErrNotFound
 	}
 	var ips, origins sql.NullString
