@@ -284,7 +284,11 @@ func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params
 			res.Included = slices.DeleteFunc(res.Included, func(r store.Resource) bool { return !sc.keepIncluded(r.Type) })
 		}
 		p, err := s.searchPage(typ, req, &q, res, limit, sc)
-		if sc != nil && sc.fit && errors.Is(err, errTooLarge) && len(res.Included) > 0 && len(res.Matches) > 1 {
+		if sc == nil || !sc.fit || !errors.Is(err, errTooLarge) || len(res.Included) == 0 {
+			return p, err
+		}
+		switch {
+		case len(res.Matches) > 1:
 			// The page's matches fit only without their includes: half as
 			// many, with theirs (the next link continues after them, and
 			// asks for the request's page size).
@@ -292,23 +296,19 @@ func (s *Service) scopedSearch(ctx context.Context, r reader, typ string, params
 				sc.linkCount = q.Count
 			}
 			q.Count = len(res.Matches) / 2
-			if res.Snapshot != "" {
-				q.Snapshot = res.Snapshot
-			}
-			continue
-		}
-		if sc != nil && sc.fit && errors.Is(err, errTooLarge) && len(res.Included) > 0 && len(res.Matches) == 1 && len(q.Include) > ownIncludes {
+		case len(res.Matches) == 1 && len(q.Include) > ownIncludes:
 			// A single match that fits only without sc's includes comes
 			// alone, said so, rather than a 413 that would stop the
 			// paging there for resources outside the matches.
 			q.Include = q.Include[:ownIncludes:ownIncludes]
 			req.Warnings = append(req.Warnings, "the resources this page's match references were left out: with them the page would be larger than the response size limit of "+strconv.FormatInt(limit, 10)+" bytes")
-			if res.Snapshot != "" {
-				q.Snapshot = res.Snapshot
-			}
-			continue
+		default:
+			return p, err
 		}
-		return p, err
+		// Run again on the same ordered matches.
+		if res.Snapshot != "" {
+			q.Snapshot = res.Snapshot
+		}
 	}
 }
 
