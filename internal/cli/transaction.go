@@ -41,35 +41,48 @@ type transactionSummary struct {
 	Failed int `json:"failed"`
 }
 
-// Run reads every file first (a usage error sends nothing), then posts
-// them in order, stopping at the first that fails.
+// Run checks every file first (a usage error sends nothing), then posts
+// them in order, stopping at the first that fails. It holds one file at a
+// time (each is read again to be sent), standard input excepted, which
+// can be read only once.
 func (c *transactionCmd) Run(e *env) error {
-	bodies := make([][]byte, len(c.Files))
-	types := make([]string, len(c.Files))
-	for i, f := range c.Files {
+	var stdin []byte
+	for _, f := range c.Files {
 		b, err := readInput(e, f)
 		if err != nil {
 			return err
 		}
-		if types[i] = requestBundle(b); types[i] == "" {
+		if requestBundle(b) == "" {
 			return usagef("%s: not a transaction or batch Bundle", f)
 		}
-		bodies[i] = b
+		if f == "-" {
+			stdin = b
+		}
 	}
 	cl, err := c.newClient(e)
 	if err != nil {
 		return err
 	}
-	for i, f := range c.Files {
+	for _, f := range c.Files {
+		body := stdin
+		if f != "-" {
+			if body, err = readInput(e, f); err != nil {
+				return err
+			}
+		}
+		typ := requestBundle(body)
+		if typ == "" {
+			return usagef("%s: not a transaction or batch Bundle", f) // changed since the check
+		}
 		post := cl.Transaction
-		if types[i] == "batch" {
+		if typ == "batch" {
 			post = cl.Batch
 		}
-		b, err := post(e.ctx, json.RawMessage(bodies[i]))
+		b, err := post(e.ctx, json.RawMessage(body))
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
-		s := transactionSummary{File: f, Type: types[i], Entries: len(b.Entries)}
+		s := transactionSummary{File: f, Type: typ, Entries: len(b.Entries)}
 		for _, en := range b.Entries {
 			if en.Response != nil && en.Response.StatusCode() >= 400 {
 				s.Failed++
