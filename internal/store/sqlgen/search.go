@@ -254,17 +254,10 @@ func (e *Engine) base(b *Builder, q *store.Query) (string, bool, error) {
 func visibleCompartment(q *store.Query) store.Compartment {
 	c := *q.Compartment
 	c.Exclusive = false
-	shown := func(t string) bool { return q.Filter.MayShow(t) && q.MatchFilter.MayShow(t) }
-	for t := range c.Params {
-		if !shown(t) {
-			params := make(map[string][]string, len(c.Params))
-			for t, ps := range c.Params {
-				if shown(t) {
-					params[t] = ps
-				}
-			}
-			c.Params = params
-			break
+	c.Params = make(map[string][]string, len(q.Compartment.Params))
+	for t, ps := range q.Compartment.Params {
+		if q.Filter.MayShow(t) && q.MatchFilter.MayShow(t) {
+			c.Params[t] = ps
 		}
 	}
 	return c
